@@ -1,0 +1,56 @@
+/* The engine interface: the only thing that differs between io_uring and
+ * epoll. Everything above it (loop, operations, streams) is
+ * engine-agnostic, so the contract tests run unchanged on both.
+ *
+ * Every engine defines its table with PACT_ENGINE_DEFINE(table, prefix,
+ * name), which
+ * names every member: an engine that lacks a function fails to compile
+ * instead of crashing at run time (libxev's lesson). */
+#ifndef PACT_ENGINE_H
+#define PACT_ENGINE_H
+
+#include <stdint.h>
+
+#include "op.h"
+
+struct pact_loop;
+
+typedef struct pact_engine_ops {
+    const char *name;
+    /* Sets up loop->engine_data. Returns 0 or a negative errno; on failure
+     * writes a human-readable reason into reason[reason_len]. */
+    int (*init)(struct pact_loop *loop, unsigned queue_depth, int fail_setup,
+                char *reason, size_t reason_len);
+    /* Frees the engine. Called only when no op is in flight. */
+    void (*destroy)(struct pact_loop *loop);
+    /* Hands an op to the kernel (or tries it now, on epoll). Returns 1 if
+     * the engine armed op->timeout_ns itself (io_uring linked timeout),
+     * else 0. May complete the op at once through pact__op_defer(). */
+    int (*submit)(struct pact_loop *loop, pact_op_s *op);
+    /* Asks for an in-flight op to be cancelled. The op completes later
+     * through pact__op_kernel_done() / pact__op_defer(), never from
+     * inside this call. */
+    void (*cancel)(struct pact_loop *loop, pact_op_s *op);
+    /* Submits what is pending, waits up to timeout_ns (-1 = no limit, 0 =
+     * poll) for completions and delivers them. Returns the number of
+     * completions seen or a negative errno. */
+    int (*wait)(struct pact_loop *loop, int64_t timeout_ns);
+    /* Whether an op kind may carry an io_uring linked timeout. */
+    int (*supports_link_timeout)(struct pact_loop *loop, pact_op_s *op);
+} pact_engine_ops;
+
+#define PACT_ENGINE_DEFINE(table, prefix, display_name)                   \
+    const pact_engine_ops pact_engine_##table = {                         \
+        .name = display_name,                                             \
+        .init = prefix##_init,                                            \
+        .destroy = prefix##_destroy,                                      \
+        .submit = prefix##_submit,                                        \
+        .cancel = prefix##_cancel,                                        \
+        .wait = prefix##_wait,                                            \
+        .supports_link_timeout = prefix##_supports_link_timeout,          \
+    }
+
+extern const pact_engine_ops pact_engine_uring;
+extern const pact_engine_ops pact_engine_epoll;
+
+#endif

@@ -1,0 +1,372 @@
+/* The epoll engine: emulates completions with readiness. Each op first
+ * tries its system call at submission; only if that would block does it
+ * wait in its fd's read or write queue for epoll to report readiness (the
+ * "try first, then wait" order keeps the fast path to one syscall).
+ *
+ * One epoll registration per fd, EPOLLONESHOT, re-armed while a queue is
+ * non-empty. The registration heals itself when the user closed an fd and
+ * the number came back (MOD answers ENOENT: ADD again). Ops in one queue
+ * complete in the order they were started, so two recvs on one socket
+ * never swap their data. Non-socket fds (pipes, ttys) are made O_NONBLOCK
+ * on first use, as libuv does; regular files are read and written
+ * directly (they never block on readiness). */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "loop.h"
+
+enum fd_queue { QUEUE_READ, QUEUE_WRITE, QUEUE_POLL, QUEUE_COUNT };
+
+typedef struct fd_entry {
+    pact_list queues[QUEUE_COUNT];
+    uint32_t armed;    /* events currently armed in epoll (0 = disarmed) */
+    uint8_t known;     /* epoll has (or had) a registration for this fd */
+    uint8_t nonblock;  /* O_NONBLOCK checked / set */
+    uint8_t regular;   /* regular file: no readiness, do I/O directly */
+} fd_entry;
+
+typedef struct epoll_engine {
+    int epfd;
+    fd_entry **fds; /* indexed by fd, allocated lazily */
+    int nfds;
+} epoll_engine;
+
+#define EPOLL_ENGINE(loop) ((epoll_engine *)(loop)->engine_data)
+
+static int ep_init(pact_loop *loop, unsigned depth, int fail_setup,
+                      char *reason, size_t reason_len)
+{
+    (void)depth;
+    (void)fail_setup;
+    (void)reason;
+    (void)reason_len;
+    epoll_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return -ENOMEM;
+    e->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (e->epfd < 0) {
+        int r = -errno;
+        free(e);
+        return r;
+    }
+    loop->engine_data = e;
+    return 0;
+}
+
+static void ep_destroy(pact_loop *loop)
+{
+    epoll_engine *e = EPOLL_ENGINE(loop);
+    if (!e)
+        return;
+    for (int i = 0; i < e->nfds; i++)
+        free(e->fds[i]);
+    free(e->fds);
+    close(e->epfd);
+    free(e);
+    loop->engine_data = NULL;
+}
+
+static fd_entry *fd_get(epoll_engine *e, int fd)
+{
+    if (fd >= e->nfds) {
+        int n = e->nfds ? e->nfds : 64;
+        while (n <= fd)
+            n *= 2;
+        fd_entry **fds = realloc(e->fds, (size_t)n * sizeof *fds);
+        if (!fds)
+            return NULL;
+        memset(fds + e->nfds, 0, (size_t)(n - e->nfds) * sizeof *fds);
+        e->fds = fds;
+        e->nfds = n;
+    }
+    if (!e->fds[fd]) {
+        fd_entry *f = calloc(1, sizeof *f);
+        if (!f)
+            return NULL;
+        for (int q = 0; q < QUEUE_COUNT; q++)
+            pact_list_init(&f->queues[q]);
+        e->fds[fd] = f;
+    }
+    return e->fds[fd];
+}
+
+/* Which queue an op waits in. */
+static enum fd_queue queue_of(const pact_op_s *op)
+{
+    switch ((pact_op_kind)op->kind) {
+    case PACT_OP_RECV:
+    case PACT_OP_ACCEPT:
+    case PACT_OP_READ:
+        return QUEUE_READ;
+    case PACT_OP_POLL:
+        return QUEUE_POLL;
+    default:
+        return QUEUE_WRITE;
+    }
+}
+
+static uint32_t wanted_events(const fd_entry *f)
+{
+    uint32_t ev = 0;
+    if (!pact_list_empty(&f->queues[QUEUE_READ]))
+        ev |= EPOLLIN | EPOLLRDHUP;
+    if (!pact_list_empty(&f->queues[QUEUE_WRITE]))
+        ev |= EPOLLOUT;
+    for (pact_list *n = f->queues[QUEUE_POLL].next; n != &f->queues[QUEUE_POLL];
+         n = n->next) {
+        const pact_op_s *op = pact_container_of(n, pact_op_s, link);
+        ev |= (uint32_t)op->msg_flags & (EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLRDHUP);
+    }
+    return ev;
+}
+
+/* Arms the fd's registration for what its queues wait for. */
+static int fd_rearm(epoll_engine *e, int fd, fd_entry *f)
+{
+    uint32_t ev = wanted_events(f);
+    if (ev == 0) {
+        f->armed = 0; /* ONESHOT already disarmed it after the last event */
+        return 0;
+    }
+    struct epoll_event event = {.events = ev | EPOLLONESHOT, .data.fd = fd};
+    int op = f->known ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    int r = epoll_ctl(e->epfd, op, fd, &event);
+    if (r < 0 && errno == ENOENT && op == EPOLL_CTL_MOD)
+        r = epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &event); /* fd was reused */
+    else if (r < 0 && errno == EEXIST && op == EPOLL_CTL_ADD)
+        r = epoll_ctl(e->epfd, EPOLL_CTL_MOD, fd, &event);
+    if (r < 0)
+        return -errno;
+    f->known = 1;
+    f->armed = ev;
+    return 0;
+}
+
+static int sock_error(int fd)
+{
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        return -errno;
+    return -err;
+}
+
+/* Performs the op's system call once. Returns the result, or -EAGAIN if it
+ * would block (then the op waits for readiness). revents is 0 for the
+ * first try at submission. */
+static int64_t try_op(pact_op_s *op, uint32_t revents)
+{
+    ssize_t n;
+    switch ((pact_op_kind)op->kind) {
+    case PACT_OP_RECV:
+        n = recv(op->fd, op->buf, op->len, op->msg_flags | MSG_DONTWAIT);
+        return n < 0 ? -errno : n;
+    case PACT_OP_SEND:
+        n = send(op->fd, op->buf, op->len, op->msg_flags | MSG_DONTWAIT);
+        return n < 0 ? -errno : n;
+    case PACT_OP_SEND_ALL:
+        while (op->transferred < op->len) {
+            n = send(op->fd, (char *)op->buf + op->transferred,
+                     op->len - op->transferred, op->msg_flags | MSG_DONTWAIT);
+            if (n < 0)
+                return errno == EINTR ? -EAGAIN : -errno;
+            op->transferred += (size_t)n;
+        }
+        return (int64_t)op->transferred;
+    case PACT_OP_ACCEPT:
+        op->addrlen = sizeof op->addr;
+        n = accept4(op->fd, (struct sockaddr *)&op->addr, &op->addrlen,
+                    SOCK_CLOEXEC | SOCK_NONBLOCK);
+        return n < 0 ? -errno : n;
+    case PACT_OP_CONNECT:
+        if (op->flags & PACT_OPF_CONNECTING) {
+            if (!(revents & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+                return -EAGAIN;
+            return sock_error(op->fd);
+        }
+        if (connect(op->fd, (struct sockaddr *)&op->addr, op->addrlen) == 0)
+            return 0;
+        if (errno == EINPROGRESS || errno == EAGAIN) {
+            op->flags |= PACT_OPF_CONNECTING;
+            return -EAGAIN;
+        }
+        return -errno;
+    case PACT_OP_SHUTDOWN:
+        return shutdown(op->fd, op->msg_flags) < 0 ? -errno : 0;
+    case PACT_OP_READ:
+        n = op->offset < 0 ? read(op->fd, op->buf, op->len)
+                           : pread(op->fd, op->buf, op->len, op->offset);
+        return n < 0 ? -errno : n;
+    case PACT_OP_WRITE:
+        n = op->offset < 0 ? write(op->fd, op->buf, op->len)
+                           : pwrite(op->fd, op->buf, op->len, op->offset);
+        return n < 0 ? -errno : n;
+    case PACT_OP_POLL: {
+        struct pollfd p = {.fd = op->fd, .events = (short)op->msg_flags};
+        int r = poll(&p, 1, 0);
+        if (r < 0)
+            return -errno;
+        return r == 0 ? -EAGAIN : p.revents;
+    }
+    default:
+        return -EINVAL;
+    }
+}
+
+/* Sockets get MSG_DONTWAIT per call; other fds must be O_NONBLOCK or a read
+ * on an empty pipe would block the whole loop. */
+static void prepare_fd(fd_entry *f, int fd)
+{
+    if (f->nonblock)
+        return;
+    f->nonblock = 1;
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+        f->regular = 1;
+        return;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0 && !(fl & O_NONBLOCK))
+        fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+static int ep_submit(pact_loop *loop, pact_op_s *op)
+{
+    epoll_engine *e = EPOLL_ENGINE(loop);
+    fd_entry *f = fd_get(e, op->fd);
+    if (!f) {
+        pact__op_defer(loop, op, -ENOMEM);
+        return 0;
+    }
+    prepare_fd(f, op->fd);
+    enum fd_queue q = queue_of(op);
+    /* Behind an op already waiting on this queue: keep the order. */
+    if (pact_list_empty(&f->queues[q])) {
+        int64_t r = try_op(op, 0);
+        if (r != -EAGAIN && r != -EWOULDBLOCK && r != -EINTR) {
+            pact__op_defer(loop, op, r);
+            return 0;
+        }
+    }
+    pact_list_push_back(&f->queues[q], &op->link);
+    int r = fd_rearm(e, op->fd, f);
+    if (r < 0) {
+        /* EPERM: not pollable (a regular file that said EAGAIN?); EBADF:
+         * closed fd. Either way the op cannot wait: fail it. */
+        pact_list_remove(&op->link);
+        pact__op_defer(loop, op, r);
+    }
+    return 0;
+}
+
+static void ep_cancel(pact_loop *loop, pact_op_s *op)
+{
+    /* Ops that wait are in a queue; cancelling just takes them out. The
+     * callback runs from the loop's done phase, never from in here. */
+    if (pact_list_linked(&op->link) && op->state == PACT_OP_INFLIGHT) {
+        pact_list_remove(&op->link);
+        epoll_engine *e = EPOLL_ENGINE(loop);
+        if (op->fd < e->nfds && e->fds[op->fd])
+            fd_rearm(e, op->fd, e->fds[op->fd]);
+        pact__op_defer(loop, op, -ECANCELED);
+    }
+}
+
+static int ep_supports_link_timeout(pact_loop *loop, pact_op_s *op)
+{
+    (void)loop;
+    (void)op;
+    return 0; /* deadlines live on the loop's timer heap */
+}
+
+/* Completes, in order, the waiting ops of a read or write queue until one
+ * would still block. */
+static int run_queue(pact_loop *loop, pact_list *queue, uint32_t revents)
+{
+    int n = 0;
+    while (!pact_list_empty(queue)) {
+        pact_op_s *op = pact_container_of(queue->next, pact_op_s, link);
+        int64_t r = try_op(op, revents);
+        if (r == -EAGAIN || r == -EWOULDBLOCK || r == -EINTR)
+            break;
+        pact_list_remove(&op->link);
+        op->result = r;
+        pact__op_complete(loop, op);
+        n++;
+    }
+    return n;
+}
+
+/* Completes every poll op whose events are ready. They are taken out first
+ * and completed after, since their callbacks may change the queue. */
+static int run_pollers(pact_loop *loop, pact_list *queue, uint32_t revents)
+{
+    pact_list hits;
+    pact_list_init(&hits);
+    for (pact_list *it = queue->next; it != queue;) {
+        pact_list *next = it->next;
+        pact_op_s *op = pact_container_of(it, pact_op_s, link);
+        uint32_t hit = revents & ((uint32_t)op->msg_flags | EPOLLERR | EPOLLHUP);
+        if (hit) {
+            pact_list_remove(it);
+            op->result = hit;
+            pact_list_push_back(&hits, it);
+        }
+        it = next;
+    }
+    int n = 0;
+    pact_list *node;
+    while ((node = pact_list_pop_front(&hits))) {
+        pact__op_complete(loop, pact_container_of(node, pact_op_s, link));
+        n++;
+    }
+    return n;
+}
+
+static int ep_wait(pact_loop *loop, int64_t timeout_ns)
+{
+    epoll_engine *e = EPOLL_ENGINE(loop);
+    struct epoll_event events[128];
+    struct timespec ts, *tsp = NULL;
+    if (timeout_ns >= 0) {
+        ts.tv_sec = timeout_ns / 1000000000ll;
+        ts.tv_nsec = timeout_ns % 1000000000ll;
+        tsp = &ts;
+    }
+    loop->stats.syscalls_enter++;
+    int n = epoll_pwait2(e->epfd, events, 128, tsp, NULL);
+    if (n < 0)
+        return errno == EINTR ? 0 : -errno;
+    int seen = 0;
+    for (int i = 0; i < n; i++) {
+        int fd = events[i].data.fd;
+        uint32_t rev = events[i].events;
+        if (fd >= e->nfds || !e->fds[fd])
+            continue;
+        fd_entry *f = e->fds[fd];
+        f->armed = 0; /* ONESHOT */
+        /* Errors and hang-ups wake both sides: the syscall reports them. */
+        if (rev & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))
+            seen += run_queue(loop, &f->queues[QUEUE_READ], rev);
+        if (rev & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+            seen += run_queue(loop, &f->queues[QUEUE_WRITE], rev);
+        seen += run_pollers(loop, &f->queues[QUEUE_POLL], rev);
+        /* Callbacks above may have closed and reused this fd number; the
+         * entry is still the one for `fd`, and re-arming heals reuse. */
+        if (fd < e->nfds && e->fds[fd]) {
+            int r = fd_rearm(e, fd, e->fds[fd]);
+            if (r < 0)
+                pact__error(loop, r, "epoll re-arm of fd %d failed", fd);
+        }
+    }
+    return seen;
+}
+
+PACT_ENGINE_DEFINE(epoll, ep, "epoll");

@@ -1,0 +1,427 @@
+/* The io_uring engine: operations become SQEs, completions come back as
+ * CQEs. One io_uring_enter per loop iteration submits everything prepared
+ * since the last one and waits, with the next timer as its timeout.
+ *
+ * user_data layout: generation (24 bits) | slab index (32 bits) | tag (8
+ * bits). The generation lets a completion for an op that no longer exists
+ * be recognised and counted as stray instead of touching a reused op. */
+#include <errno.h>
+#include <liburing.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "loop.h"
+
+enum uring_tag {
+    TAG_OP = 1,           /* the operation itself */
+    TAG_CANCEL = 2,       /* an ASYNC_CANCEL aimed at the op */
+    TAG_LINK_TIMEOUT = 3, /* the op's linked timeout */
+};
+
+/* Opcodes every loop needs; a kernel without one of them gets epoll. */
+static const struct {
+    int opcode;
+    const char *name;
+} required_ops[] = {
+    {IORING_OP_RECV, "RECV"},
+    {IORING_OP_SEND, "SEND"},
+    {IORING_OP_ACCEPT, "ACCEPT"},
+    {IORING_OP_CONNECT, "CONNECT"},
+    {IORING_OP_READ, "READ"},
+    {IORING_OP_WRITE, "WRITE"},
+    {IORING_OP_POLL_ADD, "POLL_ADD"},
+    {IORING_OP_ASYNC_CANCEL, "ASYNC_CANCEL"},
+    {IORING_OP_LINK_TIMEOUT, "LINK_TIMEOUT"},
+    {IORING_OP_SHUTDOWN, "SHUTDOWN"},
+};
+
+typedef struct uring_engine {
+    struct io_uring ring;
+    unsigned setup_flags;
+    unsigned features;
+    int enabled; /* ring created disabled for SINGLE_ISSUER; see below */
+} uring_engine;
+
+#define URING(loop) ((uring_engine *)(loop)->engine_data)
+
+static inline uint64_t encode(const pact_op_s *op, enum uring_tag tag)
+{
+    return ((uint64_t)(op->slab.gen & 0xffffffu) << 40) |
+           ((uint64_t)op->slab.next_free << 8) | (uint64_t)tag;
+}
+
+static pact_op_s *decode(pact_loop *loop, uint64_t ud, enum uring_tag *tag)
+{
+    *tag = (enum uring_tag)(ud & 0xff);
+    uint32_t idx = (uint32_t)(ud >> 8);
+    uint32_t gen = (uint32_t)(ud >> 40) & 0xffffffu;
+    if (idx >= loop->ops.capacity)
+        return NULL;
+    pact_op_s *op = pact_slab_at(&loop->ops, idx);
+    if (!(op->slab.gen & 1) || (op->slab.gen & 0xffffffu) != gen ||
+        op->pending_cqes <= 0)
+        return NULL;
+    return op;
+}
+
+/* With SINGLE_ISSUER the kernel binds the ring to the first thread that
+ * submits. The ring is created disabled and enabled by the thread that
+ * first runs the loop, so a loop may be created on one thread and run on
+ * another (but then always run on that one). */
+static int ensure_enabled(uring_engine *e)
+{
+    if (e->enabled)
+        return 0;
+    /* Debian's liburing 2.3 declares io_uring_enable_rings() but does not
+     * export it, so register directly. */
+    if (syscall(__NR_io_uring_register, e->ring.ring_fd,
+                IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0)
+        return -errno;
+    e->enabled = 1;
+    return 0;
+}
+
+static int uring_submit_now(pact_loop *loop)
+{
+    uring_engine *e = URING(loop);
+    int r = ensure_enabled(e);
+    if (r < 0)
+        return r;
+    loop->stats.syscalls_enter++;
+    return io_uring_submit(&e->ring);
+}
+
+/* Returns an SQE, submitting what is queued if the SQ is full. `need` SQEs
+ * are guaranteed to be free, so a linked pair never straddles a submit. */
+static struct io_uring_sqe *get_sqes(pact_loop *loop, unsigned need)
+{
+    uring_engine *e = URING(loop);
+    while (io_uring_sq_space_left(&e->ring) < need) {
+        int r = uring_submit_now(loop);
+        if (r < 0 && r != -EBUSY && r != -EAGAIN && r != -EINTR) {
+            pact__error(loop, r, "io_uring submit failed");
+            return NULL;
+        }
+        if (r <= 0) {
+            /* The kernel holds back: reap completions to make room. */
+            io_uring_get_events(&e->ring);
+        }
+    }
+    return io_uring_get_sqe(&e->ring);
+}
+
+static void describe_setup_failure(int err, char *reason, size_t len)
+{
+    const char *hint = "";
+    if (err == -EPERM) {
+        FILE *f = fopen("/proc/sys/kernel/io_uring_disabled", "r");
+        int disabled = 0;
+        if (f) {
+            if (fscanf(f, "%d", &disabled) != 1)
+                disabled = 0;
+            fclose(f);
+        }
+        hint = disabled ? " (kernel.io_uring_disabled is set)"
+                        : " (a seccomp filter forbids io_uring?)";
+    } else if (err == -ENOSYS) {
+        hint = " (kernel built without io_uring)";
+    } else if (err == -ENOMEM) {
+        hint = " (RLIMIT_MEMLOCK too low?)";
+    }
+    snprintf(reason, len, "io_uring_setup failed: %s%s", pact_strerror(err),
+             hint);
+}
+
+static int uring_init(pact_loop *loop, unsigned depth, int fail_setup,
+                      char *reason, size_t reason_len)
+{
+    if (fail_setup < 0) {
+        describe_setup_failure(fail_setup, reason, reason_len);
+        return fail_setup;
+    }
+    uring_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return -ENOMEM;
+    if (depth == 0)
+        depth = 256;
+    if (depth > 32768)
+        depth = 32768;
+
+    /* Best flags first, dropped one step at a time on EINVAL (older
+     * kernels): DEFER_TASKRUN needs 6.1 and SINGLE_ISSUER 6.0; COOP_TASKRUN
+     * 5.19; SUBMIT_ALL 5.18. The CQ is 4x the SQ: multishot ops post many
+     * completions per submission. */
+    static const unsigned flag_sets[] = {
+        IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER |
+            IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED,
+        IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN,
+        IORING_SETUP_SUBMIT_ALL,
+        0,
+    };
+    int r = -EINVAL;
+    for (size_t i = 0; i < sizeof flag_sets / sizeof flag_sets[0]; i++) {
+        struct io_uring_params p;
+        memset(&p, 0, sizeof p);
+        p.flags = flag_sets[i] | IORING_SETUP_CQSIZE;
+        p.cq_entries = depth * 4;
+        r = io_uring_queue_init_params(depth, &e->ring, &p);
+        if (r == 0) {
+            e->setup_flags = p.flags;
+            e->features = p.features;
+            e->enabled = !(p.flags & IORING_SETUP_R_DISABLED);
+            break;
+        }
+        if (r != -EINVAL)
+            break;
+    }
+    if (r < 0) {
+        describe_setup_failure(r, reason, reason_len);
+        free(e);
+        return r;
+    }
+
+    /* The wait timeout rides on io_uring_enter (EXT_ARG, 5.11) and no CQE
+     * is ever dropped (NODROP, 5.5); without them use epoll. */
+    if (!(e->features & IORING_FEAT_EXT_ARG) || !(e->features & IORING_FEAT_NODROP)) {
+        snprintf(reason, reason_len,
+                 "io_uring lacks EXT_ARG or NODROP (kernel older than 5.11)");
+        io_uring_queue_exit(&e->ring);
+        free(e);
+        return -EOPNOTSUPP;
+    }
+    struct io_uring_probe *probe = io_uring_get_probe_ring(&e->ring);
+    if (!probe) {
+        snprintf(reason, reason_len, "io_uring probe failed");
+        io_uring_queue_exit(&e->ring);
+        free(e);
+        return -EOPNOTSUPP;
+    }
+    for (size_t i = 0; i < sizeof required_ops / sizeof required_ops[0]; i++) {
+        if (!io_uring_opcode_supported(probe, required_ops[i].opcode)) {
+            snprintf(reason, reason_len,
+                     "io_uring lacks IORING_OP_%s (kernel too old)",
+                     required_ops[i].name);
+            io_uring_free_probe(probe);
+            io_uring_queue_exit(&e->ring);
+            free(e);
+            return -EOPNOTSUPP;
+        }
+    }
+    io_uring_free_probe(probe);
+    /* Saves an fdget per io_uring_enter (5.18); harmless if refused. */
+    io_uring_register_ring_fd(&e->ring);
+    loop->engine_data = e;
+    return 0;
+}
+
+static void uring_destroy(pact_loop *loop)
+{
+    uring_engine *e = URING(loop);
+    if (!e)
+        return;
+    io_uring_queue_exit(&e->ring);
+    free(e);
+    loop->engine_data = NULL;
+}
+
+static int uring_supports_link_timeout(pact_loop *loop, pact_op_s *op)
+{
+    (void)loop;
+    /* send_all may resubmit after a short send; a link timeout covers only
+     * one submission, so its deadline lives on the heap instead. */
+    return op->kind != PACT_OP_SEND_ALL && op->kind != PACT_OP_SLEEP;
+}
+
+static void prep_op(pact_op_s *op, struct io_uring_sqe *sqe)
+{
+    switch ((pact_op_kind)op->kind) {
+    case PACT_OP_RECV:
+        io_uring_prep_recv(sqe, op->fd, op->buf, op->len, op->msg_flags);
+        break;
+    case PACT_OP_SEND:
+    case PACT_OP_SEND_ALL:
+        io_uring_prep_send(sqe, op->fd, (char *)op->buf + op->transferred,
+                           op->len - op->transferred, op->msg_flags);
+        break;
+    case PACT_OP_ACCEPT:
+        io_uring_prep_accept(sqe, op->fd, (struct sockaddr *)&op->addr,
+                             &op->addrlen, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        break;
+    case PACT_OP_CONNECT:
+        io_uring_prep_connect(sqe, op->fd, (struct sockaddr *)&op->addr,
+                              op->addrlen);
+        break;
+    case PACT_OP_SHUTDOWN:
+        io_uring_prep_shutdown(sqe, op->fd, op->msg_flags);
+        break;
+    case PACT_OP_READ:
+        io_uring_prep_read(sqe, op->fd, op->buf, (unsigned)op->len,
+                           (uint64_t)op->offset);
+        break;
+    case PACT_OP_WRITE:
+        io_uring_prep_write(sqe, op->fd, op->buf, (unsigned)op->len,
+                            (uint64_t)op->offset);
+        break;
+    case PACT_OP_POLL:
+        io_uring_prep_poll_add(sqe, op->fd, (unsigned)op->msg_flags);
+        break;
+    case PACT_OP_SLEEP:
+    case PACT_OP_KIND_COUNT:
+        io_uring_prep_nop(sqe); /* never reached: sleeps live on the heap */
+        break;
+    }
+    io_uring_sqe_set_data64(sqe, encode(op, TAG_OP));
+}
+
+static int uring_submit(pact_loop *loop, pact_op_s *op)
+{
+    int linked = op->timeout_ns && uring_supports_link_timeout(loop, op);
+    struct io_uring_sqe *sqe = get_sqes(loop, linked ? 2 : 1);
+    if (!sqe) {
+        pact__op_defer(loop, op, -ENOMEM);
+        return 0;
+    }
+    prep_op(op, sqe);
+    op->pending_cqes = 1;
+    if (!linked)
+        return 0;
+    sqe->flags |= IOSQE_IO_LINK;
+    op->ts.tv_sec = (long long)(op->timeout_ns / 1000000000ull);
+    op->ts.tv_nsec = (long long)(op->timeout_ns % 1000000000ull);
+    struct io_uring_sqe *t = io_uring_get_sqe(&URING(loop)->ring);
+    io_uring_prep_link_timeout(t, &op->ts, 0);
+    io_uring_sqe_set_data64(t, encode(op, TAG_LINK_TIMEOUT));
+    op->pending_cqes = 2;
+    op->flags |= PACT_OPF_LINK_TIMEOUT;
+    return 1;
+}
+
+static void uring_cancel(pact_loop *loop, pact_op_s *op)
+{
+    struct io_uring_sqe *sqe = get_sqes(loop, 1);
+    if (!sqe) {
+        pact__error(loop, -ENOMEM, "no SQE for a cancel; the op completes "
+                                   "on its own");
+        return;
+    }
+    io_uring_prep_cancel64(sqe, encode(op, TAG_OP), 0);
+    io_uring_sqe_set_data64(sqe, encode(op, TAG_CANCEL));
+    /* The cancel's own CQE is owed too; nothing is freed before it. */
+    op->pending_cqes++;
+}
+
+/* A send_all that went out short is sent on from where it stopped. */
+static int send_all_continue(pact_loop *loop, pact_op_s *op, int res)
+{
+    if (res <= 0)
+        return 0;
+    op->transferred += (size_t)res;
+    if (op->transferred >= op->len ||
+        (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT)))
+        return 0;
+    struct io_uring_sqe *sqe = get_sqes(loop, 1);
+    if (!sqe)
+        return 0;
+    prep_op(op, sqe);
+    op->pending_cqes++;
+    return 1;
+}
+
+static void handle_cqe(pact_loop *loop, uint64_t ud, int res)
+{
+    enum uring_tag tag;
+    pact_op_s *op = decode(loop, ud, &tag);
+    if (!op) {
+        loop->stats.stray_completions++;
+        pact__log(loop, "stray completion: user_data 0x%llx res %d matches "
+                        "no live operation",
+                  (unsigned long long)ud, res);
+        return;
+    }
+    op->pending_cqes--;
+    switch (tag) {
+    case TAG_OP:
+        if (op->kind == PACT_OP_SEND_ALL) {
+            if (send_all_continue(loop, op, res))
+                return;
+            if (res < 0)
+                op->result = res;
+            else if (op->transferred < op->len &&
+                     (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT)))
+                op->result = -ECANCELED; /* transferred says how much went */
+            else
+                op->result = (int64_t)op->transferred;
+        } else {
+            op->result = res;
+        }
+        break;
+    case TAG_LINK_TIMEOUT:
+        if (res == -ETIME)
+            op->flags |= PACT_OPF_TIMED_OUT;
+        break;
+    case TAG_CANCEL:
+        /* 0, -ENOENT or -EALREADY: either way the op posts its own CQE,
+         * which carries the real result if it won the race. */
+        break;
+    default:
+        loop->stats.stray_completions++;
+        return;
+    }
+    if (op->pending_cqes == 0)
+        pact__op_complete(loop, op);
+}
+
+static int uring_wait(pact_loop *loop, int64_t timeout_ns)
+{
+    uring_engine *e = URING(loop);
+    int r = ensure_enabled(e);
+    if (r < 0)
+        return r;
+    loop->stats.syscalls_enter++;
+    if (timeout_ns == 0) {
+        /* Submit and run deferred task work without blocking. */
+        r = io_uring_submit_and_get_events(&e->ring);
+    } else {
+        struct __kernel_timespec ts;
+        struct io_uring_cqe *cqe;
+        if (timeout_ns > 0) {
+            ts.tv_sec = timeout_ns / 1000000000ll;
+            ts.tv_nsec = timeout_ns % 1000000000ll;
+        }
+        r = io_uring_submit_and_wait_timeout(&e->ring, &cqe, 1,
+                                             timeout_ns > 0 ? &ts : NULL, NULL);
+    }
+    if (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW)
+        loop->stats.cq_overflows++;
+
+    int seen = 0;
+    for (;;) {
+        struct io_uring_cqe *cqes[64];
+        unsigned n = io_uring_peek_batch_cqe(&e->ring, cqes, 64);
+        if (n == 0)
+            break;
+        /* Copy and release the CQ slots before running callbacks, so that
+         * the CQ has room for whatever those callbacks cause. */
+        struct {
+            uint64_t ud;
+            int res;
+        } batch[64];
+        for (unsigned i = 0; i < n; i++) {
+            batch[i].ud = cqes[i]->user_data;
+            batch[i].res = cqes[i]->res;
+        }
+        io_uring_cq_advance(&e->ring, n);
+        for (unsigned i = 0; i < n; i++)
+            handle_cqe(loop, batch[i].ud, batch[i].res);
+        seen += (int)n;
+    }
+    if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY && r != -EAGAIN)
+        return r;
+    return seen;
+}
+
+PACT_ENGINE_DEFINE(uring, uring, "io_uring");

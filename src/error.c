@@ -1,0 +1,48 @@
+/* Error names and messages, generated from one X-macro table (libuv's
+ * uv_err_name / uv_strerror pattern) so that the two never disagree. */
+#include <errno.h>
+#include <string.h>
+
+#include "pact.h"
+
+#define PACT_ERRNO_MAP(X)                                                   \
+    X(EPERM) X(ENOENT) X(ESRCH) X(EINTR) X(EIO) X(ENXIO) X(E2BIG)           \
+    X(ENOEXEC) X(EBADF) X(ECHILD) X(EAGAIN) X(ENOMEM) X(EACCES) X(EFAULT)   \
+    X(EBUSY) X(EEXIST) X(EXDEV) X(ENODEV) X(ENOTDIR) X(EISDIR) X(EINVAL)    \
+    X(ENFILE) X(EMFILE) X(ENOTTY) X(EFBIG) X(ENOSPC) X(ESPIPE) X(EROFS)     \
+    X(EMLINK) X(EPIPE) X(ERANGE) X(ENAMETOOLONG) X(ENOSYS) X(ENOTEMPTY)     \
+    X(ELOOP) X(ENOTSOCK) X(EDESTADDRREQ) X(EMSGSIZE) X(EPROTOTYPE)          \
+    X(ENOPROTOOPT) X(EPROTONOSUPPORT) X(EOPNOTSUPP) X(EAFNOSUPPORT)         \
+    X(EADDRINUSE) X(EADDRNOTAVAIL) X(ENETDOWN) X(ENETUNREACH) X(ECONNABORTED)\
+    X(ECONNRESET) X(ENOBUFS) X(EISCONN) X(ENOTCONN) X(ESHUTDOWN)            \
+    X(ETIMEDOUT) X(ECONNREFUSED) X(EHOSTUNREACH) X(EALREADY) X(EINPROGRESS) \
+    X(ECANCELED) X(ETIME) X(EPROTO) X(EOVERFLOW) X(EBADMSG) X(EILSEQ)       \
+    X(ENODATA)
+
+const char *pact_err_name(int err)
+{
+    switch (-err) {
+#define PACT_ERR_NAME_CASE(e) case e: return #e;
+        PACT_ERRNO_MAP(PACT_ERR_NAME_CASE)
+#undef PACT_ERR_NAME_CASE
+    case 0:
+        return "OK";
+    default:
+        return "UNKNOWN";
+    }
+}
+
+const char *pact_strerror(int err)
+{
+    if (err == 0)
+        return "success";
+    switch (-err) {
+#define PACT_ERR_KNOWN_CASE(e) case e:
+        PACT_ERRNO_MAP(PACT_ERR_KNOWN_CASE)
+#undef PACT_ERR_KNOWN_CASE
+        /* strerrordesc_np() returns a constant string: thread-safe. */
+        return strerrordesc_np(-err);
+    default:
+        return "unknown error";
+    }
+}

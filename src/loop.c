@@ -1,0 +1,490 @@
+/* The loop: creation and engine choice, the iteration, run / stop / close,
+ * and the cross-thread wake-up. */
+#include "loop.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The loop running on this thread, so that running a second loop from
+ * inside a callback of the first is refused (one loop per thread). */
+static __thread pact_loop *running_on_this_thread;
+
+uint64_t pact_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void pact_loop_options_init(pact_loop_options *opts)
+{
+    if (!opts)
+        return;
+    memset(opts, 0, sizeof *opts);
+    opts->engine = PACT_ENGINE_AUTO;
+    opts->debug = -1;
+}
+
+static int debug_from_env(void)
+{
+    const char *v = getenv("PACT_DEBUG");
+    return v && *v && strcmp(v, "0") != 0;
+}
+
+/* PACT_ENGINE exists so that the same test binaries run on both engines. */
+static pact_engine_kind engine_from_env(pact_engine_kind asked)
+{
+    if (asked != PACT_ENGINE_AUTO)
+        return asked;
+    const char *v = getenv("PACT_ENGINE");
+    if (v && strcmp(v, "uring") == 0)
+        return PACT_ENGINE_URING;
+    if (v && strcmp(v, "epoll") == 0)
+        return PACT_ENGINE_EPOLL;
+    return PACT_ENGINE_AUTO;
+}
+
+static int engine_start(pact_loop *loop, const pact_loop_options *opts)
+{
+    pact_engine_kind kind = engine_from_env(opts->engine);
+    char reason[sizeof loop->engine_reason] = "";
+    if (kind == PACT_ENGINE_URING || kind == PACT_ENGINE_AUTO) {
+        loop->engine = &pact_engine_uring;
+        int r = pact_engine_uring.init(loop, opts->queue_depth,
+                                       opts->fail_uring_setup, reason,
+                                       sizeof reason);
+        if (r == 0) {
+            loop->engine_kind = PACT_ENGINE_URING;
+            return 0;
+        }
+        if (kind == PACT_ENGINE_URING) {
+            pact__log(loop, "io_uring was asked for but %s", reason);
+            return r;
+        }
+        snprintf(loop->engine_reason, sizeof loop->engine_reason, "%s",
+                 reason);
+        if (loop->debug)
+            pact__log(loop, "falling back to epoll: %s", reason);
+    }
+    loop->engine = &pact_engine_epoll;
+    loop->engine_kind = PACT_ENGINE_EPOLL;
+    return pact_engine_epoll.init(loop, opts->queue_depth, 0, reason,
+                                  sizeof reason);
+}
+
+static void wake_read_done(pact_loop *loop, const pact_completion *c,
+                           void *user);
+
+/* Arms the internal read on the wake-up eventfd. */
+static int wake_arm(pact_loop *loop)
+{
+    int err = 0;
+    pact_op_s *op = pact__op_new(loop, PACT_OP_READ, loop->wake_fd,
+                                 wake_read_done, NULL, &err);
+    if (!op)
+        return err;
+    op->flags |= PACT_OPF_INTERNAL;
+    op->buf = &loop->wake_buf;
+    op->len = sizeof loop->wake_buf;
+    op->offset = -1;
+    loop->wake_op = pact__op_start_internal(loop, op);
+    return 0;
+}
+
+static void wake_read_done(pact_loop *loop, const pact_completion *c,
+                           void *user)
+{
+    (void)user;
+    loop->wake_op = 0;
+    if (loop->state != PACT_LOOP_OPEN)
+        return;
+    /* Clear before the threadsafe queue is drained later in this
+     * iteration: a producer that enqueues after this point writes again. */
+    atomic_store(&loop->wake_pending, 0);
+    if (c->result < 0 && c->result != -EAGAIN && c->result != -EINTR)
+        pact__error(loop, (int)c->result, "wake-up eventfd read failed");
+    if (wake_arm(loop) != 0)
+        pact__error(loop, -ENOMEM, "cannot re-arm the wake-up read");
+}
+
+int pact_loop_create(pact_loop **out, const pact_loop_options *opts_in)
+{
+    if (!out)
+        return -EINVAL;
+    *out = NULL;
+    pact_loop_options opts;
+    if (opts_in)
+        opts = *opts_in;
+    else
+        pact_loop_options_init(&opts);
+    if ((int)opts.engine < PACT_ENGINE_AUTO ||
+        opts.engine > PACT_ENGINE_EPOLL)
+        return -EINVAL;
+
+    pact_loop *loop = calloc(1, sizeof *loop);
+    if (!loop)
+        return -ENOMEM;
+    loop->debug = opts.debug < 0 ? debug_from_env() : !!opts.debug;
+    loop->owner = pthread_self();
+    loop->wake_fd = -EBADF;
+    pact_slab_init(&loop->ops, sizeof(pact_op_s));
+    pact_slab_init(&loop->handles, sizeof(pact_handle_s));
+    pact_list_init(&loop->ready);
+    pact_list_init(&loop->submit_queue);
+    pact_list_init(&loop->done_queue);
+    pact_heap_init(&loop->timers);
+    pthread_mutex_init(&loop->ts_lock, NULL);
+    loop->now = pact_now();
+
+    int r = engine_start(loop, &opts);
+    if (r != 0)
+        goto fail;
+    loop->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (loop->wake_fd < 0) {
+        r = -errno;
+        loop->engine->destroy(loop);
+        goto fail;
+    }
+    r = wake_arm(loop);
+    if (r != 0) {
+        close(loop->wake_fd);
+        loop->engine->destroy(loop);
+        goto fail;
+    }
+    *out = loop;
+    return 0;
+
+fail:
+    pact_slab_destroy(&loop->ops);
+    pact_slab_destroy(&loop->handles);
+    pact_heap_destroy(&loop->timers);
+    pthread_mutex_destroy(&loop->ts_lock);
+    free(loop);
+    return r;
+}
+
+int pact__check_loop(const pact_loop *loop, const char *func)
+{
+    if (!loop)
+        return -EINVAL;
+    if (loop->state != PACT_LOOP_OPEN)
+        return pact__misuse(loop, -ESHUTDOWN, func,
+                            loop->state == PACT_LOOP_CLOSED
+                                ? "the loop is closed"
+                                : "the loop is closing");
+    if (loop->debug && !pthread_equal(loop->owner, pthread_self()))
+        return pact__misuse(loop, -EPERM, func,
+                            "called from a thread that does not own the loop");
+    return 0;
+}
+
+int pact_loop_alive(const pact_loop *loop)
+{
+    if (!loop || loop->state == PACT_LOOP_CLOSED)
+        return 0;
+    return loop->user_ops_live > 0 || !pact_list_empty(&loop->ready) ||
+           loop->user_timers > 0 || atomic_load(&loop->ts_count) > 0;
+}
+
+/* Moves callbacks queued by other threads into the ready queue. */
+static void drain_threadsafe(pact_loop *loop)
+{
+    if (atomic_load(&loop->ts_count) == 0)
+        return;
+    pthread_mutex_lock(&loop->ts_lock);
+    pact_ts_item *item = loop->ts_head;
+    loop->ts_head = loop->ts_tail = NULL;
+    atomic_store(&loop->ts_count, 0);
+    pthread_mutex_unlock(&loop->ts_lock);
+    while (item) {
+        pact_ts_item *next = item->next;
+        uint64_t start = loop->debug ? pact_now() : 0;
+        item->cb(loop, item->user);
+        if (loop->debug)
+            pact__note_callback_time(loop, start, (void *)item->cb,
+                                     "threadsafe callback");
+        free(item);
+        item = next;
+    }
+}
+
+static void iterate(pact_loop *loop, int64_t max_wait_ns)
+{
+    loop->stats.iterations++;
+    loop->now = pact_now();
+    pact__ops_flush(loop);
+
+    int64_t timeout = max_wait_ns;
+    if (!pact_list_empty(&loop->ready) || !pact_list_empty(&loop->done_queue) ||
+        atomic_load(&loop->ts_count) > 0 ||
+        atomic_load(&loop->stop_requested) || !pact_loop_alive(loop)) {
+        timeout = 0;
+    } else {
+        int64_t next = pact__timers_next(loop);
+        if (next >= 0 && (timeout < 0 || next < timeout))
+            timeout = next;
+    }
+    int r = loop->engine->wait(loop, timeout);
+    if (r < 0 && r != -EINTR && r != -ETIME)
+        pact__error(loop, r, "%s wait failed", loop->engine->name);
+
+    pact__ops_dispatch_done(loop);
+    loop->now = pact_now();
+    pact__timers_run(loop);
+    drain_threadsafe(loop);
+    pact__handles_run_ready(loop);
+    /* Callbacks above may have cancelled ops locally. */
+    pact__ops_dispatch_done(loop);
+}
+
+static int run_begin(pact_loop *loop, const char *func)
+{
+    int r = pact__check_loop(loop, func);
+    if (r)
+        return r;
+    if (loop->running)
+        return pact__misuse(loop, -EBUSY, func,
+                            "the loop is already running (called from one "
+                            "of its callbacks?)");
+    if (running_on_this_thread)
+        return pact__misuse(loop, -EBUSY, func,
+                            "this thread is already running another loop "
+                            "(one loop per thread)");
+    loop->running = 1;
+    running_on_this_thread = loop;
+    return 0;
+}
+
+static void run_end(pact_loop *loop)
+{
+    loop->running = 0;
+    running_on_this_thread = NULL;
+}
+
+int pact_loop_run(pact_loop *loop)
+{
+    int r = run_begin(loop, __func__);
+    if (r)
+        return r;
+    while (pact_loop_alive(loop)) {
+        iterate(loop, -1);
+        if (atomic_exchange(&loop->stop_requested, 0))
+            break;
+    }
+    run_end(loop);
+    return 0;
+}
+
+int pact_loop_run_once(pact_loop *loop, int64_t timeout_ns)
+{
+    int r = run_begin(loop, __func__);
+    if (r)
+        return r;
+    iterate(loop, timeout_ns);
+    atomic_store(&loop->stop_requested, 0);
+    run_end(loop);
+    return pact_loop_alive(loop);
+}
+
+int pact_loop_stop(pact_loop *loop)
+{
+    if (!loop)
+        return -EINVAL;
+    atomic_store(&loop->stop_requested, 1);
+    return pact_loop_wake(loop);
+}
+
+int pact_loop_wake(pact_loop *loop)
+{
+    if (!loop)
+        return -EINVAL;
+    if (loop->state == PACT_LOOP_CLOSED)
+        return -ESHUTDOWN;
+    /* Coalesce: only the first waker since the loop last drained writes. */
+    if (atomic_exchange(&loop->wake_pending, 1) == 0) {
+        uint64_t one = 1;
+        if (write(loop->wake_fd, &one, sizeof one) < 0 && errno != EAGAIN)
+            return -errno;
+    }
+    return 0;
+}
+
+int pact_call_soon_threadsafe(pact_loop *loop, pact_callback cb, void *user)
+{
+    if (!loop || !cb)
+        return -EINVAL;
+    if (loop->state != PACT_LOOP_OPEN)
+        return -ESHUTDOWN;
+    pact_ts_item *item = malloc(sizeof *item);
+    if (!item)
+        return -ENOMEM;
+    item->next = NULL;
+    item->cb = cb;
+    item->user = user;
+    pthread_mutex_lock(&loop->ts_lock);
+    if (loop->ts_tail)
+        loop->ts_tail->next = item;
+    else
+        loop->ts_head = item;
+    loop->ts_tail = item;
+    atomic_fetch_add(&loop->ts_count, 1);
+    pthread_mutex_unlock(&loop->ts_lock);
+    return pact_loop_wake(loop);
+}
+
+/* Lists, in debug mode, each operation still live at close. */
+static void report_live_ops(pact_loop *loop)
+{
+    static const char *const kind_names[PACT_OP_KIND_COUNT] = {
+        "recv", "send", "send_all", "accept", "connect",
+        "shutdown", "read", "write", "poll", "sleep"};
+    for (uint32_t i = 0; i < loop->ops.capacity; i++) {
+        pact_op_s *op = pact_slab_at(&loop->ops, i);
+        if (!(op->slab.gen & 1) || (op->flags & PACT_OPF_INTERNAL))
+            continue;
+        char where[256];
+        pact__describe_address(op->created_at, where, sizeof where);
+        pact__log(loop, "loop closed with %s operation on fd %d in flight "
+                        "(started at %s); it completes with -ECANCELED",
+                  kind_names[op->kind], op->fd, where);
+    }
+}
+
+int pact_loop_close(pact_loop *loop)
+{
+    if (!loop)
+        return -EINVAL;
+    if (loop->state == PACT_LOOP_CLOSED)
+        return pact__misuse(loop, -EBADF, __func__, "the loop is closed already");
+    if (loop->state == PACT_LOOP_CLOSING || loop->running)
+        return pact__misuse(loop, -EBUSY, __func__,
+                            "cannot close a running loop");
+    if (loop->debug && !pthread_equal(loop->owner, pthread_self()))
+        return pact__misuse(loop, -EPERM, __func__,
+                            "called from a thread that does not own the loop");
+    loop->state = PACT_LOOP_CLOSING;
+    loop->running = 1;
+
+    if (loop->debug)
+        report_live_ops(loop);
+    pact__handles_drop_all(loop);
+
+    /* Cancel every op; each still completes exactly once below. */
+    for (uint32_t i = 0; i < loop->ops.capacity; i++) {
+        pact_op_s *op = pact_slab_at(&loop->ops, i);
+        if ((op->slab.gen & 1) && op->state != PACT_OP_DONE &&
+            !(op->flags & PACT_OPF_CANCEL_REQUESTED))
+            pact__op_cancel(loop, op);
+    }
+    /* Wait for the kernel to hand back every op before its memory (and the
+     * ring it may write into) goes away. */
+    uint64_t started = pact_now();
+    int warned = 0;
+    while (loop->ops.live > 0) {
+        if (pact__ops_dispatch_done(loop) > 0)
+            continue;
+        int r = loop->engine->wait(loop, 100 * 1000 * 1000);
+        if (r < 0 && r != -EINTR && r != -ETIME)
+            pact__error(loop, r, "wait during close failed");
+        pact__ops_dispatch_done(loop);
+        if (!warned && pact_now() - started > 5ull * 1000000000ull) {
+            pact__log(loop, "close: still waiting for %u operation(s) the "
+                            "kernel has not returned", loop->ops.live);
+            warned = 1;
+        }
+    }
+    loop->running = 0;
+
+    /* Callbacks queued from other threads are dropped, not run. */
+    pthread_mutex_lock(&loop->ts_lock);
+    pact_ts_item *item = loop->ts_head;
+    loop->ts_head = loop->ts_tail = NULL;
+    atomic_store(&loop->ts_count, 0);
+    pthread_mutex_unlock(&loop->ts_lock);
+    while (item) {
+        pact_ts_item *next = item->next;
+        if (loop->debug)
+            pact__log(loop, "loop closed with a threadsafe callback not run");
+        free(item);
+        item = next;
+    }
+
+    loop->engine->destroy(loop);
+    loop->state = PACT_LOOP_CLOSED;
+    close(loop->wake_fd);
+    loop->wake_fd = -EBADF;
+    if (loop->stats.stray_completions)
+        pact__log(loop, "%llu completion(s) matched no live operation",
+                  (unsigned long long)loop->stats.stray_completions);
+    pact_slab_destroy(&loop->ops);
+    pact_slab_destroy(&loop->handles);
+    pact_heap_destroy(&loop->timers);
+    return 0;
+}
+
+void pact_loop_free(pact_loop *loop)
+{
+    if (!loop)
+        return;
+    if (loop->state != PACT_LOOP_CLOSED) {
+        int r = pact_loop_close(loop);
+        if (r != 0) {
+            pact__log(loop, "pact_loop_free: close failed (%s); leaking the "
+                            "loop rather than freeing live memory",
+                      pact_err_name(r));
+            return;
+        }
+    }
+    pthread_mutex_destroy(&loop->ts_lock);
+    free(loop);
+}
+
+uint64_t pact_loop_time(const pact_loop *loop)
+{
+    return loop ? loop->now : 0;
+}
+
+pact_engine_kind pact_loop_engine(const pact_loop *loop)
+{
+    return loop ? loop->engine_kind : PACT_ENGINE_AUTO;
+}
+
+const char *pact_loop_engine_name(const pact_loop *loop)
+{
+    return loop && loop->engine ? loop->engine->name : "none";
+}
+
+const char *pact_loop_engine_reason(const pact_loop *loop)
+{
+    return loop && loop->engine_reason[0] ? loop->engine_reason : NULL;
+}
+
+int pact_loop_debug(const pact_loop *loop)
+{
+    return loop ? loop->debug : 0;
+}
+
+int pact_loop_get_stats(const pact_loop *loop, pact_loop_stats *out)
+{
+    if (!loop || !out)
+        return -EINVAL;
+    *out = loop->stats;
+    out->ops_live = loop->user_ops_live;
+    out->handles_live = loop->handles.live;
+    return 0;
+}
+
+int pact_loop_set_error_handler(pact_loop *loop, pact_error_handler handler,
+                                void *user)
+{
+    if (!loop)
+        return -EINVAL;
+    loop->on_error = handler;
+    loop->on_error_user = user;
+    return 0;
+}

@@ -1,0 +1,144 @@
+/* The loop's private state and the functions the layers share. */
+#ifndef PACT_LOOP_H
+#define PACT_LOOP_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "pact.h"
+#include "engine.h"
+#include "heap.h"
+#include "list.h"
+#include "op.h"
+#include "slab.h"
+
+/* What a timer heap node is embedded in. */
+enum pact_timer_kind {
+    PACT_TIMER_HANDLE,      /* pact_call_later(): a pact_handle_s */
+    PACT_TIMER_OP_SLEEP,    /* pact_sleep(): a pact_op_s */
+    PACT_TIMER_OP_DEADLINE, /* pact_op_set_timeout() on the heap */
+};
+
+enum pact_handle_state {
+    PACT_HANDLE_READY,   /* in the ready queue */
+    PACT_HANDLE_TIMER,   /* in the timer heap */
+    PACT_HANDLE_RUNNING, /* its callback is running */
+};
+
+/* A scheduled callback (call_soon / call_later). */
+typedef struct pact_handle_s {
+    pact_slab_entry slab; /* must be first */
+    uint8_t state;
+    pact_callback cb;
+    void *user;
+    pact_list link;
+    pact_heap_node timer;
+    void *created_at;
+} pact_handle_s;
+
+/* A callback queued by pact_call_soon_threadsafe(). */
+typedef struct pact_ts_item {
+    struct pact_ts_item *next;
+    pact_callback cb;
+    void *user;
+} pact_ts_item;
+
+enum pact_loop_state { PACT_LOOP_OPEN, PACT_LOOP_CLOSING, PACT_LOOP_CLOSED };
+
+struct pact_loop {
+    const pact_engine_ops *engine;
+    void *engine_data;
+    pact_engine_kind engine_kind;
+    char engine_reason[192]; /* empty when on io_uring or epoll was asked */
+
+    int debug;
+    int state;
+    int running; /* inside pact_loop_run / run_once */
+    atomic_int stop_requested;
+    pthread_t owner;
+
+    uint64_t now; /* start of the current iteration */
+
+    pact_slab ops;
+    pact_slab handles;
+    uint64_t user_ops_live; /* live ops without PACT_OPF_INTERNAL */
+
+    pact_list ready;        /* pact_handle_s, FIFO */
+    pact_list submit_queue; /* pact_op_s started but not submitted */
+    pact_list done_queue;   /* pact_op_s whose callback is due */
+    pact_heap timers;
+    uint64_t user_timers; /* timers in the heap that keep the loop alive */
+
+    /* Cross-thread wake-up: an eventfd read by an internal op. */
+    int wake_fd;
+    uint64_t wake_buf;
+    pact_op wake_op;
+    atomic_int wake_pending; /* an eventfd write is outstanding */
+    pthread_mutex_t ts_lock;
+    pact_ts_item *ts_head, *ts_tail;
+    atomic_int ts_count;
+
+    pact_error_handler on_error;
+    void *on_error_user;
+
+    pact_loop_stats stats;
+};
+
+/* Misuse is answered with a negative errno, and a message in debug mode. */
+int pact__misuse(const pact_loop *loop, int err, const char *func,
+                 const char *what);
+#define PACT_MISUSE(loop, err, what) pact__misuse((loop), (err), __func__, (what))
+
+/* Logging (stderr, or the error hook for errors). */
+void pact__log(const pact_loop *loop, const char *fmt, ...) PACT_PRINTF(2, 3);
+void pact__error(pact_loop *loop, int err, const char *fmt, ...)
+    PACT_PRINTF(3, 4);
+/* Writes "symbol+0xoff (object)" for a code address into buf. */
+void pact__describe_address(void *addr, char *buf, size_t len);
+
+/* Checks the calling thread owns the loop (debug mode) and that it is open.
+ * Returns 0 or a negative errno. */
+int pact__check_loop(const pact_loop *loop, const char *func);
+
+/* Ops. */
+pact_op_s *pact__op_lookup(pact_loop *loop, pact_op handle);
+static inline pact_op pact__op_handle(const pact_op_s *op)
+{
+    return pact_slab_entry_handle(op);
+}
+/* The engine is done with op (no more completions owed): run its callback
+ * now and release it. */
+void pact__op_complete(pact_loop *loop, pact_op_s *op);
+/* Records result and queues the callback for the loop's done phase (never
+ * runs it from inside the caller: cancel and submit must not re-enter). */
+void pact__op_defer(pact_loop *loop, pact_op_s *op, int64_t result);
+/* Starts an op the loop itself owns (the wake-up read). */
+pact_op pact__op_start_internal(pact_loop *loop, pact_op_s *op);
+/* Allocates and fills the common part of an op; NULL with *err set. */
+pact_op_s *pact__op_new(pact_loop *loop, pact_op_kind kind, int fd,
+                        pact_op_cb cb, void *user, int *err);
+/* Queues a freshly filled op for submission and returns its handle. */
+pact_op pact__op_start(pact_loop *loop, pact_op_s *op, void *created_at);
+/* Requests cancellation of a live op; returns as pact_cancel(). */
+int pact__op_cancel(pact_loop *loop, pact_op_s *op);
+/* Submit every queued op to the engine. */
+void pact__ops_flush(pact_loop *loop);
+/* Run the callbacks of ops in the done queue. */
+int pact__ops_dispatch_done(pact_loop *loop);
+/* A timer heap node of an op fired. */
+void pact__op_timer_fired(pact_loop *loop, pact_heap_node *n);
+
+/* Timers. */
+void pact__timers_run(pact_loop *loop);
+/* Nanoseconds until the next timer, or -1 if there is none. */
+int64_t pact__timers_next(pact_loop *loop);
+void pact__handles_drop_all(pact_loop *loop);
+int pact__handles_run_ready(pact_loop *loop);
+
+/* Slow callbacks are logged in debug mode. */
+#define PACT_SLOW_CALLBACK_NS (100ull * 1000 * 1000)
+void pact__note_callback_time(pact_loop *loop, uint64_t start, void *cb,
+                              const char *what);
+
+#endif

@@ -1,0 +1,358 @@
+/* Operations: start, cancel, deadlines and completion — the engine-agnostic
+ * half of the "overlapped" layer. The engines only move ops between the
+ * kernel and pact__op_complete() / pact__op_defer(). */
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+
+#include "loop.h"
+
+pact_op_s *pact__op_new(pact_loop *loop, pact_op_kind kind, int fd,
+                        pact_op_cb cb, void *user, int *err)
+{
+    uint32_t idx;
+    pact_op_s *op = pact_slab_alloc(&loop->ops, &idx);
+    if (!op) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    op->kind = (uint8_t)kind;
+    op->fd = fd;
+    op->cb = cb;
+    op->user = user;
+    op->offset = -1;
+    op->deadline.pos = UINT32_MAX;
+    pact_list_init(&op->link);
+    return op;
+}
+
+/* The checks every public start function shares. */
+static pact_op_s *op_begin(pact_loop *loop, pact_op_kind kind, int fd,
+                           pact_op_cb cb, void *user, const char *func,
+                           int *err)
+{
+    *err = pact__check_loop(loop, func);
+    if (*err)
+        return NULL;
+    if (!cb) {
+        *err = pact__misuse(loop, -EINVAL, func, "callback is NULL");
+        return NULL;
+    }
+    if (kind != PACT_OP_SLEEP && fd < 0) {
+        *err = pact__misuse(loop, -EBADF, func, "fd is negative");
+        return NULL;
+    }
+    return pact__op_new(loop, kind, fd, cb, user, err);
+}
+
+static int check_buffer(pact_loop *loop, const void *buf, size_t len,
+                        const char *func)
+{
+    if (!buf && len > 0)
+        return pact__misuse(loop, -EFAULT, func, "buffer is NULL");
+    if (len > (size_t)INT32_MAX)
+        return pact__misuse(loop, -EINVAL, func, "length over 2 GiB");
+    return 0;
+}
+
+static pact_op op_queue(pact_loop *loop, pact_op_s *op, void *created_at)
+{
+    op->created_at = created_at;
+    op->state = PACT_OP_QUEUED;
+    pact_list_push_back(&loop->submit_queue, &op->link);
+    loop->stats.ops_started++;
+    if (!(op->flags & PACT_OPF_INTERNAL))
+        loop->user_ops_live++;
+    return pact__op_handle(op);
+}
+
+pact_op pact__op_start(pact_loop *loop, pact_op_s *op, void *created_at)
+{
+    return op_queue(loop, op, created_at);
+}
+
+pact_op pact__op_start_internal(pact_loop *loop, pact_op_s *op)
+{
+    op->flags |= PACT_OPF_INTERNAL;
+    return op_queue(loop, op, __builtin_return_address(0));
+}
+
+pact_op_s *pact__op_lookup(pact_loop *loop, pact_op handle)
+{
+    uint32_t idx;
+    return pact_slab_from_handle(&loop->ops, handle, &idx);
+}
+
+/* ---- the public start functions ---------------------------------------- */
+
+#define OP_START(kind, fd)                                                  \
+    int err_;                                                               \
+    pact_op_s *op = op_begin(loop, (kind), (fd), cb, user, __func__, &err_); \
+    if (!op)                                                                \
+        return err_;
+
+#define OP_FINISH() return op_queue(loop, op, __builtin_return_address(0))
+
+static pact_op start_io(pact_loop *loop, pact_op_kind kind, int fd, void *buf,
+                        size_t len, int flags, int64_t offset, pact_op_cb cb,
+                        void *user, const char *func, void *created_at)
+{
+    int err = pact__check_loop(loop, func);
+    if (err)
+        return err;
+    err = check_buffer(loop, buf, len, func);
+    if (err)
+        return err;
+    pact_op_s *op = op_begin(loop, kind, fd, cb, user, func, &err);
+    if (!op)
+        return err;
+    op->buf = buf;
+    op->len = len;
+    op->msg_flags = flags;
+    op->offset = offset;
+    return op_queue(loop, op, created_at);
+}
+
+pact_op pact_recv(pact_loop *loop, int fd, void *buf, size_t len, int flags,
+                  pact_op_cb cb, void *user)
+{
+    return start_io(loop, PACT_OP_RECV, fd, buf, len, flags, -1, cb, user,
+                    __func__, __builtin_return_address(0));
+}
+
+pact_op pact_send(pact_loop *loop, int fd, const void *buf, size_t len,
+                  int flags, pact_op_cb cb, void *user)
+{
+    return start_io(loop, PACT_OP_SEND, fd, (void *)buf, len,
+                    flags | MSG_NOSIGNAL, -1, cb, user, __func__,
+                    __builtin_return_address(0));
+}
+
+pact_op pact_send_all(pact_loop *loop, int fd, const void *buf, size_t len,
+                      int flags, pact_op_cb cb, void *user)
+{
+    return start_io(loop, PACT_OP_SEND_ALL, fd, (void *)buf, len,
+                    flags | MSG_NOSIGNAL, -1, cb, user, __func__,
+                    __builtin_return_address(0));
+}
+
+pact_op pact_read(pact_loop *loop, int fd, void *buf, size_t len,
+                  int64_t offset, pact_op_cb cb, void *user)
+{
+    if (offset < -1)
+        return PACT_MISUSE(loop, -EINVAL, "offset below -1");
+    return start_io(loop, PACT_OP_READ, fd, buf, len, 0, offset, cb, user,
+                    __func__, __builtin_return_address(0));
+}
+
+pact_op pact_write(pact_loop *loop, int fd, const void *buf, size_t len,
+                   int64_t offset, pact_op_cb cb, void *user)
+{
+    if (offset < -1)
+        return PACT_MISUSE(loop, -EINVAL, "offset below -1");
+    return start_io(loop, PACT_OP_WRITE, fd, (void *)buf, len, 0, offset, cb,
+                    user, __func__, __builtin_return_address(0));
+}
+
+pact_op pact_accept(pact_loop *loop, int listen_fd, pact_op_cb cb, void *user)
+{
+    OP_START(PACT_OP_ACCEPT, listen_fd);
+    op->addrlen = sizeof op->addr;
+    OP_FINISH();
+}
+
+pact_op pact_connect(pact_loop *loop, int fd, const struct sockaddr *addr,
+                     socklen_t addrlen, pact_op_cb cb, void *user)
+{
+    if (loop && (!addr || addrlen == 0 || addrlen > sizeof(struct sockaddr_storage)))
+        return PACT_MISUSE(loop, -EINVAL, "bad address");
+    OP_START(PACT_OP_CONNECT, fd);
+    memcpy(&op->addr, addr, addrlen);
+    op->addrlen = addrlen;
+    OP_FINISH();
+}
+
+pact_op pact_shutdown(pact_loop *loop, int fd, int how, pact_op_cb cb,
+                      void *user)
+{
+    if (loop && how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
+        return PACT_MISUSE(loop, -EINVAL, "how is not SHUT_RD/WR/RDWR");
+    OP_START(PACT_OP_SHUTDOWN, fd);
+    op->msg_flags = how;
+    OP_FINISH();
+}
+
+pact_op pact_poll(pact_loop *loop, int fd, unsigned events, pact_op_cb cb,
+                  void *user)
+{
+    if (loop && (events & (POLLIN | POLLOUT | POLLPRI | POLLRDHUP)) == 0)
+        return PACT_MISUSE(loop, -EINVAL, "no events to wait for");
+    OP_START(PACT_OP_POLL, fd);
+    op->msg_flags = (int)events;
+    OP_FINISH();
+}
+
+pact_op pact_sleep(pact_loop *loop, uint64_t delay_ns, pact_op_cb cb,
+                   void *user)
+{
+    OP_START(PACT_OP_SLEEP, -1);
+    /* A sleep needs no kernel: it lives in the loop's timer heap on both
+     * engines, which costs no system call per timer. */
+    uint64_t now = pact_now();
+    op->deadline.kind = PACT_TIMER_OP_SLEEP;
+    op->deadline.when = delay_ns > UINT64_MAX - now ? UINT64_MAX : now + delay_ns;
+    if (pact_heap_insert(&loop->timers, &op->deadline) != 0) {
+        pact_slab_free(&loop->ops, op->slab.next_free);
+        return -ENOMEM;
+    }
+    op->created_at = __builtin_return_address(0);
+    op->state = PACT_OP_INFLIGHT;
+    loop->stats.ops_started++;
+    loop->user_ops_live++;
+    return pact__op_handle(op);
+}
+
+/* ---- deadlines ----------------------------------------------------------- */
+
+static int arm_heap_deadline(pact_loop *loop, pact_op_s *op)
+{
+    uint64_t now = pact_now();
+    op->deadline.kind = PACT_TIMER_OP_DEADLINE;
+    op->deadline.when = op->timeout_ns > UINT64_MAX - now ? UINT64_MAX
+                                                          : now + op->timeout_ns;
+    return pact_heap_insert(&loop->timers, &op->deadline);
+}
+
+int pact_op_set_timeout(pact_loop *loop, pact_op handle, uint64_t timeout_ns)
+{
+    int r = pact__check_loop(loop, __func__);
+    if (r)
+        return r;
+    pact_op_s *op = pact__op_lookup(loop, handle);
+    if (!op)
+        return -ENOENT;
+    if (timeout_ns == 0)
+        return PACT_MISUSE(loop, -EINVAL, "timeout is 0");
+    if (op->kind == PACT_OP_SLEEP)
+        return PACT_MISUSE(loop, -EINVAL, "a sleep is its own deadline");
+    if (op->state == PACT_OP_DONE || (op->flags & PACT_OPF_CANCEL_REQUESTED))
+        return -EALREADY;
+    if (op->timeout_ns)
+        return PACT_MISUSE(loop, -EBUSY, "the op already has a deadline");
+    op->timeout_ns = timeout_ns;
+    if (op->state == PACT_OP_QUEUED)
+        return 0; /* armed at submission: linked timeout or heap */
+    return arm_heap_deadline(loop, op);
+}
+
+void pact__op_timer_fired(pact_loop *loop, pact_heap_node *n)
+{
+    pact_op_s *op = pact_container_of(n, pact_op_s, deadline);
+    if (n->kind == PACT_TIMER_OP_SLEEP) {
+        op->result = 0;
+        pact__op_complete(loop, op);
+        return;
+    }
+    if (op->state == PACT_OP_DONE || (op->flags & PACT_OPF_CANCEL_REQUESTED))
+        return;
+    op->flags |= PACT_OPF_TIMED_OUT;
+    pact__op_cancel(loop, op);
+}
+
+/* ---- submission, cancellation, completion -------------------------------- */
+
+void pact__ops_flush(pact_loop *loop)
+{
+    pact_list *node;
+    while ((node = pact_list_pop_front(&loop->submit_queue))) {
+        pact_op_s *op = pact_container_of(node, pact_op_s, link);
+        op->state = PACT_OP_INFLIGHT;
+        int engine_armed_deadline = loop->engine->submit(loop, op);
+        if (op->timeout_ns && !engine_armed_deadline &&
+            op->state == PACT_OP_INFLIGHT && arm_heap_deadline(loop, op) != 0)
+            pact__error(loop, -ENOMEM, "cannot arm an operation's deadline");
+    }
+}
+
+int pact__op_cancel(pact_loop *loop, pact_op_s *op)
+{
+    if (op->state == PACT_OP_DONE || (op->flags & PACT_OPF_CANCEL_REQUESTED))
+        return -EALREADY;
+    op->flags |= PACT_OPF_CANCEL_REQUESTED;
+    if (op->state == PACT_OP_QUEUED) {
+        /* Never reached the kernel: cancel locally, callback later. */
+        pact_list_remove(&op->link);
+        pact__op_defer(loop, op, -ECANCELED);
+        return 0;
+    }
+    if (op->kind == PACT_OP_SLEEP) {
+        pact_heap_remove(&loop->timers, &op->deadline);
+        pact__op_defer(loop, op, -ECANCELED);
+        return 0;
+    }
+    loop->engine->cancel(loop, op);
+    return 0;
+}
+
+int pact_cancel(pact_loop *loop, pact_op handle)
+{
+    if (!loop)
+        return -EINVAL;
+    if (loop->state == PACT_LOOP_CLOSED)
+        return PACT_MISUSE(loop, -ESHUTDOWN, "the loop is closed");
+    if (loop->debug && !pthread_equal(loop->owner, pthread_self()))
+        return PACT_MISUSE(loop, -EPERM, "called from a thread that does not own the loop");
+    pact_op_s *op = pact__op_lookup(loop, handle);
+    if (!op)
+        return -ENOENT;
+    return pact__op_cancel(loop, op);
+}
+
+void pact__op_defer(pact_loop *loop, pact_op_s *op, int64_t result)
+{
+    op->result = result;
+    op->state = PACT_OP_DONE;
+    pact_list_push_back(&loop->done_queue, &op->link);
+}
+
+void pact__op_complete(pact_loop *loop, pact_op_s *op)
+{
+    if (pact_heap_contains(&op->deadline))
+        pact_heap_remove(&loop->timers, &op->deadline);
+    if ((op->flags & PACT_OPF_TIMED_OUT) && op->result == -ECANCELED)
+        op->result = -ETIMEDOUT;
+    op->state = PACT_OP_DONE;
+
+    pact_completion c = {
+        .op = pact__op_handle(op),
+        .result = op->result,
+        .transferred = op->transferred,
+    };
+    if (op->kind == PACT_OP_ACCEPT && op->result >= 0) {
+        c.addr = (const struct sockaddr *)&op->addr;
+        c.addrlen = op->addrlen;
+    }
+    loop->stats.ops_completed++;
+    uint64_t start = loop->debug ? pact_now() : 0;
+    op->cb(loop, &c, op->user);
+    if (loop->debug)
+        pact__note_callback_time(loop, start, (void *)op->cb,
+                                 "operation callback");
+    if (!(op->flags & PACT_OPF_INTERNAL))
+        loop->user_ops_live--;
+    pact_slab_free(&loop->ops, op->slab.next_free);
+}
+
+int pact__ops_dispatch_done(pact_loop *loop)
+{
+    pact_list batch;
+    pact_list_init(&batch);
+    pact_list_splice(&batch, &loop->done_queue);
+    int n = 0;
+    pact_list *node;
+    while ((node = pact_list_pop_front(&batch))) {
+        pact__op_complete(loop, pact_container_of(node, pact_op_s, link));
+        n++;
+    }
+    return n;
+}

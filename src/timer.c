@@ -1,0 +1,183 @@
+/* Scheduled callbacks: call_soon (the ready queue, FIFO) and call_later /
+ * call_at (the timer heap). Timers compare against a fresh clock reading,
+ * so they never fire early. */
+#include <errno.h>
+
+#include "loop.h"
+
+static pact_handle_s *handle_new(pact_loop *loop, pact_callback cb,
+                                 void *user, const char *func, int *err)
+{
+    *err = pact__check_loop(loop, func);
+    if (*err)
+        return NULL;
+    if (!cb) {
+        *err = pact__misuse(loop, -EINVAL, func, "callback is NULL");
+        return NULL;
+    }
+    uint32_t idx;
+    pact_handle_s *h = pact_slab_alloc(&loop->handles, &idx);
+    if (!h) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    h->cb = cb;
+    h->user = user;
+    h->timer.pos = UINT32_MAX;
+    h->timer.kind = PACT_TIMER_HANDLE;
+    pact_list_init(&h->link);
+    return h;
+}
+
+static void handle_free(pact_loop *loop, pact_handle_s *h)
+{
+    pact_slab_free(&loop->handles, h->slab.next_free);
+}
+
+pact_handle pact_call_soon(pact_loop *loop, pact_callback cb, void *user)
+{
+    int err;
+    pact_handle_s *h = handle_new(loop, cb, user, __func__, &err);
+    if (!h)
+        return err;
+    h->created_at = __builtin_return_address(0);
+    h->state = PACT_HANDLE_READY;
+    pact_list_push_back(&loop->ready, &h->link);
+    return pact_slab_entry_handle(h);
+}
+
+pact_handle pact_call_at(pact_loop *loop, uint64_t when_ns, pact_callback cb,
+                         void *user)
+{
+    int err;
+    pact_handle_s *h = handle_new(loop, cb, user, __func__, &err);
+    if (!h)
+        return err;
+    h->created_at = __builtin_return_address(0);
+    h->state = PACT_HANDLE_TIMER;
+    h->timer.when = when_ns;
+    if (pact_heap_insert(&loop->timers, &h->timer) != 0) {
+        handle_free(loop, h);
+        return -ENOMEM;
+    }
+    loop->user_timers++;
+    return pact_slab_entry_handle(h);
+}
+
+pact_handle pact_call_later(pact_loop *loop, uint64_t delay_ns,
+                            pact_callback cb, void *user)
+{
+    uint64_t now = pact_now();
+    uint64_t when = delay_ns > UINT64_MAX - now ? UINT64_MAX : now + delay_ns;
+    pact_handle h = pact_call_at(loop, when, cb, user);
+    if (h > 0) {
+        uint32_t idx;
+        pact_handle_s *hs = pact_slab_from_handle(&loop->handles, h, &idx);
+        hs->created_at = __builtin_return_address(0);
+    }
+    return h;
+}
+
+int pact_handle_cancel(pact_loop *loop, pact_handle handle)
+{
+    int r = pact__check_loop(loop, __func__);
+    if (r)
+        return r;
+    uint32_t idx;
+    pact_handle_s *h = pact_slab_from_handle(&loop->handles, handle, &idx);
+    if (!h)
+        return -ENOENT;
+    switch (h->state) {
+    case PACT_HANDLE_READY:
+        pact_list_remove(&h->link);
+        break;
+    case PACT_HANDLE_TIMER:
+        pact_heap_remove(&loop->timers, &h->timer);
+        loop->user_timers--;
+        break;
+    default:
+        return -EALREADY;
+    }
+    handle_free(loop, h);
+    return 0;
+}
+
+static void handle_run(pact_loop *loop, pact_handle_s *h)
+{
+    h->state = PACT_HANDLE_RUNNING;
+    uint64_t start = loop->debug ? pact_now() : 0;
+    h->cb(loop, h->user);
+    if (loop->debug)
+        pact__note_callback_time(loop, start, (void *)h->cb, "callback");
+    handle_free(loop, h);
+}
+
+int pact__handles_run_ready(pact_loop *loop)
+{
+    /* Only what is ready now: callbacks scheduled by these callbacks wait
+     * for the next iteration, so I/O is never starved. */
+    pact_list batch;
+    pact_list_init(&batch);
+    pact_list_splice(&batch, &loop->ready);
+    int n = 0;
+    pact_list *node;
+    while ((node = pact_list_pop_front(&batch))) {
+        handle_run(loop, pact_container_of(node, pact_handle_s, link));
+        n++;
+    }
+    return n;
+}
+
+int64_t pact__timers_next(pact_loop *loop)
+{
+    pact_heap_node *top = pact_heap_top(&loop->timers);
+    if (!top)
+        return -1;
+    uint64_t now = pact_now();
+    if (top->when <= now)
+        return 0;
+    uint64_t wait = top->when - now;
+    return wait > INT64_MAX ? INT64_MAX : (int64_t)wait;
+}
+
+void pact__timers_run(pact_loop *loop)
+{
+    uint64_t now = pact_now();
+    /* Timers added by these callbacks wait for the next iteration, so a
+     * timer that re-arms itself with delay 0 cannot spin this loop. */
+    uint64_t seq_limit = loop->timers.next_seq;
+    pact_heap_node *top;
+    while ((top = pact_heap_top(&loop->timers)) && top->when <= now &&
+           top->seq < seq_limit) {
+        pact_heap_remove(&loop->timers, top);
+        if (top->kind == PACT_TIMER_HANDLE) {
+            loop->user_timers--;
+            handle_run(loop, pact_container_of(top, pact_handle_s, timer));
+        } else {
+            pact__op_timer_fired(loop, top);
+        }
+    }
+}
+
+void pact__handles_drop_all(pact_loop *loop)
+{
+    for (uint32_t i = 0; i < loop->handles.capacity; i++) {
+        pact_handle_s *h = pact_slab_at(&loop->handles, i);
+        if (!(h->slab.gen & 1) || h->state == PACT_HANDLE_RUNNING)
+            continue;
+        if (loop->debug) {
+            char where[256];
+            pact__describe_address(h->created_at, where, sizeof where);
+            pact__log(loop, "loop closed with a %s callback not run "
+                            "(scheduled at %s)",
+                      h->state == PACT_HANDLE_TIMER ? "timer" : "ready", where);
+        }
+        if (h->state == PACT_HANDLE_READY) {
+            pact_list_remove(&h->link);
+        } else {
+            pact_heap_remove(&loop->timers, &h->timer);
+            loop->user_timers--;
+        }
+        handle_free(loop, h);
+    }
+}
