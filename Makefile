@@ -1,0 +1,59 @@
+# A thin front for meson: `make demo` and `make test` each do everything on a
+# fresh Debian 12 machine (install what is missing, configure, build, run).
+# Build trees: build/ (debug-optimized), build-asan/ (ASan+UBSan),
+# build-tsan/ (ThreadSanitizer, for the cross-thread tests).
+
+DEBIAN_PACKAGES := gcc clang meson ninja-build pkg-config liburing-dev \
+	libcriterion-dev libssl-dev openssl libuv1-dev python3-matplotlib \
+	strace valgrind iproute2 procps util-linux
+MESON ?= meson
+
+.PHONY: all deps build demo test test-quick bench torture soak fuzz clean install
+
+all: build
+
+# Installs the Debian packages the build, tests and benchmarks need. Only
+# the missing ones; needs root (CI and the dev machines are root).
+deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+build/build.ninja:
+	$(MESON) setup build --buildtype=debugoptimized
+
+build-asan/build.ninja:
+	CC=gcc $(MESON) setup build-asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
+
+build-tsan/build.ninja:
+	CC=clang $(MESON) setup build-tsan --buildtype=debug -Db_sanitize=thread -Db_lundef=false
+
+build: deps build/build.ninja
+	ninja -C build
+
+demo: build
+	./build/examples/demo
+
+test: deps build/build.ninja build-asan/build.ninja build-tsan/build.ninja
+	ninja -C build
+	ninja -C build-asan
+	ninja -C build-tsan
+	./tests/run-all.sh
+
+# Only the plain build, both engines: for quick iterations.
+test-quick: build
+	BUILDS=build ./tests/run-all.sh
+
+bench: build
+	./bench/run.sh
+
+install: build
+	$(MESON) install -C build
+
+clean:
+	rm -rf build build-asan build-tsan

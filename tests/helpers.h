@@ -1,0 +1,112 @@
+/* Shared test helpers: a loop on the engine PACT_ENGINE names (the runner
+ * runs every suite on both), socket pairs, fd-leak checks. */
+#ifndef PACT_TEST_HELPERS_H
+#define PACT_TEST_HELPERS_H
+
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pact.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define MS (1000ull * 1000ull)
+
+/* A loop on the engine the runner asked for; fails the test if the loop
+ * silently fell back (a forced engine must be the one we get). */
+static inline pact_loop *test_loop_new(void)
+{
+    pact_loop_options o;
+    pact_loop_options_init(&o);
+    o.debug = 1;
+    pact_loop *loop = NULL;
+    int r = pact_loop_create(&loop, &o);
+    cr_assert_eq(r, 0, "pact_loop_create: %s", pact_strerror(r));
+    const char *want = getenv("PACT_ENGINE");
+    if (want && strcmp(want, "uring") == 0)
+        cr_assert_eq(pact_loop_engine(loop), PACT_ENGINE_URING);
+    if (want && strcmp(want, "epoll") == 0)
+        cr_assert_eq(pact_loop_engine(loop), PACT_ENGINE_EPOLL);
+    return loop;
+}
+
+/* Closes the loop and checks the promises every test shares: no stray
+ * completion, nothing left live. */
+static inline void test_loop_free(pact_loop *loop)
+{
+    pact_loop_stats st;
+    cr_assert_eq(pact_loop_get_stats(loop, &st), 0);
+    cr_expect_eq(st.stray_completions, 0, "stray completions: %llu",
+                 (unsigned long long)st.stray_completions);
+    cr_assert_eq(pact_loop_close(loop), 0);
+    cr_assert_eq(pact_loop_get_stats(loop, &st), 0);
+    cr_expect_eq(st.stray_completions, 0);
+    cr_expect_eq(st.ops_live, 0, "ops still live after close: %llu",
+                 (unsigned long long)st.ops_live);
+    cr_expect_eq(st.ops_started, st.ops_completed,
+                 "started %llu, completed %llu",
+                 (unsigned long long)st.ops_started,
+                 (unsigned long long)st.ops_completed);
+    pact_loop_free(loop);
+}
+
+/* Runs the loop until *flag becomes non-zero, or fails after limit_ms. */
+static inline void run_until(pact_loop *loop, const volatile int *flag,
+                             unsigned limit_ms)
+{
+    uint64_t end = pact_now() + limit_ms * MS;
+    while (!*flag) {
+        cr_assert(pact_now() < end, "timed out after %u ms", limit_ms);
+        int r = pact_loop_run_once(loop, 10 * (int64_t)MS);
+        cr_assert_geq(r, 0, "run_once: %s", pact_strerror(r));
+    }
+}
+
+static inline void make_socketpair(int sv[2])
+{
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                            0, sv), 0);
+}
+
+/* A connected loopback TCP pair (client, server side). */
+static inline void make_tcp_pair(int *client, int *server)
+{
+    int lfd = pact_tcp_listen("127.0.0.1", 0, 16);
+    cr_assert_geq(lfd, 0);
+    struct sockaddr_storage ss;
+    socklen_t len;
+    cr_assert_eq(pact_sockaddr_parse("127.0.0.1", (uint16_t)pact_socket_port(lfd),
+                                     &ss, &len), 0);
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_eq(connect(c, (struct sockaddr *)&ss, len), 0);
+    int s;
+    do {
+        s = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    } while (s < 0 && errno == EAGAIN);
+    cr_assert_geq(s, 0);
+    fcntl(c, F_SETFL, O_NONBLOCK);
+    fcntl(s, F_SETFL, O_NONBLOCK);
+    close(lfd);
+    *client = c;
+    *server = s;
+}
+
+/* Number of open fds in this process. */
+static inline int count_open_fds(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.')
+            n++;
+    if (d)
+        closedir(d);
+    return n - 1; /* the DIR's own fd */
+}
+
+#endif

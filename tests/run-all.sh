@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs every test binary on both engines, in each build tree, and prints a
+# closing line "tests: N passed, N failed". Each binary is a Criterion suite
+# (one process per test, per-test timeout). PACT_ENGINE picks the engine.
+#
+#   BUILDS="build build-asan"   which build trees (default: all three)
+#   ENGINES="uring epoll"       which engines
+#   TESTS="test_ops"            which binaries (default: all)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+BUILDS=${BUILDS:-"build build-asan build-tsan"}
+ENGINES=${ENGINES:-"uring epoll"}
+passed=0 failed=0 skipped=0
+failures=()
+log_dir=$(mktemp -d /tmp/pact-tests.XXXXXX)
+
+for build in $BUILDS; do
+    [ -d "$build/tests" ] || { echo "no $build/tests: run make first"; exit 2; }
+    for engine in $ENGINES; do
+        if [ "$engine" = uring ] && ! "$build/tests/engine-probe" uring >/dev/null 2>&1; then
+            echo "SKIP $build/uring: $("$build/tests/engine-probe" uring 2>&1)"
+            skipped=$((skipped + 1))
+            continue
+        fi
+        for bin in "$build"/tests/test_*; do
+            [ -f "$bin" ] && [ -x "$bin" ] || continue
+            name=$(basename "$bin")
+            if [ -n "${TESTS:-}" ] && ! grep -qw "$name" <<<"$TESTS"; then continue; fi
+            # ThreadSanitizer is for the cross-thread parts.
+            if [ "$build" = build-tsan ] && [[ "$name" != *thread* ]]; then continue; fi
+            log="$log_dir/$build-$engine-$name.log"
+            PACT_ENGINE=$engine timeout 600 "$bin" --jobs 2 >"$log" 2>&1
+            rc=$?
+            synth=$(grep -a "Synthesis:" "$log" | tail -1)
+            t=$(sed -n 's/.*Tested: \([0-9]*\).*/\1/p' <<<"$synth")
+            p=$(sed -n 's/.*Passing: \([0-9]*\).*/\1/p' <<<"$synth")
+            t=${t:-0} p=${p:-0}
+            f=$((t - p))
+            if [ "$rc" != 0 ] && [ "$f" = 0 ]; then f=1; fi
+            passed=$((passed + p)); failed=$((failed + f))
+            printf '%-11s %-6s %-24s %3d passed %3d failed\n' "$build" "$engine" "$name" "$p" "$f"
+            if [ "$f" != 0 ]; then
+                failures+=("$log")
+                grep -a -E "\[----\]|\[FAIL\]|CRASH|ERROR|Sanitizer|runtime error" "$log" | head -40
+            fi
+        done
+    done
+done
+
+if [ ${#failures[@]} -gt 0 ]; then
+    echo "failing logs:"; printf '  %s\n' "${failures[@]}"
+fi
+echo "tests: $passed passed, $failed failed, $skipped skipped"
+[ "$failed" = 0 ]

@@ -1,0 +1,353 @@
+/* The loop: scheduled callbacks, timers, run / stop / close, misuse, and
+ * the choice of engine (including the fallback when io_uring is refused). */
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+
+#include "helpers.h"
+
+TestSuite(loop, .timeout = 30);
+
+static int order[64];
+static int norder;
+static void record(pact_loop *loop, void *user)
+{
+    (void)loop;
+    order[norder++] = (int)(intptr_t)user;
+}
+
+Test(loop, call_soon_runs_in_fifo_order)
+{
+    pact_loop *loop = test_loop_new();
+    norder = 0;
+    for (int i = 0; i < 10; i++)
+        cr_assert_gt(pact_call_soon(loop, record, (void *)(intptr_t)i), 0);
+    cr_assert_eq(pact_loop_run(loop), 0);
+    cr_assert_eq(norder, 10);
+    for (int i = 0; i < 10; i++)
+        cr_assert_eq(order[i], i);
+    test_loop_free(loop);
+}
+
+static void reschedule(pact_loop *loop, void *user)
+{
+    (void)user;
+    order[norder++] = 100;
+    pact_call_soon(loop, record, (void *)(intptr_t)101);
+}
+
+Test(loop, call_soon_from_a_callback_waits_for_the_next_iteration)
+{
+    pact_loop *loop = test_loop_new();
+    norder = 0;
+    pact_call_soon(loop, reschedule, NULL);
+    pact_call_soon(loop, record, (void *)(intptr_t)1);
+    cr_assert_eq(pact_loop_run_once(loop, 0), 1);
+    cr_assert_eq(norder, 2);
+    cr_assert_eq(order[0], 100);
+    cr_assert_eq(order[1], 1);
+    pact_loop_run(loop);
+    cr_assert_eq(order[2], 101);
+    test_loop_free(loop);
+}
+
+static uint64_t fired_at[64];
+static uint64_t due_at[64];
+static void timer_record(pact_loop *loop, void *user)
+{
+    (void)loop;
+    int i = (int)(intptr_t)user;
+    fired_at[i] = pact_now();
+    order[norder++] = i;
+}
+
+Test(loop, timers_are_never_early_and_fire_in_order)
+{
+    pact_loop *loop = test_loop_new();
+    norder = 0;
+    /* Delays out of order, two equal ones that must keep their order. */
+    uint64_t delays_ms[] = {30, 5, 20, 20, 1, 10};
+    int n = sizeof delays_ms / sizeof delays_ms[0];
+    for (int i = 0; i < n; i++) {
+        due_at[i] = pact_now() + delays_ms[i] * MS;
+        cr_assert_gt(pact_call_later(loop, delays_ms[i] * MS, timer_record,
+                                     (void *)(intptr_t)i), 0);
+    }
+    cr_assert_eq(pact_loop_run(loop), 0);
+    cr_assert_eq(norder, n);
+    int expected[] = {4, 1, 5, 2, 3, 0};
+    for (int i = 0; i < n; i++) {
+        cr_expect_eq(order[i], expected[i], "position %d: %d", i, order[i]);
+        cr_expect_geq(fired_at[i], due_at[i], "timer %d fired %lld ns early", i,
+                      (long long)(due_at[i] - fired_at[i]));
+    }
+    test_loop_free(loop);
+}
+
+Test(loop, call_at_in_the_past_runs_at_once)
+{
+    pact_loop *loop = test_loop_new();
+    norder = 0;
+    pact_call_at(loop, 1, record, (void *)(intptr_t)7);
+    pact_loop_run(loop);
+    cr_assert_eq(norder, 1);
+    test_loop_free(loop);
+}
+
+Test(loop, cancelled_handles_never_run_and_stale_cancel_is_enoent)
+{
+    pact_loop *loop = test_loop_new();
+    norder = 0;
+    pact_handle soon = pact_call_soon(loop, record, (void *)(intptr_t)1);
+    pact_handle later = pact_call_later(loop, 5 * MS, record, (void *)(intptr_t)2);
+    pact_handle kept = pact_call_later(loop, 1 * MS, record, (void *)(intptr_t)3);
+    cr_assert_eq(pact_handle_cancel(loop, soon), 0);
+    cr_assert_eq(pact_handle_cancel(loop, later), 0);
+    cr_assert_eq(pact_handle_cancel(loop, later), -ENOENT, "cancel twice");
+    pact_loop_run(loop);
+    cr_assert_eq(norder, 1);
+    cr_assert_eq(order[0], 3);
+    cr_assert_eq(pact_handle_cancel(loop, kept), -ENOENT, "after it ran");
+    cr_assert_eq(pact_handle_cancel(loop, 0), -ENOENT);
+    cr_assert_eq(pact_handle_cancel(loop, -5), -ENOENT);
+    cr_assert_eq(pact_handle_cancel(loop, 0x7fffffff00000001ll), -ENOENT);
+    test_loop_free(loop);
+}
+
+static pact_handle self_handle;
+static int self_cancel_result;
+static void cancel_self(pact_loop *loop, void *user)
+{
+    (void)user;
+    self_cancel_result = pact_handle_cancel(loop, self_handle);
+}
+
+Test(loop, cancelling_a_running_handle_is_ealready)
+{
+    pact_loop *loop = test_loop_new();
+    self_handle = pact_call_soon(loop, cancel_self, NULL);
+    pact_loop_run(loop);
+    cr_assert_eq(self_cancel_result, -EALREADY);
+    test_loop_free(loop);
+}
+
+static void stop_loop(pact_loop *loop, void *user)
+{
+    (void)user;
+    pact_loop_stop(loop);
+}
+
+Test(loop, stop_returns_from_run_and_run_resumes)
+{
+    pact_loop *loop = test_loop_new();
+    norder = 0;
+    pact_call_soon(loop, stop_loop, NULL);
+    pact_call_later(loop, 2 * MS, record, (void *)(intptr_t)1);
+    cr_assert_eq(pact_loop_run(loop), 0);
+    cr_assert_eq(norder, 0, "stopped before the timer");
+    cr_assert(pact_loop_alive(loop));
+    cr_assert_eq(pact_loop_run(loop), 0);
+    cr_assert_eq(norder, 1);
+    cr_assert(!pact_loop_alive(loop));
+    test_loop_free(loop);
+}
+
+static int nested_result;
+static void run_nested(pact_loop *loop, void *user)
+{
+    pact_loop *other = user;
+    nested_result = pact_loop_run(loop);
+    cr_assert_eq(pact_loop_close(loop), -EBUSY, "close while running");
+    if (other)
+        nested_result = pact_loop_run(other) == -EBUSY ? -EBUSY : 0;
+}
+
+Test(loop, running_inside_a_callback_is_refused)
+{
+    pact_loop *loop = test_loop_new();
+    pact_call_soon(loop, run_nested, NULL);
+    pact_loop_run(loop);
+    cr_assert_eq(nested_result, -EBUSY);
+
+    pact_loop *other = test_loop_new();
+    pact_call_soon(loop, run_nested, other);
+    pact_loop_run(loop);
+    cr_assert_eq(nested_result, -EBUSY, "one loop per thread");
+    test_loop_free(other);
+    test_loop_free(loop);
+}
+
+static void noop(pact_loop *loop, void *user)
+{
+    (void)loop;
+    (void)user;
+}
+
+static void noop_op(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    (void)c;
+    (void)user;
+}
+
+Test(loop, misuse_gets_negative_errno_not_a_crash)
+{
+    cr_assert_eq(pact_loop_create(NULL, NULL), -EINVAL);
+    pact_loop_options bad;
+    pact_loop_options_init(&bad);
+    bad.engine = (pact_engine_kind)42;
+    pact_loop *l;
+    cr_assert_eq(pact_loop_create(&l, &bad), -EINVAL);
+
+    cr_assert_eq(pact_loop_run(NULL), -EINVAL);
+    cr_assert_eq(pact_loop_run_once(NULL, 0), -EINVAL);
+    cr_assert_eq(pact_loop_stop(NULL), -EINVAL);
+    cr_assert_eq(pact_loop_close(NULL), -EINVAL);
+    cr_assert_lt(pact_call_soon(NULL, noop, NULL), 0);
+    cr_assert_lt(pact_recv(NULL, 0, NULL, 0, 0, noop_op, NULL), 0);
+    cr_assert_eq(pact_cancel(NULL, 1), -EINVAL);
+    pact_loop_free(NULL);
+
+    pact_loop *loop = test_loop_new();
+    cr_assert_eq(pact_call_soon(loop, NULL, NULL), -EINVAL);
+    char buf[4];
+    cr_assert_eq(pact_recv(loop, -1, buf, 4, 0, noop_op, NULL), -EBADF);
+    cr_assert_eq(pact_recv(loop, 0, NULL, 4, 0, noop_op, NULL), -EFAULT);
+    cr_assert_eq(pact_recv(loop, 0, buf, 4, 0, NULL, NULL), -EINVAL);
+    cr_assert_eq(pact_read(loop, 0, buf, 4, -7, noop_op, NULL), -EINVAL);
+    cr_assert_eq(pact_shutdown(loop, 0, 99, noop_op, NULL), -EINVAL);
+    cr_assert_eq(pact_poll(loop, 0, 0, noop_op, NULL), -EINVAL);
+    cr_assert_eq(pact_connect(loop, 0, NULL, 0, noop_op, NULL), -EINVAL);
+    cr_assert_eq(pact_cancel(loop, 12345), -ENOENT);
+    cr_assert_eq(pact_op_set_timeout(loop, 12345, MS), -ENOENT);
+
+    cr_assert_eq(pact_loop_close(loop), 0);
+    cr_assert_eq(pact_loop_close(loop), -EBADF, "double close");
+    cr_assert_eq(pact_loop_run(loop), -ESHUTDOWN);
+    cr_assert_eq(pact_loop_run_once(loop, 0), -ESHUTDOWN);
+    cr_assert_eq(pact_call_soon(loop, noop, NULL), -ESHUTDOWN);
+    cr_assert_eq(pact_call_later(loop, 1, noop, NULL), -ESHUTDOWN);
+    cr_assert_eq(pact_call_soon_threadsafe(loop, noop, NULL), -ESHUTDOWN);
+    cr_assert_eq(pact_sleep(loop, 1, noop_op, NULL), -ESHUTDOWN);
+    cr_assert_eq(pact_recv(loop, 0, buf, 4, 0, noop_op, NULL), -ESHUTDOWN);
+    cr_assert_eq(pact_cancel(loop, 1), -ESHUTDOWN);
+    pact_loop_free(loop);
+}
+
+Test(loop, close_drops_unrun_callbacks_and_timers)
+{
+    pact_loop *loop = test_loop_new();
+    norder = 0;
+    pact_call_soon(loop, record, (void *)(intptr_t)1);
+    pact_call_later(loop, 1000 * MS, record, (void *)(intptr_t)2);
+    cr_assert_eq(pact_loop_close(loop), 0);
+    cr_assert_eq(norder, 0);
+    pact_loop_free(loop);
+}
+
+static int error_seen;
+static void on_error(pact_loop *loop, int err, const char *msg, void *user)
+{
+    (void)loop;
+    (void)user;
+    error_seen = err;
+    cr_assert_str_eq(msg, "callback failed: 42");
+}
+
+static void failing_callback(pact_loop *loop, void *user)
+{
+    (void)user;
+    pact_loop_report_error(loop, -EIO, "callback failed: %d", 42);
+}
+
+Test(loop, error_hook_receives_callback_failures)
+{
+    pact_loop *loop = test_loop_new();
+    pact_loop_set_error_handler(loop, on_error, NULL);
+    pact_call_soon(loop, failing_callback, NULL);
+    pact_loop_run(loop);
+    cr_assert_eq(error_seen, -EIO);
+    test_loop_free(loop);
+}
+
+Test(loop, run_once_waits_at_most_its_timeout)
+{
+    pact_loop *loop = test_loop_new();
+    pact_call_later(loop, 10000 * MS, noop, NULL);
+    uint64_t t0 = pact_now();
+    cr_assert_eq(pact_loop_run_once(loop, 20 * (int64_t)MS), 1);
+    uint64_t took = pact_now() - t0;
+    cr_assert_geq(took, 19 * MS);
+    cr_assert_lt(took, 5000 * MS);
+    test_loop_free(loop);
+}
+
+Test(loop, errors_have_names_and_messages)
+{
+    cr_assert_str_eq(pact_err_name(-ECANCELED), "ECANCELED");
+    cr_assert_str_eq(pact_err_name(-ETIMEDOUT), "ETIMEDOUT");
+    cr_assert_str_eq(pact_err_name(-99999), "UNKNOWN");
+    cr_assert_str_eq(pact_strerror(-99999), "unknown error");
+    cr_assert_str_neq(pact_strerror(-EAGAIN), "unknown error");
+}
+
+/* ---- engine choice and fallback ------------------------------------------ */
+
+Test(engine, the_environment_picks_the_engine)
+{
+    pact_loop *loop = test_loop_new();
+    const char *want = getenv("PACT_ENGINE");
+    cr_assert_not_null(want, "the runner sets PACT_ENGINE");
+    cr_assert_str_eq(pact_loop_engine_name(loop),
+                     strcmp(want, "uring") == 0 ? "io_uring" : "epoll");
+    cr_assert_null(pact_loop_engine_reason(loop));
+    test_loop_free(loop);
+}
+
+Test(engine, refused_io_uring_falls_back_to_epoll_with_a_reason)
+{
+    unsetenv("PACT_ENGINE");
+    pact_loop_options o;
+    pact_loop_options_init(&o);
+    o.fail_uring_setup = -EPERM;
+    pact_loop *loop;
+    cr_assert_eq(pact_loop_create(&loop, &o), 0);
+    cr_assert_eq(pact_loop_engine(loop), PACT_ENGINE_EPOLL);
+    cr_assert_not_null(pact_loop_engine_reason(loop));
+    cr_assert(strstr(pact_loop_engine_reason(loop), "io_uring_setup failed") != NULL,
+              "reason: %s", pact_loop_engine_reason(loop));
+    pact_loop_free(loop);
+
+    o.engine = PACT_ENGINE_URING; /* asked for explicitly: an error */
+    cr_assert_eq(pact_loop_create(&loop, &o), -EPERM);
+}
+
+Test(engine, seccomp_filter_forbidding_io_uring_gives_epoll)
+{
+    unsetenv("PACT_ENGINE");
+    /* The Docker default profile answers io_uring_setup with EPERM; do
+     * the same to this test process (Criterion runs each test alone). */
+    struct sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = 4, .filter = filter};
+    cr_assert_eq(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+    cr_assert_eq(syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog), 0);
+
+    pact_loop *loop;
+    cr_assert_eq(pact_loop_create(&loop, NULL), 0);
+    cr_assert_eq(pact_loop_engine(loop), PACT_ENGINE_EPOLL);
+    cr_assert(strstr(pact_loop_engine_reason(loop), "Operation not permitted") != NULL,
+              "reason: %s", pact_loop_engine_reason(loop));
+    /* The fallback loop works. */
+    norder = 0;
+    pact_call_later(loop, 1 * MS, record, (void *)(intptr_t)1);
+    pact_loop_run(loop);
+    cr_assert_eq(norder, 1);
+    pact_loop_free(loop);
+}
