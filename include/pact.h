@@ -30,6 +30,9 @@
 extern "C" {
 #endif
 
+struct addrinfo; /* <netdb.h> */
+struct statx;    /* <sys/stat.h> with _GNU_SOURCE, or <linux/stat.h> */
+
 #if defined(__GNUC__)
 #define PACT_API __attribute__((visibility("default")))
 #define PACT_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
@@ -238,6 +241,19 @@ typedef struct pact_completion {
     /* accept: the peer's address. NULL otherwise. */
     const struct sockaddr *addr;
     socklen_t addrlen;
+    /* pact_getaddrinfo(): the resolved list, owned by pact and freed after
+     * the callback returns unless the callback took it with
+     * pact_addrinfo_take(). NULL otherwise. */
+    const struct addrinfo *addrinfo;
+    /* pact_getaddrinfo() / pact_getnameinfo(): the resolver's EAI_* code
+     * when it failed (result is then the negative errno it maps to), else
+     * 0. */
+    int gai_error;
+    /* pact_getnameinfo(): host and service names, valid during the call. */
+    const char *host;
+    const char *service;
+    /* pact_fs_stat() / pact_fs_fstat(): the caller's buffer, filled in. */
+    const struct statx *statx;
 } pact_completion;
 
 /* Called exactly once per started operation. The completion and, for
@@ -317,6 +333,233 @@ PACT_API int pact_op_set_timeout(pact_loop *loop, pact_op op,
 PACT_API int pact_cancel(pact_loop *loop, pact_op op);
 
 /* ------------------------------------------------------------------------ */
+/* Streams: transports and protocols (TCP, Unix sockets, pipes)             */
+/* ------------------------------------------------------------------------ */
+
+/* A stream transport: asyncio's Transport in C. It owns its fd from
+ * creation and closes it only after every operation on it has completed.
+ * The pointer stays valid until connection_lost has returned; after that it
+ * is freed and must not be used. */
+typedef struct pact_transport pact_transport;
+
+/* The callbacks of a stream protocol. Any member may be NULL. Order, on
+ * every path (peer closes, user closes, error, abort, loop close):
+ * connection_made first, then any number of data_received, at most one
+ * eof_received, and connection_lost exactly once, last. Nothing is called
+ * after connection_lost. Every callback may close or abort the transport. */
+typedef struct pact_protocol {
+    void (*connection_made)(pact_transport *t, void *user);
+    /* data is valid only during the call. */
+    void (*data_received)(pact_transport *t, const void *data, size_t len,
+                          void *user);
+    /* The peer closed its writing side. Return non-zero to keep the
+     * connection half-open (you may still write); zero closes it. */
+    int (*eof_received)(pact_transport *t, void *user);
+    /* err: 0 for a clean close, else a negative errno. */
+    void (*connection_lost)(pact_transport *t, int err, void *user);
+    /* The write buffer went above the high mark / back to the low mark. */
+    void (*pause_writing)(pact_transport *t, void *user);
+    void (*resume_writing)(pact_transport *t, void *user);
+    /* Buffered protocol (asyncio's BufferedProtocol): if get_buffer is set,
+     * data is received straight into the buffer it returns (at least 1
+     * byte, valid until buffer_updated) and buffer_updated reports how many
+     * bytes arrived; data_received is then not used. */
+    void *(*get_buffer)(pact_transport *t, size_t size_hint, size_t *len,
+                        void *user);
+    void (*buffer_updated)(pact_transport *t, size_t nbytes, void *user);
+} pact_protocol;
+
+/* What a transport's fd is. */
+typedef enum pact_stream_kind {
+    PACT_STREAM_SOCKET = 0, /* a connected stream socket: TCP or Unix */
+    PACT_STREAM_READ_PIPE,  /* the read end of a pipe or FIFO (or a tty) */
+    PACT_STREAM_WRITE_PIPE, /* the write end of a pipe or FIFO */
+} pact_stream_kind;
+
+/* Wraps a connected fd in a transport. The transport owns fd from now on
+ * (also on failure: then fd is closed). connection_made runs on the next
+ * iteration, and reading starts after it returns unless it paused reading.
+ * Returns 0 and sets *out, or a negative errno. */
+PACT_API int pact_transport_open(pact_loop *loop, int fd, pact_stream_kind kind,
+                                 const pact_protocol *proto, void *user,
+                                 pact_transport **out);
+
+/* Queues data for sending. The data is copied: the caller may reuse its
+ * buffer at once. Writes after close() or abort() are dropped and counted
+ * (a debug message says so), as asyncio does. Returns 0, or -ESHUTDOWN
+ * (closing), -EPIPE (after write_eof), -ENOMEM. */
+PACT_API int pact_transport_write(pact_transport *t, const void *data,
+                                  size_t len);
+
+/* pact_transport_write() for several buffers, coalesced into one send. */
+PACT_API int pact_transport_writev(pact_transport *t, const struct iovec *iov,
+                                   int iovcnt);
+
+/* Half-close: after the buffered data has been sent, shut down the writing
+ * side (the peer sees EOF). Reading goes on. -ENOTSUP on a read pipe. */
+PACT_API int pact_transport_write_eof(pact_transport *t);
+
+/* Whether write_eof is possible (stream sockets and write pipes). */
+PACT_API int pact_transport_can_write_eof(const pact_transport *t);
+
+/* Closes: stops reading, sends what is buffered, then closes the fd and
+ * calls connection_lost(0). Calling it again is harmless (returns
+ * -EALREADY). */
+PACT_API int pact_transport_close(pact_transport *t);
+
+/* Closes now: drops the write buffer, cancels what is in flight, then
+ * connection_lost(0) once the kernel has handed back every operation (as
+ * asyncio's abort(): the user asked for it, so it is not an error).
+ * Harmless after close (returns -EALREADY if already aborted). */
+PACT_API int pact_transport_abort(pact_transport *t);
+
+/* Stops calling data_received until resume. Never loses, duplicates or
+ * reorders a byte: data that arrives while paused is kept and handed over
+ * on resume. Returns 0, or -EALREADY if already paused, -ESHUTDOWN when
+ * closing. */
+PACT_API int pact_transport_pause_reading(pact_transport *t);
+
+/* Resumes reading (kept data first, on the next iteration). */
+PACT_API int pact_transport_resume_reading(pact_transport *t);
+
+/* 1 if reading (not paused, not closing), else 0. */
+PACT_API int pact_transport_is_reading(const pact_transport *t);
+
+/* 1 once close() or abort() was called or the connection was lost. */
+PACT_API int pact_transport_is_closing(const pact_transport *t);
+
+/* Bytes buffered and not yet handed to the kernel (or in flight). */
+PACT_API size_t pact_transport_write_buffer_size(const pact_transport *t);
+
+/* Sets the flow-control marks (defaults: 64 KiB high, 16 KiB low, as in
+ * asyncio). high 0 = default; low must not exceed high. */
+PACT_API int pact_transport_set_write_buffer_limits(pact_transport *t,
+                                                    size_t high, size_t low);
+
+/* Reads the current marks. */
+PACT_API void pact_transport_get_write_buffer_limits(const pact_transport *t,
+                                                     size_t *high, size_t *low);
+
+/* Replaces the protocol (for example to switch to TLS). */
+PACT_API int pact_transport_set_protocol(pact_transport *t,
+                                         const pact_protocol *proto,
+                                         void *user);
+
+/* The transport's loop, fd, kind and protocol user pointer. */
+PACT_API pact_loop *pact_transport_loop(const pact_transport *t);
+/* The fd (still owned by the transport), or -EBADF once it is closed. */
+PACT_API int pact_transport_fd(const pact_transport *t);
+/* Which kind of fd the transport wraps. */
+PACT_API pact_stream_kind pact_transport_kind(const pact_transport *t);
+/* The user pointer given with the protocol. */
+PACT_API void *pact_transport_user(const pact_transport *t);
+
+/* The local (sockname) or peer address of a socket transport. Returns 0
+ * or a negative errno (-ENOTSOCK for pipes). */
+PACT_API int pact_transport_sockname(const pact_transport *t,
+                                     struct sockaddr_storage *ss,
+                                     socklen_t *len);
+/* The peer's address, as pact_transport_sockname() gives the local one. */
+PACT_API int pact_transport_peername(const pact_transport *t,
+                                     struct sockaddr_storage *ss,
+                                     socklen_t *len);
+
+/* Writes dropped because they came after close/abort (asyncio logs these). */
+PACT_API uint64_t pact_transport_writes_after_close(const pact_transport *t);
+
+/* Sends count bytes of file_fd starting at offset over the transport,
+ * after anything already buffered and before anything written later. The
+ * file position of file_fd is not changed. cb's result: bytes sent, or a
+ * negative errno (-EPIPE/-ECONNRESET when the peer closes midway); while it
+ * runs, pact_transport_write() queues behind it. count 0 = to end of file. */
+PACT_API int pact_transport_sendfile(pact_transport *t, int file_fd,
+                                     int64_t offset, size_t count,
+                                     pact_op_cb cb, void *user);
+
+/* ---- servers ------------------------------------------------------------ */
+
+typedef struct pact_server pact_server;
+
+/* Chooses the protocol of a new connection: fill *proto and *user and
+ * return 0, or return a negative errno to refuse it (the fd is closed). */
+typedef int (*pact_protocol_factory)(pact_server *server, void *factory_user,
+                                     const pact_protocol **proto, void **user);
+
+/* Server options; zero-initialise, then set what you need. */
+typedef struct pact_server_options {
+    int backlog;        /* 0 = SOMAXCONN */
+    int reuse_port;     /* SO_REUSEPORT: one listener per loop/thread */
+    int ipv6_only;      /* for "::": 1 = IPv6 only, 0 = dual stack */
+} pact_server_options;
+
+/* Listens on host:port (numeric address; "::" is dual stack unless
+ * ipv6_only, port 0 picks one) and serves each connection with a protocol
+ * from the factory. An error on one connection never stops the listener;
+ * on EMFILE/ENFILE/ENOBUFS/ENOMEM the server backs off and keeps serving
+ * once descriptors free up. Returns 0 and sets *out, or a negative errno. */
+PACT_API int pact_server_listen_tcp(pact_loop *loop, const char *host,
+                                    uint16_t port,
+                                    const pact_server_options *opts,
+                                    pact_protocol_factory factory,
+                                    void *factory_user, pact_server **out);
+
+/* Listens on a Unix socket. A path starting with '@' is in the abstract
+ * namespace. A stale socket file (nobody listening) is replaced; a live
+ * one gives -EADDRINUSE. The file is removed when the server closes. */
+PACT_API int pact_server_listen_unix(pact_loop *loop, const char *path,
+                                     const pact_server_options *opts,
+                                     pact_protocol_factory factory,
+                                     void *factory_user, pact_server **out);
+
+/* Stops accepting: cancels the pending accept and closes any connection
+ * accepted after this call (never handed to a protocol). Connections
+ * already made go on. The server is freed once it is closed and its
+ * connections are gone (after the wait_closed callbacks). Returns 0, or
+ * -EALREADY if already closing. */
+PACT_API int pact_server_close(pact_server *server);
+
+/* Calls cb once the server is closed and all its connections are gone. */
+PACT_API int pact_server_wait_closed(pact_server *server, pact_callback cb,
+                                     void *user);
+
+/* The port a TCP server listens on, or a negative errno. */
+PACT_API int pact_server_port(const pact_server *server);
+
+/* The listening fd (owned by the server). */
+PACT_API int pact_server_fd(const pact_server *server);
+
+/* Connections currently open on the server. */
+PACT_API size_t pact_server_connections(const pact_server *server);
+
+/* Accept errors absorbed (ECONNABORTED, EMFILE back-offs, ...). */
+PACT_API uint64_t pact_server_accept_errors(const pact_server *server);
+
+/* ---- clients ------------------------------------------------------------ */
+
+/* Called once with a transport (its connection_made follows on the next
+ * iteration) or with NULL and a negative errno. */
+typedef void (*pact_connect_cb)(pact_loop *loop, pact_transport *t, int err,
+                                void *user);
+
+/* Connects to host:port — a numeric address, or a name resolved off the
+ * loop thread — trying each address in turn, then wraps the socket in a
+ * transport with proto/proto_user. Returns an op handle (cancellable with
+ * pact_cancel: cb then gets -ECANCELED and no fd is left behind) or a
+ * negative errno. */
+PACT_API pact_op pact_connect_tcp(pact_loop *loop, const char *host,
+                                  uint16_t port, const pact_protocol *proto,
+                                  void *proto_user, pact_connect_cb cb,
+                                  void *user);
+
+/* Connects to a Unix socket ('@' = abstract), retrying while the server's
+ * backlog is full (EAGAIN) with a delay doubling from 1 ms to 100 ms — the
+ * role of asyncio's connect_pipe. Cancellable as pact_connect_tcp(). */
+PACT_API pact_op pact_connect_unix(pact_loop *loop, const char *path,
+                                   const pact_protocol *proto,
+                                   void *proto_user, pact_connect_cb cb,
+                                   void *user);
+
+/* ------------------------------------------------------------------------ */
 /* Socket helpers (blocking setup calls, used by examples and tests)        */
 /* ------------------------------------------------------------------------ */
 
@@ -337,6 +580,168 @@ PACT_API int pact_tcp_socket(int family);
 
 /* The port a socket is bound to, or a negative errno. */
 PACT_API int pact_socket_port(int fd);
+
+/* ------------------------------------------------------------------------ */
+/* The thread pool                                                          */
+/* ------------------------------------------------------------------------ */
+
+/* Work run on one of the loop's worker threads. Its return value becomes
+ * the completion's result (return a negative errno for failure). It must
+ * not call pact functions on the loop, except the thread-safe ones. */
+typedef int64_t (*pact_work_fn)(void *user);
+
+/* Runs work(user) on the loop's thread pool and calls done on the loop
+ * thread once, with c->result = what work returned. The pool belongs to
+ * the loop; its threads start lazily (at most pact_pool_set_size(), default
+ * 4) with every signal blocked, so signals go to the loop's thread.
+ * pact_cancel(): work not yet started is dropped (work never runs, done
+ * gets -ECANCELED; cancel returns 0); work already running is not
+ * interrupted: cancel returns -EALREADY and done gets the real result.
+ * pact_loop_close() cancels queued work, waits for running work (its done
+ * runs during close with the real result) and joins the threads. Returns
+ * the op, or -EINVAL (NULL loop, work or done), -ESHUTDOWN (closed). */
+PACT_API pact_op pact_queue_work(pact_loop *loop, pact_work_fn work,
+                                 pact_op_cb done, void *user);
+
+/* Sets how many worker threads the loop's pool may run (1..1024; default
+ * 4). Takes effect for threads started later: -EBUSY if more than n are
+ * already running. */
+PACT_API int pact_pool_set_size(pact_loop *loop, unsigned n);
+
+/* ------------------------------------------------------------------------ */
+/* Name resolution (getaddrinfo / getnameinfo on the thread pool)           */
+/* ------------------------------------------------------------------------ */
+
+/* Resolves host and/or service (either may be NULL, not both) with
+ * getaddrinfo(3) on the thread pool; hints may be NULL and are copied.
+ * On success c->result is 0 and c->addrinfo the list, which pact frees
+ * with freeaddrinfo() after the callback returns — unless the callback
+ * keeps it with pact_addrinfo_take(). On failure c->result is a negative
+ * errno and c->gai_error the EAI_* code: EAI_NONAME and EAI_NODATA ->
+ * -ENOENT, EAI_SERVICE -> -ESRCH, EAI_AGAIN -> -EAGAIN, EAI_FAIL -> -EIO,
+ * EAI_MEMORY -> -ENOMEM, EAI_FAMILY -> -EAFNOSUPPORT, EAI_ADDRFAMILY ->
+ * -EADDRNOTAVAIL, EAI_SOCKTYPE -> -ESOCKTNOSUPPORT, EAI_BADFLAGS ->
+ * -EINVAL, EAI_OVERFLOW -> -ENAMETOOLONG, EAI_SYSTEM -> the errno.
+ * Cancellable as pool work (a lookup already running finishes first).
+ * Returns the op or a negative errno. */
+PACT_API pact_op pact_getaddrinfo(pact_loop *loop, const char *host,
+                                  const char *service,
+                                  const struct addrinfo *hints,
+                                  pact_op_cb cb, void *user);
+
+/* Inside a pact_getaddrinfo() callback: takes ownership of the result list
+ * (free it with freeaddrinfo()). Returns the list, or NULL if op is not a
+ * getaddrinfo whose callback is running, or the list was taken already. */
+PACT_API struct addrinfo *pact_addrinfo_take(pact_loop *loop, pact_op op);
+
+/* getnameinfo(3) on the thread pool: addr is copied; flags are NI_*.
+ * Result 0 with c->host and c->service (valid during the callback), or a
+ * negative errno mapped as for pact_getaddrinfo() with c->gai_error. */
+PACT_API pact_op pact_getnameinfo(pact_loop *loop, const struct sockaddr *addr,
+                                  socklen_t addrlen, int flags, pact_op_cb cb,
+                                  void *user);
+
+/* ------------------------------------------------------------------------ */
+/* File operations                                                          */
+/* ------------------------------------------------------------------------ */
+
+/* Native io_uring operations when the kernel's probe lists them (OPENAT,
+ * READ, WRITE, FSYNC, STATX, CLOSE, RENAMEAT, UNLINKAT), run on the thread
+ * pool otherwise (epoll, older kernels): the same results either way.
+ * Paths are copied and relative ones resolve against the current
+ * directory. Cancel is as for any op: a file op the kernel or a worker
+ * has already started usually runs to its end and reports its result. */
+
+/* Opens path (O_CLOEXEC is always added). Result: the new fd. */
+PACT_API pact_op pact_fs_open(pact_loop *loop, const char *path, int flags,
+                              unsigned mode, pact_op_cb cb, void *user);
+
+/* Reads up to len bytes at offset (-1 = the file position). Result: bytes
+ * read, 0 at end of file. buf must stay valid until the callback. Unlike
+ * pact_read(), never runs a blocking read on the loop thread. */
+PACT_API pact_op pact_fs_read(pact_loop *loop, int fd, void *buf, size_t len,
+                              int64_t offset, pact_op_cb cb, void *user);
+
+/* Writes up to len bytes at offset (-1 = the file position). Result: bytes
+ * written. buf must stay valid until the callback. */
+PACT_API pact_op pact_fs_write(pact_loop *loop, int fd, const void *buf,
+                               size_t len, int64_t offset, pact_op_cb cb,
+                               void *user);
+
+/* fsync(2), or fdatasync(2) if datasync is non-zero. Result: 0. */
+PACT_API pact_op pact_fs_fsync(pact_loop *loop, int fd, int datasync,
+                               pact_op_cb cb, void *user);
+
+/* statx(2) of path (flags: AT_SYMLINK_NOFOLLOW, ...; mask: STATX_BASIC_STATS
+ * if 0) into the caller's *out, which must stay valid and untouched until
+ * the callback (the kernel writes into it). Result: 0, and c->statx ==
+ * out. */
+PACT_API pact_op pact_fs_stat(pact_loop *loop, const char *path, int flags,
+                              unsigned mask, struct statx *out, pact_op_cb cb,
+                              void *user);
+
+/* pact_fs_stat() of an open fd (statx with AT_EMPTY_PATH). */
+PACT_API pact_op pact_fs_fstat(pact_loop *loop, int fd, unsigned mask,
+                               struct statx *out, pact_op_cb cb, void *user);
+
+/* Closes fd. Result: 0 (the fd is gone even if an error is reported). Do
+ * not close an fd that other operations still use. */
+PACT_API pact_op pact_fs_close(pact_loop *loop, int fd, pact_op_cb cb,
+                               void *user);
+
+/* rename(2). Result: 0. */
+PACT_API pact_op pact_fs_rename(pact_loop *loop, const char *from,
+                                const char *to, pact_op_cb cb, void *user);
+
+/* unlink(2), or rmdir(2) with flags = AT_REMOVEDIR. Result: 0. */
+PACT_API pact_op pact_fs_unlink(pact_loop *loop, const char *path, int flags,
+                                pact_op_cb cb, void *user);
+
+/* ------------------------------------------------------------------------ */
+/* Signals                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* A signal handler registration: > 0, or a negative errno. */
+typedef int64_t pact_signal;
+
+/* Runs as an ordinary loop callback (not in signal context): anything may
+ * be done in it, including removing this or any handler. */
+typedef void (*pact_signal_cb)(pact_loop *loop, int signo, void *user);
+
+/* Calls cb on the loop each time signo arrives; several handlers per
+ * signal run in the order they were added. While a signal has handlers it
+ * is blocked (pthread_sigmask) on the calling thread, which must be the
+ * loop's, and read through a signalfd; the previous mask is restored when
+ * its last handler is removed. Signals that arrive together may be
+ * coalesced into one call (as the kernel coalesces them). A handler does
+ * not by itself keep pact_loop_run() going.
+ *
+ * Threads: a process-directed signal (kill(), a terminal's ^C) goes to any
+ * thread that does not block it. Block the signal in every other thread
+ * (threads inherit the mask: create them after adding the handler, or
+ * block it yourself), or it may run its default action there instead.
+ * pact's own pool threads block every signal.
+ *
+ * Only one loop in the process may handle a given signal: another loop
+ * gets -EBUSY. Also -EINVAL for a bad signo, SIGKILL, SIGSTOP and the
+ * synchronous fault signals (SIGSEGV, SIGBUS, SIGFPE, SIGILL), which a
+ * signalfd cannot receive; -ESHUTDOWN on a closed loop. Returns the
+ * registration. */
+PACT_API pact_signal pact_signal_add(pact_loop *loop, int signo,
+                                     pact_signal_cb cb, void *user);
+
+/* Removes a handler. Safe from inside any callback, including the
+ * handler's own. Returns 0 or -ENOENT (unknown or already removed). */
+PACT_API int pact_signal_remove(pact_loop *loop, pact_signal sig);
+
+/* SIGPIPE: pact's socket sends use MSG_NOSIGNAL and never raise it. A
+ * write to a pipe or FIFO whose reader is gone (pact_write, pipe
+ * transports) raises SIGPIPE, whose default action kills the process;
+ * only if SIGPIPE is ignored or blocked does the write report -EPIPE.
+ * pact does not change the process's signal dispositions behind your
+ * back: programs that write to pipes should call
+ * signal(SIGPIPE, SIG_IGN) at start-up (what Python does) or block
+ * SIGPIPE in every thread. */
 
 #ifdef __cplusplus
 }

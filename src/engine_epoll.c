@@ -213,6 +213,10 @@ static int64_t try_op(pact_op_s *op, uint32_t revents)
         int r = poll(&p, 1, 0);
         if (r < 0)
             return -errno;
+        /* poll(2) reports a closed fd as a "ready" POLLNVAL; the contract
+         * (and io_uring's POLL_ADD) says -EBADF. */
+        if (r > 0 && (p.revents & POLLNVAL))
+            return -EBADF;
         return r == 0 ? -EAGAIN : p.revents;
     }
     default:

@@ -39,11 +39,26 @@ static const struct {
     {IORING_OP_SHUTDOWN, "SHUTDOWN"},
 };
 
+/* File ops run natively when the probe lists them (OPENAT, CLOSE, STATX
+ * 5.6; FSYNC 5.1; RENAMEAT, UNLINKAT 5.11); otherwise fs.c hands them to
+ * the thread pool, as on epoll. */
+static const struct {
+    int opcode;
+    pact_op_kind kind;
+} file_ops[] = {
+    {IORING_OP_OPENAT, PACT_OP_OPEN},     {IORING_OP_CLOSE, PACT_OP_CLOSE},
+    {IORING_OP_FSYNC, PACT_OP_FSYNC},     {IORING_OP_STATX, PACT_OP_STATX},
+    {IORING_OP_RENAMEAT, PACT_OP_RENAME}, {IORING_OP_UNLINKAT, PACT_OP_UNLINK},
+};
+
 typedef struct uring_engine {
     struct io_uring ring;
     unsigned setup_flags;
     unsigned features;
     int enabled; /* ring created disabled for SINGLE_ISSUER; see below */
+    /* Per-fd queues of ordered ops (see order_queue()), indexed by fd. */
+    pact_list (*ordered)[2];
+    int nordered;
 } uring_engine;
 
 #define URING(loop) ((uring_engine *)(loop)->engine_data)
@@ -211,6 +226,10 @@ static int uring_init(pact_loop *loop, unsigned depth, int fail_setup,
             return -EOPNOTSUPP;
         }
     }
+    loop->native_kinds = (1u << PACT_OP_READ) | (1u << PACT_OP_WRITE);
+    for (size_t i = 0; i < sizeof file_ops / sizeof file_ops[0]; i++)
+        if (io_uring_opcode_supported(probe, file_ops[i].opcode))
+            loop->native_kinds |= 1u << file_ops[i].kind;
     io_uring_free_probe(probe);
     /* Saves an fdget per io_uring_enter (5.18); harmless if refused. */
     io_uring_register_ring_fd(&e->ring);
@@ -224,6 +243,7 @@ static void uring_destroy(pact_loop *loop)
     if (!e)
         return;
     io_uring_queue_exit(&e->ring);
+    free(e->ordered);
     free(e);
     loop->engine_data = NULL;
 }
@@ -269,6 +289,29 @@ static void prep_op(pact_op_s *op, struct io_uring_sqe *sqe)
     case PACT_OP_POLL:
         io_uring_prep_poll_add(sqe, op->fd, (unsigned)op->msg_flags);
         break;
+    case PACT_OP_OPEN:
+        io_uring_prep_openat(sqe, op->fd, op->path, op->msg_flags,
+                             (mode_t)op->len);
+        break;
+    case PACT_OP_CLOSE:
+        io_uring_prep_close(sqe, op->fd);
+        break;
+    case PACT_OP_FSYNC:
+        io_uring_prep_fsync(sqe, op->fd,
+                            op->msg_flags ? IORING_FSYNC_DATASYNC : 0);
+        break;
+    case PACT_OP_STATX:
+        io_uring_prep_statx(sqe, op->fd, op->path ? op->path : "",
+                            op->msg_flags, (unsigned)op->len, op->buf);
+        break;
+    case PACT_OP_RENAME:
+        io_uring_prep_renameat(sqe, AT_FDCWD, op->path, AT_FDCWD, op->path2,
+                               0);
+        break;
+    case PACT_OP_UNLINK:
+        io_uring_prep_unlinkat(sqe, AT_FDCWD, op->path, op->msg_flags);
+        break;
+    case PACT_OP_WORK: /* never reached: pool ops skip the engine */
     case PACT_OP_SLEEP:
     case PACT_OP_KIND_COUNT:
         io_uring_prep_nop(sqe); /* never reached: sleeps live on the heap */
@@ -277,14 +320,61 @@ static void prep_op(pact_op_s *op, struct io_uring_sqe *sqe)
     io_uring_sqe_set_data64(sqe, encode(op, TAG_OP));
 }
 
-static int uring_submit(pact_loop *loop, pact_op_s *op)
+/* Stream order. Two recvs (or two sends) in flight on one socket are woken
+ * last-armed-first: the kernel adds poll waiters at the head of the socket's
+ * wait queue. Queued recvs then got their bytes in reverse order, and sends
+ * queued on a full socket wrote the stream backwards. So, as on epoll, ops
+ * that consume or produce a byte stream go through a per-fd queue and only
+ * its head is in the kernel; the next is submitted when the head's I/O is
+ * done. Returns the queue (0 = in, 1 = out) or -1 for unordered ops
+ * (positioned file I/O, accept, connect, poll, ...). */
+static int order_queue(const pact_op_s *op)
 {
-    int linked = op->timeout_ns && uring_supports_link_timeout(loop, op);
-    struct io_uring_sqe *sqe = get_sqes(loop, linked ? 2 : 1);
-    if (!sqe) {
-        pact__op_defer(loop, op, -ENOMEM);
+    switch ((pact_op_kind)op->kind) {
+    case PACT_OP_RECV:
         return 0;
+    case PACT_OP_SEND:
+    case PACT_OP_SEND_ALL:
+        return 1;
+    case PACT_OP_READ:
+        return op->offset < 0 ? 0 : -1;
+    case PACT_OP_WRITE:
+        return op->offset < 0 ? 1 : -1;
+    default:
+        return -1;
     }
+}
+
+static pact_list *ordered_queue(uring_engine *e, int fd, int q)
+{
+    if (fd >= e->nordered) {
+        int n = e->nordered ? e->nordered : 64;
+        while (n <= fd)
+            n *= 2;
+        pact_list(*grown)[2] = malloc((size_t)n * sizeof *grown);
+        if (!grown)
+            return NULL;
+        /* List heads cannot be realloc'ed (nodes point back at them). */
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < 2; j++) {
+                pact_list_init(&grown[i][j]);
+                if (i < e->nordered)
+                    pact_list_splice(&grown[i][j], &e->ordered[i][j]);
+            }
+        free(e->ordered);
+        e->ordered = grown;
+        e->nordered = n;
+    }
+    return &e->ordered[fd][q];
+}
+
+static int submit_to_kernel(pact_loop *loop, pact_op_s *op, int allow_link)
+{
+    int linked = allow_link && op->timeout_ns &&
+                 uring_supports_link_timeout(loop, op);
+    struct io_uring_sqe *sqe = get_sqes(loop, linked ? 2 : 1);
+    if (!sqe)
+        return -ENOMEM;
     prep_op(op, sqe);
     op->pending_cqes = 1;
     if (!linked)
@@ -300,8 +390,54 @@ static int uring_submit(pact_loop *loop, pact_op_s *op)
     return 1;
 }
 
+static int uring_submit(pact_loop *loop, pact_op_s *op)
+{
+    int q = order_queue(op);
+    pact_list *queue = q < 0 ? NULL : ordered_queue(URING(loop), op->fd, q);
+    if (q >= 0 && !queue) {
+        pact__op_defer(loop, op, -ENOMEM);
+        return 0;
+    }
+    if (queue && !pact_list_empty(queue)) {
+        /* Waits its turn; a deadline goes on the loop's heap (return 0). */
+        pact_list_push_back(queue, &op->link);
+        return 0;
+    }
+    int r = submit_to_kernel(loop, op, 1);
+    if (r < 0) {
+        pact__op_defer(loop, op, r);
+        return 0;
+    }
+    if (queue)
+        pact_list_push_back(queue, &op->link);
+    return r;
+}
+
+/* The head of an ordered queue is done with the kernel: submit the next. */
+static void order_release(pact_loop *loop, pact_op_s *op)
+{
+    if (order_queue(op) < 0 || !pact_list_linked(&op->link))
+        return;
+    pact_list *queue = op->link.prev; /* the head's predecessor: the queue */
+    pact_list_remove(&op->link);
+    while (!pact_list_empty(queue)) {
+        pact_op_s *next = pact_container_of(queue->next, pact_op_s, link);
+        if (submit_to_kernel(loop, next, 0) == 0)
+            return;
+        pact_list_remove(&next->link);
+        pact__op_defer(loop, next, -ENOMEM);
+    }
+}
+
 static void uring_cancel(pact_loop *loop, pact_op_s *op)
 {
+    if (op->pending_cqes == 0 && pact_list_linked(&op->link)) {
+        /* Still waiting behind another op on its fd: the kernel never saw
+         * it, so it is cancelled here (completes in the done phase). */
+        pact_list_remove(&op->link);
+        pact__op_defer(loop, op, -ECANCELED);
+        return;
+    }
     struct io_uring_sqe *sqe = get_sqes(loop, 1);
     if (!sqe) {
         pact__error(loop, -ENOMEM, "no SQE for a cancel; the op completes "
@@ -358,6 +494,7 @@ static void handle_cqe(pact_loop *loop, uint64_t ud, int res)
         } else {
             op->result = res;
         }
+        order_release(loop, op);
         break;
     case TAG_LINK_TIMEOUT:
         if (res == -ETIME)

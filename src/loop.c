@@ -1,6 +1,8 @@
 /* The loop: creation and engine choice, the iteration, run / stop / close,
  * and the cross-thread wake-up. */
 #include "loop.h"
+#include "pool.h"
+#include "signals.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -137,6 +139,8 @@ int pact_loop_create(pact_loop **out, const pact_loop_options *opts_in)
     pact_list_init(&loop->ready);
     pact_list_init(&loop->submit_queue);
     pact_list_init(&loop->done_queue);
+    pact_list_init(&loop->offload_done);
+    pact_list_init(&loop->resources);
     pact_heap_init(&loop->timers);
     pthread_mutex_init(&loop->ts_lock, NULL);
     loop->now = pact_now();
@@ -222,6 +226,7 @@ static void iterate(pact_loop *loop, int64_t max_wait_ns)
     int64_t timeout = max_wait_ns;
     if (!pact_list_empty(&loop->ready) || !pact_list_empty(&loop->done_queue) ||
         atomic_load(&loop->ts_count) > 0 ||
+        atomic_load(&loop->offload_done_count) > 0 ||
         atomic_load(&loop->stop_requested) || !pact_loop_alive(loop)) {
         timeout = 0;
     } else {
@@ -237,6 +242,7 @@ static void iterate(pact_loop *loop, int64_t max_wait_ns)
     loop->now = pact_now();
     pact__timers_run(loop);
     drain_threadsafe(loop);
+    pact__ops_drain_offloaded(loop);
     pact__handles_run_ready(loop);
     /* Callbacks above may have cancelled ops locally. */
     pact__ops_dispatch_done(loop);
@@ -341,8 +347,12 @@ int pact_call_soon_threadsafe(pact_loop *loop, pact_callback cb, void *user)
 static void report_live_ops(pact_loop *loop)
 {
     static const char *const kind_names[PACT_OP_KIND_COUNT] = {
-        "recv", "send", "send_all", "accept", "connect",
-        "shutdown", "read", "write", "poll", "sleep"};
+        [PACT_OP_RECV] = "recv", [PACT_OP_SEND] = "send",
+        [PACT_OP_SEND_ALL] = "send_all", [PACT_OP_ACCEPT] = "accept",
+        [PACT_OP_CONNECT] = "connect", [PACT_OP_SHUTDOWN] = "shutdown",
+        [PACT_OP_READ] = "read", [PACT_OP_WRITE] = "write",
+        [PACT_OP_POLL] = "poll", [PACT_OP_SLEEP] = "sleep",
+        [PACT_OP_CUSTOM] = "composite"};
     for (uint32_t i = 0; i < loop->ops.capacity; i++) {
         pact_op_s *op = pact_slab_at(&loop->ops, i);
         if (!(op->slab.gen & 1) || (op->flags & PACT_OPF_INTERNAL))
@@ -351,8 +361,61 @@ static void report_live_ops(pact_loop *loop)
         pact__describe_address(op->created_at, where, sizeof where);
         pact__log(loop, "loop closed with %s operation on fd %d in flight "
                         "(started at %s); it completes with -ECANCELED",
-                  kind_names[op->kind], op->fd, where);
+                  kind_names[op->kind] ? kind_names[op->kind] : "file/pool",
+                  op->fd, where);
     }
+}
+
+void pact__resource_add(pact_loop *loop, pact_resource *res, const char *kind,
+                        void (*force_close)(pact_resource *), void *created_at)
+{
+    res->kind = kind;
+    res->force_close = force_close;
+    res->created_at = created_at;
+    pact_list_push_back(&loop->resources, &res->link);
+}
+
+void pact__resource_remove(pact_loop *loop, pact_resource *res)
+{
+    (void)loop;
+    if (pact_list_linked(&res->link))
+        pact_list_remove(&res->link);
+}
+
+/* Force-closes what is still open (transports, servers, processes) while
+ * the loop can still run their callbacks, so each of them still sees its
+ * connection_lost, in order, before the loop goes away. */
+static void close_resources(pact_loop *loop)
+{
+    if (pact_list_empty(&loop->resources))
+        return;
+    for (pact_list *n = loop->resources.next; n != &loop->resources; n = n->next) {
+        pact_resource *res = pact_container_of(n, pact_resource, link);
+        if (loop->debug) {
+            char where[256];
+            pact__describe_address(res->created_at, where, sizeof where);
+            pact__log(loop, "loop closed with a %s still open (created at "
+                            "%s); closing it", res->kind, where);
+        }
+    }
+    /* force_close may remove the resource (and others): restart each time. */
+    pact_list pending;
+    pact_list_init(&pending);
+    pact_list_splice(&pending, &loop->resources);
+    pact_list *n;
+    while ((n = pact_list_pop_front(&pending))) {
+        pact_list_push_back(&loop->resources, n);
+        pact_resource *res = pact_container_of(n, pact_resource, link);
+        res->force_close(res);
+    }
+    uint64_t deadline = pact_now() + 10ull * 1000000000ull;
+    loop->running = 1; /* callbacks may not run the loop re-entrantly */
+    while (!pact_list_empty(&loop->resources) && pact_now() < deadline)
+        iterate(loop, 10 * 1000 * 1000);
+    loop->running = 0;
+    if (!pact_list_empty(&loop->resources))
+        pact__log(loop, "close: resources still open after 10 s; their "
+                        "operations are cancelled below");
 }
 
 int pact_loop_close(pact_loop *loop)
@@ -367,6 +430,7 @@ int pact_loop_close(pact_loop *loop)
     if (loop->debug && !pthread_equal(loop->owner, pthread_self()))
         return pact__misuse(loop, -EPERM, __func__,
                             "called from a thread that does not own the loop");
+    close_resources(loop);
     loop->state = PACT_LOOP_CLOSING;
     loop->running = 1;
 
@@ -381,6 +445,10 @@ int pact_loop_close(pact_loop *loop)
             !(op->flags & PACT_OPF_CANCEL_REQUESTED))
             pact__op_cancel(loop, op);
     }
+    /* Queued pool work was cancelled above; running work is waited for
+     * here and completes below with its real result. */
+    pact__pool_shutdown(loop);
+    pact__ops_drain_offloaded(loop);
     /* Wait for the kernel to hand back every op before its memory (and the
      * ring it may write into) goes away. */
     uint64_t started = pact_now();
@@ -399,6 +467,9 @@ int pact_loop_close(pact_loop *loop)
         }
     }
     loop->running = 0;
+    /* Every op is done, the signalfd read too: release signal ownership and
+     * restore the thread's signal mask. */
+    pact__signals_close(loop);
 
     /* Callbacks queued from other threads are dropped, not run. */
     pthread_mutex_lock(&loop->ts_lock);

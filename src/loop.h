@@ -46,6 +46,17 @@ typedef struct pact_ts_item {
 
 enum pact_loop_state { PACT_LOOP_OPEN, PACT_LOOP_CLOSING, PACT_LOOP_CLOSED };
 
+/* Something that owns fds or ops on the loop (transport, server, process):
+ * listed at close, reported in debug mode, and force-closed so that its
+ * callbacks still run in order before the loop goes away (contract 8). */
+typedef struct pact_resource {
+    pact_list link;
+    const char *kind;
+    /* Aborts the resource; it calls pact__resource_remove() once gone. */
+    void (*force_close)(struct pact_resource *res);
+    void *created_at;
+} pact_resource;
+
 struct pact_loop {
     const pact_engine_ops *engine;
     void *engine_data;
@@ -79,10 +90,23 @@ struct pact_loop {
     pact_ts_item *ts_head, *ts_tail;
     atomic_int ts_count;
 
+    pact_list resources; /* pact_resource */
+
     pact_error_handler on_error;
     void *on_error_user;
 
     pact_loop_stats stats;
+
+    /* Ops finished on another thread (the pool), waiting to be moved to
+     * done_queue by the loop thread; guarded by ts_lock. */
+    pact_list offload_done;
+    atomic_int offload_done_count;
+    /* Bit (1 << kind) for each file op kind the engine runs natively;
+     * the others are offloaded to the pool. Set by the engine's init. */
+    uint32_t native_kinds;
+    struct pact_pool *pool;       /* pool.c; NULL until first used */
+    unsigned pool_size;           /* max worker threads */
+    struct pact_signals *signals; /* signal.c; NULL until first used */
 };
 
 /* Misuse is answered with a negative errno, and a message in debug mode. */
@@ -128,6 +152,23 @@ void pact__ops_flush(pact_loop *loop);
 int pact__ops_dispatch_done(pact_loop *loop);
 /* A timer heap node of an op fired. */
 void pact__op_timer_fired(pact_loop *loop, pact_heap_node *n);
+
+/* Starts a PACT_OP_CUSTOM op (in flight until its owner defers a result). */
+pact_op pact__op_start_custom(pact_loop *loop, pact_op_s *op, void *created_at);
+
+/* Resources. */
+void pact__resource_add(pact_loop *loop, pact_resource *res, const char *kind,
+                        void (*force_close)(pact_resource *), void *created_at);
+void pact__resource_remove(pact_loop *loop, pact_resource *res);
+
+/* Frees an op's extra state, copied paths and slab entry (after its
+ * callback, or instead of it when the op could not be started). */
+void pact__op_release(pact_loop *loop, pact_op_s *op);
+/* Called on a worker thread: op finished outside the engine with result.
+ * Queues it for the loop thread and wakes the loop. */
+void pact__op_done_offloaded(pact_loop *loop, pact_op_s *op, int64_t result);
+/* Loop thread: moves ops finished on other threads to the done queue. */
+void pact__ops_drain_offloaded(pact_loop *loop);
 
 /* Timers. */
 void pact__timers_run(pact_loop *loop);

@@ -3,9 +3,12 @@
  * kernel and pact__op_complete() / pact__op_defer(). */
 #include <errno.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "loop.h"
+#include "pool.h"
 
 pact_op_s *pact__op_new(pact_loop *loop, pact_op_kind kind, int fd,
                         pact_op_cb cb, void *user, int *err)
@@ -69,6 +72,16 @@ static pact_op op_queue(pact_loop *loop, pact_op_s *op, void *created_at)
 pact_op pact__op_start(pact_loop *loop, pact_op_s *op, void *created_at)
 {
     return op_queue(loop, op, created_at);
+}
+
+pact_op pact__op_start_custom(pact_loop *loop, pact_op_s *op, void *created_at)
+{
+    op->created_at = created_at;
+    op->state = PACT_OP_INFLIGHT;
+    loop->stats.ops_started++;
+    if (!(op->flags & PACT_OPF_INTERNAL))
+        loop->user_ops_live++;
+    return pact__op_handle(op);
 }
 
 pact_op pact__op_start_internal(pact_loop *loop, pact_op_s *op)
@@ -267,7 +280,10 @@ void pact__ops_flush(pact_loop *loop)
     while ((node = pact_list_pop_front(&loop->submit_queue))) {
         pact_op_s *op = pact_container_of(node, pact_op_s, link);
         op->state = PACT_OP_INFLIGHT;
-        int engine_armed_deadline = loop->engine->submit(loop, op);
+        /* Offloaded ops (thread pool) never reach the engine. */
+        int engine_armed_deadline = (op->flags & PACT_OPF_OFFLOAD)
+                                        ? pact__pool_submit(loop, op)
+                                        : loop->engine->submit(loop, op);
         if (op->timeout_ns && !engine_armed_deadline &&
             op->state == PACT_OP_INFLIGHT && arm_heap_deadline(loop, op) != 0)
             pact__error(loop, -ENOMEM, "cannot arm an operation's deadline");
@@ -290,6 +306,14 @@ int pact__op_cancel(pact_loop *loop, pact_op_s *op)
         pact__op_defer(loop, op, -ECANCELED);
         return 0;
     }
+    if (op->kind == PACT_OP_CUSTOM) {
+        if (pact_heap_contains(&op->deadline))
+            pact_heap_remove(&loop->timers, &op->deadline);
+        op->custom_cancel(loop, op);
+        return 0;
+    }
+    if (op->flags & PACT_OPF_OFFLOAD)
+        return pact__pool_cancel(loop, op); /* 0, or -EALREADY if running */
     loop->engine->cancel(loop, op);
     return 0;
 }
@@ -332,6 +356,8 @@ void pact__op_complete(pact_loop *loop, pact_op_s *op)
         c.addr = (const struct sockaddr *)&op->addr;
         c.addrlen = op->addrlen;
     }
+    if (op->extra && op->extra->fill)
+        op->extra->fill(op, &c);
     loop->stats.ops_completed++;
     uint64_t start = loop->debug ? pact_now() : 0;
     op->cb(loop, &c, op->user);
@@ -340,7 +366,59 @@ void pact__op_complete(pact_loop *loop, pact_op_s *op)
                                  "operation callback");
     if (!(op->flags & PACT_OPF_INTERNAL))
         loop->user_ops_live--;
+    pact__op_release(loop, op);
+}
+
+void pact__op_release(pact_loop *loop, pact_op_s *op)
+{
+    if (op->extra && op->extra->release)
+        op->extra->release(op);
+    free(op->path);
+    free(op->path2);
     pact_slab_free(&loop->ops, op->slab.next_free);
+}
+
+/* ---- ops finished on other threads --------------------------------------
+ * The thread pool runs ops outside the engine, so their completions cannot
+ * come back through the engine's wait. A worker queues the finished op
+ * here under ts_lock and wakes the loop through the same eventfd as
+ * pact_call_soon_threadsafe(); the loop thread drains the queue each
+ * iteration, after the wake-up read has cleared wake_pending (so a worker
+ * that queues later writes the eventfd again and is never missed). From
+ * then on the op is an ordinary completed op on the loop thread. */
+
+void pact__op_done_offloaded(pact_loop *loop, pact_op_s *op, int64_t result)
+{
+    pthread_mutex_lock(&loop->ts_lock);
+    op->result = result;
+    pact_list_push_back(&loop->offload_done, &op->link);
+    atomic_fetch_add(&loop->offload_done_count, 1);
+    pthread_mutex_unlock(&loop->ts_lock);
+    /* Not pact_loop_wake(): it reads loop->state, which the loop thread
+     * writes during close while it waits for this very worker. The loop
+     * joins its workers before it closes wake_fd. */
+    if (atomic_exchange(&loop->wake_pending, 1) == 0) {
+        uint64_t one = 1;
+        ssize_t r = write(loop->wake_fd, &one, sizeof one);
+        (void)r; /* EAGAIN: the counter is full, the loop wakes anyway */
+    }
+}
+
+void pact__ops_drain_offloaded(pact_loop *loop)
+{
+    if (atomic_load(&loop->offload_done_count) == 0)
+        return;
+    pact_list batch;
+    pact_list_init(&batch);
+    pthread_mutex_lock(&loop->ts_lock);
+    pact_list_splice(&batch, &loop->offload_done);
+    atomic_store(&loop->offload_done_count, 0);
+    pthread_mutex_unlock(&loop->ts_lock);
+    pact_list *node;
+    while ((node = pact_list_pop_front(&batch))) {
+        pact_op_s *op = pact_container_of(node, pact_op_s, link);
+        pact__op_defer(loop, op, op->result);
+    }
 }
 
 int pact__ops_dispatch_done(pact_loop *loop)

@@ -27,6 +27,14 @@ typedef enum pact_op_kind {
     PACT_OP_WRITE,
     PACT_OP_POLL,
     PACT_OP_SLEEP,
+    PACT_OP_WORK,        /* pact_queue_work(), the resolver: pool only */
+    PACT_OP_OPEN,        /* file ops: native on io_uring when probed, */
+    PACT_OP_CLOSE,       /* else run on the thread pool */
+    PACT_OP_FSYNC,
+    PACT_OP_STATX,
+    PACT_OP_RENAME,
+    PACT_OP_UNLINK,
+    PACT_OP_CUSTOM, /* a composite op driven by its owner (connect_tcp, ...) */
     PACT_OP_KIND_COUNT
 } pact_op_kind;
 
@@ -42,7 +50,22 @@ enum pact_op_flag {
     PACT_OPF_INTERNAL = 1u << 2,      /* the loop's own; does not keep it alive */
     PACT_OPF_LINK_TIMEOUT = 1u << 3,  /* io_uring linked timeout armed */
     PACT_OPF_CONNECTING = 1u << 4,    /* epoll: connect() said EINPROGRESS */
+    /* Runs outside the engine, on the loop's thread pool: flush and cancel
+     * hand it to pool.c instead of the engine, and a worker thread hands
+     * the result back through pact__op_done_offloaded(). */
+    PACT_OPF_OFFLOAD = 1u << 5,
 };
+
+struct pact_op_s;
+
+/* Ops that carry state beyond the common fields (a resolver request, copied
+ * paths) describe it here: fill adds it to the completion the callback
+ * sees, release frees it after the callback (or when the op could not be
+ * started). Either may be NULL. */
+typedef struct pact_op_extra {
+    void (*fill)(struct pact_op_s *op, pact_completion *c);
+    void (*release)(struct pact_op_s *op);
+} pact_op_extra;
 
 typedef struct pact_op_s {
     pact_slab_entry slab; /* must be first */
@@ -68,6 +91,19 @@ typedef struct pact_op_s {
     socklen_t addrlen;
     struct sockaddr_storage addr; /* connect target / accepted peer */
     void *created_at;             /* caller's return address (debug reports) */
+    /* PACT_OPF_OFFLOAD: what a worker thread runs, and where the op is in
+     * the pool (guarded by the pool's mutex). */
+    int64_t (*work_fn)(void *arg);
+    void *work_arg;
+    uint8_t pool_state;
+    /* File ops: paths copied at start, since the kernel may read them after
+     * submission; owned by the op, freed after its callback. */
+    char *path;
+    char *path2;
+    const pact_op_extra *extra;
+    /* PACT_OP_CUSTOM: asked to cancel; must complete the op later through
+     * pact__op_defer(), never from inside this call. */
+    void (*custom_cancel)(struct pact_loop *loop, struct pact_op_s *op);
 } pact_op_s;
 
 #endif

@@ -1,0 +1,255 @@
+/* Sending a file range over a stream transport (asyncio's sendfile, the
+ * role TransmitFile plays on Windows).
+ *
+ * The bytes written before the call go first, then the file range, then
+ * anything written after (stream.c's writer holds those back). The range
+ * is sent with sendfile(2) from the file's page cache, waiting for the
+ * socket to become writable through a poll operation when it is full — the
+ * same on both engines. Where sendfile(2) does not apply (the source is
+ * not a regular file or mmap-able, the target is a pipe on an old kernel)
+ * it falls back to pread + send operations. The file position of file_fd
+ * is never changed: sendfile(2) and pread take explicit offsets. */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "stream.h"
+
+#define CHUNK (1024 * 1024)
+#define COPY_BUFFER (64 * 1024)
+
+typedef struct pact_sendfile {
+    pact_transport *t;
+    int file_fd;
+    int64_t offset;
+    size_t remaining;
+    size_t sent;
+    size_t bytes_before; /* buffered writes that must go out first */
+    int started;
+    int copying;    /* fallback: pread + send */
+    int cancelled;
+    int scheduled;  /* run_step is queued on the loop */
+    pact_op op;     /* the poll or send in flight */
+    char *buf;      /* fallback buffer */
+    pact_op_cb cb;
+    void *user;
+} pact_sendfile;
+
+static void step(pact_sendfile *sf);
+
+static void finish(pact_sendfile *sf, int err)
+{
+    pact_transport *t = sf->t;
+    pact_completion c = {.op = 0, .result = err < 0 ? err : (int64_t)sf->sent,
+                         .transferred = sf->sent};
+    pact_op_cb cb = sf->cb;
+    void *user = sf->user;
+    free(sf->buf);
+    free(sf);
+    t->sendfile = NULL;
+    cb(t->loop, &c, user);
+    pact__transport_sendfile_done(t, err);
+}
+
+static void on_op(pact_loop *loop, const pact_completion *c, void *arg)
+{
+    (void)loop;
+    pact_sendfile *sf = arg;
+    sf->op = 0;
+    if (sf->cancelled || c->result == -ECANCELED) {
+        finish(sf, -ECANCELED);
+        return;
+    }
+    if (c->result < 0) {
+        finish(sf, (int)c->result);
+        return;
+    }
+    if (sf->copying) {
+        /* A send_all of the chunk read below completed. */
+        sf->sent += (size_t)c->result;
+        sf->remaining -= (size_t)c->result;
+        sf->offset += c->result;
+    }
+    step(sf);
+}
+
+static int wait_writable(pact_sendfile *sf)
+{
+    pact_op op = pact_poll(sf->t->loop, sf->t->fd, POLLOUT, on_op, sf);
+    if (op < 0)
+        return (int)op;
+    sf->op = op;
+    return 0;
+}
+
+/* Fallback: read a chunk and send it with send_all. */
+static int copy_step(pact_sendfile *sf)
+{
+    if (!sf->buf && !(sf->buf = malloc(COPY_BUFFER)))
+        return -ENOMEM;
+    size_t want = sf->remaining < COPY_BUFFER ? sf->remaining : COPY_BUFFER;
+    ssize_t n = pread(sf->file_fd, sf->buf, want, sf->offset);
+    if (n < 0 && errno == ESPIPE)
+        n = read(sf->file_fd, sf->buf, want);
+    if (n < 0)
+        return -errno;
+    if (n == 0) {
+        sf->remaining = 0; /* the file is shorter than asked */
+        return 1;
+    }
+    pact_op op = sf->t->kind == PACT_STREAM_SOCKET
+                     ? pact_send_all(sf->t->loop, sf->t->fd, sf->buf, (size_t)n,
+                                     0, on_op, sf)
+                     : pact_write(sf->t->loop, sf->t->fd, sf->buf, (size_t)n,
+                                  -1, on_op, sf);
+    if (op < 0)
+        return (int)op;
+    sf->op = op;
+    return 0;
+}
+
+/* Sends as much as the socket takes now, then waits for writability. A
+ * chunk limit per step keeps one big file from starving the loop. */
+static void step(pact_sendfile *sf)
+{
+    size_t budget = 8 * CHUNK;
+    while (sf->remaining > 0) {
+        if (sf->copying) {
+            int r = copy_step(sf);
+            if (r < 0)
+                finish(sf, r);
+            else if (r == 0)
+                return; /* a send is in flight */
+            continue;
+        }
+        if (budget == 0) {
+            if (wait_writable(sf) < 0)
+                finish(sf, -ENOMEM);
+            return;
+        }
+        off_t off = sf->offset;
+        size_t want = sf->remaining < CHUNK ? sf->remaining : CHUNK;
+        ssize_t n = sendfile(sf->t->fd, sf->file_fd, &off, want);
+        if (n > 0) {
+            sf->offset = off;
+            sf->sent += (size_t)n;
+            sf->remaining -= (size_t)n;
+            budget = budget > (size_t)n ? budget - (size_t)n : 0;
+            continue;
+        }
+        if (n == 0) {
+            sf->remaining = 0; /* end of file before count */
+            break;
+        }
+        if (errno == EAGAIN) {
+            int r = wait_writable(sf);
+            if (r < 0)
+                finish(sf, r);
+            return;
+        }
+        if ((errno == EINVAL || errno == ENOSYS || errno == EOVERFLOW) &&
+            sf->sent == 0) {
+            sf->copying = 1;
+            continue;
+        }
+        if (errno == EINTR)
+            continue;
+        finish(sf, -errno);
+        return;
+    }
+    finish(sf, 0);
+}
+
+/* Steps run from their own loop callback, so the user's completion never
+ * runs inside pact_transport_sendfile() or pact_transport_abort(). */
+static void run_step(pact_loop *loop, void *arg)
+{
+    (void)loop;
+    pact_sendfile *sf = arg;
+    sf->scheduled = 0;
+    if (sf->cancelled)
+        finish(sf, -ECANCELED);
+    else
+        step(sf);
+}
+
+static void schedule_step(pact_sendfile *sf)
+{
+    if (sf->scheduled)
+        return;
+    sf->scheduled = 1;
+    if (pact_call_soon(sf->t->loop, run_step, sf) < 0)
+        run_step(sf->t->loop, sf);
+}
+
+size_t pact__sendfile_bytes_before(const pact_transport *t)
+{
+    return t->sendfile->bytes_before;
+}
+
+void pact__sendfile_consumed_before(pact_transport *t, size_t n)
+{
+    pact_sendfile *sf = t->sendfile;
+    sf->bytes_before = n >= sf->bytes_before ? 0 : sf->bytes_before - n;
+}
+
+void pact__sendfile_ready(pact_transport *t)
+{
+    pact_sendfile *sf = t->sendfile;
+    if (sf->started)
+        return;
+    sf->started = 1;
+    schedule_step(sf);
+}
+
+void pact__sendfile_cancel(pact_transport *t)
+{
+    pact_sendfile *sf = t->sendfile;
+    sf->cancelled = 1;
+    if (sf->op)
+        pact_cancel(t->loop, sf->op);
+    else
+        schedule_step(sf);
+}
+
+int pact_transport_sendfile(pact_transport *t, int file_fd, int64_t offset,
+                            size_t count, pact_op_cb cb, void *user)
+{
+    if (!t || !cb || file_fd < 0 || offset < 0)
+        return -EINVAL;
+    if (t->kind == PACT_STREAM_READ_PIPE)
+        return -ENOTSUP;
+    if (t->closing)
+        return -ESHUTDOWN;
+    if (t->eof_requested)
+        return -EPIPE;
+    if (t->sendfile)
+        return -EBUSY;
+    if (count == 0) {
+        struct stat st;
+        if (fstat(file_fd, &st) < 0)
+            return -errno;
+        if (!S_ISREG(st.st_mode))
+            return -EINVAL; /* "to the end" needs a size */
+        count = st.st_size > offset ? (size_t)(st.st_size - offset) : 0;
+    }
+    pact_sendfile *sf = calloc(1, sizeof *sf);
+    if (!sf)
+        return -ENOMEM;
+    sf->t = t;
+    sf->file_fd = file_fd;
+    sf->offset = offset;
+    sf->remaining = count;
+    sf->cb = cb;
+    sf->user = user;
+    /* What is in flight goes first by itself; what is pending must be let
+     * through before the file, and nothing written after. */
+    sf->bytes_before = t->pending.end - t->pending.start;
+    t->sendfile = sf;
+    /* Starts the file now if nothing is buffered, else after the flush. */
+    pact__transport_kick_write(t);
+    return 0;
+}

@@ -1,0 +1,718 @@
+/* Stream transports: asyncio's transport/protocol model on TCP, Unix
+ * sockets and pipes, built on the operation layer.
+ *
+ * Reading: one receive in flight into the transport's buffer. Pausing
+ * never cancels it (cancelling is what lost data in asyncio, bpo-33694): a
+ * completion that arrives while paused is held and handed over on resume,
+ * and no new receive is started until then.
+ *
+ * Writing: two buffers. `inflight` is what the kernel is sending and is
+ * never touched until the send completes (contract 2); `pending` collects
+ * writes meanwhile and becomes the next send, so queued writes are
+ * coalesced into one send. Both are reused, so a steady stream of writes
+ * allocates nothing.
+ *
+ * Teardown: close/abort/error cancel what is in flight, and only once every
+ * operation has called back is the fd closed and connection_lost called —
+ * from a fresh loop callback, never nested inside another protocol
+ * callback. The memory goes after connection_lost has returned. */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "loop.h"
+#include "stream.h"
+
+#define READ_BUFFER_SIZE (64 * 1024)
+#define DEFAULT_HIGH_WATER (64 * 1024)
+#define DEFAULT_LOW_WATER (16 * 1024)
+
+static void start_reading(pact_transport *t);
+static void kick_write(pact_transport *t);
+static void maybe_finish(pact_transport *t);
+static void fatal_error(pact_transport *t, int err);
+static void transport_unref(pact_transport *t);
+
+static void transport_ref(pact_transport *t) { t->refs++; }
+
+/* ---- buffers --------------------------------------------------------------- */
+
+static size_t wbuf_len(const pact_wbuf *b) { return b->end - b->start; }
+
+static int wbuf_append(pact_wbuf *b, const void *data, size_t len)
+{
+    if (b->end + len > b->cap) {
+        /* Slide down first: the buffer is not in flight (only `pending` is
+         * ever appended to), so moving its bytes is safe. */
+        if (b->start > 0) {
+            memmove(b->data, b->data + b->start, b->end - b->start);
+            b->end -= b->start;
+            b->start = 0;
+        }
+        if (b->end + len > b->cap) {
+            size_t cap = b->cap ? b->cap : 4096;
+            while (cap < b->end + len)
+                cap *= 2;
+            char *data2 = realloc(b->data, cap);
+            if (!data2)
+                return -ENOMEM;
+            b->data = data2;
+            b->cap = cap;
+        }
+    }
+    memcpy(b->data + b->end, data, len);
+    b->end += len;
+    return 0;
+}
+
+size_t pact_transport_write_buffer_size(const pact_transport *t)
+{
+    return t ? wbuf_len(&t->inflight) + wbuf_len(&t->pending) : 0;
+}
+
+/* ---- lifetime -------------------------------------------------------------- */
+
+static void transport_free(pact_transport *t)
+{
+    free(t->rbuf);
+    free(t->inflight.data);
+    free(t->pending.data);
+    free(t);
+}
+
+/* Scheduled callbacks hold a reference so the memory outlives them. */
+static void transport_unref(pact_transport *t)
+{
+    if (--t->refs == 0)
+        transport_free(t);
+}
+
+static void final_close(pact_loop *loop, void *arg)
+{
+    (void)loop;
+    pact_transport *t = arg;
+    if (t->fd >= 0) {
+        close(t->fd);
+        t->fd = -EBADF;
+    }
+    pact__resource_remove(t->loop, &t->res);
+    t->lost = 1;
+    if (t->proto && t->proto->connection_lost)
+        t->proto->connection_lost(t, t->lost_err, t->user);
+    if (t->on_gone)
+        t->on_gone(t, t->on_gone_user);
+    transport_unref(t);
+}
+
+/* Finishes the teardown once nothing is in flight any more. */
+static void maybe_finish(pact_transport *t)
+{
+    if (!t->closing || t->finishing)
+        return;
+    if (t->read_op || t->send_op || t->poll_op || t->sendfile)
+        return;
+    if (!t->aborting && pact_transport_write_buffer_size(t) > 0)
+        return; /* close() flushes first */
+    t->finishing = 1;
+    transport_ref(t);
+    if (pact_call_soon(t->loop, final_close, t) < 0) {
+        /* The loop is shutting down: finish now rather than never. */
+        final_close(t->loop, t);
+    }
+}
+
+static void cancel_ops(pact_transport *t)
+{
+    if (t->read_op)
+        pact_cancel(t->loop, t->read_op);
+    if (t->send_op)
+        pact_cancel(t->loop, t->send_op);
+    if (t->poll_op)
+        pact_cancel(t->loop, t->poll_op);
+    if (t->sendfile)
+        pact__sendfile_cancel(t);
+}
+
+/* An error ends the connection: connection_lost(err) once ops are back. */
+static void fatal_error(pact_transport *t, int err)
+{
+    if (t->aborting)
+        return;
+    t->aborting = 1;
+    t->closing = 1;
+    t->lost_err = err;
+    t->has_held = 0;
+    t->inflight.start = t->inflight.end = 0;
+    t->pending.start = t->pending.end = 0;
+    cancel_ops(t);
+    maybe_finish(t);
+}
+
+int pact_transport_close(pact_transport *t)
+{
+    if (!t)
+        return -EINVAL;
+    if (t->closing)
+        return -EALREADY;
+    t->closing = 1;
+    t->has_held = 0; /* the user closed: nothing more is delivered */
+    if (t->read_op)
+        pact_cancel(t->loop, t->read_op);
+    if (t->poll_op)
+        pact_cancel(t->loop, t->poll_op);
+    kick_write(t);
+    maybe_finish(t);
+    return 0;
+}
+
+int pact_transport_abort(pact_transport *t)
+{
+    if (!t)
+        return -EINVAL;
+    if (t->aborting)
+        return -EALREADY;
+    fatal_error(t, 0);
+    return 0;
+}
+
+static void force_close(pact_resource *res)
+{
+    pact_transport *t = pact_container_of(res, pact_transport, res);
+    pact_transport_abort(t);
+}
+
+/* ---- reading --------------------------------------------------------------- */
+
+/* Hands one receive result to the protocol. */
+static void deliver(pact_transport *t, int64_t r)
+{
+    if (r > 0) {
+        if (t->proto->get_buffer) {
+            /* Buffered protocol: copy into the buffers it hands out, as
+             * asyncio's proactor does (the receive itself needs a buffer
+             * that lives until the completion, which the transport owns). */
+            size_t off = 0;
+            while (off < (size_t)r && !t->closing) {
+                size_t len = 0;
+                char *dst = t->proto->get_buffer(t, (size_t)r - off, &len, t->user);
+                if (!dst || len == 0) {
+                    fatal_error(t, -ENOBUFS);
+                    return;
+                }
+                if (len > (size_t)r - off)
+                    len = (size_t)r - off;
+                memcpy(dst, t->rbuf + off, len);
+                off += len;
+                if (t->proto->buffer_updated)
+                    t->proto->buffer_updated(t, len, t->user);
+            }
+        } else if (t->proto->data_received) {
+            t->proto->data_received(t, t->rbuf, (size_t)r, t->user);
+        }
+        start_reading(t);
+        return;
+    }
+    if (r == 0) {
+        t->eof_seen = 1;
+        int keep_open = t->proto->eof_received ? t->proto->eof_received(t, t->user) : 0;
+        /* A read pipe has no writing side to keep open. */
+        if (!keep_open || t->kind == PACT_STREAM_READ_PIPE)
+            pact_transport_close(t);
+        return;
+    }
+    fatal_error(t, (int)r);
+}
+
+static void on_read(pact_loop *loop, const pact_completion *c, void *arg)
+{
+    (void)loop;
+    pact_transport *t = arg;
+    t->read_op = 0;
+    if (t->closing) {
+        /* The user closed (data after close is not delivered) or an error
+         * is tearing the connection down. */
+        maybe_finish(t);
+        return;
+    }
+    if (c->result == -ECANCELED) {
+        maybe_finish(t);
+        return;
+    }
+    if (t->paused) {
+        /* Paused after this receive was started: keep the result (bytes
+         * stay in rbuf, no new receive overwrites them) until resume. */
+        t->held_result = c->result;
+        t->has_held = 1;
+        return;
+    }
+    deliver(t, c->result);
+}
+
+static void start_reading(pact_transport *t)
+{
+    if (t->read_op || t->closing || t->paused || t->has_held || !t->made ||
+        t->eof_seen || t->kind == PACT_STREAM_WRITE_PIPE)
+        return;
+    if (!t->rbuf) {
+        t->rbuf = malloc(READ_BUFFER_SIZE);
+        if (!t->rbuf) {
+            fatal_error(t, -ENOMEM);
+            return;
+        }
+    }
+    pact_op op = t->kind == PACT_STREAM_SOCKET
+                     ? pact_recv(t->loop, t->fd, t->rbuf, READ_BUFFER_SIZE, 0,
+                                 on_read, t)
+                     : pact_read(t->loop, t->fd, t->rbuf, READ_BUFFER_SIZE, -1,
+                                 on_read, t);
+    if (op < 0) {
+        fatal_error(t, (int)op);
+        return;
+    }
+    t->read_op = op;
+}
+
+int pact_transport_pause_reading(pact_transport *t)
+{
+    if (!t)
+        return -EINVAL;
+    if (t->closing)
+        return -ESHUTDOWN;
+    if (t->paused)
+        return -EALREADY;
+    t->paused = 1;
+    return 0;
+}
+
+static void resume_delivery(pact_loop *loop, void *arg)
+{
+    (void)loop;
+    pact_transport *t = arg;
+    t->resume_scheduled = 0;
+    if (!t->closing && !t->paused) {
+        if (t->has_held) {
+            t->has_held = 0;
+            deliver(t, t->held_result); /* also restarts reading */
+        } else {
+            start_reading(t);
+        }
+    }
+    transport_unref(t);
+}
+
+int pact_transport_resume_reading(pact_transport *t)
+{
+    if (!t)
+        return -EINVAL;
+    if (t->closing)
+        return -ESHUTDOWN;
+    if (!t->paused)
+        return -EALREADY;
+    t->paused = 0;
+    if (!t->made)
+        return 0; /* reading starts after connection_made */
+    if (!t->has_held) {
+        start_reading(t);
+        return 0;
+    }
+    /* Held data goes out on the next iteration, never from inside the
+     * caller (which may be a protocol callback). */
+    if (!t->resume_scheduled) {
+        transport_ref(t);
+        if (pact_call_soon(t->loop, resume_delivery, t) < 0) {
+            transport_unref(t);
+            return -ESHUTDOWN;
+        }
+        t->resume_scheduled = 1;
+    }
+    return 0;
+}
+
+int pact_transport_is_reading(const pact_transport *t)
+{
+    return t && !t->closing && !t->paused && t->kind != PACT_STREAM_WRITE_PIPE;
+}
+
+int pact_transport_is_closing(const pact_transport *t)
+{
+    return t ? t->closing : 1;
+}
+
+/* ---- writing --------------------------------------------------------------- */
+
+static void check_resume_writing(pact_transport *t)
+{
+    if (t->write_paused && pact_transport_write_buffer_size(t) <= t->low_water) {
+        t->write_paused = 0;
+        if (t->proto->resume_writing && !t->closing)
+            t->proto->resume_writing(t, t->user);
+    }
+}
+
+static void shutdown_write_side(pact_transport *t)
+{
+    if (!t->eof_requested || t->eof_done || pact_transport_write_buffer_size(t) > 0 ||
+        t->sendfile)
+        return;
+    t->eof_done = 1;
+    if (t->kind == PACT_STREAM_SOCKET) {
+        if (shutdown(t->fd, SHUT_WR) < 0 && errno != ENOTCONN)
+            fatal_error(t, -errno);
+    } else if (t->kind == PACT_STREAM_WRITE_PIPE) {
+        pact_transport_close(t); /* a pipe's EOF is its close */
+    }
+}
+
+static void on_send(pact_loop *loop, const pact_completion *c, void *arg)
+{
+    (void)loop;
+    pact_transport *t = arg;
+    t->send_op = 0;
+    if (t->aborting) {
+        maybe_finish(t);
+        return;
+    }
+    if (c->result < 0) {
+        fatal_error(t, c->result == -ECANCELED ? -ECONNABORTED : (int)c->result);
+        return;
+    }
+    t->inflight.start += (size_t)c->result;
+    if (wbuf_len(&t->inflight) == 0)
+        t->inflight.start = t->inflight.end = 0;
+    kick_write(t); /* the rest of a short send, or the next batch */
+    check_resume_writing(t);
+    if (!t->send_op) {
+        shutdown_write_side(t);
+        maybe_finish(t);
+    }
+}
+
+/* Starts the next send if none is in flight: the rest of the in-flight
+ * buffer after a short send, else what is pending, coalesced. While a
+ * sendfile waits or runs, only the bytes written before it may go. */
+static void kick_write(pact_transport *t)
+{
+    if (t->send_op || t->aborting)
+        return;
+    if (wbuf_len(&t->inflight) == 0) {
+        size_t pending = wbuf_len(&t->pending);
+        size_t allowed = t->sendfile ? pact__sendfile_bytes_before(t) : pending;
+        if (pending == 0 || allowed == 0) {
+            if (t->sendfile && allowed == 0)
+                pact__sendfile_ready(t); /* its turn */
+            return;
+        }
+        if (allowed >= pending) {
+            pact_wbuf tmp = t->inflight;
+            t->inflight = t->pending;
+            t->pending = tmp;
+            t->pending.start = t->pending.end = 0;
+        } else {
+            /* Split: only the part written before the sendfile. */
+            t->inflight.start = t->inflight.end = 0;
+            if (wbuf_append(&t->inflight, t->pending.data + t->pending.start,
+                            allowed) != 0) {
+                fatal_error(t, -ENOMEM);
+                return;
+            }
+            t->pending.start += allowed;
+        }
+        if (t->sendfile)
+            pact__sendfile_consumed_before(t, wbuf_len(&t->inflight));
+    }
+    const char *data = t->inflight.data + t->inflight.start;
+    size_t len = wbuf_len(&t->inflight);
+    pact_op op = t->kind == PACT_STREAM_SOCKET
+                     ? pact_send(t->loop, t->fd, data, len, 0, on_send, t)
+                     : pact_write(t->loop, t->fd, data, len, -1, on_send, t);
+    if (op < 0) {
+        fatal_error(t, (int)op);
+        return;
+    }
+    t->send_op = op;
+}
+
+void pact__transport_kick_write(pact_transport *t)
+{
+    kick_write(t);
+}
+
+static int write_refused(pact_transport *t)
+{
+    if (t->closing) {
+        /* asyncio drops these and warns; say so once in debug mode. */
+        if (t->writes_after_close++ == 0 && pact_loop_debug(t->loop))
+            pact__log(t->loop, "write on a closing transport (fd %d) dropped",
+                      t->fd);
+        return -ESHUTDOWN;
+    }
+    if (t->eof_requested)
+        return -EPIPE;
+    if (t->kind == PACT_STREAM_READ_PIPE)
+        return -ENOTSUP;
+    return 0;
+}
+
+static void check_pause_writing(pact_transport *t)
+{
+    if (!t->write_paused && pact_transport_write_buffer_size(t) > t->high_water) {
+        t->write_paused = 1;
+        if (t->proto->pause_writing)
+            t->proto->pause_writing(t, t->user);
+    }
+}
+
+int pact_transport_write(pact_transport *t, const void *data, size_t len)
+{
+    if (!t || (!data && len))
+        return -EINVAL;
+    int r = write_refused(t);
+    if (r)
+        return r;
+    if (len == 0)
+        return 0;
+    if (wbuf_append(&t->pending, data, len) != 0)
+        return -ENOMEM;
+    kick_write(t);
+    check_pause_writing(t);
+    return 0;
+}
+
+int pact_transport_writev(pact_transport *t, const struct iovec *iov, int iovcnt)
+{
+    if (!t || (!iov && iovcnt) || iovcnt < 0)
+        return -EINVAL;
+    int r = write_refused(t);
+    if (r)
+        return r;
+    for (int i = 0; i < iovcnt; i++) {
+        if (iov[i].iov_len && wbuf_append(&t->pending, iov[i].iov_base,
+                                          iov[i].iov_len) != 0)
+            return -ENOMEM;
+    }
+    kick_write(t);
+    check_pause_writing(t);
+    return 0;
+}
+
+int pact_transport_can_write_eof(const pact_transport *t)
+{
+    return t && t->kind != PACT_STREAM_READ_PIPE;
+}
+
+int pact_transport_write_eof(pact_transport *t)
+{
+    if (!t)
+        return -EINVAL;
+    if (t->kind == PACT_STREAM_READ_PIPE)
+        return -ENOTSUP;
+    if (t->closing)
+        return -ESHUTDOWN;
+    if (t->eof_requested)
+        return -EALREADY;
+    t->eof_requested = 1;
+    if (!t->send_op)
+        shutdown_write_side(t);
+    return 0;
+}
+
+int pact_transport_set_write_buffer_limits(pact_transport *t, size_t high,
+                                           size_t low)
+{
+    if (!t)
+        return -EINVAL;
+    if (high == 0)
+        high = DEFAULT_HIGH_WATER;
+    if (low > high)
+        return -EINVAL;
+    t->high_water = high;
+    t->low_water = low;
+    check_pause_writing(t);
+    check_resume_writing(t);
+    return 0;
+}
+
+void pact_transport_get_write_buffer_limits(const pact_transport *t,
+                                            size_t *high, size_t *low)
+{
+    if (high)
+        *high = t ? t->high_water : 0;
+    if (low)
+        *low = t ? t->low_water : 0;
+}
+
+/* ---- write pipes: noticing that the reader went away ---------------------- */
+
+static void on_pipe_hangup(pact_loop *loop, const pact_completion *c, void *arg)
+{
+    (void)loop;
+    pact_transport *t = arg;
+    t->poll_op = 0;
+    if (c->result == -ECANCELED || t->closing) {
+        maybe_finish(t);
+        return;
+    }
+    if (c->result < 0 || (c->result & (POLLERR | POLLHUP)))
+        fatal_error(t, c->result < 0 ? (int)c->result : -EPIPE);
+}
+
+/* A write pipe is never readable: POLLIN waits only for POLLERR/POLLHUP,
+ * which the kernel reports when the last reader closes. */
+static void watch_pipe_reader(pact_transport *t)
+{
+    pact_op op = pact_poll(t->loop, t->fd, POLLIN, on_pipe_hangup, t);
+    if (op > 0)
+        t->poll_op = op;
+}
+
+/* ---- creation -------------------------------------------------------------- */
+
+static void connection_made(pact_loop *loop, void *arg)
+{
+    (void)loop;
+    pact_transport *t = arg;
+    t->made = 1;
+    if (t->proto->connection_made)
+        t->proto->connection_made(t, t->user);
+    if (!t->closing) {
+        start_reading(t);
+        if (t->kind == PACT_STREAM_WRITE_PIPE && !t->poll_op)
+            watch_pipe_reader(t);
+    }
+    maybe_finish(t);
+    transport_unref(t);
+}
+
+int pact__transport_create(pact_loop *loop, int fd, pact_stream_kind kind,
+                           const pact_protocol *proto, void *user,
+                           void *created_at, pact_transport **out)
+{
+    int r = pact__check_loop(loop, "pact_transport_open");
+    if (r == 0 && (!proto || !out))
+        r = PACT_MISUSE(loop, -EINVAL, "protocol or out is NULL");
+    if (r == 0 && fd < 0)
+        r = PACT_MISUSE(loop, -EBADF, "fd is negative");
+    if (r == 0 && (int)kind > PACT_STREAM_WRITE_PIPE)
+        r = PACT_MISUSE(loop, -EINVAL, "unknown stream kind");
+    pact_transport *t = r == 0 ? calloc(1, sizeof *t) : NULL;
+    if (r == 0 && !t)
+        r = -ENOMEM;
+    if (r != 0) {
+        if (fd >= 0)
+            close(fd);
+        return r;
+    }
+    t->loop = loop;
+    t->fd = fd;
+    t->kind = kind;
+    t->proto = proto;
+    t->user = user;
+    t->high_water = DEFAULT_HIGH_WATER;
+    t->low_water = DEFAULT_LOW_WATER;
+    t->refs = 1; /* dropped by final_close */
+    pact_list_init(&t->server_link);
+    /* connection_made on the next iteration, as asyncio does: the caller
+     * gets the transport before any protocol callback runs. */
+    transport_ref(t);
+    if (pact_call_soon(loop, connection_made, t) < 0) {
+        close(fd);
+        free(t);
+        return -ENOMEM;
+    }
+    pact__resource_add(loop, &t->res, "transport", force_close, created_at);
+    *out = t;
+    return 0;
+}
+
+int pact_transport_open(pact_loop *loop, int fd, pact_stream_kind kind,
+                        const pact_protocol *proto, void *user,
+                        pact_transport **out)
+{
+    return pact__transport_create(loop, fd, kind, proto, user,
+                                  __builtin_return_address(0), out);
+}
+
+/* ---- accessors ------------------------------------------------------------- */
+
+int pact_transport_set_protocol(pact_transport *t, const pact_protocol *proto,
+                                void *user)
+{
+    if (!t || !proto)
+        return -EINVAL;
+    t->proto = proto;
+    t->user = user;
+    return 0;
+}
+
+pact_loop *pact_transport_loop(const pact_transport *t)
+{
+    return t ? t->loop : NULL;
+}
+
+int pact_transport_fd(const pact_transport *t)
+{
+    return t ? t->fd : -EINVAL;
+}
+
+pact_stream_kind pact_transport_kind(const pact_transport *t)
+{
+    return t ? t->kind : PACT_STREAM_SOCKET;
+}
+
+void *pact_transport_user(const pact_transport *t)
+{
+    return t ? t->user : NULL;
+}
+
+uint64_t pact_transport_writes_after_close(const pact_transport *t)
+{
+    return t ? t->writes_after_close : 0;
+}
+
+static int socket_name(const pact_transport *t, struct sockaddr_storage *ss,
+                       socklen_t *len, int peer)
+{
+    if (!t || !ss || !len)
+        return -EINVAL;
+    if (t->kind != PACT_STREAM_SOCKET)
+        return -ENOTSOCK;
+    if (t->fd < 0)
+        return -EBADF;
+    *len = sizeof *ss;
+    int r = peer ? getpeername(t->fd, (struct sockaddr *)ss, len)
+                 : getsockname(t->fd, (struct sockaddr *)ss, len);
+    return r < 0 ? -errno : 0;
+}
+
+int pact_transport_sockname(const pact_transport *t, struct sockaddr_storage *ss,
+                            socklen_t *len)
+{
+    return socket_name(t, ss, len, 0);
+}
+
+int pact_transport_peername(const pact_transport *t, struct sockaddr_storage *ss,
+                            socklen_t *len)
+{
+    return socket_name(t, ss, len, 1);
+}
+
+void pact__transport_sendfile_done(pact_transport *t, int err)
+{
+    t->sendfile = NULL;
+    if (err < 0 && err != -ECANCELED) {
+        fatal_error(t, err);
+        return;
+    }
+    if (t->aborting) {
+        maybe_finish(t);
+        return;
+    }
+    kick_write(t);
+    if (!t->send_op) {
+        shutdown_write_side(t);
+        maybe_finish(t);
+    }
+}

@@ -1,0 +1,84 @@
+/* The stream transport's private state, shared by stream.c, server.c,
+ * client.c and sendfile.c. */
+#ifndef PACT_STREAM_H
+#define PACT_STREAM_H
+
+#include "loop.h"
+
+/* A byte buffer consumed from `start` and appended at `end`. */
+typedef struct pact_wbuf {
+    char *data;
+    size_t start, end, cap;
+} pact_wbuf;
+
+struct pact_sendfile;
+
+struct pact_transport {
+    pact_resource res; /* listed on the loop until connection_lost */
+    pact_loop *loop;
+    int fd;
+    pact_stream_kind kind;
+    const pact_protocol *proto;
+    void *user;
+    int refs; /* the transport itself + scheduled callbacks */
+
+    unsigned made : 1;             /* connection_made has run */
+    unsigned closing : 1;          /* close, abort or error: no more data */
+    unsigned aborting : 1;         /* drop the write buffer, cancel all */
+    unsigned finishing : 1;        /* final_close is scheduled */
+    unsigned lost : 1;             /* connection_lost has run */
+    unsigned paused : 1;           /* pause_reading */
+    unsigned has_held : 1;         /* a receive result kept while paused */
+    unsigned resume_scheduled : 1; /* resume_delivery is queued */
+    unsigned eof_seen : 1;         /* the peer's EOF was received */
+    unsigned eof_requested : 1;    /* write_eof was called */
+    unsigned eof_done : 1;         /* ... and the write side is shut */
+    unsigned write_paused : 1;     /* pause_writing was called */
+    int lost_err;
+
+    /* Reading. */
+    pact_op read_op;
+    char *rbuf;
+    int64_t held_result;
+
+    /* Writing. */
+    pact_op send_op;
+    pact_wbuf inflight; /* the kernel may be reading it: never touched */
+    pact_wbuf pending;  /* writes made meanwhile */
+    size_t high_water, low_water;
+    uint64_t writes_after_close;
+
+    /* Write pipes watch for their reader going away. */
+    pact_op poll_op;
+
+    /* A sendfile in progress (writes queue behind it). */
+    struct pact_sendfile *sendfile;
+
+    /* Servers track their connections. */
+    pact_list server_link;
+    void (*on_gone)(pact_transport *t, void *user);
+    void *on_gone_user;
+};
+
+/* Creates a transport; created_at names the caller for debug reports. */
+int pact__transport_create(pact_loop *loop, int fd, pact_stream_kind kind,
+                           const pact_protocol *proto, void *user,
+                           void *created_at, pact_transport **out);
+
+/* Sendfile hooks used by stream.c. */
+void pact__sendfile_cancel(pact_transport *t);
+/* Buffered bytes that were written before the sendfile and must go first. */
+size_t pact__sendfile_bytes_before(const pact_transport *t);
+void pact__sendfile_consumed_before(pact_transport *t, size_t n);
+/* The bytes before it are out: the sendfile may start. */
+void pact__sendfile_ready(pact_transport *t);
+/* Lets stream.c's writer run (after a sendfile, or to flush before one). */
+void pact__transport_kick_write(pact_transport *t);
+/* Called by sendfile.c when it is done, so writes queued behind it go. */
+void pact__transport_sendfile_done(pact_transport *t, int err);
+
+#include <sys/un.h>
+/* Fills a Unix socket address; '@' at the start = abstract namespace. */
+int pact__unix_address(const char *path, struct sockaddr_un *sun, socklen_t *len);
+
+#endif

@@ -1,0 +1,727 @@
+/* Stream transports: the seed race (bpo-33694: pause/resume must never lose
+ * a byte), callback order on every close path, flow control. */
+#include <netinet/tcp.h>
+#include <poll.h>
+
+#include "helpers.h"
+
+TestSuite(stream, .timeout = 60);
+
+/* The byte at position k of a stream: a pattern in which a lost, doubled or
+ * reordered chunk is always noticed. */
+static inline uint8_t pattern_byte(uint64_t k)
+{
+    return (uint8_t)((k * 2654435761u) >> 13) ^ (uint8_t)(k >> 16);
+}
+
+static void fill_pattern(uint8_t *buf, size_t len, uint64_t pos)
+{
+    for (size_t i = 0; i < len; i++)
+        buf[i] = pattern_byte(pos + i);
+}
+
+/* Checks the callback order of one transport (DESIGN.md §1.6). */
+typedef struct order_check {
+    int made, eof, lost, lost_err;
+    int after_lost; /* callbacks after connection_lost: must stay 0 */
+    uint64_t bytes;
+} order_check;
+
+static void order_made(order_check *o)
+{
+    cr_assert_eq(o->made, 0, "connection_made twice");
+    cr_assert_eq(o->lost, 0, "connection_made after connection_lost");
+    o->made = 1;
+}
+
+static void order_data(order_check *o, size_t len)
+{
+    cr_assert_eq(o->made, 1, "data before connection_made");
+    cr_assert_eq(o->eof, 0, "data after eof_received");
+    if (o->lost)
+        o->after_lost++;
+    o->bytes += len;
+}
+
+static void order_eof(order_check *o)
+{
+    cr_assert_eq(o->made, 1, "eof before connection_made");
+    cr_assert_eq(o->eof, 0, "eof_received twice");
+    if (o->lost)
+        o->after_lost++;
+    o->eof = 1;
+}
+
+static void order_lost(order_check *o, int err)
+{
+    cr_assert_eq(o->made, 1, "connection_lost before connection_made");
+    cr_assert_eq(o->lost, 0, "connection_lost twice");
+    o->lost = 1;
+    o->lost_err = err;
+}
+
+/* ---- the seed race ------------------------------------------------------- */
+
+#define RACE_PACKETS 2000
+#define RACE_PACKET (16 * 1024)
+#define RACE_TOTAL ((uint64_t)RACE_PACKETS * RACE_PACKET)
+
+typedef struct race_side {
+    pact_transport *t;
+    order_check order;
+    int is_client;
+    int pauser;          /* this side toggles pause/resume */
+    uint64_t toggle_ns;
+    pact_handle toggle;
+    uint64_t sent;       /* client: bytes written */
+    uint64_t verified;   /* bytes received and checked */
+    uint64_t mismatches;
+    int write_paused;
+    uint64_t pauses;
+    struct race *race;
+} race_side;
+
+typedef struct race {
+    race_side client, server;
+    int done;
+    pact_server *srv;
+} race;
+
+static void race_toggle(pact_loop *loop, void *arg)
+{
+    race_side *s = arg;
+    s->toggle = 0;
+    if (!s->t || pact_transport_is_closing(s->t))
+        return;
+    if (pact_transport_is_reading(s->t)) {
+        cr_assert_eq(pact_transport_pause_reading(s->t), 0);
+        s->pauses++;
+    } else {
+        cr_assert_eq(pact_transport_resume_reading(s->t), 0);
+    }
+    s->toggle = pact_call_later(loop, s->toggle_ns, race_toggle, s);
+}
+
+/* The client writes while the transport takes it (flow control). */
+static void race_client_write_more(race_side *s)
+{
+    static uint8_t chunk[RACE_PACKET];
+    while (!s->write_paused && s->sent < RACE_TOTAL) {
+        fill_pattern(chunk, RACE_PACKET, s->sent);
+        cr_assert_eq(pact_transport_write(s->t, chunk, RACE_PACKET), 0);
+        s->sent += RACE_PACKET;
+    }
+}
+
+static void race_made(pact_transport *t, void *user)
+{
+    race_side *s = user;
+    order_made(&s->order);
+    s->t = t;
+    if (s->pauser)
+        s->toggle = pact_call_later(pact_transport_loop(t), s->toggle_ns,
+                                    race_toggle, s);
+    if (s->is_client)
+        race_client_write_more(s);
+}
+
+static void race_data(pact_transport *t, const void *data, size_t len, void *user)
+{
+    race_side *s = user;
+    order_data(&s->order, len);
+    cr_assert(s->pauser ? 1 : pact_transport_is_reading(t));
+    if (s->pauser && !pact_transport_is_reading(t))
+        cr_assert_fail("data_received while paused");
+    const uint8_t *p = data;
+    for (size_t i = 0; i < len; i++)
+        if (p[i] != pattern_byte(s->verified + i))
+            s->mismatches++;
+    s->verified += len;
+    if (!s->is_client) {
+        /* Echo: the server writes back what it got. */
+        cr_assert_eq(pact_transport_write(t, data, len), 0);
+    } else if (s->verified == RACE_TOTAL) {
+        if (s->toggle) {
+            pact_handle_cancel(pact_transport_loop(t), s->toggle);
+            s->toggle = 0;
+        }
+        pact_transport_close(t);
+    }
+}
+
+static int race_eof(pact_transport *t, void *user)
+{
+    (void)t;
+    race_side *s = user;
+    order_eof(&s->order);
+    if (s->toggle) {
+        pact_handle_cancel(pact_transport_loop(t), s->toggle);
+        s->toggle = 0;
+    }
+    return 0; /* close our side too */
+}
+
+static void race_lost(pact_transport *t, int err, void *user)
+{
+    race_side *s = user;
+    order_lost(&s->order, err);
+    if (s->toggle) {
+        pact_handle_cancel(pact_transport_loop(t), s->toggle);
+        s->toggle = 0;
+    }
+    s->t = NULL;
+    if (s->race->client.order.lost && s->race->server.order.lost) {
+        s->race->done = 1;
+        pact_server_close(s->race->srv);
+    }
+}
+
+/* The echo server pauses its own reading while its write buffer is full
+ * (the proxy pattern), so flow control is exercised in both directions. */
+static void race_pause_writing(pact_transport *t, void *user)
+{
+    race_side *s = user;
+    s->write_paused = 1;
+    if (!s->is_client && !s->pauser)
+        pact_transport_pause_reading(t);
+}
+
+static void race_resume_writing(pact_transport *t, void *user)
+{
+    race_side *s = user;
+    s->write_paused = 0;
+    if (s->is_client)
+        race_client_write_more(s);
+    else if (!s->pauser)
+        pact_transport_resume_reading(t);
+}
+
+static const pact_protocol race_proto = {
+    .connection_made = race_made,
+    .data_received = race_data,
+    .eof_received = race_eof,
+    .connection_lost = race_lost,
+    .pause_writing = race_pause_writing,
+    .resume_writing = race_resume_writing,
+};
+
+static int race_factory(pact_server *srv, void *user, const pact_protocol **proto,
+                        void **proto_user)
+{
+    (void)srv;
+    race *r = user;
+    cr_assert_null(r->server.t, "one connection only");
+    *proto = &race_proto;
+    *proto_user = &r->server;
+    return 0;
+}
+
+static void race_connected(pact_loop *loop, pact_transport *t, int err, void *user)
+{
+    (void)loop;
+    (void)user;
+    cr_assert_eq(err, 0, "connect: %s", pact_strerror(err));
+    cr_assert_not_null(t);
+}
+
+static void run_seed_race(int client_pauses, uint64_t toggle_ms)
+{
+    pact_loop *loop = test_loop_new();
+    int fds_before = count_open_fds();
+    race r;
+    memset(&r, 0, sizeof r);
+    r.client.race = r.server.race = &r;
+    r.client.is_client = 1;
+    race_side *pauser = client_pauses ? &r.client : &r.server;
+    pauser->pauser = 1;
+    pauser->toggle_ns = toggle_ms * MS;
+
+    cr_assert_eq(pact_server_listen_tcp(loop, "127.0.0.1", 0, NULL, race_factory,
+                                        &r, &r.srv), 0);
+    int port = pact_server_port(r.srv);
+    cr_assert_gt(port, 0);
+    cr_assert_gt(pact_connect_tcp(loop, "127.0.0.1", (uint16_t)port, &race_proto,
+                                  &r.client, race_connected, NULL), 0);
+    run_until(loop, &r.done, 50000);
+
+    cr_assert_eq(r.client.sent, RACE_TOTAL);
+    cr_assert_eq(r.server.verified, RACE_TOTAL, "server got %llu of %llu",
+                 (unsigned long long)r.server.verified,
+                 (unsigned long long)RACE_TOTAL);
+    cr_assert_eq(r.client.verified, RACE_TOTAL, "client got %llu of %llu",
+                 (unsigned long long)r.client.verified,
+                 (unsigned long long)RACE_TOTAL);
+    cr_assert_eq(r.server.mismatches, 0, "server saw %llu wrong bytes",
+                 (unsigned long long)r.server.mismatches);
+    cr_assert_eq(r.client.mismatches, 0, "client saw %llu wrong bytes",
+                 (unsigned long long)r.client.mismatches);
+    cr_assert_gt(pauser->pauses, 0, "the race must actually pause");
+    cr_assert_eq(r.client.order.lost_err, 0);
+    cr_assert_eq(r.server.order.lost_err, 0);
+    cr_assert_eq(r.client.order.after_lost + r.server.order.after_lost, 0);
+    pact_loop_run(loop); /* let the server finish closing */
+    cr_assert_eq(count_open_fds(), fds_before, "fd leak");
+    test_loop_free(loop);
+}
+
+Test(stream, seed_race_client_pauses_every_100ms)
+{
+    run_seed_race(1, 100);
+}
+
+Test(stream, seed_race_client_pauses_every_1ms)
+{
+    run_seed_race(1, 1);
+}
+
+Test(stream, seed_race_server_pauses_every_100ms)
+{
+    run_seed_race(0, 100);
+}
+
+Test(stream, seed_race_server_pauses_every_1ms)
+{
+    run_seed_race(0, 1);
+}
+
+/* ---- close paths and order ---------------------------------------------- */
+
+/* A peer made of plain sockets, read by the test itself. */
+typedef struct simple {
+    order_check order;
+    pact_transport *t;
+    int pause_in_made;
+    int close_in_made;
+    int abort_in_data;
+    int close_in_data;
+    int keep_open_on_eof;
+    uint8_t got[1 << 16];
+    size_t ngot;
+    int pause_writing_calls, resume_writing_calls;
+    size_t size_at_pause, size_at_resume;
+    int write_in_resume;
+} simple;
+
+static void simple_made(pact_transport *t, void *user)
+{
+    simple *s = user;
+    order_made(&s->order);
+    s->t = t;
+    if (s->pause_in_made)
+        cr_assert_eq(pact_transport_pause_reading(t), 0);
+    if (s->close_in_made)
+        cr_assert_eq(pact_transport_close(t), 0);
+}
+
+static void simple_data(pact_transport *t, const void *data, size_t len, void *user)
+{
+    simple *s = user;
+    order_data(&s->order, len);
+    if (s->ngot + len <= sizeof s->got) {
+        memcpy(s->got + s->ngot, data, len);
+        s->ngot += len;
+    }
+    if (s->abort_in_data)
+        pact_transport_abort(t);
+    if (s->close_in_data)
+        pact_transport_close(t);
+}
+
+static int simple_eof(pact_transport *t, void *user)
+{
+    (void)t;
+    simple *s = user;
+    order_eof(&s->order);
+    return s->keep_open_on_eof;
+}
+
+static void simple_lost(pact_transport *t, int err, void *user)
+{
+    (void)t;
+    simple *s = user;
+    order_lost(&s->order, err);
+}
+
+static void simple_pause_writing(pact_transport *t, void *user)
+{
+    simple *s = user;
+    s->pause_writing_calls++;
+    s->size_at_pause = pact_transport_write_buffer_size(t);
+}
+
+static void simple_resume_writing(pact_transport *t, void *user)
+{
+    simple *s = user;
+    s->resume_writing_calls++;
+    s->size_at_resume = pact_transport_write_buffer_size(t);
+    if (s->write_in_resume)
+        cr_assert_eq(pact_transport_write(t, "more", 4), 0);
+}
+
+static const pact_protocol simple_proto = {
+    .connection_made = simple_made,
+    .data_received = simple_data,
+    .eof_received = simple_eof,
+    .connection_lost = simple_lost,
+    .pause_writing = simple_pause_writing,
+    .resume_writing = simple_resume_writing,
+};
+
+static pact_transport *open_simple(pact_loop *loop, int fd, simple *s)
+{
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open(loop, fd, PACT_STREAM_SOCKET, &simple_proto,
+                                     s, &t), 0);
+    return t;
+}
+
+/* Reads from a plain fd until EOF (or limit); returns bytes. */
+static size_t drain_fd(int fd, uint8_t *out, size_t cap, int *eof)
+{
+    size_t n = 0;
+    *eof = 0;
+    for (;;) {
+        uint8_t tmp[65536];
+        ssize_t r = recv(fd, tmp, sizeof tmp, MSG_DONTWAIT);
+        if (r > 0) {
+            if (out && n + (size_t)r <= cap)
+                memcpy(out + n, tmp, (size_t)r);
+            n += (size_t)r;
+            continue;
+        }
+        if (r == 0)
+            *eof = 1;
+        return n;
+    }
+}
+
+Test(stream, close_flushes_buffered_writes_then_loses_once)
+{
+    pact_loop *loop = test_loop_new();
+    int fds_before = count_open_fds();
+    int a, b;
+    make_tcp_pair(&a, &b);
+    simple s = {0};
+    pact_transport *t = open_simple(loop, a, &s);
+    /* 4 MB queued, then close right away: all of it must arrive. */
+    size_t total = 4u << 20;
+    uint8_t *buf = malloc(total);
+    fill_pattern(buf, total, 0);
+    cr_assert_eq(pact_transport_write(t, buf, total), 0);
+    cr_assert_eq(pact_transport_close(t), 0);
+    cr_assert_eq(pact_transport_close(t), -EALREADY, "close twice is harmless");
+    cr_assert_eq(pact_transport_write(t, "x", 1), -ESHUTDOWN);
+    cr_assert_eq(pact_transport_writes_after_close(t), 1);
+
+    uint8_t *got = malloc(total);
+    size_t n = 0;
+    int eof = 0;
+    uint64_t end = pact_now() + 20000 * MS;
+    while (!eof && pact_now() < end) {
+        pact_loop_run_once(loop, 1 * (int64_t)MS);
+        n += drain_fd(b, got + n, total - n, &eof);
+    }
+    cr_assert(eof, "peer saw EOF after the data");
+    cr_assert_eq(n, total);
+    cr_assert_eq(memcmp(buf, got, total), 0);
+    pact_loop_run(loop);
+    cr_assert_eq(s.order.lost, 1);
+    cr_assert_eq(s.order.lost_err, 0);
+    close(b);
+    free(buf);
+    free(got);
+    cr_assert_eq(count_open_fds(), fds_before);
+    test_loop_free(loop);
+}
+
+Test(stream, abort_drops_the_buffer_and_loses_once)
+{
+    pact_loop *loop = test_loop_new();
+    int a, b;
+    make_tcp_pair(&a, &b);
+    simple s = {0};
+    pact_transport *t = open_simple(loop, a, &s);
+    pact_loop_run_once(loop, 0); /* connection_made, reading started */
+    cr_assert_eq(s.order.made, 1);
+    static uint8_t big[8 << 20];
+    cr_assert_eq(pact_transport_write(t, big, sizeof big), 0);
+    cr_assert_eq(pact_transport_abort(t), 0);
+    cr_assert_eq(pact_transport_abort(t), -EALREADY);
+    cr_assert_eq(pact_transport_close(t), -EALREADY);
+    pact_loop_run(loop);
+    cr_assert_eq(s.order.lost, 1);
+    cr_assert_eq(s.order.lost_err, 0);
+    close(b);
+    test_loop_free(loop);
+}
+
+Test(stream, peer_close_gives_eof_then_lost_in_order)
+{
+    pact_loop *loop = test_loop_new();
+    int a, b;
+    make_tcp_pair(&a, &b);
+    simple s = {0};
+    open_simple(loop, a, &s);
+    cr_assert_eq(send(b, "hello", 5, 0), 5);
+    close(b);
+    pact_loop_run(loop);
+    cr_assert_eq(s.ngot, 5);
+    cr_assert_eq(memcmp(s.got, "hello", 5), 0);
+    cr_assert_eq(s.order.eof, 1);
+    cr_assert_eq(s.order.lost, 1);
+    cr_assert_eq(s.order.lost_err, 0);
+    test_loop_free(loop);
+}
+
+Test(stream, eof_kept_open_allows_writing_back)
+{
+    pact_loop *loop = test_loop_new();
+    int a, b;
+    make_tcp_pair(&a, &b);
+    simple s = {.keep_open_on_eof = 1};
+    pact_transport *t = open_simple(loop, a, &s);
+    cr_assert_eq(send(b, "ask", 3, 0), 3);
+    shutdown(b, SHUT_WR);
+    while (!s.order.eof)
+        pact_loop_run_once(loop, 10 * (int64_t)MS);
+    cr_assert_eq(s.order.lost, 0, "half-open: not lost yet");
+    cr_assert_eq(pact_transport_write(t, "answer", 6), 0);
+    cr_assert_eq(pact_transport_close(t), 0);
+    pact_loop_run(loop);
+    uint8_t got[16];
+    int eof;
+    size_t n = drain_fd(b, got, sizeof got, &eof);
+    cr_assert_eq(n, 6);
+    cr_assert(eof);
+    cr_assert_eq(s.order.lost, 1);
+    close(b);
+    test_loop_free(loop);
+}
+
+Test(stream, write_eof_after_pending_writes)
+{
+    pact_loop *loop = test_loop_new();
+    int a, b;
+    make_tcp_pair(&a, &b);
+    simple s = {0};
+    pact_transport *t = open_simple(loop, a, &s);
+    size_t total = 1u << 20;
+    uint8_t *buf = malloc(total);
+    fill_pattern(buf, total, 0);
+    cr_assert(pact_transport_can_write_eof(t));
+    cr_assert_eq(pact_transport_write(t, buf, total), 0);
+    cr_assert_eq(pact_transport_write_eof(t), 0);
+    cr_assert_eq(pact_transport_write(t, "late", 4), -EPIPE);
+    uint8_t *got = malloc(total);
+    size_t n = 0;
+    int eof = 0;
+    uint64_t end = pact_now() + 20000 * MS;
+    while (!eof && pact_now() < end) {
+        pact_loop_run_once(loop, 1 * (int64_t)MS);
+        n += drain_fd(b, got + n, total - n, &eof);
+    }
+    cr_assert(eof);
+    cr_assert_eq(n, total);
+    cr_assert_eq(memcmp(got, buf, total), 0);
+    /* Reading still works after our write_eof. */
+    cr_assert_eq(send(b, "reply", 5, 0), 5);
+    close(b);
+    pact_loop_run(loop);
+    cr_assert_eq(s.ngot, 5);
+    cr_assert_eq(s.order.lost, 1);
+    cr_assert_eq(pact_transport_is_closing(t), 1);
+    free(buf);
+    free(got);
+    test_loop_free(loop);
+}
+
+Test(stream, peer_reset_while_writing_is_an_error_lost_once)
+{
+    pact_loop *loop = test_loop_new();
+    int a, b;
+    make_tcp_pair(&a, &b);
+    simple s = {0};
+    pact_transport *t = open_simple(loop, a, &s);
+    pact_loop_run_once(loop, 0);
+    struct linger lg = {1, 0};
+    setsockopt(b, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(b); /* RST */
+    static uint8_t chunk[1 << 16];
+    uint64_t end = pact_now() + 10000 * MS;
+    while (!s.order.lost && pact_now() < end) {
+        if (!pact_transport_is_closing(t))
+            pact_transport_write(t, chunk, sizeof chunk);
+        pact_loop_run_once(loop, 1 * (int64_t)MS);
+    }
+    cr_assert_eq(s.order.lost, 1);
+    cr_assert(s.order.lost_err == -ECONNRESET || s.order.lost_err == -EPIPE,
+              "lost with %s", pact_err_name(s.order.lost_err));
+    test_loop_free(loop);
+}
+
+Test(stream, pause_in_connection_made_reads_nothing_until_resume)
+{
+    pact_loop *loop = test_loop_new();
+    int a, b;
+    make_tcp_pair(&a, &b);
+    simple s = {.pause_in_made = 1};
+    pact_transport *t = open_simple(loop, a, &s);
+    cr_assert_eq(send(b, "early", 5, 0), 5);
+    uint64_t end = pact_now() + 50 * MS;
+    while (pact_now() < end)
+        pact_loop_run_once(loop, 5 * (int64_t)MS);
+    cr_assert_eq(s.order.made, 1);
+    cr_assert_eq(s.ngot, 0, "nothing delivered while paused");
+    cr_assert(!pact_transport_is_reading(t));
+    cr_assert_eq(pact_transport_pause_reading(t), -EALREADY);
+    cr_assert_eq(pact_transport_resume_reading(t), 0);
+    cr_assert_eq(pact_transport_resume_reading(t), -EALREADY);
+    while (s.ngot < 5)
+        pact_loop_run_once(loop, 10 * (int64_t)MS);
+    cr_assert_eq(memcmp(s.got, "early", 5), 0);
+    pact_transport_close(t);
+    pact_loop_run(loop);
+    close(b);
+    test_loop_free(loop);
+}
+
+Test(stream, data_received_while_pause_is_held_and_delivered_once)
+{
+    pact_loop *loop = test_loop_new();
+    int a, b;
+    make_tcp_pair(&a, &b);
+    simple s = {0};
+    pact_transport *t = open_simple(loop, a, &s);
+    pact_loop_run_once(loop, 0); /* made; a receive is in flight */
+    cr_assert_eq(pact_transport_pause_reading(t), 0);
+    cr_assert_eq(send(b, "abc", 3, 0), 3);
+    for (int i = 0; i < 10; i++)
+        pact_loop_run_once(loop, 2 * (int64_t)MS);
+    cr_assert_eq(s.ngot, 0, "held, not delivered while paused");
+    cr_assert_eq(send(b, "def", 3, 0), 3);
+    cr_assert_eq(pact_transport_resume_reading(t), 0);
+    while (s.ngot < 6)
+        pact_loop_run_once(loop, 10 * (int64_t)MS);
+    cr_assert_eq(memcmp(s.got, "abcdef", 6), 0);
+    pact_transport_close(t);
+    pact_loop_run(loop);
+    close(b);
+    test_loop_free(loop);
+}
+
+Test(stream, close_and_abort_inside_callbacks_keep_the_order)
+{
+    pact_loop *loop = test_loop_new();
+    int a, b, c, d, e, f;
+    make_tcp_pair(&a, &b);
+    make_tcp_pair(&c, &d);
+    make_tcp_pair(&e, &f);
+    simple s1 = {.close_in_made = 1};
+    simple s2 = {.abort_in_data = 1};
+    simple s3 = {.close_in_data = 1};
+    open_simple(loop, a, &s1);
+    open_simple(loop, c, &s2);
+    open_simple(loop, e, &s3);
+    cr_assert_eq(send(d, "x", 1, 0), 1);
+    cr_assert_eq(send(f, "y", 1, 0), 1);
+    pact_loop_run(loop);
+    cr_assert_eq(s1.order.lost, 1);
+    cr_assert_eq(s1.ngot, 0);
+    cr_assert_eq(s2.order.lost, 1);
+    cr_assert_eq(s2.ngot, 1);
+    cr_assert_eq(s3.order.lost, 1);
+    cr_assert_eq(s3.ngot, 1);
+    close(b);
+    close(d);
+    close(f);
+    test_loop_free(loop);
+}
+
+Test(stream, flow_control_marks_and_writes_inside_resume)
+{
+    pact_loop *loop = test_loop_new();
+    int a, b;
+    make_tcp_pair(&a, &b);
+    simple s = {.write_in_resume = 1};
+    pact_transport *t = open_simple(loop, a, &s);
+    size_t high, low;
+    pact_transport_get_write_buffer_limits(t, &high, &low);
+    cr_assert_eq(high, 64 * 1024);
+    cr_assert_eq(low, 16 * 1024);
+    cr_assert_eq(pact_transport_set_write_buffer_limits(t, 1000, 2000), -EINVAL);
+    cr_assert_eq(pact_transport_set_write_buffer_limits(t, 32 * 1024, 8 * 1024), 0);
+    /* The peer does not read: the buffer grows until pause_writing. */
+    static uint8_t chunk[4096];
+    uint64_t end = pact_now() + 10000 * MS;
+    while (!s.pause_writing_calls && pact_now() < end) {
+        cr_assert_eq(pact_transport_write(t, chunk, sizeof chunk), 0);
+        pact_loop_run_once(loop, 0);
+    }
+    cr_assert_eq(s.pause_writing_calls, 1);
+    cr_assert_gt(s.size_at_pause, 32 * 1024);
+    /* The peer reads everything: resume_writing at or below the low mark. */
+    int eof;
+    end = pact_now() + 10000 * MS;
+    while (!s.resume_writing_calls && pact_now() < end) {
+        drain_fd(b, NULL, 0, &eof);
+        pact_loop_run_once(loop, 1 * (int64_t)MS);
+    }
+    cr_assert_eq(s.resume_writing_calls, 1);
+    cr_assert_leq(s.size_at_resume, 8 * 1024);
+    pact_transport_close(t);
+    pact_loop_run(loop);
+    close(b);
+    test_loop_free(loop);
+}
+
+Test(stream, loop_close_closes_open_transports_with_lost_once)
+{
+    int fds_before = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    int a, b, c, d;
+    make_tcp_pair(&a, &b);
+    make_tcp_pair(&c, &d);
+    simple s1 = {0}, s2 = {0};
+    open_simple(loop, a, &s1);
+    open_simple(loop, c, &s2);
+    pact_loop_run_once(loop, 0);
+    cr_assert_eq(pact_loop_close(loop), 0);
+    cr_assert_eq(s1.order.lost, 1);
+    cr_assert_eq(s2.order.lost, 1);
+    pact_loop_stats st;
+    pact_loop_get_stats(loop, &st);
+    cr_assert_eq(st.stray_completions, 0);
+    cr_assert_eq(st.ops_live, 0);
+    pact_loop_free(loop);
+    close(b);
+    close(d);
+    cr_assert_eq(count_open_fds(), fds_before, "transport and loop fds closed");
+}
+
+Test(stream, misuse_is_refused)
+{
+    pact_loop *loop = test_loop_new();
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open(loop, -1, PACT_STREAM_SOCKET, &simple_proto,
+                                     NULL, &t), -EBADF);
+    cr_assert_eq(pact_transport_open(loop, 0, PACT_STREAM_SOCKET, NULL, NULL, &t),
+                 -EINVAL);
+    cr_assert_eq(pact_transport_write(NULL, "x", 1), -EINVAL);
+    cr_assert_eq(pact_transport_close(NULL), -EINVAL);
+    cr_assert_eq(pact_transport_abort(NULL), -EINVAL);
+    cr_assert_eq(pact_transport_pause_reading(NULL), -EINVAL);
+    int p[2];
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    simple s = {0};
+    cr_assert_eq(pact_transport_open(loop, p[0], PACT_STREAM_READ_PIPE,
+                                     &simple_proto, &s, &t), 0);
+    cr_assert_eq(pact_transport_write(t, "x", 1), -ENOTSUP);
+    cr_assert_eq(pact_transport_write_eof(t), -ENOTSUP);
+    struct sockaddr_storage ss;
+    socklen_t len;
+    cr_assert_eq(pact_transport_peername(t, &ss, &len), -ENOTSOCK);
+    pact_transport_close(t);
+    pact_loop_run(loop);
+    close(p[1]);
+    test_loop_free(loop);
+}
