@@ -218,6 +218,9 @@ void pact__sendfile_cancel(pact_transport *t)
 int pact_transport_sendfile(pact_transport *t, int file_fd, int64_t offset,
                             size_t count, pact_op_cb cb, void *user)
 {
+    if (t && t->ops)
+        return t->ops->sendfile ? t->ops->sendfile(t, file_fd, offset, count, cb, user)
+                                : -ENOTSUP;
     if (!t || !cb || file_fd < 0 || offset < 0)
         return -EINVAL;
     if (t->kind == PACT_STREAM_READ_PIPE)

@@ -38,6 +38,19 @@ static void transport_unref(pact_transport *t);
 
 static void transport_ref(pact_transport *t) { t->refs++; }
 
+/* Hands a call to another layer's implementation (see pact_transport_ops). */
+#define DELEGATE(t, member, ...)                                         \
+    do {                                                                 \
+        if ((t) && (t)->ops)                                             \
+            return (t)->ops->member ? (t)->ops->member(__VA_ARGS__)      \
+                                    : -ENOTSUP;                          \
+    } while (0)
+#define DELEGATE_QUERY(t, member, ...)                                   \
+    do {                                                                 \
+        if ((t) && (t)->ops)                                             \
+            return (t)->ops->member ? (t)->ops->member(__VA_ARGS__) : 0; \
+    } while (0)
+
 /* ---- buffers --------------------------------------------------------------- */
 
 static size_t wbuf_len(const pact_wbuf *b) { return b->end - b->start; }
@@ -70,6 +83,7 @@ static int wbuf_append(pact_wbuf *b, const void *data, size_t len)
 
 size_t pact_transport_write_buffer_size(const pact_transport *t)
 {
+    DELEGATE_QUERY(t, write_buffer_size, t);
     return t ? wbuf_len(&t->inflight) + wbuf_len(&t->pending) : 0;
 }
 
@@ -153,6 +167,7 @@ static void fatal_error(pact_transport *t, int err)
 
 int pact_transport_close(pact_transport *t)
 {
+    DELEGATE(t, close, t);
     if (!t)
         return -EINVAL;
     if (t->closing)
@@ -170,6 +185,7 @@ int pact_transport_close(pact_transport *t)
 
 int pact_transport_abort(pact_transport *t)
 {
+    DELEGATE(t, abort, t);
     if (!t)
         return -EINVAL;
     if (t->aborting)
@@ -277,6 +293,7 @@ static void start_reading(pact_transport *t)
 
 int pact_transport_pause_reading(pact_transport *t)
 {
+    DELEGATE(t, pause_reading, t);
     if (!t)
         return -EINVAL;
     if (t->closing)
@@ -305,6 +322,7 @@ static void resume_delivery(pact_loop *loop, void *arg)
 
 int pact_transport_resume_reading(pact_transport *t)
 {
+    DELEGATE(t, resume_reading, t);
     if (!t)
         return -EINVAL;
     if (t->closing)
@@ -333,11 +351,13 @@ int pact_transport_resume_reading(pact_transport *t)
 
 int pact_transport_is_reading(const pact_transport *t)
 {
+    DELEGATE_QUERY(t, is_reading, t);
     return t && !t->closing && !t->paused && t->kind != PACT_STREAM_WRITE_PIPE;
 }
 
 int pact_transport_is_closing(const pact_transport *t)
 {
+    DELEGATE_QUERY(t, is_closing, t);
     return t ? t->closing : 1;
 }
 
@@ -467,6 +487,7 @@ static void check_pause_writing(pact_transport *t)
 
 int pact_transport_write(pact_transport *t, const void *data, size_t len)
 {
+    DELEGATE(t, write, t, data, len);
     if (!t || (!data && len))
         return -EINVAL;
     int r = write_refused(t);
@@ -483,6 +504,7 @@ int pact_transport_write(pact_transport *t, const void *data, size_t len)
 
 int pact_transport_writev(pact_transport *t, const struct iovec *iov, int iovcnt)
 {
+    DELEGATE(t, writev, t, iov, iovcnt);
     if (!t || (!iov && iovcnt) || iovcnt < 0)
         return -EINVAL;
     int r = write_refused(t);
@@ -500,11 +522,13 @@ int pact_transport_writev(pact_transport *t, const struct iovec *iov, int iovcnt
 
 int pact_transport_can_write_eof(const pact_transport *t)
 {
+    DELEGATE_QUERY(t, can_write_eof, t);
     return t && t->kind != PACT_STREAM_READ_PIPE;
 }
 
 int pact_transport_write_eof(pact_transport *t)
 {
+    DELEGATE(t, write_eof, t);
     if (!t)
         return -EINVAL;
     if (t->kind == PACT_STREAM_READ_PIPE)
@@ -522,6 +546,7 @@ int pact_transport_write_eof(pact_transport *t)
 int pact_transport_set_write_buffer_limits(pact_transport *t, size_t high,
                                            size_t low)
 {
+    DELEGATE(t, set_write_buffer_limits, t, high, low);
     if (!t)
         return -EINVAL;
     if (high == 0)
@@ -538,6 +563,10 @@ int pact_transport_set_write_buffer_limits(pact_transport *t, size_t high,
 void pact_transport_get_write_buffer_limits(const pact_transport *t,
                                             size_t *high, size_t *low)
 {
+    if (t && t->ops && t->ops->get_write_buffer_limits) {
+        t->ops->get_write_buffer_limits(t, high, low);
+        return;
+    }
     if (high)
         *high = t ? t->high_water : 0;
     if (low)
@@ -640,6 +669,7 @@ int pact_transport_open(pact_loop *loop, int fd, pact_stream_kind kind,
 int pact_transport_set_protocol(pact_transport *t, const pact_protocol *proto,
                                 void *user)
 {
+    DELEGATE(t, set_protocol, t, proto, user);
     if (!t || !proto)
         return -EINVAL;
     t->proto = proto;
@@ -654,6 +684,7 @@ pact_loop *pact_transport_loop(const pact_transport *t)
 
 int pact_transport_fd(const pact_transport *t)
 {
+    DELEGATE(t, fd, t);
     return t ? t->fd : -EINVAL;
 }
 
@@ -669,6 +700,7 @@ void *pact_transport_user(const pact_transport *t)
 
 uint64_t pact_transport_writes_after_close(const pact_transport *t)
 {
+    DELEGATE_QUERY(t, writes_after_close, t);
     return t ? t->writes_after_close : 0;
 }
 
@@ -690,12 +722,14 @@ static int socket_name(const pact_transport *t, struct sockaddr_storage *ss,
 int pact_transport_sockname(const pact_transport *t, struct sockaddr_storage *ss,
                             socklen_t *len)
 {
+    DELEGATE(t, sockname, t, ss, len);
     return socket_name(t, ss, len, 0);
 }
 
 int pact_transport_peername(const pact_transport *t, struct sockaddr_storage *ss,
                             socklen_t *len)
 {
+    DELEGATE(t, peername, t, ss, len);
     return socket_name(t, ss, len, 1);
 }
 

@@ -13,7 +13,40 @@ typedef struct pact_wbuf {
 
 struct pact_sendfile;
 
+/* A transport implemented by another layer (TLS) plugs in here: when
+ * t->ops is set, every public pact_transport_* function delegates to it,
+ * so users see one transport API whatever is underneath. A NULL member
+ * answers -ENOTSUP (or 0 for queries). */
+typedef struct pact_transport_ops {
+    int (*write)(pact_transport *t, const void *data, size_t len);
+    int (*writev)(pact_transport *t, const struct iovec *iov, int iovcnt);
+    int (*write_eof)(pact_transport *t);
+    int (*can_write_eof)(const pact_transport *t);
+    int (*close)(pact_transport *t);
+    int (*abort)(pact_transport *t);
+    int (*pause_reading)(pact_transport *t);
+    int (*resume_reading)(pact_transport *t);
+    int (*is_reading)(const pact_transport *t);
+    int (*is_closing)(const pact_transport *t);
+    size_t (*write_buffer_size)(const pact_transport *t);
+    int (*set_write_buffer_limits)(pact_transport *t, size_t high, size_t low);
+    void (*get_write_buffer_limits)(const pact_transport *t, size_t *high,
+                                    size_t *low);
+    int (*set_protocol)(pact_transport *t, const pact_protocol *proto,
+                        void *user);
+    int (*fd)(const pact_transport *t);
+    int (*sockname)(const pact_transport *t, struct sockaddr_storage *ss,
+                    socklen_t *len);
+    int (*peername)(const pact_transport *t, struct sockaddr_storage *ss,
+                    socklen_t *len);
+    int (*sendfile)(pact_transport *t, int file_fd, int64_t offset,
+                    size_t count, pact_op_cb cb, void *user);
+    uint64_t (*writes_after_close)(const pact_transport *t);
+} pact_transport_ops;
+
 struct pact_transport {
+    const pact_transport_ops *ops; /* NULL: this file's plain stream */
+    void *impl;                    /* the other layer's state */
     pact_resource res; /* listed on the loop until connection_lost */
     pact_loop *loop;
     int fd;
