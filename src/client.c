@@ -63,9 +63,23 @@ static void connect_finished(pact_loop *loop, const pact_completion *c, void *ar
         freeaddrinfo(req->list);
     pact_connect_cb cb = req->cb;
     void *user = req->user;
-    pact_transport *t = c->result == 0 ? req->transport : NULL;
+    int err = (int)c->result;
+    pact_transport *t = NULL;
+    if (err == 0) {
+        /* The transport is made here, right before the user gets it: made
+         * earlier, its connection_made (a call_soon) could run before this
+         * deferred callback, and the protocol would be called before the
+         * caller ever saw its transport. */
+        pact_op_s *op = pact__op_lookup(loop, c->op);
+        err = pact__transport_create(loop, req->fd, PACT_STREAM_SOCKET,
+                                     req->proto, req->proto_user,
+                                     op ? op->created_at : NULL, &t);
+        req->fd = -EBADF; /* the transport's now (or closed on failure) */
+        if (err < 0)
+            t = NULL;
+    }
     free(req);
-    cb(loop, t, c->result == 0 ? 0 : (int)c->result, user);
+    cb(loop, t, err, user);
 }
 
 static void connect_cancel(pact_loop *loop, pact_op_s *op)
@@ -76,19 +90,9 @@ static void connect_cancel(pact_loop *loop, pact_op_s *op)
         pact_cancel(loop, req->inner); /* its completion finishes the req */
 }
 
+/* Connected: the fd becomes a transport in connect_finished. */
 static void become_transport(connect_req *req)
 {
-    pact_transport *t;
-    int r = pact__transport_create(req->loop, req->fd, PACT_STREAM_SOCKET,
-                                   req->proto, req->proto_user,
-                                   pact__op_lookup(req->loop, req->self)->created_at,
-                                   &t);
-    req->fd = -EBADF; /* owned by the transport now (or closed on failure) */
-    if (r < 0) {
-        complete(req, r);
-        return;
-    }
-    req->transport = t;
     complete(req, 0);
 }
 

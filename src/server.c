@@ -66,15 +66,19 @@ static void server_done(pact_loop *loop, void *arg)
  * and free the server. */
 static void maybe_done(pact_server *s)
 {
+    /* The listener goes as soon as its accept is back, not once the
+     * connections are gone: left open, the kernel would go on completing
+     * handshakes into a backlog nobody accepts, and clients would hang
+     * instead of being refused (asyncio closes its sockets in close()). */
+    if (s->closing && !s->accept_op && s->fd >= 0) {
+        close(s->fd);
+        s->fd = -EBADF;
+        if (s->unix_path[0] && s->unix_path[0] != '@')
+            unlink(s->unix_path);
+    }
     if (!s->closing || s->accept_op || s->nconns > 0 || s->freed_scheduled)
         return;
     s->freed_scheduled = 1;
-    if (s->fd >= 0) {
-        close(s->fd);
-        s->fd = -EBADF;
-    }
-    if (s->unix_path[0] && s->unix_path[0] != '@')
-        unlink(s->unix_path);
     if (pact_call_soon(s->loop, server_done, s) < 0)
         server_done(s->loop, s);
 }

@@ -1,0 +1,2 @@
+#include "recorder.h"
+TestSuite(x);

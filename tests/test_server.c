@@ -1,0 +1,788 @@
+/* Servers: many clients, closing while clients connect, resets before
+ * accept, running out of descriptors, dual stack, Unix and abstract
+ * sockets, wait_closed, and SO_REUSEPORT across loops in several threads. */
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include "recorder.h"
+
+TestSuite(server, .timeout = 60);
+
+/* ---- a server whose connections echo, each with a recorder ---------------- */
+
+#define MAX_CONNS 512
+
+typedef struct srv_ctx {
+    rec recs[MAX_CONNS];
+    int n; /* factory calls = connections handed to a protocol */
+    int seq;
+} srv_ctx;
+
+static int echo_factory(pact_server *s, void *fu, const pact_protocol **proto,
+                        void **user)
+{
+    (void)s;
+    srv_ctx *c = fu;
+    if (c->n >= MAX_CONNS)
+        return -ENOMEM;
+    rec *r = &c->recs[c->n++];
+    rec_init(r);
+    r->echo = 1;
+    r->seq = &c->seq;
+    *proto = &rec_protocol;
+    *user = r;
+    return 0;
+}
+
+static int srv_made(const srv_ctx *c)
+{
+    int n = 0;
+    for (int i = 0; i < c->n; i++)
+        n += c->recs[i].made;
+    return n;
+}
+
+static int srv_lost(const srv_ctx *c)
+{
+    int n = 0;
+    for (int i = 0; i < c->n; i++)
+        n += c->recs[i].lost;
+    return n;
+}
+
+static size_t srv_bytes(const srv_ctx *c)
+{
+    size_t n = 0;
+    for (int i = 0; i < c->n; i++)
+        n += c->recs[i].nbytes;
+    return n;
+}
+
+static void srv_expect_all_done(const srv_ctx *c)
+{
+    for (int i = 0; i < c->n; i++) {
+        cr_expect_eq(c->recs[i].bad, 0, "server conn %d: %s", i, c->recs[i].why);
+        cr_expect_eq(c->recs[i].made, 1, "server conn %d: made %d", i,
+                     c->recs[i].made);
+        cr_expect_eq(c->recs[i].lost, 1, "server conn %d: lost %d", i,
+                     c->recs[i].lost);
+    }
+}
+
+static int waited;
+static int waited_seq;
+static int *waited_seq_src;
+static void on_wait_closed(pact_loop *loop, void *user)
+{
+    (void)loop;
+    (void)user;
+    waited++;
+    if (waited_seq_src)
+        waited_seq = ++*waited_seq_src;
+}
+
+/* Closes the server and runs until its wait_closed callback has run. */
+static void close_server_and_wait(pact_loop *loop, pact_server *s)
+{
+    waited = 0;
+    cr_assert_eq(pact_server_close(s), 0);
+    cr_assert_eq(pact_server_wait_closed(s, on_wait_closed, NULL), 0);
+    RUN_UNTIL(loop, waited, 5000);
+    cr_assert_eq(waited, 1);
+}
+
+/* ---- clients made with pact_connect_tcp / pact_connect_unix ---------------- */
+
+typedef struct client {
+    rec r; /* first: the protocol's user pointer is the client */
+    int cb_calls;
+    int err;
+    int made_before_cb;
+    pact_transport *delivered;
+    size_t msglen;
+    char msg[1024];
+} client;
+
+static void client_made(pact_transport *t, void *user)
+{
+    client *c = user;
+    rec_made(t, user);
+    if (c->cb_calls == 0)
+        c->made_before_cb = 1;
+    cr_expect_eq(pact_transport_write(t, c->msg, c->msglen), 0);
+}
+
+static const pact_protocol client_protocol = {
+    .connection_made = client_made,
+    .data_received = rec_data,
+    .eof_received = rec_eof,
+    .connection_lost = rec_lost,
+};
+
+static void on_connect(pact_loop *loop, pact_transport *t, int err, void *user)
+{
+    (void)loop;
+    client *c = user;
+    c->cb_calls++;
+    c->err = err;
+    c->delivered = t;
+    if (err == 0)
+        cr_expect(t != NULL, "connected without a transport");
+    else
+        cr_expect(t == NULL, "failed with a transport");
+    if (c->r.made)
+        c->made_before_cb = 1;
+}
+
+static void client_init(client *c, int id, size_t len)
+{
+    memset(c, 0, sizeof *c);
+    rec_init(&c->r);
+    c->r.keep_data = 1;
+    c->r.close_after = len; /* close once the echo is back */
+    c->msglen = len;
+    for (size_t i = 0; i < len; i++)
+        c->msg[i] = (char)('a' + (id * 7 + i) % 26);
+}
+
+static void client_expect_echoed(client *c, int id)
+{
+    cr_expect_eq(c->cb_calls, 1, "client %d: connect cb ran %d times", id,
+                 c->cb_calls);
+    cr_expect_eq(c->err, 0, "client %d: %s", id, pact_strerror(c->err));
+    cr_expect_eq(c->made_before_cb, 0,
+                 "client %d: connection_made before the transport was delivered",
+                 id);
+    rec_expect_done(&c->r);
+    cr_expect_eq(c->r.nbytes, c->msglen, "client %d: %zu bytes echoed", id,
+                 c->r.nbytes);
+    if (c->r.nbytes == c->msglen)
+        cr_expect(memcmp(c->r.data, c->msg, c->msglen) == 0,
+                  "client %d: echo differs", id);
+    cr_expect_eq(c->r.lost_err, 0);
+}
+
+/* Writes msg on a raw fd and runs the loop until the echo is back. */
+static void raw_echo(pact_loop *loop, int fd, const char *msg)
+{
+    size_t len = strlen(msg), got = 0;
+    char buf[256];
+    cr_assert_eq(send(fd, msg, len, MSG_NOSIGNAL), (ssize_t)len);
+    RUN_UNTIL(loop, try_read(fd, buf, len, &got), 5000);
+    cr_assert(memcmp(buf, msg, len) == 0);
+}
+
+static int raw_connect(int family, const char *host, int port)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    cr_assert_eq(pact_sockaddr_parse(host, (uint16_t)port, &ss, &len), 0);
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&ss, len), 0, "connect: %s",
+                 strerror(errno));
+    return fd;
+}
+
+/* ---- many clients ------------------------------------------------------------ */
+
+#define NCLIENTS 200
+
+static int clients_lost(const client *cl, int n)
+{
+    int lost = 0;
+    for (int i = 0; i < n; i++)
+        lost += cl[i].r.lost;
+    return lost;
+}
+
+Test(server, two_hundred_concurrent_clients_echo)
+{
+    int fds0 = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    srv_ctx *sc = calloc(1, sizeof *sc);
+    pact_server *s;
+    cr_assert_eq(pact_server_listen_tcp(loop, "127.0.0.1", 0, NULL, echo_factory,
+                                        sc, &s), 0);
+    int port = pact_server_port(s);
+    cr_assert_gt(port, 0);
+
+    client *cl = calloc(NCLIENTS, sizeof *cl);
+    for (int i = 0; i < NCLIENTS; i++) {
+        client_init(&cl[i], i, 100 + (size_t)i * 4);
+        pact_op op = pact_connect_tcp(loop, "127.0.0.1", (uint16_t)port,
+                                      &client_protocol, &cl[i], on_connect,
+                                      &cl[i]);
+        cr_assert_gt(op, 0, "connect %d: %s", i, pact_strerror((int)op));
+    }
+    RUN_UNTIL(loop, clients_lost(cl, NCLIENTS) == NCLIENTS, 20000);
+    /* The server side sees each client's EOF and closes too. */
+    RUN_UNTIL(loop, srv_lost(sc) == NCLIENTS, 10000);
+    cr_expect_eq(sc->n, NCLIENTS);
+    cr_expect_eq(pact_server_connections(s), 0);
+    for (int i = 0; i < NCLIENTS; i++)
+        client_expect_echoed(&cl[i], i);
+    srv_expect_all_done(sc);
+    for (int i = 0; i < sc->n; i++)
+        cr_expect_eq(sc->recs[i].eofs, 1);
+    close_server_and_wait(loop, s);
+    test_loop_free(loop);
+    for (int i = 0; i < NCLIENTS; i++)
+        rec_free(&cl[i].r);
+    free(cl);
+    free(sc);
+    cr_expect_eq(count_open_fds(), fds0, "fd leak");
+}
+
+/* ---- closing while clients connect ------------------------------------------ */
+
+#define HELD 16
+
+typedef struct hammer {
+    int port;
+    atomic_int stop;
+    atomic_int connected;
+    atomic_int refused;
+    int held[HELD];
+    int nheld;
+} hammer;
+
+/* Connects over and over from a plain thread; keeps the first few
+ * connections open, closes the others at once. */
+static void *hammer_thread(void *arg)
+{
+    hammer *h = arg;
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)h->port),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    while (!atomic_load(&h->stop)) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            break;
+        if (connect(fd, (struct sockaddr *)&sin, sizeof sin) == 0) {
+            atomic_fetch_add(&h->connected, 1);
+            if (h->nheld < HELD) {
+                h->held[h->nheld++] = fd;
+                continue;
+            }
+        } else if (errno == ECONNREFUSED) {
+            atomic_fetch_add(&h->refused, 1);
+            usleep(1000);
+        }
+        close(fd);
+    }
+    return NULL;
+}
+
+Test(server, close_while_clients_connect)
+{
+    int fds0 = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    srv_ctx *sc = calloc(1, sizeof *sc);
+    pact_server *s;
+    cr_assert_eq(pact_server_listen_tcp(loop, "127.0.0.1", 0, NULL, echo_factory,
+                                        sc, &s), 0);
+    hammer *h = calloc(1, sizeof *h);
+    h->port = pact_server_port(s);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, hammer_thread, h), 0);
+
+    RUN_UNTIL(loop, srv_made(sc) >= 40, 10000);
+    cr_assert_eq(pact_server_close(s), 0);
+    cr_assert_eq(pact_server_close(s), -EALREADY);
+    waited = 0;
+    cr_assert_eq(pact_server_wait_closed(s, on_wait_closed, NULL), 0);
+    int handed_at_close = sc->n;
+
+    /* The listener stops accepting once its accept is back: new clients
+     * are refused rather than left in a backlog nobody serves. */
+    RUN_UNTIL(loop, atomic_load(&h->refused) > 0, 5000);
+    run_for(loop, 100);
+    cr_expect_eq(sc->n, handed_at_close,
+                 "%d connection(s) handed to a protocol after close",
+                 sc->n - handed_at_close);
+    atomic_store(&h->stop, 1);
+    pthread_join(th, NULL);
+
+    /* Connections made before the close go on serving. */
+    cr_assert_geq(h->nheld, 1);
+    size_t before = srv_bytes(sc);
+    raw_echo(loop, h->held[0], "ping");
+    cr_expect_eq(srv_bytes(sc), before + 4);
+    cr_expect_eq(waited, 0, "wait_closed ran with connections open");
+
+    for (int i = 0; i < h->nheld; i++)
+        close(h->held[i]);
+    RUN_UNTIL(loop, waited, 5000);
+    cr_expect_eq(sc->n, handed_at_close);
+    cr_expect_eq(srv_made(sc), sc->n, "every accepted connection was made");
+    srv_expect_all_done(sc);
+    test_loop_free(loop);
+    cr_expect_eq(waited, 1);
+    free(h);
+    free(sc);
+    cr_expect_eq(count_open_fds(), fds0, "fd leak");
+}
+
+/* ---- a reset before accept ---------------------------------------------------- */
+
+Test(server, reset_before_accept_does_not_stop_the_server)
+{
+    int fds0 = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    srv_ctx *sc = calloc(1, sizeof *sc);
+    pact_server *s;
+    cr_assert_eq(pact_server_listen_tcp(loop, "127.0.0.1", 0, NULL, echo_factory,
+                                        sc, &s), 0);
+    int port = pact_server_port(s);
+    /* The loop has not run: the connection waits in the backlog, then is
+     * reset before anyone accepts it. */
+    for (int i = 0; i < 3; i++) {
+        int c1 = raw_connect(AF_INET, "127.0.0.1", port);
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        cr_assert_eq(setsockopt(c1, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+        close(c1);
+    }
+    int c2 = raw_connect(AF_INET, "127.0.0.1", port);
+    raw_echo(loop, c2, "after the reset");
+    close(c2);
+    RUN_UNTIL(loop, pact_server_connections(s) == 0, 5000);
+    srv_expect_all_done(sc);
+    close_server_and_wait(loop, s);
+    test_loop_free(loop);
+    free(sc);
+    cr_expect_eq(count_open_fds(), fds0, "fd leak");
+}
+
+/* ---- EMFILE, then recovery ---------------------------------------------------- */
+
+static int max_open_fd(void)
+{
+    int max = -1;
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.' && atoi(e->d_name) > max)
+            max = atoi(e->d_name);
+    if (d)
+        closedir(d);
+    return max;
+}
+
+Test(server, emfile_backs_off_and_recovers)
+{
+    int fds0 = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    srv_ctx *sc = calloc(1, sizeof *sc);
+    pact_server *s;
+    cr_assert_eq(pact_server_listen_tcp(loop, "127.0.0.1", 0, NULL, echo_factory,
+                                        sc, &s), 0);
+    int port = pact_server_port(s);
+    /* The accept is submitted only after the squeeze: io_uring reads the
+     * fd limit when it prepares an accept, not when it runs it. */
+
+    /* The client sockets exist before the squeeze and connect after it:
+     * the server's accept must then fail with EMFILE. */
+    int c[3];
+    for (int i = 0; i < 3; i++)
+        c[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    /* Then hold every free descriptor below the new limit. */
+    int spare[4];
+    for (int i = 0; i < 4; i++)
+        spare[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    struct rlimit old, low;
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+    low = old;
+    low.rlim_cur = (rlim_t)max_open_fd() + 1;
+    /* Fill any hole below the limit too. */
+    int fillers[64], nfill = 0;
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+    int f;
+    while (nfill < 64 && (f = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0)
+        fillers[nfill++] = f;
+    cr_assert_eq(errno, EMFILE);
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    pact_sockaddr_parse("127.0.0.1", (uint16_t)port, &ss, &sslen);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(connect(c[i], (struct sockaddr *)&ss, sslen), 0);
+
+    run_for(loop, 350);
+    uint64_t errors = pact_server_accept_errors(s);
+    cr_expect_gt(errors, 0, "accept never failed with EMFILE");
+    cr_expect_eq(sc->n, 0, "accepted %d with no descriptor free? (limit %d, errors %d)", sc->n, (int)low.rlim_cur, (int)errors);
+
+    /* Free descriptors: the server picks the clients up again. */
+    for (int i = 0; i < 4; i++)
+        close(spare[i]);
+    RUN_UNTIL(loop, srv_made(sc) == 3, 5000);
+    for (int i = 0; i < nfill; i++)
+        close(fillers[i]);
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+
+    for (int i = 0; i < 3; i++) {
+        raw_echo(loop, c[i], "still serving");
+        close(c[i]);
+    }
+    RUN_UNTIL(loop, pact_server_connections(s) == 0, 5000);
+    cr_expect_geq(pact_server_accept_errors(s), errors);
+    srv_expect_all_done(sc);
+    close_server_and_wait(loop, s);
+    test_loop_free(loop);
+    free(sc);
+    cr_expect_eq(count_open_fds(), fds0, "fd leak");
+}
+
+/* ---- dual stack ---------------------------------------------------------------- */
+
+static int ipv6_loopback_works(void)
+{
+    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    int ok = bind(fd, (struct sockaddr *)&sin6, sizeof sin6) == 0;
+    close(fd);
+    return ok;
+}
+
+Test(server, dual_stack_accepts_ipv4_and_ipv6)
+{
+    if (!ipv6_loopback_works())
+        cr_skip("IPv6 is not available on this machine (no ::1)");
+    int fds0 = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    srv_ctx *sc = calloc(1, sizeof *sc);
+    pact_server *s;
+    pact_server_options o = {.ipv6_only = 0};
+    cr_assert_eq(pact_server_listen_tcp(loop, "::", 0, &o, echo_factory, sc, &s), 0);
+    int port = pact_server_port(s);
+
+    client cl[2];
+    const char *hosts[2] = {"127.0.0.1", "::1"};
+    for (int i = 0; i < 2; i++) {
+        client_init(&cl[i], i, 64);
+        cl[i].r.close_after = 0; /* close below, after checking addresses */
+        cr_assert_gt(pact_connect_tcp(loop, hosts[i], (uint16_t)port,
+                                      &client_protocol, &cl[i], on_connect,
+                                      &cl[i]), 0);
+    }
+    RUN_UNTIL(loop, cl[0].r.nbytes == 64 && cl[1].r.nbytes == 64, 5000);
+    cr_assert_eq(sc->n, 2);
+    int families[2] = {0, 0};
+    for (int i = 0; i < 2; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len;
+        cr_assert_eq(pact_transport_sockname(cl[i].r.t, &ss, &len), 0);
+        families[i] = ss.ss_family;
+        pact_transport_close(cl[i].r.t);
+    }
+    cr_expect_eq(families[0], AF_INET);
+    cr_expect_eq(families[1], AF_INET6);
+    RUN_UNTIL(loop, cl[0].r.lost && cl[1].r.lost && srv_lost(sc) == 2, 5000);
+    for (int i = 0; i < 2; i++) {
+        cl[i].r.close_after = cl[i].msglen;
+        client_expect_echoed(&cl[i], i);
+        rec_free(&cl[i].r);
+    }
+    srv_expect_all_done(sc);
+
+    /* ipv6_only = 1 refuses IPv4. */
+    close_server_and_wait(loop, s);
+    o.ipv6_only = 1;
+    cr_assert_eq(pact_server_listen_tcp(loop, "::", 0, &o, echo_factory, sc, &s), 0);
+    port = pact_server_port(s);
+    client_init(&cl[0], 0, 8);
+    cr_assert_gt(pact_connect_tcp(loop, "127.0.0.1", (uint16_t)port,
+                                  &client_protocol, &cl[0], on_connect, &cl[0]), 0);
+    RUN_UNTIL(loop, cl[0].cb_calls, 5000);
+    cr_expect_eq(cl[0].err, -ECONNREFUSED);
+    close_server_and_wait(loop, s);
+    test_loop_free(loop);
+    free(sc);
+    cr_expect_eq(count_open_fds(), fds0, "fd leak");
+}
+
+/* ---- Unix sockets ----------------------------------------------------------------- */
+
+static void unix_echo_once(pact_loop *loop, const char *path)
+{
+    client c;
+    client_init(&c, 3, 200);
+    cr_assert_gt(pact_connect_unix(loop, path, &client_protocol, &c, on_connect, &c), 0);
+    RUN_UNTIL(loop, c.r.lost, 5000);
+    client_expect_echoed(&c, 0);
+    rec_free(&c.r);
+}
+
+Test(server, unix_path_replaces_a_stale_file_and_refuses_a_live_one)
+{
+    int fds0 = count_open_fds();
+    char dir[] = "/tmp/pact-srv-XXXXXX";
+    cr_assert(mkdtemp(dir));
+    char path[108];
+    snprintf(path, sizeof path, "%s/sock", dir);
+
+    /* A server that died without cleaning up left its socket file. */
+    int dead = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path);
+    cr_assert_eq(bind(dead, (struct sockaddr *)&sun, sizeof sun), 0);
+    cr_assert_eq(listen(dead, 4), 0);
+    close(dead);
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0);
+
+    pact_loop *loop = test_loop_new();
+    srv_ctx *sc = calloc(1, sizeof *sc);
+    pact_server *s, *s2 = NULL;
+    cr_assert_eq(pact_server_listen_unix(loop, path, NULL, echo_factory, sc, &s), 0,
+                 "a stale socket file is replaced");
+    int fds1 = count_open_fds();
+    cr_expect_eq(pact_server_listen_unix(loop, path, NULL, echo_factory, sc, &s2),
+                 -EADDRINUSE, "a live server's file is left alone");
+    cr_expect_eq(count_open_fds(), fds1, "the refused listen leaked an fd");
+    cr_assert_eq(stat(path, &st), 0, "the live server's file was removed");
+
+    unix_echo_once(loop, path);
+    unix_echo_once(loop, path);
+    /* The refused listen probed the live server with a connect, which it
+     * served as a connection of its own: wait for all of them. */
+    RUN_UNTIL(loop, pact_server_connections(s) == 0, 5000);
+    srv_expect_all_done(sc);
+    close_server_and_wait(loop, s);
+    cr_expect_neq(stat(path, &st), 0, "the socket file outlived the server");
+    test_loop_free(loop);
+    free(sc);
+    rmdir(dir);
+    cr_expect_eq(count_open_fds(), fds0, "fd leak");
+}
+
+Test(server, unix_abstract_namespace)
+{
+    int fds0 = count_open_fds();
+    char name[64];
+    snprintf(name, sizeof name, "@pact-test-%d-%llu", (int)getpid(),
+             (unsigned long long)pact_now());
+    pact_loop *loop = test_loop_new();
+    srv_ctx *sc = calloc(1, sizeof *sc);
+    pact_server *s, *s2 = NULL;
+    cr_assert_eq(pact_server_listen_unix(loop, name, NULL, echo_factory, sc, &s), 0);
+    cr_expect_eq(pact_server_listen_unix(loop, name, NULL, echo_factory, sc, &s2),
+                 -EADDRINUSE);
+    unix_echo_once(loop, name);
+    RUN_UNTIL(loop, srv_lost(sc) == 1, 5000);
+    srv_expect_all_done(sc);
+    close_server_and_wait(loop, s);
+    /* The name is free again once the server is gone. */
+    cr_assert_eq(pact_server_listen_unix(loop, name, NULL, echo_factory, sc, &s), 0);
+    close_server_and_wait(loop, s);
+    test_loop_free(loop);
+    free(sc);
+    cr_expect_eq(count_open_fds(), fds0, "fd leak");
+}
+
+/* ---- wait_closed ------------------------------------------------------------------ */
+
+static int waited2;
+static void on_wait_closed2(pact_loop *loop, void *user)
+{
+    (void)loop;
+    (void)user;
+    waited2++;
+}
+
+Test(server, wait_closed_runs_once_after_the_last_connection)
+{
+    int fds0 = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    srv_ctx *sc = calloc(1, sizeof *sc);
+    pact_server *s;
+    cr_assert_eq(pact_server_listen_tcp(loop, "127.0.0.1", 0, NULL, echo_factory,
+                                        sc, &s), 0);
+    int port = pact_server_port(s);
+    int c1 = raw_connect(AF_INET, "127.0.0.1", port);
+    int c2 = raw_connect(AF_INET, "127.0.0.1", port);
+    RUN_UNTIL(loop, srv_made(sc) == 2, 5000);
+
+    waited = waited2 = 0;
+    waited_seq_src = &sc->seq;
+    cr_assert_eq(pact_server_wait_closed(s, on_wait_closed, NULL), 0);
+    cr_assert_eq(pact_server_close(s), 0);
+    cr_assert_eq(pact_server_wait_closed(s, on_wait_closed2, NULL), 0);
+    run_for(loop, 50);
+    cr_expect_eq(waited + waited2, 0, "ran with connections open");
+    cr_expect_eq(pact_server_connections(s), 2);
+    raw_echo(loop, c1, "open");
+
+    close(c1);
+    RUN_UNTIL(loop, srv_lost(sc) == 1, 5000);
+    run_for(loop, 20);
+    cr_expect_eq(waited + waited2, 0, "ran with a connection open");
+    close(c2);
+    RUN_UNTIL(loop, waited && waited2, 5000);
+    run_for(loop, 20);
+    cr_expect_eq(waited, 1);
+    cr_expect_eq(waited2, 1);
+    srv_expect_all_done(sc);
+    for (int i = 0; i < sc->n; i++)
+        cr_expect_lt(sc->recs[i].lost_seq, waited_seq,
+                     "wait_closed ran before connection %d was lost", i);
+    waited_seq_src = NULL;
+
+    /* A server without connections: once, right after close. */
+    cr_assert_eq(pact_server_listen_tcp(loop, "127.0.0.1", 0, NULL, echo_factory,
+                                        sc, &s), 0);
+    close_server_and_wait(loop, s);
+    run_for(loop, 20);
+    cr_expect_eq(waited, 1);
+    test_loop_free(loop);
+    free(sc);
+    cr_expect_eq(count_open_fds(), fds0, "fd leak");
+}
+
+/* ---- SO_REUSEPORT: one listener per loop, one loop per thread ---------------------- */
+
+typedef struct worker {
+    pthread_t th;
+    int port; /* in: 0 = pick; out: the port */
+    atomic_int ready;
+    atomic_int quit;
+    pact_loop *loop;
+    srv_ctx *sc;
+    int err;
+    int bad;     /* order violations or leftover ops/strays */
+    int made, lost;
+    char why[160];
+} worker;
+
+static int wait_closed_flag;
+static void worker_wait_closed(pact_loop *loop, void *user)
+{
+    (void)loop;
+    *(int *)user = 1;
+}
+
+/* No Criterion assertions in here: they belong to the main thread. */
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    pact_loop_options o;
+    pact_loop_options_init(&o);
+    o.debug = 1;
+    w->err = pact_loop_create(&w->loop, &o);
+    if (w->err) {
+        atomic_store(&w->ready, -1);
+        return NULL;
+    }
+    pact_server *s;
+    pact_server_options so = {.reuse_port = 1};
+    w->err = pact_server_listen_tcp(w->loop, "127.0.0.1", (uint16_t)w->port, &so,
+                                    echo_factory, w->sc, &s);
+    if (w->err) {
+        pact_loop_free(w->loop);
+        atomic_store(&w->ready, -1);
+        return NULL;
+    }
+    w->port = pact_server_port(s);
+    atomic_store(&w->ready, 1);
+    while (!atomic_load(&w->quit))
+        pact_loop_run_once(w->loop, 10 * (int64_t)MS);
+    int closed = 0;
+    pact_server_close(s);
+    pact_server_wait_closed(s, worker_wait_closed, &closed);
+    uint64_t end = pact_now() + 5000 * MS;
+    while (!closed && pact_now() < end)
+        pact_loop_run_once(w->loop, 10 * (int64_t)MS);
+    if (!closed)
+        snprintf(w->why, sizeof w->why, "server never closed");
+    for (int i = 0; i < w->sc->n; i++) {
+        rec *r = &w->sc->recs[i];
+        w->made += r->made;
+        w->lost += r->lost;
+        if (r->bad && !w->why[0])
+            snprintf(w->why, sizeof w->why, "conn %d: %s", i, r->why);
+        w->bad += r->bad;
+    }
+    pact_loop_stats st;
+    pact_loop_close(w->loop);
+    pact_loop_get_stats(w->loop, &st);
+    if (st.ops_live || st.stray_completions) {
+        w->bad++;
+        snprintf(w->why, sizeof w->why, "ops live %llu, strays %llu",
+                 (unsigned long long)st.ops_live,
+                 (unsigned long long)st.stray_completions);
+    }
+    pact_loop_free(w->loop);
+    return NULL;
+}
+
+#define REUSE_CLIENTS 64
+
+Test(server, reuse_port_spreads_clients_over_loops_in_threads)
+{
+    int fds0 = count_open_fds();
+    worker w[2];
+    memset(w, 0, sizeof w);
+    for (int i = 0; i < 2; i++) {
+        w[i].sc = calloc(1, sizeof *w[i].sc);
+        if (i == 1)
+            w[1].port = w[0].port;
+        cr_assert_eq(pthread_create(&w[i].th, NULL, worker_main, &w[i]), 0);
+        while (atomic_load(&w[i].ready) == 0)
+            usleep(1000);
+        cr_assert_eq(atomic_load(&w[i].ready), 1, "listen on loop %d: %s", i,
+                     pact_strerror(w[i].err));
+    }
+    cr_assert_eq(w[0].port, w[1].port);
+
+    int c[REUSE_CLIENTS];
+    for (int i = 0; i < REUSE_CLIENTS; i++)
+        c[i] = raw_connect(AF_INET, "127.0.0.1", w[0].port);
+    for (int i = 0; i < REUSE_CLIENTS; i++) {
+        char msg[32], buf[32];
+        int n = snprintf(msg, sizeof msg, "client %d", i);
+        cr_assert_eq(send(c[i], msg, (size_t)n, MSG_NOSIGNAL), n);
+        struct timeval tv = {.tv_sec = 5};
+        setsockopt(c[i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        size_t got = 0;
+        while (got < (size_t)n) {
+            ssize_t k = recv(c[i], buf + got, (size_t)n - got, 0);
+            cr_assert_gt(k, 0, "client %d: no echo", i);
+            got += (size_t)k;
+        }
+        cr_assert(memcmp(buf, msg, (size_t)n) == 0);
+        close(c[i]);
+    }
+    /* Let each loop see the EOFs before stopping it. */
+    uint64_t end = pact_now() + 5000 * MS;
+    while (pact_now() < end) {
+        int lost = 0;
+        for (int k = 0; k < 2; k++)
+            for (int i = 0; i < w[k].sc->n; i++)
+                lost += w[k].sc->recs[i].lost; /* racy read: only a hint */
+        if (lost == REUSE_CLIENTS)
+            break;
+        usleep(2000);
+    }
+    for (int i = 0; i < 2; i++) {
+        atomic_store(&w[i].quit, 1);
+        pthread_join(w[i].th, NULL);
+    }
+    (void)wait_closed_flag;
+    cr_expect_eq(w[0].made + w[1].made, REUSE_CLIENTS);
+    cr_expect_eq(w[0].lost + w[1].lost, REUSE_CLIENTS);
+    cr_expect_gt(w[0].made, 0, "loop 0 got no client");
+    cr_expect_gt(w[1].made, 0, "loop 1 got no client");
+    for (int i = 0; i < 2; i++) {
+        cr_expect_eq(w[i].bad, 0, "loop %d: %s", i, w[i].why);
+        cr_expect_eq(w[i].why[0], 0, "loop %d: %s", i, w[i].why);
+        free(w[i].sc);
+    }
+    cr_expect_eq(count_open_fds(), fds0, "fd leak");
+}
