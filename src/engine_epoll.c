@@ -249,6 +249,16 @@ static int ep_submit(pact_loop *loop, pact_op_s *op)
         pact__op_defer(loop, op, -ENOMEM);
         return 0;
     }
+    /* The number may name a new fd since its last op (closed, then reused
+     * by a blocking pipe): a stale "already non-blocking" would let read()
+     * block the loop. Only an op with nothing else waiting on the number
+     * can be the first on a new fd, so check again for those; socket ops
+     * pass MSG_DONTWAIT and need no check. */
+    if ((op->kind == PACT_OP_READ || op->kind == PACT_OP_WRITE) &&
+        pact_list_empty(&f->queues[QUEUE_READ]) &&
+        pact_list_empty(&f->queues[QUEUE_WRITE]) &&
+        pact_list_empty(&f->queues[QUEUE_POLL]))
+        f->nonblock = f->regular = 0;
     prepare_fd(f, op->fd);
     enum fd_queue q = queue_of(op);
     /* Behind an op already waiting on this queue: keep the order. */
