@@ -10,6 +10,7 @@
  * it falls back to pread + send operations. The file position of file_fd
  * is never changed: sendfile(2) and pread take explicit offsets. */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <sys/sendfile.h>
@@ -43,15 +44,24 @@ static void step(pact_sendfile *sf);
 static void finish(pact_sendfile *sf, int err)
 {
     pact_transport *t = sf->t;
-    pact_completion c = {.op = 0, .result = err < 0 ? err : (int64_t)sf->sent,
+    pact_loop *loop = t->loop;
+    /* Cancelled because the connection failed (a reset seen by the read
+     * side first): the callback gets that error, not -ECANCELED. */
+    int64_t result = err < 0 ? err : (int64_t)sf->sent;
+    if (err == -ECANCELED && t->lost_err < 0)
+        result = t->lost_err;
+    pact_completion c = {.op = 0, .result = result,
                          .transferred = sf->sent};
     pact_op_cb cb = sf->cb;
     void *user = sf->user;
     free(sf->buf);
     free(sf);
     t->sendfile = NULL;
-    cb(t->loop, &c, user);
+    /* The transport goes on before the callback, so that a sendfile the
+     * callback starts is not wiped out by sendfile_done afterwards (writes
+     * would then pass it and close would not wait for it). */
     pact__transport_sendfile_done(t, err);
+    cb(loop, &c, user);
 }
 
 static void on_op(pact_loop *loop, const pact_completion *c, void *arg)
@@ -251,6 +261,12 @@ int pact_transport_sendfile(pact_transport *t, int file_fd, int64_t offset,
     /* What is in flight goes first by itself; what is pending must be let
      * through before the file, and nothing written after. */
     sf->bytes_before = t->pending.end - t->pending.start;
+    /* sendfile(2) has no MSG_DONTWAIT: on a blocking socket it would hold
+     * the loop until the peer has read everything. The transport owns the
+     * fd, and its other operations do not mind O_NONBLOCK. */
+    int fl = fcntl(t->fd, F_GETFL);
+    if (fl >= 0 && !(fl & O_NONBLOCK))
+        fcntl(t->fd, F_SETFL, fl | O_NONBLOCK);
     t->sendfile = sf;
     /* Starts the file now if nothing is buffered, else after the flush. */
     pact__transport_kick_write(t);
