@@ -305,7 +305,7 @@ Test(pipe, pause_and_resume_on_a_read_pipe_lose_nothing)
 /* The epoll engine caches per fd number whether it made the fd
  * non-blocking. A pipe that gets the number of a closed socket must still
  * be made non-blocking, or its first read blocks the whole loop. */
-Test(pipe, read_pipe_on_a_reused_fd_number_does_not_block_the_loop, .timeout = 20)
+Test(pipe, read_pipe_on_a_reused_fd_number_does_not_block_the_loop)
 {
     int fds0 = count_open_fds();
     pact_loop *loop = test_loop_new();
