@@ -32,6 +32,9 @@ extern "C" {
 
 struct addrinfo; /* <netdb.h> */
 struct statx;    /* <sys/stat.h> with _GNU_SOURCE, or <linux/stat.h> */
+struct ssl_ctx_st; /* <openssl/ssl.h>: SSL_CTX */
+struct ssl_st;     /* <openssl/ssl.h>: SSL */
+struct x509_st;    /* <openssl/x509.h>: X509 */
 
 #if defined(__GNUC__)
 #define PACT_API __attribute__((visibility("default")))
@@ -558,6 +561,239 @@ PACT_API pact_op pact_connect_unix(pact_loop *loop, const char *path,
                                    const pact_protocol *proto,
                                    void *proto_user, pact_connect_cb cb,
                                    void *user);
+
+/* ------------------------------------------------------------------------ */
+/* TLS (OpenSSL): the same transport API over any stream socket             */
+/* ------------------------------------------------------------------------ */
+
+/* A TLS transport is a pact_transport: every pact_transport_* function
+ * works on it (write/writev take plaintext and copy it, pause/resume keep
+ * the no-loss contract, the write buffer marks are the same, fd/sockname/
+ * peername are the socket's), except pact_transport_sendfile (-ENOTSUP)
+ * and pact_transport_kind (the plain transport's kind). Underneath it,
+ * the plain transport is owned by the TLS transport: do not use it after
+ * wrapping.
+ *
+ * What its protocol sees:
+ *   - connection_made once the handshake has completed (data written
+ *     before that is queued and sent first);
+ *   - data_received with plaintext; eof_received when the peer's
+ *     close_notify arrives (return non-zero to keep writing);
+ *   - connection_lost exactly once, last: 0 for a clean close (ours or
+ *     the peer's close_notify, or abort());
+ *       -ECONNRESET  the peer closed TCP without close_notify (truncation,
+ *                    "EOF in violation of protocol"), or reset it;
+ *       -EKEYREJECTED the peer's certificate failed verification (untrusted,
+ *                    expired, wrong host name: pact_tls_verify_result());
+ *       -EPROTO      anything else TLS refuses: garbage, a fatal alert from
+ *                    the peer, no common protocol version or cipher;
+ *       -ETIMEDOUT   the handshake did not finish in time;
+ *       -ECONNABORTED closed or aborted before the handshake finished.
+ *     pact_tls_error_message() tells the details (inside connection_lost).
+ *   - Handshake failure: connection_made never runs, connection_lost(err)
+ *     is the only callback (the one exception to §1.6: there never was a
+ *     connection, but you still learn of it once and can free your state).
+ *     The client and server helpers below hide such connections instead.
+ *
+ * Closing: close() sends close_notify after what is buffered, then closes
+ * the socket once it has gone out (abandoned after the context's shutdown
+ * timeout, 30 s by default); it does not wait for the peer's close_notify.
+ * Closing before the handshake has finished abandons it (as asyncio).
+ * write_eof() sends close_notify and then shuts down the socket's writing
+ * side; reading goes on. Renegotiation is refused. */
+
+/* A TLS configuration shared by many connections. */
+typedef struct pact_tls_context pact_tls_context;
+
+/* Which end of the handshake a context is for. */
+typedef enum pact_tls_role {
+    PACT_TLS_CLIENT = 0,
+    PACT_TLS_SERVER = 1,
+} pact_tls_role;
+
+/* Protocol versions for pact_tls_context_set_min_version(). */
+#define PACT_TLS_VERSION_1_2 0x0303
+#define PACT_TLS_VERSION_1_3 0x0304
+
+/* Creates a context. Defaults: TLS 1.2 at least, OpenSSL's default ciphers,
+ * no renegotiation, no compression. A client verifies the server's
+ * certificate against the system's trust store and checks its host name;
+ * a server asks for no client certificate. Returns 0 and sets *out, or
+ * -EINVAL / -ENOMEM. */
+PACT_API int pact_tls_context_new(pact_tls_role role, pact_tls_context **out);
+
+/* Drops the caller's reference. Transports, servers and pending connects
+ * made with it hold their own, so this may be called at once. NULL is
+ * ignored. */
+PACT_API void pact_tls_context_free(pact_tls_context *ctx);
+
+/* Loads a PEM certificate chain (leaf first) and its private key (key_file
+ * NULL = in cert_file). Required for servers. Returns 0, -ENOENT/-EACCES
+ * for an unreadable file, or -EINVAL (bad PEM, key does not match). */
+PACT_API int pact_tls_context_set_certificate(pact_tls_context *ctx,
+                                              const char *cert_file,
+                                              const char *key_file);
+
+/* Trusts the CA certificates in ca_file (PEM) and/or ca_dir (hashed
+ * directory), in addition to the system store for clients. */
+PACT_API int pact_tls_context_set_ca(pact_tls_context *ctx, const char *ca_file,
+                                     const char *ca_dir);
+
+/* Client: verify the server's certificate (default 1; 0 turns verification
+ * off, and with it the host-name check — say so explicitly, never by
+ * default). Server: 1 requires a client certificate trusted by
+ * pact_tls_context_set_ca() (default 0). */
+PACT_API int pact_tls_context_set_verify(pact_tls_context *ctx, int verify);
+
+/* Client: check that the certificate is for server_hostname (default 1;
+ * DNS names and IP literals both work). */
+PACT_API int pact_tls_context_set_check_hostname(pact_tls_context *ctx,
+                                                 int check);
+
+/* The oldest protocol version accepted: PACT_TLS_VERSION_1_2 (default) or
+ * PACT_TLS_VERSION_1_3. */
+PACT_API int pact_tls_context_set_min_version(pact_tls_context *ctx,
+                                              int version);
+
+/* OpenSSL cipher strings: tls12_list for TLS 1.2 ("ECDHE+AESGCM"),
+ * tls13_suites for TLS 1.3 ("TLS_AES_128_GCM_SHA256"); either may be NULL
+ * to keep the default. -EINVAL if OpenSSL rejects one. */
+PACT_API int pact_tls_context_set_ciphers(pact_tls_context *ctx,
+                                          const char *tls12_list,
+                                          const char *tls13_suites);
+
+/* ALPN protocol names ("h2", "http/1.1"), in preference order. A client
+ * offers them; a server picks the first of its own list the client offers
+ * (no overlap: the handshake goes on without ALPN). count 0 clears. */
+PACT_API int pact_tls_context_set_alpn(pact_tls_context *ctx,
+                                       const char *const *protos,
+                                       size_t count);
+
+/* Session resumption (default on). Client: the last session (TLS 1.3
+ * ticket) received from each server_hostname is kept in the context and
+ * offered on the next connection to that name (each ticket is used once);
+ * connections without a server_hostname never resume. Server: OpenSSL's
+ * session cache and stateless tickets; 0 turns both off. See
+ * pact_tls_session_reused(). */
+PACT_API int pact_tls_context_set_session_cache(pact_tls_context *ctx, int on);
+
+/* Timeouts: the handshake (default 60 s; pact_tls_wrap() may override it)
+ * and the close_notify flush on close (default 30 s). 0 = the default. */
+PACT_API int pact_tls_context_set_timeouts(pact_tls_context *ctx,
+                                           uint64_t handshake_ns,
+                                           uint64_t shutdown_ns);
+
+/* The context's SSL_CTX for anything not covered here (owned by ctx). */
+PACT_API struct ssl_ctx_st *pact_tls_context_ssl_ctx(pact_tls_context *ctx);
+
+/* Handshakes completed / failed with this context (monitoring, tests). */
+PACT_API uint64_t pact_tls_context_handshakes(const pact_tls_context *ctx);
+/* Handshakes that failed (including those the server helper hid). */
+PACT_API uint64_t pact_tls_context_handshake_failures(const pact_tls_context *ctx);
+
+/* Starts TLS over an open stream-socket transport — a fresh one, or one
+ * that has spoken plaintext first (STARTTLS). The client or server side is
+ * the context's role. From this call on, every byte the plain transport
+ * reads goes to TLS; bytes its old protocol already received past the
+ * STARTTLS command (the peer's first TLS record may arrive in the same
+ * segment) are handed over as initial_data/initial_len (copied). A plain
+ * transport that is paused is resumed: what it held is fed to TLS after
+ * initial_data, in order. Call it from the old protocol's data_received or
+ * at any later time; the handshake starts on the next iteration.
+ * server_hostname (client) is sent as SNI (unless an IP literal) and
+ * checked against the certificate; required while host-name checking is
+ * on. handshake_timeout_ns 0 = the context's. Returns 0 and sets *out to
+ * the TLS transport, or a negative errno (-ENOTSUP for pipes or a
+ * transport already TLS, -ESHUTDOWN if closing, -EINVAL); on failure the
+ * plain transport is left as it was. */
+PACT_API int pact_tls_wrap(pact_transport *plain, pact_tls_context *ctx,
+                           const char *server_hostname,
+                           const void *initial_data, size_t initial_len,
+                           uint64_t handshake_timeout_ns,
+                           const pact_protocol *proto, void *user,
+                           pact_transport **out);
+
+/* 1 if t is a TLS transport, else 0. */
+PACT_API int pact_transport_is_tls(const pact_transport *t);
+
+/* The negotiated version ("TLSv1.3"), or NULL before the handshake. The
+ * string is static. */
+PACT_API const char *pact_tls_version(const pact_transport *t);
+
+/* The negotiated cipher ("TLS_AES_256_GCM_SHA384"), or NULL before the
+ * handshake. Static string. */
+PACT_API const char *pact_tls_cipher(const pact_transport *t);
+
+/* The ALPN protocol agreed on, or NULL if none. Owned by the transport. */
+PACT_API const char *pact_tls_alpn(const pact_transport *t);
+
+/* 1 if the handshake resumed an earlier session. */
+PACT_API int pact_tls_session_reused(const pact_transport *t);
+
+/* The peer's certificate as an OpenSSL X509 * with a new reference: the
+ * caller owns it and calls X509_free(). NULL if the peer sent none. */
+PACT_API struct x509_st *pact_tls_peer_certificate(const pact_transport *t);
+
+/* The peer's certificate in DER: *der is malloc()ed and the caller
+ * free()s it. Returns 0, -ENOENT if the peer sent none, -EINVAL. */
+PACT_API int pact_tls_peer_certificate_der(const pact_transport *t,
+                                           unsigned char **der, size_t *len);
+
+/* The certificate verification result (X509_V_OK = 0, or an X509_V_ERR_*
+ * code such as X509_V_ERR_HOSTNAME_MISMATCH); -1 if t is not TLS. */
+PACT_API long pact_tls_verify_result(const pact_transport *t);
+
+/* Why the connection failed ("certificate verify failed: unable to get
+ * local issuer certificate", "the peer closed the connection without
+ * close_notify (truncation)", OpenSSL's reason for a protocol error), or
+ * NULL. Owned by the transport; valid until connection_lost returns. */
+PACT_API const char *pact_tls_error_message(const pact_transport *t);
+
+/* The connection's SSL * (owned by the transport) for anything else. */
+PACT_API struct ssl_st *pact_tls_ssl(const pact_transport *t);
+
+/* pact_connect_tcp() followed by a TLS handshake: cb runs once, after the
+ * handshake, with the TLS transport (connection_made follows at once), or
+ * with NULL and a negative errno (connect errors, -EKEYREJECTED,
+ * -EPROTO, -ETIMEDOUT, ...); on failure the protocol is never called.
+ * server_hostname NULL = host. The op is cancellable until the TCP
+ * connection is made; the handshake is bounded by the context's handshake
+ * timeout. Returns the op or a negative errno. */
+PACT_API pact_op pact_connect_tcp_tls(pact_loop *loop, const char *host,
+                                      uint16_t port, pact_tls_context *ctx,
+                                      const char *server_hostname,
+                                      const pact_protocol *proto,
+                                      void *proto_user, pact_connect_cb cb,
+                                      void *user);
+
+/* pact_connect_unix() followed by a TLS handshake, as
+ * pact_connect_tcp_tls(). server_hostname may be NULL only if host-name
+ * checking (or verification) is off. */
+PACT_API pact_op pact_connect_unix_tls(pact_loop *loop, const char *path,
+                                       pact_tls_context *ctx,
+                                       const char *server_hostname,
+                                       const pact_protocol *proto,
+                                       void *proto_user, pact_connect_cb cb,
+                                       void *user);
+
+/* pact_server_listen_tcp() with TLS on every connection (ctx must be a
+ * server context). The factory is called once the handshake has completed,
+ * so a connection whose handshake fails never reaches user code (it is
+ * counted in pact_tls_context_handshake_failures() and logged in debug
+ * mode); a factory refusal closes the connection with close_notify. */
+PACT_API int pact_server_listen_tcp_tls(pact_loop *loop, const char *host,
+                                        uint16_t port,
+                                        const pact_server_options *opts,
+                                        pact_tls_context *ctx,
+                                        pact_protocol_factory factory,
+                                        void *factory_user, pact_server **out);
+
+/* pact_server_listen_unix() with TLS, as pact_server_listen_tcp_tls(). */
+PACT_API int pact_server_listen_unix_tls(pact_loop *loop, const char *path,
+                                         const pact_server_options *opts,
+                                         pact_tls_context *ctx,
+                                         pact_protocol_factory factory,
+                                         void *factory_user, pact_server **out);
 
 /* ------------------------------------------------------------------------ */
 /* Socket helpers (blocking setup calls, used by examples and tests)        */

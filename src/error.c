@@ -17,7 +17,7 @@
     X(ECONNRESET) X(ENOBUFS) X(EISCONN) X(ENOTCONN) X(ESHUTDOWN)            \
     X(ETIMEDOUT) X(ECONNREFUSED) X(EHOSTUNREACH) X(EALREADY) X(EINPROGRESS) \
     X(ECANCELED) X(ETIME) X(EPROTO) X(EOVERFLOW) X(EBADMSG) X(EILSEQ)       \
-    X(ENODATA)
+    X(ENODATA) X(EKEYREJECTED) /* TLS: certificate verification */
 
 const char *pact_err_name(int err)
 {

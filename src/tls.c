@@ -1,0 +1,1660 @@
+/* TLS over any stream transport, with OpenSSL and memory BIOs.
+ *
+ * A TLS transport is a second pact_transport whose `ops` point here (see
+ * pact_transport_ops in stream.h), so users see the same transport API as
+ * for plain streams. Underneath, the plain transport gets this file's
+ * protocol: its data_received feeds ciphertext into the SSL object's read
+ * BIO (a memory BIO: a FIFO, so nothing is lost or reordered whatever the
+ * timing), and everything OpenSSL writes goes through a custom write BIO
+ * straight into pact_transport_write() of the plain transport (one copy,
+ * the plain transport's own buffer does the rest: coalescing, flow
+ * control, close-after-flush).
+ *
+ * Pausing: while the user is paused no SSL_read is made, and the plain
+ * transport is paused too, so the kernel's buffer fills and TCP pushes
+ * back. Ciphertext already in the read BIO stays there and is decrypted
+ * and delivered on resume, from a fresh loop callback.
+ *
+ * Flow control: the plain transport's marks are set to (low, low) of the
+ * TLS transport, so the plain transport tells us exactly when its buffer
+ * falls to our low mark; our own size is plaintext queued before the
+ * handshake plus the plain transport's buffer.
+ *
+ * Lifetime: the TLS transport lives until the plain transport's
+ * connection_lost, from which the user's connection_lost is called (once,
+ * last) and the memory released. The plain transport is a loop resource,
+ * so loop close tears both down in order. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "loop.h"
+#include "stream.h"
+
+#define TLS_READ_CHUNK (64 * 1024)
+#define DEFAULT_HIGH_WATER (64 * 1024)
+#define DEFAULT_LOW_WATER (16 * 1024)
+#define DEFAULT_HANDSHAKE_TIMEOUT_NS (60ull * 1000 * 1000 * 1000)
+#define DEFAULT_SHUTDOWN_TIMEOUT_NS (30ull * 1000 * 1000 * 1000)
+#define SESSION_SLOTS 32
+
+typedef struct session_slot {
+    char *host;
+    SSL_SESSION *sess;
+} session_slot;
+
+struct pact_tls_context {
+    SSL_CTX *ssl_ctx;
+    int refs;
+    int server;
+    int verify;
+    int check_hostname;
+    int session_cache;
+    unsigned char *alpn; /* wire format: length-prefixed names */
+    size_t alpn_len;
+    uint64_t handshake_timeout_ns;
+    uint64_t shutdown_timeout_ns;
+    uint64_t handshakes, handshake_failures;
+    session_slot sessions[SESSION_SLOTS];
+};
+
+typedef struct tls_conn tls_conn;
+/* Internal hook for the client and server helpers: called when the
+ * handshake is done (err 0, before connection_made; it may change the
+ * protocol) or failed (then the user's protocol is never called). */
+typedef void (*tls_hook)(tls_conn *c, int err, void *arg);
+
+struct tls_conn {
+    pact_transport t; /* the public face: t.ops = &tls_ops, t.impl = this */
+    pact_transport *plain; /* NULL once the plain transport is gone */
+    pact_tls_context *ctx;
+    SSL *ssl;
+    BIO *rbio; /* memory BIO: ciphertext received, not yet decrypted */
+    char *hostname;
+
+    unsigned server : 1;
+    unsigned started : 1;      /* the handshake has begun */
+    unsigned hs_done : 1;      /* ... and completed */
+    unsigned made : 1;         /* user's connection_made has run */
+    unsigned silent : 1;       /* hook took the failure: no user callbacks */
+    unsigned closing : 1;      /* close, abort or error: no more delivery */
+    unsigned aborting : 1;
+    unsigned paused : 1;       /* user paused reading */
+    unsigned eof_seen : 1;     /* close_notify received */
+    unsigned eof_pending : 1;  /* ... while paused: deliver on resume */
+    unsigned eof_requested : 1;
+    unsigned shutdown_sent : 1;
+    unsigned write_paused : 1;
+    unsigned final_pending : 1;
+    int depth; /* nesting of our own code: finish only at depth 0 */
+    int err;   /* first error: what connection_lost reports */
+
+    pact_handle hs_timer, close_timer, process_handle, start_handle;
+    uint64_t handshake_timeout_ns;
+    pact_wbuf pending; /* plaintext written before the handshake ended */
+    size_t high_water, low_water;
+    uint64_t writes_after_close;
+    char *rbuf;
+    long verify_result;
+    char alpn[256];
+    char errmsg[256];
+
+    tls_hook hook;
+    void *hook_arg;
+};
+
+static const pact_transport_ops tls_ops;
+static const pact_protocol plain_proto;
+
+static tls_conn *conn_of(const pact_transport *t)
+{
+    return (tls_conn *)t->impl;
+}
+
+static int is_tls(const pact_transport *t)
+{
+    return t && t->ops == &tls_ops;
+}
+
+/* ---- the write BIO: straight into the plain transport ------------------- */
+
+static BIO_METHOD *write_method;
+static pthread_once_t write_method_once = PTHREAD_ONCE_INIT;
+
+static int wbio_write(BIO *b, const char *data, int len)
+{
+    tls_conn *c = BIO_get_data(b);
+    if (len <= 0)
+        return 0;
+    /* Once the plain transport is closing or gone, output is dropped: it
+     * could not be sent anyway (pact_transport_write refuses it). */
+    if (c && c->plain && !pact_transport_is_closing(c->plain))
+        pact_transport_write(c->plain, data, (size_t)len);
+    return len;
+}
+
+static long wbio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)b;
+    (void)num;
+    (void)ptr;
+    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static int wbio_create(BIO *b)
+{
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+static void make_write_method(void)
+{
+    write_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK,
+                                "pact transport");
+    if (write_method) {
+        BIO_meth_set_write(write_method, wbio_write);
+        BIO_meth_set_ctrl(write_method, wbio_ctrl);
+        BIO_meth_set_create(write_method, wbio_create);
+    }
+}
+
+/* ---- contexts ------------------------------------------------------------- */
+
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned int inlen, void *arg)
+{
+    (void)ssl;
+    pact_tls_context *ctx = arg;
+    unsigned char *sel;
+    /* Server preference order; no overlap: go on without ALPN. */
+    if (SSL_select_next_proto(&sel, outlen, ctx->alpn, (unsigned)ctx->alpn_len,
+                              in, inlen) != OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK;
+    *out = sel;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+static int new_session(SSL *ssl, SSL_SESSION *sess)
+{
+    tls_conn *c = SSL_get_app_data(ssl);
+    if (!c || !c->hostname || !c->ctx->session_cache)
+        return 0;
+    pact_tls_context *ctx = c->ctx;
+    session_slot *slot = NULL;
+    for (int i = 0; i < SESSION_SLOTS && !slot; i++)
+        if (ctx->sessions[i].host && strcmp(ctx->sessions[i].host, c->hostname) == 0)
+            slot = &ctx->sessions[i];
+    for (int i = 0; i < SESSION_SLOTS && !slot; i++)
+        if (!ctx->sessions[i].host)
+            slot = &ctx->sessions[i];
+    if (!slot)
+        slot = &ctx->sessions[(uintptr_t)sess % SESSION_SLOTS]; /* evict one */
+    if (!slot->host) {
+        slot->host = strdup(c->hostname);
+        if (!slot->host)
+            return 0;
+    } else if (strcmp(slot->host, c->hostname) != 0) {
+        char *h = strdup(c->hostname);
+        if (!h)
+            return 0;
+        free(slot->host);
+        slot->host = h;
+    }
+    if (slot->sess)
+        SSL_SESSION_free(slot->sess);
+    slot->sess = sess; /* returning 1 keeps OpenSSL's reference */
+    return 1;
+}
+
+int pact_tls_context_new(pact_tls_role role, pact_tls_context **out)
+{
+    if (!out || (role != PACT_TLS_CLIENT && role != PACT_TLS_SERVER))
+        return -EINVAL;
+    pact_tls_context *ctx = calloc(1, sizeof *ctx);
+    if (!ctx)
+        return -ENOMEM;
+    ctx->server = role == PACT_TLS_SERVER;
+    ctx->ssl_ctx = SSL_CTX_new(ctx->server ? TLS_server_method() : TLS_client_method());
+    if (!ctx->ssl_ctx) {
+        free(ctx);
+        return -ENOMEM;
+    }
+    ctx->refs = 1;
+    ctx->verify = !ctx->server;
+    ctx->check_hostname = !ctx->server;
+    ctx->session_cache = 1;
+    ctx->handshake_timeout_ns = DEFAULT_HANDSHAKE_TIMEOUT_NS;
+    ctx->shutdown_timeout_ns = DEFAULT_SHUTDOWN_TIMEOUT_NS;
+    SSL_CTX *s = ctx->ssl_ctx;
+    SSL_CTX_set_min_proto_version(s, TLS1_2_VERSION);
+    SSL_CTX_set_options(s, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    /* Writes are whole (SSL_write_ex takes all of it: the write BIO
+     * never blocks). */
+    SSL_CTX_set_mode(s, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (ctx->server) {
+        SSL_CTX_set_verify(s, SSL_VERIFY_NONE, NULL);
+        SSL_CTX_set_session_id_context(s, (const unsigned char *)"pact", 4);
+    } else {
+        SSL_CTX_set_verify(s, SSL_VERIFY_PEER, NULL);
+        SSL_CTX_set_default_verify_paths(s);
+        SSL_CTX_set_session_cache_mode(s, SSL_SESS_CACHE_CLIENT |
+                                              SSL_SESS_CACHE_NO_INTERNAL_STORE);
+        SSL_CTX_sess_set_new_cb(s, new_session);
+    }
+    *out = ctx;
+    return 0;
+}
+
+static void context_unref(pact_tls_context *ctx)
+{
+    if (--ctx->refs > 0)
+        return;
+    for (int i = 0; i < SESSION_SLOTS; i++) {
+        free(ctx->sessions[i].host);
+        if (ctx->sessions[i].sess)
+            SSL_SESSION_free(ctx->sessions[i].sess);
+    }
+    SSL_CTX_free(ctx->ssl_ctx);
+    free(ctx->alpn);
+    free(ctx);
+}
+
+void pact_tls_context_free(pact_tls_context *ctx)
+{
+    if (ctx)
+        context_unref(ctx);
+}
+
+static int file_error(const char *path)
+{
+    return access(path, R_OK) < 0 ? -errno : -EINVAL;
+}
+
+int pact_tls_context_set_certificate(pact_tls_context *ctx, const char *cert_file,
+                                     const char *key_file)
+{
+    if (!ctx || !cert_file)
+        return -EINVAL;
+    if (!key_file)
+        key_file = cert_file;
+    ERR_clear_error();
+    if (SSL_CTX_use_certificate_chain_file(ctx->ssl_ctx, cert_file) != 1)
+        return file_error(cert_file);
+    if (SSL_CTX_use_PrivateKey_file(ctx->ssl_ctx, key_file, SSL_FILETYPE_PEM) != 1)
+        return file_error(key_file);
+    if (SSL_CTX_check_private_key(ctx->ssl_ctx) != 1)
+        return -EINVAL; /* the key does not match the certificate */
+    ERR_clear_error();
+    return 0;
+}
+
+int pact_tls_context_set_ca(pact_tls_context *ctx, const char *ca_file,
+                            const char *ca_dir)
+{
+    if (!ctx || (!ca_file && !ca_dir))
+        return -EINVAL;
+    ERR_clear_error();
+    if (SSL_CTX_load_verify_locations(ctx->ssl_ctx, ca_file, ca_dir) != 1) {
+        ERR_clear_error();
+        return ca_file ? file_error(ca_file) : -EINVAL;
+    }
+    return 0;
+}
+
+static void apply_verify(pact_tls_context *ctx)
+{
+    int mode = SSL_VERIFY_NONE;
+    if (ctx->verify)
+        mode = ctx->server ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+                           : SSL_VERIFY_PEER;
+    SSL_CTX_set_verify(ctx->ssl_ctx, mode, NULL);
+}
+
+int pact_tls_context_set_verify(pact_tls_context *ctx, int verify)
+{
+    if (!ctx)
+        return -EINVAL;
+    ctx->verify = verify != 0;
+    apply_verify(ctx);
+    return 0;
+}
+
+int pact_tls_context_set_check_hostname(pact_tls_context *ctx, int check)
+{
+    if (!ctx)
+        return -EINVAL;
+    ctx->check_hostname = check != 0;
+    return 0;
+}
+
+int pact_tls_context_set_min_version(pact_tls_context *ctx, int version)
+{
+    if (!ctx || (version != PACT_TLS_VERSION_1_2 && version != PACT_TLS_VERSION_1_3))
+        return -EINVAL;
+    return SSL_CTX_set_min_proto_version(ctx->ssl_ctx, version) == 1 ? 0 : -EINVAL;
+}
+
+int pact_tls_context_set_ciphers(pact_tls_context *ctx, const char *tls12_list,
+                                 const char *tls13_suites)
+{
+    if (!ctx || (!tls12_list && !tls13_suites))
+        return -EINVAL;
+    ERR_clear_error();
+    if (tls12_list && SSL_CTX_set_cipher_list(ctx->ssl_ctx, tls12_list) != 1)
+        return -EINVAL;
+    if (tls13_suites && SSL_CTX_set_ciphersuites(ctx->ssl_ctx, tls13_suites) != 1)
+        return -EINVAL;
+    return 0;
+}
+
+int pact_tls_context_set_alpn(pact_tls_context *ctx, const char *const *protos,
+                              size_t count)
+{
+    if (!ctx || (!protos && count))
+        return -EINVAL;
+    size_t len = 0;
+    for (size_t i = 0; i < count; i++) {
+        size_t n = protos[i] ? strlen(protos[i]) : 0;
+        if (n == 0 || n > 255)
+            return -EINVAL;
+        len += 1 + n;
+    }
+    unsigned char *wire = len ? malloc(len) : NULL;
+    if (len && !wire)
+        return -ENOMEM;
+    size_t off = 0;
+    for (size_t i = 0; i < count; i++) {
+        size_t n = strlen(protos[i]);
+        wire[off++] = (unsigned char)n;
+        memcpy(wire + off, protos[i], n);
+        off += n;
+    }
+    free(ctx->alpn);
+    ctx->alpn = wire;
+    ctx->alpn_len = len;
+    if (ctx->server) {
+        SSL_CTX_set_alpn_select_cb(ctx->ssl_ctx, len ? alpn_select : NULL, ctx);
+    } else if (SSL_CTX_set_alpn_protos(ctx->ssl_ctx, wire, (unsigned)len) != 0) {
+        return -ENOMEM; /* note: 0 is success for this one */
+    }
+    return 0;
+}
+
+int pact_tls_context_set_session_cache(pact_tls_context *ctx, int on)
+{
+    if (!ctx)
+        return -EINVAL;
+    ctx->session_cache = on != 0;
+    if (ctx->server)
+        SSL_CTX_set_session_cache_mode(ctx->ssl_ctx, on ? SSL_SESS_CACHE_SERVER
+                                                        : SSL_SESS_CACHE_OFF);
+    if (ctx->server && !on)
+        SSL_CTX_set_options(ctx->ssl_ctx, SSL_OP_NO_TICKET);
+    return 0;
+}
+
+int pact_tls_context_set_timeouts(pact_tls_context *ctx, uint64_t handshake_ns,
+                                  uint64_t shutdown_ns)
+{
+    if (!ctx)
+        return -EINVAL;
+    ctx->handshake_timeout_ns = handshake_ns ? handshake_ns : DEFAULT_HANDSHAKE_TIMEOUT_NS;
+    ctx->shutdown_timeout_ns = shutdown_ns ? shutdown_ns : DEFAULT_SHUTDOWN_TIMEOUT_NS;
+    return 0;
+}
+
+struct ssl_ctx_st *pact_tls_context_ssl_ctx(pact_tls_context *ctx)
+{
+    return ctx ? ctx->ssl_ctx : NULL;
+}
+
+uint64_t pact_tls_context_handshakes(const pact_tls_context *ctx)
+{
+    return ctx ? ctx->handshakes : 0;
+}
+
+uint64_t pact_tls_context_handshake_failures(const pact_tls_context *ctx)
+{
+    return ctx ? ctx->handshake_failures : 0;
+}
+
+/* ---- teardown -------------------------------------------------------------- */
+
+static void cancel_handle(pact_loop *loop, pact_handle *h)
+{
+    if (*h > 0)
+        pact_handle_cancel(loop, *h);
+    *h = 0;
+}
+
+static void conn_free(tls_conn *c)
+{
+    pact_loop *loop = c->t.loop;
+    cancel_handle(loop, &c->hs_timer);
+    cancel_handle(loop, &c->close_timer);
+    cancel_handle(loop, &c->process_handle);
+    cancel_handle(loop, &c->start_handle);
+    SSL_free(c->ssl); /* frees both BIOs */
+    context_unref(c->ctx);
+    free(c->hostname);
+    free(c->pending.data);
+    free(c->rbuf);
+    free(c);
+}
+
+/* The plain transport is gone: the user's connection_lost, once, last. */
+static void finish(tls_conn *c)
+{
+    if (c->depth > 0) {
+        c->final_pending = 1; /* our caller is still using c */
+        return;
+    }
+    c->final_pending = 0;
+    c->closing = 1;
+    c->t.lost = 1;
+    if (!c->silent && c->t.proto && c->t.proto->connection_lost)
+        c->t.proto->connection_lost(&c->t, c->err, c->t.user);
+    conn_free(c);
+}
+
+static void enter(tls_conn *c)
+{
+    c->depth++;
+}
+
+/* Returns 1 if c is gone. */
+static int leave(tls_conn *c)
+{
+    if (--c->depth == 0 && c->final_pending) {
+        finish(c);
+        return 1;
+    }
+    return 0;
+}
+
+static void close_timed_out(pact_loop *loop, void *arg)
+{
+    (void)loop;
+    tls_conn *c = arg;
+    c->close_timer = 0;
+    if (c->plain)
+        pact_transport_abort(c->plain);
+}
+
+/* Closes the plain transport after it has sent what is queued (an alert,
+ * close_notify), but no longer than the shutdown timeout. */
+static void close_plain(tls_conn *c)
+{
+    if (!c->plain)
+        return;
+    pact_transport_close(c->plain);
+    if (c->plain && !c->close_timer && pact_transport_write_buffer_size(c->plain) > 0) {
+        pact_handle h = pact_call_later(c->t.loop, c->ctx->shutdown_timeout_ns,
+                                        close_timed_out, c);
+        if (h > 0)
+            c->close_timer = h;
+    }
+}
+
+static void capture_ssl_error(tls_conn *c, const char *what)
+{
+    unsigned long e = ERR_peek_last_error();
+    if (e) {
+        char buf[200];
+        ERR_error_string_n(e, buf, sizeof buf);
+        snprintf(c->errmsg, sizeof c->errmsg, "%s: %s", what, buf);
+    } else if (!c->errmsg[0]) {
+        snprintf(c->errmsg, sizeof c->errmsg, "%s", what);
+    }
+    ERR_clear_error();
+}
+
+/* A TLS protocol error (garbage, a fatal alert, a failed verification):
+ * the alert OpenSSL queued is sent, then the plain transport closes. */
+static void protocol_error(tls_conn *c, int err)
+{
+    if (!c->err)
+        c->err = err;
+    if (c->aborting)
+        return;
+    c->closing = 1;
+    c->aborting = 1;
+    close_plain(c);
+}
+
+static void handshake_failed(tls_conn *c, int err)
+{
+    if (c->hs_done || c->aborting)
+        return;
+    cancel_handle(c->t.loop, &c->hs_timer);
+    c->ctx->handshake_failures++;
+    if (!c->err)
+        c->err = err;
+    if (pact_loop_debug(c->t.loop))
+        pact__log(c->t.loop, "TLS handshake failed (%s): %s", pact_err_name(err),
+                  c->errmsg[0] ? c->errmsg : pact_strerror(err));
+    if (c->hook) {
+        c->silent = 1;
+        c->hook(c, c->err, c->hook_arg);
+    }
+    if (err == -ETIMEDOUT) {
+        c->closing = c->aborting = 1;
+        if (c->plain)
+            pact_transport_abort(c->plain);
+        return;
+    }
+    protocol_error(c, err);
+}
+
+/* Maps a failed SSL call to an errno and records the reason. */
+static int classify_failure(tls_conn *c, int sslerr, const char *what)
+{
+    long v = SSL_get_verify_result(c->ssl);
+    if (!c->hs_done && v != X509_V_OK) {
+        c->verify_result = v;
+        snprintf(c->errmsg, sizeof c->errmsg, "certificate verify failed: %s",
+                 X509_verify_cert_error_string(v));
+        ERR_clear_error();
+        return -EKEYREJECTED;
+    }
+    capture_ssl_error(c, what);
+    (void)sslerr;
+    return -EPROTO;
+}
+
+/* ---- reading ------------------------------------------------------------- */
+
+static int tls_close(pact_transport *t);
+
+static void deliver(tls_conn *c, const char *data, size_t len)
+{
+    pact_transport *t = &c->t;
+    if (t->proto->get_buffer) {
+        size_t off = 0;
+        while (off < len && !c->closing) {
+            size_t n = 0;
+            char *dst = t->proto->get_buffer(t, len - off, &n, t->user);
+            if (!dst || n == 0) {
+                if (!c->err)
+                    c->err = -ENOBUFS;
+                c->closing = c->aborting = 1;
+                if (c->plain)
+                    pact_transport_abort(c->plain);
+                return;
+            }
+            if (n > len - off)
+                n = len - off;
+            memcpy(dst, data + off, n);
+            off += n;
+            if (t->proto->buffer_updated)
+                t->proto->buffer_updated(t, n, t->user);
+        }
+    } else if (t->proto->data_received) {
+        t->proto->data_received(t, data, len, t->user);
+    }
+}
+
+static void close_notify_received(tls_conn *c)
+{
+    c->eof_pending = 0;
+    c->eof_seen = 1;
+    int keep = c->t.proto->eof_received ? c->t.proto->eof_received(&c->t, c->t.user) : 0;
+    if (!keep)
+        tls_close(&c->t);
+}
+
+/* Decrypts what the read BIO holds and hands it over, while not paused. */
+static void read_app_data(tls_conn *c)
+{
+    if (!c->rbuf) {
+        c->rbuf = malloc(TLS_READ_CHUNK);
+        if (!c->rbuf) {
+            protocol_error(c, -ENOMEM);
+            return;
+        }
+    }
+    while (c->hs_done && !c->paused && !c->closing && !c->eof_seen) {
+        if (c->eof_pending) {
+            close_notify_received(c);
+            return;
+        }
+        size_t got = 0;
+        int zero_return = 0, fail = 0, more = 1;
+        while (got < TLS_READ_CHUNK) {
+            size_t n = 0;
+            ERR_clear_error();
+            if (SSL_read_ex(c->ssl, c->rbuf + got, TLS_READ_CHUNK - got, &n) == 1) {
+                got += n;
+                continue;
+            }
+            int e = SSL_get_error(c->ssl, 0);
+            if (e == SSL_ERROR_ZERO_RETURN)
+                zero_return = 1;
+            else if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+                fail = classify_failure(c, e, "TLS read");
+            more = 0;
+            break;
+        }
+        if (got)
+            deliver(c, c->rbuf, got);
+        if (fail) {
+            protocol_error(c, fail);
+            return;
+        }
+        if (zero_return) {
+            c->eof_pending = 1;
+            continue; /* delivered now unless paused or closed meanwhile */
+        }
+        if (!more)
+            return;
+    }
+}
+
+static void check_pause_writing(tls_conn *c);
+
+/* Pushes plaintext through SSL (the output goes to the plain transport). */
+static int encrypt(tls_conn *c, const void *data, size_t len)
+{
+    size_t done = 0;
+    ERR_clear_error();
+    if (SSL_write_ex(c->ssl, data, len, &done) != 1 || done != len) {
+        int e = classify_failure(c, SSL_get_error(c->ssl, 0), "TLS write");
+        protocol_error(c, e);
+        return -EPIPE;
+    }
+    return 0;
+}
+
+static void send_close_notify(tls_conn *c)
+{
+    if (c->shutdown_sent || !c->hs_done)
+        return;
+    c->shutdown_sent = 1;
+    ERR_clear_error();
+    SSL_shutdown(c->ssl);
+    ERR_clear_error();
+}
+
+static void handshake_done(tls_conn *c)
+{
+    c->hs_done = 1;
+    c->ctx->handshakes++;
+    cancel_handle(c->t.loop, &c->hs_timer);
+    const unsigned char *a = NULL;
+    unsigned alen = 0;
+    SSL_get0_alpn_selected(c->ssl, &a, &alen);
+    if (a && alen) {
+        memcpy(c->alpn, a, alen);
+        c->alpn[alen] = '\0';
+    }
+    if (c->hook)
+        c->hook(c, 0, c->hook_arg); /* may set the protocol, or refuse */
+    if (c->silent || c->aborting)
+        return;
+    /* Plaintext written before the handshake goes first. */
+    if (c->pending.end > c->pending.start) {
+        int r = encrypt(c, c->pending.data + c->pending.start,
+                        c->pending.end - c->pending.start);
+        c->pending.start = c->pending.end = 0;
+        if (r < 0)
+            return;
+    }
+    if (c->eof_requested) {
+        send_close_notify(c);
+        if (c->plain)
+            pact_transport_write_eof(c->plain);
+    }
+    c->made = 1;
+    if (c->t.proto->connection_made)
+        c->t.proto->connection_made(&c->t, c->t.user);
+    check_pause_writing(c);
+    if (c->paused && c->plain)
+        pact_transport_pause_reading(c->plain);
+}
+
+/* Runs the handshake and decryption on what has arrived. */
+static void drive(tls_conn *c)
+{
+    if (c->aborting || c->t.lost)
+        return;
+    if (!c->hs_done) {
+        ERR_clear_error();
+        int r = SSL_do_handshake(c->ssl);
+        if (r != 1) {
+            int e = SSL_get_error(c->ssl, r);
+            if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+                return;
+            handshake_failed(c, classify_failure(c, e, "TLS handshake"));
+            return;
+        }
+        handshake_done(c);
+        if (c->aborting)
+            return;
+    }
+    if (!c->closing)
+        read_app_data(c);
+}
+
+static void handshake_timed_out(pact_loop *loop, void *arg)
+{
+    (void)loop;
+    tls_conn *c = arg;
+    c->hs_timer = 0;
+    if (c->hs_done || c->aborting)
+        return;
+    enter(c);
+    snprintf(c->errmsg, sizeof c->errmsg, "TLS handshake timed out");
+    handshake_failed(c, -ETIMEDOUT);
+    leave(c);
+}
+
+static void start_handshake(tls_conn *c)
+{
+    if (c->started || c->aborting)
+        return;
+    c->started = 1;
+    cancel_handle(c->t.loop, &c->start_handle);
+    pact_handle h = pact_call_later(c->t.loop, c->handshake_timeout_ns,
+                                    handshake_timed_out, c);
+    if (h > 0)
+        c->hs_timer = h;
+    drive(c);
+}
+
+static void start_soon(pact_loop *loop, void *arg)
+{
+    (void)loop;
+    tls_conn *c = arg;
+    c->start_handle = 0;
+    enter(c);
+    start_handshake(c);
+    leave(c);
+}
+
+static void process_soon(pact_loop *loop, void *arg)
+{
+    (void)loop;
+    tls_conn *c = arg;
+    c->process_handle = 0;
+    enter(c);
+    if (!c->paused && !c->closing)
+        read_app_data(c);
+    leave(c);
+}
+
+/* ---- the plain transport's protocol ----------------------------------- */
+
+static void plain_made(pact_transport *plain, void *user)
+{
+    (void)plain;
+    tls_conn *c = user;
+    enter(c);
+    start_handshake(c);
+    leave(c);
+}
+
+static void plain_data(pact_transport *plain, const void *data, size_t len,
+                       void *user)
+{
+    (void)plain;
+    tls_conn *c = user;
+    if (c->aborting)
+        return;
+    enter(c);
+    if (BIO_write(c->rbio, data, (int)len) != (int)len)
+        protocol_error(c, -ENOMEM);
+    else if (!c->started)
+        start_handshake(c);
+    else
+        drive(c);
+    leave(c);
+}
+
+static int plain_eof(pact_transport *plain, void *user)
+{
+    (void)plain;
+    tls_conn *c = user;
+    if (c->closing)
+        return 0;
+    enter(c);
+    int keep = 0;
+    if (!c->hs_done) {
+        snprintf(c->errmsg, sizeof c->errmsg,
+                 "the peer closed the connection during the TLS handshake");
+        handshake_failed(c, -ECONNRESET);
+    } else if (c->eof_seen || c->eof_pending) {
+        keep = 1; /* after close_notify: half-open as the user chose */
+    } else {
+        /* TCP FIN without close_notify: the stream may have been cut. */
+        snprintf(c->errmsg, sizeof c->errmsg,
+                 "the peer closed the connection without close_notify "
+                 "(truncation)");
+        if (!c->err)
+            c->err = -ECONNRESET;
+        c->closing = 1;
+    }
+    leave(c);
+    return keep;
+}
+
+static void plain_lost(pact_transport *plain, int err, void *user)
+{
+    (void)plain;
+    tls_conn *c = user;
+    c->plain = NULL;
+    cancel_handle(c->t.loop, &c->hs_timer);
+    cancel_handle(c->t.loop, &c->close_timer);
+    cancel_handle(c->t.loop, &c->process_handle);
+    cancel_handle(c->t.loop, &c->start_handle);
+    /* After the peer's close_notify, the peer may have closed its socket
+     * at once: our own close_notify then meets EPIPE/ECONNRESET, which
+     * ends a clean close, not an error. */
+    if (c->eof_seen && (err == -EPIPE || err == -ECONNRESET))
+        err = 0;
+    if (!c->err) {
+        if (err)
+            c->err = err;
+        else if (!c->hs_done && !c->silent)
+            c->err = -ECONNABORTED; /* closed before the handshake ended */
+    }
+    if (!c->hs_done && !c->silent && c->hook) {
+        /* Gone before the handshake (loop close, plain error): the
+         * helper's hook still learns of it. */
+        c->silent = 1;
+        c->ctx->handshake_failures++;
+        c->hook(c, c->err, c->hook_arg);
+    }
+    finish(c);
+}
+
+static void check_resume_writing(tls_conn *c);
+
+static void plain_resume_writing(pact_transport *plain, void *user)
+{
+    (void)plain;
+    tls_conn *c = user;
+    enter(c);
+    check_resume_writing(c);
+    leave(c);
+}
+
+static const pact_protocol plain_proto = {
+    .connection_made = plain_made,
+    .data_received = plain_data,
+    .eof_received = plain_eof,
+    .connection_lost = plain_lost,
+    .resume_writing = plain_resume_writing,
+};
+
+/* ---- the TLS transport's operations -------------------------------------- */
+
+static size_t tls_write_buffer_size(const pact_transport *t)
+{
+    const tls_conn *c = conn_of(t);
+    return (c->pending.end - c->pending.start) +
+           (c->plain ? pact_transport_write_buffer_size(c->plain) : 0);
+}
+
+static void check_pause_writing(tls_conn *c)
+{
+    if (c->made && !c->write_paused && !c->closing &&
+        tls_write_buffer_size(&c->t) > c->high_water) {
+        c->write_paused = 1;
+        if (c->t.proto->pause_writing)
+            c->t.proto->pause_writing(&c->t, c->t.user);
+    }
+}
+
+static void check_resume_writing(tls_conn *c)
+{
+    if (c->write_paused && tls_write_buffer_size(&c->t) <= c->low_water) {
+        c->write_paused = 0;
+        if (c->t.proto->resume_writing && !c->closing)
+            c->t.proto->resume_writing(&c->t, c->t.user);
+    }
+}
+
+static int wbuf_append(pact_wbuf *b, const void *data, size_t len)
+{
+    if (b->end + len > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->end + len)
+            cap *= 2;
+        char *d = realloc(b->data, cap);
+        if (!d)
+            return -ENOMEM;
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->end, data, len);
+    b->end += len;
+    return 0;
+}
+
+static int write_refused(tls_conn *c)
+{
+    if (c->closing) {
+        if (c->writes_after_close++ == 0 && pact_loop_debug(c->t.loop))
+            pact__log(c->t.loop, "write on a closing TLS transport dropped");
+        return -ESHUTDOWN;
+    }
+    if (c->eof_requested)
+        return -EPIPE;
+    return 0;
+}
+
+static int tls_writev(pact_transport *t, const struct iovec *iov, int iovcnt)
+{
+    tls_conn *c = conn_of(t);
+    if ((!iov && iovcnt) || iovcnt < 0)
+        return -EINVAL;
+    int r = write_refused(c);
+    if (r)
+        return r;
+    enter(c);
+    for (int i = 0; i < iovcnt && r == 0; i++) {
+        if (!iov[i].iov_len)
+            continue;
+        if (!c->hs_done)
+            r = wbuf_append(&c->pending, iov[i].iov_base, iov[i].iov_len);
+        else
+            r = encrypt(c, iov[i].iov_base, iov[i].iov_len);
+    }
+    if (r == 0)
+        check_pause_writing(c);
+    leave(c);
+    return r;
+}
+
+static int tls_write(pact_transport *t, const void *data, size_t len)
+{
+    if (!data && len)
+        return -EINVAL;
+    struct iovec iov = {(void *)data, len};
+    return tls_writev(t, &iov, 1);
+}
+
+static int tls_can_write_eof(const pact_transport *t)
+{
+    (void)t;
+    return 1;
+}
+
+static int tls_write_eof(pact_transport *t)
+{
+    tls_conn *c = conn_of(t);
+    if (c->closing)
+        return -ESHUTDOWN;
+    if (c->eof_requested)
+        return -EALREADY;
+    c->eof_requested = 1;
+    if (c->hs_done) {
+        enter(c);
+        send_close_notify(c);
+        if (c->plain)
+            pact_transport_write_eof(c->plain);
+        leave(c);
+    }
+    return 0;
+}
+
+static int tls_close(pact_transport *t)
+{
+    tls_conn *c = conn_of(t);
+    if (c->closing)
+        return -EALREADY;
+    c->closing = 1;
+    enter(c);
+    cancel_handle(t->loop, &c->process_handle);
+    if (!c->hs_done) {
+        /* As asyncio: closing during the handshake abandons it. */
+        c->aborting = 1;
+        c->pending.start = c->pending.end = 0;
+        if (c->plain)
+            pact_transport_abort(c->plain);
+    } else {
+        send_close_notify(c);
+        close_plain(c);
+    }
+    leave(c);
+    return 0;
+}
+
+static int tls_abort(pact_transport *t)
+{
+    tls_conn *c = conn_of(t);
+    if (c->aborting)
+        return -EALREADY;
+    c->closing = c->aborting = 1;
+    enter(c);
+    cancel_handle(t->loop, &c->process_handle);
+    c->pending.start = c->pending.end = 0;
+    if (c->plain)
+        pact_transport_abort(c->plain);
+    leave(c);
+    return 0;
+}
+
+static int tls_pause_reading(pact_transport *t)
+{
+    tls_conn *c = conn_of(t);
+    if (c->closing)
+        return -ESHUTDOWN;
+    if (c->paused)
+        return -EALREADY;
+    c->paused = 1;
+    /* During the handshake the plain transport keeps reading (the
+     * handshake must go on); afterwards it pushes back on the peer. */
+    if (c->hs_done && c->plain)
+        pact_transport_pause_reading(c->plain);
+    return 0;
+}
+
+static int tls_resume_reading(pact_transport *t)
+{
+    tls_conn *c = conn_of(t);
+    if (c->closing)
+        return -ESHUTDOWN;
+    if (!c->paused)
+        return -EALREADY;
+    c->paused = 0;
+    if (!c->hs_done)
+        return 0;
+    /* What the read BIO holds goes first, from a fresh callback; the
+     * plain transport's held data (if any) is queued behind it. */
+    if (!c->process_handle) {
+        pact_handle h = pact_call_soon(t->loop, process_soon, c);
+        if (h < 0)
+            return -ESHUTDOWN;
+        c->process_handle = h;
+    }
+    if (c->plain)
+        pact_transport_resume_reading(c->plain);
+    return 0;
+}
+
+static int tls_is_reading(const pact_transport *t)
+{
+    const tls_conn *c = conn_of(t);
+    return !c->closing && !c->paused;
+}
+
+static int tls_is_closing(const pact_transport *t)
+{
+    const tls_conn *c = conn_of(t);
+    return c->closing || t->lost;
+}
+
+static void set_plain_marks(tls_conn *c)
+{
+    if (c->plain)
+        pact_transport_set_write_buffer_limits(
+            c->plain, c->low_water ? c->low_water : 1, c->low_water);
+}
+
+static int tls_set_write_buffer_limits(pact_transport *t, size_t high, size_t low)
+{
+    tls_conn *c = conn_of(t);
+    if (high == 0)
+        high = DEFAULT_HIGH_WATER;
+    if (low > high)
+        return -EINVAL;
+    c->high_water = high;
+    c->low_water = low;
+    enter(c);
+    set_plain_marks(c);
+    check_pause_writing(c);
+    check_resume_writing(c);
+    leave(c);
+    return 0;
+}
+
+static void tls_get_write_buffer_limits(const pact_transport *t, size_t *high,
+                                        size_t *low)
+{
+    const tls_conn *c = conn_of(t);
+    if (high)
+        *high = c->high_water;
+    if (low)
+        *low = c->low_water;
+}
+
+static int tls_set_protocol(pact_transport *t, const pact_protocol *proto,
+                            void *user)
+{
+    if (!proto)
+        return -EINVAL;
+    t->proto = proto;
+    t->user = user;
+    return 0;
+}
+
+static int tls_fd(const pact_transport *t)
+{
+    const tls_conn *c = conn_of(t);
+    return c->plain ? pact_transport_fd(c->plain) : -EBADF;
+}
+
+static int tls_sockname(const pact_transport *t, struct sockaddr_storage *ss,
+                        socklen_t *len)
+{
+    const tls_conn *c = conn_of(t);
+    return c->plain ? pact_transport_sockname(c->plain, ss, len) : -EBADF;
+}
+
+static int tls_peername(const pact_transport *t, struct sockaddr_storage *ss,
+                        socklen_t *len)
+{
+    const tls_conn *c = conn_of(t);
+    return c->plain ? pact_transport_peername(c->plain, ss, len) : -EBADF;
+}
+
+static uint64_t tls_writes_after_close(const pact_transport *t)
+{
+    return conn_of(t)->writes_after_close;
+}
+
+static const pact_transport_ops tls_ops = {
+    .write = tls_write,
+    .writev = tls_writev,
+    .write_eof = tls_write_eof,
+    .can_write_eof = tls_can_write_eof,
+    .close = tls_close,
+    .abort = tls_abort,
+    .pause_reading = tls_pause_reading,
+    .resume_reading = tls_resume_reading,
+    .is_reading = tls_is_reading,
+    .is_closing = tls_is_closing,
+    .write_buffer_size = tls_write_buffer_size,
+    .set_write_buffer_limits = tls_set_write_buffer_limits,
+    .get_write_buffer_limits = tls_get_write_buffer_limits,
+    .set_protocol = tls_set_protocol,
+    .fd = tls_fd,
+    .sockname = tls_sockname,
+    .peername = tls_peername,
+    .sendfile = NULL, /* the kernel cannot encrypt for us: -ENOTSUP */
+    .writes_after_close = tls_writes_after_close,
+};
+
+/* ---- wrapping ------------------------------------------------------------- */
+
+static int set_peer_name(tls_conn *c)
+{
+    pact_tls_context *ctx = c->ctx;
+    const char *host = c->hostname;
+    unsigned char addr[16];
+    int is_ip = host && (inet_pton(AF_INET, host, addr) == 1 ||
+                         inet_pton(AF_INET6, host, addr) == 1);
+    if (host && !is_ip && SSL_set_tlsext_host_name(c->ssl, host) != 1)
+        return -EINVAL;
+    if (ctx->verify && ctx->check_hostname) {
+        X509_VERIFY_PARAM *param = SSL_get0_param(c->ssl);
+        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        int ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, host)
+                       : X509_VERIFY_PARAM_set1_host(param, host, 0);
+        if (ok != 1)
+            return -EINVAL;
+    }
+    if (host && ctx->session_cache) {
+        for (int i = 0; i < SESSION_SLOTS; i++) {
+            if (ctx->sessions[i].host && strcmp(ctx->sessions[i].host, host) == 0 &&
+                ctx->sessions[i].sess) {
+                SSL_set_session(c->ssl, ctx->sessions[i].sess);
+                /* TLS 1.3 tickets are for one use: drop it once taken. */
+                SSL_SESSION_free(ctx->sessions[i].sess);
+                ctx->sessions[i].sess = NULL;
+                break;
+            }
+        }
+    }
+    return 0;
+}
+
+static int tls_wrap(pact_transport *plain, pact_tls_context *ctx,
+                    const char *server_hostname, const void *initial_data,
+                    size_t initial_len, uint64_t handshake_timeout_ns,
+                    const pact_protocol *proto, void *user, tls_hook hook,
+                    void *hook_arg, pact_transport **out)
+{
+    if (!plain || !ctx || !proto || !out || (!initial_data && initial_len))
+        return -EINVAL;
+    pact_loop *loop = plain->loop;
+    if (plain->ops)
+        return PACT_MISUSE(loop, -ENOTSUP, "the transport is already TLS");
+    if (plain->kind != PACT_STREAM_SOCKET)
+        return PACT_MISUSE(loop, -ENOTSUP, "TLS needs a stream socket");
+    if (pact_transport_is_closing(plain))
+        return PACT_MISUSE(loop, -ESHUTDOWN, "the transport is closing");
+    if (!ctx->server && ctx->verify && ctx->check_hostname && !server_hostname)
+        return PACT_MISUSE(loop, -EINVAL,
+                           "server_hostname is required while host-name "
+                           "checking is on (pact_tls_context_set_check_hostname)");
+    pthread_once(&write_method_once, make_write_method);
+    if (!write_method)
+        return -ENOMEM;
+    tls_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    c->t.ops = &tls_ops;
+    c->t.impl = c;
+    c->t.loop = loop;
+    c->t.fd = -EBADF;
+    c->t.kind = plain->kind;
+    c->t.proto = proto;
+    c->t.user = user;
+    c->t.refs = 1;
+    pact_list_init(&c->t.server_link);
+    c->ctx = ctx;
+    c->server = ctx->server;
+    c->high_water = DEFAULT_HIGH_WATER;
+    c->low_water = DEFAULT_LOW_WATER;
+    c->verify_result = X509_V_OK;
+    c->hook = hook;
+    c->hook_arg = hook_arg;
+    c->handshake_timeout_ns = handshake_timeout_ns ? handshake_timeout_ns
+                                                   : ctx->handshake_timeout_ns;
+    int r = -ENOMEM;
+    if (server_hostname && !(c->hostname = strdup(server_hostname)))
+        goto fail;
+    c->ssl = SSL_new(ctx->ssl_ctx);
+    if (!c->ssl)
+        goto fail;
+    c->rbio = BIO_new(BIO_s_mem());
+    BIO *wbio = BIO_new(write_method);
+    if (!c->rbio || !wbio) {
+        BIO_free(c->rbio);
+        BIO_free(wbio);
+        c->rbio = NULL;
+        goto fail;
+    }
+    BIO_set_mem_eof_return(c->rbio, -1); /* empty = "want more", not EOF */
+    BIO_set_data(wbio, c);
+    SSL_set_bio(c->ssl, c->rbio, wbio);
+    SSL_set_app_data(c->ssl, c);
+    if (c->server) {
+        SSL_set_accept_state(c->ssl);
+    } else {
+        SSL_set_connect_state(c->ssl);
+        r = set_peer_name(c);
+        if (r)
+            goto fail;
+    }
+    if (initial_len && BIO_write(c->rbio, initial_data, (int)initial_len) !=
+                           (int)initial_len) {
+        r = -ENOMEM;
+        goto fail;
+    }
+    if (plain->made) {
+        pact_handle h = pact_call_soon(loop, start_soon, c);
+        if (h < 0) {
+            r = (int)h;
+            goto fail;
+        }
+        c->start_handle = h;
+    }
+    /* From here on, every byte the plain transport reads goes to TLS; a
+     * paused plain transport resumes (its held data follows initial_data,
+     * in order). */
+    ctx->refs++;
+    c->plain = plain;
+    pact_transport_set_protocol(plain, &plain_proto, c);
+    set_plain_marks(c);
+    if (!pact_transport_is_reading(plain))
+        pact_transport_resume_reading(plain);
+    *out = &c->t;
+    return 0;
+fail:
+    if (c->ssl)
+        SSL_free(c->ssl);
+    free(c->hostname);
+    free(c);
+    return r;
+}
+
+int pact_tls_wrap(pact_transport *plain, pact_tls_context *ctx,
+                  const char *server_hostname, const void *initial_data,
+                  size_t initial_len, uint64_t handshake_timeout_ns,
+                  const pact_protocol *proto, void *user, pact_transport **out)
+{
+    return tls_wrap(plain, ctx, server_hostname, initial_data, initial_len,
+                    handshake_timeout_ns, proto, user, NULL, NULL, out);
+}
+
+/* ---- information ---------------------------------------------------------- */
+
+int pact_transport_is_tls(const pact_transport *t)
+{
+    return is_tls(t);
+}
+
+const char *pact_tls_version(const pact_transport *t)
+{
+    return is_tls(t) && conn_of(t)->hs_done ? SSL_get_version(conn_of(t)->ssl) : NULL;
+}
+
+const char *pact_tls_cipher(const pact_transport *t)
+{
+    return is_tls(t) && conn_of(t)->hs_done ? SSL_get_cipher_name(conn_of(t)->ssl)
+                                            : NULL;
+}
+
+const char *pact_tls_alpn(const pact_transport *t)
+{
+    return is_tls(t) && conn_of(t)->alpn[0] ? conn_of(t)->alpn : NULL;
+}
+
+int pact_tls_session_reused(const pact_transport *t)
+{
+    return is_tls(t) && conn_of(t)->hs_done ? SSL_session_reused(conn_of(t)->ssl) : 0;
+}
+
+struct x509_st *pact_tls_peer_certificate(const pact_transport *t)
+{
+    return is_tls(t) ? SSL_get1_peer_certificate(conn_of(t)->ssl) : NULL;
+}
+
+int pact_tls_peer_certificate_der(const pact_transport *t, unsigned char **der,
+                                  size_t *len)
+{
+    if (!is_tls(t) || !der || !len)
+        return -EINVAL;
+    X509 *x = SSL_get1_peer_certificate(conn_of(t)->ssl);
+    if (!x)
+        return -ENOENT;
+    unsigned char *buf = NULL;
+    int n = i2d_X509(x, &buf);
+    X509_free(x);
+    if (n <= 0)
+        return -ENOMEM;
+    /* Hand back memory the caller frees with free(), not OPENSSL_free. */
+    *der = malloc((size_t)n);
+    if (!*der) {
+        OPENSSL_free(buf);
+        return -ENOMEM;
+    }
+    memcpy(*der, buf, (size_t)n);
+    OPENSSL_free(buf);
+    *len = (size_t)n;
+    return 0;
+}
+
+long pact_tls_verify_result(const pact_transport *t)
+{
+    if (!is_tls(t))
+        return -1;
+    const tls_conn *c = conn_of(t);
+    return c->verify_result != X509_V_OK ? c->verify_result
+                                         : SSL_get_verify_result(c->ssl);
+}
+
+const char *pact_tls_error_message(const pact_transport *t)
+{
+    return is_tls(t) && conn_of(t)->errmsg[0] ? conn_of(t)->errmsg : NULL;
+}
+
+struct ssl_st *pact_tls_ssl(const pact_transport *t)
+{
+    return is_tls(t) ? conn_of(t)->ssl : NULL;
+}
+
+/* ---- clients ---------------------------------------------------------------- */
+
+/* A placeholder protocol for the plain transport until it is wrapped:
+ * reading stays paused, so no byte can reach a protocol that drops it. */
+static void hold_made(pact_transport *t, void *user)
+{
+    (void)user;
+    if (t->proto == &plain_proto)
+        return;
+    pact_transport_pause_reading(t);
+}
+
+static const pact_protocol hold_proto = {.connection_made = hold_made};
+
+typedef struct tls_connect_req {
+    pact_tls_context *ctx;
+    char *hostname;
+    const pact_protocol *proto;
+    void *proto_user;
+    pact_connect_cb cb;
+    void *user;
+} tls_connect_req;
+
+static void connect_req_free(tls_connect_req *req)
+{
+    context_unref(req->ctx);
+    free(req->hostname);
+    free(req);
+}
+
+static void connect_hook(tls_conn *c, int err, void *arg)
+{
+    tls_connect_req *req = arg;
+    c->hook = NULL;
+    pact_connect_cb cb = req->cb;
+    void *user = req->user;
+    connect_req_free(req);
+    cb(c->t.loop, err ? NULL : &c->t, err, user);
+}
+
+static void tcp_connected(pact_loop *loop, pact_transport *plain, int err, void *arg)
+{
+    tls_connect_req *req = arg;
+    if (err) {
+        pact_connect_cb cb = req->cb;
+        void *user = req->user;
+        connect_req_free(req);
+        cb(loop, NULL, err, user);
+        return;
+    }
+    pact_transport *t;
+    int r = tls_wrap(plain, req->ctx, req->hostname, NULL, 0, 0, req->proto,
+                     req->proto_user, connect_hook, req, &t);
+    if (r < 0) {
+        pact_transport_abort(plain);
+        pact_connect_cb cb = req->cb;
+        void *user = req->user;
+        connect_req_free(req);
+        cb(loop, NULL, r, user);
+    }
+}
+
+static tls_connect_req *connect_req_new(pact_loop *loop, pact_tls_context *ctx,
+                                        const char *hostname,
+                                        const pact_protocol *proto,
+                                        void *proto_user, pact_connect_cb cb,
+                                        void *user, int *err)
+{
+    *err = pact__check_loop(loop, "pact_connect_tls");
+    if (*err)
+        return NULL;
+    if (!ctx || !proto || !cb || ctx->server) {
+        *err = PACT_MISUSE(loop, -EINVAL, "needs a client context, a protocol "
+                                          "and a callback");
+        return NULL;
+    }
+    if (ctx->verify && ctx->check_hostname && !hostname) {
+        *err = PACT_MISUSE(loop, -EINVAL, "server_hostname is required while "
+                                          "host-name checking is on");
+        return NULL;
+    }
+    tls_connect_req *req = calloc(1, sizeof *req);
+    if (!req || (hostname && !(req->hostname = strdup(hostname)))) {
+        free(req);
+        *err = -ENOMEM;
+        return NULL;
+    }
+    req->ctx = ctx;
+    ctx->refs++;
+    req->proto = proto;
+    req->proto_user = proto_user;
+    req->cb = cb;
+    req->user = user;
+    return req;
+}
+
+pact_op pact_connect_tcp_tls(pact_loop *loop, const char *host, uint16_t port,
+                             pact_tls_context *ctx, const char *server_hostname,
+                             const pact_protocol *proto, void *proto_user,
+                             pact_connect_cb cb, void *user)
+{
+    int err;
+    if (!host)
+        return -EINVAL;
+    tls_connect_req *req = connect_req_new(loop, ctx,
+                                           server_hostname ? server_hostname : host,
+                                           proto, proto_user, cb, user, &err);
+    if (!req)
+        return err;
+    pact_op op = pact_connect_tcp(loop, host, port, &hold_proto, NULL,
+                                  tcp_connected, req);
+    if (op < 0)
+        connect_req_free(req);
+    return op;
+}
+
+pact_op pact_connect_unix_tls(pact_loop *loop, const char *path,
+                              pact_tls_context *ctx, const char *server_hostname,
+                              const pact_protocol *proto, void *proto_user,
+                              pact_connect_cb cb, void *user)
+{
+    int err;
+    tls_connect_req *req = connect_req_new(loop, ctx, server_hostname, proto,
+                                           proto_user, cb, user, &err);
+    if (!req)
+        return err;
+    pact_op op = pact_connect_unix(loop, path, &hold_proto, NULL, tcp_connected, req);
+    if (op < 0)
+        connect_req_free(req);
+    return op;
+}
+
+/* ---- servers ---------------------------------------------------------------- */
+
+typedef struct tls_server {
+    pact_tls_context *ctx;
+    pact_protocol_factory factory;
+    void *factory_user;
+    pact_server *server;
+} tls_server;
+
+/* After the handshake: the user's factory chooses the protocol. A refusal
+ * closes the connection (the peer sees close_notify). */
+static void server_hook(tls_conn *c, int err, void *arg)
+{
+    tls_server *ts = arg;
+    c->hook = NULL;
+    if (err)
+        return; /* handshake failures never reach the user */
+    const pact_protocol *proto = NULL;
+    void *user = NULL;
+    int r = ts->factory(ts->server, ts->factory_user, &proto, &user);
+    if (r < 0 || !proto) {
+        c->silent = 1;
+        c->closing = 1;
+        send_close_notify(c);
+        close_plain(c);
+        return;
+    }
+    c->t.proto = proto;
+    c->t.user = user;
+}
+
+static void accepted_made(pact_transport *plain, void *arg)
+{
+    tls_server *ts = arg;
+    pact_transport *t;
+    static const pact_protocol unused = {0};
+    int r = tls_wrap(plain, ts->ctx, NULL, NULL, 0, 0, &unused, NULL, server_hook,
+                     ts, &t);
+    if (r < 0) {
+        pact_transport_abort(plain);
+        return;
+    }
+    /* Wrapped from inside the plain connection_made: start now. */
+    plain_made(plain, conn_of(t));
+}
+
+static const pact_protocol accepted_proto = {.connection_made = accepted_made};
+
+static int tls_server_factory(pact_server *server, void *arg,
+                              const pact_protocol **proto, void **user)
+{
+    tls_server *ts = arg;
+    ts->server = server;
+    *proto = &accepted_proto;
+    *user = ts;
+    return 0;
+}
+
+static void tls_server_closed(pact_loop *loop, void *arg)
+{
+    (void)loop;
+    tls_server *ts = arg;
+    context_unref(ts->ctx);
+    free(ts);
+}
+
+static tls_server *tls_server_new(pact_tls_context *ctx,
+                                  pact_protocol_factory factory,
+                                  void *factory_user)
+{
+    if (!ctx || !ctx->server || !factory)
+        return NULL;
+    tls_server *ts = calloc(1, sizeof *ts);
+    if (!ts)
+        return NULL;
+    ts->ctx = ctx;
+    ctx->refs++;
+    ts->factory = factory;
+    ts->factory_user = factory_user;
+    return ts;
+}
+
+static int tls_server_started(tls_server *ts, int r, pact_server *srv)
+{
+    if (r < 0) {
+        tls_server_closed(NULL, ts);
+        return r;
+    }
+    ts->server = srv;
+    pact_server_wait_closed(srv, tls_server_closed, ts);
+    return 0;
+}
+
+int pact_server_listen_tcp_tls(pact_loop *loop, const char *host, uint16_t port,
+                               const pact_server_options *opts,
+                               pact_tls_context *ctx,
+                               pact_protocol_factory factory, void *factory_user,
+                               pact_server **out)
+{
+    if (!out)
+        return -EINVAL;
+    tls_server *ts = tls_server_new(ctx, factory, factory_user);
+    if (!ts)
+        return ctx && ctx->server && factory ? -ENOMEM : -EINVAL;
+    int r = pact_server_listen_tcp(loop, host, port, opts, tls_server_factory, ts, out);
+    return tls_server_started(ts, r, r < 0 ? NULL : *out);
+}
+
+int pact_server_listen_unix_tls(pact_loop *loop, const char *path,
+                                const pact_server_options *opts,
+                                pact_tls_context *ctx,
+                                pact_protocol_factory factory, void *factory_user,
+                                pact_server **out)
+{
+    if (!out)
+        return -EINVAL;
+    tls_server *ts = tls_server_new(ctx, factory, factory_user);
+    if (!ts)
+        return ctx && ctx->server && factory ? -ENOMEM : -EINVAL;
+    int r = pact_server_listen_unix(loop, path, opts, tls_server_factory, ts, out);
+    return tls_server_started(ts, r, r < 0 ? NULL : *out);
+}

@@ -1,0 +1,1120 @@
+/* TLS: against real peers nobody here wrote (openssl s_server / s_client),
+ * pact <-> pact bulk echo on TCP and Unix sockets, the seed race over TLS,
+ * STARTTLS with bytes already buffered and on a paused transport,
+ * truncation, verification failures, garbage, timeouts, resumption.
+ * Certificates are made at test time with the openssl command-line tool. */
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/ioctl.h>
+#include <sys/wait.h>
+
+#include "helpers.h"
+
+static char dir[64];
+static char ca_pem[128], srv_pem[128], srv_key[128];
+
+static void certs_setup(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    snprintf(dir, sizeof dir, "/tmp/pact-tls.XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(ca_pem, sizeof ca_pem, "%s/ca.pem", dir);
+    snprintf(srv_pem, sizeof srv_pem, "%s/server.pem", dir);
+    snprintf(srv_key, sizeof srv_key, "%s/server.key", dir);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "set -e; cd %s; "
+             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+             "-nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=pact-test-ca "
+             "-addext basicConstraints=critical,CA:TRUE "
+             "-addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null; "
+             "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+             "-keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null; "
+             "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n"
+             "basicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth,clientAuth\\n' "
+             "> ext.cnf; "
+             "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key "
+             "-CAcreateserial -out server.pem -days 2 -extfile ext.cnf 2>/dev/null",
+             dir);
+    cr_assert_eq(system(cmd), 0, "making certificates with openssl failed");
+}
+
+static void certs_teardown(void)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "could not remove %s\n", dir);
+}
+
+TestSuite(tls, .init = certs_setup, .fini = certs_teardown, .timeout = 120);
+
+static pact_tls_context *server_ctx(void)
+{
+    pact_tls_context *ctx;
+    cr_assert_eq(pact_tls_context_new(PACT_TLS_SERVER, &ctx), 0);
+    cr_assert_eq(pact_tls_context_set_certificate(ctx, srv_pem, srv_key), 0);
+    return ctx;
+}
+
+static pact_tls_context *client_ctx(void)
+{
+    pact_tls_context *ctx;
+    cr_assert_eq(pact_tls_context_new(PACT_TLS_CLIENT, &ctx), 0);
+    cr_assert_eq(pact_tls_context_set_ca(ctx, ca_pem, NULL), 0);
+    return ctx;
+}
+
+/* ---- external processes ------------------------------------------------- */
+
+typedef struct child {
+    pid_t pid;
+    int in, out; /* its stdin (we write), its stdout (we read) */
+} child;
+
+static child spawn(char *const argv[])
+{
+    int pin[2], pout[2];
+    cr_assert_eq(pipe2(pin, O_CLOEXEC), 0);
+    cr_assert_eq(pipe2(pout, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        dup2(pin[0], 0);
+        dup2(pout[1], 1);
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 2);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    close(pin[0]);
+    close(pout[1]);
+    fcntl(pout[0], F_SETFL, O_NONBLOCK);
+    return (child){pid, pin[1], pout[0]};
+}
+
+static void child_end(child *c, int sig)
+{
+    if (c->in >= 0)
+        close(c->in);
+    if (c->out >= 0)
+        close(c->out);
+    c->in = c->out = -1;
+    if (c->pid > 0) {
+        if (sig)
+            kill(c->pid, sig);
+        waitpid(c->pid, NULL, 0);
+        c->pid = 0;
+    }
+}
+
+/* Appends what the child printed to buf (NUL-terminated). */
+static void child_read(child *c, char *buf, size_t cap)
+{
+    size_t n = strlen(buf);
+    ssize_t r;
+    while (n + 1 < cap && (r = read(c->out, buf + n, cap - 1 - n)) > 0)
+        n += (size_t)r;
+    buf[n] = '\0';
+}
+
+static int free_port(void)
+{
+    int fd = pact_tcp_listen("127.0.0.1", 0, 1);
+    cr_assert_geq(fd, 0);
+    int port = pact_socket_port(fd);
+    close(fd);
+    return port;
+}
+
+/* Whether something listens on 127.0.0.1:port (without connecting, which
+ * would use up one of the server's connections). */
+static int is_listening(int port)
+{
+    FILE *f = fopen("/proc/net/tcp", "r");
+    char line[256], want[32];
+    int found = 0;
+    snprintf(want, sizeof want, "0100007F:%04X", port);
+    while (f && fgets(line, sizeof line, f))
+        if (strstr(line, want) && strstr(line, " 0A "))
+            found = 1;
+    if (f)
+        fclose(f);
+    return found;
+}
+
+static child start_s_server(int port, const char *alpn)
+{
+    char accept[32];
+    snprintf(accept, sizeof accept, "127.0.0.1:%d", port);
+    char *argv[] = {"openssl", "s_server", "-accept", accept, "-cert", srv_pem,
+                    "-key", srv_key, "-rev", "-quiet", "-alpn", (char *)alpn,
+                    NULL};
+    child c = spawn(argv);
+    uint64_t end = pact_now() + 5000 * MS;
+    while (!is_listening(port)) {
+        cr_assert(pact_now() < end, "s_server did not start");
+        usleep(5000);
+    }
+    return c;
+}
+
+/* ---- a recording protocol -------------------------------------------------- */
+
+typedef struct peer {
+    pact_transport *t;
+    int made, eof, lost, lost_err, after_lost;
+    char *got;
+    size_t ngot, cap;
+    int echo;              /* write back what arrives */
+    int keep_open_on_eof;
+    const char *reply_on_eof; /* written back (then closed) on eof */
+    size_t close_after;    /* close once this many bytes arrived */
+    char alpn[32], version[32], errmsg[256];
+    int reused;
+    int connect_err, connected;
+} peer;
+
+static void peer_made(pact_transport *t, void *user)
+{
+    peer *p = user;
+    cr_assert_eq(p->made, 0, "connection_made twice");
+    cr_assert_eq(p->lost, 0, "connection_made after connection_lost");
+    p->made = 1;
+    p->t = t;
+    const char *a = pact_tls_alpn(t);
+    snprintf(p->alpn, sizeof p->alpn, "%s", a ? a : "");
+    snprintf(p->version, sizeof p->version, "%s", pact_tls_version(t));
+    p->reused = pact_tls_session_reused(t);
+}
+
+static void peer_data(pact_transport *t, const void *data, size_t len, void *user)
+{
+    peer *p = user;
+    cr_assert_eq(p->made, 1, "data before connection_made");
+    cr_assert_eq(p->eof, 0, "data after eof");
+    if (p->lost)
+        p->after_lost++;
+    if (p->ngot + len + 1 > p->cap) {
+        p->cap = (p->ngot + len + 1) * 2;
+        p->got = realloc(p->got, p->cap);
+    }
+    memcpy(p->got + p->ngot, data, len);
+    p->ngot += len;
+    p->got[p->ngot] = '\0';
+    if (p->echo)
+        cr_assert_eq(pact_transport_write(t, data, len), 0);
+    if (p->close_after && p->ngot >= p->close_after)
+        pact_transport_close(t);
+}
+
+static int peer_eof(pact_transport *t, void *user)
+{
+    peer *p = user;
+    cr_assert_eq(p->made, 1, "eof before connection_made");
+    cr_assert_eq(p->eof, 0, "eof twice");
+    p->eof = 1;
+    if (p->reply_on_eof) {
+        cr_assert_eq(pact_transport_write(t, p->reply_on_eof,
+                                          strlen(p->reply_on_eof)), 0);
+        pact_transport_close(t);
+        return 1;
+    }
+    return p->keep_open_on_eof;
+}
+
+static void peer_lost(pact_transport *t, int err, void *user)
+{
+    peer *p = user;
+    cr_assert_eq(p->lost, 0, "connection_lost twice");
+    p->lost = 1;
+    p->lost_err = err;
+    const char *m = pact_tls_error_message(t);
+    snprintf(p->errmsg, sizeof p->errmsg, "%s", m ? m : "");
+    p->t = NULL;
+}
+
+static const pact_protocol peer_proto = {
+    .connection_made = peer_made,
+    .data_received = peer_data,
+    .eof_received = peer_eof,
+    .connection_lost = peer_lost,
+};
+
+static void peer_connected(pact_loop *loop, pact_transport *t, int err, void *user)
+{
+    (void)loop;
+    peer *p = user;
+    cr_assert_eq(p->connected, 0, "connect callback twice");
+    p->connected = 1;
+    p->connect_err = err;
+    cr_assert(err ? t == NULL : t != NULL);
+    if (t) {
+        cr_assert_eq(p->made, 0, "connect callback comes before connection_made");
+        cr_assert_not_null(pact_tls_version(t), "handshake done before the callback");
+    }
+}
+
+/* A server whose connections all use one peer record (one at a time). */
+typedef struct one_server {
+    peer *p;
+    int calls;
+} one_server;
+
+static int one_factory(pact_server *srv, void *user, const pact_protocol **proto,
+                       void **proto_user)
+{
+    (void)srv;
+    one_server *o = user;
+    o->calls++;
+    *proto = &peer_proto;
+    *proto_user = o->p;
+    return 0;
+}
+
+static void run_while(pact_loop *loop, const volatile int *flag, int want, unsigned ms)
+{
+    uint64_t end = pact_now() + ms * MS;
+    while (*flag != want) {
+        cr_assert(pact_now() < end, "timed out after %u ms", ms);
+        pact_loop_run_once(loop, 5 * (int64_t)MS);
+    }
+}
+
+/* ---- real peers: openssl s_server and s_client ------------------------ */
+
+Test(tls, client_against_openssl_s_server)
+{
+    pact_loop *loop = test_loop_new();
+    int port = free_port();
+    child srv = start_s_server(port, "bar,foo");
+    pact_tls_context *ctx = client_ctx();
+    const char *alpn[] = {"foo"};
+    cr_assert_eq(pact_tls_context_set_alpn(ctx, alpn, 1), 0);
+    peer p = {0};
+    cr_assert_gt(pact_connect_tcp_tls(loop, "127.0.0.1", (uint16_t)port, ctx,
+                                      "localhost", &peer_proto, &p, peer_connected,
+                                      &p), 0);
+    pact_tls_context_free(ctx); /* the connection keeps its own reference */
+    run_while(loop, &p.made, 1, 10000);
+    cr_assert_eq(p.connect_err, 0);
+    cr_assert_str_eq(p.alpn, "foo");
+    cr_assert_str_eq(p.version, "TLSv1.3");
+    cr_assert_not_null(pact_tls_cipher(p.t));
+    cr_assert_eq(pact_tls_verify_result(p.t), 0);
+    unsigned char *der = NULL;
+    size_t derlen = 0;
+    cr_assert_eq(pact_tls_peer_certificate_der(p.t, &der, &derlen), 0);
+    cr_assert_gt(derlen, 100);
+    free(der);
+    cr_assert_gt(pact_transport_fd(p.t), 0);
+    /* A request and its response (s_server -rev reverses each line). */
+    cr_assert_eq(pact_transport_write(p.t, "hello\n", 6), 0);
+    uint64_t end = pact_now() + 5000 * MS;
+    while (!strstr(p.got ? p.got : "", "olleh\n")) {
+        cr_assert(pact_now() < end, "no response; got '%s'", p.got ? p.got : "");
+        pact_loop_run_once(loop, 5 * (int64_t)MS);
+    }
+    /* "CLOSE" makes s_server end the connection with close_notify. */
+    cr_assert_eq(pact_transport_write(p.t, "CLOSE\n", 6), 0);
+    run_while(loop, &p.lost, 1, 10000);
+    cr_assert_eq(p.eof, 1, "close_notify seen as eof_received");
+    cr_assert_eq(p.lost_err, 0, "clean close: %s (%s)", pact_err_name(p.lost_err),
+                 p.errmsg);
+    child_end(&srv, SIGTERM);
+    free(p.got);
+    test_loop_free(loop);
+}
+
+/* The pact server side, with s_client as the peer. */
+static void s_client_session(int kill_it)
+{
+    pact_loop *loop = test_loop_new();
+    pact_tls_context *ctx = server_ctx();
+    const char *alpn[] = {"bar", "foo"};
+    cr_assert_eq(pact_tls_context_set_alpn(ctx, alpn, 2), 0);
+    peer p = {.echo = 1};
+    one_server o = {.p = &p};
+    pact_server *srv;
+    cr_assert_eq(pact_server_listen_tcp_tls(loop, "127.0.0.1", 0, NULL, ctx,
+                                            one_factory, &o, &srv), 0);
+    pact_tls_context_free(ctx);
+    char connect[32];
+    snprintf(connect, sizeof connect, "127.0.0.1:%d", pact_server_port(srv));
+    char *argv[] = {"openssl", "s_client", "-connect", connect, "-CAfile", ca_pem,
+                    "-servername", "localhost", "-alpn", "foo", "-quiet",
+                    "-no_ign_eof", NULL};
+    child cl = spawn(argv);
+    run_while(loop, &p.made, 1, 10000);
+    cr_assert_str_eq(p.alpn, "foo");
+    cr_assert_eq(write(cl.in, "ping\n", 5), 5);
+    char out[256] = "";
+    uint64_t end = pact_now() + 5000 * MS;
+    while (!strstr(out, "ping\n")) {
+        cr_assert(pact_now() < end, "s_client got no echo: '%s'", out);
+        pact_loop_run_once(loop, 5 * (int64_t)MS);
+        child_read(&cl, out, sizeof out);
+    }
+    if (kill_it) {
+        /* The process dies: the kernel closes its socket, no close_notify. */
+        kill(cl.pid, SIGKILL);
+        run_while(loop, &p.lost, 1, 10000);
+        cr_assert_eq(p.eof, 0, "a truncation is not an eof");
+        cr_assert_eq(p.lost_err, -ECONNRESET, "lost with %s",
+                     pact_err_name(p.lost_err));
+        cr_assert(strstr(p.errmsg, "truncation"), "message: %s", p.errmsg);
+    } else {
+        /* End of its input: s_client sends close_notify and exits. */
+        close(cl.in);
+        cl.in = -1;
+        run_while(loop, &p.lost, 1, 10000);
+        cr_assert_eq(p.eof, 1);
+        cr_assert_eq(p.lost_err, 0, "lost with %s (%s)", pact_err_name(p.lost_err),
+                     p.errmsg);
+    }
+    child_end(&cl, 0);
+    pact_server_close(srv);
+    pact_loop_run(loop);
+    free(p.got);
+    test_loop_free(loop);
+}
+
+Test(tls, server_against_openssl_s_client)
+{
+    s_client_session(0);
+}
+
+Test(tls, truncation_by_a_killed_s_client_is_reported)
+{
+    s_client_session(1);
+}
+
+/* ---- verification --------------------------------------------------------- */
+
+static void connect_expecting_failure(pact_tls_context *cctx, const char *host,
+                                      const char *hostname, int want_err)
+{
+    pact_loop *loop = test_loop_new();
+    pact_tls_context *sctx = server_ctx();
+    peer sp = {0};
+    one_server o = {.p = &sp};
+    pact_server *srv;
+    cr_assert_eq(pact_server_listen_tcp_tls(loop, "127.0.0.1", 0, NULL, sctx,
+                                            one_factory, &o, &srv), 0);
+    peer p = {0};
+    cr_assert_gt(pact_connect_tcp_tls(loop, host, (uint16_t)pact_server_port(srv),
+                                      cctx, hostname, &peer_proto, &p,
+                                      peer_connected, &p), 0);
+    run_while(loop, &p.connected, 1, 10000);
+    cr_assert_eq(p.connect_err, want_err, "connect: %s",
+                 pact_err_name(p.connect_err));
+    /* The server's side fails too (the client's alert) and never reaches
+     * the factory. */
+    uint64_t end = pact_now() + 5000 * MS;
+    while (pact_tls_context_handshake_failures(sctx) == 0 && pact_now() < end)
+        pact_loop_run_once(loop, 5 * (int64_t)MS);
+    cr_assert_eq(pact_tls_context_handshake_failures(sctx), 1);
+    cr_assert_eq(o.calls, 0);
+    cr_assert_eq(p.made + p.lost, 0, "a failed connect calls no protocol");
+    pact_server_close(srv);
+    pact_loop_run(loop);
+    pact_tls_context_free(sctx);
+    test_loop_free(loop);
+}
+
+Test(tls, wrong_host_name_is_rejected)
+{
+    pact_tls_context *c = client_ctx();
+    connect_expecting_failure(c, "127.0.0.1", "wrong.example", -EKEYREJECTED);
+    pact_tls_context_free(c);
+}
+
+Test(tls, untrusted_certificate_is_rejected)
+{
+    pact_tls_context *c;
+    cr_assert_eq(pact_tls_context_new(PACT_TLS_CLIENT, &c), 0); /* no test CA */
+    connect_expecting_failure(c, "127.0.0.1", "localhost", -EKEYREJECTED);
+    pact_tls_context_free(c);
+}
+
+Test(tls, untrusted_certificate_error_message_names_the_reason)
+{
+    pact_loop *loop = test_loop_new();
+    int a, b;
+    make_tcp_pair(&a, &b);
+    pact_tls_context *sctx = server_ctx(), *cctx;
+    cr_assert_eq(pact_tls_context_new(PACT_TLS_CLIENT, &cctx), 0);
+    pact_transport *pa, *pb, *ta, *tb;
+    peer pc = {0}, ps = {0};
+    cr_assert_eq(pact_transport_open(loop, a, PACT_STREAM_SOCKET, &peer_proto,
+                                     NULL, &pa), 0);
+    cr_assert_eq(pact_transport_open(loop, b, PACT_STREAM_SOCKET, &peer_proto,
+                                     NULL, &pb), 0);
+    cr_assert_eq(pact_tls_wrap(pa, cctx, "localhost", NULL, 0, 0, &peer_proto, &pc,
+                               &ta), 0);
+    cr_assert_eq(pact_tls_wrap(pb, sctx, NULL, NULL, 0, 0, &peer_proto, &ps, &tb), 0);
+    run_while(loop, &pc.lost, 1, 10000);
+    run_while(loop, &ps.lost, 1, 10000);
+    cr_assert_eq(pc.made, 0);
+    cr_assert_eq(pc.lost_err, -EKEYREJECTED);
+    cr_assert(strstr(pc.errmsg, "unable to get local issuer"), "%s", pc.errmsg);
+    cr_assert_eq(ps.made, 0);
+    cr_assert_eq(ps.lost_err, -EPROTO, "server: %s", pact_err_name(ps.lost_err));
+    pact_tls_context_free(sctx);
+    pact_tls_context_free(cctx);
+    test_loop_free(loop);
+}
+
+Test(tls, verification_off_is_explicit)
+{
+    pact_loop *loop = test_loop_new();
+    pact_tls_context *c;
+    cr_assert_eq(pact_tls_context_new(PACT_TLS_CLIENT, &c), 0);
+    peer p = {0};
+    /* Host-name checking is on by default: no name, no connection. */
+    cr_assert_eq(pact_connect_unix_tls(loop, "@nope", c, NULL, &peer_proto, &p,
+                                       peer_connected, &p), -EINVAL);
+    cr_assert_eq(pact_tls_context_set_verify(c, 0), 0);
+    pact_tls_context_free(c);
+    test_loop_free(loop);
+}
+
+/* ---- ALPN and resumption, pact <-> pact ------------------------------------ */
+
+static void one_connection(pact_loop *loop, pact_server *srv, pact_tls_context *c,
+                           peer *p, peer *sp)
+{
+    memset(p, 0, sizeof *p);
+    memset(sp, 0, sizeof *sp);
+    sp->echo = 1;
+    p->close_after = 4;
+    cr_assert_gt(pact_connect_tcp_tls(loop, "127.0.0.1",
+                                      (uint16_t)pact_server_port(srv), c, NULL,
+                                      &peer_proto, p, peer_connected, p), 0);
+    run_while(loop, &p->made, 1, 10000);
+    cr_assert_eq(pact_transport_write(p->t, "ping", 4), 0);
+    run_while(loop, &p->lost, 1, 10000);
+    run_while(loop, &sp->lost, 1, 10000);
+    cr_assert_eq(p->lost_err, 0, "%s %s", pact_err_name(p->lost_err), p->errmsg);
+    cr_assert_eq(sp->lost_err, 0, "%s %s", pact_err_name(sp->lost_err), sp->errmsg);
+    free(p->got);
+    free(sp->got);
+}
+
+Test(tls, alpn_and_session_resumption)
+{
+    pact_loop *loop = test_loop_new();
+    pact_tls_context *sctx = server_ctx(), *cctx = client_ctx();
+    const char *sprotos[] = {"h2", "http/1.1"}, *cprotos[] = {"http/1.1", "x"};
+    cr_assert_eq(pact_tls_context_set_alpn(sctx, sprotos, 2), 0);
+    cr_assert_eq(pact_tls_context_set_alpn(cctx, cprotos, 2), 0);
+    peer sp, p;
+    one_server o = {.p = &sp};
+    pact_server *srv;
+    cr_assert_eq(pact_server_listen_tcp_tls(loop, "127.0.0.1", 0, NULL, sctx,
+                                            one_factory, &o, &srv), 0);
+    one_connection(loop, srv, cctx, &p, &sp);
+    cr_assert_str_eq(p.alpn, "http/1.1");
+    cr_assert_str_eq(sp.alpn, "http/1.1");
+    cr_assert_eq(p.reused, 0);
+    one_connection(loop, srv, cctx, &p, &sp);
+    cr_assert_eq(p.reused, 1, "the second connection resumes");
+    cr_assert_eq(sp.reused, 1);
+    /* No protocol in common: the handshake goes on without ALPN. */
+    const char *none[] = {"nothing-in-common"};
+    cr_assert_eq(pact_tls_context_set_alpn(cctx, none, 1), 0);
+    one_connection(loop, srv, cctx, &p, &sp);
+    cr_assert_str_eq(p.alpn, "");
+    pact_server_close(srv);
+    pact_loop_run(loop);
+    pact_tls_context_free(sctx);
+    pact_tls_context_free(cctx);
+    test_loop_free(loop);
+}
+
+/* ---- bulk echo and the seed race over TLS ------------------------------- */
+
+static inline uint8_t pattern_byte(uint64_t k)
+{
+    return (uint8_t)((k * 2654435761u) >> 13) ^ (uint8_t)(k >> 16);
+}
+
+#define PACKET (16 * 1024)
+
+typedef struct race_side {
+    pact_transport *t;
+    int is_client, pauser, made, lost, lost_err, eof;
+    uint64_t toggle_ns;
+    pact_handle toggle;
+    uint64_t sent, verified, mismatches, pauses, total;
+    int write_paused;
+    struct race *race;
+} race_side;
+
+typedef struct race {
+    race_side client, server;
+    int done;
+    pact_server *srv;
+} race;
+
+static void race_toggle(pact_loop *loop, void *arg)
+{
+    race_side *s = arg;
+    s->toggle = 0;
+    if (!s->t || pact_transport_is_closing(s->t))
+        return;
+    if (pact_transport_is_reading(s->t)) {
+        cr_assert_eq(pact_transport_pause_reading(s->t), 0);
+        s->pauses++;
+    } else {
+        cr_assert_eq(pact_transport_resume_reading(s->t), 0);
+    }
+    s->toggle = pact_call_later(loop, s->toggle_ns, race_toggle, s);
+}
+
+static void race_write_more(race_side *s)
+{
+    static uint8_t chunk[PACKET];
+    while (!s->write_paused && s->sent < s->total) {
+        for (size_t i = 0; i < PACKET; i++)
+            chunk[i] = pattern_byte(s->sent + i);
+        cr_assert_eq(pact_transport_write(s->t, chunk, PACKET), 0);
+        s->sent += PACKET;
+    }
+}
+
+static void race_stop_toggle(race_side *s)
+{
+    if (s->toggle && s->t)
+        pact_handle_cancel(pact_transport_loop(s->t), s->toggle);
+    s->toggle = 0;
+}
+
+static void race_made(pact_transport *t, void *user)
+{
+    race_side *s = user;
+    cr_assert_eq(s->made, 0);
+    s->made = 1;
+    s->t = t;
+    if (s->pauser)
+        s->toggle = pact_call_later(pact_transport_loop(t), s->toggle_ns,
+                                    race_toggle, s);
+    if (s->is_client)
+        race_write_more(s);
+}
+
+static void race_data(pact_transport *t, const void *data, size_t len, void *user)
+{
+    race_side *s = user;
+    cr_assert_eq(s->made, 1);
+    cr_assert_eq(s->lost, 0);
+    if (!pact_transport_is_reading(t))
+        cr_assert_fail("data_received while paused");
+    const uint8_t *p = data;
+    for (size_t i = 0; i < len; i++)
+        if (p[i] != pattern_byte(s->verified + i))
+            s->mismatches++;
+    s->verified += len;
+    if (!s->is_client) {
+        cr_assert_eq(pact_transport_write(t, data, len), 0);
+    } else if (s->verified == s->total) {
+        race_stop_toggle(s);
+        pact_transport_close(t);
+    }
+}
+
+static int race_eof(pact_transport *t, void *user)
+{
+    (void)t;
+    race_side *s = user;
+    s->eof = 1;
+    race_stop_toggle(s);
+    return 0;
+}
+
+static void race_lost(pact_transport *t, int err, void *user)
+{
+    (void)t;
+    race_side *s = user;
+    cr_assert_eq(s->lost, 0);
+    s->lost = 1;
+    s->lost_err = err;
+    race_stop_toggle(s);
+    s->t = NULL;
+    if (s->race->client.lost && s->race->server.lost) {
+        s->race->done = 1;
+        pact_server_close(s->race->srv);
+    }
+}
+
+static void race_pause_writing(pact_transport *t, void *user)
+{
+    race_side *s = user;
+    s->write_paused = 1;
+    if (!s->is_client && !s->pauser)
+        pact_transport_pause_reading(t);
+}
+
+static void race_resume_writing(pact_transport *t, void *user)
+{
+    race_side *s = user;
+    s->write_paused = 0;
+    if (s->is_client)
+        race_write_more(s);
+    else if (!s->pauser)
+        pact_transport_resume_reading(t);
+}
+
+static const pact_protocol race_proto = {
+    .connection_made = race_made,
+    .data_received = race_data,
+    .eof_received = race_eof,
+    .connection_lost = race_lost,
+    .pause_writing = race_pause_writing,
+    .resume_writing = race_resume_writing,
+};
+
+static int race_factory(pact_server *srv, void *user, const pact_protocol **proto,
+                        void **proto_user)
+{
+    (void)srv;
+    race *r = user;
+    cr_assert_eq(r->server.made, 0, "one connection only");
+    *proto = &race_proto;
+    *proto_user = &r->server;
+    return 0;
+}
+
+static void race_connected(pact_loop *loop, pact_transport *t, int err, void *user)
+{
+    (void)loop;
+    (void)user;
+    cr_assert_eq(err, 0, "connect: %s", pact_strerror(err));
+    cr_assert_not_null(t);
+}
+
+/* pauser: 0 none, 1 client, 2 server. unix_path NULL = TCP. */
+static void run_echo(uint64_t total, int pauser, uint64_t toggle_ms,
+                     const char *unix_path)
+{
+    pact_loop *loop = test_loop_new();
+    int fds_before = count_open_fds();
+    pact_tls_context *sctx = server_ctx(), *cctx = client_ctx();
+    race r;
+    memset(&r, 0, sizeof r);
+    r.client.race = r.server.race = &r;
+    r.client.is_client = 1;
+    r.client.total = r.server.total = total;
+    race_side *ps = pauser == 1 ? &r.client : pauser == 2 ? &r.server : NULL;
+    if (ps) {
+        ps->pauser = 1;
+        ps->toggle_ns = toggle_ms * MS;
+    }
+    if (unix_path) {
+        cr_assert_eq(pact_server_listen_unix_tls(loop, unix_path, NULL, sctx,
+                                                 race_factory, &r, &r.srv), 0);
+        cr_assert_gt(pact_connect_unix_tls(loop, unix_path, cctx, "localhost",
+                                           &race_proto, &r.client, race_connected,
+                                           NULL), 0);
+    } else {
+        cr_assert_eq(pact_server_listen_tcp_tls(loop, "127.0.0.1", 0, NULL, sctx,
+                                                race_factory, &r, &r.srv), 0);
+        /* No server_hostname: the IP address is checked (IP SAN). */
+        cr_assert_gt(pact_connect_tcp_tls(loop, "127.0.0.1",
+                                          (uint16_t)pact_server_port(r.srv), cctx,
+                                          NULL, &race_proto, &r.client,
+                                          race_connected, NULL), 0);
+    }
+    pact_tls_context_free(sctx);
+    pact_tls_context_free(cctx);
+    run_until(loop, &r.done, 100000);
+    cr_assert_eq(r.client.sent, total);
+    cr_assert_eq(r.server.verified, total, "server got %llu of %llu",
+                 (unsigned long long)r.server.verified, (unsigned long long)total);
+    cr_assert_eq(r.client.verified, total, "client got %llu of %llu",
+                 (unsigned long long)r.client.verified, (unsigned long long)total);
+    cr_assert_eq(r.server.mismatches + r.client.mismatches, 0, "wrong bytes");
+    if (ps)
+        cr_assert_gt(ps->pauses, 0, "the race must actually pause");
+    cr_assert_eq(r.client.lost_err, 0, "client: %s", pact_err_name(r.client.lost_err));
+    cr_assert_eq(r.server.lost_err, 0, "server: %s", pact_err_name(r.server.lost_err));
+    cr_assert_eq(r.server.eof, 1, "the client's close_notify arrived");
+    pact_loop_run(loop);
+    cr_assert_eq(count_open_fds(), fds_before, "fd leak");
+    test_loop_free(loop);
+}
+
+#define TEN_MB (640ull * PACKET)
+#define RACE_TOTAL (2000ull * PACKET)
+
+Test(tls, echo_10mb_tcp)
+{
+    run_echo(TEN_MB, 0, 0, NULL);
+}
+
+Test(tls, echo_10mb_unix)
+{
+    char path[96];
+    snprintf(path, sizeof path, "@pact-tls-test-%d", (int)getpid());
+    run_echo(TEN_MB, 0, 0, path);
+}
+
+Test(tls, seed_race_client_pauses_every_100ms)
+{
+    run_echo(RACE_TOTAL, 1, 100, NULL);
+}
+
+Test(tls, seed_race_client_pauses_every_1ms)
+{
+    run_echo(RACE_TOTAL, 1, 1, NULL);
+}
+
+Test(tls, seed_race_server_pauses_every_100ms)
+{
+    run_echo(RACE_TOTAL, 2, 100, NULL);
+}
+
+Test(tls, seed_race_server_pauses_every_1ms)
+{
+    run_echo(RACE_TOTAL, 2, 1, NULL);
+}
+
+/* ---- STARTTLS ---------------------------------------------------------------- */
+
+typedef struct starttls {
+    pact_loop *loop;
+    pact_tls_context *sctx, *cctx;
+    pact_transport *cplain, *splain, *ctls, *stls;
+    peer cp, sp;
+    int server_pauses;    /* the server pauses, answers GO, wraps later */
+    size_t initial_len;   /* bytes after the command, handed to TLS */
+    int client_waits_go;
+    char cbuf[64];
+    size_t ncbuf;
+} starttls;
+
+static void st_wrap_server(starttls *st, const void *initial, size_t len)
+{
+    st->initial_len = len;
+    cr_assert_eq(pact_tls_wrap(st->splain, st->sctx, NULL, initial, len, 0,
+                               &peer_proto, &st->sp, &st->stls), 0);
+}
+
+static void st_later(pact_loop *loop, void *arg)
+{
+    (void)loop;
+    starttls *st = arg;
+    cr_assert(!pact_transport_is_reading(st->splain), "still paused");
+    st_wrap_server(st, NULL, 0);
+}
+
+static void st_server_data(pact_transport *t, const void *data, size_t len,
+                           void *user)
+{
+    starttls *st = user;
+    const char *cmd = "STARTTLS\r\n";
+    cr_assert_geq(len, 10, "the command arrives whole here");
+    cr_assert_eq(memcmp(data, cmd, 10), 0);
+    if (st->server_pauses) {
+        cr_assert_eq(len, 10);
+        cr_assert_eq(pact_transport_pause_reading(t), 0);
+        cr_assert_eq(pact_transport_write(t, "GO\r\n", 4), 0);
+        pact_call_later(st->loop, 30 * MS, st_later, st);
+        return;
+    }
+    st_wrap_server(st, (const char *)data + 10, len - 10);
+}
+
+static void st_server_made(pact_transport *t, void *user)
+{
+    starttls *st = user;
+    if (!st->server_pauses)
+        cr_assert_eq(pact_transport_pause_reading(t), 0); /* let bytes pile up */
+}
+
+static const pact_protocol st_server_proto = {
+    .connection_made = st_server_made,
+    .data_received = st_server_data,
+};
+
+static void st_client_wrap(starttls *st)
+{
+    cr_assert_eq(pact_tls_wrap(st->cplain, st->cctx, "localhost", NULL, 0, 0,
+                               &peer_proto, &st->cp, &st->ctls), 0);
+}
+
+static void st_client_made(pact_transport *t, void *user)
+{
+    starttls *st = user;
+    cr_assert_eq(pact_transport_write(t, "STARTTLS\r\n", 10), 0);
+    if (!st->client_waits_go)
+        st_client_wrap(st); /* ClientHello right behind the command */
+}
+
+static void st_client_data(pact_transport *t, const void *data, size_t len,
+                           void *user)
+{
+    (void)t;
+    starttls *st = user;
+    memcpy(st->cbuf + st->ncbuf, data, len);
+    st->ncbuf += len;
+    if (st->ncbuf == 4) {
+        cr_assert_eq(memcmp(st->cbuf, "GO\r\n", 4), 0);
+        st_client_wrap(st);
+    }
+}
+
+static const pact_protocol st_client_proto = {
+    .connection_made = st_client_made,
+    .data_received = st_client_data,
+};
+
+static void run_starttls(int server_pauses)
+{
+    pact_loop *loop = test_loop_new();
+    starttls st;
+    memset(&st, 0, sizeof st);
+    st.loop = loop;
+    st.server_pauses = server_pauses;
+    st.client_waits_go = server_pauses;
+    st.sctx = server_ctx();
+    st.cctx = client_ctx();
+    st.sp.echo = 1;
+    st.cp.close_after = 5;
+    int a, b;
+    make_tcp_pair(&a, &b);
+    cr_assert_eq(pact_transport_open(loop, a, PACT_STREAM_SOCKET, &st_client_proto,
+                                     &st, &st.cplain), 0);
+    cr_assert_eq(pact_transport_open(loop, b, PACT_STREAM_SOCKET, &st_server_proto,
+                                     &st, &st.splain), 0);
+    if (!server_pauses) {
+        /* Wait until the command and the ClientHello are both queued in the
+         * server's socket, then let it read them in one go. */
+        int avail = 0;
+        uint64_t end = pact_now() + 5000 * MS;
+        while (avail <= 100) {
+            cr_assert(pact_now() < end, "no ClientHello");
+            pact_loop_run_once(loop, 2 * (int64_t)MS);
+            ioctl(b, FIONREAD, &avail);
+        }
+        cr_assert_eq(pact_transport_resume_reading(st.splain), 0);
+    }
+    run_while(loop, &st.cp.made, 1, 10000);
+    run_while(loop, &st.sp.made, 1, 10000);
+    if (!server_pauses)
+        cr_assert_gt(st.initial_len, 100, "TLS bytes came with the command");
+    cr_assert_eq(pact_transport_write(st.ctls, "hello", 5), 0);
+    run_while(loop, &st.cp.lost, 1, 10000);
+    run_while(loop, &st.sp.lost, 1, 10000);
+    cr_assert_str_eq(st.cp.got, "hello");
+    cr_assert_str_eq(st.sp.got, "hello");
+    cr_assert_eq(st.cp.lost_err, 0, "%s", st.cp.errmsg);
+    cr_assert_eq(st.sp.lost_err, 0, "%s", st.sp.errmsg);
+    free(st.cp.got);
+    free(st.sp.got);
+    pact_tls_context_free(st.sctx);
+    pact_tls_context_free(st.cctx);
+    test_loop_free(loop);
+}
+
+Test(tls, starttls_with_the_first_record_in_the_command_segment)
+{
+    run_starttls(0);
+}
+
+Test(tls, starttls_on_a_paused_transport)
+{
+    run_starttls(1);
+}
+
+/* ---- garbage, timeouts, half-close, loop close ------------------------------ */
+
+/* A TLS end over fd, wrapped at once. */
+static pact_transport *tls_end(pact_loop *loop, int fd, pact_tls_context *ctx,
+                               peer *p, uint64_t timeout_ns)
+{
+    pact_transport *plain, *t;
+    cr_assert_eq(pact_transport_open(loop, fd, PACT_STREAM_SOCKET, &peer_proto,
+                                     NULL, &plain), 0);
+    cr_assert_eq(pact_tls_wrap(plain, ctx, "localhost", NULL, 0, timeout_ns,
+                               &peer_proto, p, &t), 0);
+    return t;
+}
+
+Test(tls, garbage_during_the_handshake)
+{
+    pact_loop *loop = test_loop_new();
+    pact_tls_context *sctx = server_ctx(), *cctx = client_ctx();
+    int a, b, c, d;
+    make_tcp_pair(&a, &b);
+    make_tcp_pair(&c, &d);
+    peer sp = {0}, cp = {0};
+    tls_end(loop, b, sctx, &sp, 0);  /* server; a is a raw peer */
+    tls_end(loop, c, cctx, &cp, 0);  /* client; d is a raw peer */
+    const char *junk = "GET / HTTP/1.1\r\nHost: example\r\n\r\n";
+    cr_assert_eq(send(a, junk, strlen(junk), 0), (ssize_t)strlen(junk));
+    /* The raw server answers the ClientHello with garbage. */
+    char hello[4096];
+    uint64_t end = pact_now() + 5000 * MS;
+    ssize_t n = -1;
+    while (n <= 0) {
+        cr_assert(pact_now() < end);
+        pact_loop_run_once(loop, 2 * (int64_t)MS);
+        n = recv(d, hello, sizeof hello, MSG_DONTWAIT);
+    }
+    cr_assert_eq(hello[0], 0x16, "a handshake record");
+    cr_assert_eq(send(d, junk, strlen(junk), 0), (ssize_t)strlen(junk));
+    run_while(loop, &sp.lost, 1, 10000);
+    run_while(loop, &cp.lost, 1, 10000);
+    cr_assert_eq(sp.made + cp.made, 0);
+    cr_assert_eq(sp.lost_err, -EPROTO, "server: %s", pact_err_name(sp.lost_err));
+    cr_assert_eq(cp.lost_err, -EPROTO, "client: %s", pact_err_name(cp.lost_err));
+    cr_assert_neq(sp.errmsg[0], 0);
+    pact_loop_run(loop);
+    close(a);
+    close(d);
+    pact_tls_context_free(sctx);
+    pact_tls_context_free(cctx);
+    test_loop_free(loop);
+}
+
+Test(tls, garbage_mid_stream)
+{
+    pact_loop *loop = test_loop_new();
+    pact_tls_context *sctx = server_ctx(), *cctx = client_ctx();
+    int a, b;
+    make_tcp_pair(&a, &b);
+    peer sp = {.echo = 1}, cp = {0};
+    pact_transport *ct = tls_end(loop, a, cctx, &cp, 0);
+    tls_end(loop, b, sctx, &sp, 0);
+    run_while(loop, &cp.made, 1, 10000);
+    run_while(loop, &sp.made, 1, 10000);
+    cr_assert_eq(pact_transport_write(ct, "ok", 2), 0);
+    while (cp.ngot < 2)
+        pact_loop_run_once(loop, 5 * (int64_t)MS);
+    /* Bytes that are no TLS record, straight into the server's socket. */
+    static const char junk[] = "\x17\x03\x03\x00\x20this is not a valid record!!!!!!";
+    cr_assert_eq(send(b, junk, sizeof junk - 1, 0), (ssize_t)(sizeof junk - 1));
+    run_while(loop, &cp.lost, 1, 10000);
+    run_while(loop, &sp.lost, 1, 10000);
+    cr_assert_eq(cp.lost_err, -EPROTO, "client: %s", pact_err_name(cp.lost_err));
+    cr_assert(strstr(cp.errmsg, "TLS read"), "%s", cp.errmsg);
+    cr_assert_neq(sp.lost_err, 0, "the server sees the client's alert");
+    cr_assert_eq(cp.after_lost + sp.after_lost, 0);
+    pact_loop_run(loop);
+    pact_tls_context_free(sctx);
+    pact_tls_context_free(cctx);
+    test_loop_free(loop);
+}
+
+Test(tls, handshake_timeout)
+{
+    pact_loop *loop = test_loop_new();
+    pact_tls_context *sctx = server_ctx();
+    int a, b;
+    make_tcp_pair(&a, &b);
+    peer sp = {0};
+    tls_end(loop, b, sctx, &sp, 100 * MS);
+    uint64_t start = pact_now();
+    run_while(loop, &sp.lost, 1, 10000);
+    cr_assert_geq(pact_now() - start, 100 * MS);
+    cr_assert_eq(sp.made, 0);
+    cr_assert_eq(sp.lost_err, -ETIMEDOUT);
+    pact_loop_run(loop);
+    close(a);
+    pact_tls_context_free(sctx);
+    test_loop_free(loop);
+}
+
+Test(tls, write_eof_is_close_notify_and_reading_goes_on)
+{
+    pact_loop *loop = test_loop_new();
+    pact_tls_context *sctx = server_ctx(), *cctx = client_ctx();
+    int a, b;
+    make_tcp_pair(&a, &b);
+    peer sp = {.reply_on_eof = "answer"}, cp = {0};
+    pact_transport *ct = tls_end(loop, a, cctx, &cp, 0);
+    tls_end(loop, b, sctx, &sp, 0);
+    /* Written before the handshake: queued, sent first. */
+    cr_assert_eq(pact_transport_write(ct, "ask", 3), 0);
+    cr_assert_eq(pact_transport_write_eof(ct), 0);
+    cr_assert_eq(pact_transport_write(ct, "late", 4), -EPIPE);
+    run_while(loop, &cp.lost, 1, 10000);
+    run_while(loop, &sp.lost, 1, 10000);
+    cr_assert_str_eq(sp.got, "ask");
+    cr_assert_eq(sp.eof, 1);
+    cr_assert_str_eq(cp.got, "answer");
+    cr_assert_eq(cp.eof, 1);
+    cr_assert_eq(cp.lost_err, 0, "%s", cp.errmsg);
+    cr_assert_eq(sp.lost_err, 0, "%s", sp.errmsg);
+    free(cp.got);
+    free(sp.got);
+    pact_tls_context_free(sctx);
+    pact_tls_context_free(cctx);
+    test_loop_free(loop);
+}
+
+Test(tls, loop_close_with_tls_transports_open)
+{
+    int fds_before = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    pact_tls_context *sctx = server_ctx(), *cctx = client_ctx();
+    int a, b, c, d;
+    make_tcp_pair(&a, &b);
+    make_tcp_pair(&c, &d);
+    peer sp = {0}, cp = {0}, half = {0};
+    tls_end(loop, a, cctx, &cp, 0);
+    tls_end(loop, b, sctx, &sp, 0);
+    tls_end(loop, c, cctx, &half, 0); /* d never answers: mid-handshake */
+    run_while(loop, &cp.made, 1, 10000);
+    run_while(loop, &sp.made, 1, 10000);
+    pact_tls_context_free(sctx);
+    pact_tls_context_free(cctx);
+    cr_assert_eq(pact_loop_close(loop), 0);
+    cr_assert_eq(cp.lost + sp.lost + half.lost, 3);
+    cr_assert_eq(half.lost_err, -ECONNABORTED);
+    pact_loop_free(loop);
+    close(d);
+    cr_assert_eq(count_open_fds(), fds_before);
+}
+
+Test(tls, misuse_is_refused)
+{
+    pact_loop *loop = test_loop_new();
+    pact_tls_context *sctx = server_ctx(), *cctx = client_ctx();
+    pact_transport *t, *plain;
+    cr_assert_eq(pact_tls_wrap(NULL, sctx, NULL, NULL, 0, 0, &peer_proto, NULL, &t),
+                 -EINVAL);
+    cr_assert_eq(pact_tls_context_new(7, NULL), -EINVAL);
+    cr_assert_eq(pact_tls_context_set_certificate(sctx, "/nonexistent", NULL),
+                 -ENOENT);
+    cr_assert_eq(pact_tls_context_set_min_version(sctx, 0x0301), -EINVAL);
+    cr_assert_eq(pact_tls_context_set_ciphers(sctx, "NO-SUCH-CIPHER", NULL), -EINVAL);
+    int a, b;
+    make_tcp_pair(&a, &b);
+    peer p = {0};
+    cr_assert_eq(pact_transport_open(loop, a, PACT_STREAM_SOCKET, &peer_proto, &p,
+                                     &plain), 0);
+    cr_assert_eq(pact_transport_is_tls(plain), 0);
+    cr_assert_null(pact_tls_version(plain));
+    cr_assert_eq(pact_tls_wrap(plain, cctx, NULL, NULL, 0, 0, &peer_proto, &p, &t),
+                 -EINVAL, "a host name is needed while checking is on");
+    cr_assert_eq(pact_tls_wrap(plain, cctx, "localhost", NULL, 0, 0, &peer_proto,
+                               &p, &t), 0);
+    cr_assert_eq(pact_transport_is_tls(t), 1);
+    pact_transport *t2;
+    cr_assert_eq(pact_tls_wrap(t, cctx, "localhost", NULL, 0, 0, &peer_proto, &p,
+                               &t2), -ENOTSUP);
+    cr_assert_eq(pact_transport_sendfile(t, 0, 0, 1, NULL, NULL), -ENOTSUP);
+    cr_assert_eq(pact_transport_close(t), 0);
+    cr_assert_eq(pact_transport_close(t), -EALREADY);
+    cr_assert_eq(pact_transport_write(t, "x", 1), -ESHUTDOWN);
+    pact_loop_run(loop);
+    cr_assert_eq(p.lost, 1);
+    cr_assert_eq(p.lost_err, -ECONNABORTED, "closed before the handshake");
+    close(b);
+    pact_tls_context_free(sctx);
+    pact_tls_context_free(cctx);
+    test_loop_free(loop);
+}
