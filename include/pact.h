@@ -241,7 +241,8 @@ typedef struct pact_completion {
     int64_t result;
     /* pact_send_all(): bytes sent before an error (result is then < 0). */
     size_t transferred;
-    /* accept: the peer's address. NULL otherwise. */
+    /* accept: the peer's address; recvfrom: the sender's (NULL when the
+     * sender has no name, as an unbound Unix socket). NULL otherwise. */
     const struct sockaddr *addr;
     socklen_t addrlen;
     /* pact_getaddrinfo(): the resolved list, owned by pact and freed after
@@ -280,6 +281,24 @@ PACT_API pact_op pact_send(pact_loop *loop, int fd, const void *buf,
 PACT_API pact_op pact_send_all(pact_loop *loop, int fd, const void *buf,
                                size_t len, int flags, pact_op_cb cb,
                                void *user);
+
+/* Receives one datagram (recvmsg) into buf. Result: its length — 0 is an
+ * empty datagram, not end of file — and c->addr/c->addrlen name the
+ * sender. A datagram longer than len is cut to len (with MSG_TRUNC in
+ * flags the result is its full length, so result > len says it was cut).
+ * Errors the kernel queued on the socket (-ECONNREFUSED after an ICMP
+ * port unreachable, ...) complete the op. buf must stay valid until the
+ * callback. */
+PACT_API pact_op pact_recvfrom(pact_loop *loop, int fd, void *buf, size_t len,
+                               int flags, pact_op_cb cb, void *user);
+
+/* Sends one datagram (sendmsg) of len bytes — 0 is allowed — to addr,
+ * which is copied; addr NULL sends on a connected socket. Result: the
+ * bytes sent (a datagram goes whole or fails). MSG_NOSIGNAL is always
+ * added. buf must stay valid until the callback. */
+PACT_API pact_op pact_sendto(pact_loop *loop, int fd, const void *buf,
+                             size_t len, int flags, const struct sockaddr *addr,
+                             socklen_t addrlen, pact_op_cb cb, void *user);
 
 /* Accepts a connection. Result: the new fd (close-on-exec, non-blocking);
  * c->addr is the peer. The callback owns the fd — also when the accept won
@@ -561,6 +580,444 @@ PACT_API pact_op pact_connect_unix(pact_loop *loop, const char *path,
                                    const pact_protocol *proto,
                                    void *proto_user, pact_connect_cb cb,
                                    void *user);
+
+/* ------------------------------------------------------------------------ */
+/* TLS (OpenSSL): the same transport API over any stream socket             */
+/* ------------------------------------------------------------------------ */
+
+/* A TLS transport is a pact_transport: every pact_transport_* function
+ * works on it (write/writev take plaintext and copy it, pause/resume keep
+ * the no-loss contract, the write buffer marks are the same, fd/sockname/
+ * peername are the socket's), except pact_transport_sendfile (-ENOTSUP)
+ * and pact_transport_kind (the plain transport's kind). Underneath it,
+ * the plain transport is owned by the TLS transport: do not use it after
+ * wrapping.
+ *
+ * What its protocol sees:
+ *   - connection_made once the handshake has completed (data written
+ *     before that is queued and sent first);
+ *   - data_received with plaintext; eof_received when the peer's
+ *     close_notify arrives (return non-zero to keep writing);
+ *   - connection_lost exactly once, last: 0 for a clean close (ours or
+ *     the peer's close_notify, or abort());
+ *       -ECONNRESET  the peer closed TCP without close_notify (truncation,
+ *                    "EOF in violation of protocol"), or reset it;
+ *       -EKEYREJECTED the peer's certificate failed verification (untrusted,
+ *                    expired, wrong host name: pact_tls_verify_result());
+ *       -EPROTO      anything else TLS refuses: garbage, a fatal alert from
+ *                    the peer, no common protocol version or cipher;
+ *       -ETIMEDOUT   the handshake did not finish in time;
+ *       -ECONNABORTED closed or aborted before the handshake finished.
+ *     pact_tls_error_message() tells the details (inside connection_lost).
+ *   - Handshake failure: connection_made never runs, connection_lost(err)
+ *     is the only callback (the one exception to §1.6: there never was a
+ *     connection, but you still learn of it once and can free your state).
+ *     The client and server helpers below hide such connections instead.
+ *
+ * Closing: close() sends close_notify after what is buffered, then closes
+ * the socket once it has gone out (abandoned after the context's shutdown
+ * timeout, 30 s by default); it does not wait for the peer's close_notify.
+ * Closing before the handshake has finished abandons it (as asyncio).
+ * write_eof() sends close_notify and then shuts down the socket's writing
+ * side; reading goes on. Renegotiation is refused. */
+
+/* A TLS configuration shared by many connections. */
+typedef struct pact_tls_context pact_tls_context;
+
+/* Which end of the handshake a context is for. */
+typedef enum pact_tls_role {
+    PACT_TLS_CLIENT = 0,
+    PACT_TLS_SERVER = 1,
+} pact_tls_role;
+
+/* Protocol versions for pact_tls_context_set_min_version(). */
+#define PACT_TLS_VERSION_1_2 0x0303
+#define PACT_TLS_VERSION_1_3 0x0304
+
+/* Creates a context. Defaults: TLS 1.2 at least, OpenSSL's default ciphers,
+ * no renegotiation, no compression. A client verifies the server's
+ * certificate against the system's trust store and checks its host name;
+ * a server asks for no client certificate. Returns 0 and sets *out, or
+ * -EINVAL / -ENOMEM. */
+PACT_API int pact_tls_context_new(pact_tls_role role, pact_tls_context **out);
+
+/* Drops the caller's reference. Transports, servers and pending connects
+ * made with it hold their own, so this may be called at once. NULL is
+ * ignored. */
+PACT_API void pact_tls_context_free(pact_tls_context *ctx);
+
+/* Loads a PEM certificate chain (leaf first) and its private key (key_file
+ * NULL = in cert_file). Required for servers. Returns 0, -ENOENT/-EACCES
+ * for an unreadable file, or -EINVAL (bad PEM, key does not match). */
+PACT_API int pact_tls_context_set_certificate(pact_tls_context *ctx,
+                                              const char *cert_file,
+                                              const char *key_file);
+
+/* Trusts the CA certificates in ca_file (PEM) and/or ca_dir (hashed
+ * directory), in addition to the system store for clients. */
+PACT_API int pact_tls_context_set_ca(pact_tls_context *ctx, const char *ca_file,
+                                     const char *ca_dir);
+
+/* Client: verify the server's certificate (default 1; 0 turns verification
+ * off, and with it the host-name check — say so explicitly, never by
+ * default). Server: 1 requires a client certificate trusted by
+ * pact_tls_context_set_ca() (default 0). */
+PACT_API int pact_tls_context_set_verify(pact_tls_context *ctx, int verify);
+
+/* Client: check that the certificate is for server_hostname (default 1;
+ * DNS names and IP literals both work). */
+PACT_API int pact_tls_context_set_check_hostname(pact_tls_context *ctx,
+                                                 int check);
+
+/* The oldest protocol version accepted: PACT_TLS_VERSION_1_2 (default) or
+ * PACT_TLS_VERSION_1_3. */
+PACT_API int pact_tls_context_set_min_version(pact_tls_context *ctx,
+                                              int version);
+
+/* OpenSSL cipher strings: tls12_list for TLS 1.2 ("ECDHE+AESGCM"),
+ * tls13_suites for TLS 1.3 ("TLS_AES_128_GCM_SHA256"); either may be NULL
+ * to keep the default. -EINVAL if OpenSSL rejects one. */
+PACT_API int pact_tls_context_set_ciphers(pact_tls_context *ctx,
+                                          const char *tls12_list,
+                                          const char *tls13_suites);
+
+/* ALPN protocol names ("h2", "http/1.1"), in preference order. A client
+ * offers them; a server picks the first of its own list the client offers
+ * (no overlap: the handshake goes on without ALPN). count 0 clears. */
+PACT_API int pact_tls_context_set_alpn(pact_tls_context *ctx,
+                                       const char *const *protos,
+                                       size_t count);
+
+/* Session resumption (default on). Client: the last session (TLS 1.3
+ * ticket) received from each server_hostname is kept in the context and
+ * offered on the next connection to that name (each ticket is used once);
+ * connections without a server_hostname never resume. Server: OpenSSL's
+ * session cache and stateless tickets; 0 turns both off. See
+ * pact_tls_session_reused(). */
+PACT_API int pact_tls_context_set_session_cache(pact_tls_context *ctx, int on);
+
+/* Timeouts: the handshake (default 60 s; pact_tls_wrap() may override it)
+ * and the close_notify flush on close (default 30 s). 0 = the default. */
+PACT_API int pact_tls_context_set_timeouts(pact_tls_context *ctx,
+                                           uint64_t handshake_ns,
+                                           uint64_t shutdown_ns);
+
+/* The context's SSL_CTX for anything not covered here (owned by ctx). */
+PACT_API struct ssl_ctx_st *pact_tls_context_ssl_ctx(pact_tls_context *ctx);
+
+/* Handshakes completed / failed with this context (monitoring, tests). */
+PACT_API uint64_t pact_tls_context_handshakes(const pact_tls_context *ctx);
+/* Handshakes that failed (including those the server helper hid). */
+PACT_API uint64_t pact_tls_context_handshake_failures(const pact_tls_context *ctx);
+
+/* Starts TLS over an open stream-socket transport — a fresh one, or one
+ * that has spoken plaintext first (STARTTLS). The client or server side is
+ * the context's role. From this call on, every byte the plain transport
+ * reads goes to TLS; bytes its old protocol already received past the
+ * STARTTLS command (the peer's first TLS record may arrive in the same
+ * segment) are handed over as initial_data/initial_len (copied). A plain
+ * transport that is paused is resumed: what it held is fed to TLS after
+ * initial_data, in order. Call it from the old protocol's data_received or
+ * at any later time; the handshake starts on the next iteration.
+ * server_hostname (client) is sent as SNI (unless an IP literal) and
+ * checked against the certificate; required while host-name checking is
+ * on. handshake_timeout_ns 0 = the context's. Returns 0 and sets *out to
+ * the TLS transport, or a negative errno (-ENOTSUP for pipes or a
+ * transport already TLS, -ESHUTDOWN if closing, -EINVAL); on failure the
+ * plain transport is left as it was. */
+PACT_API int pact_tls_wrap(pact_transport *plain, pact_tls_context *ctx,
+                           const char *server_hostname,
+                           const void *initial_data, size_t initial_len,
+                           uint64_t handshake_timeout_ns,
+                           const pact_protocol *proto, void *user,
+                           pact_transport **out);
+
+/* 1 if t is a TLS transport, else 0. */
+PACT_API int pact_transport_is_tls(const pact_transport *t);
+
+/* The negotiated version ("TLSv1.3"), or NULL before the handshake. The
+ * string is static. */
+PACT_API const char *pact_tls_version(const pact_transport *t);
+
+/* The negotiated cipher ("TLS_AES_256_GCM_SHA384"), or NULL before the
+ * handshake. Static string. */
+PACT_API const char *pact_tls_cipher(const pact_transport *t);
+
+/* The ALPN protocol agreed on, or NULL if none. Owned by the transport. */
+PACT_API const char *pact_tls_alpn(const pact_transport *t);
+
+/* 1 if the handshake resumed an earlier session. */
+PACT_API int pact_tls_session_reused(const pact_transport *t);
+
+/* The peer's certificate as an OpenSSL X509 * with a new reference: the
+ * caller owns it and calls X509_free(). NULL if the peer sent none. */
+PACT_API struct x509_st *pact_tls_peer_certificate(const pact_transport *t);
+
+/* The peer's certificate in DER: *der is malloc()ed and the caller
+ * free()s it. Returns 0, -ENOENT if the peer sent none, -EINVAL. */
+PACT_API int pact_tls_peer_certificate_der(const pact_transport *t,
+                                           unsigned char **der, size_t *len);
+
+/* The certificate verification result (X509_V_OK = 0, or an X509_V_ERR_*
+ * code such as X509_V_ERR_HOSTNAME_MISMATCH); -1 if t is not TLS. */
+PACT_API long pact_tls_verify_result(const pact_transport *t);
+
+/* Why the connection failed ("certificate verify failed: unable to get
+ * local issuer certificate", "the peer closed the connection without
+ * close_notify (truncation)", OpenSSL's reason for a protocol error), or
+ * NULL. Owned by the transport; valid until connection_lost returns. */
+PACT_API const char *pact_tls_error_message(const pact_transport *t);
+
+/* The connection's SSL * (owned by the transport) for anything else. */
+PACT_API struct ssl_st *pact_tls_ssl(const pact_transport *t);
+
+/* pact_connect_tcp() followed by a TLS handshake: cb runs once, after the
+ * handshake, with the TLS transport (connection_made follows at once), or
+ * with NULL and a negative errno (connect errors, -EKEYREJECTED,
+ * -EPROTO, -ETIMEDOUT, ...); on failure the protocol is never called.
+ * server_hostname NULL = host. The op is cancellable until the TCP
+ * connection is made; the handshake is bounded by the context's handshake
+ * timeout. Returns the op or a negative errno. */
+PACT_API pact_op pact_connect_tcp_tls(pact_loop *loop, const char *host,
+                                      uint16_t port, pact_tls_context *ctx,
+                                      const char *server_hostname,
+                                      const pact_protocol *proto,
+                                      void *proto_user, pact_connect_cb cb,
+                                      void *user);
+
+/* pact_connect_unix() followed by a TLS handshake, as
+ * pact_connect_tcp_tls(). server_hostname may be NULL only if host-name
+ * checking (or verification) is off. */
+PACT_API pact_op pact_connect_unix_tls(pact_loop *loop, const char *path,
+                                       pact_tls_context *ctx,
+                                       const char *server_hostname,
+                                       const pact_protocol *proto,
+                                       void *proto_user, pact_connect_cb cb,
+                                       void *user);
+
+/* pact_server_listen_tcp() with TLS on every connection (ctx must be a
+ * server context). The factory is called once the handshake has completed,
+ * so a connection whose handshake fails never reaches user code (it is
+ * counted in pact_tls_context_handshake_failures() and logged in debug
+ * mode); a factory refusal closes the connection with close_notify. */
+PACT_API int pact_server_listen_tcp_tls(pact_loop *loop, const char *host,
+                                        uint16_t port,
+                                        const pact_server_options *opts,
+                                        pact_tls_context *ctx,
+                                        pact_protocol_factory factory,
+                                        void *factory_user, pact_server **out);
+
+/* pact_server_listen_unix() with TLS, as pact_server_listen_tcp_tls(). */
+PACT_API int pact_server_listen_unix_tls(pact_loop *loop, const char *path,
+                                         const pact_server_options *opts,
+                                         pact_tls_context *ctx,
+                                         pact_protocol_factory factory,
+                                         void *factory_user, pact_server **out);
+
+/* ------------------------------------------------------------------------ */
+/* Datagrams: UDP and Unix datagram endpoints                               */
+/* ------------------------------------------------------------------------ */
+
+/* A datagram endpoint: asyncio's DatagramTransport in C. It owns its
+ * socket from creation and closes it only after every operation on it has
+ * completed. The pointer stays valid until connection_lost has returned. */
+typedef struct pact_datagram pact_datagram;
+
+/* The callbacks of a datagram protocol. Any member may be NULL. Order:
+ * connection_made first, then any number of datagram_received and
+ * error_received, and connection_lost exactly once, last. Every callback
+ * may close or abort the endpoint. */
+typedef struct pact_datagram_protocol {
+    void (*connection_made)(pact_datagram *ep, void *user);
+    /* One datagram (len may be 0). data and addr are valid only during the
+     * call; addr is NULL when the sender has no name (an unbound Unix
+     * socket). */
+    void (*datagram_received)(pact_datagram *ep, const void *data, size_t len,
+                              const struct sockaddr *addr, socklen_t addrlen,
+                              void *user);
+    /* A non-fatal error: -ECONNREFUSED (an ICMP port unreachable for an
+     * earlier datagram), -EHOSTUNREACH, -EMSGSIZE (a datagram too long to
+     * send, or received longer than the receive buffer and dropped), a
+     * datagram that could not be sent, ... addr is the destination the
+     * error is about when known (else NULL). Reception and sending go on:
+     * an error never stops the endpoint. */
+    void (*error_received)(pact_datagram *ep, int err,
+                           const struct sockaddr *addr, socklen_t addrlen,
+                           void *user);
+    /* err: 0 after close()/abort(), else the negative errno of the fatal
+     * error (a closed or invalid socket) that ended the endpoint. */
+    void (*connection_lost)(pact_datagram *ep, int err, void *user);
+    /* The write buffer went above the high mark / back to the low mark. */
+    void (*pause_writing)(pact_datagram *ep, void *user);
+    void (*resume_writing)(pact_datagram *ep, void *user);
+} pact_datagram_protocol;
+
+/* Endpoint options; zero-initialise, then set what you need. */
+typedef struct pact_datagram_options {
+    int reuse_port;      /* SO_REUSEPORT before bind */
+    int reuse_addr;      /* SO_REUSEADDR before bind (multicast receivers) */
+    int allow_broadcast; /* SO_BROADCAST */
+    int ipv6_only;       /* IPV6_V6ONLY for an AF_INET6 socket (1 = on) */
+    /* Receive buffer for one datagram; 0 = 65536 for UDP (the largest UDP
+     * payload fits), 262144 for Unix sockets. Longer datagrams are
+     * dropped and reported to error_received as -EMSGSIZE. */
+    size_t max_datagram;
+} pact_datagram_options;
+
+/* Opens a datagram endpoint on a new socket of local's or remote's family
+ * (AF_INET, AF_INET6 or AF_UNIX; both given = same family). local, if not
+ * NULL, is bound (a Unix path that is a stale socket file is replaced, and
+ * removed again when the endpoint closes); remote, if not NULL, is
+ * connected: sendto() then needs no address and only that peer's datagrams
+ * arrive. Both are copied. opts may be NULL. connection_made runs on the
+ * next iteration and reception starts after it returns. UDP sockets get
+ * IP_RECVERR/IPV6_RECVERR, so ICMP errors reach error_received also when
+ * unconnected. Returns 0 and sets *out, or a negative errno. */
+PACT_API int pact_datagram_open(pact_loop *loop, const struct sockaddr *local,
+                                socklen_t local_len,
+                                const struct sockaddr *remote,
+                                socklen_t remote_len,
+                                const pact_datagram_options *opts,
+                                const pact_datagram_protocol *proto,
+                                void *user, pact_datagram **out);
+
+/* pact_datagram_open() for UDP with numeric addresses: local_host NULL =
+ * not bound (the kernel picks a port on the first send), remote_host NULL
+ * = not connected; one of them is needed. Port 0 binds any port. */
+PACT_API int pact_datagram_open_udp(pact_loop *loop, const char *local_host,
+                                    uint16_t local_port,
+                                    const char *remote_host,
+                                    uint16_t remote_port,
+                                    const pact_datagram_options *opts,
+                                    const pact_datagram_protocol *proto,
+                                    void *user, pact_datagram **out);
+
+/* pact_datagram_open() for Unix datagram sockets ('@' = abstract
+ * namespace): local_path NULL = unnamed (peers cannot answer), remote_path
+ * NULL = not connected. */
+PACT_API int pact_datagram_open_unix(pact_loop *loop, const char *local_path,
+                                     const char *remote_path,
+                                     const pact_datagram_options *opts,
+                                     const pact_datagram_protocol *proto,
+                                     void *user, pact_datagram **out);
+
+/* Wraps an existing datagram socket (bound and/or connected by the
+ * caller; socketpair(AF_UNIX, SOCK_DGRAM) works). The endpoint owns fd
+ * from now on (also on failure: then fd is closed). */
+PACT_API int pact_datagram_adopt(pact_loop *loop, int fd,
+                                 const pact_datagram_options *opts,
+                                 const pact_datagram_protocol *proto,
+                                 void *user, pact_datagram **out);
+
+/* Queues one datagram (len may be 0) for addr, or for the connected peer
+ * when addr is NULL. Data and address are copied. Each datagram is sent
+ * whole or reported to error_received; datagrams go out in the order they
+ * were queued. Returns 0, or -ESHUTDOWN (closing: dropped and counted),
+ * -EDESTADDRREQ (no addr on an unconnected endpoint), -EISCONN (an addr
+ * other than the connected peer's), -EMSGSIZE (len over 2 GiB), -EINVAL,
+ * -ENOMEM. */
+PACT_API int pact_datagram_sendto(pact_datagram *ep, const void *data,
+                                  size_t len, const struct sockaddr *addr,
+                                  socklen_t addrlen);
+
+/* Closes: stops receiving, sends what is queued, then closes the socket
+ * and calls connection_lost(0). Again: -EALREADY. */
+PACT_API int pact_datagram_close(pact_datagram *ep);
+
+/* Closes now: drops the queued datagrams (not reported), cancels what is
+ * in flight, then connection_lost(0) once the kernel has handed every
+ * operation back. Again: -EALREADY. */
+PACT_API int pact_datagram_abort(pact_datagram *ep);
+
+/* Stops calling datagram_received until resume. Nothing is lost: a
+ * datagram received meanwhile is kept and handed over on resume, and the
+ * rest wait in the socket's receive buffer (where the kernel drops new
+ * ones once it is full, as for any UDP receiver). Returns 0, -EALREADY
+ * if paused, -ESHUTDOWN when closing. */
+PACT_API int pact_datagram_pause_reading(pact_datagram *ep);
+
+/* Resumes reception (a kept datagram first, on the next iteration). */
+PACT_API int pact_datagram_resume_reading(pact_datagram *ep);
+
+/* 1 if receiving (not paused, not closing), else 0. */
+PACT_API int pact_datagram_is_reading(const pact_datagram *ep);
+
+/* 1 once close() or abort() was called or the endpoint was lost. */
+PACT_API int pact_datagram_is_closing(const pact_datagram *ep);
+
+/* Bytes queued and not yet sent, counting 8 extra per datagram so that
+ * empty datagrams count too (as asyncio). */
+PACT_API size_t pact_datagram_write_buffer_size(const pact_datagram *ep);
+
+/* Sets the flow-control marks (defaults 64 KiB high, 16 KiB low).
+ * high 0 = default; low must not exceed high. */
+PACT_API int pact_datagram_set_write_buffer_limits(pact_datagram *ep,
+                                                   size_t high, size_t low);
+
+/* Reads the current marks. */
+PACT_API void pact_datagram_get_write_buffer_limits(const pact_datagram *ep,
+                                                    size_t *high, size_t *low);
+
+/* The socket (still owned by the endpoint), or -EBADF once closed. */
+PACT_API int pact_datagram_fd(const pact_datagram *ep);
+
+/* The endpoint's loop. */
+PACT_API pact_loop *pact_datagram_loop(const pact_datagram *ep);
+
+/* The user pointer given with the protocol. */
+PACT_API void *pact_datagram_user(const pact_datagram *ep);
+
+/* The local address (getsockname). Returns 0 or a negative errno. */
+PACT_API int pact_datagram_sockname(const pact_datagram *ep,
+                                    struct sockaddr_storage *ss,
+                                    socklen_t *len);
+
+/* The connected peer (getpeername): -ENOTCONN when not connected. */
+PACT_API int pact_datagram_peername(const pact_datagram *ep,
+                                    struct sockaddr_storage *ss,
+                                    socklen_t *len);
+
+/* Counters of one endpoint. */
+typedef struct pact_datagram_stats {
+    uint64_t sent;              /* datagrams the kernel accepted */
+    uint64_t send_errors;       /* datagrams reported to error_received */
+    uint64_t send_retries;      /* sent again after an earlier ICMP error */
+    uint64_t dropped;           /* queued, then dropped by abort or a
+                                   fatal error (not reported) */
+    uint64_t sends_after_close; /* refused with -ESHUTDOWN */
+    uint64_t received;          /* handed to datagram_received */
+    uint64_t receive_errors;    /* errors reported while receiving */
+} pact_datagram_stats;
+
+/* Copies the endpoint's counters into *out. Every datagram queued with
+ * pact_datagram_sendto() ends up exactly once in sent, send_errors or
+ * dropped. */
+PACT_API int pact_datagram_get_stats(const pact_datagram *ep,
+                                     pact_datagram_stats *out);
+
+/* ---- socket options: plain setters, 0 or a negative errno ---- */
+
+/* SO_BROADCAST: allow sending to broadcast addresses. */
+PACT_API int pact_datagram_set_broadcast(pact_datagram *ep, int on);
+
+/* Unicast TTL / hop limit (IP_TTL or IPV6_UNICAST_HOPS), 1..255. */
+PACT_API int pact_datagram_set_ttl(pact_datagram *ep, int ttl);
+
+/* Multicast TTL / hop limit (IP_MULTICAST_TTL / IPV6_MULTICAST_HOPS). */
+PACT_API int pact_datagram_set_multicast_ttl(pact_datagram *ep, int ttl);
+
+/* Whether multicast datagrams sent here loop back to local receivers
+ * (IP_MULTICAST_LOOP / IPV6_MULTICAST_LOOP). */
+PACT_API int pact_datagram_set_multicast_loop(pact_datagram *ep, int on);
+
+/* Joins a multicast group (numeric, "224.0.0.251" or "ff02::fb") on the
+ * interface named by ifname ("eth0"; NULL = the kernel's choice). */
+PACT_API int pact_datagram_join_group(pact_datagram *ep, const char *group,
+                                      const char *ifname);
+
+/* Leaves a group joined with pact_datagram_join_group(). */
+PACT_API int pact_datagram_leave_group(pact_datagram *ep, const char *group,
+                                       const char *ifname);
 
 /* ------------------------------------------------------------------------ */
 /* TLS (OpenSSL): the same transport API over any stream socket             */

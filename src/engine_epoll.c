@@ -102,6 +102,7 @@ static enum fd_queue queue_of(const pact_op_s *op)
 {
     switch ((pact_op_kind)op->kind) {
     case PACT_OP_RECV:
+    case PACT_OP_RECVFROM:
     case PACT_OP_ACCEPT:
     case PACT_OP_READ:
         return QUEUE_READ;
@@ -180,6 +181,14 @@ static int64_t try_op(pact_op_s *op, uint32_t revents)
             op->transferred += (size_t)n;
         }
         return (int64_t)op->transferred;
+    case PACT_OP_RECVFROM:
+        /* For datagrams 0 is an empty datagram, not end of file. */
+        op->msg.msg_namelen = sizeof op->addr;
+        n = recvmsg(op->fd, &op->msg, op->msg_flags | MSG_DONTWAIT);
+        return n < 0 ? -errno : n;
+    case PACT_OP_SENDTO:
+        n = sendmsg(op->fd, &op->msg, op->msg_flags | MSG_DONTWAIT);
+        return n < 0 ? -errno : n;
     case PACT_OP_ACCEPT:
         op->addrlen = sizeof op->addr;
         n = accept4(op->fd, (struct sockaddr *)&op->addr, &op->addrlen,

@@ -311,6 +311,14 @@ static void prep_op(pact_op_s *op, struct io_uring_sqe *sqe)
     case PACT_OP_UNLINK:
         io_uring_prep_unlinkat(sqe, AT_FDCWD, op->path, op->msg_flags);
         break;
+    case PACT_OP_RECVFROM:
+        /* The kernel writes the sender and its length into op->msg. */
+        op->msg.msg_namelen = sizeof op->addr;
+        io_uring_prep_recvmsg(sqe, op->fd, &op->msg, (unsigned)op->msg_flags);
+        break;
+    case PACT_OP_SENDTO:
+        io_uring_prep_sendmsg(sqe, op->fd, &op->msg, (unsigned)op->msg_flags);
+        break;
     case PACT_OP_WORK: /* never reached: pool ops skip the engine */
     case PACT_OP_SLEEP:
     case PACT_OP_KIND_COUNT:
@@ -332,9 +340,11 @@ static int order_queue(const pact_op_s *op)
 {
     switch ((pact_op_kind)op->kind) {
     case PACT_OP_RECV:
+    case PACT_OP_RECVFROM: /* datagrams: queued ones go out in order too */
         return 0;
     case PACT_OP_SEND:
     case PACT_OP_SEND_ALL:
+    case PACT_OP_SENDTO:
         return 1;
     case PACT_OP_READ:
         return op->offset < 0 ? 0 : -1;

@@ -355,7 +355,8 @@ static void report_live_ops(pact_loop *loop)
         [PACT_OP_CUSTOM] = "composite", [PACT_OP_WORK] = "pool work",
         [PACT_OP_OPEN] = "open", [PACT_OP_CLOSE] = "close",
         [PACT_OP_FSYNC] = "fsync", [PACT_OP_STATX] = "statx",
-        [PACT_OP_RENAME] = "rename", [PACT_OP_UNLINK] = "unlink"};
+        [PACT_OP_RENAME] = "rename", [PACT_OP_UNLINK] = "unlink",
+        [PACT_OP_RECVFROM] = "recvfrom", [PACT_OP_SENDTO] = "sendto"};
     for (uint32_t i = 0; i < loop->ops.capacity; i++) {
         pact_op_s *op = pact_slab_at(&loop->ops, i);
         if (!(op->slab.gen & 1) || (op->flags & PACT_OPF_INTERNAL))

@@ -149,6 +149,65 @@ pact_op pact_send_all(pact_loop *loop, int fd, const void *buf, size_t len,
                     __builtin_return_address(0));
 }
 
+/* The msghdr lives in the op: the kernel reads it until the completion. */
+static void setup_msg(pact_op_s *op, int with_addr)
+{
+    op->iov.iov_base = op->buf;
+    op->iov.iov_len = op->len;
+    op->msg.msg_iov = &op->iov;
+    op->msg.msg_iovlen = 1;
+    op->msg.msg_name = with_addr ? &op->addr : NULL;
+    op->msg.msg_namelen = with_addr ? op->addrlen : 0;
+}
+
+pact_op pact_recvfrom(pact_loop *loop, int fd, void *buf, size_t len,
+                      int flags, pact_op_cb cb, void *user)
+{
+    int err = pact__check_loop(loop, __func__);
+    if (err)
+        return err;
+    err = check_buffer(loop, buf, len, __func__);
+    if (err)
+        return err;
+    pact_op_s *op = op_begin(loop, PACT_OP_RECVFROM, fd, cb, user, __func__,
+                             &err);
+    if (!op)
+        return err;
+    op->buf = buf;
+    op->len = len;
+    op->msg_flags = flags;
+    op->addrlen = sizeof op->addr;
+    setup_msg(op, 1);
+    return op_queue(loop, op, __builtin_return_address(0));
+}
+
+pact_op pact_sendto(pact_loop *loop, int fd, const void *buf, size_t len,
+                    int flags, const struct sockaddr *addr, socklen_t addrlen,
+                    pact_op_cb cb, void *user)
+{
+    int err = pact__check_loop(loop, __func__);
+    if (err)
+        return err;
+    err = check_buffer(loop, buf, len, __func__);
+    if (err)
+        return err;
+    if (addr && (addrlen == 0 || addrlen > sizeof(struct sockaddr_storage)))
+        return PACT_MISUSE(loop, -EINVAL, "bad address length");
+    pact_op_s *op = op_begin(loop, PACT_OP_SENDTO, fd, cb, user, __func__,
+                             &err);
+    if (!op)
+        return err;
+    op->buf = (void *)buf;
+    op->len = len;
+    op->msg_flags = flags | MSG_NOSIGNAL;
+    if (addr) {
+        memcpy(&op->addr, addr, addrlen);
+        op->addrlen = addrlen;
+    }
+    setup_msg(op, addr != NULL);
+    return op_queue(loop, op, __builtin_return_address(0));
+}
+
 pact_op pact_read(pact_loop *loop, int fd, void *buf, size_t len,
                   int64_t offset, pact_op_cb cb, void *user)
 {
@@ -355,6 +414,13 @@ void pact__op_complete(pact_loop *loop, pact_op_s *op)
     if (op->kind == PACT_OP_ACCEPT && op->result >= 0) {
         c.addr = (const struct sockaddr *)&op->addr;
         c.addrlen = op->addrlen;
+    }
+    /* recvfrom: the sender, when the kernel named one (an unbound Unix
+     * socket has no name: addr stays NULL). */
+    if (op->kind == PACT_OP_RECVFROM && op->result >= 0 &&
+        op->msg.msg_namelen > 0) {
+        c.addr = (const struct sockaddr *)&op->addr;
+        c.addrlen = op->msg.msg_namelen;
     }
     if (op->extra && op->extra->fill)
         op->extra->fill(op, &c);

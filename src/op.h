@@ -34,6 +34,8 @@ typedef enum pact_op_kind {
     PACT_OP_STATX,
     PACT_OP_RENAME,
     PACT_OP_UNLINK,
+    PACT_OP_RECVFROM,    /* recvmsg into a caller buffer, sender in addr */
+    PACT_OP_SENDTO,      /* sendmsg, destination copied into addr */
     PACT_OP_CUSTOM, /* a composite op driven by its owner (connect_tcp, ...) */
     PACT_OP_KIND_COUNT
 } pact_op_kind;
@@ -104,6 +106,11 @@ typedef struct pact_op_s {
     /* PACT_OP_CUSTOM: asked to cancel; must complete the op later through
      * pact__op_defer(), never from inside this call. */
     void (*custom_cancel)(struct pact_loop *loop, struct pact_op_s *op);
+    /* PACT_OP_RECVFROM / PACT_OP_SENDTO: the kernel reads (and, receiving,
+     * writes) the msghdr, its iovec and `addr` until the completion, so
+     * they live here (contract 2). msg.msg_name is &addr or NULL. */
+    struct msghdr msg;
+    struct iovec iov;
 } pact_op_s;
 
 #endif
