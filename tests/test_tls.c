@@ -971,6 +971,8 @@ Test(tls, garbage_during_the_handshake)
     cr_assert_eq(sp.lost_err, -EPROTO, "server: %s", pact_err_name(sp.lost_err));
     cr_assert_eq(cp.lost_err, -EPROTO, "client: %s", pact_err_name(cp.lost_err));
     cr_assert_neq(sp.errmsg[0], 0);
+    free(sp.got);
+    free(cp.got);
     pact_loop_run(loop);
     close(a);
     close(d);
@@ -1002,6 +1004,8 @@ Test(tls, garbage_mid_stream)
     cr_assert(strstr(cp.errmsg, "TLS read"), "%s", cp.errmsg);
     cr_assert_neq(sp.lost_err, 0, "the server sees the client's alert");
     cr_assert_eq(cp.after_lost + sp.after_lost, 0);
+    free(cp.got);
+    free(sp.got);
     pact_loop_run(loop);
     pact_tls_context_free(sctx);
     pact_tls_context_free(cctx);
@@ -1113,6 +1117,7 @@ Test(tls, misuse_is_refused)
     pact_loop_run(loop);
     cr_assert_eq(p.lost, 1);
     cr_assert_eq(p.lost_err, -ECONNABORTED, "closed before the handshake");
+    free(p.got);
     close(b);
     pact_tls_context_free(sctx);
     pact_tls_context_free(cctx);
