@@ -1203,6 +1203,146 @@ PACT_API int pact_signal_remove(pact_loop *loop, pact_signal sig);
  * signal(SIGPIPE, SIG_IGN) at start-up (what Python does) or block
  * SIGPIPE in every thread. */
 
+/* ------------------------------------------------------------------------ */
+/* Subprocesses                                                             */
+/* ------------------------------------------------------------------------ */
+
+/* A child process with pipes: asyncio's SubprocessTransport in C. The
+ * exit is learned from the kernel through a pidfd (Linux 5.4+), on both
+ * engines; signals go through pidfd_send_signal(), which never reaches a
+ * recycled pid. No SIGCHLD handler is installed: do not set SIGCHLD to
+ * SIG_IGN or reap with waitpid(-1) elsewhere, or the exit status is lost
+ * (the returncode is then 255 and an error is reported, as asyncio does).
+ * The pointer stays valid until connection_lost has returned; after that
+ * it is freed and must not be used. */
+typedef struct pact_process pact_process;
+
+/* Where one of the child's fds 0, 1, 2 comes from. */
+typedef enum pact_stdio_kind {
+    PACT_STDIO_INHERIT = 0, /* the parent's same fd (if not close-on-exec) */
+    PACT_STDIO_PIPE,        /* a pipe; the parent's end is a pipe transport */
+    PACT_STDIO_DEVNULL,     /* /dev/null */
+    PACT_STDIO_FD,          /* the fd given in pact_stdio.fd (not closed) */
+    PACT_STDIO_STDOUT,      /* stderr only: the same as the child's stdout */
+} pact_stdio_kind;
+
+typedef struct pact_stdio {
+    pact_stdio_kind kind;
+    int fd; /* PACT_STDIO_FD only */
+} pact_stdio;
+
+/* What to run and how; zero-initialise, then set what you need. */
+typedef struct pact_process_options {
+    /* The program: a path (with a '/') or a name searched in the PATH of
+     * the child's environment, like execvpe(). NULL = argv[0]. */
+    const char *file;
+    char *const *argv;   /* NULL-terminated, argv[0] required */
+    char *const *envp;   /* NULL-terminated; NULL = inherit this process's */
+    const char *cwd;     /* NULL = the current directory */
+    pact_stdio stdio[3]; /* stdin, stdout, stderr; zero = INHERIT */
+    int new_session;       /* setsid() in the child */
+    int new_process_group; /* setpgid(0, 0) in the child */
+    int set_umask;         /* apply umask in the child */
+    mode_t umask;
+} pact_process_options;
+
+/* The callbacks of a subprocess protocol; any member may be NULL. Order:
+ * connection_made first (also when the child exits at once), then any
+ * number of pipe_data_received and one pipe_connection_lost per pipe,
+ * process_exited exactly once, and connection_lost exactly once and last —
+ * only after the process has exited AND every pipe is closed. Pipe data
+ * may still arrive after process_exited (a pipe drains after the exit).
+ * Nothing is called after connection_lost. */
+typedef struct pact_subprocess_protocol {
+    void (*connection_made)(pact_process *p, void *user);
+    /* fd is 1 or 2; data is valid only during the call. */
+    void (*pipe_data_received)(pact_process *p, int fd, const void *data,
+                               size_t len, void *user);
+    /* A pipe (fd 0, 1 or 2) is closed: err 0 on EOF or close, else a
+     * negative errno (-EPIPE: the child stopped reading its stdin). */
+    void (*pipe_connection_lost)(pact_process *p, int fd, int err,
+                                 void *user);
+    /* The process is gone; pact_process_returncode() now has its status. */
+    void (*process_exited)(pact_process *p, void *user);
+    void (*connection_lost)(pact_process *p, void *user);
+} pact_subprocess_protocol;
+
+/* Starts a child process and wraps it in a subprocess transport
+ * (connection_made runs on the next iteration). Every fd pact makes is
+ * close-on-exec and only the child's fds 0-2 survive its exec (others are
+ * closed, on Linux 5.9+). In the child, caught signals and SIGPIPE are
+ * reset to their default, other ignored signals stay ignored, and the
+ * signal mask is empty (even if the loop blocks signals for
+ * pact_signal_add()). Failures are synchronous and leave nothing behind —
+ * no zombie, no fd, no transport: a missing program gives -ENOENT, a
+ * non-executable one -EACCES, a bad cwd its chdir() errno, fd exhaustion
+ * -EMFILE; -EINVAL for bad options (NULL argv, STDOUT on fd 0 or 1),
+ * -ENOSYS on kernels without CLONE_PIDFD. Returns 0 and sets *out. */
+PACT_API int pact_process_spawn(pact_loop *loop,
+                                const pact_process_options *opts,
+                                const pact_subprocess_protocol *proto,
+                                void *user, pact_process **out);
+
+/* The child's pid (for display; signal it with pact_process_send_signal,
+ * which cannot hit a recycled pid). */
+PACT_API pid_t pact_process_pid(const pact_process *p);
+
+/* The user pointer given to pact_process_spawn(). */
+PACT_API void *pact_process_user(const pact_process *p);
+
+/* Once the process has exited and been reaped: 0 and *returncode = its
+ * exit code (0-255), or minus the signal number that killed it (-9 for
+ * SIGKILL), as asyncio reports it. Before that: -EAGAIN. */
+PACT_API int pact_process_returncode(const pact_process *p, int *returncode);
+
+/* The pipe transport of the child's fd 0 (a write pipe), 1 or 2 (read
+ * pipes), or NULL when that fd is not a pipe or the pipe is closed. Use it
+ * to write, write_eof, pause/resume reading or close one pipe; do not
+ * replace its protocol. */
+PACT_API pact_transport *pact_process_pipe(const pact_process *p, int fd);
+
+/* Writes to the child's stdin pipe (copied, as pact_transport_write()).
+ * -EPIPE when stdin is not a pipe or it is closed. */
+PACT_API int pact_process_write(pact_process *p, const void *data, size_t len);
+
+/* Closes the child's stdin once what was written is sent (the child sees
+ * EOF). -EPIPE when stdin is not a pipe or is closed already. */
+PACT_API int pact_process_write_eof(pact_process *p);
+
+/* Sends signo to the child through its pidfd. Returns 0, or -ESRCH once
+ * the process has exited and been reaped, or the transport is closed —
+ * never a signal to a recycled pid; -EINVAL for a bad signal number. */
+PACT_API int pact_process_send_signal(pact_process *p, int signo);
+
+/* pact_process_send_signal(p, SIGTERM). */
+PACT_API int pact_process_terminate(pact_process *p);
+
+/* pact_process_send_signal(p, SIGKILL). */
+PACT_API int pact_process_kill(pact_process *p);
+
+/* Waits for the process to exit. Any number of waits may be pending; each
+ * callback runs once, with c->result = the returncode (as
+ * pact_process_returncode(): 0-255, or -signo in -64..-1), or -ECANCELED
+ * (pact_cancel) / -ETIMEDOUT (pact_op_set_timeout), both below -64. A
+ * wait started after the exit completes on the next iteration. Waiters
+ * are woken at the exit, before connection_lost (a grandchild holding a
+ * pipe open does not hold them). A wait is only an entry in the process's
+ * list, so cancelling tears it down at once: cancel returns 0 and the
+ * callback gets -ECANCELED on the next iteration — unless the exit was
+ * seen first (cancel returns -EALREADY and the returncode is delivered).
+ * Returns the op or a negative errno. */
+PACT_API pact_op pact_process_wait(pact_process *p, pact_op_cb cb,
+                                   void *user);
+
+/* Closes the transport: closes the pipes and, if the child still runs,
+ * kills it with SIGKILL (a debug message says so) — a child that has
+ * exited but is not reaped yet is not killed, and its real status is
+ * reported. The child is always reaped; process_exited and
+ * connection_lost still follow, in order. Loop close does this to every
+ * process still open (and reports each in debug mode). Returns 0, or
+ * -EALREADY if already closed. */
+PACT_API int pact_process_close(pact_process *p);
+
 #ifdef __cplusplus
 }
 #endif

@@ -529,7 +529,8 @@ Test(stream, write_eof_after_pending_writes)
     pact_loop_run(loop);
     cr_assert_eq(s.ngot, 5);
     cr_assert_eq(s.order.lost, 1);
-    cr_assert_eq(pact_transport_is_closing(t), 1);
+    /* t is freed once connection_lost has returned (pact.h): it may not be
+     * queried here (a use after free that a leak in stream.c hid). */
     free(buf);
     free(got);
     test_loop_free(loop);

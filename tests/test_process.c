@@ -1,0 +1,831 @@
+/* Subprocesses: spawn with every stdio combination, the protocol order
+ * (also for a child that exits before its transport is set up), signals
+ * through the pidfd, close kills a running child, spawn failures leave no
+ * zombie and no fd, and a thousand short-lived children. */
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "helpers.h"
+
+TestSuite(process, .timeout = 60);
+
+/* ---- a recording protocol that checks the order --------------------------- */
+
+typedef struct rec {
+    pact_process *p;
+    int seq;
+    int made, exited, lost;  /* sequence numbers, 0 = not yet */
+    int pipe_lost[3];        /* sequence numbers */
+    int pipe_err[3];
+    int after_lost;          /* callbacks after connection_lost: must be 0 */
+    int returncode;          /* read in process_exited */
+    char out[3][4096];       /* the first bytes of fd 1 and 2 */
+    size_t len[3];           /* bytes received per fd */
+    uint64_t nonzero;        /* bytes that were not '\0' (large output) */
+    /* Flow control on stdout: pause after this many bytes per burst. */
+    size_t pause_every;
+    size_t since_pause;
+    uint64_t pauses;
+    /* Things to do in callbacks. */
+    int kill_in_exited;      /* call kill in process_exited: expect -ESRCH */
+    int kill_result;
+    int kill_in_lost_result;
+    int write_in_exited;     /* write 1 MiB to stdin in process_exited */
+    int write_result;
+} rec;
+
+static void on_made(pact_process *p, void *user)
+{
+    rec *r = user;
+    cr_assert_eq(r->made, 0, "connection_made twice");
+    cr_assert_eq(r->lost, 0);
+    cr_assert_eq(r->exited, 0, "process_exited before connection_made");
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(r->pipe_lost[i], 0, "pipe lost before connection_made");
+    r->p = p;
+    r->made = ++r->seq;
+}
+
+static void resume_cb(pact_loop *loop, void *user)
+{
+    (void)loop;
+    rec *r = user;
+    pact_transport *t = pact_process_pipe(r->p, 1);
+    if (t)
+        cr_assert_eq(pact_transport_resume_reading(t), 0);
+}
+
+static void on_data(pact_process *p, int fd, const void *data, size_t len,
+                    void *user)
+{
+    rec *r = user;
+    cr_assert(r->made, "data before connection_made");
+    cr_assert(fd == 1 || fd == 2, "data on fd %d", fd);
+    cr_assert_eq(r->pipe_lost[fd], 0, "data after its pipe was lost");
+    if (r->lost)
+        r->after_lost++;
+    size_t room = sizeof r->out[fd] - 1 - (r->len[fd] < sizeof r->out[fd] - 1
+                                               ? r->len[fd]
+                                               : sizeof r->out[fd] - 1);
+    size_t n = len < room ? len : room;
+    memcpy(r->out[fd] + r->len[fd], data, n);
+    r->len[fd] += len;
+    const char *d = data;
+    for (size_t i = 0; i < len; i++)
+        r->nonzero += d[i] != 0;
+    if (r->pause_every && fd == 1) {
+        r->since_pause += len;
+        if (r->since_pause >= r->pause_every) {
+            r->since_pause = 0;
+            pact_transport *t = pact_process_pipe(p, 1);
+            cr_assert_not_null(t);
+            cr_assert_eq(pact_transport_pause_reading(t), 0);
+            r->pauses++;
+            cr_assert_gt(pact_call_later(pact_transport_loop(t), 1 * MS,
+                                         resume_cb, r), 0);
+        }
+    }
+}
+
+static void on_pipe_lost(pact_process *p, int fd, int err, void *user)
+{
+    (void)p;
+    rec *r = user;
+    cr_assert(r->made, "pipe lost before connection_made");
+    cr_assert(fd >= 0 && fd <= 2);
+    cr_assert_eq(r->pipe_lost[fd], 0, "pipe %d lost twice", fd);
+    if (r->lost)
+        r->after_lost++;
+    r->pipe_lost[fd] = ++r->seq;
+    r->pipe_err[fd] = err;
+}
+
+static void on_exited(pact_process *p, void *user)
+{
+    rec *r = user;
+    cr_assert(r->made, "exited before connection_made");
+    cr_assert_eq(r->exited, 0, "process_exited twice");
+    if (r->lost)
+        r->after_lost++;
+    r->exited = ++r->seq;
+    cr_assert_eq(pact_process_returncode(p, &r->returncode), 0);
+    if (r->kill_in_exited)
+        r->kill_result = pact_process_kill(p);
+    if (r->write_in_exited) {
+        static char big[1 << 20];
+        r->write_result = pact_process_write(p, big, sizeof big);
+    }
+}
+
+static void on_lost(pact_process *p, void *user)
+{
+    rec *r = user;
+    cr_assert(r->made && r->exited, "connection_lost before exit");
+    cr_assert_eq(r->lost, 0, "connection_lost twice");
+    int rc;
+    cr_assert_eq(pact_process_returncode(p, &rc), 0);
+    cr_assert_eq(rc, r->returncode);
+    r->kill_in_lost_result = pact_process_send_signal(p, SIGTERM);
+    r->lost = ++r->seq;
+}
+
+static const pact_subprocess_protocol rec_proto = {
+    .connection_made = on_made,
+    .pipe_data_received = on_data,
+    .pipe_connection_lost = on_pipe_lost,
+    .process_exited = on_exited,
+    .connection_lost = on_lost,
+};
+
+static void assert_no_children(void)
+{
+    errno = 0;
+    cr_assert_eq(waitpid(-1, NULL, WNOHANG), -1, "a child is left (zombie?)");
+    cr_assert_eq(errno, ECHILD);
+}
+
+/* Checks connection_lost came last, after every pipe was lost. */
+static void assert_finished(const rec *r, const pact_process_options *o)
+{
+    cr_assert(r->lost, "connection_lost never came");
+    cr_assert_eq(r->after_lost, 0);
+    cr_assert_gt(r->exited, r->made);
+    cr_assert_gt(r->lost, r->exited);
+    for (int i = 0; i < 3; i++) {
+        if (o->stdio[i].kind == PACT_STDIO_PIPE) {
+            cr_assert_gt(r->pipe_lost[i], r->made, "pipe %d never lost", i);
+            cr_assert_lt(r->pipe_lost[i], r->lost);
+        } else {
+            cr_assert_eq(r->pipe_lost[i], 0);
+        }
+    }
+}
+
+static pact_process *spawn(pact_loop *loop, pact_process_options *o, rec *r)
+{
+    pact_process *p = NULL;
+    int e = pact_process_spawn(loop, o, &rec_proto, r, &p);
+    cr_assert_eq(e, 0, "spawn: %s", pact_strerror(e));
+    cr_assert_not_null(p);
+    cr_assert_gt(pact_process_pid(p), 0);
+    return p;
+}
+
+static void set_stdio(pact_process_options *o, pact_stdio_kind in,
+                      pact_stdio_kind out, pact_stdio_kind err)
+{
+    o->stdio[0].kind = in;
+    o->stdio[1].kind = out;
+    o->stdio[2].kind = err;
+}
+
+/* ---- stdio combinations ------------------------------------------------- */
+
+Test(process, all_pipes)
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = {"sh", "-c", "read x; echo out:$x; echo err:$x >&2; exit 3",
+                    NULL};
+    pact_process_options o = {.argv = argv};
+    set_stdio(&o, PACT_STDIO_PIPE, PACT_STDIO_PIPE, PACT_STDIO_PIPE);
+    rec r = {0};
+    pact_process *p = spawn(loop, &o, &r);
+    int rc;
+    cr_assert_eq(pact_process_returncode(p, &rc), -EAGAIN);
+    cr_assert_not_null(pact_process_pipe(p, 0));
+    cr_assert_not_null(pact_process_pipe(p, 1));
+    cr_assert_not_null(pact_process_pipe(p, 2));
+    cr_assert_null(pact_process_pipe(p, 3));
+    cr_assert_eq(pact_process_write(p, "hi\n", 3), 0);
+    cr_assert_eq(pact_process_write_eof(p), 0);
+    cr_assert_eq(pact_loop_run(loop), 0);
+    assert_finished(&r, &o);
+    cr_assert_eq(r.returncode, 3);
+    cr_assert_str_eq(r.out[1], "out:hi\n");
+    cr_assert_str_eq(r.out[2], "err:hi\n");
+    cr_assert_eq(r.pipe_err[0], 0);
+    assert_no_children();
+    test_loop_free(loop);
+}
+
+Test(process, stderr_to_stdout)
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = {"sh", "-c", "echo a; echo b >&2; echo c", NULL};
+    pact_process_options o = {.argv = argv};
+    set_stdio(&o, PACT_STDIO_DEVNULL, PACT_STDIO_PIPE, PACT_STDIO_STDOUT);
+    rec r = {0};
+    pact_process *p = spawn(loop, &o, &r);
+    cr_assert_null(pact_process_pipe(p, 0));
+    cr_assert_null(pact_process_pipe(p, 2));
+    cr_assert_eq(pact_process_write(p, "x", 1), -EPIPE);
+    pact_loop_run(loop);
+    assert_finished(&r, &o);
+    cr_assert_str_eq(r.out[1], "a\nb\nc\n");
+    cr_assert_eq(r.len[2], 0);
+    cr_assert_eq(r.returncode, 0);
+    test_loop_free(loop);
+}
+
+Test(process, devnull_stdin_gives_eof)
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = {"cat", NULL};
+    pact_process_options o = {.argv = argv};
+    set_stdio(&o, PACT_STDIO_DEVNULL, PACT_STDIO_PIPE, PACT_STDIO_DEVNULL);
+    rec r = {0};
+    spawn(loop, &o, &r);
+    pact_loop_run(loop);
+    assert_finished(&r, &o);
+    cr_assert_eq(r.len[1], 0);
+    cr_assert_eq(r.returncode, 0);
+    test_loop_free(loop);
+}
+
+Test(process, given_fds_and_inherit)
+{
+    pact_loop *loop = test_loop_new();
+    int fds_before = count_open_fds();
+    /* stdout to a pipe the test owns, stderr to a file; stdin inherited. */
+    int pfd[2];
+    cr_assert_eq(pipe2(pfd, O_CLOEXEC), 0);
+    char path[] = "/tmp/pact-proc-XXXXXX";
+    int file = mkstemp(path);
+    cr_assert_geq(file, 0);
+    unlink(path);
+    char *argv[] = {"sh", "-c", "echo to-pipe; echo to-file >&2", NULL};
+    pact_process_options o = {.argv = argv};
+    set_stdio(&o, PACT_STDIO_INHERIT, PACT_STDIO_FD, PACT_STDIO_FD);
+    o.stdio[1].fd = pfd[1];
+    o.stdio[2].fd = file;
+    rec r = {0};
+    pact_process *p = spawn(loop, &o, &r);
+    for (int i = 0; i < 3; i++)
+        cr_assert_null(pact_process_pipe(p, i));
+    pact_loop_run(loop);
+    assert_finished(&r, &o);
+    close(pfd[1]);
+    char buf[64] = {0};
+    cr_assert_eq(read(pfd[0], buf, sizeof buf - 1), 8);
+    cr_assert_str_eq(buf, "to-pipe\n");
+    memset(buf, 0, sizeof buf);
+    cr_assert_eq(pread(file, buf, sizeof buf - 1, 0), 8);
+    cr_assert_str_eq(buf, "to-file\n");
+    close(pfd[0]);
+    close(file);
+    cr_assert_eq(count_open_fds(), fds_before);
+    test_loop_free(loop);
+}
+
+/* The given fds may be 0-2 themselves, crossed: stdout <- our fd 2 and
+ * stderr <- our fd 1 must not clobber each other in the child. */
+Test(process, crossed_low_fds)
+{
+    pact_loop *loop = test_loop_new();
+    int a[2], b[2];
+    cr_assert_eq(pipe2(a, O_CLOEXEC), 0);
+    cr_assert_eq(pipe2(b, O_CLOEXEC), 0);
+    int save1 = dup(1), save2 = dup(2);
+    cr_assert_eq(dup2(a[1], 1), 1);
+    cr_assert_eq(dup2(b[1], 2), 2);
+    char *argv[] = {"sh", "-c", "echo out; echo err >&2", NULL};
+    pact_process_options o = {.argv = argv};
+    set_stdio(&o, PACT_STDIO_DEVNULL, PACT_STDIO_FD, PACT_STDIO_FD);
+    o.stdio[1].fd = 2;
+    o.stdio[2].fd = 1;
+    rec r = {0};
+    spawn(loop, &o, &r);
+    dup2(save1, 1);
+    dup2(save2, 2);
+    close(save1);
+    close(save2);
+    close(a[1]);
+    close(b[1]);
+    pact_loop_run(loop);
+    char buf[32] = {0};
+    cr_assert_eq(read(a[0], buf, sizeof buf), 4);
+    cr_assert_str_eq(buf, "err\n");
+    memset(buf, 0, sizeof buf);
+    cr_assert_eq(read(b[0], buf, sizeof buf), 4);
+    cr_assert_str_eq(buf, "out\n");
+    close(a[0]);
+    close(b[0]);
+    test_loop_free(loop);
+}
+
+/* Only fds 0-2 reach the child, even one opened without O_CLOEXEC; and the
+ * child's signal mask is empty and SIGPIPE is at its default even though
+ * the loop blocks SIGINT (pact_signal_add) and SIGPIPE is ignored. */
+static void ignore_signal(pact_loop *loop, int signo, void *user)
+{
+    (void)loop, (void)signo, (void)user;
+}
+
+Test(process, child_environment)
+{
+    pact_loop *loop = test_loop_new();
+    signal(SIGPIPE, SIG_IGN);
+    pact_signal sig = pact_signal_add(loop, SIGINT, ignore_signal, NULL);
+    cr_assert_gt(sig, 0);
+    int leaked = dup2(0, 100); /* no O_CLOEXEC */
+    cr_assert_eq(leaked, 100);
+    char *argv[] = {"sh", "-c",
+                    "ls /proc/self/fd | tr '\\n' ' '; echo; "
+                    "grep -E '^Sig(Blk|Ign)' /proc/self/status; "
+                    "echo \"$FOO\"; pwd; umask",
+                    NULL};
+    char *envp[] = {"FOO=bar", "PATH=/usr/bin:/bin", NULL};
+    pact_process_options o = {.argv = argv, .envp = envp, .cwd = "/tmp",
+                              .set_umask = 1, .umask = 027};
+    set_stdio(&o, PACT_STDIO_DEVNULL, PACT_STDIO_PIPE, PACT_STDIO_STDOUT);
+    rec r = {0};
+    spawn(loop, &o, &r);
+    pact_loop_run(loop);
+    close(leaked);
+    assert_finished(&r, &o);
+    /* ls sees 0, 1, 2 and its own directory fd (3), never 100. */
+    cr_assert(strncmp(r.out[1], "0 1 2 3 \n", 9) == 0, "fds: %s", r.out[1]);
+    cr_assert(strstr(r.out[1], "SigBlk:\t0000000000000000\n"), "%s", r.out[1]);
+    const char *ign = strstr(r.out[1], "SigIgn:\t");
+    cr_assert_not_null(ign);
+    unsigned long long mask = strtoull(ign + 8, NULL, 16);
+    cr_assert_eq(mask & (1ull << (SIGPIPE - 1)), 0, "SIGPIPE still ignored");
+    cr_assert(strstr(r.out[1], "\nbar\n/tmp\n0027\n"), "%s", r.out[1]);
+    cr_assert_eq(pact_signal_remove(loop, sig), 0);
+    test_loop_free(loop);
+}
+
+Test(process, new_session_and_group)
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = {"sleep", "100", NULL};
+    pact_process_options o = {.argv = argv, .new_session = 1};
+    rec r = {0};
+    pact_process *p = spawn(loop, &o, &r);
+    pid_t pid = pact_process_pid(p);
+    cr_assert_eq(getsid(pid), pid);
+    cr_assert_eq(getpgid(pid), pid);
+    cr_assert_eq(pact_process_kill(p), 0);
+    pact_loop_run(loop);
+    cr_assert_eq(r.returncode, -SIGKILL);
+
+    pact_process_options o2 = {.argv = argv, .new_process_group = 1};
+    rec r2 = {0};
+    p = spawn(loop, &o2, &r2);
+    pid = pact_process_pid(p);
+    cr_assert_eq(getpgid(pid), pid);
+    cr_assert_eq(getsid(pid), getsid(0));
+    cr_assert_eq(pact_process_terminate(p), 0);
+    pact_loop_run(loop);
+    cr_assert_eq(r2.returncode, -SIGTERM);
+    test_loop_free(loop);
+}
+
+/* ---- interactive, large output, broken stdin -------------------------------- */
+
+typedef struct chat {
+    rec r;
+    int lines;
+} chat;
+
+static void chat_data(pact_process *p, int fd, const void *data, size_t len,
+                      void *user)
+{
+    chat *c = user;
+    on_data(p, fd, data, len, &c->r);
+    if (memchr(data, '\n', len)) {
+        c->lines++;
+        if (c->lines == 1)
+            cr_assert_eq(pact_process_write(p, "second\n", 7), 0);
+        else
+            cr_assert_eq(pact_process_write_eof(p), 0);
+    }
+}
+
+static void chat_made(pact_process *p, void *u) { on_made(p, &((chat *)u)->r); }
+static void chat_pipe_lost(pact_process *p, int fd, int e, void *u)
+{
+    on_pipe_lost(p, fd, e, &((chat *)u)->r);
+}
+static void chat_exited(pact_process *p, void *u) { on_exited(p, &((chat *)u)->r); }
+static void chat_lost(pact_process *p, void *u) { on_lost(p, &((chat *)u)->r); }
+
+Test(process, interactive_cat)
+{
+    pact_loop *loop = test_loop_new();
+    static const pact_subprocess_protocol proto = {
+        chat_made, chat_data, chat_pipe_lost, chat_exited, chat_lost};
+    char *argv[] = {"cat", NULL};
+    pact_process_options o = {.argv = argv};
+    set_stdio(&o, PACT_STDIO_PIPE, PACT_STDIO_PIPE, PACT_STDIO_INHERIT);
+    chat c = {0};
+    pact_process *p;
+    cr_assert_eq(pact_process_spawn(loop, &o, &proto, &c, &p), 0);
+    cr_assert_eq(pact_process_write(p, "first\n", 6), 0);
+    pact_loop_run(loop);
+    assert_finished(&c.r, &o);
+    cr_assert_eq(c.lines, 2);
+    cr_assert_str_eq(c.r.out[1], "first\nsecond\n");
+    cr_assert_eq(c.r.returncode, 0);
+    test_loop_free(loop);
+}
+
+Test(process, large_output_with_pause_resume)
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = {"head", "-c", "5000000", "/dev/zero", NULL};
+    pact_process_options o = {.argv = argv};
+    set_stdio(&o, PACT_STDIO_DEVNULL, PACT_STDIO_PIPE, PACT_STDIO_PIPE);
+    rec r = {.pause_every = 256 * 1024};
+    spawn(loop, &o, &r);
+    pact_loop_run(loop);
+    assert_finished(&r, &o);
+    cr_assert_eq(r.len[1], 5000000, "got %zu bytes", r.len[1]);
+    cr_assert_eq(r.nonzero, 0);
+    cr_assert_eq(r.len[2], 0);
+    cr_assert_gt(r.pauses, 10);
+    cr_assert_eq(r.returncode, 0);
+    test_loop_free(loop);
+}
+
+Test(process, stdin_broken_pipe)
+{
+    pact_loop *loop = test_loop_new();
+    signal(SIGPIPE, SIG_IGN);
+    char *argv[] = {"true", NULL};
+    pact_process_options o = {.argv = argv};
+    set_stdio(&o, PACT_STDIO_PIPE, PACT_STDIO_DEVNULL, PACT_STDIO_DEVNULL);
+    /* At the exit, write into the pipe nobody reads (p is valid there;
+     * after connection_lost it is freed). */
+    rec r = {.write_in_exited = 1};
+    spawn(loop, &o, &r);
+    pact_loop_run(loop);
+    assert_finished(&r, &o);
+    int w = r.write_result;
+    cr_assert(w == 0 || w == -EPIPE || w == -ESHUTDOWN, "write: %d", w);
+    cr_assert_eq(r.pipe_err[0], -EPIPE, "stdin lost with %d", r.pipe_err[0]);
+    cr_assert_eq(r.returncode, 0);
+    cr_assert_eq(pact_process_write(NULL, "x", 1), -EINVAL);
+    test_loop_free(loop);
+}
+
+/* ---- order when the child is gone before the transport is set up ------------- */
+
+Test(process, exits_before_setup)
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = {"sh", "-c", "echo early; exit 5", NULL};
+    pact_process_options o = {.argv = argv};
+    set_stdio(&o, PACT_STDIO_PIPE, PACT_STDIO_PIPE, PACT_STDIO_PIPE);
+    rec r = {0};
+    pact_process *p = spawn(loop, &o, &r);
+    /* Let the child finish (and become a zombie) before any callback. */
+    siginfo_t info = {0};
+    cr_assert_eq(waitid(P_PID, (id_t)pact_process_pid(p), &info,
+                        WEXITED | WNOWAIT), 0);
+    cr_assert_eq(info.si_status, 5);
+    pact_loop_run(loop);
+    assert_finished(&r, &o);
+    cr_assert_eq(r.made, 1);
+    cr_assert_str_eq(r.out[1], "early\n");
+    cr_assert_eq(r.returncode, 5);
+    assert_no_children();
+    test_loop_free(loop);
+}
+
+/* Exits before setup with no pipes at all: the exit is the first event. */
+Test(process, exits_before_setup_no_pipes)
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = {"false", NULL};
+    pact_process_options o = {.argv = argv};
+    rec r = {0};
+    pact_process *p = spawn(loop, &o, &r);
+    siginfo_t info = {0};
+    cr_assert_eq(waitid(P_PID, (id_t)pact_process_pid(p), &info,
+                        WEXITED | WNOWAIT), 0);
+    /* Run once without blocking: the pidfd poll may complete in the same
+     * iteration as connection_made; the order must hold anyway. */
+    pact_loop_run_once(loop, 0);
+    pact_loop_run(loop);
+    assert_finished(&r, &o);
+    cr_assert_eq(r.returncode, 1);
+    test_loop_free(loop);
+}
+
+/* ---- signals ------------------------------------------------------------------ */
+
+static void signal_case(int (*send)(pact_process *), int signo, int expect)
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = {"sleep", "100", NULL};
+    pact_process_options o = {.argv = argv};
+    rec r = {0};
+    pact_process *p = spawn(loop, &o, &r);
+    run_until(loop, &r.made, 5000);
+    cr_assert_eq(send ? send(p) : pact_process_send_signal(p, signo), 0);
+    pact_loop_run(loop);
+    assert_finished(&r, &o);
+    cr_assert_eq(r.returncode, expect);
+    test_loop_free(loop);
+}
+
+Test(process, kill) { signal_case(pact_process_kill, 0, -SIGKILL); }
+Test(process, terminate) { signal_case(pact_process_terminate, 0, -SIGTERM); }
+Test(process, send_signal) { signal_case(NULL, SIGUSR1, -SIGUSR1); }
+Test(process, send_sigint) { signal_case(NULL, SIGINT, -SIGINT); }
+
+Test(process, signal_after_exit_is_esrch)
+{
+    pact_loop *loop = test_loop_new();
+    /* A bystander that must survive. */
+    char *sleeper_argv[] = {"sleep", "100", NULL};
+    pact_process_options so = {.argv = sleeper_argv};
+    rec sr = {0};
+    pact_process *sleeper = spawn(loop, &so, &sr);
+
+    char *argv[] = {"true", NULL};
+    pact_process_options o = {.argv = argv};
+    rec r = {.kill_in_exited = 1};
+    pact_process *p = spawn(loop, &o, &r);
+    run_until(loop, &r.lost, 5000);
+    (void)p;
+    cr_assert_eq(r.kill_result, -ESRCH);
+    cr_assert_eq(r.kill_in_lost_result, -ESRCH);
+    cr_assert_eq(sr.exited, 0, "the bystander was hit");
+    cr_assert_eq(kill(pact_process_pid(sleeper), 0), 0);
+    cr_assert_eq(pact_process_send_signal(sleeper, 99), -EINVAL);
+    cr_assert_eq(pact_process_close(sleeper), 0);
+    cr_assert_eq(pact_process_close(sleeper), -EALREADY);
+    cr_assert_eq(pact_process_kill(sleeper), -ESRCH, "signal after close");
+    pact_loop_run(loop);
+    cr_assert_eq(sr.returncode, -SIGKILL);
+    test_loop_free(loop);
+}
+
+/* ---- close ------------------------------------------------------------------ */
+
+Test(process, close_kills_running)
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = {"sleep", "100", NULL};
+    pact_process_options o = {.argv = argv};
+    set_stdio(&o, PACT_STDIO_PIPE, PACT_STDIO_PIPE, PACT_STDIO_PIPE);
+    rec r = {0};
+    pact_process *p = spawn(loop, &o, &r);
+    run_until(loop, &r.made, 5000);
+    uint64_t start = pact_now();
+    cr_assert_eq(pact_process_close(p), 0);
+    pact_loop_run(loop);
+    cr_assert_lt(pact_now() - start, 5000 * MS);
+    assert_finished(&r, &o);
+    cr_assert_eq(r.returncode, -SIGKILL);
+    assert_no_children();
+    test_loop_free(loop);
+}
+
+Test(process, close_does_not_kill_finished)
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = {"sh", "-c", "exit 7", NULL};
+    pact_process_options o = {.argv = argv};
+    rec r = {0};
+    pact_process *p = spawn(loop, &o, &r);
+    siginfo_t info = {0};
+    cr_assert_eq(waitid(P_PID, (id_t)pact_process_pid(p), &info,
+                        WEXITED | WNOWAIT), 0);
+    cr_assert_eq(pact_process_close(p), 0); /* exited, not reaped yet */
+    pact_loop_run(loop);
+    assert_finished(&r, &o);
+    cr_assert_eq(r.returncode, 7);
+    test_loop_free(loop);
+}
+
+Test(process, close_in_connection_made)
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = {"sleep", "100", NULL};
+    pact_process_options o = {.argv = argv};
+    set_stdio(&o, PACT_STDIO_PIPE, PACT_STDIO_PIPE, PACT_STDIO_INHERIT);
+    rec r = {0};
+    pact_process *p = spawn(loop, &o, &r);
+    cr_assert_eq(pact_process_close(p), 0); /* before connection_made */
+    pact_loop_run(loop);
+    assert_finished(&r, &o);
+    cr_assert_eq(r.returncode, -SIGKILL);
+    test_loop_free(loop);
+}
+
+Test(process, loop_close_kills_and_reaps)
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = {"sleep", "100", NULL};
+    pact_process_options o = {.argv = argv};
+    set_stdio(&o, PACT_STDIO_PIPE, PACT_STDIO_PIPE, PACT_STDIO_PIPE);
+    rec r = {0};
+    spawn(loop, &o, &r);
+    pact_loop_run_once(loop, 0);
+    test_loop_free(loop); /* closes the loop with the process open */
+    assert_finished(&r, &o);
+    cr_assert_eq(r.returncode, -SIGKILL);
+    assert_no_children();
+}
+
+/* ---- waiting ------------------------------------------------------------------ */
+
+typedef struct waited {
+    int calls;
+    int64_t result;
+} waited;
+
+static void wait_cb(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    waited *w = user;
+    w->calls++;
+    w->result = c->result;
+}
+
+Test(process, wait_many_and_cancel)
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = {"sleep", "100", NULL};
+    pact_process_options o = {.argv = argv};
+    rec r = {0};
+    pact_process *p = spawn(loop, &o, &r);
+    waited w[4] = {0};
+    pact_op ops[4];
+    for (int i = 0; i < 4; i++) {
+        ops[i] = pact_process_wait(p, wait_cb, &w[i]);
+        cr_assert_gt(ops[i], 0);
+    }
+    cr_assert_eq(pact_cancel(loop, ops[3]), 0);
+    cr_assert_eq(pact_cancel(loop, ops[3]), -EALREADY);
+    cr_assert_eq(pact_op_set_timeout(loop, ops[2], 10 * MS), 0);
+    pact_loop_run_once(loop, 0);
+    cr_assert_eq(w[3].calls, 1);
+    cr_assert_eq(w[3].result, -ECANCELED);
+    cr_assert_eq(pact_cancel(loop, ops[3]), -ENOENT);
+    run_until(loop, &w[2].calls, 5000);
+    cr_assert_eq(w[2].result, -ETIMEDOUT);
+    cr_assert_eq(pact_process_terminate(p), 0);
+    pact_loop_run(loop);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(w[i].calls, 1);
+        cr_assert_eq(w[i].result, -SIGTERM);
+    }
+    cr_assert_eq(w[2].calls, 1);
+    cr_assert_eq(w[3].calls, 1);
+    test_loop_free(loop);
+}
+
+static void wait_in_exited(pact_process *p, void *user)
+{
+    waited *w = user;
+    cr_assert_gt(pact_process_wait(p, wait_cb, w), 0);
+}
+
+Test(process, wait_after_exit)
+{
+    pact_loop *loop = test_loop_new();
+    static const pact_subprocess_protocol proto = {
+        .process_exited = wait_in_exited};
+    char *argv[] = {"sh", "-c", "exit 42", NULL};
+    pact_process_options o = {.argv = argv};
+    waited w = {0};
+    pact_process *p;
+    cr_assert_eq(pact_process_spawn(loop, &o, &proto, &w, &p), 0);
+    pact_loop_run(loop);
+    cr_assert_eq(w.calls, 1);
+    cr_assert_eq(w.result, 42);
+    test_loop_free(loop);
+}
+
+/* ---- spawn failures --------------------------------------------------------- */
+
+static int spawn_err(pact_loop *loop, pact_process_options *o)
+{
+    rec r = {0};
+    pact_process *p = (pact_process *)0x1;
+    int e = pact_process_spawn(loop, o, &rec_proto, &r, &p);
+    cr_assert_eq(p, (pact_process *)0x1, "*out set on failure");
+    pact_loop_run_once(loop, 0);
+    cr_assert_eq(r.made, 0, "callbacks after a failed spawn");
+    return e;
+}
+
+Test(process, spawn_failures_leave_nothing)
+{
+    pact_loop *loop = test_loop_new();
+    int fds = count_open_fds();
+    pact_process_options o = {0};
+    set_stdio(&o, PACT_STDIO_PIPE, PACT_STDIO_PIPE, PACT_STDIO_PIPE);
+
+    char *nope[] = {"/nonexistent/pact-no-such-program", NULL};
+    o.argv = nope;
+    cr_assert_eq(spawn_err(loop, &o), -ENOENT);
+    char *nope2[] = {"pact-no-such-program-in-path", NULL};
+    o.argv = nope2;
+    cr_assert_eq(spawn_err(loop, &o), -ENOENT);
+
+    char path[] = "/tmp/pact-noexec-XXXXXX";
+    int f = mkstemp(path);
+    cr_assert_geq(f, 0);
+    cr_assert_eq(write(f, "#!/bin/sh\n", 10), 10);
+    close(f);
+    chmod(path, 0644);
+    char *noexec[] = {path, NULL};
+    o.argv = noexec;
+    cr_assert_eq(spawn_err(loop, &o), -EACCES);
+    unlink(path);
+
+    char *ok[] = {"true", NULL};
+    o.argv = ok;
+    o.cwd = "/nonexistent-dir";
+    cr_assert_eq(spawn_err(loop, &o), -ENOENT);
+    o.cwd = NULL;
+
+    /* Misuse. */
+    o.argv = NULL;
+    cr_assert_eq(spawn_err(loop, &o), -EINVAL);
+    o.argv = ok;
+    o.stdio[1].kind = PACT_STDIO_STDOUT;
+    cr_assert_eq(spawn_err(loop, &o), -EINVAL);
+    o.stdio[1].kind = PACT_STDIO_FD;
+    o.stdio[1].fd = -1;
+    cr_assert_eq(spawn_err(loop, &o), -EBADF);
+    o.stdio[1].kind = PACT_STDIO_PIPE;
+    pact_process *p;
+    cr_assert_eq(pact_process_spawn(loop, &o, NULL, NULL, &p), -EINVAL);
+    cr_assert_eq(pact_process_spawn(NULL, &o, &rec_proto, NULL, &p), -EINVAL);
+
+    /* fd exhaustion: room for only part of the pipes. */
+    struct rlimit old, lim;
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+    lim = old;
+    lim.rlim_cur = (rlim_t)count_open_fds() + 3;
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &lim), 0);
+    int e = spawn_err(loop, &o);
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+    cr_assert_eq(e, -EMFILE, "got %s", pact_err_name(e));
+
+    cr_assert_eq(count_open_fds(), fds, "fd leak");
+    assert_no_children();
+    test_loop_free(loop);
+}
+
+/* ---- many short-lived children ------------------------------------------------ */
+
+#define MANY_TOTAL 1000
+#define MANY_CONCURRENT 50
+
+typedef struct many {
+    pact_loop *loop;
+    int started, finished, bad;
+} many;
+
+static void many_start(many *m);
+
+static void many_lost(pact_process *p, void *user)
+{
+    many *m = user;
+    int rc = -1;
+    if (pact_process_returncode(p, &rc) != 0 || rc != 0)
+        m->bad++;
+    m->finished++;
+    many_start(m);
+}
+
+static const pact_subprocess_protocol many_proto = {.connection_lost = many_lost};
+
+static void many_start(many *m)
+{
+    if (m->started >= MANY_TOTAL)
+        return;
+    char *argv[] = {"/bin/true", NULL};
+    pact_process_options o = {.argv = argv};
+    set_stdio(&o, PACT_STDIO_DEVNULL, PACT_STDIO_PIPE, PACT_STDIO_DEVNULL);
+    pact_process *p;
+    int e = pact_process_spawn(m->loop, &o, &many_proto, m, &p);
+    cr_assert_eq(e, 0, "spawn #%d: %s", m->started, pact_strerror(e));
+    m->started++;
+}
+
+Test(process, thousand_children)
+{
+    pact_loop *loop = test_loop_new();
+    int fds = count_open_fds();
+    many m = {.loop = loop};
+    for (int i = 0; i < MANY_CONCURRENT; i++)
+        many_start(&m);
+    cr_assert_eq(pact_loop_run(loop), 0);
+    cr_assert_eq(m.finished, MANY_TOTAL);
+    cr_assert_eq(m.bad, 0);
+    cr_assert_eq(count_open_fds(), fds, "fd leak");
+    assert_no_children();
+    test_loop_free(loop);
+}
