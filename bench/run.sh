@@ -59,7 +59,7 @@ URING_DISABLED=$(sysctl -n kernel.io_uring_disabled 2>/dev/null || echo n/a)
 MACHINE="$CPU x$NCPU; governor=$GOV; io_uring_disabled=$URING_DISABLED"
 LIBURING=$(pkg-config --modversion liburing 2>/dev/null || echo '?')
 LIBUV=$(pkg-config --modversion libuv 2>/dev/null || echo '?')
-COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
+COMMIT=${BENCH_PACT_COMMIT:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")}
 DIRTY=$(git -C "$ROOT" status --porcelain -- src include 2>/dev/null | grep -q . && echo "+dirty" || true)
 {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -69,6 +69,7 @@ DIRTY=$(git -C "$ROOT" status --porcelain -- src include 2>/dev/null | grep -q .
     echo "mitigations(spectre_v2): $(cat /sys/devices/system/cpu/vulnerabilities/spectre_v2 2>/dev/null | tr ',' ' ' || echo n/a)"
     echo "liburing: $LIBURING; libuv: $LIBUV; compiler: $(${CC:-cc} --version | head -1)"
     echo "pact: $COMMIT$DIRTY"
+    echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine shows here)"
     echo "placements: split = server taskset -c $SRV_CPU, client -c $CLI_CPU; shared = both -c $SRV_CPU"
 } > "$OUT/meta.txt"
 META_COLS="\"$KERNEL\",\"$MACHINE\",$MODE"
@@ -222,6 +223,7 @@ START=$(date +%s)
 for suite in network micro alloc idle; do
     case ",$ONLY," in *",$suite,"*) echo "== $suite"; run_$suite ;; esac
 done
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/meta.txt"
 echo "== report ($(( $(date +%s) - START )) s of benchmarks)"
 PY=python3
 [ -x /usr/bin/python3 ] && PY=/usr/bin/python3 # Debian's, with matplotlib

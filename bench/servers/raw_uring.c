@@ -35,8 +35,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define NBUF 2048          /* power of two */
-#define BUFSZ (16 * 1024)
+#define NBUF 1024          /* power of two */
+#define BUFSZ (64 * 1024)  /* as large as raw_epoll's read buffer */
 #define BGID 1
 #define MAXFD 65536
 #define NIL 0xffff
