@@ -88,7 +88,9 @@ typedef struct pact_loop_options {
  * environment). */
 PACT_API void pact_loop_options_init(pact_loop_options *opts);
 
-/* Creates a loop owned by the calling thread. opts may be NULL for the
+/* Creates a loop owned by the calling thread. Before its first run it may be
+ * handed to another thread: the thread that first runs it (or closes it)
+ * owns it from then on. opts may be NULL for the
  * defaults. With PACT_ENGINE_URING, failure to set up io_uring is an error
  * (the errno of the failure); with AUTO it falls back to epoll and
  * pact_loop_engine_reason() says why. Returns 0 and sets *out, or a negative
@@ -98,7 +100,8 @@ PACT_API int pact_loop_create(pact_loop **out, const pact_loop_options *opts);
 /* Runs until pact_loop_stop() is called or nothing is left to do (no
  * operation in flight, no timer, no scheduled callback, no open resource
  * that keeps the loop alive). Returns 0, or a negative errno (-EBUSY if
- * called from inside a callback of the same loop, -ESHUTDOWN if closed). */
+ * called from inside a callback of the same loop, -ESHUTDOWN if closed,
+ * -EPERM from a thread other than the one that ran it first). */
 PACT_API int pact_loop_run(pact_loop *loop);
 
 /* Runs one iteration: submits what was started, waits at most timeout_ns
@@ -118,7 +121,9 @@ PACT_API int pact_loop_stop(pact_loop *loop);
  * resources (transports, servers, ...) are closed and reported. The engine
  * is torn down last. Callbacks run during close may not start new
  * operations (-ESHUTDOWN). Returns 0; -EBUSY if the loop is running;
- * -EBADF if it was closed already. The memory stays valid until
+ * -EBADF if it was closed already; -EPERM from a thread other than the one
+ * that ran it (io_uring cannot be driven from there). The memory stays
+ * valid until
  * pact_loop_free(). */
 PACT_API int pact_loop_close(pact_loop *loop);
 

@@ -97,6 +97,12 @@ static int ensure_enabled(uring_engine *e)
                 IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0)
         return -errno;
     e->enabled = 1;
+    /* A registered ring fd saves an fdget per io_uring_enter (5.18), but the
+     * registration belongs to the thread that made it: done at creation, a
+     * loop run on another thread got EINVAL from every io_uring_enter and
+     * spun. The ring is this thread's from now on, so register here
+     * (harmless if refused). */
+    io_uring_register_ring_fd(&e->ring);
     return 0;
 }
 
@@ -231,8 +237,6 @@ static int uring_init(pact_loop *loop, unsigned depth, int fail_setup,
         if (io_uring_opcode_supported(probe, file_ops[i].opcode))
             loop->native_kinds |= 1u << file_ops[i].kind;
     io_uring_free_probe(probe);
-    /* Saves an fdget per io_uring_enter (5.18); harmless if refused. */
-    io_uring_register_ring_fd(&e->ring);
     loop->engine_data = e;
     return 0;
 }

@@ -248,9 +248,28 @@ static void iterate(pact_loop *loop, int64_t max_wait_ns)
     pact__ops_dispatch_done(loop);
 }
 
+/* The thread that first runs a loop owns it from then on; before that the
+ * loop may be handed to another thread. io_uring binds the ring to the
+ * first thread that submits (SINGLE_ISSUER), after which any other
+ * thread's io_uring_enter fails: run or close there would spin forever, so
+ * they are refused in every mode, not only in debug mode. */
+static int check_runner(pact_loop *loop, const char *func)
+{
+    if (loop->stats.iterations == 0 && !loop->running)
+        loop->owner = pthread_self();
+    else if (!pthread_equal(loop->owner, pthread_self()))
+        return pact__misuse(loop, -EPERM, func,
+                            "called from a thread that does not own the loop "
+                            "(the thread that first ran it)");
+    return 0;
+}
+
 static int run_begin(pact_loop *loop, const char *func)
 {
-    int r = pact__check_loop(loop, func);
+    int r = loop && loop->state == PACT_LOOP_OPEN ? check_runner(loop, func) : 0;
+    if (r)
+        return r;
+    r = pact__check_loop(loop, func);
     if (r)
         return r;
     if (loop->running)
@@ -305,10 +324,13 @@ int pact_loop_stop(pact_loop *loop)
     return pact_loop_wake(loop);
 }
 
-int pact_loop_wake(pact_loop *loop)
+/* Called with ts_lock held. Other threads read loop->state and wake_fd only
+ * under ts_lock, and close changes both under it: unlocked, a waker racing
+ * close could write into the closed wake_fd's number after another file
+ * took it, and a producer could queue a callback after close drained the
+ * queue (leaked, never run). */
+static int wake_locked(pact_loop *loop)
 {
-    if (!loop)
-        return -EINVAL;
     if (loop->state == PACT_LOOP_CLOSED)
         return -ESHUTDOWN;
     /* Coalesce: only the first waker since the loop last drained writes. */
@@ -320,12 +342,20 @@ int pact_loop_wake(pact_loop *loop)
     return 0;
 }
 
+int pact_loop_wake(pact_loop *loop)
+{
+    if (!loop)
+        return -EINVAL;
+    pthread_mutex_lock(&loop->ts_lock);
+    int r = wake_locked(loop);
+    pthread_mutex_unlock(&loop->ts_lock);
+    return r;
+}
+
 int pact_call_soon_threadsafe(pact_loop *loop, pact_callback cb, void *user)
 {
     if (!loop || !cb)
         return -EINVAL;
-    if (loop->state != PACT_LOOP_OPEN)
-        return -ESHUTDOWN;
     pact_ts_item *item = malloc(sizeof *item);
     if (!item)
         return -ENOMEM;
@@ -333,14 +363,20 @@ int pact_call_soon_threadsafe(pact_loop *loop, pact_callback cb, void *user)
     item->cb = cb;
     item->user = user;
     pthread_mutex_lock(&loop->ts_lock);
+    if (loop->state != PACT_LOOP_OPEN) { /* see wake_locked() */
+        pthread_mutex_unlock(&loop->ts_lock);
+        free(item);
+        return -ESHUTDOWN;
+    }
     if (loop->ts_tail)
         loop->ts_tail->next = item;
     else
         loop->ts_head = item;
     loop->ts_tail = item;
     atomic_fetch_add(&loop->ts_count, 1);
+    int r = wake_locked(loop);
     pthread_mutex_unlock(&loop->ts_lock);
-    return pact_loop_wake(loop);
+    return r;
 }
 
 /* Lists, in debug mode, each operation still live at close. */
@@ -431,11 +467,13 @@ int pact_loop_close(pact_loop *loop)
     if (loop->state == PACT_LOOP_CLOSING || loop->running)
         return pact__misuse(loop, -EBUSY, __func__,
                             "cannot close a running loop");
-    if (loop->debug && !pthread_equal(loop->owner, pthread_self()))
-        return pact__misuse(loop, -EPERM, __func__,
-                            "called from a thread that does not own the loop");
+    int owner_err = check_runner(loop, __func__);
+    if (owner_err)
+        return owner_err;
     close_resources(loop);
+    pthread_mutex_lock(&loop->ts_lock); /* see wake_locked() */
     loop->state = PACT_LOOP_CLOSING;
+    pthread_mutex_unlock(&loop->ts_lock);
     loop->running = 1;
 
     if (loop->debug)
@@ -490,9 +528,11 @@ int pact_loop_close(pact_loop *loop)
     }
 
     loop->engine->destroy(loop);
+    pthread_mutex_lock(&loop->ts_lock); /* see wake_locked() */
     loop->state = PACT_LOOP_CLOSED;
     close(loop->wake_fd);
     loop->wake_fd = -EBADF;
+    pthread_mutex_unlock(&loop->ts_lock);
     if (loop->stats.stray_completions)
         pact__log(loop, "%llu completion(s) matched no live operation",
                   (unsigned long long)loop->stats.stray_completions);

@@ -1,0 +1,349 @@
+/* The thread-safe entry points: pact_call_soon_threadsafe, pact_loop_stop
+ * and pact_loop_wake from other threads, and handing a loop to another
+ * thread before it first runs. Runs on both engines, and under
+ * ThreadSanitizer (tests/meson.build builds it there against the mini
+ * Criterion), so everything shared between threads is atomic or passed
+ * through the loop. */
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "helpers.h"
+
+TestSuite(threadsafe, .timeout = 60);
+
+static void on_keepalive(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    atomic_int *fired = user;
+    if (c->result == 0)
+        atomic_fetch_add(fired, 1);
+}
+
+/* A sleep long enough that the loop never ends on its own in a test. */
+static pact_op keep_alive(pact_loop *loop, atomic_int *fired)
+{
+    pact_op op = pact_sleep(loop, 3600ull * 1000 * MS, on_keepalive, fired);
+    cr_assert_gt(op, 0);
+    return op;
+}
+
+/* ---- call_soon_threadsafe from 4 threads --------------------------------- */
+
+enum { PRODUCERS = 4, PER_PRODUCER = 10000 };
+
+typedef struct ts_state {
+    pact_loop *loop;
+    pact_op keepalive;
+    atomic_int ran;
+    atomic_int out_of_order;
+    atomic_int errors;
+    int next_seq[PRODUCERS]; /* touched by the loop thread only */
+    pthread_t loop_thread;
+    atomic_int wrong_thread;
+} ts_state;
+
+typedef struct producer {
+    ts_state *st;
+    int id;
+} producer;
+
+/* The user pointer carries (producer, sequence): no allocation needed. */
+static void *encode(int id, int seq)
+{
+    return (void *)(uintptr_t)(((uintptr_t)id << 24) | (uintptr_t)seq | (1u << 31));
+}
+
+static ts_state *the_state;
+
+static void ts_callback(pact_loop *loop, void *user)
+{
+    ts_state *st = the_state;
+    uintptr_t v = (uintptr_t)user;
+    int id = (int)((v >> 24) & 0x7f);
+    int seq = (int)(v & 0xffffff);
+    if (!pthread_equal(pthread_self(), st->loop_thread))
+        atomic_fetch_add(&st->wrong_thread, 1);
+    if (seq != st->next_seq[id])
+        atomic_fetch_add(&st->out_of_order, 1);
+    st->next_seq[id] = seq + 1;
+    if (atomic_fetch_add(&st->ran, 1) + 1 == PRODUCERS * PER_PRODUCER)
+        pact_cancel(loop, st->keepalive);
+}
+
+static void *produce(void *arg)
+{
+    producer *p = arg;
+    for (int i = 0; i < PER_PRODUCER; i++)
+        if (pact_call_soon_threadsafe(p->st->loop, ts_callback,
+                                      encode(p->id, i)) != 0)
+            atomic_fetch_add(&p->st->errors, 1);
+    return NULL;
+}
+
+Test(threadsafe, call_soon_threadsafe_from_4_threads_runs_each_once_in_order)
+{
+    static ts_state st;
+    the_state = &st;
+    st.loop = test_loop_new();
+    st.loop_thread = pthread_self();
+    atomic_int keep_fired = 0;
+    st.keepalive = keep_alive(st.loop, &keep_fired);
+
+    pthread_t th[PRODUCERS];
+    producer p[PRODUCERS];
+    for (int i = 0; i < PRODUCERS; i++) {
+        p[i] = (producer){&st, i};
+        cr_assert_eq(pthread_create(&th[i], NULL, produce, &p[i]), 0);
+    }
+    /* Runs until the last callback cancels the keep-alive. */
+    cr_assert_eq(pact_loop_run(st.loop), 0);
+    for (int i = 0; i < PRODUCERS; i++)
+        pthread_join(th[i], NULL);
+
+    cr_assert_eq(atomic_load(&st.errors), 0);
+    cr_assert_eq(atomic_load(&st.ran), PRODUCERS * PER_PRODUCER);
+    cr_assert_eq(atomic_load(&st.out_of_order), 0, "per-thread order broken");
+    cr_assert_eq(atomic_load(&st.wrong_thread), 0, "ran off the loop thread");
+    for (int i = 0; i < PRODUCERS; i++)
+        cr_assert_eq(st.next_seq[i], PER_PRODUCER);
+    cr_assert_eq(atomic_load(&keep_fired), 0);
+    /* Nothing more is queued: one more iteration runs nothing. */
+    pact_loop_run_once(st.loop, 0);
+    cr_assert_eq(atomic_load(&st.ran), PRODUCERS * PER_PRODUCER);
+    test_loop_free(st.loop);
+}
+
+/* ---- stop and wake from another thread ----------------------------------- */
+
+typedef struct waker {
+    pact_loop *loop;
+    atomic_int round;   /* the loop thread is about to block in round n */
+    atomic_int done;    /* the waker has handled rounds <= done */
+    atomic_int sent;    /* the wake-up of round n is being sent */
+    int rounds;
+    int use_stop;
+    atomic_int errors;
+} waker;
+
+static void *wake_rounds(void *arg)
+{
+    waker *w = arg;
+    for (int n = 1; n <= w->rounds; n++) {
+        while (atomic_load(&w->round) < n)
+            usleep(100);
+        usleep(2000); /* let the loop thread block */
+        /* Announced before it is sent: once the loop thread sees sent ==
+         * n it must not block again, and until then the wake is still to
+         * come (or was absorbed by an iteration that saw sent == n). */
+        atomic_store(&w->sent, n);
+        int r = w->use_stop ? pact_loop_stop(w->loop) : pact_loop_wake(w->loop);
+        if (r != 0)
+            atomic_fetch_add(&w->errors, 1);
+        atomic_store(&w->done, n);
+    }
+    return NULL;
+}
+
+static void mark_running(pact_loop *loop, void *user)
+{
+    (void)loop;
+    waker *w = user;
+    atomic_fetch_add(&w->round, 1);
+}
+
+Test(threadsafe, stop_from_another_thread_returns_from_run)
+{
+    pact_loop *loop = test_loop_new();
+    atomic_int keep_fired = 0;
+    pact_op keep = keep_alive(loop, &keep_fired);
+    static waker w;
+    w.loop = loop;
+    w.rounds = 5;
+    w.use_stop = 1;
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, wake_rounds, &w), 0);
+    for (int n = 1; n <= w.rounds; n++) {
+        /* The callback tells the other thread that run is under way. */
+        pact_call_soon(loop, mark_running, &w);
+        cr_assert_eq(pact_loop_run(loop), 0);
+        /* run returned because of the stop (or a later round's): the
+         * hour-long sleep is still pending. */
+        cr_assert(pact_loop_alive(loop));
+        while (atomic_load(&w.done) < n)
+            usleep(100);
+    }
+    pthread_join(th, NULL);
+    cr_assert_eq(atomic_load(&w.errors), 0);
+    cr_assert_eq(atomic_load(&keep_fired), 0);
+    cr_assert_eq(pact_cancel(loop, keep), 0);
+    cr_assert_eq(pact_loop_run(loop), 0);
+    test_loop_free(loop);
+}
+
+Test(threadsafe, wake_from_another_thread_ends_a_blocking_run_once_every_time)
+{
+    pact_loop *loop = test_loop_new();
+    atomic_int keep_fired = 0;
+    pact_op keep = keep_alive(loop, &keep_fired);
+    static waker w;
+    w.loop = loop;
+    w.rounds = 50;
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, wake_rounds, &w), 0);
+    for (int n = 1; n <= w.rounds; n++) {
+        atomic_store(&w.round, n);
+        /* Blocks until woken: only the wake can end this iteration. A lost
+         * wake-up (coalescing flag never cleared) hangs here. */
+        do {
+            cr_assert_eq(pact_loop_run_once(loop, -1), 1);
+        } while (atomic_load(&w.sent) < n);
+        while (atomic_load(&w.done) < n)
+            usleep(100);
+    }
+    pthread_join(th, NULL);
+    cr_assert_eq(atomic_load(&w.errors), 0);
+    cr_assert_eq(atomic_load(&keep_fired), 0);
+    pact_cancel(loop, keep);
+    pact_loop_run(loop);
+    test_loop_free(loop);
+}
+
+/* ---- a loop handed to another thread ------------------------------------- */
+
+typedef struct handoff {
+    pact_loop *loop;
+    int sv[2];
+    char buf[16];
+    pthread_t runner;
+    atomic_int recv_result, sleep_result, cancelled, calls, wrong_thread;
+    int run_result, close_result, foreign_close_result;
+    atomic_int ran;          /* the runner finished its run */
+    atomic_int may_close;    /* the creator has tried, the runner may close */
+} handoff;
+
+static void handoff_cb(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    handoff *h = user;
+    if (!pthread_equal(pthread_self(), h->runner))
+        atomic_fetch_add(&h->wrong_thread, 1);
+    atomic_fetch_add(&h->calls, 1);
+    if (c->result == 0)
+        atomic_store(&h->sleep_result, 1);
+    else if (c->result == -ECANCELED)
+        atomic_fetch_add(&h->cancelled, 1);
+    else
+        atomic_store(&h->recv_result, (int)c->result);
+}
+
+static void *run_and_close(void *arg)
+{
+    handoff *h = arg;
+    h->run_result = pact_loop_run(h->loop);
+    atomic_store(&h->ran, 1);
+    while (!atomic_load(&h->may_close))
+        usleep(100);
+    /* Ops started here, on the owner, are cancelled by close. */
+    pact_recv(h->loop, h->sv[1], h->buf, sizeof h->buf, 0, handoff_cb, h);
+    h->close_result = pact_loop_close(h->loop);
+    return NULL;
+}
+
+Test(threadsafe, a_loop_created_here_runs_and_closes_on_another_thread)
+{
+    static handoff h;
+    h.loop = test_loop_new();
+    make_socketpair(h.sv);
+    cr_assert_eq(write(h.sv[0], "moved", 5), 5);
+    /* Started on the creating thread, submitted and completed on the
+     * runner. */
+    cr_assert_gt(pact_recv(h.loop, h.sv[1], h.buf, sizeof h.buf, 0, handoff_cb, &h), 0);
+    cr_assert_gt(pact_sleep(h.loop, 2 * MS, handoff_cb, &h), 0);
+    cr_assert_eq(pthread_create(&h.runner, NULL, run_and_close, &h), 0);
+    while (!atomic_load(&h.ran))
+        usleep(100);
+    /* The runner owns the loop now; closing it from here is refused (on
+     * io_uring it could never finish), not a hang. */
+    h.foreign_close_result = pact_loop_close(h.loop);
+    atomic_store(&h.may_close, 1);
+    pthread_join(h.runner, NULL);
+
+    cr_assert_eq(h.run_result, 0, "run on the new thread: %s",
+                 pact_err_name(h.run_result));
+    cr_assert_eq(atomic_load(&h.recv_result), 5, "recv: %d",
+                 atomic_load(&h.recv_result));
+    cr_assert_eq(atomic_load(&h.cancelled), 1, "the op left for close");
+    cr_assert_eq(memcmp(h.buf, "moved", 5), 0);
+    cr_assert_eq(atomic_load(&h.sleep_result), 1);
+    cr_assert_eq(h.foreign_close_result, -EPERM);
+    cr_assert_eq(h.close_result, 0);
+    cr_assert_eq(atomic_load(&h.calls), 3, "recv, sleep, the recv close cancelled");
+    cr_assert_eq(atomic_load(&h.wrong_thread), 0, "a callback ran off the runner");
+    pact_loop_stats st;
+    cr_assert_eq(pact_loop_get_stats(h.loop, &st), 0);
+    cr_assert_eq(st.ops_live, 0);
+    cr_assert_eq(st.stray_completions, 0);
+    pact_loop_free(h.loop);
+    close(h.sv[0]);
+    close(h.sv[1]);
+}
+
+/* ---- producers while the loop closes ------------------------------------- */
+
+typedef struct racer {
+    pact_loop *loop;
+    atomic_int stop;
+    atomic_int accepted, refused, other;
+} racer;
+
+static atomic_int race_ran;
+static void race_cb(pact_loop *loop, void *user)
+{
+    (void)loop;
+    (void)user;
+    atomic_fetch_add(&race_ran, 1);
+}
+
+static void *race_producer(void *arg)
+{
+    racer *r = arg;
+    while (!atomic_load(&r->stop)) {
+        int rc = pact_call_soon_threadsafe(r->loop, race_cb, NULL);
+        if (rc == 0)
+            atomic_fetch_add(&r->accepted, 1);
+        else if (rc == -ESHUTDOWN)
+            atomic_fetch_add(&r->refused, 1);
+        else
+            atomic_fetch_add(&r->other, 1);
+        pact_loop_wake(r->loop);
+    }
+    return NULL;
+}
+
+Test(threadsafe, producers_racing_close_are_refused_cleanly)
+{
+    static racer r;
+    r.loop = test_loop_new();
+    atomic_store(&race_ran, 0);
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(pthread_create(&th[i], NULL, race_producer, &r), 0);
+    /* Until the producers are well under way. */
+    uint64_t end = pact_now() + 10000 * MS;
+    while (atomic_load(&race_ran) < 1000) {
+        cr_assert(pact_now() < end, "threadsafe callbacks do not run");
+        pact_loop_run_once(r.loop, 1 * (int64_t)MS);
+    }
+    cr_assert_eq(pact_loop_close(r.loop), 0);
+    /* After close has returned, every call is refused. */
+    int refused_then = atomic_load(&r.refused);
+    while (atomic_load(&r.refused) < refused_then + 100)
+        usleep(100);
+    atomic_store(&r.stop, 1);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    cr_assert_eq(atomic_load(&r.other), 0);
+    cr_assert_gt(atomic_load(&race_ran), 0);
+    cr_assert_leq(atomic_load(&race_ran), atomic_load(&r.accepted));
+    pact_loop_free(r.loop);
+}
