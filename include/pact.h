@@ -292,8 +292,11 @@ PACT_API pact_op pact_send_all(pact_loop *loop, int fd, const void *buf,
  * sender. A datagram longer than len is cut to len (with MSG_TRUNC in
  * flags the result is its full length, so result > len says it was cut).
  * Errors the kernel queued on the socket (-ECONNREFUSED after an ICMP
- * port unreachable, ...) complete the op. buf must stay valid until the
- * callback. */
+ * port unreachable, ...) complete the op. With IP_RECVERR set, read the
+ * error queue (MSG_ERRQUEUE) after an error: while it holds entries the
+ * socket polls as ready, and a receive that finds no datagram completes
+ * with -EAGAIN (on both engines) rather than waiting. buf must stay valid
+ * until the callback. */
 PACT_API pact_op pact_recvfrom(pact_loop *loop, int fd, void *buf, size_t len,
                                int flags, pact_op_cb cb, void *user);
 

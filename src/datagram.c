@@ -125,7 +125,13 @@ static void ep_unref(pact_datagram *ep)
 
 /* Errors that mean the socket itself is unusable: the endpoint ends. The
  * rest (ICMP errors, EMSGSIZE, ENOBUFS, a peer that is gone) are reported
- * and the endpoint goes on. */
+ * and the endpoint goes on. A send's EINVAL or EAFNOSUPPORT is about its
+ * own address, so only a dead socket ends the endpoint from a send. */
+static int is_fatal_send(int err)
+{
+    return err == -EBADF || err == -ENOTSOCK;
+}
+
 static int is_fatal(int err)
 {
     switch (-err) {
@@ -343,6 +349,10 @@ static void deliver(pact_datagram *ep, int64_t r, const struct sockaddr *addr,
     } else if (is_fatal((int)r)) {
         fatal_error(ep, (int)r);
         return;
+    } else if (r == -EAGAIN || r == -EINTR) {
+        /* Woken by entries in the error queue with no pending socket
+         * error (both engines say -EAGAIN then): drain, no datagram. */
+        ep->stats.receive_errors += (uint64_t)drain_errors(ep);
     } else {
         int n = drain_errors(ep);
         ep->stats.receive_errors += n ? (uint64_t)n : 1;
@@ -495,11 +505,21 @@ static void on_send(pact_loop *loop, const pact_completion *c, void *arg)
     } else if (ep->aborting || r == -ECANCELED) {
         ep->stats.dropped++;
         free_item(ep, it);
-    } else if (is_fatal((int)r)) {
+    } else if (is_fatal_send((int)r)) {
         ep->stats.dropped++;
         free_item(ep, it);
         fatal_error(ep, (int)r);
         return;
+    } else if (r == -EAGAIN || r == -EINTR) {
+        /* Not sent (io_uring may say so for a non-blocking socket): again. */
+        drain_errors(ep);
+        ep->stats.send_retries++;
+        if (ep->aborting) {
+            ep->stats.dropped++;
+            free_item(ep, it);
+        } else {
+            push_front(ep, it);
+        }
     } else {
         /* An ICMP error for an earlier datagram fails the next send too
          * (the kernel's pending socket error): report it from the error

@@ -317,7 +317,14 @@ static int run_queue(pact_loop *loop, pact_list *queue, uint32_t revents)
     while (!pact_list_empty(queue)) {
         pact_op_s *op = pact_container_of(queue->next, pact_op_s, link);
         int64_t r = try_op(op, revents);
-        if (r == -EAGAIN || r == -EWOULDBLOCK || r == -EINTR)
+        /* A datagram receive woken by EPOLLERR that finds neither data nor
+         * a pending error: the socket's error queue (IP_RECVERR) holds
+         * entries, which keep it "ready" until read with MSG_ERRQUEUE.
+         * Complete with -EAGAIN, as io_uring does, so the owner drains
+         * the queue instead of the loop spinning. */
+        int errqueue = r == -EAGAIN && op->kind == PACT_OP_RECVFROM &&
+                       (revents & EPOLLERR);
+        if ((r == -EAGAIN || r == -EWOULDBLOCK || r == -EINTR) && !errqueue)
             break;
         pact_list_remove(&op->link);
         op->result = r;

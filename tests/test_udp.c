@@ -254,6 +254,55 @@ Test(udp, op_connected_socket_gets_econnrefused_after_port_unreachable)
     cr_assert_eq(count_open_fds(), fds);
 }
 
+/* IP_RECVERR: an ICMP error is queued on the error queue and also set as
+ * the socket's pending error. If something consumes the pending error
+ * only, the queue keeps the socket "ready": a receive must then complete
+ * with -EAGAIN on both engines (io_uring does so by itself), never spin. */
+Test(udp, op_recvfrom_with_an_undrained_error_queue_completes_with_eagain)
+{
+    int fds = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    struct sockaddr_storage aa, dead;
+    socklen_t al, dl;
+    int a = udp_socket("127.0.0.1", &aa, &al);
+    int one = 1;
+    cr_assert_eq(setsockopt(a, SOL_IP, IP_RECVERR, &one, sizeof one), 0);
+    dead_udp_address("127.0.0.1", &dead, &dl);
+    cr_assert_eq(sendto(a, "x", 1, 0, (struct sockaddr *)&dead, dl), 1);
+    usleep(5000);
+    int err = 0;
+    socklen_t el = sizeof err;
+    cr_assert_eq(getsockopt(a, SOL_SOCKET, SO_ERROR, &err, &el), 0);
+    cr_assert_eq(err, ECONNREFUSED);
+    char in[16];
+    rec rr = {0};
+    cr_assert_gt(pact_recvfrom(loop, a, in, sizeof in, 0, rec_cb, &rr), 0);
+    pact_loop_stats st0, st1;
+    pact_loop_get_stats(loop, &st0);
+    run_until_called(loop, &rr, 2000);
+    pact_loop_get_stats(loop, &st1);
+    cr_assert_eq(rr.result, -EAGAIN, "%s", pact_err_name((int)rr.result));
+    cr_assert_lt(st1.iterations - st0.iterations, 10, "the loop spun");
+    /* Drained, the socket waits normally again. */
+    char data[16], control[256];
+    struct iovec iov = {data, sizeof data};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+                       .msg_controllen = sizeof control};
+    cr_assert_geq(recvmsg(a, &m, MSG_ERRQUEUE | MSG_DONTWAIT), 0);
+    memset(&rr, 0, sizeof rr);
+    pact_op op = pact_recvfrom(loop, a, in, sizeof in, 0, rec_cb, &rr);
+    pact_loop_get_stats(loop, &st0);
+    run_for(loop, 50);
+    pact_loop_get_stats(loop, &st1);
+    cr_assert_eq(rr.calls, 0);
+    cr_assert_lt(st1.iterations - st0.iterations, 100, "the loop spun");
+    pact_cancel(loop, op);
+    run_until_called(loop, &rr, 2000);
+    test_loop_free(loop);
+    close(a);
+    cr_assert_eq(count_open_fds(), fds);
+}
+
 Test(udp, op_unix_datagram_socketpair_unnamed_sender)
 {
     int fds = count_open_fds();
@@ -581,6 +630,46 @@ Test(udp, send_to_a_closed_port_then_reception_goes_on)
     }
     close_and_wait(loop, a, &ra);
     close_and_wait(loop, b, &rb);
+    test_loop_free(loop);
+    cr_assert_eq(count_open_fds(), fds);
+}
+
+Test(udp, endpoint_drains_an_error_queue_whose_socket_error_was_taken)
+{
+    int fds = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    ep_rec ra = {0};
+    pact_datagram *a;
+    cr_assert_eq(pact_datagram_open_udp(loop, "127.0.0.1", 0, NULL, 0, NULL,
+                                        &proto, &ra, &a), 0);
+    struct sockaddr_storage aa, dead;
+    socklen_t al, dl;
+    cr_assert_eq(pact_datagram_sockname(a, &aa, &al), 0);
+    dead_udp_address("127.0.0.1", &dead, &dl);
+    run_until(loop, &ra.made, 5000);
+    pact_loop_run_once(loop, 0); /* the receive is in flight */
+    int fd = pact_datagram_fd(a);
+    cr_assert_eq(sendto(fd, "x", 1, 0, (struct sockaddr *)&dead, dl), 1);
+    usleep(5000);
+    int err = 0;
+    socklen_t el = sizeof err;
+    cr_assert_eq(getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el), 0);
+    cr_assert_eq(err, ECONNREFUSED);
+    run_until(loop, &ra.errors, 2000);
+    cr_assert_eq(ra.last_err, -ECONNREFUSED);
+    cr_assert_eq(port_of(&ra.err_addr), port_of(&dead));
+    pact_loop_stats st0, st1;
+    pact_loop_get_stats(loop, &st0);
+    run_for(loop, 50);
+    pact_loop_get_stats(loop, &st1);
+    cr_assert_lt(st1.iterations - st0.iterations, 100, "the loop spun");
+    cr_assert_eq(ra.errors, 1);
+    /* Still receiving. */
+    int b = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    cr_assert_eq(sendto(b, "ok", 2, 0, (struct sockaddr *)&aa, al), 2);
+    close(b);
+    run_until(loop, &ra.received, 2000);
+    close_and_wait(loop, a, &ra);
     test_loop_free(loop);
     cr_assert_eq(count_open_fds(), fds);
 }
@@ -1087,6 +1176,15 @@ Test(udp, socket_options_and_bad_input)
     cr_assert_eq(pact_datagram_sendto(ep, NULL, 5, (struct sockaddr *)&a4, l4), -EINVAL);
     cr_assert_eq(pact_datagram_sendto(ep, "x", 1, (struct sockaddr *)&a4, 1), -EINVAL);
     cr_assert_null(x);
+    /* A datagram the kernel refuses for its address is reported; the
+     * endpoint goes on. */
+    run_until(loop, &r.made, 5000);
+    cr_assert_eq(pact_datagram_sendto(ep, "x", 1, (struct sockaddr *)&a6, l6), 0);
+    run_until(loop, &r.errors, 5000);
+    cr_assert(r.last_err == -EAFNOSUPPORT || r.last_err == -EINVAL, "%s",
+              pact_err_name(r.last_err));
+    cr_assert_eq(r.lost, 0);
+    cr_assert(pact_datagram_is_reading(ep));
     close_and_wait(loop, ep, &r);
 
     /* A Unix endpoint has no IP options. */
