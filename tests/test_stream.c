@@ -118,9 +118,14 @@ static void race_made(pact_transport *t, void *user)
     race_side *s = user;
     order_made(&s->order);
     s->t = t;
-    if (s->pauser)
+    if (s->pauser) {
+        /* Start paused: on a fast machine the whole transfer can finish
+         * inside one toggle period, and the race must really pause. */
+        cr_assert_eq(pact_transport_pause_reading(t), 0);
+        s->pauses++;
         s->toggle = pact_call_later(pact_transport_loop(t), s->toggle_ns,
                                     race_toggle, s);
+    }
     if (s->is_client)
         race_client_write_more(s);
 }
