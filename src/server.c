@@ -206,6 +206,11 @@ int pact_server_port(const pact_server *s)
     return s ? (s->port ? s->port : -ENOTSUP) : -EINVAL;
 }
 
+pact_loop *pact_server_loop(const pact_server *s)
+{
+    return s ? s->loop : NULL;
+}
+
 int pact_server_fd(const pact_server *s)
 {
     return s ? s->fd : -EINVAL;
