@@ -555,6 +555,9 @@ PACT_API int pact_server_wait_closed(pact_server *server, pact_callback cb,
 /* The port a TCP server listens on, or a negative errno. */
 PACT_API int pact_server_port(const pact_server *server);
 
+/* The loop the server runs on. */
+PACT_API pact_loop *pact_server_loop(const pact_server *server);
+
 /* The listening fd (owned by the server). */
 PACT_API int pact_server_fd(const pact_server *server);
 
