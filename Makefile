@@ -36,8 +36,11 @@ build-tsan/build.ninja:
 build: deps build/build.ninja
 	ninja -C build
 
+# The operation-level demo (echo over raw ops), then the transport demo
+# (examples/echo-server + echo-client), each on io_uring and on epoll.
 demo: build
 	./build/examples/demo
+	./examples/stream-demo.sh build
 
 test: deps build/build.ninja build-asan/build.ninja build-tsan/build.ninja
 	ninja -C build
