@@ -82,6 +82,16 @@ typedef struct pact_loop_options {
     /* Test hook: make io_uring setup fail with this negative errno, as a
      * seccomp filter or kernel.io_uring_disabled would. 0 = off. */
     int fail_uring_setup;
+    /* Buffers the loop lends to pact_recv_multishot() (and so to socket
+     * transports): how many (rounded up to a power of two, at most 32768;
+     * 0 = 512) and the size of each (0 = 16 KiB). On io_uring they are
+     * one provided buffer ring per loop: count x size bytes of address
+     * space (8 MiB by default), of which only pages the kernel has written
+     * become resident. The epoll engine (and io_uring without multishot
+     * receive) reads into one loop-wide buffer of `size` x 4 bytes
+     * instead. Connections themselves hold no receive buffer. */
+    unsigned recv_buffer_count;
+    unsigned recv_buffer_size;
 } pact_loop_options;
 
 /* Fills *opts with the defaults (auto engine, default depth, debug from the
@@ -263,6 +273,12 @@ typedef struct pact_completion {
     const char *service;
     /* pact_fs_stat() / pact_fs_fstat(): the caller's buffer, filled in. */
     const struct statx *statx;
+    /* pact_recv_multishot(): a data completion (more = 1) carries result
+     * > 0 bytes at data, in a buffer the loop lends for the duration of
+     * the callback only. The op's final completion has more = 0. NULL and
+     * 0 for every other op. */
+    const void *data;
+    int more;
 } pact_completion;
 
 /* Called exactly once per started operation. The completion and, for
@@ -274,6 +290,26 @@ typedef void (*pact_op_cb)(pact_loop *loop, const pact_completion *c,
  * peer closed). buf must stay valid until the callback. */
 PACT_API pact_op pact_recv(pact_loop *loop, int fd, void *buf, size_t len,
                            int flags, pact_op_cb cb, void *user);
+
+/* Receives repeatedly from a stream socket into buffers the loop owns (no
+ * buffer per caller: on io_uring a multishot recv on the loop's provided
+ * buffer ring, on epoll reads into one loop-wide buffer). The callback
+ * runs once per chunk with c->more = 1, c->result > 0 bytes at c->data
+ * (valid during the call only), in stream order; these deliveries are
+ * never lost, also after a cancel was requested (contract 4). Then it
+ * runs exactly once more, finally, with c->more = 0 and c->data = NULL:
+ * 0 at end of file, -ECANCELED when cancelled (bytes the kernel had not
+ * consumed stay in the socket), a negative errno on error, or -ENOBUFS
+ * when the loop ran out of buffers — back-pressure, not an error: start
+ * the receive again (best from a later iteration). Deadlines
+ * (pact_op_set_timeout) end it with -ETIMEDOUT. */
+PACT_API pact_op pact_recv_multishot(pact_loop *loop, int fd, pact_op_cb cb,
+                                     void *user);
+
+/* How the loop runs pact_recv_multishot(): "multishot" (io_uring multishot
+ * recv on a provided buffer ring, kernel 6.0), "poll" (io_uring without
+ * it: a poll, then recvs into a loop-wide buffer) or "epoll". */
+PACT_API const char *pact_loop_recv_multishot_mode(const pact_loop *loop);
 
 /* Sends up to len bytes. Result: the bytes actually sent, which may be
  * fewer than len (a short send is reported, never hidden). MSG_NOSIGNAL is

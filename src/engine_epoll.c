@@ -36,7 +36,16 @@ typedef struct epoll_engine {
     int epfd;
     fd_entry **fds; /* indexed by fd, allocated lazily */
     int nfds;
+    /* pact_recv_multishot() reads into this one loop-wide buffer and hands
+     * each chunk to its callback at once: no connection owns a receive
+     * buffer. Allocated on first use. */
+    char *rbuf;
+    size_t rbuf_size;
 } epoll_engine;
+
+/* Reads per readiness event for one multishot receive, so one busy socket
+ * cannot starve the others (it stays armed: epoll reports it again). */
+#define RECV_MULTI_BATCH 16
 
 #define EPOLL_ENGINE(loop) ((epoll_engine *)(loop)->engine_data)
 
@@ -57,6 +66,7 @@ static int ep_init(pact_loop *loop, unsigned depth, int fail_setup,
         return r;
     }
     loop->engine_data = e;
+    loop->recv_multi_mode = "epoll";
     return 0;
 }
 
@@ -68,6 +78,7 @@ static void ep_destroy(pact_loop *loop)
     for (int i = 0; i < e->nfds; i++)
         free(e->fds[i]);
     free(e->fds);
+    free(e->rbuf);
     close(e->epfd);
     free(e);
     loop->engine_data = NULL;
@@ -102,6 +113,7 @@ static enum fd_queue queue_of(const pact_op_s *op)
 {
     switch ((pact_op_kind)op->kind) {
     case PACT_OP_RECV:
+    case PACT_OP_RECV_MULTI:
     case PACT_OP_RECVFROM:
     case PACT_OP_ACCEPT:
     case PACT_OP_READ:
@@ -270,8 +282,10 @@ static int ep_submit(pact_loop *loop, pact_op_s *op)
         f->nonblock = f->regular = 0;
     prepare_fd(f, op->fd);
     enum fd_queue q = queue_of(op);
-    /* Behind an op already waiting on this queue: keep the order. */
-    if (pact_list_empty(&f->queues[q])) {
+    /* Behind an op already waiting on this queue: keep the order. A
+     * multishot receive always waits for readiness: its data callbacks
+     * must not run from inside submission. */
+    if (pact_list_empty(&f->queues[q]) && op->kind != PACT_OP_RECV_MULTI) {
         int64_t r = try_op(op, 0);
         if (r != -EAGAIN && r != -EWOULDBLOCK && r != -EINTR) {
             pact__op_defer(loop, op, r);
@@ -309,6 +323,51 @@ static int ep_supports_link_timeout(pact_loop *loop, pact_op_s *op)
     return 0; /* deadlines live on the loop's timer heap */
 }
 
+/* A multishot receive at the head of its fd's read queue: reads into the
+ * loop-wide buffer and delivers each chunk (the op stays queued) until the
+ * socket would block, the batch is used up, or the op ends (EOF, error,
+ * or cancelled from a data callback). Returns 1 if the queue must wait for
+ * the next readiness event, 0 if the op has left the queue. */
+static int run_recv_multi(pact_loop *loop, pact_op_s *op, int *completed)
+{
+    epoll_engine *e = EPOLL_ENGINE(loop);
+    if (!e->rbuf) {
+        size_t size = (size_t)(loop->recv_buf_size ? loop->recv_buf_size
+                                                   : 16 * 1024) * 4;
+        e->rbuf = malloc(size);
+        if (!e->rbuf) {
+            pact_list_remove(&op->link);
+            op->result = -ENOMEM;
+            pact__op_complete(loop, op);
+            (*completed)++;
+            return 0;
+        }
+        e->rbuf_size = size;
+    }
+    for (int i = 0; i < RECV_MULTI_BATCH; i++) {
+        ssize_t n = recv(op->fd, e->rbuf, e->rbuf_size, MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 1;
+        if (n <= 0) {
+            pact_list_remove(&op->link);
+            op->result = n < 0 ? -errno : 0;
+            pact__op_complete(loop, op);
+            (*completed)++;
+            return 0;
+        }
+        pact__op_deliver(loop, op, e->rbuf, n);
+        (*completed)++;
+        /* Cancelled from the callback: ep_cancel took it out of the queue
+         * and its -ECANCELED is on the way; unread bytes stay queued in
+         * the socket (contract 4). */
+        if (op->state != PACT_OP_INFLIGHT)
+            return 0;
+    }
+    return 1;
+}
+
 /* Completes, in order, the waiting ops of a read or write queue until one
  * would still block. */
 static int run_queue(pact_loop *loop, pact_list *queue, uint32_t revents)
@@ -316,6 +375,11 @@ static int run_queue(pact_loop *loop, pact_list *queue, uint32_t revents)
     int n = 0;
     while (!pact_list_empty(queue)) {
         pact_op_s *op = pact_container_of(queue->next, pact_op_s, link);
+        if (op->kind == PACT_OP_RECV_MULTI) {
+            if (run_recv_multi(loop, op, &n))
+                break;
+            continue;
+        }
         int64_t r = try_op(op, revents);
         /* A datagram receive woken by EPOLLERR that finds neither data nor
          * a pending error: the socket's error queue (IP_RECVERR) holds

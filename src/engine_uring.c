@@ -10,8 +10,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include "loop.h"
@@ -59,7 +62,24 @@ typedef struct uring_engine {
     /* Per-fd queues of ordered ops (see order_queue()), indexed by fd. */
     pact_list (*ordered)[2];
     int nordered;
+    /* pact_recv_multishot(). multishot: a provided buffer ring (group
+     * RECV_BGID) of nbuf buffers of bufsz bytes, shared by every multishot
+     * recv of the loop; a buffer goes back to the ring as soon as the
+     * callback that saw its bytes returns. Otherwise ("poll" mode) each
+     * op is a POLL_ADD followed by recvs into one loop-wide buffer. */
+    int multishot;
+    struct io_uring_buf_ring *br;
+    size_t br_bytes;
+    char *bufs;
+    unsigned nbuf, bufsz;
+    char *pollbuf;
+    size_t pollbuf_size;
 } uring_engine;
+
+#define RECV_BGID 1
+/* Reads per poll wake-up in poll mode, so one busy socket cannot starve
+ * the others. */
+#define RECV_POLL_BATCH 16
 
 #define URING(loop) ((uring_engine *)(loop)->engine_data)
 
@@ -157,6 +177,60 @@ static void describe_setup_failure(int err, char *reason, size_t len)
              hint);
 }
 
+/* Multishot recv (IORING_RECV_MULTISHOT) needs kernel 6.0; the probe
+ * cannot see ioprio flags, so the kernel version decides. */
+static int kernel_at_least(int major, int minor)
+{
+    struct utsname u;
+    int ma = 0, mi = 0;
+    if (uname(&u) != 0 || sscanf(u.release, "%d.%d", &ma, &mi) != 2)
+        return 0;
+    return ma > major || (ma == major && mi >= minor);
+}
+
+/* Sets up the provided buffer ring (5.19) for multishot recv (6.0), or
+ * falls back to poll mode. PACT_RECV_MULTISHOT=poll forces poll mode (the
+ * tests run it that way on new kernels too). Memory per loop: nbuf x
+ * bufsz of address space (8 MiB by default) plus nbuf x 16 bytes of ring,
+ * mmap'd so that only pages the kernel wrote into are resident. */
+static void recv_buffers_init(pact_loop *loop, uring_engine *e)
+{
+    const char *force = getenv("PACT_RECV_MULTISHOT");
+    e->nbuf = loop->recv_buf_count ? loop->recv_buf_count : 512;
+    e->bufsz = loop->recv_buf_size ? loop->recv_buf_size : 16 * 1024;
+    if (!(force && strcmp(force, "poll") == 0) && kernel_at_least(6, 0)) {
+        e->br_bytes = e->nbuf * sizeof(struct io_uring_buf);
+        e->br = mmap(NULL, e->br_bytes, PROT_READ | PROT_WRITE,
+                     MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+        e->bufs = mmap(NULL, (size_t)e->nbuf * e->bufsz, PROT_READ | PROT_WRITE,
+                       MAP_ANONYMOUS | MAP_PRIVATE | MAP_NORESERVE, -1, 0);
+        if (e->br != MAP_FAILED && e->bufs != MAP_FAILED) {
+            io_uring_buf_ring_init(e->br);
+            struct io_uring_buf_reg reg = {.ring_addr = (unsigned long)e->br,
+                                           .ring_entries = e->nbuf,
+                                           .bgid = RECV_BGID};
+            if (io_uring_register_buf_ring(&e->ring, &reg, 0) == 0) {
+                for (unsigned b = 0; b < e->nbuf; b++)
+                    io_uring_buf_ring_add(e->br, e->bufs + (size_t)b * e->bufsz,
+                                          e->bufsz, (unsigned short)b,
+                                          io_uring_buf_ring_mask(e->nbuf),
+                                          (int)b);
+                io_uring_buf_ring_advance(e->br, (int)e->nbuf);
+                e->multishot = 1;
+                loop->recv_multi_mode = "multishot";
+                return;
+            }
+        }
+        if (e->br != MAP_FAILED)
+            munmap(e->br, e->br_bytes);
+        if (e->bufs != MAP_FAILED)
+            munmap(e->bufs, (size_t)e->nbuf * e->bufsz);
+        e->br = NULL;
+        e->bufs = NULL;
+    }
+    loop->recv_multi_mode = "poll";
+}
+
 static int uring_init(pact_loop *loop, unsigned depth, int fail_setup,
                       char *reason, size_t reason_len)
 {
@@ -238,6 +312,7 @@ static int uring_init(pact_loop *loop, unsigned depth, int fail_setup,
             loop->native_kinds |= 1u << file_ops[i].kind;
     io_uring_free_probe(probe);
     loop->engine_data = e;
+    recv_buffers_init(loop, e);
     return 0;
 }
 
@@ -247,6 +322,12 @@ static void uring_destroy(pact_loop *loop)
     if (!e)
         return;
     io_uring_queue_exit(&e->ring);
+    /* The ring is gone, and with it the kernel's use of the buffers. */
+    if (e->br)
+        munmap(e->br, e->br_bytes);
+    if (e->bufs)
+        munmap(e->bufs, (size_t)e->nbuf * e->bufsz);
+    free(e->pollbuf);
     free(e->ordered);
     free(e);
     loop->engine_data = NULL;
@@ -257,12 +338,22 @@ static int uring_supports_link_timeout(pact_loop *loop, pact_op_s *op)
     (void)loop;
     /* send_all may resubmit after a short send; a link timeout covers only
      * one submission, so its deadline lives on the heap instead. */
-    return op->kind != PACT_OP_SEND_ALL && op->kind != PACT_OP_SLEEP;
+    return op->kind != PACT_OP_SEND_ALL && op->kind != PACT_OP_SLEEP &&
+           op->kind != PACT_OP_RECV_MULTI; /* re-armed: heap deadline */
 }
 
-static void prep_op(pact_op_s *op, struct io_uring_sqe *sqe)
+static void prep_op(pact_loop *loop, pact_op_s *op, struct io_uring_sqe *sqe)
 {
     switch ((pact_op_kind)op->kind) {
+    case PACT_OP_RECV_MULTI:
+        if (URING(loop)->multishot) {
+            io_uring_prep_recv_multishot(sqe, op->fd, NULL, 0, 0);
+            sqe->flags |= IOSQE_BUFFER_SELECT;
+            sqe->buf_group = RECV_BGID;
+        } else {
+            io_uring_prep_poll_add(sqe, op->fd, POLLIN);
+        }
+        break;
     case PACT_OP_RECV:
         io_uring_prep_recv(sqe, op->fd, op->buf, op->len, op->msg_flags);
         break;
@@ -344,6 +435,7 @@ static int order_queue(const pact_op_s *op)
 {
     switch ((pact_op_kind)op->kind) {
     case PACT_OP_RECV:
+    case PACT_OP_RECV_MULTI:
     case PACT_OP_RECVFROM: /* datagrams: queued ones go out in order too */
         return 0;
     case PACT_OP_SEND:
@@ -389,7 +481,7 @@ static int submit_to_kernel(pact_loop *loop, pact_op_s *op, int allow_link)
     struct io_uring_sqe *sqe = get_sqes(loop, linked ? 2 : 1);
     if (!sqe)
         return -ENOMEM;
-    prep_op(op, sqe);
+    prep_op(loop, op, sqe);
     op->pending_cqes = 1;
     if (!linked)
         return 0;
@@ -476,12 +568,109 @@ static int send_all_continue(pact_loop *loop, pact_op_s *op, int res)
     struct io_uring_sqe *sqe = get_sqes(loop, 1);
     if (!sqe)
         return 0;
-    prep_op(op, sqe);
+    prep_op(loop, op, sqe);
     op->pending_cqes++;
     return 1;
 }
 
-static void handle_cqe(pact_loop *loop, uint64_t ud, int res)
+/* Gives a provided buffer back to the ring. */
+static void recv_buffer_recycle(uring_engine *e, unsigned bid)
+{
+    io_uring_buf_ring_add(e->br, e->bufs + (size_t)bid * e->bufsz, e->bufsz,
+                          (unsigned short)bid, io_uring_buf_ring_mask(e->nbuf),
+                          0);
+    io_uring_buf_ring_advance(e->br, 1);
+}
+
+/* Submits a multishot op's SQE again (the kernel ended it early, or the
+ * poll of poll mode fired). Returns 1 if it is in flight again. */
+static int recv_multi_rearm(pact_loop *loop, pact_op_s *op)
+{
+    if (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT))
+        return 0;
+    struct io_uring_sqe *sqe = get_sqes(loop, 1);
+    if (!sqe)
+        return 0;
+    prep_op(loop, op, sqe);
+    return 1;
+}
+
+/* Poll mode: the poll fired (res = revents) or failed. Reads what is
+ * there into the loop-wide buffer. Returns 1 if the op stays in flight,
+ * else 0 with the final result in *final. */
+static int recv_poll_cqe(pact_loop *loop, pact_op_s *op, int res, int *final)
+{
+    uring_engine *e = URING(loop);
+    if (res < 0) {
+        *final = res;
+        return 0;
+    }
+    if (!e->pollbuf) {
+        e->pollbuf_size = (size_t)e->bufsz * 4;
+        e->pollbuf = malloc(e->pollbuf_size);
+        if (!e->pollbuf) {
+            *final = -ENOMEM;
+            return 0;
+        }
+    }
+    for (int i = 0; i < RECV_POLL_BATCH; i++) {
+        /* A cancel asked for from a data callback ends it here: bytes not
+         * read stay in the socket (contract 4). */
+        if (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT))
+            break;
+        ssize_t n = recv(op->fd, e->pollbuf, e->pollbuf_size, MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        if (n <= 0) {
+            *final = n < 0 ? -errno : 0;
+            return 0;
+        }
+        pact__op_deliver(loop, op, e->pollbuf, n);
+    }
+    if (recv_multi_rearm(loop, op))
+        return 1;
+    *final = -ECANCELED;
+    return 0;
+}
+
+/* A CQE of a multishot recv's own SQE. Data completions are delivered at
+ * once (the bytes are in a provided buffer, recycled right after the
+ * callback); only a CQE without F_MORE ends the op, and with it the
+ * "op CQE" pending_cqes counted at submission. A final CQE may still
+ * carry data (the kernel ends a multishot early, e.g. on CQ overflow):
+ * deliver it, then arm again unless a cancel was asked for. Returns 1 if
+ * the op stays in flight. */
+static int recv_multi_cqe(pact_loop *loop, pact_op_s *op, int res,
+                          unsigned flags)
+{
+    uring_engine *e = URING(loop);
+    int final;
+    if (!e->multishot) {
+        if (recv_poll_cqe(loop, op, res, &final))
+            return 1;
+    } else {
+        if (flags & IORING_CQE_F_BUFFER) {
+            unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
+            if (res > 0)
+                pact__op_deliver(loop, op, e->bufs + (size_t)bid * e->bufsz,
+                                 res);
+            recv_buffer_recycle(e, bid);
+        }
+        if (flags & IORING_CQE_F_MORE)
+            return 1;
+        if (res > 0 && recv_multi_rearm(loop, op))
+            return 1;
+        final = res > 0 ? -ECANCELED : res;
+    }
+    op->pending_cqes--;
+    op->result = final;
+    order_release(loop, op);
+    return 0;
+}
+
+static void handle_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
 {
     enum uring_tag tag;
     pact_op_s *op = decode(loop, ud, &tag);
@@ -490,6 +679,11 @@ static void handle_cqe(pact_loop *loop, uint64_t ud, int res)
         pact__log(loop, "stray completion: user_data 0x%llx res %d matches "
                         "no live operation",
                   (unsigned long long)ud, res);
+        return;
+    }
+    if (tag == TAG_OP && op->kind == PACT_OP_RECV_MULTI) {
+        if (!recv_multi_cqe(loop, op, res, flags) && op->pending_cqes == 0)
+            pact__op_complete(loop, op);
         return;
     }
     op->pending_cqes--;
@@ -560,14 +754,16 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
         struct {
             uint64_t ud;
             int res;
+            unsigned flags;
         } batch[64];
         for (unsigned i = 0; i < n; i++) {
             batch[i].ud = cqes[i]->user_data;
             batch[i].res = cqes[i]->res;
+            batch[i].flags = cqes[i]->flags;
         }
         io_uring_cq_advance(&e->ring, n);
         for (unsigned i = 0; i < n; i++)
-            handle_cqe(loop, batch[i].ud, batch[i].res);
+            handle_cqe(loop, batch[i].ud, batch[i].res, batch[i].flags);
         seen += (int)n;
     }
     if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY && r != -EAGAIN)

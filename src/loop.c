@@ -144,6 +144,16 @@ int pact_loop_create(pact_loop **out, const pact_loop_options *opts_in)
     pact_heap_init(&loop->timers);
     pthread_mutex_init(&loop->ts_lock, NULL);
     loop->now = pact_now();
+    /* Multishot receive buffers: a power-of-two count (the buffer ring's
+     * requirement) of at most 32768 (buffer ids are 16 bits). */
+    unsigned nbuf = opts.recv_buffer_count ? opts.recv_buffer_count : 512;
+    if (nbuf > 32768)
+        nbuf = 32768;
+    loop->recv_buf_count = 1;
+    while (loop->recv_buf_count < nbuf)
+        loop->recv_buf_count <<= 1;
+    loop->recv_buf_size = opts.recv_buffer_size ? opts.recv_buffer_size
+                                                : 16 * 1024;
 
     int r = engine_start(loop, &opts);
     if (r != 0)
@@ -222,9 +232,18 @@ static void iterate(pact_loop *loop, int64_t max_wait_ns)
     loop->stats.iterations++;
     loop->now = pact_now();
     pact__ops_flush(loop);
+    /* Ops that completed at submission (the epoll engine tries each system
+     * call first) run their callbacks now, not after a wasted zero-timeout
+     * wait, and what those callbacks start is submitted in the same turn.
+     * Bounded, so a callback chain cannot keep the loop from polling. */
+    for (int round = 0; round < 4 && !pact_list_empty(&loop->done_queue); round++) {
+        pact__ops_dispatch_done(loop);
+        pact__ops_flush(loop);
+    }
 
     int64_t timeout = max_wait_ns;
     if (!pact_list_empty(&loop->ready) || !pact_list_empty(&loop->done_queue) ||
+        !pact_list_empty(&loop->submit_queue) ||
         atomic_load(&loop->ts_count) > 0 ||
         atomic_load(&loop->offload_done_count) > 0 ||
         atomic_load(&loop->stop_requested) || !pact_loop_alive(loop)) {

@@ -107,6 +107,11 @@ struct pact_loop {
     struct pact_pool *pool;       /* pool.c; NULL until first used */
     unsigned pool_size;           /* max worker threads */
     struct pact_signals *signals; /* signal.c; NULL until first used */
+    /* pact_recv_multishot(): the buffers the loop lends (options), and how
+     * the engine runs it ("multishot", "poll", "epoll"; set by init). */
+    unsigned recv_buf_count;
+    unsigned recv_buf_size;
+    const char *recv_multi_mode;
 };
 
 /* Misuse is answered with a negative errno, and a message in debug mode. */
@@ -144,6 +149,10 @@ pact_op_s *pact__op_new(pact_loop *loop, pact_op_kind kind, int fd,
                         pact_op_cb cb, void *user, int *err);
 /* Queues a freshly filled op for submission and returns its handle. */
 pact_op pact__op_start(pact_loop *loop, pact_op_s *op, void *created_at);
+/* A multishot op's data completion: runs its callback with more = 1 and
+ * the bytes at data (valid during the call); the op stays live. */
+void pact__op_deliver(pact_loop *loop, pact_op_s *op, const void *data,
+                      int64_t len);
 /* Requests cancellation of a live op; returns as pact_cancel(). */
 int pact__op_cancel(pact_loop *loop, pact_op_s *op);
 /* Submit every queued op to the engine. */

@@ -133,6 +133,17 @@ pact_op pact_recv(pact_loop *loop, int fd, void *buf, size_t len, int flags,
                     __func__, __builtin_return_address(0));
 }
 
+pact_op pact_recv_multishot(pact_loop *loop, int fd, pact_op_cb cb, void *user)
+{
+    OP_START(PACT_OP_RECV_MULTI, fd);
+    OP_FINISH();
+}
+
+const char *pact_loop_recv_multishot_mode(const pact_loop *loop)
+{
+    return loop && loop->recv_multi_mode ? loop->recv_multi_mode : "epoll";
+}
+
 pact_op pact_send(pact_loop *loop, int fd, const void *buf, size_t len,
                   int flags, pact_op_cb cb, void *user)
 {
@@ -396,6 +407,22 @@ void pact__op_defer(pact_loop *loop, pact_op_s *op, int64_t result)
     op->result = result;
     op->state = PACT_OP_DONE;
     pact_list_push_back(&loop->done_queue, &op->link);
+}
+
+void pact__op_deliver(pact_loop *loop, pact_op_s *op, const void *data,
+                      int64_t len)
+{
+    pact_completion c = {
+        .op = pact__op_handle(op),
+        .result = len,
+        .data = data,
+        .more = 1,
+    };
+    uint64_t start = loop->debug ? pact_now() : 0;
+    op->cb(loop, &c, op->user);
+    if (loop->debug)
+        pact__note_callback_time(loop, start, (void *)op->cb,
+                                 "operation callback");
 }
 
 void pact__op_complete(pact_loop *loop, pact_op_s *op)

@@ -36,6 +36,9 @@ typedef enum pact_op_kind {
     PACT_OP_UNLINK,
     PACT_OP_RECVFROM,    /* recvmsg into a caller buffer, sender in addr */
     PACT_OP_SENDTO,      /* sendmsg, destination copied into addr */
+    /* pact_recv_multishot(): many data completions (pact__op_deliver),
+     * then one final completion; buffers are the loop's, not the op's. */
+    PACT_OP_RECV_MULTI,
     PACT_OP_CUSTOM, /* a composite op driven by its owner (connect_tcp, ...) */
     PACT_OP_KIND_COUNT
 } pact_op_kind;

@@ -1,10 +1,13 @@
 /* Stream transports: asyncio's transport/protocol model on TCP, Unix
  * sockets and pipes, built on the operation layer.
  *
- * Reading: one receive in flight into the transport's buffer. Pausing
- * never cancels it (cancelling is what lost data in asyncio, bpo-33694): a
- * completion that arrives while paused is held and handed over on resume,
- * and no new receive is started until then.
+ * Reading: sockets keep one multishot receive in flight
+ * (pact_recv_multishot), which reads into buffers the loop lends, so a
+ * connection owns no receive buffer; pipes keep one read into a buffer of
+ * their own. Pausing cancels the multishot receive, but nothing is lost
+ * (what lost data in asyncio, bpo-33694): bytes that still arrive before
+ * its final completion are copied into `held` (allocated only then) and
+ * handed over on resume, in order, before the next receive is started.
  *
  * Writing: two buffers. `inflight` is what the kernel is sending and is
  * never touched until the send completes (contract 2); `pending` collects
@@ -92,6 +95,7 @@ size_t pact_transport_write_buffer_size(const pact_transport *t)
 static void transport_free(pact_transport *t)
 {
     free(t->rbuf);
+    free(t->held.data);
     free(t->inflight.data);
     free(t->pending.data);
     free(t);
@@ -162,6 +166,7 @@ static void fatal_error(pact_transport *t, int err)
     t->closing = 1;
     t->lost_err = err;
     t->has_held = 0;
+    t->held.start = t->held.end = 0;
     t->inflight.start = t->inflight.end = 0;
     t->pending.start = t->pending.end = 0;
     cancel_ops(t);
@@ -177,6 +182,7 @@ int pact_transport_close(pact_transport *t)
         return -EALREADY;
     t->closing = 1;
     t->has_held = 0; /* the user closed: nothing more is delivered */
+    t->held.start = t->held.end = 0;
     if (t->read_op)
         pact_cancel(t->loop, t->read_op);
     if (t->poll_op)
@@ -205,35 +211,48 @@ static void force_close(pact_resource *res)
 
 /* ---- reading --------------------------------------------------------------- */
 
-/* Hands one receive result to the protocol. */
-static void deliver(pact_transport *t, int64_t r)
+static void resume_delivery(pact_loop *loop, void *arg);
+
+/* Whether received bytes must wait behind others: reading is paused, or
+ * older bytes (or a held end of file / error) are still to be handed over,
+ * or a resume is scheduled to hand them over. Holding everything behind
+ * keeps the byte order (contract 5). */
+static int must_hold(const pact_transport *t)
 {
-    if (r > 0) {
-        if (t->proto->get_buffer) {
-            /* Buffered protocol: copy into the buffers it hands out, as
-             * asyncio's proactor does (the receive itself needs a buffer
-             * that lives until the completion, which the transport owns). */
-            size_t off = 0;
-            while (off < (size_t)r && !t->closing) {
-                size_t len = 0;
-                char *dst = t->proto->get_buffer(t, (size_t)r - off, &len, t->user);
-                if (!dst || len == 0) {
-                    fatal_error(t, -ENOBUFS);
-                    return;
-                }
-                if (len > (size_t)r - off)
-                    len = (size_t)r - off;
-                memcpy(dst, t->rbuf + off, len);
-                off += len;
-                if (t->proto->buffer_updated)
-                    t->proto->buffer_updated(t, len, t->user);
+    return t->paused || t->resume_scheduled || t->has_held ||
+           wbuf_len(&t->held) > 0;
+}
+
+/* Hands received bytes to the protocol. */
+static void deliver_data(pact_transport *t, const char *data, size_t r)
+{
+    if (t->proto->get_buffer) {
+        /* Buffered protocol: copy into the buffers it hands out, as
+         * asyncio's proactor does (the bytes sit in a buffer the loop
+         * lends for this call only). */
+        size_t off = 0;
+        while (off < r && !t->closing) {
+            size_t len = 0;
+            char *dst = t->proto->get_buffer(t, r - off, &len, t->user);
+            if (!dst || len == 0) {
+                fatal_error(t, -ENOBUFS);
+                return;
             }
-        } else if (t->proto->data_received) {
-            t->proto->data_received(t, t->rbuf, (size_t)r, t->user);
+            if (len > r - off)
+                len = r - off;
+            memcpy(dst, data + off, len);
+            off += len;
+            if (t->proto->buffer_updated)
+                t->proto->buffer_updated(t, len, t->user);
         }
-        start_reading(t);
-        return;
+    } else if (t->proto->data_received) {
+        t->proto->data_received(t, data, r, t->user);
     }
+}
+
+/* The read side ended: r = 0 at the peer's EOF, else an error. */
+static void deliver_end(pact_transport *t, int64_t r)
+{
     if (r == 0) {
         t->eof_seen = 1;
         int keep_open = t->proto->eof_received ? t->proto->eof_received(t, t->user) : 0;
@@ -245,10 +264,43 @@ static void deliver(pact_transport *t, int64_t r)
     fatal_error(t, (int)r);
 }
 
-static void on_read(pact_loop *loop, const pact_completion *c, void *arg)
+/* Queues resume_delivery (held data, then the next receive) for the next
+ * iteration: never from inside the caller, which may be a protocol
+ * callback. */
+static int schedule_resume(pact_transport *t)
 {
-    (void)loop;
-    pact_transport *t = arg;
+    if (t->resume_scheduled)
+        return 0;
+    transport_ref(t);
+    if (pact_call_soon(t->loop, resume_delivery, t) < 0) {
+        transport_unref(t);
+        return -ESHUTDOWN;
+    }
+    t->resume_scheduled = 1;
+    return 0;
+}
+
+/* Bytes from a receive: handed over now, or held (copied: the buffer is
+ * the loop's) behind what is still waiting. After a close nothing more is
+ * delivered. */
+static void on_bytes(pact_transport *t, const char *data, size_t len)
+{
+    if (t->closing)
+        return;
+    if (must_hold(t)) {
+        if (wbuf_append(&t->held, data, len) != 0)
+            fatal_error(t, -ENOMEM);
+        return;
+    }
+    deliver_data(t, data, len);
+}
+
+/* The receive op ended with r: 0 at EOF or a negative errno; -ECANCELED
+ * (pause_reading cancelled it), -ENOBUFS (the loop ran out of receive
+ * buffers: back-pressure) and r > 0 (a pipe read whose bytes went to
+ * on_bytes) only ask for the next receive. */
+static void on_read_end(pact_transport *t, int64_t r)
+{
     t->read_op = 0;
     if (t->closing) {
         /* The user closed (data after close is not delivered) or an error
@@ -256,37 +308,72 @@ static void on_read(pact_loop *loop, const pact_completion *c, void *arg)
         maybe_finish(t);
         return;
     }
-    if (c->result == -ECANCELED) {
-        maybe_finish(t);
+    if (r > 0 || r == -ECANCELED || r == -ENOBUFS) {
+        if (t->paused)
+            return; /* resume_reading starts the next one */
+        /* After -ENOBUFS the next receive starts on the next iteration,
+         * once the loop has taken its buffers back. */
+        if (r == -ENOBUFS || must_hold(t))
+            schedule_resume(t);
+        else
+            start_reading(t);
         return;
     }
-    if (t->paused) {
-        /* Paused after this receive was started: keep the result (bytes
-         * stay in rbuf, no new receive overwrites them) until resume. */
-        t->held_result = c->result;
+    if (must_hold(t)) {
+        /* EOF or an error behind held bytes: it waits its turn. */
         t->has_held = 1;
+        t->held_result = r;
+        if (!t->paused)
+            schedule_resume(t);
         return;
     }
-    deliver(t, c->result);
+    deliver_end(t, r);
 }
 
+/* Sockets: a multishot receive into the loop's buffers. */
+static void on_recv_multi(pact_loop *loop, const pact_completion *c, void *arg)
+{
+    (void)loop;
+    pact_transport *t = arg;
+    if (c->more)
+        on_bytes(t, c->data, (size_t)c->result);
+    else
+        on_read_end(t, c->result);
+}
+
+/* Pipes: one read at a time into the transport's buffer. */
+static void on_read(pact_loop *loop, const pact_completion *c, void *arg)
+{
+    (void)loop;
+    pact_transport *t = arg;
+    if (c->result > 0)
+        on_bytes(t, t->rbuf, (size_t)c->result);
+    on_read_end(t, c->result);
+}
+
+/* Socket transports hold no receive buffer: pact_recv_multishot() lends
+ * the loop's, for the duration of each callback (so 10,000 idle
+ * connections cost no buffers at all). Pipes read into a buffer of their
+ * own, allocated on the first read. */
 static void start_reading(pact_transport *t)
 {
-    if (t->read_op || t->closing || t->paused || t->has_held || !t->made ||
+    if (t->read_op || t->closing || must_hold(t) || !t->made ||
         t->eof_seen || t->kind == PACT_STREAM_WRITE_PIPE)
         return;
-    if (!t->rbuf) {
-        t->rbuf = malloc(READ_BUFFER_SIZE);
+    pact_op op;
+    if (t->kind == PACT_STREAM_SOCKET) {
+        op = pact_recv_multishot(t->loop, t->fd, on_recv_multi, t);
+    } else {
         if (!t->rbuf) {
-            fatal_error(t, -ENOMEM);
-            return;
+            t->rbuf = malloc(READ_BUFFER_SIZE);
+            if (!t->rbuf) {
+                fatal_error(t, -ENOMEM);
+                return;
+            }
         }
+        op = pact_read(t->loop, t->fd, t->rbuf, READ_BUFFER_SIZE, -1, on_read,
+                       t);
     }
-    pact_op op = t->kind == PACT_STREAM_SOCKET
-                     ? pact_recv(t->loop, t->fd, t->rbuf, READ_BUFFER_SIZE, 0,
-                                 on_read, t)
-                     : pact_read(t->loop, t->fd, t->rbuf, READ_BUFFER_SIZE, -1,
-                                 on_read, t);
     if (op < 0) {
         fatal_error(t, (int)op);
         return;
@@ -304,6 +391,12 @@ int pact_transport_pause_reading(pact_transport *t)
     if (t->paused)
         return -EALREADY;
     t->paused = 1;
+    /* A multishot receive would go on receiving: ask for it to stop. The
+     * bytes it still delivers before its final -ECANCELED are held (a
+     * cancel never drops data, contract 4) and handed over on resume.
+     * A pipe's one-shot read is left in flight; its result is held too. */
+    if (t->read_op && t->kind == PACT_STREAM_SOCKET)
+        pact_cancel(t->loop, t->read_op);
     return 0;
 }
 
@@ -312,11 +405,20 @@ static void resume_delivery(pact_loop *loop, void *arg)
     (void)loop;
     pact_transport *t = arg;
     t->resume_scheduled = 0;
-    if (!t->closing && !t->paused) {
+    if (!t->closing && !t->paused && wbuf_len(&t->held) > 0) {
+        /* Taken out first: the protocol may pause and resume again. */
+        pact_wbuf held = t->held;
+        memset(&t->held, 0, sizeof t->held);
+        deliver_data(t, held.data + held.start, wbuf_len(&held));
+        free(held.data);
+    }
+    if (!t->closing && !t->paused && wbuf_len(&t->held) == 0) {
         if (t->has_held) {
             t->has_held = 0;
-            deliver(t, t->held_result); /* also restarts reading */
+            deliver_end(t, t->held_result);
         } else {
+            /* Nothing if the cancelled receive has not ended yet: its
+             * final completion starts the next one. */
             start_reading(t);
         }
     }
@@ -335,20 +437,11 @@ int pact_transport_resume_reading(pact_transport *t)
     t->paused = 0;
     if (!t->made)
         return 0; /* reading starts after connection_made */
-    if (!t->has_held) {
-        start_reading(t);
-        return 0;
-    }
     /* Held data goes out on the next iteration, never from inside the
      * caller (which may be a protocol callback). */
-    if (!t->resume_scheduled) {
-        transport_ref(t);
-        if (pact_call_soon(t->loop, resume_delivery, t) < 0) {
-            transport_unref(t);
-            return -ESHUTDOWN;
-        }
-        t->resume_scheduled = 1;
-    }
+    if (must_hold(t))
+        return schedule_resume(t);
+    start_reading(t);
     return 0;
 }
 

@@ -71,8 +71,9 @@ struct pact_transport {
 
     /* Reading. */
     pact_op read_op;
-    char *rbuf;
-    int64_t held_result;
+    char *rbuf;          /* pipes only: sockets read into the loop's buffers */
+    pact_wbuf held;      /* bytes received while paused, in order */
+    int64_t held_result; /* has_held: EOF or error behind the held bytes */
 
     /* Writing. */
     pact_op send_op;
