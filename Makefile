@@ -55,6 +55,17 @@ test-quick: build
 bench: build
 	./bench/run.sh
 
+# Cancel torture: 10^7 random operations per engine (tests/torture.c),
+# both engines at once (one per core). A failure prints the seed to replay:
+#   PACT_ENGINE=epoll ./build/tests/torture --seed N --ops M
+TORTURE_OPS ?= 10000000
+TORTURE_SEEDS ?= 50
+torture: build
+	@seed=$$(date +%s); per=$$(( $(TORTURE_OPS) / $(TORTURE_SEEDS) )); \
+	PACT_ENGINE=uring ./build/tests/torture --seed $$seed --seeds $(TORTURE_SEEDS) --ops $$per & u=$$!; \
+	PACT_ENGINE=epoll ./build/tests/torture --seed $$seed --seeds $(TORTURE_SEEDS) --ops $$per & e=$$!; \
+	wait $$u; ru=$$?; wait $$e; re=$$?; [ $$ru = 0 ] && [ $$re = 0 ]
+
 install: build
 	$(MESON) install -C build
 
