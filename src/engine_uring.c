@@ -58,6 +58,7 @@ typedef struct uring_engine {
     struct io_uring ring;
     unsigned setup_flags;
     unsigned features;
+    unsigned mask; /* URING_MASK_*: features a test asked to hide */
     int enabled; /* ring created disabled for SINGLE_ISSUER; see below */
     /* Per-fd queues of ordered ops (see order_queue()), indexed by fd. */
     pact_list (*ordered)[2];
@@ -177,6 +178,49 @@ static void describe_setup_failure(int err, char *reason, size_t len)
              hint);
 }
 
+/* Test hook: PACT_URING_MASK hides optional kernel features so that the
+ * suite runs as on an older kernel (tests/run-all.sh's "uring-masked"):
+ * "all" or a comma list of setup (plain setup flags: no SUBMIT_ALL,
+ * COOP/DEFER_TASKRUN, SINGLE_ISSUER), linktimeout (deadlines on the heap),
+ * multishot (no buffer ring: multishot receive in poll mode), files (file
+ * ops on the thread pool), extarg (as on 5.10: pact then refuses io_uring,
+ * so "all" leaves it out). Each feature has one check point, marked
+ * URING_MASK_. */
+enum {
+    URING_MASK_SETUP = 1u << 0,
+    URING_MASK_LINK_TIMEOUT = 1u << 1,
+    URING_MASK_MULTISHOT = 1u << 2,
+    URING_MASK_FILES = 1u << 3,
+    URING_MASK_EXT_ARG = 1u << 4,
+};
+
+static unsigned uring_mask_from_env(void)
+{
+    const char *v = getenv("PACT_URING_MASK");
+    if (!v || !*v)
+        return 0;
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } names[] = {
+        {"setup", URING_MASK_SETUP},       {"linktimeout", URING_MASK_LINK_TIMEOUT},
+        {"multishot", URING_MASK_MULTISHOT}, {"files", URING_MASK_FILES},
+        {"extarg", URING_MASK_EXT_ARG},
+    };
+    unsigned m = 0;
+    for (const char *p = v; *p;) {
+        size_t n = strcspn(p, ",");
+        if (n == 3 && strncmp(p, "all", 3) == 0)
+            m |= URING_MASK_SETUP | URING_MASK_LINK_TIMEOUT |
+                 URING_MASK_MULTISHOT | URING_MASK_FILES;
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+            if (strlen(names[i].name) == n && strncmp(p, names[i].name, n) == 0)
+                m |= names[i].bit;
+        p += n + (p[n] == ',');
+    }
+    return m;
+}
+
 /* Multishot recv (IORING_RECV_MULTISHOT) needs kernel 6.0; the probe
  * cannot see ioprio flags, so the kernel version decides. */
 static int kernel_at_least(int major, int minor)
@@ -198,7 +242,8 @@ static void recv_buffers_init(pact_loop *loop, uring_engine *e)
     const char *force = getenv("PACT_RECV_MULTISHOT");
     e->nbuf = loop->recv_buf_count ? loop->recv_buf_count : 512;
     e->bufsz = loop->recv_buf_size ? loop->recv_buf_size : 16 * 1024;
-    if (!(force && strcmp(force, "poll") == 0) && kernel_at_least(6, 0)) {
+    if (!(force && strcmp(force, "poll") == 0) && kernel_at_least(6, 0) &&
+        !(e->mask & URING_MASK_MULTISHOT)) {
         e->br_bytes = e->nbuf * sizeof(struct io_uring_buf);
         e->br = mmap(NULL, e->br_bytes, PROT_READ | PROT_WRITE,
                      MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
@@ -241,6 +286,7 @@ static int uring_init(pact_loop *loop, unsigned depth, int fail_setup,
     uring_engine *e = calloc(1, sizeof *e);
     if (!e)
         return -ENOMEM;
+    e->mask = uring_mask_from_env();
     if (depth == 0)
         depth = 256;
     if (depth > 32768)
@@ -251,6 +297,12 @@ static int uring_init(pact_loop *loop, unsigned depth, int fail_setup,
      * 5.19; SUBMIT_ALL 5.18. The CQ is 4x the SQ: multishot ops post many
      * completions per submission. */
     static const unsigned flag_sets[] = {
+        /* TASKRUN_FLAG makes the kernel flag deferred completions in the SQ
+         * ring, so an iteration with nothing to submit and nothing flagged
+         * can skip io_uring_enter (see uring_wait). */
+        IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER |
+            IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED |
+            IORING_SETUP_TASKRUN_FLAG,
         IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER |
             IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED,
         IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN,
@@ -258,7 +310,9 @@ static int uring_init(pact_loop *loop, unsigned depth, int fail_setup,
         0,
     };
     int r = -EINVAL;
-    for (size_t i = 0; i < sizeof flag_sets / sizeof flag_sets[0]; i++) {
+    size_t nsets = sizeof flag_sets / sizeof flag_sets[0];
+    /* URING_MASK_SETUP: only the last, plain set (0), as on 5.11-5.17. */
+    for (size_t i = (e->mask & URING_MASK_SETUP) ? nsets - 1 : 0; i < nsets; i++) {
         struct io_uring_params p;
         memset(&p, 0, sizeof p);
         p.flags = flag_sets[i] | IORING_SETUP_CQSIZE;
@@ -279,6 +333,8 @@ static int uring_init(pact_loop *loop, unsigned depth, int fail_setup,
         return r;
     }
 
+    if (e->mask & URING_MASK_EXT_ARG)
+        e->features &= ~IORING_FEAT_EXT_ARG;
     /* The wait timeout rides on io_uring_enter (EXT_ARG, 5.11) and no CQE
      * is ever dropped (NODROP, 5.5); without them use epoll. */
     if (!(e->features & IORING_FEAT_EXT_ARG) || !(e->features & IORING_FEAT_NODROP)) {
@@ -308,7 +364,8 @@ static int uring_init(pact_loop *loop, unsigned depth, int fail_setup,
     }
     loop->native_kinds = (1u << PACT_OP_READ) | (1u << PACT_OP_WRITE);
     for (size_t i = 0; i < sizeof file_ops / sizeof file_ops[0]; i++)
-        if (io_uring_opcode_supported(probe, file_ops[i].opcode))
+        if (io_uring_opcode_supported(probe, file_ops[i].opcode) &&
+            !(e->mask & URING_MASK_FILES))
             loop->native_kinds |= 1u << file_ops[i].kind;
     io_uring_free_probe(probe);
     loop->engine_data = e;
@@ -335,7 +392,8 @@ static void uring_destroy(pact_loop *loop)
 
 static int uring_supports_link_timeout(pact_loop *loop, pact_op_s *op)
 {
-    (void)loop;
+    if (URING(loop)->mask & URING_MASK_LINK_TIMEOUT)
+        return 0;
     /* send_all may resubmit after a short send; a link timeout covers only
      * one submission, so its deadline lives on the heap instead. */
     return op->kind != PACT_OP_SEND_ALL && op->kind != PACT_OP_SLEEP &&
@@ -726,11 +784,23 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
     int r = ensure_enabled(e);
     if (r < 0)
         return r;
-    loop->stats.syscalls_enter++;
-    if (timeout_ns == 0) {
+    if (timeout_ns == 0 && io_uring_sq_ready(&e->ring) == 0 &&
+        (e->setup_flags & IORING_SETUP_DEFER_TASKRUN) &&
+        (e->setup_flags & IORING_SETUP_TASKRUN_FLAG) &&
+        !(IO_URING_READ_ONCE(*e->ring.sq.kflags) &
+          (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW))) {
+        /* A non-blocking turn with nothing to submit and no completion
+         * waiting in the kernel (it would have set IORING_SQ_TASKRUN): the
+         * system call would find nothing, so only look at the CQ. This
+         * keeps callback chains (call_soon, timers due now) off the
+         * kernel. */
+        r = 0;
+    } else if (timeout_ns == 0) {
         /* Submit and run deferred task work without blocking. */
+        loop->stats.syscalls_enter++;
         r = io_uring_submit_and_get_events(&e->ring);
     } else {
+        loop->stats.syscalls_enter++;
         struct __kernel_timespec ts;
         struct io_uring_cqe *cqe;
         if (timeout_ns > 0) {
