@@ -297,6 +297,12 @@ static int uring_init(pact_loop *loop, unsigned depth, int fail_setup,
      * 5.19; SUBMIT_ALL 5.18. The CQ is 4x the SQ: multishot ops post many
      * completions per submission. */
     static const unsigned flag_sets[] = {
+        /* TASKRUN_FLAG makes the kernel flag deferred completions in the SQ
+         * ring, so an iteration with nothing to submit and nothing flagged
+         * can skip io_uring_enter (see uring_wait). */
+        IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER |
+            IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED |
+            IORING_SETUP_TASKRUN_FLAG,
         IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER |
             IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED,
         IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN,
@@ -778,11 +784,23 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
     int r = ensure_enabled(e);
     if (r < 0)
         return r;
-    loop->stats.syscalls_enter++;
-    if (timeout_ns == 0) {
+    if (timeout_ns == 0 && io_uring_sq_ready(&e->ring) == 0 &&
+        (e->setup_flags & IORING_SETUP_DEFER_TASKRUN) &&
+        (e->setup_flags & IORING_SETUP_TASKRUN_FLAG) &&
+        !(IO_URING_READ_ONCE(*e->ring.sq.kflags) &
+          (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW))) {
+        /* A non-blocking turn with nothing to submit and no completion
+         * waiting in the kernel (it would have set IORING_SQ_TASKRUN): the
+         * system call would find nothing, so only look at the CQ. This
+         * keeps callback chains (call_soon, timers due now) off the
+         * kernel. */
+        r = 0;
+    } else if (timeout_ns == 0) {
         /* Submit and run deferred task work without blocking. */
+        loop->stats.syscalls_enter++;
         r = io_uring_submit_and_get_events(&e->ring);
     } else {
+        loop->stats.syscalls_enter++;
         struct __kernel_timespec ts;
         struct io_uring_cqe *cqe;
         if (timeout_ns > 0) {
