@@ -731,3 +731,96 @@ Test(stream, misuse_is_refused)
     close(p[1]);
     test_loop_free(loop);
 }
+
+/* ---- buffered protocol (get_buffer / buffer_updated) -------------------- */
+
+typedef struct buffered {
+    order_check order;
+    uint8_t store[1 << 20];
+    size_t used;
+    size_t max_chunk; /* hand out small buffers to force splitting */
+    int updates;
+} buffered;
+
+static void *buf_get(pact_transport *t, size_t hint, size_t *len, void *user)
+{
+    (void)t;
+    buffered *b = user;
+    cr_assert_gt(hint, 0);
+    size_t room = sizeof b->store - b->used;
+    *len = room < b->max_chunk ? room : b->max_chunk;
+    return b->store + b->used;
+}
+
+static void buf_updated(pact_transport *t, size_t n, void *user)
+{
+    (void)t;
+    buffered *b = user;
+    order_data(&b->order, n);
+    cr_assert_leq(n, b->max_chunk);
+    b->used += n;
+    b->updates++;
+}
+
+static void buf_made(pact_transport *t, void *user)
+{
+    (void)t;
+    order_made(&((buffered *)user)->order);
+}
+
+static int buf_eof(pact_transport *t, void *user)
+{
+    (void)t;
+    order_eof(&((buffered *)user)->order);
+    return 0;
+}
+
+static void buf_lost(pact_transport *t, int err, void *user)
+{
+    (void)t;
+    order_lost(&((buffered *)user)->order, err);
+}
+
+static const pact_protocol buffered_proto = {
+    .connection_made = buf_made,
+    .get_buffer = buf_get,
+    .buffer_updated = buf_updated,
+    .eof_received = buf_eof,
+    .connection_lost = buf_lost,
+};
+
+Test(stream, buffered_protocol_receives_into_its_own_buffers)
+{
+    pact_loop *loop = test_loop_new();
+    int a, b;
+    make_tcp_pair(&a, &b);
+    static buffered bp;
+    memset(&bp, 0, sizeof bp);
+    bp.max_chunk = 1000;
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open(loop, a, PACT_STREAM_SOCKET, &buffered_proto,
+                                     &bp, &t), 0);
+    size_t total = 300 * 1000 + 17;
+    uint8_t *data = malloc(total);
+    fill_pattern(data, total, 0);
+    size_t sent = 0;
+    uint64_t end = pact_now() + 10000 * MS;
+    while (!bp.order.lost && pact_now() < end) {
+        if (sent < total) {
+            ssize_t n = send(b, data + sent, total - sent, MSG_DONTWAIT);
+            if (n > 0)
+                sent += (size_t)n;
+            if (sent == total)
+                shutdown(b, SHUT_WR);
+        }
+        pact_loop_run_once(loop, 1 * (int64_t)MS);
+    }
+    cr_assert_eq(bp.order.lost, 1);
+    cr_assert_eq(bp.order.eof, 1);
+    cr_assert_eq(bp.used, total);
+    cr_assert_eq(memcmp(bp.store, data, total), 0);
+    cr_assert_geq(bp.updates, (int)(total / 1000));
+    free(data);
+    close(b);
+    test_loop_free(loop);
+}
