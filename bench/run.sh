@@ -74,7 +74,7 @@ DIRTY=$(git -C "$ROOT" status --porcelain -- src include 2>/dev/null | grep -q .
 } > "$OUT/meta.txt"
 META_COLS="\"$KERNEL\",\"$MACHINE\",$MODE"
 
-CONTENDERS=(raw_uring raw_epoll libuv pact_uring pact_epoll)
+CONTENDERS=(raw_uring raw_epoll libuv pact_uring pact_epoll pact_stream_uring pact_stream_epoll)
 server_cmd() {
     case $1 in
     raw_uring) echo "$B/raw_uring $2" ;;
@@ -82,6 +82,8 @@ server_cmd() {
     libuv) echo "$B/libuv_echo $2" ;;
     pact_uring) echo "$B/pact_echo $2 --engine uring" ;;
     pact_epoll) echo "$B/pact_echo $2 --engine epoll" ;;
+    pact_stream_uring) echo "$B/pact_stream_echo $2 --engine uring" ;;
+    pact_stream_epoll) echo "$B/pact_stream_echo $2 --engine epoll" ;;
     esac
 }
 
@@ -207,11 +209,13 @@ run_alloc() {
 run_idle() {
     local csv=$OUT/idle.csv
     echo "contender,conns,rss_delta,bytes_per_conn,kernel,machine,mode" > "$csv"
-    for who in pact_uring pact_epoll libuv; do
+    for who in pact_uring pact_epoll pact_stream_uring pact_stream_epoll libuv; do
         local out
         case $who in
         pact_uring) out=$("$B/micro_pact" idle $NIDLE --engine uring) ;;
         pact_epoll) out=$("$B/micro_pact" idle $NIDLE --engine epoll) ;;
+        pact_stream_uring) out=$("$B/micro_pact" idle_transport $NIDLE --engine uring) ;;
+        pact_stream_epoll) out=$("$B/micro_pact" idle_transport $NIDLE --engine epoll) ;;
         libuv) out=$("$B/micro_libuv" idle $NIDLE) ;;
         esac
         echo "$who,$NIDLE,$(kv_get "$out" rss_delta),$(kv_get "$out" bytes_per_conn),$META_COLS" >> "$csv"

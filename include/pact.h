@@ -427,9 +427,10 @@ typedef struct pact_protocol {
     void (*pause_writing)(pact_transport *t, void *user);
     void (*resume_writing)(pact_transport *t, void *user);
     /* Buffered protocol (asyncio's BufferedProtocol): if get_buffer is set,
-     * data is received straight into the buffer it returns (at least 1
+     * received data is copied into the buffer it returns (at least 1
      * byte, valid until buffer_updated) and buffer_updated reports how many
-     * bytes arrived; data_received is then not used. */
+     * bytes arrived; data_received is then not used. (Sockets receive into
+     * the loop's buffers, pact_recv_multishot, so a transport holds none.) */
     void *(*get_buffer)(pact_transport *t, size_t size_hint, size_t *len,
                         void *user);
     void (*buffer_updated)(pact_transport *t, size_t nbytes, void *user);

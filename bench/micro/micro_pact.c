@@ -7,6 +7,7 @@
  *   micro_pact async SECS [--engine E]  pact_call_soon_threadsafe ping-pong
  *                                       between two loops on two threads
  *                                       (libuv's async1)
+ *   micro_pact idle_transport N [--engine E]  the same as socket transports
  *   micro_pact idle N [--engine E]      N idle connections, each with one
  *                                       pact_recv in flight: RSS delta / N
  *
@@ -195,6 +196,52 @@ static int bench_idle(int n)
     return 0;
 }
 
+/* The same, as socket transports (what a server holds per connection):
+ * the transport, its multishot receive op and the engine's per-fd state.
+ * No receive buffer: the loop lends its own. */
+static const pact_protocol idle_proto = {0};
+
+static int bench_idle_transport(int n)
+{
+    pid_t child;
+    int *fds = open_idle_conns(n, &child);
+    if (!fds)
+        return 1;
+    pact_loop *loop = new_loop();
+    /* Warm the loop's tables (and the engine's per-fd arrays up to the
+     * highest fd) with one transport, then measure. */
+    pact_transport *warm;
+    if (pact_transport_open(loop, fds[n - 1], PACT_STREAM_SOCKET, &idle_proto,
+                            NULL, &warm) < 0)
+        return 1;
+    for (int i = 0; i < 4; i++)
+        pact_loop_run_once(loop, 0);
+    long rss0 = rss_bytes();
+    for (int i = 0; i < n - 1; i++) {
+        pact_transport *t;
+        int r = pact_transport_open(loop, fds[i], PACT_STREAM_SOCKET,
+                                    &idle_proto, NULL, &t);
+        if (r < 0) {
+            fprintf(stderr, "pact_transport_open #%d: %s\n", i, pact_strerror(r));
+            return 1;
+        }
+    }
+    for (int i = 0; i < 4; i++)
+        pact_loop_run_once(loop, 0);
+    long rss1 = rss_bytes();
+    pact_loop_stats st;
+    pact_loop_get_stats(loop, &st);
+    printf("conns=%d rss_delta=%ld bytes_per_conn=%.0f ops_live=%llu "
+           "recv_mode=%s\n",
+           n - 1, rss1 - rss0, (double)(rss1 - rss0) / (n - 1),
+           (unsigned long long)st.ops_live, pact_loop_recv_multishot_mode(loop));
+    pact_loop_free(loop); /* closes the transports and their fds */
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    free(fds);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -216,6 +263,8 @@ int main(int argc, char **argv)
         return bench_async(atof(argv[2]));
     if (strcmp(argv[1], "idle") == 0)
         return bench_idle(atoi(argv[2]));
+    if (strcmp(argv[1], "idle_transport") == 0)
+        return bench_idle_transport(atoi(argv[2]));
     fprintf(stderr, "unknown benchmark %s\n", argv[1]);
     return 2;
 }
