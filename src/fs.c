@@ -62,25 +62,6 @@ static pact_op fs_start(pact_loop *loop, pact_op_s *op, void *created_at)
     return pact__pool_start(loop, op, fs_run_blocking, op, created_at);
 }
 
-/* The checks every file op shares; fd is AT_FDCWD for path ops. */
-static pact_op_s *fs_begin(pact_loop *loop, pact_op_kind kind, int fd,
-                           pact_op_cb cb, void *user, const char *func,
-                           int *err)
-{
-    *err = pact__check_loop(loop, func);
-    if (*err)
-        return NULL;
-    if (!cb) {
-        *err = pact__misuse(loop, -EINVAL, func, "callback is NULL");
-        return NULL;
-    }
-    if (fd < 0 && fd != AT_FDCWD) {
-        *err = pact__misuse(loop, -EBADF, func, "fd is negative");
-        return NULL;
-    }
-    return pact__op_new(loop, kind, fd, cb, user, err);
-}
-
 /* Copies a path into the op (NULL path: -EINVAL). */
 static int copy_path(pact_loop *loop, char **dst, const char *path,
                      const char *func)
@@ -93,7 +74,7 @@ static int copy_path(pact_loop *loop, char **dst, const char *path,
 
 #define FS_BEGIN(kind, fd)                                                  \
     int err_;                                                               \
-    pact_op_s *op = fs_begin(loop, (kind), (fd), cb, user, __func__, &err_); \
+    pact_op_s *op = pact__op_begin(loop, (kind), (fd), cb, user, __func__, &err_); \
     if (!op)                                                                \
         return err_;
 
@@ -129,7 +110,7 @@ static pact_op fs_io(pact_loop *loop, pact_op_kind kind, int fd, void *buf,
     if (loop && offset < -1)
         return pact__misuse(loop, -EINVAL, func, "offset below -1");
     int err;
-    pact_op_s *op = fs_begin(loop, kind, fd, cb, user, func, &err);
+    pact_op_s *op = pact__op_begin(loop, kind, fd, cb, user, func, &err);
     if (!op)
         return err;
     op->buf = buf;

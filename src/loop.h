@@ -147,6 +147,11 @@ pact_op pact__op_start_internal(pact_loop *loop, pact_op_s *op);
 /* Allocates and fills the common part of an op; NULL with *err set. */
 pact_op_s *pact__op_new(pact_loop *loop, pact_op_kind kind, int fd,
                         pact_op_cb cb, void *user, int *err);
+/* pact__op_new() after the checks every public start function shares:
+ * open loop, owner thread, callback, fd (AT_FDCWD allowed). */
+pact_op_s *pact__op_begin(pact_loop *loop, pact_op_kind kind, int fd,
+                          pact_op_cb cb, void *user, const char *func,
+                          int *err);
 /* Queues a freshly filled op for submission and returns its handle. */
 pact_op pact__op_start(pact_loop *loop, pact_op_s *op, void *created_at);
 /* A multishot op's data completion: runs its callback with more = 1 and

@@ -2,6 +2,7 @@
  * half of the "overlapped" layer. The engines only move ops between the
  * kernel and pact__op_complete() / pact__op_defer(). */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,10 +30,12 @@ pact_op_s *pact__op_new(pact_loop *loop, pact_op_kind kind, int fd,
     return op;
 }
 
-/* The checks every public start function shares. */
-static pact_op_s *op_begin(pact_loop *loop, pact_op_kind kind, int fd,
-                           pact_op_cb cb, void *user, const char *func,
-                           int *err)
+/* The checks every public start function shares (also fs.c's): an open
+ * loop owned by this thread, a callback, an fd — AT_FDCWD is let through
+ * for the path-based file ops. */
+pact_op_s *pact__op_begin(pact_loop *loop, pact_op_kind kind, int fd,
+                          pact_op_cb cb, void *user, const char *func,
+                          int *err)
 {
     *err = pact__check_loop(loop, func);
     if (*err)
@@ -41,7 +44,7 @@ static pact_op_s *op_begin(pact_loop *loop, pact_op_kind kind, int fd,
         *err = pact__misuse(loop, -EINVAL, func, "callback is NULL");
         return NULL;
     }
-    if (kind != PACT_OP_SLEEP && fd < 0) {
+    if (kind != PACT_OP_SLEEP && fd < 0 && fd != AT_FDCWD) {
         *err = pact__misuse(loop, -EBADF, func, "fd is negative");
         return NULL;
     }
@@ -100,7 +103,7 @@ pact_op_s *pact__op_lookup(pact_loop *loop, pact_op handle)
 
 #define OP_START(kind, fd)                                                  \
     int err_;                                                               \
-    pact_op_s *op = op_begin(loop, (kind), (fd), cb, user, __func__, &err_); \
+    pact_op_s *op = pact__op_begin(loop, (kind), (fd), cb, user, __func__, &err_); \
     if (!op)                                                                \
         return err_;
 
@@ -116,7 +119,7 @@ static pact_op start_io(pact_loop *loop, pact_op_kind kind, int fd, void *buf,
     err = check_buffer(loop, buf, len, func);
     if (err)
         return err;
-    pact_op_s *op = op_begin(loop, kind, fd, cb, user, func, &err);
+    pact_op_s *op = pact__op_begin(loop, kind, fd, cb, user, func, &err);
     if (!op)
         return err;
     op->buf = buf;
@@ -180,7 +183,7 @@ pact_op pact_recvfrom(pact_loop *loop, int fd, void *buf, size_t len,
     err = check_buffer(loop, buf, len, __func__);
     if (err)
         return err;
-    pact_op_s *op = op_begin(loop, PACT_OP_RECVFROM, fd, cb, user, __func__,
+    pact_op_s *op = pact__op_begin(loop, PACT_OP_RECVFROM, fd, cb, user, __func__,
                              &err);
     if (!op)
         return err;
@@ -204,7 +207,7 @@ pact_op pact_sendto(pact_loop *loop, int fd, const void *buf, size_t len,
         return err;
     if (addr && (addrlen == 0 || addrlen > sizeof(struct sockaddr_storage)))
         return PACT_MISUSE(loop, -EINVAL, "bad address length");
-    pact_op_s *op = op_begin(loop, PACT_OP_SENDTO, fd, cb, user, __func__,
+    pact_op_s *op = pact__op_begin(loop, PACT_OP_SENDTO, fd, cb, user, __func__,
                              &err);
     if (!op)
         return err;
