@@ -760,8 +760,7 @@ static void handle_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
         } else {
             op->result = res;
         }
-        order_release(loop, op);
-        break;
+        break; /* the next op on its fd starts once this one completes */
     case TAG_LINK_TIMEOUT:
         if (res == -ETIME)
             op->flags |= PACT_OPF_TIMED_OUT;
@@ -774,8 +773,15 @@ static void handle_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
         loop->stats.stray_completions++;
         return;
     }
-    if (op->pending_cqes == 0)
+    if (op->pending_cqes == 0) {
+        /* The next op of an ordered fd is submitted only now, not at this
+         * op's own CQE: a linked timeout's CQE is posted later from task
+         * work, after a next recv that completes inline at submission, so
+         * that recv's callback ran first and delivered its bytes before
+         * this op's (torture on io_uring, raw TCP recvs with deadlines). */
+        order_release(loop, op);
         pact__op_complete(loop, op);
+    }
 }
 
 static int uring_wait(pact_loop *loop, int64_t timeout_ns)
