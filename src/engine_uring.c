@@ -17,6 +17,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "loop.h"
 
 enum uring_tag {
@@ -63,6 +64,11 @@ typedef struct uring_engine {
     /* Per-fd queues of ordered ops (see order_queue()), indexed by fd. */
     pact_list (*ordered)[2];
     int nordered;
+    /* Cancels that found no free SQE, retried at the next wait: dropping
+     * one left the op in the kernel for good (a transport's close hung
+     * on its read; fault injection, test_faults). */
+    pact_op cancel_retry[32];
+    unsigned ncancel_retry;
     /* pact_recv_multishot(). multishot: a provided buffer ring (group
      * RECV_BGID) of nbuf buffers of bufsz bytes, shared by every multishot
      * recv of the loop; a buffer goes back to the ring as soon as the
@@ -142,6 +148,8 @@ static int uring_submit_now(pact_loop *loop)
 static struct io_uring_sqe *get_sqes(pact_loop *loop, unsigned need)
 {
     uring_engine *e = URING(loop);
+    if (PACT_FAULT(PACT_FAULT_GET_SQE)) /* tests only: no SQE to be had */
+        return NULL;
     while (io_uring_sq_space_left(&e->ring) < need) {
         int r = uring_submit_now(loop);
         if (r < 0 && r != -EBUSY && r != -EAGAIN && r != -EINTR) {
@@ -279,6 +287,9 @@ static void recv_buffers_init(pact_loop *loop, uring_engine *e)
 static int uring_init(pact_loop *loop, unsigned depth, int fail_setup,
                       char *reason, size_t reason_len)
 {
+    int fault = PACT_FAULT(PACT_FAULT_URING_SETUP); /* tests only */
+    if (fault)
+        fail_setup = fault;
     if (fail_setup < 0) {
         describe_setup_failure(fail_setup, reason, reason_len);
         return fail_setup;
@@ -604,6 +615,11 @@ static void uring_cancel(pact_loop *loop, pact_op_s *op)
     }
     struct io_uring_sqe *sqe = get_sqes(loop, 1);
     if (!sqe) {
+        uring_engine *e = URING(loop);
+        if (e->ncancel_retry < sizeof e->cancel_retry / sizeof e->cancel_retry[0]) {
+            e->cancel_retry[e->ncancel_retry++] = pact__op_handle(op);
+            return;
+        }
         pact__error(loop, -ENOMEM, "no SQE for a cancel; the op completes "
                                    "on its own");
         return;
@@ -755,6 +771,10 @@ static void handle_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
             else if (op->transferred < op->len &&
                      (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT)))
                 op->result = -ECANCELED; /* transferred says how much went */
+            else if (op->transferred < op->len)
+                /* The rest could not be submitted (no SQE): an error, not
+                 * a silently short send_all (found by test_faults). */
+                op->result = -ENOMEM;
             else
                 op->result = (int64_t)op->transferred;
         } else {
@@ -784,12 +804,27 @@ static void handle_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
     }
 }
 
+/* Submits the cancels that found no SQE before (see cancel_retry). */
+static void retry_cancels(pact_loop *loop)
+{
+    uring_engine *e = URING(loop);
+    unsigned n = e->ncancel_retry;
+    e->ncancel_retry = 0;
+    for (unsigned i = 0; i < n; i++) {
+        pact_op_s *op = pact__op_lookup(loop, e->cancel_retry[i]);
+        if (op && op->state == PACT_OP_INFLIGHT && op->pending_cqes > 0)
+            uring_cancel(loop, op);
+    }
+}
+
 static int uring_wait(pact_loop *loop, int64_t timeout_ns)
 {
     uring_engine *e = URING(loop);
     int r = ensure_enabled(e);
     if (r < 0)
         return r;
+    if (e->ncancel_retry)
+        retry_cancels(loop);
     if (timeout_ns == 0 && io_uring_sq_ready(&e->ring) == 0 &&
         (e->setup_flags & IORING_SETUP_DEFER_TASKRUN) &&
         (e->setup_flags & IORING_SETUP_TASKRUN_FLAG) &&

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "loop.h"
 #include "pool.h"
 
@@ -353,6 +354,13 @@ void pact__ops_flush(pact_loop *loop)
     while ((node = pact_list_pop_front(&loop->submit_queue))) {
         pact_op_s *op = pact_container_of(node, pact_op_s, link);
         op->state = PACT_OP_INFLIGHT;
+        /* Fault injection (tests only): the kernel is asked for half the
+         * length, as a short read or send would give. */
+        if ((op->kind == PACT_OP_RECV || op->kind == PACT_OP_SEND ||
+             op->kind == PACT_OP_READ || op->kind == PACT_OP_WRITE) &&
+            op->len > 1 && !(op->flags & PACT_OPF_INTERNAL) &&
+            PACT_FAULT(PACT_FAULT_SHORT_IO))
+            op->len = (op->len + 1) / 2;
         /* Offloaded ops (thread pool) never reach the engine. */
         int engine_armed_deadline = (op->flags & PACT_OPF_OFFLOAD)
                                         ? pact__pool_submit(loop, op)
@@ -428,8 +436,37 @@ void pact__op_deliver(pact_loop *loop, pact_op_s *op, const void *data,
                                  "operation callback");
 }
 
+#ifdef PACT_FAULT_INJECTION
+/* Fault injection (tests only): a success turns into the armed error; an
+ * accepted fd is closed first, as if accept itself had failed. */
+static void fault_result(pact_op_s *op)
+{
+    if (op->result < 0)
+        return;
+    int err;
+    switch ((pact_op_kind)op->kind) {
+    case PACT_OP_RECV: case PACT_OP_SEND: case PACT_OP_SEND_ALL:
+    case PACT_OP_READ: case PACT_OP_WRITE: case PACT_OP_CONNECT:
+        if ((err = PACT_FAULT(PACT_FAULT_OP_ERROR)) != 0)
+            op->result = err;
+        break;
+    case PACT_OP_ACCEPT:
+        if ((err = PACT_FAULT(PACT_FAULT_ACCEPT)) != 0) {
+            close((int)op->result);
+            op->result = err;
+        }
+        break;
+    default:
+        break;
+    }
+}
+#endif
+
 void pact__op_complete(pact_loop *loop, pact_op_s *op)
 {
+#ifdef PACT_FAULT_INJECTION
+    fault_result(op);
+#endif
     if (pact_heap_contains(&op->deadline))
         pact_heap_remove(&loop->timers, &op->deadline);
     if ((op->flags & PACT_OPF_TIMED_OUT) && op->result == -ECANCELED)

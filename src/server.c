@@ -159,6 +159,12 @@ static void arm_accept(pact_server *s)
     pact_op op = pact_accept(s->loop, s->fd, on_accept, s);
     if (op < 0) {
         pact__error(s->loop, (int)op, "server on fd %d cannot accept", s->fd);
+        /* Retry after the back-off: a failure to start the accept (-ENOMEM)
+         * stopped the listener for good (found by test_faults). */
+        pact_handle h = pact_call_later(s->loop, ACCEPT_BACKOFF_NS,
+                                        backoff_over, s);
+        if (h > 0)
+            s->backoff = h;
         return;
     }
     s->accept_op = op;

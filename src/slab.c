@@ -1,3 +1,4 @@
+#include "fault.h"
 #include "slab.h"
 
 #include <stdlib.h>
@@ -47,6 +48,8 @@ static int slab_grow(pact_slab *s)
 
 void *pact_slab_alloc(pact_slab *s, uint32_t *index)
 {
+    if (PACT_FAULT(PACT_FAULT_SLAB_ALLOC)) /* tests only: -ENOMEM */
+        return NULL;
     if (s->free_head == UINT32_MAX && slab_grow(s) != 0)
         return NULL;
     uint32_t i = s->free_head;

@@ -1,0 +1,448 @@
+/* Fault injection (src/fault.h): each scenario runs with one fault armed at
+ * call N of one site, for N = 1, 2, 3 ... until a run finishes without the
+ * fault firing (the scenario makes fewer than N calls there). Every run
+ * must end with the user told (an error in a callback or a return value)
+ * or the work done correctly — and always: no byte lost or reordered
+ * (what arrived is a prefix of what was sent, all of it on success), no
+ * callback twice or out of order, no op left live, no stray completion,
+ * no fd left open, no hang. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pact.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "fault.h"
+#include "helpers.h"
+
+#define MAX_N 400
+
+static uint8_t pat(size_t i) { return (uint8_t)((i * 7 + (i >> 8) * 13) ^ 0x5a); }
+
+/* Creates the loop; with a fault at setup or allocation it may fail, and
+ * then the error must be clear (negative, known). */
+static pact_loop *fault_loop(int *err)
+{
+    pact_loop_options o;
+    pact_loop_options_init(&o);
+    o.debug = 0;
+    const char *want = getenv("PACT_ENGINE");
+    if (want && !strcmp(want, "uring"))
+        o.engine = PACT_ENGINE_URING;
+    if (want && !strcmp(want, "epoll"))
+        o.engine = PACT_ENGINE_EPOLL;
+    pact_loop *loop = NULL;
+    *err = pact_loop_create(&loop, &o);
+    if (*err) {
+        cr_assert_lt(*err, 0);
+        cr_assert_null(loop);
+        return NULL;
+    }
+    return loop;
+}
+
+static void fault_loop_free(pact_loop *loop)
+{
+    pact_loop_stats st;
+    pact_loop_get_stats(loop, &st);
+    cr_assert_eq(st.stray_completions, 0);
+    cr_assert_eq(pact_loop_close(loop), 0);
+    pact_loop_get_stats(loop, &st);
+    cr_assert_eq(st.ops_live, 0, "ops live after close: %llu",
+                 (unsigned long long)st.ops_live);
+    cr_assert_eq(st.ops_started, st.ops_completed);
+    cr_assert_eq(st.stray_completions, 0);
+    pact_loop_free(loop);
+}
+
+/* ---- scenario 1: echo over a pair of transports -------------------------- */
+
+#define ECHO_BYTES (96 * 1024)
+
+typedef struct side {
+    pact_transport *t;
+    int made, lost, lost_err, eofs, echo;
+    size_t got;
+    int bad; /* a byte out of place */
+} side;
+
+static void s_made(pact_transport *t, void *u)
+{
+    side *s = u;
+    cr_assert(!s->made && !s->lost, "connection_made twice or late");
+    s->made = 1;
+    s->t = t;
+}
+
+static void s_data(pact_transport *t, const void *d, size_t n, void *u)
+{
+    side *s = u;
+    cr_assert(s->made && !s->lost && !s->eofs, "data out of order");
+    if (s->echo) {
+        pact_transport_write(t, d, n);
+        return;
+    }
+    const uint8_t *p = d;
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != pat(s->got + i))
+            s->bad = 1;
+    s->got += n;
+    if (s->got >= ECHO_BYTES)
+        pact_transport_close(t);
+}
+
+static int s_eof(pact_transport *t, void *u)
+{
+    (void)t;
+    side *s = u;
+    cr_assert(s->made && !s->lost && !s->eofs, "eof out of order");
+    s->eofs++;
+    return 0;
+}
+
+static void s_lost(pact_transport *t, int err, void *u)
+{
+    (void)t;
+    side *s = u;
+    cr_assert(s->made && !s->lost, "connection_lost twice or before made");
+    s->lost = 1;
+    s->lost_err = err;
+}
+
+static const pact_protocol side_proto = {
+    .connection_made = s_made,
+    .data_received = s_data,
+    .eof_received = s_eof,
+    .connection_lost = s_lost,
+};
+
+/* Returns 1 if the echo completed, 0 if an error was reported. */
+static int scenario_echo(void)
+{
+    int fds = count_open_fds();
+    int err;
+    pact_loop *loop = fault_loop(&err);
+    if (!loop)
+        return 0;
+    int sv[2];
+    make_socketpair(sv);
+    side a = {0}, b = {.echo = 1};
+    pact_transport *ta, *tb;
+    int ea = pact_transport_open(loop, sv[0], PACT_STREAM_SOCKET, &side_proto, &a, &ta);
+    int eb = pact_transport_open(loop, sv[1], PACT_STREAM_SOCKET, &side_proto, &b, &tb);
+    int ok = 1;
+    if (ea || eb) {
+        /* A clear error; the transport owns (and closed) its fd. */
+        cr_assert(ea < 0 || eb < 0);
+        ok = 0;
+        if (!ea)
+            pact_transport_abort(ta);
+        if (!eb)
+            pact_transport_abort(tb);
+    } else {
+        uint8_t buf[4096];
+        for (size_t off = 0; off < ECHO_BYTES; off += sizeof buf) {
+            for (size_t i = 0; i < sizeof buf; i++)
+                buf[i] = pat(off + i);
+            int w = pact_transport_write(ta, buf, sizeof buf);
+            if (w != 0) {
+                cr_assert_lt(w, 0);
+                ok = 0;
+                break;
+            }
+        }
+        uint64_t end = pact_now() + 5000 * MS;
+        while (!(a.lost && b.lost)) {
+            cr_assert(pact_now() < end, "hang: a got %zu lost %d, b lost %d",
+                      a.got, a.lost, b.lost);
+            if (a.lost && !b.lost && !pact_transport_is_closing(tb))
+                pact_transport_close(tb);
+            pact_loop_run_once(loop, 10 * MS);
+        }
+        cr_assert(!a.bad, "a byte was lost or reordered");
+        if (a.got < ECHO_BYTES || a.lost_err || b.lost_err) {
+            ok = 0;
+            cr_assert(a.lost_err || b.lost_err || a.eofs,
+                      "the echo stopped at %zu bytes without an error", a.got);
+        }
+    }
+    while (pact_loop_run_once(loop, 0) > 0)
+        ;
+    fault_loop_free(loop);
+    cr_assert_eq(count_open_fds(), fds, "fd leak");
+    return ok;
+}
+
+/* ---- scenario 2: an accept loop keeps serving ---------------------------- */
+
+typedef struct cl {
+    int done, failed, lost, made;
+    char got[8];
+    size_t n;
+} cl;
+
+static void c_made(pact_transport *t, void *u)
+{
+    cl *c = u;
+    c->made = 1;
+    pact_transport_write(t, "ping", 4);
+}
+
+static void c_data(pact_transport *t, const void *d, size_t n, void *u)
+{
+    cl *c = u;
+    if (c->n + n <= sizeof c->got)
+        memcpy(c->got + c->n, d, n);
+    c->n += n;
+    if (c->n >= 4) {
+        cr_assert_eq(memcmp(c->got, "ping", 4), 0, "echo corrupted");
+        c->done = 1;
+        pact_transport_close(t);
+    }
+}
+
+static void c_lost(pact_transport *t, int err, void *u)
+{
+    (void)t;
+    (void)err;
+    cl *c = u;
+    c->lost = 1;
+    if (!c->done)
+        c->failed = 1;
+}
+
+static const pact_protocol client_proto = {
+    .connection_made = c_made, .data_received = c_data, .connection_lost = c_lost};
+
+static void c_connected(pact_loop *loop, pact_transport *t, int err, void *u)
+{
+    (void)loop;
+    cl *c = u;
+    if (!t) {
+        cr_assert_lt(err, 0);
+        c->failed = c->lost = 1;
+    }
+}
+
+static void e_data(pact_transport *t, const void *d, size_t n, void *u)
+{
+    (void)u;
+    pact_transport_write(t, d, n);
+}
+
+static const pact_protocol echo_proto = {.data_received = e_data};
+
+static int echo_factory(pact_server *s, void *fu, const pact_protocol **p, void **u)
+{
+    (void)s;
+    (void)fu;
+    *p = &echo_proto;
+    *u = NULL;
+    return 0;
+}
+
+static int scenario_accept(void)
+{
+    int fds = count_open_fds();
+    int err;
+    pact_loop *loop = fault_loop(&err);
+    if (!loop)
+        return 0;
+    pact_server *srv;
+    err = pact_server_listen_tcp(loop, "127.0.0.1", 0, NULL, echo_factory, NULL, &srv);
+    int ok = 1;
+    if (err) {
+        cr_assert_lt(err, 0);
+        fault_loop_free(loop);
+        cr_assert_eq(count_open_fds(), fds);
+        return 0;
+    }
+    uint16_t port = (uint16_t)pact_server_port(srv);
+    /* Three clients, each retried after a failure: one fault may cost one
+     * connection, never the listener. */
+    for (int i = 0; i < 3; i++) {
+        int tries = 0;
+        for (;;) {
+            cl c = {0};
+            pact_op op = pact_connect_tcp(loop, "127.0.0.1", port, &client_proto, &c,
+                                          c_connected, &c);
+            if (op < 0) {
+                ok = 0;
+            } else {
+                uint64_t end = pact_now() + 5000 * MS;
+                while (!c.lost) {
+                    cr_assert(pact_now() < end, "client %d hangs", i);
+                    pact_loop_run_once(loop, 10 * MS);
+                }
+            }
+            if (op >= 0 && c.done)
+                break;
+            ok = 0;
+            cr_assert_lt(++tries, 5, "the server stopped serving");
+        }
+    }
+    pact_server_close(srv);
+    while (pact_loop_run_once(loop, 10 * MS) > 0)
+        ;
+    fault_loop_free(loop);
+    cr_assert_eq(count_open_fds(), fds, "fd leak");
+    return ok;
+}
+
+/* ---- scenario 3: send_all against a raw recv loop ----------------------- */
+
+#define SA_BYTES (512 * 1024)
+
+typedef struct sa {
+    pact_loop *loop;
+    int fd;
+    uint8_t buf[8192];
+    size_t got;
+    int bad, rdone, sdone;
+    int64_t rres, sres;
+    size_t transferred;
+    pact_op send_op;
+} sa;
+
+static void sa_recv(pact_loop *loop, const pact_completion *c, void *u);
+
+static void sa_start_recv(sa *s)
+{
+    pact_op r = pact_recv(s->loop, s->fd, s->buf, sizeof s->buf, 0, sa_recv, s);
+    if (r < 0) {
+        s->rdone = 1;
+        s->rres = r;
+        if (!s->sdone && s->send_op > 0)
+            pact_cancel(s->loop, s->send_op); /* nobody reads any more */
+    }
+}
+
+static void sa_recv(pact_loop *loop, const pact_completion *c, void *u)
+{
+    (void)loop;
+    sa *s = u;
+    cr_assert(!s->rdone, "recv after the end");
+    if (c->result <= 0) {
+        s->rdone = 1;
+        s->rres = c->result;
+        if (!s->sdone)
+            pact_cancel(s->loop, s->send_op); /* nobody reads any more */
+        return;
+    }
+    for (int64_t i = 0; i < c->result; i++)
+        if (s->buf[i] != pat(s->got + (size_t)i))
+            s->bad = 1;
+    s->got += (size_t)c->result;
+    if (s->got >= SA_BYTES) {
+        s->rdone = 1;
+        return;
+    }
+    sa_start_recv(s);
+}
+
+static void sa_sent(pact_loop *loop, const pact_completion *c, void *u)
+{
+    (void)loop;
+    sa *s = u;
+    cr_assert(!s->sdone, "send_all completed twice");
+    s->sdone = 1;
+    s->sres = c->result;
+    s->transferred = c->result >= 0 ? (size_t)c->result : c->transferred;
+}
+
+static int scenario_send_all(void)
+{
+    int fds = count_open_fds();
+    int err;
+    pact_loop *loop = fault_loop(&err);
+    if (!loop)
+        return 0;
+    int sv[2];
+    make_socketpair(sv);
+    static uint8_t data[SA_BYTES];
+    for (size_t i = 0; i < SA_BYTES; i++)
+        data[i] = pat(i);
+    sa *s = calloc(1, sizeof *s);
+    s->loop = loop;
+    s->fd = sv[1];
+    int ok = 1;
+    s->send_op = pact_send_all(loop, sv[0], data, SA_BYTES, 0, sa_sent, s);
+    if (s->send_op < 0) {
+        s->sdone = 1;
+        s->sres = s->send_op;
+        ok = 0;
+    }
+    sa_start_recv(s);
+    uint64_t end = pact_now() + 5000 * MS;
+    while (!(s->sdone && s->rdone)) {
+        cr_assert(pact_now() < end, "hang: sent %d recv %d got %zu", s->sdone,
+                  s->rdone, s->got);
+        if (s->sdone && s->sres < 0 && !s->rdone && s->got >= s->transferred)
+            shutdown(sv[0], SHUT_WR); /* the sender gave up: let recv see EOF */
+        pact_loop_run_once(loop, 10 * MS);
+    }
+    cr_assert(!s->bad, "a byte was lost or reordered");
+    if (s->sres >= 0)
+        cr_assert_eq(s->sres, SA_BYTES, "send_all returned %lld", (long long)s->sres);
+    if (s->sres < 0 || s->rres < 0 || s->got < SA_BYTES) {
+        ok = 0;
+        cr_assert(s->sres < 0 || s->rres < 0, "stopped without an error");
+        cr_assert_leq(s->got, s->transferred, "received more than was sent");
+    } else {
+        cr_assert_eq(s->got, SA_BYTES);
+    }
+    close(sv[0]);
+    close(sv[1]);
+    free(s);
+    fault_loop_free(loop);
+    cr_assert_eq(count_open_fds(), fds, "fd leak");
+    return ok;
+}
+
+/* ---- the sweep ------------------------------------------------------------ */
+
+/* Runs scenario with site failing at call N = 1, 2, ... until a run makes
+ * fewer than N calls there. Returns the number of runs in which it fired. */
+static int sweep(int (*scenario)(void), enum pact_fault_site site, int err,
+                 const char *what)
+{
+    int fired_runs = 0, errors = 0;
+    for (unsigned long n = 1; n <= MAX_N; n++) {
+        pact_fault_arm(site, n, err);
+        int ok = scenario();
+        unsigned long fired = pact_fault_fired(site);
+        pact_fault_arm(site, 0, 0);
+        if (!fired) {
+            cr_assert(ok, "%s: the run without a fault failed", what);
+            cr_log_info("%s: %d runs with the fault, %d reported an error",
+                        what, fired_runs, errors);
+            return fired_runs;
+        }
+        fired_runs++;
+        errors += !ok;
+    }
+    cr_log_info("%s: stopped after %d faulted runs", what, MAX_N);
+    return fired_runs;
+}
+
+Test(faults, baseline) { cr_assert(scenario_echo() && scenario_accept() && scenario_send_all()); }
+
+Test(faults, echo_op_error) { sweep(scenario_echo, PACT_FAULT_OP_ERROR, -ECONNRESET, "echo/ECONNRESET"); }
+Test(faults, echo_op_epipe) { sweep(scenario_echo, PACT_FAULT_OP_ERROR, -EPIPE, "echo/EPIPE"); }
+Test(faults, echo_short_io) { sweep(scenario_echo, PACT_FAULT_SHORT_IO, 1, "echo/short"); }
+Test(faults, echo_enomem) { sweep(scenario_echo, PACT_FAULT_SLAB_ALLOC, 1, "echo/ENOMEM"); }
+Test(faults, echo_no_sqe) { sweep(scenario_echo, PACT_FAULT_GET_SQE, 1, "echo/no SQE"); }
+Test(faults, echo_setup) { sweep(scenario_echo, PACT_FAULT_URING_SETUP, -EPERM, "echo/setup EPERM"); }
+
+Test(faults, accept_emfile) { sweep(scenario_accept, PACT_FAULT_ACCEPT, -EMFILE, "accept/EMFILE"); }
+Test(faults, accept_op_error) { sweep(scenario_accept, PACT_FAULT_OP_ERROR, -ECONNRESET, "accept/ECONNRESET"); }
+Test(faults, accept_enomem) { sweep(scenario_accept, PACT_FAULT_SLAB_ALLOC, 1, "accept/ENOMEM"); }
+Test(faults, accept_no_sqe) { sweep(scenario_accept, PACT_FAULT_GET_SQE, 1, "accept/no SQE"); }
+
+Test(faults, send_all_op_error) { sweep(scenario_send_all, PACT_FAULT_OP_ERROR, -EPIPE, "send_all/EPIPE"); }
+Test(faults, send_all_short_io) { sweep(scenario_send_all, PACT_FAULT_SHORT_IO, 1, "send_all/short"); }
+Test(faults, send_all_enomem) { sweep(scenario_send_all, PACT_FAULT_SLAB_ALLOC, 1, "send_all/ENOMEM"); }
+Test(faults, send_all_no_sqe) { sweep(scenario_send_all, PACT_FAULT_GET_SQE, 1, "send_all/no SQE"); }
