@@ -846,26 +846,35 @@ PACT_API int pact_datagram_leave_group(pact_datagram *ep, const char *group,
  * the plain transport is owned by the TLS transport: do not use it after
  * wrapping.
  *
- * What its protocol sees:
+ * What its protocol sees (§1.6 holds on every path):
  *   - connection_made once the handshake has completed (data written
- *     before that is queued and sent first);
+ *     before that is queued and sent first); nothing at all if the
+ *     handshake fails, is closed, aborted or times out before that: the
+ *     outcome goes to pact_tls_wrap()'s on_handshake (or the client and
+ *     server helpers' callbacks) instead, as asyncio's start_tls() reports
+ *     it through the awaitable;
  *   - data_received with plaintext; eof_received when the peer's
  *     close_notify arrives (return non-zero to keep writing);
  *   - connection_lost exactly once, last: 0 for a clean close (ours or
  *     the peer's close_notify, or abort());
  *       -ECONNRESET  the peer closed TCP without close_notify (truncation,
  *                    "EOF in violation of protocol"), or reset it;
+ *       -EPROTO      garbage, or a fatal alert from the peer.
+ *     pact_tls_error_message() tells the details (inside connection_lost).
+ *   - Handshake outcomes (on_handshake's err; t is NULL when err != 0):
  *       -EKEYREJECTED the peer's certificate failed verification (untrusted,
  *                    expired, wrong host name: pact_tls_verify_result());
  *       -EPROTO      anything else TLS refuses: garbage, a fatal alert from
  *                    the peer, no common protocol version or cipher;
  *       -ETIMEDOUT   the handshake did not finish in time;
- *       -ECONNABORTED closed or aborted before the handshake finished.
- *     pact_tls_error_message() tells the details (inside connection_lost).
- *   - Handshake failure: connection_made never runs, connection_lost(err)
- *     is the only callback (the one exception to §1.6: there never was a
- *     connection, but you still learn of it once and can free your state).
- *     The client and server helpers below hide such connections instead.
+ *       -ECONNABORTED closed or aborted before the handshake finished
+ *                    (also by loop close);
+ *       -ECONNRESET  the peer closed or reset the connection meanwhile.
+ *
+ * A TLS transport is a loop resource: closing the loop with one open
+ * reports it ("TLS transport", debug mode) and aborts it (connection_lost
+ * once if connection_made ran, on_handshake(NULL, -ECONNABORTED) if the
+ * handshake was still going on).
  *
  * Closing: close() sends close_notify after what is buffered, then closes
  * the socket once it has gone out (abandoned after the context's shutdown
@@ -974,15 +983,30 @@ PACT_API uint64_t pact_tls_context_handshake_failures(const pact_tls_context *ct
  * at any later time; the handshake starts on the next iteration.
  * server_hostname (client) is sent as SNI (unless an IP literal) and
  * checked against the certificate; required while host-name checking is
- * on. handshake_timeout_ns 0 = the context's. Returns 0 and sets *out to
- * the TLS transport, or a negative errno (-ENOTSUP for pipes or a
- * transport already TLS, -ESHUTDOWN if closing, -EINVAL); on failure the
- * plain transport is left as it was. */
+ * on. handshake_timeout_ns 0 = the context's.
+ *
+ * on_handshake (required) runs exactly once, never from inside this call:
+ *   - on_handshake(loop, t, 0, handshake_user) once the handshake is done,
+ *     with t = *out; proto's connection_made follows at once (also if
+ *     on_handshake closes t), and connection_lost once, last;
+ *   - on_handshake(loop, NULL, err, handshake_user) if it failed, timed
+ *     out, or was closed/aborted (pact_transport_close, loop close) before
+ *     completing (errors above). proto is then never called; both the TLS
+ *     and the plain transport are torn down by the library (the socket is
+ *     closed after the alert has gone out). During this call *out may
+ *     still be asked why (pact_tls_error_message, pact_tls_verify_result,
+ *     pact_tls_peer_certificate*; other calls are refused or do nothing);
+ *     once it returns *out is gone: do not use it again.
+ * Returns 0 and sets *out to the TLS transport, or a negative errno
+ * (-ENOTSUP for pipes or a transport already TLS, -ESHUTDOWN if closing,
+ * -EINVAL, also for a NULL on_handshake); on failure the plain transport is
+ * left as it was and on_handshake is never called. */
 PACT_API int pact_tls_wrap(pact_transport *plain, pact_tls_context *ctx,
                            const char *server_hostname,
                            const void *initial_data, size_t initial_len,
                            uint64_t handshake_timeout_ns,
                            const pact_protocol *proto, void *user,
+                           pact_connect_cb on_handshake, void *handshake_user,
                            pact_transport **out);
 
 /* 1 if t is a TLS transport, else 0. */
@@ -1018,7 +1042,8 @@ PACT_API long pact_tls_verify_result(const pact_transport *t);
 /* Why the connection failed ("certificate verify failed: unable to get
  * local issuer certificate", "the peer closed the connection without
  * close_notify (truncation)", OpenSSL's reason for a protocol error), or
- * NULL. Owned by the transport; valid until connection_lost returns. */
+ * NULL. Owned by the transport; valid until connection_lost (or a failed
+ * on_handshake) returns. */
 PACT_API const char *pact_tls_error_message(const pact_transport *t);
 
 /* The connection's SSL * (owned by the transport) for anything else. */

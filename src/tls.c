@@ -22,8 +22,14 @@
  *
  * Lifetime: the TLS transport lives until the plain transport's
  * connection_lost, from which the user's connection_lost is called (once,
- * last) and the memory released. The plain transport is a loop resource,
- * so loop close tears both down in order. */
+ * last, and only if connection_made ran) and the memory released. Both
+ * are loop resources, so loop close reports and aborts both.
+ *
+ * The handshake's outcome goes to a hook, exactly once: the public
+ * on_handshake of pact_tls_wrap(), or the client and server helpers'
+ * own. A handshake that fails (or is closed, aborted or timed out before
+ * it completes) never reaches the protocol: §1.6 allows no
+ * connection_lost without connection_made. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <openssl/err.h>
@@ -108,6 +114,9 @@ struct tls_conn {
 
     tls_hook hook;
     void *hook_arg;
+    /* pact_tls_wrap()'s on_handshake (run by wrap_hook). */
+    pact_connect_cb on_handshake;
+    void *handshake_user;
 };
 
 static const pact_transport_ops tls_ops;
@@ -459,7 +468,10 @@ static void finish(tls_conn *c)
     c->final_pending = 0;
     c->closing = 1;
     c->t.lost = 1;
-    if (!c->silent && c->t.proto && c->t.proto->connection_lost)
+    pact__resource_remove(c->t.loop, &c->t.res);
+    /* Only a protocol that saw connection_made learns of the end (§1.6):
+     * a failed handshake was reported to the hook instead. */
+    if (c->made && c->t.proto && c->t.proto->connection_lost)
         c->t.proto->connection_lost(&c->t, c->err, c->t.user);
     conn_free(c);
 }
@@ -540,6 +552,9 @@ static void handshake_failed(tls_conn *c, int err)
     if (pact_loop_debug(c->t.loop))
         pact__log(c->t.loop, "TLS handshake failed (%s): %s", pact_err_name(err),
                   c->errmsg[0] ? c->errmsg : pact_strerror(err));
+    /* Closing already: inside the hook, writes, pause and close of the
+     * dying transport are refused, not acted on. */
+    c->closing = 1;
     if (c->hook) {
         c->silent = 1;
         c->hook(c, c->err, c->hook_arg);
@@ -694,23 +709,24 @@ static void handshake_done(tls_conn *c)
         memcpy(c->alpn, a, alen);
         c->alpn[alen] = '\0';
     }
-    if (c->hook)
-        c->hook(c, 0, c->hook_arg); /* may set the protocol, or refuse */
-    if (c->silent || c->aborting)
-        return;
-    /* Plaintext written before the handshake goes first. */
-    if (c->pending.end > c->pending.start) {
-        int r = encrypt(c, c->pending.data + c->pending.start,
-                        c->pending.end - c->pending.start);
-        c->pending.start = c->pending.end = 0;
-        if (r < 0)
-            return;
-    }
-    if (c->eof_requested) {
+    /* Plaintext written before the handshake goes first, ahead of what
+     * the hook or connection_made writes. */
+    if (c->pending.end > c->pending.start)
+        encrypt(c, c->pending.data + c->pending.start,
+                c->pending.end - c->pending.start);
+    c->pending.start = c->pending.end = 0;
+    if (c->eof_requested && !c->closing) {
         send_close_notify(c);
         if (c->plain)
             pact_transport_write_eof(c->plain);
     }
+    if (c->hook)
+        c->hook(c, 0, c->hook_arg); /* may set the protocol, or refuse */
+    if (c->silent)
+        return;
+    /* The hook reported success: connection_made runs now (and so
+     * connection_lost, once, later), even if the hook closed or aborted
+     * the transport or the queued plaintext could not be encrypted. */
     c->made = 1;
     if (c->t.proto->connection_made)
         c->t.proto->connection_made(&c->t, c->t.user);
@@ -865,8 +881,9 @@ static void plain_lost(pact_transport *plain, int err, void *user)
             c->err = -ECONNABORTED; /* closed before the handshake ended */
     }
     if (!c->hs_done && !c->silent && c->hook) {
-        /* Gone before the handshake (loop close, plain error): the
-         * helper's hook still learns of it. */
+        /* Gone before the handshake (close, loop close, plain error): the
+         * hook learns of it; the protocol never does. */
+        c->closing = 1;
         c->silent = 1;
         c->ctx->handshake_failures++;
         c->hook(c, c->err, c->hook_arg);
@@ -1217,13 +1234,21 @@ static int set_peer_name(tls_conn *c)
     return 0;
 }
 
+/* Loop close: abandon the connection (its hook learns of an unfinished
+ * handshake; a protocol that saw connection_made gets connection_lost). */
+static void tls_force_close(pact_resource *res)
+{
+    pact_transport *t = pact_container_of(res, pact_transport, res);
+    tls_abort(t);
+}
+
 static int tls_wrap(pact_transport *plain, pact_tls_context *ctx,
                     const char *server_hostname, const void *initial_data,
                     size_t initial_len, uint64_t handshake_timeout_ns,
                     const pact_protocol *proto, void *user, tls_hook hook,
-                    void *hook_arg, pact_transport **out)
+                    void *hook_arg, void *created_at, pact_transport **out)
 {
-    if (!plain || !ctx || !proto || !out || (!initial_data && initial_len))
+    if (!plain || !ctx || !proto || !hook || !out || (!initial_data && initial_len))
         return -EINVAL;
     pact_loop *loop = plain->loop;
     if (plain->ops)
@@ -1251,6 +1276,7 @@ static int tls_wrap(pact_transport *plain, pact_tls_context *ctx,
     c->t.user = user;
     c->t.refs = 1;
     pact_list_init(&c->t.server_link);
+    pact_list_init(&c->t.res.link);
     c->ctx = ctx;
     c->server = ctx->server;
     c->high_water = DEFAULT_HIGH_WATER;
@@ -1308,6 +1334,8 @@ static int tls_wrap(pact_transport *plain, pact_tls_context *ctx,
     set_plain_marks(c);
     if (!pact_transport_is_reading(plain))
         pact_transport_resume_reading(plain);
+    pact__resource_add(loop, &c->t.res, "TLS transport", tls_force_close,
+                       created_at);
     *out = &c->t;
     return 0;
 fail:
@@ -1318,13 +1346,36 @@ fail:
     return r;
 }
 
+/* pact_tls_wrap()'s hook: the outcome to the user's on_handshake, once. */
+static void wrap_hook(tls_conn *c, int err, void *arg)
+{
+    (void)arg;
+    c->hook = NULL;
+    c->on_handshake(c->t.loop, err ? NULL : &c->t, err, c->handshake_user);
+}
+
 int pact_tls_wrap(pact_transport *plain, pact_tls_context *ctx,
                   const char *server_hostname, const void *initial_data,
                   size_t initial_len, uint64_t handshake_timeout_ns,
-                  const pact_protocol *proto, void *user, pact_transport **out)
+                  const pact_protocol *proto, void *user,
+                  pact_connect_cb on_handshake, void *handshake_user,
+                  pact_transport **out)
 {
-    return tls_wrap(plain, ctx, server_hostname, initial_data, initial_len,
-                    handshake_timeout_ns, proto, user, NULL, NULL, out);
+    if (!on_handshake)
+        return PACT_MISUSE(plain ? plain->loop : NULL, -EINVAL,
+                           "on_handshake is required (the handshake's outcome "
+                           "is reported there, never to the protocol)");
+    int r = tls_wrap(plain, ctx, server_hostname, initial_data, initial_len,
+                     handshake_timeout_ns, proto, user, wrap_hook, NULL,
+                     __builtin_return_address(0), out);
+    if (r == 0) {
+        /* Set before any hook can run: the handshake starts from a later
+         * loop callback, never from inside tls_wrap(). */
+        tls_conn *c = conn_of(*out);
+        c->on_handshake = on_handshake;
+        c->handshake_user = handshake_user;
+    }
+    return r;
 }
 
 /* ---- information ---------------------------------------------------------- */
@@ -1425,6 +1476,7 @@ typedef struct tls_connect_req {
     void *proto_user;
     pact_connect_cb cb;
     void *user;
+    void *created_at; /* the caller of pact_connect_*_tls */
 } tls_connect_req;
 
 static void connect_req_free(tls_connect_req *req)
@@ -1456,7 +1508,7 @@ static void tcp_connected(pact_loop *loop, pact_transport *plain, int err, void 
     }
     pact_transport *t;
     int r = tls_wrap(plain, req->ctx, req->hostname, NULL, 0, 0, req->proto,
-                     req->proto_user, connect_hook, req, &t);
+                     req->proto_user, connect_hook, req, req->created_at, &t);
     if (r < 0) {
         pact_transport_abort(plain);
         pact_connect_cb cb = req->cb;
@@ -1513,6 +1565,7 @@ pact_op pact_connect_tcp_tls(pact_loop *loop, const char *host, uint16_t port,
                                            proto, proto_user, cb, user, &err);
     if (!req)
         return err;
+    req->created_at = __builtin_return_address(0);
     pact_op op = pact_connect_tcp(loop, host, port, &hold_proto, NULL,
                                   tcp_connected, req);
     if (op < 0)
@@ -1530,6 +1583,7 @@ pact_op pact_connect_unix_tls(pact_loop *loop, const char *path,
                                            proto_user, cb, user, &err);
     if (!req)
         return err;
+    req->created_at = __builtin_return_address(0);
     pact_op op = pact_connect_unix(loop, path, &hold_proto, NULL, tcp_connected, req);
     if (op < 0)
         connect_req_free(req);
@@ -1543,6 +1597,7 @@ typedef struct tls_server {
     pact_protocol_factory factory;
     void *factory_user;
     pact_server *server;
+    void *created_at; /* the caller of pact_server_listen_*_tls */
 } tls_server;
 
 /* After the handshake: the user's factory chooses the protocol. A refusal
@@ -1573,7 +1628,7 @@ static void accepted_made(pact_transport *plain, void *arg)
     pact_transport *t;
     static const pact_protocol unused = {0};
     int r = tls_wrap(plain, ts->ctx, NULL, NULL, 0, 0, &unused, NULL, server_hook,
-                     ts, &t);
+                     ts, ts->created_at, &t);
     if (r < 0) {
         pact_transport_abort(plain);
         return;
@@ -1640,6 +1695,7 @@ int pact_server_listen_tcp_tls(pact_loop *loop, const char *host, uint16_t port,
     tls_server *ts = tls_server_new(ctx, factory, factory_user);
     if (!ts)
         return ctx && ctx->server && factory ? -ENOMEM : -EINVAL;
+    ts->created_at = __builtin_return_address(0);
     int r = pact_server_listen_tcp(loop, host, port, opts, tls_server_factory, ts, out);
     return tls_server_started(ts, r, r < 0 ? NULL : *out);
 }
@@ -1655,6 +1711,7 @@ int pact_server_listen_unix_tls(pact_loop *loop, const char *path,
     tls_server *ts = tls_server_new(ctx, factory, factory_user);
     if (!ts)
         return ctx && ctx->server && factory ? -ENOMEM : -EINVAL;
+    ts->created_at = __builtin_return_address(0);
     int r = pact_server_listen_unix(loop, path, opts, tls_server_factory, ts, out);
     return tls_server_started(ts, r, r < 0 ? NULL : *out);
 }

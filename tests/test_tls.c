@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 
 #include "helpers.h"
+#include "recorder.h"
 
 static char dir[64];
 static char ca_pem[128], srv_pem[128], srv_key[128];
@@ -173,7 +174,8 @@ typedef struct peer {
     size_t close_after;    /* close once this many bytes arrived */
     char alpn[32], version[32], errmsg[256];
     int reused;
-    int connect_err, connected;
+    int connect_err, connected; /* the connect / on_handshake callback */
+    pact_transport *wrapped;    /* what pact_tls_wrap() returned */
 } peer;
 
 static void peer_made(pact_transport *t, void *user)
@@ -250,9 +252,18 @@ static void peer_connected(pact_loop *loop, pact_transport *t, int err, void *us
     p->connected = 1;
     p->connect_err = err;
     cr_assert(err ? t == NULL : t != NULL);
+    cr_assert_eq(p->made, 0, "connect callback comes before connection_made");
+    cr_assert_eq(p->lost, 0, "connect callback after connection_lost");
     if (t) {
-        cr_assert_eq(p->made, 0, "connect callback comes before connection_made");
         cr_assert_not_null(pact_tls_version(t), "handshake done before the callback");
+        if (p->wrapped)
+            cr_assert_eq(t, p->wrapped, "on_handshake gets the wrapped transport");
+    } else if (p->wrapped) {
+        /* Failed: the transport may still be asked why, during the call. */
+        const char *m = pact_tls_error_message(p->wrapped);
+        snprintf(p->errmsg, sizeof p->errmsg, "%s", m ? m : "");
+        cr_assert_eq(pact_transport_write(p->wrapped, "x", 1), -ESHUTDOWN);
+        p->wrapped = NULL; /* gone once this returns */
     }
 }
 
@@ -452,15 +463,19 @@ Test(tls, untrusted_certificate_error_message_names_the_reason)
     cr_assert_eq(pact_transport_open(loop, b, PACT_STREAM_SOCKET, &peer_proto,
                                      NULL, &pb), 0);
     cr_assert_eq(pact_tls_wrap(pa, cctx, "localhost", NULL, 0, 0, &peer_proto, &pc,
-                               &ta), 0);
-    cr_assert_eq(pact_tls_wrap(pb, sctx, NULL, NULL, 0, 0, &peer_proto, &ps, &tb), 0);
-    run_while(loop, &pc.lost, 1, 10000);
-    run_while(loop, &ps.lost, 1, 10000);
-    cr_assert_eq(pc.made, 0);
-    cr_assert_eq(pc.lost_err, -EKEYREJECTED);
+                               peer_connected, &pc, &ta), 0);
+    pc.wrapped = ta;
+    cr_assert_eq(pact_tls_wrap(pb, sctx, NULL, NULL, 0, 0, &peer_proto, &ps,
+                               peer_connected, &ps, &tb), 0);
+    ps.wrapped = tb;
+    run_while(loop, &pc.connected, 1, 10000);
+    run_while(loop, &ps.connected, 1, 10000);
+    cr_assert_eq(pc.connect_err, -EKEYREJECTED, "client: %s",
+                 pact_err_name(pc.connect_err));
     cr_assert(strstr(pc.errmsg, "unable to get local issuer"), "%s", pc.errmsg);
-    cr_assert_eq(ps.made, 0);
-    cr_assert_eq(ps.lost_err, -EPROTO, "server: %s", pact_err_name(ps.lost_err));
+    cr_assert_eq(ps.connect_err, -EPROTO, "server: %s", pact_err_name(ps.connect_err));
+    pact_loop_run(loop); /* both torn down, the protocols never called */
+    cr_assert_eq(pc.made + pc.lost + ps.made + ps.lost, 0);
     pact_tls_context_free(sctx);
     pact_tls_context_free(cctx);
     test_loop_free(loop);
@@ -798,7 +813,8 @@ static void st_wrap_server(starttls *st, const void *initial, size_t len)
 {
     st->initial_len = len;
     cr_assert_eq(pact_tls_wrap(st->splain, st->sctx, NULL, initial, len, 0,
-                               &peer_proto, &st->sp, &st->stls), 0);
+                               &peer_proto, &st->sp, peer_connected, &st->sp,
+                               &st->stls), 0);
 }
 
 static void st_later(pact_loop *loop, void *arg)
@@ -841,7 +857,8 @@ static const pact_protocol st_server_proto = {
 static void st_client_wrap(starttls *st)
 {
     cr_assert_eq(pact_tls_wrap(st->cplain, st->cctx, "localhost", NULL, 0, 0,
-                               &peer_proto, &st->cp, &st->ctls), 0);
+                               &peer_proto, &st->cp, peer_connected, &st->cp,
+                               &st->ctls), 0);
 }
 
 static void st_client_made(pact_transport *t, void *user)
@@ -911,6 +928,8 @@ static void run_starttls(int server_pauses)
     cr_assert_str_eq(st.sp.got, "hello");
     cr_assert_eq(st.cp.lost_err, 0, "%s", st.cp.errmsg);
     cr_assert_eq(st.sp.lost_err, 0, "%s", st.sp.errmsg);
+    cr_assert_eq(st.cp.connected + st.sp.connected, 2);
+    cr_assert_eq(st.cp.connect_err + st.sp.connect_err, 0);
     free(st.cp.got);
     free(st.sp.got);
     pact_tls_context_free(st.sctx);
@@ -938,7 +957,8 @@ static pact_transport *tls_end(pact_loop *loop, int fd, pact_tls_context *ctx,
     cr_assert_eq(pact_transport_open(loop, fd, PACT_STREAM_SOCKET, &peer_proto,
                                      NULL, &plain), 0);
     cr_assert_eq(pact_tls_wrap(plain, ctx, "localhost", NULL, 0, timeout_ns,
-                               &peer_proto, p, &t), 0);
+                               &peer_proto, p, peer_connected, p, &t), 0);
+    p->wrapped = t;
     return t;
 }
 
@@ -965,15 +985,15 @@ Test(tls, garbage_during_the_handshake)
     }
     cr_assert_eq(hello[0], 0x16, "a handshake record");
     cr_assert_eq(send(d, junk, strlen(junk), 0), (ssize_t)strlen(junk));
-    run_while(loop, &sp.lost, 1, 10000);
-    run_while(loop, &cp.lost, 1, 10000);
-    cr_assert_eq(sp.made + cp.made, 0);
-    cr_assert_eq(sp.lost_err, -EPROTO, "server: %s", pact_err_name(sp.lost_err));
-    cr_assert_eq(cp.lost_err, -EPROTO, "client: %s", pact_err_name(cp.lost_err));
+    run_while(loop, &sp.connected, 1, 10000);
+    run_while(loop, &cp.connected, 1, 10000);
+    cr_assert_eq(sp.connect_err, -EPROTO, "server: %s", pact_err_name(sp.connect_err));
+    cr_assert_eq(cp.connect_err, -EPROTO, "client: %s", pact_err_name(cp.connect_err));
     cr_assert_neq(sp.errmsg[0], 0);
     free(sp.got);
     free(cp.got);
     pact_loop_run(loop);
+    cr_assert_eq(sp.made + sp.lost + cp.made + cp.lost, 0, "no protocol callback");
     close(a);
     close(d);
     pact_tls_context_free(sctx);
@@ -1021,11 +1041,11 @@ Test(tls, handshake_timeout)
     peer sp = {0};
     tls_end(loop, b, sctx, &sp, 100 * MS);
     uint64_t start = pact_now();
-    run_while(loop, &sp.lost, 1, 10000);
+    run_while(loop, &sp.connected, 1, 10000);
     cr_assert_geq(pact_now() - start, 100 * MS);
-    cr_assert_eq(sp.made, 0);
-    cr_assert_eq(sp.lost_err, -ETIMEDOUT);
+    cr_assert_eq(sp.connect_err, -ETIMEDOUT);
     pact_loop_run(loop);
+    cr_assert_eq(sp.made + sp.lost, 0, "no protocol callback");
     close(a);
     pact_tls_context_free(sctx);
     test_loop_free(loop);
@@ -1075,9 +1095,35 @@ Test(tls, loop_close_with_tls_transports_open)
     run_while(loop, &sp.made, 1, 10000);
     pact_tls_context_free(sctx);
     pact_tls_context_free(cctx);
-    cr_assert_eq(pact_loop_close(loop), 0);
-    cr_assert_eq(cp.lost + sp.lost + half.lost, 3);
-    cr_assert_eq(half.lost_err, -ECONNABORTED);
+    /* Debug mode names each TLS transport left open: catch stderr. */
+    char logpath[] = "/tmp/pact-tls-log.XXXXXX";
+    int logfd = mkstemp(logpath);
+    cr_assert_geq(logfd, 0);
+    unlink(logpath);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(logfd, 2);
+    int r = pact_loop_close(loop);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    char log[8192];
+    ssize_t n = pread(logfd, log, sizeof log - 1, 0);
+    close(logfd);
+    log[n > 0 ? n : 0] = '\0';
+    cr_assert_eq(r, 0);
+    int reported = 0;
+    for (const char *q = log; (q = strstr(q, "a TLS transport still open")); q++)
+        reported++;
+    cr_assert_eq(reported, 3, "loop close reports 3 TLS transports:\n%s", log);
+    /* The established ones: made, then lost once. */
+    cr_assert_eq(cp.made + sp.made, 2);
+    cr_assert_eq(cp.lost + sp.lost, 2);
+    /* Mid-handshake: only on_handshake learns of it. */
+    cr_assert_eq(half.connected, 1);
+    cr_assert_eq(half.connect_err, -ECONNABORTED, "%s",
+                 pact_err_name(half.connect_err));
+    cr_assert_eq(half.made + half.lost, 0, "no protocol callback");
     pact_loop_free(loop);
     close(d);
     cr_assert_eq(count_open_fds(), fds_before);
@@ -1088,8 +1134,8 @@ Test(tls, misuse_is_refused)
     pact_loop *loop = test_loop_new();
     pact_tls_context *sctx = server_ctx(), *cctx = client_ctx();
     pact_transport *t, *plain;
-    cr_assert_eq(pact_tls_wrap(NULL, sctx, NULL, NULL, 0, 0, &peer_proto, NULL, &t),
-                 -EINVAL);
+    cr_assert_eq(pact_tls_wrap(NULL, sctx, NULL, NULL, 0, 0, &peer_proto, NULL,
+                               peer_connected, NULL, &t), -EINVAL);
     cr_assert_eq(pact_tls_context_new(7, NULL), -EINVAL);
     cr_assert_eq(pact_tls_context_set_certificate(sctx, "/nonexistent", NULL),
                  -ENOENT);
@@ -1102,24 +1148,239 @@ Test(tls, misuse_is_refused)
                                      &plain), 0);
     cr_assert_eq(pact_transport_is_tls(plain), 0);
     cr_assert_null(pact_tls_version(plain));
-    cr_assert_eq(pact_tls_wrap(plain, cctx, NULL, NULL, 0, 0, &peer_proto, &p, &t),
+    cr_assert_eq(pact_tls_wrap(plain, cctx, NULL, NULL, 0, 0, &peer_proto, &p,
+                               peer_connected, &p, &t),
                  -EINVAL, "a host name is needed while checking is on");
     cr_assert_eq(pact_tls_wrap(plain, cctx, "localhost", NULL, 0, 0, &peer_proto,
-                               &p, &t), 0);
+                               &p, NULL, NULL, &t),
+                 -EINVAL, "on_handshake is required");
+    cr_assert_eq(pact_tls_wrap(plain, cctx, "localhost", NULL, 0, 0, &peer_proto,
+                               &p, peer_connected, &p, &t), 0);
+    p.wrapped = t;
     cr_assert_eq(pact_transport_is_tls(t), 1);
     pact_transport *t2;
     cr_assert_eq(pact_tls_wrap(t, cctx, "localhost", NULL, 0, 0, &peer_proto, &p,
-                               &t2), -ENOTSUP);
+                               peer_connected, &p, &t2), -ENOTSUP);
     cr_assert_eq(pact_transport_sendfile(t, 0, 0, 1, NULL, NULL), -ENOTSUP);
     cr_assert_eq(pact_transport_close(t), 0);
     cr_assert_eq(pact_transport_close(t), -EALREADY);
     cr_assert_eq(pact_transport_write(t, "x", 1), -ESHUTDOWN);
+    cr_assert_eq(p.connected, 0, "never from inside the caller");
     pact_loop_run(loop);
-    cr_assert_eq(p.lost, 1);
-    cr_assert_eq(p.lost_err, -ECONNABORTED, "closed before the handshake");
+    cr_assert_eq(p.connected, 1);
+    cr_assert_eq(p.connect_err, -ECONNABORTED, "closed before the handshake");
+    cr_assert_eq(p.made + p.lost, 0, "the protocol never hears of it");
     free(p.got);
     close(b);
     pact_tls_context_free(sctx);
     pact_tls_context_free(cctx);
     test_loop_free(loop);
 }
+
+/* ---- §1.6 on every close path ------------------------------------------------ */
+
+/* The protocol's order (recorder.h: made first, data, at most one eof,
+ * lost once and last, nothing after) on each way a TLS connection ends,
+ * and on_handshake exactly once, before any protocol callback; a failed
+ * handshake calls no protocol at all. */
+enum order_path {
+    OP_CLOSE,                 /* the client closes: close_notify */
+    OP_ABORT,                 /* the client aborts: the server sees truncation */
+    OP_PEER_CLOSE,            /* the server closes */
+    OP_WRITE_EOF,             /* the client half-closes, the server answers */
+    OP_TRUNCATION,            /* TCP FIN without close_notify */
+    OP_GARBAGE,               /* a bad record mid-stream */
+    OP_PAUSED_PEER_CLOSE,     /* data and close_notify arrive while paused */
+    OP_CLOSE_IN_ON_HANDSHAKE, /* on_handshake(t, 0) closes t */
+    OP_ABORT_IN_ON_HANDSHAKE, /* on_handshake(t, 0) aborts t */
+    OP_CLOSE_BEFORE_HANDSHAKE,
+    OP_LOOP_CLOSE,
+};
+
+typedef struct order_end {
+    rec r;
+    int hs_calls, hs_err;
+    int action; /* in on_handshake(t, 0): 1 close, 2 abort */
+} order_end;
+
+static void order_handshake(pact_loop *loop, pact_transport *t, int err,
+                            void *user)
+{
+    (void)loop;
+    order_end *e = user;
+    if (e->hs_calls++)
+        rec_violation(&e->r, "on_handshake twice");
+    if (e->r.made || e->r.lost)
+        rec_violation(&e->r, "on_handshake after a protocol callback");
+    if ((err != 0) != (t == NULL))
+        rec_violation(&e->r, "on_handshake: t and err disagree");
+    e->hs_err = err;
+    if (t && e->action == 1)
+        cr_assert_eq(pact_transport_close(t), 0);
+    if (t && e->action == 2)
+        cr_assert_eq(pact_transport_abort(t), 0);
+}
+
+/* The end is over: its handshake failed, or its protocol saw the end. */
+static int order_over(const order_end *e)
+{
+    return e->hs_calls && (e->hs_err || e->r.lost);
+}
+
+static void order_check(const order_end *e, const char *who)
+{
+    cr_expect_eq(e->hs_calls, 1, "%s: on_handshake %d times", who, e->hs_calls);
+    cr_expect_eq(e->r.bad, 0, "%s: %s", who, e->r.why);
+    if (e->hs_err) {
+        cr_expect_eq(e->r.made + e->r.lost + e->r.eofs, 0,
+                     "%s: a failed handshake calls no protocol", who);
+        cr_expect_eq(e->r.nbytes, 0);
+    } else {
+        rec_expect_done(&e->r);
+        cr_expect_lt(e->r.made_seq, e->r.lost_seq, "%s: made before lost", who);
+        cr_expect_leq(e->r.eofs, 1);
+    }
+}
+
+static void order_case(enum order_path path)
+{
+    signal(SIGPIPE, SIG_IGN);
+    int fds_before = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    pact_tls_context *sctx = server_ctx(), *cctx = client_ctx();
+    int a, b, seq = 0;
+    make_tcp_pair(&a, &b);
+    order_end ce, se;
+    memset(&ce, 0, sizeof ce);
+    memset(&se, 0, sizeof se);
+    rec_init(&ce.r);
+    rec_init(&se.r);
+    ce.r.seq = se.r.seq = &seq;
+    se.r.echo = 1;
+    ce.action = path == OP_CLOSE_IN_ON_HANDSHAKE   ? 1
+                : path == OP_ABORT_IN_ON_HANDSHAKE ? 2
+                                                   : 0;
+    pact_transport *pa, *pb, *ct, *st;
+    cr_assert_eq(pact_transport_open(loop, a, PACT_STREAM_SOCKET, &rec_protocol,
+                                     NULL, &pa), 0);
+    cr_assert_eq(pact_transport_open(loop, b, PACT_STREAM_SOCKET, &rec_protocol,
+                                     NULL, &pb), 0);
+    cr_assert_eq(pact_tls_wrap(pa, cctx, "localhost", NULL, 0, 0, &rec_protocol,
+                               &ce.r, order_handshake, &ce, &ct), 0);
+    cr_assert_eq(pact_tls_wrap(pb, sctx, NULL, NULL, 0, 0, &rec_protocol, &se.r,
+                               order_handshake, &se, &st), 0);
+    pact_tls_context_free(sctx);
+    pact_tls_context_free(cctx);
+    if (path == OP_CLOSE_BEFORE_HANDSHAKE) {
+        cr_assert_eq(pact_transport_close(ct), 0);
+        RUN_UNTIL(loop, order_over(&ce) && order_over(&se), 10000);
+        cr_assert_eq(ce.hs_err, -ECONNABORTED, "%s", pact_err_name(ce.hs_err));
+        cr_assert_neq(se.hs_err, 0, "the server's handshake cannot finish");
+    } else if (ce.action) {
+        RUN_UNTIL(loop, order_over(&ce) && order_over(&se), 10000);
+        cr_assert_eq(ce.hs_err, 0);
+        cr_assert_eq(ce.r.nbytes, 0);
+    } else {
+        RUN_UNTIL(loop, ce.r.made && se.r.made, 10000);
+        cr_assert_eq(pact_transport_write(ce.r.t, "ping", 4), 0);
+        RUN_UNTIL(loop, ce.r.nbytes == 4, 10000);
+        /* A whole application-data record (32 bytes) that fails to decrypt. */
+        static const char junk[] = "\x17\x03\x03\x00\x20not a valid record!!!!!!!!!!!!!!";
+        _Static_assert(sizeof junk - 1 == 5 + 32, "a whole record");
+        switch (path) {
+        case OP_CLOSE:
+            cr_assert_eq(pact_transport_close(ce.r.t), 0);
+            break;
+        case OP_ABORT:
+            cr_assert_eq(pact_transport_abort(ce.r.t), 0);
+            break;
+        case OP_PEER_CLOSE:
+            cr_assert_eq(pact_transport_close(se.r.t), 0);
+            break;
+        case OP_WRITE_EOF:
+            cr_assert_eq(pact_transport_write_eof(ce.r.t), 0);
+            break;
+        case OP_TRUNCATION:
+            cr_assert_eq(shutdown(pact_transport_fd(se.r.t), SHUT_WR), 0);
+            break;
+        case OP_GARBAGE:
+            cr_assert_eq(send(pact_transport_fd(se.r.t), junk, sizeof junk - 1, 0),
+                         (ssize_t)(sizeof junk - 1));
+            break;
+        case OP_PAUSED_PEER_CLOSE:
+            cr_assert_eq(pact_transport_pause_reading(ce.r.t), 0);
+            ce.r.paused_now = 1;
+            cr_assert_eq(pact_transport_write(se.r.t, "pong", 4), 0);
+            cr_assert_eq(pact_transport_close(se.r.t), 0);
+            run_for(loop, 50);
+            cr_assert_eq(ce.r.nbytes, 4, "nothing while paused");
+            cr_assert_eq(ce.r.eofs + ce.r.lost, 0, "no eof or lost while paused");
+            ce.r.paused_now = 0;
+            cr_assert_eq(pact_transport_resume_reading(ce.r.t), 0);
+            break;
+        case OP_LOOP_CLOSE:
+            cr_assert_eq(pact_loop_close(loop), 0);
+            break;
+        default:
+            break;
+        }
+        if (path != OP_LOOP_CLOSE)
+            RUN_UNTIL(loop, ce.r.lost && se.r.lost, 10000);
+        cr_assert_eq(ce.hs_err + se.hs_err, 0);
+    }
+    if (path != OP_LOOP_CLOSE)
+        pact_loop_run(loop); /* whatever is left: nothing may follow lost */
+    order_check(&ce, "client");
+    order_check(&se, "server");
+    switch (path) {
+    case OP_CLOSE:
+        cr_expect_eq(ce.r.lost_err, 0);
+        cr_expect_eq(se.r.eofs, 1, "the server sees close_notify");
+        cr_expect_eq(se.r.lost_err, 0);
+        break;
+    case OP_ABORT:
+        cr_expect_eq(ce.r.lost_err, 0);
+        cr_expect_eq(se.r.eofs, 0);
+        cr_expect_eq(se.r.lost_err, -ECONNRESET, "%s", pact_err_name(se.r.lost_err));
+        break;
+    case OP_PEER_CLOSE:
+    case OP_WRITE_EOF:
+        /* The closer does not wait for the answering close_notify. */
+        cr_expect_eq(ce.r.eofs + se.r.eofs, path == OP_WRITE_EOF ? 2 : 1);
+        cr_expect_eq(ce.r.eofs, 1);
+        cr_expect_eq(ce.r.lost_err, 0, "%s", pact_err_name(ce.r.lost_err));
+        cr_expect_eq(se.r.lost_err, 0, "%s", pact_err_name(se.r.lost_err));
+        break;
+    case OP_TRUNCATION:
+        cr_expect_eq(ce.r.eofs, 0);
+        cr_expect_eq(ce.r.lost_err, -ECONNRESET, "%s", pact_err_name(ce.r.lost_err));
+        break;
+    case OP_GARBAGE:
+        cr_expect_eq(ce.r.lost_err, -EPROTO, "%s", pact_err_name(ce.r.lost_err));
+        break;
+    case OP_PAUSED_PEER_CLOSE:
+        cr_expect_eq(ce.r.nbytes, 8, "pong after ping");
+        cr_expect_eq(ce.r.eofs, 1);
+        cr_expect_eq(ce.r.lost_err, 0, "%s", pact_err_name(ce.r.lost_err));
+        break;
+    default:
+        break;
+    }
+    if (path == OP_LOOP_CLOSE)
+        pact_loop_free(loop);
+    else
+        test_loop_free(loop);
+    cr_assert_eq(count_open_fds(), fds_before, "fd leak");
+}
+
+Test(tls, order_close) { order_case(OP_CLOSE); }
+Test(tls, order_abort) { order_case(OP_ABORT); }
+Test(tls, order_peer_close) { order_case(OP_PEER_CLOSE); }
+Test(tls, order_write_eof) { order_case(OP_WRITE_EOF); }
+Test(tls, order_truncation) { order_case(OP_TRUNCATION); }
+Test(tls, order_garbage) { order_case(OP_GARBAGE); }
+Test(tls, order_paused_peer_close) { order_case(OP_PAUSED_PEER_CLOSE); }
+Test(tls, order_close_in_on_handshake) { order_case(OP_CLOSE_IN_ON_HANDSHAKE); }
+Test(tls, order_abort_in_on_handshake) { order_case(OP_ABORT_IN_ON_HANDSHAKE); }
+Test(tls, order_close_before_handshake) { order_case(OP_CLOSE_BEFORE_HANDSHAKE); }
+Test(tls, order_loop_close) { order_case(OP_LOOP_CLOSE); }
