@@ -485,8 +485,11 @@ static void prep_op(pact_loop *loop, pact_op_s *op, struct io_uring_sqe *sqe)
         break;
     case PACT_OP_WORK: /* never reached: pool ops skip the engine */
     case PACT_OP_SLEEP:
+    case PACT_OP_CUSTOM:
     case PACT_OP_KIND_COUNT:
-        io_uring_prep_nop(sqe); /* never reached: sleeps live on the heap */
+        /* Never reached: sleeps live on the timer heap and composite ops
+         * are driven by their owners; neither is handed to the engine. */
+        io_uring_prep_nop(sqe);
         break;
     }
     io_uring_sqe_set_data64(sqe, encode(op, TAG_OP));
