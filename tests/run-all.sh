@@ -8,7 +8,9 @@
 #                               io_uring with every optional kernel feature
 #                               hidden (PACT_URING_MASK=all: as on a 5.11-
 #                               5.18 kernel), run in the plain build only
-#   TESTS="test_ops"            which binaries (default: all)
+#   TESTS="test_ops"            which binaries (default: all, and then
+#                               the fuzz harnesses of FUZZ_BUILD, default
+#                               build-fuzz, for FUZZ_CI_SECONDS each)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,6 +56,33 @@ for build in $BUILDS; do
         done
     done
 done
+
+# Fuzzing, briefly (make fuzz runs longer): each libFuzzer harness in
+# build-fuzz/ on both engines for FUZZ_CI_SECONDS (default 15) from the
+# corpus in tests/fuzz/corpus/, counted as one test per run.
+fuzz_seconds=${FUZZ_CI_SECONDS:-15}
+fuzz_build=${FUZZ_BUILD:-build-fuzz}
+if [ "$fuzz_seconds" != 0 ] && [ -d "$fuzz_build/tests/fuzz" ] && [ -z "${TESTS:-}" ]; then
+    for bin in "$fuzz_build"/tests/fuzz/fuzz_*; do
+        [ -f "$bin" ] && [ -x "$bin" ] || continue
+        name=$(basename "$bin") corpus=tests/fuzz/corpus/${name#fuzz_}
+        for engine in uring epoll; do
+            grep -qw "$engine" <<<"$ENGINES" || continue
+            log="$log_dir/fuzz-$engine-$name.log"
+            work=$(mktemp -d /tmp/pact-fuzz.XXXXXX)
+            (cd "$work" && PACT_ENGINE=$engine timeout $((fuzz_seconds + 60)) \
+                "$OLDPWD/$bin" -max_total_time="$fuzz_seconds" -max_len=512 \
+                -print_final_stats=1 "$work" "$OLDPWD/$corpus") >"$log" 2>&1
+            rc=$?
+            rm -rf "$work"
+            runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+            if [ "$rc" = 0 ]; then p=1 f=0; else p=0 f=1; failures+=("$log"); fi
+            passed=$((passed + p)); failed=$((failed + f))
+            printf '%-11s %-12s %-24s %3d passed %3d failed (%s inputs)\n' "$fuzz_build" "$engine" "$name" "$p" "$f" "${runs:-?}"
+            [ "$f" = 0 ] || grep -a -E "fuzz_|ERROR|Sanitizer" "$log" | head -20
+        done
+    done
+fi
 
 if [ ${#failures[@]} -gt 0 ]; then
     echo "failing logs:"; printf '  %s\n' "${failures[@]}"
