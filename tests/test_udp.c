@@ -654,7 +654,11 @@ Test(udp, endpoint_drains_an_error_queue_whose_socket_error_was_taken)
     int err = 0;
     socklen_t el = sizeof err;
     cr_assert_eq(getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el), 0);
-    cr_assert_eq(err, ECONNREFUSED);
+    /* Usually the pending error is still there for us to take. With the
+     * io_uring features masked the receive in flight is a plain recvmsg
+     * the kernel wakes with the error first, so it may be gone already;
+     * either way the queued entry must be reported once, without a spin. */
+    cr_assert(err == ECONNREFUSED || err == 0, "SO_ERROR %d", err);
     run_until(loop, &ra.errors, 2000);
     cr_assert_eq(ra.last_err, -ECONNREFUSED);
     cr_assert_eq(port_of(&ra.err_addr), port_of(&dead));
