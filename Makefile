@@ -90,10 +90,10 @@ soak: build
 FUZZ_SECONDS ?= 300
 fuzz: deps build-fuzz/build.ninja
 	ninja -C build-fuzz
-	@for h in stream; do for e in uring epoll; do \
+	@for h in stream tls; do for e in uring epoll; do \
 		mkdir -p build-fuzz/corpus/$$h; echo "== fuzz_$$h on $$e, $(FUZZ_SECONDS) s"; \
 		(cd build-fuzz && PACT_ENGINE=$$e ./tests/fuzz/fuzz_$$h -max_total_time=$(FUZZ_SECONDS) \
-			-max_len=512 -print_final_stats=1 corpus/$$h ../tests/fuzz/corpus/$$h 2>&1 | \
+			-max_len=2048 -print_final_stats=1 corpus/$$h ../tests/fuzz/corpus/$$h 2>&1 | \
 			grep -E "stat::number_of_executed_units|DONE|ERROR|fuzz_" ) || exit 1; \
 	done; done
 

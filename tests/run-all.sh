@@ -58,9 +58,9 @@ for build in $BUILDS; do
 done
 
 # Fuzzing, briefly (make fuzz runs longer): each libFuzzer harness in
-# build-fuzz/ on both engines for FUZZ_CI_SECONDS (default 15) from the
+# build-fuzz/ on both engines for FUZZ_CI_SECONDS (default 10) from the
 # corpus in tests/fuzz/corpus/, counted as one test per run.
-fuzz_seconds=${FUZZ_CI_SECONDS:-15}
+fuzz_seconds=${FUZZ_CI_SECONDS:-10}
 fuzz_build=${FUZZ_BUILD:-build-fuzz}
 if [ "$fuzz_seconds" != 0 ] && [ -d "$fuzz_build/tests/fuzz" ] && [ -z "${TESTS:-}" ]; then
     for bin in "$fuzz_build"/tests/fuzz/fuzz_*; do
@@ -71,7 +71,7 @@ if [ "$fuzz_seconds" != 0 ] && [ -d "$fuzz_build/tests/fuzz" ] && [ -z "${TESTS:
             log="$log_dir/fuzz-$engine-$name.log"
             work=$(mktemp -d /tmp/pact-fuzz.XXXXXX)
             (cd "$work" && PACT_ENGINE=$engine timeout $((fuzz_seconds + 60)) \
-                "$OLDPWD/$bin" -max_total_time="$fuzz_seconds" -max_len=512 \
+                "$OLDPWD/$bin" -max_total_time="$fuzz_seconds" -max_len=2048 \
                 -print_final_stats=1 "$work" "$OLDPWD/$corpus") >"$log" 2>&1
             rc=$?
             rm -rf "$work"
