@@ -300,6 +300,10 @@ static int uring_init(pact_loop *loop, unsigned depth, int fail_setup,
     e->mask = uring_mask_from_env();
     if (depth == 0)
         depth = 256;
+    if (depth < 2)
+        depth = 2; /* an op and its linked timeout take two SQEs at once:
+                      with one, get_sqes() waited forever (torture,
+                      TORTURE_DEPTH=1) */
     if (depth > 32768)
         depth = 32768;
 

@@ -129,9 +129,11 @@ static void step(pact_sendfile *sf)
     while (sf->remaining > 0) {
         if (sf->copying) {
             int r = copy_step(sf);
-            if (r < 0)
-                finish(sf, r);
-            else if (r == 0)
+            if (r < 0) {
+                finish(sf, r); /* frees sf */
+                return;
+            }
+            if (r == 0)
                 return; /* a send is in flight */
             continue;
         }

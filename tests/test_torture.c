@@ -17,3 +17,11 @@ static void run_seeds(uint64_t first, int n, uint64_t ops)
 
 Test(torture, short_seeds_a, .timeout = 240) { run_seeds(1, 3, 20000); }
 Test(torture, short_seeds_b, .timeout = 240) { run_seeds(101, 3, 20000); }
+
+/* A tiny ring (SQ 2, CQ 8 on io_uring): the SQ fills and the CQ overflows
+ * all the time, and the contract must hold all the same. */
+Test(torture, tiny_ring, .timeout = 240)
+{
+    setenv("TORTURE_DEPTH", "2", 1);
+    run_seeds(201, 2, 20000);
+}

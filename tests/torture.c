@@ -41,6 +41,7 @@
 static uint64_t tt_seed, tt_step, tt_ops, tt_rng;
 static pact_loop *L;
 static const char *tt_engine = "?";
+static uint64_t tt_cq_overflows;
 
 static uint64_t rnd(void)
 {
@@ -1226,7 +1227,7 @@ static void close_everything(void)
 }
 
 typedef struct torture_result {
-    uint64_t steps, started, completed, cancels, tp_bytes;
+    uint64_t steps, started, completed, cancels, tp_bytes, cq_overflows;
 } torture_result;
 
 static void reset_state(void)
@@ -1265,6 +1266,11 @@ static torture_result torture_run(uint64_t seed, uint64_t ops)
     pact_loop_options o;
     pact_loop_options_init(&o);
     o.debug = 0;
+    /* TORTURE_DEPTH=2: a tiny ring (SQ 2, CQ 8), so the SQ fills and the
+     * CQ overflows under load. */
+    const char *depth = getenv("TORTURE_DEPTH");
+    if (depth)
+        o.queue_depth = (unsigned)atoi(depth);
     int e = pact_loop_create(&L, &o);
     CHECK(e == 0, "loop_create: %s", pact_strerror(e));
     tt_engine = pact_loop_engine(L) == PACT_ENGINE_URING ? "uring" : "epoll";
@@ -1291,6 +1297,7 @@ static torture_result torture_run(uint64_t seed, uint64_t ops)
     pact_loop_get_stats(L, &st);
     CHECK(st.stray_completions == 0, "stray completions: %llu",
           (unsigned long long)st.stray_completions);
+    tt_cq_overflows = st.cq_overflows;
     CHECK(st.ops_live == 0, "ops live after everything closed: %llu",
           (unsigned long long)st.ops_live);
     CHECK(nstarted == ncompleted, "started %llu ops, %llu completed",
@@ -1309,7 +1316,7 @@ static torture_result torture_run(uint64_t seed, uint64_t ops)
     L = NULL;
     int fds_after = tt_count_fds();
     CHECK(fds_after == fds_before, "fds: %d before, %d after", fds_before, fds_after);
-    torture_result res = {ops, nstarted, ncompleted, ncancels, tp_bytes};
+    torture_result res = {ops, nstarted, ncompleted, ncancels, tp_bytes, tt_cq_overflows};
     reset_state();
     return res;
 }
@@ -1336,7 +1343,7 @@ int main(int argc, char **argv)
     }
     if (!have_seed)
         seed = (uint64_t)time(NULL);
-    uint64_t total = 0, started = 0, cancels = 0, bytes = 0;
+    uint64_t total = 0, started = 0, cancels = 0, bytes = 0, overflows = 0;
     uint64_t t0 = pact_now();
     for (uint64_t k = 0; k < seeds; k++) {
         torture_result r = torture_run(seed + k, ops);
@@ -1344,14 +1351,16 @@ int main(int argc, char **argv)
         started += r.started;
         cancels += r.cancels;
         bytes += r.tp_bytes;
+        overflows += r.cq_overflows;
     }
     double secs = (double)(pact_now() - t0) / 1e9;
     printf("torture: engine %s, seeds %llu..%llu: %llu steps, %llu ops started "
            "and completed once, %llu cancels, %llu transport bytes checked, "
-           "%.1f s: ok\n",
+           "%llu CQ overflows, %.1f s: ok\n",
            tt_engine, (unsigned long long)seed, (unsigned long long)(seed + seeds - 1),
            (unsigned long long)total, (unsigned long long)started,
-           (unsigned long long)cancels, (unsigned long long)bytes, secs);
+           (unsigned long long)cancels, (unsigned long long)bytes,
+           (unsigned long long)overflows, secs);
     return 0;
 }
 #endif
