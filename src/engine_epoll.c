@@ -195,15 +195,15 @@ static int64_t try_op(pact_op_s *op, uint32_t revents)
         return (int64_t)op->transferred;
     case PACT_OP_RECVFROM:
         /* For datagrams 0 is an empty datagram, not end of file. */
-        op->msg.msg_namelen = sizeof op->addr;
-        n = recvmsg(op->fd, &op->msg, op->msg_flags | MSG_DONTWAIT);
+        op->ext->msg.msg_namelen = sizeof op->ext->addr;
+        n = recvmsg(op->fd, &op->ext->msg, op->msg_flags | MSG_DONTWAIT);
         return n < 0 ? -errno : n;
     case PACT_OP_SENDTO:
-        n = sendmsg(op->fd, &op->msg, op->msg_flags | MSG_DONTWAIT);
+        n = sendmsg(op->fd, &op->ext->msg, op->msg_flags | MSG_DONTWAIT);
         return n < 0 ? -errno : n;
     case PACT_OP_ACCEPT:
-        op->addrlen = sizeof op->addr;
-        n = accept4(op->fd, (struct sockaddr *)&op->addr, &op->addrlen,
+        op->ext->addrlen = sizeof op->ext->addr;
+        n = accept4(op->fd, (struct sockaddr *)&op->ext->addr, &op->ext->addrlen,
                     SOCK_CLOEXEC | SOCK_NONBLOCK);
         return n < 0 ? -errno : n;
     case PACT_OP_CONNECT:
@@ -212,7 +212,8 @@ static int64_t try_op(pact_op_s *op, uint32_t revents)
                 return -EAGAIN;
             return sock_error(op->fd);
         }
-        if (connect(op->fd, (struct sockaddr *)&op->addr, op->addrlen) == 0)
+        if (connect(op->fd, (struct sockaddr *)&op->ext->addr,
+                    op->ext->addrlen) == 0)
             return 0;
         if (errno == EINPROGRESS || errno == EAGAIN) {
             op->flags |= PACT_OPF_CONNECTING;

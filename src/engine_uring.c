@@ -436,12 +436,12 @@ static void prep_op(pact_loop *loop, pact_op_s *op, struct io_uring_sqe *sqe)
                            op->len - op->transferred, op->msg_flags);
         break;
     case PACT_OP_ACCEPT:
-        io_uring_prep_accept(sqe, op->fd, (struct sockaddr *)&op->addr,
-                             &op->addrlen, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        io_uring_prep_accept(sqe, op->fd, (struct sockaddr *)&op->ext->addr,
+                             &op->ext->addrlen, SOCK_CLOEXEC | SOCK_NONBLOCK);
         break;
     case PACT_OP_CONNECT:
-        io_uring_prep_connect(sqe, op->fd, (struct sockaddr *)&op->addr,
-                              op->addrlen);
+        io_uring_prep_connect(sqe, op->fd, (struct sockaddr *)&op->ext->addr,
+                              op->ext->addrlen);
         break;
     case PACT_OP_SHUTDOWN:
         io_uring_prep_shutdown(sqe, op->fd, op->msg_flags);
@@ -458,7 +458,7 @@ static void prep_op(pact_loop *loop, pact_op_s *op, struct io_uring_sqe *sqe)
         io_uring_prep_poll_add(sqe, op->fd, (unsigned)op->msg_flags);
         break;
     case PACT_OP_OPEN:
-        io_uring_prep_openat(sqe, op->fd, op->path, op->msg_flags,
+        io_uring_prep_openat(sqe, op->fd, op->ext->path, op->msg_flags,
                              (mode_t)op->len);
         break;
     case PACT_OP_CLOSE:
@@ -469,23 +469,26 @@ static void prep_op(pact_loop *loop, pact_op_s *op, struct io_uring_sqe *sqe)
                             op->msg_flags ? IORING_FSYNC_DATASYNC : 0);
         break;
     case PACT_OP_STATX:
-        io_uring_prep_statx(sqe, op->fd, op->path ? op->path : "",
+        io_uring_prep_statx(sqe, op->fd,
+                            op->ext && op->ext->path ? op->ext->path : "",
                             op->msg_flags, (unsigned)op->len, op->buf);
         break;
     case PACT_OP_RENAME:
-        io_uring_prep_renameat(sqe, AT_FDCWD, op->path, AT_FDCWD, op->path2,
-                               0);
+        io_uring_prep_renameat(sqe, AT_FDCWD, op->ext->path, AT_FDCWD,
+                               op->ext->path2, 0);
         break;
     case PACT_OP_UNLINK:
-        io_uring_prep_unlinkat(sqe, AT_FDCWD, op->path, op->msg_flags);
+        io_uring_prep_unlinkat(sqe, AT_FDCWD, op->ext->path, op->msg_flags);
         break;
     case PACT_OP_RECVFROM:
-        /* The kernel writes the sender and its length into op->msg. */
-        op->msg.msg_namelen = sizeof op->addr;
-        io_uring_prep_recvmsg(sqe, op->fd, &op->msg, (unsigned)op->msg_flags);
+        /* The kernel writes the sender and its length into ext->msg. */
+        op->ext->msg.msg_namelen = sizeof op->ext->addr;
+        io_uring_prep_recvmsg(sqe, op->fd, &op->ext->msg,
+                              (unsigned)op->msg_flags);
         break;
     case PACT_OP_SENDTO:
-        io_uring_prep_sendmsg(sqe, op->fd, &op->msg, (unsigned)op->msg_flags);
+        io_uring_prep_sendmsg(sqe, op->fd, &op->ext->msg,
+                              (unsigned)op->msg_flags);
         break;
     case PACT_OP_WORK: /* never reached: pool ops skip the engine */
     case PACT_OP_SLEEP:

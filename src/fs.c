@@ -22,7 +22,7 @@ static int64_t fs_run_blocking(void *arg)
     int r;
     switch ((pact_op_kind)op->kind) {
     case PACT_OP_OPEN:
-        r = openat(op->fd, op->path, op->msg_flags, (mode_t)op->len);
+        r = openat(op->fd, op->ext->path, op->msg_flags, (mode_t)op->len);
         return r < 0 ? -errno : r;
     case PACT_OP_READ:
         n = op->offset < 0 ? read(op->fd, op->buf, op->len)
@@ -36,7 +36,7 @@ static int64_t fs_run_blocking(void *arg)
         r = op->msg_flags ? fdatasync(op->fd) : fsync(op->fd);
         return r < 0 ? -errno : 0;
     case PACT_OP_STATX:
-        r = statx(op->fd, op->path ? op->path : "", op->msg_flags,
+        r = statx(op->fd, op->ext->path ? op->ext->path : "", op->msg_flags,
                   (unsigned)op->len, op->buf);
         return r < 0 ? -errno : 0;
     case PACT_OP_CLOSE:
@@ -45,10 +45,10 @@ static int64_t fs_run_blocking(void *arg)
         r = close(op->fd);
         return r < 0 ? -errno : 0;
     case PACT_OP_RENAME:
-        r = renameat(AT_FDCWD, op->path, AT_FDCWD, op->path2);
+        r = renameat(AT_FDCWD, op->ext->path, AT_FDCWD, op->ext->path2);
         return r < 0 ? -errno : 0;
     case PACT_OP_UNLINK:
-        r = unlinkat(AT_FDCWD, op->path, op->msg_flags);
+        r = unlinkat(AT_FDCWD, op->ext->path, op->msg_flags);
         return r < 0 ? -errno : 0;
     default:
         return -EINVAL;
@@ -62,12 +62,17 @@ static pact_op fs_start(pact_loop *loop, pact_op_s *op, void *created_at)
     return pact__pool_start(loop, op, fs_run_blocking, op, created_at);
 }
 
-/* Copies a path into the op (NULL path: -EINVAL). */
-static int copy_path(pact_loop *loop, char **dst, const char *path,
-                     const char *func)
+/* Copies a path into the op's ext block: path2 if second, else path
+ * (NULL path: -EINVAL). */
+static int copy_path(pact_loop *loop, pact_op_s *op, int second,
+                     const char *path, const char *func)
 {
     if (!path)
         return pact__misuse(loop, -EINVAL, func, "path is NULL");
+    pact_op_ext *x = pact__op_ext(loop, op);
+    if (!x)
+        return -ENOMEM;
+    char **dst = second ? &x->path2 : &x->path;
     *dst = strdup(path);
     return *dst ? 0 : -ENOMEM;
 }
@@ -91,7 +96,7 @@ pact_op pact_fs_open(pact_loop *loop, const char *path, int flags,
                      unsigned mode, pact_op_cb cb, void *user)
 {
     FS_BEGIN(PACT_OP_OPEN, AT_FDCWD);
-    int r = copy_path(loop, &op->path, path, __func__);
+    int r = copy_path(loop, op, 0, path, __func__);
     if (r)
         FS_FAIL(r);
     op->msg_flags = flags | O_CLOEXEC;
@@ -159,7 +164,7 @@ pact_op pact_fs_stat(pact_loop *loop, const char *path, int flags,
     if (loop && !out)
         return PACT_MISUSE(loop, -EINVAL, "statx buffer is NULL");
     FS_BEGIN(PACT_OP_STATX, AT_FDCWD);
-    int r = copy_path(loop, &op->path, path, __func__);
+    int r = copy_path(loop, op, 0, path, __func__);
     if (r)
         FS_FAIL(r);
     op->extra = &stat_extra;
@@ -196,9 +201,9 @@ pact_op pact_fs_rename(pact_loop *loop, const char *from, const char *to,
                        pact_op_cb cb, void *user)
 {
     FS_BEGIN(PACT_OP_RENAME, AT_FDCWD);
-    int r = copy_path(loop, &op->path, from, __func__);
+    int r = copy_path(loop, op, 0, from, __func__);
     if (!r)
-        r = copy_path(loop, &op->path2, to, __func__);
+        r = copy_path(loop, op, 1, to, __func__);
     if (r)
         FS_FAIL(r);
     FS_FINISH();
@@ -210,7 +215,7 @@ pact_op pact_fs_unlink(pact_loop *loop, const char *path, int flags,
     if (loop && (flags & ~AT_REMOVEDIR))
         return PACT_MISUSE(loop, -EINVAL, "flags other than AT_REMOVEDIR");
     FS_BEGIN(PACT_OP_UNLINK, AT_FDCWD);
-    int r = copy_path(loop, &op->path, path, __func__);
+    int r = copy_path(loop, op, 0, path, __func__);
     if (r)
         FS_FAIL(r);
     op->msg_flags = flags;

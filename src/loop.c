@@ -135,6 +135,7 @@ int pact_loop_create(pact_loop **out, const pact_loop_options *opts_in)
     loop->owner = pthread_self();
     loop->wake_fd = -EBADF;
     pact_slab_init(&loop->ops, sizeof(pact_op_s));
+    pact_slab_init(&loop->op_ext, sizeof(pact_op_ext));
     pact_slab_init(&loop->handles, sizeof(pact_handle_s));
     pact_list_init(&loop->ready);
     pact_list_init(&loop->submit_queue);
@@ -175,6 +176,7 @@ int pact_loop_create(pact_loop **out, const pact_loop_options *opts_in)
 
 fail:
     pact_slab_destroy(&loop->ops);
+    pact_slab_destroy(&loop->op_ext);
     pact_slab_destroy(&loop->handles);
     pact_heap_destroy(&loop->timers);
     pthread_mutex_destroy(&loop->ts_lock);
@@ -556,6 +558,7 @@ int pact_loop_close(pact_loop *loop)
         pact__log(loop, "%llu completion(s) matched no live operation",
                   (unsigned long long)loop->stats.stray_completions);
     pact_slab_destroy(&loop->ops);
+    pact_slab_destroy(&loop->op_ext);
     pact_slab_destroy(&loop->handles);
     pact_heap_destroy(&loop->timers);
     return 0;

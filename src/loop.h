@@ -72,6 +72,7 @@ struct pact_loop {
     uint64_t now; /* start of the current iteration */
 
     pact_slab ops;
+    pact_slab op_ext; /* pact_op_ext: the few ops that need one */
     pact_slab handles;
     uint64_t user_ops_live; /* live ops without PACT_OPF_INTERNAL */
 
@@ -152,6 +153,9 @@ pact_op_s *pact__op_new(pact_loop *loop, pact_op_kind kind, int fd,
 pact_op_s *pact__op_begin(pact_loop *loop, pact_op_kind kind, int fd,
                           pact_op_cb cb, void *user, const char *func,
                           int *err);
+/* The op's out-of-line block (see pact_op_ext), allocated zeroed on the
+ * first call; NULL on ENOMEM. Not for SEND, SEND_ALL or CUSTOM ops. */
+pact_op_ext *pact__op_ext(pact_loop *loop, pact_op_s *op);
 /* Queues a freshly filled op for submission and returns its handle. */
 pact_op pact__op_start(pact_loop *loop, pact_op_s *op, void *created_at);
 /* A multishot op's data completion: runs its callback with more = 1 and

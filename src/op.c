@@ -31,6 +31,15 @@ pact_op_s *pact__op_new(pact_loop *loop, pact_op_kind kind, int fd,
     return op;
 }
 
+pact_op_ext *pact__op_ext(pact_loop *loop, pact_op_s *op)
+{
+    if (op->ext)
+        return op->ext;
+    uint32_t idx;
+    op->ext = pact_slab_alloc(&loop->op_ext, &idx);
+    return op->ext;
+}
+
 /* The checks every public start function shares (also fs.c's): an open
  * loop owned by this thread, a callback, an fd — AT_FDCWD is let through
  * for the path-based file ops. */
@@ -164,15 +173,24 @@ pact_op pact_send_all(pact_loop *loop, int fd, const void *buf, size_t len,
                     __builtin_return_address(0));
 }
 
-/* The msghdr lives in the op: the kernel reads it until the completion. */
+/* The msghdr lives in the op's ext block, as long as the op: the kernel
+ * reads it until the completion. */
 static void setup_msg(pact_op_s *op, int with_addr)
 {
-    op->iov.iov_base = op->buf;
-    op->iov.iov_len = op->len;
-    op->msg.msg_iov = &op->iov;
-    op->msg.msg_iovlen = 1;
-    op->msg.msg_name = with_addr ? &op->addr : NULL;
-    op->msg.msg_namelen = with_addr ? op->addrlen : 0;
+    pact_op_ext *x = op->ext;
+    x->iov.iov_base = op->buf;
+    x->iov.iov_len = op->len;
+    x->msg.msg_iov = &x->iov;
+    x->msg.msg_iovlen = 1;
+    x->msg.msg_name = with_addr ? &x->addr : NULL;
+    x->msg.msg_namelen = with_addr ? x->addrlen : 0;
+}
+
+/* An op that could not get its ext block is dropped unstarted. */
+static pact_op op_no_ext(pact_loop *loop, pact_op_s *op)
+{
+    pact__op_release(loop, op);
+    return -ENOMEM;
 }
 
 pact_op pact_recvfrom(pact_loop *loop, int fd, void *buf, size_t len,
@@ -188,10 +206,13 @@ pact_op pact_recvfrom(pact_loop *loop, int fd, void *buf, size_t len,
                              &err);
     if (!op)
         return err;
+    pact_op_ext *x = pact__op_ext(loop, op);
+    if (!x)
+        return op_no_ext(loop, op);
     op->buf = buf;
     op->len = len;
     op->msg_flags = flags;
-    op->addrlen = sizeof op->addr;
+    x->addrlen = sizeof x->addr;
     setup_msg(op, 1);
     return op_queue(loop, op, __builtin_return_address(0));
 }
@@ -212,12 +233,15 @@ pact_op pact_sendto(pact_loop *loop, int fd, const void *buf, size_t len,
                              &err);
     if (!op)
         return err;
+    pact_op_ext *x = pact__op_ext(loop, op);
+    if (!x)
+        return op_no_ext(loop, op);
     op->buf = (void *)buf;
     op->len = len;
     op->msg_flags = flags | MSG_NOSIGNAL;
     if (addr) {
-        memcpy(&op->addr, addr, addrlen);
-        op->addrlen = addrlen;
+        memcpy(&x->addr, addr, addrlen);
+        x->addrlen = addrlen;
     }
     setup_msg(op, addr != NULL);
     return op_queue(loop, op, __builtin_return_address(0));
@@ -244,7 +268,10 @@ pact_op pact_write(pact_loop *loop, int fd, const void *buf, size_t len,
 pact_op pact_accept(pact_loop *loop, int listen_fd, pact_op_cb cb, void *user)
 {
     OP_START(PACT_OP_ACCEPT, listen_fd);
-    op->addrlen = sizeof op->addr;
+    pact_op_ext *x = pact__op_ext(loop, op);
+    if (!x)
+        return op_no_ext(loop, op);
+    x->addrlen = sizeof x->addr;
     OP_FINISH();
 }
 
@@ -254,8 +281,11 @@ pact_op pact_connect(pact_loop *loop, int fd, const struct sockaddr *addr,
     if (loop && (!addr || addrlen == 0 || addrlen > sizeof(struct sockaddr_storage)))
         return PACT_MISUSE(loop, -EINVAL, "bad address");
     OP_START(PACT_OP_CONNECT, fd);
-    memcpy(&op->addr, addr, addrlen);
-    op->addrlen = addrlen;
+    pact_op_ext *x = pact__op_ext(loop, op);
+    if (!x)
+        return op_no_ext(loop, op);
+    memcpy(&x->addr, addr, addrlen);
+    x->addrlen = addrlen;
     OP_FINISH();
 }
 
@@ -476,18 +506,19 @@ void pact__op_complete(pact_loop *loop, pact_op_s *op)
     pact_completion c = {
         .op = pact__op_handle(op),
         .result = op->result,
-        .transferred = op->transferred,
     };
+    if (op->kind == PACT_OP_SEND || op->kind == PACT_OP_SEND_ALL)
+        c.transferred = op->transferred;
     if (op->kind == PACT_OP_ACCEPT && op->result >= 0) {
-        c.addr = (const struct sockaddr *)&op->addr;
-        c.addrlen = op->addrlen;
+        c.addr = (const struct sockaddr *)&op->ext->addr;
+        c.addrlen = op->ext->addrlen;
     }
     /* recvfrom: the sender, when the kernel named one (an unbound Unix
      * socket has no name: addr stays NULL). */
     if (op->kind == PACT_OP_RECVFROM && op->result >= 0 &&
-        op->msg.msg_namelen > 0) {
-        c.addr = (const struct sockaddr *)&op->addr;
-        c.addrlen = op->msg.msg_namelen;
+        op->ext->msg.msg_namelen > 0) {
+        c.addr = (const struct sockaddr *)&op->ext->addr;
+        c.addrlen = op->ext->msg.msg_namelen;
     }
     if (op->extra && op->extra->fill)
         op->extra->fill(op, &c);
@@ -506,8 +537,12 @@ void pact__op_release(pact_loop *loop, pact_op_s *op)
 {
     if (op->extra && op->extra->release)
         op->extra->release(op);
-    free(op->path);
-    free(op->path2);
+    pact_op_ext *x = pact__op_ext_of(op);
+    if (x) {
+        free(x->path);
+        free(x->path2);
+        pact_slab_free(&loop->op_ext, x->slab.next_free);
+    }
     pact_slab_free(&loop->ops, op->slab.next_free);
 }
 

@@ -1,9 +1,9 @@
 /* The operation ("the overlapped"): the state of one started operation,
  * owned by the loop from start until its callback has run. Everything the
- * kernel may read or write while the op is in flight — the sockaddr, the
- * timespec of a linked timeout — lives inside this struct, and the struct
- * is not reused before every completion the kernel owes for it has been
- * reaped (pending_cqes == 0). */
+ * kernel may read or write while the op is in flight — the timespec of a
+ * linked timeout here, the sockaddr and msghdr in its pact_op_ext — lives
+ * as long as this struct, and neither is reused before every completion
+ * the kernel owes for the op has been reaped (pending_cqes == 0). */
 #ifndef PACT_OP_H
 #define PACT_OP_H
 
@@ -72,6 +72,39 @@ typedef struct pact_op_extra {
     void (*release)(struct pact_op_s *op);
 } pact_op_extra;
 
+/* What only a few op kinds need, kept out of line so that the op every
+ * idle connection holds (its multishot receive) stays small (issue 6):
+ * an address and msghdr the kernel reads or writes, a pool op's function,
+ * a file op's copied paths. Allocated from the loop's op_ext slab when the
+ * op is set up (pact__op_ext), never malloc'ed, and freed with the op in
+ * pact__op_release() — never earlier: the kernel may write the address
+ * until the op's last completion has been reaped (contract 2). The arms
+ * are not a union: the resolver's getnameinfo needs an address and the
+ * pool fields at once, and the block only lives while such an op does. */
+typedef struct pact_op_ext {
+    pact_slab_entry slab; /* must be first */
+    /* PACT_OP_ACCEPT, PACT_OP_CONNECT, PACT_OP_RECVFROM, PACT_OP_SENDTO,
+     * and pact_getnameinfo()'s PACT_OP_WORK: connect target / accepted
+     * peer / sender / destination / address to name. */
+    socklen_t addrlen;
+    struct sockaddr_storage addr;
+    /* PACT_OP_RECVFROM / PACT_OP_SENDTO: the kernel reads (and, receiving,
+     * writes) the msghdr, its iovec and `addr` until the completion, so
+     * they live here as long as the op (contract 2). msg.msg_name is &addr
+     * or NULL. */
+    struct msghdr msg;
+    struct iovec iov;
+    /* PACT_OPF_OFFLOAD: what a worker thread runs, and where the op is in
+     * the pool (guarded by the pool's mutex). */
+    int64_t (*work_fn)(void *arg);
+    void *work_arg;
+    uint8_t pool_state;
+    /* File ops: paths copied at start, since the kernel may read them after
+     * submission; owned by the op, freed with it. */
+    char *path;
+    char *path2;
+} pact_op_ext;
+
 typedef struct pact_op_s {
     pact_slab_entry slab; /* must be first */
     uint8_t kind;
@@ -81,39 +114,54 @@ typedef struct pact_op_s {
      * cancel request, its linked timeout). Never freed while > 0. */
     int16_t pending_cqes;
     int fd;
+    int msg_flags; /* recv/send flags, shutdown how, poll events */
     pact_op_cb cb;
     void *user;
     int64_t result;
     void *buf;
     size_t len;
-    size_t transferred; /* pact_send_all() progress */
+    /* One slot, three uses; which is valid follows from the kind alone
+     * (see pact__op_ext_of):
+     *   PACT_OP_SEND, PACT_OP_SEND_ALL: transferred (send_all progress;
+     *     always 0 for a send)
+     *   PACT_OP_CUSTOM: custom_cancel
+     *   every other kind: ext, NULL unless the op needs one (accept,
+     *     connect, recvfrom, sendto, pool work, file ops with paths,
+     *     offloaded file reads and writes). */
+    union {
+        size_t transferred;
+        /* PACT_OP_CUSTOM: asked to cancel; must complete the op later
+         * through pact__op_defer(), never from inside this call. */
+        void (*custom_cancel)(struct pact_loop *loop, struct pact_op_s *op);
+        pact_op_ext *ext;
+    };
     int64_t offset;
-    int msg_flags; /* recv/send flags, shutdown how, poll events */
     uint64_t timeout_ns;          /* requested deadline, 0 = none */
     pact_heap_node deadline;      /* sleep expiry or heap deadline */
     pact_list link;               /* submit queue, done queue, epoll wait queue */
     struct __kernel_timespec ts;  /* linked timeout; the kernel reads it */
-    socklen_t addrlen;
-    struct sockaddr_storage addr; /* connect target / accepted peer */
     void *created_at;             /* caller's return address (debug reports) */
-    /* PACT_OPF_OFFLOAD: what a worker thread runs, and where the op is in
-     * the pool (guarded by the pool's mutex). */
-    int64_t (*work_fn)(void *arg);
-    void *work_arg;
-    uint8_t pool_state;
-    /* File ops: paths copied at start, since the kernel may read them after
-     * submission; owned by the op, freed after its callback. */
-    char *path;
-    char *path2;
     const pact_op_extra *extra;
-    /* PACT_OP_CUSTOM: asked to cancel; must complete the op later through
-     * pact__op_defer(), never from inside this call. */
-    void (*custom_cancel)(struct pact_loop *loop, struct pact_op_s *op);
-    /* PACT_OP_RECVFROM / PACT_OP_SENDTO: the kernel reads (and, receiving,
-     * writes) the msghdr, its iovec and `addr` until the completion, so
-     * they live here (contract 2). msg.msg_name is &addr or NULL. */
-    struct msghdr msg;
-    struct iovec iov;
 } pact_op_s;
+
+/* Every live connection holds one op (its multishot receive): an op that
+ * grows past this costs memory per idle connection (issue 6: <= 512 bytes
+ * of pact state per idle socket transport, measured by micro_pact
+ * idle_transport). Move what only some kinds need to pact_op_ext. */
+_Static_assert(sizeof(pact_op_s) <= 160, "pact_op_s grew past 160 bytes");
+
+/* The op's out-of-line block, or NULL if its kind uses the shared slot
+ * for something else or it has none. */
+static inline pact_op_ext *pact__op_ext_of(const pact_op_s *op)
+{
+    switch (op->kind) {
+    case PACT_OP_SEND:
+    case PACT_OP_SEND_ALL:
+    case PACT_OP_CUSTOM:
+        return NULL;
+    default:
+        return op->ext;
+    }
+}
 
 #endif

@@ -55,15 +55,15 @@ static void *worker_main(void *arg)
             break; /* stopping and nothing queued */
         p->queued--;
         pact_op_s *op = pact_container_of(node, pact_op_s, link);
-        op->pool_state = POOL_RUNNING;
-        int64_t (*fn)(void *) = op->work_fn;
-        void *fn_arg = op->work_arg;
+        op->ext->pool_state = POOL_RUNNING;
+        int64_t (*fn)(void *) = op->ext->work_fn;
+        void *fn_arg = op->ext->work_arg;
         pthread_mutex_unlock(&p->lock);
 
         int64_t result = fn(fn_arg);
 
         pthread_mutex_lock(&p->lock);
-        op->pool_state = POOL_FINISHED;
+        op->ext->pool_state = POOL_FINISHED;
         pthread_mutex_unlock(&p->lock);
         /* From here on the loop thread may complete and free op. */
         pact__op_done_offloaded(p->loop, op, result);
@@ -122,7 +122,7 @@ int pact__pool_submit(pact_loop *loop, pact_op_s *op)
         return 0;
     }
     pthread_mutex_lock(&p->lock);
-    op->pool_state = POOL_QUEUED;
+    op->ext->pool_state = POOL_QUEUED;
     pact_list_push_back(&p->queue, &op->link);
     p->queued++;
     if (p->queued > p->idle && p->nthreads < pool_size(loop)) {
@@ -131,7 +131,7 @@ int pact__pool_submit(pact_loop *loop, pact_op_s *op)
             /* No thread at all will ever run it: fail the op. */
             pact_list_remove(&op->link);
             p->queued--;
-            op->pool_state = POOL_NONE;
+            op->ext->pool_state = POOL_NONE;
             pthread_mutex_unlock(&p->lock);
             pact__error(loop, r, "cannot start a thread pool worker");
             pact__op_defer(loop, op, r);
@@ -148,11 +148,11 @@ int pact__pool_cancel(pact_loop *loop, pact_op_s *op)
 {
     pact_pool *p = loop->pool;
     pthread_mutex_lock(&p->lock);
-    int queued = op->pool_state == POOL_QUEUED;
+    int queued = op->ext->pool_state == POOL_QUEUED;
     if (queued) {
         pact_list_remove(&op->link);
         p->queued--;
-        op->pool_state = POOL_NONE;
+        op->ext->pool_state = POOL_NONE;
     }
     pthread_mutex_unlock(&p->lock);
     if (!queued)
@@ -171,7 +171,7 @@ void pact__pool_shutdown(pact_loop *loop)
     pact_list *node;
     while ((node = pact_list_pop_front(&p->queue))) {
         pact_op_s *op = pact_container_of(node, pact_op_s, link);
-        op->pool_state = POOL_NONE;
+        op->ext->pool_state = POOL_NONE;
         pact__op_defer(loop, op, -ECANCELED);
     }
     p->queued = 0;
@@ -193,9 +193,14 @@ pact_op pact__pool_start(pact_loop *loop, pact_op_s *op,
                          int64_t (*fn)(void *arg), void *arg,
                          void *created_at)
 {
+    pact_op_ext *x = pact__op_ext(loop, op);
+    if (!x) {
+        pact__op_release(loop, op);
+        return -ENOMEM;
+    }
     op->flags |= PACT_OPF_OFFLOAD;
-    op->work_fn = fn;
-    op->work_arg = arg;
+    x->work_fn = fn;
+    x->work_arg = arg;
     return pact__op_start(loop, op, created_at);
 }
 

@@ -11,7 +11,9 @@
 #define PACT_POOL_MAX_SIZE 1024
 
 /* Starts op (fresh from pact__op_new) as an offloaded op that runs
- * fn(arg) on a worker; fn's return value becomes the op's result. */
+ * fn(arg) on a worker; fn's return value becomes the op's result. If its
+ * ext block cannot be had, releases op (its extra->release runs) and
+ * returns -ENOMEM. */
 pact_op pact__pool_start(pact_loop *loop, pact_op_s *op,
                          int64_t (*fn)(void *arg), void *arg,
                          void *created_at);

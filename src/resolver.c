@@ -1,7 +1,7 @@
 /* Name resolution: getaddrinfo(3) and getnameinfo(3) run on the loop's
  * thread pool (they block on files, NSS modules and DNS), as ordinary
  * cancellable ops. The request lives in a heap block the op owns
- * (op->work_arg); a worker fills it, the loop thread reads it after the
+ * (op->ext->work_arg); a worker fills it, the loop thread reads it after the
  * pool handed the op back, and the op's release hook frees it. */
 #include <errno.h>
 #include <netdb.h>
@@ -77,8 +77,8 @@ static int64_t getnameinfo_work(void *arg)
     resolve_req *req = arg;
     pact_op_s *op = req->op;
     errno = 0;
-    req->gai_error = getnameinfo((const struct sockaddr *)&op->addr,
-                                 op->addrlen, req->host_out,
+    req->gai_error = getnameinfo((const struct sockaddr *)&op->ext->addr,
+                                 op->ext->addrlen, req->host_out,
                                  sizeof req->host_out, req->serv_out,
                                  sizeof req->serv_out, req->ni_flags);
     return gai_to_errno(req->gai_error, errno);
@@ -88,7 +88,7 @@ static int64_t getnameinfo_work(void *arg)
  * queued). */
 static resolve_req *ran_request(pact_op_s *op, pact_completion *c)
 {
-    resolve_req *req = op->work_arg;
+    resolve_req *req = op->ext->work_arg;
     if (op->result == -ECANCELED && !req->gai_error)
         return NULL;
     c->gai_error = req->gai_error;
@@ -111,14 +111,18 @@ static void getnameinfo_fill(pact_op_s *op, pact_completion *c)
     }
 }
 
-static void resolve_release(pact_op_s *op)
+static void resolve_req_free(resolve_req *req)
 {
-    resolve_req *req = op->work_arg;
     if (req->res)
         freeaddrinfo(req->res);
     free(req->host);
     free(req->service);
     free(req);
+}
+
+static void resolve_release(pact_op_s *op)
+{
+    resolve_req_free(op->ext->work_arg);
 }
 
 static const pact_op_extra getaddrinfo_extra = {getaddrinfo_fill,
@@ -135,14 +139,23 @@ static pact_op resolve_start(pact_loop *loop, resolve_req *req,
     int err = 0;
     pact_op_s *op = pact__op_new(loop, PACT_OP_WORK, -1, cb, user, &err);
     if (!op) {
-        resolve_release(&(pact_op_s){.work_arg = req});
+        resolve_req_free(req);
         return err;
     }
+    /* The ext block first: once extra is set, releasing the op frees req
+     * through ext->work_arg (pact__pool_start finds the block there). */
+    pact_op_ext *x = pact__op_ext(loop, op);
+    if (!x) {
+        pact__op_release(loop, op);
+        resolve_req_free(req);
+        return -ENOMEM;
+    }
     req->op = op;
+    x->work_arg = req;
     op->extra = extra;
     if (addr) {
-        memcpy(&op->addr, addr, addrlen);
-        op->addrlen = addrlen;
+        memcpy(&x->addr, addr, addrlen);
+        x->addrlen = addrlen;
     }
     return pact__pool_start(loop, op, fn, req, created_at);
 }
@@ -164,7 +177,7 @@ pact_op pact_getaddrinfo(pact_loop *loop, const char *host,
     req->host = host ? strdup(host) : NULL;
     req->service = service ? strdup(service) : NULL;
     if ((host && !req->host) || (service && !req->service)) {
-        resolve_release(&(pact_op_s){.work_arg = req});
+        resolve_req_free(req);
         return -ENOMEM;
     }
     if (hints) {
@@ -186,7 +199,7 @@ struct addrinfo *pact_addrinfo_take(pact_loop *loop, pact_op handle)
     pact_op_s *op = pact__op_lookup(loop, handle);
     if (!op || op->extra != &getaddrinfo_extra || op->state != PACT_OP_DONE)
         return NULL;
-    resolve_req *req = op->work_arg;
+    resolve_req *req = op->ext->work_arg;
     struct addrinfo *res = req->res;
     req->res = NULL;
     return res;

@@ -56,7 +56,7 @@ static void finish(pact_sendfile *sf, int err)
     void *user = sf->user;
     free(sf->buf);
     free(sf);
-    t->sendfile = NULL;
+    t->more->sendfile = NULL;
     /* The transport goes on before the callback, so that a sendfile the
      * callback starts is not wiped out by sendfile_done afterwards (writes
      * would then pass it and close would not wait for it). */
@@ -199,18 +199,18 @@ static void schedule_step(pact_sendfile *sf)
 
 size_t pact__sendfile_bytes_before(const pact_transport *t)
 {
-    return t->sendfile->bytes_before;
+    return t->more->sendfile->bytes_before;
 }
 
 void pact__sendfile_consumed_before(pact_transport *t, size_t n)
 {
-    pact_sendfile *sf = t->sendfile;
+    pact_sendfile *sf = t->more->sendfile;
     sf->bytes_before = n >= sf->bytes_before ? 0 : sf->bytes_before - n;
 }
 
 void pact__sendfile_ready(pact_transport *t)
 {
-    pact_sendfile *sf = t->sendfile;
+    pact_sendfile *sf = t->more->sendfile;
     if (sf->started)
         return;
     sf->started = 1;
@@ -219,7 +219,7 @@ void pact__sendfile_ready(pact_transport *t)
 
 void pact__sendfile_cancel(pact_transport *t)
 {
-    pact_sendfile *sf = t->sendfile;
+    pact_sendfile *sf = t->more->sendfile;
     sf->cancelled = 1;
     if (sf->op)
         pact_cancel(t->loop, sf->op);
@@ -241,7 +241,7 @@ int pact_transport_sendfile(pact_transport *t, int file_fd, int64_t offset,
         return -ESHUTDOWN;
     if (t->eof_requested)
         return -EPIPE;
-    if (t->sendfile)
+    if (pact__transport_sendfile(t))
         return -EBUSY;
     if (count == 0) {
         struct stat st;
@@ -251,7 +251,8 @@ int pact_transport_sendfile(pact_transport *t, int file_fd, int64_t offset,
             return -EINVAL; /* "to the end" needs a size */
         count = st.st_size > offset ? (size_t)(st.st_size - offset) : 0;
     }
-    pact_sendfile *sf = calloc(1, sizeof *sf);
+    /* t->more holds the sendfile and the pending bytes it waits for. */
+    pact_sendfile *sf = pact__transport_more(t) ? calloc(1, sizeof *sf) : NULL;
     if (!sf)
         return -ENOMEM;
     sf->t = t;
@@ -262,14 +263,14 @@ int pact_transport_sendfile(pact_transport *t, int file_fd, int64_t offset,
     sf->user = user;
     /* What is in flight goes first by itself; what is pending must be let
      * through before the file, and nothing written after. */
-    sf->bytes_before = t->pending.end - t->pending.start;
+    sf->bytes_before = t->more->pending.end - t->more->pending.start;
     /* sendfile(2) has no MSG_DONTWAIT: on a blocking socket it would hold
      * the loop until the peer has read everything. The transport owns the
      * fd, and its other operations do not mind O_NONBLOCK. */
     int fl = fcntl(t->fd, F_GETFL);
     if (fl >= 0 && !(fl & O_NONBLOCK))
         fcntl(t->fd, F_SETFL, fl | O_NONBLOCK);
-    t->sendfile = sf;
+    t->more->sendfile = sf;
     /* Starts the file now if nothing is buffered, else after the flush. */
     pact__transport_kick_write(t);
     return 0;

@@ -13,7 +13,9 @@
  * never touched until the send completes (contract 2); `pending` collects
  * writes meanwhile and becomes the next send, so queued writes are
  * coalesced into one send. Both are reused, so a steady stream of writes
- * allocates nothing.
+ * allocates nothing. They live in t->more with the other state only some
+ * transports need, allocated on first need (the first write), so an idle
+ * connection holds none of it.
  *
  * Teardown: close/abort/error cancel what is in flight, and only once every
  * operation has called back is the fd closed and connection_lost called —
@@ -87,17 +89,44 @@ static int wbuf_append(pact_wbuf *b, const void *data, size_t len)
 size_t pact_transport_write_buffer_size(const pact_transport *t)
 {
     DELEGATE_QUERY(t, write_buffer_size, t);
-    return t ? wbuf_len(&t->inflight) + wbuf_len(&t->pending) : 0;
+    return t && t->more
+               ? wbuf_len(&t->more->inflight) + wbuf_len(&t->more->pending)
+               : 0;
+}
+
+pact_transport_more *pact__transport_more(pact_transport *t)
+{
+    if (!t->more) {
+        t->more = calloc(1, sizeof *t->more);
+        if (t->more) {
+            t->more->high_water = DEFAULT_HIGH_WATER;
+            t->more->low_water = DEFAULT_LOW_WATER;
+        }
+    }
+    return t->more;
+}
+
+static size_t held_len(const pact_transport *t)
+{
+    return t->more ? wbuf_len(&t->more->held) : 0;
+}
+
+static pact_op poll_op(const pact_transport *t)
+{
+    return t->more ? t->more->poll_op : 0;
 }
 
 /* ---- lifetime -------------------------------------------------------------- */
 
 static void transport_free(pact_transport *t)
 {
-    free(t->rbuf);
-    free(t->held.data);
-    free(t->inflight.data);
-    free(t->pending.data);
+    if (t->more) {
+        free(t->more->rbuf);
+        free(t->more->held.data);
+        free(t->more->inflight.data);
+        free(t->more->pending.data);
+        free(t->more);
+    }
     free(t);
 }
 
@@ -130,7 +159,7 @@ static void maybe_finish(pact_transport *t)
 {
     if (!t->closing || t->finishing)
         return;
-    if (t->read_op || t->send_op || t->poll_op || t->sendfile)
+    if (t->read_op || t->send_op || poll_op(t) || pact__transport_sendfile(t))
         return;
     if (!t->aborting && pact_transport_write_buffer_size(t) > 0)
         return; /* close() flushes first */
@@ -151,9 +180,9 @@ static void cancel_ops(pact_transport *t)
         pact_cancel(t->loop, t->read_op);
     if (t->send_op)
         pact_cancel(t->loop, t->send_op);
-    if (t->poll_op)
-        pact_cancel(t->loop, t->poll_op);
-    if (t->sendfile)
+    if (poll_op(t))
+        pact_cancel(t->loop, poll_op(t));
+    if (pact__transport_sendfile(t))
         pact__sendfile_cancel(t);
 }
 
@@ -166,9 +195,11 @@ static void fatal_error(pact_transport *t, int err)
     t->closing = 1;
     t->lost_err = err;
     t->has_held = 0;
-    t->held.start = t->held.end = 0;
-    t->inflight.start = t->inflight.end = 0;
-    t->pending.start = t->pending.end = 0;
+    if (t->more) {
+        t->more->held.start = t->more->held.end = 0;
+        t->more->inflight.start = t->more->inflight.end = 0;
+        t->more->pending.start = t->more->pending.end = 0;
+    }
     cancel_ops(t);
     maybe_finish(t);
 }
@@ -182,11 +213,12 @@ int pact_transport_close(pact_transport *t)
         return -EALREADY;
     t->closing = 1;
     t->has_held = 0; /* the user closed: nothing more is delivered */
-    t->held.start = t->held.end = 0;
+    if (t->more)
+        t->more->held.start = t->more->held.end = 0;
     if (t->read_op)
         pact_cancel(t->loop, t->read_op);
-    if (t->poll_op)
-        pact_cancel(t->loop, t->poll_op);
+    if (poll_op(t))
+        pact_cancel(t->loop, poll_op(t));
     kick_write(t);
     maybe_finish(t);
     return 0;
@@ -219,8 +251,7 @@ static void resume_delivery(pact_loop *loop, void *arg);
  * keeps the byte order (contract 5). */
 static int must_hold(const pact_transport *t)
 {
-    return t->paused || t->resume_scheduled || t->has_held ||
-           wbuf_len(&t->held) > 0;
+    return t->paused || t->resume_scheduled || t->has_held || held_len(t) > 0;
 }
 
 /* Hands received bytes to the protocol. */
@@ -288,7 +319,8 @@ static void on_bytes(pact_transport *t, const char *data, size_t len)
     if (t->closing)
         return;
     if (must_hold(t)) {
-        if (wbuf_append(&t->held, data, len) != 0)
+        if (!pact__transport_more(t) ||
+            wbuf_append(&t->more->held, data, len) != 0)
             fatal_error(t, -ENOMEM);
         return;
     }
@@ -322,7 +354,7 @@ static void on_read_end(pact_transport *t, int64_t r)
     if (must_hold(t)) {
         /* EOF or an error behind held bytes: it waits its turn. */
         t->has_held = 1;
-        t->held_result = r;
+        t->held_result = (int)r; /* 0 or a negative errno */
         if (!t->paused)
             schedule_resume(t);
         return;
@@ -347,7 +379,7 @@ static void on_read(pact_loop *loop, const pact_completion *c, void *arg)
     (void)loop;
     pact_transport *t = arg;
     if (c->result > 0)
-        on_bytes(t, t->rbuf, (size_t)c->result);
+        on_bytes(t, t->more->rbuf, (size_t)c->result);
     on_read_end(t, c->result);
 }
 
@@ -364,15 +396,13 @@ static void start_reading(pact_transport *t)
     if (t->kind == PACT_STREAM_SOCKET) {
         op = pact_recv_multishot(t->loop, t->fd, on_recv_multi, t);
     } else {
-        if (!t->rbuf) {
-            t->rbuf = malloc(READ_BUFFER_SIZE);
-            if (!t->rbuf) {
-                fatal_error(t, -ENOMEM);
-                return;
-            }
+        if (!pact__transport_more(t) ||
+            (!t->more->rbuf && !(t->more->rbuf = malloc(READ_BUFFER_SIZE)))) {
+            fatal_error(t, -ENOMEM);
+            return;
         }
-        op = pact_read(t->loop, t->fd, t->rbuf, READ_BUFFER_SIZE, -1, on_read,
-                       t);
+        op = pact_read(t->loop, t->fd, t->more->rbuf, READ_BUFFER_SIZE, -1,
+                       on_read, t);
     }
     if (op < 0) {
         fatal_error(t, (int)op);
@@ -405,14 +435,14 @@ static void resume_delivery(pact_loop *loop, void *arg)
     (void)loop;
     pact_transport *t = arg;
     t->resume_scheduled = 0;
-    if (!t->closing && !t->paused && wbuf_len(&t->held) > 0) {
+    if (!t->closing && !t->paused && held_len(t) > 0) {
         /* Taken out first: the protocol may pause and resume again. */
-        pact_wbuf held = t->held;
-        memset(&t->held, 0, sizeof t->held);
+        pact_wbuf held = t->more->held;
+        memset(&t->more->held, 0, sizeof t->more->held);
         deliver_data(t, held.data + held.start, wbuf_len(&held));
         free(held.data);
     }
-    if (!t->closing && !t->paused && wbuf_len(&t->held) == 0) {
+    if (!t->closing && !t->paused && held_len(t) == 0) {
         if (t->has_held) {
             t->has_held = 0;
             deliver_end(t, t->held_result);
@@ -459,9 +489,19 @@ int pact_transport_is_closing(const pact_transport *t)
 
 /* ---- writing --------------------------------------------------------------- */
 
+static size_t high_water(const pact_transport *t)
+{
+    return t->more ? t->more->high_water : DEFAULT_HIGH_WATER;
+}
+
+static size_t low_water(const pact_transport *t)
+{
+    return t->more ? t->more->low_water : DEFAULT_LOW_WATER;
+}
+
 static void check_resume_writing(pact_transport *t)
 {
-    if (t->write_paused && pact_transport_write_buffer_size(t) <= t->low_water) {
+    if (t->write_paused && pact_transport_write_buffer_size(t) <= low_water(t)) {
         t->write_paused = 0;
         if (t->proto->resume_writing && !t->closing)
             t->proto->resume_writing(t, t->user);
@@ -471,7 +511,7 @@ static void check_resume_writing(pact_transport *t)
 static void shutdown_write_side(pact_transport *t)
 {
     if (!t->eof_requested || t->eof_done || pact_transport_write_buffer_size(t) > 0 ||
-        t->sendfile)
+        pact__transport_sendfile(t))
         return;
     t->eof_done = 1;
     if (t->kind == PACT_STREAM_SOCKET) {
@@ -495,9 +535,10 @@ static void on_send(pact_loop *loop, const pact_completion *c, void *arg)
         fatal_error(t, c->result == -ECANCELED ? -ECONNABORTED : (int)c->result);
         return;
     }
-    t->inflight.start += (size_t)c->result;
-    if (wbuf_len(&t->inflight) == 0)
-        t->inflight.start = t->inflight.end = 0;
+    /* A send ran: t->more holds its buffer. */
+    t->more->inflight.start += (size_t)c->result;
+    if (wbuf_len(&t->more->inflight) == 0)
+        t->more->inflight.start = t->more->inflight.end = 0;
     kick_write(t); /* the rest of a short send, or the next batch */
     check_resume_writing(t);
     if (!t->send_op) {
@@ -511,36 +552,37 @@ static void on_send(pact_loop *loop, const pact_completion *c, void *arg)
  * sendfile waits or runs, only the bytes written before it may go. */
 static void kick_write(pact_transport *t)
 {
-    if (t->send_op || t->aborting)
-        return;
-    if (wbuf_len(&t->inflight) == 0) {
-        size_t pending = wbuf_len(&t->pending);
-        size_t allowed = t->sendfile ? pact__sendfile_bytes_before(t) : pending;
+    if (t->send_op || t->aborting || !t->more)
+        return; /* no t->more: nothing was ever written or sent */
+    pact_transport_more *m = t->more;
+    if (wbuf_len(&m->inflight) == 0) {
+        size_t pending = wbuf_len(&m->pending);
+        size_t allowed = m->sendfile ? pact__sendfile_bytes_before(t) : pending;
         if (pending == 0 || allowed == 0) {
-            if (t->sendfile && allowed == 0)
+            if (m->sendfile && allowed == 0)
                 pact__sendfile_ready(t); /* its turn */
             return;
         }
         if (allowed >= pending) {
-            pact_wbuf tmp = t->inflight;
-            t->inflight = t->pending;
-            t->pending = tmp;
-            t->pending.start = t->pending.end = 0;
+            pact_wbuf tmp = m->inflight;
+            m->inflight = m->pending;
+            m->pending = tmp;
+            m->pending.start = m->pending.end = 0;
         } else {
             /* Split: only the part written before the sendfile. */
-            t->inflight.start = t->inflight.end = 0;
-            if (wbuf_append(&t->inflight, t->pending.data + t->pending.start,
+            m->inflight.start = m->inflight.end = 0;
+            if (wbuf_append(&m->inflight, m->pending.data + m->pending.start,
                             allowed) != 0) {
                 fatal_error(t, -ENOMEM);
                 return;
             }
-            t->pending.start += allowed;
+            m->pending.start += allowed;
         }
-        if (t->sendfile)
-            pact__sendfile_consumed_before(t, wbuf_len(&t->inflight));
+        if (m->sendfile)
+            pact__sendfile_consumed_before(t, wbuf_len(&m->inflight));
     }
-    const char *data = t->inflight.data + t->inflight.start;
-    size_t len = wbuf_len(&t->inflight);
+    const char *data = m->inflight.data + m->inflight.start;
+    size_t len = wbuf_len(&m->inflight);
     pact_op op = t->kind == PACT_STREAM_SOCKET
                      ? pact_send(t->loop, t->fd, data, len, 0, on_send, t)
                      : pact_write(t->loop, t->fd, data, len, -1, on_send, t);
@@ -574,7 +616,7 @@ static int write_refused(pact_transport *t)
 
 static void check_pause_writing(pact_transport *t)
 {
-    if (!t->write_paused && pact_transport_write_buffer_size(t) > t->high_water) {
+    if (!t->write_paused && pact_transport_write_buffer_size(t) > high_water(t)) {
         t->write_paused = 1;
         if (t->proto->pause_writing)
             t->proto->pause_writing(t, t->user);
@@ -591,7 +633,7 @@ int pact_transport_write(pact_transport *t, const void *data, size_t len)
         return r;
     if (len == 0)
         return 0;
-    if (wbuf_append(&t->pending, data, len) != 0)
+    if (!pact__transport_more(t) || wbuf_append(&t->more->pending, data, len) != 0)
         return -ENOMEM;
     kick_write(t);
     check_pause_writing(t);
@@ -607,8 +649,10 @@ int pact_transport_writev(pact_transport *t, const struct iovec *iov, int iovcnt
     if (r)
         return r;
     for (int i = 0; i < iovcnt; i++) {
-        if (iov[i].iov_len && wbuf_append(&t->pending, iov[i].iov_base,
-                                          iov[i].iov_len) != 0)
+        if (iov[i].iov_len &&
+            (!pact__transport_more(t) ||
+             wbuf_append(&t->more->pending, iov[i].iov_base,
+                         iov[i].iov_len) != 0))
             return -ENOMEM;
     }
     kick_write(t);
@@ -649,8 +693,10 @@ int pact_transport_set_write_buffer_limits(pact_transport *t, size_t high,
         high = DEFAULT_HIGH_WATER;
     if (low > high)
         return -EINVAL;
-    t->high_water = high;
-    t->low_water = low;
+    if (!pact__transport_more(t))
+        return -ENOMEM;
+    t->more->high_water = high;
+    t->more->low_water = low;
     check_pause_writing(t);
     check_resume_writing(t);
     return 0;
@@ -664,9 +710,9 @@ void pact_transport_get_write_buffer_limits(const pact_transport *t,
         return;
     }
     if (high)
-        *high = t ? t->high_water : 0;
+        *high = t ? high_water(t) : 0;
     if (low)
-        *low = t ? t->low_water : 0;
+        *low = t ? low_water(t) : 0;
 }
 
 /* ---- write pipes: noticing that the reader went away ---------------------- */
@@ -675,7 +721,7 @@ static void on_pipe_hangup(pact_loop *loop, const pact_completion *c, void *arg)
 {
     (void)loop;
     pact_transport *t = arg;
-    t->poll_op = 0;
+    t->more->poll_op = 0;
     if (c->result == -ECANCELED || t->closing) {
         maybe_finish(t);
         return;
@@ -688,9 +734,11 @@ static void on_pipe_hangup(pact_loop *loop, const pact_completion *c, void *arg)
  * which the kernel reports when the last reader closes. */
 static void watch_pipe_reader(pact_transport *t)
 {
+    if (!pact__transport_more(t))
+        return; /* as when the poll cannot start: writes still fail */
     pact_op op = pact_poll(t->loop, t->fd, POLLIN, on_pipe_hangup, t);
     if (op > 0)
-        t->poll_op = op;
+        t->more->poll_op = op;
 }
 
 /* ---- creation -------------------------------------------------------------- */
@@ -704,7 +752,7 @@ static void connection_made(pact_loop *loop, void *arg)
         t->proto->connection_made(t, t->user);
     if (!t->closing) {
         start_reading(t);
-        if (t->kind == PACT_STREAM_WRITE_PIPE && !t->poll_op)
+        if (t->kind == PACT_STREAM_WRITE_PIPE && !poll_op(t))
             watch_pipe_reader(t);
     }
     maybe_finish(t);
@@ -735,8 +783,6 @@ int pact__transport_create(pact_loop *loop, int fd, pact_stream_kind kind,
     t->kind = kind;
     t->proto = proto;
     t->user = user;
-    t->high_water = DEFAULT_HIGH_WATER;
-    t->low_water = DEFAULT_LOW_WATER;
     t->refs = 1; /* dropped by final_close */
     pact_list_init(&t->server_link);
     /* connection_made on the next iteration, as asyncio does: the caller
@@ -831,7 +877,7 @@ int pact_transport_peername(const pact_transport *t, struct sockaddr_storage *ss
 
 void pact__transport_sendfile_done(pact_transport *t, int err)
 {
-    t->sendfile = NULL;
+    t->more->sendfile = NULL;
     if (err < 0 && err != -ECANCELED) {
         fatal_error(t, err);
         return;

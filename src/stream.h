@@ -44,6 +44,22 @@ typedef struct pact_transport_ops {
     uint64_t (*writes_after_close)(const pact_transport *t);
 } pact_transport_ops;
 
+/* What only some transports need, kept out of the transport so that an
+ * idle socket transport stays small (issue 6): allocated on first need
+ * (the first write — once per connection, never per write —, bytes held
+ * while paused, a pipe's first read, a write pipe's watch, a sendfile,
+ * set_write_buffer_limits) and kept until the transport is freed, so a
+ * steady stream of writes allocates nothing. */
+typedef struct pact_transport_more {
+    pact_wbuf inflight; /* the kernel may be reading it: never touched */
+    pact_wbuf pending;  /* writes made meanwhile */
+    pact_wbuf held;     /* bytes received while paused, in order */
+    char *rbuf;         /* pipes only: sockets read into the loop's buffers */
+    size_t high_water, low_water;
+    pact_op poll_op;    /* write pipes watch for their reader going away */
+    struct pact_sendfile *sendfile; /* in progress (writes queue behind it) */
+} pact_transport_more;
+
 struct pact_transport {
     const pact_transport_ops *ops; /* NULL: this file's plain stream */
     void *impl;                    /* the other layer's state */
@@ -68,31 +84,35 @@ struct pact_transport {
     unsigned eof_done : 1;         /* ... and the write side is shut */
     unsigned write_paused : 1;     /* pause_writing was called */
     int lost_err;
+    int held_result; /* has_held: EOF (0) or error behind the held bytes */
 
-    /* Reading. */
     pact_op read_op;
-    char *rbuf;          /* pipes only: sockets read into the loop's buffers */
-    pact_wbuf held;      /* bytes received while paused, in order */
-    int64_t held_result; /* has_held: EOF or error behind the held bytes */
-
-    /* Writing. */
     pact_op send_op;
-    pact_wbuf inflight; /* the kernel may be reading it: never touched */
-    pact_wbuf pending;  /* writes made meanwhile */
-    size_t high_water, low_water;
+    pact_transport_more *more; /* NULL until needed (see above) */
     uint64_t writes_after_close;
-
-    /* Write pipes watch for their reader going away. */
-    pact_op poll_op;
-
-    /* A sendfile in progress (writes queue behind it). */
-    struct pact_sendfile *sendfile;
 
     /* Servers track their connections. */
     pact_list server_link;
     void (*on_gone)(pact_transport *t, void *user);
     void *on_gone_user;
 };
+
+/* A server's idle connection is this struct plus its receive op (and the
+ * engine's per-fd state): 168 bytes is a 176-byte malloc chunk. Growing it
+ * costs memory per idle connection (issue 6: <= 512 bytes of pact state
+ * per idle socket transport, measured by micro_pact idle_transport); what
+ * only some transports need goes in pact_transport_more. */
+_Static_assert(sizeof(struct pact_transport) <= 168,
+               "struct pact_transport grew past 168 bytes");
+
+/* The transport's pact_transport_more, allocated on the first call; NULL
+ * on ENOMEM. */
+pact_transport_more *pact__transport_more(pact_transport *t);
+
+static inline struct pact_sendfile *pact__transport_sendfile(const pact_transport *t)
+{
+    return t->more ? t->more->sendfile : NULL;
+}
 
 /* Creates a transport; created_at names the caller for debug reports. */
 int pact__transport_create(pact_loop *loop, int fd, pact_stream_kind kind,
