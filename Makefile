@@ -104,7 +104,7 @@ fuzz: deps build-fuzz/build.ninja
 # Exit code 99 = memcheck found an error; logs in build/valgrind-*.log.
 valgrind: build
 	@fail=0; for bin in build/tests/test_*; do \
-		[ -x "$$bin" ] || continue; n=$$(basename $$bin); \
+		[ -f "$$bin" ] && [ -x "$$bin" ] || continue; n=$$(basename $$bin); \
 		PACT_ENGINE=epoll valgrind -q --error-exitcode=99 --trace-children=yes \
 			--leak-check=full --errors-for-leak-kinds=definite \
 			$$bin --jobs 2 > build/valgrind-$$n.log 2>&1; rc=$$?; \

@@ -58,9 +58,9 @@ for build in $BUILDS; do
 done
 
 # Fuzzing, briefly (make fuzz runs longer): each libFuzzer harness in
-# build-fuzz/ on both engines for FUZZ_CI_SECONDS (default 10) from the
+# build-fuzz/ on both engines for FUZZ_CI_SECONDS (default 8) from the
 # corpus in tests/fuzz/corpus/, counted as one test per run.
-fuzz_seconds=${FUZZ_CI_SECONDS:-10}
+fuzz_seconds=${FUZZ_CI_SECONDS:-8}
 fuzz_build=${FUZZ_BUILD:-build-fuzz}
 if [ "$fuzz_seconds" != 0 ] && [ -d "$fuzz_build/tests/fuzz" ] && [ -z "${TESTS:-}" ]; then
     for bin in "$fuzz_build"/tests/fuzz/fuzz_*; do
