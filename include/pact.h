@@ -499,7 +499,9 @@ PACT_API int pact_transport_is_closing(const pact_transport *t);
 PACT_API size_t pact_transport_write_buffer_size(const pact_transport *t);
 
 /* Sets the flow-control marks (defaults: 64 KiB high, 16 KiB low, as in
- * asyncio). high 0 = default; low must not exceed high. */
+ * asyncio). high 0 = default; low must not exceed high (-EINVAL). May
+ * return -ENOMEM the first time: the write state of a transport is
+ * allocated on first need (an idle connection holds none). */
 PACT_API int pact_transport_set_write_buffer_limits(pact_transport *t,
                                                     size_t high, size_t low);
 
