@@ -15,7 +15,8 @@ import sys
 from collections import defaultdict
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "results")
-CONTENDERS = ["raw_uring", "raw_epoll", "libuv", "pact_uring", "pact_epoll"]
+CONTENDERS = ["raw_uring", "raw_epoll", "libuv", "pact_uring", "pact_epoll",
+              "pact_stream_uring", "pact_stream_epoll"]
 BASE = "raw_uring"
 
 

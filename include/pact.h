@@ -84,10 +84,10 @@ typedef struct pact_loop_options {
     int fail_uring_setup;
     /* Buffers the loop lends to pact_recv_multishot() (and so to socket
      * transports): how many (rounded up to a power of two, at most 32768;
-     * 0 = 512) and the size of each (0 = 16 KiB). On io_uring they are
+     * 0 = 256) and the size of each (0 = 64 KiB). On io_uring they are
      * one provided buffer ring per loop: count x size bytes of address
-     * space (8 MiB by default), of which only pages the kernel has written
-     * become resident. The epoll engine (and io_uring without multishot
+     * space (16 MiB by default), of which only pages the kernel has
+     * written become resident. The epoll engine (and io_uring without multishot
      * receive) reads into one loop-wide buffer of `size` x 4 bytes
      * instead. Connections themselves hold no receive buffer. */
     unsigned recv_buffer_count;

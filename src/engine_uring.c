@@ -243,7 +243,7 @@ static int kernel_at_least(int major, int minor)
 /* Sets up the provided buffer ring (5.19) for multishot recv (6.0), or
  * falls back to poll mode. PACT_RECV_MULTISHOT=poll forces poll mode (the
  * tests run it that way on new kernels too). Memory per loop: nbuf x
- * bufsz of address space (8 MiB by default) plus nbuf x 16 bytes of ring,
+ * bufsz of address space (16 MiB by default) plus nbuf x 16 bytes of ring,
  * mmap'd so that only pages the kernel wrote into are resident. */
 static void recv_buffers_init(pact_loop *loop, uring_engine *e)
 {

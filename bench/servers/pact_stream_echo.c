@@ -66,16 +66,20 @@ static int factory(pact_server *server, void *factory_user,
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: pact_stream_echo PORT [--engine uring|epoll]\n");
+        fprintf(stderr, "usage: pact_stream_echo PORT [--engine uring|epoll] "
+                        "[--recv-buffer-size BYTES]\n");
         return 2;
     }
     pact_loop_options opts;
     pact_loop_options_init(&opts);
     opts.engine = PACT_ENGINE_URING;
-    for (int i = 2; i + 1 < argc; i++)
+    for (int i = 2; i + 1 < argc; i++) {
         if (strcmp(argv[i], "--engine") == 0)
             opts.engine = strcmp(argv[i + 1], "epoll") == 0 ? PACT_ENGINE_EPOLL
                                                             : PACT_ENGINE_URING;
+        if (strcmp(argv[i], "--recv-buffer-size") == 0)
+            opts.recv_buffer_size = (unsigned)atoi(argv[i + 1]);
+    }
     signal(SIGPIPE, SIG_IGN);
 
     pact_loop *loop;
