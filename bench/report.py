@@ -213,7 +213,7 @@ except ImportError:
 if plt and net:
     foot = meta.splitlines()
     foot = "; ".join(l for l in foot if l.startswith(("kernel", "machine", "mode")))
-    colors = ["#444444", "#999999", "#d98c1f", "#1f77b4", "#7fb8e0"]
+    colors = ["#444444", "#999999", "#d98c1f", "#1f77b4", "#7fb8e0", "#2ca02c", "#98df8a"]
     for pl in ("split", "shared"):
         for key, title, fname in (
                 ("req_s", f"Throughput relative to raw liburing (= 1.0), placement {pl}", f"throughput_{pl}.png"),
