@@ -117,7 +117,7 @@ struct kernel_sigaction {
     uint64_t mask;
 };
 
-#define CHILD_CODE __attribute__((noinline, no_sanitize_address, no_sanitize_undefined))
+#define CHILD_CODE __attribute__((noinline, no_sanitize("address", "undefined")))
 
 CHILD_CODE static void child_fail(spawn_ctx *c, int err)
 {
