@@ -523,8 +523,15 @@ int pact_loop_close(pact_loop *loop)
         if (pact__ops_dispatch_done(loop) > 0)
             continue;
         int r = loop->engine->wait(loop, 100 * 1000 * 1000);
-        if (r < 0 && r != -EINTR && r != -ETIME)
-            pact__error(loop, r, "wait during close failed");
+        if (r < 0 && r != -EINTR && r != -ETIME) {
+            /* Nothing may be freed while the kernel owes a completion, so
+             * keep waiting — but say it once and do not spin hot. */
+            if (!warned)
+                pact__error(loop, r, "wait during close failed");
+            warned = 1;
+            struct timespec pause = {0, 10 * 1000 * 1000};
+            nanosleep(&pause, NULL);
+        }
         pact__ops_dispatch_done(loop);
         if (!warned && pact_now() - started > 5ull * 1000000000ull) {
             pact__log(loop, "close: still waiting for %u operation(s) the "
