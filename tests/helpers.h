@@ -95,6 +95,20 @@ static inline void make_tcp_pair(int *client, int *server)
     *server = s;
 }
 
+/* The byte at position k of a test stream: a pattern in which a lost,
+ * doubled or reordered chunk is always noticed. */
+static inline uint8_t test_pattern_byte(uint64_t k)
+{
+    return (uint8_t)((k * 2654435761u) >> 13) ^ (uint8_t)(k >> 16);
+}
+
+/* Fills buf with the pattern bytes of stream positions pos, pos + 1, ... */
+static inline void test_fill_pattern(uint8_t *buf, size_t len, uint64_t pos)
+{
+    for (size_t i = 0; i < len; i++)
+        buf[i] = test_pattern_byte(pos + i);
+}
+
 /* Number of open fds in this process. */
 static inline int count_open_fds(void)
 {

@@ -11,11 +11,6 @@
 
 TestSuite(multishot, .timeout = 60);
 
-static inline uint8_t pattern_byte(uint64_t k)
-{
-    return (uint8_t)((k * 2654435761u) >> 13) ^ (uint8_t)(k >> 16);
-}
-
 /* ---- a peer that writes a pattern from its own thread --------------------- */
 
 typedef struct writer {
@@ -37,7 +32,7 @@ static void *writer_main(void *arg)
         if (n > w->total - w->written)
             n = (size_t)(w->total - w->written);
         for (size_t i = 0; i < n; i++)
-            chunk[i] = pattern_byte(w->written + i);
+            chunk[i] = test_pattern_byte(w->written + i);
         ssize_t r = send(w->fd, chunk, n, MSG_NOSIGNAL);
         if (r < 0) {
             if (errno == EINTR)
@@ -113,7 +108,7 @@ static void on_multi(pact_loop *loop, const pact_completion *c, void *user)
         cr_assert_not_null(c->data);
         const uint8_t *p = c->data;
         for (int64_t i = 0; i < c->result; i++)
-            if (p[i] != pattern_byte(rd->received + (uint64_t)i))
+            if (p[i] != test_pattern_byte(rd->received + (uint64_t)i))
                 rd->mismatches++;
         rd->received += (uint64_t)c->result;
         rd->chunks++;
@@ -151,7 +146,7 @@ static void drain_rest(int fd, reader *rd)
         if (n == 0)
             break;
         for (ssize_t i = 0; i < n; i++)
-            if (buf[i] != pattern_byte(rd->received + (uint64_t)i))
+            if (buf[i] != test_pattern_byte(rd->received + (uint64_t)i))
                 rd->mismatches++;
         rd->received += (uint64_t)n;
     }
@@ -226,7 +221,7 @@ Test(multishot, eof_and_small_message)
     make_socketpair(sv);
     uint8_t msg[5];
     for (int i = 0; i < 5; i++)
-        msg[i] = pattern_byte((uint64_t)i);
+        msg[i] = test_pattern_byte((uint64_t)i);
     cr_assert_eq(write(sv[1], msg, 5), 5);
     close(sv[1]);
     reader rd = {0};

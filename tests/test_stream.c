@@ -7,19 +7,6 @@
 
 TestSuite(stream, .timeout = 60);
 
-/* The byte at position k of a stream: a pattern in which a lost, doubled or
- * reordered chunk is always noticed. */
-static inline uint8_t pattern_byte(uint64_t k)
-{
-    return (uint8_t)((k * 2654435761u) >> 13) ^ (uint8_t)(k >> 16);
-}
-
-static void fill_pattern(uint8_t *buf, size_t len, uint64_t pos)
-{
-    for (size_t i = 0; i < len; i++)
-        buf[i] = pattern_byte(pos + i);
-}
-
 /* Checks the callback order of one transport (DESIGN.md §1.6). */
 typedef struct order_check {
     int made, eof, lost, lost_err;
@@ -107,7 +94,7 @@ static void race_client_write_more(race_side *s)
 {
     static uint8_t chunk[RACE_PACKET];
     while (!s->write_paused && s->sent < RACE_TOTAL) {
-        fill_pattern(chunk, RACE_PACKET, s->sent);
+        test_fill_pattern(chunk, RACE_PACKET, s->sent);
         cr_assert_eq(pact_transport_write(s->t, chunk, RACE_PACKET), 0);
         s->sent += RACE_PACKET;
     }
@@ -139,7 +126,7 @@ static void race_data(pact_transport *t, const void *data, size_t len, void *use
         cr_assert_fail("data_received while paused");
     const uint8_t *p = data;
     for (size_t i = 0; i < len; i++)
-        if (p[i] != pattern_byte(s->verified + i))
+        if (p[i] != test_pattern_byte(s->verified + i))
             s->mismatches++;
     s->verified += len;
     if (!s->is_client) {
@@ -411,7 +398,7 @@ Test(stream, close_flushes_buffered_writes_then_loses_once)
     /* 4 MB queued, then close right away: all of it must arrive. */
     size_t total = 4u << 20;
     uint8_t *buf = malloc(total);
-    fill_pattern(buf, total, 0);
+    test_fill_pattern(buf, total, 0);
     cr_assert_eq(pact_transport_write(t, buf, total), 0);
     cr_assert_eq(pact_transport_close(t), 0);
     cr_assert_eq(pact_transport_close(t), -EALREADY, "close twice is harmless");
@@ -512,7 +499,7 @@ Test(stream, write_eof_after_pending_writes)
     pact_transport *t = open_simple(loop, a, &s);
     size_t total = 1u << 20;
     uint8_t *buf = malloc(total);
-    fill_pattern(buf, total, 0);
+    test_fill_pattern(buf, total, 0);
     cr_assert(pact_transport_can_write_eof(t));
     cr_assert_eq(pact_transport_write(t, buf, total), 0);
     cr_assert_eq(pact_transport_write_eof(t), 0);
@@ -802,7 +789,7 @@ Test(stream, buffered_protocol_receives_into_its_own_buffers)
                                      &bp, &t), 0);
     size_t total = 300 * 1000 + 17;
     uint8_t *data = malloc(total);
-    fill_pattern(data, total, 0);
+    test_fill_pattern(data, total, 0);
     size_t sent = 0;
     uint64_t end = pact_now() + 10000 * MS;
     while (!bp.order.lost && pact_now() < end) {

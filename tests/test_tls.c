@@ -550,11 +550,6 @@ Test(tls, alpn_and_session_resumption)
 
 /* ---- bulk echo and the seed race over TLS ------------------------------- */
 
-static inline uint8_t pattern_byte(uint64_t k)
-{
-    return (uint8_t)((k * 2654435761u) >> 13) ^ (uint8_t)(k >> 16);
-}
-
 #define PACKET (16 * 1024)
 
 typedef struct race_side {
@@ -593,7 +588,7 @@ static void race_write_more(race_side *s)
     static uint8_t chunk[PACKET];
     while (!s->write_paused && s->sent < s->total) {
         for (size_t i = 0; i < PACKET; i++)
-            chunk[i] = pattern_byte(s->sent + i);
+            chunk[i] = test_pattern_byte(s->sent + i);
         cr_assert_eq(pact_transport_write(s->t, chunk, PACKET), 0);
         s->sent += PACKET;
     }
@@ -628,7 +623,7 @@ static void race_data(pact_transport *t, const void *data, size_t len, void *use
         cr_assert_fail("data_received while paused");
     const uint8_t *p = data;
     for (size_t i = 0; i < len; i++)
-        if (p[i] != pattern_byte(s->verified + i))
+        if (p[i] != test_pattern_byte(s->verified + i))
             s->mismatches++;
     s->verified += len;
     if (!s->is_client) {
