@@ -223,13 +223,8 @@ static int64_t try_op(pact_op_s *op, uint32_t revents)
     case PACT_OP_SHUTDOWN:
         return shutdown(op->fd, op->msg_flags) < 0 ? -errno : 0;
     case PACT_OP_READ:
-        n = op->offset < 0 ? read(op->fd, op->buf, op->len)
-                           : pread(op->fd, op->buf, op->len, op->offset);
-        return n < 0 ? -errno : n;
     case PACT_OP_WRITE:
-        n = op->offset < 0 ? write(op->fd, op->buf, op->len)
-                           : pwrite(op->fd, op->buf, op->len, op->offset);
-        return n < 0 ? -errno : n;
+        return pact__op_rw_now(op);
     case PACT_OP_POLL: {
         struct pollfd p = {.fd = op->fd, .events = (short)op->msg_flags};
         int r = poll(&p, 1, 0);

@@ -18,20 +18,14 @@
 static int64_t fs_run_blocking(void *arg)
 {
     pact_op_s *op = arg;
-    ssize_t n;
     int r;
     switch ((pact_op_kind)op->kind) {
     case PACT_OP_OPEN:
         r = openat(op->fd, op->ext->path, op->msg_flags, (mode_t)op->len);
         return r < 0 ? -errno : r;
     case PACT_OP_READ:
-        n = op->offset < 0 ? read(op->fd, op->buf, op->len)
-                           : pread(op->fd, op->buf, op->len, op->offset);
-        return n < 0 ? -errno : n;
     case PACT_OP_WRITE:
-        n = op->offset < 0 ? write(op->fd, op->buf, op->len)
-                           : pwrite(op->fd, op->buf, op->len, op->offset);
-        return n < 0 ? -errno : n;
+        return pact__op_rw_now(op);
     case PACT_OP_FSYNC:
         r = op->msg_flags ? fdatasync(op->fd) : fsync(op->fd);
         return r < 0 ? -errno : 0;

@@ -156,6 +156,10 @@ pact_op_s *pact__op_begin(pact_loop *loop, pact_op_kind kind, int fd,
 /* The op's out-of-line block (see pact_op_ext), allocated zeroed on the
  * first call; NULL on ENOMEM. Not for SEND, SEND_ALL or CUSTOM ops. */
 pact_op_ext *pact__op_ext(pact_loop *loop, pact_op_s *op);
+/* Performs a PACT_OP_READ / PACT_OP_WRITE now with read/pread or
+ * write/pwrite (offset -1 = the current position): the epoll engine's
+ * attempt and the thread pool's file fallback. Result or -errno. */
+int64_t pact__op_rw_now(pact_op_s *op);
 /* Queues a freshly filled op for submission and returns its handle. */
 pact_op pact__op_start(pact_loop *loop, pact_op_s *op, void *created_at);
 /* A multishot op's data completion: runs its callback with more = 1 and

@@ -533,6 +533,18 @@ void pact__op_complete(pact_loop *loop, pact_op_s *op)
     pact__op_release(loop, op);
 }
 
+int64_t pact__op_rw_now(pact_op_s *op)
+{
+    ssize_t n;
+    if (op->kind == PACT_OP_READ)
+        n = op->offset < 0 ? read(op->fd, op->buf, op->len)
+                           : pread(op->fd, op->buf, op->len, op->offset);
+    else
+        n = op->offset < 0 ? write(op->fd, op->buf, op->len)
+                           : pwrite(op->fd, op->buf, op->len, op->offset);
+    return n < 0 ? -errno : n;
+}
+
 void pact__op_release(pact_loop *loop, pact_op_s *op)
 {
     if (op->extra && op->extra->release)
