@@ -233,6 +233,66 @@ Test(fs, cancelled_file_ops_complete_exactly_once)
     test_loop_free(loop);
 }
 
+Test(fs, cancel_in_flight_twice_and_after_completion)
+{
+    pact_loop *loop = test_loop_new();
+    make_dir();
+    result r = {0};
+    int fd = (int)DO(loop, pact_fs_open(loop, in_dir("c"), O_CREAT | O_RDWR, 0600,
+                                        record, &r_));
+    cr_assert_geq(fd, 0);
+    static char big[1 << 20];
+    pact_op op = pact_fs_write(loop, fd, big, sizeof big, 0, record, &r);
+    cr_assert_gt(op, 0);
+    pact_loop_run_once(loop, 0); /* submitted (or handed to the pool) */
+    int c1 = pact_cancel(loop, op);
+    cr_assert(c1 == 0 || c1 == -EALREADY || c1 == -ENOENT, "cancel: %d", c1);
+    int c2 = pact_cancel(loop, op);
+    if (c1 == 0)
+        cr_assert_eq(c2, -EALREADY, "cancel twice");
+    run_until(loop, &r.calls, 5000);
+    /* Exactly once: the real result (the write won) or -ECANCELED. */
+    cr_assert_eq(r.calls, 1);
+    cr_assert(r.value == (int64_t)sizeof big || r.value == -ECANCELED,
+              "result %lld", (long long)r.value);
+    cr_assert_eq(pact_cancel(loop, op), -ENOENT, "stale after completion");
+    cr_assert_eq(DO(loop, pact_fs_close(loop, fd, record, &r_)), 0);
+    cr_assert_eq(DO(loop, pact_fs_unlink(loop, in_dir("c"), 0, record, &r_)), 0);
+    cr_assert_eq(rmdir(dir), 0);
+    test_loop_free(loop);
+}
+
+Test(fs, loop_close_with_file_ops_in_flight_completes_each_once)
+{
+    int fds = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    make_dir();
+    int fd = open(in_dir("w"), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+    cr_assert_geq(fd, 0);
+    static char big[1 << 20];
+    result rs[16] = {{0}};
+    for (int i = 0; i < 16; i++)
+        cr_assert_gt(pact_fs_write(loop, fd, big, sizeof big, (int64_t)i << 20,
+                                   record, &rs[i]), 0);
+    pact_loop_run_once(loop, 0); /* some in flight, some maybe done */
+    cr_assert_eq(pact_loop_close(loop), 0);
+    for (int i = 0; i < 16; i++) {
+        cr_assert_eq(rs[i].calls, 1, "op %d completed %d times", i, rs[i].calls);
+        cr_assert(rs[i].value == (int64_t)sizeof big || rs[i].value == -ECANCELED,
+                  "op %d: %lld", i, (long long)rs[i].value);
+    }
+    pact_loop_stats st;
+    pact_loop_get_stats(loop, &st);
+    cr_assert_eq(st.ops_live, 0);
+    cr_assert_eq(st.stray_completions, 0);
+    cr_assert_eq(st.ops_started, st.ops_completed);
+    pact_loop_free(loop);
+    close(fd);
+    cr_assert_eq(unlink(in_dir("w")), 0);
+    cr_assert_eq(rmdir(dir), 0);
+    cr_assert_eq(count_open_fds(), fds);
+}
+
 Test(fs, misuse_is_answered_with_errors)
 {
     pact_loop *loop = test_loop_new();
