@@ -210,16 +210,23 @@ int pact_loop_alive(const pact_loop *loop)
            loop->user_timers > 0 || atomic_load(&loop->ts_count) > 0;
 }
 
-/* Moves callbacks queued by other threads into the ready queue. */
-static void drain_threadsafe(pact_loop *loop)
+/* Takes every callback queued by other threads (the list, oldest first). */
+static pact_ts_item *take_threadsafe(pact_loop *loop)
 {
-    if (atomic_load(&loop->ts_count) == 0)
-        return;
     pthread_mutex_lock(&loop->ts_lock);
     pact_ts_item *item = loop->ts_head;
     loop->ts_head = loop->ts_tail = NULL;
     atomic_store(&loop->ts_count, 0);
     pthread_mutex_unlock(&loop->ts_lock);
+    return item;
+}
+
+/* Runs the callbacks queued by other threads. */
+static void drain_threadsafe(pact_loop *loop)
+{
+    if (atomic_load(&loop->ts_count) == 0)
+        return;
+    pact_ts_item *item = take_threadsafe(loop);
     while (item) {
         pact_ts_item *next = item->next;
         uint64_t start = loop->debug ? pact_now() : 0;
@@ -545,11 +552,7 @@ int pact_loop_close(pact_loop *loop)
     pact__signals_close(loop);
 
     /* Callbacks queued from other threads are dropped, not run. */
-    pthread_mutex_lock(&loop->ts_lock);
-    pact_ts_item *item = loop->ts_head;
-    loop->ts_head = loop->ts_tail = NULL;
-    atomic_store(&loop->ts_count, 0);
-    pthread_mutex_unlock(&loop->ts_lock);
+    pact_ts_item *item = take_threadsafe(loop);
     while (item) {
         pact_ts_item *next = item->next;
         if (loop->debug)
