@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # A thin front for meson: `make demo` and `make test` each do everything on a
 # fresh Debian 12 machine (install what is missing, configure, build, run).
 # Build trees: build/ (debug-optimized), build-asan/ (ASan+UBSan),

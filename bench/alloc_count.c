@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* LD_PRELOAD allocation counter. Interposes malloc, calloc, realloc,
  * free and the aligned allocators, forwarding to glibc's __libc_* entry
  * points (no dlsym, so no bootstrap recursion), and counts calls with

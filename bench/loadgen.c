@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The one load generator every contender is measured with.
  *
  * Single thread, raw epoll (level-triggered), non-blocking sockets with

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """bench/results/*.csv -> results.md and PNG charts.
 
 Usage: report.py RESULTS_DIR

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # The side-by-side benchmark suite (`make bench`). See bench/README.md.
 #
 # Builds build-bench (meson, --buildtype=release, -Dbench=true), then runs:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* spawn_bench: how many spawn + wait of /bin/true per second, with up to
  * C children at a time (default 1: strictly one after the other).
  *

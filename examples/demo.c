@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * demo: an echo server and many clients in one process, run on each engine.
  *

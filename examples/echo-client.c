@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * echo-client: opens N connections to an echo server and plays ping-pong
  * with M-byte messages for S seconds, checking every echoed byte. Prints

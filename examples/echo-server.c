@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * echo-server: a TCP or Unix echo server on pact's transports.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* hello: the smallest pact program — a timer, two sleeps, one cancel. */
 #include <stdio.h>
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * proxy: a TCP proxy that shows flow control between two transports.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* run: runs a command, streams its stdout and stderr, forwards SIGINT and
  * SIGTERM to it, and exits with its status (128 + N when a signal N killed
  * it, as a shell reports it).

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # The transport half of `make demo`: examples/echo-server and
 # examples/echo-client on each engine, 200 connections for 2 seconds, every
 # echoed byte checked; the server is stopped with SIGINT and must close

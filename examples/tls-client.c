@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * tls-client: a small TLS client on pact, openssl s_client's little sibling.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * tls-echo-server: a TLS echo server on pact (OpenSSL underneath).
  *

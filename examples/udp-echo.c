@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* udp-echo: a UDP echo server and a client that measures datagrams/s.
  *
  *   udp-echo                       server in a child process, client here

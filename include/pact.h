@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * pact — a completion-based ("proactor") event loop for Linux.
  *
@@ -15,7 +16,7 @@
  *     be called from other threads.
  *   - Times are in nanoseconds of CLOCK_MONOTONIC unless a name says "_ms".
  *
- * See docs/guide.md for a tour and ../shared/DESIGN.md for the contract.
+ * See docs/guide.md for a tour and docs/contract.md for the contract.
  */
 #ifndef PACT_H
 #define PACT_H
@@ -296,7 +297,7 @@ PACT_API pact_op pact_recv(pact_loop *loop, int fd, void *buf, size_t len,
  * buffer ring, on epoll reads into one loop-wide buffer). The callback
  * runs once per chunk with c->more = 1, c->result > 0 bytes at c->data
  * (valid during the call only), in stream order; these deliveries are
- * never lost, also after a cancel was requested (contract 4). Then it
+ * never lost, also after a cancel was requested (docs/contract.md §4). Then it
  * runs exactly once more, finally, with c->more = 0 and c->data = NULL:
  * 0 at end of file, -ECANCELED when cancelled (bytes the kernel had not
  * consumed stay in the socket), a negative errno on error, or -ENOBUFS
@@ -848,7 +849,7 @@ PACT_API int pact_datagram_leave_group(pact_datagram *ep, const char *group,
  * the plain transport is owned by the TLS transport: do not use it after
  * wrapping.
  *
- * What its protocol sees (§1.6 holds on every path):
+ * What its protocol sees (docs/contract.md §6 holds on every path):
  *   - connection_made once the handshake has completed (data written
  *     before that is queued and sent first); nothing at all if the
  *     handshake fails, is closed, aborted or times out before that: the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Client connections: pact_connect_tcp() and pact_connect_unix().
  *
  * Each is one composite operation (PACT_OP_CUSTOM): its handle can be
@@ -7,7 +8,7 @@
  * is retried after a delay doubling from 1 ms to 100 ms. Every socket it
  * opened is closed unless it became the transport handed to the callback;
  * a connect that completed before a cancel took effect is delivered, not
- * thrown away (contract 4). */
+ * thrown away (docs/contract.md §4). */
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>

@@ -1,9 +1,10 @@
+/* SPDX-License-Identifier: MIT */
 /* Datagram endpoints: asyncio's DatagramTransport on UDP (IPv4, IPv6) and
  * Unix datagram sockets, built on pact_recvfrom() / pact_sendto().
  *
  * Reading: one receive in flight into the endpoint's buffer. An error is
  * reported to error_received and reception goes on — asyncio's proactor
- * stopped receiving forever after one error (gh-91227, Tribler#7972); here
+ * stopped receiving forever after one error (CPython gh-91227, Tribler#7972); here
  * only a dead socket (EBADF, ENOTSOCK, ...) ends the endpoint. Pausing
  * never cancels the receive: a datagram that arrives while paused is held
  * and handed over on resume.
@@ -20,7 +21,7 @@
  *
  * Writing: a FIFO of copied datagrams; the head is in flight (one send at
  * a time keeps them in order) and is never freed before its completion
- * (contract 2). A send error drops that datagram and reports it to
+ * (docs/contract.md §2). A send error drops that datagram and reports it to
  * error_received; sending goes on.
  *
  * Teardown as for streams: close flushes, abort drops; the socket is closed

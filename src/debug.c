@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Messages: misuse reports, the error hook, debug-mode logging, and naming
  * the code address an object was created from. */
 #include <dlfcn.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The engine interface: the only thing that differs between io_uring and
  * epoll. Everything above it (loop, operations, streams) is
  * engine-agnostic, so the contract tests run unchanged on both.

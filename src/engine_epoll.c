@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The epoll engine: emulates completions with readiness. Each op first
  * tries its system call at submission; only if that would block does it
  * wait in its fd's read or write queue for epoll to report readiness (the
@@ -357,7 +358,7 @@ static int run_recv_multi(pact_loop *loop, pact_op_s *op, int *completed)
         (*completed)++;
         /* Cancelled from the callback: ep_cancel took it out of the queue
          * and its -ECANCELED is on the way; unread bytes stay queued in
-         * the socket (contract 4). */
+         * the socket (docs/contract.md §4). */
         if (op->state != PACT_OP_INFLIGHT)
             return 0;
     }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The io_uring engine: operations become SQEs, completions come back as
  * CQEs. One io_uring_enter per loop iteration submits everything prepared
  * since the last one and waits, with the next timer as its timeout.
@@ -699,7 +700,7 @@ static int recv_poll_cqe(pact_loop *loop, pact_op_s *op, int res, int *final)
     }
     for (int i = 0; i < RECV_POLL_BATCH; i++) {
         /* A cancel asked for from a data callback ends it here: bytes not
-         * read stay in the socket (contract 4). */
+         * read stay in the socket (docs/contract.md §4). */
         if (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT))
             break;
         ssize_t n = recv(op->fd, e->pollbuf, e->pollbuf_size, MSG_DONTWAIT);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Error names and messages, generated from one X-macro table (libuv's
  * uv_err_name / uv_strerror pattern) so that the two never disagree. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Fault injection state (see fault.h). Empty unless PACT_FAULT_INJECTION. */
 #include "fault.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Fault injection for tests (tests/test_faults.c): makes the Nth call of a
  * chosen site fail with a chosen error. Compiled in only with
  * -DPACT_FAULT_INJECTION (tests/meson.build builds a separate copy of the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* File operations as completions. On io_uring they are native ops when
  * the kernel's probe lists them (loop->native_kinds, set by the engine);
  * everywhere else (epoll, older kernels) a pool worker runs the blocking

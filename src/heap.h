@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Binary min-heap of timer nodes ordered by (when, seq): the earliest
  * deadline is at the top, and nodes due at the same time come out in the
  * order they were inserted, so timers fire in the order they were set. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Intrusive circular doubly linked list: O(1) insert and remove without
  * allocation, used for the ready queue, the submit queue, the done queue and
  * the epoll engine's per-fd wait queues. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The loop: creation and engine choice, the iteration, run / stop / close,
  * and the cross-thread wake-up. */
 #include "loop.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The loop's private state and the functions the layers share. */
 #ifndef PACT_LOOP_H
 #define PACT_LOOP_H
@@ -48,7 +49,7 @@ enum pact_loop_state { PACT_LOOP_OPEN, PACT_LOOP_CLOSING, PACT_LOOP_CLOSED };
 
 /* Something that owns fds or ops on the loop (transport, server, process):
  * listed at close, reported in debug mode, and force-closed so that its
- * callbacks still run in order before the loop goes away (contract 8). */
+ * callbacks still run in order before the loop goes away (docs/contract.md §8). */
 typedef struct pact_resource {
     pact_list link;
     const char *kind;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Operations: start, cancel, deadlines and completion — the engine-agnostic
  * half of the "overlapped" layer. The engines only move ops between the
  * kernel and pact__op_complete() / pact__op_defer(). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The operation ("the overlapped"): the state of one started operation,
  * owned by the loop from start until its callback has run. Everything the
  * kernel may read or write while the op is in flight — the timespec of a
@@ -73,12 +74,13 @@ typedef struct pact_op_extra {
 } pact_op_extra;
 
 /* What only a few op kinds need, kept out of line so that the op every
- * idle connection holds (its multishot receive) stays small (issue 6):
+ * idle connection holds (its multishot receive) stays small (the idle-connection memory goal in
+ * docs/design-notes.md):
  * an address and msghdr the kernel reads or writes, a pool op's function,
  * a file op's copied paths. Allocated from the loop's op_ext slab when the
  * op is set up (pact__op_ext), never malloc'ed, and freed with the op in
  * pact__op_release() — never earlier: the kernel may write the address
- * until the op's last completion has been reaped (contract 2). The arms
+ * until the op's last completion has been reaped (docs/contract.md §2). The arms
  * are not a union: the resolver's getnameinfo needs an address and the
  * pool fields at once, and the block only lives while such an op does. */
 typedef struct pact_op_ext {
@@ -90,8 +92,8 @@ typedef struct pact_op_ext {
     struct sockaddr_storage addr;
     /* PACT_OP_RECVFROM / PACT_OP_SENDTO: the kernel reads (and, receiving,
      * writes) the msghdr, its iovec and `addr` until the completion, so
-     * they live here as long as the op (contract 2). msg.msg_name is &addr
-     * or NULL. */
+     * they live here as long as the op (docs/contract.md §2). msg.msg_name is
+     * &addr or NULL. */
     struct msghdr msg;
     struct iovec iov;
     /* PACT_OPF_OFFLOAD: what a worker thread runs, and where the op is in
@@ -145,7 +147,8 @@ typedef struct pact_op_s {
 } pact_op_s;
 
 /* Every live connection holds one op (its multishot receive): an op that
- * grows past this costs memory per idle connection (issue 6: <= 512 bytes
+ * grows past this costs memory per idle connection (the idle-connection memory goal in
+ * docs/design-notes.md: <= 512 bytes
  * of pact state per idle socket transport, measured by micro_pact
  * idle_transport). Move what only some kinds need to pact_op_ext. */
 _Static_assert(sizeof(pact_op_s) <= 160, "pact_op_s grew past 160 bytes");

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The thread pool (asyncio's run_in_executor, libuv's uv_queue_work).
  *
  * Pool work is an ordinary pact operation: it has a handle, completes
@@ -178,7 +179,7 @@ void pact__pool_shutdown(pact_loop *loop)
     pthread_cond_broadcast(&p->work_cv);
     pthread_mutex_unlock(&p->lock);
     /* Running work finishes first: its op and buffers stay alive until the
-     * worker hands it back (contract 2), and its callback gets the real
+     * worker hands it back (docs/contract.md §2), and its callback gets the real
      * result. */
     for (unsigned i = 0; i < p->nthreads; i++)
         pthread_join(p->threads[i], NULL);

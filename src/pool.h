@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The loop's thread pool: runs offloaded ops (PACT_OPF_OFFLOAD) — user
  * work, name resolution, file ops the engine cannot do natively — on
  * worker threads, and hands each result back to the loop thread through

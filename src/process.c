@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Subprocesses: spawn with pipes, wait through a pidfd, and asyncio's
  * subprocess transport/protocol on top (base_subprocess.py), with the
  * lessons of its bugs built in:
@@ -8,14 +9,14 @@
  *   child reports a failure (chdir, dup, exec) by writing its errno into
  *   memory it shares with the parent, so a failed spawn returns that errno
  *   synchronously, after the dead child has been reaped: no zombie, no fd,
- *   no transport (contract 7).
+ *   no transport (docs/contract.md §7).
  * - The exit is learned from the kernel only: a poll on the pidfd (POLLIN
  *   means the process is gone, on both engines), then waitid(P_PIDFD)
  *   reaps it. No SIGCHLD handler, no global state.
  * - Signals go through pidfd_send_signal(), which can never hit a recycled
- *   pid; after the exit (or close) they answer -ESRCH (asyncio Issue
- *   #23347).
- * - Protocol order (seed 000, commit 1b9763d0): connection_made first —
+ *   pid; after the exit (or close) they answer -ESRCH (CPython
+ *   bpo-23347).
+ * - Protocol order (docs/contract.md §6): connection_made first —
  *   events that happen before it (a child that exits at once) are held and
  *   replayed after it — then pipe data, process_exited once, and
  *   connection_lost last, once the process has exited AND every pipe is
@@ -24,7 +25,7 @@
  *   them (gh-119710).
  * - close() kills a child that still runs (SIGKILL, not SIGTERM: it may
  *   ignore SIGTERM) and reaps it, but never kills one that has exited and
- *   merely is not reaped yet (L14). */
+ *   merely is not reaped yet. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Name resolution: getaddrinfo(3) and getnameinfo(3) run on the loop's
  * thread pool (they block on files, NSS modules and DNS), as ordinary
  * cancellable ops. The request lives in a heap block the op owns

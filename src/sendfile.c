@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Sending a file range over a stream transport (asyncio's sendfile, the
  * role TransmitFile plays on Windows).
  *

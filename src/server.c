@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Servers: a listening socket whose accepted connections become transports
  * with a protocol from the user's factory.
  *
@@ -5,7 +6,7 @@
  * An error on one connection (ECONNABORTED, a reset before accept) never
  * stops the listener. Running out of descriptors or memory (EMFILE,
  * ENFILE, ENOBUFS, ENOMEM) backs off for a moment and then keeps serving —
- * asyncio's proactor closed the listener here (gh-93821). A connection
+ * asyncio's proactor closed the listener here (CPython gh-93821). A connection
  * that the kernel hands over after close() is closed, never given to a
  * protocol. The listening fd is closed only after the pending accept has
  * called back (no fd-number reuse under an in-flight accept). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Signals as loop callbacks: a signal with handlers is blocked on the loop
  * thread and read from a signalfd by an internal pact_read op (as the
  * wake-up eventfd is read in loop.c), so handlers run as ordinary

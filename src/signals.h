@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Signals delivered as loop callbacks (signal.c). */
 #ifndef PACT_SIGNALS_H
 #define PACT_SIGNALS_H

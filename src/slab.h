@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A slab of fixed-size entries addressed by index, with a generation count
  * per entry. Entries never move (chunks are never reallocated), so the
  * kernel may keep pointing into one while it is live, and a handle made of

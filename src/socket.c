@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Blocking socket set-up helpers shared by the examples, tests and the
  * stream layer. The loop never calls these on its hot path. */
 #include <arpa/inet.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Stream transports: asyncio's transport/protocol model on TCP, Unix
  * sockets and pipes, built on the operation layer.
  *
@@ -10,7 +11,7 @@
  * handed over on resume, in order, before the next receive is started.
  *
  * Writing: two buffers. `inflight` is what the kernel is sending and is
- * never touched until the send completes (contract 2); `pending` collects
+ * never touched until the send completes (docs/contract.md §2); `pending` collects
  * writes meanwhile and becomes the next send, so queued writes are
  * coalesced into one send. Both are reused, so a steady stream of writes
  * allocates nothing. They live in t->more with the other state only some
@@ -248,7 +249,7 @@ static void resume_delivery(pact_loop *loop, void *arg);
 /* Whether received bytes must wait behind others: reading is paused, or
  * older bytes (or a held end of file / error) are still to be handed over,
  * or a resume is scheduled to hand them over. Holding everything behind
- * keeps the byte order (contract 5). */
+ * keeps the byte order (docs/contract.md §5). */
 static int must_hold(const pact_transport *t)
 {
     return t->paused || t->resume_scheduled || t->has_held || held_len(t) > 0;
@@ -423,7 +424,7 @@ int pact_transport_pause_reading(pact_transport *t)
     t->paused = 1;
     /* A multishot receive would go on receiving: ask for it to stop. The
      * bytes it still delivers before its final -ECANCELED are held (a
-     * cancel never drops data, contract 4) and handed over on resume.
+     * cancel never drops data, docs/contract.md §4) and handed over on resume.
      * A pipe's one-shot read is left in flight; its result is held too. */
     if (t->read_op && t->kind == PACT_STREAM_SOCKET)
         pact_cancel(t->loop, t->read_op);

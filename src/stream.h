@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The stream transport's private state, shared by stream.c, server.c,
  * client.c and sendfile.c. */
 #ifndef PACT_STREAM_H
@@ -45,7 +46,8 @@ typedef struct pact_transport_ops {
 } pact_transport_ops;
 
 /* What only some transports need, kept out of the transport so that an
- * idle socket transport stays small (issue 6): allocated on first need
+ * idle socket transport stays small (the idle-connection memory goal in
+ * docs/design-notes.md): allocated on first need
  * (the first write — once per connection, never per write —, bytes held
  * while paused, a pipe's first read, a write pipe's watch, a sendfile,
  * set_write_buffer_limits) and kept until the transport is freed, so a
@@ -99,7 +101,8 @@ struct pact_transport {
 
 /* A server's idle connection is this struct plus its receive op (and the
  * engine's per-fd state): 168 bytes is a 176-byte malloc chunk. Growing it
- * costs memory per idle connection (issue 6: <= 512 bytes of pact state
+ * costs memory per idle connection (the idle-connection memory goal in
+ * docs/design-notes.md: <= 512 bytes of pact state
  * per idle socket transport, measured by micro_pact idle_transport); what
  * only some transports need goes in pact_transport_more. */
 _Static_assert(sizeof(struct pact_transport) <= 168,

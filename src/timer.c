@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Scheduled callbacks: call_soon (the ready queue, FIFO) and call_later /
  * call_at (the timer heap). Timers compare against a fresh clock reading,
  * so they never fire early. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* TLS over any stream transport, with OpenSSL and memory BIOs.
  *
  * A TLS transport is a second pact_transport whose `ops` point here (see
@@ -28,8 +29,8 @@
  * The handshake's outcome goes to a hook, exactly once: the public
  * on_handshake of pact_tls_wrap(), or the client and server helpers'
  * own. A handshake that fails (or is closed, aborted or timed out before
- * it completes) never reaches the protocol: §1.6 allows no
- * connection_lost without connection_made. */
+ * it completes) never reaches the protocol: docs/contract.md §6
+ * (order) allows no connection_lost without connection_made. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <openssl/err.h>
@@ -469,7 +470,8 @@ static void finish(tls_conn *c)
     c->closing = 1;
     c->t.lost = 1;
     pact__resource_remove(c->t.loop, &c->t.res);
-    /* Only a protocol that saw connection_made learns of the end (§1.6):
+    /* Only a protocol that saw connection_made learns of the end
+     * (docs/contract.md §6):
      * a failed handshake was reported to the hook instead. */
     if (c->made && c->t.proto && c->t.proto->connection_lost)
         c->t.proto->connection_lost(&c->t, c->err, c->t.user);

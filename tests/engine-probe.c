@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Says whether a loop can run on the given engine ("uring" or "epoll");
  * the test runner skips an engine this machine cannot run. */
 #include <pact.h>

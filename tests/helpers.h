@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Shared test helpers: a loop on the engine PACT_ENGINE names (the runner
  * runs every suite on both), socket pairs, fd-leak checks. */
 #ifndef PACT_TEST_HELPERS_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A per-transport recorder for the stream tests: checks the callback order
  * the contract promises (connection_made first, then data, at most one
  * eof_received, connection_lost exactly once and last, nothing after it)

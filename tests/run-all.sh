@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Runs every test binary on both engines, in each build tree, and prints a
 # closing line "tests: N passed, N failed". Each binary is a Criterion suite
 # (one process per test, per-test timeout). PACT_ENGINE picks the engine.

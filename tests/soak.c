@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Soak: a TCP echo server under steady load for SOAK_SECONDS (default
  * 600), while short connections are opened and closed continuously,
  * subprocesses are spawned (some killed) and timers are armed and

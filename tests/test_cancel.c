@@ -1,4 +1,5 @@
-/* DESIGN.md §1 promises 1-4 for operations, on both engines: every started
+/* SPDX-License-Identifier: MIT */
+/* docs/contract.md §1-§4 for operations, on both engines: every started
  * op completes exactly once; nothing is freed because a cancel was asked
  * for; cancel is a harmless request whose return says whether it was in
  * time; and a cancel that loses the race never drops the data (bytes

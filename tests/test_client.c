@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Clients: pact_connect_tcp (numeric, refused, by name, cancelled) and
  * pact_connect_unix against a full backlog (retry with back-off, cancel
  * during the back-off). */

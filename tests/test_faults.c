@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Fault injection (src/fault.h): each scenario runs with one fault armed at
  * call N of one site, for N = 1, 2, 3 ... until a run finishes without the
  * fault firing (the scenario makes fewer than N calls there). Every run

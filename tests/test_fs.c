@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* File operations: round trips in a temporary directory. The same
  * assertions run on both engines (native io_uring ops, the thread pool on
  * epoll), so the results are identical by construction. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The loop: scheduled callbacks, timers, run / stop / close, misuse, and
  * the choice of engine (including the fallback when io_uring is refused). */
 #include <linux/filter.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pact_recv_multishot(): many data completions into the loop's buffers,
  * then exactly one final completion. Order, EOF, errors, cancel while data
  * keeps arriving (nothing dropped: every byte is delivered or still in the
@@ -278,7 +279,7 @@ Test(multishot, cancel_idle)
     test_loop_free(loop);
 }
 
-/* The heart of contract 4 for multishot: cancel while a peer floods. Every
+/* The heart of docs/contract.md §4 for multishot: cancel while a peer floods. Every
  * byte sent is either delivered before the final -ECANCELED or still
  * readable from the socket afterwards, in order. */
 static void cancel_while_flooding(uint64_t cancel_at)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The operations layer: every operation works, on both engines (the runner
  * sets PACT_ENGINE). Results are what the kernel reports — short sends are
  * short, errors are negative errno values — and ops on one socket complete

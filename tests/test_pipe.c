@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Pipe transports: a read pipe delivers in order and its EOF is
  * eof_received then connection_lost(0); a write pipe's writes arrive, and
  * its reader going away is connection_lost(-EPIPE); pausing a read pipe

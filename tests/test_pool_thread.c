@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The thread pool and the resolver: pool work is an operation — exactly
  * once, cancellable while queued, waited for at close — and getaddrinfo /
  * getnameinfo run on it. Named *_thread so it also runs under TSan. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Subprocesses: spawn with every stdio combination, the protocol order
  * (also for a child that exits before its transport is set up), signals
  * through the pidfd, close kills a running child, spawn failures leave no

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pact_transport_sendfile: ranges, a 100 MB file, order with writes around
  * it, the source's file position, the peer closing midway, a blocking
  * socket, and a sendfile started from another's callback. */

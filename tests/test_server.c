@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Servers: many clients, closing while clients connect, resets before
  * accept, running out of descriptors, dual stack, Unix and abstract
  * sockets, wait_closed, and SO_REUSEPORT across loops in several threads. */

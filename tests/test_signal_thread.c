@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Signals as loop callbacks: delivery from another thread, the signal
  * mask restored on removal, one owner loop per signal, removal from inside
  * a handler. Signals are sent with tgkill to the loop's thread: a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Stream transports: the seed race (bpo-33694: pause/resume must never lose
  * a byte), callback order on every close path, flow control. */
 #include <netinet/tcp.h>
@@ -7,7 +8,7 @@
 
 TestSuite(stream, .timeout = 60);
 
-/* Checks the callback order of one transport (DESIGN.md §1.6). */
+/* Checks the callback order of one transport (docs/contract.md §6). */
 typedef struct order_check {
     int made, eof, lost, lost_err;
     int after_lost; /* callbacks after connection_lost: must stay 0 */

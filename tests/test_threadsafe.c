@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The thread-safe entry points: pact_call_soon_threadsafe, pact_loop_stop
  * and pact_loop_wake from other threads, and handing a loop to another
  * thread before it first runs. Runs on both engines, and under

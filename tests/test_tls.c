@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* TLS: against real peers nobody here wrote (openssl s_server / s_client),
  * pact <-> pact bulk echo on TCP and Unix sockets, the seed race over TLS,
  * STARTTLS with bytes already buffered and on a paused transport,
@@ -1172,7 +1173,7 @@ Test(tls, misuse_is_refused)
     test_loop_free(loop);
 }
 
-/* ---- §1.6 on every close path ------------------------------------------------ */
+/* ---- docs/contract.md §6 (order) on every close path ---------------------------- */
 
 /* The protocol's order (recorder.h: made first, data, at most one eof,
  * lost once and last, nothing after) on each way a TLS connection ends,

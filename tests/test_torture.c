@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The cancel torture (tests/torture.c) in short runs, so that `make test`
  * runs it on both engines (and under ASan). A failure aborts with the seed
  * and op count printed: replay with `torture --seed N --ops M`. */

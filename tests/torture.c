@@ -1,5 +1,6 @@
+/* SPDX-License-Identifier: MIT */
 /* Cancel torture: a seeded, reproducible random driver for the contract
- * (DESIGN.md section 1). It mixes raw operations (recv, send, send_all,
+ * (docs/contract.md). It mixes raw operations (recv, send, send_all,
  * accept, connect, poll, sleep, pool jobs, deadlines), stream transports
  * (write, pause/resume, close, abort), a TCP echo server with clients
  * (server close at random) and timers, with cancels at random moments, over
@@ -411,7 +412,7 @@ static void op_done(pact_loop *loop, const pact_completion *c, void *user)
         break;
     }
     /* r->cancel_said with res >= 0: the cancel lost the race and the real
-     * result was delivered (contract 4), already checked above. */
+     * result was delivered (docs/contract.md §4), already checked above. */
     if (rc) {
         rc->live_ops--;
         if (rc->closing && rc->live_ops == 0)

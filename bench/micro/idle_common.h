@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Shared by micro_pact.c and micro_libuv.c: opens n loopback connections
  * whose client ends live in a forked child (so the fd limit counts only the
  * server ends here), and reads this process's resident set size. */

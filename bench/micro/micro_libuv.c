@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libuv counterparts of micro_pact.c, shaped like libuv's own benchmarks.
  *
  *   micro_libuv timers N     uv_timer_t array, uv_timer_start, run, close

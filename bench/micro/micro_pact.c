@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pact micro-benchmarks (the libuv counterparts are in micro_libuv.c).
  *
  *   micro_pact timers N [--engine E]    N pact_call_later timers (libuv's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libuv echo server, written the way libuv's own examples and its
  * benchmark helper (test/echo-server.c) do it: uv_listen + uv_accept,
  * uv_read_start with an alloc callback that mallocs suggested_size, one

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pact echo server on the operation API: one pact_accept at a time on the
  * listener; per connection a recv into the connection's buffer, then
  * pact_send_all of what came in, then the next recv. Kept small on purpose:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* pact echo server on the transport API, as an asyncio user would write
  * it: pact_server_listen_tcp, a protocol whose data_received writes the
  * bytes back, and flow control (pause reading while the write buffer is

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Raw edge-triggered epoll echo server: the "floor" every loop is compared
  * with. One thread. Each socket is registered once (EPOLLIN | EPOLLOUT |
  * EPOLLRDHUP | EPOLLET), so no epoll_ctl per request. Reads go into one

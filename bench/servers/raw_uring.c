@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Raw liburing echo server written with current best practice: the
  * near-limit of what io_uring can do for this protocol, and the baseline
  * every ratio in the report is taken against.

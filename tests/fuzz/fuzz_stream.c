@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer harness: a stream transport driven by a scripted peer. The
  * fuzzer's bytes are a script: the peer (a raw socketpair end) writes
  * segments of chosen sizes, half-closes or resets; the transport's user

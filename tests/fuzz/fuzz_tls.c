@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer harness: the TLS layer (src/tls.c) as a server, fed arbitrary
  * bytes in arbitrary segments by a raw peer. Input: the first byte seeds
  * the segment sizes, the rest is what the "client" sends, then EOF.

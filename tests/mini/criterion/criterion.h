@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A small stand-in for Criterion, used only by the ThreadSanitizer build.
  *
  * Why: Criterion (through BoxFort) maps its shared arena at a random
