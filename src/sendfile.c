@@ -8,8 +8,9 @@
  * socket to become writable through a poll operation when it is full — the
  * same on both engines. Where sendfile(2) does not apply (the source is
  * not a regular file or mmap-able, the target is a pipe on an old kernel)
- * it falls back to pread + send operations. The file position of file_fd
- * is never changed: sendfile(2) and pread take explicit offsets. */
+ * it falls back to read + send operations (a pipe source is read from its
+ * current position, since it has no other). A regular file's position
+ * is never changed: sendfile(2) and the reads take explicit offsets. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -31,7 +32,8 @@ typedef struct pact_sendfile {
     size_t sent;
     size_t bytes_before; /* buffered writes that must go out first */
     int started;
-    int copying;    /* fallback: pread + send */
+    int copying;    /* fallback: read + send operations */
+    int unseekable; /* the source is a pipe: read at its position */
     int cancelled;
     int scheduled;  /* run_step is queued on the loop */
     pact_op op;     /* the poll or send in flight */
@@ -96,30 +98,50 @@ static int wait_writable(pact_sendfile *sf)
     return 0;
 }
 
-/* Fallback: read a chunk and send it with send_all. */
+static void on_chunk_read(pact_loop *loop, const pact_completion *c, void *arg);
+
+/* Fallback: read a chunk with a read operation (a pipe may have nothing
+ * yet: the loop must not wait for it), then send it with send_all. The
+ * offset is the range's for a file, the current position for a pipe. */
 static int copy_step(pact_sendfile *sf)
 {
     if (!sf->buf && !(sf->buf = malloc(COPY_BUFFER)))
         return -ENOMEM;
     size_t want = sf->remaining < COPY_BUFFER ? sf->remaining : COPY_BUFFER;
-    ssize_t n = pread(sf->file_fd, sf->buf, want, sf->offset);
-    if (n < 0 && errno == ESPIPE)
-        n = read(sf->file_fd, sf->buf, want);
-    if (n < 0)
-        return -errno;
-    if (n == 0) {
-        sf->remaining = 0; /* the file is shorter than asked */
-        return 1;
-    }
-    pact_op op = sf->t->kind == PACT_STREAM_SOCKET
-                     ? pact_send_all(sf->t->loop, sf->t->fd, sf->buf, (size_t)n,
-                                     0, on_op, sf)
-                     : pact_write(sf->t->loop, sf->t->fd, sf->buf, (size_t)n,
-                                  -1, on_op, sf);
+    pact_op op = pact_read(sf->t->loop, sf->file_fd, sf->buf, want,
+                           sf->unseekable ? -1 : sf->offset, on_chunk_read, sf);
     if (op < 0)
         return (int)op;
     sf->op = op;
     return 0;
+}
+
+static void on_chunk_read(pact_loop *loop, const pact_completion *c, void *arg)
+{
+    pact_sendfile *sf = arg;
+    sf->op = 0;
+    if (sf->cancelled || c->result == -ECANCELED) {
+        finish(sf, -ECANCELED);
+        return;
+    }
+    if (c->result < 0) {
+        finish(sf, (int)c->result);
+        return;
+    }
+    if (c->result == 0) {
+        sf->remaining = 0; /* the source ended before count */
+        finish(sf, 0);
+        return;
+    }
+    size_t n = (size_t)c->result;
+    pact_op op = sf->t->kind == PACT_STREAM_SOCKET
+                     ? pact_send_all(loop, sf->t->fd, sf->buf, n, 0, on_op, sf)
+                     : pact_write(loop, sf->t->fd, sf->buf, n, -1, on_op, sf);
+    if (op < 0) {
+        finish(sf, (int)op);
+        return;
+    }
+    sf->op = op;
 }
 
 /* Sends as much as the socket takes now, then waits for writability. A
@@ -130,13 +152,9 @@ static void step(pact_sendfile *sf)
     while (sf->remaining > 0) {
         if (sf->copying) {
             int r = copy_step(sf);
-            if (r < 0) {
+            if (r < 0)
                 finish(sf, r); /* frees sf */
-                return;
-            }
-            if (r == 0)
-                return; /* a send is in flight */
-            continue;
+            return; /* else a read is in flight */
         }
         if (budget == 0) {
             if (wait_writable(sf) < 0)
@@ -163,8 +181,12 @@ static void step(pact_sendfile *sf)
                 finish(sf, r);
             return;
         }
-        if ((errno == EINVAL || errno == ENOSYS || errno == EOVERFLOW) &&
+        if ((errno == EINVAL || errno == ENOSYS || errno == EOVERFLOW ||
+             errno == ESPIPE) &&
             sf->sent == 0) {
+            /* ESPIPE: the source is a pipe (or socket), which has no
+             * offsets; it is read from where it stands. */
+            sf->unseekable = errno == ESPIPE;
             sf->copying = 1;
             continue;
         }

@@ -295,3 +295,87 @@ Test(sendfile, a_sendfile_started_from_the_callback_runs)
     rec_free(&rcv);
     cr_expect_eq(count_open_fds(), fds0, "fd leak");
 }
+
+/* A pipe as the source: sendfile(2) refuses it (ESPIPE); the transport
+ * falls back to reading and sending, in order with the writes around it.
+ * The second half reaches the pipe only later, from a timer on the same
+ * loop: a fallback that blocked on the pipe would never see it. */
+typedef struct pipe_feed {
+    int wfd;
+    const unsigned char *data;
+    size_t off, len;
+} pipe_feed;
+
+static void feed_rest(pact_loop *loop, void *user)
+{
+    (void)loop;
+    pipe_feed *f = user;
+    while (f->off < f->len) {
+        ssize_t n = write(f->wfd, f->data + f->off, f->len - f->off);
+        cr_assert_gt(n, 0);
+        f->off += (size_t)n;
+    }
+    close(f->wfd);
+    f->wfd = -1;
+}
+
+static void sendfile_from_a_pipe(size_t count, size_t fed, int64_t want_result)
+{
+    int fds0 = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    size_t size = 48 * 1024; /* fits in the pipe's buffer */
+    unsigned char *data = malloc(size);
+    for (size_t i = 0; i < size; i++)
+        data[i] = pattern_byte(i);
+    int p[2];
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    pipe_feed feed = {.wfd = p[1], .data = data, .len = fed};
+    size_t first = fed / 2;
+    cr_assert_eq(write(p[1], data, first), (ssize_t)first);
+    feed.off = first;
+    rec snd, rcv;
+    rec_init(&snd);
+    rec_init(&rcv);
+    rcv.keep_data = 1;
+    pact_transport *ts, *tr;
+    tcp_transports(loop, &snd, &rcv, &ts, &tr);
+    RUN_UNTIL(loop, snd.made, 5000);
+    sf_result res = {0};
+    cr_assert_eq(pact_transport_write(ts, "HEAD", 4), 0);
+    cr_assert_eq(pact_transport_sendfile(ts, p[0], 0, count, on_sendfile, &res), 0);
+    cr_assert_eq(pact_transport_write(ts, "TAIL", 4), 0);
+    cr_assert_gt(pact_call_later(loop, 20 * 1000 * 1000, feed_rest, &feed), 0);
+    RUN_UNTIL(loop, res.calls == 1, 5000);
+    cr_expect_eq(res.result, want_result, "sendfile gave %lld",
+                 (long long)res.result);
+    cr_expect_eq(snd.lost, 0, "the transport was torn down");
+    cr_assert_eq(pact_transport_close(ts), 0);
+    RUN_UNTIL(loop, rcv.lost && snd.lost, 5000);
+    cr_expect_eq(snd.lost_err, 0, "connection_lost(%s)", pact_err_name(snd.lost_err));
+    size_t body = (size_t)want_result;
+    cr_assert_eq(rcv.nbytes, 4 + body + 4);
+    cr_expect(memcmp(rcv.data, "HEAD", 4) == 0, "HEAD first");
+    cr_expect(memcmp(rcv.data + 4, data, body) == 0, "the pipe's bytes, in order");
+    cr_expect(memcmp(rcv.data + 4 + body, "TAIL", 4) == 0, "TAIL last");
+    rec_expect_done(&snd);
+    rec_expect_done(&rcv);
+    close(p[0]);
+    if (feed.wfd >= 0)
+        close(feed.wfd);
+    test_loop_free(loop);
+    rec_free(&rcv);
+    free(data);
+    cr_expect_eq(count_open_fds(), fds0, "fd leak");
+}
+
+Test(sendfile, a_pipe_source_falls_back_to_read_and_send)
+{
+    sendfile_from_a_pipe(48 * 1024, 48 * 1024, 48 * 1024);
+}
+
+Test(sendfile, a_pipe_source_that_ends_early_sends_what_it_had)
+{
+    /* Asked for more than the writer ever writes: its close ends the
+     * range, as the end of a short file does. */
+    sendfile_from_a_pipe(48 * 1024, 10000, 10000);
+}
