@@ -755,9 +755,7 @@ static int dgram_create(pact_loop *loop, int fd,
             free(unlink_path);
         }
     }
-    int fl = fcntl(fd, F_GETFL);
-    if (fl >= 0 && !(fl & O_NONBLOCK))
-        fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    pact__fd_make_nonblocking(fd);
     /* connection_made on the next iteration: the caller gets the endpoint
      * before any protocol callback runs. */
     ep->refs++;

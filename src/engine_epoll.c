@@ -254,9 +254,7 @@ static void prepare_fd(fd_entry *f, int fd)
         f->regular = 1;
         return;
     }
-    int fl = fcntl(fd, F_GETFL);
-    if (fl >= 0 && !(fl & O_NONBLOCK))
-        fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    pact__fd_make_nonblocking(fd);
 }
 
 static int ep_submit(pact_loop *loop, pact_op_s *op)

@@ -200,6 +200,11 @@ int64_t pact__timers_next(pact_loop *loop);
 void pact__handles_drop_all(pact_loop *loop);
 int pact__handles_run_ready(pact_loop *loop);
 
+/* Sets O_NONBLOCK on fd (socket.c): for the system calls that have no
+ * per-call MSG_DONTWAIT (read/write on pipes, sendfile). Returns the
+ * flags the fd had before (so a caller can put them back) or -errno. */
+int pact__fd_make_nonblocking(int fd);
+
 /* Slow callbacks are logged in debug mode. */
 #define PACT_SLOW_CALLBACK_NS (100ull * 1000 * 1000)
 void pact__note_callback_time(pact_loop *loop, uint64_t start, void *cb,

@@ -290,9 +290,7 @@ int pact_transport_sendfile(pact_transport *t, int file_fd, int64_t offset,
     /* sendfile(2) has no MSG_DONTWAIT: on a blocking socket it would hold
      * the loop until the peer has read everything. The transport owns the
      * fd, and its other operations do not mind O_NONBLOCK. */
-    int fl = fcntl(t->fd, F_GETFL);
-    if (fl >= 0 && !(fl & O_NONBLOCK))
-        fcntl(t->fd, F_SETFL, fl | O_NONBLOCK);
+    pact__fd_make_nonblocking(t->fd);
     t->more->sendfile = sf;
     /* Starts the file now if nothing is buffered, else after the flush. */
     pact__transport_kick_write(t);

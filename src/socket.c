@@ -1,15 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /* Blocking socket set-up helpers shared by the examples, tests and the
- * stream layer. The loop never calls these on its hot path. */
+ * stream layer, and the one place pact makes an fd non-blocking. The loop
+ * never calls these on its hot path. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "pact.h"
+#include "loop.h"
 
 int pact_sockaddr_parse(const char *host, uint16_t port,
                         struct sockaddr_storage *ss, socklen_t *len)
@@ -78,4 +80,14 @@ int pact_socket_port(int fd)
     if (ss.ss_family == AF_INET6)
         return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     return -EAFNOSUPPORT;
+}
+
+int pact__fd_make_nonblocking(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return -errno;
+    if (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return -errno;
+    return fl;
 }
