@@ -29,6 +29,7 @@ log_dir=$(mktemp -d /tmp/pact-tests.XXXXXX)
 
 for build in $BUILDS; do
     [ -d "$build/tests" ] || { echo "no $build/tests: run make first"; exit 2; }
+    [ -x "$build/tests/engine-probe" ] || { echo "no $build/tests/engine-probe: build $build fully first"; exit 2; }
     for engine in $ENGINES; do
         # The masked-kernel run costs a whole suite: the plain build only.
         if [ "$engine" = uring-masked ] && [ "$build" != build ] && [ -z "${MASKED_ALL_BUILDS:-}" ]; then continue; fi

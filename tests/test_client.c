@@ -141,6 +141,7 @@ Test(client, tcp_to_localhost_resolves_on_the_pool)
     close(lfd);
 
     /* A name that does not resolve is a clean error. */
+    rec_free(&c.r);
     conn_init(&c);
     cr_assert_gt(pact_connect_tcp(loop, "no-such-host.invalid", 80, &rec_protocol,
                                   &c, on_connect, &c), 0);

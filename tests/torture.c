@@ -201,8 +201,10 @@ static void stream_verify(stream *s)
         FAIL("stream %llu: %zu bytes received beyond everything sent (%llu)",
              (unsigned long long)s->id, s->rxlen - off,
              (unsigned long long)s->sent_total);
-    memmove(s->rx, s->rx + off, s->rxlen - off);
-    s->rxlen -= off;
+    if (off > 0) { /* rx is NULL until the first bytes arrive */
+        memmove(s->rx, s->rx + off, s->rxlen - off);
+        s->rxlen -= off;
+    }
 }
 
 static void stream_sent(stream *s, uint32_t seq, uint32_t k)
