@@ -49,10 +49,14 @@ struct x509_st;    /* <openssl/x509.h>: X509 */
 /* Errors                                                                   */
 /* ------------------------------------------------------------------------ */
 
-/* Describes a negative errno value ("operation canceled"); never NULL. */
+/* Describes a negative errno value ("operation canceled"); never NULL.
+ * Any int is accepted: 0 is "success"; positive values, INT_MIN and
+ * errno values pact does not know are "unknown error". */
 PACT_API const char *pact_strerror(int err);
 
-/* Names a negative errno value ("ECANCELED"); never NULL. */
+/* Names a negative errno value ("ECANCELED"); never NULL. Any int is
+ * accepted: 0 is "OK"; positive values, INT_MIN and unknown values are
+ * "UNKNOWN". */
 PACT_API const char *pact_err_name(int err);
 
 /* ------------------------------------------------------------------------ */

@@ -2,6 +2,7 @@
 /* Error names and messages, generated from one X-macro table (libuv's
  * uv_err_name / uv_strerror pattern) so that the two never disagree. */
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 
 #include "pact.h"
@@ -20,14 +21,21 @@
     X(ECANCELED) X(ETIME) X(EPROTO) X(EOVERFLOW) X(EBADMSG) X(EILSEQ)       \
     X(ENODATA) X(EKEYREJECTED) /* TLS: certificate verification */
 
+/* The errno value a negative error code stands for, or -1 when err is
+ * not one (0, positive, or INT_MIN, whose negation does not fit an int). */
+static int errno_of(int err)
+{
+    return err < 0 && err != INT_MIN ? -err : -1;
+}
+
 const char *pact_err_name(int err)
 {
-    switch (-err) {
+    if (err == 0)
+        return "OK";
+    switch (errno_of(err)) {
 #define PACT_ERR_NAME_CASE(e) case e: return #e;
         PACT_ERRNO_MAP(PACT_ERR_NAME_CASE)
 #undef PACT_ERR_NAME_CASE
-    case 0:
-        return "OK";
     default:
         return "UNKNOWN";
     }
@@ -37,7 +45,7 @@ const char *pact_strerror(int err)
 {
     if (err == 0)
         return "success";
-    switch (-err) {
+    switch (errno_of(err)) {
 #define PACT_ERR_KNOWN_CASE(e) case e:
         PACT_ERRNO_MAP(PACT_ERR_KNOWN_CASE)
 #undef PACT_ERR_KNOWN_CASE

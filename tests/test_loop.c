@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The loop: scheduled callbacks, timers, run / stop / close, misuse, and
  * the choice of engine (including the fallback when io_uring is refused). */
+#include <limits.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <stddef.h>
@@ -296,6 +297,21 @@ Test(loop, errors_have_names_and_messages)
     cr_assert_str_eq(pact_err_name(-99999), "UNKNOWN");
     cr_assert_str_eq(pact_strerror(-99999), "unknown error");
     cr_assert_str_neq(pact_strerror(-EAGAIN), "unknown error");
+}
+
+/* Every int is a valid argument: INT_MIN cannot be negated, and positive
+ * values (a caller passing errno instead of -errno) are not errors. Run
+ * under UBSan (build-asan), where a negation of INT_MIN is a report. */
+Test(loop, error_names_are_safe_for_every_int)
+{
+    static const int odd[] = {INT_MIN, INT_MIN + 1, INT_MAX, -INT_MAX, 1,
+                              EAGAIN, 4096, -4096};
+    for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
+        cr_assert_str_eq(pact_err_name(odd[i]), "UNKNOWN", "%d", odd[i]);
+        cr_assert_str_eq(pact_strerror(odd[i]), "unknown error", "%d", odd[i]);
+    }
+    cr_assert_str_eq(pact_err_name(0), "OK");
+    cr_assert_str_eq(pact_strerror(0), "success");
 }
 
 /* ---- engine choice and fallback ------------------------------------------ */
