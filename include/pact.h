@@ -417,7 +417,14 @@ typedef struct pact_transport pact_transport;
  * every path (peer closes, user closes, error, abort, loop close):
  * connection_made first, then any number of data_received, at most one
  * eof_received, and connection_lost exactly once, last. Nothing is called
- * after connection_lost. Every callback may close or abort the transport. */
+ * after connection_lost. Every callback may close or abort the transport.
+ *
+ * The table is not copied: a transport keeps the pointer it was given
+ * (pact_transport_open, pact_transport_set_protocol, a server's factory,
+ * the connect and TLS helpers) and reads it at every callback, so the
+ * table must stay valid and unchanged until connection_lost has returned.
+ * A static const table is the usual way. The same holds for
+ * pact_datagram_protocol and pact_subprocess_protocol. */
 typedef struct pact_protocol {
     void (*connection_made)(pact_transport *t, void *user);
     /* data is valid only during the call. */
@@ -435,7 +442,17 @@ typedef struct pact_protocol {
      * received data is copied into the buffer it returns (at least 1
      * byte, valid until buffer_updated) and buffer_updated reports how many
      * bytes arrived; data_received is then not used. (Sockets receive into
-     * the loop's buffers, pact_recv_multishot, so a transport holds none.) */
+     * the loop's buffers, pact_recv_multishot, so a transport holds none.)
+     *
+     * size_hint is how many bytes are waiting; *len may be smaller (the
+     * rest goes to the next get_buffer call, at once) or larger (only
+     * size_hint bytes are copied). Returning NULL or setting *len to 0 is
+     * not "no room for now": it is a fatal error for the connection. The
+     * transport is aborted (write buffer dropped, nothing more delivered,
+     * the bytes not yet copied are lost with it) and connection_lost gets
+     * -ENOBUFS. TLS transports do the same. To take no data for a while,
+     * pause reading instead (also from inside buffer_updated): the rest
+     * is then held and handed over after resume_reading. */
     void *(*get_buffer)(pact_transport *t, size_t size_hint, size_t *len,
                         void *user);
     void (*buffer_updated)(pact_transport *t, size_t nbytes, void *user);
@@ -449,8 +466,10 @@ typedef enum pact_stream_kind {
 } pact_stream_kind;
 
 /* Wraps a connected fd in a transport. The transport owns fd from now on
- * (also on failure: then fd is closed). connection_made runs on the next
- * iteration, and reading starts after it returns unless it paused reading.
+ * (also on failure: then fd is closed). Its socket options are left as
+ * they are (TCP_NODELAY is neither set nor cleared). connection_made runs
+ * on the next iteration, and reading starts after it returns unless it
+ * paused reading.
  * Returns 0 and sets *out, or a negative errno. */
 PACT_API int pact_transport_open(pact_loop *loop, int fd, pact_stream_kind kind,
                                  const pact_protocol *proto, void *user,
@@ -570,7 +589,11 @@ typedef struct pact_server_options {
  * ipv6_only, port 0 picks one) and serves each connection with a protocol
  * from the factory. An error on one connection never stops the listener;
  * on EMFILE/ENFILE/ENOBUFS/ENOMEM the server backs off and keeps serving
- * once descriptors free up. Returns 0 and sets *out, or a negative errno. */
+ * once descriptors free up. Accepted connections keep the kernel's
+ * defaults: TCP_NODELAY is not set on them (Nagle's algorithm is on),
+ * unlike the sockets pact_connect_tcp() makes; a protocol that needs small
+ * writes to leave at once sets it in connection_made on
+ * pact_transport_fd(). Returns 0 and sets *out, or a negative errno. */
 PACT_API int pact_server_listen_tcp(pact_loop *loop, const char *host,
                                     uint16_t port,
                                     const pact_server_options *opts,
@@ -592,7 +615,13 @@ PACT_API int pact_server_listen_unix(pact_loop *loop, const char *path,
  * -EALREADY if already closing. */
 PACT_API int pact_server_close(pact_server *server);
 
-/* Calls cb once the server is closed and all its connections are gone. */
+/* Calls cb once the server is closed and all its connections are gone,
+ * from a loop callback (also when the loop closes with the server open),
+ * just before the server is freed: after the callbacks the pact_server
+ * pointer is dangling. Waiters run in the order they were added. At most
+ * 8 waiters per server: the 9th call returns -ENOSPC (a TLS server, from
+ * pact_server_listen_*_tls, uses one itself, which leaves 7). Returns 0,
+ * -EINVAL for a NULL server or cb, -ENOSPC when full. */
 PACT_API int pact_server_wait_closed(pact_server *server, pact_callback cb,
                                      void *user);
 
@@ -620,8 +649,9 @@ typedef void (*pact_connect_cb)(pact_loop *loop, pact_transport *t, int err,
 
 /* Connects to host:port — a numeric address, or a name resolved off the
  * loop thread — trying each address in turn, then wraps the socket in a
- * transport with proto/proto_user. Returns an op handle (cancellable with
- * pact_cancel: cb then gets -ECANCELED and no fd is left behind) or a
+ * transport with proto/proto_user. The socket gets TCP_NODELAY (small
+ * writes leave at once, as in asyncio). Returns an op handle (cancellable
+ * with pact_cancel: cb then gets -ECANCELED and no fd is left behind) or a
  * negative errno. */
 PACT_API pact_op pact_connect_tcp(pact_loop *loop, const char *host,
                                   uint16_t port, const pact_protocol *proto,
@@ -648,7 +678,8 @@ typedef struct pact_datagram pact_datagram;
 /* The callbacks of a datagram protocol. Any member may be NULL. Order:
  * connection_made first, then any number of datagram_received and
  * error_received, and connection_lost exactly once, last. Every callback
- * may close or abort the endpoint. */
+ * may close or abort the endpoint. The table is not copied: it must stay
+ * valid until connection_lost has returned (see pact_protocol). */
 typedef struct pact_datagram_protocol {
     void (*connection_made)(pact_datagram *ep, void *user);
     /* One datagram (len may be 0). data and addr are valid only during the
@@ -1114,8 +1145,8 @@ PACT_API int pact_sockaddr_parse(const char *host, uint16_t port,
  * set. Returns the fd or a negative errno. */
 PACT_API int pact_tcp_listen(const char *host, uint16_t port, int backlog);
 
-/* Creates a non-blocking, close-on-exec TCP socket for addr's family.
- * Returns the fd or a negative errno. */
+/* Creates a non-blocking, close-on-exec TCP socket for addr's family,
+ * with TCP_NODELAY set. Returns the fd or a negative errno. */
 PACT_API int pact_tcp_socket(int family);
 
 /* The port a socket is bound to, or a negative errno. */
@@ -1332,7 +1363,8 @@ typedef struct pact_process_options {
  * process_exited exactly once, and connection_lost exactly once and last —
  * only after the process has exited AND every pipe is closed. Pipe data
  * may still arrive after process_exited (a pipe drains after the exit).
- * Nothing is called after connection_lost. */
+ * Nothing is called after connection_lost. The table is not copied: it
+ * must stay valid until connection_lost has returned (see pact_protocol). */
 typedef struct pact_subprocess_protocol {
     void (*connection_made)(pact_process *p, void *user);
     /* fd is 1 or 2; data is valid only during the call. */

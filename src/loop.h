@@ -49,7 +49,8 @@ enum pact_loop_state { PACT_LOOP_OPEN, PACT_LOOP_CLOSING, PACT_LOOP_CLOSED };
 
 /* Something that owns fds or ops on the loop (transport, server, process):
  * listed at close, reported in debug mode, and force-closed so that its
- * callbacks still run in order before the loop goes away (docs/contract.md §8). */
+ * callbacks still run in order before the loop goes away
+ * (docs/contract.md §8). */
 typedef struct pact_resource {
     pact_list link;
     const char *kind;

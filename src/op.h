@@ -80,8 +80,8 @@ typedef struct pact_op_extra {
  * a file op's copied paths. Allocated from the loop's op_ext slab when the
  * op is set up (pact__op_ext), never malloc'ed, and freed with the op in
  * pact__op_release() — never earlier: the kernel may write the address
- * until the op's last completion has been reaped (docs/contract.md §2). The arms
- * are not a union: the resolver's getnameinfo needs an address and the
+ * until the op's last completion has been reaped (docs/contract.md §2).
+ * The arms are not a union: the resolver's getnameinfo needs an address and the
  * pool fields at once, and the block only lives while such an op does. */
 typedef struct pact_op_ext {
     pact_slab_entry slab; /* must be first */

@@ -179,8 +179,8 @@ void pact__pool_shutdown(pact_loop *loop)
     pthread_cond_broadcast(&p->work_cv);
     pthread_mutex_unlock(&p->lock);
     /* Running work finishes first: its op and buffers stay alive until the
-     * worker hands it back (docs/contract.md §2), and its callback gets the real
-     * result. */
+     * worker hands it back (docs/contract.md §2), and its callback gets the
+     * real result. */
     for (unsigned i = 0; i < p->nthreads; i++)
         pthread_join(p->threads[i], NULL);
     pthread_cond_destroy(&p->work_cv);

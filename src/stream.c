@@ -11,10 +11,10 @@
  * handed over on resume, in order, before the next receive is started.
  *
  * Writing: two buffers. `inflight` is what the kernel is sending and is
- * never touched until the send completes (docs/contract.md §2); `pending` collects
- * writes meanwhile and becomes the next send, so queued writes are
- * coalesced into one send. Both are reused, so a steady stream of writes
- * allocates nothing. They live in t->more with the other state only some
+ * never touched until the send completes (docs/contract.md §2);
+ * `pending` collects writes meanwhile and becomes the next send, so queued
+ * writes are coalesced into one send. Both are reused, so a steady stream
+ * of writes allocates nothing. They live in t->more with the other state only some
  * transports need, allocated on first need (the first write), so an idle
  * connection holds none of it.
  *

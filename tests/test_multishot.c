@@ -279,9 +279,9 @@ Test(multishot, cancel_idle)
     test_loop_free(loop);
 }
 
-/* The heart of docs/contract.md §4 for multishot: cancel while a peer floods. Every
- * byte sent is either delivered before the final -ECANCELED or still
- * readable from the socket afterwards, in order. */
+/* The heart of docs/contract.md §4 for multishot: cancel while a peer
+ * floods. Every byte sent is either delivered before the final -ECANCELED
+ * or still readable from the socket afterwards, in order. */
 static void cancel_while_flooding(uint64_t cancel_at)
 {
     pact_loop *loop = test_loop_new();

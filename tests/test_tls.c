@@ -1173,7 +1173,7 @@ Test(tls, misuse_is_refused)
     test_loop_free(loop);
 }
 
-/* ---- docs/contract.md §6 (order) on every close path ---------------------------- */
+/* ---- docs/contract.md §6 (order) on every close path ------------------- */
 
 /* The protocol's order (recorder.h: made first, data, at most one eof,
  * lost once and last, nothing after) on each way a TLS connection ends,
