@@ -4,10 +4,10 @@
  *
  * Reading: one receive in flight into the endpoint's buffer. An error is
  * reported to error_received and reception goes on — asyncio's proactor
- * stopped receiving forever after one error (CPython gh-91227, Tribler#7972); here
- * only a dead socket (EBADF, ENOTSOCK, ...) ends the endpoint. Pausing
- * never cancels the receive: a datagram that arrives while paused is held
- * and handed over on resume.
+ * stopped receiving forever after one error (CPython gh-91227,
+ * Tribler#7972); here only a dead socket (EBADF, ENOTSOCK, ...) ends the
+ * endpoint. Pausing never cancels the receive: a datagram that arrives
+ * while paused is held and handed over on resume.
  *
  * ICMP errors: UDP sockets get IP_RECVERR, so the kernel reports an ICMP
  * error (port unreachable, ...) also on an unconnected socket, queues it

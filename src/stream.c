@@ -14,9 +14,9 @@
  * never touched until the send completes (docs/contract.md §2);
  * `pending` collects writes meanwhile and becomes the next send, so queued
  * writes are coalesced into one send. Both are reused, so a steady stream
- * of writes allocates nothing. They live in t->more with the other state only some
- * transports need, allocated on first need (the first write), so an idle
- * connection holds none of it.
+ * of writes allocates nothing. They live in t->more with the other state
+ * only some transports need, allocated on first need (the first write), so
+ * an idle connection holds none of it.
  *
  * Teardown: close/abort/error cancel what is in flight, and only once every
  * operation has called back is the fd closed and connection_lost called —

@@ -2,8 +2,8 @@
 /* Datagrams: the recvfrom/sendto operations and the datagram endpoints
  * (UDP over IPv4 and IPv6, Unix datagram sockets), on both engines.
  *
- * The lesson from asyncio (CPython gh-91227, Tribler#7972): its proactor stopped
- * receiving after one error. Here an error goes to error_received and
+ * The lesson from asyncio (CPython gh-91227, Tribler#7972): its proactor
+ * stopped receiving after one error. Here an error goes to error_received and
  * reception goes on, which several tests check. Every test ends with
  * test_loop_free (no stray completion, no live op) and checks that no fd
  * leaked. */
