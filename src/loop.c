@@ -240,6 +240,35 @@ static void drain_threadsafe(pact_loop *loop)
     }
 }
 
+/* The engine's wait, between the binding's hooks (a language runtime
+ * releases its global lock in before_wait and takes it back in after_wait,
+ * so that other threads run only while the loop sleeps). */
+static int wait_with_hooks(pact_loop *loop, int64_t timeout_ns)
+{
+    if (loop->before_wait)
+        loop->before_wait(loop, timeout_ns, loop->wait_hook_user);
+    int r = loop->engine->wait(loop, timeout_ns);
+    if (loop->after_wait)
+        loop->after_wait(loop, timeout_ns, loop->wait_hook_user);
+    return r;
+}
+
+int pact_loop_set_wait_hooks(pact_loop *loop, pact_wait_hook before,
+                             pact_wait_hook after, void *user)
+{
+    if (!loop || !before != !after)
+        return -EINVAL;
+    if (loop->state != PACT_LOOP_OPEN)
+        return -ESHUTDOWN;
+    if (loop->running)
+        return PACT_MISUSE(loop, -EBUSY,
+                           "wait hooks cannot change while the loop runs");
+    loop->before_wait = before;
+    loop->after_wait = after;
+    loop->wait_hook_user = user;
+    return 0;
+}
+
 static void iterate(pact_loop *loop, int64_t max_wait_ns)
 {
     loop->stats.iterations++;
@@ -266,7 +295,7 @@ static void iterate(pact_loop *loop, int64_t max_wait_ns)
         if (next >= 0 && (timeout < 0 || next < timeout))
             timeout = next;
     }
-    int r = loop->engine->wait(loop, timeout);
+    int r = wait_with_hooks(loop, timeout);
     if (r < 0 && r != -EINTR && r != -ETIME)
         pact__error(loop, r, "%s wait failed", loop->engine->name);
 
@@ -530,7 +559,7 @@ int pact_loop_close(pact_loop *loop)
     while (loop->ops.live > 0) {
         if (pact__ops_dispatch_done(loop) > 0)
             continue;
-        int r = loop->engine->wait(loop, 100 * 1000 * 1000);
+        int r = wait_with_hooks(loop, 100 * 1000 * 1000);
         if (r < 0 && r != -EINTR && r != -ETIME) {
             /* Nothing may be freed while the kernel owes a completion, so
              * keep waiting — but say it once and do not spin hot. */

@@ -98,6 +98,11 @@ struct pact_loop {
     pact_error_handler on_error;
     void *on_error_user;
 
+    /* pact_loop_set_wait_hooks(): called around every engine wait. */
+    pact_wait_hook before_wait;
+    pact_wait_hook after_wait;
+    void *wait_hook_user;
+
     pact_loop_stats stats;
 
     /* Ops finished on another thread (the pool), waiting to be moved to

@@ -2,6 +2,7 @@
 /* The loop: scheduled callbacks, timers, run / stop / close, misuse, and
  * the choice of engine (including the fallback when io_uring is refused). */
 #include <limits.h>
+#include <pthread.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <stddef.h>
@@ -287,6 +288,157 @@ Test(loop, run_once_waits_at_most_its_timeout)
     uint64_t took = pact_now() - t0;
     cr_assert_geq(took, 19 * MS);
     cr_assert_lt(took, 5000 * MS);
+    test_loop_free(loop);
+}
+
+/* Wait hooks: what a binding's global lock (Python's GIL) relies on. */
+static struct {
+    int before, after, inside, nested, ran_inside;
+    int64_t last_timeout;
+    int set_from_callback;
+} hooks;
+
+static void hook_before(pact_loop *loop, int64_t timeout_ns, void *user)
+{
+    (void)loop;
+    cr_assert_eq(user, &hooks);
+    if (hooks.inside)
+        hooks.nested++;
+    hooks.inside = 1;
+    hooks.before++;
+    hooks.last_timeout = timeout_ns;
+}
+
+static void hook_after(pact_loop *loop, int64_t timeout_ns, void *user)
+{
+    (void)loop;
+    (void)user;
+    cr_assert_eq(timeout_ns, hooks.last_timeout);
+    hooks.inside = 0;
+    hooks.after++;
+}
+
+static void hooked_timer(pact_loop *loop, void *user)
+{
+    (void)user;
+    if (hooks.inside)
+        hooks.ran_inside++;
+    hooks.set_from_callback =
+        pact_loop_set_wait_hooks(loop, hook_before, hook_after, &hooks);
+}
+
+Test(loop, wait_hooks_wrap_every_wait_in_pairs)
+{
+    memset(&hooks, 0, sizeof hooks);
+    pact_loop *loop = test_loop_new();
+    cr_assert_eq(pact_loop_set_wait_hooks(loop, hook_before, NULL, &hooks),
+                 -EINVAL);
+    cr_assert_eq(pact_loop_set_wait_hooks(loop, NULL, hook_after, &hooks),
+                 -EINVAL);
+    cr_assert_eq(pact_loop_set_wait_hooks(loop, hook_before, hook_after,
+                                          &hooks), 0);
+    pact_call_later(loop, 20 * MS, hooked_timer, NULL);
+    uint64_t t0 = pact_now();
+    cr_assert_eq(pact_loop_run(loop), 0);
+    cr_assert_geq(pact_now() - t0, 20 * MS);
+    cr_assert_geq(hooks.before, 1);
+    cr_assert_eq(hooks.before, hooks.after);
+    cr_assert_eq(hooks.nested, 0);
+    cr_assert_eq(hooks.ran_inside, 0, "a callback ran between the hooks");
+    cr_assert_eq(hooks.set_from_callback, -EBUSY);
+    pact_loop_set_wait_hooks(loop, NULL, NULL, NULL);
+    int before = hooks.before;
+    pact_call_soon(loop, noop, NULL);
+    pact_loop_run(loop);
+    cr_assert_eq(hooks.before, before, "removed hooks were still called");
+    test_loop_free(loop);
+}
+
+static void hooked_wait_timeout(pact_loop *loop, int64_t timeout_ns,
+                                void *user)
+{
+    (void)loop;
+    int64_t *longest = user;
+    if (timeout_ns > *longest)
+        *longest = timeout_ns;
+}
+
+Test(loop, wait_hooks_see_the_timeout_of_a_blocking_wait)
+{
+    pact_loop *loop = test_loop_new();
+    int64_t longest = 0;
+    cr_assert_eq(pact_loop_set_wait_hooks(loop, hooked_wait_timeout,
+                                          hooked_wait_timeout, &longest), 0);
+    pact_call_later(loop, 30 * MS, noop, NULL);
+    cr_assert_eq(pact_loop_run(loop), 0);
+    cr_assert_gt(longest, 0);
+    cr_assert_leq(longest, (int64_t)(30 * MS));
+    test_loop_free(loop);
+}
+
+/* A lock released only while the loop sleeps: another thread can take it
+ * exactly then, and the loop's callbacks run with it held again. */
+static struct {
+    pthread_mutex_t lock;
+    pact_loop *loop;
+    int thread_got_lock;
+    int callback_saw_lock_held;
+    int stopped;
+} gil = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void gil_release(pact_loop *loop, int64_t timeout_ns, void *user)
+{
+    (void)loop;
+    (void)timeout_ns;
+    (void)user;
+    pthread_mutex_unlock(&gil.lock);
+}
+
+static void gil_take(pact_loop *loop, int64_t timeout_ns, void *user)
+{
+    (void)loop;
+    (void)timeout_ns;
+    (void)user;
+    pthread_mutex_lock(&gil.lock);
+}
+
+static void gil_stop(pact_loop *loop, void *user)
+{
+    (void)user;
+    gil.callback_saw_lock_held = pthread_mutex_trylock(&gil.lock) == EBUSY;
+    gil.stopped = 1;
+    pact_loop_stop(loop);
+}
+
+static void *gil_thread(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&gil.lock);
+    gil.thread_got_lock = 1;
+    pact_call_soon_threadsafe(gil.loop, gil_stop, NULL);
+    pthread_mutex_unlock(&gil.lock);
+    return NULL;
+}
+
+Test(loop, wait_hooks_let_another_thread_take_a_lock_while_the_loop_sleeps)
+{
+    pact_loop *loop = test_loop_new();
+    gil.loop = loop;
+    cr_assert_eq(pact_loop_set_wait_hooks(loop, gil_release, gil_take, NULL), 0);
+    pact_handle keep = pact_call_later(loop, 10000 * MS, noop, NULL);
+    pthread_mutex_lock(&gil.lock);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, gil_thread, NULL), 0);
+    uint64_t t0 = pact_now();
+    cr_assert_eq(pact_loop_run(loop), 0);
+    cr_assert_lt(pact_now() - t0, 5000 * MS);
+    cr_assert(gil.stopped);
+    cr_assert(gil.thread_got_lock);
+    cr_assert(gil.callback_saw_lock_held,
+              "a callback ran while the lock was released");
+    pthread_mutex_unlock(&gil.lock);
+    pthread_join(th, NULL);
+    pact_handle_cancel(loop, keep);
     test_loop_free(loop);
 }
 
