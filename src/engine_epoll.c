@@ -21,11 +21,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fd_table.h"
 #include "loop.h"
 
 enum fd_queue { QUEUE_READ, QUEUE_WRITE, QUEUE_POLL, QUEUE_COUNT };
 
 typedef struct fd_entry {
+    pact_fd_key key; /* must be first */
     pact_list queues[QUEUE_COUNT];
     uint32_t armed;    /* events currently armed in epoll (0 = disarmed) */
     uint8_t known;     /* epoll has (or had) a registration for this fd */
@@ -35,8 +37,7 @@ typedef struct fd_entry {
 
 typedef struct epoll_engine {
     int epfd;
-    fd_entry **fds; /* indexed by fd, allocated lazily */
-    int nfds;
+    pact_fd_table fds; /* fd_entry, created on an fd's first op */
     /* pact_recv_multishot() reads into this one loop-wide buffer and hands
      * each chunk to its callback at once: no connection owns a receive
      * buffer. Allocated on first use. */
@@ -66,6 +67,7 @@ static int ep_init(pact_loop *loop, unsigned depth, int fail_setup,
         free(e);
         return r;
     }
+    pact_fd_table_init(&e->fds, sizeof(fd_entry));
     loop->engine_data = e;
     loop->recv_multi_mode = "epoll";
     return 0;
@@ -76,9 +78,7 @@ static void ep_destroy(pact_loop *loop)
     epoll_engine *e = EPOLL_ENGINE(loop);
     if (!e)
         return;
-    for (int i = 0; i < e->nfds; i++)
-        free(e->fds[i]);
-    free(e->fds);
+    pact_fd_table_destroy(&e->fds);
     free(e->rbuf);
     close(e->epfd);
     free(e);
@@ -87,26 +87,12 @@ static void ep_destroy(pact_loop *loop)
 
 static fd_entry *fd_get(epoll_engine *e, int fd)
 {
-    if (fd >= e->nfds) {
-        int n = e->nfds ? e->nfds : 64;
-        while (n <= fd)
-            n *= 2;
-        fd_entry **fds = realloc(e->fds, (size_t)n * sizeof *fds);
-        if (!fds)
-            return NULL;
-        memset(fds + e->nfds, 0, (size_t)(n - e->nfds) * sizeof *fds);
-        e->fds = fds;
-        e->nfds = n;
-    }
-    if (!e->fds[fd]) {
-        fd_entry *f = calloc(1, sizeof *f);
-        if (!f)
-            return NULL;
+    int created;
+    fd_entry *f = pact_fd_table_get(&e->fds, fd, &created);
+    if (f && created)
         for (int q = 0; q < QUEUE_COUNT; q++)
             pact_list_init(&f->queues[q]);
-        e->fds[fd] = f;
-    }
-    return e->fds[fd];
+    return f;
 }
 
 /* Which queue an op waits in. */
@@ -142,14 +128,16 @@ static uint32_t wanted_events(const fd_entry *f)
 }
 
 /* Arms the fd's registration for what its queues wait for. */
-static int fd_rearm(epoll_engine *e, int fd, fd_entry *f)
+static int fd_rearm(epoll_engine *e, fd_entry *f)
 {
+    int fd = f->key.fd;
     uint32_t ev = wanted_events(f);
     if (ev == 0) {
         f->armed = 0; /* ONESHOT already disarmed it after the last event */
         return 0;
     }
-    struct epoll_event event = {.events = ev | EPOLLONESHOT, .data.fd = fd};
+    /* The entry itself: it lives as long as the engine. */
+    struct epoll_event event = {.events = ev | EPOLLONESHOT, .data.ptr = f};
     int op = f->known ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
     int r = epoll_ctl(e->epfd, op, fd, &event);
     if (r < 0 && errno == ENOENT && op == EPOLL_CTL_MOD)
@@ -288,7 +276,7 @@ static int ep_submit(pact_loop *loop, pact_op_s *op)
         }
     }
     pact_list_push_back(&f->queues[q], &op->link);
-    int r = fd_rearm(e, op->fd, f);
+    int r = fd_rearm(e, f);
     if (r < 0) {
         /* EPERM: not pollable (a regular file that said EAGAIN?); EBADF:
          * closed fd. Either way the op cannot wait: fail it. */
@@ -305,8 +293,9 @@ static void ep_cancel(pact_loop *loop, pact_op_s *op)
     if (pact_list_linked(&op->link) && op->state == PACT_OP_INFLIGHT) {
         pact_list_remove(&op->link);
         epoll_engine *e = EPOLL_ENGINE(loop);
-        if (op->fd < e->nfds && e->fds[op->fd])
-            fd_rearm(e, op->fd, e->fds[op->fd]);
+        fd_entry *f = pact_fd_table_find(&e->fds, op->fd);
+        if (f)
+            fd_rearm(e, f);
         pact__op_defer(loop, op, -ECANCELED);
     }
 }
@@ -453,11 +442,8 @@ static int ep_wait(pact_loop *loop, int64_t timeout_ns)
         return errno == EINTR ? 0 : -errno;
     int seen = 0;
     for (int i = 0; i < n; i++) {
-        int fd = events[i].data.fd;
+        fd_entry *f = events[i].data.ptr;
         uint32_t rev = events[i].events;
-        if (fd >= e->nfds || !e->fds[fd])
-            continue;
-        fd_entry *f = e->fds[fd];
         f->armed = 0; /* ONESHOT */
         /* Errors and hang-ups wake both sides: the syscall reports them. */
         if (rev & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))
@@ -466,12 +452,11 @@ static int ep_wait(pact_loop *loop, int64_t timeout_ns)
             seen += run_queue(loop, &f->queues[QUEUE_WRITE], rev);
         seen += run_pollers(loop, &f->queues[QUEUE_POLL], rev);
         /* Callbacks above may have closed and reused this fd number; the
-         * entry is still the one for `fd`, and re-arming heals reuse. */
-        if (fd < e->nfds && e->fds[fd]) {
-            int r = fd_rearm(e, fd, e->fds[fd]);
-            if (r < 0)
-                pact__error(loop, r, "epoll re-arm of fd %d failed", fd);
-        }
+         * entry is still the one for the number, and re-arming heals
+         * reuse. */
+        int r = fd_rearm(e, f);
+        if (r < 0)
+            pact__error(loop, r, "epoll re-arm of fd %d failed", f->key.fd);
     }
     return seen;
 }

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "fault.h"
+#include "fd_table.h"
 #include "loop.h"
 
 enum uring_tag {
@@ -56,15 +57,20 @@ static const struct {
     {IORING_OP_RENAMEAT, PACT_OP_RENAME}, {IORING_OP_UNLINKAT, PACT_OP_UNLINK},
 };
 
+/* One fd's ordered queues (see order_queue()). */
+typedef struct ordered_fd {
+    pact_fd_key key; /* must be first */
+    pact_list queues[2]; /* in, out */
+} ordered_fd;
+
 typedef struct uring_engine {
     struct io_uring ring;
     unsigned setup_flags;
     unsigned features;
     unsigned mask; /* URING_MASK_*: features a test asked to hide */
     int enabled; /* ring created disabled for SINGLE_ISSUER; see below */
-    /* Per-fd queues of ordered ops (see order_queue()), indexed by fd. */
-    pact_list (*ordered)[2];
-    int nordered;
+    /* Per-fd queues of ordered ops (see order_queue()): ordered_fd. */
+    pact_fd_table ordered;
     /* Cancels that found no free SQE, retried at the next wait: dropping
      * one left the op in the kernel for good (a transport's close hung
      * on its read; fault injection, test_faults). */
@@ -384,6 +390,7 @@ static int uring_init(pact_loop *loop, unsigned depth, int fail_setup,
             !(e->mask & URING_MASK_FILES))
             loop->native_kinds |= 1u << file_ops[i].kind;
     io_uring_free_probe(probe);
+    pact_fd_table_init(&e->ordered, sizeof(ordered_fd));
     loop->engine_data = e;
     recv_buffers_init(loop, e);
     return 0;
@@ -401,7 +408,7 @@ static void uring_destroy(pact_loop *loop)
     if (e->bufs)
         munmap(e->bufs, (size_t)e->nbuf * e->bufsz);
     free(e->pollbuf);
-    free(e->ordered);
+    pact_fd_table_destroy(&e->ordered);
     free(e);
     loop->engine_data = NULL;
 }
@@ -533,25 +540,15 @@ static int order_queue(const pact_op_s *op)
 
 static pact_list *ordered_queue(uring_engine *e, int fd, int q)
 {
-    if (fd >= e->nordered) {
-        int n = e->nordered ? e->nordered : 64;
-        while (n <= fd)
-            n *= 2;
-        pact_list(*grown)[2] = malloc((size_t)n * sizeof *grown);
-        if (!grown)
-            return NULL;
-        /* List heads cannot be realloc'ed (nodes point back at them). */
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < 2; j++) {
-                pact_list_init(&grown[i][j]);
-                if (i < e->nordered)
-                    pact_list_splice(&grown[i][j], &e->ordered[i][j]);
-            }
-        free(e->ordered);
-        e->ordered = grown;
-        e->nordered = n;
+    int created;
+    ordered_fd *f = pact_fd_table_get(&e->ordered, fd, &created);
+    if (!f)
+        return NULL;
+    if (created) {
+        pact_list_init(&f->queues[0]);
+        pact_list_init(&f->queues[1]);
     }
-    return &e->ordered[fd][q];
+    return &f->queues[q];
 }
 
 static int submit_to_kernel(pact_loop *loop, pact_op_s *op, int allow_link)

@@ -4,8 +4,10 @@
  * short, errors are negative errno values — and ops on one socket complete
  * in the order they were started. */
 #include <arpa/inet.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include "helpers.h"
@@ -740,17 +742,10 @@ Test(ops, sends_queued_on_a_full_socket_keep_stream_order)
     close(sv[1]);
 }
 
-Test(ops, ops_on_a_closed_fd_fail_with_a_negative_errno)
+/* Starts one op of each fd-taking kind on `dead` (not an open fd) and
+ * checks that each completes once with -EBADF. */
+static void expect_every_op_ebadf(pact_loop *loop, int dead)
 {
-    /* The loop first: its own fds must not take the dead number. */
-    pact_loop *loop = test_loop_new();
-    int sv[2];
-    make_socketpair(sv);
-    int dead = sv[0];
-    close(sv[0]);
-    close(sv[1]);
-    cr_assert_eq(fcntl(dead, F_GETFD), -1, "fd %d is closed", dead);
-
     char buf[8] = "abc";
     struct sockaddr_storage ss;
     socklen_t len;
@@ -776,7 +771,90 @@ Test(ops, ops_on_a_closed_fd_fail_with_a_negative_errno)
                      names[i], (long long)r[i].result,
                      pact_err_name((int)r[i].result));
     }
+}
+
+Test(ops, ops_on_a_closed_fd_fail_with_a_negative_errno)
+{
+    /* The loop first: its own fds must not take the dead number. */
+    pact_loop *loop = test_loop_new();
+    int sv[2];
+    make_socketpair(sv);
+    int dead = sv[0];
+    close(sv[0]);
+    close(sv[1]);
+    cr_assert_eq(fcntl(dead, F_GETFD), -1, "fd %d is closed", dead);
+    expect_every_op_ebadf(loop, dead);
     test_loop_free(loop);
+}
+
+/* Resident memory of this process, in KiB. */
+static long resident_kib(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    cr_assert_not_null(f);
+    long size = 0, resident = 0;
+    cr_assert_eq(fscanf(f, "%ld %ld", &size, &resident), 2);
+    fclose(f);
+    return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* The engines keep per-fd state (ordering queues, epoll registrations). A
+ * table indexed by the fd's value overflowed its size for fds >= 2^30
+ * (INT_MAX: the next run_once spun forever) and wanted gigabytes for
+ * fds near 2^29. Any int is a valid fd number to ask about: the op fails
+ * with -EBADF, and the memory pact uses does not grow with the number. */
+Test(ops, ops_on_huge_fd_numbers_fail_with_ebadf_and_cost_no_memory)
+{
+    pact_loop *loop = test_loop_new();
+    long before = resident_kib();
+    const int huge[] = {INT_MAX, INT_MAX - 1, 1 << 30, (1 << 29) + 7,
+                        1 << 24};
+    for (size_t i = 0; i < sizeof huge / sizeof huge[0]; i++) {
+        cr_assert_eq(fcntl(huge[i], F_GETFD), -1, "fd %d is closed", huge[i]);
+        expect_every_op_ebadf(loop, huge[i]);
+    }
+    long grown = resident_kib() - before;
+    cr_expect_lt(grown, 4096, "ops on huge fd numbers cost %ld KiB", grown);
+    test_loop_free(loop);
+}
+
+/* A real fd as high as the process may have one (RLIMIT_NOFILE - 1): its
+ * ops work like any other's. */
+Test(ops, ops_on_the_highest_allowed_fd_work)
+{
+    struct rlimit rl;
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    if (rl.rlim_cur < rl.rlim_max) { /* as high as allowed */
+        rl.rlim_cur = rl.rlim_max > (1u << 20) ? (1u << 20) : rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    }
+    int high = (int)(rl.rlim_cur > INT_MAX ? INT_MAX : rl.rlim_cur - 1);
+    pact_loop *loop = test_loop_new();
+    long before = resident_kib();
+    int sv[2];
+    make_socketpair(sv);
+    cr_assert_eq(dup2(sv[0], high), high, "dup2 to %d: %s", high,
+                 strerror(errno));
+    close(sv[0]);
+    char in[8] = {0};
+    rec r[3];
+    memset(r, 0, sizeof r);
+    cr_assert_gt(pact_recv(loop, high, in, sizeof in, 0, rec_cb, &r[0]), 0);
+    cr_assert_gt(pact_send(loop, sv[1], "ping", 4, 0, rec_cb, &r[1]), 0);
+    cr_assert_gt(pact_send(loop, high, "pong", 4, 0, rec_cb, &r[2]), 0);
+    run_until_all(loop, r, 3, 5000);
+    cr_assert_eq(r[0].result, 4);
+    cr_assert_eq(memcmp(in, "ping", 4), 0);
+    cr_assert_eq(r[2].result, 4);
+    char out[8] = {0};
+    cr_assert_eq(recv(sv[1], out, sizeof out, 0), 4);
+    cr_assert_eq(memcmp(out, "pong", 4), 0);
+    long grown = resident_kib() - before;
+    cr_expect_lt(grown, 4096, "ops on fd %d cost %ld KiB", high, grown);
+    test_loop_free(loop);
+    close(high);
+    close(sv[1]);
 }
 
 Test(ops, socket_ops_on_a_non_socket_fail_cleanly)
