@@ -14,7 +14,13 @@
  * Pausing: while the user is paused no SSL_read is made, and the plain
  * transport is paused too, so the kernel's buffer fills and TCP pushes
  * back. Ciphertext already in the read BIO stays there and is decrypted
- * and delivered on resume, from a fresh loop callback.
+ * and delivered on resume, from a fresh loop callback. Pausing is not
+ * cancelling (docs/contract.md §5): the plain transport's end — its EOF,
+ * or its connection_lost with an error — comes after every byte it
+ * delivered before it, so it is held (plain_eof_held, plain_gone) until
+ * the read BIO has been decrypted and delivered, honouring pause at every
+ * point; only then is it acted on (read_end). And on resume the plain
+ * transport starts reading again only once the read BIO is drained.
  *
  * Flow control: the plain transport's marks are set to (low, low) of the
  * TLS transport, so the plain transport tells us exactly when its buffer
@@ -100,8 +106,11 @@ struct tls_conn {
     unsigned shutdown_sent : 1;
     unsigned write_paused : 1;
     unsigned final_pending : 1;
+    unsigned plain_eof_held : 1; /* the plain transport's EOF, behind the read BIO */
+    unsigned plain_gone : 1;     /* its connection_lost, behind the read BIO */
     int depth; /* nesting of our own code: finish only at depth 0 */
     int err;   /* first error: what connection_lost reports */
+    int plain_err; /* what the plain transport's connection_lost reported */
 
     pact_handle hs_timer, close_timer, process_handle, start_handle;
     uint64_t handshake_timeout_ns;
@@ -468,6 +477,15 @@ static void finish(tls_conn *c)
     }
     c->final_pending = 0;
     c->closing = 1;
+    /* After the peer's close_notify, the peer may have closed its socket
+     * at once: our own close_notify then meets EPIPE/ECONNRESET, which
+     * ends a clean close, not an error. Judged only now: a close_notify
+     * still in the read BIO when the plain transport went counts too. */
+    int err = c->plain_err;
+    if (c->eof_seen && (err == -EPIPE || err == -ECONNRESET))
+        err = 0;
+    if (!c->err)
+        c->err = err;
     c->t.lost = 1;
     pact__resource_remove(c->t.loop, &c->t.res);
     /* Only a protocol that saw connection_made learns of the end
@@ -627,7 +645,11 @@ static void close_notify_received(tls_conn *c)
         tls_close(&c->t);
 }
 
-/* Decrypts what the read BIO holds and hands it over, while not paused. */
+static void read_end(tls_conn *c);
+
+/* Decrypts what the read BIO holds and hands it over, while not paused;
+ * once all of it is delivered, what the plain transport reported after
+ * it comes next (read_end). */
 static void read_app_data(tls_conn *c)
 {
     if (!c->rbuf) {
@@ -637,10 +659,16 @@ static void read_app_data(tls_conn *c)
             return;
         }
     }
-    while (c->hs_done && !c->paused && !c->closing && !c->eof_seen) {
+    while (c->hs_done && !c->paused && !c->closing) {
+        if (c->eof_seen) {
+            /* After close_notify nothing more is decrypted (half-open as
+             * the user chose); what the plain transport says still counts. */
+            read_end(c);
+            return;
+        }
         if (c->eof_pending) {
             close_notify_received(c);
-            return;
+            continue; /* the user may keep the connection half-open */
         }
         size_t got = 0;
         int zero_return = 0, fail = 0, more = 1;
@@ -669,9 +697,43 @@ static void read_app_data(tls_conn *c)
             c->eof_pending = 1;
             continue; /* delivered now unless paused or closed meanwhile */
         }
-        if (!more)
+        if (!more) {
+            /* SSL wants more: everything received so far is delivered
+             * (a partial record may wait for the rest). */
+            read_end(c);
             return;
+        }
     }
+}
+
+/* The read BIO is drained and the user is not paused: the plain
+ * transport's end, if it came, is acted on now; else the plain transport
+ * reads again (it stays paused while ciphertext waits in the read BIO,
+ * so the peer is pushed back and its EOF cannot overtake the data). */
+static void read_end(tls_conn *c)
+{
+    if (c->paused || c->closing)
+        return;
+    if (c->plain_gone) {
+        finish(c); /* c->err comes from the plain transport's end */
+        return;
+    }
+    if (c->plain_eof_held) {
+        if (c->eof_seen)
+            return; /* after close_notify: half-open as the user chose */
+        /* TCP FIN without close_notify: the stream may have been cut. */
+        snprintf(c->errmsg, sizeof c->errmsg,
+                 "the peer closed the connection without close_notify "
+                 "(truncation)");
+        if (!c->err)
+            c->err = -ECONNRESET;
+        c->closing = 1;
+        close_plain(c);
+        return;
+    }
+    if (c->plain && !pact_transport_is_reading(c->plain) &&
+        !pact_transport_is_closing(c->plain))
+        pact_transport_resume_reading(c->plain);
 }
 
 static void check_pause_writing(tls_conn *c);
@@ -796,15 +858,33 @@ static void start_soon(pact_loop *loop, void *arg)
     leave(c);
 }
 
+/* Decrypts and delivers what waits (after resume), or, once the plain
+ * transport is gone and the user closed, ends the connection: from a
+ * fresh loop callback, so connection_lost never runs inside the user's
+ * call to close or abort. */
 static void process_soon(pact_loop *loop, void *arg)
 {
     (void)loop;
     tls_conn *c = arg;
     c->process_handle = 0;
     enter(c);
-    if (!c->paused && !c->closing)
+    if (c->plain_gone && c->closing)
+        finish(c);
+    else if (!c->paused && !c->closing)
         read_app_data(c);
     leave(c);
+}
+
+/* Queues process_soon, once. Returns 0 or -ESHUTDOWN. */
+static int schedule_process(tls_conn *c)
+{
+    if (c->process_handle)
+        return 0;
+    pact_handle h = pact_call_soon(c->t.loop, process_soon, c);
+    if (h < 0)
+        return -ESHUTDOWN;
+    c->process_handle = h;
+    return 0;
 }
 
 /* ---- the plain transport's protocol ----------------------------------- */
@@ -835,6 +915,9 @@ static void plain_data(pact_transport *plain, const void *data, size_t len,
     leave(c);
 }
 
+/* The plain transport's EOF: after the ciphertext it delivered before
+ * it, so it waits until the read BIO is decrypted and delivered
+ * (read_end); the plain transport stays open for our close_notify. */
 static int plain_eof(pact_transport *plain, void *user)
 {
     (void)plain;
@@ -842,24 +925,18 @@ static int plain_eof(pact_transport *plain, void *user)
     if (c->closing)
         return 0;
     enter(c);
-    int keep = 0;
     if (!c->hs_done) {
+        /* Every byte before the EOF went to the handshake, which wants
+         * more. */
         snprintf(c->errmsg, sizeof c->errmsg,
                  "the peer closed the connection during the TLS handshake");
         handshake_failed(c, -ECONNRESET);
-    } else if (c->eof_seen || c->eof_pending) {
-        keep = 1; /* after close_notify: half-open as the user chose */
     } else {
-        /* TCP FIN without close_notify: the stream may have been cut. */
-        snprintf(c->errmsg, sizeof c->errmsg,
-                 "the peer closed the connection without close_notify "
-                 "(truncation)");
-        if (!c->err)
-            c->err = -ECONNRESET;
-        c->closing = 1;
+        c->plain_eof_held = 1;
+        read_app_data(c); /* nothing while paused: resume comes back here */
     }
     leave(c);
-    return keep;
+    return 1;
 }
 
 static void plain_lost(pact_transport *plain, int err, void *user)
@@ -867,21 +944,23 @@ static void plain_lost(pact_transport *plain, int err, void *user)
     (void)plain;
     tls_conn *c = user;
     c->plain = NULL;
+    c->plain_gone = 1;
+    c->plain_err = err;
     cancel_handle(c->t.loop, &c->hs_timer);
     cancel_handle(c->t.loop, &c->close_timer);
-    cancel_handle(c->t.loop, &c->process_handle);
     cancel_handle(c->t.loop, &c->start_handle);
-    /* After the peer's close_notify, the peer may have closed its socket
-     * at once: our own close_notify then meets EPIPE/ECONNRESET, which
-     * ends a clean close, not an error. */
-    if (c->eof_seen && (err == -EPIPE || err == -ECONNRESET))
-        err = 0;
-    if (!c->err) {
-        if (err)
-            c->err = err;
-        else if (!c->hs_done && !c->silent)
-            c->err = -ECONNABORTED; /* closed before the handshake ended */
+    if (c->made && !c->closing) {
+        /* Gone under an established connection (an error, or the loop
+         * closing it): the ciphertext it delivered before is decrypted
+         * and delivered first, honouring pause; read_end then ends. */
+        enter(c);
+        read_app_data(c);
+        leave(c);
+        return;
     }
+    cancel_handle(c->t.loop, &c->process_handle);
+    if (!c->err && !c->hs_done && !c->silent)
+        c->err = err ? err : -ECONNABORTED; /* closed before the handshake ended */
     if (!c->hs_done && !c->silent && c->hook) {
         /* Gone before the handshake (close, loop close, plain error): the
          * hook learns of it; the protocol never does. */
@@ -964,9 +1043,21 @@ static int write_refused(tls_conn *c)
             pact__log(c->t.loop, "write on a closing TLS transport dropped");
         return -ESHUTDOWN;
     }
-    if (c->eof_requested)
-        return -EPIPE;
+    if (c->eof_requested || c->plain_gone)
+        return -EPIPE; /* nothing can be sent any more */
     return 0;
+}
+
+/* The user closed or aborted after the plain transport went (its end
+ * waits behind data still to deliver): the end comes now, from a fresh
+ * loop callback. */
+static void end_without_plain(tls_conn *c)
+{
+    if (!c->plain_gone)
+        return;
+    cancel_handle(c->t.loop, &c->process_handle);
+    if (schedule_process(c) < 0)
+        finish(c); /* at depth > 0: when our caller leaves */
 }
 
 static int tls_writev(pact_transport *t, const struct iovec *iov, int iovcnt)
@@ -1042,6 +1133,7 @@ static int tls_close(pact_transport *t)
         send_close_notify(c);
         close_plain(c);
     }
+    end_without_plain(c);
     leave(c);
     return 0;
 }
@@ -1057,6 +1149,7 @@ static int tls_abort(pact_transport *t)
     c->pending.start = c->pending.end = 0;
     if (c->plain)
         pact_transport_abort(c->plain);
+    end_without_plain(c);
     leave(c);
     return 0;
 }
@@ -1087,16 +1180,9 @@ static int tls_resume_reading(pact_transport *t)
     if (!c->hs_done)
         return 0;
     /* What the read BIO holds goes first, from a fresh callback; the
-     * plain transport's held data (if any) is queued behind it. */
-    if (!c->process_handle) {
-        pact_handle h = pact_call_soon(t->loop, process_soon, c);
-        if (h < 0)
-            return -ESHUTDOWN;
-        c->process_handle = h;
-    }
-    if (c->plain)
-        pact_transport_resume_reading(c->plain);
-    return 0;
+     * plain transport resumes only once it is drained (read_end), so its
+     * held data, EOF or error can only come behind it. */
+    return schedule_process(c);
 }
 
 static int tls_is_reading(const pact_transport *t)

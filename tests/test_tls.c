@@ -1380,3 +1380,308 @@ Test(tls, order_close_in_on_handshake) { order_case(OP_CLOSE_IN_ON_HANDSHAKE); }
 Test(tls, order_abort_in_on_handshake) { order_case(OP_ABORT_IN_ON_HANDSHAKE); }
 Test(tls, order_close_before_handshake) { order_case(OP_CLOSE_BEFORE_HANDSHAKE); }
 Test(tls, order_loop_close) { order_case(OP_LOOP_CLOSE); }
+
+/* ---- pausing is not cancelling -------------------------------------------- */
+
+/* A client that pauses reading inside data_received and resumes a moment
+ * later, against a server that sends a stream and closes cleanly
+ * (close_notify, then FIN). Every byte must arrive, in order, and the
+ * clean close must be reported as clean: eof_received, then
+ * connection_lost(0) — never truncation. While paused, and after
+ * connection_lost, the protocol hears nothing. */
+#define PAUSED_TOTAL (200 * 1024)
+
+typedef struct paused_reader {
+    pact_loop *loop;
+    pact_transport *t;
+    unsigned seed;        /* 0: pause on every delivery, resume after delay_ms */
+    unsigned delay_ms;    /* 0: from the next iteration (pact_call_soon) */
+    int end_action;       /* 0 resume; 1 close, 2 abort while paused */
+    uint64_t end_after;   /* ... once this many bytes have arrived */
+    int made, eofs, lost, lost_err, paused, bad;
+    char why[160];
+    uint64_t got, mismatches, pauses;
+    pact_handle resume;
+    char errmsg[256];
+} paused_reader;
+
+static void pr_violation(paused_reader *p, const char *what)
+{
+    if (p->bad++ == 0)
+        snprintf(p->why, sizeof p->why, "%s (got %llu, made %d eofs %d lost %d)",
+                 what, (unsigned long long)p->got, p->made, p->eofs, p->lost);
+}
+
+static unsigned pr_rand(paused_reader *p)
+{
+    return (unsigned)rand_r(&p->seed);
+}
+
+static void pr_resume(pact_loop *loop, void *arg)
+{
+    (void)loop;
+    paused_reader *p = arg;
+    p->resume = 0;
+    if (p->lost)
+        return;
+    p->paused = 0;
+    if (p->end_after && p->got >= p->end_after && p->end_action) {
+        /* Ends while paused, with ciphertext still buffered. */
+        int r = p->end_action == 1 ? pact_transport_close(p->t)
+                                   : pact_transport_abort(p->t);
+        if (r)
+            pr_violation(p, "close/abort while paused refused");
+        p->end_action = 0;
+        return;
+    }
+    if (pact_transport_resume_reading(p->t) != 0)
+        pr_violation(p, "resume_reading refused");
+    /* Sometimes pause again at once: the resume must not let anything
+     * through meanwhile. */
+    if (p->seed && pr_rand(p) % 4 == 0) {
+        if (pact_transport_pause_reading(p->t) != 0)
+            pr_violation(p, "pause_reading refused");
+        p->paused = 1;
+        p->pauses++;
+        p->resume = pact_call_later(p->loop, (pr_rand(p) % 3) * MS, pr_resume, p);
+    }
+}
+
+static void pr_pause(paused_reader *p)
+{
+    if (pact_transport_pause_reading(p->t) != 0)
+        pr_violation(p, "pause_reading refused");
+    p->paused = 1;
+    p->pauses++;
+    uint64_t delay = (p->seed ? pr_rand(p) % 4 : p->delay_ms) * MS;
+    p->resume = delay ? pact_call_later(p->loop, delay, pr_resume, p)
+                      : pact_call_soon(p->loop, pr_resume, p);
+    if (p->resume <= 0)
+        pr_violation(p, "could not schedule the resume");
+}
+
+static void pr_made(pact_transport *t, void *user)
+{
+    paused_reader *p = user;
+    if (p->made++ || p->lost)
+        pr_violation(p, "connection_made twice or after lost");
+    p->t = t;
+}
+
+static void pr_data(pact_transport *t, const void *data, size_t len, void *user)
+{
+    (void)t;
+    paused_reader *p = user;
+    if (!p->made || p->eofs || p->lost)
+        pr_violation(p, "data_received out of order");
+    if (p->paused)
+        pr_violation(p, "data_received while paused");
+    const uint8_t *b = data;
+    for (size_t i = 0; i < len; i++)
+        if (b[i] != test_pattern_byte(p->got + i))
+            p->mismatches++;
+    p->got += len;
+    /* Seeded: every other delivery or so, but at least once; ending while
+     * paused: on every delivery, so the end meets a paused reader. */
+    if (!p->seed || p->end_action || p->pauses == 0 || pr_rand(p) % 2 == 0)
+        pr_pause(p);
+}
+
+static int pr_eof(pact_transport *t, void *user)
+{
+    (void)t;
+    paused_reader *p = user;
+    if (!p->made || p->eofs++ || p->lost)
+        pr_violation(p, "eof_received out of order or twice");
+    if (p->paused)
+        pr_violation(p, "eof_received while paused");
+    return 0;
+}
+
+static void pr_lost(pact_transport *t, int err, void *user)
+{
+    paused_reader *p = user;
+    if (!p->made || p->lost++)
+        pr_violation(p, "connection_lost before made or twice");
+    p->lost_err = err;
+    const char *m = pact_tls_error_message(t);
+    snprintf(p->errmsg, sizeof p->errmsg, "%s", m ? m : "");
+    if (p->resume)
+        pact_handle_cancel(p->loop, p->resume);
+    p->resume = 0;
+    p->t = NULL;
+}
+
+static const pact_protocol pr_proto = {
+    .connection_made = pr_made,
+    .data_received = pr_data,
+    .eof_received = pr_eof,
+    .connection_lost = pr_lost,
+};
+
+/* The sending side: the stream in chunks (random sizes, spread over loop
+ * iterations when seeded), then a clean close. */
+typedef struct pr_sender {
+    pact_loop *loop;
+    pact_transport *t;
+    unsigned seed;
+    uint64_t sent, total;
+    int made, lost, lost_err;
+} pr_sender;
+
+static void sender_more(pact_loop *loop, void *arg)
+{
+    (void)loop;
+    pr_sender *s = arg;
+    if (!s->t || pact_transport_is_closing(s->t))
+        return; /* the reader closed or aborted first */
+    static uint8_t chunk[64 * 1024];
+    do {
+        size_t n = s->seed ? 1 + (size_t)rand_r(&s->seed) % sizeof chunk
+                           : sizeof chunk;
+        if (n > s->total - s->sent)
+            n = (size_t)(s->total - s->sent);
+        test_fill_pattern(chunk, n, s->sent);
+        cr_assert_eq(pact_transport_write(s->t, chunk, n), 0);
+        s->sent += n;
+    } while (s->sent < s->total && (!s->seed || rand_r(&s->seed) % 2));
+    if (s->sent < s->total)
+        cr_assert_gt(pact_call_soon(s->loop, sender_more, s), 0);
+    else
+        cr_assert_eq(pact_transport_close(s->t), 0);
+}
+
+static void sender_made(pact_transport *t, void *user)
+{
+    pr_sender *s = user;
+    s->made = 1;
+    s->t = t;
+    sender_more(s->loop, s);
+}
+
+static int sender_eof(pact_transport *t, void *user)
+{
+    (void)t;
+    (void)user;
+    return 0;
+}
+
+static void sender_lost(pact_transport *t, int err, void *user)
+{
+    (void)t;
+    pr_sender *s = user;
+    s->lost = 1;
+    s->lost_err = err;
+    s->t = NULL;
+}
+
+static const pact_protocol sender_proto = {
+    .connection_made = sender_made,
+    .eof_received = sender_eof,
+    .connection_lost = sender_lost,
+};
+
+static void pr_handshake(pact_loop *loop, pact_transport *t, int err, void *user)
+{
+    (void)loop;
+    (void)t;
+    cr_assert_eq(err, 0, "%s: handshake: %s", (const char *)user, pact_err_name(err));
+}
+
+/* One connection over loopback TCP: server sends total bytes and closes;
+ * the client reads with pauses. Returns once both ends are gone. */
+static void paused_run(paused_reader *p, pr_sender *s)
+{
+    signal(SIGPIPE, SIG_IGN);
+    int fds_before = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    pact_tls_context *sctx = server_ctx(), *cctx = client_ctx();
+    int a, b;
+    make_tcp_pair(&a, &b);
+    p->loop = s->loop = loop;
+    pact_transport *pa, *pb, *t;
+    cr_assert_eq(pact_transport_open(loop, a, PACT_STREAM_SOCKET, &pr_proto, p,
+                                     &pa), 0);
+    cr_assert_eq(pact_transport_open(loop, b, PACT_STREAM_SOCKET, &sender_proto,
+                                     s, &pb), 0);
+    cr_assert_eq(pact_tls_wrap(pa, cctx, "localhost", NULL, 0, 0, &pr_proto, p,
+                               pr_handshake, "client", &t), 0);
+    cr_assert_eq(pact_tls_wrap(pb, sctx, NULL, NULL, 0, 0, &sender_proto, s,
+                               pr_handshake, "server", &t), 0);
+    pact_tls_context_free(sctx);
+    pact_tls_context_free(cctx);
+    RUN_UNTIL(loop, p->lost && s->lost, 20000);
+    pact_loop_run(loop); /* whatever is left: nothing may follow lost */
+    cr_assert_eq(p->lost, 1);
+    test_loop_free(loop);
+    cr_assert_eq(count_open_fds(), fds_before, "fd leak");
+}
+
+static void paused_expect_all(paused_reader *p, pr_sender *s, const char *what)
+{
+    cr_assert_eq(p->bad, 0, "%s: %s", what, p->why);
+    cr_assert_eq(s->sent, s->total);
+    cr_assert_eq(p->got, s->total, "%s: received %llu of %llu, then %s (%s)", what,
+                 (unsigned long long)p->got, (unsigned long long)s->total,
+                 pact_err_name(p->lost_err), p->errmsg);
+    cr_assert_eq(p->mismatches, 0, "%s: bytes out of place", what);
+    cr_assert_eq(p->eofs, 1, "%s: the clean close is an eof", what);
+    cr_assert_eq(p->lost_err, 0, "%s: clean close reported as %s (%s)", what,
+                 pact_err_name(p->lost_err), p->errmsg);
+    cr_assert_gt(p->pauses, 0, "%s: the reader must actually pause", what);
+    cr_assert_eq(s->lost_err, 0, "%s: server: %s", what, pact_err_name(s->lost_err));
+}
+
+Test(tls, pause_in_data_received_resume_later_loses_nothing)
+{
+    static const unsigned delays_ms[] = {0, 1, 5};
+    for (size_t i = 0; i < sizeof delays_ms / sizeof delays_ms[0]; i++) {
+        paused_reader p = {.delay_ms = delays_ms[i]};
+        pr_sender s = {.total = PAUSED_TOTAL};
+        paused_run(&p, &s);
+        char what[64];
+        snprintf(what, sizeof what, "resume after %u ms", delays_ms[i]);
+        paused_expect_all(&p, &s, what);
+    }
+}
+
+Test(tls, random_pause_resume_loses_nothing_50_seeds)
+{
+    for (unsigned seed = 1; seed <= 50; seed++) {
+        paused_reader p = {.seed = seed};
+        pr_sender s = {.total = PAUSED_TOTAL, .seed = seed * 7919u};
+        paused_run(&p, &s);
+        char what[32];
+        snprintf(what, sizeof what, "seed %u", seed);
+        paused_expect_all(&p, &s, what);
+    }
+}
+
+/* Closing or aborting while paused, with the rest of the stream (and the
+ * close_notify) still buffered: connection_lost once, nothing after it,
+ * and no data once close or abort was called. */
+static void paused_then_end(int action)
+{
+    for (unsigned seed = 0; seed <= 10; seed++) {
+        paused_reader p = {.seed = seed, .delay_ms = 1, .end_action = action,
+                           .end_after = 64 * 1024};
+        pr_sender s = {.total = PAUSED_TOTAL, .seed = seed * 31u};
+        paused_run(&p, &s);
+        cr_assert_eq(p.bad, 0, "seed %u: %s", seed, p.why);
+        cr_assert_eq(p.end_action, 0, "seed %u: ended while paused", seed);
+        cr_assert_lt(p.got, PAUSED_TOTAL, "seed %u", seed);
+        cr_assert_eq(p.mismatches, 0);
+        cr_assert_eq(p.eofs, 0, "seed %u: no eof after close/abort", seed);
+        cr_assert_eq(p.lost_err, 0, "seed %u: %s", seed, pact_err_name(p.lost_err));
+    }
+}
+
+Test(tls, close_while_paused_with_data_buffered)
+{
+    paused_then_end(1);
+}
+
+Test(tls, abort_while_paused_with_data_buffered)
+{
+    paused_then_end(2);
+}
