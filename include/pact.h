@@ -206,7 +206,11 @@ PACT_API void pact_loop_report_error(pact_loop *loop, int err,
 /* ------------------------------------------------------------------------ */
 
 /* A handle for a scheduled callback: > 0, or a negative errno. It carries a
- * generation count, so a stale handle is answered -ENOENT, never UB. */
+ * generation count, so a stale handle is answered -ENOENT, never UB.
+ * Handles are per loop and per kind: a pact_handle is only understood by
+ * pact_handle_cancel() on the loop that returned it. Given to another loop,
+ * or to pact_cancel() / pact_op_set_timeout() (which take a pact_op), it is
+ * answered -ENOENT and nothing is touched. */
 typedef int64_t pact_handle;
 
 /* A plain callback. */
@@ -228,8 +232,9 @@ PACT_API pact_handle pact_call_at(pact_loop *loop, uint64_t when_ns,
                                   pact_callback cb, void *user);
 
 /* Cancels a scheduled callback so that it never runs. Returns 0 if it was
- * cancelled in time, -EALREADY if it has already run (or is running), or
- * -ENOENT for a handle that is unknown or stale. Safe from any callback. */
+ * cancelled in time, -EALREADY if it is running now (cancelled from its own
+ * callback), or -ENOENT for a handle that is unknown, stale (it has run or
+ * was cancelled), of another loop or an op handle. Safe from any callback. */
 PACT_API int pact_handle_cancel(pact_loop *loop, pact_handle handle);
 
 /* Schedules cb on the loop from any thread. Wakes the loop (wake-ups are
@@ -266,7 +271,13 @@ PACT_API int pact_loop_set_wait_hooks(pact_loop *loop, pact_wait_hook before,
 /* A handle for an operation in flight: > 0, or a negative errno when the
  * operation could not be started (then its callback will never run).
  * Operations are owned by the loop; a handle cannot dangle: after the
- * callback has run it is stale and pact_cancel() answers -ENOENT. */
+ * callback has run it is stale and pact_cancel() answers -ENOENT.
+ * Handles are per loop and per kind: a pact_op is only understood by the
+ * loop that started the op, and only by the op functions (pact_cancel,
+ * pact_op_set_timeout, ...). A pact_handle from pact_call_soon() and
+ * friends, or another loop's op handle, is answered -ENOENT and nothing is
+ * touched. The loop's own operations (its wake-up read) have no handle a
+ * user can cancel. */
 typedef int64_t pact_op;
 
 /* What a finished operation reports. */

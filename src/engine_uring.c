@@ -625,7 +625,7 @@ static void uring_cancel(pact_loop *loop, pact_op_s *op)
     if (!sqe) {
         uring_engine *e = URING(loop);
         if (e->ncancel_retry < sizeof e->cancel_retry / sizeof e->cancel_retry[0]) {
-            e->cancel_retry[e->ncancel_retry++] = pact__op_handle(op);
+            e->cancel_retry[e->ncancel_retry++] = pact__op_handle(loop, op);
             return;
         }
         pact__error(loop, -ENOMEM, "no SQE for a cancel; the op completes "

@@ -138,6 +138,12 @@ int pact_loop_create(pact_loop **out, const pact_loop_options *opts_in)
     pact_slab_init(&loop->ops, sizeof(pact_op_s));
     pact_slab_init(&loop->op_ext, sizeof(pact_op_ext));
     pact_slab_init(&loop->handles, sizeof(pact_handle_s));
+    /* Handles carry the loop's number and their kind (see slab.h), so a
+     * handle of another loop or kind is -ENOENT, never someone else's op. */
+    static atomic_uint loops_created;
+    uint32_t number = atomic_fetch_add(&loops_created, 1) + 1;
+    loop->ops.tag = (number << 1) | 0;
+    loop->handles.tag = (number << 1) | 1;
     pact_list_init(&loop->ready);
     pact_list_init(&loop->submit_queue);
     pact_list_init(&loop->done_queue);

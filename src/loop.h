@@ -139,10 +139,13 @@ void pact__describe_address(void *addr, char *buf, size_t len);
 int pact__check_loop(const pact_loop *loop, const char *func);
 
 /* Ops. */
+/* The live op a handle names, or NULL (stale, another loop's, a callback
+ * handle). Internal ops are found too: the user-facing calls refuse them. */
 pact_op_s *pact__op_lookup(pact_loop *loop, pact_op handle);
-static inline pact_op pact__op_handle(const pact_op_s *op)
+static inline pact_op pact__op_handle(const pact_loop *loop,
+                                      const pact_op_s *op)
 {
-    return pact_slab_entry_handle(op);
+    return pact_slab_entry_handle(&loop->ops, op);
 }
 /* The engine is done with op (no more completions owed): run its callback
  * now and release it. */

@@ -80,7 +80,7 @@ static pact_op op_queue(pact_loop *loop, pact_op_s *op, void *created_at)
     loop->stats.ops_started++;
     if (!(op->flags & PACT_OPF_INTERNAL))
         loop->user_ops_live++;
-    return pact__op_handle(op);
+    return pact__op_handle(loop, op);
 }
 
 pact_op pact__op_start(pact_loop *loop, pact_op_s *op, void *created_at)
@@ -95,7 +95,7 @@ pact_op pact__op_start_custom(pact_loop *loop, pact_op_s *op, void *created_at)
     loop->stats.ops_started++;
     if (!(op->flags & PACT_OPF_INTERNAL))
         loop->user_ops_live++;
-    return pact__op_handle(op);
+    return pact__op_handle(loop, op);
 }
 
 pact_op pact__op_start_internal(pact_loop *loop, pact_op_s *op)
@@ -108,6 +108,14 @@ pact_op_s *pact__op_lookup(pact_loop *loop, pact_op handle)
 {
     uint32_t idx;
     return pact_slab_from_handle(&loop->ops, handle, &idx);
+}
+
+/* The op a user's handle names: the loop's own ops (its wake-up read) are
+ * not the user's to cancel or time out, so they are not found. */
+static pact_op_s *user_op_lookup(pact_loop *loop, pact_op handle)
+{
+    pact_op_s *op = pact__op_lookup(loop, handle);
+    return op && !(op->flags & PACT_OPF_INTERNAL) ? op : NULL;
 }
 
 /* ---- the public start functions ---------------------------------------- */
@@ -327,7 +335,7 @@ pact_op pact_sleep(pact_loop *loop, uint64_t delay_ns, pact_op_cb cb,
     op->state = PACT_OP_INFLIGHT;
     loop->stats.ops_started++;
     loop->user_ops_live++;
-    return pact__op_handle(op);
+    return pact__op_handle(loop, op);
 }
 
 /* ---- deadlines ----------------------------------------------------------- */
@@ -346,7 +354,7 @@ int pact_op_set_timeout(pact_loop *loop, pact_op handle, uint64_t timeout_ns)
     int r = pact__check_loop(loop, __func__);
     if (r)
         return r;
-    pact_op_s *op = pact__op_lookup(loop, handle);
+    pact_op_s *op = user_op_lookup(loop, handle);
     if (!op)
         return -ENOENT;
     if (timeout_ns == 0)
@@ -438,7 +446,7 @@ int pact_cancel(pact_loop *loop, pact_op handle)
         return PACT_MISUSE(loop, -ESHUTDOWN, "the loop is closed");
     if (loop->debug && !pthread_equal(loop->owner, pthread_self()))
         return PACT_MISUSE(loop, -EPERM, "called from a thread that does not own the loop");
-    pact_op_s *op = pact__op_lookup(loop, handle);
+    pact_op_s *op = user_op_lookup(loop, handle);
     if (!op)
         return -ENOENT;
     return pact__op_cancel(loop, op);
@@ -455,7 +463,7 @@ void pact__op_deliver(pact_loop *loop, pact_op_s *op, const void *data,
                       int64_t len)
 {
     pact_completion c = {
-        .op = pact__op_handle(op),
+        .op = pact__op_handle(loop, op),
         .result = len,
         .data = data,
         .more = 1,
@@ -505,7 +513,7 @@ void pact__op_complete(pact_loop *loop, pact_op_s *op)
     op->state = PACT_OP_DONE;
 
     pact_completion c = {
-        .op = pact__op_handle(op),
+        .op = pact__op_handle(loop, op),
         .result = op->result,
     };
     if (op->kind == PACT_OP_SEND || op->kind == PACT_OP_SEND_ALL)

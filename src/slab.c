@@ -26,6 +26,8 @@ void pact_slab_destroy(pact_slab *s)
 
 static int slab_grow(pact_slab *s)
 {
+    if (s->capacity >= PACT_SLAB_MAX_ENTRIES)
+        return -1; /* handles have 24 bits of index */
     char **chunks = realloc(s->chunks, (s->nchunks + 1) * sizeof *chunks);
     if (!chunks)
         return -1;

@@ -28,6 +28,9 @@ typedef struct pact_slab {
     uint32_t capacity;  /* entries in all chunks */
     uint32_t free_head; /* UINT32_MAX = none */
     uint32_t live;
+    /* Put into every handle of this slab (see pact_slab_entry_handle);
+     * set by the owner after init. */
+    uint32_t tag;
 } pact_slab;
 
 void pact_slab_init(pact_slab *s, size_t entry_size);
@@ -46,38 +49,59 @@ static inline void *pact_slab_at(const pact_slab *s, uint32_t index)
            (size_t)(index & (PACT_SLAB_CHUNK - 1)) * s->entry_size;
 }
 
-/* The entry a handle names if it is live and its generation matches. */
-static inline void *pact_slab_lookup(const pact_slab *s, uint32_t index,
-                                     uint32_t gen)
-{
-    if (index >= s->capacity)
-        return NULL;
-    pact_slab_entry *e = (pact_slab_entry *)pact_slab_at(s, index);
-    return (e->gen == gen && (gen & 1)) ? e : NULL;
-}
+/* Handles given to users (pact_op, pact_handle) name an entry, the slab it
+ * is in and the loop that slab belongs to, so that a handle of another
+ * kind or another loop is answered -ENOENT instead of reaching a live
+ * entry that happens to sit at the same index:
+ *
+ *   bits  0..23  index + 1 (never 0, so a handle is always > 0)
+ *   bits 24..45  the entry's generation, low 22 bits (odd: live)
+ *   bits 46..62  the slab's tag (pact_slab.tag: loop number and kind)
+ *   bit  63      0 (handles are positive; errors are negative errno)
+ *
+ * A stale handle is recognised until its entry has been reused 2^21
+ * times. */
+#define PACT_SLAB_HANDLE_INDEX_BITS 24
+#define PACT_SLAB_HANDLE_GEN_BITS 22
+#define PACT_SLAB_HANDLE_TAG_BITS 17
+#define PACT_SLAB_HANDLE_GEN_MASK ((1u << PACT_SLAB_HANDLE_GEN_BITS) - 1)
+#define PACT_SLAB_HANDLE_TAG_MASK ((1u << PACT_SLAB_HANDLE_TAG_BITS) - 1)
+/* Entries a slab with handles can hold (index + 1 fits its 24 bits). */
+#define PACT_SLAB_MAX_ENTRIES                                              \
+    ((1u << PACT_SLAB_HANDLE_INDEX_BITS) - PACT_SLAB_CHUNK)
 
-/* Handles are (gen << 32 | index + 1); always > 0 since gen < 2^31. */
-static inline int64_t pact_slab_handle(uint32_t index, uint32_t gen)
-{
-    return (int64_t)(((uint64_t)gen << 32) | (uint64_t)(index + 1));
-}
-
-static inline int64_t pact_slab_entry_handle(const void *entry)
+static inline int64_t pact_slab_entry_handle(const pact_slab *s,
+                                             const void *entry)
 {
     const pact_slab_entry *e = (const pact_slab_entry *)entry;
-    return pact_slab_handle(e->next_free, e->gen);
+    uint64_t h = (uint64_t)(s->tag & PACT_SLAB_HANDLE_TAG_MASK)
+                     << (PACT_SLAB_HANDLE_INDEX_BITS + PACT_SLAB_HANDLE_GEN_BITS) |
+                 (uint64_t)(e->gen & PACT_SLAB_HANDLE_GEN_MASK)
+                     << PACT_SLAB_HANDLE_INDEX_BITS |
+                 (uint64_t)(e->next_free + 1);
+    return (int64_t)h;
 }
 
+/* The live entry a handle names, or NULL if the handle is stale, of
+ * another slab (kind or loop), or no handle at all. */
 static inline void *pact_slab_from_handle(const pact_slab *s, int64_t h,
                                           uint32_t *index)
 {
     if (h <= 0)
         return NULL;
-    uint32_t lo = (uint32_t)((uint64_t)h & 0xffffffffu);
-    if (lo == 0)
+    uint64_t u = (uint64_t)h;
+    uint32_t lo = (uint32_t)(u & ((1u << PACT_SLAB_HANDLE_INDEX_BITS) - 1));
+    uint32_t gen = (uint32_t)(u >> PACT_SLAB_HANDLE_INDEX_BITS) &
+                   PACT_SLAB_HANDLE_GEN_MASK;
+    uint32_t tag = (uint32_t)(u >> (PACT_SLAB_HANDLE_INDEX_BITS +
+                                    PACT_SLAB_HANDLE_GEN_BITS));
+    if (lo == 0 || lo > s->capacity || tag != (s->tag & PACT_SLAB_HANDLE_TAG_MASK))
+        return NULL;
+    pact_slab_entry *e = (pact_slab_entry *)pact_slab_at(s, lo - 1);
+    if (!(e->gen & 1) || (e->gen & PACT_SLAB_HANDLE_GEN_MASK) != gen)
         return NULL;
     *index = lo - 1;
-    return pact_slab_lookup(s, lo - 1, (uint32_t)((uint64_t)h >> 32));
+    return e;
 }
 
 #endif

@@ -44,7 +44,7 @@ pact_handle pact_call_soon(pact_loop *loop, pact_callback cb, void *user)
     h->created_at = __builtin_return_address(0);
     h->state = PACT_HANDLE_READY;
     pact_list_push_back(&loop->ready, &h->link);
-    return pact_slab_entry_handle(h);
+    return pact_slab_entry_handle(&loop->handles, h);
 }
 
 pact_handle pact_call_at(pact_loop *loop, uint64_t when_ns, pact_callback cb,
@@ -62,7 +62,7 @@ pact_handle pact_call_at(pact_loop *loop, uint64_t when_ns, pact_callback cb,
         return -ENOMEM;
     }
     loop->user_timers++;
-    return pact_slab_entry_handle(h);
+    return pact_slab_entry_handle(&loop->handles, h);
 }
 
 pact_handle pact_call_later(pact_loop *loop, uint64_t delay_ns,

@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "helpers.h"
+#include "loop.h" /* the loop's own wake-up op, for the internal-op test */
 
 TestSuite(cancel, .timeout = 30);
 
@@ -722,4 +723,128 @@ Test(cancel, close_after_completions_arrived_but_before_callbacks_ran)
         close(sv[i][1]);
     }
     cr_assert_eq(count_open_fds(), fds_before);
+}
+
+/* ---- handles are per loop and per kind ----------------------------------- */
+
+static void count_call(pact_loop *loop, void *user)
+{
+    (void)loop;
+    (*(int *)user)++;
+}
+
+/* Op handles and callback handles are different kinds: one is never taken
+ * for the other, even when both are the first of their kind on the loop. */
+Test(cancel, a_handle_of_the_other_kind_is_enoent_and_touches_nothing)
+{
+    int sv[2];
+    make_socketpair(sv);
+    pact_loop *loop = test_loop_new();
+    int ran = 0;
+    pact_handle h = pact_call_soon(loop, count_call, &ran);
+    pact_handle t = pact_call_later(loop, 1 * MS, count_call, &ran);
+    cr_assert_gt(h, 0);
+    cr_assert_gt(t, 0);
+    char buf[8];
+    rec r = {0};
+    r.op = pact_recv(loop, sv[1], buf, sizeof buf, 0, rec_cb, &r);
+    cr_assert_gt(r.op, 0);
+    /* A callback handle given to the op functions, and the reverse. */
+    cr_assert_eq(pact_cancel(loop, h), -ENOENT);
+    cr_assert_eq(pact_cancel(loop, t), -ENOENT);
+    cr_assert_eq(pact_op_set_timeout(loop, h, MS), -ENOENT);
+    cr_assert_eq(pact_handle_cancel(loop, r.op), -ENOENT);
+    /* Nothing was cancelled: both callbacks run, the recv gets its data. */
+    uint64_t end = pact_now() + 5000 * MS;
+    while (ran < 2 && pact_now() < end)
+        pact_loop_run_once(loop, 10 * (int64_t)MS);
+    cr_assert_eq(ran, 2);
+    cr_assert_eq(send(sv[0], "x", 1, 0), 1);
+    run_until_calls(loop, &r, 5000);
+    cr_assert_eq(r.result, 1);
+    settle(loop);
+    cr_assert_eq(r.calls, 1);
+    test_loop_free(loop);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+/* A handle belongs to the loop that gave it: another loop answers -ENOENT
+ * even where the same slot of its own is live. */
+Test(cancel, a_handle_of_another_loop_is_enoent_and_touches_nothing)
+{
+    int sv[2];
+    make_socketpair(sv);
+    pact_loop *a = test_loop_new();
+    pact_loop *b = test_loop_new();
+    char buf_a[8], buf_b[8];
+    rec ra = {0}, rb = {0};
+    ra.op = pact_recv(a, sv[1], buf_a, sizeof buf_a, 0, rec_cb, &ra);
+    rb.op = pact_recv(b, sv[0], buf_b, sizeof buf_b, 0, rec_cb, &rb);
+    cr_assert_gt(ra.op, 0);
+    cr_assert_gt(rb.op, 0);
+    int ran_a = 0, ran_b = 0;
+    pact_handle ha = pact_call_soon(a, count_call, &ran_a);
+    pact_handle hb = pact_call_soon(b, count_call, &ran_b);
+    cr_assert_eq(pact_cancel(b, ra.op), -ENOENT);
+    cr_assert_eq(pact_op_set_timeout(b, ra.op, MS), -ENOENT);
+    cr_assert_eq(pact_cancel(a, rb.op), -ENOENT);
+    cr_assert_eq(pact_handle_cancel(b, ha), -ENOENT);
+    cr_assert_eq(pact_handle_cancel(a, hb), -ENOENT);
+    /* Both loops' ops and callbacks are untouched. */
+    cr_assert_eq(send(sv[0], "a", 1, 0), 1);
+    cr_assert_eq(send(sv[1], "b", 1, 0), 1);
+    uint64_t end = pact_now() + 5000 * MS;
+    while ((!ra.calls || !rb.calls || !ran_a || !ran_b) && pact_now() < end) {
+        pact_loop_run_once(a, 1 * (int64_t)MS);
+        pact_loop_run_once(b, 1 * (int64_t)MS);
+    }
+    cr_assert_eq(ran_a, 1);
+    cr_assert_eq(ran_b, 1);
+    cr_assert_eq(ra.result, 1, "loop a's recv: %s", pact_err_name((int)ra.result));
+    cr_assert_eq(rb.result, 1, "loop b's recv: %s", pact_err_name((int)rb.result));
+    test_loop_free(a);
+    test_loop_free(b);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+static void note_wake(pact_loop *loop, void *user)
+{
+    (void)loop;
+    *(volatile int *)user = 1;
+}
+
+static void *wake_from_thread(void *arg)
+{
+    void **a = arg;
+    usleep(20 * 1000);
+    pact_call_soon_threadsafe(a[0], note_wake, a[1]);
+    return NULL;
+}
+
+/* The loop's own operations (its wake-up read) are not the user's to
+ * cancel: whatever handle is passed, they stay armed. The handle is the
+ * one the loop keeps for itself (read from its private state). */
+Test(cancel, the_loops_internal_op_cannot_be_cancelled_by_a_user)
+{
+    pact_loop *loop = test_loop_new();
+    pact_op wake = loop->wake_op;
+    cr_assert_gt(wake, 0);
+    cr_assert_eq(pact_cancel(loop, wake), -ENOENT);
+    cr_assert_eq(pact_op_set_timeout(loop, wake, 1), -ENOENT);
+    /* The first callback handle of a loop: the same slot and generation
+     * as the wake-up read's op. */
+    int ran = 0;
+    pact_handle h = pact_call_soon(loop, count_call, &ran);
+    cr_assert_eq(pact_cancel(loop, h), -ENOENT);
+    run_until(loop, &ran, 5000);
+    /* The wake-up read still works: another thread's callback runs. */
+    volatile int woke = 0;
+    void *args[2] = {loop, (void *)&woke};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, wake_from_thread, args), 0);
+    run_until(loop, (const volatile int *)&woke, 5000);
+    pthread_join(th, NULL);
+    test_loop_free(loop);
 }
