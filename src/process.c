@@ -38,6 +38,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "endpoint.h"
 #include "loop.h"
 #include "stream.h"
 
@@ -67,9 +68,10 @@ typedef struct pipe_slot {
     int lost_err;
 } pipe_slot;
 
+/* The process is an endpoint (endpoint.h) that starts closing when its
+ * exit has been reported, and is busy while a pipe is open. */
 struct pact_process {
-    pact_resource res; /* on the loop until connection_lost */
-    pact_loop *loop;
+    pact_endpoint ep;
     const pact_subprocess_protocol *proto;
     void *user;
     pid_t pid;
@@ -80,15 +82,11 @@ struct pact_process {
     int returncode;
     pact_list waiters; /* pact_process_wait() ops, linked by op->link */
 
-    unsigned made : 1;          /* connection_made has run */
     unsigned exited : 1;        /* reaped: returncode is known */
     unsigned exit_reported : 1; /* process_exited has run */
     unsigned closed : 1;        /* pact_process_close() */
-    unsigned finishing : 1;     /* connection_lost is scheduled */
-    unsigned lost : 1;          /* connection_lost is running */
 };
 
-static void try_finish(pact_process *p);
 static void arm_exit_watch(pact_process *p);
 
 /* ---- the child ------------------------------------------------------------
@@ -350,14 +348,14 @@ static void pipe_lost(pact_transport *t, int err, void *arg)
     s->t = NULL;
     s->lost = 1;
     p->pipes_open--;
-    if (!p->made) {
+    if (!p->ep.made) {
         s->lost_held = 1;
         s->lost_err = err;
         return;
     }
     if (p->proto->pipe_connection_lost)
         p->proto->pipe_connection_lost(p, s->fd, err, p->user);
-    try_finish(p);
+    pact__endpoint_settle(&p->ep);
 }
 
 static const pact_protocol pipe_protocol = {
@@ -370,37 +368,49 @@ static const pact_protocol orphan_protocol = {0};
 
 /* ---- exit, finish ---------------------------------------------------------- */
 
+/* process_exited, once, after connection_made; then connection_lost once
+ * every pipe is closed too (the endpoint's final close). */
 static void report_exit(pact_process *p)
 {
     if (p->exit_reported)
         return;
     p->exit_reported = 1;
+    p->ep.closing = 1;
     if (p->proto->process_exited)
         p->proto->process_exited(p, p->user);
+    pact__endpoint_settle(&p->ep);
 }
 
-static void call_connection_lost(pact_loop *loop, void *arg)
+static int process_busy(const pact_endpoint *e)
 {
-    (void)loop;
-    pact_process *p = arg;
-    pact__resource_remove(p->loop, &p->res);
-    p->lost = 1;
+    return pact_container_of(e, pact_process, ep)->pipes_open > 0;
+}
+
+static void process_lost(pact_endpoint *e)
+{
+    pact_process *p = pact_container_of(e, pact_process, ep);
     if (p->proto->connection_lost)
         p->proto->connection_lost(p, p->user);
     close(p->pidfd);
-    free(p);
 }
 
-/* connection_lost once the process has exited and every pipe is closed. */
-static void try_finish(pact_process *p)
+static void process_free(pact_endpoint *e)
 {
-    if (!p->made || !p->exit_reported || p->pipes_open > 0 || p->finishing)
-        return;
-    p->finishing = 1;
-    /* From a fresh loop callback, never nested in another callback. */
-    if (pact_call_soon(p->loop, call_connection_lost, p) < 0)
-        call_connection_lost(p->loop, p); /* the loop is shutting down */
+    free(pact_container_of(e, pact_process, ep));
 }
+
+static void process_force_close(pact_endpoint *e)
+{
+    pact_process_close(pact_container_of(e, pact_process, ep));
+}
+
+static const pact_endpoint_ops process_ops = {
+    .kind = "process",
+    .force_close = process_force_close,
+    .busy = process_busy,
+    .lost = process_lost,
+    .free = process_free,
+};
 
 /* Records the status the kernel gave for the reaped child and wakes every
  * waiter with it. */
@@ -412,7 +422,7 @@ static void set_exited(pact_process *p, const siginfo_t *info, int known)
          * waitpid(-1) elsewhere): the status is lost. asyncio reports 255
          * in this case; so do we, loudly. */
         p->returncode = 255;
-        pact__error(p->loop, -ECHILD,
+        pact__error(p->ep.loop, -ECHILD,
                     "child pid %d was reaped by someone else (SIGCHLD "
                     "ignored or waitpid(-1)?): exit status unknown, "
                     "reporting 255", (int)p->pid);
@@ -425,7 +435,7 @@ static void set_exited(pact_process *p, const siginfo_t *info, int known)
     while ((n = pact_list_pop_front(&p->waiters))) {
         pact_op_s *op = pact_container_of(n, pact_op_s, link);
         pact_list_init(&op->link);
-        pact__op_defer(p->loop, op, p->returncode);
+        pact__op_defer(p->ep.loop, op, p->returncode);
     }
 }
 
@@ -458,7 +468,7 @@ static void on_pidfd_ready(pact_loop *loop, const pact_completion *c, void *arg)
         /* Only a loop that gave up waiting on its resources cancels this.
          * Do not guess: make sure it dies, then let the kernel say so. */
         if (c->result != -ECANCELED)
-            pact__error(p->loop, (int)c->result,
+            pact__error(p->ep.loop, (int)c->result,
                         "waiting for child pid %d failed; killing it",
                         (int)p->pid);
         pidfd_signal(p->pidfd, SIGKILL);
@@ -467,24 +477,20 @@ static void on_pidfd_ready(pact_loop *loop, const pact_completion *c, void *arg)
         arm_exit_watch(p); /* readable but not reapable: not gone yet */
         return;
     }
-    if (p->made) {
+    if (p->ep.made)
         report_exit(p);
-        try_finish(p);
-    }
 }
 
 /* A pidfd becomes readable when its process exits (Linux 5.3). */
 static void arm_exit_watch(pact_process *p)
 {
-    pact_op op = pact_poll(p->loop, p->pidfd, POLLIN, on_pidfd_ready, p);
+    pact_op op = pact_poll(p->ep.loop, p->pidfd, POLLIN, on_pidfd_ready, p);
     if (op < 0) {
         /* Cannot watch: the loop is going away. Kill and reap now. */
         pidfd_signal(p->pidfd, SIGKILL);
         try_reap(p, 1);
-        if (p->made) {
+        if (p->ep.made)
             report_exit(p);
-            try_finish(p);
-        }
         return;
     }
     p->exit_op = op;
@@ -494,7 +500,7 @@ static void process_made(pact_loop *loop, void *arg)
 {
     (void)loop;
     pact_process *p = arg;
-    p->made = 1;
+    p->ep.made = 1;
     if (p->proto->connection_made)
         p->proto->connection_made(p, p->user);
     /* Replay what happened before connection_made, in order. */
@@ -508,12 +514,6 @@ static void process_made(pact_loop *loop, void *arg)
     }
     if (p->exited)
         report_exit(p);
-    try_finish(p);
-}
-
-static void force_close(pact_resource *res)
-{
-    pact_process_close(pact_container_of(res, pact_process, res));
 }
 
 /* ---- public API -------------------------------------------------------------- */
@@ -604,7 +604,7 @@ int pact_process_spawn(pact_loop *loop, const pact_process_options *opts,
         close(devnull);
     devnull = -1;
 
-    p->loop = loop;
+    pact__endpoint_init(&p->ep, loop, &process_ops);
     p->proto = proto;
     p->user = user;
     p->pid = pid;
@@ -636,7 +636,7 @@ int pact_process_spawn(pact_loop *loop, const pact_process_options *opts,
         p->pipes_open++;
     }
     arm_exit_watch(p);
-    pact__resource_add(loop, &p->res, "process", force_close, created_at);
+    pact__endpoint_register(&p->ep, created_at);
     *out = p;
     return 0;
 
@@ -718,7 +718,7 @@ int pact_process_send_signal(pact_process *p, int signo)
     if (!p)
         return -EINVAL;
     if (signo < 0 || signo > 64)
-        return PACT_MISUSE(p->loop, -EINVAL, "bad signal number");
+        return PACT_MISUSE(p->ep.loop, -EINVAL, "bad signal number");
     /* After the reap the pid may belong to someone else; the pidfd would
      * refuse too, but say it plainly. */
     if (p->exited || p->closed)
@@ -748,13 +748,13 @@ pact_op pact_process_wait(pact_process *p, pact_op_cb cb, void *user)
 {
     if (!p)
         return -EINVAL;
-    pact_loop *loop = p->loop;
+    pact_loop *loop = p->ep.loop;
     int r = pact__check_loop(loop, __func__);
     if (r)
         return r;
     if (!cb)
         return PACT_MISUSE(loop, -EINVAL, "callback is NULL");
-    if (p->lost && !p->exited)
+    if (p->ep.lost && !p->exited)
         return -ESRCH;
     pact_op_s *op = pact__op_new(loop, PACT_OP_CUSTOM, -1, cb, user, &r);
     if (!op)
@@ -787,8 +787,8 @@ int pact_process_close(pact_process *p)
         int r = waitid((idtype_t)P_PIDFD, (id_t)p->pidfd, &info,
                        WEXITED | WNOHANG | WNOWAIT);
         if (r == 0 && info.si_pid == 0) {
-            if (pact_loop_debug(p->loop))
-                pact__log(p->loop, "close: killing running child pid %d",
+            if (pact_loop_debug(p->ep.loop))
+                pact__log(p->ep.loop, "close: killing running child pid %d",
                           (int)p->pid);
             pidfd_signal(p->pidfd, SIGKILL);
         }

@@ -20,14 +20,18 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "endpoint.h"
 #include "stream.h"
 
 #define ACCEPT_BACKOFF_NS (100ull * 1000 * 1000)
 #define MAX_WAITERS 8
 
+/* The server is an endpoint (endpoint.h): closing once pact_server_close()
+ * ran; busy while its accept is out; its connections are its children, so
+ * it finishes (waiters woken) once the last one is gone, and its memory
+ * outlives every connection that points to it. */
 struct pact_server {
-    pact_resource res;
-    pact_loop *loop;
+    pact_endpoint ep;
     int fd;
     pact_protocol_factory factory;
     void *factory_user;
@@ -36,11 +40,6 @@ struct pact_server {
 
     pact_op accept_op;
     pact_handle backoff;
-    unsigned closing : 1;
-    unsigned freed_scheduled : 1;
-
-    pact_list conns; /* pact_transport.server_link */
-    size_t nconns;
     uint64_t accept_errors;
 
     struct {
@@ -51,67 +50,84 @@ struct pact_server {
 };
 
 static void arm_accept(pact_server *s);
-static void maybe_done(pact_server *s);
 
-static void server_done(pact_loop *loop, void *arg)
+/* The listener goes as soon as its accept is back, not once the
+ * connections are gone: left open, the kernel would go on completing
+ * handshakes into a backlog nobody accepts, and clients would hang instead
+ * of being refused (asyncio closes its sockets in close()). */
+static void close_listener(pact_server *s)
 {
-    pact_server *s = arg;
-    /* Listed until now so that a closing loop runs this callback too. */
-    pact__resource_remove(loop, &s->res);
-    for (int i = 0; i < s->nwaiters; i++)
-        s->waiters[i].cb(loop, s->waiters[i].user);
-    free(s);
-}
-
-/* Once closed, the accept back and the connections gone: wake the waiters
- * and free the server. */
-static void maybe_done(pact_server *s)
-{
-    /* The listener goes as soon as its accept is back, not once the
-     * connections are gone: left open, the kernel would go on completing
-     * handshakes into a backlog nobody accepts, and clients would hang
-     * instead of being refused (asyncio closes its sockets in close()). */
-    if (s->closing && !s->accept_op && s->fd >= 0) {
-        close(s->fd);
-        s->fd = -EBADF;
-        if (s->unix_path[0] && s->unix_path[0] != '@')
-            unlink(s->unix_path);
-    }
-    if (!s->closing || s->accept_op || s->nconns > 0 || s->freed_scheduled)
+    if (!s->ep.closing || s->accept_op || s->fd < 0)
         return;
-    s->freed_scheduled = 1;
-    if (pact_call_soon(s->loop, server_done, s) < 0)
-        server_done(s->loop, s);
+    close(s->fd);
+    s->fd = -EBADF;
+    if (s->unix_path[0] && s->unix_path[0] != '@')
+        unlink(s->unix_path);
 }
+
+static int server_busy(const pact_endpoint *e)
+{
+    return pact_container_of(e, pact_server, ep)->accept_op != 0;
+}
+
+/* Closed, the accept back and the connections gone: wake the waiters. */
+static void server_lost(pact_endpoint *e)
+{
+    pact_server *s = pact_container_of(e, pact_server, ep);
+    close_listener(s);
+    for (int i = 0; i < s->nwaiters; i++)
+        s->waiters[i].cb(e->loop, s->waiters[i].user);
+}
+
+static void server_free(pact_endpoint *e)
+{
+    free(pact_container_of(e, pact_server, ep));
+}
+
+static void server_force_close(pact_endpoint *e)
+{
+    /* Its connections are loop resources too: each is aborted by itself. */
+    pact_server_close(pact_container_of(e, pact_server, ep));
+}
+
+static const pact_endpoint_ops server_ops = {
+    .kind = "server",
+    .force_close = server_force_close,
+    .busy = server_busy,
+    .lost = server_lost,
+    .free = server_free,
+};
 
 static void connection_gone(pact_transport *t, void *arg)
 {
+    (void)t;
     pact_server *s = arg;
-    pact_list_remove(&t->server_link);
-    s->nconns--;
-    maybe_done(s);
+    s->ep.children--;
+    pact__endpoint_settle(&s->ep);
+    pact__endpoint_unref(&s->ep);
 }
 
 static void serve_connection(pact_server *s, int fd)
 {
     const pact_protocol *proto = NULL;
     void *user = NULL;
+    /* The factory may close the server ("serve one, then stop"): it does
+     * not finish before this connection is made and counted. */
+    pact__endpoint_enter(&s->ep);
     int r = s->factory(s, s->factory_user, &proto, &user);
+    pact_transport *t;
     if (r < 0 || !proto) {
         close(fd);
-        return;
+    } else if (pact__transport_create(s->ep.loop, fd, PACT_STREAM_SOCKET, proto,
+                                      user, s->ep.res.created_at, &t) < 0) {
+        s->accept_errors++; /* fd was closed by create */
+    } else {
+        t->on_gone = connection_gone;
+        t->on_gone_user = s;
+        s->ep.children++;
+        pact__endpoint_ref(&s->ep);
     }
-    pact_transport *t;
-    r = pact__transport_create(s->loop, fd, PACT_STREAM_SOCKET, proto, user,
-                               s->res.created_at, &t);
-    if (r < 0) {
-        s->accept_errors++;
-        return; /* fd was closed by create */
-    }
-    t->on_gone = connection_gone;
-    t->on_gone_user = s;
-    pact_list_push_back(&s->conns, &t->server_link);
-    s->nconns++;
+    pact__endpoint_leave(&s->ep);
 }
 
 static void backoff_over(pact_loop *loop, void *arg)
@@ -127,14 +143,14 @@ static void on_accept(pact_loop *loop, const pact_completion *c, void *arg)
     pact_server *s = arg;
     s->accept_op = 0;
     if (c->result >= 0) {
-        if (s->closing)
+        if (s->ep.closing)
             close((int)c->result); /* accepted after close: never served */
         else
             serve_connection(s, (int)c->result);
     } else if (c->result != -ECANCELED) {
         s->accept_errors++;
         int err = (int)c->result;
-        if (!s->closing && (err == -EMFILE || err == -ENFILE ||
+        if (!s->ep.closing && (err == -EMFILE || err == -ENFILE ||
                             err == -ENOBUFS || err == -ENOMEM)) {
             if (pact_loop_debug(loop))
                 pact__log(loop, "accept on fd %d: %s; retrying in 100 ms",
@@ -147,22 +163,24 @@ static void on_accept(pact_loop *loop, const pact_completion *c, void *arg)
             }
         }
     }
-    if (s->closing)
-        maybe_done(s);
-    else
+    if (s->ep.closing) {
+        close_listener(s);
+        pact__endpoint_settle(&s->ep);
+    } else {
         arm_accept(s);
+    }
 }
 
 static void arm_accept(pact_server *s)
 {
-    if (s->closing || s->accept_op || s->backoff)
+    if (s->ep.closing || s->accept_op || s->backoff)
         return;
-    pact_op op = pact_accept(s->loop, s->fd, on_accept, s);
+    pact_op op = pact_accept(s->ep.loop, s->fd, on_accept, s);
     if (op < 0) {
-        pact__error(s->loop, (int)op, "server on fd %d cannot accept", s->fd);
+        pact__error(s->ep.loop, (int)op, "server on fd %d cannot accept", s->fd);
         /* Retry after the back-off: a failure to start the accept (-ENOMEM)
          * stopped the listener for good (found by test_faults). */
-        pact_handle h = pact_call_later(s->loop, ACCEPT_BACKOFF_NS,
+        pact_handle h = pact_call_later(s->ep.loop, ACCEPT_BACKOFF_NS,
                                         backoff_over, s);
         if (h > 0)
             s->backoff = h;
@@ -175,25 +193,18 @@ int pact_server_close(pact_server *s)
 {
     if (!s)
         return -EINVAL;
-    if (s->closing)
-        return -EALREADY;
-    s->closing = 1;
+    int r = pact__endpoint_begin_close(&s->ep);
+    if (r)
+        return r;
     if (s->backoff) {
-        pact_handle_cancel(s->loop, s->backoff);
+        pact_handle_cancel(s->ep.loop, s->backoff);
         s->backoff = 0;
     }
     if (s->accept_op)
-        pact_cancel(s->loop, s->accept_op);
-    maybe_done(s);
+        pact_cancel(s->ep.loop, s->accept_op);
+    close_listener(s);
+    pact__endpoint_settle(&s->ep);
     return 0;
-}
-
-static void force_close(pact_resource *res)
-{
-    pact_server *s = pact_container_of(res, pact_server, res);
-    pact_server_close(s);
-    for (pact_list *n = s->conns.next; n != &s->conns; n = n->next)
-        pact_transport_abort(pact_container_of(n, pact_transport, server_link));
 }
 
 int pact_server_wait_closed(pact_server *s, pact_callback cb, void *user)
@@ -215,7 +226,7 @@ int pact_server_port(const pact_server *s)
 
 pact_loop *pact_server_loop(const pact_server *s)
 {
-    return s ? s->loop : NULL;
+    return s ? s->ep.loop : NULL;
 }
 
 int pact_server_fd(const pact_server *s)
@@ -225,7 +236,7 @@ int pact_server_fd(const pact_server *s)
 
 size_t pact_server_connections(const pact_server *s)
 {
-    return s ? s->nconns : 0;
+    return s ? s->ep.children : 0;
 }
 
 uint64_t pact_server_accept_errors(const pact_server *s)
@@ -242,16 +253,15 @@ static int server_start(pact_loop *loop, int fd, pact_protocol_factory factory,
         close(fd);
         return -ENOMEM;
     }
-    s->loop = loop;
+    pact__endpoint_init(&s->ep, loop, &server_ops);
     s->fd = fd;
     s->factory = factory;
     s->factory_user = factory_user;
-    pact_list_init(&s->conns);
     if (unix_path)
         snprintf(s->unix_path, sizeof s->unix_path, "%s", unix_path);
     else
         s->port = pact_socket_port(fd);
-    pact__resource_add(loop, &s->res, "server", force_close, created_at);
+    pact__endpoint_register(&s->ep, created_at);
     arm_accept(s);
     *out = s;
     return 0;

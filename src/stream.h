@@ -4,13 +4,9 @@
 #ifndef PACT_STREAM_H
 #define PACT_STREAM_H
 
+#include "endpoint.h"
 #include "loop.h"
 
-/* A byte buffer consumed from `start` and appended at `end`. */
-typedef struct pact_wbuf {
-    char *data;
-    size_t start, end, cap;
-} pact_wbuf;
 
 struct pact_sendfile;
 

@@ -1,0 +1,194 @@
+/* SPDX-License-Identifier: MIT */
+/* The endpoint lifecycle shared by every transport, datagram endpoint,
+ * server and process (see endpoint.h). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "endpoint.h"
+
+const pact_marks pact__default_marks = {PACT_DEFAULT_HIGH_WATER,
+                                        PACT_DEFAULT_LOW_WATER};
+
+static void force_close(pact_resource *res)
+{
+    pact_endpoint *e = pact_container_of(res, pact_endpoint, res);
+    e->ops->force_close(e);
+}
+
+void pact__endpoint_init(pact_endpoint *e, pact_loop *loop,
+                         const pact_endpoint_ops *ops)
+{
+    memset(e, 0, sizeof *e);
+    e->ops = ops;
+    e->loop = loop;
+    e->refs = 1;
+    pact_list_init(&e->res.link);
+}
+
+void pact__endpoint_register(pact_endpoint *e, void *created_at)
+{
+    pact__resource_add(e->loop, &e->res, e->ops->kind, force_close, created_at);
+}
+
+void pact__endpoint_unregister(pact_endpoint *e)
+{
+    pact__resource_remove(e->loop, &e->res);
+}
+
+void pact__endpoint_unref(pact_endpoint *e)
+{
+    if (--e->refs == 0)
+        e->ops->free(e);
+}
+
+pact_handle pact__endpoint_soon(pact_endpoint *e, pact_callback cb)
+{
+    pact__endpoint_ref(e);
+    pact_handle h = pact_call_soon(e->loop, cb, e);
+    if (h < 0)
+        pact__endpoint_unref(e);
+    return h;
+}
+
+/* The final close: from a fresh loop callback, never nested in another
+ * callback of the endpoint's user. */
+static void final_close(pact_loop *loop, void *arg)
+{
+    (void)loop;
+    pact_endpoint *e = arg;
+    pact__resource_remove(e->loop, &e->res);
+    e->lost = 1;
+    e->ops->lost(e);
+    pact_endpoint *parent = e->parent;
+    if (parent) {
+        e->parent = NULL;
+        parent->children--;
+        if (parent->ops->child_gone)
+            parent->ops->child_gone(parent, e);
+        pact__endpoint_settle(parent);
+        pact__endpoint_unref(parent);
+    }
+    /* The endpoint's own reference (refs = 1 at creation). No other is
+     * taken for this callback: one more here leaked every datagram
+     * endpoint that closed. */
+    pact__endpoint_unref(e);
+}
+
+void pact__endpoint_settle(pact_endpoint *e)
+{
+    if (!e->closing || e->finishing || e->depth > 0 || e->children > 0)
+        return;
+    if (e->ops->busy && e->ops->busy(e))
+        return;
+    e->finishing = 1;
+    if (pact_call_soon(e->loop, final_close, e) < 0)
+        final_close(e->loop, e); /* the loop is going away: now, not never */
+}
+
+void pact__endpoint_leave(pact_endpoint *e)
+{
+    if (--e->depth == 0)
+        pact__endpoint_settle(e);
+}
+
+int pact__endpoint_begin_close(pact_endpoint *e)
+{
+    if (e->closing)
+        return -EALREADY;
+    e->closing = 1;
+    return 0;
+}
+
+int pact__endpoint_abort(pact_endpoint *e, int err)
+{
+    if (e->aborting)
+        return -EALREADY;
+    e->aborting = 1;
+    e->closing = 1;
+    if (!e->err)
+        e->err = err;
+    pact__endpoint_enter(e);
+    if (e->ops->cancel)
+        e->ops->cancel(e);
+    pact__endpoint_leave(e);
+    return 0;
+}
+
+void pact__endpoint_adopt(pact_endpoint *child, pact_endpoint *parent)
+{
+    child->parent = parent;
+    parent->children++;
+    pact__endpoint_ref(parent);
+}
+
+/* ---- flow control ------------------------------------------------------------ */
+
+int pact__marks_check(pact_marks *m, size_t high, size_t low)
+{
+    if (high == 0)
+        high = PACT_DEFAULT_HIGH_WATER;
+    if (low > high)
+        return -EINVAL;
+    m->high = high;
+    m->low = low;
+    return 0;
+}
+
+void pact__endpoint_flow(pact_endpoint *e, const pact_marks *m, size_t buffered)
+{
+    if (!e->write_paused) {
+        if (e->made && !e->closing && buffered > m->high) {
+            e->write_paused = 1;
+            if (e->ops->writing)
+                e->ops->writing(e, 1);
+        }
+    } else if (buffered <= m->low) {
+        e->write_paused = 0;
+        if (e->ops->writing && !e->closing)
+            e->ops->writing(e, 0);
+    }
+}
+
+int pact__endpoint_write_refused(pact_endpoint *e, uint64_t *counter,
+                                 const char *what, int fd)
+{
+    /* asyncio drops these and warns; say so once in debug mode. */
+    if ((*counter)++ == 0 && pact_loop_debug(e->loop))
+        pact__log(e->loop, "write on a closing %s (fd %d) dropped", what, fd);
+    return -ESHUTDOWN;
+}
+
+/* ---- the write buffer ---------------------------------------------------------- */
+
+int pact__wbuf_append(pact_wbuf *b, const void *data, size_t len)
+{
+    if (b->end + len > b->cap) {
+        /* Slide down first: the buffer is not in flight (only a buffer
+         * the kernel is not reading is ever appended to). */
+        if (b->start > 0) {
+            memmove(b->data, b->data + b->start, b->end - b->start);
+            b->end -= b->start;
+            b->start = 0;
+        }
+        if (b->end + len > b->cap) {
+            size_t cap = b->cap ? b->cap : 4096;
+            while (cap < b->end + len)
+                cap *= 2;
+            char *data2 = realloc(b->data, cap);
+            if (!data2)
+                return -ENOMEM;
+            b->data = data2;
+            b->cap = cap;
+        }
+    }
+    memcpy(b->data + b->end, data, len);
+    b->end += len;
+    return 0;
+}
+
+void pact__wbuf_free(pact_wbuf *b)
+{
+    free(b->data);
+    memset(b, 0, sizeof *b);
+}

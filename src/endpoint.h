@@ -1,0 +1,156 @@
+/* SPDX-License-Identifier: MIT */
+/* The endpoint: the one lifecycle every long-lived object on the loop
+ * shares — stream and TLS transports, datagram endpoints, servers and
+ * processes embed it (the shape of libuv's uv_handle_t/uv_close and of
+ * sd-event's single source type).
+ *
+ * It owns the reference count, the registration on the loop (listed at
+ * close, reported in debug mode, force-closed), the states made, closing,
+ * aborting, finishing and lost with the error connection_lost reports,
+ * the rule "finish once nothing is in flight", and the final close from a
+ * fresh loop callback. It also holds the one copy of the write buffer
+ * and of the flow-control marks. The kind supplies what differs in a
+ * table (pact_endpoint_ops): how to cancel what it has in flight, whether
+ * something is still owed, what its final close does, how its memory
+ * goes.
+ *
+ * States, in order (each flag stays set once set):
+ *   made       the user's connection_made has run
+ *   closing    close, abort or an error: no more data is delivered;
+ *              the endpoint finishes once ops->busy says nothing is owed
+ *   aborting   abort or an error: the write buffer is dropped and every
+ *              operation cancelled (ops->cancel), err set
+ *   finishing  the final close is scheduled (one fresh loop callback)
+ *   lost       the final close ran: fds closed, connection_lost called;
+ *              the memory goes when the last reference is dropped
+ * See docs/design-notes.md ("The endpoint lifecycle"). */
+#ifndef PACT_ENDPOINT_H
+#define PACT_ENDPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "loop.h"
+
+typedef struct pact_endpoint pact_endpoint;
+
+typedef struct pact_endpoint_ops {
+    const char *kind; /* in loop-close reports: "transport", "server", ... */
+    /* Loop close: end it now (abort, or the kind's close). */
+    void (*force_close)(pact_endpoint *e);
+    /* Abort or error: ask every operation in flight to stop. Their
+     * completions arrive later and call pact__endpoint_settle(). May be
+     * NULL. */
+    void (*cancel)(pact_endpoint *e);
+    /* Something is still owed (an op in flight; bytes to flush after a
+     * close that was no abort; a child): the final close waits. */
+    int (*busy)(const pact_endpoint *e);
+    /* The final close, from a fresh loop callback: close the fds, tell
+     * the user (connection_lost). */
+    void (*lost)(pact_endpoint *e);
+    /* The last reference is gone. */
+    void (*free)(pact_endpoint *e);
+    /* Flow control crossed a mark: the protocol's pause_writing (pause
+     * = 1) or resume_writing (0). May be NULL. */
+    void (*writing)(pact_endpoint *e, int pause);
+    /* A child adopted with pact__endpoint_adopt() is gone. May be NULL. */
+    void (*child_gone)(pact_endpoint *e, pact_endpoint *child);
+} pact_endpoint_ops;
+
+struct pact_endpoint {
+    const pact_endpoint_ops *ops;
+    pact_loop *loop;
+    pact_endpoint *parent; /* a server, for its connections; holds a ref */
+    pact_resource res;     /* listed on the loop until the final close */
+    int refs;              /* the endpoint itself + scheduled callbacks */
+    int err;               /* what connection_lost reports (first error) */
+    uint32_t children;     /* adopted endpoints not gone yet */
+    uint16_t depth;        /* inside the kind's own code: do not finish */
+    uint16_t made : 1;
+    uint16_t closing : 1;
+    uint16_t aborting : 1;
+    uint16_t finishing : 1;
+    uint16_t lost : 1;
+    uint16_t write_paused : 1; /* pause_writing was called */
+};
+
+/* Fills e (refs = 1: the endpoint's own, dropped by the final close). */
+void pact__endpoint_init(pact_endpoint *e, pact_loop *loop,
+                         const pact_endpoint_ops *ops);
+/* Lists e on the loop (debug report, force-close at loop close);
+ * created_at names the creator. Listed until the final close. */
+void pact__endpoint_register(pact_endpoint *e, void *created_at);
+/* Unlists e when its creation fails after pact__endpoint_register(). */
+void pact__endpoint_unregister(pact_endpoint *e);
+
+static inline void pact__endpoint_ref(pact_endpoint *e) { e->refs++; }
+/* Drops a reference; the last one calls ops->free. */
+void pact__endpoint_unref(pact_endpoint *e);
+
+/* Schedules cb(loop, e) for the next iteration, holding a reference the
+ * callback drops with pact__endpoint_unref(). Handle or negative errno. */
+pact_handle pact__endpoint_soon(pact_endpoint *e, pact_callback cb);
+
+/* close(): -EALREADY if closing already, else marks it closing and
+ * returns 0. The caller stops reading, flushes, then settles. */
+int pact__endpoint_begin_close(pact_endpoint *e);
+/* abort() or an error: closing and aborting, err kept if none yet,
+ * everything in flight cancelled, then settled. -EALREADY when aborting
+ * already (the first error wins). */
+int pact__endpoint_abort(pact_endpoint *e, int err);
+/* Once closing and nothing is owed: schedule the final close (once). */
+void pact__endpoint_settle(pact_endpoint *e);
+
+/* Brackets the kind's own code that may close or abort e and then still
+ * use it: the final close is not scheduled inside; leave settles. */
+static inline void pact__endpoint_enter(pact_endpoint *e) { e->depth++; }
+void pact__endpoint_leave(pact_endpoint *e);
+
+/* child belongs to parent (a server's connection): parent keeps its
+ * memory and stays busy until the child is gone. */
+void pact__endpoint_adopt(pact_endpoint *child, pact_endpoint *parent);
+
+/* ---- flow control: the one copy of the write-buffer marks ---------------- */
+
+#define PACT_DEFAULT_HIGH_WATER (64 * 1024)
+#define PACT_DEFAULT_LOW_WATER (16 * 1024)
+
+typedef struct pact_marks {
+    size_t high, low;
+} pact_marks;
+
+extern const pact_marks pact__default_marks;
+
+/* set_write_buffer_limits' rule: high 0 means the default; low > high is
+ * -EINVAL. Fills *m or returns a negative errno. */
+int pact__marks_check(pact_marks *m, size_t high, size_t low);
+/* After the write buffer changed to `buffered` bytes: pause_writing when
+ * it grew past the high mark (once connection_made has run, not while
+ * closing), resume_writing when it fell to the low mark (not while
+ * closing). */
+void pact__endpoint_flow(pact_endpoint *e, const pact_marks *m,
+                         size_t buffered);
+/* A write on a closing endpoint: counted in *counter, said once in debug
+ * mode; returns -ESHUTDOWN. `what` names the kind for the message. */
+int pact__endpoint_write_refused(pact_endpoint *e, uint64_t *counter,
+                                 const char *what, int fd);
+
+/* ---- the write buffer ------------------------------------------------------ */
+
+/* A byte buffer consumed from `start` and appended at `end`. */
+typedef struct pact_wbuf {
+    char *data;
+    size_t start, end, cap;
+} pact_wbuf;
+
+static inline size_t pact__wbuf_len(const pact_wbuf *b)
+{
+    return b->end - b->start;
+}
+static inline void pact__wbuf_clear(pact_wbuf *b) { b->start = b->end = 0; }
+/* Appends len bytes (grows, sliding the unconsumed bytes down first; the
+ * buffer must not be in flight). 0 or -ENOMEM. */
+int pact__wbuf_append(pact_wbuf *b, const void *data, size_t len);
+void pact__wbuf_free(pact_wbuf *b);
+
+#endif
