@@ -39,11 +39,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "endpoint.h"
 #include "loop.h"
 #include "stream.h" /* pact__unix_address() */
 
-#define DEFAULT_HIGH_WATER (64 * 1024)
-#define DEFAULT_LOW_WATER (16 * 1024)
 #define UDP_MAX_DATAGRAM (64 * 1024)
 #define UNIX_MAX_DATAGRAM (256 * 1024)
 /* Per-datagram overhead in the write buffer size (asyncio counts 8), so
@@ -63,27 +62,20 @@ typedef struct dgram_item {
     char data[]; /* len bytes; the kernel reads them while in flight */
 } dgram_item;
 
+/* The lifecycle (references, states, the error, the final close once
+ * nothing is in flight, the marks) is the endpoint's (endpoint.h). */
 struct pact_datagram {
-    pact_resource res; /* listed on the loop until connection_lost */
-    pact_loop *loop;
+    pact_endpoint ep;
     int fd;
     int family;
     const pact_datagram_protocol *proto;
     void *user;
-    int refs; /* the endpoint itself + scheduled callbacks */
 
-    unsigned made : 1;
-    unsigned closing : 1;
-    unsigned aborting : 1;
-    unsigned finishing : 1;
-    unsigned lost : 1;
     unsigned paused : 1;
     unsigned has_held : 1;
     unsigned resume_scheduled : 1;
-    unsigned write_paused : 1;
     unsigned connected : 1;
     unsigned recverr : 1; /* IP_RECVERR is on: errors wait in the queue */
-    int lost_err;
 
     /* Reading. */
     pact_op read_op;
@@ -97,7 +89,7 @@ struct pact_datagram {
     pact_op send_op;
     dgram_item *head, *tail;
     size_t buffered;
-    size_t high_water, low_water;
+    pact_marks marks;
     pact_datagram_stats stats;
 
     struct sockaddr_storage peer; /* when connected */
@@ -111,17 +103,10 @@ struct pact_datagram {
 
 static void start_reading(pact_datagram *ep);
 static void kick_write(pact_datagram *ep);
-static void maybe_finish(pact_datagram *ep);
 
-static void ep_ref(pact_datagram *ep) { ep->refs++; }
-
-static void ep_unref(pact_datagram *ep)
+static pact_datagram *dgram_of(const pact_endpoint *e)
 {
-    if (--ep->refs > 0)
-        return;
-    free(ep->rbuf);
-    free(ep->unlink_path);
-    free(ep);
+    return pact_container_of(e, pact_datagram, ep);
 }
 
 /* Errors that mean the socket itself is unusable: the endpoint ends. The
@@ -191,10 +176,27 @@ static void drop_queue(pact_datagram *ep)
 
 /* ---- lifetime ------------------------------------------------------------- */
 
-static void final_close(pact_loop *loop, void *arg)
+static int dgram_busy(const pact_endpoint *e)
 {
-    (void)loop;
-    pact_datagram *ep = arg;
+    const pact_datagram *ep = dgram_of(e);
+    /* close() sends what is queued first; abort dropped it. */
+    return ep->read_op || ep->send_op || (!e->aborting && ep->head);
+}
+
+static void dgram_cancel(pact_endpoint *e)
+{
+    pact_datagram *ep = dgram_of(e);
+    ep->has_held = 0;
+    drop_queue(ep);
+    if (ep->read_op)
+        pact_cancel(e->loop, ep->read_op);
+    if (ep->send_op)
+        pact_cancel(e->loop, ep->send_op);
+}
+
+static void dgram_lost(pact_endpoint *e)
+{
+    pact_datagram *ep = dgram_of(e);
     if (ep->fd >= 0) {
         close(ep->fd);
         ep->fd = -EBADF;
@@ -210,71 +212,65 @@ static void final_close(pact_loop *loop, void *arg)
         ep->stats.dropped++; /* none left after a close that flushed */
         free_item(ep, it);
     }
-    pact__resource_remove(ep->loop, &ep->res);
-    ep->lost = 1;
     if (ep->proto->connection_lost)
-        ep->proto->connection_lost(ep, ep->lost_err, ep->user);
-    ep_unref(ep);
+        ep->proto->connection_lost(ep, e->err, ep->user);
 }
 
-static void maybe_finish(pact_datagram *ep)
+static void dgram_free(pact_endpoint *e)
 {
-    if (!ep->closing || ep->finishing)
-        return;
-    if (ep->read_op || ep->send_op)
-        return;
-    if (!ep->aborting && ep->head)
-        return; /* close() sends what is queued first */
-    ep->finishing = 1;
-    ep_ref(ep);
-    if (pact_call_soon(ep->loop, final_close, ep) < 0)
-        final_close(ep->loop, ep); /* the loop is shutting down */
+    pact_datagram *ep = dgram_of(e);
+    free(ep->rbuf);
+    free(ep->unlink_path);
+    free(ep);
 }
+
+static void dgram_writing(pact_endpoint *e, int pause)
+{
+    pact_datagram *ep = dgram_of(e);
+    void (*cb)(pact_datagram *, void *) =
+        pause ? ep->proto->pause_writing : ep->proto->resume_writing;
+    if (cb)
+        cb(ep, ep->user);
+}
+
+static void dgram_force_close(pact_endpoint *e)
+{
+    pact__endpoint_abort(e, 0);
+}
+
+static const pact_endpoint_ops dgram_ops = {
+    .kind = "datagram endpoint",
+    .force_close = dgram_force_close,
+    .cancel = dgram_cancel,
+    .busy = dgram_busy,
+    .lost = dgram_lost,
+    .free = dgram_free,
+    .writing = dgram_writing,
+};
 
 static void fatal_error(pact_datagram *ep, int err)
 {
-    if (ep->aborting)
-        return;
-    ep->aborting = 1;
-    ep->closing = 1;
-    ep->lost_err = err;
-    ep->has_held = 0;
-    drop_queue(ep);
-    if (ep->read_op)
-        pact_cancel(ep->loop, ep->read_op);
-    if (ep->send_op)
-        pact_cancel(ep->loop, ep->send_op);
-    maybe_finish(ep);
+    pact__endpoint_abort(&ep->ep, err);
 }
 
 int pact_datagram_close(pact_datagram *ep)
 {
     if (!ep)
         return -EINVAL;
-    if (ep->closing)
-        return -EALREADY;
-    ep->closing = 1;
+    int r = pact__endpoint_begin_close(&ep->ep);
+    if (r)
+        return r;
     ep->has_held = 0; /* the user closed: nothing more is delivered */
     if (ep->read_op)
-        pact_cancel(ep->loop, ep->read_op);
+        pact_cancel(ep->ep.loop, ep->read_op);
     kick_write(ep);
-    maybe_finish(ep);
+    pact__endpoint_settle(&ep->ep);
     return 0;
 }
 
 int pact_datagram_abort(pact_datagram *ep)
 {
-    if (!ep)
-        return -EINVAL;
-    if (ep->aborting)
-        return -EALREADY;
-    fatal_error(ep, 0);
-    return 0;
-}
-
-static void force_close(pact_resource *res)
-{
-    pact_datagram_abort(pact_container_of(res, pact_datagram, res));
+    return ep ? pact__endpoint_abort(&ep->ep, 0) : -EINVAL;
 }
 
 /* ---- errors --------------------------------------------------------------- */
@@ -282,7 +278,7 @@ static void force_close(pact_resource *res)
 static void report(pact_datagram *ep, int err, const struct sockaddr *addr,
                    socklen_t addrlen)
 {
-    if (ep->lost || ep->aborting || !ep->proto->error_received)
+    if (ep->ep.lost || ep->ep.aborting || !ep->proto->error_received)
         return;
     ep->proto->error_received(ep, err, addrlen ? addr : NULL, addrlen,
                               ep->user);
@@ -295,7 +291,7 @@ static int drain_errors(pact_datagram *ep)
     if (!ep->recverr)
         return 0;
     int n = 0;
-    for (int i = 0; i < MAX_DRAIN && !ep->aborting && ep->fd >= 0; i++) {
+    for (int i = 0; i < MAX_DRAIN && !ep->ep.aborting && ep->fd >= 0; i++) {
         char data[64];
         union {
             char buf[512];
@@ -368,8 +364,8 @@ static void on_recv(pact_loop *loop, const pact_completion *c, void *arg)
     (void)loop;
     pact_datagram *ep = arg;
     ep->read_op = 0;
-    if (ep->closing || c->result == -ECANCELED) {
-        maybe_finish(ep);
+    if (ep->ep.closing || c->result == -ECANCELED) {
+        pact__endpoint_settle(&ep->ep);
         return;
     }
     if (ep->paused) {
@@ -387,7 +383,7 @@ static void on_recv(pact_loop *loop, const pact_completion *c, void *arg)
 
 static void start_reading(pact_datagram *ep)
 {
-    if (ep->read_op || ep->closing || ep->paused || ep->has_held || !ep->made)
+    if (ep->read_op || ep->ep.closing || ep->paused || ep->has_held || !ep->ep.made)
         return;
     if (!ep->rbuf) {
         ep->rbuf = malloc(ep->rbuf_size);
@@ -396,7 +392,7 @@ static void start_reading(pact_datagram *ep)
             return;
         }
     }
-    pact_op op = pact_recvfrom(ep->loop, ep->fd, ep->rbuf, ep->rbuf_size,
+    pact_op op = pact_recvfrom(ep->ep.loop, ep->fd, ep->rbuf, ep->rbuf_size,
                                MSG_TRUNC, on_recv, ep);
     if (op < 0) {
         fatal_error(ep, (int)op);
@@ -409,7 +405,7 @@ int pact_datagram_pause_reading(pact_datagram *ep)
 {
     if (!ep)
         return -EINVAL;
-    if (ep->closing)
+    if (ep->ep.closing)
         return -ESHUTDOWN;
     if (ep->paused)
         return -EALREADY;
@@ -422,7 +418,7 @@ static void resume_delivery(pact_loop *loop, void *arg)
     (void)loop;
     pact_datagram *ep = arg;
     ep->resume_scheduled = 0;
-    if (!ep->closing && !ep->paused) {
+    if (!ep->ep.closing && !ep->paused) {
         if (ep->has_held) {
             ep->has_held = 0;
             deliver(ep, ep->held_result, (struct sockaddr *)&ep->held_addr,
@@ -431,19 +427,19 @@ static void resume_delivery(pact_loop *loop, void *arg)
             start_reading(ep);
         }
     }
-    ep_unref(ep);
+    pact__endpoint_unref(&ep->ep);
 }
 
 int pact_datagram_resume_reading(pact_datagram *ep)
 {
     if (!ep)
         return -EINVAL;
-    if (ep->closing)
+    if (ep->ep.closing)
         return -ESHUTDOWN;
     if (!ep->paused)
         return -EALREADY;
     ep->paused = 0;
-    if (!ep->made)
+    if (!ep->ep.made)
         return 0; /* reading starts after connection_made */
     if (!ep->has_held) {
         start_reading(ep);
@@ -452,11 +448,8 @@ int pact_datagram_resume_reading(pact_datagram *ep)
     /* The held datagram goes out on the next iteration, never from inside
      * the caller (which may be a protocol callback). */
     if (!ep->resume_scheduled) {
-        ep_ref(ep);
-        if (pact_call_soon(ep->loop, resume_delivery, ep) < 0) {
-            ep_unref(ep);
+        if (pact__endpoint_soon(&ep->ep, resume_delivery) < 0)
             return -ESHUTDOWN;
-        }
         ep->resume_scheduled = 1;
     }
     return 0;
@@ -464,33 +457,20 @@ int pact_datagram_resume_reading(pact_datagram *ep)
 
 int pact_datagram_is_reading(const pact_datagram *ep)
 {
-    return ep && !ep->closing && !ep->paused;
+    return ep && !ep->ep.closing && !ep->paused;
 }
 
 int pact_datagram_is_closing(const pact_datagram *ep)
 {
-    return ep ? ep->closing : 1;
+    return ep ? ep->ep.closing : 1;
 }
 
 /* ---- writing -------------------------------------------------------------- */
 
-static void check_pause_writing(pact_datagram *ep)
+/* pause_writing / resume_writing as the queue crosses the marks. */
+static void check_flow(pact_datagram *ep)
 {
-    if (ep->made && !ep->write_paused && !ep->closing &&
-        ep->buffered > ep->high_water) {
-        ep->write_paused = 1;
-        if (ep->proto->pause_writing)
-            ep->proto->pause_writing(ep, ep->user);
-    }
-}
-
-static void check_resume_writing(pact_datagram *ep)
-{
-    if (ep->write_paused && ep->buffered <= ep->low_water) {
-        ep->write_paused = 0;
-        if (ep->proto->resume_writing && !ep->closing)
-            ep->proto->resume_writing(ep, ep->user);
-    }
+    pact__endpoint_flow(&ep->ep, &ep->marks, ep->buffered);
 }
 
 static void on_send(pact_loop *loop, const pact_completion *c, void *arg)
@@ -503,7 +483,7 @@ static void on_send(pact_loop *loop, const pact_completion *c, void *arg)
     if (r >= 0) {
         ep->stats.sent++;
         free_item(ep, it);
-    } else if (ep->aborting || r == -ECANCELED) {
+    } else if (ep->ep.aborting || r == -ECANCELED) {
         ep->stats.dropped++;
         free_item(ep, it);
     } else if (is_fatal_send((int)r)) {
@@ -515,7 +495,7 @@ static void on_send(pact_loop *loop, const pact_completion *c, void *arg)
         /* Not sent (io_uring may say so for a non-blocking socket): again. */
         drain_errors(ep);
         ep->stats.send_retries++;
-        if (ep->aborting) {
+        if (ep->ep.aborting) {
             ep->stats.dropped++;
             free_item(ep, it);
         } else {
@@ -527,7 +507,7 @@ static void on_send(pact_loop *loop, const pact_completion *c, void *arg)
          * queue and send this datagram again. Else the error is this
          * datagram's own. */
         int earlier = it->retries < MAX_RETRIES ? drain_errors(ep) : 0;
-        if (ep->aborting) {
+        if (ep->ep.aborting) {
             ep->stats.dropped++;
             free_item(ep, it);
         } else if (earlier) {
@@ -544,18 +524,18 @@ static void on_send(pact_loop *loop, const pact_completion *c, void *arg)
         }
     }
     kick_write(ep);
-    check_resume_writing(ep);
-    maybe_finish(ep);
+    check_flow(ep);
+    pact__endpoint_settle(&ep->ep);
 }
 
 static void kick_write(pact_datagram *ep)
 {
     /* Not before connection_made: a send error would reach error_received
      * first. connection_made kicks what was queued before it. */
-    if (ep->send_op || ep->aborting || !ep->head || !ep->made)
+    if (ep->send_op || ep->ep.aborting || !ep->head || !ep->ep.made)
         return;
     dgram_item *it = ep->head;
-    pact_op op = pact_sendto(ep->loop, ep->fd, it->data, it->len, 0,
+    pact_op op = pact_sendto(ep->ep.loop, ep->fd, it->data, it->len, 0,
                              it->addrlen ? (struct sockaddr *)&it->addr : NULL,
                              it->addrlen, on_send, ep);
     if (op < 0) {
@@ -592,24 +572,21 @@ int pact_datagram_sendto(pact_datagram *ep, const void *data, size_t len,
         return -EINVAL;
     if (addr && (addrlen < sizeof(sa_family_t) ||
                  addrlen > sizeof(struct sockaddr_storage)))
-        return PACT_MISUSE(ep->loop, -EINVAL, "bad address length");
-    if (ep->closing) {
-        if (ep->stats.sends_after_close++ == 0 && pact_loop_debug(ep->loop))
-            pact__log(ep->loop, "sendto on a closing datagram endpoint "
-                                "(fd %d) dropped", ep->fd);
-        return -ESHUTDOWN;
-    }
+        return PACT_MISUSE(ep->ep.loop, -EINVAL, "bad address length");
+    if (ep->ep.closing)
+        return pact__endpoint_write_refused(&ep->ep, &ep->stats.sends_after_close,
+                                            "datagram endpoint", ep->fd);
     if (len > (size_t)INT32_MAX)
         return -EMSGSIZE;
     if (ep->connected && addr) {
         if (!sockaddr_equal(addr, addrlen, (struct sockaddr *)&ep->peer,
                             ep->peerlen))
-            return PACT_MISUSE(ep->loop, -EISCONN,
+            return PACT_MISUSE(ep->ep.loop, -EISCONN,
                                "address differs from the connected peer");
         addr = NULL; /* send() to the peer */
         addrlen = 0;
     } else if (!ep->connected && !addr) {
-        return PACT_MISUSE(ep->loop, -EDESTADDRREQ,
+        return PACT_MISUSE(ep->ep.loop, -EDESTADDRREQ,
                            "no address on an unconnected endpoint");
     }
     dgram_item *it = malloc(sizeof *it + len);
@@ -630,7 +607,7 @@ int pact_datagram_sendto(pact_datagram *ep, const void *data, size_t len,
     ep->tail = it;
     ep->buffered += len + DATAGRAM_OVERHEAD;
     kick_write(ep);
-    check_pause_writing(ep);
+    check_flow(ep);
     return 0;
 }
 
@@ -644,24 +621,19 @@ int pact_datagram_set_write_buffer_limits(pact_datagram *ep, size_t high,
 {
     if (!ep)
         return -EINVAL;
-    if (high == 0)
-        high = DEFAULT_HIGH_WATER;
-    if (low > high)
-        return -EINVAL;
-    ep->high_water = high;
-    ep->low_water = low;
-    check_pause_writing(ep);
-    check_resume_writing(ep);
-    return 0;
+    int r = pact__marks_check(&ep->marks, high, low);
+    if (r == 0)
+        check_flow(ep);
+    return r;
 }
 
 void pact_datagram_get_write_buffer_limits(const pact_datagram *ep,
                                            size_t *high, size_t *low)
 {
     if (high)
-        *high = ep ? ep->high_water : 0;
+        *high = ep ? ep->marks.high : 0;
     if (low)
-        *low = ep ? ep->low_water : 0;
+        *low = ep ? ep->marks.low : 0;
 }
 
 int pact_datagram_get_stats(const pact_datagram *ep, pact_datagram_stats *out)
@@ -678,16 +650,16 @@ static void connection_made(pact_loop *loop, void *arg)
 {
     (void)loop;
     pact_datagram *ep = arg;
-    ep->made = 1;
+    ep->ep.made = 1;
     if (ep->proto->connection_made)
         ep->proto->connection_made(ep, ep->user);
-    if (!ep->closing) {
+    if (!ep->ep.closing) {
         start_reading(ep);
-        check_pause_writing(ep); /* sendto() before connection_made */
+        check_flow(ep); /* sendto() before connection_made */
     }
     kick_write(ep); /* also after close(): it flushes */
-    maybe_finish(ep);
-    ep_unref(ep);
+    pact__endpoint_settle(&ep->ep);
+    pact__endpoint_unref(&ep->ep);
 }
 
 static int enable_recverr(int fd, int family)
@@ -727,14 +699,12 @@ static int dgram_create(pact_loop *loop, int fd,
         close(fd);
         return r;
     }
-    ep->loop = loop;
+    pact__endpoint_init(&ep->ep, loop, &dgram_ops);
     ep->fd = fd;
     ep->family = local.ss_family;
     ep->proto = proto;
     ep->user = user;
-    ep->refs = 1; /* dropped by final_close */
-    ep->high_water = DEFAULT_HIGH_WATER;
-    ep->low_water = DEFAULT_LOW_WATER;
+    ep->marks = pact__default_marks;
     ep->rbuf_size = opts && opts->max_datagram ? opts->max_datagram
                     : ep->family == AF_UNIX    ? UNIX_MAX_DATAGRAM
                                                : UDP_MAX_DATAGRAM;
@@ -758,8 +728,7 @@ static int dgram_create(pact_loop *loop, int fd,
     pact__fd_make_nonblocking(fd);
     /* connection_made on the next iteration: the caller gets the endpoint
      * before any protocol callback runs. */
-    ep->refs++;
-    if (pact_call_soon(loop, connection_made, ep) < 0) {
+    if (pact__endpoint_soon(&ep->ep, connection_made) < 0) {
         close(fd);
         if (ep->unlink_path)
             unlink(ep->unlink_path);
@@ -767,8 +736,7 @@ static int dgram_create(pact_loop *loop, int fd,
         free(ep);
         return -ENOMEM;
     }
-    pact__resource_add(loop, &ep->res, "datagram endpoint", force_close,
-                       created_at);
+    pact__endpoint_register(&ep->ep, created_at);
     *out = ep;
     return 0;
 }
@@ -963,7 +931,7 @@ int pact_datagram_fd(const pact_datagram *ep)
 
 pact_loop *pact_datagram_loop(const pact_datagram *ep)
 {
-    return ep ? ep->loop : NULL;
+    return ep ? ep->ep.loop : NULL;
 }
 
 void *pact_datagram_user(const pact_datagram *ep)
