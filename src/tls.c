@@ -111,13 +111,15 @@ struct tls_conn {
     int depth; /* nesting of our own code: finish only at depth 0 */
     int err;   /* first error: what connection_lost reports */
     int plain_err; /* what the plain transport's connection_lost reported */
+    int read_failed; /* a bad record: reported behind the plaintext before it */
 
     pact_handle hs_timer, close_timer, process_handle, start_handle;
     uint64_t handshake_timeout_ns;
     pact_wbuf pending; /* plaintext written before the handshake ended */
     size_t high_water, low_water;
     uint64_t writes_after_close;
-    char *rbuf;
+    char *rbuf; /* decrypted plaintext; [rbuf_off, rbuf_len) not yet delivered */
+    size_t rbuf_off, rbuf_len;
     long verify_result;
     char alpn[256];
     char errmsg[256];
@@ -548,6 +550,8 @@ static void capture_ssl_error(tls_conn *c, const char *what)
     ERR_clear_error();
 }
 
+static void end_without_plain(tls_conn *c);
+
 /* A TLS protocol error (garbage, a fatal alert, a failed verification):
  * the alert OpenSSL queued is sent, then the plain transport closes. */
 static void protocol_error(tls_conn *c, int err)
@@ -559,6 +563,7 @@ static void protocol_error(tls_conn *c, int err)
     c->closing = 1;
     c->aborting = 1;
     close_plain(c);
+    end_without_plain(c);
 }
 
 static void handshake_failed(tls_conn *c, int err)
@@ -608,32 +613,40 @@ static int classify_failure(tls_conn *c, int sslerr, const char *what)
 
 static int tls_close(pact_transport *t);
 
-static void deliver(tls_conn *c, const char *data, size_t len)
+/* Hands the decrypted plaintext in rbuf[rbuf_off, rbuf_len) to the
+ * protocol. A buffered protocol may pause (or close) between two
+ * get_buffer calls: the rest stays in rbuf and goes first after resume. */
+static void deliver(tls_conn *c)
 {
     pact_transport *t = &c->t;
-    if (t->proto->get_buffer) {
-        size_t off = 0;
-        while (off < len && !c->closing) {
-            size_t n = 0;
-            char *dst = t->proto->get_buffer(t, len - off, &n, t->user);
-            if (!dst || n == 0) {
-                if (!c->err)
-                    c->err = -ENOBUFS;
-                c->closing = c->aborting = 1;
-                if (c->plain)
-                    pact_transport_abort(c->plain);
-                return;
-            }
-            if (n > len - off)
-                n = len - off;
-            memcpy(dst, data + off, n);
-            off += n;
-            if (t->proto->buffer_updated)
-                t->proto->buffer_updated(t, n, t->user);
-        }
-    } else if (t->proto->data_received) {
-        t->proto->data_received(t, data, len, t->user);
+    if (!t->proto->get_buffer) {
+        size_t off = c->rbuf_off, len = c->rbuf_len - off;
+        c->rbuf_off = c->rbuf_len = 0; /* all of it, in this one call */
+        if (t->proto->data_received)
+            t->proto->data_received(t, c->rbuf + off, len, t->user);
+        return;
     }
+    while (c->rbuf_off < c->rbuf_len && !c->closing && !c->paused) {
+        size_t left = c->rbuf_len - c->rbuf_off, n = 0;
+        char *dst = t->proto->get_buffer(t, left, &n, t->user);
+        if (!dst || n == 0) {
+            if (!c->err)
+                c->err = -ENOBUFS;
+            c->closing = c->aborting = 1;
+            if (c->plain)
+                pact_transport_abort(c->plain);
+            end_without_plain(c);
+            return;
+        }
+        if (n > left)
+            n = left;
+        memcpy(dst, c->rbuf + c->rbuf_off, n);
+        c->rbuf_off += n;
+        if (t->proto->buffer_updated)
+            t->proto->buffer_updated(t, n, t->user);
+    }
+    if (c->rbuf_off == c->rbuf_len || c->closing)
+        c->rbuf_off = c->rbuf_len = 0; /* after close nothing is delivered */
 }
 
 static void close_notify_received(tls_conn *c)
@@ -660,6 +673,16 @@ static void read_app_data(tls_conn *c)
         }
     }
     while (c->hs_done && !c->paused && !c->closing) {
+        if (c->rbuf_off < c->rbuf_len) {
+            /* Plaintext decrypted before a pause: first. */
+            deliver(c);
+            continue;
+        }
+        if (c->read_failed) {
+            /* A bad record, behind the plaintext before it. */
+            protocol_error(c, c->read_failed);
+            return;
+        }
         if (c->eof_seen) {
             /* After close_notify nothing more is decrypted (half-open as
              * the user chose); what the plain transport says still counts. */
@@ -670,8 +693,9 @@ static void read_app_data(tls_conn *c)
             close_notify_received(c);
             continue; /* the user may keep the connection half-open */
         }
+        /* Up to a chunk of plaintext; close_notify or a bad record ends
+         * it and waits behind it (the loop's first steps). */
         size_t got = 0;
-        int zero_return = 0, fail = 0, more = 1;
         while (got < TLS_READ_CHUNK) {
             size_t n = 0;
             ERR_clear_error();
@@ -681,23 +705,14 @@ static void read_app_data(tls_conn *c)
             }
             int e = SSL_get_error(c->ssl, 0);
             if (e == SSL_ERROR_ZERO_RETURN)
-                zero_return = 1;
+                c->eof_pending = 1;
             else if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
-                fail = classify_failure(c, e, "TLS read");
-            more = 0;
+                c->read_failed = classify_failure(c, e, "TLS read");
             break;
         }
-        if (got)
-            deliver(c, c->rbuf, got);
-        if (fail) {
-            protocol_error(c, fail);
-            return;
-        }
-        if (zero_return) {
-            c->eof_pending = 1;
-            continue; /* delivered now unless paused or closed meanwhile */
-        }
-        if (!more) {
+        c->rbuf_off = 0;
+        c->rbuf_len = got;
+        if (!got && !c->eof_pending && !c->read_failed) {
             /* SSL wants more: everything received so far is delivered
              * (a partial record may wait for the rest). */
             read_end(c);

@@ -1685,3 +1685,104 @@ Test(tls, abort_while_paused_with_data_buffered)
 {
     paused_then_end(2);
 }
+
+/* A buffered protocol (get_buffer/buffer_updated) that pauses inside
+ * buffer_updated: no get_buffer or buffer_updated until resume; the rest
+ * of the decrypted chunk is held and handed over after resume_reading,
+ * every byte in its place, and the clean close stays clean. */
+typedef struct buffered_reader {
+    paused_reader p; /* the checks and counters; its t, loop, resume */
+    char buf[1500];  /* smaller than a record: a chunk takes many calls */
+    int in_buffer;
+} buffered_reader;
+
+static void *br_get_buffer(pact_transport *t, size_t hint, size_t *len, void *user)
+{
+    (void)t;
+    buffered_reader *b = user;
+    if (hint == 0)
+        pr_violation(&b->p, "get_buffer with a size hint of 0");
+    if (b->p.paused)
+        pr_violation(&b->p, "get_buffer while paused");
+    if (!b->p.made || b->p.eofs || b->p.lost)
+        pr_violation(&b->p, "get_buffer out of order");
+    b->in_buffer = 1;
+    *len = sizeof b->buf;
+    return b->buf;
+}
+
+static void br_updated(pact_transport *t, size_t n, void *user)
+{
+    (void)t;
+    buffered_reader *b = user;
+    if (!b->in_buffer)
+        pr_violation(&b->p, "buffer_updated without get_buffer");
+    b->in_buffer = 0;
+    if (b->p.paused)
+        pr_violation(&b->p, "buffer_updated while paused");
+    for (size_t i = 0; i < n; i++)
+        if ((uint8_t)b->buf[i] != test_pattern_byte(b->p.got + i))
+            b->p.mismatches++;
+    b->p.got += n;
+    if (!b->p.seed || b->p.pauses == 0 || pr_rand(&b->p) % 3 == 0)
+        pr_pause(&b->p);
+}
+
+static void br_made(pact_transport *t, void *user)
+{
+    pr_made(t, &((buffered_reader *)user)->p);
+}
+
+static int br_eof(pact_transport *t, void *user)
+{
+    return pr_eof(t, &((buffered_reader *)user)->p);
+}
+
+static void br_lost(pact_transport *t, int err, void *user)
+{
+    pr_lost(t, err, &((buffered_reader *)user)->p);
+}
+
+static const pact_protocol br_proto = {
+    .connection_made = br_made,
+    .eof_received = br_eof,
+    .connection_lost = br_lost,
+    .get_buffer = br_get_buffer,
+    .buffer_updated = br_updated,
+};
+
+Test(tls, buffered_protocol_pause_in_buffer_updated_holds_the_rest)
+{
+    for (unsigned seed = 0; seed <= 10; seed++) {
+        signal(SIGPIPE, SIG_IGN);
+        buffered_reader b;
+        memset(&b, 0, sizeof b);
+        b.p.seed = seed;
+        b.p.delay_ms = 1;
+        pr_sender s = {.total = 64 * 1024, .seed = seed * 13u};
+        int fds_before = count_open_fds();
+        pact_loop *loop = test_loop_new();
+        pact_tls_context *sctx = server_ctx(), *cctx = client_ctx();
+        int fa, fb;
+        make_tcp_pair(&fa, &fb);
+        b.p.loop = s.loop = loop;
+        pact_transport *pa, *pb, *t;
+        cr_assert_eq(pact_transport_open(loop, fa, PACT_STREAM_SOCKET, &br_proto,
+                                         &b, &pa), 0);
+        cr_assert_eq(pact_transport_open(loop, fb, PACT_STREAM_SOCKET,
+                                         &sender_proto, &s, &pb), 0);
+        cr_assert_eq(pact_tls_wrap(pa, cctx, "localhost", NULL, 0, 0, &br_proto,
+                                   &b, pr_handshake, "client", &t), 0);
+        cr_assert_eq(pact_tls_wrap(pb, sctx, NULL, NULL, 0, 0, &sender_proto, &s,
+                                   pr_handshake, "server", &t), 0);
+        pact_tls_context_free(sctx);
+        pact_tls_context_free(cctx);
+        RUN_UNTIL(loop, b.p.lost && s.lost, 20000);
+        pact_loop_run(loop);
+        test_loop_free(loop);
+        cr_assert_eq(count_open_fds(), fds_before, "fd leak");
+        char what[32];
+        snprintf(what, sizeof what, "seed %u", seed);
+        paused_expect_all(&b.p, &s, what);
+    }
+}
