@@ -13,7 +13,21 @@
  *   - Every callback receives the loop and the user pointer that was given
  *     when the callback was registered.
  *   - A loop belongs to one thread. Only functions marked "thread-safe" may
- *     be called from other threads.
+ *     be called from other threads. The owner is the thread that first
+ *     runs (or closes) the loop; before that it has none, so a loop may be
+ *     created and set up on one thread and run on another. From then on
+ *     these calls answer -EPERM on any other thread, in every mode, and
+ *     change nothing: pact_loop_run/run_once/close/free, pact_call_soon,
+ *     pact_call_later, pact_call_at, pact_handle_cancel, every function
+ *     that starts an operation (pact_recv ... pact_sleep, file ops,
+ *     pact_queue_work, the resolver), pact_cancel, pact_op_set_timeout,
+ *     and the functions that take the loop to create something
+ *     (transports, servers, clients, datagram endpoints, processes, signal
+ *     handlers, TLS connections). Calls on an object a loop already made
+ *     (pact_transport_write(), pact_server_close(), ...) and the loop's
+ *     getters (pact_loop_time(), pact_loop_get_stats(), ...) are not
+ *     checked: calling them from another thread is undefined. In debug
+ *     mode a loop that never ran is also held to its creating thread.
  *   - Times are in nanoseconds of CLOCK_MONOTONIC unless a name says "_ms".
  *
  * See docs/guide.md for a tour and docs/contract.md for the contract.

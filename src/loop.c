@@ -203,7 +203,15 @@ int pact__check_loop(const pact_loop *loop, const char *func)
                             loop->state == PACT_LOOP_CLOSED
                                 ? "the loop is closed"
                                 : "the loop is closing");
-    if (loop->debug && !pthread_equal(loop->owner, pthread_self()))
+    return pact__loop_check_thread(loop, func);
+}
+
+int pact__loop_check_thread(const pact_loop *loop, const char *func)
+{
+    /* owner is written before owned is set (release), see check_runner. */
+    if ((atomic_load_explicit(&loop->owned, memory_order_acquire) ||
+         loop->debug) &&
+        !pthread_equal(loop->owner, pthread_self()))
         return pact__misuse(loop, -EPERM, func,
                             "called from a thread that does not own the loop");
     return 0;
@@ -322,9 +330,10 @@ static void iterate(pact_loop *loop, int64_t max_wait_ns)
  * they are refused in every mode, not only in debug mode. */
 static int check_runner(pact_loop *loop, const char *func)
 {
-    if (loop->stats.iterations == 0 && !loop->running)
+    if (!atomic_load_explicit(&loop->owned, memory_order_relaxed)) {
         loop->owner = pthread_self();
-    else if (!pthread_equal(loop->owner, pthread_self()))
+        atomic_store_explicit(&loop->owned, 1, memory_order_release);
+    } else if (!pthread_equal(loop->owner, pthread_self()))
         return pact__misuse(loop, -EPERM, func,
                             "called from a thread that does not own the loop "
                             "(the thread that first ran it)");

@@ -69,7 +69,12 @@ struct pact_loop {
     int state;
     int running; /* inside pact_loop_run / run_once */
     atomic_int stop_requested;
+    /* The thread that owns the loop: the one that first ran (or closed)
+     * it, from then on (owned = 1). Before that the creating thread, which
+     * only debug mode holds to (a loop may be made on one thread and run
+     * on another). See pact__loop_check_thread(). */
     pthread_t owner;
+    atomic_int owned;
 
     uint64_t now; /* start of the current iteration */
 
@@ -134,8 +139,18 @@ void pact__error(pact_loop *loop, int err, const char *fmt, ...)
 /* Writes "symbol+0xoff (object)" for a code address into buf. */
 void pact__describe_address(void *addr, char *buf, size_t len);
 
-/* Checks the calling thread owns the loop (debug mode) and that it is open.
- * Returns 0 or a negative errno. */
+/* For every entry point that is not thread-safe (all but those pact.h
+ * marks "Thread-safe"): -EPERM when called from a thread that does not own
+ * the loop, else 0. Cheap (one atomic load, pthread_self), so it is done
+ * in every mode: unchecked, such a call changed the loop's lists under the
+ * running owner without a lock. A loop that has never run has no owner
+ * yet and may be used from any thread (debug mode holds its creating
+ * thread to it until then). Layers whose entry points take a transport,
+ * endpoint, ... rather than the loop call this with its loop. */
+int pact__loop_check_thread(const pact_loop *loop, const char *func);
+
+/* Checks that the loop is open and the calling thread may use it
+ * (pact__loop_check_thread). Returns 0 or a negative errno. */
 int pact__check_loop(const pact_loop *loop, const char *func);
 
 /* Ops. */

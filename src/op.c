@@ -444,8 +444,9 @@ int pact_cancel(pact_loop *loop, pact_op handle)
         return -EINVAL;
     if (loop->state == PACT_LOOP_CLOSED)
         return PACT_MISUSE(loop, -ESHUTDOWN, "the loop is closed");
-    if (loop->debug && !pthread_equal(loop->owner, pthread_self()))
-        return PACT_MISUSE(loop, -EPERM, "called from a thread that does not own the loop");
+    int r = pact__loop_check_thread(loop, __func__);
+    if (r)
+        return r;
     pact_op_s *op = user_op_lookup(loop, handle);
     if (!op)
         return -ENOENT;

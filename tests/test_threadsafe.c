@@ -348,3 +348,150 @@ Test(threadsafe, producers_racing_close_are_refused_cleanly)
     cr_assert_leq(atomic_load(&race_ran), atomic_load(&r.accepted));
     pact_loop_free(r.loop);
 }
+
+/* ---- calls that are not thread-safe, from a thread that does not own the
+ * loop ------------------------------------------------------------------- */
+
+/* What another thread got from each call that is not thread-safe. */
+typedef struct foreign_calls {
+    pact_loop *loop;
+    pact_op op;         /* the owner's op */
+    pact_handle handle; /* the owner's scheduled callback */
+    int sv;
+    int64_t call_soon, call_later, call_at, handle_cancel, cancel,
+        set_timeout, recv, sleep, run_once, close;
+} foreign_calls;
+
+static void count_ran(pact_loop *loop, void *user)
+{
+    (void)loop;
+    atomic_fetch_add((atomic_int *)user, 1);
+}
+
+static void op_done(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    atomic_store((atomic_int *)user, c->result == 0 ? 1 : (int)c->result);
+}
+
+static void *call_from_foreign_thread(void *arg)
+{
+    foreign_calls *f = arg;
+    static char buf[8];
+    static atomic_int never;
+    f->call_soon = pact_call_soon(f->loop, count_ran, &never);
+    f->call_later = pact_call_later(f->loop, MS, count_ran, &never);
+    f->call_at = pact_call_at(f->loop, pact_now(), count_ran, &never);
+    f->handle_cancel = pact_handle_cancel(f->loop, f->handle);
+    f->cancel = pact_cancel(f->loop, f->op);
+    f->set_timeout = pact_op_set_timeout(f->loop, f->op, MS);
+    f->recv = pact_recv(f->loop, f->sv, buf, sizeof buf, 0, op_done, &never);
+    f->sleep = pact_sleep(f->loop, MS, op_done, &never);
+    f->run_once = pact_loop_run_once(f->loop, 0);
+    f->close = pact_loop_close(f->loop);
+    return NULL;
+}
+
+/* Once a loop has run, the thread that ran it owns it: every call that is
+ * not thread-safe answers -EPERM on any other thread, in every mode (not
+ * only debug), and changes nothing — the owner's callback and op are
+ * untouched. */
+Test(threadsafe, calls_that_are_not_threadsafe_are_eperm_off_the_owner_thread)
+{
+    pact_loop_options o;
+    pact_loop_options_init(&o);
+    o.debug = 0; /* the check is not a debug-mode extra */
+    static foreign_calls f;
+    cr_assert_eq(pact_loop_create(&f.loop, &o), 0);
+    int sv[2];
+    make_socketpair(sv);
+    f.sv = sv[1];
+    atomic_int ran = 0, slept = 0;
+    f.op = pact_sleep(f.loop, 30 * MS, op_done, &slept);
+    cr_assert_gt(f.op, 0);
+    cr_assert_geq(pact_loop_run_once(f.loop, 0), 0); /* this thread owns it */
+    f.handle = pact_call_soon(f.loop, count_ran, &ran);
+    cr_assert_gt(f.handle, 0);
+
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, call_from_foreign_thread, &f), 0);
+    pthread_join(th, NULL);
+    cr_assert_eq(f.call_soon, -EPERM);
+    cr_assert_eq(f.call_later, -EPERM);
+    cr_assert_eq(f.call_at, -EPERM);
+    cr_assert_eq(f.handle_cancel, -EPERM);
+    cr_assert_eq(f.cancel, -EPERM);
+    cr_assert_eq(f.set_timeout, -EPERM);
+    cr_assert_eq(f.recv, -EPERM);
+    cr_assert_eq(f.sleep, -EPERM);
+    cr_assert_eq(f.run_once, -EPERM);
+    cr_assert_eq(f.close, -EPERM);
+
+    uint64_t end = pact_now() + 5000 * MS;
+    while ((!atomic_load(&ran) || !atomic_load(&slept)) && pact_now() < end)
+        pact_loop_run_once(f.loop, 10 * (int64_t)MS);
+    cr_assert_eq(atomic_load(&ran), 1, "the owner's callback ran once");
+    cr_assert_eq(atomic_load(&slept), 1, "the owner's sleep was not cancelled");
+    pact_loop_stats st;
+    cr_assert_eq(pact_loop_get_stats(f.loop, &st), 0);
+    cr_assert_eq(st.ops_live, 0, "nothing the other thread started is live");
+    cr_assert_eq(st.handles_live, 0);
+    cr_assert_eq(pact_loop_close(f.loop), 0);
+    pact_loop_free(f.loop);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+/* The thread that runs the loop; it also closes it once the test has
+ * checked that no other thread may (the owner's io_uring cannot be used
+ * from elsewhere, so only it can close the loop). */
+typedef struct adopted {
+    pact_loop *loop;
+    pact_handle call_soon;
+    int run, ran, close;
+    atomic_int checked_elsewhere, ran_on_owner;
+} adopted;
+
+static void *schedule_run_and_close(void *arg)
+{
+    adopted *a = arg;
+    static atomic_int ran;
+    atomic_store(&ran, 0);
+    a->call_soon = pact_call_soon(a->loop, count_ran, &ran);
+    a->run = pact_loop_run(a->loop);
+    a->ran = atomic_load(&ran);
+    atomic_store(&a->ran_on_owner, 1);
+    while (!atomic_load(&a->checked_elsewhere))
+        usleep(100);
+    a->close = pact_loop_close(a->loop);
+    return NULL;
+}
+
+/* A loop that has never run has no owner yet: it may be created on one
+ * thread and set up and run on another (asyncio's pattern). */
+Test(threadsafe, a_loop_that_never_ran_may_be_used_from_another_thread)
+{
+    pact_loop_options o;
+    pact_loop_options_init(&o);
+    o.debug = 0;
+    static adopted a;
+    cr_assert_eq(pact_loop_create(&a.loop, &o), 0);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, schedule_run_and_close, &a), 0);
+    while (!atomic_load(&a.ran_on_owner))
+        usleep(100);
+    /* It belongs to that thread now. */
+    static atomic_int never;
+    int late = (int)pact_call_soon(a.loop, count_ran, &never);
+    int close_here = pact_loop_close(a.loop);
+    atomic_store(&a.checked_elsewhere, 1);
+    pthread_join(th, NULL);
+    cr_assert_gt(a.call_soon, 0, "call_soon: %s", pact_err_name((int)a.call_soon));
+    cr_assert_eq(a.run, 0);
+    cr_assert_eq(a.ran, 1, "the callback ran on the new thread");
+    cr_assert_eq(late, -EPERM);
+    cr_assert_eq(close_here, -EPERM);
+    cr_assert_eq(a.close, 0);
+    cr_assert_eq(atomic_load(&never), 0);
+    pact_loop_free(a.loop);
+}
