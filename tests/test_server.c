@@ -647,6 +647,97 @@ Test(server, wait_closed_runs_once_after_the_last_connection)
     cr_expect_eq(count_open_fds(), fds0, "fd leak");
 }
 
+/* ---- close from inside the factory -------------------------------------------------- */
+
+/* "Serve one connection, then stop": the factory closes its own server and
+ * still returns a protocol. The connection must be served to its end, and
+ * the server freed (wait_closed) only once the connection is gone — the
+ * transport points back at its server until then (ASan saw a
+ * heap-use-after-free in connection_gone when the server was freed first). */
+typedef struct one_shot {
+    srv_ctx sc;
+    int factory_calls;
+    int close_result;
+    int wait_result;
+} one_shot;
+
+static int one_shot_factory(pact_server *s, void *fu, const pact_protocol **proto,
+                            void **user)
+{
+    one_shot *o = fu;
+    o->factory_calls++;
+    o->close_result = pact_server_close(s);
+    o->wait_result = pact_server_wait_closed(s, on_wait_closed, NULL);
+    return echo_factory(s, &o->sc, proto, user);
+}
+
+static void serve_one_then_stop(pact_loop *loop, pact_server *s, one_shot *o,
+                                int client)
+{
+    waited = 0;
+    waited_seq_src = &o->sc.seq;
+    RUN_UNTIL(loop, srv_made(&o->sc) == 1, 5000);
+    cr_expect_eq(o->factory_calls, 1);
+    cr_expect_eq(o->close_result, 0);
+    cr_expect_eq(o->wait_result, 0);
+    run_for(loop, 30);
+    cr_expect_eq(waited, 0, "the server was freed with its connection open");
+    cr_expect_eq(pact_server_connections(s), 1);
+    raw_echo(loop, client, "served after close");
+    raw_echo(loop, client, "and again");
+    cr_expect_eq(waited, 0, "the server was freed with its connection open");
+    close(client);
+    RUN_UNTIL(loop, waited, 5000);
+    run_for(loop, 20);
+    cr_expect_eq(waited, 1);
+    srv_expect_all_done(&o->sc);
+    cr_expect_eq(o->sc.recs[0].nbytes, strlen("served after close") +
+                                          strlen("and again"));
+    cr_expect_lt(o->sc.recs[0].lost_seq, waited_seq,
+                 "wait_closed ran before the connection was lost");
+    waited_seq_src = NULL;
+}
+
+Test(server, close_from_the_factory_serves_the_connection_then_frees_tcp)
+{
+    int fds0 = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    one_shot *o = calloc(1, sizeof *o);
+    pact_server *s;
+    cr_assert_eq(pact_server_listen_tcp(loop, "127.0.0.1", 0, NULL,
+                                        one_shot_factory, o, &s), 0);
+    int client = raw_connect(AF_INET, "127.0.0.1", pact_server_port(s));
+    serve_one_then_stop(loop, s, o, client);
+    test_loop_free(loop);
+    free(o);
+    cr_expect_eq(count_open_fds(), fds0, "fd leak");
+}
+
+Test(server, close_from_the_factory_serves_the_connection_then_frees_unix)
+{
+    int fds0 = count_open_fds();
+    char dir[] = "/tmp/pact-srv-XXXXXX";
+    cr_assert(mkdtemp(dir));
+    char path[108];
+    snprintf(path, sizeof path, "%s/sock", dir);
+    pact_loop *loop = test_loop_new();
+    one_shot *o = calloc(1, sizeof *o);
+    pact_server *s;
+    cr_assert_eq(pact_server_listen_unix(loop, path, NULL, one_shot_factory, o,
+                                         &s), 0);
+    int client = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path);
+    cr_assert_eq(connect(client, (struct sockaddr *)&sun, sizeof sun), 0);
+    serve_one_then_stop(loop, s, o, client);
+    struct stat st;
+    cr_expect_neq(stat(path, &st), 0, "the socket file outlived the server");
+    test_loop_free(loop);
+    free(o);
+    rmdir(dir);
+    cr_expect_eq(count_open_fds(), fds0, "fd leak");
+}
+
 /* ---- SO_REUSEPORT: one listener per loop, one loop per thread ---------------------- */
 
 typedef struct worker {
