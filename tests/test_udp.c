@@ -1121,6 +1121,72 @@ Test(udp, close_or_abort_from_inside_callbacks)
     cr_assert_eq(count_open_fds(), fds);
 }
 
+/* ---- closed endpoints leave nothing behind ---------------------------------- */
+
+/* Opens n endpoints (UDP on loopback, or Unix socket pairs), lets each
+ * start receiving, closes them all and runs until every one is lost. */
+static void open_and_close_endpoints(pact_loop *loop, int n, int unix_pairs)
+{
+    ep_rec *recs = calloc((size_t)n, sizeof *recs);
+    pact_datagram **eps = calloc((size_t)n, sizeof *eps);
+    for (int k = 0; k < n; k += unix_pairs ? 2 : 1) {
+        if (unix_pairs) {
+            int sv[2];
+            cr_assert_eq(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv), 0);
+            cr_assert_eq(pact_datagram_adopt(loop, sv[0], NULL, &proto, &recs[k],
+                                             &eps[k]), 0);
+            cr_assert_eq(pact_datagram_adopt(loop, sv[1], NULL, &proto,
+                                             &recs[k + 1], &eps[k + 1]), 0);
+        } else {
+            cr_assert_eq(pact_datagram_open_udp(loop, "127.0.0.1", 0, NULL, 0,
+                                                NULL, &proto, &recs[k], &eps[k]),
+                         0);
+        }
+    }
+    for (int k = 0; k < n; k++)
+        run_until(loop, &recs[k].made, 5000);
+    pact_loop_run_once(loop, 0); /* the receives are in flight */
+    for (int k = 0; k < n; k++)
+        cr_assert_eq(pact_datagram_close(eps[k]), 0);
+    for (int k = 0; k < n; k++) {
+        run_until(loop, &recs[k].lost, 5000);
+        cr_assert_eq(recs[k].lost_err, 0);
+        cr_assert_eq(recs[k].after_lost, 0);
+    }
+    free(recs);
+    free(eps);
+}
+
+/* Each closed endpoint used to keep its struct and its receive buffer
+ * (64 KiB for UDP, 256 KiB for Unix): the teardown took a reference that
+ * nothing dropped. The heap in use must come back to where it was; the
+ * slack covers the loop's own pools settling, far below one buffer. */
+static void expect_endpoints_freed(int unix_pairs)
+{
+    int fds = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    open_and_close_endpoints(loop, 20, unix_pairs); /* warm up the pools */
+    size_t before = heap_bytes_in_use();
+    for (int round = 0; round < 10; round++)
+        open_and_close_endpoints(loop, 50, unix_pairs);
+    size_t after = heap_bytes_in_use();
+    cr_expect_leq(after, before + 16 * 1024,
+                  "500 closed endpoints kept %zu bytes of heap (%zu -> %zu)",
+                  after - before, before, after);
+    test_loop_free(loop);
+    cr_assert_eq(count_open_fds(), fds);
+}
+
+Test(udp, closed_udp_endpoints_free_their_memory)
+{
+    expect_endpoints_freed(0);
+}
+
+Test(udp, closed_unix_endpoints_free_their_memory)
+{
+    expect_endpoints_freed(1);
+}
+
 /* ---- options and bad input ------------------------------------------------- */
 
 Test(udp, socket_options_and_bad_input)
