@@ -255,20 +255,23 @@ static int must_hold(const pact_transport *t)
     return t->paused || t->resume_scheduled || t->has_held || held_len(t) > 0;
 }
 
-/* Hands received bytes to the protocol. */
-static void deliver_data(pact_transport *t, const char *data, size_t r)
+/* Hands received bytes to the protocol; returns how many it took. A
+ * buffered protocol that pauses inside buffer_updated takes no more: after
+ * pause_reading no data callback runs until resume, and the caller holds
+ * the rest (docs/contract.md §5). After a close the rest is dropped. */
+static size_t deliver_data(pact_transport *t, const char *data, size_t r)
 {
     if (t->proto->get_buffer) {
         /* Buffered protocol: copy into the buffers it hands out, as
          * asyncio's proactor does (the bytes sit in a buffer the loop
          * lends for this call only). */
         size_t off = 0;
-        while (off < r && !t->closing) {
+        while (off < r && !t->closing && !t->paused) {
             size_t len = 0;
             char *dst = t->proto->get_buffer(t, r - off, &len, t->user);
             if (!dst || len == 0) {
                 fatal_error(t, -ENOBUFS);
-                return;
+                return r;
             }
             if (len > r - off)
                 len = r - off;
@@ -277,9 +280,11 @@ static void deliver_data(pact_transport *t, const char *data, size_t r)
             if (t->proto->buffer_updated)
                 t->proto->buffer_updated(t, len, t->user);
         }
-    } else if (t->proto->data_received) {
-        t->proto->data_received(t, data, r, t->user);
+        return off;
     }
+    if (t->proto->data_received)
+        t->proto->data_received(t, data, r, t->user);
+    return r;
 }
 
 /* The read side ended: r = 0 at the peer's EOF, else an error. */
@@ -319,13 +324,12 @@ static void on_bytes(pact_transport *t, const char *data, size_t len)
 {
     if (t->closing)
         return;
-    if (must_hold(t)) {
+    size_t done = must_hold(t) ? 0 : deliver_data(t, data, len);
+    if (done < len && !t->closing) {
         if (!pact__transport_more(t) ||
-            wbuf_append(&t->more->held, data, len) != 0)
+            wbuf_append(&t->more->held, data + done, len - done) != 0)
             fatal_error(t, -ENOMEM);
-        return;
     }
-    deliver_data(t, data, len);
 }
 
 /* The receive op ended with r: 0 at EOF or a negative errno; -ECANCELED
@@ -440,8 +444,21 @@ static void resume_delivery(pact_loop *loop, void *arg)
         /* Taken out first: the protocol may pause and resume again. */
         pact_wbuf held = t->more->held;
         memset(&t->more->held, 0, sizeof t->more->held);
-        deliver_data(t, held.data + held.start, wbuf_len(&held));
-        free(held.data);
+        size_t done = deliver_data(t, held.data + held.start, wbuf_len(&held));
+        if (done < wbuf_len(&held) && !t->closing) {
+            /* Paused again: the rest goes back to the front, ahead of
+             * anything held meanwhile. */
+            held.start += done;
+            pact_wbuf later = t->more->held;
+            t->more->held = held;
+            if (wbuf_len(&later) > 0 &&
+                wbuf_append(&t->more->held, later.data + later.start,
+                            wbuf_len(&later)) != 0)
+                fatal_error(t, -ENOMEM);
+            free(later.data);
+        } else {
+            free(held.data);
+        }
     }
     if (!t->closing && !t->paused && held_len(t) == 0) {
         if (t->has_held) {

@@ -812,3 +812,237 @@ Test(stream, buffered_protocol_receives_into_its_own_buffers)
     close(b);
     test_loop_free(loop);
 }
+
+/* ---- buffered protocol and pause_reading ---------------------------------- */
+
+/* A buffered protocol that pauses inside buffer_updated. While paused it
+ * has no room (get_buffer returns NULL, which ends the connection with
+ * -ENOBUFS), and any get_buffer/buffer_updated call then is a violation:
+ * pausing stops data callbacks at once, the rest of the chunk is kept and
+ * handed over, in order, on resume (docs/contract.md §5). Every byte is
+ * checked against the stream pattern. */
+typedef struct pausing {
+    order_check order;
+    uint8_t *store;
+    size_t cap, used;
+    size_t max_chunk;
+    int paused;
+    int calls_while_paused;
+    uint64_t bad_byte_at; /* first position that broke the pattern, + 1 */
+    /* deterministic: pause once this many bytes arrived (0 = never) */
+    size_t pause_at;
+    /* random: pause with probability 1/pause_one_in after each update,
+     * half of those resumed at once from inside the callback */
+    unsigned pause_one_in;
+    unsigned seed;
+    int pauses;
+} pausing;
+
+static unsigned next_rand(unsigned *s)
+{
+    *s = *s * 1103515245u + 12345u;
+    return *s >> 16;
+}
+
+static void *pausing_get(pact_transport *t, size_t hint, size_t *len, void *user)
+{
+    (void)t;
+    (void)hint;
+    pausing *p = user;
+    if (p->paused) {
+        p->calls_while_paused++;
+        return NULL;
+    }
+    size_t room = p->cap - p->used;
+    size_t chunk = p->max_chunk;
+    if (p->pause_one_in)
+        chunk = 1 + next_rand(&p->seed) % p->max_chunk;
+    *len = room < chunk ? room : chunk;
+    return p->store + p->used;
+}
+
+static void pausing_updated(pact_transport *t, size_t n, void *user)
+{
+    pausing *p = user;
+    order_data(&p->order, n);
+    if (p->paused)
+        p->calls_while_paused++;
+    for (size_t i = 0; i < n && !p->bad_byte_at; i++)
+        if (p->store[p->used + i] != test_pattern_byte(p->used + i))
+            p->bad_byte_at = p->used + i + 1;
+    p->used += n;
+    int pause = 0;
+    if (p->pause_at && p->used >= p->pause_at) {
+        p->pause_at = 0;
+        pause = 1;
+    }
+    if (p->pause_one_in && next_rand(&p->seed) % p->pause_one_in == 0)
+        pause = 1;
+    if (pause) {
+        cr_assert_eq(pact_transport_pause_reading(t), 0);
+        p->paused = 1;
+        p->pauses++;
+        if (p->pause_one_in && next_rand(&p->seed) % 2 == 0) {
+            cr_assert_eq(pact_transport_resume_reading(t), 0);
+            p->paused = 0;
+        }
+    }
+}
+
+static void pausing_made(pact_transport *t, void *user)
+{
+    (void)t;
+    order_made(&((pausing *)user)->order);
+}
+
+static int pausing_eof(pact_transport *t, void *user)
+{
+    (void)t;
+    order_eof(&((pausing *)user)->order);
+    return 0;
+}
+
+static void pausing_lost(pact_transport *t, int err, void *user)
+{
+    (void)t;
+    order_lost(&((pausing *)user)->order, err);
+}
+
+static const pact_protocol pausing_proto = {
+    .connection_made = pausing_made,
+    .get_buffer = pausing_get,
+    .buffer_updated = pausing_updated,
+    .eof_received = pausing_eof,
+    .connection_lost = pausing_lost,
+};
+
+static void pausing_init(pausing *p, size_t total, size_t max_chunk)
+{
+    memset(p, 0, sizeof *p);
+    p->cap = total;
+    p->store = malloc(total);
+    p->max_chunk = max_chunk;
+}
+
+/* 100 bytes in one chunk, a protocol that takes 16 at a time and pauses
+ * after the first 16: nothing more until resume, then the other 84. */
+static void pause_inside_a_chunk(int use_pipe)
+{
+    int fds0 = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    int rd, wr;
+    if (use_pipe) {
+        int p[2];
+        cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+        rd = p[0];
+        wr = p[1];
+    } else {
+        make_tcp_pair(&rd, &wr);
+    }
+    pausing p;
+    pausing_init(&p, 100, 16);
+    p.pause_at = 16;
+    uint8_t data[100];
+    test_fill_pattern(data, sizeof data, 0);
+    cr_assert_eq(write(wr, data, sizeof data), (ssize_t)sizeof data);
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open(loop, rd,
+                                     use_pipe ? PACT_STREAM_READ_PIPE
+                                              : PACT_STREAM_SOCKET,
+                                     &pausing_proto, &p, &t), 0);
+    uint64_t end = pact_now() + 5000 * MS;
+    while (p.used < 16 && !p.order.lost && pact_now() < end)
+        pact_loop_run_once(loop, 5 * (int64_t)MS);
+    for (int i = 0; i < 10; i++)
+        pact_loop_run_once(loop, 5 * (int64_t)MS);
+    cr_expect_eq(p.calls_while_paused, 0,
+                 "%d get_buffer/buffer_updated calls while paused",
+                 p.calls_while_paused);
+    cr_assert_eq(p.order.lost, 0, "lost (%s) while paused",
+                 pact_strerror(p.order.lost_err));
+    cr_expect_eq(p.used, 16, "%zu bytes arrived while paused", p.used);
+
+    p.paused = 0;
+    cr_assert_eq(pact_transport_resume_reading(t), 0);
+    close(wr);
+    end = pact_now() + 5000 * MS;
+    while (!p.order.lost && pact_now() < end)
+        pact_loop_run_once(loop, 5 * (int64_t)MS);
+    cr_expect_eq(p.used, 100, "%zu of 100 bytes arrived", p.used);
+    cr_expect_eq(p.bad_byte_at, 0, "byte %llu lost or reordered",
+                 (unsigned long long)p.bad_byte_at - 1);
+    cr_expect_eq(p.order.eof, 1);
+    cr_expect_eq(p.order.lost, 1);
+    cr_expect_eq(p.order.lost_err, 0, "lost: %s", pact_strerror(p.order.lost_err));
+    cr_expect_eq(p.order.after_lost, 0);
+    free(p.store);
+    test_loop_free(loop);
+    cr_expect_eq(count_open_fds(), fds0, "fd leak");
+}
+
+Test(stream, buffered_pause_inside_a_chunk_holds_the_rest_socket)
+{
+    pause_inside_a_chunk(0);
+}
+
+Test(stream, buffered_pause_inside_a_chunk_holds_the_rest_pipe)
+{
+    pause_inside_a_chunk(1);
+}
+
+/* Random pauses (some resumed at once from inside the callback, the rest
+ * by the test a moment later) and random buffer sizes over 2 MB: every
+ * byte arrives, once, in order, and nothing is called while paused. */
+static void random_pause_resume(unsigned seed)
+{
+    pact_loop *loop = test_loop_new();
+    int a, b;
+    make_tcp_pair(&a, &b);
+    size_t total = 2u << 20;
+    pausing p;
+    pausing_init(&p, total, 3000);
+    p.pause_one_in = 40;
+    p.seed = seed;
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open(loop, a, PACT_STREAM_SOCKET, &pausing_proto,
+                                     &p, &t), 0);
+    uint8_t *data = malloc(total);
+    test_fill_pattern(data, total, 0);
+    size_t sent = 0;
+    unsigned rs = seed ^ 0x5a5a5a5au;
+    uint64_t end = pact_now() + 20000 * MS;
+    while (!p.order.lost && pact_now() < end) {
+        if (sent < total) {
+            ssize_t n = send(b, data + sent, total - sent, MSG_DONTWAIT);
+            if (n > 0)
+                sent += (size_t)n;
+            if (sent == total)
+                shutdown(b, SHUT_WR);
+        }
+        if (p.paused && next_rand(&rs) % 3 == 0) {
+            p.paused = 0;
+            cr_assert_eq(pact_transport_resume_reading(t), 0);
+        }
+        pact_loop_run_once(loop, (int64_t)(next_rand(&rs) % 2) * (int64_t)MS);
+    }
+    cr_expect_eq(p.calls_while_paused, 0, "seed %u: %d calls while paused", seed,
+                 p.calls_while_paused);
+    cr_expect_eq(p.used, total, "seed %u: %zu of %zu bytes", seed, p.used, total);
+    cr_expect_eq(p.bad_byte_at, 0, "seed %u: byte %llu lost or reordered", seed,
+                 (unsigned long long)p.bad_byte_at - 1);
+    cr_expect_eq(p.order.eof, 1);
+    cr_expect_eq(p.order.lost, 1);
+    cr_expect_eq(p.order.lost_err, 0, "seed %u: lost: %s", seed,
+                 pact_strerror(p.order.lost_err));
+    cr_expect_gt(p.pauses, 10);
+    free(data);
+    free(p.store);
+    close(b);
+    test_loop_free(loop);
+}
+
+Test(stream, buffered_random_pause_resume_keeps_every_byte)
+{
+    for (unsigned seed = 1; seed <= 4; seed++)
+        random_pause_resume(seed);
+}
