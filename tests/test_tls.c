@@ -1786,3 +1786,92 @@ Test(tls, buffered_protocol_pause_in_buffer_updated_holds_the_rest)
         paused_expect_all(&b.p, &s, what);
     }
 }
+
+/* The plain transport fails under a paused reader (its write meets EPIPE
+ * or ECONNRESET once the peer has gone): what was received before the
+ * failure is delivered first, in order, honouring pause; then
+ * connection_lost, once, last — clean if the peer's close_notify was
+ * among it. Over a Unix socket pair, many seeds. */
+typedef struct writing_reader {
+    paused_reader p;
+} writing_reader;
+
+static void wr_data(pact_transport *t, const void *data, size_t len, void *user)
+{
+    writing_reader *w = user;
+    pr_data(t, data, len, &w->p);
+    /* Keeps writing: once the peer is gone, a write fails the plain
+     * transport while ciphertext may still wait to be decrypted. */
+    int r = pact_transport_write(t, "ack", 3);
+    if (r != 0 && r != -EPIPE)
+        pr_violation(&w->p, "write refused with an unexpected error");
+}
+
+static void wr_made(pact_transport *t, void *user)
+{
+    pr_made(t, &((writing_reader *)user)->p);
+}
+
+static int wr_eof(pact_transport *t, void *user)
+{
+    return pr_eof(t, &((writing_reader *)user)->p);
+}
+
+static void wr_lost(pact_transport *t, int err, void *user)
+{
+    pr_lost(t, err, &((writing_reader *)user)->p);
+}
+
+static const pact_protocol wr_proto = {
+    .connection_made = wr_made,
+    .data_received = wr_data,
+    .eof_received = wr_eof,
+    .connection_lost = wr_lost,
+};
+
+Test(tls, plain_failure_under_a_paused_reader_comes_after_the_data)
+{
+    signal(SIGPIPE, SIG_IGN);
+    unsigned clean = 0;
+    for (unsigned seed = 1; seed <= 30; seed++) {
+        writing_reader w;
+        memset(&w, 0, sizeof w);
+        w.p.seed = seed;
+        pr_sender s = {.total = PAUSED_TOTAL, .seed = seed * 101u};
+        int fds_before = count_open_fds();
+        pact_loop *loop = test_loop_new();
+        pact_tls_context *sctx = server_ctx(), *cctx = client_ctx();
+        int sv[2];
+        make_socketpair(sv);
+        w.p.loop = s.loop = loop;
+        pact_transport *pa, *pb, *t;
+        cr_assert_eq(pact_transport_open(loop, sv[0], PACT_STREAM_SOCKET, &wr_proto,
+                                         &w, &pa), 0);
+        cr_assert_eq(pact_transport_open(loop, sv[1], PACT_STREAM_SOCKET,
+                                         &sender_proto, &s, &pb), 0);
+        cr_assert_eq(pact_tls_wrap(pa, cctx, "localhost", NULL, 0, 0, &wr_proto,
+                                   &w, pr_handshake, "client", &t), 0);
+        cr_assert_eq(pact_tls_wrap(pb, sctx, NULL, NULL, 0, 0, &sender_proto, &s,
+                                   pr_handshake, "server", &t), 0);
+        pact_tls_context_free(sctx);
+        pact_tls_context_free(cctx);
+        RUN_UNTIL(loop, w.p.lost && s.lost, 20000);
+        pact_loop_run(loop);
+        test_loop_free(loop);
+        cr_assert_eq(count_open_fds(), fds_before, "fd leak");
+        cr_assert_eq(w.p.bad, 0, "seed %u: %s", seed, w.p.why);
+        cr_assert_eq(w.p.mismatches, 0, "seed %u: bytes out of place", seed);
+        cr_assert_leq(w.p.got, PAUSED_TOTAL);
+        if (w.p.eofs) {
+            cr_assert_eq(w.p.got, PAUSED_TOTAL, "seed %u: eof before the end", seed);
+            cr_assert_eq(w.p.lost_err, 0, "seed %u: clean close reported as %s (%s)",
+                         seed, pact_err_name(w.p.lost_err), w.p.errmsg);
+            clean++;
+        } else {
+            cr_assert(w.p.lost_err == -EPIPE || w.p.lost_err == -ECONNRESET,
+                      "seed %u: %s (%s)", seed, pact_err_name(w.p.lost_err),
+                      w.p.errmsg);
+        }
+    }
+    cr_log_info("%u of 30 seeds saw the whole stream and a clean close", clean);
+}
