@@ -407,12 +407,18 @@ PACT_API pact_op pact_shutdown(pact_loop *loop, int fd, int how,
                                pact_op_cb cb, void *user);
 
 /* Reads from any fd (pipe, file, socket) at offset, or at the current
- * position when offset is -1. Result: bytes (0 = end of file). */
+ * position when offset is -1. Result: bytes (0 = end of file). The fd may
+ * be blocking: the loop never blocks on it, and its file status flags are
+ * left as the caller set them (pact_read and pact_write do not set
+ * O_NONBLOCK on it; on epoll, for the rare file that refuses RWF_NOWAIT,
+ * such as a tty, O_NONBLOCK is set only for the duration of the one system
+ * call, which another process sharing the file may notice). */
 PACT_API pact_op pact_read(pact_loop *loop, int fd, void *buf, size_t len,
                            int64_t offset, pact_op_cb cb, void *user);
 
 /* Writes to any fd at offset (-1 = current position / append for pipes).
- * Result: bytes written, possibly fewer than len. */
+ * Result: bytes written, possibly fewer than len. Leaves the fd's flags as
+ * pact_read() does. */
 PACT_API pact_op pact_write(pact_loop *loop, int fd, const void *buf,
                             size_t len, int64_t offset, pact_op_cb cb,
                             void *user);

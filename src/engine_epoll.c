@@ -8,8 +8,9 @@
  * non-empty. The registration heals itself when the user closed an fd and
  * the number came back (MOD answers ENOENT: ADD again). Ops in one queue
  * complete in the order they were started, so two recvs on one socket
- * never swap their data. Non-socket fds (pipes, ttys) are made O_NONBLOCK
- * on first use, as libuv does; regular files are read and written
+ * never swap their data. Reads and writes on other fds (pipes, ttys) must
+ * not block the loop and must not change the caller's fd either: they use
+ * RWF_NOWAIT per call (rw_nowait()); regular files are read and written
  * directly (they never block on readiness). */
 #include <errno.h>
 #include <fcntl.h>
@@ -19,6 +20,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "fd_table.h"
@@ -31,8 +33,9 @@ typedef struct fd_entry {
     pact_list queues[QUEUE_COUNT];
     uint32_t armed;    /* events currently armed in epoll (0 = disarmed) */
     uint8_t known;     /* epoll has (or had) a registration for this fd */
-    uint8_t nonblock;  /* O_NONBLOCK checked / set */
+    uint8_t checked;   /* `regular` is known for the file behind the number */
     uint8_t regular;   /* regular file: no readiness, do I/O directly */
+    uint8_t no_rwf_nowait; /* the file refuses RWF_NOWAIT (see rw_nowait) */
 } fd_entry;
 
 typedef struct epoll_engine {
@@ -163,7 +166,35 @@ static int sock_error(int fd)
 /* Performs the op's system call once. Returns the result, or -EAGAIN if it
  * would block (then the op waits for readiness). revents is 0 for the
  * first try at submission. */
-static int64_t try_op(pact_op_s *op, uint32_t revents)
+/* A read or write on a pipe, tty, eventfd... that must not block the loop
+ * and must leave the caller's file status flags as they were (epoll used
+ * to set O_NONBLOCK on the caller's pipe for good; io_uring never touches
+ * it): RWF_NOWAIT on this one call where the file supports it (pipes and
+ * sockets do), else O_NONBLOCK for the duration of the call only, put back
+ * at once. Offset -1 is the current position, as for read/write. */
+static int64_t rw_nowait(fd_entry *f, pact_op_s *op)
+{
+    if (!f->no_rwf_nowait) {
+        struct iovec iov = {.iov_base = op->buf, .iov_len = op->len};
+        ssize_t n = op->kind == PACT_OP_READ
+                        ? preadv2(op->fd, &iov, 1, op->offset, RWF_NOWAIT)
+                        : pwritev2(op->fd, &iov, 1, op->offset, RWF_NOWAIT);
+        if (n >= 0)
+            return n;
+        if (errno != EOPNOTSUPP && errno != ENOSYS)
+            return -errno;
+        f->no_rwf_nowait = 1;
+    }
+    int fl = pact__fd_make_nonblocking(op->fd);
+    if (fl < 0)
+        return fl;
+    int64_t r = pact__op_rw_now(op);
+    if (!(fl & O_NONBLOCK))
+        fcntl(op->fd, F_SETFL, fl);
+    return r;
+}
+
+static int64_t try_op(fd_entry *f, pact_op_s *op, uint32_t revents)
 {
     ssize_t n;
     switch ((pact_op_kind)op->kind) {
@@ -213,7 +244,7 @@ static int64_t try_op(pact_op_s *op, uint32_t revents)
         return shutdown(op->fd, op->msg_flags) < 0 ? -errno : 0;
     case PACT_OP_READ:
     case PACT_OP_WRITE:
-        return pact__op_rw_now(op);
+        return f->regular ? pact__op_rw_now(op) : rw_nowait(f, op);
     case PACT_OP_POLL: {
         struct pollfd p = {.fd = op->fd, .events = (short)op->msg_flags};
         int r = poll(&p, 1, 0);
@@ -230,19 +261,15 @@ static int64_t try_op(pact_op_s *op, uint32_t revents)
     }
 }
 
-/* Sockets get MSG_DONTWAIT per call; other fds must be O_NONBLOCK or a read
- * on an empty pipe would block the whole loop. */
+/* Sockets get MSG_DONTWAIT per call, other fds RWF_NOWAIT (rw_nowait);
+ * regular files never wait for readiness. */
 static void prepare_fd(fd_entry *f, int fd)
 {
-    if (f->nonblock)
+    if (f->checked)
         return;
-    f->nonblock = 1;
+    f->checked = 1;
     struct stat st;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
-        f->regular = 1;
-        return;
-    }
-    pact__fd_make_nonblocking(fd);
+    f->regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
 }
 
 static int ep_submit(pact_loop *loop, pact_op_s *op)
@@ -253,23 +280,23 @@ static int ep_submit(pact_loop *loop, pact_op_s *op)
         pact__op_defer(loop, op, -ENOMEM);
         return 0;
     }
-    /* The number may name a new fd since its last op (closed, then reused
-     * by a blocking pipe): a stale "already non-blocking" would let read()
-     * block the loop. Only an op with nothing else waiting on the number
-     * can be the first on a new fd, so check again for those; socket ops
-     * pass MSG_DONTWAIT and need no check. */
+    /* The number may name a new file since its last op (closed, then
+     * reused by a pipe): a stale "regular file" would let read() block the
+     * loop. Only an op with nothing else waiting on the number can be the
+     * first on a new file, so check again for those; socket ops pass
+     * MSG_DONTWAIT and need no check. */
     if ((op->kind == PACT_OP_READ || op->kind == PACT_OP_WRITE) &&
         pact_list_empty(&f->queues[QUEUE_READ]) &&
         pact_list_empty(&f->queues[QUEUE_WRITE]) &&
         pact_list_empty(&f->queues[QUEUE_POLL]))
-        f->nonblock = f->regular = 0;
+        f->checked = f->regular = f->no_rwf_nowait = 0;
     prepare_fd(f, op->fd);
     enum fd_queue q = queue_of(op);
     /* Behind an op already waiting on this queue: keep the order. A
      * multishot receive always waits for readiness: its data callbacks
      * must not run from inside submission. */
     if (pact_list_empty(&f->queues[q]) && op->kind != PACT_OP_RECV_MULTI) {
-        int64_t r = try_op(op, 0);
+        int64_t r = try_op(f, op, 0);
         if (r != -EAGAIN && r != -EWOULDBLOCK && r != -EINTR) {
             pact__op_defer(loop, op, r);
             return 0;
@@ -354,7 +381,8 @@ static int run_recv_multi(pact_loop *loop, pact_op_s *op, int *completed)
 
 /* Completes, in order, the waiting ops of a read or write queue until one
  * would still block. */
-static int run_queue(pact_loop *loop, pact_list *queue, uint32_t revents)
+static int run_queue(pact_loop *loop, fd_entry *f, pact_list *queue,
+                     uint32_t revents)
 {
     int n = 0;
     while (!pact_list_empty(queue)) {
@@ -364,7 +392,7 @@ static int run_queue(pact_loop *loop, pact_list *queue, uint32_t revents)
                 break;
             continue;
         }
-        int64_t r = try_op(op, revents);
+        int64_t r = try_op(f, op, revents);
         /* A datagram receive woken by EPOLLERR that finds neither data nor
          * a pending error: the socket's error queue (IP_RECVERR) holds
          * entries, which keep it "ready" until read with MSG_ERRQUEUE.
@@ -447,9 +475,9 @@ static int ep_wait(pact_loop *loop, int64_t timeout_ns)
         f->armed = 0; /* ONESHOT */
         /* Errors and hang-ups wake both sides: the syscall reports them. */
         if (rev & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))
-            seen += run_queue(loop, &f->queues[QUEUE_READ], rev);
+            seen += run_queue(loop, f, &f->queues[QUEUE_READ], rev);
         if (rev & (EPOLLOUT | EPOLLERR | EPOLLHUP))
-            seen += run_queue(loop, &f->queues[QUEUE_WRITE], rev);
+            seen += run_queue(loop, f, &f->queues[QUEUE_WRITE], rev);
         seen += run_pollers(loop, &f->queues[QUEUE_POLL], rev);
         /* Callbacks above may have closed and reused this fd number; the
          * entry is still the one for the number, and re-arming heals

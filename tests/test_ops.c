@@ -480,6 +480,91 @@ static int64_t op_sync(pact_loop *loop, pact_op started, rec *r)
     return res;
 }
 
+/* The caller's file status flags are the caller's: pact_read/pact_write
+ * on a blocking pipe leave it blocking once they have completed (io_uring
+ * never touched them; epoll used to set O_NONBLOCK for good). Both paths:
+ * an op that completes at once, and one that has to wait. */
+Test(ops, read_and_write_leave_a_blocking_pipes_flags_as_they_were)
+{
+    int p[2];
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    int rflags = fcntl(p[0], F_GETFL), wflags = fcntl(p[1], F_GETFL);
+    cr_assert_eq(rflags & O_NONBLOCK, 0);
+    cr_assert_eq(wflags & O_NONBLOCK, 0);
+    pact_loop *loop = test_loop_new();
+    char buf[32] = {0};
+    rec rr = {0}, rw = {0};
+    /* A read that waits (empty pipe), then a write that goes at once. */
+    cr_assert_gt(pact_read(loop, p[0], buf, sizeof buf, -1, rec_cb, &rr), 0);
+    pact_loop_run_once(loop, 0);
+    cr_assert_eq(rr.calls, 0);
+    cr_assert_gt(pact_write(loop, p[1], "blocking", 8, -1, rec_cb, &rw), 0);
+    run_until(loop, &rw.calls, 5000);
+    run_until(loop, &rr.calls, 5000);
+    cr_assert_eq(rw.result, 8, "write: %s", pact_err_name((int)rw.result));
+    cr_assert_eq(rr.result, 8, "read: %s", pact_err_name((int)rr.result));
+    cr_assert_eq(fcntl(p[0], F_GETFL), rflags, "read end's flags changed");
+    cr_assert_eq(fcntl(p[1], F_GETFL), wflags, "write end's flags changed");
+
+    /* A read that completes at once (data already there). */
+    cr_assert_eq(write(p[1], "ready", 5), 5);
+    memset(&rr, 0, sizeof rr);
+    cr_assert_gt(pact_read(loop, p[0], buf, sizeof buf, -1, rec_cb, &rr), 0);
+    run_until(loop, &rr.calls, 5000);
+    cr_assert_eq(rr.result, 5);
+    cr_assert_eq(fcntl(p[0], F_GETFL), rflags, "read end's flags changed");
+
+    /* A write that waits: the pipe is full, a read drains it. */
+    cr_assert_eq(fcntl(p[1], F_SETFL, wflags | O_NONBLOCK), 0);
+    static char fill[4096];
+    while (write(p[1], fill, sizeof fill) > 0)
+        ;
+    cr_assert_eq(fcntl(p[1], F_SETFL, wflags), 0);
+    memset(&rw, 0, sizeof rw);
+    cr_assert_gt(pact_write(loop, p[1], "late", 4, -1, rec_cb, &rw), 0);
+    pact_loop_run_once(loop, 0);
+    cr_assert_eq(rw.calls, 0, "a write to a full pipe completed: %lld",
+                 (long long)rw.result);
+    char drain[4096];
+    cr_assert_gt(read(p[0], drain, sizeof drain), 0);
+    run_until(loop, &rw.calls, 5000);
+    cr_assert_eq(rw.result, 4, "write: %s", pact_err_name((int)rw.result));
+    cr_assert_eq(fcntl(p[1], F_GETFL), wflags, "write end's flags changed");
+    test_loop_free(loop);
+    close(p[0]);
+    close(p[1]);
+}
+
+/* The same for a file that refuses per-call non-blocking I/O (a pty:
+ * RWF_NOWAIT is EOPNOTSUPP there, so epoll sets O_NONBLOCK for the one
+ * call only). */
+Test(ops, read_leaves_a_blocking_ptys_flags_as_they_were)
+{
+    int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    cr_assert_geq(master, 0);
+    cr_assert_eq(grantpt(master), 0);
+    cr_assert_eq(unlockpt(master), 0);
+    int slave = open(ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
+    cr_assert_geq(slave, 0);
+    int flags = fcntl(master, F_GETFL);
+    cr_assert_eq(flags & O_NONBLOCK, 0);
+    pact_loop *loop = test_loop_new();
+    char buf[32] = {0};
+    rec rr = {0};
+    cr_assert_gt(pact_read(loop, master, buf, sizeof buf, -1, rec_cb, &rr), 0);
+    pact_loop_run_once(loop, 0);
+    cr_assert_eq(rr.calls, 0, "read of a silent pty completed: %lld",
+                 (long long)rr.result);
+    cr_assert_eq(write(slave, "hi\n", 3), 3);
+    run_until(loop, &rr.calls, 5000);
+    cr_assert_gt(rr.result, 0, "read: %s", pact_err_name((int)rr.result));
+    cr_assert_eq(memcmp(buf, "hi", 2), 0);
+    cr_assert_eq(fcntl(master, F_GETFL), flags, "the pty's flags changed");
+    test_loop_free(loop);
+    close(slave);
+    close(master);
+}
+
 Test(ops, read_and_write_a_regular_file_at_offsets)
 {
     int fd = make_temp_file();
