@@ -659,6 +659,7 @@ static void close_notify_received(tls_conn *c)
 }
 
 static void read_end(tls_conn *c);
+static void check_resume_writing(tls_conn *c);
 
 /* Decrypts what the read BIO holds and hands it over, while not paused;
  * once all of it is delivered, what the plain transport reported after
@@ -719,6 +720,29 @@ static void read_app_data(tls_conn *c)
             return;
         }
     }
+}
+
+/* Whether anything received still waits to be handed over: plaintext,
+ * a close_notify or bad record found behind it, or a whole record in
+ * the read BIO (SSL_peek decrypts it without taking it; a partial record
+ * is nothing anyone can deliver). */
+static int read_pending(tls_conn *c)
+{
+    if (c->rbuf_off < c->rbuf_len || c->eof_pending || c->read_failed)
+        return 1;
+    if (c->eof_seen)
+        return 0; /* nothing is read after close_notify */
+    char byte;
+    size_t n = 0;
+    ERR_clear_error();
+    if (SSL_peek_ex(c->ssl, &byte, 1, &n) == 1)
+        return 1;
+    int e = SSL_get_error(c->ssl, 0);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        ERR_clear_error();
+        return 0;
+    }
+    return 1; /* close_notify or a bad record: SSL_read finds it again */
 }
 
 /* The read BIO is drained and the user is not paused: the plain
@@ -967,9 +991,19 @@ static void plain_lost(pact_transport *plain, int err, void *user)
     if (c->made && !c->closing) {
         /* Gone under an established connection (an error, or the loop
          * closing it): the ciphertext it delivered before is decrypted
-         * and delivered first, honouring pause; read_end then ends. */
+         * and delivered first, honouring pause; read_end then ends. A
+         * paused user with nothing left to receive learns of it now: the
+         * resume may never come (it may wait for its writes to drain). */
         enter(c);
-        read_app_data(c);
+        if (c->paused && !read_pending(c)) {
+            finish(c); /* when we leave */
+        } else {
+            /* The write buffer went with the plain transport: a user
+             * that paused reading until its writes drain hears so (its
+             * writes now fail with -EPIPE) and can resume. */
+            check_resume_writing(c);
+            read_app_data(c);
+        }
         leave(c);
         return;
     }

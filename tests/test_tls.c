@@ -1875,3 +1875,213 @@ Test(tls, plain_failure_under_a_paused_reader_comes_after_the_data)
     }
     cr_log_info("%u of 30 seeds saw the whole stream and a clean close", clean);
 }
+
+/* A reader paused for good (it waits for something else, e.g. its own
+ * writes to drain) while the peer goes away: its writes fail the plain
+ * transport. Nothing waits to be delivered, so connection_lost comes at
+ * once, with the error — it must not wait for a resume that never
+ * comes. */
+typedef struct stuck_reader {
+    pact_loop *loop;
+    pact_transport *t;
+    pact_handle tick;
+    int made, lost, lost_err, data, eofs, writes_failed;
+} stuck_reader;
+
+static void stuck_tick(pact_loop *loop, void *arg)
+{
+    stuck_reader *r = arg;
+    r->tick = 0;
+    if (!r->t)
+        return;
+    if (pact_transport_write(r->t, "x", 1) != 0)
+        r->writes_failed++;
+    r->tick = pact_call_later(loop, 2 * MS, stuck_tick, r);
+}
+
+static void stuck_made(pact_transport *t, void *user)
+{
+    stuck_reader *r = user;
+    r->made = 1;
+    r->t = t;
+    cr_assert_eq(pact_transport_pause_reading(t), 0);
+    r->tick = pact_call_later(r->loop, 2 * MS, stuck_tick, r);
+}
+
+static void stuck_data(pact_transport *t, const void *data, size_t len, void *user)
+{
+    (void)t;
+    (void)data;
+    (void)len;
+    ((stuck_reader *)user)->data++;
+}
+
+static int stuck_eof(pact_transport *t, void *user)
+{
+    (void)t;
+    ((stuck_reader *)user)->eofs++;
+    return 0;
+}
+
+static void stuck_lost(pact_transport *t, int err, void *user)
+{
+    (void)t;
+    stuck_reader *r = user;
+    r->lost++;
+    r->lost_err = err;
+    r->t = NULL;
+    if (r->tick)
+        pact_handle_cancel(r->loop, r->tick);
+    r->tick = 0;
+}
+
+static const pact_protocol stuck_proto = {
+    .connection_made = stuck_made,
+    .data_received = stuck_data,
+    .eof_received = stuck_eof,
+    .connection_lost = stuck_lost,
+};
+
+Test(tls, plain_failure_under_a_reader_paused_for_good_is_reported)
+{
+    signal(SIGPIPE, SIG_IGN);
+    int fds_before = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    pact_tls_context *sctx = server_ctx(), *cctx = client_ctx();
+    int sv[2];
+    make_socketpair(sv);
+    stuck_reader r = {.loop = loop};
+    pr_sender s = {.loop = loop, .total = 0}; /* closes right after the handshake */
+    pact_transport *pa, *pb, *t;
+    cr_assert_eq(pact_transport_open(loop, sv[0], PACT_STREAM_SOCKET, &stuck_proto,
+                                     &r, &pa), 0);
+    cr_assert_eq(pact_transport_open(loop, sv[1], PACT_STREAM_SOCKET, &sender_proto,
+                                     &s, &pb), 0);
+    cr_assert_eq(pact_tls_wrap(pa, cctx, "localhost", NULL, 0, 0, &stuck_proto, &r,
+                               pr_handshake, "client", &t), 0);
+    cr_assert_eq(pact_tls_wrap(pb, sctx, NULL, NULL, 0, 0, &sender_proto, &s,
+                               pr_handshake, "server", &t), 0);
+    pact_tls_context_free(sctx);
+    pact_tls_context_free(cctx);
+    RUN_UNTIL(loop, s.lost, 10000);
+    RUN_UNTIL(loop, r.lost, 5000);
+    pact_loop_run(loop);
+    test_loop_free(loop);
+    cr_assert_eq(count_open_fds(), fds_before, "fd leak");
+    cr_assert_eq(r.made, 1);
+    cr_assert_eq(r.lost, 1);
+    cr_assert_eq(r.data + r.eofs, 0, "nothing delivered while paused");
+    cr_assert(r.lost_err == -EPIPE || r.lost_err == -ECONNRESET, "%s",
+              pact_err_name(r.lost_err));
+}
+
+/* A reader that pauses reading while its own writes are above the high
+ * mark (race_proto's server does the same) when the peer goes away with
+ * data still waiting: the write buffer went with the connection, so
+ * resume_writing comes, the reader resumes, gets what was received, in
+ * order, then connection_lost — never a hang waiting for each other. */
+typedef struct flow_reader {
+    paused_reader p;
+    int wrote, write_paused;
+} flow_reader;
+
+static void fr_data(pact_transport *t, const void *data, size_t len, void *user)
+{
+    flow_reader *f = user;
+    if (f->write_paused)
+        pr_violation(&f->p, "data_received while paused (write side)");
+    const uint8_t *b = data;
+    for (size_t i = 0; i < len; i++)
+        if (b[i] != test_pattern_byte(f->p.got + i))
+            f->p.mismatches++;
+    f->p.got += len;
+    if (!f->wrote) {
+        /* More than the peer reads before it closes: pause_writing. */
+        static char big[1024 * 1024];
+        f->wrote = 1;
+        int r = pact_transport_write(t, big, sizeof big);
+        if (r != 0)
+            pr_violation(&f->p, "the big write was refused");
+    }
+}
+
+static void fr_pause_writing(pact_transport *t, void *user)
+{
+    flow_reader *f = user;
+    f->write_paused = 1;
+    f->p.pauses++;
+    if (pact_transport_pause_reading(t) != 0)
+        pr_violation(&f->p, "pause_reading refused");
+}
+
+static void fr_resume_writing(pact_transport *t, void *user)
+{
+    flow_reader *f = user;
+    f->write_paused = 0;
+    if (pact_transport_resume_reading(t) != 0)
+        pr_violation(&f->p, "resume_reading refused");
+}
+
+static void fr_made(pact_transport *t, void *user)
+{
+    pr_made(t, &((flow_reader *)user)->p);
+}
+
+static int fr_eof(pact_transport *t, void *user)
+{
+    return pr_eof(t, &((flow_reader *)user)->p);
+}
+
+static void fr_lost(pact_transport *t, int err, void *user)
+{
+    pr_lost(t, err, &((flow_reader *)user)->p);
+}
+
+static const pact_protocol fr_proto = {
+    .connection_made = fr_made,
+    .data_received = fr_data,
+    .eof_received = fr_eof,
+    .connection_lost = fr_lost,
+    .pause_writing = fr_pause_writing,
+    .resume_writing = fr_resume_writing,
+};
+
+Test(tls, reader_paused_until_its_writes_drain_hears_of_a_lost_peer)
+{
+    signal(SIGPIPE, SIG_IGN);
+    for (unsigned seed = 1; seed <= 10; seed++) {
+        flow_reader f;
+        memset(&f, 0, sizeof f);
+        pr_sender s = {.total = PAUSED_TOTAL, .seed = seed * 17u};
+        int fds_before = count_open_fds();
+        pact_loop *loop = test_loop_new();
+        pact_tls_context *sctx = server_ctx(), *cctx = client_ctx();
+        int sv[2];
+        make_socketpair(sv);
+        f.p.loop = s.loop = loop;
+        pact_transport *pa, *pb, *t;
+        cr_assert_eq(pact_transport_open(loop, sv[0], PACT_STREAM_SOCKET, &fr_proto,
+                                         &f, &pa), 0);
+        cr_assert_eq(pact_transport_open(loop, sv[1], PACT_STREAM_SOCKET,
+                                         &sender_proto, &s, &pb), 0);
+        cr_assert_eq(pact_tls_wrap(pa, cctx, "localhost", NULL, 0, 0, &fr_proto,
+                                   &f, pr_handshake, "client", &t), 0);
+        cr_assert_eq(pact_tls_wrap(pb, sctx, NULL, NULL, 0, 0, &sender_proto, &s,
+                                   pr_handshake, "server", &t), 0);
+        pact_tls_context_free(sctx);
+        pact_tls_context_free(cctx);
+        RUN_UNTIL(loop, s.lost, 10000);
+        RUN_UNTIL(loop, f.p.lost, 5000);
+        pact_loop_run(loop);
+        test_loop_free(loop);
+        cr_assert_eq(count_open_fds(), fds_before, "fd leak");
+        cr_assert_eq(f.p.bad, 0, "seed %u: %s", seed, f.p.why);
+        cr_assert_eq(f.p.mismatches, 0, "seed %u: bytes out of place", seed);
+        cr_assert_gt(f.p.pauses, 0, "seed %u: the reader must pause", seed);
+        if (f.p.eofs)
+            cr_assert_eq(f.p.got, PAUSED_TOTAL, "seed %u", seed);
+        else
+            cr_assert_neq(f.p.lost_err, 0, "seed %u: an end without close_notify "
+                          "is an error", seed);
+    }
+}
