@@ -6,10 +6,11 @@
 
 DEBIAN_PACKAGES := gcc clang meson ninja-build pkg-config liburing-dev \
 	libcriterion-dev libssl-dev openssl libuv1-dev python3-matplotlib \
-	strace valgrind iproute2 procps util-linux
+	strace valgrind iproute2 procps util-linux \
+	python3-dev libpython3.11-testsuite
 MESON ?= meson
 
-.PHONY: all deps build demo test test-quick bench torture soak fuzz valgrind clean install
+.PHONY: all deps build demo test test-quick test-python bench torture soak fuzz valgrind clean install
 
 all: build
 
@@ -54,6 +55,13 @@ test: deps build/build.ninja build-asan/build.ninja build-tsan/build.ninja build
 	ninja -C build-tsan
 	ninja -C build-fuzz
 	./tests/run-all.sh
+	./python/tests/run.sh build
+
+# pact.asyncio (python/): its own tests and CPython's asyncio suites with
+# pact as the loop, on both engines. The package is built into
+# build/python: PYTHONPATH=build/python /usr/bin/python3 -c 'import pact.asyncio'
+test-python: build
+	./python/tests/run.sh build
 
 # Only the plain build, both engines: for quick iterations.
 test-quick: build

@@ -1,0 +1,910 @@
+/* SPDX-License-Identifier: MIT */
+/* pact._pact.Loop: the C half of pact.asyncio.Loop. It owns a pact loop and
+ * runs asyncio's iteration (BaseEventLoop._run_once) in C: the ready queue,
+ * the timer heap, one pact iteration as the blocking wait, due timers onto
+ * the ready queue, then the handles that were ready when the iteration
+ * began. The Python subclass (pact/asyncio/_loop.py) adds the parts of the
+ * AbstractEventLoop surface that asyncio writes in Python.
+ *
+ * The GIL is held for everything but the engine's blocking wait: pact's wait
+ * hooks release it there and take it back before any callback runs. */
+#include "pact_py.h"
+
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+/* asyncio.base_events: at most this long in one wait, and the rule for
+ * rebuilding the heap when many timers are cancelled. */
+#define MAXIMUM_WAIT_SECONDS (24.0 * 3600.0)
+#define MIN_SCHEDULED_TIMER_HANDLES 100
+#define MIN_CANCELLED_TIMER_HANDLES_FRACTION 0.5
+
+typedef struct {
+    double when;
+    uint64_t seq; /* equal deadlines run in the order they were scheduled */
+    PyObject *handle;
+} timer_entry;
+
+typedef struct {
+    PyObject_HEAD
+    pact_loop *loop;
+    /* Ready handles: a ring buffer (capacity a power of two). */
+    PyObject **ready;
+    size_t ready_head, ready_len, ready_cap;
+    /* Scheduled TimerHandles: a binary heap on (when, seq). */
+    timer_entry *timers;
+    size_t timers_len, timers_cap;
+    uint64_t timer_seq;
+    Py_ssize_t timer_cancelled_count;
+    int stopping;
+    int closed;
+    int debug;
+    int in_run;
+    PyThreadState *wait_tstate;
+    /* A socketpair whose write end is signal.set_wakeup_fd() while the loop
+     * runs on the main thread, so that a signal arriving just before the
+     * wait still wakes it; the read stays armed while the loop is open,
+     * which also keeps pact's iteration from returning at once when
+     * nothing else is in flight. */
+    int signal_rfd, signal_wfd;
+    pact_op signal_op;
+    unsigned char signal_buf[64];
+    uint64_t signals_seen;
+} LoopObject;
+
+static double monotonic_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    /* As time.monotonic() computes it, so both agree to the last bit. */
+    int64_t ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    if (ns % 1000000000 == 0)
+        return (double)(ns / 1000000000);
+    return (double)ns / 1e9;
+}
+
+static int check_open(LoopObject *self)
+{
+    if (self->closed || !self->loop) {
+        PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- ready queue ---------------------------------------------------- */
+
+static int ready_push(LoopObject *self, PyObject *handle)
+{
+    if (self->ready_len == self->ready_cap) {
+        size_t cap = self->ready_cap ? self->ready_cap * 2 : 64;
+        PyObject **q = PyMem_Malloc(cap * sizeof *q);
+        if (!q) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (size_t i = 0; i < self->ready_len; i++)
+            q[i] = self->ready[(self->ready_head + i) & (self->ready_cap - 1)];
+        PyMem_Free(self->ready);
+        self->ready = q;
+        self->ready_cap = cap;
+        self->ready_head = 0;
+    }
+    Py_INCREF(handle);
+    self->ready[(self->ready_head + self->ready_len) & (self->ready_cap - 1)] =
+        handle;
+    self->ready_len++;
+    return 0;
+}
+
+/* Returns a new reference; the queue must not be empty. */
+static PyObject *ready_pop(LoopObject *self)
+{
+    PyObject *h = self->ready[self->ready_head];
+    self->ready_head = (self->ready_head + 1) & (self->ready_cap - 1);
+    self->ready_len--;
+    return h;
+}
+
+static void ready_clear(LoopObject *self)
+{
+    while (self->ready_len) {
+        PyObject *h = ready_pop(self);
+        Py_DECREF(h);
+    }
+}
+
+/* ---- timer heap ----------------------------------------------------- */
+
+static int timer_less(const timer_entry *a, const timer_entry *b)
+{
+    return a->when < b->when || (a->when == b->when && a->seq < b->seq);
+}
+
+static void heap_sift_up(timer_entry *h, size_t i)
+{
+    timer_entry e = h[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!timer_less(&e, &h[parent]))
+            break;
+        h[i] = h[parent];
+        i = parent;
+    }
+    h[i] = e;
+}
+
+static void heap_sift_down(timer_entry *h, size_t len, size_t i)
+{
+    timer_entry e = h[i];
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= len)
+            break;
+        if (child + 1 < len && timer_less(&h[child + 1], &h[child]))
+            child++;
+        if (!timer_less(&h[child], &e))
+            break;
+        h[i] = h[child];
+        i = child;
+    }
+    h[i] = e;
+}
+
+static int timer_push(LoopObject *self, double when, PyObject *handle)
+{
+    if (self->timers_len == self->timers_cap) {
+        size_t cap = self->timers_cap ? self->timers_cap * 2 : 64;
+        timer_entry *t = PyMem_Realloc(self->timers, cap * sizeof *t);
+        if (!t) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->timers = t;
+        self->timers_cap = cap;
+    }
+    Py_INCREF(handle);
+    self->timers[self->timers_len] =
+        (timer_entry){.when = when, .seq = self->timer_seq++, .handle = handle};
+    heap_sift_up(self->timers, self->timers_len++);
+    return 0;
+}
+
+/* Removes the earliest timer; returns its handle (a new reference). */
+static PyObject *timer_pop(LoopObject *self)
+{
+    PyObject *h = self->timers[0].handle;
+    self->timers[0] = self->timers[--self->timers_len];
+    if (self->timers_len)
+        heap_sift_down(self->timers, self->timers_len, 0);
+    return h;
+}
+
+static void timers_clear(LoopObject *self)
+{
+    size_t n = self->timers_len;
+    self->timers_len = 0;
+    for (size_t i = 0; i < n; i++)
+        Py_DECREF(self->timers[i].handle);
+}
+
+/* 1 if handle._cancelled is true, 0 if not, -1 on error. */
+static int handle_cancelled(PyObject *handle)
+{
+    PyObject *v = PyObject_GetAttr(handle, pact_py_str_cancelled);
+    if (!v)
+        return -1;
+    int r = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return r;
+}
+
+/* Drops cancelled timers: all of them when they are the majority of a big
+ * heap, else those at its head (asyncio's rule). */
+static int timers_drop_cancelled(LoopObject *self)
+{
+    if (self->timers_len > MIN_SCHEDULED_TIMER_HANDLES &&
+        (double)self->timer_cancelled_count / (double)self->timers_len >
+            MIN_CANCELLED_TIMER_HANDLES_FRACTION) {
+        size_t kept = 0;
+        for (size_t i = 0; i < self->timers_len; i++) {
+            timer_entry e = self->timers[i];
+            int c = handle_cancelled(e.handle);
+            if (c < 0)
+                return -1; /* heap left as it was up to i: still valid */
+            if (c) {
+                if (PyObject_SetAttr(e.handle, pact_py_str_scheduled, Py_False) < 0)
+                    PyErr_Clear();
+                Py_DECREF(e.handle);
+            } else {
+                self->timers[kept++] = e;
+            }
+        }
+        self->timers_len = kept;
+        for (size_t i = kept / 2; i-- > 0;)
+            heap_sift_down(self->timers, kept, i);
+        self->timer_cancelled_count = 0;
+        return 0;
+    }
+    while (self->timers_len) {
+        int c = handle_cancelled(self->timers[0].handle);
+        if (c < 0)
+            return -1;
+        if (!c)
+            break;
+        self->timer_cancelled_count--;
+        PyObject *h = timer_pop(self);
+        int r = PyObject_SetAttr(h, pact_py_str_scheduled, Py_False);
+        Py_DECREF(h);
+        if (r < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ---- the wait: GIL and signals ------------------------------------- */
+
+static void release_gil(pact_loop *loop, int64_t timeout_ns, void *user)
+{
+    (void)loop;
+    LoopObject *self = user;
+    /* A poll that does not block is not worth a GIL hand-over. */
+    if (timeout_ns != 0)
+        self->wait_tstate = PyEval_SaveThread();
+}
+
+static void take_gil(pact_loop *loop, int64_t timeout_ns, void *user)
+{
+    (void)loop;
+    LoopObject *self = user;
+    if (timeout_ns != 0) {
+        PyEval_RestoreThread(self->wait_tstate);
+        self->wait_tstate = NULL;
+    }
+}
+
+static void signal_read_done(pact_loop *loop, const pact_completion *c,
+                             void *user);
+
+static int signal_read_arm(LoopObject *self)
+{
+    if (self->signal_op > 0 || self->signal_rfd < 0)
+        return 0;
+    pact_op op = pact_recv(self->loop, self->signal_rfd, self->signal_buf,
+                           sizeof self->signal_buf, 0, signal_read_done, self);
+    if (op < 0) {
+        errno = (int)-op;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    self->signal_op = op;
+    return 0;
+}
+
+/* Bytes on the wakeup socket are signal numbers written by CPython's C
+ * signal handler; the Python-level handlers run from PyErr_CheckSignals()
+ * after the wait. Here the socket is only drained and the read re-armed. */
+static void signal_read_done(pact_loop *loop, const pact_completion *c,
+                             void *user)
+{
+    (void)loop;
+    LoopObject *self = user;
+    self->signal_op = 0;
+    if (self->closed)
+        return;
+    if (c->result > 0) {
+        self->signals_seen += (uint64_t)c->result;
+        unsigned char drain[256];
+        ssize_t n;
+        while ((n = recv(self->signal_rfd, drain, sizeof drain, MSG_DONTWAIT)) > 0)
+            self->signals_seen += (uint64_t)n;
+    }
+    if (c->result == 0 || c->result == -ECANCELED)
+        return;
+    if (signal_read_arm(self) < 0)
+        PyErr_Clear(); /* next _run() tries again */
+}
+
+/* ---- one iteration ------------------------------------------------- */
+
+static int64_t wait_timeout_ns(LoopObject *self)
+{
+    if (self->ready_len || self->stopping)
+        return 0;
+    if (!self->timers_len)
+        return -1;
+    double delay = self->timers[0].when - monotonic_seconds();
+    if (delay <= 0)
+        return 0;
+    if (delay > MAXIMUM_WAIT_SECONDS)
+        delay = MAXIMUM_WAIT_SECONDS;
+    /* Rounded up: waking before the deadline would only spin. */
+    return (int64_t)ceil(delay * 1e9);
+}
+
+static int run_handle(LoopObject *self, PyObject *handle)
+{
+    PyObject *r;
+    if (self->debug)
+        r = PyObject_CallMethodOneArg((PyObject *)self,
+                                      pact_py_str_run_handle_debug, handle);
+    else
+        r = PyObject_CallMethodNoArgs(handle, pact_py_str_run);
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static int run_once(LoopObject *self)
+{
+    if (timers_drop_cancelled(self) < 0)
+        return -1;
+    int64_t timeout = wait_timeout_ns(self);
+    int r = pact_loop_run_once(self->loop, timeout);
+    if (r < 0) {
+        PyErr_Format(PyExc_RuntimeError, "pact loop iteration failed: %s",
+                     pact_strerror(r));
+        return -1;
+    }
+    /* Ctrl-C: the default SIGINT handler raises KeyboardInterrupt here. */
+    if (PyErr_CheckSignals() < 0)
+        return -1;
+
+    /* Timers due now go to the ready queue (asyncio's end_time: now plus
+     * the clock's resolution, 1 ns). */
+    double end_time = monotonic_seconds() + 1e-9;
+    while (self->timers_len && self->timers[0].when < end_time) {
+        PyObject *h = timer_pop(self);
+        int e = PyObject_SetAttr(h, pact_py_str_scheduled, Py_False);
+        if (e == 0)
+            e = ready_push(self, h);
+        Py_DECREF(h);
+        if (e < 0)
+            return -1;
+    }
+
+    /* Only what is ready now: callbacks scheduled by these run next time. */
+    size_t ntodo = self->ready_len;
+    for (size_t i = 0; i < ntodo && self->ready_len; i++) {
+        PyObject *h = ready_pop(self);
+        int c = handle_cancelled(h);
+        if (c == 0)
+            c = run_handle(self, h);
+        else if (c > 0)
+            c = 0;
+        Py_DECREF(h);
+        if (c < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ---- methods -------------------------------------------------------- */
+
+static int Loop_init(LoopObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"engine", NULL};
+    const char *engine = "auto";
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$s:Loop", kwlist, &engine))
+        return -1;
+    if (self->loop) {
+        PyErr_SetString(PyExc_RuntimeError, "Loop.__init__ called twice");
+        return -1;
+    }
+    pact_loop_options opts;
+    pact_loop_options_init(&opts);
+    if (strcmp(engine, "auto") == 0)
+        opts.engine = PACT_ENGINE_AUTO;
+    else if (strcmp(engine, "uring") == 0)
+        opts.engine = PACT_ENGINE_URING;
+    else if (strcmp(engine, "epoll") == 0)
+        opts.engine = PACT_ENGINE_EPOLL;
+    else {
+        PyErr_Format(PyExc_ValueError,
+                     "engine must be 'auto', 'uring' or 'epoll', not '%s'",
+                     engine);
+        return -1;
+    }
+    pact_loop *loop = NULL;
+    int r = pact_loop_create(&loop, &opts);
+    if (r < 0) {
+        errno = -r;
+        PyErr_Format(PyExc_OSError, "cannot create a pact loop on %s: %s",
+                     engine, pact_strerror(r));
+        return -1;
+    }
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        pact_loop_free(loop);
+        return -1;
+    }
+    self->loop = loop;
+    self->signal_rfd = sv[0];
+    self->signal_wfd = sv[1];
+    pact_loop_set_wait_hooks(loop, release_gil, take_gil, self);
+    if (signal_read_arm(self) < 0)
+        return -1;
+    return 0;
+}
+
+static PyObject *Loop_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    (void)args;
+    (void)kwds;
+    LoopObject *self = (LoopObject *)type->tp_alloc(type, 0);
+    if (!self)
+        return NULL;
+    self->signal_rfd = self->signal_wfd = -1;
+    return (PyObject *)self;
+}
+
+/* Closes the pact loop; 0 or -1 with an exception. */
+static int close_core(LoopObject *self)
+{
+    self->closed = 1;
+    ready_clear(self);
+    timers_clear(self);
+    if (self->loop) {
+        int r = pact_loop_close(self->loop);
+        if (r < 0 && r != -EBADF) {
+            PyErr_Format(PyExc_RuntimeError, "cannot close the pact loop: %s",
+                         pact_strerror(r));
+            return -1;
+        }
+        pact_loop_free(self->loop);
+        self->loop = NULL;
+    }
+    if (self->signal_rfd >= 0)
+        close(self->signal_rfd);
+    if (self->signal_wfd >= 0)
+        close(self->signal_wfd);
+    self->signal_rfd = self->signal_wfd = -1;
+    return 0;
+}
+
+static int Loop_traverse(LoopObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    for (size_t i = 0; i < self->ready_len; i++)
+        Py_VISIT(self->ready[(self->ready_head + i) & (self->ready_cap - 1)]);
+    for (size_t i = 0; i < self->timers_len; i++)
+        Py_VISIT(self->timers[i].handle);
+    return 0;
+}
+
+static int Loop_clear(LoopObject *self)
+{
+    ready_clear(self);
+    timers_clear(self);
+    return 0;
+}
+
+static void Loop_dealloc(LoopObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (close_core(self) < 0)
+        PyErr_WriteUnraisable((PyObject *)self);
+    PyMem_Free(self->ready);
+    PyMem_Free(self->timers);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyObject *Loop_time(LoopObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    return PyFloat_FromDouble(monotonic_seconds());
+}
+
+/* Splits fastcall arguments (callback, *args, context=None) after `skip`
+ * leading positionals. Returns the args tuple (new reference). */
+static PyObject *parse_callback_args(const char *func, PyObject *const *args,
+                                     Py_ssize_t nargs, PyObject *kwnames,
+                                     Py_ssize_t skip, PyObject **callback,
+                                     PyObject **context)
+{
+    *context = Py_None;
+    if (kwnames) {
+        Py_ssize_t nkw = PyTuple_GET_SIZE(kwnames);
+        for (Py_ssize_t i = 0; i < nkw; i++) {
+            PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+            if (PyUnicode_Compare(name, pact_py_str_context) != 0) {
+                PyErr_Format(PyExc_TypeError,
+                             "%s() got an unexpected keyword argument '%U'",
+                             func, name);
+                return NULL;
+            }
+            *context = args[nargs + i];
+        }
+    }
+    if (nargs < skip + 1) {
+        PyErr_Format(PyExc_TypeError, "%s() missing required argument%s",
+                     func, skip ? "s" : " 'callback'");
+        return NULL;
+    }
+    *callback = args[skip];
+    PyObject *t = PyTuple_New(nargs - skip - 1);
+    if (!t)
+        return NULL;
+    for (Py_ssize_t i = skip + 1; i < nargs; i++) {
+        Py_INCREF(args[i]);
+        PyTuple_SET_ITEM(t, i - skip - 1, args[i]);
+    }
+    return t;
+}
+
+/* Debug mode: asyncio's thread and callback checks (written in Python). */
+static int debug_checks(LoopObject *self, PyObject *callback, const char *method,
+                        int check_thread)
+{
+    if (!self->debug)
+        return 0;
+    if (check_thread) {
+        PyObject *r = PyObject_CallMethodNoArgs((PyObject *)self,
+                                                pact_py_str_check_thread);
+        if (!r)
+            return -1;
+        Py_DECREF(r);
+    }
+    PyObject *r = PyObject_CallMethod((PyObject *)self, "_check_callback", "Os",
+                                      callback, method);
+    if (!r)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static PyObject *new_handle(LoopObject *self, PyObject *callback,
+                            PyObject *cargs, PyObject *context)
+{
+    PyObject *argv[4] = {callback, cargs, (PyObject *)self, context};
+    return PyObject_Vectorcall(pact_py.handle_type, argv, 4, NULL);
+}
+
+static PyObject *call_soon_impl(LoopObject *self, const char *func,
+                                PyObject *const *args, Py_ssize_t nargs,
+                                PyObject *kwnames, int threadsafe)
+{
+    if (check_open(self) < 0)
+        return NULL;
+    PyObject *callback, *context;
+    PyObject *cargs = parse_callback_args(func, args, nargs, kwnames, 0,
+                                          &callback, &context);
+    if (!cargs)
+        return NULL;
+    if (debug_checks(self, callback, func, !threadsafe) < 0) {
+        Py_DECREF(cargs);
+        return NULL;
+    }
+    PyObject *h = new_handle(self, callback, cargs, context);
+    Py_DECREF(cargs);
+    if (!h)
+        return NULL;
+    if (ready_push(self, h) < 0) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    if (threadsafe)
+        pact_loop_wake(self->loop);
+    return h;
+}
+
+static PyObject *Loop_call_soon(LoopObject *self, PyObject *const *args,
+                                Py_ssize_t nargs, PyObject *kwnames)
+{
+    return call_soon_impl(self, "call_soon", args, nargs, kwnames, 0);
+}
+
+static PyObject *Loop_call_soon_threadsafe(LoopObject *self,
+                                           PyObject *const *args,
+                                           Py_ssize_t nargs, PyObject *kwnames)
+{
+    return call_soon_impl(self, "call_soon_threadsafe", args, nargs, kwnames, 1);
+}
+
+static PyObject *call_at_impl(LoopObject *self, const char *func,
+                              PyObject *when, PyObject *const *args,
+                              Py_ssize_t nargs, PyObject *kwnames,
+                              Py_ssize_t skip)
+{
+    if (check_open(self) < 0)
+        return NULL;
+    PyObject *callback, *context;
+    PyObject *cargs = parse_callback_args(func, args, nargs, kwnames, skip,
+                                          &callback, &context);
+    if (!cargs)
+        return NULL;
+    double when_d = PyFloat_AsDouble(when);
+    if (when_d == -1.0 && PyErr_Occurred()) {
+        Py_DECREF(cargs);
+        return NULL;
+    }
+    if (isnan(when_d)) {
+        Py_DECREF(cargs);
+        PyErr_SetString(PyExc_ValueError, "timer deadline is NaN");
+        return NULL;
+    }
+    if (debug_checks(self, callback, "call_at", 1) < 0) {
+        Py_DECREF(cargs);
+        return NULL;
+    }
+    PyObject *argv[5] = {when, callback, cargs, (PyObject *)self, context};
+    PyObject *h = PyObject_Vectorcall(pact_py.timer_handle_type, argv, 5, NULL);
+    Py_DECREF(cargs);
+    if (!h)
+        return NULL;
+    if (timer_push(self, when_d, h) < 0 ||
+        PyObject_SetAttr(h, pact_py_str_scheduled, Py_True) < 0) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    return h;
+}
+
+static PyObject *Loop_call_at(LoopObject *self, PyObject *const *args,
+                              Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (nargs < 1 || args[0] == Py_None) {
+        PyErr_SetString(PyExc_TypeError, nargs < 1
+                                             ? "call_at() missing argument 'when'"
+                                             : "when cannot be None");
+        return NULL;
+    }
+    return call_at_impl(self, "call_at", args[0], args, nargs, kwnames, 1);
+}
+
+static PyObject *Loop_call_later(LoopObject *self, PyObject *const *args,
+                                 Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (nargs < 1 || args[0] == Py_None) {
+        PyErr_SetString(PyExc_TypeError, nargs < 1
+                                             ? "call_later() missing argument 'delay'"
+                                             : "delay must not be None");
+        return NULL;
+    }
+    /* time() + delay in Python arithmetic, as asyncio computes it. */
+    PyObject *now = PyFloat_FromDouble(monotonic_seconds());
+    if (!now)
+        return NULL;
+    PyObject *when = PyNumber_Add(now, args[0]);
+    Py_DECREF(now);
+    if (!when)
+        return NULL;
+    PyObject *h = call_at_impl(self, "call_later", when, args, nargs, kwnames, 1);
+    Py_DECREF(when);
+    return h;
+}
+
+static PyObject *Loop_timer_handle_cancelled(LoopObject *self, PyObject *handle)
+{
+    PyObject *v = PyObject_GetAttr(handle, pact_py_str_scheduled);
+    if (!v)
+        return NULL;
+    int scheduled = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    if (scheduled < 0)
+        return NULL;
+    if (scheduled)
+        self->timer_cancelled_count++;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Loop_stop(LoopObject *self, PyObject *unused)
+{
+    (void)unused;
+    self->stopping = 1;
+    Py_RETURN_NONE;
+}
+
+/* The body of run_forever (the Python side sets up and restores the
+ * running-loop state, asyncgen hooks and the signal wakeup fd). */
+static PyObject *Loop_run(LoopObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (check_open(self) < 0)
+        return NULL;
+    if (self->in_run) {
+        PyErr_SetString(PyExc_RuntimeError, "This event loop is already running");
+        return NULL;
+    }
+    if (signal_read_arm(self) < 0)
+        return NULL;
+    self->in_run = 1;
+    int r = 0;
+    for (;;) {
+        r = run_once(self);
+        if (r < 0 || self->stopping || self->closed)
+            break;
+    }
+    self->stopping = 0;
+    self->in_run = 0;
+    if (r < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* One iteration, for tests and for callers that drive the loop by hand. */
+static PyObject *Loop_run_once(LoopObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (check_open(self) < 0)
+        return NULL;
+    if (self->in_run) {
+        PyErr_SetString(PyExc_RuntimeError, "This event loop is already running");
+        return NULL;
+    }
+    self->in_run = 1;
+    int r = run_once(self);
+    self->in_run = 0;
+    if (r < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Loop_close_core(LoopObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (self->in_run) {
+        PyErr_SetString(PyExc_RuntimeError, "Cannot close a running event loop");
+        return NULL;
+    }
+    if (close_core(self) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Loop_get_debug(LoopObject *self, PyObject *unused)
+{
+    (void)unused;
+    return PyBool_FromLong(self->debug);
+}
+
+static PyObject *Loop_stats(LoopObject *self, PyObject *unused)
+{
+    (void)unused;
+    pact_loop_stats st = {0};
+    if (self->loop)
+        pact_loop_get_stats(self->loop, &st);
+    return Py_BuildValue("{s:K,s:K,s:K,s:n,s:n,s:K}", "iterations",
+                         (unsigned long long)st.iterations, "ops_started",
+                         (unsigned long long)st.ops_started, "ops_live",
+                         (unsigned long long)st.ops_live, "ready",
+                         (Py_ssize_t)self->ready_len, "timers",
+                         (Py_ssize_t)self->timers_len, "signal_bytes",
+                         (unsigned long long)self->signals_seen);
+}
+
+static PyObject *get_closed(LoopObject *self, void *c)
+{
+    (void)c;
+    return PyBool_FromLong(self->closed);
+}
+
+static PyObject *get_stopping(LoopObject *self, void *c)
+{
+    (void)c;
+    return PyBool_FromLong(self->stopping);
+}
+
+static PyObject *get_debug_attr(LoopObject *self, void *c)
+{
+    (void)c;
+    return PyBool_FromLong(self->debug);
+}
+
+static int set_debug_attr(LoopObject *self, PyObject *v, void *c)
+{
+    (void)c;
+    if (!v) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete _debug");
+        return -1;
+    }
+    int d = PyObject_IsTrue(v);
+    if (d < 0)
+        return -1;
+    self->debug = d;
+    return 0;
+}
+
+static PyObject *get_engine(LoopObject *self, void *c)
+{
+    (void)c;
+    if (!self->loop)
+        Py_RETURN_NONE;
+    return PyUnicode_FromString(
+        pact_loop_engine(self->loop) == PACT_ENGINE_URING ? "uring" : "epoll");
+}
+
+static PyObject *get_engine_reason(LoopObject *self, void *c)
+{
+    (void)c;
+    const char *why = self->loop ? pact_loop_engine_reason(self->loop) : NULL;
+    if (!why)
+        Py_RETURN_NONE;
+    return PyUnicode_FromString(why);
+}
+
+static PyObject *get_wakeup_fd(LoopObject *self, void *c)
+{
+    (void)c;
+    return PyLong_FromLong(self->signal_wfd);
+}
+
+static PyObject *get_timer_cancelled_count(LoopObject *self, void *c)
+{
+    (void)c;
+    return PyLong_FromSsize_t(self->timer_cancelled_count);
+}
+
+static PyMethodDef Loop_methods[] = {
+    {"time", (PyCFunction)Loop_time, METH_NOARGS,
+     "The loop's clock: time.monotonic()."},
+    {"call_soon", (PyCFunction)(void (*)(void))Loop_call_soon,
+     METH_FASTCALL | METH_KEYWORDS,
+     "call_soon(callback, *args, context=None) -> asyncio.Handle"},
+    {"call_soon_threadsafe",
+     (PyCFunction)(void (*)(void))Loop_call_soon_threadsafe,
+     METH_FASTCALL | METH_KEYWORDS,
+     "call_soon_threadsafe(callback, *args, context=None) -> asyncio.Handle"},
+    {"call_later", (PyCFunction)(void (*)(void))Loop_call_later,
+     METH_FASTCALL | METH_KEYWORDS,
+     "call_later(delay, callback, *args, context=None) -> asyncio.TimerHandle"},
+    {"call_at", (PyCFunction)(void (*)(void))Loop_call_at,
+     METH_FASTCALL | METH_KEYWORDS,
+     "call_at(when, callback, *args, context=None) -> asyncio.TimerHandle"},
+    {"_timer_handle_cancelled", (PyCFunction)Loop_timer_handle_cancelled, METH_O,
+     "Called by TimerHandle.cancel()."},
+    {"stop", (PyCFunction)Loop_stop, METH_NOARGS,
+     "Stop after the callbacks of the current iteration."},
+    {"get_debug", (PyCFunction)Loop_get_debug, METH_NOARGS, NULL},
+    {"_run", (PyCFunction)Loop_run, METH_NOARGS,
+     "Iterate until stop() (the body of run_forever)."},
+    {"_run_once", (PyCFunction)Loop_run_once, METH_NOARGS,
+     "Run one iteration."},
+    {"_close_core", (PyCFunction)Loop_close_core, METH_NOARGS,
+     "Close the pact loop and drop what is scheduled."},
+    {"stats", (PyCFunction)Loop_stats, METH_NOARGS,
+     "Counters: pact iterations and ops, ready and scheduled handles."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Loop_getset[] = {
+    {"_closed", (getter)get_closed, NULL, NULL, NULL},
+    {"_stopping", (getter)get_stopping, NULL, NULL, NULL},
+    {"_debug", (getter)get_debug_attr, (setter)set_debug_attr, NULL, NULL},
+    {"_timer_cancelled_count", (getter)get_timer_cancelled_count, NULL, NULL, NULL},
+    {"_signal_wakeup_fd", (getter)get_wakeup_fd, NULL, NULL, NULL},
+    {"engine", (getter)get_engine, NULL,
+     "The engine the loop runs on: 'uring' or 'epoll'.", NULL},
+    {"engine_reason", (getter)get_engine_reason, NULL,
+     "Why the loop does not run on io_uring, or None.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot Loop_slots[] = {
+    {Py_tp_doc, "The C core of pact.asyncio.Loop: a pact loop running "
+                "asyncio's iteration."},
+    {Py_tp_new, Loop_new},
+    {Py_tp_init, Loop_init},
+    {Py_tp_dealloc, Loop_dealloc},
+    {Py_tp_traverse, Loop_traverse},
+    {Py_tp_clear, Loop_clear},
+    {Py_tp_methods, Loop_methods},
+    {Py_tp_getset, Loop_getset},
+    {0, NULL},
+};
+
+PyType_Spec pact_py_loop_spec = {
+    .name = "pact._pact.Loop",
+    .basicsize = sizeof(LoopObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = Loop_slots,
+};

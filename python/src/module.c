@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: MIT */
+/* pact._pact: module setup. The types live in one file each (loop.c). */
+#include "pact_py.h"
+
+pact_py_imports pact_py;
+
+PyObject *pact_py_str_cancelled;
+PyObject *pact_py_str_scheduled;
+PyObject *pact_py_str_run;
+PyObject *pact_py_str_run_handle_debug;
+PyObject *pact_py_str_check_thread;
+PyObject *pact_py_str_check_callback;
+PyObject *pact_py_str_source_traceback;
+PyObject *pact_py_str_context;
+
+static int intern_names(void)
+{
+    struct {
+        PyObject **slot;
+        const char *name;
+    } names[] = {
+        {&pact_py_str_cancelled, "_cancelled"},
+        {&pact_py_str_scheduled, "_scheduled"},
+        {&pact_py_str_run, "_run"},
+        {&pact_py_str_run_handle_debug, "_run_handle_debug"},
+        {&pact_py_str_check_thread, "_check_thread"},
+        {&pact_py_str_check_callback, "_check_callback"},
+        {&pact_py_str_source_traceback, "_source_traceback"},
+        {&pact_py_str_context, "context"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        *names[i].slot = PyUnicode_InternFromString(names[i].name);
+        if (!*names[i].slot)
+            return -1;
+    }
+    return 0;
+}
+
+/* asyncio's own Handle and TimerHandle: their semantics (cancel, repr,
+ * contexts, exception reporting, debug tracebacks) are exactly what
+ * asyncio users and its tests expect. */
+static int import_asyncio(void)
+{
+    PyObject *events = PyImport_ImportModule("asyncio.events");
+    if (!events)
+        return -1;
+    pact_py.handle_type = PyObject_GetAttrString(events, "Handle");
+    pact_py.timer_handle_type = PyObject_GetAttrString(events, "TimerHandle");
+    Py_DECREF(events);
+    return pact_py.handle_type && pact_py.timer_handle_type ? 0 : -1;
+}
+
+static struct PyModuleDef pact_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "pact._pact",
+    .m_doc = "The C core of pact.asyncio (a CPython binding of the pact "
+             "event loop library).",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC PyInit__pact(void)
+{
+    if (intern_names() < 0 || import_asyncio() < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&pact_module);
+    if (!m)
+        return NULL;
+    PyObject *loop_type = PyType_FromModuleAndSpec(m, &pact_py_loop_spec, NULL);
+    if (!loop_type || PyModule_AddObject(m, "Loop", loop_type) < 0) {
+        Py_XDECREF(loop_type);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

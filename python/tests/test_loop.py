@@ -1,0 +1,463 @@
+# SPDX-License-Identifier: MIT
+"""pact.asyncio.Loop: scheduling, running, errors, executor, policy.
+
+Runs on the engine PACT_ENGINE names ('uring' or 'epoll'; make test-python
+runs it on both), passed as Loop(engine=...)."""
+import asyncio
+import contextvars
+import gc
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import unittest
+import weakref
+
+import pact.asyncio as pa
+
+ENGINE = os.environ.get('PACT_ENGINE', 'auto')
+
+
+class LoopTestCase(unittest.TestCase):
+    def setUp(self):
+        self.loop = pa.Loop(engine=ENGINE)
+        self.addCleanup(self.loop.close)
+
+    def run_briefly(self, n=1):
+        for _ in range(n):
+            self.loop._run_once()
+
+
+class EngineTests(unittest.TestCase):
+    def test_the_engine_asked_for_runs_and_is_named(self):
+        for engine in ('uring', 'epoll'):
+            if engine == 'uring' and ENGINE == 'epoll':
+                continue
+            loop = pa.Loop(engine=engine)
+            try:
+                self.assertEqual(loop.engine, engine)
+                self.assertIsNone(loop.engine_reason)
+            finally:
+                loop.close()
+
+    def test_auto_follows_pact_engine(self):
+        loop = pa.new_event_loop()
+        try:
+            if ENGINE in ('uring', 'epoll'):
+                self.assertEqual(loop.engine, ENGINE)
+            else:
+                self.assertIn(loop.engine, ('uring', 'epoll'))
+        finally:
+            loop.close()
+
+    def test_unknown_engine_is_a_value_error(self):
+        with self.assertRaisesRegex(ValueError, "'auto', 'uring' or 'epoll'"):
+            pa.Loop(engine='kqueue')
+
+    def test_it_is_an_asyncio_loop_with_a_dict(self):
+        loop = pa.Loop(engine=ENGINE)
+        try:
+            self.assertIsInstance(loop, asyncio.AbstractEventLoop)
+            loop.custom = 42  # tests and libraries patch loop instances
+            self.assertEqual(loop.custom, 42)
+            self.assertIn('running=False', repr(loop))
+        finally:
+            loop.close()
+
+
+class ScheduleTests(LoopTestCase):
+    def test_call_soon_runs_in_order_with_args_and_returns_a_handle(self):
+        seen = []
+        h = self.loop.call_soon(seen.append, 1)
+        self.loop.call_soon(seen.append, 2)
+        self.assertIsInstance(h, asyncio.Handle)
+        self.assertNotIsInstance(h, asyncio.TimerHandle)
+        self.run_briefly()
+        self.assertEqual(seen, [1, 2])
+
+    def test_callbacks_scheduled_by_callbacks_run_next_iteration(self):
+        seen = []
+
+        def first():
+            seen.append('first')
+            self.loop.call_soon(seen.append, 'second')
+        self.loop.call_soon(first)
+        self.run_briefly()
+        self.assertEqual(seen, ['first'])
+        self.run_briefly()
+        self.assertEqual(seen, ['first', 'second'])
+
+    def test_cancelled_handles_never_run(self):
+        seen = []
+        h = self.loop.call_soon(seen.append, 1)
+        t = self.loop.call_later(0.001, seen.append, 2)
+        h.cancel()
+        t.cancel()
+        self.assertTrue(h.cancelled())
+        self.loop.call_later(0.02, self.loop.stop)
+        self.loop.run_forever()
+        self.assertEqual(seen, [])
+
+    def test_context_is_entered_for_the_callback(self):
+        var = contextvars.ContextVar('var', default='outside')
+        seen = []
+        ctx = contextvars.copy_context()
+        ctx.run(var.set, 'inside')
+        self.loop.call_soon(lambda: seen.append(var.get()), context=ctx)
+        self.loop.call_later(0, lambda: seen.append(var.get()), context=ctx)
+        self.loop.call_soon(lambda: seen.append(var.get()))
+        self.loop.call_soon_threadsafe(lambda: seen.append(var.get()), context=ctx)
+        self.loop.call_later(0.001, self.loop.stop)
+        self.loop.run_forever()
+        self.assertEqual(sorted(seen), ['inside', 'inside', 'inside', 'outside'])
+
+    def test_unknown_keyword_is_a_type_error(self):
+        with self.assertRaises(TypeError):
+            self.loop.call_soon(print, ctx=None)
+        with self.assertRaises(TypeError):
+            self.loop.call_later(None, print)
+        with self.assertRaises(TypeError):
+            self.loop.call_at(None, print)
+
+    def test_time_is_time_monotonic(self):
+        a = time.monotonic()
+        t = self.loop.time()
+        b = time.monotonic()
+        self.assertLessEqual(a, t)
+        self.assertLessEqual(t, b)
+
+    def test_timers_are_never_early_and_run_in_deadline_order(self):
+        seen = []
+
+        def fire(tag, when):
+            seen.append((tag, self.loop.time() >= when))
+        now = self.loop.time()
+        for tag, delay in (('c', 0.03), ('a', 0.01), ('b', 0.02), ('b2', 0.02)):
+            h = self.loop.call_at(now + delay, fire, tag, now + delay)
+            self.assertIsInstance(h, asyncio.TimerHandle)
+            self.assertEqual(h.when(), now + delay)
+        self.loop.call_at(now + 0.04, self.loop.stop)
+        t0 = time.monotonic()
+        self.loop.run_forever()
+        self.assertGreaterEqual(time.monotonic() - t0, 0.035)
+        self.assertEqual(seen, [('a', True), ('b', True), ('b2', True), ('c', True)])
+
+    def test_many_cancelled_timers_are_dropped_from_the_heap(self):
+        handles = [self.loop.call_later(3600, print) for _ in range(300)]
+        for h in handles[:250]:
+            h.cancel()
+        self.assertEqual(self.loop._timer_cancelled_count, 250)
+        self.loop.call_soon(int)  # so the iteration does not block
+        self.run_briefly()
+        self.assertEqual(self.loop.stats()['timers'], 50)
+        self.assertEqual(self.loop._timer_cancelled_count, 0)
+        for h in handles[250:]:
+            h.cancel()
+
+    def test_call_soon_threadsafe_wakes_a_sleeping_loop(self):
+        woke = []
+
+        def from_thread():
+            time.sleep(0.05)
+            self.loop.call_soon_threadsafe(lambda: (woke.append(1), self.loop.stop()))
+        self.loop.call_later(30, print)  # the loop would sleep 30 s
+        th = threading.Thread(target=from_thread)
+        th.start()
+        t0 = time.monotonic()
+        self.loop.run_forever()
+        th.join()
+        self.assertEqual(woke, [1])
+        self.assertLess(time.monotonic() - t0, 5)
+
+    def test_the_gil_is_released_while_the_loop_sleeps(self):
+        # A thread spinning in Python gets the GIL while the loop waits for
+        # its timer; the loop's callbacks run with it held.
+        counter = [0]
+        done = threading.Event()
+
+        def spin():
+            while not done.is_set():
+                counter[0] += 1
+        th = threading.Thread(target=spin)
+        self.loop.call_later(0.2, self.loop.stop)
+        th.start()
+        try:
+            self.loop.run_forever()
+        finally:
+            done.set()
+            th.join()
+        self.assertGreater(counter[0], 1000)
+
+
+class RunTests(LoopTestCase):
+    def test_run_until_complete_returns_the_result(self):
+        async def main():
+            await asyncio.sleep(0.01)
+            self.assertIs(asyncio.get_running_loop(), self.loop)
+            self.assertTrue(self.loop.is_running())
+            return 'done'
+        self.assertEqual(self.loop.run_until_complete(main()), 'done')
+        self.assertFalse(self.loop.is_running())
+
+    def test_run_until_complete_raises_the_exception(self):
+        async def main():
+            raise ZeroDivisionError
+        with self.assertRaises(ZeroDivisionError):
+            self.loop.run_until_complete(main())
+
+    def test_short_sleeps_do_not_spin(self):
+        # asyncio's test_timeout_rounding: sub-resolution sleeps must not
+        # make the loop iterate in a hot loop.
+        async def wait():
+            for delay in (1e-2, 1e-4, 1e-6, 1e-8, 1e-10):
+                await asyncio.sleep(delay)
+        before = self.loop.stats()['iterations']
+        self.loop.run_until_complete(wait())
+        self.assertLessEqual(self.loop.stats()['iterations'] - before, 20)
+
+    def test_stop_then_run_again(self):
+        seen = []
+        self.loop.call_soon(self.loop.stop)
+        self.loop.call_soon(seen.append, 1)
+        self.loop.run_forever()
+        self.assertEqual(seen, [1])  # stop() lets the iteration finish
+        self.loop.call_soon(seen.append, 2)
+        self.loop.call_soon(self.loop.stop)
+        self.loop.run_forever()
+        self.assertEqual(seen, [1, 2])
+
+    def test_nested_run_is_refused(self):
+        async def main():
+            coro = asyncio.sleep(0)
+            with self.assertRaisesRegex(RuntimeError, 'already running'):
+                self.loop.run_until_complete(coro)
+            coro.close()
+        self.loop.run_until_complete(main())
+
+    def test_closed_loop_refuses_work(self):
+        self.loop.close()
+        self.assertTrue(self.loop.is_closed())
+        with self.assertRaisesRegex(RuntimeError, 'closed'):
+            self.loop.call_soon(print)
+        with self.assertRaisesRegex(RuntimeError, 'closed'):
+            self.loop.call_later(1, print)
+        with self.assertRaisesRegex(RuntimeError, 'closed'):
+            self.loop.run_forever()
+        self.loop.close()  # twice is fine
+
+    def test_close_while_running_is_refused(self):
+        async def main():
+            with self.assertRaisesRegex(RuntimeError, 'running'):
+                self.loop.close()
+        self.loop.run_until_complete(main())
+
+    def test_tasks_futures_and_the_task_factory(self):
+        made = []
+
+        def factory(loop, coro, **kw):
+            made.append(coro)
+            return asyncio.Task(coro, loop=loop, **kw)
+        self.loop.set_task_factory(factory)
+        self.assertIs(self.loop.get_task_factory(), factory)
+
+        async def main():
+            fut = self.loop.create_future()
+            self.loop.call_later(0.01, fut.set_result, 7)
+            t = self.loop.create_task(asyncio.sleep(0, 'x'), name='n')
+            self.assertEqual(t.get_name(), 'n')
+            return await fut + len(await t)
+        self.assertEqual(self.loop.run_until_complete(main()), 8)
+        self.assertEqual(len(made), 2)
+
+    def test_asyncgens_are_finalised_by_shutdown_asyncgens(self):
+        closed = []
+
+        async def agen():
+            try:
+                yield 1
+                yield 2
+            finally:
+                closed.append(True)
+
+        async def main():
+            g = agen()
+            await g.__anext__()
+            self._keep = g  # unfinished, not collected
+        self.loop.run_until_complete(main())
+        self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        self.assertEqual(closed, [True])
+
+    def test_keyboard_interrupt_escapes_run_forever(self):
+        def raise_ki():
+            raise KeyboardInterrupt
+        self.loop.call_soon(raise_ki)
+        with self.assertRaises(KeyboardInterrupt):
+            self.loop.run_forever()
+        self.assertFalse(self.loop.is_running())
+
+    def test_loop_is_collected(self):
+        loop = pa.Loop(engine=ENGINE)
+        loop.call_soon(lambda: loop)  # a cycle through the ready queue
+        loop.close()
+        ref = weakref.ref(loop)
+        del loop
+        gc.collect()
+        self.assertIsNone(ref())
+
+
+class ErrorTests(LoopTestCase):
+    def test_exception_in_a_callback_goes_to_the_handler(self):
+        contexts = []
+        self.loop.set_exception_handler(lambda loop, ctx: contexts.append(ctx))
+
+        def fail():
+            raise ValueError('boom')
+        h = self.loop.call_soon(fail)
+        self.loop.call_soon(self.loop.stop)
+        self.loop.run_forever()
+        self.assertEqual(len(contexts), 1)
+        self.assertIsInstance(contexts[0]['exception'], ValueError)
+        self.assertIs(contexts[0]['handle'], h)
+
+    def test_default_handler_logs(self):
+        with self.assertLogs('asyncio', 'ERROR') as cm:
+            self.loop.call_exception_handler({'message': 'something odd'})
+        self.assertIn('something odd', cm.output[0])
+
+    def test_debug_mode_reports_slow_callbacks(self):
+        self.loop.set_debug(True)
+        self.assertTrue(self.loop.get_debug())
+        self.loop.slow_callback_duration = 0.01
+        self.loop.call_soon(time.sleep, 0.02)
+        self.loop.call_soon(self.loop.stop)
+        with self.assertLogs('asyncio', 'WARNING') as cm:
+            self.loop.run_forever()
+        self.assertIn('took', cm.output[0])
+
+    def test_debug_mode_refuses_coroutine_callbacks_and_other_threads(self):
+        self.loop.set_debug(True)
+
+        async def coro():
+            pass
+        with self.assertRaises(TypeError):
+            self.loop.call_soon(coro)
+        errors = []
+
+        async def main():
+            th = threading.Thread(target=lambda: self._try_call_soon(errors))
+            th.start()
+            th.join()
+        self.loop.run_until_complete(main())
+        self.assertEqual(len(errors), 1)
+        self.assertIn('thread', str(errors[0]))
+
+    def _try_call_soon(self, errors):
+        try:
+            self.loop.call_soon(print)
+        except RuntimeError as e:
+            errors.append(e)
+
+
+class ExecutorTests(LoopTestCase):
+    def test_run_in_executor_and_to_thread(self):
+        async def main():
+            a = await self.loop.run_in_executor(None, threading.get_ident)
+            b = await asyncio.to_thread(lambda: 5)
+            return a, b
+        ident, five = self.loop.run_until_complete(main())
+        self.assertNotEqual(ident, threading.get_ident())
+        self.assertEqual(five, 5)
+        self.loop.run_until_complete(self.loop.shutdown_default_executor())
+
+    def test_getaddrinfo_and_getnameinfo(self):
+        import socket
+
+        async def main():
+            infos = await self.loop.getaddrinfo('127.0.0.1', 80,
+                                                type=socket.SOCK_STREAM)
+            name = await self.loop.getnameinfo(('127.0.0.1', 80),
+                                               socket.NI_NUMERICHOST |
+                                               socket.NI_NUMERICSERV)
+            return infos, name
+        infos, name = self.loop.run_until_complete(main())
+        self.assertEqual(infos[0][4], ('127.0.0.1', 80))
+        self.assertEqual(name, ('127.0.0.1', '80'))
+
+
+class PolicyTests(unittest.TestCase):
+    def tearDown(self):
+        asyncio.set_event_loop_policy(None)
+
+    def test_install_makes_asyncio_use_pact(self):
+        pa.install()
+        self.assertIsInstance(asyncio.get_event_loop_policy(),
+                              asyncio.DefaultEventLoopPolicy)
+        loop = asyncio.new_event_loop()
+        try:
+            self.assertIsInstance(loop, pa.Loop)
+        finally:
+            loop.close()
+
+        async def main():
+            return type(asyncio.get_running_loop())
+        self.assertIs(asyncio.run(main()), pa.Loop)
+
+    def test_run_with_debug(self):
+        async def main():
+            loop = asyncio.get_running_loop()
+            return type(loop), loop.get_debug()
+        self.assertEqual(pa.run(main(), debug=True), (pa.Loop, True))
+        self.assertEqual(pa.run(main(), debug=False), (pa.Loop, False))
+
+
+CTRL_C_CHILD = textwrap.dedent('''
+    import asyncio, sys, os
+    import pact.asyncio as pa
+    mode = sys.argv[1]
+    async def main():
+        print('ready', flush=True)
+        await asyncio.sleep(60)
+    if mode == 'run_forever':
+        loop = pa.Loop(engine=os.environ.get('PACT_ENGINE', 'auto'))
+        loop.call_soon(lambda: print('ready', flush=True))
+        try:
+            loop.run_forever()
+        except KeyboardInterrupt:
+            print('interrupted', flush=True)
+        loop.close()
+    else:
+        try:
+            pa.run(main())
+        except KeyboardInterrupt:
+            print('interrupted', flush=True)
+''')
+
+
+class CtrlCTests(unittest.TestCase):
+    def ctrl_c(self, mode):
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+        p = subprocess.Popen([sys.executable, '-c', CTRL_C_CHILD, mode],
+                             stdout=subprocess.PIPE, text=True, env=env)
+        try:
+            self.assertEqual(p.stdout.readline().strip(), 'ready')
+            time.sleep(0.1)
+            p.send_signal(signal.SIGINT)
+            out, _ = p.communicate(timeout=10)
+        finally:
+            p.kill()
+            p.wait()
+        self.assertEqual(out.strip(), 'interrupted')
+        self.assertEqual(p.returncode, 0)
+
+    def test_ctrl_c_interrupts_run_forever(self):
+        self.ctrl_c('run_forever')
+
+    def test_ctrl_c_interrupts_run(self):
+        self.ctrl_c('run')
+
+
+if __name__ == '__main__':
+    unittest.main()
