@@ -147,17 +147,37 @@ PACT_API int pact_loop_stop(pact_loop *loop);
  * first, its real result) before this returns; their memory is released
  * only after the kernel's completion arrived. Scheduled callbacks and
  * timers that have not run are dropped (and listed in debug mode), open
- * resources (transports, servers, ...) are closed and reported. The engine
- * is torn down last. Callbacks run during close may not start new
- * operations (-ESHUTDOWN). Returns 0; -EBUSY if the loop is running;
- * -EBADF if it was closed already; -EPERM from a thread other than the one
- * that ran it (io_uring cannot be driven from there). The memory stays
- * valid until
- * pact_loop_free(). */
+ * resources (transports, servers, ...) are closed: each still gets its
+ * callbacks in order (connection_lost last). The engine is torn down last.
+ * Callbacks run during close may not start new operations (-ESHUTDOWN).
+ *
+ * Leftovers are reported (on stderr) only in debug mode: each open
+ * resource with where it was created, each operation still in flight,
+ * each scheduled callback or timer dropped, each threadsafe callback
+ * dropped. In every mode, completions that matched no live operation are
+ * counted (pact_loop_get_stats) and reported if there were any.
+ *
+ * Callbacks accepted by pact_call_soon_threadsafe() (it returned 0) that
+ * have not run when close begins are dropped, not run: a producer that
+ * passes memory through the user pointer must not rely on the callback
+ * to free it once the loop may be closing. From the moment close begins,
+ * pact_call_soon_threadsafe() answers -ESHUTDOWN, so a callback is either
+ * refused, run, or accepted and then dropped by close — never run after
+ * close has returned.
+ *
+ * Returns 0; -EBUSY if the loop is running (called from one of its
+ * callbacks); -EBADF if it was closed already; -EPERM from a thread other
+ * than the one that ran it (io_uring cannot be driven from there). The
+ * memory stays valid until pact_loop_free(). */
 PACT_API int pact_loop_close(pact_loop *loop);
 
-/* Releases a loop's memory, closing it first if needed. NULL is ignored. */
-PACT_API void pact_loop_free(pact_loop *loop);
+/* Releases a loop's memory, closing it first if needed. Returns 0 (also
+ * for NULL, which is ignored). If the close it needs is refused, nothing
+ * is closed or freed and the loop stays usable: -EBUSY when called while
+ * the loop runs (from inside one of its callbacks — the loop's own code is
+ * still on the stack; free it after pact_loop_run() has returned), -EPERM
+ * from a thread that does not own the loop. */
+PACT_API int pact_loop_free(pact_loop *loop);
 
 /* Current CLOCK_MONOTONIC time in nanoseconds. */
 PACT_API uint64_t pact_now(void);
@@ -437,7 +457,14 @@ PACT_API pact_op pact_sleep(pact_loop *loop, uint64_t delay_ns, pact_op_cb cb,
  * the kernel finished it first: then the real result is delivered). On
  * io_uring, an operation not yet submitted (call this right after starting
  * it) gets a linked timeout; otherwise the loop's timer heap is used.
- * Returns 0, -EALREADY if the op is already completing, -ENOENT if stale. */
+ * Returns 0, or:
+ *   -EINVAL    timeout_ns is 0, or op is a pact_sleep() (its own deadline);
+ *   -EBUSY     the op has a deadline already (one per op; it cannot be
+ *              moved or removed);
+ *   -EALREADY  the op is already completing, or a cancel was requested;
+ *   -ENOENT    the handle is stale (the callback has run), of another loop,
+ *              or not an op handle;
+ *   -ESHUTDOWN the loop is closing or closed; -EPERM off the owner thread. */
 PACT_API int pact_op_set_timeout(pact_loop *loop, pact_op op,
                                  uint64_t timeout_ns);
 
@@ -445,10 +472,20 @@ PACT_API int pact_op_set_timeout(pact_loop *loop, pact_op op,
  * operation's callback still runs exactly once, with -ECANCELED if the
  * cancel was in time, or with the real result (bytes received, an accepted
  * fd) if the kernel completed it first — that result is never dropped.
- * Returns 0 if the request was made, -EALREADY if the op is already
- * completing or a cancel was already requested, -ENOENT for an unknown or
- * stale handle (the callback has run). Safe from any callback, twice, or
- * after completion. */
+ *
+ * The return value says whether a request was made, not whether it was in
+ * time; the callback's result says that (-ECANCELED, or -ETIMEDOUT for a
+ * deadline: in time; anything else: the op finished first).
+ *   0          the request was made (the op was queued or in flight);
+ *   -EALREADY  nothing was done: the op's result is already known and its
+ *              callback is due or running (also from inside its own
+ *              callback), or a cancel or its deadline was already
+ *              requested. The callback still runs exactly once.
+ *   -ENOENT    the handle is stale (the callback has run), of another
+ *              loop, not an op handle, or one of the loop's own internal
+ *              operations;
+ *   -ESHUTDOWN the loop is closed; -EPERM off the owner thread.
+ * Safe from any callback, twice, or after completion. */
 PACT_API int pact_cancel(pact_loop *loop, pact_op op);
 
 /* ------------------------------------------------------------------------ */

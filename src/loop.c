@@ -622,21 +622,22 @@ int pact_loop_close(pact_loop *loop)
     return 0;
 }
 
-void pact_loop_free(pact_loop *loop)
+int pact_loop_free(pact_loop *loop)
 {
     if (!loop)
-        return;
+        return 0;
     if (loop->state != PACT_LOOP_CLOSED) {
+        /* Refused (running, another thread): the loop is left as it was,
+         * rather than freeing memory its own code still uses. */
         int r = pact_loop_close(loop);
-        if (r != 0) {
-            pact__log(loop, "pact_loop_free: close failed (%s); leaking the "
-                            "loop rather than freeing live memory",
-                      pact_err_name(r));
-            return;
-        }
+        if (r != 0)
+            return pact__misuse(loop, r, __func__,
+                                "cannot close the loop from here; it is "
+                                "not freed");
     }
     pthread_mutex_destroy(&loop->ts_lock);
     free(loop);
+    return 0;
 }
 
 uint64_t pact_loop_time(const pact_loop *loop)

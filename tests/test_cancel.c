@@ -560,6 +560,44 @@ Test(cancel, deadline_misuse_gets_errors)
     close(sv[1]);
 }
 
+/* The errors pact_op_set_timeout() documents, each where pact.h says. */
+Test(cancel, deadline_errors_are_the_documented_ones)
+{
+    int sv[2];
+    make_socketpair(sv);
+    pact_loop *loop = test_loop_new();
+    char buf[8];
+    rec q = {0}, f = {0}, s = {0};
+    /* Queued (not yet submitted): a second deadline is -EBUSY. */
+    q.op = pact_recv(loop, sv[1], buf, sizeof buf, 0, rec_cb, &q);
+    cr_assert_eq(pact_op_set_timeout(loop, q.op, 3600 * 1000 * MS), 0);
+    cr_assert_eq(pact_op_set_timeout(loop, q.op, MS), -EBUSY);
+    /* In flight: the same. */
+    f.op = pact_recv(loop, sv[0], buf, sizeof buf, 0, rec_cb, &f);
+    pact_loop_run_once(loop, 0);
+    cr_assert_eq(f.calls, 0);
+    cr_assert_eq(pact_op_set_timeout(loop, f.op, 3600 * 1000 * MS), 0);
+    cr_assert_eq(pact_op_set_timeout(loop, f.op, MS), -EBUSY);
+    /* 0, or a sleep (which is its own deadline): -EINVAL. */
+    cr_assert_eq(pact_op_set_timeout(loop, f.op, 0), -EINVAL);
+    s.op = pact_sleep(loop, MS, rec_cb, &s);
+    cr_assert_eq(pact_op_set_timeout(loop, s.op, MS), -EINVAL);
+    /* Cancel requested: -EALREADY. */
+    cr_assert_eq(pact_cancel(loop, q.op), 0);
+    cr_assert_eq(pact_op_set_timeout(loop, q.op, MS), -EALREADY);
+    cr_assert_eq(pact_cancel(loop, f.op), 0);
+    run_until_calls(loop, &q, 5000);
+    run_until_calls(loop, &f, 5000);
+    run_until_calls(loop, &s, 5000);
+    /* Completed: the handle is stale. */
+    cr_assert_eq(pact_op_set_timeout(loop, f.op, MS), -ENOENT);
+    cr_assert_eq(q.result, -ECANCELED);
+    cr_assert_eq(f.result, -ECANCELED);
+    test_loop_free(loop);
+    close(sv[0]);
+    close(sv[1]);
+}
+
 Test(cancel, deadline_on_send_all_to_a_full_socket_reports_what_went_out)
 {
     int sv[2];

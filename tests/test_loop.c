@@ -243,6 +243,39 @@ Test(loop, misuse_gets_negative_errno_not_a_crash)
     pact_loop_free(loop);
 }
 
+typedef struct free_inside {
+    int free_result;
+    int close_result;
+    int after;
+} free_inside;
+
+static void free_from_callback(pact_loop *loop, void *user)
+{
+    free_inside *f = user;
+    f->free_result = pact_loop_free(loop);
+    f->close_result = pact_loop_close(loop);
+    /* The loop is untouched: it still schedules and runs callbacks. */
+    pact_call_soon(loop, record, (void *)(intptr_t)7);
+}
+
+/* pact_loop_free() from inside one of the loop's callbacks would free
+ * memory the loop's own code is still using: it is refused with -EBUSY
+ * and changes nothing; the loop is freed once run has returned. */
+Test(loop, free_from_inside_a_callback_is_ebusy_and_changes_nothing)
+{
+    pact_loop *loop = test_loop_new();
+    free_inside f = {0};
+    norder = 0;
+    cr_assert_gt(pact_call_soon(loop, free_from_callback, &f), 0);
+    cr_assert_eq(pact_loop_run(loop), 0);
+    cr_assert_eq(f.free_result, -EBUSY);
+    cr_assert_eq(f.close_result, -EBUSY);
+    cr_assert_eq(norder, 1, "the loop ran on after the refused free");
+    cr_assert_eq(order[0], 7);
+    cr_assert_eq(pact_loop_free(loop), 0);
+    cr_assert_eq(pact_loop_free(NULL), 0);
+}
+
 Test(loop, close_drops_unrun_callbacks_and_timers)
 {
     pact_loop *loop = test_loop_new();
