@@ -244,11 +244,8 @@ static void drain_threadsafe(pact_loop *loop)
     pact_ts_item *item = take_threadsafe(loop);
     while (item) {
         pact_ts_item *next = item->next;
-        uint64_t start = loop->debug ? pact_now() : 0;
-        item->cb(loop, item->user);
-        if (loop->debug)
-            pact__note_callback_time(loop, start, (void *)item->cb,
-                                     "threadsafe callback");
+        PACT_RUN_CALLBACK(loop, item->cb, "threadsafe callback",
+                          item->cb(loop, item->user));
         free(item);
         item = next;
     }

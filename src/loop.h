@@ -233,5 +233,17 @@ int pact__fd_make_nonblocking(int fd);
 #define PACT_SLOW_CALLBACK_NS (100ull * 1000 * 1000)
 void pact__note_callback_time(pact_loop *loop, uint64_t start, void *cb,
                               const char *what);
+/* Runs `call`, a user callback whose code is at fn, and in debug mode
+ * counts and logs it if it took PACT_SLOW_CALLBACK_NS or more (it blocked
+ * the loop). Every place that calls user code goes through this, so the
+ * timing is written once. */
+#define PACT_RUN_CALLBACK(loop, fn, what, call)                             \
+    do {                                                                    \
+        uint64_t pact_cb_start_ = (loop)->debug ? pact_now() : 0;           \
+        call;                                                               \
+        if ((loop)->debug)                                                  \
+            pact__note_callback_time((loop), pact_cb_start_, (void *)(fn),  \
+                                     (what));                               \
+    } while (0)
 
 #endif

@@ -469,11 +469,8 @@ void pact__op_deliver(pact_loop *loop, pact_op_s *op, const void *data,
         .data = data,
         .more = 1,
     };
-    uint64_t start = loop->debug ? pact_now() : 0;
-    op->cb(loop, &c, op->user);
-    if (loop->debug)
-        pact__note_callback_time(loop, start, (void *)op->cb,
-                                 "operation callback");
+    PACT_RUN_CALLBACK(loop, op->cb, "operation callback",
+                      op->cb(loop, &c, op->user));
 }
 
 #ifdef PACT_FAULT_INJECTION
@@ -533,11 +530,8 @@ void pact__op_complete(pact_loop *loop, pact_op_s *op)
     if (op->extra && op->extra->fill)
         op->extra->fill(op, &c);
     loop->stats.ops_completed++;
-    uint64_t start = loop->debug ? pact_now() : 0;
-    op->cb(loop, &c, op->user);
-    if (loop->debug)
-        pact__note_callback_time(loop, start, (void *)op->cb,
-                                 "operation callback");
+    PACT_RUN_CALLBACK(loop, op->cb, "operation callback",
+                      op->cb(loop, &c, op->user));
     if (!(op->flags & PACT_OPF_INTERNAL))
         loop->user_ops_live--;
     pact__op_release(loop, op);

@@ -198,11 +198,8 @@ static void dispatch(pact_loop *loop, pact_signals *s, int signo)
     s->dispatching++;
     for (sig_handler *h = s->head; h; h = h->next) {
         if (!h->removed && h->signo == signo) {
-            uint64_t start = loop->debug ? pact_now() : 0;
-            h->cb(loop, signo, h->user);
-            if (loop->debug)
-                pact__note_callback_time(loop, start, (void *)h->cb,
-                                         "signal handler");
+            PACT_RUN_CALLBACK(loop, h->cb, "signal handler",
+                              h->cb(loop, signo, h->user));
         }
         if (h == last)
             break;

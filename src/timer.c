@@ -106,10 +106,7 @@ int pact_handle_cancel(pact_loop *loop, pact_handle handle)
 static void handle_run(pact_loop *loop, pact_handle_s *h)
 {
     h->state = PACT_HANDLE_RUNNING;
-    uint64_t start = loop->debug ? pact_now() : 0;
-    h->cb(loop, h->user);
-    if (loop->debug)
-        pact__note_callback_time(loop, start, (void *)h->cb, "callback");
+    PACT_RUN_CALLBACK(loop, h->cb, "callback", h->cb(loop, h->user));
     handle_free(loop, h);
 }
 

@@ -276,6 +276,48 @@ Test(loop, free_from_inside_a_callback_is_ebusy_and_changes_nothing)
     cr_assert_eq(pact_loop_free(NULL), 0);
 }
 
+static void block_the_loop(pact_loop *loop, void *user)
+{
+    (void)loop;
+    (void)user;
+    usleep(120 * 1000); /* over the 100 ms that make a callback slow */
+}
+
+static void block_the_loop_op(pact_loop *loop, const pact_completion *c,
+                              void *user)
+{
+    (void)c;
+    block_the_loop(loop, user);
+}
+
+/* Counts the slow callbacks of each kind (ready, timer, threadsafe, op)
+ * on a loop in debug mode or not. */
+static uint64_t slow_callbacks_seen(int debug)
+{
+    pact_loop_options o;
+    pact_loop_options_init(&o);
+    o.debug = debug;
+    pact_loop *loop;
+    cr_assert_eq(pact_loop_create(&loop, &o), 0);
+    cr_assert_gt(pact_call_soon(loop, block_the_loop, NULL), 0);
+    cr_assert_gt(pact_call_later(loop, 1, block_the_loop, NULL), 0);
+    cr_assert_eq(pact_call_soon_threadsafe(loop, block_the_loop, NULL), 0);
+    cr_assert_gt(pact_sleep(loop, 1, block_the_loop_op, NULL), 0);
+    cr_assert_eq(pact_loop_run(loop), 0);
+    pact_loop_stats st;
+    cr_assert_eq(pact_loop_get_stats(loop, &st), 0);
+    cr_assert_eq(pact_loop_free(loop), 0);
+    return st.slow_callbacks;
+}
+
+/* In debug mode every kind of callback that blocks the loop is counted
+ * (and logged); outside debug mode nothing is timed. */
+Test(loop, slow_callbacks_of_every_kind_are_counted_in_debug_mode)
+{
+    cr_assert_eq(slow_callbacks_seen(1), 4);
+    cr_assert_eq(slow_callbacks_seen(0), 0);
+}
+
 Test(loop, close_drops_unrun_callbacks_and_timers)
 {
     pact_loop *loop = test_loop_new();
