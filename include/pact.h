@@ -999,9 +999,14 @@ PACT_API int pact_datagram_leave_group(pact_datagram *ep, const char *group,
  * once if connection_made ran, on_handshake(NULL, -ECONNABORTED) if the
  * handshake was still going on).
  *
- * Closing: close() sends close_notify after what is buffered, then closes
- * the socket once it has gone out (abandoned after the context's shutdown
- * timeout, 30 s by default); it does not wait for the peer's close_notify.
+ * Closing: close() sends close_notify after what is buffered, then shuts
+ * down the socket's writing side and closes the socket once the peer has
+ * closed too (its close_notify or its EOF; what it sends meanwhile is
+ * dropped), at once if its close_notify came first. Closing earlier would
+ * let bytes the peer sends (a TLS 1.3 server's session tickets) arrive
+ * unread, and the kernel would then reset the connection, destroying what
+ * had not gone out yet. Abandoned after the context's shutdown timeout
+ * (30 s by default); connection_lost(0) follows in every case.
  * Closing before the handshake has finished abandons it (as asyncio).
  * write_eof() sends close_notify and then shuts down the socket's writing
  * side; reading goes on. Renegotiation is refused. */
@@ -1082,7 +1087,8 @@ PACT_API int pact_tls_context_set_alpn(pact_tls_context *ctx,
 PACT_API int pact_tls_context_set_session_cache(pact_tls_context *ctx, int on);
 
 /* Timeouts: the handshake (default 60 s; pact_tls_wrap() may override it)
- * and the close_notify flush on close (default 30 s). 0 = the default. */
+ * and the close on close() (default 30 s): flushing close_notify and
+ * waiting for the peer to close too. 0 = the default. */
 PACT_API int pact_tls_context_set_timeouts(pact_tls_context *ctx,
                                            uint64_t handshake_ns,
                                            uint64_t shutdown_ns);

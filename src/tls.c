@@ -108,6 +108,7 @@ struct tls_conn {
     unsigned final_pending : 1;
     unsigned plain_eof_held : 1; /* the plain transport's EOF, behind the read BIO */
     unsigned plain_gone : 1;     /* its connection_lost, behind the read BIO */
+    unsigned lingering : 1;      /* closed: waiting for the peer to close too */
     int depth; /* nesting of our own code: finish only at depth 0 */
     int err;   /* first error: what connection_lost reports */
     int plain_err; /* what the plain transport's connection_lost reported */
@@ -537,6 +538,55 @@ static void close_plain(tls_conn *c)
     }
 }
 
+/* Closes the plain transport once the peer has closed too (a lingering
+ * close): after our close_notify, FIN (write_eof, once what is buffered
+ * has gone), then what the peer still sends is read and dropped until
+ * its close_notify or EOF. Closing a socket while bytes the peer sent
+ * are unread makes the kernel answer with a reset that also destroys
+ * what it had not sent yet — our last records and close_notify: the peer
+ * sees a truncation. A TLS 1.3 server sends its session tickets unasked,
+ * so a client that writes and closes at once meets this whenever the
+ * server reads slowly. Bounded by the shutdown timeout. */
+static void linger_close(tls_conn *c)
+{
+    if (!c->plain)
+        return;
+    if (c->eof_seen || c->plain_eof_held) {
+        close_plain(c); /* the peer has said all it will say */
+        return;
+    }
+    c->lingering = 1;
+    pact_transport_write_eof(c->plain);
+    if (!pact_transport_is_reading(c->plain))
+        pact_transport_resume_reading(c->plain);
+    if (c->plain && !c->close_timer) {
+        pact_handle h = pact_call_later(c->t.loop, c->ctx->shutdown_timeout_ns,
+                                        close_timed_out, c);
+        if (h > 0)
+            c->close_timer = h;
+    }
+}
+
+/* While lingering: decrypts and drops what arrives; the peer's
+ * close_notify (or a record that fails) ends the wait. */
+static void linger_read(tls_conn *c)
+{
+    char sink[4096];
+    for (;;) {
+        size_t n = 0;
+        ERR_clear_error();
+        if (SSL_read_ex(c->ssl, sink, sizeof sink, &n) == 1)
+            continue;
+        int e = SSL_get_error(c->ssl, 0);
+        ERR_clear_error();
+        if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+            c->lingering = 0;
+            close_plain(c);
+        }
+        return;
+    }
+}
+
 static void capture_ssl_error(tls_conn *c, const char *what)
 {
     unsigned long e = ERR_peek_last_error();
@@ -942,11 +992,13 @@ static void plain_data(pact_transport *plain, const void *data, size_t len,
 {
     (void)plain;
     tls_conn *c = user;
-    if (c->aborting)
-        return;
+    if (c->aborting || (c->closing && !c->lingering))
+        return; /* nothing is delivered after close */
     enter(c);
     if (BIO_write(c->rbio, data, (int)len) != (int)len)
         protocol_error(c, -ENOMEM);
+    else if (c->lingering)
+        linger_read(c);
     else if (!c->started)
         start_handshake(c);
     else
@@ -1180,7 +1232,7 @@ static int tls_close(pact_transport *t)
             pact_transport_abort(c->plain);
     } else {
         send_close_notify(c);
-        close_plain(c);
+        linger_close(c);
     }
     end_without_plain(c);
     leave(c);

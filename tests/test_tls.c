@@ -1526,6 +1526,7 @@ typedef struct pr_sender {
     pact_transport *t;
     unsigned seed;
     uint64_t sent, total;
+    int abort_when_done; /* abort instead of close: the peer just goes */
     int made, lost, lost_err;
 } pr_sender;
 
@@ -1547,6 +1548,8 @@ static void sender_more(pact_loop *loop, void *arg)
     } while (s->sent < s->total && (!s->seed || rand_r(&s->seed) % 2));
     if (s->sent < s->total)
         cr_assert_gt(pact_call_soon(s->loop, sender_more, s), 0);
+    else if (s->abort_when_done)
+        cr_assert_eq(pact_transport_abort(s->t), 0);
     else
         cr_assert_eq(pact_transport_close(s->t), 0);
 }
@@ -1588,9 +1591,10 @@ static void pr_handshake(pact_loop *loop, pact_transport *t, int err, void *user
     cr_assert_eq(err, 0, "%s: handshake: %s", (const char *)user, pact_err_name(err));
 }
 
-/* One connection over loopback TCP: server sends total bytes and closes;
- * the client reads with pauses. Returns once both ends are gone. */
-static void paused_run(paused_reader *p, pr_sender *s)
+/* One connection over loopback TCP: one end sends total bytes and
+ * closes, the other reads with pauses (the client, unless reader_is_server).
+ * Returns once both ends are gone. */
+static void paused_run_roles(paused_reader *p, pr_sender *s, int reader_is_server)
 {
     signal(SIGPIPE, SIG_IGN);
     int fds_before = count_open_fds();
@@ -1604,10 +1608,21 @@ static void paused_run(paused_reader *p, pr_sender *s)
                                      &pa), 0);
     cr_assert_eq(pact_transport_open(loop, b, PACT_STREAM_SOCKET, &sender_proto,
                                      s, &pb), 0);
-    cr_assert_eq(pact_tls_wrap(pa, cctx, "localhost", NULL, 0, 0, &pr_proto, p,
-                               pr_handshake, "client", &t), 0);
-    cr_assert_eq(pact_tls_wrap(pb, sctx, NULL, NULL, 0, 0, &sender_proto, s,
-                               pr_handshake, "server", &t), 0);
+    if (reader_is_server) {
+        pact_transport *swap = pa;
+        pa = pb;
+        pb = swap;
+        cr_assert_eq(pact_transport_set_protocol(pa, &pr_proto, p), 0);
+        cr_assert_eq(pact_transport_set_protocol(pb, &sender_proto, s), 0);
+    }
+    pact_tls_context *reader_ctx = reader_is_server ? sctx : cctx;
+    pact_tls_context *sender_ctx = reader_is_server ? cctx : sctx;
+    cr_assert_eq(pact_tls_wrap(pa, reader_ctx, reader_is_server ? NULL : "localhost",
+                               NULL, 0, 0, &pr_proto, p, pr_handshake, "reader",
+                               &t), 0);
+    cr_assert_eq(pact_tls_wrap(pb, sender_ctx, reader_is_server ? "localhost" : NULL,
+                               NULL, 0, 0, &sender_proto, s, pr_handshake, "sender",
+                               &t), 0);
     pact_tls_context_free(sctx);
     pact_tls_context_free(cctx);
     RUN_UNTIL(loop, p->lost && s->lost, 20000);
@@ -1615,6 +1630,11 @@ static void paused_run(paused_reader *p, pr_sender *s)
     cr_assert_eq(p->lost, 1);
     test_loop_free(loop);
     cr_assert_eq(count_open_fds(), fds_before, "fd leak");
+}
+
+static void paused_run(paused_reader *p, pr_sender *s)
+{
+    paused_run_roles(p, s, 0);
 }
 
 static void paused_expect_all(paused_reader *p, pr_sender *s, const char *what)
@@ -1651,6 +1671,20 @@ Test(tls, random_pause_resume_loses_nothing_50_seeds)
         paused_reader p = {.seed = seed};
         pr_sender s = {.total = PAUSED_TOTAL, .seed = seed * 7919u};
         paused_run(&p, &s);
+        char what[32];
+        snprintf(what, sizeof what, "seed %u", seed);
+        paused_expect_all(&p, &s, what);
+    }
+}
+
+/* The same with the roles swapped: the TLS server reads with pauses
+ * while the client sends and closes. */
+Test(tls, server_reader_random_pause_resume_loses_nothing_20_seeds)
+{
+    for (unsigned seed = 1; seed <= 20; seed++) {
+        paused_reader p = {.seed = seed};
+        pr_sender s = {.total = PAUSED_TOTAL, .seed = seed * 7919u};
+        paused_run_roles(&p, &s, 1);
         char what[32];
         snprintf(what, sizeof what, "seed %u", seed);
         paused_expect_all(&p, &s, what);
@@ -1951,7 +1985,9 @@ Test(tls, plain_failure_under_a_reader_paused_for_good_is_reported)
     int sv[2];
     make_socketpair(sv);
     stuck_reader r = {.loop = loop};
-    pr_sender s = {.loop = loop, .total = 0}; /* closes right after the handshake */
+    /* Goes away right after the handshake (a close would wait for this
+     * reader, which never reads its close_notify). */
+    pr_sender s = {.loop = loop, .total = 0, .abort_when_done = 1};
     pact_transport *pa, *pb, *t;
     cr_assert_eq(pact_transport_open(loop, sv[0], PACT_STREAM_SOCKET, &stuck_proto,
                                      &r, &pa), 0);
@@ -2084,4 +2120,44 @@ Test(tls, reader_paused_until_its_writes_drain_hears_of_a_lost_peer)
             cr_assert_neq(f.p.lost_err, 0, "seed %u: an end without close_notify "
                           "is an error", seed);
     }
+}
+
+/* Closing waits for the peer to close too (so the peer's unread bytes
+ * cannot make the kernel reset the connection), but no longer than the
+ * shutdown timeout: here the peer never reads again. */
+Test(tls, close_waits_for_the_peer_no_longer_than_the_shutdown_timeout)
+{
+    signal(SIGPIPE, SIG_IGN);
+    int fds_before = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    pact_tls_context *sctx = server_ctx(), *cctx = client_ctx();
+    cr_assert_eq(pact_tls_context_set_timeouts(cctx, 0, 300 * MS), 0);
+    int sv[2];
+    make_socketpair(sv);
+    stuck_reader r = {.loop = loop}; /* pauses in connection_made, for good */
+    pr_sender s = {.loop = loop, .total = 4096}; /* then closes */
+    pact_transport *pa, *pb, *t;
+    cr_assert_eq(pact_transport_open(loop, sv[0], PACT_STREAM_SOCKET, &sender_proto,
+                                     &s, &pa), 0);
+    cr_assert_eq(pact_transport_open(loop, sv[1], PACT_STREAM_SOCKET, &stuck_proto,
+                                     &r, &pb), 0);
+    cr_assert_eq(pact_tls_wrap(pa, cctx, "localhost", NULL, 0, 0, &sender_proto, &s,
+                               pr_handshake, "client", &t), 0);
+    cr_assert_eq(pact_tls_wrap(pb, sctx, NULL, NULL, 0, 0, &stuck_proto, &r,
+                               pr_handshake, "server", &t), 0);
+    pact_tls_context_free(sctx);
+    pact_tls_context_free(cctx);
+    RUN_UNTIL(loop, s.made && r.made, 10000);
+    uint64_t start = pact_now();
+    RUN_UNTIL(loop, s.lost, 5000);
+    uint64_t took = pact_now() - start;
+    cr_assert_geq(took, 250 * MS, "closed after %llu ms: it did not wait",
+                  (unsigned long long)(took / MS));
+    cr_assert_eq(s.lost_err, 0, "%s", pact_err_name(s.lost_err));
+    cr_assert_eq(r.lost, 0);
+    cr_assert_eq(pact_transport_abort(r.t), 0);
+    RUN_UNTIL(loop, r.lost, 5000);
+    pact_loop_run(loop);
+    test_loop_free(loop);
+    cr_assert_eq(count_open_fds(), fds_before, "fd leak");
 }
