@@ -41,16 +41,8 @@ typedef struct fd_entry {
 typedef struct epoll_engine {
     int epfd;
     pact_fd_table fds; /* fd_entry, created on an fd's first op */
-    /* pact_recv_multishot() reads into this one loop-wide buffer and hands
-     * each chunk to its callback at once: no connection owns a receive
-     * buffer. Allocated on first use. */
-    char *rbuf;
-    size_t rbuf_size;
 } epoll_engine;
 
-/* Reads per readiness event for one multishot receive, so one busy socket
- * cannot starve the others (it stays armed: epoll reports it again). */
-#define RECV_MULTI_BATCH 16
 
 #define EPOLL_ENGINE(loop) ((epoll_engine *)(loop)->engine_data)
 
@@ -82,7 +74,6 @@ static void ep_destroy(pact_loop *loop)
     if (!e)
         return;
     pact_fd_table_destroy(&e->fds);
-    free(e->rbuf);
     close(e->epfd);
     free(e);
     loop->engine_data = NULL;
@@ -341,42 +332,18 @@ static int ep_supports_link_timeout(pact_loop *loop, pact_op_s *op)
  * the next readiness event, 0 if the op has left the queue. */
 static int run_recv_multi(pact_loop *loop, pact_op_s *op, int *completed)
 {
-    epoll_engine *e = EPOLL_ENGINE(loop);
-    if (!e->rbuf) {
-        size_t size = (size_t)(loop->recv_buf_size ? loop->recv_buf_size
-                                                   : 16 * 1024) * 4;
-        e->rbuf = malloc(size);
-        if (!e->rbuf) {
-            pact_list_remove(&op->link);
-            op->result = -ENOMEM;
-            pact__op_complete(loop, op);
-            (*completed)++;
-            return 0;
-        }
-        e->rbuf_size = size;
-    }
-    for (int i = 0; i < RECV_MULTI_BATCH; i++) {
-        ssize_t n = recv(op->fd, e->rbuf, e->rbuf_size, MSG_DONTWAIT);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return 1;
-        if (n <= 0) {
-            pact_list_remove(&op->link);
-            op->result = n < 0 ? -errno : 0;
-            pact__op_complete(loop, op);
-            (*completed)++;
-            return 0;
-        }
-        pact__op_deliver(loop, op, e->rbuf, n);
-        (*completed)++;
-        /* Cancelled from the callback: ep_cancel took it out of the queue
-         * and its -ECANCELED is on the way; unread bytes stay queued in
-         * the socket (docs/contract.md §4). */
-        if (op->state != PACT_OP_INFLIGHT)
-            return 0;
-    }
-    return 1;
+    int64_t final;
+    (*completed)++;
+    if (pact__op_recv_burst(loop, op, &final))
+        return 1;
+    /* Cancelled from a data callback: ep_cancel took it out of the queue
+     * and its -ECANCELED is on the way. */
+    if (op->state != PACT_OP_INFLIGHT)
+        return 0;
+    pact_list_remove(&op->link);
+    op->result = final;
+    pact__op_complete(loop, op);
+    return 0;
 }
 
 /* Completes, in order, the waiting ops of a read or write queue until one

@@ -86,14 +86,9 @@ typedef struct uring_engine {
     size_t br_bytes;
     char *bufs;
     unsigned nbuf, bufsz;
-    char *pollbuf;
-    size_t pollbuf_size;
 } uring_engine;
 
 #define RECV_BGID 1
-/* Reads per poll wake-up in poll mode, so one busy socket cannot starve
- * the others. */
-#define RECV_POLL_BATCH 16
 
 #define URING(loop) ((uring_engine *)(loop)->engine_data)
 
@@ -407,7 +402,6 @@ static void uring_destroy(pact_loop *loop)
         munmap(e->br, e->br_bytes);
     if (e->bufs)
         munmap(e->bufs, (size_t)e->nbuf * e->bufsz);
-    free(e->pollbuf);
     pact_fd_table_destroy(&e->ordered);
     free(e);
     loop->engine_data = NULL;
@@ -682,34 +676,14 @@ static int recv_multi_rearm(pact_loop *loop, pact_op_s *op)
  * else 0 with the final result in *final. */
 static int recv_poll_cqe(pact_loop *loop, pact_op_s *op, int res, int *final)
 {
-    uring_engine *e = URING(loop);
     if (res < 0) {
         *final = res;
         return 0;
     }
-    if (!e->pollbuf) {
-        e->pollbuf_size = (size_t)e->bufsz * 4;
-        e->pollbuf = malloc(e->pollbuf_size);
-        if (!e->pollbuf) {
-            *final = -ENOMEM;
-            return 0;
-        }
-    }
-    for (int i = 0; i < RECV_POLL_BATCH; i++) {
-        /* A cancel asked for from a data callback ends it here: bytes not
-         * read stay in the socket (docs/contract.md §4). */
-        if (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT))
-            break;
-        ssize_t n = recv(op->fd, e->pollbuf, e->pollbuf_size, MSG_DONTWAIT);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            break;
-        if (n <= 0) {
-            *final = n < 0 ? -errno : 0;
-            return 0;
-        }
-        pact__op_deliver(loop, op, e->pollbuf, n);
+    int64_t ended;
+    if (!pact__op_recv_burst(loop, op, &ended)) {
+        *final = (int)ended;
+        return 0;
     }
     if (recv_multi_rearm(loop, op))
         return 1;

@@ -616,6 +616,8 @@ int pact_loop_close(pact_loop *loop)
     pact_slab_destroy(&loop->op_ext);
     pact_slab_destroy(&loop->handles);
     pact_heap_destroy(&loop->timers);
+    free(loop->burst_buf);
+    loop->burst_buf = NULL;
     return 0;
 }
 

@@ -125,6 +125,11 @@ struct pact_loop {
     unsigned recv_buf_count;
     unsigned recv_buf_size;
     const char *recv_multi_mode;
+    /* pact__op_recv_burst() reads into this one loop-wide buffer (epoll,
+     * and io_uring's poll mode): no connection owns a receive buffer.
+     * Allocated on first use, freed at close. */
+    char *burst_buf;
+    size_t burst_buf_size;
 };
 
 /* Misuse is answered with a negative errno, and a message in debug mode. */
@@ -191,6 +196,18 @@ pact_op pact__op_start(pact_loop *loop, pact_op_s *op, void *created_at);
  * the bytes at data (valid during the call); the op stays live. */
 void pact__op_deliver(pact_loop *loop, pact_op_s *op, const void *data,
                       int64_t len);
+/* Reads per readiness event for one multishot receive, so one busy socket
+ * cannot starve the others (it stays armed: it is reported again). */
+#define PACT_RECV_BURST 16
+/* A multishot receive whose socket is readable (epoll, io_uring poll
+ * mode): reads into the loop-wide buffer and delivers each chunk, up to
+ * PACT_RECV_BURST reads, until the socket would block, the op ends (EOF,
+ * error) or a cancel or deadline was asked for (from a data callback:
+ * bytes not read stay in the socket, docs/contract.md §4). Returns 1 if the
+ * op goes on waiting for readiness; 0 if it ends, with its result in
+ * *final (0 at EOF, -errno, -ECANCELED when cancelled). The engine only
+ * translates: re-arm, or finish the op. */
+int pact__op_recv_burst(pact_loop *loop, pact_op_s *op, int64_t *final);
 /* Requests cancellation of a live op; returns as pact_cancel(). */
 int pact__op_cancel(pact_loop *loop, pact_op_s *op);
 /* Submit every queued op to the engine. */

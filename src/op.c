@@ -473,6 +473,42 @@ void pact__op_deliver(pact_loop *loop, pact_op_s *op, const void *data,
                       op->cb(loop, &c, op->user));
 }
 
+int pact__op_recv_burst(pact_loop *loop, pact_op_s *op, int64_t *final)
+{
+    if (!loop->burst_buf) {
+        size_t size = (size_t)(loop->recv_buf_size ? loop->recv_buf_size
+                                                   : 16 * 1024) * 4;
+        loop->burst_buf = malloc(size);
+        if (!loop->burst_buf) {
+            *final = -ENOMEM;
+            return 0;
+        }
+        loop->burst_buf_size = size;
+    }
+    for (int i = 0; i < PACT_RECV_BURST; i++) {
+        if (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT)) {
+            *final = -ECANCELED;
+            return 0;
+        }
+        ssize_t n = recv(op->fd, loop->burst_buf, loop->burst_buf_size,
+                         MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 1;
+        if (n <= 0) {
+            *final = n < 0 ? -errno : 0;
+            return 0;
+        }
+        pact__op_deliver(loop, op, loop->burst_buf, n);
+    }
+    if (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT)) {
+        *final = -ECANCELED;
+        return 0;
+    }
+    return 1;
+}
+
 #ifdef PACT_FAULT_INJECTION
 /* Fault injection (tests only): a success turns into the armed error; an
  * accepted fd is closed first, as if accept itself had failed. */
