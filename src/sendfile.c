@@ -2,8 +2,9 @@
 /* Sending a file range over a stream transport (asyncio's sendfile, the
  * role TransmitFile plays on Windows).
  *
- * The bytes written before the call go first, then the file range, then
- * anything written after (stream.c's writer holds those back). The range
+ * The file range is an item of the stream's write queue (stream.h): the
+ * bytes written before the call go first, then the file range, then
+ * anything written after. The range
  * is sent with sendfile(2) from the file's page cache, waiting for the
  * socket to become writable through a poll operation when it is full — the
  * same on both engines. Where sendfile(2) does not apply (the source is
@@ -25,13 +26,11 @@
 #define COPY_BUFFER (64 * 1024)
 
 typedef struct pact_sendfile {
-    pact_transport *t;
+    pact_write_item item; /* first: the stream's queue holds &item */
     int file_fd;
     int64_t offset;
     size_t remaining;
     size_t sent;
-    size_t bytes_before; /* buffered writes that must go out first */
-    int started;
     int copying;    /* fallback: read + send operations */
     int unseekable; /* the source is a pipe: read at its position */
     int cancelled;
@@ -44,42 +43,51 @@ typedef struct pact_sendfile {
 
 static void step(pact_sendfile *sf);
 
+static pact_stream *stream(const pact_sendfile *sf) { return sf->item.s; }
+static pact_loop *loop_of(const pact_sendfile *sf) { return sf->item.s->t.ep.loop; }
+
 static void finish(pact_sendfile *sf, int err)
 {
-    pact_transport *t = sf->t;
-    pact_loop *loop = t->loop;
+    pact_stream *s = stream(sf);
+    pact_loop *loop = loop_of(sf);
     /* Cancelled because the connection failed (a reset seen by the read
      * side first): the callback gets that error, not -ECANCELED. */
     int64_t result = err < 0 ? err : (int64_t)sf->sent;
-    if (err == -ECANCELED && t->lost_err < 0)
-        result = t->lost_err;
+    if (err == -ECANCELED && s->t.ep.err < 0)
+        result = s->t.ep.err;
     pact_completion c = {.op = 0, .result = result,
                          .transferred = sf->sent};
     pact_op_cb cb = sf->cb;
     void *user = sf->user;
     free(sf->buf);
     free(sf);
-    t->more->sendfile = NULL;
-    /* The transport goes on before the callback, so that a sendfile the
-     * callback starts is not wiped out by sendfile_done afterwards (writes
+    /* The stream goes on before the callback, so that a sendfile the
+     * callback starts is not wiped out by item_done afterwards (writes
      * would then pass it and close would not wait for it). */
-    pact__transport_sendfile_done(t, err);
+    pact__stream_item_done(s, err);
     cb(loop, &c, user);
+}
+
+/* An operation of the range came back: 1 if that ended the range (a
+ * cancel or an error; sf is gone), else 0. */
+static int op_ended(pact_sendfile *sf, const pact_completion *c)
+{
+    sf->op = 0;
+    if (sf->cancelled || c->result == -ECANCELED)
+        finish(sf, -ECANCELED);
+    else if (c->result < 0)
+        finish(sf, (int)c->result);
+    else
+        return 0;
+    return 1;
 }
 
 static void on_op(pact_loop *loop, const pact_completion *c, void *arg)
 {
     (void)loop;
     pact_sendfile *sf = arg;
-    sf->op = 0;
-    if (sf->cancelled || c->result == -ECANCELED) {
-        finish(sf, -ECANCELED);
+    if (op_ended(sf, c))
         return;
-    }
-    if (c->result < 0) {
-        finish(sf, (int)c->result);
-        return;
-    }
     if (sf->copying) {
         /* A send_all of the chunk read below completed. */
         sf->sent += (size_t)c->result;
@@ -91,7 +99,7 @@ static void on_op(pact_loop *loop, const pact_completion *c, void *arg)
 
 static int wait_writable(pact_sendfile *sf)
 {
-    pact_op op = pact_poll(sf->t->loop, sf->t->fd, POLLOUT, on_op, sf);
+    pact_op op = pact_poll(loop_of(sf), stream(sf)->fd, POLLOUT, on_op, sf);
     if (op < 0)
         return (int)op;
     sf->op = op;
@@ -108,7 +116,7 @@ static int copy_step(pact_sendfile *sf)
     if (!sf->buf && !(sf->buf = malloc(COPY_BUFFER)))
         return -ENOMEM;
     size_t want = sf->remaining < COPY_BUFFER ? sf->remaining : COPY_BUFFER;
-    pact_op op = pact_read(sf->t->loop, sf->file_fd, sf->buf, want,
+    pact_op op = pact_read(loop_of(sf), sf->file_fd, sf->buf, want,
                            sf->unseekable ? -1 : sf->offset, on_chunk_read, sf);
     if (op < 0)
         return (int)op;
@@ -119,24 +127,17 @@ static int copy_step(pact_sendfile *sf)
 static void on_chunk_read(pact_loop *loop, const pact_completion *c, void *arg)
 {
     pact_sendfile *sf = arg;
-    sf->op = 0;
-    if (sf->cancelled || c->result == -ECANCELED) {
-        finish(sf, -ECANCELED);
+    if (op_ended(sf, c))
         return;
-    }
-    if (c->result < 0) {
-        finish(sf, (int)c->result);
-        return;
-    }
     if (c->result == 0) {
         sf->remaining = 0; /* the source ended before count */
         finish(sf, 0);
         return;
     }
     size_t n = (size_t)c->result;
-    pact_op op = sf->t->kind == PACT_STREAM_SOCKET
-                     ? pact_send_all(loop, sf->t->fd, sf->buf, n, 0, on_op, sf)
-                     : pact_write(loop, sf->t->fd, sf->buf, n, -1, on_op, sf);
+    pact_op op = stream(sf)->t.kind == PACT_STREAM_SOCKET
+                     ? pact_send_all(loop, stream(sf)->fd, sf->buf, n, 0, on_op, sf)
+                     : pact_write(loop, stream(sf)->fd, sf->buf, n, -1, on_op, sf);
     if (op < 0) {
         finish(sf, (int)op);
         return;
@@ -163,7 +164,7 @@ static void step(pact_sendfile *sf)
         }
         off_t off = sf->offset;
         size_t want = sf->remaining < CHUNK ? sf->remaining : CHUNK;
-        ssize_t n = sendfile(sf->t->fd, sf->file_fd, &off, want);
+        ssize_t n = sendfile(stream(sf)->fd, sf->file_fd, &off, want);
         if (n > 0) {
             sf->offset = off;
             sf->sent += (size_t)n;
@@ -216,55 +217,37 @@ static void schedule_step(pact_sendfile *sf)
     if (sf->scheduled)
         return;
     sf->scheduled = 1;
-    if (pact_call_soon(sf->t->loop, run_step, sf) < 0)
-        run_step(sf->t->loop, sf);
+    if (pact_call_soon(loop_of(sf), run_step, sf) < 0)
+        run_step(loop_of(sf), sf);
 }
 
-size_t pact__sendfile_bytes_before(const pact_transport *t)
+/* The stream's writer: every byte before the range is out. */
+static void item_start(pact_write_item *it)
 {
-    return t->more->sendfile->bytes_before;
+    schedule_step((pact_sendfile *)it);
 }
 
-void pact__sendfile_consumed_before(pact_transport *t, size_t n)
+/* The stream is aborting: stop; finish() tells the stream. */
+static void item_cancel(pact_write_item *it)
 {
-    pact_sendfile *sf = t->more->sendfile;
-    sf->bytes_before = n >= sf->bytes_before ? 0 : sf->bytes_before - n;
-}
-
-void pact__sendfile_ready(pact_transport *t)
-{
-    pact_sendfile *sf = t->more->sendfile;
-    if (sf->started)
-        return;
-    sf->started = 1;
-    schedule_step(sf);
-}
-
-void pact__sendfile_cancel(pact_transport *t)
-{
-    pact_sendfile *sf = t->more->sendfile;
+    pact_sendfile *sf = (pact_sendfile *)it;
     sf->cancelled = 1;
     if (sf->op)
-        pact_cancel(t->loop, sf->op);
+        pact_cancel(loop_of(sf), sf->op);
     else
         schedule_step(sf);
 }
 
-int pact_transport_sendfile(pact_transport *t, int file_fd, int64_t offset,
-                            size_t count, pact_op_cb cb, void *user)
+static const pact_write_item_ops sendfile_item_ops = {
+    .start = item_start,
+    .cancel = item_cancel,
+};
+
+int pact__stream_sendfile(pact_transport *t, int file_fd, int64_t offset,
+                          size_t count, pact_op_cb cb, void *user)
 {
-    if (t && t->ops)
-        return t->ops->sendfile ? t->ops->sendfile(t, file_fd, offset, count, cb, user)
-                                : -ENOTSUP;
-    if (!t || !cb || file_fd < 0 || offset < 0)
-        return -EINVAL;
-    if (t->kind == PACT_STREAM_READ_PIPE)
-        return -ENOTSUP;
-    if (t->closing)
-        return -ESHUTDOWN;
-    if (t->eof_requested)
-        return -EPIPE;
-    if (pact__transport_sendfile(t))
+    pact_stream *s = pact_container_of(t, pact_stream, t);
+    if (s->more && s->more->item)
         return -EBUSY;
     if (count == 0) {
         struct stat st;
@@ -274,25 +257,21 @@ int pact_transport_sendfile(pact_transport *t, int file_fd, int64_t offset,
             return -EINVAL; /* "to the end" needs a size */
         count = st.st_size > offset ? (size_t)(st.st_size - offset) : 0;
     }
-    /* t->more holds the sendfile and the pending bytes it waits for. */
-    pact_sendfile *sf = pact__transport_more(t) ? calloc(1, sizeof *sf) : NULL;
+    /* s->more holds the queue the range joins. */
+    pact_sendfile *sf = pact__stream_more(s) ? calloc(1, sizeof *sf) : NULL;
     if (!sf)
         return -ENOMEM;
-    sf->t = t;
+    sf->item.ops = &sendfile_item_ops;
     sf->file_fd = file_fd;
     sf->offset = offset;
     sf->remaining = count;
     sf->cb = cb;
     sf->user = user;
-    /* What is in flight goes first by itself; what is pending must be let
-     * through before the file, and nothing written after. */
-    sf->bytes_before = t->more->pending.end - t->more->pending.start;
     /* sendfile(2) has no MSG_DONTWAIT: on a blocking socket it would hold
      * the loop until the peer has read everything. The transport owns the
      * fd, and its other operations do not mind O_NONBLOCK. */
-    pact__fd_make_nonblocking(t->fd);
-    t->more->sendfile = sf;
-    /* Starts the file now if nothing is buffered, else after the flush. */
-    pact__transport_kick_write(t);
+    pact__fd_make_nonblocking(s->fd);
+    /* Starts the range now if nothing is buffered, else after the flush. */
+    pact__stream_queue_item(s, &sf->item);
     return 0;
 }

@@ -98,15 +98,6 @@ static const pact_endpoint_ops server_ops = {
     .free = server_free,
 };
 
-static void connection_gone(pact_transport *t, void *arg)
-{
-    (void)t;
-    pact_server *s = arg;
-    s->ep.children--;
-    pact__endpoint_settle(&s->ep);
-    pact__endpoint_unref(&s->ep);
-}
-
 static void serve_connection(pact_server *s, int fd)
 {
     const pact_protocol *proto = NULL;
@@ -122,10 +113,7 @@ static void serve_connection(pact_server *s, int fd)
                                       user, s->ep.res.created_at, &t) < 0) {
         s->accept_errors++; /* fd was closed by create */
     } else {
-        t->on_gone = connection_gone;
-        t->on_gone_user = s;
-        s->ep.children++;
-        pact__endpoint_ref(&s->ep);
+        pact__endpoint_adopt(&t->ep, &s->ep);
     }
     pact__endpoint_leave(&s->ep);
 }

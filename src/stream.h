@@ -1,136 +1,147 @@
 /* SPDX-License-Identifier: MIT */
-/* The stream transport's private state, shared by stream.c, server.c,
- * client.c and sendfile.c. */
+/* Transports: an endpoint (endpoint.h) plus an ops table. transport.c is
+ * the public pact_transport_* API: it makes the checks every transport
+ * shares and calls the table. The plain stream (stream.c, with sendfile.c
+ * as one item of its write queue) is one implementation, TLS (tls.c)
+ * another. Shared by transport.c, stream.c, sendfile.c, server.c,
+ * client.c, process.c and tls.c. */
 #ifndef PACT_STREAM_H
 #define PACT_STREAM_H
+
+#include <sys/un.h>
 
 #include "endpoint.h"
 #include "loop.h"
 
-
-struct pact_sendfile;
-
-/* A transport implemented by another layer (TLS) plugs in here: when
- * t->ops is set, every public pact_transport_* function delegates to it,
- * so users see one transport API whatever is underneath. A NULL member
- * answers -ENOTSUP (or 0 for queries). */
+/* What differs between transports. Called by transport.c after the
+ * shared checks; a NULL member answers -ENOTSUP (or nothing). */
 typedef struct pact_transport_ops {
-    int (*write)(pact_transport *t, const void *data, size_t len);
+    pact_endpoint_ops ep; /* first: the endpoint's ops point here */
+    /* Bytes to send (not closing, no write_eof, not a read pipe). */
     int (*writev)(pact_transport *t, const struct iovec *iov, int iovcnt);
-    int (*write_eof)(pact_transport *t);
-    int (*can_write_eof)(const pact_transport *t);
-    int (*close)(pact_transport *t);
-    int (*abort)(pact_transport *t);
-    int (*pause_reading)(pact_transport *t);
+    /* write_eof was just requested. */
+    void (*write_eof)(pact_transport *t);
+    /* close: the endpoint is closing now; stop reading, flush, settle. */
+    void (*close)(pact_transport *t);
+    /* t->paused was just set (pause) or cleared (resume). */
+    void (*pause_reading)(pact_transport *t);
     int (*resume_reading)(pact_transport *t);
-    int (*is_reading)(const pact_transport *t);
-    int (*is_closing)(const pact_transport *t);
     size_t (*write_buffer_size)(const pact_transport *t);
-    int (*set_write_buffer_limits)(pact_transport *t, size_t high, size_t low);
-    void (*get_write_buffer_limits)(const pact_transport *t, size_t *high,
-                                    size_t *low);
-    int (*set_protocol)(pact_transport *t, const pact_protocol *proto,
-                        void *user);
+    /* New marks (checked already): keep them, check the flow. */
+    int (*set_marks)(pact_transport *t, const pact_marks *m);
+    pact_marks (*marks)(const pact_transport *t);
     int (*fd)(const pact_transport *t);
-    int (*sockname)(const pact_transport *t, struct sockaddr_storage *ss,
-                    socklen_t *len);
-    int (*peername)(const pact_transport *t, struct sockaddr_storage *ss,
-                    socklen_t *len);
+    /* getsockname (peer = 0) or getpeername (peer = 1). */
+    int (*name)(const pact_transport *t, struct sockaddr_storage *ss,
+                socklen_t *len, int peer);
+    /* Arguments checked, transport open and writable. */
     int (*sendfile)(pact_transport *t, int file_fd, int64_t offset,
                     size_t count, pact_op_cb cb, void *user);
-    uint64_t (*writes_after_close)(const pact_transport *t);
 } pact_transport_ops;
 
-/* What only some transports need, kept out of the transport so that an
- * idle socket transport stays small (the idle-connection memory goal in
- * docs/design-notes.md): allocated on first need
- * (the first write — once per connection, never per write —, bytes held
- * while paused, a pipe's first read, a write pipe's watch, a sendfile,
- * set_write_buffer_limits) and kept until the transport is freed, so a
- * steady stream of writes allocates nothing. */
-typedef struct pact_transport_more {
+struct pact_transport {
+    pact_endpoint ep;
+    const pact_protocol *proto;
+    void *user;
+    uint64_t writes_after_close;
+    uint8_t kind;              /* pact_stream_kind */
+    uint8_t paused : 1;        /* pause_reading */
+    uint8_t eof_requested : 1; /* write_eof was called */
+};
+
+static inline const pact_transport_ops *pact__transport_ops(const pact_transport *t)
+{
+    return pact_container_of(t->ep.ops, pact_transport_ops, ep);
+}
+
+/* Fills the shared part of a transport (refs = 1, not yet listed). */
+void pact__transport_init(pact_transport *t, pact_loop *loop,
+                          const pact_transport_ops *ops, pact_stream_kind kind,
+                          const pact_protocol *proto, void *user);
+/* The protocol's pause_writing / resume_writing (endpoint ops `writing`). */
+void pact__transport_writing(pact_endpoint *e, int pause);
+/* pause_writing / resume_writing as the write buffer crosses the marks. */
+void pact__transport_flow(pact_transport *t);
+/* The endpoint ops `force_close` of every transport: abort. */
+void pact__transport_force_close(pact_endpoint *e);
+
+/* ---- the plain stream ------------------------------------------------------ */
+
+/* An item of a stream's write queue that is not bytes (a sendfile's file
+ * range): the writer starts it once every byte written before it is out,
+ * and bytes written after it wait until it calls pact__stream_item_done(). */
+typedef struct pact_write_item pact_write_item;
+typedef struct pact_write_item_ops {
+    void (*start)(pact_write_item *it);  /* its turn */
+    void (*cancel)(pact_write_item *it); /* abort: it ends (done) later */
+} pact_write_item_ops;
+
+struct pact_write_item {
+    const pact_write_item_ops *ops;
+    struct pact_stream *s;
+    size_t bytes_before; /* pending bytes written before it, not yet out */
+    unsigned started : 1;
+};
+
+/* What only some streams need, kept out of the stream so that an idle
+ * socket transport stays small (the idle-connection memory goal of
+ * docs/design-notes.md): allocated on first need (the first write — once
+ * per connection, never per write —, bytes held while paused, a pipe's
+ * first read, a write pipe's watch, a sendfile, set_write_buffer_limits)
+ * and kept until the stream is freed, so a steady stream of writes
+ * allocates nothing. */
+typedef struct pact_stream_more {
     pact_wbuf inflight; /* the kernel may be reading it: never touched */
     pact_wbuf pending;  /* writes made meanwhile */
     pact_wbuf held;     /* bytes received while paused, in order */
     char *rbuf;         /* pipes only: sockets read into the loop's buffers */
-    size_t high_water, low_water;
-    pact_op poll_op;    /* write pipes watch for their reader going away */
-    struct pact_sendfile *sendfile; /* in progress (writes queue behind it) */
-} pact_transport_more;
+    pact_marks marks;
+    pact_op send_op;       /* the send in flight (of `inflight`) */
+    pact_op poll_op;       /* write pipes watch for their reader going away */
+    pact_write_item *item; /* a sendfile queued or running */
+} pact_stream_more;
 
-struct pact_transport {
-    const pact_transport_ops *ops; /* NULL: this file's plain stream */
-    void *impl;                    /* the other layer's state */
-    pact_resource res; /* listed on the loop until connection_lost */
-    pact_loop *loop;
+typedef struct pact_stream {
+    pact_transport t;
     int fd;
-    pact_stream_kind kind;
-    const pact_protocol *proto;
-    void *user;
-    int refs; /* the transport itself + scheduled callbacks */
-
-    unsigned made : 1;             /* connection_made has run */
-    unsigned closing : 1;          /* close, abort or error: no more data */
-    unsigned aborting : 1;         /* drop the write buffer, cancel all */
-    unsigned finishing : 1;        /* final_close is scheduled */
-    unsigned lost : 1;             /* connection_lost has run */
-    unsigned paused : 1;           /* pause_reading */
     unsigned has_held : 1;         /* a receive result kept while paused */
     unsigned resume_scheduled : 1; /* resume_delivery is queued */
     unsigned eof_seen : 1;         /* the peer's EOF was received */
-    unsigned eof_requested : 1;    /* write_eof was called */
-    unsigned eof_done : 1;         /* ... and the write side is shut */
-    unsigned write_paused : 1;     /* pause_writing was called */
-    int lost_err;
-    int held_result; /* has_held: EOF (0) or error behind the held bytes */
-
+    unsigned eof_done : 1;         /* write_eof done: the write side is shut */
+    /* has_held: EOF (0) or the error (-errno) behind the held bytes. */
+    signed int held_result : 16;
     pact_op read_op;
-    pact_op send_op;
-    pact_transport_more *more; /* NULL until needed (see above) */
-    uint64_t writes_after_close;
-
-    /* Servers track their connections. */
-    pact_list server_link;
-    void (*on_gone)(pact_transport *t, void *user);
-    void *on_gone_user;
-};
+    pact_stream_more *more; /* NULL until needed (see above) */
+} pact_stream;
 
 /* A server's idle connection is this struct plus its receive op (and the
- * engine's per-fd state): 168 bytes is a 176-byte malloc chunk. Growing it
- * costs memory per idle connection (the idle-connection memory goal in
- * docs/design-notes.md: <= 512 bytes of pact state
- * per idle socket transport, measured by micro_pact idle_transport); what
- * only some transports need goes in pact_transport_more. */
-_Static_assert(sizeof(struct pact_transport) <= 168,
-               "struct pact_transport grew past 168 bytes");
+ * engine's per-fd state): 136 bytes is a 144-byte malloc chunk (152 was a
+ * 160-byte one, hence held_result as a bit-field and the send op in
+ * `more`: only a stream that writes has one). Growing it costs memory per
+ * idle connection (<= 512 bytes of pact state per idle socket transport,
+ * measured by micro_pact idle_transport); what only some streams need
+ * goes in pact_stream_more. */
+_Static_assert(sizeof(pact_stream) <= 136, "pact_stream grew past 136 bytes");
 
-/* The transport's pact_transport_more, allocated on the first call; NULL
- * on ENOMEM. */
-pact_transport_more *pact__transport_more(pact_transport *t);
+/* The stream's pact_stream_more, allocated on the first call; NULL on
+ * ENOMEM. */
+pact_stream_more *pact__stream_more(pact_stream *s);
 
-static inline struct pact_sendfile *pact__transport_sendfile(const pact_transport *t)
-{
-    return t->more ? t->more->sendfile : NULL;
-}
-
-/* Creates a transport; created_at names the caller for debug reports. */
+/* Creates a plain stream transport; created_at names the caller for
+ * debug reports. Closes fd on failure. */
 int pact__transport_create(pact_loop *loop, int fd, pact_stream_kind kind,
                            const pact_protocol *proto, void *user,
                            void *created_at, pact_transport **out);
 
-/* Sendfile hooks used by stream.c. */
-void pact__sendfile_cancel(pact_transport *t);
-/* Buffered bytes that were written before the sendfile and must go first. */
-size_t pact__sendfile_bytes_before(const pact_transport *t);
-void pact__sendfile_consumed_before(pact_transport *t, size_t n);
-/* The bytes before it are out: the sendfile may start. */
-void pact__sendfile_ready(pact_transport *t);
-/* Lets stream.c's writer run (after a sendfile, or to flush before one). */
-void pact__transport_kick_write(pact_transport *t);
-/* Called by sendfile.c when it is done, so writes queued behind it go. */
-void pact__transport_sendfile_done(pact_transport *t, int err);
+/* Queues a write item behind the bytes written so far. */
+void pact__stream_queue_item(pact_stream *s, pact_write_item *it);
+/* The item is over (err < 0: the stream fails with it, unless it was
+ * cancelled); the bytes written after it go. */
+void pact__stream_item_done(pact_stream *s, int err);
+/* The plain stream's pact_transport_sendfile (sendfile.c). */
+int pact__stream_sendfile(pact_transport *t, int file_fd, int64_t offset,
+                          size_t count, pact_op_cb cb, void *user);
 
-#include <sys/un.h>
 /* Fills a Unix socket address; '@' at the start = abstract namespace. */
 int pact__unix_address(const char *path, struct sockaddr_un *sun, socklen_t *len);
 

@@ -27,10 +27,13 @@
  * falls to our low mark; our own size is plaintext queued before the
  * handshake plus the plain transport's buffer.
  *
- * Lifetime: the TLS transport lives until the plain transport's
- * connection_lost, from which the user's connection_lost is called (once,
- * last, and only if connection_made ran) and the memory released. Both
- * are loop resources, so loop close reports and aborts both.
+ * Lifetime: the TLS transport is a transport of its own (stream.h: an
+ * endpoint plus this file's ops table), not a plain transport in disguise.
+ * Its endpoint is busy while the plain transport lives, and closing once
+ * the plain transport's end has been acted on (tls_finish); the endpoint
+ * then calls the user's connection_lost (once, last, and only if
+ * connection_made ran) from a fresh loop callback and releases the
+ * memory. Both are loop resources, so loop close reports and aborts both.
  *
  * The handshake's outcome goes to a hook, exactly once: the public
  * on_handshake of pact_tls_wrap(), or the client and server helpers'
@@ -52,8 +55,6 @@
 #include "stream.h"
 
 #define TLS_READ_CHUNK (64 * 1024)
-#define DEFAULT_HIGH_WATER (64 * 1024)
-#define DEFAULT_LOW_WATER (16 * 1024)
 #define DEFAULT_HANDSHAKE_TIMEOUT_NS (60ull * 1000 * 1000 * 1000)
 #define DEFAULT_SHUTDOWN_TIMEOUT_NS (30ull * 1000 * 1000 * 1000)
 #define SESSION_SLOTS 32
@@ -85,7 +86,7 @@ typedef struct tls_conn tls_conn;
 typedef void (*tls_hook)(tls_conn *c, int err, void *arg);
 
 struct tls_conn {
-    pact_transport t; /* the public face: t.ops = &tls_ops, t.impl = this */
+    pact_transport t; /* the public face: an endpoint + tls_ops */
     pact_transport *plain; /* NULL once the plain transport is gone */
     pact_tls_context *ctx;
     SSL *ssl;
@@ -95,30 +96,20 @@ struct tls_conn {
     unsigned server : 1;
     unsigned started : 1;      /* the handshake has begun */
     unsigned hs_done : 1;      /* ... and completed */
-    unsigned made : 1;         /* user's connection_made has run */
     unsigned silent : 1;       /* hook took the failure: no user callbacks */
-    unsigned closing : 1;      /* close, abort or error: no more delivery */
-    unsigned aborting : 1;
-    unsigned paused : 1;       /* user paused reading */
     unsigned eof_seen : 1;     /* close_notify received */
     unsigned eof_pending : 1;  /* ... while paused: deliver on resume */
-    unsigned eof_requested : 1;
     unsigned shutdown_sent : 1;
-    unsigned write_paused : 1;
-    unsigned final_pending : 1;
     unsigned plain_eof_held : 1; /* the plain transport's EOF, behind the read BIO */
     unsigned plain_gone : 1;     /* its connection_lost, behind the read BIO */
     unsigned lingering : 1;      /* closed: waiting for the peer to close too */
-    int depth; /* nesting of our own code: finish only at depth 0 */
-    int err;   /* first error: what connection_lost reports */
     int plain_err; /* what the plain transport's connection_lost reported */
     int read_failed; /* a bad record: reported behind the plaintext before it */
 
     pact_handle hs_timer, close_timer, process_handle, start_handle;
     uint64_t handshake_timeout_ns;
     pact_wbuf pending; /* plaintext written before the handshake ended */
-    size_t high_water, low_water;
-    uint64_t writes_after_close;
+    pact_marks marks;
     char *rbuf; /* decrypted plaintext; [rbuf_off, rbuf_len) not yet delivered */
     size_t rbuf_off, rbuf_len;
     long verify_result;
@@ -137,12 +128,17 @@ static const pact_protocol plain_proto;
 
 static tls_conn *conn_of(const pact_transport *t)
 {
-    return (tls_conn *)t->impl;
+    return pact_container_of(t, tls_conn, t);
+}
+
+static tls_conn *conn_of_ep(const pact_endpoint *e)
+{
+    return pact_container_of(e, tls_conn, t.ep);
 }
 
 static int is_tls(const pact_transport *t)
 {
-    return t && t->ops == &tls_ops;
+    return t && t->ep.ops == &tls_ops.ep;
 }
 
 /* ---- the write BIO: straight into the plain transport ------------------- */
@@ -456,30 +452,42 @@ static void cancel_handle(pact_loop *loop, pact_handle *h)
     *h = 0;
 }
 
-static void conn_free(tls_conn *c)
+static void tls_free(pact_endpoint *e)
 {
-    pact_loop *loop = c->t.loop;
-    cancel_handle(loop, &c->hs_timer);
-    cancel_handle(loop, &c->close_timer);
-    cancel_handle(loop, &c->process_handle);
-    cancel_handle(loop, &c->start_handle);
+    tls_conn *c = conn_of_ep(e);
+    cancel_handle(e->loop, &c->hs_timer);
+    cancel_handle(e->loop, &c->close_timer);
+    cancel_handle(e->loop, &c->process_handle);
+    cancel_handle(e->loop, &c->start_handle);
     SSL_free(c->ssl); /* frees both BIOs */
     context_unref(c->ctx);
     free(c->hostname);
-    free(c->pending.data);
+    pact__wbuf_free(&c->pending);
     free(c->rbuf);
     free(c);
 }
 
-/* The plain transport is gone: the user's connection_lost, once, last. */
-static void finish(tls_conn *c)
+/* The endpoint's final close: only a protocol that saw connection_made
+ * learns of the end (docs/contract.md §6); a failed handshake was
+ * reported to the hook instead. */
+static void tls_lost(pact_endpoint *e)
 {
-    if (c->depth > 0) {
-        c->final_pending = 1; /* our caller is still using c */
-        return;
-    }
-    c->final_pending = 0;
-    c->closing = 1;
+    tls_conn *c = conn_of_ep(e);
+    if (e->made && c->t.proto && c->t.proto->connection_lost)
+        c->t.proto->connection_lost(&c->t, e->err, c->t.user);
+}
+
+/* The final close waits for the plain transport. */
+static int tls_busy(const pact_endpoint *e)
+{
+    return conn_of_ep(e)->plain != NULL;
+}
+
+/* The plain transport is gone and its end acted on: the user's
+ * connection_lost, once, last (the endpoint's final close). */
+static void tls_finish(tls_conn *c)
+{
+    c->t.ep.closing = 1;
     /* After the peer's close_notify, the peer may have closed its socket
      * at once: our own close_notify then meets EPIPE/ECONNRESET, which
      * ends a clean close, not an error. Judged only now: a close_notify
@@ -487,31 +495,19 @@ static void finish(tls_conn *c)
     int err = c->plain_err;
     if (c->eof_seen && (err == -EPIPE || err == -ECONNRESET))
         err = 0;
-    if (!c->err)
-        c->err = err;
-    c->t.lost = 1;
-    pact__resource_remove(c->t.loop, &c->t.res);
-    /* Only a protocol that saw connection_made learns of the end
-     * (docs/contract.md §6):
-     * a failed handshake was reported to the hook instead. */
-    if (c->made && c->t.proto && c->t.proto->connection_lost)
-        c->t.proto->connection_lost(&c->t, c->err, c->t.user);
-    conn_free(c);
+    if (!c->t.ep.err)
+        c->t.ep.err = err;
+    pact__endpoint_settle(&c->t.ep);
 }
 
 static void enter(tls_conn *c)
 {
-    c->depth++;
+    pact__endpoint_enter(&c->t.ep);
 }
 
-/* Returns 1 if c is gone. */
-static int leave(tls_conn *c)
+static void leave(tls_conn *c)
 {
-    if (--c->depth == 0 && c->final_pending) {
-        finish(c);
-        return 1;
-    }
-    return 0;
+    pact__endpoint_leave(&c->t.ep);
 }
 
 static void close_timed_out(pact_loop *loop, void *arg)
@@ -531,7 +527,7 @@ static void close_plain(tls_conn *c)
         return;
     pact_transport_close(c->plain);
     if (c->plain && !c->close_timer && pact_transport_write_buffer_size(c->plain) > 0) {
-        pact_handle h = pact_call_later(c->t.loop, c->ctx->shutdown_timeout_ns,
+        pact_handle h = pact_call_later(c->t.ep.loop, c->ctx->shutdown_timeout_ns,
                                         close_timed_out, c);
         if (h > 0)
             c->close_timer = h;
@@ -560,7 +556,7 @@ static void linger_close(tls_conn *c)
     if (!pact_transport_is_reading(c->plain))
         pact_transport_resume_reading(c->plain);
     if (c->plain && !c->close_timer) {
-        pact_handle h = pact_call_later(c->t.loop, c->ctx->shutdown_timeout_ns,
+        pact_handle h = pact_call_later(c->t.ep.loop, c->ctx->shutdown_timeout_ns,
                                         close_timed_out, c);
         if (h > 0)
             c->close_timer = h;
@@ -606,36 +602,36 @@ static void end_without_plain(tls_conn *c);
  * the alert OpenSSL queued is sent, then the plain transport closes. */
 static void protocol_error(tls_conn *c, int err)
 {
-    if (!c->err)
-        c->err = err;
-    if (c->aborting)
+    if (!c->t.ep.err)
+        c->t.ep.err = err;
+    if (c->t.ep.aborting)
         return;
-    c->closing = 1;
-    c->aborting = 1;
+    c->t.ep.closing = 1;
+    c->t.ep.aborting = 1;
     close_plain(c);
     end_without_plain(c);
 }
 
 static void handshake_failed(tls_conn *c, int err)
 {
-    if (c->hs_done || c->aborting)
+    if (c->hs_done || c->t.ep.aborting)
         return;
-    cancel_handle(c->t.loop, &c->hs_timer);
+    cancel_handle(c->t.ep.loop, &c->hs_timer);
     c->ctx->handshake_failures++;
-    if (!c->err)
-        c->err = err;
-    if (pact_loop_debug(c->t.loop))
-        pact__log(c->t.loop, "TLS handshake failed (%s): %s", pact_err_name(err),
+    if (!c->t.ep.err)
+        c->t.ep.err = err;
+    if (pact_loop_debug(c->t.ep.loop))
+        pact__log(c->t.ep.loop, "TLS handshake failed (%s): %s", pact_err_name(err),
                   c->errmsg[0] ? c->errmsg : pact_strerror(err));
     /* Closing already: inside the hook, writes, pause and close of the
      * dying transport are refused, not acted on. */
-    c->closing = 1;
+    c->t.ep.closing = 1;
     if (c->hook) {
         c->silent = 1;
-        c->hook(c, c->err, c->hook_arg);
+        c->hook(c, c->t.ep.err, c->hook_arg);
     }
     if (err == -ETIMEDOUT) {
-        c->closing = c->aborting = 1;
+        c->t.ep.closing = c->t.ep.aborting = 1;
         if (c->plain)
             pact_transport_abort(c->plain);
         return;
@@ -661,8 +657,6 @@ static int classify_failure(tls_conn *c, int sslerr, const char *what)
 
 /* ---- reading ------------------------------------------------------------- */
 
-static int tls_close(pact_transport *t);
-
 /* Hands the decrypted plaintext in rbuf[rbuf_off, rbuf_len) to the
  * protocol. A buffered protocol may pause (or close) between two
  * get_buffer calls: the rest stays in rbuf and goes first after resume. */
@@ -676,13 +670,13 @@ static void deliver(tls_conn *c)
             t->proto->data_received(t, c->rbuf + off, len, t->user);
         return;
     }
-    while (c->rbuf_off < c->rbuf_len && !c->closing && !c->paused) {
+    while (c->rbuf_off < c->rbuf_len && !c->t.ep.closing && !c->t.paused) {
         size_t left = c->rbuf_len - c->rbuf_off, n = 0;
         char *dst = t->proto->get_buffer(t, left, &n, t->user);
         if (!dst || n == 0) {
-            if (!c->err)
-                c->err = -ENOBUFS;
-            c->closing = c->aborting = 1;
+            if (!c->t.ep.err)
+                c->t.ep.err = -ENOBUFS;
+            c->t.ep.closing = c->t.ep.aborting = 1;
             if (c->plain)
                 pact_transport_abort(c->plain);
             end_without_plain(c);
@@ -695,7 +689,7 @@ static void deliver(tls_conn *c)
         if (t->proto->buffer_updated)
             t->proto->buffer_updated(t, n, t->user);
     }
-    if (c->rbuf_off == c->rbuf_len || c->closing)
+    if (c->rbuf_off == c->rbuf_len || c->t.ep.closing)
         c->rbuf_off = c->rbuf_len = 0; /* after close nothing is delivered */
 }
 
@@ -705,11 +699,10 @@ static void close_notify_received(tls_conn *c)
     c->eof_seen = 1;
     int keep = c->t.proto->eof_received ? c->t.proto->eof_received(&c->t, c->t.user) : 0;
     if (!keep)
-        tls_close(&c->t);
+        pact_transport_close(&c->t);
 }
 
 static void read_end(tls_conn *c);
-static void check_resume_writing(tls_conn *c);
 
 /* Decrypts what the read BIO holds and hands it over, while not paused;
  * once all of it is delivered, what the plain transport reported after
@@ -723,7 +716,7 @@ static void read_app_data(tls_conn *c)
             return;
         }
     }
-    while (c->hs_done && !c->paused && !c->closing) {
+    while (c->hs_done && !c->t.paused && !c->t.ep.closing) {
         if (c->rbuf_off < c->rbuf_len) {
             /* Plaintext decrypted before a pause: first. */
             deliver(c);
@@ -801,10 +794,10 @@ static int read_pending(tls_conn *c)
  * so the peer is pushed back and its EOF cannot overtake the data). */
 static void read_end(tls_conn *c)
 {
-    if (c->paused || c->closing)
+    if (c->t.paused || c->t.ep.closing)
         return;
     if (c->plain_gone) {
-        finish(c); /* c->err comes from the plain transport's end */
+        tls_finish(c); /* c->t.ep.err comes from the plain transport's end */
         return;
     }
     if (c->plain_eof_held) {
@@ -814,9 +807,9 @@ static void read_end(tls_conn *c)
         snprintf(c->errmsg, sizeof c->errmsg,
                  "the peer closed the connection without close_notify "
                  "(truncation)");
-        if (!c->err)
-            c->err = -ECONNRESET;
-        c->closing = 1;
+        if (!c->t.ep.err)
+            c->t.ep.err = -ECONNRESET;
+        c->t.ep.closing = 1;
         close_plain(c);
         return;
     }
@@ -825,7 +818,7 @@ static void read_end(tls_conn *c)
         pact_transport_resume_reading(c->plain);
 }
 
-static void check_pause_writing(tls_conn *c);
+static void check_flow(tls_conn *c);
 
 /* Pushes plaintext through SSL (the output goes to the plain transport). */
 static int encrypt(tls_conn *c, const void *data, size_t len)
@@ -854,7 +847,7 @@ static void handshake_done(tls_conn *c)
 {
     c->hs_done = 1;
     c->ctx->handshakes++;
-    cancel_handle(c->t.loop, &c->hs_timer);
+    cancel_handle(c->t.ep.loop, &c->hs_timer);
     const unsigned char *a = NULL;
     unsigned alen = 0;
     SSL_get0_alpn_selected(c->ssl, &a, &alen);
@@ -868,7 +861,7 @@ static void handshake_done(tls_conn *c)
         encrypt(c, c->pending.data + c->pending.start,
                 c->pending.end - c->pending.start);
     c->pending.start = c->pending.end = 0;
-    if (c->eof_requested && !c->closing) {
+    if (c->t.eof_requested && !c->t.ep.closing) {
         send_close_notify(c);
         if (c->plain)
             pact_transport_write_eof(c->plain);
@@ -880,18 +873,18 @@ static void handshake_done(tls_conn *c)
     /* The hook reported success: connection_made runs now (and so
      * connection_lost, once, later), even if the hook closed or aborted
      * the transport or the queued plaintext could not be encrypted. */
-    c->made = 1;
+    c->t.ep.made = 1;
     if (c->t.proto->connection_made)
         c->t.proto->connection_made(&c->t, c->t.user);
-    check_pause_writing(c);
-    if (c->paused && c->plain)
+    check_flow(c);
+    if (c->t.paused && c->plain)
         pact_transport_pause_reading(c->plain);
 }
 
 /* Runs the handshake and decryption on what has arrived. */
 static void drive(tls_conn *c)
 {
-    if (c->aborting || c->t.lost)
+    if (c->t.ep.aborting || c->t.ep.lost)
         return;
     if (!c->hs_done) {
         ERR_clear_error();
@@ -904,10 +897,10 @@ static void drive(tls_conn *c)
             return;
         }
         handshake_done(c);
-        if (c->aborting)
+        if (c->t.ep.aborting)
             return;
     }
-    if (!c->closing)
+    if (!c->t.ep.closing)
         read_app_data(c);
 }
 
@@ -916,7 +909,7 @@ static void handshake_timed_out(pact_loop *loop, void *arg)
     (void)loop;
     tls_conn *c = arg;
     c->hs_timer = 0;
-    if (c->hs_done || c->aborting)
+    if (c->hs_done || c->t.ep.aborting)
         return;
     enter(c);
     snprintf(c->errmsg, sizeof c->errmsg, "TLS handshake timed out");
@@ -926,11 +919,11 @@ static void handshake_timed_out(pact_loop *loop, void *arg)
 
 static void start_handshake(tls_conn *c)
 {
-    if (c->started || c->aborting)
+    if (c->started || c->t.ep.aborting)
         return;
     c->started = 1;
-    cancel_handle(c->t.loop, &c->start_handle);
-    pact_handle h = pact_call_later(c->t.loop, c->handshake_timeout_ns,
+    cancel_handle(c->t.ep.loop, &c->start_handle);
+    pact_handle h = pact_call_later(c->t.ep.loop, c->handshake_timeout_ns,
                                     handshake_timed_out, c);
     if (h > 0)
         c->hs_timer = h;
@@ -957,9 +950,9 @@ static void process_soon(pact_loop *loop, void *arg)
     tls_conn *c = arg;
     c->process_handle = 0;
     enter(c);
-    if (c->plain_gone && c->closing)
-        finish(c);
-    else if (!c->paused && !c->closing)
+    if (c->plain_gone && c->t.ep.closing)
+        tls_finish(c);
+    else if (!c->t.paused && !c->t.ep.closing)
         read_app_data(c);
     leave(c);
 }
@@ -969,7 +962,7 @@ static int schedule_process(tls_conn *c)
 {
     if (c->process_handle)
         return 0;
-    pact_handle h = pact_call_soon(c->t.loop, process_soon, c);
+    pact_handle h = pact_call_soon(c->t.ep.loop, process_soon, c);
     if (h < 0)
         return -ESHUTDOWN;
     c->process_handle = h;
@@ -992,7 +985,7 @@ static void plain_data(pact_transport *plain, const void *data, size_t len,
 {
     (void)plain;
     tls_conn *c = user;
-    if (c->aborting || (c->closing && !c->lingering))
+    if (c->t.ep.aborting || (c->t.ep.closing && !c->lingering))
         return; /* nothing is delivered after close */
     enter(c);
     if (BIO_write(c->rbio, data, (int)len) != (int)len)
@@ -1013,7 +1006,7 @@ static int plain_eof(pact_transport *plain, void *user)
 {
     (void)plain;
     tls_conn *c = user;
-    if (c->closing)
+    if (c->t.ep.closing)
         return 0;
     enter(c);
     if (!c->hs_done) {
@@ -1037,50 +1030,49 @@ static void plain_lost(pact_transport *plain, int err, void *user)
     c->plain = NULL;
     c->plain_gone = 1;
     c->plain_err = err;
-    cancel_handle(c->t.loop, &c->hs_timer);
-    cancel_handle(c->t.loop, &c->close_timer);
-    cancel_handle(c->t.loop, &c->start_handle);
-    if (c->made && !c->closing) {
+    cancel_handle(c->t.ep.loop, &c->hs_timer);
+    cancel_handle(c->t.ep.loop, &c->close_timer);
+    cancel_handle(c->t.ep.loop, &c->start_handle);
+    if (c->t.ep.made && !c->t.ep.closing) {
         /* Gone under an established connection (an error, or the loop
          * closing it): the ciphertext it delivered before is decrypted
          * and delivered first, honouring pause; read_end then ends. A
          * paused user with nothing left to receive learns of it now: the
          * resume may never come (it may wait for its writes to drain). */
         enter(c);
-        if (c->paused && !read_pending(c)) {
-            finish(c); /* when we leave */
+        if (c->t.paused && !read_pending(c)) {
+            tls_finish(c); /* when we leave */
         } else {
             /* The write buffer went with the plain transport: a user
              * that paused reading until its writes drain hears so (its
              * writes now fail with -EPIPE) and can resume. */
-            check_resume_writing(c);
+            check_flow(c);
             read_app_data(c);
         }
         leave(c);
         return;
     }
-    cancel_handle(c->t.loop, &c->process_handle);
-    if (!c->err && !c->hs_done && !c->silent)
-        c->err = err ? err : -ECONNABORTED; /* closed before the handshake ended */
+    cancel_handle(c->t.ep.loop, &c->process_handle);
+    if (!c->t.ep.err && !c->hs_done && !c->silent)
+        c->t.ep.err = err ? err : -ECONNABORTED; /* closed before the handshake ended */
     if (!c->hs_done && !c->silent && c->hook) {
         /* Gone before the handshake (close, loop close, plain error): the
          * hook learns of it; the protocol never does. */
-        c->closing = 1;
+        c->t.ep.closing = 1;
         c->silent = 1;
         c->ctx->handshake_failures++;
-        c->hook(c, c->err, c->hook_arg);
+        c->hook(c, c->t.ep.err, c->hook_arg);
     }
-    finish(c);
+    tls_finish(c);
 }
 
-static void check_resume_writing(tls_conn *c);
 
 static void plain_resume_writing(pact_transport *plain, void *user)
 {
     (void)plain;
     tls_conn *c = user;
     enter(c);
-    check_resume_writing(c);
+    check_flow(c);
     leave(c);
 }
 
@@ -1097,115 +1089,50 @@ static const pact_protocol plain_proto = {
 static size_t tls_write_buffer_size(const pact_transport *t)
 {
     const tls_conn *c = conn_of(t);
-    return (c->pending.end - c->pending.start) +
+    return pact__wbuf_len(&c->pending) +
            (c->plain ? pact_transport_write_buffer_size(c->plain) : 0);
 }
 
-static void check_pause_writing(tls_conn *c)
+static void check_flow(tls_conn *c)
 {
-    if (c->made && !c->write_paused && !c->closing &&
-        tls_write_buffer_size(&c->t) > c->high_water) {
-        c->write_paused = 1;
-        if (c->t.proto->pause_writing)
-            c->t.proto->pause_writing(&c->t, c->t.user);
-    }
-}
-
-static void check_resume_writing(tls_conn *c)
-{
-    if (c->write_paused && tls_write_buffer_size(&c->t) <= c->low_water) {
-        c->write_paused = 0;
-        if (c->t.proto->resume_writing && !c->closing)
-            c->t.proto->resume_writing(&c->t, c->t.user);
-    }
-}
-
-static int wbuf_append(pact_wbuf *b, const void *data, size_t len)
-{
-    if (b->end + len > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->end + len)
-            cap *= 2;
-        char *d = realloc(b->data, cap);
-        if (!d)
-            return -ENOMEM;
-        b->data = d;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->end, data, len);
-    b->end += len;
-    return 0;
-}
-
-static int write_refused(tls_conn *c)
-{
-    if (c->closing) {
-        if (c->writes_after_close++ == 0 && pact_loop_debug(c->t.loop))
-            pact__log(c->t.loop, "write on a closing TLS transport dropped");
-        return -ESHUTDOWN;
-    }
-    if (c->eof_requested || c->plain_gone)
-        return -EPIPE; /* nothing can be sent any more */
-    return 0;
+    pact__endpoint_flow(&c->t.ep, &c->marks, tls_write_buffer_size(&c->t));
 }
 
 /* The user closed or aborted after the plain transport went (its end
- * waits behind data still to deliver): the end comes now, from a fresh
- * loop callback. */
+ * waits behind data still to deliver): the end comes now (the endpoint's
+ * final close runs from a fresh loop callback). */
 static void end_without_plain(tls_conn *c)
 {
     if (!c->plain_gone)
         return;
-    cancel_handle(c->t.loop, &c->process_handle);
-    if (schedule_process(c) < 0)
-        finish(c); /* at depth > 0: when our caller leaves */
+    cancel_handle(c->t.ep.loop, &c->process_handle);
+    tls_finish(c);
 }
 
 static int tls_writev(pact_transport *t, const struct iovec *iov, int iovcnt)
 {
     tls_conn *c = conn_of(t);
-    if ((!iov && iovcnt) || iovcnt < 0)
-        return -EINVAL;
-    int r = write_refused(c);
-    if (r)
-        return r;
+    if (c->plain_gone)
+        return -EPIPE; /* nothing can be sent any more */
+    int r = 0;
     enter(c);
     for (int i = 0; i < iovcnt && r == 0; i++) {
         if (!iov[i].iov_len)
             continue;
         if (!c->hs_done)
-            r = wbuf_append(&c->pending, iov[i].iov_base, iov[i].iov_len);
+            r = pact__wbuf_append(&c->pending, iov[i].iov_base, iov[i].iov_len);
         else
             r = encrypt(c, iov[i].iov_base, iov[i].iov_len);
     }
     if (r == 0)
-        check_pause_writing(c);
+        check_flow(c);
     leave(c);
     return r;
 }
 
-static int tls_write(pact_transport *t, const void *data, size_t len)
-{
-    if (!data && len)
-        return -EINVAL;
-    struct iovec iov = {(void *)data, len};
-    return tls_writev(t, &iov, 1);
-}
-
-static int tls_can_write_eof(const pact_transport *t)
-{
-    (void)t;
-    return 1;
-}
-
-static int tls_write_eof(pact_transport *t)
+static void tls_write_eof(pact_transport *t)
 {
     tls_conn *c = conn_of(t);
-    if (c->closing)
-        return -ESHUTDOWN;
-    if (c->eof_requested)
-        return -EALREADY;
-    c->eof_requested = 1;
     if (c->hs_done) {
         enter(c);
         send_close_notify(c);
@@ -1213,21 +1140,17 @@ static int tls_write_eof(pact_transport *t)
             pact_transport_write_eof(c->plain);
         leave(c);
     }
-    return 0;
 }
 
-static int tls_close(pact_transport *t)
+static void tls_close(pact_transport *t)
 {
     tls_conn *c = conn_of(t);
-    if (c->closing)
-        return -EALREADY;
-    c->closing = 1;
     enter(c);
-    cancel_handle(t->loop, &c->process_handle);
+    cancel_handle(t->ep.loop, &c->process_handle);
     if (!c->hs_done) {
         /* As asyncio: closing during the handshake abandons it. */
-        c->aborting = 1;
-        c->pending.start = c->pending.end = 0;
+        c->t.ep.aborting = 1;
+        pact__wbuf_clear(&c->pending);
         if (c->plain)
             pact_transport_abort(c->plain);
     } else {
@@ -1236,48 +1159,32 @@ static int tls_close(pact_transport *t)
     }
     end_without_plain(c);
     leave(c);
-    return 0;
 }
 
-static int tls_abort(pact_transport *t)
+/* Abort (the endpoint's cancel): the plain transport is aborted; its
+ * connection_lost ends this one. */
+static void tls_cancel(pact_endpoint *e)
 {
-    tls_conn *c = conn_of(t);
-    if (c->aborting)
-        return -EALREADY;
-    c->closing = c->aborting = 1;
-    enter(c);
-    cancel_handle(t->loop, &c->process_handle);
-    c->pending.start = c->pending.end = 0;
+    tls_conn *c = conn_of_ep(e);
+    cancel_handle(e->loop, &c->process_handle);
+    pact__wbuf_clear(&c->pending);
     if (c->plain)
         pact_transport_abort(c->plain);
     end_without_plain(c);
-    leave(c);
-    return 0;
 }
 
-static int tls_pause_reading(pact_transport *t)
+static void tls_pause_reading(pact_transport *t)
 {
     tls_conn *c = conn_of(t);
-    if (c->closing)
-        return -ESHUTDOWN;
-    if (c->paused)
-        return -EALREADY;
-    c->paused = 1;
     /* During the handshake the plain transport keeps reading (the
      * handshake must go on); afterwards it pushes back on the peer. */
     if (c->hs_done && c->plain)
         pact_transport_pause_reading(c->plain);
-    return 0;
 }
 
 static int tls_resume_reading(pact_transport *t)
 {
     tls_conn *c = conn_of(t);
-    if (c->closing)
-        return -ESHUTDOWN;
-    if (!c->paused)
-        return -EALREADY;
-    c->paused = 0;
     if (!c->hs_done)
         return 0;
     /* What the read BIO holds goes first, from a fresh callback; the
@@ -1286,60 +1193,27 @@ static int tls_resume_reading(pact_transport *t)
     return schedule_process(c);
 }
 
-static int tls_is_reading(const pact_transport *t)
-{
-    const tls_conn *c = conn_of(t);
-    return !c->closing && !c->paused;
-}
-
-static int tls_is_closing(const pact_transport *t)
-{
-    const tls_conn *c = conn_of(t);
-    return c->closing || t->lost;
-}
-
 static void set_plain_marks(tls_conn *c)
 {
     if (c->plain)
         pact_transport_set_write_buffer_limits(
-            c->plain, c->low_water ? c->low_water : 1, c->low_water);
+            c->plain, c->marks.low ? c->marks.low : 1, c->marks.low);
 }
 
-static int tls_set_write_buffer_limits(pact_transport *t, size_t high, size_t low)
+static int tls_set_marks(pact_transport *t, const pact_marks *m)
 {
     tls_conn *c = conn_of(t);
-    if (high == 0)
-        high = DEFAULT_HIGH_WATER;
-    if (low > high)
-        return -EINVAL;
-    c->high_water = high;
-    c->low_water = low;
+    c->marks = *m;
     enter(c);
     set_plain_marks(c);
-    check_pause_writing(c);
-    check_resume_writing(c);
+    check_flow(c);
     leave(c);
     return 0;
 }
 
-static void tls_get_write_buffer_limits(const pact_transport *t, size_t *high,
-                                        size_t *low)
+static pact_marks tls_marks(const pact_transport *t)
 {
-    const tls_conn *c = conn_of(t);
-    if (high)
-        *high = c->high_water;
-    if (low)
-        *low = c->low_water;
-}
-
-static int tls_set_protocol(pact_transport *t, const pact_protocol *proto,
-                            void *user)
-{
-    if (!proto)
-        return -EINVAL;
-    t->proto = proto;
-    t->user = user;
-    return 0;
+    return conn_of(t)->marks;
 }
 
 static int tls_fd(const pact_transport *t)
@@ -1348,45 +1222,40 @@ static int tls_fd(const pact_transport *t)
     return c->plain ? pact_transport_fd(c->plain) : -EBADF;
 }
 
-static int tls_sockname(const pact_transport *t, struct sockaddr_storage *ss,
-                        socklen_t *len)
+static int tls_name(const pact_transport *t, struct sockaddr_storage *ss,
+                    socklen_t *len, int peer)
 {
     const tls_conn *c = conn_of(t);
-    return c->plain ? pact_transport_sockname(c->plain, ss, len) : -EBADF;
-}
-
-static int tls_peername(const pact_transport *t, struct sockaddr_storage *ss,
-                        socklen_t *len)
-{
-    const tls_conn *c = conn_of(t);
-    return c->plain ? pact_transport_peername(c->plain, ss, len) : -EBADF;
-}
-
-static uint64_t tls_writes_after_close(const pact_transport *t)
-{
-    return conn_of(t)->writes_after_close;
+    if (!c->plain)
+        return -EBADF;
+    return peer ? pact_transport_peername(c->plain, ss, len)
+                : pact_transport_sockname(c->plain, ss, len);
 }
 
 static const pact_transport_ops tls_ops = {
-    .write = tls_write,
+    .ep = {
+        .kind = "TLS transport",
+        /* Loop close: abandon the connection (its hook learns of an
+         * unfinished handshake; a protocol that saw connection_made gets
+         * connection_lost). */
+        .force_close = pact__transport_force_close,
+        .cancel = tls_cancel,
+        .busy = tls_busy,
+        .lost = tls_lost,
+        .free = tls_free,
+        .writing = pact__transport_writing,
+    },
     .writev = tls_writev,
     .write_eof = tls_write_eof,
-    .can_write_eof = tls_can_write_eof,
     .close = tls_close,
-    .abort = tls_abort,
     .pause_reading = tls_pause_reading,
     .resume_reading = tls_resume_reading,
-    .is_reading = tls_is_reading,
-    .is_closing = tls_is_closing,
     .write_buffer_size = tls_write_buffer_size,
-    .set_write_buffer_limits = tls_set_write_buffer_limits,
-    .get_write_buffer_limits = tls_get_write_buffer_limits,
-    .set_protocol = tls_set_protocol,
+    .set_marks = tls_set_marks,
+    .marks = tls_marks,
     .fd = tls_fd,
-    .sockname = tls_sockname,
-    .peername = tls_peername,
+    .name = tls_name,
     .sendfile = NULL, /* the kernel cannot encrypt for us: -ENOTSUP */
-    .writes_after_close = tls_writes_after_close,
 };
 
 /* ---- wrapping ------------------------------------------------------------- */
@@ -1423,14 +1292,6 @@ static int set_peer_name(tls_conn *c)
     return 0;
 }
 
-/* Loop close: abandon the connection (its hook learns of an unfinished
- * handshake; a protocol that saw connection_made gets connection_lost). */
-static void tls_force_close(pact_resource *res)
-{
-    pact_transport *t = pact_container_of(res, pact_transport, res);
-    tls_abort(t);
-}
-
 static int tls_wrap(pact_transport *plain, pact_tls_context *ctx,
                     const char *server_hostname, const void *initial_data,
                     size_t initial_len, uint64_t handshake_timeout_ns,
@@ -1439,8 +1300,8 @@ static int tls_wrap(pact_transport *plain, pact_tls_context *ctx,
 {
     if (!plain || !ctx || !proto || !hook || !out || (!initial_data && initial_len))
         return -EINVAL;
-    pact_loop *loop = plain->loop;
-    if (plain->ops)
+    pact_loop *loop = plain->ep.loop;
+    if (is_tls(plain))
         return PACT_MISUSE(loop, -ENOTSUP, "the transport is already TLS");
     if (plain->kind != PACT_STREAM_SOCKET)
         return PACT_MISUSE(loop, -ENOTSUP, "TLS needs a stream socket");
@@ -1456,20 +1317,11 @@ static int tls_wrap(pact_transport *plain, pact_tls_context *ctx,
     tls_conn *c = calloc(1, sizeof *c);
     if (!c)
         return -ENOMEM;
-    c->t.ops = &tls_ops;
-    c->t.impl = c;
-    c->t.loop = loop;
-    c->t.fd = -EBADF;
-    c->t.kind = plain->kind;
-    c->t.proto = proto;
-    c->t.user = user;
-    c->t.refs = 1;
-    pact_list_init(&c->t.server_link);
-    pact_list_init(&c->t.res.link);
+    pact__transport_init(&c->t, loop, &tls_ops, (pact_stream_kind)plain->kind,
+                         proto, user);
     c->ctx = ctx;
     c->server = ctx->server;
-    c->high_water = DEFAULT_HIGH_WATER;
-    c->low_water = DEFAULT_LOW_WATER;
+    c->marks = pact__default_marks;
     c->verify_result = X509_V_OK;
     c->hook = hook;
     c->hook_arg = hook_arg;
@@ -1506,7 +1358,7 @@ static int tls_wrap(pact_transport *plain, pact_tls_context *ctx,
         r = -ENOMEM;
         goto fail;
     }
-    if (plain->made) {
+    if (plain->ep.made) {
         pact_handle h = pact_call_soon(loop, start_soon, c);
         if (h < 0) {
             r = (int)h;
@@ -1523,8 +1375,7 @@ static int tls_wrap(pact_transport *plain, pact_tls_context *ctx,
     set_plain_marks(c);
     if (!pact_transport_is_reading(plain))
         pact_transport_resume_reading(plain);
-    pact__resource_add(loop, &c->t.res, "TLS transport", tls_force_close,
-                       created_at);
+    pact__endpoint_register(&c->t.ep, created_at);
     *out = &c->t;
     return 0;
 fail:
@@ -1540,7 +1391,7 @@ static void wrap_hook(tls_conn *c, int err, void *arg)
 {
     (void)arg;
     c->hook = NULL;
-    c->on_handshake(c->t.loop, err ? NULL : &c->t, err, c->handshake_user);
+    c->on_handshake(c->t.ep.loop, err ? NULL : &c->t, err, c->handshake_user);
 }
 
 int pact_tls_wrap(pact_transport *plain, pact_tls_context *ctx,
@@ -1551,7 +1402,7 @@ int pact_tls_wrap(pact_transport *plain, pact_tls_context *ctx,
                   pact_transport **out)
 {
     if (!on_handshake)
-        return PACT_MISUSE(plain ? plain->loop : NULL, -EINVAL,
+        return PACT_MISUSE(plain ? plain->ep.loop : NULL, -EINVAL,
                            "on_handshake is required (the handshake's outcome "
                            "is reported there, never to the protocol)");
     int r = tls_wrap(plain, ctx, server_hostname, initial_data, initial_len,
@@ -1682,7 +1533,7 @@ static void connect_hook(tls_conn *c, int err, void *arg)
     pact_connect_cb cb = req->cb;
     void *user = req->user;
     connect_req_free(req);
-    cb(c->t.loop, err ? NULL : &c->t, err, user);
+    cb(c->t.ep.loop, err ? NULL : &c->t, err, user);
 }
 
 static void tcp_connected(pact_loop *loop, pact_transport *plain, int err, void *arg)
@@ -1802,7 +1653,7 @@ static void server_hook(tls_conn *c, int err, void *arg)
     int r = ts->factory(ts->server, ts->factory_user, &proto, &user);
     if (r < 0 || !proto) {
         c->silent = 1;
-        c->closing = 1;
+        c->t.ep.closing = 1;
         send_close_notify(c);
         close_plain(c);
         return;

@@ -1,0 +1,253 @@
+/* SPDX-License-Identifier: MIT */
+/* The public transport API: the checks and state every transport shares,
+ * then its ops table (stream.h). Plain streams (stream.c) and TLS
+ * (tls.c) are implementations; users see one API whatever is underneath. */
+#include <errno.h>
+
+#include "stream.h"
+
+void pact__transport_init(pact_transport *t, pact_loop *loop,
+                          const pact_transport_ops *ops, pact_stream_kind kind,
+                          const pact_protocol *proto, void *user)
+{
+    pact__endpoint_init(&t->ep, loop, &ops->ep);
+    t->kind = (uint8_t)kind;
+    t->proto = proto;
+    t->user = user;
+    t->writes_after_close = 0;
+    t->paused = 0;
+    t->eof_requested = 0;
+}
+
+void pact__transport_writing(pact_endpoint *e, int pause)
+{
+    pact_transport *t = pact_container_of(e, pact_transport, ep);
+    void (*cb)(pact_transport *, void *) =
+        pause ? t->proto->pause_writing : t->proto->resume_writing;
+    if (cb)
+        cb(t, t->user);
+}
+
+void pact__transport_flow(pact_transport *t)
+{
+    const pact_transport_ops *ops = pact__transport_ops(t);
+    pact_marks m = ops->marks(t);
+    pact__endpoint_flow(&t->ep, &m, ops->write_buffer_size(t));
+}
+
+void pact__transport_force_close(pact_endpoint *e)
+{
+    pact__endpoint_abort(e, 0);
+}
+
+/* ---- writing ------------------------------------------------------------------ */
+
+static int write_refused(pact_transport *t)
+{
+    if (t->ep.closing)
+        return pact__endpoint_write_refused(&t->ep, &t->writes_after_close,
+                                            "transport", pact_transport_fd(t));
+    if (t->eof_requested)
+        return -EPIPE;
+    if (t->kind == PACT_STREAM_READ_PIPE)
+        return -ENOTSUP;
+    return 0;
+}
+
+int pact_transport_writev(pact_transport *t, const struct iovec *iov, int iovcnt)
+{
+    if (!t || (!iov && iovcnt) || iovcnt < 0)
+        return -EINVAL;
+    int r = write_refused(t);
+    if (r)
+        return r;
+    return pact__transport_ops(t)->writev(t, iov, iovcnt);
+}
+
+int pact_transport_write(pact_transport *t, const void *data, size_t len)
+{
+    if (!t || (!data && len))
+        return -EINVAL;
+    struct iovec iov = {(void *)data, len};
+    return pact_transport_writev(t, &iov, 1);
+}
+
+int pact_transport_can_write_eof(const pact_transport *t)
+{
+    return t && t->kind != PACT_STREAM_READ_PIPE;
+}
+
+/* What write_eof and sendfile refuse alike: a read pipe, a closing
+ * transport, a write side that is being shut (answered with eof_err). */
+static int write_side_refused(const pact_transport *t, int eof_err)
+{
+    if (t->kind == PACT_STREAM_READ_PIPE)
+        return -ENOTSUP;
+    if (t->ep.closing)
+        return -ESHUTDOWN;
+    return t->eof_requested ? eof_err : 0;
+}
+
+int pact_transport_write_eof(pact_transport *t)
+{
+    if (!t)
+        return -EINVAL;
+    int r = write_side_refused(t, -EALREADY);
+    if (r)
+        return r;
+    t->eof_requested = 1;
+    pact__transport_ops(t)->write_eof(t);
+    return 0;
+}
+
+size_t pact_transport_write_buffer_size(const pact_transport *t)
+{
+    return t ? pact__transport_ops(t)->write_buffer_size(t) : 0;
+}
+
+int pact_transport_set_write_buffer_limits(pact_transport *t, size_t high,
+                                           size_t low)
+{
+    if (!t)
+        return -EINVAL;
+    pact_marks m;
+    int r = pact__marks_check(&m, high, low);
+    return r ? r : pact__transport_ops(t)->set_marks(t, &m);
+}
+
+void pact_transport_get_write_buffer_limits(const pact_transport *t,
+                                            size_t *high, size_t *low)
+{
+    pact_marks m = {0, 0};
+    if (t)
+        m = pact__transport_ops(t)->marks(t);
+    if (high)
+        *high = m.high;
+    if (low)
+        *low = m.low;
+}
+
+int pact_transport_sendfile(pact_transport *t, int file_fd, int64_t offset,
+                            size_t count, pact_op_cb cb, void *user)
+{
+    if (!t)
+        return -EINVAL;
+    const pact_transport_ops *ops = pact__transport_ops(t);
+    if (!ops->sendfile)
+        return -ENOTSUP; /* TLS: the kernel cannot encrypt for us */
+    if (!cb || file_fd < 0 || offset < 0)
+        return -EINVAL;
+    int r = write_side_refused(t, -EPIPE);
+    return r ? r : ops->sendfile(t, file_fd, offset, count, cb, user);
+}
+
+uint64_t pact_transport_writes_after_close(const pact_transport *t)
+{
+    return t ? t->writes_after_close : 0;
+}
+
+/* ---- closing ------------------------------------------------------------------ */
+
+int pact_transport_close(pact_transport *t)
+{
+    if (!t)
+        return -EINVAL;
+    int r = pact__endpoint_begin_close(&t->ep);
+    if (r)
+        return r;
+    pact__transport_ops(t)->close(t);
+    return 0;
+}
+
+int pact_transport_abort(pact_transport *t)
+{
+    return t ? pact__endpoint_abort(&t->ep, 0) : -EINVAL;
+}
+
+int pact_transport_is_closing(const pact_transport *t)
+{
+    return t ? t->ep.closing : 1;
+}
+
+/* ---- reading ------------------------------------------------------------------ */
+
+int pact_transport_pause_reading(pact_transport *t)
+{
+    if (!t)
+        return -EINVAL;
+    if (t->ep.closing)
+        return -ESHUTDOWN;
+    if (t->paused)
+        return -EALREADY;
+    t->paused = 1;
+    const pact_transport_ops *ops = pact__transport_ops(t);
+    if (ops->pause_reading)
+        ops->pause_reading(t);
+    return 0;
+}
+
+int pact_transport_resume_reading(pact_transport *t)
+{
+    if (!t)
+        return -EINVAL;
+    if (t->ep.closing)
+        return -ESHUTDOWN;
+    if (!t->paused)
+        return -EALREADY;
+    t->paused = 0;
+    const pact_transport_ops *ops = pact__transport_ops(t);
+    return ops->resume_reading ? ops->resume_reading(t) : 0;
+}
+
+int pact_transport_is_reading(const pact_transport *t)
+{
+    return t && !t->ep.closing && !t->paused && t->kind != PACT_STREAM_WRITE_PIPE;
+}
+
+/* ---- accessors ---------------------------------------------------------------- */
+
+int pact_transport_set_protocol(pact_transport *t, const pact_protocol *proto,
+                                void *user)
+{
+    if (!t || !proto)
+        return -EINVAL;
+    t->proto = proto;
+    t->user = user;
+    return 0;
+}
+
+pact_loop *pact_transport_loop(const pact_transport *t)
+{
+    return t ? t->ep.loop : NULL;
+}
+
+pact_stream_kind pact_transport_kind(const pact_transport *t)
+{
+    return t ? (pact_stream_kind)t->kind : PACT_STREAM_SOCKET;
+}
+
+void *pact_transport_user(const pact_transport *t)
+{
+    return t ? t->user : NULL;
+}
+
+int pact_transport_fd(const pact_transport *t)
+{
+    return t ? pact__transport_ops(t)->fd(t) : -EINVAL;
+}
+
+int pact_transport_sockname(const pact_transport *t, struct sockaddr_storage *ss,
+                            socklen_t *len)
+{
+    if (!t || !ss || !len)
+        return -EINVAL;
+    return pact__transport_ops(t)->name(t, ss, len, 0);
+}
+
+int pact_transport_peername(const pact_transport *t, struct sockaddr_storage *ss,
+                            socklen_t *len)
+{
+    if (!t || !ss || !len)
+        return -EINVAL;
+    return pact__transport_ops(t)->name(t, ss, len, 1);
+}
