@@ -74,15 +74,16 @@ typedef struct pact_op_extra {
 } pact_op_extra;
 
 /* What only a few op kinds need, kept out of line so that the op every
- * idle connection holds (its multishot receive) stays small (the idle-connection memory goal in
- * docs/design-notes.md):
- * an address and msghdr the kernel reads or writes, a pool op's function,
- * a file op's copied paths. Allocated from the loop's op_ext slab when the
- * op is set up (pact__op_ext), never malloc'ed, and freed with the op in
+ * idle connection holds (its multishot receive) stays small (the
+ * idle-connection memory goal in docs/design-notes.md): an address and
+ * msghdr the kernel reads or writes, a pool op's function, a file op's
+ * copied paths. Allocated from the loop's op_ext slab when the op is set
+ * up (pact__op_ext), never malloc'ed, and freed with the op in
  * pact__op_release() — never earlier: the kernel may write the address
  * until the op's last completion has been reaped (docs/contract.md §2).
- * The arms are not a union: the resolver's getnameinfo needs an address and the
- * pool fields at once, and the block only lives while such an op does. */
+ * The arms are not a union: the resolver's getnameinfo needs an address
+ * and the pool fields at once, and the block only lives while such an op
+ * does. */
 typedef struct pact_op_ext {
     pact_slab_entry slab; /* must be first */
     /* PACT_OP_ACCEPT, PACT_OP_CONNECT, PACT_OP_RECVFROM, PACT_OP_SENDTO,
@@ -147,10 +148,10 @@ typedef struct pact_op_s {
 } pact_op_s;
 
 /* Every live connection holds one op (its multishot receive): an op that
- * grows past this costs memory per idle connection (the idle-connection memory goal in
- * docs/design-notes.md: <= 512 bytes
- * of pact state per idle socket transport, measured by micro_pact
- * idle_transport). Move what only some kinds need to pact_op_ext. */
+ * grows past this costs memory per idle connection (the idle-connection
+ * memory goal in docs/design-notes.md: <= 512 bytes of pact state per
+ * idle socket transport, measured by micro_pact idle_transport). Move
+ * what only some kinds need to pact_op_ext. */
 _Static_assert(sizeof(pact_op_s) <= 160, "pact_op_s grew past 160 bytes");
 
 /* The op's out-of-line block, or NULL if its kind uses the shared slot
