@@ -7,8 +7,8 @@
  * One epoll registration per fd, EPOLLONESHOT, re-armed while a queue is
  * non-empty. The registration heals itself when the user closed an fd and
  * the number came back (MOD answers ENOENT: ADD again). Ops in one queue
- * complete in the order they were started, so two recvs on one socket
- * never swap their data. Reads and writes on other fds (pipes, ttys) must
+ * complete in the order they were started; stream ops reach the engine one
+ * per fd and direction already (the op layer's per-fd order, op.c). Reads and writes on other fds (pipes, ttys) must
  * not block the loop and must not change the caller's fd either: they use
  * RWF_NOWAIT per call (rw_nowait()); regular files are read and written
  * directly (they never block on readiness). */

@@ -19,7 +19,6 @@
 #include <unistd.h>
 
 #include "fault.h"
-#include "fd_table.h"
 #include "loop.h"
 
 enum uring_tag {
@@ -57,20 +56,12 @@ static const struct {
     {IORING_OP_RENAMEAT, PACT_OP_RENAME}, {IORING_OP_UNLINKAT, PACT_OP_UNLINK},
 };
 
-/* One fd's ordered queues (see order_queue()). */
-typedef struct ordered_fd {
-    pact_fd_key key; /* must be first */
-    pact_list queues[2]; /* in, out */
-} ordered_fd;
-
 typedef struct uring_engine {
     struct io_uring ring;
     unsigned setup_flags;
     unsigned features;
     unsigned mask; /* URING_MASK_*: features a test asked to hide */
     int enabled; /* ring created disabled for SINGLE_ISSUER; see below */
-    /* Per-fd queues of ordered ops (see order_queue()): ordered_fd. */
-    pact_fd_table ordered;
     /* Cancels that found no free SQE, retried at the next wait: dropping
      * one left the op in the kernel for good (a transport's close hung
      * on its read; fault injection, test_faults). */
@@ -385,7 +376,6 @@ static int uring_init(pact_loop *loop, unsigned depth, int fail_setup,
             !(e->mask & URING_MASK_FILES))
             loop->native_kinds |= 1u << file_ops[i].kind;
     io_uring_free_probe(probe);
-    pact_fd_table_init(&e->ordered, sizeof(ordered_fd));
     loop->engine_data = e;
     recv_buffers_init(loop, e);
     return 0;
@@ -402,7 +392,6 @@ static void uring_destroy(pact_loop *loop)
         munmap(e->br, e->br_bytes);
     if (e->bufs)
         munmap(e->bufs, (size_t)e->nbuf * e->bufsz);
-    pact_fd_table_destroy(&e->ordered);
     free(e);
     loop->engine_data = NULL;
 }
@@ -504,54 +493,20 @@ static void prep_op(pact_loop *loop, pact_op_s *op, struct io_uring_sqe *sqe)
     io_uring_sqe_set_data64(sqe, encode(op, TAG_OP));
 }
 
-/* Stream order. Two recvs (or two sends) in flight on one socket are woken
- * last-armed-first: the kernel adds poll waiters at the head of the socket's
- * wait queue. Queued recvs then got their bytes in reverse order, and sends
- * queued on a full socket wrote the stream backwards. So, as on epoll, ops
- * that consume or produce a byte stream go through a per-fd queue and only
- * its head is in the kernel; the next is submitted when the head's I/O is
- * done. Returns the queue (0 = in, 1 = out) or -1 for unordered ops
- * (positioned file I/O, accept, connect, poll, ...). */
-static int order_queue(const pact_op_s *op)
+/* Ops of one stream on one fd reach this one at a time, in the order they
+ * were started (the op layer's per-fd order, op.c): the kernel wakes poll
+ * waiters last-armed-first, so two recvs in the kernel at once got their
+ * bytes in reverse order. */
+static int uring_submit(pact_loop *loop, pact_op_s *op)
 {
-    switch ((pact_op_kind)op->kind) {
-    case PACT_OP_RECV:
-    case PACT_OP_RECV_MULTI:
-    case PACT_OP_RECVFROM: /* datagrams: queued ones go out in order too */
-        return 0;
-    case PACT_OP_SEND:
-    case PACT_OP_SEND_ALL:
-    case PACT_OP_SENDTO:
-        return 1;
-    case PACT_OP_READ:
-        return op->offset < 0 ? 0 : -1;
-    case PACT_OP_WRITE:
-        return op->offset < 0 ? 1 : -1;
-    default:
-        return -1;
-    }
-}
-
-static pact_list *ordered_queue(uring_engine *e, int fd, int q)
-{
-    int created;
-    ordered_fd *f = pact_fd_table_get(&e->ordered, fd, &created);
-    if (!f)
-        return NULL;
-    if (created) {
-        pact_list_init(&f->queues[0]);
-        pact_list_init(&f->queues[1]);
-    }
-    return &f->queues[q];
-}
-
-static int submit_to_kernel(pact_loop *loop, pact_op_s *op, int allow_link)
-{
-    int linked = allow_link && op->timeout_ns &&
+    /* An op that waited its turn has its deadline on the heap already. */
+    int linked = op->timeout_ns && !pact_heap_contains(&op->deadline) &&
                  uring_supports_link_timeout(loop, op);
     struct io_uring_sqe *sqe = get_sqes(loop, linked ? 2 : 1);
-    if (!sqe)
-        return -ENOMEM;
+    if (!sqe) {
+        pact__op_defer(loop, op, -ENOMEM);
+        return 0;
+    }
     prep_op(loop, op, sqe);
     op->pending_cqes = 1;
     if (!linked)
@@ -567,54 +522,8 @@ static int submit_to_kernel(pact_loop *loop, pact_op_s *op, int allow_link)
     return 1;
 }
 
-static int uring_submit(pact_loop *loop, pact_op_s *op)
-{
-    int q = order_queue(op);
-    pact_list *queue = q < 0 ? NULL : ordered_queue(URING(loop), op->fd, q);
-    if (q >= 0 && !queue) {
-        pact__op_defer(loop, op, -ENOMEM);
-        return 0;
-    }
-    if (queue && !pact_list_empty(queue)) {
-        /* Waits its turn; a deadline goes on the loop's heap (return 0). */
-        pact_list_push_back(queue, &op->link);
-        return 0;
-    }
-    int r = submit_to_kernel(loop, op, 1);
-    if (r < 0) {
-        pact__op_defer(loop, op, r);
-        return 0;
-    }
-    if (queue)
-        pact_list_push_back(queue, &op->link);
-    return r;
-}
-
-/* The head of an ordered queue is done with the kernel: submit the next. */
-static void order_release(pact_loop *loop, pact_op_s *op)
-{
-    if (order_queue(op) < 0 || !pact_list_linked(&op->link))
-        return;
-    pact_list *queue = op->link.prev; /* the head's predecessor: the queue */
-    pact_list_remove(&op->link);
-    while (!pact_list_empty(queue)) {
-        pact_op_s *next = pact_container_of(queue->next, pact_op_s, link);
-        if (submit_to_kernel(loop, next, 0) == 0)
-            return;
-        pact_list_remove(&next->link);
-        pact__op_defer(loop, next, -ENOMEM);
-    }
-}
-
 static void uring_cancel(pact_loop *loop, pact_op_s *op)
 {
-    if (op->pending_cqes == 0 && pact_list_linked(&op->link)) {
-        /* Still waiting behind another op on its fd: the kernel never saw
-         * it, so it is cancelled here (completes in the done phase). */
-        pact_list_remove(&op->link);
-        pact__op_defer(loop, op, -ECANCELED);
-        return;
-    }
     struct io_uring_sqe *sqe = get_sqes(loop, 1);
     if (!sqe) {
         uring_engine *e = URING(loop);
@@ -722,7 +631,6 @@ static int recv_multi_cqe(pact_loop *loop, pact_op_s *op, int res,
     }
     op->pending_cqes--;
     op->result = final;
-    order_release(loop, op);
     return 0;
 }
 
@@ -776,12 +684,12 @@ static void handle_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
         return;
     }
     if (op->pending_cqes == 0) {
-        /* The next op of an ordered fd is submitted only now, not at this
-         * op's own CQE: a linked timeout's CQE is posted later from task
-         * work, after a next recv that completes inline at submission, so
-         * that recv's callback ran first and delivered its bytes before
-         * this op's (torture on io_uring, raw TCP recvs with deadlines). */
-        order_release(loop, op);
+        /* Only now, not at the op's own CQE, is the engine done with it
+         * (pact__op_complete lets the next op of its fd go): a linked
+         * timeout's CQE is posted later from task work, after a next recv
+         * that completes inline at submission, so that recv's callback ran
+         * first and delivered its bytes before this op's (torture on
+         * io_uring, raw TCP recvs with deadlines). */
         pact__op_complete(loop, op);
     }
 }

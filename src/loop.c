@@ -144,6 +144,7 @@ int pact_loop_create(pact_loop **out, const pact_loop_options *opts_in)
     uint32_t number = atomic_fetch_add(&loops_created, 1) + 1;
     loop->ops.tag = (number << 1) | 0;
     loop->handles.tag = (number << 1) | 1;
+    pact__ops_order_init(loop);
     pact_list_init(&loop->ready);
     pact_list_init(&loop->submit_queue);
     pact_list_init(&loop->done_queue);
@@ -185,6 +186,7 @@ int pact_loop_create(pact_loop **out, const pact_loop_options *opts_in)
     return 0;
 
 fail:
+    pact_fd_table_destroy(&loop->fd_order);
     pact_slab_destroy(&loop->ops);
     pact_slab_destroy(&loop->op_ext);
     pact_slab_destroy(&loop->handles);
@@ -618,6 +620,7 @@ int pact_loop_close(pact_loop *loop)
     pact_heap_destroy(&loop->timers);
     free(loop->burst_buf);
     loop->burst_buf = NULL;
+    pact_fd_table_destroy(&loop->fd_order);
     return 0;
 }
 

@@ -387,6 +387,119 @@ void pact__op_timer_fired(pact_loop *loop, pact_heap_node *n)
 
 /* ---- submission, cancellation, completion -------------------------------- */
 
+/* ---- order on one fd -----------------------------------------------------
+ * Ops that consume or produce a byte stream (or datagrams) on one fd
+ * complete in the order they were started: two recvs never swap their
+ * data, sends queued on a full socket never write the stream backwards.
+ * The policy is the op layer's, the same for every engine: per fd and
+ * direction only one such op is with the engine (the head); the others
+ * wait in the fd's queue and the next goes to the engine once the head's
+ * result is known (pact__op_defer / pact__op_complete). The engines need
+ * this because io_uring wakes poll waiters last-armed-first (queued recvs
+ * got their bytes in reverse order) and epoll's readiness says nothing
+ * about which waiter is first. */
+
+enum { ORDER_IN, ORDER_OUT };
+
+typedef struct fd_order {
+    pact_fd_key key; /* must be first */
+    pact_op_s *head[2];
+    pact_list waiting[2];
+    uint8_t releasing[2]; /* order_release() is letting the next ones go */
+} fd_order;
+
+void pact__ops_order_init(pact_loop *loop)
+{
+    pact_fd_table_init(&loop->fd_order, sizeof(fd_order));
+}
+
+/* The direction whose order an op keeps, or -1 for ops that need none
+ * (positioned file I/O, accept, connect, poll, ...). */
+static int order_direction(const pact_op_s *op)
+{
+    switch ((pact_op_kind)op->kind) {
+    case PACT_OP_RECV:
+    case PACT_OP_RECV_MULTI:
+    case PACT_OP_RECVFROM:
+        return ORDER_IN;
+    case PACT_OP_SEND:
+    case PACT_OP_SEND_ALL:
+    case PACT_OP_SENDTO:
+        return ORDER_OUT;
+    case PACT_OP_READ:
+        return op->offset < 0 ? ORDER_IN : -1;
+    case PACT_OP_WRITE:
+        return op->offset < 0 ? ORDER_OUT : -1;
+    default:
+        return -1;
+    }
+}
+
+/* Hands an op to the engine (or the thread pool); a deadline the engine
+ * did not take goes on the loop's heap. */
+static void submit_now(pact_loop *loop, pact_op_s *op)
+{
+    int engine_armed_deadline = (op->flags & PACT_OPF_OFFLOAD)
+                                    ? pact__pool_submit(loop, op)
+                                    : loop->engine->submit(loop, op);
+    if (op->timeout_ns && !engine_armed_deadline &&
+        op->state == PACT_OP_INFLIGHT && !pact_heap_contains(&op->deadline) &&
+        arm_heap_deadline(loop, op) != 0)
+        pact__error(loop, -ENOMEM, "cannot arm an operation's deadline");
+}
+
+/* Returns 1 if op must wait for an earlier op of its fd (it is queued),
+ * 0 if it may go to the engine now (it is its fd's head). */
+static int order_wait(pact_loop *loop, pact_op_s *op)
+{
+    int dir = order_direction(op);
+    if (dir < 0)
+        return 0;
+    int created;
+    fd_order *f = pact_fd_table_get(&loop->fd_order, op->fd, &created);
+    if (!f)
+        return 0; /* ENOMEM: unordered rather than not at all */
+    if (created)
+        for (int d = 0; d < 2; d++)
+            pact_list_init(&f->waiting[d]);
+    if (f->head[dir]) {
+        op->flags |= PACT_OPF_ORDER_WAITING;
+        pact_list_push_back(&f->waiting[dir], &op->link);
+        return 1;
+    }
+    op->flags |= PACT_OPF_ORDER_HEAD;
+    f->head[dir] = op;
+    return 0;
+}
+
+/* op's result is known: the next op of its fd and direction goes to the
+ * engine. Iterative, not recursive: a next op that completes at once
+ * (epoll tries it at submission) releases from inside submit_now(), which
+ * only clears the head; this loop then takes the one after it. While the
+ * loop closes, waiting ops are not started: close cancels them. */
+static void order_release(pact_loop *loop, pact_op_s *op)
+{
+    if (!(op->flags & PACT_OPF_ORDER_HEAD))
+        return;
+    op->flags &= ~PACT_OPF_ORDER_HEAD;
+    int dir = order_direction(op);
+    fd_order *f = pact_fd_table_find(&loop->fd_order, op->fd);
+    f->head[dir] = NULL;
+    if (f->releasing[dir])
+        return;
+    f->releasing[dir] = 1;
+    while (!f->head[dir] && !pact_list_empty(&f->waiting[dir]) &&
+           loop->state == PACT_LOOP_OPEN) {
+        pact_op_s *next = pact_container_of(pact_list_pop_front(&f->waiting[dir]),
+                                            pact_op_s, link);
+        next->flags &= ~PACT_OPF_ORDER_WAITING;
+        next->flags |= PACT_OPF_ORDER_HEAD;
+        f->head[dir] = next;
+        submit_now(loop, next);
+    }
+    f->releasing[dir] = 0;
+}
+
 void pact__ops_flush(pact_loop *loop)
 {
     pact_list *node;
@@ -400,13 +513,13 @@ void pact__ops_flush(pact_loop *loop)
             op->len > 1 && !(op->flags & PACT_OPF_INTERNAL) &&
             PACT_FAULT(PACT_FAULT_SHORT_IO))
             op->len = (op->len + 1) / 2;
-        /* Offloaded ops (thread pool) never reach the engine. */
-        int engine_armed_deadline = (op->flags & PACT_OPF_OFFLOAD)
-                                        ? pact__pool_submit(loop, op)
-                                        : loop->engine->submit(loop, op);
-        if (op->timeout_ns && !engine_armed_deadline &&
-            op->state == PACT_OP_INFLIGHT && arm_heap_deadline(loop, op) != 0)
-            pact__error(loop, -ENOMEM, "cannot arm an operation's deadline");
+        if (order_wait(loop, op)) {
+            /* Waits its turn; its deadline runs from now, on the heap. */
+            if (op->timeout_ns && arm_heap_deadline(loop, op) != 0)
+                pact__error(loop, -ENOMEM, "cannot arm an operation's deadline");
+            continue;
+        }
+        submit_now(loop, op);
     }
 }
 
@@ -415,8 +528,10 @@ int pact__op_cancel(pact_loop *loop, pact_op_s *op)
     if (op->state == PACT_OP_DONE || (op->flags & PACT_OPF_CANCEL_REQUESTED))
         return -EALREADY;
     op->flags |= PACT_OPF_CANCEL_REQUESTED;
-    if (op->state == PACT_OP_QUEUED) {
-        /* Never reached the kernel: cancel locally, callback later. */
+    if (op->state == PACT_OP_QUEUED || (op->flags & PACT_OPF_ORDER_WAITING)) {
+        /* Never reached the engine (not flushed yet, or waiting for an
+         * earlier op of its fd): cancel locally, callback later. */
+        op->flags &= ~PACT_OPF_ORDER_WAITING;
         pact_list_remove(&op->link);
         pact__op_defer(loop, op, -ECANCELED);
         return 0;
@@ -458,6 +573,7 @@ void pact__op_defer(pact_loop *loop, pact_op_s *op, int64_t result)
     op->result = result;
     op->state = PACT_OP_DONE;
     pact_list_push_back(&loop->done_queue, &op->link);
+    order_release(loop, op);
 }
 
 void pact__op_deliver(pact_loop *loop, pact_op_s *op, const void *data,
@@ -540,6 +656,7 @@ void pact__op_complete(pact_loop *loop, pact_op_s *op)
 #ifdef PACT_FAULT_INJECTION
     fault_result(op);
 #endif
+    order_release(loop, op); /* before the callback, as the engine's done */
     if (pact_heap_contains(&op->deadline))
         pact_heap_remove(&loop->timers, &op->deadline);
     if ((op->flags & PACT_OPF_TIMED_OUT) && op->result == -ECANCELED)

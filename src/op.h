@@ -60,6 +60,10 @@ enum pact_op_flag {
      * hand it to pool.c instead of the engine, and a worker thread hands
      * the result back through pact__op_done_offloaded(). */
     PACT_OPF_OFFLOAD = 1u << 5,
+    /* Per-fd order (op.c): the op is the one of its fd and direction that
+     * the engine has, or it waits in the fd's queue (op->link) for it. */
+    PACT_OPF_ORDER_HEAD = 1u << 6,
+    PACT_OPF_ORDER_WAITING = 1u << 7,
 };
 
 struct pact_op_s;

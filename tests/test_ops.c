@@ -730,6 +730,45 @@ Test(ops, recvs_started_across_iterations_keep_their_order)
     close(sv[1]);
 }
 
+/* A recv waiting behind another on its socket (per-fd order: it is not
+ * with the engine yet) can still time out or be cancelled: it completes at
+ * once, takes no data, and the others keep their order. */
+Test(ops, a_recv_waiting_its_turn_times_out_and_cancels_without_taking_data)
+{
+    int sv[2];
+    make_socketpair(sv);
+    pact_loop *loop = test_loop_new();
+    char b[4][8] = {{0}};
+    rec r[4];
+    memset(r, 0, sizeof r);
+    completion_seq = 0;
+    pact_op op[4];
+    for (int i = 0; i < 4; i++) {
+        op[i] = pact_recv(loop, sv[1], b[i], sizeof b[i], 0, rec_cb, &r[i]);
+        cr_assert_gt(op[i], 0);
+    }
+    cr_assert_eq(pact_op_set_timeout(loop, op[1], 20 * MS), 0);
+    pact_loop_run_once(loop, 0);
+    cr_assert_eq(pact_cancel(loop, op[2]), 0);
+    run_until(loop, &r[1].calls, 5000);
+    run_until(loop, &r[2].calls, 5000);
+    cr_assert_eq(r[1].result, -ETIMEDOUT);
+    cr_assert_eq(r[2].result, -ECANCELED);
+    cr_assert_eq(r[0].calls, 0, "the head still waits for data");
+    cr_assert_eq(send(sv[0], "x", 1, 0), 1);
+    run_until(loop, &r[0].calls, 5000);
+    cr_assert_eq(send(sv[0], "y", 1, 0), 1);
+    run_until(loop, &r[3].calls, 5000);
+    cr_assert_eq(r[0].result, 1);
+    cr_assert_eq(b[0][0], 'x');
+    cr_assert_eq(r[3].result, 1);
+    cr_assert_eq(b[3][0], 'y');
+    cr_assert_lt(r[0].seq, r[3].seq);
+    test_loop_free(loop);
+    close(sv[0]);
+    close(sv[1]);
+}
+
 Test(ops, order_holds_on_many_sockets_at_once)
 {
     /* Enough sockets that per-fd bookkeeping grows while queues are full. */
