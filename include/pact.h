@@ -274,7 +274,9 @@ PACT_API int pact_handle_cancel(pact_loop *loop, pact_handle handle);
 /* Schedules cb on the loop from any thread. Wakes the loop (wake-ups are
  * coalesced: many calls, one write to the eventfd). Callbacks from one
  * thread run in the order they were scheduled. Not cancellable. Returns 0,
- * -ENOMEM, or -ESHUTDOWN once the loop is closing. Thread-safe. */
+ * -ENOMEM, or -ESHUTDOWN once the loop is closing. A callback accepted
+ * (0) but not yet run when pact_loop_close() begins is dropped without
+ * running (listed in debug mode); it never runs after close. Thread-safe. */
 PACT_API int pact_call_soon_threadsafe(pact_loop *loop, pact_callback cb,
                                        void *user);
 

@@ -318,6 +318,28 @@ Test(loop, slow_callbacks_of_every_kind_are_counted_in_debug_mode)
     cr_assert_eq(slow_callbacks_seen(0), 0);
 }
 
+static void count_up(pact_loop *loop, void *user)
+{
+    (void)loop;
+    (*(int *)user)++;
+}
+
+/* What pact.h promises for threadsafe callbacks and close: accepted ones
+ * that have not run when close begins are dropped, never run, not even
+ * later; from close on, new ones are refused. */
+Test(loop, threadsafe_callbacks_accepted_before_close_are_dropped)
+{
+    pact_loop *loop = test_loop_new();
+    int ran = 0;
+    cr_assert_eq(pact_call_soon_threadsafe(loop, count_up, &ran), 0);
+    cr_assert_eq(pact_call_soon_threadsafe(loop, count_up, &ran), 0);
+    cr_assert_eq(pact_loop_close(loop), 0);
+    cr_assert_eq(ran, 0);
+    cr_assert_eq(pact_call_soon_threadsafe(loop, count_up, &ran), -ESHUTDOWN);
+    cr_assert_eq(pact_loop_free(loop), 0);
+    cr_assert_eq(ran, 0);
+}
+
 Test(loop, close_drops_unrun_callbacks_and_timers)
 {
     pact_loop *loop = test_loop_new();
