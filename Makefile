@@ -4,20 +4,28 @@
 # Build trees: build/ (debug-optimized), build-asan/ (ASan+UBSan),
 # build-tsan/ (ThreadSanitizer, for the cross-thread tests).
 
-DEBIAN_PACKAGES := gcc clang meson ninja-build pkg-config liburing-dev \
-	libcriterion-dev libssl-dev openssl libuv1-dev python3-matplotlib \
-	strace valgrind iproute2 procps util-linux \
+# What each job needs: the demo only a compiler, meson and liburing; the
+# tests (make test, what CI runs) Criterion, OpenSSL, the sanitizer and
+# fuzzing compiler, Python's headers and test suite, CMake (the installed
+# consumer check) and the tools some tests call; the benchmarks libuv and
+# matplotlib.
+DEMO_PACKAGES := gcc meson ninja-build pkg-config liburing-dev
+TEST_PACKAGES := $(DEMO_PACKAGES) clang libcriterion-dev libssl-dev openssl \
+	strace valgrind iproute2 procps util-linux cmake man-db \
 	python3-dev libpython3.11-testsuite
+BENCH_PACKAGES := $(DEMO_PACKAGES) libuv1-dev python3-matplotlib
+DEBIAN_PACKAGES := $(sort $(TEST_PACKAGES) $(BENCH_PACKAGES))
 MESON ?= meson
+# The test trees build everything the tests need, or fail loudly.
+TEST_OPTIONS := -Dtests=enabled -Dtls=enabled -Dexamples=true
 
-.PHONY: all deps build demo test test-quick test-python bench torture soak fuzz valgrind clean install
+.PHONY: all deps deps-demo deps-test deps-bench build demo test test-quick test-python bench torture soak fuzz valgrind clean install
 
 all: build
 
-# Installs the Debian packages the build, tests and benchmarks need. Only
-# the missing ones; needs root (CI and the dev machines are root).
-deps:
-	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+# Installs the missing Debian packages of a set; needs root (CI and the dev
+# machines are root). deps = everything (tests and benchmarks).
+install_missing = @missing=""; for p in $(1); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -26,35 +34,52 @@ deps:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+deps:
+	$(call install_missing,$(DEBIAN_PACKAGES))
+deps-demo:
+	$(call install_missing,$(DEMO_PACKAGES))
+deps-test:
+	$(call install_missing,$(TEST_PACKAGES))
+deps-bench:
+	$(call install_missing,$(BENCH_PACKAGES))
+
 build/build.ninja:
 	$(MESON) setup build --buildtype=debugoptimized
 
 build-asan/build.ninja:
-	CC=gcc $(MESON) setup build-asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
+	CC=gcc $(MESON) setup build-asan --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false $(TEST_OPTIONS)
 
 build-tsan/build.ninja:
-	CC=clang $(MESON) setup build-tsan --buildtype=debug -Db_sanitize=thread -Db_lundef=false
+	CC=clang $(MESON) setup build-tsan --buildtype=debug -Db_sanitize=thread -Db_lundef=false $(TEST_OPTIONS)
 
 # libFuzzer harnesses (tests/fuzz/): clang, ASan, coverage in the library.
 build-fuzz/build.ninja:
 	CC=clang $(MESON) setup build-fuzz --buildtype=debugoptimized -Db_sanitize=address \
-		-Db_lundef=false -Dtests=false -Dfuzz=true -Dc_args=-fsanitize=fuzzer-no-link
+		-Db_lundef=false -Dtests=disabled -Dexamples=false -Dfuzz=true -Dc_args=-fsanitize=fuzzer-no-link
 
 build: deps build/build.ninja
 	ninja -C build
 
 # The operation-level demo (echo over raw ops), then the transport demo
 # (examples/echo-server + echo-client), each on io_uring and on epoll.
-demo: build
+# Installs and builds only what these need (the library and three programs).
+DEMO_TARGETS := examples/demo examples/echo-server examples/echo-client
+demo: deps-demo build/build.ninja
+	ninja -C build $(DEMO_TARGETS)
 	./build/examples/demo
 	./examples/stream-demo.sh build
 
-test: deps build/build.ninja build-asan/build.ninja build-tsan/build.ninja build-fuzz/build.ninja
+# build/ may have been configured by `make demo` before Criterion and
+# OpenSSL were installed: configure it for the tests.
+test: deps-test build/build.ninja build-asan/build.ninja build-tsan/build.ninja build-fuzz/build.ninja
+	$(MESON) configure build $(TEST_OPTIONS)
 	ninja -C build
 	ninja -C build-asan
 	ninja -C build-tsan
 	ninja -C build-fuzz
 	./tests/run-all.sh
+	$(MESON) test -C build --suite docs
+	./tests/consumer.sh build
 	./python/tests/run.sh build
 
 # pact.asyncio (python/): its own tests and CPython's asyncio suites with
@@ -67,7 +92,7 @@ test-python: build
 test-quick: build
 	BUILDS=build ./tests/run-all.sh
 
-bench: build
+bench: deps-bench
 	./bench/run.sh
 
 # Cancel torture: 10^7 random operations per engine (tests/torture.c),
@@ -121,6 +146,8 @@ valgrind: build
 		[ $$rc = 0 ] || fail=1; \
 	done; [ $$fail = 0 ]
 
+# Installs into meson's prefix (/usr/local unless configured otherwise:
+# meson setup build --prefix=$$HOME/.local). README.md, "Installing".
 install: build
 	$(MESON) install -C build
 

@@ -30,7 +30,11 @@
  *     mode a loop that never ran is also held to its creating thread.
  *   - Times are in nanoseconds of CLOCK_MONOTONIC unless a name says "_ms".
  *
- * See docs/guide.md for a tour and docs/contract.md for the contract.
+ * pact(7) is the overview, and every function has its own page (man
+ * pact_recv). docs/guide.md (a tour), docs/contract.md (the promises, each
+ * with its tests) and docs/abi.md (versions and ABI policy) are installed
+ * with the documentation, as <prefix>/share/doc/pact/guide.md and so on;
+ * "docs/" in this header means that directory.
  */
 #ifndef PACT_H
 #define PACT_H
@@ -40,6 +44,8 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+
+#include "pact_version.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -58,6 +64,20 @@ struct x509_st;    /* <openssl/x509.h>: X509 */
 #define PACT_API
 #define PACT_PRINTF(fmt, args)
 #endif
+
+/* ------------------------------------------------------------------------ */
+/* Version                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* The version of the library loaded at run time as one number, 0xMMmmpp
+ * (PACT_VERSION_NUMBER(major, minor, patch)); compare it with PACT_VERSION,
+ * the version of the header the caller was compiled against. A library
+ * with the same major version and a minor version at least the header's
+ * has everything the header declares (docs/abi.md). */
+PACT_API unsigned pact_version(void);
+
+/* The same version as text, "MAJOR.MINOR.PATCH" (static string). */
+PACT_API const char *pact_version_string(void);
 
 /* ------------------------------------------------------------------------ */
 /* Errors                                                                   */
