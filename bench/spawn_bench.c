@@ -34,7 +34,7 @@ static void start_one(bench *b)
     if (b->started >= b->total)
         return;
     static char *argv[] = {"/bin/true", NULL};
-    pact_process_options o = {.argv = argv};
+    pact_process_options o = {.size = sizeof o, .argv = argv};
     for (int i = 0; i < 3; i++)
         o.stdio[i].kind = PACT_STDIO_DEVNULL;
     pact_process *p;

@@ -158,7 +158,8 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 
     workers = calloc((size_t)nworkers, sizeof *workers);
-    pact_server_options sopts = {.reuse_port = nworkers > 1 || reuse_port,
+    pact_server_options sopts = {.size = sizeof sopts,
+                                 .reuse_port = nworkers > 1 || reuse_port,
                                  .backlog = 4096};
     for (int i = 0; i < nworkers; i++) {
         worker *w = &workers[i];

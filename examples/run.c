@@ -84,7 +84,7 @@ int main(int argc, char **argv)
     run r = {0};
     pact_signal sigs[2] = {pact_signal_add(loop, SIGINT, forward, &r),
                            pact_signal_add(loop, SIGTERM, forward, &r)};
-    pact_process_options o = {.argv = argv + 1};
+    pact_process_options o = {.size = sizeof o, .argv = argv + 1};
     o.stdio[0].kind = PACT_STDIO_INHERIT;
     o.stdio[1].kind = PACT_STDIO_PIPE;
     o.stdio[2].kind = PACT_STDIO_PIPE;

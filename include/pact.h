@@ -108,6 +108,11 @@ typedef enum pact_engine_kind {
 
 /* Options for pact_loop_create(); fill with pact_loop_options_init(). */
 typedef struct pact_loop_options {
+    /* sizeof this struct as the caller was compiled: set by pact_loop_options_init()
+     * (docs/abi.md: fields are only appended; the library reads the ones
+     * the caller knows, refuses a size below the first layout with -EINVAL
+     * and unknown non-zero fields with -E2BIG). */
+    size_t size;
     /* PACT_ENGINE_AUTO honours the PACT_ENGINE environment variable
      * ("uring" or "epoll"), which exists so tests can force an engine. */
     pact_engine_kind engine;
@@ -134,7 +139,7 @@ typedef struct pact_loop_options {
 } pact_loop_options;
 
 /* Fills *opts with the defaults (auto engine, default depth, debug from the
- * environment). */
+ * environment) and sets opts->size. */
 PACT_API void pact_loop_options_init(pact_loop_options *opts);
 
 /* Creates a loop owned by the calling thread. Before its first run it may be
@@ -685,12 +690,23 @@ typedef struct pact_server pact_server;
 typedef int (*pact_protocol_factory)(pact_server *server, void *factory_user,
                                      const pact_protocol **proto, void **user);
 
-/* Server options; zero-initialise, then set what you need. */
+/* Server options: start from pact_server_options_init() or
+ * PACT_SERVER_OPTIONS_INIT (all defaults), then set what you need. */
 typedef struct pact_server_options {
+    /* sizeof this struct as the caller was compiled: set by the init function or macro
+     * (docs/abi.md: fields are only appended; the library reads the ones
+     * the caller knows, refuses a size below the first layout with -EINVAL
+     * and unknown non-zero fields with -E2BIG). */
+    size_t size;
     int backlog;        /* 0 = SOMAXCONN */
     int reuse_port;     /* SO_REUSEPORT: one listener per loop/thread */
     int ipv6_only;      /* for "::": 1 = IPv6 only, 0 = dual stack */
 } pact_server_options;
+
+#define PACT_SERVER_OPTIONS_INIT { .size = sizeof(pact_server_options) }
+
+/* Fills *opts with the defaults (all zero) and sets opts->size. */
+PACT_API void pact_server_options_init(pact_server_options *opts);
 
 /* Listens on host:port (numeric address; "::" is dual stack unless
  * ipv6_only, port 0 picks one) and serves each connection with a protocol
@@ -812,8 +828,14 @@ typedef struct pact_datagram_protocol {
     void (*resume_writing)(pact_datagram *ep, void *user);
 } pact_datagram_protocol;
 
-/* Endpoint options; zero-initialise, then set what you need. */
+/* Endpoint options: start from pact_datagram_options_init() or
+ * PACT_DATAGRAM_OPTIONS_INIT (all defaults), then set what you need. */
 typedef struct pact_datagram_options {
+    /* sizeof this struct as the caller was compiled: set by the init function or macro
+     * (docs/abi.md: fields are only appended; the library reads the ones
+     * the caller knows, refuses a size below the first layout with -EINVAL
+     * and unknown non-zero fields with -E2BIG). */
+    size_t size;
     int reuse_port;      /* SO_REUSEPORT before bind */
     int reuse_addr;      /* SO_REUSEADDR before bind (multicast receivers) */
     int allow_broadcast; /* SO_BROADCAST */
@@ -823,6 +845,11 @@ typedef struct pact_datagram_options {
      * dropped and reported to error_received as -EMSGSIZE. */
     size_t max_datagram;
 } pact_datagram_options;
+
+#define PACT_DATAGRAM_OPTIONS_INIT { .size = sizeof(pact_datagram_options) }
+
+/* Fills *opts with the defaults (all zero) and sets opts->size. */
+PACT_API void pact_datagram_options_init(pact_datagram_options *opts);
 
 /* Opens a datagram endpoint on a new socket of local's or remote's family
  * (AF_INET, AF_INET6 or AF_UNIX; both given = same family). local, if not
@@ -1455,8 +1482,15 @@ typedef struct pact_stdio {
     int fd; /* PACT_STDIO_FD only */
 } pact_stdio;
 
-/* What to run and how; zero-initialise, then set what you need. */
+/* What to run and how: start from pact_process_options_init() or
+ * PACT_PROCESS_OPTIONS_INIT (all defaults), then set what you need, e.g.
+ * pact_process_options o = { .size = sizeof o, .argv = argv }. */
 typedef struct pact_process_options {
+    /* sizeof this struct as the caller was compiled: set by the init function or macro
+     * (docs/abi.md: fields are only appended; the library reads the ones
+     * the caller knows, refuses a size below the first layout with -EINVAL
+     * and unknown non-zero fields with -E2BIG). */
+    size_t size;
     /* The program: a path (with a '/') or a name searched in the PATH of
      * the child's environment, like execvpe(). NULL = argv[0]. */
     const char *file;
@@ -1469,6 +1503,12 @@ typedef struct pact_process_options {
     int set_umask;         /* apply umask in the child */
     mode_t umask;
 } pact_process_options;
+
+#define PACT_PROCESS_OPTIONS_INIT { .size = sizeof(pact_process_options) }
+
+/* Fills *opts with the defaults (all zero: inherit stdio, no argv) and
+ * sets opts->size. */
+PACT_API void pact_process_options_init(pact_process_options *opts);
 
 /* The callbacks of a subprocess protocol; any member may be NULL. Order:
  * connection_made first (also when the child exits at once), then any

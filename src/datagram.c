@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "endpoint.h"
+#include "options.h"
 #include "loop.h"
 #include "stream.h" /* pact__unix_address() */
 
@@ -680,12 +681,18 @@ static int dgram_create(pact_loop *loop, int fd,
                         char *unlink_path, void *created_at,
                         pact_datagram **out)
 {
-    int r = 0;
+    pact_datagram_options o;
+    pact_datagram_options_init(&o);
+    int r = opts ? pact__options_read(&o, sizeof o, PACT__DATAGRAM_OPTIONS_V1,
+                                      opts)
+                 : 0;
     struct sockaddr_storage local;
     socklen_t local_len = sizeof local;
     int type = 0;
     socklen_t tlen = sizeof type;
-    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) < 0)
+    if (r < 0)
+        PACT_MISUSE(loop, r, "options not initialised or too new (docs/abi.md)");
+    else if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) < 0)
         r = -errno;
     else if (type != SOCK_DGRAM)
         r = PACT_MISUSE(loop, -EPROTOTYPE, "not a datagram socket");
@@ -705,7 +712,7 @@ static int dgram_create(pact_loop *loop, int fd,
     ep->proto = proto;
     ep->user = user;
     ep->marks = pact__default_marks;
-    ep->rbuf_size = opts && opts->max_datagram ? opts->max_datagram
+    ep->rbuf_size = o.max_datagram ? o.max_datagram
                     : ep->family == AF_UNIX    ? UNIX_MAX_DATAGRAM
                                                : UDP_MAX_DATAGRAM;
     ep->peerlen = sizeof ep->peer;
@@ -787,9 +794,12 @@ static int open_socket(pact_loop *loop, const struct sockaddr *local,
         return PACT_MISUSE(loop, -EINVAL, "local and remote families differ");
     if (family != AF_INET && family != AF_INET6 && family != AF_UNIX)
         return PACT_MISUSE(loop, -EAFNOSUPPORT, "not AF_INET, AF_INET6 or AF_UNIX");
-    pact_datagram_options none = {0};
-    if (!opts)
-        opts = &none;
+    pact_datagram_options known;
+    pact_datagram_options_init(&known);
+    if (opts && (r = pact__options_read(&known, sizeof known,
+                                        PACT__DATAGRAM_OPTIONS_V1, opts)) < 0)
+        return PACT_MISUSE(loop, r, "options not initialised or too new (docs/abi.md)");
+    opts = &known;
 
     int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)

@@ -2,6 +2,7 @@
 /* The loop: creation and engine choice, the iteration, run / stop / close,
  * and the cross-thread wake-up. */
 #include "loop.h"
+#include "options.h"
 #include "pool.h"
 #include "signals.h"
 
@@ -29,6 +30,7 @@ void pact_loop_options_init(pact_loop_options *opts)
     if (!opts)
         return;
     memset(opts, 0, sizeof *opts);
+    opts->size = sizeof *opts;
     opts->engine = PACT_ENGINE_AUTO;
     opts->debug = -1;
 }
@@ -121,10 +123,12 @@ int pact_loop_create(pact_loop **out, const pact_loop_options *opts_in)
         return -EINVAL;
     *out = NULL;
     pact_loop_options opts;
-    if (opts_in)
-        opts = *opts_in;
-    else
-        pact_loop_options_init(&opts);
+    pact_loop_options_init(&opts);
+    if (opts_in) {
+        int r = pact__options_read(&opts, sizeof opts, PACT__LOOP_OPTIONS_V1, opts_in);
+        if (r < 0)
+            return r;
+    }
     if ((int)opts.engine < PACT_ENGINE_AUTO ||
         opts.engine > PACT_ENGINE_EPOLL)
         return -EINVAL;

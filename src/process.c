@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "endpoint.h"
+#include "options.h"
 #include "loop.h"
 #include "stream.h"
 
@@ -528,6 +529,13 @@ int pact_process_spawn(pact_loop *loop, const pact_process_options *opts,
         return r;
     if (!proto || !out)
         return PACT_MISUSE(loop, -EINVAL, "protocol or out is NULL");
+    pact_process_options known;
+    pact_process_options_init(&known);
+    if (opts && (r = pact__options_read(&known, sizeof known,
+                                        PACT__PROCESS_OPTIONS_V1, opts)) < 0)
+        return PACT_MISUSE(loop, r, "options not initialised or too new (docs/abi.md)");
+    if (opts)
+        opts = &known;
     r = check_options(loop, opts);
     if (r)
         return r;

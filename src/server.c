@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "endpoint.h"
+#include "options.h"
 #include "stream.h"
 
 #define ACCEPT_BACKOFF_NS (100ull * 1000 * 1000)
@@ -274,9 +275,12 @@ int pact_server_listen_tcp(pact_loop *loop, const char *host, uint16_t port,
     int r = check_args(loop, factory, out, __func__);
     if (r)
         return r;
-    pact_server_options defaults = {0};
-    if (!opts)
-        opts = &defaults;
+    pact_server_options defaults;
+    pact_server_options_init(&defaults);
+    if (opts && (r = pact__options_read(&defaults, sizeof defaults,
+                                        PACT__SERVER_OPTIONS_V1, opts)) < 0)
+        return PACT_MISUSE(loop, r, "options not initialised or too new (docs/abi.md)");
+    opts = &defaults;
     struct sockaddr_storage ss;
     socklen_t len;
     r = pact_sockaddr_parse(host ? host : "0.0.0.0", port, &ss, &len);
@@ -347,9 +351,12 @@ int pact_server_listen_unix(pact_loop *loop, const char *path,
         return r;
     if (!path)
         return PACT_MISUSE(loop, -EINVAL, "path is NULL");
-    pact_server_options defaults = {0};
-    if (!opts)
-        opts = &defaults;
+    pact_server_options defaults;
+    pact_server_options_init(&defaults);
+    if (opts && (r = pact__options_read(&defaults, sizeof defaults,
+                                        PACT__SERVER_OPTIONS_V1, opts)) < 0)
+        return PACT_MISUSE(loop, r, "options not initialised or too new (docs/abi.md)");
+    opts = &defaults;
     struct sockaddr_un sun;
     socklen_t len;
     r = pact__unix_address(path, &sun, &len);

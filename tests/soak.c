@@ -274,7 +274,7 @@ static void proc_step(unsigned r)
     }
     static char *argv_sleep[] = {"sleep", "0.05", NULL};
     static char *argv_echo[] = {"echo", "soak", NULL};
-    pact_process_options o = {0};
+    pact_process_options o = PACT_PROCESS_OPTIONS_INIT;
     o.argv = (r & 1) ? argv_sleep : argv_echo;
     o.stdio[0].kind = PACT_STDIO_DEVNULL;
     o.stdio[1].kind = PACT_STDIO_PIPE;
@@ -326,7 +326,7 @@ int main(void)
     if (pact_loop_create(&L, &o) != 0)
         DIE("loop");
     pact_server *srv;
-    pact_server_options so = {.backlog = 1024};
+    pact_server_options so = {.size = sizeof so, .backlog = 1024};
     if (pact_server_listen_tcp(L, "127.0.0.1", 0, &so, s_factory, NULL, &srv) != 0)
         DIE("listen");
     port = (uint16_t)pact_server_port(srv);

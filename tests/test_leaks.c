@@ -1028,7 +1028,7 @@ static void process_batch(pact_loop *loop, void *ctx, int first, int n)
     for (int i = 0; i < n; i++) {
         proc *x = &xs[i];
         x->mode = (first + i) % P_MODES;
-        pact_process_options o = {0};
+        pact_process_options o = PACT_PROCESS_OPTIONS_INIT;
         o.argv = x->mode == P_CLOSE_IN_DATA ? echo_argv : true_argv;
         o.stdio[0].kind = PACT_STDIO_DEVNULL;
         o.stdio[1].kind = PACT_STDIO_PIPE;

@@ -191,7 +191,7 @@ Test(process, all_pipes)
     pact_loop *loop = test_loop_new();
     char *argv[] = {"sh", "-c", "read x; echo out:$x; echo err:$x >&2; exit 3",
                     NULL};
-    pact_process_options o = {.argv = argv};
+    pact_process_options o = {.size = sizeof o, .argv = argv};
     set_stdio(&o, PACT_STDIO_PIPE, PACT_STDIO_PIPE, PACT_STDIO_PIPE);
     rec r = {0};
     pact_process *p = spawn(loop, &o, &r);
@@ -217,7 +217,7 @@ Test(process, stderr_to_stdout)
 {
     pact_loop *loop = test_loop_new();
     char *argv[] = {"sh", "-c", "echo a; echo b >&2; echo c", NULL};
-    pact_process_options o = {.argv = argv};
+    pact_process_options o = {.size = sizeof o, .argv = argv};
     set_stdio(&o, PACT_STDIO_DEVNULL, PACT_STDIO_PIPE, PACT_STDIO_STDOUT);
     rec r = {0};
     pact_process *p = spawn(loop, &o, &r);
@@ -236,7 +236,7 @@ Test(process, devnull_stdin_gives_eof)
 {
     pact_loop *loop = test_loop_new();
     char *argv[] = {"cat", NULL};
-    pact_process_options o = {.argv = argv};
+    pact_process_options o = {.size = sizeof o, .argv = argv};
     set_stdio(&o, PACT_STDIO_DEVNULL, PACT_STDIO_PIPE, PACT_STDIO_DEVNULL);
     rec r = {0};
     spawn(loop, &o, &r);
@@ -259,7 +259,7 @@ Test(process, given_fds_and_inherit)
     cr_assert_geq(file, 0);
     unlink(path);
     char *argv[] = {"sh", "-c", "echo to-pipe; echo to-file >&2", NULL};
-    pact_process_options o = {.argv = argv};
+    pact_process_options o = {.size = sizeof o, .argv = argv};
     set_stdio(&o, PACT_STDIO_INHERIT, PACT_STDIO_FD, PACT_STDIO_FD);
     o.stdio[1].fd = pfd[1];
     o.stdio[2].fd = file;
@@ -294,7 +294,7 @@ Test(process, crossed_low_fds)
     cr_assert_eq(dup2(a[1], 1), 1);
     cr_assert_eq(dup2(b[1], 2), 2);
     char *argv[] = {"sh", "-c", "echo out; echo err >&2", NULL};
-    pact_process_options o = {.argv = argv};
+    pact_process_options o = {.size = sizeof o, .argv = argv};
     set_stdio(&o, PACT_STDIO_DEVNULL, PACT_STDIO_FD, PACT_STDIO_FD);
     o.stdio[1].fd = 2;
     o.stdio[2].fd = 1;
@@ -340,8 +340,8 @@ Test(process, child_environment)
                     "echo \"$FOO\"; pwd; umask",
                     NULL};
     char *envp[] = {"FOO=bar", "PATH=/usr/bin:/bin", NULL};
-    pact_process_options o = {.argv = argv, .envp = envp, .cwd = "/tmp",
-                              .set_umask = 1, .umask = 027};
+    pact_process_options o = {.size = sizeof o, .argv = argv, .envp = envp,
+                              .cwd = "/tmp", .set_umask = 1, .umask = 027};
     set_stdio(&o, PACT_STDIO_DEVNULL, PACT_STDIO_PIPE, PACT_STDIO_STDOUT);
     rec r = {0};
     spawn(loop, &o, &r);
@@ -364,7 +364,7 @@ Test(process, new_session_and_group)
 {
     pact_loop *loop = test_loop_new();
     char *argv[] = {"sleep", "100", NULL};
-    pact_process_options o = {.argv = argv, .new_session = 1};
+    pact_process_options o = {.size = sizeof o, .argv = argv, .new_session = 1};
     rec r = {0};
     pact_process *p = spawn(loop, &o, &r);
     pid_t pid = pact_process_pid(p);
@@ -374,7 +374,7 @@ Test(process, new_session_and_group)
     pact_loop_run(loop);
     cr_assert_eq(r.returncode, -SIGKILL);
 
-    pact_process_options o2 = {.argv = argv, .new_process_group = 1};
+    pact_process_options o2 = {.size = sizeof o2, .argv = argv, .new_process_group = 1};
     rec r2 = {0};
     p = spawn(loop, &o2, &r2);
     pid = pact_process_pid(p);
@@ -421,7 +421,7 @@ Test(process, interactive_cat)
     static const pact_subprocess_protocol proto = {
         chat_made, chat_data, chat_pipe_lost, chat_exited, chat_lost};
     char *argv[] = {"cat", NULL};
-    pact_process_options o = {.argv = argv};
+    pact_process_options o = {.size = sizeof o, .argv = argv};
     set_stdio(&o, PACT_STDIO_PIPE, PACT_STDIO_PIPE, PACT_STDIO_INHERIT);
     chat c = {0};
     pact_process *p;
@@ -439,7 +439,7 @@ Test(process, large_output_with_pause_resume)
 {
     pact_loop *loop = test_loop_new();
     char *argv[] = {"head", "-c", "5000000", "/dev/zero", NULL};
-    pact_process_options o = {.argv = argv};
+    pact_process_options o = {.size = sizeof o, .argv = argv};
     set_stdio(&o, PACT_STDIO_DEVNULL, PACT_STDIO_PIPE, PACT_STDIO_PIPE);
     rec r = {.pause_every = 256 * 1024};
     spawn(loop, &o, &r);
@@ -458,7 +458,7 @@ Test(process, stdin_broken_pipe)
     pact_loop *loop = test_loop_new();
     signal(SIGPIPE, SIG_IGN);
     char *argv[] = {"true", NULL};
-    pact_process_options o = {.argv = argv};
+    pact_process_options o = {.size = sizeof o, .argv = argv};
     set_stdio(&o, PACT_STDIO_PIPE, PACT_STDIO_DEVNULL, PACT_STDIO_DEVNULL);
     /* At the exit, write into the pipe nobody reads (p is valid there;
      * after connection_lost it is freed). */
@@ -480,7 +480,7 @@ Test(process, exits_before_setup)
 {
     pact_loop *loop = test_loop_new();
     char *argv[] = {"sh", "-c", "echo early; exit 5", NULL};
-    pact_process_options o = {.argv = argv};
+    pact_process_options o = {.size = sizeof o, .argv = argv};
     set_stdio(&o, PACT_STDIO_PIPE, PACT_STDIO_PIPE, PACT_STDIO_PIPE);
     rec r = {0};
     pact_process *p = spawn(loop, &o, &r);
@@ -503,7 +503,7 @@ Test(process, exits_before_setup_no_pipes)
 {
     pact_loop *loop = test_loop_new();
     char *argv[] = {"false", NULL};
-    pact_process_options o = {.argv = argv};
+    pact_process_options o = {.size = sizeof o, .argv = argv};
     rec r = {0};
     pact_process *p = spawn(loop, &o, &r);
     siginfo_t info = {0};
@@ -524,7 +524,7 @@ static void signal_case(int (*send)(pact_process *), int signo, int expect)
 {
     pact_loop *loop = test_loop_new();
     char *argv[] = {"sleep", "100", NULL};
-    pact_process_options o = {.argv = argv};
+    pact_process_options o = {.size = sizeof o, .argv = argv};
     rec r = {0};
     pact_process *p = spawn(loop, &o, &r);
     run_until(loop, &r.made, 5000);
@@ -545,12 +545,12 @@ Test(process, signal_after_exit_is_esrch)
     pact_loop *loop = test_loop_new();
     /* A bystander that must survive. */
     char *sleeper_argv[] = {"sleep", "100", NULL};
-    pact_process_options so = {.argv = sleeper_argv};
+    pact_process_options so = {.size = sizeof so, .argv = sleeper_argv};
     rec sr = {0};
     pact_process *sleeper = spawn(loop, &so, &sr);
 
     char *argv[] = {"true", NULL};
-    pact_process_options o = {.argv = argv};
+    pact_process_options o = {.size = sizeof o, .argv = argv};
     rec r = {.kill_in_exited = 1};
     pact_process *p = spawn(loop, &o, &r);
     run_until(loop, &r.lost, 5000);
@@ -574,7 +574,7 @@ Test(process, close_kills_running)
 {
     pact_loop *loop = test_loop_new();
     char *argv[] = {"sleep", "100", NULL};
-    pact_process_options o = {.argv = argv};
+    pact_process_options o = {.size = sizeof o, .argv = argv};
     set_stdio(&o, PACT_STDIO_PIPE, PACT_STDIO_PIPE, PACT_STDIO_PIPE);
     rec r = {0};
     pact_process *p = spawn(loop, &o, &r);
@@ -593,7 +593,7 @@ Test(process, close_does_not_kill_finished)
 {
     pact_loop *loop = test_loop_new();
     char *argv[] = {"sh", "-c", "exit 7", NULL};
-    pact_process_options o = {.argv = argv};
+    pact_process_options o = {.size = sizeof o, .argv = argv};
     rec r = {0};
     pact_process *p = spawn(loop, &o, &r);
     siginfo_t info = {0};
@@ -610,7 +610,7 @@ Test(process, close_in_connection_made)
 {
     pact_loop *loop = test_loop_new();
     char *argv[] = {"sleep", "100", NULL};
-    pact_process_options o = {.argv = argv};
+    pact_process_options o = {.size = sizeof o, .argv = argv};
     set_stdio(&o, PACT_STDIO_PIPE, PACT_STDIO_PIPE, PACT_STDIO_INHERIT);
     rec r = {0};
     pact_process *p = spawn(loop, &o, &r);
@@ -625,7 +625,7 @@ Test(process, loop_close_kills_and_reaps)
 {
     pact_loop *loop = test_loop_new();
     char *argv[] = {"sleep", "100", NULL};
-    pact_process_options o = {.argv = argv};
+    pact_process_options o = {.size = sizeof o, .argv = argv};
     set_stdio(&o, PACT_STDIO_PIPE, PACT_STDIO_PIPE, PACT_STDIO_PIPE);
     rec r = {0};
     spawn(loop, &o, &r);
@@ -655,7 +655,7 @@ Test(process, wait_many_and_cancel)
 {
     pact_loop *loop = test_loop_new();
     char *argv[] = {"sleep", "100", NULL};
-    pact_process_options o = {.argv = argv};
+    pact_process_options o = {.size = sizeof o, .argv = argv};
     rec r = {0};
     pact_process *p = spawn(loop, &o, &r);
     waited w[4] = {0};
@@ -696,7 +696,7 @@ Test(process, wait_after_exit)
     static const pact_subprocess_protocol proto = {
         .process_exited = wait_in_exited};
     char *argv[] = {"sh", "-c", "exit 42", NULL};
-    pact_process_options o = {.argv = argv};
+    pact_process_options o = {.size = sizeof o, .argv = argv};
     waited w = {0};
     pact_process *p;
     cr_assert_eq(pact_process_spawn(loop, &o, &proto, &w, &p), 0);
@@ -723,7 +723,7 @@ Test(process, spawn_failures_leave_nothing)
 {
     pact_loop *loop = test_loop_new();
     int fds = count_open_fds();
-    pact_process_options o = {0};
+    pact_process_options o = PACT_PROCESS_OPTIONS_INIT;
     set_stdio(&o, PACT_STDIO_PIPE, PACT_STDIO_PIPE, PACT_STDIO_PIPE);
 
     char *nope[] = {"/nonexistent/pact-no-such-program", NULL};
@@ -808,7 +808,7 @@ static void many_start(many *m)
     if (m->started >= MANY_TOTAL)
         return;
     char *argv[] = {"/bin/true", NULL};
-    pact_process_options o = {.argv = argv};
+    pact_process_options o = {.size = sizeof o, .argv = argv};
     set_stdio(&o, PACT_STDIO_DEVNULL, PACT_STDIO_PIPE, PACT_STDIO_DEVNULL);
     pact_process *p;
     int e = pact_process_spawn(m->loop, &o, &many_proto, m, &p);

@@ -460,7 +460,7 @@ Test(server, dual_stack_accepts_ipv4_and_ipv6)
     pact_loop *loop = test_loop_new();
     srv_ctx *sc = calloc(1, sizeof *sc);
     pact_server *s;
-    pact_server_options o = {.ipv6_only = 0};
+    pact_server_options o = {.size = sizeof o, .ipv6_only = 0};
     cr_assert_eq(pact_server_listen_tcp(loop, "::", 0, &o, echo_factory, sc, &s), 0);
     int port = pact_server_port(s);
 
@@ -773,7 +773,7 @@ static void *worker_main(void *arg)
         return NULL;
     }
     pact_server *s;
-    pact_server_options so = {.reuse_port = 1};
+    pact_server_options so = {.size = sizeof so, .reuse_port = 1};
     w->err = pact_server_listen_tcp(w->loop, "127.0.0.1", (uint16_t)w->port, &so,
                                     echo_factory, w->sc, &s);
     if (w->err) {

@@ -1196,7 +1196,8 @@ Test(udp, socket_options_and_bad_input)
     pact_loop *loop = test_loop_new();
     ep_rec r = {0};
     pact_datagram *ep;
-    pact_datagram_options o = {.allow_broadcast = 1, .reuse_port = 1};
+    pact_datagram_options o = {.size = sizeof o, .allow_broadcast = 1,
+                               .reuse_port = 1};
     cr_assert_eq(pact_datagram_open_udp(loop, "0.0.0.0", 0, NULL, 0, &o, &proto,
                                         &r, &ep), 0);
     int fd = pact_datagram_fd(ep), v = 0;

@@ -89,7 +89,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "pact_stream_echo: loop: %s\n", pact_strerror(r));
         return 1;
     }
-    pact_server_options so = {.backlog = 4096};
+    pact_server_options so = {.size = sizeof so, .backlog = 4096};
     pact_server *srv;
     r = pact_server_listen_tcp(loop, "127.0.0.1", (uint16_t)atoi(argv[1]), &so,
                                factory, NULL, &srv);
