@@ -23,9 +23,10 @@
  *     pact_queue_work, the resolver), pact_cancel, pact_op_set_timeout,
  *     and the functions that take the loop to create something
  *     (transports, servers, clients, datagram endpoints, processes, signal
- *     handlers, TLS connections). Calls on an object a loop already made
- *     (pact_transport_write(), pact_server_close(), ...) and the loop's
- *     getters (pact_loop_time(), pact_loop_get_stats(), ...) are not
+ *     handlers, TLS connections), pact_signal_remove,
+ *     pact_loop_set_error_handler and pact_loop_set_wait_hooks. Calls on
+ *     an object a loop already made (pact_transport_write(),
+ *     pact_server_close(), ...) and the loop's getters (pact_loop_time(), pact_loop_get_stats(), ...) are not
  *     checked: calling them from another thread is undefined. In debug
  *     mode a loop that never ran is also held to its creating thread.
  *   - Times are in nanoseconds of CLOCK_MONOTONIC unless a name says "_ms".

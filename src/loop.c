@@ -277,6 +277,9 @@ int pact_loop_set_wait_hooks(pact_loop *loop, pact_wait_hook before,
         return -EINVAL;
     if (loop->state != PACT_LOOP_OPEN)
         return -ESHUTDOWN;
+    int r = pact__loop_check_thread(loop, __func__);
+    if (r)
+        return r;
     if (loop->running)
         return PACT_MISUSE(loop, -EBUSY,
                            "wait hooks cannot change while the loop runs");
@@ -686,6 +689,9 @@ int pact_loop_set_error_handler(pact_loop *loop, pact_error_handler handler,
 {
     if (!loop)
         return -EINVAL;
+    int r = pact__loop_check_thread(loop, __func__);
+    if (r)
+        return r;
     loop->on_error = handler;
     loop->on_error_user = user;
     return 0;

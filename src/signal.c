@@ -275,6 +275,9 @@ int pact_signal_remove(pact_loop *loop, pact_signal id)
         return -EINVAL;
     if (loop->state == PACT_LOOP_CLOSED)
         return PACT_MISUSE(loop, -ESHUTDOWN, "the loop is closed");
+    int r = pact__loop_check_thread(loop, __func__);
+    if (r)
+        return r;
     pact_signals *s = loop->signals;
     sig_handler *h = s ? s->head : NULL;
     while (h && (h->id != id || h->removed))

@@ -359,7 +359,7 @@ typedef struct foreign_calls {
     pact_handle handle; /* the owner's scheduled callback */
     int sv;
     int64_t call_soon, call_later, call_at, handle_cancel, cancel,
-        set_timeout, recv, sleep, run_once, close;
+        set_timeout, recv, sleep, run_once, close, error_handler, wait_hooks;
 } foreign_calls;
 
 static void count_ran(pact_loop *loop, void *user)
@@ -389,6 +389,8 @@ static void *call_from_foreign_thread(void *arg)
     f->sleep = pact_sleep(f->loop, MS, op_done, &never);
     f->run_once = pact_loop_run_once(f->loop, 0);
     f->close = pact_loop_close(f->loop);
+    f->error_handler = pact_loop_set_error_handler(f->loop, NULL, NULL);
+    f->wait_hooks = pact_loop_set_wait_hooks(f->loop, NULL, NULL, NULL);
     return NULL;
 }
 
@@ -426,6 +428,8 @@ Test(threadsafe, calls_that_are_not_threadsafe_are_eperm_off_the_owner_thread)
     cr_assert_eq(f.sleep, -EPERM);
     cr_assert_eq(f.run_once, -EPERM);
     cr_assert_eq(f.close, -EPERM);
+    cr_assert_eq(f.error_handler, -EPERM);
+    cr_assert_eq(f.wait_hooks, -EPERM);
 
     uint64_t end = pact_now() + 5000 * MS;
     while ((!atomic_load(&ran) || !atomic_load(&slept)) && pact_now() < end)
