@@ -184,39 +184,6 @@ static int must_hold(const pact_stream *s)
     return s->t.paused || s->resume_scheduled || s->has_held || held_len(s) > 0;
 }
 
-/* Hands received bytes to the protocol; returns how many it took. A
- * buffered protocol that pauses inside buffer_updated takes no more: after
- * pause_reading no data callback runs until resume, and the caller holds
- * the rest (docs/contract.md §5). After a close the rest is dropped. */
-static size_t deliver_data(pact_stream *s, const char *data, size_t r)
-{
-    pact_transport *t = &s->t;
-    if (t->proto->get_buffer) {
-        /* Buffered protocol: copy into the buffers it hands out, as
-         * asyncio's proactor does (the bytes sit in a buffer the loop
-         * lends for this call only). */
-        size_t off = 0;
-        while (off < r && !t->ep.closing && !t->paused) {
-            size_t len = 0;
-            char *dst = t->proto->get_buffer(t, r - off, &len, t->user);
-            if (!dst || len == 0) {
-                fatal_error(s, -ENOBUFS);
-                return r;
-            }
-            if (len > r - off)
-                len = r - off;
-            memcpy(dst, data + off, len);
-            off += len;
-            if (t->proto->buffer_updated)
-                t->proto->buffer_updated(t, len, t->user);
-        }
-        return off;
-    }
-    if (t->proto->data_received)
-        t->proto->data_received(t, data, r, t->user);
-    return r;
-}
-
 /* The read side ended: r = 0 at the peer's EOF, else an error. */
 static void deliver_end(pact_stream *s, int64_t r)
 {
@@ -252,7 +219,7 @@ static void on_bytes(pact_stream *s, const char *data, size_t len)
 {
     if (s->t.ep.closing)
         return;
-    size_t done = must_hold(s) ? 0 : deliver_data(s, data, len);
+    size_t done = must_hold(s) ? 0 : pact__transport_deliver(&s->t, data, len);
     if (done < len && !s->t.ep.closing) {
         if (!pact__stream_more(s) ||
             pact__wbuf_append(&s->more->held, data + done, len - done) != 0)
@@ -367,7 +334,7 @@ static void resume_delivery(pact_loop *loop, void *arg)
         /* Taken out first: the protocol may pause and resume again. */
         pact_wbuf held = s->more->held;
         memset(&s->more->held, 0, sizeof s->more->held);
-        size_t done = deliver_data(s, held.data + held.start, pact__wbuf_len(&held));
+        size_t done = pact__transport_deliver(&s->t, held.data + held.start, pact__wbuf_len(&held));
         if (done < pact__wbuf_len(&held) && !t->ep.closing) {
             /* Paused again: the rest goes back to the front, ahead of
              * anything held meanwhile. */

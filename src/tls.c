@@ -658,39 +658,18 @@ static int classify_failure(tls_conn *c, int sslerr, const char *what)
 /* ---- reading ------------------------------------------------------------- */
 
 /* Hands the decrypted plaintext in rbuf[rbuf_off, rbuf_len) to the
- * protocol. A buffered protocol may pause (or close) between two
- * get_buffer calls: the rest stays in rbuf and goes first after resume. */
+ * protocol (pact__transport_deliver). A buffered protocol may pause (or
+ * close) between two get_buffer calls: the rest stays in rbuf and goes
+ * first after resume; after a close nothing more is delivered. */
 static void deliver(tls_conn *c)
 {
-    pact_transport *t = &c->t;
-    if (!t->proto->get_buffer) {
-        size_t off = c->rbuf_off, len = c->rbuf_len - off;
-        c->rbuf_off = c->rbuf_len = 0; /* all of it, in this one call */
-        if (t->proto->data_received)
-            t->proto->data_received(t, c->rbuf + off, len, t->user);
-        return;
+    size_t off = c->rbuf_off, len = c->rbuf_len - off;
+    c->rbuf_off = c->rbuf_len = 0;
+    size_t took = pact__transport_deliver(&c->t, c->rbuf + off, len);
+    if (took < len && !c->t.ep.closing) {
+        c->rbuf_off = off + took;
+        c->rbuf_len = off + len;
     }
-    while (c->rbuf_off < c->rbuf_len && !c->t.ep.closing && !c->t.paused) {
-        size_t left = c->rbuf_len - c->rbuf_off, n = 0;
-        char *dst = t->proto->get_buffer(t, left, &n, t->user);
-        if (!dst || n == 0) {
-            if (!c->t.ep.err)
-                c->t.ep.err = -ENOBUFS;
-            c->t.ep.closing = c->t.ep.aborting = 1;
-            if (c->plain)
-                pact_transport_abort(c->plain);
-            end_without_plain(c);
-            return;
-        }
-        if (n > left)
-            n = left;
-        memcpy(dst, c->rbuf + c->rbuf_off, n);
-        c->rbuf_off += n;
-        if (t->proto->buffer_updated)
-            t->proto->buffer_updated(t, n, t->user);
-    }
-    if (c->rbuf_off == c->rbuf_len || c->t.ep.closing)
-        c->rbuf_off = c->rbuf_len = 0; /* after close nothing is delivered */
 }
 
 static void close_notify_received(tls_conn *c)

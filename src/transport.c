@@ -3,6 +3,7 @@
  * then its ops table (stream.h). Plain streams (stream.c) and TLS
  * (tls.c) are implementations; users see one API whatever is underneath. */
 #include <errno.h>
+#include <string.h>
 
 #include "stream.h"
 
@@ -38,6 +39,35 @@ void pact__transport_flow(pact_transport *t)
 void pact__transport_force_close(pact_endpoint *e)
 {
     pact__endpoint_abort(e, 0);
+}
+
+/* ---- reading: handing bytes over ---------------------------------------------- */
+
+size_t pact__transport_deliver(pact_transport *t, const char *data, size_t len)
+{
+    if (!t->proto->get_buffer) {
+        if (t->proto->data_received)
+            t->proto->data_received(t, data, len, t->user);
+        return len;
+    }
+    /* Buffered protocol: copy into the buffers it hands out, as asyncio's
+     * proactor does (the bytes sit in a buffer lent for this call only). */
+    size_t off = 0;
+    while (off < len && !t->ep.closing && !t->paused) {
+        size_t n = 0;
+        char *dst = t->proto->get_buffer(t, len - off, &n, t->user);
+        if (!dst || n == 0) {
+            pact__endpoint_abort(&t->ep, -ENOBUFS);
+            return len;
+        }
+        if (n > len - off)
+            n = len - off;
+        memcpy(dst, data + off, n);
+        off += n;
+        if (t->proto->buffer_updated)
+            t->proto->buffer_updated(t, n, t->user);
+    }
+    return off;
 }
 
 /* ---- writing ------------------------------------------------------------------ */
