@@ -70,12 +70,14 @@ demo: deps-demo build/build.ninja
 	./examples/stream-demo.sh build
 
 # build/ may have been configured by `make demo` before Criterion and
-# OpenSSL were installed: configure it for the tests.
+# OpenSSL were installed: configure it for the tests. (build-fuzz trees made
+# when -Dtests was a boolean read it as auto now: keep them lean.)
 test: deps-test build/build.ninja build-asan/build.ninja build-tsan/build.ninja build-fuzz/build.ninja
 	$(MESON) configure build $(TEST_OPTIONS)
 	ninja -C build
 	ninja -C build-asan
 	ninja -C build-tsan
+	$(MESON) configure build-fuzz -Dtests=disabled -Dexamples=false
 	ninja -C build-fuzz
 	./tests/run-all.sh
 	$(MESON) test -C build --suite docs

@@ -30,6 +30,11 @@
  *     checked: calling them from another thread is undefined. In debug
  *     mode a loop that never ran is also held to its creating thread.
  *   - Times are in nanoseconds of CLOCK_MONOTONIC unless a name says "_ms".
+ *   - Option structs (pact_loop_options, pact_server_options, ...) begin
+ *     with their size: fill them with their init function or initialiser
+ *     macro, so fields can be added without breaking callers. PACT_VERSION
+ *     (compile time) and pact_version() (run time) tell the version; what
+ *     a version change may break is in docs/abi.md.
  *
  * pact(7) is the overview, and every function has its own page (man
  * pact_recv). docs/guide.md (a tour), docs/contract.md (the promises, each
@@ -1059,7 +1064,11 @@ PACT_API int pact_datagram_leave_group(pact_datagram *ep, const char *group,
  * (30 s by default); connection_lost(0) follows in every case.
  * Closing before the handshake has finished abandons it (as asyncio).
  * write_eof() sends close_notify and then shuts down the socket's writing
- * side; reading goes on. Renegotiation is refused. */
+ * side; reading goes on. Renegotiation is refused.
+ *
+ * A library built without OpenSSL (meson -Dtls=disabled, or auto without
+ * libssl-dev) has every function of this section: each answers -ENOTSUP,
+ * or NULL / 0 / -1 where it returns no errno. */
 
 /* A TLS configuration shared by many connections. */
 typedef struct pact_tls_context pact_tls_context;

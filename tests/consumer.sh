@@ -31,7 +31,7 @@ readelf -d "$prefix/$libdir/libpact.so" | grep -q "Library soname: \[libpact.so.
 
 # The installed header points only at what is installed.
 # (pact.h's "docs/X" means <prefix>/share/doc/pact/X.)
-for doc in guide.md contract.md abi.md $(grep -oh 'docs/[A-Za-z0-9_.-]\+' "$prefix"/include/pact*.h | sed 's|docs/||'); do
+for doc in guide.md contract.md abi.md $(grep -oh 'docs/[A-Za-z0-9_-]*\.[a-z]\+' "$prefix"/include/pact*.h | sed 's|docs/||'); do
     [ -f "$prefix/share/doc/pact/$doc" ] || fail "pact.h names docs/$doc, which is not installed"
 done
 if command -v man >/dev/null; then

@@ -22,6 +22,8 @@ header's section.
 import datetime
 import os
 import re
+import shutil
+import subprocess
 import sys
 
 TYPEDEF_COMMENTS = {}
@@ -142,7 +144,8 @@ def parse(path):
 def roff_escape(s):
     s = s.replace('\\', '\\e')
     s = re.sub(r'^([.\'])', r'\\&\1', s, flags=re.M)
-    return s
+    # groff reads ASCII; man-db's preconv would cope, plain groff warns
+    return ''.join(c if ord(c) < 128 else '\\[u%04X]' % ord(c) for c in s)
 
 
 def paragraphs(text):
@@ -187,7 +190,7 @@ def errors(d):
     return found
 
 
-def man_page(d, decls, typedefs, date, version):
+def man_page(d, decls, typedefs, date, version, intro):
     types = [t for t in typedefs if re.search(r'\b%s\b' % t, d.args + ' ' + d.ret)]
     # one level further: pact_op_cb names pact_completion
     for t in list(types):
@@ -217,6 +220,9 @@ def man_page(d, decls, typedefs, date, version):
     else:
         out.append('No errno values of its own beyond those the description names; '
                    'see pact(7) for the conventions.')
+    if d.section in intro:
+        out += ['.SH NOTES', '.PP', 'From the section "%s" of pact.h:' % roff_escape(d.section),
+                paragraphs(intro[d.section])]
     out.append('.SH SEE ALSO')
     see = ['.BR pact (7)']
     for n in neighbours[:12]:
@@ -267,7 +273,7 @@ def write_man(header, outdir, version):
     os.makedirs(outdir, exist_ok=True)
     for d in decls:
         with open(os.path.join(outdir, d.name + '.3'), 'w') as f:
-            f.write(man_page(d, decls, typedefs, date, version))
+            f.write(man_page(d, decls, typedefs, date, version, intro))
     with open(os.path.join(outdir, 'pact.7'), 'w') as f:
         f.write(overview(decls, sections, intro, top, date, version))
 
@@ -346,6 +352,15 @@ def main():
                 if sec not in page:
                     print('%s.3 has no %s' % (n, sec[4:]))
                     stray.append(n)
+        # every page renders without a warning (where groff is installed)
+        if shutil.which('groff'):
+            for f in sorted(os.listdir(mandir)):
+                if f.endswith(('.3', '.7')):
+                    r = subprocess.run(['groff', '-man', '-ww', '-z', os.path.join(mandir, f)],
+                                       capture_output=True, text=True)
+                    if r.returncode or r.stderr:
+                        print('%s: %s' % (f, r.stderr.strip()))
+                        stray.append(f)
         if missing or stray:
             sys.exit(1)
         print('%d public functions, each with a page' % len(names))
