@@ -5,8 +5,9 @@
 # DESTDIR), then build tests/consumer/consumer.c against the installed
 # files only — through pkg-config and through CMake, each shared and
 # static — and run every binary on both engines. Also checks the soname,
-# that `man pact_recv` finds its page, that the documentation the header
-# mentions is installed. Any failure fails the run.
+# the exported symbols against pact.h, that `man pact_recv` finds its page,
+# that the documentation the header mentions is installed. Any failure
+# fails the run.
 #   tests/consumer.sh [BUILD_DIR]     (default build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,15 @@ prefix=$work/root$build_prefix
 soversion=$(sed -n 's/^#define PACT_SOVERSION \([0-9]*\)/\1/p' "$prefix/include/pact_version.h")
 readelf -d "$prefix/$libdir/libpact.so" | grep -q "Library soname: \[libpact.so.$soversion\]" ||
     fail "libpact.so's soname is not libpact.so.$soversion"
+
+# The library exports exactly the functions pact.h declares (docs/abi.md,
+# "Symbols"): none missing (a declaration without a definition, or a stub
+# of the build without TLS falling behind), none extra.
+nm -D --defined-only "$prefix/$libdir/libpact.so" | awk '$2 == "T" {print $3}' | sort >"$work/exported"
+python3 tools/pact-header.py list "$prefix/include/pact.h" | sort >"$work/declared"
+if ! diff -u "$work/declared" "$work/exported" >"$work/symbols.diff"; then
+    cat "$work/symbols.diff"; fail "exported symbols differ from pact.h's functions (- declared only, + exported only)"
+fi
 
 # The installed header points only at what is installed.
 # (pact.h's "docs/X" means <prefix>/share/doc/pact/X.)
@@ -64,6 +74,17 @@ for kind in shared static; do
     cp "$work/cmake-$kind/consumer" "$work/cmake-$kind-bin"
 done
 if readelf -d "$work/cmake-static-bin" | grep -q 'libpact\.so'; then fail "cmake-static needs libpact.so"; fi
+# pactConfigVersion.cmake follows docs/abi.md: while the major version is 0,
+# another minor version is incompatible; so is another major version.
+version=$(sed -n 's/^#define PACT_VERSION_STRING "\(.*\)"/\1/p' "$prefix/include/pact_version.h")
+IFS=. read -r major minor _ <<<"$version"
+for want in "$major.$((minor + 1))" "$((major + 1)).0"; do
+    if cmake -S "$src" -B "$work/cmake-want" -DCMAKE_PREFIX_PATH="$prefix" -DPACT_WANT="$want" \
+        >"$work/cmake-want.log" 2>&1; then
+        fail "find_package(pact $want) accepted pact $version"
+    fi
+    rm -rf "$work/cmake-want"
+done
 readelf -d "$work/cmake-shared-bin" | grep -q 'libpact\.so' || fail "cmake-shared does not use libpact.so"
 
 for engine in uring epoll; do
