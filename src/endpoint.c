@@ -31,11 +31,6 @@ void pact__endpoint_register(pact_endpoint *e, void *created_at)
     pact__resource_add(e->loop, &e->res, e->ops->kind, force_close, created_at);
 }
 
-void pact__endpoint_unregister(pact_endpoint *e)
-{
-    pact__resource_remove(e->loop, &e->res);
-}
-
 void pact__endpoint_unref(pact_endpoint *e)
 {
     if (--e->refs == 0)
@@ -64,8 +59,6 @@ static void final_close(pact_loop *loop, void *arg)
     if (parent) {
         e->parent = NULL;
         parent->children--;
-        if (parent->ops->child_gone)
-            parent->ops->child_gone(parent, e);
         pact__endpoint_settle(parent);
         pact__endpoint_unref(parent);
     }

@@ -53,8 +53,6 @@ typedef struct pact_endpoint_ops {
     /* Flow control crossed a mark: the protocol's pause_writing (pause
      * = 1) or resume_writing (0). May be NULL. */
     void (*writing)(pact_endpoint *e, int pause);
-    /* A child adopted with pact__endpoint_adopt() is gone. May be NULL. */
-    void (*child_gone)(pact_endpoint *e, pact_endpoint *child);
 } pact_endpoint_ops;
 
 struct pact_endpoint {
@@ -77,11 +75,10 @@ struct pact_endpoint {
 /* Fills e (refs = 1: the endpoint's own, dropped by the final close). */
 void pact__endpoint_init(pact_endpoint *e, pact_loop *loop,
                          const pact_endpoint_ops *ops);
-/* Lists e on the loop (debug report, force-close at loop close);
- * created_at names the creator. Listed until the final close. */
+/* Lists e on the loop (debug report, force-close at loop close) once its
+ * creation can no longer fail; created_at names the creator. Listed
+ * until the final close. */
 void pact__endpoint_register(pact_endpoint *e, void *created_at);
-/* Unlists e when its creation fails after pact__endpoint_register(). */
-void pact__endpoint_unregister(pact_endpoint *e);
 
 static inline void pact__endpoint_ref(pact_endpoint *e) { e->refs++; }
 /* Drops a reference; the last one calls ops->free. */

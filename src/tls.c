@@ -919,19 +919,15 @@ static void start_soon(pact_loop *loop, void *arg)
     leave(c);
 }
 
-/* Decrypts and delivers what waits (after resume), or, once the plain
- * transport is gone and the user closed, ends the connection: from a
- * fresh loop callback, so connection_lost never runs inside the user's
- * call to close or abort. */
+/* Decrypts and delivers what waits, after resume: from a fresh loop
+ * callback, never inside the user's call to resume_reading. */
 static void process_soon(pact_loop *loop, void *arg)
 {
     (void)loop;
     tls_conn *c = arg;
     c->process_handle = 0;
     enter(c);
-    if (c->plain_gone && c->t.ep.closing)
-        tls_finish(c);
-    else if (!c->t.paused && !c->t.ep.closing)
+    if (!c->t.paused && !c->t.ep.closing)
         read_app_data(c);
     leave(c);
 }
