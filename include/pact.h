@@ -296,10 +296,43 @@ PACT_API pact_handle pact_call_later(pact_loop *loop, uint64_t delay_ns,
 PACT_API pact_handle pact_call_at(pact_loop *loop, uint64_t when_ns,
                                   pact_callback cb, void *user);
 
-/* Cancels a scheduled callback so that it never runs. Returns 0 if it was
- * cancelled in time, -EALREADY if it is running now (cancelled from its own
- * callback), or -ENOENT for a handle that is unknown, stale (it has run or
- * was cancelled), of another loop or an op handle. Safe from any callback. */
+/* Schedules cb to run every interval_ns, the first time interval_ns from
+ * now, until the handle is cancelled. Never early, and it does not drift:
+ * each deadline is the previous deadline + interval_ns (not the time the
+ * callback ran + interval_ns, as libuv's repeating timers do), so the
+ * ticks stay on the grid of the first one however long the callbacks
+ * take. Ticks the loop missed (a callback or the machine was busy past a
+ * whole interval) are skipped, not run back to back: after a late run the
+ * next deadline is the first one on the grid that is still ahead. A
+ * repeating timer keeps the loop alive like any timer. Returns a handle
+ * (for pact_handle_cancel() and pact_handle_set_interval()) or a negative
+ * errno: -EINVAL for a NULL callback or an interval of 0. */
+PACT_API pact_handle pact_call_every(pact_loop *loop, uint64_t interval_ns,
+                                     pact_callback cb, void *user);
+
+/* Changes how often a timer repeats, also from inside its own callback.
+ * The deadline already set stays; the ones after it are interval_ns
+ * apart. 0 stops the repeating: the timer runs once more at the deadline
+ * already set (none if called from its callback) and is gone. On a
+ * one-shot timer (pact_call_later / pact_call_at) it makes the timer
+ * repeat after its deadline. Returns 0, -EINVAL for a pact_call_soon()
+ * handle, -ENOENT for a handle that is stale or cancelled. */
+PACT_API int pact_handle_set_interval(pact_loop *loop, pact_handle handle,
+                                      uint64_t interval_ns);
+
+/* When a timer is due: the absolute monotonic time (pact_now() clock) of
+ * its next run or, from inside its callback, of the run in progress.
+ * Returns the time, -EINVAL for a pact_call_soon() handle or a NULL loop,
+ * -ENOENT for a handle that is stale or cancelled. */
+PACT_API int64_t pact_handle_due(const pact_loop *loop, pact_handle handle);
+
+/* Cancels a scheduled callback so that it never runs (again). Returns 0
+ * if it was cancelled in time, -EALREADY if it is running now (cancelled
+ * from its own callback), or -ENOENT for a handle that is unknown, stale
+ * (it has run or was cancelled), of another loop or an op handle. A
+ * repeating timer cancelled from its own callback answers 0 (its future
+ * runs were cancelled in time): the callback finishes, never runs again,
+ * and the handle is stale from then on. Safe from any callback. */
 PACT_API int pact_handle_cancel(pact_loop *loop, pact_handle handle);
 
 /* Schedules cb on the loop from any thread. Wakes the loop (wake-ups are

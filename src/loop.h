@@ -28,10 +28,21 @@ enum pact_handle_state {
     PACT_HANDLE_RUNNING, /* its callback is running */
 };
 
-/* A scheduled callback (call_soon / call_later). */
+/* pact_handle_s.flags */
+enum pact_handle_flag {
+    PACT_HANDLEF_TIMER = 1 << 0,     /* call_later / call_at / call_every */
+    PACT_HANDLEF_CANCELLED = 1 << 1, /* a repeating timer cancelled from
+                                        its own callback: not re-armed */
+};
+
+/* A scheduled callback (call_soon / call_later / call_every). */
 typedef struct pact_handle_s {
     pact_slab_entry slab; /* must be first */
     uint8_t state;
+    uint8_t flags;
+    /* Repeating timers: the next deadline is the last one + interval
+     * (0 = runs once). */
+    uint64_t interval;
     pact_callback cb;
     void *user;
     pact_list link;

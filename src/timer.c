@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Scheduled callbacks: call_soon (the ready queue, FIFO) and call_later /
- * call_at (the timer heap). Timers compare against a fresh clock reading,
- * so they never fire early. */
+ * call_at / call_every (the timer heap). Timers compare against a fresh
+ * clock reading, so they never fire early. A repeating timer keeps its
+ * phase: its next deadline is the previous deadline + interval, and ticks
+ * that were missed (the loop was busy) are skipped, never run in a burst. */
 #include <errno.h>
 
 #include "loop.h"
@@ -56,6 +58,7 @@ pact_handle pact_call_at(pact_loop *loop, uint64_t when_ns, pact_callback cb,
         return err;
     h->created_at = __builtin_return_address(0);
     h->state = PACT_HANDLE_TIMER;
+    h->flags = PACT_HANDLEF_TIMER;
     h->timer.when = when_ns;
     if (pact_heap_insert(&loop->timers, &h->timer) != 0) {
         handle_free(loop, h);
@@ -79,6 +82,59 @@ pact_handle pact_call_later(pact_loop *loop, uint64_t delay_ns,
     return h;
 }
 
+pact_handle pact_call_every(pact_loop *loop, uint64_t interval_ns,
+                            pact_callback cb, void *user)
+{
+    int r = pact__check_loop(loop, __func__);
+    if (r)
+        return r;
+    if (interval_ns == 0)
+        return pact__misuse(loop, -EINVAL, __func__,
+                            "interval is 0 (it would spin the loop)");
+    uint64_t now = pact_now();
+    uint64_t when = interval_ns > UINT64_MAX - now ? UINT64_MAX
+                                                   : now + interval_ns;
+    pact_handle h = pact_call_at(loop, when, cb, user);
+    if (h > 0) {
+        uint32_t idx;
+        pact_handle_s *hs = pact_slab_from_handle(&loop->handles, h, &idx);
+        hs->created_at = __builtin_return_address(0);
+        hs->interval = interval_ns;
+    }
+    return h;
+}
+
+int pact_handle_set_interval(pact_loop *loop, pact_handle handle,
+                             uint64_t interval_ns)
+{
+    int r = pact__check_loop(loop, __func__);
+    if (r)
+        return r;
+    uint32_t idx;
+    pact_handle_s *h = pact_slab_from_handle(&loop->handles, handle, &idx);
+    if (!h || (h->flags & PACT_HANDLEF_CANCELLED))
+        return -ENOENT;
+    if (!(h->flags & PACT_HANDLEF_TIMER))
+        return pact__misuse(loop, -EINVAL, __func__,
+                            "the handle is a pact_call_soon() callback, "
+                            "not a timer");
+    h->interval = interval_ns;
+    return 0;
+}
+
+int64_t pact_handle_due(const pact_loop *loop, pact_handle handle)
+{
+    if (!loop)
+        return -EINVAL;
+    uint32_t idx;
+    pact_handle_s *h = pact_slab_from_handle(&loop->handles, handle, &idx);
+    if (!h || (h->flags & PACT_HANDLEF_CANCELLED))
+        return -ENOENT;
+    if (!(h->flags & PACT_HANDLEF_TIMER))
+        return -EINVAL;
+    return h->timer.when > INT64_MAX ? INT64_MAX : (int64_t)h->timer.when;
+}
+
 int pact_handle_cancel(pact_loop *loop, pact_handle handle)
 {
     int r = pact__check_loop(loop, __func__);
@@ -86,7 +142,7 @@ int pact_handle_cancel(pact_loop *loop, pact_handle handle)
         return r;
     uint32_t idx;
     pact_handle_s *h = pact_slab_from_handle(&loop->handles, handle, &idx);
-    if (!h)
+    if (!h || (h->flags & PACT_HANDLEF_CANCELLED))
         return -ENOENT;
     switch (h->state) {
     case PACT_HANDLE_READY:
@@ -97,17 +153,55 @@ int pact_handle_cancel(pact_loop *loop, pact_handle handle)
         loop->user_timers--;
         break;
     default:
-        return -EALREADY;
+        /* Running now. A repeating timer's future runs are what a cancel
+         * from its own callback is about: they are cancelled in time, and
+         * the handle goes when the callback returns. */
+        if (h->interval == 0)
+            return -EALREADY;
+        h->flags |= PACT_HANDLEF_CANCELLED;
+        return 0;
     }
     handle_free(loop, h);
     return 0;
+}
+
+/* The deadline after `last` for a timer repeating every `interval`: the
+ * first of last + k * interval (k >= 1) that is still ahead of now, so a
+ * late loop skips the ticks it missed instead of running them back to
+ * back, and the timer never drifts: its ticks stay on the grid of its
+ * first deadline. */
+static uint64_t next_deadline(uint64_t last, uint64_t interval, uint64_t now)
+{
+    if (last > UINT64_MAX - interval)
+        return UINT64_MAX;
+    uint64_t next = last + interval;
+    if (next > now)
+        return next;
+    uint64_t missed = (now - last) / interval; /* >= 1 */
+    if (missed >= (UINT64_MAX - last) / interval)
+        return UINT64_MAX;
+    return last + (missed + 1) * interval;
 }
 
 static void handle_run(pact_loop *loop, pact_handle_s *h)
 {
     h->state = PACT_HANDLE_RUNNING;
     PACT_RUN_CALLBACK(loop, h->cb, "callback", h->cb(loop, h->user));
-    handle_free(loop, h);
+    /* The slab never moves entries, so h is still this handle even if the
+     * callback scheduled more. */
+    if (h->interval == 0 || (h->flags & PACT_HANDLEF_CANCELLED)) {
+        handle_free(loop, h);
+        return;
+    }
+    h->timer.when = next_deadline(h->timer.when, h->interval, pact_now());
+    if (pact_heap_insert(&loop->timers, &h->timer) != 0) {
+        pact__error(loop, -ENOMEM, "a repeating timer could not be re-armed "
+                                   "(out of memory); it stops");
+        handle_free(loop, h);
+        return;
+    }
+    h->state = PACT_HANDLE_TIMER;
+    loop->user_timers++;
 }
 
 int pact__handles_run_ready(pact_loop *loop)
