@@ -250,6 +250,40 @@ typedef struct pact_loop_stats {
 /* Copies the loop's counters into *out. */
 PACT_API int pact_loop_get_stats(const pact_loop *loop, pact_loop_stats *out);
 
+/* How busy the loop is, for monitoring (libuv's uv_metrics_t and
+ * uv_metrics_idle_time). Unlike pact_loop_stats this struct carries its
+ * size, so fields can be appended (docs/abi.md): set size, for example
+ * with PACT_LOOP_METRICS_INIT, before pact_loop_get_metrics(). */
+typedef struct pact_loop_metrics {
+    size_t size; /* sizeof the struct as the caller was compiled */
+    /* Iterations of the loop (pact_loop_run's turns, pact_loop_run_once
+     * calls, and the turns close takes). */
+    uint64_t iterations;
+    /* Nanoseconds spent blocked in the engine's wait (io_uring_enter /
+     * epoll_wait with a timeout other than 0): the time the loop had
+     * nothing to do. Wall time minus idle time is the time it worked. */
+    uint64_t idle_ns;
+    /* Operations that completed (their final completion; a multishot
+     * receive counts once), the loop's own wake-up reads included. */
+    uint64_t events;
+    /* Callbacks the loop ran: operation completions and multishot data,
+     * timers and scheduled callbacks, threadsafe callbacks, signal
+     * handlers, and the loop's own wake-up read (one per cross-thread
+     * wake-up). */
+    uint64_t callbacks;
+} pact_loop_metrics;
+
+#define PACT_LOOP_METRICS_INIT { .size = sizeof(pact_loop_metrics) }
+
+/* Fills *out with the loop's metrics, counted since it was created, in
+ * every mode (reading them costs two clock readings per blocking wait).
+ * out->size must be set: the fields within it are filled (a caller
+ * compiled against a newer header gets 0 in fields this library does not
+ * have; out->size is left as it was). Returns 0, or -EINVAL for a NULL
+ * argument or a size below the first layout (0: not initialised). */
+PACT_API int pact_loop_get_metrics(const pact_loop *loop,
+                                   pact_loop_metrics *out);
+
 /* Called for errors that have no caller to return to: a failure inside the
  * loop's own machinery, a report from pact_loop_report_error(). */
 typedef void (*pact_error_handler)(pact_loop *loop, int err,

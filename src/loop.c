@@ -264,7 +264,12 @@ static int wait_with_hooks(pact_loop *loop, int64_t timeout_ns)
 {
     if (loop->before_wait)
         loop->before_wait(loop, timeout_ns, loop->wait_hook_user);
+    /* Only waits that may block are idle time: a zero-timeout poll is
+     * work (as libuv's uv_metrics_idle_time). */
+    uint64_t wait_start = timeout_ns != 0 ? pact_now() : 0;
     int r = loop->engine->wait(loop, timeout_ns);
+    if (timeout_ns != 0)
+        loop->idle_ns += pact_now() - wait_start;
     if (loop->after_wait)
         loop->after_wait(loop, timeout_ns, loop->wait_hook_user);
     return r;
@@ -681,6 +686,33 @@ int pact_loop_get_stats(const pact_loop *loop, pact_loop_stats *out)
     *out = loop->stats;
     out->ops_live = loop->user_ops_live;
     out->handles_live = loop->handles.live;
+    return 0;
+}
+
+/* The first published layout of pact_loop_metrics (docs/abi.md). */
+#define PACT__LOOP_METRICS_V1 PACT__OPTIONS_END(pact_loop_metrics, callbacks)
+
+int pact_loop_get_metrics(const pact_loop *loop, pact_loop_metrics *out)
+{
+    if (!loop || !out)
+        return -EINVAL;
+    size_t size = out->size;
+    if (size < PACT__LOOP_METRICS_V1)
+        return -EINVAL;
+    pact_loop_metrics m = {
+        .size = size,
+        .iterations = loop->stats.iterations,
+        .idle_ns = loop->idle_ns,
+        .events = loop->stats.ops_completed,
+        .callbacks = loop->callbacks_run,
+    };
+    /* A caller compiled against an older header gets the fields it knows;
+     * a newer one gets zero in the fields this library does not have. */
+    if (size > sizeof m) {
+        memset((char *)out + sizeof m, 0, size - sizeof m);
+        size = sizeof m;
+    }
+    memcpy(out, &m, size);
     return 0;
 }
 

@@ -122,6 +122,10 @@ struct pact_loop {
     void *wait_hook_user;
 
     pact_loop_stats stats;
+    /* pact_loop_get_metrics(): time spent blocked in the engine's wait,
+     * and callbacks run (PACT_RUN_CALLBACK counts them). */
+    uint64_t idle_ns;
+    uint64_t callbacks_run;
 
     /* Ops finished on another thread (the pool), waiting to be moved to
      * done_queue by the loop thread; guarded by ts_lock. */
@@ -272,6 +276,7 @@ void pact__note_callback_time(pact_loop *loop, uint64_t start, void *cb,
 #define PACT_RUN_CALLBACK(loop, fn, what, call)                             \
     do {                                                                    \
         uint64_t pact_cb_start_ = (loop)->debug ? pact_now() : 0;           \
+        (loop)->callbacks_run++;                                            \
         call;                                                               \
         if ((loop)->debug)                                                  \
             pact__note_callback_time((loop), pact_cb_start_, (void *)(fn),  \
