@@ -18,7 +18,8 @@
  *     created and set up on one thread and run on another. From then on
  *     these calls answer -EPERM on any other thread, in every mode, and
  *     change nothing: pact_loop_run/run_once/close/free, pact_call_soon,
- *     pact_call_later, pact_call_at, pact_handle_cancel, every function
+ *     pact_call_later, pact_call_at, pact_call_every, pact_handle_cancel,
+ *     pact_handle_set_interval, the *_set_ref functions, every function
  *     that starts an operation (pact_recv ... pact_sleep, file ops,
  *     pact_queue_work, the resolver), pact_cancel, pact_op_set_timeout,
  *     and the functions that take the loop to create something
@@ -157,9 +158,23 @@ PACT_API void pact_loop_options_init(pact_loop_options *opts);
  * errno. */
 PACT_API int pact_loop_create(pact_loop **out, const pact_loop_options *opts);
 
-/* Runs until pact_loop_stop() is called or nothing is left to do (no
- * operation in flight, no timer, no scheduled callback, no open resource
- * that keeps the loop alive). Returns 0, or a negative errno (-EBUSY if
+/* Runs until pact_loop_stop() is called or nothing is left to do: until
+ * nothing that keeps the loop alive is left. What keeps it alive:
+ *   - an operation in flight (pact_recv ... pact_sleep, file ops, pool
+ *     work, resolver requests), unless pact_op_set_ref(op, 0);
+ *   - a timer (pact_call_later, pact_call_at, pact_call_every) not yet
+ *     run or cancelled, unless pact_handle_set_ref(handle, 0);
+ *   - a callback scheduled with pact_call_soon() and not yet run, and one
+ *     accepted by pact_call_soon_threadsafe() and not yet run;
+ *   - a signal handler only if pact_signal_set_ref(sig, 1) was called
+ *     (by default a handler does not);
+ *   - transports, servers, datagram endpoints, processes and TLS
+ *     transports through the operations they have in flight (a read, a
+ *     write, an accept, a process's wait for its exit, a close in
+ *     progress): being open alone does not.
+ * The loop's own operations (its wake-up read, the signalfd read) never
+ * do. pact_loop_alive() answers whether anything of this list is left.
+ * Returns 0, or a negative errno (-EBUSY if
  * called from inside a callback of the same loop, -ESHUTDOWN if closed,
  * -EPERM from a thread other than the one that ran it first). */
 PACT_API int pact_loop_run(pact_loop *loop);
@@ -230,7 +245,8 @@ PACT_API const char *pact_loop_engine_reason(const pact_loop *loop);
 /* Whether the loop runs in debug mode. */
 PACT_API int pact_loop_debug(const pact_loop *loop);
 
-/* 1 if the loop has work that keeps pact_loop_run() going, else 0. */
+/* 1 if the loop has work that keeps pact_loop_run() going (the list at
+ * pact_loop_run()), else 0. */
 PACT_API int pact_loop_alive(const pact_loop *loop);
 
 /* Counters for tests and monitoring. */
@@ -353,6 +369,15 @@ PACT_API pact_handle pact_call_every(pact_loop *loop, uint64_t interval_ns,
  * handle, -ENOENT for a handle that is stale or cancelled. */
 PACT_API int pact_handle_set_interval(pact_loop *loop, pact_handle handle,
                                       uint64_t interval_ns);
+
+/* Whether a timer keeps pact_loop_run() going: ref 1 (the default) it
+ * does, ref 0 it does not, so a background timer (a repeating
+ * housekeeping tick) runs while other work keeps the loop alive, and
+ * pact_loop_run() returns once only such timers are left; they stay
+ * scheduled and run if the loop is run again. May be called at any time,
+ * also from the timer's callback. Returns 0, -EINVAL for a
+ * pact_call_soon() handle, -ENOENT for a stale or cancelled handle. */
+PACT_API int pact_handle_set_ref(pact_loop *loop, pact_handle handle, int ref);
 
 /* When a timer is due: the absolute monotonic time (pact_now() clock) of
  * its next run or, from inside its callback, of the run in progress.
@@ -587,6 +612,15 @@ PACT_API int pact_op_set_timeout(pact_loop *loop, pact_op op,
  *   -ESHUTDOWN the loop is closed; -EPERM off the owner thread.
  * Safe from any callback, twice, or after completion. */
 PACT_API int pact_cancel(pact_loop *loop, pact_op op);
+
+/* Whether an operation in flight keeps pact_loop_run() going: ref 1 (the
+ * default) it does, ref 0 it does not (a receive that waits for a
+ * message that may never come, while other work decides when the loop
+ * ends). The op stays in flight; it still completes exactly once, also
+ * with -ECANCELED when the loop is closed. Returns 0, or -ENOENT for an
+ * op that has completed (its callback ran), a handle of another loop or
+ * kind, or the loop's own operations. */
+PACT_API int pact_op_set_ref(pact_loop *loop, pact_op op, int ref);
 
 /* ------------------------------------------------------------------------ */
 /* Streams: transports and protocols (TCP, Unix sockets, pipes)             */
@@ -1502,7 +1536,8 @@ typedef void (*pact_signal_cb)(pact_loop *loop, int signo, void *user);
  * loop's, and read through a signalfd; the previous mask is restored when
  * its last handler is removed. Signals that arrive together may be
  * coalesced into one call (as the kernel coalesces them). A handler does
- * not by itself keep pact_loop_run() going.
+ * not by itself keep pact_loop_run() going, unless made to with
+ * pact_signal_set_ref().
  *
  * Threads: a process-directed signal (kill(), a terminal's ^C) goes to any
  * thread that does not block it. Block the signal in every other thread
@@ -1521,6 +1556,13 @@ PACT_API pact_signal pact_signal_add(pact_loop *loop, int signo,
 /* Removes a handler. Safe from inside any callback, including the
  * handler's own. Returns 0 or -ENOENT (unknown or already removed). */
 PACT_API int pact_signal_remove(pact_loop *loop, pact_signal sig);
+
+/* Whether a signal handler keeps pact_loop_run() going: ref 0 (the
+ * default) it does not, ref 1 it does, so a program whose only work is to
+ * wait for a signal (a daemon's SIGTERM, a SIGINT that stops it) can run
+ * the loop until the handler removes itself. Returns 0, or -ENOENT for a
+ * handler that is unknown or removed. */
+PACT_API int pact_signal_set_ref(pact_loop *loop, pact_signal sig, int ref);
 
 /* SIGPIPE: pact's socket sends use MSG_NOSIGNAL and never raise it. A
  * write to a pipe or FIFO whose reader is gone (pact_write, pipe

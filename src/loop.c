@@ -227,8 +227,9 @@ int pact_loop_alive(const pact_loop *loop)
 {
     if (!loop || loop->state == PACT_LOOP_CLOSED)
         return 0;
-    return loop->user_ops_live > 0 || !pact_list_empty(&loop->ready) ||
-           loop->user_timers > 0 || atomic_load(&loop->ts_count) > 0;
+    return loop->user_ops_live > loop->unref_ops ||
+           !pact_list_empty(&loop->ready) || loop->user_timers > 0 ||
+           loop->ref_signals > 0 || atomic_load(&loop->ts_count) > 0;
 }
 
 /* Takes every callback queued by other threads (the list, oldest first). */

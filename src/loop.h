@@ -33,6 +33,8 @@ enum pact_handle_flag {
     PACT_HANDLEF_TIMER = 1 << 0,     /* call_later / call_at / call_every */
     PACT_HANDLEF_CANCELLED = 1 << 1, /* a repeating timer cancelled from
                                         its own callback: not re-armed */
+    PACT_HANDLEF_UNREF = 1 << 2,     /* pact_handle_set_ref(0): a timer
+                                        that does not keep the loop alive */
 };
 
 /* A scheduled callback (call_soon / call_later / call_every). */
@@ -101,6 +103,8 @@ struct pact_loop {
     pact_list done_queue;   /* pact_op_s whose callback is due */
     pact_heap timers;
     uint64_t user_timers; /* timers in the heap that keep the loop alive */
+    uint64_t unref_ops;   /* live user ops with PACT_OPF_UNREF */
+    uint64_t ref_signals; /* signal handlers with pact_signal_set_ref(1) */
 
     /* Cross-thread wake-up: an eventfd read by an internal op. */
     int wake_fd;

@@ -687,6 +687,8 @@ void pact__op_complete(pact_loop *loop, pact_op_s *op)
                       op->cb(loop, &c, op->user));
     if (!(op->flags & PACT_OPF_INTERNAL))
         loop->user_ops_live--;
+    if (op->flags & PACT_OPF_UNREF)
+        loop->unref_ops--;
     pact__op_release(loop, op);
 }
 
@@ -770,4 +772,22 @@ int pact__ops_dispatch_done(pact_loop *loop)
         n++;
     }
     return n;
+}
+
+int pact_op_set_ref(pact_loop *loop, pact_op handle, int ref)
+{
+    int r = pact__check_loop(loop, __func__);
+    if (r)
+        return r;
+    pact_op_s *op = user_op_lookup(loop, handle);
+    if (!op)
+        return -ENOENT;
+    if (ref && (op->flags & PACT_OPF_UNREF)) {
+        op->flags &= (uint16_t)~PACT_OPF_UNREF;
+        loop->unref_ops--;
+    } else if (!ref && !(op->flags & PACT_OPF_UNREF)) {
+        op->flags |= PACT_OPF_UNREF;
+        loop->unref_ops++;
+    }
+    return 0;
 }

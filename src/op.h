@@ -64,6 +64,9 @@ enum pact_op_flag {
      * the engine has, or it waits in the fd's queue (op->link) for it. */
     PACT_OPF_ORDER_HEAD = 1u << 6,
     PACT_OPF_ORDER_WAITING = 1u << 7,
+    /* pact_op_set_ref(0): live, but does not keep the loop alive
+     * (counted in loop->unref_ops). */
+    PACT_OPF_UNREF = 1u << 8,
 };
 
 struct pact_op_s;

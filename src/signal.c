@@ -30,6 +30,7 @@ typedef struct sig_handler {
     pact_signal id;
     int signo;
     int removed; /* kept in the list until no dispatch walks it */
+    int ref;     /* pact_signal_set_ref(1): keeps the loop alive */
     pact_signal_cb cb;
     void *user;
 } sig_handler;
@@ -285,6 +286,8 @@ int pact_signal_remove(pact_loop *loop, pact_signal id)
     if (!h)
         return -ENOENT;
     h->removed = 1;
+    if (h->ref)
+        loop->ref_signals--;
     s->nhandlers--;
     if (--s->counts[h->signo] == 0)
         release_signal(loop, s, h->signo);
@@ -297,6 +300,27 @@ int pact_signal_remove(pact_loop *loop, pact_signal id)
     return 0;
 }
 
+int pact_signal_set_ref(pact_loop *loop, pact_signal id, int ref)
+{
+    int r = pact__check_loop(loop, __func__);
+    if (r)
+        return r;
+    pact_signals *s = loop->signals;
+    sig_handler *h = s ? s->head : NULL;
+    while (h && (h->id != id || h->removed))
+        h = h->next;
+    if (!h)
+        return -ENOENT;
+    if (!ref != !h->ref) {
+        h->ref = !!ref;
+        if (ref)
+            loop->ref_signals++;
+        else
+            loop->ref_signals--;
+    }
+    return 0;
+}
+
 void pact__signals_close(pact_loop *loop)
 {
     pact_signals *s = loop->signals;
@@ -306,6 +330,8 @@ void pact__signals_close(pact_loop *loop)
         if (h->removed)
             continue;
         h->removed = 1;
+        if (h->ref)
+            loop->ref_signals--;
         if (--s->counts[h->signo] == 0)
             release_signal(loop, s, h->signo);
     }

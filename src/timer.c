@@ -32,6 +32,13 @@ static pact_handle_s *handle_new(pact_loop *loop, pact_callback cb,
     return h;
 }
 
+/* Timers in the heap that keep the loop alive (not unreferenced). */
+static void timer_count(pact_loop *loop, const pact_handle_s *h, int delta)
+{
+    if (!(h->flags & PACT_HANDLEF_UNREF))
+        loop->user_timers += (uint64_t)(int64_t)delta;
+}
+
 static void handle_free(pact_loop *loop, pact_handle_s *h)
 {
     pact_slab_free(&loop->handles, h->slab.next_free);
@@ -64,7 +71,7 @@ pact_handle pact_call_at(pact_loop *loop, uint64_t when_ns, pact_callback cb,
         handle_free(loop, h);
         return -ENOMEM;
     }
-    loop->user_timers++;
+    timer_count(loop, h, +1);
     return pact_slab_entry_handle(&loop->handles, h);
 }
 
@@ -122,6 +129,34 @@ int pact_handle_set_interval(pact_loop *loop, pact_handle handle,
     return 0;
 }
 
+int pact_handle_set_ref(pact_loop *loop, pact_handle handle, int ref)
+{
+    int r = pact__check_loop(loop, __func__);
+    if (r)
+        return r;
+    uint32_t idx;
+    pact_handle_s *h = pact_slab_from_handle(&loop->handles, handle, &idx);
+    if (!h || (h->flags & PACT_HANDLEF_CANCELLED))
+        return -ENOENT;
+    if (!(h->flags & PACT_HANDLEF_TIMER))
+        return pact__misuse(loop, -EINVAL, __func__,
+                            "the handle is a pact_call_soon() callback, "
+                            "not a timer");
+    if (!ref == !!(h->flags & PACT_HANDLEF_UNREF))
+        return 0;
+    /* Only a timer in the heap is counted; a running one is counted
+     * again (or not) when it is re-armed. */
+    if (h->state == PACT_HANDLE_TIMER)
+        timer_count(loop, h, -1);
+    if (ref)
+        h->flags &= (uint8_t)~PACT_HANDLEF_UNREF;
+    else
+        h->flags |= PACT_HANDLEF_UNREF;
+    if (h->state == PACT_HANDLE_TIMER)
+        timer_count(loop, h, +1);
+    return 0;
+}
+
 int64_t pact_handle_due(const pact_loop *loop, pact_handle handle)
 {
     if (!loop)
@@ -150,7 +185,7 @@ int pact_handle_cancel(pact_loop *loop, pact_handle handle)
         break;
     case PACT_HANDLE_TIMER:
         pact_heap_remove(&loop->timers, &h->timer);
-        loop->user_timers--;
+        timer_count(loop, h, -1);
         break;
     default:
         /* Running now. A repeating timer's future runs are what a cancel
@@ -201,7 +236,7 @@ static void handle_run(pact_loop *loop, pact_handle_s *h)
         return;
     }
     h->state = PACT_HANDLE_TIMER;
-    loop->user_timers++;
+    timer_count(loop, h, +1);
 }
 
 int pact__handles_run_ready(pact_loop *loop)
@@ -243,8 +278,9 @@ void pact__timers_run(pact_loop *loop)
            top->seq < seq_limit) {
         pact_heap_remove(&loop->timers, top);
         if (top->kind == PACT_TIMER_HANDLE) {
-            loop->user_timers--;
-            handle_run(loop, pact_container_of(top, pact_handle_s, timer));
+            pact_handle_s *h = pact_container_of(top, pact_handle_s, timer);
+            timer_count(loop, h, -1);
+            handle_run(loop, h);
         } else {
             pact__op_timer_fired(loop, top);
         }
@@ -268,7 +304,7 @@ void pact__handles_drop_all(pact_loop *loop)
             pact_list_remove(&h->link);
         } else {
             pact_heap_remove(&loop->timers, &h->timer);
-            loop->user_timers--;
+            timer_count(loop, h, -1);
         }
         handle_free(loop, h);
     }
