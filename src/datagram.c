@@ -406,12 +406,10 @@ int pact_datagram_pause_reading(pact_datagram *ep)
 {
     if (!ep)
         return -EINVAL;
-    if (ep->ep.closing)
-        return -ESHUTDOWN;
-    if (ep->paused)
-        return -EALREADY;
-    ep->paused = 1;
-    return 0;
+    int r = pact__endpoint_may_pause(&ep->ep, ep->paused, 1);
+    if (r == 0)
+        ep->paused = 1;
+    return r;
 }
 
 static void resume_delivery(pact_loop *loop, void *arg)
@@ -435,10 +433,9 @@ int pact_datagram_resume_reading(pact_datagram *ep)
 {
     if (!ep)
         return -EINVAL;
-    if (ep->ep.closing)
-        return -ESHUTDOWN;
-    if (!ep->paused)
-        return -EALREADY;
+    int r = pact__endpoint_may_pause(&ep->ep, ep->paused, 0);
+    if (r)
+        return r;
     ep->paused = 0;
     if (!ep->ep.made)
         return 0; /* reading starts after connection_made */

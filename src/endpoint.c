@@ -108,6 +108,13 @@ int pact__endpoint_abort(pact_endpoint *e, int err)
     return 0;
 }
 
+int pact__endpoint_may_pause(const pact_endpoint *e, int paused, int pause)
+{
+    if (e->closing)
+        return -ESHUTDOWN;
+    return !paused == !pause ? -EALREADY : 0;
+}
+
 void pact__endpoint_adopt(pact_endpoint *child, pact_endpoint *parent)
 {
     child->parent = parent;

@@ -103,6 +103,11 @@ void pact__endpoint_settle(pact_endpoint *e);
 static inline void pact__endpoint_enter(pact_endpoint *e) { e->depth++; }
 void pact__endpoint_leave(pact_endpoint *e);
 
+/* pause_reading (pause = 1) / resume_reading (0) on an endpoint whose
+ * reading is `paused` now: -ESHUTDOWN once closing, -EALREADY when it is
+ * so already, else 0 (the caller flips its flag). */
+int pact__endpoint_may_pause(const pact_endpoint *e, int paused, int pause);
+
 /* child belongs to parent (a server's connection): parent keeps its
  * memory and stays busy until the child is gone. */
 void pact__endpoint_adopt(pact_endpoint *child, pact_endpoint *parent);

@@ -205,10 +205,9 @@ int pact_transport_pause_reading(pact_transport *t)
 {
     if (!t)
         return -EINVAL;
-    if (t->ep.closing)
-        return -ESHUTDOWN;
-    if (t->paused)
-        return -EALREADY;
+    int r = pact__endpoint_may_pause(&t->ep, t->paused, 1);
+    if (r)
+        return r;
     t->paused = 1;
     const pact_transport_ops *ops = pact__transport_ops(t);
     if (ops->pause_reading)
@@ -220,10 +219,9 @@ int pact_transport_resume_reading(pact_transport *t)
 {
     if (!t)
         return -EINVAL;
-    if (t->ep.closing)
-        return -ESHUTDOWN;
-    if (!t->paused)
-        return -EALREADY;
+    int r = pact__endpoint_may_pause(&t->ep, t->paused, 0);
+    if (r)
+        return r;
     t->paused = 0;
     const pact_transport_ops *ops = pact__transport_ops(t);
     return ops->resume_reading ? ops->resume_reading(t) : 0;
