@@ -1674,6 +1674,11 @@ PACT_API pid_t pact_process_pid(const pact_process *p);
 /* The user pointer given to pact_process_spawn(). */
 PACT_API void *pact_process_user(const pact_process *p);
 
+/* The loop the process was spawned on (NULL for NULL), so its callbacks,
+ * which get the process and not the loop, can reach it: to remove a
+ * signal handler or schedule a callback from connection_lost. */
+PACT_API pact_loop *pact_process_loop(const pact_process *p);
+
 /* Once the process has exited and been reaped: 0 and *returncode = its
  * exit code (0-255), or minus the signal number that killed it (-9 for
  * SIGKILL), as asyncio reports it. Before that: -EAGAIN. */

@@ -804,3 +804,8 @@ int pact_process_close(pact_process *p)
     }
     return 0;
 }
+
+pact_loop *pact_process_loop(const pact_process *p)
+{
+    return p ? p->ep.loop : NULL;
+}

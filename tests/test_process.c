@@ -830,3 +830,60 @@ Test(process, thousand_children)
     assert_no_children();
     test_loop_free(loop);
 }
+
+/* ---- pact_process_loop: the loop, from callbacks that get the process -- */
+
+static struct {
+    pact_loop *made_loop, *lost_loop;
+    pact_signal sig;
+    int remove_result;
+} getter;
+
+static void getter_made(pact_process *p, void *user)
+{
+    (void)user;
+    getter.made_loop = pact_process_loop(p);
+}
+
+static void getter_lost(pact_process *p, void *user)
+{
+    (void)user;
+    getter.lost_loop = pact_process_loop(p);
+    getter.remove_result = pact_signal_remove(getter.lost_loop, getter.sig);
+}
+
+static void getter_on_sig(pact_loop *loop, int signo, void *user)
+{
+    (void)loop;
+    (void)signo;
+    (void)user;
+}
+
+Test(process, its_loop_is_reachable_from_its_callbacks)
+{
+    pact_loop *loop = test_loop_new();
+    memset(&getter, 0, sizeof getter);
+    cr_assert_null(pact_process_loop(NULL));
+    /* A referenced SIGUSR2 handler keeps the loop alive until
+     * connection_lost removes it through pact_process_loop(). */
+    getter.sig = pact_signal_add(loop, SIGUSR2, getter_on_sig, NULL);
+    cr_assert_gt(getter.sig, 0);
+    cr_assert_eq(pact_signal_set_ref(loop, getter.sig, 1), 0);
+    static const pact_subprocess_protocol proto = {
+        .connection_made = getter_made,
+        .connection_lost = getter_lost,
+    };
+    char *argv[] = {"/bin/true", NULL};
+    pact_process_options o;
+    pact_process_options_init(&o);
+    o.argv = argv;
+    pact_process *p = NULL;
+    cr_assert_eq(pact_process_spawn(loop, &o, &proto, NULL, &p), 0);
+    cr_assert_eq(pact_process_loop(p), loop);
+    cr_assert_eq(pact_loop_run(loop), 0);
+    cr_assert_eq(getter.made_loop, loop);
+    cr_assert_eq(getter.lost_loop, loop);
+    cr_assert_eq(getter.remove_result, 0);
+    cr_assert_eq(pact_loop_alive(loop), 0);
+    test_loop_free(loop);
+}
