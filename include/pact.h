@@ -406,14 +406,15 @@ PACT_API int pact_call_soon_threadsafe(pact_loop *loop, pact_callback cb,
 /* Wakes the loop if it is waiting. Thread-safe. */
 PACT_API int pact_loop_wake(pact_loop *loop);
 
-/* Called by the loop thread right before and right after each blocking
- * wait of the engine (io_uring_enter / epoll_wait), with the wait's
- * timeout (-1 = no limit, 0 = a poll that does not block). No pact
- * function may be called from a hook. A language binding releases its
- * global lock (Python's GIL) in before_wait and takes it back in
- * after_wait: other threads then run only while the loop sleeps, and
- * every pact callback runs with the lock held. Waits that close() does
- * for operations still owed by the kernel are wrapped too. */
+/* Called by the loop thread right before and right after each wait of the
+ * engine that may block (io_uring_enter / epoll_wait with a timeout other
+ * than 0), with that timeout (-1 = no limit). They wrap the system call
+ * only: completions are handled, and their callbacks run, after the after
+ * hook. No pact function may be called from a hook. A language binding
+ * releases its global lock (Python's GIL) in before_wait and takes it back
+ * in after_wait: other threads then run only while the loop sleeps, and
+ * every pact callback runs with the lock held. The waits that close()
+ * does for operations still owed by the kernel are wrapped too. */
 typedef void (*pact_wait_hook)(pact_loop *loop, int64_t timeout_ns,
                                void *user);
 

@@ -738,8 +738,10 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
             ts.tv_sec = timeout_ns / 1000000000ll;
             ts.tv_nsec = timeout_ns % 1000000000ll;
         }
+        pact__wait_hook_before(loop, timeout_ns);
         r = io_uring_submit_and_wait_timeout(&e->ring, &cqe, 1,
                                              timeout_ns > 0 ? &ts : NULL, NULL);
+        pact__wait_hook_after(loop, timeout_ns);
     }
     if (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW)
         loop->stats.cq_overflows++;

@@ -258,21 +258,18 @@ static void drain_threadsafe(pact_loop *loop)
     }
 }
 
-/* The engine's wait, between the binding's hooks (a language runtime
- * releases its global lock in before_wait and takes it back in after_wait,
- * so that other threads run only while the loop sleeps). */
-static int wait_with_hooks(pact_loop *loop, int64_t timeout_ns)
+/* The engine's wait. The binding's hooks (pact_loop_set_wait_hooks) are
+ * called by the engines themselves, around the blocking system call only:
+ * they run completion callbacks inside their wait, and those must run
+ * with the binding's lock held. */
+static int wait_and_count_idle(pact_loop *loop, int64_t timeout_ns)
 {
-    if (loop->before_wait)
-        loop->before_wait(loop, timeout_ns, loop->wait_hook_user);
     /* Only waits that may block are idle time: a zero-timeout poll is
      * work (as libuv's uv_metrics_idle_time). */
     uint64_t wait_start = timeout_ns != 0 ? pact_now() : 0;
     int r = loop->engine->wait(loop, timeout_ns);
     if (timeout_ns != 0)
         loop->idle_ns += pact_now() - wait_start;
-    if (loop->after_wait)
-        loop->after_wait(loop, timeout_ns, loop->wait_hook_user);
     return r;
 }
 
@@ -321,7 +318,7 @@ static void iterate(pact_loop *loop, int64_t max_wait_ns)
         if (next >= 0 && (timeout < 0 || next < timeout))
             timeout = next;
     }
-    int r = wait_with_hooks(loop, timeout);
+    int r = wait_and_count_idle(loop, timeout);
     if (r < 0 && r != -EINTR && r != -ETIME)
         pact__error(loop, r, "%s wait failed", loop->engine->name);
 
@@ -586,7 +583,7 @@ int pact_loop_close(pact_loop *loop)
     while (loop->ops.live > 0) {
         if (pact__ops_dispatch_done(loop) > 0)
             continue;
-        int r = wait_with_hooks(loop, 100 * 1000 * 1000);
+        int r = wait_and_count_idle(loop, 100 * 1000 * 1000);
         if (r < 0 && r != -EINTR && r != -ETIME) {
             /* Nothing may be freed while the kernel owes a completion, so
              * keep waiting — but say it once and do not spin hot. */

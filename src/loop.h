@@ -3,6 +3,7 @@
 #ifndef PACT_LOOP_H
 #define PACT_LOOP_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -152,6 +153,26 @@ struct pact_loop {
     char *burst_buf;
     size_t burst_buf_size;
 };
+
+/* Engines call these right around their blocking system call (only when
+ * timeout_ns != 0): a binding's lock (pact_loop_set_wait_hooks) is then
+ * released only while the thread sleeps, and the completions an engine
+ * handles inside its wait run their callbacks with it held. errno is kept
+ * for the caller. */
+static inline void pact__wait_hook_before(pact_loop *loop, int64_t timeout_ns)
+{
+    if (loop->before_wait)
+        loop->before_wait(loop, timeout_ns, loop->wait_hook_user);
+}
+
+static inline void pact__wait_hook_after(pact_loop *loop, int64_t timeout_ns)
+{
+    if (loop->after_wait) {
+        int saved = errno;
+        loop->after_wait(loop, timeout_ns, loop->wait_hook_user);
+        errno = saved;
+    }
+}
 
 /* Misuse is answered with a negative errno, and a message in debug mode. */
 int pact__misuse(const pact_loop *loop, int err, const char *func,

@@ -451,6 +451,50 @@ Test(loop, wait_hooks_wrap_every_wait_in_pairs)
     test_loop_free(loop);
 }
 
+static int hooked_fds[2];
+static char hooked_buf[8];
+static int hooked_recv_done;
+
+static void hooked_recv(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    (void)user;
+    cr_assert_eq(c->result, 1);
+    if (hooks.inside)
+        hooks.ran_inside++;
+    hooked_recv_done = 1;
+}
+
+static void hooked_send(pact_loop *loop, void *user)
+{
+    (void)loop;
+    (void)user;
+    cr_assert_eq(write(hooked_fds[1], "x", 1), 1);
+}
+
+/* Engines handle kernel completions inside their wait: the hooks wrap the
+ * system call only, so an op's callback runs after the after hook. */
+Test(loop, wait_hooks_never_wrap_an_op_callback)
+{
+    memset(&hooks, 0, sizeof hooks);
+    hooked_recv_done = 0;
+    pact_loop *loop = test_loop_new();
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, hooked_fds), 0);
+    cr_assert_eq(pact_loop_set_wait_hooks(loop, hook_before, hook_after,
+                                          &hooks), 0);
+    cr_assert_gt(pact_recv(loop, hooked_fds[0], hooked_buf, sizeof hooked_buf,
+                           0, hooked_recv, NULL), 0);
+    pact_call_later(loop, 20 * MS, hooked_send, NULL);
+    cr_assert_eq(pact_loop_run(loop), 0);
+    cr_assert(hooked_recv_done);
+    cr_assert_geq(hooks.before, 1);
+    cr_assert_eq(hooks.before, hooks.after);
+    cr_assert_eq(hooks.ran_inside, 0, "an op callback ran between the hooks");
+    close(hooked_fds[0]);
+    close(hooked_fds[1]);
+    test_loop_free(loop);
+}
+
 static void hooked_wait_timeout(pact_loop *loop, int64_t timeout_ns,
                                 void *user)
 {

@@ -23,38 +23,6 @@
 #define MIN_SCHEDULED_TIMER_HANDLES 100
 #define MIN_CANCELLED_TIMER_HANDLES_FRACTION 0.5
 
-typedef struct {
-    double when;
-    uint64_t seq; /* equal deadlines run in the order they were scheduled */
-    PyObject *handle;
-} timer_entry;
-
-typedef struct {
-    PyObject_HEAD
-    pact_loop *loop;
-    /* Ready handles: a ring buffer (capacity a power of two). */
-    PyObject **ready;
-    size_t ready_head, ready_len, ready_cap;
-    /* Scheduled TimerHandles: a binary heap on (when, seq). */
-    timer_entry *timers;
-    size_t timers_len, timers_cap;
-    uint64_t timer_seq;
-    Py_ssize_t timer_cancelled_count;
-    int stopping;
-    int closed;
-    int debug;
-    int in_run;
-    PyThreadState *wait_tstate;
-    /* A socketpair whose write end is signal.set_wakeup_fd() while the loop
-     * runs on the main thread, so that a signal arriving just before the
-     * wait still wakes it; the read stays armed while the loop is open,
-     * which also keeps pact's iteration from returning at once when
-     * nothing else is in flight. */
-    int signal_rfd, signal_wfd;
-    pact_op signal_op;
-    unsigned char signal_buf[64];
-    uint64_t signals_seen;
-} LoopObject;
 
 static double monotonic_seconds(void)
 {
@@ -78,7 +46,7 @@ static int check_open(LoopObject *self)
 
 /* ---- ready queue ---------------------------------------------------- */
 
-static int ready_push(LoopObject *self, PyObject *handle)
+int pact_py_ready_push(LoopObject *self, PyObject *handle)
 {
     if (self->ready_len == self->ready_cap) {
         size_t cap = self->ready_cap ? self->ready_cap * 2 : 64;
@@ -248,10 +216,45 @@ static int timers_drop_cancelled(LoopObject *self)
 
 /* ---- the wait: GIL and signals ------------------------------------- */
 
+static void no_op(pact_loop *loop, void *user)
+{
+    (void)loop;
+    (void)user;
+}
+
+void pact_py_keep_exception(LoopObject *self)
+{
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    if (self->pending_exc || !et) {
+        Py_XDECREF(et);
+        Py_XDECREF(ev);
+        Py_XDECREF(tb);
+        return;
+    }
+    PyErr_NormalizeException(&et, &ev, &tb);
+    if (tb)
+        PyException_SetTraceback(ev, tb);
+    Py_XDECREF(et);
+    Py_XDECREF(tb);
+    self->pending_exc = ev;
+}
+
+void pact_py_note_ready(LoopObject *self)
+{
+    /* pact computes its wait's timeout after running the callbacks of ops
+     * that completed at submission; a pact handle queued now makes it 0. */
+    if (self->before_wait && self->loop) {
+        self->before_wait = 0;
+        pact_call_soon(self->loop, no_op, NULL);
+    }
+}
+
 static void release_gil(pact_loop *loop, int64_t timeout_ns, void *user)
 {
     (void)loop;
     LoopObject *self = user;
+    self->before_wait = 0;
     /* A poll that does not block is not worth a GIL hand-over. */
     if (timeout_ns != 0)
         self->wait_tstate = PyEval_SaveThread();
@@ -286,8 +289,9 @@ static int signal_read_arm(LoopObject *self)
 }
 
 /* Bytes on the wakeup socket are signal numbers written by CPython's C
- * signal handler; the Python-level handlers run from PyErr_CheckSignals()
- * after the wait. Here the socket is only drained and the read re-armed. */
+ * signal handler: kept for _process_self_data() (which schedules the
+ * add_signal_handler() callbacks) after the wait; Python-level handlers
+ * (KeyboardInterrupt) run from PyErr_CheckSignals() there too. */
 static void signal_read_done(pact_loop *loop, const pact_completion *c,
                              void *user)
 {
@@ -297,11 +301,24 @@ static void signal_read_done(pact_loop *loop, const pact_completion *c,
     if (self->closed)
         return;
     if (c->result > 0) {
+        size_t room = sizeof self->signals_pending - self->signals_pending_len;
+        size_t len = (size_t)c->result < room ? (size_t)c->result : room;
+        memcpy(self->signals_pending + self->signals_pending_len,
+               self->signal_buf, len);
+        self->signals_pending_len += len;
         self->signals_seen += (uint64_t)c->result;
-        unsigned char drain[256];
+        pact_py_note_ready(self);
         ssize_t n;
-        while ((n = recv(self->signal_rfd, drain, sizeof drain, MSG_DONTWAIT)) > 0)
+        unsigned char more[256];
+        /* Drain; what does not fit is a repeat of a signal already seen
+         * (CPython writes one byte per delivery). */
+        while ((n = recv(self->signal_rfd, more, sizeof more, MSG_DONTWAIT)) > 0) {
+            room = sizeof self->signals_pending - self->signals_pending_len;
+            len = (size_t)n < room ? (size_t)n : room;
+            memcpy(self->signals_pending + self->signals_pending_len, more, len);
+            self->signals_pending_len += len;
             self->signals_seen += (uint64_t)n;
+        }
     }
     if (c->result == 0 || c->result == -ECANCELED)
         return;
@@ -344,16 +361,40 @@ static int run_once(LoopObject *self)
 {
     if (timers_drop_cancelled(self) < 0)
         return -1;
+    pact_py_watchers_rearm(self);
     int64_t timeout = wait_timeout_ns(self);
+    self->before_wait = timeout != 0;
     int r = pact_loop_run_once(self->loop, timeout);
+    self->before_wait = 0;
     if (r < 0) {
         PyErr_Format(PyExc_RuntimeError, "pact loop iteration failed: %s",
                      pact_strerror(r));
         return -1;
     }
+    if (self->pending_exc) {
+        PyObject *e = self->pending_exc;
+        self->pending_exc = NULL;
+        PyErr_SetObject((PyObject *)Py_TYPE(e), e);
+        Py_DECREF(e);
+        return -1;
+    }
     /* Ctrl-C: the default SIGINT handler raises KeyboardInterrupt here. */
     if (PyErr_CheckSignals() < 0)
         return -1;
+    if (self->signals_pending_len) {
+        PyObject *data = PyBytes_FromStringAndSize(
+            (const char *)self->signals_pending,
+            (Py_ssize_t)self->signals_pending_len);
+        self->signals_pending_len = 0;
+        if (!data)
+            return -1;
+        PyObject *res = PyObject_CallMethod((PyObject *)self,
+                                            "_process_self_data", "O", data);
+        Py_DECREF(data);
+        if (!res)
+            return -1;
+        Py_DECREF(res);
+    }
 
     /* Timers due now go to the ready queue (asyncio's end_time: now plus
      * the clock's resolution, 1 ns). */
@@ -362,7 +403,7 @@ static int run_once(LoopObject *self)
         PyObject *h = timer_pop(self);
         int e = PyObject_SetAttr(h, pact_py_str_scheduled, Py_False);
         if (e == 0)
-            e = ready_push(self, h);
+            e = pact_py_ready_push(self, h);
         Py_DECREF(h);
         if (e < 0)
             return -1;
@@ -460,6 +501,7 @@ static int close_core(LoopObject *self)
         pact_loop_free(self->loop);
         self->loop = NULL;
     }
+    pact_py_watchers_free(self);
     if (self->signal_rfd >= 0)
         close(self->signal_rfd);
     if (self->signal_wfd >= 0)
@@ -475,13 +517,14 @@ static int Loop_traverse(LoopObject *self, visitproc visit, void *arg)
         Py_VISIT(self->ready[(self->ready_head + i) & (self->ready_cap - 1)]);
     for (size_t i = 0; i < self->timers_len; i++)
         Py_VISIT(self->timers[i].handle);
-    return 0;
+    return pact_py_watchers_traverse(self, visit, arg);
 }
 
 static int Loop_clear(LoopObject *self)
 {
     ready_clear(self);
     timers_clear(self);
+    pact_py_watchers_clear(self);
     return 0;
 }
 
@@ -489,6 +532,7 @@ static void Loop_dealloc(LoopObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
+    Py_CLEAR(self->pending_exc);
     if (close_core(self) < 0)
         PyErr_WriteUnraisable((PyObject *)self);
     PyMem_Free(self->ready);
@@ -588,7 +632,7 @@ static PyObject *call_soon_impl(LoopObject *self, const char *func,
     Py_DECREF(cargs);
     if (!h)
         return NULL;
-    if (ready_push(self, h) < 0) {
+    if (pact_py_ready_push(self, h) < 0) {
         Py_DECREF(h);
         return NULL;
     }
@@ -694,6 +738,14 @@ static PyObject *Loop_timer_handle_cancelled(LoopObject *self, PyObject *handle)
         return NULL;
     if (scheduled)
         self->timer_cancelled_count++;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Loop_write_to_self(LoopObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (self->loop && !self->closed)
+        pact_loop_wake(self->loop);
     Py_RETURN_NONE;
 }
 
@@ -862,6 +914,18 @@ static PyMethodDef Loop_methods[] = {
      "call_at(when, callback, *args, context=None) -> asyncio.TimerHandle"},
     {"_timer_handle_cancelled", (PyCFunction)Loop_timer_handle_cancelled, METH_O,
      "Called by TimerHandle.cancel()."},
+    {"_add_reader", (PyCFunction)(void (*)(void))pact_py_add_reader, METH_FASTCALL,
+     "_add_reader(fd, callback, *args) -> the reader's asyncio.Handle"},
+    {"_add_writer", (PyCFunction)(void (*)(void))pact_py_add_writer, METH_FASTCALL,
+     "_add_writer(fd, callback, *args) -> the writer's asyncio.Handle"},
+    {"_remove_reader", (PyCFunction)pact_py_remove_reader, METH_O,
+     "_remove_reader(fd) -> True if a reader was registered"},
+    {"_remove_writer", (PyCFunction)pact_py_remove_writer, METH_O,
+     "_remove_writer(fd) -> True if a writer was registered"},
+    {"_add_callback", (PyCFunction)pact_py_add_callback, METH_O,
+     "Append a handle to the ready queue unless it is cancelled."},
+    {"_write_to_self", (PyCFunction)Loop_write_to_self, METH_NOARGS,
+     "Wake the loop from any thread."},
     {"stop", (PyCFunction)Loop_stop, METH_NOARGS,
      "Stop after the callbacks of the current iteration."},
     {"get_debug", (PyCFunction)Loop_get_debug, METH_NOARGS, NULL},

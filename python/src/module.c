@@ -3,6 +3,7 @@
 #include "pact_py.h"
 
 pact_py_imports pact_py;
+PyTypeObject *pact_py_loop_type;
 
 PyObject *pact_py_str_cancelled;
 PyObject *pact_py_str_scheduled;
@@ -66,8 +67,17 @@ PyMODINIT_FUNC PyInit__pact(void)
     if (!m)
         return NULL;
     PyObject *loop_type = PyType_FromModuleAndSpec(m, &pact_py_loop_spec, NULL);
-    if (!loop_type || PyModule_AddObject(m, "Loop", loop_type) < 0) {
-        Py_XDECREF(loop_type);
+    if (!loop_type) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    pact_py_loop_type = (PyTypeObject *)Py_NewRef(loop_type);
+    if (PyModule_AddObject(m, "Loop", loop_type) < 0) {
+        Py_DECREF(loop_type);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (pact_py_transport_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

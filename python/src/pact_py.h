@@ -7,6 +7,7 @@
 #include <Python.h>
 
 #include <pact.h>
+#include <stdint.h>
 
 /* Objects from asyncio and the standard library the extension calls;
  * looked up once at import (module.c). */
@@ -29,5 +30,88 @@ extern PyObject *pact_py_str_context;         /* "context" */
 
 /* The Loop type (loop.c); added to the module by module.c. */
 extern PyType_Spec pact_py_loop_spec;
+
+typedef struct {
+    double when;
+    uint64_t seq; /* equal deadlines run in the order they were scheduled */
+    PyObject *handle;
+} timer_entry;
+
+typedef struct {
+    PyObject_HEAD
+    pact_loop *loop;
+    /* Ready handles: a ring buffer (capacity a power of two). */
+    PyObject **ready;
+    size_t ready_head, ready_len, ready_cap;
+    /* Scheduled TimerHandles: a binary heap on (when, seq). */
+    timer_entry *timers;
+    size_t timers_len, timers_cap;
+    uint64_t timer_seq;
+    Py_ssize_t timer_cancelled_count;
+    int stopping;
+    int closed;
+    int debug;
+    int in_run;
+    /* Between the start of a pact iteration and its blocking wait: a pact
+     * callback that readies a handle then (an op completed at submission)
+     * must keep that wait from blocking (pact_py_note_ready). */
+    int before_wait;
+    /* SystemExit / KeyboardInterrupt raised in a protocol callback (run
+     * from inside a pact iteration): raised by run_once after it. */
+    PyObject *pending_exc;
+    PyThreadState *wait_tstate;
+    /* A socketpair whose write end is signal.set_wakeup_fd() while the loop
+     * runs on the main thread, so that a signal arriving just before the
+     * wait still wakes it; the read stays armed while the loop is open,
+     * which also keeps pact's iteration from returning at once when
+     * nothing else is in flight. */
+    int signal_rfd, signal_wfd;
+    pact_op signal_op;
+    unsigned char signal_buf[64];
+    uint64_t signals_seen;
+    /* Signal numbers read, for _process_self_data() after the wait (never
+     * from inside a pact callback: Python code run there would raise a
+     * pending KeyboardInterrupt where nobody can propagate it). */
+    unsigned char signals_pending[512];
+    size_t signals_pending_len;
+    /* add_reader / add_writer (readiness.c): a watcher per fd, indexed by
+     * fd, and those whose poll must be re-armed before the next wait. */
+    struct pact_py_watcher **watchers;
+    size_t watchers_cap;
+    struct pact_py_watcher *rearm;
+} LoopObject;
+
+/* Appends a handle to the ready queue (new reference taken); -1 on
+ * MemoryError. */
+int pact_py_ready_push(LoopObject *self, PyObject *handle);
+
+/* The Loop type object (module.c). */
+extern PyTypeObject *pact_py_loop_type;
+
+/* Keeps the current exception to be raised once the pact iteration that is
+ * running returns (the first one wins); clears it. */
+void pact_py_keep_exception(LoopObject *self);
+
+/* The Transport type (transport.c): adds it to the module. */
+int pact_py_transport_init(PyObject *module);
+
+/* Called by pact callbacks after they readied a handle. */
+void pact_py_note_ready(LoopObject *self);
+
+/* Readiness (readiness.c): asyncio's add_reader/add_writer on one-shot pact
+ * polls, re-armed before each wait while wanted (level-triggered). */
+PyObject *pact_py_add_reader(LoopObject *self, PyObject *const *args,
+                             Py_ssize_t nargs);
+PyObject *pact_py_add_writer(LoopObject *self, PyObject *const *args,
+                             Py_ssize_t nargs);
+PyObject *pact_py_remove_reader(LoopObject *self, PyObject *fd);
+PyObject *pact_py_remove_writer(LoopObject *self, PyObject *fd);
+PyObject *pact_py_add_callback(LoopObject *self, PyObject *handle);
+/* Before the wait: arms the polls of watchers that still want events. */
+void pact_py_watchers_rearm(LoopObject *self);
+/* At close, after the pact loop closed: frees every watcher. */
+void pact_py_watchers_free(LoopObject *self);
+int pact_py_watchers_traverse(LoopObject *self, visitproc visit, void *arg);
+void pact_py_watchers_clear(LoopObject *self);
 
 #endif

@@ -79,8 +79,14 @@ def load(name):
     import importlib
     from test.test_asyncio import utils as test_utils
     module = importlib.import_module(module_name)
-    cls = type('PactLoopTests', (getattr(module, mixin), test_utils.TestCase),
+    mixin_cls = getattr(module, mixin)
+    # Functional mixins (FunctionalTestCaseMixin) make their loop with
+    # new_loop() and pair with unittest.TestCase; the others with
+    # create_event_loop() and test_utils.TestCase.
+    case = unittest.TestCase if hasattr(mixin_cls, 'new_loop') else test_utils.TestCase
+    cls = type('PactLoopTests', (mixin_cls, case),
                {'create_event_loop': lambda self: pa.new_event_loop(),
+                'new_loop': lambda self: pa.new_event_loop(),
                 '__module__': module_name})
     return unittest.defaultTestLoader.loadTestsFromTestCase(cls)
 

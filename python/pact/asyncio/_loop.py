@@ -4,12 +4,16 @@ timers, call_soon*, time, stop) plus the parts of asyncio's loop that are
 written in Python in asyncio itself, reused from asyncio.base_events where
 their code is exactly the semantics wanted."""
 import asyncio
+import errno
 import signal
+import socket
 import sys
 import threading
 import time
+import warnings
 import weakref
-from asyncio import base_events, coroutines, events
+from asyncio import (base_events, coroutines, events, selector_events, trsock,
+                     unix_events)
 from asyncio.log import logger
 
 from .. import _pact
@@ -29,7 +33,53 @@ _REUSED = (
     '_getaddrinfo_debug', 'getaddrinfo', 'getnameinfo',
     'get_exception_handler', 'set_exception_handler',
     'default_exception_handler', 'call_exception_handler',
+    '_add_callback_signalsafe', '_ensure_resolved',
+    'create_connection', '_create_connection_transport', '_connect_sock',
+    'create_server', '_create_server_getaddrinfo', 'connect_accepted_socket',
+    'start_tls',
+    'sock_sendfile', '_sock_sendfile_fallback', '_check_sendfile_params',
 )
+
+# asyncio's selector loop on readiness: add_reader and friends are the C
+# core's _add_reader/_remove_reader (pact polls, level-triggered), and the
+# sock_* methods try their system call at once and wait for readiness only
+# on EAGAIN, exactly as asyncio's code does.
+_REUSED_SELECTOR = (
+    '_ensure_fd_no_transport', 'add_reader', 'remove_reader',
+    'add_writer', 'remove_writer',
+    'sock_recv', '_sock_read_done', '_sock_recv',
+    'sock_recv_into', '_sock_recv_into',
+    'sock_recvfrom', '_sock_recvfrom',
+    'sock_recvfrom_into', '_sock_recvfrom_into',
+    'sock_sendall', '_sock_sendall', 'sock_sendto', '_sock_sendto',
+    'sock_connect', '_sock_connect', '_sock_write_done', '_sock_connect_cb',
+    'sock_accept', '_sock_accept',
+    # Servers: asyncio's accept loop on the listening socket's readiness;
+    # each connection is a pact transport (_make_socket_transport).
+    '_start_serving', '_accept_connection', '_accept_connection2',
+    # TLS: asyncio's SSLProtocol over a pact transport.
+    '_make_ssl_transport',
+)
+
+# The Unix loop's os.sendfile() path for sock_sendfile, and its signal
+# number check.
+_REUSED_UNIX = (
+    '_sock_sendfile_native', '_sock_sendfile_native_impl',
+    '_sock_sendfile_update_filepos', '_sock_add_cancellation_callback',
+    '_check_signal', '_handle_signal', '_process_self_data',
+    'create_unix_connection', 'create_unix_server',
+)
+
+
+# start_tls() checks this: pact transports can change protocol and pause
+# reading without losing data, which is what asyncio's SSLProtocol needs.
+_pact.Transport._start_tls_compatible = True
+
+
+def _sighandler_noop(signum, frame):
+    # Python's C handler writes the signal number to the wakeup fd; the
+    # loop reads it and schedules the add_signal_handler() callback.
+    pass
 
 
 class Loop(_pact.Loop, asyncio.AbstractEventLoop):
@@ -51,6 +101,8 @@ class Loop(_pact.Loop, asyncio.AbstractEventLoop):
         self._executor_shutdown_called = False
         self._clock_resolution = time.get_clock_info('monotonic').resolution
         self.slow_callback_duration = 0.1
+        self._transports = weakref.WeakValueDictionary()
+        self._signal_handlers = {}
         self.set_debug(coroutines._is_debug_mode())
 
     def run_forever(self):
@@ -60,6 +112,7 @@ class Loop(_pact.Loop, asyncio.AbstractEventLoop):
         self._set_coroutine_origin_tracking(self._debug)
         old_agen_hooks = sys.get_asyncgen_hooks()
         old_wakeup_fd = None
+        wakeup_set = False
         try:
             self._thread_id = threading.get_ident()
             sys.set_asyncgen_hooks(firstiter=self._asyncgen_firstiter_hook,
@@ -71,13 +124,19 @@ class Loop(_pact.Loop, asyncio.AbstractEventLoop):
                 try:
                     old_wakeup_fd = signal.set_wakeup_fd(
                         self._signal_wakeup_fd, warn_on_full_buffer=False)
+                    wakeup_set = True
                 except ValueError:
-                    old_wakeup_fd = None
+                    pass
             self._run()
         finally:
-            if old_wakeup_fd is not None:
+            if wakeup_set:
+                # add_signal_handler() keeps ours; else the one before.
+                keep = self._signal_handlers and not self._closed
+                if old_wakeup_fd == self._signal_wakeup_fd and not keep:
+                    old_wakeup_fd = -1
                 try:
-                    signal.set_wakeup_fd(old_wakeup_fd)
+                    signal.set_wakeup_fd(self._signal_wakeup_fd if keep
+                                         else old_wakeup_fd)
                 except ValueError:
                     pass
             self._thread_id = None
@@ -94,6 +153,15 @@ class Loop(_pact.Loop, asyncio.AbstractEventLoop):
             return
         if self._debug:
             logger.debug("Close %r", self)
+        if not sys.is_finalizing():
+            for sig in list(self._signal_handlers):
+                self.remove_signal_handler(sig)
+        else:
+            if self._signal_handlers:
+                warnings.warn(f"Closing the loop {self!r} on interpreter "
+                              f"shutdown stage, skipping signal handlers "
+                              f"removal", ResourceWarning, source=self)
+                self._signal_handlers.clear()
         self._close_core()
         self._executor_shutdown_called = True
         executor = self._default_executor
@@ -101,13 +169,103 @@ class Loop(_pact.Loop, asyncio.AbstractEventLoop):
             self._default_executor = None
             executor.shutdown(wait=False)
 
-    def __del__(self, _warn=__import__('warnings').warn):
+    def __del__(self, _warn=warnings.warn):
         if '_thread_id' not in self.__dict__:
             return  # __init__ failed: nothing was opened
         if not self.is_closed():
             _warn(f"unclosed event loop {self!r}", ResourceWarning, source=self)
             if not self.is_running():
                 self.close()
+
+    def add_signal_handler(self, sig, callback, *args):
+        """Run callback(*args) from the loop when signal sig arrives (main
+        thread only; the signal's number goes through the loop's wakeup fd,
+        so it is seen also when it arrives before run_forever())."""
+        if (coroutines.iscoroutine(callback) or
+                coroutines.iscoroutinefunction(callback)):
+            raise TypeError("coroutines cannot be used "
+                            "with add_signal_handler()")
+        self._check_signal(sig)
+        self._check_closed()
+        try:
+            # Raises ValueError off the main thread: a loop running in
+            # another thread cannot add a signal handler.
+            signal.set_wakeup_fd(self._signal_wakeup_fd,
+                                 warn_on_full_buffer=False)
+        except (ValueError, OSError) as exc:
+            raise RuntimeError(str(exc))
+        handle = events.Handle(callback, args, self, None)
+        self._signal_handlers[sig] = handle
+        try:
+            signal.signal(sig, _sighandler_noop)
+            signal.siginterrupt(sig, False)
+        except OSError as exc:
+            del self._signal_handlers[sig]
+            if not self._signal_handlers:
+                try:
+                    signal.set_wakeup_fd(-1)
+                except (ValueError, OSError) as nexc:
+                    logger.info('set_wakeup_fd(-1) failed: %s', nexc)
+            if exc.errno == errno.EINVAL:
+                raise RuntimeError(f'sig {sig} cannot be caught')
+            raise
+
+    def remove_signal_handler(self, sig):
+        """Remove the handler of sig; True if there was one."""
+        self._check_signal(sig)
+        try:
+            del self._signal_handlers[sig]
+        except KeyError:
+            return False
+        handler = (signal.default_int_handler if sig == signal.SIGINT
+                   else signal.SIG_DFL)
+        try:
+            signal.signal(sig, handler)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                raise RuntimeError(f'sig {sig} cannot be caught')
+            raise
+        if not self._signal_handlers:
+            try:
+                signal.set_wakeup_fd(-1)
+            except (ValueError, OSError) as exc:
+                logger.info('set_wakeup_fd(-1) failed: %s', exc)
+        return True
+
+    def _make_socket_transport(self, sock, protocol, waiter=None, *,
+                               extra=None, server=None):
+        # A pact transport on the connected socket (pact._pact.Transport,
+        # an asyncio.Transport): pact reads, buffers writes and closes.
+        self._ensure_fd_no_transport(sock)
+        extra = dict(extra or {})
+        extra['socket'] = trsock.TransportSocket(sock)
+        try:
+            extra['sockname'] = sock.getsockname()
+        except OSError:
+            extra['sockname'] = None
+        if 'peername' not in extra:
+            try:
+                extra['peername'] = sock.getpeername()
+            except OSError:
+                extra['peername'] = None
+        base_events._set_nodelay(sock)  # as asyncio's socket transports
+        fd = sock.fileno()
+        transport = _pact.Transport._open(self, sock, protocol, waiter,
+                                          extra, server)
+        self._transports[fd] = transport
+        return transport
+
+    def _stop_serving(self, sock):
+        # Server.close(): stop accepting now. On io_uring a poll in flight
+        # holds a reference to the socket until its cancellation reaches
+        # the kernel (the next iteration), so closing the fd alone would
+        # leave it listening until then; shutdown() stops it at once.
+        self._remove_reader(sock.fileno())
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
 
     def _run_handle_debug(self, handle):
         # Debug mode: asyncio's slow-callback report and current handle.
@@ -125,4 +283,8 @@ class Loop(_pact.Loop, asyncio.AbstractEventLoop):
 
 for _name in _REUSED:
     setattr(Loop, _name, getattr(_Base, _name))
+for _name in _REUSED_SELECTOR:
+    setattr(Loop, _name, getattr(selector_events.BaseSelectorEventLoop, _name))
+for _name in _REUSED_UNIX:
+    setattr(Loop, _name, getattr(unix_events._UnixSelectorEventLoop, _name))
 del _name

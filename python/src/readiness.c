@@ -1,0 +1,330 @@
+/* SPDX-License-Identifier: MIT */
+/* add_reader / add_writer / remove_* with asyncio's selector semantics on
+ * pact's one-shot polls.
+ *
+ * Level-triggered: after a poll reported an fd, its reader (or writer)
+ * handle joins the ready queue and the poll is armed again only before the
+ * next wait, after the callbacks ran — so a callback that read part of the
+ * data is called again next iteration, and never twice in one. Removal
+ * takes effect at once: the handle is cancelled (a report already queued
+ * is skipped), the poll is cancelled, and a completion of an old poll is
+ * recognised as stale by its op id and dropped. */
+#include "pact_py.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+
+typedef struct pact_py_watcher {
+    LoopObject *owner;
+    int fd;
+    PyObject *reader; /* asyncio Handles, or NULL */
+    PyObject *writer;
+    pact_op op;       /* the poll in flight for the current interest, or 0 */
+    unsigned op_events;
+    int queued;       /* on the loop's rearm list */
+    struct pact_py_watcher *next_rearm;
+} pact_py_watcher;
+
+static unsigned wanted(const pact_py_watcher *w)
+{
+    return (w->reader ? POLLIN : 0) | (w->writer ? POLLOUT : 0);
+}
+
+static pact_py_watcher *watcher_for(LoopObject *self, int fd, int create)
+{
+    if ((size_t)fd < self->watchers_cap && self->watchers[fd])
+        return self->watchers[fd];
+    if (!create)
+        return NULL;
+    if ((size_t)fd >= self->watchers_cap) {
+        size_t cap = self->watchers_cap ? self->watchers_cap : 64;
+        while (cap <= (size_t)fd)
+            cap *= 2;
+        pact_py_watcher **t = PyMem_Realloc(self->watchers, cap * sizeof *t);
+        if (!t) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        for (size_t i = self->watchers_cap; i < cap; i++)
+            t[i] = NULL;
+        self->watchers = t;
+        self->watchers_cap = cap;
+    }
+    pact_py_watcher *w = PyMem_Calloc(1, sizeof *w);
+    if (!w) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    w->fd = fd;
+    self->watchers[fd] = w;
+    return w;
+}
+
+static void poll_done(pact_loop *loop, const pact_completion *c, void *user);
+
+/* Starts a poll for what the watcher wants now. 0, or -1 with OSError. */
+static int arm(LoopObject *self, pact_py_watcher *w)
+{
+    unsigned ev = wanted(w);
+    if (!ev || w->op)
+        return 0;
+    pact_op op = pact_poll(self->loop, w->fd, ev, poll_done, w);
+    if (op < 0) {
+        errno = (int)-op;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    w->op = op;
+    w->op_events = ev;
+    return 0;
+}
+
+/* After the interest changed: a poll for other events is cancelled (its
+ * completion will be stale) and a new one armed. */
+static int resync(LoopObject *self, pact_py_watcher *w)
+{
+    if (w->op && w->op_events != wanted(w)) {
+        pact_cancel(self->loop, w->op);
+        w->op = 0;
+    }
+    return arm(self, w);
+}
+
+static void queue_rearm(LoopObject *self, pact_py_watcher *w)
+{
+    if (w->queued)
+        return;
+    w->queued = 1;
+    w->next_rearm = self->rearm;
+    self->rearm = w;
+}
+
+void pact_py_watchers_rearm(LoopObject *self)
+{
+    pact_py_watcher *w = self->rearm;
+    self->rearm = NULL;
+    while (w) {
+        pact_py_watcher *next = w->next_rearm;
+        w->queued = 0;
+        if (arm(self, w) < 0)
+            PyErr_WriteUnraisable((PyObject *)self);
+        w = next;
+    }
+}
+
+static int handle_is_cancelled(PyObject *h)
+{
+    PyObject *v = PyObject_GetAttr(h, pact_py_str_cancelled);
+    if (!v)
+        return -1;
+    int r = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    return r;
+}
+
+/* asyncio's _process_events for one side: a cancelled handle unregisters,
+ * a live one joins the ready queue. */
+static void deliver(LoopObject *self, PyObject **side)
+{
+    PyObject *h = *side;
+    int c = handle_is_cancelled(h);
+    if (c < 0) {
+        PyErr_WriteUnraisable(h);
+        return;
+    }
+    if (c) {
+        *side = NULL;
+        Py_DECREF(h);
+        return;
+    }
+    if (pact_py_ready_push(self, h) < 0)
+        PyErr_WriteUnraisable((PyObject *)self);
+    pact_py_note_ready(self);
+}
+
+static void poll_done(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    pact_py_watcher *w = user; /* watchers live until the pact loop closed */
+    LoopObject *self = w->owner;
+    if (self->closed || c->op != w->op)
+        return; /* stale: replaced by a poll for other events, or removed */
+    w->op = 0;
+    if (c->result < 0) {
+        /* Cancelled, or the fd is gone (EBADF): report nothing, as epoll
+         * forgets a closed fd; remove_* still works. */
+        return;
+    }
+    unsigned revents = (unsigned)c->result;
+    /* As asyncio's EpollSelector: an error or hang-up wakes both sides. */
+    if (w->reader && (revents & (POLLIN | POLLPRI | POLLERR | POLLHUP | POLLNVAL)))
+        deliver(self, &w->reader);
+    if (w->writer && (revents & (POLLOUT | POLLERR | POLLHUP | POLLNVAL)))
+        deliver(self, &w->writer);
+    if (wanted(w))
+        queue_rearm(self, w);
+}
+
+/* (fd, callback, *args) -> the fd and a new asyncio Handle. */
+static PyObject *make_handle(LoopObject *self, PyObject *const *args,
+                             Py_ssize_t nargs, const char *func, int *fd)
+{
+    if (self->closed || !self->loop) {
+        PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
+        return NULL;
+    }
+    if (nargs < 2) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at least 2 arguments", func);
+        return NULL;
+    }
+    *fd = PyObject_AsFileDescriptor(args[0]);
+    if (*fd < 0)
+        return NULL;
+    PyObject *cargs = PyTuple_New(nargs - 2);
+    if (!cargs)
+        return NULL;
+    for (Py_ssize_t i = 2; i < nargs; i++) {
+        Py_INCREF(args[i]);
+        PyTuple_SET_ITEM(cargs, i - 2, args[i]);
+    }
+    PyObject *argv[4] = {args[1], cargs, (PyObject *)self, Py_None};
+    PyObject *h = PyObject_Vectorcall(pact_py.handle_type, argv, 4, NULL);
+    Py_DECREF(cargs);
+    return h;
+}
+
+static PyObject *add_side(LoopObject *self, PyObject *const *args,
+                          Py_ssize_t nargs, int writer)
+{
+    int fd;
+    PyObject *h = make_handle(self, args, nargs,
+                              writer ? "_add_writer" : "_add_reader", &fd);
+    if (!h)
+        return NULL;
+    pact_py_watcher *w = watcher_for(self, fd, 1);
+    if (!w) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    w->owner = self;
+    PyObject **side = writer ? &w->writer : &w->reader;
+    PyObject *old = *side;
+    *side = h;
+    Py_INCREF(h);
+    if (old) {
+        PyObject *r = PyObject_CallMethod(old, "cancel", NULL);
+        Py_XDECREF(r);
+        Py_DECREF(old);
+        if (!r) {
+            Py_DECREF(h);
+            return NULL;
+        }
+    }
+    if (resync(self, w) < 0) {
+        /* A bad fd: unregister, as the selector's register() would raise. */
+        *side = NULL;
+        Py_DECREF(h);
+        Py_DECREF(h);
+        return NULL;
+    }
+    return h;
+}
+
+PyObject *pact_py_add_reader(LoopObject *self, PyObject *const *args,
+                             Py_ssize_t nargs)
+{
+    return add_side(self, args, nargs, 0);
+}
+
+PyObject *pact_py_add_writer(LoopObject *self, PyObject *const *args,
+                             Py_ssize_t nargs)
+{
+    return add_side(self, args, nargs, 1);
+}
+
+static PyObject *remove_side(LoopObject *self, PyObject *fdobj, int writer)
+{
+    if (self->closed || !self->loop)
+        Py_RETURN_FALSE;
+    int fd = PyObject_AsFileDescriptor(fdobj);
+    if (fd < 0)
+        return NULL;
+    pact_py_watcher *w = watcher_for(self, fd, 0);
+    PyObject **side = w ? (writer ? &w->writer : &w->reader) : NULL;
+    if (!side || !*side)
+        Py_RETURN_FALSE;
+    PyObject *h = *side;
+    *side = NULL;
+    /* Cancelled: a report of this fd already in the ready queue is skipped. */
+    PyObject *r = PyObject_CallMethod(h, "cancel", NULL);
+    Py_DECREF(h);
+    if (!r)
+        return NULL;
+    Py_DECREF(r);
+    if (resync(self, w) < 0)
+        return NULL;
+    Py_RETURN_TRUE;
+}
+
+PyObject *pact_py_remove_reader(LoopObject *self, PyObject *fd)
+{
+    return remove_side(self, fd, 0);
+}
+
+PyObject *pact_py_remove_writer(LoopObject *self, PyObject *fd)
+{
+    return remove_side(self, fd, 1);
+}
+
+/* asyncio's _add_callback: a live handle joins the ready queue. */
+PyObject *pact_py_add_callback(LoopObject *self, PyObject *handle)
+{
+    int c = handle_is_cancelled(handle);
+    if (c < 0)
+        return NULL;
+    if (!c && pact_py_ready_push(self, handle) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+void pact_py_watchers_free(LoopObject *self)
+{
+    self->rearm = NULL;
+    for (size_t fd = 0; fd < self->watchers_cap; fd++) {
+        pact_py_watcher *w = self->watchers[fd];
+        if (!w)
+            continue;
+        self->watchers[fd] = NULL;
+        Py_XDECREF(w->reader);
+        Py_XDECREF(w->writer);
+        PyMem_Free(w);
+    }
+    PyMem_Free(self->watchers);
+    self->watchers = NULL;
+    self->watchers_cap = 0;
+}
+
+int pact_py_watchers_traverse(LoopObject *self, visitproc visit, void *arg)
+{
+    for (size_t fd = 0; fd < self->watchers_cap; fd++) {
+        pact_py_watcher *w = self->watchers[fd];
+        if (w) {
+            Py_VISIT(w->reader);
+            Py_VISIT(w->writer);
+        }
+    }
+    return 0;
+}
+
+/* tp_clear: drops the handles (the watchers stay until close). */
+void pact_py_watchers_clear(LoopObject *self)
+{
+    for (size_t fd = 0; fd < self->watchers_cap; fd++) {
+        pact_py_watcher *w = self->watchers[fd];
+        if (w) {
+            Py_CLEAR(w->reader);
+            Py_CLEAR(w->writer);
+        }
+    }
+}

@@ -1,0 +1,765 @@
+/* SPDX-License-Identifier: MIT */
+/* pact._pact.Transport: a pact stream transport (pact_transport_*) as an
+ * asyncio.Transport subclass. pact does the I/O (multishot receive into the
+ * loop's buffers, write buffering, flow control, pause without loss); this
+ * file turns its protocol callbacks into calls of the Python protocol, in
+ * the context (contextvars) captured when the transport was made.
+ *
+ * Lifetime: the transport holds a reference to itself from open until
+ * pact's connection_lost, so it stays alive while pact may call it. The
+ * Python socket it was made from keeps its fd number until then, and is
+ * detached (never closes the fd pact closed) at connection_lost. */
+#include "pact_py.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <structmember.h>
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *extra_slot; /* asyncio.BaseTransport.__slots__ = ('_extra',) */
+    pact_transport *t;    /* NULL after connection_lost */
+    LoopObject *loop;
+    PyObject *protocol;
+    PyObject *sock;    /* the socket.socket the fd came from */
+    PyObject *context; /* contextvars.Context for protocol calls */
+    PyObject *waiter;  /* future set after connection_made, or NULL */
+    PyObject *server;  /* asyncio Server (attach/detach), or NULL */
+    int buffered;      /* the protocol is an asyncio.BufferedProtocol */
+    int closing;
+    int in_context; /* protocol calls under way (the context is entered) */
+    int protocol_paused; /* pause_writing delivered, resume_writing not yet */
+    int eof_written;
+    PyObject *self_ref; /* held while pact may still call back */
+    Py_buffer recv_view; /* a BufferedProtocol's buffer, during a delivery */
+    PyObject *weakreflist; /* loop._transports is a WeakValueDictionary */
+} TransportObject;
+
+static PyObject *transport_type; /* set by pact_py_transport_init */
+
+/* Runs fn(args) of the protocol in the transport's context. A new
+ * reference, or NULL with the exception set. */
+static PyObject *protocol_call(TransportObject *self, const char *method,
+                               PyObject *arg)
+{
+    if (!self->protocol)
+        Py_RETURN_NONE;
+    /* pause_writing comes from inside write(), maybe from inside another
+     * protocol call of this transport: the context is entered already. */
+    int enter = self->context && self->in_context == 0;
+    if (enter && PyContext_Enter(self->context) < 0)
+        return NULL;
+    self->in_context++;
+    PyObject *r = arg ? PyObject_CallMethod(self->protocol, method, "O", arg)
+                      : PyObject_CallMethod(self->protocol, method, NULL);
+    self->in_context--;
+    if (enter) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        PyContext_Exit(self->context);
+        PyErr_Restore(et, ev, tb);
+    }
+    return r;
+}
+
+/* An exception escaped a protocol callback: asyncio's _fatal_error (report
+ * to the exception handler, abort the connection). SystemExit and
+ * KeyboardInterrupt are kept for the loop to raise after its iteration. */
+static void protocol_failed(TransportObject *self, const char *what)
+{
+    if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
+        PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+        pact_py_keep_exception(self->loop);
+    } else {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        PyErr_NormalizeException(&et, &ev, &tb);
+        if (tb && ev)
+            PyException_SetTraceback(ev, tb);
+        PyObject *ctx = Py_BuildValue("{s:s,s:O,s:O,s:O}", "message", what,
+                                      "exception", ev ? ev : Py_None,
+                                      "transport", (PyObject *)self,
+                                      "protocol",
+                                      self->protocol ? self->protocol : Py_None);
+        Py_XDECREF(et);
+        Py_XDECREF(ev);
+        Py_XDECREF(tb);
+        if (ctx) {
+            PyObject *r = PyObject_CallMethod((PyObject *)self->loop,
+                                              "call_exception_handler", "O", ctx);
+            Py_DECREF(ctx);
+            Py_XDECREF(r);
+        }
+        if (PyErr_Occurred())
+            PyErr_WriteUnraisable((PyObject *)self);
+    }
+    if (self->t)
+        pact_transport_abort(self->t);
+}
+
+static void on_connection_made(pact_transport *t, void *user)
+{
+    (void)t;
+    TransportObject *self = user;
+    PyObject *r = protocol_call(self, "connection_made", (PyObject *)self);
+    if (!r) {
+        protocol_failed(self, "protocol.connection_made() call failed.");
+        return;
+    }
+    Py_DECREF(r);
+    if (self->waiter) {
+        PyObject *done = PyObject_CallMethod(self->waiter, "cancelled", NULL);
+        int cancelled = done ? PyObject_IsTrue(done) : -1;
+        Py_XDECREF(done);
+        if (cancelled == 0) {
+            PyObject *s = PyObject_CallMethod(self->waiter, "set_result", "O",
+                                              Py_None);
+            Py_XDECREF(s);
+        }
+        if (PyErr_Occurred())
+            PyErr_WriteUnraisable((PyObject *)self);
+        Py_CLEAR(self->waiter);
+    }
+}
+
+static void on_data(pact_transport *t, const void *data, size_t len, void *user)
+{
+    (void)t;
+    TransportObject *self = user;
+    PyObject *bytes = PyBytes_FromStringAndSize(data, (Py_ssize_t)len);
+    if (!bytes) {
+        protocol_failed(self, "Fatal error: out of memory for received data.");
+        return;
+    }
+    PyObject *r = protocol_call(self, "data_received", bytes);
+    Py_DECREF(bytes);
+    if (!r) {
+        protocol_failed(self, "Fatal error: protocol.data_received() call failed.");
+        return;
+    }
+    Py_DECREF(r);
+}
+
+static int on_eof(pact_transport *t, void *user)
+{
+    (void)t;
+    TransportObject *self = user;
+    PyObject *r = protocol_call(self, "eof_received", NULL);
+    if (!r) {
+        protocol_failed(self, "Fatal error: protocol.eof_received() call failed.");
+        return 1; /* aborted already */
+    }
+    int keep = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    if (keep < 0) {
+        protocol_failed(self, "Fatal error: protocol.eof_received() call failed.");
+        return 1;
+    }
+    return keep;
+}
+
+static PyObject *exception_for(int err)
+{
+    if (err == 0)
+        Py_RETURN_NONE;
+    /* OSError(errno, text) picks the subclass (ConnectionResetError...). */
+    return PyObject_CallFunction(PyExc_OSError, "is", -err, strerror(-err));
+}
+
+static void on_connection_lost(pact_transport *t, int err, void *user)
+{
+    (void)t;
+    TransportObject *self = user;
+    self->t = NULL;
+    self->closing = 1;
+    PyObject *exc = exception_for(err);
+    if (!exc) {
+        PyErr_WriteUnraisable((PyObject *)self);
+        exc = Py_NewRef(Py_None);
+    }
+    PyObject *r = protocol_call(self, "connection_lost", exc);
+    Py_DECREF(exc);
+    if (!r) {
+        if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
+            PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
+            pact_py_keep_exception(self->loop);
+        else
+            PyErr_WriteUnraisable((PyObject *)self);
+    }
+    Py_XDECREF(r);
+    /* pact closed the fd: the socket object must not close that number
+     * again (it may belong to someone else by now). */
+    if (self->sock) {
+        PyObject *d = PyObject_CallMethod(self->sock, "detach", NULL);
+        Py_XDECREF(d);
+        if (!d)
+            PyErr_Clear();
+    }
+    if (self->server) {
+        PyObject *d = PyObject_CallMethod(self->server, "_detach", NULL);
+        Py_XDECREF(d);
+        if (!d)
+            PyErr_WriteUnraisable((PyObject *)self);
+        Py_CLEAR(self->server);
+    }
+    if (self->waiter) {
+        /* Lost before connection_made: the caller's await fails. */
+        PyObject *done = PyObject_CallMethod(self->waiter, "done", NULL);
+        int is_done = done ? PyObject_IsTrue(done) : 1;
+        Py_XDECREF(done);
+        if (!is_done) {
+            PyObject *e = exception_for(err ? err : -ECONNABORTED);
+            PyObject *s = e ? PyObject_CallMethod(self->waiter, "set_exception",
+                                                  "O", e)
+                            : NULL;
+            Py_XDECREF(e);
+            Py_XDECREF(s);
+        }
+        if (PyErr_Occurred())
+            PyErr_Clear();
+        Py_CLEAR(self->waiter);
+    }
+    Py_CLEAR(self->protocol);
+    Py_CLEAR(self->context);
+    Py_CLEAR(self->self_ref); /* may free self: last */
+}
+
+static void on_pause_writing(pact_transport *t, void *user)
+{
+    (void)t;
+    TransportObject *self = user;
+    /* As asyncio's _FlowControlMixin: the flag, not the buffer's history,
+     * decides, so a protocol never sees two pauses or a lone resume. */
+    if (self->protocol_paused)
+        return;
+    self->protocol_paused = 1;
+    PyObject *r = protocol_call(self, "pause_writing", NULL);
+    if (!r)
+        protocol_failed(self, "protocol.pause_writing() failed");
+    Py_XDECREF(r);
+}
+
+static void on_resume_writing(pact_transport *t, void *user)
+{
+    (void)t;
+    TransportObject *self = user;
+    if (!self->protocol_paused)
+        return;
+    self->protocol_paused = 0;
+    PyObject *r = protocol_call(self, "resume_writing", NULL);
+    if (!r)
+        protocol_failed(self, "protocol.resume_writing() failed");
+    Py_XDECREF(r);
+}
+
+/* BufferedProtocol: the protocol's buffer is exported for the copy only
+ * (get_buffer, copy, release, buffer_updated), never across iterations. */
+static void *on_get_buffer(pact_transport *t, size_t size_hint, size_t *len,
+                           void *user)
+{
+    (void)t;
+    TransportObject *self = user;
+    PyObject *hint = PyLong_FromSize_t(size_hint);
+    PyObject *buf = hint ? protocol_call(self, "get_buffer", hint) : NULL;
+    Py_XDECREF(hint);
+    if (!buf) {
+        protocol_failed(self, "Fatal error: protocol.get_buffer() call failed.");
+        *len = 0;
+        return NULL;
+    }
+    int r = PyObject_GetBuffer(buf, &self->recv_view, PyBUF_WRITABLE);
+    Py_DECREF(buf);
+    if (r < 0) {
+        protocol_failed(self, "Fatal error: protocol.get_buffer() call failed.");
+        *len = 0;
+        return NULL;
+    }
+    if (self->recv_view.len == 0) {
+        PyBuffer_Release(&self->recv_view);
+        PyErr_SetString(PyExc_RuntimeError, "get_buffer() returned an empty buffer");
+        protocol_failed(self, "Fatal error: protocol.get_buffer() call failed.");
+        *len = 0;
+        return NULL;
+    }
+    *len = (size_t)self->recv_view.len;
+    return self->recv_view.buf;
+}
+
+static void on_buffer_updated(pact_transport *t, size_t nbytes, void *user)
+{
+    (void)t;
+    TransportObject *self = user;
+    PyBuffer_Release(&self->recv_view);
+    PyObject *n = PyLong_FromSize_t(nbytes);
+    PyObject *r = n ? protocol_call(self, "buffer_updated", n) : NULL;
+    Py_XDECREF(n);
+    if (!r) {
+        protocol_failed(self, "Fatal error: protocol.buffer_updated() call failed.");
+        return;
+    }
+    Py_DECREF(r);
+}
+
+static const pact_protocol plain_protocol = {
+    .connection_made = on_connection_made,
+    .data_received = on_data,
+    .eof_received = on_eof,
+    .connection_lost = on_connection_lost,
+    .pause_writing = on_pause_writing,
+    .resume_writing = on_resume_writing,
+};
+
+static const pact_protocol buffered_protocol = {
+    .connection_made = on_connection_made,
+    .eof_received = on_eof,
+    .connection_lost = on_connection_lost,
+    .pause_writing = on_pause_writing,
+    .resume_writing = on_resume_writing,
+    .get_buffer = on_get_buffer,
+    .buffer_updated = on_buffer_updated,
+};
+
+static int is_buffered(PyObject *protocol)
+{
+    PyObject *asyncio = PyImport_ImportModule("asyncio");
+    if (!asyncio)
+        return -1;
+    PyObject *cls = PyObject_GetAttrString(asyncio, "BufferedProtocol");
+    Py_DECREF(asyncio);
+    if (!cls)
+        return -1;
+    int r = PyObject_IsInstance(protocol, cls);
+    Py_DECREF(cls);
+    return r;
+}
+
+/* Transport._open(loop, sock, protocol, waiter, extra, server): wraps the
+ * connected socket's fd in a pact transport. connection_made follows on
+ * the next iteration, then the waiter's result. */
+static PyObject *Transport_open(PyObject *cls, PyObject *args)
+{
+    PyObject *loop, *sock, *protocol, *waiter, *extra, *server;
+    if (!PyArg_ParseTuple(args, "OOOOOO:_open", &loop, &sock, &protocol,
+                          &waiter, &extra, &server))
+        return NULL;
+    if (!PyObject_TypeCheck(loop, pact_py_loop_type)) {
+        PyErr_SetString(PyExc_TypeError, "loop must be a pact loop");
+        return NULL;
+    }
+    LoopObject *lo = (LoopObject *)loop;
+    if (lo->closed || !lo->loop) {
+        PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
+        return NULL;
+    }
+    int fd = PyObject_AsFileDescriptor(sock);
+    if (fd < 0)
+        return NULL;
+    int buffered = is_buffered(protocol);
+    if (buffered < 0)
+        return NULL;
+    TransportObject *self =
+        (TransportObject *)((PyTypeObject *)cls)->tp_alloc((PyTypeObject *)cls, 0);
+    if (!self)
+        return NULL;
+    self->extra_slot = Py_NewRef(extra);
+    self->loop = (LoopObject *)Py_NewRef(loop);
+    self->protocol = Py_NewRef(protocol);
+    self->sock = Py_NewRef(sock);
+    self->buffered = buffered;
+    self->context = PyContext_CopyCurrent();
+    if (!self->context) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    if (waiter != Py_None)
+        self->waiter = Py_NewRef(waiter);
+    if (server != Py_None) {
+        PyObject *r = PyObject_CallMethod(server, "_attach", NULL);
+        if (!r) {
+            Py_DECREF(self);
+            return NULL;
+        }
+        Py_DECREF(r);
+        self->server = Py_NewRef(server);
+    }
+    /* pact owns the fd from here on and closes it; the socket object keeps
+     * the number until it is detached at connection_lost. */
+    int r = pact_transport_open(lo->loop, fd, PACT_STREAM_SOCKET,
+                                buffered ? &buffered_protocol : &plain_protocol,
+                                self, &self->t);
+    if (r < 0) {
+        self->t = NULL;
+        /* pact closed the fd: the socket object must not close it too. */
+        PyObject *d = PyObject_CallMethod(sock, "detach", NULL);
+        Py_XDECREF(d);
+        PyErr_Clear();
+        if (self->server) {
+            PyObject *dd = PyObject_CallMethod(self->server, "_detach", NULL);
+            Py_XDECREF(dd);
+            PyErr_Clear();
+        }
+        Py_DECREF(self);
+        errno = -r;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    self->self_ref = Py_NewRef((PyObject *)self);
+    return (PyObject *)self;
+}
+
+static PyObject *Transport_write(TransportObject *self, PyObject *data)
+{
+    if (!PyObject_CheckBuffer(data)) {
+        PyErr_Format(PyExc_TypeError,
+                     "data argument must be a bytes-like object, not '%.100s'",
+                     Py_TYPE(data)->tp_name);
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (!self->t || self->closing) {
+        /* asyncio drops writes after close (and warns after a few). */
+        PyBuffer_Release(&view);
+        Py_RETURN_NONE;
+    }
+    if (self->eof_written) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_RuntimeError, "Cannot call write() after write_eof()");
+        return NULL;
+    }
+    const char *p = view.buf;
+    size_t len = (size_t)view.len;
+    /* Eager write, as asyncio's socket transports: with nothing queued or
+     * in flight, send now and buffer only what the kernel did not take.
+     * Code that writes and then blocks on the peer's answer in the same
+     * callback works, and a write that fits costs no copy and no extra
+     * iteration. An error is left for pact's own send to meet and report. */
+    if (len && pact_transport_kind(self->t) == PACT_STREAM_SOCKET &&
+        pact_transport_write_buffer_size(self->t) == 0) {
+        ssize_t n = send(pact_transport_fd(self->t), p, len,
+                         MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+        }
+    }
+    int r = len ? pact_transport_write(self->t, p, len) : 0;
+    PyBuffer_Release(&view);
+    if (r == -EPIPE) {
+        PyErr_SetString(PyExc_RuntimeError, "Cannot call write() after write_eof()");
+        return NULL;
+    }
+    if (r < 0 && r != -ESHUTDOWN) {
+        errno = -r;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Transport_writelines(TransportObject *self, PyObject *lines)
+{
+    PyObject *it = PyObject_GetIter(lines);
+    if (!it)
+        return NULL;
+    PyObject *item;
+    while ((item = PyIter_Next(it))) {
+        PyObject *r = Transport_write(self, item);
+        Py_DECREF(item);
+        if (!r) {
+            Py_DECREF(it);
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Transport_write_eof(TransportObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (!self->t || self->closing)
+        Py_RETURN_NONE;
+    self->eof_written = 1;
+    int r = pact_transport_write_eof(self->t);
+    if (r < 0 && r != -EALREADY && r != -ESHUTDOWN) {
+        errno = -r;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Transport_can_write_eof(TransportObject *self, PyObject *unused)
+{
+    (void)unused;
+    return PyBool_FromLong(self->t ? pact_transport_can_write_eof(self->t) : 1);
+}
+
+static PyObject *Transport_close(TransportObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (self->t && !self->closing) {
+        self->closing = 1;
+        pact_transport_close(self->t);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Transport_abort(TransportObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (self->t) {
+        self->closing = 1;
+        pact_transport_abort(self->t);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Transport_is_closing(TransportObject *self, PyObject *unused)
+{
+    (void)unused;
+    return PyBool_FromLong(self->closing || !self->t);
+}
+
+static PyObject *Transport_is_reading(TransportObject *self, PyObject *unused)
+{
+    (void)unused;
+    return PyBool_FromLong(self->t && !self->closing &&
+                           pact_transport_is_reading(self->t));
+}
+
+static PyObject *Transport_pause_reading(TransportObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (self->t && !self->closing)
+        pact_transport_pause_reading(self->t); /* -EALREADY: a no-op */
+    Py_RETURN_NONE;
+}
+
+static PyObject *Transport_resume_reading(TransportObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (self->t && !self->closing && !pact_transport_is_reading(self->t))
+        pact_transport_resume_reading(self->t);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Transport_get_write_buffer_size(TransportObject *self,
+                                                 PyObject *unused)
+{
+    (void)unused;
+    return PyLong_FromSize_t(self->t ? pact_transport_write_buffer_size(self->t) : 0);
+}
+
+static PyObject *Transport_get_write_buffer_limits(TransportObject *self,
+                                                   PyObject *unused)
+{
+    (void)unused;
+    size_t high = 64 * 1024, low = 16 * 1024;
+    if (self->t)
+        pact_transport_get_write_buffer_limits(self->t, &high, &low);
+    return Py_BuildValue("(nn)", (Py_ssize_t)low, (Py_ssize_t)high);
+}
+
+static PyObject *Transport_set_write_buffer_limits(TransportObject *self,
+                                                   PyObject *args,
+                                                   PyObject *kwds)
+{
+    static char *kwlist[] = {"high", "low", NULL};
+    PyObject *ho = Py_None, *lo = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:set_write_buffer_limits",
+                                     kwlist, &ho, &lo))
+        return NULL;
+    /* asyncio's rule for the defaults. */
+    Py_ssize_t high, low;
+    if (ho == Py_None) {
+        if (lo == Py_None)
+            high = 64 * 1024;
+        else {
+            low = PyLong_AsSsize_t(lo);
+            if (low == -1 && PyErr_Occurred())
+                return NULL;
+            high = 4 * low;
+        }
+    } else {
+        high = PyLong_AsSsize_t(ho);
+        if (high == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    if (lo == Py_None)
+        low = high / 4;
+    else {
+        low = PyLong_AsSsize_t(lo);
+        if (low == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    if (!(high >= low && low >= 0)) {
+        PyErr_Format(PyExc_ValueError, "high (%zd) must be >= low (%zd) must be >= 0",
+                     high, low);
+        return NULL;
+    }
+    if (self->t) {
+        int r = pact_transport_set_write_buffer_limits(self->t,
+                                                       high ? (size_t)high : 1,
+                                                       (size_t)low);
+        if (r < 0) {
+            errno = -r;
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Transport_get_protocol(TransportObject *self, PyObject *unused)
+{
+    (void)unused;
+    return Py_NewRef(self->protocol ? self->protocol : Py_None);
+}
+
+static PyObject *Transport_set_protocol(TransportObject *self, PyObject *protocol)
+{
+    int buffered = is_buffered(protocol);
+    if (buffered < 0)
+        return NULL;
+    Py_INCREF(protocol);
+    Py_XSETREF(self->protocol, protocol);
+    if (self->t && buffered != self->buffered) {
+        self->buffered = buffered;
+        pact_transport_set_protocol(self->t,
+                                    buffered ? &buffered_protocol : &plain_protocol,
+                                    self);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Transport_get_loop(TransportObject *self, PyObject *unused)
+{
+    (void)unused;
+    return Py_NewRef((PyObject *)self->loop);
+}
+
+static PyObject *Transport_repr(TransportObject *self)
+{
+    int fd = self->t ? pact_transport_fd(self->t) : -1;
+    return PyUnicode_FromFormat("<%s fd=%d %s>", Py_TYPE(self)->tp_name, fd,
+                                !self->t ? "closed"
+                                : self->closing ? "closing" : "open");
+}
+
+static int Transport_traverse(TransportObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->extra_slot);
+    Py_VISIT(self->loop);
+    Py_VISIT(self->protocol);
+    Py_VISIT(self->sock);
+    Py_VISIT(self->context);
+    Py_VISIT(self->waiter);
+    Py_VISIT(self->server);
+    Py_VISIT(self->self_ref);
+    return 0;
+}
+
+static int Transport_clear(TransportObject *self)
+{
+    /* Never while pact holds the transport: self_ref keeps it reachable. */
+    Py_CLEAR(self->extra_slot);
+    Py_CLEAR(self->protocol);
+    Py_CLEAR(self->context);
+    Py_CLEAR(self->waiter);
+    Py_CLEAR(self->server);
+    return 0;
+}
+
+static void Transport_dealloc(TransportObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (self->weakreflist)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    Transport_clear(self);
+    Py_CLEAR(self->sock);
+    Py_CLEAR(self->loop);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef Transport_methods[] = {
+    {"_open", (PyCFunction)Transport_open, METH_VARARGS | METH_CLASS,
+     "_open(loop, sock, protocol, waiter, extra, server) -> transport"},
+    {"write", (PyCFunction)Transport_write, METH_O, NULL},
+    {"writelines", (PyCFunction)Transport_writelines, METH_O, NULL},
+    {"write_eof", (PyCFunction)Transport_write_eof, METH_NOARGS, NULL},
+    {"can_write_eof", (PyCFunction)Transport_can_write_eof, METH_NOARGS, NULL},
+    {"close", (PyCFunction)Transport_close, METH_NOARGS, NULL},
+    {"abort", (PyCFunction)Transport_abort, METH_NOARGS, NULL},
+    {"is_closing", (PyCFunction)Transport_is_closing, METH_NOARGS, NULL},
+    {"is_reading", (PyCFunction)Transport_is_reading, METH_NOARGS, NULL},
+    {"pause_reading", (PyCFunction)Transport_pause_reading, METH_NOARGS, NULL},
+    {"resume_reading", (PyCFunction)Transport_resume_reading, METH_NOARGS, NULL},
+    {"get_write_buffer_size", (PyCFunction)Transport_get_write_buffer_size,
+     METH_NOARGS, NULL},
+    {"get_write_buffer_limits", (PyCFunction)Transport_get_write_buffer_limits,
+     METH_NOARGS, NULL},
+    {"set_write_buffer_limits",
+     (PyCFunction)(void (*)(void))Transport_set_write_buffer_limits,
+     METH_VARARGS | METH_KEYWORDS, NULL},
+    {"get_protocol", (PyCFunction)Transport_get_protocol, METH_NOARGS, NULL},
+    {"set_protocol", (PyCFunction)Transport_set_protocol, METH_O, NULL},
+    {"_get_loop", (PyCFunction)Transport_get_loop, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Transport_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(TransportObject, weakreflist),
+     READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot Transport_slots[] = {
+    {Py_tp_members, Transport_members},
+    {Py_tp_doc, "A pact stream transport (asyncio.Transport)."},
+    {Py_tp_dealloc, Transport_dealloc},
+    {Py_tp_traverse, Transport_traverse},
+    {Py_tp_clear, Transport_clear},
+    {Py_tp_methods, Transport_methods},
+    {Py_tp_repr, Transport_repr},
+    {0, NULL},
+};
+
+static PyType_Spec Transport_spec = {
+    .name = "pact._pact.Transport",
+    .basicsize = sizeof(TransportObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = Transport_slots,
+};
+
+int pact_py_transport_init(PyObject *module)
+{
+    PyObject *asyncio = PyImport_ImportModule("asyncio");
+    if (!asyncio)
+        return -1;
+    PyObject *base = PyObject_GetAttrString(asyncio, "Transport");
+    Py_DECREF(asyncio);
+    if (!base)
+        return -1;
+    PyObject *bases = PyTuple_Pack(1, base);
+    Py_DECREF(base);
+    if (!bases)
+        return -1;
+    transport_type = PyType_FromModuleAndSpec(module, &Transport_spec, bases);
+    Py_DECREF(bases);
+    if (!transport_type)
+        return -1;
+    Py_INCREF(transport_type);
+    if (PyModule_AddObject(module, "Transport", transport_type) < 0) {
+        Py_DECREF(transport_type);
+        return -1;
+    }
+    return 0;
+}

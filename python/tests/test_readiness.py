@@ -1,0 +1,200 @@
+# SPDX-License-Identifier: MIT
+"""add_reader/add_writer (level-triggered, removal at once), the sock_*
+methods and add_signal_handler, on the engine PACT_ENGINE names."""
+import asyncio
+import os
+import signal
+import socket
+import threading
+import unittest
+
+import pact.asyncio as pa
+
+ENGINE = os.environ.get('PACT_ENGINE', 'auto')
+
+
+class ReadinessTests(unittest.TestCase):
+    def setUp(self):
+        self.loop = pa.Loop(engine=ENGINE)
+        self.addCleanup(self.loop.close)
+        self.a, self.b = socket.socketpair()
+        self.a.setblocking(False)
+        self.b.setblocking(False)
+        self.addCleanup(self.a.close)
+        self.addCleanup(self.b.close)
+
+    def run_briefly(self, n=1):
+        for _ in range(n):
+            self.loop.call_soon(int)  # never block
+            self.loop._run_once()
+
+    def test_reader_is_level_triggered(self):
+        # A reader that takes one byte per call is called again while data
+        # is left, once per iteration, and not after it is drained.
+        got = []
+
+        def on_readable():
+            got.append(self.a.recv(1))
+        self.loop.add_reader(self.a, on_readable)
+        self.b.send(b'abc')
+        for _ in range(3):
+            self.loop._run_once()  # blocks until readable
+        self.assertEqual(got, [b'a', b'b', b'c'])
+        self.run_briefly(3)
+        self.assertEqual(len(got), 3)
+        self.assertTrue(self.loop.remove_reader(self.a))
+        self.assertFalse(self.loop.remove_reader(self.a))
+
+    def test_removal_takes_effect_at_once(self):
+        # The fd is reported ready in the same iteration in which an earlier
+        # callback removes the reader: the reader must not run.
+        calls = []
+        self.b.send(b'x')
+        self.loop.add_reader(self.a, calls.append, 'reader')
+
+        def remover():
+            self.loop.remove_reader(self.a)
+        # One iteration with both the report and the remover: the report is
+        # queued by the wait, after the remover already sits in the queue.
+        self.loop.call_soon(remover)
+        self.loop._run_once()
+        self.run_briefly(3)
+        self.assertEqual(calls, [])
+
+    def test_writer_and_reader_on_one_fd(self):
+        events = []
+        self.loop.add_writer(self.a, lambda: (events.append('w'),
+                                              self.loop.remove_writer(self.a)))
+        self.loop.add_reader(self.a, lambda: (events.append('r'), self.a.recv(10)))
+        self.loop._run_once()
+        self.assertEqual(events, ['w'])
+        self.b.send(b'y')
+        self.loop._run_once()
+        self.assertEqual(events, ['w', 'r'])
+        self.assertTrue(self.loop.remove_reader(self.a))
+
+    def test_replacing_a_reader_cancels_the_old_handle(self):
+        seen = []
+        self.loop.add_reader(self.a.fileno(), seen.append, 1)
+        self.loop.add_reader(self.a.fileno(), lambda: (seen.append(2), self.a.recv(5)))
+        self.b.send(b'z')
+        self.loop._run_once()
+        self.assertEqual(seen, [2])
+        self.loop.remove_reader(self.a)
+
+    def test_reader_of_a_closed_loop(self):
+        self.loop.add_reader(self.a, print)
+        self.loop.close()
+        self.assertFalse(self.loop.remove_reader(self.a))
+        with self.assertRaisesRegex(RuntimeError, 'closed'):
+            self.loop.add_reader(self.a, print)
+
+    def test_sock_methods(self):
+        async def main():
+            srv = socket.socket()
+            srv.setblocking(False)
+            srv.bind(('127.0.0.1', 0))
+            srv.listen()
+            cli = socket.socket()
+            cli.setblocking(False)
+            accept = asyncio.ensure_future(self.loop.sock_accept(srv))
+            await self.loop.sock_connect(cli, srv.getsockname())
+            conn, addr = await accept
+            conn.setblocking(False)
+            self.assertEqual(addr, cli.getsockname())
+            payload = os.urandom(1 << 20)  # more than a socket buffer
+            send = asyncio.ensure_future(self.loop.sock_sendall(cli, payload))
+            got = bytearray()
+            while len(got) < len(payload):
+                got += await self.loop.sock_recv(conn, 65536)
+            await send
+            self.assertEqual(bytes(got), payload)
+            buf = bytearray(4)
+            await self.loop.sock_sendall(conn, b'ping')
+            self.assertEqual(await self.loop.sock_recv_into(cli, buf), 4)
+            self.assertEqual(buf, b'ping')
+            for s in (srv, cli, conn):
+                s.close()
+        self.loop.run_until_complete(main())
+
+    def test_cancelled_sock_recv_loses_no_byte(self):
+        async def main():
+            t = asyncio.ensure_future(self.loop.sock_recv(self.a, 100))
+            await asyncio.sleep(0.01)
+            t.cancel()
+            self.b.send(b'kept')  # after the cancel, before the loop runs
+            with self.assertRaises(asyncio.CancelledError):
+                await t
+            return await self.loop.sock_recv(self.a, 100)
+        self.assertEqual(self.loop.run_until_complete(main()), b'kept')
+
+    def test_datagram_sock_methods(self):
+        async def main():
+            r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            for x in (r, s):
+                x.setblocking(False)
+            r.bind(('127.0.0.1', 0))
+            s.bind(('127.0.0.1', 0))
+            recv = asyncio.ensure_future(self.loop.sock_recvfrom(r, 100))
+            await asyncio.sleep(0)
+            await self.loop.sock_sendto(s, b'dgram', r.getsockname())
+            # A poll that completes while the loop submits it (epoll tries
+            # at once) must not leave the loop sleeping until a timer.
+            t0 = self.loop.time()
+            data, addr = await asyncio.wait_for(recv, 5)
+            self.assertLess(self.loop.time() - t0, 1)
+            same = addr == s.getsockname()
+            r.close()
+            s.close()
+            return data, same
+        self.assertEqual(self.loop.run_until_complete(main()), (b'dgram', True))
+
+
+@unittest.skipUnless(threading.current_thread() is threading.main_thread(),
+                     'signals need the main thread')
+class SignalTests(unittest.TestCase):
+    def setUp(self):
+        self.loop = pa.Loop(engine=ENGINE)
+        self.addCleanup(self.loop.close)
+
+    def test_signal_sent_before_run_forever_reaches_its_handler(self):
+        caught = []
+        self.loop.add_signal_handler(signal.SIGUSR1, lambda *a: (
+            caught.append(a), self.loop.stop()), 'arg')
+        os.kill(os.getpid(), signal.SIGUSR1)
+        self.loop.call_later(5, self.loop.stop)
+        self.loop.run_forever()
+        self.assertEqual(caught, [('arg',)])
+        self.assertTrue(self.loop.remove_signal_handler(signal.SIGUSR1))
+        self.assertEqual(signal.getsignal(signal.SIGUSR1), signal.SIG_DFL)
+        self.assertEqual(signal.set_wakeup_fd(-1), -1)
+
+    def test_signal_while_the_loop_sleeps(self):
+        caught = []
+        self.loop.add_signal_handler(signal.SIGUSR2, lambda: (
+            caught.append(1), self.loop.stop()))
+        threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGUSR2)).start()
+        self.loop.call_later(5, self.loop.stop)
+        self.loop.run_forever()
+        self.assertEqual(caught, [1])
+
+    def test_close_removes_signal_handlers(self):
+        self.loop.add_signal_handler(signal.SIGUSR1, print)
+        self.loop.close()
+        self.assertEqual(signal.getsignal(signal.SIGUSR1), signal.SIG_DFL)
+        self.assertEqual(signal.set_wakeup_fd(-1), -1)
+
+    def test_coroutines_and_bad_signals_are_refused(self):
+        async def coro():
+            pass
+        with self.assertRaises(TypeError):
+            self.loop.add_signal_handler(signal.SIGUSR1, coro)
+        with self.assertRaises(RuntimeError):
+            self.loop.add_signal_handler(signal.SIGKILL, print)
+        with self.assertRaises(ValueError):
+            self.loop.add_signal_handler(0, print)
+
+
+if __name__ == '__main__':
+    unittest.main()
