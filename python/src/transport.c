@@ -14,7 +14,9 @@
 #include <errno.h>
 #include <stddef.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <structmember.h>
 
@@ -33,6 +35,7 @@ typedef struct {
     int in_context; /* protocol calls under way (the context is entered) */
     int protocol_paused; /* pause_writing delivered, resume_writing not yet */
     int eof_written;
+    int is_pipe; /* pact owns a duplicate; the pipe object is closed at the end */
     PyObject *self_ref; /* held while pact may still call back */
     Py_buffer recv_view; /* a BufferedProtocol's buffer, during a delivery */
     PyObject *weakreflist; /* loop._transports is a WeakValueDictionary */
@@ -171,8 +174,12 @@ static PyObject *exception_for(int err)
 
 static void on_connection_lost(pact_transport *t, int err, void *user)
 {
-    (void)t;
     TransportObject *self = user;
+    /* asyncio's write pipe transport: the reader going away with nothing
+     * left to write is a clean close, not a broken pipe. */
+    if (err == -EPIPE && pact_transport_kind(t) == PACT_STREAM_WRITE_PIPE &&
+        pact_transport_write_buffer_size(t) == 0)
+        err = 0;
     self->t = NULL;
     self->closing = 1;
     PyObject *exc = exception_for(err);
@@ -193,7 +200,8 @@ static void on_connection_lost(pact_transport *t, int err, void *user)
     /* pact closed the fd: the socket object must not close that number
      * again (it may belong to someone else by now). */
     if (self->sock) {
-        PyObject *d = PyObject_CallMethod(self->sock, "detach", NULL);
+        PyObject *d = PyObject_CallMethod(self->sock,
+                                          self->is_pipe ? "close" : "detach", NULL);
         Py_XDECREF(d);
         if (!d)
             PyErr_Clear();
@@ -342,9 +350,15 @@ static int is_buffered(PyObject *protocol)
 static PyObject *Transport_open(PyObject *cls, PyObject *args)
 {
     PyObject *loop, *sock, *protocol, *waiter, *extra, *server;
-    if (!PyArg_ParseTuple(args, "OOOOOO:_open", &loop, &sock, &protocol,
-                          &waiter, &extra, &server))
+    int kind = PACT_STREAM_SOCKET;
+    if (!PyArg_ParseTuple(args, "OOOOOO|i:_open", &loop, &sock, &protocol,
+                          &waiter, &extra, &server, &kind))
         return NULL;
+    if (kind != PACT_STREAM_SOCKET && kind != PACT_STREAM_READ_PIPE &&
+        kind != PACT_STREAM_WRITE_PIPE) {
+        PyErr_SetString(PyExc_ValueError, "unknown transport kind");
+        return NULL;
+    }
     if (!PyObject_TypeCheck(loop, pact_py_loop_type)) {
         PyErr_SetString(PyExc_TypeError, "loop must be a pact loop");
         return NULL;
@@ -357,13 +371,29 @@ static PyObject *Transport_open(PyObject *cls, PyObject *args)
     int fd = PyObject_AsFileDescriptor(sock);
     if (fd < 0)
         return NULL;
+    int pipe_fd = -1;
+    if (kind != PACT_STREAM_SOCKET) {
+        /* A pipe is a file object, which cannot be detached: pact gets a
+         * duplicate to own and close, the pipe object is closed at
+         * connection_lost (as asyncio's pipe transports do). */
+        pipe_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        if (pipe_fd < 0)
+            return PyErr_SetFromErrno(PyExc_OSError);
+    }
     int buffered = is_buffered(protocol);
-    if (buffered < 0)
+    if (buffered < 0) {
+        if (pipe_fd >= 0)
+            close(pipe_fd);
         return NULL;
+    }
     TransportObject *self =
         (TransportObject *)((PyTypeObject *)cls)->tp_alloc((PyTypeObject *)cls, 0);
-    if (!self)
+    if (!self) {
+        if (pipe_fd >= 0)
+            close(pipe_fd);
         return NULL;
+    }
+    self->is_pipe = kind != PACT_STREAM_SOCKET;
     self->extra_slot = Py_NewRef(extra);
     self->loop = (LoopObject *)Py_NewRef(loop);
     self->protocol = Py_NewRef(protocol);
@@ -371,6 +401,8 @@ static PyObject *Transport_open(PyObject *cls, PyObject *args)
     self->buffered = buffered;
     self->context = PyContext_CopyCurrent();
     if (!self->context) {
+        if (pipe_fd >= 0)
+            close(pipe_fd);
         Py_DECREF(self);
         return NULL;
     }
@@ -379,6 +411,8 @@ static PyObject *Transport_open(PyObject *cls, PyObject *args)
     if (server != Py_None) {
         PyObject *r = PyObject_CallMethod(server, "_attach", NULL);
         if (!r) {
+            if (pipe_fd >= 0)
+                close(pipe_fd);
             Py_DECREF(self);
             return NULL;
         }
@@ -387,15 +421,19 @@ static PyObject *Transport_open(PyObject *cls, PyObject *args)
     }
     /* pact owns the fd from here on and closes it; the socket object keeps
      * the number until it is detached at connection_lost. */
-    int r = pact_transport_open(lo->loop, fd, PACT_STREAM_SOCKET,
+    int r = pact_transport_open(lo->loop, self->is_pipe ? pipe_fd : fd,
+                                (pact_stream_kind)kind,
                                 buffered ? &buffered_protocol : &plain_protocol,
                                 self, &self->t);
     if (r < 0) {
         self->t = NULL;
-        /* pact closed the fd: the socket object must not close it too. */
-        PyObject *d = PyObject_CallMethod(sock, "detach", NULL);
-        Py_XDECREF(d);
-        PyErr_Clear();
+        /* pact closed the fd (or the duplicate): a socket object must not
+         * close it too; a pipe object still owns its own. */
+        if (!self->is_pipe) {
+            PyObject *d = PyObject_CallMethod(sock, "detach", NULL);
+            Py_XDECREF(d);
+            PyErr_Clear();
+        }
         if (self->server) {
             PyObject *dd = PyObject_CallMethod(self->server, "_detach", NULL);
             Py_XDECREF(dd);
@@ -437,10 +475,14 @@ static PyObject *Transport_write(TransportObject *self, PyObject *data)
      * Code that writes and then blocks on the peer's answer in the same
      * callback works, and a write that fits costs no copy and no extra
      * iteration. An error is left for pact's own send to meet and report. */
-    if (len && pact_transport_kind(self->t) == PACT_STREAM_SOCKET &&
+    pact_stream_kind k = pact_transport_kind(self->t);
+    if (len && k != PACT_STREAM_READ_PIPE &&
         pact_transport_write_buffer_size(self->t) == 0) {
-        ssize_t n = send(pact_transport_fd(self->t), p, len,
-                         MSG_DONTWAIT | MSG_NOSIGNAL);
+        /* Pipes were made non-blocking when the transport was made. */
+        ssize_t n = k == PACT_STREAM_SOCKET
+                        ? send(pact_transport_fd(self->t), p, len,
+                               MSG_DONTWAIT | MSG_NOSIGNAL)
+                        : write(pact_transport_fd(self->t), p, len);
         if (n > 0) {
             p += n;
             len -= (size_t)n;

@@ -297,5 +297,103 @@ class TransportTests(unittest.TestCase):
         self.assertEqual(len(lost), 1)
 
 
+class PipeAndDatagramTests(unittest.TestCase):
+    def setUp(self):
+        self.loop = pa.Loop(engine=ENGINE)
+        self.addCleanup(self.loop.close)
+
+    def run_main(self, coro, timeout=30):
+        return self.loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+    def test_read_pipe(self):
+        r, w = os.pipe()
+        got = bytearray()
+        done = self.loop.create_future()
+
+        class Reader(asyncio.Protocol):
+            def data_received(p, data):
+                got.extend(data)
+
+            def eof_received(p):
+                pass
+
+            def connection_lost(p, exc):
+                done.set_result(exc)
+
+        async def main():
+            rpipe = open(r, 'rb', buffering=0)
+            tr, _ = await self.loop.connect_read_pipe(Reader, rpipe)
+            self.assertIs(tr.get_extra_info('pipe'), rpipe)
+            os.write(w, b'through a pipe')
+            os.close(w)
+            exc = await done
+            self.assertTrue(rpipe.closed)  # the transport closes its pipe
+            return exc
+        self.assertIsNone(self.run_main(main()))
+        self.assertEqual(bytes(got), b'through a pipe')
+
+    def test_write_pipe_writes_at_once(self):
+        # asyncio code writes and then blocks reading the other end in the
+        # same callback: the write must have reached the pipe already.
+        r, w = os.pipe()
+
+        async def main():
+            wpipe = open(w, 'wb', buffering=0)
+            tr, _ = await self.loop.connect_write_pipe(asyncio.Protocol, wpipe)
+            tr.write(b'now')
+            data = os.read(r, 100)  # would block forever if it waited
+            tr.close()
+            await asyncio.sleep(0.01)
+            self.assertTrue(wpipe.closed)
+            return data
+        self.assertEqual(self.run_main(main()), b'now')
+        os.close(r)
+
+    def test_write_pipe_sees_the_reader_go_away(self):
+        rsock, wsock = socket.socketpair()
+        lost = self.loop.create_future()
+
+        class Writer(asyncio.Protocol):
+            def connection_lost(p, exc):
+                lost.set_result(exc)
+
+        async def main():
+            wpipe = open(wsock.detach(), 'wb', buffering=0)
+            tr, _ = await self.loop.connect_write_pipe(Writer, wpipe)
+            rsock.close()
+            return await lost
+        self.assertIsNone(self.run_main(main()))
+
+    def test_datagram_endpoint_echo(self):
+        class EchoDatagram(asyncio.DatagramProtocol):
+            def connection_made(p, transport):
+                p.transport = transport
+
+            def datagram_received(p, data, addr):
+                p.transport.sendto(data.upper(), addr)
+
+        class Client(asyncio.DatagramProtocol):
+            def __init__(p):
+                p.got = self.loop.create_future()
+
+            def datagram_received(p, data, addr):
+                p.got.set_result(data)
+
+        async def main():
+            srv, _ = await self.loop.create_datagram_endpoint(
+                EchoDatagram, local_addr=('127.0.0.1', 0))
+            addr = srv.get_extra_info('sockname')
+            cli, proto = await self.loop.create_datagram_endpoint(
+                Client, remote_addr=addr)
+            self.assertEqual(cli.get_extra_info('peername'), addr)
+            cli.sendto(b'ping')
+            data = await proto.got
+            cli.close()
+            srv.close()
+            await asyncio.sleep(0)  # connection_lost runs from call_soon
+            return data
+        self.assertEqual(self.run_main(main()), b'PING')
+
+
 if __name__ == '__main__':
     unittest.main()

@@ -5,8 +5,10 @@ written in Python in asyncio itself, reused from asyncio.base_events where
 their code is exactly the semantics wanted."""
 import asyncio
 import errno
+import os
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
@@ -36,7 +38,8 @@ _REUSED = (
     '_add_callback_signalsafe', '_ensure_resolved',
     'create_connection', '_create_connection_transport', '_connect_sock',
     'create_server', '_create_server_getaddrinfo', 'connect_accepted_socket',
-    'start_tls',
+    'start_tls', 'connect_read_pipe', 'connect_write_pipe',
+    'create_datagram_endpoint',
     'sock_sendfile', '_sock_sendfile_fallback', '_check_sendfile_params',
 )
 
@@ -59,6 +62,8 @@ _REUSED_SELECTOR = (
     '_start_serving', '_accept_connection', '_accept_connection2',
     # TLS: asyncio's SSLProtocol over a pact transport.
     '_make_ssl_transport',
+    # Datagrams, for now: asyncio's datagram transport on pact readiness.
+    '_make_datagram_transport',
 )
 
 # The Unix loop's os.sendfile() path for sock_sendfile, and its signal
@@ -74,6 +79,9 @@ _REUSED_UNIX = (
 # start_tls() checks this: pact transports can change protocol and pause
 # reading without losing data, which is what asyncio's SSLProtocol needs.
 _pact.Transport._start_tls_compatible = True
+
+# pact_stream_kind
+_KIND_SOCKET, _KIND_READ_PIPE, _KIND_WRITE_PIPE = 0, 1, 2
 
 
 def _sighandler_noop(signum, frame):
@@ -252,6 +260,33 @@ class Loop(_pact.Loop, asyncio.AbstractEventLoop):
         fd = sock.fileno()
         transport = _pact.Transport._open(self, sock, protocol, waiter,
                                           extra, server)
+        self._transports[fd] = transport
+        return transport
+
+    def _make_read_pipe_transport(self, pipe, protocol, waiter=None,
+                                  extra=None):
+        return self._make_pipe_transport(pipe, protocol, waiter, extra,
+                                         _KIND_READ_PIPE)
+
+    def _make_write_pipe_transport(self, pipe, protocol, waiter=None,
+                                   extra=None):
+        # pact watches the write end: the read end going away ends the
+        # transport (connection_lost(None) when nothing was left to write,
+        # as asyncio's write pipe transport).
+        return self._make_pipe_transport(pipe, protocol, waiter, extra,
+                                         _KIND_WRITE_PIPE)
+
+    def _make_pipe_transport(self, pipe, protocol, waiter, extra, kind):
+        fd = pipe.fileno()
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or
+                stat.S_ISCHR(mode)):
+            raise ValueError("Pipe transport is for pipes/sockets only.")
+        os.set_blocking(fd, False)
+        extra = dict(extra or {})
+        extra['pipe'] = pipe
+        transport = _pact.Transport._open(self, pipe, protocol, waiter,
+                                          extra, None, kind)
         self._transports[fd] = transport
         return transport
 
