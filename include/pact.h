@@ -25,10 +25,17 @@
  *     and the functions that take the loop to create something
  *     (transports, servers, clients, datagram endpoints, processes, signal
  *     handlers, TLS connections), pact_signal_remove,
- *     pact_loop_set_error_handler and pact_loop_set_wait_hooks. Calls on
- *     an object a loop already made (pact_transport_write(),
- *     pact_server_close(), ...) and the loop's getters (pact_loop_time(), pact_loop_get_stats(), ...) are not
- *     checked: calling them from another thread is undefined. In debug
+ *     pact_loop_set_error_handler and pact_loop_set_wait_hooks, and the
+ *     calls that change an object the loop made: pact_transport_write,
+ *     writev, write_eof, sendfile, set_write_buffer_limits, close, abort,
+ *     pause_reading, resume_reading and set_protocol;
+ *     pact_server_close and wait_closed; pact_datagram_sendto,
+ *     set_write_buffer_limits, close, abort, pause_reading and
+ *     resume_reading; pact_process_write, write_eof, send_signal,
+ *     terminate, kill, wait and close. Getters (pact_loop_time(),
+ *     pact_loop_get_stats(), pact_transport_write_buffer_size(), ...)
+ *     and the datagram socket options (pact_datagram_set_ttl(), ...) are
+ *     not checked: calling them from another thread is undefined. In debug
  *     mode a loop that never ran is also held to its creating thread.
  *   - Times are in nanoseconds of CLOCK_MONOTONIC unless a name says "_ms".
  *   - Option structs (pact_loop_options, pact_server_options, ...) begin
@@ -707,7 +714,9 @@ PACT_API int pact_transport_writev(pact_transport *t, const struct iovec *iov,
                                    int iovcnt);
 
 /* Half-close: after the buffered data has been sent, shut down the writing
- * side (the peer sees EOF). Reading goes on. -ENOTSUP on a read pipe. */
+ * side (the peer sees EOF). Reading goes on. Returns 0, or -ENOTSUP on a
+ * read pipe, -ESHUTDOWN (closing), -EALREADY (called before), -EPIPE (a
+ * TLS transport whose connection underneath is gone, as its writes). */
 PACT_API int pact_transport_write_eof(pact_transport *t);
 
 /* Whether write_eof is possible (stream sockets and write pipes). */
@@ -1730,7 +1739,9 @@ PACT_API pact_op pact_process_wait(pact_process *p, pact_op_cb cb,
  * reported. The child is always reaped; process_exited and
  * connection_lost still follow, in order. Loop close does this to every
  * process still open (and reports each in debug mode). Returns 0, or
- * -EALREADY if already closed. */
+ * -EALREADY if already closed, or if it has exited and every pipe is gone
+ * (its connection_lost is due or running: nothing is left to close, as a
+ * transport answers there). */
 PACT_API int pact_process_close(pact_process *p);
 
 #ifdef __cplusplus

@@ -254,10 +254,20 @@ static void fatal_error(pact_datagram *ep, int err)
     pact__endpoint_abort(&ep->ep, err);
 }
 
+/* Entry points that change a datagram endpoint answer -EPERM off the loop's owner
+ * thread (pact__loop_check_thread); the getters are not checked. */
+#define CHECK_OWNER(obj)                                                      \
+    do {                                                                      \
+        int owner_err_ = pact__loop_check_thread((obj)->ep.loop, __func__);   \
+        if (owner_err_)                                                       \
+            return owner_err_;                                                \
+    } while (0)
+
 int pact_datagram_close(pact_datagram *ep)
 {
     if (!ep)
         return -EINVAL;
+    CHECK_OWNER(ep);
     int r = pact__endpoint_begin_close(&ep->ep);
     if (r)
         return r;
@@ -271,7 +281,10 @@ int pact_datagram_close(pact_datagram *ep)
 
 int pact_datagram_abort(pact_datagram *ep)
 {
-    return ep ? pact__endpoint_abort(&ep->ep, 0) : -EINVAL;
+    if (!ep)
+        return -EINVAL;
+    CHECK_OWNER(ep);
+    return pact__endpoint_abort(&ep->ep, 0);
 }
 
 /* ---- errors --------------------------------------------------------------- */
@@ -406,6 +419,7 @@ int pact_datagram_pause_reading(pact_datagram *ep)
 {
     if (!ep)
         return -EINVAL;
+    CHECK_OWNER(ep);
     int r = pact__endpoint_may_pause(&ep->ep, ep->paused, 1);
     if (r == 0)
         ep->paused = 1;
@@ -433,6 +447,7 @@ int pact_datagram_resume_reading(pact_datagram *ep)
 {
     if (!ep)
         return -EINVAL;
+    CHECK_OWNER(ep);
     int r = pact__endpoint_may_pause(&ep->ep, ep->paused, 0);
     if (r)
         return r;
@@ -568,6 +583,7 @@ int pact_datagram_sendto(pact_datagram *ep, const void *data, size_t len,
 {
     if (!ep || (!data && len))
         return -EINVAL;
+    CHECK_OWNER(ep);
     if (addr && (addrlen < sizeof(sa_family_t) ||
                  addrlen > sizeof(struct sockaddr_storage)))
         return PACT_MISUSE(ep->ep.loop, -EINVAL, "bad address length");
@@ -619,6 +635,7 @@ int pact_datagram_set_write_buffer_limits(pact_datagram *ep, size_t high,
 {
     if (!ep)
         return -EINVAL;
+    CHECK_OWNER(ep);
     int r = pact__marks_check(&ep->marks, high, low);
     if (r == 0)
         check_flow(ep);

@@ -178,10 +178,20 @@ static void arm_accept(pact_server *s)
     s->accept_op = op;
 }
 
+/* Entry points that change a server answer -EPERM off the loop's owner
+ * thread (pact__loop_check_thread); the getters are not checked. */
+#define CHECK_OWNER(obj)                                                      \
+    do {                                                                      \
+        int owner_err_ = pact__loop_check_thread((obj)->ep.loop, __func__);   \
+        if (owner_err_)                                                       \
+            return owner_err_;                                                \
+    } while (0)
+
 int pact_server_close(pact_server *s)
 {
     if (!s)
         return -EINVAL;
+    CHECK_OWNER(s);
     int r = pact__endpoint_begin_close(&s->ep);
     if (r)
         return r;
@@ -200,6 +210,7 @@ int pact_server_wait_closed(pact_server *s, pact_callback cb, void *user)
 {
     if (!s || !cb)
         return -EINVAL;
+    CHECK_OWNER(s);
     if (s->nwaiters == MAX_WAITERS)
         return -ENOSPC;
     s->waiters[s->nwaiters].cb = cb;

@@ -521,9 +521,10 @@ static int stream_writev(pact_transport *t, const struct iovec *iov, int iovcnt)
     return 0;
 }
 
-static void stream_write_eof(pact_transport *t)
+static int stream_write_eof(pact_transport *t)
 {
     shutdown_write_side(stream_of(t));
+    return 0;
 }
 
 static int stream_set_marks(pact_transport *t, const pact_marks *m)

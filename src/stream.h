@@ -19,8 +19,9 @@ typedef struct pact_transport_ops {
     pact_endpoint_ops ep; /* first: the endpoint's ops point here */
     /* Bytes to send (not closing, no write_eof, not a read pipe). */
     int (*writev)(pact_transport *t, const struct iovec *iov, int iovcnt);
-    /* write_eof was just requested. */
-    void (*write_eof)(pact_transport *t);
+    /* write_eof was just requested: 0, or a negative errno when the
+     * write side is gone already (eof_requested is then cleared). */
+    int (*write_eof)(pact_transport *t);
     /* close: the endpoint is closing now; stop reading, flush, settle. */
     void (*close)(pact_transport *t);
     /* t->paused was just set (pause) or cleared (resume). */

@@ -1105,9 +1105,11 @@ static int tls_writev(pact_transport *t, const struct iovec *iov, int iovcnt)
     return r;
 }
 
-static void tls_write_eof(pact_transport *t)
+static int tls_write_eof(pact_transport *t)
 {
     tls_conn *c = conn_of(t);
+    if (c->plain_gone)
+        return -EPIPE; /* as writes: nothing can be sent any more */
     if (c->hs_done) {
         enter(c);
         send_close_notify(c);
@@ -1115,6 +1117,7 @@ static void tls_write_eof(pact_transport *t)
             pact_transport_write_eof(c->plain);
         leave(c);
     }
+    return 0;
 }
 
 static void tls_close(pact_transport *t)

@@ -7,6 +7,15 @@
 
 #include "stream.h"
 
+/* Entry points that change a transport answer -EPERM off the loop's
+ * owner thread (pact__loop_check_thread); the getters are not checked. */
+#define CHECK_OWNER(t)                                                        \
+    do {                                                                      \
+        int owner_err_ = pact__loop_check_thread((t)->ep.loop, __func__);     \
+        if (owner_err_)                                                       \
+            return owner_err_;                                                \
+    } while (0)
+
 void pact__transport_init(pact_transport *t, pact_loop *loop,
                           const pact_transport_ops *ops, pact_stream_kind kind,
                           const pact_protocol *proto, void *user)
@@ -88,6 +97,7 @@ int pact_transport_writev(pact_transport *t, const struct iovec *iov, int iovcnt
 {
     if (!t || (!iov && iovcnt) || iovcnt < 0)
         return -EINVAL;
+    CHECK_OWNER(t);
     int r = write_refused(t);
     if (r)
         return r;
@@ -122,12 +132,15 @@ int pact_transport_write_eof(pact_transport *t)
 {
     if (!t)
         return -EINVAL;
+    CHECK_OWNER(t);
     int r = write_side_refused(t, -EALREADY);
     if (r)
         return r;
     t->eof_requested = 1;
-    pact__transport_ops(t)->write_eof(t);
-    return 0;
+    r = pact__transport_ops(t)->write_eof(t);
+    if (r)
+        t->eof_requested = 0;
+    return r;
 }
 
 size_t pact_transport_write_buffer_size(const pact_transport *t)
@@ -140,6 +153,7 @@ int pact_transport_set_write_buffer_limits(pact_transport *t, size_t high,
 {
     if (!t)
         return -EINVAL;
+    CHECK_OWNER(t);
     pact_marks m;
     int r = pact__marks_check(&m, high, low);
     return r ? r : pact__transport_ops(t)->set_marks(t, &m);
@@ -162,6 +176,7 @@ int pact_transport_sendfile(pact_transport *t, int file_fd, int64_t offset,
 {
     if (!t)
         return -EINVAL;
+    CHECK_OWNER(t);
     const pact_transport_ops *ops = pact__transport_ops(t);
     if (!ops->sendfile)
         return -ENOTSUP; /* TLS: the kernel cannot encrypt for us */
@@ -182,6 +197,7 @@ int pact_transport_close(pact_transport *t)
 {
     if (!t)
         return -EINVAL;
+    CHECK_OWNER(t);
     int r = pact__endpoint_begin_close(&t->ep);
     if (r)
         return r;
@@ -191,7 +207,10 @@ int pact_transport_close(pact_transport *t)
 
 int pact_transport_abort(pact_transport *t)
 {
-    return t ? pact__endpoint_abort(&t->ep, 0) : -EINVAL;
+    if (!t)
+        return -EINVAL;
+    CHECK_OWNER(t);
+    return pact__endpoint_abort(&t->ep, 0);
 }
 
 int pact_transport_is_closing(const pact_transport *t)
@@ -205,6 +224,7 @@ int pact_transport_pause_reading(pact_transport *t)
 {
     if (!t)
         return -EINVAL;
+    CHECK_OWNER(t);
     int r = pact__endpoint_may_pause(&t->ep, t->paused, 1);
     if (r)
         return r;
@@ -219,6 +239,7 @@ int pact_transport_resume_reading(pact_transport *t)
 {
     if (!t)
         return -EINVAL;
+    CHECK_OWNER(t);
     int r = pact__endpoint_may_pause(&t->ep, t->paused, 0);
     if (r)
         return r;
@@ -239,6 +260,7 @@ int pact_transport_set_protocol(pact_transport *t, const pact_protocol *proto,
 {
     if (!t || !proto)
         return -EINVAL;
+    CHECK_OWNER(t);
     t->proto = proto;
     t->user = user;
     return 0;

@@ -35,6 +35,7 @@ typedef struct rec {
     int kill_in_exited;      /* call kill in process_exited: expect -ESRCH */
     int kill_result;
     int kill_in_lost_result;
+    int close_in_lost_result; /* pact_process_close in connection_lost */
     int write_in_exited;     /* write 1 MiB to stdin in process_exited */
     int write_result;
 } rec;
@@ -131,6 +132,9 @@ static void on_lost(pact_process *p, void *user)
     cr_assert_eq(pact_process_returncode(p, &rc), 0);
     cr_assert_eq(rc, r->returncode);
     r->kill_in_lost_result = pact_process_send_signal(p, SIGTERM);
+    /* Nothing is left to close: -EALREADY, whether the process was
+     * closed or ended on its own, as a transport answers there. */
+    r->close_in_lost_result = pact_process_close(p);
     r->lost = ++r->seq;
 }
 
@@ -557,6 +561,8 @@ Test(process, signal_after_exit_is_esrch)
     (void)p;
     cr_assert_eq(r.kill_result, -ESRCH);
     cr_assert_eq(r.kill_in_lost_result, -ESRCH);
+    cr_assert_eq(r.close_in_lost_result, -EALREADY, "ended on its own: %s",
+                 pact_err_name(r.close_in_lost_result));
     cr_assert_eq(sr.exited, 0, "the bystander was hit");
     cr_assert_eq(kill(pact_process_pid(sleeper), 0), 0);
     cr_assert_eq(pact_process_send_signal(sleeper, 99), -EINVAL);
@@ -565,6 +571,7 @@ Test(process, signal_after_exit_is_esrch)
     cr_assert_eq(pact_process_kill(sleeper), -ESRCH, "signal after close");
     pact_loop_run(loop);
     cr_assert_eq(sr.returncode, -SIGKILL);
+    cr_assert_eq(sr.close_in_lost_result, -EALREADY, "closed by the user");
     test_loop_free(loop);
 }
 

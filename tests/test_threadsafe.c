@@ -6,6 +6,8 @@
  * Criterion), so everything shared between threads is atomic or passed
  * through the loop. */
 #include <pthread.h>
+#include <arpa/inet.h>
+#include <signal.h>
 #include <stdatomic.h>
 
 #include "helpers.h"
@@ -498,4 +500,182 @@ Test(threadsafe, a_loop_that_never_ran_may_be_used_from_another_thread)
     cr_assert_eq(a.close, 0);
     cr_assert_eq(atomic_load(&never), 0);
     pact_loop_free(a.loop);
+}
+
+/* ---- objects the loop made: owner-thread checks ---------------------------- */
+
+typedef struct foreign_objects {
+    pact_transport *t;
+    pact_server *srv;
+    pact_datagram *dg;
+    pact_process *proc;
+    int file_fd;
+    /* the results, one per call, from the other thread */
+    int t_write, t_writev, t_write_eof, t_sendfile, t_limits, t_pause,
+        t_resume, t_set_protocol, t_close, t_abort;
+    int s_close, s_wait_closed;
+    int d_sendto, d_limits, d_pause, d_resume, d_close, d_abort;
+    int p_write, p_write_eof, p_signal, p_terminate, p_kill, p_close;
+    int64_t p_wait;
+    atomic_int lost, dg_lost, proc_lost, waited;
+} foreign_objects;
+
+static void obj_t_lost(pact_transport *t, int err, void *user)
+{
+    (void)t;
+    (void)err;
+    atomic_fetch_add(&((foreign_objects *)user)->lost, 1);
+}
+
+static const pact_protocol obj_t_proto = {.connection_lost = obj_t_lost};
+
+static int obj_factory(pact_server *s, void *fu, const pact_protocol **proto,
+                       void **user)
+{
+    (void)s;
+    *proto = &obj_t_proto;
+    *user = fu;
+    return 0;
+}
+
+static void obj_dg_lost(pact_datagram *ep, int err, void *user)
+{
+    (void)ep;
+    (void)err;
+    atomic_fetch_add(&((foreign_objects *)user)->dg_lost, 1);
+}
+
+static const pact_datagram_protocol obj_dg_proto = {.connection_lost = obj_dg_lost};
+
+static void obj_proc_lost(pact_process *p, void *user)
+{
+    (void)p;
+    atomic_fetch_add(&((foreign_objects *)user)->proc_lost, 1);
+}
+
+static const pact_subprocess_protocol obj_proc_proto = {.connection_lost = obj_proc_lost};
+
+static void obj_never(pact_loop *loop, void *user)
+{
+    (void)loop;
+    (void)user;
+    cr_assert_fail("a callback registered from another thread ran");
+}
+
+static void obj_op_never(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    (void)c;
+    (void)user;
+    cr_assert_fail("an op started from another thread completed");
+}
+
+static void *call_objects_from_foreign_thread(void *arg)
+{
+    foreign_objects *f = arg;
+    struct iovec iov = {"x", 1};
+    struct sockaddr_in to = {.sin_family = AF_INET,
+                             .sin_port = htons(9),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    f->t_write = pact_transport_write(f->t, "x", 1);
+    f->t_writev = pact_transport_writev(f->t, &iov, 1);
+    f->t_write_eof = pact_transport_write_eof(f->t);
+    f->t_sendfile = pact_transport_sendfile(f->t, f->file_fd, 0, 1, obj_op_never, NULL);
+    f->t_limits = pact_transport_set_write_buffer_limits(f->t, 100, 10);
+    f->t_pause = pact_transport_pause_reading(f->t);
+    f->t_resume = pact_transport_resume_reading(f->t);
+    f->t_set_protocol = pact_transport_set_protocol(f->t, &obj_t_proto, NULL);
+    f->t_close = pact_transport_close(f->t);
+    f->t_abort = pact_transport_abort(f->t);
+    f->s_close = pact_server_close(f->srv);
+    f->s_wait_closed = pact_server_wait_closed(f->srv, obj_never, NULL);
+    f->d_sendto = pact_datagram_sendto(f->dg, "x", 1, (struct sockaddr *)&to, sizeof to);
+    f->d_limits = pact_datagram_set_write_buffer_limits(f->dg, 100, 10);
+    f->d_pause = pact_datagram_pause_reading(f->dg);
+    f->d_resume = pact_datagram_resume_reading(f->dg);
+    f->d_close = pact_datagram_close(f->dg);
+    f->d_abort = pact_datagram_abort(f->dg);
+    f->p_write = pact_process_write(f->proc, "x", 1);
+    f->p_write_eof = pact_process_write_eof(f->proc);
+    f->p_signal = pact_process_send_signal(f->proc, SIGTERM);
+    f->p_terminate = pact_process_terminate(f->proc);
+    f->p_kill = pact_process_kill(f->proc);
+    f->p_wait = pact_process_wait(f->proc, obj_op_never, NULL);
+    f->p_close = pact_process_close(f->proc);
+    return NULL;
+}
+
+/* The calls that change a transport, server, datagram endpoint or
+ * process answer -EPERM on a thread that does not own the loop, in every
+ * mode, and change nothing: each object is still open and idle, and the
+ * owner then closes each one with its usual connection_lost. */
+Test(threadsafe, object_calls_are_eperm_off_the_owner_thread)
+{
+    pact_loop_options o;
+    pact_loop_options_init(&o);
+    o.debug = 0;
+    pact_loop *loop;
+    cr_assert_eq(pact_loop_create(&loop, &o), 0);
+    static foreign_objects f;
+    memset(&f, 0, sizeof f);
+    int sv[2];
+    make_socketpair(sv);
+    cr_assert_eq(pact_transport_open(loop, sv[0], PACT_STREAM_SOCKET, &obj_t_proto, &f, &f.t), 0);
+    cr_assert_eq(pact_server_listen_tcp(loop, "127.0.0.1", 0, NULL, obj_factory, &f, &f.srv), 0);
+    cr_assert_eq(pact_datagram_open_udp(loop, "127.0.0.1", 0, NULL, 0, NULL, &obj_dg_proto, &f, &f.dg), 0);
+    char *argv[] = {"/bin/cat", NULL};
+    pact_process_options po;
+    pact_process_options_init(&po);
+    po.argv = argv;
+    po.stdio[0].kind = PACT_STDIO_PIPE;
+    po.stdio[1].kind = PACT_STDIO_DEVNULL;
+    cr_assert_eq(pact_process_spawn(loop, &po, &obj_proc_proto, &f, &f.proc), 0);
+    f.file_fd = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+    cr_assert_geq(f.file_fd, 0);
+    for (int i = 0; i < 5; i++) /* this thread owns the loop; all made */
+        cr_assert_geq(pact_loop_run_once(loop, 0), 0);
+
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, call_objects_from_foreign_thread, &f), 0);
+    pthread_join(th, NULL);
+    int results[] = {f.t_write, f.t_writev, f.t_write_eof, f.t_sendfile, f.t_limits,
+                     f.t_pause, f.t_resume, f.t_set_protocol, f.t_close, f.t_abort,
+                     f.s_close, f.s_wait_closed, f.d_sendto, f.d_limits, f.d_pause,
+                     f.d_resume, f.d_close, f.d_abort, f.p_write, f.p_write_eof,
+                     f.p_signal, f.p_terminate, f.p_kill, (int)f.p_wait, f.p_close};
+    for (size_t i = 0; i < sizeof results / sizeof results[0]; i++)
+        cr_assert_eq(results[i], -EPERM, "call %zu answered %d (%s)", i, results[i],
+                     pact_err_name(results[i]));
+
+    /* Nothing changed. */
+    cr_assert_eq(pact_transport_is_closing(f.t), 0);
+    cr_assert_eq(pact_transport_is_reading(f.t), 1);
+    cr_assert_eq(pact_transport_write_buffer_size(f.t), 0);
+    size_t high, low;
+    pact_transport_get_write_buffer_limits(f.t, &high, &low);
+    cr_assert_neq(high, 100);
+    cr_assert_eq(pact_transport_user(f.t), &f);
+    cr_assert_eq(pact_datagram_is_closing(f.dg), 0);
+    cr_assert_eq(pact_datagram_is_reading(f.dg), 1);
+    cr_assert_eq(pact_datagram_write_buffer_size(f.dg), 0);
+    int rc;
+    cr_assert_eq(pact_process_returncode(f.proc, &rc), -EAGAIN);
+    for (int i = 0; i < 5; i++)
+        cr_assert_geq(pact_loop_run_once(loop, 0), 0);
+    cr_assert_eq(atomic_load(&f.lost) + atomic_load(&f.dg_lost) + atomic_load(&f.proc_lost), 0);
+    cr_assert_eq(pact_process_returncode(f.proc, &rc), -EAGAIN, "cat still runs");
+
+    /* The owner closes each, once. */
+    cr_assert_eq(pact_transport_close(f.t), 0);
+    cr_assert_eq(pact_server_close(f.srv), 0);
+    cr_assert_eq(pact_datagram_close(f.dg), 0);
+    cr_assert_eq(pact_process_close(f.proc), 0);
+    cr_assert_eq(pact_loop_run(loop), 0);
+    cr_assert_eq(atomic_load(&f.lost), 1);
+    cr_assert_eq(atomic_load(&f.dg_lost), 1);
+    cr_assert_eq(atomic_load(&f.proc_lost), 1);
+    cr_assert_eq(pact_loop_close(loop), 0);
+    pact_loop_free(loop);
+    close(f.file_fd);
+    close(sv[1]);
 }

@@ -2161,3 +2161,124 @@ Test(tls, close_waits_for_the_peer_no_longer_than_the_shutdown_timeout)
     test_loop_free(loop);
     cr_assert_eq(count_open_fds(), fds_before, "fd leak");
 }
+
+/* The connection under an established TLS transport is gone (its write
+ * met EPIPE) while the paused reader still has ciphertext to receive: the
+ * transport stays open until that is handed over, and every call that
+ * would send answers -EPIPE — write_eof as write does, not 0 as if a
+ * close_notify could still go. */
+typedef struct gone_writer {
+    pact_loop *loop;
+    pact_transport *t, *server;
+    pact_handle tick;
+    size_t got;
+    int paused, write_err, write_eof_err, second_eof_err, lost, lost_err;
+} gone_writer;
+
+static void gw_tick(pact_loop *loop, void *arg)
+{
+    gone_writer *g = arg;
+    g->tick = 0;
+    if (g->lost)
+        return;
+    int r = pact_transport_write(g->t, "x", 1);
+    if (r == -EPIPE && !pact_transport_is_closing(g->t)) {
+        g->write_err = r;
+        g->write_eof_err = pact_transport_write_eof(g->t);
+        g->second_eof_err = pact_transport_write_eof(g->t);
+        cr_assert_eq(pact_transport_resume_reading(g->t), 0);
+        return;
+    }
+    g->tick = pact_call_later(loop, 1 * MS, gw_tick, g);
+}
+
+/* A buffered protocol with small buffers: what was decrypted but not
+ * taken when it pauses stays with the TLS transport, on both engines. */
+static void *gw_get_buffer(pact_transport *t, size_t hint, size_t *len, void *user)
+{
+    (void)t;
+    (void)hint;
+    (void)user;
+    static char buf[1024];
+    *len = sizeof buf;
+    return buf;
+}
+
+static void gw_updated(pact_transport *t, size_t len, void *user)
+{
+    gone_writer *g = user;
+    g->got += len;
+    if (!g->paused) {
+        /* Pause with the rest still to hand over, and take the peer away. */
+        g->paused = 1;
+        cr_assert_eq(pact_transport_pause_reading(t), 0);
+        cr_assert_eq(pact_transport_abort(g->server), 0);
+        g->tick = pact_call_later(g->loop, 1 * MS, gw_tick, g);
+    }
+}
+
+static void gw_made(pact_transport *t, void *user)
+{
+    ((gone_writer *)user)->t = t;
+}
+
+static void gw_lost(pact_transport *t, int err, void *user)
+{
+    (void)t;
+    gone_writer *g = user;
+    g->lost++;
+    g->lost_err = err;
+    if (g->tick)
+        pact_handle_cancel(g->loop, g->tick);
+    g->tick = 0;
+}
+
+static const pact_protocol gw_proto = {
+    .connection_made = gw_made,
+    .get_buffer = gw_get_buffer,
+    .buffer_updated = gw_updated,
+    .connection_lost = gw_lost,
+};
+
+static void gw_server_made(pact_transport *t, void *user)
+{
+    (void)user;
+    static char chunk[200 * 1024];
+    memset(chunk, 'a', sizeof chunk);
+    cr_assert_eq(pact_transport_write(t, chunk, sizeof chunk), 0);
+}
+
+static const pact_protocol gw_server_proto = {.connection_made = gw_server_made};
+
+Test(tls, write_eof_after_the_connection_underneath_is_gone_is_epipe)
+{
+    signal(SIGPIPE, SIG_IGN);
+    gone_writer g;
+    memset(&g, 0, sizeof g);
+    int fds_before = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    g.loop = loop;
+    pact_tls_context *sctx = server_ctx(), *cctx = client_ctx();
+    int sv[2];
+    make_socketpair(sv);
+    pact_transport *pa, *pb, *t;
+    cr_assert_eq(pact_transport_open(loop, sv[0], PACT_STREAM_SOCKET, &gw_proto, &g, &pa), 0);
+    cr_assert_eq(pact_transport_open(loop, sv[1], PACT_STREAM_SOCKET, &gw_server_proto,
+                                     NULL, &pb), 0);
+    cr_assert_eq(pact_tls_wrap(pa, cctx, "localhost", NULL, 0, 0, &gw_proto, &g,
+                               pr_handshake, "client", &t), 0);
+    cr_assert_eq(pact_tls_wrap(pb, sctx, NULL, NULL, 0, 0, &gw_server_proto, NULL,
+                               pr_handshake, "server", &g.server), 0);
+    pact_tls_context_free(sctx);
+    pact_tls_context_free(cctx);
+    RUN_UNTIL(loop, g.lost, 20000);
+    pact_loop_run(loop);
+    test_loop_free(loop);
+    cr_assert_eq(count_open_fds(), fds_before, "fd leak");
+    cr_assert_eq(g.write_err, -EPIPE, "the connection underneath went while paused (got %zu, lost %s)", g.got, pact_err_name(g.lost_err));
+    cr_assert_eq(g.write_eof_err, -EPIPE, "write_eof answered %s",
+                 pact_err_name(g.write_eof_err));
+    cr_assert_eq(g.second_eof_err, -EPIPE, "still -EPIPE, not -EALREADY: nothing was done");
+    cr_assert_eq(g.lost, 1);
+    cr_assert_gt(g.got, 0);
+}
