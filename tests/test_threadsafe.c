@@ -504,6 +504,19 @@ Test(threadsafe, a_loop_that_never_ran_may_be_used_from_another_thread)
 
 /* ---- objects the loop made: owner-thread checks ---------------------------- */
 
+/* ThreadSanitizer cannot follow pact's vfork-style clone (its runtime
+ * aborts in the child), so a TSan build checks every kind but processes. */
+#if defined(__SANITIZE_THREAD__)
+#define UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define UNDER_TSAN 1
+#endif
+#endif
+#ifndef UNDER_TSAN
+#define UNDER_TSAN 0
+#endif
+
 typedef struct foreign_objects {
     pact_transport *t;
     pact_server *srv;
@@ -595,6 +608,8 @@ static void *call_objects_from_foreign_thread(void *arg)
     f->d_resume = pact_datagram_resume_reading(f->dg);
     f->d_close = pact_datagram_close(f->dg);
     f->d_abort = pact_datagram_abort(f->dg);
+    if (!f->proc)
+        return NULL;
     f->p_write = pact_process_write(f->proc, "x", 1);
     f->p_write_eof = pact_process_write_eof(f->proc);
     f->p_signal = pact_process_send_signal(f->proc, SIGTERM);
@@ -629,7 +644,8 @@ Test(threadsafe, object_calls_are_eperm_off_the_owner_thread)
     po.argv = argv;
     po.stdio[0].kind = PACT_STDIO_PIPE;
     po.stdio[1].kind = PACT_STDIO_DEVNULL;
-    cr_assert_eq(pact_process_spawn(loop, &po, &obj_proc_proto, &f, &f.proc), 0);
+    if (!UNDER_TSAN)
+        cr_assert_eq(pact_process_spawn(loop, &po, &obj_proc_proto, &f, &f.proc), 0);
     f.file_fd = open("/dev/zero", O_RDONLY | O_CLOEXEC);
     cr_assert_geq(f.file_fd, 0);
     for (int i = 0; i < 5; i++) /* this thread owns the loop; all made */
@@ -643,7 +659,10 @@ Test(threadsafe, object_calls_are_eperm_off_the_owner_thread)
                      f.s_close, f.s_wait_closed, f.d_sendto, f.d_limits, f.d_pause,
                      f.d_resume, f.d_close, f.d_abort, f.p_write, f.p_write_eof,
                      f.p_signal, f.p_terminate, f.p_kill, (int)f.p_wait, f.p_close};
-    for (size_t i = 0; i < sizeof results / sizeof results[0]; i++)
+    size_t checked = sizeof results / sizeof results[0];
+    if (!f.proc)
+        checked -= 7; /* the process calls, not made under TSan */
+    for (size_t i = 0; i < checked; i++)
         cr_assert_eq(results[i], -EPERM, "call %zu answered %d (%s)", i, results[i],
                      pact_err_name(results[i]));
 
@@ -659,21 +678,24 @@ Test(threadsafe, object_calls_are_eperm_off_the_owner_thread)
     cr_assert_eq(pact_datagram_is_reading(f.dg), 1);
     cr_assert_eq(pact_datagram_write_buffer_size(f.dg), 0);
     int rc;
-    cr_assert_eq(pact_process_returncode(f.proc, &rc), -EAGAIN);
+    if (f.proc)
+        cr_assert_eq(pact_process_returncode(f.proc, &rc), -EAGAIN);
     for (int i = 0; i < 5; i++)
         cr_assert_geq(pact_loop_run_once(loop, 0), 0);
     cr_assert_eq(atomic_load(&f.lost) + atomic_load(&f.dg_lost) + atomic_load(&f.proc_lost), 0);
-    cr_assert_eq(pact_process_returncode(f.proc, &rc), -EAGAIN, "cat still runs");
+    if (f.proc)
+        cr_assert_eq(pact_process_returncode(f.proc, &rc), -EAGAIN, "cat still runs");
 
     /* The owner closes each, once. */
     cr_assert_eq(pact_transport_close(f.t), 0);
     cr_assert_eq(pact_server_close(f.srv), 0);
     cr_assert_eq(pact_datagram_close(f.dg), 0);
-    cr_assert_eq(pact_process_close(f.proc), 0);
+    if (f.proc)
+        cr_assert_eq(pact_process_close(f.proc), 0);
     cr_assert_eq(pact_loop_run(loop), 0);
     cr_assert_eq(atomic_load(&f.lost), 1);
     cr_assert_eq(atomic_load(&f.dg_lost), 1);
-    cr_assert_eq(atomic_load(&f.proc_lost), 1);
+    cr_assert_eq(atomic_load(&f.proc_lost), f.proc ? 1 : 0);
     cr_assert_eq(pact_loop_close(loop), 0);
     pact_loop_free(loop);
     close(f.file_fd);
