@@ -256,6 +256,54 @@ PACT_API int pact_loop_debug(const pact_loop *loop);
  * pact_loop_run()), else 0. */
 PACT_API int pact_loop_alive(const pact_loop *loop);
 
+/* Embedding the loop in another event loop (libuv's uv_backend_fd and
+ * uv_backend_timeout): the outer loop polls pact_loop_backend_fd() for
+ * readability, with a timeout of at most pact_loop_backend_timeout(), and
+ * whenever the fd is readable or the timeout expired calls
+ * pact_loop_run_once(loop, 0), which does not block:
+ *
+ *   for (;;) {
+ *       int64_t ns = pact_loop_backend_timeout(loop);
+ *       int ms = ns < 0 ? -1 : (int)((ns + 999999) / 1000000);
+ *       epoll_wait(outer, events, n, ms);   // backend fd added, EPOLLIN
+ *       ...the outer loop's own events...
+ *       pact_loop_run_once(loop, 0);
+ *   }
+ *
+ * The outer wait may end with EINTR: io_uring without COOP_TASKRUN (kernels
+ * before 5.19) interrupts the thread's system call to run completions;
+ * treat it as a wake-up. Ask for the timeout again after every
+ * pact_loop_run_once() and after
+ * starting anything on the loop from outside its callbacks (a new
+ * operation is handed to the kernel by the next pact_loop_run_once(), so
+ * the timeout is then 0). Everything must happen on the loop's owner
+ * thread: with io_uring, completions of operations this thread started
+ * are only turned into events by this thread's pact_loop_run_once().
+ * Do not read from or close the fd. */
+
+/* The fd to poll: the epoll fd on the epoll engine; on io_uring an
+ * eventfd registered with the ring (made on the first call), signalled
+ * when a completion is posted and also when the kernel queues one as
+ * deferred task work (IORING_SETUP_DEFER_TASKRUN) that only this
+ * thread's next pact_loop_run_once() turns into an event — the ring's own
+ * fd does not wake a poller for those. It stays readable until
+ * pact_loop_run_once() has handled what it reports (level triggered;
+ * with epoll do not use EPOLLET). Call it on the loop's owner thread.
+ * Returns the fd (the same for the loop's lifetime, closed by
+ * pact_loop_close()), -EINVAL for NULL, -ESHUTDOWN once closed, or the
+ * errno of creating or registering the eventfd. */
+PACT_API int pact_loop_backend_fd(const pact_loop *loop);
+
+/* How long an outer loop may wait on pact_loop_backend_fd() before it
+ * must call pact_loop_run_once(): 0 when the loop has work queued
+ * (scheduled callbacks, completions to deliver, operations not yet handed
+ * to the kernel), else nanoseconds until its next timer — unreferenced
+ * timers included — or -1 for no limit (nothing but the fd can bring
+ * work; -1 is never an error here). Unlike libuv, a loop with nothing
+ * that keeps it alive answers -1 or its next timer, not 0, so an outer
+ * loop does not spin. -EINVAL for NULL, -ESHUTDOWN once closed. */
+PACT_API int64_t pact_loop_backend_timeout(const pact_loop *loop);
+
 /* Counters for tests and monitoring. */
 typedef struct pact_loop_stats {
     uint64_t iterations;

@@ -38,6 +38,13 @@ typedef struct pact_engine_ops {
     int (*wait)(struct pact_loop *loop, int64_t timeout_ns);
     /* Whether an op kind may carry an io_uring linked timeout. */
     int (*supports_link_timeout)(struct pact_loop *loop, pact_op_s *op);
+    /* pact_loop_backend_fd(): an fd that polls readable while wait() has
+     * completions to deliver. */
+    int (*backend_fd)(struct pact_loop *loop);
+    /* 1 if the engine holds work only a wait() call hands to the kernel
+     * (io_uring SQEs not yet submitted, cancels to retry): an outer loop
+     * must not block on backend_fd before the next wait(). */
+    int (*has_unsubmitted)(struct pact_loop *loop);
 } pact_engine_ops;
 
 #define PACT_ENGINE_DEFINE(table, prefix, display_name)                   \
@@ -49,6 +56,8 @@ typedef struct pact_engine_ops {
         .cancel = prefix##_cancel,                                        \
         .wait = prefix##_wait,                                            \
         .supports_link_timeout = prefix##_supports_link_timeout,          \
+        .backend_fd = prefix##_backend_fd,                                \
+        .has_unsubmitted = prefix##_has_unsubmitted,                      \
     }
 
 extern const pact_engine_ops pact_engine_uring;

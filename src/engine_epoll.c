@@ -460,4 +460,17 @@ static int ep_wait(pact_loop *loop, int64_t timeout_ns)
     return seen;
 }
 
+/* The epoll fd itself: readable while an fd in it has an event. */
+static int ep_backend_fd(pact_loop *loop)
+{
+    return EPOLL_ENGINE(loop)->epfd;
+}
+
+/* Everything is handed to the kernel at submit (epoll_ctl). */
+static int ep_has_unsubmitted(pact_loop *loop)
+{
+    (void)loop;
+    return 0;
+}
+
 PACT_ENGINE_DEFINE(epoll, ep, "epoll");

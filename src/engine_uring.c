@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -77,6 +78,10 @@ typedef struct uring_engine {
     size_t br_bytes;
     char *bufs;
     unsigned nbuf, bufsz;
+    /* pact_loop_backend_fd(): an eventfd registered with the ring, made
+     * on first request (has_backend_efd). */
+    int has_backend_efd;
+    int backend_efd;
 } uring_engine;
 
 #define RECV_BGID 1
@@ -387,6 +392,8 @@ static void uring_destroy(pact_loop *loop)
     if (!e)
         return;
     io_uring_queue_exit(&e->ring);
+    if (e->has_backend_efd)
+        close(e->backend_efd);
     /* The ring is gone, and with it the kernel's use of the buffers. */
     if (e->br)
         munmap(e->br, e->br_bytes);
@@ -715,6 +722,13 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
         return r;
     if (e->ncancel_retry)
         retry_cancels(loop);
+    if (e->has_backend_efd) {
+        /* Reset before reaping: a completion that comes after this read
+         * signals the eventfd again, so the outer loop wakes for it. */
+        uint64_t count;
+        while (read(e->backend_efd, &count, sizeof count) > 0)
+            ;
+    }
     if (timeout_ns == 0 && io_uring_sq_ready(&e->ring) == 0 &&
         (e->setup_flags & IORING_SETUP_DEFER_TASKRUN) &&
         (e->setup_flags & IORING_SETUP_TASKRUN_FLAG) &&
@@ -772,6 +786,36 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
     if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY && r != -EAGAIN)
         return r;
     return seen;
+}
+
+/* Not the ring fd: with DEFER_TASKRUN a completion waits as task work
+ * for this thread's next io_uring_enter(GETEVENTS), and queueing that work
+ * does not wake a poller of the ring fd (an outer epoll on it slept
+ * through every completion, test_embed). A registered eventfd is
+ * signalled both when task work is queued and when a CQE is posted.
+ * uring_wait() resets it before reaping. */
+static int uring_backend_fd(pact_loop *loop)
+{
+    uring_engine *e = URING(loop);
+    if (e->has_backend_efd)
+        return e->backend_efd;
+    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (fd < 0)
+        return -errno;
+    int r = io_uring_register_eventfd(&e->ring, fd);
+    if (r < 0) {
+        close(fd);
+        return r;
+    }
+    e->backend_efd = fd;
+    e->has_backend_efd = 1;
+    return fd;
+}
+
+static int uring_has_unsubmitted(pact_loop *loop)
+{
+    uring_engine *e = URING(loop);
+    return io_uring_sq_ready(&e->ring) > 0 || e->ncancel_retry > 0;
 }
 
 PACT_ENGINE_DEFINE(uring, uring, "io_uring");

@@ -264,13 +264,10 @@ static void drain_threadsafe(pact_loop *loop)
  * with the binding's lock held. */
 static int wait_and_count_idle(pact_loop *loop, int64_t timeout_ns)
 {
-    /* Only waits that may block are idle time: a zero-timeout poll is
-     * work (as libuv's uv_metrics_idle_time). */
-    uint64_t wait_start = timeout_ns != 0 ? pact_now() : 0;
-    int r = loop->engine->wait(loop, timeout_ns);
-    if (timeout_ns != 0)
-        loop->idle_ns += pact_now() - wait_start;
-    return r;
+    /* Idle time is counted by the engines' pact__wait_hook_before/after,
+     * around the blocking system call alone: the callbacks an engine runs
+     * inside its wait are work. */
+    return loop->engine->wait(loop, timeout_ns);
 }
 
 int pact_loop_set_wait_hooks(pact_loop *loop, pact_wait_hook before,
@@ -292,6 +289,32 @@ int pact_loop_set_wait_hooks(pact_loop *loop, pact_wait_hook before,
     return 0;
 }
 
+/* Work waiting in the loop's own queues, which the next iteration runs
+ * without waiting for the engine. */
+static int has_queued_work(const pact_loop *loop)
+{
+    return !pact_list_empty(&loop->ready) ||
+           !pact_list_empty(&loop->done_queue) ||
+           !pact_list_empty(&loop->submit_queue) ||
+           atomic_load(&loop->ts_count) > 0 ||
+           atomic_load(&loop->offload_done_count) > 0 ||
+           atomic_load(&loop->stop_requested);
+}
+
+/* How long the next wait may block, at most max_wait_ns (-1 = no limit):
+ * 0 when work is queued or nothing keeps the loop alive (run() is about
+ * to return), else until the next timer. */
+static int64_t wait_timeout(const pact_loop *loop, int64_t max_wait_ns)
+{
+    if (has_queued_work(loop) || !pact_loop_alive(loop))
+        return 0;
+    int64_t timeout = max_wait_ns;
+    int64_t next = pact__timers_next((pact_loop *)loop);
+    if (next >= 0 && (timeout < 0 || next < timeout))
+        timeout = next;
+    return timeout;
+}
+
 static void iterate(pact_loop *loop, int64_t max_wait_ns)
 {
     loop->stats.iterations++;
@@ -306,18 +329,7 @@ static void iterate(pact_loop *loop, int64_t max_wait_ns)
         pact__ops_flush(loop);
     }
 
-    int64_t timeout = max_wait_ns;
-    if (!pact_list_empty(&loop->ready) || !pact_list_empty(&loop->done_queue) ||
-        !pact_list_empty(&loop->submit_queue) ||
-        atomic_load(&loop->ts_count) > 0 ||
-        atomic_load(&loop->offload_done_count) > 0 ||
-        atomic_load(&loop->stop_requested) || !pact_loop_alive(loop)) {
-        timeout = 0;
-    } else {
-        int64_t next = pact__timers_next(loop);
-        if (next >= 0 && (timeout < 0 || next < timeout))
-            timeout = next;
-    }
+    int64_t timeout = wait_timeout(loop, max_wait_ns);
     int r = wait_and_count_idle(loop, timeout);
     if (r < 0 && r != -EINTR && r != -ETIME)
         pact__error(loop, r, "%s wait failed", loop->engine->name);
@@ -685,6 +697,29 @@ int pact_loop_get_stats(const pact_loop *loop, pact_loop_stats *out)
     out->ops_live = loop->user_ops_live;
     out->handles_live = loop->handles.live;
     return 0;
+}
+
+int pact_loop_backend_fd(const pact_loop *loop)
+{
+    if (!loop)
+        return -EINVAL;
+    if (loop->state == PACT_LOOP_CLOSED)
+        return -ESHUTDOWN;
+    return loop->engine->backend_fd((pact_loop *)loop);
+}
+
+int64_t pact_loop_backend_timeout(const pact_loop *loop)
+{
+    if (!loop)
+        return -EINVAL;
+    if (loop->state == PACT_LOOP_CLOSED)
+        return -ESHUTDOWN;
+    /* Unlike wait_timeout(), a loop with nothing that keeps it alive is
+     * not "due now": an outer loop would spin. Its unreferenced timers
+     * still count, so they run on time. */
+    if (has_queued_work(loop) || loop->engine->has_unsubmitted((pact_loop *)loop))
+        return 0;
+    return pact__timers_next((pact_loop *)loop);
 }
 
 /* The first published layout of pact_loop_metrics (docs/abi.md). */

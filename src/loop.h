@@ -130,6 +130,7 @@ struct pact_loop {
     /* pact_loop_get_metrics(): time spent blocked in the engine's wait,
      * and callbacks run (PACT_RUN_CALLBACK counts them). */
     uint64_t idle_ns;
+    uint64_t wait_started; /* pact__wait_hook_before() */
     uint64_t callbacks_run;
 
     /* Ops finished on another thread (the pool), waiting to be moved to
@@ -163,10 +164,14 @@ static inline void pact__wait_hook_before(pact_loop *loop, int64_t timeout_ns)
 {
     if (loop->before_wait)
         loop->before_wait(loop, timeout_ns, loop->wait_hook_user);
+    /* pact_loop_get_metrics()'s idle time: the blocking call alone (not
+     * the hooks, not the callbacks the engine runs after it). */
+    loop->wait_started = pact_now();
 }
 
 static inline void pact__wait_hook_after(pact_loop *loop, int64_t timeout_ns)
 {
+    loop->idle_ns += pact_now() - loop->wait_started;
     if (loop->after_wait) {
         int saved = errno;
         loop->after_wait(loop, timeout_ns, loop->wait_hook_user);

@@ -2,6 +2,7 @@
 /* pact_loop_get_metrics(): idle time (blocking waits only), iterations,
  * events and callbacks counted exactly, and the sized struct's rules
  * (docs/abi.md). */
+#include <pthread.h>
 #include <time.h>
 
 #include "helpers.h"
@@ -39,6 +40,51 @@ Test(metrics, busy_callbacks_are_not_idle_time)
     cr_assert_eq(after.callbacks - before.callbacks, 1);
     cr_assert_eq(after.iterations - before.iterations, 1);
     test_loop_free(loop);
+}
+
+static void spin_in_op_callback(pact_loop *loop, const pact_completion *c,
+                                void *user)
+{
+    (void)c;
+    spin(loop, user);
+}
+
+static void *write_soon(void *arg)
+{
+    struct timespec ts = {0, 5 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    cr_assert_eq(write(*(int *)arg, "x", 1), 1);
+    return NULL;
+}
+
+/* Engines run I/O completion callbacks inside their wait: only the
+ * blocking system call is idle time, not the callbacks after it. */
+Test(metrics, a_busy_io_callback_is_not_idle_time)
+{
+    pact_loop *loop = test_loop_new();
+    int sv[2];
+    make_socketpair(sv);
+    char buf[4];
+    pact_loop_metrics before = metrics_of(loop);
+    uint64_t busy = 40 * MS;
+    uint64_t t0 = pact_now();
+    cr_assert_gt(pact_recv(loop, sv[0], buf, sizeof buf, 0, spin_in_op_callback,
+                           &busy), 0);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, write_soon, &sv[1]), 0);
+    pact_loop_run(loop);
+    pthread_join(th, NULL);
+    uint64_t wall = pact_now() - t0;
+    pact_loop_metrics after = metrics_of(loop);
+    uint64_t idle = after.idle_ns - before.idle_ns;
+    cr_assert_geq(wall, busy);
+    cr_assert_leq(idle, wall - busy, "idle %llu ns, wall %llu, busy %llu",
+                  (unsigned long long)idle, (unsigned long long)wall,
+                  (unsigned long long)busy);
+    cr_assert_gt(idle, 0, "the recv was waited for");
+    test_loop_free(loop);
+    close(sv[0]);
+    close(sv[1]);
 }
 
 static void noop(pact_loop *loop, void *user)
