@@ -909,7 +909,8 @@ PACT_API int pact_server_close(pact_server *server);
  * pointer is dangling. Waiters run in the order they were added. At most
  * 8 waiters per server: the 9th call returns -ENOSPC (a TLS server, from
  * pact_server_listen_*_tls, uses one itself, which leaves 7). Returns 0,
- * -EINVAL for a NULL server or cb, -ENOSPC when full. */
+ * -EINVAL for a NULL server or cb, -ENOSPC when full, -EPERM off the
+ * loop's owner thread. */
 PACT_API int pact_server_wait_closed(pact_server *server, pact_callback cb,
                                      void *user);
 
