@@ -1578,6 +1578,34 @@ PACT_API pact_op pact_fs_rename(pact_loop *loop, const char *from,
 PACT_API pact_op pact_fs_unlink(pact_loop *loop, const char *path, int flags,
                                 pact_op_cb cb, void *user);
 
+/* One change pact_fs_watch() reports (inotify's struct inotify_event). */
+typedef struct pact_fs_event {
+    uint32_t mask;    /* IN_* bits of <sys/inotify.h>: IN_CREATE, IN_MODIFY,
+                         ..., with IN_ISDIR for a directory entry */
+    uint32_t cookie;  /* the same for an IN_MOVED_FROM and its IN_MOVED_TO */
+    const char *name; /* the entry in a watched directory, NULL for the
+                         watched path itself; valid during the callback */
+} pact_fs_event;
+
+/* Watches path for the changes in events (IN_* bits of <sys/inotify.h>,
+ * e.g. IN_CREATE | IN_DELETE | IN_MODIFY | IN_MOVE; IN_ONLYDIR,
+ * IN_DONT_FOLLOW and IN_EXCL_UNLINK allowed too) with inotify, on both
+ * engines. Like pact_recv_multishot(), one operation calls cb many
+ * times: each change as a data completion (c->more = 1, c->result > 0,
+ * c->data a const pact_fs_event *, valid during the call), in the order
+ * the kernel reported them, then once the final completion (more = 0):
+ * 0 when the watched path is gone (deleted, moved off its file system,
+ * unmounted), -ECANCELED after pact_cancel() (also from inside cb:
+ * nothing more is delivered) or pact_loop_close(), or a negative errno.
+ * Events the kernel dropped because the queue overflowed arrive as one
+ * IN_Q_OVERFLOW. Keeps the loop alive like any op (pact_op_set_ref
+ * applies). Errors of inotify_add_watch() are synchronous: -ENOENT,
+ * -EACCES, -ENOTDIR (IN_ONLYDIR), -ENOSPC (the user's watch limit),
+ * -EMFILE; -EINVAL for a NULL path or callback or events 0. Returns the
+ * op. */
+PACT_API pact_op pact_fs_watch(pact_loop *loop, const char *path,
+                               uint32_t events, pact_op_cb cb, void *user);
+
 /* ------------------------------------------------------------------------ */
 /* Signals                                                                  */
 /* ------------------------------------------------------------------------ */
