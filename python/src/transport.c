@@ -39,6 +39,7 @@ typedef struct {
     PyObject *self_ref; /* held while pact may still call back */
     Py_buffer recv_view; /* a BufferedProtocol's buffer, during a delivery */
     PyObject *weakreflist; /* loop._transports is a WeakValueDictionary */
+    PyObject *dict; /* instance attributes: tests and libraries patch them */
 } TransportObject;
 
 static PyObject *transport_type; /* set by pact_py_transport_init */
@@ -704,6 +705,7 @@ static int Transport_traverse(TransportObject *self, visitproc visit, void *arg)
     Py_VISIT(self->waiter);
     Py_VISIT(self->server);
     Py_VISIT(self->self_ref);
+    Py_VISIT(self->dict);
     return 0;
 }
 
@@ -715,6 +717,7 @@ static int Transport_clear(TransportObject *self)
     Py_CLEAR(self->context);
     Py_CLEAR(self->waiter);
     Py_CLEAR(self->server);
+    Py_CLEAR(self->dict);
     return 0;
 }
 
@@ -760,11 +763,19 @@ static PyMethodDef Transport_methods[] = {
 static PyMemberDef Transport_members[] = {
     {"__weaklistoffset__", T_PYSSIZET, offsetof(TransportObject, weakreflist),
      READONLY, NULL},
+    {"__dictoffset__", T_PYSSIZET, offsetof(TransportObject, dict), READONLY,
+     NULL},
     {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef Transport_getset[] = {
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyType_Slot Transport_slots[] = {
     {Py_tp_members, Transport_members},
+    {Py_tp_getset, Transport_getset},
     {Py_tp_doc, "A pact stream transport (asyncio.Transport)."},
     {Py_tp_dealloc, Transport_dealloc},
     {Py_tp_traverse, Transport_traverse},

@@ -12,7 +12,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build}
 ENGINES=${ENGINES:-"uring epoll"}
-CPYTHON_SUITES=${CPYTHON_SUITES:-"test_tasks test_locks test_queues test_timeouts test_taskgroups test_waitfor test_context test_futures2 test_base_events test_threads test_sock_lowlevel:BaseSockTestsMixin test_server:BaseStartServer test_buffered_proto:BaseTestBufferedProtocol test_sslproto test_sslproto:BaseStartTLS"}
+CPYTHON_SUITES=${CPYTHON_SUITES:-"test_tasks test_locks test_queues test_timeouts test_taskgroups test_waitfor test_context test_futures2 test_base_events test_threads test_sock_lowlevel:BaseSockTestsMixin test_server:BaseStartServer test_buffered_proto:BaseTestBufferedProtocol test_sslproto test_sslproto:BaseStartTLS test_subprocess test_streams"}
 PYTHON=/usr/bin/python3
 
 if ! ls "$build"/python/pact/_pact*.so >/dev/null 2>&1; then

@@ -44,6 +44,8 @@ class TransportTests(unittest.TestCase):
             # aiohttp sets TCP_NODELAY through it; asyncio sets it already.
             self.assertEqual(sock.getsockopt(socket.IPPROTO_TCP,
                                              socket.TCP_NODELAY), 1)
+            tr.patched = 'yes'  # tests and libraries patch transports
+            self.assertEqual(tr.__dict__, {'patched': 'yes'})
             for i in range(10):
                 w.write(b'line %d\n' % i)
                 self.assertEqual(await r.readline(), b'line %d\n' % i)
@@ -393,6 +395,19 @@ class PipeAndDatagramTests(unittest.TestCase):
             await asyncio.sleep(0)  # connection_lost runs from call_soon
             return data
         self.assertEqual(self.run_main(main()), b'PING')
+
+
+class SubprocessTests(unittest.TestCase):
+    def test_subprocess_pipes_and_exit_status(self):
+        async def main():
+            p = await asyncio.create_subprocess_exec(
+                'sh', '-c', 'cat; echo err >&2; exit 3',
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE)
+            out, err = await p.communicate(b'to the child')
+            return type(asyncio.get_running_loop()), out, err, p.returncode
+        self.assertEqual(pa.run(main()),
+                         (pa.Loop, b'to the child', b'err\n', 3))
 
 
 if __name__ == '__main__':

@@ -40,6 +40,7 @@ _REUSED = (
     'create_server', '_create_server_getaddrinfo', 'connect_accepted_socket',
     'start_tls', 'connect_read_pipe', 'connect_write_pipe',
     'create_datagram_endpoint',
+    'subprocess_exec', 'subprocess_shell', '_log_subprocess',
     'sock_sendfile', '_sock_sendfile_fallback', '_check_sendfile_params',
 )
 
@@ -73,6 +74,9 @@ _REUSED_UNIX = (
     '_sock_sendfile_update_filepos', '_sock_add_cancellation_callback',
     '_check_signal', '_handle_signal', '_process_self_data',
     'create_unix_connection', 'create_unix_server',
+    # Subprocesses: subprocess.Popen through asyncio's Unix transport (its
+    # pipes are pact pipe transports) and the policy's child watcher.
+    '_make_subprocess_transport', '_child_watcher_callback',
 )
 
 
