@@ -32,7 +32,8 @@
  *     pact_server_close and wait_closed; pact_datagram_sendto,
  *     set_write_buffer_limits, close, abort, pause_reading and
  *     resume_reading; pact_process_write, write_eof, send_signal,
- *     terminate, kill, wait and close. Getters (pact_loop_time(),
+ *     terminate, kill, wait and close; pact_tty_open, set_mode and close.
+ *     Getters (pact_loop_time(),
  *     pact_loop_get_stats(), pact_transport_write_buffer_size(), ...)
  *     and the datagram socket options (pact_datagram_set_ttl(), ...) are
  *     not checked: calling them from another thread is undefined. In debug
@@ -1605,6 +1606,63 @@ typedef struct pact_fs_event {
  * op. */
 PACT_API pact_op pact_fs_watch(pact_loop *loop, const char *path,
                                uint32_t events, pact_op_cb cb, void *user);
+
+/* ------------------------------------------------------------------------ */
+/* Terminals                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* A terminal a loop watches: its mode when opened (restored on close),
+ * its window size and resize notification. */
+typedef struct pact_tty pact_tty;
+
+/* Terminal modes (libuv's uv_tty_mode_t). */
+typedef enum pact_tty_mode {
+    PACT_TTY_MODE_NORMAL = 0, /* the mode the terminal had when opened */
+    PACT_TTY_MODE_RAW = 1,    /* cfmakeraw(): bytes as typed, no echo, no
+                                 line editing, ^C a byte, no output
+                                 translation */
+    PACT_TTY_MODE_IO = 2,     /* raw input, but output still translated
+                                 ("\n" sent as "\r\n") */
+} pact_tty_mode;
+
+/* Called when the terminal's window size changed (after SIGWINCH, only if
+ * the size differs from the last one reported): the new size in
+ * character cells. May close the tty. */
+typedef void (*pact_tty_resize_cb)(pact_tty *tty, unsigned cols,
+                                   unsigned rows, void *user);
+
+/* Opens a pact_tty on fd (a terminal: 0, 1, or an fd of /dev/tty or a
+ * pty; the fd stays the caller's, read and write it with pact_read /
+ * pact_write or a pipe transport). Saves the terminal's mode so that
+ * pact_tty_close(), or pact_loop_close() for a tty still open, puts it
+ * back. With on_resize, a SIGWINCH handler is added on the loop
+ * (pact_signal_add's rules apply: the thread blocks SIGWINCH, another
+ * loop already handling it gives -EBUSY); it does not keep
+ * pact_loop_run() going. Returns 0 and sets *out; -ENOTTY if fd is not a
+ * terminal, -EINVAL for a NULL out or negative fd, -ESHUTDOWN on a closed
+ * loop. */
+PACT_API int pact_tty_open(pact_loop *loop, int fd, pact_tty_resize_cb on_resize,
+                           void *user, pact_tty **out);
+
+/* Switches the terminal's mode; output already written is sent first
+ * (TCSADRAIN). Returns 0, -EINVAL for an unknown mode, or the errno of
+ * tcsetattr(). */
+PACT_API int pact_tty_set_mode(pact_tty *tty, pact_tty_mode mode);
+
+/* The window size in character cells (TIOCGWINSZ). Returns 0 or a
+ * negative errno. */
+PACT_API int pact_tty_get_winsize(const pact_tty *tty, unsigned *cols,
+                                  unsigned *rows);
+
+/* Restores the mode the terminal had when opened, removes the resize
+ * handler and frees the tty (the fd stays open). Safe from the resize
+ * callback. Returns 0, or the errno of restoring the mode (the tty is
+ * freed anyway). A tty still open when its loop closes is closed by
+ * pact_loop_close(): do not use it after that. */
+PACT_API int pact_tty_close(pact_tty *tty);
+
+/* The loop the tty was opened on (NULL for NULL). */
+PACT_API pact_loop *pact_tty_loop(const pact_tty *tty);
 
 /* ------------------------------------------------------------------------ */
 /* Signals                                                                  */
