@@ -784,8 +784,12 @@ PACT_API int pact_transport_abort(pact_transport *t);
 
 /* Stops calling data_received until resume. Never loses, duplicates or
  * reorders a byte: data that arrives while paused is kept and handed over
- * on resume. Returns 0, or -EALREADY if already paused, -ESHUTDOWN when
- * closing. */
+ * on resume. If sending fails meanwhile (the peer went: EPIPE,
+ * ECONNRESET) while received bytes are kept, those bytes still come first
+ * on resume and connection_lost(error) after them; until then writes and
+ * write_eof answer -EPIPE (close or abort end it at once, with that
+ * error). With nothing kept, the failure ends the transport at once.
+ * Returns 0, or -EALREADY if already paused, -ESHUTDOWN when closing. */
 PACT_API int pact_transport_pause_reading(pact_transport *t);
 
 /* Resumes reading (kept data first, on the next iteration). */

@@ -62,6 +62,44 @@ static void settle(pact_stream *s)
     pact__endpoint_settle(&s->t.ep);
 }
 
+static size_t held_len(const pact_stream *s);
+static int schedule_resume(pact_stream *s);
+
+/* Sending failed (EPIPE, ECONNRESET, ...). With nothing held for the
+ * reader it is the end, at once. But bytes already received and held for
+ * a paused reader are handed over first (docs/contract.md §5): the error
+ * waits behind them as a read error would, writes answer -EPIPE
+ * meanwhile, and close or abort still end it at once (with this error).
+ * TLS relies on it: the ciphertext held here may carry the peer's last
+ * records and close_notify. asyncio has no such bytes (its selector
+ * transports leave them in the kernel), so it never has this choice. */
+static void write_failed(pact_stream *s, int err)
+{
+    pact_transport *t = &s->t;
+    if (t->ep.closing || held_len(s) == 0) {
+        fatal_error(s, err);
+        return;
+    }
+    t->write_failed = 1;
+    if (!t->ep.err)
+        t->ep.err = err;
+    pact__wbuf_clear(&s->more->inflight); /* its send is back */
+    pact__wbuf_clear(&s->more->pending);
+    if (s->more->item && s->more->item->started == 0) {
+        /* Never started: it ends with -ECANCELED, from the done queue. */
+        s->more->item->ops->cancel(s->more->item);
+    }
+    if (s->read_op)
+        pact_cancel(t->ep.loop, s->read_op); /* its bytes are held too */
+    if (!s->has_held || s->held_result == 0) {
+        s->has_held = 1;
+        s->held_result = err;
+    }
+    pact__transport_flow(t); /* a writer paused on a full buffer hears it */
+    if (!t->paused)
+        schedule_resume(s);
+}
+
 /* ---- state only some streams need ----------------------------------------- */
 
 pact_stream_more *pact__stream_more(pact_stream *s)
@@ -252,9 +290,12 @@ static void on_read_end(pact_stream *s, int64_t r)
         return;
     }
     if (must_hold(s)) {
-        /* EOF or an error behind held bytes: it waits its turn. */
-        s->has_held = 1;
-        s->held_result = (int)r; /* 0 or a negative errno */
+        /* EOF or an error behind held bytes: it waits its turn (after a
+         * write failure, that failure is the end already). */
+        if (!s->has_held) {
+            s->has_held = 1;
+            s->held_result = (int)r; /* 0 or a negative errno */
+        }
         if (!s->t.paused)
             schedule_resume(s);
         return;
@@ -381,7 +422,7 @@ static int stream_resume_reading(pact_transport *t)
 static void shutdown_write_side(pact_stream *s)
 {
     pact_transport *t = &s->t;
-    if (!t->eof_requested || s->eof_done || send_op(s) ||
+    if (!t->eof_requested || t->write_failed || s->eof_done || send_op(s) ||
         stream_write_buffer_size(t) > 0 || write_item(s))
         return;
     s->eof_done = 1;
@@ -415,7 +456,7 @@ static void on_send(pact_loop *loop, const pact_completion *c, void *arg)
         return;
     }
     if (c->result < 0) {
-        fatal_error(s, c->result == -ECANCELED ? -ECONNABORTED : (int)c->result);
+        write_failed(s, c->result == -ECANCELED ? -ECONNABORTED : (int)c->result);
         return;
     }
     /* A send ran: s->more holds its buffer. */
@@ -491,7 +532,7 @@ void pact__stream_item_done(pact_stream *s, int err)
 {
     s->more->item = NULL;
     if (err < 0 && err != -ECANCELED) {
-        fatal_error(s, err);
+        write_failed(s, err);
         return;
     }
     if (s->t.ep.aborting) {

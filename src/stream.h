@@ -48,6 +48,9 @@ struct pact_transport {
     uint8_t kind;              /* pact_stream_kind */
     uint8_t paused : 1;        /* pause_reading */
     uint8_t eof_requested : 1; /* write_eof was called */
+    /* Sending failed while received bytes still wait for a paused reader:
+     * writes answer -EPIPE, the error comes after those bytes. */
+    uint8_t write_failed : 1;
 };
 
 static inline const pact_transport_ops *pact__transport_ops(const pact_transport *t)

@@ -1087,7 +1087,7 @@ static void end_without_plain(tls_conn *c)
 static int tls_writev(pact_transport *t, const struct iovec *iov, int iovcnt)
 {
     tls_conn *c = conn_of(t);
-    if (c->plain_gone)
+    if (c->plain_gone || (c->plain && c->plain->write_failed))
         return -EPIPE; /* nothing can be sent any more */
     int r = 0;
     enter(c);
@@ -1108,7 +1108,7 @@ static int tls_writev(pact_transport *t, const struct iovec *iov, int iovcnt)
 static int tls_write_eof(pact_transport *t)
 {
     tls_conn *c = conn_of(t);
-    if (c->plain_gone)
+    if (c->plain_gone || (c->plain && c->plain->write_failed))
         return -EPIPE; /* as writes: nothing can be sent any more */
     if (c->hs_done) {
         enter(c);

@@ -27,6 +27,7 @@ void pact__transport_init(pact_transport *t, pact_loop *loop,
     t->writes_after_close = 0;
     t->paused = 0;
     t->eof_requested = 0;
+    t->write_failed = 0;
 }
 
 void pact__transport_writing(pact_endpoint *e, int pause)
@@ -86,7 +87,7 @@ static int write_refused(pact_transport *t)
     if (t->ep.closing)
         return pact__endpoint_write_refused(&t->ep, &t->writes_after_close,
                                             "transport", pact_transport_fd(t));
-    if (t->eof_requested)
+    if (t->eof_requested || t->write_failed)
         return -EPIPE;
     if (t->kind == PACT_STREAM_READ_PIPE)
         return -ENOTSUP;
@@ -125,6 +126,8 @@ static int write_side_refused(const pact_transport *t, int eof_err)
         return -ENOTSUP;
     if (t->ep.closing)
         return -ESHUTDOWN;
+    if (t->write_failed)
+        return -EPIPE;
     return t->eof_requested ? eof_err : 0;
 }
 

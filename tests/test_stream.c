@@ -3,6 +3,7 @@
  * a byte), callback order on every close path, flow control. */
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <signal.h>
 
 #include "helpers.h"
 
@@ -1045,4 +1046,119 @@ Test(stream, buffered_random_pause_resume_keeps_every_byte)
 {
     for (unsigned seed = 1; seed <= 4; seed++)
         random_pause_resume(seed);
+}
+
+/* Sending fails (the peer has gone: EPIPE) while bytes already received
+ * are held for a paused reader: they are handed over on resume, in
+ * order, and only then connection_lost(-EPIPE) — the error waits behind
+ * them as a read error does (docs/contract.md §5). Writes meanwhile
+ * answer -EPIPE. A buffered protocol that pauses inside its first
+ * buffer_updated leaves the rest of the chunk held, on both engines; what
+ * pact never read stays in the kernel, where a duplicate of the socket
+ * counts it: every byte is either delivered or unread. */
+typedef struct held_then_failed {
+    unsigned char *got;
+    size_t ngot;
+    unsigned char buf[1000];
+    int lost, lost_err, data_after_lost;
+} held_then_failed;
+
+static void *htf_get_buffer(pact_transport *t, size_t hint, size_t *len, void *user)
+{
+    (void)t;
+    (void)hint;
+    held_then_failed *h = user;
+    *len = sizeof h->buf;
+    return h->buf;
+}
+
+static void htf_updated(pact_transport *t, size_t len, void *user)
+{
+    held_then_failed *h = user;
+    if (h->lost)
+        h->data_after_lost++;
+    memcpy(h->got + h->ngot, h->buf, len);
+    if (h->ngot == 0)
+        cr_assert_eq(pact_transport_pause_reading(t), 0);
+    h->ngot += len;
+}
+
+static void htf_lost(pact_transport *t, int err, void *user)
+{
+    (void)t;
+    held_then_failed *h = user;
+    h->lost++;
+    h->lost_err = err;
+}
+
+static const pact_protocol htf_proto = {
+    .get_buffer = htf_get_buffer,
+    .buffer_updated = htf_updated,
+    .connection_lost = htf_lost,
+};
+
+Test(stream, a_write_error_under_a_paused_reader_comes_after_the_held_bytes)
+{
+    signal(SIGPIPE, SIG_IGN);
+    enum { TOTAL = 96 * 1024 };
+    static unsigned char sent[TOTAL], got[TOTAL];
+    for (size_t i = 0; i < TOTAL; i++)
+        sent[i] = (unsigned char)(i * 7 + i / 251);
+    pact_loop *loop = test_loop_new();
+    int sv[2];
+    make_socketpair(sv);
+    int spy = dup(sv[0]); /* sees what pact leaves unread */
+    cr_assert_geq(spy, 0);
+    static held_then_failed h;
+    memset(&h, 0, sizeof h);
+    h.got = got;
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open(loop, sv[0], PACT_STREAM_SOCKET, &htf_proto, &h, &t), 0);
+    size_t off = 0;
+    while (off < TOTAL) {
+        ssize_t n = send(sv[1], sent + off, TOTAL - off, MSG_DONTWAIT);
+        cr_assert_gt(n, 0, "the socket pair takes %d bytes", TOTAL);
+        off += (size_t)n;
+    }
+    uint64_t end = pact_now() + 5000 * MS;
+    while (h.ngot == 0 && pact_now() < end)
+        pact_loop_run_once(loop, 10 * (int64_t)MS);
+    cr_assert_eq(h.ngot, sizeof h.buf, "paused in the first buffer_updated");
+    for (int i = 0; i < 5; i++)
+        pact_loop_run_once(loop, 2 * (int64_t)MS);
+    cr_assert_eq(h.ngot, sizeof h.buf, "nothing more while paused");
+    close(sv[1]); /* the peer goes: the next send meets EPIPE */
+    cr_assert_eq(pact_transport_write(t, "x", 1), 0);
+    for (int i = 0; i < 10; i++)
+        pact_loop_run_once(loop, 2 * (int64_t)MS);
+    cr_assert_eq(h.lost, 0, "connection_lost(%s) while received bytes were held",
+                 pact_err_name(h.lost_err));
+    cr_assert_eq(h.ngot, sizeof h.buf, "still nothing while paused");
+    cr_assert_eq(pact_transport_write(t, "y", 1), -EPIPE);
+    cr_assert_eq(pact_transport_write_eof(t), -EPIPE);
+    cr_assert_eq(pact_transport_resume_reading(t), 0);
+    end = pact_now() + 5000 * MS;
+    while (!h.lost && pact_now() < end)
+        pact_loop_run_once(loop, 10 * (int64_t)MS);
+    cr_assert_eq(h.lost, 1, "connection_lost after the held bytes");
+    pact_loop_run(loop);
+    test_loop_free(loop);
+
+    size_t unread = 0;
+    unsigned char sink[4096];
+    ssize_t n;
+    while ((n = recv(spy, sink, sizeof sink, MSG_DONTWAIT)) > 0) {
+        cr_assert_eq(memcmp(sink, sent + h.ngot + unread, (size_t)n), 0,
+                     "unread bytes follow the delivered ones");
+        unread += (size_t)n;
+    }
+    close(spy);
+    cr_assert_eq(memcmp(got, sent, h.ngot), 0, "delivered in order");
+    cr_assert_gt(h.ngot, sizeof h.buf, "the held bytes were delivered");
+    cr_assert_eq(h.ngot + unread, TOTAL,
+                 "%zu delivered + %zu unread: %zu received bytes were dropped",
+                 h.ngot, unread, TOTAL - h.ngot - unread);
+    cr_assert_eq(h.lost, 1);
+    cr_assert_eq(h.data_after_lost, 0);
+    cr_assert_eq(h.lost_err, -EPIPE, "lost with %s", pact_err_name(h.lost_err));
 }
