@@ -392,7 +392,12 @@ static void on_recv(pact_loop *loop, const pact_completion *c, void *arg)
         ep->has_held = 1;
         return;
     }
+    /* The protocol may close it inside: deliver goes on using it, so the
+     * final close waits until we leave (it runs from a fresh callback, or
+     * here at the latest when none can be scheduled). */
+    pact__endpoint_enter(&ep->ep);
     deliver(ep, c->result, c->addr, c->addr ? c->addrlen : 0);
+    pact__endpoint_leave(&ep->ep);
 }
 
 static void start_reading(pact_datagram *ep)
@@ -431,6 +436,7 @@ static void resume_delivery(pact_loop *loop, void *arg)
     (void)loop;
     pact_datagram *ep = arg;
     ep->resume_scheduled = 0;
+    pact__endpoint_enter(&ep->ep);
     if (!ep->ep.closing && !ep->paused) {
         if (ep->has_held) {
             ep->has_held = 0;
@@ -440,6 +446,7 @@ static void resume_delivery(pact_loop *loop, void *arg)
             start_reading(ep);
         }
     }
+    pact__endpoint_leave(&ep->ep);
     pact__endpoint_unref(&ep->ep);
 }
 
@@ -486,11 +493,21 @@ static void check_flow(pact_datagram *ep)
     pact__endpoint_flow(&ep->ep, &ep->marks, ep->buffered);
 }
 
+static void send_done(pact_datagram *ep, const pact_completion *c);
+
 static void on_send(pact_loop *loop, const pact_completion *c, void *arg)
 {
     (void)loop;
     pact_datagram *ep = arg;
     ep->send_op = 0;
+    /* error_received may close it; send_done goes on using it. */
+    pact__endpoint_enter(&ep->ep);
+    send_done(ep, c);
+    pact__endpoint_leave(&ep->ep); /* settles */
+}
+
+static void send_done(pact_datagram *ep, const pact_completion *c)
+{
     dgram_item *it = pop_head(ep);
     int64_t r = c->result;
     if (r >= 0) {
@@ -538,7 +555,6 @@ static void on_send(pact_loop *loop, const pact_completion *c, void *arg)
     }
     kick_write(ep);
     check_flow(ep);
-    pact__endpoint_settle(&ep->ep);
 }
 
 static void kick_write(pact_datagram *ep)
@@ -666,6 +682,7 @@ static void connection_made(pact_loop *loop, void *arg)
     (void)loop;
     pact_datagram *ep = arg;
     ep->ep.made = 1;
+    pact__endpoint_enter(&ep->ep); /* it may be closed inside */
     if (ep->proto->connection_made)
         ep->proto->connection_made(ep, ep->user);
     if (!ep->ep.closing) {
@@ -673,7 +690,7 @@ static void connection_made(pact_loop *loop, void *arg)
         check_flow(ep); /* sendto() before connection_made */
     }
     kick_write(ep); /* also after close(): it flushes */
-    pact__endpoint_settle(&ep->ep);
+    pact__endpoint_leave(&ep->ep); /* settles */
     pact__endpoint_unref(&ep->ep);
 }
 

@@ -371,6 +371,7 @@ static void resume_delivery(pact_loop *loop, void *arg)
     pact_stream *s = stream_of_ep(arg);
     pact_transport *t = &s->t;
     s->resume_scheduled = 0;
+    pact__endpoint_enter(&t->ep); /* the protocol may close it inside */
     if (!t->ep.closing && !t->paused && held_len(s) > 0) {
         /* Taken out first: the protocol may pause and resume again. */
         pact_wbuf held = s->more->held;
@@ -401,6 +402,7 @@ static void resume_delivery(pact_loop *loop, void *arg)
             start_reading(s);
         }
     }
+    pact__endpoint_leave(&t->ep);
     pact__endpoint_unref(&t->ep);
 }
 
@@ -662,6 +664,8 @@ static void connection_made(pact_loop *loop, void *arg)
     pact_stream *s = stream_of_ep(arg);
     pact_transport *t = &s->t;
     t->ep.made = 1;
+    /* It may be closed inside: the final close waits until we leave. */
+    pact__endpoint_enter(&t->ep);
     if (t->proto->connection_made)
         t->proto->connection_made(t, t->user);
     if (!t->ep.closing) {
@@ -670,7 +674,7 @@ static void connection_made(pact_loop *loop, void *arg)
             watch_pipe_reader(s);
         pact__transport_flow(t); /* writes before connection_made */
     }
-    settle(s);
+    pact__endpoint_leave(&t->ep); /* settles */
     pact__endpoint_unref(&t->ep);
 }
 

@@ -447,3 +447,70 @@ Test(faults, send_all_op_error) { sweep(scenario_send_all, PACT_FAULT_OP_ERROR, 
 Test(faults, send_all_short_io) { sweep(scenario_send_all, PACT_FAULT_SHORT_IO, 1, "send_all/short"); }
 Test(faults, send_all_enomem) { sweep(scenario_send_all, PACT_FAULT_SLAB_ALLOC, 1, "send_all/ENOMEM"); }
 Test(faults, send_all_no_sqe) { sweep(scenario_send_all, PACT_FAULT_GET_SQE, 1, "send_all/no SQE"); }
+
+/* ---- a final close that cannot be scheduled -------------------------------- */
+
+/* A datagram endpoint closed from inside datagram_received while the loop
+ * cannot allocate the callback that would run its final close: the
+ * final close must still not run nested inside datagram_received (where
+ * the endpoint's own code still uses it afterwards), and connection_lost
+ * comes once, after datagram_received has returned. */
+typedef struct nested_close {
+    int in_received, lost, lost_inside, received;
+} nested_close;
+
+static void nc_received(pact_datagram *ep, const void *data, size_t len,
+                        const struct sockaddr *addr, socklen_t addrlen, void *user)
+{
+    (void)data;
+    (void)len;
+    (void)addr;
+    (void)addrlen;
+    nested_close *n = user;
+    n->received++;
+    n->in_received = 1;
+    pact_fault_arm(PACT_FAULT_SLAB_ALLOC, 1, 1); /* the next callback: -ENOMEM */
+    pact_datagram_close(ep);
+    pact_fault_arm(PACT_FAULT_SLAB_ALLOC, 0, 0);
+    n->in_received = 0;
+}
+
+static void nc_lost(pact_datagram *ep, int err, void *user)
+{
+    (void)ep;
+    (void)err;
+    nested_close *n = user;
+    n->lost++;
+    n->lost_inside += n->in_received;
+}
+
+static const pact_datagram_protocol nc_proto = {
+    .datagram_received = nc_received,
+    .connection_lost = nc_lost,
+};
+
+Test(faults, datagram_closed_in_its_callback_when_no_callback_can_be_scheduled)
+{
+    int err;
+    pact_loop *loop = fault_loop(&err);
+    cr_assert_not_null(loop);
+    nested_close n = {0};
+    pact_datagram *ep;
+    cr_assert_eq(pact_datagram_open_udp(loop, "127.0.0.1", 0, NULL, 0, NULL, &nc_proto, &n,
+                                        &ep), 0);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    cr_assert_eq(pact_datagram_sockname(ep, &ss, &sl), 0);
+    for (int i = 0; i < 3; i++)
+        pact_loop_run_once(loop, 0); /* made, receiving */
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    cr_assert_eq(sendto(s, "x", 1, 0, (struct sockaddr *)&ss, sl), 1);
+    uint64_t end = pact_now() + 5000 * MS;
+    while (!n.lost && pact_now() < end)
+        pact_loop_run_once(loop, 10 * (int64_t)MS);
+    close(s);
+    cr_assert_eq(n.received, 1);
+    cr_assert_eq(n.lost, 1);
+    cr_assert_eq(n.lost_inside, 0, "connection_lost ran inside datagram_received");
+    fault_loop_free(loop);
+}
