@@ -798,7 +798,9 @@ PACT_API int pact_transport_resume_reading(pact_transport *t);
 /* 1 if reading (not paused, not closing), else 0. */
 PACT_API int pact_transport_is_reading(const pact_transport *t);
 
-/* 1 once close() or abort() was called or the connection was lost. */
+/* 1 once close() or abort() was called, the connection was lost, or a
+ * send failed (writes then answer -EPIPE while bytes held for a paused
+ * reader are still handed over), as asyncio's is_closing(). */
 PACT_API int pact_transport_is_closing(const pact_transport *t);
 
 /* Bytes buffered and not yet handed to the kernel (or in flight). */

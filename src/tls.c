@@ -792,8 +792,11 @@ static void read_end(tls_conn *c)
         close_plain(c);
         return;
     }
+    /* ep.closing, not is_closing(): after a failed send the plain
+     * transport must still be resumed to hand over the ciphertext it
+     * holds. */
     if (c->plain && !pact_transport_is_reading(c->plain) &&
-        !pact_transport_is_closing(c->plain))
+        !c->plain->ep.closing)
         pact_transport_resume_reading(c->plain);
 }
 

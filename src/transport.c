@@ -218,7 +218,10 @@ int pact_transport_abort(pact_transport *t)
 
 int pact_transport_is_closing(const pact_transport *t)
 {
-    return t ? t->ep.closing : 1;
+    /* A failed send dooms the transport even while it still hands over
+     * the bytes held for a paused reader (writes answer -EPIPE): closing,
+     * as asyncio's is_closing() after a fatal error. */
+    return t ? t->ep.closing || t->write_failed : 1;
 }
 
 /* ---- reading ------------------------------------------------------------------ */
