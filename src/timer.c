@@ -111,10 +111,12 @@ pact_handle pact_call_every(pact_loop *loop, uint64_t interval_ns,
     return h;
 }
 
-int pact_handle_set_interval(pact_loop *loop, pact_handle handle,
-                             uint64_t interval_ns)
+/* The live timer behind handle, for the calls that only timers take:
+ * -ENOENT for a stale or cancelled handle, -EINVAL for a call_soon one. */
+static int live_timer(pact_loop *loop, pact_handle handle, const char *func,
+                      pact_handle_s **out)
 {
-    int r = pact__check_loop(loop, __func__);
+    int r = pact__check_loop(loop, func);
     if (r)
         return r;
     uint32_t idx;
@@ -122,26 +124,30 @@ int pact_handle_set_interval(pact_loop *loop, pact_handle handle,
     if (!h || (h->flags & PACT_HANDLEF_CANCELLED))
         return -ENOENT;
     if (!(h->flags & PACT_HANDLEF_TIMER))
-        return pact__misuse(loop, -EINVAL, __func__,
+        return pact__misuse(loop, -EINVAL, func,
                             "the handle is a pact_call_soon() callback, "
                             "not a timer");
+    *out = h;
+    return 0;
+}
+
+int pact_handle_set_interval(pact_loop *loop, pact_handle handle,
+                             uint64_t interval_ns)
+{
+    pact_handle_s *h;
+    int r = live_timer(loop, handle, __func__, &h);
+    if (r)
+        return r;
     h->interval = interval_ns;
     return 0;
 }
 
 int pact_handle_set_ref(pact_loop *loop, pact_handle handle, int ref)
 {
-    int r = pact__check_loop(loop, __func__);
+    pact_handle_s *h;
+    int r = live_timer(loop, handle, __func__, &h);
     if (r)
         return r;
-    uint32_t idx;
-    pact_handle_s *h = pact_slab_from_handle(&loop->handles, handle, &idx);
-    if (!h || (h->flags & PACT_HANDLEF_CANCELLED))
-        return -ENOENT;
-    if (!(h->flags & PACT_HANDLEF_TIMER))
-        return pact__misuse(loop, -EINVAL, __func__,
-                            "the handle is a pact_call_soon() callback, "
-                            "not a timer");
     if (!ref == !!(h->flags & PACT_HANDLEF_UNREF))
         return 0;
     /* Only a timer in the heap is counted; a running one is counted
