@@ -56,9 +56,17 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#ifdef _WIN32
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#include <windows.h>
+#include <sys/types.h>
+#else
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#endif
 
 #include "pact_version.h"
 
@@ -72,7 +80,26 @@ struct ssl_ctx_st; /* <openssl/ssl.h>: SSL_CTX */
 struct ssl_st;     /* <openssl/ssl.h>: SSL */
 struct x509_st;    /* <openssl/x509.h>: X509 */
 
-#if defined(__GNUC__)
+/* Descriptors as the system names them: a socket (pact_os_sock) and a
+ * file or pipe (pact_os_fd). On Linux both are int, the fd, so the ABI and
+ * every caller are those of plain fds; on Windows a SOCKET and a HANDLE. */
+#ifdef _WIN32
+typedef SOCKET pact_os_sock;
+typedef HANDLE pact_os_fd;
+/* pact_transport_writev() takes POSIX iovecs, which Windows lacks. */
+struct iovec {
+    void *iov_base;
+    size_t iov_len;
+};
+#else
+typedef int pact_os_sock;
+typedef int pact_os_fd;
+#endif
+
+#if defined(_WIN32)
+#define PACT_API
+#define PACT_PRINTF(fmt, args) __attribute__((format(gnu_printf, fmt, args)))
+#elif defined(__GNUC__)
 #define PACT_API __attribute__((visibility("default")))
 #define PACT_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
 #else
@@ -119,6 +146,7 @@ typedef enum pact_engine_kind {
     PACT_ENGINE_AUTO = 0, /* io_uring if it can be set up, else epoll */
     PACT_ENGINE_URING = 1,
     PACT_ENGINE_EPOLL = 2,
+    PACT_ENGINE_IOCP = 3, /* Windows: an I/O completion port (the only one) */
 } pact_engine_kind;
 
 /* Options for pact_loop_create(); fill with pact_loop_options_init(). */
@@ -537,7 +565,7 @@ typedef void (*pact_op_cb)(pact_loop *loop, const pact_completion *c,
 
 /* Receives up to len bytes from a socket into buf. Result: bytes (0 = the
  * peer closed). buf must stay valid until the callback. */
-PACT_API pact_op pact_recv(pact_loop *loop, int fd, void *buf, size_t len,
+PACT_API pact_op pact_recv(pact_loop *loop, pact_os_sock fd, void *buf, size_t len,
                            int flags, pact_op_cb cb, void *user);
 
 /* Receives repeatedly from a stream socket into buffers the loop owns (no
@@ -552,7 +580,7 @@ PACT_API pact_op pact_recv(pact_loop *loop, int fd, void *buf, size_t len,
  * when the loop ran out of buffers — back-pressure, not an error: start
  * the receive again (best from a later iteration). Deadlines
  * (pact_op_set_timeout) end it with -ETIMEDOUT. */
-PACT_API pact_op pact_recv_multishot(pact_loop *loop, int fd, pact_op_cb cb,
+PACT_API pact_op pact_recv_multishot(pact_loop *loop, pact_os_sock fd, pact_op_cb cb,
                                      void *user);
 
 /* How the loop runs pact_recv_multishot(): "multishot" (io_uring multishot
@@ -563,12 +591,12 @@ PACT_API const char *pact_loop_recv_multishot_mode(const pact_loop *loop);
 /* Sends up to len bytes. Result: the bytes actually sent, which may be
  * fewer than len (a short send is reported, never hidden). MSG_NOSIGNAL is
  * always added. buf must stay valid until the callback. */
-PACT_API pact_op pact_send(pact_loop *loop, int fd, const void *buf,
+PACT_API pact_op pact_send(pact_loop *loop, pact_os_sock fd, const void *buf,
                            size_t len, int flags, pact_op_cb cb, void *user);
 
 /* Sends all len bytes, continuing after short sends. Result: len, or a
  * negative errno with c->transferred telling how much went out first. */
-PACT_API pact_op pact_send_all(pact_loop *loop, int fd, const void *buf,
+PACT_API pact_op pact_send_all(pact_loop *loop, pact_os_sock fd, const void *buf,
                                size_t len, int flags, pact_op_cb cb,
                                void *user);
 
@@ -582,30 +610,31 @@ PACT_API pact_op pact_send_all(pact_loop *loop, int fd, const void *buf,
  * socket polls as ready, and a receive that finds no datagram completes
  * with -EAGAIN (on both engines) rather than waiting. buf must stay valid
  * until the callback. */
-PACT_API pact_op pact_recvfrom(pact_loop *loop, int fd, void *buf, size_t len,
+PACT_API pact_op pact_recvfrom(pact_loop *loop, pact_os_sock fd, void *buf, size_t len,
                                int flags, pact_op_cb cb, void *user);
 
 /* Sends one datagram (sendmsg) of len bytes — 0 is allowed — to addr,
  * which is copied; addr NULL sends on a connected socket. Result: the
  * bytes sent (a datagram goes whole or fails). MSG_NOSIGNAL is always
  * added. buf must stay valid until the callback. */
-PACT_API pact_op pact_sendto(pact_loop *loop, int fd, const void *buf,
+PACT_API pact_op pact_sendto(pact_loop *loop, pact_os_sock fd, const void *buf,
                              size_t len, int flags, const struct sockaddr *addr,
                              socklen_t addrlen, pact_op_cb cb, void *user);
 
-/* Accepts a connection. Result: the new fd (close-on-exec, non-blocking);
+/* Accepts a connection. Result: the new fd (close-on-exec, non-blocking;
+ * on Windows the new SOCKET, associated with the loop's completion port);
  * c->addr is the peer. The callback owns the fd — also when the accept won
  * a race against pact_cancel() (see pact_cancel()). */
-PACT_API pact_op pact_accept(pact_loop *loop, int listen_fd, pact_op_cb cb,
+PACT_API pact_op pact_accept(pact_loop *loop, pact_os_sock listen_fd, pact_op_cb cb,
                              void *user);
 
 /* Connects a socket (best non-blocking). The address is copied. Result: 0. */
-PACT_API pact_op pact_connect(pact_loop *loop, int fd,
+PACT_API pact_op pact_connect(pact_loop *loop, pact_os_sock fd,
                               const struct sockaddr *addr, socklen_t addrlen,
                               pact_op_cb cb, void *user);
 
 /* shutdown(2) as an operation (how = SHUT_RD, SHUT_WR, SHUT_RDWR). */
-PACT_API pact_op pact_shutdown(pact_loop *loop, int fd, int how,
+PACT_API pact_op pact_shutdown(pact_loop *loop, pact_os_sock fd, int how,
                                pact_op_cb cb, void *user);
 
 /* Reads from any fd (pipe, file, socket) at offset, or at the current
@@ -615,19 +644,19 @@ PACT_API pact_op pact_shutdown(pact_loop *loop, int fd, int how,
  * O_NONBLOCK on it; on epoll, for the rare file that refuses RWF_NOWAIT,
  * such as a tty, O_NONBLOCK is set only for the duration of the one system
  * call, which another process sharing the file may notice). */
-PACT_API pact_op pact_read(pact_loop *loop, int fd, void *buf, size_t len,
+PACT_API pact_op pact_read(pact_loop *loop, pact_os_fd fd, void *buf, size_t len,
                            int64_t offset, pact_op_cb cb, void *user);
 
 /* Writes to any fd at offset (-1 = current position / append for pipes).
  * Result: bytes written, possibly fewer than len. Leaves the fd's flags as
  * pact_read() does. */
-PACT_API pact_op pact_write(pact_loop *loop, int fd, const void *buf,
+PACT_API pact_op pact_write(pact_loop *loop, pact_os_fd fd, const void *buf,
                             size_t len, int64_t offset, pact_op_cb cb,
                             void *user);
 
 /* Waits until fd is ready for events (POLLIN, POLLOUT, ...). Result: the
  * events that are ready. */
-PACT_API pact_op pact_poll(pact_loop *loop, int fd, unsigned events,
+PACT_API pact_op pact_poll(pact_loop *loop, pact_os_sock fd, unsigned events,
                            pact_op_cb cb, void *user);
 
 /* Completes with 0 after delay_ns (never earlier). */

@@ -148,14 +148,14 @@ static pact_op start_io(pact_loop *loop, pact_op_kind kind, int fd, void *buf,
     return op_queue(loop, op, created_at);
 }
 
-pact_op pact_recv(pact_loop *loop, int fd, void *buf, size_t len, int flags,
+pact_op pact_recv(pact_loop *loop, pact_os_sock fd, void *buf, size_t len, int flags,
                   pact_op_cb cb, void *user)
 {
     return start_io(loop, PACT_OP_RECV, fd, buf, len, flags, -1, cb, user,
                     __func__, __builtin_return_address(0));
 }
 
-pact_op pact_recv_multishot(pact_loop *loop, int fd, pact_op_cb cb, void *user)
+pact_op pact_recv_multishot(pact_loop *loop, pact_os_sock fd, pact_op_cb cb, void *user)
 {
     OP_START(PACT_OP_RECV_MULTI, fd);
     OP_FINISH();
@@ -166,7 +166,7 @@ const char *pact_loop_recv_multishot_mode(const pact_loop *loop)
     return loop && loop->recv_multi_mode ? loop->recv_multi_mode : "epoll";
 }
 
-pact_op pact_send(pact_loop *loop, int fd, const void *buf, size_t len,
+pact_op pact_send(pact_loop *loop, pact_os_sock fd, const void *buf, size_t len,
                   int flags, pact_op_cb cb, void *user)
 {
     return start_io(loop, PACT_OP_SEND, fd, (void *)buf, len,
@@ -174,7 +174,7 @@ pact_op pact_send(pact_loop *loop, int fd, const void *buf, size_t len,
                     __builtin_return_address(0));
 }
 
-pact_op pact_send_all(pact_loop *loop, int fd, const void *buf, size_t len,
+pact_op pact_send_all(pact_loop *loop, pact_os_sock fd, const void *buf, size_t len,
                       int flags, pact_op_cb cb, void *user)
 {
     return start_io(loop, PACT_OP_SEND_ALL, fd, (void *)buf, len,
@@ -202,7 +202,7 @@ static pact_op op_no_ext(pact_loop *loop, pact_op_s *op)
     return -ENOMEM;
 }
 
-pact_op pact_recvfrom(pact_loop *loop, int fd, void *buf, size_t len,
+pact_op pact_recvfrom(pact_loop *loop, pact_os_sock fd, void *buf, size_t len,
                       int flags, pact_op_cb cb, void *user)
 {
     int err = pact__check_loop(loop, __func__);
@@ -226,7 +226,7 @@ pact_op pact_recvfrom(pact_loop *loop, int fd, void *buf, size_t len,
     return op_queue(loop, op, __builtin_return_address(0));
 }
 
-pact_op pact_sendto(pact_loop *loop, int fd, const void *buf, size_t len,
+pact_op pact_sendto(pact_loop *loop, pact_os_sock fd, const void *buf, size_t len,
                     int flags, const struct sockaddr *addr, socklen_t addrlen,
                     pact_op_cb cb, void *user)
 {
@@ -256,7 +256,7 @@ pact_op pact_sendto(pact_loop *loop, int fd, const void *buf, size_t len,
     return op_queue(loop, op, __builtin_return_address(0));
 }
 
-pact_op pact_read(pact_loop *loop, int fd, void *buf, size_t len,
+pact_op pact_read(pact_loop *loop, pact_os_fd fd, void *buf, size_t len,
                   int64_t offset, pact_op_cb cb, void *user)
 {
     if (offset < -1)
@@ -265,7 +265,7 @@ pact_op pact_read(pact_loop *loop, int fd, void *buf, size_t len,
                     __func__, __builtin_return_address(0));
 }
 
-pact_op pact_write(pact_loop *loop, int fd, const void *buf, size_t len,
+pact_op pact_write(pact_loop *loop, pact_os_fd fd, const void *buf, size_t len,
                    int64_t offset, pact_op_cb cb, void *user)
 {
     if (offset < -1)
@@ -274,7 +274,7 @@ pact_op pact_write(pact_loop *loop, int fd, const void *buf, size_t len,
                     user, __func__, __builtin_return_address(0));
 }
 
-pact_op pact_accept(pact_loop *loop, int listen_fd, pact_op_cb cb, void *user)
+pact_op pact_accept(pact_loop *loop, pact_os_sock listen_fd, pact_op_cb cb, void *user)
 {
     OP_START(PACT_OP_ACCEPT, listen_fd);
     pact_op_ext *x = pact__op_ext(loop, op);
@@ -284,7 +284,7 @@ pact_op pact_accept(pact_loop *loop, int listen_fd, pact_op_cb cb, void *user)
     OP_FINISH();
 }
 
-pact_op pact_connect(pact_loop *loop, int fd, const struct sockaddr *addr,
+pact_op pact_connect(pact_loop *loop, pact_os_sock fd, const struct sockaddr *addr,
                      socklen_t addrlen, pact_op_cb cb, void *user)
 {
     if (loop && (!addr || addrlen == 0 || addrlen > sizeof(struct sockaddr_storage)))
@@ -298,7 +298,7 @@ pact_op pact_connect(pact_loop *loop, int fd, const struct sockaddr *addr,
     OP_FINISH();
 }
 
-pact_op pact_shutdown(pact_loop *loop, int fd, int how, pact_op_cb cb,
+pact_op pact_shutdown(pact_loop *loop, pact_os_sock fd, int how, pact_op_cb cb,
                       void *user)
 {
     if (loop && how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
@@ -308,7 +308,7 @@ pact_op pact_shutdown(pact_loop *loop, int fd, int how, pact_op_cb cb,
     OP_FINISH();
 }
 
-pact_op pact_poll(pact_loop *loop, int fd, unsigned events, pact_op_cb cb,
+pact_op pact_poll(pact_loop *loop, pact_os_sock fd, unsigned events, pact_op_cb cb,
                   void *user)
 {
     if (loop && (events & (POLLIN | POLLOUT | POLLPRI | POLLRDHUP)) == 0)
