@@ -60,7 +60,13 @@ typedef struct pact_engine_ops {
         .has_unsubmitted = prefix##_has_unsubmitted,                      \
     }
 
+#ifdef _WIN32
+extern const pact_engine_ops pact_engine_iocp; /* src/win/engine_iocp.c */
+#define PACT__ENGINE_LAST PACT_ENGINE_IOCP
+#else
 extern const pact_engine_ops pact_engine_uring;
 extern const pact_engine_ops pact_engine_epoll;
+#define PACT__ENGINE_LAST PACT_ENGINE_EPOLL
+#endif
 
 #endif

@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -56,6 +55,16 @@ static pact_engine_kind engine_from_env(pact_engine_kind asked)
 
 static int engine_start(pact_loop *loop, const pact_loop_options *opts)
 {
+#ifdef _WIN32
+    /* Windows has one engine: the I/O completion port. */
+    char why[sizeof loop->engine_reason] = "";
+    if (opts->engine != PACT_ENGINE_AUTO && opts->engine != PACT_ENGINE_IOCP)
+        return -ENOTSUP;
+    loop->engine = &pact_engine_iocp;
+    loop->engine_kind = PACT_ENGINE_IOCP;
+    (void)engine_from_env;
+    return pact_engine_iocp.init(loop, opts->queue_depth, 0, why, sizeof why);
+#else
     pact_engine_kind kind = engine_from_env(opts->engine);
     char reason[sizeof loop->engine_reason] = "";
     if (kind == PACT_ENGINE_URING || kind == PACT_ENGINE_AUTO) {
@@ -80,41 +89,7 @@ static int engine_start(pact_loop *loop, const pact_loop_options *opts)
     loop->engine_kind = PACT_ENGINE_EPOLL;
     return pact_engine_epoll.init(loop, opts->queue_depth, 0, reason,
                                   sizeof reason);
-}
-
-static void wake_read_done(pact_loop *loop, const pact_completion *c,
-                           void *user);
-
-/* Arms the internal read on the wake-up eventfd. */
-static int wake_arm(pact_loop *loop)
-{
-    int err = 0;
-    pact_op_s *op = pact__op_new(loop, PACT_OP_READ, loop->wake_fd,
-                                 wake_read_done, NULL, &err);
-    if (!op)
-        return err;
-    op->flags |= PACT_OPF_INTERNAL;
-    op->buf = &loop->wake_buf;
-    op->len = sizeof loop->wake_buf;
-    op->offset = -1;
-    loop->wake_op = pact__op_start_internal(loop, op);
-    return 0;
-}
-
-static void wake_read_done(pact_loop *loop, const pact_completion *c,
-                           void *user)
-{
-    (void)user;
-    loop->wake_op = 0;
-    if (loop->state != PACT_LOOP_OPEN)
-        return;
-    /* Clear before the threadsafe queue is drained later in this
-     * iteration: a producer that enqueues after this point writes again. */
-    atomic_store(&loop->wake_pending, 0);
-    if (c->result < 0 && c->result != -EAGAIN && c->result != -EINTR)
-        pact__error(loop, (int)c->result, "wake-up eventfd read failed");
-    if (wake_arm(loop) != 0)
-        pact__error(loop, -ENOMEM, "cannot re-arm the wake-up read");
+#endif
 }
 
 int pact_loop_create(pact_loop **out, const pact_loop_options *opts_in)
@@ -130,7 +105,7 @@ int pact_loop_create(pact_loop **out, const pact_loop_options *opts_in)
             return r;
     }
     if ((int)opts.engine < PACT_ENGINE_AUTO ||
-        opts.engine > PACT_ENGINE_EPOLL)
+        opts.engine > PACT__ENGINE_LAST)
         return -EINVAL;
 
     pact_loop *loop = calloc(1, sizeof *loop);
@@ -174,15 +149,8 @@ int pact_loop_create(pact_loop **out, const pact_loop_options *opts_in)
     int r = engine_start(loop, &opts);
     if (r != 0)
         goto fail;
-    loop->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (loop->wake_fd < 0) {
-        r = -errno;
-        loop->engine->destroy(loop);
-        goto fail;
-    }
-    r = wake_arm(loop);
+    r = pact__wake_open(loop);
     if (r != 0) {
-        close(loop->wake_fd);
         loop->engine->destroy(loop);
         goto fail;
     }
@@ -431,11 +399,8 @@ static int wake_locked(pact_loop *loop)
     if (loop->state == PACT_LOOP_CLOSED)
         return -ESHUTDOWN;
     /* Coalesce: only the first waker since the loop last drained writes. */
-    if (atomic_exchange(&loop->wake_pending, 1) == 0) {
-        uint64_t one = 1;
-        if (write(loop->wake_fd, &one, sizeof one) < 0 && errno != EAGAIN)
-            return -errno;
-    }
+    if (atomic_exchange(&loop->wake_pending, 1) == 0)
+        return pact__wake_post(loop);
     return 0;
 }
 
@@ -630,8 +595,7 @@ int pact_loop_close(pact_loop *loop)
     loop->engine->destroy(loop);
     pthread_mutex_lock(&loop->ts_lock); /* see wake_locked() */
     loop->state = PACT_LOOP_CLOSED;
-    close(loop->wake_fd);
-    loop->wake_fd = -EBADF;
+    pact__wake_close(loop);
     pthread_mutex_unlock(&loop->ts_lock);
     if (loop->stats.stray_completions)
         pact__log(loop, "%llu completion(s) matched no live operation",

@@ -179,6 +179,15 @@ static inline void pact__wait_hook_after(pact_loop *loop, int64_t timeout_ns)
     }
 }
 
+/* The cross-thread wake-up (src/wake_eventfd.c, src/win/wake.c). open
+ * sets it up once the engine runs (0 or -errno); post, from any thread,
+ * makes the engine's wait return and clear wake_pending (callers set
+ * wake_pending first, so only one post is outstanding); close, after every
+ * op has completed, under ts_lock, releases it. */
+int pact__wake_open(pact_loop *loop);
+int pact__wake_post(pact_loop *loop);
+void pact__wake_close(pact_loop *loop);
+
 /* Misuse is answered with a negative errno, and a message in debug mode. */
 int pact__misuse(const pact_loop *loop, int err, const char *func,
                  const char *what);
@@ -223,11 +232,11 @@ void pact__op_defer(pact_loop *loop, pact_op_s *op, int64_t result);
 /* Starts an op the loop itself owns (the wake-up read). */
 pact_op pact__op_start_internal(pact_loop *loop, pact_op_s *op);
 /* Allocates and fills the common part of an op; NULL with *err set. */
-pact_op_s *pact__op_new(pact_loop *loop, pact_op_kind kind, int fd,
+pact_op_s *pact__op_new(pact_loop *loop, pact_op_kind kind, pact_os_sock fd,
                         pact_op_cb cb, void *user, int *err);
 /* pact__op_new() after the checks every public start function shares:
  * open loop, owner thread, callback, fd (AT_FDCWD allowed). */
-pact_op_s *pact__op_begin(pact_loop *loop, pact_op_kind kind, int fd,
+pact_op_s *pact__op_begin(pact_loop *loop, pact_op_kind kind, pact_os_sock fd,
                           pact_op_cb cb, void *user, const char *func,
                           int *err);
 /* The op's out-of-line block (see pact_op_ext), allocated zeroed on the

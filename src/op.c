@@ -4,16 +4,18 @@
  * kernel and pact__op_complete() / pact__op_defer(). */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#ifndef _WIN32
+#include <poll.h>
+#endif
 
 #include "fault.h"
 #include "loop.h"
 #include "pool.h"
 
-pact_op_s *pact__op_new(pact_loop *loop, pact_op_kind kind, int fd,
+pact_op_s *pact__op_new(pact_loop *loop, pact_op_kind kind, pact_os_sock fd,
                         pact_op_cb cb, void *user, int *err)
 {
     uint32_t idx;
@@ -44,7 +46,7 @@ pact_op_ext *pact__op_ext(pact_loop *loop, pact_op_s *op)
 /* The checks every public start function shares (also fs.c's): an open
  * loop owned by this thread, a callback, an fd — AT_FDCWD is let through
  * for the path-based file ops. */
-pact_op_s *pact__op_begin(pact_loop *loop, pact_op_kind kind, int fd,
+pact_op_s *pact__op_begin(pact_loop *loop, pact_op_kind kind, pact_os_sock fd,
                           pact_op_cb cb, void *user, const char *func,
                           int *err)
 {
@@ -128,7 +130,7 @@ static pact_op_s *user_op_lookup(pact_loop *loop, pact_op handle)
 
 #define OP_FINISH() return op_queue(loop, op, __builtin_return_address(0))
 
-static pact_op start_io(pact_loop *loop, pact_op_kind kind, int fd, void *buf,
+static pact_op start_io(pact_loop *loop, pact_op_kind kind, pact_os_sock fd, void *buf,
                         size_t len, int flags, int64_t offset, pact_op_cb cb,
                         void *user, const char *func, void *created_at)
 {
@@ -261,7 +263,7 @@ pact_op pact_read(pact_loop *loop, pact_os_fd fd, void *buf, size_t len,
 {
     if (offset < -1)
         return PACT_MISUSE(loop, -EINVAL, "offset below -1");
-    return start_io(loop, PACT_OP_READ, fd, buf, len, 0, offset, cb, user,
+    return start_io(loop, PACT_OP_READ, (pact_os_sock)fd, buf, len, 0, offset, cb, user,
                     __func__, __builtin_return_address(0));
 }
 
@@ -270,7 +272,7 @@ pact_op pact_write(pact_loop *loop, pact_os_fd fd, const void *buf, size_t len,
 {
     if (offset < -1)
         return PACT_MISUSE(loop, -EINVAL, "offset below -1");
-    return start_io(loop, PACT_OP_WRITE, fd, (void *)buf, len, 0, offset, cb,
+    return start_io(loop, PACT_OP_WRITE, (pact_os_sock)fd, (void *)buf, len, 0, offset, cb,
                     user, __func__, __builtin_return_address(0));
 }
 
@@ -589,42 +591,6 @@ void pact__op_deliver(pact_loop *loop, pact_op_s *op, const void *data,
                       op->cb(loop, &c, op->user));
 }
 
-int pact__op_recv_burst(pact_loop *loop, pact_op_s *op, int64_t *final)
-{
-    if (!loop->burst_buf) {
-        size_t size = (size_t)(loop->recv_buf_size ? loop->recv_buf_size
-                                                   : 16 * 1024) * 4;
-        loop->burst_buf = malloc(size);
-        if (!loop->burst_buf) {
-            *final = -ENOMEM;
-            return 0;
-        }
-        loop->burst_buf_size = size;
-    }
-    for (int i = 0; i < PACT_RECV_BURST; i++) {
-        if (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT)) {
-            *final = -ECANCELED;
-            return 0;
-        }
-        ssize_t n = recv(op->fd, loop->burst_buf, loop->burst_buf_size,
-                         MSG_DONTWAIT);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return 1;
-        if (n <= 0) {
-            *final = n < 0 ? -errno : 0;
-            return 0;
-        }
-        pact__op_deliver(loop, op, loop->burst_buf, n);
-    }
-    if (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT)) {
-        *final = -ECANCELED;
-        return 0;
-    }
-    return 1;
-}
-
 #ifdef PACT_FAULT_INJECTION
 /* Fault injection (tests only): a success turns into the armed error; an
  * accepted fd is closed first, as if accept itself had failed. */
@@ -692,18 +658,6 @@ void pact__op_complete(pact_loop *loop, pact_op_s *op)
     pact__op_release(loop, op);
 }
 
-int64_t pact__op_rw_now(pact_op_s *op)
-{
-    ssize_t n;
-    if (op->kind == PACT_OP_READ)
-        n = op->offset < 0 ? read(op->fd, op->buf, op->len)
-                           : pread(op->fd, op->buf, op->len, op->offset);
-    else
-        n = op->offset < 0 ? write(op->fd, op->buf, op->len)
-                           : pwrite(op->fd, op->buf, op->len, op->offset);
-    return n < 0 ? -errno : n;
-}
-
 void pact__op_release(pact_loop *loop, pact_op_s *op)
 {
     if (op->extra && op->extra->release)
@@ -720,10 +674,10 @@ void pact__op_release(pact_loop *loop, pact_op_s *op)
 /* ---- ops finished on other threads --------------------------------------
  * The thread pool runs ops outside the engine, so their completions cannot
  * come back through the engine's wait. A worker queues the finished op
- * here under ts_lock and wakes the loop through the same eventfd as
- * pact_call_soon_threadsafe(); the loop thread drains the queue each
- * iteration, after the wake-up read has cleared wake_pending (so a worker
- * that queues later writes the eventfd again and is never missed). From
+ * here under ts_lock and wakes the loop the same way as pact_call_soon_threadsafe()
+ * (pact__wake_post); the loop thread drains the queue each iteration,
+ * after the wake-up has cleared wake_pending (so a worker that queues
+ * later wakes it again and is never missed). From
  * then on the op is an ordinary completed op on the loop thread. */
 
 void pact__op_done_offloaded(pact_loop *loop, pact_op_s *op, int64_t result)
@@ -736,11 +690,8 @@ void pact__op_done_offloaded(pact_loop *loop, pact_op_s *op, int64_t result)
     /* Not pact_loop_wake(): it reads loop->state, which the loop thread
      * writes during close while it waits for this very worker. The loop
      * joins its workers before it closes wake_fd. */
-    if (atomic_exchange(&loop->wake_pending, 1) == 0) {
-        uint64_t one = 1;
-        ssize_t r = write(loop->wake_fd, &one, sizeof one);
-        (void)r; /* EAGAIN: the counter is full, the loop wakes anyway */
-    }
+    if (atomic_exchange(&loop->wake_pending, 1) == 0)
+        pact__wake_post(loop);
 }
 
 void pact__ops_drain_offloaded(pact_loop *loop)

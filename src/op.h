@@ -8,9 +8,13 @@
 #ifndef PACT_OP_H
 #define PACT_OP_H
 
-#include <linux/time_types.h>
 #include <stdint.h>
+#ifdef _WIN32
+#include "win/posix.h" /* the POSIX names the portable core uses */
+#else
+#include <linux/time_types.h>
 #include <sys/socket.h>
+#endif
 
 #include "pact.h"
 #include "heap.h"
@@ -113,6 +117,11 @@ typedef struct pact_op_ext {
      * submission; owned by the op, freed with it. */
     char *path;
     char *path2;
+#ifdef _WIN32
+    /* PACT_OP_ACCEPT: the socket AcceptEx accepts into, made with the
+     * op; closed unless the callback got it. */
+    SOCKET accept_sock;
+#endif
 } pact_op_ext;
 
 typedef struct pact_op_s {
@@ -123,7 +132,7 @@ typedef struct pact_op_s {
     /* Completions the kernel still owes for this op (the op itself, its
      * cancel request, its linked timeout). Never freed while > 0. */
     int16_t pending_cqes;
-    int fd;
+    pact_os_sock fd; /* on Windows a SOCKET, or a HANDLE cast to one */
     int msg_flags; /* recv/send flags, shutdown how, poll events */
     pact_op_cb cb;
     void *user;
@@ -149,7 +158,13 @@ typedef struct pact_op_s {
     uint64_t timeout_ns;          /* requested deadline, 0 = none */
     pact_heap_node deadline;      /* sleep expiry or heap deadline */
     pact_list link;               /* submit queue, done queue, epoll wait queue */
+#ifdef _WIN32
+    /* The kernel writes it until the op's completion packet has been
+     * dequeued; the op is not freed before (src/win/engine_iocp.c). */
+    OVERLAPPED overlapped;
+#else
     struct __kernel_timespec ts;  /* linked timeout; the kernel reads it */
+#endif
     void *created_at;             /* caller's return address (debug reports) */
     const pact_op_extra *extra;
 } pact_op_s;

@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: MIT */
+/* The op layer's system calls on POSIX fds, shared by the Linux engines
+ * and the thread pool: a multishot receive's burst of reads into the
+ * loop's buffer, and a read or write done at once. (The Windows engine
+ * starts overlapped calls instead: src/win/engine_iocp.c.) */
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "loop.h"
+
+int pact__op_recv_burst(pact_loop *loop, pact_op_s *op, int64_t *final)
+{
+    if (!loop->burst_buf) {
+        size_t size = (size_t)(loop->recv_buf_size ? loop->recv_buf_size
+                                                   : 16 * 1024) * 4;
+        loop->burst_buf = malloc(size);
+        if (!loop->burst_buf) {
+            *final = -ENOMEM;
+            return 0;
+        }
+        loop->burst_buf_size = size;
+    }
+    for (int i = 0; i < PACT_RECV_BURST; i++) {
+        if (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT)) {
+            *final = -ECANCELED;
+            return 0;
+        }
+        ssize_t n = recv(op->fd, loop->burst_buf, loop->burst_buf_size,
+                         MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 1;
+        if (n <= 0) {
+            *final = n < 0 ? -errno : 0;
+            return 0;
+        }
+        pact__op_deliver(loop, op, loop->burst_buf, n);
+    }
+    if (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT)) {
+        *final = -ECANCELED;
+        return 0;
+    }
+    return 1;
+}
+
+int64_t pact__op_rw_now(pact_op_s *op)
+{
+    ssize_t n;
+    if (op->kind == PACT_OP_READ)
+        n = op->offset < 0 ? read(op->fd, op->buf, op->len)
+                           : pread(op->fd, op->buf, op->len, op->offset);
+    else
+        n = op->offset < 0 ? write(op->fd, op->buf, op->len)
+                           : pwrite(op->fd, op->buf, op->len, op->offset);
+    return n < 0 ? -errno : n;
+}
