@@ -704,7 +704,11 @@ static int Transport_traverse(TransportObject *self, visitproc visit, void *arg)
     Py_VISIT(self->context);
     Py_VISIT(self->waiter);
     Py_VISIT(self->server);
-    Py_VISIT(self->self_ref);
+    /* Not self_ref: it stands for pact's pointer to the transport, a
+     * reference from outside Python's heap. Visited, it made a transport
+     * that only pact and an accept task held look like an unreachable
+     * cycle, and a collection cleared its protocol and waiter (and closed
+     * its socket) before connection_made. */
     Py_VISIT(self->dict);
     return 0;
 }
