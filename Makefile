@@ -7,13 +7,13 @@
 # What each job needs: the demo only a compiler, meson and liburing; the
 # tests (make test, what CI runs) Criterion, OpenSSL, the sanitizer and
 # fuzzing compiler, Python's headers and test suite, CMake (the installed
-# consumer check) and the tools some tests call; the benchmarks libuv and
-# matplotlib.
+# consumer check) and the tools some tests call; the benchmarks libuv,
+# matplotlib and wrk (the HTTP load generator).
 DEMO_PACKAGES := gcc meson ninja-build pkg-config liburing-dev
 TEST_PACKAGES := $(DEMO_PACKAGES) clang libcriterion-dev libssl-dev openssl \
 	strace valgrind iproute2 procps util-linux cmake man-db \
 	python3-dev libpython3.11-testsuite
-BENCH_PACKAGES := $(DEMO_PACKAGES) libuv1-dev python3-matplotlib
+BENCH_PACKAGES := $(DEMO_PACKAGES) libuv1-dev python3-matplotlib wrk
 DEBIAN_PACKAGES := $(sort $(TEST_PACKAGES) $(BENCH_PACKAGES))
 MESON ?= meson
 # The test trees build everything the tests need, or fail loudly.

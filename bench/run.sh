@@ -2,21 +2,34 @@
 # SPDX-License-Identifier: MIT
 # The side-by-side benchmark suite (`make bench`). See bench/README.md.
 #
-# Builds build-bench (meson, --buildtype=release, -Dbench=true), then runs:
-#   network: 6 echo scenarios x 2 placements x 5 contenders, repetitions
-#            interleaved (every contender once per scenario, then again);
+# Builds build-bench (meson, --buildtype=release, -Dbench=true), then runs
+# the suites, each a run_NAME function below, in SUITES order:
+#   network: echo scenarios x 2 placements x every contender (pact and its
+#            peers: raw liburing, raw epoll, libuv written for speed, libuv
+#            shaped like its own example), repetitions interleaved (every
+#            contender once per scenario and placement, then again);
+#   http:    an HTTP/1.1 keep-alive hello-world on pact transports, raw
+#            liburing, raw epoll and libuv (best practice) under wrk, same
+#            placements and interleaving;
 #   micro:   timers, call_soon chain, cross-thread wake-ups (pact vs libuv);
 #   alloc:   heap allocations per request on the echo path (LD_PRELOAD);
 #   idle:    RSS per idle connection (10,000 connections).
-# and writes bench/results/{network,micro,alloc,idle}.csv, meta.txt, then
-# calls bench/report.py for results.md and the PNG charts.
+# and writes bench/results/{network,http,micro,alloc,idle}.csv, meta.txt,
+# then calls bench/report.py for results.md and the PNG charts.
 #
 # Environment:
-#   BENCH_QUICK=1    ~2 minutes: 2 reps, 0.5 s runs, 1 M timers/callbacks
+#   BENCH_QUICK=1    a few minutes: 2 reps, 0.5 s runs, 1 M timers
 #   BENCH_REPS=N     repetitions (default 5)
-#   BENCH_SECS=S     measured seconds per network run (default 1.5)
-#   BENCH_WARMUP=S   warm-up seconds per network run (default 0.5)
-#   BENCH_ONLY=LIST  comma list of suites: network,micro,alloc,idle
+#   BENCH_SECS=S     measured seconds per network/http run (default 1.5)
+#   BENCH_WARMUP=S   warm-up seconds per network/http run (default 0.5)
+#   BENCH_ONLY=LIST  comma list of suites: network,http,micro,alloc,idle
+#   BENCH_CONTENDERS=LIST  only these contenders in network/http/alloc
+#                    (names as in results.md; e.g. raw_uring,pact_stream_uring)
+#   BENCH_SCENARIOS=LIST   only these network/http scenarios (e.g. pp64_c50)
+#   BENCH_BASELINE=DIR     a second build directory configured with
+#                    -Dbench=true (say, main built in another worktree):
+#                    its pact servers run as extra contenders NAME@base in
+#                    the same interleaved run, for before/after numbers
 #   BENCH_BUILD=DIR  build dir (default build-bench)
 #   BENCH_OUT=DIR    results dir (default bench/results)
 set -euo pipefail
@@ -37,16 +50,26 @@ else
     MICRO_REPS=$REPS
 fi
 NIDLE=10000
-ONLY=${BENCH_ONLY:-network,micro,alloc,idle}
+PY=python3
+[ -x /usr/bin/python3 ] && PY=/usr/bin/python3 # Debian's, with matplotlib
+SUITES=(network http micro alloc idle)
+ONLY=${BENCH_ONLY:-$(IFS=,; echo "${SUITES[*]}")}
+# selected LIST NAME: is NAME in the comma list (an empty list selects all)?
+selected() { [ -z "$1" ] || case ",$1," in *",$2,"*) return 0 ;; *) return 1 ;; esac; }
 
 # ---- build ------------------------------------------------------------------
 if [ ! -f "$BUILD/build.ninja" ]; then
-    $MESON setup "$BUILD" "$ROOT" --buildtype=release -Dbench=true -Dtests=false
+    $MESON setup "$BUILD" "$ROOT" --buildtype=release -Dbench=true -Dtests=disabled
 else
     $MESON configure "$BUILD" -Dbench=true >/dev/null
 fi
 ninja -C "$BUILD" >/dev/null
 B=$BUILD/bench
+BASE_B=
+if [ -n "${BENCH_BASELINE:-}" ]; then
+    ninja -C "$BENCH_BASELINE" >/dev/null
+    BASE_B=$BENCH_BASELINE/bench
+fi
 
 mkdir -p "$OUT"
 NCPU=$(nproc)
@@ -70,21 +93,49 @@ DIRTY=$(git -C "$ROOT" status --porcelain -- src include 2>/dev/null | grep -q .
     echo "mitigations(spectre_v2): $(cat /sys/devices/system/cpu/vulnerabilities/spectre_v2 2>/dev/null | tr ',' ' ' || echo n/a)"
     echo "liburing: $LIBURING; libuv: $LIBUV; compiler: $(${CC:-cc} --version | head -1)"
     echo "pact: $COMMIT$DIRTY"
+    [ -n "$BASE_B" ] && echo "baseline (NAME@base): $(git -C "$BENCH_BASELINE/.." rev-parse --short HEAD 2>/dev/null || echo '?') from $BENCH_BASELINE"
+    echo "wrk: $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine shows here)"
     echo "placements: split = server taskset -c $SRV_CPU, client -c $CLI_CPU; shared = both -c $SRV_CPU"
 } > "$OUT/meta.txt"
 META_COLS="\"$KERNEL\",\"$MACHINE\",$MODE"
 
-CONTENDERS=(raw_uring raw_epoll libuv pact_uring pact_epoll pact_stream_uring pact_stream_epoll)
+# Peers first, then pact. NAME@base contenders (BENCH_BASELINE) are pact's
+# servers from the baseline build.
+ECHO_PEERS=(raw_uring raw_epoll libuv_fast libuv_example)
+ECHO_PACT=(pact_stream_uring pact_stream_epoll pact_uring pact_epoll)
+HTTP_PEERS=(http_raw_uring http_raw_epoll http_libuv)
+HTTP_PACT=(http_pact_uring http_pact_epoll)
+# contenders PEERS... -- PACT...: the selected ones, baselines after pact's
+contenders() {
+    local list=() pact=0 who
+    for who in "$@"; do
+        if [ "$who" = -- ]; then pact=1; continue; fi
+        selected "${BENCH_CONTENDERS:-}" "$who" && list+=("$who")
+        if [ $pact = 1 ] && [ -n "$BASE_B" ] && selected "${BENCH_CONTENDERS:-}" "$who"; then
+            list+=("$who@base")
+        fi
+    done
+    echo "${list[@]}"
+}
 server_cmd() {
-    case $1 in
-    raw_uring) echo "$B/raw_uring $2" ;;
-    raw_epoll) echo "$B/raw_epoll $2" ;;
-    libuv) echo "$B/libuv_echo $2" ;;
-    pact_uring) echo "$B/pact_echo $2 --engine uring" ;;
-    pact_epoll) echo "$B/pact_echo $2 --engine epoll" ;;
-    pact_stream_uring) echo "$B/pact_stream_echo $2 --engine uring" ;;
-    pact_stream_epoll) echo "$B/pact_stream_echo $2 --engine epoll" ;;
+    local who=$1 port=$2 dir=$B
+    case $who in *@base) dir=$BASE_B who=${who%@base} ;; esac
+    case $who in
+    raw_uring) echo "$dir/raw_uring $port" ;;
+    raw_epoll) echo "$dir/raw_epoll $port" ;;
+    libuv_fast) echo "$dir/libuv_fast_echo $port" ;;
+    libuv_example) echo "$dir/libuv_echo $port" ;;
+    pact_uring) echo "$dir/pact_echo $port --engine uring" ;;
+    pact_epoll) echo "$dir/pact_echo $port --engine epoll" ;;
+    pact_stream_uring) echo "$dir/pact_stream_echo $port --engine uring" ;;
+    pact_stream_epoll) echo "$dir/pact_stream_echo $port --engine epoll" ;;
+    http_raw_uring) echo "$dir/http_raw_uring $port" ;;
+    http_raw_epoll) echo "$dir/http_raw_epoll $port" ;;
+    http_libuv) echo "$dir/http_libuv $port" ;;
+    http_pact_uring) echo "$dir/http_pact $port --engine uring" ;;
+    http_pact_epoll) echo "$dir/http_pact $port --engine epoll" ;;
+    *) echo "bench: unknown contender $who" >&2; return 1 ;;
     esac
 }
 
@@ -96,6 +147,11 @@ SCENARIOS=(
     "pp16k_c50|--conns 50 --size 16384"
     "stream64k_c10|--conns 10 --size 65536 --window 4"
     "churn_c100|--conns 100 --size 64 --mode churn"
+)
+# name|wrk connections (one wrk thread: the load generator gets one CPU)
+HTTP_SCENARIOS=(
+    "http_c50|50"
+    "http_c500|500"
 )
 KEYS="req_s mib_s conns_s p50_us p99_us p999_us server_cpu_s cpu_s_per_mreq server_threads"
 
@@ -111,7 +167,8 @@ start_server() {
     local who=$1 cpu=$2; shift 2
     next_port
     SRV_ERR=$(mktemp)
-    env "$@" taskset -c "$cpu" $(server_cmd "$who" $PORT) 2>"$SRV_ERR" &
+    local cmd; cmd=$(server_cmd "$who" $PORT)
+    env "$@" taskset -c "$cpu" $cmd 2>"$SRV_ERR" &
     SRV_PID=$!
 }
 stop_server() {
@@ -119,22 +176,39 @@ stop_server() {
     wait "$SRV_PID" 2>/dev/null || true
     SRV_PID=
 }
-features_of() { sed -n 's/.*ready features=\([^ ]*\).*/\1/p' "$SRV_ERR" | head -1; }
+features_of() { sed -n 's/.*ready features=\([^ ]*\).*/\1/p' "$SRV_ERR" | head -1 | tr , +; }
 # kv_get "k=v k=v" KEY
 kv_get() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
+# The server's utime+stime in seconds (all its threads), from /proc/PID/stat.
+CLK_TCK=$(getconf CLK_TCK)
+server_cpu_s() {
+    awk -v hz="$CLK_TCK" '{ sub(/^.*\) /, ""); printf "%.3f", ($12 + $13) / hz }' "/proc/$1/stat"
+}
+# wait_port PORT: until the server accepts (at most 10 s)
+wait_port() {
+    local i
+    for i in $(seq 1 200); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    return 1
+}
 
 # ---- network ----------------------------------------------------------------
 run_network() {
     local csv=$OUT/network.csv
     echo "scenario,placement,contender,rep,$(tr ' ' ',' <<<"$KEYS"),features,kernel,machine,mode" > "$csv"
-    local total=$(( REPS * ${#SCENARIOS[@]} * 2 * ${#CONTENDERS[@]} )) n=0
+    local who_list scs=() sc
+    read -ra who_list <<<"$(contenders "${ECHO_PEERS[@]}" -- "${ECHO_PACT[@]}")"
+    for sc in "${SCENARIOS[@]}"; do selected "${BENCH_SCENARIOS:-}" "${sc%%|*}" && scs+=("$sc"); done
+    local total=$(( REPS * ${#scs[@]} * 2 * ${#who_list[@]} )) n=0
     for rep in $(seq 1 "$REPS"); do
-        for sc in "${SCENARIOS[@]}"; do
+        for sc in "${scs[@]}"; do
             local name=${sc%%|*} args=${sc#*|}
             for placement in split shared; do
                 local ccpu=$CLI_CPU
                 [ $placement = shared ] && ccpu=$SRV_CPU
-                for who in "${CONTENDERS[@]}"; do
+                for who in "${who_list[@]}"; do
                     n=$((n + 1))
                     start_server "$who" "$SRV_CPU"
                     local out
@@ -150,8 +224,82 @@ run_network() {
                     local row="$name,$placement,$who,$rep"
                     for k in $KEYS; do row="$row,$(kv_get "$out" $k)"; done
                     echo "$row,$feat,$META_COLS" >> "$csv"
-                    printf '[%3d/%d] %-14s %-6s %-10s req/s=%s cpu/Mreq=%s\n' $n $total \
+                    printf '[%3d/%d] %-14s %-6s %-18s req/s=%s cpu/Mreq=%s\n' $n $total \
                         "$name" $placement "$who" "$(kv_get "$out" req_s)" "$(kv_get "$out" cpu_s_per_mreq)"
+                done
+            done
+        done
+    done
+}
+
+# ---- http (wrk) -------------------------------------------------------------
+# wrk_value OUTPUT PERCENT: a latency percentile of `wrk --latency` in µs
+wrk_pct() {
+    awk -v p="$2%" '$1 == p {
+        v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
+        m = (u == "us") ? 1 : (u == "ms") ? 1000 : (u == "s") ? 1000000 : (u == "m") ? 60000000 : -1;
+        if (m > 0) printf "%.1f", v * m; exit }' <<<"$1"
+}
+run_http() {
+    local csv=$OUT/http.csv
+    echo "scenario,placement,contender,rep,req_s,p50_us,p99_us,server_cpu_s,cpu_s_per_mreq,requests,errors,server_threads,features,kernel,machine,mode" > "$csv"
+    local who_list scs=() sc who
+    read -ra who_list <<<"$(contenders "${HTTP_PEERS[@]}" -- "${HTTP_PACT[@]}")"
+    for sc in "${HTTP_SCENARIOS[@]}"; do selected "${BENCH_SCENARIOS:-}" "${sc%%|*}" && scs+=("$sc"); done
+    # Every server must speak HTTP/1.1 correctly before it is measured.
+    for who in "${who_list[@]}"; do
+        start_server "$who" "$SRV_CPU"
+        if ! $PY "$HERE/http_check.py" $PORT >/dev/null; then
+            $PY "$HERE/http_check.py" $PORT || true
+            echo "bench: $who fails the HTTP check" >&2
+            stop_server
+            exit 1
+        fi
+        stop_server
+        rm -f "$SRV_ERR"
+    done
+    # wrk measures whole seconds.
+    local secs_int; secs_int=$(awk -v s="$SECS" 'BEGIN { s = int(s + 0.5); print s < 1 ? 1 : s }')
+    local warm_ms; warm_ms=$(awk -v s="$WARM" 'BEGIN { print int(s * 1000) }')
+    local total=$(( REPS * ${#scs[@]} * 2 * ${#who_list[@]} )) n=0
+    for rep in $(seq 1 "$REPS"); do
+        for sc in "${scs[@]}"; do
+            local name=${sc%%|*} conns=${sc#*|}
+            for placement in split shared; do
+                local ccpu=$CLI_CPU
+                [ $placement = shared ] && ccpu=$SRV_CPU
+                for who in "${who_list[@]}"; do
+                    n=$((n + 1))
+                    start_server "$who" "$SRV_CPU"
+                    local url=http://127.0.0.1:$PORT/ out="" cpu0 cpu1 threads=""
+                    wait_port $PORT || echo "bench: $who did not listen" >&2
+                    # wrk has no warm-up of its own and takes whole seconds:
+                    # a run cut short by timeout first.
+                    if [ "$warm_ms" -gt 0 ]; then
+                        timeout "$WARM" taskset -c "$ccpu" wrk -t1 -c"$conns" -d60s "$url" >/dev/null 2>&1 || true
+                    fi
+                    cpu0=$(server_cpu_s $SRV_PID)
+                    if ! out=$(taskset -c "$ccpu" wrk -t1 -c"$conns" -d"${secs_int}s" --latency "$url" 2>&1); then
+                        echo "bench: FAILED $name $placement $who rep $rep: $out" >&2
+                        out=""
+                    fi
+                    cpu1=$(server_cpu_s $SRV_PID)
+                    threads=$(awk '/^Threads:/ { print $2 }' /proc/$SRV_PID/status 2>/dev/null || true)
+                    local feat; feat=$(features_of)
+                    stop_server
+                    rm -f "$SRV_ERR"
+                    local reqs req_s errs cpu per p50 p99
+                    reqs=$(awk '/requests in/ { print $1; exit }' <<<"$out")
+                    req_s=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
+                    errs=$(awk '/Socket errors:/ { gsub(/[^0-9 ]/, " "); s = 0; for (i = 1; i <= NF; i++) s += $i; e += s }
+                                /Non-2xx/ { e += $NF } END { print e + 0 }' <<<"$out")
+                    cpu=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.3f", b - a }')
+                    per=$(awk -v c="$cpu" -v r="${reqs:-0}" 'BEGIN { if (r > 0) printf "%.3f", c / r * 1e6 }')
+                    p50=$(wrk_pct "$out" 50)
+                    p99=$(wrk_pct "$out" 99)
+                    echo "$name,$placement,$who,$rep,$req_s,$p50,$p99,$cpu,$per,$reqs,$errs,$threads,$feat,$META_COLS" >> "$csv"
+                    printf '[%3d/%d] %-10s %-6s %-18s req/s=%s p50=%sus p99=%sus cpu/req=%sus errors=%s\n' $n $total \
+                        "$name" $placement "$who" "$req_s" "$p50" "$p99" "$per" "$errs"
                 done
             done
         done
@@ -182,7 +330,9 @@ run_micro() {
 run_alloc() {
     local csv=$OUT/alloc.csv
     echo "contender,scenario,reqs,allocs,frees,allocs_per_req,kernel,machine,mode" > "$csv"
-    for who in "${CONTENDERS[@]}"; do
+    local who_list
+    read -ra who_list <<<"$(contenders "${ECHO_PEERS[@]}" -- "${ECHO_PACT[@]}")"
+    for who in "${who_list[@]}"; do
         for sc in "pp64_c50|--conns 50 --size 64" "pp16k_c50|--conns 50 --size 16384"; do
             local name=${sc%%|*} args=${sc#*|}
             start_server "$who" "$SRV_CPU" LD_PRELOAD="$B/alloc_count.so"
@@ -225,11 +375,12 @@ run_idle() {
 }
 
 START=$(date +%s)
-for suite in network micro alloc idle; do
-    case ",$ONLY," in *",$suite,"*) echo "== $suite"; run_$suite ;; esac
+for suite in "${SUITES[@]}"; do
+    if selected "$ONLY" "$suite"; then
+        echo "== $suite (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+        run_$suite
+    fi
 done
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/meta.txt"
 echo "== report ($(( $(date +%s) - START )) s of benchmarks)"
-PY=python3
-[ -x /usr/bin/python3 ] && PY=/usr/bin/python3 # Debian's, with matplotlib
 $PY "$HERE/report.py" "$OUT"

@@ -1,16 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* Raw liburing echo server written with current best practice: the
- * near-limit of what io_uring can do for this protocol, and the baseline
- * every ratio in the report is taken against.
+ * near-limit of what io_uring can do for this protocol.
  *
  *  - ring set up with SINGLE_ISSUER | DEFER_TASKRUN (6.1+) | SUBMIT_ALL,
  *    falling back to COOP_TASKRUN (5.19) and then to no flags on EINVAL;
- *  - registered ring fd (5.18), so io_uring_enter skips the fd lookup;
+ *    registered ring fd (5.18), so io_uring_enter skips the fd lookup
+ *    (uring_common.h);
  *  - one multishot accept (5.19) for the listener;
  *  - one multishot recv (6.0) per connection, drawing from a provided
- *    buffer ring (5.19) registered with io_uring_register_buf_ring (Debian's
- *    liburing 2.3 has no io_uring_setup_buf_ring(), so the ring memory is
- *    mmap'd here);
+ *    buffer ring (5.19);
  *  - the echo is sent straight from the provided buffer (no copy); one send
  *    in flight per connection, later buffers queue behind it in arrival
  *    order; the buffer goes back to the ring when its send has completed;
@@ -35,6 +33,8 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include "uring_common.h"
 
 #define NBUF 1024          /* power of two */
 #define BUFSZ (64 * 1024)  /* as large as raw_epoll's read buffer */
@@ -210,34 +210,6 @@ static void on_cqe(struct io_uring_cqe *cqe)
     }
 }
 
-static int setup_ring(char *feat, size_t featlen)
-{
-    static const struct {
-        unsigned flags;
-        const char *name;
-    } tries[] = {
-        {IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER |
-             IORING_SETUP_DEFER_TASKRUN,
-         "SINGLE_ISSUER|DEFER_TASKRUN|SUBMIT_ALL"},
-        {IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN,
-         "COOP_TASKRUN|SUBMIT_ALL"},
-        {0, "none"},
-    };
-    for (size_t i = 0; i < sizeof tries / sizeof tries[0]; i++) {
-        struct io_uring_params p = {0};
-        p.flags = tries[i].flags | IORING_SETUP_CQSIZE;
-        p.cq_entries = 16384;
-        int r = io_uring_queue_init_params(1024, &ring, &p);
-        if (r == 0) {
-            snprintf(feat, featlen, "setup=%s", tries[i].name);
-            return 0;
-        }
-        if (r != -EINVAL)
-            return r;
-    }
-    return -EINVAL;
-}
-
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -250,46 +222,18 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
 
     char feat[256];
-    int r = setup_ring(feat, sizeof feat);
+    int r = uring_setup(&ring, feat, sizeof feat);
     if (r < 0) {
-        fprintf(stderr, "raw_uring: io_uring setup: %s\n", strerror(-r));
+        fprintf(stderr, "raw_uring: io_uring setup (needs recv/send/accept/"
+                        "close): %s\n", strerror(-r));
         return 1;
     }
-    struct io_uring_probe *probe = io_uring_get_probe_ring(&ring);
-    if (!probe || !io_uring_opcode_supported(probe, IORING_OP_RECV) ||
-        !io_uring_opcode_supported(probe, IORING_OP_SEND) ||
-        !io_uring_opcode_supported(probe, IORING_OP_ACCEPT) ||
-        !io_uring_opcode_supported(probe, IORING_OP_CLOSE)) {
-        fprintf(stderr, "raw_uring: kernel lacks recv/send/accept/close\n");
+    br = uring_setup_buf_ring(&ring, NBUF, BUFSZ, BGID, &bufs);
+    if (!br) {
+        fprintf(stderr, "raw_uring: provided buffer ring (needs 5.19): %s\n",
+                strerror(errno));
         return 1;
     }
-    io_uring_free_probe(probe);
-    if (io_uring_register_ring_fd(&ring) == 1)
-        strcat(feat, ",registered-ring-fd");
-
-    /* The provided buffer ring: entries must be page aligned. */
-    size_t ring_bytes = NBUF * sizeof(struct io_uring_buf);
-    br = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE,
-              MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-    bufs = mmap(NULL, (size_t)NBUF * BUFSZ, PROT_READ | PROT_WRITE,
-                MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-    if (br == MAP_FAILED || bufs == MAP_FAILED) {
-        perror("raw_uring: mmap");
-        return 1;
-    }
-    io_uring_buf_ring_init(br);
-    struct io_uring_buf_reg reg = {
-        .ring_addr = (unsigned long)br, .ring_entries = NBUF, .bgid = BGID};
-    r = io_uring_register_buf_ring(&ring, &reg, 0);
-    if (r < 0) {
-        fprintf(stderr, "raw_uring: register_buf_ring (needs 5.19): %s\n",
-                strerror(-r));
-        return 1;
-    }
-    for (int b = 0; b < NBUF; b++)
-        recycle((uint16_t)b);
-    io_uring_buf_ring_advance(br, recycled);
-    recycled = 0;
     strcat(feat, ",multishot-accept,multishot-recv,buf-ring");
 
     listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
