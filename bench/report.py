@@ -329,14 +329,16 @@ if idle:
            "RSS delta over 10,000 idle accepted connections. pact_uring / pact_epoll: one pact_recv in "
            "flight on the operation API (one shared 64-byte buffer, since nothing arrives); "
            "pact_stream_*: socket transports (transport, multishot receive, engine per-fd state, no "
-           "buffer): the memory per idle transport; libuv: a malloc'd uv_tcp_t plus uv_read_start "
+           "buffer): the memory per idle transport; pact_stream_*_echoed: the same transports after each "
+           "echoed one 64-byte message (what a keep-alive server holds between requests; loop-wide "
+           "receive buffers are warmed before the first reading); libuv: a malloc'd uv_tcp_t plus uv_read_start "
            "(buffers are allocated only when readable). Kernel memory (socket buffers, io_uring poll "
            "entries) is not in RSS.", "",
            "| contender | connections | RSS delta (bytes) | bytes per connection |", "|---|---:|---:|---:|"]
     summary.append("== memory per idle connection (RSS delta / connections)")
     for r in idle:
         md.append(f"| {r['contender']} | {r['conns']} | {r['rss_delta']} | {r['bytes_per_conn']} |")
-        summary.append(f"  {r['contender']:18} {r['bytes_per_conn']} B")
+        summary.append(f"  {r["contender"]:26} {r['bytes_per_conn']} B")
     md.append("")
 
 # ---------------------------------------------------------------- charts

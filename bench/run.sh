@@ -360,13 +360,16 @@ run_alloc() {
 run_idle() {
     local csv=$OUT/idle.csv
     echo "contender,conns,rss_delta,bytes_per_conn,kernel,machine,mode" > "$csv"
-    for who in pact_uring pact_epoll pact_stream_uring pact_stream_epoll libuv; do
+    for who in pact_uring pact_epoll pact_stream_uring pact_stream_epoll \
+            pact_stream_uring_echoed pact_stream_epoll_echoed libuv; do
         local out
         case $who in
         pact_uring) out=$("$B/micro_pact" idle $NIDLE --engine uring) ;;
         pact_epoll) out=$("$B/micro_pact" idle $NIDLE --engine epoll) ;;
         pact_stream_uring) out=$("$B/micro_pact" idle_transport $NIDLE --engine uring) ;;
         pact_stream_epoll) out=$("$B/micro_pact" idle_transport $NIDLE --engine epoll) ;;
+        pact_stream_uring_echoed) out=$("$B/micro_pact" idle_transport_echoed $NIDLE --engine uring) ;;
+        pact_stream_epoll_echoed) out=$("$B/micro_pact" idle_transport_echoed $NIDLE --engine epoll) ;;
         libuv) out=$("$B/micro_libuv" idle $NIDLE) ;;
         esac
         echo "$who,$NIDLE,$(kv_get "$out" rss_delta),$(kv_get "$out" bytes_per_conn),$META_COLS" >> "$csv"

@@ -9,12 +9,16 @@
  *                                       between two loops on two threads
  *                                       (libuv's async1)
  *   micro_pact idle_transport N [--engine E]  the same as socket transports
+ *   micro_pact idle_transport_echoed N [--engine E]  the same after each
+ *                                       transport echoed one 64-byte message
  *   micro_pact idle N [--engine E]      N idle connections, each with one
  *                                       pact_recv in flight: RSS delta / N
  *
  * Output: one line of key=value pairs.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -245,6 +249,144 @@ static int bench_idle_transport(int n)
     return 0;
 }
 
+/* Idle transports in real use: every connection echoed one 64-byte
+ * message, then went quiet (a keep-alive HTTP server between requests).
+ * Whatever a transport keeps after its first write shows here.
+ *
+ * The client ends live in a forked child driven through a pipe: first it
+ * ping-pongs WARM_ECHOES messages on one connection, which makes the loop
+ * touch all of its receive buffers (io_uring: the provided buffer ring
+ * rotates) so that loop-wide memory lands before the first RSS reading;
+ * then it writes one message on every other connection, reads each echo
+ * back, and says so. */
+#define ECHO_MSG 64
+#define WARM_ECHOES 4096
+
+static unsigned long long echoed_bytes;
+
+static void echo_once_data(pact_transport *t, const void *data, size_t len,
+                           void *user)
+{
+    (void)user;
+    echoed_bytes += len;
+    if (pact_transport_write(t, data, len) < 0)
+        pact_transport_abort(t);
+}
+
+static const pact_protocol echo_once_proto = {.data_received = echo_once_data};
+
+static void child_echo(int *cfds, int n, int cmd, int done)
+{
+    char msg[ECHO_MSG], back[ECHO_MSG], c;
+    memset(msg, 'x', sizeof msg);
+    if (read(cmd, &c, 1) != 1) /* warm */
+        _exit(1);
+    for (int i = 0; i < WARM_ECHOES; i++)
+        if (write(cfds[n - 1], msg, sizeof msg) != (ssize_t)sizeof msg ||
+            recv(cfds[n - 1], back, sizeof back, MSG_WAITALL) != (ssize_t)sizeof back)
+            _exit(1);
+    if (write(done, "w", 1) != 1 || read(cmd, &c, 1) != 1) /* echo */
+        _exit(1);
+    for (int i = 0; i < n - 1; i++)
+        if (write(cfds[i], msg, sizeof msg) != (ssize_t)sizeof msg)
+            _exit(1);
+    for (int i = 0; i < n - 1; i++)
+        if (recv(cfds[i], back, sizeof back, MSG_WAITALL) != (ssize_t)sizeof back)
+            _exit(1);
+    if (write(done, "e", 1) != 1)
+        _exit(1);
+    pause();
+    _exit(0);
+}
+
+/* Runs the loop until the child writes a byte on done (non-blocking). */
+static int run_until(pact_loop *loop, int done)
+{
+    char c;
+    double deadline = bench_now() + 120;
+    while (read(done, &c, 1) != 1) {
+        if (bench_now() > deadline) {
+            fprintf(stderr, "idle_transport_echoed: the client stalled\n");
+            return -1;
+        }
+        pact_loop_run_once(loop, 1000000); /* 1 ms */
+    }
+    return 0;
+}
+
+static int bench_idle_transport_echoed(int n)
+{
+    raise_nofile();
+    int lfd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    int cmd[2], done[2];
+    if (bind(lfd, (struct sockaddr *)&a, sizeof a) < 0 ||
+        listen(lfd, 4096) < 0 || getsockname(lfd, (struct sockaddr *)&a, &al) < 0 ||
+        pipe(cmd) < 0 || pipe2(done, O_NONBLOCK) < 0)
+        return 1;
+    pid_t child = fork();
+    if (child == 0) {
+        close(lfd);
+        int *cfds = malloc(sizeof(int) * (size_t)n);
+        for (int i = 0; i < n; i++) {
+            cfds[i] = socket(AF_INET, SOCK_STREAM, 0);
+            setsockopt(cfds[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            if (connect(cfds[i], (struct sockaddr *)&a, sizeof a) < 0) {
+                perror("idle client");
+                _exit(1);
+            }
+        }
+        child_echo(cfds, n, cmd[0], done[1]);
+    }
+    int *fds = malloc(sizeof(int) * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        fds[i] = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fds[i] < 0) {
+            perror("idle accept");
+            return 1;
+        }
+        setsockopt(fds[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    close(lfd);
+    pact_loop *loop = new_loop();
+    pact_transport *warm;
+    if (pact_transport_open(loop, fds[n - 1], PACT_STREAM_SOCKET,
+                            &echo_once_proto, NULL, &warm) < 0)
+        return 1;
+    if (write(cmd[1], "w", 1) != 1 || run_until(loop, done[0]) < 0)
+        return 1;
+    for (int i = 0; i < 4; i++)
+        pact_loop_run_once(loop, 0);
+    long rss0 = rss_bytes();
+    echoed_bytes = 0;
+    for (int i = 0; i < n - 1; i++) {
+        pact_transport *t;
+        int r = pact_transport_open(loop, fds[i], PACT_STREAM_SOCKET,
+                                    &echo_once_proto, NULL, &t);
+        if (r < 0) {
+            fprintf(stderr, "pact_transport_open #%d: %s\n", i, pact_strerror(r));
+            return 1;
+        }
+    }
+    if (write(cmd[1], "e", 1) != 1 || run_until(loop, done[0]) < 0)
+        return 1;
+    for (int i = 0; i < 4; i++)
+        pact_loop_run_once(loop, 0);
+    long rss1 = rss_bytes();
+    printf("conns=%d rss_delta=%ld bytes_per_conn=%.0f echoed=%llu "
+           "recv_mode=%s\n",
+           n - 1, rss1 - rss0, (double)(rss1 - rss0) / (n - 1), echoed_bytes,
+           pact_loop_recv_multishot_mode(loop));
+    pact_loop_free(loop); /* closes the transports and their fds */
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    free(fds);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -268,6 +410,8 @@ int main(int argc, char **argv)
         return bench_idle(atoi(argv[2]));
     if (strcmp(argv[1], "idle_transport") == 0)
         return bench_idle_transport(atoi(argv[2]));
+    if (strcmp(argv[1], "idle_transport_echoed") == 0)
+        return bench_idle_transport_echoed(atoi(argv[2]));
     fprintf(stderr, "unknown benchmark %s\n", argv[1]);
     return 2;
 }
