@@ -338,7 +338,7 @@ if idle:
     summary.append("== memory per idle connection (RSS delta / connections)")
     for r in idle:
         md.append(f"| {r['contender']} | {r['conns']} | {r['rss_delta']} | {r['bytes_per_conn']} |")
-        summary.append(f"  {r["contender"]:26} {r['bytes_per_conn']} B")
+        summary.append(f"  {r['contender']:26} {r['bytes_per_conn']} B")
     md.append("")
 
 # ---------------------------------------------------------------- charts
