@@ -6,6 +6,8 @@ import asyncio
 import gc
 import os
 import socket
+import subprocess
+import sys
 import unittest
 
 import pact.asyncio as pa
@@ -61,6 +63,25 @@ class LifetimeTests(unittest.TestCase):
                 await srv.wait_closed()
             self.assertEqual(len(made), 4)
         self.run_main(main())
+
+    def test_a_loop_left_open_at_exit_closes_quietly(self):
+        # A loop nobody closed (pytest-asyncio leaves one set in the policy;
+        # scripts keep one in a global) is collected during interpreter
+        # shutdown, when module globals may be None already: __del__ closes
+        # it without an exception (its ResourceWarning shows only while
+        # sys.stderr is still there, as with asyncio's loops).
+        for keep in ('loop = pact.asyncio.new_event_loop(engine=ENGINE)',
+                     'pact.asyncio.install()\n'
+                     'asyncio.set_event_loop(asyncio.new_event_loop())',
+                     'loop = pact.asyncio.new_event_loop(engine=ENGINE)\n'
+                     'loop.add_signal_handler(signal.SIGUSR1, print)'):
+            code = ('import asyncio, os, signal, pact.asyncio\n'
+                    'ENGINE = os.environ.get("PACT_ENGINE", "auto")\n' + keep)
+            p = subprocess.run([sys.executable, '-W', 'default', '-c', code],
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertNotIn('Traceback', p.stderr)
+            self.assertNotIn('Exception ignored', p.stderr)
 
 
 if __name__ == '__main__':

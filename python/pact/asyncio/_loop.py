@@ -156,23 +156,27 @@ class Loop(_pact.Loop, asyncio.AbstractEventLoop):
             self._set_coroutine_origin_tracking(False)
             sys.set_asyncgen_hooks(*old_agen_hooks)
 
-    def close(self):
+    def close(self, *, _is_finalizing=sys.is_finalizing, _warn=warnings.warn):
         """Close the loop: drop what is scheduled, shut the default
         executor down without waiting (as asyncio does)."""
+        # The defaults keep what close needs from this module: a loop left
+        # open is closed by __del__ during interpreter shutdown, when the
+        # module's globals may be None already.
         if self.is_running():
             raise RuntimeError("Cannot close a running event loop")
         if self._closed:
             return
-        if self._debug:
+        finalizing = _is_finalizing()
+        if self._debug and not finalizing:
             logger.debug("Close %r", self)
-        if not sys.is_finalizing():
+        if not finalizing:
             for sig in list(self._signal_handlers):
                 self.remove_signal_handler(sig)
         else:
             if self._signal_handlers:
-                warnings.warn(f"Closing the loop {self!r} on interpreter "
-                              f"shutdown stage, skipping signal handlers "
-                              f"removal", ResourceWarning, source=self)
+                _warn(f"Closing the loop {self!r} on interpreter "
+                      f"shutdown stage, skipping signal handlers "
+                      f"removal", ResourceWarning, source=self)
                 self._signal_handlers.clear()
         self._close_core()
         self._executor_shutdown_called = True
