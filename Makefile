@@ -6,13 +6,17 @@
 
 # What each job needs: the demo only a compiler, meson and liburing; the
 # tests (make test, what CI runs) Criterion, OpenSSL, the sanitizer and
-# fuzzing compiler, Python's headers and test suite, CMake (the installed
-# consumer check) and the tools some tests call; the benchmarks libuv,
-# matplotlib and wrk (the HTTP load generator).
+# fuzzing compiler, Python's headers and test suite, the real Python
+# libraries pact.asyncio is tested with (aiohttp, websockets, httpx through
+# anyio, pytest-asyncio), CMake (the installed consumer check) and the tools
+# some tests call; the benchmarks libuv, matplotlib and wrk (the HTTP load
+# generator).
 DEMO_PACKAGES := gcc meson ninja-build pkg-config liburing-dev
 TEST_PACKAGES := $(DEMO_PACKAGES) clang libcriterion-dev libssl-dev openssl \
 	strace valgrind iproute2 procps util-linux cmake man-db \
-	python3-dev libpython3.11-testsuite
+	python3-dev libpython3.11-testsuite \
+	python3-aiohttp python3-websockets python3-httpx python3-anyio \
+	python3-pytest python3-pytest-asyncio
 BENCH_PACKAGES := $(DEMO_PACKAGES) libuv1-dev python3-matplotlib wrk
 DEBIAN_PACKAGES := $(sort $(TEST_PACKAGES) $(BENCH_PACKAGES))
 MESON ?= meson

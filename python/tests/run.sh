@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # The Python tests of pact.asyncio on both engines: our own unittest suites
-# (python/tests/test_*.py), then CPython's asyncio suites with pact as the
+# (python/tests/test_*.py; test_aiohttp, test_websockets, test_httpx_anyio
+# and test_pytest_asyncio run those Debian packages unchanged on pact, over
+# loopback), then CPython's asyncio suites with pact as the
 # loop (python/tests/cpython_suites.py; the list below holds only suites
 # that pass fully, skips in python/tests/cpython-skips.txt with reasons).
 #
