@@ -10,20 +10,22 @@
 # libraries pact.asyncio is tested with (aiohttp, websockets, httpx through
 # anyio, pytest-asyncio), CMake (the installed consumer check) and the tools
 # some tests call; the benchmarks libuv, matplotlib and wrk (the HTTP load
-# generator).
+# generator). The Windows suites (make test-windows) cross-build with
+# mingw-w64 and run under wine64.
 DEMO_PACKAGES := gcc meson ninja-build pkg-config liburing-dev
 TEST_PACKAGES := $(DEMO_PACKAGES) clang libcriterion-dev libssl-dev openssl \
 	strace valgrind iproute2 procps util-linux cmake man-db \
 	python3-dev libpython3.11-testsuite \
 	python3-aiohttp python3-websockets python3-httpx python3-anyio \
-	python3-pytest python3-pytest-asyncio
+	python3-pytest python3-pytest-asyncio \
+	gcc-mingw-w64-x86-64 wine64
 BENCH_PACKAGES := $(DEMO_PACKAGES) libuv1-dev python3-matplotlib wrk
 DEBIAN_PACKAGES := $(sort $(TEST_PACKAGES) $(BENCH_PACKAGES))
 MESON ?= meson
 # The test trees build everything the tests need, or fail loudly.
 TEST_OPTIONS := -Dtests=enabled -Dtls=enabled -Dexamples=true
 
-.PHONY: all deps deps-demo deps-test deps-bench build demo test test-quick test-python bench torture soak fuzz valgrind clean install
+.PHONY: all deps deps-demo deps-test deps-bench build demo test test-quick test-python test-windows bench torture soak fuzz valgrind clean install
 
 all: build
 
@@ -87,6 +89,13 @@ test: deps-test build/build.ninja build-asan/build.ninja build-tsan/build.ninja 
 	$(MESON) test -C build --suite docs
 	./tests/consumer.sh build
 	./python/tests/run.sh build
+	./tests/run-windows.sh
+
+# Windows: pact cross-built with mingw-w64 (cross/mingw-w64.ini) into
+# build-win/, its suites (tests/win/) run under wine64 in a throwaway
+# prefix in build-win/wineprefix.
+test-windows: deps-test
+	./tests/run-windows.sh
 
 # pact.asyncio (python/): its own tests and CPython's asyncio suites with
 # pact as the loop, on both engines. The package is built into
@@ -158,4 +167,4 @@ install: build
 	$(MESON) install -C build
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-win

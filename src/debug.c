@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* Messages: misuse reports, the error hook, debug-mode logging, and naming
- * the code address an object was created from. */
-#include <dlfcn.h>
+/* Messages: misuse reports, the error hook, debug-mode logging. Naming
+ * the code address an object was created from is the system's
+ * (describe_address.c, src/win/platform.c). */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -58,22 +58,6 @@ void pact_loop_report_error(pact_loop *loop, int err, const char *fmt, ...)
     va_start(ap, fmt);
     error_v(loop, err, fmt ? fmt : "(no message)", ap);
     va_end(ap);
-}
-
-void pact__describe_address(void *addr, char *buf, size_t len)
-{
-    Dl_info info;
-    if (addr && dladdr(addr, &info) && info.dli_fname) {
-        if (info.dli_sname)
-            snprintf(buf, len, "%s+0x%lx (%s)", info.dli_sname,
-                     (unsigned long)((char *)addr - (char *)info.dli_saddr),
-                     info.dli_fname);
-        else
-            snprintf(buf, len, "%p (%s+0x%lx)", addr, info.dli_fname,
-                     (unsigned long)((char *)addr - (char *)info.dli_fbase));
-        return;
-    }
-    snprintf(buf, len, "%p", addr);
 }
 
 void pact__note_callback_time(pact_loop *loop, uint64_t start, void *cb,

@@ -464,7 +464,7 @@ static void report_live_ops(pact_loop *loop)
         pact__log(loop, "loop closed with %s operation on fd %d in flight "
                         "(started at %s); it completes with -ECANCELED",
                   kind_names[op->kind] ? kind_names[op->kind] : "file/pool",
-                  op->fd, where);
+                  (int)op->fd, where);
     }
 }
 

@@ -57,7 +57,8 @@ pact_op_s *pact__op_begin(pact_loop *loop, pact_op_kind kind, pact_os_sock fd,
         *err = pact__misuse(loop, -EINVAL, func, "callback is NULL");
         return NULL;
     }
-    if (kind != PACT_OP_SLEEP && fd < 0 && fd != AT_FDCWD) {
+    /* (int64_t): on Windows INVALID_SOCKET, an unsigned ~0, is refused. */
+    if (kind != PACT_OP_SLEEP && (int64_t)fd < 0 && fd != AT_FDCWD) {
         *err = pact__misuse(loop, -EBADF, func, "fd is negative");
         return NULL;
     }
@@ -238,7 +239,7 @@ pact_op pact_sendto(pact_loop *loop, pact_os_sock fd, const void *buf, size_t le
     err = check_buffer(loop, buf, len, __func__);
     if (err)
         return err;
-    if (addr && (addrlen == 0 || addrlen > sizeof(struct sockaddr_storage)))
+    if (addr && (addrlen == 0 || (size_t)addrlen > sizeof(struct sockaddr_storage)))
         return PACT_MISUSE(loop, -EINVAL, "bad address length");
     pact_op_s *op = pact__op_begin(loop, PACT_OP_SENDTO, fd, cb, user, __func__,
                              &err);
@@ -289,7 +290,7 @@ pact_op pact_accept(pact_loop *loop, pact_os_sock listen_fd, pact_op_cb cb, void
 pact_op pact_connect(pact_loop *loop, pact_os_sock fd, const struct sockaddr *addr,
                      socklen_t addrlen, pact_op_cb cb, void *user)
 {
-    if (loop && (!addr || addrlen == 0 || addrlen > sizeof(struct sockaddr_storage)))
+    if (loop && (!addr || addrlen == 0 || (size_t)addrlen > sizeof(struct sockaddr_storage)))
         return PACT_MISUSE(loop, -EINVAL, "bad address");
     OP_START(PACT_OP_CONNECT, fd);
     pact_op_ext *x = pact__op_ext(loop, op);

@@ -174,7 +174,12 @@ typedef struct pact_op_s {
  * memory goal in docs/design-notes.md: <= 512 bytes of pact state per
  * idle socket transport, measured by micro_pact idle_transport). Move
  * what only some kinds need to pact_op_ext. */
+#ifdef _WIN32
+/* Windows: 8-byte handles and a 32-byte OVERLAPPED instead of the timespec. */
+_Static_assert(sizeof(pact_op_s) <= 184, "pact_op_s grew past 184 bytes");
+#else
 _Static_assert(sizeof(pact_op_s) <= 160, "pact_op_s grew past 160 bytes");
+#endif
 
 /* The op's out-of-line block, or NULL if its kind uses the shared slot
  * for something else or it has none. */

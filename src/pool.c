@@ -104,11 +104,15 @@ static unsigned pool_size(const pact_loop *loop)
  * worker that happens not to block it. */
 static int spawn_worker(pact_pool *p)
 {
+#ifdef _WIN32 /* no signal masks */
+    int r = pthread_create(&p->threads[p->nthreads], NULL, worker_main, p);
+#else
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int r = pthread_create(&p->threads[p->nthreads], NULL, worker_main, p);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+#endif
     if (r != 0)
         return -r;
     p->nthreads++;

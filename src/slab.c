@@ -32,7 +32,11 @@ static int slab_grow(pact_slab *s)
     if (!chunks)
         return -1;
     s->chunks = chunks;
+#ifdef _WIN32 /* no aligned_alloc; malloc is 16-byte aligned on x64 */
+    char *chunk = malloc(s->entry_size * PACT_SLAB_CHUNK);
+#else
     char *chunk = aligned_alloc(16, s->entry_size * PACT_SLAB_CHUNK);
+#endif
     if (!chunk)
         return -1;
     memset(chunk, 0, s->entry_size * PACT_SLAB_CHUNK);

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* A small stand-in for Criterion, used only by the ThreadSanitizer build.
+/* A small stand-in for Criterion, used by the ThreadSanitizer build and by
+ * the Windows build (Criterion is not built for mingw-w64; see the end).
  *
  * Why: Criterion (through BoxFort) maps its shared arena at a random
  * address between 0x2000'0000'0000 and 0x6000'0000'0000 and gives up after
@@ -18,15 +19,20 @@
 #ifndef PACT_MINI_CRITERION_H
 #define PACT_MINI_CRITERION_H
 
-#include <fnmatch.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _WIN32
+#include <winsock2.h> /* before windows.h, as Winsock wants */
+#include <windows.h>
+#else
+#include <fnmatch.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#endif
 
 struct mc_opts {
     int unused_;
@@ -163,6 +169,87 @@ static inline const struct mc_opts *mc_suite_opts(const char *suite)
     return NULL;
 }
 
+static inline double mc_timeout(const struct mc_test *t)
+{
+    const struct mc_opts *so = mc_suite_opts(t->suite);
+    return t->opts->timeout > 0 ? t->opts->timeout
+           : so && so->timeout > 0 ? so->timeout
+                                   : 60;
+}
+
+/* Runs one test's body in this process, then exits with its verdict. */
+static inline void mc_run_here(const struct mc_test *t)
+{
+    const struct mc_opts *so = mc_suite_opts(t->suite);
+    void (*init)(void) = t->opts->init ? t->opts->init : so ? so->init : NULL;
+    void (*fini)(void) = t->opts->fini ? t->opts->fini : so ? so->fini : NULL;
+    mc_failed = 0;
+    if (init)
+        init();
+    t->fn();
+    if (fini)
+        fini();
+    fflush(NULL);
+    _exit(mc_failed ? 1 : t->opts->exit_code);
+}
+
+#ifdef _WIN32
+/* Windows has no fork: each test runs in a fresh copy of this program,
+ * started with --mc-run suite/name, waited for with its timeout and
+ * terminated when it runs over. A crash is an exception exit code. */
+static inline int mc_run_one(const struct mc_test *t)
+{
+    char self[MAX_PATH], cmd[MAX_PATH + 300];
+    GetModuleFileNameA(NULL, self, sizeof self);
+    snprintf(cmd, sizeof cmd, "\"%s\" --mc-run %s/%s", self, t->suite,
+             t->name);
+    STARTUPINFOA si;
+    PROCESS_INFORMATION pi;
+    memset(&si, 0, sizeof si);
+    si.cb = sizeof si;
+    fflush(NULL);
+    if (!CreateProcessA(self, cmd, NULL, NULL, TRUE, 0, NULL, NULL, &si, &pi)) {
+        fprintf(stderr, "[FAIL] %s::%s: CreateProcess failed (%lu)\n", t->suite,
+                t->name, GetLastError());
+        return 2;
+    }
+    DWORD ms = (DWORD)(mc_timeout(t) * 1000);
+    int timed_out = WaitForSingleObject(pi.hProcess, ms) == WAIT_TIMEOUT;
+    if (timed_out) {
+        TerminateProcess(pi.hProcess, 99);
+        WaitForSingleObject(pi.hProcess, INFINITE);
+    }
+    DWORD code = 1;
+    GetExitCodeProcess(pi.hProcess, &code);
+    CloseHandle(pi.hThread);
+    CloseHandle(pi.hProcess);
+    if (timed_out || code >= 0xC0000000u) {
+        fprintf(stderr, "[----] %s::%s: %s\n", t->suite, t->name,
+                timed_out ? "Timed out" : "CRASH");
+        fprintf(stderr, "[FAIL] %s::%s: %s (code 0x%lx)\n", t->suite, t->name,
+                timed_out ? "Timed out" : "CRASH", (unsigned long)code);
+        return 2;
+    }
+    if ((int)code == t->opts->exit_code)
+        return 0;
+    fprintf(stderr, "[FAIL] %s::%s (exit %lu)\n", t->suite, t->name,
+            (unsigned long)code);
+    return 1;
+}
+
+/* --filter's glob: '*' and '?' are enough for "suite/name" patterns. */
+static inline int mc_glob(const char *p, const char *s)
+{
+    if (*p == '\0')
+        return *s == '\0';
+    if (*p == '*')
+        return mc_glob(p + 1, s) || (*s && mc_glob(p, s + 1));
+    return *s && (*p == '?' || *p == *s) && mc_glob(p + 1, s + 1);
+}
+#define MC_MATCHES(pattern, name) mc_glob((pattern), (name))
+#else
+#define MC_MATCHES(pattern, name) (fnmatch((pattern), (name), 0) == 0)
+
 /* Runs one test in its own process; returns 0 pass, 1 fail, 2 crash. */
 static inline int mc_run_one(const struct mc_test *t)
 {
@@ -209,6 +296,7 @@ static inline int mc_run_one(const struct mc_test *t)
     fprintf(stderr, "[FAIL] %s::%s (exit %d)\n", t->suite, t->name, code);
     return 1;
 }
+#endif
 
 int main(int argc, char **argv)
 {
@@ -219,7 +307,18 @@ int main(int argc, char **argv)
             filter = argv[++i];
         else if (strncmp(argv[i], "--filter=", 9) == 0)
             filter = argv[i] + 9;
-        else if (strcmp(argv[i], "--list") == 0)
+        else if (strcmp(argv[i], "--mc-run") == 0 && i + 1 < argc) {
+            /* A test's own process (the Windows runner starts these). */
+            for (int k = 0; k < mc_ntests; k++) {
+                char full[256];
+                snprintf(full, sizeof full, "%s/%s", mc_tests[k].suite,
+                         mc_tests[k].name);
+                if (strcmp(full, argv[i + 1]) == 0)
+                    mc_run_here(&mc_tests[k]);
+            }
+            fprintf(stderr, "no test %s\n", argv[i + 1]);
+            return 2;
+        } else if (strcmp(argv[i], "--list") == 0)
             list = 1;
         else if (strcmp(argv[i], "--jobs") == 0 || strcmp(argv[i], "-j") == 0)
             i++;
@@ -229,7 +328,7 @@ int main(int argc, char **argv)
         const struct mc_test *t = &mc_tests[i];
         char full[256];
         snprintf(full, sizeof full, "%s/%s", t->suite, t->name);
-        if (filter && fnmatch(filter, full, 0) != 0)
+        if (filter && !MC_MATCHES(filter, full))
             continue;
         if (list) {
             printf("%s\n", full);

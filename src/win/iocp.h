@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: MIT */
+/* What the Windows files share about the loop's completion port. */
+#ifndef PACT_WIN_IOCP_H
+#define PACT_WIN_IOCP_H
+
+#include <winternl.h> /* RtlNtStatusToDosError: a packet's status */
+
+#include "loop.h"
+
+/* Completion keys: an op's packet (its OVERLAPPED is in the op) and the
+ * loop's wake-up (no OVERLAPPED). */
+#define IOCP_KEY_OP ((ULONG_PTR)1)
+#define IOCP_KEY_WAKE ((ULONG_PTR)2)
+
+/* WSAStartup and the extension functions, once per process; 0 or a
+ * negative errno. */
+int pact__winsock_init(void);
+/* The loop's completion port (valid from engine init to
+ * pact__iocp_free). */
+HANDLE pact__iocp_port(pact_loop *loop);
+/* Closes the port and frees the engine (from pact__wake_close). */
+void pact__iocp_free(pact_loop *loop);
+
+#endif
