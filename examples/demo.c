@@ -305,7 +305,7 @@ static void cancel_if_pending(pact_loop *loop, pact_op op)
 {
     /* The callback still runs, exactly once; it closes the fd. */
     if (op > 0)
-        pact_cancel(loop, op);
+        pact_op_cancel(loop, op);
 }
 
 static void on_deadline(pact_loop *loop, void *user)

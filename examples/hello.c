@@ -30,7 +30,7 @@ int main(void)
     pact_sleep(loop, 20 * MS, on_sleep, "20 ms");
     pact_op doomed = pact_sleep(loop, 60000 * MS, on_sleep, "60 s");
     /* Cancel is a request: the callback still runs, once, with -ECANCELED. */
-    pact_cancel(loop, doomed);
+    pact_op_cancel(loop, doomed);
 
     pact_loop_run(loop); /* returns when nothing is left to do */
     pact_loop_close(loop);

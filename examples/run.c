@@ -98,7 +98,7 @@ int main(int argc, char **argv)
         pact_loop_run_once(loop, -1);
     for (int i = 0; i < 2; i++)
         if (sigs[i] > 0)
-            pact_signal_remove(loop, sigs[i]);
+            pact_signal_cancel(loop, sigs[i]);
     pact_loop_free(loop);
     return r.returncode >= 0 ? r.returncode : 128 - r.returncode;
 }

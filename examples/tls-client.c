@@ -140,7 +140,7 @@ int main(int argc, char **argv)
         }
     }
     pact_tls_context *ctx;
-    int r = pact_tls_context_new(PACT_TLS_CLIENT, &ctx);
+    int r = pact_tls_context_create(PACT_TLS_CLIENT, &ctx);
     if (r == 0 && ca)
         r = pact_tls_context_set_ca(ctx, ca, NULL);
     if (r == 0 && insecure)

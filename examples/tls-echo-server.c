@@ -149,7 +149,7 @@ int main(int argc, char **argv)
     }
 
     pact_tls_context *ctx;
-    int r = pact_tls_context_new(PACT_TLS_SERVER, &ctx);
+    int r = pact_tls_context_create(PACT_TLS_SERVER, &ctx);
     if (r == 0)
         r = pact_tls_context_set_certificate(ctx, cert, key);
     if (r < 0) {

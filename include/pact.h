@@ -21,10 +21,10 @@
  *     pact_call_later, pact_call_at, pact_call_every, pact_handle_cancel,
  *     pact_handle_set_interval, the *_set_ref functions, every function
  *     that starts an operation (pact_recv ... pact_sleep, file ops,
- *     pact_queue_work, the resolver), pact_cancel, pact_op_set_timeout,
+ *     pact_queue_work, the resolver), pact_op_cancel, pact_op_set_timeout,
  *     and the functions that take the loop to create something
  *     (transports, servers, clients, datagram endpoints, processes, signal
- *     handlers, TLS connections), pact_signal_remove,
+ *     handlers, TLS connections), pact_signal_cancel,
  *     pact_loop_set_error_handler and pact_loop_set_wait_hooks, and the
  *     calls that change an object the loop made: pact_transport_write,
  *     writev, write_eof, sendfile, set_write_buffer_limits, close, abort,
@@ -47,7 +47,9 @@
  *
  * pact(7) is the overview, and every function has its own page (man
  * pact_recv). docs/guide.md (a tour), docs/contract.md (the promises, each
- * with its tests) and docs/abi.md (versions and ABI policy) are installed
+ * with its tests), docs/abi.md (versions and ABI policy) and docs/naming.md
+ * (how names are made: pact_<kind>_<verb>, callback types end in _cb,
+ * handles are cancelled and objects closed) are installed
  * with the documentation, as <prefix>/share/doc/pact/guide.md and so on;
  * "docs/" in this header means that directory.
  */
@@ -386,13 +388,13 @@ PACT_API int pact_loop_get_metrics(const pact_loop *loop,
 
 /* Called for errors that have no caller to return to: a failure inside the
  * loop's own machinery, a report from pact_loop_report_error(). */
-typedef void (*pact_error_handler)(pact_loop *loop, int err,
-                                   const char *message, void *user);
+typedef void (*pact_error_cb)(pact_loop *loop, int err,
+                              const char *message, void *user);
 
 /* Installs the loop's error hook (NULL restores the default, which prints
  * to stderr). */
 PACT_API int pact_loop_set_error_handler(pact_loop *loop,
-                                         pact_error_handler handler,
+                                         pact_error_cb handler,
                                          void *user);
 
 /* Reports a failure inside a callback to the loop's error hook (the C form
@@ -408,27 +410,27 @@ PACT_API void pact_loop_report_error(pact_loop *loop, int err,
  * generation count, so a stale handle is answered -ENOENT, never UB.
  * Handles are per loop and per kind: a pact_handle is only understood by
  * pact_handle_cancel() on the loop that returned it. Given to another loop,
- * or to pact_cancel() / pact_op_set_timeout() (which take a pact_op), it is
+ * or to pact_op_cancel() / pact_op_set_timeout() (which take a pact_op), it is
  * answered -ENOENT and nothing is touched. */
 typedef int64_t pact_handle;
 
 /* A plain callback. */
-typedef void (*pact_callback)(pact_loop *loop, void *user);
+typedef void (*pact_call_cb)(pact_loop *loop, void *user);
 
 /* Schedules cb to run on the next iteration, after the callbacks already
  * scheduled (FIFO). Returns a handle or a negative errno. */
-PACT_API pact_handle pact_call_soon(pact_loop *loop, pact_callback cb,
+PACT_API pact_handle pact_call_soon(pact_loop *loop, pact_call_cb cb,
                                     void *user);
 
 /* Schedules cb to run delay_ns from now; never earlier. Timers due at the
  * same time run in the order they were scheduled. */
 PACT_API pact_handle pact_call_later(pact_loop *loop, uint64_t delay_ns,
-                                     pact_callback cb, void *user);
+                                     pact_call_cb cb, void *user);
 
 /* Schedules cb to run at the absolute monotonic time when_ns (pact_now()
  * clock); never earlier. */
 PACT_API pact_handle pact_call_at(pact_loop *loop, uint64_t when_ns,
-                                  pact_callback cb, void *user);
+                                  pact_call_cb cb, void *user);
 
 /* Schedules cb to run every interval_ns, the first time interval_ns from
  * now, until the handle is cancelled. Never early, and it does not drift:
@@ -442,7 +444,7 @@ PACT_API pact_handle pact_call_at(pact_loop *loop, uint64_t when_ns,
  * (for pact_handle_cancel() and pact_handle_set_interval()) or a negative
  * errno: -EINVAL for a NULL callback or an interval of 0. */
 PACT_API pact_handle pact_call_every(pact_loop *loop, uint64_t interval_ns,
-                                     pact_callback cb, void *user);
+                                     pact_call_cb cb, void *user);
 
 /* Changes how often a timer repeats, also from inside its own callback.
  * The deadline already set stays; the ones after it are interval_ns
@@ -484,7 +486,7 @@ PACT_API int pact_handle_cancel(pact_loop *loop, pact_handle handle);
  * -ENOMEM, or -ESHUTDOWN once the loop is closing. A callback accepted
  * (0) but not yet run when pact_loop_close() begins is dropped without
  * running (listed in debug mode); it never runs after close. Thread-safe. */
-PACT_API int pact_call_soon_threadsafe(pact_loop *loop, pact_callback cb,
+PACT_API int pact_call_soon_threadsafe(pact_loop *loop, pact_call_cb cb,
                                        void *user);
 
 /* Wakes the loop if it is waiting. Thread-safe. */
@@ -499,14 +501,14 @@ PACT_API int pact_loop_wake(pact_loop *loop);
  * in after_wait: other threads then run only while the loop sleeps, and
  * every pact callback runs with the lock held. The waits that close()
  * does for operations still owed by the kernel are wrapped too. */
-typedef void (*pact_wait_hook)(pact_loop *loop, int64_t timeout_ns,
-                               void *user);
+typedef void (*pact_wait_cb)(pact_loop *loop, int64_t timeout_ns,
+                             void *user);
 
 /* Installs the wait hooks (both or neither: NULL, NULL removes them).
  * Returns 0, -EINVAL if only one is given, -EBUSY while the loop runs,
  * -ESHUTDOWN once it is closing. */
-PACT_API int pact_loop_set_wait_hooks(pact_loop *loop, pact_wait_hook before,
-                                      pact_wait_hook after, void *user);
+PACT_API int pact_loop_set_wait_hooks(pact_loop *loop, pact_wait_cb before,
+                                      pact_wait_cb after, void *user);
 
 /* ------------------------------------------------------------------------ */
 /* Operations                                                               */
@@ -515,9 +517,9 @@ PACT_API int pact_loop_set_wait_hooks(pact_loop *loop, pact_wait_hook before,
 /* A handle for an operation in flight: > 0, or a negative errno when the
  * operation could not be started (then its callback will never run).
  * Operations are owned by the loop; a handle cannot dangle: after the
- * callback has run it is stale and pact_cancel() answers -ENOENT.
+ * callback has run it is stale and pact_op_cancel() answers -ENOENT.
  * Handles are per loop and per kind: a pact_op is only understood by the
- * loop that started the op, and only by the op functions (pact_cancel,
+ * loop that started the op, and only by the op functions (pact_op_cancel,
  * pact_op_set_timeout, ...). A pact_handle from pact_call_soon() and
  * friends, or another loop's op handle, is answered -ENOENT and nothing is
  * touched. The loop's own operations (its wake-up read) have no handle a
@@ -539,7 +541,7 @@ typedef struct pact_completion {
     socklen_t addrlen;
     /* pact_getaddrinfo(): the resolved list, owned by pact and freed after
      * the callback returns unless the callback took it with
-     * pact_addrinfo_take(). NULL otherwise. */
+     * pact_op_take_addrinfo(). NULL otherwise. */
     const struct addrinfo *addrinfo;
     /* pact_getaddrinfo() / pact_getnameinfo(): the resolver's EAI_* code
      * when it failed (result is then the negative errno it maps to), else
@@ -624,7 +626,7 @@ PACT_API pact_op pact_sendto(pact_loop *loop, pact_os_sock fd, const void *buf,
 /* Accepts a connection. Result: the new fd (close-on-exec, non-blocking;
  * on Windows the new SOCKET, associated with the loop's completion port);
  * c->addr is the peer. The callback owns the fd — also when the accept won
- * a race against pact_cancel() (see pact_cancel()). */
+ * a race against pact_op_cancel() (see pact_op_cancel()). */
 PACT_API pact_op pact_accept(pact_loop *loop, pact_os_sock listen_fd, pact_op_cb cb,
                              void *user);
 
@@ -697,7 +699,7 @@ PACT_API int pact_op_set_timeout(pact_loop *loop, pact_op op,
  *              operations;
  *   -ESHUTDOWN the loop is closed; -EPERM off the owner thread.
  * Safe from any callback, twice, or after completion. */
-PACT_API int pact_cancel(pact_loop *loop, pact_op op);
+PACT_API int pact_op_cancel(pact_loop *loop, pact_op op);
 
 /* Whether an operation in flight keeps pact_loop_run() going: ref 1 (the
  * default) it does, ref 0 it does not (a receive that waits for a
@@ -888,8 +890,10 @@ typedef struct pact_server pact_server;
 
 /* Chooses the protocol of a new connection: fill *proto and *user and
  * return 0, or return a negative errno to refuse it (the fd is closed). */
-typedef int (*pact_protocol_factory)(pact_server *server, void *factory_user,
-                                     const pact_protocol **proto, void **user);
+typedef int (*pact_protocol_factory_cb)(pact_server *server,
+                                        void *factory_user,
+                                        const pact_protocol **proto,
+                                        void **user);
 
 /* Server options: start from pact_server_options_init() or
  * PACT_SERVER_OPTIONS_INIT (all defaults), then set what you need. */
@@ -921,7 +925,7 @@ PACT_API void pact_server_options_init(pact_server_options *opts);
 PACT_API int pact_server_listen_tcp(pact_loop *loop, const char *host,
                                     uint16_t port,
                                     const pact_server_options *opts,
-                                    pact_protocol_factory factory,
+                                    pact_protocol_factory_cb factory,
                                     void *factory_user, pact_server **out);
 
 /* Listens on a Unix socket. A path starting with '@' is in the abstract
@@ -929,7 +933,7 @@ PACT_API int pact_server_listen_tcp(pact_loop *loop, const char *host,
  * one gives -EADDRINUSE. The file is removed when the server closes. */
 PACT_API int pact_server_listen_unix(pact_loop *loop, const char *path,
                                      const pact_server_options *opts,
-                                     pact_protocol_factory factory,
+                                     pact_protocol_factory_cb factory,
                                      void *factory_user, pact_server **out);
 
 /* Stops accepting: cancels the pending accept and closes any connection
@@ -947,7 +951,7 @@ PACT_API int pact_server_close(pact_server *server);
  * pact_server_listen_*_tls, uses one itself, which leaves 7). Returns 0,
  * -EINVAL for a NULL server or cb, -ENOSPC when full, -EPERM off the
  * loop's owner thread. */
-PACT_API int pact_server_wait_closed(pact_server *server, pact_callback cb,
+PACT_API int pact_server_wait_closed(pact_server *server, pact_call_cb cb,
                                      void *user);
 
 /* The port a TCP server listens on, or a negative errno. */
@@ -976,7 +980,7 @@ typedef void (*pact_connect_cb)(pact_loop *loop, pact_transport *t, int err,
  * loop thread — trying each address in turn, then wraps the socket in a
  * transport with proto/proto_user. The socket gets TCP_NODELAY (small
  * writes leave at once, as in asyncio). Returns an op handle (cancellable
- * with pact_cancel: cb then gets -ECANCELED and no fd is left behind) or a
+ * with pact_op_cancel: cb then gets -ECANCELED and no fd is left behind) or a
  * negative errno. */
 PACT_API pact_op pact_connect_tcp(pact_loop *loop, const char *host,
                                   uint16_t port, const pact_protocol *proto,
@@ -1284,7 +1288,8 @@ typedef enum pact_tls_role {
  * certificate against the system's trust store and checks its host name;
  * a server asks for no client certificate. Returns 0 and sets *out, or
  * -EINVAL / -ENOMEM. */
-PACT_API int pact_tls_context_new(pact_tls_role role, pact_tls_context **out);
+PACT_API int pact_tls_context_create(pact_tls_role role,
+                                     pact_tls_context **out);
 
 /* Drops the caller's reference. Transports, servers and pending connects
  * made with it hold their own, so this may be called at once. NULL is
@@ -1466,14 +1471,14 @@ PACT_API int pact_server_listen_tcp_tls(pact_loop *loop, const char *host,
                                         uint16_t port,
                                         const pact_server_options *opts,
                                         pact_tls_context *ctx,
-                                        pact_protocol_factory factory,
+                                        pact_protocol_factory_cb factory,
                                         void *factory_user, pact_server **out);
 
 /* pact_server_listen_unix() with TLS, as pact_server_listen_tcp_tls(). */
 PACT_API int pact_server_listen_unix_tls(pact_loop *loop, const char *path,
                                          const pact_server_options *opts,
                                          pact_tls_context *ctx,
-                                         pact_protocol_factory factory,
+                                         pact_protocol_factory_cb factory,
                                          void *factory_user, pact_server **out);
 
 /* ------------------------------------------------------------------------ */
@@ -1505,19 +1510,19 @@ PACT_API int pact_socket_port(int fd);
 /* Work run on one of the loop's worker threads. Its return value becomes
  * the completion's result (return a negative errno for failure). It must
  * not call pact functions on the loop, except the thread-safe ones. */
-typedef int64_t (*pact_work_fn)(void *user);
+typedef int64_t (*pact_work_cb)(void *user);
 
 /* Runs work(user) on the loop's thread pool and calls done on the loop
  * thread once, with c->result = what work returned. The pool belongs to
  * the loop; its threads start lazily (at most pact_pool_set_size(), default
  * 4) with every signal blocked, so signals go to the loop's thread.
- * pact_cancel(): work not yet started is dropped (work never runs, done
+ * pact_op_cancel(): work not yet started is dropped (work never runs, done
  * gets -ECANCELED; cancel returns 0); work already running is not
  * interrupted: cancel returns -EALREADY and done gets the real result.
  * pact_loop_close() cancels queued work, waits for running work (its done
  * runs during close with the real result) and joins the threads. Returns
  * the op, or -EINVAL (NULL loop, work or done), -ESHUTDOWN (closed). */
-PACT_API pact_op pact_queue_work(pact_loop *loop, pact_work_fn work,
+PACT_API pact_op pact_queue_work(pact_loop *loop, pact_work_cb work,
                                  pact_op_cb done, void *user);
 
 /* Sets how many worker threads the loop's pool may run (1..1024; default
@@ -1533,7 +1538,7 @@ PACT_API int pact_pool_set_size(pact_loop *loop, unsigned n);
  * getaddrinfo(3) on the thread pool; hints may be NULL and are copied.
  * On success c->result is 0 and c->addrinfo the list, which pact frees
  * with freeaddrinfo() after the callback returns — unless the callback
- * keeps it with pact_addrinfo_take(). On failure c->result is a negative
+ * keeps it with pact_op_take_addrinfo(). On failure c->result is a negative
  * errno and c->gai_error the EAI_* code: EAI_NONAME and EAI_NODATA ->
  * -ENOENT, EAI_SERVICE -> -ESRCH, EAI_AGAIN -> -EAGAIN, EAI_FAIL -> -EIO,
  * EAI_MEMORY -> -ENOMEM, EAI_FAMILY -> -EAFNOSUPPORT, EAI_ADDRFAMILY ->
@@ -1549,7 +1554,7 @@ PACT_API pact_op pact_getaddrinfo(pact_loop *loop, const char *host,
 /* Inside a pact_getaddrinfo() callback: takes ownership of the result list
  * (free it with freeaddrinfo()). Returns the list, or NULL if op is not a
  * getaddrinfo whose callback is running, or the list was taken already. */
-PACT_API struct addrinfo *pact_addrinfo_take(pact_loop *loop, pact_op op);
+PACT_API struct addrinfo *pact_op_take_addrinfo(pact_loop *loop, pact_op op);
 
 /* getnameinfo(3) on the thread pool: addr is copied; flags are NI_*.
  * Result 0 with c->host and c->service (valid during the callback), or a
@@ -1631,7 +1636,7 @@ typedef struct pact_fs_event {
  * c->data a const pact_fs_event *, valid during the call), in the order
  * the kernel reported them, then once the final completion (more = 0):
  * 0 when the watched path is gone (deleted, moved off its file system,
- * unmounted), -ECANCELED after pact_cancel() (also from inside cb:
+ * unmounted), -ECANCELED after pact_op_cancel() (also from inside cb:
  * nothing more is delivered) or pact_loop_close(), or a negative errno.
  * Events the kernel dropped because the queue overflowed arrive as one
  * IN_Q_OVERFLOW. Keeps the loop alive like any op (pact_op_set_ref
@@ -1733,9 +1738,10 @@ typedef void (*pact_signal_cb)(pact_loop *loop, int signo, void *user);
 PACT_API pact_signal pact_signal_add(pact_loop *loop, int signo,
                                      pact_signal_cb cb, void *user);
 
-/* Removes a handler. Safe from inside any callback, including the
- * handler's own. Returns 0 or -ENOENT (unknown or already removed). */
-PACT_API int pact_signal_remove(pact_loop *loop, pact_signal sig);
+/* Cancels a handler: it is removed and never runs again. Safe from
+ * inside any callback, including the handler's own. Returns 0 or -ENOENT
+ * (unknown or already cancelled). */
+PACT_API int pact_signal_cancel(pact_loop *loop, pact_signal sig);
 
 /* Whether a signal handler keeps pact_loop_run() going: ref 0 (the
  * default) it does not, ref 1 it does, so a program whose only work is to
@@ -1892,7 +1898,7 @@ PACT_API int pact_process_kill(pact_process *p);
 /* Waits for the process to exit. Any number of waits may be pending; each
  * callback runs once, with c->result = the returncode (as
  * pact_process_returncode(): 0-255, or -signo in -64..-1), or -ECANCELED
- * (pact_cancel) / -ETIMEDOUT (pact_op_set_timeout), both below -64. A
+ * (pact_op_cancel) / -ETIMEDOUT (pact_op_set_timeout), both below -64. A
  * wait started after the exit completes on the next iteration. Waiters
  * are woken at the exit, before connection_lost (a grandchild holding a
  * pipe open does not hold them). A wait is only an entry in the process's

@@ -2,7 +2,7 @@
 /* Client connections: pact_connect_tcp() and pact_connect_unix().
  *
  * Each is one composite operation (PACT_OP_CUSTOM): its handle can be
- * cancelled with pact_cancel(), and its callback runs exactly once. Inside,
+ * cancelled with pact_op_cancel(), and its callback runs exactly once. Inside,
  * it runs a resolve (names go to the thread pool), then one connect per
  * address in turn; a Unix connect whose server's backlog is full (EAGAIN)
  * is retried after a delay doubling from 1 ms to 100 ms. Every socket it
@@ -88,7 +88,7 @@ static void connect_cancel(pact_loop *loop, pact_op_s *op)
     connect_req *req = op->user;
     req->cancelled = 1;
     if (req->inner)
-        pact_cancel(loop, req->inner); /* its completion finishes the req */
+        pact_op_cancel(loop, req->inner); /* its completion finishes the req */
 }
 
 /* Connected: the fd becomes a transport in connect_finished. */
@@ -163,7 +163,7 @@ static void on_resolved(pact_loop *loop, const pact_completion *c, void *arg)
         complete(req, (int)c->result);
         return;
     }
-    req->list = pact_addrinfo_take(loop, c->op);
+    req->list = pact_op_take_addrinfo(loop, c->op);
     req->cur = req->list;
     try_next_address(req);
 }

@@ -190,9 +190,9 @@ static void dgram_cancel(pact_endpoint *e)
     ep->has_held = 0;
     drop_queue(ep);
     if (ep->read_op)
-        pact_cancel(e->loop, ep->read_op);
+        pact_op_cancel(e->loop, ep->read_op);
     if (ep->send_op)
-        pact_cancel(e->loop, ep->send_op);
+        pact_op_cancel(e->loop, ep->send_op);
 }
 
 static void dgram_lost(pact_endpoint *e)
@@ -273,7 +273,7 @@ int pact_datagram_close(pact_datagram *ep)
         return r;
     ep->has_held = 0; /* the user closed: nothing more is delivered */
     if (ep->read_op)
-        pact_cancel(ep->ep.loop, ep->read_op);
+        pact_op_cancel(ep->ep.loop, ep->read_op);
     kick_write(ep);
     pact__endpoint_settle(&ep->ep);
     return 0;

@@ -37,7 +37,7 @@ void pact__endpoint_unref(pact_endpoint *e)
         e->ops->free(e);
 }
 
-pact_handle pact__endpoint_soon(pact_endpoint *e, pact_callback cb)
+pact_handle pact__endpoint_soon(pact_endpoint *e, pact_call_cb cb)
 {
     pact__endpoint_ref(e);
     pact_handle h = pact_call_soon(e->loop, cb, e);

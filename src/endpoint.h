@@ -86,7 +86,7 @@ void pact__endpoint_unref(pact_endpoint *e);
 
 /* Schedules cb(loop, e) for the next iteration, holding a reference the
  * callback drops with pact__endpoint_unref(). Handle or negative errno. */
-pact_handle pact__endpoint_soon(pact_endpoint *e, pact_callback cb);
+pact_handle pact__endpoint_soon(pact_endpoint *e, pact_call_cb cb);
 
 /* close(): -EALREADY if closing already, else marks it closing and
  * returns 0. The caller stops reading, flushes, then settles. */

@@ -117,7 +117,7 @@ static void watch_cancel(pact_loop *loop, pact_op_s *op)
     /* From inside an event callback there is no poll in flight: the read
      * loop sees the flag and ends the op. */
     if (w->poll_op)
-        pact_cancel(loop, w->poll_op);
+        pact_op_cancel(loop, w->poll_op);
 }
 
 pact_op pact_fs_watch(pact_loop *loop, const char *path, uint32_t events,

@@ -238,8 +238,8 @@ static int wait_and_count_idle(pact_loop *loop, int64_t timeout_ns)
     return loop->engine->wait(loop, timeout_ns);
 }
 
-int pact_loop_set_wait_hooks(pact_loop *loop, pact_wait_hook before,
-                             pact_wait_hook after, void *user)
+int pact_loop_set_wait_hooks(pact_loop *loop, pact_wait_cb before,
+                             pact_wait_cb after, void *user)
 {
     if (!loop || !before != !after)
         return -EINVAL;
@@ -414,7 +414,7 @@ int pact_loop_wake(pact_loop *loop)
     return r;
 }
 
-int pact_call_soon_threadsafe(pact_loop *loop, pact_callback cb, void *user)
+int pact_call_soon_threadsafe(pact_loop *loop, pact_call_cb cb, void *user)
 {
     if (!loop || !cb)
         return -EINVAL;
@@ -713,7 +713,7 @@ int pact_loop_get_metrics(const pact_loop *loop, pact_loop_metrics *out)
     return 0;
 }
 
-int pact_loop_set_error_handler(pact_loop *loop, pact_error_handler handler,
+int pact_loop_set_error_handler(pact_loop *loop, pact_error_cb handler,
                                 void *user)
 {
     if (!loop)

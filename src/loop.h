@@ -46,7 +46,7 @@ typedef struct pact_handle_s {
     /* Repeating timers: the next deadline is the last one + interval
      * (0 = runs once). */
     uint64_t interval;
-    pact_callback cb;
+    pact_call_cb cb;
     void *user;
     pact_list link;
     pact_heap_node timer;
@@ -56,7 +56,7 @@ typedef struct pact_handle_s {
 /* A callback queued by pact_call_soon_threadsafe(). */
 typedef struct pact_ts_item {
     struct pact_ts_item *next;
-    pact_callback cb;
+    pact_call_cb cb;
     void *user;
 } pact_ts_item;
 
@@ -118,12 +118,12 @@ struct pact_loop {
 
     pact_list resources; /* pact_resource */
 
-    pact_error_handler on_error;
+    pact_error_cb on_error;
     void *on_error_user;
 
     /* pact_loop_set_wait_hooks(): called around every engine wait. */
-    pact_wait_hook before_wait;
-    pact_wait_hook after_wait;
+    pact_wait_cb before_wait;
+    pact_wait_cb after_wait;
     void *wait_hook_user;
 
     pact_loop_stats stats;
@@ -264,7 +264,7 @@ void pact__op_deliver(pact_loop *loop, pact_op_s *op, const void *data,
  * *final (0 at EOF, -errno, -ECANCELED when cancelled). The engine only
  * translates: re-arm, or finish the op. */
 int pact__op_recv_burst(pact_loop *loop, pact_op_s *op, int64_t *final);
-/* Requests cancellation of a live op; returns as pact_cancel(). */
+/* Requests cancellation of a live op; returns as pact_op_cancel(). */
 int pact__op_cancel(pact_loop *loop, pact_op_s *op);
 /* Submit every queued op to the engine. */
 void pact__ops_flush(pact_loop *loop);

@@ -556,7 +556,7 @@ int pact__op_cancel(pact_loop *loop, pact_op_s *op)
     return 0;
 }
 
-int pact_cancel(pact_loop *loop, pact_op handle)
+int pact_op_cancel(pact_loop *loop, pact_op handle)
 {
     if (!loop)
         return -EINVAL;

@@ -209,7 +209,7 @@ pact_op pact__pool_start(pact_loop *loop, pact_op_s *op,
     return pact__op_start(loop, op, created_at);
 }
 
-pact_op pact_queue_work(pact_loop *loop, pact_work_fn work, pact_op_cb done,
+pact_op pact_queue_work(pact_loop *loop, pact_work_cb work, pact_op_cb done,
                         void *user)
 {
     int err = pact__check_loop(loop, __func__);

@@ -193,7 +193,7 @@ pact_op pact_getaddrinfo(pact_loop *loop, const char *host,
                          user, __builtin_return_address(0), NULL, 0);
 }
 
-struct addrinfo *pact_addrinfo_take(pact_loop *loop, pact_op handle)
+struct addrinfo *pact_op_take_addrinfo(pact_loop *loop, pact_op handle)
 {
     if (!loop)
         return NULL;

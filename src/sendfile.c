@@ -233,7 +233,7 @@ static void item_cancel(pact_write_item *it)
     pact_sendfile *sf = (pact_sendfile *)it;
     sf->cancelled = 1;
     if (sf->op)
-        pact_cancel(loop_of(sf), sf->op);
+        pact_op_cancel(loop_of(sf), sf->op);
     else
         schedule_step(sf);
 }

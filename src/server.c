@@ -34,7 +34,7 @@
 struct pact_server {
     pact_endpoint ep;
     int fd;
-    pact_protocol_factory factory;
+    pact_protocol_factory_cb factory;
     void *factory_user;
     char unix_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     int port;
@@ -44,7 +44,7 @@ struct pact_server {
     uint64_t accept_errors;
 
     struct {
-        pact_callback cb;
+        pact_call_cb cb;
         void *user;
     } waiters[MAX_WAITERS];
     int nwaiters;
@@ -200,13 +200,13 @@ int pact_server_close(pact_server *s)
         s->backoff = 0;
     }
     if (s->accept_op)
-        pact_cancel(s->ep.loop, s->accept_op);
+        pact_op_cancel(s->ep.loop, s->accept_op);
     close_listener(s);
     pact__endpoint_settle(&s->ep);
     return 0;
 }
 
-int pact_server_wait_closed(pact_server *s, pact_callback cb, void *user)
+int pact_server_wait_closed(pact_server *s, pact_call_cb cb, void *user)
 {
     if (!s || !cb)
         return -EINVAL;
@@ -244,7 +244,7 @@ uint64_t pact_server_accept_errors(const pact_server *s)
     return s ? s->accept_errors : 0;
 }
 
-static int server_start(pact_loop *loop, int fd, pact_protocol_factory factory,
+static int server_start(pact_loop *loop, int fd, pact_protocol_factory_cb factory,
                         void *factory_user, const char *unix_path,
                         void *created_at, pact_server **out)
 {
@@ -267,7 +267,7 @@ static int server_start(pact_loop *loop, int fd, pact_protocol_factory factory,
     return 0;
 }
 
-static int check_args(pact_loop *loop, pact_protocol_factory factory,
+static int check_args(pact_loop *loop, pact_protocol_factory_cb factory,
                       pact_server **out, const char *func)
 {
     int r = pact__check_loop(loop, func);
@@ -280,7 +280,7 @@ static int check_args(pact_loop *loop, pact_protocol_factory factory,
 
 int pact_server_listen_tcp(pact_loop *loop, const char *host, uint16_t port,
                            const pact_server_options *opts,
-                           pact_protocol_factory factory, void *factory_user,
+                           pact_protocol_factory_cb factory, void *factory_user,
                            pact_server **out)
 {
     int r = check_args(loop, factory, out, __func__);
@@ -354,7 +354,7 @@ static int is_stale_socket_file(const char *path, const struct sockaddr_un *sun,
 
 int pact_server_listen_unix(pact_loop *loop, const char *path,
                             const pact_server_options *opts,
-                            pact_protocol_factory factory, void *factory_user,
+                            pact_protocol_factory_cb factory, void *factory_user,
                             pact_server **out)
 {
     int r = check_args(loop, factory, out, __func__);

@@ -270,7 +270,7 @@ pact_signal pact_signal_add(pact_loop *loop, int signo, pact_signal_cb cb,
     return h->id;
 }
 
-int pact_signal_remove(pact_loop *loop, pact_signal id)
+int pact_signal_cancel(pact_loop *loop, pact_signal id)
 {
     if (!loop)
         return -EINVAL;
@@ -296,7 +296,7 @@ int pact_signal_remove(pact_loop *loop, pact_signal id)
     /* The last handler is gone: stop reading. The read's callback closes
      * the fd once the engine has handed the read back. */
     if (s->nhandlers == 0 && s->read_op)
-        pact_cancel(loop, s->read_op);
+        pact_op_cancel(loop, s->read_op);
     return 0;
 }
 

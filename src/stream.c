@@ -90,7 +90,7 @@ static void write_failed(pact_stream *s, int err)
         s->more->item->ops->cancel(s->more->item);
     }
     if (s->read_op)
-        pact_cancel(t->ep.loop, s->read_op); /* its bytes are held too */
+        pact_op_cancel(t->ep.loop, s->read_op); /* its bytes are held too */
     if (!s->has_held || s->held_result == 0) {
         s->has_held = 1;
         s->held_result = err;
@@ -162,11 +162,11 @@ static void stream_cancel(pact_endpoint *e)
         pact__wbuf_clear(&s->more->pending);  /* it: cleared, not freed */
     }
     if (s->read_op)
-        pact_cancel(e->loop, s->read_op);
+        pact_op_cancel(e->loop, s->read_op);
     if (send_op(s))
-        pact_cancel(e->loop, send_op(s));
+        pact_op_cancel(e->loop, send_op(s));
     if (poll_op(s))
-        pact_cancel(e->loop, poll_op(s));
+        pact_op_cancel(e->loop, poll_op(s));
     if (write_item(s))
         s->more->item->ops->cancel(s->more->item);
 }
@@ -202,9 +202,9 @@ static void stream_close(pact_transport *t)
     if (s->more)
         pact__wbuf_clear(&s->more->held);
     if (s->read_op)
-        pact_cancel(t->ep.loop, s->read_op);
+        pact_op_cancel(t->ep.loop, s->read_op);
     if (poll_op(s))
-        pact_cancel(t->ep.loop, poll_op(s));
+        pact_op_cancel(t->ep.loop, poll_op(s));
     kick_write(s);
     settle(s);
 }
@@ -362,7 +362,7 @@ static void stream_pause_reading(pact_transport *t)
      * resume. A pipe's one-shot read is left in flight; its result is
      * held too. */
     if (s->read_op && t->kind == PACT_STREAM_SOCKET)
-        pact_cancel(t->ep.loop, s->read_op);
+        pact_op_cancel(t->ep.loop, s->read_op);
 }
 
 static void resume_delivery(pact_loop *loop, void *arg)

@@ -8,7 +8,7 @@
 
 #include "loop.h"
 
-static pact_handle_s *handle_new(pact_loop *loop, pact_callback cb,
+static pact_handle_s *handle_new(pact_loop *loop, pact_call_cb cb,
                                  void *user, const char *func, int *err)
 {
     *err = pact__check_loop(loop, func);
@@ -44,7 +44,7 @@ static void handle_free(pact_loop *loop, pact_handle_s *h)
     pact_slab_free(&loop->handles, h->slab.next_free);
 }
 
-pact_handle pact_call_soon(pact_loop *loop, pact_callback cb, void *user)
+pact_handle pact_call_soon(pact_loop *loop, pact_call_cb cb, void *user)
 {
     int err;
     pact_handle_s *h = handle_new(loop, cb, user, __func__, &err);
@@ -56,7 +56,7 @@ pact_handle pact_call_soon(pact_loop *loop, pact_callback cb, void *user)
     return pact_slab_entry_handle(&loop->handles, h);
 }
 
-pact_handle pact_call_at(pact_loop *loop, uint64_t when_ns, pact_callback cb,
+pact_handle pact_call_at(pact_loop *loop, uint64_t when_ns, pact_call_cb cb,
                          void *user)
 {
     int err;
@@ -76,7 +76,7 @@ pact_handle pact_call_at(pact_loop *loop, uint64_t when_ns, pact_callback cb,
 }
 
 pact_handle pact_call_later(pact_loop *loop, uint64_t delay_ns,
-                            pact_callback cb, void *user)
+                            pact_call_cb cb, void *user)
 {
     uint64_t now = pact_now();
     uint64_t when = delay_ns > UINT64_MAX - now ? UINT64_MAX : now + delay_ns;
@@ -90,7 +90,7 @@ pact_handle pact_call_later(pact_loop *loop, uint64_t delay_ns,
 }
 
 pact_handle pact_call_every(pact_loop *loop, uint64_t interval_ns,
-                            pact_callback cb, void *user)
+                            pact_call_cb cb, void *user)
 {
     int r = pact__check_loop(loop, __func__);
     if (r)

@@ -231,7 +231,7 @@ static int new_session(SSL *ssl, SSL_SESSION *sess)
     return 1;
 }
 
-int pact_tls_context_new(pact_tls_role role, pact_tls_context **out)
+int pact_tls_context_create(pact_tls_role role, pact_tls_context **out)
 {
     if (!out || (role != PACT_TLS_CLIENT && role != PACT_TLS_SERVER))
         return -EINVAL;
@@ -1615,7 +1615,7 @@ pact_op pact_connect_unix_tls(pact_loop *loop, const char *path,
 
 typedef struct tls_server {
     pact_tls_context *ctx;
-    pact_protocol_factory factory;
+    pact_protocol_factory_cb factory;
     void *factory_user;
     pact_server *server;
     void *created_at; /* the caller of pact_server_listen_*_tls */
@@ -1679,7 +1679,7 @@ static void tls_server_closed(pact_loop *loop, void *arg)
 }
 
 static tls_server *tls_server_new(pact_tls_context *ctx,
-                                  pact_protocol_factory factory,
+                                  pact_protocol_factory_cb factory,
                                   void *factory_user)
 {
     if (!ctx || !ctx->server || !factory)
@@ -1708,7 +1708,7 @@ static int tls_server_started(tls_server *ts, int r, pact_server *srv)
 int pact_server_listen_tcp_tls(pact_loop *loop, const char *host, uint16_t port,
                                const pact_server_options *opts,
                                pact_tls_context *ctx,
-                               pact_protocol_factory factory, void *factory_user,
+                               pact_protocol_factory_cb factory, void *factory_user,
                                pact_server **out)
 {
     if (!out)
@@ -1724,7 +1724,7 @@ int pact_server_listen_tcp_tls(pact_loop *loop, const char *host, uint16_t port,
 int pact_server_listen_unix_tls(pact_loop *loop, const char *path,
                                 const pact_server_options *opts,
                                 pact_tls_context *ctx,
-                                pact_protocol_factory factory, void *factory_user,
+                                pact_protocol_factory_cb factory, void *factory_user,
                                 pact_server **out)
 {
     if (!out)

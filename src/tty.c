@@ -157,7 +157,7 @@ int pact_tty_close(pact_tty *t)
         tcsetattr(t->fd, TCSADRAIN, &t->saved) < 0)
         r = -errno;
     if (t->winch)
-        pact_signal_remove(t->loop, t->winch);
+        pact_signal_cancel(t->loop, t->winch);
     pact__resource_remove(t->loop, &t->res);
     free(t);
     return r;

@@ -42,9 +42,9 @@ static void rec_cb(pact_loop *loop, const pact_completion *c, void *user)
     if (r->op)
         cr_expect_eq(c->op, r->op, "completion names its op");
     if (r->cancel_self)
-        r->self_cancel_result = pact_cancel(loop, c->op);
+        r->self_cancel_result = pact_op_cancel(loop, c->op);
     if (r->cancel_other)
-        r->other_cancel_result = pact_cancel(loop, r->cancel_other);
+        r->other_cancel_result = pact_op_cancel(loop, r->cancel_other);
     if (r->retry_start) {
         static char buf[8];
         r->retry_recv_result =
@@ -88,13 +88,13 @@ Test(cancel, before_submission_completes_with_ecanceled)
     rec r = {0};
     r.op = pact_recv(loop, sv[1], buf, sizeof buf, 0, rec_cb, &r);
     cr_assert_gt(r.op, 0);
-    cr_assert_eq(pact_cancel(loop, r.op), 0);
-    cr_assert_eq(r.calls, 0, "the callback never runs inside pact_cancel");
+    cr_assert_eq(pact_op_cancel(loop, r.op), 0);
+    cr_assert_eq(r.calls, 0, "the callback never runs inside pact_op_cancel");
     run_until_calls(loop, &r, 5000);
     settle(loop);
     cr_assert_eq(r.calls, 1);
     cr_assert_eq(r.result, -ECANCELED);
-    cr_assert_eq(pact_cancel(loop, r.op), -ENOENT, "stale handle");
+    cr_assert_eq(pact_op_cancel(loop, r.op), -ENOENT, "stale handle");
     /* It never reached the kernel: data sent now is all still there. */
     cr_assert_eq(write(sv[0], "abc", 3), 3);
     cr_assert_eq(read_available(sv[1], buf, sizeof buf), 3);
@@ -114,7 +114,7 @@ Test(cancel, in_flight_completes_with_ecanceled)
     pact_loop_run_once(loop, 0);
     pact_loop_run_once(loop, 0);
     cr_assert_eq(r.calls, 0, "idle socket: still waiting");
-    cr_assert_eq(pact_cancel(loop, r.op), 0);
+    cr_assert_eq(pact_op_cancel(loop, r.op), 0);
     run_until_calls(loop, &r, 5000);
     settle(loop);
     cr_assert_eq(r.calls, 1);
@@ -137,13 +137,13 @@ Test(cancel, twice_is_ealready_and_one_callback)
     char buf[16];
     rec queued = {0}, flying = {0};
     queued.op = pact_recv(loop, sv[1], buf, sizeof buf, 0, rec_cb, &queued);
-    cr_assert_eq(pact_cancel(loop, queued.op), 0);
-    cr_assert_eq(pact_cancel(loop, queued.op), -EALREADY);
+    cr_assert_eq(pact_op_cancel(loop, queued.op), 0);
+    cr_assert_eq(pact_op_cancel(loop, queued.op), -EALREADY);
 
     flying.op = pact_recv(loop, sv[0], buf, sizeof buf, 0, rec_cb, &flying);
     pact_loop_run_once(loop, 0);
-    cr_assert_eq(pact_cancel(loop, flying.op), 0);
-    cr_assert_eq(pact_cancel(loop, flying.op), -EALREADY);
+    cr_assert_eq(pact_op_cancel(loop, flying.op), 0);
+    cr_assert_eq(pact_op_cancel(loop, flying.op), -EALREADY);
     run_until_calls(loop, &queued, 5000);
     run_until_calls(loop, &flying, 5000);
     settle(loop);
@@ -151,8 +151,8 @@ Test(cancel, twice_is_ealready_and_one_callback)
     cr_assert_eq(flying.calls, 1);
     cr_assert_eq(queued.result, -ECANCELED);
     cr_assert_eq(flying.result, -ECANCELED);
-    cr_assert_eq(pact_cancel(loop, queued.op), -ENOENT);
-    cr_assert_eq(pact_cancel(loop, flying.op), -ENOENT);
+    cr_assert_eq(pact_op_cancel(loop, queued.op), -ENOENT);
+    cr_assert_eq(pact_op_cancel(loop, flying.op), -ENOENT);
     test_loop_free(loop);
     close(sv[0]);
     close(sv[1]);
@@ -173,16 +173,16 @@ Test(cancel, after_completion_is_enoent_even_when_the_slot_is_reused)
      * reach it. */
     next.op = pact_recv(loop, sv[1], buf, sizeof buf, 0, rec_cb, &next);
     cr_assert_neq(next.op, done.op);
-    cr_assert_eq(pact_cancel(loop, done.op), -ENOENT);
+    cr_assert_eq(pact_op_cancel(loop, done.op), -ENOENT);
     cr_assert_eq(pact_op_set_timeout(loop, done.op, MS), -ENOENT);
     settle(loop);
     cr_assert_eq(next.calls, 0, "the stale cancel hit the new op");
-    cr_assert_eq(pact_cancel(loop, next.op), 0);
+    cr_assert_eq(pact_op_cancel(loop, next.op), 0);
     run_until_calls(loop, &next, 5000);
     cr_assert_eq(next.result, -ECANCELED);
     cr_assert_eq(done.calls, 1);
-    cr_assert_eq(pact_cancel(loop, 0), -ENOENT);
-    cr_assert_eq(pact_cancel(loop, -3), -ENOENT);
+    cr_assert_eq(pact_op_cancel(loop, 0), -ENOENT);
+    cr_assert_eq(pact_op_cancel(loop, -3), -ENOENT);
     test_loop_free(loop);
     close(sv[0]);
     close(sv[1]);
@@ -201,7 +201,7 @@ Test(cancel, from_inside_its_own_callback_is_ealready)
     cancelled.op = pact_recv(loop, sv[0], buf, sizeof buf, 0, rec_cb, &cancelled);
     slept.op = pact_sleep(loop, 1 * MS, rec_cb, &slept);
     pact_loop_run_once(loop, 0);
-    pact_cancel(loop, cancelled.op);
+    pact_op_cancel(loop, cancelled.op);
     run_until_calls(loop, &data, 5000);
     run_until_calls(loop, &cancelled, 5000);
     run_until_calls(loop, &slept, 5000);
@@ -292,7 +292,7 @@ static void recv_cancel_race(enum race_variant v, int rounds)
             pact_loop_run_once(loop, 0);
         if (v == DATA_AFTER_SUBMIT)
             cr_assert_eq(write(sv[0], msg, (size_t)len), len);
-        int cr = r.calls ? pact_cancel(loop, r.op) : pact_cancel(loop, r.op);
+        int cr = r.calls ? pact_op_cancel(loop, r.op) : pact_op_cancel(loop, r.op);
         if (r.calls)
             cr_assert_eq(cr, -ENOENT, "round %d: cancel after the callback", i);
         else
@@ -362,7 +362,7 @@ static void accept_cancel_race(int submit_first, int rounds)
         r.op = pact_accept(loop, lfd, rec_cb, &r);
         if (submit_first)
             pact_loop_run_once(loop, 0);
-        int cr = pact_cancel(loop, r.op);
+        int cr = pact_op_cancel(loop, r.op);
         if (r.calls)
             cr_assert_eq(cr, -ENOENT);
         run_until_calls(loop, &r, 5000);
@@ -418,17 +418,17 @@ Test(cancel, exactly_once_under_a_mix_of_cancels)
         r[p].op = pact_recv(loop, sv[p][1], bufs[p], sizeof bufs[p], 0, rec_cb, &r[p]);
     }
     for (int p = 0; p < PAIRS; p += 4)
-        pact_cancel(loop, r[p].op); /* before submission */
+        pact_op_cancel(loop, r[p].op); /* before submission */
     pact_loop_run_once(loop, 0);
     for (int p = 0; p < PAIRS; p++)
         if (p % 3 == 1)
             cr_assert_eq(write(sv[p][0], "efgh", 4), 4);
     for (int p = 1; p < PAIRS; p += 2)
-        pact_cancel(loop, r[p].op); /* in flight, some with data racing */
+        pact_op_cancel(loop, r[p].op); /* in flight, some with data racing */
     for (int i = 0; i < 20; i++)
         pact_loop_run_once(loop, 1 * (int64_t)MS);
     for (int p = 0; p < PAIRS; p++)
-        pact_cancel(loop, r[p].op); /* whatever is left */
+        pact_op_cancel(loop, r[p].op); /* whatever is left */
     uint64_t end = pact_now() + 5000 * MS;
     for (int p = 0; p < PAIRS; p++)
         while (!r[p].calls) {
@@ -549,7 +549,7 @@ Test(cancel, deadline_misuse_gets_errors)
     cr_assert_eq(pact_op_set_timeout(loop, r.op, 0), -EINVAL);
     s.op = pact_sleep(loop, MS, rec_cb, &s);
     cr_assert_eq(pact_op_set_timeout(loop, s.op, MS), -EINVAL);
-    cr_assert_eq(pact_cancel(loop, r.op), 0);
+    cr_assert_eq(pact_op_cancel(loop, r.op), 0);
     cr_assert_eq(pact_op_set_timeout(loop, r.op, MS), -EALREADY);
     run_until_calls(loop, &r, 5000);
     run_until_calls(loop, &s, 5000);
@@ -583,9 +583,9 @@ Test(cancel, deadline_errors_are_the_documented_ones)
     s.op = pact_sleep(loop, MS, rec_cb, &s);
     cr_assert_eq(pact_op_set_timeout(loop, s.op, MS), -EINVAL);
     /* Cancel requested: -EALREADY. */
-    cr_assert_eq(pact_cancel(loop, q.op), 0);
+    cr_assert_eq(pact_op_cancel(loop, q.op), 0);
     cr_assert_eq(pact_op_set_timeout(loop, q.op, MS), -EALREADY);
-    cr_assert_eq(pact_cancel(loop, f.op), 0);
+    cr_assert_eq(pact_op_cancel(loop, f.op), 0);
     run_until_calls(loop, &q, 5000);
     run_until_calls(loop, &f, 5000);
     run_until_calls(loop, &s, 5000);
@@ -696,7 +696,7 @@ static void close_with_ops_in_flight(int submit_first)
     cr_assert_eq(st.ops_live, 0);
     cr_assert_eq(st.stray_completions, 0);
     cr_assert_eq(st.ops_started, st.ops_completed);
-    cr_assert_eq(pact_cancel(loop, r[CL_RECV].op), -ESHUTDOWN);
+    cr_assert_eq(pact_op_cancel(loop, r[CL_RECV].op), -ESHUTDOWN);
     pact_loop_free(loop);
 
     /* The send_all's bytes that went out are all there, and the cancelled
@@ -788,8 +788,8 @@ Test(cancel, a_handle_of_the_other_kind_is_enoent_and_touches_nothing)
     r.op = pact_recv(loop, sv[1], buf, sizeof buf, 0, rec_cb, &r);
     cr_assert_gt(r.op, 0);
     /* A callback handle given to the op functions, and the reverse. */
-    cr_assert_eq(pact_cancel(loop, h), -ENOENT);
-    cr_assert_eq(pact_cancel(loop, t), -ENOENT);
+    cr_assert_eq(pact_op_cancel(loop, h), -ENOENT);
+    cr_assert_eq(pact_op_cancel(loop, t), -ENOENT);
     cr_assert_eq(pact_op_set_timeout(loop, h, MS), -ENOENT);
     cr_assert_eq(pact_handle_cancel(loop, r.op), -ENOENT);
     /* Nothing was cancelled: both callbacks run, the recv gets its data. */
@@ -824,9 +824,9 @@ Test(cancel, a_handle_of_another_loop_is_enoent_and_touches_nothing)
     int ran_a = 0, ran_b = 0;
     pact_handle ha = pact_call_soon(a, count_call, &ran_a);
     pact_handle hb = pact_call_soon(b, count_call, &ran_b);
-    cr_assert_eq(pact_cancel(b, ra.op), -ENOENT);
+    cr_assert_eq(pact_op_cancel(b, ra.op), -ENOENT);
     cr_assert_eq(pact_op_set_timeout(b, ra.op, MS), -ENOENT);
-    cr_assert_eq(pact_cancel(a, rb.op), -ENOENT);
+    cr_assert_eq(pact_op_cancel(a, rb.op), -ENOENT);
     cr_assert_eq(pact_handle_cancel(b, ha), -ENOENT);
     cr_assert_eq(pact_handle_cancel(a, hb), -ENOENT);
     /* Both loops' ops and callbacks are untouched. */
@@ -869,13 +869,13 @@ Test(cancel, the_loops_internal_op_cannot_be_cancelled_by_a_user)
     pact_loop *loop = test_loop_new();
     pact_op wake = loop->wake_op;
     cr_assert_gt(wake, 0);
-    cr_assert_eq(pact_cancel(loop, wake), -ENOENT);
+    cr_assert_eq(pact_op_cancel(loop, wake), -ENOENT);
     cr_assert_eq(pact_op_set_timeout(loop, wake, 1), -ENOENT);
     /* The first callback handle of a loop: the same slot and generation
      * as the wake-up read's op. */
     int ran = 0;
     pact_handle h = pact_call_soon(loop, count_call, &ran);
-    cr_assert_eq(pact_cancel(loop, h), -ENOENT);
+    cr_assert_eq(pact_op_cancel(loop, h), -ENOENT);
     run_until(loop, &ran, 5000);
     /* The wake-up read still works: another thread's callback runs. */
     volatile int woke = 0;

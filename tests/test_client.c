@@ -85,7 +85,7 @@ Test(client, tcp_to_a_numeric_address)
     cr_assert_gt(op, 0);
     RUN_UNTIL(loop, c.cb_calls, 5000);
     cr_assert_eq(c.err, 0, "%s", pact_strerror(c.err));
-    cr_expect_eq(pact_cancel(loop, op), -ENOENT, "the op is done");
+    cr_expect_eq(pact_op_cancel(loop, op), -ENOENT, "the op is done");
     int sfd = accept_within(lfd, 2000);
     cr_assert_geq(sfd, 0);
     exchange_and_close(loop, &c, sfd);
@@ -188,8 +188,8 @@ Test(client, cancel_of_a_connect_in_progress)
     run_for(loop, 50);
     cr_assert_eq(c.cb_calls, 0, "connected to a full backlog? (%s)",
                  pact_strerror(c.err));
-    cr_expect_eq(pact_cancel(loop, op), 0);
-    cr_expect_eq(pact_cancel(loop, op), -EALREADY, "cancel twice");
+    cr_expect_eq(pact_op_cancel(loop, op), 0);
+    cr_expect_eq(pact_op_cancel(loop, op), -EALREADY, "cancel twice");
     RUN_UNTIL(loop, c.cb_calls, 5000);
     cr_expect_eq(c.err, -ECANCELED, "%s", pact_strerror(c.err));
     run_for(loop, 10);
@@ -208,7 +208,7 @@ Test(client, cancel_of_a_connect_in_progress)
         cr_assert_gt(op, 0);
         if (round & 1)
             pact_loop_run_once(loop, 0);
-        int r = pact_cancel(loop, op);
+        int r = pact_op_cancel(loop, op);
         cr_expect(r == 0 || r == -EALREADY || r == -ENOENT, "cancel: %d", r);
         RUN_UNTIL(loop, c.cb_calls, 5000);
         cr_expect(c.err == -ECANCELED || c.err == 0, "%s", pact_strerror(c.err));
@@ -230,7 +230,7 @@ Test(client, cancel_of_a_connect_in_progress)
     conn_init(&c);
     op = pact_connect_tcp(loop, "localhost", 9, &rec_protocol, &c, on_connect, &c);
     cr_assert_gt(op, 0);
-    pact_cancel(loop, op);
+    pact_op_cancel(loop, op);
     RUN_UNTIL(loop, c.cb_calls, 5000);
     cr_expect(c.err == -ECANCELED || c.err < 0, "%s", pact_strerror(c.err));
     run_for(loop, 10);
@@ -327,7 +327,7 @@ Test(client, unix_connect_cancelled_during_the_back_off_leaves_nothing)
     cr_assert_gt(op, 0);
     run_for(loop, 30);
     cr_assert_eq(c.cb_calls, 0);
-    cr_expect_eq(pact_cancel(loop, op), 0);
+    cr_expect_eq(pact_op_cancel(loop, op), 0);
     RUN_UNTIL(loop, c.cb_calls, 2000);
     cr_expect_eq(c.err, -ECANCELED, "%s", pact_strerror(c.err));
     pact_loop_stats st;

@@ -171,7 +171,7 @@ Test(embed, a_cancel_from_outside_callbacks_is_delivered_without_blocking)
     cr_assert_gt(op, 0);
     cr_assert_eq(pact_loop_run_once(loop, 0), 1);
     cr_assert_eq(pact_loop_backend_timeout(loop), -1, "only the fd can bring the recv");
-    cr_assert_eq(pact_cancel(loop, op), 0);
+    cr_assert_eq(pact_op_cancel(loop, op), 0);
     int capped = 0, turns = 0;
     while (!em.recv_done && turns < 10 && !capped) {
         outer_turn(outer, loop, &capped);

@@ -317,7 +317,7 @@ static void sa_start_recv(sa *s)
         s->rdone = 1;
         s->rres = r;
         if (!s->sdone && s->send_op > 0)
-            pact_cancel(s->loop, s->send_op); /* nobody reads any more */
+            pact_op_cancel(s->loop, s->send_op); /* nobody reads any more */
     }
 }
 
@@ -330,7 +330,7 @@ static void sa_recv(pact_loop *loop, const pact_completion *c, void *u)
         s->rdone = 1;
         s->rres = c->result;
         if (!s->sdone)
-            pact_cancel(s->loop, s->send_op); /* nobody reads any more */
+            pact_op_cancel(s->loop, s->send_op); /* nobody reads any more */
         return;
     }
     for (int64_t i = 0; i < c->result; i++)

@@ -223,7 +223,7 @@ Test(fs, cancelled_file_ops_complete_exactly_once)
         ops[i] = pact_fs_stat(loop, dir, 0, 0, &st[i], record, &rs[i]);
     /* Not yet submitted: cancelled locally. */
     for (int i = 0; i < 8; i += 2)
-        cr_assert_eq(pact_cancel(loop, ops[i]), 0);
+        cr_assert_eq(pact_op_cancel(loop, ops[i]), 0);
     cr_assert_eq(pact_loop_run(loop), 0);
     for (int i = 0; i < 8; i++) {
         cr_assert_eq(rs[i].calls, 1);
@@ -246,9 +246,9 @@ Test(fs, cancel_in_flight_twice_and_after_completion)
     pact_op op = pact_fs_write(loop, fd, big, sizeof big, 0, record, &r);
     cr_assert_gt(op, 0);
     pact_loop_run_once(loop, 0); /* submitted (or handed to the pool) */
-    int c1 = pact_cancel(loop, op);
+    int c1 = pact_op_cancel(loop, op);
     cr_assert(c1 == 0 || c1 == -EALREADY || c1 == -ENOENT, "cancel: %d", c1);
-    int c2 = pact_cancel(loop, op);
+    int c2 = pact_op_cancel(loop, op);
     if (c1 == 0)
         cr_assert_eq(c2, -EALREADY, "cancel twice");
     run_until(loop, &r.calls, 5000);
@@ -256,7 +256,7 @@ Test(fs, cancel_in_flight_twice_and_after_completion)
     cr_assert_eq(r.calls, 1);
     cr_assert(r.value == (int64_t)sizeof big || r.value == -ECANCELED,
               "result %lld", (long long)r.value);
-    cr_assert_eq(pact_cancel(loop, op), -ENOENT, "stale after completion");
+    cr_assert_eq(pact_op_cancel(loop, op), -ENOENT, "stale after completion");
     cr_assert_eq(DO(loop, pact_fs_close(loop, fd, record, &r_)), 0);
     cr_assert_eq(DO(loop, pact_fs_unlink(loop, in_dir("c"), 0, record, &r_)), 0);
     cr_assert_eq(rmdir(dir), 0);

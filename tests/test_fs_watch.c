@@ -54,7 +54,7 @@ static void on_event(pact_loop *loop, const pact_completion *c, void *user)
     snprintf(fw.name[fw.events], sizeof fw.name[0], "%s", ev->name ? ev->name : "");
     fw.events++;
     if (fw.events == fw.cancel_on)
-        fw.cancel_result = pact_cancel(loop, fw.op);
+        fw.cancel_result = pact_op_cancel(loop, fw.op);
 }
 
 static void touch_and_remove(pact_loop *loop, void *user)
@@ -101,7 +101,7 @@ Test(fs_watch, events_arrive_in_order_and_a_cancel_from_the_callback_ends_it)
     cr_assert_str_eq(fw.name[1], "a.txt");
     cr_assert(fw.mask[2] & IN_CREATE);
     cr_assert_str_eq(fw.name[2], "b.txt");
-    cr_assert_eq(pact_cancel(loop, fw.op), -ENOENT, "stale after");
+    cr_assert_eq(pact_op_cancel(loop, fw.op), -ENOENT, "stale after");
     cr_assert_eq(count_open_fds(), fds, "the inotify fd is closed");
     test_loop_free(loop);
     rmdir(fw.dir);
@@ -110,7 +110,7 @@ Test(fs_watch, events_arrive_in_order_and_a_cancel_from_the_callback_ends_it)
 static void cancel_watch(pact_loop *loop, void *user)
 {
     (void)user;
-    fw.cancel_result = pact_cancel(loop, fw.op);
+    fw.cancel_result = pact_op_cancel(loop, fw.op);
 }
 
 Test(fs_watch, a_cancel_from_outside_completes_it_once)

@@ -872,11 +872,11 @@ static void g_handler(pact_loop *loop, int signo, void *user)
     sig *g = user;
     g->ran++;
     if (g->mode == G_REMOVE_SELF) {
-        cr_assert_eq(pact_signal_remove(loop, g->h), 0);
+        cr_assert_eq(pact_signal_cancel(loop, g->h), 0);
         g->removed = 1;
     }
     if (g->mode == G_REMOVES_NEXT && g->next) {
-        cr_assert_eq(pact_signal_remove(loop, g->next->h), 0);
+        cr_assert_eq(pact_signal_cancel(loop, g->next->h), 0);
         g->next->removed = 1;
     }
 }
@@ -893,7 +893,7 @@ static void signal_batch(pact_loop *loop, void *ctx, int first, int n)
         g->h = pact_signal_add(loop, SIGUSR1, g_handler, g);
         cr_assert_gt(g->h, 0, "pact_signal_add: %s", pact_strerror((int)g->h));
         if (g->mode == G_REMOVE_AT_ONCE) {
-            cr_assert_eq(pact_signal_remove(loop, g->h), 0);
+            cr_assert_eq(pact_signal_cancel(loop, g->h), 0);
             g->removed = 1;
         } else if (g->mode != G_REMOVED_BY_PREV || i == 0) {
             expect_runs++;
@@ -919,10 +919,10 @@ static void signal_batch(pact_loop *loop, void *ctx, int first, int n)
         cr_assert_eq(g->ran, should_run, "handler %d (mode %d) ran %d times",
                      first + i, g->mode, g->ran);
         if (!g->removed) {
-            cr_assert_eq(pact_signal_remove(loop, g->h), 0);
+            cr_assert_eq(pact_signal_cancel(loop, g->h), 0);
             g->removed = 1;
         }
-        cr_assert_eq(pact_signal_remove(loop, g->h), -ENOENT);
+        cr_assert_eq(pact_signal_cancel(loop, g->h), -ENOENT);
     }
     free(gs);
 }
@@ -1218,9 +1218,9 @@ Test(leaks, tls_transports)
     snprintf(crt, sizeof crt, "%s/server.pem", dir);
     snprintf(key, sizeof key, "%s/server.key", dir);
     tls_ctx tc;
-    cr_assert_eq(pact_tls_context_new(PACT_TLS_CLIENT, &tc.cctx), 0);
+    cr_assert_eq(pact_tls_context_create(PACT_TLS_CLIENT, &tc.cctx), 0);
     cr_assert_eq(pact_tls_context_set_ca(tc.cctx, ca, NULL), 0);
-    cr_assert_eq(pact_tls_context_new(PACT_TLS_SERVER, &tc.sctx), 0);
+    cr_assert_eq(pact_tls_context_create(PACT_TLS_SERVER, &tc.sctx), 0);
     cr_assert_eq(pact_tls_context_set_certificate(tc.sctx, crt, key), 0);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     cr_assert_eq(system(cmd), 0);

@@ -214,7 +214,7 @@ Test(loop, misuse_gets_negative_errno_not_a_crash)
     cr_assert_eq(pact_loop_close(NULL), -EINVAL);
     cr_assert_lt(pact_call_soon(NULL, noop, NULL), 0);
     cr_assert_lt(pact_recv(NULL, 0, NULL, 0, 0, noop_op, NULL), 0);
-    cr_assert_eq(pact_cancel(NULL, 1), -EINVAL);
+    cr_assert_eq(pact_op_cancel(NULL, 1), -EINVAL);
     pact_loop_free(NULL);
 
     pact_loop *loop = test_loop_new();
@@ -227,7 +227,7 @@ Test(loop, misuse_gets_negative_errno_not_a_crash)
     cr_assert_eq(pact_shutdown(loop, 0, 99, noop_op, NULL), -EINVAL);
     cr_assert_eq(pact_poll(loop, 0, 0, noop_op, NULL), -EINVAL);
     cr_assert_eq(pact_connect(loop, 0, NULL, 0, noop_op, NULL), -EINVAL);
-    cr_assert_eq(pact_cancel(loop, 12345), -ENOENT);
+    cr_assert_eq(pact_op_cancel(loop, 12345), -ENOENT);
     cr_assert_eq(pact_op_set_timeout(loop, 12345, MS), -ENOENT);
 
     cr_assert_eq(pact_loop_close(loop), 0);
@@ -239,7 +239,7 @@ Test(loop, misuse_gets_negative_errno_not_a_crash)
     cr_assert_eq(pact_call_soon_threadsafe(loop, noop, NULL), -ESHUTDOWN);
     cr_assert_eq(pact_sleep(loop, 1, noop_op, NULL), -ESHUTDOWN);
     cr_assert_eq(pact_recv(loop, 0, buf, 4, 0, noop_op, NULL), -ESHUTDOWN);
-    cr_assert_eq(pact_cancel(loop, 1), -ESHUTDOWN);
+    cr_assert_eq(pact_op_cancel(loop, 1), -ESHUTDOWN);
     pact_loop_free(loop);
 }
 

@@ -115,9 +115,9 @@ static void on_multi(pact_loop *loop, const pact_completion *c, void *user)
         rd->chunks++;
         if (rd->cancel_at && !rd->cancelled && rd->received >= rd->cancel_at) {
             rd->cancelled = 1;
-            rd->cancel_rc = pact_cancel(loop, rd->op);
+            rd->cancel_rc = pact_op_cancel(loop, rd->op);
             /* Cancelling twice is harmless. */
-            cr_assert_eq(pact_cancel(loop, rd->op), -EALREADY);
+            cr_assert_eq(pact_op_cancel(loop, rd->op), -EALREADY);
         }
         return;
     }
@@ -264,12 +264,12 @@ Test(multishot, cancel_idle)
     reader rd = {0};
     reader_arm(loop, sv[0], &rd);
     pact_loop_run_once(loop, 0); /* in the kernel / waiting for readiness */
-    cr_assert_eq(pact_cancel(loop, rd.op), 0);
-    cr_assert_eq(pact_cancel(loop, rd.op), -EALREADY);
+    cr_assert_eq(pact_op_cancel(loop, rd.op), 0);
+    cr_assert_eq(pact_op_cancel(loop, rd.op), -EALREADY);
     run_until(loop, &rd.done, 5000);
     cr_assert_eq(rd.final_result, -ECANCELED);
     cr_assert_eq(rd.chunks, 0);
-    cr_assert_eq(pact_cancel(loop, rd.op), -ENOENT, "stale after the final");
+    cr_assert_eq(pact_op_cancel(loop, rd.op), -ENOENT, "stale after the final");
     /* The socket is still usable: nothing was consumed. */
     cr_assert_eq(write(sv[1], "x", 1), 1);
     char ch;
@@ -327,7 +327,7 @@ static void cancel_timer(pact_loop *loop, void *arg)
 {
     reader *rd = arg;
     rd->cancelled = 1;
-    rd->cancel_rc = pact_cancel(loop, rd->op);
+    rd->cancel_rc = pact_op_cancel(loop, rd->op);
 }
 
 Test(multishot, cancel_from_outside_many_times)

@@ -749,7 +749,7 @@ Test(ops, a_recv_waiting_its_turn_times_out_and_cancels_without_taking_data)
     }
     cr_assert_eq(pact_op_set_timeout(loop, op[1], 20 * MS), 0);
     pact_loop_run_once(loop, 0);
-    cr_assert_eq(pact_cancel(loop, op[2]), 0);
+    cr_assert_eq(pact_op_cancel(loop, op[2]), 0);
     run_until(loop, &r[1].calls, 5000);
     run_until(loop, &r[2].calls, 5000);
     cr_assert_eq(r[1].result, -ETIMEDOUT);

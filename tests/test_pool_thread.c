@@ -143,9 +143,9 @@ Test(pool, cancel_before_start_drops_the_job_and_running_work_finishes)
     wait_blocker_started(loop);
     /* Two queued behind one thread: b cannot have started. */
     cr_assert_eq(pact_pool_set_size(loop, 1), 0);
-    cr_assert_eq(pact_cancel(loop, opb), 0);
-    cr_assert_eq(pact_cancel(loop, opb), -EALREADY, "cancel twice");
-    cr_assert_eq(pact_cancel(loop, opa), -EALREADY,
+    cr_assert_eq(pact_op_cancel(loop, opb), 0);
+    cr_assert_eq(pact_op_cancel(loop, opb), -EALREADY, "cancel twice");
+    cr_assert_eq(pact_op_cancel(loop, opa), -EALREADY,
                  "running work cannot be cancelled");
     gate_release();
     volatile int *flag = &a.calls;
@@ -156,7 +156,7 @@ Test(pool, cancel_before_start_drops_the_job_and_running_work_finishes)
     cr_assert_eq(atomic_load(&never_runs_ran), 0, "a cancelled job ran");
     cr_assert_eq(a.calls, 1);
     cr_assert_eq(a.result, (int64_t)(intptr_t)&a, "running work keeps its result");
-    cr_assert_eq(pact_cancel(loop, opa), -ENOENT, "cancel after completion");
+    cr_assert_eq(pact_op_cancel(loop, opa), -ENOENT, "cancel after completion");
     test_loop_free(loop);
 }
 
@@ -213,7 +213,7 @@ Test(pool, misuse_is_answered_with_errors)
                  -EINVAL);
     cr_assert_eq(pact_getnameinfo(loop, NULL, 0, 0, record_outcome, &o),
                  -EINVAL);
-    cr_assert_null(pact_addrinfo_take(loop, 12345));
+    cr_assert_null(pact_op_take_addrinfo(loop, 12345));
     cr_assert_eq(pact_loop_close(loop), 0);
     cr_assert_eq(pact_queue_work(loop, job_index, record_outcome, &o),
                  -ESHUTDOWN);
@@ -242,8 +242,8 @@ static void localhost_done(pact_loop *loop, const pact_completion *c,
                 saw_loopback = 1;
         }
     }
-    taken = pact_addrinfo_take(loop, c->op);
-    cr_assert_null(pact_addrinfo_take(loop, c->op), "taken twice");
+    taken = pact_op_take_addrinfo(loop, c->op);
+    cr_assert_null(pact_op_take_addrinfo(loop, c->op), "taken twice");
 }
 
 Test(pool, getaddrinfo_resolves_localhost)
@@ -293,7 +293,7 @@ Test(pool, getaddrinfo_cancelled_while_queued)
                                   record_outcome, &o);
     cr_assert_gt(op, 0);
     wait_blocker_started(loop);
-    cr_assert_eq(pact_cancel(loop, op), 0);
+    cr_assert_eq(pact_op_cancel(loop, op), 0);
     gate_release();
     cr_assert_eq(pact_loop_run(loop), 0);
     cr_assert_eq(o.calls, 1);

@@ -360,7 +360,7 @@ Test(process, child_environment)
     unsigned long long mask = strtoull(ign + 8, NULL, 16);
     cr_assert_eq(mask & (1ull << (SIGPIPE - 1)), 0, "SIGPIPE still ignored");
     cr_assert(strstr(r.out[1], "\nbar\n/tmp\n0027\n"), "%s", r.out[1]);
-    cr_assert_eq(pact_signal_remove(loop, sig), 0);
+    cr_assert_eq(pact_signal_cancel(loop, sig), 0);
     test_loop_free(loop);
 }
 
@@ -671,13 +671,13 @@ Test(process, wait_many_and_cancel)
         ops[i] = pact_process_wait(p, wait_cb, &w[i]);
         cr_assert_gt(ops[i], 0);
     }
-    cr_assert_eq(pact_cancel(loop, ops[3]), 0);
-    cr_assert_eq(pact_cancel(loop, ops[3]), -EALREADY);
+    cr_assert_eq(pact_op_cancel(loop, ops[3]), 0);
+    cr_assert_eq(pact_op_cancel(loop, ops[3]), -EALREADY);
     cr_assert_eq(pact_op_set_timeout(loop, ops[2], 10 * MS), 0);
     pact_loop_run_once(loop, 0);
     cr_assert_eq(w[3].calls, 1);
     cr_assert_eq(w[3].result, -ECANCELED);
-    cr_assert_eq(pact_cancel(loop, ops[3]), -ENOENT);
+    cr_assert_eq(pact_op_cancel(loop, ops[3]), -ENOENT);
     run_until(loop, &w[2].calls, 5000);
     cr_assert_eq(w[2].result, -ETIMEDOUT);
     cr_assert_eq(pact_process_terminate(p), 0);
@@ -856,7 +856,7 @@ static void getter_lost(pact_process *p, void *user)
 {
     (void)user;
     getter.lost_loop = pact_process_loop(p);
-    getter.remove_result = pact_signal_remove(getter.lost_loop, getter.sig);
+    getter.remove_result = pact_signal_cancel(getter.lost_loop, getter.sig);
 }
 
 static void getter_on_sig(pact_loop *loop, int signo, void *user)

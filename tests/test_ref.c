@@ -149,7 +149,7 @@ Test(ref, an_op_referenced_again_keeps_the_loop_until_it_completes)
 
 static void cancel_unref_op(pact_loop *loop, void *user)
 {
-    cr_assert_eq(pact_cancel(loop, *(pact_op *)user), 0);
+    cr_assert_eq(pact_op_cancel(loop, *(pact_op *)user), 0);
 }
 
 Test(ref, an_unreferenced_op_cancelled_while_other_work_runs_completes_once)
@@ -180,7 +180,7 @@ static void on_usr1(pact_loop *loop, int signo, void *user)
     (void)user;
     cr_assert_eq(signo, SIGUSR1);
     sig_seen++;
-    cr_assert_eq(pact_signal_remove(loop, sig_h), 0);
+    cr_assert_eq(pact_signal_cancel(loop, sig_h), 0);
 }
 
 static void send_usr1(pact_loop *loop, void *user)

@@ -83,8 +83,8 @@ Test(signal, handler_runs_when_another_thread_raises_sigusr1, .init = setup)
     while (shared_hits.count < 2 && pact_now() < end)
         pact_loop_run_once(loop, 10 * (int64_t)MS);
     cr_assert_eq(shared_hits.count, 2);
-    cr_assert_eq(pact_signal_remove(loop, s), 0);
-    cr_assert_eq(pact_signal_remove(loop, s), -ENOENT, "removed twice");
+    cr_assert_eq(pact_signal_cancel(loop, s), 0);
+    cr_assert_eq(pact_signal_cancel(loop, s), -ENOENT, "removed twice");
     test_loop_free(loop);
 }
 
@@ -96,9 +96,9 @@ Test(signal, removing_the_last_handler_restores_the_mask, .init = setup)
     pact_signal b = pact_signal_add(loop, SIGUSR1, on_signal, (void *)2);
     cr_assert_gt(a, 0);
     cr_assert_gt(b, 0);
-    cr_assert_eq(pact_signal_remove(loop, a), 0);
+    cr_assert_eq(pact_signal_cancel(loop, a), 0);
     cr_assert(is_blocked(SIGUSR1), "b still handles it");
-    cr_assert_eq(pact_signal_remove(loop, b), 0);
+    cr_assert_eq(pact_signal_cancel(loop, b), 0);
     cr_assert(!is_blocked(SIGUSR1), "the old mask is back");
 
     /* A signal the thread blocked itself stays blocked after removal. */
@@ -108,7 +108,7 @@ Test(signal, removing_the_last_handler_restores_the_mask, .init = setup)
     pthread_sigmask(SIG_BLOCK, &one, NULL);
     pact_signal c = pact_signal_add(loop, SIGUSR2, on_signal, NULL);
     cr_assert_gt(c, 0);
-    cr_assert_eq(pact_signal_remove(loop, c), 0);
+    cr_assert_eq(pact_signal_cancel(loop, c), 0);
     cr_assert(is_blocked(SIGUSR2));
     pthread_sigmask(SIG_UNBLOCK, &one, NULL);
     /* Let the cancelled signalfd read complete. */
@@ -128,10 +128,10 @@ Test(signal, two_loops_cannot_both_own_one_signal, .init = setup)
     cr_assert_gt(sb, 0);
     pact_signal sa2 = pact_signal_add(a, SIGUSR2, on_signal, NULL);
     cr_assert_gt(sa2, 0);
-    cr_assert_eq(pact_signal_remove(a, sa), 0);
+    cr_assert_eq(pact_signal_cancel(a, sa), 0);
     cr_assert_eq(pact_signal_add(b, SIGUSR2, on_signal, NULL), -EBUSY,
                  "a still has a handler");
-    cr_assert_eq(pact_signal_remove(a, sa2), 0);
+    cr_assert_eq(pact_signal_cancel(a, sa2), 0);
     pact_signal sb2 = pact_signal_add(b, SIGUSR2, on_signal, NULL);
     cr_assert_gt(sb2, 0, "released by a: %s", pact_strerror((int)sb2));
     /* Closing b releases its signals. */
@@ -151,7 +151,7 @@ static void remove_myself(pact_loop *loop, int signo, void *user)
     (void)signo;
     (void)user;
     self_calls++;
-    self_remove_result = pact_signal_remove(loop, self_id);
+    self_remove_result = pact_signal_cancel(loop, self_id);
 }
 
 Test(signal, a_handler_can_remove_itself, .init = setup)
@@ -175,7 +175,7 @@ Test(signal, a_handler_can_remove_itself, .init = setup)
         pact_loop_run_once(loop, 10 * (int64_t)MS);
     cr_assert_eq(shared_hits.count, 2);
     cr_assert_eq(self_calls, 1, "removed handlers are not called");
-    cr_assert_eq(pact_signal_remove(loop, other), 0);
+    cr_assert_eq(pact_signal_cancel(loop, other), 0);
     cr_assert(!is_blocked(SIGUSR1));
     test_loop_free(loop);
 }
@@ -186,7 +186,7 @@ static void remove_last(pact_loop *loop, int signo, void *user)
     (void)signo;
     (void)user;
     self_calls++;
-    self_remove_result = pact_signal_remove(loop, last_id);
+    self_remove_result = pact_signal_cancel(loop, last_id);
 }
 
 Test(signal, the_only_handler_removing_itself_stops_the_reader, .init = setup)
@@ -235,10 +235,10 @@ Test(signal, misuse_is_answered_with_errors, .init = setup)
     cr_assert_eq(pact_signal_add(loop, SIGKILL, on_signal, NULL), -EINVAL);
     cr_assert_eq(pact_signal_add(loop, SIGSTOP, on_signal, NULL), -EINVAL);
     cr_assert_eq(pact_signal_add(loop, SIGSEGV, on_signal, NULL), -EINVAL);
-    cr_assert_eq(pact_signal_remove(loop, 12345), -ENOENT);
-    cr_assert_eq(pact_signal_remove(NULL, 1), -EINVAL);
+    cr_assert_eq(pact_signal_cancel(loop, 12345), -ENOENT);
+    cr_assert_eq(pact_signal_cancel(NULL, 1), -EINVAL);
     cr_assert_eq(pact_loop_close(loop), 0);
     cr_assert_eq(pact_signal_add(loop, SIGUSR1, on_signal, NULL), -ESHUTDOWN);
-    cr_assert_eq(pact_signal_remove(loop, 1), -ESHUTDOWN);
+    cr_assert_eq(pact_signal_cancel(loop, 1), -ESHUTDOWN);
     pact_loop_free(loop);
 }

@@ -70,7 +70,7 @@ static void ts_callback(pact_loop *loop, void *user)
         atomic_fetch_add(&st->out_of_order, 1);
     st->next_seq[id] = seq + 1;
     if (atomic_fetch_add(&st->ran, 1) + 1 == PRODUCERS * PER_PRODUCER)
-        pact_cancel(loop, st->keepalive);
+        pact_op_cancel(loop, st->keepalive);
 }
 
 static void *produce(void *arg)
@@ -178,7 +178,7 @@ Test(threadsafe, stop_from_another_thread_returns_from_run)
     pthread_join(th, NULL);
     cr_assert_eq(atomic_load(&w.errors), 0);
     cr_assert_eq(atomic_load(&keep_fired), 0);
-    cr_assert_eq(pact_cancel(loop, keep), 0);
+    cr_assert_eq(pact_op_cancel(loop, keep), 0);
     cr_assert_eq(pact_loop_run(loop), 0);
     test_loop_free(loop);
 }
@@ -206,7 +206,7 @@ Test(threadsafe, wake_from_another_thread_ends_a_blocking_run_once_every_time)
     pthread_join(th, NULL);
     cr_assert_eq(atomic_load(&w.errors), 0);
     cr_assert_eq(atomic_load(&keep_fired), 0);
-    pact_cancel(loop, keep);
+    pact_op_cancel(loop, keep);
     pact_loop_run(loop);
     test_loop_free(loop);
 }
@@ -385,7 +385,7 @@ static void *call_from_foreign_thread(void *arg)
     f->call_later = pact_call_later(f->loop, MS, count_ran, &never);
     f->call_at = pact_call_at(f->loop, pact_now(), count_ran, &never);
     f->handle_cancel = pact_handle_cancel(f->loop, f->handle);
-    f->cancel = pact_cancel(f->loop, f->op);
+    f->cancel = pact_op_cancel(f->loop, f->op);
     f->set_timeout = pact_op_set_timeout(f->loop, f->op, MS);
     f->recv = pact_recv(f->loop, f->sv, buf, sizeof buf, 0, op_done, &never);
     f->sleep = pact_sleep(f->loop, MS, op_done, &never);

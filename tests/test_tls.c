@@ -55,7 +55,7 @@ TestSuite(tls, .init = certs_setup, .fini = certs_teardown, .timeout = 120);
 static pact_tls_context *server_ctx(void)
 {
     pact_tls_context *ctx;
-    cr_assert_eq(pact_tls_context_new(PACT_TLS_SERVER, &ctx), 0);
+    cr_assert_eq(pact_tls_context_create(PACT_TLS_SERVER, &ctx), 0);
     cr_assert_eq(pact_tls_context_set_certificate(ctx, srv_pem, srv_key), 0);
     return ctx;
 }
@@ -63,7 +63,7 @@ static pact_tls_context *server_ctx(void)
 static pact_tls_context *client_ctx(void)
 {
     pact_tls_context *ctx;
-    cr_assert_eq(pact_tls_context_new(PACT_TLS_CLIENT, &ctx), 0);
+    cr_assert_eq(pact_tls_context_create(PACT_TLS_CLIENT, &ctx), 0);
     cr_assert_eq(pact_tls_context_set_ca(ctx, ca_pem, NULL), 0);
     return ctx;
 }
@@ -445,7 +445,7 @@ Test(tls, wrong_host_name_is_rejected)
 Test(tls, untrusted_certificate_is_rejected)
 {
     pact_tls_context *c;
-    cr_assert_eq(pact_tls_context_new(PACT_TLS_CLIENT, &c), 0); /* no test CA */
+    cr_assert_eq(pact_tls_context_create(PACT_TLS_CLIENT, &c), 0); /* no test CA */
     connect_expecting_failure(c, "127.0.0.1", "localhost", -EKEYREJECTED);
     pact_tls_context_free(c);
 }
@@ -456,7 +456,7 @@ Test(tls, untrusted_certificate_error_message_names_the_reason)
     int a, b;
     make_tcp_pair(&a, &b);
     pact_tls_context *sctx = server_ctx(), *cctx;
-    cr_assert_eq(pact_tls_context_new(PACT_TLS_CLIENT, &cctx), 0);
+    cr_assert_eq(pact_tls_context_create(PACT_TLS_CLIENT, &cctx), 0);
     pact_transport *pa, *pb, *ta, *tb;
     peer pc = {0}, ps = {0};
     cr_assert_eq(pact_transport_open(loop, a, PACT_STREAM_SOCKET, &peer_proto,
@@ -486,7 +486,7 @@ Test(tls, verification_off_is_explicit)
 {
     pact_loop *loop = test_loop_new();
     pact_tls_context *c;
-    cr_assert_eq(pact_tls_context_new(PACT_TLS_CLIENT, &c), 0);
+    cr_assert_eq(pact_tls_context_create(PACT_TLS_CLIENT, &c), 0);
     peer p = {0};
     /* Host-name checking is on by default: no name, no connection. */
     cr_assert_eq(pact_connect_unix_tls(loop, "@nope", c, NULL, &peer_proto, &p,
@@ -1132,7 +1132,7 @@ Test(tls, misuse_is_refused)
     pact_transport *t, *plain;
     cr_assert_eq(pact_tls_wrap(NULL, sctx, NULL, NULL, 0, 0, &peer_proto, NULL,
                                peer_connected, NULL, &t), -EINVAL);
-    cr_assert_eq(pact_tls_context_new(7, NULL), -EINVAL);
+    cr_assert_eq(pact_tls_context_create(7, NULL), -EINVAL);
     cr_assert_eq(pact_tls_context_set_certificate(sctx, "/nonexistent", NULL),
                  -ENOENT);
     cr_assert_eq(pact_tls_context_set_min_version(sctx, 0x0301), -EINVAL);

@@ -180,17 +180,17 @@ Test(udp, op_recvfrom_cancel_then_the_next_receive_gets_the_datagram)
     cr_assert_gt(op, 0);
     run_for(loop, 20); /* in flight, nothing to receive */
     cr_assert_eq(rr.calls, 0);
-    cr_assert_eq(pact_cancel(loop, op), 0);
-    cr_assert_eq(pact_cancel(loop, op), -EALREADY);
+    cr_assert_eq(pact_op_cancel(loop, op), 0);
+    cr_assert_eq(pact_op_cancel(loop, op), -EALREADY);
     run_until_called(loop, &rr, 5000);
     cr_assert_eq(rr.result, -ECANCELED);
     cr_assert_eq(rr.had_addr, 0);
-    cr_assert_eq(pact_cancel(loop, op), -ENOENT);
+    cr_assert_eq(pact_op_cancel(loop, op), -ENOENT);
 
     /* Cancel before submission. */
     memset(&rr, 0, sizeof rr);
     op = pact_recvfrom(loop, b, in, sizeof in, 0, rec_cb, &rr);
-    cr_assert_eq(pact_cancel(loop, op), 0);
+    cr_assert_eq(pact_op_cancel(loop, op), 0);
     run_until_called(loop, &rr, 5000);
     cr_assert_eq(rr.result, -ECANCELED);
 
@@ -208,7 +208,7 @@ Test(udp, op_recvfrom_cancel_then_the_next_receive_gets_the_datagram)
     memset(&rr, 0, sizeof rr);
     op = pact_recvfrom(loop, b, in, sizeof in, 0, rec_cb, &rr);
     cr_assert_geq(pact_loop_run_once(loop, 0), 0);
-    pact_cancel(loop, op);
+    pact_op_cancel(loop, op);
     run_until_called(loop, &rr, 5000);
     if (rr.result == -ECANCELED) {
         memset(&rr, 0, sizeof rr);
@@ -247,7 +247,7 @@ Test(udp, op_connected_socket_gets_econnrefused_after_port_unreachable)
     pact_op op = pact_recvfrom(loop, a, in, sizeof in, 0, rec_cb, &rr);
     run_for(loop, 30);
     cr_assert_eq(rr.calls, 0);
-    pact_cancel(loop, op);
+    pact_op_cancel(loop, op);
     run_until_called(loop, &rr, 5000);
     cr_assert_eq(rr.result, -ECANCELED);
     test_loop_free(loop);
@@ -297,7 +297,7 @@ Test(udp, op_recvfrom_with_an_undrained_error_queue_completes_with_eagain)
     pact_loop_get_stats(loop, &st1);
     cr_assert_eq(rr.calls, 0);
     cr_assert_lt(st1.iterations - st0.iterations, 100, "the loop spun");
-    pact_cancel(loop, op);
+    pact_op_cancel(loop, op);
     run_until_called(loop, &rr, 2000);
     test_loop_free(loop);
     close(a);

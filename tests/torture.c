@@ -8,7 +8,7 @@
  *
  *   - every op completes exactly once, with a result its kind allows, and
  *     never after its owner (connection) was closed;
- *   - pact_cancel() answers 0/-EALREADY for a live op, -ENOENT for a stale
+ *   - pact_op_cancel() answers 0/-EALREADY for a live op, -ENOENT for a stale
  *     handle; a timer cancelled with 0 never runs;
  *   - per connection and direction, the bytes received are exactly the
  *     bytes the peer's sends reported as sent, in order (every byte's value
@@ -271,7 +271,7 @@ typedef struct oprec {
     uint8_t *buf;
     size_t len;
     int64_t work_value;
-    int cancel_said; /* pact_cancel answered 0 */
+    int cancel_said; /* pact_op_cancel answered 0 */
     struct oprec *next_free;
 } oprec;
 
@@ -490,7 +490,7 @@ static void raw_close(rawconn *rc)
     rc->closing = 1;
     for (int i = 0; i < nlive; i++)
         if (live[i]->rc == rc) {
-            int r = pact_cancel(L, live[i]->h);
+            int r = pact_op_cancel(L, live[i]->h);
             CHECK(r == 0 || r == -EALREADY, "cancel of a live op: %s", pact_strerror(r));
         }
     if (rc->live_ops == 0)
@@ -610,14 +610,14 @@ static void cancel_random(void)
 {
     if (chance(15) && nstale) {
         pact_op h = stale[rn(nstale < 64 ? nstale : 64)];
-        int e = pact_cancel(L, h);
+        int e = pact_op_cancel(L, h);
         CHECK(e == -ENOENT, "cancel of a stale handle answered %s", pact_strerror(e));
         return;
     }
     if (!nlive)
         return;
     oprec *r = live[rn((unsigned)nlive)];
-    int e = pact_cancel(L, r->h);
+    int e = pact_op_cancel(L, r->h);
     CHECK(e == 0 || e == -EALREADY, "cancel of a live %s answered %s",
           rk_name[r->kind], pact_strerror(e));
     if (e == 0)
@@ -974,7 +974,7 @@ static void server_step(void)
     }
     if (c->connecting) {
         if (what < 20) {
-            int e = pact_cancel(L, c->op);
+            int e = pact_op_cancel(L, c->op);
             CHECK(e == 0 || e == -EALREADY, "cancel connect_tcp: %s", pact_strerror(e));
         }
         return;
@@ -1164,7 +1164,7 @@ static void drain(void)
     for (int i = nlive - 1; i >= 0; i--)
         if (i < nlive && live[i]->kind != RK_RECV && live[i]->kind != RK_SEND &&
             live[i]->kind != RK_SEND_ALL)
-            pact_cancel(L, live[i]->h);
+            pact_op_cancel(L, live[i]->h);
     for (int i = 0; i < NTP; i++)
         for (int j = 0; j < 2; j++)
             if (tps[i].used && tps[i].s[j].paused && tps[i].s[j].t) {
@@ -1194,7 +1194,7 @@ static void close_everything(void)
                 pact_transport_close(tps[i].s[j].t);
     for (int i = 0; i < NCL; i++) {
         if (cls[i].used && cls[i].connecting)
-            pact_cancel(L, cls[i].op);
+            pact_op_cancel(L, cls[i].op);
         else if (cls[i].used && cls[i].t)
             pact_transport_close(cls[i].t);
     }
@@ -1204,7 +1204,7 @@ static void close_everything(void)
         pact_server_wait_closed(server, server_closed_cb, NULL);
     }
     for (int i = 0; i < nlive; i++)
-        pact_cancel(L, live[i]->h);
+        pact_op_cancel(L, live[i]->h);
     for (int i = 0; i < NTM; i++)
         if (tms[i].armed) {
             CHECK(pact_handle_cancel(L, tms[i].h) == 0, "timer cancel at the end");

@@ -12,6 +12,8 @@ it can drift from the header:
   pact-header.py check HEADER MANDIR    fails if a public function has no
                                         page in MANDIR (or a page has no
                                         function)
+  pact-header.py naming HEADER          fails where a public name breaks
+                                        the rules of docs/naming.md
 
 A function's page is the comment directly above its declaration (several
 declarations under one comment share it), its prototype, the types of the
@@ -320,6 +322,48 @@ def tls_stubs(header, out):
         f.write('\n'.join(body))
 
 
+# ---- naming rules (docs/naming.md) -----------------------------------------
+
+HANDLE_KINDS = ('pact_handle', 'pact_op', 'pact_signal')
+ENDING_VERBS_REFUSED = ('remove', 'delete', 'destroy', 'release',
+                        'unregister', 'dispose')
+
+
+def naming(header):
+    decls, typedefs, _, _, _ = parse(header)
+    text = open(header, encoding='utf-8').read()
+    bad = []
+    # every function-pointer type ends in _cb
+    for name in re.findall(r'^typedef\s[^;{]*?\(\s*\*\s*(\w+)\s*\)\s*\(', text, re.M):
+        if not name.endswith('_cb'):
+            bad.append('callback type %s does not end in _cb' % name)
+    # a struct typedef holding callbacks is a "protocol"
+    for m in re.finditer(r'^typedef struct (\w+) \{(.*?)\} (\w+);', text, re.M | re.S):
+        if re.search(r'\(\s*\*\s*\w+\s*\)\s*\(', m.group(2)) and not m.group(3).endswith('_protocol'):
+            bad.append('struct of callbacks %s does not end in _protocol' % m.group(3))
+    for d in decls:
+        verb = d.name.rsplit('_', 1)[-1]
+        first = d.args.split(',')[1].strip() if d.args.count(',') else ''
+        if verb in ENDING_VERBS_REFUSED:
+            bad.append('%s: end a handle with _cancel, an object with _close' % d.name)
+        if verb == 'new':
+            bad.append('%s: objects are made with _create' % d.name)
+        if verb == 'cancel' and not any(first.startswith(k + ' ') for k in HANDLE_KINDS):
+            bad.append('%s: _cancel takes a handle (%s)' % (d.name, ', '.join(HANDLE_KINDS)))
+        obj = re.sub(r'^const\s+', '', d.args.split(',')[0].strip())
+        if verb in ('close', 'abort') and not re.match(r'pact_\w+ \*', obj):
+            if not d.name.startswith('pact_fs_'):   # pact_fs_close is close(2) as an op
+                bad.append('%s: _close / _abort take the object' % d.name)
+        kind = [k for k in HANDLE_KINDS if first.startswith(k + ' ')]
+        if kind and not d.name.startswith(kind[0] + '_'):
+            bad.append('%s: a function on a %s is named %s_<verb>' % (d.name, kind[0], kind[0]))
+        if verb == 'close' and any(d.args.startswith(k + ' ') for k in HANDLE_KINDS):
+            bad.append('%s: a handle is cancelled, not closed' % d.name)
+    for b in bad:
+        print(b)
+    return 1 if bad else 0
+
+
 def main():
     if len(sys.argv) < 3:
         sys.exit(__doc__)
@@ -328,6 +372,8 @@ def main():
         write_man(header, sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else '')
     elif cmd == 'tls-stubs':
         tls_stubs(header, sys.argv[3])
+    elif cmd == 'naming':
+        sys.exit(naming(header))
     elif cmd == 'list':
         for d in parse(header)[0]:
             print(d.name)

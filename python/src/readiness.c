@@ -85,7 +85,7 @@ static int arm(LoopObject *self, pact_py_watcher *w)
 static int resync(LoopObject *self, pact_py_watcher *w)
 {
     if (w->op && w->op_events != wanted(w)) {
-        pact_cancel(self->loop, w->op);
+        pact_op_cancel(self->loop, w->op);
         w->op = 0;
     }
     return arm(self, w);

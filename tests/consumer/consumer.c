@@ -47,10 +47,10 @@ int main(void)
         return 1;
     }
     pact_tls_context *ctx = NULL;
-    err = pact_tls_context_new(PACT_TLS_CLIENT, &ctx);
+    err = pact_tls_context_create(PACT_TLS_CLIENT, &ctx);
     const char *tls = err == 0 ? "yes" : err == -ENOTSUP ? "no" : NULL;
     if (!tls) {
-        fprintf(stderr, "pact_tls_context_new: %s\n", pact_strerror(err));
+        fprintf(stderr, "pact_tls_context_create: %s\n", pact_strerror(err));
         return 1;
     }
     pact_tls_context_free(ctx);

@@ -43,7 +43,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         BUG("openssl req failed");
     snprintf(crt, sizeof crt, "%s/c.pem", dir);
     snprintf(key, sizeof key, "%s/k.pem", dir);
-    if (pact_tls_context_new(PACT_TLS_SERVER, &ctx) != 0 ||
+    if (pact_tls_context_create(PACT_TLS_SERVER, &ctx) != 0 ||
         pact_tls_context_set_certificate(ctx, crt, key) != 0)
         BUG("context");
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

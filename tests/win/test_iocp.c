@@ -160,14 +160,14 @@ Test(iocp, cancel_in_time_completes_once_with_ecanceled)
     rec r = {0};
     pact_op op = pact_recv(loop, s, buf, sizeof buf, 0, record, &r);
     cr_assert_eq(pact_loop_run_once(loop, 0) >= 0, 1); /* now in WSARecv */
-    cr_assert_eq(pact_cancel(loop, op), 0);
-    cr_assert_eq(pact_cancel(loop, op), -EALREADY, "a second cancel");
+    cr_assert_eq(pact_op_cancel(loop, op), 0);
+    cr_assert_eq(pact_op_cancel(loop, op), -EALREADY, "a second cancel");
     run_until(loop, &r.calls, 2000);
     for (int i = 0; i < 5; i++)
         pact_loop_run_once(loop, 0);
     cr_assert_eq(r.calls, 1);
     cr_assert_eq(r.result, -ECANCELED);
-    cr_assert_eq(pact_cancel(loop, op), -ENOENT, "a stale handle");
+    cr_assert_eq(pact_op_cancel(loop, op), -ENOENT, "a stale handle");
     /* The socket still works: nothing was consumed. */
     cr_assert_eq(send(c, "ok", 2, 0), 2);
     rec r2 = {0};
@@ -195,7 +195,7 @@ Test(iocp, cancel_too_late_delivers_the_data)
         cr_assert_eq(r.calls, 0);
         cr_assert_eq(send(c, "data!", 5, 0), 5);
         Sleep(round % 5); /* the packet is queued, or about to be */
-        int cr = pact_cancel(loop, op);
+        int cr = pact_op_cancel(loop, op);
         cr_assert(cr == 0, "cancel of a live op: %d", cr);
         run_until(loop, &r.calls, 2000);
         pact_loop_run_once(loop, 0);
@@ -299,12 +299,12 @@ Test(iocp, accept_racing_cancel_leaks_no_socket)
         clients[i] = socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
         int r = 0;
         if (i % 4 == 0) /* cancelled before the client comes */
-            r = pact_cancel(loop, op);
+            r = pact_op_cancel(loop, op);
         cr_assert_eq(connect(clients[i], (struct sockaddr *)&a, sizeof a), 0);
         if (i % 3)
             Sleep(i % 3);
         if (i % 4 != 0)
-            r = pact_cancel(loop, op);
+            r = pact_op_cancel(loop, op);
         /* -ENOENT: a connection left in the backlog by an earlier
          * cancelled round was accepted at once, and its callback ran. */
         cr_assert(r == 0 || r == -EALREADY || r == -ENOENT, "cancel: %d", r);
@@ -586,7 +586,7 @@ Test(iocp, named_pipe_read_cancel)
     rec rd = {0};
     pact_op op = pact_read(loop, srv, buf, sizeof buf, -1, record, &rd);
     pact_loop_run_once(loop, 0);
-    cr_assert_eq(pact_cancel(loop, op), 0);
+    cr_assert_eq(pact_op_cancel(loop, op), 0);
     run_until(loop, &rd.calls, 2000);
     cr_assert_eq(rd.result, -ECANCELED);
     rec rd2 = {0};
@@ -601,7 +601,7 @@ Test(iocp, named_pipe_read_cancel)
     cr_assert(GetOverlappedResult(cli, &ov, &n, TRUE));
     CloseHandle(ov.hEvent);
     Sleep(5);
-    cr_assert_eq(pact_cancel(loop, op), 0);
+    cr_assert_eq(pact_op_cancel(loop, op), 0);
     run_until(loop, &rd2.calls, 2000);
     cr_assert_eq(rd2.result, 4, "the bytes arrived before the cancel: %lld",
                  (long long)rd2.result);
