@@ -341,6 +341,12 @@ if idle:
         summary.append(f"  {r['contender']:26} {r['bytes_per_conn']} B")
     md.append("")
 
+# ---------------------------------------------------------------- python
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import report_python  # noqa: E402
+
+md += report_python.section(OUT)
+
 # ---------------------------------------------------------------- charts
 try:
     import matplotlib

@@ -13,8 +13,10 @@
 #            placements and interleaving;
 #   micro:   timers, call_soon chain, cross-thread wake-ups (pact vs libuv);
 #   alloc:   heap allocations per request on the echo path (LD_PRELOAD);
-#   idle:    RSS per idle connection (10,000 connections).
-# and writes bench/results/{network,http,micro,alloc,idle}.csv, meta.txt,
+#   idle:    RSS per idle connection (10,000 connections);
+#   python:  pact.asyncio against uvloop and asyncio's loop on uvloop's own
+#            echo servers and an aiohttp hello-world (bench/python.sh).
+# and writes bench/results/{network,http,micro,alloc,idle,python}.csv, meta.txt,
 # then calls bench/report.py for results.md and the PNG charts.
 #
 # Environment:
@@ -22,7 +24,7 @@
 #   BENCH_REPS=N     repetitions (default 5)
 #   BENCH_SECS=S     measured seconds per network/http run (default 1.5)
 #   BENCH_WARMUP=S   warm-up seconds per network/http run (default 0.5)
-#   BENCH_ONLY=LIST  comma list of suites: network,http,micro,alloc,idle
+#   BENCH_ONLY=LIST  comma list of suites: network,http,micro,alloc,idle,python
 #   BENCH_CONTENDERS=LIST  only these contenders in network/http/alloc
 #                    (names as in results.md; e.g. raw_uring,pact_stream_uring)
 #   BENCH_SCENARIOS=LIST   only these network/http scenarios (e.g. pp64_c50)
@@ -52,7 +54,7 @@ fi
 NIDLE=10000
 PY=python3
 [ -x /usr/bin/python3 ] && PY=/usr/bin/python3 # Debian's, with matplotlib
-SUITES=(network http micro alloc idle)
+SUITES=(network http micro alloc idle python)
 ONLY=${BENCH_ONLY:-$(IFS=,; echo "${SUITES[*]}")}
 # selected LIST NAME: is NAME in the comma list (an empty list selects all)?
 selected() { [ -z "$1" ] || case ",$1," in *",$2,"*) return 0 ;; *) return 1 ;; esac; }
@@ -375,6 +377,16 @@ run_idle() {
         echo "$who,$NIDLE,$(kv_get "$out" rss_delta),$(kv_get "$out" bytes_per_conn),$META_COLS" >> "$csv"
         echo "idle $who: $out"
     done
+}
+
+# ---- Python: pact.asyncio against uvloop and asyncio -----------------------
+run_python() {
+    if ! ls "$BUILD"/python/pact/_pact*.so >/dev/null 2>&1; then
+        echo "bench: no pact.asyncio in $BUILD (needs python3-dev): python suite skipped" >&2
+        return 0
+    fi
+    REPS=$REPS SECS=$SECS WARM=$WARM SRV_CPU=$SRV_CPU CLI_CPU=$CLI_CPU \
+        "$HERE/python.sh" "$BUILD" "$OUT"
 }
 
 START=$(date +%s)

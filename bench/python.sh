@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# The Python part of `make bench` (called by bench/run.sh; runnable alone):
+# uvloop 0.17, asyncio's default loop and pact.asyncio on io_uring and on
+# epoll, on the echo servers uvloop itself ships (python3-uvloop's
+# examples/bench/echoserver.py: protocol, streams, sock_recv/sock_sendall)
+# at 1, 10 and 100 KiB, with pact's C transport echo server (pact_stream_echo on
+# io_uring) in the same run as the floor, then an aiohttp hello-world under
+# wrk. Both placements; repetitions interleaved (every contender once per
+# scenario, then the next repetition), `uptime` recorded with each run.
+#
+#   bench/python.sh BUILD_DIR OUT_DIR        writes OUT_DIR/python.csv
+# Environment (run.sh sets them): REPS SECS WARM SRV_CPU CLI_CPU
+#   PY_SIZES="1024 10240 102400"  PY_MODES="proto streams sock"
+#   PY_CONNS=4 (uvloop's vmbench concurrency)  PY_HTTP_CONNS=50
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+BUILD=${1:?build dir}
+OUT=${2:?results dir}
+B=$BUILD/bench
+REPS=${REPS:-5} SECS=${SECS:-1.5} WARM=${WARM:-0.5}
+SRV_CPU=${SRV_CPU:-0} CLI_CPU=${CLI_CPU:-1}
+PY_SIZES=${PY_SIZES:-"1024 10240 102400"}
+PY_MODES=${PY_MODES:-"proto streams sock"}
+PY_CONNS=${PY_CONNS:-4}
+PY_HTTP_CONNS=${PY_HTTP_CONNS:-50}
+PY_LOOPS=${PY_LOOPS:-"uvloop asyncio pact-uring pact-epoll"}
+PYTHON=/usr/bin/python3
+export PYTHONPATH=$BUILD/python
+ECHO=$ROOT/python/bench/echo_server.py
+HELLO=$ROOT/python/bench/aiohttp_hello.py
+HZ=$(getconf CLK_TCK)
+# wrk takes whole seconds
+WRK_SECS=$(awk -v s="$SECS" 'BEGIN{ n = int(s + 0.5); print (n < 1 ? 1 : n) }')
+
+have_uvloop=1
+$PYTHON -c 'import uvloop' 2>/dev/null || { have_uvloop=0; echo "python bench: no uvloop (apt install python3-uvloop)" >&2; }
+have_aiohttp=1
+$PYTHON -c 'import aiohttp' 2>/dev/null || { have_aiohttp=0; echo "python bench: no aiohttp" >&2; }
+have_wrk=1
+command -v wrk >/dev/null || { have_wrk=0; echo "python bench: no wrk" >&2; }
+[ -f /usr/share/doc/python3-uvloop/examples/bench/echoserver.py ] || { echo "python bench: uvloop's echoserver.py missing" >&2; exit 1; }
+LOOPS=()
+for l in $PY_LOOPS; do
+    [ $l = uvloop ] && [ $have_uvloop = 0 ] && continue
+    LOOPS+=("$l")
+done
+
+PORT=30000
+next_port() { PORT=$(( PORT >= 39000 ? 30000 : PORT + 1 )); }
+SRV_PID=
+cleanup() { if [ -n "$SRV_PID" ]; then kill "$SRV_PID" 2>/dev/null || true; fi; }
+trap cleanup EXIT
+
+wait_listening() { # port pid
+    for _ in $(seq 200); do
+        ss -Hltn "sport = :$1" 2>/dev/null | grep -q . && return 0
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.025
+    done
+    return 1
+}
+stop_server() {
+    kill "$SRV_PID" 2>/dev/null || true
+    wait "$SRV_PID" 2>/dev/null || true
+    SRV_PID=
+}
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+kv_get() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
+load1() { cut -d' ' -f1 /proc/loadavg; }
+
+mkdir -p "$OUT"
+csv=$OUT/python.csv
+echo "bench,mode,size,placement,contender,rep,req_s,mib_s,p50_us,p99_us,server_cpu_s,cpu_us_per_req,load1" > "$csv"
+
+# start_echo CONTENDER MODE: sets SRV_PID
+start_echo() {
+    local who=$1 mode=$2 flags
+    next_port
+    case $mode in proto) flags=--proto ;; streams) flags=--streams ;; sock) flags= ;; esac
+    if [ "$who" = c-floor ]; then
+        taskset -c "$SRV_CPU" "$B/pact_stream_echo" $PORT --engine uring 2>/dev/null &
+    else
+        taskset -c "$SRV_CPU" $PYTHON "$ECHO" --loop "$who" -- $flags --addr 127.0.0.1:$PORT 2>/dev/null &
+    fi
+    SRV_PID=$!
+    wait_listening $PORT $SRV_PID
+}
+
+echo_row() { # mode size placement who rep out
+    local out=$6 reqs cpu per
+    reqs=$(kv_get "$out" reqs); cpu=$(kv_get "$out" server_cpu_s)
+    per=$(awk -v c="$cpu" -v r="$reqs" 'BEGIN{ if (r > 0 && c != "") printf "%.2f", c * 1e6 / r }')
+    echo "echo,$1,$2,$3,$4,$5,$(kv_get "$out" req_s),$(kv_get "$out" mib_s),$(kv_get "$out" p50_us),$(kv_get "$out" p99_us),$cpu,$per,$(load1)" >> "$csv"
+    printf '  echo %-7s %6s %-6s %-10s req/s=%-7s cpu/req=%s us  (load %s)\n' "$1" "$2" "$3" "$4" "$(kv_get "$out" req_s)" "$per" "$(load1)"
+}
+
+http_row() { # placement who rep req_s cpu reqs p50 p99
+    local per
+    per=$(awk -v c="$5" -v r="$6" 'BEGIN{ if (r > 0) printf "%.2f", c * 1e6 / r }')
+    echo "aiohttp,hello,0,$1,$2,$3,$4,,$7,$8,$5,$per,$(load1)" >> "$csv"
+    printf '  aiohttp hello  %-6s %-10s req/s=%-7s cpu/req=%s us  (load %s)\n' "$1" "$2" "$4" "$per" "$(load1)"
+}
+
+# wrk's "50%  1.23ms" -> microseconds
+wrk_lat_us() { awk -v p="$2" '$1 == p { v = $2; m = 1;
+        if (v ~ /us$/) { m = 1 } else if (v ~ /ms$/) { m = 1000 } else if (v ~ /s$/) { m = 1000000 }
+        sub(/[a-z]+$/, "", v); printf "%.1f", v * m }' <<<"$1"; }
+
+for rep in $(seq 1 "$REPS"); do
+    echo "python bench rep $rep/$REPS: $(uptime)"
+    for mode in $PY_MODES; do
+        for size in $PY_SIZES; do
+            for placement in split shared; do
+                ccpu=$CLI_CPU
+                [ $placement = shared ] && ccpu=$SRV_CPU
+                for who in c-floor "${LOOPS[@]}"; do
+                    # The floor is the same C server for every mode: run it once.
+                    [ $who = c-floor ] && [ $mode != proto ] && continue
+                    if ! start_echo "$who" "$mode"; then
+                        echo "python bench: $who $mode did not start" >&2; stop_server; continue
+                    fi
+                    out=$(taskset -c "$ccpu" "$B/loadgen" --port $PORT --conns "$PY_CONNS" --size "$size" \
+                          --duration "$SECS" --warmup "$WARM" --server-pid $SRV_PID 2>&1) || {
+                        echo "python bench: FAILED $mode $size $placement $who: $out" >&2; out=""; }
+                    stop_server
+                    echo_row $mode $size $placement $who $rep "$out"
+                done
+            done
+        done
+    done
+    [ $have_aiohttp = 1 ] && [ $have_wrk = 1 ] || continue
+    for placement in split shared; do
+        ccpu=$CLI_CPU
+        [ $placement = shared ] && ccpu=$SRV_CPU
+        for who in "${LOOPS[@]}"; do
+            next_port
+            taskset -c "$SRV_CPU" $PYTHON "$HELLO" --loop "$who" --port $PORT 2>/dev/null &
+            SRV_PID=$!
+            if ! wait_listening $PORT $SRV_PID; then
+                echo "python bench: aiohttp on $who did not start" >&2; stop_server; continue
+            fi
+            taskset -c "$ccpu" wrk -t1 -c"$PY_HTTP_CONNS" -d1s http://127.0.0.1:$PORT/ >/dev/null 2>&1 || true
+            t0=$(cpu_ticks $SRV_PID)
+            out=$(taskset -c "$ccpu" wrk -t1 -c"$PY_HTTP_CONNS" -d"${WRK_SECS}s" --latency http://127.0.0.1:$PORT/ 2>&1) || true
+            t1=$(cpu_ticks $SRV_PID)
+            stop_server
+            reqs=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' <<<"$out")
+            rps=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$out")
+            cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$HZ" 'BEGIN{printf "%.2f", (b - a) / hz}')
+            http_row $placement $who $rep "$rps" "$cpu" "${reqs:-0}" "$(wrk_lat_us "$out" 50%)" "$(wrk_lat_us "$out" 99%)"
+        done
+    done
+done
+echo "python bench done: $(uptime)"

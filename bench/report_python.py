@@ -1,0 +1,112 @@
+# SPDX-License-Identifier: MIT
+"""The Python section of bench/results/results.md, from python.csv
+(bench/python.sh): per scenario and placement, the median requests per
+second with min-max and ratio to uvloop, and the median server CPU per
+request with its ratio to uvloop. Used by bench/report.py; runnable alone:
+
+    report_python.py RESULTS_DIR     prints the section (Markdown)
+"""
+import csv
+import os
+import statistics
+import sys
+from collections import defaultdict
+
+CONTENDERS = ["c-floor", "uvloop", "asyncio", "pact-uring", "pact-epoll"]
+BASE = "uvloop"
+MODE_DESC = {
+    "proto": "protocol",
+    "streams": "streams",
+    "sock": "sock_recv/sock_sendall",
+    "hello": "aiohttp hello-world (wrk)",
+}
+
+
+def _num(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _agg(vals):
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return None
+    return statistics.median(vals), min(vals), max(vals)
+
+
+def _k(v):
+    return f"{v / 1000:.1f}k" if v >= 1000 else f"{v:.0f}"
+
+
+def _size(s):
+    s = int(s)
+    return f"{s // 1024} KiB" if s and s % 1024 == 0 else (f"{s} B" if s else "")
+
+
+def section(out_dir):
+    path = os.path.join(out_dir, "python.csv")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return []
+    data = defaultdict(lambda: defaultdict(list))
+    scenarios, loads = [], []
+    for r in rows:
+        sc = (r["mode"], r["size"])
+        if sc not in scenarios:
+            scenarios.append(sc)
+        k = (sc, r["placement"], r["contender"])
+        data[k]["req_s"].append(_num(r["req_s"]))
+        data[k]["cpu"].append(_num(r["cpu_us_per_req"]))
+        if _num(r.get("load1")) is not None:
+            loads.append(_num(r["load1"]))
+    reps = max((int(r["rep"]) for r in rows), default=0)
+    md = ["## Python: pact.asyncio against uvloop and asyncio", "",
+          "`bench/python.sh`: uvloop's own echo servers (python3-uvloop's examples/bench/echoserver.py, "
+          "unchanged; `--proto`, `--streams`, and sock_recv/sock_sendall) on each loop, driven by "
+          "bench/loadgen (ping-pong, 4 connections, as uvloop's vmbench); pact's C echo server "
+          "(bench/servers/pact_stream_echo.c on io_uring: the same transport API pact.asyncio runs on, without Python) as the floor; an aiohttp hello-world under wrk (50 connections). "
+          f"{reps} interleaved repetitions; cells are medians (min–max) and the ratio to uvloop's median.", ""]
+    if loads:
+        md += [f"Load average (1 min) during the runs: median {statistics.median(loads):.1f}, "
+               f"min {min(loads):.1f}, max {max(loads):.1f} on {os.cpu_count()} CPUs.", ""]
+    for pl, pdesc in (("split", "server and load on separate CPUs"), ("shared", "server and load on one CPU")):
+        md += [f"### Requests per second, {pdesc} ({pl})", "",
+               "| benchmark | " + " | ".join(CONTENDERS) + " |", "|---|" + "---:|" * len(CONTENDERS)]
+        for sc in scenarios:
+            base = _agg(data[(sc, pl, BASE)]["req_s"])
+            cells = []
+            for who in CONTENDERS:
+                a = _agg(data[(sc, pl, who)]["req_s"])
+                if not a:
+                    cells.append("—")
+                    continue
+                ratio = f" **×{a[0] / base[0]:.2f}**" if base and base[0] else ""
+                cells.append(f"{_k(a[0])} ({_k(a[1])}–{_k(a[2])}){ratio}")
+            md.append(f"| {MODE_DESC.get(sc[0], sc[0])} {_size(sc[1])} | " + " | ".join(cells) + " |")
+        md += ["", f"### Server CPU per request in µs, {pl} (lower is better; ratio to uvloop)", "",
+               "| benchmark | " + " | ".join(CONTENDERS) + " |", "|---|" + "---:|" * len(CONTENDERS)]
+        for sc in scenarios:
+            base = _agg(data[(sc, pl, BASE)]["cpu"])
+            cells = []
+            for who in CONTENDERS:
+                a = _agg(data[(sc, pl, who)]["cpu"])
+                if not a:
+                    cells.append("—")
+                    continue
+                ratio = f" **×{a[0] / base[0]:.2f}**" if base and base[0] else ""
+                cells.append(f"{a[0]:.1f} ({a[1]:.1f}–{a[2]:.1f}){ratio}")
+            md.append(f"| {MODE_DESC.get(sc[0], sc[0])} {_size(sc[1])} | " + " | ".join(cells) + " |")
+        md.append("")
+    md += ["The C floor runs only the protocol rows (the same server for every mode). "
+           "Server CPU is the server process's utime+stime over the measured window (10 ms ticks).", ""]
+    return md
+
+
+if __name__ == "__main__":
+    print("\n".join(section(sys.argv[1] if len(sys.argv) > 1 else
+                            os.path.join(os.path.dirname(__file__), "results"))))
