@@ -160,17 +160,6 @@ static void timers_clear(LoopObject *self)
         Py_DECREF(self->timers[i].handle);
 }
 
-/* 1 if handle._cancelled is true, 0 if not, -1 on error. */
-static int handle_cancelled(PyObject *handle)
-{
-    PyObject *v = PyObject_GetAttr(handle, pact_py_str_cancelled);
-    if (!v)
-        return -1;
-    int r = PyObject_IsTrue(v);
-    Py_DECREF(v);
-    return r;
-}
-
 /* Drops cancelled timers: all of them when they are the majority of a big
  * heap, else those at its head (asyncio's rule). */
 static int timers_drop_cancelled(LoopObject *self)
@@ -181,11 +170,11 @@ static int timers_drop_cancelled(LoopObject *self)
         size_t kept = 0;
         for (size_t i = 0; i < self->timers_len; i++) {
             timer_entry e = self->timers[i];
-            int c = handle_cancelled(e.handle);
+            int c = pact_py_handle_cancelled(e.handle);
             if (c < 0)
                 return -1; /* heap left as it was up to i: still valid */
             if (c) {
-                if (PyObject_SetAttr(e.handle, pact_py_str_scheduled, Py_False) < 0)
+                if (pact_py_timer_set_scheduled(e.handle, 0) < 0)
                     PyErr_Clear();
                 Py_DECREF(e.handle);
             } else {
@@ -199,14 +188,14 @@ static int timers_drop_cancelled(LoopObject *self)
         return 0;
     }
     while (self->timers_len) {
-        int c = handle_cancelled(self->timers[0].handle);
+        int c = pact_py_handle_cancelled(self->timers[0].handle);
         if (c < 0)
             return -1;
         if (!c)
             break;
         self->timer_cancelled_count--;
         PyObject *h = timer_pop(self);
-        int r = PyObject_SetAttr(h, pact_py_str_scheduled, Py_False);
+        int r = pact_py_timer_set_scheduled(h, 0);
         Py_DECREF(h);
         if (r < 0)
             return -1;
@@ -343,20 +332,6 @@ static int64_t wait_timeout_ns(LoopObject *self)
     return (int64_t)ceil(delay * 1e9);
 }
 
-static int run_handle(LoopObject *self, PyObject *handle)
-{
-    PyObject *r;
-    if (self->debug)
-        r = PyObject_CallMethodOneArg((PyObject *)self,
-                                      pact_py_str_run_handle_debug, handle);
-    else
-        r = PyObject_CallMethodNoArgs(handle, pact_py_str_run);
-    if (!r)
-        return -1;
-    Py_DECREF(r);
-    return 0;
-}
-
 static int run_once(LoopObject *self)
 {
     if (timers_drop_cancelled(self) < 0)
@@ -401,7 +376,7 @@ static int run_once(LoopObject *self)
     double end_time = monotonic_seconds() + 1e-9;
     while (self->timers_len && self->timers[0].when < end_time) {
         PyObject *h = timer_pop(self);
-        int e = PyObject_SetAttr(h, pact_py_str_scheduled, Py_False);
+        int e = pact_py_timer_set_scheduled(h, 0);
         if (e == 0)
             e = pact_py_ready_push(self, h);
         Py_DECREF(h);
@@ -413,9 +388,9 @@ static int run_once(LoopObject *self)
     size_t ntodo = self->ready_len;
     for (size_t i = 0; i < ntodo && self->ready_len; i++) {
         PyObject *h = ready_pop(self);
-        int c = handle_cancelled(h);
+        int c = pact_py_handle_cancelled(h);
         if (c == 0)
-            c = run_handle(self, h);
+            c = pact_py_handle_run(self, h);
         else if (c > 0)
             c = 0;
         Py_DECREF(h);
@@ -560,7 +535,9 @@ static PyObject *parse_callback_args(const char *func, PyObject *const *args,
         Py_ssize_t nkw = PyTuple_GET_SIZE(kwnames);
         for (Py_ssize_t i = 0; i < nkw; i++) {
             PyObject *name = PyTuple_GET_ITEM(kwnames, i);
-            if (PyUnicode_Compare(name, pact_py_str_context) != 0) {
+            /* asyncio's C Future and Task pass the interned name. */
+            if (name != pact_py_str_context &&
+                PyUnicode_Compare(name, pact_py_str_context) != 0) {
                 PyErr_Format(PyExc_TypeError,
                              "%s() got an unexpected keyword argument '%U'",
                              func, name);
@@ -606,13 +583,6 @@ static int debug_checks(LoopObject *self, PyObject *callback, const char *method
     return 0;
 }
 
-static PyObject *new_handle(LoopObject *self, PyObject *callback,
-                            PyObject *cargs, PyObject *context)
-{
-    PyObject *argv[4] = {callback, cargs, (PyObject *)self, context};
-    return PyObject_Vectorcall(pact_py.handle_type, argv, 4, NULL);
-}
-
 static PyObject *call_soon_impl(LoopObject *self, const char *func,
                                 PyObject *const *args, Py_ssize_t nargs,
                                 PyObject *kwnames, int threadsafe)
@@ -628,7 +598,7 @@ static PyObject *call_soon_impl(LoopObject *self, const char *func,
         Py_DECREF(cargs);
         return NULL;
     }
-    PyObject *h = new_handle(self, callback, cargs, context);
+    PyObject *h = pact_py_handle_new(self, callback, cargs, context);
     Py_DECREF(cargs);
     if (!h)
         return NULL;
@@ -680,13 +650,12 @@ static PyObject *call_at_impl(LoopObject *self, const char *func,
         Py_DECREF(cargs);
         return NULL;
     }
-    PyObject *argv[5] = {when, callback, cargs, (PyObject *)self, context};
-    PyObject *h = PyObject_Vectorcall(pact_py.timer_handle_type, argv, 5, NULL);
+    PyObject *h = pact_py_timer_handle_new(self, when, callback, cargs, context);
     Py_DECREF(cargs);
     if (!h)
         return NULL;
     if (timer_push(self, when_d, h) < 0 ||
-        PyObject_SetAttr(h, pact_py_str_scheduled, Py_True) < 0) {
+        pact_py_timer_set_scheduled(h, 1) < 0) {
         Py_DECREF(h);
         return NULL;
     }
@@ -714,12 +683,23 @@ static PyObject *Loop_call_later(LoopObject *self, PyObject *const *args,
                                              : "delay must not be None");
         return NULL;
     }
-    /* time() + delay in Python arithmetic, as asyncio computes it. */
-    PyObject *now = PyFloat_FromDouble(monotonic_seconds());
-    if (!now)
-        return NULL;
-    PyObject *when = PyNumber_Add(now, args[0]);
-    Py_DECREF(now);
+    /* time() + delay, as asyncio computes it. For a float or an int that
+     * is the IEEE sum of two doubles (float.__add__ converts the int the
+     * way PyFloat_AsDouble does, OverflowError included); other numbers
+     * go through Python arithmetic. */
+    PyObject *when;
+    if (PyFloat_CheckExact(args[0]) || PyLong_CheckExact(args[0])) {
+        double delay = PyFloat_AsDouble(args[0]);
+        if (delay == -1.0 && PyErr_Occurred())
+            return NULL;
+        when = PyFloat_FromDouble(monotonic_seconds() + delay);
+    } else {
+        PyObject *now = PyFloat_FromDouble(monotonic_seconds());
+        if (!now)
+            return NULL;
+        when = PyNumber_Add(now, args[0]);
+        Py_DECREF(now);
+    }
     if (!when)
         return NULL;
     PyObject *h = call_at_impl(self, "call_later", when, args, nargs, kwnames, 1);
@@ -729,11 +709,7 @@ static PyObject *Loop_call_later(LoopObject *self, PyObject *const *args,
 
 static PyObject *Loop_timer_handle_cancelled(LoopObject *self, PyObject *handle)
 {
-    PyObject *v = PyObject_GetAttr(handle, pact_py_str_scheduled);
-    if (!v)
-        return NULL;
-    int scheduled = PyObject_IsTrue(v);
-    Py_DECREF(v);
+    int scheduled = pact_py_timer_scheduled(handle);
     if (scheduled < 0)
         return NULL;
     if (scheduled)

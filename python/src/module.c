@@ -48,7 +48,9 @@ static int import_asyncio(void)
     pact_py.handle_type = PyObject_GetAttrString(events, "Handle");
     pact_py.timer_handle_type = PyObject_GetAttrString(events, "TimerHandle");
     Py_DECREF(events);
-    return pact_py.handle_type && pact_py.timer_handle_type ? 0 : -1;
+    if (!pact_py.handle_type || !pact_py.timer_handle_type)
+        return -1;
+    return pact_py_handles_init();
 }
 
 static struct PyModuleDef pact_module = {

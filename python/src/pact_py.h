@@ -85,6 +85,26 @@ typedef struct {
  * MemoryError. */
 int pact_py_ready_push(LoopObject *self, PyObject *handle);
 
+/* asyncio's Handle and TimerHandle made, tested and run from C (handle.c).
+ * pact_py_handles_init() reads their slot offsets (once, at import). */
+int pact_py_handles_init(void);
+/* New handles (new references); the loop's debug mode uses asyncio's
+ * constructors. context None: a copy of the current context. */
+PyObject *pact_py_handle_new(LoopObject *loop, PyObject *callback,
+                             PyObject *args, PyObject *context);
+PyObject *pact_py_timer_handle_new(LoopObject *loop, PyObject *when,
+                                   PyObject *callback, PyObject *args,
+                                   PyObject *context);
+/* 1 if cancelled, 0 if not, -1 with an exception. */
+int pact_py_handle_cancelled(PyObject *handle);
+/* A TimerHandle's _scheduled flag. */
+int pact_py_timer_set_scheduled(PyObject *handle, int scheduled);
+int pact_py_timer_scheduled(PyObject *handle);
+/* Runs a ready handle as Handle._run does (in debug mode through the
+ * loop's _run_handle_debug); -1 only for SystemExit, KeyboardInterrupt or
+ * a failure to report the callback's exception. */
+int pact_py_handle_run(LoopObject *loop, PyObject *handle);
+
 /* The Loop type object (module.c). */
 extern PyTypeObject *pact_py_loop_type;
 

@@ -113,22 +113,12 @@ void pact_py_watchers_rearm(LoopObject *self)
     }
 }
 
-static int handle_is_cancelled(PyObject *h)
-{
-    PyObject *v = PyObject_GetAttr(h, pact_py_str_cancelled);
-    if (!v)
-        return -1;
-    int r = PyObject_IsTrue(v);
-    Py_DECREF(v);
-    return r;
-}
-
 /* asyncio's _process_events for one side: a cancelled handle unregisters,
  * a live one joins the ready queue. */
 static void deliver(LoopObject *self, PyObject **side)
 {
     PyObject *h = *side;
-    int c = handle_is_cancelled(h);
+    int c = pact_py_handle_cancelled(h);
     if (c < 0) {
         PyErr_WriteUnraisable(h);
         return;
@@ -188,8 +178,7 @@ static PyObject *make_handle(LoopObject *self, PyObject *const *args,
         Py_INCREF(args[i]);
         PyTuple_SET_ITEM(cargs, i - 2, args[i]);
     }
-    PyObject *argv[4] = {args[1], cargs, (PyObject *)self, Py_None};
-    PyObject *h = PyObject_Vectorcall(pact_py.handle_type, argv, 4, NULL);
+    PyObject *h = pact_py_handle_new(self, args[1], cargs, Py_None);
     Py_DECREF(cargs);
     return h;
 }
@@ -280,7 +269,7 @@ PyObject *pact_py_remove_writer(LoopObject *self, PyObject *fd)
 /* asyncio's _add_callback: a live handle joins the ready queue. */
 PyObject *pact_py_add_callback(LoopObject *self, PyObject *handle)
 {
-    int c = handle_is_cancelled(handle);
+    int c = pact_py_handle_cancelled(handle);
     if (c < 0)
         return NULL;
     if (!c && pact_py_ready_push(self, handle) < 0)

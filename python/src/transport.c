@@ -44,9 +44,23 @@ typedef struct {
 
 static PyObject *transport_type; /* set by pact_py_transport_init */
 
+/* The protocol's method names, interned once: a protocol call per
+ * received chunk looks its method up by these without making a string,
+ * an argument tuple or a bound method. */
+static struct {
+    PyObject *connection_made;
+    PyObject *data_received;
+    PyObject *eof_received;
+    PyObject *connection_lost;
+    PyObject *pause_writing;
+    PyObject *resume_writing;
+    PyObject *get_buffer;
+    PyObject *buffer_updated;
+} method;
+
 /* Runs fn(args) of the protocol in the transport's context. A new
  * reference, or NULL with the exception set. */
-static PyObject *protocol_call(TransportObject *self, const char *method,
+static PyObject *protocol_call(TransportObject *self, PyObject *name,
                                PyObject *arg)
 {
     if (!self->protocol)
@@ -57,8 +71,9 @@ static PyObject *protocol_call(TransportObject *self, const char *method,
     if (enter && PyContext_Enter(self->context) < 0)
         return NULL;
     self->in_context++;
-    PyObject *r = arg ? PyObject_CallMethod(self->protocol, method, "O", arg)
-                      : PyObject_CallMethod(self->protocol, method, NULL);
+    PyObject *argv[2] = {self->protocol, arg};
+    PyObject *r = PyObject_VectorcallMethod(
+        name, argv, (arg ? 2 : 1) | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
     self->in_context--;
     if (enter) {
         PyObject *et, *ev, *tb;
@@ -108,7 +123,7 @@ static void on_connection_made(pact_transport *t, void *user)
 {
     (void)t;
     TransportObject *self = user;
-    PyObject *r = protocol_call(self, "connection_made", (PyObject *)self);
+    PyObject *r = protocol_call(self, method.connection_made, (PyObject *)self);
     if (!r) {
         protocol_failed(self, "protocol.connection_made() call failed.");
         return;
@@ -138,7 +153,7 @@ static void on_data(pact_transport *t, const void *data, size_t len, void *user)
         protocol_failed(self, "Fatal error: out of memory for received data.");
         return;
     }
-    PyObject *r = protocol_call(self, "data_received", bytes);
+    PyObject *r = protocol_call(self, method.data_received, bytes);
     Py_DECREF(bytes);
     if (!r) {
         protocol_failed(self, "Fatal error: protocol.data_received() call failed.");
@@ -151,7 +166,7 @@ static int on_eof(pact_transport *t, void *user)
 {
     (void)t;
     TransportObject *self = user;
-    PyObject *r = protocol_call(self, "eof_received", NULL);
+    PyObject *r = protocol_call(self, method.eof_received, NULL);
     if (!r) {
         protocol_failed(self, "Fatal error: protocol.eof_received() call failed.");
         return 1; /* aborted already */
@@ -188,7 +203,7 @@ static void on_connection_lost(pact_transport *t, int err, void *user)
         PyErr_WriteUnraisable((PyObject *)self);
         exc = Py_NewRef(Py_None);
     }
-    PyObject *r = protocol_call(self, "connection_lost", exc);
+    PyObject *r = protocol_call(self, method.connection_lost, exc);
     Py_DECREF(exc);
     if (!r) {
         if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
@@ -245,7 +260,7 @@ static void on_pause_writing(pact_transport *t, void *user)
     if (self->protocol_paused)
         return;
     self->protocol_paused = 1;
-    PyObject *r = protocol_call(self, "pause_writing", NULL);
+    PyObject *r = protocol_call(self, method.pause_writing, NULL);
     if (!r)
         protocol_failed(self, "protocol.pause_writing() failed");
     Py_XDECREF(r);
@@ -258,7 +273,7 @@ static void on_resume_writing(pact_transport *t, void *user)
     if (!self->protocol_paused)
         return;
     self->protocol_paused = 0;
-    PyObject *r = protocol_call(self, "resume_writing", NULL);
+    PyObject *r = protocol_call(self, method.resume_writing, NULL);
     if (!r)
         protocol_failed(self, "protocol.resume_writing() failed");
     Py_XDECREF(r);
@@ -272,7 +287,7 @@ static void *on_get_buffer(pact_transport *t, size_t size_hint, size_t *len,
     (void)t;
     TransportObject *self = user;
     PyObject *hint = PyLong_FromSize_t(size_hint);
-    PyObject *buf = hint ? protocol_call(self, "get_buffer", hint) : NULL;
+    PyObject *buf = hint ? protocol_call(self, method.get_buffer, hint) : NULL;
     Py_XDECREF(hint);
     if (!buf) {
         protocol_failed(self, "Fatal error: protocol.get_buffer() call failed.");
@@ -303,7 +318,7 @@ static void on_buffer_updated(pact_transport *t, size_t nbytes, void *user)
     TransportObject *self = user;
     PyBuffer_Release(&self->recv_view);
     PyObject *n = PyLong_FromSize_t(nbytes);
-    PyObject *r = n ? protocol_call(self, "buffer_updated", n) : NULL;
+    PyObject *r = n ? protocol_call(self, method.buffer_updated, n) : NULL;
     Py_XDECREF(n);
     if (!r) {
         protocol_failed(self, "Fatal error: protocol.buffer_updated() call failed.");
@@ -798,6 +813,24 @@ static PyType_Spec Transport_spec = {
 
 int pact_py_transport_init(PyObject *module)
 {
+    struct {
+        PyObject **slot;
+        const char *name;
+    } names[] = {
+        {&method.connection_made, "connection_made"},
+        {&method.data_received, "data_received"},
+        {&method.eof_received, "eof_received"},
+        {&method.connection_lost, "connection_lost"},
+        {&method.pause_writing, "pause_writing"},
+        {&method.resume_writing, "resume_writing"},
+        {&method.get_buffer, "get_buffer"},
+        {&method.buffer_updated, "buffer_updated"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        *names[i].slot = PyUnicode_InternFromString(names[i].name);
+        if (!*names[i].slot)
+            return -1;
+    }
     PyObject *asyncio = PyImport_ImportModule("asyncio");
     if (!asyncio)
         return -1;

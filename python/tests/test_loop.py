@@ -114,6 +114,66 @@ class ScheduleTests(LoopTestCase):
         self.loop.run_forever()
         self.assertEqual(sorted(seen), ['inside', 'inside', 'inside', 'outside'])
 
+    def test_handles_are_asyncios_own_types_with_their_whole_api(self):
+        # The C core fills and runs asyncio's Handle/TimerHandle itself;
+        # what code sees must be exactly what asyncio's loop returns.
+        ctx = contextvars.copy_context()
+        h = self.loop.call_soon(print, 1, context=ctx)
+        self.assertIs(type(h), asyncio.Handle)
+        self.assertIs(h._context, ctx)  # get_context() from 3.12 on
+        self.assertFalse(h.cancelled())
+        self.assertEqual(h._args, (1,))
+        self.assertIsNone(h._source_traceback)
+        self.assertIn('print', repr(h))
+        self.assertIsInstance(self.loop.call_soon(print)._context,
+                              contextvars.Context)
+        t = self.loop.call_at(self.loop.time() + 100, print)
+        self.assertIs(type(t), asyncio.TimerHandle)
+        self.assertTrue(t._scheduled)
+        self.assertIn('when=', repr(t))
+        t2 = self.loop.call_later(100, print)
+        self.assertLess(t.when() - 1, t2.when())
+        self.assertLessEqual(t, t2)
+        t.cancel()
+        self.assertTrue(t.cancelled())
+        self.assertIsNone(t._callback)
+        self.assertEqual(self.loop._timer_cancelled_count, 1)
+        h.cancel()
+        self.assertIn('cancelled', repr(h))
+
+    def test_a_callback_may_cancel_its_own_handle(self):
+        seen = []
+        box = []
+
+        def cb(x):
+            box[0].cancel()
+            seen.append(x)
+        box.append(self.loop.call_soon(cb, 'ran'))
+        tbox = []
+
+        def tcb():
+            tbox[0].cancel()
+            seen.append('timer')
+        tbox.append(self.loop.call_later(0, tcb))
+        self.loop.call_later(0.001, self.loop.stop)
+        self.loop.run_forever()
+        self.assertEqual(seen, ['ran', 'timer'])
+        self.assertTrue(box[0].cancelled())
+        self.assertEqual(self.loop._timer_cancelled_count, 0)
+
+    def test_a_context_already_entered_is_reported_as_asyncio_does(self):
+        # Handle._run's Context.run raises RuntimeError for a context that
+        # is already entered, and reports it to the exception handler.
+        contexts = []
+        self.loop.set_exception_handler(lambda loop, c: contexts.append(c))
+        ctx = contextvars.copy_context()
+        h = self.loop.call_soon(print, 'never', context=ctx)
+        ctx.run(self.loop._run_once)
+        self.assertEqual(len(contexts), 1)
+        self.assertIsInstance(contexts[0]['exception'], RuntimeError)
+        self.assertIs(contexts[0]['handle'], h)
+        self.assertTrue(contexts[0]['message'].startswith('Exception in callback print('))
+
     def test_unknown_keyword_is_a_type_error(self):
         with self.assertRaises(TypeError):
             self.loop.call_soon(print, ctx=None)
@@ -321,6 +381,30 @@ class ErrorTests(LoopTestCase):
         self.assertEqual(len(contexts), 1)
         self.assertIsInstance(contexts[0]['exception'], ValueError)
         self.assertIs(contexts[0]['handle'], h)
+
+    def test_a_failing_callback_is_reported_with_asyncios_message(self):
+        contexts = []
+        self.loop.set_exception_handler(lambda loop, ctx: contexts.append(ctx))
+
+        def fail(x):
+            raise KeyError(x)
+        h = self.loop.call_soon(fail, 'k')
+        t = self.loop.call_later(0, fail, 't')
+        self.loop.call_later(0.001, self.loop.stop)
+        self.loop.run_forever()
+        self.assertEqual([c['handle'] for c in contexts], [h, t])
+        self.assertEqual(contexts[0]['message'],
+                         f'Exception in callback {fail.__qualname__}(\'k\') at '
+                         f'{__file__}:{fail.__code__.co_firstlineno}')
+        self.assertIsNotNone(contexts[0]['exception'].__traceback__)
+        self.assertNotIn('source_traceback', contexts[0])
+
+    def test_system_exit_in_a_callback_leaves_run_forever(self):
+        def leave():
+            raise SystemExit(3)
+        self.loop.call_soon(leave)
+        with self.assertRaises(SystemExit):
+            self.loop.run_forever()
 
     def test_default_handler_logs(self):
         with self.assertLogs('asyncio', 'ERROR') as cm:

@@ -14,8 +14,8 @@ import threading
 import time
 import warnings
 import weakref
-from asyncio import (base_events, coroutines, events, selector_events, trsock,
-                     unix_events)
+from asyncio import (base_events, coroutines, events, format_helpers,
+                     selector_events, trsock, unix_events)
 from asyncio.log import logger
 
 from .. import _pact
@@ -86,6 +86,20 @@ _pact.Transport._start_tls_compatible = True
 
 # pact_stream_kind
 _KIND_SOCKET, _KIND_READ_PIPE, _KIND_WRITE_PIPE = 0, 1, 2
+
+
+def _report_callback_error(handle, exc):
+    # The except branch of asyncio.events.Handle._run, for handles the C
+    # core runs itself (handle.c): same message, same context keys.
+    cb = format_helpers._format_callback_source(handle._callback, handle._args)
+    context = {
+        'message': f'Exception in callback {cb}',
+        'exception': exc,
+        'handle': handle,
+    }
+    if handle._source_traceback:
+        context['source_traceback'] = handle._source_traceback
+    handle._loop.call_exception_handler(context)
 
 
 def _sighandler_noop(signum, frame):
