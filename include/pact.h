@@ -665,6 +665,18 @@ PACT_API pact_op pact_poll(pact_loop *loop, pact_os_sock fd, unsigned events,
 PACT_API pact_op pact_sleep(pact_loop *loop, uint64_t delay_ns, pact_op_cb cb,
                             void *user);
 
+/* Windows: waits until handle — an object whose wait changes nothing, such
+ * as a process or an event (not a mutex or semaphore) — is signalled.
+ * Result: 0 when signalled, -ETIMEDOUT once timeout_ns (0 = no limit,
+ * rounded up to whole milliseconds) passed, -ECANCELED when cancelled in
+ * time; a cancel that comes after the wait fired gets the real result. The
+ * op's memory is released only after the system's wait callback has
+ * returned. On Linux: -ENOTSUP (wait for a pidfd or an eventfd with
+ * pact_poll()). */
+PACT_API pact_op pact_wait_for_handle(pact_loop *loop, pact_os_fd handle,
+                                      uint64_t timeout_ns, pact_op_cb cb,
+                                      void *user);
+
 /* Gives an operation a deadline timeout_ns from now: if it has not
  * completed by then it is cancelled and completes with -ETIMEDOUT (unless
  * the kernel finished it first: then the real result is delivered). On

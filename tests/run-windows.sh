@@ -27,6 +27,7 @@ wineserver=$(dirname "$wine")/wineserver
 [ -x "$wineserver" ] || wineserver=wineserver
 # One wineserver for the run (every test process connects to it), and
 # the prefix made once; both are torn down at the end.
+mkdir -p "$WINEPREFIX"
 "$wineserver" -p 60
 trap '"$wineserver" -k 2>/dev/null' EXIT
 if ! timeout 300 "$wine" wineboot -i >/dev/null 2>&1; then

@@ -996,3 +996,19 @@ Test(ops, socket_ops_on_a_non_socket_fail_cleanly)
     close(p[0]);
     close(p[1]);
 }
+
+/* pact_wait_for_handle() is Windows's (a HANDLE); Linux answers -ENOTSUP
+ * and starts nothing, and a closed loop is still -ESHUTDOWN. */
+Test(ops, wait_for_handle_is_enotsup_on_linux)
+{
+    pact_loop *loop = test_loop_new();
+    rec r = {0};
+    pact_loop_stats before, after;
+    pact_loop_get_stats(loop, &before);
+    cr_assert_eq(pact_wait_for_handle(loop, 0, 0, rec_cb, &r), -ENOTSUP);
+    pact_loop_get_stats(loop, &after);
+    cr_assert_eq(after.ops_started, before.ops_started);
+    cr_assert_eq(after.ops_live, 0);
+    cr_assert_eq(r.calls, 0);
+    test_loop_free(loop);
+}

@@ -489,7 +489,11 @@ static int iocp_wait(pact_loop *loop, int64_t timeout_ns)
         }
         pact_op_s *op = pact_container_of(ent->lpOverlapped, pact_op_s,
                                           overlapped);
-        packet_dequeued(loop, op, ent->dwNumberOfBytesTransferred);
+        if (ent->lpCompletionKey == IOCP_KEY_WAIT_FIRED ||
+            ent->lpCompletionKey == IOCP_KEY_WAIT_DONE)
+            pact__wait_handle_packet(loop, op, ent->lpCompletionKey);
+        else
+            packet_dequeued(loop, op, ent->dwNumberOfBytesTransferred);
         seen++;
     }
     return seen;

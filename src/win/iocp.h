@@ -11,6 +11,13 @@
  * loop's wake-up (no OVERLAPPED). */
 #define IOCP_KEY_OP ((ULONG_PTR)1)
 #define IOCP_KEY_WAKE ((ULONG_PTR)2)
+/* pact_wait_for_handle() (src/win/wait_handle.c): its wait fired, and its
+ * cancel finished (no wait callback runs any more). */
+#define IOCP_KEY_WAIT_FIRED ((ULONG_PTR)3)
+#define IOCP_KEY_WAIT_DONE ((ULONG_PTR)4)
+
+/* A packet of a pact_wait_for_handle() op. */
+void pact__wait_handle_packet(pact_loop *loop, pact_op_s *op, ULONG_PTR key);
 
 /* WSAStartup and the extension functions, once per process; 0 or a
  * negative errno. */

@@ -424,21 +424,40 @@ Test(iocp, a_deadline_ends_a_recv_with_etimedout)
     test_loop_free(loop);
 }
 
-Test(iocp, timers_fire_in_order_and_never_early)
+typedef struct timed {
+    int calls, order;
+    uint64_t at;
+    int *next_order;
+} timed;
+
+static void on_timed(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    timed *t = user;
+    cr_assert_eq(c->result, 0);
+    t->calls++;
+    t->at = pact_now();
+    t->order = (*t->next_order)++;
+}
+
+Test(iocp, sleeps_end_in_deadline_order_and_never_early)
 {
     pact_loop *loop = test_loop_new();
-    rec r[3];
-    memset(r, 0, sizeof r);
+    int next = 0;
+    timed t[3] = {{.next_order = &next}, {.next_order = &next},
+                  {.next_order = &next}};
     uint64_t start = pact_now();
-    cr_assert_gt(pact_sleep(loop, 30 * MS, record, &r[1]), 0);
-    cr_assert_gt(pact_sleep(loop, 10 * MS, record, &r[0]), 0);
-    cr_assert_gt(pact_sleep(loop, 60 * MS, record, &r[2]), 0);
-    run_until(loop, &r[0].calls, 2000);
-    cr_assert_geq(pact_now() - start, 10 * MS);
-    cr_assert_eq(r[1].calls + r[2].calls, 0);
-    run_until(loop, &r[2].calls, 2000);
-    cr_assert_geq(pact_now() - start, 60 * MS);
-    cr_assert_eq(r[1].calls, 1);
+    cr_assert_gt(pact_sleep(loop, 30 * MS, on_timed, &t[1]), 0);
+    cr_assert_gt(pact_sleep(loop, 10 * MS, on_timed, &t[0]), 0);
+    cr_assert_gt(pact_sleep(loop, 60 * MS, on_timed, &t[2]), 0);
+    run_until(loop, &t[2].calls, 2000);
+    uint64_t want[3] = {10 * MS, 30 * MS, 60 * MS};
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(t[i].calls, 1);
+        cr_assert_eq(t[i].order, i, "sleep %d ended as number %d", i,
+                     t[i].order);
+        cr_assert_geq(t[i].at - start, want[i], "sleep %d ended early", i);
+    }
     test_loop_free(loop);
 }
 
