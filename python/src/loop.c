@@ -287,7 +287,7 @@ static void signal_read_done(pact_loop *loop, const pact_completion *c,
     (void)loop;
     LoopObject *self = user;
     self->signal_op = 0;
-    if (self->closed)
+    if (self->closing)
         return;
     if (c->result > 0) {
         size_t room = sizeof self->signals_pending - self->signals_pending_len;
@@ -463,16 +463,29 @@ static PyObject *Loop_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 /* Closes the pact loop; 0 or -1 with an exception. */
 static int close_core(LoopObject *self)
 {
+    /* pact closes what is still open first (its transports: connection_lost
+     * into Python) while the loop still takes call_soon: asyncio's own
+     * protocols schedule from connection_lost (SSLProtocol hands it on to
+     * the app protocol, streams wake their waiters), which on a loop marked
+     * closed raised "Event loop is closed" from inside close(). What they
+     * schedule is dropped below, with everything else still scheduled. A
+     * close() from one of those callbacks finds the close under way. */
+    if (self->closing)
+        return 0;
+    self->closing = 1;
+    int r = 0;
+    if (self->loop) {
+        r = pact_loop_close(self->loop);
+        if (r < 0 && r != -EBADF)
+            PyErr_Format(PyExc_RuntimeError, "cannot close the pact loop: %s",
+                         pact_strerror(r));
+        else
+            r = 0;
+    }
     self->closed = 1;
     ready_clear(self);
     timers_clear(self);
-    if (self->loop) {
-        int r = pact_loop_close(self->loop);
-        if (r < 0 && r != -EBADF) {
-            PyErr_Format(PyExc_RuntimeError, "cannot close the pact loop: %s",
-                         pact_strerror(r));
-            return -1;
-        }
+    if (self->loop && r == 0) {
         pact_loop_free(self->loop);
         self->loop = NULL;
     }
@@ -482,7 +495,7 @@ static int close_core(LoopObject *self)
     if (self->signal_wfd >= 0)
         close(self->signal_wfd);
     self->signal_rfd = self->signal_wfd = -1;
-    return 0;
+    return r < 0 ? -1 : 0;
 }
 
 static int Loop_traverse(LoopObject *self, visitproc visit, void *arg)

@@ -50,6 +50,7 @@ typedef struct {
     Py_ssize_t timer_cancelled_count;
     int stopping;
     int closed;
+    int closing; /* close_core under way (protocol callbacks run inside it) */
     int debug;
     int in_run;
     /* Between the start of a pact iteration and its blocking wait: a pact

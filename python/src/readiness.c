@@ -138,7 +138,7 @@ static void poll_done(pact_loop *loop, const pact_completion *c, void *user)
     (void)loop;
     pact_py_watcher *w = user; /* watchers live until the pact loop closed */
     LoopObject *self = w->owner;
-    if (self->closed || c->op != w->op)
+    if (self->closing || c->op != w->op)
         return; /* stale: replaced by a poll for other events, or removed */
     w->op = 0;
     if (c->result < 0) {

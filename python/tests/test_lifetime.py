@@ -83,6 +83,38 @@ class LifetimeTests(unittest.TestCase):
             self.assertNotIn('Traceback', p.stderr)
             self.assertNotIn('Exception ignored', p.stderr)
 
+    def test_connection_lost_at_loop_close_may_schedule(self):
+        # A transport closed just before the loop (writer.close() without
+        # waiting): its connection_lost, due at the next iteration, runs
+        # inside loop.close(), and may use the loop as it would anywhere
+        # (asyncio's SSLProtocol and streams call call_soon there): no
+        # "Event loop is closed" from inside close(). What it schedules is
+        # dropped.
+        unraisable = []
+        old_hook = sys.unraisablehook
+        sys.unraisablehook = lambda u: unraisable.append(repr(u.exc_value))
+        self.addCleanup(setattr, sys, 'unraisablehook', old_hook)
+        lost = []
+
+        class Scheduler(asyncio.Protocol):
+            def connection_lost(p, exc):
+                lost.append(exc)
+                self.loop.call_soon(lost.append, 'never run')
+                self.loop.call_later(1, lost.append, 'never run')
+
+        async def main():
+            a, b = socket.socketpair()
+            tr, _ = await self.loop.create_connection(Scheduler, sock=a)
+            return tr, b
+        tr, b = self.run_main(main())
+        tr.close()
+        self.assertEqual(lost, [])
+        self.loop.close()
+        b.close()
+        self.assertEqual(unraisable, [])
+        self.assertEqual(lost, [None])
+        self.assertTrue(self.loop.is_closed())
+
 
 if __name__ == '__main__':
     unittest.main()
