@@ -6,6 +6,9 @@
 # Criterion's Windows runner), in a throwaway Wine prefix inside the build
 # tree, with one wineserver kept up for the whole run. Prints the closing
 # line of tests/run-all.sh: "tests: N passed, N failed, N skipped".
+# Then examples/win/echo-server.exe serves the Linux examples/echo-client
+# (build/, made here if needed) over loopback, every echoed byte checked,
+# with small messages on many connections and large ones on a few.
 #
 #   BUILD=build-win          the cross build tree
 #   TESTS="test_iocp"        which suites (default: all)
@@ -57,6 +60,41 @@ for exe in "$build"/tests/win/test_*.exe; do
         grep -a -E "\[----\]|\[FAIL\]" "$log" | head -40
     fi
 done
+
+# The Windows echo server under Wine, the Linux load generator on the host.
+client=build/examples/echo-client
+if [ -z "${TESTS:-}" ] || grep -qw echo-server <<<"$TESTS"; then
+    if [ ! -x "$client" ] && [ -f build/build.ninja ]; then
+        ninja -C build examples/echo-client >/dev/null
+    fi
+    if [ ! -x "$client" ]; then
+        echo "SKIP echo-server: no Linux $client (configure build/ first)"
+        skipped=$((skipped + 1))
+    else
+        for load in "--connections 50 --size 64" "--connections 8 --size 262144"; do
+            log="$log_dir/echo-server-${load// /_}.log"
+            "$wine" "$build/examples/win/echo-server.exe" --port 0 --seconds 8 >"$log" 2>&1 &
+            server=$!
+            port=""
+            for _ in $(seq 100); do
+                port=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$log")
+                [ -n "$port" ] && break
+                sleep 0.1
+            done
+            ok=0
+            if [ -n "$port" ] && timeout 60 "$client" --port "$port" $load --seconds 2 >"$log.client" 2>&1; then
+                ok=1
+            fi
+            timeout 60 tail --pid="$server" -f /dev/null; wait "$server" || ok=0
+            grep -q "closed after" "$log" || ok=0
+            grep -q ' [1-9][0-9]* requests in' "$log.client" || ok=0
+            sed 's/^/    /' "$log.client"
+            if [ "$ok" = 1 ]; then p=1 f=0; else p=0 f=1; failures+=("$log"); cat "$log"; fi
+            passed=$((passed + p)); failed=$((failed + f))
+            printf '%-11s %-12s %-24s %3d passed %3d failed\n' "$build" iocp "echo-server ${load##*--size }B" "$p" "$f"
+        done
+    fi
+fi
 
 if [ ${#failures[@]} -gt 0 ]; then
     echo "failing logs:"; printf '  %s\n' "${failures[@]}"
