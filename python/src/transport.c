@@ -8,7 +8,16 @@
  * Lifetime: the transport holds a reference to itself from open until
  * pact's connection_lost, so it stays alive while pact may call it. The
  * Python socket it was made from keeps its fd number until then, and is
- * detached (never closes the fd pact closed) at connection_lost. */
+ * detached (never closes the fd pact closed) at connection_lost.
+ *
+ * Loop close: as asyncio, closing the loop does not close the transports
+ * the program left open. The loop orphans each (Transport._orphan) before
+ * pact closes its objects: the transport keeps a duplicate of the fd (a
+ * pipe keeps its pipe object), so the connection stays up, its protocol
+ * hears nothing more, and it stays "open" until close() releases the fd
+ * or the garbage collector does, with a ResourceWarning, as asyncio's.
+ * One the program closed itself, whose end was still under way, gets its
+ * connection_lost from inside loop.close(). */
 #include "pact_py.h"
 
 #include <errno.h>
@@ -36,6 +45,11 @@ typedef struct {
     int protocol_paused; /* pause_writing delivered, resume_writing not yet */
     int eof_written;
     int is_pipe; /* pact owns a duplicate; the pipe object is closed at the end */
+    int kind;    /* pact_stream_kind, kept after the end */
+    int orphaned;  /* left open at loop close (see above) */
+    int orphan_fd; /* an orphaned socket's duplicate fd, or -1 */
+    int sendfile_active; /* a sendfile is queued: write() is refused */
+    unsigned conn_lost_writes; /* writes dropped after the end (asyncio logs) */
     PyObject *self_ref; /* held while pact may still call back */
     Py_buffer recv_view; /* a BufferedProtocol's buffer, during a delivery */
     PyObject *weakreflist; /* loop._transports is a WeakValueDictionary */
@@ -58,6 +72,41 @@ static struct {
     PyObject *buffer_updated;
 } method;
 
+/* Debug mode: asyncio times every callback it runs and logs those slower
+ * than loop.slow_callback_duration; its transports' I/O callbacks are
+ * handles, pact calls the protocol from C, so the report is made here. */
+static void report_slow_call(TransportObject *self, const char *protocol,
+                             PyObject *name, double seconds)
+{
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyObject *limit = PyObject_GetAttrString((PyObject *)self->loop,
+                                             "slow_callback_duration");
+    double lim = limit ? PyFloat_AsDouble(limit) : -1;
+    Py_XDECREF(limit);
+    if (PyErr_Occurred() || lim < 0 || seconds < lim) {
+        PyErr_Clear();
+        PyErr_Restore(et, ev, tb);
+        return;
+    }
+    PyObject *log = PyImport_ImportModule("asyncio.log");
+    PyObject *logger = log ? PyObject_GetAttrString(log, "logger") : NULL;
+    PyObject *what = PyUnicode_FromFormat("%R: %s.%U()", (PyObject *)self,
+                                          protocol, name);
+    PyObject *r = logger && what
+                      ? PyObject_CallMethod(logger, "warning", "sOd",
+                                            "Executing %s took %.3f seconds",
+                                            what, seconds)
+                      : NULL;
+    Py_XDECREF(r);
+    Py_XDECREF(what);
+    Py_XDECREF(logger);
+    Py_XDECREF(log);
+    if (PyErr_Occurred())
+        PyErr_WriteUnraisable((PyObject *)self);
+    PyErr_Restore(et, ev, tb);
+}
+
 /* Runs fn(args) of the protocol in the transport's context. A new
  * reference, or NULL with the exception set. */
 static PyObject *protocol_call(TransportObject *self, PyObject *name,
@@ -71,9 +120,13 @@ static PyObject *protocol_call(TransportObject *self, PyObject *name,
     if (enter && PyContext_Enter(self->context) < 0)
         return NULL;
     self->in_context++;
+    double t0 = self->loop->debug ? pact_now() / 1e9 : 0;
+    const char *protocol = Py_TYPE(self->protocol)->tp_name;
     PyObject *argv[2] = {self->protocol, arg};
     PyObject *r = PyObject_VectorcallMethod(
         name, argv, (arg ? 2 : 1) | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (self->loop->debug)
+        report_slow_call(self, protocol, name, pact_now() / 1e9 - t0);
     self->in_context--;
     if (enter) {
         PyObject *et, *ev, *tb;
@@ -197,6 +250,22 @@ static void on_connection_lost(pact_transport *t, int err, void *user)
         pact_transport_write_buffer_size(t) == 0)
         err = 0;
     self->t = NULL;
+    if (self->orphaned) {
+        /* Left open at loop close: as asyncio, whose loop.close() calls no
+         * protocol, the protocol hears nothing. pact closed its fd; the
+         * orphan keeps its duplicate (or its pipe object). */
+        if (self->sock && !self->is_pipe) {
+            PyObject *d = PyObject_CallMethod(self->sock, "detach", NULL);
+            Py_XDECREF(d);
+            if (!d)
+                PyErr_Clear();
+        }
+        Py_CLEAR(self->waiter);
+        Py_CLEAR(self->server);
+        Py_CLEAR(self->context);
+        Py_CLEAR(self->self_ref); /* may free self: last */
+        return;
+    }
     self->closing = 1;
     PyObject *exc = exception_for(err);
     if (!exc) {
@@ -410,6 +479,8 @@ static PyObject *Transport_open(PyObject *cls, PyObject *args)
         return NULL;
     }
     self->is_pipe = kind != PACT_STREAM_SOCKET;
+    self->orphan_fd = -1;
+    self->kind = kind;
     self->extra_slot = Py_NewRef(extra);
     self->loop = (LoopObject *)Py_NewRef(loop);
     self->protocol = Py_NewRef(protocol);
@@ -463,6 +534,33 @@ static PyObject *Transport_open(PyObject *cls, PyObject *args)
     return (PyObject *)self;
 }
 
+/* The transport can no longer send: closed, lost, or a send failed. */
+static int write_side_gone(TransportObject *self)
+{
+    return !self->t || self->closing || pact_transport_is_closing(self->t);
+}
+
+/* A write after the end is dropped, as asyncio does after a close or a
+ * fatal error; from the fifth on each is logged, as asyncio logs them
+ * (its constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES). */
+static PyObject *drop_write(TransportObject *self)
+{
+    /* asyncio's count starts at 1 when the connection is lost. */
+    if (++self->conn_lost_writes >= 5) {
+        PyObject *log = PyImport_ImportModule("asyncio.log");
+        PyObject *logger = log ? PyObject_GetAttrString(log, "logger") : NULL;
+        PyObject *r = logger ? PyObject_CallMethod(logger, "warning", "s",
+                                                   "socket.send() raised exception.")
+                             : NULL;
+        Py_XDECREF(r);
+        Py_XDECREF(logger);
+        Py_XDECREF(log);
+        if (!r)
+            return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *Transport_write(TransportObject *self, PyObject *data)
 {
     if (!PyObject_CheckBuffer(data)) {
@@ -471,18 +569,30 @@ static PyObject *Transport_write(TransportObject *self, PyObject *data)
                      Py_TYPE(data)->tp_name);
         return NULL;
     }
+    /* asyncio's order of checks. */
+    if (self->eof_written) {
+        PyErr_SetString(PyExc_RuntimeError, "Cannot call write() after write_eof()");
+        return NULL;
+    }
+    if (self->sendfile_active) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "unable to write; sendfile is in progress");
+        return NULL;
+    }
+    if (self->orphaned) {
+        PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
+        return NULL;
+    }
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
         return NULL;
-    if (!self->t || self->closing) {
-        /* asyncio drops writes after close (and warns after a few). */
+    if (view.len == 0) {
         PyBuffer_Release(&view);
         Py_RETURN_NONE;
     }
-    if (self->eof_written) {
+    if (write_side_gone(self)) {
         PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_RuntimeError, "Cannot call write() after write_eof()");
-        return NULL;
+        return drop_write(self);
     }
     const char *p = view.buf;
     size_t len = (size_t)view.len;
@@ -492,7 +602,7 @@ static PyObject *Transport_write(TransportObject *self, PyObject *data)
      * callback works, and a write that fits costs no copy and no extra
      * iteration. An error is left for pact's own send to meet and report. */
     pact_stream_kind k = pact_transport_kind(self->t);
-    if (len && k != PACT_STREAM_READ_PIPE &&
+    if (k != PACT_STREAM_READ_PIPE &&
         pact_transport_write_buffer_size(self->t) == 0) {
         /* Pipes were made non-blocking when the transport was made. */
         ssize_t n = k == PACT_STREAM_SOCKET
@@ -506,11 +616,12 @@ static PyObject *Transport_write(TransportObject *self, PyObject *data)
     }
     int r = len ? pact_transport_write(self->t, p, len) : 0;
     PyBuffer_Release(&view);
-    if (r == -EPIPE) {
-        PyErr_SetString(PyExc_RuntimeError, "Cannot call write() after write_eof()");
-        return NULL;
-    }
-    if (r < 0 && r != -ESHUTDOWN) {
+    /* write_eof was checked above: -EPIPE here is a send that failed
+     * (the transport is lost, its held bytes still on their way to the
+     * protocol), -ESHUTDOWN a close under way. */
+    if (r == -EPIPE || r == -ESHUTDOWN)
+        return drop_write(self);
+    if (r < 0) {
         errno = -r;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
@@ -558,9 +669,68 @@ static PyObject *Transport_can_write_eof(TransportObject *self, PyObject *unused
     return PyBool_FromLong(self->t ? pact_transport_can_write_eof(self->t) : 1);
 }
 
+/* Releases what an orphan kept open (its duplicate fd, or its pipe
+ * object); 0, or -1 with an exception. */
+static int orphan_release(TransportObject *self)
+{
+    if (!self->orphaned)
+        return 0;
+    self->orphaned = 0;
+    self->closing = 1;
+    if (self->orphan_fd >= 0) {
+        close(self->orphan_fd);
+        self->orphan_fd = -1;
+    }
+    if (self->is_pipe && self->sock) {
+        PyObject *r = PyObject_CallMethod(self->sock, "close", NULL);
+        if (!r)
+            return -1;
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+/* Called by the loop's close() for each transport still open: see the
+ * comment at the top. */
+static PyObject *Transport_orphan(TransportObject *self, PyObject *unused)
+{
+    (void)unused;
+    if (!self->t || self->closing || self->orphaned)
+        Py_RETURN_NONE;
+    if (!self->is_pipe) {
+        /* Without a duplicate (no fd left) it is closed with the loop,
+         * connection_lost and all, as one the program closed. */
+        self->orphan_fd = fcntl(pact_transport_fd(self->t), F_DUPFD_CLOEXEC, 0);
+        if (self->orphan_fd < 0)
+            Py_RETURN_NONE;
+    }
+    self->orphaned = 1;
+    Py_RETURN_NONE;
+}
+
+/* A transport left open at loop close and now collected: asyncio's
+ * "unclosed transport" ResourceWarning, then its fd is released. */
+static void Transport_finalize(TransportObject *self)
+{
+    if (!self->orphaned)
+        return;
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    if (PyErr_ResourceWarning((PyObject *)self, 1, "unclosed transport %R",
+                              (PyObject *)self) < 0 ||
+        orphan_release(self) < 0)
+        PyErr_WriteUnraisable((PyObject *)self);
+    PyErr_Restore(et, ev, tb);
+}
+
 static PyObject *Transport_close(TransportObject *self, PyObject *unused)
 {
     (void)unused;
+    if (self->orphaned) {
+        if (orphan_release(self) < 0)
+            return NULL;
+        Py_RETURN_NONE;
+    }
     if (self->t && !self->closing) {
         self->closing = 1;
         pact_transport_close(self->t);
@@ -571,6 +741,11 @@ static PyObject *Transport_close(TransportObject *self, PyObject *unused)
 static PyObject *Transport_abort(TransportObject *self, PyObject *unused)
 {
     (void)unused;
+    if (self->orphaned) {
+        if (orphan_release(self) < 0)
+            return NULL;
+        Py_RETURN_NONE;
+    }
     if (self->t) {
         self->closing = 1;
         pact_transport_abort(self->t);
@@ -581,7 +756,9 @@ static PyObject *Transport_abort(TransportObject *self, PyObject *unused)
 static PyObject *Transport_is_closing(TransportObject *self, PyObject *unused)
 {
     (void)unused;
-    return PyBool_FromLong(self->closing || !self->t);
+    if (self->orphaned)
+        return PyBool_FromLong(0);
+    return PyBool_FromLong(write_side_gone(self));
 }
 
 static PyObject *Transport_is_reading(TransportObject *self, PyObject *unused)
@@ -673,6 +850,85 @@ static PyObject *Transport_set_write_buffer_limits(TransportObject *self,
     Py_RETURN_NONE;
 }
 
+/* ---- sendfile ----------------------------------------------------------- */
+
+/* A sendfile in the transport's write queue: pact reads the file through
+ * its own duplicate of the fd, so a caller that closes its file (after a
+ * cancel, say) cannot make pact read whatever file takes the number. */
+typedef struct {
+    TransportObject *transport;
+    PyObject *done; /* done(error, sent): error 0 or a negative errno */
+    int file_fd;
+} sendfile_call;
+
+static void on_sendfile_done(pact_loop *loop, const pact_completion *c,
+                             void *user)
+{
+    (void)loop;
+    sendfile_call *call = user;
+    TransportObject *self = call->transport;
+    close(call->file_fd);
+    self->sendfile_active = 0;
+    long long err = c->result < 0 ? (long long)c->result : 0;
+    PyObject *r = PyObject_CallFunction(call->done, "LK", err,
+                                        (unsigned long long)c->transferred);
+    if (!r) {
+        if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
+            PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
+            pact_py_keep_exception(self->loop);
+        else
+            PyErr_WriteUnraisable(call->done);
+    }
+    Py_XDECREF(r);
+    Py_DECREF(call->done);
+    PyMem_Free(call);
+    Py_DECREF(self);
+}
+
+/* _sendfile(file_fd, offset, count, done): queues count bytes (0: to the
+ * end) of the file from offset behind what was written, for pact's
+ * sendfile(2) path; done(error, sent) is called when it is over. Until
+ * then write() is refused, as asyncio refuses it during a sendfile. */
+static PyObject *Transport_sendfile(TransportObject *self, PyObject *args)
+{
+    int file_fd;
+    long long offset;
+    unsigned long long count;
+    PyObject *done;
+    if (!PyArg_ParseTuple(args, "iLKO:_sendfile", &file_fd, &offset, &count,
+                          &done))
+        return NULL;
+    if (write_side_gone(self) || self->orphaned) {
+        PyErr_SetString(PyExc_RuntimeError, "Transport is closing");
+        return NULL;
+    }
+    if (self->sendfile_active) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "unable to write; sendfile is in progress");
+        return NULL;
+    }
+    sendfile_call *call = PyMem_Malloc(sizeof *call);
+    if (!call)
+        return PyErr_NoMemory();
+    call->file_fd = fcntl(file_fd, F_DUPFD_CLOEXEC, 0);
+    if (call->file_fd < 0) {
+        PyMem_Free(call);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    int r = pact_transport_sendfile(self->t, call->file_fd, (int64_t)offset,
+                                    (size_t)count, on_sendfile_done, call);
+    if (r < 0) {
+        close(call->file_fd);
+        PyMem_Free(call);
+        errno = -r;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    call->transport = (TransportObject *)Py_NewRef((PyObject *)self);
+    call->done = Py_NewRef(done);
+    self->sendfile_active = 1;
+    Py_RETURN_NONE;
+}
+
 static PyObject *Transport_get_protocol(TransportObject *self, PyObject *unused)
 {
     (void)unused;
@@ -704,9 +960,17 @@ static PyObject *Transport_get_loop(TransportObject *self, PyObject *unused)
 static PyObject *Transport_repr(TransportObject *self)
 {
     int fd = self->t ? pact_transport_fd(self->t) : -1;
+    if (self->orphaned)
+        fd = self->orphan_fd >= 0 ? self->orphan_fd
+                                  : PyObject_AsFileDescriptor(self->sock);
+    if (fd < 0) {
+        PyErr_Clear();
+        fd = -1;
+    }
     return PyUnicode_FromFormat("<%s fd=%d %s>", Py_TYPE(self)->tp_name, fd,
-                                !self->t ? "closed"
-                                : self->closing ? "closing" : "open");
+                                self->orphaned ? "open"
+                                : !self->t ? "closed"
+                                : write_side_gone(self) ? "closing" : "open");
 }
 
 static int Transport_traverse(TransportObject *self, visitproc visit, void *arg)
@@ -743,9 +1007,13 @@ static int Transport_clear(TransportObject *self)
 static void Transport_dealloc(TransportObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)self) < 0)
+        return; /* resurrected */
     PyObject_GC_UnTrack(self);
     if (self->weakreflist)
         PyObject_ClearWeakRefs((PyObject *)self);
+    if (self->orphan_fd >= 0)
+        close(self->orphan_fd);
     Transport_clear(self);
     Py_CLEAR(self->sock);
     Py_CLEAR(self->loop);
@@ -776,6 +1044,10 @@ static PyMethodDef Transport_methods[] = {
     {"get_protocol", (PyCFunction)Transport_get_protocol, METH_NOARGS, NULL},
     {"set_protocol", (PyCFunction)Transport_set_protocol, METH_O, NULL},
     {"_get_loop", (PyCFunction)Transport_get_loop, METH_NOARGS, NULL},
+    {"_orphan", (PyCFunction)Transport_orphan, METH_NOARGS,
+     "_orphan(): the loop is closing; stay open as asyncio's transports do"},
+    {"_sendfile", (PyCFunction)Transport_sendfile, METH_VARARGS,
+     "_sendfile(file_fd, offset, count, done): queue a file range"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -787,8 +1059,26 @@ static PyMemberDef Transport_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 
+static PyObject *get_kind(TransportObject *self, void *c)
+{
+    (void)c;
+    return PyLong_FromLong(self->kind);
+}
+
+static PyObject *get_protocol_paused(TransportObject *self, void *c)
+{
+    (void)c;
+    return PyBool_FromLong(self->protocol_paused);
+}
+
 static PyGetSetDef Transport_getset[] = {
     {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {"_kind", (getter)get_kind, NULL, "pact_stream_kind (0 socket, 1 read pipe, 2 write pipe)", NULL},
+    {"_loop", (getter)Transport_get_loop, NULL,
+     "the loop (asyncio's transports have it; its sendfile fallback reads it)",
+     NULL},
+    {"_protocol_paused", (getter)get_protocol_paused, NULL,
+     "pause_writing() was delivered and resume_writing() not yet", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -797,6 +1087,7 @@ static PyType_Slot Transport_slots[] = {
     {Py_tp_getset, Transport_getset},
     {Py_tp_doc, "A pact stream transport (asyncio.Transport)."},
     {Py_tp_dealloc, Transport_dealloc},
+    {Py_tp_finalize, Transport_finalize},
     {Py_tp_traverse, Transport_traverse},
     {Py_tp_clear, Transport_clear},
     {Py_tp_methods, Transport_methods},

@@ -14,6 +14,7 @@ import textwrap
 import threading
 import time
 import unittest
+import warnings
 import weakref
 
 import pact.asyncio as pa
@@ -443,6 +444,83 @@ class ErrorTests(LoopTestCase):
             self.loop.call_soon(print)
         except RuntimeError as e:
             errors.append(e)
+
+
+class DebugModeTests(LoopTestCase):
+    """asyncio's debug mode on a pact loop: thread checks, slow callbacks
+    (protocol callbacks too: test_transport), resource warnings."""
+
+    def test_every_scheduling_call_checks_the_thread(self):
+        self.loop.set_debug(True)
+        errors = []
+
+        def other_thread():
+            for call in (lambda: self.loop.call_soon(print),
+                         lambda: self.loop.call_later(1, print),
+                         lambda: self.loop.call_at(self.loop.time(), print)):
+                try:
+                    call()
+                except RuntimeError as e:
+                    errors.append(str(e))
+            # The one call made for other threads stays allowed.
+            self.loop.call_soon_threadsafe(self.loop.stop)
+
+        async def main():
+            th = threading.Thread(target=other_thread)
+            th.start()
+            th.join()
+        self.loop.run_until_complete(main())
+        self.assertEqual(len(errors), 3)
+        for e in errors:
+            self.assertIn('other than the current one', e)
+
+    def test_no_thread_check_without_debug(self):
+        handles = []
+
+        async def main():
+            th = threading.Thread(
+                target=lambda: handles.append(self.loop.call_soon(print)))
+            th.start()
+            th.join()
+        self.loop.run_until_complete(main())
+        self.assertEqual(len(handles), 1)
+        handles[0].cancel()
+
+    def test_slow_callback_names_the_handle(self):
+        self.loop.set_debug(True)
+        self.loop.slow_callback_duration = 0.01
+
+        def slow_one():
+            time.sleep(0.02)
+        self.loop.call_soon(slow_one)
+        self.loop.call_soon(self.loop.stop)
+        with self.assertLogs('asyncio', 'WARNING') as cm:
+            self.loop.run_forever()
+        self.assertEqual(len(cm.output), 1)
+        self.assertRegex(cm.output[0], r'Executing <Handle .*slow_one.*> '
+                         r'took 0\.0\d\d seconds')
+
+    def test_an_unclosed_loop_warns_when_collected(self):
+        loop = pa.Loop(engine=ENGINE)
+        with self.assertWarnsRegex(ResourceWarning, 'unclosed event loop'):
+            del loop
+            gc.collect()
+
+    def test_a_closed_loop_does_not_warn(self):
+        loop = pa.Loop(engine=ENGINE)
+        loop.close()
+        with warnings.catch_warnings():
+            warnings.simplefilter('error')
+            del loop
+            gc.collect()
+
+    def test_pythondevmode_turns_debug_on(self):
+        out = subprocess.run(
+            [sys.executable, '-X', 'dev', '-c',
+             'import pact.asyncio as pa; loop = pa.Loop(); '
+             'print(loop.get_debug()); loop.close()'],
+            capture_output=True, text=True, check=True)
+        self.assertEqual(out.stdout.strip(), 'True')
 
 
 class ExecutorTests(LoopTestCase):

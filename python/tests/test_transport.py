@@ -4,9 +4,13 @@
 buffered protocols, pause/resume without loss, flow control; on the engine
 PACT_ENGINE names."""
 import asyncio
+import gc
 import os
+import re
 import socket
 import ssl
+import tempfile
+import time
 import unittest
 from test.test_asyncio import utils as test_utils
 
@@ -21,6 +25,17 @@ class Echo(asyncio.Protocol):
 
     def data_received(self, data):
         self.transport.write(data)
+
+
+def read_all(sock):
+    """Everything the peer sends until it closes (blocking, in a thread)."""
+    chunks = []
+    while True:
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            sock.close()
+            return b''.join(chunks)
+        chunks.append(chunk)
 
 
 class TransportTests(unittest.TestCase):
@@ -76,10 +91,12 @@ class TransportTests(unittest.TestCase):
         total = 4 << 20
         received = bytearray()
         done = self.loop.create_future()
+        servers = []
 
         class Pauser(asyncio.Protocol):
             def connection_made(p, transport):
                 p.transport = transport
+                servers.append(transport)
                 p.toggle = self.loop.call_later(0.001, p.flip)
 
             def flip(p):
@@ -107,6 +124,7 @@ class TransportTests(unittest.TestCase):
             await done
             self.assertEqual(bytes(received), data)
             w.close()
+            servers[0].close()
             srv.close()
             await srv.wait_closed()
         self.run_main(main(), timeout=60)
@@ -196,6 +214,115 @@ class TransportTests(unittest.TestCase):
         exc = self.run_main(main())
         self.assertIsInstance(exc, ConnectionResetError)
 
+    def test_writes_after_a_failed_send_are_dropped_and_logged(self):
+        # The peer goes while reading is paused with bytes held: the send
+        # fails, the transport is closing, and what is written after is
+        # dropped (logged from the fifth on), as asyncio does after a
+        # fatal error; the held bytes still come, then connection_lost.
+        received = bytearray()
+        lost = self.loop.create_future()
+        first = self.loop.create_future()
+
+        class Recorder(asyncio.Protocol):
+            def connection_made(p, transport):
+                p.transport = transport
+
+            def data_received(p, data):
+                received.extend(data)
+                if not first.done():
+                    p.transport.pause_reading()
+                    first.set_result(None)
+
+            def connection_lost(p, exc):
+                lost.set_result(exc)
+
+        async def main():
+            a, b = socket.socketpair()
+            tr, _ = await self.loop.create_connection(Recorder, sock=a)
+            # More than one receive takes: the first delivery pauses and
+            # the receives behind it are held by pact.
+            b.sendall(b'r' * 100000)
+            b.close()  # a Unix socket keeps the bytes readable; sends fail
+            await first
+            for _ in range(100):
+                tr.write(b'x' * 1000)
+                await asyncio.sleep(0.01)
+                if tr.is_closing():
+                    break
+            self.assertTrue(tr.is_closing())
+            with self.assertNoLogs('asyncio', 'WARNING'):
+                for _ in range(4):
+                    tr.write(b'dropped')
+            with self.assertLogs('asyncio', 'WARNING') as cm:
+                tr.write(b'dropped')
+                tr.write(b'dropped')
+            self.assertEqual(cm.output, ['WARNING:asyncio:socket.send() '
+                                         'raised exception.'] * 2)
+            tr.resume_reading()
+            return await lost
+        exc = self.run_main(main())
+        self.assertEqual(bytes(received), b'r' * 100000)
+        self.assertIsInstance(exc, ConnectionError)
+
+    def test_sendfile_is_native_and_ordered_with_writes(self):
+        data = bytes(i % 251 for i in range(3 << 20))
+        with tempfile.TemporaryFile() as f:
+            f.write(data)
+            f.seek(0)
+
+            async def main():
+                a, b = socket.socketpair()
+                tr, _ = await self.loop.create_connection(asyncio.Protocol,
+                                                          sock=a)
+                reader = self.loop.run_in_executor(None, read_all, b)
+                tr.write(b'head')
+                task = self.loop.create_task(
+                    self.loop.sendfile(tr, f, 1000, None, fallback=False))
+                await asyncio.sleep(0)
+                with self.assertRaisesRegex(RuntimeError,
+                                            'sendfile is in progress'):
+                    tr.write(b'x')
+                sent = await task
+                tr.write(b'tail')
+                tr.close()
+                return sent, await reader
+            sent, got = self.run_main(main())
+            self.assertEqual(sent, len(data) - 1000)
+            self.assertEqual(got, b'head' + data[1000:] + b'tail')
+            self.assertEqual(f.tell(), len(data))
+
+    def test_a_cancelled_sendfile_still_sends_its_range(self):
+        # The range is in the stream's byte order once queued: cancelling
+        # the waiting task cannot take it back, so it is sent in full (from
+        # pact's own fd: the caller may close its file at once), the file
+        # position moves when it is done, and writes wait for that.
+        data = bytes(i % 253 for i in range(4 << 20))
+        f = tempfile.TemporaryFile()
+        f.write(data)
+        f.seek(0)
+
+        async def main():
+            a, b = socket.socketpair()
+            tr, _ = await self.loop.create_connection(asyncio.Protocol,
+                                                      sock=a)
+            task = self.loop.create_task(self.loop.sendfile(tr, f))
+            await asyncio.sleep(0)
+            task.cancel()
+            with self.assertRaises(asyncio.CancelledError):
+                await task
+            f.close()
+            reader = self.loop.run_in_executor(None, read_all, b)
+            while True:
+                try:
+                    tr.write(b'after')
+                    break
+                except RuntimeError:
+                    await asyncio.sleep(0.001)
+            tr.close()
+            return await reader
+        got = self.run_main(main())
+        self.assertEqual(got, data + b'after')
+
     def test_buffered_protocol(self):
         class Buffered(asyncio.BufferedProtocol):
             def __init__(p):
@@ -282,7 +409,10 @@ class TransportTests(unittest.TestCase):
         os.unlink(path)
         os.rmdir(os.path.dirname(path))
 
-    def test_loop_close_with_a_transport_open(self):
+    def test_loop_close_leaves_open_transports_open(self):
+        # As asyncio: loop.close() neither closes the transports the
+        # program left open nor calls their protocols; the connection
+        # stays up until close() (or the collector, with a ResourceWarning).
         lost = []
 
         class Recorder(asyncio.Protocol):
@@ -291,13 +421,63 @@ class TransportTests(unittest.TestCase):
 
         async def main():
             a, b = socket.socketpair()
-            await self.loop.create_connection(Recorder, sock=a)
-            return b
-        b = self.run_main(main())
-        self.loop.close()  # pact closes the transport: connection_lost once
+            tr, _ = await self.loop.create_connection(Recorder, sock=a)
+            return tr, b
+        tr, b = self.run_main(main())
+        self.loop.close()
+        self.assertEqual(lost, [])
+        self.assertIn('open', repr(tr))
+        self.assertFalse(tr.is_closing())
+        with self.assertRaisesRegex(RuntimeError, 'closed'):
+            tr.write(b'x')
+        b.setblocking(False)
+        with self.assertRaises(BlockingIOError):
+            b.recv(1)  # no end of file: the connection is still up
+        tr.close()
+        self.assertEqual(b.recv(1), b'')  # now it is closed
+        self.assertIn('closed', repr(tr))
+        self.assertEqual(lost, [])
         b.close()
-        self.assertEqual(len(lost), 1)
 
+    def test_a_transport_left_open_warns_when_collected(self):
+        async def main():
+            a, b = socket.socketpair()
+            tr, _ = await self.loop.create_connection(asyncio.Protocol,
+                                                      sock=a)
+            return tr, b
+        tr, b = self.run_main(main())
+        self.loop.close()
+        r = repr(tr)
+        with self.assertWarnsRegex(ResourceWarning,
+                                   'unclosed transport ' + re.escape(r)):
+            del tr
+            gc.collect()
+        self.assertEqual(b.recv(1), b'')  # its fd went with it
+        b.close()
+
+    def test_slow_protocol_callbacks_are_logged_in_debug_mode(self):
+        self.loop.set_debug(True)
+        self.loop.slow_callback_duration = 0.01
+
+        class Slow(asyncio.Protocol):
+            def data_received(p, data):
+                time.sleep(0.02)
+
+        async def main():
+            a, b = socket.socketpair()
+            tr, _ = await self.loop.create_connection(Slow, sock=a)
+            with self.assertLogs('asyncio', 'WARNING') as cm:
+                b.sendall(b'x')
+                for _ in range(100):
+                    await asyncio.sleep(0.01)
+                    if cm.output:
+                        break
+            tr.close()
+            b.close()
+            return cm.output
+        output = self.run_main(main())
+        self.assertRegex(output[0], r'Executing <pact._pact.Transport .*>: '
+                         r'.*Slow.data_received\(\) took 0.0\d\d seconds')
 
 class PipeAndDatagramTests(unittest.TestCase):
     def setUp(self):

@@ -5,6 +5,7 @@ written in Python in asyncio itself, reused from asyncio.base_events where
 their code is exactly the semantics wanted."""
 import asyncio
 import errno
+import io
 import os
 import signal
 import socket
@@ -14,8 +15,8 @@ import threading
 import time
 import warnings
 import weakref
-from asyncio import (base_events, coroutines, events, format_helpers,
-                     selector_events, trsock, unix_events)
+from asyncio import (base_events, constants, coroutines, events, exceptions,
+                     format_helpers, selector_events, trsock, unix_events)
 from asyncio.log import logger
 
 from .. import _pact
@@ -42,6 +43,7 @@ _REUSED = (
     'create_datagram_endpoint',
     'subprocess_exec', 'subprocess_shell', '_log_subprocess',
     'sock_sendfile', '_sock_sendfile_fallback', '_check_sendfile_params',
+    'sendfile',
 )
 
 # asyncio's selector loop on readiness: add_reader and friends are the C
@@ -63,8 +65,6 @@ _REUSED_SELECTOR = (
     '_start_serving', '_accept_connection', '_accept_connection2',
     # TLS: asyncio's SSLProtocol over a pact transport.
     '_make_ssl_transport',
-    # Datagrams, for now: asyncio's datagram transport on pact readiness.
-    '_make_datagram_transport',
 )
 
 # The Unix loop's os.sendfile() path for sock_sendfile, and its signal
@@ -86,6 +86,50 @@ _pact.Transport._start_tls_compatible = True
 
 # pact_stream_kind
 _KIND_SOCKET, _KIND_READ_PIPE, _KIND_WRITE_PIPE = 0, 1, 2
+
+# loop.sendfile(): socket transports send a file natively (pact's sendfile
+# path in the transport's write queue); pipes do not, as asyncio's.
+_pact.Transport._sendfile_compatible = property(
+    lambda self: constants._SendfileMode.TRY_NATIVE
+    if self._kind == _KIND_SOCKET else constants._SendfileMode.UNSUPPORTED)
+
+
+class _DatagramTransport(selector_events._SelectorDatagramTransport):
+    """Datagrams, for now: asyncio's datagram transport on pact readiness.
+    Its repr asks the selector loop's selector what is polled; here it
+    reads once to the end of the transport, and writes while bytes wait."""
+
+    def __repr__(self):
+        info = [self.__class__.__name__]
+        if self._sock is None:
+            info.append('closed')
+        elif self._closing:
+            info.append('closing')
+        info.append(f'fd={self._sock_fd}')
+        if self._sock is not None and not self._loop.is_closed():
+            info.append('read=idle' if self._closing else 'read=polling')
+            bufsize = self.get_write_buffer_size()
+            state = 'polling' if bufsize else 'idle'
+            info.append(f'write=<{state}, bufsize={bufsize}>')
+        return '<{}>'.format(' '.join(info))
+
+
+class _SendfileFallbackProtocol(base_events._SendfileFallbackProtocol):
+    """asyncio's protocol for the read-and-write sendfile, for transports
+    that are not asyncio's _FlowControlMixin (pact's do flow control in C
+    and answer _protocol_paused)."""
+
+    def __init__(self, transp):
+        self._transport = transp
+        self._proto = transp.get_protocol()
+        self._should_resume_reading = transp.is_reading()
+        self._should_resume_writing = transp._protocol_paused
+        transp.pause_reading()
+        transp.set_protocol(self)
+        if self._should_resume_writing:
+            self._write_ready_fut = self._transport._loop.create_future()
+        else:
+            self._write_ready_fut = None
 
 
 def _report_callback_error(handle, exc):
@@ -170,7 +214,8 @@ class Loop(_pact.Loop, asyncio.AbstractEventLoop):
             self._set_coroutine_origin_tracking(False)
             sys.set_asyncgen_hooks(*old_agen_hooks)
 
-    def close(self, *, _is_finalizing=sys.is_finalizing, _warn=warnings.warn):
+    def close(self, *, _is_finalizing=sys.is_finalizing, _warn=warnings.warn,
+              _transport_type=_pact.Transport):
         """Close the loop: drop what is scheduled, shut the default
         executor down without waiting (as asyncio does)."""
         # The defaults keep what close needs from this module: a loop left
@@ -192,6 +237,14 @@ class Loop(_pact.Loop, asyncio.AbstractEventLoop):
                       f"shutdown stage, skipping signal handlers "
                       f"removal", ResourceWarning, source=self)
                 self._signal_handlers.clear()
+        # As asyncio: transports the program left open stay open (each
+        # keeps its fd, its protocol hears nothing) until closed or
+        # collected, which warns as asyncio's do. At interpreter exit pact
+        # just closes them (their protocols hear nothing either).
+        if not finalizing:
+            for transport in list(self._transports.values()):
+                if isinstance(transport, _transport_type):
+                    transport._orphan()
         self._close_core()
         self._executor_shutdown_called = True
         executor = self._default_executor
@@ -311,6 +364,72 @@ class Loop(_pact.Loop, asyncio.AbstractEventLoop):
                                           extra, None, kind)
         self._transports[fd] = transport
         return transport
+
+    async def _sendfile_native(self, transp, file, offset, count):
+        # asyncio's unix checks (the file must have a usable fd), then the
+        # range goes into the transport's write queue: pact sends it with
+        # sendfile(2) behind what was written before. The file position is
+        # moved past what was sent, also on error or cancellation (when
+        # the transfer, which cannot be taken back out of the stream, ends).
+        try:
+            fileno = file.fileno()
+        except (AttributeError, io.UnsupportedOperation):
+            raise exceptions.SendfileNotAvailableError("not a regular file")
+        try:
+            fsize = os.fstat(fileno).st_size
+        except OSError:
+            raise exceptions.SendfileNotAvailableError("not a regular file")
+        if not (count if count else fsize):
+            return 0  # empty file
+        fut = self.create_future()
+
+        def done(error, sent):
+            if sent:
+                try:
+                    file.seek(offset + sent)
+                except (OSError, ValueError):
+                    pass  # closed by its owner meanwhile
+            if fut.done() or self.is_closed():
+                return
+            if error:
+                fut.set_exception(OSError(-error, os.strerror(-error)))
+            else:
+                fut.set_result(sent)
+        transp._sendfile(fileno, offset, count or 0, done)
+        return await fut
+
+    async def _sendfile_fallback(self, transp, file, offset, count):
+        # asyncio's read-and-write loop, with a protocol that also takes
+        # pact transports (base_events._SendfileFallbackProtocol accepts
+        # only asyncio's _FlowControlMixin).
+        if offset:
+            file.seek(offset)
+        blocksize = min(count, 16384) if count else 16384
+        buf = bytearray(blocksize)
+        total_sent = 0
+        proto = _SendfileFallbackProtocol(transp)
+        try:
+            while True:
+                if count:
+                    blocksize = min(count - total_sent, blocksize)
+                    if blocksize <= 0:
+                        return total_sent
+                view = memoryview(buf)[:blocksize]
+                read = await self.run_in_executor(None, file.readinto, view)
+                if not read:
+                    return total_sent  # EOF
+                await proto.drain()
+                transp.write(view[:read])
+                total_sent += read
+        finally:
+            if total_sent > 0 and hasattr(file, 'seek'):
+                file.seek(offset + total_sent)
+            await proto.restore()
+
+    def _make_datagram_transport(self, sock, protocol,
+                                 address=None, waiter=None, extra=None):
+        return _DatagramTransport(self, sock, protocol, address, waiter,
+                                  extra)
 
     def _stop_serving(self, sock):
         # Server.close(): stop accepting now. On io_uring a poll in flight
