@@ -3,18 +3,19 @@
 # The Python tests of pact.asyncio on both engines: our own unittest suites
 # (python/tests/test_*.py; test_aiohttp, test_websockets, test_httpx_anyio
 # and test_pytest_asyncio run those Debian packages unchanged on pact, over
-# loopback), then CPython's asyncio suites with pact as the
-# loop (python/tests/cpython_suites.py; the list below holds only suites
-# that pass fully, skips in python/tests/cpython-skips.txt with reasons).
+# loopback), then CPython's asyncio suites with pact as the loop
+# (python/tests/cpython_suites.py: SUITES there lists every loop-dependent
+# module and says why the others are left out; skips in
+# python/tests/cpython-skips.txt with reasons).
 #
 #   python/tests/run.sh [build-dir]      default: build
 #   ENGINES="uring epoll"                which engines
-#   CPYTHON_SUITES="test_tasks ..."      which CPython suites
+#   CPYTHON_SUITES="test_tasks ..."      which CPython suites (default: all)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build}
 ENGINES=${ENGINES:-"uring epoll"}
-CPYTHON_SUITES=${CPYTHON_SUITES:-"test_tasks test_locks test_queues test_timeouts test_taskgroups test_waitfor test_context test_futures2 test_base_events test_threads test_sock_lowlevel:BaseSockTestsMixin test_server:BaseStartServer test_buffered_proto:BaseTestBufferedProtocol test_sslproto test_sslproto:BaseStartTLS test_subprocess test_streams"}
+CPYTHON_SUITES=${CPYTHON_SUITES:-}
 PYTHON=/usr/bin/python3
 
 if ! ls "$build"/python/pact/_pact*.so >/dev/null 2>&1; then
@@ -46,7 +47,7 @@ for engine in $ENGINES; do
     fi
     echo "== CPython asyncio suites on $engine"
     if ! PACT_ENGINE=$engine timeout 1200 $PYTHON python/tests/cpython_suites.py \
-            $CPYTHON_SUITES 2>"$log.cpython"; then
+            -v $CPYTHON_SUITES 2>"$log.cpython"; then
         tail -50 "$log.cpython"; failed=1
     fi
     ran=$((ran + 1))
