@@ -1087,10 +1087,27 @@ static void end_without_plain(tls_conn *c)
     tls_finish(c);
 }
 
+/* The plain transport's send failed while it holds ciphertext for us
+ * (we paused it for our paused user): its failure waits behind those
+ * bytes, which only come once it reads again. Nothing can be sent any
+ * more, so pushing back on the peer is moot: resume it, so the ciphertext
+ * comes in (kept for our user) and then its end, which plain_lost
+ * reports to a paused user with nothing to receive. The plain transport
+ * sends eagerly, so what the peer sent last (session tickets, say) is
+ * often held there when a send fails. */
+static int plain_write_failed(tls_conn *c)
+{
+    if (!c->plain || !c->plain->write_failed)
+        return 0;
+    if (!pact_transport_is_reading(c->plain) && !c->plain->ep.closing)
+        pact_transport_resume_reading(c->plain);
+    return 1;
+}
+
 static int tls_writev(pact_transport *t, const struct iovec *iov, int iovcnt)
 {
     tls_conn *c = conn_of(t);
-    if (c->plain_gone || (c->plain && c->plain->write_failed))
+    if (c->plain_gone || plain_write_failed(c))
         return -EPIPE; /* nothing can be sent any more */
     int r = 0;
     enter(c);
@@ -1111,7 +1128,7 @@ static int tls_writev(pact_transport *t, const struct iovec *iov, int iovcnt)
 static int tls_write_eof(pact_transport *t)
 {
     tls_conn *c = conn_of(t);
-    if (c->plain_gone || (c->plain && c->plain->write_failed))
+    if (c->plain_gone || plain_write_failed(c))
         return -EPIPE; /* as writes: nothing can be sent any more */
     if (c->hs_done) {
         enter(c);
