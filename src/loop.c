@@ -606,6 +606,7 @@ int pact_loop_close(pact_loop *loop)
     pact_heap_destroy(&loop->timers);
     free(loop->burst_buf);
     loop->burst_buf = NULL;
+    pact__stream_cache_free(loop);
     pact_fd_table_destroy(&loop->fd_order);
     return 0;
 }

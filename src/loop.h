@@ -153,6 +153,11 @@ struct pact_loop {
      * Allocated on first use, freed at close. */
     char *burst_buf;
     size_t burst_buf_size;
+    /* stream.c: drained write state of socket streams, kept for the next
+     * stream that cannot send at once (bounded; freed at close). */
+    struct pact_stream_more *stream_more_cache;
+    unsigned stream_more_cached;
+    size_t stream_more_cached_bytes;
 };
 
 /* Engines call these right around their blocking system call (only when
@@ -286,6 +291,9 @@ void pact__resource_remove(pact_loop *loop, pact_resource *res);
 /* Frees an op's extra state, copied paths and slab entry (after its
  * callback, or instead of it when the op could not be started). */
 void pact__op_release(pact_loop *loop, pact_op_s *op);
+/* Frees the loop's cache of drained stream write state (stream.c), at
+ * close once every operation is done. */
+void pact__stream_cache_free(pact_loop *loop);
 /* Called on a worker thread: op finished outside the engine with result.
  * Queues it for the loop thread and wakes the loop. */
 void pact__op_done_offloaded(pact_loop *loop, pact_op_s *op, int64_t result);

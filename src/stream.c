@@ -12,15 +12,26 @@
  * its final completion are copied into `held` (allocated only then) and
  * handed over on resume, in order, before the next receive is started.
  *
- * Writing: a queue of bytes, with at most one item that is not bytes (a
- * sendfile, sendfile.c) in it. `inflight` is what the kernel is sending
- * and is never touched until the send completes (docs/contract.md §2);
- * `pending` collects writes meanwhile and becomes the next send, so queued
- * writes are coalesced into one send. The item goes once the bytes written
+ * Writing: eager first. A write with nothing queued, in flight or
+ * waiting behind a sendfile is sent at once (sendmsg with MSG_DONTWAIT;
+ * pwritev2 with RWF_NOWAIT on a write pipe), as asyncio's selector
+ * transports and libuv's uv_try_write do: an echo or a reply costs one
+ * system call and no copy, and code that writes and then blocks on the
+ * peer's answer in the same callback works. Only what the kernel did not
+ * take is copied and queued. Any error goes the queued way too, so the
+ * send op meets it and reports it as before.
+ *
+ * The queue: bytes, with at most one item that is not bytes (a sendfile,
+ * sendfile.c) in it. `inflight` is what the kernel is sending and is
+ * never touched until the send completes (docs/contract.md §2); `pending`
+ * collects writes meanwhile and becomes the next send, so queued writes
+ * are coalesced into one send. The item goes once the bytes written
  * before it are out; the bytes written after it wait for it. Both buffers
- * are reused, so a steady stream of writes allocates nothing. They live in
- * s->more with the other state only some streams need, allocated on first
- * need (the first write), so an idle connection holds none of it.
+ * live in s->more with the other state only some streams need, taken on
+ * first need; a socket stream whose queue drained gives s->more back to
+ * the loop's cache (release_more), so a connection that wrote and went
+ * quiet holds none of it and a steady stream of writes allocates
+ * nothing.
  *
  * Teardown (the endpoint's): close/abort/error cancel what is in flight,
  * and only once every operation has called back is the fd closed and
@@ -32,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "loop.h"
@@ -102,14 +114,85 @@ static void write_failed(pact_stream *s, int err)
 
 /* ---- state only some streams need ----------------------------------------- */
 
+/* The loop's cache of drained write state: at most this many blocks, and
+ * at most this many bytes of write buffers kept in them (a buffer that
+ * grew past the per-buffer bound is freed, not cached). */
+#define MORE_CACHE_BLOCKS 64
+#define MORE_CACHE_BUFFER_MAX (64 * 1024)
+#define MORE_CACHE_BYTES (1024 * 1024)
+
 pact_stream_more *pact__stream_more(pact_stream *s)
 {
-    if (!s->more) {
-        s->more = calloc(1, sizeof *s->more);
-        if (s->more)
-            s->more->marks = pact__default_marks;
+    if (s->more)
+        return s->more;
+    pact_loop *loop = s->t.ep.loop;
+    pact_stream_more *m = loop->stream_more_cache;
+    if (m) {
+        /* Drained when cached: only the buffers' memory is kept. */
+        loop->stream_more_cache = m->next_cached;
+        loop->stream_more_cached--;
+        loop->stream_more_cached_bytes -= m->inflight.cap + m->pending.cap;
+        m->next_cached = NULL;
+    } else {
+        m = calloc(1, sizeof *m);
+        if (!m)
+            return NULL;
     }
-    return s->more;
+    m->marks = pact__default_marks;
+    s->more = m;
+    return m;
+}
+
+static void wbuf_trim(pact_wbuf *b)
+{
+    if (b->cap > MORE_CACHE_BUFFER_MAX)
+        pact__wbuf_free(b);
+    pact__wbuf_clear(b);
+}
+
+/* A socket stream whose writes have drained gives its s->more back, when
+ * nothing else lives in it (held bytes, a sendfile, a pipe's buffer or
+ * watch, marks of its own), so an idle connection holds no write state:
+ * to the loop's cache while it has room, else to the allocator. */
+static void release_more(pact_stream *s)
+{
+    pact_stream_more *m = s->more;
+    if (!m || s->t.kind != PACT_STREAM_SOCKET || m->send_op || m->poll_op ||
+        m->item || m->rbuf || m->held.data || pact__wbuf_len(&m->inflight) ||
+        pact__wbuf_len(&m->pending) || m->marks.high != pact__default_marks.high ||
+        m->marks.low != pact__default_marks.low)
+        return;
+    s->more = NULL;
+    pact_loop *loop = s->t.ep.loop;
+    wbuf_trim(&m->inflight);
+    wbuf_trim(&m->pending);
+    size_t bytes = m->inflight.cap + m->pending.cap;
+    if (loop->stream_more_cached >= MORE_CACHE_BLOCKS ||
+        loop->stream_more_cached_bytes + bytes > MORE_CACHE_BYTES) {
+        pact__wbuf_free(&m->inflight);
+        pact__wbuf_free(&m->pending);
+        free(m);
+        return;
+    }
+    m->next_cached = loop->stream_more_cache;
+    loop->stream_more_cache = m;
+    loop->stream_more_cached++;
+    loop->stream_more_cached_bytes += bytes;
+}
+
+void pact__stream_cache_free(pact_loop *loop)
+{
+    pact_stream_more *m = loop->stream_more_cache;
+    while (m) {
+        pact_stream_more *next = m->next_cached;
+        pact__wbuf_free(&m->inflight);
+        pact__wbuf_free(&m->pending);
+        free(m);
+        m = next;
+    }
+    loop->stream_more_cache = NULL;
+    loop->stream_more_cached = 0;
+    loop->stream_more_cached_bytes = 0;
 }
 
 static size_t held_len(const pact_stream *s)
@@ -392,6 +475,7 @@ static void resume_delivery(pact_loop *loop, void *arg)
             free(held.data);
         }
     }
+    release_more(s); /* the held bytes were its last use */
     if (!t->ep.closing && !t->paused && held_len(s) == 0) {
         if (s->has_held) {
             s->has_held = 0;
@@ -443,6 +527,7 @@ static void write_progress(pact_stream *s)
     kick_write(s); /* the rest of a short send, or the next batch */
     pact__transport_flow(&s->t);
     if (!send_op(s)) {
+        release_more(s); /* drained (resume_writing may have written) */
         shutdown_write_side(s);
         settle(s);
     }
@@ -544,6 +629,38 @@ void pact__stream_item_done(pact_stream *s, int err)
     write_progress(s);
 }
 
+/* Nothing queued, in flight or waiting behind a write item: a write may
+ * go to the kernel at once without overtaking anything. */
+static int write_queue_empty(const pact_stream *s)
+{
+    const pact_stream_more *m = s->more;
+    return !m || (!m->send_op && !m->item && pact__wbuf_len(&m->inflight) == 0 &&
+                  pact__wbuf_len(&m->pending) == 0);
+}
+
+/* The eager send: what the kernel takes now, without waiting; 0 when it
+ * takes nothing or fails (the queued send then meets the error and
+ * reports it as it always has). Sockets: MSG_DONTWAIT whatever the fd's
+ * flags. Write pipes: RWF_NOWAIT on this call only, as the epoll engine
+ * writes them; a file that refuses it is written the queued way from
+ * then on. */
+static size_t send_now(pact_stream *s, const struct iovec *iov, int iovcnt)
+{
+    ssize_t n;
+    if (s->t.kind == PACT_STREAM_SOCKET) {
+        struct msghdr mh = {.msg_iov = (struct iovec *)iov,
+                            .msg_iovlen = (size_t)iovcnt};
+        n = sendmsg(s->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+    } else if (s->t.kind == PACT_STREAM_WRITE_PIPE && !s->no_eager) {
+        n = pwritev2(s->fd, iov, iovcnt, -1, RWF_NOWAIT);
+        if (n < 0 && (errno == EOPNOTSUPP || errno == ENOSYS))
+            s->no_eager = 1;
+    } else {
+        return 0;
+    }
+    return n > 0 ? (size_t)n : 0;
+}
+
 static int stream_writev(pact_transport *t, const struct iovec *iov, int iovcnt)
 {
     pact_stream *s = stream_of(t);
@@ -552,12 +669,26 @@ static int stream_writev(pact_transport *t, const struct iovec *iov, int iovcnt)
         total += iov[i].iov_len;
     if (total == 0)
         return 0;
-    if (!pact__stream_more(s))
-        return -ENOMEM;
+    size_t sent = write_queue_empty(s) ? send_now(s, iov, iovcnt) : 0;
+    if (sent == total)
+        return 0; /* all out: nothing buffered, the marks are not crossed */
+    size_t skip = sent;
     for (int i = 0; i < iovcnt; i++) {
-        if (iov[i].iov_len &&
-            pact__wbuf_append(&s->more->pending, iov[i].iov_base, iov[i].iov_len) != 0)
+        size_t len = iov[i].iov_len;
+        if (skip >= len) {
+            skip -= len;
+            continue;
+        }
+        if (!pact__stream_more(s) ||
+            pact__wbuf_append(&s->more->pending, (const char *)iov[i].iov_base + skip,
+                              len - skip) != 0) {
+            /* Part of this write is out already: without the rest the
+             * stream is broken, not merely refused. */
+            if (sent > 0)
+                fatal_error(s, -ENOMEM);
             return -ENOMEM;
+        }
+        skip = 0;
     }
     kick_write(s);
     pact__transport_flow(t);

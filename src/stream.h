@@ -96,11 +96,14 @@ struct pact_write_item {
 
 /* What only some streams need, kept out of the stream so that an idle
  * socket transport stays small (the idle-connection memory goal of
- * docs/design-notes.md): allocated on first need (the first write — once
- * per connection, never per write —, bytes held while paused, a pipe's
- * first read, a write pipe's watch, a sendfile, set_write_buffer_limits)
- * and kept until the stream is freed, so a steady stream of writes
- * allocates nothing. */
+ * docs/design-notes.md): taken on first need (a write the kernel did not
+ * take at once — most writes never need it, stream.c sends eagerly —,
+ * bytes held while paused, a pipe's first read, a write pipe's watch, a
+ * sendfile, set_write_buffer_limits). A socket stream gives it back once
+ * its writes have drained and nothing else is in it, to a small cache on
+ * the loop (buffers included), from which the next stream that needs one
+ * takes it: a connection that wrote and went quiet holds none, and a
+ * steady stream of writes allocates nothing. */
 typedef struct pact_stream_more {
     pact_wbuf inflight; /* the kernel may be reading it: never touched */
     pact_wbuf pending;  /* writes made meanwhile */
@@ -110,6 +113,7 @@ typedef struct pact_stream_more {
     pact_op send_op;       /* the send in flight (of `inflight`) */
     pact_op poll_op;       /* write pipes watch for their reader going away */
     pact_write_item *item; /* a sendfile queued or running */
+    struct pact_stream_more *next_cached; /* in the loop's cache */
 } pact_stream_more;
 
 typedef struct pact_stream {
@@ -119,6 +123,8 @@ typedef struct pact_stream {
     unsigned resume_scheduled : 1; /* resume_delivery is queued */
     unsigned eof_seen : 1;         /* the peer's EOF was received */
     unsigned eof_done : 1;         /* write_eof done: the write side is shut */
+    /* A write pipe whose file refuses RWF_NOWAIT: no eager writes. */
+    unsigned no_eager : 1;
     /* has_held: EOF (0) or the error (-errno) behind the held bytes. */
     signed int held_result : 16;
     pact_op read_op;
@@ -134,8 +140,8 @@ typedef struct pact_stream {
  * goes in pact_stream_more. */
 _Static_assert(sizeof(pact_stream) <= 136, "pact_stream grew past 136 bytes");
 
-/* The stream's pact_stream_more, allocated on the first call; NULL on
- * ENOMEM. */
+/* The stream's pact_stream_more, taken on the first call (from the
+ * loop's cache, else allocated); NULL on ENOMEM. */
 pact_stream_more *pact__stream_more(pact_stream *s);
 
 /* Creates a plain stream transport; created_at names the caller for

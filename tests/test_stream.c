@@ -1162,3 +1162,121 @@ Test(stream, a_write_error_under_a_paused_reader_comes_after_the_held_bytes)
     cr_assert_eq(h.data_after_lost, 0);
     cr_assert_eq(h.lost_err, -EPIPE, "lost with %s", pact_err_name(h.lost_err));
 }
+
+/* ---- eager sends ---------------------------------------------------------- */
+
+/* A protocol that writes a request in connection_made and reads the
+ * peer's copy at once, without running the loop: the bytes must be in
+ * the kernel when pact_transport_write returns (asyncio's selector
+ * transports send at once too; code that writes then blocks on the
+ * answer relies on it). */
+typedef struct writes_then_reads {
+    int peer;         /* the other end, read directly */
+    ssize_t got;      /* what a non-blocking read found inside the callback */
+    char buf[16];
+    size_t buffered;  /* write_buffer_size right after the write */
+} writes_then_reads;
+
+static void wtr_made(pact_transport *t, void *user)
+{
+    writes_then_reads *w = user;
+    cr_assert_eq(pact_transport_write(t, "ping", 4), 0);
+    w->buffered = pact_transport_write_buffer_size(t);
+    w->got = read(w->peer, w->buf, sizeof w->buf); /* the peer is non-blocking */
+}
+
+static const pact_protocol wtr_proto = {.connection_made = wtr_made};
+
+Test(stream, a_write_is_in_the_kernel_when_write_returns)
+{
+    pact_loop *loop = test_loop_new();
+    int a, b;
+    make_tcp_pair(&a, &b);
+    writes_then_reads w = {.peer = b};
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open(loop, a, PACT_STREAM_SOCKET, &wtr_proto, &w, &t), 0);
+    pact_loop_run_once(loop, 0); /* connection_made */
+    cr_assert_eq(w.got, 4, "read in the callback: %zd (%s)", w.got,
+                 w.got < 0 ? strerror(errno) : "short");
+    cr_assert_eq(memcmp(w.buf, "ping", 4), 0);
+    cr_assert_eq(w.buffered, 0, "nothing was copied into the write buffer");
+    pact_transport_close(t);
+    pact_loop_run(loop);
+    close(b);
+
+    /* A write pipe too. */
+    int p[2];
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    fcntl(p[0], F_SETFL, O_NONBLOCK);
+    writes_then_reads wp = {.peer = p[0]};
+    cr_assert_eq(pact_transport_open(loop, p[1], PACT_STREAM_WRITE_PIPE, &wtr_proto,
+                                     &wp, &t), 0);
+    pact_loop_run_once(loop, 0);
+    cr_assert_eq(wp.got, 4, "pipe read in the callback: %zd", wp.got);
+    cr_assert_eq(memcmp(wp.buf, "ping", 4), 0);
+    cr_assert_eq(wp.buffered, 0);
+    pact_transport_close(t);
+    pact_loop_run(loop);
+    close(p[0]);
+    test_loop_free(loop);
+}
+
+/* A write larger than the socket takes: the kernel gets what it takes at
+ * once, only the tail is buffered (and counts for the marks), a write
+ * made while that tail waits is queued behind it (never sent ahead of
+ * it), and the peer gets every byte in order. */
+Test(stream, an_eager_send_that_is_cut_short_buffers_only_the_tail)
+{
+    pact_loop *loop = test_loop_new();
+    int a, b;
+    make_tcp_pair(&a, &b);
+    int small = 4096;
+    setsockopt(a, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    setsockopt(b, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    simple s = {0};
+    pact_transport *t = open_simple(loop, a, &s);
+    pact_loop_run_once(loop, 0);
+    cr_assert_eq(s.order.made, 1);
+
+    size_t total = 1u << 20;
+    uint8_t *buf = malloc(total + 4);
+    test_fill_pattern(buf, total, 0);
+    cr_assert_eq(pact_transport_write(t, buf, total), 0);
+    size_t tail = pact_transport_write_buffer_size(t);
+    cr_assert_gt(tail, 0, "a socket with a 4 KiB buffer took 1 MiB at once?");
+    cr_assert_lt(tail, total, "nothing was sent at once");
+    cr_assert_eq(s.pause_writing_calls, 1, "the tail is above the high mark");
+    cr_assert_eq(s.size_at_pause, tail);
+    /* Behind the tail: queued, whatever the socket would take now. */
+    int eof;
+    uint8_t *got = malloc(total + 4);
+    size_t n = drain_fd(b, got, total + 4, &eof);
+    cr_assert_eq(pact_transport_write(t, "MARK", 4), 0);
+    cr_assert_eq(pact_transport_write_buffer_size(t), tail + 4,
+                 "the second write went ahead of the first one's tail");
+    memcpy(buf + total, "MARK", 4);
+
+    uint64_t end = pact_now() + 20000 * MS;
+    while (n < total + 4 && pact_now() < end) {
+        pact_loop_run_once(loop, 1 * (int64_t)MS);
+        n += drain_fd(b, got + n, total + 4 - n, &eof);
+    }
+    cr_assert_eq(n, total + 4);
+    cr_assert_eq(memcmp(got, buf, total + 4), 0, "bytes out of order");
+    cr_assert_eq(s.resume_writing_calls, 1);
+    cr_assert_eq(pact_transport_write_buffer_size(t), 0);
+    /* Drained: the next write is eager again. */
+    cr_assert_eq(pact_transport_write(t, "again", 5), 0);
+    cr_assert_eq(pact_transport_write_buffer_size(t), 0);
+    char five[8];
+    cr_assert_eq(recv(b, five, sizeof five, MSG_DONTWAIT), 5);
+    cr_assert_eq(memcmp(five, "again", 5), 0);
+    pact_transport_close(t);
+    pact_loop_run(loop);
+    cr_assert_eq(s.order.lost, 1);
+    cr_assert_eq(s.order.lost_err, 0);
+    close(b);
+    free(buf);
+    free(got);
+    test_loop_free(loop);
+}
