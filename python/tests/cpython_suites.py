@@ -30,6 +30,7 @@ import asyncio
 import importlib
 import os
 import sys
+import time
 import unittest
 
 import pact.asyncio as pa
@@ -44,7 +45,10 @@ import pact.asyncio as pa
 # Within modules, the classes named after '!' are those the module runs
 # on asyncio's own loops (its Selector/Epoll/Poll/Select/Proactor
 # variants, which the ':' suite next to it runs on pact instead), or
-# white-box tests of asyncio's own classes that pact does not use.
+# white-box tests of asyncio's own classes that pact does not use. Where a
+# module appears only as a ':' suite (test_buffered_proto, test_sendfile,
+# test_server, test_sock_lowlevel), the rest of it is that mixin run on
+# asyncio's own loops.
 SUITES = [
     'test_base_events',
     'test_buffered_proto:BaseTestBufferedProtocol',
@@ -59,7 +63,8 @@ SUITES = [
     'test_queues',
     'test_runners',
     'test_sendfile:SendfileTestsBase',
-    'test_server:BaseStartServer',
+    # The selector variant adds a Unix server test to the mixin's.
+    'test_server:SelectorStartServerTests',
     'test_sock_lowlevel:BaseSockTestsMixin',
     'test_ssl',
     'test_sslproto!SelectorStartTLSTests,ProactorStartTLSTests',
@@ -239,15 +244,17 @@ def main():
         apply_skips(suite, skips, applied)
         runner = unittest.TextTestRunner(verbosity=2 if args.verbose else 0,
                                          stream=sys.stderr)
+        started = time.monotonic()
         result = runner.run(suite)
+        seconds = time.monotonic() - started
         counts = (result.testsRun, len(result.failures), len(result.errors),
                   len(result.skipped))
         totals = [a + b for a, b in zip(totals, counts)]
         for test, reason in result.skipped:
             skip_reasons.setdefault(reason, []).append(test.id())
         print(f'{name}: run {counts[0]}, failures {counts[1]}, errors '
-              f'{counts[2]}, skipped {counts[3]}, pact loops {loops_created}',
-              flush=True)
+              f'{counts[2]}, skipped {counts[3]}, pact loops {loops_created}, '
+              f'{seconds:.1f} s', flush=True)
         ok = ok and result.wasSuccessful() and loops_created > 0
     print(f'total: run {totals[0]}, passed '
           f'{totals[0] - totals[1] - totals[2] - totals[3]}, failures '
