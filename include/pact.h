@@ -677,6 +677,42 @@ PACT_API pact_op pact_wait_for_handle(pact_loop *loop, pact_os_fd handle,
                                       uint64_t timeout_ns, pact_op_cb cb,
                                       void *user);
 
+/* Windows named pipes (on Linux these answer -ENOTSUP: use Unix sockets).
+ * A server always has an instance listening, from pact_pipe_server_open()
+ * until pact_pipe_server_close(): the next instance is made before a
+ * connected one is handed over, so a client never finds no pipe while the
+ * server is open (it may find every instance busy, which
+ * pact_pipe_connect() waits out). */
+typedef struct pact_pipe_server pact_pipe_server;
+
+/* Opens a named-pipe server on name ("\\.\pipe\NAME"), making its first
+ * instance: clients can connect from now on. A second server on the same
+ * name is -EACCES. */
+PACT_API int pact_pipe_server_open(pact_loop *loop, const char *name,
+                                   pact_pipe_server **out);
+
+/* Accepts one client. Result: the connected pipe's HANDLE (overlapped;
+ * use it with pact_read() / pact_write(); the callback owns it, also when
+ * the accept won a race against pact_op_cancel()), -ECANCELED, or a
+ * negative errno. One accept at a time per server (-EBUSY). A client that
+ * connects and leaves before it is accepted is skipped. */
+PACT_API pact_op pact_pipe_server_accept(pact_pipe_server *server,
+                                         pact_op_cb cb, void *user);
+
+/* Closes the server: its listening instance goes (new clients get
+ * -ENOENT), an accept in flight completes with -ECANCELED, and the server
+ * is freed once it has (at once when none is). A loop closed with a server
+ * open closes it. -EALREADY when closed already. */
+PACT_API int pact_pipe_server_close(pact_pipe_server *server);
+
+/* Connects to the named-pipe server name. Result: the pipe's HANDLE
+ * (overlapped), -ENOENT when no server has the name, -ECANCELED. While
+ * every instance is busy it tries again after 1 ms, doubling up to 100 ms
+ * between tries, on the loop's timers (the loop never blocks); a cancel
+ * or deadline during that wait ends it with no handle left open. */
+PACT_API pact_op pact_pipe_connect(pact_loop *loop, const char *name,
+                                   pact_op_cb cb, void *user);
+
 /* Gives an operation a deadline timeout_ns from now: if it has not
  * completed by then it is cancelled and completes with -ETIMEDOUT (unless
  * the kernel finished it first: then the real result is delivered). On

@@ -997,15 +997,21 @@ Test(ops, socket_ops_on_a_non_socket_fail_cleanly)
     close(p[1]);
 }
 
-/* pact_wait_for_handle() is Windows's (a HANDLE); Linux answers -ENOTSUP
- * and starts nothing, and a closed loop is still -ESHUTDOWN. */
-Test(ops, wait_for_handle_is_enotsup_on_linux)
+/* pact_wait_for_handle() and named pipes are Windows's; Linux answers
+ * -ENOTSUP and starts nothing. */
+Test(ops, windows_only_calls_are_enotsup_on_linux)
 {
     pact_loop *loop = test_loop_new();
     rec r = {0};
     pact_loop_stats before, after;
     pact_loop_get_stats(loop, &before);
     cr_assert_eq(pact_wait_for_handle(loop, 0, 0, rec_cb, &r), -ENOTSUP);
+    pact_pipe_server *srv = (pact_pipe_server *)&r;
+    cr_assert_eq(pact_pipe_server_open(loop, "pact", &srv), -ENOTSUP);
+    cr_assert_null(srv);
+    cr_assert_eq(pact_pipe_server_accept(NULL, rec_cb, &r), -ENOTSUP);
+    cr_assert_eq(pact_pipe_server_close(NULL), -ENOTSUP);
+    cr_assert_eq(pact_pipe_connect(loop, "pact", rec_cb, &r), -ENOTSUP);
     pact_loop_get_stats(loop, &after);
     cr_assert_eq(after.ops_started, before.ops_started);
     cr_assert_eq(after.ops_live, 0);

@@ -144,7 +144,7 @@ void pact__iocp_free(pact_loop *loop)
 /* Completion packets of a handle go to this loop's port. A handle can be
  * associated once: ERROR_INVALID_PARAMETER on a second call means it
  * already is (with this port: a socket belongs to one loop). */
-static int associate(pact_loop *loop, HANDLE h)
+int pact__iocp_associate(pact_loop *loop, HANDLE h)
 {
     if (CreateIoCompletionPort(h, IOCP_ENGINE(loop)->port, IOCP_KEY_OP, 0))
         return 0;
@@ -284,7 +284,7 @@ static int iocp_submit(pact_loop *loop, pact_op_s *op)
     case PACT_OP_CONNECT:
     case PACT_OP_READ:
     case PACT_OP_WRITE:
-        r = associate(loop, (HANDLE)op->fd);
+        r = pact__iocp_associate(loop, (HANDLE)op->fd);
         if (r != 0) {
             pact__op_defer(loop, op, r);
             return 0;
@@ -421,7 +421,7 @@ static int64_t packet_result(pact_loop *loop, pact_op_s *op, DWORD bytes)
             memcpy(&peer, remote, (size_t)rlen);
         memcpy(&x->addr, &peer, sizeof peer);
         x->addrlen = rlen > 0 ? rlen : 0;
-        associate(loop, (HANDLE)s);
+        pact__iocp_associate(loop, (HANDLE)s);
         return (int64_t)s;
     }
     case PACT_OP_CONNECT:
@@ -440,6 +440,10 @@ static int64_t packet_result(pact_loop *loop, pact_op_s *op, DWORD bytes)
 
 static void packet_dequeued(pact_loop *loop, pact_op_s *op, DWORD bytes)
 {
+    if (op->kind == PACT_OP_CUSTOM) { /* a pipe server's accept */
+        pact__pipe_packet(loop, op);
+        return;
+    }
     int64_t result = packet_result(loop, op, bytes);
     /* send_all goes on until every byte is out (an overlapped stream send
      * completes whole in practice; a short one is continued). */

@@ -16,6 +16,10 @@
 #define IOCP_KEY_WAIT_FIRED ((ULONG_PTR)3)
 #define IOCP_KEY_WAIT_DONE ((ULONG_PTR)4)
 
+/* Associates a handle with the loop's port (once; 0 or -errno). */
+int pact__iocp_associate(pact_loop *loop, HANDLE h);
+/* The packet of a pipe server's accept (src/win/pipe.c). */
+void pact__pipe_packet(pact_loop *loop, pact_op_s *op);
 /* A packet of a pact_wait_for_handle() op. */
 void pact__wait_handle_packet(pact_loop *loop, pact_op_s *op, ULONG_PTR key);
 
