@@ -17,7 +17,7 @@
  * Not used: registered (direct) files and bundles (6.10, not in liburing
  * 2.3's headers).
  *
- * usage: raw_uring PORT
+ * usage: raw_uring PORT [--bufs N] [--buf-size B]
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -36,8 +36,10 @@
 
 #include "uring_common.h"
 
-#define NBUF 1024          /* power of two */
-#define BUFSZ (64 * 1024)  /* as large as raw_epoll's read buffer */
+/* Buffer count (a power of two) and size; --bufs / --buf-size override. */
+#define MAX_NBUF 4096
+static unsigned NBUF = 1024;
+static size_t BUFSZ = 64 * 1024; /* as large as raw_epoll's read buffer */
 #define BGID 1
 #define MAXFD 65536
 #define NIL 0xffff
@@ -53,8 +55,8 @@ typedef struct conn {
 static struct io_uring ring;
 static struct io_uring_buf_ring *br;
 static char *bufs;
-static uint16_t buf_next[NBUF];
-static uint32_t buf_len[NBUF], buf_off[NBUF];
+static uint16_t buf_next[MAX_NBUF];
+static uint32_t buf_len[MAX_NBUF], buf_off[MAX_NBUF];
 static int recycled;
 static conn conns[MAXFD];
 static int starved[MAXFD], nstarved;
@@ -213,7 +215,17 @@ static void on_cqe(struct io_uring_cqe *cqe)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: raw_uring PORT\n");
+        fprintf(stderr, "usage: raw_uring PORT [--bufs N] [--buf-size B]\n");
+        return 2;
+    }
+    for (int i = 2; i + 1 < argc; i++) {
+        if (strcmp(argv[i], "--bufs") == 0)
+            NBUF = (unsigned)atoi(argv[i + 1]);
+        if (strcmp(argv[i], "--buf-size") == 0)
+            BUFSZ = (size_t)atol(argv[i + 1]);
+    }
+    if (!NBUF || NBUF > MAX_NBUF || (NBUF & (NBUF - 1)) || BUFSZ < 64) {
+        fprintf(stderr, "raw_uring: --bufs is a power of two up to %d\n", MAX_NBUF);
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
