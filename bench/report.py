@@ -278,6 +278,44 @@ if http.scenarios:
     md += ["wrk socket errors and non-2xx answers: " +
            (", ".join(f"{w}={int(e)}" for w, e in bad.items()) if bad else "none") + "", ""]
 
+# ---------------------------------------------------------------- summary
+# One table per placement over both suites, for the README: the best peer
+# and pact's ratio to it, transports (the API a server is written with)
+# first. Inserted right after the header.
+def summary_tables():
+    out = ["## Summary: pact ÷ best peer", "",
+           "Medians of the interleaved repetitions. req/s: higher is better (churn: connections/s); "
+           "CPU: server CPU µs per request, lower is better. The best peer is chosen per row.", ""]
+    cols = [("pact transports, io_uring", "pact_stream_uring", "http_pact_uring"),
+            ("pact transports, epoll", "pact_stream_epoll", "http_pact_epoll"),
+            ("pact operations, io_uring", "pact_uring", None),
+            ("pact operations, epoll", "pact_epoll", None)]
+    rows_any = False
+    for pl in PLACEMENTS:
+        out += [f"### {PL_DESC[pl]}", "",
+                "| scenario | metric | best peer: median (min–max) | " + " | ".join(c[0] for c in cols) + " |",
+                "|---|---|---|" + "---:|" * len(cols)]
+        for t, peers, idx in ((net, ECHO_PEERS, 1), (http, HTTP_PEERS, 2)):
+            for sc in t.scenarios:
+                for key, name, lower in (("req_s", "req/s", False), ("cpu_s_per_mreq", "CPU µs/req", True)):
+                    bp, bv = t.best(sc, pl, [p for p in peers if p in t.contenders], key, lower)
+                    if bp is None:
+                        continue
+                    rows_any = True
+                    cells = []
+                    for c in cols:
+                        w = c[idx]
+                        a = t.agg(sc, pl, w, key) if w else None
+                        cells.append(f"×{a[0] / bv:.2f}" if a else "—")
+                    out.append(f"| {SC_DESC.get(sc, sc)} | {name} | {bp} {fmt_range(t.agg(sc, pl, bp, key), 2 if lower else 1)} | "
+                               + " | ".join(cells) + " |")
+        out.append("")
+    return out if rows_any else []
+
+
+hdr = md.index("```", md.index("```") + 1) + 2 + len(warn)
+md[hdr:hdr] = summary_tables()
+
 # ---------------------------------------------------------------- micro
 micro = read("micro.csv")
 if micro:
