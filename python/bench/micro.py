@@ -6,7 +6,8 @@
 call_soon: a chain of N callbacks, each scheduling the next (one handle
 and one iteration each). batch: N callbacks queued at once, one iteration.
 sleep0: a task awaiting asyncio.sleep(0) N times (task step + handle).
-timers: N call_later(0.0) timers run. Prints the median ns per operation
+timers: N call_later(0.0) timers run. tasks: a task awaiting
+create_task() of an empty coroutine, plus one create_future(), N/4 times. Prints the median ns per operation
 of `reps` runs (process CPU time, so that other work on the machine does
 not count) for asyncio's default loop, uvloop (if installed) and pact
 on io_uring and epoll.
@@ -65,6 +66,21 @@ def timers(loop):
     return (time.process_time_ns() - t) / n
 
 
+def tasks(loop):
+    n = N // 4
+
+    async def nop():
+        pass
+
+    async def main():
+        for _ in range(n):
+            await loop.create_task(nop())
+            loop.create_future()
+    t = time.process_time_ns()
+    loop.run_until_complete(main())
+    return (time.process_time_ns() - t) / n
+
+
 def loops():
     yield 'asyncio', asyncio.new_event_loop
     try:
@@ -78,7 +94,7 @@ def loops():
 
 def main():
     reps = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    benches = (chain, batch, sleep0, timers)
+    benches = (chain, batch, sleep0, timers, tasks)
     print(f"{'loop':14}" + ''.join(f'{b.__name__ + " ns":>14}' for b in benches))
     for name, factory in loops():
         row = []

@@ -501,6 +501,7 @@ static int close_core(LoopObject *self)
 static int Loop_traverse(LoopObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->task_factory);
     for (size_t i = 0; i < self->ready_len; i++)
         Py_VISIT(self->ready[(self->ready_head + i) & (self->ready_cap - 1)]);
     for (size_t i = 0; i < self->timers_len; i++)
@@ -510,6 +511,7 @@ static int Loop_traverse(LoopObject *self, visitproc visit, void *arg)
 
 static int Loop_clear(LoopObject *self)
 {
+    Py_CLEAR(self->task_factory);
     ready_clear(self);
     timers_clear(self);
     pact_py_watchers_clear(self);
@@ -521,6 +523,7 @@ static void Loop_dealloc(LoopObject *self)
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     Py_CLEAR(self->pending_exc);
+    Py_CLEAR(self->task_factory);
     if (close_core(self) < 0)
         PyErr_WriteUnraisable((PyObject *)self);
     PyMem_Free(self->ready);
@@ -730,6 +733,81 @@ static PyObject *Loop_timer_handle_cancelled(LoopObject *self, PyObject *handle)
     Py_RETURN_NONE;
 }
 
+/* asyncio's create_future and create_task (base_events.py) in C: both run
+ * for every request of a server such as aiohttp's. */
+static PyObject *Loop_create_future(LoopObject *self, PyObject *unused)
+{
+    (void)unused;
+    static PyObject *kwnames;
+    if (!kwnames && !(kwnames = Py_BuildValue("(s)", "loop")))
+        return NULL;
+    PyObject *argv[1] = {(PyObject *)self};
+    return PyObject_Vectorcall(pact_py.future_type, argv, 0, kwnames);
+}
+
+static PyObject *Loop_create_task(LoopObject *self, PyObject *const *args,
+                                  Py_ssize_t nargs, PyObject *kwnames)
+{
+    static PyObject *str_name, *task_kwnames;
+    if (!str_name && !(str_name = PyUnicode_InternFromString("name")))
+        return NULL;
+    if (!task_kwnames &&
+        !(task_kwnames = Py_BuildValue("(sss)", "loop", "name", "context")))
+        return NULL;
+    PyObject *name = Py_None, *context = Py_None;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *k = PyTuple_GET_ITEM(kwnames, i);
+        if (k == str_name || PyUnicode_Compare(k, str_name) == 0)
+            name = args[nargs + i];
+        else if (k == pact_py_str_context ||
+                 PyUnicode_Compare(k, pact_py_str_context) == 0)
+            context = args[nargs + i];
+        else {
+            PyErr_Format(PyExc_TypeError,
+                         "create_task() got an unexpected keyword argument '%U'",
+                         k);
+            return NULL;
+        }
+    }
+    if (nargs != 1) {
+        PyErr_Format(PyExc_TypeError,
+                     "create_task() takes 1 positional argument but %zd were "
+                     "given", nargs);
+        return NULL;
+    }
+    if (self->closed) {
+        PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
+        return NULL;
+    }
+    if ((self->task_factory && self->task_factory != Py_None) || self->debug) {
+        /* asyncio's code: the factory protocol, task names, debug
+         * tracebacks. */
+        PyObject *argv[4] = {(PyObject *)self, args[0], name, context};
+        PyObject *kw = Py_BuildValue("(ss)", "name", "context");
+        if (!kw)
+            return NULL;
+        PyObject *r = PyObject_Vectorcall(pact_py.base_create_task, argv, 2, kw);
+        Py_DECREF(kw);
+        return r;
+    }
+    PyObject *argv[4] = {args[0], (PyObject *)self, name, context};
+    return PyObject_Vectorcall(pact_py.task_type, argv, 1, task_kwnames);
+}
+
+static PyObject *get_task_factory(LoopObject *self, void *c)
+{
+    (void)c;
+    return Py_NewRef(self->task_factory ? self->task_factory : Py_None);
+}
+
+static int set_task_factory(LoopObject *self, PyObject *v, void *c)
+{
+    (void)c;
+    Py_XSETREF(self->task_factory, Py_XNewRef(v));
+    return 0;
+}
+
 static PyObject *Loop_write_to_self(LoopObject *self, PyObject *unused)
 {
     (void)unused;
@@ -913,6 +991,11 @@ static PyMethodDef Loop_methods[] = {
      "_remove_writer(fd) -> True if a writer was registered"},
     {"_add_callback", (PyCFunction)pact_py_add_callback, METH_O,
      "Append a handle to the ready queue unless it is cancelled."},
+    {"create_future", (PyCFunction)Loop_create_future, METH_NOARGS,
+     "create_future() -> asyncio.Future attached to the loop"},
+    {"create_task", (PyCFunction)(void (*)(void))Loop_create_task,
+     METH_FASTCALL | METH_KEYWORDS,
+     "create_task(coro, *, name=None, context=None) -> asyncio.Task"},
     {"_write_to_self", (PyCFunction)Loop_write_to_self, METH_NOARGS,
      "Wake the loop from any thread."},
     {"stop", (PyCFunction)Loop_stop, METH_NOARGS,
@@ -934,6 +1017,7 @@ static PyGetSetDef Loop_getset[] = {
     {"_stopping", (getter)get_stopping, NULL, NULL, NULL},
     {"_debug", (getter)get_debug_attr, (setter)set_debug_attr, NULL, NULL},
     {"_timer_cancelled_count", (getter)get_timer_cancelled_count, NULL, NULL, NULL},
+    {"_task_factory", (getter)get_task_factory, (setter)set_task_factory, NULL, NULL},
     {"_signal_wakeup_fd", (getter)get_wakeup_fd, NULL, NULL, NULL},
     {"engine", (getter)get_engine, NULL,
      "The engine the loop runs on: 'uring' or 'epoll'.", NULL},

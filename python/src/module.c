@@ -50,6 +50,27 @@ static int import_asyncio(void)
     Py_DECREF(events);
     if (!pact_py.handle_type || !pact_py.timer_handle_type)
         return -1;
+    PyObject *futures = PyImport_ImportModule("asyncio.futures");
+    if (!futures)
+        return -1;
+    pact_py.future_type = PyObject_GetAttrString(futures, "Future");
+    Py_DECREF(futures);
+    PyObject *tasks = PyImport_ImportModule("asyncio.tasks");
+    if (!tasks)
+        return -1;
+    pact_py.task_type = PyObject_GetAttrString(tasks, "Task");
+    Py_DECREF(tasks);
+    PyObject *base = PyImport_ImportModule("asyncio.base_events");
+    if (!base)
+        return -1;
+    PyObject *cls = PyObject_GetAttrString(base, "BaseEventLoop");
+    Py_DECREF(base);
+    if (!cls)
+        return -1;
+    pact_py.base_create_task = PyObject_GetAttrString(cls, "create_task");
+    Py_DECREF(cls);
+    if (!pact_py.future_type || !pact_py.task_type || !pact_py.base_create_task)
+        return -1;
     return pact_py_handles_init();
 }
 

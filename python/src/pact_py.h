@@ -14,6 +14,11 @@
 typedef struct {
     PyObject *handle_type;       /* asyncio.events.Handle */
     PyObject *timer_handle_type; /* asyncio.events.TimerHandle */
+    PyObject *future_type;       /* asyncio.futures.Future */
+    PyObject *task_type;         /* asyncio.tasks.Task */
+    /* asyncio.base_events.BaseEventLoop.create_task: with a task factory
+     * or in debug mode, create_task is asyncio's own. */
+    PyObject *base_create_task;
 } pact_py_imports;
 
 extern pact_py_imports pact_py;
@@ -48,6 +53,8 @@ typedef struct {
     size_t timers_len, timers_cap;
     uint64_t timer_seq;
     Py_ssize_t timer_cancelled_count;
+    /* loop._task_factory (set_task_factory() stores it). */
+    PyObject *task_factory;
     int stopping;
     int closed;
     int closing; /* close_core under way (protocol callbacks run inside it) */

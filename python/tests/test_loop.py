@@ -333,6 +333,37 @@ class RunTests(LoopTestCase):
         self.assertEqual(self.loop.run_until_complete(main()), 8)
         self.assertEqual(len(made), 2)
 
+    def test_create_task_and_create_future_without_a_factory(self):
+        # The C fast path (no factory, no debug) must be asyncio's.
+        var = contextvars.ContextVar('var', default='outside')
+        ctx = contextvars.copy_context()
+        ctx.run(var.set, 'inside')
+
+        async def read_var():
+            return var.get()
+        fut = self.loop.create_future()
+        self.assertIs(type(fut), asyncio.Future)
+        self.assertIs(fut.get_loop(), self.loop)
+        t = self.loop.create_task(read_var(), name='named', context=ctx)
+        self.assertIs(type(t), asyncio.Task)
+        self.assertEqual(t.get_name(), 'named')
+        self.assertIs(t.get_loop(), self.loop)
+        self.assertEqual(self.loop.run_until_complete(t), 'inside')
+        self.assertRegex(self.loop.create_task(read_var()).get_name(), r'^Task-\d+$')
+        with self.assertRaises(TypeError):
+            self.loop.create_task(read_var(), nom='x')
+        with self.assertRaises(TypeError):
+            self.loop.create_task()
+        self.loop.set_task_factory(None)
+        self.assertIsNone(self.loop.get_task_factory())
+        loop = pa.Loop(engine=ENGINE)
+        loop.close()
+        coro = read_var()
+        with self.assertRaisesRegex(RuntimeError, 'Event loop is closed'):
+            loop.create_task(coro)
+        coro.close()
+        self.loop.run_until_complete(asyncio.sleep(0))
+
     def test_asyncgens_are_finalised_by_shutdown_asyncgens(self):
         closed = []
 

@@ -30,7 +30,7 @@ _REUSED = (
     '_check_callback', '_check_thread', '_set_coroutine_origin_tracking',
     '_asyncgen_finalizer_hook', '_asyncgen_firstiter_hook',
     'run_until_complete', 'is_running', 'is_closed', 'set_debug',
-    'create_future', 'create_task', 'set_task_factory', 'get_task_factory',
+    'set_task_factory', 'get_task_factory',
     'shutdown_asyncgens', 'shutdown_default_executor', '_do_shutdown',
     'run_in_executor', 'set_default_executor',
     '_getaddrinfo_debug', 'getaddrinfo', 'getnameinfo',
