@@ -594,27 +594,11 @@ static PyObject *Transport_write(TransportObject *self, PyObject *data)
         PyBuffer_Release(&view);
         return drop_write(self);
     }
-    const char *p = view.buf;
-    size_t len = (size_t)view.len;
-    /* Eager write, as asyncio's socket transports: with nothing queued or
-     * in flight, send now and buffer only what the kernel did not take.
-     * Code that writes and then blocks on the peer's answer in the same
-     * callback works, and a write that fits costs no copy and no extra
-     * iteration. An error is left for pact's own send to meet and report. */
-    pact_stream_kind k = pact_transport_kind(self->t);
-    if (k != PACT_STREAM_READ_PIPE &&
-        pact_transport_write_buffer_size(self->t) == 0) {
-        /* Pipes were made non-blocking when the transport was made. */
-        ssize_t n = k == PACT_STREAM_SOCKET
-                        ? send(pact_transport_fd(self->t), p, len,
-                               MSG_DONTWAIT | MSG_NOSIGNAL)
-                        : write(pact_transport_fd(self->t), p, len);
-        if (n > 0) {
-            p += n;
-            len -= (size_t)n;
-        }
-    }
-    int r = len ? pact_transport_write(self->t, p, len) : 0;
+    /* pact's transports send at once when nothing is queued (as
+     * asyncio's socket transports do): code that writes and then blocks
+     * on the peer's answer in the same callback works, and a write that
+     * fits costs no copy. */
+    int r = pact_transport_write(self->t, view.buf, (size_t)view.len);
     PyBuffer_Release(&view);
     /* write_eof was checked above: -EPIPE here is a send that failed
      * (the transport is lost, its held bytes still on their way to the
