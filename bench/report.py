@@ -354,9 +354,11 @@ if micro:
 # ---------------------------------------------------------------- alloc / idle
 alloc = read("alloc.csv")
 if alloc:
-    md += ["## Heap allocations per request on the echo path", "",
+    md += ["## Heap allocations per request", "",
            "Counted in the server by an LD_PRELOAD malloc/calloc/realloc counter (bench/alloc_count.c) "
-           "between two SIGUSR1 sent by the load generator at the start and end of its measured window.", "",
+           "between two SIGUSR1 sent at the start and end of the measured window: by the load generator "
+           "for echo (connections already open), around one wrk run for HTTP (wrk opens its 50 connections "
+           "inside the window, so what a server allocates per connection shows as a multiple of 50).", "",
            "| contender | scenario | requests | allocations | per request |", "|---|---|---:|---:|---:|"]
     for r in alloc:
         md.append(f"| {r['contender']} | {r['scenario']} | {r['reqs']} | {r['allocs']} | {r['allocs_per_req']} |")

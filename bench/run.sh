@@ -12,7 +12,7 @@
 #            liburing, raw epoll and libuv (best practice) under wrk, same
 #            placements and interleaving;
 #   micro:   timers, call_soon chain, cross-thread wake-ups (pact vs libuv);
-#   alloc:   heap allocations per request on the echo path (LD_PRELOAD);
+#   alloc:   heap allocations per request, echo and HTTP (LD_PRELOAD);
 #   idle:    RSS per idle connection (10,000 connections);
 #   python:  pact.asyncio against uvloop and asyncio's loop on uvloop's own
 #            echo servers and an aiohttp hello-world (bench/python.sh).
@@ -355,6 +355,31 @@ run_alloc() {
             echo "$who,$name,$reqs,$((a1 - a0)),$((f1 - f0)),$per,$META_COLS" >> "$csv"
             echo "alloc $who $name: reqs=$reqs allocs=$((a1 - a0)) per_req=$per"
         done
+    done
+    # HTTP under wrk: SIGUSR1 around one wrk run. wrk opens its 50
+    # connections inside the window, so what a server allocates per
+    # connection is counted too (50 connections for some 10^4 requests).
+    read -ra who_list <<<"$(contenders "${HTTP_PEERS[@]}" -- "${HTTP_PACT[@]}")"
+    local secs_int; secs_int=$(awk -v s="$SECS" 'BEGIN { s = int(s + 0.5); print s < 1 ? 1 : s }')
+    for who in "${who_list[@]}"; do
+        start_server "$who" "$SRV_CPU" LD_PRELOAD="$B/alloc_count.so"
+        wait_port $PORT || true
+        local url=http://127.0.0.1:$PORT/ out reqs a0 a1 f0 f1 per
+        timeout "$WARM" taskset -c $CLI_CPU wrk -t1 -c50 -d60s "$url" >/dev/null 2>&1 || true
+        kill -USR1 $SRV_PID
+        out=$(taskset -c $CLI_CPU wrk -t1 -c50 -d"${secs_int}s" "$url" 2>&1 || true)
+        kill -USR1 $SRV_PID
+        sleep 0.1
+        stop_server
+        a0=$(grep -m1 '^alloc_count:' "$SRV_ERR" | sed 's/.*allocs=\([0-9]*\).*/\1/')
+        a1=$(grep '^alloc_count:' "$SRV_ERR" | tail -1 | sed 's/.*allocs=\([0-9]*\).*/\1/')
+        f0=$(grep -m1 '^alloc_count:' "$SRV_ERR" | sed 's/.*frees=\([0-9]*\).*/\1/')
+        f1=$(grep '^alloc_count:' "$SRV_ERR" | tail -1 | sed 's/.*frees=\([0-9]*\).*/\1/')
+        rm -f "$SRV_ERR"
+        reqs=$(awk '/requests in/ { print $1; exit }' <<<"$out")
+        per=$(awk -v a=$((a1 - a0)) -v r="${reqs:-0}" 'BEGIN{printf "%.4f", r ? a / r : 0}')
+        echo "$who,http_c50,$reqs,$((a1 - a0)),$((f1 - f0)),$per,$META_COLS" >> "$csv"
+        echo "alloc $who http_c50: reqs=$reqs allocs=$((a1 - a0)) per_req=$per"
     done
 }
 
