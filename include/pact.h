@@ -15,7 +15,9 @@
  *   - A loop belongs to one thread. Only functions marked "thread-safe" may
  *     be called from other threads. The owner is the thread that first
  *     runs (or closes) the loop; before that it has none, so a loop may be
- *     created and set up on one thread and run on another. From then on
+ *     created and set up on one thread and run on another. (A loop made
+ *     with pact_loop_options.movable has no lasting owner: the thread
+ *     running it owns it while it runs; see there.) From then on
  *     these calls answer -EPERM on any other thread, in every mode, and
  *     change nothing: pact_loop_run/run_once/close/free, pact_call_soon,
  *     pact_call_later, pact_call_at, pact_call_every, pact_handle_cancel,
@@ -181,6 +183,25 @@ typedef struct pact_loop_options {
      * instead. Connections themselves hold no receive buffer. */
     unsigned recv_buffer_count;
     unsigned recv_buffer_size;
+    /* 0 (default): the loop is pinned to the thread that first runs it
+     * (or closes it), which lets io_uring bind the ring to that thread
+     * (IORING_SETUP_SINGLE_ISSUER and DEFER_TASKRUN, its fastest setup).
+     * 1: movable — the loop may be run on one thread, stopped, and then
+     * run or closed on another (asyncio allows
+     * threading.Thread(target=loop.run_forever) and loop.close() from the
+     * main thread). Its ring is set up without those flags (and without
+     * COOP_TASKRUN: a completion is finished by the thread that started
+     * the op, which must be woken even if it sleeps). The rule: whoever
+     * runs it owns it while it runs — run, run_once and close from
+     * another thread answer -EBUSY, and the other calls that are not
+     * thread-safe -EPERM; between runs any one thread at a time may use
+     * it (the caller orders those uses, as for any object shared by
+     * threads: a join, a lock, or the runs themselves — a run or close
+     * sees everything the previous run did). Signal handlers
+     * (pact_signal_add) block their signals on the thread that added them
+     * only: the mask does not move with the loop. On epoll both modes
+     * cost the same. */
+    int movable;
 } pact_loop_options;
 
 /* Fills *opts with the defaults (auto engine, default depth, debug from the
@@ -189,7 +210,12 @@ PACT_API void pact_loop_options_init(pact_loop_options *opts);
 
 /* Creates a loop owned by the calling thread. Before its first run it may be
  * handed to another thread: the thread that first runs it (or closes it)
- * owns it from then on. opts may be NULL for the
+ * owns it from then on, unless opts->movable is set (see there).
+ * In a child process made by fork() the loops of the parent answer
+ * -ECHILD from every entry point that takes a loop (including the
+ * thread-safe ones: the wake-up eventfd is shared with the parent) and
+ * never touch the parent's ring, epoll instance or fds; pact_loop_free()
+ * releases the child's copy (see there). opts may be NULL for the
  * defaults. With PACT_ENGINE_URING, failure to set up io_uring is an error
  * (the errno of the failure); with AUTO it falls back to epoll and
  * pact_loop_engine_reason() says why. Returns 0 and sets *out, or a negative
@@ -213,8 +239,10 @@ PACT_API int pact_loop_create(pact_loop **out, const pact_loop_options *opts);
  * The loop's own operations (its wake-up read, the signalfd read) never
  * do. pact_loop_alive() answers whether anything of this list is left.
  * Returns 0, or a negative errno (-EBUSY if
- * called from inside a callback of the same loop, -ESHUTDOWN if closed,
- * -EPERM from a thread other than the one that ran it first). */
+ * called from inside a callback of the same loop or while another thread
+ * runs or closes it, -ESHUTDOWN if closed, -EPERM from a thread other than
+ * the one that ran it first unless the loop is movable, -ECHILD in a
+ * child process after fork()). */
 PACT_API int pact_loop_run(pact_loop *loop);
 
 /* Runs one iteration: submits what was started, waits at most timeout_ns
@@ -250,9 +278,11 @@ PACT_API int pact_loop_stop(pact_loop *loop);
  * close has returned.
  *
  * Returns 0; -EBUSY if the loop is running (called from one of its
- * callbacks); -EBADF if it was closed already; -EPERM from a thread other
- * than the one that ran it (io_uring cannot be driven from there). The
- * memory stays valid until pact_loop_free(). */
+ * callbacks, or running on another thread); -EBADF if it was closed
+ * already; -EPERM from a thread other than the one that ran it (io_uring
+ * cannot be driven from there) unless the loop is movable; -ECHILD in a
+ * child process after fork(). The memory stays valid until
+ * pact_loop_free(). */
 PACT_API int pact_loop_close(pact_loop *loop);
 
 /* Releases a loop's memory, closing it first if needed. Returns 0 (also
@@ -260,7 +290,16 @@ PACT_API int pact_loop_close(pact_loop *loop);
  * is closed or freed and the loop stays usable: -EBUSY when called while
  * the loop runs (from inside one of its callbacks — the loop's own code is
  * still on the stack; free it after pact_loop_run() has returned), -EPERM
- * from a thread that does not own the loop. */
+ * from a thread that does not own the loop.
+ *
+ * In a child process that inherited the loop through fork(), it releases
+ * the child's copy and returns 0 without closing anything in the kernel:
+ * no callback runs, nothing is submitted, cancelled or waited for (the
+ * ring, the epoll instance and the ops in flight are the parent's), the
+ * child's copies of the loop's own fds are closed, its signals are given
+ * back (unblocked on the calling thread, free for a new loop). Transports,
+ * servers and other resources the loop had open are not freed there: the
+ * child should exec or _exit. */
 PACT_API int pact_loop_free(pact_loop *loop);
 
 /* Current CLOCK_MONOTONIC time in nanoseconds. */
@@ -660,6 +699,48 @@ PACT_API pact_op pact_write(pact_loop *loop, pact_os_fd fd, const void *buf,
  * events that are ready. */
 PACT_API pact_op pact_poll(pact_loop *loop, pact_os_sock fd, unsigned events,
                            pact_op_cb cb, void *user);
+
+/* Watches fd for readiness until cancelled: asyncio's add_reader /
+ * add_writer (pact_poll() is the one-shot form). events is a non-empty mix
+ * of POLLIN, POLLOUT, POLLPRI and POLLRDHUP. Level-triggered: in every
+ * loop iteration in which fd is ready for one of them, cb runs once with
+ * c->more = 1 and c->result the ready events (> 0; POLLERR and POLLHUP are
+ * always reported), c->data NULL — so a callback that reads only part of
+ * the data is called again at the next iteration, and a watcher on a
+ * hung-up fd is called every iteration until cancelled. One op, many
+ * callbacks, like pact_recv_multishot(); then exactly once more, finally
+ * (c->more = 0): -ECANCELED after pact_op_cancel() or pact_loop_close(),
+ * -ETIMEDOUT after a deadline (pact_op_set_timeout), or a negative errno
+ * when the fd can no longer be watched (-EBADF).
+ *
+ * Removal takes effect at once: after pact_op_cancel() returns — also when
+ * called from inside cb, or from the callback of another watcher or op
+ * of the same iteration — cb is never called with more = 1 again, even
+ * for a readiness the kernel had already reported. On epoll the fd gets
+ * one level-triggered registration while watched (no system call per
+ * event); on io_uring each watcher is a one-shot poll armed again after
+ * each callback (one SQE per event, sent with the loop's next submission).
+ * Cancel a watcher before closing its fd: the final completion still comes
+ * once if the fd is closed first, but on io_uring the poll keeps the file
+ * open until then, and on epoll a file that lives on in a dup or a child
+ * can no longer be removed from the registration by number. Errors of
+ * the call: -EINVAL for bad events or a NULL callback, -EBADF for a bad
+ * fd, -EPERM for a regular file or a directory (always ready; epoll
+ * refuses them), plus the loop's -ESHUTDOWN, -EPERM and -ECHILD. Keeps the
+ * loop alive like any op (pact_op_set_ref applies). Returns the op. */
+PACT_API pact_op pact_watch(pact_loop *loop, int fd, unsigned events,
+                            pact_op_cb cb, void *user);
+
+/* Changes the events a pact_watch() op waits for, without re-creating it
+ * (asyncio's add_writer on an fd that has a reader). Takes effect at once:
+ * from the return on, callbacks report only the new events (a readiness
+ * already reported for events no longer watched is not delivered), and
+ * new events are noticed from the next wait on. Returns 0, -EINVAL for
+ * bad events (as pact_watch) or an op that is not a watch, -EALREADY once
+ * it is cancelled or completing, -ENOENT for a stale handle, or the
+ * loop's -ESHUTDOWN, -EPERM and -ECHILD. */
+PACT_API int pact_op_set_events(pact_loop *loop, pact_op watch,
+                                   unsigned events);
 
 /* Completes with 0 after delay_ns (never earlier). */
 PACT_API pact_op pact_sleep(pact_loop *loop, uint64_t delay_ns, pact_op_cb cb,

@@ -24,6 +24,10 @@ typedef struct pact_engine_ops {
                 char *reason, size_t reason_len);
     /* Frees the engine. Called only when no op is in flight. */
     void (*destroy)(struct pact_loop *loop);
+    /* In a child process that inherited the loop through fork(): frees the
+     * engine's memory and closes this process's copies of its fds, with
+     * no system call on the ring or epoll instance (the parent's). */
+    void (*forget)(struct pact_loop *loop);
     /* Hands an op to the kernel (or tries it now, on epoll). Returns 1 if
      * the engine armed op->timeout_ns itself (io_uring linked timeout),
      * else 0. May complete the op at once through pact__op_defer(). */
@@ -36,6 +40,10 @@ typedef struct pact_engine_ops {
      * poll) for completions and delivers them. Returns the number of
      * completions seen or a negative errno. */
     int (*wait)(struct pact_loop *loop, int64_t timeout_ns);
+    /* A PACT_OP_WATCH in flight has new events in op->msg_flags: makes
+     * the kernel wait for those from now on (pact_op_set_events()).
+     * Never calls back. */
+    void (*watch_update)(struct pact_loop *loop, pact_op_s *op);
     /* Whether an op kind may carry an io_uring linked timeout. */
     int (*supports_link_timeout)(struct pact_loop *loop, pact_op_s *op);
     /* pact_loop_backend_fd(): an fd that polls readable while wait() has
@@ -52,9 +60,11 @@ typedef struct pact_engine_ops {
         .name = display_name,                                             \
         .init = prefix##_init,                                            \
         .destroy = prefix##_destroy,                                      \
+        .forget = prefix##_forget,                                        \
         .submit = prefix##_submit,                                        \
         .cancel = prefix##_cancel,                                        \
         .wait = prefix##_wait,                                            \
+        .watch_update = prefix##_watch_update,                            \
         .supports_link_timeout = prefix##_supports_link_timeout,          \
         .backend_fd = prefix##_backend_fd,                                \
         .has_unsubmitted = prefix##_has_unsubmitted,                      \

@@ -26,12 +26,23 @@
 #include "fd_table.h"
 #include "loop.h"
 
-enum fd_queue { QUEUE_READ, QUEUE_WRITE, QUEUE_POLL, QUEUE_COUNT };
+/* QUEUE_WATCH holds the fd's watchers (pact_watch); while an epoll event
+ * is dispatched they wait their turn in QUEUE_WATCH_DUE (run_watchers).
+ * Both count for the registration. */
+enum fd_queue {
+    QUEUE_READ,
+    QUEUE_WRITE,
+    QUEUE_POLL,
+    QUEUE_WATCH,
+    QUEUE_WATCH_DUE,
+    QUEUE_COUNT
+};
 
 typedef struct fd_entry {
     pact_fd_key key; /* must be first */
     pact_list queues[QUEUE_COUNT];
     uint32_t armed;    /* events currently armed in epoll (0 = disarmed) */
+    uint8_t level;     /* armed without EPOLLONESHOT: the fd has watchers */
     uint8_t known;     /* epoll has (or had) a registration for this fd */
     uint8_t checked;   /* `regular` is known for the file behind the number */
     uint8_t regular;   /* regular file: no readiness, do I/O directly */
@@ -79,6 +90,14 @@ static void ep_destroy(pact_loop *loop)
     loop->engine_data = NULL;
 }
 
+/* After fork, in the child: the epoll instance is shared with the
+ * parent, so its registrations are not touched (no EPOLL_CTL_DEL); closing
+ * the child's copy of the epoll fd changes nothing for the parent. */
+static void ep_forget(pact_loop *loop)
+{
+    ep_destroy(loop);
+}
+
 static fd_entry *fd_get(epoll_engine *e, int fd)
 {
     int created;
@@ -101,9 +120,17 @@ static enum fd_queue queue_of(const pact_op_s *op)
         return QUEUE_READ;
     case PACT_OP_POLL:
         return QUEUE_POLL;
+    case PACT_OP_WATCH:
+        return QUEUE_WATCH;
     default:
         return QUEUE_WRITE;
     }
+}
+
+static int has_watchers(const fd_entry *f)
+{
+    return !pact_list_empty(&f->queues[QUEUE_WATCH]) ||
+           !pact_list_empty(&f->queues[QUEUE_WATCH_DUE]);
 }
 
 static uint32_t wanted_events(const fd_entry *f)
@@ -113,25 +140,47 @@ static uint32_t wanted_events(const fd_entry *f)
         ev |= EPOLLIN | EPOLLRDHUP;
     if (!pact_list_empty(&f->queues[QUEUE_WRITE]))
         ev |= EPOLLOUT;
-    for (pact_list *n = f->queues[QUEUE_POLL].next; n != &f->queues[QUEUE_POLL];
-         n = n->next) {
-        const pact_op_s *op = pact_container_of(n, pact_op_s, link);
-        ev |= (uint32_t)op->msg_flags & (EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLRDHUP);
+    static const enum fd_queue by_mask[] = {QUEUE_POLL, QUEUE_WATCH,
+                                            QUEUE_WATCH_DUE};
+    for (size_t q = 0; q < sizeof by_mask / sizeof by_mask[0]; q++) {
+        const pact_list *head = &f->queues[by_mask[q]];
+        for (const pact_list *n = head->next; n != head; n = n->next) {
+            const pact_op_s *op = pact_container_of(n, pact_op_s, link);
+            ev |= (uint32_t)op->msg_flags &
+                  (EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLRDHUP);
+        }
     }
     return ev;
 }
 
-/* Arms the fd's registration for what its queues wait for. */
+/* Arms the fd's registration for what its queues wait for. Ops alone get
+ * a one-shot registration, re-armed after each event. With a watcher on
+ * the fd it is level-triggered, and stays as it is while the events
+ * wanted do not change: a watcher costs no epoll_ctl per event. */
 static int fd_rearm(epoll_engine *e, fd_entry *f)
 {
     int fd = f->key.fd;
     uint32_t ev = wanted_events(f);
+    int level = has_watchers(f);
     if (ev == 0) {
+        if (f->level && f->armed) {
+            /* A level-triggered registration does not disarm itself.
+             * (An fd closed while still watched has lost it already,
+             * unless the file lives on in a dup or a child: then the
+             * number no longer names it and it cannot be removed —
+             * cancel a watcher before closing its fd.) */
+            epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL);
+            f->known = 0;
+        }
         f->armed = 0; /* ONESHOT already disarmed it after the last event */
+        f->level = 0;
         return 0;
     }
+    if (level && f->level && f->armed == ev)
+        return 0;
     /* The entry itself: it lives as long as the engine. */
-    struct epoll_event event = {.events = ev | EPOLLONESHOT, .data.ptr = f};
+    struct epoll_event event = {.events = ev | (level ? 0 : EPOLLONESHOT),
+                                .data.ptr = f};
     int op = f->known ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
     int r = epoll_ctl(e->epfd, op, fd, &event);
     if (r < 0 && errno == ENOENT && op == EPOLL_CTL_MOD)
@@ -142,6 +191,7 @@ static int fd_rearm(epoll_engine *e, fd_entry *f)
         return -errno;
     f->known = 1;
     f->armed = ev;
+    f->level = (uint8_t)level;
     return 0;
 }
 
@@ -279,14 +329,15 @@ static int ep_submit(pact_loop *loop, pact_op_s *op)
     if ((op->kind == PACT_OP_READ || op->kind == PACT_OP_WRITE) &&
         pact_list_empty(&f->queues[QUEUE_READ]) &&
         pact_list_empty(&f->queues[QUEUE_WRITE]) &&
-        pact_list_empty(&f->queues[QUEUE_POLL]))
+        pact_list_empty(&f->queues[QUEUE_POLL]) && !has_watchers(f))
         f->checked = f->regular = f->no_rwf_nowait = 0;
     prepare_fd(f, op->fd);
     enum fd_queue q = queue_of(op);
     /* Behind an op already waiting on this queue: keep the order. A
      * multishot receive always waits for readiness: its data callbacks
      * must not run from inside submission. */
-    if (pact_list_empty(&f->queues[q]) && op->kind != PACT_OP_RECV_MULTI) {
+    if (pact_list_empty(&f->queues[q]) && op->kind != PACT_OP_RECV_MULTI &&
+        op->kind != PACT_OP_WATCH) {
         int64_t r = try_op(f, op, 0);
         if (r != -EAGAIN && r != -EWOULDBLOCK && r != -EINTR) {
             pact__op_defer(loop, op, r);
@@ -316,6 +367,18 @@ static void ep_cancel(pact_loop *loop, pact_op_s *op)
             fd_rearm(e, f);
         pact__op_defer(loop, op, -ECANCELED);
     }
+}
+
+/* pact_op_set_events(): the registration follows the new events. */
+static void ep_watch_update(pact_loop *loop, pact_op_s *op)
+{
+    epoll_engine *e = EPOLL_ENGINE(loop);
+    fd_entry *f = pact_fd_table_find(&e->fds, op->fd);
+    if (!f || !pact_list_linked(&op->link))
+        return;
+    int r = fd_rearm(e, f);
+    if (r < 0)
+        pact__error(loop, r, "epoll update of fd %d failed", op->fd);
 }
 
 static int ep_supports_link_timeout(pact_loop *loop, pact_op_s *op)
@@ -407,6 +470,27 @@ static int run_pollers(pact_loop *loop, pact_list *queue, uint32_t revents)
     return n;
 }
 
+/* Delivers an epoll event to the fd's watchers, oldest first. They are
+ * moved to QUEUE_WATCH_DUE and taken back one at a time right before each
+ * is called: a callback that cancels a watcher still due (pact_op_cancel
+ * takes it off whichever list it is on) or changes its events removes or
+ * filters its delivery, and a watcher a callback adds waits for the next
+ * event. */
+static int run_watchers(pact_loop *loop, fd_entry *f, uint32_t revents)
+{
+    pact_list *due = &f->queues[QUEUE_WATCH_DUE];
+    pact_list_splice(due, &f->queues[QUEUE_WATCH]);
+    int n = 0;
+    pact_list *node;
+    while ((node = pact_list_pop_front(due))) {
+        pact_list_push_back(&f->queues[QUEUE_WATCH], node);
+        pact__watch_deliver(loop, pact_container_of(node, pact_op_s, link),
+                            revents);
+        n++;
+    }
+    return n;
+}
+
 static int ep_wait(pact_loop *loop, int64_t timeout_ns)
 {
     epoll_engine *e = EPOLL_ENGINE(loop);
@@ -443,13 +527,16 @@ static int ep_wait(pact_loop *loop, int64_t timeout_ns)
     for (int i = 0; i < n; i++) {
         fd_entry *f = events[i].data.ptr;
         uint32_t rev = events[i].events;
-        f->armed = 0; /* ONESHOT */
+        if (!f->level)
+            f->armed = 0; /* ONESHOT */
         /* Errors and hang-ups wake both sides: the syscall reports them. */
         if (rev & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))
             seen += run_queue(loop, f, &f->queues[QUEUE_READ], rev);
         if (rev & (EPOLLOUT | EPOLLERR | EPOLLHUP))
             seen += run_queue(loop, f, &f->queues[QUEUE_WRITE], rev);
         seen += run_pollers(loop, &f->queues[QUEUE_POLL], rev);
+        if (!pact_list_empty(&f->queues[QUEUE_WATCH]))
+            seen += run_watchers(loop, f, rev);
         /* Callbacks above may have closed and reused this fd number; the
          * entry is still the one for the number, and re-arming heals
          * reuse. */

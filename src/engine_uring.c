@@ -26,6 +26,7 @@ enum uring_tag {
     TAG_OP = 1,           /* the operation itself */
     TAG_CANCEL = 2,       /* an ASYNC_CANCEL aimed at the op */
     TAG_LINK_TIMEOUT = 3, /* the op's linked timeout */
+    TAG_WATCH_REARM = 4,  /* an ASYNC_CANCEL that re-arms a watch */
 };
 
 /* Opcodes every loop needs; a kernel without one of them gets epoll. */
@@ -82,6 +83,9 @@ typedef struct uring_engine {
      * on first request (has_backend_efd). */
     int has_backend_efd;
     int backend_efd;
+    /* A watch was armed again after a cancel for new events in the batch
+     * being handled: uring_wait submits it at once (see watch_cqe). */
+    int watch_rearmed;
 } uring_engine;
 
 #define RECV_BGID 1
@@ -126,7 +130,8 @@ static int ensure_enabled(uring_engine *e)
      * registration belongs to the thread that made it: done at creation, a
      * loop run on another thread got EINVAL from every io_uring_enter and
      * spun. The ring is this thread's from now on, so register here
-     * (harmless if refused). */
+     * (harmless if refused). Only SINGLE_ISSUER rings are enabled here: a
+     * movable loop's ring is created enabled and never registered. */
     io_uring_register_ring_fd(&e->ring);
     return 0;
 }
@@ -322,10 +327,20 @@ static int uring_init(pact_loop *loop, unsigned depth, int fail_setup,
         IORING_SETUP_SUBMIT_ALL,
         0,
     };
+    /* A movable loop (pact_loop_options.movable) runs on one thread, then
+     * on another. SINGLE_ISSUER binds the ring to one task for good and
+     * DEFER_TASKRUN lets only that task reap completions, so neither is
+     * used. Nor is COOP_TASKRUN: without DEFER_TASKRUN a completion is
+     * finished by task work of the thread that *submitted* the op, and
+     * COOP_TASKRUN does not wake that thread — if it sleeps (joining the
+     * thread that now runs the loop, say), the completion would wait for
+     * it forever. Plain task work interrupts the submitter's sleep. So a
+     * movable loop starts at SUBMIT_ALL. */
+    size_t first = loop->movable ? 3 : 0;
     int r = -EINVAL;
     size_t nsets = sizeof flag_sets / sizeof flag_sets[0];
     /* URING_MASK_SETUP: only the last, plain set (0), as on 5.11-5.17. */
-    for (size_t i = (e->mask & URING_MASK_SETUP) ? nsets - 1 : 0; i < nsets; i++) {
+    for (size_t i = (e->mask & URING_MASK_SETUP) ? nsets - 1 : first; i < nsets; i++) {
         struct io_uring_params p;
         memset(&p, 0, sizeof p);
         p.flags = flag_sets[i] | IORING_SETUP_CQSIZE;
@@ -403,6 +418,20 @@ static void uring_destroy(pact_loop *loop)
     loop->engine_data = NULL;
 }
 
+/* After fork, in the child: the ring is the parent's (the child shares
+ * its file and its memory). Unmap the child's view and close its copy of
+ * the fd, nothing else: liburing's exit would also unregister a
+ * registered ring fd, a system call on the ring, so that flag is cleared
+ * first (the registration belongs to the parent's thread anyway). */
+static void uring_forget(pact_loop *loop)
+{
+    uring_engine *e = URING(loop);
+    if (!e)
+        return;
+    e->ring.int_flags = 0;
+    uring_destroy(loop);
+}
+
 static int uring_supports_link_timeout(pact_loop *loop, pact_op_s *op)
 {
     if (URING(loop)->mask & URING_MASK_LINK_TIMEOUT)
@@ -410,7 +439,8 @@ static int uring_supports_link_timeout(pact_loop *loop, pact_op_s *op)
     /* send_all may resubmit after a short send; a link timeout covers only
      * one submission, so its deadline lives on the heap instead. */
     return op->kind != PACT_OP_SEND_ALL && op->kind != PACT_OP_SLEEP &&
-           op->kind != PACT_OP_RECV_MULTI; /* re-armed: heap deadline */
+           op->kind != PACT_OP_RECV_MULTI && /* re-armed: heap deadline */
+           op->kind != PACT_OP_WATCH;
 }
 
 static void prep_op(pact_loop *loop, pact_op_s *op, struct io_uring_sqe *sqe)
@@ -453,6 +483,7 @@ static void prep_op(pact_loop *loop, pact_op_s *op, struct io_uring_sqe *sqe)
                             (uint64_t)op->offset);
         break;
     case PACT_OP_POLL:
+    case PACT_OP_WATCH: /* one-shot, armed again after each delivery */
         io_uring_prep_poll_add(sqe, op->fd, (unsigned)op->msg_flags);
         break;
     case PACT_OP_OPEN:
@@ -641,6 +672,77 @@ static int recv_multi_cqe(pact_loop *loop, pact_op_s *op, int res,
     return 0;
 }
 
+/* A CQE of a watch's poll (see watch.c): delivers the readiness unless a
+ * cancel or deadline came first, then arms the poll again with the events
+ * watched now. Like a multishot recv, the "op CQE" counted at submission
+ * stands for the whole series and is settled only by the final one.
+ * Returns 1 if the op stays in flight. */
+static int watch_cqe(pact_loop *loop, pact_op_s *op, int res)
+{
+    int rearm = (op->flags & PACT_OPF_WATCH_REARM) != 0;
+    op->flags &= (uint16_t)~PACT_OPF_WATCH_REARM;
+    int final = res;
+    if (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT)) {
+        final = -ECANCELED;
+    } else if (res >= 0 || (res == -ECANCELED && rearm)) {
+        if (res >= 0 && rearm) {
+            /* This poll was armed for the events before the change: it
+             * cannot tell about one just added. Ask now, so the callback
+             * sees all of them in this iteration, as on epoll. */
+            struct pollfd p = {.fd = op->fd, .events = (short)op->msg_flags};
+            if (poll(&p, 1, 0) > 0)
+                res |= p.revents & ~POLLNVAL;
+        }
+        if (res >= 0)
+            pact__watch_deliver(loop, op, (uint32_t)res);
+        if (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT)) {
+            final = -ECANCELED;
+        } else {
+            struct io_uring_sqe *sqe = get_sqes(loop, 1);
+            if (sqe) {
+                prep_op(loop, op, sqe);
+                /* After a cancel for new events the fd may be ready for
+                 * them now: that is seen in this wait, as on epoll, not
+                 * one iteration later. */
+                if (res < 0)
+                    URING(loop)->watch_rearmed = 1;
+                return 1;
+            }
+            final = -ENOMEM;
+        }
+    }
+    op->pending_cqes--;
+    op->result = final;
+    return 0;
+}
+
+/* pact_op_set_events(). A POLL_UPDATE of the events would be the
+ * obvious tool, but an updated poll only reports events that happen after
+ * the update: a socket that is already writable when POLLOUT is added was
+ * never reported (seen on 6.18). So the poll is cancelled and, when its
+ * -ECANCELED comes back, armed again with the events of that moment —
+ * which checks readiness anew. If the poll fired first, its CQE re-arms it
+ * with the new events anyway and the cancel finds nothing (-ENOENT): the
+ * cancel is always submitted before that re-arm, so it can never hit the
+ * newer poll. */
+static void uring_watch_update(pact_loop *loop, pact_op_s *op)
+{
+    if (op->flags & PACT_OPF_WATCH_REARM)
+        return; /* the re-arm already on its way reads op->msg_flags */
+    struct io_uring_sqe *sqe = get_sqes(loop, 1);
+    if (!sqe) {
+        /* Without it the poll may sleep through an added event: end the
+         * watch rather than leave it deaf. */
+        pact__error(loop, -ENOMEM, "no SQE to change a watch's events");
+        pact__op_cancel(loop, op);
+        return;
+    }
+    io_uring_prep_cancel64(sqe, encode(op, TAG_OP), 0);
+    io_uring_sqe_set_data64(sqe, encode(op, TAG_WATCH_REARM));
+    op->flags |= PACT_OPF_WATCH_REARM;
+    op->pending_cqes++;
+}
+
 static void handle_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
 {
     enum uring_tag tag;
@@ -654,6 +756,11 @@ static void handle_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
     }
     if (tag == TAG_OP && op->kind == PACT_OP_RECV_MULTI) {
         if (!recv_multi_cqe(loop, op, res, flags) && op->pending_cqes == 0)
+            pact__op_complete(loop, op);
+        return;
+    }
+    if (tag == TAG_OP && op->kind == PACT_OP_WATCH) {
+        if (!watch_cqe(loop, op, res) && op->pending_cqes == 0)
             pact__op_complete(loop, op);
         return;
     }
@@ -685,6 +792,10 @@ static void handle_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
     case TAG_CANCEL:
         /* 0, -ENOENT or -EALREADY: either way the op posts its own CQE,
          * which carries the real result if it won the race. */
+        break;
+    case TAG_WATCH_REARM:
+        /* 0, or -ENOENT when the poll had fired: its own CQE re-arms it
+         * with the new events either way. */
         break;
     default:
         loop->stats.stray_completions++;
@@ -761,9 +872,16 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
         loop->stats.cq_overflows++;
 
     int seen = 0;
+    int extra_rounds = 1;
     for (;;) {
         struct io_uring_cqe *cqes[64];
         unsigned n = io_uring_peek_batch_cqe(&e->ring, cqes, 64);
+        if (n == 0 && e->watch_rearmed && extra_rounds-- > 0) {
+            e->watch_rearmed = 0;
+            loop->stats.syscalls_enter++;
+            io_uring_submit_and_get_events(&e->ring);
+            continue;
+        }
         if (n == 0)
             break;
         /* Copy and release the CQ slots before running callbacks, so that

@@ -17,6 +17,55 @@
  * inside a callback of the first is refused (one loop per thread). */
 static __thread pact_loop *running_on_this_thread;
 
+static _Atomic uint64_t threads_numbered;
+static __thread uint64_t this_thread_id;
+
+uint64_t pact__thread_id(void)
+{
+    if (!this_thread_id)
+        this_thread_id = atomic_fetch_add_explicit(&threads_numbered, 1,
+                                                   memory_order_relaxed) + 1;
+    return this_thread_id;
+}
+
+/* fork(): the child gets a copy of every loop, but the ring (its memory
+ * too), the epoll instance and the eventfd are shared with the parent,
+ * and the pool's threads do not exist. A child handler counts forks, and a
+ * loop made before the last one answers -ECHILD (pact__loop_forked). A
+ * load and a compare per entry point: getpid() would be a system call. */
+#ifndef _WIN32
+static atomic_uint forks_seen;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void count_fork_in_child(void)
+{
+    atomic_fetch_add_explicit(&forks_seen, 1, memory_order_relaxed);
+}
+
+static void install_fork_handler(void)
+{
+    pthread_atfork(NULL, NULL, count_fork_in_child);
+}
+
+unsigned pact__fork_generation(void)
+{
+    return atomic_load_explicit(&forks_seen, memory_order_relaxed);
+}
+#else
+unsigned pact__fork_generation(void)
+{
+    return 0; /* no fork() */
+}
+#endif
+
+static int forked_misuse(const pact_loop *loop, const char *func)
+{
+    return pact__misuse(loop, -ECHILD, func,
+                        "the loop was inherited through fork(): it belongs "
+                        "to the parent process (pact_loop_free() releases "
+                        "this copy)");
+}
+
 uint64_t pact_now(void)
 {
     struct timespec ts;
@@ -111,8 +160,13 @@ int pact_loop_create(pact_loop **out, const pact_loop_options *opts_in)
     pact_loop *loop = calloc(1, sizeof *loop);
     if (!loop)
         return -ENOMEM;
+#ifndef _WIN32
+    pthread_once(&atfork_once, install_fork_handler);
+#endif
+    loop->fork_generation = pact__fork_generation();
     loop->debug = opts.debug < 0 ? debug_from_env() : !!opts.debug;
-    loop->owner = pthread_self();
+    loop->movable = !!opts.movable;
+    loop->owner = pact__thread_id();
     loop->wake_fd = -EBADF;
     pact_slab_init(&loop->ops, sizeof(pact_op_s));
     pact_slab_init(&loop->op_ext, sizeof(pact_op_ext));
@@ -172,6 +226,8 @@ int pact__check_loop(const pact_loop *loop, const char *func)
 {
     if (!loop)
         return -EINVAL;
+    if (pact__loop_forked(loop))
+        return forked_misuse(loop, func);
     if (loop->state != PACT_LOOP_OPEN)
         return pact__misuse(loop, -ESHUTDOWN, func,
                             loop->state == PACT_LOOP_CLOSED
@@ -182,10 +238,23 @@ int pact__check_loop(const pact_loop *loop, const char *func)
 
 int pact__loop_check_thread(const pact_loop *loop, const char *func)
 {
+    if (pact__loop_forked(loop))
+        return forked_misuse(loop, func);
+    if (loop->movable) {
+        /* Whoever runs it owns it while it runs; between runs any one
+         * thread at a time may use it. */
+        uint64_t runner = atomic_load_explicit(
+            &((pact_loop *)loop)->runner, memory_order_acquire);
+        if (runner && runner != pact__thread_id())
+            return pact__misuse(loop, -EPERM, func,
+                                "called from a thread other than the one "
+                                "running the loop");
+        return 0;
+    }
     /* owner is written before owned is set (release), see check_runner. */
     if ((atomic_load_explicit(&loop->owned, memory_order_acquire) ||
          loop->debug) &&
-        !pthread_equal(loop->owner, pthread_self()))
+        loop->owner != pact__thread_id())
         return pact__misuse(loop, -EPERM, func,
                             "called from a thread that does not own the loop");
     return 0;
@@ -243,6 +312,8 @@ int pact_loop_set_wait_hooks(pact_loop *loop, pact_wait_cb before,
 {
     if (!loop || !before != !after)
         return -EINVAL;
+    if (pact__loop_forked(loop))
+        return forked_misuse(loop, __func__);
     if (loop->state != PACT_LOOP_OPEN)
         return -ESHUTDOWN;
     int r = pact__loop_check_thread(loop, __func__);
@@ -312,39 +383,76 @@ static void iterate(pact_loop *loop, int64_t max_wait_ns)
     pact__ops_dispatch_done(loop);
 }
 
-/* The thread that first runs a loop owns it from then on; before that the
- * loop may be handed to another thread. io_uring binds the ring to the
- * first thread that submits (SINGLE_ISSUER), after which any other
- * thread's io_uring_enter fails: run or close there would spin forever, so
- * they are refused in every mode, not only in debug mode. */
+/* A pinned loop: the thread that first runs it owns it from then on;
+ * before that the loop may be handed to another thread. io_uring binds the
+ * ring to the first thread that submits (SINGLE_ISSUER), after which any
+ * other thread's io_uring_enter fails: run or close there would spin
+ * forever, so they are refused in every mode, not only in debug mode. A
+ * movable loop has no lasting owner: claim_runner() alone keeps two
+ * threads from driving it at once. */
 static int check_runner(pact_loop *loop, const char *func)
 {
+    if (loop->movable)
+        return 0;
     if (!atomic_load_explicit(&loop->owned, memory_order_relaxed)) {
-        loop->owner = pthread_self();
+        loop->owner = pact__thread_id();
         atomic_store_explicit(&loop->owned, 1, memory_order_release);
-    } else if (!pthread_equal(loop->owner, pthread_self()))
+    } else if (loop->owner != pact__thread_id())
         return pact__misuse(loop, -EPERM, func,
                             "called from a thread that does not own the loop "
-                            "(the thread that first ran it)");
+                            "(the thread that first ran it; a loop made with "
+                            "pact_loop_options.movable may change threads)");
     return 0;
+}
+
+/* Makes the calling thread the one driving the loop (run, run_once,
+ * close): -EBUSY if a thread does already — this one (a callback of the
+ * loop) or another. The acquire pairs with release_runner()'s release: a
+ * loop run on thread A, then on B, hands B everything A wrote. */
+static int claim_runner(pact_loop *loop, const char *func)
+{
+    uint64_t me = pact__thread_id(), idle = 0;
+    if (atomic_compare_exchange_strong_explicit(&loop->runner, &idle, me,
+                                                memory_order_acquire,
+                                                memory_order_acquire))
+        return 0;
+    return pact__misuse(loop, -EBUSY, func,
+                        idle == me ? "the loop is already running (called "
+                                     "from one of its callbacks?)"
+                                   : "the loop is running on another thread");
+}
+
+static void release_runner(pact_loop *loop)
+{
+    atomic_store_explicit(&loop->runner, 0, memory_order_release);
 }
 
 static int run_begin(pact_loop *loop, const char *func)
 {
-    int r = loop && loop->state == PACT_LOOP_OPEN ? check_runner(loop, func) : 0;
-    if (r)
-        return r;
-    r = pact__check_loop(loop, func);
-    if (r)
-        return r;
-    if (loop->running)
-        return pact__misuse(loop, -EBUSY, func,
-                            "the loop is already running (called from one "
-                            "of its callbacks?)");
-    if (running_on_this_thread)
+    if (!loop)
+        return -EINVAL;
+    if (pact__loop_forked(loop))
+        return forked_misuse(loop, func);
+    if (running_on_this_thread && running_on_this_thread != loop)
         return pact__misuse(loop, -EBUSY, func,
                             "this thread is already running another loop "
                             "(one loop per thread)");
+    /* A pinned loop's owner is settled first: only it may claim the loop.
+     * A movable loop is claimed first: its state is then this thread's to
+     * read, and a thread that finds it running elsewhere gets -EBUSY. */
+    int r = 0;
+    if (!loop->movable && loop->state == PACT_LOOP_OPEN)
+        r = check_runner(loop, func);
+    if (r)
+        return r;
+    r = claim_runner(loop, func);
+    if (r)
+        return r;
+    r = pact__check_loop(loop, func);
+    if (r) {
+        release_runner(loop);
+        return r;
+    }
     loop->running = 1;
     running_on_this_thread = loop;
     return 0;
@@ -354,6 +462,7 @@ static void run_end(pact_loop *loop)
 {
     loop->running = 0;
     running_on_this_thread = NULL;
+    release_runner(loop);
 }
 
 int pact_loop_run(pact_loop *loop)
@@ -385,6 +494,8 @@ int pact_loop_stop(pact_loop *loop)
 {
     if (!loop)
         return -EINVAL;
+    if (pact__loop_forked(loop))
+        return forked_misuse(loop, __func__);
     atomic_store(&loop->stop_requested, 1);
     return pact_loop_wake(loop);
 }
@@ -408,6 +519,8 @@ int pact_loop_wake(pact_loop *loop)
 {
     if (!loop)
         return -EINVAL;
+    if (pact__loop_forked(loop)) /* the eventfd is the parent's too */
+        return forked_misuse(loop, __func__);
     pthread_mutex_lock(&loop->ts_lock);
     int r = wake_locked(loop);
     pthread_mutex_unlock(&loop->ts_lock);
@@ -418,6 +531,8 @@ int pact_call_soon_threadsafe(pact_loop *loop, pact_call_cb cb, void *user)
 {
     if (!loop || !cb)
         return -EINVAL;
+    if (pact__loop_forked(loop))
+        return forked_misuse(loop, __func__);
     pact_ts_item *item = malloc(sizeof *item);
     if (!item)
         return -ENOMEM;
@@ -454,7 +569,8 @@ static void report_live_ops(pact_loop *loop)
         [PACT_OP_OPEN] = "open", [PACT_OP_CLOSE] = "close",
         [PACT_OP_FSYNC] = "fsync", [PACT_OP_STATX] = "statx",
         [PACT_OP_RENAME] = "rename", [PACT_OP_UNLINK] = "unlink",
-        [PACT_OP_RECVFROM] = "recvfrom", [PACT_OP_SENDTO] = "sendto"};
+        [PACT_OP_RECVFROM] = "recvfrom", [PACT_OP_SENDTO] = "sendto",
+        [PACT_OP_RECV_MULTI] = "multishot recv", [PACT_OP_WATCH] = "watch"};
     for (uint32_t i = 0; i < loop->ops.capacity; i++) {
         pact_op_s *op = pact_slab_at(&loop->ops, i);
         if (!(op->slab.gen & 1) || (op->flags & PACT_OPF_INTERNAL))
@@ -483,6 +599,8 @@ void pact__resource_remove(pact_loop *loop, pact_resource *res)
     if (pact_list_linked(&res->link))
         pact_list_remove(&res->link);
 }
+
+static int close_claimed(pact_loop *loop);
 
 /* Force-closes what is still open (transports, servers, processes) while
  * the loop can still run their callbacks, so each of them still sees its
@@ -524,12 +642,29 @@ int pact_loop_close(pact_loop *loop)
 {
     if (!loop)
         return -EINVAL;
-    if (loop->state == PACT_LOOP_CLOSED)
-        return pact__misuse(loop, -EBADF, __func__, "the loop is closed already");
-    if (loop->state == PACT_LOOP_CLOSING || loop->running)
+    if (pact__loop_forked(loop))
+        return forked_misuse(loop, __func__);
+    /* Claimed first: state and running are the runner's to read. */
+    int r = claim_runner(loop, __func__);
+    if (r == -EBUSY && loop->movable)
+        return r; /* running on another thread */
+    if (r)
         return pact__misuse(loop, -EBUSY, __func__,
                             "cannot close a running loop");
-    int owner_err = check_runner(loop, __func__);
+    r = close_claimed(loop);
+    release_runner(loop);
+    return r;
+}
+
+static int close_claimed(pact_loop *loop)
+{
+    if (loop->state == PACT_LOOP_CLOSED)
+        return pact__misuse(loop, -EBADF, "pact_loop_close",
+                            "the loop is closed already");
+    if (loop->state == PACT_LOOP_CLOSING || loop->running)
+        return pact__misuse(loop, -EBUSY, "pact_loop_close",
+                            "cannot close a running loop");
+    int owner_err = check_runner(loop, "pact_loop_close");
     if (owner_err)
         return owner_err;
     close_resources(loop);
@@ -611,10 +746,57 @@ int pact_loop_close(pact_loop *loop)
     return 0;
 }
 
+#ifndef _WIN32
+/* pact_loop_free() in a child process that inherited the loop through
+ * fork(): releases this process's copy — memory, and the child's copies
+ * of the fds — without running a callback, submitting, cancelling or
+ * waiting: the kernel objects are the parent's and its ops are the
+ * parent's to complete. The pool's threads do not exist here and its
+ * mutex may have been held by one of them at the fork: neither is
+ * touched. */
+static void forget_in_child(pact_loop *loop)
+{
+    if (loop->state != PACT_LOOP_CLOSED) {
+        for (uint32_t i = 0; i < loop->ops.capacity; i++) {
+            pact_op_s *op = pact_slab_at(&loop->ops, i);
+            pact_op_ext *x = (op->slab.gen & 1) ? pact__op_ext_of(op) : NULL;
+            if (x) {
+                free(x->path);
+                free(x->path2);
+            }
+        }
+        pact__signals_forget(loop);
+        pact__pool_forget(loop);
+        pact_ts_item *item = loop->ts_head;
+        while (item) {
+            pact_ts_item *next = item->next;
+            free(item);
+            item = next;
+        }
+        loop->engine->forget(loop);
+        if (loop->wake_fd >= 0)
+            close(loop->wake_fd);
+        pact_slab_destroy(&loop->ops);
+        pact_slab_destroy(&loop->op_ext);
+        pact_slab_destroy(&loop->handles);
+        pact_heap_destroy(&loop->timers);
+        free(loop->burst_buf);
+        pact_fd_table_destroy(&loop->fd_order);
+    }
+    free(loop);
+}
+#endif
+
 int pact_loop_free(pact_loop *loop)
 {
     if (!loop)
         return 0;
+#ifndef _WIN32
+    if (pact__loop_forked(loop)) {
+        forget_in_child(loop);
+        return 0;
+    }
+#endif
     if (loop->state != PACT_LOOP_CLOSED) {
         /* Refused (running, another thread): the loop is left as it was,
          * rather than freeing memory its own code still uses. */
@@ -668,6 +850,8 @@ int pact_loop_backend_fd(const pact_loop *loop)
 {
     if (!loop)
         return -EINVAL;
+    if (pact__loop_forked(loop))
+        return forked_misuse(loop, __func__);
     if (loop->state == PACT_LOOP_CLOSED)
         return -ESHUTDOWN;
     return loop->engine->backend_fd((pact_loop *)loop);
@@ -677,6 +861,8 @@ int64_t pact_loop_backend_timeout(const pact_loop *loop)
 {
     if (!loop)
         return -EINVAL;
+    if (pact__loop_forked(loop))
+        return forked_misuse(loop, __func__);
     if (loop->state == PACT_LOOP_CLOSED)
         return -ESHUTDOWN;
     /* Unlike wait_timeout(), a loop with nothing that keeps it alive is

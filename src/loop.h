@@ -84,12 +84,26 @@ struct pact_loop {
     int state;
     int running; /* inside pact_loop_run / run_once */
     atomic_int stop_requested;
-    /* The thread that owns the loop: the one that first ran (or closed)
-     * it, from then on (owned = 1). Before that the creating thread, which
+    /* pact_loop_options.movable: the loop may run on one thread, then on
+     * another (the io_uring ring is set up without SINGLE_ISSUER and
+     * DEFER_TASKRUN). See pact__loop_check_thread(). */
+    int movable;
+    /* A pinned loop's owner: the thread that first ran (or closed) it,
+     * from then on (owned = 1). Before that the creating thread, which
      * only debug mode holds to (a loop may be made on one thread and run
-     * on another). See pact__loop_check_thread(). */
-    pthread_t owner;
+     * on another). Threads are named by pact__thread_id(), never by
+     * pthread_t: glibc hands a finished thread's pthread_t to the next
+     * thread it creates, which was then taken for the dead owner. */
+    uint64_t owner;
     atomic_int owned;
+    /* The thread inside run, run_once or close right now, 0 when none:
+     * claimed with a compare-and-swap, so that two threads can never
+     * drive the loop at once, and released with release order, so that
+     * the next thread to claim it sees everything the last one did. */
+    _Atomic uint64_t runner;
+    /* pact__fork_generation() when the loop was made: a child process
+     * (fork) sees a newer one and gets -ECHILD from every entry point. */
+    unsigned fork_generation;
 
     uint64_t now; /* start of the current iteration */
 
@@ -205,6 +219,22 @@ void pact__error(pact_loop *loop, int err, const char *fmt, ...)
 /* Writes "symbol+0xoff (object)" for a code address into buf. */
 void pact__describe_address(void *addr, char *buf, size_t len);
 
+/* A number for the calling thread, unique for the life of the process
+ * (never reused, unlike pthread_t), never 0. */
+uint64_t pact__thread_id(void);
+
+/* Counts fork()s into child processes (a pthread_atfork child handler,
+ * installed by the first pact_loop_create). */
+unsigned pact__fork_generation(void);
+
+/* 1 in a child process that inherited the loop through fork(): its ring
+ * or epoll fd, eventfd and thread pool belong to the parent, so every
+ * entry point answers -ECHILD and never touches them. */
+static inline int pact__loop_forked(const pact_loop *loop)
+{
+    return loop->fork_generation != pact__fork_generation();
+}
+
 /* For every entry point that is not thread-safe (all but those pact.h
  * marks "Thread-safe"): -EPERM when called from a thread that does not own
  * the loop, else 0. Cheap (one atomic load, pthread_self), so it is done
@@ -269,6 +299,14 @@ void pact__op_deliver(pact_loop *loop, pact_op_s *op, const void *data,
  * *final (0 at EOF, -errno, -ECANCELED when cancelled). The engine only
  * translates: re-arm, or finish the op. */
 int pact__op_recv_burst(pact_loop *loop, pact_op_s *op, int64_t *final);
+/* A PACT_OP_WATCH's fd was found ready for revents (engines call this
+ * from their wait): runs the watcher's callback with more = 1 and the
+ * events it asked for that are ready (POLLERR and POLLHUP always count),
+ * unless there are none or a cancel or deadline was asked for — so a
+ * readiness the kernel reported before pact_op_cancel() or
+ * pact_op_set_events() returned is never delivered after it. */
+void pact__watch_deliver(pact_loop *loop, pact_op_s *op, uint32_t revents);
+
 /* Requests cancellation of a live op; returns as pact_op_cancel(). */
 int pact__op_cancel(pact_loop *loop, pact_op_s *op);
 /* Submit every queued op to the engine. */

@@ -44,6 +44,10 @@ typedef enum pact_op_kind {
     /* pact_recv_multishot(): many data completions (pact__op_deliver),
      * then one final completion; buffers are the loop's, not the op's. */
     PACT_OP_RECV_MULTI,
+    /* pact_watch(): level-triggered readiness of any fd, one data
+     * completion (revents) per loop iteration while ready, until
+     * cancelled (watch.c; msg_flags holds the events watched). */
+    PACT_OP_WATCH,
     PACT_OP_CUSTOM, /* a composite op driven by its owner (connect_tcp, ...) */
     PACT_OP_KIND_COUNT
 } pact_op_kind;
@@ -71,6 +75,9 @@ enum pact_op_flag {
     /* pact_op_set_ref(0): live, but does not keep the loop alive
      * (counted in loop->unref_ops). */
     PACT_OPF_UNREF = 1u << 8,
+    /* io_uring: a watch's poll is being cancelled to be armed again with
+     * new events (pact_op_set_events); its -ECANCELED is not final. */
+    PACT_OPF_WATCH_REARM = 1u << 9,
 };
 
 struct pact_op_s;

@@ -194,6 +194,16 @@ void pact__pool_shutdown(pact_loop *loop)
     loop->pool = NULL;
 }
 
+void pact__pool_forget(pact_loop *loop)
+{
+    pact_pool *p = loop->pool;
+    if (!p)
+        return;
+    free(p->threads);
+    free(p);
+    loop->pool = NULL;
+}
+
 pact_op pact__pool_start(pact_loop *loop, pact_op_s *op,
                          int64_t (*fn)(void *arg), void *arg,
                          void *created_at)

@@ -30,5 +30,10 @@ int pact__pool_cancel(pact_loop *loop, pact_op_s *op);
  * running ones, joins the threads and frees the pool. The finished ops are
  * then in loop->offload_done. */
 void pact__pool_shutdown(pact_loop *loop);
+/* pact_loop_free() in a child process after fork(): the workers do not
+ * exist there, and the pool's mutex may have been held by one of them
+ * when the parent forked, so frees the memory only (the ops are freed
+ * with the loop's slab). */
+void pact__pool_forget(pact_loop *loop);
 
 #endif

@@ -321,6 +321,25 @@ int pact_signal_set_ref(pact_loop *loop, pact_signal id, int ref)
     return 0;
 }
 
+void pact__signals_forget(pact_loop *loop)
+{
+    pact_signals *s = loop->signals;
+    if (!s)
+        return;
+    for (int signo = 1; signo < _NSIG; signo++)
+        if (s->counts[signo] > 0) {
+            s->counts[signo] = 0;
+            close_fd(s); /* not updated: release_signal only unblocks */
+            release_signal(loop, s, signo);
+        }
+    for (sig_handler *h = s->head; h; h = h->next)
+        h->removed = 1;
+    sweep_removed(s);
+    close_fd(s);
+    free(s);
+    loop->signals = NULL;
+}
+
 void pact__signals_close(pact_loop *loop)
 {
     pact_signals *s = loop->signals;

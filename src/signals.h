@@ -9,5 +9,10 @@
  * restores the thread's signal mask, gives the signals back to the
  * process-wide registry, closes the signalfd. */
 void pact__signals_close(pact_loop *loop);
+/* pact_loop_free() in a child process after fork(): frees the handlers,
+ * gives the signals back in the process-wide registry (a loop the child
+ * makes may take them) and unblocks them on this thread as close would,
+ * and closes the child's copy of the signalfd. Submits nothing. */
+void pact__signals_forget(pact_loop *loop);
 
 #endif

@@ -521,4 +521,18 @@ static int iocp_has_unsubmitted(pact_loop *loop)
     return 0;
 }
 
+/* No fork() on Windows: never called. */
+static void iocp_forget(pact_loop *loop)
+{
+    iocp_destroy(loop);
+}
+
+/* pact_watch() is not built on Windows (readiness of any fd has no
+ * completion-port equivalent): never called. */
+static void iocp_watch_update(pact_loop *loop, pact_op_s *op)
+{
+    (void)loop;
+    (void)op;
+}
+
 PACT_ENGINE_DEFINE(iocp, iocp, "iocp");

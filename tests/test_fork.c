@@ -1,0 +1,242 @@
+/* SPDX-License-Identifier: MIT */
+/* fork(): a child process gets a copy of every loop, but the io_uring ring
+ * (its submission queue is memory shared with the parent), the epoll
+ * instance and the wake-up eventfd stay the parent's, and the pool's
+ * threads do not exist in the child. Every entry point of an inherited
+ * loop answers -ECHILD there, and pact_loop_free() releases the child's
+ * copy without submitting, cancelling or waiting. */
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <sys/wait.h>
+
+#include "helpers.h"
+
+TestSuite(fork, .timeout = 60);
+
+/* LeakSanitizer's check, in the ASan build: a child that freed its copy
+ * of the loop has nothing left of it. */
+int __lsan_do_recoverable_leak_check(void) __attribute__((weak));
+
+#define CHILD_CHECK(cond)                                                   \
+    do {                                                                    \
+        if (!(cond)) {                                                      \
+            fprintf(stderr, "child: %s failed (line %d)\n", #cond, __LINE__); \
+            _exit(10);                                                      \
+        }                                                                   \
+    } while (0)
+
+typedef struct {
+    int sv[2];
+    char buf[64];
+    int recv_calls;
+    int64_t recv_result;
+    int timer_runs;
+    int work_calls;
+    int64_t work_result;
+} parent_state;
+
+static void recv_done(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    parent_state *p = user;
+    p->recv_calls++;
+    p->recv_result = c->result;
+}
+
+static void timer_cb(pact_loop *loop, void *user)
+{
+    (void)loop;
+    ((parent_state *)user)->timer_runs++;
+}
+
+static void never_cb(pact_loop *loop, void *user)
+{
+    (void)loop;
+    (void)user;
+    _exit(20); /* a callback ran in the child */
+}
+
+static void never_op_cb(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    (void)c;
+    (void)user;
+    _exit(21);
+}
+
+static int64_t slow_work(void *arg)
+{
+    (void)arg;
+    usleep(200 * 1000);
+    return 7;
+}
+
+static void work_done(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    parent_state *p = user;
+    p->work_calls++;
+    p->work_result = c->result;
+}
+
+static void hook(pact_loop *loop, int64_t timeout_ns, void *user)
+{
+    (void)loop;
+    (void)timeout_ns;
+    (void)user;
+}
+
+/* Everything a loop offers, called in the child: -ECHILD each time, and
+ * no callback runs. */
+static void child_checks(pact_loop *loop, parent_state *p, pact_op recv)
+{
+    char buf[8];
+    CHILD_CHECK(pact_loop_run(loop) == -ECHILD);
+    CHILD_CHECK(pact_loop_run_once(loop, 0) == -ECHILD);
+    CHILD_CHECK(pact_loop_close(loop) == -ECHILD);
+    CHILD_CHECK(pact_loop_stop(loop) == -ECHILD);
+    CHILD_CHECK(pact_loop_wake(loop) == -ECHILD);
+    CHILD_CHECK(pact_call_soon_threadsafe(loop, never_cb, NULL) == -ECHILD);
+    CHILD_CHECK(pact_call_soon(loop, never_cb, NULL) == -ECHILD);
+    CHILD_CHECK(pact_call_later(loop, 1, never_cb, NULL) == -ECHILD);
+    CHILD_CHECK(pact_recv(loop, p->sv[0], buf, sizeof buf, 0, never_op_cb,
+                          NULL) == -ECHILD);
+    CHILD_CHECK(pact_sleep(loop, 1, never_op_cb, NULL) == -ECHILD);
+    CHILD_CHECK(pact_op_cancel(loop, recv) == -ECHILD);
+    CHILD_CHECK(pact_op_set_timeout(loop, recv, MS) == -ECHILD);
+    CHILD_CHECK(pact_loop_backend_fd(loop) == -ECHILD);
+    CHILD_CHECK(pact_loop_backend_timeout(loop) == -ECHILD);
+    CHILD_CHECK(pact_loop_set_wait_hooks(loop, hook, hook, NULL) == -ECHILD);
+    CHILD_CHECK(pact_loop_set_error_handler(loop, NULL, NULL) == -ECHILD);
+    CHILD_CHECK(pact_queue_work(loop, slow_work, never_op_cb, NULL) == -ECHILD);
+    pact_transport *t = NULL; /* it owns (here: closes) the fd it is given */
+    CHILD_CHECK(pact_transport_open(loop, dup(p->sv[0]), PACT_STREAM_SOCKET,
+                                    NULL, NULL, &t) == -ECHILD);
+    CHILD_CHECK(pact_loop_free(loop) == 0);
+    /* The socket is untouched: the parent's recv still waits on it. */
+    struct pollfd pf = {.fd = p->sv[0], .events = POLLIN};
+    CHILD_CHECK(poll(&pf, 1, 0) == 0);
+    if (__lsan_do_recoverable_leak_check)
+        CHILD_CHECK(__lsan_do_recoverable_leak_check() == 0);
+}
+
+static int wait_child(pid_t pid)
+{
+    int status = 0;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status), "child died: status 0x%x", status);
+    return WEXITSTATUS(status);
+}
+
+/* The parent has a recv in flight, a timer, pool work running and a
+ * threadsafe callback queued when it forks. The child gets -ECHILD from
+ * every entry point and frees its copy; the parent's loop goes on as if
+ * nothing happened: the recv gets the bytes written after the fork (a
+ * cancel the child slipped into the shared submission queue would have
+ * ended it with -ECANCELED), the timer and the work complete once. */
+Test(fork, every_entry_point_of_an_inherited_loop_is_echild_and_the_parent_goes_on)
+{
+    pact_loop *loop = test_loop_new();
+    parent_state p = {0};
+    make_socketpair(p.sv);
+    pact_op recv = pact_recv(loop, p.sv[0], p.buf, sizeof p.buf, 0, recv_done, &p);
+    cr_assert_gt(recv, 0);
+    cr_assert_gt(pact_call_later(loop, 20 * MS, timer_cb, &p), 0);
+    cr_assert_gt(pact_queue_work(loop, slow_work, work_done, &p), 0);
+    cr_assert_eq(pact_call_soon_threadsafe(loop, timer_cb, &p), 0);
+    /* Submitted: the recv is in the kernel (io_uring) or epoll. */
+    cr_assert_geq(pact_loop_run_once(loop, 0), 0);
+    cr_assert_eq(p.recv_calls, 0);
+    cr_assert_eq(pact_call_soon_threadsafe(loop, timer_cb, &p), 0);
+
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        child_checks(loop, &p, recv);
+        _exit(0);
+    }
+    cr_assert_eq(wait_child(pid), 0);
+
+    cr_assert_eq(write(p.sv[1], "after fork", 10), 10);
+    uint64_t end = pact_now() + 5000 * MS;
+    while ((p.recv_calls == 0 || p.timer_runs < 3 || p.work_calls == 0) &&
+           pact_now() < end)
+        cr_assert_geq(pact_loop_run_once(loop, 10 * (int64_t)MS), 0);
+    cr_assert_eq(p.recv_calls, 1);
+    cr_assert_eq(p.recv_result, 10, "recv: %s", pact_strerror((int)p.recv_result));
+    cr_assert_eq(memcmp(p.buf, "after fork", 10), 0);
+    cr_assert_eq(p.timer_runs, 3); /* the timer and two threadsafe calls */
+    cr_assert_eq(p.work_calls, 1);
+    cr_assert_eq(p.work_result, 7);
+    test_loop_free(loop);
+    close(p.sv[0]);
+    close(p.sv[1]);
+}
+
+static void slept(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    *(int64_t *)user = c->result;
+}
+
+/* After freeing what it inherited, a child makes its own loop (a fresh
+ * ring or epoll instance of its own) and runs it. */
+Test(fork, a_child_frees_the_inherited_loop_and_runs_its_own)
+{
+    pact_loop *loop = test_loop_new();
+    int64_t result = 1;
+    cr_assert_gt(pact_sleep(loop, 50 * MS, slept, &result), 0);
+    cr_assert_geq(pact_loop_run_once(loop, 0), 0);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        CHILD_CHECK(pact_loop_free(loop) == 0);
+        pact_loop *own = NULL;
+        pact_loop_options o;
+        pact_loop_options_init(&o);
+        CHILD_CHECK(pact_loop_create(&own, &o) == 0);
+        int64_t mine = 1;
+        CHILD_CHECK(pact_sleep(own, MS, slept, &mine) > 0);
+        int sv[2];
+        CHILD_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
+        char buf[4];
+        int64_t got = 0;
+        CHILD_CHECK(pact_recv(own, sv[0], buf, sizeof buf, 0, slept, &got) > 0);
+        CHILD_CHECK(write(sv[1], "kid", 3) == 3);
+        CHILD_CHECK(pact_loop_run(own) == 0);
+        CHILD_CHECK(mine == 0);
+        CHILD_CHECK(got == 3);
+        CHILD_CHECK(pact_loop_free(own) == 0);
+        close(sv[0]);
+        close(sv[1]);
+        if (__lsan_do_recoverable_leak_check)
+            CHILD_CHECK(__lsan_do_recoverable_leak_check() == 0);
+        _exit(0);
+    }
+    cr_assert_eq(wait_child(pid), 0);
+    cr_assert_eq(pact_loop_run(loop), 0);
+    cr_assert_eq(result, 0);
+    test_loop_free(loop);
+}
+
+/* A loop made in the child after the fork is the child's: the rule is
+ * about inherited loops only. And a loop freed in the parent before the
+ * fork is of no concern. A closed inherited loop is freed too. */
+Test(fork, a_loop_closed_before_the_fork_is_freed_in_the_child)
+{
+    pact_loop *loop = test_loop_new();
+    cr_assert_eq(pact_loop_close(loop), 0);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        CHILD_CHECK(pact_loop_run_once(loop, 0) == -ECHILD);
+        CHILD_CHECK(pact_loop_free(loop) == 0);
+        if (__lsan_do_recoverable_leak_check)
+            CHILD_CHECK(__lsan_do_recoverable_leak_check() == 0);
+        _exit(0);
+    }
+    cr_assert_eq(wait_child(pid), 0);
+    cr_assert_eq(pact_loop_free(loop), 0);
+}

@@ -1,0 +1,327 @@
+/* SPDX-License-Identifier: MIT */
+/* Which thread may drive a loop: a pinned loop (the default) belongs to
+ * the thread that first ran it, for good, and a thread that merely got the
+ * dead owner's pthread_t is refused; a movable loop
+ * (pact_loop_options.movable) may be run on one thread, stopped, and run or
+ * closed on another — asyncio's threading.Thread(target=loop.run_forever)
+ * then loop.close() on the main thread. Runs under ThreadSanitizer too
+ * (build-tsan). */
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "helpers.h"
+
+TestSuite(loop_thread, .timeout = 60);
+
+static pact_loop *loop_new(int movable)
+{
+    pact_loop_options o;
+    pact_loop_options_init(&o);
+    o.debug = 1;
+    o.movable = movable;
+    pact_loop *loop = NULL;
+    int r = pact_loop_create(&loop, &o);
+    cr_assert_eq(r, 0, "pact_loop_create: %s", pact_strerror(r));
+    const char *want = getenv("PACT_ENGINE");
+    if (want && strcmp(want, "uring") == 0)
+        cr_assert_eq(pact_loop_engine(loop), PACT_ENGINE_URING);
+    if (want && strcmp(want, "epoll") == 0)
+        cr_assert_eq(pact_loop_engine(loop), PACT_ENGINE_EPOLL);
+    return loop;
+}
+
+/* ---- pinned: pthread_t reuse ------------------------------------------- */
+
+typedef struct {
+    pact_loop *loop;
+    pthread_t self;
+    int result;
+} run_once_job;
+
+static void *run_once_thread(void *arg)
+{
+    run_once_job *j = arg;
+    j->self = pthread_self();
+    j->result = pact_loop_run_once(j->loop, 0);
+    return NULL;
+}
+
+/* glibc gives a finished thread's pthread_t (its stack and descriptor) to
+ * the next thread it creates. pact named its owner by pthread_t, so that
+ * next thread was taken for the dead owner: run went on to a ring bound to
+ * a task that no longer exists, whose io_uring_enter fails with EEXIST
+ * forever. */
+Test(loop_thread, a_pinned_loop_refuses_a_new_thread_that_got_the_dead_owners_pthread_t)
+{
+    pact_loop *loop = loop_new(0);
+    run_once_job first = {.loop = loop}, second = {.loop = loop};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, run_once_thread, &first), 0);
+    pthread_join(th, NULL);
+    cr_assert_geq(first.result, 0, "first run: %s", pact_strerror(first.result));
+    int reused = 0;
+    for (int attempt = 0; attempt < 20 && !reused; attempt++) {
+        cr_assert_eq(pthread_create(&th, NULL, run_once_thread, &second), 0);
+        pthread_join(th, NULL);
+        cr_assert_eq(second.result, -EPERM, "attempt %d: %s", attempt,
+                     pact_strerror(second.result));
+        reused = pthread_equal(first.self, second.self);
+    }
+    cr_log_info("the dead owner's pthread_t was %s", reused ? "reused" : "never reused");
+    /* The owner is gone: nobody may close the loop (its ring answers only
+     * the dead thread), so it is left, reachable, for the process's exit
+     * to clean up: a pinned loop must be closed by the thread that ran it. */
+    cr_assert_eq(pact_loop_close(loop), -EPERM);
+    cr_assert_eq(pact_loop_free(loop), -EPERM);
+    static pact_loop *abandoned;
+    abandoned = loop;
+    (void)abandoned;
+}
+
+/* ---- movable ------------------------------------------------------------ */
+
+typedef struct {
+    pact_loop *loop;
+    int sv[2];
+    char buf[64];
+    atomic_int started;   /* the recv was started (on the running thread) */
+    atomic_int calls;     /* recv callbacks */
+    atomic_llong result;
+    pthread_t cb_thread;
+    pact_op recv;
+    int run_result;
+    atomic_int run_returned;
+    /* The runner waits here after its run, asleep, until released. */
+    pthread_mutex_t lock;
+    pthread_cond_t cv;
+    int release;
+} moving;
+
+static void recv_done(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    moving *m = user;
+    m->cb_thread = pthread_self();
+    atomic_store(&m->result, c->result);
+    atomic_fetch_add(&m->calls, 1);
+}
+
+static void start_recv(pact_loop *loop, void *user)
+{
+    moving *m = user;
+    m->recv = pact_recv(loop, m->sv[0], m->buf, sizeof m->buf, 0, recv_done, m);
+    cr_assert_gt(m->recv, 0);
+    atomic_store(&m->started, 1);
+}
+
+static void moving_init(moving *m, pact_loop *loop)
+{
+    memset(m, 0, sizeof *m);
+    m->loop = loop;
+    make_socketpair(m->sv);
+    pthread_mutex_init(&m->lock, NULL);
+    pthread_cond_init(&m->cv, NULL);
+}
+
+static void moving_destroy(moving *m)
+{
+    close(m->sv[0]);
+    close(m->sv[1]);
+    pthread_mutex_destroy(&m->lock);
+    pthread_cond_destroy(&m->cv);
+}
+
+/* Runs the loop until stopped, then sleeps until released: the thread that
+ * submitted the recv is alive but asleep while another thread drives the
+ * loop (without DEFER_TASKRUN a completion is finished by the submitter's
+ * task work, so this is the case that hangs if that thread is not woken). */
+static void *run_then_sleep(void *arg)
+{
+    moving *m = arg;
+    m->run_result = pact_loop_run(m->loop);
+    atomic_store(&m->run_returned, 1);
+    pthread_mutex_lock(&m->lock);
+    while (!m->release)
+        pthread_cond_wait(&m->cv, &m->lock);
+    pthread_mutex_unlock(&m->lock);
+    return NULL;
+}
+
+static void release_sleeper(moving *m, pthread_t th)
+{
+    pthread_mutex_lock(&m->lock);
+    m->release = 1;
+    pthread_cond_signal(&m->cv);
+    pthread_mutex_unlock(&m->lock);
+    pthread_join(th, NULL);
+}
+
+/* Thread A runs the loop and starts a recv; the main thread stops it and,
+ * without joining A, closes it as soon as A's run has returned (close
+ * answers -EBUSY until then): the recv A submitted completes once, on the
+ * closing thread, with -ECANCELED. */
+Test(loop_thread, a_movable_loop_runs_in_one_thread_and_is_closed_in_another)
+{
+    pact_loop *loop = loop_new(1);
+    moving m;
+    moving_init(&m, loop);
+    cr_assert_gt(pact_call_soon(loop, start_recv, &m), 0);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, run_then_sleep, &m), 0);
+    while (!atomic_load(&m.started))
+        usleep(1000);
+    /* While A runs it, other threads cannot drive it or change it. */
+    cr_assert_eq(pact_loop_run_once(loop, 0), -EBUSY);
+    cr_assert_eq(pact_loop_close(loop), -EBUSY);
+    cr_assert_eq(pact_call_soon(loop, start_recv, &m), -EPERM);
+    cr_assert_eq(pact_op_cancel(loop, m.recv), -EPERM);
+    cr_assert_eq(pact_loop_stop(loop), 0);
+    int r;
+    uint64_t end = pact_now() + 10000 * MS;
+    while ((r = pact_loop_close(loop)) == -EBUSY) {
+        cr_assert_lt(pact_now(), end, "close stayed -EBUSY");
+        usleep(1000);
+    }
+    cr_assert_eq(r, 0, "close: %s", pact_strerror(r));
+    cr_assert_eq(atomic_load(&m.calls), 1);
+    cr_assert_eq(atomic_load(&m.result), -ECANCELED);
+    cr_assert(pthread_equal(m.cb_thread, pthread_self()));
+    pact_loop_stats st;
+    cr_assert_eq(pact_loop_get_stats(loop, &st), 0);
+    cr_expect_eq(st.stray_completions, 0);
+    cr_expect_eq(st.ops_started, st.ops_completed);
+    release_sleeper(&m, th);
+    cr_assert_eq(m.run_result, 0);
+    cr_assert_eq(pact_loop_free(loop), 0);
+    moving_destroy(&m);
+}
+
+typedef struct {
+    moving *m;
+    int run_result;
+} second_runner;
+
+static void *run_until_received(void *arg)
+{
+    second_runner *s = arg;
+    uint64_t end = pact_now() + 10000 * MS;
+    while (atomic_load(&s->m->calls) == 0 && pact_now() < end) {
+        int r = pact_loop_run_once(s->m->loop, 10 * (int64_t)MS);
+        if (r < 0) {
+            s->run_result = r;
+            return NULL;
+        }
+    }
+    s->run_result = 0;
+    return NULL;
+}
+
+/* Thread A runs the loop and starts a recv, then stops and sleeps; the
+ * data arrives while nobody runs the loop; thread B runs it and gets the
+ * recv's bytes (the op A submitted completes on B); then the main thread
+ * runs and closes it. */
+Test(loop_thread, a_movable_loop_runs_in_one_thread_then_in_another)
+{
+    pact_loop *loop = loop_new(1);
+    moving m;
+    moving_init(&m, loop);
+    cr_assert_gt(pact_call_soon(loop, start_recv, &m), 0);
+    pthread_t a, b;
+    cr_assert_eq(pthread_create(&a, NULL, run_then_sleep, &m), 0);
+    while (!atomic_load(&m.started))
+        usleep(1000);
+    cr_assert_eq(pact_loop_stop(loop), 0);
+    /* The bytes come while nobody runs the loop. */
+    while (!atomic_load(&m.run_returned))
+        usleep(1000);
+    cr_assert_eq(write(m.sv[1], "moved", 5), 5);
+    second_runner s = {.m = &m, .run_result = -EBUSY};
+    uint64_t end = pact_now() + 10000 * MS;
+    cr_assert_eq(pthread_create(&b, NULL, run_until_received, &s), 0);
+    pthread_join(b, NULL);
+    cr_assert_lt(pact_now(), end);
+    cr_assert_eq(s.run_result, 0, "B's run: %s", pact_strerror(s.run_result));
+    cr_assert_eq(atomic_load(&m.calls), 1);
+    cr_assert_eq(atomic_load(&m.result), 5);
+    cr_assert_eq(memcmp(m.buf, "moved", 5), 0);
+    cr_assert(pthread_equal(m.cb_thread, b));
+    /* And a third thread (this one) may run it and close it. */
+    atomic_store(&m.calls, 0);
+    cr_assert_gt(pact_call_soon(loop, start_recv, &m), 0);
+    cr_assert_eq(write(m.sv[1], "third", 5), 5);
+    run_until_received(&s);
+    cr_assert_eq(s.run_result, 0);
+    cr_assert_eq(atomic_load(&m.result), 5);
+    cr_assert(pthread_equal(m.cb_thread, pthread_self()));
+    release_sleeper(&m, a);
+    cr_assert_eq(m.run_result, 0);
+    test_loop_free(loop);
+    moving_destroy(&m);
+}
+
+/* A pinned loop keeps its rule: after thread A ran it, the main thread may
+ * neither run, close nor schedule on it (A closes it); a movable one may be
+ * used and closed by the thread that made it once A's run is over. */
+typedef struct {
+    pact_loop *loop;
+    int run_result, close_result;
+    pthread_mutex_t lock;
+    pthread_cond_t cv;
+    int ran, release;
+} owner_job;
+
+static void *run_once_wait_then_close(void *arg)
+{
+    owner_job *j = arg;
+    j->run_result = pact_loop_run_once(j->loop, 0);
+    pthread_mutex_lock(&j->lock);
+    j->ran = 1;
+    pthread_cond_broadcast(&j->cv);
+    while (!j->release)
+        pthread_cond_wait(&j->cv, &j->lock);
+    pthread_mutex_unlock(&j->lock);
+    j->close_result = j->release == 1 ? pact_loop_close(j->loop) : 0;
+    return NULL;
+}
+
+static void noop(pact_loop *loop, void *user)
+{
+    (void)loop;
+    (void)user;
+}
+
+Test(loop_thread, after_a_thread_ran_it_a_pinned_loop_is_eperm_elsewhere_and_a_movable_one_is_not)
+{
+    for (int movable = 0; movable <= 1; movable++) {
+        owner_job j = {.loop = loop_new(movable)};
+        pthread_mutex_init(&j.lock, NULL);
+        pthread_cond_init(&j.cv, NULL);
+        pthread_t th;
+        cr_assert_eq(pthread_create(&th, NULL, run_once_wait_then_close, &j), 0);
+        pthread_mutex_lock(&j.lock);
+        while (!j.ran)
+            pthread_cond_wait(&j.cv, &j.lock);
+        pthread_mutex_unlock(&j.lock);
+        cr_assert_geq(j.run_result, 0);
+        if (movable) {
+            cr_assert_gt(pact_call_soon(j.loop, noop, NULL), 0);
+            cr_assert_eq(pact_loop_run_once(j.loop, 0), 0);
+            cr_assert_eq(pact_loop_close(j.loop), 0);
+        } else {
+            cr_assert_eq(pact_call_soon(j.loop, noop, NULL), -EPERM);
+            cr_assert_eq(pact_loop_run_once(j.loop, 0), -EPERM);
+            cr_assert_eq(pact_loop_close(j.loop), -EPERM);
+            cr_assert_eq(pact_loop_free(j.loop), -EPERM);
+        }
+        pthread_mutex_lock(&j.lock);
+        j.release = movable ? 2 : 1; /* the pinned loop's owner closes it */
+        pthread_cond_broadcast(&j.cv);
+        pthread_mutex_unlock(&j.lock);
+        pthread_join(th, NULL);
+        cr_assert_eq(j.close_result, 0, "movable=%d: %s", movable,
+                     pact_strerror(j.close_result));
+        cr_assert_eq(pact_loop_free(j.loop), 0);
+        pthread_mutex_destroy(&j.lock);
+        pthread_cond_destroy(&j.cv);
+    }
+}
