@@ -336,7 +336,6 @@ static int run_once(LoopObject *self)
 {
     if (timers_drop_cancelled(self) < 0)
         return -1;
-    pact_py_watchers_rearm(self);
     int64_t timeout = wait_timeout_ns(self);
     self->before_wait = timeout != 0;
     int r = pact_loop_run_once(self->loop, timeout);

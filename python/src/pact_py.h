@@ -83,10 +83,9 @@ typedef struct {
     unsigned char signals_pending[512];
     size_t signals_pending_len;
     /* add_reader / add_writer (readiness.c): a watcher per fd, indexed by
-     * fd, and those whose poll must be re-armed before the next wait. */
+     * fd. */
     struct pact_py_watcher **watchers;
     size_t watchers_cap;
-    struct pact_py_watcher *rearm;
 } LoopObject;
 
 /* Appends a handle to the ready queue (new reference taken); -1 on
@@ -135,8 +134,6 @@ PyObject *pact_py_add_writer(LoopObject *self, PyObject *const *args,
 PyObject *pact_py_remove_reader(LoopObject *self, PyObject *fd);
 PyObject *pact_py_remove_writer(LoopObject *self, PyObject *fd);
 PyObject *pact_py_add_callback(LoopObject *self, PyObject *handle);
-/* Before the wait: arms the polls of watchers that still want events. */
-void pact_py_watchers_rearm(LoopObject *self);
 /* At close, after the pact loop closed: frees every watcher. */
 void pact_py_watchers_free(LoopObject *self);
 int pact_py_watchers_traverse(LoopObject *self, visitproc visit, void *arg);

@@ -1,14 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /* add_reader / add_writer / remove_* with asyncio's selector semantics on
- * pact's one-shot polls.
+ * pact's persistent watchers (pact_watch).
  *
- * Level-triggered: after a poll reported an fd, its reader (or writer)
- * handle joins the ready queue and the poll is armed again only before the
- * next wait, after the callbacks ran — so a callback that read part of the
- * data is called again next iteration, and never twice in one. Removal
- * takes effect at once: the handle is cancelled (a report already queued
- * is skipped), the poll is cancelled, and a completion of an old poll is
- * recognised as stale by its op id and dropped. */
+ * One watcher per fd, for the union of its reader's and writer's events
+ * (changed in place with pact_op_set_events, cancelled when neither is
+ * left). pact_watch is level-triggered: a reported fd is reported again at
+ * the next wait, which comes after the callbacks ran — so a callback that
+ * read part of the data is called again next iteration, and never twice in
+ * one. Removal takes effect at once: the handle is cancelled (a report
+ * already queued is skipped), and pact never delivers a readiness for
+ * events that are no longer watched or for a watcher cancelled. */
 #include "pact_py.h"
 
 #include <errno.h>
@@ -20,10 +21,8 @@ typedef struct pact_py_watcher {
     int fd;
     PyObject *reader; /* asyncio Handles, or NULL */
     PyObject *writer;
-    pact_op op;       /* the poll in flight for the current interest, or 0 */
+    pact_op op;       /* the pact_watch for the current interest, or 0 */
     unsigned op_events;
-    int queued;       /* on the loop's rearm list */
-    struct pact_py_watcher *next_rearm;
 } pact_py_watcher;
 
 static unsigned wanted(const pact_py_watcher *w)
@@ -61,56 +60,42 @@ static pact_py_watcher *watcher_for(LoopObject *self, int fd, int create)
     return w;
 }
 
-static void poll_done(pact_loop *loop, const pact_completion *c, void *user);
+static void watch_cb(pact_loop *loop, const pact_completion *c, void *user);
 
-/* Starts a poll for what the watcher wants now. 0, or -1 with OSError. */
-static int arm(LoopObject *self, pact_py_watcher *w)
+static int set_oserror(int64_t err)
+{
+    errno = (int)-err;
+    PyErr_SetFromErrno(PyExc_OSError);
+    return -1;
+}
+
+/* Makes the pact watcher follow the interest: started, changed in place,
+ * or cancelled when nothing is wanted. 0, or -1 with OSError. */
+static int resync(LoopObject *self, pact_py_watcher *w)
 {
     unsigned ev = wanted(w);
-    if (!ev || w->op)
+    if (!ev) {
+        if (w->op)
+            pact_op_cancel(self->loop, w->op);
+        w->op = 0;
         return 0;
-    pact_op op = pact_poll(self->loop, w->fd, ev, poll_done, w);
-    if (op < 0) {
-        errno = (int)-op;
-        PyErr_SetFromErrno(PyExc_OSError);
-        return -1;
     }
+    if (w->op) {
+        if (w->op_events == ev)
+            return 0;
+        int r = pact_op_set_events(self->loop, w->op, ev);
+        if (r == 0) {
+            w->op_events = ev;
+            return 0;
+        }
+        w->op = 0; /* ended meanwhile (its final completion is on the way) */
+    }
+    pact_op op = pact_watch(self->loop, w->fd, ev, watch_cb, w);
+    if (op < 0)
+        return set_oserror(op);
     w->op = op;
     w->op_events = ev;
     return 0;
-}
-
-/* After the interest changed: a poll for other events is cancelled (its
- * completion will be stale) and a new one armed. */
-static int resync(LoopObject *self, pact_py_watcher *w)
-{
-    if (w->op && w->op_events != wanted(w)) {
-        pact_op_cancel(self->loop, w->op);
-        w->op = 0;
-    }
-    return arm(self, w);
-}
-
-static void queue_rearm(LoopObject *self, pact_py_watcher *w)
-{
-    if (w->queued)
-        return;
-    w->queued = 1;
-    w->next_rearm = self->rearm;
-    self->rearm = w;
-}
-
-void pact_py_watchers_rearm(LoopObject *self)
-{
-    pact_py_watcher *w = self->rearm;
-    self->rearm = NULL;
-    while (w) {
-        pact_py_watcher *next = w->next_rearm;
-        w->queued = 0;
-        if (arm(self, w) < 0)
-            PyErr_WriteUnraisable((PyObject *)self);
-        w = next;
-    }
 }
 
 /* asyncio's _process_events for one side: a cancelled handle unregisters,
@@ -133,27 +118,30 @@ static void deliver(LoopObject *self, PyObject **side)
     pact_py_note_ready(self);
 }
 
-static void poll_done(pact_loop *loop, const pact_completion *c, void *user)
+static void watch_cb(pact_loop *loop, const pact_completion *c, void *user)
 {
     (void)loop;
     pact_py_watcher *w = user; /* watchers live until the pact loop closed */
     LoopObject *self = w->owner;
-    if (self->closing || c->op != w->op)
-        return; /* stale: replaced by a poll for other events, or removed */
-    w->op = 0;
-    if (c->result < 0) {
+    if (c->op != w->op)
+        return; /* the final completion of a watcher replaced or removed */
+    if (!c->more) {
         /* Cancelled, or the fd is gone (EBADF): report nothing, as epoll
-         * forgets a closed fd; remove_* still works. */
+         * forgets a closed fd; remove_* still works, add_* starts anew. */
+        w->op = 0;
         return;
     }
+    if (self->closing)
+        return;
     unsigned revents = (unsigned)c->result;
     /* As asyncio's EpollSelector: an error or hang-up wakes both sides. */
     if (w->reader && (revents & (POLLIN | POLLPRI | POLLERR | POLLHUP | POLLNVAL)))
         deliver(self, &w->reader);
     if (w->writer && (revents & (POLLOUT | POLLERR | POLLHUP | POLLNVAL)))
         deliver(self, &w->writer);
-    if (wanted(w))
-        queue_rearm(self, w);
+    /* A cancelled handle unregistered its side: watch only what is left. */
+    if (w->op && wanted(w) != w->op_events && resync(self, w) < 0)
+        PyErr_WriteUnraisable((PyObject *)self);
 }
 
 /* (fd, callback, *args) -> the fd and a new asyncio Handle. */
@@ -279,7 +267,6 @@ PyObject *pact_py_add_callback(LoopObject *self, PyObject *handle)
 
 void pact_py_watchers_free(LoopObject *self)
 {
-    self->rearm = NULL;
     for (size_t fd = 0; fd < self->watchers_cap; fd++) {
         pact_py_watcher *w = self->watchers[fd];
         if (!w)
