@@ -128,6 +128,9 @@ typedef struct pact_op_ext {
     /* PACT_OP_ACCEPT: the socket AcceptEx accepts into, made with the
      * op; closed unless the callback got it. */
     SOCKET accept_sock;
+    /* PACT_OP_RECV_MULTI: the buffer each WSARecv fills, lent to the
+     * callback for one data completion; freed when the op ends. */
+    char *recv_buf;
 #endif
 } pact_op_ext;
 

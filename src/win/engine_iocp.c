@@ -119,7 +119,7 @@ static int iocp_init(pact_loop *loop, unsigned queue_depth, int fail_setup,
     }
     loop->engine_data = e;
     loop->native_kinds = 0; /* file ops by path run on the thread pool */
-    loop->recv_multi_mode = "none";
+    loop->recv_multi_mode = "iocp";
     return 0;
 }
 
@@ -270,12 +270,75 @@ static void start_file_io(pact_loop *loop, pact_op_s *op)
     started(loop, op, ok, ok ? 0 : GetLastError());
 }
 
+/* pact_recv_multishot(): one WSARecv at a time into the op's buffer,
+ * started again after each chunk has been delivered. */
+static void multi_post(pact_loop *loop, pact_op_s *op)
+{
+    pact_op_ext *x = op->ext;
+    WSABUF b = {(ULONG)loop->recv_buf_size, x->recv_buf};
+    memset(&op->overlapped, 0, sizeof op->overlapped);
+    op->msg_flags = 0;
+    WSA_STARTED(loop, op, WSARecv(op->fd, &b, 1, NULL, (DWORD *)&op->msg_flags,
+                                  &op->overlapped, NULL));
+}
+
+static void multi_end(pact_loop *loop, pact_op_s *op, int64_t result)
+{
+    free(op->ext->recv_buf);
+    op->ext->recv_buf = NULL;
+    pact__op_defer(loop, op, result);
+}
+
+static void start_recv_multi(pact_loop *loop, pact_op_s *op)
+{
+    pact_op_ext *x = pact__op_ext(loop, op);
+    if (x && !x->recv_buf)
+        x->recv_buf = malloc(loop->recv_buf_size);
+    if (!x || !x->recv_buf) {
+        pact__op_defer(loop, op, -ENOMEM);
+        return;
+    }
+    multi_post(loop, op);
+    if (op->state == PACT_OP_DONE) { /* failed at once: no packet */
+        free(x->recv_buf);
+        x->recv_buf = NULL;
+    }
+}
+
+/* A multishot receive's packet: bytes are delivered (also after a cancel
+ * was asked for: they were taken from the socket), then it goes on, or
+ * ends at EOF, on error or when cancelled. */
+static void multi_packet(pact_loop *loop, pact_op_s *op, DWORD bytes)
+{
+    NTSTATUS status = (NTSTATUS)op->overlapped.Internal;
+    DWORD err = status == 0 ? 0 : RtlNtStatusToDosError(status);
+    if (err != 0 && err != ERROR_MORE_DATA) {
+        multi_end(loop, op, pact__win_error(err));
+        return;
+    }
+    if (bytes == 0) {
+        multi_end(loop, op, 0);
+        return;
+    }
+    pact__op_deliver(loop, op, op->ext->recv_buf, bytes);
+    if (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT)) {
+        multi_end(loop, op, -ECANCELED);
+        return;
+    }
+    multi_post(loop, op);
+    if (op->state == PACT_OP_DONE) { /* failed at once */
+        free(op->ext->recv_buf);
+        op->ext->recv_buf = NULL;
+    }
+}
+
 static int iocp_submit(pact_loop *loop, pact_op_s *op)
 {
     memset(&op->overlapped, 0, sizeof op->overlapped);
     int r;
     switch ((pact_op_kind)op->kind) {
     case PACT_OP_RECV:
+    case PACT_OP_RECV_MULTI:
     case PACT_OP_SEND:
     case PACT_OP_SEND_ALL:
     case PACT_OP_RECVFROM:
@@ -307,6 +370,9 @@ static int iocp_submit(pact_loop *loop, pact_op_s *op)
     case PACT_OP_SEND:
     case PACT_OP_SEND_ALL:
         start_send(loop, op);
+        break;
+    case PACT_OP_RECV_MULTI:
+        start_recv_multi(loop, op);
         break;
     case PACT_OP_RECVFROM: {
         pact_op_ext *x = op->ext;
@@ -346,7 +412,7 @@ static int iocp_submit(pact_loop *loop, pact_op_s *op)
         start_file_io(loop, op);
         break;
     default:
-        /* poll, multishot receive: not on this engine (yet). */
+        /* poll: not on this engine (completion ports have no readiness). */
         pact__op_defer(loop, op, -ENOTSUP);
         break;
     }
@@ -442,6 +508,10 @@ static void packet_dequeued(pact_loop *loop, pact_op_s *op, DWORD bytes)
 {
     if (op->kind == PACT_OP_CUSTOM) { /* a pipe server's accept */
         pact__pipe_packet(loop, op);
+        return;
+    }
+    if (op->kind == PACT_OP_RECV_MULTI) {
+        multi_packet(loop, op, bytes);
         return;
     }
     int64_t result = packet_result(loop, op, bytes);
