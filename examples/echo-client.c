@@ -89,11 +89,11 @@ static const pact_protocol client_protocol = {
 
 static void on_connected(pact_loop *loop, pact_transport *t, int err, void *user)
 {
-    (void)loop;
     (void)t;
     client *c = user;
     if (err) {
-        fprintf(stderr, "echo-client: connect: %s\n", pact_strerror(err));
+        const char *why = pact_connect_error_message(loop);
+        fprintf(stderr, "echo-client: %s\n", why ? why : pact_strerror(err));
         c->run->lost++;
     }
 }

@@ -110,10 +110,10 @@ static const pact_protocol client_protocol = {
 static void upstream_connected(pact_loop *loop, pact_transport *t, int err,
                                void *user)
 {
-    (void)loop;
     pair *p = user;
     if (err) {
-        fprintf(stderr, "proxy: upstream: %s\n", pact_strerror(err));
+        const char *why = pact_connect_error_message(loop);
+        fprintf(stderr, "proxy: upstream: %s\n", why ? why : pact_strerror(err));
         p->lost++; /* the upstream half never existed */
         if (p->client.t)
             pact_transport_close(p->client.t);

@@ -90,7 +90,11 @@ static void connected(pact_loop *loop, pact_transport *t, int err, void *user)
 {
     client *c = user;
     if (err) {
-        fprintf(stderr, "tls-client: connect: %s\n", pact_strerror(err));
+        /* The reason ("certificate verify failed: hostname mismatch") is
+         * there only during this call. */
+        const char *why = pact_connect_error_message(loop);
+        fprintf(stderr, "tls-client: %s%s%s\n", pact_strerror(err),
+                why ? ": " : "", why ? why : "");
         c->status = 1;
         return;
     }
@@ -153,7 +157,9 @@ int main(int argc, char **argv)
         r = pact_tls_context_set_alpn(ctx, protos, n);
     }
     if (r < 0) {
-        fprintf(stderr, "tls-client: context: %s\n", pact_strerror(r));
+        const char *why = pact_tls_context_error_message(ctx);
+        fprintf(stderr, "tls-client: %s%s%s\n", pact_strerror(r),
+                why ? ": " : "", why ? why : "");
         return 1;
     }
     pact_loop *loop;

@@ -11,7 +11,9 @@
  *   usage: tls-echo-server --cert FILE --key FILE [--port P] [--host ADDR]
  *                          [--alpn a,b] [--engine auto|uring|epoll]
  */
+#include <arpa/inet.h>
 #include <getopt.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +48,31 @@ static void echo_lost(pact_transport *t, int err, void *user)
         fprintf(stderr, "tls-echo-server: connection lost: %s (%s)\n",
                 pact_strerror(err),
                 pact_tls_error_message(t) ? pact_tls_error_message(t) : "");
+}
+
+/* A client whose handshake failed never reaches the factory: say who and
+ * why ("127.0.0.1:41234: protocol error (...): ... wrong version number"). */
+static void handshake_failed(pact_server *server, pact_transport *t, int err,
+                             void *user)
+{
+    (void)server;
+    (void)user;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    char host[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (pact_transport_peername(t, &ss, &len) == 0) {
+        if (ss.ss_family == AF_INET) {
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host, sizeof host);
+            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host, sizeof host);
+            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        }
+    }
+    const char *why = pact_tls_error_message(t);
+    fprintf(stderr, "tls-echo-server: handshake with %s:%u failed: %s%s%s\n", host,
+            port, pact_strerror(err), why ? ": " : "", why ? why : "");
 }
 
 static void echo_pause_writing(pact_transport *t, void *user)
@@ -150,10 +177,16 @@ int main(int argc, char **argv)
 
     pact_tls_context *ctx;
     int r = pact_tls_context_create(PACT_TLS_SERVER, &ctx);
-    if (r == 0)
-        r = pact_tls_context_set_certificate(ctx, cert, key);
     if (r < 0) {
-        fprintf(stderr, "tls-echo-server: certificate: %s\n", pact_strerror(r));
+        fprintf(stderr, "tls-echo-server: context: %s\n", pact_strerror(r));
+        return 1;
+    }
+    r = pact_tls_context_set_certificate(ctx, cert, key);
+    if (r < 0) {
+        /* "key.pem: the private key does not match the certificate" */
+        const char *why = pact_tls_context_error_message(ctx);
+        fprintf(stderr, "tls-echo-server: %s%s%s\n", pact_strerror(r),
+                why ? ": " : "", why ? why : "");
         return 1;
     }
     if (alpn) {
@@ -178,6 +211,7 @@ int main(int argc, char **argv)
         pact_loop_free(loop);
         return 1;
     }
+    pact_server_set_handshake_failed_cb(st.server, handshake_failed, NULL);
     pact_signal_add(loop, SIGINT, on_signal, &st);
     pact_signal_add(loop, SIGTERM, on_signal, &st);
     fprintf(stderr, "tls-echo-server: listening on %s:%d (%s)\n", host,

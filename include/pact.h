@@ -9,7 +9,8 @@
  *
  * Conventions used throughout this header:
  *   - Errors are negative errno values (-EINVAL, -ECANCELED, ...).
- *     pact_strerror() and pact_err_name() turn them into text.
+ *     pact_strerror() and pact_err_name() turn them into text; the few
+ *     with a meaning of pact's own are in docs/errors.md.
  *   - Every callback receives the loop and the user pointer that was given
  *     when the callback was registered.
  *   - A loop belongs to one thread. Only functions marked "thread-safe" may
@@ -129,9 +130,14 @@ PACT_API const char *pact_version_string(void);
 /* Errors                                                                   */
 /* ------------------------------------------------------------------------ */
 
-/* Describes a negative errno value ("operation canceled"); never NULL.
+/* Describes a negative errno value ("Operation canceled"); never NULL.
+ * The values pact uses with a meaning of its own get pact's text
+ * (-EKEYREJECTED: "TLS certificate verification failed", -ESHUTDOWN: "The
+ * loop or object is closing or closed", ...; docs/errors.md lists them).
  * Any int is accepted: 0 is "success"; positive values, INT_MIN and
- * errno values pact does not know are "unknown error". */
+ * errno values pact does not know are "unknown error". Where pact knows
+ * more than the errno, it says so in words: pact_connect_error_message(),
+ * pact_tls_error_message(), pact_tls_context_error_message(). */
 PACT_API const char *pact_strerror(int err);
 
 /* Names a negative errno value ("ECANCELED"); never NULL. Any int is
@@ -1019,7 +1025,15 @@ PACT_API int pact_transport_sendfile(pact_transport *t, int file_fd,
 typedef struct pact_server pact_server;
 
 /* Chooses the protocol of a new connection: fill *proto and *user and
- * return 0, or return a negative errno to refuse it (the fd is closed). */
+ * return 0, or return a negative errno to refuse it (the fd is closed).
+ *
+ * Ownership of *user: once the factory has returned 0 with a protocol,
+ * nothing can fail any more (the transport was made before the factory
+ * was asked): connection_made and then connection_lost run exactly once,
+ * so a user the factory allocated is freed in connection_lost. When the
+ * factory refuses (an errno, or no protocol) nothing of the user's is
+ * ever called: free what was allocated before returning. When the
+ * transport cannot be made (no memory), the factory is not asked. */
 typedef int (*pact_protocol_factory_cb)(pact_server *server,
                                         void *factory_user,
                                         const pact_protocol **proto,
@@ -1047,10 +1061,10 @@ PACT_API void pact_server_options_init(pact_server_options *opts);
  * ipv6_only, port 0 picks one) and serves each connection with a protocol
  * from the factory. An error on one connection never stops the listener;
  * on EMFILE/ENFILE/ENOBUFS/ENOMEM the server backs off and keeps serving
- * once descriptors free up. Accepted connections keep the kernel's
- * defaults: TCP_NODELAY is not set on them (Nagle's algorithm is on),
- * unlike the sockets pact_connect_tcp() makes; a protocol that needs small
- * writes to leave at once sets it in connection_made on
+ * once descriptors free up. Accepted connections get TCP_NODELAY, as the
+ * sockets pact_connect_tcp() makes (and as asyncio's transports do):
+ * small writes leave at once instead of waiting for Nagle's algorithm; a
+ * protocol that wants Nagle back clears it in connection_made on
  * pact_transport_fd(). Returns 0 and sets *out, or a negative errno. */
 PACT_API int pact_server_listen_tcp(pact_loop *loop, const char *host,
                                     uint16_t port,
@@ -1102,9 +1116,29 @@ PACT_API uint64_t pact_server_accept_errors(const pact_server *server);
 /* ---- clients ------------------------------------------------------------ */
 
 /* Called once with a transport (its connection_made follows on the next
- * iteration) or with NULL and a negative errno. */
+ * iteration) or with NULL and a negative errno. When err < 0,
+ * pact_connect_error_message() says why in words during the call. */
 typedef void (*pact_connect_cb)(pact_loop *loop, pact_transport *t, int err,
                                 void *user);
+
+/* Inside a pact_connect_cb called with err < 0 — from pact_connect_tcp(),
+ * pact_connect_unix(), pact_connect_tcp_tls(), pact_connect_unix_tls() or
+ * as pact_tls_wrap()'s on_handshake — why the attempt failed, in words,
+ * in every build mode: for TLS OpenSSL's reason with the certificate
+ * verification result ("certificate verify failed: hostname mismatch",
+ * "certificate verify failed: self-signed certificate", "TLS handshake
+ * timed out", "SSL_do_handshake: error:0A00010B:SSL routines::wrong
+ * version number"); for a name that did not resolve, the resolver's
+ * ("Name or service not known"). NULL when there is nothing to add to
+ * pact_strerror(err), outside such a call, or for another loop. The
+ * string is valid until the callback returns. */
+PACT_API const char *pact_connect_error_message(const pact_loop *loop);
+
+/* Inside the same callbacks: the certificate verification result when
+ * the failure was one (-EKEYREJECTED): an X509_V_ERR_* code, such as
+ * X509_V_ERR_HOSTNAME_MISMATCH (62) or
+ * X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT (18); else 0 (X509_V_OK). */
+PACT_API long pact_connect_verify_result(const pact_loop *loop);
 
 /* Connects to host:port — a numeric address, or a name resolved off the
  * loop thread — trying each address in turn, then wraps the socket in a
@@ -1400,7 +1434,14 @@ PACT_API int pact_datagram_leave_group(pact_datagram *ep, const char *group,
  * libssl-dev) has every function of this section: each answers -ENOTSUP,
  * or NULL / 0 / -1 where it returns no errno. */
 
-/* A TLS configuration shared by many connections. */
+/* A TLS configuration shared by many connections, also by loops on
+ * several threads (one listener per thread with SO_REUSEPORT, clients on
+ * many loops): its reference count and counters are atomic and its
+ * client session cache is locked, so connections on any thread may use
+ * it at once, and the last pact_tls_context_free() or connection to let
+ * go frees it on whichever thread that is. Configure it (the
+ * pact_tls_context_set_* calls, pact_tls_context_ssl_ctx()) before it is
+ * shared: the setters are not thread-safe. */
 typedef struct pact_tls_context pact_tls_context;
 
 /* Which end of the handshake a context is for. */
@@ -1428,13 +1469,18 @@ PACT_API void pact_tls_context_free(pact_tls_context *ctx);
 
 /* Loads a PEM certificate chain (leaf first) and its private key (key_file
  * NULL = in cert_file). Required for servers. Returns 0, -ENOENT/-EACCES
- * for an unreadable file, or -EINVAL (bad PEM, key does not match). */
+ * for an unreadable file, -ENODATA for a file with no certificate or key
+ * in it (/dev/null), or -EINVAL (bad PEM, key does not match); then
+ * pact_tls_context_error_message() says which file and why. */
 PACT_API int pact_tls_context_set_certificate(pact_tls_context *ctx,
                                               const char *cert_file,
                                               const char *key_file);
 
 /* Trusts the CA certificates in ca_file (PEM) and/or ca_dir (hashed
- * directory), in addition to the system store for clients. */
+ * directory), in addition to the system store for clients. Returns 0,
+ * -ENOENT/-EACCES for an unreadable file, -ENODATA for a file with no
+ * certificate in it (/dev/null), -EINVAL otherwise (bad PEM, both NULL);
+ * pact_tls_context_error_message() says why. */
 PACT_API int pact_tls_context_set_ca(pact_tls_context *ctx, const char *ca_file,
                                      const char *ca_dir);
 
@@ -1456,7 +1502,8 @@ PACT_API int pact_tls_context_set_min_version(pact_tls_context *ctx,
 
 /* OpenSSL cipher strings: tls12_list for TLS 1.2 ("ECDHE+AESGCM"),
  * tls13_suites for TLS 1.3 ("TLS_AES_128_GCM_SHA256"); either may be NULL
- * to keep the default. -EINVAL if OpenSSL rejects one. */
+ * to keep the default. -EINVAL if OpenSSL rejects one
+ * (pact_tls_context_error_message() says which). */
 PACT_API int pact_tls_context_set_ciphers(pact_tls_context *ctx,
                                           const char *tls12_list,
                                           const char *tls13_suites);
@@ -1482,6 +1529,13 @@ PACT_API int pact_tls_context_set_session_cache(pact_tls_context *ctx, int on);
 PACT_API int pact_tls_context_set_timeouts(pact_tls_context *ctx,
                                            uint64_t handshake_ns,
                                            uint64_t shutdown_ns);
+
+/* Why the last failed pact_tls_context_set_certificate(), _set_ca() or
+ * _set_ciphers() call on ctx failed ("/dev/null: no CA certificate in the
+ * file (PEM expected)", "the private key does not match the
+ * certificate"), or NULL (the last such call succeeded, or none failed).
+ * Owned by ctx, valid until the next of these calls. */
+PACT_API const char *pact_tls_context_error_message(const pact_tls_context *ctx);
 
 /* The context's SSL_CTX for anything not covered here (owned by ctx). */
 PACT_API struct ssl_ctx_st *pact_tls_context_ssl_ctx(pact_tls_context *ctx);
@@ -1514,8 +1568,10 @@ PACT_API uint64_t pact_tls_context_handshake_failures(const pact_tls_context *ct
  *     and the plain transport are torn down by the library (the socket is
  *     closed after the alert has gone out). During this call *out may
  *     still be asked why (pact_tls_error_message, pact_tls_verify_result,
- *     pact_tls_peer_certificate*; other calls are refused or do nothing);
- *     once it returns *out is gone: do not use it again.
+ *     pact_tls_peer_certificate*; other calls are refused or do nothing),
+ *     and so may the loop, as for the connect helpers
+ *     (pact_connect_error_message, pact_connect_verify_result); once it
+ *     returns *out is gone: do not use it again.
  * Returns 0 and sets *out to the TLS transport, or a negative errno
  * (-ENOTSUP for pipes or a transport already TLS, -ESHUTDOWN if closing,
  * -EINVAL, also for a NULL on_handshake); on failure the plain transport is
@@ -1571,7 +1627,9 @@ PACT_API struct ssl_st *pact_tls_ssl(const pact_transport *t);
 /* pact_connect_tcp() followed by a TLS handshake: cb runs once, after the
  * handshake, with the TLS transport (connection_made follows at once), or
  * with NULL and a negative errno (connect errors, -EKEYREJECTED,
- * -EPROTO, -ETIMEDOUT, ...); on failure the protocol is never called.
+ * -EPROTO, -ETIMEDOUT, ...); on failure the protocol is never called and,
+ * during cb, pact_connect_error_message() and pact_connect_verify_result()
+ * say why ("certificate verify failed: hostname mismatch").
  * server_hostname NULL = host. The op is cancellable until the TCP
  * connection is made; the handshake is bounded by the context's handshake
  * timeout. Returns the op or a negative errno. */
@@ -1594,15 +1652,36 @@ PACT_API pact_op pact_connect_unix_tls(pact_loop *loop, const char *path,
 
 /* pact_server_listen_tcp() with TLS on every connection (ctx must be a
  * server context). The factory is called once the handshake has completed,
- * so a connection whose handshake fails never reaches user code (it is
- * counted in pact_tls_context_handshake_failures() and logged in debug
- * mode); a factory refusal closes the connection with close_notify. */
+ * so a connection whose handshake fails never reaches the protocol (it is
+ * counted in pact_tls_context_handshake_failures(), logged in debug mode,
+ * and reported with its reason to pact_server_set_handshake_failed_cb());
+ * a factory refusal closes the connection with close_notify. */
 PACT_API int pact_server_listen_tcp_tls(pact_loop *loop, const char *host,
                                         uint16_t port,
                                         const pact_server_options *opts,
                                         pact_tls_context *ctx,
                                         pact_protocol_factory_cb factory,
                                         void *factory_user, pact_server **out);
+
+/* Called when a connection's handshake failed on a server made by
+ * pact_server_listen_tcp_tls() / _unix_tls(), which otherwise hides such
+ * failures from user code. err is as for pact_tls_wrap()'s on_handshake
+ * (-EKEYREJECTED, -EPROTO, -ETIMEDOUT, -ECONNRESET, ...). During the call
+ * t, the dying TLS transport, may be asked why and who:
+ * pact_tls_error_message(), pact_tls_verify_result(),
+ * pact_tls_peer_certificate*(), pact_transport_peername(); other calls are
+ * refused or do nothing, and once the callback returns t is gone. */
+typedef void (*pact_handshake_failed_cb)(pact_server *server,
+                                         pact_transport *t, int err,
+                                         void *user);
+
+/* Installs (cb NULL: removes) the handshake failure callback of a server
+ * made by pact_server_listen_tcp_tls() or pact_server_listen_unix_tls().
+ * Returns 0, -EINVAL for another server or NULL, -EPERM off the loop's
+ * owner thread. */
+PACT_API int pact_server_set_handshake_failed_cb(pact_server *server,
+                                                 pact_handshake_failed_cb cb,
+                                                 void *user);
 
 /* pact_server_listen_unix() with TLS, as pact_server_listen_tcp_tls(). */
 PACT_API int pact_server_listen_unix_tls(pact_loop *loop, const char *path,

@@ -9,16 +9,19 @@
  * opened is closed unless it became the transport handed to the callback;
  * a connect that completed before a cancel took effect is delivered, not
  * thrown away (docs/contract.md §4). */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "error.h"
 #include "stream.h"
 
 #define UNIX_RETRY_FIRST_NS (1ull * 1000 * 1000)
@@ -42,6 +45,8 @@ typedef struct connect_req {
     int last_err;
     uint64_t retry_ns;
     pact_transport *transport;
+    unsigned tried; /* addresses tried */
+    char reason[192]; /* for pact_connect_error_message() */
 } connect_req;
 
 static void try_next_address(connect_req *req);
@@ -66,6 +71,8 @@ static void connect_finished(pact_loop *loop, const pact_completion *c, void *ar
     void *user = req->user;
     int err = (int)c->result;
     pact_transport *t = NULL;
+    char reason[sizeof req->reason];
+    memcpy(reason, req->reason, sizeof reason);
     if (err == 0) {
         /* The transport is made here, right before the user gets it: made
          * earlier, its connection_made (a call_soon) could run before this
@@ -80,7 +87,49 @@ static void connect_finished(pact_loop *loop, const pact_completion *c, void *ar
             t = NULL;
     }
     free(req);
+    if (err == 0) {
+        cb(loop, t, err, user);
+        return;
+    }
+    pact_connect_failure saved;
+    pact__connect_failure_begin(&saved, loop, err == -ECANCELED ? NULL : reason, 0);
     cb(loop, t, err, user);
+    pact__connect_failure_end(&saved);
+}
+
+/* "connect to 192.0.2.1 port 443: Connection refused" for the reason. */
+static void note_connect_failure(connect_req *req, int err)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    const struct sockaddr *sa = (const struct sockaddr *)&req->addr;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const void *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+        port = ntohs(in->sin_port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const void *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+        port = ntohs(in6->sin6_port);
+    } else if (sa->sa_family == AF_UNIX) {
+        const struct sockaddr_un *un = (const void *)sa;
+        size_t n = req->addrlen > offsetof(struct sockaddr_un, sun_path)
+                       ? req->addrlen - offsetof(struct sockaddr_un, sun_path) : 0;
+        if (n && un->sun_path[0] == '\0') /* abstract: shown as '@' */
+            snprintf(req->reason, sizeof req->reason, "connect to @%.*s: %s",
+                     (int)(n - 1), un->sun_path + 1, pact_strerror(err));
+        else
+            snprintf(req->reason, sizeof req->reason, "connect to %.*s: %s",
+                     (int)strnlen(un->sun_path, n), un->sun_path, pact_strerror(err));
+        return;
+    }
+    if (req->tried > 1)
+        snprintf(req->reason, sizeof req->reason,
+                 "connect to %s port %u: %s (the last of %u addresses tried)",
+                 host, port, pact_strerror(err), req->tried);
+    else
+        snprintf(req->reason, sizeof req->reason, "connect to %s port %u: %s",
+                 host, port, pact_strerror(err));
 }
 
 static void connect_cancel(pact_loop *loop, pact_op_s *op)
@@ -113,6 +162,7 @@ static void on_connected(pact_loop *loop, const pact_completion *c, void *arg)
         return;
     }
     req->last_err = (int)c->result;
+    note_connect_failure(req, req->last_err);
     if (req->cur)
         req->cur = req->cur->ai_next;
     try_next_address(req);
@@ -120,9 +170,11 @@ static void on_connected(pact_loop *loop, const pact_completion *c, void *arg)
 
 static void connect_address(connect_req *req)
 {
+    req->tried++;
     req->fd = socket(req->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (req->fd < 0) {
         req->last_err = -errno;
+        note_connect_failure(req, req->last_err);
         req->fd = -EBADF;
         if (req->cur)
             req->cur = req->cur->ai_next;
@@ -160,6 +212,9 @@ static void on_resolved(pact_loop *loop, const pact_completion *c, void *arg)
         return;
     }
     if (c->result < 0) {
+        if (c->gai_error)
+            snprintf(req->reason, sizeof req->reason,
+                     "cannot resolve the host name: %s", gai_strerror(c->gai_error));
         complete(req, (int)c->result);
         return;
     }
@@ -264,7 +319,9 @@ static void unix_attempt(connect_req *req)
         return;
     }
     if (errno != EAGAIN) {
-        complete(req, -errno);
+        int err = -errno;
+        note_connect_failure(req, err);
+        complete(req, err);
         return;
     }
     pact_op op = pact_sleep(req->loop, req->retry_ns, on_retry_timer, req);

@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* Error names and messages, generated from one X-macro table (libuv's
- * uv_err_name / uv_strerror pattern) so that the two never disagree. */
+ * uv_err_name / uv_strerror pattern) so that the two never disagree; the
+ * errno values pact gives a meaning of its own get pact's text
+ * (PACT_OWN_MEANINGS, listed in docs/errors.md). And the reason a connect
+ * failed, for pact_connect_error_message(). */
 #include <errno.h>
 #include <limits.h>
 #include <string.h>
 
-#include "pact.h"
+#include "error.h"
 
 #define PACT_ERRNO_MAP(X)                                                   \
     X(EPERM) X(ENOENT) X(ESRCH) X(EINTR) X(EIO) X(ENXIO) X(E2BIG)           \
@@ -20,6 +23,29 @@
     X(ETIMEDOUT) X(ECONNREFUSED) X(EHOSTUNREACH) X(EALREADY) X(EINPROGRESS) \
     X(ECANCELED) X(ETIME) X(EPROTO) X(EOVERFLOW) X(EBADMSG) X(EILSEQ)       \
     X(ENODATA) X(EKEYREJECTED) /* TLS: certificate verification */
+
+/* The errno values pact uses with a meaning of its own, and its text for
+ * them. Where the kernel also returns the value (EPROTO, ENOBUFS, E2BIG,
+ * ...) the text covers both, and it begins as the C library's does. EPERM
+ * (pact's owner-thread check) keeps the C library's text: the kernel
+ * answers it far more often. docs/errors.md lists the same; a test
+ * (errors/own_meanings_match_the_documentation) keeps them together. */
+#define PACT_OWN_MEANINGS(X)                                                \
+    X(EKEYREJECTED, "TLS certificate verification failed")                 \
+    X(EPROTO, "Protocol error (TLS: the peer broke the protocol or sent "   \
+              "a fatal alert)")                                            \
+    X(ESHUTDOWN, "The loop or object is closing or closed")                 \
+    X(EALREADY, "Operation already in progress (or done: a cancel too "     \
+                "late, a close already begun)")                            \
+    X(ENOBUFS, "No buffer space available (a multishot receive ran out "   \
+               "of the loop's buffers: start it again)")                   \
+    X(E2BIG, "Argument list too long, or an option struct larger than "    \
+             "this library knows with unknown fields set")                 \
+    X(ENOTSUP, "Operation not supported (by this kind of object, this "     \
+               "kernel, or a library built without TLS)")                  \
+    X(ETIMEDOUT, "Connection timed out (or an operation's deadline, or a "  \
+                 "TLS handshake)")                                         \
+    X(ENODATA, "No data available (a file with no certificate in it)")
 
 /* The errno value a negative error code stands for, or -1 when err is
  * not one (0, positive, or INT_MIN, whose negation does not fit an int). */
@@ -46,6 +72,13 @@ const char *pact_strerror(int err)
     if (err == 0)
         return "success";
     switch (errno_of(err)) {
+#define PACT_OWN_CASE(e, text) case e: return text;
+        PACT_OWN_MEANINGS(PACT_OWN_CASE)
+#undef PACT_OWN_CASE
+    default:
+        break;
+    }
+    switch (errno_of(err)) {
 #define PACT_ERR_KNOWN_CASE(e) case e:
         PACT_ERRNO_MAP(PACT_ERR_KNOWN_CASE)
 #undef PACT_ERR_KNOWN_CASE
@@ -54,4 +87,35 @@ const char *pact_strerror(int err)
     default:
         return "unknown error";
     }
+}
+
+/* ---- why a connect failed ------------------------------------------------ */
+
+/* Per thread: a loop runs on one thread, and the reason is only asked
+ * from inside the callback it was set around. */
+static __thread pact_connect_failure current;
+
+void pact__connect_failure_begin(pact_connect_failure *saved,
+                                 const pact_loop *loop, const char *message,
+                                 long verify_result)
+{
+    *saved = current;
+    current.loop = loop;
+    current.message = message && message[0] ? message : NULL;
+    current.verify_result = verify_result;
+}
+
+void pact__connect_failure_end(const pact_connect_failure *saved)
+{
+    current = *saved;
+}
+
+const char *pact_connect_error_message(const pact_loop *loop)
+{
+    return loop && current.loop == loop ? current.message : NULL;
+}
+
+long pact_connect_verify_result(const pact_loop *loop)
+{
+    return loop && current.loop == loop ? current.verify_result : 0;
 }

@@ -12,6 +12,7 @@
  * called back (no fd-number reuse under an in-flight accept). */
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@
 
 #include "endpoint.h"
 #include "options.h"
+#include "server.h"
 #include "stream.h"
 
 #define ACCEPT_BACKOFF_NS (100ull * 1000 * 1000)
@@ -99,21 +101,43 @@ static const pact_endpoint_ops server_ops = {
     .free = server_free,
 };
 
+/* What a fresh connection speaks until the factory has chosen: nothing
+ * (its connection_made runs from a later callback, by then the factory's
+ * protocol is in place). */
+static const pact_protocol unchosen = {0};
+
+/* The transport is made before the factory is asked, so that nothing can
+ * fail once the factory has returned a protocol and its user: from then
+ * on connection_made and connection_lost are owed exactly once, and the
+ * protocol may free user in connection_lost. Made after, a failure to
+ * create it (no memory, no callback slot) left the user the factory had
+ * allocated with nobody to free it. A refusal closes the fresh
+ * transport, which never called anything of the user's. */
 static void serve_connection(pact_server *s, int fd)
 {
+    if (s->port > 0) {
+        /* Small writes leave at once, as on the sockets pact_connect_tcp()
+         * makes (and as asyncio and libuv's users expect). */
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    pact_transport *t;
+    if (pact__transport_create(s->ep.loop, fd, PACT_STREAM_SOCKET, &unchosen,
+                               NULL, s->ep.res.created_at, &t) < 0) {
+        s->accept_errors++; /* fd was closed by create; the factory never asked */
+        return;
+    }
     const pact_protocol *proto = NULL;
     void *user = NULL;
     /* The factory may close the server ("serve one, then stop"): it does
      * not finish before this connection is made and counted. */
     pact__endpoint_enter(&s->ep);
     int r = s->factory(s, s->factory_user, &proto, &user);
-    pact_transport *t;
     if (r < 0 || !proto) {
-        close(fd);
-    } else if (pact__transport_create(s->ep.loop, fd, PACT_STREAM_SOCKET, proto,
-                                      user, s->ep.res.created_at, &t) < 0) {
-        s->accept_errors++; /* fd was closed by create */
+        pact_transport_abort(t);
     } else {
+        t->proto = proto;
+        t->user = user;
         pact__endpoint_adopt(&t->ep, &s->ep);
     }
     pact__endpoint_leave(&s->ep);
@@ -242,6 +266,12 @@ size_t pact_server_connections(const pact_server *s)
 uint64_t pact_server_accept_errors(const pact_server *s)
 {
     return s ? s->accept_errors : 0;
+}
+
+void *pact__server_factory_user(const pact_server *s,
+                                pact_protocol_factory_cb factory)
+{
+    return s && s->factory == factory ? s->factory_user : NULL;
 }
 
 static int server_start(pact_loop *loop, int fd, pact_protocol_factory_cb factory,

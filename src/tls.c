@@ -46,12 +46,15 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "loop.h"
+#include "error.h"
+#include "server.h"
 #include "stream.h"
 
 #define TLS_READ_CHUNK (64 * 1024)
@@ -64,9 +67,14 @@ typedef struct session_slot {
     SSL_SESSION *sess;
 } session_slot;
 
+/* A context may be shared by loops on several threads (one listener per
+ * thread with SO_REUSEPORT, clients on many loops): its reference count
+ * and counters are atomic, the client session cache is under a mutex,
+ * and everything else is only read once the context is in use (the
+ * setters are for before; OpenSSL's SSL_CTX locks itself). */
 struct pact_tls_context {
     SSL_CTX *ssl_ctx;
-    int refs;
+    atomic_int refs;
     int server;
     int verify;
     int check_hostname;
@@ -75,8 +83,10 @@ struct pact_tls_context {
     size_t alpn_len;
     uint64_t handshake_timeout_ns;
     uint64_t shutdown_timeout_ns;
-    uint64_t handshakes, handshake_failures;
+    atomic_uint_fast64_t handshakes, handshake_failures;
+    pthread_mutex_t sessions_lock; /* sessions[] */
     session_slot sessions[SESSION_SLOTS];
+    char errmsg[256]; /* why the last setter failed */
 };
 
 typedef struct tls_conn tls_conn;
@@ -199,15 +209,29 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
     return SSL_TLSEXT_ERR_OK;
 }
 
+static int keep_session(pact_tls_context *ctx, const char *hostname,
+                        SSL_SESSION *sess);
+
 static int new_session(SSL *ssl, SSL_SESSION *sess)
 {
     tls_conn *c = SSL_get_app_data(ssl);
     if (!c || !c->hostname || !c->ctx->session_cache)
         return 0;
     pact_tls_context *ctx = c->ctx;
+    pthread_mutex_lock(&ctx->sessions_lock);
+    int kept = keep_session(ctx, c->hostname, sess);
+    pthread_mutex_unlock(&ctx->sessions_lock);
+    return kept;
+}
+
+/* Under sessions_lock: stores sess as host's last session. 1 if kept
+ * (OpenSSL's reference is ours then), 0 if not. */
+static int keep_session(pact_tls_context *ctx, const char *hostname,
+                        SSL_SESSION *sess)
+{
     session_slot *slot = NULL;
     for (int i = 0; i < SESSION_SLOTS && !slot; i++)
-        if (ctx->sessions[i].host && strcmp(ctx->sessions[i].host, c->hostname) == 0)
+        if (ctx->sessions[i].host && strcmp(ctx->sessions[i].host, hostname) == 0)
             slot = &ctx->sessions[i];
     for (int i = 0; i < SESSION_SLOTS && !slot; i++)
         if (!ctx->sessions[i].host)
@@ -215,11 +239,11 @@ static int new_session(SSL *ssl, SSL_SESSION *sess)
     if (!slot)
         slot = &ctx->sessions[(uintptr_t)sess % SESSION_SLOTS]; /* evict one */
     if (!slot->host) {
-        slot->host = strdup(c->hostname);
+        slot->host = strdup(hostname);
         if (!slot->host)
             return 0;
-    } else if (strcmp(slot->host, c->hostname) != 0) {
-        char *h = strdup(c->hostname);
+    } else if (strcmp(slot->host, hostname) != 0) {
+        char *h = strdup(hostname);
         if (!h)
             return 0;
         free(slot->host);
@@ -244,7 +268,10 @@ int pact_tls_context_create(pact_tls_role role, pact_tls_context **out)
         free(ctx);
         return -ENOMEM;
     }
-    ctx->refs = 1;
+    atomic_init(&ctx->refs, 1);
+    atomic_init(&ctx->handshakes, 0);
+    atomic_init(&ctx->handshake_failures, 0);
+    pthread_mutex_init(&ctx->sessions_lock, NULL);
     ctx->verify = !ctx->server;
     ctx->check_hostname = !ctx->server;
     ctx->session_cache = 1;
@@ -270,15 +297,23 @@ int pact_tls_context_create(pact_tls_role role, pact_tls_context **out)
     return 0;
 }
 
+static void context_ref(pact_tls_context *ctx)
+{
+    atomic_fetch_add_explicit(&ctx->refs, 1, memory_order_relaxed);
+}
+
 static void context_unref(pact_tls_context *ctx)
 {
-    if (--ctx->refs > 0)
+    /* acq_rel: whatever another thread did with the context happens
+     * before the last reference frees it. */
+    if (atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel) > 1)
         return;
     for (int i = 0; i < SESSION_SLOTS; i++) {
         free(ctx->sessions[i].host);
         if (ctx->sessions[i].sess)
             SSL_SESSION_free(ctx->sessions[i].sess);
     }
+    pthread_mutex_destroy(&ctx->sessions_lock);
     SSL_CTX_free(ctx->ssl_ctx);
     free(ctx->alpn);
     free(ctx);
@@ -290,9 +325,58 @@ void pact_tls_context_free(pact_tls_context *ctx)
         context_unref(ctx);
 }
 
-static int file_error(const char *path)
+/* A setter failed on path (what: "certificate", ...): the errno it
+ * answers and, in ctx->errmsg, why — an unreadable file, a file with
+ * nothing of the kind in it (/dev/null: -ENODATA), or OpenSSL's reason. */
+static int file_error(pact_tls_context *ctx, const char *path, const char *what)
 {
-    return access(path, R_OK) < 0 ? -errno : -EINVAL;
+    int r, empty = 0, mismatch = 0;
+    unsigned long e, first = 0;
+    /* The queue runs from the cause to what gave up ("PEM lib"). */
+    while ((e = ERR_get_error()) != 0) {
+        if (!first)
+            first = e;
+        if ((ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE) ||
+            (ERR_GET_LIB(e) == ERR_LIB_X509 &&
+             ERR_GET_REASON(e) == X509_R_NO_CERTIFICATE_OR_CRL_FOUND))
+            empty = 1;
+        if (ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH)
+            mismatch = 1;
+    }
+    if (access(path, R_OK) < 0) {
+        r = -errno;
+        snprintf(ctx->errmsg, sizeof ctx->errmsg, "%s: %s", path, strerror(errno));
+    } else if (mismatch) {
+        r = -EINVAL;
+        snprintf(ctx->errmsg, sizeof ctx->errmsg,
+                 "%s: the private key does not match the certificate", path);
+    } else if (empty) {
+        r = -ENODATA;
+        snprintf(ctx->errmsg, sizeof ctx->errmsg, "%s: no %s in the file (PEM expected)",
+                 path, what);
+    } else {
+        const char *why = first ? ERR_reason_error_string(first) : NULL;
+        r = -EINVAL;
+        snprintf(ctx->errmsg, sizeof ctx->errmsg, "%s: not a usable %s%s%s", path, what,
+                 why ? ": " : "", why ? why : "");
+    }
+    return r;
+}
+
+/* A setter's argument was refused: -EINVAL and why. */
+static int setting_error(pact_tls_context *ctx, const char *why)
+{
+    unsigned long e = ERR_peek_last_error();
+    const char *ossl = e ? ERR_reason_error_string(e) : NULL;
+    snprintf(ctx->errmsg, sizeof ctx->errmsg, "%s%s%s", why, ossl ? ": " : "",
+             ossl ? ossl : "");
+    ERR_clear_error();
+    return -EINVAL;
+}
+
+const char *pact_tls_context_error_message(const pact_tls_context *ctx)
+{
+    return ctx && ctx->errmsg[0] ? ctx->errmsg : NULL;
 }
 
 int pact_tls_context_set_certificate(pact_tls_context *ctx, const char *cert_file,
@@ -302,13 +386,14 @@ int pact_tls_context_set_certificate(pact_tls_context *ctx, const char *cert_fil
         return -EINVAL;
     if (!key_file)
         key_file = cert_file;
+    ctx->errmsg[0] = 0;
     ERR_clear_error();
     if (SSL_CTX_use_certificate_chain_file(ctx->ssl_ctx, cert_file) != 1)
-        return file_error(cert_file);
+        return file_error(ctx, cert_file, "certificate");
     if (SSL_CTX_use_PrivateKey_file(ctx->ssl_ctx, key_file, SSL_FILETYPE_PEM) != 1)
-        return file_error(key_file);
+        return file_error(ctx, key_file, "private key");
     if (SSL_CTX_check_private_key(ctx->ssl_ctx) != 1)
-        return -EINVAL; /* the key does not match the certificate */
+        return setting_error(ctx, "the private key does not match the certificate");
     ERR_clear_error();
     return 0;
 }
@@ -318,11 +403,11 @@ int pact_tls_context_set_ca(pact_tls_context *ctx, const char *ca_file,
 {
     if (!ctx || (!ca_file && !ca_dir))
         return -EINVAL;
+    ctx->errmsg[0] = 0;
     ERR_clear_error();
-    if (SSL_CTX_load_verify_locations(ctx->ssl_ctx, ca_file, ca_dir) != 1) {
-        ERR_clear_error();
-        return ca_file ? file_error(ca_file) : -EINVAL;
-    }
+    if (SSL_CTX_load_verify_locations(ctx->ssl_ctx, ca_file, ca_dir) != 1)
+        return ca_file ? file_error(ctx, ca_file, "CA certificate")
+                       : setting_error(ctx, "cannot use the CA directory");
     return 0;
 }
 
@@ -364,11 +449,12 @@ int pact_tls_context_set_ciphers(pact_tls_context *ctx, const char *tls12_list,
 {
     if (!ctx || (!tls12_list && !tls13_suites))
         return -EINVAL;
+    ctx->errmsg[0] = 0;
     ERR_clear_error();
     if (tls12_list && SSL_CTX_set_cipher_list(ctx->ssl_ctx, tls12_list) != 1)
-        return -EINVAL;
+        return setting_error(ctx, "no usable cipher in the TLS 1.2 list");
     if (tls13_suites && SSL_CTX_set_ciphersuites(ctx->ssl_ctx, tls13_suites) != 1)
-        return -EINVAL;
+        return setting_error(ctx, "no usable suite in the TLS 1.3 list");
     return 0;
 }
 
@@ -435,12 +521,12 @@ struct ssl_ctx_st *pact_tls_context_ssl_ctx(pact_tls_context *ctx)
 
 uint64_t pact_tls_context_handshakes(const pact_tls_context *ctx)
 {
-    return ctx ? ctx->handshakes : 0;
+    return ctx ? atomic_load_explicit(&ctx->handshakes, memory_order_relaxed) : 0;
 }
 
 uint64_t pact_tls_context_handshake_failures(const pact_tls_context *ctx)
 {
-    return ctx ? ctx->handshake_failures : 0;
+    return ctx ? atomic_load_explicit(&ctx->handshake_failures, memory_order_relaxed) : 0;
 }
 
 /* ---- teardown -------------------------------------------------------------- */
@@ -617,7 +703,7 @@ static void handshake_failed(tls_conn *c, int err)
     if (c->hs_done || c->t.ep.aborting)
         return;
     cancel_handle(c->t.ep.loop, &c->hs_timer);
-    c->ctx->handshake_failures++;
+    atomic_fetch_add_explicit(&c->ctx->handshake_failures, 1, memory_order_relaxed);
     if (!c->t.ep.err)
         c->t.ep.err = err;
     if (pact_loop_debug(c->t.ep.loop))
@@ -828,7 +914,7 @@ static void send_close_notify(tls_conn *c)
 static void handshake_done(tls_conn *c)
 {
     c->hs_done = 1;
-    c->ctx->handshakes++;
+    atomic_fetch_add_explicit(&c->ctx->handshakes, 1, memory_order_relaxed);
     cancel_handle(c->t.ep.loop, &c->hs_timer);
     const unsigned char *a = NULL;
     unsigned alen = 0;
@@ -1038,7 +1124,7 @@ static void plain_lost(pact_transport *plain, int err, void *user)
          * hook learns of it; the protocol never does. */
         c->t.ep.closing = 1;
         c->silent = 1;
-        c->ctx->handshake_failures++;
+        atomic_fetch_add_explicit(&c->ctx->handshake_failures, 1, memory_order_relaxed);
         c->hook(c, c->t.ep.err, c->hook_arg);
     }
     tls_finish(c);
@@ -1276,6 +1362,7 @@ static int set_peer_name(tls_conn *c)
             return -EINVAL;
     }
     if (host && ctx->session_cache) {
+        pthread_mutex_lock(&ctx->sessions_lock);
         for (int i = 0; i < SESSION_SLOTS; i++) {
             if (ctx->sessions[i].host && strcmp(ctx->sessions[i].host, host) == 0 &&
                 ctx->sessions[i].sess) {
@@ -1286,6 +1373,7 @@ static int set_peer_name(tls_conn *c)
                 break;
             }
         }
+        pthread_mutex_unlock(&ctx->sessions_lock);
     }
     return 0;
 }
@@ -1367,7 +1455,7 @@ static int tls_wrap(pact_transport *plain, pact_tls_context *ctx,
     /* From here on, every byte the plain transport reads goes to TLS; a
      * paused plain transport resumes (its held data follows initial_data,
      * in order). */
-    ctx->refs++;
+    context_ref(ctx);
     c->plain = plain;
     pact_transport_set_protocol(plain, &plain_proto, c);
     set_plain_marks(c);
@@ -1384,12 +1472,27 @@ fail:
     return r;
 }
 
+/* A failed handshake's reason and verification result, for
+ * pact_connect_error_message() during the user's callback. */
+static void call_connect_cb(tls_conn *c, int err, pact_connect_cb cb, void *user)
+{
+    if (!err) {
+        cb(c->t.ep.loop, &c->t, 0, user);
+        return;
+    }
+    pact_connect_failure saved;
+    pact__connect_failure_begin(&saved, c->t.ep.loop, c->errmsg,
+                                pact_tls_verify_result(&c->t));
+    cb(c->t.ep.loop, NULL, err, user);
+    pact__connect_failure_end(&saved);
+}
+
 /* pact_tls_wrap()'s hook: the outcome to the user's on_handshake, once. */
 static void wrap_hook(tls_conn *c, int err, void *arg)
 {
     (void)arg;
     c->hook = NULL;
-    c->on_handshake(c->t.ep.loop, err ? NULL : &c->t, err, c->handshake_user);
+    call_connect_cb(c, err, c->on_handshake, c->handshake_user);
 }
 
 int pact_tls_wrap(pact_transport *plain, pact_tls_context *ctx,
@@ -1531,7 +1634,7 @@ static void connect_hook(tls_conn *c, int err, void *arg)
     pact_connect_cb cb = req->cb;
     void *user = req->user;
     connect_req_free(req);
-    cb(c->t.ep.loop, err ? NULL : &c->t, err, user);
+    call_connect_cb(c, err, cb, user);
 }
 
 static void tcp_connected(pact_loop *loop, pact_transport *plain, int err, void *arg)
@@ -1582,7 +1685,7 @@ static tls_connect_req *connect_req_new(pact_loop *loop, pact_tls_context *ctx,
         return NULL;
     }
     req->ctx = ctx;
-    ctx->refs++;
+    context_ref(ctx);
     req->proto = proto;
     req->proto_user = proto_user;
     req->cb = cb;
@@ -1636,6 +1739,8 @@ typedef struct tls_server {
     void *factory_user;
     pact_server *server;
     void *created_at; /* the caller of pact_server_listen_*_tls */
+    pact_handshake_failed_cb failed_cb;
+    void *failed_user;
 } tls_server;
 
 /* After the handshake: the user's factory chooses the protocol. A refusal
@@ -1644,8 +1749,13 @@ static void server_hook(tls_conn *c, int err, void *arg)
 {
     tls_server *ts = arg;
     c->hook = NULL;
-    if (err)
-        return; /* handshake failures never reach the user */
+    if (err) {
+        /* The protocol never hears of it; the failure callback, if any,
+         * may ask the dying transport why and who. */
+        if (ts->failed_cb)
+            ts->failed_cb(ts->server, &c->t, err, ts->failed_user);
+        return;
+    }
     const pact_protocol *proto = NULL;
     void *user = NULL;
     int r = ts->factory(ts->server, ts->factory_user, &proto, &user);
@@ -1705,7 +1815,7 @@ static tls_server *tls_server_new(pact_tls_context *ctx,
     if (!ts)
         return NULL;
     ts->ctx = ctx;
-    ctx->refs++;
+    context_ref(ctx);
     ts->factory = factory;
     ts->factory_user = factory_user;
     return ts;
@@ -1752,4 +1862,18 @@ int pact_server_listen_unix_tls(pact_loop *loop, const char *path,
     ts->created_at = __builtin_return_address(0);
     int r = pact_server_listen_unix(loop, path, opts, tls_server_factory, ts, out);
     return tls_server_started(ts, r, r < 0 ? NULL : *out);
+}
+
+int pact_server_set_handshake_failed_cb(pact_server *server,
+                                        pact_handshake_failed_cb cb, void *user)
+{
+    tls_server *ts = pact__server_factory_user(server, tls_server_factory);
+    if (!ts)
+        return -EINVAL;
+    int r = pact__loop_check_thread(pact_server_loop(server), __func__);
+    if (r)
+        return r;
+    ts->failed_cb = cb;
+    ts->failed_user = user;
+    return 0;
 }

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* What docs/abi.md promises: the version macros, the functions and
  * meson.build's project version agree; option structs carry their size
- * and the library reads only the fields the caller knows. */
+ * and the library reads only the fields the caller knows; pact_strerror()
+ * gives the texts docs/errors.md lists. */
 #include <stdio.h>
 #include <string.h>
 
@@ -208,4 +209,53 @@ Test(abi, every_option_struct_is_checked_where_it_is_taken)
     cr_assert_eq(pact_loop_run(loop), 0);
     test_loop_free(loop);
     cr_assert_eq(count_open_fds(), fds);
+}
+
+/* ---- errors: pact's own meanings, as docs/errors.md lists them ---------- */
+
+/* The errno value a name stands for, as pact_err_name() names it (ENOTSUP
+ * is EOPNOTSUPP's other name on Linux). */
+static int errno_named(const char *name)
+{
+    if (strcmp(name, "ENOTSUP") == 0)
+        return ENOTSUP;
+    for (int e = 1; e < 200; e++)
+        if (strcmp(pact_err_name(-e), name) == 0)
+            return e;
+    return 0;
+}
+
+Test(errors, own_meanings_match_the_documentation)
+{
+    FILE *f = fopen(PACT_SOURCE_DIR "/docs/errors.md", "r");
+    cr_assert_not_null(f, "docs/errors.md");
+    char line[1024];
+    int documented[200] = {0}, rows = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "| `-E", 5) != 0)
+            continue;
+        char name[32], text[512];
+        /* | `-ENAME` | text | where |  */
+        cr_assert_eq(sscanf(line, "| `-%31[A-Z0-9]` | %511[^|]|", name, text), 2, "%s", line);
+        size_t n = strlen(text);
+        while (n && text[n - 1] == ' ')
+            text[--n] = '\0';
+        int e = errno_named(name);
+        cr_assert_gt(e, 0, "docs/errors.md names %s, which pact does not know", name);
+        cr_assert_str_eq(pact_strerror(-e), text, "pact_strerror(-%s)", name);
+        documented[e] = 1;
+        rows++;
+    }
+    fclose(f);
+    cr_assert_geq(rows, 9);
+    /* Every value whose text is pact's own is in the table. */
+    for (int e = 1; e < 200; e++) {
+        if (strcmp(pact_err_name(-e), "UNKNOWN") == 0)
+            continue;
+        if (strcmp(pact_strerror(-e), strerrordesc_np(e)) != 0)
+            cr_assert(documented[e], "pact_strerror(-%s) is pact's own text but "
+                      "docs/errors.md does not list it", pact_err_name(-e));
+    }
+    cr_assert_str_eq(pact_strerror(-EKEYREJECTED), "TLS certificate verification failed");
+    cr_assert_str_eq(pact_strerror(-ECONNREFUSED), "Connection refused");
 }

@@ -236,10 +236,57 @@ static void e_data(pact_transport *t, const void *d, size_t n, void *u)
 
 static const pact_protocol echo_proto = {.data_received = e_data};
 
+/* A factory that allocates each connection's user, as a real server's
+ * does, and a protocol that frees it in connection_lost: once the factory
+ * has returned it, the user must reach connection_lost whatever fails. */
+static struct {
+    int on;
+    unsigned long given, made, freed;
+} owned;
+
+typedef struct owned_user {
+    unsigned long magic;
+    int made;
+} owned_user;
+
+static void o_made(pact_transport *t, void *u)
+{
+    (void)t;
+    owned_user *o = u;
+    cr_assert_eq(o->magic, 0xfeedUL);
+    cr_assert(!o->made, "connection_made twice");
+    o->made = 1;
+    owned.made++;
+}
+
+static void o_lost(pact_transport *t, int err, void *u)
+{
+    (void)t;
+    (void)err;
+    owned_user *o = u;
+    cr_assert_eq(o->magic, 0xfeedUL);
+    cr_assert(o->made, "connection_lost without connection_made");
+    o->magic = 0;
+    free(o);
+    owned.freed++;
+}
+
+static const pact_protocol owned_proto = {
+    .connection_made = o_made, .data_received = e_data, .connection_lost = o_lost};
+
 static int echo_factory(pact_server *s, void *fu, const pact_protocol **p, void **u)
 {
     (void)s;
     (void)fu;
+    if (owned.on) {
+        owned_user *o = calloc(1, sizeof *o);
+        cr_assert_not_null(o);
+        o->magic = 0xfeedUL;
+        owned.given++;
+        *p = &owned_proto;
+        *u = o;
+        return 0;
+    }
     *p = &echo_proto;
     *u = NULL;
     return 0;
@@ -290,6 +337,24 @@ static int scenario_accept(void)
         ;
     fault_loop_free(loop);
     cr_assert_eq(count_open_fds(), fds, "fd leak");
+    return ok;
+}
+
+/* Scenario 2 with a factory that allocates each connection's user: every
+ * user the factory handed over reached connection_made and then
+ * connection_lost, which freed it — also when the fault hit the transport
+ * being made for the connection (then the factory is never asked). */
+static int scenario_accept_owned(void)
+{
+    memset(&owned, 0, sizeof owned);
+    owned.on = 1;
+    int ok = scenario_accept();
+    owned.on = 0;
+    cr_assert_eq(owned.freed, owned.given,
+                 "factory users leaked: %lu given, %lu freed in connection_lost",
+                 owned.given, owned.freed);
+    cr_assert_eq(owned.made, owned.given, "%lu given, %lu made", owned.given,
+                 owned.made);
     return ok;
 }
 
@@ -441,6 +506,14 @@ Test(faults, echo_setup) { sweep(scenario_echo, PACT_FAULT_URING_SETUP, -EPERM, 
 Test(faults, accept_emfile) { sweep(scenario_accept, PACT_FAULT_ACCEPT, -EMFILE, "accept/EMFILE"); }
 Test(faults, accept_op_error) { sweep(scenario_accept, PACT_FAULT_OP_ERROR, -ECONNRESET, "accept/ECONNRESET"); }
 Test(faults, accept_enomem) { sweep(scenario_accept, PACT_FAULT_SLAB_ALLOC, 1, "accept/ENOMEM"); }
+Test(faults, accept_factory_user_reaches_connection_lost_when_memory_runs_out)
+{
+    sweep(scenario_accept_owned, PACT_FAULT_SLAB_ALLOC, 1, "accept owned/ENOMEM");
+}
+Test(faults, accept_factory_user_reaches_connection_lost_without_sqes)
+{
+    sweep(scenario_accept_owned, PACT_FAULT_GET_SQE, 1, "accept owned/no SQE");
+}
 Test(faults, accept_no_sqe) { sweep(scenario_accept, PACT_FAULT_GET_SQE, 1, "accept/no SQE"); }
 
 Test(faults, send_all_op_error) { sweep(scenario_send_all, PACT_FAULT_OP_ERROR, -EPIPE, "send_all/EPIPE"); }

@@ -3,6 +3,7 @@
  * accept, running out of descriptors, dual stack, Unix and abstract
  * sockets, wait_closed, and SO_REUSEPORT across loops in several threads. */
 #include <arpa/inet.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -107,6 +108,7 @@ typedef struct client {
     pact_transport *delivered;
     size_t msglen;
     char msg[1024];
+    char reason[192]; /* pact_connect_error_message() in the callback */
 } client;
 
 static void client_made(pact_transport *t, void *user)
@@ -127,11 +129,12 @@ static const pact_protocol client_protocol = {
 
 static void on_connect(pact_loop *loop, pact_transport *t, int err, void *user)
 {
-    (void)loop;
     client *c = user;
     c->cb_calls++;
     c->err = err;
     c->delivered = t;
+    const char *why = pact_connect_error_message(loop);
+    snprintf(c->reason, sizeof c->reason, "%s", why ? why : "");
     if (err == 0)
         cr_expect(t != NULL, "connected without a transport");
     else
@@ -877,4 +880,74 @@ Test(server, reuse_port_spreads_clients_over_loops_in_threads)
         free(w[i].sc);
     }
     cr_expect_eq(count_open_fds(), fds0, "fd leak");
+}
+
+/* ---- TCP_NODELAY and the reason a connect failed -------------------------- */
+
+static int nodelay(const pact_transport *t)
+{
+    int v = -1;
+    socklen_t len = sizeof v;
+    cr_assert_eq(getsockopt(pact_transport_fd(t), IPPROTO_TCP, TCP_NODELAY, &v, &len), 0);
+    return v;
+}
+
+Test(server, accepted_and_connected_tcp_transports_have_nodelay)
+{
+    pact_loop *loop = test_loop_new();
+    srv_ctx sc = {0};
+    pact_server *srv;
+    cr_assert_eq(pact_server_listen_tcp(loop, "127.0.0.1", 0, NULL, echo_factory,
+                                        &sc, &srv), 0);
+    /* The listening socket itself does not have it: each accepted one is
+     * given it. */
+    int v = -1;
+    socklen_t len = sizeof v;
+    cr_assert_eq(getsockopt(pact_server_fd(srv), IPPROTO_TCP, TCP_NODELAY, &v, &len), 0);
+    cr_assert_eq(v, 0);
+    client c;
+    client_init(&c, 0, 16);
+    c.r.close_after = 0;
+    cr_assert_gt(pact_connect_tcp(loop, "127.0.0.1", (uint16_t)pact_server_port(srv),
+                                  &client_protocol, &c, on_connect, &c), 0);
+    RUN_UNTIL(loop, c.r.nbytes == c.msglen && sc.n == 1 && sc.recs[0].made, 5000);
+    cr_assert_eq(nodelay(sc.recs[0].t), 1, "accepted transport without TCP_NODELAY");
+    cr_assert_eq(nodelay(c.r.t), 1, "connected transport without TCP_NODELAY");
+    cr_assert_str_eq(c.reason, "", "a reason without a failure");
+    pact_transport_close(c.r.t);
+    close_server_and_wait(loop, srv);
+    test_loop_free(loop);
+    rec_free(&c.r);
+    for (int i = 0; i < sc.n; i++)
+        rec_free(&sc.recs[i]);
+}
+
+Test(server, a_refused_connect_says_where_and_why)
+{
+    pact_loop *loop = test_loop_new();
+    int fd = pact_tcp_listen("127.0.0.1", 0, 1);
+    cr_assert_geq(fd, 0);
+    int port = pact_socket_port(fd);
+    close(fd); /* nobody listens there now */
+    client c;
+    client_init(&c, 0, 4);
+    cr_assert_gt(pact_connect_tcp(loop, "127.0.0.1", (uint16_t)port, &client_protocol,
+                                  &c, on_connect, &c), 0);
+    RUN_UNTIL(loop, c.cb_calls == 1, 5000);
+    cr_assert_eq(c.err, -ECONNREFUSED);
+    char want[96];
+    snprintf(want, sizeof want, "connect to 127.0.0.1 port %d: Connection refused", port);
+    cr_assert_str_eq(c.reason, want);
+    cr_assert_null(pact_connect_error_message(loop), "the reason outlived its callback");
+    /* A Unix path nobody listens on. */
+    client u;
+    client_init(&u, 0, 4);
+    cr_assert_gt(pact_connect_unix(loop, "@pact-test-nobody-listens-here", &client_protocol,
+                                   &u, on_connect, &u), 0);
+    RUN_UNTIL(loop, u.cb_calls == 1, 5000);
+    cr_assert_eq(u.err, -ECONNREFUSED);
+    cr_assert_str_eq(u.reason, "connect to @pact-test-nobody-listens-here: Connection refused");
+    test_loop_free(loop);
+    rec_free(&c.r);
+    rec_free(&u.r);
 }

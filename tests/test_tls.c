@@ -13,6 +13,11 @@
 #include "helpers.h"
 #include "recorder.h"
 
+/* OpenSSL's verification results (<openssl/x509_vfy.h>, which a build
+ * without OpenSSL does not have). */
+#define X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY 20
+#define X509_V_ERR_HOSTNAME_MISMATCH 62
+
 static char dir[64];
 static char ca_pem[128], srv_pem[128], srv_key[128];
 
@@ -176,6 +181,8 @@ typedef struct peer {
     char alpn[32], version[32], errmsg[256];
     int reused;
     int connect_err, connected; /* the connect / on_handshake callback */
+    char reason[256];           /* ... its pact_connect_error_message() */
+    long verify;                /* ... and pact_connect_verify_result() */
     pact_transport *wrapped;    /* what pact_tls_wrap() returned */
 } peer;
 
@@ -247,11 +254,17 @@ static const pact_protocol peer_proto = {
 
 static void peer_connected(pact_loop *loop, pact_transport *t, int err, void *user)
 {
-    (void)loop;
     peer *p = user;
     cr_assert_eq(p->connected, 0, "connect callback twice");
     p->connected = 1;
     p->connect_err = err;
+    const char *why = pact_connect_error_message(loop);
+    snprintf(p->reason, sizeof p->reason, "%s", why ? why : "");
+    p->verify = pact_connect_verify_result(loop);
+    if (!err) {
+        cr_assert_null(why, "a reason without a failure: %s", why);
+        cr_assert_eq(p->verify, 0);
+    }
     cr_assert(err ? t == NULL : t != NULL);
     cr_assert_eq(p->made, 0, "connect callback comes before connection_made");
     cr_assert_eq(p->lost, 0, "connect callback after connection_lost");
@@ -404,16 +417,63 @@ Test(tls, truncation_by_a_killed_s_client_is_reported)
 
 /* ---- verification --------------------------------------------------------- */
 
-static void connect_expecting_failure(pact_tls_context *cctx, const char *host,
-                                      const char *hostname, int want_err)
+/* What a TLS server's handshake failure callback heard. */
+typedef struct failed_handshakes {
+    pact_server *server;
+    int calls, err, port;
+    long verify;
+    char reason[256];
+} failed_handshakes;
+
+static void on_handshake_failed(pact_server *server, pact_transport *t, int err,
+                                void *user)
 {
-    pact_loop *loop = test_loop_new();
+    failed_handshakes *f = user;
+    cr_assert_eq(server, f->server);
+    cr_assert_lt(err, 0);
+    f->calls++;
+    f->err = err;
+    const char *m = pact_tls_error_message(t);
+    snprintf(f->reason, sizeof f->reason, "%s", m ? m : "");
+    f->verify = pact_tls_verify_result(t);
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    cr_assert_eq(pact_transport_peername(t, &ss, &len), 0, "who failed is known");
+    f->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    cr_assert_eq(pact_transport_write(t, "x", 1), -ESHUTDOWN, "the transport is dying");
+}
+
+/* A loop in debug mode (as test_loop_new) or not: the reasons do not
+ * depend on it. */
+static pact_loop *loop_in_mode(int debug)
+{
+    pact_loop_options o;
+    pact_loop_options_init(&o);
+    o.debug = debug;
+    const char *want = getenv("PACT_ENGINE");
+    if (want && strcmp(want, "uring") == 0)
+        o.engine = PACT_ENGINE_URING;
+    if (want && strcmp(want, "epoll") == 0)
+        o.engine = PACT_ENGINE_EPOLL;
+    pact_loop *loop = NULL;
+    cr_assert_eq(pact_loop_create(&loop, &o), 0);
+    return loop;
+}
+
+static void connect_expecting_failure(pact_tls_context *cctx, const char *host,
+                                      const char *hostname, int want_err,
+                                      const char *want_reason, long want_verify,
+                                      const char *want_server_reason, int debug)
+{
+    pact_loop *loop = loop_in_mode(debug);
     pact_tls_context *sctx = server_ctx();
     peer sp = {0};
     one_server o = {.p = &sp};
     pact_server *srv;
     cr_assert_eq(pact_server_listen_tcp_tls(loop, "127.0.0.1", 0, NULL, sctx,
                                             one_factory, &o, &srv), 0);
+    failed_handshakes f = {.server = srv};
+    cr_assert_eq(pact_server_set_handshake_failed_cb(srv, on_handshake_failed, &f), 0);
     peer p = {0};
     cr_assert_gt(pact_connect_tcp_tls(loop, host, (uint16_t)pact_server_port(srv),
                                       cctx, hostname, &peer_proto, &p,
@@ -421,13 +481,23 @@ static void connect_expecting_failure(pact_tls_context *cctx, const char *host,
     run_while(loop, &p.connected, 1, 10000);
     cr_assert_eq(p.connect_err, want_err, "connect: %s",
                  pact_err_name(p.connect_err));
+    /* The reason, in debug mode or not, during the callback only. */
+    cr_assert(strstr(p.reason, want_reason), "reason: \"%s\", wanted \"%s\"",
+              p.reason, want_reason);
+    cr_assert_eq(p.verify, want_verify, "verify result %ld", p.verify);
+    cr_assert_null(pact_connect_error_message(loop), "the reason outlived its callback");
+    cr_assert_str_eq(pact_strerror(want_err), "TLS certificate verification failed");
     /* The server's side fails too (the client's alert) and never reaches
-     * the factory. */
+     * the factory, only the failure callback, with its own reason. */
     uint64_t end = pact_now() + 5000 * MS;
     while (pact_tls_context_handshake_failures(sctx) == 0 && pact_now() < end)
         pact_loop_run_once(loop, 5 * (int64_t)MS);
     cr_assert_eq(pact_tls_context_handshake_failures(sctx), 1);
     cr_assert_eq(o.calls, 0);
+    cr_assert_eq(f.calls, 1);
+    cr_assert_eq(f.err, -EPROTO, "server: %s", pact_err_name(f.err));
+    cr_assert(strstr(f.reason, want_server_reason), "server reason: \"%s\"", f.reason);
+    cr_assert_gt(f.port, 0);
     cr_assert_eq(p.made + p.lost, 0, "a failed connect calls no protocol");
     pact_server_close(srv);
     pact_loop_run(loop);
@@ -438,7 +508,9 @@ static void connect_expecting_failure(pact_tls_context *cctx, const char *host,
 Test(tls, wrong_host_name_is_rejected)
 {
     pact_tls_context *c = client_ctx();
-    connect_expecting_failure(c, "127.0.0.1", "wrong.example", -EKEYREJECTED);
+    connect_expecting_failure(c, "127.0.0.1", "wrong.example", -EKEYREJECTED,
+                              "certificate verify failed: hostname mismatch",
+                              X509_V_ERR_HOSTNAME_MISMATCH, "bad certificate", 0);
     pact_tls_context_free(c);
 }
 
@@ -446,7 +518,11 @@ Test(tls, untrusted_certificate_is_rejected)
 {
     pact_tls_context *c;
     cr_assert_eq(pact_tls_context_create(PACT_TLS_CLIENT, &c), 0); /* no test CA */
-    connect_expecting_failure(c, "127.0.0.1", "localhost", -EKEYREJECTED);
+    connect_expecting_failure(c, "127.0.0.1", "localhost", -EKEYREJECTED,
+                              "certificate verify failed: unable to get local "
+                              "issuer certificate",
+                              X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
+                              "unknown ca", 1);
     pact_tls_context_free(c);
 }
 
@@ -474,12 +550,50 @@ Test(tls, untrusted_certificate_error_message_names_the_reason)
     cr_assert_eq(pc.connect_err, -EKEYREJECTED, "client: %s",
                  pact_err_name(pc.connect_err));
     cr_assert(strstr(pc.errmsg, "unable to get local issuer"), "%s", pc.errmsg);
+    /* The loop says the same to on_handshake, as to the connect helpers. */
+    cr_assert_str_eq(pc.reason, pc.errmsg);
+    cr_assert_eq(pc.verify, X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY);
     cr_assert_eq(ps.connect_err, -EPROTO, "server: %s", pact_err_name(ps.connect_err));
     pact_loop_run(loop); /* both torn down, the protocols never called */
     cr_assert_eq(pc.made + pc.lost + ps.made + ps.lost, 0);
     pact_tls_context_free(sctx);
     pact_tls_context_free(cctx);
     test_loop_free(loop);
+}
+
+Test(tls, context_setters_say_why_they_failed)
+{
+    pact_tls_context *c, *s;
+    cr_assert_eq(pact_tls_context_create(PACT_TLS_CLIENT, &c), 0);
+    cr_assert_null(pact_tls_context_error_message(c));
+    /* A file with no certificate in it: not "Invalid argument". */
+    cr_assert_eq(pact_tls_context_set_ca(c, "/dev/null", NULL), -ENODATA);
+    cr_assert_str_eq(pact_tls_context_error_message(c),
+                     "/dev/null: no CA certificate in the file (PEM expected)");
+    char missing[160];
+    snprintf(missing, sizeof missing, "%s/missing.pem", dir);
+    cr_assert_eq(pact_tls_context_set_ca(c, missing, NULL), -ENOENT);
+    cr_assert(strstr(pact_tls_context_error_message(c), "No such file"), "%s",
+              pact_tls_context_error_message(c));
+    cr_assert_eq(pact_tls_context_set_ca(c, ca_pem, NULL), 0);
+    cr_assert_null(pact_tls_context_error_message(c), "a success clears the reason");
+    cr_assert_eq(pact_tls_context_set_ciphers(c, "NO-SUCH-CIPHER", NULL), -EINVAL);
+    cr_assert(strstr(pact_tls_context_error_message(c), "TLS 1.2"), "%s",
+              pact_tls_context_error_message(c));
+    cr_assert_eq(pact_tls_context_create(PACT_TLS_SERVER, &s), 0);
+    cr_assert_eq(pact_tls_context_set_certificate(s, srv_key, srv_key), -ENODATA);
+    cr_assert(strstr(pact_tls_context_error_message(s), "no certificate in the file"),
+              "%s", pact_tls_context_error_message(s));
+    char ca_key[160];
+    snprintf(ca_key, sizeof ca_key, "%s/ca.key", dir);
+    cr_assert_eq(pact_tls_context_set_certificate(s, srv_pem, ca_key), -EINVAL);
+    cr_assert(strstr(pact_tls_context_error_message(s),
+                     "the private key does not match the certificate"),
+              "%s", pact_tls_context_error_message(s));
+    cr_assert_str_eq(pact_strerror(-ENODATA),
+                     "No data available (a file with no certificate in it)");
+    pact_tls_context_free(s);
+    pact_tls_context_free(c);
 }
 
 Test(tls, verification_off_is_explicit)
