@@ -774,3 +774,56 @@ Test(iocp, multishot_receive_cancel_from_its_callback_and_while_idle)
     closesocket(s);
     test_loop_free(loop);
 }
+
+/* The loop's thread pool (winpthreads) hands results back through the
+ * port's wake-up: 64 work items, each done once on the loop thread with
+ * what its work returned. */
+typedef struct work_item {
+    intptr_t n;
+    int calls;
+    int64_t result;
+    DWORD done_thread;
+} work_item;
+
+static int64_t square(void *user)
+{
+    work_item *w = user;
+    Sleep(1);
+    return (int64_t)w->n * w->n;
+}
+
+static void on_work_done(pact_loop *loop, const pact_completion *c,
+                         void *user)
+{
+    (void)loop;
+    work_item *w = user;
+    w->calls++;
+    w->result = c->result;
+    w->done_thread = GetCurrentThreadId();
+}
+
+Test(iocp, pool_work_completes_on_the_loop_thread_once_each)
+{
+    pact_loop *loop = test_loop_new();
+    enum { N = 64 };
+    work_item w[N];
+    memset(w, 0, sizeof w);
+    for (int i = 0; i < N; i++) {
+        w[i].n = i + 1;
+        cr_assert_gt(pact_queue_work(loop, square, on_work_done, &w[i]), 0);
+    }
+    uint64_t end = pact_now() + 10000 * MS;
+    int done = 0;
+    while (done < N && pact_now() < end) {
+        pact_loop_run_once(loop, 100 * (int64_t)MS);
+        done = 0;
+        for (int i = 0; i < N; i++)
+            done += w[i].calls;
+    }
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(w[i].calls, 1, "item %d done %d times", i, w[i].calls);
+        cr_assert_eq(w[i].result, (int64_t)w[i].n * w[i].n);
+        cr_assert_eq(w[i].done_thread, GetCurrentThreadId());
+    }
+    test_loop_free(loop);
+}
