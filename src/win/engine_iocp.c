@@ -46,6 +46,22 @@ typedef struct iocp_engine {
 
 /* The extension functions, looked up once per process (Winsock's base
  * provider serves every socket pact makes). */
+/* Accept sockets made by pact and not yet closed or handed to a callback
+ * (tests read it: an accept that lost to its cancel must close its
+ * socket; Wine cannot count a process's handles). */
+static atomic_long accept_sockets_held;
+
+long pact__iocp_accept_sockets_held(void)
+{
+    return atomic_load(&accept_sockets_held);
+}
+
+static void accept_socket_close(SOCKET s)
+{
+    closesocket(s);
+    atomic_fetch_sub(&accept_sockets_held, 1);
+}
+
 static LPFN_ACCEPTEX accept_ex;
 static LPFN_CONNECTEX connect_ex;
 static LPFN_GETACCEPTEXSOCKADDRS get_accept_ex_sockaddrs;
@@ -166,7 +182,7 @@ static void started(pact_loop *loop, pact_op_s *op, BOOL ok, DWORD err)
     if (op->kind == PACT_OP_WRITE && err == ERROR_BROKEN_PIPE)
         result = -EPIPE;
     if (op->kind == PACT_OP_ACCEPT) {
-        closesocket(op->ext->accept_sock);
+        accept_socket_close(op->ext->accept_sock);
         op->ext->accept_sock = INVALID_SOCKET;
     }
     pact__op_defer(loop, op, result);
@@ -233,6 +249,7 @@ static void start_accept(pact_loop *loop, pact_op_s *op)
         pact__op_defer(loop, op, pact__win_error(WSAGetLastError()));
         return;
     }
+    atomic_fetch_add(&accept_sockets_held, 1);
     DWORD bytes = 0;
     BOOL ok = accept_ex(op->fd, x->accept_sock, &x->addr, 0, ACCEPT_ADDR_LEN,
                         ACCEPT_ADDR_LEN, &bytes, &op->overlapped);
@@ -469,9 +486,10 @@ static int64_t packet_result(pact_loop *loop, pact_op_s *op, DWORD bytes)
         SOCKET s = x->accept_sock;
         x->accept_sock = INVALID_SOCKET;
         if (err != 0) {
-            closesocket(s);
+            accept_socket_close(s);
             break;
         }
+        atomic_fetch_sub(&accept_sockets_held, 1); /* the callback's now */
         /* Accepted, also when a cancel came too late: the callback owns
          * the socket. It inherits the listener's properties, and its
          * packets go to this loop's port. */

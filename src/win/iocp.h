@@ -16,6 +16,8 @@
 #define IOCP_KEY_WAIT_FIRED ((ULONG_PTR)3)
 #define IOCP_KEY_WAIT_DONE ((ULONG_PTR)4)
 
+/* Accept sockets pact made and still holds (for tests). */
+long pact__iocp_accept_sockets_held(void);
 /* Associates a handle with the loop's port (once; 0 or -errno). */
 int pact__iocp_associate(pact_loop *loop, HANDLE h);
 /* The packet of a pipe server's accept (src/win/pipe.c). */
