@@ -241,7 +241,12 @@ PACT_API int pact_loop_create(pact_loop **out, const pact_loop_options *opts);
  *   - transports, servers, datagram endpoints, processes and TLS
  *     transports through the operations they have in flight (a read, a
  *     write, an accept, a process's wait for its exit, a close in
- *     progress): being open alone does not.
+ *     progress): being open alone does not; pact_transport_set_ref(),
+ *     pact_server_set_ref(), pact_datagram_set_ref() and
+ *     pact_process_set_ref() with ref 0 make those not count either;
+ *   - a file-system watch (pact_fs_watch) as the operation it is.
+ * A signal handler alone does not, nor does a terminal (pact_tty) with
+ * its resize callback.
  * The loop's own operations (its wake-up read, the signalfd read) never
  * do. pact_loop_alive() answers whether anything of this list is left.
  * Returns 0, or a negative errno (-EBUSY if
@@ -949,6 +954,20 @@ PACT_API int pact_transport_close(pact_transport *t);
  * Harmless after close (returns -EALREADY if already aborted). */
 PACT_API int pact_transport_abort(pact_transport *t);
 
+/* Whether the transport keeps pact_loop_run() going: ref 1 (the default)
+ * it does, through the operations it has in flight (its read, a write,
+ * a sendfile, a pipe's watch); ref 0 they do not, now and later, so a
+ * background connection (a log shipper, a control socket) stays open and
+ * works while other work keeps the loop alive, and run() returns once
+ * only such connections are left. Nothing else changes: data is still
+ * read and delivered whenever the loop runs, and close or loop close end
+ * it exactly once. On a TLS transport it covers the connection underneath
+ * and the handshake and close timers; a transport wrapped by
+ * pact_tls_wrap() keeps the plain transport's choice. May be called at
+ * any time, also from its callbacks. Returns 0, -EINVAL for NULL, -EPERM
+ * off the loop's owner thread. */
+PACT_API int pact_transport_set_ref(pact_transport *t, int ref);
+
 /* Stops calling data_received until resume. Never loses, duplicates or
  * reorders a byte: data that arrives while paused is kept and handed over
  * on resume. If sending fails meanwhile (the peer went: EPIPE,
@@ -1086,6 +1105,15 @@ PACT_API int pact_server_listen_unix(pact_loop *loop, const char *path,
  * connections are gone (after the wait_closed callbacks). Returns 0, or
  * -EALREADY if already closing. */
 PACT_API int pact_server_close(pact_server *server);
+
+/* Whether the server keeps pact_loop_run() going: ref 1 (the default)
+ * its pending accept (or its back-off timer after EMFILE) does; ref 0 it
+ * does not, so run() returns when only the listener is left. It still
+ * accepts while the loop runs for other reasons. The connections it made
+ * are not affected: each is referenced on its own
+ * (pact_transport_set_ref()). Returns 0, -EINVAL, -EPERM off the owner
+ * thread. */
+PACT_API int pact_server_set_ref(pact_server *server, int ref);
 
 /* Calls cb once the server is closed and all its connections are gone,
  * from a loop callback (also when the loop closes with the server open),
@@ -1285,6 +1313,12 @@ PACT_API int pact_datagram_close(pact_datagram *ep);
  * in flight, then connection_lost(0) once the kernel has handed every
  * operation back. Again: -EALREADY. */
 PACT_API int pact_datagram_abort(pact_datagram *ep);
+
+/* Whether the endpoint keeps pact_loop_run() going: ref 1 (the default)
+ * its receive and send in flight do; ref 0 they do not, now and later
+ * (datagrams are still received and sent while the loop runs). Returns
+ * 0, -EINVAL, -EPERM off the owner thread. */
+PACT_API int pact_datagram_set_ref(pact_datagram *ep, int ref);
 
 /* Stops calling datagram_received until resume. Nothing is lost: a
  * datagram received meanwhile is kept and handed over on resume, and the
@@ -2128,6 +2162,15 @@ PACT_API pact_op pact_process_wait(pact_process *p, pact_op_cb cb,
  * (its connection_lost is due or running: nothing is left to close, as a
  * transport answers there). */
 PACT_API int pact_process_close(pact_process *p);
+
+/* Whether the process keeps pact_loop_run() going: ref 1 (the default)
+ * the wait for its exit and its pipes do; ref 0 they do not, so run()
+ * returns while a background child still runs (its exit is still
+ * reaped and reported whenever the loop runs, and loop close still ends
+ * it). Operations the caller started on it (pact_process_wait()) are the
+ * caller's: pact_op_set_ref() chooses for them. Returns 0, -EINVAL,
+ * -EPERM off the owner thread. */
+PACT_API int pact_process_set_ref(pact_process *p, int ref);
 
 #ifdef __cplusplus
 }

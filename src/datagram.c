@@ -239,6 +239,16 @@ static void dgram_force_close(pact_endpoint *e)
     pact__endpoint_abort(e, 0);
 }
 
+/* pact_datagram_set_ref(): its receive and send in flight follow ref. */
+static void dgram_set_ref(pact_endpoint *e, int ref)
+{
+    pact_datagram *ep = pact_container_of(e, pact_datagram, ep);
+    if (ep->read_op)
+        pact_op_set_ref(e->loop, ep->read_op, ref);
+    if (ep->send_op)
+        pact_op_set_ref(e->loop, ep->send_op, ref);
+}
+
 static const pact_endpoint_ops dgram_ops = {
     .kind = "datagram endpoint",
     .force_close = dgram_force_close,
@@ -247,6 +257,7 @@ static const pact_endpoint_ops dgram_ops = {
     .lost = dgram_lost,
     .free = dgram_free,
     .writing = dgram_writing,
+    .set_ref = dgram_set_ref,
 };
 
 static void fatal_error(pact_datagram *ep, int err)
@@ -262,6 +273,14 @@ static void fatal_error(pact_datagram *ep, int err)
         if (owner_err_)                                                       \
             return owner_err_;                                                \
     } while (0)
+
+int pact_datagram_set_ref(pact_datagram *ep, int ref)
+{
+    if (!ep)
+        return -EINVAL;
+    CHECK_OWNER(ep);
+    return pact__endpoint_set_ref(&ep->ep, ref);
+}
 
 int pact_datagram_close(pact_datagram *ep)
 {
@@ -417,7 +436,7 @@ static void start_reading(pact_datagram *ep)
         fatal_error(ep, (int)op);
         return;
     }
-    ep->read_op = op;
+    ep->read_op = pact__endpoint_op(&ep->ep, op);
 }
 
 int pact_datagram_pause_reading(pact_datagram *ep)
@@ -571,7 +590,7 @@ static void kick_write(pact_datagram *ep)
         fatal_error(ep, (int)op);
         return;
     }
-    ep->send_op = op;
+    ep->send_op = pact__endpoint_op(&ep->ep, op);
 }
 
 static int sockaddr_equal(const struct sockaddr *a, socklen_t alen,

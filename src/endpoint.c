@@ -192,3 +192,27 @@ void pact__wbuf_free(pact_wbuf *b)
     free(b->data);
     memset(b, 0, sizeof *b);
 }
+
+/* ---- what keeps the loop alive ------------------------------------------- */
+
+int pact__endpoint_set_ref(pact_endpoint *e, int ref)
+{
+    e->unref = !ref;
+    if (e->ops->set_ref)
+        e->ops->set_ref(e, ref);
+    return 0;
+}
+
+pact_op pact__endpoint_op(pact_endpoint *e, pact_op op)
+{
+    if (op > 0 && e->unref)
+        pact_op_set_ref(e->loop, op, 0);
+    return op;
+}
+
+pact_handle pact__endpoint_timer(pact_endpoint *e, pact_handle h)
+{
+    if (h > 0 && e->unref)
+        pact_handle_set_ref(e->loop, h, 0);
+    return h;
+}

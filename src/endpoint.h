@@ -53,6 +53,10 @@ typedef struct pact_endpoint_ops {
     /* Flow control crossed a mark: the protocol's pause_writing (pause
      * = 1) or resume_writing (0). May be NULL. */
     void (*writing)(pact_endpoint *e, int pause);
+    /* pact_*_set_ref(): apply ref to the operations and timers in flight
+     * now (e->unref is already set); the ones started later go through
+     * pact__endpoint_op() / pact__endpoint_timer(). May be NULL. */
+    void (*set_ref)(pact_endpoint *e, int ref);
 } pact_endpoint_ops;
 
 struct pact_endpoint {
@@ -70,7 +74,16 @@ struct pact_endpoint {
     uint16_t finishing : 1;
     uint16_t lost : 1;
     uint16_t write_paused : 1; /* pause_writing was called */
+    uint16_t unref : 1;        /* pact_*_set_ref(0): keeps no loop alive */
 };
+
+/* pact_*_set_ref(): whether what the endpoint has in flight keeps
+ * pact_loop_run() going. Returns 0. */
+int pact__endpoint_set_ref(pact_endpoint *e, int ref);
+/* An operation or timer the endpoint just started (a handle > 0, or an
+ * error passed through): unreferenced at once while the endpoint is. */
+pact_op pact__endpoint_op(pact_endpoint *e, pact_op op);
+pact_handle pact__endpoint_timer(pact_endpoint *e, pact_handle h);
 
 /* Fills e (refs = 1: the endpoint's own, dropped by the final close). */
 void pact__endpoint_init(pact_endpoint *e, pact_loop *loop,

@@ -405,12 +405,26 @@ static void process_force_close(pact_endpoint *e)
     pact_process_close(pact_container_of(e, pact_process, ep));
 }
 
+/* pact_process_set_ref(): the wait for its exit and its pipes follow
+ * ref (a pipe made later by spawn does not exist: pipes are made with
+ * the process). */
+static void process_set_ref(pact_endpoint *e, int ref)
+{
+    pact_process *p = pact_container_of(e, pact_process, ep);
+    if (p->exit_op)
+        pact_op_set_ref(e->loop, p->exit_op, ref);
+    for (int i = 0; i < 3; i++)
+        if (p->pipes[i].t && !p->pipes[i].lost)
+            pact__endpoint_set_ref(&p->pipes[i].t->ep, ref);
+}
+
 static const pact_endpoint_ops process_ops = {
     .kind = "process",
     .force_close = process_force_close,
     .busy = process_busy,
     .lost = process_lost,
     .free = process_free,
+    .set_ref = process_set_ref,
 };
 
 /* Records the status the kernel gave for the reaped child and wakes every
@@ -494,7 +508,7 @@ static void arm_exit_watch(pact_process *p)
             report_exit(p);
         return;
     }
-    p->exit_op = op;
+    p->exit_op = pact__endpoint_op(&p->ep, op);
 }
 
 static void process_made(pact_loop *loop, void *arg)
@@ -787,6 +801,14 @@ pact_op pact_process_wait(pact_process *p, pact_op_cb cb, void *user)
     else
         pact_list_push_back(&p->waiters, &op->link);
     return handle;
+}
+
+int pact_process_set_ref(pact_process *p, int ref)
+{
+    if (!p)
+        return -EINVAL;
+    CHECK_OWNER(p);
+    return pact__endpoint_set_ref(&p->ep, ref);
 }
 
 int pact_process_close(pact_process *p)

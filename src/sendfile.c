@@ -102,7 +102,7 @@ static int wait_writable(pact_sendfile *sf)
     pact_op op = pact_poll(loop_of(sf), stream(sf)->fd, POLLOUT, on_op, sf);
     if (op < 0)
         return (int)op;
-    sf->op = op;
+    sf->op = pact__endpoint_op(&stream(sf)->t.ep, op);
     return 0;
 }
 
@@ -120,7 +120,7 @@ static int copy_step(pact_sendfile *sf)
                            sf->unseekable ? -1 : sf->offset, on_chunk_read, sf);
     if (op < 0)
         return (int)op;
-    sf->op = op;
+    sf->op = pact__endpoint_op(&stream(sf)->t.ep, op);
     return 0;
 }
 
@@ -142,7 +142,7 @@ static void on_chunk_read(pact_loop *loop, const pact_completion *c, void *arg)
         finish(sf, (int)op);
         return;
     }
-    sf->op = op;
+    sf->op = pact__endpoint_op(&stream(sf)->t.ep, op);
 }
 
 /* Sends as much as the socket takes now, then waits for writability. A
@@ -238,9 +238,18 @@ static void item_cancel(pact_write_item *it)
         schedule_step(sf);
 }
 
+/* pact_transport_set_ref() on its stream: the op in flight follows. */
+static void item_set_ref(pact_write_item *it, int ref)
+{
+    pact_sendfile *sf = (pact_sendfile *)it;
+    if (sf->op)
+        pact_op_set_ref(loop_of(sf), sf->op, ref);
+}
+
 static const pact_write_item_ops sendfile_item_ops = {
     .start = item_start,
     .cancel = item_cancel,
+    .set_ref = item_set_ref,
 };
 
 int pact__stream_sendfile(pact_transport *t, int file_fd, int64_t offset,

@@ -93,12 +93,23 @@ static void server_force_close(pact_endpoint *e)
     pact_server_close(pact_container_of(e, pact_server, ep));
 }
 
+/* pact_server_set_ref(): its accept (or back-off timer) follows ref. */
+static void server_set_ref(pact_endpoint *e, int ref)
+{
+    pact_server *s = pact_container_of(e, pact_server, ep);
+    if (s->accept_op)
+        pact_op_set_ref(e->loop, s->accept_op, ref);
+    if (s->backoff)
+        pact_handle_set_ref(e->loop, s->backoff, ref);
+}
+
 static const pact_endpoint_ops server_ops = {
     .kind = "server",
     .force_close = server_force_close,
     .busy = server_busy,
     .lost = server_lost,
     .free = server_free,
+    .set_ref = server_set_ref,
 };
 
 /* What a fresh connection speaks until the factory has chosen: nothing
@@ -171,7 +182,7 @@ static void on_accept(pact_loop *loop, const pact_completion *c, void *arg)
             pact_handle h = pact_call_later(loop, ACCEPT_BACKOFF_NS,
                                             backoff_over, s);
             if (h > 0) {
-                s->backoff = h;
+                s->backoff = pact__endpoint_timer(&s->ep, h);
                 return;
             }
         }
@@ -196,10 +207,10 @@ static void arm_accept(pact_server *s)
         pact_handle h = pact_call_later(s->ep.loop, ACCEPT_BACKOFF_NS,
                                         backoff_over, s);
         if (h > 0)
-            s->backoff = h;
+            s->backoff = pact__endpoint_timer(&s->ep, h);
         return;
     }
-    s->accept_op = op;
+    s->accept_op = pact__endpoint_op(&s->ep, op);
 }
 
 /* Entry points that change a server answer -EPERM off the loop's owner
@@ -210,6 +221,14 @@ static void arm_accept(pact_server *s)
         if (owner_err_)                                                       \
             return owner_err_;                                                \
     } while (0)
+
+int pact_server_set_ref(pact_server *s, int ref)
+{
+    if (!s)
+        return -EINVAL;
+    CHECK_OWNER(s);
+    return pact__endpoint_set_ref(&s->ep, ref);
+}
 
 int pact_server_close(pact_server *s)
 {

@@ -254,6 +254,20 @@ static void stream_cancel(pact_endpoint *e)
         s->more->item->ops->cancel(s->more->item);
 }
 
+/* pact_transport_set_ref(): what is in flight now follows ref. */
+static void stream_set_ref(pact_endpoint *e, int ref)
+{
+    pact_stream *s = stream_of_ep(e);
+    if (s->read_op)
+        pact_op_set_ref(e->loop, s->read_op, ref);
+    if (send_op(s))
+        pact_op_set_ref(e->loop, send_op(s), ref);
+    if (poll_op(s))
+        pact_op_set_ref(e->loop, poll_op(s), ref);
+    if (write_item(s) && s->more->item->ops->set_ref)
+        s->more->item->ops->set_ref(s->more->item, ref);
+}
+
 static void stream_lost(pact_endpoint *e)
 {
     pact_stream *s = stream_of_ep(e);
@@ -433,7 +447,7 @@ static void start_reading(pact_stream *s)
         fatal_error(s, (int)op);
         return;
     }
-    s->read_op = op;
+    s->read_op = pact__endpoint_op(&t->ep, op); /* unreferenced with t */
 }
 
 static void stream_pause_reading(pact_transport *t)
@@ -601,7 +615,7 @@ static void kick_write(pact_stream *s)
         fatal_error(s, (int)op);
         return;
     }
-    m->send_op = op;
+    m->send_op = pact__endpoint_op(&s->t.ep, op);
 }
 
 void pact__stream_queue_item(pact_stream *s, pact_write_item *it)
@@ -740,7 +754,7 @@ static void watch_pipe_reader(pact_stream *s)
         return; /* as when the poll cannot start: writes still fail */
     pact_op op = pact_poll(s->t.ep.loop, s->fd, POLLIN, on_pipe_hangup, s);
     if (op > 0)
-        s->more->poll_op = op;
+        s->more->poll_op = pact__endpoint_op(&s->t.ep, op);
 }
 
 /* ---- accessors ------------------------------------------------------------- */
@@ -773,6 +787,7 @@ static const pact_transport_ops stream_ops = {
         .lost = stream_lost,
         .free = stream_free,
         .writing = pact__transport_writing,
+        .set_ref = stream_set_ref,
     },
     .writev = stream_writev,
     .write_eof = stream_write_eof,

@@ -85,6 +85,7 @@ typedef struct pact_write_item pact_write_item;
 typedef struct pact_write_item_ops {
     void (*start)(pact_write_item *it);  /* its turn */
     void (*cancel)(pact_write_item *it); /* abort: it ends (done) later */
+    void (*set_ref)(pact_write_item *it, int ref); /* its op in flight */
 } pact_write_item_ops;
 
 struct pact_write_item {

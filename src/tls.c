@@ -616,7 +616,7 @@ static void close_plain(tls_conn *c)
         pact_handle h = pact_call_later(c->t.ep.loop, c->ctx->shutdown_timeout_ns,
                                         close_timed_out, c);
         if (h > 0)
-            c->close_timer = h;
+            c->close_timer = pact__endpoint_timer(&c->t.ep, h);
     }
 }
 
@@ -645,7 +645,7 @@ static void linger_close(tls_conn *c)
         pact_handle h = pact_call_later(c->t.ep.loop, c->ctx->shutdown_timeout_ns,
                                         close_timed_out, c);
         if (h > 0)
-            c->close_timer = h;
+            c->close_timer = pact__endpoint_timer(&c->t.ep, h);
     }
 }
 
@@ -994,7 +994,7 @@ static void start_handshake(tls_conn *c)
     pact_handle h = pact_call_later(c->t.ep.loop, c->handshake_timeout_ns,
                                     handshake_timed_out, c);
     if (h > 0)
-        c->hs_timer = h;
+        c->hs_timer = pact__endpoint_timer(&c->t.ep, h);
     drive(c);
 }
 
@@ -1316,6 +1316,19 @@ static int tls_name(const pact_transport *t, struct sockaddr_storage *ss,
                 : pact_transport_sockname(c->plain, ss, len);
 }
 
+/* pact_transport_set_ref() on a TLS transport: its plain transport (the
+ * reads and writes in flight) and its handshake and close timers. */
+static void tls_set_ref(pact_endpoint *e, int ref)
+{
+    tls_conn *c = conn_of_ep(e);
+    if (c->plain)
+        pact__endpoint_set_ref(&c->plain->ep, ref);
+    if (c->hs_timer)
+        pact_handle_set_ref(e->loop, c->hs_timer, ref);
+    if (c->close_timer)
+        pact_handle_set_ref(e->loop, c->close_timer, ref);
+}
+
 static const pact_transport_ops tls_ops = {
     .ep = {
         .kind = "TLS transport",
@@ -1328,6 +1341,7 @@ static const pact_transport_ops tls_ops = {
         .lost = tls_lost,
         .free = tls_free,
         .writing = pact__transport_writing,
+        .set_ref = tls_set_ref,
     },
     .writev = tls_writev,
     .write_eof = tls_write_eof,
@@ -1407,6 +1421,7 @@ static int tls_wrap(pact_transport *plain, pact_tls_context *ctx,
                          proto, user);
     c->ctx = ctx;
     c->server = ctx->server;
+    c->t.ep.unref = plain->ep.unref; /* STARTTLS keeps the plain one's choice */
     c->marks = pact__default_marks;
     c->verify_result = X509_V_OK;
     c->hook = hook;

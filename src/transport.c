@@ -261,6 +261,14 @@ int pact_transport_is_reading(const pact_transport *t)
 
 /* ---- accessors ---------------------------------------------------------------- */
 
+int pact_transport_set_ref(pact_transport *t, int ref)
+{
+    if (!t)
+        return -EINVAL;
+    CHECK_OWNER(t);
+    return pact__endpoint_set_ref(&t->ep, ref);
+}
+
 int pact_transport_set_protocol(pact_transport *t, const pact_protocol *proto,
                                 void *user)
 {

@@ -596,6 +596,55 @@ Test(tls, context_setters_say_why_they_failed)
     pact_tls_context_free(c);
 }
 
+static void tick(pact_loop *loop, void *user)
+{
+    (void)loop;
+    (*(int *)user)++;
+}
+
+Test(tls, unreferenced_tls_transports_keep_no_loop_alive_and_still_work)
+{
+    pact_loop *loop = test_loop_new();
+    int a, b;
+    make_tcp_pair(&a, &b);
+    pact_tls_context *sctx = server_ctx(), *cctx = client_ctx();
+    pact_transport *pa, *pb, *ta, *tb;
+    peer pc = {0}, ps = {0};
+    cr_assert_eq(pact_transport_open(loop, a, PACT_STREAM_SOCKET, &peer_proto, NULL, &pa), 0);
+    cr_assert_eq(pact_transport_open(loop, b, PACT_STREAM_SOCKET, &peer_proto, NULL, &pb), 0);
+    /* The server side is unreferenced before wrapping: TLS keeps it. */
+    cr_assert_eq(pact_transport_set_ref(pb, 0), 0);
+    cr_assert_eq(pact_tls_wrap(pa, cctx, "localhost", NULL, 0, 0, &peer_proto, &pc,
+                               peer_connected, &pc, &ta), 0);
+    cr_assert_eq(pact_tls_wrap(pb, sctx, NULL, NULL, 0, 0, &peer_proto, &ps,
+                               peer_connected, &ps, &tb), 0);
+    run_while(loop, &pc.made, 1, 10000);
+    run_while(loop, &ps.made, 1, 10000);
+    cr_assert_eq(pact_transport_set_ref(ta, 0), 0);
+    cr_assert_eq(pact_loop_alive(loop), 0, "nothing referenced is left");
+    cr_assert_eq(pact_loop_run(loop), 0);
+    /* They still carry data while other work runs. */
+    cr_assert_eq(pact_transport_write(ta, "ping", 4), 0);
+    int other = 0;
+    pact_call_later(loop, 100 * MS, tick, &other);
+    cr_assert_eq(pact_loop_run(loop), 0);
+    cr_assert_eq(ps.ngot, 4);
+    cr_assert_eq(memcmp(ps.got, "ping", 4), 0);
+    /* Referenced again, the client keeps the loop until both have closed. */
+    cr_assert_eq(pact_transport_set_ref(ta, 1), 0);
+    cr_assert_eq(pact_loop_alive(loop), 1);
+    ps.close_after = 0;
+    cr_assert_eq(pact_transport_close(ta), 0);
+    cr_assert_eq(pact_loop_run(loop), 0);
+    cr_assert_eq(pc.lost, 1);
+    test_loop_free(loop);
+    cr_assert_eq(ps.lost, 1, "the unreferenced one too, exactly once");
+    free(pc.got);
+    free(ps.got);
+    pact_tls_context_free(sctx);
+    pact_tls_context_free(cctx);
+}
+
 Test(tls, verification_off_is_explicit)
 {
     pact_loop *loop = test_loop_new();
