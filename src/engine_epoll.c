@@ -76,6 +76,7 @@ static int ep_init(pact_loop *loop, unsigned depth, int fail_setup,
     pact_fd_table_init(&e->fds, sizeof(fd_entry));
     loop->engine_data = e;
     loop->recv_multi_mode = "epoll";
+    loop->accept_multi = 1;
     return 0;
 }
 
@@ -114,6 +115,7 @@ static enum fd_queue queue_of(const pact_op_s *op)
     switch ((pact_op_kind)op->kind) {
     case PACT_OP_RECV:
     case PACT_OP_RECV_MULTI:
+    case PACT_OP_ACCEPT_MULTI:
     case PACT_OP_RECVFROM:
     case PACT_OP_ACCEPT:
     case PACT_OP_READ:
@@ -334,10 +336,10 @@ static int ep_submit(pact_loop *loop, pact_op_s *op)
     prepare_fd(f, op->fd);
     enum fd_queue q = queue_of(op);
     /* Behind an op already waiting on this queue: keep the order. A
-     * multishot receive always waits for readiness: its data callbacks
-     * must not run from inside submission. */
+     * multishot receive or accept always waits for readiness: its data
+     * callbacks must not run from inside submission. */
     if (pact_list_empty(&f->queues[q]) && op->kind != PACT_OP_RECV_MULTI &&
-        op->kind != PACT_OP_WATCH) {
+        op->kind != PACT_OP_ACCEPT_MULTI && op->kind != PACT_OP_WATCH) {
         int64_t r = try_op(f, op, 0);
         if (r != -EAGAIN && r != -EWOULDBLOCK && r != -EINTR) {
             pact__op_defer(loop, op, r);
@@ -409,6 +411,53 @@ static int run_recv_multi(pact_loop *loop, pact_op_s *op, int *completed)
     return 0;
 }
 
+/* Accepts per readiness event before the other fds get their turn (the
+ * listener stays armed: the rest waits for the next wait). */
+#define ACCEPT_BURST 64
+
+/* A multishot accept at the head of its fd's read queue: accepts and
+ * delivers each connection until the listener would block, the burst is
+ * used up, or the op ends (cancelled from a data callback, or an error
+ * that stops accepting: EMFILE, ENFILE, ENOBUFS, ...). An error that
+ * concerns one connection only (it was reset before we took it) is
+ * delivered as that connection's result. Returns 1 if the queue must
+ * wait for the next readiness event, 0 if the op has left the queue. */
+static int run_accept_multi(pact_loop *loop, pact_op_s *op, int *completed)
+{
+    int64_t final = -ECANCELED;
+    (*completed)++;
+    for (int i = 0;; i++) {
+        if (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT))
+            break;
+        if (i == ACCEPT_BURST)
+            return 1;
+        int fd = accept4(op->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd >= 0) {
+            pact__op_deliver_accepted(loop, op, fd);
+            continue;
+        }
+        int err = errno;
+        if (err == EINTR)
+            continue;
+        if (err == EAGAIN || err == EWOULDBLOCK)
+            return 1;
+        if (err == ECONNABORTED || err == EPROTO || err == EPERM) {
+            pact__op_deliver(loop, op, NULL, -err);
+            continue;
+        }
+        final = -err;
+        break;
+    }
+    /* Cancelled from a data callback: ep_cancel took it out of the queue
+     * and its -ECANCELED is on the way. */
+    if (op->state != PACT_OP_INFLIGHT)
+        return 0;
+    pact_list_remove(&op->link);
+    op->result = final;
+    pact__op_complete(loop, op);
+    return 0;
+}
+
 /* Completes, in order, the waiting ops of a read or write queue until one
  * would still block. */
 static int run_queue(pact_loop *loop, fd_entry *f, pact_list *queue,
@@ -419,6 +468,11 @@ static int run_queue(pact_loop *loop, fd_entry *f, pact_list *queue,
         pact_op_s *op = pact_container_of(queue->next, pact_op_s, link);
         if (op->kind == PACT_OP_RECV_MULTI) {
             if (run_recv_multi(loop, op, &n))
+                break;
+            continue;
+        }
+        if (op->kind == PACT_OP_ACCEPT_MULTI) {
+            if (run_accept_multi(loop, op, &n))
                 break;
             continue;
         }

@@ -193,7 +193,8 @@ static void describe_setup_failure(int err, char *reason, size_t len)
  * suite runs as on an older kernel (tests/run-all.sh's "uring-masked"):
  * "all" or a comma list of setup (plain setup flags: no SUBMIT_ALL,
  * COOP/DEFER_TASKRUN, SINGLE_ISSUER), linktimeout (deadlines on the heap),
- * multishot (no buffer ring: multishot receive in poll mode), files (file
+ * multishot (no buffer ring: multishot receive in poll mode; servers
+ * accept one connection per accept op), files (file
  * ops on the thread pool), extarg (as on 5.10: pact then refuses io_uring,
  * so "all" leaves it out). Each feature has one check point, marked
  * URING_MASK_. */
@@ -398,6 +399,9 @@ static int uring_init(pact_loop *loop, unsigned depth, int fail_setup,
     io_uring_free_probe(probe);
     loop->engine_data = e;
     recv_buffers_init(loop, e);
+    /* Multishot accept (IORING_ACCEPT_MULTISHOT) needs 5.19; like the
+     * multishot receive's flag, the probe cannot see it. */
+    loop->accept_multi = kernel_at_least(5, 19) && !(e->mask & URING_MASK_MULTISHOT);
     return 0;
 }
 
@@ -440,7 +444,7 @@ static int uring_supports_link_timeout(pact_loop *loop, pact_op_s *op)
      * one submission, so its deadline lives on the heap instead. */
     return op->kind != PACT_OP_SEND_ALL && op->kind != PACT_OP_SLEEP &&
            op->kind != PACT_OP_RECV_MULTI && /* re-armed: heap deadline */
-           op->kind != PACT_OP_WATCH;
+           op->kind != PACT_OP_WATCH && op->kind != PACT_OP_ACCEPT_MULTI;
 }
 
 static void prep_op(pact_loop *loop, pact_op_s *op, struct io_uring_sqe *sqe)
@@ -466,6 +470,11 @@ static void prep_op(pact_loop *loop, pact_op_s *op, struct io_uring_sqe *sqe)
     case PACT_OP_ACCEPT:
         io_uring_prep_accept(sqe, op->fd, (struct sockaddr *)&op->ext->addr,
                              &op->ext->addrlen, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        break;
+    case PACT_OP_ACCEPT_MULTI:
+        /* No address: every accept of the op would write the same one. */
+        io_uring_prep_multishot_accept(sqe, op->fd, NULL, NULL,
+                                       SOCK_CLOEXEC | SOCK_NONBLOCK);
         break;
     case PACT_OP_CONNECT:
         io_uring_prep_connect(sqe, op->fd, (struct sockaddr *)&op->ext->addr,
@@ -743,6 +752,29 @@ static void uring_watch_update(pact_loop *loop, pact_op_s *op)
     op->pending_cqes++;
 }
 
+/* A CQE of a multishot accept: each accepted fd is delivered at once (a
+ * server then has all of a burst of connections in one iteration, where
+ * one accept at a time took an io_uring_enter per connection). Without
+ * F_MORE the kernel ended it: after an fd (it stops early at times) it is
+ * armed again unless a cancel was asked for; after an error (EMFILE,
+ * -ECANCELED, ...) that is the final result. Returns 1 if the op stays
+ * in flight. */
+static int accept_multi_cqe(pact_loop *loop, pact_op_s *op, int res,
+                            unsigned flags)
+{
+    if (res >= 0)
+        pact__op_deliver_accepted(loop, op, res);
+    else if (flags & IORING_CQE_F_MORE)
+        pact__op_deliver(loop, op, NULL, res); /* one connection's error */
+    if (flags & IORING_CQE_F_MORE)
+        return 1;
+    if (res >= 0 && recv_multi_rearm(loop, op))
+        return 1;
+    op->pending_cqes--;
+    op->result = res >= 0 ? -ECANCELED : res;
+    return 0;
+}
+
 static void handle_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
 {
     enum uring_tag tag;
@@ -761,6 +793,11 @@ static void handle_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
     }
     if (tag == TAG_OP && op->kind == PACT_OP_WATCH) {
         if (!watch_cqe(loop, op, res) && op->pending_cqes == 0)
+            pact__op_complete(loop, op);
+        return;
+    }
+    if (tag == TAG_OP && op->kind == PACT_OP_ACCEPT_MULTI) {
+        if (!accept_multi_cqe(loop, op, res, flags) && op->pending_cqes == 0)
             pact__op_complete(loop, op);
         return;
     }

@@ -566,6 +566,7 @@ static void report_live_ops(pact_loop *loop)
         [PACT_OP_READ] = "read", [PACT_OP_WRITE] = "write",
         [PACT_OP_POLL] = "poll", [PACT_OP_SLEEP] = "sleep",
         [PACT_OP_CUSTOM] = "composite", [PACT_OP_WORK] = "pool work",
+        [PACT_OP_ACCEPT_MULTI] = "multishot accept",
         [PACT_OP_OPEN] = "open", [PACT_OP_CLOSE] = "close",
         [PACT_OP_FSYNC] = "fsync", [PACT_OP_STATX] = "statx",
         [PACT_OP_RENAME] = "rename", [PACT_OP_UNLINK] = "unlink",

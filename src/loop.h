@@ -162,6 +162,8 @@ struct pact_loop {
     unsigned recv_buf_count;
     unsigned recv_buf_size;
     const char *recv_multi_mode;
+    /* The engine runs pact__accept_multishot() (set by init). */
+    uint8_t accept_multi;
     /* pact__op_recv_burst() reads into this one loop-wide buffer (epoll,
      * and io_uring's poll mode): no connection owns a receive buffer.
      * Allocated on first use, freed at close. */
@@ -307,6 +309,16 @@ int pact__op_recv_burst(pact_loop *loop, pact_op_s *op, int64_t *final);
  * pact_op_set_events() returned is never delivered after it. */
 void pact__watch_deliver(pact_loop *loop, pact_op_s *op, uint32_t revents);
 
+/* Many accepts as one op (servers): each accepted fd is a data
+ * completion (c->more = 1, c->result = the fd, or a negative errno that
+ * cost only that connection; the peer's address is not given), then one
+ * final completion (-ECANCELED, or the error that stopped accepting:
+ * EMFILE, ENFILE, ...). -EOPNOTSUPP when the engine cannot (io_uring
+ * before 5.19): use pact_accept. */
+pact_op pact__accept_multishot(pact_loop *loop, pact_os_sock fd, pact_op_cb cb,
+                               void *user);
+/* Engines: hands one accepted fd to a multishot accept's callback. */
+void pact__op_deliver_accepted(pact_loop *loop, pact_op_s *op, int fd);
 /* Requests cancellation of a live op; returns as pact_op_cancel(). */
 int pact__op_cancel(pact_loop *loop, pact_op_s *op);
 /* Submit every queued op to the engine. */

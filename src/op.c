@@ -164,6 +164,15 @@ pact_op pact_recv_multishot(pact_loop *loop, pact_os_sock fd, pact_op_cb cb, voi
     OP_FINISH();
 }
 
+pact_op pact__accept_multishot(pact_loop *loop, pact_os_sock fd, pact_op_cb cb,
+                               void *user)
+{
+    if (loop && !loop->accept_multi)
+        return -EOPNOTSUPP;
+    OP_START(PACT_OP_ACCEPT_MULTI, fd);
+    OP_FINISH();
+}
+
 const char *pact_loop_recv_multishot_mode(const pact_loop *loop)
 {
     return loop && loop->recv_multi_mode ? loop->recv_multi_mode : "epoll";

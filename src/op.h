@@ -48,6 +48,10 @@ typedef enum pact_op_kind {
      * completion (revents) per loop iteration while ready, until
      * cancelled (watch.c; msg_flags holds the events watched). */
     PACT_OP_WATCH,
+    /* pact__accept_multishot() (servers): one data completion per
+     * accepted connection (result = the fd, or a negative errno that cost
+     * only that connection), then one final completion. */
+    PACT_OP_ACCEPT_MULTI,
     PACT_OP_CUSTOM, /* a composite op driven by its owner (connect_tcp, ...) */
     PACT_OP_KIND_COUNT
 } pact_op_kind;

@@ -1,13 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /* The op layer's system calls on POSIX fds, shared by the Linux engines
  * and the thread pool: a multishot receive's burst of reads into the
- * loop's buffer, and a read or write done at once. (The Windows engine
+ * loop's buffer, a read or write done at once, and handing over a
+ * multishot accept's connections. (The Windows engine
  * starts overlapped calls instead: src/win/engine_iocp.c.) */
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "loop.h"
 
 int pact__op_recv_burst(pact_loop *loop, pact_op_s *op, int64_t *final)
@@ -56,4 +58,16 @@ int64_t pact__op_rw_now(pact_op_s *op)
         n = op->offset < 0 ? write(op->fd, op->buf, op->len)
                            : pwrite(op->fd, op->buf, op->len, op->offset);
     return n < 0 ? -errno : n;
+}
+
+void pact__op_deliver_accepted(pact_loop *loop, pact_op_s *op, int fd)
+{
+    /* Fault injection (tests only): the connection is lost, as if its
+     * accept had failed; the listener goes on. */
+    int err = PACT_FAULT(PACT_FAULT_ACCEPT);
+    if (err) {
+        close(fd);
+        fd = err;
+    }
+    pact__op_deliver(loop, op, NULL, fd);
 }

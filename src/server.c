@@ -2,8 +2,10 @@
 /* Servers: a listening socket whose accepted connections become transports
  * with a protocol from the user's factory.
  *
- * One accept is in flight at a time and is re-armed from its completion.
- * An error on one connection (ECONNABORTED, a reset before accept) never
+ * One accept op is in flight at a time and is re-armed from its final
+ * completion: a multishot accept where the engine has one (epoll, io_uring
+ * since 5.19), which hands over every connection of a burst in one
+ * iteration, else one pact_accept at a time. An error on one connection (ECONNABORTED, a reset before accept) never
  * stops the listener. Running out of descriptors or memory (EMFILE,
  * ENFILE, ENOBUFS, ENOMEM) backs off for a moment and then keeps serving —
  * asyncio's proactor closed the listener here (CPython gh-93821). A connection
@@ -165,6 +167,16 @@ static void backoff_over(pact_loop *loop, void *arg)
 static void on_accept(pact_loop *loop, const pact_completion *c, void *arg)
 {
     pact_server *s = arg;
+    if (c->more) {
+        /* One connection of a multishot accept; the op goes on. */
+        if (c->result < 0)
+            s->accept_errors++; /* it cost that connection only */
+        else if (s->ep.closing)
+            close((int)c->result); /* accepted after close: never served */
+        else
+            serve_connection(s, (int)c->result);
+        return;
+    }
     s->accept_op = 0;
     if (c->result >= 0) {
         if (s->ep.closing)
@@ -199,7 +211,11 @@ static void arm_accept(pact_server *s)
 {
     if (s->ep.closing || s->accept_op || s->backoff)
         return;
-    pact_op op = pact_accept(s->ep.loop, s->fd, on_accept, s);
+    /* One multishot accept where the engine has it: a burst of
+     * connections is taken in one iteration, not one per iteration. */
+    pact_op op = pact__accept_multishot(s->ep.loop, s->fd, on_accept, s);
+    if (op == -EOPNOTSUPP)
+        op = pact_accept(s->ep.loop, s->fd, on_accept, s);
     if (op < 0) {
         pact__error(s->ep.loop, (int)op, "server on fd %d cannot accept", s->fd);
         /* Retry after the back-off: a failure to start the accept (-ENOMEM)

@@ -363,6 +363,49 @@ Test(server, reset_before_accept_does_not_stop_the_server)
     cr_expect_eq(count_open_fds(), fds0, "fd leak");
 }
 
+/* Connections that arrive together are all taken in one iteration (a
+ * multishot accept: epoll, io_uring since 5.19), not one per iteration:
+ * one accept at a time cost an io_uring_enter per connection, and the
+ * churn benchmark served 2.5 times fewer short connections per second
+ * on io_uring than on epoll. */
+Test(server, a_burst_of_connections_is_accepted_in_one_iteration)
+{
+    int fds0 = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    srv_ctx *sc = calloc(1, sizeof *sc);
+    pact_server *s;
+    cr_assert_eq(pact_server_listen_tcp(loop, "127.0.0.1", 0, NULL, echo_factory,
+                                        sc, &s), 0);
+    int port = pact_server_port(s);
+    pact_loop_run_once(loop, 0); /* the accept is with the kernel */
+    enum { BURST = 32 };
+    int c[BURST];
+    for (int i = 0; i < BURST; i++)
+        c[i] = raw_connect(AF_INET, "127.0.0.1", port); /* in the backlog */
+    int iterations = 0;
+    while (sc->n < BURST && iterations < 50) {
+        pact_loop_run_once(loop, 100 * (int64_t)MS);
+        iterations++;
+    }
+    cr_assert_eq(sc->n, BURST, "%d of %d accepted", sc->n, BURST);
+    /* io_uring without multishot (masked, or before 5.19; its receive is
+     * in poll mode then too) accepts one per iteration. */
+    if (strcmp(pact_loop_recv_multishot_mode(loop), "poll") != 0)
+        cr_assert_leq(iterations, 2, "%d iterations for %d connections",
+                      iterations, BURST);
+    for (int i = 0; i < BURST; i++)
+        raw_echo(loop, c[i], "each is served");
+    for (int i = 0; i < BURST; i++)
+        close(c[i]);
+    RUN_UNTIL(loop, pact_server_connections(s) == 0, 5000);
+    srv_expect_all_done(sc);
+    cr_assert_eq(pact_server_accept_errors(s), 0);
+    close_server_and_wait(loop, s);
+    test_loop_free(loop);
+    free(sc);
+    cr_expect_eq(count_open_fds(), fds0, "fd leak");
+}
+
 /* ---- EMFILE, then recovery ---------------------------------------------------- */
 
 static int max_open_fd(void)
