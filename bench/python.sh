@@ -13,6 +13,10 @@
 # Environment (run.sh sets them): REPS SECS WARM SRV_CPU CLI_CPU
 #   PY_SIZES="1024 10240 102400"  PY_MODES="proto streams sock"
 #   PY_CONNS=4 (uvloop's vmbench concurrency)  PY_HTTP_CONNS=50
+#   BENCH_BASELINE=DIR  a second build directory (say, main before a change,
+#                    built in another worktree): its pact.asyncio runs as
+#                    pact-uring@base and pact-epoll@base in the same
+#                    interleaved repetitions, for before/after numbers
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -27,7 +31,6 @@ PY_CONNS=${PY_CONNS:-4}
 PY_HTTP_CONNS=${PY_HTTP_CONNS:-50}
 PY_LOOPS=${PY_LOOPS:-"uvloop asyncio pact-uring pact-epoll"}
 PYTHON=/usr/bin/python3
-export PYTHONPATH=$BUILD/python
 ECHO=$ROOT/python/bench/echo_server.py
 HELLO=$ROOT/python/bench/aiohttp_hello.py
 HZ=$(getconf CLK_TCK)
@@ -46,9 +49,21 @@ for l in $PY_LOOPS; do
     [ $l = uvloop ] && [ $have_uvloop = 0 ] && continue
     LOOPS+=("$l")
 done
+BASELINE=${BENCH_BASELINE:-}
+if [ -n "$BASELINE" ]; then
+    if ls "$BASELINE"/python/pact/_pact*.so >/dev/null 2>&1; then
+        for l in $PY_LOOPS; do
+            case $l in pact-*) LOOPS+=("$l@base") ;; esac
+        done
+    else
+        echo "python bench: no pact.asyncio in $BASELINE/python: no baseline" >&2
+    fi
+fi
+# pypath CONTENDER: the PYTHONPATH its pact.asyncio comes from
+pypath() { case $1 in *@base) echo "$BASELINE/python" ;; *) echo "$BUILD/python" ;; esac; }
 
-PORT=30000
-next_port() { PORT=$(( PORT >= 39000 ? 30000 : PORT + 1 )); }
+PORT=12000
+next_port() { PORT=$(( PORT >= 19000 ? 12000 : PORT + 1 )); }
 SRV_PID=
 cleanup() { if [ -n "$SRV_PID" ]; then kill "$SRV_PID" 2>/dev/null || true; fi; }
 trap cleanup EXIT
@@ -71,6 +86,15 @@ kv_get() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
 load1() { cut -d' ' -f1 /proc/loadavg; }
 
 mkdir -p "$OUT"
+# Its own description: the suite may run apart from the C suites' meta.txt.
+{
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "pact: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
+    [ -n "$BASELINE" ] && echo "baseline (NAME@base): $(git -C "$BASELINE/.." rev-parse --short HEAD 2>/dev/null || echo '?')"
+    echo "python: $($PYTHON -c 'import sys; print(sys.version.split()[0])'); uvloop: $($PYTHON -c 'import uvloop; print(uvloop.__version__)' 2>/dev/null || echo none); aiohttp: $($PYTHON -c 'import aiohttp; print(aiohttp.__version__)' 2>/dev/null || echo none)"
+    echo "reps=$REPS measured=${SECS}s warmup=${WARM}s; split = server on CPU $SRV_CPU, load on CPU $CLI_CPU; shared = both on CPU $SRV_CPU"
+    echo "uptime at start: $(uptime)"
+} > "$OUT/python-meta.txt"
 csv=$OUT/python.csv
 echo "bench,mode,size,placement,contender,rep,req_s,mib_s,p50_us,p99_us,server_cpu_s,cpu_us_per_req,load1" > "$csv"
 
@@ -82,7 +106,8 @@ start_echo() {
     if [ "$who" = c-floor ]; then
         taskset -c "$SRV_CPU" "$B/pact_stream_echo" $PORT --engine uring 2>/dev/null &
     else
-        taskset -c "$SRV_CPU" $PYTHON "$ECHO" --loop "$who" -- $flags --addr 127.0.0.1:$PORT 2>/dev/null &
+        PYTHONPATH=$(pypath "$who") taskset -c "$SRV_CPU" $PYTHON "$ECHO" --loop "${who%@base}" \
+            -- $flags --addr 127.0.0.1:$PORT 2>/dev/null &
     fi
     SRV_PID=$!
     wait_listening $PORT $SRV_PID
@@ -136,7 +161,8 @@ for rep in $(seq 1 "$REPS"); do
         [ $placement = shared ] && ccpu=$SRV_CPU
         for who in "${LOOPS[@]}"; do
             next_port
-            taskset -c "$SRV_CPU" $PYTHON "$HELLO" --loop "$who" --port $PORT 2>/dev/null &
+            PYTHONPATH=$(pypath "$who") taskset -c "$SRV_CPU" $PYTHON "$HELLO" --loop "${who%@base}" \
+                --port $PORT 2>/dev/null &
             SRV_PID=$!
             if ! wait_listening $PORT $SRV_PID; then
                 echo "python bench: aiohttp on $who did not start" >&2; stop_server; continue
@@ -153,4 +179,5 @@ for rep in $(seq 1 "$REPS"); do
         done
     done
 done
+echo "uptime at end: $(uptime)" >> "$OUT/python-meta.txt"
 echo "python bench done: $(uptime)"

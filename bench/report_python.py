@@ -65,22 +65,27 @@ def section(out_dir):
         if _num(r.get("load1")) is not None:
             loads.append(_num(r["load1"]))
     reps = max((int(r["rep"]) for r in rows), default=0)
+    # Any other contender (a baseline build's NAME@base) gets a column too.
+    contenders = CONTENDERS + sorted({r["contender"] for r in rows} - set(CONTENDERS))
     md = ["## Python: pact.asyncio against uvloop and asyncio", "",
           "`bench/python.sh`: uvloop's own echo servers (python3-uvloop's examples/bench/echoserver.py, "
           "unchanged; `--proto`, `--streams`, and sock_recv/sock_sendall) on each loop, driven by "
           "bench/loadgen (ping-pong, 4 connections, as uvloop's vmbench); pact's C echo server "
           "(bench/servers/pact_stream_echo.c on io_uring: the same transport API pact.asyncio runs on, without Python) as the floor; an aiohttp hello-world under wrk (50 connections). "
           f"{reps} interleaved repetitions; cells are medians (min–max) and the ratio to uvloop's median.", ""]
+    meta = os.path.join(out_dir, "python-meta.txt")
+    if os.path.exists(meta):
+        md += ["```", open(meta).read().strip(), "```", ""]
     if loads:
         md += [f"Load average (1 min) during the runs: median {statistics.median(loads):.1f}, "
                f"min {min(loads):.1f}, max {max(loads):.1f} on {os.cpu_count()} CPUs.", ""]
     for pl, pdesc in (("split", "server and load on separate CPUs"), ("shared", "server and load on one CPU")):
         md += [f"### Requests per second, {pdesc} ({pl})", "",
-               "| benchmark | " + " | ".join(CONTENDERS) + " |", "|---|" + "---:|" * len(CONTENDERS)]
+               "| benchmark | " + " | ".join(contenders) + " |", "|---|" + "---:|" * len(contenders)]
         for sc in scenarios:
             base = _agg(data[(sc, pl, BASE)]["req_s"])
             cells = []
-            for who in CONTENDERS:
+            for who in contenders:
                 a = _agg(data[(sc, pl, who)]["req_s"])
                 if not a:
                     cells.append("—")
@@ -89,11 +94,11 @@ def section(out_dir):
                 cells.append(f"{_k(a[0])} ({_k(a[1])}–{_k(a[2])}){ratio}")
             md.append(f"| {MODE_DESC.get(sc[0], sc[0])} {_size(sc[1])} | " + " | ".join(cells) + " |")
         md += ["", f"### Server CPU per request in µs, {pl} (lower is better; ratio to uvloop)", "",
-               "| benchmark | " + " | ".join(CONTENDERS) + " |", "|---|" + "---:|" * len(CONTENDERS)]
+               "| benchmark | " + " | ".join(contenders) + " |", "|---|" + "---:|" * len(contenders)]
         for sc in scenarios:
             base = _agg(data[(sc, pl, BASE)]["cpu"])
             cells = []
-            for who in CONTENDERS:
+            for who in contenders:
                 a = _agg(data[(sc, pl, who)]["cpu"])
                 if not a:
                     cells.append("—")
