@@ -4,7 +4,8 @@
 second with min-max and ratio to uvloop, and the median server CPU per
 request with its ratio to uvloop. Used by bench/report.py; runnable alone:
 
-    report_python.py RESULTS_DIR     prints the section (Markdown)
+    report_python.py RESULTS_DIR            prints the section (Markdown)
+    report_python.py --readme RESULTS_DIR   the condensed table of README.md
 """
 import csv
 import os
@@ -112,6 +113,63 @@ def section(out_dir):
     return md
 
 
+def summary(out_dir):
+    """The condensed table for README.md: per placement and benchmark,
+    uvloop's medians, then pact's (io_uring, epoll) and asyncio's as ratios
+    to uvloop, for req/s and for server CPU per request."""
+    with open(os.path.join(out_dir, "python.csv")) as f:
+        rows = list(csv.DictReader(f))
+    data = defaultdict(lambda: defaultdict(list))
+    scenarios = []
+    for r in rows:
+        sc = (r["mode"], r["size"])
+        if sc not in scenarios:
+            scenarios.append(sc)
+        data[(sc, r["placement"], r["contender"])]["req_s"].append(_num(r["req_s"]))
+        data[(sc, r["placement"], r["contender"])]["cpu"].append(_num(r["cpu_us_per_req"]))
+    who = ["pact-uring", "pact-epoll", "asyncio", "c-floor"]
+    md = []
+    for pl in ("split", "shared"):
+        md += [f"**{pl}** ({'server and load on separate CPUs' if pl == 'split' else 'server and load on one CPU'}): "
+               "uvloop's median, then each loop's median as a ratio to it, req/s ↑ | server CPU per request ↓", "",
+               "| benchmark | uvloop req/s | " + " | ".join(who) + " | uvloop µs/req | " + " | ".join(who) + " |",
+               "|---|" + "---:|" * (2 + 2 * len(who))]
+        for sc in scenarios:
+            cells = []
+            for key, unit in (("req_s", "req"), ("cpu", "cpu")):
+                base = _agg(data[(sc, pl, BASE)][key])
+                cells.append("—" if not base else (_k(base[0]) + f" ({_k(base[1])}–{_k(base[2])})" if key == "req_s"
+                                                   else f"{base[0]:.1f} ({base[1]:.1f}–{base[2]:.1f})"))
+                for w in who:
+                    a = _agg(data[(sc, pl, w)][key])
+                    cells.append("—" if not a or not base else
+                                 f"×{a[0] / base[0]:.2f} ({a[1] / base[0]:.2f}–{a[2] / base[0]:.2f})")
+            md.append(f"| {MODE_DESC.get(sc[0], sc[0])} {_size(sc[1])} | " + " | ".join(cells) + " |")
+        md.append("")
+    if any(r["contender"].endswith("@base") for r in rows):
+        md += ["**before → after** (the baseline build, NAME@base, against this one, same run): "
+               "median server CPU per request in µs, and req/s", "",
+               "| benchmark | placement | pact-uring µs/req | pact-epoll µs/req | pact-uring req/s | pact-epoll req/s |",
+               "|---|---|---:|---:|---:|---:|"]
+        for pl in ("split", "shared"):
+            for sc in scenarios:
+                cells = []
+                for key in ("cpu", "req_s"):
+                    for w in ("pact-uring", "pact-epoll"):
+                        b = _agg(data[(sc, pl, w + "@base")][key])
+                        a = _agg(data[(sc, pl, w)][key])
+                        if not a or not b:
+                            cells.append("—")
+                        elif key == "cpu":
+                            cells.append(f"{b[0]:.1f} → {a[0]:.1f}")
+                        else:
+                            cells.append(f"{_k(b[0])} → {_k(a[0])}")
+                md.append(f"| {MODE_DESC.get(sc[0], sc[0])} {_size(sc[1])} | {pl} | " + " | ".join(cells) + " |")
+        md.append("")
+    return md
+
+
 if __name__ == "__main__":
-    print("\n".join(section(sys.argv[1] if len(sys.argv) > 1 else
-                            os.path.join(os.path.dirname(__file__), "results"))))
+    out = sys.argv[-1] if len(sys.argv) > 1 and not sys.argv[-1].startswith("--") else \
+        os.path.join(os.path.dirname(__file__), "results")
+    print("\n".join(summary(out) if "--readme" in sys.argv else section(out)))
