@@ -8,6 +8,14 @@ it can drift from the header:
   pact-header.py tls-stubs HEADER OUT   src for a build without OpenSSL:
                                         every TLS function, answering
                                         -ENOTSUP (or NULL / 0)
+  pact-header.py missing-stubs HEADER OUT NM LIB...
+                                        src for a platform that lacks some:
+                                        every public function LIB (read
+                                        with the nm program NM) does not
+                                        define, answering -ENOTSUP
+  pact-header.py function-list HEADER OUT
+                                        PACT_PUBLIC_FUNCTION(name) for each
+                                        public function (a link test)
   pact-header.py list HEADER            the public functions, one a line
   pact-header.py check HEADER MANDIR    fails if a public function has no
                                         page in MANDIR (or a page has no
@@ -280,7 +288,50 @@ def write_man(header, outdir, version):
         f.write(overview(decls, sections, intro, top, date, version))
 
 
-# ---- TLS stubs -------------------------------------------------------------
+# ---- -ENOTSUP stubs ----------------------------------------------------------
+
+# Functions answering a yes/no question: a stub says no.
+PREDICATES = ('pact_transport_is_tls', 'pact_tls_session_reused')
+
+
+def stub_return(d):
+    """The statement a stub of d ends with: -ENOTSUP where the function
+    returns a negative errno, otherwise what says "nothing" for its type."""
+    if d.ret == 'void':
+        return ''
+    if d.ret in ('int', 'pact_op', 'pact_handle', 'pact_signal', 'int64_t'):
+        if d.name in PREDICATES or re.search(r'_(is|can)_', d.name):
+            return 'return 0;'
+        return 'return -ENOTSUP;'
+    if d.ret in ('long', 'pid_t'):
+        return 'return -1;'
+    if d.ret in ('uint64_t', 'size_t', 'unsigned') or d.ret.startswith('pact_') and '*' not in d.ret:
+        return 'return 0;'
+    return 'return NULL;'
+
+
+def stub(d):
+    """A definition of d that does nothing and refuses with stub_return():
+    its out-parameters (pact_x **out) are set to NULL, as a failure of
+    the real function leaves them."""
+    lines = [' '.join(d.proto.split())[:-1].replace('PACT_API ', ''), '{']
+    params, outs = [], []
+    for a in d.args.split(','):
+        a = a.strip()
+        m = re.search(r'(\w+)\s*$', a)
+        if m and a != 'void':
+            params.append(m.group(1))
+            if re.match(r'^pact_\w+\s*\*\s*\*\s*\w+$', a):
+                outs.append(m.group(1))
+    if params:
+        lines.append('    ' + ' '.join('(void)%s;' % p for p in params))
+    for o in outs:
+        lines.append('    if (%s)\n        *%s = NULL;' % (o, o))
+    if stub_return(d):
+        lines.append('    ' + stub_return(d))
+    lines += ['}', '']
+    return lines
+
 
 def tls_stubs(header, out):
     decls, _, _, _, _ = parse(header)
@@ -293,33 +344,51 @@ def tls_stubs(header, out):
             ' * Each refuses with -ENOTSUP (NULL, 0 or -1 where it returns no errno). */',
             '#include "pact.h"', '#include <errno.h>', '#include <stddef.h>', '']
     for d in tls:
-        params = []
-        for a in d.args.split(','):
-            m = re.search(r'(\w+)\s*$', a.strip())
-            if m and a.strip() != 'void':
-                params.append(m.group(1))
-        if d.ret == 'void':
-            ret = ''
-        elif d.ret in ('int', 'pact_op'):
-            ret = 'return 0;' if d.name in ('pact_transport_is_tls', 'pact_tls_session_reused') \
-                else 'return -ENOTSUP;'
-        elif d.ret == 'long':
-            ret = 'return -1;'
-        elif d.ret in ('uint64_t', 'size_t'):
-            ret = 'return 0;'
-        else:
-            ret = 'return NULL;'
-        flat = ' '.join(d.proto.split())
-        body.append(flat[:-1].replace('PACT_API ', ''))
-        body.append('{')
-        if params:
-            body.append('    ' + ' '.join('(void)%s;' % p for p in params))
-        if ret:
-            body.append('    ' + ret)
-        body.append('}')
-        body.append('')
+        body += stub(d)
     with open(out, 'w') as f:
         f.write('\n'.join(body))
+
+
+def defined_functions(nm, libraries):
+    """The pact_ functions the object files or archives define (nm)."""
+    names = set()
+    for lib in libraries:
+        r = subprocess.run([nm, '-g', '--defined-only', lib],
+                           capture_output=True, text=True, check=True)
+        for line in r.stdout.splitlines():
+            f = line.split()
+            if len(f) == 3 and f[1] == 'T' and f[2].startswith('pact_'):
+                names.add(f[2])
+    return names
+
+
+def missing_stubs(header, out, nm, libraries):
+    """Every public function the libraries do not define, answering
+    -ENOTSUP: a program calling what a platform lacks still links, and
+    learns at run time that it is not supported there."""
+    decls, _, _, _, _ = parse(header)
+    have = defined_functions(nm, libraries)
+    missing = [d for d in decls if d.name not in have]
+    body = ['/* SPDX-License-Identifier: MIT */',
+            '/* Generated by tools/pact-header.py missing-stubs from include/pact.h and',
+            ' * the library built for this platform: each public function the',
+            ' * platform does not implement, refusing with -ENOTSUP (NULL, 0 or -1',
+            ' * where it returns no errno; 0 for a yes/no question). */',
+            '#include "pact.h"', '#include <errno.h>', '#include <stddef.h>', '']
+    for d in missing:
+        body += stub(d)
+    with open(out, 'w') as f:
+        f.write('\n'.join(body))
+
+
+def function_list(header, out):
+    """A C header naming every public function once, as
+    PACT_PUBLIC_FUNCTION(name), for a test that takes each one's address."""
+    decls, _, _, _, _ = parse(header)
+    body = ['/* Generated by tools/pact-header.py function-list from include/pact.h. */']
+    body += ['PACT_PUBLIC_FUNCTION(%s)' % d.name for d in decls]
+    with open(out, 'w') as f:
+        f.write('\n'.join(body) + '\n')
 
 
 # ---- naming rules (docs/naming.md) -----------------------------------------
@@ -372,6 +441,10 @@ def main():
         write_man(header, sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else '')
     elif cmd == 'tls-stubs':
         tls_stubs(header, sys.argv[3])
+    elif cmd == 'missing-stubs':
+        missing_stubs(header, sys.argv[3], sys.argv[4], sys.argv[5:])
+    elif cmd == 'function-list':
+        function_list(header, sys.argv[3])
     elif cmd == 'naming':
         sys.exit(naming(header))
     elif cmd == 'list':
