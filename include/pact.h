@@ -203,7 +203,12 @@ typedef struct pact_loop_options {
      * thread-safe -EPERM; between runs any one thread at a time may use
      * it (the caller orders those uses, as for any object shared by
      * threads: a join, a lock, or the runs themselves — a run or close
-     * sees everything the previous run did). Signal handlers
+     * sees everything the previous run did). Ops in flight carry over,
+     * also when the thread that started them has exited (the kernel then
+     * cancels what that thread submitted; pact submits it again, except a
+     * pact_connect still in progress, which ends with -ECANCELED).
+     * Deadlines (pact_op_set_timeout) use the loop's timer heap, never
+     * io_uring linked timeouts. Signal handlers
      * (pact_signal_add) block their signals on the thread that added them
      * only: the mask does not move with the loop. On epoll both modes
      * cost the same. */

@@ -438,7 +438,9 @@ static void uring_forget(pact_loop *loop)
 
 static int uring_supports_link_timeout(pact_loop *loop, pact_op_s *op)
 {
-    if (URING(loop)->mask & URING_MASK_LINK_TIMEOUT)
+    /* A movable loop re-submits an op whose submitting thread exited
+     * (resubmit_orphaned): a linked timeout would not follow it. */
+    if ((URING(loop)->mask & URING_MASK_LINK_TIMEOUT) || loop->movable)
         return 0;
     /* send_all may resubmit after a short send; a link timeout covers only
      * one submission, so its deadline lives on the heap instead. */
@@ -630,8 +632,35 @@ static int recv_multi_rearm(pact_loop *loop, pact_op_s *op)
 /* Poll mode: the poll fired (res = revents) or failed. Reads what is
  * there into the loop-wide buffer. Returns 1 if the op stays in flight,
  * else 0 with the final result in *final. */
+/* A movable loop (pact_loop_options.movable) runs on one thread, then on
+ * another, and the first may exit. Without DEFER_TASKRUN an op's
+ * completion is finished by task work of the thread that submitted it; if
+ * that thread has exited the kernel runs the work from a fallback worker,
+ * which ends the op with -ECANCELED before it did anything (a poll-driven
+ * recv, send, accept or poll; io-wq work not yet started). Nobody asked for
+ * that cancel: the op is submitted again, now by the thread running the
+ * loop, as if the first submission had never been. Not a connect (a second
+ * connect() on a socket in progress answers EALREADY) nor an op with a
+ * linked timeout (its -ECANCELED may be the deadline's; a movable loop's
+ * deadlines are on the heap). Returns 1 if the op is in flight again. */
+static int resubmit_orphaned(pact_loop *loop, pact_op_s *op, int res)
+{
+    if (res != -ECANCELED || !loop->movable || loop->state != PACT_LOOP_OPEN ||
+        (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT |
+                      PACT_OPF_LINK_TIMEOUT)) ||
+        op->kind == PACT_OP_CONNECT)
+        return 0;
+    struct io_uring_sqe *sqe = get_sqes(loop, 1);
+    if (!sqe)
+        return 0;
+    prep_op(loop, op, sqe);
+    return 1;
+}
+
 static int recv_poll_cqe(pact_loop *loop, pact_op_s *op, int res, int *final)
 {
+    if (res < 0 && resubmit_orphaned(loop, op, res))
+        return 1;
     if (res < 0) {
         *final = res;
         return 0;
@@ -674,6 +703,8 @@ static int recv_multi_cqe(pact_loop *loop, pact_op_s *op, int res,
             return 1;
         if (res > 0 && recv_multi_rearm(loop, op))
             return 1;
+        if (resubmit_orphaned(loop, op, res))
+            return 1;
         final = res > 0 ? -ECANCELED : res;
     }
     op->pending_cqes--;
@@ -694,6 +725,7 @@ static int watch_cqe(pact_loop *loop, pact_op_s *op, int res)
     if (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT)) {
         final = -ECANCELED;
     } else if (res >= 0 || (res == -ECANCELED && rearm)) {
+        /* (rearm: our own cancel for new events.) */
         if (res >= 0 && rearm) {
             /* This poll was armed for the events before the change: it
              * cannot tell about one just added. Ask now, so the callback
@@ -720,6 +752,8 @@ static int watch_cqe(pact_loop *loop, pact_op_s *op, int res)
             final = -ENOMEM;
         }
     }
+    if (resubmit_orphaned(loop, op, final))
+        return 1;
     op->pending_cqes--;
     op->result = final;
     return 0;
@@ -770,6 +804,8 @@ static int accept_multi_cqe(pact_loop *loop, pact_op_s *op, int res,
         return 1;
     if (res >= 0 && recv_multi_rearm(loop, op))
         return 1;
+    if (resubmit_orphaned(loop, op, res))
+        return 1;
     op->pending_cqes--;
     op->result = res >= 0 ? -ECANCELED : res;
     return 0;
@@ -801,6 +837,8 @@ static void handle_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
             pact__op_complete(loop, op);
         return;
     }
+    if (tag == TAG_OP && resubmit_orphaned(loop, op, res))
+        return;
     op->pending_cqes--;
     switch (tag) {
     case TAG_OP:

@@ -7,6 +7,7 @@
  * then loop.close() on the main thread. Runs under ThreadSanitizer too
  * (build-tsan). */
 #include <pthread.h>
+#include <poll.h>
 #include <stdatomic.h>
 
 #include "helpers.h"
@@ -324,4 +325,99 @@ Test(loop_thread, after_a_thread_ran_it_a_pinned_loop_is_eperm_elsewhere_and_a_m
         pthread_mutex_destroy(&j.lock);
         pthread_cond_destroy(&j.cv);
     }
+}
+
+/* The asyncio pattern again, with the thread gone: thread A runs the loop,
+ * starts a recv and a watcher, is stopped and exits. Without io_uring's
+ * DEFER_TASKRUN the kernel finishes an op with task work of the thread
+ * that submitted it, and for an exited thread it ends the op with
+ * -ECANCELED when its socket becomes ready; nobody cancelled them, so the
+ * loop submits them again and they deliver what arrived. */
+typedef struct {
+    pact_loop *loop;
+    int sv[2], wv[2];
+    char buf[16];
+    int64_t recv_result;
+    int recv_calls, watch_calls, watch_finals;
+    int64_t watch_final;
+    pact_op watch;
+    int run_result;
+} orphans;
+
+static void orphan_recv_done(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    orphans *o = user;
+    o->recv_calls++;
+    o->recv_result = c->result;
+}
+
+static void orphan_watch_cb(pact_loop *loop, const pact_completion *c, void *user)
+{
+    orphans *o = user;
+    if (!c->more) {
+        o->watch_finals++;
+        o->watch_final = c->result;
+        return;
+    }
+    char b[16];
+    if (read(o->wv[0], b, sizeof b) > 0)
+        o->watch_calls++;
+    (void)loop;
+}
+
+static void orphan_start(pact_loop *loop, void *user)
+{
+    orphans *o = user;
+    cr_assert_gt(pact_recv(loop, o->sv[0], o->buf, sizeof o->buf, 0,
+                           orphan_recv_done, o), 0);
+    o->watch = pact_watch(loop, o->wv[0], POLLIN, orphan_watch_cb, o);
+    cr_assert_gt(o->watch, 0);
+}
+
+static void *orphan_thread(void *arg)
+{
+    orphans *o = arg;
+    /* The first turn starts the ops, the second submits them: from this
+     * thread. */
+    for (int i = 0; i < 2; i++) {
+        int r = pact_loop_run_once(o->loop, 0);
+        if (r < 0) {
+            o->run_result = r;
+            return NULL;
+        }
+    }
+    o->run_result = 0;
+    return NULL;
+}
+
+Test(loop_thread, ops_started_by_a_thread_that_has_exited_still_deliver_on_a_movable_loop)
+{
+    orphans o = {.loop = loop_new(1)};
+    make_socketpair(o.sv);
+    make_socketpair(o.wv);
+    cr_assert_gt(pact_call_soon(o.loop, orphan_start, &o), 0);
+    pthread_t a;
+    cr_assert_eq(pthread_create(&a, NULL, orphan_thread, &o), 0);
+    pthread_join(a, NULL);
+    cr_assert_eq(o.run_result, 0);
+    cr_assert_eq(o.recv_calls, 0);
+    cr_assert_eq(write(o.sv[1], "late", 4), 4);
+    cr_assert_eq(write(o.wv[1], "w", 1), 1);
+    uint64_t end = pact_now() + 5000 * MS;
+    while ((o.recv_calls == 0 || o.watch_calls == 0) && pact_now() < end)
+        cr_assert_geq(pact_loop_run_once(o.loop, 10 * (int64_t)MS), 0);
+    cr_assert_eq(o.recv_calls, 1);
+    cr_assert_eq(o.recv_result, 4, "recv: %s", pact_strerror((int)o.recv_result));
+    cr_assert_eq(memcmp(o.buf, "late", 4), 0);
+    cr_assert_eq(o.watch_calls, 1);
+    cr_assert_eq(o.watch_finals, 0);
+    cr_assert_eq(pact_op_cancel(o.loop, o.watch), 0);
+    test_loop_free(o.loop);
+    cr_assert_eq(o.watch_finals, 1);
+    cr_assert_eq(o.watch_final, -ECANCELED);
+    close(o.sv[0]);
+    close(o.sv[1]);
+    close(o.wv[0]);
+    close(o.wv[1]);
 }
