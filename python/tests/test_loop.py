@@ -290,6 +290,41 @@ class RunTests(LoopTestCase):
         self.loop.run_forever()
         self.assertEqual(seen, [1, 2])
 
+    def test_run_forever_in_a_thread_then_run_and_close_in_this_one(self):
+        # asyncio's own pattern: a loop run by a thread, stopped from here,
+        # then run again and closed here; the future its task resolves and
+        # a reader added on the thread keep working across the move.
+        a, b = __import__('socket').socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        got = []
+        started = threading.Event()
+
+        def add_reader():
+            self.loop.add_reader(a, lambda: got.append(a.recv(10)))
+            started.set()
+        self.loop.call_soon(add_reader)
+        t = threading.Thread(target=self.loop.run_forever)
+        t.start()
+        self.assertTrue(started.wait(5))
+        fut = asyncio.run_coroutine_threadsafe(
+            asyncio.sleep(0.01, result='thread'), self.loop)
+        self.assertEqual(fut.result(5), 'thread')
+        with self.assertRaisesRegex(RuntimeError, 'running'):
+            self.loop.close()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        t.join(5)
+        self.assertFalse(t.is_alive())
+        b.send(b'moved')
+        async def until_read():
+            while not got:
+                await asyncio.sleep(0.001)
+        self.loop.run_until_complete(asyncio.wait_for(until_read(), 5))
+        self.assertEqual(got, [b'moved'])
+        self.assertTrue(self.loop.remove_reader(a))
+        self.loop.close()
+        self.assertTrue(self.loop.is_closed())
+
     def test_nested_run_is_refused(self):
         async def main():
             coro = asyncio.sleep(0)
