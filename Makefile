@@ -104,6 +104,31 @@ test-windows: deps-test
 test-python: build
 	./python/tests/run.sh build
 
+# pact.asyncio leak run (python/tests/leak_run.py) on both engines: 10^6
+# requests through a protocol server, LEAK_TLS_REQUESTS over TLS and
+# LEAK_AIOHTTP_REQUESTS through aiohttp's server and client, in rounds of
+# 400 requests on 8 connections; RSS and the fd count are sampled at every
+# tenth: the fd count must not change and RSS grow by at most
+# LEAK_RSS_GROWTH_KIB. make test runs a short version (test_leaks.py).
+# Logs: build/leak-<server>-<engine>.log.
+LEAK_REQUESTS ?= 1000000
+LEAK_TLS_REQUESTS ?= 100000
+LEAK_AIOHTTP_REQUESTS ?= 100000
+LEAK_RSS_GROWTH_KIB ?= 1024
+leak-python: build
+	@fail=0; for e in uring epoll; do \
+		if [ $$e = uring ] && ! ./build/tests/engine-probe uring >/dev/null 2>&1; then \
+			echo "SKIP uring: $$(./build/tests/engine-probe uring 2>&1)"; continue; fi; \
+		for run in "protocol $(LEAK_REQUESTS)" "tls $(LEAK_TLS_REQUESTS)" \
+				"aiohttp $(LEAK_AIOHTTP_REQUESTS)"; do \
+			set -- $$run; log=build/leak-$$1-$$e.log; \
+			PYTHONPATH=build/python nice /usr/bin/python3 python/tests/leak_run.py \
+				--server $$1 --requests $$2 --engine $$e \
+				--rss-growth-kib $(LEAK_RSS_GROWTH_KIB) > $$log 2>&1 || fail=1; \
+			grep -E "^(result|Traceback)" $$log || { tail -20 $$log; fail=1; }; \
+		done; \
+	done; [ $$fail = 0 ]
+
 # Only the plain build, both engines: for quick iterations.
 test-quick: build
 	BUILDS=build ./tests/run-all.sh
