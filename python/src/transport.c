@@ -39,6 +39,7 @@ typedef struct {
     PyObject *context; /* contextvars.Context for protocol calls */
     PyObject *waiter;  /* future set after connection_made, or NULL */
     PyObject *server;  /* asyncio Server (attach/detach), or NULL */
+    PyObject *lost_exc; /* _force_close(exc): connection_lost's argument */
     int buffered;      /* the protocol is an asyncio.BufferedProtocol */
     int closing;
     int in_context; /* protocol calls under way (the context is entered) */
@@ -267,7 +268,9 @@ static void on_connection_lost(pact_transport *t, int err, void *user)
         return;
     }
     self->closing = 1;
-    PyObject *exc = exception_for(err);
+    PyObject *exc = self->lost_exc ? Py_NewRef(self->lost_exc)
+                                   : exception_for(err);
+    Py_CLEAR(self->lost_exc);
     if (!exc) {
         PyErr_WriteUnraisable((PyObject *)self);
         exc = Py_NewRef(Py_None);
@@ -737,6 +740,27 @@ static PyObject *Transport_abort(TransportObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* _force_close(exc): asyncio's transports end this way on a fatal error,
+ * and asyncio's SSLProtocol calls it on the transport under it (a corrupt
+ * record, a handshake or shutdown timeout): what is buffered is dropped,
+ * and connection_lost gets exc, so the error reaches the reader instead of
+ * a clean end of stream. */
+static PyObject *Transport_force_close(TransportObject *self, PyObject *exc)
+{
+    if (self->orphaned) {
+        if (orphan_release(self) < 0)
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    if (self->t && !self->lost_exc) {
+        self->closing = 1;
+        if (exc != Py_None)
+            self->lost_exc = Py_NewRef(exc);
+        pact_transport_abort(self->t);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyObject *Transport_is_closing(TransportObject *self, PyObject *unused)
 {
     (void)unused;
@@ -966,6 +990,7 @@ static int Transport_traverse(TransportObject *self, visitproc visit, void *arg)
     Py_VISIT(self->sock);
     Py_VISIT(self->context);
     Py_VISIT(self->waiter);
+    Py_VISIT(self->lost_exc);
     Py_VISIT(self->server);
     /* Not self_ref: it stands for pact's pointer to the transport, a
      * reference from outside Python's heap. Visited, it made a transport
@@ -983,6 +1008,7 @@ static int Transport_clear(TransportObject *self)
     Py_CLEAR(self->protocol);
     Py_CLEAR(self->context);
     Py_CLEAR(self->waiter);
+    Py_CLEAR(self->lost_exc);
     Py_CLEAR(self->server);
     Py_CLEAR(self->dict);
     return 0;
@@ -1014,6 +1040,7 @@ static PyMethodDef Transport_methods[] = {
     {"can_write_eof", (PyCFunction)Transport_can_write_eof, METH_NOARGS, NULL},
     {"close", (PyCFunction)Transport_close, METH_NOARGS, NULL},
     {"abort", (PyCFunction)Transport_abort, METH_NOARGS, NULL},
+    {"_force_close", (PyCFunction)Transport_force_close, METH_O, NULL},
     {"is_closing", (PyCFunction)Transport_is_closing, METH_NOARGS, NULL},
     {"is_reading", (PyCFunction)Transport_is_reading, METH_NOARGS, NULL},
     {"pause_reading", (PyCFunction)Transport_pause_reading, METH_NOARGS, NULL},
