@@ -81,8 +81,9 @@ class HttpxThroughAnyioTests(unittest.TestCase):
         run_on_pact(main)
 
     def test_https_with_concurrent_requests(self):
-        # TLS: aiohttp's server through asyncio's SSLProtocol over a pact
-        # transport, httpx's client through anyio's TLS stream.
+        # TLS: aiohttp's server with ssl= (asyncio's SSLProtocol, today on
+        # asyncio's socket transport over pact readiness), httpx's client
+        # through anyio's TLS stream over a pact transport.
         async def main():
             self.check_loop()
             runner, base = await start_site(
