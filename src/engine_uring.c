@@ -948,9 +948,27 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
 
     int seen = 0;
     int extra_rounds = 1;
+    /* One wait hands over at most a CQ's worth of completions. Callbacks
+     * make more (an eager send to a socket this loop reads, on loopback,
+     * completes the peer's receive at once): reaping until the CQ stays
+     * empty never ended under a steady load (the soak's io_uring loop
+     * never got back to its timers). What is left is reaped by the next
+     * wait, which then does not block. */
+    unsigned budget = e->ring.cq.ring_entries;
     for (;;) {
         struct io_uring_cqe *cqes[64];
-        unsigned n = io_uring_peek_batch_cqe(&e->ring, cqes, 64);
+        /* Only what is posted already: io_uring_peek_batch_cqe enters the
+         * kernel for pending task work when the CQ is empty, which is what
+         * kept this loop going. */
+        unsigned n = 0, head;
+        struct io_uring_cqe *cqe;
+        if ((unsigned)seen < budget) {
+            io_uring_for_each_cqe(&e->ring, head, cqe) {
+                cqes[n++] = cqe;
+                if (n == 64)
+                    break;
+            }
+        }
         if (n == 0 && e->watch_rearmed && extra_rounds-- > 0) {
             e->watch_rearmed = 0;
             loop->stats.syscalls_enter++;

@@ -1280,3 +1280,56 @@ Test(stream, an_eager_send_that_is_cut_short_buffers_only_the_tail)
     free(got);
     test_loop_free(loop);
 }
+
+/* Two transports of one loop that echo to each other as fast as they can
+ * (each write goes to the kernel at once and completes the peer's
+ * receive at once): the loop must still finish its iterations and run
+ * its timers. On io_uring, reaping until the CQ stayed empty never ended
+ * under such a load (the soak's loop never got back to its timers). */
+typedef struct ping_pong {
+    uint64_t echoes;
+    int stop;
+} ping_pong;
+
+static void pp_data(pact_transport *t, const void *data, size_t len, void *user)
+{
+    ping_pong *p = user;
+    p->echoes++;
+    if (!p->stop)
+        pact_transport_write(t, data, len);
+}
+
+static const pact_protocol pp_proto = {.data_received = pp_data};
+
+static void pp_timer(pact_loop *loop, void *arg)
+{
+    (void)loop;
+    ((ping_pong *)arg)->stop = 1;
+}
+
+Test(stream, echoing_transports_on_one_loop_do_not_starve_its_timers)
+{
+    pact_loop *loop = test_loop_new();
+    int sv[2];
+    make_socketpair(sv);
+    ping_pong p = {0};
+    pact_transport *a, *b;
+    cr_assert_eq(pact_transport_open(loop, sv[0], PACT_STREAM_SOCKET, &pp_proto, &p, &a), 0);
+    cr_assert_eq(pact_transport_open(loop, sv[1], PACT_STREAM_SOCKET, &pp_proto, &p, &b), 0);
+    cr_assert_eq(pact_transport_write(a, "ping-pong", 9), 0);
+    cr_assert_eq(pact_transport_write(b, "pong-ping", 9), 0);
+    cr_assert_gt(pact_call_later(loop, 50 * MS, pp_timer, &p), 0);
+    uint64_t end = pact_now() + 5000 * MS;
+    while (!p.stop && pact_now() < end) {
+        uint64_t t0 = pact_now();
+        pact_loop_run_once(loop, 10 * (int64_t)MS);
+        cr_assert_lt(pact_now() - t0, 1000 * MS, "one iteration took over a second");
+    }
+    cr_assert(p.stop, "the timer did not run");
+    cr_assert_gt(p.echoes, 10, "the transports did not echo (%llu)",
+                 (unsigned long long)p.echoes);
+    pact_transport_close(a);
+    pact_transport_close(b);
+    pact_loop_run(loop);
+    test_loop_free(loop);
+}
