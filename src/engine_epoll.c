@@ -5,7 +5,9 @@
  * "try first, then wait" order keeps the fast path to one syscall).
  *
  * One epoll registration per fd, EPOLLONESHOT, re-armed while a queue is
- * non-empty. The registration heals itself when the user closed an fd and
+ * non-empty; level-triggered and left alone while a watcher or a
+ * multishot op (a transport's receive, a server's accept) is on the fd
+ * (fd_rearm). The registration heals itself when the user closed an fd and
  * the number came back (MOD answers ENOENT: ADD again). Ops in one queue
  * complete in the order they were started; stream ops reach the engine one
  * per fd and direction already (the op layer's per-fd order, op.c). Reads and writes on other fds (pipes, ttys) must
@@ -155,15 +157,31 @@ static uint32_t wanted_events(const fd_entry *f)
     return ev;
 }
 
+/* A multishot receive or accept waits at the head of the read queue: it
+ * stays there for the life of a connection or a server, reading (or
+ * accepting) until EAGAIN at each event. */
+static int has_multishot(const fd_entry *f)
+{
+    const pact_list *head = &f->queues[QUEUE_READ];
+    if (pact_list_empty(head))
+        return 0;
+    const pact_op_s *op = pact_container_of(head->next, pact_op_s, link);
+    return op->kind == PACT_OP_RECV_MULTI || op->kind == PACT_OP_ACCEPT_MULTI;
+}
+
 /* Arms the fd's registration for what its queues wait for. Ops alone get
- * a one-shot registration, re-armed after each event. With a watcher on
- * the fd it is level-triggered, and stays as it is while the events
- * wanted do not change: a watcher costs no epoll_ctl per event. */
+ * a one-shot registration, re-armed after each event. With a watcher or a
+ * multishot op on the fd it is level-triggered, and stays as it is while
+ * the events wanted do not change: a watcher or a transport's receive
+ * costs no epoll_ctl per event (one when it starts, one when it ends).
+ * Level, not edge: a multishot op that stops at its burst limit before
+ * EAGAIN, or starts on a socket that has data already, is reported again
+ * at the next wait without a lost edge to fear. */
 static int fd_rearm(epoll_engine *e, fd_entry *f)
 {
     int fd = f->key.fd;
     uint32_t ev = wanted_events(f);
-    int level = has_watchers(f);
+    int level = has_watchers(f) || has_multishot(f);
     if (ev == 0) {
         if (f->level && f->armed) {
             /* A level-triggered registration does not disarm itself.
