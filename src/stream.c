@@ -39,12 +39,16 @@
  * another protocol callback. The memory goes after connection_lost has
  * returned. */
 #include <errno.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _WIN32
+#include "win/stream_socket.h" /* the socket calls below, on Winsock */
+#else
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
+#endif
 
 #include "loop.h"
 #include "stream.h"
@@ -440,8 +444,8 @@ static void start_reading(pact_stream *s)
             fatal_error(s, -ENOMEM);
             return;
         }
-        op = pact_read(t->ep.loop, s->fd, s->more->rbuf, READ_BUFFER_SIZE, -1,
-                       on_read, s);
+        op = pact_read(t->ep.loop, (pact_os_fd)(intptr_t)s->fd, s->more->rbuf,
+                       READ_BUFFER_SIZE, -1, on_read, s);
     }
     if (op < 0) {
         fatal_error(s, (int)op);
@@ -610,7 +614,8 @@ static void kick_write(pact_stream *s)
     pact_loop *loop = s->t.ep.loop;
     pact_op op = s->t.kind == PACT_STREAM_SOCKET
                      ? pact_send(loop, s->fd, data, len, 0, on_send, s)
-                     : pact_write(loop, s->fd, data, len, -1, on_send, s);
+                     : pact_write(loop, (pact_os_fd)(intptr_t)s->fd, data, len, -1,
+                                  on_send, s);
     if (op < 0) {
         fatal_error(s, (int)op);
         return;
@@ -835,6 +840,10 @@ int pact__transport_create(pact_loop *loop, int fd, pact_stream_kind kind,
         r = PACT_MISUSE(loop, -EBADF, "fd is negative");
     if (r == 0 && (int)kind > PACT_STREAM_WRITE_PIPE)
         r = PACT_MISUSE(loop, -EINVAL, "unknown stream kind");
+#ifdef _WIN32
+    if (r == 0 && kind != PACT_STREAM_SOCKET)
+        r = -ENOTSUP; /* pipe transports: not on Windows yet */
+#endif
     pact_stream *s = r == 0 ? calloc(1, sizeof *s) : NULL;
     if (r == 0 && !s)
         r = -ENOMEM;

@@ -8,7 +8,9 @@
 #ifndef PACT_STREAM_H
 #define PACT_STREAM_H
 
+#ifndef _WIN32
 #include <sys/un.h>
+#endif
 
 #include "endpoint.h"
 #include "loop.h"
@@ -160,7 +162,9 @@ void pact__stream_item_done(pact_stream *s, int err);
 int pact__stream_sendfile(pact_transport *t, int file_fd, int64_t offset,
                           size_t count, pact_op_cb cb, void *user);
 
+#ifndef _WIN32
 /* Fills a Unix socket address; '@' at the start = abstract namespace. */
 int pact__unix_address(const char *path, struct sockaddr_un *sun, socklen_t *len);
+#endif
 
 #endif

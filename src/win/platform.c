@@ -1,8 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* What the portable core asks of the system, on Windows: naming a code
- * address for debug reports, and the close hooks of layers Windows does
- * not build yet (no signalfd, no stream transports: the loop owns no
- * state of theirs there). */
+ * address for debug reports, and the close hook of a layer Windows does
+ * not build yet (no signalfd: the loop owns no state of it there). */
 #include <stdio.h>
 
 #include "loop.h"
@@ -26,11 +25,6 @@ void pact__describe_address(void *addr, char *buf, size_t len)
 }
 
 void pact__signals_close(pact_loop *loop)
-{
-    (void)loop;
-}
-
-void pact__stream_cache_free(pact_loop *loop)
 {
     (void)loop;
 }

@@ -21,7 +21,7 @@ Test(public_functions, every_function_of_pact_h_links_on_windows)
     size_t n = sizeof public_functions / sizeof public_functions[0];
     /* pact.h has far more than a handful: a list that came out nearly
      * empty would prove nothing. */
-    cr_assert_gt(n, 150, "only %zu functions listed", n);
+    cr_assert_gt(n, 150, "only %u functions listed", (unsigned)n);
     for (size_t i = 0; i < n; i++)
         cr_assert_not_null(public_functions[i].address, "%s",
                            public_functions[i].name);

@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: MIT */
+/* The POSIX socket calls of the stream transport (src/stream.c), on
+ * Winsock, so that one stream implementation serves both systems. On
+ * Windows a transport is a SOCKET (held in the stream's int fd: Windows
+ * handle values fit in 32 bits), and these calls report their failure in
+ * errno as the POSIX ones do. Only src/stream.c includes this. */
+#ifndef PACT_WIN_STREAM_SOCKET_H
+#define PACT_WIN_STREAM_SOCKET_H
+
+#include <io.h>
+#include <unistd.h> /* close() is declared before it is renamed below */
+
+#include "posix.h"
+
+static inline int pact__win_socket_result(int r)
+{
+    if (r != 0) {
+        errno = -pact__win_error((DWORD)WSAGetLastError());
+        return -1;
+    }
+    return 0;
+}
+
+static inline int pact__win_close_socket(int fd)
+{
+    return pact__win_socket_result(closesocket((SOCKET)fd));
+}
+
+static inline int pact__win_shutdown(int fd, int how)
+{
+    return pact__win_socket_result(shutdown((SOCKET)fd, how));
+}
+
+static inline int pact__win_sockname(int fd, struct sockaddr *sa, int *len,
+                                     int peer)
+{
+    return pact__win_socket_result(peer ? getpeername((SOCKET)fd, sa, len)
+                                        : getsockname((SOCKET)fd, sa, len));
+}
+
+/* No eager send: a SOCKET has no per-call "do not block" flag (making it
+ * non-blocking would change every overlapped call on it), so every write
+ * goes the queued way, as one WSASend on the completion port. */
+static inline long pact__win_no_eager_send(void)
+{
+    errno = EAGAIN;
+    return -1;
+}
+
+#define close(fd) pact__win_close_socket(fd)
+#define shutdown(fd, how) pact__win_shutdown(fd, how)
+#define getsockname(fd, sa, len) pact__win_sockname(fd, sa, len, 0)
+#define getpeername(fd, sa, len) pact__win_sockname(fd, sa, len, 1)
+#define sendmsg(fd, mh, flags) ((void)(fd), (void)(mh), pact__win_no_eager_send())
+/* Write pipes are not transports on Windows yet: never reached. */
+#define pwritev2(fd, iov, n, off, flags) ((void)(fd), pact__win_no_eager_send())
+#define RWF_NOWAIT 0
+
+#endif

@@ -1,0 +1,368 @@
+/* SPDX-License-Identifier: MIT */
+/* Stream transports on the completion port: the stream of src/stream.c
+ * over loopback TCP sockets (pact_transport_open on a SOCKET), under Wine.
+ * Bytes echoed in order with every byte checked, pause/resume without
+ * loss, write flow control, close and abort from the protocol's own
+ * callbacks, and connection_lost exactly once in every ending. */
+#include "helpers.h"
+
+#define MIB (1024u * 1024u)
+
+typedef struct side {
+    pact_transport *t;
+    int made, lost, lost_err, eof;
+    uint64_t received;     /* bytes delivered, each checked */
+    int pattern_ok;
+    int echo;              /* write back what arrives */
+    int close_on_made, close_on_data, abort_on_data;
+    uint64_t data_calls_after_close;
+    int closed_by_us;
+    int paused_writing, resumed_writing;
+    /* pause reading every pause_every bytes, resume after resume_ms */
+    uint64_t pause_every, next_pause;
+    unsigned resume_ms;
+    int pauses;
+    pact_loop *loop;
+} side;
+
+static void on_made(pact_transport *t, void *user)
+{
+    side *s = user;
+    s->made++;
+    s->t = t;
+    if (s->close_on_made) {
+        cr_assert_eq(pact_transport_close(t), 0);
+        s->closed_by_us = 1;
+    }
+}
+
+static void on_resume(pact_loop *loop, void *user)
+{
+    (void)loop;
+    side *s = user;
+    if (!s->lost)
+        cr_assert_eq(pact_transport_resume_reading(s->t), 0);
+}
+
+static void on_data(pact_transport *t, const void *data, size_t len, void *user)
+{
+    side *s = user;
+    if (s->closed_by_us) {
+        s->data_calls_after_close++;
+        return;
+    }
+    const uint8_t *p = data;
+    for (size_t i = 0; i < len; i++)
+        if (p[i] != test_pattern_byte(s->received + i))
+            s->pattern_ok = 0;
+    s->received += len;
+    if (s->echo)
+        cr_assert_eq(pact_transport_write(t, data, len), 0);
+    if (s->close_on_data) {
+        cr_assert_eq(pact_transport_close(t), 0);
+        s->closed_by_us = 1;
+    } else if (s->abort_on_data) {
+        cr_assert_eq(pact_transport_abort(t), 0);
+        s->closed_by_us = 1;
+    } else if (s->pause_every && s->received >= s->next_pause) {
+        s->next_pause = s->received + s->pause_every;
+        cr_assert_eq(pact_transport_pause_reading(t), 0);
+        cr_assert_not(pact_transport_is_reading(t));
+        s->pauses++;
+        cr_assert_geq(pact_call_later(s->loop, s->resume_ms * MS, on_resume, s), 0);
+    }
+}
+
+static int on_eof(pact_transport *t, void *user)
+{
+    (void)t;
+    side *s = user;
+    s->eof++;
+    return 0; /* close */
+}
+
+static void on_lost(pact_transport *t, int err, void *user)
+{
+    (void)t;
+    side *s = user;
+    s->lost++;
+    s->lost_err = err;
+}
+
+static void on_pause_writing(pact_transport *t, void *user)
+{
+    (void)t;
+    ((side *)user)->paused_writing++;
+}
+
+static void on_resume_writing(pact_transport *t, void *user)
+{
+    (void)t;
+    ((side *)user)->resumed_writing++;
+}
+
+static const pact_protocol proto = {
+    .connection_made = on_made,
+    .data_received = on_data,
+    .eof_received = on_eof,
+    .connection_lost = on_lost,
+    .pause_writing = on_pause_writing,
+    .resume_writing = on_resume_writing,
+};
+
+static void side_init(side *s, pact_loop *loop)
+{
+    memset(s, 0, sizeof *s);
+    s->pattern_ok = 1;
+    s->loop = loop;
+}
+
+/* Both ends of a loopback pair as transports of one loop. */
+static void open_pair(pact_loop *loop, side *a, side *b)
+{
+    SOCKET ca, cb;
+    make_tcp_pair(&ca, &cb);
+    pact_transport *ta = NULL, *tb = NULL;
+    cr_assert_eq(pact_transport_open(loop, (int)ca, PACT_STREAM_SOCKET, &proto,
+                                     a, &ta), 0);
+    cr_assert_eq(pact_transport_open(loop, (int)cb, PACT_STREAM_SOCKET, &proto,
+                                     b, &tb), 0);
+    a->t = ta;
+    b->t = tb;
+    run_until(loop, &b->made, 5000);
+    run_until(loop, &a->made, 5000);
+}
+
+static void write_pattern(pact_transport *t, uint64_t total)
+{
+    static uint8_t chunk[64 * 1024];
+    for (uint64_t pos = 0; pos < total; pos += sizeof chunk) {
+        size_t n = total - pos < sizeof chunk ? (size_t)(total - pos) : sizeof chunk;
+        test_fill_pattern(chunk, n, pos);
+        cr_assert_eq(pact_transport_write(t, chunk, n), 0);
+    }
+}
+
+static void run_until_u64(pact_loop *loop, const volatile uint64_t *v,
+                          uint64_t want, unsigned limit_ms)
+{
+    uint64_t end = pact_now() + limit_ms * MS;
+    while (*v < want) {
+        cr_assert(pact_now() < end, "timed out at %llu of %llu bytes",
+                  (unsigned long long)*v, (unsigned long long)want);
+        cr_assert_geq(pact_loop_run_once(loop, 10 * (int64_t)MS), 0);
+    }
+}
+
+Test(transport, echo_4_mib_in_order_then_eof_closes_both_once, .timeout = 60)
+{
+    pact_loop *loop = test_loop_new();
+    side a, b;
+    side_init(&a, loop);
+    side_init(&b, loop);
+    b.echo = 1;
+    open_pair(loop, &a, &b);
+    write_pattern(a.t, 4 * MIB);
+    run_until_u64(loop, &a.received, 4 * MIB, 30000);
+    cr_assert(a.pattern_ok);
+    cr_assert(b.pattern_ok);
+    cr_assert_eq(b.received, 4 * MIB);
+    cr_assert_eq(pact_transport_write_eof(a.t), 0);
+    /* b sees EOF and closes (eof_received returned 0); a then sees EOF. */
+    run_until(loop, &a.lost, 5000);
+    run_until(loop, &b.lost, 5000);
+    cr_assert_eq(b.eof, 1);
+    cr_assert_eq(a.eof, 1);
+    cr_assert_eq(a.lost_err, 0);
+    cr_assert_eq(b.lost_err, 0);
+    /* More turns of the loop call nothing again. */
+    for (int i = 0; i < 5; i++)
+        pact_loop_run_once(loop, 0);
+    cr_assert_eq(a.lost, 1);
+    cr_assert_eq(b.lost, 1);
+    test_loop_free(loop);
+}
+
+Test(transport, pause_and_resume_reading_lose_nothing, .timeout = 60)
+{
+    pact_loop *loop = test_loop_new();
+    side a, b;
+    side_init(&a, loop);
+    side_init(&b, loop);
+    b.pause_every = 100 * 1024;
+    b.next_pause = b.pause_every;
+    b.resume_ms = 2;
+    open_pair(loop, &a, &b);
+    write_pattern(a.t, 4 * MIB);
+    run_until_u64(loop, &b.received, 4 * MIB, 40000);
+    cr_assert(b.pattern_ok, "a byte was lost, doubled or reordered");
+    cr_assert_eq(b.received, 4 * MIB);
+    cr_assert_geq(b.pauses, 30);
+    cr_assert_eq(pact_transport_close(a.t), 0);
+    run_until(loop, &b.lost, 5000);
+    run_until(loop, &a.lost, 5000);
+    cr_assert_eq(a.lost, 1);
+    cr_assert_eq(b.lost, 1);
+    test_loop_free(loop);
+}
+
+Test(transport, a_paused_reader_makes_the_writer_pause_and_resume, .timeout = 60)
+{
+    pact_loop *loop = test_loop_new();
+    side a, b;
+    side_init(&a, loop);
+    side_init(&b, loop);
+    open_pair(loop, &a, &b);
+    cr_assert_eq(pact_transport_set_write_buffer_limits(a.t, 64 * 1024, 16 * 1024), 0);
+    cr_assert_eq(pact_transport_pause_reading(b.t), 0);
+    /* Far more than the socket buffers hold: a's buffer passes its mark. */
+    write_pattern(a.t, 16 * MIB);
+    cr_assert_eq(a.paused_writing, 1);
+    cr_assert_gt(pact_transport_write_buffer_size(a.t), 64 * 1024);
+    for (int i = 0; i < 20; i++)
+        pact_loop_run_once(loop, 5 * (int64_t)MS);
+    cr_assert_eq(a.resumed_writing, 0, "resumed while the reader is paused");
+    cr_assert_eq(pact_transport_resume_reading(b.t), 0);
+    run_until_u64(loop, &b.received, 16 * MIB, 40000);
+    cr_assert(b.pattern_ok);
+    cr_assert_eq(a.resumed_writing, 1);
+    cr_assert_eq(pact_transport_write_buffer_size(a.t), 0);
+    cr_assert_eq(pact_transport_abort(a.t), 0);
+    run_until(loop, &a.lost, 5000);
+    run_until(loop, &b.lost, 5000);
+    test_loop_free(loop);
+}
+
+Test(transport, close_in_connection_made_loses_once_and_delivers_nothing)
+{
+    pact_loop *loop = test_loop_new();
+    side a, b;
+    side_init(&a, loop);
+    side_init(&b, loop);
+    b.close_on_made = 1;
+    open_pair(loop, &a, &b);
+    cr_assert_eq(pact_transport_write(a.t, "hello", 5), 0);
+    run_until(loop, &b.lost, 5000);
+    cr_assert_eq(b.lost_err, 0);
+    /* b's close is the peer's EOF for a. */
+    run_until(loop, &a.lost, 5000);
+    cr_assert_eq(b.received, 0);
+    cr_assert_eq(b.data_calls_after_close, 0);
+    cr_assert_eq(a.lost, 1);
+    cr_assert_eq(b.lost, 1);
+    test_loop_free(loop);
+}
+
+Test(transport, close_and_abort_from_data_received_end_once)
+{
+    for (int abort_it = 0; abort_it < 2; abort_it++) {
+        pact_loop *loop = test_loop_new();
+        side a, b;
+        side_init(&a, loop);
+        side_init(&b, loop);
+        b.echo = 1;
+        b.close_on_data = !abort_it;
+        b.abort_on_data = abort_it;
+        open_pair(loop, &a, &b);
+        /* As much as the socket buffers take at once: a has nothing
+         * queued, so its own end does not wait for a flush to a peer that
+         * stopped reading (Wine ends that peer with a FIN, not a reset). */
+        write_pattern(a.t, 64 * 1024);
+        run_until(loop, &b.lost, 10000);
+        cr_assert_eq(b.lost_err, 0);
+        cr_assert_eq(b.data_calls_after_close, 0,
+                     "data delivered after close in data_received");
+        cr_assert_gt(b.received, 0);
+        cr_assert(b.pattern_ok);
+        if (!abort_it) {
+            /* close flushes: the echo of the first chunk reaches a. */
+            run_until_u64(loop, &a.received, b.received, 10000);
+            cr_assert(a.pattern_ok);
+        }
+        run_until(loop, &a.lost, 10000);
+        for (int i = 0; i < 5; i++)
+            pact_loop_run_once(loop, 0);
+        /* b's end is a's EOF, or a reset where b left bytes unread. */
+        cr_assert(a.lost_err == 0 || a.lost_err == -ECONNRESET,
+                  "connection_lost(%d)", a.lost_err);
+        cr_assert_eq(a.lost, 1);
+        cr_assert_eq(b.lost, 1);
+        test_loop_free(loop);
+    }
+}
+
+Test(transport, loop_close_with_transports_open_loses_each_once)
+{
+    pact_loop *loop = test_loop_new();
+    side a, b;
+    side_init(&a, loop);
+    side_init(&b, loop);
+    open_pair(loop, &a, &b);
+    cr_assert_eq(pact_transport_pause_reading(b.t), 0);
+    write_pattern(a.t, 8 * MIB); /* a send in flight, bytes queued */
+    pact_loop_run_once(loop, 0);
+    cr_assert_eq(a.lost, 0);
+    cr_assert_eq(b.lost, 0);
+    test_loop_free(loop); /* closes them: connection_lost, then freed */
+    cr_assert_eq(a.lost, 1);
+    cr_assert_eq(b.lost, 1);
+}
+
+/* A peer's close is end of file: eof_received, then connection_lost(0),
+ * once. (Wine turns closesocket with a zero linger into a FIN, so an
+ * abortive close is not shown here.) */
+Test(transport, peer_close_is_eof_then_one_connection_lost)
+{
+    pact_loop *loop = test_loop_new();
+    SOCKET ca, cb;
+    make_tcp_pair(&ca, &cb);
+    side b;
+    side_init(&b, loop);
+    pact_transport *tb = NULL;
+    cr_assert_eq(pact_transport_open(loop, (int)cb, PACT_STREAM_SOCKET, &proto,
+                                     &b, &tb), 0);
+    run_until(loop, &b.made, 5000);
+    uint8_t buf[1000];
+    test_fill_pattern(buf, sizeof buf, 0);
+    cr_assert_eq(send(ca, (const char *)buf, sizeof buf, 0), (int)sizeof buf);
+    cr_assert_eq(closesocket(ca), 0);
+    run_until(loop, &b.lost, 5000);
+    for (int i = 0; i < 5; i++)
+        pact_loop_run_once(loop, 0);
+    cr_assert_eq(b.received, sizeof buf);
+    cr_assert(b.pattern_ok);
+    cr_assert_eq(b.eof, 1);
+    cr_assert_eq(b.lost, 1);
+    cr_assert_eq(b.lost_err, 0);
+    test_loop_free(loop);
+}
+
+Test(transport, names_and_pipe_kinds)
+{
+    pact_loop *loop = test_loop_new();
+    side a, b;
+    side_init(&a, loop);
+    side_init(&b, loop);
+    open_pair(loop, &a, &b);
+    struct sockaddr_storage ss, ps;
+    socklen_t sl = sizeof ss, pl = sizeof ps;
+    cr_assert_eq(pact_transport_sockname(a.t, &ss, &sl), 0);
+    cr_assert_eq(pact_transport_peername(b.t, &ps, &pl), 0);
+    cr_assert_eq(ss.ss_family, AF_INET);
+    cr_assert_eq(((struct sockaddr_in *)&ss)->sin_port,
+                 ((struct sockaddr_in *)&ps)->sin_port);
+    /* Pipe transports are not on Windows yet: refused, and the socket
+     * given is closed all the same (the transport owns it on failure). */
+    SOCKET spare = socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
+    cr_assert_neq(spare, INVALID_SOCKET);
+    pact_transport *t = NULL;
+    cr_assert_eq(pact_transport_open(loop, (int)spare, PACT_STREAM_READ_PIPE,
+                                     &proto, &a, &t), -ENOTSUP);
+    cr_assert_eq(closesocket(spare), SOCKET_ERROR);
+    cr_assert_eq(WSAGetLastError(), WSAENOTSOCK);
+    cr_assert_eq(pact_transport_close(a.t), 0);
+    cr_assert_eq(pact_transport_close(b.t), 0);
+    run_until(loop, &a.lost, 5000);
+    run_until(loop, &b.lost, 5000);
+    test_loop_free(loop);
+}
