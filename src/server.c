@@ -13,15 +13,19 @@
  * protocol. The listening fd is closed only after the pending accept has
  * called back (no fd-number reuse under an in-flight accept). */
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _WIN32
+#include "win/socket_calls.h" /* the socket calls below, on Winsock */
+#else
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+#endif
 
 #include "endpoint.h"
 #include "options.h"
@@ -362,6 +366,11 @@ int pact_server_listen_tcp(pact_loop *loop, const char *host, uint16_t port,
     r = pact_sockaddr_parse(host ? host : "0.0.0.0", port, &ss, &len);
     if (r)
         return PACT_MISUSE(loop, r, "host is not a numeric address");
+#ifdef _WIN32
+    int fd = pact__win_tcp_listener(&ss, len, opts);
+    if (fd < 0)
+        return fd;
+#else
     int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
@@ -379,9 +388,13 @@ int pact_server_listen_tcp(pact_loop *loop, const char *host, uint16_t port,
         close(fd);
         return r;
     }
+#endif
     return server_start(loop, fd, factory, factory_user, NULL,
                         __builtin_return_address(0), out);
 }
+
+/* Unix sockets: Linux only (named pipes are Windows' counterpart). */
+#ifndef _WIN32
 
 /* Fills a sockaddr_un; '@' at the start means the abstract namespace. */
 int pact__unix_address(const char *path, struct sockaddr_un *sun, socklen_t *len)
@@ -455,3 +468,4 @@ int pact_server_listen_unix(pact_loop *loop, const char *path,
     return server_start(loop, fd, factory, factory_user, path,
                         __builtin_return_address(0), out);
 }
+#endif

@@ -42,7 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #ifdef _WIN32
-#include "win/stream_socket.h" /* the socket calls below, on Winsock */
+#include "win/socket_calls.h" /* the socket calls below, on Winsock */
 #else
 #include <poll.h>
 #include <sys/socket.h>

@@ -1,10 +1,82 @@
 /* SPDX-License-Identifier: MIT */
-/* Stream transports on Windows: what src/stream.c leaves to the system.
- * The stream itself (reading with the multishot receive, the write queue,
- * flow control, pause without loss, the endpoint's close) is the same code
- * as on Linux, on the completion port's operations. */
-#include "loop.h"
+/* Sockets on Windows: what src/stream.c and src/server.c leave to the
+ * system, on Winsock. The stream (reading with the multishot receive, the
+ * write queue, flow control, pause without loss, the endpoint's close)
+ * and the server (accepting with AcceptEx through pact_accept, the
+ * factory, the back-off, closing) are the same code as on Linux, on the
+ * completion port's operations. */
+#include <string.h>
+
+#include "posix.h"
+#include "iocp.h"
 #include "stream.h"
+
+int pact_sockaddr_parse(const char *host, uint16_t port,
+                        struct sockaddr_storage *ss, socklen_t *len)
+{
+    if (!host || !ss || !len)
+        return -EINVAL;
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons(port);
+        *len = sizeof *in4;
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons(port);
+        *len = sizeof *in6;
+        return 0;
+    }
+    return -EINVAL;
+}
+
+int pact_socket_port(int fd)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    if (getsockname((SOCKET)fd, (struct sockaddr *)&ss, &len) != 0)
+        return pact__win_error((DWORD)WSAGetLastError());
+    if (ss.ss_family == AF_INET)
+        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return -EAFNOSUPPORT;
+}
+
+/* The listener of pact_server_listen_tcp. Overlapped (AcceptEx) and not
+ * inherited by child processes. No SO_REUSEADDR: on Windows it lets
+ * another socket take over a port in use, not what it means on Linux
+ * (a listener in TIME_WAIT's way is no problem on Windows to begin
+ * with); reuse_port has no Windows counterpart and is refused. */
+int pact__win_tcp_listener(const struct sockaddr_storage *ss, int len,
+                           const pact_server_options *opts)
+{
+    if (opts->reuse_port)
+        return -ENOTSUP;
+    int r = pact__winsock_init();
+    if (r)
+        return r;
+    SOCKET s = WSASocketW(ss->ss_family, SOCK_STREAM, IPPROTO_TCP, NULL, 0,
+                          WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
+    if (s == INVALID_SOCKET)
+        return pact__win_error((DWORD)WSAGetLastError());
+    if (ss->ss_family == AF_INET6) {
+        DWORD v6only = opts->ipv6_only ? 1 : 0;
+        setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, (const char *)&v6only,
+                   sizeof v6only);
+    }
+    if (bind(s, (const struct sockaddr *)ss, len) != 0 ||
+        listen(s, opts->backlog > 0 ? opts->backlog : SOMAXCONN) != 0) {
+        r = pact__win_error((DWORD)WSAGetLastError());
+        closesocket(s);
+        return r;
+    }
+    return (int)s;
+}
 
 /* pact_transport_sendfile: TransmitFile would be the way; not yet. */
 int pact__stream_sendfile(pact_transport *t, int file_fd, int64_t offset,

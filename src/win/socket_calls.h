@@ -1,16 +1,18 @@
 /* SPDX-License-Identifier: MIT */
-/* The POSIX socket calls of the stream transport (src/stream.c), on
- * Winsock, so that one stream implementation serves both systems. On
- * Windows a transport is a SOCKET (held in the stream's int fd: Windows
- * handle values fit in 32 bits), and these calls report their failure in
- * errno as the POSIX ones do. Only src/stream.c includes this. */
-#ifndef PACT_WIN_STREAM_SOCKET_H
-#define PACT_WIN_STREAM_SOCKET_H
+/* The POSIX socket calls of the stream transport and the server
+ * (src/stream.c, src/server.c), on Winsock, so that one implementation of
+ * each serves both systems. On Windows a transport or a listener is a
+ * SOCKET (held in an int fd: Windows handle values fit in 32 bits), and
+ * these calls report their failure in errno as the POSIX ones do. Only
+ * those two files include this. */
+#ifndef PACT_WIN_SOCKET_CALLS_H
+#define PACT_WIN_SOCKET_CALLS_H
 
 #include <io.h>
 #include <unistd.h> /* close() is declared before it is renamed below */
 
 #include "posix.h"
+#include <afunix.h> /* struct sockaddr_un, for the size of a path */
 
 static inline int pact__win_socket_result(int r)
 {
@@ -47,7 +49,15 @@ static inline long pact__win_no_eager_send(void)
     return -1;
 }
 
+/* A listening TCP socket for pact_server_listen_tcp (src/win/socket.c):
+ * the fd, or a negative errno. */
+int pact__win_tcp_listener(const struct sockaddr_storage *ss, int len,
+                           const pact_server_options *opts);
+
 #define close(fd) pact__win_close_socket(fd)
+/* Winsock takes the option value as a char pointer. */
+#define setsockopt(fd, level, name, value, len)                               \
+    setsockopt((SOCKET)(fd), level, name, (const char *)(value), len)
 #define shutdown(fd, how) pact__win_shutdown(fd, how)
 #define getsockname(fd, sa, len) pact__win_sockname(fd, sa, len, 0)
 #define getpeername(fd, sa, len) pact__win_sockname(fd, sa, len, 1)
