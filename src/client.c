@@ -9,17 +9,21 @@
  * opened is closed unless it became the transport handed to the callback;
  * a connect that completed before a cancel took effect is delivered, not
  * thrown away (docs/contract.md §4). */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _WIN32
+#include "win/socket_calls.h" /* the socket calls below, on Winsock */
+#else
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#endif
 
 #include "error.h"
 #include "stream.h"
@@ -113,8 +117,9 @@ static void note_connect_failure(connect_req *req, int err)
         port = ntohs(in6->sin6_port);
     } else if (sa->sa_family == AF_UNIX) {
         const struct sockaddr_un *un = (const void *)sa;
-        size_t n = req->addrlen > offsetof(struct sockaddr_un, sun_path)
-                       ? req->addrlen - offsetof(struct sockaddr_un, sun_path) : 0;
+        size_t n = (size_t)req->addrlen > offsetof(struct sockaddr_un, sun_path)
+                       ? (size_t)req->addrlen - offsetof(struct sockaddr_un, sun_path)
+                       : 0;
         if (n && un->sun_path[0] == '\0') /* abstract: shown as '@' */
             snprintf(req->reason, sizeof req->reason, "connect to @%.*s: %s",
                      (int)(n - 1), un->sun_path + 1, pact_strerror(err));
@@ -171,9 +176,15 @@ static void on_connected(pact_loop *loop, const pact_completion *c, void *arg)
 static void connect_address(connect_req *req)
 {
     req->tried++;
+#ifdef _WIN32
+    req->fd = pact__win_tcp_socket(req->addr.ss_family);
+    if (req->fd < 0) {
+        req->last_err = req->fd;
+#else
     req->fd = socket(req->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (req->fd < 0) {
         req->last_err = -errno;
+#endif
         note_connect_failure(req, req->last_err);
         req->fd = -EBADF;
         if (req->cur)
@@ -295,6 +306,8 @@ pact_op pact_connect_tcp(pact_loop *loop, const char *host, uint16_t port,
     return handle;
 }
 
+/* Unix sockets: Linux only (named pipes are Windows' counterpart). */
+#ifndef _WIN32
 static void unix_attempt(connect_req *req);
 
 static void on_retry_timer(pact_loop *loop, const pact_completion *c, void *arg)
@@ -362,3 +375,4 @@ pact_op pact_connect_unix(pact_loop *loop, const char *path,
     unix_attempt(req);
     return handle;
 }
+#endif

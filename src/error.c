@@ -2,8 +2,7 @@
 /* Error names and messages, generated from one X-macro table (libuv's
  * uv_err_name / uv_strerror pattern) so that the two never disagree; the
  * errno values pact gives a meaning of its own get pact's text
- * (PACT_OWN_MEANINGS, listed in docs/errors.md). And the reason a connect
- * failed, for pact_connect_error_message(). */
+ * (PACT_OWN_MEANINGS, listed in docs/errors.md). */
 #include <errno.h>
 #include <limits.h>
 #include <string.h>
@@ -87,35 +86,4 @@ const char *pact_strerror(int err)
     default:
         return "unknown error";
     }
-}
-
-/* ---- why a connect failed ------------------------------------------------ */
-
-/* Per thread: a loop runs on one thread, and the reason is only asked
- * from inside the callback it was set around. */
-static __thread pact_connect_failure current;
-
-void pact__connect_failure_begin(pact_connect_failure *saved,
-                                 const pact_loop *loop, const char *message,
-                                 long verify_result)
-{
-    *saved = current;
-    current.loop = loop;
-    current.message = message && message[0] ? message : NULL;
-    current.verify_result = verify_result;
-}
-
-void pact__connect_failure_end(const pact_connect_failure *saved)
-{
-    current = *saved;
-}
-
-const char *pact_connect_error_message(const pact_loop *loop)
-{
-    return loop && current.loop == loop ? current.message : NULL;
-}
-
-long pact_connect_verify_result(const pact_loop *loop)
-{
-    return loop && current.loop == loop ? current.verify_result : 0;
 }

@@ -5,7 +5,9 @@
  * (op->ext->work_arg); a worker fills it, the loop thread reads it after the
  * pool handed the op back, and the op's release hook frees it. */
 #include <errno.h>
-#include <netdb.h>
+#ifndef _WIN32
+#include <netdb.h> /* Windows: ws2tcpip.h, from pact.h */
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +30,7 @@ typedef struct resolve_req {
  * like every other pact error; the EAI code stays in c->gai_error. */
 static int64_t gai_to_errno(int eai, int saved_errno)
 {
+    (void)saved_errno; /* Windows has no EAI_SYSTEM */
     switch (eai) {
     case 0:
         return 0;
@@ -54,10 +57,14 @@ static int64_t gai_to_errno(int eai, int saved_errno)
         return -ESOCKTNOSUPPORT;
     case EAI_BADFLAGS:
         return -EINVAL;
+#ifdef EAI_OVERFLOW
     case EAI_OVERFLOW:
         return -ENAMETOOLONG;
+#endif
+#ifdef EAI_SYSTEM
     case EAI_SYSTEM:
         return saved_errno > 0 ? -saved_errno : -EIO;
+#endif
     default:
         return -EIO;
     }
@@ -215,7 +222,7 @@ pact_op pact_getnameinfo(pact_loop *loop, const struct sockaddr *addr,
         return err;
     if (!cb)
         return PACT_MISUSE(loop, -EINVAL, "callback is NULL");
-    if (!addr || addrlen == 0 || addrlen > sizeof(struct sockaddr_storage))
+    if (!addr || addrlen == 0 || (size_t)addrlen > sizeof(struct sockaddr_storage))
         return PACT_MISUSE(loop, -EINVAL, "bad address");
     resolve_req *req = calloc(1, sizeof *req);
     if (!req)

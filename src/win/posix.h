@@ -40,6 +40,9 @@
 #ifndef EKEYREJECTED
 #define EKEYREJECTED 181
 #endif
+#ifndef ESOCKTNOSUPPORT
+#define ESOCKTNOSUPPORT 182
+#endif
 
 /* recvfrom / sendto keep their buffer and address in the op's ext block,
  * as on Linux; the names follow struct msghdr. */

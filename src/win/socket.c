@@ -78,6 +78,19 @@ int pact__win_tcp_listener(const struct sockaddr_storage *ss, int len,
     return (int)s;
 }
 
+/* A TCP socket for pact_connect_tcp: overlapped (ConnectEx), not
+ * inherited, TCP_NODELAY set as on Linux. The fd, or a negative errno. */
+int pact__win_tcp_socket(int family)
+{
+    SOCKET s = WSASocketW(family, SOCK_STREAM, IPPROTO_TCP, NULL, 0,
+                          WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
+    if (s == INVALID_SOCKET)
+        return pact__win_error((DWORD)WSAGetLastError());
+    DWORD one = 1;
+    setsockopt(s, IPPROTO_TCP, TCP_NODELAY, (const char *)&one, sizeof one);
+    return (int)s;
+}
+
 /* pact_transport_sendfile: TransmitFile would be the way; not yet. */
 int pact__stream_sendfile(pact_transport *t, int file_fd, int64_t offset,
                           size_t count, pact_op_cb cb, void *user)

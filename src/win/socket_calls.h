@@ -54,6 +54,9 @@ static inline long pact__win_no_eager_send(void)
 int pact__win_tcp_listener(const struct sockaddr_storage *ss, int len,
                            const pact_server_options *opts);
 
+/* A connecting TCP socket for pact_connect_tcp (src/win/socket.c). */
+int pact__win_tcp_socket(int family);
+
 #define close(fd) pact__win_close_socket(fd)
 /* Winsock takes the option value as a char pointer. */
 #define setsockopt(fd, level, name, value, len)                               \
