@@ -366,3 +366,80 @@ Test(transport, names_and_pipe_kinds)
     run_until(loop, &b.lost, 5000);
     test_loop_free(loop);
 }
+
+/* The race behind asyncio's lost-data bug (bpo-33694): 2000 writes of
+ * 16 KiB echoed back, while a timer pauses and resumes reading on both
+ * ends every period: every byte arrives, in order, both ways. */
+typedef struct toggler {
+    pact_loop *loop;
+    side *ends[2];
+    uint64_t period_ns;
+    int paused, toggles, stop;
+} toggler;
+
+static void toggle(pact_loop *loop, void *user)
+{
+    toggler *tg = user;
+    if (tg->stop)
+        return;
+    tg->paused = !tg->paused;
+    for (int i = 0; i < 2; i++) {
+        side *s = tg->ends[i];
+        if (s->lost || s->closed_by_us)
+            continue;
+        if (tg->paused)
+            cr_assert_eq(pact_transport_pause_reading(s->t), 0);
+        else
+            cr_assert_eq(pact_transport_resume_reading(s->t), 0);
+    }
+    tg->toggles++;
+    cr_assert_geq(pact_call_later(loop, tg->period_ns, toggle, tg), 0);
+}
+
+static void seed_race(uint64_t period_ns)
+{
+    pact_loop *loop = test_loop_new();
+    side a, b;
+    side_init(&a, loop);
+    side_init(&b, loop);
+    b.echo = 1;
+    open_pair(loop, &a, &b);
+    toggler tg = {.loop = loop, .ends = {&a, &b}, .period_ns = period_ns};
+    cr_assert_geq(pact_call_later(loop, period_ns, toggle, &tg), 0);
+    const uint64_t total = 2000ull * 16 * 1024;
+    static uint8_t chunk[16 * 1024];
+    for (uint64_t pos = 0; pos < total; pos += sizeof chunk) {
+        test_fill_pattern(chunk, sizeof chunk, pos);
+        cr_assert_eq(pact_transport_write(a.t, chunk, sizeof chunk), 0);
+    }
+    run_until_u64(loop, &a.received, total, 120000);
+    tg.stop = 1;
+    cr_assert_eq(b.received, total);
+    cr_assert(b.pattern_ok, "the echo server lost or reordered bytes");
+    cr_assert(a.pattern_ok, "the client lost or reordered bytes");
+    cr_assert_gt(tg.toggles, 2);
+    cr_log_info("%d pauses and resumes", tg.toggles);
+    /* Leave both reading, then end both once. */
+    if (tg.paused) {
+        cr_assert_eq(pact_transport_resume_reading(a.t), 0);
+        cr_assert_eq(pact_transport_resume_reading(b.t), 0);
+    }
+    cr_assert_eq(pact_transport_close(a.t), 0);
+    run_until(loop, &a.lost, 10000);
+    run_until(loop, &b.lost, 10000);
+    for (int i = 0; i < 5; i++)
+        pact_loop_run_once(loop, 0);
+    cr_assert_eq(a.lost, 1);
+    cr_assert_eq(b.lost, 1);
+    test_loop_free(loop);
+}
+
+Test(transport, seed_race_2000_x_16_kib_pausing_every_100_ms, .timeout = 180)
+{
+    seed_race(100 * MS);
+}
+
+Test(transport, seed_race_2000_x_16_kib_pausing_every_1_ms, .timeout = 180)
+{
+    seed_race(1 * MS);
+}
