@@ -994,7 +994,11 @@ PACT_API int pact_transport_is_reading(const pact_transport *t);
  * reader are still handed over), as asyncio's is_closing(). */
 PACT_API int pact_transport_is_closing(const pact_transport *t);
 
-/* Bytes buffered and not yet handed to the kernel (or in flight). */
+/* Bytes buffered and not yet handed to the kernel (or in flight). Once a
+ * transport ends, 0 — except a write pipe that ended with an error: inside
+ * its connection_lost it still counts the bytes it could not write, so a
+ * reader that left with bytes unwritten (a broken pipe) can be told from
+ * one that left after everything was written. */
 PACT_API size_t pact_transport_write_buffer_size(const pact_transport *t);
 
 /* Sets the flow-control marks (defaults: 64 KiB high, 16 KiB low, as in

@@ -245,8 +245,15 @@ static void stream_cancel(pact_endpoint *e)
     s->has_held = 0;
     if (s->more) {
         pact__wbuf_clear(&s->more->held);
-        pact__wbuf_clear(&s->more->inflight); /* the kernel may still read */
-        pact__wbuf_clear(&s->more->pending);  /* it: cleared, not freed */
+        /* A write pipe that ends in an error keeps counting what it could
+         * not write until connection_lost has returned: only then can
+         * its user tell a reader that left with bytes unwritten (a broken
+         * pipe) from one that left after everything was written, as
+         * asyncio's write pipe transport does. Nothing sends them. */
+        if (!(s->t.kind == PACT_STREAM_WRITE_PIPE && e->err)) {
+            pact__wbuf_clear(&s->more->inflight); /* the kernel may still */
+            pact__wbuf_clear(&s->more->pending);  /* read it: cleared, not freed */
+        }
     }
     if (s->read_op)
         pact_op_cancel(e->loop, s->read_op);
@@ -281,6 +288,10 @@ static void stream_lost(pact_endpoint *e)
     }
     if (s->t.proto && s->t.proto->connection_lost)
         s->t.proto->connection_lost(&s->t, e->err, s->t.user);
+    if (s->more) {
+        pact__wbuf_clear(&s->more->inflight); /* kept for connection_lost */
+        pact__wbuf_clear(&s->more->pending);  /* by stream_cancel */
+    }
 }
 
 static void stream_free(pact_endpoint *e)

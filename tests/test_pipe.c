@@ -241,6 +241,71 @@ Test(pipe, write_pipe_write_after_the_reader_went_is_epipe)
     cr_expect_eq(count_open_fds(), fds0, "fd leak");
 }
 
+/* What a write pipe's connection_lost sees of its write buffer. */
+typedef struct {
+    rec r;
+    size_t unwritten_at_lost;
+} lost_rec;
+
+static void lost_rec_lost(pact_transport *t, int err, void *user)
+{
+    lost_rec *l = user;
+    l->unwritten_at_lost = pact_transport_write_buffer_size(t);
+    rec_protocol.connection_lost(t, err, &l->r);
+}
+
+/* The reader leaves while the writer still has more than the pipe holds
+ * (or, with leave_first, before the write, so the write itself fails):
+ * connection_lost(-EPIPE) still counts the bytes not written, and only
+ * afterwards is the buffer empty. An idle writer's end counts none. */
+static void reader_leaves_with_bytes_unwritten(int leave_first)
+{
+    int fds0 = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    int p[2];
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    lost_rec l = {0};
+    rec_init(&l.r);
+    pact_protocol proto = rec_protocol;
+    proto.connection_lost = lost_rec_lost;
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open(loop, p[1], PACT_STREAM_WRITE_PIPE, &proto,
+                                     &l, &t), 0);
+    RUN_UNTIL(loop, l.r.made, 5000);
+    size_t total = 4u << 20; /* more than any pipe holds */
+    char *big = calloc(1, total);
+    cr_assert_not_null(big);
+    if (leave_first)
+        close(p[0]);
+    cr_assert_eq(pact_transport_write(t, big, total), 0);
+    size_t unwritten = pact_transport_write_buffer_size(t);
+    cr_assert_gt(unwritten, 0, "the pipe took 4 MiB at once?");
+    if (!leave_first) {
+        pact_loop_run_once(loop, 0); /* the rest of the write is under way */
+        close(p[0]);
+    }
+    RUN_UNTIL(loop, l.r.lost, 5000);
+    cr_expect_eq(l.r.lost_err, -EPIPE, "%s", pact_strerror(l.r.lost_err));
+    cr_expect_gt(l.unwritten_at_lost, 0, "connection_lost saw the unwritten bytes as 0");
+    cr_expect_leq(l.unwritten_at_lost, unwritten);
+    rec_expect_done(&l.r);
+    free(big);
+    test_loop_free(loop);
+    cr_expect_eq(count_open_fds(), fds0, "fd leak");
+}
+
+Test(pipe, write_pipe_lost_counts_what_the_leaving_reader_left_unwritten)
+{
+    for (int i = 0; i < 20; i++)
+        reader_leaves_with_bytes_unwritten(0);
+}
+
+Test(pipe, write_pipe_lost_counts_a_write_that_failed_at_once)
+{
+    for (int i = 0; i < 20; i++)
+        reader_leaves_with_bytes_unwritten(1);
+}
+
 /* ---- pause / resume -------------------------------------------------------------- */
 
 typedef struct toggler {

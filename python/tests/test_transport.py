@@ -546,6 +546,46 @@ class PipeAndDatagramTests(unittest.TestCase):
             return await lost
         self.assertIsNone(self.run_main(main()))
 
+    def write_pipe_to_a_reader_that_leaves(self, leave_before_write):
+        """A writer with more than the pipe holds; the reader closes
+        without reading, while the writer's drain() waits (or, with
+        leave_before_write, in the same callback just before the write,
+        so the write itself fails). As asyncio's write pipe transport:
+        bytes left unwritten make it a broken pipe, for connection_lost
+        and for the drain() waiting on them."""
+        r, w = os.pipe()
+        lost = self.loop.create_future()
+
+        class Writer(asyncio.streams.FlowControlMixin):
+            def connection_lost(p, exc):
+                super().connection_lost(exc)
+                lost.set_result(exc)
+
+        async def main():
+            wpipe = open(w, 'wb', buffering=0)
+            tr, proto = await self.loop.connect_write_pipe(Writer, wpipe)
+            writer = asyncio.StreamWriter(tr, proto, None, self.loop)
+            if leave_before_write:
+                os.close(r)
+            writer.write(b'x' * (4 * 1024 * 1024 + 1))
+            if not leave_before_write:
+                await asyncio.sleep(0)  # the rest of the write is under way
+                os.close(r)
+            with self.assertRaises((BrokenPipeError, ConnectionResetError)):
+                await writer.drain()
+            return await lost
+        return self.run_main(main())
+
+    def test_write_pipe_reader_gone_with_bytes_unwritten_is_broken_pipe(self):
+        for _ in range(20):
+            self.assertIsInstance(self.write_pipe_to_a_reader_that_leaves(False),
+                                  BrokenPipeError)
+
+    def test_write_pipe_write_after_the_reader_left_is_broken_pipe(self):
+        for _ in range(20):
+            self.assertIsInstance(self.write_pipe_to_a_reader_that_leaves(True),
+                                  BrokenPipeError)
+
     def test_datagram_endpoint_echo(self):
         class EchoDatagram(asyncio.DatagramProtocol):
             def connection_made(p, transport):
@@ -588,6 +628,25 @@ class SubprocessTests(unittest.TestCase):
             return type(asyncio.get_running_loop()), out, err, p.returncode
         self.assertEqual(pa.run(main()),
                          (pa.Loop, b'to the child', b'err\n', 3))
+
+    def test_stdin_broken_pipe_while_the_child_is_still_alive(self):
+        # CPython's test_stdin_broken_pipe writes after 0.5 s to a child
+        # that exits at once without reading, and expects drain() to fail.
+        # On a loaded machine the child is still starting when the write
+        # happens, and the write then waits in flight when it exits: this
+        # forces that order (the child exits 0.2 s after the write).
+        async def main():
+            p = await asyncio.create_subprocess_exec(
+                'sh', '-c', 'sleep 0.2', stdin=asyncio.subprocess.PIPE)
+            p.stdin.write(b'x' * (4 * 1024 * 1024 + 1))
+            with self.assertRaises((BrokenPipeError, ConnectionResetError)):
+                await p.stdin.drain()
+            # The stdin pipe's end: a broken pipe, not a clean close.
+            with self.assertRaises(BrokenPipeError):
+                await p.stdin.wait_closed()
+            return await p.wait()
+        for _ in range(3):
+            self.assertEqual(pa.run(main()), 0)
 
 
 if __name__ == '__main__':
