@@ -703,8 +703,17 @@ static void Transport_finalize(TransportObject *self)
         return;
     PyObject *et, *ev, *tb;
     PyErr_Fetch(&et, &ev, &tb);
-    if (PyErr_ResourceWarning((PyObject *)self, 1, "unclosed transport %R",
-                              (PyObject *)self) < 0 ||
+    /* An orphaned pipe whose pipe object its owner closed holds nothing. */
+    int open = 1;
+    if (self->is_pipe && self->sock) {
+        PyObject *closed = PyObject_GetAttrString(self->sock, "closed");
+        open = closed ? !PyObject_IsTrue(closed) : 1;
+        Py_XDECREF(closed);
+        PyErr_Clear();
+    }
+    if ((open && PyErr_ResourceWarning((PyObject *)self, 1,
+                                       "unclosed transport %R",
+                                       (PyObject *)self) < 0) ||
         orphan_release(self) < 0)
         PyErr_WriteUnraisable((PyObject *)self);
     PyErr_Restore(et, ev, tb);

@@ -12,6 +12,7 @@ import ssl
 import tempfile
 import time
 import unittest
+import warnings
 from test.test_asyncio import utils as test_utils
 
 import pact.asyncio as pa
@@ -486,6 +487,44 @@ class PipeAndDatagramTests(unittest.TestCase):
 
     def run_main(self, coro, timeout=30):
         return self.loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+    def test_loop_close_leaves_pipe_transports_open(self):
+        # As asyncio: the pipe object stays open with the transport; once
+        # its owner closed it, collecting the transport says nothing.
+        rfd, wfd = os.pipe()
+        rpipe = open(rfd, 'rb', 0)
+
+        async def main():
+            tr, _ = await self.loop.connect_read_pipe(asyncio.Protocol, rpipe)
+            return tr
+        tr = self.run_main(main())
+        self.loop.close()
+        self.assertIn('open', repr(tr))
+        self.assertFalse(rpipe.closed)
+        os.write(wfd, b'still there')
+        self.assertEqual(os.read(rfd, 100), b'still there')
+        rpipe.close()
+        os.close(wfd)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            del tr
+            gc.collect()
+        self.assertEqual([str(w.message) for w in caught], [])
+
+    def test_a_pipe_transport_left_open_warns_and_closes_its_pipe(self):
+        rfd, wfd = os.pipe()
+        rpipe = open(rfd, 'rb', 0)
+
+        async def main():
+            tr, _ = await self.loop.connect_read_pipe(asyncio.Protocol, rpipe)
+            return tr
+        tr = self.run_main(main())
+        self.loop.close()
+        with self.assertWarnsRegex(ResourceWarning, 'unclosed transport'):
+            del tr
+            gc.collect()
+        self.assertTrue(rpipe.closed)
+        os.close(wfd)
 
     def test_read_pipe(self):
         r, w = os.pipe()
