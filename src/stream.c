@@ -44,6 +44,7 @@
 #ifdef _WIN32
 #include "win/socket_calls.h" /* the socket calls below, on Winsock */
 #else
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -672,8 +673,35 @@ static int write_queue_empty(const pact_stream *s)
  * takes nothing or fails (the queued send then meets the error and
  * reports it as it always has). Sockets: MSG_DONTWAIT whatever the fd's
  * flags. Write pipes: RWF_NOWAIT on this call only, as the epoll engine
- * writes them; a file that refuses it is written the queued way from
- * then on. */
+ * writes them. A file that refuses it (a terminal: EOPNOTSUPP) is written
+ * with a plain writev when its fd is non-blocking (asyncio's pipe
+ * transports make it so, and code writes to a pty and then reads the
+ * other side in the same callback), else the queued way from then on. */
+static ssize_t write_pipe_now(pact_stream *s, const struct iovec *iov,
+                              int iovcnt)
+{
+#ifdef _WIN32
+    /* Write pipes are not transports on Windows yet: never reached. */
+    (void)iov;
+    (void)iovcnt;
+    return pwritev2(s->fd, iov, iovcnt, -1, RWF_NOWAIT);
+#else
+    if (s->eager_plain)
+        return writev(s->fd, iov, iovcnt);
+    ssize_t n = pwritev2(s->fd, iov, iovcnt, -1, RWF_NOWAIT);
+    if (n < 0 && (errno == EOPNOTSUPP || errno == ENOSYS)) {
+        int flags = fcntl(s->fd, F_GETFL);
+        if (flags >= 0 && (flags & O_NONBLOCK)) {
+            s->eager_plain = 1;
+            n = writev(s->fd, iov, iovcnt);
+        } else {
+            s->no_eager = 1;
+        }
+    }
+    return n;
+#endif
+}
+
 static size_t send_now(pact_stream *s, const struct iovec *iov, int iovcnt)
 {
     ssize_t n;
@@ -682,9 +710,7 @@ static size_t send_now(pact_stream *s, const struct iovec *iov, int iovcnt)
                             .msg_iovlen = (size_t)iovcnt};
         n = sendmsg(s->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
     } else if (s->t.kind == PACT_STREAM_WRITE_PIPE && !s->no_eager) {
-        n = pwritev2(s->fd, iov, iovcnt, -1, RWF_NOWAIT);
-        if (n < 0 && (errno == EOPNOTSUPP || errno == ENOSYS))
-            s->no_eager = 1;
+        n = write_pipe_now(s, iov, iovcnt);
     } else {
         return 0;
     }

@@ -1221,6 +1221,48 @@ Test(stream, a_write_is_in_the_kernel_when_write_returns)
     test_loop_free(loop);
 }
 
+/* A terminal refuses RWF_NOWAIT (EOPNOTSUPP), which the eager write to a
+ * write pipe uses: a non-blocking one (as asyncio's pipe transports make
+ * it) is written at once all the same, with a plain write; a blocking
+ * one the queued way. asyncio code writes to a pty and reads the other
+ * side in the same callback (CPython's test_bidirectional_pty). */
+Test(stream, a_write_to_a_terminal_is_in_the_kernel_when_write_returns)
+{
+    pact_loop *loop = test_loop_new();
+    for (int blocking = 0; blocking <= 1; blocking++) {
+        int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+        cr_assert_geq(master, 0, "posix_openpt: %s", strerror(errno));
+        cr_assert_eq(grantpt(master), 0);
+        cr_assert_eq(unlockpt(master), 0);
+        int slave = open(ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC |
+                                              (blocking ? 0 : O_NONBLOCK));
+        cr_assert_geq(slave, 0, "open the pty: %s", strerror(errno));
+        fcntl(master, F_SETFL, O_NONBLOCK);
+        writes_then_reads w = {.peer = master};
+        pact_transport *t;
+        cr_assert_eq(pact_transport_open(loop, slave, PACT_STREAM_WRITE_PIPE,
+                                         &wtr_proto, &w, &t), 0);
+        pact_loop_run_once(loop, 0); /* connection_made */
+        if (!blocking) {
+            cr_assert_eq(w.got, 4, "pty read in the callback: %zd (%s)", w.got,
+                         w.got < 0 ? strerror(errno) : "short");
+            cr_assert_eq(memcmp(w.buf, "ping", 4), 0);
+            cr_assert_eq(w.buffered, 0);
+        } else {
+            cr_assert_eq(w.got, -1, "a blocking terminal is not written eagerly");
+            cr_assert_eq(w.buffered, 4);
+            for (int i = 0; i < 100 && pact_transport_write_buffer_size(t); i++)
+                pact_loop_run_once(loop, 10 * 1000 * 1000);
+            char buf[8];
+            cr_assert_eq(read(master, buf, sizeof buf), 4, "then the queued write");
+        }
+        pact_transport_close(t);
+        pact_loop_run(loop);
+        close(master);
+    }
+    test_loop_free(loop);
+}
+
 /* A write larger than the socket takes: the kernel gets what it takes at
  * once, only the tail is buffered (and counts for the marks), a write
  * made while that tail waits is queued behind it (never sent ahead of
