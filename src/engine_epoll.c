@@ -227,32 +227,13 @@ static int sock_error(int fd)
 /* Performs the op's system call once. Returns the result, or -EAGAIN if it
  * would block (then the op waits for readiness). revents is 0 for the
  * first try at submission. */
-/* A read or write on a pipe, tty, eventfd... that must not block the loop
- * and must leave the caller's file status flags as they were (epoll used
- * to set O_NONBLOCK on the caller's pipe for good; io_uring never touches
- * it): RWF_NOWAIT on this one call where the file supports it (pipes and
- * sockets do), else O_NONBLOCK for the duration of the call only, put back
- * at once. Offset -1 is the current position, as for read/write. */
+/* Pipes, ttys, eventfds...: without blocking and without changing the
+ * caller's file flags (pact__rw_nowait, op_posix.c). */
 static int64_t rw_nowait(fd_entry *f, pact_op_s *op)
 {
-    if (!f->no_rwf_nowait) {
-        struct iovec iov = {.iov_base = op->buf, .iov_len = op->len};
-        ssize_t n = op->kind == PACT_OP_READ
-                        ? preadv2(op->fd, &iov, 1, op->offset, RWF_NOWAIT)
-                        : pwritev2(op->fd, &iov, 1, op->offset, RWF_NOWAIT);
-        if (n >= 0)
-            return n;
-        if (errno != EOPNOTSUPP && errno != ENOSYS)
-            return -errno;
-        f->no_rwf_nowait = 1;
-    }
-    int fl = pact__fd_make_nonblocking(op->fd);
-    if (fl < 0)
-        return fl;
-    int64_t r = pact__op_rw_now(op);
-    if (!(fl & O_NONBLOCK))
-        fcntl(op->fd, F_SETFL, fl);
-    return r;
+    struct iovec iov = {.iov_base = op->buf, .iov_len = op->len};
+    return pact__rw_nowait(op->fd, op->kind != PACT_OP_READ, &iov, 1, op->offset,
+                           &f->no_rwf_nowait);
 }
 
 static int64_t try_op(fd_entry *f, pact_op_s *op, uint32_t revents)

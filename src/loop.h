@@ -283,6 +283,18 @@ pact_op_ext *pact__op_ext(pact_loop *loop, pact_op_s *op);
  * write/pwrite (offset -1 = the current position): the epoll engine's
  * attempt and the thread pool's file fallback. Result or -errno. */
 int64_t pact__op_rw_now(pact_op_s *op);
+/* A read or write on a pipe, tty, eventfd... that must not block the loop
+ * and must leave the caller's file status flags as they were (epoll used
+ * to set O_NONBLOCK on the caller's pipe for good; io_uring never touches
+ * it): RWF_NOWAIT on this one call where the file supports it (pipes and
+ * sockets do), else O_NONBLOCK for the duration of the call only, put back
+ * at once. *refuses_rwf_nowait remembers a file that refused RWF_NOWAIT
+ * (ttys do). Offset -1 is the current position. Result or -errno (-EAGAIN
+ * when it would block). Used by the epoll engine's reads and writes and
+ * the stream transport's eager write (op_posix.c). */
+struct iovec;
+int64_t pact__rw_nowait(int fd, int is_write, const struct iovec *iov, int iovcnt,
+                        int64_t offset, uint8_t *refuses_rwf_nowait);
 /* Queues a freshly filled op for submission and returns its handle. */
 pact_op pact__op_start(pact_loop *loop, pact_op_s *op, void *created_at);
 /* A multishot op's data completion: runs its callback with more = 1 and

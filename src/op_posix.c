@@ -5,8 +5,10 @@
  * multishot accept's connections. (The Windows engine
  * starts overlapped calls instead: src/win/engine_iocp.c.) */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "fault.h"
@@ -58,6 +60,30 @@ int64_t pact__op_rw_now(pact_op_s *op)
         n = op->offset < 0 ? write(op->fd, op->buf, op->len)
                            : pwrite(op->fd, op->buf, op->len, op->offset);
     return n < 0 ? -errno : n;
+}
+
+int64_t pact__rw_nowait(int fd, int is_write, const struct iovec *iov, int iovcnt,
+                        int64_t offset, uint8_t *refuses_rwf_nowait)
+{
+    ssize_t n;
+    if (!*refuses_rwf_nowait) {
+        n = is_write ? pwritev2(fd, iov, iovcnt, (off_t)offset, RWF_NOWAIT)
+                     : preadv2(fd, iov, iovcnt, (off_t)offset, RWF_NOWAIT);
+        if (n >= 0)
+            return n;
+        if (errno != EOPNOTSUPP && errno != ENOSYS)
+            return -errno;
+        *refuses_rwf_nowait = 1;
+    }
+    int fl = pact__fd_make_nonblocking(fd);
+    if (fl < 0)
+        return fl;
+    n = is_write ? pwritev2(fd, iov, iovcnt, (off_t)offset, 0)
+                 : preadv2(fd, iov, iovcnt, (off_t)offset, 0);
+    int64_t r = n < 0 ? -errno : n;
+    if (!(fl & O_NONBLOCK))
+        fcntl(fd, F_SETFL, fl);
+    return r;
 }
 
 void pact__op_deliver_accepted(pact_loop *loop, pact_op_s *op, int fd)

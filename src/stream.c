@@ -14,7 +14,7 @@
  *
  * Writing: eager first. A write with nothing queued, in flight or
  * waiting behind a sendfile is sent at once (sendmsg with MSG_DONTWAIT;
- * pwritev2 with RWF_NOWAIT on a write pipe), as asyncio's selector
+ * a non-blocking write on a write pipe or tty), as asyncio's selector
  * transports and libuv's uv_try_write do: an echo or a reply costs one
  * system call and no copy, and code that writes and then blocks on the
  * peer's answer in the same callback works. Only what the kernel did not
@@ -44,7 +44,6 @@
 #ifdef _WIN32
 #include "win/socket_calls.h" /* the socket calls below, on Winsock */
 #else
-#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -672,36 +671,9 @@ static int write_queue_empty(const pact_stream *s)
 /* The eager send: what the kernel takes now, without waiting; 0 when it
  * takes nothing or fails (the queued send then meets the error and
  * reports it as it always has). Sockets: MSG_DONTWAIT whatever the fd's
- * flags. Write pipes: RWF_NOWAIT on this call only, as the epoll engine
- * writes them. A file that refuses it (a terminal: EOPNOTSUPP) is written
- * with a plain writev when its fd is non-blocking (asyncio's pipe
- * transports make it so, and code writes to a pty and then reads the
- * other side in the same callback), else the queued way from then on. */
-static ssize_t write_pipe_now(pact_stream *s, const struct iovec *iov,
-                              int iovcnt)
-{
-#ifdef _WIN32
-    /* Write pipes are not transports on Windows yet: never reached. */
-    (void)iov;
-    (void)iovcnt;
-    return pwritev2(s->fd, iov, iovcnt, -1, RWF_NOWAIT);
-#else
-    if (s->eager_plain)
-        return writev(s->fd, iov, iovcnt);
-    ssize_t n = pwritev2(s->fd, iov, iovcnt, -1, RWF_NOWAIT);
-    if (n < 0 && (errno == EOPNOTSUPP || errno == ENOSYS)) {
-        int flags = fcntl(s->fd, F_GETFL);
-        if (flags >= 0 && (flags & O_NONBLOCK)) {
-            s->eager_plain = 1;
-            n = writev(s->fd, iov, iovcnt);
-        } else {
-            s->no_eager = 1;
-        }
-    }
-    return n;
-#endif
-}
-
+ * flags. Write pipes and ttys: as the epoll engine writes them
+ * (pact__rw_nowait: RWF_NOWAIT, or O_NONBLOCK for this call only on a tty,
+ * which refuses RWF_NOWAIT; asyncio writes its ptys at once too). */
 static size_t send_now(pact_stream *s, const struct iovec *iov, int iovcnt)
 {
     ssize_t n;
@@ -709,8 +681,12 @@ static size_t send_now(pact_stream *s, const struct iovec *iov, int iovcnt)
         struct msghdr mh = {.msg_iov = (struct iovec *)iov,
                             .msg_iovlen = (size_t)iovcnt};
         n = sendmsg(s->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
-    } else if (s->t.kind == PACT_STREAM_WRITE_PIPE && !s->no_eager) {
-        n = write_pipe_now(s, iov, iovcnt);
+#ifndef _WIN32 /* pipe transports are not on Windows yet */
+    } else if (s->t.kind == PACT_STREAM_WRITE_PIPE) {
+        uint8_t refuses = s->refuses_rwf_nowait;
+        n = pact__rw_nowait(s->fd, 1, iov, iovcnt, -1, &refuses);
+        s->refuses_rwf_nowait = refuses;
+#endif
     } else {
         return 0;
     }

@@ -126,10 +126,9 @@ typedef struct pact_stream {
     unsigned resume_scheduled : 1; /* resume_delivery is queued */
     unsigned eof_seen : 1;         /* the peer's EOF was received */
     unsigned eof_done : 1;         /* write_eof done: the write side is shut */
-    /* A write pipe whose file refuses RWF_NOWAIT and whose fd blocks: no
-     * eager writes. */
-    unsigned no_eager : 1;
-    unsigned eager_plain : 1; /* RWF_NOWAIT refused, the fd is O_NONBLOCK */
+    /* A write pipe whose file refuses RWF_NOWAIT (a tty): its eager
+     * writes make it non-blocking for the call (pact__rw_nowait). */
+    unsigned refuses_rwf_nowait : 1;
     /* has_held: EOF (0) or the error (-errno) behind the held bytes. */
     signed int held_result : 16;
     pact_op read_op;
