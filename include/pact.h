@@ -643,7 +643,10 @@ PACT_API pact_op pact_recv_multishot(pact_loop *loop, pact_os_sock fd, pact_op_c
 /* How the loop runs pact_recv_multishot(): "multishot" (io_uring multishot
  * recv on a provided buffer ring, kernel 6.0), "poll" (io_uring without
  * it: a poll, then recvs into a loop-wide buffer), "epoll", or "iocp"
- * (Windows: one WSARecv at a time into a buffer of the op's). */
+ * (Windows: one WSARecv at a time into a buffer of the op's). A movable
+ * loop (pact_loop_options.movable) on io_uring uses "poll": without
+ * DEFER_TASKRUN a multishot receive would drain the socket while the loop
+ * is not running, and a small SO_RCVBUF would no longer pace the sender. */
 PACT_API const char *pact_loop_recv_multishot_mode(const pact_loop *loop);
 
 /* Sends up to len bytes. Result: the bytes actually sent, which may be

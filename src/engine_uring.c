@@ -254,8 +254,15 @@ static void recv_buffers_init(pact_loop *loop, uring_engine *e)
     const char *force = getenv("PACT_RECV_MULTISHOT");
     e->nbuf = loop->recv_buf_count ? loop->recv_buf_count : 512;
     e->bufsz = loop->recv_buf_size ? loop->recv_buf_size : 16 * 1024;
+    /* A movable loop's ring has no DEFER_TASKRUN (see its setup below), so
+     * a multishot receive would go on draining the socket into provided
+     * buffers from task work while the loop is not running, ahead of what
+     * the protocol has seen: a peer's small SO_RCVBUF then no longer paces
+     * the sender (CPython's test_sendfile, whose server closes after 1 KiB,
+     * saw the whole file accepted). It receives through readiness and
+     * recv, one buffer per loop iteration, as epoll does. */
     if (!(force && strcmp(force, "poll") == 0) && kernel_at_least(6, 0) &&
-        !(e->mask & URING_MASK_MULTISHOT)) {
+        !(e->mask & URING_MASK_MULTISHOT) && !loop->movable) {
         e->br_bytes = e->nbuf * sizeof(struct io_uring_buf);
         e->br = mmap(NULL, e->br_bytes, PROT_READ | PROT_WRITE,
                      MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);

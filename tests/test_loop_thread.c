@@ -31,6 +31,24 @@ static pact_loop *loop_new(int movable)
     return loop;
 }
 
+/* A movable loop's io_uring ring has no DEFER_TASKRUN, so a multishot
+ * receive would keep draining sockets from task work while the loop does
+ * not run (ahead of the protocol, past a small SO_RCVBUF that should pace
+ * the peer): it receives through a poll and recv instead. A pinned loop
+ * keeps its multishot receive where the kernel has it. */
+Test(loop_thread, a_movable_loop_does_not_receive_ahead_with_multishot)
+{
+    pact_loop *pinned = loop_new(0);
+    pact_loop *movable = loop_new(1);
+    if (pact_loop_engine(movable) == PACT_ENGINE_URING)
+        cr_assert_str_eq(pact_loop_recv_multishot_mode(movable), "poll");
+    else
+        cr_assert_str_eq(pact_loop_recv_multishot_mode(movable),
+                         pact_loop_recv_multishot_mode(pinned));
+    pact_loop_free(movable);
+    pact_loop_free(pinned);
+}
+
 /* ---- pinned: pthread_t reuse ------------------------------------------- */
 
 typedef struct {
