@@ -265,20 +265,11 @@ static void fatal_error(pact_datagram *ep, int err)
     pact__endpoint_abort(&ep->ep, err);
 }
 
-/* Entry points that change a datagram endpoint answer -EPERM off the loop's owner
- * thread (pact__loop_check_thread); the getters are not checked. */
-#define CHECK_OWNER(obj)                                                      \
-    do {                                                                      \
-        int owner_err_ = pact__loop_check_thread((obj)->ep.loop, __func__);   \
-        if (owner_err_)                                                       \
-            return owner_err_;                                                \
-    } while (0)
-
 int pact_datagram_set_ref(pact_datagram *ep, int ref)
 {
     if (!ep)
         return -EINVAL;
-    CHECK_OWNER(ep);
+    PACT_ENDPOINT_CHECK_OWNER(ep);
     return pact__endpoint_set_ref(&ep->ep, ref);
 }
 
@@ -286,7 +277,7 @@ int pact_datagram_close(pact_datagram *ep)
 {
     if (!ep)
         return -EINVAL;
-    CHECK_OWNER(ep);
+    PACT_ENDPOINT_CHECK_OWNER(ep);
     int r = pact__endpoint_begin_close(&ep->ep);
     if (r)
         return r;
@@ -302,7 +293,7 @@ int pact_datagram_abort(pact_datagram *ep)
 {
     if (!ep)
         return -EINVAL;
-    CHECK_OWNER(ep);
+    PACT_ENDPOINT_CHECK_OWNER(ep);
     return pact__endpoint_abort(&ep->ep, 0);
 }
 
@@ -443,7 +434,7 @@ int pact_datagram_pause_reading(pact_datagram *ep)
 {
     if (!ep)
         return -EINVAL;
-    CHECK_OWNER(ep);
+    PACT_ENDPOINT_CHECK_OWNER(ep);
     int r = pact__endpoint_may_pause(&ep->ep, ep->paused, 1);
     if (r == 0)
         ep->paused = 1;
@@ -473,7 +464,7 @@ int pact_datagram_resume_reading(pact_datagram *ep)
 {
     if (!ep)
         return -EINVAL;
-    CHECK_OWNER(ep);
+    PACT_ENDPOINT_CHECK_OWNER(ep);
     int r = pact__endpoint_may_pause(&ep->ep, ep->paused, 0);
     if (r)
         return r;
@@ -618,7 +609,7 @@ int pact_datagram_sendto(pact_datagram *ep, const void *data, size_t len,
 {
     if (!ep || (!data && len))
         return -EINVAL;
-    CHECK_OWNER(ep);
+    PACT_ENDPOINT_CHECK_OWNER(ep);
     if (addr && (addrlen < sizeof(sa_family_t) ||
                  addrlen > sizeof(struct sockaddr_storage)))
         return PACT_MISUSE(ep->ep.loop, -EINVAL, "bad address length");
@@ -670,7 +661,7 @@ int pact_datagram_set_write_buffer_limits(pact_datagram *ep, size_t high,
 {
     if (!ep)
         return -EINVAL;
-    CHECK_OWNER(ep);
+    PACT_ENDPOINT_CHECK_OWNER(ep);
     int r = pact__marks_check(&ep->marks, high, low);
     if (r == 0)
         check_flow(ep);

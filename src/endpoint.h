@@ -32,6 +32,17 @@
 
 #include "loop.h"
 
+/* Entry points that change an endpoint's object (transport, server,
+ * datagram endpoint, process) answer -EPERM off the loop's owner thread
+ * (pact__loop_check_thread); getters are not checked. obj is any object
+ * with its endpoint in a member named ep. */
+#define PACT_ENDPOINT_CHECK_OWNER(obj)                                        \
+    do {                                                                      \
+        int owner_err_ = pact__loop_check_thread((obj)->ep.loop, __func__);   \
+        if (owner_err_)                                                       \
+            return owner_err_;                                                \
+    } while (0)
+
 typedef struct pact_endpoint pact_endpoint;
 
 typedef struct pact_endpoint_ops {

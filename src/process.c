@@ -717,20 +717,11 @@ pact_transport *pact_process_pipe(const pact_process *p, int fd)
     return p->pipes[fd].t;
 }
 
-/* Entry points that change a process answer -EPERM off the loop's owner
- * thread (pact__loop_check_thread); the getters are not checked. */
-#define CHECK_OWNER(obj)                                                      \
-    do {                                                                      \
-        int owner_err_ = pact__loop_check_thread((obj)->ep.loop, __func__);   \
-        if (owner_err_)                                                       \
-            return owner_err_;                                                \
-    } while (0)
-
 int pact_process_write(pact_process *p, const void *data, size_t len)
 {
     if (!p)
         return -EINVAL;
-    CHECK_OWNER(p);
+    PACT_ENDPOINT_CHECK_OWNER(p);
     if (!p->pipes[0].t)
         return -EPIPE;
     return pact_transport_write(p->pipes[0].t, data, len);
@@ -740,7 +731,7 @@ int pact_process_write_eof(pact_process *p)
 {
     if (!p)
         return -EINVAL;
-    CHECK_OWNER(p);
+    PACT_ENDPOINT_CHECK_OWNER(p);
     if (!p->pipes[0].t)
         return -EPIPE;
     return pact_transport_write_eof(p->pipes[0].t);
@@ -750,7 +741,7 @@ int pact_process_send_signal(pact_process *p, int signo)
 {
     if (!p)
         return -EINVAL;
-    CHECK_OWNER(p);
+    PACT_ENDPOINT_CHECK_OWNER(p);
     if (signo < 0 || signo > 64)
         return PACT_MISUSE(p->ep.loop, -EINVAL, "bad signal number");
     /* After the reap the pid may belong to someone else; the pidfd would
@@ -807,7 +798,7 @@ int pact_process_set_ref(pact_process *p, int ref)
 {
     if (!p)
         return -EINVAL;
-    CHECK_OWNER(p);
+    PACT_ENDPOINT_CHECK_OWNER(p);
     return pact__endpoint_set_ref(&p->ep, ref);
 }
 
@@ -815,7 +806,7 @@ int pact_process_close(pact_process *p)
 {
     if (!p)
         return -EINVAL;
-    CHECK_OWNER(p);
+    PACT_ENDPOINT_CHECK_OWNER(p);
     /* As a transport: -EALREADY once its end is under way with nothing
      * left for close to do — closed already, or (exited and every pipe
      * gone) its connection_lost is scheduled or running. */

@@ -233,20 +233,11 @@ static void arm_accept(pact_server *s)
     s->accept_op = pact__endpoint_op(&s->ep, op);
 }
 
-/* Entry points that change a server answer -EPERM off the loop's owner
- * thread (pact__loop_check_thread); the getters are not checked. */
-#define CHECK_OWNER(obj)                                                      \
-    do {                                                                      \
-        int owner_err_ = pact__loop_check_thread((obj)->ep.loop, __func__);   \
-        if (owner_err_)                                                       \
-            return owner_err_;                                                \
-    } while (0)
-
 int pact_server_set_ref(pact_server *s, int ref)
 {
     if (!s)
         return -EINVAL;
-    CHECK_OWNER(s);
+    PACT_ENDPOINT_CHECK_OWNER(s);
     return pact__endpoint_set_ref(&s->ep, ref);
 }
 
@@ -254,7 +245,7 @@ int pact_server_close(pact_server *s)
 {
     if (!s)
         return -EINVAL;
-    CHECK_OWNER(s);
+    PACT_ENDPOINT_CHECK_OWNER(s);
     int r = pact__endpoint_begin_close(&s->ep);
     if (r)
         return r;
@@ -273,7 +264,7 @@ int pact_server_wait_closed(pact_server *s, pact_call_cb cb, void *user)
 {
     if (!s || !cb)
         return -EINVAL;
-    CHECK_OWNER(s);
+    PACT_ENDPOINT_CHECK_OWNER(s);
     if (s->nwaiters == MAX_WAITERS)
         return -ENOSPC;
     s->waiters[s->nwaiters].cb = cb;

@@ -7,15 +7,6 @@
 
 #include "stream.h"
 
-/* Entry points that change a transport answer -EPERM off the loop's
- * owner thread (pact__loop_check_thread); the getters are not checked. */
-#define CHECK_OWNER(t)                                                        \
-    do {                                                                      \
-        int owner_err_ = pact__loop_check_thread((t)->ep.loop, __func__);     \
-        if (owner_err_)                                                       \
-            return owner_err_;                                                \
-    } while (0)
-
 void pact__transport_init(pact_transport *t, pact_loop *loop,
                           const pact_transport_ops *ops, pact_stream_kind kind,
                           const pact_protocol *proto, void *user)
@@ -98,7 +89,7 @@ int pact_transport_writev(pact_transport *t, const struct iovec *iov, int iovcnt
 {
     if (!t || (!iov && iovcnt) || iovcnt < 0)
         return -EINVAL;
-    CHECK_OWNER(t);
+    PACT_ENDPOINT_CHECK_OWNER(t);
     int r = write_refused(t);
     if (r)
         return r;
@@ -135,7 +126,7 @@ int pact_transport_write_eof(pact_transport *t)
 {
     if (!t)
         return -EINVAL;
-    CHECK_OWNER(t);
+    PACT_ENDPOINT_CHECK_OWNER(t);
     int r = write_side_refused(t, -EALREADY);
     if (r)
         return r;
@@ -156,7 +147,7 @@ int pact_transport_set_write_buffer_limits(pact_transport *t, size_t high,
 {
     if (!t)
         return -EINVAL;
-    CHECK_OWNER(t);
+    PACT_ENDPOINT_CHECK_OWNER(t);
     pact_marks m;
     int r = pact__marks_check(&m, high, low);
     return r ? r : pact__transport_ops(t)->set_marks(t, &m);
@@ -179,7 +170,7 @@ int pact_transport_sendfile(pact_transport *t, int file_fd, int64_t offset,
 {
     if (!t)
         return -EINVAL;
-    CHECK_OWNER(t);
+    PACT_ENDPOINT_CHECK_OWNER(t);
     const pact_transport_ops *ops = pact__transport_ops(t);
     if (!ops->sendfile)
         return -ENOTSUP; /* TLS: the kernel cannot encrypt for us */
@@ -200,7 +191,7 @@ int pact_transport_close(pact_transport *t)
 {
     if (!t)
         return -EINVAL;
-    CHECK_OWNER(t);
+    PACT_ENDPOINT_CHECK_OWNER(t);
     int r = pact__endpoint_begin_close(&t->ep);
     if (r)
         return r;
@@ -212,7 +203,7 @@ int pact_transport_abort(pact_transport *t)
 {
     if (!t)
         return -EINVAL;
-    CHECK_OWNER(t);
+    PACT_ENDPOINT_CHECK_OWNER(t);
     return pact__endpoint_abort(&t->ep, 0);
 }
 
@@ -230,7 +221,7 @@ int pact_transport_pause_reading(pact_transport *t)
 {
     if (!t)
         return -EINVAL;
-    CHECK_OWNER(t);
+    PACT_ENDPOINT_CHECK_OWNER(t);
     int r = pact__endpoint_may_pause(&t->ep, t->paused, 1);
     if (r)
         return r;
@@ -245,7 +236,7 @@ int pact_transport_resume_reading(pact_transport *t)
 {
     if (!t)
         return -EINVAL;
-    CHECK_OWNER(t);
+    PACT_ENDPOINT_CHECK_OWNER(t);
     int r = pact__endpoint_may_pause(&t->ep, t->paused, 0);
     if (r)
         return r;
@@ -265,7 +256,7 @@ int pact_transport_set_ref(pact_transport *t, int ref)
 {
     if (!t)
         return -EINVAL;
-    CHECK_OWNER(t);
+    PACT_ENDPOINT_CHECK_OWNER(t);
     return pact__endpoint_set_ref(&t->ep, ref);
 }
 
@@ -274,7 +265,7 @@ int pact_transport_set_protocol(pact_transport *t, const pact_protocol *proto,
 {
     if (!t || !proto)
         return -EINVAL;
-    CHECK_OWNER(t);
+    PACT_ENDPOINT_CHECK_OWNER(t);
     t->proto = proto;
     t->user = user;
     return 0;
