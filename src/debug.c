@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Messages: misuse reports, the error hook, debug-mode logging. Naming
  * the code address an object was created from is the system's
- * (describe_address.c, src/win/platform.c). */
+ * (src/unix/describe_address.c, src/win/platform.c). */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>

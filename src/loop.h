@@ -200,7 +200,7 @@ static inline void pact__wait_hook_after(pact_loop *loop, int64_t timeout_ns)
     }
 }
 
-/* The cross-thread wake-up (src/wake_eventfd.c, src/win/wake.c). open
+/* The cross-thread wake-up (src/unix/wake_eventfd.c, src/win/wake.c). open
  * sets it up once the engine runs (0 or -errno); post, from any thread,
  * makes the engine's wait return and clear wake_pending (callers set
  * wake_pending first, so only one post is outstanding); close, after every
@@ -291,7 +291,7 @@ int64_t pact__op_rw_now(pact_op_s *op);
  * at once. *refuses_rwf_nowait remembers a file that refused RWF_NOWAIT
  * (ttys do). Offset -1 is the current position. Result or -errno (-EAGAIN
  * when it would block). Used by the epoll engine's reads and writes and
- * the stream transport's eager write (op_posix.c). */
+ * the stream transport's eager write (src/unix/op_posix.c). */
 struct iovec;
 int64_t pact__rw_nowait(int fd, int is_write, const struct iovec *iov, int iovcnt,
                         int64_t offset, uint8_t *refuses_rwf_nowait);

@@ -228,7 +228,7 @@ static int sock_error(int fd)
  * would block (then the op waits for readiness). revents is 0 for the
  * first try at submission. */
 /* Pipes, ttys, eventfds...: without blocking and without changing the
- * caller's file flags (pact__rw_nowait, op_posix.c). */
+ * caller's file flags (pact__rw_nowait, op_posix.c in this directory). */
 static int64_t rw_nowait(fd_entry *f, pact_op_s *op)
 {
     struct iovec iov = {.iov_base = op->buf, .iov_len = op->len};
