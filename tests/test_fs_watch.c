@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "helpers.h"
 
@@ -130,6 +131,46 @@ Test(fs_watch, a_cancel_from_outside_completes_it_once)
     cr_assert_eq(count_open_fds(), fds);
     test_loop_free(loop);
     rmdir(fw.dir);
+}
+
+/* The race §1 is about: the kernel has already reported the event (the
+ * file exists, the watch's poll has completed in the kernel) but the loop
+ * has not handled that report yet when the cancel comes. After
+ * pact_op_cancel returns no event may be delivered, and the op still ends
+ * exactly once. Both halves of the race are taken: the event reported
+ * before the cancel, and several events queued. */
+Test(fs_watch, a_cancel_after_the_kernel_reported_an_event_delivers_no_event)
+{
+    for (int queued = 1; queued <= 3; queued++) {
+        pact_loop *loop = test_loop_new();
+        memset(&fw, 0, sizeof fw);
+        make_dir();
+        int fds = count_open_fds();
+        fw.op = pact_fs_watch(loop, fw.dir, IN_CREATE, on_event, NULL);
+        cr_assert_gt(fw.op, 0);
+        /* Hand the watch's poll to the kernel, then make it ready. */
+        cr_assert_geq(pact_loop_run_once(loop, 0), 0);
+        for (int i = 0; i < queued; i++) {
+            char p[128], name[16];
+            snprintf(name, sizeof name, "f%d", i);
+            path_in(p, sizeof p, name);
+            int fd = open(p, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+            cr_assert_geq(fd, 0);
+            close(fd);
+            cr_assert_eq(unlink(p), 0);
+        }
+        struct timespec settle = {0, 5 * 1000 * 1000};
+        nanosleep(&settle, NULL); /* the poll's completion is in the ring */
+        cr_assert_eq(pact_op_cancel(loop, fw.op), 0);
+        cr_assert_eq(pact_loop_run(loop), 0);
+        cr_assert_eq(fw.events, 0, "an event after the cancel returned");
+        cr_assert_eq(fw.finals, 1);
+        cr_assert_eq(fw.final, -ECANCELED);
+        cr_assert_eq(fw.after_final, 0);
+        cr_assert_eq(count_open_fds(), fds, "the inotify fd is closed");
+        test_loop_free(loop);
+        rmdir(fw.dir);
+    }
 }
 
 static void remove_file(pact_loop *loop, void *user)

@@ -3,10 +3,12 @@
  * Windows and Winsock errors an operation can end with are mapped here
  * (as libuv's uv_translate_sys_error), and the names and messages come
  * from one table, since the C runtime of mingw-w64 knows only part of the
- * POSIX set and has no strerrordesc_np. */
+ * POSIX set and has no strerrordesc_np. The values pact gives a meaning
+ * of its own read as on Linux (error_meanings.h). */
 #include <limits.h>
 #include <string.h>
 
+#include "error_meanings.h"
 #include "loop.h"
 
 #define PACT_WIN_ERRNO_MAP(X)                                               \
@@ -58,6 +60,7 @@
     X(ETIME, "timer expired")                                               \
     X(EPROTO, "protocol error")                                             \
     X(EOVERFLOW, "value too large for defined data type")                   \
+    X(ENODATA, "no data available")                                         \
     X(EKEYREJECTED, "key was rejected by service")
 
 static int errno_of(int err)
@@ -82,6 +85,13 @@ const char *pact_strerror(int err)
 {
     if (err == 0)
         return "success";
+    switch (errno_of(err)) {
+#define PACT_OWN_CASE(e, text) case e: return text;
+        PACT_OWN_MEANINGS(PACT_OWN_CASE)
+#undef PACT_OWN_CASE
+    default:
+        break;
+    }
     switch (errno_of(err)) {
 #define PACT_ERR_TEXT_CASE(e, text) case e: return text;
         PACT_WIN_ERRNO_MAP(PACT_ERR_TEXT_CASE)
