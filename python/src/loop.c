@@ -388,9 +388,11 @@ static int run_once(LoopObject *self)
     for (size_t i = 0; i < ntodo && self->ready_len; i++) {
         PyObject *h = ready_pop(self);
         int c = pact_py_handle_cancelled(h);
-        if (c == 0)
+        if (c == 0) {
+            pact_py_callback_enter(self);
             c = pact_py_handle_run(self, h);
-        else if (c > 0)
+            pact_py_callback_leave(self); /* sends what it wrote */
+        } else if (c > 0)
             c = 0;
         Py_DECREF(h);
         if (c < 0)
@@ -488,6 +490,7 @@ static int close_core(LoopObject *self)
             r = 0;
     }
     self->closed = 1;
+    pact_py_flush_writes(self); /* pact's loop is closed: they drop */
     ready_clear(self);
     timers_clear(self);
     if (self->loop && r == 0) {

@@ -86,6 +86,12 @@ typedef struct {
      * fd. */
     struct pact_py_watcher **watchers;
     size_t watchers_cap;
+    /* Writes made in a callback go out when it returns (transport.c,
+     * "Writes made in a callback"): how many Python callbacks the loop is
+     * running (nested: a protocol call inside write()), and the
+     * transports holding such writes (a list through the transports). */
+    int callback_depth;
+    struct TransportObject *deferred_writes;
 } LoopObject;
 
 /* Appends a handle to the ready queue (new reference taken); -1 on
@@ -121,6 +127,24 @@ void pact_py_keep_exception(LoopObject *self);
 
 /* The Transport type (transport.c): adds it to the module. */
 int pact_py_transport_init(PyObject *module);
+
+/* Sends the writes the Python callbacks of this loop held back
+ * (transport.c); the current exception, if any, is kept. */
+void pact_py_flush_writes(LoopObject *self);
+
+/* Around every Python callback the loop runs (a ready handle, a protocol
+ * call, a sendfile's done callback): writes made inside are held and sent
+ * together when the outermost one returns. */
+static inline void pact_py_callback_enter(LoopObject *self)
+{
+    self->callback_depth++;
+}
+
+static inline void pact_py_callback_leave(LoopObject *self)
+{
+    if (--self->callback_depth == 0 && self->deferred_writes)
+        pact_py_flush_writes(self);
+}
 
 /* Called by pact callbacks after they readied a handle. */
 void pact_py_note_ready(LoopObject *self);

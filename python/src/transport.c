@@ -29,7 +29,11 @@
 
 #include <structmember.h>
 
-typedef struct {
+/* At most this many writes are held back per transport in one callback;
+ * the next one sends them all first. */
+#define HELD_WRITES_MAX 16
+
+typedef struct TransportObject {
     PyObject_HEAD
     PyObject *extra_slot; /* asyncio.BaseTransport.__slots__ = ('_extra',) */
     pact_transport *t;    /* NULL after connection_lost */
@@ -51,6 +55,16 @@ typedef struct {
     int orphan_fd; /* an orphaned socket's duplicate fd, or -1 */
     int sendfile_active; /* a sendfile is queued: write() is refused */
     unsigned conn_lost_writes; /* writes dropped after the end (asyncio logs) */
+    /* Writes held back in a callback (see "Writes made in a callback"):
+     * bytes objects, sent as one writev when the callback returns. */
+    PyObject *held[HELD_WRITES_MAX];
+    int nheld;
+    size_t held_bytes;
+    struct TransportObject *next_held;  /* loop->deferred_writes list */
+    /* close() found bytes buffered: pact closes when they are out (see
+     * Transport_close); the marks the program set, pact's are 1 and 0. */
+    int close_pending;
+    size_t close_high, close_low;
     PyObject *self_ref; /* held while pact may still call back */
     Py_buffer recv_view; /* a BufferedProtocol's buffer, during a delivery */
     PyObject *weakreflist; /* loop._transports is a WeakValueDictionary */
@@ -121,12 +135,14 @@ static PyObject *protocol_call(TransportObject *self, PyObject *name,
     if (enter && PyContext_Enter(self->context) < 0)
         return NULL;
     self->in_context++;
-    double t0 = self->loop->debug ? pact_now() / 1e9 : 0;
+    LoopObject *loop = self->loop;
+    double t0 = loop->debug ? pact_now() / 1e9 : 0;
     const char *protocol = Py_TYPE(self->protocol)->tp_name;
     PyObject *argv[2] = {self->protocol, arg};
+    pact_py_callback_enter(loop);
     PyObject *r = PyObject_VectorcallMethod(
         name, argv, (arg ? 2 : 1) | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-    if (self->loop->debug)
+    if (loop->debug)
         report_slow_call(self, protocol, name, pact_now() / 1e9 - t0);
     self->in_context--;
     if (enter) {
@@ -135,6 +151,7 @@ static PyObject *protocol_call(TransportObject *self, PyObject *name,
         PyContext_Exit(self->context);
         PyErr_Restore(et, ev, tb);
     }
+    pact_py_callback_leave(loop); /* sends what it wrote */
     return r;
 }
 
@@ -323,10 +340,11 @@ static void on_connection_lost(pact_transport *t, int err, void *user)
     Py_CLEAR(self->self_ref); /* may free self: last */
 }
 
-static void on_pause_writing(pact_transport *t, void *user)
+/* The protocol's pause_writing, when the buffer is past the marks the
+ * program set: pact's own are 1 and 0 while a close waits for the buffer
+ * to drain (Transport_close). */
+static void pause_protocol(TransportObject *self)
 {
-    (void)t;
-    TransportObject *self = user;
     /* As asyncio's _FlowControlMixin: the flag, not the buffer's history,
      * decides, so a protocol never sees two pauses or a lone resume. */
     if (self->protocol_paused)
@@ -338,10 +356,37 @@ static void on_pause_writing(pact_transport *t, void *user)
     Py_XDECREF(r);
 }
 
+static void on_pause_writing(pact_transport *t, void *user)
+{
+    (void)t;
+    TransportObject *self = user;
+    if (self->close_pending) {
+        if (self->t && pact_transport_write_buffer_size(self->t) > self->close_high)
+            pause_protocol(self);
+        return;
+    }
+    pause_protocol(self);
+}
+
 static void on_resume_writing(pact_transport *t, void *user)
 {
     (void)t;
     TransportObject *self = user;
+    if (self->close_pending) {
+        /* Drained: the close close() asked for (asyncio resumes the
+         * protocol first, then calls connection_lost). */
+        self->close_pending = 0;
+        if (self->protocol_paused) {
+            self->protocol_paused = 0;
+            PyObject *r = protocol_call(self, method.resume_writing, NULL);
+            if (!r)
+                protocol_failed(self, "protocol.resume_writing() failed");
+            Py_XDECREF(r);
+        }
+        if (self->t)
+            pact_transport_close(self->t); /* -EALREADY once aborted */
+        return;
+    }
     if (!self->protocol_paused)
         return;
     self->protocol_paused = 0;
@@ -564,6 +609,140 @@ static PyObject *drop_write(TransportObject *self)
     Py_RETURN_NONE;
 }
 
+/* ---- Writes made in a callback ---------------------------------------
+ *
+ * The write policy of pact.asyncio's transports, in this one place:
+ *
+ * - A write to a socket transport made while the loop runs a Python
+ *   callback (a ready handle, which is also how a task step runs, a
+ *   protocol call, a sendfile's done callback) is held back, and
+ *   everything the callback wrote to a transport goes to the kernel as one
+ *   send (writev) when the callback returns. HTTP servers write a response's headers and its body
+ *   separately (aiohttp does): one send per response instead of two, as
+ *   uvloop's end-of-iteration flush gives, but without waiting for the
+ *   other callbacks of the iteration.
+ * - A write made outside any callback (the loop is not running) goes to
+ *   the kernel at once, as asyncio's own transports send: code that writes
+ *   and then blocks on the other end's answer works.
+ * - Pipe transports send every write at once, also in a callback, as
+ *   before: a pipe is often read by the program itself or by a child whose
+ *   answer the callback then waits for, and nothing is gained there.
+ * - Only what would go out at once is held: a transport with bytes queued
+ *   in pact already writes through (pact coalesces its queue by itself),
+ *   and so does a write that would take what is held past the high-water
+ *   mark or past HELD_WRITES_MAX writes, after what is held, so flow
+ *   control (pause_writing inside write()) is asyncio's.
+ * - Everything that observes or ends the write side sends what is held
+ *   first: close, abort, write_eof, get_write_buffer_size, sendfile,
+ *   set_write_buffer_limits, the loop's close.
+ *
+ * So write() returns with the bytes on their way at the latest when the
+ * callback that wrote them returns. What a callback must not do is write
+ * to a socket and then block, in the same callback, on the peer's answer;
+ * CPython's asyncio suites do that only outside the loop, and pass. */
+
+/* Sends what self holds (one writev); a failure ends the transport as a
+ * failed send does. */
+static void send_held(TransportObject *self)
+{
+    int n = self->nheld;
+    if (n == 0)
+        return;
+    struct iovec iov[HELD_WRITES_MAX] = {{0}};
+    for (int i = 0; i < n; i++) {
+        iov[i].iov_base = PyBytes_AS_STRING(self->held[i]);
+        iov[i].iov_len = (size_t)PyBytes_GET_SIZE(self->held[i]);
+    }
+    self->nheld = 0;
+    self->held_bytes = 0;
+    /* Held only while the write side was up; everything that ends it
+     * sends first. A transport lost meanwhile (the loop closed) drops. */
+    int r = self->t ? pact_transport_writev(self->t, iov, n) : 0;
+    for (int i = 0; i < n; i++)
+        Py_CLEAR(self->held[i]);
+    if (r < 0 && r != -EPIPE && r != -ESHUTDOWN && self->t && !self->lost_exc) {
+        /* No one to raise to: the write failed as a send fails. */
+        errno = -r;
+        PyErr_SetFromErrno(PyExc_OSError);
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        PyErr_NormalizeException(&et, &ev, &tb);
+        self->lost_exc = ev ? ev : Py_NewRef(Py_None);
+        Py_XDECREF(et);
+        Py_XDECREF(tb);
+        self->closing = 1;
+        pact_transport_abort(self->t);
+    }
+}
+
+/* Takes self off the loop's list of transports holding writes. */
+static void unlink_held(TransportObject *self)
+{
+    TransportObject **p = &self->loop->deferred_writes;
+    while (*p && *p != self)
+        p = &(*p)->next_held;
+    if (*p) {
+        *p = self->next_held;
+        self->next_held = NULL;
+        Py_DECREF(self); /* the list's reference; the caller holds one */
+    }
+}
+
+/* Sends what self holds now (before a close, an abort...). */
+static void flush_held(TransportObject *self)
+{
+    if (self->nheld == 0)
+        return;
+    send_held(self);
+    unlink_held(self);
+}
+
+void pact_py_flush_writes(LoopObject *loop)
+{
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    /* One at a time off the list: a send may call back into Python (a
+     * failure's abort), which may write and flush again. */
+    TransportObject *self;
+    while ((self = loop->deferred_writes)) {
+        loop->deferred_writes = self->next_held;
+        self->next_held = NULL;
+        send_held(self);
+        Py_DECREF(self);
+    }
+    PyErr_Restore(et, ev, tb);
+}
+
+/* Holds data (a buffer of len bytes) back until the callback returns, if
+ * the policy above allows: 1 held, 0 not held, -1 with an exception. */
+static int hold_write(TransportObject *self, PyObject *data, Py_buffer *view)
+{
+    size_t len = (size_t)view->len;
+    if (self->loop->callback_depth == 0 || self->nheld == HELD_WRITES_MAX ||
+        self->kind != PACT_STREAM_SOCKET)
+        return 0;
+    if (self->nheld == 0 && pact_transport_write_buffer_size(self->t) > 0)
+        return 0;
+    size_t high = 0;
+    pact_transport_get_write_buffer_limits(self->t, &high, NULL);
+    if (self->held_bytes + len > high)
+        return 0;
+    /* bytes are immutable: kept as they are; anything else is copied, as
+     * the caller may change its buffer once write() returned. */
+    PyObject *b = PyBytes_CheckExact(data)
+                      ? Py_NewRef(data)
+                      : PyBytes_FromStringAndSize(view->buf, view->len);
+    if (!b)
+        return -1;
+    if (self->nheld == 0) {
+        self->next_held = self->loop->deferred_writes;
+        self->loop->deferred_writes = (TransportObject *)Py_NewRef((PyObject *)self);
+    }
+    self->held[self->nheld++] = b;
+    self->held_bytes += len;
+    return 1;
+}
+
 static PyObject *Transport_write(TransportObject *self, PyObject *data)
 {
     if (!PyObject_CheckBuffer(data)) {
@@ -593,15 +772,29 @@ static PyObject *Transport_write(TransportObject *self, PyObject *data)
         PyBuffer_Release(&view);
         Py_RETURN_NONE;
     }
-    if (write_side_gone(self)) {
+    /* After close(), asyncio's socket transport still takes writes while
+     * the bytes written before are being sent, and sends them before it
+     * closes; once its buffer is empty it has closed, and drops them. */
+    int through_close = self->close_pending && self->t &&
+                        !pact_transport_is_closing(self->t) &&
+                        pact_transport_write_buffer_size(self->t) > 0;
+    if (write_side_gone(self) && !through_close) {
         PyBuffer_Release(&view);
         return drop_write(self);
     }
+    int held = through_close ? 0 : hold_write(self, data, &view);
+    if (held != 0) {
+        PyBuffer_Release(&view);
+        if (held < 0)
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    flush_held(self); /* what this callback wrote before goes first */
     /* pact's transports send at once when nothing is queued (as
-     * asyncio's socket transports do): code that writes and then blocks
-     * on the peer's answer in the same callback works, and a write that
-     * fits costs no copy. */
-    int r = pact_transport_write(self->t, view.buf, (size_t)view.len);
+     * asyncio's socket transports do): a write that fits costs one
+     * system call and no copy. */
+    int r = self->t ? pact_transport_write(self->t, view.buf, (size_t)view.len)
+                    : -EPIPE;
     PyBuffer_Release(&view);
     /* write_eof was checked above: -EPIPE here is a send that failed
      * (the transport is lost, its held bytes still on their way to the
@@ -612,6 +805,9 @@ static PyObject *Transport_write(TransportObject *self, PyObject *data)
         errno = -r;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
+    if (through_close && self->t &&
+        pact_transport_write_buffer_size(self->t) > self->close_high)
+        pause_protocol(self); /* pact is paused already (its mark is 1) */
     Py_RETURN_NONE;
 }
 
@@ -641,6 +837,7 @@ static PyObject *Transport_write_eof(TransportObject *self, PyObject *unused)
     (void)unused;
     if (!self->t || self->closing)
         Py_RETURN_NONE;
+    flush_held(self);
     self->eof_written = 1;
     int r = pact_transport_write_eof(self->t);
     if (r < 0 && r != -EALREADY && r != -ESHUTDOWN) {
@@ -684,6 +881,7 @@ static PyObject *Transport_orphan(TransportObject *self, PyObject *unused)
     (void)unused;
     if (!self->t || self->closing || self->orphaned)
         Py_RETURN_NONE;
+    flush_held(self);
     if (!self->is_pipe) {
         /* Without a duplicate (no fd left) it is closed with the loop,
          * connection_lost and all, as one the program closed. */
@@ -728,8 +926,33 @@ static PyObject *Transport_close(TransportObject *self, PyObject *unused)
         Py_RETURN_NONE;
     }
     if (self->t && !self->closing) {
+        flush_held(self);
         self->closing = 1;
-        pact_transport_close(self->t);
+        if (self->kind == PACT_STREAM_SOCKET && self->t &&
+            !pact_transport_is_closing(self->t) && !self->sendfile_active &&
+            pact_transport_write_buffer_size(self->t) > 1) {
+            /* asyncio's socket transport sends what is buffered before it
+             * closes, and the writes made meanwhile with it (see write());
+             * pact refuses writes once closing, so it is told to close
+             * only when its buffer has drained. Its flow control says
+             * when: marks of 1 and 0 pause it now (more than 1 byte is
+             * buffered) and resume it at 0 (on_resume_writing closes).
+             * What the protocol hears follows the program's marks. With
+             * 1 byte left the close is at once: a write made after it,
+             * before that byte left, is dropped (asyncio sends it). As
+             * asyncio, nothing more is read. */
+            if (pact_transport_is_reading(self->t))
+                pact_transport_pause_reading(self->t);
+            pact_transport_get_write_buffer_limits(self->t, &self->close_high,
+                                                   &self->close_low);
+            self->close_pending = 1;
+            if (pact_transport_set_write_buffer_limits(self->t, 1, 0) < 0) {
+                self->close_pending = 0;
+                pact_transport_close(self->t);
+            }
+        } else if (self->t) {
+            pact_transport_close(self->t);
+        }
     }
     Py_RETURN_NONE;
 }
@@ -743,8 +966,10 @@ static PyObject *Transport_abort(TransportObject *self, PyObject *unused)
         Py_RETURN_NONE;
     }
     if (self->t) {
+        flush_held(self); /* asyncio had sent them */
         self->closing = 1;
-        pact_transport_abort(self->t);
+        if (self->t)
+            pact_transport_abort(self->t);
     }
     Py_RETURN_NONE;
 }
@@ -761,6 +986,8 @@ static PyObject *Transport_force_close(TransportObject *self, PyObject *exc)
             return NULL;
         Py_RETURN_NONE;
     }
+    if (self->t && !self->lost_exc)
+        flush_held(self); /* asyncio had sent them */
     if (self->t && !self->lost_exc) {
         self->closing = 1;
         if (exc != Py_None)
@@ -805,6 +1032,7 @@ static PyObject *Transport_get_write_buffer_size(TransportObject *self,
                                                  PyObject *unused)
 {
     (void)unused;
+    flush_held(self); /* asyncio's answer counts what it could not send */
     return PyLong_FromSize_t(self->t ? pact_transport_write_buffer_size(self->t) : 0);
 }
 
@@ -813,8 +1041,12 @@ static PyObject *Transport_get_write_buffer_limits(TransportObject *self,
 {
     (void)unused;
     size_t high = 64 * 1024, low = 16 * 1024;
-    if (self->t)
+    if (self->close_pending) {
+        high = self->close_high;
+        low = self->close_low;
+    } else if (self->t) {
         pact_transport_get_write_buffer_limits(self->t, &high, &low);
+    }
     return Py_BuildValue("(nn)", (Py_ssize_t)low, (Py_ssize_t)high);
 }
 
@@ -855,7 +1087,13 @@ static PyObject *Transport_set_write_buffer_limits(TransportObject *self,
                      high, low);
         return NULL;
     }
-    if (self->t) {
+    flush_held(self); /* held under the old marks */
+    if (self->close_pending) { /* pact's stay 1 and 0 until the close */
+        self->close_high = high ? (size_t)high : 1;
+        self->close_low = (size_t)low;
+        if (self->t && pact_transport_write_buffer_size(self->t) > self->close_high)
+            pause_protocol(self);
+    } else if (self->t) {
         int r = pact_transport_set_write_buffer_limits(self->t,
                                                        high ? (size_t)high : 1,
                                                        (size_t)low);
@@ -887,8 +1125,11 @@ static void on_sendfile_done(pact_loop *loop, const pact_completion *c,
     close(call->file_fd);
     self->sendfile_active = 0;
     long long err = c->result < 0 ? (long long)c->result : 0;
+    LoopObject *lo = self->loop;
+    pact_py_callback_enter(lo);
     PyObject *r = PyObject_CallFunction(call->done, "LK", err,
                                         (unsigned long long)c->transferred);
+    pact_py_callback_leave(lo);
     if (!r) {
         if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
             PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
@@ -922,6 +1163,11 @@ static PyObject *Transport_sendfile(TransportObject *self, PyObject *args)
     if (self->sendfile_active) {
         PyErr_SetString(PyExc_RuntimeError,
                         "unable to write; sendfile is in progress");
+        return NULL;
+    }
+    flush_held(self);
+    if (write_side_gone(self)) {
+        PyErr_SetString(PyExc_RuntimeError, "Transport is closing");
         return NULL;
     }
     sendfile_call *call = PyMem_Malloc(sizeof *call);
@@ -1033,6 +1279,8 @@ static void Transport_dealloc(TransportObject *self)
         PyObject_ClearWeakRefs((PyObject *)self);
     if (self->orphan_fd >= 0)
         close(self->orphan_fd);
+    for (int i = 0; i < self->nheld; i++) /* never while listed: defensive */
+        Py_CLEAR(self->held[i]);
     Transport_clear(self);
     Py_CLEAR(self->sock);
     Py_CLEAR(self->loop);

@@ -1,0 +1,290 @@
+# SPDX-License-Identifier: MIT
+"""When a transport's writes reach the kernel (README, "Python": writes
+made in a callback go out as one send when it returns, writes made outside
+one at once), and writes after close() while bytes are still buffered,
+compared with asyncio's own loop; on the engine PACT_ENGINE names."""
+import asyncio
+import os
+import socket
+import threading
+import unittest
+
+import pact.asyncio as pa
+
+ENGINE = os.environ.get('PACT_ENGINE', 'auto')
+
+
+class Quiet(asyncio.Protocol):
+    def __init__(self):
+        self.lost = []
+
+    def connection_lost(self, exc):
+        self.lost.append(exc)
+
+
+def records(sock):
+    """The SOCK_SEQPACKET records waiting on sock, without blocking: one
+    per send the other end made."""
+    out = []
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        while True:
+            out.append(sock.recv(1 << 20))
+            if out[-1] == b'':  # end of stream
+                return out
+    except BlockingIOError:
+        return out
+    finally:
+        sock.settimeout(timeout)
+
+
+class WritesInCallbacksTests(unittest.TestCase):
+    """The transport writes to a SOCK_SEQPACKET socket, whose records show
+    how many sends were made and when."""
+
+    def setUp(self):
+        self.loop = pa.Loop(engine=ENGINE)
+        self.addCleanup(self.loop.close)
+        a, self.peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.addCleanup(self.peer.close)
+        a.setblocking(False)
+        self.proto = Quiet()
+        waiter = self.loop.create_future()
+        self.tr = self.loop._make_socket_transport(a, self.proto, waiter)
+        self.loop.run_until_complete(waiter)
+        self.addCleanup(self.tr.abort)
+
+    def run_soon(self, *callbacks):
+        """Runs the callbacks in one iteration, each a handle of its own."""
+        done = self.loop.create_future()
+        for cb in callbacks:
+            self.loop.call_soon(cb)
+        self.loop.call_soon(done.set_result, None)
+        self.loop.run_until_complete(done)
+
+    def test_writes_in_one_callback_are_one_send(self):
+        body = bytearray(b'body')
+
+        def respond():
+            self.tr.write(b'head')
+            self.tr.write(body)
+            self.tr.writelines([b'-', memoryview(b'tail')])
+            body[:] = b'XXXX'  # write() copied it
+            self.assertEqual(records(self.peer), [])  # not yet: held
+        self.run_soon(respond)
+        self.assertEqual(records(self.peer), [b'headbody-tail'])
+
+    def test_held_writes_are_out_when_the_callback_returns(self):
+        # Not at the end of the iteration: the next callback may block on
+        # the peer's answer.
+        got = []
+
+        def write():
+            self.tr.write(b'ping')
+            self.tr.write(b'!')
+
+        def blocking_read():
+            self.peer.settimeout(2)
+            got.append(self.peer.recv(100))
+        self.run_soon(write, blocking_read)
+        self.assertEqual(got, [b'ping!'])
+
+    def test_writes_outside_callbacks_go_at_once(self):
+        self.tr.write(b'a')
+        self.assertEqual(records(self.peer), [b'a'])
+        self.tr.write(b'b')
+        self.tr.write(b'c')
+        self.assertEqual(records(self.peer), [b'b', b'c'])
+
+    def test_writes_in_a_protocol_callback_are_one_send(self):
+        class Reply(Quiet):
+            def data_received(p, data):
+                self.tr.write(b'<' + data)
+                self.tr.write(b'>')
+        self.tr.set_protocol(Reply())
+        for i in range(3):
+            self.peer.send(b'%d' % i)
+            self.peer.settimeout(10)
+            # data_received runs inside the loop; the peer's read blocks in
+            # a thread meanwhile.
+            got = []
+            t = threading.Thread(target=lambda: got.append(self.peer.recv(100)))
+            t.start()
+            while t.is_alive():
+                self.loop.run_until_complete(asyncio.sleep(0.001))
+            t.join()
+            self.assertEqual(got, [b'<%d>' % i])
+            self.assertEqual(records(self.peer), [])
+
+    def test_writes_in_a_task_step_are_one_send(self):
+        async def respond():
+            self.tr.write(b'HTTP/1.1 200 OK\r\n\r\n')
+            self.tr.write(b'hello')
+            await asyncio.sleep(0)
+            self.assertEqual(records(self.peer),
+                             [b'HTTP/1.1 200 OK\r\n\r\nhello'])
+            self.tr.write(b'again')
+        self.loop.run_until_complete(respond())
+        self.assertEqual(records(self.peer), [b'again'])
+
+    def test_what_observes_or_ends_the_write_side_sends_first(self):
+        sizes = []
+
+        def observe():
+            self.tr.write(b'x')
+            sizes.append(self.tr.get_write_buffer_size())
+            self.assertEqual(records(self.peer), [b'x'])
+            self.tr.write(b'y')
+            self.tr.write_eof()
+            self.assertEqual(records(self.peer), [b'y', b''])
+        self.run_soon(observe)
+        self.assertEqual(sizes, [0])
+
+    def test_abort_and_close_send_what_the_callback_wrote(self):
+        def write_then_abort():
+            self.tr.write(b'last words')
+            self.tr.abort()
+        self.run_soon(write_then_abort)
+        self.loop.run_until_complete(asyncio.sleep(0.01))
+        self.assertEqual(records(self.peer), [b'last words', b''])
+        self.assertEqual(self.proto.lost, [None])
+
+    def test_a_write_past_the_high_water_mark_goes_at_once(self):
+        self.tr.set_write_buffer_limits(high=100)
+
+        def write():
+            self.tr.write(b's' * 60)
+            self.tr.write(b'l' * 60)  # 120 > 100: both go now, in order
+            self.assertEqual(records(self.peer), [b's' * 60, b'l' * 60])
+            self.tr.write(b'x' * 101)  # alone past the mark
+            self.assertEqual(records(self.peer), [b'x' * 101])
+        self.run_soon(write)
+
+
+def loops():
+    """asyncio's own loop, then pact's."""
+    return [('asyncio', asyncio.SelectorEventLoop),
+            ('pact', lambda: pa.Loop(engine=ENGINE))]
+
+
+class WriteAfterCloseTests(unittest.TestCase):
+    """asyncio's socket transport keeps taking writes after close() while
+    it still has bytes buffered, and sends them before it closes; once
+    nothing is buffered, close() has closed and later writes are dropped.
+    Each test runs on asyncio's loop and on pact's: the same bytes arrive."""
+
+    def exchange(self, make_loop, scenario, rcvbuf=4096, events=None):
+        """Runs scenario(transport) in connection_made on a transport over a
+        Unix socket pair whose peer reads only after a while; returns what
+        the peer received and the protocol's connection_lost arguments."""
+        loop = make_loop()
+        try:
+            a, b = socket.socketpair()
+            b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            lost = loop.create_future()
+
+            log = events if events is not None else []
+
+            class Proto(asyncio.Protocol):
+                def connection_made(p, transport):
+                    scenario(transport)
+
+                def pause_writing(p):
+                    log.append('pause')
+
+                def resume_writing(p):
+                    log.append('resume')
+
+                def connection_lost(p, exc):
+                    log.append('lost')
+                    lost.set_result(exc)
+
+            received = bytearray()
+
+            def read_all():
+                b.settimeout(30)
+                while chunk := b.recv(1 << 16):
+                    received.extend(chunk)
+            reader = threading.Timer(0.2, read_all)
+
+            async def main():
+                await loop.connect_accepted_socket(Proto, a)
+                reader.start()
+                return await asyncio.wait_for(lost, 30)
+            exc = loop.run_until_complete(main())
+            reader.join()
+            b.close()
+            return bytes(received), exc
+        finally:
+            loop.close()
+
+    def both(self, scenario, **kw):
+        results = {}
+        for name, make_loop in loops():
+            with self.subTest(loop=name):
+                results[name] = self.exchange(make_loop, scenario, **kw)
+        return results
+
+    def test_a_write_after_close_with_bytes_buffered_is_sent(self):
+        big = bytes(i % 251 for i in range(1 << 20))
+        closing = {}
+
+        def scenario(tr):
+            tr.write(big)
+            tr.close()
+            closing['buffered'] = tr.get_write_buffer_size()
+            closing['is_closing'] = tr.is_closing()
+            tr.write(b'tail')
+        for name, (data, exc) in self.both(scenario).items():
+            with self.subTest(loop=name):
+                self.assertEqual(len(data), len(big) + 4)
+                self.assertEqual(data, big + b'tail')
+                self.assertIsNone(exc)
+        self.assertGreater(closing['buffered'], 0)
+        self.assertTrue(closing['is_closing'])
+
+    def test_a_write_after_close_in_a_later_callback_is_sent(self):
+        big = bytes(i % 251 for i in range(1 << 20))
+
+        def scenario(tr):
+            tr.write(big)
+            tr.close()
+            asyncio.get_running_loop().call_later(0.05, tr.write, b'later')
+        for name, (data, exc) in self.both(scenario).items():
+            with self.subTest(loop=name):
+                self.assertEqual(data, big + b'later')
+                self.assertIsNone(exc)
+
+    def test_flow_control_after_close_is_asyncio_s(self):
+        # Paused by the big write, the protocol hears resume_writing once
+        # the buffer drained, then connection_lost; the marks it set count.
+        big = bytes(1 << 20)
+
+        def scenario(tr):
+            tr.set_write_buffer_limits(high=1 << 16, low=1 << 14)
+            tr.write(big)
+            tr.close()
+            tr.write(b'tail')
+            assert tr.get_write_buffer_limits() == (1 << 14, 1 << 16)
+        for name, make_loop in loops():
+            with self.subTest(loop=name):
+                events = []
+                data, exc = self.exchange(make_loop, scenario, events=events)
+                self.assertEqual(data, big + b'tail')
+                self.assertEqual(events, ['pause', 'resume', 'lost'])
+
+    def test_a_write_after_close_with_nothing_buffered_is_dropped(self):
+        def scenario(tr):
+            tr.write(b'small')
+            tr.close()
+            tr.write(b'dropped')
+        for name, (data, exc) in self.both(scenario, rcvbuf=1 << 16).items():
+            with self.subTest(loop=name):
+                self.assertEqual(data, b'small')
+                self.assertIsNone(exc)
+
+
+if __name__ == '__main__':
+    unittest.main()
