@@ -2025,7 +2025,18 @@ PACT_API int pact_signal_set_ref(pact_loop *loop, pact_signal sig, int ref);
  * SIG_IGN or reap with waitpid(-1) elsewhere, or the exit status is lost
  * (the returncode is then 255 and an error is reported, as asyncio does).
  * The pointer stays valid until connection_lost has returned; after that
- * it is freed and must not be used. */
+ * it is freed and must not be used.
+ *
+ * On Windows the child is started with CreateProcessW (argv quoted so
+ * the child's C runtime parses it back unchanged; a quote in argv[0] is
+ * -EINVAL), its pipes are named pipes (the parent's end overlapped),
+ * only its three standard handles are inherited, and the exit is a wait
+ * on the process handle. The returncode is the exit code
+ * (GetExitCodeProcess, a DWORD read as int); kill, terminate and close
+ * use TerminateProcess with exit code 1, as asyncio does there.
+ * PACT_STDIO_FD takes a HANDLE (0, 1 and 2 name this process's standard
+ * handles); new_session and set_umask answer -ENOTSUP, new_process_group
+ * is CREATE_NEW_PROCESS_GROUP. */
 typedef struct pact_process pact_process;
 
 /* Where one of the child's fds 0, 1, 2 comes from. */
@@ -2141,7 +2152,10 @@ PACT_API int pact_process_write_eof(pact_process *p);
 
 /* Sends signo to the child through its pidfd. Returns 0, or -ESRCH once
  * the process has exited and been reaped, or the transport is closed —
- * never a signal to a recycled pid; -EINVAL for a bad signal number. */
+ * never a signal to a recycled pid; -EINVAL for a bad signal number. On
+ * Windows: SIGTERM and SIGKILL are TerminateProcess (exit code 1),
+ * SIGBREAK a Ctrl-Break to a child started with new_process_group, 0
+ * checks it runs; other signals answer -ENOTSUP. */
 PACT_API int pact_process_send_signal(pact_process *p, int signo);
 
 /* pact_process_send_signal(p, SIGTERM). */

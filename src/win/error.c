@@ -185,7 +185,22 @@ int pact__win_error(DWORD err)
         return -ENOTSUP;
     case ERROR_FILE_NOT_FOUND:
     case ERROR_PATH_NOT_FOUND:
+    case ERROR_INVALID_NAME:
         return -ENOENT;
+    case ERROR_DIRECTORY:
+        return -ENOTDIR;
+    case ERROR_BAD_EXE_FORMAT:
+    case ERROR_EXE_MACHINE_TYPE_MISMATCH:
+        return -ENOEXEC;
+    case ERROR_DIR_NOT_EMPTY:
+        return -ENOTEMPTY;
+    case ERROR_NOT_SAME_DEVICE:
+        return -EXDEV;
+    case ERROR_SHARING_VIOLATION:
+    case ERROR_LOCK_VIOLATION:
+        return -EBUSY;
+    case ERROR_FILENAME_EXCED_RANGE:
+        return -ENAMETOOLONG;
     case ERROR_FILE_EXISTS:
     case ERROR_ALREADY_EXISTS:
         return -EEXIST;

@@ -39,10 +39,6 @@ Test(public_functions, linux_only_functions_answer_enotsup_and_clear_out)
     cr_assert_eq(pact_signal_add(loop, 15, on_signal, NULL), -ENOTSUP);
 
     pact_process_options po = {0};
-    pact_process *proc = (pact_process *)&po;
-    cr_assert_eq(pact_process_spawn(loop, &po, NULL, NULL, &proc), -ENOTSUP);
-    cr_assert_null(proc);
-
     pact_tty *tty = (pact_tty *)&po;
     cr_assert_eq(pact_tty_open(loop, 0, NULL, NULL, &tty), -ENOTSUP);
     cr_assert_null(tty);

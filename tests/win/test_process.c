@@ -1,0 +1,787 @@
+/* SPDX-License-Identifier: MIT */
+/* Subprocesses on Windows: the same protocol order as on Linux (the
+ * recording protocol below is tests/test_process.c's), CreateProcess with
+ * every stdio kind, argv quoted so the child's C runtime gives it back
+ * unchanged, the child's environment, PATH and directory, kill and
+ * terminate (TerminateProcess: exit code 1), close killing a running
+ * child and not one that has exited, loop close, waits, and spawn
+ * failures leaving no handle — counted by pact and by the system (every
+ * handle value GetHandleInformation accepts: Wine's GetProcessHandleCount
+ * answers 0). The child is tests/win/child.exe (there is no sh). */
+#include <signal.h>
+#include <stdio.h>
+
+#include "helpers.h"
+
+TestSuite(process, .timeout = 120);
+
+long pact__win_process_handles_held(void);
+
+/* ---- a recording protocol that checks the order --------------------------- */
+
+typedef struct rec {
+    pact_process *p;
+    int seq;
+    int made, exited, lost;  /* sequence numbers, 0 = not yet */
+    int pipe_lost[3];        /* sequence numbers */
+    int pipe_err[3];
+    int after_lost;          /* callbacks after connection_lost: must be 0 */
+    int returncode;          /* read in process_exited */
+    char out[3][4096];       /* the first bytes of fd 1 and 2 */
+    size_t len[3];           /* bytes received per fd */
+    uint64_t nonzero;        /* bytes that were not '\0' (large output) */
+    /* Flow control on stdout: pause after this many bytes per burst. */
+    size_t pause_every;
+    size_t since_pause;
+    uint64_t pauses;
+    /* Things to do in callbacks. */
+    int kill_in_exited;      /* call kill in process_exited: expect -ESRCH */
+    int kill_result;
+    int kill_in_lost_result;
+    int close_in_lost_result; /* pact_process_close in connection_lost */
+    int write_in_exited;     /* write 1 MiB to stdin in process_exited */
+    int write_result;
+} rec;
+
+static void on_made(pact_process *p, void *user)
+{
+    rec *r = user;
+    cr_assert_eq(r->made, 0, "connection_made twice");
+    cr_assert_eq(r->lost, 0);
+    cr_assert_eq(r->exited, 0, "process_exited before connection_made");
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(r->pipe_lost[i], 0, "pipe lost before connection_made");
+    r->p = p;
+    r->made = ++r->seq;
+}
+
+static void resume_cb(pact_loop *loop, void *user)
+{
+    (void)loop;
+    rec *r = user;
+    pact_transport *t = pact_process_pipe(r->p, 1);
+    if (t)
+        cr_assert_eq(pact_transport_resume_reading(t), 0);
+}
+
+static void on_data(pact_process *p, int fd, const void *data, size_t len,
+                    void *user)
+{
+    rec *r = user;
+    cr_assert(r->made, "data before connection_made");
+    cr_assert(fd == 1 || fd == 2, "data on fd %d", fd);
+    cr_assert_eq(r->pipe_lost[fd], 0, "data after its pipe was lost");
+    if (r->lost)
+        r->after_lost++;
+    size_t room = sizeof r->out[fd] - 1 - (r->len[fd] < sizeof r->out[fd] - 1
+                                               ? r->len[fd]
+                                               : sizeof r->out[fd] - 1);
+    size_t n = len < room ? len : room;
+    memcpy(r->out[fd] + r->len[fd], data, n);
+    r->len[fd] += len;
+    const char *d = data;
+    for (size_t i = 0; i < len; i++)
+        r->nonzero += d[i] != 0;
+    if (r->pause_every && fd == 1) {
+        r->since_pause += len;
+        if (r->since_pause >= r->pause_every) {
+            r->since_pause = 0;
+            pact_transport *t = pact_process_pipe(p, 1);
+            cr_assert_not_null(t);
+            cr_assert_eq(pact_transport_pause_reading(t), 0);
+            r->pauses++;
+            cr_assert_gt(pact_call_later(pact_transport_loop(t), 1 * MS,
+                                         resume_cb, r), 0);
+        }
+    }
+}
+
+static void on_pipe_lost(pact_process *p, int fd, int err, void *user)
+{
+    (void)p;
+    rec *r = user;
+    cr_assert(r->made, "pipe lost before connection_made");
+    cr_assert(fd >= 0 && fd <= 2);
+    cr_assert_eq(r->pipe_lost[fd], 0, "pipe %d lost twice", fd);
+    if (r->lost)
+        r->after_lost++;
+    r->pipe_lost[fd] = ++r->seq;
+    r->pipe_err[fd] = err;
+}
+
+static void on_exited(pact_process *p, void *user)
+{
+    rec *r = user;
+    cr_assert(r->made, "exited before connection_made");
+    cr_assert_eq(r->exited, 0, "process_exited twice");
+    if (r->lost)
+        r->after_lost++;
+    r->exited = ++r->seq;
+    cr_assert_eq(pact_process_returncode(p, &r->returncode), 0);
+    if (r->kill_in_exited)
+        r->kill_result = pact_process_kill(p);
+    if (r->write_in_exited) {
+        static char big[1 << 20];
+        r->write_result = pact_process_write(p, big, sizeof big);
+    }
+}
+
+static void on_lost(pact_process *p, void *user)
+{
+    rec *r = user;
+    cr_assert(r->made && r->exited, "connection_lost before exit");
+    cr_assert_eq(r->lost, 0, "connection_lost twice");
+    int rc;
+    cr_assert_eq(pact_process_returncode(p, &rc), 0);
+    cr_assert_eq(rc, r->returncode);
+    r->kill_in_lost_result = pact_process_send_signal(p, SIGTERM);
+    /* Nothing is left to close: -EALREADY, whether the process was
+     * closed or ended on its own, as a transport answers there. */
+    r->close_in_lost_result = pact_process_close(p);
+    r->lost = ++r->seq;
+}
+
+static const pact_subprocess_protocol rec_proto = {
+    .connection_made = on_made,
+    .pipe_data_received = on_data,
+    .pipe_connection_lost = on_pipe_lost,
+    .process_exited = on_exited,
+    .connection_lost = on_lost,
+};
+
+/* Checks connection_lost came last, after every pipe was lost. */
+static void assert_finished(const rec *r, const pact_process_options *o)
+{
+    cr_assert(r->lost, "connection_lost never came");
+    cr_assert_eq(r->after_lost, 0);
+    cr_assert_gt(r->exited, r->made);
+    cr_assert_gt(r->lost, r->exited);
+    for (int i = 0; i < 3; i++) {
+        if (o->stdio[i].kind == PACT_STDIO_PIPE) {
+            cr_assert_gt(r->pipe_lost[i], r->made, "pipe %d never lost", i);
+            cr_assert_lt(r->pipe_lost[i], r->lost);
+        } else {
+            cr_assert_eq(r->pipe_lost[i], 0);
+        }
+    }
+}
+
+static pact_process *spawn(pact_loop *loop, pact_process_options *o, rec *r)
+{
+    pact_process *p = NULL;
+    int e = pact_process_spawn(loop, o, &rec_proto, r, &p);
+    cr_assert_eq(e, 0, "spawn: %s", pact_strerror(e));
+    cr_assert_not_null(p);
+    cr_assert_gt(pact_process_pid(p), 0);
+    return p;
+}
+
+static void set_stdio(pact_process_options *o, pact_stdio_kind in,
+                      pact_stdio_kind out, pact_stdio_kind err)
+{
+    o->stdio[0].kind = in;
+    o->stdio[1].kind = out;
+    o->stdio[2].kind = err;
+}
+
+/* ---- Windows helpers ---------------------------------------------------------- */
+
+/* tests/win/child.exe, beside this program. */
+static const char *child_path(void)
+{
+    static char path[MAX_PATH];
+    if (!path[0]) {
+        DWORD n = GetModuleFileNameA(NULL, path, sizeof path);
+        cr_assert(n > 0 && n < sizeof path);
+        char *slash = strrchr(path, '\\');
+        cr_assert_not_null(slash);
+        snprintf(slash + 1, sizeof path - (size_t)(slash + 1 - path),
+                 "child.exe");
+    }
+    return path;
+}
+
+/* The directory of child.exe, for PATH. */
+static const char *child_dir(void)
+{
+    static char dir[MAX_PATH];
+    snprintf(dir, sizeof dir, "%s", child_path());
+    *strrchr(dir, '\\') = 0;
+    return dir;
+}
+
+/* The handles of this process, as the system sees them: every handle
+ * value GetHandleInformation accepts. */
+static int os_handles(void)
+{
+    int n = 0;
+    for (ULONG_PTR v = 4; v < (1u << 18); v += 4) {
+        DWORD flags;
+        if (GetHandleInformation((HANDLE)v, &flags))
+            n++;
+    }
+    return n;
+}
+
+/* A fresh temporary file the child's output goes to (an inheritable-
+ * duplicated HANDLE in PACT_STDIO_FD), read back by file_text(). */
+typedef struct out_file {
+    char path[MAX_PATH];
+    HANDLE h;
+} out_file;
+
+static void out_file_open(out_file *f)
+{
+    static int serial;
+    char dir[MAX_PATH];
+    GetTempPathA(sizeof dir, dir);
+    snprintf(f->path, sizeof f->path, "%spact-proc-%lu-%d.txt", dir,
+             GetCurrentProcessId(), serial++);
+    f->h = CreateFileA(f->path, GENERIC_READ | GENERIC_WRITE,
+                       FILE_SHARE_READ | FILE_SHARE_WRITE, NULL, CREATE_ALWAYS,
+                       FILE_ATTRIBUTE_TEMPORARY, NULL);
+    cr_assert_neq(f->h, INVALID_HANDLE_VALUE);
+}
+
+/* The file's bytes as a string (the child has exited). */
+static char *out_file_text(out_file *f)
+{
+    static char text[8192];
+    DWORD n = 0;
+    cr_assert_neq(SetFilePointer(f->h, 0, NULL, FILE_BEGIN),
+                  INVALID_SET_FILE_POINTER);
+    cr_assert(ReadFile(f->h, text, sizeof text - 1, &n, NULL));
+    text[n] = 0;
+    return text;
+}
+
+static void out_file_close(out_file *f)
+{
+    CloseHandle(f->h);
+    DeleteFileA(f->path);
+}
+
+static void set_fd(pact_process_options *o, int i, HANDLE h)
+{
+    o->stdio[i].kind = PACT_STDIO_FD;
+    o->stdio[i].fd = (int)(intptr_t)h;
+}
+
+/* Blocks until the child has exited (without the loop seeing it). */
+static void wait_exited(pact_process *p)
+{
+    HANDLE h = OpenProcess(SYNCHRONIZE, FALSE, (DWORD)pact_process_pid(p));
+    cr_assert_not_null(h);
+    cr_assert_eq(WaitForSingleObject(h, 10000), WAIT_OBJECT_0);
+    CloseHandle(h);
+}
+
+#define CHILD(...) {(char *)child_path(), __VA_ARGS__, NULL}
+
+/* ---- exit and order -------------------------------------------------------------- */
+
+Test(process, exit_code_in_order)
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = CHILD("exit", "7");
+    pact_process_options o = {.size = sizeof o, .argv = argv};
+    rec r = {0};
+    pact_process *p = spawn(loop, &o, &r);
+    int rc;
+    cr_assert_eq(pact_process_returncode(p, &rc), -EAGAIN);
+    cr_assert_eq(pact_process_loop(p), loop);
+    cr_assert_eq(pact_process_user(p), &r);
+    cr_assert_null(pact_process_pipe(p, 1));
+    pact_loop_run(loop);
+    assert_finished(&r, &o);
+    cr_assert_eq(r.returncode, 7);
+    cr_assert_eq(pact__win_process_handles_held(), 0);
+    test_loop_free(loop);
+}
+
+/* Exits before setup with no pipes at all: the exit is the first event
+ * the loop sees, in the same iteration as connection_made or earlier. */
+Test(process, exits_before_setup_no_pipes)
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = CHILD("exit", "1");
+    pact_process_options o = {.size = sizeof o, .argv = argv};
+    rec r = {0};
+    pact_process *p = spawn(loop, &o, &r);
+    wait_exited(p);
+    Sleep(50); /* the wait's packet is queued before the loop runs */
+    pact_loop_run_once(loop, 0);
+    pact_loop_run(loop);
+    assert_finished(&r, &o);
+    cr_assert_eq(r.returncode, 1);
+    test_loop_free(loop);
+}
+
+/* Exit codes are 32 bits on Windows: one above 255 comes back whole. */
+Test(process, wide_exit_code)
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = CHILD("exit", "4660");
+    pact_process_options o = {.size = sizeof o, .argv = argv};
+    rec r = {0};
+    spawn(loop, &o, &r);
+    pact_loop_run(loop);
+    assert_finished(&r, &o);
+    cr_assert_eq(r.returncode, 4660);
+    test_loop_free(loop);
+}
+
+/* ---- what the child is given ---------------------------------------------------- */
+
+Test(process, argv_quoted_for_the_c_runtime)
+{
+    pact_loop *loop = test_loop_new();
+    /* Blanks, quotes, backslashes before quotes and at the end, an empty
+     * argument, a UNC-like path, tabs: each must arrive unchanged. */
+    static const char *args[] = {
+        "plain", "two words", "", "\"", "a\"b", "\\", "a\\", "a\\\\",
+        "a\\\"b", "a\\\\\"b", "\\\\server\\share\\", "trailing space ",
+        "tab\there", "back\\slash\\in\\middle", "\"quoted\"", "x\\\\\\\"y",
+        "%PATH%", "semi;colon", "new\nline",
+    };
+    enum { N = sizeof args / sizeof args[0] };
+    char *argv[N + 3];
+    argv[0] = (char *)child_path();
+    argv[1] = "argv";
+    for (int i = 0; i < N; i++)
+        argv[i + 2] = (char *)args[i];
+    argv[N + 2] = NULL;
+    out_file f;
+    out_file_open(&f);
+    pact_process_options o = {.size = sizeof o, .argv = argv};
+    set_fd(&o, 1, f.h);
+    rec r = {0};
+    spawn(loop, &o, &r);
+    pact_loop_run(loop);
+    assert_finished(&r, &o);
+    cr_assert_eq(r.returncode, 0);
+    char expect[4096] = "", item[512];
+    for (int i = 0; i < N; i++) {
+        snprintf(item, sizeof item, "%u:%s\n", (unsigned)strlen(args[i]),
+                 args[i]);
+        strcat(expect, item);
+    }
+    cr_assert_str_eq(out_file_text(&f), expect);
+    out_file_close(&f);
+    test_loop_free(loop);
+}
+
+Test(process, environment_path_and_directory)
+{
+    pact_loop *loop = test_loop_new();
+    /* The program found by name in the PATH of the child's environment
+     * (not this process's), with ".exe" added. */
+    char path_var[MAX_PATH + 8];
+    snprintf(path_var, sizeof path_var, "PATH=%s", child_dir());
+    char *envp[] = {"PACT_TEST_VALUE=with spaces = and more", path_var,
+                    "SystemRoot=C:\\windows", NULL};
+    char *argv[] = {"child", "env", "PACT_TEST_VALUE", NULL};
+    out_file f;
+    out_file_open(&f);
+    pact_process_options o = {.size = sizeof o, .argv = argv, .envp = envp};
+    set_fd(&o, 1, f.h);
+    rec r = {0};
+    spawn(loop, &o, &r);
+    pact_loop_run(loop);
+    assert_finished(&r, &o);
+    cr_assert_eq(r.returncode, 0);
+    cr_assert_str_eq(out_file_text(&f), "with spaces = and more");
+    out_file_close(&f);
+
+    /* Not in this process's environment: unset in an inherited one. */
+    char *argv2[] = CHILD("env", "PACT_TEST_VALUE");
+    out_file f2;
+    out_file_open(&f2);
+    pact_process_options o2 = {.size = sizeof o2, .argv = argv2};
+    set_fd(&o2, 1, f2.h);
+    rec r2 = {0};
+    spawn(loop, &o2, &r2);
+    pact_loop_run(loop);
+    cr_assert_str_eq(out_file_text(&f2), "(unset)");
+    out_file_close(&f2);
+
+    /* cwd. */
+    char dir[MAX_PATH];
+    GetTempPathA(sizeof dir, dir);
+    dir[strlen(dir) - 1] = 0; /* no trailing backslash */
+    char *argv3[] = CHILD("cwd");
+    out_file f3;
+    out_file_open(&f3);
+    pact_process_options o3 = {.size = sizeof o3, .argv = argv3, .cwd = dir};
+    set_fd(&o3, 1, f3.h);
+    rec r3 = {0};
+    spawn(loop, &o3, &r3);
+    pact_loop_run(loop);
+    cr_assert_eq(_stricmp(out_file_text(&f3), dir), 0, "%s vs %s",
+                 out_file_text(&f3), dir);
+    out_file_close(&f3);
+    test_loop_free(loop);
+}
+
+/* DEVNULL gives EOF at once; STDOUT puts stderr where stdout goes; FD 1
+ * is this process's own stdout... here the file (as a HANDLE). */
+Test(process, devnull_fd_and_stderr_to_stdout)
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = CHILD("std");
+    out_file f;
+    out_file_open(&f);
+    pact_process_options o = {.size = sizeof o, .argv = argv};
+    o.stdio[0].kind = PACT_STDIO_DEVNULL;
+    set_fd(&o, 1, f.h);
+    o.stdio[2].kind = PACT_STDIO_STDOUT;
+    rec r = {0};
+    spawn(loop, &o, &r);
+    pact_loop_run(loop);
+    assert_finished(&r, &o);
+    cr_assert_eq(r.returncode, 0);
+    cr_assert_str_eq(out_file_text(&f), "outerrin:0");
+    out_file_close(&f);
+    test_loop_free(loop);
+}
+
+/* ---- kill, terminate, signals ------------------------------------------------------ */
+
+static void kill_case(int (*send)(pact_process *))
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = CHILD("sleep", "60000");
+    pact_process_options o = {.size = sizeof o, .argv = argv};
+    rec r = {0};
+    pact_process *p = spawn(loop, &o, &r);
+    run_until(loop, &r.made, 5000);
+    cr_assert_eq(pact_process_send_signal(p, 0), 0, "still running");
+    uint64_t start = pact_now();
+    cr_assert_eq(send(p), 0);
+    pact_loop_run(loop);
+    cr_assert_lt(pact_now() - start, 10000 * MS);
+    assert_finished(&r, &o);
+    /* TerminateProcess with exit code 1, as asyncio and libuv: Windows
+     * has no signal to report. */
+    cr_assert_eq(r.returncode, 1);
+    test_loop_free(loop);
+}
+
+Test(process, kill) { kill_case(pact_process_kill); }
+Test(process, terminate) { kill_case(pact_process_terminate); }
+
+Test(process, signal_after_exit_is_esrch)
+{
+    pact_loop *loop = test_loop_new();
+    /* A bystander that must survive. */
+    char *sleeper_argv[] = CHILD("sleep", "60000");
+    pact_process_options so = {.size = sizeof so, .argv = sleeper_argv};
+    rec sr = {0};
+    pact_process *sleeper = spawn(loop, &so, &sr);
+
+    char *argv[] = CHILD("exit", "0");
+    pact_process_options o = {.size = sizeof o, .argv = argv};
+    rec r = {.kill_in_exited = 1};
+    spawn(loop, &o, &r);
+    run_until(loop, &r.lost, 10000);
+    cr_assert_eq(r.kill_result, -ESRCH);
+    cr_assert_eq(r.kill_in_lost_result, -ESRCH);
+    cr_assert_eq(r.close_in_lost_result, -EALREADY);
+    cr_assert_eq(sr.exited, 0, "the bystander was hit");
+    cr_assert_eq(pact_process_send_signal(sleeper, 99), -EINVAL);
+    /* What Windows cannot deliver says so. */
+    cr_assert_eq(pact_process_send_signal(sleeper, SIGINT), -ENOTSUP);
+    cr_assert_eq(pact_process_send_signal(sleeper, SIGBREAK), -ENOTSUP,
+                 "Ctrl-Break needs the child's own process group");
+    cr_assert_eq(pact_process_close(sleeper), 0);
+    cr_assert_eq(pact_process_close(sleeper), -EALREADY);
+    cr_assert_eq(pact_process_kill(sleeper), -ESRCH, "signal after close");
+    pact_loop_run(loop);
+    cr_assert_eq(sr.returncode, 1);
+    cr_assert_eq(sr.close_in_lost_result, -EALREADY);
+    test_loop_free(loop);
+}
+
+/* ---- close ------------------------------------------------------------------------- */
+
+Test(process, close_kills_running)
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = CHILD("sleep", "60000");
+    pact_process_options o = {.size = sizeof o, .argv = argv};
+    rec r = {0};
+    pact_process *p = spawn(loop, &o, &r);
+    run_until(loop, &r.made, 5000);
+    uint64_t start = pact_now();
+    cr_assert_eq(pact_process_close(p), 0);
+    pact_loop_run(loop);
+    cr_assert_lt(pact_now() - start, 10000 * MS);
+    assert_finished(&r, &o);
+    cr_assert_eq(r.returncode, 1);
+    cr_assert_eq(pact__win_process_handles_held(), 0);
+    test_loop_free(loop);
+}
+
+Test(process, close_does_not_kill_finished)
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = CHILD("exit", "7");
+    pact_process_options o = {.size = sizeof o, .argv = argv};
+    rec r = {0};
+    pact_process *p = spawn(loop, &o, &r);
+    wait_exited(p);
+    cr_assert_eq(pact_process_close(p), 0); /* exited, not reported yet */
+    pact_loop_run(loop);
+    assert_finished(&r, &o);
+    cr_assert_eq(r.returncode, 7);
+    test_loop_free(loop);
+}
+
+Test(process, close_before_connection_made)
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = CHILD("sleep", "60000");
+    pact_process_options o = {.size = sizeof o, .argv = argv};
+    rec r = {0};
+    pact_process *p = spawn(loop, &o, &r);
+    cr_assert_eq(pact_process_close(p), 0);
+    pact_loop_run(loop);
+    assert_finished(&r, &o);
+    cr_assert_eq(r.made, 1);
+    cr_assert_eq(r.returncode, 1);
+    test_loop_free(loop);
+}
+
+Test(process, loop_close_kills_and_waits)
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = CHILD("sleep", "60000");
+    pact_process_options o = {.size = sizeof o, .argv = argv};
+    rec r = {0};
+    pact_process *p = spawn(loop, &o, &r);
+    HANDLE h = OpenProcess(SYNCHRONIZE, FALSE, (DWORD)pact_process_pid(p));
+    cr_assert_not_null(h);
+    pact_loop_run_once(loop, 0);
+    test_loop_free(loop); /* closes the loop with the process open */
+    assert_finished(&r, &o);
+    cr_assert_eq(r.returncode, 1);
+    cr_assert_eq(WaitForSingleObject(h, 0), WAIT_OBJECT_0, "still running");
+    CloseHandle(h);
+    cr_assert_eq(pact__win_process_handles_held(), 0);
+}
+
+/* ---- waiting ------------------------------------------------------------------------ */
+
+typedef struct waited {
+    int calls;
+    int64_t result;
+} waited;
+
+static void wait_cb(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    waited *w = user;
+    w->calls++;
+    w->result = c->result;
+}
+
+Test(process, wait_many_and_cancel)
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = CHILD("sleep", "60000");
+    pact_process_options o = {.size = sizeof o, .argv = argv};
+    rec r = {0};
+    pact_process *p = spawn(loop, &o, &r);
+    waited w[4] = {0};
+    pact_op ops[4];
+    for (int i = 0; i < 4; i++) {
+        ops[i] = pact_process_wait(p, wait_cb, &w[i]);
+        cr_assert_gt(ops[i], 0);
+    }
+    cr_assert_eq(pact_op_cancel(loop, ops[3]), 0);
+    cr_assert_eq(pact_op_cancel(loop, ops[3]), -EALREADY);
+    cr_assert_eq(pact_op_set_timeout(loop, ops[2], 10 * MS), 0);
+    pact_loop_run_once(loop, 0);
+    cr_assert_eq(w[3].calls, 1);
+    cr_assert_eq(w[3].result, -ECANCELED);
+    run_until(loop, &w[2].calls, 5000);
+    cr_assert_eq(w[2].result, -ETIMEDOUT);
+    cr_assert_eq(pact_process_terminate(p), 0);
+    pact_loop_run(loop);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(w[i].calls, 1);
+        cr_assert_eq(w[i].result, 1);
+    }
+    cr_assert_eq(w[2].calls, 1);
+    cr_assert_eq(w[3].calls, 1);
+    test_loop_free(loop);
+}
+
+static void wait_in_exited(pact_process *p, void *user)
+{
+    waited *w = user;
+    cr_assert_gt(pact_process_wait(p, wait_cb, w), 0);
+}
+
+Test(process, wait_after_exit)
+{
+    pact_loop *loop = test_loop_new();
+    static const pact_subprocess_protocol proto = {
+        .process_exited = wait_in_exited};
+    char *argv[] = CHILD("exit", "42");
+    pact_process_options o = {.size = sizeof o, .argv = argv};
+    waited w = {0};
+    pact_process *p;
+    cr_assert_eq(pact_process_spawn(loop, &o, &proto, &w, &p), 0);
+    pact_loop_run(loop);
+    cr_assert_eq(w.calls, 1);
+    cr_assert_eq(w.result, 42);
+    test_loop_free(loop);
+}
+
+/* ---- spawn failures ------------------------------------------------------------------ */
+
+static int spawn_err(pact_loop *loop, pact_process_options *o)
+{
+    rec r = {0};
+    pact_process *p = (pact_process *)0x1;
+    int e = pact_process_spawn(loop, o, &rec_proto, &r, &p);
+    cr_assert_eq(p, (pact_process *)0x1, "*out set on failure");
+    pact_loop_run_once(loop, 0);
+    cr_assert_eq(r.made, 0, "callbacks after a failed spawn");
+    cr_assert_eq(pact__win_process_handles_held(), 0, "a handle is left");
+    return e;
+}
+
+Test(process, spawn_failures_leave_nothing)
+{
+    pact_loop *loop = test_loop_new();
+    pact_process_options o = PACT_PROCESS_OPTIONS_INIT;
+    set_stdio(&o, PACT_STDIO_PIPE, PACT_STDIO_PIPE, PACT_STDIO_PIPE);
+    /* Warm up what the system keeps open after a first use (the console,
+     * the NUL device's driver, the pipe file system). */
+    char *nope[] = {"C:\\nonexistent\\pact-no-such-program.exe", NULL};
+    o.argv = nope;
+    cr_assert_eq(spawn_err(loop, &o), -ENOENT);
+    int handles = os_handles();
+
+    cr_assert_eq(spawn_err(loop, &o), -ENOENT);
+    char *nope2[] = {"pact-no-such-program-in-path", NULL};
+    o.argv = nope2;
+    cr_assert_eq(spawn_err(loop, &o), -ENOENT);
+
+    /* A file that is not a program: CreateProcess refuses it after every
+     * pipe was made. */
+    char path[MAX_PATH], dir[MAX_PATH];
+    GetTempPathA(sizeof dir, dir);
+    snprintf(path, sizeof path, "%spact-not-a-program-%lu.exe", dir,
+             GetCurrentProcessId());
+    HANDLE f = CreateFileA(path, GENERIC_WRITE, 0, NULL, CREATE_ALWAYS, 0, NULL);
+    cr_assert_neq(f, INVALID_HANDLE_VALUE);
+    DWORD n;
+    cr_assert(WriteFile(f, "not a program\n", 14, &n, NULL));
+    CloseHandle(f);
+    char *noexec[] = {path, NULL};
+    o.argv = noexec;
+    int e = spawn_err(loop, &o);
+    cr_assert_eq(e, -ENOEXEC, "got %s", pact_err_name(e));
+    DeleteFileA(path);
+
+    char *ok[] = CHILD("exit", "0");
+    o.argv = ok;
+    o.cwd = "C:\\nonexistent-dir";
+    cr_assert_eq(spawn_err(loop, &o), -ENOENT);
+    o.cwd = child_path(); /* a file */
+    cr_assert_eq(spawn_err(loop, &o), -ENOTDIR);
+    o.cwd = NULL;
+
+    /* What Windows does not have. */
+    o.new_session = 1;
+    cr_assert_eq(spawn_err(loop, &o), -ENOTSUP);
+    o.new_session = 0;
+    o.set_umask = 1;
+    cr_assert_eq(spawn_err(loop, &o), -ENOTSUP);
+    o.set_umask = 0;
+
+    /* Misuse. */
+    char *quoted0[] = {"child\"", NULL};
+    o.argv = quoted0;
+    cr_assert_eq(spawn_err(loop, &o), -EINVAL, "a quote in argv[0]");
+    o.argv = NULL;
+    cr_assert_eq(spawn_err(loop, &o), -EINVAL);
+    o.argv = ok;
+    o.stdio[1].kind = PACT_STDIO_STDOUT;
+    cr_assert_eq(spawn_err(loop, &o), -EINVAL);
+    o.stdio[1].kind = PACT_STDIO_FD;
+    o.stdio[1].fd = -1;
+    cr_assert_eq(spawn_err(loop, &o), -EBADF);
+    o.stdio[1].kind = PACT_STDIO_PIPE;
+    pact_process *p;
+    cr_assert_eq(pact_process_spawn(loop, &o, NULL, NULL, &p), -EINVAL);
+    cr_assert_eq(pact_process_spawn(NULL, &o, &rec_proto, NULL, &p), -EINVAL);
+
+    cr_assert_eq(os_handles(), handles, "handle leak: %d before, %d after",
+                 handles, os_handles());
+    test_loop_free(loop);
+}
+
+/* ---- many short-lived children ------------------------------------------------------ */
+
+#define MANY_TOTAL 60
+#define MANY_CONCURRENT 10
+
+typedef struct many {
+    pact_loop *loop;
+    int started, finished, bad;
+} many;
+
+static void many_start(many *m);
+
+static void many_lost(pact_process *p, void *user)
+{
+    many *m = user;
+    int rc;
+    if (pact_process_returncode(p, &rc) != 0 || rc != 3)
+        m->bad++;
+    m->finished++;
+    many_start(m);
+}
+
+static void many_start(many *m)
+{
+    static const pact_subprocess_protocol proto = {.connection_lost = many_lost};
+    if (m->started == MANY_TOTAL)
+        return;
+    char *argv[] = CHILD("exit", "3");
+    pact_process_options o = {.size = sizeof o, .argv = argv};
+    pact_process *p;
+    cr_assert_eq(pact_process_spawn(m->loop, &o, &proto, m, &p), 0);
+    m->started++;
+}
+
+Test(process, many_children)
+{
+    pact_loop *loop = test_loop_new();
+    /* One first: the system's wait threads, made on first use, stay. */
+    char *argv[] = CHILD("exit", "3");
+    pact_process_options o = {.size = sizeof o, .argv = argv};
+    rec r = {0};
+    spawn(loop, &o, &r);
+    pact_loop_run(loop);
+    assert_finished(&r, &o);
+    int handles = os_handles();
+    many m = {.loop = loop};
+    for (int i = 0; i < MANY_CONCURRENT; i++)
+        many_start(&m);
+    pact_loop_run(loop);
+    cr_assert_eq(m.finished, MANY_TOTAL);
+    cr_assert_eq(m.bad, 0);
+    cr_assert_eq(pact__win_process_handles_held(), 0);
+    /* The system's pool threads (waits, and the thread pool's own) come
+     * and go and hold a handle each, so the count may move by a few; a
+     * handle left per child would add MANY_TOTAL. */
+    int after = os_handles();
+    cr_assert_leq(after, handles + 3, "handle leak: %d before, %d after",
+                  handles, after);
+    test_loop_free(loop);
+}
