@@ -1,11 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* What the portable core asks of the system, on Windows: naming a code
- * address for debug reports, and the close hook of a layer Windows does
- * not build yet (no signalfd: the loop owns no state of it there). */
+ * address for debug reports. */
 #include <stdio.h>
 
 #include "loop.h"
-#include "signals.h"
 
 void pact__describe_address(void *addr, char *buf, size_t len)
 {
@@ -22,9 +20,4 @@ void pact__describe_address(void *addr, char *buf, size_t len)
         return;
     }
     snprintf(buf, len, "%p", addr);
-}
-
-void pact__signals_close(pact_loop *loop)
-{
-    (void)loop;
 }
