@@ -919,17 +919,39 @@ typedef enum pact_stream_kind {
     PACT_STREAM_SOCKET = 0, /* a connected stream socket: TCP or Unix */
     PACT_STREAM_READ_PIPE,  /* the read end of a pipe or FIFO (or a tty) */
     PACT_STREAM_WRITE_PIPE, /* the write end of a pipe or FIFO */
+    /* A pipe read and written through one descriptor: a Windows named
+     * pipe (pact_pipe_server_accept(), pact_pipe_connect()); on Linux a
+     * pty master or another fd read and written as a file. It has no
+     * half-close: write_eof answers -ENOTSUP. */
+    PACT_STREAM_DUPLEX_PIPE,
 } pact_stream_kind;
 
-/* Wraps a connected fd in a transport. The transport owns fd from now on
- * (also on failure: then fd is closed). Its socket options are left as
- * they are (TCP_NODELAY is neither set nor cleared). connection_made runs
- * on the next iteration, and reading starts after it returns unless it
- * paused reading.
+/* Wraps a connected socket in a transport (kind PACT_STREAM_SOCKET; on
+ * Linux a pipe kind with a pipe fd works too, as
+ * pact_transport_open_pipe()). The transport owns fd from now on (also on
+ * failure: then fd is closed). Its socket options are left as they are
+ * (TCP_NODELAY is neither set nor cleared). connection_made runs on the
+ * next iteration, and reading starts after it returns unless it paused
+ * reading. On Windows fd is a SOCKET made for overlapped I/O (socket(),
+ * WSASocket with WSA_FLAG_OVERLAPPED) and a pipe kind is -EINVAL.
  * Returns 0 and sets *out, or a negative errno. */
-PACT_API int pact_transport_open(pact_loop *loop, int fd, pact_stream_kind kind,
+PACT_API int pact_transport_open(pact_loop *loop, pact_os_sock fd,
+                                 pact_stream_kind kind,
                                  const pact_protocol *proto, void *user,
                                  pact_transport **out);
+
+/* Wraps a pipe in a transport: kind PACT_STREAM_READ_PIPE,
+ * PACT_STREAM_WRITE_PIPE or PACT_STREAM_DUPLEX_PIPE (a socket kind is
+ * -EINVAL). The same transport as on a socket: flow control with the
+ * write marks, pause_reading without loss, close flushing, exactly one
+ * connection_lost. On Windows fd is a HANDLE opened for overlapped I/O
+ * (a named pipe; anonymous pipes cannot be overlapped). The transport
+ * owns fd from now on (also on failure: then it is closed). Returns 0
+ * and sets *out, or a negative errno. */
+PACT_API int pact_transport_open_pipe(pact_loop *loop, pact_os_fd fd,
+                                      pact_stream_kind kind,
+                                      const pact_protocol *proto, void *user,
+                                      pact_transport **out);
 
 /* Queues data for sending. The data is copied: the caller may reuse its
  * buffer at once. Writes after close() or abort() are dropped and counted
@@ -944,11 +966,12 @@ PACT_API int pact_transport_writev(pact_transport *t, const struct iovec *iov,
 
 /* Half-close: after the buffered data has been sent, shut down the writing
  * side (the peer sees EOF). Reading goes on. Returns 0, or -ENOTSUP on a
- * read pipe, -ESHUTDOWN (closing), -EALREADY (called before), -EPIPE (a
+ * read or duplex pipe, -ESHUTDOWN (closing), -EALREADY (called before), -EPIPE (a
  * TLS transport whose connection underneath is gone, as its writes). */
 PACT_API int pact_transport_write_eof(pact_transport *t);
 
-/* Whether write_eof is possible (stream sockets and write pipes). */
+/* Whether write_eof is possible (stream sockets and write pipes; not
+ * read or duplex pipes). */
 PACT_API int pact_transport_can_write_eof(const pact_transport *t);
 
 /* Closes: stops reading, sends what is buffered, then closes the fd and
@@ -1022,7 +1045,9 @@ PACT_API int pact_transport_set_protocol(pact_transport *t,
 
 /* The transport's loop, fd, kind and protocol user pointer. */
 PACT_API pact_loop *pact_transport_loop(const pact_transport *t);
-/* The fd (still owned by the transport), or -EBADF once it is closed. */
+/* The fd (still owned by the transport), or -EBADF once it is closed. On
+ * Windows the SOCKET or HANDLE as an int (Windows handle values fit in 32
+ * bits: cast back through intptr_t). */
 PACT_API int pact_transport_fd(const pact_transport *t);
 /* Which kind of fd the transport wraps. */
 PACT_API pact_stream_kind pact_transport_kind(const pact_transport *t);

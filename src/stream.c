@@ -6,8 +6,10 @@
  *
  * Reading: sockets keep one multishot receive in flight
  * (pact_recv_multishot), which reads into buffers the loop lends, so a
- * connection owns no receive buffer; pipes keep one read into a buffer of
- * their own. Pausing cancels the multishot receive, but nothing is lost
+ * connection owns no receive buffer; pipes (read and duplex) keep one
+ * read into a buffer of their own. On Windows the pipes are overlapped
+ * HANDLEs (named pipes), read and written with ReadFile/WriteFile on the
+ * completion port through the same pact_read/pact_write. Pausing cancels the multishot receive, but nothing is lost
  * (what lost data in asyncio, bpo-33694): bytes that still arrive before
  * its final completion are copied into `held` (allocated only then) and
  * handed over on resume, in order, before the next receive is started.
@@ -279,11 +281,26 @@ static void stream_set_ref(pact_endpoint *e, int ref)
         s->more->item->ops->set_ref(s->more->item, ref);
 }
 
+/* Closes the descriptor a stream owns: a socket, or a pipe (on Windows a
+ * HANDLE, which closesocket does not close). */
+static void close_fd(int fd, pact_stream_kind kind)
+{
+#ifdef _WIN32
+    if (kind != PACT_STREAM_SOCKET) {
+        CloseHandle((HANDLE)(intptr_t)fd);
+        return;
+    }
+#else
+    (void)kind;
+#endif
+    close(fd);
+}
+
 static void stream_lost(pact_endpoint *e)
 {
     pact_stream *s = stream_of_ep(e);
     if (s->fd >= 0) {
-        close(s->fd);
+        close_fd(s->fd, (pact_stream_kind)s->t.kind);
         s->fd = -EBADF;
     }
     if (s->t.proto && s->t.proto->connection_lost)
@@ -426,7 +443,7 @@ static void on_recv_multi(pact_loop *loop, const pact_completion *c, void *arg)
         on_read_end(s, c->result);
 }
 
-/* Pipes: one read at a time into the stream's buffer. */
+/* Pipes (read and duplex): one read at a time into the stream's buffer. */
 static void on_read(pact_loop *loop, const pact_completion *c, void *arg)
 {
     (void)loop;
@@ -681,8 +698,9 @@ static size_t send_now(pact_stream *s, const struct iovec *iov, int iovcnt)
         struct msghdr mh = {.msg_iov = (struct iovec *)iov,
                             .msg_iovlen = (size_t)iovcnt};
         n = sendmsg(s->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
-#ifndef _WIN32 /* pipe transports are not on Windows yet */
-    } else if (s->t.kind == PACT_STREAM_WRITE_PIPE) {
+#ifndef _WIN32 /* a HANDLE has no per-call "do not block" either */
+    } else if (s->t.kind == PACT_STREAM_WRITE_PIPE ||
+               s->t.kind == PACT_STREAM_DUPLEX_PIPE) {
         uint8_t refuses = s->refuses_rwf_nowait;
         n = pact__rw_nowait(s->fd, 1, iov, iovcnt, -1, &refuses);
         s->refuses_rwf_nowait = refuses;
@@ -851,18 +869,14 @@ int pact__transport_create(pact_loop *loop, int fd, pact_stream_kind kind,
         r = PACT_MISUSE(loop, -EINVAL, "protocol or out is NULL");
     if (r == 0 && fd < 0)
         r = PACT_MISUSE(loop, -EBADF, "fd is negative");
-    if (r == 0 && (int)kind > PACT_STREAM_WRITE_PIPE)
+    if (r == 0 && (int)kind > PACT_STREAM_DUPLEX_PIPE)
         r = PACT_MISUSE(loop, -EINVAL, "unknown stream kind");
-#ifdef _WIN32
-    if (r == 0 && kind != PACT_STREAM_SOCKET)
-        r = -ENOTSUP; /* pipe transports: not on Windows yet */
-#endif
     pact_stream *s = r == 0 ? calloc(1, sizeof *s) : NULL;
     if (r == 0 && !s)
         r = -ENOMEM;
     if (r != 0) {
         if (fd >= 0)
-            close(fd);
+            close_fd(fd, kind);
         return r;
     }
     pact__transport_init(&s->t, loop, &stream_ops, kind, proto, user);
@@ -870,7 +884,7 @@ int pact__transport_create(pact_loop *loop, int fd, pact_stream_kind kind,
     /* connection_made on the next iteration, as asyncio does: the caller
      * gets the transport before any protocol callback runs. */
     if (pact__endpoint_soon(&s->t.ep, connection_made) < 0) {
-        close(fd);
+        close_fd(fd, kind);
         free(s);
         return -ENOMEM;
     }
@@ -879,10 +893,47 @@ int pact__transport_create(pact_loop *loop, int fd, pact_stream_kind kind,
     return 0;
 }
 
-int pact_transport_open(pact_loop *loop, int fd, pact_stream_kind kind,
+int pact_transport_open(pact_loop *loop, pact_os_sock fd, pact_stream_kind kind,
                         const pact_protocol *proto, void *user,
                         pact_transport **out)
 {
-    return pact__transport_create(loop, fd, kind, proto, user,
+#ifdef _WIN32
+    /* A SOCKET: pipes are HANDLEs, given to pact_transport_open_pipe. The
+     * socket is the transport's on failure too. */
+    if (kind != PACT_STREAM_SOCKET) {
+        if (fd != INVALID_SOCKET)
+            closesocket(fd);
+        return PACT_MISUSE(loop, -EINVAL,
+                           "a pipe kind: use pact_transport_open_pipe");
+    }
+#endif
+    /* Windows socket values fit in 32 bits; INVALID_SOCKET becomes -1. */
+    return pact__transport_create(loop, (int)fd, kind, proto, user,
+                                  __builtin_return_address(0), out);
+}
+
+int pact_transport_open_pipe(pact_loop *loop, pact_os_fd fd,
+                             pact_stream_kind kind, const pact_protocol *proto,
+                             void *user, pact_transport **out)
+{
+#ifdef _WIN32
+    /* Handle values fit in 32 bits and are sign-extended back; NULL and
+     * INVALID_HANDLE_VALUE are no pipe. */
+    int ifd = fd && fd != INVALID_HANDLE_VALUE &&
+                      (intptr_t)(int)(intptr_t)fd == (intptr_t)fd
+                  ? (int)(intptr_t)fd
+                  : -1;
+    if (ifd < 0 && fd && fd != INVALID_HANDLE_VALUE)
+        CloseHandle(fd);
+#else
+    int ifd = fd;
+#endif
+    if (kind != PACT_STREAM_READ_PIPE && kind != PACT_STREAM_WRITE_PIPE &&
+        kind != PACT_STREAM_DUPLEX_PIPE) {
+        if (ifd >= 0)
+            close_fd(ifd, PACT_STREAM_READ_PIPE);
+        return PACT_MISUSE(loop, -EINVAL, "not a pipe kind");
+    }
+    return pact__transport_create(loop, ifd, kind, proto, user,
                                   __builtin_return_address(0), out);
 }

@@ -106,7 +106,8 @@ int pact_transport_write(pact_transport *t, const void *data, size_t len)
 
 int pact_transport_can_write_eof(const pact_transport *t)
 {
-    return t && t->kind != PACT_STREAM_READ_PIPE;
+    return t && t->kind != PACT_STREAM_READ_PIPE &&
+           t->kind != PACT_STREAM_DUPLEX_PIPE;
 }
 
 /* What write_eof and sendfile refuse alike: a read pipe, a closing
@@ -130,6 +131,8 @@ int pact_transport_write_eof(pact_transport *t)
     int r = write_side_refused(t, -EALREADY);
     if (r)
         return r;
+    if (t->kind == PACT_STREAM_DUPLEX_PIPE)
+        return -ENOTSUP; /* one handle for both ways: no half-close */
     t->eof_requested = 1;
     r = pact__transport_ops(t)->write_eof(t);
     if (r)

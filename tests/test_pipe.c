@@ -414,3 +414,110 @@ Test(pipe, read_pipe_on_a_reused_fd_number_does_not_block_the_loop)
     test_loop_free(loop);
     cr_expect_eq(count_open_fds(), fds0, "fd leak");
 }
+
+/* ---- duplex pipes and pact_transport_open_pipe ------------------------------- */
+
+typedef struct echo_checker {
+    int fd;
+    size_t total;
+    size_t got;
+    int bad;
+} echo_checker;
+
+/* Reads the echo back and checks every byte. */
+static void *echo_reader_thread(void *arg)
+{
+    echo_checker *e = arg;
+    unsigned char buf[8192];
+    while (e->got < e->total) {
+        ssize_t n = read(e->fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        for (ssize_t i = 0; i < n; i++)
+            if (buf[i] != pattern_byte(e->got + (size_t)i))
+                e->bad++;
+        e->got += (size_t)n;
+    }
+    return NULL;
+}
+
+/* One descriptor read and written as a pipe (a socket here: the loop reads
+ * and writes it as a file, as it does a Windows named pipe): 2 MiB echoed
+ * back while reading pauses and resumes every millisecond, every byte
+ * checked both ways; no half-close; the peer's close is EOF, then
+ * connection_lost(0) once. */
+Test(pipe, duplex_pipe_echoes_megabytes_while_pausing_and_ends_once)
+{
+    int fds0 = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    int sv[2];
+    make_socketpair(sv);
+    /* The test's threads use the peer blocking. */
+    cr_assert_eq(fcntl(sv[1], F_SETFL, fcntl(sv[1], F_GETFL) & ~O_NONBLOCK), 0);
+    rec r;
+    rec_init(&r);
+    r.keep_data = 1;
+    r.echo = 1;
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open_pipe(loop, sv[0], PACT_STREAM_DUPLEX_PIPE,
+                                          &rec_protocol, &r, &t), 0);
+    cr_expect_eq(pact_transport_kind(t), PACT_STREAM_DUPLEX_PIPE);
+    cr_expect_eq(pact_transport_can_write_eof(t), 0);
+    cr_expect_eq(pact_transport_write_eof(t), -ENOTSUP);
+    struct sockaddr_storage ss;
+    socklen_t len;
+    cr_expect_eq(pact_transport_sockname(t, &ss, &len), -ENOTSOCK);
+    toggler tg = {.t = t, .r = &r};
+    pact_call_soon(loop, toggle, &tg);
+    writer w = {.fd = sv[1], .total = 2 << 20, .chunk = 16 * 1024};
+    echo_checker e = {.fd = sv[1], .total = w.total};
+    pthread_t wt, rt;
+    cr_assert_eq(pthread_create(&wt, NULL, writer_thread, &w), 0);
+    cr_assert_eq(pthread_create(&rt, NULL, echo_reader_thread, &e), 0);
+    RUN_UNTIL(loop, r.nbytes == w.total && pact_transport_write_buffer_size(t) == 0,
+              30000);
+    pthread_join(wt, NULL);
+    pthread_join(rt, NULL);
+    tg.stop = 1;
+    if (r.paused_now) {
+        r.paused_now = 0;
+        cr_expect_eq(pact_transport_resume_reading(t), 0);
+    }
+    cr_expect_gt(tg.toggles, 4);
+    expect_pattern(&r, w.total);
+    cr_expect_eq(e.got, w.total);
+    cr_expect_eq(e.bad, 0, "the echo lost or reordered bytes");
+    close(sv[1]);
+    RUN_UNTIL(loop, r.lost, 5000);
+    rec_expect_done(&r);
+    cr_expect_eq(r.eofs, 1);
+    cr_expect_eq(r.lost_err, 0);
+    run_for(loop, 5);
+    test_loop_free(loop);
+    rec_free(&r);
+    cr_expect_eq(count_open_fds(), fds0, "fd leak");
+}
+
+/* pact_transport_open_pipe takes the pipe kinds only; refused, the fd is
+ * closed all the same (the transport owns it on failure). */
+Test(pipe, open_pipe_refuses_a_socket_kind_and_closes_the_fd)
+{
+    int fds0 = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    int p[2];
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    pact_transport *t = NULL;
+    cr_assert_eq(pact_transport_open_pipe(loop, p[0], PACT_STREAM_SOCKET,
+                                          &rec_protocol, NULL, &t), -EINVAL);
+    cr_assert_null(t);
+    cr_expect_eq(fcntl(p[0], F_GETFD), -1, "the fd was left open");
+    cr_assert_eq(pact_transport_open_pipe(loop, p[1], (pact_stream_kind)7,
+                                          &rec_protocol, NULL, &t), -EINVAL);
+    cr_expect_eq(fcntl(p[1], F_GETFD), -1, "the fd was left open");
+    cr_assert_eq(pact_transport_open_pipe(loop, -1, PACT_STREAM_READ_PIPE,
+                                          &rec_protocol, NULL, &t), -EBADF);
+    test_loop_free(loop);
+    cr_expect_eq(count_open_fds(), fds0, "fd leak");
+}

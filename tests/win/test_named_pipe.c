@@ -280,3 +280,342 @@ Test(named_pipe, accept_cancel_in_time_keeps_the_server_listening)
     cr_assert_eq(pact_pipe_server_close(srv), 0);
     test_loop_free(loop);
 }
+
+/* ---- the contract on a named pipe ------------------------------------------ */
+
+/* Writes len bytes to an overlapped handle the loop does not use (not on
+ * its port), waiting for them. */
+static void write_handle(HANDLE h, const void *buf, DWORD len)
+{
+    OVERLAPPED ov = {0};
+    ov.hEvent = CreateEventA(NULL, TRUE, FALSE, NULL);
+    DWORD n = 0;
+    if (!WriteFile(h, buf, len, NULL, &ov))
+        cr_assert_eq(GetLastError(), ERROR_IO_PENDING);
+    cr_assert(GetOverlappedResult(h, &ov, &n, TRUE));
+    cr_assert_eq(n, len);
+    CloseHandle(ov.hEvent);
+}
+
+/* The server's end (accepted by pact) and a client's end opened directly,
+ * which the test writes with blocking overlapped calls. */
+static void server_and_raw_client(pact_loop *loop, HANDLE *server,
+                                  HANDLE *client)
+{
+    const char *name = pipe_name();
+    pact_pipe_server *srv;
+    cr_assert_eq(pact_pipe_server_open(loop, name, &srv), 0);
+    rec acc = {0};
+    cr_assert_gt(pact_pipe_server_accept(srv, record, &acc), 0);
+    *client = CreateFileA(name, GENERIC_READ | GENERIC_WRITE, 0, NULL,
+                          OPEN_EXISTING, FILE_FLAG_OVERLAPPED, NULL);
+    cr_assert_neq(*client, INVALID_HANDLE_VALUE);
+    run_until(loop, &acc.calls, 3000);
+    cr_assert_gt(acc.result, 0);
+    *server = as_handle(acc.result);
+    cr_assert_eq(pact_pipe_server_close(srv), 0);
+}
+
+/* A read cancelled while nothing has arrived ends -ECANCELED; one whose
+ * bytes were there already (ReadFile done at once, its packet queued)
+ * delivers them: the cancel came too late, and no byte is lost. 50 rounds
+ * of each. */
+Test(named_pipe, a_read_cancelled_in_time_or_too_late_with_data)
+{
+    pact_loop *loop = test_loop_new();
+    HANDLE server, client;
+    server_and_raw_client(loop, &server, &client);
+    char buf[256];
+    int in_time = 0, too_late = 0;
+    for (int round = 0; round < 50; round++) {
+        rec r = {0};
+        pact_op op = pact_read(loop, server, buf, sizeof buf, -1, record, &r);
+        cr_assert_gt(op, 0);
+        pact_loop_run_once(loop, 0); /* ReadFile is pending now */
+        cr_assert_eq(r.calls, 0);
+        cr_assert_eq(pact_op_cancel(loop, op), 0);
+        run_until(loop, &r.calls, 3000);
+        cr_assert_eq(r.result, -ECANCELED);
+        in_time++;
+
+        /* The bytes reach the pending ReadFile, whose packet is queued
+         * before the cancel. */
+        char msg[100];
+        test_fill_pattern((uint8_t *)msg, sizeof msg, (uint64_t)round * 100);
+        rec d = {0};
+        op = pact_read(loop, server, buf, sizeof buf, -1, record, &d);
+        cr_assert_gt(op, 0);
+        pact_loop_run_once(loop, 0);
+        cr_assert_eq(d.calls, 0);
+        write_handle(client, msg, sizeof msg);
+        Sleep(round % 3);
+        cr_assert_eq(pact_op_cancel(loop, op), 0);
+        run_until(loop, &d.calls, 3000);
+        pact_loop_run_once(loop, 0);
+        cr_assert_eq(d.calls, 1);
+        if (d.result == -ECANCELED) {
+            /* In time after all: the bytes are still in the pipe. */
+            in_time++;
+            rec again = {0};
+            cr_assert_gt(pact_read(loop, server, buf, sizeof buf, -1, record,
+                                   &again), 0);
+            run_until(loop, &again.calls, 3000);
+            cr_assert_eq(again.result, (int64_t)sizeof msg);
+        } else {
+            cr_assert_eq(d.result, (int64_t)sizeof msg, "%s",
+                         pact_strerror((int)d.result));
+            too_late++;
+        }
+        cr_assert_eq(memcmp(buf, msg, sizeof msg), 0);
+    }
+    cr_assert_gt(too_late, 0, "the too-late case was never reached");
+    cr_log_info("%d cancelled in time, %d too late with their data", in_time,
+                too_late);
+    CloseHandle(client);
+    CloseHandle(server);
+    test_loop_free(loop);
+}
+
+typedef struct trickle {
+    HANDLE h;
+    uint64_t total;
+} trickle;
+
+static DWORD WINAPI trickle_writer(LPVOID arg)
+{
+    trickle *t = arg;
+    uint8_t chunk[997];
+    for (uint64_t pos = 0; pos < t->total; pos += sizeof chunk) {
+        DWORD n = t->total - pos < sizeof chunk ? (DWORD)(t->total - pos)
+                                                : (DWORD)sizeof chunk;
+        test_fill_pattern(chunk, n, pos);
+        write_handle(t->h, chunk, n);
+        if ((pos / sizeof chunk) % 8 == 0)
+            Sleep(1);
+    }
+    return 0;
+}
+
+typedef struct canceller {
+    pact_loop *loop;
+    HANDLE h;
+    uint8_t buf[4096];
+    uint64_t received;
+    pact_op op;
+    int pattern_ok, reads, cancelled, late, eof;
+} canceller;
+
+static void cancel_read_done(pact_loop *loop, const pact_completion *c,
+                             void *user);
+
+/* On the next iteration, once the read is with the system. */
+static void cancel_soon(pact_loop *loop, void *user)
+{
+    canceller *k = user;
+    int r = pact_op_cancel(loop, k->op);
+    cr_assert(r == 0 || r == -EALREADY || r == -ENOENT, "%d", r);
+}
+
+static void start_cancelled_read(canceller *k)
+{
+    pact_op op = pact_read(k->loop, k->h, k->buf, sizeof k->buf, -1,
+                           cancel_read_done, k);
+    cr_assert_gt(op, 0);
+    k->reads++;
+    k->op = op;
+    /* Every other read is cancelled, in flight, racing bytes that arrive
+     * from the writer thread meanwhile. */
+    if (k->reads % 2 == 0)
+        cr_assert_geq(pact_call_soon(k->loop, cancel_soon, k), 0);
+}
+
+static void cancel_read_done(pact_loop *loop, const pact_completion *c,
+                             void *user)
+{
+    (void)loop;
+    canceller *k = user;
+    if (c->result == -ECANCELED) {
+        k->cancelled++;
+    } else if (c->result > 0) {
+        for (int64_t i = 0; i < c->result; i++)
+            if (k->buf[i] != test_pattern_byte(k->received + (uint64_t)i))
+                k->pattern_ok = 0;
+        k->received += (uint64_t)c->result;
+        if (k->reads % 2 == 0)
+            k->late++;
+    } else {
+        k->eof = 1;
+        cr_assert_eq(c->result, 0, "%s", pact_strerror((int)c->result));
+        return;
+    }
+    start_cancelled_read(k);
+}
+
+/* Reads cancelled while a thread writes: whatever each cancel meets, the
+ * bytes arrive complete and in order, then EOF. */
+Test(named_pipe, reads_cancelled_while_bytes_arrive_lose_nothing, .timeout = 60)
+{
+    pact_loop *loop = test_loop_new();
+    HANDLE server, client;
+    server_and_raw_client(loop, &server, &client);
+    trickle t = {.h = client, .total = 512 * 1024};
+    canceller k = {.loop = loop, .h = server, .pattern_ok = 1};
+    start_cancelled_read(&k);
+    HANDLE th = CreateThread(NULL, 0, trickle_writer, &t, 0, NULL);
+    cr_assert_not_null(th);
+    uint64_t end = pact_now() + 40000 * MS;
+    while (k.received < t.total && pact_now() < end)
+        pact_loop_run_once(loop, 10 * (int64_t)MS);
+    WaitForSingleObject(th, INFINITE);
+    CloseHandle(th);
+    CloseHandle(client);
+    run_until(loop, &k.eof, 5000);
+    cr_assert_eq(k.received, t.total);
+    cr_assert(k.pattern_ok, "a byte was lost, doubled or reordered");
+    cr_log_info("%d reads: %d cancelled in time, %d too late with data",
+                k.reads, k.cancelled, k.late);
+    cr_assert_gt(k.cancelled, 0);
+    CloseHandle(server);
+    test_loop_free(loop);
+}
+
+/* Loop close with a read on each end and a write bigger than the pipe's
+ * buffer in flight: each callback runs once (cancelled, or with what was
+ * done), and nothing is left. */
+Test(named_pipe, loop_close_with_pipe_ops_in_flight_calls_each_once)
+{
+    pact_loop *loop = test_loop_new();
+    HANDLE server, client;
+    server_and_raw_client(loop, &server, &client);
+    static char big[1024 * 1024];
+    char b1[64], b2[64];
+    rec w = {0}, r1 = {0}, r2 = {0};
+    cr_assert_gt(pact_write(loop, server, big, sizeof big, -1, record, &w), 0);
+    cr_assert_gt(pact_read(loop, server, b1, sizeof b1, -1, record, &r1), 0);
+    cr_assert_gt(pact_read(loop, client, b2, sizeof b2, -1, record, &r2), 0);
+    for (int i = 0; i < 3; i++)
+        pact_loop_run_once(loop, 1 * (int64_t)MS);
+    cr_assert_eq(pact_loop_close(loop), 0);
+    cr_assert_eq(w.calls, 1);
+    cr_assert_eq(r1.calls, 1);
+    cr_assert_eq(r2.calls, 1);
+    cr_assert_eq(r1.result, -ECANCELED);
+    /* The client read may have taken the first bytes of the write. */
+    cr_assert(r2.result == -ECANCELED || r2.result > 0, "%lld",
+              (long long)r2.result);
+    cr_assert(w.result == -ECANCELED || (w.result >= 0 && w.result < (int64_t)sizeof big),
+              "%lld", (long long)w.result);
+    pact_loop_stats st;
+    cr_assert_eq(pact_loop_get_stats(loop, &st), 0);
+    cr_assert_eq(st.ops_live, 0);
+    cr_assert_eq(st.ops_started, st.ops_completed);
+    pact_loop_free(loop);
+    CloseHandle(client);
+    CloseHandle(server);
+}
+
+/* The busy back-off cancelled at every point of its schedule (before the
+ * first retry, between retries, as a retry connects) never leaves a client
+ * handle open. Wine cannot count a process's handles, so the server side
+ * tells: every instance the server accepted must read end of file once
+ * the test has closed every handle its connects delivered — a leaked
+ * client handle would keep one reading forever. */
+typedef struct sweep {
+    pact_loop *loop;
+    pact_pipe_server *srv;
+    int accepted, reads_done, read_errors, connects_done, connected,
+        cancelled, other;
+    char buf[64][8];
+    HANDLE handles[64];
+} sweep;
+
+static void sweep_read_done(pact_loop *loop, const pact_completion *c,
+                            void *user)
+{
+    (void)loop;
+    sweep *s = user;
+    s->reads_done++;
+    if (c->result != 0)
+        s->read_errors++;
+}
+
+static void sweep_accepted(pact_loop *loop, const pact_completion *c,
+                           void *user)
+{
+    sweep *s = user;
+    if (c->result < 0)
+        return; /* the server closed */
+    HANDLE h = as_handle(c->result);
+    cr_assert_lt(s->accepted, 64);
+    /* Read until EOF; the handle is closed after the test. */
+    cr_assert_gt(pact_read(loop, h, s->buf[s->accepted], 8, -1,
+                           sweep_read_done, s), 0);
+    s->handles[s->accepted++] = h;
+    cr_assert_gt(pact_pipe_server_accept(s->srv, sweep_accepted, s), 0);
+}
+
+static void sweep_connected(pact_loop *loop, const pact_completion *c,
+                            void *user)
+{
+    (void)loop;
+    sweep *s = user;
+    s->connects_done++;
+    if (c->result > 0) {
+        s->connected++;
+        CloseHandle(as_handle(c->result));
+    } else if (c->result == -ECANCELED) {
+        s->cancelled++;
+    } else {
+        s->other++;
+    }
+}
+
+Test(named_pipe, the_back_off_cancelled_at_any_point_leaves_no_handle,
+     .timeout = 60)
+{
+    pact_loop *loop = test_loop_new();
+    const char *name = pipe_name();
+    sweep s = {.loop = loop};
+    cr_assert_eq(pact_pipe_server_open(loop, name, &s.srv), 0);
+    cr_assert_gt(pact_pipe_server_accept(s.srv, sweep_accepted, &s), 0);
+    int started = 0;
+    for (int round = 0; round < 10; round++) {
+        /* Five at once: four find the instance busy and back off. */
+        pact_op ops[5];
+        for (int i = 0; i < 5; i++) {
+            ops[i] = pact_pipe_connect(loop, name, sweep_connected, &s);
+            cr_assert_gt(ops[i], 0);
+            started++;
+        }
+        /* Cancel one after 0, 1, 2, ... ms (0: before the loop ran). */
+        uint64_t until = pact_now() + (uint64_t)round * MS;
+        while (pact_now() < until)
+            pact_loop_run_once(loop, 1 * (int64_t)MS);
+        int r = pact_op_cancel(loop, ops[round % 5]);
+        cr_assert(r == 0 || r == -EALREADY || r == -ENOENT, "%d", r);
+        for (int i = 0; i < 5; i++)
+            if (i != round % 5 && round % 2)
+                pact_op_cancel(loop, ops[i]); /* and the rest, every other round */
+    }
+    uint64_t end = pact_now() + 10000 * MS;
+    while ((s.connects_done < started || s.reads_done < s.accepted) &&
+           pact_now() < end)
+        pact_loop_run_once(loop, 5 * (int64_t)MS);
+    /* A little longer: a leaked client would be accepted now. */
+    for (int i = 0; i < 20; i++)
+        pact_loop_run_once(loop, 5 * (int64_t)MS);
+    cr_log_info("%d connects: %d connected, %d cancelled", started, s.connected,
+                s.cancelled);
+    cr_assert_eq(s.connects_done, started);
+    cr_assert_eq(s.other, 0);
+    cr_assert_eq(s.connected + s.cancelled, started);
+    cr_assert_gt(s.cancelled, 0);
+    cr_assert_eq(s.accepted, s.connected, "an instance was taken by a client "
+                 "nobody was given");
+    cr_assert_eq(s.reads_done, s.accepted, "a client handle is still open");
+    cr_assert_eq(s.read_errors, 0);
+    cr_assert_eq(pact_pipe_server_close(s.srv), 0);
+    for (int i = 0; i < s.accepted; i++)
+        CloseHandle(s.handles[i]);
+    test_loop_free(loop);
+}

@@ -1,9 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /* Stream transports on the completion port: the stream of src/stream.c
- * over loopback TCP sockets (pact_transport_open on a SOCKET), under Wine.
- * Bytes echoed in order with every byte checked, pause/resume without
- * loss, write flow control, close and abort from the protocol's own
- * callbacks, and connection_lost exactly once in every ending. */
+ * over loopback TCP sockets (pact_transport_open on a SOCKET) and over
+ * named pipes (pact_transport_open_pipe on the HANDLEs of
+ * pact_pipe_server_accept and pact_pipe_connect, PACT_STREAM_DUPLEX_PIPE),
+ * under Wine. Bytes echoed in order with every byte checked, pause/resume
+ * without loss, write flow control, close and abort from the protocol's
+ * own callbacks, and connection_lost exactly once in every ending. Each
+ * test body runs once per kind: the suite "transport" on TCP, the suite
+ * "pipe_transport" on named pipes. */
+#include <stdio.h>
+
 #include "helpers.h"
 
 #define MIB (1024u * 1024u)
@@ -117,16 +123,66 @@ static void side_init(side *s, pact_loop *loop)
     s->loop = loop;
 }
 
-/* Both ends of a loopback pair as transports of one loop. */
+/* Which pair the test bodies run on: loopback TCP, or a named pipe. */
+static int over_pipes;
+
+typedef struct pipe_rec {
+    int calls;
+    int64_t result;
+} pipe_rec;
+
+static void pipe_record(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    pipe_rec *r = user;
+    r->calls++;
+    r->result = c->result;
+}
+
+/* A connected named pipe made by pact: the server's accepted instance and
+ * the client's handle, both overlapped. */
+static void make_pipe_pair(pact_loop *loop, HANDLE *client, HANDLE *server)
+{
+    static int n;
+    char name[96];
+    snprintf(name, sizeof name, "\\\\.\\pipe\\pact-transport-%lu-%d",
+             (unsigned long)GetCurrentProcessId(), n++);
+    pact_pipe_server *srv = NULL;
+    cr_assert_eq(pact_pipe_server_open(loop, name, &srv), 0);
+    pipe_rec acc = {0}, con = {0};
+    cr_assert_gt(pact_pipe_server_accept(srv, pipe_record, &acc), 0);
+    cr_assert_gt(pact_pipe_connect(loop, name, pipe_record, &con), 0);
+    run_until(loop, &acc.calls, 5000);
+    run_until(loop, &con.calls, 5000);
+    cr_assert_gt(acc.result, 0, "accept: %s", pact_strerror((int)acc.result));
+    cr_assert_gt(con.result, 0, "connect: %s", pact_strerror((int)con.result));
+    cr_assert_eq(pact_pipe_server_close(srv), 0);
+    *client = (HANDLE)(intptr_t)con.result;
+    *server = (HANDLE)(intptr_t)acc.result;
+}
+
+/* Both ends of a loopback pair (or a named pipe) as transports of one
+ * loop. */
 static void open_pair(pact_loop *loop, side *a, side *b)
 {
-    SOCKET ca, cb;
-    make_tcp_pair(&ca, &cb);
     pact_transport *ta = NULL, *tb = NULL;
-    cr_assert_eq(pact_transport_open(loop, (int)ca, PACT_STREAM_SOCKET, &proto,
-                                     a, &ta), 0);
-    cr_assert_eq(pact_transport_open(loop, (int)cb, PACT_STREAM_SOCKET, &proto,
-                                     b, &tb), 0);
+    if (over_pipes) {
+        HANDLE ca, cb;
+        make_pipe_pair(loop, &ca, &cb);
+        cr_assert_eq(pact_transport_open_pipe(loop, ca, PACT_STREAM_DUPLEX_PIPE,
+                                              &proto, a, &ta), 0);
+        cr_assert_eq(pact_transport_open_pipe(loop, cb, PACT_STREAM_DUPLEX_PIPE,
+                                              &proto, b, &tb), 0);
+        cr_assert_eq(pact_transport_kind(ta), PACT_STREAM_DUPLEX_PIPE);
+        cr_assert_not(pact_transport_can_write_eof(ta));
+    } else {
+        SOCKET ca, cb;
+        make_tcp_pair(&ca, &cb);
+        cr_assert_eq(pact_transport_open(loop, ca, PACT_STREAM_SOCKET, &proto,
+                                         a, &ta), 0);
+        cr_assert_eq(pact_transport_open(loop, cb, PACT_STREAM_SOCKET, &proto,
+                                         b, &tb), 0);
+    }
     a->t = ta;
     b->t = tb;
     run_until(loop, &b->made, 5000);
@@ -154,7 +210,7 @@ static void run_until_u64(pact_loop *loop, const volatile uint64_t *v,
     }
 }
 
-Test(transport, echo_4_mib_in_order_then_eof_closes_both_once, .timeout = 60)
+static void echo_4_mib_in_order_then_eof_closes_both_once(void)
 {
     pact_loop *loop = test_loop_new();
     side a, b;
@@ -167,6 +223,20 @@ Test(transport, echo_4_mib_in_order_then_eof_closes_both_once, .timeout = 60)
     cr_assert(a.pattern_ok);
     cr_assert(b.pattern_ok);
     cr_assert_eq(b.received, 4 * MIB);
+    if (over_pipes) {
+        /* A pipe has no half-close: a's close is b's end of file. */
+        cr_assert_eq(pact_transport_write_eof(a.t), -ENOTSUP);
+        cr_assert_eq(pact_transport_close(a.t), 0);
+        run_until(loop, &a.lost, 5000);
+        run_until(loop, &b.lost, 5000);
+        cr_assert_eq(b.eof, 1);
+        cr_assert_eq(a.lost, 1);
+        cr_assert_eq(b.lost, 1);
+        cr_assert_eq(a.lost_err, 0);
+        cr_assert_eq(b.lost_err, 0);
+        test_loop_free(loop);
+        return;
+    }
     cr_assert_eq(pact_transport_write_eof(a.t), 0);
     /* b sees EOF and closes (eof_received returned 0); a then sees EOF. */
     run_until(loop, &a.lost, 5000);
@@ -183,7 +253,7 @@ Test(transport, echo_4_mib_in_order_then_eof_closes_both_once, .timeout = 60)
     test_loop_free(loop);
 }
 
-Test(transport, pause_and_resume_reading_lose_nothing, .timeout = 60)
+static void pause_and_resume_reading_lose_nothing(void)
 {
     pact_loop *loop = test_loop_new();
     side a, b;
@@ -206,7 +276,7 @@ Test(transport, pause_and_resume_reading_lose_nothing, .timeout = 60)
     test_loop_free(loop);
 }
 
-Test(transport, a_paused_reader_makes_the_writer_pause_and_resume, .timeout = 60)
+static void a_paused_reader_makes_the_writer_pause_and_resume(void)
 {
     pact_loop *loop = test_loop_new();
     side a, b;
@@ -233,7 +303,7 @@ Test(transport, a_paused_reader_makes_the_writer_pause_and_resume, .timeout = 60
     test_loop_free(loop);
 }
 
-Test(transport, close_in_connection_made_loses_once_and_delivers_nothing)
+static void close_in_connection_made_loses_once_and_delivers_nothing(void)
 {
     pact_loop *loop = test_loop_new();
     side a, b;
@@ -253,7 +323,7 @@ Test(transport, close_in_connection_made_loses_once_and_delivers_nothing)
     test_loop_free(loop);
 }
 
-Test(transport, close_and_abort_from_data_received_end_once)
+static void close_and_abort_from_data_received_end_once(void)
 {
     for (int abort_it = 0; abort_it < 2; abort_it++) {
         pact_loop *loop = test_loop_new();
@@ -291,7 +361,7 @@ Test(transport, close_and_abort_from_data_received_end_once)
     }
 }
 
-Test(transport, loop_close_with_transports_open_loses_each_once)
+static void loop_close_with_transports_open_loses_each_once(void)
 {
     pact_loop *loop = test_loop_new();
     side a, b;
@@ -311,21 +381,45 @@ Test(transport, loop_close_with_transports_open_loses_each_once)
 /* A peer's close is end of file: eof_received, then connection_lost(0),
  * once. (Wine turns closesocket with a zero linger into a FIN, so an
  * abortive close is not shown here.) */
-Test(transport, peer_close_is_eof_then_one_connection_lost)
+/* Writes len bytes to an overlapped handle the loop does not use yet (not
+ * associated with its port), waiting for them. */
+static void write_handle(HANDLE h, const void *buf, DWORD len)
+{
+    OVERLAPPED ov = {0};
+    ov.hEvent = CreateEventA(NULL, TRUE, FALSE, NULL);
+    DWORD n = 0;
+    if (!WriteFile(h, buf, len, NULL, &ov))
+        cr_assert_eq(GetLastError(), ERROR_IO_PENDING);
+    cr_assert(GetOverlappedResult(h, &ov, &n, TRUE));
+    cr_assert_eq(n, len);
+    CloseHandle(ov.hEvent);
+}
+
+static void peer_close_is_eof_then_one_connection_lost(void)
 {
     pact_loop *loop = test_loop_new();
-    SOCKET ca, cb;
-    make_tcp_pair(&ca, &cb);
     side b;
     side_init(&b, loop);
     pact_transport *tb = NULL;
-    cr_assert_eq(pact_transport_open(loop, (int)cb, PACT_STREAM_SOCKET, &proto,
-                                     &b, &tb), 0);
-    run_until(loop, &b.made, 5000);
     uint8_t buf[1000];
     test_fill_pattern(buf, sizeof buf, 0);
-    cr_assert_eq(send(ca, (const char *)buf, sizeof buf, 0), (int)sizeof buf);
-    cr_assert_eq(closesocket(ca), 0);
+    if (over_pipes) {
+        HANDLE ca, cb;
+        make_pipe_pair(loop, &ca, &cb);
+        cr_assert_eq(pact_transport_open_pipe(loop, cb, PACT_STREAM_DUPLEX_PIPE,
+                                              &proto, &b, &tb), 0);
+        run_until(loop, &b.made, 5000);
+        write_handle(ca, buf, sizeof buf);
+        cr_assert(CloseHandle(ca));
+    } else {
+        SOCKET ca, cb;
+        make_tcp_pair(&ca, &cb);
+        cr_assert_eq(pact_transport_open(loop, cb, PACT_STREAM_SOCKET, &proto,
+                                         &b, &tb), 0);
+        run_until(loop, &b.made, 5000);
+        cr_assert_eq(send(ca, (const char *)buf, sizeof buf, 0), (int)sizeof buf);
+        cr_assert_eq(closesocket(ca), 0);
+    }
     run_until(loop, &b.lost, 5000);
     for (int i = 0; i < 5; i++)
         pact_loop_run_once(loop, 0);
@@ -337,7 +431,7 @@ Test(transport, peer_close_is_eof_then_one_connection_lost)
     test_loop_free(loop);
 }
 
-Test(transport, names_and_pipe_kinds)
+static void names_and_pipe_kinds(void)
 {
     pact_loop *loop = test_loop_new();
     side a, b;
@@ -346,20 +440,35 @@ Test(transport, names_and_pipe_kinds)
     open_pair(loop, &a, &b);
     struct sockaddr_storage ss, ps;
     socklen_t sl = sizeof ss, pl = sizeof ps;
-    cr_assert_eq(pact_transport_sockname(a.t, &ss, &sl), 0);
-    cr_assert_eq(pact_transport_peername(b.t, &ps, &pl), 0);
-    cr_assert_eq(ss.ss_family, AF_INET);
-    cr_assert_eq(((struct sockaddr_in *)&ss)->sin_port,
-                 ((struct sockaddr_in *)&ps)->sin_port);
-    /* Pipe transports are not on Windows yet: refused, and the socket
-     * given is closed all the same (the transport owns it on failure). */
+    if (over_pipes) {
+        cr_assert_eq(pact_transport_sockname(a.t, &ss, &sl), -ENOTSOCK);
+        cr_assert_eq(pact_transport_peername(b.t, &ps, &pl), -ENOTSOCK);
+        cr_assert_gt(pact_transport_fd(a.t), 0);
+    } else {
+        cr_assert_eq(pact_transport_sockname(a.t, &ss, &sl), 0);
+        cr_assert_eq(pact_transport_peername(b.t, &ps, &pl), 0);
+        cr_assert_eq(ss.ss_family, AF_INET);
+        cr_assert_eq(((struct sockaddr_in *)&ss)->sin_port,
+                     ((struct sockaddr_in *)&ps)->sin_port);
+    }
+    /* A pipe kind on a SOCKET, and a socket kind on a HANDLE, are refused,
+     * and what was given is closed all the same (the transport owns it on
+     * failure). */
     SOCKET spare = socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
     cr_assert_neq(spare, INVALID_SOCKET);
     pact_transport *t = NULL;
-    cr_assert_eq(pact_transport_open(loop, (int)spare, PACT_STREAM_READ_PIPE,
-                                     &proto, &a, &t), -ENOTSUP);
+    cr_assert_eq(pact_transport_open(loop, spare, PACT_STREAM_READ_PIPE,
+                                     &proto, &a, &t), -EINVAL);
     cr_assert_eq(closesocket(spare), SOCKET_ERROR);
     cr_assert_eq(WSAGetLastError(), WSAENOTSOCK);
+    HANDLE ev = CreateEventA(NULL, TRUE, FALSE, NULL);
+    cr_assert_eq(pact_transport_open_pipe(loop, ev, PACT_STREAM_SOCKET,
+                                          &proto, &a, &t), -EINVAL);
+    cr_assert_not(CloseHandle(ev));
+    cr_assert_eq(pact_transport_open_pipe(loop, INVALID_HANDLE_VALUE,
+                                          PACT_STREAM_DUPLEX_PIPE, &proto, &a,
+                                          &t), -EBADF);
+    cr_assert_null(t);
     cr_assert_eq(pact_transport_close(a.t), 0);
     cr_assert_eq(pact_transport_close(b.t), 0);
     run_until(loop, &a.lost, 5000);
@@ -434,12 +543,124 @@ static void seed_race(uint64_t period_ns)
     test_loop_free(loop);
 }
 
-Test(transport, seed_race_2000_x_16_kib_pausing_every_100_ms, .timeout = 180)
+static void seed_race_2000_x_16_kib_pausing_every_100_ms(void)
 {
     seed_race(100 * MS);
 }
 
-Test(transport, seed_race_2000_x_16_kib_pausing_every_1_ms, .timeout = 180)
+static void seed_race_2000_x_16_kib_pausing_every_1_ms(void)
 {
     seed_race(1 * MS);
+}
+
+/* ---- each body on TCP and on a named pipe ---- */
+
+Test(transport, echo_4_mib_in_order_then_eof_closes_both_once, .timeout = 60)
+{
+    echo_4_mib_in_order_then_eof_closes_both_once();
+}
+
+Test(pipe_transport, echo_4_mib_in_order_then_eof_closes_both_once, .timeout = 60)
+{
+    over_pipes = 1;
+    echo_4_mib_in_order_then_eof_closes_both_once();
+}
+
+Test(transport, pause_and_resume_reading_lose_nothing, .timeout = 60)
+{
+    pause_and_resume_reading_lose_nothing();
+}
+
+Test(pipe_transport, pause_and_resume_reading_lose_nothing, .timeout = 60)
+{
+    over_pipes = 1;
+    pause_and_resume_reading_lose_nothing();
+}
+
+Test(transport, a_paused_reader_makes_the_writer_pause_and_resume, .timeout = 60)
+{
+    a_paused_reader_makes_the_writer_pause_and_resume();
+}
+
+Test(pipe_transport, a_paused_reader_makes_the_writer_pause_and_resume, .timeout = 60)
+{
+    over_pipes = 1;
+    a_paused_reader_makes_the_writer_pause_and_resume();
+}
+
+Test(transport, close_in_connection_made_loses_once_and_delivers_nothing)
+{
+    close_in_connection_made_loses_once_and_delivers_nothing();
+}
+
+Test(pipe_transport, close_in_connection_made_loses_once_and_delivers_nothing)
+{
+    over_pipes = 1;
+    close_in_connection_made_loses_once_and_delivers_nothing();
+}
+
+Test(transport, close_and_abort_from_data_received_end_once)
+{
+    close_and_abort_from_data_received_end_once();
+}
+
+Test(pipe_transport, close_and_abort_from_data_received_end_once)
+{
+    over_pipes = 1;
+    close_and_abort_from_data_received_end_once();
+}
+
+Test(transport, loop_close_with_transports_open_loses_each_once)
+{
+    loop_close_with_transports_open_loses_each_once();
+}
+
+Test(pipe_transport, loop_close_with_transports_open_loses_each_once)
+{
+    over_pipes = 1;
+    loop_close_with_transports_open_loses_each_once();
+}
+
+Test(transport, peer_close_is_eof_then_one_connection_lost)
+{
+    peer_close_is_eof_then_one_connection_lost();
+}
+
+Test(pipe_transport, peer_close_is_eof_then_one_connection_lost)
+{
+    over_pipes = 1;
+    peer_close_is_eof_then_one_connection_lost();
+}
+
+Test(transport, names_and_pipe_kinds)
+{
+    names_and_pipe_kinds();
+}
+
+Test(pipe_transport, names_and_pipe_kinds)
+{
+    over_pipes = 1;
+    names_and_pipe_kinds();
+}
+
+Test(transport, seed_race_2000_x_16_kib_pausing_every_100_ms, .timeout = 180)
+{
+    seed_race_2000_x_16_kib_pausing_every_100_ms();
+}
+
+Test(pipe_transport, seed_race_2000_x_16_kib_pausing_every_100_ms, .timeout = 180)
+{
+    over_pipes = 1;
+    seed_race_2000_x_16_kib_pausing_every_100_ms();
+}
+
+Test(transport, seed_race_2000_x_16_kib_pausing_every_1_ms, .timeout = 180)
+{
+    seed_race_2000_x_16_kib_pausing_every_1_ms();
+}
+
+Test(pipe_transport, seed_race_2000_x_16_kib_pausing_every_1_ms, .timeout = 180)
+{
+    over_pipes = 1;
+    seed_race_2000_x_16_kib_pausing_every_1_ms();
 }
