@@ -174,6 +174,14 @@ static void started(pact_loop *loop, pact_op_s *op, BOOL ok, DWORD err)
 {
     if (ok || err == ERROR_IO_PENDING || err == WSA_IO_PENDING)
         return;
+    /* A datagram (or pipe message) longer than the buffer is a warning
+     * status, STATUS_BUFFER_OVERFLOW: the call answers WSAEMSGSIZE or
+     * ERROR_MORE_DATA, yet it completed and its packet is queued as for a
+     * success. Taking it as a failure would complete the op twice. */
+    if ((err == WSAEMSGSIZE || err == ERROR_MORE_DATA) &&
+        (op->kind == PACT_OP_RECV || op->kind == PACT_OP_RECVFROM ||
+         op->kind == PACT_OP_RECV_MULTI || op->kind == PACT_OP_READ))
+        return;
     int64_t result = pact__win_error(err);
     /* A read at end of file or of a pipe whose writer is gone: EOF. */
     if ((op->kind == PACT_OP_READ || op->kind == PACT_OP_RECV) &&
@@ -181,6 +189,9 @@ static void started(pact_loop *loop, pact_op_s *op, BOOL ok, DWORD err)
         result = 0;
     if (op->kind == PACT_OP_WRITE && err == ERROR_BROKEN_PIPE)
         result = -EPIPE;
+    if (op->kind == PACT_OP_RECVFROM &&
+        (err == WSAECONNRESET || err == ERROR_PORT_UNREACHABLE))
+        result = -ECONNREFUSED; /* an ICMP port unreachable, as on Linux */
     if (op->kind == PACT_OP_ACCEPT) {
         accept_socket_close(op->ext->accept_sock);
         op->ext->accept_sock = INVALID_SOCKET;
@@ -474,9 +485,18 @@ static int64_t packet_result(pact_loop *loop, pact_op_s *op, DWORD bytes)
             return (int64_t)op->transferred;
         break;
     case PACT_OP_RECVFROM:
-        /* A datagram longer than the buffer is cut, as on Linux. */
+        /* A datagram longer than the buffer is cut, as on Linux. Asked
+         * for with MSG_TRUNC, the result says so by exceeding the buffer;
+         * Windows does not tell the full length: len + 1. */
+        if (err == ERROR_MORE_DATA && (op->msg_flags & MSG_TRUNC))
+            return (int64_t)op->len + 1;
         if (err == 0 || err == ERROR_MORE_DATA)
             return bytes;
+        /* On a datagram socket a reset is an ICMP port unreachable for
+         * an earlier send, which Linux names ECONNREFUSED. */
+        if (err == ERROR_PORT_UNREACHABLE || err == WSAECONNRESET ||
+            err == ERROR_NETNAME_DELETED)
+            return -ECONNREFUSED;
         break;
     case PACT_OP_SENDTO:
         if (err == 0)

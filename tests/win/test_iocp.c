@@ -666,6 +666,62 @@ Test(iocp, udp_sendto_and_recvfrom_name_the_sender)
     test_loop_free(loop);
 }
 
+/* A datagram longer than the buffer: WSARecvFrom fails with WSAEMSGSIZE
+ * but, that being a warning status (STATUS_BUFFER_OVERFLOW), still queues
+ * its packet, also when it failed at once. The op completes once, cut to
+ * the buffer (len + 1 with MSG_TRUNC: cut, the full length unknown), and
+ * the next datagram is received whole. */
+Test(iocp, a_cut_datagram_completes_once_whether_at_once_or_pending)
+{
+    pact_loop *loop = test_loop_new();
+    test_winsock();
+    SOCKET a = socket(AF_INET, SOCK_DGRAM, IPPROTO_UDP);
+    SOCKET b = socket(AF_INET, SOCK_DGRAM, IPPROTO_UDP);
+    struct sockaddr_in ba = {.sin_family = AF_INET};
+    ba.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(bind(b, (struct sockaddr *)&ba, sizeof ba), 0);
+    int len = sizeof ba;
+    getsockname(b, (struct sockaddr *)&ba, &len);
+    static char big[2000];
+    memset(big, 'x', sizeof big);
+    char buf[100];
+    for (int trunc = 0; trunc < 2; trunc++) {
+        for (int at_once = 0; at_once < 2; at_once++) {
+            rec got = {0}, next = {0};
+            if (at_once) {
+                cr_assert_eq(sendto(a, big, sizeof big, 0, (struct sockaddr *)&ba,
+                                    sizeof ba), (int)sizeof big);
+                Sleep(20); /* there before WSARecvFrom */
+            }
+            cr_assert_gt(pact_recvfrom(loop, b, buf, sizeof buf,
+                                       trunc ? MSG_TRUNC : 0, record, &got), 0);
+            if (!at_once) {
+                pact_loop_run_once(loop, 0);
+                cr_assert_eq(sendto(a, big, sizeof big, 0, (struct sockaddr *)&ba,
+                                    sizeof ba), (int)sizeof big);
+            }
+            run_until(loop, &got.calls, 2000);
+            for (int i = 0; i < 5; i++)
+                pact_loop_run_once(loop, 1 * (int64_t)MS);
+            cr_assert_eq(got.calls, 1);
+            cr_assert_eq(got.result, trunc ? (int64_t)sizeof buf + 1
+                                           : (int64_t)sizeof buf,
+                         "%lld", (long long)got.result);
+            cr_assert_eq(got.addrlen, (int)sizeof(struct sockaddr_in));
+            cr_assert_gt(pact_recvfrom(loop, b, buf, sizeof buf, 0, record,
+                                       &next), 0);
+            cr_assert_eq(sendto(a, "small", 5, 0, (struct sockaddr *)&ba,
+                                sizeof ba), 5);
+            run_until(loop, &next.calls, 2000);
+            cr_assert_eq(next.result, 5);
+            cr_assert_eq(memcmp(buf, "small", 5), 0);
+        }
+    }
+    closesocket(a);
+    closesocket(b);
+    test_loop_free(loop);
+}
+
 /* What Windows lacks answers -ENOTSUP in the op's one completion. */
 Test(iocp, ops_this_engine_lacks_complete_with_enotsup)
 {
