@@ -769,6 +769,43 @@ static pact_marks stream_marks(const pact_transport *t)
 
 /* ---- write pipes: noticing that the reader went away ---------------------- */
 
+#ifdef _WIN32
+static void watch_pipe_reader(pact_stream *s);
+
+/* A completion port has no readiness: a write pipe's end is watched with a
+ * read of its own (a named pipe's end is duplex), which ends when the
+ * reader closes its end (end of file, ERROR_BROKEN_PIPE). Bytes the
+ * reader sent back are not this transport's to deliver: read again. An
+ * end opened for writing only refuses the read (access denied): then
+ * only a write tells, as before. */
+static void on_pipe_hangup(pact_loop *loop, const pact_completion *c, void *arg)
+{
+    (void)loop;
+    pact_stream *s = arg;
+    s->more->poll_op = 0;
+    if (c->result == -ECANCELED || s->t.ep.closing) {
+        settle(s);
+        return;
+    }
+    if (c->result > 0)
+        watch_pipe_reader(s);
+    else if (c->result == 0 || c->result == -EPIPE)
+        fatal_error(s, -EPIPE);
+    else
+        settle(s); /* no watch on this end */
+}
+
+static void watch_pipe_reader(pact_stream *s)
+{
+    if (!pact__stream_more(s))
+        return;
+    pact_op op = pact_read(s->t.ep.loop, (pact_os_fd)(intptr_t)s->fd,
+                           s->more->hangup_probe, sizeof s->more->hangup_probe,
+                           -1, on_pipe_hangup, s);
+    if (op > 0)
+        s->more->poll_op = pact__endpoint_op(&s->t.ep, op);
+}
+#else
 static void on_pipe_hangup(pact_loop *loop, const pact_completion *c, void *arg)
 {
     (void)loop;
@@ -792,6 +829,7 @@ static void watch_pipe_reader(pact_stream *s)
     if (op > 0)
         s->more->poll_op = pact__endpoint_op(&s->t.ep, op);
 }
+#endif
 
 /* ---- accessors ------------------------------------------------------------- */
 

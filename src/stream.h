@@ -115,6 +115,9 @@ typedef struct pact_stream_more {
     pact_marks marks;
     pact_op send_op;       /* the send in flight (of `inflight`) */
     pact_op poll_op;       /* write pipes watch for their reader going away */
+#ifdef _WIN32
+    char hangup_probe[16]; /* ...with a read on their duplex end */
+#endif
     pact_write_item *item; /* a sendfile queued or running */
     struct pact_stream_more *next_cached; /* in the loop's cache */
 } pact_stream_more;

@@ -619,3 +619,120 @@ Test(named_pipe, the_back_off_cancelled_at_any_point_leaves_no_handle,
         CloseHandle(s.handles[i]);
     test_loop_free(loop);
 }
+
+/* ---- one-way pipe transports on a named pipe's ends ------------------------ */
+
+typedef struct oneway {
+    int made, lost, lost_err, eofs;
+    size_t received;
+    char data[64];
+} oneway;
+
+static void ow_made(pact_transport *t, void *user)
+{
+    (void)t;
+    ((oneway *)user)->made++;
+}
+
+static void ow_data(pact_transport *t, const void *data, size_t len, void *user)
+{
+    (void)t;
+    oneway *o = user;
+    if (o->received + len <= sizeof o->data)
+        memcpy(o->data + o->received, data, len);
+    o->received += len;
+}
+
+static int ow_eof(pact_transport *t, void *user)
+{
+    (void)t;
+    ((oneway *)user)->eofs++;
+    return 0;
+}
+
+static void ow_lost(pact_transport *t, int err, void *user)
+{
+    (void)t;
+    oneway *o = user;
+    o->lost++;
+    o->lost_err = err;
+}
+
+static const pact_protocol ow_proto = {
+    .connection_made = ow_made,
+    .data_received = ow_data,
+    .eof_received = ow_eof,
+    .connection_lost = ow_lost,
+};
+
+static void read_handle(HANDLE h, void *buf, DWORD len)
+{
+    OVERLAPPED ov = {0};
+    ov.hEvent = CreateEventA(NULL, TRUE, FALSE, NULL);
+    DWORD n = 0, got = 0;
+    while (got < len) {
+        if (!ReadFile(h, (char *)buf + got, len - got, NULL, &ov))
+            cr_assert_eq(GetLastError(), ERROR_IO_PENDING);
+        cr_assert(GetOverlappedResult(h, &ov, &n, TRUE));
+        got += n;
+    }
+    CloseHandle(ov.hEvent);
+}
+
+/* A write pipe transport hears its reader leave without writing again
+ * (its end is duplex: a read of its own ends at the reader's close), and
+ * ends with connection_lost(-EPIPE), once. */
+Test(named_pipe, a_write_pipe_transport_hears_its_reader_leave)
+{
+    pact_loop *loop = test_loop_new();
+    HANDLE server, client;
+    server_and_raw_client(loop, &server, &client);
+    oneway o = {0};
+    pact_transport *t = NULL;
+    cr_assert_eq(pact_transport_open_pipe(loop, server, PACT_STREAM_WRITE_PIPE,
+                                          &ow_proto, &o, &t), 0);
+    run_until(loop, &o.made, 3000);
+    cr_assert_not(pact_transport_is_reading(t));
+    cr_assert_eq(pact_transport_write(t, "hello", 5), 0);
+    for (int i = 0; i < 5; i++)
+        pact_loop_run_once(loop, 1 * (int64_t)MS);
+    char buf[5];
+    read_handle(client, buf, sizeof buf);
+    cr_assert_eq(memcmp(buf, "hello", 5), 0);
+    cr_assert_eq(o.lost, 0);
+    CloseHandle(client);
+    run_until(loop, &o.lost, 3000);
+    for (int i = 0; i < 5; i++)
+        pact_loop_run_once(loop, 1 * (int64_t)MS);
+    cr_assert_eq(o.lost, 1);
+    cr_assert_eq(o.lost_err, -EPIPE);
+    test_loop_free(loop);
+}
+
+/* A read pipe transport on a named pipe's end: bytes in order, the
+ * writer's close is EOF, then connection_lost(0); writing is refused. */
+Test(named_pipe, a_read_pipe_transport_reads_to_eof)
+{
+    pact_loop *loop = test_loop_new();
+    HANDLE server, client;
+    server_and_raw_client(loop, &server, &client);
+    oneway o = {0};
+    pact_transport *t = NULL;
+    cr_assert_eq(pact_transport_open_pipe(loop, server, PACT_STREAM_READ_PIPE,
+                                          &ow_proto, &o, &t), 0);
+    cr_assert_eq(pact_transport_write(t, "x", 1), -ENOTSUP);
+    run_until(loop, &o.made, 3000);
+    write_handle(client, "first ", 6);
+    write_handle(client, "second", 6);
+    uint64_t end = pact_now() + 3000 * MS;
+    while (o.received < 12 && pact_now() < end)
+        pact_loop_run_once(loop, 5 * (int64_t)MS);
+    cr_assert_eq(o.received, 12);
+    cr_assert_eq(memcmp(o.data, "first second", 12), 0);
+    CloseHandle(client);
+    run_until(loop, &o.lost, 3000);
+    cr_assert_eq(o.eofs, 1);
+    cr_assert_eq(o.lost, 1);
+    cr_assert_eq(o.lost_err, 0);
+    test_loop_free(loop);
+}
