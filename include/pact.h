@@ -96,6 +96,11 @@ struct iovec {
     void *iov_base;
     size_t iov_len;
 };
+/* pact_fs_unlink()'s flag for a directory, which Windows' headers lack
+ * (Linux's value). */
+#ifndef AT_REMOVEDIR
+#define AT_REMOVEDIR 0x200
+#endif
 #else
 typedef int pact_os_sock;
 typedef int pact_os_fd;
@@ -1852,7 +1857,14 @@ PACT_API pact_op pact_getnameinfo(pact_loop *loop, const struct sockaddr *addr,
  * pool otherwise (epoll, older kernels): the same results either way.
  * Paths are copied and relative ones resolve against the current
  * directory. Cancel is as for any op: a file op the kernel or a worker
- * has already started usually runs to its end and reports its result. */
+ * has already started usually runs to its end and reports its result.
+ *
+ * On Windows they run on the thread pool, on the C runtime's fds (binary
+ * mode, not inherited: O_CLOEXEC is _O_NOINHERIT there), with UTF-8
+ * paths: a read or write at an offset also moves the fd's file position
+ * there, fsync is FlushFileBuffers, rename replaces an existing target.
+ * pact_fs_stat, pact_fs_fstat (struct statx) and pact_fs_watch (inotify)
+ * are Linux's and answer -ENOTSUP on Windows. */
 
 /* Opens path (O_CLOEXEC is always added). Result: the new fd. */
 PACT_API pact_op pact_fs_open(pact_loop *loop, const char *path, int flags,
