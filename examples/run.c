@@ -74,7 +74,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s command [args...]\n", argv[0]);
         return 2;
     }
+#ifdef SIGPIPE /* Windows has none */
     signal(SIGPIPE, SIG_IGN); /* a closed stdout of ours is not fatal */
+#endif
     pact_loop *loop;
     int e = pact_loop_create(&loop, NULL);
     if (e < 0) {

@@ -8,7 +8,9 @@
 # line of tests/run-all.sh: "tests: N passed, N failed, N skipped".
 # Then examples/win/echo-server.exe serves the Linux examples/echo-client
 # (build/, made here if needed) over loopback, every echoed byte checked,
-# with small messages on many connections and large ones on a few.
+# with small messages on many connections and large ones on a few; and
+# the Windows build of examples/echo-client.c drives the Linux
+# examples/echo-server the same way.
 #
 #   BUILD=build-win          the cross build tree
 #   TESTS="test_iocp"        which suites (default: all)
@@ -93,6 +95,42 @@ if [ -z "${TESTS:-}" ] || grep -qw echo-server <<<"$TESTS"; then
             passed=$((passed + p)); failed=$((failed + f))
             printf '%-11s %-12s %-24s %3d passed %3d failed\n' "$build" iocp "echo-server ${load##*--size }B" "$p" "$f"
         done
+    fi
+fi
+
+# The other way round: the Windows build of examples/echo-client.c under
+# Wine against the Linux examples/echo-server on the host, every echoed
+# byte checked by the client (its exit status).
+linux_server=build/examples/echo-server
+if [ -z "${TESTS:-}" ] || grep -qw echo-client <<<"$TESTS"; then
+    if [ ! -x "$linux_server" ] && [ -f build/build.ninja ]; then
+        ninja -C build examples/echo-server >/dev/null
+    fi
+    if [ ! -x "$linux_server" ]; then
+        echo "SKIP echo-client.exe: no Linux $linux_server (configure build/ first)"
+        skipped=$((skipped + 1))
+    else
+        log="$log_dir/echo-client-exe.log"
+        "$linux_server" --port 0 >"$log.server" 2>&1 &
+        server=$!
+        port=""
+        for _ in $(seq 100); do
+            port=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$log.server")
+            [ -n "$port" ] && break
+            sleep 0.1
+        done
+        ok=0
+        if [ -n "$port" ] && timeout 120 "$wine" "$build/examples/win/echo-client.exe" \
+                --port "$port" --connections 20 --size 4096 --seconds 2 >"$log" 2>&1; then
+            ok=1
+        fi
+        kill -TERM "$server" 2>/dev/null; wait "$server" 2>/dev/null
+        grep -q ' [1-9][0-9]* requests in' "$log" || ok=0
+        grep -q ' 0 byte(s) wrong' "$log" || ok=0
+        sed 's/^/    /' "$log"
+        if [ "$ok" = 1 ]; then p=1 f=0; else p=0 f=1; failures+=("$log"); cat "$log.server"; fi
+        passed=$((passed + p)); failed=$((failed + f))
+        printf '%-11s %-12s %-24s %3d passed %3d failed\n' "$build" iocp "echo-client.exe 4096B" "$p" "$f"
     fi
 fi
 
