@@ -14,6 +14,8 @@
  *   close-stdin MS    close stdin, sleep MS, exit 0
  *   std               write "out" to stdout and "err" to stderr, then
  *                     how many bytes stdin gave until EOF ("in:N")
+ *   has-handle H      exit 0 if H (a handle value, in decimal) is a
+ *                     handle of this process, else 1
  *   ctrl-c            (in a console of its own) handle SIGINT and SIGBREAK
  *                     on a pact loop and raise them with
  *                     GenerateConsoleCtrlEvent (see ctrl_c() for the
@@ -173,6 +175,12 @@ int main(int argc, char **argv)
         snprintf(msg, sizeof msg, "in:%ld", total);
         say(out(), msg);
         return 0;
+    }
+    if (strcmp(what, "has-handle") == 0 && argc > 2) {
+        DWORD flags;
+        return GetHandleInformation((HANDLE)(intptr_t)atoll(argv[2]), &flags)
+                   ? 0
+                   : 1;
     }
     if (strcmp(what, "ctrl-c") == 0)
         return ctrl_c();

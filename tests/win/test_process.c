@@ -423,6 +423,29 @@ Test(process, environment_path_and_directory)
     test_loop_free(loop);
 }
 
+/* Only the three standard handles reach the child: an inheritable handle
+ * of this process does not (another child's pipe end would hide its EOF). */
+Test(process, only_the_standard_handles_are_inherited)
+{
+    pact_loop *loop = test_loop_new();
+    SECURITY_ATTRIBUTES sa = {sizeof sa, NULL, TRUE};
+    HANDLE ev = CreateEventA(&sa, TRUE, FALSE, NULL);
+    cr_assert_not_null(ev);
+    char value[32];
+    snprintf(value, sizeof value, "%lld", (long long)(intptr_t)ev);
+    char *argv[] = CHILD("has-handle", value);
+    pact_process_options o = {.size = sizeof o, .argv = argv};
+    o.stdio[0].kind = PACT_STDIO_DEVNULL;
+    rec r = {0};
+    spawn(loop, &o, &r);
+    pact_loop_run(loop);
+    assert_finished(&r, &o);
+    cr_assert_eq(r.returncode, 1, "the child holds an inheritable handle "
+                                  "it was not given");
+    CloseHandle(ev);
+    test_loop_free(loop);
+}
+
 /* DEVNULL gives EOF at once; STDOUT puts stderr where stdout goes; FD 1
  * is this process's own stdout... here the file (as a HANDLE). */
 Test(process, devnull_fd_and_stderr_to_stdout)
