@@ -13,6 +13,10 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#ifdef _WIN32
+#include <fcntl.h>
+#include <io.h>
+#endif
 
 typedef struct run {
     pact_process *proc;
@@ -76,6 +80,11 @@ int main(int argc, char **argv)
     }
 #ifdef SIGPIPE /* Windows has none */
     signal(SIGPIPE, SIG_IGN); /* a closed stdout of ours is not fatal */
+#endif
+#ifdef _WIN32
+    /* The child's bytes pass through as they are (no \r added). */
+    _setmode(1, _O_BINARY);
+    _setmode(2, _O_BINARY);
 #endif
     pact_loop *loop;
     int e = pact_loop_create(&loop, NULL);

@@ -10,7 +10,8 @@
 # (build/, made here if needed) over loopback, every echoed byte checked,
 # with small messages on many connections and large ones on a few; and
 # the Windows build of examples/echo-client.c drives the Linux
-# examples/echo-server the same way.
+# examples/echo-server the same way; and the Windows build of
+# examples/run.c runs a child with its output through pipes.
 #
 #   BUILD=build-win          the cross build tree
 #   TESTS="test_iocp"        which suites (default: all)
@@ -132,6 +133,23 @@ if [ -z "${TESTS:-}" ] || grep -qw echo-client <<<"$TESTS"; then
         passed=$((passed + p)); failed=$((failed + f))
         printf '%-11s %-12s %-24s %3d passed %3d failed\n' "$build" iocp "echo-client.exe 4096B" "$p" "$f"
     fi
+fi
+
+# examples/run.c built for Windows: runs tests/win/child.exe with its
+# stdin inherited and stdout/stderr through pipe transports, and exits
+# with its code.
+if [ -z "${TESTS:-}" ] || grep -qw run.exe <<<"$TESTS"; then
+    log="$log_dir/run-exe.log"
+    echo hello | timeout 60 "$wine" "$build/examples/win/run.exe" \
+        "$build/tests/win/child.exe" chat 3 >"$log" 2>"$log.err"
+    rc=$?
+    ok=1
+    [ "$rc" = 3 ] || ok=0
+    grep -qx 'out:hello' "$log" || ok=0
+    grep -qx 'err:hello' "$log.err" || ok=0
+    if [ "$ok" = 1 ]; then p=1 f=0; else p=0 f=1; failures+=("$log"); echo "    exit $rc"; cat "$log" "$log.err"; fi
+    passed=$((passed + p)); failed=$((failed + f))
+    printf '%-11s %-12s %-24s %3d passed %3d failed\n' "$build" iocp "run.exe child.exe" "$p" "$f"
 fi
 
 if [ ${#failures[@]} -gt 0 ]; then

@@ -6,6 +6,8 @@
  *   sleep MS          sleep, then exit 0
  *   chat N            read a line from stdin, write "out:LINE" to stdout
  *                     and "err:LINE" to stderr, exit N
+ *   early N           write "early\n" to stdout and "late\n" to stderr
+ *                     (stdin untouched), exit N
  *   cat               copy stdin to stdout until EOF, exit 0
  *   zeros N           write N bytes of 'z' to stdout, exit 0
  *   argv ARGS...      write each argument as "LEN:ARG\n" to stdout
@@ -116,6 +118,11 @@ int main(int argc, char **argv)
         say(out(), buf);
         snprintf(buf, sizeof buf, "err:%s\n", line);
         say(err(), buf);
+        return atoi(argv[2]);
+    }
+    if (strcmp(what, "early") == 0 && argc > 2) {
+        say(out(), "early\n");
+        say(err(), "late\n");
         return atoi(argv[2]);
     }
     if (strcmp(what, "cat") == 0) {

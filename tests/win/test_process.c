@@ -12,6 +12,7 @@
 #include <stdio.h>
 
 #include "helpers.h"
+#include "win/posix.h" /* ESHUTDOWN, which the C runtime lacks */
 
 TestSuite(process, .timeout = 120);
 
@@ -806,5 +807,222 @@ Test(process, many_children)
     int after = os_handles();
     cr_assert_leq(after, handles + 3, "handle leak: %d before, %d after",
                   handles, after);
+    test_loop_free(loop);
+}
+
+/* ---- pipes ------------------------------------------------------------------------------ */
+
+Test(process, all_pipes)
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = CHILD("chat", "3");
+    pact_process_options o = {.size = sizeof o, .argv = argv};
+    set_stdio(&o, PACT_STDIO_PIPE, PACT_STDIO_PIPE, PACT_STDIO_PIPE);
+    rec r = {0};
+    pact_process *p = spawn(loop, &o, &r);
+    int rc;
+    cr_assert_eq(pact_process_returncode(p, &rc), -EAGAIN);
+    cr_assert_not_null(pact_process_pipe(p, 0));
+    cr_assert_not_null(pact_process_pipe(p, 1));
+    cr_assert_not_null(pact_process_pipe(p, 2));
+    cr_assert_null(pact_process_pipe(p, 3));
+    cr_assert_eq(pact_process_write(p, "hi\n", 3), 0);
+    cr_assert_eq(pact_process_write_eof(p), 0);
+    cr_assert_eq(pact_loop_run(loop), 0);
+    assert_finished(&r, &o);
+    cr_assert_eq(r.returncode, 3);
+    cr_assert_str_eq(r.out[1], "out:hi\n");
+    cr_assert_str_eq(r.out[2], "err:hi\n");
+    cr_assert_eq(r.pipe_err[0], 0);
+    cr_assert_eq(pact__win_process_handles_held(), 0);
+    test_loop_free(loop);
+}
+
+Test(process, stderr_to_stdout_pipe)
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = CHILD("std");
+    pact_process_options o = {.size = sizeof o, .argv = argv};
+    set_stdio(&o, PACT_STDIO_DEVNULL, PACT_STDIO_PIPE, PACT_STDIO_STDOUT);
+    rec r = {0};
+    pact_process *p = spawn(loop, &o, &r);
+    cr_assert_null(pact_process_pipe(p, 0));
+    cr_assert_null(pact_process_pipe(p, 2));
+    cr_assert_eq(pact_process_write(p, "x", 1), -EPIPE);
+    pact_loop_run(loop);
+    assert_finished(&r, &o);
+    cr_assert_str_eq(r.out[1], "outerrin:0");
+    cr_assert_eq(r.len[2], 0);
+    cr_assert_eq(r.returncode, 0);
+    test_loop_free(loop);
+}
+
+typedef struct chat {
+    rec r;
+    int lines;
+} chat;
+
+static void chat_data(pact_process *p, int fd, const void *data, size_t len,
+                      void *user)
+{
+    chat *c = user;
+    on_data(p, fd, data, len, &c->r);
+    if (memchr(data, '\n', len)) {
+        c->lines++;
+        if (c->lines == 1)
+            cr_assert_eq(pact_process_write(p, "second\n", 7), 0);
+        else
+            cr_assert_eq(pact_process_write_eof(p), 0);
+    }
+}
+
+static void chat_made(pact_process *p, void *u) { on_made(p, &((chat *)u)->r); }
+static void chat_pipe_lost(pact_process *p, int fd, int e, void *u)
+{
+    on_pipe_lost(p, fd, e, &((chat *)u)->r);
+}
+static void chat_exited(pact_process *p, void *u) { on_exited(p, &((chat *)u)->r); }
+static void chat_lost(pact_process *p, void *u) { on_lost(p, &((chat *)u)->r); }
+
+Test(process, interactive_cat)
+{
+    pact_loop *loop = test_loop_new();
+    static const pact_subprocess_protocol proto = {
+        chat_made, chat_data, chat_pipe_lost, chat_exited, chat_lost};
+    char *argv[] = CHILD("cat");
+    pact_process_options o = {.size = sizeof o, .argv = argv};
+    set_stdio(&o, PACT_STDIO_PIPE, PACT_STDIO_PIPE, PACT_STDIO_INHERIT);
+    chat c = {0};
+    pact_process *p;
+    cr_assert_eq(pact_process_spawn(loop, &o, &proto, &c, &p), 0);
+    cr_assert_eq(pact_process_write(p, "first\n", 6), 0);
+    pact_loop_run(loop);
+    assert_finished(&c.r, &o);
+    cr_assert_eq(c.lines, 2);
+    cr_assert_str_eq(c.r.out[1], "first\nsecond\n");
+    cr_assert_eq(c.r.returncode, 0);
+    test_loop_free(loop);
+}
+
+Test(process, large_output_with_pause_resume)
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = CHILD("zeros", "5000000");
+    pact_process_options o = {.size = sizeof o, .argv = argv};
+    set_stdio(&o, PACT_STDIO_DEVNULL, PACT_STDIO_PIPE, PACT_STDIO_PIPE);
+    rec r = {.pause_every = 256 * 1024};
+    spawn(loop, &o, &r);
+    pact_loop_run(loop);
+    assert_finished(&r, &o);
+    cr_assert_eq(r.len[1], 5000000, "got %llu bytes", (unsigned long long)r.len[1]);
+    cr_assert_eq(r.nonzero, 5000000, "every byte is 'z'... counted");
+    cr_assert_eq(r.len[2], 0);
+    cr_assert_gt(r.pauses, 10);
+    cr_assert_eq(r.returncode, 0);
+    test_loop_free(loop);
+}
+
+Test(process, stdin_broken_pipe)
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = CHILD("exit", "0");
+    pact_process_options o = {.size = sizeof o, .argv = argv};
+    set_stdio(&o, PACT_STDIO_PIPE, PACT_STDIO_DEVNULL, PACT_STDIO_DEVNULL);
+    /* At the exit, write into the pipe nobody reads. */
+    rec r = {.write_in_exited = 1};
+    spawn(loop, &o, &r);
+    pact_loop_run(loop);
+    assert_finished(&r, &o);
+    int w = r.write_result;
+    cr_assert(w == 0 || w == -EPIPE || w == -ESHUTDOWN, "write: %d", w);
+    cr_assert_eq(r.pipe_err[0], -EPIPE, "stdin lost with %d", r.pipe_err[0]);
+    cr_assert_eq(r.returncode, 0);
+    test_loop_free(loop);
+}
+
+/* The child is gone, its output waiting in the pipes, before any
+ * callback: the order holds and nothing is lost. */
+Test(process, exits_before_setup_with_pipes)
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = CHILD("early", "5");
+    pact_process_options o = {.size = sizeof o, .argv = argv};
+    set_stdio(&o, PACT_STDIO_PIPE, PACT_STDIO_PIPE, PACT_STDIO_PIPE);
+    rec r = {0};
+    pact_process *p = spawn(loop, &o, &r);
+    wait_exited(p);
+    Sleep(50); /* the wait's packet is queued before the loop runs */
+    pact_loop_run(loop);
+    assert_finished(&r, &o);
+    cr_assert_eq(r.made, 1);
+    cr_assert_str_eq(r.out[1], "early\n");
+    cr_assert_str_eq(r.out[2], "late\n");
+    cr_assert_eq(r.returncode, 5);
+    test_loop_free(loop);
+}
+
+Test(process, close_kills_running_with_pipes)
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = CHILD("sleep", "60000");
+    pact_process_options o = {.size = sizeof o, .argv = argv};
+    set_stdio(&o, PACT_STDIO_PIPE, PACT_STDIO_PIPE, PACT_STDIO_PIPE);
+    rec r = {0};
+    pact_process *p = spawn(loop, &o, &r);
+    run_until(loop, &r.made, 5000);
+    uint64_t start = pact_now();
+    cr_assert_eq(pact_process_close(p), 0);
+    pact_loop_run(loop);
+    cr_assert_lt(pact_now() - start, 10000 * MS);
+    assert_finished(&r, &o);
+    cr_assert_eq(r.returncode, 1);
+    test_loop_free(loop);
+}
+
+Test(process, loop_close_with_pipes_open)
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = CHILD("sleep", "60000");
+    pact_process_options o = {.size = sizeof o, .argv = argv};
+    set_stdio(&o, PACT_STDIO_PIPE, PACT_STDIO_PIPE, PACT_STDIO_PIPE);
+    rec r = {0};
+    spawn(loop, &o, &r);
+    pact_loop_run_once(loop, 0);
+    test_loop_free(loop);
+    assert_finished(&r, &o);
+    cr_assert_eq(r.returncode, 1);
+    cr_assert_eq(pact__win_process_handles_held(), 0);
+}
+
+/* A failure after every pipe was made (no program to start) leaves no
+ * pipe end open: the system's count says so. */
+Test(process, pipes_of_a_failed_spawn_are_closed)
+{
+    pact_loop *loop = test_loop_new();
+    char *argv[] = CHILD("exit", "0");
+    pact_process_options o = {.size = sizeof o, .argv = argv};
+    set_stdio(&o, PACT_STDIO_PIPE, PACT_STDIO_PIPE, PACT_STDIO_PIPE);
+    /* Warm up: one child with pipes. */
+    rec r = {0};
+    spawn(loop, &o, &r);
+    pact_loop_run(loop);
+    int handles = os_handles();
+    o.cwd = child_path(); /* a file: -ENOTDIR, checked before the pipes */
+    cr_assert_eq(spawn_err(loop, &o), -ENOTDIR);
+    o.cwd = NULL;
+    char path[MAX_PATH], dir[MAX_PATH];
+    GetTempPathA(sizeof dir, dir);
+    snprintf(path, sizeof path, "%spact-no-program-%lu.exe", dir,
+             GetCurrentProcessId());
+    HANDLE f = CreateFileA(path, GENERIC_WRITE, 0, NULL, CREATE_ALWAYS, 0, NULL);
+    cr_assert_neq(f, INVALID_HANDLE_VALUE);
+    CloseHandle(f); /* empty: no program */
+    char *noexec[] = {path, NULL};
+    o.argv = noexec;
+    int e = spawn_err(loop, &o);
+    cr_assert_eq(e, -ENOEXEC, "got %s", pact_err_name(e));
+    DeleteFileA(path);
+    cr_assert_eq(os_handles(), handles, "handle leak: %d before, %d after",
+                 handles, os_handles());
     test_loop_free(loop);
 }
