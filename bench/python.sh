@@ -5,7 +5,9 @@
 # epoll, on the echo servers uvloop itself ships (python3-uvloop's
 # examples/bench/echoserver.py: protocol, streams, sock_recv/sock_sendall)
 # at 1, 10 and 100 KiB, with pact's C transport echo server (pact_stream_echo on
-# io_uring) in the same run as the floor, then an aiohttp hello-world under
+# io_uring) in the same run as the floor, then a UDP echo ping-pong
+# (python/bench/udp_echo.py: create_datagram_endpoint, 64 B datagrams, a
+# blocking client with one in flight), then an aiohttp hello-world under
 # wrk. Both placements; repetitions interleaved (every contender once per
 # scenario, then the next repetition), `uptime` recorded with each run.
 #
@@ -13,6 +15,7 @@
 # Environment (run.sh sets them): REPS SECS WARM SRV_CPU CLI_CPU
 #   PY_SIZES="1024 10240 102400"  PY_MODES="proto streams sock"
 #   PY_CONNS=4 (uvloop's vmbench concurrency)  PY_HTTP_CONNS=50
+#   PY_UDP=1 (0: no UDP echo)
 #   BENCH_BASELINE=DIR  a second build directory (say, main before a change,
 #                    built in another worktree): its pact.asyncio runs as
 #                    pact-uring@base and pact-epoll@base in the same
@@ -29,10 +32,12 @@ PY_SIZES=${PY_SIZES:-"1024 10240 102400"}
 PY_MODES=${PY_MODES:-"proto streams sock"}
 PY_CONNS=${PY_CONNS:-4}
 PY_HTTP_CONNS=${PY_HTTP_CONNS:-50}
+PY_UDP=${PY_UDP:-1}
 PY_LOOPS=${PY_LOOPS:-"uvloop asyncio pact-uring pact-epoll"}
 PYTHON=/usr/bin/python3
 ECHO=$ROOT/python/bench/echo_server.py
 HELLO=$ROOT/python/bench/aiohttp_hello.py
+UDP_ECHO=$ROOT/python/bench/udp_echo.py
 HZ=$(getconf CLK_TCK)
 # wrk takes whole seconds
 WRK_SECS=$(awk -v s="$SECS" 'BEGIN{ n = int(s + 0.5); print (n < 1 ? 1 : n) }')
@@ -155,6 +160,30 @@ for rep in $(seq 1 "$REPS"); do
             done
         done
     done
+    # UDP echo: the server says "ready" on stderr once bound.
+    for placement in split shared; do
+        [ "$PY_UDP" = 1 ] || break
+        ccpu=$CLI_CPU
+        [ $placement = shared ] && ccpu=$SRV_CPU
+        for who in "${LOOPS[@]}"; do
+            next_port
+            ready=$OUT/.udp-ready
+            : > "$ready"
+            PYTHONPATH=$(pypath "$who") taskset -c "$SRV_CPU" $PYTHON "$UDP_ECHO" server \
+                --loop "${who%@base}" --port $PORT 2>"$ready" &
+            SRV_PID=$!
+            for _ in $(seq 200); do grep -q ready "$ready" && break; sleep 0.025; done
+            if ! grep -q ready "$ready"; then
+                echo "python bench: UDP echo on $who did not start" >&2; stop_server; continue
+            fi
+            out=$(taskset -c "$ccpu" $PYTHON "$UDP_ECHO" client --port $PORT --server-pid $SRV_PID \
+                  --size 64 --duration "$SECS" --warmup "$WARM" 2>&1) || {
+                echo "python bench: FAILED udp $placement $who: $out" >&2; out=""; }
+            stop_server
+            echo_row udp 64 $placement $who $rep "$out"
+        done
+    done
+    rm -f "$OUT/.udp-ready"
     [ $have_aiohttp = 1 ] && [ $have_wrk = 1 ] || continue
     for placement in split shared; do
         ccpu=$CLI_CPU

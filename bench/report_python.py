@@ -19,6 +19,7 @@ MODE_DESC = {
     "proto": "protocol",
     "streams": "streams",
     "sock": "sock_recv/sock_sendall",
+    "udp": "UDP echo (create_datagram_endpoint)",
     "hello": "aiohttp hello-world (wrk)",
 }
 
@@ -72,7 +73,9 @@ def section(out_dir):
           "`bench/python.sh`: uvloop's own echo servers (python3-uvloop's examples/bench/echoserver.py, "
           "unchanged; `--proto`, `--streams`, and sock_recv/sock_sendall) on each loop, driven by "
           "bench/loadgen (ping-pong, 4 connections, as uvloop's vmbench); pact's C echo server "
-          "(bench/servers/pact_stream_echo.c on io_uring: the same transport API pact.asyncio runs on, without Python) as the floor; an aiohttp hello-world under wrk (50 connections). "
+          "(bench/servers/pact_stream_echo.c on io_uring: the same transport API pact.asyncio runs on, without Python) as the floor; "
+          "a UDP echo ping-pong (python/bench/udp_echo.py: create_datagram_endpoint, 64 B, one datagram in flight from a blocking client); "
+          "an aiohttp hello-world under wrk (50 connections). "
           f"{reps} interleaved repetitions; cells are medians (min–max) and the ratio to uvloop's median.", ""]
     meta = os.path.join(out_dir, "python-meta.txt")
     if os.path.exists(meta):

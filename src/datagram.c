@@ -22,7 +22,12 @@
  * Writing: a FIFO of copied datagrams; the head is in flight (one send at
  * a time keeps them in order) and is never freed before its completion
  * (docs/contract.md §2). A send error drops that datagram and reports it to
- * error_received; sending goes on.
+ * error_received; sending goes on. Sends never wait inside the kernel
+ * (MSG_DONTWAIT): on EAGAIN the endpoint polls for POLLOUT and sends the
+ * datagram again itself. A Unix datagram socket whose peer's queue is full
+ * says EAGAIN only after it has copied the datagram out of the iovec, and
+ * io_uring, retrying on its own with that consumed iovec, sent an empty
+ * datagram in its place.
  *
  * Teardown as for streams: close flushes, abort drops; the socket is closed
  * and connection_lost called from a fresh loop callback once every
@@ -32,6 +37,7 @@
 #include <linux/errqueue.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -505,6 +511,30 @@ static void check_flow(pact_datagram *ep)
 
 static void send_done(pact_datagram *ep, const pact_completion *c);
 
+/* The socket said EAGAIN: the head goes again once it polls writable (or
+ * fails: the send then says why). send_op holds the poll meanwhile, so
+ * close, abort and set_ref treat it as the send in flight. */
+static void on_writable(pact_loop *loop, const pact_completion *c, void *arg)
+{
+    (void)loop;
+    (void)c;
+    pact_datagram *ep = arg;
+    ep->send_op = 0;
+    pact__endpoint_enter(&ep->ep);
+    kick_write(ep); /* nothing after an abort, the rest after a close */
+    pact__endpoint_leave(&ep->ep); /* settles */
+}
+
+static void wait_writable(pact_datagram *ep)
+{
+    pact_op op = pact_poll(ep->ep.loop, ep->fd, POLLOUT, on_writable, ep);
+    if (op < 0) {
+        fatal_error(ep, (int)op);
+        return;
+    }
+    ep->send_op = pact__endpoint_op(&ep->ep, op);
+}
+
 static void on_send(pact_loop *loop, const pact_completion *c, void *arg)
 {
     (void)loop;
@@ -532,7 +562,7 @@ static void send_done(pact_datagram *ep, const pact_completion *c)
         fatal_error(ep, (int)r);
         return;
     } else if (r == -EAGAIN || r == -EINTR) {
-        /* Not sent (io_uring may say so for a non-blocking socket): again. */
+        /* Not sent: again once the socket has room. */
         drain_errors(ep);
         ep->stats.send_retries++;
         if (ep->ep.aborting) {
@@ -540,6 +570,8 @@ static void send_done(pact_datagram *ep, const pact_completion *c)
             free_item(ep, it);
         } else {
             push_front(ep, it);
+            if (r == -EAGAIN)
+                wait_writable(ep);
         }
     } else {
         /* An ICMP error for an earlier datagram fails the next send too
@@ -574,7 +606,7 @@ static void kick_write(pact_datagram *ep)
     if (ep->send_op || ep->ep.aborting || !ep->head || !ep->ep.made)
         return;
     dgram_item *it = ep->head;
-    pact_op op = pact_sendto(ep->ep.loop, ep->fd, it->data, it->len, 0,
+    pact_op op = pact_sendto(ep->ep.loop, ep->fd, it->data, it->len, MSG_DONTWAIT,
                              it->addrlen ? (struct sockaddr *)&it->addr : NULL,
                              it->addrlen, on_send, ep);
     if (op < 0) {

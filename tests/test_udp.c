@@ -823,6 +823,92 @@ Test(udp, flow_control_unix_burst_larger_than_the_socket_buffer)
     cr_assert_eq(count_open_fds(), fds);
 }
 
+/* A Unix datagram socket refuses a datagram with EAGAIN when its peer's
+ * receive queue is full (net.unix.max_dgram_qlen, 10 by default) only
+ * after copying the datagram out of the sender's iovec. io_uring, waiting
+ * for room itself and sending again with the same, consumed, iovec, then
+ * sent an empty datagram in its place (Linux 6.18): here one datagram in
+ * twelve arrived empty. Every datagram must arrive whole, in order. */
+static void full_unix_peer_queue(int movable)
+{
+    int fds = count_open_fds();
+    char dir[] = "/tmp/pact-udp-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char path[128];
+    snprintf(path, sizeof path, "%s/slow-reader.sock", dir);
+    int rx = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    strcpy(sun.sun_path, path);
+    cr_assert_eq(bind(rx, (struct sockaddr *)&sun, sizeof sun), 0);
+    pact_loop *loop = test_loop_new();
+    if (movable) {
+        /* A movable loop's ring has no DEFER_TASKRUN (pact.asyncio's). */
+        test_loop_free(loop);
+        pact_loop_options o;
+        pact_loop_options_init(&o);
+        o.debug = 1;
+        o.movable = 1;
+        cr_assert_eq(pact_loop_create(&loop, &o), 0);
+    }
+    static ep_rec tx;
+    memset(&tx, 0, sizeof tx);
+    pact_datagram *ep;
+    cr_assert_eq(pact_datagram_open_unix(loop, NULL, path, NULL, &proto, &tx, &ep), 0);
+    enum { TOTAL = 200 };
+    static char buf[4096];
+    for (int i = 0; i < TOTAL; i++) {
+        size_t len = 16 + (size_t)(i * 131) % 3000;
+        memset(buf, 'a' + i % 26, len);
+        snprintf(buf, sizeof buf, "%08d:", i);
+        buf[9] = 'a' + i % 26; /* no NUL inside */
+        cr_assert_eq(pact_datagram_sendto(ep, buf, len, NULL, 0), 0);
+    }
+    /* Fill the peer's queue, then read a few at a time, each time after
+     * the sender has filled it again. */
+    int got = 0;
+    uint64_t end = pact_now() + 20000 * MS;
+    while (got < TOTAL) {
+        cr_assert(pact_now() < end, "only %d of %d datagrams arrived", got, TOTAL);
+        uint64_t until = pact_now() + 5 * MS;
+        while (pact_now() < until)
+            cr_assert_geq(pact_loop_run_once(loop, 1 * (int64_t)MS), 0);
+        for (int k = 0; k < 3 && got < TOTAL; k++) {
+            ssize_t n = recv(rx, buf, sizeof buf, 0);
+            if (n < 0) {
+                cr_assert(errno == EAGAIN, "recv: %s", strerror(errno));
+                break;
+            }
+            size_t want = 16 + (size_t)(got * 131) % 3000;
+            cr_assert_eq((size_t)n, want, "datagram %d: %zd bytes, not %zu",
+                         got, n, want);
+            cr_assert_eq(atoi(buf), got, "datagram %d out of order", got);
+            for (size_t j = 9; j < want; j++)
+                cr_assert_eq(buf[j], 'a' + got % 26, "datagram %d corrupt", got);
+            got++;
+        }
+    }
+    cr_assert_eq(tx.errors, 0);
+    pact_datagram_stats st;
+    cr_assert_eq(pact_datagram_get_stats(ep, &st), 0);
+    cr_assert_eq(st.sent, (uint64_t)TOTAL);
+    close_and_wait(loop, ep, &tx);
+    test_loop_free(loop);
+    close(rx);
+    unlink(path);
+    rmdir(dir);
+    cr_assert_eq(count_open_fds(), fds);
+}
+
+Test(udp, a_full_unix_peer_queue_delays_datagrams_but_never_empties_them)
+{
+    full_unix_peer_queue(0);
+}
+
+Test(udp, a_full_unix_peer_queue_on_a_movable_loop)
+{
+    full_unix_peer_queue(1);
+}
+
 Test(udp, flow_control_udp_burst_every_datagram_sent_or_reported)
 {
     int fds = count_open_fds();

@@ -146,6 +146,9 @@ static inline void pact_py_callback_leave(LoopObject *self)
         pact_py_flush_writes(self);
 }
 
+/* The DatagramTransport type (datagram.c): adds it to the module. */
+int pact_py_datagram_init(PyObject *module);
+
 /* Called by pact callbacks after they readied a handle. */
 void pact_py_note_ready(LoopObject *self);
 

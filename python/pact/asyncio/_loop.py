@@ -95,9 +95,11 @@ _pact.Transport._sendfile_compatible = property(
 
 
 class _DatagramTransport(selector_events._SelectorDatagramTransport):
-    """Datagrams, for now: asyncio's datagram transport on pact readiness.
-    Its repr asks the selector loop's selector what is polled; here it
-    reads once to the end of the transport, and writes while bytes wait."""
+    """asyncio's datagram transport on pact readiness, for a socket-like
+    object that is not a socket.socket with a real fd (tests pass mocks):
+    pact's own (_pact.DatagramTransport) needs the fd. Its repr asks the selector
+    loop's selector what is polled; here it reads once to the end of the
+    transport, and writes while bytes wait."""
 
     def __repr__(self):
         info = [self.__class__.__name__]
@@ -215,7 +217,7 @@ class Loop(_pact.Loop, asyncio.AbstractEventLoop):
             sys.set_asyncgen_hooks(*old_agen_hooks)
 
     def close(self, *, _is_finalizing=sys.is_finalizing, _warn=warnings.warn,
-              _transport_type=_pact.Transport):
+              _transport_type=(_pact.Transport, _pact.DatagramTransport)):
         """Close the loop: drop what is scheduled, shut the default
         executor down without waiting (as asyncio does)."""
         # The defaults keep what close needs from this module: a loop left
@@ -428,8 +430,29 @@ class Loop(_pact.Loop, asyncio.AbstractEventLoop):
 
     def _make_datagram_transport(self, sock, protocol,
                                  address=None, waiter=None, extra=None):
-        return _DatagramTransport(self, sock, protocol, address, waiter,
-                                  extra)
+        # A pact datagram endpoint on the socket (_pact.DatagramTransport):
+        # pact receives, queues what the kernel does not take at once and
+        # closes; sendto() has asyncio's semantics.
+        if (not isinstance(sock, socket.socket) or
+                type(sock.fileno()) is not int):  # a mock with a spec
+            return _DatagramTransport(self, sock, protocol, address, waiter,
+                                      extra)
+        extra = dict(extra or {})
+        extra['socket'] = trsock.TransportSocket(sock)
+        try:
+            extra['sockname'] = sock.getsockname()
+        except OSError:
+            extra['sockname'] = None
+        if 'peername' not in extra:
+            try:
+                extra['peername'] = sock.getpeername()
+            except OSError:
+                extra['peername'] = None
+        fd = sock.fileno()
+        transport = _pact.DatagramTransport._open(self, sock, protocol,
+                                                  address, waiter, extra)
+        self._transports[fd] = transport
+        return transport
 
     def _stop_serving(self, sock):
         # Server.close(): stop accepting now. On io_uring a poll in flight

@@ -1,0 +1,540 @@
+# SPDX-License-Identifier: MIT
+"""Datagram transports: create_datagram_endpoint on pact's datagram
+endpoints (pact._pact.DatagramTransport), UDP over IPv4 and IPv6 and Unix
+datagram sockets; sendto's semantics, errors, flow control and the order of
+the protocol's callbacks checked against asyncio's own loop where the two
+must agree; on the engine PACT_ENGINE names."""
+import asyncio
+import gc
+import logging
+import os
+import socket
+import tempfile
+import unittest
+import warnings
+from test.test_asyncio import test_base_events
+
+import pact.asyncio as pa
+
+ENGINE = os.environ.get('PACT_ENGINE', 'auto')
+
+
+def ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(('::1', 0))
+        return True
+    except OSError:
+        return False
+
+
+class Recorder(asyncio.DatagramProtocol):
+    """Logs every protocol call; echo=True answers each datagram."""
+
+    def __init__(self, echo=False):
+        self.events = []
+        self.echo = echo
+        self.transport = None
+        self.received = []
+        self.lost = asyncio.get_running_loop().create_future()
+        self.got = asyncio.Event()
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.events.append('made')
+
+    def datagram_received(self, data, addr):
+        self.events.append(('data', data))
+        self.received.append((data, addr))
+        self.got.set()
+        if self.echo and addr is not None:
+            self.transport.sendto(data, addr)
+
+    def error_received(self, exc):
+        self.events.append(('error', type(exc)))
+
+    def pause_writing(self):
+        self.events.append('pause')
+
+    def resume_writing(self):
+        self.events.append('resume')
+
+    def connection_lost(self, exc):
+        self.events.append(('lost', type(exc) if exc else None))
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+    async def wait_for(self, n):
+        while len(self.received) < n:
+            self.got.clear()
+            await self.got.wait()
+
+
+class DatagramTests(unittest.TestCase):
+    def setUp(self):
+        self.loop = pa.Loop(engine=ENGINE)
+        self.addCleanup(self.loop.close)
+
+    def run_main(self, coro, timeout=30):
+        return self.loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+    def on_both_loops(self, scenario):
+        """Runs scenario(loop) on pact and on asyncio's selector loop:
+        what each returns, for the test to compare."""
+        results = []
+        for loop in (self.loop, asyncio.SelectorEventLoop()):
+            try:
+                results.append(loop.run_until_complete(
+                    asyncio.wait_for(scenario(loop), 30)))
+            finally:
+                if loop is not self.loop:
+                    loop.close()
+        return results
+
+    def test_udp_echo(self):
+        async def main():
+            st, server = await self.loop.create_datagram_endpoint(
+                lambda: Recorder(echo=True), local_addr=('127.0.0.1', 0))
+            self.assertEqual(type(st).__name__, 'DatagramTransport')
+            self.assertEqual(type(st).__module__, 'pact._pact')
+            self.assertIsInstance(st, asyncio.DatagramTransport)
+            self.assertIsInstance(st, asyncio.Transport)  # as asyncio's
+            self.assertIs(server.transport, st)
+            self.assertEqual(server.events, ['made'])  # before the await ends
+            addr = st.get_extra_info('sockname')
+            self.assertEqual(addr[0], '127.0.0.1')
+            self.assertIsNone(st.get_extra_info('peername'))
+            self.assertEqual(st.get_extra_info('socket').getsockname(), addr)
+            self.assertEqual(st._sock.family, socket.AF_INET)
+            ct, client = await self.loop.create_datagram_endpoint(
+                Recorder, remote_addr=addr)
+            self.assertEqual(ct.get_extra_info('peername'), addr)
+            caddr = ct.get_extra_info('sockname')
+            payloads = [b'', b'a', os.urandom(1000), os.urandom(60000)]
+            for p in payloads:
+                ct.sendto(p)
+            # asyncio 3.11 sends no empty datagram: three arrive, in order.
+            await client.wait_for(3)
+            self.assertEqual([d for d, _ in client.received], payloads[1:])
+            self.assertEqual([a for _, a in server.received], [caddr] * 3)
+            self.assertEqual([a for _, a in client.received], [addr] * 3)
+            self.assertRegex(repr(ct), r'fd=\d+ read=polling '
+                             r'write=<idle, bufsize=0>')
+            ct.close()
+            self.assertTrue(ct.is_closing())
+            self.assertIsNone(await client.lost)
+            self.assertIsNone(ct._sock)
+            self.assertIsNone(ct.get_protocol())
+            self.assertIn('closed', repr(ct))
+            st.close()
+            await server.lost
+            self.assertEqual(server.events[0], 'made')
+            self.assertEqual(server.events[-1], ('lost', None))
+        self.run_main(main())
+
+    @unittest.skipUnless(ipv6_loopback(), 'no IPv6 loopback on this machine')
+    def test_udp6_echo(self):
+        async def main():
+            st, server = await self.loop.create_datagram_endpoint(
+                lambda: Recorder(echo=True), local_addr=('::1', 0))
+            addr = st.get_extra_info('sockname')
+            self.assertEqual(len(addr), 4)
+            ct, client = await self.loop.create_datagram_endpoint(
+                Recorder, family=socket.AF_INET6)
+            for i in range(5):
+                ct.sendto(b'six%d' % i, ('::1', addr[1]))
+            await client.wait_for(5)
+            self.assertEqual([d for d, _ in client.received],
+                             [b'six%d' % i for i in range(5)])
+            self.assertEqual(client.received[0][1], addr)
+            # Bound by its first send (to the wildcard address).
+            self.assertEqual(server.received[0][1][1],
+                             ct._sock.getsockname()[1])
+            ct.close()
+            st.close()
+            await client.lost
+            await server.lost
+        self.run_main(main())
+
+    def test_unix_datagram_paths(self):
+        async def main():
+            with tempfile.TemporaryDirectory() as d:
+                spath = os.path.join(d, 'server')
+                cpath = os.path.join(d, 'client')
+                st, server = await self.loop.create_datagram_endpoint(
+                    lambda: Recorder(echo=True), local_addr=spath,
+                    family=socket.AF_UNIX)
+                self.assertEqual(st.get_extra_info('sockname'), spath)
+                ct, client = await self.loop.create_datagram_endpoint(
+                    Recorder, local_addr=cpath, remote_addr=spath,
+                    family=socket.AF_UNIX)
+                self.assertEqual(ct.get_extra_info('peername'), spath)
+                ct.sendto(b'hello')
+                ct.sendto(b'again', spath)  # the connected peer: allowed
+                with self.assertRaisesRegex(ValueError, 'Invalid address'):
+                    ct.sendto(b'x', os.path.join(d, 'other'))
+                await client.wait_for(2)
+                self.assertEqual(client.received,
+                                 [(b'hello', spath), (b'again', spath)])
+                self.assertEqual(server.received[0], (b'hello', cpath))
+                # An unnamed sender: the address is None, as recvfrom says.
+                anon = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                anon.sendto(b'anon', spath)
+                anon.close()
+                await server.wait_for(3)
+                self.assertEqual(server.received[2], (b'anon', None))
+                # The abstract namespace: bytes addresses.
+                abstract = b'\0pact-dgram-%d' % os.getpid()
+                at, ap = await self.loop.create_datagram_endpoint(
+                    Recorder, local_addr=abstract.decode(),
+                    family=socket.AF_UNIX)
+                self.assertEqual(at.get_extra_info('sockname'), abstract)
+                st.sendto(b'abs', abstract)
+                await ap.wait_for(1)
+                self.assertEqual(ap.received, [(b'abs', spath)])
+                at.sendto(b'back', spath)
+                await server.wait_for(4)
+                self.assertEqual(server.received[3], (b'back', abstract))
+                for t in (ct, st, at):
+                    t.close()
+                await asyncio.gather(client.lost, server.lost, ap.lost)
+                # asyncio leaves the socket files where they are.
+                self.assertTrue(os.path.exists(spath))
+        self.run_main(main())
+
+    def test_sock_and_socket_options(self):
+        async def main():
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind(('127.0.0.1', 0))
+            fd = sock.fileno()
+            t, p = await self.loop.create_datagram_endpoint(Recorder, sock=sock)
+            self.assertIs(t._sock, sock)
+            self.assertEqual(t.get_extra_info('socket').fileno(), fd)
+            with self.assertRaises(RuntimeError):
+                self.loop.add_reader(fd, lambda: None)  # the transport's fd
+            t.close()
+            await p.lost
+            self.assertEqual(sock.fileno(), -1)  # detached: pact closed it
+            t, p = await self.loop.create_datagram_endpoint(
+                Recorder, local_addr=('127.0.0.1', 0), reuse_port=True,
+                allow_broadcast=True)
+            s = t.get_extra_info('socket')
+            self.assertTrue(s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT))
+            self.assertTrue(s.getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST))
+            # The socket is as the program made it: no IP_RECVERR.
+            ip_recverr = getattr(socket, 'IP_RECVERR', 11)  # Linux's number
+            self.assertFalse(s.getsockopt(socket.SOL_IP, ip_recverr))
+            t.sendto(b'bcast', ('<broadcast>', 9))
+            t.close()
+            await p.lost
+            self.assertNotIn(('error', OSError), p.events)
+        self.run_main(main())
+
+    def test_sendto_checks_as_asyncio(self):
+        async def scenario(loop):
+            results = []
+            st, server = await loop.create_datagram_endpoint(
+                Recorder, local_addr=('127.0.0.1', 0))
+            addr = st.get_extra_info('sockname')
+            ct, client = await loop.create_datagram_endpoint(
+                Recorder, remote_addr=addr)
+            for data, to in [('text', None), (b'x', ('127.0.0.2', 9)),
+                             (b'x', addr[0]), (1, addr)]:
+                try:
+                    ct.sendto(data, to)
+                    results.append('sent')
+                except Exception as exc:
+                    results.append((type(exc),
+                                    str(exc).replace(str(addr), 'ADDR')))
+            ct.sendto(memoryview(b'mv'), addr)
+            ct.sendto(bytearray(b'ba'))
+            ct.sendto(data=b'kw', addr=None)
+            await server.wait_for(3)
+            results.append([d for d, _ in server.received])
+            ct.close()
+            st.close()
+            await client.lost
+            await server.lost
+            return results
+        pact, ref = self.on_both_loops(scenario)
+        self.assertEqual(pact, ref)
+        self.assertEqual(pact[-1], [b'mv', b'ba', b'kw'])
+
+    def test_bad_addresses_end_the_transport_as_in_asyncio(self):
+        async def scenario(loop):
+            outcome = []
+            handled = []
+            loop.set_exception_handler(
+                lambda lp, ctx: handled.append(
+                    (ctx['message'], type(ctx.get('exception')))))
+            for family, addr in [
+                    (socket.AF_INET, None),
+                    (socket.AF_INET, '127.0.0.1'),
+                    (socket.AF_INET, ('127.0.0.1',)),
+                    (socket.AF_INET, ('127.0.0.1', 70000)),
+                    (socket.AF_INET, ('127.0.0.1', 'port')),
+                    (socket.AF_INET, ('127.0.0.1', 9, 1)),
+                    (socket.AF_INET6, ('::1', 9, 1 << 21)),
+                    (socket.AF_UNIX, None),
+                    (socket.AF_UNIX, ('a', 1))]:
+                if family == socket.AF_INET6 and not ipv6_loopback():
+                    continue
+                kw = ({'local_addr': ('127.0.0.1', 0)} if family == socket.AF_INET
+                      else {'family': family})
+                t, p = await loop.create_datagram_endpoint(Recorder, **kw)
+                t.sendto(b'x', addr)
+                exc = await p.lost
+                outcome.append((type(exc), str(exc), t.is_closing(),
+                                p.events))
+            loop.set_exception_handler(None)
+            return outcome, handled
+        pact, ref = self.on_both_loops(scenario)
+        self.assertEqual(pact, ref)
+        self.assertTrue(all(m == 'Fatal write error on datagram transport'
+                            for m, _ in pact[1]))
+
+    def test_errors_go_to_error_received_and_reception_goes_on(self):
+        async def scenario(loop):
+            # A connected client whose peer is gone: the ICMP error reaches
+            # error_received, and the transport still receives after it.
+            gone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            gone.bind(('127.0.0.1', 0))
+            addr = gone.getsockname()
+            gone.close()
+            ct, client = await loop.create_datagram_endpoint(
+                Recorder, remote_addr=addr)
+            ct.sendto(b'into the void')
+            while not any(e[0] == 'error' for e in client.events
+                          if isinstance(e, tuple)):
+                await asyncio.sleep(0.005)
+            back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            back.bind(addr)
+            back.settimeout(10)
+            ct.sendto(b'and again')  # the socket error was consumed
+            back.sendto(b'still listening', ct.get_extra_info('sockname'))
+            await client.wait_for(1)
+            self.assertEqual(back.recv(100), b'and again')
+            back.close()
+            # Unconnected: a name that does not resolve is an OSError
+            # (gaierror) for error_received; sending to a dead port is
+            # silent, as on asyncio (no IP_RECVERR).
+            ut, uclient = await loop.create_datagram_endpoint(
+                Recorder, local_addr=('127.0.0.1', 0))
+            ut.sendto(b'x', ('name.that.does.not.resolve.invalid', 9))
+            ut.sendto(b'x', addr)
+            ut.sendto(b'self', ut.get_extra_info('sockname'))
+            await uclient.wait_for(1)
+            ct.close()
+            ut.close()
+            await client.lost
+            await uclient.lost
+            return client.events, uclient.events
+        pact, ref = self.on_both_loops(scenario)
+        self.assertEqual(pact, ref)
+        self.assertEqual(pact[0], ['made', ('error', ConnectionRefusedError),
+                                   ('data', b'still listening'),
+                                   ('lost', None)])
+        self.assertEqual(pact[1][1][0], 'error')
+        self.assertTrue(issubclass(pact[1][1][1], socket.gaierror))
+
+    def test_protocol_exceptions_are_reported_and_reception_goes_on(self):
+        class Raising(Recorder):
+            def datagram_received(self, data, addr):
+                super().datagram_received(data, addr)
+                if data == b'raise':
+                    raise ValueError('from the protocol')
+
+        async def main():
+            handled = []
+            self.loop.set_exception_handler(lambda lp, ctx: handled.append(ctx))
+            t, p = await self.loop.create_datagram_endpoint(
+                Raising, local_addr=('127.0.0.1', 0))
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.sendto(b'raise', t.get_extra_info('sockname'))
+            s.sendto(b'after', t.get_extra_info('sockname'))
+            await p.wait_for(2)
+            s.close()
+            self.assertEqual([d for d, _ in p.received], [b'raise', b'after'])
+            self.assertEqual(len(handled), 1)
+            self.assertIsInstance(handled[0]['exception'], ValueError)
+            self.assertIn('datagram_received', handled[0]['message'])
+            self.assertFalse(t.is_closing())
+            t.close()
+            await p.lost
+        self.run_main(main())
+
+    def unix_pair(self):
+        """A Unix datagram socketpair whose receiving end is not read: the
+        kernel refuses more once its queue is full (EAGAIN), so datagrams
+        wait in pact's queue."""
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        b.setblocking(False)
+        return a, b
+
+    def test_flow_control_pauses_and_resumes_in_order(self):
+        async def main():
+            a, b = self.unix_pair()
+            t, p = await self.loop.create_datagram_endpoint(Recorder, sock=a)
+            t.set_write_buffer_limits(high=4000, low=1000)
+            self.assertEqual(t.get_write_buffer_limits(), (1000, 4000))
+            sent = [b'%05d' % i + bytes(995) for i in range(40)]
+            for d in sent:
+                t.sendto(d)
+            # The socket took some at once; the rest wait, counted as
+            # asyncio counts them (their bytes only).
+            waiting = t.get_write_buffer_size()
+            self.assertGreater(waiting, 4000)
+            self.assertEqual(waiting % 1000, 0)
+            self.assertEqual(p.events, ['made', 'pause'])
+            self.assertTrue(t._protocol_paused)
+            got = []
+            while len(got) < len(sent):
+                try:
+                    got.append(b.recv(2000))
+                except BlockingIOError:
+                    await asyncio.sleep(0.001)
+            self.assertEqual(got, sent)
+            while t.get_write_buffer_size():
+                await asyncio.sleep(0.001)
+            self.assertEqual(p.events, ['made', 'pause', 'resume'])
+            # close() sends what waits first.
+            for d in sent[:20]:
+                t.sendto(d)
+            t.close()
+            t.sendto(b'dropped')  # after close: dropped, as asyncio
+            got = []
+            while not p.lost.done() or len(got) < 20:
+                try:
+                    got.append(b.recv(2000))
+                except BlockingIOError:
+                    await asyncio.sleep(0.001)
+            self.assertEqual(got, sent[:20])
+            self.assertIsNone(await p.lost)
+            b.close()
+        self.run_main(main())
+
+    def test_abort_drops_what_waits(self):
+        async def main():
+            a, b = self.unix_pair()
+            t, p = await self.loop.create_datagram_endpoint(Recorder, sock=a)
+            for i in range(40):
+                t.sendto(bytes(1000))
+            self.assertGreater(t.get_write_buffer_size(), 0)
+            t.abort()
+            self.assertTrue(t.is_closing())
+            self.assertIsNone(await p.lost)
+            self.assertEqual(t.get_write_buffer_size(), 0)
+            n = 0
+            while True:
+                try:
+                    b.recv(2000)
+                    n += 1
+                except BlockingIOError:
+                    break
+            self.assertLess(n, 40)
+            b.close()
+        self.run_main(main())
+
+    def test_sends_after_close_are_logged_from_the_fifth(self):
+        async def scenario(loop):
+            st, server = await loop.create_datagram_endpoint(
+                Recorder, local_addr=('127.0.0.1', 0))
+            ct, client = await loop.create_datagram_endpoint(
+                Recorder, remote_addr=st.get_extra_info('sockname'))
+            ct.close()
+            logger = logging.getLogger('asyncio')
+            with self.assertLogs(logger, 'WARNING') as logs:
+                for _ in range(7):
+                    ct.sendto(b'late')
+                logger.warning('end')
+            await client.lost
+            st.close()
+            await server.lost
+            return logs.output, server.received
+        pact, ref = self.on_both_loops(scenario)
+        self.assertEqual(pact, ref)
+        self.assertEqual(len(pact[0]), 4)  # the 5th, 6th, 7th, and 'end'
+
+    def test_same_callbacks_as_asyncio_for_an_exchange(self):
+        async def scenario(loop):
+            st, server = await loop.create_datagram_endpoint(
+                lambda: Recorder(echo=True), local_addr=('127.0.0.1', 0))
+            ct, client = await loop.create_datagram_endpoint(
+                Recorder, remote_addr=st.get_extra_info('sockname'))
+            for i in range(50):
+                ct.sendto(b'%d' % i)
+            await client.wait_for(50)
+            ct.close()
+            await client.lost
+            st.abort()
+            await server.lost
+            return server.events, client.events
+        pact, ref = self.on_both_loops(scenario)
+        self.assertEqual(pact, ref)
+
+    def test_loop_close_leaves_it_open_and_collection_warns(self):
+        t, p = self.run_main(self.loop.create_datagram_endpoint(
+            Recorder, local_addr=('127.0.0.1', 0)))
+        addr = t.get_extra_info('sockname')
+        self.loop.close()
+        self.assertFalse(t.is_closing())
+        self.assertEqual(p.events, ['made'])  # connection_lost not called
+        # The socket is still bound: nobody else gets the port.
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with self.assertRaises(OSError):
+            s.bind(addr)
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter('always')
+            del t, p
+            gc.collect()
+        self.assertTrue(any(issubclass(x.category, ResourceWarning) and
+                            'unclosed transport' in str(x.message) for x in w))
+        s.bind(addr)  # released
+        s.close()
+
+    def test_many_datagrams_in_order(self):
+        async def main():
+            with tempfile.TemporaryDirectory() as d:
+                path = os.path.join(d, 'sink')
+                st, server = await self.loop.create_datagram_endpoint(
+                    Recorder, local_addr=path, family=socket.AF_UNIX)
+                ct, client = await self.loop.create_datagram_endpoint(
+                    Recorder, remote_addr=path, family=socket.AF_UNIX)
+                sent = [os.urandom(1 + (i * 7919) % 3000) for i in range(2000)]
+                for i, d in enumerate(sent):
+                    ct.sendto(d)
+                    if i % 100 == 99:
+                        await asyncio.sleep(0)
+                await server.wait_for(len(sent))
+                self.assertEqual([x for x, _ in server.received], sent)
+                ct.close()
+                st.close()
+                await asyncio.gather(client.lost, server.lost)
+        self.run_main(main())
+
+
+class CPythonBaseEventsDatagramTests(
+        test_base_events.BaseEventLoopWithSelectorTests):
+    """CPython's create_datagram_endpoint tests of test_base_events, which
+    run on asyncio's selector loop in CPython's suite, on a pact loop. Not
+    test_create_datagram_endpoint_ip_addr: it replaces the socket module
+    with mocks, so the transport is asyncio's (no fd for pact)."""
+
+    def setUp(self):
+        super().setUp()
+        self.loop.close()
+        self.loop = pa.Loop(engine=ENGINE)
+        self.set_event_loop(self.loop)
+
+
+for _name in dir(CPythonBaseEventsDatagramTests):
+    if _name.startswith('test') and ('datagram' not in _name or
+                                     _name.endswith('_ip_addr')):
+        setattr(CPythonBaseEventsDatagramTests, _name, None)
+del _name
+
+
+if __name__ == '__main__':
+    unittest.main()
