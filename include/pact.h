@@ -2211,7 +2211,9 @@ PACT_API int pact_process_kill(pact_process *p);
  * list, so cancelling tears it down at once: cancel returns 0 and the
  * callback gets -ECANCELED on the next iteration — unless the exit was
  * seen first (cancel returns -EALREADY and the returncode is delivered).
- * Returns the op or a negative errno. */
+ * On Windows c->result is the 32-bit exit code as an unsigned value
+ * (0..4294967295), so an NTSTATUS code such as 0xC0000005 is not taken
+ * for an error. Returns the op or a negative errno. */
 PACT_API pact_op pact_process_wait(pact_process *p, pact_op_cb cb,
                                    void *user);
 

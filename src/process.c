@@ -85,6 +85,19 @@ static void report_exit(pact_process *p)
     pact__endpoint_settle(&p->ep);
 }
 
+/* What a pact_process_wait() callback gets: the returncode. On Windows
+ * it is a 32-bit exit code, given unsigned, so that a code such as
+ * 0xC0000005 (an NTSTATUS, negative as an int) is never read as a
+ * -ECANCELED or -ETIMEDOUT. */
+static int64_t wait_result(const pact_process *p)
+{
+#ifdef _WIN32
+    return (int64_t)(uint32_t)p->returncode;
+#else
+    return p->returncode;
+#endif
+}
+
 void pact__process_exited(pact_process *p, int returncode)
 {
     p->exited = 1;
@@ -93,7 +106,7 @@ void pact__process_exited(pact_process *p, int returncode)
     while ((n = pact_list_pop_front(&p->waiters))) {
         pact_op_s *op = pact_container_of(n, pact_op_s, link);
         pact_list_init(&op->link);
-        pact__op_defer(p->ep.loop, op, p->returncode);
+        pact__op_defer(p->ep.loop, op, wait_result(p));
     }
     if (p->ep.made)
         report_exit(p);
@@ -372,7 +385,7 @@ pact_op pact_process_wait(pact_process *p, pact_op_cb cb, void *user)
     op->buf = p;
     pact_op handle = pact__op_start_custom(loop, op, __builtin_return_address(0));
     if (p->exited)
-        pact__op_defer(loop, op, p->returncode);
+        pact__op_defer(loop, op, wait_result(p));
     else
         pact_list_push_back(&p->waiters, &op->link);
     return handle;

@@ -100,7 +100,7 @@ int main(int argc, char **argv)
         return 100;
     const char *what = argv[1];
     if (strcmp(what, "exit") == 0 && argc > 2)
-        return atoi(argv[2]);
+        ExitProcess((UINT)strtoul(argv[2], NULL, 0)); /* all 32 bits */
     if (strcmp(what, "sleep") == 0 && argc > 2) {
         Sleep((DWORD)atoi(argv[2]));
         return 0;
