@@ -24,7 +24,7 @@ from collections import defaultdict
 OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "results")
 
 ECHO_PEERS = ["raw_uring", "raw_epoll", "libuv_fast", "libuv_example"]
-ECHO_PACT = ["pact_stream_uring", "pact_stream_epoll", "pact_uring", "pact_epoll"]
+ECHO_PACT = ["pact_stream_uring", "pact_stream_uring_copy", "pact_stream_epoll", "pact_uring", "pact_epoll"]
 HTTP_PEERS = ["http_raw_uring", "http_raw_epoll", "http_libuv"]
 HTTP_PACT = ["http_pact_uring", "http_pact_epoll"]
 DESC = {
@@ -33,6 +33,7 @@ DESC = {
     "libuv_fast": "libuv, written for speed",
     "libuv_example": "libuv, shaped like its example",
     "pact_stream_uring": "pact transports, io_uring",
+    "pact_stream_uring_copy": "pact transports, io_uring, echo by pact_transport_write (inline send)",
     "pact_stream_epoll": "pact transports, epoll",
     "pact_uring": "pact operations, io_uring",
     "pact_epoll": "pact operations, epoll",

@@ -105,7 +105,7 @@ META_COLS="\"$KERNEL\",\"$MACHINE\",$MODE"
 # Peers first, then pact. NAME@base contenders (BENCH_BASELINE) are pact's
 # servers from the baseline build.
 ECHO_PEERS=(raw_uring raw_epoll libuv_fast libuv_example)
-ECHO_PACT=(pact_stream_uring pact_stream_epoll pact_uring pact_epoll)
+ECHO_PACT=(pact_stream_uring pact_stream_uring_copy pact_stream_epoll pact_uring pact_epoll)
 HTTP_PEERS=(http_raw_uring http_raw_epoll http_libuv)
 HTTP_PACT=(http_pact_uring http_pact_epoll)
 # contenders PEERS... -- PACT...: the selected ones, baselines after pact's
@@ -131,6 +131,7 @@ server_cmd() {
     pact_uring) echo "$dir/pact_echo $port --engine uring" ;;
     pact_epoll) echo "$dir/pact_echo $port --engine epoll" ;;
     pact_stream_uring) echo "$dir/pact_stream_echo $port --engine uring" ;;
+    pact_stream_uring_copy) echo "$dir/pact_stream_echo $port --engine uring --write copy" ;;
     pact_stream_epoll) echo "$dir/pact_stream_echo $port --engine epoll" ;;
     http_raw_uring) echo "$dir/http_raw_uring $port" ;;
     http_raw_epoll) echo "$dir/http_raw_epoll $port" ;;

@@ -965,6 +965,31 @@ PACT_API int pact_transport_open_pipe(pact_loop *loop, pact_os_fd fd,
 PACT_API int pact_transport_write(pact_transport *t, const void *data,
                                   size_t len);
 
+/* pact_transport_write() for bytes the transport's own data_received
+ * was handed, without copying them: call it from data_received with data
+ * and len inside the bytes of that call (an echo, a proxy forwarding
+ * what it read, a framing layer answering from the request). On io_uring
+ * the loop's receive buffer that holds them is handed to the send and
+ * goes back to the loop when the send completes (for the caller, data
+ * is still valid only during data_received). The send joins the loop's next submission with the other sends
+ * of this iteration, before the loop waits again: unlike
+ * pact_transport_write(), the bytes are not in the kernel yet when this
+ * returns. What the socket cannot take at once is copied then, so a
+ * slow reader holds no loop buffer.
+ *
+ * Where that is not possible the bytes are copied and sent exactly as
+ * pact_transport_write() does: on epoll (whose receive buffer is reused
+ * at once) and io_uring without a provided buffer ring, on TLS and pipe
+ * transports, while earlier writes are still queued, and when data is
+ * not inside the buffer lent to the running data_received (bytes held
+ * while reading was paused, or any other memory). Either way the
+ * results, errors, order with other writes and flow control are those of
+ * pact_transport_write(): the bytes count in the write buffer size
+ * until sent. Returns 0, or -ESHUTDOWN (closing), -EPIPE (after
+ * write_eof), -ENOMEM, -EINVAL (t NULL, data NULL with len > 0). */
+PACT_API int pact_transport_write_received(pact_transport *t,
+                                           const void *data, size_t len);
+
 /* pact_transport_write() for several buffers, coalesced into one send. */
 PACT_API int pact_transport_writev(pact_transport *t, const struct iovec *iov,
                                    int iovcnt);

@@ -169,6 +169,18 @@ struct pact_loop {
      * Allocated on first use, freed at close. */
     char *burst_buf;
     size_t burst_buf_size;
+    /* The receive buffer the engine lends to the data callback running
+     * now (io_uring: a provided buffer; NULL when none is lent, and on
+     * engines that copy). pact__recv_buffer_keep() claims it during the
+     * callback; the engine then does not take it back after the callback
+     * but when give_back has been called once per claim. */
+    struct {
+        const char *base;
+        size_t len;
+        unsigned id;     /* the engine's name for the buffer */
+        unsigned claims; /* pact__recv_buffer_keep() calls meanwhile */
+        void (*give_back)(struct pact_loop *loop, unsigned id);
+    } lent;
     /* stream.c: drained write state of socket streams, kept for the next
      * stream that cannot send at once (bounded; freed at close). */
     struct pact_stream_more *stream_more_cache;
@@ -301,6 +313,24 @@ pact_op pact__op_start(pact_loop *loop, pact_op_s *op, void *created_at);
  * the bytes at data (valid during the call); the op stays live. */
 void pact__op_deliver(pact_loop *loop, pact_op_s *op, const void *data,
                       int64_t len);
+/* Zero-copy writes of received bytes: if [data, data + len) lies in the
+ * receive buffer lent to the callback running now, claims that buffer
+ * (the engine keeps it out of the kernel's hands) and returns its id for
+ * pact__recv_buffer_give_back(); else -1 (the caller copies). */
+static inline int pact__recv_buffer_keep(pact_loop *loop, const void *data,
+                                         size_t len)
+{
+    const char *p = data;
+    if (!loop->lent.base || p < loop->lent.base ||
+        len > loop->lent.len || (size_t)(p - loop->lent.base) > loop->lent.len - len)
+        return -1;
+    loop->lent.claims++;
+    return (int)loop->lent.id;
+}
+static inline void pact__recv_buffer_give_back(pact_loop *loop, int id)
+{
+    loop->lent.give_back(loop, (unsigned)id);
+}
 /* Reads per readiness event for one multishot receive, so one busy socket
  * cannot starve the others (it stays armed: it is reported again). */
 #define PACT_RECV_BURST 16

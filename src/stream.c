@@ -56,6 +56,9 @@
 #include "stream.h"
 
 #define READ_BUFFER_SIZE (64 * 1024)
+/* pact_transport_write_received: see stream_write_received. At most 15
+ * (the width of pact_stream.inline_writes). */
+#define INLINE_WRITES_AFTER_BACKLOG 15
 
 static void start_reading(pact_stream *s);
 static void kick_write(pact_stream *s);
@@ -224,7 +227,7 @@ static pact_write_item *write_item(const pact_stream *s)
 static size_t stream_write_buffer_size(const pact_transport *t)
 {
     const pact_stream *s = stream_of(t);
-    return s->more ? pact__wbuf_len(&s->more->inflight) +
+    return s->more ? s->more->lent_len + pact__wbuf_len(&s->more->inflight) +
                          pact__wbuf_len(&s->more->pending)
                    : 0;
 }
@@ -599,6 +602,37 @@ static void on_send(pact_loop *loop, const pact_completion *c, void *arg)
     write_progress(s);
 }
 
+/* A zero-copy write's send is back. What it did not send (all of it
+ * after -EAGAIN: it was sent with MSG_DONTWAIT) is copied into
+ * `inflight`, ahead of what was written meanwhile, and goes out as any
+ * queued write; the loop gets its buffer back either way. */
+static void on_send_lent(pact_loop *loop, const pact_completion *c, void *arg)
+{
+    pact_stream *s = arg;
+    pact_stream_more *m = s->more;
+    size_t sent = c->result > 0 ? (size_t)c->result : 0;
+    int err = c->result < 0 && c->result != -EAGAIN ? (int)c->result : 0;
+    int id = m->lent_id;
+    m->send_op = 0;
+    if (!s->t.ep.aborting && err == 0 && sent < m->lent_len) {
+        s->inline_writes = INLINE_WRITES_AFTER_BACKLOG;
+        if (pact__wbuf_append(&m->inflight, m->lent + sent, m->lent_len - sent) != 0)
+            err = -ENOMEM;
+    }
+    m->lent = NULL;
+    m->lent_len = 0;
+    pact__recv_buffer_give_back(loop, id);
+    if (s->t.ep.aborting) {
+        settle(s);
+    } else if (err == -ENOMEM) {
+        fatal_error(s, err);
+    } else if (err < 0) {
+        write_failed(s, err == -ECANCELED ? -ECONNABORTED : err);
+    } else {
+        write_progress(s);
+    }
+}
+
 /* Starts the next send if none is in flight: the rest of the in-flight
  * buffer after a short send, else what is pending, coalesced. While a
  * write item waits or runs, only the bytes written before it may go;
@@ -745,6 +779,57 @@ static int stream_writev(pact_transport *t, const struct iovec *iov, int iovcnt)
     return 0;
 }
 
+/* pact_transport_write_received(): with nothing queued, bytes that lie
+ * in the receive buffer the loop lent to this callback are sent from
+ * there (io_uring: the send joins the loop's next submission, with the
+ * other sends of this iteration, and the buffer goes back to the ring
+ * when it completes). MSG_DONTWAIT: a send the socket cannot take at once
+ * ends with what it took, and the rest is copied then (on_send_lent), so
+ * a slow reader never keeps a loop buffer from the other connections. In
+ * every other case the bytes are copied as by pact_transport_write.
+ *
+ * Measured (bench/, echo on loopback): the batched send costs less server
+ * CPU per message than send(2) from data_received at 64 B and 16 KiB
+ * ping-pong (one message per connection per iteration), but more when a
+ * connection streams (64 KiB chunks, four in flight): every write made
+ * while the zero-copy send is in flight is copied and waits for it, and
+ * a short send costs an iteration and a second send. So once a stream
+ * shows either, its next INLINE_WRITES_AFTER_BACKLOG writes that find
+ * nothing queued go out at once, as pact_transport_write does. */
+static int stream_write_received(pact_transport *t, const void *data, size_t len)
+{
+    pact_stream *s = stream_of(t);
+    pact_loop *loop = t->ep.loop;
+    struct iovec iov = {(void *)data, len};
+    int id;
+    if (len == 0 || t->kind != PACT_STREAM_SOCKET)
+        return stream_writev(t, &iov, 1);
+    if (!write_queue_empty(s)) {
+        if (s->more->lent)
+            s->inline_writes = INLINE_WRITES_AFTER_BACKLOG; /* streaming */
+        return stream_writev(t, &iov, 1);
+    }
+    if (s->inline_writes) {
+        s->inline_writes--;
+        return stream_writev(t, &iov, 1);
+    }
+    if ((id = pact__recv_buffer_keep(loop, data, len)) < 0)
+        return stream_writev(t, &iov, 1);
+    pact_op op = pact__stream_more(s)
+                     ? pact_send(loop, s->fd, data, len, MSG_DONTWAIT, on_send_lent, s)
+                     : -ENOMEM;
+    if (op < 0) {
+        loop->lent.claims--; /* not kept after all */
+        return stream_writev(t, &iov, 1);
+    }
+    s->more->send_op = pact__endpoint_op(&t->ep, op);
+    s->more->lent = data;
+    s->more->lent_len = len;
+    s->more->lent_id = id;
+    pact__transport_flow(t);
+    return 0;
+}
+
 static int stream_write_eof(pact_transport *t)
 {
     shutdown_write_side(stream_of(t));
@@ -864,6 +949,7 @@ static const pact_transport_ops stream_ops = {
         .set_ref = stream_set_ref,
     },
     .writev = stream_writev,
+    .write_received = stream_write_received,
     .write_eof = stream_write_eof,
     .close = stream_close,
     .pause_reading = stream_pause_reading,

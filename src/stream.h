@@ -21,6 +21,10 @@ typedef struct pact_transport_ops {
     pact_endpoint_ops ep; /* first: the endpoint's ops point here */
     /* Bytes to send (not closing, no write_eof, not a read pipe). */
     int (*writev)(pact_transport *t, const struct iovec *iov, int iovcnt);
+    /* pact_transport_write_received(): the same, for bytes that may sit
+     * in the receive buffer the loop lends to the running callback (NULL:
+     * writev copies them). */
+    int (*write_received)(pact_transport *t, const void *data, size_t len);
     /* write_eof was just requested: 0, or a negative errno when the
      * write side is gone already (eof_requested is then cleared). */
     int (*write_eof)(pact_transport *t);
@@ -113,7 +117,13 @@ typedef struct pact_stream_more {
     pact_wbuf held;     /* bytes received while paused, in order */
     char *rbuf;         /* pipes only: sockets read into the loop's buffers */
     pact_marks marks;
-    pact_op send_op;       /* the send in flight (of `inflight`) */
+    pact_op send_op;       /* the send in flight (of `inflight` or `lent`) */
+    /* A zero-copy write (pact_transport_write_received) in flight: its
+     * bytes are in the loop's receive buffer lent_id, kept from the
+     * kernel until the send is back. NULL otherwise. */
+    const char *lent;
+    size_t lent_len;
+    int lent_id;
     pact_op poll_op;       /* write pipes watch for their reader going away */
 #ifdef _WIN32
     char hangup_probe[16]; /* ...with a read on their duplex end */
@@ -132,6 +142,11 @@ typedef struct pact_stream {
     /* A write pipe whose file refuses RWF_NOWAIT (a tty): its eager
      * writes make it non-blocking for the call (pact__rw_nowait). */
     unsigned refuses_rwf_nowait : 1;
+    /* pact_transport_write_received found the socket backed up or the
+     * stream streaming (a zero-copy send came back short, or a second
+     * write came while one was in flight): that many more of them write
+     * at once as pact_transport_write does (see stream_write_received). */
+    unsigned inline_writes : 4;
     /* has_held: EOF (0) or the error (-errno) behind the held bytes. */
     signed int held_result : 16;
     pact_op read_op;

@@ -104,6 +104,22 @@ int pact_transport_write(pact_transport *t, const void *data, size_t len)
     return pact_transport_writev(t, &iov, 1);
 }
 
+int pact_transport_write_received(pact_transport *t, const void *data,
+                                  size_t len)
+{
+    if (!t || (!data && len))
+        return -EINVAL;
+    PACT_ENDPOINT_CHECK_OWNER(t);
+    int r = write_refused(t);
+    if (r)
+        return r;
+    const pact_transport_ops *ops = pact__transport_ops(t);
+    if (ops->write_received)
+        return ops->write_received(t, data, len);
+    struct iovec iov = {(void *)data, len};
+    return ops->writev(t, &iov, 1);
+}
+
 int pact_transport_can_write_eof(const pact_transport *t)
 {
     return t && t->kind != PACT_STREAM_READ_PIPE &&

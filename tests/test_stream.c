@@ -72,6 +72,7 @@ typedef struct race_side {
 
 typedef struct race {
     race_side client, server;
+    int echo_received; /* the server echoes with pact_transport_write_received */
     int done;
     pact_server *srv;
 } race;
@@ -132,8 +133,11 @@ static void race_data(pact_transport *t, const void *data, size_t len, void *use
             s->mismatches++;
     s->verified += len;
     if (!s->is_client) {
-        /* Echo: the server writes back what it got. */
-        cr_assert_eq(pact_transport_write(t, data, len), 0);
+        /* Echo: the server writes back what it got (from the loop's
+         * receive buffer where it can, in the zero-copy variants). */
+        cr_assert_eq(s->race->echo_received ? pact_transport_write_received(t, data, len)
+                                            : pact_transport_write(t, data, len),
+                     0);
     } else if (s->verified == RACE_TOTAL) {
         if (s->toggle) {
             pact_handle_cancel(pact_transport_loop(t), s->toggle);
@@ -218,13 +222,14 @@ static void race_connected(pact_loop *loop, pact_transport *t, int err, void *us
     cr_assert_not_null(t);
 }
 
-static void run_seed_race(int client_pauses, uint64_t toggle_ms)
+static void run_seed_race_echo(int client_pauses, uint64_t toggle_ms, int echo_received)
 {
     pact_loop *loop = test_loop_new();
     int fds_before = count_open_fds();
     race r;
     memset(&r, 0, sizeof r);
     r.client.race = r.server.race = &r;
+    r.echo_received = echo_received;
     r.client.is_client = 1;
     race_side *pauser = client_pauses ? &r.client : &r.server;
     pauser->pauser = 1;
@@ -256,6 +261,21 @@ static void run_seed_race(int client_pauses, uint64_t toggle_ms)
     pact_loop_run(loop); /* let the server finish closing */
     cr_assert_eq(count_open_fds(), fds_before, "fd leak");
     test_loop_free(loop);
+}
+
+static void run_seed_race(int client_pauses, uint64_t toggle_ms)
+{
+    run_seed_race_echo(client_pauses, toggle_ms, 0);
+}
+
+Test(stream, seed_race_client_pauses_every_1ms_zero_copy_echo)
+{
+    run_seed_race_echo(1, 1, 1);
+}
+
+Test(stream, seed_race_server_pauses_every_1ms_zero_copy_echo)
+{
+    run_seed_race_echo(0, 1, 1);
 }
 
 Test(stream, seed_race_client_pauses_every_100ms)

@@ -3,11 +3,16 @@
  * it: pact_server_listen_tcp, a protocol whose data_received writes the
  * bytes back, and flow control (pause reading while the write buffer is
  * above its high mark). Socket transports read through
- * pact_recv_multishot(), so a connection holds no receive buffer: on
- * io_uring the bytes arrive in the loop's provided buffer ring and are
- * copied once into the transport's reused write buffer.
+ * pact_recv_multishot(), so a connection holds no receive buffer.
  *
- * usage: pact_stream_echo PORT [--engine uring|epoll]
+ * The echo is pact_transport_write_received(): on io_uring the bytes are
+ * sent from the loop's provided buffer they arrived in, by an SQE that
+ * joins the loop's next submission (on epoll they are written at once).
+ * --write copy uses pact_transport_write() instead: an inline send(2)
+ * from data_received, only what the kernel does not take copied.
+ *
+ * usage: pact_stream_echo PORT [--engine uring|epoll] [--write received|copy]
+ *                              [--recv-buffer-size BYTES] [--recv-buffer-count N]
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -27,11 +32,15 @@ static void echo_made(pact_transport *t, void *user)
     setsockopt(pact_transport_fd(t), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
+static int write_copy;
+
 static void echo_data(pact_transport *t, const void *data, size_t len,
                       void *user)
 {
     (void)user;
-    if (pact_transport_write(t, data, len) < 0)
+    int r = write_copy ? pact_transport_write(t, data, len)
+                       : pact_transport_write_received(t, data, len);
+    if (r < 0)
         pact_transport_abort(t);
 }
 
@@ -68,7 +77,8 @@ int main(int argc, char **argv)
 {
     if (argc < 2) {
         fprintf(stderr, "usage: pact_stream_echo PORT [--engine uring|epoll] "
-                        "[--recv-buffer-size BYTES]\n");
+                        "[--write received|copy] [--recv-buffer-size BYTES] "
+                        "[--recv-buffer-count N]\n");
         return 2;
     }
     pact_loop_options opts;
@@ -78,8 +88,12 @@ int main(int argc, char **argv)
         if (strcmp(argv[i], "--engine") == 0)
             opts.engine = strcmp(argv[i + 1], "epoll") == 0 ? PACT_ENGINE_EPOLL
                                                             : PACT_ENGINE_URING;
+        if (strcmp(argv[i], "--write") == 0)
+            write_copy = strcmp(argv[i + 1], "copy") == 0;
         if (strcmp(argv[i], "--recv-buffer-size") == 0)
             opts.recv_buffer_size = (unsigned)atoi(argv[i + 1]);
+        if (strcmp(argv[i], "--recv-buffer-count") == 0)
+            opts.recv_buffer_count = (unsigned)atoi(argv[i + 1]);
     }
     signal(SIGPIPE, SIG_IGN);
 
@@ -97,8 +111,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "pact_stream_echo: listen: %s\n", pact_strerror(r));
         return 1;
     }
-    fprintf(stderr, "pact_stream_echo: ready features=pact-stream-%s-%s\n",
-            pact_loop_engine_name(loop), pact_loop_recv_multishot_mode(loop));
+    fprintf(stderr, "pact_stream_echo: ready features=pact-stream-%s-%s,write-%s\n",
+            pact_loop_engine_name(loop), pact_loop_recv_multishot_mode(loop),
+            write_copy ? "copy" : "received");
     r = pact_loop_run(loop); /* SIGTERM ends the process */
     pact_loop_free(loop);
     return r < 0;

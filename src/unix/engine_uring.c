@@ -79,6 +79,13 @@ typedef struct uring_engine {
     size_t br_bytes;
     char *bufs;
     unsigned nbuf, bufsz;
+    /* Per buffer (struct recv_buf_state): who still uses it. The kernel
+     * (until its completion) and each zero-copy write sending from it
+     * (pact__recv_buffer_keep) hold a claim; at 0 it goes back to the
+     * ring. */
+    struct recv_buf_state {
+        uint16_t claims;
+    } *buf_state;
     /* pact_loop_backend_fd(): an eventfd registered with the ring, made
      * on first request (has_backend_efd). */
     int has_backend_efd;
@@ -233,6 +240,8 @@ static unsigned uring_mask_from_env(void)
     return m;
 }
 
+static void recv_buffer_give_back(pact_loop *loop, unsigned id);
+
 /* Multishot recv (IORING_RECV_MULTISHOT) needs kernel 6.0; the probe
  * cannot see ioprio flags, so the kernel version decides. */
 static int kernel_at_least(int major, int minor)
@@ -268,7 +277,8 @@ static void recv_buffers_init(pact_loop *loop, uring_engine *e)
                      MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
         e->bufs = mmap(NULL, (size_t)e->nbuf * e->bufsz, PROT_READ | PROT_WRITE,
                        MAP_ANONYMOUS | MAP_PRIVATE | MAP_NORESERVE, -1, 0);
-        if (e->br != MAP_FAILED && e->bufs != MAP_FAILED) {
+        e->buf_state = calloc(e->nbuf, sizeof *e->buf_state);
+        if (e->br != MAP_FAILED && e->bufs != MAP_FAILED && e->buf_state) {
             io_uring_buf_ring_init(e->br);
             struct io_uring_buf_reg reg = {.ring_addr = (unsigned long)e->br,
                                            .ring_entries = e->nbuf,
@@ -282,6 +292,7 @@ static void recv_buffers_init(pact_loop *loop, uring_engine *e)
                 io_uring_buf_ring_advance(e->br, (int)e->nbuf);
                 e->multishot = 1;
                 loop->recv_multi_mode = "multishot";
+                loop->lent.give_back = recv_buffer_give_back;
                 return;
             }
         }
@@ -289,8 +300,10 @@ static void recv_buffers_init(pact_loop *loop, uring_engine *e)
             munmap(e->br, e->br_bytes);
         if (e->bufs != MAP_FAILED)
             munmap(e->bufs, (size_t)e->nbuf * e->bufsz);
+        free(e->buf_state);
         e->br = NULL;
         e->bufs = NULL;
+        e->buf_state = NULL;
     }
     loop->recv_multi_mode = "poll";
 }
@@ -425,6 +438,7 @@ static void uring_destroy(pact_loop *loop)
         munmap(e->br, e->br_bytes);
     if (e->bufs)
         munmap(e->bufs, (size_t)e->nbuf * e->bufsz);
+    free(e->buf_state);
     free(e);
     loop->engine_data = NULL;
 }
@@ -623,6 +637,42 @@ static void recv_buffer_recycle(uring_engine *e, unsigned bid)
     io_uring_buf_ring_advance(e->br, 1);
 }
 
+/* One user of buffer id is done with it: the kernel (its completion
+ * was handled) or a zero-copy write (its send is back). */
+static void recv_buffer_release(uring_engine *e, unsigned id)
+{
+    if (--e->buf_state[id].claims == 0)
+        recv_buffer_recycle(e, id);
+}
+
+static void recv_buffer_give_back(pact_loop *loop, unsigned id)
+{
+    recv_buffer_release(URING(loop), id);
+}
+
+/* A completion that used provided buffer bid (res bytes, or none): hands
+ * the bytes to the callback, lent (a zero-copy write may claim the
+ * buffer), then gives the buffer back unless someone still uses it. */
+static void recv_buffer_deliver(pact_loop *loop, pact_op_s *op, int res,
+                                unsigned flags)
+{
+    uring_engine *e = URING(loop);
+    unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
+    struct recv_buf_state *b = &e->buf_state[bid];
+    b->claims = 1; /* the kernel's, given up below */
+    if (res > 0) {
+        __typeof__(loop->lent) outer = loop->lent; /* never nested, but cheap */
+        loop->lent.base = e->bufs + (size_t)bid * e->bufsz;
+        loop->lent.len = (size_t)res;
+        loop->lent.id = bid;
+        loop->lent.claims = 0;
+        pact__op_deliver(loop, op, loop->lent.base, res);
+        b->claims = (uint16_t)(b->claims + loop->lent.claims);
+        loop->lent = outer;
+    }
+    recv_buffer_release(e, bid);
+}
+
 /* Submits a multishot op's SQE again (the kernel ended it early, or the
  * poll of poll mode fired). Returns 1 if it is in flight again. */
 static int recv_multi_rearm(pact_loop *loop, pact_op_s *op)
@@ -699,13 +749,8 @@ static int recv_multi_cqe(pact_loop *loop, pact_op_s *op, int res,
         if (recv_poll_cqe(loop, op, res, &final))
             return 1;
     } else {
-        if (flags & IORING_CQE_F_BUFFER) {
-            unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
-            if (res > 0)
-                pact__op_deliver(loop, op, e->bufs + (size_t)bid * e->bufsz,
-                                 res);
-            recv_buffer_recycle(e, bid);
-        }
+        if (flags & IORING_CQE_F_BUFFER)
+            recv_buffer_deliver(loop, op, res, flags);
         if (flags & IORING_CQE_F_MORE)
             return 1;
         if (res > 0 && recv_multi_rearm(loop, op))
