@@ -1166,6 +1166,31 @@ PACT_API int pact_server_listen_unix(pact_loop *loop, const char *path,
                                      pact_protocol_factory_cb factory,
                                      void *factory_user, pact_server **out);
 
+/* Serves a socket that is already listening (bound and listen()ed by the
+ * caller: the sockets a program or a framework made itself, or one
+ * inherited from a service manager), as pact_server_listen_tcp() serves
+ * its own: every connection gets a protocol from the factory, TCP ones
+ * TCP_NODELAY. The server owns fd from now on and closes it when it
+ * closes (also on failure); pass a dup() to keep one of your own (a
+ * shutdown() of either stops the listening for both). A Unix socket's
+ * file is left where it is. opts: backlog, if set, is given to listen()
+ * again; reuse_port and ipv6_only do not apply (the socket exists) and
+ * must be 0. Returns 0 and sets *out, -ENOTSOCK for a descriptor that is
+ * not a socket, -EINVAL for one that is not listening (or not a stream
+ * socket), or another negative errno. */
+PACT_API int pact_server_adopt(pact_loop *loop, pact_os_sock fd,
+                               const pact_server_options *opts,
+                               pact_protocol_factory_cb factory,
+                               void *factory_user, pact_server **out);
+
+/* Inside a call of the server's protocol factory: the transport of the
+ * connection being accepted, for what the factory wants to know before it
+ * chooses (pact_transport_fd(), pact_transport_peername(),
+ * pact_transport_sockname()) and to keep for later; its protocol's
+ * callbacks start with connection_made once the factory has chosen.
+ * NULL outside the factory, or when server is NULL. */
+PACT_API pact_transport *pact_server_accepting(const pact_server *server);
+
 /* Stops accepting: cancels the pending accept and closes any connection
  * accepted after this call (never handed to a protocol). Connections
  * already made go on. The server is freed once it is closed and its

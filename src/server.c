@@ -50,6 +50,7 @@ struct pact_server {
     pact_op accept_op;
     pact_handle backoff;
     uint64_t accept_errors;
+    pact_transport *accepting; /* during the factory's call */
 
     struct {
         pact_call_cb cb;
@@ -149,7 +150,9 @@ static void serve_connection(pact_server *s, int fd)
     /* The factory may close the server ("serve one, then stop"): it does
      * not finish before this connection is made and counted. */
     pact__endpoint_enter(&s->ep);
+    s->accepting = t;
     int r = s->factory(s, s->factory_user, &proto, &user);
+    s->accepting = NULL;
     if (r < 0 || !proto) {
         pact_transport_abort(t);
     } else {
@@ -298,6 +301,11 @@ uint64_t pact_server_accept_errors(const pact_server *s)
     return s ? s->accept_errors : 0;
 }
 
+pact_transport *pact_server_accepting(const pact_server *s)
+{
+    return s ? s->accepting : NULL;
+}
+
 void *pact__server_factory_user(const pact_server *s,
                                 pact_protocol_factory_cb factory)
 {
@@ -305,7 +313,7 @@ void *pact__server_factory_user(const pact_server *s,
 }
 
 static int server_start(pact_loop *loop, int fd, pact_protocol_factory_cb factory,
-                        void *factory_user, const char *unix_path,
+                        void *factory_user, const char *unix_path, int inet,
                         void *created_at, pact_server **out)
 {
     pact_server *s = calloc(1, sizeof *s);
@@ -319,7 +327,7 @@ static int server_start(pact_loop *loop, int fd, pact_protocol_factory_cb factor
     s->factory_user = factory_user;
     if (unix_path)
         snprintf(s->unix_path, sizeof s->unix_path, "%s", unix_path);
-    else
+    else if (inet)
         s->port = pact_socket_port(fd);
     pact__endpoint_register(&s->ep, created_at);
     arm_accept(s);
@@ -380,7 +388,55 @@ int pact_server_listen_tcp(pact_loop *loop, const char *host, uint16_t port,
         return r;
     }
 #endif
-    return server_start(loop, fd, factory, factory_user, NULL,
+    return server_start(loop, fd, factory, factory_user, NULL, 1,
+                        __builtin_return_address(0), out);
+}
+
+int pact_server_adopt(pact_loop *loop, pact_os_sock sock,
+                      const pact_server_options *opts,
+                      pact_protocol_factory_cb factory, void *factory_user,
+                      pact_server **out)
+{
+    int fd = (int)sock;
+    int r = check_args(loop, factory, out, __func__);
+    pact_server_options o;
+    pact_server_options_init(&o);
+    if (r == 0 && opts &&
+        (r = pact__options_read(&o, sizeof o, PACT__SERVER_OPTIONS_V1, opts)) < 0)
+        r = PACT_MISUSE(loop, r, "options not initialised or too new (docs/abi.md)");
+    if (r == 0 && (o.reuse_port || o.ipv6_only))
+        r = PACT_MISUSE(loop, -EINVAL,
+                        "reuse_port and ipv6_only do not apply to a socket that exists");
+    if (r == 0 && fd < 0)
+        r = PACT_MISUSE(loop, -EBADF, "fd is negative");
+    int listening = 0, type = 0;
+    socklen_t len = sizeof listening;
+    /* A stream socket in the listening state, or the accepts would fail
+     * forever (each a back-off) instead of the caller hearing it now. */
+    if (r == 0 && getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0)
+        r = errno == ENOTSOCK ? PACT_MISUSE(loop, -ENOTSOCK, "not a socket") : -errno;
+    len = sizeof type;
+    if (r == 0 && getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
+        r = -errno;
+    if (r == 0 && (!listening || type != SOCK_STREAM))
+        r = PACT_MISUSE(loop, -EINVAL, "not a listening stream socket");
+    if (r == 0 && o.backlog > 0 && listen(fd, o.backlog) < 0)
+        r = -errno;
+    if (r < 0) {
+        if (fd >= 0)
+            close(fd);
+        return r;
+    }
+#ifndef _WIN32
+    /* Its accepts never wait in a system call (the epoll engine calls
+     * accept4 when the socket polls readable). */
+    pact__fd_make_nonblocking(fd);
+#endif
+    struct sockaddr_storage ss;
+    socklen_t sslen = sizeof ss;
+    int inet = getsockname(fd, (struct sockaddr *)&ss, &sslen) == 0 &&
+               (ss.ss_family == AF_INET || ss.ss_family == AF_INET6);
+    return server_start(loop, fd, factory, factory_user, NULL, inet,
                         __builtin_return_address(0), out);
 }
 
@@ -456,7 +512,7 @@ int pact_server_listen_unix(pact_loop *loop, const char *path,
         close(fd);
         return r;
     }
-    return server_start(loop, fd, factory, factory_user, path,
+    return server_start(loop, fd, factory, factory_user, path, 0,
                         __builtin_return_address(0), out);
 }
 #endif

@@ -994,3 +994,166 @@ Test(server, a_refused_connect_says_where_and_why)
     rec_free(&c.r);
     rec_free(&u.r);
 }
+
+/* ---- adopting a listening socket ------------------------------------------- */
+
+typedef struct adopt_ctx {
+    srv_ctx sc;
+    int accepting_seen;   /* factory calls that saw the connection */
+    int peer_ports[8];
+} adopt_ctx;
+
+static int adopt_factory(pact_server *s, void *fu, const pact_protocol **proto,
+                         void **user)
+{
+    adopt_ctx *a = fu;
+    pact_transport *t = pact_server_accepting(s);
+    if (t) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        cr_expect_geq(pact_transport_fd(t), 0);
+        if (pact_transport_peername(t, &ss, &len) == 0 && a->accepting_seen < 8) {
+            a->peer_ports[a->accepting_seen] =
+                ss.ss_family == AF_INET ? ntohs(((struct sockaddr_in *)&ss)->sin_port) : -1;
+        }
+        a->accepting_seen++;
+    }
+    return echo_factory(s, &a->sc, proto, user);
+}
+
+static int fd_is_open(int fd)
+{
+    return fcntl(fd, F_GETFD) != -1;
+}
+
+Test(server, adopt_a_listening_tcp_socket_serves_it_and_closes_it)
+{
+    int fds0 = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(bind(lfd, (struct sockaddr *)&sin, sizeof sin), 0);
+    cr_assert_eq(listen(lfd, 16), 0);
+    int port = pact_socket_port(lfd);
+    cr_assert_gt(port, 0);
+    static adopt_ctx a;
+    memset(&a, 0, sizeof a);
+    pact_server *srv;
+    pact_server_options o = PACT_SERVER_OPTIONS_INIT;
+    o.backlog = 64; /* listen() again with it */
+    cr_assert_eq(pact_server_adopt(loop, lfd, &o, adopt_factory, &a, &srv), 0);
+    cr_assert_eq(pact_server_fd(srv), lfd);
+    cr_assert_eq(pact_server_port(srv), port);
+    cr_assert_null(pact_server_accepting(srv), "outside the factory");
+    cr_assert_null(pact_server_accepting(NULL));
+    int clients[3];
+    for (int i = 0; i < 3; i++) {
+        clients[i] = raw_connect(AF_INET, "127.0.0.1", port);
+        raw_echo(loop, clients[i], "through an adopted listener");
+    }
+    cr_assert_eq(a.sc.n, 3);
+    cr_assert_eq(a.accepting_seen, 3, "the factory did not see the connection");
+    for (int i = 0; i < 3; i++) {
+        struct sockaddr_in me;
+        socklen_t len = sizeof me;
+        cr_assert_eq(getsockname(clients[i], (struct sockaddr *)&me, &len), 0);
+        cr_assert_eq(a.peer_ports[i], ntohs(me.sin_port),
+                     "the factory saw another peer");
+        cr_assert_eq(nodelay(a.sc.recs[i].t), 1, "accepted without TCP_NODELAY");
+    }
+    cr_assert_eq(pact_server_connections(srv), 3);
+    for (int i = 0; i < 3; i++)
+        close(clients[i]);
+    RUN_UNTIL(loop, srv_lost(&a.sc) == 3, 5000);
+    close_server_and_wait(loop, srv);
+    /* The server owned the socket: closed, and nobody listens there. */
+    cr_assert(!fd_is_open(lfd) || pact_socket_port(lfd) != port);
+    int probe = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sin.sin_port = htons((uint16_t)port);
+    cr_assert_neq(connect(probe, (struct sockaddr *)&sin, sizeof sin), 0);
+    cr_assert_eq(errno, ECONNREFUSED);
+    close(probe);
+    srv_expect_all_done(&a.sc);
+    test_loop_free(loop);
+    for (int i = 0; i < a.sc.n; i++)
+        rec_free(&a.sc.recs[i]);
+    cr_assert_eq(count_open_fds(), fds0);
+}
+
+Test(server, adopt_a_unix_listener_leaves_its_file)
+{
+    int fds0 = count_open_fds();
+    char dir[] = "/tmp/pact-adopt-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    snprintf(sun.sun_path, sizeof sun.sun_path, "%s/listener.sock", dir);
+    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_eq(bind(lfd, (struct sockaddr *)&sun, sizeof sun), 0);
+    cr_assert_eq(listen(lfd, 16), 0);
+    pact_loop *loop = test_loop_new();
+    static adopt_ctx a;
+    memset(&a, 0, sizeof a);
+    pact_server *srv;
+    cr_assert_eq(pact_server_adopt(loop, lfd, NULL, adopt_factory, &a, &srv), 0);
+    cr_assert_eq(pact_server_port(srv), -ENOTSUP);
+    int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_eq(connect(c, (struct sockaddr *)&sun, sizeof sun), 0);
+    raw_echo(loop, c, "over a Unix socket someone else bound");
+    cr_assert_eq(a.accepting_seen, 1);
+    int v = -1;
+    socklen_t vlen = sizeof v;
+    cr_assert_neq(getsockopt(pact_transport_fd(a.sc.recs[0].t), IPPROTO_TCP,
+                             TCP_NODELAY, &v, &vlen), 0, "TCP_NODELAY on a Unix socket?");
+    close(c);
+    RUN_UNTIL(loop, srv_lost(&a.sc) == 1, 5000);
+    close_server_and_wait(loop, srv);
+    struct stat st;
+    cr_assert_eq(stat(sun.sun_path, &st), 0, "the adopted socket's file was removed");
+    unlink(sun.sun_path);
+    rmdir(dir);
+    test_loop_free(loop);
+    rec_free(&a.sc.recs[0]);
+    cr_assert_eq(count_open_fds(), fds0);
+}
+
+Test(server, adopt_refuses_what_it_cannot_serve_and_closes_it)
+{
+    int fds0 = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    adopt_ctx a = {0};
+    pact_server *srv = NULL;
+    /* Bound, not listening. */
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    cr_assert_eq(pact_server_adopt(loop, fd, NULL, adopt_factory, &a, &srv), -EINVAL);
+    cr_assert(!fd_is_open(fd), "refused, and left open");
+    /* A datagram socket. */
+    fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    cr_assert_eq(pact_server_adopt(loop, fd, NULL, adopt_factory, &a, &srv), -EINVAL);
+    cr_assert(!fd_is_open(fd));
+    /* Not a socket. */
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    cr_assert_eq(pact_server_adopt(loop, p[0], NULL, adopt_factory, &a, &srv), -ENOTSOCK);
+    cr_assert(!fd_is_open(p[0]));
+    close(p[1]);
+    /* Options that cannot apply, no factory, no fd. */
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    cr_assert_eq(listen(fd, 4), 0);
+    pact_server_options o = PACT_SERVER_OPTIONS_INIT;
+    o.reuse_port = 1;
+    cr_assert_eq(pact_server_adopt(loop, fd, &o, adopt_factory, &a, &srv), -EINVAL);
+    cr_assert(!fd_is_open(fd));
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_eq(pact_server_adopt(loop, fd, NULL, NULL, &a, &srv), -EINVAL);
+    cr_assert(!fd_is_open(fd));
+    cr_assert_eq(pact_server_adopt(loop, -1, NULL, adopt_factory, &a, &srv), -EBADF);
+    cr_assert_null(srv);
+    cr_assert_eq(a.sc.n, 0);
+    test_loop_free(loop);
+    cr_assert_eq(count_open_fds(), fds0);
+}

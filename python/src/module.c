@@ -100,7 +100,8 @@ PyMODINIT_FUNC PyInit__pact(void)
         Py_DECREF(m);
         return NULL;
     }
-    if (pact_py_transport_init(m) < 0 || pact_py_datagram_init(m) < 0) {
+    if (pact_py_transport_init(m) < 0 || pact_py_datagram_init(m) < 0 ||
+        pact_py_server_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -146,6 +146,20 @@ static inline void pact_py_callback_leave(LoopObject *self)
         pact_py_flush_writes(self);
 }
 
+/* The Python transport of a connection a pact server accepted (server.c):
+ * t is pact_server_accepting()'s transport, sock a socket object on its
+ * fd (detached at connection_lost), server asyncio's Server or None.
+ * *proto gets the protocol table the factory returns, with the transport
+ * as its user. A new reference, or NULL with an exception (nothing was
+ * handed to pact then). */
+PyObject *pact_py_transport_accepted(LoopObject *loop, pact_transport *t,
+                                     PyObject *sock, PyObject *protocol,
+                                     PyObject *extra, PyObject *server,
+                                     const pact_protocol **proto);
+
+/* The Server type (server.c): adds it to the module. */
+int pact_py_server_init(PyObject *module);
+
 /* The DatagramTransport type (datagram.c): adds it to the module. */
 int pact_py_datagram_init(PyObject *module);
 

@@ -582,6 +582,47 @@ static PyObject *Transport_open(PyObject *cls, PyObject *args)
     return (PyObject *)self;
 }
 
+PyObject *pact_py_transport_accepted(LoopObject *loop, pact_transport *t,
+                                     PyObject *sock, PyObject *protocol,
+                                     PyObject *extra, PyObject *server,
+                                     const pact_protocol **proto)
+{
+    int buffered = is_buffered(protocol);
+    if (buffered < 0)
+        return NULL;
+    PyTypeObject *cls = (PyTypeObject *)transport_type;
+    TransportObject *self = (TransportObject *)cls->tp_alloc(cls, 0);
+    if (!self)
+        return NULL;
+    self->orphan_fd = -1;
+    self->kind = PACT_STREAM_SOCKET;
+    self->extra_slot = Py_NewRef(extra);
+    self->loop = (LoopObject *)Py_NewRef((PyObject *)loop);
+    self->protocol = Py_NewRef(protocol);
+    self->sock = Py_NewRef(sock);
+    self->buffered = buffered;
+    self->context = PyContext_CopyCurrent();
+    if (!self->context) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    if (server != Py_None) {
+        PyObject *r = PyObject_CallMethod(server, "_attach", NULL);
+        if (!r) {
+            Py_DECREF(self);
+            return NULL;
+        }
+        Py_DECREF(r);
+        self->server = Py_NewRef(server);
+    }
+    /* From here on nothing fails: pact calls connection_made, then
+     * connection_lost, which detaches the socket and the server. */
+    self->t = t;
+    *proto = buffered ? &buffered_protocol : &plain_protocol;
+    self->self_ref = Py_NewRef((PyObject *)self);
+    return (PyObject *)self;
+}
+
 /* The transport can no longer send: closed, lost, or a send failed. */
 static int write_side_gone(TransportObject *self)
 {

@@ -61,6 +61,10 @@ int pact__win_tcp_socket(int family);
 /* Winsock takes the option value as a char pointer. */
 #define setsockopt(fd, level, name, value, len)                               \
     setsockopt((SOCKET)(fd), level, name, (const char *)(value), len)
+#define getsockopt(fd, level, name, value, len)                               \
+    pact__win_socket_result(                                                  \
+        getsockopt((SOCKET)(fd), level, name, (char *)(value), len))
+#define listen(fd, backlog) pact__win_socket_result(listen((SOCKET)(fd), backlog))
 #define shutdown(fd, how) pact__win_shutdown(fd, how)
 #define getsockname(fd, sa, len) pact__win_sockname(fd, sa, len, 0)
 #define getpeername(fd, sa, len) pact__win_sockname(fd, sa, len, 1)

@@ -269,3 +269,76 @@ Test(server, bad_arguments_and_what_windows_lacks)
     cr_assert_null(server);
     test_loop_free(loop);
 }
+
+/* A listening SOCKET the program made itself (as a Python program or a
+ * service manager hands one over): pact accepts on it with AcceptEx, the
+ * factory sees each connection, and the server closes it at the end. */
+static int accepting_seen;
+
+static int adopt_factory(pact_server *server, void *factory_user,
+                         const pact_protocol **p, void **user)
+{
+    pact_transport *t = pact_server_accepting(server);
+    cr_assert_not_null(t, "the factory does not see the connection");
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    cr_assert_eq(pact_transport_peername(t, &ss, &len), 0);
+    cr_assert_eq(ss.ss_family, AF_INET);
+    accepting_seen++;
+    return factory(server, factory_user, p, user);
+}
+
+Test(server, adopt_a_listening_socket_the_program_made)
+{
+    static world w;
+    memset(&w, 0, sizeof w);
+    the_world = NULL;
+    accepting_seen = 0;
+    test_winsock();
+    SOCKET l = WSASocketW(AF_INET, SOCK_STREAM, IPPROTO_TCP, NULL, 0,
+                          WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
+    cr_assert_neq(l, INVALID_SOCKET);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(bind(l, (struct sockaddr *)&a, sizeof a), 0);
+    cr_assert_eq(listen(l, 16), 0);
+    int port = pact_socket_port((int)l);
+    cr_assert_gt(port, 0);
+    pact_loop *loop = test_loop_new();
+    pact_server *server = NULL;
+    cr_assert_eq(pact_server_adopt(loop, l, NULL, adopt_factory, &w, &server), 0);
+    cr_assert_eq(pact_server_port(server), port);
+    cr_assert_null(pact_server_accepting(server));
+    static conn client;
+    memset(&client, 0, sizeof client);
+    client.pattern_ok = 1;
+    SOCKET s = connect_to(port);
+    pact_transport *t = NULL;
+    cr_assert_eq(pact_transport_open(loop, (int)s, PACT_STREAM_SOCKET, &proto,
+                                     &client, &t), 0);
+    run_until(loop, &client.made, 5000);
+    write_pattern(t, 4096);
+    uint64_t end = pact_now() + 10000 * MS;
+    while (client.received < 4096) {
+        cr_assert(pact_now() < end, "echo incomplete: %llu",
+                  (unsigned long long)client.received);
+        cr_assert_geq(pact_loop_run_once(loop, 10 * (int64_t)MS), 0);
+    }
+    cr_assert(client.pattern_ok);
+    cr_assert_eq(accepting_seen, 1);
+    cr_assert_eq(w.nserved, 1);
+    cr_assert_eq(pact_server_wait_closed(server, on_wait_closed, &w), 0);
+    cr_assert_eq(pact_server_close(server), 0);
+    cr_assert_eq(pact_transport_close(t), 0);
+    run_until(loop, &w.closed, 10000);
+    run_until(loop, &client.lost, 5000);
+    /* The server closed the adopted socket: nobody listens there. */
+    SOCKET s2 = socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
+    a.sin_port = htons((u_short)port);
+    cr_assert_neq(connect(s2, (struct sockaddr *)&a, sizeof a), 0);
+    closesocket(s2);
+    /* Not listening: refused, and closed. */
+    SOCKET u = socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
+    cr_assert_eq(pact_server_adopt(loop, u, NULL, factory, &w, &server), -EINVAL);
+    test_loop_free(loop);
+}

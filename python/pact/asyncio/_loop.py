@@ -60,9 +60,10 @@ _REUSED_SELECTOR = (
     'sock_sendall', '_sock_sendall', 'sock_sendto', '_sock_sendto',
     'sock_connect', '_sock_connect', '_sock_write_done', '_sock_connect_cb',
     'sock_accept', '_sock_accept',
-    # Servers: asyncio's accept loop on the listening socket's readiness;
-    # each connection is a pact transport (_make_socket_transport).
-    '_start_serving', '_accept_connection', '_accept_connection2',
+    # Servers with TLS, or on a socket-like object without a real fd:
+    # asyncio's accept loop on the listening socket's readiness; each
+    # connection is a pact transport (_make_socket_transport).
+    '_accept_connection', '_accept_connection2',
     # TLS: asyncio's SSLProtocol over a pact transport.
     '_make_ssl_transport',
 )
@@ -174,6 +175,7 @@ class Loop(_pact.Loop, asyncio.AbstractEventLoop):
         self._clock_resolution = time.get_clock_info('monotonic').resolution
         self.slow_callback_duration = 0.1
         self._transports = weakref.WeakValueDictionary()
+        self._pact_servers = {}  # listening fd -> _pact.Server
         self._signal_handlers = {}
         self.set_debug(coroutines._is_debug_mode())
 
@@ -454,11 +456,34 @@ class Loop(_pact.Loop, asyncio.AbstractEventLoop):
         self._transports[fd] = transport
         return transport
 
+    def _start_serving(self, protocol_factory, sock, sslcontext=None,
+                       server=None, backlog=100,
+                       ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+                       ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):
+        # Accepting in C: pact serves the listening socket (a duplicate of
+        # its fd) and makes each connection's protocol and transport; the
+        # Server stays asyncio's. TLS, and socket-like objects without a
+        # real fd, take asyncio's accept loop on readiness.
+        if (sslcontext is not None or not isinstance(sock, socket.socket) or
+                type(sock.fileno()) is not int):
+            return _SELECTOR_START_SERVING(
+                self, protocol_factory, sock, sslcontext, server, backlog,
+                ssl_handshake_timeout, ssl_shutdown_timeout)
+        fd = sock.fileno()
+        old = self._pact_servers.pop(fd, None)
+        if old is not None:
+            old.close()  # as add_reader replaces the reader
+        self._pact_servers[fd] = _pact.Server._open(
+            self, sock, protocol_factory, server)
+
     def _stop_serving(self, sock):
-        # Server.close(): stop accepting now. On io_uring a poll in flight
-        # holds a reference to the socket until its cancellation reaches
-        # the kernel (the next iteration), so closing the fd alone would
-        # leave it listening until then; shutdown() stops it at once.
+        # Server.close(): stop accepting now. On io_uring an accept or poll
+        # in flight holds a reference to the socket until its cancellation
+        # reaches the kernel (the next iteration), so closing the fd alone
+        # would leave it listening until then; shutdown() stops it at once.
+        pact_server = self._pact_servers.pop(sock.fileno(), None)
+        if pact_server is not None:
+            pact_server.close()
         self._remove_reader(sock.fileno())
         try:
             sock.shutdown(socket.SHUT_RDWR)
@@ -479,6 +504,8 @@ class Loop(_pact.Loop, asyncio.AbstractEventLoop):
         finally:
             self._current_handle = None
 
+
+_SELECTOR_START_SERVING = selector_events.BaseSelectorEventLoop._start_serving
 
 for _name in _REUSED:
     setattr(Loop, _name, getattr(_Base, _name))
