@@ -64,6 +64,7 @@ typedef struct TransportObject {
     /* close() found bytes buffered: pact closes when they are out (see
      * Transport_close); the marks the program set, pact's are 1 and 0. */
     int close_pending;
+    int close_resuming; /* in the protocol's resume_writing at the drain */
     size_t close_high, close_low;
     PyObject *self_ref; /* held while pact may still call back */
     Py_buffer recv_view; /* a BufferedProtocol's buffer, during a delivery */
@@ -373,16 +374,21 @@ static void on_resume_writing(pact_transport *t, void *user)
     (void)t;
     TransportObject *self = user;
     if (self->close_pending) {
-        /* Drained: the close close() asked for (asyncio resumes the
-         * protocol first, then calls connection_lost). */
-        self->close_pending = 0;
+        /* Drained: the close close() asked for. asyncio resumes the
+         * protocol first and sends what it writes there before it closes:
+         * asyncio's SSLProtocol, closing its transport with its
+         * close_notify held back by pause_writing, writes it from this
+         * resume_writing. */
         if (self->protocol_paused) {
             self->protocol_paused = 0;
+            self->close_resuming = 1;
             PyObject *r = protocol_call(self, method.resume_writing, NULL);
+            self->close_resuming = 0;
             if (!r)
                 protocol_failed(self, "protocol.resume_writing() failed");
             Py_XDECREF(r);
         }
+        self->close_pending = 0;
         if (self->t)
             pact_transport_close(self->t); /* -EALREADY once aborted */
         return;
@@ -818,7 +824,8 @@ static PyObject *Transport_write(TransportObject *self, PyObject *data)
      * closes; once its buffer is empty it has closed, and drops them. */
     int through_close = self->close_pending && self->t &&
                         !pact_transport_is_closing(self->t) &&
-                        pact_transport_write_buffer_size(self->t) > 0;
+                        (pact_transport_write_buffer_size(self->t) > 0 ||
+                         self->close_resuming);
     if (write_side_gone(self) && !through_close) {
         PyBuffer_Release(&view);
         return drop_write(self);

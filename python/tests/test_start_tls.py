@@ -1,18 +1,66 @@
 # SPDX-License-Identifier: MIT
 """TLS upgraded with start_tls over a pact transport (asyncio's SSLProtocol
 on top): its fatal errors reach the reader as they do on asyncio's own
-loop, never as a clean end of stream; on the engine PACT_ENGINE names."""
+loop, never as a clean end of stream, and its close_notify goes out also
+from behind a full write buffer; on the engine PACT_ENGINE names."""
 import asyncio
 import os
 import socket
 import ssl
 import threading
+import time
 import unittest
 from test.test_asyncio import utils as test_utils
 
 import pact.asyncio as pa
 
 ENGINE = os.environ.get('PACT_ENGINE', 'auto')
+SIZE = 8 << 20
+
+
+def memory_bio_server(sock, ctx, result):
+    """The peer, written as CPython's test_ssl writes it: TLS over memory
+    BIOs on a blocking socket, so it can send its close_notify without
+    waiting for the answer and keep reading. result gets the number of
+    application bytes it read once the client's close_notify came, or the
+    exception."""
+    try:
+        sock.settimeout(30)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = ctx.wrap_bio(incoming, outgoing, server_side=True)
+
+        def receive():
+            data = sock.recv(1 << 16)
+            if not data:
+                raise ConnectionError('TCP end without a close_notify')
+            incoming.write(data)
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                sock.sendall(outgoing.read())
+                receive()
+        sock.sendall(outgoing.read())
+        time.sleep(0.3)  # the client's transport fills its write buffer
+        try:
+            tls.unwrap()  # our close_notify; the answer is read below
+        except ssl.SSLWantReadError:
+            pass
+        sock.sendall(outgoing.read())
+        got = 0
+        while True:
+            try:
+                got += len(tls.read(1 << 16))
+            except ssl.SSLWantReadError:
+                receive()
+            except ssl.SSLZeroReturnError:
+                break  # the client's close_notify
+        result.append(got)
+    except Exception as exc:
+        result.append(exc)
+    finally:
+        sock.close()
 
 
 class StartTlsErrorTests(unittest.TestCase):
@@ -57,6 +105,56 @@ class StartTlsErrorTests(unittest.TestCase):
         # which SSLProtocol only logs in debug mode), as on asyncio's loop:
         # no failed protocol call.
         self.assertEqual([ctx['message'] for ctx in self.reported], [])
+
+
+class StartTlsCloseTests(unittest.TestCase):
+    def setUp(self):
+        self.loop = pa.Loop(engine=ENGINE)
+        self.addCleanup(self.loop.close)
+
+    def test_close_notify_answered_behind_a_full_write_buffer(self):
+        # The peer's close_notify arrives while megabytes the client wrote
+        # wait in its pact transport. SSLProtocol answers with its own
+        # close_notify, held back because the transport paused its
+        # writing, and closes the transport; the close_notify goes out
+        # from resume_writing while the transport flushes after close(),
+        # as asyncio's socket transport allows. pact's transport refused
+        # writes after close() and reported no resume_writing then: the
+        # peer saw the TCP end without close_notify (with ssl= on pact
+        # transports, CPython's test_ssl
+        # test_remote_shutdown_receives_trailing_data hung on it).
+        server_ctx = test_utils.simple_server_sslcontext()
+        client_ctx = test_utils.simple_client_sslcontext()
+        listener = socket.create_server(('127.0.0.1', 0))
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+        self.addCleanup(listener.close)
+        result = []
+
+        def serve():
+            conn, _ = listener.accept()
+            memory_bio_server(conn, server_ctx, result)
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+
+        async def main():
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 16)
+            sock.setblocking(False)
+            await self.loop.sock_connect(sock, listener.getsockname())
+            r, w = await asyncio.open_connection(sock=sock)
+            plain = w.transport
+            self.assertEqual(type(plain).__module__, 'pact._pact')
+            await w.start_tls(client_ctx, server_hostname='')
+            w.write(b'x' * SIZE)
+            self.assertGreater(plain.get_write_buffer_size(), 0)
+            self.assertEqual(await r.read(), b'')  # its close_notify
+            w.close()
+            await w.wait_closed()
+        try:
+            self.loop.run_until_complete(asyncio.wait_for(main(), 30))
+        finally:
+            thread.join(30)
+        self.assertEqual(result, [SIZE])
 
 
 if __name__ == '__main__':
