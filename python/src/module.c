@@ -101,7 +101,7 @@ PyMODINIT_FUNC PyInit__pact(void)
         return NULL;
     }
     if (pact_py_transport_init(m) < 0 || pact_py_datagram_init(m) < 0 ||
-        pact_py_server_init(m) < 0) {
+        pact_py_server_init(m) < 0 || pact_py_sock_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -127,6 +127,8 @@ void pact_py_keep_exception(LoopObject *self);
 
 /* The Transport type (transport.c): adds it to the module. */
 int pact_py_transport_init(PyObject *module);
+/* The non-raising system calls of the sock_* methods (sock.c). */
+int pact_py_sock_init(PyObject *module);
 
 /* Sends the writes the Python callbacks of this loop held back
  * (transport.c); the current exception, if any, is kept. */

@@ -128,6 +128,69 @@ class ReadinessTests(unittest.TestCase):
             return await self.loop.sock_recv(self.a, 100)
         self.assertEqual(self.loop.run_until_complete(main()), b'kept')
 
+    def test_a_cancelled_sock_recv_into_never_writes_the_buffer(self):
+        # The call is made at call time and at readiness only: after a
+        # cancel the buffer is the program's again and the bytes wait in
+        # the kernel for the next call.
+        buf = bytearray(b'.' * 8)
+
+        async def main():
+            t = asyncio.ensure_future(self.loop.sock_recv_into(self.a, buf))
+            await asyncio.sleep(0.01)
+            t.cancel()
+            self.b.send(b'kept')
+            with self.assertRaises(asyncio.CancelledError):
+                await t
+            await asyncio.sleep(0.01)
+            self.assertEqual(buf, b'........')
+            return await self.loop.sock_recv_into(self.a, buf)
+        self.assertEqual(self.loop.run_until_complete(main()), 4)
+        self.assertEqual(buf, b'kept....')
+
+    def test_sock_methods_report_the_end_and_errors_as_asyncio(self):
+        async def main():
+            self.b.send(b'last')
+            self.b.close()
+            # Data, then the end (b'' and 0) at call time, then errors.
+            self.assertEqual(await self.loop.sock_recv(self.a, 100), b'last')
+            self.assertEqual(await self.loop.sock_recv(self.a, 100), b'')
+            self.assertEqual(
+                await self.loop.sock_recv_into(self.a, bytearray(4)), 0)
+            with self.assertRaises(BrokenPipeError):
+                await self.loop.sock_sendall(self.a, b'x' * (1 << 20))
+            with self.assertRaises(ValueError):
+                await self.loop.sock_recv(self.a, -1)
+            self.a.close()
+            with self.assertRaises(OSError):
+                await self.loop.sock_recv(self.a, 1)
+        self.loop.run_until_complete(main())
+
+    def test_sock_methods_call_a_socket_subclass_own_methods(self):
+        calls = []
+
+        class Traced(socket.socket):
+            def recv(self, n, *args):
+                calls.append('recv')
+                return super().recv(n, *args)
+
+            def send(self, data, *args):
+                calls.append('send')
+                return super().send(data, *args)
+
+        a, b = socket.socketpair()
+        t = Traced(fileno=a.detach())
+        t.setblocking(False)
+        self.addCleanup(t.close)
+        self.addCleanup(b.close)
+
+        async def main():
+            await self.loop.sock_sendall(t, b'ping')
+            self.assertEqual(b.recv(4), b'ping')
+            b.send(b'pong')
+            self.assertEqual(await self.loop.sock_recv(t, 4), b'pong')
+        self.loop.run_until_complete(main())
+        self.assertEqual(calls, ['send', 'recv'])
+
     def test_datagram_sock_methods(self):
         async def main():
             r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

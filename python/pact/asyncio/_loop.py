@@ -5,6 +5,7 @@ written in Python in asyncio itself, reused from asyncio.base_events where
 their code is exactly the semantics wanted."""
 import asyncio
 import errno
+import functools
 import io
 import os
 import signal
@@ -51,13 +52,12 @@ _REUSED = (
 # sock_* methods try their system call at once and wait for readiness only
 # on EAGAIN, exactly as asyncio's code does.
 _REUSED_SELECTOR = (
-    '_ensure_fd_no_transport', 'add_reader', 'remove_reader',
+    'add_reader', 'remove_reader',
     'add_writer', 'remove_writer',
-    'sock_recv', '_sock_read_done', '_sock_recv',
-    'sock_recv_into', '_sock_recv_into',
+    '_sock_read_done', '_sock_recv', '_sock_recv_into',
     'sock_recvfrom', '_sock_recvfrom',
     'sock_recvfrom_into', '_sock_recvfrom_into',
-    'sock_sendall', '_sock_sendall', 'sock_sendto', '_sock_sendto',
+    '_sock_sendall', 'sock_sendto', '_sock_sendto',
     'sock_connect', '_sock_connect', '_sock_write_done', '_sock_connect_cb',
     'sock_accept', '_sock_accept',
     # Servers with TLS, or on a socket-like object without a real fd:
@@ -93,6 +93,18 @@ _KIND_SOCKET, _KIND_READ_PIPE, _KIND_WRITE_PIPE = 0, 1, 2
 _pact.Transport._sendfile_compatible = property(
     lambda self: constants._SendfileMode.TRY_NATIVE
     if self._kind == _KIND_SOCKET else constants._SendfileMode.UNSUPPORTED)
+
+
+# asyncio's own sock_recv, sock_recv_into and sock_sendall: for socket
+# objects that are not plain socket.socket (an SSLSocket is refused there,
+# a subclass may have its own recv).
+_selector_sock_recv = selector_events.BaseSelectorEventLoop.sock_recv
+_selector_sock_recv_into = selector_events.BaseSelectorEventLoop.sock_recv_into
+_selector_sock_sendall = selector_events.BaseSelectorEventLoop.sock_sendall
+_recv_now = _pact._recv_now
+_recv_into_now = _pact._recv_into_now
+_send_now = _pact._send_now
+_socket_type = socket.socket
 
 
 class _DatagramTransport(selector_events._SelectorDatagramTransport):
@@ -318,6 +330,91 @@ class Loop(_pact.Loop, asyncio.AbstractEventLoop):
             except (ValueError, OSError) as exc:
                 logger.info('set_wakeup_fd(-1) failed: %s', exc)
         return True
+
+    # sock_recv, sock_recv_into, sock_sendall: asyncio's selector code
+    # (the system call at call time, then readiness), with the call made
+    # by pact: would-block is an answer, not a BlockingIOError raised and
+    # caught on every request that finds nothing waiting yet.
+    async def sock_recv(self, sock, n):
+        """Receive up to n bytes from sock (non-blocking)."""
+        if type(sock) is not _socket_type:
+            return await _selector_sock_recv(self, sock, n)
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        fd = sock.fileno()
+        data = _recv_now(fd, n)
+        if data is not None:
+            return data
+        fut = self.create_future()
+        self._ensure_fd_no_transport(fd)
+        handle = self._add_reader(fd, self._sock_recv, fut, sock, n)
+        fut.add_done_callback(
+            functools.partial(self._sock_reader_done, fd, handle))
+        return await fut
+
+    async def sock_recv_into(self, sock, buf):
+        """Receive into buf from sock (non-blocking); the number of
+        bytes received."""
+        if type(sock) is not _socket_type:
+            return await _selector_sock_recv_into(self, sock, buf)
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        fd = sock.fileno()
+        nbytes = _recv_into_now(fd, buf)
+        if nbytes is not None:
+            return nbytes
+        fut = self.create_future()
+        self._ensure_fd_no_transport(fd)
+        handle = self._add_reader(fd, self._sock_recv_into, fut, sock, buf)
+        fut.add_done_callback(
+            functools.partial(self._sock_reader_done, fd, handle))
+        return await fut
+
+    async def sock_sendall(self, sock, data):
+        """Send all of data to sock (non-blocking)."""
+        if type(sock) is not _socket_type:
+            return await _selector_sock_sendall(self, sock, data)
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        fd = sock.fileno()
+        n = _send_now(fd, data)
+        if n == len(data):
+            return
+        fut = self.create_future()
+        self._ensure_fd_no_transport(fd)
+        handle = self._add_writer(fd, self._sock_sendall, fut, sock,
+                                  memoryview(data), [n])
+        fut.add_done_callback(
+            functools.partial(self._sock_writer_done, fd, handle))
+        return await fut
+
+    # asyncio's _sock_read_done / _sock_write_done, without the keyword
+    # argument (a partial called with keywords builds a dict per call).
+    def _sock_reader_done(self, fd, handle, fut):
+        if not handle.cancelled():
+            self.remove_reader(fd)
+
+    def _sock_writer_done(self, fd, handle, fut):
+        if not handle.cancelled():
+            self.remove_writer(fd)
+
+    def _ensure_fd_no_transport(self, fd):
+        # asyncio's check, without a KeyError raised and caught for every
+        # fd that has no transport (the common case: every sock_* wait and
+        # remove_reader asks).
+        fileno = fd
+        if not isinstance(fileno, int):
+            try:
+                fileno = int(fileno.fileno())
+            except (AttributeError, TypeError, ValueError):
+                # This code matches selectors._fileobj_to_fd function.
+                raise ValueError(f"Invalid file object: {fd!r}") from None
+        ref = self._transports.data.get(fileno)
+        transport = ref() if ref is not None else None
+        if transport is not None and not transport.is_closing():
+            raise RuntimeError(
+                f'File descriptor {fd!r} is used by transport '
+                f'{transport!r}')
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *,
                                extra=None, server=None):
