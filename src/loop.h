@@ -336,7 +336,9 @@ static inline void pact__recv_buffer_give_back(pact_loop *loop, int id)
 #define PACT_RECV_BURST 16
 /* A multishot receive whose socket is readable (epoll, io_uring poll
  * mode): reads into the loop-wide buffer and delivers each chunk, up to
- * PACT_RECV_BURST reads, until the socket would block, the op ends (EOF,
+ * PACT_RECV_BURST reads, until the socket would block or a read comes back
+ * short (the socket is drained: the caller's level readiness reports
+ * later bytes), the op ends (EOF,
  * error) or a cancel or deadline was asked for (from a data callback:
  * bytes not read stay in the socket, docs/contract.md §4). Returns 1 if the
  * op goes on waiting for readiness; 0 if it ends, with its result in

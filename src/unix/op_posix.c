@@ -42,6 +42,14 @@ int pact__op_recv_burst(pact_loop *loop, pact_op_s *op, int64_t *final)
             return 0;
         }
         pact__op_deliver(loop, op, loop->burst_buf, n);
+        /* A read that did not fill the buffer took everything the socket
+         * had: one more recv would only answer EAGAIN (0.7 wasted system
+         * calls per request in the 64-byte echo). Both callers wait for
+         * level readiness (epoll level-triggered, an io_uring poll checks
+         * the socket when armed), so bytes that arrive meanwhile are
+         * reported again, never lost. */
+        if ((size_t)n < loop->burst_buf_size)
+            break;
     }
     if (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT)) {
         *final = -ECANCELED;
