@@ -177,7 +177,9 @@ int pact_loop_create(pact_loop **out, const pact_loop_options *opts_in)
     uint32_t number = atomic_fetch_add(&loops_created, 1) + 1;
     loop->ops.tag = (number << 1) | 0;
     loop->handles.tag = (number << 1) | 1;
-    pact__ops_order_init(loop);
+    /* Before the engine starts: an engine with per-fd state of its own
+     * sets the size of the table's entries (epoll). */
+    pact_fd_table_init(&loop->fds);
     pact_list_init(&loop->ready);
     pact_list_init(&loop->submit_queue);
     pact_list_init(&loop->done_queue);
@@ -212,7 +214,7 @@ int pact_loop_create(pact_loop **out, const pact_loop_options *opts_in)
     return 0;
 
 fail:
-    pact_fd_table_destroy(&loop->fd_order);
+    pact_fd_table_destroy(&loop->fds);
     pact_slab_destroy(&loop->ops);
     pact_slab_destroy(&loop->op_ext);
     pact_slab_destroy(&loop->handles);
@@ -743,7 +745,7 @@ static int close_claimed(pact_loop *loop)
     free(loop->burst_buf);
     loop->burst_buf = NULL;
     pact__stream_cache_free(loop);
-    pact_fd_table_destroy(&loop->fd_order);
+    pact_fd_table_destroy(&loop->fds);
     return 0;
 }
 
@@ -782,7 +784,7 @@ static void forget_in_child(pact_loop *loop)
         pact_slab_destroy(&loop->handles);
         pact_heap_destroy(&loop->timers);
         free(loop->burst_buf);
-        pact_fd_table_destroy(&loop->fd_order);
+        pact_fd_table_destroy(&loop->fds);
     }
     free(loop);
 }

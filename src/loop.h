@@ -112,7 +112,7 @@ struct pact_loop {
     pact_slab handles;
     uint64_t user_ops_live; /* live ops without PACT_OPF_INTERNAL */
 
-    pact_fd_table fd_order; /* op.c: per-fd order of stream ops */
+    pact_fd_table fds; /* per-fd state: op.c's order, the engine's (fd_table.h) */
     pact_list ready;        /* pact_handle_s, FIFO */
     pact_list submit_queue; /* pact_op_s started but not submitted */
     pact_list done_queue;   /* pact_op_s whose callback is due */
@@ -367,8 +367,6 @@ void pact__op_deliver_accepted(pact_loop *loop, pact_op_s *op, int fd);
 int pact__op_cancel(pact_loop *loop, pact_op_s *op);
 /* Submit every queued op to the engine. */
 void pact__ops_flush(pact_loop *loop);
-/* Sets up the per-fd order of stream ops (op.c). */
-void pact__ops_order_init(pact_loop *loop);
 /* Run the callbacks of ops in the done queue. */
 int pact__ops_dispatch_done(pact_loop *loop);
 /* A timer heap node of an op fired. */

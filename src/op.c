@@ -412,18 +412,13 @@ void pact__op_timer_fired(pact_loop *loop, pact_heap_node *n)
  * about which waiter is first. */
 
 enum { ORDER_IN, ORDER_OUT };
+/* pact_fd_entry.order_bits: an op of the direction is with the engine;
+ * order_release() is letting the direction's next ones go. */
+#define ORDER_BUSY(dir) ((uint8_t)(1u << (dir)))
+#define ORDER_RELEASING(dir) ((uint8_t)(4u << (dir)))
 
-typedef struct fd_order {
-    pact_fd_key key; /* must be first */
-    pact_op_s *head[2];
-    pact_list waiting[2];
-    uint8_t releasing[2]; /* order_release() is letting the next ones go */
-} fd_order;
-
-void pact__ops_order_init(pact_loop *loop)
-{
-    pact_fd_table_init(&loop->fd_order, sizeof(fd_order));
-}
+/* The order lives in the loop's fd entry (fd_table.h: order_bits,
+ * order_waiting), beside the engine's state for the fd. */
 
 /* The direction whose order an op keeps, or -1 for ops that need none
  * (positioned file I/O, accept, connect, poll, ...). */
@@ -467,21 +462,32 @@ static int order_wait(pact_loop *loop, pact_op_s *op)
     int dir = order_direction(op);
     if (dir < 0)
         return 0;
-    int created;
-    fd_order *f = pact_fd_table_get(&loop->fd_order, op->fd, &created);
+    pact_fd_entry *f = pact_fd_table_get(&loop->fds, op->fd);
     if (!f)
         return 0; /* ENOMEM: unordered rather than not at all */
-    if (created)
-        for (int d = 0; d < 2; d++)
-            pact_list_init(&f->waiting[d]);
-    if (f->head[dir]) {
+    if (f->order_bits & ORDER_BUSY(dir)) {
         op->flags |= PACT_OPF_ORDER_WAITING;
-        pact_list_push_back(&f->waiting[dir], &op->link);
+        pact_list_push_back(&f->order_waiting, &op->link);
         return 1;
     }
     op->flags |= PACT_OPF_ORDER_HEAD;
-    f->head[dir] = op;
+    f->order_bits |= ORDER_BUSY(dir);
     return 0;
+}
+
+/* The first op of direction dir waiting on f, or NULL. Both directions
+ * share one list (one list head less per fd: the idle-connection memory
+ * goal); it is empty but for ops started while an earlier one of their
+ * fd was still with the engine. */
+static pact_op_s *first_waiting(pact_fd_entry *f, int dir)
+{
+    pact_list *head = &f->order_waiting;
+    for (pact_list *n = head->next; n != head; n = n->next) {
+        pact_op_s *op = pact_container_of(n, pact_op_s, link);
+        if (order_direction(op) == dir)
+            return op;
+    }
+    return NULL;
 }
 
 /* op's result is known: the next op of its fd and direction goes to the
@@ -495,21 +501,21 @@ static void order_release(pact_loop *loop, pact_op_s *op)
         return;
     op->flags &= ~PACT_OPF_ORDER_HEAD;
     int dir = order_direction(op);
-    fd_order *f = pact_fd_table_find(&loop->fd_order, op->fd);
-    f->head[dir] = NULL;
-    if (f->releasing[dir])
+    pact_fd_entry *f = pact_fd_table_find(&loop->fds, op->fd);
+    f->order_bits &= (uint8_t)~ORDER_BUSY(dir);
+    if (f->order_bits & ORDER_RELEASING(dir))
         return;
-    f->releasing[dir] = 1;
-    while (!f->head[dir] && !pact_list_empty(&f->waiting[dir]) &&
-           loop->state == PACT_LOOP_OPEN) {
-        pact_op_s *next = pact_container_of(pact_list_pop_front(&f->waiting[dir]),
-                                            pact_op_s, link);
+    f->order_bits |= ORDER_RELEASING(dir);
+    pact_op_s *next;
+    while (!(f->order_bits & ORDER_BUSY(dir)) &&
+           loop->state == PACT_LOOP_OPEN && (next = first_waiting(f, dir))) {
+        pact_list_remove(&next->link);
         next->flags &= ~PACT_OPF_ORDER_WAITING;
         next->flags |= PACT_OPF_ORDER_HEAD;
-        f->head[dir] = next;
+        f->order_bits |= ORDER_BUSY(dir);
         submit_now(loop, next);
     }
-    f->releasing[dir] = 0;
+    f->order_bits &= (uint8_t)~ORDER_RELEASING(dir);
 }
 
 void pact__ops_flush(pact_loop *loop)

@@ -4,6 +4,9 @@
  * wait in its fd's read or write queue for epoll to report readiness (the
  * "try first, then wait" order keeps the fast path to one syscall).
  *
+ * Its per-fd state (wait queues, registration) is appended to the loop's
+ * fd entry (fd_table.h), which the op layer's order shares.
+ *
  * One epoll registration per fd, EPOLLONESHOT, re-armed while a queue is
  * non-empty; level-triggered and left alone while a watcher or a
  * multishot op (a transport's receive, a server's accept) is on the fd
@@ -28,34 +31,49 @@
 #include "fd_table.h"
 #include "loop.h"
 
-/* QUEUE_WATCH holds the fd's watchers (pact_watch); while an epoll event
- * is dispatched they wait their turn in QUEUE_WATCH_DUE (run_watchers).
- * Both count for the registration. */
-enum fd_queue {
-    QUEUE_READ,
-    QUEUE_WRITE,
-    QUEUE_POLL,
-    QUEUE_WATCH,
-    QUEUE_WATCH_DUE,
-    QUEUE_COUNT
+/* QUEUE_EVENTS holds the fd's poll ops and watchers (pact_watch), told
+ * apart by their kind: one list head less per fd than a queue each (the
+ * idle-connection memory goal). While an epoll event is dispatched the
+ * fd's watchers wait their turn in the engine's `due` list
+ * (run_watchers); they still count for the registration. */
+enum fd_queue { QUEUE_READ, QUEUE_WRITE, QUEUE_EVENTS, QUEUE_COUNT };
+
+/* The loop's fd entry with the engine's part after it. The small state
+ * lives in the shared part's engine_events (the events armed in epoll,
+ * 0 = disarmed) and engine_flags (FD_*). */
+typedef struct fd_entry {
+    pact_fd_entry base; /* must be first */
+    pact_list queues[QUEUE_COUNT];
+} fd_entry;
+
+/* Every fd the loop has seen holds one (an idle connection's share of the
+ * idle-connection memory goal, docs/design-notes.md): what only a few fds
+ * need does not go here. */
+_Static_assert(sizeof(fd_entry) <= 72, "the epoll fd entry grew past 72 bytes");
+
+enum {
+    FD_QUEUES = 1u << 0,   /* queues initialised (the op layer may have made
+                              the entry first) */
+    FD_LEVEL = 1u << 1,    /* armed without EPOLLONESHOT: a watcher or a
+                              multishot op is on the fd */
+    FD_KNOWN = 1u << 2,    /* epoll has (or had) a registration for this fd */
+    FD_CHECKED = 1u << 3,  /* FD_REGULAR is known for the file behind the number */
+    FD_REGULAR = 1u << 4,  /* regular file: no readiness, do I/O directly */
+    FD_NO_RWF_NOWAIT = 1u << 5, /* the file refuses RWF_NOWAIT (rw_nowait) */
 };
 
-typedef struct fd_entry {
-    pact_fd_key key; /* must be first */
-    pact_list queues[QUEUE_COUNT];
-    uint32_t armed;    /* events currently armed in epoll (0 = disarmed) */
-    uint8_t level;     /* armed without EPOLLONESHOT: the fd has watchers */
-    uint8_t known;     /* epoll has (or had) a registration for this fd */
-    uint8_t checked;   /* `regular` is known for the file behind the number */
-    uint8_t regular;   /* regular file: no readiness, do I/O directly */
-    uint8_t no_rwf_nowait; /* the file refuses RWF_NOWAIT (see rw_nowait) */
-} fd_entry;
+/* The events a registration may ask for fit engine_events. */
+_Static_assert(((EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLRDHUP) & ~0xffffu) == 0,
+               "epoll events do not fit 16 bits");
 
 typedef struct epoll_engine {
     int epfd;
-    pact_fd_table fds; /* fd_entry, created on an fd's first op */
+    /* run_watchers(): the entry whose watchers are being called and those
+     * not called yet (callbacks cannot run the loop re-entrantly, so
+     * there is one at a time). */
+    fd_entry *dispatching;
+    pact_list due;
 } epoll_engine;
-
 
 #define EPOLL_ENGINE(loop) ((epoll_engine *)(loop)->engine_data)
 
@@ -75,7 +93,8 @@ static int ep_init(pact_loop *loop, unsigned depth, int fail_setup,
         free(e);
         return r;
     }
-    pact_fd_table_init(&e->fds, sizeof(fd_entry));
+    pact_list_init(&e->due);
+    pact_fd_table_set_entry_size(&loop->fds, sizeof(fd_entry));
     loop->engine_data = e;
     loop->recv_multi_mode = "epoll";
     loop->accept_multi = 1;
@@ -87,7 +106,6 @@ static void ep_destroy(pact_loop *loop)
     epoll_engine *e = EPOLL_ENGINE(loop);
     if (!e)
         return;
-    pact_fd_table_destroy(&e->fds);
     close(e->epfd);
     free(e);
     loop->engine_data = NULL;
@@ -101,14 +119,35 @@ static void ep_forget(pact_loop *loop)
     ep_destroy(loop);
 }
 
-static fd_entry *fd_get(epoll_engine *e, int fd)
+static fd_entry *fd_get(pact_loop *loop, int fd)
 {
-    int created;
-    fd_entry *f = pact_fd_table_get(&e->fds, fd, &created);
-    if (f && created)
+    fd_entry *f = (fd_entry *)pact_fd_table_get(&loop->fds, fd);
+    if (f && !(f->base.engine_flags & FD_QUEUES)) {
         for (int q = 0; q < QUEUE_COUNT; q++)
             pact_list_init(&f->queues[q]);
+        f->base.engine_flags |= FD_QUEUES;
+    }
     return f;
+}
+
+/* The entry of an fd that has had an op with the engine, or NULL. */
+static fd_entry *fd_find(pact_loop *loop, int fd)
+{
+    fd_entry *f = (fd_entry *)pact_fd_table_find(&loop->fds, fd);
+    return f && (f->base.engine_flags & FD_QUEUES) ? f : NULL;
+}
+
+static int flag(const fd_entry *f, unsigned bit)
+{
+    return (f->base.engine_flags & bit) != 0;
+}
+
+static void set_flag(fd_entry *f, unsigned bit, int on)
+{
+    if (on)
+        f->base.engine_flags |= (uint8_t)bit;
+    else
+        f->base.engine_flags &= (uint8_t)~bit;
 }
 
 /* Which queue an op waits in. */
@@ -123,37 +162,57 @@ static enum fd_queue queue_of(const pact_op_s *op)
     case PACT_OP_READ:
         return QUEUE_READ;
     case PACT_OP_POLL:
-        return QUEUE_POLL;
     case PACT_OP_WATCH:
-        return QUEUE_WATCH;
+        return QUEUE_EVENTS;
     default:
         return QUEUE_WRITE;
     }
 }
 
-static int has_watchers(const fd_entry *f)
+/* The watchers being called for the current event (run_watchers), if f
+ * is the fd they watch. */
+static const pact_list *due_of(const epoll_engine *e, const fd_entry *f)
 {
-    return !pact_list_empty(&f->queues[QUEUE_WATCH]) ||
-           !pact_list_empty(&f->queues[QUEUE_WATCH_DUE]);
+    return e->dispatching == f ? &e->due : NULL;
 }
 
-static uint32_t wanted_events(const fd_entry *f)
+static int has_kind(const pact_list *head, pact_op_kind kind)
+{
+    for (const pact_list *n = head->next; n != head; n = n->next)
+        if (pact_container_of(n, pact_op_s, link)->kind == kind)
+            return 1;
+    return 0;
+}
+
+static int has_watchers(const epoll_engine *e, const fd_entry *f)
+{
+    const pact_list *due = due_of(e, f);
+    return (due && !pact_list_empty(due)) ||
+           has_kind(&f->queues[QUEUE_EVENTS], PACT_OP_WATCH);
+}
+
+static uint32_t mask_events(const pact_list *head)
+{
+    uint32_t ev = 0;
+    for (const pact_list *n = head->next; n != head; n = n->next) {
+        const pact_op_s *op = pact_container_of(n, pact_op_s, link);
+        ev |= (uint32_t)op->msg_flags &
+              (EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLRDHUP);
+    }
+    return ev;
+}
+
+static uint32_t wanted_events(const epoll_engine *e, const fd_entry *f)
 {
     uint32_t ev = 0;
     if (!pact_list_empty(&f->queues[QUEUE_READ]))
         ev |= EPOLLIN | EPOLLRDHUP;
     if (!pact_list_empty(&f->queues[QUEUE_WRITE]))
         ev |= EPOLLOUT;
-    static const enum fd_queue by_mask[] = {QUEUE_POLL, QUEUE_WATCH,
-                                            QUEUE_WATCH_DUE};
-    for (size_t q = 0; q < sizeof by_mask / sizeof by_mask[0]; q++) {
-        const pact_list *head = &f->queues[by_mask[q]];
-        for (const pact_list *n = head->next; n != head; n = n->next) {
-            const pact_op_s *op = pact_container_of(n, pact_op_s, link);
-            ev |= (uint32_t)op->msg_flags &
-                  (EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLRDHUP);
-        }
-    }
+    ev |= mask_events(&f->queues[QUEUE_EVENTS]);
+    const pact_list *due = due_of(e, f);
+    if (due)
+        ev |= mask_events(due);
     return ev;
 }
 
@@ -179,29 +238,30 @@ static int has_multishot(const fd_entry *f)
  * at the next wait without a lost edge to fear. */
 static int fd_rearm(epoll_engine *e, fd_entry *f)
 {
-    int fd = f->key.fd;
-    uint32_t ev = wanted_events(f);
-    int level = has_watchers(f) || has_multishot(f);
+    int fd = f->base.fd;
+    uint32_t ev = wanted_events(e, f);
+    int level = has_watchers(e, f) || has_multishot(f);
     if (ev == 0) {
-        if (f->level && f->armed) {
+        if (flag(f, FD_LEVEL) && f->base.engine_events) {
             /* A level-triggered registration does not disarm itself.
              * (An fd closed while still watched has lost it already,
              * unless the file lives on in a dup or a child: then the
              * number no longer names it and it cannot be removed —
              * cancel a watcher before closing its fd.) */
             epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL);
-            f->known = 0;
+            set_flag(f, FD_KNOWN, 0);
         }
-        f->armed = 0; /* ONESHOT already disarmed it after the last event */
-        f->level = 0;
+        /* ONESHOT already disarmed it after the last event */
+        f->base.engine_events = 0;
+        set_flag(f, FD_LEVEL, 0);
         return 0;
     }
-    if (level && f->level && f->armed == ev)
+    if (level && flag(f, FD_LEVEL) && f->base.engine_events == ev)
         return 0;
-    /* The entry itself: it lives as long as the engine. */
+    /* The entry itself: it lives as long as the loop. */
     struct epoll_event event = {.events = ev | (level ? 0 : EPOLLONESHOT),
                                 .data.ptr = f};
-    int op = f->known ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    int op = flag(f, FD_KNOWN) ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
     int r = epoll_ctl(e->epfd, op, fd, &event);
     if (r < 0 && errno == ENOENT && op == EPOLL_CTL_MOD)
         r = epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &event); /* fd was reused */
@@ -209,9 +269,9 @@ static int fd_rearm(epoll_engine *e, fd_entry *f)
         r = epoll_ctl(e->epfd, EPOLL_CTL_MOD, fd, &event);
     if (r < 0)
         return -errno;
-    f->known = 1;
-    f->armed = ev;
-    f->level = (uint8_t)level;
+    set_flag(f, FD_KNOWN, 1);
+    f->base.engine_events = (uint16_t)ev;
+    set_flag(f, FD_LEVEL, level);
     return 0;
 }
 
@@ -232,8 +292,11 @@ static int sock_error(int fd)
 static int64_t rw_nowait(fd_entry *f, pact_op_s *op)
 {
     struct iovec iov = {.iov_base = op->buf, .iov_len = op->len};
-    return pact__rw_nowait(op->fd, op->kind != PACT_OP_READ, &iov, 1, op->offset,
-                           &f->no_rwf_nowait);
+    uint8_t refuses = (uint8_t)flag(f, FD_NO_RWF_NOWAIT);
+    int64_t r = pact__rw_nowait(op->fd, op->kind != PACT_OP_READ, &iov, 1,
+                                op->offset, &refuses);
+    set_flag(f, FD_NO_RWF_NOWAIT, refuses);
+    return r;
 }
 
 static int64_t try_op(fd_entry *f, pact_op_s *op, uint32_t revents)
@@ -286,7 +349,7 @@ static int64_t try_op(fd_entry *f, pact_op_s *op, uint32_t revents)
         return shutdown(op->fd, op->msg_flags) < 0 ? -errno : 0;
     case PACT_OP_READ:
     case PACT_OP_WRITE:
-        return f->regular ? pact__op_rw_now(op) : rw_nowait(f, op);
+        return flag(f, FD_REGULAR) ? pact__op_rw_now(op) : rw_nowait(f, op);
     case PACT_OP_POLL: {
         struct pollfd p = {.fd = op->fd, .events = (short)op->msg_flags};
         int r = poll(&p, 1, 0);
@@ -307,17 +370,17 @@ static int64_t try_op(fd_entry *f, pact_op_s *op, uint32_t revents)
  * regular files never wait for readiness. */
 static void prepare_fd(fd_entry *f, int fd)
 {
-    if (f->checked)
+    if (flag(f, FD_CHECKED))
         return;
-    f->checked = 1;
     struct stat st;
-    f->regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+    set_flag(f, FD_CHECKED, 1);
+    set_flag(f, FD_REGULAR, fstat(fd, &st) == 0 && S_ISREG(st.st_mode));
 }
 
 static int ep_submit(pact_loop *loop, pact_op_s *op)
 {
     epoll_engine *e = EPOLL_ENGINE(loop);
-    fd_entry *f = fd_get(e, op->fd);
+    fd_entry *f = fd_get(loop, op->fd);
     if (!f) {
         pact__op_defer(loop, op, -ENOMEM);
         return 0;
@@ -326,18 +389,23 @@ static int ep_submit(pact_loop *loop, pact_op_s *op)
      * reused by a pipe): a stale "regular file" would let read() block the
      * loop. Only an op with nothing else waiting on the number can be the
      * first on a new file, so check again for those; socket ops pass
-     * MSG_DONTWAIT and need no check. */
-    if ((op->kind == PACT_OP_READ || op->kind == PACT_OP_WRITE) &&
-        pact_list_empty(&f->queues[QUEUE_READ]) &&
-        pact_list_empty(&f->queues[QUEUE_WRITE]) &&
-        pact_list_empty(&f->queues[QUEUE_POLL]) && !has_watchers(f))
-        f->checked = f->regular = f->no_rwf_nowait = 0;
-    prepare_fd(f, op->fd);
+     * MSG_DONTWAIT and need no check (and no fstat per connection). */
+    if (op->kind == PACT_OP_READ || op->kind == PACT_OP_WRITE) {
+        if (pact_list_empty(&f->queues[QUEUE_READ]) &&
+            pact_list_empty(&f->queues[QUEUE_WRITE]) &&
+            pact_list_empty(&f->queues[QUEUE_EVENTS]) && !has_watchers(e, f))
+            set_flag(f, FD_CHECKED | FD_REGULAR | FD_NO_RWF_NOWAIT, 0);
+        prepare_fd(f, op->fd);
+    }
     enum fd_queue q = queue_of(op);
-    /* Behind an op already waiting on this queue: keep the order. A
-     * multishot receive or accept always waits for readiness: its data
-     * callbacks must not run from inside submission. */
-    if (pact_list_empty(&f->queues[q]) && op->kind != PACT_OP_RECV_MULTI &&
+    /* Behind an op already waiting on this queue (for a poll: behind
+     * another poll, not behind a watcher): keep the order. A multishot
+     * receive or accept always waits for readiness: its data callbacks
+     * must not run from inside submission. */
+    int queued = op->kind == PACT_OP_POLL
+                     ? has_kind(&f->queues[q], PACT_OP_POLL)
+                     : !pact_list_empty(&f->queues[q]);
+    if (!queued && op->kind != PACT_OP_RECV_MULTI &&
         op->kind != PACT_OP_ACCEPT_MULTI && op->kind != PACT_OP_WATCH) {
         int64_t r = try_op(f, op, 0);
         if (r != -EAGAIN && r != -EWOULDBLOCK && r != -EINTR) {
@@ -363,7 +431,7 @@ static void ep_cancel(pact_loop *loop, pact_op_s *op)
     if (pact_list_linked(&op->link) && op->state == PACT_OP_INFLIGHT) {
         pact_list_remove(&op->link);
         epoll_engine *e = EPOLL_ENGINE(loop);
-        fd_entry *f = pact_fd_table_find(&e->fds, op->fd);
+        fd_entry *f = fd_find(loop, op->fd);
         if (f)
             fd_rearm(e, f);
         pact__op_defer(loop, op, -ECANCELED);
@@ -374,7 +442,7 @@ static void ep_cancel(pact_loop *loop, pact_op_s *op)
 static void ep_watch_update(pact_loop *loop, pact_op_s *op)
 {
     epoll_engine *e = EPOLL_ENGINE(loop);
-    fd_entry *f = pact_fd_table_find(&e->fds, op->fd);
+    fd_entry *f = fd_find(loop, op->fd);
     if (!f || !pact_list_linked(&op->link))
         return;
     int r = fd_rearm(e, f);
@@ -507,7 +575,7 @@ static int run_pollers(pact_loop *loop, pact_list *queue, uint32_t revents)
         pact_list *next = it->next;
         pact_op_s *op = pact_container_of(it, pact_op_s, link);
         uint32_t hit = revents & ((uint32_t)op->msg_flags | EPOLLERR | EPOLLHUP);
-        if (hit) {
+        if (hit && op->kind == PACT_OP_POLL) {
             pact_list_remove(it);
             op->result = hit;
             pact_list_push_back(&hits, it);
@@ -524,23 +592,33 @@ static int run_pollers(pact_loop *loop, pact_list *queue, uint32_t revents)
 }
 
 /* Delivers an epoll event to the fd's watchers, oldest first. They are
- * moved to QUEUE_WATCH_DUE and taken back one at a time right before each
- * is called: a callback that cancels a watcher still due (pact_op_cancel
- * takes it off whichever list it is on) or changes its events removes or
- * filters its delivery, and a watcher a callback adds waits for the next
- * event. */
-static int run_watchers(pact_loop *loop, fd_entry *f, uint32_t revents)
+ * moved to the engine's `due` list and taken back one at a time right
+ * before each is called: a callback that cancels a watcher still due
+ * (pact_op_cancel takes it off whichever list it is on) or changes its
+ * events removes or filters its delivery, and a watcher a callback adds
+ * waits for the next event. */
+static int run_watchers(pact_loop *loop, epoll_engine *e, fd_entry *f,
+                        uint32_t revents)
 {
-    pact_list *due = &f->queues[QUEUE_WATCH_DUE];
-    pact_list_splice(due, &f->queues[QUEUE_WATCH]);
+    pact_list *events = &f->queues[QUEUE_EVENTS];
+    for (pact_list *it = events->next; it != events;) {
+        pact_list *next = it->next;
+        if (pact_container_of(it, pact_op_s, link)->kind == PACT_OP_WATCH) {
+            pact_list_remove(it);
+            pact_list_push_back(&e->due, it);
+        }
+        it = next;
+    }
+    e->dispatching = f;
     int n = 0;
     pact_list *node;
-    while ((node = pact_list_pop_front(due))) {
-        pact_list_push_back(&f->queues[QUEUE_WATCH], node);
+    while ((node = pact_list_pop_front(&e->due))) {
+        pact_list_push_back(events, node);
         pact__watch_deliver(loop, pact_container_of(node, pact_op_s, link),
                             revents);
         n++;
     }
+    e->dispatching = NULL;
     return n;
 }
 
@@ -580,22 +658,23 @@ static int ep_wait(pact_loop *loop, int64_t timeout_ns)
     for (int i = 0; i < n; i++) {
         fd_entry *f = events[i].data.ptr;
         uint32_t rev = events[i].events;
-        if (!f->level)
-            f->armed = 0; /* ONESHOT */
+        if (!flag(f, FD_LEVEL))
+            f->base.engine_events = 0; /* ONESHOT */
         /* Errors and hang-ups wake both sides: the syscall reports them. */
         if (rev & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))
             seen += run_queue(loop, f, &f->queues[QUEUE_READ], rev);
         if (rev & (EPOLLOUT | EPOLLERR | EPOLLHUP))
             seen += run_queue(loop, f, &f->queues[QUEUE_WRITE], rev);
-        seen += run_pollers(loop, &f->queues[QUEUE_POLL], rev);
-        if (!pact_list_empty(&f->queues[QUEUE_WATCH]))
-            seen += run_watchers(loop, f, rev);
+        if (!pact_list_empty(&f->queues[QUEUE_EVENTS]))
+            seen += run_pollers(loop, &f->queues[QUEUE_EVENTS], rev);
+        if (!pact_list_empty(&f->queues[QUEUE_EVENTS]))
+            seen += run_watchers(loop, e, f, rev);
         /* Callbacks above may have closed and reused this fd number; the
          * entry is still the one for the number, and re-arming heals
          * reuse. */
         int r = fd_rearm(e, f);
         if (r < 0)
-            pact__error(loop, r, "epoll re-arm of fd %d failed", f->key.fd);
+            pact__error(loop, r, "epoll re-arm of fd %d failed", f->base.fd);
     }
     return seen;
 }
