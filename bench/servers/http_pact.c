@@ -6,12 +6,12 @@
  * receive buffer); only an incomplete request is copied, into a
  * per-connection buffer allocated the first time one is needed. Flow
  * control as in the echo server: pause reading while the write buffer is
- * above its high mark.
+ * above its high mark. TCP_NODELAY is pact_server_listen_tcp()'s (it sets
+ * it on every connection it accepts), not set a second time here.
  *
  * usage: http_pact PORT [--engine uring|epoll]
  */
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,13 +27,6 @@ typedef struct http_conn {
     char *held; /* start of an incomplete request, HELD_CAP bytes */
     size_t held_len;
 } http_conn;
-
-static void http_made(pact_transport *t, void *user)
-{
-    (void)user;
-    int one = 1;
-    setsockopt(pact_transport_fd(t), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-}
 
 static int answer(pact_transport *t, unsigned answers, int bad)
 {
@@ -125,7 +118,6 @@ static void http_resume_writing(pact_transport *t, void *user)
 }
 
 static const pact_protocol http_proto = {
-    .connection_made = http_made,
     .data_received = http_data,
     .connection_lost = http_lost,
     .pause_writing = http_pause_writing,

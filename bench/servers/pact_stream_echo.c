@@ -3,7 +3,10 @@
  * it: pact_server_listen_tcp, a protocol whose data_received writes the
  * bytes back, and flow control (pause reading while the write buffer is
  * above its high mark). Socket transports read through
- * pact_recv_multishot(), so a connection holds no receive buffer.
+ * pact_recv_multishot(), so a connection holds no receive buffer. No
+ * connection_made: pact_server_listen_tcp() sets TCP_NODELAY on every
+ * connection it accepts (setting it again cost a system call per
+ * connection in the churn scenario that no other server pays).
  *
  * The echo is pact_transport_write_received(): on io_uring the bytes are
  * sent from the loop's provided buffer they arrived in, by an SQE that
@@ -16,7 +19,6 @@
  */
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,13 +26,6 @@
 #include <unistd.h>
 
 #include "pact.h"
-
-static void echo_made(pact_transport *t, void *user)
-{
-    (void)user;
-    int one = 1;
-    setsockopt(pact_transport_fd(t), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-}
 
 static int write_copy;
 
@@ -57,7 +52,6 @@ static void echo_resume_writing(pact_transport *t, void *user)
 }
 
 static const pact_protocol echo_proto = {
-    .connection_made = echo_made,
     .data_received = echo_data,
     .pause_writing = echo_pause_writing,
     .resume_writing = echo_resume_writing,
