@@ -1380,8 +1380,10 @@ PACT_API int pact_datagram_open_unix(pact_loop *loop, const char *local_path,
 
 /* Wraps an existing datagram socket (bound and/or connected by the
  * caller; socketpair(AF_UNIX, SOCK_DGRAM) works). The endpoint owns fd
- * from now on (also on failure: then fd is closed). */
-PACT_API int pact_datagram_adopt(pact_loop *loop, int fd,
+ * from now on (also on failure: then fd is closed). On Windows fd is a
+ * UDP SOCKET made for overlapped I/O (Winsock has no Unix datagrams:
+ * pact_datagram_open_unix() answers -ENOTSUP there). */
+PACT_API int pact_datagram_adopt(pact_loop *loop, pact_os_sock fd,
                                  const pact_datagram_options *opts,
                                  const pact_datagram_protocol *proto,
                                  void *user, pact_datagram **out);

@@ -31,19 +31,32 @@
  *
  * Teardown as for streams: close flushes, abort drops; the socket is closed
  * and connection_lost called from a fresh loop callback once every
- * operation has called back. */
+ * operation has called back.
+ *
+ * Windows: the same endpoint on the completion port (WSARecvFrom,
+ * WSASendTo), UDP only (Winsock's AF_UNIX has no datagrams). There is no
+ * error queue: an ICMP port unreachable fails the next receive with
+ * WSAECONNRESET (SIO_UDP_CONNRESET is left on, its default, so these
+ * errors reach error_received as -ECONNREFUSED, as IP_RECVERR makes them
+ * on Linux — turning it off would hide them), and reception goes on
+ * after it as after any error. A datagram longer than the buffer is
+ * reported as -EMSGSIZE (the engine's len + 1 with MSG_TRUNC). */
 #include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _WIN32
+#include "win/socket_calls.h" /* the socket calls below, on Winsock */
+#else
 #include <fcntl.h>
 #include <linux/errqueue.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+#endif
 
 #include "endpoint.h"
 #include "options.h"
@@ -104,8 +117,10 @@ struct pact_datagram {
 
     /* A Unix path we bound: removed at close if it is still ours. */
     char *unlink_path;
+#ifndef _WIN32
     dev_t path_dev;
     ino_t path_ino;
+#endif
 };
 
 static void start_reading(pact_datagram *ep);
@@ -208,12 +223,14 @@ static void dgram_lost(pact_endpoint *e)
         close(ep->fd);
         ep->fd = -EBADF;
     }
+#ifndef _WIN32
     if (ep->unlink_path) {
         struct stat st;
         if (stat(ep->unlink_path, &st) == 0 && st.st_dev == ep->path_dev &&
             st.st_ino == ep->path_ino)
             unlink(ep->unlink_path);
     }
+#endif
     dgram_item *it;
     while ((it = pop_head(ep))) {
         ep->stats.dropped++; /* none left after a close that flushed */
@@ -318,6 +335,10 @@ static void report(pact_datagram *ep, int err, const struct sockaddr *addr,
  * the destination it is about. Returns how many were reported. */
 static int drain_errors(pact_datagram *ep)
 {
+#ifdef _WIN32
+    (void)ep;
+    return 0; /* no error queue: each error is its op's result */
+#else
     if (!ep->recverr)
         return 0;
     int n = 0;
@@ -354,6 +375,7 @@ static int drain_errors(pact_datagram *ep)
         report(ep, -err, (struct sockaddr *)&ss, m.msg_namelen);
     }
     return n;
+#endif
 }
 
 /* ---- reading -------------------------------------------------------------- */
@@ -621,14 +643,14 @@ static int sockaddr_equal(const struct sockaddr *a, socklen_t alen,
 {
     if (a->sa_family != b->sa_family)
         return 0;
-    if (a->sa_family == AF_INET && alen >= sizeof(struct sockaddr_in) &&
-        blen >= sizeof(struct sockaddr_in)) {
+    if (a->sa_family == AF_INET && (size_t)alen >= sizeof(struct sockaddr_in) &&
+        (size_t)blen >= sizeof(struct sockaddr_in)) {
         const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
         return x->sin_port == y->sin_port &&
                x->sin_addr.s_addr == y->sin_addr.s_addr;
     }
-    if (a->sa_family == AF_INET6 && alen >= sizeof(struct sockaddr_in6) &&
-        blen >= sizeof(struct sockaddr_in6)) {
+    if (a->sa_family == AF_INET6 && (size_t)alen >= sizeof(struct sockaddr_in6) &&
+        (size_t)blen >= sizeof(struct sockaddr_in6)) {
         const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
         return x->sin6_port == y->sin6_port &&
                memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
@@ -642,8 +664,8 @@ int pact_datagram_sendto(pact_datagram *ep, const void *data, size_t len,
     if (!ep || (!data && len))
         return -EINVAL;
     PACT_ENDPOINT_CHECK_OWNER(ep);
-    if (addr && (addrlen < sizeof(sa_family_t) ||
-                 addrlen > sizeof(struct sockaddr_storage)))
+    if (addr && ((size_t)addrlen < sizeof(sa_family_t) ||
+                 (size_t)addrlen > sizeof(struct sockaddr_storage)))
         return PACT_MISUSE(ep->ep.loop, -EINVAL, "bad address length");
     if (ep->ep.closing)
         return pact__endpoint_write_refused(&ep->ep, &ep->stats.sends_after_close,
@@ -736,6 +758,7 @@ static void connection_made(pact_loop *loop, void *arg)
     pact__endpoint_unref(&ep->ep);
 }
 
+#ifndef _WIN32
 static int enable_recverr(int fd, int family)
 {
     int one = 1, ok = 0;
@@ -746,6 +769,7 @@ static int enable_recverr(int fd, int family)
         ok = 1;
     return ok;
 }
+#endif
 
 /* Wraps a datagram socket; closes fd on failure. */
 static int dgram_create(pact_loop *loop, int fd,
@@ -793,6 +817,7 @@ static int dgram_create(pact_loop *loop, int fd,
         ep->connected = 1;
     else
         ep->peerlen = 0;
+#ifndef _WIN32
     if (ep->family == AF_INET || ep->family == AF_INET6)
         ep->recverr = (unsigned)enable_recverr(fd, ep->family);
     if (unlink_path) {
@@ -806,12 +831,17 @@ static int dgram_create(pact_loop *loop, int fd,
         }
     }
     pact__fd_make_nonblocking(fd);
+#else
+    free(unlink_path); /* none: no Unix datagrams */
+#endif
     /* connection_made on the next iteration: the caller gets the endpoint
      * before any protocol callback runs. */
     if (pact__endpoint_soon(&ep->ep, connection_made) < 0) {
         close(fd);
+#ifndef _WIN32
         if (ep->unlink_path)
             unlink(ep->unlink_path);
+#endif
         free(ep->unlink_path);
         free(ep);
         return -ENOMEM;
@@ -830,6 +860,7 @@ static int check_args(pact_loop *loop, const pact_datagram_protocol *proto,
     return r;
 }
 
+#ifndef _WIN32
 /* A Unix socket file nobody is bound to any more: sending is refused. */
 static int is_stale_unix(const struct sockaddr_un *sun, socklen_t len)
 {
@@ -845,6 +876,7 @@ static int is_stale_unix(const struct sockaddr_un *sun, socklen_t len)
     close(probe);
     return stale;
 }
+#endif
 
 static int open_socket(pact_loop *loop, const struct sockaddr *local,
                        socklen_t local_len, const struct sockaddr *remote,
@@ -857,16 +889,20 @@ static int open_socket(pact_loop *loop, const struct sockaddr *local,
         return r;
     if (!local && !remote)
         return PACT_MISUSE(loop, -EINVAL, "neither a local nor a remote address");
-    if ((local && (local_len < sizeof(sa_family_t) ||
-                   local_len > sizeof(struct sockaddr_storage))) ||
-        (remote && (remote_len < sizeof(sa_family_t) ||
-                    remote_len > sizeof(struct sockaddr_storage))))
+    if ((local && ((size_t)local_len < sizeof(sa_family_t) ||
+                   (size_t)local_len > sizeof(struct sockaddr_storage))) ||
+        (remote && ((size_t)remote_len < sizeof(sa_family_t) ||
+                    (size_t)remote_len > sizeof(struct sockaddr_storage))))
         return PACT_MISUSE(loop, -EINVAL, "bad address length");
     int family = local ? local->sa_family : remote->sa_family;
     if (local && remote && local->sa_family != remote->sa_family)
         return PACT_MISUSE(loop, -EINVAL, "local and remote families differ");
     if (family != AF_INET && family != AF_INET6 && family != AF_UNIX)
         return PACT_MISUSE(loop, -EAFNOSUPPORT, "not AF_INET, AF_INET6 or AF_UNIX");
+#ifdef _WIN32
+    if (family == AF_UNIX)
+        return PACT_MISUSE(loop, -EAFNOSUPPORT, "no Unix datagrams on Windows");
+#endif
     pact_datagram_options known;
     pact_datagram_options_init(&known);
     if (opts && (r = pact__options_read(&known, sizeof known,
@@ -874,15 +910,25 @@ static int open_socket(pact_loop *loop, const struct sockaddr *local,
         return PACT_MISUSE(loop, r, "options not initialised or too new (docs/abi.md)");
     opts = &known;
 
+#ifdef _WIN32
+    if (opts->reuse_port)
+        return PACT_MISUSE(loop, -ENOTSUP, "reuse_port: Windows has no SO_REUSEPORT");
+    int fd = pact__win_udp_socket(family); /* overlapped, not inherited */
+    if (fd < 0)
+        return fd;
+#else
     int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
+#endif
     int one = 1;
     if (opts->reuse_addr)
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+#ifndef _WIN32
     if (opts->reuse_port &&
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
         goto fail;
+#endif
     if (opts->allow_broadcast &&
         setsockopt(fd, SOL_SOCKET, SO_BROADCAST, &one, sizeof one) < 0)
         goto fail;
@@ -893,11 +939,13 @@ static int open_socket(pact_loop *loop, const struct sockaddr *local,
     char *unlink_path = NULL;
     if (local) {
         int b = bind(fd, local, local_len);
+#ifndef _WIN32
         if (b < 0 && errno == EADDRINUSE && family == AF_UNIX &&
             is_stale_unix((const struct sockaddr_un *)local, local_len)) {
             unlink(((const struct sockaddr_un *)local)->sun_path);
             b = bind(fd, local, local_len);
         }
+#endif
         if (b < 0)
             goto fail;
         const struct sockaddr_un *sun = (const struct sockaddr_un *)local;
@@ -912,8 +960,10 @@ static int open_socket(pact_loop *loop, const struct sockaddr *local,
     }
     if (remote && connect(fd, remote, remote_len) < 0) {
         r = -errno;
+#ifndef _WIN32
         if (unlink_path)
             unlink(unlink_path);
+#endif
         free(unlink_path);
         close(fd);
         return r;
@@ -969,6 +1019,10 @@ int pact_datagram_open_unix(pact_loop *loop, const char *local_path,
     int r = check_args(loop, proto, out, __func__);
     if (r)
         return r;
+#ifdef _WIN32
+    (void)local_path, (void)remote_path, (void)opts, (void)user;
+    return PACT_MISUSE(loop, -ENOTSUP, "no Unix datagrams on Windows");
+#else
     struct sockaddr_un l, rm;
     socklen_t llen = 0, rlen = 0;
     if (local_path && pact__unix_address(local_path, &l, &llen) != 0)
@@ -986,13 +1040,15 @@ int pact_datagram_open_unix(pact_loop *loop, const char *local_path,
     return open_socket(loop, local_path ? (struct sockaddr *)&l : NULL, llen,
                        remote_path ? (struct sockaddr *)&rm : NULL, rlen, opts,
                        proto, user, __builtin_return_address(0), out);
+#endif
 }
 
-int pact_datagram_adopt(pact_loop *loop, int fd,
+int pact_datagram_adopt(pact_loop *loop, pact_os_sock sock,
                         const pact_datagram_options *opts,
                         const pact_datagram_protocol *proto, void *user,
                         pact_datagram **out)
 {
+    int fd = (int)sock; /* Windows socket values fit in 32 bits */
     int r = check_args(loop, proto, out, __func__);
     if (r == 0 && fd < 0)
         r = PACT_MISUSE(loop, -EBADF, "fd is negative");
@@ -1115,17 +1171,28 @@ static int membership(pact_datagram *ep, const char *group, const char *ifname,
     if (ep->fd < 0)
         return -EBADF;
     unsigned ifindex = 0;
+#ifdef _WIN32
+    if (ifname)
+        return -ENOTSUP; /* the system's default interface only */
+#else
     if (ifname && !(ifindex = if_nametoindex(ifname)))
         return -ENODEV;
+#endif
     struct sockaddr_storage ss;
     socklen_t len;
     if (pact_sockaddr_parse(group, 0, &ss, &len) != 0)
         return -EINVAL;
     if (ss.ss_family == AF_INET) {
+#ifdef _WIN32
+        struct ip_mreq m = {
+            .imr_multiaddr = ((struct sockaddr_in *)&ss)->sin_addr,
+        };
+#else
         struct ip_mreqn m = {
             .imr_multiaddr = ((struct sockaddr_in *)&ss)->sin_addr,
             .imr_ifindex = (int)ifindex,
         };
+#endif
         r = setsockopt(ep->fd, IPPROTO_IP,
                        join ? IP_ADD_MEMBERSHIP : IP_DROP_MEMBERSHIP, &m,
                        sizeof m);

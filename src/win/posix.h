@@ -44,6 +44,8 @@
 #define ESOCKTNOSUPPORT 182
 #endif
 
+typedef ADDRESS_FAMILY sa_family_t;
+
 /* recvfrom / sendto keep their buffer and address in the op's ext block,
  * as on Linux; the names follow struct msghdr. */
 struct msghdr {

@@ -68,6 +68,20 @@ int pact__win_tcp_socket(int family)
     return (int)s;
 }
 
+/* A UDP socket for the datagram endpoints: overlapped (WSARecvFrom,
+ * WSASendTo on the port), not inherited. The fd, or a negative errno. */
+int pact__win_udp_socket(int family)
+{
+    int r = pact__winsock_init();
+    if (r)
+        return r;
+    SOCKET s = WSASocketW(family, SOCK_DGRAM, IPPROTO_UDP, NULL, 0,
+                          WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
+    if (s == INVALID_SOCKET)
+        return pact__win_error((DWORD)WSAGetLastError());
+    return (int)s;
+}
+
 /* pact_transport_sendfile: TransmitFile would be the way; not yet. */
 int pact__stream_sendfile(pact_transport *t, int file_fd, int64_t offset,
                           size_t count, pact_op_cb cb, void *user)

@@ -4,7 +4,8 @@
  * each serves both systems. On Windows a transport or a listener is a
  * SOCKET (held in an int fd: Windows handle values fit in 32 bits), and
  * these calls report their failure in errno as the POSIX ones do. Only
- * those two files include this. */
+ * the portable endpoint files (stream, server, client, datagram) include
+ * this. */
 #ifndef PACT_WIN_SOCKET_CALLS_H
 #define PACT_WIN_SOCKET_CALLS_H
 
@@ -40,6 +41,30 @@ static inline int pact__win_sockname(int fd, struct sockaddr *sa, int *len,
                                         : getsockname((SOCKET)fd, sa, len));
 }
 
+static inline int pact__win_bind(int fd, const struct sockaddr *sa, int len)
+{
+    return pact__win_socket_result(bind((SOCKET)fd, sa, len));
+}
+
+static inline int pact__win_connect(int fd, const struct sockaddr *sa, int len)
+{
+    return pact__win_socket_result(connect((SOCKET)fd, sa, len));
+}
+
+static inline int pact__win_getsockopt(int fd, int level, int name,
+                                       void *value, int *len)
+{
+    return pact__win_socket_result(
+        getsockopt((SOCKET)fd, level, name, (char *)value, len));
+}
+
+static inline int pact__win_setsockopt(int fd, int level, int name,
+                                       const void *value, int len)
+{
+    return pact__win_socket_result(
+        setsockopt((SOCKET)fd, level, name, (const char *)value, len));
+}
+
 /* No eager send: a SOCKET has no per-call "do not block" flag (making it
  * non-blocking would change every overlapped call on it), so every write
  * goes the queued way, as one WSASend on the completion port. */
@@ -57,13 +82,18 @@ int pact__win_tcp_listener(const struct sockaddr_storage *ss, int len,
 /* A connecting TCP socket for pact_connect_tcp (src/win/socket.c). */
 int pact__win_tcp_socket(int family);
 
+/* A UDP socket for the datagram endpoints (src/win/socket.c): overlapped,
+ * not inherited. The fd, or a negative errno. */
+int pact__win_udp_socket(int family);
+
 #define close(fd) pact__win_close_socket(fd)
 /* Winsock takes the option value as a char pointer. */
 #define setsockopt(fd, level, name, value, len)                               \
-    setsockopt((SOCKET)(fd), level, name, (const char *)(value), len)
+    pact__win_setsockopt(fd, level, name, value, len)
 #define getsockopt(fd, level, name, value, len)                               \
-    pact__win_socket_result(                                                  \
-        getsockopt((SOCKET)(fd), level, name, (char *)(value), len))
+    pact__win_getsockopt(fd, level, name, value, len)
+#define bind(fd, sa, len) pact__win_bind(fd, sa, len)
+#define connect(fd, sa, len) pact__win_connect(fd, sa, len)
 #define listen(fd, backlog) pact__win_socket_result(listen((SOCKET)(fd), backlog))
 #define shutdown(fd, how) pact__win_shutdown(fd, how)
 #define getsockname(fd, sa, len) pact__win_sockname(fd, sa, len, 0)
