@@ -1099,10 +1099,12 @@ PACT_API uint64_t pact_transport_writes_after_close(const pact_transport *t);
 
 /* Sends count bytes of file_fd starting at offset over the transport,
  * after anything already buffered and before anything written later. The
- * file position of file_fd is not changed. cb's result: bytes sent, or a
+ * file position of file_fd is not changed. On Windows file_fd is a file
+ * HANDLE, sent with TransmitFile on socket transports (pipe transports
+ * answer -ENOTSUP there). cb's result: bytes sent, or a
  * negative errno (-EPIPE/-ECONNRESET when the peer closes midway); while it
  * runs, pact_transport_write() queues behind it. count 0 = to end of file. */
-PACT_API int pact_transport_sendfile(pact_transport *t, int file_fd,
+PACT_API int pact_transport_sendfile(pact_transport *t, pact_os_fd file_fd,
                                      int64_t offset, size_t count,
                                      pact_op_cb cb, void *user);
 
@@ -1830,11 +1832,14 @@ PACT_API int pact_sockaddr_parse(const char *host, uint16_t port,
 
 /* Creates a non-blocking, close-on-exec TCP socket bound to host:port
  * (port 0 = any) and listening with the given backlog; SO_REUSEADDR is
- * set. Returns the fd or a negative errno. */
+ * set. Returns the fd or a negative errno. On Windows an overlapped,
+ * non-inherited SOCKET (as an int: cast it back to SOCKET), without
+ * SO_REUSEADDR (there it would let another socket take the port). */
 PACT_API int pact_tcp_listen(const char *host, uint16_t port, int backlog);
 
 /* Creates a non-blocking, close-on-exec TCP socket for addr's family,
- * with TCP_NODELAY set. Returns the fd or a negative errno. */
+ * with TCP_NODELAY set. Returns the fd or a negative errno. On Windows an
+ * overlapped, non-inherited SOCKET as an int. */
 PACT_API int pact_tcp_socket(int family);
 
 /* The port a socket is bound to, or a negative errno. */

@@ -123,7 +123,7 @@ static void stat_fill(pact_op_s *op, pact_completion *c)
         c->statx = op->buf;
 }
 
-static const pact_op_extra stat_extra = {stat_fill, NULL};
+static const pact_op_extra stat_extra = {.fill = stat_fill};
 
 pact_op pact_fs_stat(pact_loop *loop, const char *path, int flags,
                      unsigned mask, struct statx *out, pact_op_cb cb,

@@ -93,6 +93,12 @@ struct pact_op_s;
 typedef struct pact_op_extra {
     void (*fill)(struct pact_op_s *op, pact_completion *c);
     void (*release)(struct pact_op_s *op);
+#ifdef _WIN32
+    /* A custom op's completion packet (its OVERLAPPED is the op's); the
+     * pipe server's accept has none and is src/win/pipe.c's. */
+    void (*packet)(struct pact_loop *loop, struct pact_op_s *op,
+                   unsigned long bytes);
+#endif
 } pact_op_extra;
 
 /* What only a few op kinds need, kept out of line so that the op every

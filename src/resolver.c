@@ -133,10 +133,10 @@ static void resolve_release(pact_op_s *op)
     resolve_req_free(op->ext->work_arg);
 }
 
-static const pact_op_extra getaddrinfo_extra = {getaddrinfo_fill,
-                                                resolve_release};
-static const pact_op_extra getnameinfo_extra = {getnameinfo_fill,
-                                                resolve_release};
+static const pact_op_extra getaddrinfo_extra = {.fill = getaddrinfo_fill,
+                                                .release = resolve_release};
+static const pact_op_extra getnameinfo_extra = {.fill = getnameinfo_fill,
+                                                .release = resolve_release};
 
 /* The shared start: a PACT_OP_WORK op owning req. */
 static pact_op resolve_start(pact_loop *loop, resolve_req *req,

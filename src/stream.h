@@ -42,7 +42,7 @@ typedef struct pact_transport_ops {
     int (*name)(const pact_transport *t, struct sockaddr_storage *ss,
                 socklen_t *len, int peer);
     /* Arguments checked, transport open and writable. */
-    int (*sendfile)(pact_transport *t, int file_fd, int64_t offset,
+    int (*sendfile)(pact_transport *t, pact_os_fd file_fd, int64_t offset,
                     size_t count, pact_op_cb cb, void *user);
 } pact_transport_ops;
 
@@ -178,7 +178,7 @@ void pact__stream_queue_item(pact_stream *s, pact_write_item *it);
  * cancelled); the bytes written after it go. */
 void pact__stream_item_done(pact_stream *s, int err);
 /* The plain stream's pact_transport_sendfile (sendfile.c). */
-int pact__stream_sendfile(pact_transport *t, int file_fd, int64_t offset,
+int pact__stream_sendfile(pact_transport *t, pact_os_fd file_fd, int64_t offset,
                           size_t count, pact_op_cb cb, void *user);
 
 #ifndef _WIN32

@@ -184,7 +184,7 @@ void pact_transport_get_write_buffer_limits(const pact_transport *t,
         *low = m.low;
 }
 
-int pact_transport_sendfile(pact_transport *t, int file_fd, int64_t offset,
+int pact_transport_sendfile(pact_transport *t, pact_os_fd file_fd, int64_t offset,
                             size_t count, pact_op_cb cb, void *user)
 {
     if (!t)
@@ -193,7 +193,11 @@ int pact_transport_sendfile(pact_transport *t, int file_fd, int64_t offset,
     const pact_transport_ops *ops = pact__transport_ops(t);
     if (!ops->sendfile)
         return -ENOTSUP; /* TLS: the kernel cannot encrypt for us */
+#ifdef _WIN32
+    if (!cb || !file_fd || file_fd == INVALID_HANDLE_VALUE || offset < 0)
+#else
     if (!cb || file_fd < 0 || offset < 0)
+#endif
         return -EINVAL;
     int r = write_side_refused(t, -EPIPE);
     return r ? r : ops->sendfile(t, file_fd, offset, count, cb, user);

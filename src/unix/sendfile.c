@@ -252,7 +252,7 @@ static const pact_write_item_ops sendfile_item_ops = {
     .set_ref = item_set_ref,
 };
 
-int pact__stream_sendfile(pact_transport *t, int file_fd, int64_t offset,
+int pact__stream_sendfile(pact_transport *t, pact_os_fd file_fd, int64_t offset,
                           size_t count, pact_op_cb cb, void *user)
 {
     pact_stream *s = pact_container_of(t, pact_stream, t);

@@ -544,8 +544,11 @@ static int64_t packet_result(pact_loop *loop, pact_op_s *op, DWORD bytes)
 
 static void packet_dequeued(pact_loop *loop, pact_op_s *op, DWORD bytes)
 {
-    if (op->kind == PACT_OP_CUSTOM) { /* a pipe server's accept */
-        pact__pipe_packet(loop, op);
+    if (op->kind == PACT_OP_CUSTOM) {
+        if (op->extra && op->extra->packet)
+            op->extra->packet(loop, op, bytes); /* a TransmitFile, ... */
+        else
+            pact__pipe_packet(loop, op); /* a pipe server's accept */
         return;
     }
     if (op->kind == PACT_OP_RECV_MULTI) {

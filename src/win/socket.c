@@ -59,6 +59,9 @@ int pact__win_tcp_listener(const struct sockaddr_storage *ss, int len,
  * inherited, TCP_NODELAY set as on Linux. The fd, or a negative errno. */
 int pact__win_tcp_socket(int family)
 {
+    int r = pact__winsock_init();
+    if (r)
+        return r;
     SOCKET s = WSASocketW(family, SOCK_STREAM, IPPROTO_TCP, NULL, 0,
                           WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
     if (s == INVALID_SOCKET)
@@ -82,10 +85,25 @@ int pact__win_udp_socket(int family)
     return (int)s;
 }
 
-/* pact_transport_sendfile: TransmitFile would be the way; not yet. */
-int pact__stream_sendfile(pact_transport *t, int file_fd, int64_t offset,
-                          size_t count, pact_op_cb cb, void *user)
+/* The public helpers, the Windows way: sockets for the completion port
+ * (overlapped, not inherited) rather than non-blocking, close-on-exec
+ * fds; the listener without SO_REUSEADDR (see pact__win_tcp_listener). */
+int pact_tcp_socket(int family)
 {
-    (void)t, (void)file_fd, (void)offset, (void)count, (void)cb, (void)user;
-    return -ENOTSUP;
+    if (family != AF_INET && family != AF_INET6)
+        return -EAFNOSUPPORT;
+    return pact__win_tcp_socket(family);
+}
+
+int pact_tcp_listen(const char *host, uint16_t port, int backlog)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int r = pact_sockaddr_parse(host, port, &ss, &len);
+    if (r)
+        return r;
+    pact_server_options o;
+    pact_server_options_init(&o);
+    o.backlog = backlog;
+    return pact__win_tcp_listener(&ss, (int)len, &o);
 }

@@ -664,3 +664,217 @@ Test(pipe_transport, seed_race_2000_x_16_kib_pausing_every_1_ms, .timeout = 180)
     over_pipes = 1;
     seed_race_2000_x_16_kib_pausing_every_1_ms();
 }
+
+/* ---- sendfile (TransmitFile) and the socket helpers: TCP only -------------- */
+
+typedef struct sf_rec {
+    int calls;
+    int64_t result;
+} sf_rec;
+
+static void sf_done(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    sf_rec *r = user;
+    r->calls++;
+    r->result = c->result;
+}
+
+/* A file of `size` pattern bytes; its handle, opened for reading without
+ * FILE_FLAG_OVERLAPPED (as most callers have one). */
+static HANDLE pattern_file(uint64_t size, char *path, size_t path_len)
+{
+    char dir[MAX_PATH];
+    GetTempPathA(sizeof dir, dir);
+    snprintf(path, path_len, "%spact-sendfile-%lu.bin", dir,
+             (unsigned long)GetCurrentProcessId());
+    HANDLE w = CreateFileA(path, GENERIC_WRITE, 0, NULL, CREATE_ALWAYS, 0, NULL);
+    cr_assert_neq(w, INVALID_HANDLE_VALUE);
+    static uint8_t chunk[64 * 1024];
+    for (uint64_t pos = 0; pos < size; pos += sizeof chunk) {
+        DWORD n = size - pos < sizeof chunk ? (DWORD)(size - pos) : (DWORD)sizeof chunk;
+        test_fill_pattern(chunk, n, pos);
+        DWORD done = 0;
+        cr_assert(WriteFile(w, chunk, n, &done, NULL));
+        cr_assert_eq(done, n);
+    }
+    CloseHandle(w);
+    HANDLE r = CreateFileA(path, GENERIC_READ, FILE_SHARE_READ, NULL,
+                           OPEN_EXISTING, FILE_FLAG_SEQUENTIAL_SCAN, NULL);
+    cr_assert_neq(r, INVALID_HANDLE_VALUE);
+    return r;
+}
+
+/* Collects what arrives: expects `head`, then file bytes from `from`,
+ * then `tail`. */
+typedef struct collector {
+    uint64_t got;
+    uint64_t file_len, from;
+    const char *head, *tail;
+    int bad, lost;
+} collector;
+
+static void col_data(pact_transport *t, const void *data, size_t len, void *user)
+{
+    (void)t;
+    collector *c = user;
+    const uint8_t *p = data;
+    size_t hl = strlen(c->head);
+    for (size_t i = 0; i < len; i++, c->got++) {
+        uint8_t want;
+        if (c->got < hl)
+            want = (uint8_t)c->head[c->got];
+        else if (c->got < hl + c->file_len)
+            want = test_pattern_byte(c->from + c->got - hl);
+        else
+            want = (uint8_t)c->tail[c->got - hl - c->file_len];
+        if (p[i] != want)
+            c->bad++;
+    }
+}
+
+static void col_lost(pact_transport *t, int err, void *user)
+{
+    (void)t, (void)err;
+    ((collector *)user)->lost++;
+}
+
+static const pact_protocol col_proto = {
+    .data_received = col_data,
+    .connection_lost = col_lost,
+};
+
+/* Bytes written before a sendfile go first, then the file range (from an
+ * offset, sent with TransmitFile), then bytes written while it runs; the
+ * callback gets the count; the file's position is not moved; count 0
+ * sends to the end of the file. */
+Test(transport, sendfile_sends_the_range_between_the_writes, .timeout = 60)
+{
+    pact_loop *loop = test_loop_new();
+    SOCKET cs, ss;
+    make_tcp_pair(&cs, &ss);
+    side a;
+    side_init(&a, loop);
+    pact_transport *ta = NULL, *tb = NULL;
+    cr_assert_eq(pact_transport_open(loop, cs, PACT_STREAM_SOCKET, &proto, &a,
+                                     &ta), 0);
+    collector col = {.file_len = 3 * MIB - 1000, .from = 1000,
+                     .head = "head:", .tail = ":tail"};
+    cr_assert_eq(pact_transport_open(loop, ss, PACT_STREAM_SOCKET, &col_proto,
+                                     &col, &tb), 0);
+    run_until(loop, &a.made, 3000);
+    char path[MAX_PATH];
+    HANDLE f = pattern_file(3 * MIB, path, sizeof path);
+    cr_assert_eq(pact_transport_write(ta, "head:", 5), 0);
+    sf_rec r = {0};
+    cr_assert_eq(pact_transport_sendfile(ta, f, 1000, 0, sf_done, &r), 0);
+    cr_assert_eq(pact_transport_sendfile(ta, f, 0, 1, sf_done, &r), -EBUSY);
+    cr_assert_eq(pact_transport_write(ta, ":tail", 5), 0);
+    uint64_t total = 5 + col.file_len + 5;
+    run_until_u64(loop, &col.got, total, 30000);
+    run_until(loop, &r.calls, 3000);
+    cr_assert_eq(r.result, (int64_t)col.file_len);
+    cr_assert_eq(col.bad, 0, "bytes out of order or wrong");
+    LARGE_INTEGER zero = {0}, pos;
+    cr_assert(SetFilePointerEx(f, zero, &pos, FILE_CURRENT));
+    cr_assert_eq(pos.QuadPart, 0, "the file's position moved");
+    /* A second range, given a count. */
+    collector *c2 = &col;
+    c2->got = 0;
+    c2->from = 7;
+    c2->file_len = 100000;
+    c2->head = "";
+    c2->tail = "";
+    sf_rec r2 = {0};
+    cr_assert_eq(pact_transport_sendfile(ta, f, 7, 100000, sf_done, &r2), 0);
+    run_until(loop, &r2.calls, 10000);
+    run_until_u64(loop, &col.got, 100000, 10000);
+    cr_assert_eq(r2.result, 100000);
+    cr_assert_eq(col.bad, 0);
+    cr_assert_eq(pact_transport_sendfile(ta, INVALID_HANDLE_VALUE, 0, 1, sf_done,
+                                         &r2), -EINVAL);
+    cr_assert_eq(pact_transport_close(ta), 0);
+    cr_assert_eq(pact_transport_close(tb), 0);
+    run_until(loop, &a.lost, 5000);
+    run_until(loop, &col.lost, 5000);
+    CloseHandle(f);
+    DeleteFileA(path);
+    test_loop_free(loop);
+}
+
+/* An abort while the range is being sent: the sendfile's callback once
+ * (cancelled, or with what was sent), connection_lost once. */
+Test(transport, abort_during_sendfile_calls_back_once, .timeout = 60)
+{
+    pact_loop *loop = test_loop_new();
+    side a, b;
+    side_init(&a, loop);
+    side_init(&b, loop);
+    open_pair(loop, &a, &b);
+    cr_assert_eq(pact_transport_pause_reading(b.t), 0); /* the range waits */
+    char path[MAX_PATH];
+    HANDLE f = pattern_file(16 * MIB, path, sizeof path);
+    sf_rec r = {0};
+    cr_assert_eq(pact_transport_sendfile(a.t, f, 0, 0, sf_done, &r), 0);
+    for (int i = 0; i < 10; i++)
+        pact_loop_run_once(loop, 2 * (int64_t)MS);
+    cr_assert_eq(r.calls, 0);
+    cr_assert_eq(pact_transport_abort(a.t), 0);
+    run_until(loop, &r.calls, 5000);
+    run_until(loop, &a.lost, 5000);
+    for (int i = 0; i < 5; i++)
+        pact_loop_run_once(loop, 1 * (int64_t)MS);
+    cr_assert_eq(r.calls, 1);
+    cr_assert(r.result == -ECANCELED || (r.result >= 0 && r.result < 16 * (int64_t)MIB),
+              "%lld", (long long)r.result);
+    cr_assert_eq(a.lost, 1);
+    cr_assert_eq(pact_transport_close(b.t), 0);
+    run_until(loop, &b.lost, 5000);
+    CloseHandle(f);
+    DeleteFileA(path);
+    test_loop_free(loop);
+}
+
+/* pact_tcp_listen and pact_tcp_socket make sockets for the port: a
+ * listener on a chosen port and a socket that connects to it, both
+ * carrying transports. */
+Test(transport, tcp_listen_and_tcp_socket_make_port_sockets)
+{
+    pact_loop *loop = test_loop_new();
+    int l = pact_tcp_listen("127.0.0.1", 0, 16);
+    cr_assert_geq(l, 0, "%s", pact_strerror(l));
+    int port = pact_socket_port(l);
+    cr_assert_gt(port, 0);
+    cr_assert_eq(pact_tcp_listen("not-an-address", 0, 16), -EINVAL);
+    cr_assert_eq(pact_tcp_socket(AF_UNIX), -EAFNOSUPPORT);
+    int c = pact_tcp_socket(AF_INET);
+    cr_assert_geq(c, 0, "%s", pact_strerror(c));
+    struct sockaddr_storage to;
+    socklen_t tolen;
+    cr_assert_eq(pact_sockaddr_parse("127.0.0.1", (uint16_t)port, &to, &tolen), 0);
+    sf_rec con = {0}, acc = {0};
+    cr_assert_gt(pact_connect(loop, (SOCKET)c, (struct sockaddr *)&to, tolen,
+                              sf_done, &con), 0);
+    cr_assert_gt(pact_accept(loop, (SOCKET)l, sf_done, &acc), 0);
+    run_until(loop, &con.calls, 5000);
+    run_until(loop, &acc.calls, 5000);
+    cr_assert_eq(con.result, 0, "%s", pact_strerror((int)con.result));
+    cr_assert_gt(acc.result, 0);
+    side a, b;
+    side_init(&a, loop);
+    side_init(&b, loop);
+    b.echo = 1;
+    cr_assert_eq(pact_transport_open(loop, (SOCKET)c, PACT_STREAM_SOCKET, &proto,
+                                     &a, &a.t), 0);
+    cr_assert_eq(pact_transport_open(loop, (SOCKET)acc.result, PACT_STREAM_SOCKET,
+                                     &proto, &b, &b.t), 0);
+    write_pattern(a.t, 256 * 1024);
+    run_until_u64(loop, &a.received, 256 * 1024, 10000);
+    cr_assert(a.pattern_ok);
+    cr_assert(b.pattern_ok);
+    cr_assert_eq(pact_transport_close(a.t), 0);
+    run_until(loop, &a.lost, 5000);
+    run_until(loop, &b.lost, 5000);
+    closesocket((SOCKET)l);
+    test_loop_free(loop);
+}
