@@ -9,6 +9,7 @@ import os
 import re
 import socket
 import ssl
+import sys
 import tempfile
 import time
 import unittest
@@ -673,20 +674,35 @@ class SubprocessTests(unittest.TestCase):
         # that exits at once without reading, and expects drain() to fail.
         # On a loaded machine the child is still starting when the write
         # happens, and the write then waits in flight when it exits: this
-        # forces that order (the child exits 0.2 s after the write).
-        async def main():
-            p = await asyncio.create_subprocess_exec(
-                'sh', '-c', 'sleep 0.2', stdin=asyncio.subprocess.PIPE)
-            p.stdin.write(b'x' * (4 * 1024 * 1024 + 1))
+        # forces that order. The child exits, without reading its stdin,
+        # only when the parent closes `go` after the write, so however long
+        # the parent is held up (`stall`) its reader is still there when it
+        # writes. A child that merely slept 0.2 s was, on a loaded machine,
+        # sometimes gone (and its hang-up seen) before the write: the
+        # reader had then left with nothing unwritten, a clean close (on
+        # asyncio's own loop too), and the write was dropped.
+        async def main(stall):
+            go_r, go_w = os.pipe()
+            try:
+                p = await asyncio.create_subprocess_exec(
+                    sys.executable, '-c',
+                    'import os, sys; os.read(int(sys.argv[1]), 1)', str(go_r),
+                    stdin=asyncio.subprocess.PIPE, pass_fds=(go_r,))
+            finally:
+                os.close(go_r)
+            try:
+                await asyncio.sleep(stall)
+                p.stdin.write(b'x' * (4 * 1024 * 1024 + 1))
+            finally:
+                os.close(go_w)  # now the child exits
             with self.assertRaises((BrokenPipeError, ConnectionResetError)):
                 await p.stdin.drain()
             # The stdin pipe's end: a broken pipe, not a clean close.
             with self.assertRaises(BrokenPipeError):
                 await p.stdin.wait_closed()
             return await p.wait()
-        for _ in range(3):
-            self.assertEqual(pa.run(main()), 0)
-
+        for stall in (0, 0.3, 0):
+            self.assertEqual(pa.run(main(stall)), 0)
 
 if __name__ == '__main__':
     unittest.main()
