@@ -101,6 +101,14 @@ struct iovec {
 #ifndef AT_REMOVEDIR
 #define AT_REMOVEDIR 0x200
 #endif
+/* Two errno values pact returns (docs/errors.md) that the C runtime of
+ * mingw-w64 lacks, so that a Windows program can name them too. */
+#ifndef ESHUTDOWN
+#define ESHUTDOWN 180
+#endif
+#ifndef EKEYREJECTED
+#define EKEYREJECTED 181
+#endif
 #else
 typedef int pact_os_sock;
 typedef int pact_os_fd;

@@ -33,13 +33,8 @@
 #ifndef POLLRDHUP
 #define POLLRDHUP 0x2000
 #endif
-/* errno values the CRT of mingw-w64 lacks (pact_strerror names them). */
-#ifndef ESHUTDOWN
-#define ESHUTDOWN 180
-#endif
-#ifndef EKEYREJECTED
-#define EKEYREJECTED 181
-#endif
+/* errno values the CRT of mingw-w64 lacks (pact_strerror names them;
+ * ESHUTDOWN and EKEYREJECTED, which callers see, are in pact.h). */
 #ifndef ESOCKTNOSUPPORT
 #define ESOCKTNOSUPPORT 182
 #endif
