@@ -44,6 +44,12 @@ typedef struct pact_fd_entry {
     pact_list order_waiting;
 } pact_fd_entry;
 
+/* engine_flags bit the loop clears itself: the engine has registered the
+ * number with the kernel (epoll). pact__fd_closing() clears it, with
+ * engine_events, when the loop closes an fd of its own: the kernel drops a
+ * registration with the file, so the number's next one is new. */
+#define PACT_FD_REGISTERED 0x80u
+
 /* Every fd the loop has seen holds one (the idle-connection memory goal,
  * docs/design-notes.md): order state only some fds need does not go here. */
 _Static_assert(sizeof(pact_fd_entry) <= 24, "pact_fd_entry grew past 24 bytes");

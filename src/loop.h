@@ -337,11 +337,14 @@ static inline void pact__recv_buffer_give_back(pact_loop *loop, int id)
 /* A multishot receive whose socket is readable (epoll, io_uring poll
  * mode): reads into the loop-wide buffer and delivers each chunk, up to
  * PACT_RECV_BURST reads, until the socket would block or a read comes back
- * short (the socket is drained: the caller's level readiness reports
- * later bytes), the op ends (EOF,
- * error) or a cancel or deadline was asked for (from a data callback:
- * bytes not read stay in the socket, docs/contract.md §4). Returns 1 if the
- * op goes on waiting for readiness; 0 if it ends, with its result in
+ * short (the socket is drained: later bytes are a new readiness event),
+ * the op ends (EOF, error) or a cancel or deadline was asked for (from a
+ * data callback: bytes not read stay in the socket, docs/contract.md §4).
+ * Returns non-zero if the op goes on waiting for readiness: 1 after
+ * EAGAIN, 3 after a short read (the data is drained, but a hang-up that
+ * came with it has not been read yet), 2 at PACT_RECV_BURST with the
+ * socket maybe not drained (an edge-triggered caller must have it
+ * reported again); 0 if it ends, with its result in
  * *final (0 at EOF, -errno, -ECANCELED when cancelled). The engine only
  * translates: re-arm, or finish the op. */
 int pact__op_recv_burst(pact_loop *loop, pact_op_s *op, int64_t *final);
@@ -365,6 +368,10 @@ pact_op pact__accept_multishot(pact_loop *loop, pact_os_sock fd, pact_op_cb cb,
 void pact__op_deliver_accepted(pact_loop *loop, pact_op_s *op, int fd);
 /* Requests cancellation of a live op; returns as pact_op_cancel(). */
 int pact__op_cancel(pact_loop *loop, pact_op_s *op);
+/* The loop is about to close fd, one of its own (a transport's): the
+ * engine's registration of the number goes with the file (fd_table.h,
+ * PACT_FD_REGISTERED). Call right before close(). */
+void pact__fd_closing(pact_loop *loop, int fd);
 /* Submit every queued op to the engine. */
 void pact__ops_flush(pact_loop *loop);
 /* Run the callbacks of ops in the done queue. */

@@ -518,6 +518,15 @@ static void order_release(pact_loop *loop, pact_op_s *op)
     f->order_bits &= (uint8_t)~ORDER_RELEASING(dir);
 }
 
+void pact__fd_closing(pact_loop *loop, int fd)
+{
+    pact_fd_entry *f = pact_fd_table_find(&loop->fds, fd);
+    if (f) {
+        f->engine_flags &= (uint8_t)~PACT_FD_REGISTERED;
+        f->engine_events = 0;
+    }
+}
+
 void pact__ops_flush(pact_loop *loop)
 {
     pact_list *node;

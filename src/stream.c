@@ -303,6 +303,7 @@ static void stream_lost(pact_endpoint *e)
 {
     pact_stream *s = stream_of_ep(e);
     if (s->fd >= 0) {
+        pact__fd_closing(e->loop, s->fd);
         close_fd(s->fd, (pact_stream_kind)s->t.kind);
         s->fd = -EBADF;
     }

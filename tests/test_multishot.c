@@ -387,6 +387,44 @@ Test(multishot, enobufs_backpressure_loses_nothing)
     test_loop_free(loop);
 }
 
+/* More bytes wait in the socket than one readiness event reads (the
+ * burst limit: 16 reads of the loop's buffer, here 4 KiB on epoll and in
+ * io_uring's poll mode), and nothing new arrives after them: the rest is
+ * still delivered. An edge-triggered registration gets no new edge for
+ * it; the receive must have the socket reported again itself. */
+Test(multishot, bytes_left_at_the_burst_limit_arrive_without_new_data)
+{
+    pact_loop *loop = loop_with_buffers(8, 1024);
+    int sv[2];
+    make_socketpair(sv);
+    int big = 1 << 20;
+    setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+    setsockopt(sv[0], SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    /* All of it in the receiver's queue before the receive starts. */
+    const uint64_t total = 256 * 1024;
+    static uint8_t data[256 * 1024];
+    for (uint64_t i = 0; i < total; i++)
+        data[i] = test_pattern_byte(i);
+    cr_assert_eq(send(sv[1], data, total, MSG_DONTWAIT), (ssize_t)total,
+                 "the socket pair took less than %llu bytes at once",
+                 (unsigned long long)total);
+    reader rd = {.rearm_on_enobufs = 1};
+    reader_fd = sv[0];
+    reader_arm(loop, sv[0], &rd);
+    uint64_t end = pact_now() + 5000000000ull;
+    while (rd.received < total && pact_now() < end)
+        pact_loop_run_once(loop, 10000000); /* 10 ms */
+    cr_assert_eq(rd.received, total, "%llu of %llu bytes, then nothing",
+                 (unsigned long long)rd.received, (unsigned long long)total);
+    cr_assert_eq(rd.mismatches, 0);
+    cr_assert_eq(rd.finals, 0);
+    pact_op_cancel(loop, rd.op);
+    run_until(loop, &rd.done, 5000);
+    close(sv[0]);
+    close(sv[1]);
+    test_loop_free(loop);
+}
+
 Test(multishot, deadline_ends_it_with_etimedout)
 {
     pact_loop *loop = test_loop_new();

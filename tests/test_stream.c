@@ -624,6 +624,64 @@ Test(stream, data_received_while_pause_is_held_and_delivered_once)
     test_loop_free(loop);
 }
 
+static void count_completion(pact_loop *loop, const pact_completion *c,
+                             void *user);
+
+/* Paused, with bytes waiting and more arriving: the loop sleeps. (The
+ * epoll engine leaves a stopped receive's edge-triggered registration in
+ * place rather than remove it; it must cost at most one wake-up, never a
+ * loop that keeps waking for bytes nobody reads.) */
+Test(stream, a_paused_transport_with_bytes_waiting_lets_the_loop_sleep)
+{
+    pact_loop *loop = test_loop_new();
+    int a, b;
+    make_tcp_pair(&a, &b);
+    simple s = {0};
+    pact_transport *t = open_simple(loop, a, &s);
+    pact_loop_run_once(loop, 0); /* made; a receive is in flight */
+    cr_assert_eq(pact_transport_pause_reading(t), 0);
+    /* A receive that never completes keeps the loop alive: without it a
+     * wait returns at once, with nothing to wait for. */
+    int idle[2];
+    make_socketpair(idle);
+    char ibuf[1];
+    int ignored = 0;
+    pact_op keep = pact_recv(loop, idle[0], ibuf, 1, 0, count_completion, &ignored);
+    cr_assert_gt(keep, 0);
+    for (int round = 0; round < 3; round++) {
+        cr_assert_eq(send(b, "abc", 3, 0), 3);
+        uint64_t start = pact_now();
+        for (int i = 0; i < 3; i++)
+            pact_loop_run_once(loop, 50 * (int64_t)MS);
+        uint64_t slept = pact_now() - start;
+        cr_assert_geq(slept, 100 * MS,
+                      "round %d: three 50 ms waits took %llu us: woken for "
+                      "bytes a paused transport does not read",
+                      round, (unsigned long long)(slept / 1000));
+    }
+    cr_assert_eq(s.ngot, 0, "nothing delivered while paused");
+    cr_assert_eq(pact_transport_resume_reading(t), 0);
+    while (s.ngot < 9)
+        pact_loop_run_once(loop, 10 * (int64_t)MS);
+    cr_assert_eq(memcmp(s.got, "abcabcabc", 9), 0);
+    pact_op_cancel(loop, keep);
+    pact_transport_close(t);
+    pact_loop_run(loop);
+    cr_assert_eq(ignored, 1);
+    close(b);
+    close(idle[0]);
+    close(idle[1]);
+    test_loop_free(loop);
+}
+
+/* Counts completions (int *user). */
+static void count_completion(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    (void)c;
+    ++*(int *)user;
+}
+
 Test(stream, close_and_abort_inside_callbacks_keep_the_order)
 {
     pact_loop *loop = test_loop_new();

@@ -8,9 +8,10 @@
  * fd entry (fd_table.h), which the op layer's order shares.
  *
  * One epoll registration per fd, EPOLLONESHOT, re-armed while a queue is
- * non-empty; level-triggered and left alone while a watcher or a
- * multishot op (a transport's receive, a server's accept) is on the fd
- * (fd_rearm). The registration heals itself when the user closed an fd and
+ * non-empty; persistent and left alone while a watcher or a multishot op
+ * (a transport's receive, a server's accept) is on the fd: edge-triggered
+ * for a transport's receive alone, else level-triggered (fd_rearm). The
+ * registration heals itself when the user closed an fd and
  * the number came back (MOD answers ENOENT: ADD again). Ops in one queue
  * complete in the order they were started; stream ops reach the engine one
  * per fd and direction already (the op layer's per-fd order, op.c). Reads and writes on other fds (pipes, ttys) must
@@ -56,11 +57,19 @@ enum {
                               the entry first) */
     FD_LEVEL = 1u << 1,    /* armed without EPOLLONESHOT: a watcher or a
                               multishot op is on the fd */
-    FD_KNOWN = 1u << 2,    /* epoll has (or had) a registration for this fd */
+    /* epoll has (or had) a registration for this fd; the loop clears it
+     * when it closes the fd (pact__fd_closing) */
+    FD_KNOWN = PACT_FD_REGISTERED,
     FD_CHECKED = 1u << 3,  /* FD_REGULAR is known for the file behind the number */
     FD_REGULAR = 1u << 4,  /* regular file: no readiness, do I/O directly */
     FD_NO_RWF_NOWAIT = 1u << 5, /* the file refuses RWF_NOWAIT (rw_nowait) */
+    /* FD_LEVEL with EPOLLET: a multishot receive alone on the fd */
+    FD_EDGE = 1u << 2,
+    /* An edge-triggered registration left in place with nothing waiting
+     * (engine_events 0): removed at its next event, re-armed by MOD */
+    FD_LINGER = 1u << 6,
 };
+_Static_assert((PACT_FD_REGISTERED & 0x7fu) == 0, "engine flag bits overlap");
 
 /* The events a registration may ask for fit engine_events. */
 _Static_assert(((EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLRDHUP) & ~0xffffu) == 0,
@@ -218,49 +227,72 @@ static uint32_t wanted_events(const epoll_engine *e, const fd_entry *f)
 
 /* A multishot receive or accept waits at the head of the read queue: it
  * stays there for the life of a connection or a server, reading (or
- * accepting) until EAGAIN at each event. */
-static int has_multishot(const fd_entry *f)
+ * accepting) at each event. Returns its kind, or -1. */
+static int multishot_kind(const fd_entry *f)
 {
     const pact_list *head = &f->queues[QUEUE_READ];
     if (pact_list_empty(head))
-        return 0;
+        return -1;
     const pact_op_s *op = pact_container_of(head->next, pact_op_s, link);
-    return op->kind == PACT_OP_RECV_MULTI || op->kind == PACT_OP_ACCEPT_MULTI;
+    return op->kind == PACT_OP_RECV_MULTI || op->kind == PACT_OP_ACCEPT_MULTI
+               ? op->kind
+               : -1;
 }
 
 /* Arms the fd's registration for what its queues wait for. Ops alone get
  * a one-shot registration, re-armed after each event. With a watcher or a
- * multishot op on the fd it is level-triggered, and stays as it is while
- * the events wanted do not change: a watcher or a transport's receive
- * costs no epoll_ctl per event (one when it starts, one when it ends).
- * Level, not edge: a multishot op that stops at its burst limit before
- * EAGAIN, or starts on a socket that has data already, is reported again
- * at the next wait without a lost edge to fear. */
-static int fd_rearm(epoll_engine *e, fd_entry *f)
+ * multishot op on the fd it is persistent, and stays as it is while the
+ * events wanted do not change: a watcher or a transport's receive costs
+ * no epoll_ctl per event.
+ *
+ * A transport's receive (a multishot receive alone on its fd) is
+ * edge-triggered: it reads until the socket is drained (EAGAIN or a short
+ * read), and each new arrival is a new edge; epoll_wait need not poll the
+ * socket once more per event, as it does for a level-triggered one. At
+ * its burst limit it has not drained the socket: retrigger() modifies
+ * the registration, which reports it again if still readable. When
+ * it ends (pause_reading, close) the registration lingers rather than
+ * cost an EPOLL_CTL_DEL: edge-triggered, it cannot make the loop spin;
+ * its next event removes it (lingered_event), a new receive re-arms it with
+ * one MOD, and if the loop closes the fd the kernel drops it with the
+ * file (pact__fd_closing: the next registration of the number is an
+ * ADD). Watchers and accepts stay level-triggered: a watcher's contract
+ * is level (docs/contract.md), and a listener stopped at its burst limit
+ * is simply reported again. A level-triggered registration never
+ * lingers: it would report a ready file over and over. */
+static int fd_rearm(epoll_engine *e, fd_entry *f, int lingered_event)
 {
     int fd = f->base.fd;
     uint32_t ev = wanted_events(e, f);
-    int level = has_watchers(e, f) || has_multishot(f);
+    int watchers = has_watchers(e, f);
+    int multishot = multishot_kind(f);
+    int persistent = watchers || multishot >= 0;
+    int edge = !watchers && multishot == PACT_OP_RECV_MULTI;
     if (ev == 0) {
-        if (flag(f, FD_LEVEL) && f->base.engine_events) {
+        int armed = flag(f, FD_LEVEL) && f->base.engine_events;
+        if (armed && flag(f, FD_EDGE)) {
+            set_flag(f, FD_LINGER, 1);
+        } else if (armed || (flag(f, FD_LINGER) && lingered_event)) {
             /* A level-triggered registration does not disarm itself.
              * (An fd closed while still watched has lost it already,
              * unless the file lives on in a dup or a child: then the
              * number no longer names it and it cannot be removed —
              * cancel a watcher before closing its fd.) */
             epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL);
-            set_flag(f, FD_KNOWN, 0);
+            set_flag(f, FD_KNOWN | FD_LINGER, 0);
         }
         /* ONESHOT already disarmed it after the last event */
         f->base.engine_events = 0;
-        set_flag(f, FD_LEVEL, 0);
+        set_flag(f, FD_LEVEL | FD_EDGE, 0);
         return 0;
     }
-    if (level && flag(f, FD_LEVEL) && f->base.engine_events == ev)
+    if (persistent && flag(f, FD_LEVEL) && f->base.engine_events == ev &&
+        flag(f, FD_EDGE) == edge)
         return 0;
     /* The entry itself: it lives as long as the loop. */
-    struct epoll_event event = {.events = ev | (level ? 0 : EPOLLONESHOT),
-                                .data.ptr = f};
+    struct epoll_event event = {
+        .events = ev | (!persistent ? EPOLLONESHOT : edge ? EPOLLET : 0),
+        .data.ptr = f};
     int op = flag(f, FD_KNOWN) ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
     int r = epoll_ctl(e->epfd, op, fd, &event);
     if (r < 0 && errno == ENOENT && op == EPOLL_CTL_MOD)
@@ -271,8 +303,22 @@ static int fd_rearm(epoll_engine *e, fd_entry *f)
         return -errno;
     set_flag(f, FD_KNOWN, 1);
     f->base.engine_events = (uint16_t)ev;
-    set_flag(f, FD_LEVEL, level);
+    set_flag(f, FD_LEVEL, persistent);
+    set_flag(f, FD_EDGE, edge);
+    set_flag(f, FD_LINGER, 0);
     return 0;
+}
+
+/* An edge-triggered receive stopped before the socket was drained (its
+ * burst limit): the same registration, modified, is reported again at the
+ * next wait if the socket is still readable (EPOLL_CTL_MOD polls it). */
+static void retrigger(epoll_engine *e, fd_entry *f)
+{
+    if (!flag(f, FD_EDGE) || !f->base.engine_events)
+        return;
+    struct epoll_event event = {.events = f->base.engine_events | EPOLLET,
+                                .data.ptr = f};
+    epoll_ctl(e->epfd, EPOLL_CTL_MOD, f->base.fd, &event);
 }
 
 static int sock_error(int fd)
@@ -414,7 +460,7 @@ static int ep_submit(pact_loop *loop, pact_op_s *op)
         }
     }
     pact_list_push_back(&f->queues[q], &op->link);
-    int r = fd_rearm(e, f);
+    int r = fd_rearm(e, f, 0);
     if (r < 0) {
         /* EPERM: not pollable (a regular file that said EAGAIN?); EBADF:
          * closed fd. Either way the op cannot wait: fail it. */
@@ -433,7 +479,7 @@ static void ep_cancel(pact_loop *loop, pact_op_s *op)
         epoll_engine *e = EPOLL_ENGINE(loop);
         fd_entry *f = fd_find(loop, op->fd);
         if (f)
-            fd_rearm(e, f);
+            fd_rearm(e, f, 0);
         pact__op_defer(loop, op, -ECANCELED);
     }
 }
@@ -445,7 +491,7 @@ static void ep_watch_update(pact_loop *loop, pact_op_s *op)
     fd_entry *f = fd_find(loop, op->fd);
     if (!f || !pact_list_linked(&op->link))
         return;
-    int r = fd_rearm(e, f);
+    int r = fd_rearm(e, f, 0);
     if (r < 0)
         pact__error(loop, r, "epoll update of fd %d failed", op->fd);
 }
@@ -462,11 +508,23 @@ static int ep_supports_link_timeout(pact_loop *loop, pact_op_s *op)
  * socket would block, the batch is used up, or the op ends (EOF, error,
  * or cancelled from a data callback). Returns 1 if the queue must wait for
  * the next readiness event, 0 if the op has left the queue. */
-static int run_recv_multi(pact_loop *loop, pact_op_s *op, int *completed)
+static int run_recv_multi(pact_loop *loop, fd_entry *f, pact_op_s *op,
+                          uint32_t revents, int *completed)
 {
     int64_t final;
     (*completed)++;
-    if (pact__op_recv_burst(loop, op, &final))
+    int r;
+    do {
+        r = pact__op_recv_burst(loop, op, &final);
+        /* A short read took the data, not the peer's FIN (or the error)
+         * that came with it: an edge-triggered registration will not
+         * report that hang-up again, so read on to the end of file. (Only
+         * the peer's bytes sent before it can still come: this ends.) */
+    } while (r == 3 && (revents & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) &&
+             op->state == PACT_OP_INFLIGHT && pact_list_linked(&op->link));
+    if (r == 2 && op->state == PACT_OP_INFLIGHT && pact_list_linked(&op->link))
+        retrigger(EPOLL_ENGINE(loop), f);
+    if (r)
         return 1;
     /* Cancelled from a data callback: ep_cancel took it out of the queue
      * and its -ECANCELED is on the way. */
@@ -534,7 +592,7 @@ static int run_queue(pact_loop *loop, fd_entry *f, pact_list *queue,
     while (!pact_list_empty(queue)) {
         pact_op_s *op = pact_container_of(queue->next, pact_op_s, link);
         if (op->kind == PACT_OP_RECV_MULTI) {
-            if (run_recv_multi(loop, op, &n))
+            if (run_recv_multi(loop, f, op, revents, &n))
                 break;
             continue;
         }
@@ -658,6 +716,9 @@ static int ep_wait(pact_loop *loop, int64_t timeout_ns)
     for (int i = 0; i < n; i++) {
         fd_entry *f = events[i].data.ptr;
         uint32_t rev = events[i].events;
+        /* An event of a registration left lingering: nothing waited for
+         * it (unless a callback below starts something); it goes now. */
+        int lingered = flag(f, FD_LINGER);
         if (!flag(f, FD_LEVEL))
             f->base.engine_events = 0; /* ONESHOT */
         /* Errors and hang-ups wake both sides: the syscall reports them. */
@@ -672,7 +733,7 @@ static int ep_wait(pact_loop *loop, int64_t timeout_ns)
         /* Callbacks above may have closed and reused this fd number; the
          * entry is still the one for the number, and re-arming heals
          * reuse. */
-        int r = fd_rearm(e, f);
+        int r = fd_rearm(e, f, lingered);
         if (r < 0)
             pact__error(loop, r, "epoll re-arm of fd %d failed", f->base.fd);
     }

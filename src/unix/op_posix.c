@@ -26,6 +26,7 @@ int pact__op_recv_burst(pact_loop *loop, pact_op_s *op, int64_t *final)
         }
         loop->burst_buf_size = size;
     }
+    int drained = 0;
     for (int i = 0; i < PACT_RECV_BURST; i++) {
         if (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT)) {
             *final = -ECANCELED;
@@ -44,18 +45,20 @@ int pact__op_recv_burst(pact_loop *loop, pact_op_s *op, int64_t *final)
         pact__op_deliver(loop, op, loop->burst_buf, n);
         /* A read that did not fill the buffer took everything the socket
          * had: one more recv would only answer EAGAIN (0.7 wasted system
-         * calls per request in the 64-byte echo). Both callers wait for
-         * level readiness (epoll level-triggered, an io_uring poll checks
-         * the socket when armed), so bytes that arrive meanwhile are
-         * reported again, never lost. */
-        if ((size_t)n < loop->burst_buf_size)
+         * calls per request in the 64-byte echo). Bytes that arrive
+         * meanwhile are a new event for both callers (epoll's
+         * edge-triggered registration sees each arrival, an io_uring poll
+         * checks the socket when armed), never lost. */
+        if ((size_t)n < loop->burst_buf_size) {
+            drained = 1;
             break;
+        }
     }
     if (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT)) {
         *final = -ECANCELED;
         return 0;
     }
-    return 1;
+    return drained ? 3 : 2;
 }
 
 int64_t pact__op_rw_now(pact_op_s *op)
