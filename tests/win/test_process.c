@@ -804,7 +804,10 @@ static void many_start(many *m)
     char *argv[] = CHILD("exit", "3");
     pact_process_options o = {.size = sizeof o, .argv = argv};
     pact_process *p;
-    cr_assert_eq(pact_process_spawn(m->loop, &o, &proto, m, &p), 0);
+    int r = pact_process_spawn(m->loop, &o, &proto, m, &p);
+    /* Seen once under heavy load, before this said why: name the error. */
+    cr_assert_eq(r, 0, "spawn %d of %d: %s (%s)", m->started + 1, MANY_TOTAL,
+                 pact_err_name(r), pact_strerror(r));
     m->started++;
 }
 
