@@ -1,8 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* pact_transport_sendfile on Windows: the file range is an item of the
- * stream's write queue (stream.h), as on Linux — the bytes written before
- * it go first, then the range, then anything written after — sent with
- * TransmitFile on the completion port, at most CHUNK bytes per call.
+/* Sending a file range on Windows, the system's half of src/sendfile.c
+ * (sendfile.h): TransmitFile on the completion port, at most CHUNK bytes
+ * per call.
  *
  * Each TransmitFile is a custom op whose OVERLAPPED carries the file
  * offset (the file's own position is not used, so an overlapped file
@@ -15,7 +14,7 @@
 #include <stdlib.h>
 
 #include "win/iocp.h"
-#include "stream.h"
+#include "sendfile.h"
 
 #define CHUNK (16u * 1024 * 1024)
 
@@ -34,40 +33,34 @@ static BOOL CALLBACK load_transmit_file(PINIT_ONCE once, PVOID param,
     return TRUE;
 }
 
-typedef struct win_sendfile {
-    pact_write_item item; /* first: the stream's queue holds &item */
-    HANDLE file;
-    int64_t offset;
-    size_t remaining;
-    size_t sent;
-    pact_op op; /* the TransmitFile in flight */
-    int cancelled;
-    int scheduled;
-    pact_op_cb cb;
-    void *user;
-} win_sendfile;
-
-static pact_stream *stream(const win_sendfile *sf) { return sf->item.s; }
-static pact_loop *loop_of(const win_sendfile *sf) { return sf->item.s->t.ep.loop; }
-
-static void step(win_sendfile *sf);
-
-static void finish(win_sendfile *sf, int err)
+pact_sendfile *pact__sendfile_os_new(pact_stream *s, pact_os_fd file,
+                                     int64_t offset, size_t *count, int *err)
 {
-    pact_stream *s = stream(sf);
-    pact_loop *loop = loop_of(sf);
-    /* Cancelled because the connection failed: that error, as on Linux. */
-    int64_t result = err < 0 ? err : (int64_t)sf->sent;
-    if (err == -ECANCELED && s->t.ep.err < 0)
-        result = s->t.ep.err;
-    pact_completion c = {.op = 0, .result = result, .transferred = sf->sent};
-    pact_op_cb cb = sf->cb;
-    void *user = sf->user;
+    if (s->t.kind != PACT_STREAM_SOCKET) {
+        *err = -ENOTSUP; /* TransmitFile sends on sockets only */
+        return NULL;
+    }
+    if (!file || file == INVALID_HANDLE_VALUE) {
+        *err = -EBADF;
+        return NULL;
+    }
+    if (*count == 0) {
+        LARGE_INTEGER size;
+        if (!GetFileSizeEx(file, &size)) {
+            *err = pact__win_error(GetLastError());
+            return NULL;
+        }
+        *count = size.QuadPart > offset ? (size_t)(size.QuadPart - offset) : 0;
+    }
+    pact_sendfile *sf = calloc(1, sizeof *sf);
+    if (!sf)
+        *err = -ENOMEM;
+    return sf;
+}
+
+void pact__sendfile_os_free(pact_sendfile *sf)
+{
     free(sf);
-    /* The stream goes on before the callback (a sendfile the callback
-     * starts must not be wiped out by item_done afterwards). */
-    pact__stream_item_done(s, err);
-    cb(loop, &c, user);
 }
 
 /* The packet of a TransmitFile: the op's result. */
@@ -89,29 +82,19 @@ static void transmit_cancel(pact_loop *loop, pact_op_s *op)
 static void on_chunk(pact_loop *loop, const pact_completion *c, void *arg)
 {
     (void)loop;
-    win_sendfile *sf = arg;
-    sf->op = 0;
-    if (c->result < 0) {
-        finish(sf, (int)c->result);
+    pact_sendfile *sf = arg;
+    if (pact__sendfile_op_back(sf, c, 1))
         return;
-    }
-    sf->sent += (size_t)c->result;
-    sf->remaining -= (size_t)c->result;
-    sf->offset += c->result;
     if (c->result == 0)
         sf->remaining = 0; /* the file ended before count */
-    if (sf->cancelled) {
-        finish(sf, -ECANCELED);
-        return;
-    }
-    step(sf);
+    pact__sendfile_step(sf);
 }
 
 /* Starts one TransmitFile of the next chunk. */
-static int transmit_chunk(win_sendfile *sf)
+int pact__sendfile_os_chunk(pact_sendfile *sf)
 {
-    pact_loop *loop = loop_of(sf);
-    SOCKET sock = (SOCKET)stream(sf)->fd;
+    pact_loop *loop = pact__sendfile_loop(sf);
+    SOCKET sock = (SOCKET)pact__sendfile_stream(sf)->fd;
     InitOnceExecuteOnce(&transmit_once, load_transmit_file, (PVOID)sock, NULL);
     if (!transmit_file)
         return -ENOTSUP;
@@ -126,7 +109,7 @@ static int transmit_chunk(win_sendfile *sf)
     op->overlapped.Offset = (DWORD)((uint64_t)sf->offset & 0xffffffffu);
     op->overlapped.OffsetHigh = (DWORD)((uint64_t)sf->offset >> 32);
     DWORD want = sf->remaining < CHUNK ? (DWORD)sf->remaining : CHUNK;
-    sf->op = pact__endpoint_op(&stream(sf)->t.ep,
+    sf->op = pact__endpoint_op(&pact__sendfile_stream(sf)->t.ep,
                                pact__op_start_custom(loop, op,
                                                      __builtin_return_address(0)));
     if (!transmit_file(sock, sf->file, want, 0, &op->overlapped, NULL, 0)) {
@@ -134,95 +117,5 @@ static int transmit_chunk(win_sendfile *sf)
         if (err != WSA_IO_PENDING && err != ERROR_IO_PENDING)
             pact__op_defer(loop, op, pact__win_error(err)); /* no packet */
     }
-    return 0;
-}
-
-static void step(win_sendfile *sf)
-{
-    if (sf->remaining == 0) {
-        finish(sf, 0);
-        return;
-    }
-    int r = transmit_chunk(sf);
-    if (r < 0)
-        finish(sf, r);
-}
-
-/* Steps run from their own loop callback, so the user's completion never
- * runs inside pact_transport_sendfile() or pact_transport_abort(). */
-static void run_step(pact_loop *loop, void *arg)
-{
-    (void)loop;
-    win_sendfile *sf = arg;
-    sf->scheduled = 0;
-    if (sf->cancelled)
-        finish(sf, -ECANCELED);
-    else
-        step(sf);
-}
-
-static void schedule_step(win_sendfile *sf)
-{
-    if (sf->scheduled)
-        return;
-    sf->scheduled = 1;
-    if (pact_call_soon(loop_of(sf), run_step, sf) < 0)
-        run_step(loop_of(sf), sf);
-}
-
-static void item_start(pact_write_item *it)
-{
-    schedule_step((win_sendfile *)it);
-}
-
-static void item_cancel(pact_write_item *it)
-{
-    win_sendfile *sf = (win_sendfile *)it;
-    sf->cancelled = 1;
-    if (sf->op)
-        pact_op_cancel(loop_of(sf), sf->op);
-    else
-        schedule_step(sf);
-}
-
-static void item_set_ref(pact_write_item *it, int ref)
-{
-    win_sendfile *sf = (win_sendfile *)it;
-    if (sf->op)
-        pact_op_set_ref(loop_of(sf), sf->op, ref);
-}
-
-static const pact_write_item_ops sendfile_item_ops = {
-    .start = item_start,
-    .cancel = item_cancel,
-    .set_ref = item_set_ref,
-};
-
-int pact__stream_sendfile(pact_transport *t, pact_os_fd file, int64_t offset,
-                          size_t count, pact_op_cb cb, void *user)
-{
-    pact_stream *s = pact_container_of(t, pact_stream, t);
-    if (t->kind != PACT_STREAM_SOCKET)
-        return -ENOTSUP; /* TransmitFile sends on sockets only */
-    if (s->more && s->more->item)
-        return -EBUSY;
-    if (!file || file == INVALID_HANDLE_VALUE)
-        return -EBADF;
-    if (count == 0) {
-        LARGE_INTEGER size;
-        if (!GetFileSizeEx(file, &size))
-            return pact__win_error(GetLastError());
-        count = size.QuadPart > offset ? (size_t)(size.QuadPart - offset) : 0;
-    }
-    win_sendfile *sf = pact__stream_more(s) ? calloc(1, sizeof *sf) : NULL;
-    if (!sf)
-        return -ENOMEM;
-    sf->item.ops = &sendfile_item_ops;
-    sf->file = file;
-    sf->offset = offset;
-    sf->remaining = count;
-    sf->cb = cb;
-    sf->user = user;
-    pact__stream_queue_item(s, &sf->item);
     return 0;
 }
