@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "helpers.h"
+#include "fs_result.h"
 
 TestSuite(fs, .timeout = 30);
 
@@ -26,38 +27,6 @@ static const char *in_dir(const char *name)
     snprintf(b, 128, "%s/%s", dir, name);
     return b;
 }
-
-typedef struct result {
-    int calls;
-    int64_t value;
-    const struct statx *statx;
-} result;
-
-static void record(pact_loop *loop, const pact_completion *c, void *user)
-{
-    (void)loop;
-    result *r = user;
-    r->calls++;
-    r->value = c->result;
-    r->statx = c->statx;
-}
-
-/* Runs the loop until the op started into *r has completed; returns its
- * result. */
-static int64_t finish(pact_loop *loop, pact_op op, result *r)
-{
-    cr_assert_gt(op, 0, "start failed: %s", pact_strerror((int)op));
-    volatile int *flag = &r->calls;
-    run_until(loop, flag, 5000);
-    cr_assert_eq(r->calls, 1);
-    return r->value;
-}
-
-#define DO(loop, call)                                                      \
-    ({                                                                      \
-        result r_ = {0};                                                    \
-        finish((loop), call, &r_);                                          \
-    })
 
 Test(fs, write_read_stat_fsync_close_round_trip)
 {
@@ -189,25 +158,7 @@ Test(fs, many_ops_at_once_each_complete_once)
 {
     pact_loop *loop = test_loop_new();
     make_dir();
-    int fd = (int)DO(loop, pact_fs_open(loop, in_dir("f"), O_CREAT | O_RDWR, 0600,
-                                       record, &r_));
-    cr_assert_geq(fd, 0);
-    static char blocks[64][16];
-    result rs[64] = {{0}};
-    for (int i = 0; i < 64; i++) {
-        snprintf(blocks[i], 16, "block %08d", i);
-        cr_assert_gt(pact_fs_write(loop, fd, blocks[i], 15, i * 15, record, &rs[i]), 0);
-    }
-    cr_assert_eq(pact_loop_run(loop), 0);
-    for (int i = 0; i < 64; i++) {
-        cr_assert_eq(rs[i].calls, 1);
-        cr_assert_eq(rs[i].value, 15);
-    }
-    char buf[16];
-    cr_assert_eq(DO(loop, pact_fs_read(loop, fd, buf, 15, 63 * 15, record, &r_)), 15);
-    cr_assert_eq(memcmp(buf, "block 00000063", 14), 0);
-    cr_assert_eq(DO(loop, pact_fs_close(loop, fd, record, &r_)), 0);
-    cr_assert_eq(DO(loop, pact_fs_unlink(loop, in_dir("f"), 0, record, &r_)), 0);
+    many_writes_at_once_case(loop, in_dir("f"));
     cr_assert_eq(rmdir(dir), 0);
     test_loop_free(loop);
 }
@@ -270,24 +221,7 @@ Test(fs, loop_close_with_file_ops_in_flight_completes_each_once)
     make_dir();
     int fd = open(in_dir("w"), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
     cr_assert_geq(fd, 0);
-    static char big[1 << 20];
-    result rs[16] = {{0}};
-    for (int i = 0; i < 16; i++)
-        cr_assert_gt(pact_fs_write(loop, fd, big, sizeof big, (int64_t)i << 20,
-                                   record, &rs[i]), 0);
-    pact_loop_run_once(loop, 0); /* some in flight, some maybe done */
-    cr_assert_eq(pact_loop_close(loop), 0);
-    for (int i = 0; i < 16; i++) {
-        cr_assert_eq(rs[i].calls, 1, "op %d completed %d times", i, rs[i].calls);
-        cr_assert(rs[i].value == (int64_t)sizeof big || rs[i].value == -ECANCELED,
-                  "op %d: %lld", i, (long long)rs[i].value);
-    }
-    pact_loop_stats st;
-    pact_loop_get_stats(loop, &st);
-    cr_assert_eq(st.ops_live, 0);
-    cr_assert_eq(st.stray_completions, 0);
-    cr_assert_eq(st.ops_started, st.ops_completed);
-    pact_loop_free(loop);
+    close_loop_with_writes_in_flight(loop, fd);
     close(fd);
     cr_assert_eq(unlink(in_dir("w")), 0);
     cr_assert_eq(rmdir(dir), 0);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* Subprocesses on Windows: the same protocol order as on Linux (the
- * recording protocol below is tests/test_process.c's), CreateProcess with
- * every stdio kind, argv quoted so the child's C runtime gives it back
+/* Subprocesses on Windows: the same protocol order as on Linux (checked
+ * by tests/process_recorder.h, as there), CreateProcess with every stdio
+ * kind, argv quoted so the child's C runtime gives it back
  * unchanged, the child's environment, PATH and directory, kill and
  * terminate (TerminateProcess: exit code 1), close killing a running
  * child and not one that has exited, loop close, waits, and spawn
@@ -12,178 +12,12 @@
 #include <stdio.h>
 
 #include "helpers.h"
+#include "../process_recorder.h"
 #include "win/posix.h" /* ESHUTDOWN, which the C runtime lacks */
 
 TestSuite(process, .timeout = 120);
 
 long pact__win_process_handles_held(void);
-
-/* ---- a recording protocol that checks the order --------------------------- */
-
-typedef struct rec {
-    pact_process *p;
-    int seq;
-    int made, exited, lost;  /* sequence numbers, 0 = not yet */
-    int pipe_lost[3];        /* sequence numbers */
-    int pipe_err[3];
-    int after_lost;          /* callbacks after connection_lost: must be 0 */
-    int returncode;          /* read in process_exited */
-    char out[3][4096];       /* the first bytes of fd 1 and 2 */
-    size_t len[3];           /* bytes received per fd */
-    uint64_t nonzero;        /* bytes that were not '\0' (large output) */
-    /* Flow control on stdout: pause after this many bytes per burst. */
-    size_t pause_every;
-    size_t since_pause;
-    uint64_t pauses;
-    /* Things to do in callbacks. */
-    int kill_in_exited;      /* call kill in process_exited: expect -ESRCH */
-    int kill_result;
-    int kill_in_lost_result;
-    int close_in_lost_result; /* pact_process_close in connection_lost */
-    int write_in_exited;     /* write 1 MiB to stdin in process_exited */
-    int write_result;
-} rec;
-
-static void on_made(pact_process *p, void *user)
-{
-    rec *r = user;
-    cr_assert_eq(r->made, 0, "connection_made twice");
-    cr_assert_eq(r->lost, 0);
-    cr_assert_eq(r->exited, 0, "process_exited before connection_made");
-    for (int i = 0; i < 3; i++)
-        cr_assert_eq(r->pipe_lost[i], 0, "pipe lost before connection_made");
-    r->p = p;
-    r->made = ++r->seq;
-}
-
-static void resume_cb(pact_loop *loop, void *user)
-{
-    (void)loop;
-    rec *r = user;
-    pact_transport *t = pact_process_pipe(r->p, 1);
-    if (t)
-        cr_assert_eq(pact_transport_resume_reading(t), 0);
-}
-
-static void on_data(pact_process *p, int fd, const void *data, size_t len,
-                    void *user)
-{
-    rec *r = user;
-    cr_assert(r->made, "data before connection_made");
-    cr_assert(fd == 1 || fd == 2, "data on fd %d", fd);
-    cr_assert_eq(r->pipe_lost[fd], 0, "data after its pipe was lost");
-    if (r->lost)
-        r->after_lost++;
-    size_t room = sizeof r->out[fd] - 1 - (r->len[fd] < sizeof r->out[fd] - 1
-                                               ? r->len[fd]
-                                               : sizeof r->out[fd] - 1);
-    size_t n = len < room ? len : room;
-    memcpy(r->out[fd] + r->len[fd], data, n);
-    r->len[fd] += len;
-    const char *d = data;
-    for (size_t i = 0; i < len; i++)
-        r->nonzero += d[i] != 0;
-    if (r->pause_every && fd == 1) {
-        r->since_pause += len;
-        if (r->since_pause >= r->pause_every) {
-            r->since_pause = 0;
-            pact_transport *t = pact_process_pipe(p, 1);
-            cr_assert_not_null(t);
-            cr_assert_eq(pact_transport_pause_reading(t), 0);
-            r->pauses++;
-            cr_assert_gt(pact_call_later(pact_transport_loop(t), 1 * MS,
-                                         resume_cb, r), 0);
-        }
-    }
-}
-
-static void on_pipe_lost(pact_process *p, int fd, int err, void *user)
-{
-    (void)p;
-    rec *r = user;
-    cr_assert(r->made, "pipe lost before connection_made");
-    cr_assert(fd >= 0 && fd <= 2);
-    cr_assert_eq(r->pipe_lost[fd], 0, "pipe %d lost twice", fd);
-    if (r->lost)
-        r->after_lost++;
-    r->pipe_lost[fd] = ++r->seq;
-    r->pipe_err[fd] = err;
-}
-
-static void on_exited(pact_process *p, void *user)
-{
-    rec *r = user;
-    cr_assert(r->made, "exited before connection_made");
-    cr_assert_eq(r->exited, 0, "process_exited twice");
-    if (r->lost)
-        r->after_lost++;
-    r->exited = ++r->seq;
-    cr_assert_eq(pact_process_returncode(p, &r->returncode), 0);
-    if (r->kill_in_exited)
-        r->kill_result = pact_process_kill(p);
-    if (r->write_in_exited) {
-        static char big[1 << 20];
-        r->write_result = pact_process_write(p, big, sizeof big);
-    }
-}
-
-static void on_lost(pact_process *p, void *user)
-{
-    rec *r = user;
-    cr_assert(r->made && r->exited, "connection_lost before exit");
-    cr_assert_eq(r->lost, 0, "connection_lost twice");
-    int rc;
-    cr_assert_eq(pact_process_returncode(p, &rc), 0);
-    cr_assert_eq(rc, r->returncode);
-    r->kill_in_lost_result = pact_process_send_signal(p, SIGTERM);
-    /* Nothing is left to close: -EALREADY, whether the process was
-     * closed or ended on its own, as a transport answers there. */
-    r->close_in_lost_result = pact_process_close(p);
-    r->lost = ++r->seq;
-}
-
-static const pact_subprocess_protocol rec_proto = {
-    .connection_made = on_made,
-    .pipe_data_received = on_data,
-    .pipe_connection_lost = on_pipe_lost,
-    .process_exited = on_exited,
-    .connection_lost = on_lost,
-};
-
-/* Checks connection_lost came last, after every pipe was lost. */
-static void assert_finished(const rec *r, const pact_process_options *o)
-{
-    cr_assert(r->lost, "connection_lost never came");
-    cr_assert_eq(r->after_lost, 0);
-    cr_assert_gt(r->exited, r->made);
-    cr_assert_gt(r->lost, r->exited);
-    for (int i = 0; i < 3; i++) {
-        if (o->stdio[i].kind == PACT_STDIO_PIPE) {
-            cr_assert_gt(r->pipe_lost[i], r->made, "pipe %d never lost", i);
-            cr_assert_lt(r->pipe_lost[i], r->lost);
-        } else {
-            cr_assert_eq(r->pipe_lost[i], 0);
-        }
-    }
-}
-
-static pact_process *spawn(pact_loop *loop, pact_process_options *o, rec *r)
-{
-    pact_process *p = NULL;
-    int e = pact_process_spawn(loop, o, &rec_proto, r, &p);
-    cr_assert_eq(e, 0, "spawn: %s", pact_strerror(e));
-    cr_assert_not_null(p);
-    cr_assert_gt(pact_process_pid(p), 0);
-    return p;
-}
-
-static void set_stdio(pact_process_options *o, pact_stdio_kind in,
-                      pact_stdio_kind out, pact_stdio_kind err)
-{
-    o->stdio[0].kind = in;
-    o->stdio[1].kind = out;
-    o->stdio[2].kind = err;
-}
 
 /* ---- Windows helpers ---------------------------------------------------------- */
 
@@ -621,19 +455,6 @@ Test(process, loop_close_kills_and_waits)
 
 /* ---- waiting ------------------------------------------------------------------------ */
 
-typedef struct waited {
-    int calls;
-    int64_t result;
-} waited;
-
-static void wait_cb(pact_loop *loop, const pact_completion *c, void *user)
-{
-    (void)loop;
-    waited *w = user;
-    w->calls++;
-    w->result = c->result;
-}
-
 Test(process, wait_many_and_cancel)
 {
     pact_loop *loop = test_loop_new();
@@ -664,12 +485,6 @@ Test(process, wait_many_and_cancel)
     cr_assert_eq(w[2].calls, 1);
     cr_assert_eq(w[3].calls, 1);
     test_loop_free(loop);
-}
-
-static void wait_in_exited(pact_process *p, void *user)
-{
-    waited *w = user;
-    cr_assert_gt(pact_process_wait(p, wait_cb, w), 0);
 }
 
 Test(process, wait_after_exit)
@@ -885,44 +700,15 @@ Test(process, stderr_to_stdout_pipe)
     test_loop_free(loop);
 }
 
-typedef struct chat {
-    rec r;
-    int lines;
-} chat;
-
-static void chat_data(pact_process *p, int fd, const void *data, size_t len,
-                      void *user)
-{
-    chat *c = user;
-    on_data(p, fd, data, len, &c->r);
-    if (memchr(data, '\n', len)) {
-        c->lines++;
-        if (c->lines == 1)
-            cr_assert_eq(pact_process_write(p, "second\n", 7), 0);
-        else
-            cr_assert_eq(pact_process_write_eof(p), 0);
-    }
-}
-
-static void chat_made(pact_process *p, void *u) { on_made(p, &((chat *)u)->r); }
-static void chat_pipe_lost(pact_process *p, int fd, int e, void *u)
-{
-    on_pipe_lost(p, fd, e, &((chat *)u)->r);
-}
-static void chat_exited(pact_process *p, void *u) { on_exited(p, &((chat *)u)->r); }
-static void chat_lost(pact_process *p, void *u) { on_lost(p, &((chat *)u)->r); }
-
 Test(process, interactive_cat)
 {
     pact_loop *loop = test_loop_new();
-    static const pact_subprocess_protocol proto = {
-        chat_made, chat_data, chat_pipe_lost, chat_exited, chat_lost};
     char *argv[] = CHILD("cat");
     pact_process_options o = {.size = sizeof o, .argv = argv};
     set_stdio(&o, PACT_STDIO_PIPE, PACT_STDIO_PIPE, PACT_STDIO_INHERIT);
     chat c = {0};
     pact_process *p;
-    cr_assert_eq(pact_process_spawn(loop, &o, &proto, &c, &p), 0);
+    cr_assert_eq(pact_process_spawn(loop, &o, &chat_proto, &c, &p), 0);
     cr_assert_eq(pact_process_write(p, "first\n", 6), 0);
     pact_loop_run(loop);
     assert_finished(&c.r, &o);
