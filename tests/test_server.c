@@ -283,14 +283,14 @@ static void *hammer_thread(void *arg)
     return NULL;
 }
 
-Test(server, close_while_clients_connect)
+/* Closes the TCP server s (serving sc) while a thread connects to it over
+ * and over, so that accepts race the close: a connection is handed to a
+ * protocol only before the close, each exactly once, the ones made go on
+ * serving, wait_closed runs once after the last of them, and no fd is
+ * left (fds0: the count before the loop was made). Frees the loop. */
+static void close_while_clients_connect_case(pact_loop *loop, pact_server *s,
+                                             srv_ctx *sc, int fds0)
 {
-    int fds0 = count_open_fds();
-    pact_loop *loop = test_loop_new();
-    srv_ctx *sc = calloc(1, sizeof *sc);
-    pact_server *s;
-    cr_assert_eq(pact_server_listen_tcp(loop, "127.0.0.1", 0, NULL, echo_factory,
-                                        sc, &s), 0);
     hammer *h = calloc(1, sizeof *h);
     h->port = pact_server_port(s);
     pthread_t th;
@@ -329,8 +329,37 @@ Test(server, close_while_clients_connect)
     test_loop_free(loop);
     cr_expect_eq(waited, 1);
     free(h);
-    free(sc);
     cr_expect_eq(count_open_fds(), fds0, "fd leak");
+}
+
+Test(server, close_while_clients_connect)
+{
+    int fds0 = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    srv_ctx *sc = calloc(1, sizeof *sc);
+    pact_server *s;
+    cr_assert_eq(pact_server_listen_tcp(loop, "127.0.0.1", 0, NULL, echo_factory,
+                                        sc, &s), 0);
+    close_while_clients_connect_case(loop, s, sc, fds0);
+    free(sc);
+}
+
+/* The same race on a listener made elsewhere: the adopted socket is the
+ * server's, closed with it. */
+Test(server, close_an_adopted_server_while_clients_connect)
+{
+    int fds0 = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(bind(lfd, (struct sockaddr *)&sin, sizeof sin), 0);
+    cr_assert_eq(listen(lfd, 64), 0);
+    srv_ctx *sc = calloc(1, sizeof *sc);
+    pact_server *s;
+    cr_assert_eq(pact_server_adopt(loop, lfd, NULL, echo_factory, sc, &s), 0);
+    close_while_clients_connect_case(loop, s, sc, fds0);
+    free(sc);
 }
 
 /* ---- a reset before accept ---------------------------------------------------- */
