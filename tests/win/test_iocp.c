@@ -666,6 +666,84 @@ Test(iocp, udp_sendto_and_recvfrom_name_the_sender)
     test_loop_free(loop);
 }
 
+/* A datagram arrives while its WSARecvFrom is being cancelled: either the
+ * cancel was in time (-ECANCELED, the datagram still waits in the socket
+ * and the next receive gets it) or too late (the op completes with the
+ * datagram and its sender). Never lost, never twice: after each round a
+ * marker datagram is what the next receive gets. */
+Test(iocp, recvfrom_cancel_racing_a_datagram_loses_none_and_gives_none_twice)
+{
+    pact_loop *loop = test_loop_new();
+    test_winsock();
+    SOCKET a = socket(AF_INET, SOCK_DGRAM, IPPROTO_UDP);
+    SOCKET b = socket(AF_INET, SOCK_DGRAM, IPPROTO_UDP);
+    struct sockaddr_in aa = {.sin_family = AF_INET}, ba = {.sin_family = AF_INET};
+    aa.sin_addr.s_addr = ba.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(bind(a, (struct sockaddr *)&aa, sizeof aa), 0);
+    cr_assert_eq(bind(b, (struct sockaddr *)&ba, sizeof ba), 0);
+    int len = sizeof aa;
+    getsockname(a, (struct sockaddr *)&aa, &len);
+    len = sizeof ba;
+    getsockname(b, (struct sockaddr *)&ba, &len);
+    int delivered = 0, cancelled = 0;
+    for (int round = 0; round < 60; round++) {
+        char want[16], marker[16], buf[32] = "";
+        int n = snprintf(want, sizeof want, "datagram %02d", round);
+        int m = snprintf(marker, sizeof marker, "marker %02d", round);
+        rec r = {0};
+        pact_op op = pact_recvfrom(loop, b, buf, sizeof buf, 0, record, &r);
+        cr_assert_gt(op, 0);
+        pact_loop_run_once(loop, 0); /* in WSARecvFrom, pending */
+        cr_assert_eq(r.calls, 0);
+        /* Odd rounds: the datagram first (the receive may have completed
+         * when the cancel comes); even ones: the cancel first, the
+         * datagram arriving while it is on its way. */
+        if (round % 2) {
+            cr_assert_eq(sendto(a, want, n, 0, (struct sockaddr *)&ba, sizeof ba), n);
+            Sleep(round % 5); /* the packet is queued, or about to be */
+        }
+        int cr = pact_op_cancel(loop, op);
+        cr_assert(cr == 0, "cancel of a live op: %d", cr);
+        if (round % 2 == 0)
+            cr_assert_eq(sendto(a, want, n, 0, (struct sockaddr *)&ba, sizeof ba), n);
+        run_until(loop, &r.calls, 2000);
+        for (int i = 0; i < 3; i++)
+            pact_loop_run_once(loop, 0);
+        cr_assert_eq(r.calls, 1);
+        if (r.result == -ECANCELED) {
+            cancelled++;
+            /* Not consumed: the datagram still waits in the socket. */
+            rec r2 = {0};
+            cr_assert_gt(pact_recvfrom(loop, b, buf, sizeof buf, 0, record, &r2), 0);
+            run_until(loop, &r2.calls, 2000);
+            cr_assert_eq(r2.result, n, "round %d: %lld", round, (long long)r2.result);
+            cr_assert_eq(((struct sockaddr_in *)&r2.addr)->sin_port, aa.sin_port);
+        } else {
+            delivered++;
+            cr_assert_eq(r.result, n, "round %d: %lld", round, (long long)r.result);
+            cr_assert_eq(r.addrlen, (int)sizeof(struct sockaddr_in),
+                         "a late completion without its sender");
+            cr_assert_eq(((struct sockaddr_in *)&r.addr)->sin_port, aa.sin_port);
+        }
+        cr_assert_eq(memcmp(buf, want, (size_t)n), 0, "round %d: %.*s", round, n, buf);
+        /* Nothing of this round is left to be received again. */
+        rec next = {0};
+        cr_assert_gt(pact_recvfrom(loop, b, buf, sizeof buf, 0, record, &next), 0);
+        cr_assert_eq(sendto(a, marker, m, 0, (struct sockaddr *)&ba, sizeof ba), m);
+        run_until(loop, &next.calls, 2000);
+        cr_assert_eq(next.result, m, "round %d: %lld", round, (long long)next.result);
+        cr_assert_eq(memcmp(buf, marker, (size_t)m), 0, "round %d: got %.*s", round,
+                     (int)next.result, buf);
+    }
+    cr_log_info("recvfrom cancel: %d delivered, %d cancelled in time",
+                delivered, cancelled);
+    cr_assert_gt(delivered, 0, "the too-late case was never reached");
+    cr_assert_gt(cancelled, 0, "the in-time case was never reached");
+    closesocket(a);
+    closesocket(b);
+    test_loop_free(loop);
+}
+
 /* A datagram longer than the buffer: WSARecvFrom fails with WSAEMSGSIZE
  * but, that being a warning status (STATUS_BUFFER_OVERFLOW), still queues
  * its packet, also when it failed at once. The op completes once, cut to
