@@ -15,10 +15,12 @@
     X(EPERM, "operation not permitted")                                     \
     X(ENOENT, "no such file or directory")                                  \
     X(ESRCH, "no such process")                                             \
+    X(ECHILD, "no child processes")                                         \
     X(EINTR, "interrupted system call")                                     \
     X(EIO, "input/output error")                                            \
     X(ENXIO, "no such device or address")                                   \
     X(E2BIG, "argument list too long")                                      \
+    X(ENOEXEC, "exec format error")                                         \
     X(EBADF, "bad file descriptor")                                         \
     X(EAGAIN, "resource temporarily unavailable")                           \
     X(ENOMEM, "cannot allocate memory")                                     \
@@ -26,6 +28,8 @@
     X(EFAULT, "bad address")                                                \
     X(EBUSY, "device or resource busy")                                     \
     X(EEXIST, "file exists")                                                \
+    X(EXDEV, "invalid cross-device link")                                   \
+    X(ENODEV, "no such device")                                             \
     X(ENOTDIR, "not a directory")                                           \
     X(EISDIR, "is a directory")                                             \
     X(EINVAL, "invalid argument")                                           \
@@ -37,9 +41,16 @@
     X(ERANGE, "numerical result out of range")                              \
     X(ENAMETOOLONG, "file name too long")                                   \
     X(ENOSYS, "function not implemented")                                   \
+    X(ENOTEMPTY, "directory not empty")                                     \
+    X(EILSEQ, "invalid or incomplete multibyte or wide character")          \
     X(ENOTSOCK, "socket operation on non-socket")                           \
+    X(EDESTADDRREQ, "destination address required")                         \
     X(EMSGSIZE, "message too long")                                         \
+    X(EPROTOTYPE, "protocol wrong type for socket")                         \
+    X(ENOPROTOOPT, "protocol not available")                                \
+    X(ESOCKTNOSUPPORT, "socket type not supported")                         \
     X(ENOTSUP, "operation not supported")                                   \
+    X(EOPNOTSUPP, "operation not supported")                                \
     X(EAFNOSUPPORT, "address family not supported by protocol")             \
     X(EADDRINUSE, "address already in use")                                 \
     X(EADDRNOTAVAIL, "cannot assign requested address")                     \
