@@ -58,17 +58,26 @@ static int os_handles(void)
     return n;
 }
 
-/* The pipe handles of this process, as the system sees them (GetFileType
- * of every handle value): exact where os_handles() is not, since the
- * threads the system's pools start and end at will hold no pipe. The
- * pipes of a child pact spawns are named pipes. */
-static int os_pipe_handles(void)
+/* The handles of this process that are pipes, or processes, as the
+ * system sees them: exact where os_handles() is not, since the threads
+ * the system's pools start and end at will hold neither. The pipes of a
+ * child pact spawns are named pipes. */
+static int is_pipe(HANDLE h)
+{
+    return GetFileType(h) == FILE_TYPE_PIPE;
+}
+
+static int is_process(HANDLE h)
+{
+    return GetProcessId(h) != 0;
+}
+
+static int os_handles_that(int (*kind)(HANDLE))
 {
     int n = 0;
     for (ULONG_PTR v = 4; v < (1u << 18); v += 4) {
         DWORD flags;
-        if (GetHandleInformation((HANDLE)v, &flags) &&
-            GetFileType((HANDLE)v) == FILE_TYPE_PIPE)
+        if (GetHandleInformation((HANDLE)v, &flags) && kind((HANDLE)v))
             n++;
     }
     return n;
@@ -653,6 +662,7 @@ Test(process, many_children)
     pact_loop_run(loop);
     assert_finished(&r, &o);
     int handles = os_handles();
+    int processes = os_handles_that(is_process);
     many m = {.loop = loop};
     for (int i = 0; i < MANY_CONCURRENT; i++)
         many_start(&m);
@@ -666,6 +676,10 @@ Test(process, many_children)
     int after = os_handles();
     cr_assert_leq(after, handles + 3, "handle leak: %d before, %d after",
                   handles, after);
+    /* Exactly: no child's process handle is left. */
+    cr_assert_eq(os_handles_that(is_process), processes,
+                 "process handle leak: %d before, %d after", processes,
+                 os_handles_that(is_process));
     test_loop_free(loop);
 }
 
@@ -836,7 +850,7 @@ Test(process, pipes_of_a_failed_spawn_are_closed)
     rec r = {0};
     spawn(loop, &o, &r);
     pact_loop_run(loop);
-    int pipes = os_pipe_handles();
+    int pipes = os_handles_that(is_pipe);
     o.cwd = child_path(); /* a file: -ENOTDIR, checked before the pipes */
     cr_assert_eq(spawn_err(loop, &o), -ENOTDIR);
     o.cwd = NULL;
@@ -855,7 +869,7 @@ Test(process, pipes_of_a_failed_spawn_are_closed)
     /* Pipes only: the warm-up child's wait thread may end meanwhile and
      * take its handle with it; a failed spawn leaving its pipes would
      * add six. */
-    int after = os_pipe_handles();
+    int after = os_handles_that(is_pipe);
     cr_assert_eq(after, pipes, "pipe handle leak: %d before, %d after",
                  pipes, after);
     test_loop_free(loop);
