@@ -75,19 +75,27 @@ static inline void test_winsock(void)
     cr_assert_eq(WSAStartup(MAKEWORD(2, 2), &d), 0);
 }
 
+/* A socket of type (SOCK_STREAM, SOCK_DGRAM) bound to 127.0.0.1, port
+ * chosen by the system; its address in *addr. */
+static inline SOCKET test_bound_socket(int type, struct sockaddr_in *addr)
+{
+    test_winsock();
+    SOCKET s = socket(AF_INET, type, type == SOCK_DGRAM ? IPPROTO_UDP : IPPROTO_TCP);
+    cr_assert_neq(s, INVALID_SOCKET);
+    memset(addr, 0, sizeof *addr);
+    addr->sin_family = AF_INET;
+    addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(bind(s, (struct sockaddr *)addr, sizeof *addr), 0);
+    int len = sizeof *addr;
+    cr_assert_eq(getsockname(s, (struct sockaddr *)addr, &len), 0);
+    return s;
+}
+
 /* A TCP listener on 127.0.0.1, port chosen by the system; its address in
  * *addr. */
 static inline SOCKET test_listener(struct sockaddr_in *addr)
 {
-    test_winsock();
-    SOCKET l = socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
-    cr_assert_neq(l, INVALID_SOCKET);
-    memset(addr, 0, sizeof *addr);
-    addr->sin_family = AF_INET;
-    addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(bind(l, (struct sockaddr *)addr, sizeof *addr), 0);
-    int len = sizeof *addr;
-    cr_assert_eq(getsockname(l, (struct sockaddr *)addr, &len), 0);
+    SOCKET l = test_bound_socket(SOCK_STREAM, addr);
     cr_assert_eq(listen(l, 64), 0);
     return l;
 }

@@ -638,17 +638,9 @@ Test(iocp, named_pipe_read_cancel)
 Test(iocp, udp_sendto_and_recvfrom_name_the_sender)
 {
     pact_loop *loop = test_loop_new();
-    test_winsock();
-    SOCKET a = socket(AF_INET, SOCK_DGRAM, IPPROTO_UDP);
-    SOCKET b = socket(AF_INET, SOCK_DGRAM, IPPROTO_UDP);
-    struct sockaddr_in aa = {.sin_family = AF_INET}, ba = {.sin_family = AF_INET};
-    aa.sin_addr.s_addr = ba.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(bind(a, (struct sockaddr *)&aa, sizeof aa), 0);
-    cr_assert_eq(bind(b, (struct sockaddr *)&ba, sizeof ba), 0);
-    int len = sizeof aa;
-    getsockname(a, (struct sockaddr *)&aa, &len);
-    len = sizeof ba;
-    getsockname(b, (struct sockaddr *)&ba, &len);
+    struct sockaddr_in aa, ba;
+    SOCKET a = test_bound_socket(SOCK_DGRAM, &aa);
+    SOCKET b = test_bound_socket(SOCK_DGRAM, &ba);
     char buf[32] = "";
     rec got = {0}, sent = {0};
     cr_assert_gt(pact_recvfrom(loop, b, buf, sizeof buf, 0, record, &got), 0);
@@ -674,17 +666,9 @@ Test(iocp, udp_sendto_and_recvfrom_name_the_sender)
 Test(iocp, recvfrom_cancel_racing_a_datagram_loses_none_and_gives_none_twice)
 {
     pact_loop *loop = test_loop_new();
-    test_winsock();
-    SOCKET a = socket(AF_INET, SOCK_DGRAM, IPPROTO_UDP);
-    SOCKET b = socket(AF_INET, SOCK_DGRAM, IPPROTO_UDP);
-    struct sockaddr_in aa = {.sin_family = AF_INET}, ba = {.sin_family = AF_INET};
-    aa.sin_addr.s_addr = ba.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(bind(a, (struct sockaddr *)&aa, sizeof aa), 0);
-    cr_assert_eq(bind(b, (struct sockaddr *)&ba, sizeof ba), 0);
-    int len = sizeof aa;
-    getsockname(a, (struct sockaddr *)&aa, &len);
-    len = sizeof ba;
-    getsockname(b, (struct sockaddr *)&ba, &len);
+    struct sockaddr_in aa, ba;
+    SOCKET a = test_bound_socket(SOCK_DGRAM, &aa);
+    SOCKET b = test_bound_socket(SOCK_DGRAM, &ba);
     int delivered = 0, cancelled = 0;
     for (int round = 0; round < 60; round++) {
         char want[16], marker[16], buf[32] = "";
@@ -752,14 +736,9 @@ Test(iocp, recvfrom_cancel_racing_a_datagram_loses_none_and_gives_none_twice)
 Test(iocp, a_cut_datagram_completes_once_whether_at_once_or_pending)
 {
     pact_loop *loop = test_loop_new();
-    test_winsock();
-    SOCKET a = socket(AF_INET, SOCK_DGRAM, IPPROTO_UDP);
-    SOCKET b = socket(AF_INET, SOCK_DGRAM, IPPROTO_UDP);
-    struct sockaddr_in ba = {.sin_family = AF_INET};
-    ba.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(bind(b, (struct sockaddr *)&ba, sizeof ba), 0);
-    int len = sizeof ba;
-    getsockname(b, (struct sockaddr *)&ba, &len);
+    struct sockaddr_in aa, ba;
+    SOCKET a = test_bound_socket(SOCK_DGRAM, &aa);
+    SOCKET b = test_bound_socket(SOCK_DGRAM, &ba);
     static char big[2000];
     memset(big, 'x', sizeof big);
     char buf[100];
