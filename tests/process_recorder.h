@@ -169,6 +169,19 @@ static pact_process *spawn(pact_loop *loop, pact_process_options *o, rec *r)
     return p;
 }
 
+/* A spawn that must fail: its error, after checking that *out was left
+ * alone and no callback came. */
+static int spawn_refused(pact_loop *loop, pact_process_options *o)
+{
+    rec r = {0};
+    pact_process *p = (pact_process *)0x1;
+    int e = pact_process_spawn(loop, o, &rec_proto, &r, &p);
+    cr_assert_eq(p, (pact_process *)0x1, "*out set on failure");
+    pact_loop_run_once(loop, 0);
+    cr_assert_eq(r.made, 0, "callbacks after a failed spawn");
+    return e;
+}
+
 static void set_stdio(pact_process_options *o, pact_stdio_kind in,
                       pact_stdio_kind out, pact_stdio_kind err)
 {

@@ -501,17 +501,6 @@ Test(process, wait_after_exit)
 
 /* ---- spawn failures --------------------------------------------------------- */
 
-static int spawn_err(pact_loop *loop, pact_process_options *o)
-{
-    rec r = {0};
-    pact_process *p = (pact_process *)0x1;
-    int e = pact_process_spawn(loop, o, &rec_proto, &r, &p);
-    cr_assert_eq(p, (pact_process *)0x1, "*out set on failure");
-    pact_loop_run_once(loop, 0);
-    cr_assert_eq(r.made, 0, "callbacks after a failed spawn");
-    return e;
-}
-
 Test(process, spawn_failures_leave_nothing)
 {
     pact_loop *loop = test_loop_new();
@@ -521,10 +510,10 @@ Test(process, spawn_failures_leave_nothing)
 
     char *nope[] = {"/nonexistent/pact-no-such-program", NULL};
     o.argv = nope;
-    cr_assert_eq(spawn_err(loop, &o), -ENOENT);
+    cr_assert_eq(spawn_refused(loop, &o), -ENOENT);
     char *nope2[] = {"pact-no-such-program-in-path", NULL};
     o.argv = nope2;
-    cr_assert_eq(spawn_err(loop, &o), -ENOENT);
+    cr_assert_eq(spawn_refused(loop, &o), -ENOENT);
 
     char path[] = "/tmp/pact-noexec-XXXXXX";
     int f = mkstemp(path);
@@ -534,24 +523,24 @@ Test(process, spawn_failures_leave_nothing)
     chmod(path, 0644);
     char *noexec[] = {path, NULL};
     o.argv = noexec;
-    cr_assert_eq(spawn_err(loop, &o), -EACCES);
+    cr_assert_eq(spawn_refused(loop, &o), -EACCES);
     unlink(path);
 
     char *ok[] = {"true", NULL};
     o.argv = ok;
     o.cwd = "/nonexistent-dir";
-    cr_assert_eq(spawn_err(loop, &o), -ENOENT);
+    cr_assert_eq(spawn_refused(loop, &o), -ENOENT);
     o.cwd = NULL;
 
     /* Misuse. */
     o.argv = NULL;
-    cr_assert_eq(spawn_err(loop, &o), -EINVAL);
+    cr_assert_eq(spawn_refused(loop, &o), -EINVAL);
     o.argv = ok;
     o.stdio[1].kind = PACT_STDIO_STDOUT;
-    cr_assert_eq(spawn_err(loop, &o), -EINVAL);
+    cr_assert_eq(spawn_refused(loop, &o), -EINVAL);
     o.stdio[1].kind = PACT_STDIO_FD;
     o.stdio[1].fd = -1;
-    cr_assert_eq(spawn_err(loop, &o), -EBADF);
+    cr_assert_eq(spawn_refused(loop, &o), -EBADF);
     o.stdio[1].kind = PACT_STDIO_PIPE;
     pact_process *p;
     cr_assert_eq(pact_process_spawn(loop, &o, NULL, NULL, &p), -EINVAL);
@@ -563,7 +552,7 @@ Test(process, spawn_failures_leave_nothing)
     lim = old;
     lim.rlim_cur = (rlim_t)count_open_fds() + 3;
     cr_assert_eq(setrlimit(RLIMIT_NOFILE, &lim), 0);
-    int e = spawn_err(loop, &o);
+    int e = spawn_refused(loop, &o);
     cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
     cr_assert_eq(e, -EMFILE, "got %s", pact_err_name(e));
 
