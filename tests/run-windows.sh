@@ -24,6 +24,12 @@ if [ ! -f "$build/build.ninja" ]; then
     meson setup "$build" --cross-file cross/mingw-w64.ini -Dtls=disabled \
         -Dpython=disabled -Dtests=disabled >/dev/null || exit 2
 fi
+# One run per build tree at a time: a second run's ninja would relink
+# child.exe under the first run's tests (their spawns then fail with
+# ENOEXEC: not a program while it is written) and its closing wineserver
+# -k would end the first run's processes. The second waits.
+exec 9<"$build"
+flock 9
 ninja -C "$build" >/dev/null || { ninja -C "$build"; exit 2; }
 
 export WINEPREFIX="$PWD/$build/wineprefix" WINEDEBUG=-all
