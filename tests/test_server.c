@@ -283,6 +283,18 @@ static void *hammer_thread(void *arg)
     return NULL;
 }
 
+/* A TCP socket listening on a loopback port the system chose, made
+ * without pact (what pact_server_adopt serves). */
+static int plain_tcp_listener(int backlog)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    cr_assert_eq(listen(fd, backlog), 0);
+    return fd;
+}
+
 /* Closes the TCP server s (serving sc) while a thread connects to it over
  * and over, so that accepts race the close: a connection is handed to a
  * protocol only before the close, each exactly once, the ones made go on
@@ -350,11 +362,7 @@ Test(server, close_an_adopted_server_while_clients_connect)
 {
     int fds0 = count_open_fds();
     pact_loop *loop = test_loop_new();
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET,
-                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    cr_assert_eq(bind(lfd, (struct sockaddr *)&sin, sizeof sin), 0);
-    cr_assert_eq(listen(lfd, 64), 0);
+    int lfd = plain_tcp_listener(64);
     srv_ctx *sc = calloc(1, sizeof *sc);
     pact_server *s;
     cr_assert_eq(pact_server_adopt(loop, lfd, NULL, echo_factory, sc, &s), 0);
@@ -1059,11 +1067,7 @@ Test(server, adopt_a_listening_tcp_socket_serves_it_and_closes_it)
 {
     int fds0 = count_open_fds();
     pact_loop *loop = test_loop_new();
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET,
-                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    cr_assert_eq(bind(lfd, (struct sockaddr *)&sin, sizeof sin), 0);
-    cr_assert_eq(listen(lfd, 16), 0);
+    int lfd = plain_tcp_listener(16);
     int port = pact_socket_port(lfd);
     cr_assert_gt(port, 0);
     static adopt_ctx a;
@@ -1099,7 +1103,9 @@ Test(server, adopt_a_listening_tcp_socket_serves_it_and_closes_it)
     /* The server owned the socket: closed, and nobody listens there. */
     cr_assert(!fd_is_open(lfd) || pact_socket_port(lfd) != port);
     int probe = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sin.sin_port = htons((uint16_t)port);
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)port),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     cr_assert_neq(connect(probe, (struct sockaddr *)&sin, sizeof sin), 0);
     cr_assert_eq(errno, ECONNREFUSED);
     close(probe);
