@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* The errno values pact uses with a meaning of its own, and its text for
- * them: one table for every platform's pact_strerror (src/unix/error.c,
- * src/win/error.c). */
+/* Error names and texts: the errno values pact uses with a meaning of its
+ * own and its text for them (one table for every system), and what each
+ * system knows of the others (src/unix/error.c, src/win/error.c), which
+ * src/error_names.c makes pact_err_name and pact_strerror of. */
 #ifndef PACT_ERROR_MEANINGS_H
 #define PACT_ERROR_MEANINGS_H
 
@@ -26,5 +27,10 @@
     X(ETIMEDOUT, "Connection timed out (or an operation's deadline, or a "  \
                  "TLS handshake)")                                         \
     X(ENODATA, "No data available (a file with no certificate in it)")
+
+/* The system's name ("ENOENT") and text of errno value e (positive), or
+ * NULL for a value it does not know. */
+const char *pact__errno_name(int e);
+const char *pact__errno_text(int e);
 
 #endif

@@ -1,10 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* Error names and messages, generated from one X-macro table (libuv's
- * uv_err_name / uv_strerror pattern) so that the two never disagree; the
- * errno values pact gives a meaning of its own get pact's text
- * (PACT_OWN_MEANINGS, listed in docs/errors.md). */
+/* The errno values Linux names for pact_err_name and pact_strerror
+ * (src/error_names.c), one X-macro table (libuv's uv_err_name /
+ * uv_strerror pattern) so that names and texts never disagree; the texts
+ * are the C library's. */
 #include <errno.h>
-#include <limits.h>
 #include <string.h>
 
 #include "error.h"
@@ -24,44 +23,26 @@
     X(ECANCELED) X(ETIME) X(EPROTO) X(EOVERFLOW) X(EBADMSG) X(EILSEQ)       \
     X(ENODATA) X(EKEYREJECTED) /* TLS: certificate verification */
 
-/* The errno value a negative error code stands for, or -1 when err is
- * not one (0, positive, or INT_MIN, whose negation does not fit an int). */
-static int errno_of(int err)
+const char *pact__errno_name(int e)
 {
-    return err < 0 && err != INT_MIN ? -err : -1;
-}
-
-const char *pact_err_name(int err)
-{
-    if (err == 0)
-        return "OK";
-    switch (errno_of(err)) {
-#define PACT_ERR_NAME_CASE(e) case e: return #e;
+    switch (e) {
+#define PACT_ERR_NAME_CASE(v) case v: return #v;
         PACT_ERRNO_MAP(PACT_ERR_NAME_CASE)
 #undef PACT_ERR_NAME_CASE
     default:
-        return "UNKNOWN";
+        return NULL;
     }
 }
 
-const char *pact_strerror(int err)
+const char *pact__errno_text(int e)
 {
-    if (err == 0)
-        return "success";
-    switch (errno_of(err)) {
-#define PACT_OWN_CASE(e, text) case e: return text;
-        PACT_OWN_MEANINGS(PACT_OWN_CASE)
-#undef PACT_OWN_CASE
-    default:
-        break;
-    }
-    switch (errno_of(err)) {
-#define PACT_ERR_KNOWN_CASE(e) case e:
+    switch (e) {
+#define PACT_ERR_KNOWN_CASE(v) case v:
         PACT_ERRNO_MAP(PACT_ERR_KNOWN_CASE)
 #undef PACT_ERR_KNOWN_CASE
         /* strerrordesc_np() returns a constant string: thread-safe. */
-        return strerrordesc_np(-err);
+        return strerrordesc_np(e);
     default:
-        return "unknown error";
+        return NULL;
     }
 }

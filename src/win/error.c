@@ -5,7 +5,6 @@
  * from one table, since the C runtime of mingw-w64 knows only part of the
  * POSIX set and has no strerrordesc_np. The values pact gives a meaning
  * of its own read as on Linux (error_meanings.h). */
-#include <limits.h>
 #include <string.h>
 
 #include "error_meanings.h"
@@ -74,41 +73,25 @@
     X(ENODATA, "no data available")                                         \
     X(EKEYREJECTED, "key was rejected by service")
 
-static int errno_of(int err)
+const char *pact__errno_name(int e)
 {
-    return err < 0 && err != INT_MIN ? -err : -1;
-}
-
-const char *pact_err_name(int err)
-{
-    if (err == 0)
-        return "OK";
-    switch (errno_of(err)) {
-#define PACT_ERR_NAME_CASE(e, text) case e: return #e;
+    switch (e) {
+#define PACT_ERR_NAME_CASE(v, text) case v: return #v;
         PACT_WIN_ERRNO_MAP(PACT_ERR_NAME_CASE)
 #undef PACT_ERR_NAME_CASE
     default:
-        return "UNKNOWN";
+        return NULL;
     }
 }
 
-const char *pact_strerror(int err)
+const char *pact__errno_text(int e)
 {
-    if (err == 0)
-        return "success";
-    switch (errno_of(err)) {
-#define PACT_OWN_CASE(e, text) case e: return text;
-        PACT_OWN_MEANINGS(PACT_OWN_CASE)
-#undef PACT_OWN_CASE
-    default:
-        break;
-    }
-    switch (errno_of(err)) {
-#define PACT_ERR_TEXT_CASE(e, text) case e: return text;
+    switch (e) {
+#define PACT_ERR_TEXT_CASE(v, text) case v: return text;
         PACT_WIN_ERRNO_MAP(PACT_ERR_TEXT_CASE)
 #undef PACT_ERR_TEXT_CASE
     default:
-        return "unknown error";
+        return NULL;
     }
 }
 
