@@ -1013,8 +1013,13 @@ PACT_API int pact_transport_write_eof(pact_transport *t);
 PACT_API int pact_transport_can_write_eof(const pact_transport *t);
 
 /* Closes: stops reading, sends what is buffered, then closes the fd and
- * calls connection_lost(0). Calling it again is harmless (returns
- * -EALREADY). */
+ * calls connection_lost(0). A socket transport closed with bytes still
+ * buffered takes writes until the buffer has drained, and sends them
+ * before it closes (pause_writing / resume_writing follow the marks
+ * meanwhile), as asyncio's socket transport does; once it has drained,
+ * and on pipes and TLS at once, writes answer -ESHUTDOWN.
+ * pact_transport_is_closing() is 1 from the call on. Calling it again is
+ * harmless (returns -EALREADY). */
 PACT_API int pact_transport_close(pact_transport *t);
 
 /* Closes now: drops the write buffer, cancels what is in flight, then
@@ -1102,7 +1107,9 @@ PACT_API int pact_transport_peername(const pact_transport *t,
                                      struct sockaddr_storage *ss,
                                      socklen_t *len);
 
-/* Writes dropped because they came after close/abort (asyncio logs these). */
+/* Writes dropped because they came after close/abort (asyncio logs these);
+ * a write a closing socket transport still took while its buffer drained
+ * (pact_transport_close) is not one. */
 PACT_API uint64_t pact_transport_writes_after_close(const pact_transport *t);
 
 /* Sends count bytes of file_fd starting at offset over the transport,
@@ -1401,7 +1408,9 @@ PACT_API int pact_datagram_adopt(pact_loop *loop, pact_os_sock fd,
 /* Queues one datagram (len may be 0) for addr, or for the connected peer
  * when addr is NULL. Data and address are copied. Each datagram is sent
  * whole or reported to error_received; datagrams go out in the order they
- * were queued. Returns 0, or -ESHUTDOWN (closing: dropped and counted),
+ * were queued. Returns 0, or -ESHUTDOWN (closing: dropped and counted;
+ * but while a close still sends what was queued before it, datagrams are
+ * queued behind, as asyncio's datagram transport does),
  * -EDESTADDRREQ (no addr on an unconnected endpoint), -EISCONN (an addr
  * other than the connected peer's), -EMSGSIZE (len over 2 GiB), -EINVAL,
  * -ENOMEM. */
@@ -1409,8 +1418,9 @@ PACT_API int pact_datagram_sendto(pact_datagram *ep, const void *data,
                                   size_t len, const struct sockaddr *addr,
                                   socklen_t addrlen);
 
-/* Closes: stops receiving, sends what is queued, then closes the socket
- * and calls connection_lost(0). Again: -EALREADY. */
+/* Closes: stops receiving, sends what is queued (and what is sent while
+ * it does: pact_datagram_sendto), then closes the socket and calls
+ * connection_lost(0). Again: -EALREADY. */
 PACT_API int pact_datagram_close(pact_datagram *ep);
 
 /* Closes now: drops the queued datagrams (not reported), cancels what is

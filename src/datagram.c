@@ -305,6 +305,9 @@ int pact_datagram_close(pact_datagram *ep)
     if (r)
         return r;
     ep->has_held = 0; /* the user closed: nothing more is delivered */
+    /* Datagrams queued: more are taken behind them until the queue is
+     * empty, as asyncio's datagram transport does. */
+    ep->ep.draining = ep->head != NULL;
     if (ep->read_op)
         pact_op_cancel(ep->ep.loop, ep->read_op);
     kick_write(ep);
@@ -618,7 +621,9 @@ static void send_done(pact_datagram *ep, const pact_completion *c)
         }
     }
     kick_write(ep);
-    check_flow(ep);
+    check_flow(ep); /* resume_writing may send, also closing */
+    if (!ep->head)
+        ep->ep.draining = 0; /* all out: a close goes on, sends are refused */
 }
 
 static void kick_write(pact_datagram *ep)
@@ -667,7 +672,7 @@ int pact_datagram_sendto(pact_datagram *ep, const void *data, size_t len,
     if (addr && ((size_t)addrlen < sizeof(sa_family_t) ||
                  (size_t)addrlen > sizeof(struct sockaddr_storage)))
         return PACT_MISUSE(ep->ep.loop, -EINVAL, "bad address length");
-    if (ep->ep.closing)
+    if (!pact__endpoint_takes_writes(&ep->ep))
         return pact__endpoint_write_refused(&ep->ep, &ep->stats.sends_after_close,
                                             "datagram endpoint", ep->fd);
     if (len > (size_t)INT32_MAX)

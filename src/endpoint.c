@@ -137,15 +137,16 @@ int pact__marks_check(pact_marks *m, size_t high, size_t low)
 
 void pact__endpoint_flow(pact_endpoint *e, const pact_marks *m, size_t buffered)
 {
+    int takes = pact__endpoint_takes_writes(e);
     if (!e->write_paused) {
-        if (e->made && !e->closing && buffered > m->high) {
+        if (e->made && takes && buffered > m->high) {
             e->write_paused = 1;
             if (e->ops->writing)
                 e->ops->writing(e, 1);
         }
     } else if (buffered <= m->low) {
         e->write_paused = 0;
-        if (e->ops->writing && !e->closing)
+        if (e->ops->writing && takes)
             e->ops->writing(e, 0);
     }
 }

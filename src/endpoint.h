@@ -18,6 +18,11 @@
  *   made       the user's connection_made has run
  *   closing    close, abort or an error: no more data is delivered;
  *              the endpoint finishes once ops->busy says nothing is owed
+ *   draining   (beside closing) close found writes queued: until they
+ *              are out, writes are still taken and queued behind them,
+ *              and flow control goes on, as asyncio's socket and datagram
+ *              transports do; cleared when the queue is empty, on abort
+ *              or error (pact__endpoint_takes_writes)
  *   aborting   abort or an error: the write buffer is dropped and every
  *              operation cancelled (ops->cancel), err set
  *   finishing  the final close is scheduled (one fresh loop callback)
@@ -85,6 +90,7 @@ struct pact_endpoint {
     uint16_t finishing : 1;
     uint16_t lost : 1;
     uint16_t write_paused : 1; /* pause_writing was called */
+    uint16_t draining : 1;     /* closing with writes queued: see above */
     uint16_t unref : 1;        /* pact_*_set_ref(0): keeps no loop alive */
 };
 
@@ -136,6 +142,13 @@ int pact__endpoint_may_pause(const pact_endpoint *e, int paused, int pause);
  * memory and stays busy until the child is gone. */
 void pact__endpoint_adopt(pact_endpoint *child, pact_endpoint *parent);
 
+/* Whether a write (send) is taken: not closing, or closed while the queue
+ * still drains (docs/contract.md §6). */
+static inline int pact__endpoint_takes_writes(const pact_endpoint *e)
+{
+    return !e->closing || (e->draining && !e->aborting);
+}
+
 /* ---- flow control: the one copy of the write-buffer marks ---------------- */
 
 #define PACT_DEFAULT_HIGH_WATER (64 * 1024)
@@ -151,9 +164,9 @@ extern const pact_marks pact__default_marks;
  * -EINVAL. Fills *m or returns a negative errno. */
 int pact__marks_check(pact_marks *m, size_t high, size_t low);
 /* After the write buffer changed to `buffered` bytes: pause_writing when
- * it grew past the high mark (once connection_made has run, not while
- * closing), resume_writing when it fell to the low mark (not while
- * closing). */
+ * it grew past the high mark (once connection_made has run), resume_writing
+ * when it fell to the low mark; while closing only as long as writes are
+ * taken (a close draining its queue). */
 void pact__endpoint_flow(pact_endpoint *e, const pact_marks *m,
                          size_t buffered);
 /* A write on a closing endpoint: counted in *counter, said once in debug

@@ -62,6 +62,7 @@
 
 static void start_reading(pact_stream *s);
 static void kick_write(pact_stream *s);
+static int write_queue_empty(const pact_stream *s);
 
 static pact_stream *stream_of(const pact_transport *t)
 {
@@ -331,6 +332,10 @@ static void stream_free(pact_endpoint *e)
 static void stream_close(pact_transport *t)
 {
     pact_stream *s = stream_of(t);
+    /* A socket closed with writes queued takes more until they are out,
+     * and sends them before it closes, as asyncio's socket transport does
+     * (its pipes refuse them, and so do pact's). */
+    t->ep.draining = t->kind == PACT_STREAM_SOCKET && !write_queue_empty(s);
     s->has_held = 0; /* the user closed: nothing more is delivered */
     if (s->more)
         pact__wbuf_clear(&s->more->held);
@@ -575,7 +580,9 @@ static void shutdown_write_side(pact_stream *s)
 static void write_progress(pact_stream *s)
 {
     kick_write(s); /* the rest of a short send, or the next batch */
-    pact__transport_flow(&s->t);
+    pact__transport_flow(&s->t); /* resume_writing may write, also closing */
+    if (s->t.ep.draining && write_queue_empty(s))
+        s->t.ep.draining = 0; /* all out: a close goes on, writes are refused */
     if (!send_op(s)) {
         release_more(s); /* drained (resume_writing may have written) */
         shutdown_write_side(s);

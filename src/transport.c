@@ -75,7 +75,7 @@ size_t pact__transport_deliver(pact_transport *t, const char *data, size_t len)
 
 static int write_refused(pact_transport *t)
 {
-    if (t->ep.closing)
+    if (!pact__endpoint_takes_writes(&t->ep))
         return pact__endpoint_write_refused(&t->ep, &t->writes_after_close,
                                             "transport", pact_transport_fd(t));
     if (t->eof_requested || t->write_failed)

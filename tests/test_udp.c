@@ -1129,6 +1129,51 @@ Test(udp, close_sends_what_is_queued_then_connection_lost)
     cr_assert_eq(count_open_fds(), fds);
 }
 
+/* A datagram sent after close while the queue still drains is queued behind
+ * it and sent before connection_lost, as asyncio's datagram transport
+ * does; once the queue is empty the close is under way and a send is
+ * refused (-ESHUTDOWN, counted). */
+Test(udp, a_datagram_sent_after_close_while_the_queue_drains_is_sent)
+{
+    int fds = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv), 0);
+    static ep_rec rx;
+    memset(&rx, 0, sizeof rx);
+    rx.client = 1;
+    rx.total = rx.sent = 302;
+    ep_rec tx = {0};
+    pact_datagram *t, *r;
+    cr_assert_eq(pact_datagram_adopt(loop, sv[0], NULL, &proto, &tx, &t), 0);
+    run_until(loop, &tx.made, 5000);
+    static char buf[2000];
+    for (int i = 0; i < 300; i++) {
+        snprintf(buf, sizeof buf, "%08d:", i);
+        cr_assert_eq(pact_datagram_sendto(t, buf, sizeof buf, NULL, 0), 0);
+    }
+    pact_loop_run_once(loop, 0); /* the receiver is not reading yet */
+    cr_assert_gt(pact_datagram_write_buffer_size(t), 0);
+    cr_assert_eq(pact_datagram_close(t), 0);
+    snprintf(buf, sizeof buf, "%08d:", 300);
+    cr_assert_eq(pact_datagram_sendto(t, buf, sizeof buf, NULL, 0), 0);
+    pact_loop_run_once(loop, 0);
+    snprintf(buf, sizeof buf, "%08d:", 301);
+    cr_assert_eq(pact_datagram_sendto(t, buf, sizeof buf, NULL, 0), 0);
+    pact_datagram_stats st;
+    cr_assert_eq(pact_datagram_get_stats(t, &st), 0);
+    cr_assert_eq(st.sends_after_close, 0);
+    cr_assert_eq(pact_datagram_adopt(loop, sv[1], NULL, &proto, &rx, &r), 0);
+    run_until(loop, &tx.lost, 10000);
+    cr_assert_eq(tx.lost_err, 0);
+    run_until(loop, &rx.done, 5000);
+    cr_assert_eq(rx.received, 302);
+    cr_assert_eq(rx.out_of_order, 0);
+    close_and_wait(loop, r, &rx);
+    test_loop_free(loop);
+    cr_assert_eq(count_open_fds(), fds);
+}
+
 Test(udp, abort_drops_the_queue_and_loop_close_closes_endpoints)
 {
     int fds = count_open_fds();

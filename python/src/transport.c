@@ -61,11 +61,6 @@ typedef struct TransportObject {
     int nheld;
     size_t held_bytes;
     struct TransportObject *next_held;  /* loop->deferred_writes list */
-    /* close() found bytes buffered: pact closes when they are out (see
-     * Transport_close); the marks the program set, pact's are 1 and 0. */
-    int close_pending;
-    int close_resuming; /* in the protocol's resume_writing at the drain */
-    size_t close_high, close_low;
     PyObject *self_ref; /* held while pact may still call back */
     Py_buffer recv_view; /* a BufferedProtocol's buffer, during a delivery */
     PyObject *weakreflist; /* loop._transports is a WeakValueDictionary */
@@ -341,11 +336,13 @@ static void on_connection_lost(pact_transport *t, int err, void *user)
     Py_CLEAR(self->self_ref); /* may free self: last */
 }
 
-/* The protocol's pause_writing, when the buffer is past the marks the
- * program set: pact's own are 1 and 0 while a close waits for the buffer
- * to drain (Transport_close). */
-static void pause_protocol(TransportObject *self)
+/* The protocol's pause_writing / resume_writing as pact's buffer crosses
+ * the marks, also while a close drains it (pact takes writes then, as
+ * asyncio's socket transport does). */
+static void on_pause_writing(pact_transport *t, void *user)
 {
+    (void)t;
+    TransportObject *self = user;
     /* As asyncio's _FlowControlMixin: the flag, not the buffer's history,
      * decides, so a protocol never sees two pauses or a lone resume. */
     if (self->protocol_paused)
@@ -357,42 +354,10 @@ static void pause_protocol(TransportObject *self)
     Py_XDECREF(r);
 }
 
-static void on_pause_writing(pact_transport *t, void *user)
-{
-    (void)t;
-    TransportObject *self = user;
-    if (self->close_pending) {
-        if (self->t && pact_transport_write_buffer_size(self->t) > self->close_high)
-            pause_protocol(self);
-        return;
-    }
-    pause_protocol(self);
-}
-
 static void on_resume_writing(pact_transport *t, void *user)
 {
     (void)t;
     TransportObject *self = user;
-    if (self->close_pending) {
-        /* Drained: the close close() asked for. asyncio resumes the
-         * protocol first and sends what it writes there before it closes:
-         * asyncio's SSLProtocol, closing its transport with its
-         * close_notify held back by pause_writing, writes it from this
-         * resume_writing. */
-        if (self->protocol_paused) {
-            self->protocol_paused = 0;
-            self->close_resuming = 1;
-            PyObject *r = protocol_call(self, method.resume_writing, NULL);
-            self->close_resuming = 0;
-            if (!r)
-                protocol_failed(self, "protocol.resume_writing() failed");
-            Py_XDECREF(r);
-        }
-        self->close_pending = 0;
-        if (self->t)
-            pact_transport_close(self->t); /* -EALREADY once aborted */
-        return;
-    }
     if (!self->protocol_paused)
         return;
     self->protocol_paused = 0;
@@ -819,18 +784,15 @@ static PyObject *Transport_write(TransportObject *self, PyObject *data)
         PyBuffer_Release(&view);
         Py_RETURN_NONE;
     }
-    /* After close(), asyncio's socket transport still takes writes while
-     * the bytes written before are being sent, and sends them before it
-     * closes; once its buffer is empty it has closed, and drops them. */
-    int through_close = self->close_pending && self->t &&
-                        !pact_transport_is_closing(self->t) &&
-                        (pact_transport_write_buffer_size(self->t) > 0 ||
-                         self->close_resuming);
-    if (write_side_gone(self) && !through_close) {
+    /* After close(), pact decides: a socket still takes writes while the
+     * bytes written before are being sent (as asyncio's socket transport
+     * does) and answers -ESHUTDOWN once they are out. */
+    int closed = self->t && self->closing;
+    if (write_side_gone(self) && !closed) {
         PyBuffer_Release(&view);
         return drop_write(self);
     }
-    int held = through_close ? 0 : hold_write(self, data, &view);
+    int held = closed ? 0 : hold_write(self, data, &view);
     if (held != 0) {
         PyBuffer_Release(&view);
         if (held < 0)
@@ -853,9 +815,6 @@ static PyObject *Transport_write(TransportObject *self, PyObject *data)
         errno = -r;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
-    if (through_close && self->t &&
-        pact_transport_write_buffer_size(self->t) > self->close_high)
-        pause_protocol(self); /* pact is paused already (its mark is 1) */
     Py_RETURN_NONE;
 }
 
@@ -976,31 +935,11 @@ static PyObject *Transport_close(TransportObject *self, PyObject *unused)
     if (self->t && !self->closing) {
         flush_held(self);
         self->closing = 1;
-        if (self->kind == PACT_STREAM_SOCKET && self->t &&
-            !pact_transport_is_closing(self->t) && !self->sendfile_active &&
-            pact_transport_write_buffer_size(self->t) > 1) {
-            /* asyncio's socket transport sends what is buffered before it
-             * closes, and the writes made meanwhile with it (see write());
-             * pact refuses writes once closing, so it is told to close
-             * only when its buffer has drained. Its flow control says
-             * when: marks of 1 and 0 pause it now (more than 1 byte is
-             * buffered) and resume it at 0 (on_resume_writing closes).
-             * What the protocol hears follows the program's marks. With
-             * 1 byte left the close is at once: a write made after it,
-             * before that byte left, is dropped (asyncio sends it). As
-             * asyncio, nothing more is read. */
-            if (pact_transport_is_reading(self->t))
-                pact_transport_pause_reading(self->t);
-            pact_transport_get_write_buffer_limits(self->t, &self->close_high,
-                                                   &self->close_low);
-            self->close_pending = 1;
-            if (pact_transport_set_write_buffer_limits(self->t, 1, 0) < 0) {
-                self->close_pending = 0;
-                pact_transport_close(self->t);
-            }
-        } else if (self->t) {
-            pact_transport_close(self->t);
-        }
+        /* A socket with bytes buffered still takes writes and sends them
+         * before it closes, with the protocol's flow control going on,
+         * as asyncio's (pact_transport_close); as asyncio, nothing more
+         * is read. */
+        pact_transport_close(self->t);
     }
     Py_RETURN_NONE;
 }
@@ -1089,10 +1028,7 @@ static PyObject *Transport_get_write_buffer_limits(TransportObject *self,
 {
     (void)unused;
     size_t high = 64 * 1024, low = 16 * 1024;
-    if (self->close_pending) {
-        high = self->close_high;
-        low = self->close_low;
-    } else if (self->t) {
+    if (self->t) {
         pact_transport_get_write_buffer_limits(self->t, &high, &low);
     }
     return Py_BuildValue("(nn)", (Py_ssize_t)low, (Py_ssize_t)high);
@@ -1136,12 +1072,7 @@ static PyObject *Transport_set_write_buffer_limits(TransportObject *self,
         return NULL;
     }
     flush_held(self); /* held under the old marks */
-    if (self->close_pending) { /* pact's stay 1 and 0 until the close */
-        self->close_high = high ? (size_t)high : 1;
-        self->close_low = (size_t)low;
-        if (self->t && pact_transport_write_buffer_size(self->t) > self->close_high)
-            pause_protocol(self);
-    } else if (self->t) {
+    if (self->t) {
         int r = pact_transport_set_write_buffer_limits(self->t,
                                                        high ? (size_t)high : 1,
                                                        (size_t)low);

@@ -174,21 +174,34 @@ class WriteAfterCloseTests(unittest.TestCase):
     nothing is buffered, close() has closed and later writes are dropped.
     Each test runs on asyncio's loop and on pact's: the same bytes arrive."""
 
-    def exchange(self, make_loop, scenario, rcvbuf=4096, events=None):
+    def exchange(self, make_loop, scenario, rcvbuf=4096, events=None,
+                 prefill=False, on_resume=None):
         """Runs scenario(transport) in connection_made on a transport over a
         Unix socket pair whose peer reads only after a while; returns what
-        the peer received and the protocol's connection_lost arguments."""
+        the peer received and the protocol's connection_lost arguments.
+        prefill: the kernel's buffers are filled first (and what filled
+        them is left out of the answer), so the transport's first byte
+        waits. on_resume(transport) runs in resume_writing."""
         loop = make_loop()
         try:
             a, b = socket.socketpair()
             b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
             a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            filled = 0
+            if prefill:
+                a.setblocking(False)
+                try:
+                    while True:
+                        filled += a.send(bytes(1 << 16))
+                except BlockingIOError:
+                    pass
             lost = loop.create_future()
 
             log = events if events is not None else []
 
             class Proto(asyncio.Protocol):
                 def connection_made(p, transport):
+                    p.transport = transport
                     scenario(transport)
 
                 def pause_writing(p):
@@ -196,6 +209,8 @@ class WriteAfterCloseTests(unittest.TestCase):
 
                 def resume_writing(p):
                     log.append('resume')
+                    if on_resume:
+                        on_resume(p.transport)
 
                 def connection_lost(p, exc):
                     log.append('lost')
@@ -216,7 +231,8 @@ class WriteAfterCloseTests(unittest.TestCase):
             exc = loop.run_until_complete(main())
             reader.join()
             b.close()
-            return bytes(received), exc
+            self.assertEqual(received[:filled], bytes(filled))
+            return bytes(received[filled:]), exc
         finally:
             loop.close()
 
@@ -274,6 +290,45 @@ class WriteAfterCloseTests(unittest.TestCase):
                 data, exc = self.exchange(make_loop, scenario, events=events)
                 self.assertEqual(data, big + b'tail')
                 self.assertEqual(events, ['pause', 'resume', 'lost'])
+
+    def test_a_write_after_close_with_one_byte_buffered_is_sent(self):
+        closing = {}
+
+        def scenario(tr):
+            tr.write(b'1')
+            closing['buffered'] = tr.get_write_buffer_size()
+            tr.close()
+            tr.write(b'23')
+        for name, (data, exc) in self.both(scenario, prefill=True).items():
+            with self.subTest(loop=name):
+                self.assertEqual(data, b'123')
+                self.assertIsNone(exc)
+        self.assertEqual(closing['buffered'], 1)
+
+    def test_a_close_resumes_the_protocol_at_the_low_mark(self):
+        # asyncio's _write_ready resumes the protocol when the buffer falls
+        # to the low mark, closing or not, and sends what it writes there.
+        big = bytes(i % 251 for i in range(1 << 20))
+        low = 1 << 14
+
+        def scenario(tr):
+            tr.set_write_buffer_limits(high=1 << 16, low=low)
+            tr.write(big)
+            tr.close()
+        for name, make_loop in loops():
+            with self.subTest(loop=name):
+                events, sizes = [], []
+
+                def on_resume(tr):
+                    sizes.append(tr.get_write_buffer_size())
+                    tr.write(b'resumed')
+                data, exc = self.exchange(make_loop, scenario, events=events,
+                                          on_resume=on_resume)
+                self.assertEqual(data, big + b'resumed')
+                self.assertEqual(events, ['pause', 'resume', 'lost'])
+                self.assertEqual(len(sizes), 1)
+                self.assertGreater(sizes[0], 0)
+                self.assertLessEqual(sizes[0], low)
 
     def test_a_write_after_close_with_nothing_buffered_is_dropped(self):
         def scenario(tr):
