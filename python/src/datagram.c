@@ -890,7 +890,14 @@ static PyObject *Datagram_sendto(DatagramObject *self, PyObject *const *args,
         }
         addr = self->address;
     }
-    if (!self->ep || self->closing || pact_datagram_is_closing(self->ep)) {
+    /* After close() or an error, as asyncio's datagram transport: while
+     * datagrams still wait, more are queued behind them (pact takes them
+     * while its close drains the queue); with none waiting, one made with
+     * remote_addr drops them, and one without sends at once, its socket
+     * being open until connection_lost. */
+    if (!self->ep ||
+        (self->address && (self->closing || pact_datagram_is_closing(self->ep)) &&
+         pact_datagram_write_buffer_size(self->ep) == 0)) {
         PyBuffer_Release(&view);
         return drop_send(self);
     }

@@ -399,18 +399,19 @@ class DatagramTests(unittest.TestCase):
             while t.get_write_buffer_size():
                 await asyncio.sleep(0.001)
             self.assertEqual(p.events, ['made', 'pause', 'resume'])
-            # close() sends what waits first.
+            # close() sends what waits first, and what is sent while it
+            # does, as asyncio.
             for d in sent[:20]:
                 t.sendto(d)
             t.close()
-            t.sendto(b'dropped')  # after close: dropped, as asyncio
+            t.sendto(b'after close')
             got = []
-            while not p.lost.done() or len(got) < 20:
+            while not p.lost.done() or len(got) < 21:
                 try:
                     got.append(b.recv(2000))
                 except BlockingIOError:
                     await asyncio.sleep(0.001)
-            self.assertEqual(got, sent[:20])
+            self.assertEqual(got, sent[:20] + [b'after close'])
             self.assertIsNone(await p.lost)
             b.close()
         self.run_main(main())
@@ -456,6 +457,74 @@ class DatagramTests(unittest.TestCase):
         pact, ref = self.on_both_loops(scenario)
         self.assertEqual(pact, ref)
         self.assertEqual(len(pact[0]), 4)  # the 5th, 6th, 7th, and 'end'
+
+    def test_sends_after_close_are_asyncio_s(self):
+        # asyncio's _SelectorDatagramTransport after close(): with datagrams
+        # still buffered, later ones are buffered behind them and sent
+        # before connection_lost; with none buffered, a transport made with
+        # remote_addr drops them, and one without sends them at once (its
+        # socket is open until connection_lost).
+        async def buffered(loop):
+            with tempfile.TemporaryDirectory() as d:
+                path = os.path.join(d, 'b')
+                b = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                b.bind(path)
+                b.setblocking(False)
+                t, p = await loop.create_datagram_endpoint(
+                    Recorder, remote_addr=path, family=socket.AF_UNIX)
+                t.get_extra_info('socket').setsockopt(
+                    socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+                sent = [b'%05d' % i + bytes(995) for i in range(40)]
+                for d in sent:
+                    t.sendto(d)
+                waiting = t.get_write_buffer_size() > 0
+                t.close()
+                t.sendto(b'after close')
+                got = []
+                while not p.lost.done():
+                    try:
+                        got.append(b.recv(2000))
+                    except BlockingIOError:
+                        await asyncio.sleep(0.001)
+                while True:
+                    try:
+                        got.append(b.recv(2000))
+                    except BlockingIOError:
+                        break
+                b.close()
+                return waiting, got == sent + [b'after close'], p.events
+
+        async def nothing_buffered(loop, connected):
+            st, server = await loop.create_datagram_endpoint(
+                Recorder, local_addr=('127.0.0.1', 0))
+            addr = st.get_extra_info('sockname')
+            if connected:
+                ct, client = await loop.create_datagram_endpoint(
+                    Recorder, remote_addr=addr)
+            else:
+                ct, client = await loop.create_datagram_endpoint(
+                    Recorder, local_addr=('127.0.0.1', 0))
+            ct.sendto(b'before', addr)
+            ct.close()
+            ct.sendto(b'after', addr)
+            await client.lost
+            await asyncio.wait_for(server.wait_for(1), 5)
+            await asyncio.sleep(0.05)  # anything more would be here
+            st.close()
+            await server.lost
+            return server.received and [d for d, a in server.received], \
+                client.events
+
+        async def scenario(loop):
+            return (await buffered(loop),
+                    await nothing_buffered(loop, connected=True),
+                    await nothing_buffered(loop, connected=False))
+        pact, ref = self.on_both_loops(scenario)
+        self.assertEqual(pact, ref)
+        self.assertEqual(ref[0], (True, True, ['made', ('lost', None)]))
+        self.assertEqual(ref[1][0], [b'before'])
+        self.assertEqual(ref[2][0], [b'before', b'after'])
 
     def test_same_callbacks_as_asyncio_for_an_exchange(self):
         async def scenario(loop):
