@@ -13,6 +13,7 @@
 #include "pact_py.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdlib.h>
 
@@ -144,6 +145,45 @@ static void watch_cb(pact_loop *loop, const pact_completion *c, void *user)
         PyErr_WriteUnraisable((PyObject *)self);
 }
 
+/* The fd of obj as asyncio's selector loop finds it (selectors'
+ * _fileobj_to_fd): an int, or int(obj.fileno()); an object without a
+ * usable fileno() or a negative fd is a ValueError. An fd past INT_MAX
+ * comes back as LLONG_MAX: never registered. 0, or -1 with an exception. */
+static int fileobj_to_fd(PyObject *obj, long long *fd)
+{
+    PyObject *num;
+    if (PyLong_Check(obj)) {
+        num = Py_NewRef(obj);
+    } else {
+        PyObject *r = PyObject_CallMethod(obj, "fileno", NULL);
+        num = r ? PyNumber_Long(r) : NULL;
+        Py_XDECREF(r);
+        if (!num) {
+            if (PyErr_ExceptionMatches(PyExc_AttributeError) ||
+                PyErr_ExceptionMatches(PyExc_TypeError) ||
+                PyErr_ExceptionMatches(PyExc_ValueError)) {
+                PyErr_Clear();
+                PyErr_Format(PyExc_ValueError, "Invalid file object: %R", obj);
+            }
+            return -1;
+        }
+    }
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(num, &overflow);
+    if (v == -1 && PyErr_Occurred()) {
+        Py_DECREF(num);
+        return -1;
+    }
+    if (overflow < 0 || (overflow == 0 && v < 0)) {
+        PyErr_Format(PyExc_ValueError, "Invalid file descriptor: %S", num);
+        Py_DECREF(num);
+        return -1;
+    }
+    Py_DECREF(num);
+    *fd = overflow > 0 || v > INT_MAX ? LLONG_MAX : v;
+    return 0;
+}
+
 /* (fd, callback, *args) -> the fd and a new asyncio Handle. */
 static PyObject *make_handle(LoopObject *self, PyObject *const *args,
                              Py_ssize_t nargs, const char *func, int *fd)
@@ -156,9 +196,15 @@ static PyObject *make_handle(LoopObject *self, PyObject *const *args,
         PyErr_Format(PyExc_TypeError, "%s() takes at least 2 arguments", func);
         return NULL;
     }
-    *fd = PyObject_AsFileDescriptor(args[0]);
-    if (*fd < 0)
+    long long n;
+    if (fileobj_to_fd(args[0], &n) < 0)
         return NULL;
+    if (n > INT_MAX) {
+        /* As the selector's register() says it. */
+        PyErr_SetString(PyExc_OverflowError, "Python int too large to convert to C int");
+        return NULL;
+    }
+    *fd = (int)n;
     PyObject *cargs = PyTuple_New(nargs - 2);
     if (!cargs)
         return NULL;
@@ -224,10 +270,12 @@ static PyObject *remove_side(LoopObject *self, PyObject *fdobj, int writer)
 {
     if (self->closed || !self->loop)
         Py_RETURN_FALSE;
-    int fd = PyObject_AsFileDescriptor(fdobj);
-    if (fd < 0)
+    long long fd;
+    if (fileobj_to_fd(fdobj, &fd) < 0)
         return NULL;
-    pact_py_watcher *w = watcher_for(self, fd, 0);
+    if (fd > INT_MAX)
+        Py_RETURN_FALSE; /* never registered */
+    pact_py_watcher *w = watcher_for(self, (int)fd, 0);
     PyObject **side = w ? (writer ? &w->writer : &w->reader) : NULL;
     if (!side || !*side)
         Py_RETURN_FALSE;

@@ -7,6 +7,7 @@ import signal
 import socket
 import threading
 import unittest
+from unittest import mock
 
 import pact.asyncio as pa
 
@@ -88,6 +89,30 @@ class ReadinessTests(unittest.TestCase):
         self.assertFalse(self.loop.remove_reader(self.a))
         with self.assertRaisesRegex(RuntimeError, 'closed'):
             self.loop.add_reader(self.a, print)
+
+    def test_removing_what_is_not_registered_answers_as_asyncio(self):
+        # selectors' _fileobj_to_fd: an object whose fileno() gives no int
+        # is a ValueError, a MagicMock's (int() of it is 1) and any fd not
+        # registered, however large, are False; on a closed loop False.
+        def answers(loop):
+            out = []
+            for fd in (mock.Mock(), mock.MagicMock(), 7, 10**6, 2**40, -1,
+                       'x', mock.Mock(fileno=lambda: 5), self.a):
+                for name in ('_remove_reader', 'remove_reader',
+                             '_remove_writer', 'remove_writer'):
+                    try:
+                        out.append(getattr(loop, name)(fd))
+                    except Exception as e:
+                        out.append(type(e))
+            loop.close()
+            for fd in (mock.Mock(), 7, -1):
+                for name in ('_remove_reader', '_remove_writer'):
+                    out.append(getattr(loop, name)(fd))
+            return out
+        ref = answers(asyncio.SelectorEventLoop())
+        self.assertEqual(answers(self.loop), ref)
+        self.assertEqual(ref[4:12], [False] * 8)
+        self.assertEqual(ref[:4], [ValueError] * 4)
 
     def test_sock_methods(self):
         async def main():
