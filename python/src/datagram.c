@@ -157,10 +157,6 @@ static PyObject *protocol_call(DatagramObject *self, PyObject *name,
         name, argv, n | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
     if (loop->debug)
         report_slow_call(self, protocol, name, pact_now() / 1e9 - t0);
-    /* The protocol may have readied handles (call_soon, a future's
-     * callbacks) from a pact callback that runs before pact's wait: on
-     * epoll a receive can complete at submission. */
-    pact_py_note_ready(loop);
     self->in_context--;
     if (enter) {
         PyObject *et, *ev, *tb;
@@ -511,7 +507,6 @@ static void on_connection_made(pact_datagram *ep, void *user)
             PyObject *s = PyObject_CallMethod(self->waiter, "set_result", "O",
                                               Py_None);
             Py_XDECREF(s);
-            pact_py_note_ready(self->loop);
         }
         if (PyErr_Occurred())
             PyErr_WriteUnraisable((PyObject *)self);

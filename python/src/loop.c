@@ -44,6 +44,8 @@ static int check_open(LoopObject *self)
     return 0;
 }
 
+static void shorten_the_wait(LoopObject *self);
+
 /* ---- ready queue ---------------------------------------------------- */
 
 int pact_py_ready_push(LoopObject *self, PyObject *handle)
@@ -66,6 +68,7 @@ int pact_py_ready_push(LoopObject *self, PyObject *handle)
     self->ready[(self->ready_head + self->ready_len) & (self->ready_cap - 1)] =
         handle;
     self->ready_len++;
+    shorten_the_wait(self);
     return 0;
 }
 
@@ -139,6 +142,7 @@ static int timer_push(LoopObject *self, double when, PyObject *handle)
     self->timers[self->timers_len] =
         (timer_entry){.when = when, .seq = self->timer_seq++, .handle = handle};
     heap_sift_up(self->timers, self->timers_len++);
+    shorten_the_wait(self);
     return 0;
 }
 
@@ -229,11 +233,22 @@ void pact_py_keep_exception(LoopObject *self)
     self->pending_exc = ev;
 }
 
-void pact_py_note_ready(LoopObject *self)
+/* run_once computes how long pact may wait from this loop's queues, then
+ * runs a pact iteration, which first submits the operations started since
+ * the last one. On epoll a one-shot operation (a send, a datagram receive,
+ * a readiness poll) is tried right there, and its callback runs before
+ * the wait: a protocol call, a future completed, anything in Python. What
+ * it changes in the queues (a handle readied, a timer due before the
+ * planned wake-up, stop(), a signal read) must cut that wait short: a
+ * no-op pact callback makes pact's own timeout 0. Every change to the
+ * queues comes here (ready_push, timer_push, stop, the signal read), so
+ * no callback has to remember to. */
+static void shorten_the_wait(LoopObject *self)
 {
-    /* pact computes its wait's timeout after running the callbacks of ops
-     * that completed at submission; a pact handle queued now makes it 0. */
-    if (self->before_wait && self->loop) {
+    if (!self->before_wait || !self->loop)
+        return;
+    if (self->ready_len || self->stopping || self->signals_pending_len ||
+        (self->timers_len && self->timers[0].when < self->wait_deadline)) {
         self->before_wait = 0;
         pact_call_soon(self->loop, no_op, NULL);
     }
@@ -296,7 +311,7 @@ static void signal_read_done(pact_loop *loop, const pact_completion *c,
                self->signal_buf, len);
         self->signals_pending_len += len;
         self->signals_seen += (uint64_t)c->result;
-        pact_py_note_ready(self);
+        shorten_the_wait(self);
         ssize_t n;
         unsigned char more[256];
         /* Drain; what does not fit is a repeat of a signal already seen
@@ -337,6 +352,8 @@ static int run_once(LoopObject *self)
     if (timers_drop_cancelled(self) < 0)
         return -1;
     int64_t timeout = wait_timeout_ns(self);
+    /* What the wait was planned on: a timer due before it shortens it. */
+    self->wait_deadline = self->timers_len ? self->timers[0].when : INFINITY;
     self->before_wait = timeout != 0;
     int r = pact_loop_run_once(self->loop, timeout);
     self->before_wait = 0;
@@ -828,6 +845,7 @@ static PyObject *Loop_stop(LoopObject *self, PyObject *unused)
 {
     (void)unused;
     self->stopping = 1;
+    shorten_the_wait(self);
     Py_RETURN_NONE;
 }
 

@@ -60,10 +60,11 @@ typedef struct {
     int closing; /* close_core under way (protocol callbacks run inside it) */
     int debug;
     int in_run;
-    /* Between the start of a pact iteration and its blocking wait: a pact
-     * callback that readies a handle then (an op completed at submission)
-     * must keep that wait from blocking (pact_py_note_ready). */
+    /* Between the start of a pact iteration and its blocking wait, and
+     * the deadline of the timer that wait was planned on (INFINITY for
+     * none): see shorten_the_wait in loop.c. */
     int before_wait;
+    double wait_deadline;
     /* SystemExit / KeyboardInterrupt raised in a protocol callback (run
      * from inside a pact iteration): raised by run_once after it. */
     PyObject *pending_exc;
@@ -165,8 +166,6 @@ int pact_py_server_init(PyObject *module);
 /* The DatagramTransport type (datagram.c): adds it to the module. */
 int pact_py_datagram_init(PyObject *module);
 
-/* Called by pact callbacks after they readied a handle. */
-void pact_py_note_ready(LoopObject *self);
 
 /* Readiness (readiness.c): asyncio's add_reader/add_writer on one-shot pact
  * polls, re-armed before each wait while wanted (level-triggered). */

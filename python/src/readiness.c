@@ -116,7 +116,6 @@ static void deliver(LoopObject *self, PyObject **side)
     }
     if (pact_py_ready_push(self, h) < 0)
         PyErr_WriteUnraisable((PyObject *)self);
-    pact_py_note_ready(self);
 }
 
 static void watch_cb(pact_loop *loop, const pact_completion *c, void *user)

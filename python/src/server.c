@@ -173,7 +173,6 @@ static int on_accept(pact_server *srv, void *factory_user,
     int r = accept_one(self, t, proto, user);
     if (r < 0)
         report_accept_error(self);
-    pact_py_note_ready(self->loop);
     pact_py_callback_leave(self->loop);
     PyObject *et, *ev, *tb;
     PyErr_Fetch(&et, &ev, &tb);

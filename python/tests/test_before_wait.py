@@ -1,0 +1,111 @@
+# SPDX-License-Identifier: MIT
+"""Work a protocol schedules from a callback that pact runs before its
+wait. On epoll a one-shot operation started in one iteration is tried at
+once when pact submits it, at the start of the next: a send the kernel
+now takes completes there, and the callbacks it leads to (the transport's
+resume_writing here; a datagram receive, a readiness poll, a sendfile's
+end likewise) run before the wait whose timeout pact.asyncio computed
+from its queues. Whatever they schedule (call_soon, a future's callbacks,
+call_later, stop()) must shorten that wait; on the engine PACT_ENGINE
+names."""
+import asyncio
+import os
+import socket
+import threading
+import unittest
+
+import pact.asyncio as pa
+
+ENGINE = os.environ.get('PACT_ENGINE', 'auto')
+WATCHDOG = 5.0  # seconds: a loop asleep with work queued waits for this
+
+
+class BeforeWaitTests(unittest.TestCase):
+    def setUp(self):
+        self.loop = pa.Loop(engine=ENGINE)
+        self.addCleanup(self.loop.close)
+
+    def resumed_by_a_send_before_the_wait(self, on_resume, run):
+        """A transport over a socket pair whose kernel buffers are full
+        queues a write (its send waits) and is paused; in the same
+        iteration the peer reads everything, so that on epoll the send
+        completes when the next iteration submits it, and resume_writing
+        runs before that iteration's wait. on_resume(loop) runs there.
+        run() drives the loop until the scheduled work is done; a watchdog
+        thread wakes a loop that slept instead. Returns whether it had
+        to."""
+        loop = self.loop
+        a, b = socket.socketpair()
+        self.addCleanup(b.close)
+        a.setblocking(False)
+        b.setblocking(False)
+        try:
+            while True:
+                a.send(bytes(1 << 16))
+        except BlockingIOError:
+            pass
+
+        class Proto(asyncio.Protocol):
+            def resume_writing(p):
+                on_resume(loop)
+        waiter = loop.create_future()
+        tr = loop._make_socket_transport(a, Proto(), waiter)
+        self.addCleanup(tr.close)
+        loop.run_until_complete(waiter)
+        tr.set_write_buffer_limits(high=100, low=0)
+
+        def write():
+            tr.write(bytes(1000))
+            self.assertEqual(tr.get_write_buffer_size(), 1000)
+
+        def peer_reads():
+            try:
+                while b.recv(1 << 20):
+                    pass
+            except BlockingIOError:
+                pass
+        woken = []
+        loop.call_soon(write)
+        loop.call_soon(peer_reads)
+        watchdog = threading.Timer(
+            WATCHDOG, lambda: loop.call_soon_threadsafe(woken.append, True))
+        watchdog.start()
+        try:
+            run()
+        finally:
+            watchdog.cancel()
+            watchdog.join()
+        return bool(woken)
+
+    def test_call_soon(self):
+        done = self.loop.create_future()
+        self.assertFalse(self.resumed_by_a_send_before_the_wait(
+            lambda loop: loop.call_soon(done.set_result, None),
+            lambda: self.loop.run_until_complete(done)),
+            'the loop slept with a handle ready')
+
+    def test_a_future_s_callbacks(self):
+        done = self.loop.create_future()
+
+        async def waiter():
+            await done  # its wake-up is call_soon'ed by set_result
+        self.assertFalse(self.resumed_by_a_send_before_the_wait(
+            lambda loop: done.set_result(None),
+            lambda: self.loop.run_until_complete(waiter())),
+            'the loop slept with a task to wake')
+
+    def test_call_later(self):
+        done = self.loop.create_future()
+        self.assertFalse(self.resumed_by_a_send_before_the_wait(
+            lambda loop: loop.call_later(0.01, done.set_result, None),
+            lambda: self.loop.run_until_complete(done)),
+            'the loop slept past a timer')
+
+    def test_stop(self):
+        self.assertFalse(self.resumed_by_a_send_before_the_wait(
+            lambda loop: loop.stop(), self.loop.run_forever),
+            'the loop slept after stop()')
+
+
+if __name__ == '__main__':
+    unittest.main()
