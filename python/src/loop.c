@@ -553,6 +553,7 @@ static void Loop_dealloc(LoopObject *self)
         PyErr_WriteUnraisable((PyObject *)self);
     PyMem_Free(self->ready);
     PyMem_Free(self->timers);
+    pact_py_held_spares_free(self);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }

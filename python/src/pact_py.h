@@ -93,6 +93,10 @@ typedef struct {
      * transports holding such writes (a list through the transports). */
     int callback_depth;
     struct TransportObject *deferred_writes;
+    /* Blocks for the writes a transport holds, kept between callbacks
+     * (transport.c): a transport has one only while it holds writes. */
+    struct held_writes *held_spares;
+    int held_spares_len;
 } LoopObject;
 
 /* Appends a handle to the ready queue (new reference taken); -1 on
@@ -134,6 +138,8 @@ int pact_py_sock_init(PyObject *module);
 /* Sends the writes the Python callbacks of this loop held back
  * (transport.c); the current exception, if any, is kept. */
 void pact_py_flush_writes(LoopObject *self);
+/* Frees the loop's spare held-write blocks (transport.c). */
+void pact_py_held_spares_free(LoopObject *self);
 
 /* Around every Python callback the loop runs (a ready handle, a protocol
  * call, a sendfile's done callback): writes made inside are held and sent

@@ -32,6 +32,19 @@
 /* At most this many writes are held back per transport in one callback;
  * the next one sends them all first. */
 #define HELD_WRITES_MAX 16
+/* Spare blocks a loop keeps for them (more are made and freed). */
+#define HELD_SPARES_MAX 16
+
+/* The writes one transport holds in a callback: taken from the loop's
+ * spares when it holds its first, given back when they are sent. Writes
+ * are held only until the callback returns, so a transport (between
+ * callbacks, nearly all of them) costs a pointer instead of the block. */
+typedef struct held_writes {
+    struct held_writes *next_spare;
+    int n;
+    size_t bytes;
+    PyObject *items[HELD_WRITES_MAX];
+} held_writes;
 
 typedef struct TransportObject {
     PyObject_HEAD
@@ -56,10 +69,9 @@ typedef struct TransportObject {
     int sendfile_active; /* a sendfile is queued: write() is refused */
     unsigned conn_lost_writes; /* writes dropped after the end (asyncio logs) */
     /* Writes held back in a callback (see "Writes made in a callback"):
-     * bytes objects, sent as one writev when the callback returns. */
-    PyObject *held[HELD_WRITES_MAX];
-    int nheld;
-    size_t held_bytes;
+     * bytes objects, sent as one writev when the callback returns; NULL
+     * while none are held. */
+    held_writes *held;
     struct TransportObject *next_held;  /* loop->deferred_writes list */
     PyObject *self_ref; /* held while pact may still call back */
     Py_buffer recv_view; /* a BufferedProtocol's buffer, during a delivery */
@@ -655,23 +667,45 @@ static PyObject *drop_write(TransportObject *self)
 
 /* Sends what self holds (one writev); a failure ends the transport as a
  * failed send does. */
+static void held_give_back(LoopObject *loop, held_writes *h)
+{
+    if (loop->held_spares_len < HELD_SPARES_MAX) {
+        h->next_spare = loop->held_spares;
+        loop->held_spares = h;
+        loop->held_spares_len++;
+    } else {
+        PyMem_Free(h);
+    }
+}
+
+void pact_py_held_spares_free(LoopObject *loop)
+{
+    held_writes *h;
+    while ((h = loop->held_spares)) {
+        loop->held_spares = h->next_spare;
+        PyMem_Free(h);
+    }
+    loop->held_spares_len = 0;
+}
+
 static void send_held(TransportObject *self)
 {
-    int n = self->nheld;
-    if (n == 0)
+    held_writes *h = self->held;
+    if (!h)
         return;
+    int n = h->n;
     struct iovec iov[HELD_WRITES_MAX] = {{0}};
     for (int i = 0; i < n; i++) {
-        iov[i].iov_base = PyBytes_AS_STRING(self->held[i]);
-        iov[i].iov_len = (size_t)PyBytes_GET_SIZE(self->held[i]);
+        iov[i].iov_base = PyBytes_AS_STRING(h->items[i]);
+        iov[i].iov_len = (size_t)PyBytes_GET_SIZE(h->items[i]);
     }
-    self->nheld = 0;
-    self->held_bytes = 0;
+    self->held = NULL;
     /* Held only while the write side was up; everything that ends it
      * sends first. A transport lost meanwhile (the loop closed) drops. */
     int r = self->t ? pact_transport_writev(self->t, iov, n) : 0;
     for (int i = 0; i < n; i++)
-        Py_CLEAR(self->held[i]);
+        Py_CLEAR(h->items[i]);
+    held_give_back(self->loop, h);
     if (r < 0 && r != -EPIPE && r != -ESHUTDOWN && self->t && !self->lost_exc) {
         /* No one to raise to: the write failed as a send fails. */
         errno = -r;
@@ -703,7 +737,7 @@ static void unlink_held(TransportObject *self)
 /* Sends what self holds now (before a close, an abort...). */
 static void flush_held(TransportObject *self)
 {
-    if (self->nheld == 0)
+    if (!self->held)
         return;
     send_held(self);
     unlink_held(self);
@@ -730,14 +764,15 @@ void pact_py_flush_writes(LoopObject *loop)
 static int hold_write(TransportObject *self, PyObject *data, Py_buffer *view)
 {
     size_t len = (size_t)view->len;
-    if (self->loop->callback_depth == 0 || self->nheld == HELD_WRITES_MAX ||
+    held_writes *h = self->held;
+    if (self->loop->callback_depth == 0 || (h && h->n == HELD_WRITES_MAX) ||
         self->kind != PACT_STREAM_SOCKET)
         return 0;
-    if (self->nheld == 0 && pact_transport_write_buffer_size(self->t) > 0)
+    if (!h && pact_transport_write_buffer_size(self->t) > 0)
         return 0;
     size_t high = 0;
     pact_transport_get_write_buffer_limits(self->t, &high, NULL);
-    if (self->held_bytes + len > high)
+    if ((h ? h->bytes : 0) + len > high)
         return 0;
     /* bytes are immutable: kept as they are; anything else is copied, as
      * the caller may change its buffer once write() returned. */
@@ -746,12 +781,24 @@ static int hold_write(TransportObject *self, PyObject *data, Py_buffer *view)
                       : PyBytes_FromStringAndSize(view->buf, view->len);
     if (!b)
         return -1;
-    if (self->nheld == 0) {
-        self->next_held = self->loop->deferred_writes;
-        self->loop->deferred_writes = (TransportObject *)Py_NewRef((PyObject *)self);
+    if (!h) {
+        LoopObject *loop = self->loop;
+        if ((h = loop->held_spares)) {
+            loop->held_spares = h->next_spare;
+            loop->held_spares_len--;
+        } else if (!(h = PyMem_Malloc(sizeof *h))) {
+            Py_DECREF(b);
+            PyErr_NoMemory();
+            return -1;
+        }
+        h->n = 0;
+        h->bytes = 0;
+        self->held = h;
+        self->next_held = loop->deferred_writes;
+        loop->deferred_writes = (TransportObject *)Py_NewRef((PyObject *)self);
     }
-    self->held[self->nheld++] = b;
-    self->held_bytes += len;
+    h->items[h->n++] = b;
+    h->bytes += len;
     return 1;
 }
 
@@ -1258,8 +1305,12 @@ static void Transport_dealloc(TransportObject *self)
         PyObject_ClearWeakRefs((PyObject *)self);
     if (self->orphan_fd >= 0)
         close(self->orphan_fd);
-    for (int i = 0; i < self->nheld; i++) /* never while listed: defensive */
-        Py_CLEAR(self->held[i]);
+    if (self->held) { /* never while listed: defensive */
+        for (int i = 0; i < self->held->n; i++)
+            Py_CLEAR(self->held->items[i]);
+        held_give_back(self->loop, self->held);
+        self->held = NULL;
+    }
     Transport_clear(self);
     Py_CLEAR(self->sock);
     Py_CLEAR(self->loop);
