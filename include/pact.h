@@ -208,9 +208,22 @@ typedef struct pact_loop_options {
      * 1: movable — the loop may be run on one thread, stopped, and then
      * run or closed on another (asyncio allows
      * threading.Thread(target=loop.run_forever) and loop.close() from the
-     * main thread). Its ring is set up without those flags (and without
-     * COOP_TASKRUN: a completion is finished by the thread that started
-     * the op, which must be woken even if it sleeps). The rule: whoever
+     * main thread). It starts as a pinned loop does, on the fast ring
+     * bound to the first thread that drives it, since most loops never
+     * move. The first time another thread runs or closes it, it moves to
+     * a ring set up without those flags (and without COOP_TASKRUN: a
+     * completion is then finished by the thread that started the op,
+     * which must be woken even if it sleeps), and stays there: the
+     * completions the old ring holds are delivered, the old ring is
+     * closed, and the ops still in flight are submitted again on the new
+     * one (a cancel already asked for ends its op with -ECANCELED; so
+     * does a pact_connect the kernel had started). Refused with -EBUSY
+     * instead, changing nothing: a move while a read or write of a
+     * regular file or block device is in flight on io_uring (the kernel
+     * may be doing it on a worker thread, with the completion owed to
+     * the old thread; the thread that ran the loop last can run it on
+     * until that op completes). A movable loop's other file ops
+     * (pact_open ... pact_unlink) run on the thread pool. The rule: whoever
      * runs it owns it while it runs — run, run_once and close from
      * another thread answer -EBUSY, and the other calls that are not
      * thread-safe -EPERM; between runs any one thread at a time may use
@@ -657,9 +670,10 @@ PACT_API pact_op pact_recv_multishot(pact_loop *loop, pact_os_sock fd, pact_op_c
  * recv on a provided buffer ring, kernel 6.0), "poll" (io_uring without
  * it: a poll, then recvs into a loop-wide buffer), "epoll", or "iocp"
  * (Windows: one WSARecv at a time into a buffer of the op's). A movable
- * loop (pact_loop_options.movable) on io_uring uses "poll": without
- * DEFER_TASKRUN a multishot receive would drain the socket while the loop
- * is not running, and a small SO_RCVBUF would no longer pace the sender. */
+ * loop (pact_loop_options.movable) on io_uring uses "poll" once it has
+ * changed threads: without DEFER_TASKRUN a multishot receive would drain
+ * the socket while the loop is not running, and a small SO_RCVBUF would
+ * no longer pace the sender. */
 PACT_API const char *pact_loop_recv_multishot_mode(const pact_loop *loop);
 
 /* Sends up to len bytes. Result: the bytes actually sent, which may be

@@ -53,6 +53,12 @@ typedef struct pact_engine_ops {
      * (io_uring SQEs not yet submitted, cancels to retry): an outer loop
      * must not block on backend_fd before the next wait(). */
     int (*has_unsubmitted)(struct pact_loop *loop);
+    /* A movable loop (pact_loop_options.movable) is about to be driven
+     * (run, run_once, close) by the calling thread, which has claimed it;
+     * callbacks may run. An engine bound to the thread that drove it
+     * before makes itself usable here (io_uring: moves to a ring of its
+     * own), or answers a negative errno and changes nothing. */
+    int (*adopt_thread)(struct pact_loop *loop);
 } pact_engine_ops;
 
 #define PACT_ENGINE_DEFINE(table, prefix, display_name)                   \
@@ -68,6 +74,7 @@ typedef struct pact_engine_ops {
         .supports_link_timeout = prefix##_supports_link_timeout,          \
         .backend_fd = prefix##_backend_fd,                                \
         .has_unsubmitted = prefix##_has_unsubmitted,                      \
+        .adopt_thread = prefix##_adopt_thread,                            \
     }
 
 #ifdef _WIN32

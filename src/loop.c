@@ -429,6 +429,8 @@ static void release_runner(pact_loop *loop)
     atomic_store_explicit(&loop->runner, 0, memory_order_release);
 }
 
+static void run_end(pact_loop *loop);
+
 static int run_begin(pact_loop *loop, const char *func)
 {
     if (!loop)
@@ -457,6 +459,12 @@ static int run_begin(pact_loop *loop, const char *func)
     }
     loop->running = 1;
     running_on_this_thread = loop;
+    /* A movable loop's engine may be bound to the thread that ran it
+     * before (io_uring's fast flags): it moves here first. */
+    if (loop->movable && (r = loop->engine->adopt_thread(loop)) != 0) {
+        run_end(loop);
+        return r;
+    }
     return 0;
 }
 
@@ -670,6 +678,13 @@ static int close_claimed(pact_loop *loop)
     int owner_err = check_runner(loop, "pact_loop_close");
     if (owner_err)
         return owner_err;
+    if (loop->movable) { /* see run_begin() */
+        loop->running = 1;
+        int r = loop->engine->adopt_thread(loop);
+        loop->running = 0;
+        if (r)
+            return r;
+    }
     close_resources(loop);
     pthread_mutex_lock(&loop->ts_lock); /* see wake_locked() */
     loop->state = PACT_LOOP_CLOSING;

@@ -31,22 +31,135 @@ static pact_loop *loop_new(int movable)
     return loop;
 }
 
-/* A movable loop's io_uring ring has no DEFER_TASKRUN, so a multishot
- * receive would keep draining sockets from task work while the loop does
- * not run (ahead of the protocol, past a small SO_RCVBUF that should pace
- * the peer): it receives through a poll and recv instead. A pinned loop
- * keeps its multishot receive where the kernel has it. */
-Test(loop_thread, a_movable_loop_does_not_receive_ahead_with_multishot)
+/* A movable loop starts on io_uring's fast ring (SINGLE_ISSUER,
+ * DEFER_TASKRUN, multishot receive into provided buffers), bound to the
+ * first thread that runs it, as a pinned loop does: most loops never
+ * move. With DEFER_TASKRUN the kernel receives only inside the loop's
+ * wait, so a multishot receive does not drain a socket ahead of the
+ * protocol while the loop is not running. When another thread runs it,
+ * it moves to a ring bound to no thread, which has no DEFER_TASKRUN: from
+ * then on it receives through poll and recv. */
+static void *run_once_and_return(void *arg)
+{
+    pact_loop *loop = arg;
+    cr_assert_geq(pact_loop_run_once(loop, 0), 0);
+    return NULL;
+}
+
+Test(loop_thread, a_movable_loop_receives_with_multishot_until_it_changes_threads)
 {
     pact_loop *pinned = loop_new(0);
     pact_loop *movable = loop_new(1);
+    const char *fast = pact_loop_recv_multishot_mode(pinned);
+    cr_assert_str_eq(pact_loop_recv_multishot_mode(movable), fast);
+    pthread_t a;
+    cr_assert_eq(pthread_create(&a, NULL, run_once_and_return, movable), 0);
+    pthread_join(a, NULL);
+    cr_assert_str_eq(pact_loop_recv_multishot_mode(movable), fast,
+                     "running on one thread does not move the loop");
+    cr_assert_geq(pact_loop_run_once(movable, 0), 0);
     if (pact_loop_engine(movable) == PACT_ENGINE_URING)
         cr_assert_str_eq(pact_loop_recv_multishot_mode(movable), "poll");
     else
-        cr_assert_str_eq(pact_loop_recv_multishot_mode(movable),
-                         pact_loop_recv_multishot_mode(pinned));
+        cr_assert_str_eq(pact_loop_recv_multishot_mode(movable), fast);
     pact_loop_free(movable);
     pact_loop_free(pinned);
+}
+
+/* A multishot receive in flight when the loop changes threads: bytes
+ * received on thread A, bytes that came while nobody ran the loop, and
+ * bytes that come after the move arrive each once, in order, on the
+ * thread running the loop; a send A had started completes too. */
+typedef struct {
+    pact_loop *loop;
+    int sv[2];
+    char got[64];
+    size_t len;
+    int chunks, finals;
+    int64_t final;
+    pthread_t last_thread;
+    int sent;
+} stream_move;
+
+static void ms_recv_cb(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    stream_move *s = user;
+    s->last_thread = pthread_self();
+    if (c->more) {
+        cr_assert_leq(s->len + (size_t)c->result, sizeof s->got);
+        memcpy(s->got + s->len, c->data, (size_t)c->result);
+        s->len += (size_t)c->result;
+        s->chunks++;
+        return;
+    }
+    s->finals++;
+    s->final = c->result;
+}
+
+static void ms_send_cb(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    stream_move *s = user;
+    cr_assert_eq(c->result, 4);
+    s->sent++;
+}
+
+static void ms_start(pact_loop *loop, void *user)
+{
+    stream_move *s = user;
+    cr_assert_gt(pact_recv_multishot(loop, s->sv[0], ms_recv_cb, s), 0);
+}
+
+static void *ms_run_until_one(void *arg)
+{
+    stream_move *s = arg;
+    uint64_t end = pact_now() + 5000 * MS;
+    while (s->len < 3 && pact_now() < end)
+        cr_assert_geq(pact_loop_run_once(s->loop, 10 * (int64_t)MS), 0);
+    /* A send started here, submitted by this thread's next wait (or
+     * left in the SQ for the next thread). */
+    cr_assert_gt(pact_send(s->loop, s->sv[0], "back", 4, 0, ms_send_cb, s), 0);
+    cr_assert_geq(pact_loop_run_once(s->loop, 0), 0);
+    return NULL;
+}
+
+Test(loop_thread, a_multishot_receive_carries_over_when_a_movable_loop_changes_threads)
+{
+    stream_move s = {.loop = loop_new(1)};
+    make_socketpair(s.sv);
+    cr_assert_gt(pact_call_soon(s.loop, ms_start, &s), 0);
+    cr_assert_eq(write(s.sv[1], "one", 3), 3);
+    pthread_t a;
+    cr_assert_eq(pthread_create(&a, NULL, ms_run_until_one, &s), 0);
+    pthread_join(a, NULL);
+    cr_assert_eq(s.len, 3);
+    cr_assert(pthread_equal(s.last_thread, a));
+    /* Nobody runs the loop: these wait in the socket (or in the kernel's
+     * CQ of the old ring), never lost nor doubled. */
+    cr_assert_eq(write(s.sv[1], "two", 3), 3);
+    uint64_t end = pact_now() + 5000 * MS;
+    while ((s.len < 6 || s.sent == 0) && pact_now() < end)
+        cr_assert_geq(pact_loop_run_once(s.loop, 10 * (int64_t)MS), 0);
+    cr_assert_eq(write(s.sv[1], "three", 5), 5);
+    while (s.len < 11 && pact_now() < end)
+        cr_assert_geq(pact_loop_run_once(s.loop, 10 * (int64_t)MS), 0);
+    cr_assert_eq(s.len, 11, "got %zu bytes", s.len);
+    cr_assert_eq(memcmp(s.got, "onetwothree", 11), 0);
+    cr_assert(pthread_equal(s.last_thread, pthread_self()));
+    cr_assert_eq(s.sent, 1);
+    char back[8];
+    cr_assert_eq(read(s.sv[1], back, sizeof back), 4);
+    cr_assert_eq(memcmp(back, "back", 4), 0);
+    cr_assert_eq(s.finals, 0);
+    pact_loop_stats st;
+    cr_assert_eq(pact_loop_get_stats(s.loop, &st), 0);
+    cr_expect_eq(st.stray_completions, 0);
+    test_loop_free(s.loop);
+    cr_assert_eq(s.finals, 1);
+    cr_assert_eq(s.final, -ECANCELED);
+    close(s.sv[0]);
+    close(s.sv[1]);
 }
 
 /* ---- pinned: pthread_t reuse ------------------------------------------- */

@@ -446,9 +446,10 @@ static int Loop_init(LoopObject *self, PyObject *args, PyObject *kwds)
     }
     /* asyncio lets a loop run on one thread and then run or close on
      * another (threading.Thread(target=loop.run_forever), loop.close() on
-     * the main thread). A pinned pact loop answers -EPERM there; a movable
-     * one gives up io_uring's SINGLE_ISSUER/DEFER_TASKRUN, which cost no
-     * measurable server CPU in the protocol echo (1 KiB, 4 connections). */
+     * the main thread). A pinned pact loop answers -EPERM there. A movable
+     * one keeps io_uring's fast ring (SINGLE_ISSUER, DEFER_TASKRUN,
+     * multishot receive) until another thread drives it, and moves to a
+     * ring bound to no thread only then. */
     opts.movable = 1;
     pact_loop *loop = NULL;
     int r = pact_loop_create(&loop, &opts);

@@ -325,6 +325,62 @@ class RunTests(LoopTestCase):
         self.loop.close()
         self.assertTrue(self.loop.is_closed())
 
+    def test_a_stream_received_on_a_thread_goes_on_here_byte_for_byte(self):
+        # The loop starts on io_uring's fast ring bound to the thread that
+        # runs it (multishot receive); run here afterwards, it moves to a
+        # ring of its own. A transport's bytes received there, sent while
+        # nobody ran the loop, and sent after the move arrive once, in
+        # order, and its echo goes back.
+        a, b = __import__('socket').socketpair()
+        self.addCleanup(b.close)
+        got = bytearray()
+
+        class Echo(asyncio.Protocol):
+            def connection_made(self, transport):
+                self.transport = transport
+
+            def data_received(self, data):
+                got.extend(data)
+                self.transport.write(data)
+
+        async def connect():
+            return await self.loop.connect_accepted_socket(Echo, a)
+        first = bytes(range(256)) * 64
+        b.sendall(first)
+
+        def on_thread():
+            transport, _ = self.loop.run_until_complete(connect())
+            async def until(n):
+                while len(got) < n:
+                    await asyncio.sleep(0.001)
+            self.loop.run_until_complete(asyncio.wait_for(until(len(first)), 5))
+            return transport
+        result = []
+        t = threading.Thread(target=lambda: result.append(on_thread()))
+        t.start()
+        t.join(10)
+        self.assertFalse(t.is_alive())
+        transport = result[0]
+        second = bytes(reversed(range(256))) * 300
+        b.sendall(second)  # nobody runs the loop now
+
+        async def finish():
+            third = b'after the move' * 1000
+            b.sendall(third)
+            want = first + second + third
+            while len(got) < len(want):
+                await asyncio.sleep(0.001)
+            return want
+        want = self.loop.run_until_complete(asyncio.wait_for(finish(), 5))
+        self.assertEqual(bytes(got), want)
+        echoed = bytearray()
+        b.settimeout(5)
+        while len(echoed) < len(want):
+            echoed.extend(b.recv(1 << 16))
+        self.assertEqual(bytes(echoed), want)
+        transport.close()
+        self.loop.run_until_complete(asyncio.sleep(0))
+
     def test_nested_run_is_refused(self):
         async def main():
             coro = asyncio.sleep(0)

@@ -753,4 +753,11 @@ static int ep_has_unsubmitted(pact_loop *loop)
     return 0;
 }
 
+/* epoll_wait may be called from any thread: a loop moves as it is. */
+static int ep_adopt_thread(pact_loop *loop)
+{
+    (void)loop;
+    return 0;
+}
+
 PACT_ENGINE_DEFINE(epoll, ep, "epoll");

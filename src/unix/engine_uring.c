@@ -15,6 +15,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -64,6 +65,17 @@ typedef struct uring_engine {
     unsigned features;
     unsigned mask; /* URING_MASK_*: features a test asked to hide */
     int enabled; /* ring created disabled for SINGLE_ISSUER; see below */
+    unsigned depth; /* SQ entries, for a ring set up again (adopt_thread) */
+    /* The thread the ring is bound to (SINGLE_ISSUER: the one that
+     * enabled it), 0 while none is. A movable loop keeps the fast flags
+     * until another thread drives it; uring_adopt_thread() then moves it
+     * to a ring bound to no thread. */
+    uint64_t ring_thread;
+    /* uring_adopt_thread() is handling the old ring's last completions:
+     * get_sqes() hands out `scratch`, never submitted; every op still in
+     * flight is submitted again on the new ring afterwards. */
+    int migrating;
+    struct io_uring_sqe scratch;
     /* Cancels that found no free SQE, retried at the next wait: dropping
      * one left the op in the kernel for good (a transport's close hung
      * on its read; fault injection, test_faults). */
@@ -123,7 +135,7 @@ static pact_op_s *decode(pact_loop *loop, uint64_t ud, enum uring_tag *tag)
  * submits. The ring is created disabled and enabled by the thread that
  * first runs the loop, so a loop may be created on one thread and run on
  * another (but then always run on that one). */
-static int ensure_enabled(uring_engine *e)
+static int ensure_enabled(pact_loop *loop, uring_engine *e)
 {
     if (e->enabled)
         return 0;
@@ -133,20 +145,34 @@ static int ensure_enabled(uring_engine *e)
                 IORING_REGISTER_ENABLE_RINGS, NULL, 0) < 0)
         return -errno;
     e->enabled = 1;
+    e->ring_thread = pact__thread_id();
     /* A registered ring fd saves an fdget per io_uring_enter (5.18), but the
      * registration belongs to the thread that made it: done at creation, a
      * loop run on another thread got EINVAL from every io_uring_enter and
      * spun. The ring is this thread's from now on, so register here
-     * (harmless if refused). Only SINGLE_ISSUER rings are enabled here: a
-     * movable loop's ring is created enabled and never registered. */
-    io_uring_register_ring_fd(&e->ring);
+     * (harmless if refused). Not for a movable loop: the registration is a
+     * reference to the ring that only this thread can drop, so a ring left
+     * behind when the loop moves (uring_adopt_thread) would stay open —
+     * with the sockets its requests hold — until this thread exits. */
+    if (!loop->movable)
+        io_uring_register_ring_fd(&e->ring);
     return 0;
 }
+
+static int migrate(pact_loop *loop, int may_call_back);
 
 static int uring_submit_now(pact_loop *loop)
 {
     uring_engine *e = URING(loop);
-    int r = ensure_enabled(e);
+    /* A full SQ between runs, on a thread other than the one the ring is
+     * bound to (a movable loop): move to a ring of its own now, if that
+     * needs no callback; else the SQE is refused (-EBUSY). */
+    if (e->ring_thread && e->ring_thread != pact__thread_id()) {
+        int m = migrate(loop, 0);
+        if (m < 0)
+            return m;
+    }
+    int r = ensure_enabled(loop, e);
     if (r < 0)
         return r;
     loop->stats.syscalls_enter++;
@@ -160,8 +186,15 @@ static struct io_uring_sqe *get_sqes(pact_loop *loop, unsigned need)
     uring_engine *e = URING(loop);
     if (PACT_FAULT(PACT_FAULT_GET_SQE)) /* tests only: no SQE to be had */
         return NULL;
+    if (e->migrating) {
+        memset(&e->scratch, 0, sizeof e->scratch);
+        return &e->scratch;
+    }
     while (io_uring_sq_space_left(&e->ring) < need) {
         int r = uring_submit_now(loop);
+        if (r == -EBUSY && e->ring_thread &&
+            e->ring_thread != pact__thread_id())
+            return NULL; /* see uring_submit_now */
         if (r < 0 && r != -EBUSY && r != -EAGAIN && r != -EINTR) {
             pact__error(loop, r, "io_uring submit failed");
             return NULL;
@@ -263,15 +296,18 @@ static void recv_buffers_init(pact_loop *loop, uring_engine *e)
     const char *force = getenv("PACT_RECV_MULTISHOT");
     e->nbuf = loop->recv_buf_count ? loop->recv_buf_count : 512;
     e->bufsz = loop->recv_buf_size ? loop->recv_buf_size : 16 * 1024;
-    /* A movable loop's ring has no DEFER_TASKRUN (see its setup below), so
-     * a multishot receive would go on draining the socket into provided
-     * buffers from task work while the loop is not running, ahead of what
-     * the protocol has seen: a peer's small SO_RCVBUF then no longer paces
-     * the sender (CPython's test_sendfile, whose server closes after 1 KiB,
-     * saw the whole file accepted). It receives through readiness and
-     * recv, one buffer per loop iteration, as epoll does. */
+    /* Without DEFER_TASKRUN (a movable loop that has changed threads, see
+     * uring_adopt_thread; an older kernel) a multishot receive would go on
+     * draining the socket into provided buffers from task work while the
+     * loop is not running, ahead of what the protocol has seen: a peer's
+     * small SO_RCVBUF then no longer paces the sender (CPython's
+     * test_sendfile, whose server closes after 1 KiB, saw the whole file
+     * accepted). Such a loop receives through readiness and recv, one
+     * buffer per loop iteration, as epoll does. With DEFER_TASKRUN the
+     * kernel receives only inside the loop's own wait. */
     if (!(force && strcmp(force, "poll") == 0) && kernel_at_least(6, 0) &&
-        !(e->mask & URING_MASK_MULTISHOT) && !loop->movable) {
+        !(e->mask & URING_MASK_MULTISHOT) &&
+        (!loop->movable || (e->setup_flags & IORING_SETUP_DEFER_TASKRUN))) {
         e->br_bytes = e->nbuf * sizeof(struct io_uring_buf);
         e->br = mmap(NULL, e->br_bytes, PROT_READ | PROT_WRITE,
                      MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
@@ -348,20 +384,20 @@ static int uring_init(pact_loop *loop, unsigned depth, int fail_setup,
         IORING_SETUP_SUBMIT_ALL,
         0,
     };
-    /* A movable loop (pact_loop_options.movable) runs on one thread, then
-     * on another. SINGLE_ISSUER binds the ring to one task for good and
-     * DEFER_TASKRUN lets only that task reap completions, so neither is
-     * used. Nor is COOP_TASKRUN: without DEFER_TASKRUN a completion is
-     * finished by task work of the thread that *submitted* the op, and
-     * COOP_TASKRUN does not wake that thread — if it sleeps (joining the
-     * thread that now runs the loop, say), the completion would wait for
-     * it forever. Plain task work interrupts the submitter's sleep. So a
-     * movable loop starts at SUBMIT_ALL. */
-    size_t first = loop->movable ? 3 : 0;
+    /* A movable loop (pact_loop_options.movable) may run on one thread,
+     * then on another. It starts with the fast flags all the same, bound
+     * to the first thread that drives it: most loops never move. When
+     * another thread drives it, uring_adopt_thread() moves it to a ring
+     * bound to no thread (plain_ring_setup). It never takes COOP_TASKRUN
+     * without DEFER_TASKRUN (see there). */
+    e->depth = depth;
     int r = -EINVAL;
     size_t nsets = sizeof flag_sets / sizeof flag_sets[0];
     /* URING_MASK_SETUP: only the last, plain set (0), as on 5.11-5.17. */
-    for (size_t i = (e->mask & URING_MASK_SETUP) ? nsets - 1 : first; i < nsets; i++) {
+    for (size_t i = (e->mask & URING_MASK_SETUP) ? nsets - 1 : 0; i < nsets; i++) {
+        if (loop->movable && (flag_sets[i] & IORING_SETUP_COOP_TASKRUN) &&
+            !(flag_sets[i] & IORING_SETUP_DEFER_TASKRUN))
+            continue;
         struct io_uring_params p;
         memset(&p, 0, sizeof p);
         p.flags = flag_sets[i] | IORING_SETUP_CQSIZE;
@@ -412,9 +448,12 @@ static int uring_init(pact_loop *loop, unsigned depth, int fail_setup,
         }
     }
     loop->native_kinds = (1u << PACT_OP_READ) | (1u << PACT_OP_WRITE);
+    /* A movable loop's file ops go to the pool: on the ring the kernel
+     * runs them on its worker threads, and such an op in flight would
+     * keep the loop from changing threads (see migrate). */
     for (size_t i = 0; i < sizeof file_ops / sizeof file_ops[0]; i++)
         if (io_uring_opcode_supported(probe, file_ops[i].opcode) &&
-            !(e->mask & URING_MASK_FILES))
+            !(e->mask & URING_MASK_FILES) && !loop->movable)
             loop->native_kinds |= 1u << file_ops[i].kind;
     io_uring_free_probe(probe);
     loop->engine_data = e;
@@ -939,6 +978,212 @@ static void handle_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
     }
 }
 
+/* ---- a movable loop changes threads ------------------------------------
+ * A movable loop starts on a ring with the fast flags (SINGLE_ISSUER,
+ * DEFER_TASKRUN), bound to the first thread that drives it. Another
+ * thread can neither submit to that ring nor reap what the kernel
+ * finished for it (both answer EEXIST). So when another thread drives
+ * the loop (run, run_once, close, or a full SQ between runs), the loop
+ * moves to a new ring set up as for a loop that may change threads at
+ * any time: bound to no thread, without DEFER_TASKRUN, receiving through
+ * poll and recv (see recv_buffers_init). It stays there.
+ *
+ * The move is safe because the old thread is not in the loop's wait
+ * (the new one claimed the loop): with DEFER_TASKRUN the kernel does a
+ * waiting socket op's I/O only in task work that the bound thread runs
+ * inside io_uring_enter, and posts its completion in the same step.
+ * What the old ring did is in its CQ; what it did not do it never will:
+ * closing the ring cancels its requests, whose task work then ends
+ * without I/O. So the completions in the CQ are handled, the ring is
+ * closed and every op still in flight is submitted again on the new ring
+ * as if for the first time. Not resubmitted: ops a cancel or deadline
+ * was asked for (they end with -ECANCELED, as they would have), and a
+ * connect the kernel had started (connect() a second time answers
+ * EALREADY; it ends with -ECANCELED, as on a movable loop whose thread
+ * has exited). Refused: an op the kernel may be running on one of its
+ * worker threads (io-wq: a read or write of a regular file or block
+ * device) — its I/O may be done or under way with the completion still
+ * owed to the old thread; resubmitting could do it twice and releasing
+ * its buffer would let the kernel write into freed memory. */
+
+/* The op's SQE is still in the SQ: the kernel has not seen it. */
+static int waits_in_the_sq(uring_engine *e, const pact_op_s *op)
+{
+    uint64_t ud = encode(op, TAG_OP);
+    unsigned head = IO_URING_READ_ONCE(*e->ring.sq.khead);
+    for (unsigned i = head; i != e->ring.sq.sqe_tail; i++)
+        if (e->ring.sq.sqes[i & e->ring.sq.ring_mask].user_data == ud)
+            return 1;
+    return 0;
+}
+
+/* The kernel may run the op on an io-wq worker (see above). */
+static int may_run_on_a_kernel_worker(const pact_op_s *op)
+{
+    struct stat st;
+    switch ((pact_op_kind)op->kind) {
+    case PACT_OP_READ:
+    case PACT_OP_WRITE:
+        /* Sockets, pipes, eventfds, ttys: waited for by poll. */
+        if (fstat(op->fd, &st) != 0)
+            return 1;
+        return S_ISREG(st.st_mode) || S_ISBLK(st.st_mode);
+    case PACT_OP_OPEN:
+    case PACT_OP_CLOSE:
+    case PACT_OP_FSYNC:
+    case PACT_OP_STATX:
+    case PACT_OP_RENAME:
+    case PACT_OP_UNLINK:
+        return 1; /* a movable loop sends them to the pool (uring_init) */
+    default:
+        return 0;
+    }
+}
+
+/* The ring of a loop that may change threads at any time: no
+ * SINGLE_ISSUER, no DEFER_TASKRUN, and no COOP_TASKRUN either — without
+ * DEFER_TASKRUN a completion is finished by task work of the thread that
+ * *submitted* the op, and COOP_TASKRUN does not wake that thread: if it
+ * sleeps (joining the thread that now runs the loop, say), the completion
+ * would wait for it forever. Plain task work interrupts its sleep. */
+static int plain_ring_setup(uring_engine *e, struct io_uring *ring,
+                            unsigned *flags)
+{
+    static const unsigned sets[] = {IORING_SETUP_SUBMIT_ALL, 0};
+    int r = -EINVAL;
+    for (size_t i = (e->mask & URING_MASK_SETUP) ? 1 : 0; i < 2; i++) {
+        struct io_uring_params p;
+        memset(&p, 0, sizeof p);
+        p.flags = sets[i] | IORING_SETUP_CQSIZE;
+        p.cq_entries = e->depth * 4;
+        r = io_uring_queue_init_params(e->depth, ring, &p);
+        if (r == 0) {
+            *flags = p.flags;
+            return 0;
+        }
+        if (r != -EINVAL)
+            break;
+    }
+    return r;
+}
+
+static void handle_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags);
+
+/* Moves the loop to a ring bound to no thread (see above). may_call_back
+ * = 0: only if that runs no callback (the old CQ is empty). Returns 0, or
+ * a negative errno with nothing changed. */
+static int migrate(pact_loop *loop, int may_call_back)
+{
+    uring_engine *e = URING(loop);
+    for (uint32_t i = 0; i < loop->ops.capacity; i++) {
+        pact_op_s *op = pact_slab_at(&loop->ops, i);
+        if ((op->slab.gen & 1) && op->pending_cqes > 0 &&
+            may_run_on_a_kernel_worker(op) && !waits_in_the_sq(e, op))
+            return pact__misuse(loop, -EBUSY, "pact_loop_run",
+                                "a file read or write the kernel may be "
+                                "doing on its worker threads is in flight "
+                                "on io_uring; the loop can change threads "
+                                "once the thread that ran it last has run "
+                                "it to that op's completion");
+    }
+    if (!may_call_back && io_uring_cq_ready(&e->ring))
+        return -EBUSY;
+    struct io_uring fresh;
+    unsigned fresh_flags = 0;
+    int r = plain_ring_setup(e, &fresh, &fresh_flags);
+    if (r < 0) {
+        pact__error(loop, r, "io_uring: cannot set up a ring for the loop's "
+                             "new thread");
+        return r;
+    }
+    if (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW)
+        pact__error(loop, -EOVERFLOW,
+                    "io_uring: completions the kernel kept for the thread "
+                    "that ran the loop before are lost");
+
+    /* The old ring's completions, with its mode (multishot buffers)
+     * still in place; what they start or re-arm goes to scratch SQEs. */
+    e->migrating = 1;
+    for (;;) {
+        unsigned head, n = 0;
+        struct io_uring_cqe *cqe;
+        struct {
+            uint64_t ud;
+            int res;
+            unsigned flags;
+        } batch[64];
+        io_uring_for_each_cqe(&e->ring, head, cqe) {
+            batch[n].ud = cqe->user_data;
+            batch[n].res = cqe->res;
+            batch[n].flags = cqe->flags;
+            if (++n == 64)
+                break;
+        }
+        if (n == 0)
+            break;
+        io_uring_cq_advance(&e->ring, n);
+        for (unsigned i = 0; i < n; i++)
+            handle_cqe(loop, batch[i].ud, batch[i].res, batch[i].flags);
+    }
+    e->migrating = 0;
+
+    /* Connects the kernel has not seen may go again. */
+    for (uint32_t i = 0; i < loop->ops.capacity; i++) {
+        pact_op_s *op = pact_slab_at(&loop->ops, i);
+        op->flags &= (uint16_t)~PACT_OPF_LINK_TIMEOUT; /* reused as a mark */
+        if ((op->slab.gen & 1) && op->pending_cqes > 0 &&
+            op->kind == PACT_OP_CONNECT && waits_in_the_sq(e, op))
+            op->flags |= PACT_OPF_LINK_TIMEOUT;
+    }
+    io_uring_queue_exit(&e->ring); /* the kernel cancels what it holds */
+    e->ring = fresh;
+    e->setup_flags = fresh_flags;
+    e->enabled = 1;
+    e->ring_thread = 0;
+    e->ncancel_retry = 0; /* their ops end below, cancelled */
+    e->watch_rearmed = 0;
+    if (e->multishot) {
+        /* The buffers stay mapped until the loop closes: a write may
+         * still send from one (pact__recv_buffer_keep). */
+        e->multishot = 0;
+        loop->recv_multi_mode = "poll";
+    }
+    if (e->has_backend_efd &&
+        io_uring_register_eventfd(&e->ring, e->backend_efd) < 0)
+        pact__error(loop, -EIO, "io_uring: cannot register the backend "
+                                "eventfd with the loop's new ring");
+
+    for (uint32_t i = 0; i < loop->ops.capacity; i++) {
+        pact_op_s *op = pact_slab_at(&loop->ops, i);
+        if (!(op->slab.gen & 1) || op->pending_cqes <= 0)
+            continue;
+        int connect_again = (op->flags & PACT_OPF_LINK_TIMEOUT) != 0;
+        op->flags &= (uint16_t)~(PACT_OPF_WATCH_REARM | PACT_OPF_LINK_TIMEOUT);
+        op->pending_cqes = 0;
+        if ((op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT)) ||
+            (op->kind == PACT_OP_CONNECT && !connect_again)) {
+            pact__op_defer(loop, op, -ECANCELED);
+            continue;
+        }
+        struct io_uring_sqe *sqe = get_sqes(loop, 1);
+        if (!sqe) {
+            pact__op_defer(loop, op, -ENOMEM);
+            continue;
+        }
+        prep_op(loop, op, sqe);
+        op->pending_cqes = 1;
+    }
+    return 0;
+}
+
+static int uring_adopt_thread(pact_loop *loop)
+{
+    uring_engine *e = URING(loop);
+    if (!e->ring_thread || e->ring_thread == pact__thread_id())
+        return 0;
+    return migrate(loop, 1);
+}
+
 /* Submits the cancels that found no SQE before (see cancel_retry). */
 static void retry_cancels(pact_loop *loop)
 {
@@ -955,7 +1200,7 @@ static void retry_cancels(pact_loop *loop)
 static int uring_wait(pact_loop *loop, int64_t timeout_ns)
 {
     uring_engine *e = URING(loop);
-    int r = ensure_enabled(e);
+    int r = ensure_enabled(loop, e);
     if (r < 0)
         return r;
     if (e->ncancel_retry)

@@ -646,4 +646,11 @@ static void iocp_watch_update(pact_loop *loop, pact_op_s *op)
     (void)op;
 }
 
+/* Any thread may dequeue from a completion port: a loop moves as it is. */
+static int iocp_adopt_thread(pact_loop *loop)
+{
+    (void)loop;
+    return 0;
+}
+
 PACT_ENGINE_DEFINE(iocp, iocp, "iocp");
