@@ -182,10 +182,22 @@ stop_server() {
 features_of() { sed -n 's/.*ready features=\([^ ]*\).*/\1/p' "$SRV_ERR" | head -1 | tr , +; }
 # kv_get "k=v k=v" KEY
 kv_get() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
-# The server's utime+stime in seconds (all its threads), from /proc/PID/stat.
+# The server's CPU time in seconds, as loadgen reads it: the nanoseconds
+# every thread has run (/proc/PID/task/*/schedstat), summed; and its
+# utime+stime (/proc/PID/stat), which counts threads that have ended too
+# but only in clock ticks (10 ms). cpu_delta picks, as loadgen does.
 CLK_TCK=$(getconf CLK_TCK)
 server_cpu_s() {
+    cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.6f", s / 1e9 }'
+}
+server_cpu_ticks_s() {
     awk -v hz="$CLK_TCK" '{ sub(/^.*\) /, ""); printf "%.3f", ($12 + $13) / hz }' "/proc/$1/stat"
+}
+# cpu_delta NS0 NS1 TICKS0 TICKS1: the schedstat difference, unless the
+# ticks show more than 2 ticks beyond it (a thread ended in the window)
+cpu_delta() {
+    awk -v a="$1" -v b="$2" -v c="$3" -v d="$4" \
+        'BEGIN { ns = b - a; t = d - c; printf "%.4f", (t - ns > 0.02 || b == 0) ? t : ns }'
 }
 # wait_port PORT: until the server accepts (at most 10 s)
 wait_port() {
@@ -274,19 +286,19 @@ run_http() {
                 for who in "${who_list[@]}"; do
                     n=$((n + 1))
                     start_server "$who" "$SRV_CPU"
-                    local url=http://127.0.0.1:$PORT/ out="" cpu0 cpu1 threads=""
+                    local url=http://127.0.0.1:$PORT/ out="" cpu0 cpu1 tick0 tick1 threads=""
                     wait_port $PORT || echo "bench: $who did not listen" >&2
                     # wrk has no warm-up of its own and takes whole seconds:
                     # a run cut short by timeout first.
                     if [ "$warm_ms" -gt 0 ]; then
                         timeout "$WARM" taskset -c "$ccpu" wrk -t1 -c"$conns" -d60s "$url" >/dev/null 2>&1 || true
                     fi
-                    cpu0=$(server_cpu_s $SRV_PID)
+                    cpu0=$(server_cpu_s $SRV_PID) tick0=$(server_cpu_ticks_s $SRV_PID)
                     if ! out=$(taskset -c "$ccpu" wrk -t1 -c"$conns" -d"${secs_int}s" --latency "$url" 2>&1); then
                         echo "bench: FAILED $name $placement $who rep $rep: $out" >&2
                         out=""
                     fi
-                    cpu1=$(server_cpu_s $SRV_PID)
+                    cpu1=$(server_cpu_s $SRV_PID) tick1=$(server_cpu_ticks_s $SRV_PID)
                     threads=$(awk '/^Threads:/ { print $2 }' /proc/$SRV_PID/status 2>/dev/null || true)
                     local feat; feat=$(features_of)
                     stop_server
@@ -296,7 +308,7 @@ run_http() {
                     req_s=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
                     errs=$(awk '/Socket errors:/ { gsub(/[^0-9 ]/, " "); s = 0; for (i = 1; i <= NF; i++) s += $i; e += s }
                                 /Non-2xx/ { e += $NF } END { print e + 0 }' <<<"$out")
-                    cpu=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.3f", b - a }')
+                    cpu=$(cpu_delta "$cpu0" "$cpu1" "$tick0" "$tick1")
                     per=$(awk -v c="$cpu" -v r="${reqs:-0}" 'BEGIN { if (r > 0) printf "%.3f", c / r * 1e6 }')
                     p50=$(wrk_pct "$out" 50)
                     p99=$(wrk_pct "$out" 99)
