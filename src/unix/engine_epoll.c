@@ -309,6 +309,24 @@ static int fd_rearm(epoll_engine *e, fd_entry *f, int lingered_event)
     return 0;
 }
 
+/* fd_rearm() would change nothing: the fd's transport receive is still
+ * alone on its edge-triggered registration. Checked after each event's
+ * dispatch, it spares the common case (an event for a connection whose
+ * receive goes on) fd_rearm's walk of the fd's queues:
+ * that was the largest part of the engine's user-space cost per request
+ * in the 64-byte echo (callgrind: 66 of about 480 instructions). Exact:
+ * with the write and events queues empty, and no watchers being called
+ * (none are outside run_watchers), a multishot receive at the head of
+ * the read queue is what fd_rearm arms as EPOLLIN | EPOLLRDHUP with
+ * EPOLLET. */
+static int edge_receive_unchanged(const fd_entry *f)
+{
+    return flag(f, FD_EDGE) && f->base.engine_events == (EPOLLIN | EPOLLRDHUP) &&
+           pact_list_empty(&f->queues[QUEUE_WRITE]) &&
+           pact_list_empty(&f->queues[QUEUE_EVENTS]) &&
+           multishot_kind(f) == PACT_OP_RECV_MULTI;
+}
+
 /* An edge-triggered receive stopped before the socket was drained (its
  * burst limit): the same registration, modified, is reported again at the
  * next wait if the socket is still readable (EPOLL_CTL_MOD polls it). */
@@ -730,6 +748,8 @@ static int ep_wait(pact_loop *loop, int64_t timeout_ns)
             seen += run_pollers(loop, &f->queues[QUEUE_EVENTS], rev);
         if (!pact_list_empty(&f->queues[QUEUE_EVENTS]))
             seen += run_watchers(loop, e, f, rev);
+        if (edge_receive_unchanged(f))
+            continue;
         /* Callbacks above may have closed and reused this fd number; the
          * entry is still the one for the number, and re-arming heals
          * reuse. */
