@@ -18,14 +18,14 @@
 static __thread pact_loop *running_on_this_thread;
 
 static _Atomic uint64_t threads_numbered;
-static __thread uint64_t this_thread_id;
+__thread uint64_t pact__this_thread_id;
 
 uint64_t pact__thread_id(void)
 {
-    if (!this_thread_id)
-        this_thread_id = atomic_fetch_add_explicit(&threads_numbered, 1,
-                                                   memory_order_relaxed) + 1;
-    return this_thread_id;
+    if (!pact__this_thread_id)
+        pact__this_thread_id = atomic_fetch_add_explicit(&threads_numbered, 1,
+                                                         memory_order_relaxed) + 1;
+    return pact__this_thread_id;
 }
 
 /* fork(): the child gets a copy of every loop, but the ring (its memory
@@ -34,27 +34,17 @@ uint64_t pact__thread_id(void)
  * loop made before the last one answers -ECHILD (pact__loop_forked). A
  * load and a compare per entry point: getpid() would be a system call. */
 #ifndef _WIN32
-static atomic_uint forks_seen;
+atomic_uint pact__forks_seen;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 static void count_fork_in_child(void)
 {
-    atomic_fetch_add_explicit(&forks_seen, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&pact__forks_seen, 1, memory_order_relaxed);
 }
 
 static void install_fork_handler(void)
 {
     pthread_atfork(NULL, NULL, count_fork_in_child);
-}
-
-unsigned pact__fork_generation(void)
-{
-    return atomic_load_explicit(&forks_seen, memory_order_relaxed);
-}
-#else
-unsigned pact__fork_generation(void)
-{
-    return 0; /* no fork() */
 }
 #endif
 
@@ -238,7 +228,7 @@ int pact__check_loop(const pact_loop *loop, const char *func)
     return pact__loop_check_thread(loop, func);
 }
 
-int pact__loop_check_thread(const pact_loop *loop, const char *func)
+int pact__loop_check_thread_slow(const pact_loop *loop, const char *func)
 {
     if (pact__loop_forked(loop))
         return forked_misuse(loop, func);

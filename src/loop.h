@@ -236,10 +236,24 @@ void pact__describe_address(void *addr, char *buf, size_t len);
 /* A number for the calling thread, unique for the life of the process
  * (never reused, unlike pthread_t), never 0. */
 uint64_t pact__thread_id(void);
+/* pact__thread_id()'s number for the calling thread; 0 until it first
+ * asks (loop.c). */
+extern __thread uint64_t pact__this_thread_id;
 
 /* Counts fork()s into child processes (a pthread_atfork child handler,
  * installed by the first pact_loop_create). */
-unsigned pact__fork_generation(void);
+#ifndef _WIN32
+extern atomic_uint pact__forks_seen;
+static inline unsigned pact__fork_generation(void)
+{
+    return atomic_load_explicit(&pact__forks_seen, memory_order_relaxed);
+}
+#else
+static inline unsigned pact__fork_generation(void)
+{
+    return 0; /* no fork() */
+}
+#endif
 
 /* 1 in a child process that inherited the loop through fork(): its ring
  * or epoll fd, eventfd and thread pool belong to the parent, so every
@@ -257,7 +271,20 @@ static inline int pact__loop_forked(const pact_loop *loop)
  * yet and may be used from any thread (debug mode holds its creating
  * thread to it until then). Layers whose entry points take a transport,
  * endpoint, ... rather than the loop call this with its loop. */
-int pact__loop_check_thread(const pact_loop *loop, const char *func);
+int pact__loop_check_thread_slow(const pact_loop *loop, const char *func);
+/* Inline, since every write and most entry points make it: the common
+ * case (a pinned loop used by the thread that runs it, in the process
+ * that made it) costs a few loads and no call. Anything else takes the
+ * full check. `owned` is read first, as the full check does: owner is
+ * written before it is set (release). */
+static inline int pact__loop_check_thread(const pact_loop *loop, const char *func)
+{
+    if (atomic_load_explicit(&loop->owned, memory_order_acquire) &&
+        loop->owner == pact__this_thread_id && !loop->movable &&
+        !pact__loop_forked(loop))
+        return 0;
+    return pact__loop_check_thread_slow(loop, func);
+}
 
 /* Checks that the loop is open and the calling thread may use it
  * (pact__loop_check_thread). Returns 0 or a negative errno. */

@@ -72,13 +72,26 @@ void pact__transport_init(pact_transport *t, pact_loop *loop,
 void pact__transport_writing(pact_endpoint *e, int pause);
 /* pause_writing / resume_writing as the write buffer crosses the marks. */
 void pact__transport_flow(pact_transport *t);
+/* pact__transport_deliver() for a buffered protocol (transport.c). */
+size_t pact__transport_deliver_buffered(pact_transport *t, const char *data,
+                                        size_t len);
 /* Hands received bytes to the protocol (data_received, or a buffered
  * protocol's get_buffer/buffer_updated); returns how many it took. A
  * buffered protocol that pauses inside buffer_updated takes no more:
  * after pause_reading no data callback runs until resume, and the caller
  * holds the rest (docs/contract.md §5). A NULL or empty buffer aborts the
- * transport with -ENOBUFS; after a close the rest is dropped. */
-size_t pact__transport_deliver(pact_transport *t, const char *data, size_t len);
+ * transport with -ENOBUFS; after a close the rest is dropped. Inline: it
+ * runs for every chunk received, and with the buffered protocol's loop
+ * in the same function the common case paid that loop's register saves. */
+static inline size_t pact__transport_deliver(pact_transport *t, const char *data,
+                                             size_t len)
+{
+    if (t->proto->get_buffer)
+        return pact__transport_deliver_buffered(t, data, len);
+    if (t->proto->data_received)
+        t->proto->data_received(t, data, len, t->user);
+    return len;
+}
 /* The endpoint ops `force_close` of every transport: abort. */
 void pact__transport_force_close(pact_endpoint *e);
 

@@ -44,14 +44,10 @@ void pact__transport_force_close(pact_endpoint *e)
 
 /* ---- reading: handing bytes over ---------------------------------------------- */
 
-size_t pact__transport_deliver(pact_transport *t, const char *data, size_t len)
+size_t pact__transport_deliver_buffered(pact_transport *t, const char *data,
+                                        size_t len)
 {
-    if (!t->proto->get_buffer) {
-        if (t->proto->data_received)
-            t->proto->data_received(t, data, len, t->user);
-        return len;
-    }
-    /* Buffered protocol: copy into the buffers it hands out, as asyncio's
+    /* Copied into the buffers the protocol hands out, as asyncio's
      * proactor does (the bytes sit in a buffer lent for this call only). */
     size_t off = 0;
     while (off < len && !t->ep.closing && !t->paused) {
