@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: MIT
-"""TLS upgraded with start_tls over a pact transport (asyncio's SSLProtocol
-on top): its fatal errors reach the reader as they do on asyncio's own
-loop, never as a clean end of stream, and its close_notify goes out also
-from behind a full write buffer; on the engine PACT_ENGINE names."""
+"""TLS over pact transports (asyncio's SSLProtocol on top), upgraded with
+start_tls or made with ssl= (create_connection, create_server): fatal
+errors reach the reader as they do on asyncio's own loop, never as a clean
+end of stream, and the close_notify goes out also from behind a full write
+buffer; on the engine PACT_ENGINE names."""
 import asyncio
 import os
 import socket
@@ -155,6 +156,46 @@ class StartTlsCloseTests(unittest.TestCase):
         finally:
             thread.join(30)
         self.assertEqual(result, [SIZE])
+
+
+class SslArgumentTests(unittest.TestCase):
+    def setUp(self):
+        self.loop = pa.Loop(engine=ENGINE)
+        self.addCleanup(self.loop.close)
+
+    def test_ssl_connections_and_servers_run_on_pact_transports(self):
+        # ssl= on create_connection and create_server: asyncio's
+        # SSLProtocol over a pact transport on both ends (it was asyncio's
+        # own _SelectorSocketTransport on pact's readiness).
+        server_ctx = test_utils.simple_server_sslcontext()
+        client_ctx = test_utils.simple_client_sslcontext()
+        under = []
+        size = 1 << 20
+
+        async def echo(reader, writer):
+            under.append(writer.transport._ssl_protocol._transport)
+            writer.write(await reader.readexactly(size))
+            await writer.drain()
+            writer.close()
+
+        async def main():
+            server = await asyncio.start_server(echo, '127.0.0.1', 0,
+                                                ssl=server_ctx)
+            port = server.sockets[0].getsockname()[1]
+            reader, writer = await asyncio.open_connection(
+                '127.0.0.1', port, ssl=client_ctx, server_hostname='')
+            under.append(writer.transport._ssl_protocol._transport)
+            message = os.urandom(size)
+            writer.write(message)
+            self.assertEqual(await reader.readexactly(size), message)
+            self.assertEqual(await reader.read(), b'')  # its close_notify
+            writer.close()
+            await writer.wait_closed()
+            server.close()
+            await server.wait_closed()
+        self.loop.run_until_complete(asyncio.wait_for(main(), 30))
+        self.assertEqual([type(t).__module__ for t in under],
+                         ['pact._pact', 'pact._pact'])
 
 
 if __name__ == '__main__':

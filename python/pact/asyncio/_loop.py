@@ -17,7 +17,8 @@ import time
 import warnings
 import weakref
 from asyncio import (base_events, constants, coroutines, events, exceptions,
-                     format_helpers, selector_events, trsock, unix_events)
+                     format_helpers, selector_events, sslproto, trsock,
+                     unix_events)
 from asyncio.log import logger
 
 from .. import _pact
@@ -64,14 +65,6 @@ _REUSED_SELECTOR = (
     # asyncio's accept loop on the listening socket's readiness; each
     # connection is a pact transport (_make_socket_transport).
     '_accept_connection', '_accept_connection2',
-    # ssl= connections: asyncio's SSLProtocol over asyncio's own socket
-    # transport on pact readiness (start_tls runs it over a pact
-    # transport). On pact transports CPython's test_events
-    # test_create_ssl_connection loses its race with the server's reply
-    # now and then: pact hands a connection's reply, end and
-    # connection_lost over within the iteration that completes the
-    # handshake, before run_until_complete() returns.
-    '_make_ssl_transport',
 )
 
 # The Unix loop's os.sendfile() path for sock_sendfile, and its signal
@@ -532,6 +525,23 @@ class Loop(_pact.Loop, asyncio.AbstractEventLoop):
             if total_sent > 0 and hasattr(file, 'seek'):
                 file.seek(offset + total_sent)
             await proto.restore()
+
+    def _make_ssl_transport(
+            self, rawsock, protocol, sslcontext, waiter=None, *,
+            server_side=False, server_hostname=None, extra=None,
+            server=None,
+            ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+            ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):
+        # ssl= connections, client and server side: asyncio's SSLProtocol
+        # over a pact transport, as start_tls runs it (asyncio makes its
+        # _SelectorSocketTransport here).
+        ssl_protocol = sslproto.SSLProtocol(
+            self, protocol, sslcontext, waiter, server_side, server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout)
+        self._make_socket_transport(rawsock, ssl_protocol, extra=extra,
+                                    server=server)
+        return ssl_protocol._app_transport
 
     def _make_datagram_transport(self, sock, protocol,
                                  address=None, waiter=None, extra=None):
