@@ -8,9 +8,11 @@ asyncio.DefaultEventLoopPolicy is replaced by pact's policy before the
 suites import, so even their set_event_loop_policy(None) resets to it.
 
     PYTHONPATH=build/python /usr/bin/python3 python/tests/cpython_suites.py \
-        [--skips python/tests/cpython-skips.txt] [suite ...]
+        [--skips python/tests/cpython-skips.txt] [--without module,...] \
+        [suite ...]
 
-Without suites named, all of SUITES below run. A suite is
+Without suites named, all of SUITES below run (but those of the modules
+named after --without). A suite is
   module                 the module's tests,
   module!A,B             the module without its test classes A and B,
   module:Mixin[+Mixin2]  a loop-parametrized mixin (or mixins combined, as
@@ -229,9 +231,13 @@ def main():
     ap.add_argument('--skips', default=os.path.join(os.path.dirname(__file__),
                                                     'cpython-skips.txt'))
     ap.add_argument('-v', '--verbose', action='store_true')
+    ap.add_argument('--without', default='', metavar='MODULE[,MODULE...]',
+                    help='leave out the suites of these modules')
     ap.add_argument('suites', nargs='*')
     args = ap.parse_args()
-    suites = args.suites or SUITES
+    suites = [s for s in args.suites or SUITES
+              if s.split(':')[0].split('!')[0] not in
+              args.without.split(',')]
     skips = read_skips(args.skips)
     applied = set()
     ok = True
