@@ -36,7 +36,7 @@
  * transport holds itself from open until pact's connection_lost, the
  * socket object keeps its fd number until then and is detached; left open
  * at loop close it keeps a duplicate fd and warns when collected. */
-#include "pact_py.h"
+#include "endpoint.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -53,27 +53,13 @@
 /* asyncio counts the bytes of the datagrams waiting; pact's count adds 8
  * per datagram (so that empty ones count too) and is corrected by this. */
 #define PACT_DATAGRAM_OVERHEAD 8
-/* asyncio's constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES */
-#define LOG_THRESHOLD 5
-
 typedef struct {
-    PyObject_HEAD
-    PyObject *extra_slot; /* asyncio.BaseTransport.__slots__ = ('_extra',) */
+    /* sock is NULL after connection_lost (asyncio's _sock is None) */
+    PACT_PY_ENDPOINT_FIELDS
     pact_datagram *ep;    /* NULL after connection_lost */
-    LoopObject *loop;
-    PyObject *protocol;
-    PyObject *sock;     /* the socket.socket; None after connection_lost */
     PyObject *address;  /* the remote address given, or NULL */
-    PyObject *context;  /* contextvars.Context for protocol calls */
-    PyObject *waiter;   /* future set after connection_made, or NULL */
-    PyObject *lost_exc; /* connection_lost's argument after a fatal error */
     int family;
     int connected; /* the socket has a peer: send() ignores the address */
-    int closing;
-    int in_context;
-    int protocol_paused;
-    int orphaned;
-    int orphan_fd;
     unsigned conn_lost; /* asyncio's _conn_lost: counts dropped sends */
     uint64_t queued;    /* datagrams handed to pact's queue */
     /* The last address received, as a sockaddr and as Python has it. */
@@ -84,9 +70,6 @@ typedef struct {
     struct sockaddr_storage send_ss;
     socklen_t send_len;
     PyObject *send_addr;
-    PyObject *self_ref; /* held while pact may still call back */
-    PyObject *weakreflist;
-    PyObject *dict;
 } DatagramObject;
 
 static PyObject *datagram_type;
@@ -104,101 +87,15 @@ static PyObject *socket_getaddrinfo; /* socket.getaddrinfo */
 
 /* ---- protocol calls ------------------------------------------------------ */
 
-/* Debug mode: slow protocol callbacks are logged, as asyncio logs its slow
- * handles (the transport's I/O callbacks are handles there). */
-static void report_slow_call(DatagramObject *self, const char *protocol,
-                             PyObject *name, double seconds)
-{
-    PyObject *et, *ev, *tb;
-    PyErr_Fetch(&et, &ev, &tb);
-    PyObject *limit = PyObject_GetAttrString((PyObject *)self->loop,
-                                             "slow_callback_duration");
-    double lim = limit ? PyFloat_AsDouble(limit) : -1;
-    Py_XDECREF(limit);
-    if (!PyErr_Occurred() && lim >= 0 && seconds >= lim) {
-        PyObject *log = PyImport_ImportModule("asyncio.log");
-        PyObject *logger = log ? PyObject_GetAttrString(log, "logger") : NULL;
-        PyObject *what = PyUnicode_FromFormat("%R: %s.%U()", (PyObject *)self,
-                                              protocol, name);
-        PyObject *r = logger && what
-                          ? PyObject_CallMethod(logger, "warning", "sOd",
-                                                "Executing %s took %.3f seconds",
-                                                what, seconds)
-                          : NULL;
-        Py_XDECREF(r);
-        Py_XDECREF(what);
-        Py_XDECREF(logger);
-        Py_XDECREF(log);
-    }
-    if (PyErr_Occurred())
-        PyErr_WriteUnraisable((PyObject *)self);
-    PyErr_Restore(et, ev, tb);
-}
-
-/* protocol.name(*args) in the transport's context: a new reference, or
- * NULL with the exception set. */
 static PyObject *protocol_call(DatagramObject *self, PyObject *name,
                                PyObject *a1, PyObject *a2)
 {
-    if (!self->protocol)
-        Py_RETURN_NONE;
-    int enter = self->context && self->in_context == 0;
-    if (enter && PyContext_Enter(self->context) < 0)
-        return NULL;
-    self->in_context++;
-    double t0 = self->loop->debug ? pact_now() / 1e9 : 0;
-    const char *protocol = Py_TYPE(self->protocol)->tp_name;
-    PyObject *argv[3] = {self->protocol, a1, a2};
-    size_t n = a2 ? 3 : a1 ? 2 : 1;
-    LoopObject *loop = self->loop;
-    /* Stream writes made inside go out together when it returns. */
-    pact_py_callback_enter(loop);
-    PyObject *r = PyObject_VectorcallMethod(
-        name, argv, n | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-    if (loop->debug)
-        report_slow_call(self, protocol, name, pact_now() / 1e9 - t0);
-    self->in_context--;
-    if (enter) {
-        PyObject *et, *ev, *tb;
-        PyErr_Fetch(&et, &ev, &tb);
-        PyContext_Exit(self->context);
-        PyErr_Restore(et, ev, tb);
-    }
-    pact_py_callback_leave(loop); /* sends what it wrote */
-    return r;
+    return pact_py_endpoint_call(PACT_PY_ENDPOINT(self), name, a1, a2);
 }
 
-/* The current exception to the loop's exception handler with message;
- * SystemExit and KeyboardInterrupt are kept for the loop to raise after
- * its iteration. Clears the exception. */
 static void report_exception(DatagramObject *self, PyObject *message)
 {
-    if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
-        PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
-        pact_py_keep_exception(self->loop);
-        return;
-    }
-    PyObject *et, *ev, *tb;
-    PyErr_Fetch(&et, &ev, &tb);
-    PyErr_NormalizeException(&et, &ev, &tb);
-    if (tb && ev)
-        PyException_SetTraceback(ev, tb);
-    PyObject *ctx = message
-        ? Py_BuildValue("{s:O,s:O,s:O,s:O}", "message", message, "exception",
-                        ev ? ev : Py_None, "transport", (PyObject *)self,
-                        "protocol", self->protocol ? self->protocol : Py_None)
-        : NULL;
-    Py_XDECREF(et);
-    Py_XDECREF(ev);
-    Py_XDECREF(tb);
-    if (ctx) {
-        PyObject *r = PyObject_CallMethod((PyObject *)self->loop,
-                                          "call_exception_handler", "O", ctx);
-        Py_DECREF(ctx);
-        Py_XDECREF(r);
-    }
-    if (PyErr_Occurred())
-        PyErr_WriteUnraisable((PyObject *)self);
+    pact_py_endpoint_report(PACT_PY_ENDPOINT(self), message);
 }
 
 /* A protocol callback raised: reported as asyncio reports an exception
@@ -242,14 +139,6 @@ static void fatal_error(DatagramObject *self, const char *message)
         self->closing = 1;
         pact_datagram_abort(self->ep);
     }
-}
-
-static PyObject *exception_for(int err)
-{
-    if (err == 0)
-        Py_RETURN_NONE;
-    /* OSError(errno, text) picks the subclass (ConnectionRefusedError...). */
-    return PyObject_CallFunction(PyExc_OSError, "is", -err, strerror(-err));
 }
 
 /* ---- addresses ----------------------------------------------------------- */
@@ -499,19 +388,7 @@ static void on_connection_made(pact_datagram *ep, void *user)
     if (!r)
         callback_failed(self, method.connection_made);
     Py_XDECREF(r);
-    if (self->waiter) {
-        PyObject *done = PyObject_CallMethod(self->waiter, "cancelled", NULL);
-        int cancelled = done ? PyObject_IsTrue(done) : -1;
-        Py_XDECREF(done);
-        if (cancelled == 0) {
-            PyObject *s = PyObject_CallMethod(self->waiter, "set_result", "O",
-                                              Py_None);
-            Py_XDECREF(s);
-        }
-        if (PyErr_Occurred())
-            PyErr_WriteUnraisable((PyObject *)self);
-        Py_CLEAR(self->waiter);
-    }
+    pact_py_endpoint_made(PACT_PY_ENDPOINT(self));
 }
 
 static void on_datagram(pact_datagram *ep, const void *data, size_t len,
@@ -565,7 +442,7 @@ static void on_error(pact_datagram *ep, int err, const struct sockaddr *addr,
     (void)addr;
     (void)addrlen;
     DatagramObject *self = user;
-    PyObject *exc = exception_for(err);
+    PyObject *exc = pact_py_exception_for(err);
     if (!exc) {
         PyErr_WriteUnraisable((PyObject *)self);
         return;
@@ -595,7 +472,7 @@ static void on_connection_lost(pact_datagram *ep, int err, void *user)
         return;
     }
     PyObject *exc = self->lost_exc ? Py_NewRef(self->lost_exc)
-                                   : exception_for(err);
+                                   : pact_py_exception_for(err);
     Py_CLEAR(self->lost_exc);
     if (!exc) {
         PyErr_WriteUnraisable((PyObject *)self);
@@ -611,31 +488,7 @@ static void on_connection_lost(pact_datagram *ep, int err, void *user)
             PyErr_WriteUnraisable((PyObject *)self);
     }
     Py_XDECREF(r);
-    /* pact closed the fd: the socket object must not close that number
-     * again (it may be someone else's by now). */
-    if (self->sock) {
-        PyObject *d = PyObject_CallMethod(self->sock, "detach", NULL);
-        Py_XDECREF(d);
-        if (!d)
-            PyErr_Clear();
-    }
-    if (self->waiter) {
-        /* Lost before connection_made: the caller's await fails. */
-        PyObject *done = PyObject_CallMethod(self->waiter, "done", NULL);
-        int is_done = done ? PyObject_IsTrue(done) : 1;
-        Py_XDECREF(done);
-        if (!is_done) {
-            PyObject *e = exception_for(err ? err : -ECONNABORTED);
-            PyObject *s = e ? PyObject_CallMethod(self->waiter, "set_exception",
-                                                  "O", e)
-                            : NULL;
-            Py_XDECREF(e);
-            Py_XDECREF(s);
-        }
-        if (PyErr_Occurred())
-            PyErr_Clear();
-        Py_CLEAR(self->waiter);
-    }
+    pact_py_endpoint_lost(PACT_PY_ENDPOINT(self), "detach", err);
     /* As asyncio's _call_connection_lost: the socket and the protocol are
      * let go. */
     Py_CLEAR(self->sock);
@@ -698,15 +551,9 @@ static PyObject *Datagram_open(PyObject *cls, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOOOO:_open", &loop, &sock, &protocol,
                           &address, &waiter, &extra))
         return NULL;
-    if (!PyObject_TypeCheck(loop, pact_py_loop_type)) {
-        PyErr_SetString(PyExc_TypeError, "loop must be a pact loop");
+    LoopObject *lo = pact_py_open_loop(loop);
+    if (!lo)
         return NULL;
-    }
-    LoopObject *lo = (LoopObject *)loop;
-    if (lo->closed || !lo->loop) {
-        PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
-        return NULL;
-    }
     int fd = PyObject_AsFileDescriptor(sock);
     if (fd < 0)
         return NULL;
@@ -721,26 +568,19 @@ static PyObject *Datagram_open(PyObject *cls, PyObject *args)
         (DatagramObject *)((PyTypeObject *)cls)->tp_alloc((PyTypeObject *)cls, 0);
     if (!self)
         return NULL;
-    self->orphan_fd = -1;
     self->family = local.ss_family;
     self->connected = connected;
-    self->extra_slot = Py_NewRef(extra);
-    self->loop = (LoopObject *)Py_NewRef(loop);
-    self->protocol = Py_NewRef(protocol);
-    self->sock = Py_NewRef(sock);
+    if (pact_py_endpoint_init(PACT_PY_ENDPOINT(self), extra, lo, protocol,
+                              sock, waiter) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
     if (address != Py_None && PyObject_IsTrue(address) == 1)
         self->address = Py_NewRef(address);
     if (PyErr_Occurred()) {
         Py_DECREF(self);
         return NULL;
     }
-    self->context = PyContext_CopyCurrent();
-    if (!self->context) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    if (waiter != Py_None)
-        self->waiter = Py_NewRef(waiter);
     pact_datagram_options opts;
     pact_datagram_options_init(&opts);
     /* asyncio receives up to 256 KiB at a time (its transports' max_size),
@@ -774,22 +614,7 @@ static PyObject *Datagram_open(PyObject *cls, PyObject *args)
  * logged from the fifth on, as asyncio does. */
 static PyObject *drop_send(DatagramObject *self)
 {
-    if (self->conn_lost == 0)
-        self->conn_lost = 1; /* asyncio's count starts when it ends */
-    if (self->conn_lost >= LOG_THRESHOLD) {
-        PyObject *log = PyImport_ImportModule("asyncio.log");
-        PyObject *logger = log ? PyObject_GetAttrString(log, "logger") : NULL;
-        PyObject *r = logger ? PyObject_CallMethod(logger, "warning", "s",
-                                                   "socket.send() raised exception.")
-                             : NULL;
-        Py_XDECREF(r);
-        Py_XDECREF(logger);
-        Py_XDECREF(log);
-        if (!r)
-            return NULL;
-    }
-    self->conn_lost++;
-    Py_RETURN_NONE;
+    return pact_py_drop_write(&self->conn_lost);
 }
 
 /* Datagrams in pact's queue (handed over, not yet sent, failed or
@@ -958,7 +783,7 @@ static PyObject *Datagram_sendto(DatagramObject *self, PyObject *const *args,
         if (errno != EAGAIN && errno != EWOULDBLOCK) {
             int err = errno;
             PyBuffer_Release(&view);
-            PyObject *exc = exception_for(-err);
+            PyObject *exc = pact_py_exception_for(-err);
             if (!exc)
                 return NULL;
             call_error_received(self, exc);
@@ -1095,39 +920,9 @@ static PyObject *Datagram_get_write_buffer_limits(DatagramObject *self,
 static PyObject *Datagram_set_write_buffer_limits(DatagramObject *self,
                                                   PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"high", "low", NULL};
-    PyObject *ho = Py_None, *lo = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:set_write_buffer_limits",
-                                     kwlist, &ho, &lo))
-        return NULL;
-    /* asyncio's rule for the defaults. */
     Py_ssize_t high, low;
-    if (ho == Py_None) {
-        if (lo == Py_None) {
-            high = 64 * 1024;
-        } else {
-            low = PyLong_AsSsize_t(lo);
-            if (low == -1 && PyErr_Occurred())
-                return NULL;
-            high = 4 * low;
-        }
-    } else {
-        high = PyLong_AsSsize_t(ho);
-        if (high == -1 && PyErr_Occurred())
-            return NULL;
-    }
-    if (lo == Py_None) {
-        low = high / 4;
-    } else {
-        low = PyLong_AsSsize_t(lo);
-        if (low == -1 && PyErr_Occurred())
-            return NULL;
-    }
-    if (!(high >= low && low >= 0)) {
-        PyErr_Format(PyExc_ValueError,
-                     "high (%zd) must be >= low (%zd) must be >= 0", high, low);
+    if (pact_py_write_buffer_limits(args, kwds, &high, &low) < 0)
         return NULL;
-    }
     if (self->ep) {
         int r = pact_datagram_set_write_buffer_limits(self->ep,
                                                       high ? (size_t)high : 1,
@@ -1140,23 +935,11 @@ static PyObject *Datagram_set_write_buffer_limits(DatagramObject *self,
     Py_RETURN_NONE;
 }
 
-static PyObject *Datagram_get_protocol(DatagramObject *self, PyObject *unused)
-{
-    (void)unused;
-    return Py_NewRef(self->protocol ? self->protocol : Py_None);
-}
-
 static PyObject *Datagram_set_protocol(DatagramObject *self, PyObject *protocol)
 {
     Py_INCREF(protocol);
     Py_XSETREF(self->protocol, protocol);
     Py_RETURN_NONE;
-}
-
-static PyObject *Datagram_get_loop(DatagramObject *self, void *c)
-{
-    (void)c;
-    return Py_NewRef((PyObject *)self->loop);
 }
 
 static PyObject *Datagram_repr(DatagramObject *self)
@@ -1185,34 +968,18 @@ static PyObject *Datagram_repr(DatagramObject *self)
 
 static int Datagram_traverse(DatagramObject *self, visitproc visit, void *arg)
 {
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(self->extra_slot);
-    Py_VISIT(self->loop);
-    Py_VISIT(self->protocol);
-    Py_VISIT(self->sock);
     Py_VISIT(self->address);
-    Py_VISIT(self->context);
-    Py_VISIT(self->waiter);
-    Py_VISIT(self->lost_exc);
     Py_VISIT(self->recv_addr);
     Py_VISIT(self->send_addr);
-    /* Not self_ref: it stands for pact's pointer to the transport (see
-     * transport.c). */
-    Py_VISIT(self->dict);
-    return 0;
+    return pact_py_endpoint_traverse(PACT_PY_ENDPOINT(self), visit, arg);
 }
 
 static int Datagram_clear(DatagramObject *self)
 {
-    Py_CLEAR(self->extra_slot);
-    Py_CLEAR(self->protocol);
+    pact_py_endpoint_clear(PACT_PY_ENDPOINT(self));
     Py_CLEAR(self->address);
-    Py_CLEAR(self->context);
-    Py_CLEAR(self->waiter);
-    Py_CLEAR(self->lost_exc);
     Py_CLEAR(self->recv_addr);
     Py_CLEAR(self->send_addr);
-    Py_CLEAR(self->dict);
     return 0;
 }
 
@@ -1222,13 +989,8 @@ static void Datagram_dealloc(DatagramObject *self)
     if (PyObject_CallFinalizerFromDealloc((PyObject *)self) < 0)
         return; /* resurrected */
     PyObject_GC_UnTrack(self);
-    if (self->weakreflist)
-        PyObject_ClearWeakRefs((PyObject *)self);
-    if (self->orphan_fd >= 0)
-        close(self->orphan_fd);
     Datagram_clear(self);
-    Py_CLEAR(self->sock);
-    Py_CLEAR(self->loop);
+    pact_py_endpoint_free(PACT_PY_ENDPOINT(self));
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
@@ -1249,7 +1011,7 @@ static PyMethodDef Datagram_methods[] = {
     {"set_write_buffer_limits",
      (PyCFunction)(void (*)(void))Datagram_set_write_buffer_limits,
      METH_VARARGS | METH_KEYWORDS, NULL},
-    {"get_protocol", (PyCFunction)Datagram_get_protocol, METH_NOARGS, NULL},
+    {"get_protocol", pact_py_endpoint_get_protocol, METH_NOARGS, NULL},
     {"set_protocol", (PyCFunction)Datagram_set_protocol, METH_O, NULL},
     {"_orphan", (PyCFunction)Datagram_orphan, METH_NOARGS,
      "_orphan(): the loop is closing; stay open as asyncio's transports do"},
@@ -1276,20 +1038,14 @@ static PyObject *get_address(DatagramObject *self, void *c)
     return Py_NewRef(self->address ? self->address : Py_None);
 }
 
-static PyObject *get_protocol_paused(DatagramObject *self, void *c)
-{
-    (void)c;
-    return PyBool_FromLong(self->protocol_paused);
-}
-
 static PyGetSetDef Datagram_getset[] = {
     {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
-    {"_loop", (getter)Datagram_get_loop, NULL, "the loop", NULL},
+    {"_loop", pact_py_endpoint_get_loop, NULL, "the loop", NULL},
     {"_sock", (getter)get_sock, NULL,
      "the socket (None once the transport is closed), as asyncio's", NULL},
     {"_address", (getter)get_address, NULL,
      "the remote address given to create_datagram_endpoint, or None", NULL},
-    {"_protocol_paused", (getter)get_protocol_paused, NULL,
+    {"_protocol_paused", pact_py_endpoint_get_protocol_paused, NULL,
      "pause_writing() was delivered and resume_writing() not yet", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -1316,10 +1072,7 @@ static PyType_Spec Datagram_spec = {
 
 int pact_py_datagram_init(PyObject *module)
 {
-    struct {
-        PyObject **slot;
-        const char *name;
-    } names[] = {
+    static const pact_py_name names[] = {
         {&method.connection_made, "connection_made"},
         {&method.datagram_received, "datagram_received"},
         {&method.error_received, "error_received"},
@@ -1327,11 +1080,8 @@ int pact_py_datagram_init(PyObject *module)
         {&method.pause_writing, "pause_writing"},
         {&method.resume_writing, "resume_writing"},
     };
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        *names[i].slot = PyUnicode_InternFromString(names[i].name);
-        if (!*names[i].slot)
-            return -1;
-    }
+    if (pact_py_intern_names(names, sizeof names / sizeof names[0]) < 0)
+        return -1;
     PyObject *socket_module = PyImport_ImportModule("socket");
     if (!socket_module)
         return -1;
@@ -1352,14 +1102,7 @@ int pact_py_datagram_init(PyObject *module)
     Py_XDECREF(stream);
     if (!bases)
         return -1;
-    datagram_type = PyType_FromModuleAndSpec(module, &Datagram_spec, bases);
+    datagram_type = pact_py_add_type(module, &Datagram_spec, bases);
     Py_DECREF(bases);
-    if (!datagram_type)
-        return -1;
-    Py_INCREF(datagram_type);
-    if (PyModule_AddObject(module, "DatagramTransport", datagram_type) < 0) {
-        Py_DECREF(datagram_type);
-        return -1;
-    }
-    return 0;
+    return datagram_type ? 0 : -1;
 }

@@ -2,6 +2,8 @@
 /* pact._pact: module setup. The types live in one file each (loop.c). */
 #include "pact_py.h"
 
+#include <string.h>
+
 pact_py_imports pact_py;
 PyTypeObject *pact_py_loop_type;
 
@@ -14,12 +16,32 @@ PyObject *pact_py_str_check_callback;
 PyObject *pact_py_str_source_traceback;
 PyObject *pact_py_str_context;
 
+int pact_py_intern_names(const pact_py_name *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        *names[i].slot = PyUnicode_InternFromString(names[i].name);
+        if (!*names[i].slot)
+            return -1;
+    }
+    return 0;
+}
+
+PyObject *pact_py_add_type(PyObject *module, PyType_Spec *spec, PyObject *bases)
+{
+    PyObject *type = PyType_FromModuleAndSpec(module, spec, bases);
+    if (!type)
+        return NULL;
+    const char *dot = strrchr(spec->name, '.');
+    if (PyModule_AddObjectRef(module, dot ? dot + 1 : spec->name, type) < 0) {
+        Py_DECREF(type);
+        return NULL;
+    }
+    return type;
+}
+
 static int intern_names(void)
 {
-    struct {
-        PyObject **slot;
-        const char *name;
-    } names[] = {
+    static const pact_py_name names[] = {
         {&pact_py_str_cancelled, "_cancelled"},
         {&pact_py_str_scheduled, "_scheduled"},
         {&pact_py_str_run, "_run"},
@@ -29,12 +51,7 @@ static int intern_names(void)
         {&pact_py_str_source_traceback, "_source_traceback"},
         {&pact_py_str_context, "context"},
     };
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        *names[i].slot = PyUnicode_InternFromString(names[i].name);
-        if (!*names[i].slot)
-            return -1;
-    }
-    return 0;
+    return pact_py_intern_names(names, sizeof names / sizeof names[0]);
 }
 
 /* asyncio's own Handle and TimerHandle: their semantics (cancel, repr,
@@ -89,19 +106,11 @@ PyMODINIT_FUNC PyInit__pact(void)
     PyObject *m = PyModule_Create(&pact_module);
     if (!m)
         return NULL;
-    PyObject *loop_type = PyType_FromModuleAndSpec(m, &pact_py_loop_spec, NULL);
-    if (!loop_type) {
-        Py_DECREF(m);
-        return NULL;
-    }
-    pact_py_loop_type = (PyTypeObject *)Py_NewRef(loop_type);
-    if (PyModule_AddObject(m, "Loop", loop_type) < 0) {
-        Py_DECREF(loop_type);
-        Py_DECREF(m);
-        return NULL;
-    }
-    if (pact_py_transport_init(m) < 0 || pact_py_datagram_init(m) < 0 ||
-        pact_py_server_init(m) < 0 || pact_py_sock_init(m) < 0) {
+    pact_py_loop_type = (PyTypeObject *)pact_py_add_type(m, &pact_py_loop_spec,
+                                                         NULL);
+    if (!pact_py_loop_type || pact_py_transport_init(m) < 0 ||
+        pact_py_datagram_init(m) < 0 || pact_py_server_init(m) < 0 ||
+        pact_py_sock_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

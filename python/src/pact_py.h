@@ -33,6 +33,18 @@ extern PyObject *pact_py_str_check_callback;  /* "_check_callback" */
 extern PyObject *pact_py_str_source_traceback; /* "_source_traceback" */
 extern PyObject *pact_py_str_context;         /* "context" */
 
+/* Interns each name into its slot (module.c): 0, or -1 with an exception. */
+typedef struct {
+    PyObject **slot;
+    const char *name;
+} pact_py_name;
+int pact_py_intern_names(const pact_py_name *names, size_t n);
+
+/* Makes the type of spec on bases (a tuple, or NULL) and adds it to module
+ * under its short name (module.c): a new reference the caller keeps, or
+ * NULL with an exception. */
+PyObject *pact_py_add_type(PyObject *module, PyType_Spec *spec, PyObject *bases);
+
 /* The Loop type (loop.c); added to the module by module.c. */
 extern PyType_Spec pact_py_loop_spec;
 
@@ -165,6 +177,18 @@ PyObject *pact_py_transport_accepted(LoopObject *loop, pact_transport *t,
                                      PyObject *sock, PyObject *protocol,
                                      PyObject *extra, PyObject *server,
                                      const pact_protocol **proto);
+
+/* The loop argument of an _open (a transport's, a server's): a pact loop
+ * that is open, or NULL with TypeError / RuntimeError (endpoint.c). */
+LoopObject *pact_py_open_loop(PyObject *loop);
+
+/* The current exception to the loop's exception handler (endpoint.c), as
+ * asyncio reports one: {message, exception}, and transport and protocol
+ * unless transport is NULL; message NULL (out of memory): unraisable.
+ * SystemExit and KeyboardInterrupt are kept for the loop to raise after
+ * its iteration. Clears the exception. */
+void pact_py_report_exception(LoopObject *loop, PyObject *message,
+                               PyObject *transport, PyObject *protocol);
 
 /* The Server type (server.c): adds it to the module. */
 int pact_py_server_init(PyObject *module);

@@ -43,31 +43,10 @@ static PyObject *str_transports;        /* "_transports" */
  * is the current one (cleared). */
 static void report_accept_error(ServerObject *self)
 {
-    if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
-        PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
-        pact_py_keep_exception(self->loop);
-        return;
-    }
-    PyObject *et, *ev, *tb;
-    PyErr_Fetch(&et, &ev, &tb);
-    PyErr_NormalizeException(&et, &ev, &tb);
-    if (tb && ev)
-        PyException_SetTraceback(ev, tb);
-    PyObject *ctx = Py_BuildValue(
-        "{s:s,s:O}", "message",
-        "Error on transport creation for incoming connection", "exception",
-        ev ? ev : Py_None);
-    Py_XDECREF(et);
-    Py_XDECREF(ev);
-    Py_XDECREF(tb);
-    if (ctx) {
-        PyObject *r = PyObject_CallMethod((PyObject *)self->loop,
-                                          "call_exception_handler", "O", ctx);
-        Py_DECREF(ctx);
-        Py_XDECREF(r);
-    }
-    if (PyErr_Occurred())
-        PyErr_WriteUnraisable((PyObject *)self);
+    PyObject *message = PyUnicode_FromString(
+        "Error on transport creation for incoming connection");
+    pact_py_report_exception(self->loop, message, NULL, NULL);
+    Py_XDECREF(message);
 }
 
 /* The socket object and the extra info of an accepted connection, as
@@ -199,15 +178,9 @@ static PyObject *Server_open(PyObject *cls, PyObject *args)
     PyObject *loop, *sock, *factory, *server;
     if (!PyArg_ParseTuple(args, "OOOO:_open", &loop, &sock, &factory, &server))
         return NULL;
-    if (!PyObject_TypeCheck(loop, pact_py_loop_type)) {
-        PyErr_SetString(PyExc_TypeError, "loop must be a pact loop");
+    LoopObject *lo = pact_py_open_loop(loop);
+    if (!lo)
         return NULL;
-    }
-    LoopObject *lo = (LoopObject *)loop;
-    if (lo->closed || !lo->loop) {
-        PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
-        return NULL;
-    }
     int fd = PyObject_AsFileDescriptor(sock);
     if (fd < 0)
         return NULL;
@@ -350,12 +323,9 @@ int pact_py_server_init(PyObject *module)
     str_transports = PyUnicode_InternFromString("_transports");
     if (!socket_type || !transport_socket_type || !str_transports)
         return -1;
-    PyObject *type = PyType_FromModuleAndSpec(module, &Server_spec, NULL);
+    PyObject *type = pact_py_add_type(module, &Server_spec, NULL);
     if (!type)
         return -1;
-    if (PyModule_AddObject(module, "Server", type) < 0) {
-        Py_DECREF(type);
-        return -1;
-    }
+    Py_DECREF(type); /* the module holds it */
     return 0;
 }

@@ -18,7 +18,7 @@
  * or the garbage collector does, with a ResourceWarning, as asyncio's.
  * One the program closed itself, whose end was still under way, gets its
  * connection_lost from inside loop.close(). */
-#include "pact_py.h"
+#include "endpoint.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -47,25 +47,14 @@ typedef struct held_writes {
 } held_writes;
 
 typedef struct TransportObject {
-    PyObject_HEAD
-    PyObject *extra_slot; /* asyncio.BaseTransport.__slots__ = ('_extra',) */
+    /* sock: the socket.socket the fd came from; lost_exc: _force_close(exc) */
+    PACT_PY_ENDPOINT_FIELDS
     pact_transport *t;    /* NULL after connection_lost */
-    LoopObject *loop;
-    PyObject *protocol;
-    PyObject *sock;    /* the socket.socket the fd came from */
-    PyObject *context; /* contextvars.Context for protocol calls */
-    PyObject *waiter;  /* future set after connection_made, or NULL */
     PyObject *server;  /* asyncio Server (attach/detach), or NULL */
-    PyObject *lost_exc; /* _force_close(exc): connection_lost's argument */
     int buffered;      /* the protocol is an asyncio.BufferedProtocol */
-    int closing;
-    int in_context; /* protocol calls under way (the context is entered) */
-    int protocol_paused; /* pause_writing delivered, resume_writing not yet */
     int eof_written;
     int is_pipe; /* pact owns a duplicate; the pipe object is closed at the end */
     int kind;    /* pact_stream_kind, kept after the end */
-    int orphaned;  /* left open at loop close (see above) */
-    int orphan_fd; /* an orphaned socket's duplicate fd, or -1 */
     int sendfile_active; /* a sendfile is queued: write() is refused */
     unsigned conn_lost_writes; /* writes dropped after the end (asyncio logs) */
     /* Writes held back in a callback (see "Writes made in a callback"):
@@ -73,10 +62,7 @@ typedef struct TransportObject {
      * while none are held. */
     held_writes *held;
     struct TransportObject *next_held;  /* loop->deferred_writes list */
-    PyObject *self_ref; /* held while pact may still call back */
     Py_buffer recv_view; /* a BufferedProtocol's buffer, during a delivery */
-    PyObject *weakreflist; /* loop._transports is a WeakValueDictionary */
-    PyObject *dict; /* instance attributes: tests and libraries patch them */
 } TransportObject;
 
 static PyObject *transport_type; /* set by pact_py_transport_init */
@@ -95,72 +81,10 @@ static struct {
     PyObject *buffer_updated;
 } method;
 
-/* Debug mode: asyncio times every callback it runs and logs those slower
- * than loop.slow_callback_duration; its transports' I/O callbacks are
- * handles, pact calls the protocol from C, so the report is made here. */
-static void report_slow_call(TransportObject *self, const char *protocol,
-                             PyObject *name, double seconds)
-{
-    PyObject *et, *ev, *tb;
-    PyErr_Fetch(&et, &ev, &tb);
-    PyObject *limit = PyObject_GetAttrString((PyObject *)self->loop,
-                                             "slow_callback_duration");
-    double lim = limit ? PyFloat_AsDouble(limit) : -1;
-    Py_XDECREF(limit);
-    if (PyErr_Occurred() || lim < 0 || seconds < lim) {
-        PyErr_Clear();
-        PyErr_Restore(et, ev, tb);
-        return;
-    }
-    PyObject *log = PyImport_ImportModule("asyncio.log");
-    PyObject *logger = log ? PyObject_GetAttrString(log, "logger") : NULL;
-    PyObject *what = PyUnicode_FromFormat("%R: %s.%U()", (PyObject *)self,
-                                          protocol, name);
-    PyObject *r = logger && what
-                      ? PyObject_CallMethod(logger, "warning", "sOd",
-                                            "Executing %s took %.3f seconds",
-                                            what, seconds)
-                      : NULL;
-    Py_XDECREF(r);
-    Py_XDECREF(what);
-    Py_XDECREF(logger);
-    Py_XDECREF(log);
-    if (PyErr_Occurred())
-        PyErr_WriteUnraisable((PyObject *)self);
-    PyErr_Restore(et, ev, tb);
-}
-
-/* Runs fn(args) of the protocol in the transport's context. A new
- * reference, or NULL with the exception set. */
 static PyObject *protocol_call(TransportObject *self, PyObject *name,
                                PyObject *arg)
 {
-    if (!self->protocol)
-        Py_RETURN_NONE;
-    /* pause_writing comes from inside write(), maybe from inside another
-     * protocol call of this transport: the context is entered already. */
-    int enter = self->context && self->in_context == 0;
-    if (enter && PyContext_Enter(self->context) < 0)
-        return NULL;
-    self->in_context++;
-    LoopObject *loop = self->loop;
-    double t0 = loop->debug ? pact_now() / 1e9 : 0;
-    const char *protocol = Py_TYPE(self->protocol)->tp_name;
-    PyObject *argv[2] = {self->protocol, arg};
-    pact_py_callback_enter(loop);
-    PyObject *r = PyObject_VectorcallMethod(
-        name, argv, (arg ? 2 : 1) | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-    if (loop->debug)
-        report_slow_call(self, protocol, name, pact_now() / 1e9 - t0);
-    self->in_context--;
-    if (enter) {
-        PyObject *et, *ev, *tb;
-        PyErr_Fetch(&et, &ev, &tb);
-        PyContext_Exit(self->context);
-        PyErr_Restore(et, ev, tb);
-    }
-    pact_py_callback_leave(loop); /* sends what it wrote */
-    return r;
+    return pact_py_endpoint_call(PACT_PY_ENDPOINT(self), name, arg, NULL);
 }
 
 /* An exception escaped a protocol callback: asyncio's _fatal_error (report
@@ -168,32 +92,9 @@ static PyObject *protocol_call(TransportObject *self, PyObject *name,
  * KeyboardInterrupt are kept for the loop to raise after its iteration. */
 static void protocol_failed(TransportObject *self, const char *what)
 {
-    if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
-        PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
-        pact_py_keep_exception(self->loop);
-    } else {
-        PyObject *et, *ev, *tb;
-        PyErr_Fetch(&et, &ev, &tb);
-        PyErr_NormalizeException(&et, &ev, &tb);
-        if (tb && ev)
-            PyException_SetTraceback(ev, tb);
-        PyObject *ctx = Py_BuildValue("{s:s,s:O,s:O,s:O}", "message", what,
-                                      "exception", ev ? ev : Py_None,
-                                      "transport", (PyObject *)self,
-                                      "protocol",
-                                      self->protocol ? self->protocol : Py_None);
-        Py_XDECREF(et);
-        Py_XDECREF(ev);
-        Py_XDECREF(tb);
-        if (ctx) {
-            PyObject *r = PyObject_CallMethod((PyObject *)self->loop,
-                                              "call_exception_handler", "O", ctx);
-            Py_DECREF(ctx);
-            Py_XDECREF(r);
-        }
-        if (PyErr_Occurred())
-            PyErr_WriteUnraisable((PyObject *)self);
-    }
+    PyObject *message = PyUnicode_FromString(what);
+    pact_py_endpoint_report(PACT_PY_ENDPOINT(self), message);
+    Py_XDECREF(message);
     if (self->t)
         pact_transport_abort(self->t);
 }
@@ -208,19 +109,7 @@ static void on_connection_made(pact_transport *t, void *user)
         return;
     }
     Py_DECREF(r);
-    if (self->waiter) {
-        PyObject *done = PyObject_CallMethod(self->waiter, "cancelled", NULL);
-        int cancelled = done ? PyObject_IsTrue(done) : -1;
-        Py_XDECREF(done);
-        if (cancelled == 0) {
-            PyObject *s = PyObject_CallMethod(self->waiter, "set_result", "O",
-                                              Py_None);
-            Py_XDECREF(s);
-        }
-        if (PyErr_Occurred())
-            PyErr_WriteUnraisable((PyObject *)self);
-        Py_CLEAR(self->waiter);
-    }
+    pact_py_endpoint_made(PACT_PY_ENDPOINT(self));
 }
 
 static void on_data(pact_transport *t, const void *data, size_t len, void *user)
@@ -259,14 +148,6 @@ static int on_eof(pact_transport *t, void *user)
     return keep;
 }
 
-static PyObject *exception_for(int err)
-{
-    if (err == 0)
-        Py_RETURN_NONE;
-    /* OSError(errno, text) picks the subclass (ConnectionResetError...). */
-    return PyObject_CallFunction(PyExc_OSError, "is", -err, strerror(-err));
-}
-
 static void on_connection_lost(pact_transport *t, int err, void *user)
 {
     TransportObject *self = user;
@@ -294,7 +175,7 @@ static void on_connection_lost(pact_transport *t, int err, void *user)
     }
     self->closing = 1;
     PyObject *exc = self->lost_exc ? Py_NewRef(self->lost_exc)
-                                   : exception_for(err);
+                                   : pact_py_exception_for(err);
     Py_CLEAR(self->lost_exc);
     if (!exc) {
         PyErr_WriteUnraisable((PyObject *)self);
@@ -310,38 +191,14 @@ static void on_connection_lost(pact_transport *t, int err, void *user)
             PyErr_WriteUnraisable((PyObject *)self);
     }
     Py_XDECREF(r);
-    /* pact closed the fd: the socket object must not close that number
-     * again (it may belong to someone else by now). */
-    if (self->sock) {
-        PyObject *d = PyObject_CallMethod(self->sock,
-                                          self->is_pipe ? "close" : "detach", NULL);
-        Py_XDECREF(d);
-        if (!d)
-            PyErr_Clear();
-    }
+    pact_py_endpoint_lost(PACT_PY_ENDPOINT(self),
+                          self->is_pipe ? "close" : "detach", err);
     if (self->server) {
         PyObject *d = PyObject_CallMethod(self->server, "_detach", NULL);
         Py_XDECREF(d);
         if (!d)
             PyErr_WriteUnraisable((PyObject *)self);
         Py_CLEAR(self->server);
-    }
-    if (self->waiter) {
-        /* Lost before connection_made: the caller's await fails. */
-        PyObject *done = PyObject_CallMethod(self->waiter, "done", NULL);
-        int is_done = done ? PyObject_IsTrue(done) : 1;
-        Py_XDECREF(done);
-        if (!is_done) {
-            PyObject *e = exception_for(err ? err : -ECONNABORTED);
-            PyObject *s = e ? PyObject_CallMethod(self->waiter, "set_exception",
-                                                  "O", e)
-                            : NULL;
-            Py_XDECREF(e);
-            Py_XDECREF(s);
-        }
-        if (PyErr_Occurred())
-            PyErr_Clear();
-        Py_CLEAR(self->waiter);
     }
     Py_CLEAR(self->protocol);
     Py_CLEAR(self->context);
@@ -475,15 +332,9 @@ static PyObject *Transport_open(PyObject *cls, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "unknown transport kind");
         return NULL;
     }
-    if (!PyObject_TypeCheck(loop, pact_py_loop_type)) {
-        PyErr_SetString(PyExc_TypeError, "loop must be a pact loop");
+    LoopObject *lo = pact_py_open_loop(loop);
+    if (!lo)
         return NULL;
-    }
-    LoopObject *lo = (LoopObject *)loop;
-    if (lo->closed || !lo->loop) {
-        PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
-        return NULL;
-    }
     int fd = PyObject_AsFileDescriptor(sock);
     if (fd < 0)
         return NULL;
@@ -510,22 +361,15 @@ static PyObject *Transport_open(PyObject *cls, PyObject *args)
         return NULL;
     }
     self->is_pipe = kind != PACT_STREAM_SOCKET;
-    self->orphan_fd = -1;
     self->kind = kind;
-    self->extra_slot = Py_NewRef(extra);
-    self->loop = (LoopObject *)Py_NewRef(loop);
-    self->protocol = Py_NewRef(protocol);
-    self->sock = Py_NewRef(sock);
     self->buffered = buffered;
-    self->context = PyContext_CopyCurrent();
-    if (!self->context) {
+    if (pact_py_endpoint_init(PACT_PY_ENDPOINT(self), extra, lo, protocol,
+                              sock, waiter) < 0) {
         if (pipe_fd >= 0)
             close(pipe_fd);
         Py_DECREF(self);
         return NULL;
     }
-    if (waiter != Py_None)
-        self->waiter = Py_NewRef(waiter);
     if (server != Py_None) {
         PyObject *r = PyObject_CallMethod(server, "_attach", NULL);
         if (!r) {
@@ -617,20 +461,7 @@ static int write_side_gone(TransportObject *self)
  * (its constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES). */
 static PyObject *drop_write(TransportObject *self)
 {
-    /* asyncio's count starts at 1 when the connection is lost. */
-    if (++self->conn_lost_writes >= 5) {
-        PyObject *log = PyImport_ImportModule("asyncio.log");
-        PyObject *logger = log ? PyObject_GetAttrString(log, "logger") : NULL;
-        PyObject *r = logger ? PyObject_CallMethod(logger, "warning", "s",
-                                                   "socket.send() raised exception.")
-                             : NULL;
-        Py_XDECREF(r);
-        Py_XDECREF(logger);
-        Py_XDECREF(log);
-        if (!r)
-            return NULL;
-    }
-    Py_RETURN_NONE;
+    return pact_py_drop_write(&self->conn_lost_writes);
 }
 
 /* ---- Writes made in a callback ---------------------------------------
@@ -1085,39 +916,9 @@ static PyObject *Transport_set_write_buffer_limits(TransportObject *self,
                                                    PyObject *args,
                                                    PyObject *kwds)
 {
-    static char *kwlist[] = {"high", "low", NULL};
-    PyObject *ho = Py_None, *lo = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:set_write_buffer_limits",
-                                     kwlist, &ho, &lo))
-        return NULL;
-    /* asyncio's rule for the defaults. */
     Py_ssize_t high, low;
-    if (ho == Py_None) {
-        if (lo == Py_None)
-            high = 64 * 1024;
-        else {
-            low = PyLong_AsSsize_t(lo);
-            if (low == -1 && PyErr_Occurred())
-                return NULL;
-            high = 4 * low;
-        }
-    } else {
-        high = PyLong_AsSsize_t(ho);
-        if (high == -1 && PyErr_Occurred())
-            return NULL;
-    }
-    if (lo == Py_None)
-        low = high / 4;
-    else {
-        low = PyLong_AsSsize_t(lo);
-        if (low == -1 && PyErr_Occurred())
-            return NULL;
-    }
-    if (!(high >= low && low >= 0)) {
-        PyErr_Format(PyExc_ValueError, "high (%zd) must be >= low (%zd) must be >= 0",
-                     high, low);
+    if (pact_py_write_buffer_limits(args, kwds, &high, &low) < 0)
         return NULL;
-    }
     flush_held(self); /* held under the old marks */
     if (self->t) {
         int r = pact_transport_set_write_buffer_limits(self->t,
@@ -1218,12 +1019,6 @@ static PyObject *Transport_sendfile(TransportObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyObject *Transport_get_protocol(TransportObject *self, PyObject *unused)
-{
-    (void)unused;
-    return Py_NewRef(self->protocol ? self->protocol : Py_None);
-}
-
 static PyObject *Transport_set_protocol(TransportObject *self, PyObject *protocol)
 {
     int buffered = is_buffered(protocol);
@@ -1238,12 +1033,6 @@ static PyObject *Transport_set_protocol(TransportObject *self, PyObject *protoco
                                     self);
     }
     Py_RETURN_NONE;
-}
-
-static PyObject *Transport_get_loop(TransportObject *self, PyObject *unused)
-{
-    (void)unused;
-    return Py_NewRef((PyObject *)self->loop);
 }
 
 static PyObject *Transport_repr(TransportObject *self)
@@ -1264,34 +1053,14 @@ static PyObject *Transport_repr(TransportObject *self)
 
 static int Transport_traverse(TransportObject *self, visitproc visit, void *arg)
 {
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(self->extra_slot);
-    Py_VISIT(self->loop);
-    Py_VISIT(self->protocol);
-    Py_VISIT(self->sock);
-    Py_VISIT(self->context);
-    Py_VISIT(self->waiter);
-    Py_VISIT(self->lost_exc);
     Py_VISIT(self->server);
-    /* Not self_ref: it stands for pact's pointer to the transport, a
-     * reference from outside Python's heap. Visited, it made a transport
-     * that only pact and an accept task held look like an unreachable
-     * cycle, and a collection cleared its protocol and waiter (and closed
-     * its socket) before connection_made. */
-    Py_VISIT(self->dict);
-    return 0;
+    return pact_py_endpoint_traverse(PACT_PY_ENDPOINT(self), visit, arg);
 }
 
 static int Transport_clear(TransportObject *self)
 {
-    /* Never while pact holds the transport: self_ref keeps it reachable. */
-    Py_CLEAR(self->extra_slot);
-    Py_CLEAR(self->protocol);
-    Py_CLEAR(self->context);
-    Py_CLEAR(self->waiter);
-    Py_CLEAR(self->lost_exc);
+    pact_py_endpoint_clear(PACT_PY_ENDPOINT(self));
     Py_CLEAR(self->server);
-    Py_CLEAR(self->dict);
     return 0;
 }
 
@@ -1301,10 +1070,6 @@ static void Transport_dealloc(TransportObject *self)
     if (PyObject_CallFinalizerFromDealloc((PyObject *)self) < 0)
         return; /* resurrected */
     PyObject_GC_UnTrack(self);
-    if (self->weakreflist)
-        PyObject_ClearWeakRefs((PyObject *)self);
-    if (self->orphan_fd >= 0)
-        close(self->orphan_fd);
     if (self->held) { /* never while listed: defensive */
         for (int i = 0; i < self->held->n; i++)
             Py_CLEAR(self->held->items[i]);
@@ -1312,8 +1077,7 @@ static void Transport_dealloc(TransportObject *self)
         self->held = NULL;
     }
     Transport_clear(self);
-    Py_CLEAR(self->sock);
-    Py_CLEAR(self->loop);
+    pact_py_endpoint_free(PACT_PY_ENDPOINT(self));
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
@@ -1339,9 +1103,10 @@ static PyMethodDef Transport_methods[] = {
     {"set_write_buffer_limits",
      (PyCFunction)(void (*)(void))Transport_set_write_buffer_limits,
      METH_VARARGS | METH_KEYWORDS, NULL},
-    {"get_protocol", (PyCFunction)Transport_get_protocol, METH_NOARGS, NULL},
+    {"get_protocol", pact_py_endpoint_get_protocol, METH_NOARGS, NULL},
     {"set_protocol", (PyCFunction)Transport_set_protocol, METH_O, NULL},
-    {"_get_loop", (PyCFunction)Transport_get_loop, METH_NOARGS, NULL},
+    {"_get_loop", (PyCFunction)(void (*)(void))pact_py_endpoint_get_loop,
+     METH_NOARGS, NULL},
     {"_orphan", (PyCFunction)Transport_orphan, METH_NOARGS,
      "_orphan(): the loop is closing; stay open as asyncio's transports do"},
     {"_sendfile", (PyCFunction)Transport_sendfile, METH_VARARGS,
@@ -1363,19 +1128,13 @@ static PyObject *get_kind(TransportObject *self, void *c)
     return PyLong_FromLong(self->kind);
 }
 
-static PyObject *get_protocol_paused(TransportObject *self, void *c)
-{
-    (void)c;
-    return PyBool_FromLong(self->protocol_paused);
-}
-
 static PyGetSetDef Transport_getset[] = {
     {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
     {"_kind", (getter)get_kind, NULL, "pact_stream_kind (0 socket, 1 read pipe, 2 write pipe)", NULL},
-    {"_loop", (getter)Transport_get_loop, NULL,
+    {"_loop", pact_py_endpoint_get_loop, NULL,
      "the loop (asyncio's transports have it; its sendfile fallback reads it)",
      NULL},
-    {"_protocol_paused", (getter)get_protocol_paused, NULL,
+    {"_protocol_paused", pact_py_endpoint_get_protocol_paused, NULL,
      "pause_writing() was delivered and resume_writing() not yet", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -1402,10 +1161,7 @@ static PyType_Spec Transport_spec = {
 
 int pact_py_transport_init(PyObject *module)
 {
-    struct {
-        PyObject **slot;
-        const char *name;
-    } names[] = {
+    static const pact_py_name names[] = {
         {&method.connection_made, "connection_made"},
         {&method.data_received, "data_received"},
         {&method.eof_received, "eof_received"},
@@ -1415,11 +1171,8 @@ int pact_py_transport_init(PyObject *module)
         {&method.get_buffer, "get_buffer"},
         {&method.buffer_updated, "buffer_updated"},
     };
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        *names[i].slot = PyUnicode_InternFromString(names[i].name);
-        if (!*names[i].slot)
-            return -1;
-    }
+    if (pact_py_intern_names(names, sizeof names / sizeof names[0]) < 0)
+        return -1;
     PyObject *asyncio = PyImport_ImportModule("asyncio");
     if (!asyncio)
         return -1;
@@ -1431,14 +1184,7 @@ int pact_py_transport_init(PyObject *module)
     Py_DECREF(base);
     if (!bases)
         return -1;
-    transport_type = PyType_FromModuleAndSpec(module, &Transport_spec, bases);
+    transport_type = pact_py_add_type(module, &Transport_spec, bases);
     Py_DECREF(bases);
-    if (!transport_type)
-        return -1;
-    Py_INCREF(transport_type);
-    if (PyModule_AddObject(module, "Transport", transport_type) < 0) {
-        Py_DECREF(transport_type);
-        return -1;
-    }
-    return 0;
+    return transport_type ? 0 : -1;
 }

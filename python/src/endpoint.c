@@ -1,0 +1,314 @@
+/* SPDX-License-Identifier: MIT */
+/* What pact._pact's transport objects share (endpoint.h): one way of
+ * calling the protocol, reporting what it raised, setting the waiter and
+ * ending, for the stream and the datagram transport alike. */
+#include "endpoint.h"
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+/* asyncio's constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES */
+#define LOG_THRESHOLD_FOR_CONNLOST_WRITES 5
+
+LoopObject *pact_py_open_loop(PyObject *loop)
+{
+    if (!PyObject_TypeCheck(loop, pact_py_loop_type)) {
+        PyErr_SetString(PyExc_TypeError, "loop must be a pact loop");
+        return NULL;
+    }
+    LoopObject *lo = (LoopObject *)loop;
+    if (lo->closed || !lo->loop) {
+        PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
+        return NULL;
+    }
+    return lo;
+}
+
+int pact_py_endpoint_init(pact_py_endpoint *self, PyObject *extra,
+                          LoopObject *loop, PyObject *protocol,
+                          PyObject *sock, PyObject *waiter)
+{
+    self->orphan_fd = -1;
+    self->extra_slot = Py_NewRef(extra);
+    self->loop = (LoopObject *)Py_NewRef((PyObject *)loop);
+    self->protocol = Py_NewRef(protocol);
+    self->sock = Py_NewRef(sock);
+    if (waiter != Py_None)
+        self->waiter = Py_NewRef(waiter);
+    self->context = PyContext_CopyCurrent();
+    return self->context ? 0 : -1;
+}
+
+/* Debug mode: asyncio times every callback it runs and logs those slower
+ * than loop.slow_callback_duration; its transports' I/O callbacks are
+ * handles there, pact calls the protocol from C, so the report is made
+ * here. */
+static void report_slow_call(pact_py_endpoint *self, const char *protocol,
+                             PyObject *name, double seconds)
+{
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyObject *limit = PyObject_GetAttrString((PyObject *)self->loop,
+                                             "slow_callback_duration");
+    double lim = limit ? PyFloat_AsDouble(limit) : -1;
+    Py_XDECREF(limit);
+    if (!PyErr_Occurred() && lim >= 0 && seconds >= lim) {
+        PyObject *log = PyImport_ImportModule("asyncio.log");
+        PyObject *logger = log ? PyObject_GetAttrString(log, "logger") : NULL;
+        PyObject *what = PyUnicode_FromFormat("%R: %s.%U()", (PyObject *)self,
+                                              protocol, name);
+        PyObject *r = logger && what
+                          ? PyObject_CallMethod(logger, "warning", "sOd",
+                                                "Executing %s took %.3f seconds",
+                                                what, seconds)
+                          : NULL;
+        Py_XDECREF(r);
+        Py_XDECREF(what);
+        Py_XDECREF(logger);
+        Py_XDECREF(log);
+    }
+    if (PyErr_Occurred())
+        PyErr_WriteUnraisable((PyObject *)self);
+    PyErr_Restore(et, ev, tb);
+}
+
+PyObject *pact_py_endpoint_call(pact_py_endpoint *self, PyObject *name,
+                                PyObject *a1, PyObject *a2)
+{
+    if (!self->protocol)
+        Py_RETURN_NONE;
+    /* pause_writing comes from inside write(), maybe from inside another
+     * protocol call of this endpoint: the context is entered already. */
+    int enter = self->context && self->in_context == 0;
+    if (enter && PyContext_Enter(self->context) < 0)
+        return NULL;
+    self->in_context++;
+    LoopObject *loop = self->loop;
+    double t0 = loop->debug ? pact_now() / 1e9 : 0;
+    const char *protocol = Py_TYPE(self->protocol)->tp_name;
+    PyObject *argv[3] = {self->protocol, a1, a2};
+    size_t nargs = a2 ? 3 : a1 ? 2 : 1;
+    pact_py_callback_enter(loop);
+    PyObject *r = PyObject_VectorcallMethod(
+        name, argv, nargs | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (loop->debug)
+        report_slow_call(self, protocol, name, pact_now() / 1e9 - t0);
+    self->in_context--;
+    if (enter) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        PyContext_Exit(self->context);
+        PyErr_Restore(et, ev, tb);
+    }
+    pact_py_callback_leave(loop); /* sends what it wrote */
+    return r;
+}
+
+void pact_py_report_exception(LoopObject *loop, PyObject *message,
+                               PyObject *transport, PyObject *protocol)
+{
+    if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
+        PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+        pact_py_keep_exception(loop);
+        return;
+    }
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyErr_NormalizeException(&et, &ev, &tb);
+    if (tb && ev)
+        PyException_SetTraceback(ev, tb);
+    PyObject *ctx = message ? Py_BuildValue("{s:O,s:O}", "message", message,
+                                            "exception", ev ? ev : Py_None)
+                            : NULL;
+    if (ctx && transport &&
+        (PyDict_SetItemString(ctx, "transport", transport) < 0 ||
+         PyDict_SetItemString(ctx, "protocol", protocol ? protocol : Py_None) < 0))
+        Py_CLEAR(ctx);
+    Py_XDECREF(et);
+    Py_XDECREF(ev);
+    Py_XDECREF(tb);
+    if (ctx) {
+        PyObject *r = PyObject_CallMethod((PyObject *)loop,
+                                          "call_exception_handler", "O", ctx);
+        Py_DECREF(ctx);
+        Py_XDECREF(r);
+    }
+    if (PyErr_Occurred())
+        PyErr_WriteUnraisable(transport ? transport : (PyObject *)loop);
+}
+
+void pact_py_endpoint_report(pact_py_endpoint *self, PyObject *message)
+{
+    pact_py_report_exception(self->loop, message, (PyObject *)self,
+                             self->protocol);
+}
+
+void pact_py_endpoint_made(pact_py_endpoint *self)
+{
+    if (!self->waiter)
+        return;
+    PyObject *done = PyObject_CallMethod(self->waiter, "cancelled", NULL);
+    int cancelled = done ? PyObject_IsTrue(done) : -1;
+    Py_XDECREF(done);
+    if (cancelled == 0) {
+        PyObject *s = PyObject_CallMethod(self->waiter, "set_result", "O",
+                                          Py_None);
+        Py_XDECREF(s);
+    }
+    if (PyErr_Occurred())
+        PyErr_WriteUnraisable((PyObject *)self);
+    Py_CLEAR(self->waiter);
+}
+
+void pact_py_endpoint_lost(pact_py_endpoint *self, const char *method, int err)
+{
+    /* pact closed the fd: the socket object must not close that number
+     * again (it may be someone else's by now). */
+    if (self->sock) {
+        PyObject *d = PyObject_CallMethod(self->sock, method, NULL);
+        Py_XDECREF(d);
+        if (!d)
+            PyErr_Clear();
+    }
+    if (self->waiter) {
+        /* Lost before connection_made: the caller's await fails. */
+        PyObject *done = PyObject_CallMethod(self->waiter, "done", NULL);
+        int is_done = done ? PyObject_IsTrue(done) : 1;
+        Py_XDECREF(done);
+        if (!is_done) {
+            PyObject *e = pact_py_exception_for(err ? err : -ECONNABORTED);
+            PyObject *s = e ? PyObject_CallMethod(self->waiter, "set_exception",
+                                                  "O", e)
+                            : NULL;
+            Py_XDECREF(e);
+            Py_XDECREF(s);
+        }
+        if (PyErr_Occurred())
+            PyErr_Clear();
+        Py_CLEAR(self->waiter);
+    }
+}
+
+PyObject *pact_py_exception_for(int err)
+{
+    if (err == 0)
+        Py_RETURN_NONE;
+    /* OSError(errno, text) picks the subclass (ConnectionResetError...). */
+    return PyObject_CallFunction(PyExc_OSError, "is", -err, strerror(-err));
+}
+
+PyObject *pact_py_drop_write(unsigned *count)
+{
+    /* asyncio's count starts at 1 when the connection is lost. */
+    if (++*count >= LOG_THRESHOLD_FOR_CONNLOST_WRITES) {
+        PyObject *log = PyImport_ImportModule("asyncio.log");
+        PyObject *logger = log ? PyObject_GetAttrString(log, "logger") : NULL;
+        PyObject *r = logger ? PyObject_CallMethod(logger, "warning", "s",
+                                                   "socket.send() raised exception.")
+                             : NULL;
+        Py_XDECREF(r);
+        Py_XDECREF(logger);
+        Py_XDECREF(log);
+        if (!r)
+            return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+int pact_py_write_buffer_limits(PyObject *args, PyObject *kwds,
+                                Py_ssize_t *high, Py_ssize_t *low)
+{
+    static char *kwlist[] = {"high", "low", NULL};
+    PyObject *ho = Py_None, *lo = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:set_write_buffer_limits",
+                                     kwlist, &ho, &lo))
+        return -1;
+    /* asyncio's rule for the defaults. */
+    if (ho == Py_None) {
+        if (lo == Py_None) {
+            *high = 64 * 1024;
+        } else {
+            *low = PyLong_AsSsize_t(lo);
+            if (*low == -1 && PyErr_Occurred())
+                return -1;
+            *high = 4 * *low;
+        }
+    } else {
+        *high = PyLong_AsSsize_t(ho);
+        if (*high == -1 && PyErr_Occurred())
+            return -1;
+    }
+    if (lo == Py_None) {
+        *low = *high / 4;
+    } else {
+        *low = PyLong_AsSsize_t(lo);
+        if (*low == -1 && PyErr_Occurred())
+            return -1;
+    }
+    if (!(*high >= *low && *low >= 0)) {
+        PyErr_Format(PyExc_ValueError,
+                     "high (%zd) must be >= low (%zd) must be >= 0", *high,
+                     *low);
+        return -1;
+    }
+    return 0;
+}
+
+int pact_py_endpoint_traverse(pact_py_endpoint *self, visitproc visit,
+                              void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->extra_slot);
+    Py_VISIT(self->loop);
+    Py_VISIT(self->protocol);
+    Py_VISIT(self->sock);
+    Py_VISIT(self->context);
+    Py_VISIT(self->waiter);
+    Py_VISIT(self->lost_exc);
+    Py_VISIT(self->dict);
+    return 0;
+}
+
+void pact_py_endpoint_clear(pact_py_endpoint *self)
+{
+    /* Never while pact holds the endpoint: self_ref keeps it reachable. */
+    Py_CLEAR(self->extra_slot);
+    Py_CLEAR(self->protocol);
+    Py_CLEAR(self->context);
+    Py_CLEAR(self->waiter);
+    Py_CLEAR(self->lost_exc);
+    Py_CLEAR(self->dict);
+}
+
+void pact_py_endpoint_free(pact_py_endpoint *self)
+{
+    if (self->weakreflist)
+        PyObject_ClearWeakRefs((PyObject *)self);
+    if (self->orphan_fd >= 0) {
+        close(self->orphan_fd);
+        self->orphan_fd = -1;
+    }
+    pact_py_endpoint_clear(self);
+    Py_CLEAR(self->sock);
+    Py_CLEAR(self->loop);
+}
+
+PyObject *pact_py_endpoint_get_protocol(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    PyObject *protocol = PACT_PY_ENDPOINT(self)->protocol;
+    return Py_NewRef(protocol ? protocol : Py_None);
+}
+
+PyObject *pact_py_endpoint_get_loop(PyObject *self, void *closure)
+{
+    (void)closure;
+    return Py_NewRef((PyObject *)PACT_PY_ENDPOINT(self)->loop);
+}
+
+PyObject *pact_py_endpoint_get_protocol_paused(PyObject *self, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(PACT_PY_ENDPOINT(self)->protocol_paused);
+}

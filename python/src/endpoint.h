@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: MIT */
+/* What pact._pact's transport objects share: the stream Transport
+ * (transport.c) and the DatagramTransport (datagram.c) are each a pact
+ * endpoint seen from Python, with the same fields first (so that either
+ * is a pact_py_endpoint), the same way of calling their protocol, the same
+ * waiter, the same lifetime (a reference to itself while pact may call
+ * back) and the same end (the socket object detached, the waiter failed). */
+#ifndef PACT_PY_ENDPOINT_H
+#define PACT_PY_ENDPOINT_H
+
+#include "pact_py.h"
+
+/* The fields every endpoint object starts with, in this order. */
+#define PACT_PY_ENDPOINT_FIELDS                                               \
+    PyObject_HEAD                                                             \
+    PyObject *extra_slot; /* asyncio.BaseTransport.__slots__ = ('_extra',) */ \
+    LoopObject *loop;                                                         \
+    PyObject *protocol;                                                       \
+    PyObject *sock;     /* the socket object the fd came from */              \
+    PyObject *context;  /* contextvars.Context for protocol calls */          \
+    PyObject *waiter;   /* future set after connection_made, or NULL */       \
+    PyObject *lost_exc; /* connection_lost's argument after a fatal error */  \
+    PyObject *self_ref; /* held while pact may still call back */             \
+    PyObject *weakreflist; /* loop._transports holds weak references */       \
+    PyObject *dict; /* instance attributes: tests and libraries patch them */ \
+    int closing;                                                              \
+    int in_context; /* protocol calls under way (the context is entered) */   \
+    int protocol_paused; /* pause_writing delivered, resume_writing not yet */ \
+    int orphaned;  /* left open at loop close (transport.c says how) */       \
+    int orphan_fd; /* an orphaned socket's duplicate fd, or -1 */
+
+typedef struct {
+    PACT_PY_ENDPOINT_FIELDS
+} pact_py_endpoint;
+
+#define PACT_PY_ENDPOINT(obj) ((pact_py_endpoint *)(obj))
+
+/* Fills the fields _open sets the same way for every endpoint (new
+ * references): extra, loop, protocol, sock, the current context, and the
+ * waiter unless it is None. 0, or -1 with an exception. */
+int pact_py_endpoint_init(pact_py_endpoint *self, PyObject *extra,
+                          LoopObject *loop, PyObject *protocol,
+                          PyObject *sock, PyObject *waiter);
+
+/* protocol.name(a1, a2) in the endpoint's context (a1 and a2 may be NULL:
+ * fewer arguments), as one of the Python callbacks the loop runs: writes
+ * made inside go out when it returns, slow calls are logged in debug mode.
+ * A new reference, or NULL with the exception set. */
+PyObject *pact_py_endpoint_call(pact_py_endpoint *self, PyObject *name,
+                                PyObject *a1, PyObject *a2);
+
+/* The current exception to the loop's exception handler with message (a
+ * str; NULL: out of memory, the exception is unraisable), the endpoint and
+ * its protocol; SystemExit and KeyboardInterrupt are kept for the loop to
+ * raise after its iteration. Clears the exception. */
+void pact_py_endpoint_report(pact_py_endpoint *self, PyObject *message);
+
+/* After the protocol's connection_made: the waiter's result. */
+void pact_py_endpoint_made(pact_py_endpoint *self);
+
+/* At pact's connection_lost: the socket object lets go of the fd pact
+ * closed (method "detach"; "close" for a pipe object, which cannot be
+ * detached), and a waiter connection_made never set fails with err (0:
+ * ECONNABORTED). Exceptions are cleared. */
+void pact_py_endpoint_lost(pact_py_endpoint *self, const char *method, int err);
+
+/* OSError(-err) (its subclass: ConnectionResetError...), None for 0. */
+PyObject *pact_py_exception_for(int err);
+
+/* A write or send after the end is dropped, as asyncio drops it; from the
+ * fifth on each is logged, as asyncio logs them. count is the endpoint's
+ * count of dropped writes. None, or NULL with an exception. */
+PyObject *pact_py_drop_write(unsigned *count);
+
+/* set_write_buffer_limits(high=None, low=None) with asyncio's defaults and
+ * checks. 0, or -1 with an exception. */
+int pact_py_write_buffer_limits(PyObject *args, PyObject *kwds,
+                                Py_ssize_t *high, Py_ssize_t *low);
+
+/* tp_traverse and tp_clear of the shared fields (not self_ref: it stands
+ * for pact's pointer to the endpoint, a reference from outside Python's
+ * heap; visited, it made an endpoint that only pact and an accept task
+ * held look like an unreachable cycle, and a collection cleared its
+ * protocol and waiter before connection_made). */
+int pact_py_endpoint_traverse(pact_py_endpoint *self, visitproc visit,
+                              void *arg);
+void pact_py_endpoint_clear(pact_py_endpoint *self);
+/* What tp_dealloc frees of the shared fields, after tp_clear. */
+void pact_py_endpoint_free(pact_py_endpoint *self);
+
+/* Methods and attributes every endpoint type has: get_protocol(), _loop,
+ * __dict__, _protocol_paused; __weaklistoffset__ and __dictoffset__ for
+ * the type whose object has the fields at the given offsets. */
+PyObject *pact_py_endpoint_get_protocol(PyObject *self, PyObject *unused);
+PyObject *pact_py_endpoint_get_loop(PyObject *self, void *closure);
+PyObject *pact_py_endpoint_get_protocol_paused(PyObject *self, void *closure);
+
+#endif
