@@ -194,12 +194,16 @@ typedef struct pact_loop_options {
     int fail_uring_setup;
     /* Buffers the loop lends to pact_recv_multishot() (and so to socket
      * transports): how many (rounded up to a power of two, at most 32768;
-     * 0 = 256) and the size of each (0 = 64 KiB). On io_uring they are
-     * one provided buffer ring per loop: count x size bytes of address
-     * space (16 MiB by default), of which only pages the kernel has
-     * written become resident. The epoll engine (and io_uring without multishot
-     * receive) reads into one loop-wide buffer of `size` x 4 bytes
-     * instead. Connections themselves hold no receive buffer. */
+     * 0 = 256, or 16 where io_uring fills buffers incrementally, Linux
+     * 6.12, so that many small messages share one) and the size of each
+     * (0 = 64 KiB). On io_uring they are one provided buffer ring per
+     * loop: count x size bytes of address space (16 MiB, or 1 MiB
+     * filled incrementally, by default), of which only pages the kernel
+     * has written become resident; a receive that finds them all in use
+     * waits for one (its bytes wait in the socket). The epoll engine (and
+     * io_uring without multishot receive) reads into one loop-wide buffer
+     * of `size` x 4 bytes instead. Connections themselves hold no
+     * receive buffer. */
     unsigned recv_buffer_count;
     unsigned recv_buffer_size;
     /* 0 (default): the loop is pinned to the thread that first runs it
@@ -454,6 +458,11 @@ typedef struct pact_loop_metrics {
      * handlers, and the loop's own wake-up read (one per cross-thread
      * wake-up). */
     uint64_t callbacks;
+    /* Times a receive found every buffer of the loop in use
+     * (pact_loop_options.recv_buffer_count) and waited for one to be
+     * given back, its bytes waiting in the socket: often, and the loop
+     * wants more buffers. io_uring only; 0 elsewhere. */
+    uint64_t recv_buffer_waits;
 } pact_loop_metrics;
 
 #define PACT_LOOP_METRICS_INIT { .size = sizeof(pact_loop_metrics) }
@@ -659,9 +668,10 @@ PACT_API pact_op pact_recv(pact_loop *loop, pact_os_sock fd, void *buf, size_t l
  * never lost, also after a cancel was requested (docs/contract.md §4). Then it
  * runs exactly once more, finally, with c->more = 0 and c->data = NULL:
  * 0 at end of file, -ECANCELED when cancelled (bytes the kernel had not
- * consumed stay in the socket), a negative errno on error, or -ENOBUFS
- * when the loop ran out of buffers — back-pressure, not an error: start
- * the receive again (best from a later iteration). Deadlines
+ * consumed stay in the socket), or a negative errno on error. When every
+ * buffer of the loop is in use the receive waits, its bytes in the
+ * socket, until one is given back, and goes on: it does not end for it
+ * (pact_loop_metrics.recv_buffer_waits counts such waits). Deadlines
  * (pact_op_set_timeout) end it with -ETIMEDOUT. */
 PACT_API pact_op pact_recv_multishot(pact_loop *loop, pact_os_sock fd, pact_op_cb cb,
                                      void *user);

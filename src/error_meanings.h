@@ -18,8 +18,8 @@
     X(ESHUTDOWN, "The loop or object is closing or closed")                 \
     X(EALREADY, "Operation already in progress (or done: a cancel too "     \
                 "late, a close already begun)")                            \
-    X(ENOBUFS, "No buffer space available (a multishot receive ran out "   \
-               "of the loop's buffers: start it again)")                   \
+    X(ENOBUFS, "No buffer space available (a buffered protocol gave no "   \
+               "buffer)")                                                  \
     X(E2BIG, "Argument list too long, or an option struct larger than "    \
              "this library knows with unknown fields set")                 \
     X(ENOTSUP, "Operation not supported (by this kind of object, this "     \

@@ -180,7 +180,9 @@ int pact_loop_create(pact_loop **out, const pact_loop_options *opts_in)
     loop->now = pact_now();
     /* Multishot receive buffers: a power-of-two count (the buffer ring's
      * requirement) of at most 32768 (buffer ids are 16 bits). */
-    unsigned nbuf = opts.recv_buffer_count ? opts.recv_buffer_count : 256;
+    unsigned nbuf = opts.recv_buffer_count ? opts.recv_buffer_count
+                                           : PACT__RECV_BUFFER_COUNT_DEFAULT;
+    loop->recv_buf_count_default = opts.recv_buffer_count == 0;
     if (nbuf > 32768)
         nbuf = 32768;
     loop->recv_buf_count = 1;
@@ -190,7 +192,7 @@ int pact_loop_create(pact_loop **out, const pact_loop_options *opts_in)
      * completions and the stream benchmark ran at half raw liburing's rate
      * with twice its CPU per request; at 64 KiB it matches it. */
     loop->recv_buf_size = opts.recv_buffer_size ? opts.recv_buffer_size
-                                                : 64 * 1024;
+                                                : PACT__RECV_BUFFER_SIZE_DEFAULT;
 
     int r = engine_start(loop, &opts);
     if (r != 0)
@@ -897,6 +899,7 @@ int pact_loop_get_metrics(const pact_loop *loop, pact_loop_metrics *out)
         .idle_ns = loop->idle_ns,
         .events = loop->stats.ops_completed,
         .callbacks = loop->callbacks_run,
+        .recv_buffer_waits = loop->recv_buffer_waits,
     };
     /* A caller compiled against an older header gets the fields it knows;
      * a newer one gets zero in the fields this library does not have. */

@@ -74,6 +74,14 @@ typedef struct pact_resource {
     void *created_at;
 } pact_resource;
 
+/* The receive buffers when pact_loop_options leaves them at 0, in one
+ * place (include/pact.h documents them): 256 of 64 KiB, or 16 of 64 KiB
+ * where io_uring fills them incrementally (IOU_PBUF_RING_INC, Linux 6.12;
+ * src/unix/engine_uring.c says why fewer). */
+#define PACT__RECV_BUFFER_COUNT_DEFAULT 256u
+#define PACT__RECV_BUFFER_COUNT_INCREMENTAL_DEFAULT 16u
+#define PACT__RECV_BUFFER_SIZE_DEFAULT (64u * 1024u)
+
 struct pact_loop {
     const pact_engine_ops *engine;
     void *engine_data;
@@ -161,6 +169,10 @@ struct pact_loop {
      * the engine runs it ("multishot", "poll", "epoll"; set by init). */
     unsigned recv_buf_count;
     unsigned recv_buf_size;
+    uint8_t recv_buf_count_default; /* not chosen by the options */
+    /* pact_loop_metrics.recv_buffer_waits: multishot receives that found
+     * every buffer in use and waited for one (io_uring). */
+    uint64_t recv_buffer_waits;
     const char *recv_multi_mode;
     /* The engine runs pact__accept_multishot() (set by init). */
     uint8_t accept_multi;

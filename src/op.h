@@ -177,7 +177,8 @@ typedef struct pact_op_s {
     int64_t offset;
     uint64_t timeout_ns;          /* requested deadline, 0 = none */
     pact_heap_node deadline;      /* sleep expiry or heap deadline */
-    pact_list link;               /* submit queue, done queue, epoll wait queue */
+    pact_list link;               /* submit queue, done queue, epoll wait queue,
+                                     io_uring's receives waiting for a buffer */
 #ifdef _WIN32
     /* The kernel writes it until the op's completion packet has been
      * dequeued; the op is not freed before (src/win/engine_iocp.c). */

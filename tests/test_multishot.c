@@ -9,6 +9,7 @@
 #include <pthread.h>
 
 #include "helpers.h"
+#include "loop.h" /* pact__recv_buffer_keep: hold a receive buffer */
 
 TestSuite(multishot, .timeout = 60);
 
@@ -357,11 +358,20 @@ Test(multishot, cancel_from_outside_many_times)
     }
 }
 
+static uint64_t buffer_waits_of(pact_loop *loop)
+{
+    pact_loop_metrics m = PACT_LOOP_METRICS_INIT;
+    cr_assert_eq(pact_loop_get_metrics(loop, &m), 0);
+    return m.recv_buffer_waits;
+}
+
 /* Two buffers of 4 KiB and a peer that floods: io_uring runs out of
- * provided buffers and ends the op with -ENOBUFS; the caller re-arms and
- * nothing is lost. (epoll and poll mode read into one loop-wide buffer
- * and never run out; the test then checks the plain stream.) */
-Test(multishot, enobufs_backpressure_loses_nothing)
+ * provided buffers (the kernel ends its multishot receive with -ENOBUFS);
+ * the receive waits for a buffer and goes on by itself, so the caller
+ * sees one op, every byte in order, and no final until EOF. (epoll and
+ * poll mode read into one loop-wide buffer and never run out; the test
+ * then checks the plain stream.) */
+Test(multishot, running_out_of_buffers_waits_and_loses_nothing)
 {
     pact_loop *loop = loop_with_buffers(2, 4096);
     int c, s;
@@ -374,17 +384,123 @@ Test(multishot, enobufs_backpressure_loses_nothing)
     reader_arm(loop, s, &rd);
     run_until(loop, &rd.done, 30000);
     writer_join(&w);
-    cr_log_info("mode %s: %d -ENOBUFS, %llu chunks",
-                pact_loop_recv_multishot_mode(loop), rd.enobufs,
+    uint64_t waits = buffer_waits_of(loop);
+    cr_log_info("mode %s: %llu waits for a buffer, %llu chunks",
+                pact_loop_recv_multishot_mode(loop), (unsigned long long)waits,
                 (unsigned long long)rd.chunks);
+    cr_assert_eq(rd.enobufs, 0, "the caller saw -ENOBUFS %d times", rd.enobufs);
     cr_assert_eq(rd.final_result, 0, "final %s",
                  pact_strerror((int)rd.final_result));
+    cr_assert_eq(rd.finals, 1);
     cr_assert_eq(rd.received, total);
     cr_assert_eq(rd.mismatches, 0);
     if (strcmp(pact_loop_recv_multishot_mode(loop), "multishot") == 0)
-        cr_assert_gt(rd.enobufs, 0, "two buffers never ran out?");
+        cr_assert_gt(waits, 0, "two buffers never ran out?");
+    else
+        cr_assert_eq(waits, 0);
     close(s);
     test_loop_free(loop);
+}
+
+/* Receives waiting for a buffer end as asked: a cancel, a deadline and
+ * the loop's close each end one while the ring is dry (a zero-copy-like
+ * claim holds the only buffer), with -ECANCELED, -ETIMEDOUT and
+ * -ECANCELED, and their bytes stay in the socket. */
+typedef struct holder {
+    pact_op op;
+    int id;          /* the buffer kept from the first chunk, or -1 */
+    uint64_t got;
+    int finals;
+    int64_t final_result;
+} holder;
+
+static void on_hold(pact_loop *loop, const pact_completion *c, void *user)
+{
+    holder *h = user;
+    if (c->more) {
+        if (h->id < 0)
+            h->id = pact__recv_buffer_keep(loop, c->data, (size_t)c->result);
+        h->got += (uint64_t)c->result;
+        return;
+    }
+    h->finals++;
+    h->final_result = c->result;
+}
+
+static void end_a_waiting_receive(int how)
+{
+    pact_loop *loop = loop_with_buffers(1, 4096);
+    if (strcmp(pact_loop_recv_multishot_mode(loop), "multishot") != 0) {
+        cr_log_info("mode %s: no buffer ring to run dry",
+                    pact_loop_recv_multishot_mode(loop));
+        test_loop_free(loop);
+        return;
+    }
+    int sv[2];
+    make_socketpair(sv);
+    static uint8_t data[64 * 1024];
+    memset(data, 'x', sizeof data);
+    cr_assert_eq(send(sv[1], data, 4096, 0), 4096);
+    holder h = {.id = -1};
+    h.op = pact_recv_multishot(loop, sv[0], on_hold, &h);
+    cr_assert_gt(h.op, 0);
+    if (how == 1)
+        cr_assert_eq(pact_op_set_timeout(loop, h.op, 200 * 1000 * 1000ull), 0);
+    uint64_t end = pact_now() + 5000000000ull;
+    while (h.got < 4096 && pact_now() < end)
+        pact_loop_run_once(loop, 10 * 1000 * 1000);
+    cr_assert_eq(h.got, 4096);
+    cr_assert_geq(h.id, 0, "the chunk's buffer could not be kept");
+    /* The one buffer is kept: the next bytes find the ring dry. */
+    cr_assert_eq(send(sv[1], data, 1000, 0), 1000);
+    while (buffer_waits_of(loop) == 0 && pact_now() < end)
+        pact_loop_run_once(loop, 10 * 1000 * 1000);
+    cr_assert_gt(buffer_waits_of(loop), 0, "the receive never ran dry");
+    cr_assert_eq(h.finals, 0, "final %s", pact_strerror((int)h.final_result));
+    for (int i = 0; i < 3; i++)
+        pact_loop_run_once(loop, 0);
+    cr_assert_eq(h.got, 4096, "bytes delivered without a buffer?");
+    if (how == 0) {
+        cr_assert_eq(pact_op_cancel(loop, h.op), 0);
+        cr_assert_eq(pact_op_cancel(loop, h.op), -EALREADY);
+        cr_assert_eq(h.finals, 0, "the callback ran inside pact_op_cancel");
+    }
+    if (how == 2) {
+        test_loop_free(loop); /* close completes it */
+        cr_assert_eq(h.finals, 1);
+        cr_assert_eq(h.final_result, -ECANCELED);
+    } else {
+        while (!h.finals && pact_now() < end)
+            pact_loop_run_once(loop, 10 * 1000 * 1000);
+        cr_assert_eq(h.finals, 1);
+        cr_assert_eq(h.final_result, how == 0 ? -ECANCELED : -ETIMEDOUT, "final %s",
+                     pact_strerror((int)h.final_result));
+        pact__recv_buffer_give_back(loop, h.id);
+        for (int i = 0; i < 3; i++)
+            pact_loop_run_once(loop, 0);
+        cr_assert_eq(h.finals, 1);
+        test_loop_free(loop);
+    }
+    /* The 1000 bytes were never taken from the socket. */
+    char buf[2048];
+    cr_assert_eq(recv(sv[0], buf, sizeof buf, MSG_DONTWAIT), 1000);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+Test(multishot, a_receive_waiting_for_a_buffer_is_cancelled)
+{
+    end_a_waiting_receive(0);
+}
+
+Test(multishot, a_receive_waiting_for_a_buffer_times_out)
+{
+    end_a_waiting_receive(1);
+}
+
+Test(multishot, a_receive_waiting_for_a_buffer_ends_with_the_loop)
+{
+    end_a_waiting_receive(2);
 }
 
 /* More bytes wait in the socket than one readiness event reads (the

@@ -17,8 +17,7 @@
 int pact__op_recv_burst(pact_loop *loop, pact_op_s *op, int64_t *final)
 {
     if (!loop->burst_buf) {
-        size_t size = (size_t)(loop->recv_buf_size ? loop->recv_buf_size
-                                                   : 16 * 1024) * 4;
+        size_t size = (size_t)loop->recv_buf_size * 4;
         loop->burst_buf = malloc(size);
         if (!loop->burst_buf) {
             *final = -ENOMEM;
