@@ -191,6 +191,10 @@ struct pact_loop {
         size_t len;
         unsigned id;     /* the engine's name for the buffer */
         unsigned claims; /* pact__recv_buffer_keep() calls meanwhile */
+        /* More bytes wait in the socket after these (io_uring's
+         * IORING_CQE_F_SOCK_NONEMPTY): the peer is streaming, and the
+         * next chunk arrives in this same batch of completions. */
+        uint8_t more_in_socket;
         void (*give_back)(struct pact_loop *loop, unsigned id);
     } lent;
     /* stream.c: drained write state of socket streams, kept for the next

@@ -806,9 +806,17 @@ static int stream_writev(pact_transport *t, const struct iovec *iov, int iovcnt)
  * ping-pong (one message per connection per iteration), but more when a
  * connection streams (64 KiB chunks, four in flight): every write made
  * while the zero-copy send is in flight is copied and waits for it, and
- * a short send costs an iteration and a second send. So once a stream
- * shows either, its next INLINE_WRITES_AFTER_BACKLOG writes that find
- * nothing queued go out at once, as pact_transport_write does. */
+ * a short send costs an iteration and a second send. So a chunk that
+ * more bytes follow in the socket (the kernel says so: they arrive in
+ * this same batch, and would find this send in flight) goes out at once,
+ * as pact_transport_write sends it; only the last chunk of a burst is
+ * sent from the buffer. And once a stream shows a write behind the
+ * buffer's send or a short send, its next INLINE_WRITES_AFTER_BACKLOG
+ * writes that find nothing queued go out at once too. Measured (64 KiB
+ * streaming, 10 connections, 4 chunks in flight each): without the
+ * first rule 6 % of the writes were copied behind a send from the
+ * buffer, with it none; server CPU per chunk 0.94x in both placements
+ * (8 interleaved repetitions; 0.89x and 1.14x in a noisier run of 5). */
 static int stream_write_received(pact_transport *t, const void *data, size_t len)
 {
     pact_stream *s = stream_of(t);
@@ -822,6 +830,8 @@ static int stream_write_received(pact_transport *t, const void *data, size_t len
             s->inline_writes = INLINE_WRITES_AFTER_BACKLOG; /* streaming */
         return stream_writev(t, &iov, 1);
     }
+    if (loop->lent.more_in_socket)
+        return stream_writev(t, &iov, 1); /* the peer streams: see above */
     if (s->inline_writes) {
         s->inline_writes--;
         return stream_writev(t, &iov, 1);

@@ -276,6 +276,65 @@ Test(write_received, bytes_outside_the_lent_buffer_are_copied)
     test_loop_free(loop);
 }
 
+/* ---- a burst ------------------------------------------------------------- */
+
+/* Three buffers' worth of bytes wait in the socket before the transport
+ * reads. On io_uring the kernel says, with each chunk but the last, that
+ * more bytes follow (they arrive in the same batch and would find a send
+ * from the buffer still in flight): those chunks are written at once, as
+ * pact_transport_write writes them, and only the last is sent from the
+ * buffer. The echo comes back whole and in order either way. */
+typedef struct burst_test {
+    size_t got;
+    int at_once;     /* the write left nothing queued */
+    int from_buffer; /* the write left the bytes in the loop's buffer */
+    int last_from_buffer;
+} burst_test;
+
+static void burst_data(pact_transport *t, const void *data, size_t len, void *user)
+{
+    burst_test *b = user;
+    size_t before = pact_transport_write_buffer_size(t);
+    cr_assert_eq(pact_transport_write_received(t, data, len), 0);
+    size_t after = pact_transport_write_buffer_size(t);
+    b->last_from_buffer = before == 0 && after == len;
+    b->from_buffer += b->last_from_buffer;
+    b->at_once += before == 0 && after == 0;
+    b->got += len;
+}
+
+static const pact_protocol burst_proto = {.data_received = burst_data};
+
+Test(write_received, a_burst_goes_out_at_once_but_its_last_chunk)
+{
+    pact_loop *loop = few_buffers_loop();
+    int c, s;
+    make_tcp_pair(&c, &s);
+    enum { BURST = 3 * 4096 };
+    static char data[BURST], back[BURST];
+    test_fill_pattern((uint8_t *)data, BURST, 0);
+    cr_assert_eq(send(c, data, BURST, 0), BURST);
+    burst_test b = {0};
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open(loop, s, PACT_STREAM_SOCKET, &burst_proto, &b, &t), 0);
+    read_exactly(loop, c, back, BURST);
+    cr_assert_eq(memcmp(back, data, BURST), 0, "the echo differs");
+    cr_assert_eq(b.got, BURST);
+    cr_log_info("%d writes at once, %d from the buffer", b.at_once, b.from_buffer);
+    if (lends_buffers(loop)) {
+        cr_assert_geq(b.at_once, 1, "every chunk was sent from the buffer");
+        cr_assert_eq(b.from_buffer, 1);
+        cr_assert(b.last_from_buffer, "the burst's last chunk was written at once");
+    } else {
+        cr_assert_eq(b.from_buffer, 0);
+    }
+    pact_transport_close(t);
+    for (int i = 0; i < 5; i++)
+        pact_loop_run_once(loop, 0);
+    close(c);
+    test_loop_free(loop);
+}
+
 /* ---- a reader that does not read ---------------------------------------- */
 
 /* The peer of `stuck` never reads: the echo fills its socket, and what a

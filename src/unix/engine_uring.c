@@ -783,6 +783,7 @@ static void recv_buffer_deliver(pact_loop *loop, pact_op_s *op, int res,
         loop->lent.len = (size_t)res;
         loop->lent.id = bid;
         loop->lent.claims = 0;
+        loop->lent.more_in_socket = (flags & IORING_CQE_F_SOCK_NONEMPTY) != 0;
         pact__op_deliver(loop, op, loop->lent.base, res);
         b->claims = (uint16_t)(b->claims + loop->lent.claims);
         b->off += (uint32_t)res;
