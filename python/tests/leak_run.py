@@ -8,8 +8,8 @@ process's RSS and open fds sampled at quiet points; both must stay flat.
 The load runs in rounds. In each round CONNECTIONS clients connect, each
 makes its share of the round's requests on its connection, checks every
 answer and closes; so every connection, transport and protocol of a round
-is gone at its end. After a warm-up round (caches, free lists and pact's
-buffers reach their working size), a sample follows the last round of
+is gone at its end. After warm-up rounds and a warm-up stream (caches, free
+lists and pact's buffers reach their working size), a sample follows the last round of
 every tenth of the run: RSS (VmRSS) and the number of open fds. The run
 fails (exit 1) if the fd count at any sample differs from the first
 sample's, or RSS grew by more than --rss-growth-kib between the first and
@@ -151,6 +151,51 @@ class AiohttpServer:
         await self.runner.cleanup()
 
 
+# The loop's receive buffers are touched as traffic reaches them: on
+# io_uring since Linux 6.12 the kernel fills them one after the other
+# (incremental consumption), so small requests walk through the whole
+# buffer ring (count x size, a few MiB) before RSS stops growing. The
+# warm-up streams more than that through one connection, so the first
+# sample already sees them resident.
+WARM_STREAM_BYTES = 16 << 20
+
+
+async def warm_receive_buffers():
+    received = 0
+    done = asyncio.get_running_loop().create_future()
+
+    async def sink(reader, writer):
+        nonlocal received
+        while True:
+            data = await reader.read(1 << 16)
+            if not data:
+                break
+            received += len(data)
+        writer.close()
+        await writer.wait_closed()
+        done.set_result(None)
+
+    server = await asyncio.start_server(sink, '127.0.0.1', 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection('127.0.0.1', port)
+    chunk = b'w' * (1 << 16)
+    for _ in range(WARM_STREAM_BYTES // len(chunk)):
+        writer.write(chunk)
+        await writer.drain()
+    writer.close()
+    await done
+    await writer.wait_closed()
+    server.close()
+    await server.wait_closed()
+    del reader, writer, server
+    gc.collect()
+    # The listener's last accept ends (and its fd closes) a few iterations
+    # after wait_closed.
+    for _ in range(20):
+        await asyncio.sleep(0.001)
+    assert received == WARM_STREAM_BYTES, received
+
+
 async def run(args, out):
     loop = asyncio.get_running_loop()
     server = (AiohttpServer() if args.server == 'aiohttp'
@@ -165,6 +210,7 @@ async def run(args, out):
     for w in range(3):
         await server.round(10 ** 9 + w * per_round, args.per_connection,
                            args.connections)
+    await warm_receive_buffers()
     samples = []
     done = 0
     started = time.monotonic()
