@@ -503,6 +503,73 @@ Test(multishot, a_receive_waiting_for_a_buffer_ends_with_the_loop)
     end_a_waiting_receive(2);
 }
 
+/* A peer's EOF ends a receive with 0 bytes but still names the buffer
+ * the kernel had picked for it. With incremental consumption the kernel
+ * took nothing from that buffer and goes on filling it where it was, yet
+ * the completion has no BUF_MORE: the buffer must stay the kernel's, at
+ * its offset, or it would be put in the ring a second time and the next
+ * connection's bytes handed over from the wrong place. Two 4 KiB
+ * buffers: the first is kept (as a zero-copy write keeps one) so that
+ * the ring has a free slot for a duplicate to land in. */
+Test(multishot, a_peer_eof_leaves_the_buffer_it_named_with_the_kernel)
+{
+    pact_loop *loop = loop_with_buffers(2, 4096);
+    int multishot = strcmp(pact_loop_recv_multishot_mode(loop), "multishot") == 0;
+    int x[2], a[2], b[2];
+    make_socketpair(x);
+    make_socketpair(a);
+    make_socketpair(b);
+    static uint8_t fill[4096];
+    memset(fill, 'x', sizeof fill);
+    cr_assert_eq(send(x[1], fill, sizeof fill, 0), (ssize_t)sizeof fill);
+    holder h = {.id = -1};
+    h.op = pact_recv_multishot(loop, x[0], on_hold, &h);
+    cr_assert_gt(h.op, 0);
+    uint64_t end = pact_now() + 5000000000ull;
+    while (h.got < sizeof fill && pact_now() < end)
+        pact_loop_run_once(loop, 10 * 1000 * 1000);
+    cr_assert_eq(h.got, sizeof fill);
+    if (multishot)
+        cr_assert_geq(h.id, 0, "the filled buffer could not be kept");
+    cr_assert_eq(pact_op_cancel(loop, h.op), 0);
+    while (!h.finals && pact_now() < end)
+        pact_loop_run_once(loop, 10 * 1000 * 1000);
+
+    /* Ten bytes, then the EOF, into the other buffer. */
+    uint8_t msg[10];
+    for (int i = 0; i < 10; i++)
+        msg[i] = test_pattern_byte((uint64_t)i);
+    cr_assert_eq(write(a[1], msg, sizeof msg), (ssize_t)sizeof msg);
+    close(a[1]);
+    reader ra = {0};
+    reader_arm(loop, a[0], &ra);
+    run_until(loop, &ra.done, 5000);
+    cr_assert_eq(ra.received, 10);
+    cr_assert_eq(ra.final_result, 0, "final %s", pact_strerror((int)ra.final_result));
+
+    /* The next connection's bytes arrive as sent. */
+    uint8_t more[1000];
+    for (int i = 0; i < (int)sizeof more; i++)
+        more[i] = test_pattern_byte((uint64_t)i);
+    cr_assert_eq(write(b[1], more, sizeof more), (ssize_t)sizeof more);
+    close(b[1]);
+    reader rb = {0};
+    reader_arm(loop, b[0], &rb);
+    run_until(loop, &rb.done, 5000);
+    cr_assert_eq(rb.received, sizeof more);
+    cr_assert_eq(rb.mismatches, 0, "%llu of %zu bytes handed over from the "
+                 "wrong place", (unsigned long long)rb.mismatches, sizeof more);
+    cr_assert_eq(rb.final_result, 0);
+
+    if (h.id >= 0)
+        pact__recv_buffer_give_back(loop, h.id);
+    test_loop_free(loop);
+    close(x[0]);
+    close(x[1]);
+    close(a[0]);
+    close(b[0]);
+}
+
 /* More bytes wait in the socket than one readiness event reads (the
  * burst limit: 16 reads of the loop's buffer, here 4 KiB on epoll and in
  * io_uring's poll mode), and nothing new arrives after them: the rest is

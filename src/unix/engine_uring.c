@@ -90,7 +90,7 @@ typedef struct uring_engine {
     struct io_uring_buf_ring *br;
     size_t br_bytes;
     char *bufs;
-    size_t bufs_bytes; /* mapped: the larger count's worth */
+    size_t bufs_bytes; /* mapped: nbuf x bufsz, page-rounded */
     unsigned nbuf, bufsz;
     /* Incremental consumption (IOU_PBUF_RING_INC, 6.12): the kernel
      * fills a buffer a receive at a time, each after the bytes of the one
@@ -105,7 +105,7 @@ typedef struct uring_engine {
      * back to the ring. `off` is where the kernel's next bytes go. */
     struct recv_buf_state {
         uint32_t off;
-        uint16_t claims;
+        uint32_t claims; /* many zero-copy writes may send from one buffer */
         uint8_t in_kernel;
     } *buf_state;
     /* Buffers in the ring that no completion has shown the kernel taking
@@ -363,19 +363,31 @@ static void recv_buffers_init(pact_loop *loop, uring_engine *e)
                                            .ring_entries = e->nbuf,
                                            .bgid = RECV_BGID};
             /* Incremental consumption where the kernel has it: before
-             * 6.12 the flags were `pad`, which must be 0 (EINVAL), and
-             * the plain ring is registered instead. */
+             * 6.12 the flags must be 0 (EINVAL), and the plain ring is
+             * registered instead. PACT_BUF_REG_FLAGS names the field as
+             * the headers do (meson.build). */
             int r = -EINVAL;
             if (!(e->mask & URING_MASK_PBUF_INC)) {
-                reg.pad = IOU_PBUF_RING_INC;
+                reg.PACT_BUF_REG_FLAGS = IOU_PBUF_RING_INC;
                 if (loop->recv_buf_count_default &&
                     e->nbuf > PACT__RECV_BUFFER_COUNT_INCREMENTAL_DEFAULT)
                     reg.ring_entries = PACT__RECV_BUFFER_COUNT_INCREMENTAL_DEFAULT;
                 r = io_uring_register_buf_ring(&e->ring, &reg, 0);
                 e->inc = r == 0;
-                if (e->inc)
+                if (e->inc && reg.ring_entries < e->nbuf) {
+                    /* The plain ring's count was mapped in case this
+                     * registration failed; give the rest back, so that
+                     * the address space is what pact.h says. */
+                    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+                    size_t keep = ((size_t)reg.ring_entries * e->bufsz +
+                                   page - 1) / page * page;
+                    if (keep < e->bufs_bytes) {
+                        munmap(e->bufs + keep, e->bufs_bytes - keep);
+                        e->bufs_bytes = keep;
+                    }
                     e->nbuf = reg.ring_entries;
-                reg.pad = 0;
+                }
+                reg.PACT_BUF_REG_FLAGS = 0;
                 reg.ring_entries = e->nbuf;
             }
             if (r != 0)
@@ -770,6 +782,13 @@ static void recv_buffer_deliver(pact_loop *loop, pact_op_s *op, int res,
     uring_engine *e = URING(loop);
     unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
     struct recv_buf_state *b = &e->buf_state[bid];
+    /* With incremental consumption a completion without bytes (an EOF)
+     * that still names a buffer took nothing from it: the kernel keeps
+     * filling it where it was, even though such a completion carries no
+     * BUF_MORE (kernels have been seen posting one for multishot reads at
+     * EOF). Giving it back here would put it in the ring twice. */
+    if (e->inc && res <= 0)
+        return;
     if (!b->in_kernel) {
         /* The first completion since the buffer was (re)added. */
         b->in_kernel = 1;
@@ -785,7 +804,7 @@ static void recv_buffer_deliver(pact_loop *loop, pact_op_s *op, int res,
         loop->lent.claims = 0;
         loop->lent.more_in_socket = (flags & IORING_CQE_F_SOCK_NONEMPTY) != 0;
         pact__op_deliver(loop, op, loop->lent.base, res);
-        b->claims = (uint16_t)(b->claims + loop->lent.claims);
+        b->claims += loop->lent.claims;
         b->off += (uint32_t)res;
         loop->lent = outer;
     }
