@@ -245,7 +245,8 @@ void pact_py_keep_exception(LoopObject *self)
  * no callback has to remember to. */
 static void shorten_the_wait(LoopObject *self)
 {
-    if (!self->before_wait || !self->loop)
+    if (!self->before_wait || !self->loop ||
+        self->before_wait_thread != PyThread_get_thread_ident())
         return;
     if (self->ready_len || self->stopping || self->signals_pending_len ||
         (self->timers_len && self->timers[0].when < self->wait_deadline)) {
@@ -355,6 +356,7 @@ static int run_once(LoopObject *self)
     /* What the wait was planned on: a timer due before it shortens it. */
     self->wait_deadline = self->timers_len ? self->timers[0].when : INFINITY;
     self->before_wait = timeout != 0;
+    self->before_wait_thread = PyThread_get_thread_ident();
     int r = pact_loop_run_once(self->loop, timeout);
     self->before_wait = 0;
     if (r < 0) {

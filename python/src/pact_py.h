@@ -77,6 +77,10 @@ typedef struct {
      * none): see shorten_the_wait in loop.c. */
     int before_wait;
     double wait_deadline;
+    /* The thread running that iteration: call_soon_threadsafe from
+     * another one pushes to the queue too, but wakes the loop with
+     * pact_loop_wake and must not call into the loop itself. */
+    unsigned long before_wait_thread;
     /* SystemExit / KeyboardInterrupt raised in a protocol callback (run
      * from inside a pact iteration): raised by run_once after it. */
     PyObject *pending_exc;

@@ -106,6 +106,42 @@ class BeforeWaitTests(unittest.TestCase):
             lambda loop: loop.stop(), self.loop.run_forever),
             'the loop slept after stop()')
 
+    def test_call_soon_threadsafe_from_another_thread_meanwhile(self):
+        """A thread's call_soon_threadsafe while the loop's thread runs a
+        callback before the wait (here one that waits for that thread,
+        the GIL released) wakes the loop through pact_loop_wake only: it
+        never calls into the pact loop another thread is running, which
+        pact refuses (-EPERM) and, in debug mode, reports. Checked in a
+        child with PACT_DEBUG=1, whose stderr carries such reports."""
+        import subprocess
+        import sys
+        code = (
+            'import sys, unittest\n'
+            'sys.path[:0] = %r\n'
+            'import test_before_wait as t\n'
+            'case = t.BeforeWaitTests("_foreign_thread_meanwhile")\n'
+            'r = unittest.TextTestRunner(verbosity=0).run(case)\n'
+            'sys.exit(0 if r.wasSuccessful() else 1)\n'
+        ) % ([os.path.dirname(os.path.abspath(__file__))] + sys.path,)
+        env = dict(os.environ, PACT_DEBUG='1', PACT_ENGINE=ENGINE)
+        p = subprocess.run([sys.executable, '-c', code], env=env,
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertNotIn('pact_call_soon', p.stderr)
+
+    def _foreign_thread_meanwhile(self):
+        done = self.loop.create_future()
+
+        def on_resume(loop):
+            t = threading.Thread(
+                target=loop.call_soon_threadsafe,
+                args=(done.set_result, None))
+            t.start()
+            t.join()
+        self.assertFalse(self.resumed_by_a_send_before_the_wait(
+            on_resume, lambda: self.loop.run_until_complete(done)),
+            'the loop slept with a handle ready')
+
 
 if __name__ == '__main__':
     unittest.main()
