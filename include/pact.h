@@ -221,13 +221,16 @@ typedef struct pact_loop_options {
      * completions the old ring holds are delivered, the old ring is
      * closed, and the ops still in flight are submitted again on the new
      * one (a cancel already asked for ends its op with -ECANCELED; so
-     * does a pact_connect the kernel had started). Refused with -EBUSY
-     * instead, changing nothing: a move while a read or write of a
-     * regular file or block device is in flight on io_uring (the kernel
-     * may be doing it on a worker thread, with the completion owed to
-     * the old thread; the thread that ran the loop last can run it on
-     * until that op completes). A movable loop's other file ops
-     * (pact_open ... pact_unlink) run on the thread pool. The rule: whoever
+     * does a pact_connect the kernel had started). If the old ring's
+     * completion queue had overflowed (the kernel keeps what did not fit
+     * for the old thread alone, and it is lost with that ring), every op
+     * still in flight that does something ends with -EOVERFLOW — done or
+     * not, it is never done twice — and only readiness waits (pact_poll,
+     * pact_watch) are armed again. A movable loop's file ops
+     * (pact_open ... pact_unlink, and pact_read / pact_write of a regular
+     * file or block device, which io_uring may run on a kernel worker
+     * with the completion owed to the thread that submitted it) run on
+     * the thread pool, so none of them holds the loop to a thread. The rule: whoever
      * runs it owns it while it runs — run, run_once and close from
      * another thread answer -EBUSY, and the other calls that are not
      * thread-safe -EPERM; between runs any one thread at a time may use

@@ -552,3 +552,236 @@ Test(loop_thread, ops_started_by_a_thread_that_has_exited_still_deliver_on_a_mov
     close(o.wv[0]);
     close(o.wv[1]);
 }
+
+/* A read of a regular file started on a thread that has exited: pact
+ * itself starts such reads (pact_sendfile's copy fallback). On io_uring
+ * the kernel may do one on its worker threads with the completion owed to
+ * the thread that submitted it, so a movable loop sends them to the
+ * thread pool, like its other file ops, and a move never has to wait for
+ * one. The move used to be refused with -EBUSY while one was in flight,
+ * for run, run_once and close alike: with its last thread gone, the loop
+ * could be neither run nor closed. The file's pages are dropped from the
+ * cache so that the read is still with the kernel (or a pool worker) when
+ * the thread exits. */
+#define FILE_READ_BYTES (8u << 20)
+
+typedef struct {
+    pact_loop *loop;
+    int fd;
+    unsigned char *buf;
+    int calls;
+    int64_t result;
+    int run_result;
+} file_read_move;
+
+static void file_read_done(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    file_read_move *f = user;
+    f->calls++;
+    f->result = c->result;
+}
+
+static void file_read_start(pact_loop *loop, void *user)
+{
+    file_read_move *f = user;
+    cr_assert_gt(pact_read(loop, f->fd, f->buf, FILE_READ_BYTES, 0,
+                           file_read_done, f), 0);
+}
+
+static void *file_read_thread(void *arg)
+{
+    file_read_move *f = arg;
+    /* The first turn starts the read, the second submits it. */
+    for (int i = 0; i < 2; i++) {
+        int r = pact_loop_run_once(f->loop, 0);
+        if (r < 0) {
+            f->run_result = r;
+            return NULL;
+        }
+    }
+    f->run_result = 0;
+    return NULL;
+}
+
+static int uncached_file(size_t len)
+{
+    char path[] = "/var/tmp/pact-movable-read-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    unlink(path);
+    unsigned char *chunk = malloc(1 << 16);
+    cr_assert_not_null(chunk);
+    for (size_t off = 0; off < len; off += 1 << 16) {
+        for (size_t i = 0; i < 1 << 16; i++)
+            chunk[i] = (unsigned char)((off + i) * 7 + 3);
+        cr_assert_eq(pwrite(fd, chunk, 1 << 16, (off_t)off), 1 << 16);
+    }
+    free(chunk);
+    cr_assert_eq(fsync(fd), 0);
+    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    return fd;
+}
+
+static void file_read_crosses_threads(int close_only)
+{
+    file_read_move f = {.loop = loop_new(1), .fd = uncached_file(FILE_READ_BYTES)};
+    f.buf = malloc(FILE_READ_BYTES);
+    cr_assert_not_null(f.buf);
+    cr_assert_gt(pact_call_soon(f.loop, file_read_start, &f), 0);
+    pthread_t a;
+    cr_assert_eq(pthread_create(&a, NULL, file_read_thread, &f), 0);
+    pthread_join(a, NULL);
+    cr_assert_eq(f.run_result, 0, "run on A: %s", pact_strerror(f.run_result));
+    cr_log_info("the read was %s when A exited",
+                f.calls ? "done" : "in flight");
+    if (!close_only) {
+        uint64_t end = pact_now() + 10000 * MS;
+        while (f.calls == 0 && pact_now() < end) {
+            int r = pact_loop_run_once(f.loop, 10 * (int64_t)MS);
+            cr_assert_geq(r, 0, "run_once here: %s", pact_strerror(r));
+        }
+        cr_assert_eq(f.calls, 1);
+        cr_assert_eq(f.result, (int64_t)FILE_READ_BYTES, "read: %s",
+                     pact_strerror((int)f.result));
+        for (size_t i = 0; i < FILE_READ_BYTES; i += 4093)
+            cr_assert_eq(f.buf[i], (unsigned char)(i * 7 + 3), "byte %zu", i);
+    }
+    int r = pact_loop_close(f.loop);
+    cr_assert_eq(r, 0, "close here: %s", pact_strerror(r));
+    /* Exactly once: completed here, or (close_only) by the close. */
+    cr_assert_eq(f.calls, 1);
+    if (!close_only)
+        cr_assert_eq(f.result, (int64_t)FILE_READ_BYTES);
+    cr_assert_eq(pact_loop_free(f.loop), 0);
+    free(f.buf);
+    close(f.fd);
+}
+
+Test(loop_thread, a_file_read_in_flight_carries_over_when_its_thread_has_exited)
+{
+    file_read_crosses_threads(0);
+}
+
+Test(loop_thread, a_movable_loop_with_a_file_read_in_flight_closes_after_its_thread_exited)
+{
+    file_read_crosses_threads(1);
+}
+
+/* The old ring's CQ overflowed: completions the kernel keeps in its
+ * overflow list for the thread the ring is bound to, which another
+ * thread cannot reap (io_uring answers it EEXIST). The move used to log
+ * that and submit every op still in flight again, so a send whose
+ * completion was in that list was sent twice. Now such an op ends with
+ * -EOVERFLOW: done or not, never done twice. A queue depth of 2 (a CQ
+ * of 8) and 16 sends that complete at once, each on its own socket (the
+ * sends of one socket go one at a time): the turn that submits them
+ * reaps one CQ's worth and leaves the rest in the overflow list. */
+#define OVERFLOW_SENDS 16
+
+typedef struct {
+    pact_loop *loop;
+    int sv[OVERFLOW_SENDS][2];
+    unsigned char byte[OVERFLOW_SENDS];
+    int calls[OVERFLOW_SENDS];
+    int64_t result[OVERFLOW_SENDS];
+    int run_result;
+} overflow_sends;
+
+typedef struct {
+    overflow_sends *o;
+    int i;
+} overflow_send;
+
+static overflow_send overflow_slots[OVERFLOW_SENDS];
+
+static void overflow_send_done(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    overflow_send *s = user;
+    s->o->calls[s->i]++;
+    s->o->result[s->i] = c->result;
+}
+
+static void overflow_start(pact_loop *loop, void *user)
+{
+    overflow_sends *o = user;
+    for (int i = 0; i < OVERFLOW_SENDS; i++) {
+        overflow_slots[i] = (overflow_send){o, i};
+        o->byte[i] = (unsigned char)('a' + i);
+        cr_assert_gt(pact_send(loop, o->sv[i][0], &o->byte[i], 1, 0,
+                               overflow_send_done, &overflow_slots[i]), 0);
+    }
+}
+
+static void *overflow_thread(void *arg)
+{
+    overflow_sends *o = arg;
+    for (int i = 0; i < 2; i++) { /* start, then submit */
+        int r = pact_loop_run_once(o->loop, 0);
+        if (r < 0) {
+            o->run_result = r;
+            return NULL;
+        }
+    }
+    o->run_result = 0;
+    return NULL;
+}
+
+Test(loop_thread, a_send_whose_completion_overflowed_is_not_sent_again_after_a_move)
+{
+    pact_loop_options opts;
+    pact_loop_options_init(&opts);
+    opts.debug = 1;
+    opts.movable = 1;
+    opts.queue_depth = 2;
+    overflow_sends o = {0};
+    cr_assert_eq(pact_loop_create(&o.loop, &opts), 0);
+    for (int i = 0; i < OVERFLOW_SENDS; i++)
+        make_socketpair(o.sv[i]);
+    cr_assert_gt(pact_call_soon(o.loop, overflow_start, &o), 0);
+    pthread_t a;
+    cr_assert_eq(pthread_create(&a, NULL, overflow_thread, &o), 0);
+    pthread_join(a, NULL);
+    cr_assert_eq(o.run_result, 0, "run on A: %s", pact_strerror(o.run_result));
+    pact_loop_stats st;
+    cr_assert_eq(pact_loop_get_stats(o.loop, &st), 0);
+    int done_on_a = 0;
+    for (int i = 0; i < OVERFLOW_SENDS; i++)
+        done_on_a += o.calls[i];
+    cr_log_info("%d of %d sends completed on A, CQ overflows %llu", done_on_a,
+                OVERFLOW_SENDS, (unsigned long long)st.cq_overflows);
+    if (pact_loop_engine(o.loop) == PACT_ENGINE_URING)
+        cr_assert_gt(st.cq_overflows, 0, "the CQ did not overflow: no test");
+    uint64_t end = pact_now() + 5000 * MS;
+    int all;
+    do {
+        cr_assert_geq(pact_loop_run_once(o.loop, 10 * (int64_t)MS), 0);
+        all = 1;
+        for (int i = 0; i < OVERFLOW_SENDS; i++)
+            all &= o.calls[i] > 0;
+    } while (!all && pact_now() < end);
+    int failed = 0;
+    for (int i = 0; i < OVERFLOW_SENDS; i++) {
+        cr_assert_eq(o.calls[i], 1, "send %d: %d callbacks", i, o.calls[i]);
+        unsigned char got[4];
+        ssize_t n = read(o.sv[i][1], got, sizeof got);
+        /* Sent once, or (its completion lost) reported as such; never twice. */
+        if (o.result[i] == 1) {
+            cr_assert_eq(n, 1, "send %d: %zd bytes arrived", i, n);
+            cr_assert_eq(got[0], o.byte[i]);
+        } else {
+            cr_assert_eq(o.result[i], -EOVERFLOW, "send %d: %s", i,
+                         pact_strerror((int)o.result[i]));
+            cr_assert(n == 1 || (n < 0 && errno == EAGAIN),
+                      "send %d: %zd bytes arrived", i, n);
+            failed++;
+        }
+    }
+    cr_log_info("%d sends ended with -EOVERFLOW", failed);
+    test_loop_free(o.loop);
+    for (int i = 0; i < OVERFLOW_SENDS; i++) {
+        close(o.sv[i][0]);
+        close(o.sv[i][1]);
+    }
+}

@@ -21,7 +21,9 @@
 #include <unistd.h>
 
 #include "fault.h"
+#include "fs_blocking.h"
 #include "loop.h"
+#include "pool.h"
 
 enum uring_tag {
     TAG_OP = 1,           /* the operation itself */
@@ -524,8 +526,10 @@ static int uring_init(pact_loop *loop, unsigned depth, int fail_setup,
     }
     loop->native_kinds = (1u << PACT_OP_READ) | (1u << PACT_OP_WRITE);
     /* A movable loop's file ops go to the pool: on the ring the kernel
-     * runs them on its worker threads, and such an op in flight would
-     * keep the loop from changing threads (see migrate). */
+     * runs them on its worker threads with the completion owed to the
+     * thread that submitted them, which a move cannot take over (see
+     * migrate). Its reads and writes of regular files too
+     * (goes_to_the_pool). */
     for (size_t i = 0; i < sizeof file_ops / sizeof file_ops[0]; i++)
         if (io_uring_opcode_supported(probe, file_ops[i].opcode) &&
             !(e->mask & URING_MASK_FILES) && !loop->movable)
@@ -677,12 +681,41 @@ static void prep_op(pact_loop *loop, pact_op_s *op, struct io_uring_sqe *sqe)
     io_uring_sqe_set_data64(sqe, encode(op, TAG_OP));
 }
 
+/* A movable loop's read or write of a regular file or block device: the
+ * kernel may do it on its worker threads (io-wq) with the completion owed
+ * to the thread that submitted it, so on the ring it would keep the loop
+ * from changing threads (see migrate). The pool runs it instead, as it
+ * does the loop's other file ops (uring_init); sockets, pipes, eventfds
+ * and ttys stay on the ring, where the kernel waits for them by poll. */
+static int goes_to_the_pool(pact_loop *loop, const pact_op_s *op)
+{
+    struct stat st;
+    if (!loop->movable ||
+        (op->kind != PACT_OP_READ && op->kind != PACT_OP_WRITE) ||
+        (op->flags & PACT_OPF_INTERNAL))
+        return 0;
+    /* fstat failing (a bad fd): the ring answers -EBADF as it would. */
+    return fstat(op->fd, &st) == 0 &&
+           (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode));
+}
+
 /* Ops of one stream on one fd reach this one at a time, in the order they
  * were started (the op layer's per-fd order, op.c): the kernel wakes poll
  * waiters last-armed-first, so two recvs in the kernel at once got their
  * bytes in reverse order. */
 static int uring_submit(pact_loop *loop, pact_op_s *op)
 {
+    if (goes_to_the_pool(loop, op)) {
+        pact_op_ext *x = pact__op_ext(loop, op);
+        if (!x) {
+            pact__op_defer(loop, op, -ENOMEM);
+            return 0;
+        }
+        op->flags |= PACT_OPF_OFFLOAD;
+        x->work_fn = pact__fs_run_blocking;
+        x->work_arg = op;
+        return pact__pool_submit(loop, op);
+    }
     /* An op that waited its turn has its deadline on the heap already. */
     int linked = op->timeout_ns && !pact_heap_contains(&op->deadline) &&
                  uring_supports_link_timeout(loop, op);
@@ -1139,11 +1172,21 @@ static void handle_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
  * was asked for (they end with -ECANCELED, as they would have), and a
  * connect the kernel had started (connect() a second time answers
  * EALREADY; it ends with -ECANCELED, as on a movable loop whose thread
- * has exited). Refused: an op the kernel may be running on one of its
- * worker threads (io-wq: a read or write of a regular file or block
- * device) — its I/O may be done or under way with the completion still
- * owed to the old thread; resubmitting could do it twice and releasing
- * its buffer would let the kernel write into freed memory. */
+ * has exited). Nothing the kernel may be running on one of its worker
+ * threads (io-wq: a read or write of a regular file or block device,
+ * whose I/O may be done or under way with the completion owed to the old
+ * thread) is on the ring: a movable loop sends those to the thread pool
+ * (goes_to_the_pool, uring_init), whose ops carry over as they are.
+ *
+ * If the old ring's CQ overflowed, the kernel keeps the completions that
+ * did not fit in a list that only the bound thread can have flushed into
+ * the CQ (for another, io_uring_enter answers EEXIST), and closing the
+ * ring drops them. An op still in flight may then be done with its
+ * completion in that list: submitting it again could send twice, and
+ * its received bytes or accepted connection are gone. So each such op
+ * whose doing has an effect ends with -EOVERFLOW (done or not, once at
+ * most) instead; only readiness (poll, watch) and the loop's own reads
+ * (its wake-up, signals) are armed again. */
 
 /* The op's SQE is still in the SQ: the kernel has not seen it. */
 static int waits_in_the_sq(uring_engine *e, const pact_op_s *op)
@@ -1154,29 +1197,6 @@ static int waits_in_the_sq(uring_engine *e, const pact_op_s *op)
         if (e->ring.sq.sqes[i & e->ring.sq.ring_mask].user_data == ud)
             return 1;
     return 0;
-}
-
-/* The kernel may run the op on an io-wq worker (see above). */
-static int may_run_on_a_kernel_worker(const pact_op_s *op)
-{
-    struct stat st;
-    switch ((pact_op_kind)op->kind) {
-    case PACT_OP_READ:
-    case PACT_OP_WRITE:
-        /* Sockets, pipes, eventfds, ttys: waited for by poll. */
-        if (fstat(op->fd, &st) != 0)
-            return 1;
-        return S_ISREG(st.st_mode) || S_ISBLK(st.st_mode);
-    case PACT_OP_OPEN:
-    case PACT_OP_CLOSE:
-    case PACT_OP_FSYNC:
-    case PACT_OP_STATX:
-    case PACT_OP_RENAME:
-    case PACT_OP_UNLINK:
-        return 1; /* a movable loop sends them to the pool (uring_init) */
-    default:
-        return 0;
-    }
 }
 
 /* The ring of a loop that may change threads at any time: no
@@ -1214,17 +1234,6 @@ static void handle_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags);
 static int migrate(pact_loop *loop, int may_call_back)
 {
     uring_engine *e = URING(loop);
-    for (uint32_t i = 0; i < loop->ops.capacity; i++) {
-        pact_op_s *op = pact_slab_at(&loop->ops, i);
-        if ((op->slab.gen & 1) && op->pending_cqes > 0 &&
-            may_run_on_a_kernel_worker(op) && !waits_in_the_sq(e, op))
-            return pact__misuse(loop, -EBUSY, "pact_loop_run",
-                                "a file read or write the kernel may be "
-                                "doing on its worker threads is in flight "
-                                "on io_uring; the loop can change threads "
-                                "once the thread that ran it last has run "
-                                "it to that op's completion");
-    }
     if (!may_call_back && io_uring_cq_ready(&e->ring))
         return -EBUSY;
     struct io_uring fresh;
@@ -1235,10 +1244,10 @@ static int migrate(pact_loop *loop, int may_call_back)
                              "new thread");
         return r;
     }
-    if (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW)
-        pact__error(loop, -EOVERFLOW,
-                    "io_uring: completions the kernel kept for the thread "
-                    "that ran the loop before are lost");
+    /* Read before the CQ is drained below: draining does not flush the
+     * overflow list into it (only the bound thread's io_uring_enter does). */
+    int overflowed =
+        (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW) != 0;
 
     /* The old ring's completions, with its mode (multishot buffers)
      * still in place; what they start or re-arm goes to scratch SQEs. */
@@ -1266,12 +1275,15 @@ static int migrate(pact_loop *loop, int may_call_back)
     }
     e->migrating = 0;
 
-    /* Connects the kernel has not seen may go again. */
+    /* Ops the kernel has not seen (still in the SQ) may go again: a
+     * connect, and after an overflow any op (none of its completions can
+     * be in the overflow list). */
     for (uint32_t i = 0; i < loop->ops.capacity; i++) {
         pact_op_s *op = pact_slab_at(&loop->ops, i);
         op->flags &= (uint16_t)~PACT_OPF_LINK_TIMEOUT; /* reused as a mark */
         if ((op->slab.gen & 1) && op->pending_cqes > 0 &&
-            op->kind == PACT_OP_CONNECT && waits_in_the_sq(e, op))
+            (op->kind == PACT_OP_CONNECT || overflowed) &&
+            waits_in_the_sq(e, op))
             op->flags |= PACT_OPF_LINK_TIMEOUT;
     }
     io_uring_queue_exit(&e->ring); /* the kernel cancels what it holds */
@@ -1300,12 +1312,17 @@ static int migrate(pact_loop *loop, int may_call_back)
         pact_op_s *op = pact_slab_at(&loop->ops, i);
         if (!(op->slab.gen & 1) || op->pending_cqes <= 0)
             continue;
-        int connect_again = (op->flags & PACT_OPF_LINK_TIMEOUT) != 0;
+        int unseen = (op->flags & PACT_OPF_LINK_TIMEOUT) != 0;
         op->flags &= (uint16_t)~(PACT_OPF_WATCH_REARM | PACT_OPF_LINK_TIMEOUT);
         op->pending_cqes = 0;
         if ((op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT)) ||
-            (op->kind == PACT_OP_CONNECT && !connect_again)) {
+            (op->kind == PACT_OP_CONNECT && !unseen)) {
             pact__op_defer(loop, op, -ECANCELED);
+            continue;
+        }
+        if (overflowed && !unseen && !(op->flags & PACT_OPF_INTERNAL) &&
+            op->kind != PACT_OP_POLL && op->kind != PACT_OP_WATCH) {
+            pact__op_defer(loop, op, -EOVERFLOW);
             continue;
         }
         struct io_uring_sqe *sqe = get_sqes(loop, 1);
