@@ -15,7 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "shared_helpers.h"
+#include "helpers_both_systems.h"
 
 /* A loop on the engine the runner asked for; fails the test if the loop
  * silently fell back (a forced engine must be the one we get). */

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../shared_helpers.h"
+#include "../helpers_both_systems.h"
 
 static inline pact_loop *test_loop_new(void)
 {

@@ -3,8 +3,8 @@
  * tests/win/helpers.h on Windows, each including this after Criterion and
  * pact.h): closing a loop with the checks every test makes, running it
  * until a flag is set, and the test stream's byte pattern. */
-#ifndef PACT_TEST_SHARED_HELPERS_H
-#define PACT_TEST_SHARED_HELPERS_H
+#ifndef PACT_TEST_HELPERS_BOTH_SYSTEMS_H
+#define PACT_TEST_HELPERS_BOTH_SYSTEMS_H
 
 #include <stdint.h>
 
