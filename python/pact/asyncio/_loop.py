@@ -344,12 +344,7 @@ class Loop(_pact.Loop, asyncio.AbstractEventLoop):
         data = _recv_now(fd, n)
         if data is not None:
             return data
-        fut = self.create_future()
-        self._ensure_fd_no_transport(fd)
-        handle = self._add_reader(fd, self._sock_recv, fut, sock, n)
-        fut.add_done_callback(
-            functools.partial(self._sock_reader_done, fd, handle))
-        return await fut
+        return await self._sock_read_when_readable(fd, self._sock_recv, sock, n)
 
     async def sock_recv_into(self, sock, buf):
         """Receive into buf from sock (non-blocking); the number of
@@ -362,12 +357,7 @@ class Loop(_pact.Loop, asyncio.AbstractEventLoop):
         nbytes = _recv_into_now(fd, buf)
         if nbytes is not None:
             return nbytes
-        fut = self.create_future()
-        self._ensure_fd_no_transport(fd)
-        handle = self._add_reader(fd, self._sock_recv_into, fut, sock, buf)
-        fut.add_done_callback(
-            functools.partial(self._sock_reader_done, fd, handle))
-        return await fut
+        return await self._sock_read_when_readable(fd, self._sock_recv_into, sock, buf)
 
     async def sock_sendall(self, sock, data):
         """Send all of data to sock (non-blocking)."""
@@ -389,6 +379,16 @@ class Loop(_pact.Loop, asyncio.AbstractEventLoop):
 
     # asyncio's _sock_read_done / _sock_write_done, without the keyword
     # argument (a partial called with keywords builds a dict per call).
+    def _sock_read_when_readable(self, fd, callback, sock, arg):
+        """The future of a sock_recv* that found nothing waiting:
+        callback(fut, sock, arg) tries again each time fd is readable."""
+        fut = self.create_future()
+        self._ensure_fd_no_transport(fd)
+        handle = self._add_reader(fd, callback, fut, sock, arg)
+        fut.add_done_callback(
+            functools.partial(self._sock_reader_done, fd, handle))
+        return fut
+
     def _sock_reader_done(self, fd, handle, fut):
         if not handle.cancelled():
             self.remove_reader(fd)
