@@ -214,7 +214,11 @@ typedef struct pact_loop_options {
      * threading.Thread(target=loop.run_forever) and loop.close() from the
      * main thread). It starts as a pinned loop does, on the fast ring
      * bound to the first thread that drives it, since most loops never
-     * move. The first time another thread runs or closes it, it moves to
+     * move (on Linux 6.17 and later, 6.16.9+ and 6.12.49+ only: on an
+     * older kernel, closing the old ring could still do a waiting
+     * receive and drop its bytes, so a movable loop starts on the ring it
+     * would move to, and pact_loop_recv_multishot_mode() says "poll").
+     * The first time another thread runs or closes it, it moves to
      * a ring set up without those flags (and without COOP_TASKRUN: a
      * completion is then finished by the thread that started the op,
      * which must be woken even if it sleeps), and stays there: the
@@ -226,11 +230,13 @@ typedef struct pact_loop_options {
      * for the old thread alone, and it is lost with that ring), every op
      * still in flight that does something ends with -EOVERFLOW — done or
      * not, it is never done twice — and only readiness waits (pact_poll,
-     * pact_watch) are armed again. A movable loop's file ops
+     * pact_watch) are armed again; signal handlers and the loop's
+     * wake-up lose nothing. A movable loop's file ops
      * (pact_open ... pact_unlink, and pact_read / pact_write of a regular
-     * file or block device, which io_uring may run on a kernel worker
-     * with the completion owed to the thread that submitted it) run on
-     * the thread pool, so none of them holds the loop to a thread. The rule: whoever
+     * file, a block device or a character device that cannot be polled,
+     * which io_uring may run on a kernel worker with the completion owed
+     * to the thread that submitted it) run on the thread pool, so none
+     * of them holds the loop to a thread. The rule: whoever
      * runs it owns it while it runs — run, run_once and close from
      * another thread answer -EBUSY, and the other calls that are not
      * thread-safe -EPERM; between runs any one thread at a time may use

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -126,6 +127,9 @@ typedef struct uring_engine {
     /* A watch was armed again after a cancel for new events in the batch
      * being handled: uring_wait submits it at once (see watch_cqe). */
     int watch_rearmed;
+    /* An epoll set that only asks whether a file can be polled
+     * (file_can_poll), -1 until then. */
+    int poll_probe_fd;
 } uring_engine;
 
 #define RECV_BGID 1
@@ -257,9 +261,11 @@ static void describe_setup_failure(int err, char *reason, size_t len)
  * multishot (no buffer ring: multishot receive in poll mode; servers
  * accept one connection per accept op), pbufinc (a buffer ring without
  * incremental consumption, as before 6.12), files (file
- * ops on the thread pool), extarg (as on 5.10: pact then refuses io_uring,
- * so "all" leaves it out). Each feature has one check point, marked
- * URING_MASK_. */
+ * ops on the thread pool), teardown (a kernel whose ring teardown may
+ * still do a waiting receive: movable loops start on the plain ring, see
+ * movable_loop_may_start_fast), extarg (as on 5.10: pact then refuses
+ * io_uring, so "all" leaves it out). Each feature has one check point,
+ * marked URING_MASK_. */
 enum {
     URING_MASK_SETUP = 1u << 0,
     URING_MASK_LINK_TIMEOUT = 1u << 1,
@@ -267,6 +273,7 @@ enum {
     URING_MASK_FILES = 1u << 3,
     URING_MASK_EXT_ARG = 1u << 4,
     URING_MASK_PBUF_INC = 1u << 5,
+    URING_MASK_TEARDOWN = 1u << 6,
 };
 
 static unsigned uring_mask_from_env(void)
@@ -281,13 +288,15 @@ static unsigned uring_mask_from_env(void)
         {"setup", URING_MASK_SETUP},       {"linktimeout", URING_MASK_LINK_TIMEOUT},
         {"multishot", URING_MASK_MULTISHOT}, {"files", URING_MASK_FILES},
         {"extarg", URING_MASK_EXT_ARG},    {"pbufinc", URING_MASK_PBUF_INC},
+        {"teardown", URING_MASK_TEARDOWN},
     };
     unsigned m = 0;
     for (const char *p = v; *p;) {
         size_t n = strcspn(p, ",");
         if (n == 3 && strncmp(p, "all", 3) == 0)
             m |= URING_MASK_SETUP | URING_MASK_LINK_TIMEOUT |
-                 URING_MASK_MULTISHOT | URING_MASK_FILES | URING_MASK_PBUF_INC;
+                 URING_MASK_MULTISHOT | URING_MASK_FILES | URING_MASK_PBUF_INC |
+                 URING_MASK_TEARDOWN;
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
             if (strlen(names[i].name) == n && strncmp(p, names[i].name, n) == 0)
                 m |= names[i].bit;
@@ -314,6 +323,42 @@ static int kernel_at_least(int major, int minor)
     if (uname(&u) != 0 || sscanf(u.release, "%d.%d", &ma, &mi) != 2)
         return 0;
     return ma > major || (ma == major && mi >= minor);
+}
+
+/* Whether a movable loop may start on the fast ring (SINGLE_ISSUER,
+ * DEFER_TASKRUN) and move off it later (migrate). The move closes the
+ * old ring with receives still waiting on it, and counts on the kernel
+ * to end them without doing their I/O: with DEFER_TASKRUN a waiting
+ * receive whose socket became readable is task work queued for the
+ * bound thread, and at teardown (io_ring_exit_work) that work is handed
+ * to a kernel worker (io_move_task_work_from_local, then the fallback
+ * work). Before Linux 6.17 the work item checked only whether the task
+ * was exiting (io_poll_check_events: PF_EXITING), not whether the ring
+ * was closing, so it could still receive: a datagram or stream bytes
+ * taken from the socket, and the completion dropped with the ring.
+ * Commit 3539b1467e94 ("io_uring: include dying ring in task_work
+ * \"should cancel\" state", 6.17, backported to 6.16.9 and 6.12.49)
+ * makes that check io_should_terminate_tw(ctx), true once the ring's
+ * references are dying (percpu_ref_is_dying(&ctx->refs), killed by
+ * io_ring_ctx_wait_and_kill before the exit work runs): the request is
+ * then cancelled without I/O. On other kernels a movable loop starts on
+ * the plain ring it would move to (no move, receives through poll and
+ * recv; pact_loop_recv_multishot_mode() says "poll" from the start).
+ * Stable series that may have the fix under another number (6.6, 6.1)
+ * take the plain ring: slower, never lossy. */
+static int ring_teardown_skips_waiting_io(const uring_engine *e)
+{
+    if (e->mask & URING_MASK_TEARDOWN)
+        return 0;
+    struct utsname u;
+    int ma = 0, mi = 0, patch = 0;
+    if (uname(&u) != 0 || sscanf(u.release, "%d.%d.%d", &ma, &mi, &patch) < 2)
+        return 0;
+    if (ma != 6)
+        return ma > 6;
+    if (mi >= 17)
+        return 1;
+    return (mi == 16 && patch >= 9) || (mi == 12 && patch >= 49);
 }
 
 /* Sets up the provided buffer ring (5.19) for multishot recv (6.0), or
@@ -434,6 +479,7 @@ static int uring_init(pact_loop *loop, unsigned depth, int fail_setup,
     if (!e)
         return -ENOMEM;
     e->mask = uring_mask_from_env();
+    e->poll_probe_fd = -1;
     pact_list_init(&e->buffer_waiters);
     if (depth == 0)
         depth = 256;
@@ -466,14 +512,24 @@ static int uring_init(pact_loop *loop, unsigned depth, int fail_setup,
      * to the first thread that drives it: most loops never move. When
      * another thread drives it, uring_adopt_thread() moves it to a ring
      * bound to no thread (plain_ring_setup). It never takes COOP_TASKRUN
-     * without DEFER_TASKRUN (see there). */
+     * without DEFER_TASKRUN (see there), and on a kernel whose ring
+     * teardown may still receive it starts on the plain ring instead
+     * (ring_teardown_skips_waiting_io). */
     e->depth = depth;
+    int movable_plain = loop->movable && !ring_teardown_skips_waiting_io(e);
+    if (movable_plain && loop->debug)
+        pact__log(loop, "movable loop on io_uring's plain ring: this "
+                        "kernel's ring teardown may still do a waiting "
+                        "receive (fixed in 6.17, 6.16.9, 6.12.49)");
     int r = -EINVAL;
     size_t nsets = sizeof flag_sets / sizeof flag_sets[0];
     /* URING_MASK_SETUP: only the last, plain set (0), as on 5.11-5.17. */
     for (size_t i = (e->mask & URING_MASK_SETUP) ? nsets - 1 : 0; i < nsets; i++) {
         if (loop->movable && (flag_sets[i] & IORING_SETUP_COOP_TASKRUN) &&
             !(flag_sets[i] & IORING_SETUP_DEFER_TASKRUN))
+            continue;
+        if (movable_plain && (flag_sets[i] & (IORING_SETUP_SINGLE_ISSUER |
+                                              IORING_SETUP_DEFER_TASKRUN)))
             continue;
         struct io_uring_params p;
         memset(&p, 0, sizeof p);
@@ -551,6 +607,8 @@ static void uring_destroy(pact_loop *loop)
     io_uring_queue_exit(&e->ring);
     if (e->has_backend_efd)
         close(e->backend_efd);
+    if (e->poll_probe_fd >= 0)
+        close(e->poll_probe_fd);
     /* The ring is gone, and with it the kernel's use of the buffers. */
     if (e->br)
         munmap(e->br, e->br_bytes);
@@ -681,12 +739,34 @@ static void prep_op(pact_loop *loop, pact_op_s *op, struct io_uring_sqe *sqe)
     io_uring_sqe_set_data64(sqe, encode(op, TAG_OP));
 }
 
-/* A movable loop's read or write of a regular file or block device: the
- * kernel may do it on its worker threads (io-wq) with the completion owed
- * to the thread that submitted it, so on the ring it would keep the loop
- * from changing threads (see migrate). The pool runs it instead, as it
- * does the loop's other file ops (uring_init); sockets, pipes, eventfds
- * and ttys stay on the ring, where the kernel waits for them by poll. */
+/* Whether fd's file can be polled: epoll refuses (EPERM) a file whose
+ * driver has no poll method. One scratch epoll set per loop, made on
+ * first use; the fd is taken out again at once. */
+static int file_can_poll(uring_engine *e, int fd)
+{
+    if (e->poll_probe_fd < 0) {
+        e->poll_probe_fd = epoll_create1(EPOLL_CLOEXEC);
+        if (e->poll_probe_fd < 0)
+            return 0; /* unknown: the pool is right either way */
+    }
+    struct epoll_event ev = {.events = 0};
+    if (epoll_ctl(e->poll_probe_fd, EPOLL_CTL_ADD, fd, &ev) != 0)
+        return errno == EEXIST;
+    epoll_ctl(e->poll_probe_fd, EPOLL_CTL_DEL, fd, &ev);
+    return 1;
+}
+
+/* A movable loop's read or write of a regular file, a block device or a
+ * character device that cannot be polled (/dev/full, say): the kernel
+ * may do it on its worker threads (io-wq) with the completion owed to
+ * the thread that submitted it, so on the ring it would keep the loop
+ * from changing threads (see migrate), and a move after a CQ overflow
+ * would end it with -EOVERFLOW. The pool runs it instead, as it does the
+ * loop's other file ops (uring_init). Sockets, pipes, eventfds and
+ * pollable character devices (ttys) stay on the ring, where the kernel
+ * waits for them by poll and does the I/O in the submitting task. Some
+ * unpollable devices never need a worker (/dev/null and /dev/zero are
+ * FMODE_NOWAIT), which user space cannot see: they go to the pool too. */
 static int goes_to_the_pool(pact_loop *loop, const pact_op_s *op)
 {
     struct stat st;
@@ -695,8 +775,11 @@ static int goes_to_the_pool(pact_loop *loop, const pact_op_s *op)
         (op->flags & PACT_OPF_INTERNAL))
         return 0;
     /* fstat failing (a bad fd): the ring answers -EBADF as it would. */
-    return fstat(op->fd, &st) == 0 &&
-           (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode));
+    if (fstat(op->fd, &st) != 0)
+        return 0;
+    if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))
+        return 1;
+    return S_ISCHR(st.st_mode) && !file_can_poll(URING(loop), op->fd);
 }
 
 /* Ops of one stream on one fd reach this one at a time, in the order they
@@ -1166,7 +1249,9 @@ static void handle_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
  * inside io_uring_enter, and posts its completion in the same step.
  * What the old ring did is in its CQ; what it did not do it never will:
  * closing the ring cancels its requests, whose task work then ends
- * without I/O. So the completions in the CQ are handled, the ring is
+ * without I/O — on kernels that check for a closing ring there
+ * (ring_teardown_skips_waiting_io; elsewhere a movable loop never
+ * starts on this ring). So the completions in the CQ are handled, the ring is
  * closed and every op still in flight is submitted again on the new ring
  * as if for the first time. Not resubmitted: ops a cancel or deadline
  * was asked for (they end with -ECANCELED, as they would have), and a
@@ -1185,8 +1270,19 @@ static void handle_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
  * completion in that list: submitting it again could send twice, and
  * its received bytes or accepted connection are gone. So each such op
  * whose doing has an effect ends with -EOVERFLOW (done or not, once at
- * most) instead; only readiness (poll, watch) and the loop's own reads
- * (its wake-up, signals) are armed again. */
+ * most) instead; only readiness (poll, watch) and the loop's own ops
+ * are armed again. Signals lose nothing: they are waited for as
+ * readiness (signal.c) and stay pending until the loop reads them. The
+ * wake-up read may have emptied its eventfd with the completion lost:
+ * the move then wakes the loop once itself (see migrate).
+ *
+ * The overflow list cannot be had another way: io_uring_enter with
+ * GETEVENTS from another thread answers EEXIST on a DEFER_TASKRUN ring
+ * before it flushes anything (io_cqring_wait: io_allowed_run_tw), and so
+ * does every registration call on a SINGLE_ISSUER ring; the old thread
+ * may have exited. Provided buffers that completions in the list held
+ * are not lost either: the new ring has no buffer ring (poll mode), and
+ * the buffers stay mapped until the loop is freed. */
 
 /* The op's SQE is still in the SQ: the kernel has not seen it. */
 static int waits_in_the_sq(uring_engine *e, const pact_op_s *op)
@@ -1332,6 +1428,18 @@ static int migrate(pact_loop *loop, int may_call_back)
         }
         prep_op(loop, op, sqe);
         op->pending_cqes = 1;
+    }
+    if (overflowed && loop->wake_op) {
+        /* The wake-up read may have emptied the eventfd with its
+         * completion in the lost list: wake_pending, set by the waker and
+         * cleared by that completion, stayed set, so no waker would write
+         * again and the loop would sleep through every pact_loop_wake()
+         * and pact_call_soon_threadsafe(). One wake-up of its own
+         * completes the read armed again above, which clears it. */
+        atomic_store(&loop->wake_pending, 1);
+        int w = pact__wake_post(loop);
+        if (w < 0)
+            pact__error(loop, w, "io_uring: cannot wake the moved loop");
     }
     return 0;
 }

@@ -5,11 +5,17 @@
  * loop.c), so handlers run as ordinary callbacks on the loop, never in
  * signal context, on both engines.
  *
- * The signalfd is non-blocking: io_uring then tries the read in the
- * submitting thread and retries it from a poll wake-up in that same
- * thread's task work, so it dequeues the loop thread's signals (a read
- * punted to an io-wq worker would look at the worker's). */
+ * The op waits for the signalfd to be readable (pact_poll's kind) and
+ * the callback reads it, on the loop's thread: the kernel never dequeues
+ * a signal on the loop's behalf. A read op did: its bytes were taken
+ * from the signalfd when the kernel did the read, so a completion that
+ * never reached the loop took its signals with it. That happens when a
+ * movable loop moves after its io_uring CQ overflowed (the completions
+ * that did not fit die with the old ring, see engine_uring.c): the
+ * signal was gone. Readiness lost that way costs nothing, the signal
+ * is still pending and the wait armed again on the new ring sees it. */
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/signalfd.h>
@@ -22,7 +28,7 @@ struct pact_signal_os {
     sigset_t set;          /* signals with handlers: what fd reads */
     sigset_t was_blocked;  /* of those, blocked before we blocked them */
     unsigned claimed;      /* signals in set: 0 once no handler is left */
-    pact_op read_op;       /* 0 when no read is in flight */
+    pact_op read_op;       /* the wait for readability; 0 when none */
     struct signalfd_siginfo buf[8];
 };
 
@@ -119,22 +125,20 @@ void pact__signal_os_release(pact_loop *loop, pact_signal_os *s, int signo)
 
 static void read_done(pact_loop *loop, const pact_completion *c, void *user);
 
-/* Keeps one read in flight on the signalfd while there are handlers. */
+/* Keeps one wait for the signalfd in flight while there are handlers. */
 void pact__signal_os_listen(pact_loop *loop, pact_signal_os *s)
 {
     if (s->read_op || s->fd < 0 || s->claimed == 0 ||
         loop->state != PACT_LOOP_OPEN)
         return;
     int err = 0;
-    pact_op_s *op = pact__op_new(loop, PACT_OP_READ, s->fd, read_done, s,
+    pact_op_s *op = pact__op_new(loop, PACT_OP_POLL, s->fd, read_done, s,
                                  &err);
     if (!op) {
-        pact__error(loop, err, "cannot start the signalfd read");
+        pact__error(loop, err, "cannot start the signalfd wait");
         return;
     }
-    op->buf = s->buf;
-    op->len = sizeof s->buf;
-    op->offset = -1;
+    op->msg_flags = POLLIN;
     s->read_op = pact__op_start_internal(loop, op);
 }
 
@@ -151,14 +155,22 @@ static void read_done(pact_loop *loop, const pact_completion *c, void *user)
     pact_signal_os *s = user;
     s->read_op = 0;
     int broken = 0;
-    if (c->result > 0) {
-        size_t n = (size_t)c->result / sizeof s->buf[0];
-        for (size_t i = 0; i < n; i++)
-            pact__signals_deliver(loop, (int)s->buf[i].ssi_signo);
-    } else if (c->result != -ECANCELED && c->result != -EAGAIN &&
-               c->result != -EINTR) {
-        pact__error(loop, (int)c->result, "signalfd read failed");
-        broken = 1; /* re-arming would spin on the same error */
+    if (c->result >= 0 && s->fd >= 0) {
+        /* Readable: one read (up to 8 signals); if more wait, the next
+         * wait answers at once. Another reader may have been first. */
+        ssize_t got = read(s->fd, s->buf, sizeof s->buf);
+        if (got > 0) {
+            size_t n = (size_t)got / sizeof s->buf[0];
+            for (size_t i = 0; i < n; i++)
+                pact__signals_deliver(loop, (int)s->buf[i].ssi_signo);
+        } else if (got < 0 && errno != EAGAIN && errno != EINTR) {
+            pact__error(loop, -errno, "signalfd read failed");
+            broken = 1; /* re-arming would spin on the same error */
+        }
+    } else if (c->result < 0 && c->result != -ECANCELED &&
+               c->result != -EAGAIN && c->result != -EINTR) {
+        pact__error(loop, (int)c->result, "signalfd wait failed");
+        broken = 1;
     }
     if (s->claimed == 0 || loop->state != PACT_LOOP_OPEN) {
         close_fd(s); /* no op is in flight on it any more */
