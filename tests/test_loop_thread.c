@@ -1136,3 +1136,64 @@ Test(loop_thread, a_moved_loop_still_wakes_when_its_wake_up_read_overflowed)
         close(o.sv[i][1]);
     }
 }
+
+/* The same read from a block device: a loop device over such a file
+ * (io_uring may read a block device on a worker too; a movable loop
+ * sends it to the pool, fstat's S_ISBLK). Making one needs
+ * CAP_SYS_ADMIN and /dev/loop-control: where either is missing the test
+ * says so and is skipped. */
+static int make_loop_device(int backing, char *path, size_t len, int *ctl_out)
+{
+    int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+    if (ctl < 0)
+        return -errno;
+    int n = ioctl(ctl, LOOP_CTL_GET_FREE);
+    if (n < 0) {
+        int e = -errno;
+        close(ctl);
+        return e;
+    }
+    snprintf(path, len, "/dev/loop%d", n);
+    int dev = open(path, O_RDWR | O_CLOEXEC);
+    if (dev < 0 || ioctl(dev, LOOP_SET_FD, backing) != 0) {
+        int e = -errno;
+        if (dev >= 0)
+            close(dev);
+        close(ctl);
+        return e;
+    }
+    *ctl_out = ctl;
+    return dev;
+}
+
+static void block_device_read_crosses_threads(int close_only)
+{
+    int backing = uncached_file(FILE_READ_BYTES);
+    char path[64];
+    int ctl = -1;
+    int dev = make_loop_device(backing, path, sizeof path, &ctl);
+    if (dev < 0) {
+        close(backing);
+        cr_skip_test("no loop device to read: %s (needs CAP_SYS_ADMIN and "
+                     "/dev/loop-control)", strerror(-dev));
+    }
+    struct stat st;
+    cr_assert_eq(fstat(dev, &st), 0);
+    cr_assert(S_ISBLK(st.st_mode), "%s is a block device", path);
+    posix_fadvise(dev, 0, 0, POSIX_FADV_DONTNEED);
+    read_crosses_threads(dev, close_only);
+    ioctl(dev, LOOP_CLR_FD, 0);
+    close(dev);
+    close(ctl);
+    close(backing);
+}
+
+Test(loop_thread, a_block_device_read_in_flight_carries_over_when_its_thread_has_exited)
+{
+    block_device_read_crosses_threads(0);
+}
+
+Test(loop_thread, a_movable_loop_with_a_block_device_read_in_flight_closes_after_its_thread_exited)
+{
+    block_device_read_crosses_threads(1);
+}

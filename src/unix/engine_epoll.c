@@ -431,14 +431,17 @@ static int64_t try_op(fd_entry *f, pact_op_s *op, uint32_t revents)
 }
 
 /* Sockets get MSG_DONTWAIT per call, other fds RWF_NOWAIT (rw_nowait);
- * regular files never wait for readiness. */
+ * regular files and block devices never wait for readiness (a block
+ * device answers RWF_NOWAIT with EAGAIN when its pages are not cached,
+ * and epoll refuses it with EPERM: the read failed). */
 static void prepare_fd(fd_entry *f, int fd)
 {
     if (flag(f, FD_CHECKED))
         return;
     struct stat st;
     set_flag(f, FD_CHECKED, 1);
-    set_flag(f, FD_REGULAR, fstat(fd, &st) == 0 && S_ISREG(st.st_mode));
+    set_flag(f, FD_REGULAR, fstat(fd, &st) == 0 &&
+                                (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)));
 }
 
 static int ep_submit(pact_loop *loop, pact_op_s *op)
