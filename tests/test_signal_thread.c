@@ -242,3 +242,21 @@ Test(signal, misuse_is_answered_with_errors, .init = setup)
     cr_assert_eq(pact_signal_cancel(loop, 1), -ESHUTDOWN);
     pact_loop_free(loop);
 }
+
+/* The last handler gone, the loop's wait for the signalfd is cancelled
+ * and the signalfd closed at the next turn, not when the loop closes. */
+Test(signal, removing_the_last_handler_closes_the_signalfd, .init = setup)
+{
+    pact_loop *loop = test_loop_new();
+    cr_assert_geq(pact_loop_run_once(loop, 0), 0);
+    int fds0 = count_open_fds();
+    pact_signal a = pact_signal_add(loop, SIGUSR1, on_signal, NULL);
+    cr_assert_gt(a, 0);
+    cr_assert_geq(pact_loop_run_once(loop, 0), 0); /* the wait is in flight */
+    cr_assert_eq(count_open_fds(), fds0 + 1, "the signalfd");
+    cr_assert_eq(pact_signal_cancel(loop, a), 0);
+    for (int i = 0; i < 3; i++)
+        cr_assert_geq(pact_loop_run_once(loop, 0), 0);
+    cr_assert_eq(count_open_fds(), fds0, "the signalfd is still open");
+    test_loop_free(loop);
+}

@@ -142,12 +142,16 @@ void pact__signal_os_listen(pact_loop *loop, pact_signal_os *s)
     s->read_op = pact__op_start_internal(loop, op);
 }
 
-/* The last handler is gone: stop reading. The read's callback closes the
- * fd once the engine has handed the read back. */
+/* The last handler is gone: stop waiting. The wait's callback closes the
+ * fd once the engine has handed the op back. pact_op_cancel() does not
+ * find the loop's own ops (they are not the user's to cancel): it
+ * answered -ENOENT here, and the signalfd stayed open, waited for, until
+ * the loop closed. */
 void pact__signal_os_quiet(pact_loop *loop, pact_signal_os *s)
 {
-    if (s->read_op)
-        pact_op_cancel(loop, s->read_op);
+    pact_op_s *op = s->read_op ? pact__op_lookup(loop, s->read_op) : NULL;
+    if (op)
+        pact__op_cancel(loop, op);
 }
 
 static void read_done(pact_loop *loop, const pact_completion *c, void *user)
