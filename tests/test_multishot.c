@@ -7,6 +7,8 @@
  * io_uring's poll mode. */
 #include <poll.h>
 #include <pthread.h>
+#include <stdio.h>
+#include <sys/utsname.h>
 
 #include "helpers.h"
 #include "loop.h" /* pact__recv_buffer_keep: hold a receive buffer */
@@ -398,6 +400,143 @@ Test(multishot, running_out_of_buffers_waits_and_loses_nothing)
         cr_assert_gt(waits, 0, "two buffers never ran out?");
     else
         cr_assert_eq(waits, 0);
+    close(s);
+    test_loop_free(loop);
+}
+
+/* Where the bytes of each chunk were put, and whether they are right. */
+typedef struct spots {
+    pact_op op;
+    const uint8_t *at[64]; /* distinct start addresses of chunks */
+    int n;
+    uint64_t received;
+    uint64_t mismatches;
+    int kept_id;      /* keep: the first chunk's buffer, kept; else -1 */
+    int keep;
+    const uint8_t *kept;
+    size_t kept_len;
+} spots;
+
+static void on_spot(pact_loop *loop, const pact_completion *c, void *user)
+{
+    spots *sp = user;
+    if (!c->more)
+        return;
+    const uint8_t *p = c->data;
+    for (int64_t i = 0; i < c->result; i++)
+        if (p[i] != test_pattern_byte(sp->received + (uint64_t)i))
+            sp->mismatches++;
+    if (sp->keep && sp->kept_id < 0 && sp->received == 0) {
+        sp->kept_id = pact__recv_buffer_keep(loop, c->data, (size_t)c->result);
+        sp->kept = p;
+        sp->kept_len = (size_t)c->result;
+    }
+    sp->received += (uint64_t)c->result;
+    int i = 0;
+    while (i < sp->n && sp->at[i] != p)
+        i++;
+    if (i == sp->n && sp->n < 64)
+        sp->at[sp->n++] = p;
+}
+
+/* Sends `rounds` messages of `size` bytes (the pattern), each received
+ * before the next is sent. */
+static void send_rounds(pact_loop *loop, int fd, spots *sp, int rounds, size_t size)
+{
+    static uint8_t msg[16384];
+    cr_assert_leq(size, sizeof msg);
+    uint64_t sent = sp->received;
+    for (int r = 0; r < rounds; r++) {
+        for (size_t i = 0; i < size; i++)
+            msg[i] = test_pattern_byte(sent + i);
+        cr_assert_eq(send(fd, msg, size, 0), (ssize_t)size);
+        sent += size;
+        uint64_t end = pact_now() + 5000000000ull;
+        while (sp->received < sent && pact_now() < end)
+            pact_loop_run_once(loop, 10 * 1000 * 1000);
+        cr_assert_eq(sp->received, sent, "round %d: %llu of %llu bytes", r,
+                     (unsigned long long)sp->received, (unsigned long long)sent);
+    }
+}
+
+/* Whether an io_uring loop's ring defers its task work to the loop's own
+ * wait (IORING_SETUP_DEFER_TASKRUN, Linux 6.1): only then may the loop
+ * rewrite its buffer ring between waits. PACT_URING_MASK=setup (or all)
+ * hides it. */
+static int ring_defers_task_work(void)
+{
+    const char *mask = getenv("PACT_URING_MASK");
+    if (mask && (strstr(mask, "setup") || strstr(mask, "all")))
+        return 0;
+    struct utsname u;
+    int major = 0, minor = 0;
+    if (uname(&u) != 0 || sscanf(u.release, "%d.%d", &major, &minor) != 2)
+        return 0;
+    return major > 6 || (major == 6 && minor >= 1);
+}
+
+/* While the loop keeps up, the bytes of message after message land in
+ * the same one or two places, which stay in the cache: io_uring rewinds
+ * the buffer it is filling to its start once its bytes are handed over,
+ * and takes the buffer given back last first (where the ring defers its
+ * task work); epoll (and io_uring's poll mode) read into one loop-wide
+ * buffer. Four 4 KiB buffers and messages
+ * of 6000 bytes, more than a buffer each: filled in turn, as the ring
+ * hands them out, the chunks started at a dozen places. */
+Test(multishot, receives_reuse_the_buffer_used_last)
+{
+    pact_loop *loop = loop_with_buffers(4, 4096);
+    int c, s;
+    make_tcp_pair(&c, &s);
+    spots sp = {.kept_id = -1};
+    sp.op = pact_recv_multishot(loop, s, on_spot, &sp);
+    cr_assert_gt(sp.op, 0);
+    send_rounds(loop, c, &sp, 40, 6000);
+    cr_log_info("mode %s: chunks started at %d places",
+                pact_loop_recv_multishot_mode(loop), sp.n);
+    cr_assert_eq(sp.mismatches, 0);
+    /* Without deferred task work the kernel may take a buffer at any
+     * time, and the ring is filled as it comes (in turn). */
+    if (pact_loop_engine(loop) == PACT_ENGINE_EPOLL || ring_defers_task_work())
+        cr_assert_leq(sp.n, 2, "40 messages landed in %d places", sp.n);
+    cr_assert_eq(pact_op_cancel(loop, sp.op), 0);
+    for (int i = 0; i < 3; i++)
+        pact_loop_run_once(loop, 0);
+    close(c);
+    close(s);
+    test_loop_free(loop);
+}
+
+/* A buffer a zero-copy write still sends from is never rewound: the
+ * kernel puts the next bytes after the kept ones, and they stay as they
+ * were until the buffer is given back. (epoll lends no buffer beyond the
+ * callback: nothing can be kept there.) */
+Test(multishot, a_kept_buffer_is_not_rewound)
+{
+    pact_loop *loop = loop_with_buffers(4, 65536);
+    int c, s;
+    make_tcp_pair(&c, &s);
+    spots sp = {.kept_id = -1, .keep = 1};
+    sp.op = pact_recv_multishot(loop, s, on_spot, &sp);
+    cr_assert_gt(sp.op, 0);
+    send_rounds(loop, c, &sp, 1, 1000);
+    if (strcmp(pact_loop_recv_multishot_mode(loop), "multishot") != 0) {
+        cr_assert_lt(sp.kept_id, 0, "mode %s lent a buffer beyond the callback",
+                     pact_loop_recv_multishot_mode(loop));
+    } else {
+        cr_assert_geq(sp.kept_id, 0, "the chunk's buffer could not be kept");
+        send_rounds(loop, c, &sp, 20, 1000);
+        for (size_t i = 0; i < sp.kept_len; i++)
+            cr_assert_eq(sp.kept[i], test_pattern_byte(i),
+                         "kept byte %zu overwritten", i);
+        pact__recv_buffer_give_back(loop, sp.kept_id);
+        send_rounds(loop, c, &sp, 20, 1000);
+    }
+    cr_assert_eq(sp.mismatches, 0);
+    cr_assert_eq(pact_op_cancel(loop, sp.op), 0);
+    for (int i = 0; i < 3; i++)
+        pact_loop_run_once(loop, 0);
+    close(c);
     close(s);
     test_loop_free(loop);
 }

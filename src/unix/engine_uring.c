@@ -109,11 +109,24 @@ typedef struct uring_engine {
     struct recv_buf_state {
         uint32_t off;
         uint32_t claims; /* many zero-copy writes may send from one buffer */
+        uint32_t slot;   /* its entry in the ring (where it was added) */
         uint8_t in_kernel;
     } *buf_state;
+    /* With incremental consumption: the buffer the kernel is filling (its
+     * last completion had BUF_MORE), or -1. See refill_buffer_ring. */
+    int filling;
     /* Buffers in the ring that no completion has shown the kernel taking
-     * yet: when the ring ran dry, a recycled buffer makes this > 0 again. */
+     * yet: when the ring ran dry, a recycled buffer makes this > 0 again.
+     * They lie in the ring's entries from free_head on, in the order the
+     * kernel takes them. */
     unsigned bufs_free;
+    unsigned free_head;
+    /* mru (DEFER_TASKRUN): a buffer given back goes on this stack, and
+     * refill_buffer_ring puts the stack into the ring before the loop
+     * enters the kernel, last given back first. */
+    int mru;
+    uint16_t *returned;
+    unsigned nreturned;
     /* Multishot receives the kernel ended with -ENOBUFS (every buffer was
      * in use): each waits here, linked by op->link and still in flight for
      * the op layer, until a buffer is given back, and is then armed again
@@ -383,6 +396,7 @@ static int ring_teardown_skips_waiting_io(const uring_engine *e)
 static void recv_buffers_init(pact_loop *loop, uring_engine *e)
 {
     const char *force = getenv("PACT_RECV_MULTISHOT");
+    e->filling = -1;
     e->nbuf = loop->recv_buf_count;
     e->bufsz = loop->recv_buf_size;
     /* Without DEFER_TASKRUN (a movable loop that has changed threads, see
@@ -404,7 +418,9 @@ static void recv_buffers_init(pact_loop *loop, uring_engine *e)
         e->bufs = mmap(NULL, e->bufs_bytes, PROT_READ | PROT_WRITE,
                        MAP_ANONYMOUS | MAP_PRIVATE | MAP_NORESERVE, -1, 0);
         e->buf_state = calloc(e->nbuf, sizeof *e->buf_state);
-        if (e->br != MAP_FAILED && e->bufs != MAP_FAILED && e->buf_state) {
+        e->returned = calloc(e->nbuf, sizeof *e->returned);
+        if (e->br != MAP_FAILED && e->bufs != MAP_FAILED && e->buf_state &&
+            e->returned) {
             io_uring_buf_ring_init(e->br);
             struct io_uring_buf_reg reg = {.ring_addr = (unsigned long)e->br,
                                            .ring_entries = e->nbuf,
@@ -440,13 +456,17 @@ static void recv_buffers_init(pact_loop *loop, uring_engine *e)
             if (r != 0)
                 r = io_uring_register_buf_ring(&e->ring, &reg, 0);
             if (r == 0) {
-                for (unsigned b = 0; b < e->nbuf; b++)
+                for (unsigned b = 0; b < e->nbuf; b++) {
                     io_uring_buf_ring_add(e->br, e->bufs + (size_t)b * e->bufsz,
                                           e->bufsz, (unsigned short)b,
                                           io_uring_buf_ring_mask(e->nbuf),
                                           (int)b);
+                    e->buf_state[b].slot = b;
+                }
                 io_uring_buf_ring_advance(e->br, (int)e->nbuf);
                 e->bufs_free = e->nbuf;
+                e->free_head = 0;
+                e->mru = (e->setup_flags & IORING_SETUP_DEFER_TASKRUN) != 0;
                 e->multishot = 1;
                 loop->recv_multi_mode = "multishot";
                 loop->lent.give_back = recv_buffer_give_back;
@@ -458,6 +478,8 @@ static void recv_buffers_init(pact_loop *loop, uring_engine *e)
         if (e->bufs != MAP_FAILED)
             munmap(e->bufs, e->bufs_bytes);
         free(e->buf_state);
+        free(e->returned);
+        e->returned = NULL;
         e->br = NULL;
         e->bufs = NULL;
         e->buf_state = NULL;
@@ -615,6 +637,7 @@ static void uring_destroy(pact_loop *loop)
     if (e->bufs)
         munmap(e->bufs, e->bufs_bytes);
     free(e->buf_state);
+    free(e->returned);
     free(e);
     loop->engine_data = NULL;
 }
@@ -866,14 +889,25 @@ static int send_all_continue(pact_loop *loop, pact_op_s *op, int res)
     return 1;
 }
 
-/* Gives a provided buffer back to the ring. */
-static void recv_buffer_recycle(uring_engine *e, unsigned bid)
+/* Appends a provided buffer to the ring, after those in it. */
+static void recv_buffer_append(uring_engine *e, unsigned bid)
 {
+    e->buf_state[bid].slot = e->br->tail & io_uring_buf_ring_mask(e->nbuf);
     io_uring_buf_ring_add(e->br, e->bufs + (size_t)bid * e->bufsz, e->bufsz,
                           (unsigned short)bid, io_uring_buf_ring_mask(e->nbuf),
                           0);
     io_uring_buf_ring_advance(e->br, 1);
     e->bufs_free++;
+}
+
+/* Gives a provided buffer back: into the ring at once, or (mru) onto the
+ * stack refill_buffer_ring empties before the next io_uring_enter. */
+static void recv_buffer_recycle(uring_engine *e, unsigned bid)
+{
+    if (e->mru && e->multishot)
+        e->returned[e->nreturned++] = (uint16_t)bid;
+    else
+        recv_buffer_append(e, bid);
 }
 
 /* One user of buffer id is done with it: the kernel (a completion
@@ -906,9 +940,11 @@ static void recv_buffer_deliver(pact_loop *loop, pact_op_s *op, int res,
     if (e->inc && res <= 0)
         return;
     if (!b->in_kernel) {
-        /* The first completion since the buffer was (re)added. */
+        /* The first completion since the buffer was (re)added: the
+         * kernel took it from the front of the free ones. */
         b->in_kernel = 1;
         e->bufs_free--;
+        e->free_head = (b->slot + 1) & io_uring_buf_ring_mask(e->nbuf);
         b->claims = 1; /* the kernel's */
         b->off = 0;
     }
@@ -926,8 +962,87 @@ static void recv_buffer_deliver(pact_loop *loop, pact_op_s *op, int res,
     }
     if (!(e->inc && (flags & IORING_CQE_F_BUF_MORE))) {
         b->in_kernel = 0; /* the kernel is done with it */
+        if (e->filling == (int)bid)
+            e->filling = -1;
         recv_buffer_release(e, bid);
+    } else {
+        e->filling = (int)bid;
     }
+}
+
+/* The kernel takes provided buffers in ring order, and a buffer given
+ * back goes behind the others: the receives walk through every buffer
+ * of the ring (16 by default), so the kernel copies into,
+ * and the callbacks read from, memory that has left the cache since its
+ * last use. With incremental consumption it also fills a buffer from
+ * where its last receive ended and takes the next only when it is full,
+ * so a message that meets a buffer's end arrives in two pieces (two
+ * callbacks; for a stream that echoes what it reads, two sends). libuv
+ * and uvloop read into one buffer again and again.
+ *
+ * So, before the loop enters the kernel again (mru):
+ * - a buffer the kernel is still filling whose bytes have all been
+ *   handed over (no zero-copy write sends from it) is given back to the
+ *   kernel whole: its ring entry points at its start again, with its
+ *   full length, and while the loop keeps up every receive goes to the
+ *   start of the same buffer;
+ * - the buffers given back since the last time go in front of the free
+ *   ones, the last given back first, so that the next buffer the kernel
+ *   takes is the one used last.
+ *
+ * The entries may be rewritten only while the kernel cannot be choosing a
+ * buffer: with DEFER_TASKRUN a receive runs only inside this thread's
+ * io_uring_enter (as task work, or at submission), and the kernel reads
+ * the head entry's address and length afresh for every receive (with
+ * incremental consumption it writes back what is left after each). And
+ * only once every completion has been handled: one still in the CQ or the
+ * overflow list may name bytes in the filling buffer, or a buffer taken
+ * that free_head does not know of yet. Then the buffers given back go
+ * behind the others, as without mru. */
+static void refill_buffer_ring(uring_engine *e)
+{
+    int settled = !io_uring_cq_ready(&e->ring) &&
+                  !(IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW);
+    if (e->filling >= 0 && settled) {
+        struct recv_buf_state *b = &e->buf_state[e->filling];
+        if (b->off > 0 && b->claims == 1 && b->in_kernel) {
+            struct io_uring_buf *entry = &e->br->bufs[b->slot];
+            entry->addr = (unsigned long)(e->bufs + (size_t)e->filling * e->bufsz);
+            entry->len = e->bufsz;
+            b->off = 0;
+        }
+    }
+    if (e->nreturned == 0)
+        return;
+    if (!settled) {
+        for (unsigned i = 0; i < e->nreturned; i++)
+            recv_buffer_append(e, e->returned[i]);
+        e->nreturned = 0;
+        return;
+    }
+    /* The new order: the stack from its top, then the free buffers as
+     * they were; written from free_head on. */
+    unsigned mask = io_uring_buf_ring_mask(e->nbuf);
+    unsigned n = e->nreturned;
+    for (unsigned i = 0; i < e->bufs_free; i++)
+        e->returned[n++] = e->br->bufs[(e->free_head + i) & mask].bid;
+    for (unsigned i = 0; i < e->nreturned / 2; i++) {
+        uint16_t t = e->returned[i];
+        e->returned[i] = e->returned[e->nreturned - 1 - i];
+        e->returned[e->nreturned - 1 - i] = t;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        unsigned slot = (e->free_head + i) & mask;
+        unsigned bid = e->returned[i];
+        struct io_uring_buf *entry = &e->br->bufs[slot];
+        entry->addr = (unsigned long)(e->bufs + (size_t)bid * e->bufsz);
+        entry->len = e->bufsz;
+        entry->bid = (uint16_t)bid;
+        e->buf_state[bid].slot = slot;
+    }
+    io_uring_buf_ring_advance(e->br, (int)e->nreturned);
+    e->bufs_free += e->nreturned;
+    e->nreturned = 0;
 }
 
 /* Submits a multishot op's SQE again (the kernel ended it early, or the
@@ -1473,6 +1588,8 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
         return r;
     if (e->ncancel_retry)
         retry_cancels(loop);
+    if (e->mru && e->multishot && (e->filling >= 0 || e->nreturned))
+        refill_buffer_ring(e);
     if (!pact_list_empty(&e->buffer_waiters))
         rearm_buffer_waiters(loop);
     if (e->has_backend_efd) {
