@@ -301,6 +301,66 @@ PyObject *pact_py_endpoint_get_protocol(PyObject *self, PyObject *unused)
     return Py_NewRef(protocol ? protocol : Py_None);
 }
 
+/* asyncio's BaseTransport.get_extra_info(name, default=None) is
+ * self._extra.get(name, default) in Python: a function call that aiohttp
+ * makes twice per request. Here the dict is read directly; an _extra that
+ * was replaced by something else than a dict is asked as asyncio asks it. */
+PyObject *pact_py_endpoint_get_extra_info(PyObject *self,
+                                          PyObject *const *args,
+                                          Py_ssize_t nargs, PyObject *kwnames)
+{
+    static const char *const names[] = {"name", "default"};
+    PyObject *given[2] = {NULL, NULL};
+    if (nargs > 2) {
+        PyErr_Format(PyExc_TypeError,
+                     "get_extra_info() takes from 2 to 3 positional "
+                     "arguments but %zd were given", nargs + 1);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nargs; i++)
+        given[i] = args[i];
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t k = 0; k < nkw; k++) {
+        PyObject *kw = PyTuple_GET_ITEM(kwnames, k);
+        int slot = -1;
+        for (int j = 0; j < 2; j++)
+            if (PyUnicode_CompareWithASCIIString(kw, names[j]) == 0)
+                slot = j;
+        if (slot < 0) {
+            PyErr_Format(PyExc_TypeError,
+                         "get_extra_info() got an unexpected keyword "
+                         "argument '%U'", kw);
+            return NULL;
+        }
+        if (given[slot]) {
+            PyErr_Format(PyExc_TypeError,
+                         "get_extra_info() got multiple values for "
+                         "argument '%s'", names[slot]);
+            return NULL;
+        }
+        given[slot] = args[nargs + k];
+    }
+    if (!given[0]) {
+        PyErr_SetString(PyExc_TypeError, "get_extra_info() missing 1 "
+                                         "required positional argument: 'name'");
+        return NULL;
+    }
+    PyObject *dflt = given[1] ? given[1] : Py_None;
+    PyObject *extra = PACT_PY_ENDPOINT(self)->extra_slot;
+    if (extra && PyDict_CheckExact(extra)) {
+        PyObject *v = PyDict_GetItemWithError(extra, given[0]);
+        if (v)
+            return Py_NewRef(v);
+        return PyErr_Occurred() ? NULL : Py_NewRef(dflt);
+    }
+    extra = PyObject_GetAttrString(self, "_extra");
+    if (!extra)
+        return NULL;
+    PyObject *v = PyObject_CallMethod(extra, "get", "OO", given[0], dflt);
+    Py_DECREF(extra);
+    return v;
+}
+
 PyObject *pact_py_endpoint_get_loop(PyObject *self, void *closure)
 {
     (void)closure;

@@ -88,10 +88,14 @@ void pact_py_endpoint_clear(pact_py_endpoint *self);
 /* What tp_dealloc frees of the shared fields, after tp_clear. */
 void pact_py_endpoint_free(pact_py_endpoint *self);
 
-/* Methods and attributes every endpoint type has: get_protocol(), _loop,
+/* Methods and attributes every endpoint type has: get_protocol(),
+ * get_extra_info(name, default=None), _loop,
  * __dict__, _protocol_paused; __weaklistoffset__ and __dictoffset__ for
  * the type whose object has the fields at the given offsets. */
 PyObject *pact_py_endpoint_get_protocol(PyObject *self, PyObject *unused);
+PyObject *pact_py_endpoint_get_extra_info(PyObject *self,
+                                          PyObject *const *args,
+                                          Py_ssize_t nargs, PyObject *kwnames);
 PyObject *pact_py_endpoint_get_loop(PyObject *self, void *closure);
 PyObject *pact_py_endpoint_get_protocol_paused(PyObject *self, void *closure);
 

@@ -929,13 +929,20 @@ static PyObject *Loop_stats(LoopObject *self, PyObject *unused)
     pact_loop_stats st = {0};
     if (self->loop)
         pact_loop_get_stats(self->loop, &st);
-    return Py_BuildValue("{s:K,s:K,s:K,s:n,s:n,s:K}", "iterations",
+    /* "enters": io_uring_enter / epoll_wait calls; "receive": how
+     * transports receive (pact_loop_recv_multishot_mode: "multishot" is
+     * io_uring's fast ring, "poll" a ring that has moved threads). */
+    return Py_BuildValue("{s:K,s:K,s:K,s:K,s:K,s:n,s:n,s:K,s:s}", "iterations",
                          (unsigned long long)st.iterations, "ops_started",
-                         (unsigned long long)st.ops_started, "ops_live",
-                         (unsigned long long)st.ops_live, "ready",
+                         (unsigned long long)st.ops_started, "ops_completed",
+                         (unsigned long long)st.ops_completed, "ops_live",
+                         (unsigned long long)st.ops_live, "enters",
+                         (unsigned long long)st.syscalls_enter, "ready",
                          (Py_ssize_t)self->ready_len, "timers",
                          (Py_ssize_t)self->timers_len, "signal_bytes",
-                         (unsigned long long)self->signals_seen);
+                         (unsigned long long)self->signals_seen, "receive",
+                         self->loop ? pact_loop_recv_multishot_mode(self->loop)
+                                    : "closed");
 }
 
 static PyObject *get_closed(LoopObject *self, void *c)

@@ -8,6 +8,7 @@ import contextvars
 import gc
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -278,6 +279,49 @@ class RunTests(LoopTestCase):
         before = self.loop.stats()['iterations']
         self.loop.run_until_complete(wait())
         self.assertLessEqual(self.loop.stats()['iterations'] - before, 20)
+
+    def test_stats_tell_how_the_loop_receives_and_waits(self):
+        # A loop starts on io_uring's fast ring (multishot receive on
+        # provided buffers, where the kernel has it) and receives through
+        # readiness once another thread has run it; stats() says which,
+        # and counts the engine's waits (io_uring_enter / epoll_wait).
+        release = tuple(int(x) for x in
+                        os.uname().release.split('-')[0].split('.')[:2])
+        if self.loop.engine == 'epoll':
+            first = moved = 'epoll'
+        else:
+            forced = os.environ.get('PACT_RECV_MULTISHOT') == 'poll'
+            first = 'poll' if forced or release < (6, 0) else 'multishot'
+            moved = 'poll'
+        received = []
+
+        class Sink(asyncio.Protocol):
+            def data_received(p, data):
+                received.append(data)
+
+        async def exchange():
+            a, b = socket.socketpair()
+            tr, _ = await self.loop.connect_accepted_socket(Sink, a)
+            b.send(b'ping')
+            while not received:
+                await asyncio.sleep(0.001)
+            tr.close()
+            b.close()
+
+        before = self.loop.stats()
+        self.assertEqual(before['receive'], first)
+        self.loop.run_until_complete(exchange())
+        after = self.loop.stats()
+        self.assertEqual(received, [b'ping'])
+        self.assertEqual(after['receive'], first)
+        self.assertGreater(after['enters'], before['enters'])
+        self.assertGreaterEqual(after['iterations'], after['enters'])
+        self.assertGreater(after['ops_completed'], before['ops_completed'])
+        t = threading.Thread(target=self.loop.run_until_complete,
+                             args=(asyncio.sleep(0),))
+        t.start()
+        t.join()
+        self.assertEqual(self.loop.stats()['receive'], moved)
 
     def test_stop_then_run_again(self):
         seen = []

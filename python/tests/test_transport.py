@@ -73,6 +73,50 @@ class TransportTests(unittest.TestCase):
             self.assertEqual(srv.sockets, ())
         self.run_main(main())
 
+    def test_get_extra_info_answers_as_asyncio_does(self):
+        # get_extra_info is written in C (aiohttp asks it per request); it
+        # must answer what asyncio's BaseTransport.get_extra_info answers.
+        async def main():
+            srv = await self.loop.create_server(Echo, '127.0.0.1', 0)
+            port = srv.sockets[0].getsockname()[1]
+            r, w = await asyncio.open_connection('127.0.0.1', port)
+            tr = w.transport
+            self.assertEqual(tr.get_extra_info('peername'),
+                             ('127.0.0.1', port))
+            self.assertEqual(tr.get_extra_info(name='peername'),
+                             ('127.0.0.1', port))
+            self.assertIsNone(tr.get_extra_info('no such key'))
+            self.assertEqual(tr.get_extra_info('no such key', 7), 7)
+            self.assertEqual(tr.get_extra_info('no such key', default=8), 8)
+            self.assertEqual(tr.get_extra_info(default=9, name='nothing'), 9)
+            self.assertIs(tr.get_extra_info('socket'), tr._extra['socket'])
+            for bad in ((), ('a', 1, 2)):
+                with self.assertRaises(TypeError):
+                    tr.get_extra_info(*bad)
+            with self.assertRaises(TypeError):
+                tr.get_extra_info('a', nam='b')
+            with self.assertRaises(TypeError):
+                tr.get_extra_info('a', name='b')
+            with self.assertRaises(TypeError):
+                tr.get_extra_info([])  # unhashable, as in a dict
+            # A replaced _extra is asked through its get(), as asyncio does.
+            class Extra:
+                def get(self, name, default=None):
+                    return ('asked', name, default)
+            saved = tr._extra
+            tr._extra = Extra()
+            self.assertEqual(tr.get_extra_info('peername', 1),
+                             ('asked', 'peername', 1))
+            tr._extra = saved
+            w.close()
+            await w.wait_closed()
+            srv.close()
+            await srv.wait_closed()
+            # After the end it still answers (asyncio's does).
+            self.assertEqual(tr.get_extra_info('peername'),
+                             ('127.0.0.1', port))
+        self.run_main(main())
+
     def test_large_transfer_is_exact(self):
         async def main():
             srv = await self.loop.create_server(Echo, '127.0.0.1', 0)
@@ -656,6 +700,7 @@ class PipeAndDatagramTests(unittest.TestCase):
             cli, proto = await self.loop.create_datagram_endpoint(
                 Client, remote_addr=addr)
             self.assertEqual(cli.get_extra_info('peername'), addr)
+            self.assertEqual(cli.get_extra_info('nothing', default=5), 5)
             cli.sendto(b'ping')
             data = await proto.got
             cli.close()
