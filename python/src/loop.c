@@ -453,13 +453,20 @@ static int Loop_init(LoopObject *self, PyObject *args, PyObject *kwds)
      * multishot receive) until another thread drives it, and moves to a
      * ring bound to no thread only then. */
     opts.movable = 1;
-    /* Receive buffers of 256 KiB, the size of the poll path's read (and of
-     * uvloop's): with pact's default 64 KiB a multishot receive handed a
-     * 100 KiB message over in two pieces, so the protocol echo made two
-     * data_received calls, two bytes objects and two sends per request.
-     * Address space: 256 x 256 KiB (MAP_NORESERVE); only pages the kernel
-     * writes into become resident. */
-    opts.recv_buffer_size = 256 * 1024;
+    /* Receive buffers of 1 MiB: with pact's default 64 KiB a multishot
+     * receive handed a 100 KiB message over in two pieces, so the
+     * protocol echo made two data_received calls, two bytes objects and
+     * two sends per request. With 256 KiB (uvloop reads 256 KiB at a
+     * time) it still did for one message in five when four connections
+     * sent 100 KiB each: io_uring puts what one wait receives one after
+     * the other into the buffer it is filling, and a message that meets
+     * its end is split. The loop starts every wait at the start of a
+     * buffer, so only what one wait receives is touched (and resident).
+     * Address space: 16 x 1 MiB where io_uring fills buffers
+     * incrementally (Linux 6.12), else 256 x 1 MiB, MAP_NORESERVE; the
+     * epoll engine reads into one buffer of 4 MiB, of which a read
+     * touches what it reads. */
+    opts.recv_buffer_size = 1024 * 1024;
     pact_loop *loop = NULL;
     int r = pact_loop_create(&loop, &opts);
     if (r < 0) {

@@ -369,6 +369,62 @@ class TransportTests(unittest.TestCase):
         got = self.run_main(main())
         self.assertEqual(got, data + b'after')
 
+    def test_what_a_socket_holds_arrives_in_one_data_received(self):
+        """Up to 1 MiB that a socket holds at once is handed over in one
+        data_received, on both engines: 600 KiB that arrived while
+        reading was paused are one call when reading resumes. (With
+        256 KiB receive buffers io_uring made three calls of it, and a
+        stream that echoes what it reads three sends.)"""
+        import fcntl
+        import termios
+        total = 600 * 1024
+        data = bytes(i % 251 for i in range(total))
+        calls = []
+
+        class Paused(asyncio.Protocol):
+            def connection_made(self, transport):
+                transport.pause_reading()
+                made.set_result(transport)
+
+            def data_received(self, chunk):
+                calls.append(chunk)
+
+        async def main():
+            nonlocal made
+            made = self.loop.create_future()
+            lsock = socket.socket()
+            self.addCleanup(lsock.close)
+            # Room for all of it in the receiving socket.
+            lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            lsock.bind(('127.0.0.1', 0))
+            srv = await self.loop.create_server(Paused, sock=lsock)
+            port = lsock.getsockname()[1]
+            csock = socket.create_connection(('127.0.0.1', port))
+            self.addCleanup(csock.close)
+            tr = await made
+            sending = self.loop.run_in_executor(None, csock.sendall, data)
+            fd = tr.get_extra_info('socket').fileno()
+            held = bytearray(4)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                fcntl.ioctl(fd, termios.FIONREAD, held)
+                if int.from_bytes(held, sys.byteorder) == total:
+                    break
+                await asyncio.sleep(0.01)
+            self.assertEqual(int.from_bytes(held, sys.byteorder), total)
+            await sending
+            tr.resume_reading()
+            while sum(map(len, calls)) < total and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            tr.close()
+            srv.close()
+            await srv.wait_closed()
+
+        made = None
+        self.run_main(main())
+        self.assertEqual(b''.join(calls), data)
+        self.assertEqual([len(c) for c in calls], [total])
+
     def test_buffered_protocol(self):
         class Buffered(asyncio.BufferedProtocol):
             def __init__(p):
