@@ -390,8 +390,9 @@ static int run_once(LoopObject *self)
     }
 
     /* Timers due now go to the ready queue (asyncio's end_time: now plus
-     * the clock's resolution, 1 ns). */
-    double end_time = monotonic_seconds() + 1e-9;
+     * the clock's resolution, 1 ns). Without timers the clock is not read:
+     * a server's iterations mostly have none. */
+    double end_time = self->timers_len ? monotonic_seconds() + 1e-9 : 0;
     while (self->timers_len && self->timers[0].when < end_time) {
         PyObject *h = timer_pop(self);
         int e = pact_py_timer_set_scheduled(h, 0);
