@@ -8,7 +8,9 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
 
 #include "helpers.h"
 #include "loop.h" /* pact__recv_buffer_keep: hold a receive buffer */
@@ -538,6 +540,93 @@ Test(multishot, a_kept_buffer_is_not_rewound)
         pact_loop_run_once(loop, 0);
     close(c);
     close(s);
+    test_loop_free(loop);
+}
+
+/* This process's address space (VmSize), in bytes; 0 if unknown. */
+static size_t address_space_bytes(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        return 0;
+    char line[256];
+    size_t kib = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmSize: %zu kB", &kib) == 1)
+            break;
+    fclose(f);
+    return kib * 1024;
+}
+
+/* Whether io_uring fills provided buffers incrementally here (Linux 6.12),
+ * so that a loop with the default count uses 16 buffers. */
+static int ring_fills_buffers_incrementally(void)
+{
+    const char *mask = getenv("PACT_URING_MASK");
+    if (mask && (strstr(mask, "pbufinc") || strstr(mask, "all")))
+        return 0;
+    struct utsname u;
+    int major = 0, minor = 0;
+    if (uname(&u) != 0 || sscanf(u.release, "%d.%d", &major, &minor) != 2)
+        return 0;
+    return major > 6 || (major == 6 && minor >= 12);
+}
+
+/* The loop's receive mode in a child whose address space may grow by
+ * `room` bytes only (RLIMIT_AS): 0 "multishot", 1 "poll", 2 "epoll",
+ * 3 the loop could not be created. */
+static int mode_with_address_space_room(unsigned size, size_t room)
+{
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        size_t used = address_space_bytes();
+        struct rlimit lim = {.rlim_cur = used + room, .rlim_max = used + room};
+        if (used == 0 || setrlimit(RLIMIT_AS, &lim) != 0)
+            _exit(4);
+        pact_loop_options o;
+        pact_loop_options_init(&o);
+        o.recv_buffer_size = size;
+        pact_loop *loop = NULL;
+        if (pact_loop_create(&loop, &o) != 0)
+            _exit(3);
+        const char *mode = pact_loop_recv_multishot_mode(loop);
+        int code = strcmp(mode, "multishot") == 0 ? 0
+                   : strcmp(mode, "poll") == 0    ? 1
+                   : strcmp(mode, "epoll") == 0   ? 2
+                                                  : 5;
+        pact_loop_free(loop);
+        _exit(code);
+    }
+    int status = 0;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status), "the child ended by signal %d", WTERMSIG(status));
+    cr_assert_neq(WEXITSTATUS(status), 4, "cannot read or limit the address space");
+    return WEXITSTATUS(status);
+}
+
+/* 1 MiB buffers (pact.asyncio's) with the default count: where io_uring
+ * fills them incrementally the loop uses 16 (16 MiB) and must get them
+ * with 64 MiB of address space to spare; the plain ring's 256 (256 MiB)
+ * were mapped first and trimmed after, so such a limit sent the loop to
+ * poll mode. Without incremental consumption the 256 do not fit, and the
+ * loop falls back to poll mode instead of failing. */
+Test(multishot, an_address_space_limit_with_room_for_the_buffers_used_keeps_multishot)
+{
+    const unsigned size = 1u << 20;
+    pact_loop *loop = loop_with_buffers(0, size);
+    const char *unlimited = pact_loop_recv_multishot_mode(loop);
+    int engine = pact_loop_engine(loop);
+    int code = mode_with_address_space_room(size, (size_t)64 << 20);
+    cr_log_info("mode %s; with 64 MiB of room: %d", unlimited, code);
+    if (engine == PACT_ENGINE_EPOLL)
+        cr_assert_eq(code, 2);
+    else if (strcmp(unlimited, "multishot") != 0)
+        cr_assert_eq(code, 1);
+    else if (ring_fills_buffers_incrementally())
+        cr_assert_eq(code, 0, "the limit sent the loop to poll mode (%d)", code);
+    else
+        cr_assert_eq(code, 1, "256 MiB of buffers within a 64 MiB limit (%d)", code);
     test_loop_free(loop);
 }
 

@@ -414,13 +414,10 @@ static void recv_buffers_init(pact_loop *loop, uring_engine *e)
         e->br_bytes = e->nbuf * sizeof(struct io_uring_buf);
         e->br = mmap(NULL, e->br_bytes, PROT_READ | PROT_WRITE,
                      MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
-        e->bufs_bytes = (size_t)e->nbuf * e->bufsz;
-        e->bufs = mmap(NULL, e->bufs_bytes, PROT_READ | PROT_WRITE,
-                       MAP_ANONYMOUS | MAP_PRIVATE | MAP_NORESERVE, -1, 0);
+        e->bufs = MAP_FAILED;
         e->buf_state = calloc(e->nbuf, sizeof *e->buf_state);
         e->returned = calloc(e->nbuf, sizeof *e->returned);
-        if (e->br != MAP_FAILED && e->bufs != MAP_FAILED && e->buf_state &&
-            e->returned) {
+        if (e->br != MAP_FAILED && e->buf_state && e->returned) {
             io_uring_buf_ring_init(e->br);
             struct io_uring_buf_reg reg = {.ring_addr = (unsigned long)e->br,
                                            .ring_entries = e->nbuf,
@@ -437,24 +434,29 @@ static void recv_buffers_init(pact_loop *loop, uring_engine *e)
                     reg.ring_entries = PACT__RECV_BUFFER_COUNT_INCREMENTAL_DEFAULT;
                 r = io_uring_register_buf_ring(&e->ring, &reg, 0);
                 e->inc = r == 0;
-                if (e->inc && reg.ring_entries < e->nbuf) {
-                    /* The plain ring's count was mapped in case this
-                     * registration failed; give the rest back, so that
-                     * the address space is what pact.h says. */
-                    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-                    size_t keep = ((size_t)reg.ring_entries * e->bufsz +
-                                   page - 1) / page * page;
-                    if (keep < e->bufs_bytes) {
-                        munmap(e->bufs + keep, e->bufs_bytes - keep);
-                        e->bufs_bytes = keep;
-                    }
+                if (e->inc)
                     e->nbuf = reg.ring_entries;
-                }
                 reg.PACT_BUF_REG_FLAGS = 0;
                 reg.ring_entries = e->nbuf;
             }
             if (r != 0)
                 r = io_uring_register_buf_ring(&e->ring, &reg, 0);
+            /* The buffers are mapped once the ring's count is known: the
+             * plain ring's count x size (256 MiB for 1 MiB buffers) is
+             * never mapped where 16 are used, so that an address-space
+             * limit (RLIMIT_AS) that leaves room for what the loop uses
+             * does not send it to poll mode. */
+            if (r == 0) {
+                e->bufs_bytes = (size_t)e->nbuf * e->bufsz;
+                e->bufs = mmap(NULL, e->bufs_bytes, PROT_READ | PROT_WRITE,
+                               MAP_ANONYMOUS | MAP_PRIVATE | MAP_NORESERVE,
+                               -1, 0);
+                if (e->bufs == MAP_FAILED) {
+                    io_uring_unregister_buf_ring(&e->ring, RECV_BGID);
+                    e->inc = 0;
+                    r = -ENOMEM;
+                }
+            }
             if (r == 0) {
                 for (unsigned b = 0; b < e->nbuf; b++) {
                     io_uring_buf_ring_add(e->br, e->bufs + (size_t)b * e->bufsz,
