@@ -1060,7 +1060,10 @@ static PyMethodDef Loop_methods[] = {
     {"_close_core", (PyCFunction)Loop_close_core, METH_NOARGS,
      "Close the pact loop and drop what is scheduled."},
     {"stats", (PyCFunction)Loop_stats, METH_NOARGS,
-     "Counters: pact iterations and ops, ready and scheduled handles."},
+     "Counters: pact iterations, ops started, completed and live, engine\n"
+     "waits (enters), ready and scheduled handles, signal bytes; and\n"
+     "receive: how transports receive ('multishot', 'poll', 'epoll';\n"
+     "'closed' once the loop is)"},
     {NULL, NULL, 0, NULL},
 };
 
