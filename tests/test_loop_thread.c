@@ -1325,23 +1325,35 @@ static int make_loop_device(int backing, char *path, size_t len, int *ctl_out)
     int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
     if (ctl < 0)
         return -errno;
-    int n = ioctl(ctl, LOOP_CTL_GET_FREE);
-    if (n < 0) {
-        int e = -errno;
-        close(ctl);
-        return e;
-    }
-    snprintf(path, len, "/dev/loop%d", n);
-    int dev = open(path, O_RDWR | O_CLOEXEC);
-    if (dev < 0 || ioctl(dev, LOOP_SET_FD, backing) != 0) {
+    /* Another process (this binary's other test, run in parallel) may
+     * bind the free device first: LOOP_SET_FD then answers EBUSY, and
+     * the next free one is asked for. */
+    for (int attempt = 0;; attempt++) {
+        int n = ioctl(ctl, LOOP_CTL_GET_FREE);
+        if (n < 0) {
+            int e = -errno;
+            close(ctl);
+            return e;
+        }
+        snprintf(path, len, "/dev/loop%d", n);
+        int dev = open(path, O_RDWR | O_CLOEXEC);
+        if (dev >= 0 && ioctl(dev, LOOP_SET_FD, backing) == 0) {
+            /* Detached when its last fd is closed: also when a failed
+             * assertion ends the test before LOOP_CLR_FD. */
+            struct loop_info64 info = {.lo_flags = LO_FLAGS_AUTOCLEAR};
+            cr_assert_eq(ioctl(dev, LOOP_SET_STATUS64, &info), 0,
+                         "LOOP_SET_STATUS64: %s", strerror(errno));
+            *ctl_out = ctl;
+            return dev;
+        }
         int e = -errno;
         if (dev >= 0)
             close(dev);
-        close(ctl);
-        return e;
+        if (e != -EBUSY || attempt == 16) {
+            close(ctl);
+            return e;
+        }
     }
-    *ctl_out = ctl;
-    return dev;
 }
 
 static void block_device_read_crosses_threads(int close_only)
