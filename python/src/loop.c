@@ -463,9 +463,13 @@ static int Loop_init(LoopObject *self, PyObject *args, PyObject *kwds)
      * the other into the buffer it is filling, and a message that meets
      * its end is split. The loop starts every wait at the start of a
      * buffer, so only what one wait receives is touched (and resident).
-     * Address space: 16 x 1 MiB where io_uring fills buffers
-     * incrementally (Linux 6.12), else 256 x 1 MiB, MAP_NORESERVE; the
-     * epoll engine reads into one buffer of 4 MiB, of which a read
+     * Address space: 16 x 1 MiB (MAP_NORESERVE) where the loop receives
+     * with multishot: io_uring fills them incrementally on every kernel
+     * that starts a movable loop on the fast ring (6.12.49+, 6.16.9+,
+     * 6.17+; 256 x 1 MiB only if PACT_URING_MASK=pbufinc hides that).
+     * In poll mode
+     * (older kernels, or once another thread has run the loop) and on
+     * epoll the loop reads into one buffer of 4 MiB, of which a read
      * touches what it reads. */
     opts.recv_buffer_size = 1024 * 1024;
     pact_loop *loop = NULL;
