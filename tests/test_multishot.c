@@ -614,10 +614,11 @@ static int mode_with_address_space_room(unsigned size, size_t room)
 Test(multishot, an_address_space_limit_with_room_for_the_buffers_used_keeps_multishot)
 {
     const unsigned size = 1u << 20;
+    /* The child first: it inherits no loop of this process. */
+    int code = mode_with_address_space_room(size, (size_t)64 << 20);
     pact_loop *loop = loop_with_buffers(0, size);
     const char *unlimited = pact_loop_recv_multishot_mode(loop);
     int engine = pact_loop_engine(loop);
-    int code = mode_with_address_space_room(size, (size_t)64 << 20);
     cr_log_info("mode %s; with 64 MiB of room: %d", unlimited, code);
     if (engine == PACT_ENGINE_EPOLL)
         cr_assert_eq(code, 2);
