@@ -230,6 +230,15 @@ int pact__check_loop(const pact_loop *loop, const char *func)
     return pact__loop_check_thread(loop, func);
 }
 
+int pact__check_loop_for_cancel(const pact_loop *loop, const char *func)
+{
+    if (!loop)
+        return -EINVAL;
+    if (loop->state == PACT_LOOP_CLOSED)
+        return pact__misuse(loop, -ESHUTDOWN, func, "the loop is closed");
+    return pact__loop_check_thread(loop, func);
+}
+
 int pact__loop_check_thread_slow(const pact_loop *loop, const char *func)
 {
     if (pact__loop_forked(loop))

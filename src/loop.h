@@ -305,6 +305,11 @@ static inline int pact__loop_check_thread(const pact_loop *loop, const char *fun
 /* Checks that the loop is open and the calling thread may use it
  * (pact__loop_check_thread). Returns 0 or a negative errno. */
 int pact__check_loop(const pact_loop *loop, const char *func);
+/* The same for a cancel (pact_op_cancel, pact_signal_cancel), which a
+ * closing loop still takes: pact_loop_close runs the callbacks of what it
+ * closes, and those may cancel what is left. Only a closed loop answers
+ * -ESHUTDOWN. Returns 0 or a negative errno. */
+int pact__check_loop_for_cancel(const pact_loop *loop, const char *func);
 
 /* Ops. */
 /* The live op a handle names, or NULL (stale, another loop's, a callback

@@ -582,11 +582,7 @@ int pact__op_cancel(pact_loop *loop, pact_op_s *op)
 
 int pact_op_cancel(pact_loop *loop, pact_op handle)
 {
-    if (!loop)
-        return -EINVAL;
-    if (loop->state == PACT_LOOP_CLOSED)
-        return PACT_MISUSE(loop, -ESHUTDOWN, "the loop is closed");
-    int r = pact__loop_check_thread(loop, __func__);
+    int r = pact__check_loop_for_cancel(loop, __func__);
     if (r)
         return r;
     pact_op_s *op = user_op_lookup(loop, handle);

@@ -191,11 +191,7 @@ pact_signal pact_signal_add(pact_loop *loop, int signo, pact_signal_cb cb,
 
 int pact_signal_cancel(pact_loop *loop, pact_signal id)
 {
-    if (!loop)
-        return -EINVAL;
-    if (loop->state == PACT_LOOP_CLOSED)
-        return PACT_MISUSE(loop, -ESHUTDOWN, "the loop is closed");
-    int r = pact__loop_check_thread(loop, __func__);
+    int r = pact__check_loop_for_cancel(loop, __func__);
     if (r)
         return r;
     pact_signals *s = loop->signals;
