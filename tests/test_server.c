@@ -535,6 +535,40 @@ static int ipv6_loopback_works(void)
     return ok;
 }
 
+/* An IPv6-only server on a port whose IPv4 side this test holds: a TCP
+ * socket bound to 0.0.0.0 at that port, not listening (a connection to it
+ * is refused as to no socket at all) and without SO_REUSEADDR, so no other
+ * process can listen on IPv4 there. Unheld, the IPv4 side of an IPv6-only
+ * port is free to anyone: a program that had picked "a free port" bound
+ * 127.0.0.1 at it once, and the test's IPv4 connect reached that program
+ * instead of being refused. A port whose IPv4 side is in use already is
+ * given back and another taken. A server that listened on IPv4 too would
+ * hold every port it got on both sides, and the bind would never succeed. */
+static pact_server *listen_ipv6_only_holding_ipv4(pact_loop *loop, srv_ctx *sc,
+                                                  int *port, int *ipv4_side)
+{
+    pact_server_options o = {.size = sizeof o, .ipv6_only = 1};
+    for (int attempt = 0; attempt < 50; attempt++) {
+        pact_server *s;
+        cr_assert_eq(pact_server_listen_tcp(loop, "::", 0, &o, echo_factory, sc, &s), 0);
+        *port = pact_server_port(s);
+        *ipv4_side = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        cr_assert_geq(*ipv4_side, 0);
+        struct sockaddr_in sin = {.sin_family = AF_INET,
+                                  .sin_port = htons((uint16_t)*port),
+                                  .sin_addr.s_addr = htonl(INADDR_ANY)};
+        if (bind(*ipv4_side, (struct sockaddr *)&sin, sizeof sin) == 0)
+            return s;
+        int err = errno;
+        close(*ipv4_side);
+        cr_assert_eq(err, EADDRINUSE, "bind 0.0.0.0:%d: %s", *port, strerror(err));
+        close_server_and_wait(loop, s);
+    }
+    cr_assert_fail("50 IPv6-only ports, each with its IPv4 side in use: "
+                   "does the server listen on IPv4 too?");
+    return NULL;
+}
+
 Test(server, dual_stack_accepts_ipv4_and_ipv6)
 {
     if (!ipv6_loopback_works())
@@ -543,6 +577,8 @@ Test(server, dual_stack_accepts_ipv4_and_ipv6)
     pact_loop *loop = test_loop_new();
     srv_ctx *sc = calloc(1, sizeof *sc);
     pact_server *s;
+    /* A dual-stack socket holds its port on IPv4 and IPv6: no other
+     * process can listen on either side of it. */
     pact_server_options o = {.size = sizeof o, .ipv6_only = 0};
     cr_assert_eq(pact_server_listen_tcp(loop, "::", 0, &o, echo_factory, sc, &s), 0);
     int port = pact_server_port(s);
@@ -578,14 +614,14 @@ Test(server, dual_stack_accepts_ipv4_and_ipv6)
 
     /* ipv6_only = 1 refuses IPv4. */
     close_server_and_wait(loop, s);
-    o.ipv6_only = 1;
-    cr_assert_eq(pact_server_listen_tcp(loop, "::", 0, &o, echo_factory, sc, &s), 0);
-    port = pact_server_port(s);
+    int ipv4_side;
+    s = listen_ipv6_only_holding_ipv4(loop, sc, &port, &ipv4_side);
     client_init(&cl[0], 0, 8);
     cr_assert_gt(pact_connect_tcp(loop, "127.0.0.1", (uint16_t)port,
                                   &client_protocol, &cl[0], on_connect, &cl[0]), 0);
     RUN_UNTIL(loop, cl[0].cb_calls, 5000);
     cr_expect_eq(cl[0].err, -ECONNREFUSED);
+    close(ipv4_side);
     close_server_and_wait(loop, s);
     test_loop_free(loop);
     free(sc);
