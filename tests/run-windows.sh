@@ -55,6 +55,18 @@ for exe in "$build"/tests/win/test_*.exe; do
     log="$log_dir/$name.log"
     timeout 600 "$wine" "$exe" >"$log" 2>&1
     rc=$?
+    # The runner's first line is "[====] Running": a log without it is a
+    # program Wine lost before its main() ran (seen once, an empty log at
+    # load average 10+; Wine's CreateProcess fails the same way now and
+    # then, see tests/mini). No test ran, so the suite runs once more, and
+    # the log says so.
+    if ! grep -qa '^\[====\] Running' "$log"; then
+        echo "$name: exit $rc before its first line ($(wc -c <"$log") bytes of output); running it again"
+        sed 's/^/    /' "$log"
+        mv "$log" "$log.lost"
+        timeout 600 "$wine" "$exe" >"$log" 2>&1
+        rc=$?
+    fi
     synth=$(grep -a "Synthesis:" "$log" | tail -1)
     t=$(sed -n 's/.*Tested: \([0-9]*\).*/\1/p' <<<"$synth")
     p=$(sed -n 's/.*Passing: \([0-9]*\).*/\1/p' <<<"$synth")
@@ -66,7 +78,17 @@ for exe in "$build"/tests/win/test_*.exe; do
     printf '%-11s %-12s %-24s %3d passed %3d failed\n' "$build" iocp "$name" "$p" "$f"
     if [ "$f" != 0 ]; then
         failures+=("$log")
-        grep -a -E "\[----\]|\[FAIL\]" "$log" | head -40
+        # A failure always shows something: its assertion and [FAIL] lines,
+        # else the end of its output, else that there was none; and how the
+        # program ended (124: the timeout; 128+N: a Unix signal N).
+        echo "    exit code $rc"
+        if grep -qa -E "\[----\]|\[FAIL\]" "$log"; then
+            grep -a -E "\[----\]|\[FAIL\]" "$log" | head -40
+        elif [ -s "$log" ]; then
+            tail -20 "$log" | sed 's/^/    /'
+        else
+            echo "    (no output at all)"
+        fi
     fi
 done
 
