@@ -150,7 +150,9 @@ static void die(const char *what)
  * leaves /proc/PID/task with it, but stays in /proc/PID/stat), they are
  * the answer. */
 static double server_cpu_ticks(void);
-static double server_cpu(void)
+/* Where it is not NULL, *wait_s gets the time the server's threads spent
+ * runnable but not running (the second field of schedstat, summed). */
+static double server_cpu(double *wait_s)
 {
     if (!cfg.server_pid)
         return 0;
@@ -159,26 +161,45 @@ static double server_cpu(void)
     DIR *d = opendir(path);
     if (!d)
         return -1;
-    unsigned long long ns = 0;
+    unsigned long long ns = 0, waited = 0;
     int threads = 0;
     struct dirent *de;
     while ((de = readdir(d))) {
         if (de->d_name[0] == '.')
             continue;
-        unsigned long long t;
+        unsigned long long t, w;
         snprintf(path, sizeof path, "/proc/%d/task/%.20s/schedstat", cfg.server_pid,
                  de->d_name);
         FILE *f = fopen(path, "r");
         if (!f)
             continue; /* the thread ended meanwhile */
-        if (fscanf(f, "%llu", &t) == 1) {
+        if (fscanf(f, "%llu %llu", &t, &w) == 2) {
             ns += t;
+            waited += w;
             threads++;
         }
         fclose(f);
     }
     closedir(d);
+    if (wait_s)
+        *wait_s = (double)waited / 1e9;
     return threads ? (double)ns / 1e9 : -1;
+}
+
+/* The time this thread has spent runnable but not running, in seconds.
+ * In a run where both sides share a loaded CPU, a window with few
+ * requests and an idle server is told apart by it: the scheduler kept
+ * the load off the CPU (it grows by about the length of the gap), or the
+ * server did not answer (it does not). */
+static double own_wait(void)
+{
+    unsigned long long t, w;
+    FILE *f = fopen("/proc/thread-self/schedstat", "r");
+    if (!f)
+        return 0;
+    int n = fscanf(f, "%llu %llu", &t, &w);
+    fclose(f);
+    return n == 2 ? (double)w / 1e9 : 0;
 }
 
 static double server_cpu_ticks(void)
@@ -413,7 +434,7 @@ int main(int argc, char **argv)
     uint64_t t0 = now_ns();
     uint64_t t_measure = t0 + (uint64_t)(cfg.warmup * 1e9);
     uint64_t t_end = t_measure + (uint64_t)(cfg.duration * 1e9);
-    double cpu0 = 0, ticks0 = 0;
+    double cpu0 = 0, ticks0 = 0, srv_wait0 = 0, own_wait0 = 0;
     uint64_t tm0 = 0;
     struct epoll_event evs[256];
     for (;;) {
@@ -421,7 +442,8 @@ int main(int argc, char **argv)
         if (!measuring && t >= t_measure) {
             measuring = 1;
             tm0 = t;
-            cpu0 = server_cpu();
+            cpu0 = server_cpu(&srv_wait0);
+            own_wait0 = own_wait();
             ticks0 = server_cpu_ticks();
             if (cfg.signal_server)
                 kill(cfg.server_pid, SIGUSR1);
@@ -453,7 +475,9 @@ int main(int argc, char **argv)
         }
     }
     uint64_t tm1 = now_ns();
-    double cpu1 = server_cpu();
+    double srv_wait1 = 0;
+    double own_wait1 = own_wait();
+    double cpu1 = server_cpu(&srv_wait1);
     double ticks1 = server_cpu_ticks();
     if (cfg.signal_server)
         kill(cfg.server_pid, SIGUSR1);
@@ -466,12 +490,13 @@ int main(int argc, char **argv)
         cpu = ticks;
     printf("reqs=%llu secs=%.3f req_s=%.0f mib_s=%.1f conns_s=%.0f "
            "p50_us=%.1f p99_us=%.1f p999_us=%.1f server_cpu_s=%.4f "
-           "cpu_s_per_mreq=%.3f server_threads=%d errors=%llu\n",
+           "cpu_s_per_mreq=%.3f server_threads=%d errors=%llu "
+           "server_wait_s=%.4f load_wait_s=%.4f\n",
            (unsigned long long)msgs_total, secs, (double)msgs_total / secs,
            (double)bytes_total / secs / 1048576.0,
            (double)conns_total / secs, hist_pct(0.50), hist_pct(0.99),
            hist_pct(0.999), cpu,
            msgs_total ? cpu / ((double)msgs_total / 1e6) : 0.0, threads,
-           (unsigned long long)errors);
+           (unsigned long long)errors, srv_wait1 - srv_wait0, own_wait1 - own_wait0);
     return 0;
 }

@@ -117,7 +117,13 @@ mkdir -p "$OUT"
     echo "uptime at start: $(uptime)"
 } > "$OUT/python-meta.txt"
 csv=$OUT/python.csv
-echo "bench,mode,size,placement,contender,rep,req_s,mib_s,p50_us,p99_us,server_cpu_s,cpu_us_per_req,load1" > "$csv"
+# window_s: the measured window loadgen timed (SECS, unless the load
+# generator itself was kept off the CPU across its end or its start);
+# server_wait_s, load_wait_s: the time the server's threads and the load
+# generator spent runnable but not running within it (schedstat). A run
+# with few requests and an idle server is a starved one when these grow
+# by about the gap, and a server that did not answer when they do not.
+echo "bench,mode,size,placement,contender,rep,req_s,mib_s,p50_us,p99_us,server_cpu_s,cpu_us_per_req,load1,window_s,server_wait_s,load_wait_s" > "$csv"
 
 # start_echo CONTENDER MODE: sets SRV_PID
 start_echo() {
@@ -135,17 +141,20 @@ start_echo() {
 }
 
 echo_row() { # mode size placement who rep out
-    local out=$6 reqs cpu per
+    local out=$6 reqs cpu per sched=
     reqs=$(kv_get "$out" reqs); cpu=$(kv_get "$out" server_cpu_s)
     per=$(awk -v c="$cpu" -v r="$reqs" 'BEGIN{ if (r > 0 && c != "") printf "%.2f", c * 1e6 / r }')
-    echo "echo,$1,$2,$3,$4,$5,$(kv_get "$out" req_s),$(kv_get "$out" mib_s),$(kv_get "$out" p50_us),$(kv_get "$out" p99_us),$cpu,$per,$(load1)" >> "$csv"
-    printf '  echo %-7s %6s %-6s %-10s req/s=%-7s cpu/req=%s us  (load %s)\n' "$1" "$2" "$3" "$4" "$(kv_get "$out" req_s)" "$per" "$(load1)"
+    echo "echo,$1,$2,$3,$4,$5,$(kv_get "$out" req_s),$(kv_get "$out" mib_s),$(kv_get "$out" p50_us),$(kv_get "$out" p99_us),$cpu,$per,$(load1),$(kv_get "$out" secs),$(kv_get "$out" server_wait_s),$(kv_get "$out" load_wait_s)" >> "$csv"
+    [ -n "$(kv_get "$out" secs)" ] &&
+        sched=" window=$(kv_get "$out" secs)s runnable-waiting server/load=$(kv_get "$out" server_wait_s)/$(kv_get "$out" load_wait_s)s"
+    printf '  echo %-7s %6s %-6s %-10s req/s=%-7s cpu/req=%s us%s  (load %s)\n' "$1" "$2" "$3" "$4" \
+        "$(kv_get "$out" req_s)" "$per" "$sched" "$(load1)"
 }
 
 http_row() { # placement who rep req_s cpu reqs p50 p99
     local per
     per=$(awk -v c="$5" -v r="$6" 'BEGIN{ if (r > 0) printf "%.2f", c * 1e6 / r }')
-    echo "aiohttp,hello,0,$1,$2,$3,$4,,$7,$8,$5,$per,$(load1)" >> "$csv"
+    echo "aiohttp,hello,0,$1,$2,$3,$4,,$7,$8,$5,$per,$(load1),,," >> "$csv"
     printf '  aiohttp hello  %-6s %-10s req/s=%-7s cpu/req=%s us  (load %s)\n' "$1" "$2" "$4" "$per" "$(load1)"
 }
 
