@@ -209,7 +209,7 @@ static inline int mc_run_one(const struct mc_test *t)
     si.cb = sizeof si;
     fflush(NULL);
     /* Wine, on a loaded machine, now and then loses a new process before
-     * it runs (3 starts in about 1800 at load average 10-14): the
+     * it runs (2 starts in about 1800 at load average 10-14): the
      * process ends during its start-up with exit code 0 and CreateProcess
      * fails with ERROR_INTERNAL_ERROR. The test did not run, so it is
      * started again (said in the log); any other failure is the test's. */
