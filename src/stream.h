@@ -21,9 +21,11 @@ typedef struct pact_transport_ops {
     pact_endpoint_ops ep; /* first: the endpoint's ops point here */
     /* Bytes to send (not closing, no write_eof, not a read pipe). */
     int (*writev)(pact_transport *t, const struct iovec *iov, int iovcnt);
+    /* The same for one buffer (pact_transport_write; NULL: writev). */
+    int (*write)(pact_transport *t, const void *data, size_t len);
     /* pact_transport_write_received(): the same, for bytes that may sit
      * in the receive buffer the loop lends to the running callback (NULL:
-     * writev copies them). */
+     * write copies them). */
     int (*write_received)(pact_transport *t, const void *data, size_t len);
     /* write_eof was just requested: 0, or a negative errno when the
      * write side is gone already (eof_requested is then cleared). */

@@ -81,23 +81,90 @@ static int write_refused(pact_transport *t)
     return 0;
 }
 
+/* The common case of the checks every write makes (PACT_ENDPOINT_CHECK_OWNER
+ * and write_refused): the loop's owner thread writes to an open,
+ * writable transport. Inline, so that such a write reaches its
+ * transport's table by a tail call; anything else takes the full checks
+ * (write_checked). */
+static inline int write_fast(const pact_transport *t)
+{
+    return pact__loop_owner_here(t->ep.loop) && !t->ep.closing &&
+           !t->eof_requested && !t->write_failed && t->kind != PACT_STREAM_READ_PIPE;
+}
+
+static int write_checked(pact_transport *t)
+{
+    PACT_ENDPOINT_CHECK_OWNER(t);
+    return write_refused(t);
+}
+
+static PACT_SLOW_PATH int writev_checked(pact_transport *t, const struct iovec *iov,
+                                         int iovcnt)
+{
+    int r = write_checked(t);
+    if (r)
+        return r;
+    return pact__transport_ops(t)->writev(t, iov, iovcnt);
+}
+
 int pact_transport_writev(pact_transport *t, const struct iovec *iov, int iovcnt)
 {
     if (!t || (!iov && iovcnt) || iovcnt < 0)
         return -EINVAL;
-    PACT_ENDPOINT_CHECK_OWNER(t);
-    int r = write_refused(t);
+    if (!write_fast(t))
+        return writev_checked(t, iov, iovcnt);
+    return pact__transport_ops(t)->writev(t, iov, iovcnt);
+}
+
+static PACT_SLOW_PATH int write_as_writev(pact_transport *t, const void *data,
+                                          size_t len)
+{
+    struct iovec iov = {(void *)data, len};
+    return pact__transport_ops(t)->writev(t, &iov, 1);
+}
+
+/* One buffer through the table: its write, else writev with one iovec. */
+static int write_unchecked(pact_transport *t, const void *data, size_t len)
+{
+    const pact_transport_ops *ops = pact__transport_ops(t);
+    if (ops->write)
+        return ops->write(t, data, len);
+    return write_as_writev(t, data, len);
+}
+
+static PACT_SLOW_PATH int write_one_checked(pact_transport *t, const void *data,
+                                             size_t len)
+{
+    int r = write_checked(t);
     if (r)
         return r;
-    return pact__transport_ops(t)->writev(t, iov, iovcnt);
+    return write_unchecked(t, data, len);
 }
 
 int pact_transport_write(pact_transport *t, const void *data, size_t len)
 {
     if (!t || (!data && len))
         return -EINVAL;
-    struct iovec iov = {(void *)data, len};
-    return pact_transport_writev(t, &iov, 1);
+    if (!write_fast(t))
+        return write_one_checked(t, data, len);
+    return write_unchecked(t, data, len);
+}
+
+static int write_received_unchecked(pact_transport *t, const void *data, size_t len)
+{
+    const pact_transport_ops *ops = pact__transport_ops(t);
+    if (ops->write_received)
+        return ops->write_received(t, data, len);
+    return write_unchecked(t, data, len);
+}
+
+static PACT_SLOW_PATH int write_received_checked(pact_transport *t, const void *data,
+                                                 size_t len)
+{
+    int r = write_checked(t);
+    if (r)
+        return r;
+    return write_received_unchecked(t, data, len);
 }
 
 int pact_transport_write_received(pact_transport *t, const void *data,
@@ -105,15 +172,9 @@ int pact_transport_write_received(pact_transport *t, const void *data,
 {
     if (!t || (!data && len))
         return -EINVAL;
-    PACT_ENDPOINT_CHECK_OWNER(t);
-    int r = write_refused(t);
-    if (r)
-        return r;
-    const pact_transport_ops *ops = pact__transport_ops(t);
-    if (ops->write_received)
-        return ops->write_received(t, data, len);
-    struct iovec iov = {(void *)data, len};
-    return ops->writev(t, &iov, 1);
+    if (!write_fast(t))
+        return write_received_checked(t, data, len);
+    return write_received_unchecked(t, data, len);
 }
 
 int pact_transport_can_write_eof(const pact_transport *t)
