@@ -367,10 +367,11 @@ int64_t pact__rw_nowait(int fd, int is_write, const struct iovec *iov, int iovcn
                         int64_t offset, uint8_t *refuses_rwf_nowait);
 /* Queues a freshly filled op for submission and returns its handle. */
 pact_op pact__op_start(pact_loop *loop, pact_op_s *op, void *created_at);
-/* A multishot op's data completion: runs its callback with more = 1 and
- * the bytes at data (valid during the call); the op stays live. */
-void pact__op_deliver(pact_loop *loop, pact_op_s *op, const void *data,
-                      int64_t len);
+/* pact_recv_multishot() whose data completions go to data (with user),
+ * and only its final completion to cb: a stream transport's receive. */
+pact_op pact__recv_multishot_hooked(pact_loop *loop, pact_os_sock fd,
+                                    pact__data_hook data, pact_op_cb cb,
+                                    void *user);
 /* Zero-copy writes of received bytes: if [data, data + len) lies in the
  * receive buffer lent to the callback running now, claims that buffer
  * (the engine keeps it out of the kernel's hands) and returns its id for
@@ -486,5 +487,25 @@ void pact__note_callback_time(pact_loop *loop, uint64_t start, void *cb,
             pact__note_callback_time((loop), pact_cb_start_, (void *)(fn),  \
                                      (what));                               \
     } while (0)
+
+/* A multishot op's data completion: runs its callback with more = 1 and
+ * the bytes at data (valid during the call); the op stays live. Or, for
+ * a hooked receive, its data hook with the bytes: the public completion
+ * is not built (the op's handle, a zeroed struct of 13 fields, read back
+ * by the callback) for the one consumer that needs none of it, a
+ * stream transport's receive. Inline: the engines run it for every
+ * chunk received. */
+void pact__op_deliver_completion(pact_loop *loop, pact_op_s *op,
+                                 const void *data, int64_t len);
+static inline void pact__op_deliver(pact_loop *loop, pact_op_s *op,
+                                    const void *data, int64_t len)
+{
+    if (op->flags & PACT_OPF_DATA_HOOK) {
+        PACT_RUN_CALLBACK(loop, op->data_hook, "operation callback",
+                          op->data_hook(op->user, data, (size_t)len));
+        return;
+    }
+    pact__op_deliver_completion(loop, op, data, len);
+}
 
 #endif

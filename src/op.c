@@ -164,6 +164,20 @@ pact_op pact_recv_multishot(pact_loop *loop, pact_os_sock fd, pact_op_cb cb, voi
     OP_FINISH();
 }
 
+pact_op pact__recv_multishot_hooked(pact_loop *loop, pact_os_sock fd,
+                                    pact__data_hook data, pact_op_cb cb,
+                                    void *user)
+{
+    int err_;
+    pact_op_s *op = pact__op_begin(loop, PACT_OP_RECV_MULTI, fd, cb, user,
+                                   "pact_recv_multishot", &err_);
+    if (!op)
+        return err_;
+    op->flags |= PACT_OPF_DATA_HOOK;
+    op->data_hook = data;
+    OP_FINISH();
+}
+
 pact_op pact__accept_multishot(pact_loop *loop, pact_os_sock fd, pact_op_cb cb,
                                void *user)
 {
@@ -599,8 +613,8 @@ void pact__op_defer(pact_loop *loop, pact_op_s *op, int64_t result)
     order_release(loop, op);
 }
 
-void pact__op_deliver(pact_loop *loop, pact_op_s *op, const void *data,
-                      int64_t len)
+void pact__op_deliver_completion(pact_loop *loop, pact_op_s *op,
+                                 const void *data, int64_t len)
 {
     pact_completion c = {
         .op = pact__op_handle(loop, op),

@@ -82,7 +82,14 @@ enum pact_op_flag {
     /* io_uring: a watch's poll is being cancelled to be armed again with
      * new events (pact_op_set_events); its -ECANCELED is not final. */
     PACT_OPF_WATCH_REARM = 1u << 9,
+    /* A multishot receive whose data completions go to op->data_hook
+     * (pact__recv_multishot_hooked); its final completion is a normal one. */
+    PACT_OPF_DATA_HOOK = 1u << 10,
 };
+
+/* Where the data completions of a hooked multishot receive go: the op's
+ * user, the bytes (more than 0, valid during the call). */
+typedef void (*pact__data_hook)(void *user, const void *data, size_t len);
 
 struct pact_op_s;
 
@@ -157,7 +164,12 @@ typedef struct pact_op_s {
     pact_op_cb cb;
     void *user;
     int64_t result;
-    void *buf;
+    union {
+        void *buf;
+        /* PACT_OPF_DATA_HOOK (a multishot receive has no buffer of its
+         * own: it reads into the loop's). */
+        pact__data_hook data_hook;
+    };
     size_t len;
     /* One slot, three uses; which is valid follows from the kind alone
      * (see pact__op_ext_of):
