@@ -393,20 +393,9 @@ static inline void pact__recv_buffer_give_back(pact_loop *loop, int id)
 /* Reads per readiness event for one multishot receive, so one busy socket
  * cannot starve the others (it stays armed: it is reported again). */
 #define PACT_RECV_BURST 16
-/* A multishot receive whose socket is readable (epoll, io_uring poll
- * mode): reads into the loop-wide buffer and delivers each chunk, up to
- * PACT_RECV_BURST reads, until the socket would block or a read comes back
- * short (the socket is drained: later bytes are a new readiness event),
- * the op ends (EOF, error) or a cancel or deadline was asked for (from a
- * data callback: bytes not read stay in the socket, docs/contract.md §4).
- * Returns non-zero if the op goes on waiting for readiness: 1 after
- * EAGAIN, 3 after a short read (the data is drained, but a hang-up that
- * came with it has not been read yet), 2 at PACT_RECV_BURST with the
- * socket maybe not drained (an edge-triggered caller must have it
- * reported again); 0 if it ends, with its result in
- * *final (0 at EOF, -errno, -ECANCELED when cancelled). The engine only
- * translates: re-arm, or finish the op. */
-int pact__op_recv_burst(pact_loop *loop, pact_op_s *op, int64_t *final);
+/* pact__op_recv_burst() (src/unix/recv_burst.h) reads into
+ * loop->burst_buf: made on first use, 0 or -ENOMEM (src/unix/op_posix.c). */
+int pact__burst_buf_make(pact_loop *loop);
 /* A PACT_OP_WATCH's fd was found ready for revents (engines call this
  * from their wait): runs the watcher's callback with more = 1 and the
  * events it asked for that are ready (POLLERR and POLLHUP always count),

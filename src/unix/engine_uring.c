@@ -24,6 +24,7 @@
 #include "fault.h"
 #include "fs_blocking.h"
 #include "loop.h"
+#include "recv_burst.h"
 #include "pool.h"
 
 enum uring_tag {

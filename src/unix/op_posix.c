@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The op layer's system calls on POSIX fds, shared by the Linux engines
- * and the thread pool: a multishot receive's burst of reads into the
- * loop's buffer, a read or write done at once, and handing over a
+ * and the thread pool: the buffer of a multishot receive's burst of
+ * reads (recv_burst.h), a read or write done at once, and handing over a
  * multishot accept's connections. (The Windows engine
  * starts overlapped calls instead: src/win/engine_iocp.c.) */
 #include <errno.h>
@@ -14,50 +14,14 @@
 #include "fault.h"
 #include "loop.h"
 
-int pact__op_recv_burst(pact_loop *loop, pact_op_s *op, int64_t *final)
+int pact__burst_buf_make(pact_loop *loop)
 {
-    if (!loop->burst_buf) {
-        size_t size = (size_t)loop->recv_buf_size * 4;
-        loop->burst_buf = malloc(size);
-        if (!loop->burst_buf) {
-            *final = -ENOMEM;
-            return 0;
-        }
-        loop->burst_buf_size = size;
-    }
-    int drained = 0;
-    for (int i = 0; i < PACT_RECV_BURST; i++) {
-        if (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT)) {
-            *final = -ECANCELED;
-            return 0;
-        }
-        ssize_t n = recv(op->fd, loop->burst_buf, loop->burst_buf_size,
-                         MSG_DONTWAIT);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return 1;
-        if (n <= 0) {
-            *final = n < 0 ? -errno : 0;
-            return 0;
-        }
-        pact__op_deliver(loop, op, loop->burst_buf, n);
-        /* A read that did not fill the buffer took everything the socket
-         * had: one more recv would only answer EAGAIN (0.7 wasted system
-         * calls per request in the 64-byte echo). Bytes that arrive
-         * meanwhile are a new event for both callers (epoll's
-         * edge-triggered registration sees each arrival, an io_uring poll
-         * checks the socket when armed), never lost. */
-        if ((size_t)n < loop->burst_buf_size) {
-            drained = 1;
-            break;
-        }
-    }
-    if (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT)) {
-        *final = -ECANCELED;
-        return 0;
-    }
-    return drained ? 3 : 2;
+    size_t size = (size_t)loop->recv_buf_size * 4;
+    loop->burst_buf = malloc(size);
+    if (!loop->burst_buf)
+        return -ENOMEM;
+    loop->burst_buf_size = size;
+    return 0;
 }
 
 int64_t pact__op_rw_now(pact_op_s *op)
