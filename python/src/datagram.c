@@ -137,6 +137,7 @@ static void fatal_error(DatagramObject *self, const char *message)
     }
     if (self->ep) {
         self->closing = 1;
+        pact_py_endpoint_lost_soon(PACT_PY_ENDPOINT(self));
         pact_datagram_abort(self->ep);
     }
 }
@@ -383,6 +384,7 @@ static void on_connection_made(pact_datagram *ep, void *user)
 {
     (void)ep;
     DatagramObject *self = user;
+    self->made = 1;
     PyObject *r = protocol_call(self, method.connection_made, (PyObject *)self,
                                 NULL);
     if (!r)
@@ -451,6 +453,38 @@ static void on_error(pact_datagram *ep, int err, const struct sockaddr *addr,
     Py_DECREF(exc);
 }
 
+/* The protocol's connection_lost, once. */
+static void deliver_lost(DatagramObject *self, int err)
+{
+    self->lost_turn = PACT_PY_LOST_DONE;
+    PyObject *exc = self->lost_exc ? Py_NewRef(self->lost_exc)
+                                   : pact_py_exception_for(err);
+    Py_CLEAR(self->lost_exc);
+    if (!exc) {
+        PyErr_WriteUnraisable((PyObject *)self);
+        exc = Py_NewRef(Py_None);
+    }
+    PyObject *r = protocol_call(self, method.connection_lost, exc, NULL);
+    Py_DECREF(exc);
+    if (!r) {
+        if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
+            PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
+            pact_py_keep_exception(self->loop);
+        else
+            PyErr_WriteUnraisable((PyObject *)self);
+    }
+    Py_XDECREF(r);
+}
+
+/* As asyncio's _call_connection_lost after the protocol's call: the
+ * socket and the protocol are let go. */
+static void let_go(DatagramObject *self)
+{
+    Py_CLEAR(self->sock);
+    Py_CLEAR(self->protocol);
+    Py_CLEAR(self->context);
+}
+
 static void on_connection_lost(pact_datagram *ep, int err, void *user)
 {
     (void)ep;
@@ -471,30 +505,46 @@ static void on_connection_lost(pact_datagram *ep, int err, void *user)
         Py_CLEAR(self->self_ref); /* may free self: last */
         return;
     }
-    PyObject *exc = self->lost_exc ? Py_NewRef(self->lost_exc)
-                                   : pact_py_exception_for(err);
-    Py_CLEAR(self->lost_exc);
-    if (!exc) {
-        PyErr_WriteUnraisable((PyObject *)self);
-        exc = Py_NewRef(Py_None);
-    }
-    PyObject *r = protocol_call(self, method.connection_lost, exc, NULL);
-    Py_DECREF(exc);
-    if (!r) {
-        if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
-            PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
-            pact_py_keep_exception(self->loop);
-        else
-            PyErr_WriteUnraisable((PyObject *)self);
-    }
-    Py_XDECREF(r);
+    /* The program ended it: connection_lost has its turn in the ready
+     * queue (pact_py_endpoint_lost_soon), unless the loop is closing and
+     * drops that queue. */
+    int turn_waits = self->lost_turn == PACT_PY_LOST_QUEUED &&
+                     !self->loop->closing;
+    if (self->lost_turn != PACT_PY_LOST_DONE && !turn_waits)
+        deliver_lost(self, err);
     pact_py_endpoint_lost(PACT_PY_ENDPOINT(self), "detach", err);
-    /* As asyncio's _call_connection_lost: the socket and the protocol are
-     * let go. */
-    Py_CLEAR(self->sock);
-    Py_CLEAR(self->protocol);
-    Py_CLEAR(self->context);
-    Py_CLEAR(self->self_ref); /* may free self: last */
+    if (!turn_waits)
+        let_go(self);
+    Py_CLEAR(self->self_ref); /* may free self (the turn's handle holds it
+                                 while it waits): last */
+}
+
+/* The handle pact_py_endpoint_lost_soon queued. */
+static PyObject *Datagram_connection_lost_turn(DatagramObject *self,
+                                               PyObject *unused)
+{
+    (void)unused;
+    if (self->lost_turn != PACT_PY_LOST_QUEUED)
+        Py_RETURN_NONE;
+    if (self->ep && !self->made) {
+        /* Ended before pact's connection_made: pact calls both, in
+         * order. */
+        self->lost_turn = PACT_PY_LOST_NONE;
+        Py_RETURN_NONE;
+    }
+    deliver_lost(self, 0);
+    if (!self->ep) /* pact's end came first and left these */
+        let_go(self);
+    if (self->loop->pending_exc) {
+        /* SystemExit from connection_lost: raised from the handle, as
+         * asyncio raises it from its own. */
+        PyObject *e = self->loop->pending_exc;
+        self->loop->pending_exc = NULL;
+        PyErr_SetObject((PyObject *)Py_TYPE(e), e);
+        Py_DECREF(e);
+        return NULL;
+    }
+    Py_RETURN_NONE;
 }
 
 static void on_pause_writing(pact_datagram *ep, void *user)
@@ -855,6 +905,8 @@ static PyObject *Datagram_close(DatagramObject *self, PyObject *unused)
     }
     if (self->ep && !self->closing) {
         self->closing = 1;
+        if (write_buffer_size(self) == 0)
+            pact_py_endpoint_lost_soon(PACT_PY_ENDPOINT(self));
         pact_datagram_close(self->ep);
     }
     Py_RETURN_NONE;
@@ -869,6 +921,7 @@ static PyObject *Datagram_abort(DatagramObject *self, PyObject *unused)
     }
     if (self->ep) {
         self->closing = 1;
+        pact_py_endpoint_lost_soon(PACT_PY_ENDPOINT(self));
         pact_datagram_abort(self->ep);
     }
     Py_RETURN_NONE;
@@ -886,6 +939,7 @@ static PyObject *Datagram_force_close(DatagramObject *self, PyObject *exc)
         self->closing = 1;
         if (exc != Py_None)
             self->lost_exc = Py_NewRef(exc);
+        pact_py_endpoint_lost_soon(PACT_PY_ENDPOINT(self));
         pact_datagram_abort(self->ep);
     }
     Py_RETURN_NONE;
@@ -1003,6 +1057,8 @@ static PyMethodDef Datagram_methods[] = {
     {"close", (PyCFunction)Datagram_close, METH_NOARGS, NULL},
     {"abort", (PyCFunction)Datagram_abort, METH_NOARGS, NULL},
     {"_force_close", (PyCFunction)Datagram_force_close, METH_O, NULL},
+    {"_connection_lost_turn", (PyCFunction)Datagram_connection_lost_turn,
+     METH_NOARGS, NULL},
     {"is_closing", (PyCFunction)Datagram_is_closing, METH_NOARGS, NULL},
     {"get_write_buffer_size", (PyCFunction)Datagram_get_write_buffer_size,
      METH_NOARGS, NULL},

@@ -190,6 +190,33 @@ void pact_py_endpoint_lost(pact_py_endpoint *self, const char *method, int err)
     }
 }
 
+void pact_py_endpoint_lost_soon(pact_py_endpoint *self)
+{
+    if (self->lost_turn != PACT_PY_LOST_NONE || self->loop->closing)
+        return;
+    static PyObject *name, *no_args;
+    if (!name && !(name = PyUnicode_InternFromString("_connection_lost_turn")))
+        goto failed;
+    if (!no_args && !(no_args = PyTuple_New(0)))
+        goto failed;
+    PyObject *turn = PyObject_GetAttr((PyObject *)self, name);
+    if (!turn)
+        goto failed;
+    /* Not the endpoint's context: the protocol call enters that one. */
+    PyObject *h = pact_py_handle_new(self->loop, turn, no_args, Py_None);
+    Py_DECREF(turn);
+    if (!h)
+        goto failed;
+    int r = pact_py_ready_push(self->loop, h);
+    Py_DECREF(h);
+    if (r < 0)
+        goto failed;
+    self->lost_turn = PACT_PY_LOST_QUEUED;
+    return;
+failed:
+    PyErr_Clear();
+}
+
 PyObject *pact_py_exception_for(int err)
 {
     if (err == 0)

@@ -27,11 +27,31 @@
     int in_context; /* protocol calls under way (the context is entered) */   \
     int protocol_paused; /* pause_writing delivered, resume_writing not yet */ \
     int orphaned;  /* left open at loop close (transport.c says how) */       \
-    int orphan_fd; /* an orphaned socket's duplicate fd, or -1 */
+    int orphan_fd; /* an orphaned socket's duplicate fd, or -1 */         \
+    int made;      /* pact's connection_made came */                          \
+    int lost_turn; /* PACT_PY_LOST_*: see pact_py_endpoint_lost_soon */
 
 typedef struct {
     PACT_PY_ENDPOINT_FIELDS
 } pact_py_endpoint;
+
+/* Where an endpoint's connection_lost stands. */
+enum {
+    PACT_PY_LOST_NONE,   /* pact calls it when the endpoint ends */
+    PACT_PY_LOST_QUEUED, /* its turn waits in the loop's ready queue */
+    PACT_PY_LOST_DONE,   /* the protocol had it */
+};
+
+/* The program ended the endpoint with nothing left to send (close() with
+ * an empty buffer, abort(), _force_close()). asyncio schedules
+ * connection_lost with call_soon there, so the handles queued before the
+ * call run before it and those queued after run after it; pact's own
+ * connection_lost comes from pact's next iteration, ahead of the ready
+ * queue. So a handle calling the endpoint's _connection_lost_turn (the
+ * type's method: the protocol's connection_lost, once) goes into the ready
+ * queue now, and pact's connection_lost only cleans up if it comes first.
+ * Exceptions are cleared (then pact calls it, as before). */
+void pact_py_endpoint_lost_soon(pact_py_endpoint *self);
 
 #define PACT_PY_ENDPOINT(obj) ((pact_py_endpoint *)(obj))
 

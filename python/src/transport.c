@@ -95,14 +95,17 @@ static void protocol_failed(TransportObject *self, const char *what)
     PyObject *message = PyUnicode_FromString(what);
     pact_py_endpoint_report(PACT_PY_ENDPOINT(self), message);
     Py_XDECREF(message);
-    if (self->t)
+    if (self->t) {
+        pact_py_endpoint_lost_soon(PACT_PY_ENDPOINT(self));
         pact_transport_abort(self->t);
+    }
 }
 
 static void on_connection_made(pact_transport *t, void *user)
 {
     (void)t;
     TransportObject *self = user;
+    self->made = 1;
     PyObject *r = protocol_call(self, method.connection_made, (PyObject *)self);
     if (!r) {
         protocol_failed(self, "protocol.connection_made() call failed.");
@@ -148,6 +151,37 @@ static int on_eof(pact_transport *t, void *user)
     return keep;
 }
 
+/* The protocol's connection_lost, once, and what asyncio's
+ * _call_connection_lost does right after it (the server's count). */
+static void deliver_lost(TransportObject *self, int err)
+{
+    self->lost_turn = PACT_PY_LOST_DONE;
+    PyObject *exc = self->lost_exc ? Py_NewRef(self->lost_exc)
+                                   : pact_py_exception_for(err);
+    Py_CLEAR(self->lost_exc);
+    if (!exc) {
+        PyErr_WriteUnraisable((PyObject *)self);
+        exc = Py_NewRef(Py_None);
+    }
+    PyObject *r = protocol_call(self, method.connection_lost, exc);
+    Py_DECREF(exc);
+    if (!r) {
+        if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
+            PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
+            pact_py_keep_exception(self->loop);
+        else
+            PyErr_WriteUnraisable((PyObject *)self);
+    }
+    Py_XDECREF(r);
+    if (self->server) {
+        PyObject *d = PyObject_CallMethod(self->server, "_detach", NULL);
+        Py_XDECREF(d);
+        if (!d)
+            PyErr_WriteUnraisable((PyObject *)self);
+        Py_CLEAR(self->server);
+    }
+}
+
 static void on_connection_lost(pact_transport *t, int err, void *user)
 {
     TransportObject *self = user;
@@ -174,35 +208,51 @@ static void on_connection_lost(pact_transport *t, int err, void *user)
         return;
     }
     self->closing = 1;
-    PyObject *exc = self->lost_exc ? Py_NewRef(self->lost_exc)
-                                   : pact_py_exception_for(err);
-    Py_CLEAR(self->lost_exc);
-    if (!exc) {
-        PyErr_WriteUnraisable((PyObject *)self);
-        exc = Py_NewRef(Py_None);
-    }
-    PyObject *r = protocol_call(self, method.connection_lost, exc);
-    Py_DECREF(exc);
-    if (!r) {
-        if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
-            PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
-            pact_py_keep_exception(self->loop);
-        else
-            PyErr_WriteUnraisable((PyObject *)self);
-    }
-    Py_XDECREF(r);
+    /* The program ended it: connection_lost has its turn in the ready
+     * queue (pact_py_endpoint_lost_soon), unless the loop is closing and
+     * drops that queue. */
+    int turn_waits = self->lost_turn == PACT_PY_LOST_QUEUED &&
+                     !self->loop->closing;
+    if (self->lost_turn != PACT_PY_LOST_DONE && !turn_waits)
+        deliver_lost(self, err);
     pact_py_endpoint_lost(PACT_PY_ENDPOINT(self),
                           self->is_pipe ? "close" : "detach", err);
-    if (self->server) {
-        PyObject *d = PyObject_CallMethod(self->server, "_detach", NULL);
-        Py_XDECREF(d);
-        if (!d)
-            PyErr_WriteUnraisable((PyObject *)self);
-        Py_CLEAR(self->server);
+    if (!turn_waits) {
+        Py_CLEAR(self->protocol);
+        Py_CLEAR(self->context);
     }
-    Py_CLEAR(self->protocol);
-    Py_CLEAR(self->context);
-    Py_CLEAR(self->self_ref); /* may free self: last */
+    Py_CLEAR(self->self_ref); /* may free self (the turn's handle holds it
+                                 while it waits): last */
+}
+
+/* The handle pact_py_endpoint_lost_soon queued. */
+static PyObject *Transport_connection_lost_turn(TransportObject *self,
+                                                PyObject *unused)
+{
+    (void)unused;
+    if (self->lost_turn != PACT_PY_LOST_QUEUED)
+        Py_RETURN_NONE;
+    if (self->t && !self->made) {
+        /* Ended before pact's connection_made: pact calls both, in
+         * order. */
+        self->lost_turn = PACT_PY_LOST_NONE;
+        Py_RETURN_NONE;
+    }
+    deliver_lost(self, 0);
+    if (!self->t) { /* pact's end came first and left these */
+        Py_CLEAR(self->protocol);
+        Py_CLEAR(self->context);
+    }
+    if (self->loop->pending_exc) {
+        /* SystemExit from connection_lost: raised from the handle, as
+         * asyncio raises it from its own. */
+        PyObject *e = self->loop->pending_exc;
+        self->loop->pending_exc = NULL;
+        PyErr_SetObject((PyObject *)Py_TYPE(e), e);
+        Py_DECREF(e);
+        return NULL;
+    }
+    Py_RETURN_NONE;
 }
 
 /* The protocol's pause_writing / resume_writing as pact's buffer crosses
@@ -817,6 +867,9 @@ static PyObject *Transport_close(TransportObject *self, PyObject *unused)
          * before it closes, with the protocol's flow control going on,
          * as asyncio's (pact_transport_close); as asyncio, nothing more
          * is read. */
+        if (pact_transport_write_buffer_size(self->t) == 0 &&
+            !self->sendfile_active)
+            pact_py_endpoint_lost_soon(PACT_PY_ENDPOINT(self));
         pact_transport_close(self->t);
     }
     Py_RETURN_NONE;
@@ -833,8 +886,10 @@ static PyObject *Transport_abort(TransportObject *self, PyObject *unused)
     if (self->t) {
         flush_held(self); /* asyncio had sent them */
         self->closing = 1;
-        if (self->t)
+        if (self->t) {
+            pact_py_endpoint_lost_soon(PACT_PY_ENDPOINT(self));
             pact_transport_abort(self->t);
+        }
     }
     Py_RETURN_NONE;
 }
@@ -857,6 +912,7 @@ static PyObject *Transport_force_close(TransportObject *self, PyObject *exc)
         self->closing = 1;
         if (exc != Py_None)
             self->lost_exc = Py_NewRef(exc);
+        pact_py_endpoint_lost_soon(PACT_PY_ENDPOINT(self));
         pact_transport_abort(self->t);
     }
     Py_RETURN_NONE;
@@ -1091,6 +1147,8 @@ static PyMethodDef Transport_methods[] = {
     {"can_write_eof", (PyCFunction)Transport_can_write_eof, METH_NOARGS, NULL},
     {"close", (PyCFunction)Transport_close, METH_NOARGS, NULL},
     {"abort", (PyCFunction)Transport_abort, METH_NOARGS, NULL},
+    {"_connection_lost_turn", (PyCFunction)Transport_connection_lost_turn,
+     METH_NOARGS, NULL},
     {"_force_close", (PyCFunction)Transport_force_close, METH_O, NULL},
     {"is_closing", (PyCFunction)Transport_is_closing, METH_NOARGS, NULL},
     {"is_reading", (PyCFunction)Transport_is_reading, METH_NOARGS, NULL},
