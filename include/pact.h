@@ -592,14 +592,21 @@ PACT_API int pact_call_soon_threadsafe(pact_loop *loop, pact_call_cb cb,
 PACT_API int pact_loop_wake(pact_loop *loop);
 
 /* Called by the loop thread right before and right after each wait of the
- * engine that may block (io_uring_enter / epoll_wait with a timeout other
- * than 0), with that timeout (-1 = no limit). They wrap the system call
- * only: completions are handled, and their callbacks run, after the after
- * hook. No pact function may be called from a hook. A language binding
- * releases its global lock (Python's GIL) in before_wait and takes it back
- * in after_wait: other threads then run only while the loop sleeps, and
- * every pact callback runs with the lock held. The waits that close()
- * does for operations still owed by the kernel are wrapped too. */
+ * engine (io_uring_enter, epoll_wait, GetQueuedCompletionStatusEx), with
+ * its timeout (-1 = no limit, 0 = a poll that does not block; io_uring's
+ * poll that finds nothing to submit and nothing waiting in the kernel
+ * makes no system call, and is wrapped all the same). They wrap the
+ * system call only: completions are handled, and their callbacks run,
+ * after the after hook. No pact function may be called from before_wait;
+ * after_wait may call any a callback may (it runs before the first
+ * completion of that wait is handled: a binding runs there the callbacks
+ * it had queued before the wait, so that they come before the I/O the
+ * wait found, as asyncio orders them). A language binding releases its
+ * global lock (Python's GIL) in before_wait and takes it back in
+ * after_wait, when timeout_ns is not 0: other threads then run only while
+ * the loop sleeps, and every pact callback runs with the lock held. The
+ * waits that close() does for operations still owed by the kernel are
+ * wrapped too. */
 typedef void (*pact_wait_cb)(pact_loop *loop, int64_t timeout_ns,
                              void *user);
 

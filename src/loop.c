@@ -40,6 +40,10 @@ static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 static void count_fork_in_child(void)
 {
     atomic_fetch_add_explicit(&pact__forks_seen, 1, memory_order_relaxed);
+    /* A fork from inside a callback (a binding's Python code, which may
+     * start a process pool there): the loop running in the parent is not
+     * running here, and the child may run a loop of its own. */
+    running_on_this_thread = NULL;
 }
 
 static void install_fork_handler(void)

@@ -210,23 +210,29 @@ struct pact_loop {
     size_t stream_more_cached_bytes;
 };
 
-/* Engines call these right around their blocking system call (only when
- * timeout_ns != 0): a binding's lock (pact_loop_set_wait_hooks) is then
- * released only while the thread sleeps, and the completions an engine
- * handles inside its wait run their callbacks with it held. errno is kept
- * for the caller. */
+/* Engines call these right around the system call of every wait, also
+ * one that does not block (timeout_ns 0; around nothing when io_uring has
+ * nothing to submit and nothing waiting in the kernel): a binding's lock
+ * (pact_loop_set_wait_hooks) is then released only while the thread
+ * sleeps, the completions an engine handles inside its wait run their
+ * callbacks with it held, and a binding's own ready queue (asyncio's) runs
+ * in the after hook, between the poll and the first completion it found.
+ * errno is kept for the caller. */
 static inline void pact__wait_hook_before(pact_loop *loop, int64_t timeout_ns)
 {
     if (loop->before_wait)
         loop->before_wait(loop, timeout_ns, loop->wait_hook_user);
     /* pact_loop_get_metrics()'s idle time: the blocking call alone (not
-     * the hooks, not the callbacks the engine runs after it). */
-    loop->wait_started = pact_now();
+     * the hooks, not the callbacks the engine runs after it); a poll does
+     * not block, and is not worth two clock reads. */
+    if (timeout_ns != 0)
+        loop->wait_started = pact_now();
 }
 
 static inline void pact__wait_hook_after(pact_loop *loop, int64_t timeout_ns)
 {
-    loop->idle_ns += pact_now() - loop->wait_started;
+    if (timeout_ns != 0)
+        loop->idle_ns += pact_now() - loop->wait_started;
     if (loop->after_wait) {
         int saved = errno;
         loop->after_wait(loop, timeout_ns, loop->wait_hook_user);

@@ -237,6 +237,43 @@ Test(fork, a_child_frees_the_inherited_loop_and_runs_its_own)
     test_loop_free(loop);
 }
 
+/* A fork from inside a callback of a running loop (a binding's Python
+ * code starts a process pool there): the child is not inside that run, so
+ * it may run a loop of its own. */
+static pid_t forked_in_callback;
+
+static void fork_from_callback(pact_loop *loop, void *user)
+{
+    (void)user;
+    pid_t pid = fork();
+    if (pid != 0) {
+        forked_in_callback = pid;
+        return;
+    }
+    pact_loop *own = NULL;
+    pact_loop_options o;
+    pact_loop_options_init(&o);
+    CHILD_CHECK(pact_loop_create(&own, &o) == 0);
+    int64_t mine = 1;
+    CHILD_CHECK(pact_sleep(own, MS, slept, &mine) > 0);
+    CHILD_CHECK(pact_loop_run(own) == 0);
+    CHILD_CHECK(mine == 0);
+    CHILD_CHECK(pact_loop_free(own) == 0);
+    CHILD_CHECK(pact_loop_run_once(loop, 0) == -ECHILD); /* the parent's */
+    _exit(0);
+}
+
+Test(fork, a_child_forked_in_a_callback_runs_a_loop_of_its_own)
+{
+    pact_loop *loop = test_loop_new();
+    forked_in_callback = -1;
+    cr_assert_gt(pact_call_soon(loop, fork_from_callback, NULL), 0);
+    cr_assert_eq(pact_loop_run(loop), 0);
+    cr_assert_gt(forked_in_callback, 0);
+    cr_assert_eq(wait_child(forked_in_callback), 0);
+    test_loop_free(loop);
+}
+
 /* A loop made in the child after the fork is the child's: the rule is
  * about inherited loops only. And a loop freed in the parent before the
  * fork is of no concern. A closed inherited loop is freed too. */

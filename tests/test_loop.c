@@ -519,6 +519,77 @@ Test(loop, wait_hooks_see_the_timeout_of_a_blocking_wait)
     test_loop_free(loop);
 }
 
+/* The hooks wrap a poll that does not block too, and the after hook comes
+ * between the poll and the completions it found: a binding runs there what
+ * it had queued before the wait (asyncio runs its ready handles before the
+ * I/O callbacks of the same select), so it may call pact functions. */
+static struct {
+    int written, recv_done, zero_polls;
+    int after_saw_data_undelivered, from_hook_ran;
+} poll_hooks;
+
+static void poll_hook_before(pact_loop *loop, int64_t timeout_ns, void *user)
+{
+    (void)loop;
+    (void)user;
+    if (timeout_ns == 0)
+        poll_hooks.zero_polls++;
+}
+
+static void poll_hook_ran(pact_loop *loop, void *user)
+{
+    (void)loop;
+    (void)user;
+    poll_hooks.from_hook_ran = 1;
+}
+
+static void poll_hook_after(pact_loop *loop, int64_t timeout_ns, void *user)
+{
+    (void)user;
+    if (timeout_ns == 0 && poll_hooks.written && !poll_hooks.recv_done &&
+        !poll_hooks.after_saw_data_undelivered) {
+        poll_hooks.after_saw_data_undelivered = 1;
+        cr_assert_gt(pact_call_soon(loop, poll_hook_ran, NULL), 0);
+    }
+}
+
+static void poll_hook_recv(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    (void)user;
+    cr_assert_eq(c->result, 1);
+    poll_hooks.recv_done = 1;
+}
+
+Test(loop, wait_hooks_wrap_a_poll_and_come_before_its_completions)
+{
+    memset(&poll_hooks, 0, sizeof poll_hooks);
+    pact_loop *loop = test_loop_new();
+    int fds[2];
+    char buf[8];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds), 0);
+    cr_assert_eq(pact_loop_set_wait_hooks(loop, poll_hook_before,
+                                          poll_hook_after, NULL), 0);
+    cr_assert_gt(pact_recv(loop, fds[0], buf, sizeof buf, 0, poll_hook_recv,
+                           NULL), 0);
+    /* Submitted (on epoll: tried, nothing to read, watched). */
+    cr_assert_geq(pact_loop_run_once(loop, 0), 0);
+    cr_assert_eq(poll_hooks.recv_done, 0);
+    cr_assert_eq(write(fds[1], "x", 1), 1);
+    poll_hooks.written = 1;
+    for (int i = 0; i < 100 && !poll_hooks.recv_done; i++)
+        cr_assert_geq(pact_loop_run_once(loop, 0), 0);
+    cr_assert(poll_hooks.recv_done);
+    cr_assert_gt(poll_hooks.zero_polls, 0, "a poll was not wrapped");
+    cr_assert(poll_hooks.after_saw_data_undelivered,
+              "the completion ran before the after hook of its poll");
+    cr_assert(poll_hooks.from_hook_ran, "pact_call_soon from the hook");
+    pact_loop_set_wait_hooks(loop, NULL, NULL, NULL);
+    close(fds[0]);
+    close(fds[1]);
+    test_loop_free(loop);
+}
+
 /* A lock released only while the loop sleeps: another thread can take it
  * exactly then, and the loop's callbacks run with it held again. */
 static struct {

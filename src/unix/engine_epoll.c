@@ -800,8 +800,7 @@ static int ep_wait(pact_loop *loop, int64_t timeout_ns)
      * milliseconds, so a timer never fires early. */
     static atomic_int no_pwait2;
     int n = -1;
-    if (timeout_ns != 0)
-        pact__wait_hook_before(loop, timeout_ns);
+    pact__wait_hook_before(loop, timeout_ns);
     if (!atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
         n = epoll_pwait2(e->epfd, events, 128, tsp, NULL);
         if (n < 0 && errno == ENOSYS)
@@ -811,8 +810,7 @@ static int ep_wait(pact_loop *loop, int64_t timeout_ns)
         int64_t ms = timeout_ns < 0 ? -1 : (timeout_ns + 999999) / 1000000;
         n = epoll_wait(e->epfd, events, 128, ms > INT32_MAX ? INT32_MAX : (int)ms);
     }
-    if (timeout_ns != 0)
-        pact__wait_hook_after(loop, timeout_ns);
+    pact__wait_hook_after(loop, timeout_ns);
     if (n < 0)
         return errno == EINTR ? 0 : -errno;
     int seen = 0;

@@ -1612,11 +1612,15 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
          * system call would find nothing, so only look at the CQ. This
          * keeps callback chains (call_soon, timers due now) off the
          * kernel. */
+        pact__wait_hook_before(loop, timeout_ns);
+        pact__wait_hook_after(loop, timeout_ns);
         r = 0;
     } else if (timeout_ns == 0) {
         /* Submit and run deferred task work without blocking. */
         loop->stats.syscalls_enter++;
+        pact__wait_hook_before(loop, timeout_ns);
         r = io_uring_submit_and_get_events(&e->ring);
+        pact__wait_hook_after(loop, timeout_ns);
     } else {
         loop->stats.syscalls_enter++;
         struct __kernel_timespec ts;

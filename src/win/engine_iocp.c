@@ -579,14 +579,12 @@ static int iocp_wait(pact_loop *loop, int64_t timeout_ns)
         ms = up >= INFINITE ? INFINITE - 1 : (DWORD)up;
     }
     ULONG n = 0;
-    if (timeout_ns != 0)
-        pact__wait_hook_before(loop, timeout_ns);
+    pact__wait_hook_before(loop, timeout_ns);
     BOOL ok = GetQueuedCompletionStatusEx(e->port, e->entries,
                                           sizeof e->entries / sizeof e->entries[0],
                                           &n, ms, FALSE);
     DWORD err = ok ? 0 : GetLastError();
-    if (timeout_ns != 0)
-        pact__wait_hook_after(loop, timeout_ns);
+    pact__wait_hook_after(loop, timeout_ns);
     if (!ok)
         return err == WAIT_TIMEOUT ? 0 : pact__win_error(err);
     int seen = 0;
