@@ -162,6 +162,11 @@ static void timers_clear(LoopObject *self)
     self->timers_len = 0;
     for (size_t i = 0; i < n; i++)
         Py_DECREF(self->timers[i].handle);
+    /* and those taken from the heap for an iteration that raised */
+    n = self->due_len;
+    self->due_len = 0;
+    for (size_t i = 0; i < n; i++)
+        Py_DECREF(self->due[i]);
 }
 
 /* Drops cancelled timers: all of them when they are the majority of a big
@@ -265,6 +270,15 @@ static void release_gil(pact_loop *loop, int64_t timeout_ns, void *user)
         self->wait_tstate = PyEval_SaveThread();
 }
 
+static int run_ready(LoopObject *self, size_t n);
+static int take_due(LoopObject *self);
+
+/* After every wait of pact's engine, also one that did not block: the
+ * handles that were ready before run_once's pact iteration run here,
+ * after the poll and before the first completion it found, as asyncio
+ * runs them before the I/O callbacks its select() found; the timers due
+ * then are taken for after those. Once per run_once: not in the waits
+ * loop.close() makes. */
 static void take_gil(pact_loop *loop, int64_t timeout_ns, void *user)
 {
     (void)loop;
@@ -273,6 +287,16 @@ static void take_gil(pact_loop *loop, int64_t timeout_ns, void *user)
         PyEval_RestoreThread(self->wait_tstate);
         self->wait_tstate = NULL;
     }
+    if (!self->in_iteration || self->due_taken)
+        return;
+    if (take_due(self) < 0) {
+        pact_py_keep_exception(self); /* raised after the iteration */
+        return;
+    }
+    size_t n = self->earlier;
+    self->earlier = 0;
+    if (run_ready(self, n) < 0)
+        pact_py_keep_exception(self);
 }
 
 static void signal_read_done(pact_loop *loop, const pact_completion *c,
@@ -348,17 +372,123 @@ static int64_t wait_timeout_ns(LoopObject *self)
     return (int64_t)ceil(delay * 1e9);
 }
 
+/* Runs up to n handles from the head of the ready queue, as asyncio runs
+ * its ntodo: 0, or -1 with SystemExit or KeyboardInterrupt (the rest stay
+ * queued). */
+static int run_ready(LoopObject *self, size_t n)
+{
+    for (size_t i = 0; i < n && self->ready_len; i++) {
+        PyObject *h = ready_pop(self);
+        int c = pact_py_handle_cancelled(h);
+        if (c == 0) {
+            pact_py_callback_enter(self);
+            c = pact_py_handle_run(self, h);
+            pact_py_callback_leave(self); /* sends what it wrote */
+        } else if (c > 0)
+            c = 0;
+        Py_DECREF(h);
+        if (c < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Takes the timers due now (asyncio's end_time: now plus the clock's
+ * resolution, 1 ns) from the heap, in their order, for run_due to run
+ * after the I/O callbacks: asyncio decides which are due right after its
+ * select(), so a timer a handle of this iteration schedules waits for the
+ * next one. 0, or -1 with MemoryError. */
+static int take_due(LoopObject *self)
+{
+    self->due_taken = 1;
+    /* Without timers the clock is not read: a server's iterations mostly
+     * have none. */
+    if (!self->timers_len)
+        return 0;
+    double end_time = monotonic_seconds() + 1e-9;
+    while (self->timers_len && self->timers[0].when < end_time) {
+        if (self->due_len == self->due_cap) {
+            size_t cap = self->due_cap ? 2 * self->due_cap : 16;
+            PyObject **more = PyMem_Realloc(self->due, cap * sizeof *more);
+            if (!more) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            self->due = more;
+            self->due_cap = cap;
+        }
+        PyObject *h = timer_pop(self);
+        self->due[self->due_len++] = h;
+        if (pact_py_timer_set_scheduled(h, 0) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Runs the timers take_due took, each unless cancelled meanwhile. 0, or
+ * -1 with SystemExit or KeyboardInterrupt: the rest go to the ready queue,
+ * as asyncio leaves them in its own. */
+static int run_due(LoopObject *self)
+{
+    int r = 0;
+    size_t i = 0, n = self->due_len;
+    for (; i < n && r == 0; i++) {
+        PyObject *h = self->due[i];
+        int c = pact_py_handle_cancelled(h);
+        if (c == 0) {
+            pact_py_callback_enter(self);
+            c = pact_py_handle_run(self, h);
+            pact_py_callback_leave(self);
+        }
+        Py_DECREF(h);
+        if (c < 0)
+            r = -1;
+    }
+    for (; i < n; i++) {
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        if (pact_py_ready_push(self, self->due[i]) < 0)
+            PyErr_Clear();
+        PyErr_Restore(et, ev, tb);
+        Py_DECREF(self->due[i]);
+    }
+    self->due_len = 0;
+    return r;
+}
+
+/* One iteration in asyncio's order. asyncio waits, appends the I/O
+ * callbacks to the handles already ready, then the timers due, and runs
+ * them all; what they schedule runs in the next iteration. pact handles
+ * I/O inside its iteration: the handles ready before it (the wait does not
+ * block then) run in pact's after-wait hook, between the poll and the
+ * first completion it found (take_gil); then the I/O callbacks; then,
+ * back here, the timers that were due at the poll. What all of these
+ * schedule waits for the next call. */
 static int run_once(LoopObject *self)
 {
     if (timers_drop_cancelled(self) < 0)
         return -1;
+    self->earlier = self->ready_len;
+    self->due_taken = 0;
     int64_t timeout = wait_timeout_ns(self);
     /* What the wait was planned on: a timer due before it shortens it. */
     self->wait_deadline = self->timers_len ? self->timers[0].when : INFINITY;
     self->before_wait = timeout != 0;
     self->before_wait_thread = PyThread_get_thread_ident();
+    self->in_iteration = 1;
     int r = pact_loop_run_once(self->loop, timeout);
+    self->in_iteration = 0;
     self->before_wait = 0;
+    if (!self->due_taken && r >= 0 && !self->pending_exc) {
+        /* pact's iteration made no wait: what its hook does, now */
+        if (take_due(self) < 0)
+            return -1;
+        size_t n = self->earlier;
+        self->earlier = 0;
+        if (run_ready(self, n) < 0)
+            return -1;
+    }
+    self->earlier = 0;
     if (r < 0) {
         PyErr_Format(PyExc_RuntimeError, "pact loop iteration failed: %s",
                      pact_strerror(r));
@@ -388,37 +518,7 @@ static int run_once(LoopObject *self)
             return -1;
         Py_DECREF(res);
     }
-
-    /* Timers due now go to the ready queue (asyncio's end_time: now plus
-     * the clock's resolution, 1 ns). Without timers the clock is not read:
-     * a server's iterations mostly have none. */
-    double end_time = self->timers_len ? monotonic_seconds() + 1e-9 : 0;
-    while (self->timers_len && self->timers[0].when < end_time) {
-        PyObject *h = timer_pop(self);
-        int e = pact_py_timer_set_scheduled(h, 0);
-        if (e == 0)
-            e = pact_py_ready_push(self, h);
-        Py_DECREF(h);
-        if (e < 0)
-            return -1;
-    }
-
-    /* Only what is ready now: callbacks scheduled by these run next time. */
-    size_t ntodo = self->ready_len;
-    for (size_t i = 0; i < ntodo && self->ready_len; i++) {
-        PyObject *h = ready_pop(self);
-        int c = pact_py_handle_cancelled(h);
-        if (c == 0) {
-            pact_py_callback_enter(self);
-            c = pact_py_handle_run(self, h);
-            pact_py_callback_leave(self); /* sends what it wrote */
-        } else if (c > 0)
-            c = 0;
-        Py_DECREF(h);
-        if (c < 0)
-            return -1;
-    }
-    return 0;
+    return run_due(self);
 }
 
 /* ---- methods -------------------------------------------------------- */
@@ -553,6 +653,8 @@ static int Loop_traverse(LoopObject *self, visitproc visit, void *arg)
         Py_VISIT(self->ready[(self->ready_head + i) & (self->ready_cap - 1)]);
     for (size_t i = 0; i < self->timers_len; i++)
         Py_VISIT(self->timers[i].handle);
+    for (size_t i = 0; i < self->due_len; i++)
+        Py_VISIT(self->due[i]);
     return pact_py_watchers_traverse(self, visit, arg);
 }
 
@@ -575,6 +677,7 @@ static void Loop_dealloc(LoopObject *self)
         PyErr_WriteUnraisable((PyObject *)self);
     PyMem_Free(self->ready);
     PyMem_Free(self->timers);
+    PyMem_Free(self->due);
     pact_py_held_spares_free(self);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);

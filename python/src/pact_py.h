@@ -81,6 +81,15 @@ typedef struct {
      * another one pushes to the queue too, but wakes the loop with
      * pact_loop_wake and must not call into the loop itself. */
     unsigned long before_wait_thread;
+    /* How many handles at the head of the ready queue were there when
+     * run_once began: run in pact's after-wait hook (loop.c, take_gil). */
+    size_t earlier;
+    /* The pact iteration of run_once is under way (in_iteration), its
+     * hook took the timers due (due_taken) into due, for after the I/O
+     * callbacks. */
+    int in_iteration, due_taken;
+    PyObject **due;
+    size_t due_len, due_cap;
     /* SystemExit / KeyboardInterrupt raised in a protocol callback (run
      * from inside a pact iteration): raised by run_once after it. */
     PyObject *pending_exc;

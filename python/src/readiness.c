@@ -100,7 +100,12 @@ static int resync(LoopObject *self, pact_py_watcher *w)
 }
 
 /* asyncio's _process_events for one side: a cancelled handle unregisters,
- * a live one joins the ready queue. */
+ * a live one runs. asyncio appends it to the ready queue behind the
+ * handles that were ready before the wait, and runs it in the same
+ * iteration; here those handles ran already (in the loop's after-wait
+ * hook), and the I/O callbacks of the wait run now, in pact's order: the
+ * reader is called before the fd is polled again, as a level-triggered
+ * selector calls it. */
 static void deliver(LoopObject *self, PyObject **side)
 {
     PyObject *h = *side;
@@ -114,8 +119,13 @@ static void deliver(LoopObject *self, PyObject **side)
         Py_DECREF(h);
         return;
     }
-    if (pact_py_ready_push(self, h) < 0)
-        PyErr_WriteUnraisable((PyObject *)self);
+    Py_INCREF(h); /* the callback may remove or replace its own side */
+    pact_py_callback_enter(self);
+    c = pact_py_handle_run(self, h);
+    pact_py_callback_leave(self); /* sends what it wrote */
+    Py_DECREF(h);
+    if (c < 0)
+        pact_py_keep_exception(self); /* raised after the iteration */
 }
 
 static void watch_cb(pact_loop *loop, const pact_completion *c, void *user)
