@@ -252,7 +252,8 @@ class AcceptTests(unittest.TestCase):
         srv.close()
         self.assertEqual(sock.fileno(), -1)
 
-    def test_tls_servers_take_asyncio_accept_loop(self):
+    def test_tls_servers_accept_in_pact_too(self):
+        # Each connection: asyncio's SSLProtocol on a pact transport.
         import ssl
         from test.test_asyncio import utils as test_utils
 
@@ -261,7 +262,8 @@ class AcceptTests(unittest.TestCase):
             log = []
             srv = await self.loop.create_server(lambda: Recorder(log),
                                                 '127.0.0.1', 0, ssl=ctx)
-            self.assertEqual(self.loop._pact_servers, {})
+            self.assertEqual(list(self.loop._pact_servers),
+                             [srv.sockets[0].fileno()])
             port = srv.sockets[0].getsockname()[1]
             r, w = await asyncio.open_connection(
                 '127.0.0.1', port, ssl=test_utils.simple_client_sslcontext())

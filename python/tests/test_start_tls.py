@@ -197,6 +197,55 @@ class SslArgumentTests(unittest.TestCase):
         self.assertEqual([type(t).__module__ for t in under],
                          ['pact._pact', 'pact._pact'])
 
+    def test_ssl_servers_accept_in_pact(self):
+        # create_server(ssl=) accepts through pact's server, as a plain
+        # server does; each connection is asyncio's SSLProtocol around the
+        # program's protocol. A client that does not speak TLS fails its
+        # handshake: reported (debug mode, asyncio's message), the
+        # connection ends, the server goes on.
+        server_ctx = test_utils.simple_server_sslcontext()
+        client_ctx = test_utils.simple_client_sslcontext()
+        reported = []
+        self.loop.set_exception_handler(lambda loop, ctx: reported.append(ctx))
+        self.loop.set_debug(True)
+        self.loop.slow_callback_duration = 60
+
+        async def echo(reader, writer):
+            writer.write(await reader.readline())
+            await writer.drain()
+            writer.close()
+
+        async def main():
+            server = await asyncio.start_server(echo, '127.0.0.1', 0,
+                                                ssl=server_ctx)
+            listening = server.sockets[0].fileno()
+            self.assertIn(listening, self.loop._pact_servers)
+            port = server.sockets[0].getsockname()[1]
+            reader, writer = await asyncio.open_connection('127.0.0.1', port)
+            writer.write(b'GET / HTTP/1.0\r\n\r\n')
+            try:
+                self.assertEqual(await reader.read(), b'')
+            except ConnectionResetError:
+                pass
+            writer.close()
+            for _ in range(500):
+                if reported:
+                    break
+                await asyncio.sleep(0.01)
+            reader, writer = await asyncio.open_connection(
+                '127.0.0.1', port, ssl=client_ctx, server_hostname='')
+            writer.write(b'hello\n')
+            self.assertEqual(await reader.readline(), b'hello\n')
+            writer.close()
+            await writer.wait_closed()
+            server.close()
+            await server.wait_closed()
+        self.loop.run_until_complete(asyncio.wait_for(main(), 30))
+        self.assertEqual(
+            [c['message'] for c in reported],
+            ['Error on transport creation for incoming connection'])
+        self.assertIsInstance(reported[0]['exception'], ssl.SSLError)
+
 
 if __name__ == '__main__':
     unittest.main()

@@ -61,9 +61,9 @@ _REUSED_SELECTOR = (
     '_sock_sendall', 'sock_sendto', '_sock_sendto',
     'sock_connect', '_sock_connect', '_sock_write_done', '_sock_connect_cb',
     'sock_accept', '_sock_accept',
-    # Servers with TLS, or on a socket-like object without a real fd:
-    # asyncio's accept loop on the listening socket's readiness; each
-    # connection is a pact transport (_make_socket_transport).
+    # Servers on a socket-like object without a real fd: asyncio's accept
+    # loop on the listening socket's readiness; each connection is a pact
+    # transport (_make_socket_transport).
     '_accept_connection', '_accept_connection2',
 )
 
@@ -575,19 +575,65 @@ class Loop(_pact.Loop, asyncio.AbstractEventLoop):
                        ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):
         # Accepting in C: pact serves the listening socket (a duplicate of
         # its fd) and makes each connection's protocol and transport; the
-        # Server stays asyncio's. TLS, and socket-like objects without a
-        # real fd, take asyncio's accept loop on readiness.
-        if (sslcontext is not None or not isinstance(sock, socket.socket) or
+        # Server stays asyncio's. With TLS the protocol is asyncio's
+        # SSLProtocol around the program's (_ssl_server_protocol_factory).
+        # Socket-like objects without a real fd take asyncio's accept loop
+        # on readiness.
+        if (not isinstance(sock, socket.socket) or
                 type(sock.fileno()) is not int):
             return _SELECTOR_START_SERVING(
                 self, protocol_factory, sock, sslcontext, server, backlog,
                 ssl_handshake_timeout, ssl_shutdown_timeout)
+        if sslcontext is not None:
+            protocol_factory = self._ssl_server_protocol_factory(
+                protocol_factory, sslcontext, ssl_handshake_timeout,
+                ssl_shutdown_timeout)
         fd = sock.fileno()
         old = self._pact_servers.pop(fd, None)
         if old is not None:
             old.close()  # as add_reader replaces the reader
         self._pact_servers[fd] = _pact.Server._open(
             self, sock, protocol_factory, server)
+
+    def _ssl_server_protocol_factory(self, protocol_factory, sslcontext,
+                                     ssl_handshake_timeout,
+                                     ssl_shutdown_timeout):
+        # What asyncio's _accept_connection2 makes of each TLS connection
+        # (_make_ssl_transport with server_side=True): the program's
+        # protocol inside asyncio's SSLProtocol, which the pact transport
+        # of the connection calls. A handshake that fails has ended the
+        # connection already (SSLProtocol aborts it); as there, the
+        # failure is reported in debug mode only.
+        def accepted_with_tls():
+            waiter = self.create_future()
+            ssl_protocol = sslproto.SSLProtocol(
+                self, protocol_factory(), sslcontext, waiter,
+                server_side=True,
+                ssl_handshake_timeout=ssl_handshake_timeout,
+                ssl_shutdown_timeout=ssl_shutdown_timeout)
+            # the transport asyncio's _make_ssl_transport returns
+            transport = ssl_protocol._app_transport
+            waiter.add_done_callback(functools.partial(
+                self._ssl_handshake_done, ssl_protocol, transport))
+            return ssl_protocol
+        return accepted_with_tls
+
+    def _ssl_handshake_done(self, ssl_protocol, transport, waiter):
+        if waiter.cancelled():
+            return
+        exc = waiter.exception()
+        if exc is None:
+            return
+        transport.close()
+        if self._debug and not isinstance(exc, (SystemExit,
+                                                KeyboardInterrupt)):
+            self.call_exception_handler({
+                'message': 'Error on transport creation for incoming '
+                           'connection',
+                'exception': exc,
+                'protocol': ssl_protocol._app_protocol,
+                'transport': transport,
+            })
 
     def _stop_serving(self, sock):
         # Server.close(): stop accepting now. On io_uring an accept or poll
