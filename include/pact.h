@@ -699,7 +699,9 @@ PACT_API pact_op pact_recv_multishot(pact_loop *loop, pact_os_sock fd, pact_op_c
  * loop (pact_loop_options.movable) on io_uring uses "poll" once it has
  * changed threads: without DEFER_TASKRUN a multishot receive would drain
  * the socket while the loop is not running, and a small SO_RCVBUF would
- * no longer pace the sender. */
+ * no longer pace the sender. It uses "poll" from the start on a kernel
+ * whose ring teardown may still do a waiting receive (before Linux 6.17,
+ * 6.16.9 and 6.12.49; see pact_loop_options.movable). */
 PACT_API const char *pact_loop_recv_multishot_mode(const pact_loop *loop);
 
 /* Sends up to len bytes. Result: the bytes actually sent, which may be
