@@ -1009,8 +1009,19 @@ PACT_API int pact_transport_open_pipe(pact_loop *loop, pact_os_fd fd,
                                       pact_transport **out);
 
 /* Queues data for sending. The data is copied: the caller may reuse its
- * buffer at once. Writes after close() or abort() are dropped and counted
- * (a debug message says so), as asyncio does. Returns 0, or -ESHUTDOWN
+ * buffer at once. With nothing queued the bytes go to the kernel at once
+ * (send(2)) and only what it does not take is copied; on io_uring a
+ * small write to a socket made in a callback the loop runs for a
+ * completion it reaped (data_received, an op's callback; never
+ * connection_made or a pact_call_soon callback), while the peer is not
+ * streaming, may be copied and sent with the loop's next submission
+ * instead, together with the iteration's other sends (one system call
+ * for all of them): the bytes are in the kernel before the loop sleeps,
+ * or when pact_loop_run / pact_loop_run_once returns, whichever comes
+ * first; until the send completes they count in the write buffer size
+ * (never past the high mark: a write that would cross it goes at once).
+ * Writes after close() or abort() are dropped and counted (a debug
+ * message says so), as asyncio does. Returns 0, or -ESHUTDOWN
  * (closing), -EPIPE (after write_eof), -ENOMEM. */
 PACT_API int pact_transport_write(pact_transport *t, const void *data,
                                   size_t len);

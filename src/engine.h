@@ -59,6 +59,11 @@ typedef struct pact_engine_ops {
      * before makes itself usable here (io_uring: moves to a ring of its
      * own), or answers a negative errno and changes nothing. */
     int (*adopt_thread)(struct pact_loop *loop);
+    /* A run (pact_loop_run, run_once) returns and callbacks queued sends
+     * that were to go with the next wait (loop->sends_joined): hands them
+     * to the kernel now, without waiting, so that the bytes of a write
+     * never wait for a run that may not come. */
+    void (*flush)(struct pact_loop *loop);
 } pact_engine_ops;
 
 #define PACT_ENGINE_DEFINE(table, prefix, display_name)                   \
@@ -75,6 +80,7 @@ typedef struct pact_engine_ops {
         .backend_fd = prefix##_backend_fd,                                \
         .has_unsubmitted = prefix##_has_unsubmitted,                      \
         .adopt_thread = prefix##_adopt_thread,                            \
+        .flush = prefix##_flush,                                          \
     }
 
 #ifdef _WIN32

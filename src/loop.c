@@ -475,6 +475,10 @@ static int run_begin(pact_loop *loop, const char *func)
 
 static void run_end(pact_loop *loop)
 {
+    if (loop->sends_joined) {
+        pact__ops_flush(loop); /* the sends' SQEs */
+        loop->engine->flush(loop);
+    }
     loop->running = 0;
     running_on_this_thread = NULL;
     release_runner(loop);

@@ -203,6 +203,15 @@ struct pact_loop {
         uint8_t more_in_socket;
         void (*give_back)(struct pact_loop *loop, unsigned id);
     } lent;
+    /* Set by the io_uring engine while it runs the callbacks of the
+     * completions it reaped: an op started now goes to the kernel in the
+     * io_uring_enter that ends this iteration, before the loop sleeps, so
+     * a small socket write is queued as a send there instead of costing a
+     * send(2) of its own (stream.c, send_joins_submission). */
+    uint8_t sends_join_submission;
+    /* stream.c queued such a send since the last submission: a run that
+     * returns hands it to the kernel (engine->flush). */
+    uint8_t sends_joined;
     /* stream.c: drained write state of socket streams, kept for the next
      * stream that cannot send at once (bounded; freed at close). */
     struct pact_stream_more *stream_more_cache;

@@ -1625,3 +1625,196 @@ Test(stream, echoing_transports_on_one_loop_do_not_starve_its_timers)
     pact_loop_run(loop);
     test_loop_free(loop);
 }
+
+/* ---- replies written from data_received ---------------------------------- */
+
+/* On io_uring a small write made while the loop runs the callbacks of the
+ * completions it reaped is sent with the loop's next submission, not by
+ * a send(2) of its own (stream.c, send_joins_submission). What every
+ * engine still promises: the bytes reach the peer even if the run ends
+ * right after the callback, in the order of the writes, before a close's
+ * or write_eof's end of stream, and a write the kernel could take at
+ * once never pauses writing. */
+enum reply_mode {
+    REPLY_THEN_STOP,          /* "pong", then pact_loop_stop */
+    REPLY_IN_PIECES_THEN_CLOSE, /* "a", "bc", writev "de" "f", close */
+    REPLY_THEN_WRITE_EOF,     /* "reply", write_eof */
+    REPLY_UNDER_A_TINY_MARK,  /* high mark 1 byte (set in made), "pong" */
+};
+
+typedef struct replier {
+    enum reply_mode mode;
+    pact_loop *loop;
+    int replies;
+    int pause_writing_calls;
+    int lost;
+    int lost_err;
+} replier;
+
+static void replier_made(pact_transport *t, void *user)
+{
+    replier *r = user;
+    if (r->mode == REPLY_UNDER_A_TINY_MARK)
+        cr_assert_eq(pact_transport_set_write_buffer_limits(t, 1, 0), 0);
+}
+
+static void replier_data(pact_transport *t, const void *data, size_t len, void *user)
+{
+    (void)data;
+    (void)len;
+    replier *r = user;
+    r->replies++;
+    switch (r->mode) {
+    case REPLY_THEN_STOP:
+        cr_assert_eq(pact_transport_write(t, "pong", 4), 0);
+        pact_loop_stop(r->loop);
+        break;
+    case REPLY_IN_PIECES_THEN_CLOSE: {
+        cr_assert_eq(pact_transport_write(t, "a", 1), 0);
+        cr_assert_eq(pact_transport_write(t, "bc", 2), 0);
+        struct iovec iov[2] = {{"de", 2}, {"f", 1}};
+        cr_assert_eq(pact_transport_writev(t, iov, 2), 0);
+        cr_assert_eq(pact_transport_close(t), 0);
+        break;
+    }
+    case REPLY_THEN_WRITE_EOF:
+        cr_assert_eq(pact_transport_write(t, "reply", 5), 0);
+        cr_assert_eq(pact_transport_write_eof(t), 0);
+        break;
+    case REPLY_UNDER_A_TINY_MARK:
+        cr_assert_eq(pact_transport_write(t, "pong", 4), 0);
+        pact_loop_stop(r->loop);
+        break;
+    }
+}
+
+static void replier_pause_writing(pact_transport *t, void *user)
+{
+    (void)t;
+    replier *r = user;
+    r->pause_writing_calls++;
+}
+
+static void replier_lost(pact_transport *t, int err, void *user)
+{
+    (void)t;
+    replier *r = user;
+    r->lost++;
+    r->lost_err = err;
+}
+
+static const pact_protocol replier_proto = {
+    .connection_made = replier_made,
+    .data_received = replier_data,
+    .pause_writing = replier_pause_writing,
+    .connection_lost = replier_lost,
+};
+
+/* Reads what the peer has within 2 s, without running the loop. */
+static ssize_t read_without_the_loop(int fd, char *buf, size_t cap)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 2000) != 1)
+        return -1;
+    return recv(fd, buf, cap, MSG_DONTWAIT);
+}
+
+Test(stream, a_reply_from_data_received_reaches_the_peer_when_the_run_returns)
+{
+    pact_loop *loop = test_loop_new();
+    int a, b;
+    make_tcp_pair(&a, &b);
+    replier r = {.mode = REPLY_THEN_STOP, .loop = loop};
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open(loop, a, PACT_STREAM_SOCKET, &replier_proto, &r, &t), 0);
+    /* pact_loop_run, stopped by the callback that wrote. */
+    cr_assert_eq(send(b, "ping", 4, 0), 4);
+    cr_assert_eq(pact_loop_run(loop), 0);
+    cr_assert_eq(r.replies, 1);
+    char buf[16];
+    cr_assert_eq(read_without_the_loop(b, buf, sizeof buf), 4,
+                 "the reply is not in the kernel after the run returned");
+    cr_assert_eq(memcmp(buf, "pong", 4), 0);
+    /* pact_loop_run_once, as an embedding drives the loop. */
+    cr_assert_eq(send(b, "ping", 4, 0), 4);
+    uint64_t end = pact_now() + 5000 * MS;
+    while (r.replies < 2 && pact_now() < end)
+        pact_loop_run_once(loop, 100 * (int64_t)MS);
+    cr_assert_eq(r.replies, 2);
+    cr_assert_eq(read_without_the_loop(b, buf, sizeof buf), 4,
+                 "the reply is not in the kernel after run_once returned");
+    cr_assert_eq(memcmp(buf, "pong", 4), 0);
+    cr_assert_eq(r.pause_writing_calls, 0);
+    pact_transport_close(t);
+    pact_loop_run(loop);
+    cr_assert_eq(r.lost, 1);
+    close(b);
+    test_loop_free(loop);
+}
+
+Test(stream, replies_from_data_received_keep_their_order_and_a_close_sends_them)
+{
+    pact_loop *loop = test_loop_new();
+    int a, b;
+    make_tcp_pair(&a, &b);
+    replier r = {.mode = REPLY_IN_PIECES_THEN_CLOSE, .loop = loop};
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open(loop, a, PACT_STREAM_SOCKET, &replier_proto, &r, &t), 0);
+    cr_assert_eq(send(b, "go", 2, 0), 2);
+    uint8_t got[64];
+    int eof;
+    size_t n = read_until_eof(loop, b, got, sizeof got, &eof);
+    cr_assert(eof, "the close ended the stream");
+    cr_assert_eq(n, 6);
+    cr_assert_eq(memcmp(got, "abcdef", 6), 0);
+    pact_loop_run(loop);
+    cr_assert_eq(r.lost, 1);
+    cr_assert_eq(r.lost_err, 0);
+    close(b);
+    test_loop_free(loop);
+}
+
+Test(stream, a_reply_from_data_received_goes_before_write_eof)
+{
+    pact_loop *loop = test_loop_new();
+    int a, b;
+    make_tcp_pair(&a, &b);
+    replier r = {.mode = REPLY_THEN_WRITE_EOF, .loop = loop};
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open(loop, a, PACT_STREAM_SOCKET, &replier_proto, &r, &t), 0);
+    cr_assert_eq(send(b, "go", 2, 0), 2);
+    uint8_t got[64];
+    int eof;
+    size_t n = read_until_eof(loop, b, got, sizeof got, &eof);
+    cr_assert(eof, "write_eof ended the stream");
+    cr_assert_eq(n, 5);
+    cr_assert_eq(memcmp(got, "reply", 5), 0);
+    cr_assert_eq(r.lost, 0, "write_eof leaves the transport open");
+    pact_transport_close(t);
+    pact_loop_run(loop);
+    cr_assert_eq(r.lost, 1);
+    close(b);
+    test_loop_free(loop);
+}
+
+/* A write the kernel takes at once counts in no write buffer: under a
+ * high mark of one byte it pauses nothing, from data_received too. */
+Test(stream, a_reply_from_data_received_under_a_tiny_high_mark_pauses_nothing)
+{
+    pact_loop *loop = test_loop_new();
+    int a, b;
+    make_tcp_pair(&a, &b);
+    replier r = {.mode = REPLY_UNDER_A_TINY_MARK, .loop = loop};
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open(loop, a, PACT_STREAM_SOCKET, &replier_proto, &r, &t), 0);
+    cr_assert_eq(send(b, "ping", 4, 0), 4);
+    cr_assert_eq(pact_loop_run(loop), 0);
+    cr_assert_eq(r.replies, 1);
+    char buf[16];
+    cr_assert_eq(read_without_the_loop(b, buf, sizeof buf), 4);
+    cr_assert_eq(r.pause_writing_calls, 0);
+    pact_transport_close(t);
+    pact_loop_run(loop);
+    close(b);
+    test_loop_free(loop);
+}

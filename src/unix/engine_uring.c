@@ -1602,6 +1602,7 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
         while (read(e->backend_efd, &count, sizeof count) > 0)
             ;
     }
+    loop->sends_joined = 0; /* the system call below submits them */
     if (timeout_ns == 0 && io_uring_sq_ready(&e->ring) == 0 &&
         (e->setup_flags & IORING_SETUP_DEFER_TASKRUN) &&
         (e->setup_flags & IORING_SETUP_TASKRUN_FLAG) &&
@@ -1681,8 +1682,10 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
             batch[i].flags = cqes[i]->flags;
         }
         io_uring_cq_advance(&e->ring, n);
+        loop->sends_join_submission = 1;
         for (unsigned i = 0; i < n; i++)
             handle_cqe(loop, batch[i].ud, batch[i].res, batch[i].flags);
+        loop->sends_join_submission = 0;
         seen += (int)n;
     }
     if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY && r != -EAGAIN)
@@ -1718,6 +1721,17 @@ static int uring_has_unsubmitted(pact_loop *loop)
 {
     uring_engine *e = URING(loop);
     return io_uring_sq_ready(&e->ring) > 0 || e->ncancel_retry > 0;
+}
+
+static void uring_flush(pact_loop *loop)
+{
+    uring_engine *e = URING(loop);
+    loop->sends_joined = 0;
+    if (io_uring_sq_ready(&e->ring) == 0)
+        return;
+    int r = uring_submit_now(loop);
+    if (r < 0 && r != -EBUSY && r != -EAGAIN && r != -EINTR)
+        pact__error(loop, r, "io_uring submit failed");
 }
 
 PACT_ENGINE_DEFINE(uring, uring, "io_uring");
