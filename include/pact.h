@@ -1221,7 +1221,9 @@ PACT_API void pact_server_options_init(pact_server_options *opts);
  * sockets pact_connect_tcp() makes (and as asyncio's transports do):
  * small writes leave at once instead of waiting for Nagle's algorithm; a
  * protocol that wants Nagle back clears it in connection_made on
- * pact_transport_fd(). Returns 0 and sets *out, or a negative errno. */
+ * pact_transport_fd(). On Linux the listening socket has it and the
+ * accepted ones inherit it (no system call per connection). Returns 0
+ * and sets *out, or a negative errno. */
 PACT_API int pact_server_listen_tcp(pact_loop *loop, const char *host,
                                     uint16_t port,
                                     const pact_server_options *opts,

@@ -1015,12 +1015,13 @@ Test(server, accepted_and_connected_tcp_transports_have_nodelay)
     pact_server *srv;
     cr_assert_eq(pact_server_listen_tcp(loop, "127.0.0.1", 0, NULL, echo_factory,
                                         &sc, &srv), 0);
-    /* The listening socket itself does not have it: each accepted one is
-     * given it. */
+    /* The listening socket pact made has it too: the accepted sockets
+     * inherit it from there (an adopted listener is left as it is, and
+     * each accepted one is given it: adopt_a_listening_tcp_socket...). */
     int v = -1;
     socklen_t len = sizeof v;
     cr_assert_eq(getsockopt(pact_server_fd(srv), IPPROTO_TCP, TCP_NODELAY, &v, &len), 0);
-    cr_assert_eq(v, 0);
+    cr_assert_eq(v, 1);
     client c;
     client_init(&c, 0, 16);
     c.r.close_after = 0;

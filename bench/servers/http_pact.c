@@ -6,8 +6,8 @@
  * receive buffer); only an incomplete request is copied, into a
  * per-connection buffer allocated the first time one is needed. Flow
  * control as in the echo server: pause reading while the write buffer is
- * above its high mark. TCP_NODELAY is pact_server_listen_tcp()'s (it sets
- * it on every connection it accepts), not set a second time here.
+ * above its high mark. TCP_NODELAY is pact_server_listen_tcp()'s (every
+ * connection it accepts has it), not set a second time here.
  *
  * usage: http_pact PORT [--engine uring|epoll]
  */

@@ -4,9 +4,9 @@
  * bytes back, and flow control (pause reading while the write buffer is
  * above its high mark). Socket transports read through
  * pact_recv_multishot(), so a connection holds no receive buffer. No
- * connection_made: pact_server_listen_tcp() sets TCP_NODELAY on every
- * connection it accepts (setting it again cost a system call per
- * connection in the churn scenario that no other server pays).
+ * connection_made: every connection pact_server_listen_tcp() accepts has
+ * TCP_NODELAY (inherited from its listener on Linux; setting it again
+ * cost a system call per connection in the churn scenario).
  *
  * The echo is pact_transport_write_received(): on io_uring the bytes are
  * sent from the loop's provided buffer they arrived in, by an SQE that
