@@ -209,9 +209,10 @@ struct pact_loop {
      * a small socket write is queued as a send there instead of costing a
      * send(2) of its own (stream.c, send_joins_submission). */
     uint8_t sends_join_submission;
-    /* stream.c queued such a send since the last submission: a run that
-     * returns hands it to the kernel (engine->flush). */
-    uint8_t sends_joined;
+    /* How many such sends stream.c queued since the last submission
+     * (bounded there, JOINED_SENDS_MAX): a run that returns hands them to
+     * the kernel (engine->flush). */
+    uint16_t sends_joined;
     /* stream.c: drained write state of socket streams, kept for the next
      * stream that cannot send at once (bounded; freed at close). */
     struct pact_stream_more *stream_more_cache;

@@ -1797,6 +1797,75 @@ Test(stream, a_reply_from_data_received_goes_before_write_eof)
     test_loop_free(loop);
 }
 
+/* A reply that joins the next submission (io_uring) holds its stream's
+ * write state until its send completes. In a burst of replies over many
+ * connections at most 64 join (as many as the loop keeps drained write
+ * state for); the rest go at once, so a burst does not leave a write
+ * state allocated per connection. Every reply arrives either way. */
+enum { BURST_CONNS = 150, BURST_JOINED_MAX = 64 };
+
+typedef struct {
+    int replies;
+    int held; /* replies still in a write buffer when write returned */
+    int lost;
+} burst;
+
+static void burst_data(pact_transport *t, const void *data, size_t len, void *user)
+{
+    (void)data;
+    (void)len;
+    burst *b = user;
+    b->replies++;
+    cr_assert_eq(pact_transport_write(t, "pong", 4), 0);
+    if (pact_transport_write_buffer_size(t) > 0)
+        b->held++;
+}
+
+static void burst_lost(pact_transport *t, int err, void *user)
+{
+    (void)t;
+    (void)err;
+    ((burst *)user)->lost++;
+}
+
+static const pact_protocol burst_proto = {
+    .data_received = burst_data,
+    .connection_lost = burst_lost,
+};
+
+Test(stream, a_burst_of_replies_over_many_connections_holds_a_bounded_write_state)
+{
+    pact_loop *loop = test_loop_new();
+    burst b = {0};
+    int peer[BURST_CONNS];
+    pact_transport *t[BURST_CONNS];
+    for (int i = 0; i < BURST_CONNS; i++) {
+        int sv[2];
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+        peer[i] = sv[1];
+        cr_assert_eq(pact_transport_open(loop, sv[0], PACT_STREAM_SOCKET, &burst_proto, &b, &t[i]), 0);
+    }
+    pact_loop_run_once(loop, 0); /* every receive is armed */
+    for (int i = 0; i < BURST_CONNS; i++)
+        cr_assert_eq(send(peer[i], "ping", 4, 0), 4);
+    for (int spins = 0; b.replies < BURST_CONNS && spins < 1000; spins++)
+        pact_loop_run_once(loop, 10 * (int64_t)MS);
+    cr_assert_eq(b.replies, BURST_CONNS);
+    cr_assert_leq(b.held, BURST_JOINED_MAX, "%d of %d replies held a write state at once",
+                  b.held, BURST_CONNS);
+    for (int i = 0; i < BURST_CONNS; i++) {
+        char buf[8];
+        cr_assert_eq(read_without_the_loop(peer[i], buf, sizeof buf), 4, "reply %d", i);
+        cr_assert_eq(memcmp(buf, "pong", 4), 0);
+        pact_transport_close(t[i]);
+    }
+    pact_loop_run(loop);
+    cr_assert_eq(b.lost, BURST_CONNS);
+    for (int i = 0; i < BURST_CONNS; i++)
+        close(peer[i]);
+    test_loop_free(loop);
+}
+
 /* A write the kernel takes at once counts in no write buffer: under a
  * high mark of one byte it pauses nothing, from data_received too. */
 Test(stream, a_reply_from_data_received_under_a_tiny_high_mark_pauses_nothing)
