@@ -524,6 +524,19 @@ static void orphan_watch_cb(pact_loop *loop, const pact_completion *c, void *use
     (void)loop;
 }
 
+/* Runs `turns` turns of loop on the calling thread without waiting (the
+ * first starts what was queued, the next submits it, from this thread):
+ * 0, or the first negative result. */
+static int run_turns_here(pact_loop *loop, int turns)
+{
+    for (int i = 0; i < turns; i++) {
+        int r = pact_loop_run_once(loop, 0);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
 static void orphan_start(pact_loop *loop, void *user)
 {
     orphans *o = user;
@@ -536,16 +549,7 @@ static void orphan_start(pact_loop *loop, void *user)
 static void *orphan_thread(void *arg)
 {
     orphans *o = arg;
-    /* The first turn starts the ops, the second submits them: from this
-     * thread. */
-    for (int i = 0; i < 2; i++) {
-        int r = pact_loop_run_once(o->loop, 0);
-        if (r < 0) {
-            o->run_result = r;
-            return NULL;
-        }
-    }
-    o->run_result = 0;
+    o->run_result = run_turns_here(o->loop, 2); /* start, then submit */
     return NULL;
 }
 
@@ -619,15 +623,7 @@ static void file_read_start(pact_loop *loop, void *user)
 static void *file_read_thread(void *arg)
 {
     file_read_move *f = arg;
-    /* The first turn starts the read, the second submits it. */
-    for (int i = 0; i < 2; i++) {
-        int r = pact_loop_run_once(f->loop, 0);
-        if (r < 0) {
-            f->run_result = r;
-            return NULL;
-        }
-    }
-    f->run_result = 0;
+    f->run_result = run_turns_here(f->loop, 2); /* start, then submit */
     return NULL;
 }
 
@@ -750,14 +746,7 @@ static void overflow_start(pact_loop *loop, void *user)
 static void *overflow_thread(void *arg)
 {
     overflow_sends *o = arg;
-    for (int i = 0; i < 2; i++) { /* start, then submit */
-        int r = pact_loop_run_once(o->loop, 0);
-        if (r < 0) {
-            o->run_result = r;
-            return NULL;
-        }
-    }
-    o->run_result = 0;
+    o->run_result = run_turns_here(o->loop, 2); /* start, then submit */
     return NULL;
 }
 
@@ -1078,14 +1067,7 @@ static void wake_start_next_turn(pact_loop *loop, void *user)
 static void *four_turns(void *arg)
 {
     overflow_sends *o = arg;
-    for (int i = 0; i < 4; i++) {
-        int r = pact_loop_run_once(o->loop, 0);
-        if (r < 0) {
-            o->run_result = r;
-            return NULL;
-        }
-    }
-    o->run_result = 0;
+    o->run_result = run_turns_here(o->loop, 4);
     return NULL;
 }
 
