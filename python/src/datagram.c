@@ -535,15 +535,10 @@ static PyObject *Datagram_connection_lost_turn(DatagramObject *self,
     deliver_lost(self, 0);
     if (!self->ep) /* pact's end came first and left these */
         let_go(self);
-    if (self->loop->pending_exc) {
-        /* SystemExit from connection_lost: raised from the handle, as
-         * asyncio raises it from its own. */
-        PyObject *e = self->loop->pending_exc;
-        self->loop->pending_exc = NULL;
-        PyErr_SetObject((PyObject *)Py_TYPE(e), e);
-        Py_DECREF(e);
+    /* SystemExit from connection_lost: raised from the handle, as
+     * asyncio raises it from its own. */
+    if (pact_py_raise_kept_exception(self->loop) < 0)
         return NULL;
-    }
     Py_RETURN_NONE;
 }
 

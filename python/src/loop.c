@@ -238,6 +238,17 @@ void pact_py_keep_exception(LoopObject *self)
     self->pending_exc = ev;
 }
 
+int pact_py_raise_kept_exception(LoopObject *self)
+{
+    PyObject *e = self->pending_exc;
+    if (!e)
+        return 0;
+    self->pending_exc = NULL;
+    PyErr_SetObject((PyObject *)Py_TYPE(e), e);
+    Py_DECREF(e);
+    return -1;
+}
+
 /* run_once computes how long pact may wait from this loop's queues, then
  * runs a pact iteration, which first submits the operations started since
  * the last one. On epoll a one-shot operation (a send, a datagram receive,
@@ -494,13 +505,8 @@ static int run_once(LoopObject *self)
                      pact_strerror(r));
         return -1;
     }
-    if (self->pending_exc) {
-        PyObject *e = self->pending_exc;
-        self->pending_exc = NULL;
-        PyErr_SetObject((PyObject *)Py_TYPE(e), e);
-        Py_DECREF(e);
+    if (pact_py_raise_kept_exception(self) < 0)
         return -1;
-    }
     /* Ctrl-C: the default SIGINT handler raises KeyboardInterrupt here. */
     if (PyErr_CheckSignals() < 0)
         return -1;

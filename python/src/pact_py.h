@@ -154,6 +154,9 @@ extern PyTypeObject *pact_py_loop_type;
 /* Keeps the current exception to be raised once the pact iteration that is
  * running returns (the first one wins); clears it. */
 void pact_py_keep_exception(LoopObject *self);
+/* Raises the exception pact_py_keep_exception kept, if any: -1 with it
+ * set (and no longer kept), else 0. */
+int pact_py_raise_kept_exception(LoopObject *self);
 
 /* The Transport type (transport.c): adds it to the module. */
 int pact_py_transport_init(PyObject *module);
