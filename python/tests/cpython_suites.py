@@ -25,7 +25,8 @@ test needs that loop: PACT_LOOP_PATCHES makes those classes use a pact loop.
 
 Skips: one test id per line, then its reason ('#' lines are comments).
 Prints per suite: tests run, failures, errors, skipped, pact loops created.
-Exit status 0 only if every suite passed and made pact loops.
+Exit status 0 only if every suite passed and made pact loops (but the
+NO_LOOP modules, which make none); 2 for a module that is not a suite.
 """
 import argparse
 import asyncio
@@ -38,13 +39,8 @@ import unittest
 import pact.asyncio as pa
 
 # Every loop-dependent module of test_asyncio, each in the form that runs
-# its tests on pact. Left out, as they test another loop's internals
-# wholesale: test_selector_events (asyncio's selector loop and transports
-# with mocked selectors and sockets), test_proactor_events and
-# test_windows_events / test_windows_utils (the Windows proactor; skipped
-# on Linux anyway). Left out as no event loop is involved: test_protocols
-# and test_transports (the abstract base classes' NotImplementedError).
-# Within modules, the classes named after '!' are those the module runs
+# its tests on pact; the others are in LEFT_OUT and NO_LOOP below. Within
+# modules, the classes named after '!' are those the module runs
 # on asyncio's own loops (its Selector/Epoll/Poll/Select/Proactor
 # variants, which the ':' suite next to it runs on pact instead), or
 # white-box tests of asyncio's own classes that pact does not use. Where a
@@ -84,6 +80,23 @@ SUITES = [
     'UnixReadPipeTransportTests,UnixWritePipeTransportTests',
     'test_waitfor',
 ]
+
+# Modules of test_asyncio that SUITES leaves out, as they test another
+# loop's internals wholesale. Named on the command line, they are refused:
+# their tests would run on asyncio's own loops, not on pact.
+LEFT_OUT = {
+    'test_selector_events': "asyncio's selector loop and transports, with "
+                            "mocked selectors and sockets",
+    'test_proactor_events': "the Windows proactor loop's internals",
+    'test_windows_events': 'the Windows proactor (skipped on Linux)',
+    'test_windows_utils': "the Windows proactor's pipes (skipped on Linux)",
+}
+# Modules in which no event loop is involved: the abstract base classes'
+# NotImplementedError and no-op methods, and the flow control mixin on a
+# mocked loop. SUITES leaves them out, as they show nothing about pact;
+# named on the command line they run, judged by their results alone (any
+# other suite must also have made pact loops), and say that no loop ran.
+NO_LOOP = {'test_protocols', 'test_transports'}
 
 loops_created = 0
 _init = pa.Loop.__init__
@@ -246,6 +259,18 @@ def main():
     suites = [s for s in asked or SUITES
               if s.split(':')[0].split('!')[0] not in
               args.without.split(',')]
+    in_suites = {e.split(':')[0].split('!')[0] for e in SUITES}
+    for name in suites:
+        module = name.split(':')[0].split('!')[0]
+        if module in LEFT_OUT:
+            print(f'{module} is left out, as it tests {LEFT_OUT[module]}: '
+                  'its tests would not run on pact', file=sys.stderr)
+            return 2
+        if module not in in_suites and module not in NO_LOOP:
+            print(f'{module}: no such suite; the suites are '
+                  f'{", ".join(sorted(in_suites | NO_LOOP))}',
+                  file=sys.stderr)
+            return 2
     skips = read_skips(args.skips)
     applied = set()
     ok = True
@@ -266,10 +291,19 @@ def main():
         totals = [a + b for a, b in zip(totals, counts)]
         for test, reason in result.skipped:
             skip_reasons.setdefault(reason, []).append(test.id())
+        no_loop = name in NO_LOOP
         print(f'{name}: run {counts[0]}, failures {counts[1]}, errors '
-              f'{counts[2]}, skipped {counts[3]}, pact loops {loops_created}, '
+              f'{counts[2]}, skipped {counts[3]}, pact loops {loops_created}'
+              f'{" (no event loop involved)" if no_loop else ""}, '
               f'{seconds:.1f} s', flush=True)
-        ok = ok and result.wasSuccessful() and loops_created > 0
+        if counts[0] == 0:
+            print(f'{name}: FAILED: no test ran', flush=True)
+            ok = False
+        elif loops_created == 0 and not no_loop:
+            print(f'{name}: FAILED: it made no pact loop, so its tests ran '
+                  'on another loop', flush=True)
+            ok = False
+        ok = ok and result.wasSuccessful()
     print(f'total: run {totals[0]}, passed '
           f'{totals[0] - totals[1] - totals[2] - totals[3]}, failures '
           f'{totals[1]}, errors {totals[2]}, skipped {totals[3]}')
