@@ -270,7 +270,8 @@ compare_section(
     "wrk (one thread) against the same fixed 13-byte response on every server; every server passes "
     "bench/http_check.py (keep-alive, pipelining, split requests, bodies, Connection: close, "
     "HTTP/1.0, 400) before it is measured. req/s and latency percentiles are wrk's; server CPU per "
-    "request is the server's utime+stime over the measured run divided by wrk's request count.",
+    "request is the time the server's threads ran over the measured run (schedstat nanoseconds, "
+    "summed; utime+stime ticks where a thread ended in it) divided by wrk's request count.",
     (("p50", "p50_us"), ("p99", "p99_us")), side_by_side=True)
 if http.scenarios:
     errs = {w: sum(v for sc in http.scenarios for pl in PLACEMENTS

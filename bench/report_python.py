@@ -112,7 +112,9 @@ def section(out_dir):
             md.append(f"| {MODE_DESC.get(sc[0], sc[0])} {_size(sc[1])} | " + " | ".join(cells) + " |")
         md.append("")
     md += ["The C floor runs only the protocol rows (the same server for every mode). "
-           "Server CPU is the server process's utime+stime over the measured window (10 ms ticks).", ""]
+           "Server CPU is the time the server's threads ran over the measured window, in nanoseconds "
+           "(/proc/PID/task/*/schedstat, summed); utime+stime in 10 ms ticks only where a thread "
+           "ended within the window.", ""]
     return md
 
 
