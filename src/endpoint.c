@@ -162,6 +162,10 @@ int pact__endpoint_write_refused(pact_endpoint *e, uint64_t *counter,
 
 /* ---- the write buffer ---------------------------------------------------------- */
 
+/* The first capacity a write buffer tries (then doubled until the bytes
+ * fit): a malloc chunk of 80 bytes. */
+#define PACT_WBUF_MIN_CAP 64
+
 int pact__wbuf_append(pact_wbuf *b, const void *data, size_t len)
 {
     if (b->end + len > b->cap) {
@@ -173,7 +177,13 @@ int pact__wbuf_append(pact_wbuf *b, const void *data, size_t len)
             b->start = 0;
         }
         if (b->end + len > b->cap) {
-            size_t cap = b->cap ? b->cap : 4096;
+            /* From the size of the first write up, not from a page: a
+             * stream's small reply copied for a send that joins the next
+             * submission kept 4 KiB in the loop's cache of drained write
+             * state for a 64-byte message (two such buffers per cached
+             * state), memory an idle server held for its busiest moment.
+             * Doubling keeps a growing queue's copies amortized. */
+            size_t cap = b->cap ? b->cap : PACT_WBUF_MIN_CAP;
             while (cap < b->end + len)
                 cap *= 2;
             char *data2 = realloc(b->data, cap);
