@@ -253,14 +253,22 @@ static int bench_idle_transport(int n)
  * message, then went quiet (a keep-alive HTTP server between requests).
  * Whatever a transport keeps after its first write shows here.
  *
- * The client ends live in a forked child driven through a pipe: first it
- * ping-pongs WARM_ECHOES messages on one connection, which makes the loop
- * touch all of its receive buffers (io_uring: the provided buffer ring
- * rotates) so that loop-wide memory lands before the first RSS reading;
- * then it writes one message on every other connection, reads each echo
- * back, and says so. */
+ * The client ends live in a forked child driven through a pipe. Before
+ * the first RSS reading the loop-wide memory lands: the child ping-pongs
+ * WARM_ECHOES messages on one connection (what an echo makes on first
+ * use), then, while the loop does not run, writes WARM_BURST_BYTES on
+ * each of WARM_BURST_CONNS more connections, which the loop then receives
+ * in one wait: more than its receive buffers hold (io_uring: 16 x 64 KiB
+ * consumed incrementally), so every page of them is written once. The
+ * ping-pong alone no longer did that: io_uring receives go to the buffer
+ * used last, from its start, so it wrote one page, and the pages the echo
+ * burst below wrote (its 640 KB arrive in a few waits) counted about 60 B
+ * per connection. Then the child writes one message on every measured
+ * connection, reads each echo back, and says so. */
 #define ECHO_MSG 64
 #define WARM_ECHOES 4096
+#define WARM_BURST_CONNS 64
+#define WARM_BURST_BYTES (24 * 1024) /* under a fresh socket's window */
 
 static unsigned long long echoed_bytes;
 
@@ -275,17 +283,39 @@ static void echo_once_data(pact_transport *t, const void *data, size_t len,
 
 static const pact_protocol echo_once_proto = {.data_received = echo_once_data};
 
+static unsigned long long burst_received;
+
+static void burst_sink_data(pact_transport *t, const void *data, size_t len,
+                            void *user)
+{
+    (void)t;
+    (void)data;
+    (void)user;
+    burst_received += len;
+}
+
+static const pact_protocol burst_sink_proto = {.data_received = burst_sink_data};
+
+/* cfds: n measured-or-warm connections (the last one ping-pongs), then
+ * WARM_BURST_CONNS burst connections. */
 static void child_echo(int *cfds, int n, int cmd, int done)
 {
+    static char burst[WARM_BURST_BYTES];
     char msg[ECHO_MSG], back[ECHO_MSG], c;
     memset(msg, 'x', sizeof msg);
+    memset(burst, 'b', sizeof burst);
     if (read(cmd, &c, 1) != 1) /* warm */
         _exit(1);
     for (int i = 0; i < WARM_ECHOES; i++)
         if (write(cfds[n - 1], msg, sizeof msg) != (ssize_t)sizeof msg ||
             recv(cfds[n - 1], back, sizeof back, MSG_WAITALL) != (ssize_t)sizeof back)
             _exit(1);
-    if (write(done, "w", 1) != 1 || read(cmd, &c, 1) != 1) /* echo */
+    if (write(done, "w", 1) != 1 || read(cmd, &c, 1) != 1) /* burst */
+        _exit(1);
+    for (int i = 0; i < WARM_BURST_CONNS; i++)
+        if (write(cfds[n + i], burst, sizeof burst) != (ssize_t)sizeof burst)
+            _exit(1);
+    if (write(done, "b", 1) != 1 || read(cmd, &c, 1) != 1) /* echo */
         _exit(1);
     for (int i = 0; i < n - 1; i++)
         if (write(cfds[i], msg, sizeof msg) != (ssize_t)sizeof msg)
@@ -330,8 +360,8 @@ static int bench_idle_transport_echoed(int n)
     pid_t child = fork();
     if (child == 0) {
         close(lfd);
-        int *cfds = malloc(sizeof(int) * (size_t)n);
-        for (int i = 0; i < n; i++) {
+        int *cfds = malloc(sizeof(int) * (size_t)(n + WARM_BURST_CONNS));
+        for (int i = 0; i < n + WARM_BURST_CONNS; i++) {
             cfds[i] = socket(AF_INET, SOCK_STREAM, 0);
             setsockopt(cfds[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
             if (connect(cfds[i], (struct sockaddr *)&a, sizeof a) < 0) {
@@ -341,8 +371,8 @@ static int bench_idle_transport_echoed(int n)
         }
         child_echo(cfds, n, cmd[0], done[1]);
     }
-    int *fds = malloc(sizeof(int) * (size_t)n);
-    for (int i = 0; i < n; i++) {
+    int *fds = malloc(sizeof(int) * (size_t)(n + WARM_BURST_CONNS));
+    for (int i = 0; i < n + WARM_BURST_CONNS; i++) {
         fds[i] = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fds[i] < 0) {
             perror("idle accept");
@@ -356,8 +386,28 @@ static int bench_idle_transport_echoed(int n)
     if (pact_transport_open(loop, fds[n - 1], PACT_STREAM_SOCKET,
                             &echo_once_proto, NULL, &warm) < 0)
         return 1;
+    for (int i = 0; i < WARM_BURST_CONNS; i++)
+        if (pact_transport_open(loop, fds[n + i], PACT_STREAM_SOCKET,
+                                &burst_sink_proto, NULL, &warm) < 0)
+            return 1;
     if (write(cmd[1], "w", 1) != 1 || run_until(loop, done[0]) < 0)
         return 1;
+    /* The burst is written while the loop does not run (a blocking read
+     * of done), so that it is received in one wait. */
+    char c;
+    int fl = fcntl(done[0], F_GETFL);
+    fcntl(done[0], F_SETFL, fl & ~O_NONBLOCK);
+    if (write(cmd[1], "b", 1) != 1 || read(done[0], &c, 1) != 1)
+        return 1;
+    fcntl(done[0], F_SETFL, fl);
+    double deadline = bench_now() + 120;
+    while (burst_received < (unsigned long long)WARM_BURST_CONNS * WARM_BURST_BYTES) {
+        if (bench_now() > deadline) {
+            fprintf(stderr, "idle_transport_echoed: the burst stalled\n");
+            return 1;
+        }
+        pact_loop_run_once(loop, 1000000); /* 1 ms */
+    }
     for (int i = 0; i < 4; i++)
         pact_loop_run_once(loop, 0);
     long rss0 = rss_bytes();
