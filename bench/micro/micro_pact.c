@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -392,14 +393,15 @@ static int bench_idle_transport_echoed(int n)
             return 1;
     if (write(cmd[1], "w", 1) != 1 || run_until(loop, done[0]) < 0)
         return 1;
-    /* The burst is written while the loop does not run (a blocking read
-     * of done), so that it is received in one wait. */
+    /* The burst is written while the loop does not run (waiting in poll
+     * for done), so that it is received in one wait. */
     char c;
-    int fl = fcntl(done[0], F_GETFL);
-    fcntl(done[0], F_SETFL, fl & ~O_NONBLOCK);
-    if (write(cmd[1], "b", 1) != 1 || read(done[0], &c, 1) != 1)
+    struct pollfd pfd = {.fd = done[0], .events = POLLIN};
+    if (write(cmd[1], "b", 1) != 1 || poll(&pfd, 1, 120 * 1000) != 1 ||
+        read(done[0], &c, 1) != 1) {
+        fprintf(stderr, "idle_transport_echoed: the burst was not written\n");
         return 1;
-    fcntl(done[0], F_SETFL, fl);
+    }
     double deadline = bench_now() + 120;
     while (burst_received < (unsigned long long)WARM_BURST_CONNS * WARM_BURST_BYTES) {
         if (bench_now() > deadline) {
