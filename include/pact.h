@@ -601,7 +601,10 @@ PACT_API int pact_loop_wake(pact_loop *loop);
  * after_wait may call any a callback may (it runs before the first
  * completion of that wait is handled: a binding runs there the callbacks
  * it had queued before the wait, so that they come before the I/O the
- * wait found, as asyncio orders them). A language binding releases its
+ * wait found, as asyncio orders them). With hooks installed, a
+ * completion the engine had at submission (the epoll engine tries each
+ * system call first) waits for the after hook too: the iteration then
+ * polls, and handles it after. A language binding releases its
  * global lock (Python's GIL) in before_wait and takes it back in
  * after_wait, when timeout_ns is not 0: other threads then run only while
  * the loop sleeps, and every pact callback runs with the lock held. The

@@ -369,8 +369,15 @@ static void iterate(pact_loop *loop, int64_t max_wait_ns)
     /* Ops that completed at submission (the epoll engine tries each system
      * call first) run their callbacks now, not after a wasted zero-timeout
      * wait, and what those callbacks start is submitted in the same turn.
-     * Bounded, so a callback chain cannot keep the loop from polling. */
-    for (int round = 0; round < 4 && !pact_list_empty(&loop->done_queue); round++) {
+     * Bounded, so a callback chain cannot keep the loop from polling.
+     * With wait hooks, not here: a binding runs in the after hook what it
+     * had queued before this iteration, and a completion is never ahead of
+     * that (asyncio runs its ready handles before any I/O callback); the
+     * queued work makes the wait a poll, and pact__wait_hook_after runs
+     * them right after the binding's hook. */
+    for (int round = 0; round < 4 && !loop->after_wait &&
+                       !pact_list_empty(&loop->done_queue);
+         round++) {
         pact__ops_dispatch_done(loop);
         pact__ops_flush(loop);
     }

@@ -220,6 +220,9 @@ struct pact_loop {
     size_t stream_more_cached_bytes;
 };
 
+/* Run the callbacks of ops in the done queue. */
+int pact__ops_dispatch_done(pact_loop *loop);
+
 /* Engines call these right around the system call of every wait, also
  * one that does not block (timeout_ns 0; around nothing when io_uring has
  * nothing to submit and nothing waiting in the kernel): a binding's lock
@@ -227,7 +230,12 @@ struct pact_loop {
  * sleeps, the completions an engine handles inside its wait run their
  * callbacks with it held, and a binding's own ready queue (asyncio's) runs
  * in the after hook, between the poll and the first completion it found.
- * errno is kept for the caller. */
+ * With hooks, iterate() leaves what completed at submission (the epoll
+ * engine tries each system call first) in the done queue for here: after
+ * the binding's queue, as asyncio runs its ready handles before any I/O
+ * callback, and still before what this wait found (a later op of the same
+ * fd, a multishot receive's data, must not overtake it). errno is kept
+ * for the caller. */
 static inline void pact__wait_hook_before(pact_loop *loop, int64_t timeout_ns)
 {
     if (loop->before_wait)
@@ -246,6 +254,7 @@ static inline void pact__wait_hook_after(pact_loop *loop, int64_t timeout_ns)
     if (loop->after_wait) {
         int saved = errno;
         loop->after_wait(loop, timeout_ns, loop->wait_hook_user);
+        pact__ops_dispatch_done(loop);
         errno = saved;
     }
 }
@@ -438,8 +447,6 @@ int pact__op_cancel(pact_loop *loop, pact_op_s *op);
 void pact__fd_closing(pact_loop *loop, int fd);
 /* Submit every queued op to the engine. */
 void pact__ops_flush(pact_loop *loop);
-/* Run the callbacks of ops in the done queue. */
-int pact__ops_dispatch_done(pact_loop *loop);
 /* A timer heap node of an op fired. */
 void pact__op_timer_fired(pact_loop *loop, pact_heap_node *n);
 

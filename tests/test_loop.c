@@ -590,6 +590,127 @@ Test(loop, wait_hooks_wrap_a_poll_and_come_before_its_completions)
     test_loop_free(loop);
 }
 
+/* A completion an engine has at submission (the epoll engine tries the
+ * receive right there and finds the byte) comes after the after hook too:
+ * what a binding runs there was queued before the op's callback could be. */
+static struct {
+    int afters, afters_before_iteration, recv_done, hook_came_first;
+} submit_hooks;
+
+static void submit_hook_before(pact_loop *loop, int64_t timeout_ns, void *user)
+{
+    (void)loop;
+    (void)timeout_ns;
+    (void)user;
+}
+
+static void submit_hook_after(pact_loop *loop, int64_t timeout_ns, void *user)
+{
+    (void)loop;
+    (void)timeout_ns;
+    (void)user;
+    submit_hooks.afters++;
+}
+
+static void submit_hook_recv(pact_loop *loop, const pact_completion *c,
+                             void *user)
+{
+    (void)loop;
+    (void)user;
+    cr_assert_eq(c->result, 1);
+    submit_hooks.recv_done++;
+    submit_hooks.hook_came_first =
+        submit_hooks.afters > submit_hooks.afters_before_iteration;
+}
+
+Test(loop, wait_hooks_come_before_a_completion_known_at_submission)
+{
+    memset(&submit_hooks, 0, sizeof submit_hooks);
+    pact_loop *loop = test_loop_new();
+    int fds[2];
+    char buf[8];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds), 0);
+    cr_assert_eq(write(fds[1], "x", 1), 1);
+    cr_assert_eq(pact_loop_set_wait_hooks(loop, submit_hook_before,
+                                          submit_hook_after, NULL), 0);
+    cr_assert_gt(pact_recv(loop, fds[0], buf, sizeof buf, 0, submit_hook_recv,
+                           NULL), 0);
+    for (int i = 0; i < 100 && !submit_hooks.recv_done; i++) {
+        submit_hooks.afters_before_iteration = submit_hooks.afters;
+        cr_assert_geq(pact_loop_run_once(loop, 0), 0);
+    }
+    cr_assert_eq(submit_hooks.recv_done, 1);
+    cr_assert(submit_hooks.hook_came_first,
+              "the completion ran before its iteration's after hook");
+    pact_loop_set_wait_hooks(loop, NULL, NULL, NULL);
+    close(fds[0]);
+    close(fds[1]);
+    test_loop_free(loop);
+}
+
+/* Held for the after hook, a completion known at submission still comes
+ * before what the wait finds on the same fd: a one-shot receive takes the
+ * byte that waits, a multishot receive behind it gets the one the peer
+ * writes just before the wait (from the before hook), and the stream's
+ * bytes reach their callbacks in order. */
+static struct {
+    int fd, written;
+    char seen[8];
+    int nseen;
+} behind_hooks;
+
+static void behind_hook_before(pact_loop *loop, int64_t timeout_ns, void *user)
+{
+    (void)loop;
+    (void)timeout_ns;
+    (void)user;
+    if (!behind_hooks.written) {
+        behind_hooks.written = 1;
+        cr_assert_eq(write(behind_hooks.fd, "b", 1), 1);
+    }
+}
+
+static void behind_hook_after(pact_loop *loop, int64_t timeout_ns, void *user)
+{
+    (void)loop;
+    (void)timeout_ns;
+    (void)user;
+}
+
+static void behind_hook_recv(pact_loop *loop, const pact_completion *c,
+                             void *user)
+{
+    (void)loop;
+    const char *buf = user ? user : c->data;
+    for (int64_t i = 0; i < c->result && behind_hooks.nseen < 7; i++)
+        behind_hooks.seen[behind_hooks.nseen++] = buf[i];
+}
+
+Test(loop, wait_hooks_keep_a_stream_in_order_behind_a_completion_known_at_submission)
+{
+    memset(&behind_hooks, 0, sizeof behind_hooks);
+    pact_loop *loop = test_loop_new();
+    int fds[2];
+    char buf[1];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds), 0);
+    behind_hooks.fd = fds[1];
+    cr_assert_eq(write(fds[1], "a", 1), 1);
+    cr_assert_eq(pact_loop_set_wait_hooks(loop, behind_hook_before,
+                                          behind_hook_after, NULL), 0);
+    cr_assert_gt(pact_recv(loop, fds[0], buf, sizeof buf, 0, behind_hook_recv,
+                           buf), 0);
+    pact_op multi = pact_recv_multishot(loop, fds[0], behind_hook_recv, NULL);
+    cr_assert_gt(multi, 0);
+    for (int i = 0; i < 100 && behind_hooks.nseen < 2; i++)
+        cr_assert_geq(pact_loop_run_once(loop, 0), 0);
+    cr_assert_str_eq(behind_hooks.seen, "ab");
+    pact_op_cancel(loop, multi);
+    pact_loop_set_wait_hooks(loop, NULL, NULL, NULL);
+    close(fds[0]);
+    close(fds[1]);
+    test_loop_free(loop);
+}
+
 /* A lock released only while the loop sleeps: another thread can take it
  * exactly then, and the loop's callbacks run with it held again. */
 static struct {

@@ -44,8 +44,6 @@ static int check_open(LoopObject *self)
     return 0;
 }
 
-static void shorten_the_wait(LoopObject *self);
-
 /* ---- ready queue ---------------------------------------------------- */
 
 int pact_py_ready_push(LoopObject *self, PyObject *handle)
@@ -68,7 +66,6 @@ int pact_py_ready_push(LoopObject *self, PyObject *handle)
     self->ready[(self->ready_head + self->ready_len) & (self->ready_cap - 1)] =
         handle;
     self->ready_len++;
-    shorten_the_wait(self);
     return 0;
 }
 
@@ -142,7 +139,6 @@ static int timer_push(LoopObject *self, double when, PyObject *handle)
     self->timers[self->timers_len] =
         (timer_entry){.when = when, .seq = self->timer_seq++, .handle = handle};
     heap_sift_up(self->timers, self->timers_len++);
-    shorten_the_wait(self);
     return 0;
 }
 
@@ -214,12 +210,6 @@ static int timers_drop_cancelled(LoopObject *self)
 
 /* ---- the wait: GIL and signals ------------------------------------- */
 
-static void no_op(pact_loop *loop, void *user)
-{
-    (void)loop;
-    (void)user;
-}
-
 void pact_py_keep_exception(LoopObject *self)
 {
     PyObject *et, *ev, *tb;
@@ -249,33 +239,10 @@ int pact_py_raise_kept_exception(LoopObject *self)
     return -1;
 }
 
-/* run_once computes how long pact may wait from this loop's queues, then
- * runs a pact iteration, which first submits the operations started since
- * the last one. On epoll a one-shot operation (a send, a datagram receive,
- * a readiness poll) is tried right there, and its callback runs before
- * the wait: a protocol call, a future completed, anything in Python. What
- * it changes in the queues (a handle readied, a timer due before the
- * planned wake-up, stop(), a signal read) must cut that wait short: a
- * no-op pact callback makes pact's own timeout 0. Every change to the
- * queues comes here (ready_push, timer_push, stop, the signal read), so
- * no callback has to remember to. */
-static void shorten_the_wait(LoopObject *self)
-{
-    if (!self->before_wait || !self->loop ||
-        self->before_wait_thread != PyThread_get_thread_ident())
-        return;
-    if (self->ready_len || self->stopping || self->signals_pending_len ||
-        (self->timers_len && self->timers[0].when < self->wait_deadline)) {
-        self->before_wait = 0;
-        pact_call_soon(self->loop, no_op, NULL);
-    }
-}
-
 static void release_gil(pact_loop *loop, int64_t timeout_ns, void *user)
 {
     (void)loop;
     LoopObject *self = user;
-    self->before_wait = 0;
     /* A poll that does not block is not worth a GIL hand-over. */
     if (timeout_ns != 0)
         self->wait_tstate = PyEval_SaveThread();
@@ -347,7 +314,6 @@ static void signal_read_done(pact_loop *loop, const pact_completion *c,
                self->signal_buf, len);
         self->signals_pending_len += len;
         self->signals_seen += (uint64_t)c->result;
-        shorten_the_wait(self);
         ssize_t n;
         unsigned char more[256];
         /* Drain; what does not fit is a repeat of a signal already seen
@@ -481,15 +447,13 @@ static int run_once(LoopObject *self)
         return -1;
     self->earlier = self->ready_len;
     self->due_taken = 0;
+    /* Nothing of this loop's runs between here and pact's wait (with wait
+     * hooks, pact handles even a completion its engine had at submission
+     * after the after hook), so the queues keep the timeout valid. */
     int64_t timeout = wait_timeout_ns(self);
-    /* What the wait was planned on: a timer due before it shortens it. */
-    self->wait_deadline = self->timers_len ? self->timers[0].when : INFINITY;
-    self->before_wait = timeout != 0;
-    self->before_wait_thread = PyThread_get_thread_ident();
     self->in_iteration = 1;
     int r = pact_loop_run_once(self->loop, timeout);
     self->in_iteration = 0;
-    self->before_wait = 0;
     if (!self->due_taken && r >= 0 && !self->pending_exc) {
         /* pact's iteration made no wait: what its hook does, now */
         if (take_due(self) < 0)
@@ -977,7 +941,6 @@ static PyObject *Loop_stop(LoopObject *self, PyObject *unused)
 {
     (void)unused;
     self->stopping = 1;
-    shorten_the_wait(self);
     Py_RETURN_NONE;
 }
 

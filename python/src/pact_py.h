@@ -72,15 +72,6 @@ typedef struct {
     int closing; /* close_core under way (protocol callbacks run inside it) */
     int debug;
     int in_run;
-    /* Between the start of a pact iteration and its blocking wait, and
-     * the deadline of the timer that wait was planned on (INFINITY for
-     * none): see shorten_the_wait in loop.c. */
-    int before_wait;
-    double wait_deadline;
-    /* The thread running that iteration: call_soon_threadsafe from
-     * another one pushes to the queue too, but wakes the loop with
-     * pact_loop_wake and must not call into the loop itself. */
-    unsigned long before_wait_thread;
     /* How many handles at the head of the ready queue were there when
      * run_once began: run in pact's after-wait hook (loop.c, take_gil). */
     size_t earlier;

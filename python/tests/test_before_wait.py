@@ -1,13 +1,13 @@
 # SPDX-License-Identifier: MIT
-"""Work a protocol schedules from a callback that pact runs before its
-wait. On epoll a one-shot operation started in one iteration is tried at
-once when pact submits it, at the start of the next: a send the kernel
-now takes completes there, and the callbacks it leads to (the transport's
+"""Work a protocol schedules from a completion pact had before its wait.
+On epoll a one-shot operation started in one iteration is tried at once
+when pact submits it, at the start of the next: a send the kernel now
+takes completes there, before the wait whose timeout pact.asyncio
+computed from its queues. pact holds its callbacks (the transport's
 resume_writing here; a datagram receive, a readiness poll, a sendfile's
-end likewise) run before the wait whose timeout pact.asyncio computed
-from its queues. Whatever they schedule (call_soon, a future's callbacks,
-call_later, stop()) must shorten that wait; on the engine PACT_ENGINE
-names."""
+end likewise) for after the wait hook, and makes that wait a poll, so
+that what they schedule (call_soon, a future's callbacks, call_later,
+stop()) never waits behind a sleep; on the engine PACT_ENGINE names."""
 import asyncio
 import os
 import socket
@@ -30,7 +30,7 @@ class BeforeWaitTests(unittest.TestCase):
         queues a write (its send waits) and is paused; in the same
         iteration the peer reads everything, so that on epoll the send
         completes when the next iteration submits it, and resume_writing
-        runs before that iteration's wait. on_resume(loop) runs there.
+        runs after that iteration's poll. on_resume(loop) runs there.
         run() drives the loop until the scheduled work is done; a watchdog
         thread wakes a loop that slept instead. Returns whether it had
         to."""
@@ -108,7 +108,7 @@ class BeforeWaitTests(unittest.TestCase):
 
     def test_call_soon_threadsafe_from_another_thread_meanwhile(self):
         """A thread's call_soon_threadsafe while the loop's thread runs a
-        callback before the wait (here one that waits for that thread,
+        callback inside its iteration (here one that waits for that thread,
         the GIL released) wakes the loop through pact_loop_wake only: it
         never calls into the pact loop another thread is running, which
         pact refuses (-EPERM) and, in debug mode, reports. Checked in a

@@ -102,6 +102,95 @@ class IterationOrderTests(unittest.TestCase):
                 b.close()
         self.assert_order(scenario, ['handle', 'reader', 'from-reader'])
 
+    def test_datagram_after_handles_queued_before_the_wait(self):
+        # Two datagrams wait: asyncio reads one per readiness, so what
+        # datagram_received schedules runs before the second one. On epoll
+        # pact tries the next receive when it submits it, and finds the
+        # second datagram there: its callback still waits for the handles
+        # queued before the wait.
+        async def scenario():
+            loop = asyncio.get_running_loop()
+            log = []
+
+            class Proto(asyncio.DatagramProtocol):
+                def datagram_received(self, data, addr):
+                    log.append('datagram:' + data.decode())
+                    loop.call_soon(log.append, 'from-' + data.decode())
+            peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                peer.bind(('127.0.0.1', 0))
+                tr, _ = await loop.create_datagram_endpoint(
+                    Proto, local_addr=('127.0.0.1', 0))
+                await asyncio.sleep(0.01)
+                addr = tr.get_extra_info('sockname')
+
+                def step():
+                    peer.sendto(b'1', addr)
+                    peer.sendto(b'2', addr)
+                    loop.call_soon(log.append, 'handle')
+                loop.call_soon(step)
+                for _ in range(500):
+                    await asyncio.sleep(0.002)
+                    if 'from-2' in log:
+                        break
+                tr.close()
+                await asyncio.sleep(0)
+                return list(log)  # not what the loop's close adds
+            finally:
+                peer.close()
+        self.assert_order(scenario, ['handle', 'datagram:1', 'from-1',
+                                     'datagram:2', 'from-2'])
+
+    def test_write_done_after_handles_queued_before_the_wait(self):
+        # A write pipe's transport holds what the pipe did not take; the
+        # reader empties the pipe in the same callback. asyncio sends the
+        # rest when its next select() says writable, after the handles
+        # queued before it; pact on epoll sends it when it submits the
+        # write, and its completion (resume_writing) waits for those
+        # handles too.
+        async def scenario():
+            loop = asyncio.get_running_loop()
+            log = []
+
+            class Proto(asyncio.Protocol):
+                def pause_writing(self):
+                    log.append('pause')
+
+                def resume_writing(self):
+                    log.append('resume')
+            r, w = os.pipe()
+            os.set_blocking(r, False)
+
+            def drain():
+                try:
+                    while os.read(r, 1 << 20):
+                        pass
+                except BlockingIOError:
+                    pass
+            try:
+                tr, _ = await loop.connect_write_pipe(Proto,
+                                                      os.fdopen(w, 'wb', 0))
+                await asyncio.sleep(0.01)
+                tr.set_write_buffer_limits(high=1, low=0)
+
+                def step():
+                    tr.write(b'x' * 100000)  # more than a pipe takes
+                    drain()
+                    log.append('drained')
+                    loop.call_soon(log.append, 'handle')
+                loop.call_soon(step)
+                for _ in range(500):
+                    await asyncio.sleep(0.002)
+                    drain()
+                    if 'resume' in log:
+                        break
+                tr.close()
+                await asyncio.sleep(0)
+                return list(log)  # not what the loop's close adds
+            finally:
+                os.close(r)
+        self.assert_order(scenario, ['pause', 'drained', 'handle', 'resume'])
+
     def test_due_timers_before_what_the_iteration_schedules(self):
         # Timers due at the wait run in that iteration, before the
         # handles its callbacks schedule.
