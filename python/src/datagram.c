@@ -62,6 +62,7 @@ typedef struct {
     int connected; /* the socket has a peer: send() ignores the address */
     unsigned conn_lost; /* asyncio's _conn_lost: counts dropped sends */
     uint64_t queued;    /* datagrams handed to pact's queue */
+    int reading_held;   /* until connection_made's turn (made_soon) */
     /* The last address received, as a sockaddr and as Python has it. */
     struct sockaddr_storage recv_ss;
     socklen_t recv_len;
@@ -380,17 +381,41 @@ static int is_immutable_address(PyObject *addr)
 
 /* ---- pact's callbacks ---------------------------------------------------- */
 
-static void on_connection_made(pact_datagram *ep, void *user)
+/* connection_made's turn is queued as asyncio's transports queue it, and
+ * reception starts after it, as theirs (transport.c, made_soon, says
+ * why): pact's receiving is paused until then. */
+static void made_soon(DatagramObject *self)
 {
-    (void)ep;
-    DatagramObject *self = user;
-    self->made = 1;
+    pact_py_endpoint_made_soon(PACT_PY_ENDPOINT(self));
+    if (self->made_turn == PACT_PY_MADE_QUEUED &&
+        pact_datagram_pause_reading(self->ep) == 0)
+        self->reading_held = 1;
+}
+
+/* The protocol's connection_made, once, then the waiter's result. */
+static void deliver_made(DatagramObject *self)
+{
+    self->made_turn = PACT_PY_MADE_DONE;
     PyObject *r = protocol_call(self, method.connection_made, (PyObject *)self,
                                 NULL);
     if (!r)
         callback_failed(self, method.connection_made);
     Py_XDECREF(r);
+    if (self->reading_held) {
+        self->reading_held = 0;
+        if (self->ep && !self->closing && !pact_datagram_is_closing(self->ep))
+            pact_datagram_resume_reading(self->ep);
+    }
     pact_py_endpoint_made(PACT_PY_ENDPOINT(self));
+}
+
+static void on_connection_made(pact_datagram *ep, void *user)
+{
+    (void)ep;
+    DatagramObject *self = user;
+    self->made = 1;
+    if (self->made_turn == PACT_PY_MADE_NONE)
+        deliver_made(self); /* no turn could be queued */
 }
 
 static void on_datagram(pact_datagram *ep, const void *data, size_t len,
@@ -444,6 +469,10 @@ static void on_error(pact_datagram *ep, int err, const struct sockaddr *addr,
     (void)addr;
     (void)addrlen;
     DatagramObject *self = user;
+    /* A queued send failed before connection_made's turn (reception waits
+     * for it): connection_made first. */
+    if (self->made_turn == PACT_PY_MADE_QUEUED)
+        deliver_made(self);
     PyObject *exc = pact_py_exception_for(err);
     if (!exc) {
         PyErr_WriteUnraisable((PyObject *)self);
@@ -505,11 +534,21 @@ static void on_connection_lost(pact_datagram *ep, int err, void *user)
         Py_CLEAR(self->self_ref); /* may free self: last */
         return;
     }
+    if (self->made_turn == PACT_PY_MADE_QUEUED &&
+        self->lost_turn == PACT_PY_LOST_NONE && !self->loop->closing) {
+        /* Ended before connection_made's turn: connection_lost takes one
+         * behind it. */
+        if (!self->lost_exc && err && !(self->lost_exc = pact_py_exception_for(err)))
+            PyErr_Clear();
+        pact_py_endpoint_lost_soon(PACT_PY_ENDPOINT(self));
+    }
     /* The program ended it: connection_lost has its turn in the ready
      * queue (pact_py_endpoint_lost_soon), unless the loop is closing and
      * drops that queue. */
     int turn_waits = self->lost_turn == PACT_PY_LOST_QUEUED &&
                      !self->loop->closing;
+    if (self->made_turn == PACT_PY_MADE_QUEUED && !turn_waits)
+        deliver_made(self);
     if (self->lost_turn != PACT_PY_LOST_DONE && !turn_waits)
         deliver_lost(self, err);
     pact_py_endpoint_lost(PACT_PY_ENDPOINT(self), "detach", err);
@@ -519,6 +558,21 @@ static void on_connection_lost(pact_datagram *ep, int err, void *user)
                                  while it waits): last */
 }
 
+/* The handle pact_py_endpoint_made_soon queued. */
+static PyObject *Datagram_connection_made_turn(DatagramObject *self,
+                                               PyObject *unused)
+{
+    (void)unused;
+    if (self->made_turn != PACT_PY_MADE_QUEUED)
+        Py_RETURN_NONE;
+    deliver_made(self);
+    /* SystemExit from connection_made: raised from the handle, as
+     * asyncio raises it from its own. */
+    if (pact_py_raise_kept_exception(self->loop) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 /* The handle pact_py_endpoint_lost_soon queued. */
 static PyObject *Datagram_connection_lost_turn(DatagramObject *self,
                                                PyObject *unused)
@@ -526,7 +580,7 @@ static PyObject *Datagram_connection_lost_turn(DatagramObject *self,
     (void)unused;
     if (self->lost_turn != PACT_PY_LOST_QUEUED)
         Py_RETURN_NONE;
-    if (self->ep && !self->made) {
+    if (self->ep && !self->made && self->made_turn != PACT_PY_MADE_DONE) {
         /* Ended before pact's connection_made: pact calls both, in
          * order. */
         self->lost_turn = PACT_PY_LOST_NONE;
@@ -588,8 +642,8 @@ static const pact_datagram_protocol datagram_protocol = {
 
 /* DatagramTransport._open(loop, sock, protocol, address, waiter, extra):
  * pact takes the socket's fd (the socket object is detached at
- * connection_lost); connection_made follows on the next iteration, then
- * the waiter's result. */
+ * connection_lost); connection_made has its turn in the ready queue
+ * (pact_py_endpoint_made_soon), then the waiter's result. */
 static PyObject *Datagram_open(PyObject *cls, PyObject *args)
 {
     PyObject *loop, *sock, *protocol, *address, *waiter, *extra;
@@ -652,6 +706,7 @@ static PyObject *Datagram_open(PyObject *cls, PyObject *args)
     if (self->family == AF_INET6)
         setsockopt(fd, SOL_IPV6, IPV6_RECVERR, &off, sizeof off);
     self->self_ref = Py_NewRef((PyObject *)self);
+    made_soon(self);
     return (PyObject *)self;
 }
 
@@ -1052,6 +1107,8 @@ static PyMethodDef Datagram_methods[] = {
     {"close", (PyCFunction)Datagram_close, METH_NOARGS, NULL},
     {"abort", (PyCFunction)Datagram_abort, METH_NOARGS, NULL},
     {"_force_close", (PyCFunction)Datagram_force_close, METH_O, NULL},
+    {"_connection_made_turn", (PyCFunction)Datagram_connection_made_turn,
+     METH_NOARGS, NULL},
     {"_connection_lost_turn", (PyCFunction)Datagram_connection_lost_turn,
      METH_NOARGS, NULL},
     {"is_closing", (PyCFunction)Datagram_is_closing, METH_NOARGS, NULL},

@@ -171,7 +171,7 @@ void pact_py_endpoint_lost(pact_py_endpoint *self, const char *method, int err)
         if (!d)
             PyErr_Clear();
     }
-    if (self->waiter) {
+    if (self->waiter && self->made_turn != PACT_PY_MADE_QUEUED) {
         /* Lost before connection_made: the caller's await fails. */
         PyObject *done = PyObject_CallMethod(self->waiter, "done", NULL);
         int is_done = done ? PyObject_IsTrue(done) : 1;
@@ -190,16 +190,17 @@ void pact_py_endpoint_lost(pact_py_endpoint *self, const char *method, int err)
     }
 }
 
-void pact_py_endpoint_lost_soon(pact_py_endpoint *self)
+/* A handle calling the endpoint's method *name (interned on first use)
+ * into the ready queue: 0, or -1 with the exception cleared. */
+static int queue_turn(pact_py_endpoint *self, PyObject **name,
+                      const char *text)
 {
-    if (self->lost_turn != PACT_PY_LOST_NONE || self->loop->closing)
-        return;
-    static PyObject *name, *no_args;
-    if (!name && !(name = PyUnicode_InternFromString("_connection_lost_turn")))
+    static PyObject *no_args;
+    if (!*name && !(*name = PyUnicode_InternFromString(text)))
         goto failed;
     if (!no_args && !(no_args = PyTuple_New(0)))
         goto failed;
-    PyObject *turn = PyObject_GetAttr((PyObject *)self, name);
+    PyObject *turn = PyObject_GetAttr((PyObject *)self, *name);
     if (!turn)
         goto failed;
     /* Not the endpoint's context: the protocol call enters that one. */
@@ -211,10 +212,26 @@ void pact_py_endpoint_lost_soon(pact_py_endpoint *self)
     Py_DECREF(h);
     if (r < 0)
         goto failed;
-    self->lost_turn = PACT_PY_LOST_QUEUED;
-    return;
+    return 0;
 failed:
     PyErr_Clear();
+    return -1;
+}
+
+void pact_py_endpoint_made_soon(pact_py_endpoint *self)
+{
+    static PyObject *name;
+    if (self->made_turn == PACT_PY_MADE_NONE && !self->loop->closing &&
+        queue_turn(self, &name, "_connection_made_turn") == 0)
+        self->made_turn = PACT_PY_MADE_QUEUED;
+}
+
+void pact_py_endpoint_lost_soon(pact_py_endpoint *self)
+{
+    static PyObject *name;
+    if (self->lost_turn == PACT_PY_LOST_NONE && !self->loop->closing &&
+        queue_turn(self, &name, "_connection_lost_turn") == 0)
+        self->lost_turn = PACT_PY_LOST_QUEUED;
 }
 
 PyObject *pact_py_exception_for(int err)

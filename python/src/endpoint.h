@@ -29,11 +29,35 @@
     int orphaned;  /* left open at loop close (transport.c says how) */       \
     int orphan_fd; /* an orphaned socket's duplicate fd, or -1 */         \
     int made;      /* pact's connection_made came */                          \
+    int made_turn; /* PACT_PY_MADE_*: see pact_py_endpoint_made_soon */       \
     int lost_turn; /* PACT_PY_LOST_*: see pact_py_endpoint_lost_soon */
 
 typedef struct {
     PACT_PY_ENDPOINT_FIELDS
 } pact_py_endpoint;
+
+/* Where an endpoint's connection_made stands. */
+enum {
+    PACT_PY_MADE_NONE,   /* pact's connection_made calls it */
+    PACT_PY_MADE_QUEUED, /* its turn waits in the loop's ready queue */
+    PACT_PY_MADE_DONE,   /* the protocol had it */
+};
+
+/* The endpoint was just made. asyncio's transports schedule
+ * connection_made with call_soon in their constructor, so the handles
+ * queued before (by the protocol factory, say) run before it and those
+ * queued after run after it, whichever callback made the transport; pact's
+ * own connection_made comes from pact's next iteration, ahead of or behind
+ * the ready queue. So a handle calling the endpoint's _connection_made_turn
+ * (the type's method: the protocol's connection_made, then the waiter's
+ * result) goes into the ready queue now; pact's connection_made, when it
+ * comes, leaves the protocol alone. The types hold their reading until
+ * the turn, as asyncio's start reading after it; an end that comes
+ * before the turn gets a connection_lost turn behind it (or, while the
+ * loop closes and drops its queue, both are called at once, in order).
+ * Exceptions are cleared (then pact's connection_made calls it, as
+ * before). */
+void pact_py_endpoint_made_soon(pact_py_endpoint *self);
 
 /* Where an endpoint's connection_lost stands. */
 enum {
@@ -81,7 +105,8 @@ void pact_py_endpoint_made(pact_py_endpoint *self);
 /* At pact's connection_lost: the socket object lets go of the fd pact
  * closed (method "detach"; "close" for a pipe object, which cannot be
  * detached), and a waiter connection_made never set fails with err (0:
- * ECONNABORTED). Exceptions are cleared. */
+ * ECONNABORTED), unless connection_made's turn is still to come and sets
+ * it. Exceptions are cleared. */
 void pact_py_endpoint_lost(pact_py_endpoint *self, const char *method, int err);
 
 /* OSError(-err) (its subclass: ConnectionResetError...), None for 0. */

@@ -62,6 +62,9 @@ typedef struct TransportObject {
      * while none are held. */
     held_writes *held;
     struct TransportObject *next_held;  /* loop->deferred_writes list */
+    /* pact's reading is paused until connection_made's turn (see
+     * hold_reading), and whether the program paused it meanwhile. */
+    int reading_held, paused_meanwhile;
     Py_buffer recv_view; /* a BufferedProtocol's buffer, during a delivery */
 } TransportObject;
 
@@ -101,18 +104,55 @@ static void protocol_failed(TransportObject *self, const char *what)
     }
 }
 
-static void on_connection_made(pact_transport *t, void *user)
+/* connection_made's turn is queued (pact_py_endpoint_made_soon) as
+ * asyncio's transports queue it, and they start reading only after it
+ * (their reader is added by a handle queued behind it): what the protocol
+ * then hears comes from a later iteration than the turn, behind the
+ * handles queued meanwhile (the task that made the transport gets its
+ * result first). pact starts reading at its own connection_made, which
+ * may come before the turn; so reading is paused from the transport's
+ * creation until the turn. A pause the program asks for meanwhile
+ * (connection_made may pause) is only noted, and kept. */
+static void made_soon(TransportObject *self)
 {
-    (void)t;
-    TransportObject *self = user;
-    self->made = 1;
+    pact_py_endpoint_made_soon(PACT_PY_ENDPOINT(self));
+    if (self->made_turn == PACT_PY_MADE_QUEUED &&
+        self->kind != PACT_STREAM_WRITE_PIPE &&
+        pact_transport_pause_reading(self->t) == 0)
+        self->reading_held = 1;
+}
+
+static void release_reading(TransportObject *self)
+{
+    if (!self->reading_held)
+        return;
+    self->reading_held = 0;
+    if (self->t && !self->paused_meanwhile && !self->closing &&
+        !pact_transport_is_closing(self->t))
+        pact_transport_resume_reading(self->t);
+}
+
+/* The protocol's connection_made, once, then the waiter's result. */
+static void deliver_made(TransportObject *self)
+{
+    self->made_turn = PACT_PY_MADE_DONE;
     PyObject *r = protocol_call(self, method.connection_made, (PyObject *)self);
     if (!r) {
         protocol_failed(self, "protocol.connection_made() call failed.");
         return;
     }
     Py_DECREF(r);
+    release_reading(self);
     pact_py_endpoint_made(PACT_PY_ENDPOINT(self));
+}
+
+static void on_connection_made(pact_transport *t, void *user)
+{
+    (void)t;
+    TransportObject *self = user;
+    self->made = 1;
+    if (self->made_turn == PACT_PY_MADE_NONE)
+        deliver_made(self); /* no turn could be queued */
 }
 
 static void on_data(pact_transport *t, const void *data, size_t len, void *user)
@@ -208,11 +248,21 @@ static void on_connection_lost(pact_transport *t, int err, void *user)
         return;
     }
     self->closing = 1;
+    if (self->made_turn == PACT_PY_MADE_QUEUED &&
+        self->lost_turn == PACT_PY_LOST_NONE && !self->loop->closing) {
+        /* Ended before connection_made's turn: connection_lost takes one
+         * behind it. */
+        if (!self->lost_exc && err && !(self->lost_exc = pact_py_exception_for(err)))
+            PyErr_Clear();
+        pact_py_endpoint_lost_soon(PACT_PY_ENDPOINT(self));
+    }
     /* The program ended it: connection_lost has its turn in the ready
      * queue (pact_py_endpoint_lost_soon), unless the loop is closing and
      * drops that queue. */
     int turn_waits = self->lost_turn == PACT_PY_LOST_QUEUED &&
                      !self->loop->closing;
+    if (self->made_turn == PACT_PY_MADE_QUEUED && !turn_waits)
+        deliver_made(self);
     if (self->lost_turn != PACT_PY_LOST_DONE && !turn_waits)
         deliver_lost(self, err);
     pact_py_endpoint_lost(PACT_PY_ENDPOINT(self),
@@ -225,6 +275,21 @@ static void on_connection_lost(pact_transport *t, int err, void *user)
                                  while it waits): last */
 }
 
+/* The handle pact_py_endpoint_made_soon queued. */
+static PyObject *Transport_connection_made_turn(TransportObject *self,
+                                                PyObject *unused)
+{
+    (void)unused;
+    if (self->made_turn != PACT_PY_MADE_QUEUED)
+        Py_RETURN_NONE;
+    deliver_made(self);
+    /* SystemExit from connection_made: raised from the handle, as
+     * asyncio raises it from its own. */
+    if (pact_py_raise_kept_exception(self->loop) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 /* The handle pact_py_endpoint_lost_soon queued. */
 static PyObject *Transport_connection_lost_turn(TransportObject *self,
                                                 PyObject *unused)
@@ -232,7 +297,7 @@ static PyObject *Transport_connection_lost_turn(TransportObject *self,
     (void)unused;
     if (self->lost_turn != PACT_PY_LOST_QUEUED)
         Py_RETURN_NONE;
-    if (self->t && !self->made) {
+    if (self->t && !self->made && self->made_turn != PACT_PY_MADE_DONE) {
         /* Ended before pact's connection_made: pact calls both, in
          * order. */
         self->lost_turn = PACT_PY_LOST_NONE;
@@ -363,8 +428,9 @@ static int is_buffered(PyObject *protocol)
 }
 
 /* Transport._open(loop, sock, protocol, waiter, extra, server): wraps the
- * connected socket's fd in a pact transport. connection_made follows on
- * the next iteration, then the waiter's result. */
+ * connected socket's fd in a pact transport. connection_made has its turn
+ * in the ready queue (pact_py_endpoint_made_soon), then the waiter's
+ * result. */
 static PyObject *Transport_open(PyObject *cls, PyObject *args)
 {
     PyObject *loop, *sock, *protocol, *waiter, *extra, *server;
@@ -451,6 +517,7 @@ static PyObject *Transport_open(PyObject *cls, PyObject *args)
         return PyErr_SetFromErrno(PyExc_OSError);
     }
     self->self_ref = Py_NewRef((PyObject *)self);
+    made_soon(self);
     return (PyObject *)self;
 }
 
@@ -492,6 +559,7 @@ PyObject *pact_py_transport_accepted(LoopObject *loop, pact_transport *t,
     self->t = t;
     *proto = buffered ? &buffered_protocol : &plain_protocol;
     self->self_ref = Py_NewRef((PyObject *)self);
+    made_soon(self);
     return (PyObject *)self;
 }
 
@@ -921,9 +989,15 @@ static PyObject *Transport_is_closing(TransportObject *self, PyObject *unused)
     return PyBool_FromLong(write_side_gone(self));
 }
 
+/* Until connection_made's turn pact's reading is held (made_soon): the
+ * program's pause and resume are noted for then. */
 static PyObject *Transport_is_reading(TransportObject *self, PyObject *unused)
 {
     (void)unused;
+    if (self->reading_held)
+        return PyBool_FromLong(self->t && !self->closing &&
+                               !self->paused_meanwhile &&
+                               !pact_transport_is_closing(self->t));
     return PyBool_FromLong(self->t && !self->closing &&
                            pact_transport_is_reading(self->t));
 }
@@ -931,7 +1005,9 @@ static PyObject *Transport_is_reading(TransportObject *self, PyObject *unused)
 static PyObject *Transport_pause_reading(TransportObject *self, PyObject *unused)
 {
     (void)unused;
-    if (self->t && !self->closing)
+    if (self->reading_held)
+        self->paused_meanwhile = 1;
+    else if (self->t && !self->closing)
         pact_transport_pause_reading(self->t); /* -EALREADY: a no-op */
     Py_RETURN_NONE;
 }
@@ -939,7 +1015,9 @@ static PyObject *Transport_pause_reading(TransportObject *self, PyObject *unused
 static PyObject *Transport_resume_reading(TransportObject *self, PyObject *unused)
 {
     (void)unused;
-    if (self->t && !self->closing && !pact_transport_is_reading(self->t))
+    if (self->reading_held)
+        self->paused_meanwhile = 0;
+    else if (self->t && !self->closing && !pact_transport_is_reading(self->t))
         pact_transport_resume_reading(self->t);
     Py_RETURN_NONE;
 }
@@ -1142,6 +1220,8 @@ static PyMethodDef Transport_methods[] = {
     {"can_write_eof", (PyCFunction)Transport_can_write_eof, METH_NOARGS, NULL},
     {"close", (PyCFunction)Transport_close, METH_NOARGS, NULL},
     {"abort", (PyCFunction)Transport_abort, METH_NOARGS, NULL},
+    {"_connection_made_turn", (PyCFunction)Transport_connection_made_turn,
+     METH_NOARGS, NULL},
     {"_connection_lost_turn", (PyCFunction)Transport_connection_lost_turn,
      METH_NOARGS, NULL},
     {"_force_close", (PyCFunction)Transport_force_close, METH_O, NULL},
