@@ -235,6 +235,20 @@ static size_t stream_write_buffer_size(const pact_transport *t)
                    : 0;
 }
 
+/* pact__transport_flow() for a stream. Its common case (writing not
+ * paused, the buffer at or below the high mark) changes nothing, and is
+ * decided here without the transport table's two indirect calls
+ * (callgrind, 64-byte echo on io_uring: 67 instructions per request less
+ * for the two checks, the write's and its send's completion's). */
+static inline void stream_flow(pact_stream *s)
+{
+    const pact_stream_more *m = s->more;
+    if (!s->t.ep.write_paused &&
+        stream_write_buffer_size(&s->t) <= (m ? m->marks.high : pact__default_marks.high))
+        return;
+    pact__transport_flow(&s->t);
+}
+
 /* ---- lifetime (the endpoint's ops) ------------------------------------------ */
 
 static int stream_busy(const pact_endpoint *e)
@@ -602,7 +616,7 @@ static void shutdown_write_side(pact_stream *s)
 static void write_progress(pact_stream *s)
 {
     kick_write(s); /* the rest of a short send, or the next batch */
-    pact__transport_flow(&s->t); /* resume_writing may write, also closing */
+    stream_flow(s); /* resume_writing may write, also closing */
     if (s->t.ep.draining && write_queue_empty(s))
         s->t.ep.draining = 0; /* all out: a close goes on, writes are refused */
     if (!send_op(s)) {
@@ -844,7 +858,7 @@ static int queue_unsent(pact_stream *s, const struct iovec *iov, int iovcnt,
         skip = 0;
     }
     kick_write(s);
-    pact__transport_flow(&s->t);
+    stream_flow(s);
     return 0;
 }
 
@@ -980,7 +994,7 @@ static PACT_SLOW_PATH int write_received_lent(pact_transport *t, const void *dat
     s->more->lent = data;
     s->more->lent_len = len;
     s->more->lent_id = id;
-    pact__transport_flow(t);
+    stream_flow(s);
     return 0;
 }
 
