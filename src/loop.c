@@ -18,7 +18,7 @@
 static __thread pact_loop *running_on_this_thread;
 
 static _Atomic uint64_t threads_numbered;
-__thread uint64_t pact__this_thread_id;
+__thread uint64_t pact__this_thread_id PACT_TLS_INITIAL_EXEC;
 
 uint64_t pact__thread_id(void)
 {

@@ -284,8 +284,18 @@ void pact__describe_address(void *addr, char *buf, size_t len);
  * (never reused, unlike pthread_t), never 0. */
 uint64_t pact__thread_id(void);
 /* pact__thread_id()'s number for the calling thread; 0 until it first
- * asks (loop.c). */
-extern __thread uint64_t pact__this_thread_id;
+ * asks (loop.c). Every write and op start reads it (the owner-thread
+ * check): on ELF the initial-exec model makes that one load from the
+ * thread pointer, where libpact.so's default (general dynamic) model
+ * calls __tls_get_addr each time. Eight bytes of the static TLS that
+ * glibc keeps for libraries loaded later (dlopen, as Python loads its
+ * extension) is what that costs. */
+#if defined(__ELF__)
+#define PACT_TLS_INITIAL_EXEC __attribute__((tls_model("initial-exec")))
+#else
+#define PACT_TLS_INITIAL_EXEC
+#endif
+extern __thread uint64_t pact__this_thread_id PACT_TLS_INITIAL_EXEC;
 
 /* Counts fork()s into child processes (a pthread_atfork child handler,
  * installed by the first pact_loop_create). */
