@@ -340,11 +340,27 @@ class Loop(_pact.Loop, asyncio.AbstractEventLoop):
             return await _selector_sock_recv(self, sock, n)
         if self._debug and sock.gettimeout() != 0:
             raise ValueError("the socket must be non-blocking")
-        fd = sock.fileno()
-        data = _recv_now(fd, n)
+        data = _recv_now(sock, n, False)
         if data is not None:
             return data
-        return await self._sock_read_when_readable(fd, self._sock_recv, sock, n)
+        return await self._sock_read_when_readable(sock.fileno(),
+                                                   self._sock_recv_now,
+                                                   sock, n)
+
+    def _sock_recv_now(self, fut, sock, n):
+        # asyncio's _sock_recv with pact's recv: the bytes object is sized
+        # by what is waiting, not by n (see sock.c).
+        if fut.done():
+            return
+        try:
+            data = _recv_now(sock, n, True)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            fut.set_exception(exc)
+        else:
+            if data is not None:
+                fut.set_result(data)
 
     async def sock_recv_into(self, sock, buf):
         """Receive into buf from sock (non-blocking); the number of
