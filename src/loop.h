@@ -330,15 +330,25 @@ static inline int pact__loop_forked(const pact_loop *loop)
  * endpoint, ... rather than the loop call this with its loop. */
 int pact__loop_check_thread_slow(const pact_loop *loop, const char *func);
 /* Inline, since every write and most entry points make it: the common
- * case (a pinned loop used by the thread that runs it, in the process
- * that made it) costs a few loads and no call. Anything else takes the
- * full check. `owned` is read first, as the full check does: owner is
- * written before it is set (release). */
+ * cases (a pinned loop used by the thread that runs it; a movable loop
+ * used from inside its run by the thread running it, which is where a
+ * binding's callbacks write), in the process that made the loop, cost a
+ * few loads and no call. Anything else takes the full check. `owned` is
+ * read first, as the full check does: owner is written before it is set
+ * (release). A runner of 0 never matches: pact__this_thread_id is 0 only
+ * in a thread that has never been numbered, which has run no loop. */
 static inline int pact__loop_owner_here(const pact_loop *loop)
 {
+    if (loop->movable) {
+        /* Relaxed: only this thread stores its own number there. */
+        uint64_t me = pact__this_thread_id;
+        return me != 0 &&
+               atomic_load_explicit(&((pact_loop *)loop)->runner,
+                                    memory_order_relaxed) == me &&
+               !pact__loop_forked(loop);
+    }
     return atomic_load_explicit(&loop->owned, memory_order_acquire) &&
-           loop->owner == pact__this_thread_id && !loop->movable &&
-           !pact__loop_forked(loop);
+           loop->owner == pact__this_thread_id && !pact__loop_forked(loop);
 }
 static inline int pact__loop_check_thread(const pact_loop *loop, const char *func)
 {
