@@ -498,8 +498,10 @@ class RunTests(LoopTestCase):
         self.assertIs(t.get_loop(), self.loop)
         self.assertEqual(self.loop.run_until_complete(t), 'inside')
         self.assertRegex(self.loop.create_task(read_var()).get_name(), r'^Task-\d+$')
+        refused = read_var()
         with self.assertRaises(TypeError):
-            self.loop.create_task(read_var(), nom='x')
+            self.loop.create_task(refused, nom='x')
+        refused.close()  # never started: no "never awaited" warning
         with self.assertRaises(TypeError):
             self.loop.create_task()
         self.loop.set_task_factory(None)
