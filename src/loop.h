@@ -289,8 +289,11 @@ uint64_t pact__thread_id(void);
  * thread pointer, where libpact.so's default (general dynamic) model
  * calls __tls_get_addr each time. Eight bytes of the static TLS that
  * glibc keeps for libraries loaded later (dlopen, as Python loads its
- * extension) is what that costs. */
-#if defined(__ELF__)
+ * extension) is what that costs. Only on glibc: musl (and Android's
+ * bionic) refuse to dlopen a library with initial-exec TLS, so there the
+ * variable keeps the default model (TLS descriptors on x86_64, see
+ * meson.build). */
+#if defined(__ELF__) && defined(__GLIBC__)
 #define PACT_TLS_INITIAL_EXEC __attribute__((tls_model("initial-exec")))
 #else
 #define PACT_TLS_INITIAL_EXEC
