@@ -80,21 +80,6 @@ _Static_assert((PACT_FD_REGISTERED & 0x7fu) == 0, "engine flag bits overlap");
 _Static_assert(((EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLRDHUP) & ~0xffffu) == 0,
                "epoll events do not fit 16 bits");
 
-/* Not an epoll event: engine_events holds it, alone, while the fd has no
- * registration armed (one-shot, fired or never armed) and the last
- * receive on it found the socket drained: it read less than it asked for
- * (or nothing was there). The next receive then waits at once instead of
- * trying first (ep_submit): in a request-response exchange the reply to
- * what we just sent has rarely come yet, and the try cost a recv that
- * failed with EAGAIN before the re-arm anyway. Only a hint: the
- * one-shot registration it waits on is armed with EPOLL_CTL_MOD (or ADD),
- * which reports what is readable already at the next wait, so nothing
- * that came meanwhile is missed. Any arming, event or close of the fd by
- * the loop clears it. */
-#define EV_DRAINED 0x8000u
-_Static_assert(((EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLRDHUP) & EV_DRAINED) == 0,
-               "EV_DRAINED is an epoll event");
-
 typedef struct epoll_engine {
     int epfd;
     /* run_watchers(): the entry whose watchers are being called and those
@@ -184,25 +169,6 @@ static void set_flag(fd_entry *f, unsigned bit, int on)
         f->base.engine_flags |= (uint8_t)bit;
     else
         f->base.engine_flags &= (uint8_t)~bit;
-}
-
-/* After a receive (PACT_OP_RECV) finished with r: whether it found the
- * socket drained (EV_DRAINED). A short read took all there was on a
- * stream socket; on a datagram socket more may wait, which the re-arm
- * reports at once. A peek takes nothing, and end of file or an error
- * comes again at once: those try first. Only while the fd is one-shot:
- * a persistent registration keeps its events in engine_events. */
-static void note_receive(fd_entry *f, const pact_op_s *op, int64_t r)
-{
-    if (op->kind != PACT_OP_RECV || flag(f, FD_LEVEL))
-        return;
-    int drained = (r == -EAGAIN || r == -EWOULDBLOCK ||
-                   (r > 0 && (uint64_t)r < op->len)) &&
-                  !(op->msg_flags & MSG_PEEK);
-    if (drained)
-        f->base.engine_events |= EV_DRAINED;
-    else
-        f->base.engine_events &= (uint16_t)~EV_DRAINED;
 }
 
 /* Which queue an op waits in. */
@@ -331,9 +297,8 @@ static int fd_rearm(epoll_engine *e, fd_entry *f, int lingered_event)
             epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL);
             set_flag(f, FD_KNOWN | FD_LINGER, 0);
         }
-        /* ONESHOT already disarmed it after the last event (a drained
-         * hint stays: the fd is still disarmed) */
-        f->base.engine_events &= EV_DRAINED;
+        /* ONESHOT already disarmed it after the last event */
+        f->base.engine_events = 0;
         set_flag(f, FD_LEVEL | FD_EDGE, 0);
         return 0;
     }
@@ -535,15 +500,10 @@ static int ep_submit(pact_loop *loop, pact_op_s *op)
     int queued = op->kind == PACT_OP_POLL
                      ? has_kind(&f->queues[q], PACT_OP_POLL)
                      : !pact_list_empty(&f->queues[q]);
-    /* A receive on a socket its last receive found drained
-     * (EV_DRAINED) waits without trying. */
-    int drained = op->kind == PACT_OP_RECV &&
-                  (f->base.engine_events & EV_DRAINED) && !flag(f, FD_LEVEL);
-    if (!queued && !drained && op->kind != PACT_OP_RECV_MULTI &&
+    if (!queued && op->kind != PACT_OP_RECV_MULTI &&
         op->kind != PACT_OP_ACCEPT_MULTI && op->kind != PACT_OP_WATCH) {
         int64_t r = try_op(f, op, 0);
         if (r != -EAGAIN && r != -EWOULDBLOCK && r != -EINTR) {
-            note_receive(f, op, r);
             pact__op_defer(loop, op, r);
             return 0;
         }
@@ -704,7 +664,6 @@ static int run_queue(pact_loop *loop, fd_entry *f, pact_list *queue,
         if ((r == -EAGAIN || r == -EWOULDBLOCK || r == -EINTR) && !errqueue)
             break;
         pact_list_remove(&op->link);
-        note_receive(f, op, r);
         /* Deferred, not completed here: an earlier op of this queue that
          * finished at submission (try first) still waits in the done
          * queue, and running this one's callback first delivered a
