@@ -27,33 +27,21 @@ static int parse_fd(PyObject *o, int *fd)
     return 0;
 }
 
-/* One non-blocking recv or send, retried after EINTR. Returns the count,
- * or -1 with *err the errno, or -1 with *err 0 when a signal's Python
- * handler raised (the exception is set). */
-static ssize_t sock_call(int fd, void *buf, size_t len, int sending, int *err)
-{
-    for (;;) {
-        ssize_t r = sending ? send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL)
-                            : recv(fd, buf, len, MSG_DONTWAIT);
-        if (r >= 0)
-            return r;
-        if (errno != EINTR) {
-            *err = errno;
-            return -1;
-        }
-        if (PyErr_CheckSignals() < 0) {
-            *err = 0;
-            return -1;
-        }
-    }
-}
+/* What sock_call does: receive, send, or peek at what waits without
+ * taking it (a flag set, as `sending` in buffer_call reads it). */
+enum { SOCK_RECEIVE = 0, SOCK_SEND = 1, SOCK_PEEK = 2 };
 
-/* A non-blocking peek at one byte (retried after EINTR): 1 when data is
- * waiting, 0 at the end of the stream, -1 as sock_call. */
-static ssize_t sock_peek(int fd, char *byte, int *err)
+/* One non-blocking recv, send or peek, retried after EINTR. Returns the
+ * count (a peek: 0 at the end of the stream), or -1 with *err the errno,
+ * or -1 with *err 0 when a signal's Python handler raised (the exception
+ * is set). */
+static ssize_t sock_call(int fd, void *buf, size_t len, int way, int *err)
 {
     for (;;) {
-        ssize_t r = recv(fd, byte, 1, MSG_DONTWAIT | MSG_PEEK);
+        ssize_t r = way == SOCK_SEND
+                        ? send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL)
+                        : recv(fd, buf, len,
+                               MSG_DONTWAIT | (way == SOCK_PEEK ? MSG_PEEK : 0));
         if (r >= 0)
             return r;
         if (errno != EINTR) {
@@ -188,7 +176,7 @@ static PyObject *recv_now(PyObject *module, PyObject *const *args, Py_ssize_t na
             if (!readable)
                 Py_RETURN_NONE;
             char probe;
-            ssize_t r = sock_peek(fd, &probe, &err);
+            ssize_t r = sock_call(fd, &probe, 1, SOCK_PEEK, &err);
             if (r < 0)
                 return sock_call_failed(err, Py_NewRef(Py_None));
             /* The end of the stream (received below as b''), or data
@@ -198,7 +186,8 @@ static PyObject *recv_now(PyObject *module, PyObject *const *args, Py_ssize_t na
     PyObject *b = PyBytes_FromStringAndSize(NULL, room);
     if (!b)
         return NULL;
-    ssize_t r = sock_call(fd, PyBytes_AS_STRING(b), (size_t)room, 0, &err);
+    ssize_t r = sock_call(fd, PyBytes_AS_STRING(b), (size_t)room, SOCK_RECEIVE,
+                          &err);
     if (r < 0) {
         Py_DECREF(b);
         return sock_call_failed(err, Py_NewRef(Py_None));
@@ -221,7 +210,8 @@ static PyObject *buffer_call(PyObject *const *args, Py_ssize_t nargs,
     if (PyObject_GetBuffer(args[1], &view,
                            sending ? PyBUF_SIMPLE : PyBUF_WRITABLE) < 0)
         return NULL;
-    ssize_t r = sock_call(fd, view.buf, (size_t)view.len, sending, &err);
+    ssize_t r = sock_call(fd, view.buf, (size_t)view.len,
+                          sending ? SOCK_SEND : SOCK_RECEIVE, &err);
     PyBuffer_Release(&view);
     if (r < 0)
         return sock_call_failed(err, sending ? PyLong_FromLong(0)
