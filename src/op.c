@@ -43,24 +43,8 @@ pact_op_ext *pact__op_ext(pact_loop *loop, pact_op_s *op)
     return op->ext;
 }
 
-/* The checks every public start function shares (also fs.c's): an open
- * loop owned by this thread, a callback, an fd — AT_FDCWD is let through
- * for the path-based file ops. */
-static pact_op_s *op_begin_loop_checked(pact_loop *loop, pact_op_kind kind,
-                                        pact_os_sock fd, pact_op_cb cb,
-                                        void *user, const char *func, int *err);
-
-pact_op_s *pact__op_begin(pact_loop *loop, pact_op_kind kind, pact_os_sock fd,
-                          pact_op_cb cb, void *user, const char *func,
-                          int *err)
-{
-    *err = pact__check_loop(loop, func);
-    if (*err)
-        return NULL;
-    return op_begin_loop_checked(loop, kind, fd, cb, user, func, err);
-}
-
-/* pact__op_begin() once pact__check_loop() has passed. */
+/* pact__op_begin() once pact__check_loop() has passed (start_io checks
+ * the loop itself first). */
 static pact_op_s *op_begin_loop_checked(pact_loop *loop, pact_op_kind kind,
                                         pact_os_sock fd, pact_op_cb cb,
                                         void *user, const char *func, int *err)
@@ -75,6 +59,19 @@ static pact_op_s *op_begin_loop_checked(pact_loop *loop, pact_op_kind kind,
         return NULL;
     }
     return pact__op_new(loop, kind, fd, cb, user, err);
+}
+
+/* The checks every public start function shares (also fs.c's): an open
+ * loop owned by this thread, a callback, an fd — AT_FDCWD is let through
+ * for the path-based file ops. */
+pact_op_s *pact__op_begin(pact_loop *loop, pact_op_kind kind, pact_os_sock fd,
+                          pact_op_cb cb, void *user, const char *func,
+                          int *err)
+{
+    *err = pact__check_loop(loop, func);
+    if (*err)
+        return NULL;
+    return op_begin_loop_checked(loop, kind, fd, cb, user, func, err);
 }
 
 static int check_buffer(pact_loop *loop, const void *buf, size_t len,
