@@ -38,11 +38,14 @@ export WINEDLLOVERRIDES="mscoree,mshtml="
 wineserver=$(dirname "$wine")/wineserver
 [ -x "$wineserver" ] || wineserver=wineserver
 # One wineserver for the run (every test process connects to it), and
-# the prefix made once; both are torn down at the end.
+# the prefix made once; both are torn down at the end. Nothing Wine starts
+# gets the lock's fd 9 (9<&-): the wineserver and the services wineboot
+# starts outlive a run that is killed before its trap, and holding the
+# lock they would make the next run wait on flock for good.
 mkdir -p "$WINEPREFIX"
-"$wineserver" -p 60
+"$wineserver" -p 60 9<&-
 trap '"$wineserver" -k 2>/dev/null' EXIT
-if ! timeout 300 "$wine" wineboot -i >/dev/null 2>&1; then
+if ! timeout 300 "$wine" wineboot -i >/dev/null 2>&1 9<&-; then
     echo "wineboot failed: cannot run the Windows suites"; exit 2
 fi
 
@@ -53,7 +56,7 @@ for exe in "$build"/tests/win/test_*.exe; do
     name=$(basename "$exe" .exe)
     if [ -n "${TESTS:-}" ] && ! grep -qw "$name" <<<"$TESTS"; then continue; fi
     log="$log_dir/$name.log"
-    timeout 600 "$wine" "$exe" >"$log" 2>&1
+    timeout 600 "$wine" "$exe" >"$log" 2>&1 9<&-
     rc=$?
     # The runner's first line is "[====] Running": a log without it is a
     # program Wine lost before its main() ran (seen once, an empty log at
@@ -64,7 +67,7 @@ for exe in "$build"/tests/win/test_*.exe; do
         echo "$name: exit $rc before its first line ($(wc -c <"$log") bytes of output); running it again"
         sed 's/^/    /' "$log"
         mv "$log" "$log.lost"
-        timeout 600 "$wine" "$exe" >"$log" 2>&1
+        timeout 600 "$wine" "$exe" >"$log" 2>&1 9<&-
         rc=$?
     fi
     synth=$(grep -a "Synthesis:" "$log" | tail -1)
@@ -104,7 +107,7 @@ if [ -z "${TESTS:-}" ] || grep -qw echo-server <<<"$TESTS"; then
     else
         for load in "--connections 50 --size 64" "--connections 8 --size 262144"; do
             log="$log_dir/echo-server-${load// /_}.log"
-            "$wine" "$build/examples/win/echo-server.exe" --port 0 --seconds 8 >"$log" 2>&1 &
+            "$wine" "$build/examples/win/echo-server.exe" --port 0 --seconds 8 >"$log" 2>&1 9<&- &
             server=$!
             port=""
             for _ in $(seq 100); do
