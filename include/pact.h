@@ -302,8 +302,12 @@ PACT_API int pact_loop_run(pact_loop *loop);
 
 /* Runs one iteration: submits what was started, waits at most timeout_ns
  * for completions (-1 = until something happens, 0 = do not block), runs
- * the callbacks that are due. Returns 1 if the loop still has work, 0 if
- * not, or a negative errno. */
+ * the callbacks that are due. It does not wait at all when nothing keeps
+ * the loop alive (the list at pact_loop_run): a loop whose only handles
+ * are unreferenced, or a signal handler alone, returns at once, as
+ * libuv's UV_RUN_ONCE does; to wait for such events, reference one of
+ * them (pact_signal_set_ref, pact_handle_set_ref). Returns 1 if the loop
+ * still has work, 0 if not, or a negative errno. */
 PACT_API int pact_loop_run_once(pact_loop *loop, int64_t timeout_ns);
 
 /* Makes pact_loop_run() return after the current iteration. Thread-safe. */
