@@ -218,6 +218,10 @@ struct pact_loop {
     struct pact_stream_more *stream_more_cache;
     unsigned stream_more_cached;
     size_t stream_more_cached_bytes;
+    /* stream.c: the memory of freed streams, for the next connection
+     * (bounded; freed at close). */
+    struct pact_stream_cached *stream_cache;
+    unsigned stream_cached;
 };
 
 /* Run the callbacks of ops in the done queue. */
@@ -484,8 +488,8 @@ void pact__resource_remove(pact_loop *loop, pact_resource *res);
 /* Frees an op's extra state, copied paths and slab entry (after its
  * callback, or instead of it when the op could not be started). */
 void pact__op_release(pact_loop *loop, pact_op_s *op);
-/* Frees the loop's cache of drained stream write state (stream.c), at
- * close once every operation is done. */
+/* Frees the loop's caches of drained stream write state and of freed
+ * streams (stream.c), at close once every operation is done. */
 void pact__stream_cache_free(pact_loop *loop);
 /* Called on a worker thread: op finished outside the engine with result.
  * Queues it for the loop thread and wakes the loop. */

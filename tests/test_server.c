@@ -1039,6 +1039,53 @@ Test(server, accepted_and_connected_tcp_transports_have_nodelay)
         rec_free(&sc.recs[i]);
 }
 
+/* A server of short connections keeps the memory of closed streams for
+ * the next ones: a connection served after others that were paused, had
+ * marks of their own and were written to after close starts as a fresh
+ * one — reading, the default marks, nothing buffered or counted. */
+Test(server, a_connection_after_closed_ones_starts_fresh)
+{
+    pact_loop *loop = test_loop_new();
+    srv_ctx sc = {0};
+    pact_server *srv;
+    cr_assert_eq(pact_server_listen_tcp(loop, "127.0.0.1", 0, NULL, echo_factory,
+                                        &sc, &srv), 0);
+    int port = pact_server_port(srv);
+    size_t high0 = 0, low0 = 0;
+    for (int i = 0; i < 4; i++) {
+        int fd = raw_connect(AF_INET, "127.0.0.1", port);
+        raw_echo(loop, fd, "ping"); /* made, reading, echoing */
+        cr_assert_eq(sc.n, i + 1);
+        pact_transport *t = sc.recs[i].t;
+        cr_assert_eq(pact_transport_is_reading(t), 1, "connection %d", i);
+        cr_assert_eq(pact_transport_is_closing(t), 0, "connection %d", i);
+        /* The echo's send may still be in flight on io_uring. */
+        RUN_UNTIL(loop, pact_transport_write_buffer_size(t) == 0, 5000);
+        cr_assert_eq(pact_transport_writes_after_close(t), 0, "connection %d", i);
+        size_t high, low;
+        pact_transport_get_write_buffer_limits(t, &high, &low);
+        if (i == 0) {
+            high0 = high;
+            low0 = low;
+        }
+        cr_assert_eq(high, high0, "connection %d kept marks of another", i);
+        cr_assert_eq(low, low0, "connection %d kept marks of another", i);
+        /* Leave it in a state no new connection may start in. */
+        cr_assert_eq(pact_transport_pause_reading(t), 0);
+        cr_assert_eq(pact_transport_set_write_buffer_limits(t, high0 * 2 + 1, 7), 0);
+        cr_assert_eq(pact_transport_close(t), 0);
+        cr_assert_eq(pact_transport_write(t, "late", 4), -ESHUTDOWN);
+        cr_assert_eq(pact_transport_writes_after_close(t), 1);
+        RUN_UNTIL(loop, sc.recs[i].lost == 1, 5000); /* its memory is gone */
+        close(fd);
+    }
+    srv_expect_all_done(&sc);
+    close_server_and_wait(loop, srv);
+    test_loop_free(loop);
+    for (int i = 0; i < sc.n; i++)
+        rec_free(&sc.recs[i]);
+}
+
 Test(server, a_refused_connect_says_where_and_why)
 {
     pact_loop *loop = test_loop_new();
