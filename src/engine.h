@@ -64,6 +64,16 @@ typedef struct pact_engine_ops {
      * to the kernel now, without waiting, so that the bytes of a write
      * never wait for a run that may not come. */
     void (*flush)(struct pact_loop *loop);
+    /* A send slot's send (op.h): makes it part of the next submission.
+     * Called only when loop->send_slots is set (by this engine's init).
+     * Returns 0 (slot->pending_cqes set), or a negative errno with
+     * nothing started. The engine calls pact__slot_complete() once it
+     * owes the slot no completion. */
+    int (*slot_send)(struct pact_loop *loop, pact_send_slot *slot, int fd,
+                     const void *buf, size_t len, int flags);
+    /* Asks for a slot's send in flight to be cancelled; never calls back
+     * from inside. */
+    void (*slot_cancel)(struct pact_loop *loop, pact_send_slot *slot);
 } pact_engine_ops;
 
 #define PACT_ENGINE_DEFINE(table, prefix, display_name)                   \
@@ -81,6 +91,8 @@ typedef struct pact_engine_ops {
         .has_unsubmitted = prefix##_has_unsubmitted,                      \
         .adopt_thread = prefix##_adopt_thread,                            \
         .flush = prefix##_flush,                                          \
+        .slot_send = prefix##_slot_send,                                  \
+        .slot_cancel = prefix##_slot_cancel,                              \
     }
 
 #ifdef _WIN32

@@ -723,10 +723,12 @@ static int close_claimed(pact_loop *loop)
     pact__pool_shutdown(loop);
     pact__ops_drain_offloaded(loop);
     /* Wait for the kernel to hand back every op before its memory (and the
-     * ring it may write into) goes away. */
+     * ring it may write into) goes away; and every send slot's send, whose
+     * stream is gone by now unless it outlived close_resources (its abort
+     * cancelled the send). */
     uint64_t started = pact_now();
     int warned = 0;
-    while (loop->ops.live > 0) {
+    while (loop->ops.live > 0 || loop->send_slots_live > 0) {
         if (pact__ops_dispatch_done(loop) > 0)
             continue;
         int r = wait_and_count_idle(loop, 100 * 1000 * 1000);

@@ -213,6 +213,12 @@ struct pact_loop {
      * (bounded there, JOINED_SENDS_MAX): a run that returns hands them to
      * the kernel (engine->flush). */
     uint16_t sends_joined;
+    /* The engine takes send slots (op.h, pact__slot_send): io_uring on a
+     * loop that keeps its thread. Set by the engine's init. */
+    uint8_t send_slots;
+    /* Slots whose send the kernel has not handed back yet: close waits
+     * for them as for its ops. */
+    uint32_t send_slots_live;
     /* stream.c: drained write state of socket streams, kept for the next
      * stream that cannot send at once (bounded; freed at close). */
     struct pact_stream_more *stream_more_cache;
@@ -385,6 +391,21 @@ static inline pact_op pact__op_handle(const pact_loop *loop,
 /* The engine is done with op (no more completions owed): run its callback
  * now and release it. */
 void pact__op_complete(pact_loop *loop, pact_op_s *op);
+/* Starts slot's send of len bytes at buf on a socket (MSG_NOSIGNAL is
+ * added to flags); ref 0: it does not keep the loop alive. Returns 0, or
+ * a negative errno with nothing started — -EOPNOTSUPP where the engine
+ * takes no slots or the loop is not open: the caller starts a pact_send
+ * op instead, which says what is wrong. slot->done runs once the kernel
+ * owes no completion for it, never from inside this call. */
+int pact__slot_send(pact_loop *loop, pact_send_slot *slot, int fd,
+                    const void *buf, size_t len, int flags, int ref);
+/* Asks for slot's send to be cancelled: 0, or -EALREADY when it is not
+ * in flight or a cancel was asked already. done still runs, later. */
+int pact__slot_cancel(pact_loop *loop, pact_send_slot *slot);
+/* pact_op_set_ref() for a slot's send in flight. */
+void pact__slot_set_ref(pact_loop *loop, pact_send_slot *slot, int ref);
+/* The engine owes slot no more completions: runs its done. */
+void pact__slot_complete(pact_loop *loop, pact_send_slot *slot);
 /* Records result and queues the callback for the loop's done phase (never
  * runs it from inside the caller: cancel and submit must not re-enter). */
 void pact__op_defer(pact_loop *loop, pact_op_s *op, int64_t result);

@@ -719,6 +719,68 @@ void pact__op_release(pact_loop *loop, pact_op_s *op)
     pact_slab_free(&loop->ops, op->slab.next_free);
 }
 
+/* ---- send slots (op.h) ------------------------------------------------
+ * The accounting of an op without the op: a slot's send counts as a live
+ * user op (pact_loop_alive, pact_loop_stats' ops_live, started and
+ * completed) from its start to its done, as the pact_send it replaces. */
+
+int pact__slot_send(pact_loop *loop, pact_send_slot *slot, int fd,
+                    const void *buf, size_t len, int flags, int ref)
+{
+    if (!loop->send_slots || loop->state != PACT_LOOP_OPEN)
+        return -EOPNOTSUPP;
+    /* Fault injection (tests only): half the length, as pact__ops_flush
+     * asks for an op's. */
+    if (len > 1 && PACT_FAULT(PACT_FAULT_SHORT_IO))
+        len = (len + 1) / 2;
+    slot->flags = ref ? 0 : PACT_SLOTF_UNREF;
+    int r = loop->engine->slot_send(loop, slot, fd, buf, len, flags | MSG_NOSIGNAL);
+    if (r < 0)
+        return r;
+    loop->stats.ops_started++;
+    loop->user_ops_live++;
+    loop->unref_ops += !ref;
+    loop->send_slots_live++;
+    return 0;
+}
+
+int pact__slot_cancel(pact_loop *loop, pact_send_slot *slot)
+{
+    if (slot->pending_cqes <= 0 || (slot->flags & PACT_SLOTF_CANCEL_REQUESTED))
+        return -EALREADY;
+    slot->flags |= PACT_SLOTF_CANCEL_REQUESTED;
+    loop->engine->slot_cancel(loop, slot);
+    return 0;
+}
+
+void pact__slot_set_ref(pact_loop *loop, pact_send_slot *slot, int ref)
+{
+    if (slot->pending_cqes <= 0 || !ref == !!(slot->flags & PACT_SLOTF_UNREF))
+        return;
+    slot->flags ^= PACT_SLOTF_UNREF;
+    if (ref)
+        loop->unref_ops--;
+    else
+        loop->unref_ops++;
+}
+
+void pact__slot_complete(pact_loop *loop, pact_send_slot *slot)
+{
+#ifdef PACT_FAULT_INJECTION
+    int err;
+    if (slot->result >= 0 && (err = PACT_FAULT(PACT_FAULT_OP_ERROR)) != 0)
+        slot->result = err; /* as fault_result does for an op */
+#endif
+    loop->stats.ops_completed++;
+    loop->user_ops_live--;
+    loop->unref_ops -= (slot->flags & PACT_SLOTF_UNREF) != 0;
+    loop->send_slots_live--;
+    /* Read before the call: done may start the slot's next send. */
+    pact_send_slot_done done = slot->done;
+    PACT_RUN_CALLBACK(loop, done, "send slot callback",
+                      done(loop, slot, slot->result));
+}
+
 /* ---- ops finished on other threads --------------------------------------
  * The thread pool runs ops outside the engine, so their completions cannot
  * come back through the engine's wait. A worker queues the finished op

@@ -214,6 +214,35 @@ _Static_assert(sizeof(pact_op_s) <= 184, "pact_op_s grew past 184 bytes");
 _Static_assert(sizeof(pact_op_s) <= 160, "pact_op_s grew past 160 bytes");
 #endif
 
+/* A send slot: one send owned by its stream, outside the op layer. A
+ * byte stream keeps at most one send with the kernel, in order, and ends
+ * it itself (stream.c), so what the op layer adds for every op — a slab
+ * entry and handle, the submit queue, the per-fd order, the completion
+ * record and indirect callback — buys it nothing. On io_uring its SQE is
+ * prepared when the send starts (it goes with the loop's next
+ * submission, as a queued op would) and its CQE comes straight back to
+ * `done`. Embedded in its owner, which must keep it (and the bytes) alive
+ * until `done` has been called: the kernel may read the buffer until the
+ * last completion owed for the send, its cancel's included, has been
+ * reaped (docs/contract.md §2). It counts as a live op for the loop
+ * (pact_loop_alive, pact_loop_stats) as the op it replaces did. */
+typedef struct pact_send_slot pact_send_slot;
+typedef void (*pact_send_slot_done)(struct pact_loop *loop,
+                                    pact_send_slot *slot, int64_t result);
+enum pact_send_slot_flag {
+    PACT_SLOTF_CANCEL_REQUESTED = 1u << 0,
+    PACT_SLOTF_UNREF = 1u << 1,        /* counted in loop->unref_ops */
+    PACT_SLOTF_CANCEL_RETRY = 1u << 2, /* io_uring: its cancel found no SQE */
+};
+struct pact_send_slot {
+    pact_send_slot_done done;
+    int64_t result;
+    /* Completions the kernel still owes (the send, its cancel); the slot
+     * is in flight while > 0. */
+    int16_t pending_cqes;
+    uint8_t flags;
+};
+
 /* The op's out-of-line block, or NULL if its kind uses the shared slot
  * for something else or it has none. */
 static inline pact_op_ext *pact__op_ext_of(const pact_op_s *op)

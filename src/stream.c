@@ -151,6 +151,7 @@ pact_stream_more *pact__stream_more(pact_stream *s)
             return NULL;
     }
     m->marks = pact__default_marks;
+    m->stream = s;
     s->more = m;
     return m;
 }
@@ -169,7 +170,8 @@ static void wbuf_trim(pact_wbuf *b)
 static void release_more(pact_stream *s)
 {
     pact_stream_more *m = s->more;
-    if (!m || s->t.kind != PACT_STREAM_SOCKET || m->send_op || m->poll_op ||
+    if (!m || s->t.kind != PACT_STREAM_SOCKET || m->send_op ||
+        m->slot.pending_cqes > 0 || m->poll_op ||
         m->item || m->rbuf || m->held.data || pact__wbuf_len(&m->inflight) ||
         pact__wbuf_len(&m->pending) || m->marks.high != pact__default_marks.high ||
         m->marks.low != pact__default_marks.low)
@@ -276,9 +278,15 @@ static size_t held_len(const pact_stream *s)
     return s->more ? pact__wbuf_len(&s->more->held) : 0;
 }
 
-static pact_op send_op(const pact_stream *s)
+/* A send is in flight: an op or the slot's (the same to the stream). */
+static int sending(const pact_stream_more *m)
 {
-    return s->more ? s->more->send_op : 0;
+    return m->send_op || m->slot.pending_cqes > 0;
+}
+
+static int send_in_flight(const pact_stream *s)
+{
+    return s->more && sending(s->more);
 }
 
 static pact_op poll_op(const pact_stream *s)
@@ -318,7 +326,7 @@ static inline void stream_flow(pact_stream *s)
 static int stream_busy(const pact_endpoint *e)
 {
     const pact_stream *s = stream_of_ep(e);
-    if (s->read_op || send_op(s) || poll_op(s) || write_item(s))
+    if (s->read_op || send_in_flight(s) || poll_op(s) || write_item(s))
         return 1;
     /* close() flushes first; abort dropped the buffer. */
     return !e->aborting && stream_write_buffer_size(&s->t) > 0;
@@ -343,8 +351,12 @@ static void stream_cancel(pact_endpoint *e)
     }
     if (s->read_op)
         pact_op_cancel(e->loop, s->read_op);
-    if (send_op(s))
-        pact_op_cancel(e->loop, send_op(s));
+    if (send_in_flight(s)) {
+        if (s->more->send_op)
+            pact_op_cancel(e->loop, s->more->send_op);
+        else
+            pact__slot_cancel(e->loop, &s->more->slot);
+    }
     if (poll_op(s))
         pact_op_cancel(e->loop, poll_op(s));
     if (write_item(s))
@@ -357,8 +369,12 @@ static void stream_set_ref(pact_endpoint *e, int ref)
     pact_stream *s = stream_of_ep(e);
     if (s->read_op)
         pact_op_set_ref(e->loop, s->read_op, ref);
-    if (send_op(s))
-        pact_op_set_ref(e->loop, send_op(s), ref);
+    if (send_in_flight(s)) {
+        if (s->more->send_op)
+            pact_op_set_ref(e->loop, s->more->send_op, ref);
+        else
+            pact__slot_set_ref(e->loop, &s->more->slot, ref);
+    }
     if (poll_op(s))
         pact_op_set_ref(e->loop, poll_op(s), ref);
     if (write_item(s) && s->more->item->ops->set_ref)
@@ -663,8 +679,8 @@ static int stream_resume_reading(pact_transport *t)
 static void shutdown_write_side(pact_stream *s)
 {
     pact_transport *t = &s->t;
-    if (!t->eof_requested || t->write_failed || s->eof_done || send_op(s) ||
-        stream_write_buffer_size(t) > 0 || write_item(s))
+    if (!t->eof_requested || t->write_failed || s->eof_done ||
+        send_in_flight(s) || stream_write_buffer_size(t) > 0 || write_item(s))
         return;
     s->eof_done = 1;
     if (t->kind == PACT_STREAM_SOCKET) {
@@ -683,7 +699,7 @@ static void write_progress(pact_stream *s)
     stream_flow(s); /* resume_writing may write, also closing */
     if (s->t.ep.draining && write_queue_empty(s))
         s->t.ep.draining = 0; /* all out: a close goes on, writes are refused */
-    if (!send_op(s)) {
+    if (!send_in_flight(s)) {
         release_more(s); /* drained (resume_writing may have written) */
         shutdown_write_side(s);
         settle(s);
@@ -708,6 +724,13 @@ static void on_send(pact_loop *loop, const pact_completion *c, void *arg)
     if (pact__wbuf_len(&s->more->inflight) == 0)
         pact__wbuf_clear(&s->more->inflight);
     write_progress(s);
+}
+
+/* The same for a send from the stream's slot (op.h). */
+static void on_send_slot(pact_loop *loop, pact_send_slot *slot, int64_t result)
+{
+    pact_completion c = {.result = result};
+    on_send(loop, &c, pact_container_of(slot, pact_stream_more, slot)->stream);
 }
 
 /* A zero-copy write's send is back. What it did not send (all of it
@@ -741,13 +764,45 @@ static void on_send_lent(pact_loop *loop, const pact_completion *c, void *arg)
     }
 }
 
+static void on_send_lent_slot(pact_loop *loop, pact_send_slot *slot,
+                              int64_t result)
+{
+    pact_completion c = {.result = result};
+    on_send_lent(loop, &c, pact_container_of(slot, pact_stream_more, slot)->stream);
+}
+
+/* Starts a socket stream's send of len bytes at data (s->more is taken):
+ * from the stream's slot where the engine takes slots (io_uring: no op,
+ * no submit queue, no per-fd order; the stream has one send in flight at
+ * most and starts the next from its completion), else as a pact_send op.
+ * callgrind, 64-byte echo on io_uring (bench/servers/pact_stream_echo,
+ * user-space instructions per request): 1,177 -> 757 at 50 connections,
+ * 1,169 -> 736 at 500. */
+static int start_send(pact_stream *s, const void *data, size_t len, int flags,
+                      pact_send_slot_done slot_done, pact_op_cb op_done)
+{
+    pact_stream_more *m = s->more;
+    pact_loop *loop = s->t.ep.loop;
+    if (loop->send_slots) {
+        m->slot.done = slot_done;
+        if (pact__slot_send(loop, &m->slot, s->fd, data, len, flags,
+                            !s->t.ep.unref) == 0)
+            return 0;
+    }
+    pact_op op = pact_send(loop, s->fd, data, len, flags, op_done, s);
+    if (op < 0)
+        return (int)op;
+    m->send_op = pact__endpoint_op(&s->t.ep, op);
+    return 0;
+}
+
 /* Starts the next send if none is in flight: the rest of the in-flight
  * buffer after a short send, else what is pending, coalesced. While a
  * write item waits or runs, only the bytes written before it may go;
  * once they are out it is the item's turn. */
 static void kick_write(pact_stream *s)
 {
-    if (!s->more || s->more->send_op || s->t.ep.aborting)
+    if (!s->more || sending(s->more) || s->t.ep.aborting)
         return; /* no s->more: nothing was ever written or sent */
     pact_stream_more *m = s->more;
     pact_write_item *it = m->item;
@@ -781,11 +836,14 @@ static void kick_write(pact_stream *s)
     }
     const char *data = m->inflight.data + m->inflight.start;
     size_t len = pact__wbuf_len(&m->inflight);
-    pact_loop *loop = s->t.ep.loop;
-    pact_op op = s->t.kind == PACT_STREAM_SOCKET
-                     ? pact_send(loop, s->fd, data, len, 0, on_send, s)
-                     : pact_write(loop, (pact_os_fd)(intptr_t)s->fd, data, len, -1,
-                                  on_send, s);
+    if (s->t.kind == PACT_STREAM_SOCKET) {
+        int r = start_send(s, data, len, 0, on_send_slot, on_send);
+        if (r < 0)
+            fatal_error(s, r);
+        return;
+    }
+    pact_op op = pact_write(s->t.ep.loop, (pact_os_fd)(intptr_t)s->fd, data, len,
+                           -1, on_send, s);
     if (op < 0) {
         fatal_error(s, (int)op);
         return;
@@ -823,7 +881,7 @@ void pact__stream_item_done(pact_stream *s, int err)
 static int write_queue_empty(const pact_stream *s)
 {
     const pact_stream_more *m = s->more;
-    return !m || (!m->send_op && !m->item && pact__wbuf_len(&m->inflight) == 0 &&
+    return !m || (!sending(m) && !m->item && pact__wbuf_len(&m->inflight) == 0 &&
                   pact__wbuf_len(&m->pending) == 0);
 }
 
@@ -1047,14 +1105,14 @@ static PACT_SLOW_PATH int write_received_lent(pact_transport *t, const void *dat
     }
     if ((id = pact__recv_buffer_keep(loop, data, len)) < 0)
         return stream_write(s, data, len);
-    pact_op op = pact__stream_more(s)
-                     ? pact_send(loop, s->fd, data, len, MSG_DONTWAIT, on_send_lent, s)
-                     : -ENOMEM;
-    if (op < 0) {
+    int r = pact__stream_more(s)
+                ? start_send(s, data, len, MSG_DONTWAIT, on_send_lent_slot,
+                             on_send_lent)
+                : -ENOMEM;
+    if (r < 0) {
         loop->lent.claims--; /* not kept after all */
         return stream_write(s, data, len);
     }
-    s->more->send_op = pact__endpoint_op(&t->ep, op);
     s->more->lent = data;
     s->more->lent_len = len;
     s->more->lent_id = id;

@@ -132,7 +132,13 @@ typedef struct pact_stream_more {
     pact_wbuf held;     /* bytes received while paused, in order */
     char *rbuf;         /* pipes only: sockets read into the loop's buffers */
     pact_marks marks;
-    pact_op send_op;       /* the send in flight (of `inflight` or `lent`) */
+    /* The send in flight (of `inflight` or `lent`): an op, or on io_uring
+     * the stream's send slot (op.h), in flight while slot.pending_cqes > 0.
+     * Here, not in pact_stream: only a stream with a send in flight needs
+     * it, and s->more lives (is not given back) until the send is back. */
+    pact_op send_op;
+    pact_send_slot slot;
+    struct pact_stream *stream; /* whose it is now (the slot's done) */
     /* A zero-copy write (pact_transport_write_received) in flight: its
      * bytes are in the loop's receive buffer lent_id, kept from the
      * kernel until the send is back. NULL otherwise. */

@@ -640,6 +640,175 @@ Test(stream, abort_drops_the_buffer_and_loses_once)
     test_loop_free(loop);
 }
 
+/* ---- a send in the kernel (io_uring: the stream's send slot) -------------
+ * A write the peer's socket cannot take goes to the kernel as the stream's
+ * queued send, which waits there for room: on io_uring outside the op
+ * layer (the stream's send slot), so these check what the op layer used
+ * to guarantee for it. The kernel may read the bytes until the send's
+ * completion: nothing is freed or ended before, and what the peer gets is
+ * the bytes written, in order, whatever ended the stream. */
+
+#define IN_KERNEL_BYTES (8u << 20)
+
+static uint8_t *pattern_bytes(size_t len)
+{
+    uint8_t *buf = malloc(len);
+    cr_assert_not_null(buf);
+    for (size_t i = 0; i < len; i++)
+        buf[i] = (uint8_t)(i % 251);
+    return buf;
+}
+
+/* Writes IN_KERNEL_BYTES the peer does not read, and runs the loop until
+ * the stream's send waits in the kernel for room. */
+static pact_transport *open_with_a_send_in_the_kernel(pact_loop *loop, int fd,
+                                                      simple *s)
+{
+    pact_transport *t = open_simple(loop, fd, s);
+    pact_loop_run_once(loop, 0); /* connection_made, reading started */
+    cr_assert_eq(s->order.made, 1);
+    uint8_t *buf = pattern_bytes(IN_KERNEL_BYTES);
+    cr_assert_eq(pact_transport_write(t, buf, IN_KERNEL_BYTES), 0);
+    free(buf); /* what the kernel did not take at once was copied */
+    for (int i = 0; i < 5; i++)
+        cr_assert_geq(pact_loop_run_once(loop, 2 * MS), 0);
+    cr_assert_gt(pact_transport_write_buffer_size(t), 0, "the peer reads nothing");
+    pact_loop_stats st;
+    cr_assert_eq(pact_loop_get_stats(loop, &st), 0);
+    cr_assert_eq(st.ops_live, 2, "the receive and the send in flight");
+    return t;
+}
+
+/* Received bytes at stream offset `at` are the written ones. */
+static void check_pattern(const uint8_t *got, size_t n, size_t at)
+{
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(got[i], (uint8_t)((at + i) % 251), "byte %zu", at + i);
+}
+
+Test(stream, close_with_a_send_in_the_kernel_sends_every_byte_then_loses_once)
+{
+    pact_loop *loop = test_loop_new();
+    int a, b;
+    make_tcp_pair(&a, &b);
+    simple s = {0};
+    pact_transport *t = open_with_a_send_in_the_kernel(loop, a, &s);
+    cr_assert_eq(pact_transport_close(t), 0);
+    size_t n = 0;
+    int eof = 0;
+    uint8_t *got = malloc(IN_KERNEL_BYTES + 1);
+    uint64_t end = pact_now() + 10000 * MS;
+    while (!eof) {
+        cr_assert(pact_now() < end, "%zu of %u bytes", n, IN_KERNEL_BYTES);
+        cr_assert_geq(pact_loop_run_once(loop, 1 * MS), 0);
+        n += drain_fd(b, got + n, IN_KERNEL_BYTES + 1 - n, &eof);
+    }
+    cr_assert_eq(n, IN_KERNEL_BYTES);
+    check_pattern(got, n, 0);
+    while (!s.order.lost)
+        cr_assert_geq(pact_loop_run_once(loop, 1 * MS), 0);
+    cr_assert_eq(s.order.lost, 1);
+    cr_assert_eq(s.order.lost_err, 0);
+    pact_loop_stats st;
+    cr_assert_eq(pact_loop_get_stats(loop, &st), 0);
+    cr_assert_eq(st.ops_live, 0);
+    free(got);
+    close(b);
+    test_loop_free(loop);
+}
+
+Test(stream, abort_with_a_send_in_the_kernel_loses_once_after_the_send_is_back)
+{
+    pact_loop *loop = test_loop_new();
+    int a, b;
+    make_tcp_pair(&a, &b);
+    simple s = {0};
+    pact_transport *t = open_with_a_send_in_the_kernel(loop, a, &s);
+    cr_assert_eq(pact_transport_abort(t), 0);
+    cr_assert_eq(s.order.lost, 0, "connection_lost from a loop callback");
+    /* The peer reads on: what it gets is a prefix of the bytes written
+     * (the cancelled send may have sent part of them, never garbage). */
+    size_t n = 0;
+    int eof = 0;
+    uint8_t *got = malloc(IN_KERNEL_BYTES);
+    uint64_t end = pact_now() + 10000 * MS;
+    while (!s.order.lost) {
+        cr_assert(pact_now() < end, "no connection_lost");
+        cr_assert_geq(pact_loop_run_once(loop, 1 * MS), 0);
+        if (!eof)
+            n += drain_fd(b, got + n, IN_KERNEL_BYTES - n, &eof);
+    }
+    /* connection_lost came once no op of it was left in flight. */
+    pact_loop_stats st;
+    cr_assert_eq(pact_loop_get_stats(loop, &st), 0);
+    cr_assert_eq(st.ops_live, 0);
+    cr_assert_eq(s.order.lost, 1);
+    cr_assert_eq(s.order.lost_err, 0);
+    cr_assert_lt(n, IN_KERNEL_BYTES);
+    check_pattern(got, n, 0);
+    pact_loop_run(loop);
+    cr_assert_eq(s.order.lost, 1);
+    free(got);
+    close(b);
+    test_loop_free(loop);
+}
+
+Test(stream, an_unreferenced_transport_with_a_send_in_the_kernel_lets_the_run_return)
+{
+    pact_loop *loop = test_loop_new();
+    int a, b;
+    make_tcp_pair(&a, &b);
+    simple s = {0};
+    pact_transport *t = open_with_a_send_in_the_kernel(loop, a, &s);
+    cr_assert(pact_loop_alive(loop));
+    cr_assert_eq(pact_transport_set_ref(t, 0), 0);
+    cr_assert(!pact_loop_alive(loop), "the send in flight keeps the loop alive");
+    cr_assert_eq(pact_loop_run(loop), 0);
+    cr_assert_gt(pact_transport_write_buffer_size(t), 0);
+    cr_assert_eq(pact_transport_set_ref(t, 1), 0);
+    cr_assert(pact_loop_alive(loop));
+    /* Referenced again: the send is counted once, not twice, when it is
+     * back (a count off by one would keep the loop alive for good). */
+    cr_assert_eq(pact_transport_close(t), 0);
+    size_t n = 0;
+    int eof = 0;
+    uint64_t end = pact_now() + 10000 * MS;
+    while (!eof) {
+        cr_assert(pact_now() < end, "%zu of %u bytes", n, IN_KERNEL_BYTES);
+        cr_assert_geq(pact_loop_run_once(loop, 1 * MS), 0);
+        n += drain_fd(b, NULL, 0, &eof);
+    }
+    cr_assert_eq(n, IN_KERNEL_BYTES);
+    cr_assert_eq(pact_loop_run(loop), 0);
+    cr_assert_eq(s.order.lost, 1);
+    cr_assert(!pact_loop_alive(loop));
+    pact_loop_stats st;
+    cr_assert_eq(pact_loop_get_stats(loop, &st), 0);
+    cr_assert_eq(st.ops_live, 0);
+    close(b);
+    test_loop_free(loop);
+}
+
+Test(stream, loop_close_with_a_send_in_the_kernel_loses_once_and_leaves_no_op)
+{
+    int fds_before = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    int a, b;
+    make_tcp_pair(&a, &b);
+    simple s = {0};
+    open_with_a_send_in_the_kernel(loop, a, &s);
+    cr_assert_eq(pact_loop_close(loop), 0);
+    cr_assert_eq(s.order.lost, 1);
+    pact_loop_stats st;
+    pact_loop_get_stats(loop, &st);
+    cr_assert_eq(st.stray_completions, 0);
+    cr_assert_eq(st.ops_live, 0);
+    cr_assert_eq(st.ops_started, st.ops_completed);
+    pact_loop_free(loop);
+    close(b);
+    cr_assert_eq(count_open_fds(), fds_before, "transport and loop fds closed");
+}
+
 Test(stream, peer_close_gives_eof_then_lost_in_order)
 {
     pact_loop *loop = test_loop_new();

@@ -898,4 +898,19 @@ static void ep_flush(pact_loop *loop)
     (void)loop; /* every write that can go at once went at once */
 }
 
+/* No send slots: a stream's queued send waits for writability in the op
+ * layer's wait queue, and most writes never queue (stream.c sends
+ * eagerly). loop->send_slots stays 0, so these are never called. */
+static int ep_slot_send(pact_loop *loop, pact_send_slot *slot, int fd,
+                        const void *buf, size_t len, int flags)
+{
+    (void)loop; (void)slot; (void)fd; (void)buf; (void)len; (void)flags;
+    return -EOPNOTSUPP;
+}
+
+static void ep_slot_cancel(pact_loop *loop, pact_send_slot *slot)
+{
+    (void)loop; (void)slot;
+}
+
 PACT_ENGINE_DEFINE(epoll, ep, "epoll");

@@ -5,7 +5,10 @@
  *
  * user_data layout: generation (24 bits) | slab index (32 bits) | tag (8
  * bits). The generation lets a completion for an op that no longer exists
- * be recognised and counted as stray instead of touching a reused op. */
+ * be recognised and counted as stray instead of touching a reused op.
+ * A send slot's (op.h) is its address with TAG_SLOT or TAG_SLOT_CANCEL in
+ * the low three bits, which an op's tags (1-4) never have: its owner
+ * keeps it until the last completion owed for it is reaped. */
 #include <errno.h>
 #include <liburing.h>
 #include <stdio.h>
@@ -32,7 +35,10 @@ enum uring_tag {
     TAG_CANCEL = 2,       /* an ASYNC_CANCEL aimed at the op */
     TAG_LINK_TIMEOUT = 3, /* the op's linked timeout */
     TAG_WATCH_REARM = 4,  /* an ASYNC_CANCEL that re-arms a watch */
+    TAG_SLOT = 5,         /* a send slot's send */
+    TAG_SLOT_CANCEL = 6,  /* an ASYNC_CANCEL aimed at it */
 };
+#define SLOT_TAG_MASK 7u
 
 /* Opcodes every loop needs; a kernel without one of them gets epoll. */
 static const struct {
@@ -85,6 +91,10 @@ typedef struct uring_engine {
      * on its read; fault injection, test_faults). */
     pact_op cancel_retry[32];
     unsigned ncancel_retry;
+    /* The same for send slots (PACT_SLOTF_CANCEL_RETRY); a slot whose
+     * send completes first leaves the list then (slot_cqe). */
+    pact_send_slot *slot_cancel_retry[32];
+    unsigned nslot_cancel_retry;
     /* pact_recv_multishot(). multishot: a provided buffer ring (group
      * RECV_BGID) of nbuf buffers of bufsz bytes, shared by every multishot
      * recv of the loop; a buffer goes back to the ring as soon as the
@@ -621,6 +631,9 @@ static int uring_init(pact_loop *loop, unsigned depth, int fail_setup,
     /* Multishot accept (IORING_ACCEPT_MULTISHOT) needs 5.19; like the
      * multishot receive's flag, the probe cannot see it. */
     loop->accept_multi = kernel_at_least(5, 19) && !(e->mask & URING_MASK_MULTISHOT);
+    /* Streams send through slots (see uring_slot_send), but not on a
+     * movable loop: a move re-submits what is in flight from the op slab. */
+    loop->send_slots = !loop->movable;
     return 0;
 }
 
@@ -1275,8 +1288,104 @@ static int accept_multi_cqe(pact_loop *loop, pact_op_s *op, int res,
     return 0;
 }
 
+/* ---- send slots (op.h) ---------------------------------------------------
+ * A stream's own send: its SQE is prepared now and goes with the loop's
+ * next submission, its CQE comes straight back to the slot. No op, so
+ * none of the op layer's per-fd order: the stream keeps at most one send
+ * in flight and starts the next from this one's completion. Only on a
+ * loop that keeps its thread (send_slots): migrate() re-submits ops from
+ * the op slab and would not find a slot. */
+
+static inline uint64_t slot_ud(const pact_send_slot *slot, enum uring_tag tag)
+{
+    return (uint64_t)(uintptr_t)slot | (uint64_t)tag;
+}
+
+static int uring_slot_send(pact_loop *loop, pact_send_slot *slot, int fd,
+                           const void *buf, size_t len, int flags)
+{
+    struct io_uring_sqe *sqe = get_sqes(loop, 1);
+    if (!sqe)
+        return -ENOMEM; /* the caller's op then meets the same */
+    io_uring_prep_send(sqe, fd, buf, len, flags);
+    io_uring_sqe_set_data64(sqe, slot_ud(slot, TAG_SLOT));
+    slot->pending_cqes = 1;
+    return 0;
+}
+
+static void uring_slot_cancel(pact_loop *loop, pact_send_slot *slot)
+{
+    struct io_uring_sqe *sqe = get_sqes(loop, 1);
+    if (!sqe) {
+        uring_engine *e = URING(loop);
+        if (e->nslot_cancel_retry <
+            sizeof e->slot_cancel_retry / sizeof e->slot_cancel_retry[0]) {
+            e->slot_cancel_retry[e->nslot_cancel_retry++] = slot;
+            slot->flags |= PACT_SLOTF_CANCEL_RETRY;
+            return;
+        }
+        pact__error(loop, -ENOMEM, "no SQE for a cancel; the send completes "
+                                   "on its own");
+        return;
+    }
+    io_uring_prep_cancel64(sqe, slot_ud(slot, TAG_SLOT), 0);
+    io_uring_sqe_set_data64(sqe, slot_ud(slot, TAG_SLOT_CANCEL));
+    slot->pending_cqes++; /* the cancel's CQE is owed too */
+}
+
+static void forget_slot_cancel(uring_engine *e, pact_send_slot *slot)
+{
+    slot->flags &= (uint8_t)~PACT_SLOTF_CANCEL_RETRY;
+    for (unsigned i = 0; i < e->nslot_cancel_retry; i++) {
+        if (e->slot_cancel_retry[i] == slot) {
+            e->slot_cancel_retry[i] = e->slot_cancel_retry[--e->nslot_cancel_retry];
+            return;
+        }
+    }
+}
+
+static void retry_slot_cancels(pact_loop *loop)
+{
+    uring_engine *e = URING(loop);
+    unsigned n = e->nslot_cancel_retry;
+    pact_send_slot *retry[sizeof e->slot_cancel_retry /
+                          sizeof e->slot_cancel_retry[0]];
+    memcpy(retry, e->slot_cancel_retry, n * sizeof retry[0]);
+    e->nslot_cancel_retry = 0;
+    for (unsigned i = 0; i < n; i++) {
+        retry[i]->flags &= (uint8_t)~PACT_SLOTF_CANCEL_RETRY;
+        uring_slot_cancel(loop, retry[i]);
+    }
+}
+
+static void slot_cqe(pact_loop *loop, uint64_t ud, int res)
+{
+    pact_send_slot *slot =
+        (pact_send_slot *)(uintptr_t)(ud & ~(uint64_t)SLOT_TAG_MASK);
+    if (slot->pending_cqes <= 0) {
+        loop->stats.stray_completions++; /* never: see slot_ud */
+        pact__log(loop, "stray completion: user_data 0x%llx res %d names a "
+                        "send slot that is not in flight",
+                  (unsigned long long)ud, res);
+        return;
+    }
+    if ((ud & SLOT_TAG_MASK) == TAG_SLOT)
+        slot->result = res;
+    /* else the cancel's: 0, -ENOENT or -EALREADY; the send's own CQE
+     * carries its result either way. */
+    if (--slot->pending_cqes > 0)
+        return;
+    if (slot->flags & PACT_SLOTF_CANCEL_RETRY)
+        forget_slot_cancel(URING(loop), slot);
+    pact__slot_complete(loop, slot);
+}
+
 static void handle_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
 {
+    if ((ud & SLOT_TAG_MASK) >= TAG_SLOT) {
+        slot_cqe(loop, ud, res);
+        return;
+    }
     enum uring_tag tag;
     pact_op_s *op = decode(loop, ud, &tag);
     if (!op) {
@@ -1591,6 +1700,8 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
         return r;
     if (e->ncancel_retry)
         retry_cancels(loop);
+    if (e->nslot_cancel_retry)
+        retry_slot_cancels(loop);
     if (e->mru && e->multishot && (e->filling >= 0 || e->nreturned))
         refill_buffer_ring(e);
     if (!pact_list_empty(&e->buffer_waiters))
@@ -1720,7 +1831,8 @@ static int uring_backend_fd(pact_loop *loop)
 static int uring_has_unsubmitted(pact_loop *loop)
 {
     uring_engine *e = URING(loop);
-    return io_uring_sq_ready(&e->ring) > 0 || e->ncancel_retry > 0;
+    return io_uring_sq_ready(&e->ring) > 0 || e->ncancel_retry > 0 ||
+           e->nslot_cancel_retry > 0;
 }
 
 static void uring_flush(pact_loop *loop)

@@ -656,4 +656,19 @@ static void iocp_flush(pact_loop *loop)
     (void)loop; /* every write that can go at once went at once */
 }
 
+/* No send slots (a slot would need an OVERLAPPED of its own and its
+ * own packet dispatch): streams send with ops. loop->send_slots stays 0,
+ * so these are never called. */
+static int iocp_slot_send(pact_loop *loop, pact_send_slot *slot, int fd,
+                        const void *buf, size_t len, int flags)
+{
+    (void)loop; (void)slot; (void)fd; (void)buf; (void)len; (void)flags;
+    return -EOPNOTSUPP;
+}
+
+static void iocp_slot_cancel(pact_loop *loop, pact_send_slot *slot)
+{
+    (void)loop; (void)slot;
+}
+
 PACT_ENGINE_DEFINE(iocp, iocp, "iocp");
