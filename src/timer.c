@@ -134,7 +134,10 @@ static int live_timer(pact_loop *loop, pact_handle handle, const char *func,
 int pact_handle_set_interval(pact_loop *loop, pact_handle handle,
                              uint64_t interval_ns)
 {
-    pact_handle_s *h;
+    /* NULL: live_timer sets it whenever it answers 0, which a release
+     * build's gcc cannot see (it does not know pact__misuse never
+     * answers 0) and warned about. */
+    pact_handle_s *h = NULL;
     int r = live_timer(loop, handle, __func__, &h);
     if (r)
         return r;
@@ -144,7 +147,7 @@ int pact_handle_set_interval(pact_loop *loop, pact_handle handle,
 
 int pact_handle_set_ref(pact_loop *loop, pact_handle handle, int ref)
 {
-    pact_handle_s *h;
+    pact_handle_s *h = NULL; /* see pact_handle_set_interval */
     int r = live_timer(loop, handle, __func__, &h);
     if (r)
         return r;
