@@ -817,6 +817,7 @@ static void forget_in_child(pact_loop *loop)
         pact_slab_destroy(&loop->handles);
         pact_heap_destroy(&loop->timers);
         free(loop->burst_buf);
+        pact__stream_cache_free(loop); /* memory only, no fd, no op */
         pact_fd_table_destroy(&loop->fds);
     }
     free(loop);

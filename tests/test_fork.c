@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 
 #include "helpers.h"
+#include "recorder.h"
 
 TestSuite(fork, .timeout = 60);
 
@@ -292,4 +293,52 @@ Test(fork, a_loop_closed_before_the_fork_is_freed_in_the_child)
     }
     cr_assert_eq(wait_child(pid), 0);
     cr_assert_eq(pact_loop_free(loop), 0);
+}
+
+/* The loop keeps the write state of drained streams (and, outside ASan,
+ * the memory of freed streams) for the next ones: a child that frees an
+ * inherited loop gives those caches back too. A stream that had to queue
+ * a write (more than the socket buffer takes) left its drained write
+ * state in the cache when it closed. */
+Test(fork, a_child_frees_the_inherited_loops_stream_caches)
+{
+    size_t heap_before = heap_bytes_in_use();
+    pact_loop *loop = test_loop_new();
+    int sv[2];
+    make_socketpair(sv);
+    rec r;
+    rec_init(&r);
+    pact_transport *t = NULL;
+    cr_assert_eq(pact_transport_open(loop, sv[0], PACT_STREAM_SOCKET,
+                                     &rec_protocol, &r, &t), 0);
+    static char out[1 << 20];
+    memset(out, 'x', sizeof out);
+    cr_assert_eq(pact_transport_write(t, out, sizeof out), 0);
+    cr_assert_gt(pact_transport_write_buffer_size(t), 0, "nothing queued");
+    size_t got = 0;
+    char in[65536];
+    uint64_t end = pact_now() + 10000 * MS;
+    while (got < sizeof out && pact_now() < end) {
+        cr_assert_geq(pact_loop_run_once(loop, 0), 0);
+        ssize_t n = read(sv[1], in, sizeof in);
+        if (n > 0)
+            got += (size_t)n;
+    }
+    cr_assert_eq(got, sizeof out);
+    cr_assert_eq(pact_transport_write_buffer_size(t), 0);
+    pact_transport_close(t);
+    while (!r.lost && pact_now() < end)
+        cr_assert_geq(pact_loop_run_once(loop, MS), 0);
+    cr_assert_eq(r.lost, 1);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        CHILD_CHECK(pact_loop_free(loop) == 0);
+        CHILD_CHECK(heap_back_to(heap_before, 0));
+        _exit(0);
+    }
+    cr_assert_eq(wait_child(pid), 0);
+    test_loop_free(loop);
+    close(sv[1]);
+    rec_expect_done(&r);
 }
