@@ -7,6 +7,7 @@
  * copy without submitting, cancelling or waiting. */
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <sys/wait.h>
@@ -341,4 +342,56 @@ Test(fork, a_child_frees_the_inherited_loops_stream_caches)
     test_loop_free(loop);
     close(sv[1]);
     rec_expect_done(&r);
+}
+
+/* A loop closed with a transport open closes the transport's socket at
+ * once: its peer reads EOF right after pact_loop_close, also while a
+ * forked child that has not freed its copy of the loop lives on (on
+ * io_uring the child's copy of the ring fd keeps the ring, and whatever
+ * the ring holds, alive). With the transport reading (a receive in
+ * flight) and with its reading paused (nothing in flight). */
+Test(fork, a_loop_closed_with_a_transport_open_closes_its_socket_while_a_child_lives)
+{
+    for (int paused = 0; paused < 2; paused++) {
+        pact_loop *loop = test_loop_new();
+        int sv[2];
+        make_socketpair(sv);
+        rec r;
+        rec_init(&r);
+        pact_transport *t = NULL;
+        cr_assert_eq(pact_transport_open(loop, sv[0], PACT_STREAM_SOCKET,
+                                         &rec_protocol, &r, &t), 0);
+        uint64_t end = pact_now() + 5000 * MS;
+        while (!r.made && pact_now() < end)
+            cr_assert_geq(pact_loop_run_once(loop, MS), 0);
+        cr_assert_eq(r.made, 1);
+        cr_assert_geq(pact_loop_run_once(loop, 0), 0); /* its receive is in */
+        if (paused) {
+            cr_assert_eq(pact_transport_pause_reading(t), 0);
+            for (int i = 0; i < 5; i++)
+                cr_assert_geq(pact_loop_run_once(loop, MS), 0);
+        }
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+            close(sv[0]); /* the child's copies of the fds: not what is tested */
+            close(sv[1]);
+            usleep(3000 * 1000); /* holds its copy of the loop meanwhile */
+            _exit(0);
+        }
+        cr_assert_eq(pact_loop_close(loop), 0);
+        cr_assert_eq(r.lost, 1);
+        struct pollfd p = {.fd = sv[1], .events = POLLIN};
+        int ready = poll(&p, 1, 1000);
+        char c;
+        ssize_t n = ready > 0 ? read(sv[1], &c, 1) : -1;
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        cr_assert_eq(ready, 1, "paused %d: the peer saw no EOF within 1 s of "
+                               "pact_loop_close", paused);
+        cr_assert_eq(n, 0);
+        cr_assert_eq(pact_loop_free(loop), 0);
+        close(sv[1]);
+        rec_expect_done(&r);
+    }
 }
