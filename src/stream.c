@@ -239,15 +239,18 @@ static pact_stream *stream_alloc(pact_loop *loop)
  * is freed at close), else freed. */
 static void stream_release(pact_loop *loop, pact_stream *s)
 {
-    if (loop->stream_cached >= STREAM_CACHE_MAX ||
-        loop->state == PACT_LOOP_CLOSED) {
-        free(s);
+#if STREAM_CACHE_MAX > 0
+    if (loop->stream_cached < STREAM_CACHE_MAX && loop->state != PACT_LOOP_CLOSED) {
+        pact_stream_cached *c = (pact_stream_cached *)(void *)s;
+        c->next = loop->stream_cache;
+        loop->stream_cache = c;
+        loop->stream_cached++;
         return;
     }
-    pact_stream_cached *c = (pact_stream_cached *)(void *)s;
-    c->next = loop->stream_cache;
-    loop->stream_cache = c;
-    loop->stream_cached++;
+#else
+    (void)loop;
+#endif
+    free(s);
 }
 
 void pact__stream_cache_free(pact_loop *loop)
@@ -401,7 +404,10 @@ static void stream_lost(pact_endpoint *e)
     pact_stream *s = stream_of_ep(e);
     if (s->fd >= 0) {
         pact__fd_closing(e->loop, s->fd);
-        close_fd(s->fd, (pact_stream_kind)s->t.kind);
+        if (s->t.kind == PACT_STREAM_SOCKET)
+            e->loop->engine->close_socket(e->loop, s->fd); /* see engine.h */
+        else
+            close_fd(s->fd, (pact_stream_kind)s->t.kind);
         s->fd = -EBADF;
     }
     if (s->t.proto && s->t.proto->connection_lost)
