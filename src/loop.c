@@ -482,7 +482,7 @@ static int run_begin(pact_loop *loop, const char *func)
 
 static void run_end(pact_loop *loop)
 {
-    if (loop->sends_joined) {
+    if (loop->sends_joined || loop->flush_owed) {
         pact__ops_flush(loop); /* the sends' SQEs */
         loop->engine->flush(loop);
     }

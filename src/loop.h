@@ -209,6 +209,11 @@ struct pact_loop {
      * a small socket write is queued as a send there instead of costing a
      * send(2) of its own (stream.c, send_joins_submission). */
     uint8_t sends_join_submission;
+    /* The engine queued work that must reach the kernel before a run
+     * returns although no op waits for it (io_uring: the close of a
+     * socket the loop owned): a run that returns hands it over
+     * (engine->flush). */
+    uint8_t flush_owed;
     /* How many such sends stream.c queued since the last submission
      * (bounded there, JOINED_SENDS_MAX): a run that returns hands them to
      * the kernel (engine->flush). */

@@ -3,7 +3,9 @@
  * accept, running out of descriptors, dual stack, Unix and abstract
  * sockets, wait_closed, and SO_REUSEPORT across loops in several threads. */
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1084,6 +1086,39 @@ Test(server, a_connection_after_closed_ones_starts_fresh)
     test_loop_free(loop);
     for (int i = 0; i < sc.n; i++)
         rec_free(&sc.recs[i]);
+}
+
+/* A transport's socket is closed once its connection_lost has run and
+ * the run has returned, whatever the engine defers (io_uring closes it
+ * with the loop's next submission): the fd is gone and the peer reads
+ * EOF without the loop running again. */
+Test(server, the_socket_is_closed_when_the_run_returns_after_connection_lost)
+{
+    pact_loop *loop = test_loop_new();
+    srv_ctx sc = {0};
+    pact_server *srv;
+    cr_assert_eq(pact_server_listen_tcp(loop, "127.0.0.1", 0, NULL, echo_factory,
+                                        &sc, &srv), 0);
+    int peer = raw_connect(AF_INET, "127.0.0.1", pact_server_port(srv));
+    raw_echo(loop, peer, "ping");
+    cr_assert_eq(sc.n, 1);
+    int fd = pact_transport_fd(sc.recs[0].t);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(pact_transport_close(sc.recs[0].t), 0);
+    RUN_UNTIL(loop, sc.recs[0].lost == 1, 5000);
+    /* The loop does not run from here until the checks are done. */
+    errno = 0;
+    cr_assert_eq(fcntl(fd, F_GETFD), -1, "fd %d still open", fd);
+    cr_assert_eq(errno, EBADF);
+    struct pollfd p = {.fd = peer, .events = POLLIN};
+    cr_assert_eq(poll(&p, 1, 2000), 1, "the peer saw no close");
+    char c;
+    cr_assert_eq(recv(peer, &c, 1, 0), 0, "the peer did not read EOF");
+    close(peer);
+    srv_expect_all_done(&sc);
+    close_server_and_wait(loop, srv);
+    test_loop_free(loop);
+    rec_free(&sc.recs[0]);
 }
 
 Test(server, a_refused_connect_says_where_and_why)

@@ -913,4 +913,10 @@ static void ep_slot_cancel(pact_loop *loop, pact_send_slot *slot)
     (void)loop; (void)slot;
 }
 
+static void ep_close_socket(pact_loop *loop, int fd)
+{
+    (void)loop;
+    close(fd);
+}
+
 PACT_ENGINE_DEFINE(epoll, ep, "epoll");

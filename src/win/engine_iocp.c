@@ -671,4 +671,10 @@ static void iocp_slot_cancel(pact_loop *loop, pact_send_slot *slot)
     (void)loop; (void)slot;
 }
 
+static void iocp_close_socket(pact_loop *loop, int fd)
+{
+    (void)loop;
+    closesocket((SOCKET)fd);
+}
+
 PACT_ENGINE_DEFINE(iocp, iocp, "iocp");
