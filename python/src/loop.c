@@ -275,6 +275,8 @@ static void take_gil(pact_loop *loop, int64_t timeout_ns, void *user)
     self->earlier = 0;
     if (run_ready(self, n) < 0)
         pact_py_keep_exception(self);
+    else if (self->eofs_now)
+        pact_py_deliver_eofs(self); /* I/O callbacks of this wait */
 }
 
 static void signal_read_done(pact_loop *loop, const pact_completion *c,
@@ -336,7 +338,7 @@ static void signal_read_done(pact_loop *loop, const pact_completion *c,
 
 static int64_t wait_timeout_ns(LoopObject *self)
 {
-    if (self->ready_len || self->stopping)
+    if (self->ready_len || self->stopping || self->eofs_now)
         return 0;
     if (!self->timers_len)
         return -1;
@@ -445,8 +447,13 @@ static int run_once(LoopObject *self)
 {
     if (timers_drop_cancelled(self) < 0)
         return -1;
+    self->iteration++;
     self->earlier = self->ready_len;
     self->due_taken = 0;
+    /* EOFs held back in the last iteration are handed over in this one;
+     * those held back in this one wait for the next. */
+    self->eofs_now = self->eofs_later;
+    self->eofs_later = NULL;
     /* Nothing of this loop's runs between here and pact's wait (with wait
      * hooks, pact handles even a completion its engine had at submission
      * after the after hook), so the queues keep the timeout valid. */
@@ -462,8 +469,12 @@ static int run_once(LoopObject *self)
         self->earlier = 0;
         if (run_ready(self, n) < 0)
             return -1;
+        if (self->eofs_now)
+            pact_py_deliver_eofs(self);
     }
     self->earlier = 0;
+    if (self->eofs_now)
+        pact_py_postpone_eofs(self); /* a handle raised SystemExit first */
     if (r < 0) {
         PyErr_Format(PyExc_RuntimeError, "pact loop iteration failed: %s",
                      pact_strerror(r));
@@ -600,6 +611,7 @@ static int close_core(LoopObject *self)
     }
     self->closed = 1;
     pact_py_flush_writes(self); /* pact's loop is closed: they drop */
+    pact_py_drop_eofs(self);
     ready_clear(self);
     timers_clear(self);
     if (self->loop && r == 0) {

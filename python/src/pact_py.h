@@ -113,6 +113,15 @@ typedef struct {
      * (transport.c): a transport has one only while it holds writes. */
     struct held_writes *held_spares;
     int held_spares_len;
+    /* run_once calls, counted: a transport notes the one that last
+     * handed it bytes (transport.c, "The peer's end"). */
+    uint64_t iteration;
+    /* Stream transports whose peer's EOF asyncio would read in a later
+     * iteration than the bytes before it (transport.c): a list through
+     * the transports, handed over after the next iteration's ready
+     * handles, where asyncio runs its I/O callbacks. eofs_later gathers
+     * them during an iteration, eofs_now is what run_once took. */
+    struct TransportObject *eofs_later, *eofs_now;
 } LoopObject;
 
 /* Appends a handle to the ready queue (new reference taken); -1 on
@@ -159,6 +168,15 @@ int pact_py_sock_init(PyObject *module);
 void pact_py_flush_writes(LoopObject *self);
 /* Frees the loop's spare held-write blocks (transport.c). */
 void pact_py_held_spares_free(LoopObject *self);
+/* Hands the EOFs run_once took (eofs_now) to their protocols
+ * (transport.c); the current exception, if any, is kept. */
+void pact_py_deliver_eofs(LoopObject *self);
+/* Puts the EOFs run_once took back in front of those held since: an
+ * iteration that raised before handing them over. */
+void pact_py_postpone_eofs(LoopObject *self);
+/* Drops the listed EOFs (the loop closes: as asyncio's close(), no
+ * protocol hears more). */
+void pact_py_drop_eofs(LoopObject *self);
 
 /* Around every Python callback the loop runs (a ready handle, a protocol
  * call, a sendfile's done callback): writes made inside are held and sent

@@ -66,7 +66,19 @@ typedef struct TransportObject {
      * hold_reading), and whether the program paused it meanwhile. */
     int reading_held, paused_meanwhile;
     Py_buffer recv_view; /* a BufferedProtocol's buffer, during a delivery */
+    /* The peer's EOF (see "The peer's end"): the loop iteration that last
+     * handed bytes over or resumed reading, whether the EOF is held back
+     * (EOF_*), and the loop's list of held EOFs through the transports. */
+    uint64_t read_iteration;
+    int eof_held;
+    struct TransportObject *next_eof;
 } TransportObject;
+
+enum {
+    EOF_NOT_HELD,
+    EOF_LISTED, /* in the loop's list, for the next iteration */
+    EOF_PAUSED, /* reading was paused before its turn: at resume_reading */
+};
 
 static PyObject *transport_type; /* set by pact_py_transport_init */
 
@@ -159,6 +171,7 @@ static void on_data(pact_transport *t, const void *data, size_t len, void *user)
 {
     (void)t;
     TransportObject *self = user;
+    self->read_iteration = self->loop->iteration;
     PyObject *bytes = PyBytes_FromStringAndSize(data, (Py_ssize_t)len);
     if (!bytes) {
         protocol_failed(self, "Fatal error: out of memory for received data.");
@@ -173,22 +186,136 @@ static void on_data(pact_transport *t, const void *data, size_t len, void *user)
     Py_DECREF(r);
 }
 
+static void close_transport(TransportObject *self);
+
+/* ---- The peer's end ------------------------------------------------------
+ *
+ * asyncio's socket transport reads once per iteration: bytes the peer sent
+ * and its EOF behind them come one iteration apart, with what
+ * data_received scheduled run in between; its read pipe transport
+ * schedules eof_received and connection_lost with call_soon at the EOF.
+ * pact's receive hands bytes and EOF over in one batch. So an EOF that
+ * comes in the iteration that handed bytes over (or resumed reading: the
+ * bytes then come first) is held back, in the loop's list, and handed
+ * over after the next iteration's ready handles, where asyncio's select()
+ * finds it; if the program paused reading meanwhile, at resume_reading,
+ * as asyncio reads nothing while paused. pact keeps such a socket open
+ * (the binding ends it as asyncio does: eof_received returning false
+ * closes it, and connection_lost has its turn). Only the EOF costs
+ * anything: a chunk of bytes costs a store of the iteration's number. */
+
+/* asyncio's _read_ready__on_eof: eof_received, then close() unless it
+ * returned true (nothing more is read either way). */
+static void socket_eof(TransportObject *self)
+{
+    PyObject *r = protocol_call(self, method.eof_received, NULL);
+    int keep = r ? PyObject_IsTrue(r) : -1;
+    Py_XDECREF(r);
+    if (keep < 0) {
+        protocol_failed(self, "Fatal error: protocol.eof_received() call failed.");
+        return;
+    }
+    if (!keep)
+        close_transport(self);
+}
+
+/* asyncio's read pipe at EOF: closing, eof_received and connection_lost
+ * each scheduled with call_soon (pact closes the pipe itself). */
+static void pipe_eof(TransportObject *self)
+{
+    self->closing = 1;
+    PyObject *eof = self->protocol
+                        ? PyObject_GetAttr(self->protocol, method.eof_received)
+                        : NULL;
+    PyObject *no_args = eof ? PyTuple_New(0) : NULL;
+    PyObject *h = no_args ? pact_py_handle_new(self->loop, eof, no_args,
+                                               self->context ? self->context
+                                                             : Py_None)
+                          : NULL;
+    if (!h || pact_py_ready_push(self->loop, h) < 0)
+        PyErr_WriteUnraisable((PyObject *)self);
+    Py_XDECREF(h);
+    Py_XDECREF(no_args);
+    Py_XDECREF(eof);
+    pact_py_endpoint_lost_soon(PACT_PY_ENDPOINT(self));
+}
+
+static void hold_eof(TransportObject *self)
+{
+    /* Newest first: pact_py_deliver_eofs turns the list around. */
+    self->eof_held = EOF_LISTED;
+    self->next_eof = self->loop->eofs_later;
+    self->loop->eofs_later = (TransportObject *)Py_NewRef((PyObject *)self);
+}
+
 static int on_eof(pact_transport *t, void *user)
 {
     (void)t;
     TransportObject *self = user;
-    PyObject *r = protocol_call(self, method.eof_received, NULL);
-    if (!r) {
-        protocol_failed(self, "Fatal error: protocol.eof_received() call failed.");
-        return 1; /* aborted already */
+    if (self->kind == PACT_STREAM_READ_PIPE)
+        pipe_eof(self);
+    else if (self->read_iteration == self->loop->iteration &&
+             !self->loop->closing)
+        hold_eof(self);
+    else
+        socket_eof(self);
+    return 1; /* this binding closes it, as asyncio does */
+}
+
+/* A held EOF's turn: dropped if the transport ended meanwhile (asyncio's
+ * close removes its reader), kept for resume_reading if reading is
+ * paused. */
+static void eof_turn(TransportObject *self)
+{
+    self->eof_held = EOF_NOT_HELD;
+    if (!self->t || self->closing || pact_transport_is_closing(self->t))
+        return;
+    if (!pact_transport_is_reading(self->t)) {
+        self->eof_held = EOF_PAUSED;
+        return;
     }
-    int keep = PyObject_IsTrue(r);
-    Py_DECREF(r);
-    if (keep < 0) {
-        protocol_failed(self, "Fatal error: protocol.eof_received() call failed.");
-        return 1;
+    socket_eof(self);
+}
+
+void pact_py_deliver_eofs(LoopObject *loop)
+{
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    TransportObject *oldest_first = NULL, *self;
+    while ((self = loop->eofs_now)) {
+        loop->eofs_now = self->next_eof;
+        self->next_eof = oldest_first;
+        oldest_first = self;
     }
-    return keep;
+    while ((self = oldest_first)) {
+        oldest_first = self->next_eof;
+        self->next_eof = NULL;
+        if (self->eof_held == EOF_LISTED)
+            eof_turn(self);
+        Py_DECREF(self); /* the list's reference */
+    }
+    PyErr_Restore(et, ev, tb);
+}
+
+void pact_py_postpone_eofs(LoopObject *loop)
+{
+    TransportObject **tail = &loop->eofs_later;
+    while (*tail)
+        tail = &(*tail)->next_eof;
+    *tail = loop->eofs_now; /* older: behind, in a newest-first list */
+    loop->eofs_now = NULL;
+}
+
+void pact_py_drop_eofs(LoopObject *loop)
+{
+    pact_py_postpone_eofs(loop);
+    TransportObject *self;
+    while ((self = loop->eofs_later)) {
+        loop->eofs_later = self->next_eof;
+        self->next_eof = NULL;
+        self->eof_held = EOF_NOT_HELD;
+        Py_DECREF(self);
+    }
 }
 
 /* The protocol's connection_lost, once, and what asyncio's
@@ -247,18 +374,23 @@ static void on_connection_lost(pact_transport *t, int err, void *user)
         Py_CLEAR(self->self_ref); /* may free self: last */
         return;
     }
+    /* asyncio calls connection_lost at once only where the last write of
+     * a transport closed with writes queued went out (its _write_ready);
+     * every other end it schedules with call_soon: an error (its
+     * _fatal_error), a write pipe's reader gone, the close at an EOF, an
+     * end before connection_made's turn (then behind it). So here,
+     * unless close(), abort() or an EOF queued the turn already. */
+    int closed_by_program = self->closing;
     self->closing = 1;
-    if (self->made_turn == PACT_PY_MADE_QUEUED &&
-        self->lost_turn == PACT_PY_LOST_NONE && !self->loop->closing) {
-        /* Ended before connection_made's turn: connection_lost takes one
-         * behind it. */
+    if (self->lost_turn == PACT_PY_LOST_NONE && !self->loop->closing &&
+        (err || !closed_by_program || self->made_turn == PACT_PY_MADE_QUEUED)) {
         if (!self->lost_exc && err && !(self->lost_exc = pact_py_exception_for(err)))
             PyErr_Clear();
         pact_py_endpoint_lost_soon(PACT_PY_ENDPOINT(self));
     }
-    /* The program ended it: connection_lost has its turn in the ready
-     * queue (pact_py_endpoint_lost_soon), unless the loop is closing and
-     * drops that queue. */
+    /* connection_lost has its turn in the ready queue
+     * (pact_py_endpoint_lost_soon), unless the loop is closing and drops
+     * that queue. */
     int turn_waits = self->lost_turn == PACT_PY_LOST_QUEUED &&
                      !self->loop->closing;
     if (self->made_turn == PACT_PY_MADE_QUEUED && !turn_waits)
@@ -383,6 +515,7 @@ static void on_buffer_updated(pact_transport *t, size_t nbytes, void *user)
 {
     (void)t;
     TransportObject *self = user;
+    self->read_iteration = self->loop->iteration;
     PyBuffer_Release(&self->recv_view);
     PyObject *n = PyLong_FromSize_t(nbytes);
     PyObject *r = n ? protocol_call(self, method.buffer_updated, n) : NULL;
@@ -923,6 +1056,13 @@ static PyObject *Transport_close(TransportObject *self, PyObject *unused)
             return NULL;
         Py_RETURN_NONE;
     }
+    close_transport(self);
+    Py_RETURN_NONE;
+}
+
+/* close(), also at an EOF eof_received did not keep open. */
+static void close_transport(TransportObject *self)
+{
     if (self->t && !self->closing) {
         flush_held(self);
         self->closing = 1;
@@ -935,7 +1075,6 @@ static PyObject *Transport_close(TransportObject *self, PyObject *unused)
             pact_py_endpoint_lost_soon(PACT_PY_ENDPOINT(self));
         pact_transport_close(self->t);
     }
-    Py_RETURN_NONE;
 }
 
 static PyObject *Transport_abort(TransportObject *self, PyObject *unused)
@@ -1015,10 +1154,16 @@ static PyObject *Transport_pause_reading(TransportObject *self, PyObject *unused
 static PyObject *Transport_resume_reading(TransportObject *self, PyObject *unused)
 {
     (void)unused;
-    if (self->reading_held)
+    if (self->reading_held) {
         self->paused_meanwhile = 0;
-    else if (self->t && !self->closing && !pact_transport_is_reading(self->t))
+    } else if (self->t && !self->closing && !pact_transport_is_reading(self->t)) {
+        /* What pact hands over now comes in this iteration: an EOF
+         * behind it waits for the next one (see "The peer's end"). */
+        self->read_iteration = self->loop->iteration;
         pact_transport_resume_reading(self->t);
+        if (self->eof_held == EOF_PAUSED)
+            hold_eof(self);
+    }
     Py_RETURN_NONE;
 }
 

@@ -197,6 +197,38 @@ class SslArgumentTests(unittest.TestCase):
         self.assertEqual([type(t).__module__ for t in under],
                          ['pact._pact', 'pact._pact'])
 
+    def test_peer_answering_and_closing_at_once_leaves_the_new_connection_up(self):
+        # CPython's test_events test_create_ssl_connection on a busy
+        # machine: connection_made writes a request, the loop is late to
+        # its next wait, and by then the server has answered and closed.
+        # asyncio reads the answer and the EOF behind it one iteration
+        # apart and ends the connection with a call_soon after that, so
+        # the connection is still up when create_connection returns:
+        # get_extra_info('sockname') (asked through the SSL transport,
+        # which answers None once its transport is lost) has the address.
+        # pact handed answer, EOF and connection_lost over in one
+        # iteration, and said None.
+        def scenario(loop):
+            with test_utils.run_test_server(use_ssl=True) as httpd:
+                class Proto(asyncio.Protocol):
+                    def connection_made(self, transport):
+                        transport.write(b'GET / HTTP/1.0\r\n\r\n')
+                        loop.call_soon(time.sleep, 0.2)  # a busy machine
+                tr, _ = loop.run_until_complete(loop.create_connection(
+                    Proto, *httpd.address,
+                    ssl=test_utils.dummy_ssl_context()))
+                try:
+                    return tr.get_extra_info('sockname')
+                finally:
+                    tr.close()
+                    loop.run_until_complete(asyncio.sleep(0.01))
+        theirs = asyncio.SelectorEventLoop()
+        try:
+            self.assertIsNotNone(scenario(theirs), 'asyncio itself changed')
+        finally:
+            theirs.close()
+        self.assertIsNotNone(scenario(self.loop))
+
     def test_ssl_servers_accept_in_pact(self):
         # create_server(ssl=) accepts through pact's server, as a plain
         # server does; each connection is asyncio's SSLProtocol around the
