@@ -85,6 +85,11 @@ enum pact_op_flag {
     /* A multishot receive whose data completions go to op->data_hook
      * (pact__recv_multishot_hooked); its final completion is a normal one. */
     PACT_OPF_DATA_HOOK = 1u << 10,
+    /* A stream's send whose completion may be left out when it sends
+     * everything (io_uring: IOSQE_CQE_SKIP_SUCCESS): the engine asks
+     * pact__stream_send_may_finish_silently() at each submission, and
+     * hands the op its completion itself (engine_uring.c, silent sends). */
+    PACT_OPF_SILENT_OK = 1u << 11,
 };
 
 /* Where the data completions of a hooked multishot receive go: the op's
@@ -201,6 +206,10 @@ typedef struct pact_op_s {
     void *created_at;             /* caller's return address (debug reports) */
     const pact_op_extra *extra;
 } pact_op_s;
+
+/* PACT_OPF_SILENT_OK: 1 if the send op may now go without a completion
+ * when it sends everything (stream.c). */
+int pact__stream_send_may_finish_silently(const pact_op_s *op);
 
 /* Every live connection holds one op (its multishot receive): an op that
  * grows past this costs memory per idle connection (the idle-connection

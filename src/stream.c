@@ -721,12 +721,15 @@ static void on_send(pact_loop *loop, const pact_completion *c, void *arg)
         settle(s);
         return;
     }
-    if (c->result < 0) {
+    /* -EAGAIN: a silent send (send_may_finish_silently) the socket took
+     * nothing of; the rest goes as any short send's, by a send that
+     * waits. */
+    if (c->result < 0 && c->result != -EAGAIN) {
         write_failed(s, c->result == -ECANCELED ? -ECONNABORTED : (int)c->result);
         return;
     }
     /* A send ran: s->more holds its buffer. */
-    s->more->inflight.start += (size_t)c->result;
+    s->more->inflight.start += c->result > 0 ? (size_t)c->result : 0;
     if (pact__wbuf_len(&s->more->inflight) == 0)
         pact__wbuf_clear(&s->more->inflight);
     write_progress(s);
@@ -953,6 +956,20 @@ static size_t send_now(pact_stream *s, const struct iovec *iov, int iovcnt)
  * burst is sent at once. */
 #define JOINED_SENDS_MAX MORE_CACHE_BLOCKS
 
+/* Whether a joined send's completion may be left out when it sends
+ * everything (the engine asks at each submission, engine_uring.c's silent
+ * sends): only when its completion has nothing to do that anyone waits
+ * for — no bytes or write item behind it, no close, write_eof or paused
+ * writer waiting for it. Its completion then comes with the loop's next
+ * wait, whenever that ends, and releases the write state. */
+int pact__stream_send_may_finish_silently(const pact_op_s *op)
+{
+    const pact_stream *s = op->user;
+    const pact_stream_more *m = s->more;
+    return m && !m->lent && !m->item && pact__wbuf_len(&m->pending) == 0 &&
+           !s->t.ep.closing && !s->t.ep.write_paused && !s->t.eof_requested;
+}
+
 static int send_joins_submission(const pact_stream *s, size_t total)
 {
     const pact_loop *loop = s->t.ep.loop;
@@ -1001,15 +1018,27 @@ static int stream_writev_many(pact_stream *s, const struct iovec *iov, int iovcn
     if (total == 0)
         return 0;
     size_t sent = 0;
+    int joined = 0;
     if (write_queue_empty(s)) {
-        if (may_join && send_joins_submission(s, total))
+        if (may_join && send_joins_submission(s, total)) {
             s->t.ep.loop->sends_joined++;
-        else
+            joined = 1;
+        } else {
             sent = send_now(s, iov, iovcnt);
+        }
     }
     if (sent == total)
         return 0; /* all out: nothing buffered, the marks are not crossed */
-    return queue_unsent(s, iov, iovcnt, sent);
+    int r = queue_unsent(s, iov, iovcnt, sent);
+    if (joined && r == 0 && s->more && s->more->send_op) {
+        /* Its completion ended the loop's next wait at once on io_uring
+         * (the send completes at submission), which cost an iteration
+         * without work; a retry after a short send is never silent. */
+        pact_op_s *op = pact__op_lookup(s->t.ep.loop, s->more->send_op);
+        if (op)
+            op->flags |= PACT_OPF_SILENT_OK;
+    }
+    return r;
 }
 
 static PACT_SLOW_PATH int write_slow(pact_stream *s, const void *data, size_t len)

@@ -7,7 +7,7 @@
  * bits). The generation lets a completion for an op that no longer exists
  * be recognised and counted as stray instead of touching a reused op.
  * A send slot's (op.h) is its address with TAG_SLOT or TAG_SLOT_CANCEL in
- * the low three bits, which an op's tags (1-4) never have: its owner
+ * the low three bits, which an op's tags (1-4, 8) never have: its owner
  * keeps it until the last completion owed for it is reaped. */
 #include <errno.h>
 #include <liburing.h>
@@ -41,6 +41,9 @@ enum uring_tag {
      * the rest of the user_data is the fd. Its low bits (SLOT_TAG_MASK)
      * are neither an op's tag nor a slot's. */
     TAG_CLOSE = 7,
+    /* The op itself, a silent send (see there); low three bits 0, as an
+     * op's tag must have below TAG_SLOT. */
+    TAG_SILENT = 8,
 };
 #define SLOT_TAG_MASK 7u
 
@@ -72,6 +75,11 @@ static const struct {
     {IORING_OP_FSYNC, PACT_OP_FSYNC},     {IORING_OP_STATX, PACT_OP_STATX},
     {IORING_OP_RENAMEAT, PACT_OP_RENAME}, {IORING_OP_UNLINKAT, PACT_OP_UNLINK},
 };
+
+/* At most this many silent sends per state (queued, unknown, done);
+ * beyond, a send completes as any op does. As many as join one
+ * submission (stream.c, JOINED_SENDS_MAX). */
+#define SILENT_MAX 64
 
 typedef struct uring_engine {
     struct io_uring ring;
@@ -160,6 +168,24 @@ typedef struct uring_engine {
     int poll_probe_fd;
     /* Sockets are closed by a CLOSE SQE (uring_close_socket). */
     int close_on_ring;
+    /* Silent sends (see "silent sends" below): 0 where the kernel or the
+     * ring cannot have them. */
+    int silent_ok;
+    /* Their SQEs not yet taken by the kernel: where in the SQ, and
+     * whether the last submission asked for no completion. */
+    struct silent_sqe {
+        pact_op_s *op;
+        unsigned sq_index;
+        int armed;
+    } silent_queued[SILENT_MAX];
+    unsigned nsilent_queued;
+    /* Taken by the kernel without a completion, while a CQ overflow kept
+     * it from saying whether they sent everything. */
+    pact_op_s *silent_unknown[SILENT_MAX];
+    unsigned nsilent_unknown;
+    /* Sent everything: their completions, handed over by the next wait. */
+    pact_op_s *silent_done[SILENT_MAX];
+    unsigned nsilent_done;
 } uring_engine;
 
 #define RECV_BGID 1
@@ -214,6 +240,170 @@ static int ensure_enabled(pact_loop *loop, uring_engine *e)
     return 0;
 }
 
+/* ---- silent sends ------------------------------------------------------
+ * A stream's small reply joins the loop's next submission (stream.c,
+ * send_joins_submission). Its send completes at submission, and its
+ * completion then ended the wait that follows at once: the loop ran an
+ * iteration for it alone (pact.asyncio's protocol echo: two iterations
+ * per request, one without any Python work in it). So a send the stream
+ * allows (PACT_OPF_SILENT_OK) asks for no completion when it sends
+ * everything: IOSQE_CQE_SKIP_SUCCESS, with MSG_DONTWAIT | MSG_WAITALL so
+ * that it is done when the system call that submits it returns — it
+ * never waits in the kernel (MSG_DONTWAIT), and anything short of the
+ * whole length is a failure that posts its completion (MSG_WAITALL on a
+ * stream socket: a short send counts as failed, and the completion
+ * carries what was sent; nothing at all: -EAGAIN). The stream sends the
+ * rest by an ordinary send.
+ *
+ * So after that system call, a silent send without a completion in the
+ * CQ sent everything, unless the CQ overflowed (its completion may wait
+ * in the kernel's overflow list: it is known after a later wait). Its
+ * completion is handed over by the loop's next wait, at the point the
+ * kernel's would have been (after the binding's after-wait hook, before
+ * what that wait found), and that wait blocks as if the send had not
+ * been made — which is right only while its completion has nothing to
+ * do that anyone waits for: the stream is asked at each submission
+ * (pact__stream_send_may_finish_silently) and again before each wait
+ * (silent_must_poll). Only on rings with DEFER_TASKRUN (6.1 and later,
+ * where the kernel has all of the above): completions are posted only
+ * inside this thread's io_uring_enter there. */
+
+static int silent_op_live(const pact_op_s *op)
+{
+    return (op->slab.gen & 1) && op->state == PACT_OP_INFLIGHT &&
+           op->pending_cqes > 0;
+}
+
+static int silent_allowed(const pact_op_s *op)
+{
+    return !(op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT)) &&
+           pact__stream_send_may_finish_silently(op);
+}
+
+/* Before a system call that submits: asks for no completion on each
+ * queued silent send that may go without one now, and for one on the
+ * others (an SQE left in the SQ by a submission that failed may be
+ * armed from before). */
+static void silent_arm(uring_engine *e)
+{
+    for (unsigned i = 0; i < e->nsilent_queued; i++) {
+        struct silent_sqe *q = &e->silent_queued[i];
+        struct io_uring_sqe *sqe =
+            &e->ring.sq.sqes[q->sq_index & e->ring.sq.ring_mask];
+        q->armed = silent_allowed(q->op);
+        if (q->armed) {
+            sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+            sqe->msg_flags = (unsigned)q->op->msg_flags | MSG_DONTWAIT | MSG_WAITALL;
+            sqe->user_data = encode(q->op, TAG_SILENT);
+        } else {
+            sqe->flags &= (__u8)~IOSQE_CQE_SKIP_SUCCESS;
+            sqe->msg_flags = (unsigned)q->op->msg_flags;
+            sqe->user_data = encode(q->op, TAG_OP);
+        }
+    }
+}
+
+/* Whether the CQ holds a completion for op (a silent send that failed). */
+static int silent_cqe_posted(uring_engine *e, const pact_op_s *op)
+{
+    uint64_t ud = encode(op, TAG_SILENT);
+    unsigned head = *e->ring.cq.khead;
+    unsigned tail = io_uring_smp_load_acquire(e->ring.cq.ktail);
+    for (unsigned i = head; i != tail; i++)
+        if (e->ring.cq.cqes[i & e->ring.cq.ring_mask].user_data == ud)
+            return 1;
+    return 0;
+}
+
+/* Sorts the silent sends the kernel has whose completions are not in
+ * the CQ: done (sent everything) unless the CQ overflowed. */
+static void silent_sort_unknown(uring_engine *e)
+{
+    if (e->nsilent_unknown == 0 ||
+        (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW))
+        return;
+    unsigned keep = 0;
+    for (unsigned i = 0; i < e->nsilent_unknown; i++) {
+        pact_op_s *op = e->silent_unknown[i];
+        if (!silent_op_live(op) || silent_cqe_posted(e, op))
+            continue; /* its completion ends it as any op's */
+        if (e->nsilent_done < SILENT_MAX)
+            e->silent_done[e->nsilent_done++] = op;
+        else
+            e->silent_unknown[keep++] = op; /* next time */
+    }
+    e->nsilent_unknown = keep;
+}
+
+/* After a system call that submitted: the silent sends the kernel took. */
+static void silent_submitted(uring_engine *e)
+{
+    if (e->nsilent_queued == 0)
+        return;
+    unsigned head = IO_URING_READ_ONCE(*e->ring.sq.khead);
+    unsigned keep = 0;
+    for (unsigned i = 0; i < e->nsilent_queued; i++) {
+        struct silent_sqe *q = &e->silent_queued[i];
+        if ((int)(head - q->sq_index) <= 0) {
+            e->silent_queued[keep++] = *q; /* still in the SQ */
+            continue;
+        }
+        if (q->armed) /* room: the three lists hold SILENT_MAX together */
+            e->silent_unknown[e->nsilent_unknown++] = q->op;
+    }
+    e->nsilent_queued = keep;
+    silent_sort_unknown(e);
+}
+
+/* The next wait may not block: a silent send's completion has work to
+ * do now (the stream wrote behind it, closes, ...), or whether one sent
+ * everything is not known yet (CQ overflow). */
+static int silent_must_poll(uring_engine *e)
+{
+    if (e->nsilent_unknown)
+        return 1;
+    for (unsigned i = 0; i < e->nsilent_done; i++)
+        if (!silent_allowed(e->silent_done[i]))
+            return 1;
+    return 0;
+}
+
+/* Hands over the completions of the silent sends that sent everything:
+ * into the done queue, which the after-wait hook (or uring_wait without
+ * hooks) runs before the completions this wait found. */
+static void silent_complete(pact_loop *loop)
+{
+    uring_engine *e = URING(loop);
+    unsigned n = e->nsilent_done;
+    e->nsilent_done = 0;
+    for (unsigned i = 0; i < n; i++) {
+        pact_op_s *op = e->silent_done[i];
+        if (!silent_op_live(op))
+            continue;
+        op->pending_cqes = 0;
+        pact__op_defer(loop, op, (int64_t)(op->len - op->transferred));
+    }
+}
+
+/* Takes op out of the silent sends that sent everything, if it is one
+ * (its completion then goes to the done queue now): 1 if it was. */
+static int silent_take(pact_loop *loop, pact_op_s *op)
+{
+    uring_engine *e = URING(loop);
+    for (unsigned i = 0; i < e->nsilent_done; i++) {
+        if (e->silent_done[i] != op)
+            continue;
+        e->silent_done[i] = e->silent_done[--e->nsilent_done];
+        op->pending_cqes = 0;
+        pact__op_defer(loop, op, (int64_t)(op->len - op->transferred));
+        return 1;
+    }
+    for (unsigned i = 0; i < e->nsilent_unknown; i++)
+        if (e->silent_unknown[i] == op)
+            return 1; /* sorted out by a later wait */
+    return 0;
+}
+
 static int migrate(pact_loop *loop, int may_call_back);
 
 static int uring_submit_now(pact_loop *loop)
@@ -231,7 +421,10 @@ static int uring_submit_now(pact_loop *loop)
     if (r < 0)
         return r;
     loop->stats.syscalls_enter++;
-    return io_uring_submit(&e->ring);
+    silent_arm(e);
+    r = io_uring_submit(&e->ring);
+    silent_submitted(e);
+    return r;
 }
 
 /* Returns an SQE, submitting what is queued if the SQ is full. `need` SQEs
@@ -293,7 +486,8 @@ static void describe_setup_failure(int err, char *reason, size_t len)
  * incremental consumption, as before 6.12), files (file
  * ops on the thread pool), teardown (a kernel whose ring teardown may
  * still do a waiting receive: movable loops start on the plain ring, see
- * movable_loop_may_start_fast), extarg (as on 5.10: pact then refuses
+ * movable_loop_may_start_fast), silent (every send completes with a
+ * completion: no silent sends), extarg (as on 5.10: pact then refuses
  * io_uring, so "all" leaves it out). Each feature has one check point,
  * marked URING_MASK_. */
 enum {
@@ -304,6 +498,7 @@ enum {
     URING_MASK_EXT_ARG = 1u << 4,
     URING_MASK_PBUF_INC = 1u << 5,
     URING_MASK_TEARDOWN = 1u << 6,
+    URING_MASK_SILENT = 1u << 7,
 };
 
 static unsigned uring_mask_from_env(void)
@@ -318,7 +513,7 @@ static unsigned uring_mask_from_env(void)
         {"setup", URING_MASK_SETUP},       {"linktimeout", URING_MASK_LINK_TIMEOUT},
         {"multishot", URING_MASK_MULTISHOT}, {"files", URING_MASK_FILES},
         {"extarg", URING_MASK_EXT_ARG},    {"pbufinc", URING_MASK_PBUF_INC},
-        {"teardown", URING_MASK_TEARDOWN},
+        {"teardown", URING_MASK_TEARDOWN}, {"silent", URING_MASK_SILENT},
     };
     unsigned m = 0;
     for (const char *p = v; *p;) {
@@ -326,7 +521,7 @@ static unsigned uring_mask_from_env(void)
         if (n == 3 && strncmp(p, "all", 3) == 0)
             m |= URING_MASK_SETUP | URING_MASK_LINK_TIMEOUT |
                  URING_MASK_MULTISHOT | URING_MASK_FILES | URING_MASK_PBUF_INC |
-                 URING_MASK_TEARDOWN;
+                 URING_MASK_TEARDOWN | URING_MASK_SILENT;
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
             if (strlen(names[i].name) == n && strncmp(p, names[i].name, n) == 0)
                 m |= names[i].bit;
@@ -594,6 +789,8 @@ static int uring_init(pact_loop *loop, unsigned depth, int fail_setup,
 
     if (e->mask & URING_MASK_EXT_ARG)
         e->features &= ~IORING_FEAT_EXT_ARG;
+    e->silent_ok = (e->setup_flags & IORING_SETUP_DEFER_TASKRUN) &&
+                   !(e->mask & URING_MASK_SILENT); /* URING_MASK_SILENT */
     /* The wait timeout rides on io_uring_enter (EXT_ARG, 5.11) and no CQE
      * is ever dropped (NODROP, 5.5); without them use epoll. */
     if (!(e->features & IORING_FEAT_EXT_ARG) || !(e->features & IORING_FEAT_NODROP)) {
@@ -875,6 +1072,12 @@ static int uring_submit(pact_loop *loop, pact_op_s *op)
     }
     prep_op(loop, op, sqe);
     op->pending_cqes = 1;
+    uring_engine *e = URING(loop);
+    if ((op->flags & PACT_OPF_SILENT_OK) && op->kind == PACT_OP_SEND && !linked &&
+        e->silent_ok && !e->migrating &&
+        e->nsilent_queued + e->nsilent_unknown + e->nsilent_done < SILENT_MAX)
+        e->silent_queued[e->nsilent_queued++] = (struct silent_sqe){
+            .op = op, .sq_index = e->ring.sq.sqe_tail - 1, .armed = 0};
     if (!linked)
         return 0;
     sqe->flags |= IOSQE_IO_LINK;
@@ -890,6 +1093,8 @@ static int uring_submit(pact_loop *loop, pact_op_s *op)
 
 static void uring_cancel(pact_loop *loop, pact_op_s *op)
 {
+    if (op->kind == PACT_OP_SEND && silent_take(loop, op))
+        return; /* done already: its completion comes, with what it sent */
     if (op->kind == PACT_OP_RECV_MULTI && pact_list_linked(&op->link)) {
         /* Waiting for a receive buffer (recv_buffer_wait): the kernel
          * has nothing of it, so it ends here, its callback later. */
@@ -1422,6 +1627,8 @@ static void handle_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
     }
     enum uring_tag tag;
     pact_op_s *op = decode(loop, ud, &tag);
+    if (tag == TAG_SILENT)
+        tag = TAG_OP; /* a silent send that did not send everything */
     if (!op) {
         loop->stats.stray_completions++;
         pact__log(loop, "stray completion: user_data 0x%llx res %d matches "
@@ -1631,6 +1838,12 @@ static int migrate(pact_loop *loop, int may_call_back)
             handle_cqe(loop, batch[i].ud, batch[i].res, batch[i].flags);
     }
     e->migrating = 0;
+    /* Silent sends: those known to have sent everything complete; the
+     * others are ops in flight like any (the new ring has none). */
+    silent_sort_unknown(e);
+    silent_complete(loop);
+    e->nsilent_queued = e->nsilent_unknown = 0;
+    e->silent_ok = 0;
 
     /* Ops the kernel has not seen (still in the SQ) may go again: a
      * connect, and after an overflow any op (none of its completions can
@@ -1749,6 +1962,9 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
     }
     loop->sends_joined = 0; /* the system call below submits them */
     loop->flush_owed = 0;
+    if (timeout_ns != 0 && (e->nsilent_unknown || e->nsilent_done) &&
+        silent_must_poll(e))
+        timeout_ns = 0;
     if (timeout_ns == 0 && io_uring_sq_ready(&e->ring) == 0 &&
         (e->setup_flags & IORING_SETUP_DEFER_TASKRUN) &&
         (e->setup_flags & IORING_SETUP_TASKRUN_FLAG) &&
@@ -1760,13 +1976,18 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
          * keeps callback chains (call_soon, timers due now) off the
          * kernel. */
         pact__wait_hook_before(loop, timeout_ns);
+        silent_complete(loop);
         pact__wait_hook_after(loop, timeout_ns);
         r = 0;
     } else if (timeout_ns == 0) {
         /* Submit and run deferred task work without blocking. */
         loop->stats.syscalls_enter++;
         pact__wait_hook_before(loop, timeout_ns);
+        silent_arm(e);
         r = io_uring_submit_and_get_events(&e->ring);
+        silent_submitted(e);
+        silent_sort_unknown(e);
+        silent_complete(loop);
         pact__wait_hook_after(loop, timeout_ns);
     } else {
         loop->stats.syscalls_enter++;
@@ -1777,10 +1998,18 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
             ts.tv_nsec = timeout_ns % 1000000000ll;
         }
         pact__wait_hook_before(loop, timeout_ns);
+        silent_arm(e);
         r = io_uring_submit_and_wait_timeout(&e->ring, &cqe, 1,
                                              timeout_ns > 0 ? &ts : NULL, NULL);
+        silent_submitted(e);
+        silent_sort_unknown(e);
+        silent_complete(loop);
         pact__wait_hook_after(loop, timeout_ns);
     }
+    /* Without hooks the done queue (silent sends) runs here: before the
+     * completions this wait found, as the kernel's would have. */
+    if (!loop->after_wait && !pact_list_empty(&loop->done_queue))
+        pact__ops_dispatch_done(loop);
     if (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW)
         loop->stats.cq_overflows++;
 
@@ -1810,7 +2039,9 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
         if (n == 0 && e->watch_rearmed && extra_rounds-- > 0) {
             e->watch_rearmed = 0;
             loop->stats.syscalls_enter++;
+            silent_arm(e);
             io_uring_submit_and_get_events(&e->ring);
+            silent_submitted(e); /* their completions: at the next wait */
             continue;
         }
         if (n == 0)
@@ -1866,8 +2097,11 @@ static int uring_backend_fd(pact_loop *loop)
 static int uring_has_unsubmitted(pact_loop *loop)
 {
     uring_engine *e = URING(loop);
+    /* A silent send's completion that must run before the loop sleeps
+     * (silent_must_poll) is handed over only by a wait. */
     return io_uring_sq_ready(&e->ring) > 0 || e->ncancel_retry > 0 ||
-           e->nslot_cancel_retry > 0;
+           e->nslot_cancel_retry > 0 ||
+           ((e->nsilent_unknown || e->nsilent_done) && silent_must_poll(e));
 }
 
 static void uring_flush(pact_loop *loop)

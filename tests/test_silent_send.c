@@ -1,0 +1,283 @@
+/* SPDX-License-Identifier: MIT */
+/* A reply written from a data callback joins the loop's next submission
+ * on io_uring; when it sends everything it completes without a
+ * completion of its own (engine_uring.c, silent sends), so it costs no
+ * wait of its own. These tests hold on every engine: what a reply
+ * costs is counted through the wait hooks, and the bytes, short sends
+ * and writes queued behind such a send are checked end to end. */
+#include <poll.h>
+#include <stdio.h>
+#include <sys/utsname.h>
+
+#include "helpers.h"
+
+typedef struct {
+    int before, after, blocking;
+    int64_t first_timeout; /* of the first wait since reset */
+    int data_calls;
+    size_t received;
+    int lost;
+} counts;
+
+static void count_before(pact_loop *loop, int64_t timeout_ns, void *user)
+{
+    (void)loop;
+    counts *c = user;
+    if (c->before == 0)
+        c->first_timeout = timeout_ns;
+    c->before++;
+    if (timeout_ns != 0)
+        c->blocking++;
+}
+
+static void count_after(pact_loop *loop, int64_t timeout_ns, void *user)
+{
+    (void)loop;
+    (void)timeout_ns;
+    counts *c = user;
+    c->after++;
+}
+
+static void echo_data(pact_transport *t, const void *data, size_t len, void *user)
+{
+    counts *c = user;
+    c->data_calls++;
+    c->received += len;
+    cr_assert_eq(pact_transport_write(t, data, len), 0);
+}
+
+static void echo_lost(pact_transport *t, int err, void *user)
+{
+    (void)t;
+    (void)err;
+    counts *c = user;
+    c->lost++;
+}
+
+static const pact_protocol echo_proto = {
+    .data_received = echo_data,
+    .connection_lost = echo_lost,
+};
+
+/* Whether replies go without a completion here: io_uring with
+ * DEFER_TASKRUN (Linux 6.1), unless a test mask hides it. */
+static int silent_sends_expected(pact_loop *loop)
+{
+    if (pact_loop_engine(loop) != PACT_ENGINE_URING)
+        return 0;
+    const char *mask = getenv("PACT_URING_MASK");
+    if (mask && (strstr(mask, "silent") || strstr(mask, "setup") ||
+                 strstr(mask, "all")))
+        return 0;
+    struct utsname u;
+    int ma = 0, mi = 0;
+    if (uname(&u) != 0 || sscanf(u.release, "%d.%d", &ma, &mi) < 2)
+        return 0;
+    return ma > 6 || (ma == 6 && mi >= 1);
+}
+
+static void read_exactly(int fd, char *out, size_t want)
+{
+    size_t got = 0;
+    while (got < want) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        cr_assert_eq(poll(&p, 1, 10000), 1, "the reply did not come");
+        ssize_t n = recv(fd, out + got, want - got, 0);
+        cr_assert_gt(n, 0);
+        got += (size_t)n;
+    }
+}
+
+/* The request/reply pattern of a protocol server driven one iteration
+ * at a time (pact.asyncio): each request is delivered by one blocking
+ * wait, and the reply's send adds no wait of its own — on epoll it is
+ * sent at once, on io_uring without a completion. */
+Test(silent_send, an_echo_reply_costs_no_wait_of_its_own)
+{
+    pact_loop *loop = test_loop_new();
+    counts c = {0};
+    cr_assert_eq(pact_loop_set_wait_hooks(loop, count_before, count_after, &c), 0);
+    int a, b;
+    make_tcp_pair(&b, &a);
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open(loop, a, PACT_STREAM_SOCKET, &echo_proto,
+                                     &c, &t), 0);
+    fcntl(b, F_SETFL, 0); /* the client blocks */
+    enum { REQUESTS = 50, SIZE = 1024 };
+    char req[SIZE], rep[SIZE];
+    int waits_per_request[REQUESTS];
+    for (int i = 0; i < REQUESTS; i++) {
+        memset(req, 'a' + i % 26, sizeof req);
+        cr_assert_eq(send(b, req, sizeof req, 0), (ssize_t)sizeof req);
+        c.before = c.after = c.blocking = 0;
+        size_t want = c.received + SIZE;
+        for (int turns = 0; c.received < want; turns++) {
+            cr_assert_lt(turns, 100, "request %d was not delivered", i);
+            cr_assert_geq(pact_loop_run_once(loop, 5000000000ll), 0);
+        }
+        read_exactly(b, rep, sizeof rep);
+        cr_assert_eq(memcmp(req, rep, sizeof rep), 0, "reply %d differs", i);
+        cr_assert_eq(c.before, c.after);
+        waits_per_request[i] = c.before;
+    }
+    /* The first requests may still set up (write state, buffers). */
+    int expect_one = pact_loop_engine(loop) != PACT_ENGINE_URING ||
+                     silent_sends_expected(loop);
+    for (int i = 2; i < REQUESTS; i++) {
+        if (expect_one)
+            cr_assert_eq(waits_per_request[i], 1,
+                         "request %d took %d waits (the reply's completion "
+                         "ended one of its own?)", i, waits_per_request[i]);
+        else /* the reply's completion ends the next wait */
+            cr_assert_leq(waits_per_request[i], 2, "request %d took %d waits",
+                          i, waits_per_request[i]);
+    }
+    cr_assert_eq(c.lost, 0);
+    pact_transport_close(t);
+    pact_loop_run(loop);
+    cr_assert_eq(c.lost, 1);
+    close(b);
+    test_loop_free(loop);
+}
+
+/* A write made after the iteration whose reply went silently (nothing
+ * was behind it then) queues behind that send; the next wait must not
+ * block, or the queued bytes would wait for whatever comes next. The
+ * first wait of the next iteration polls (the hooks see timeout 0
+ * although the run allows 10 s), and the bytes arrive in order. */
+Test(silent_send, a_write_behind_a_silent_send_does_not_wait_for_the_next_event)
+{
+    pact_loop *loop = test_loop_new();
+    counts c = {0};
+    cr_assert_eq(pact_loop_set_wait_hooks(loop, count_before, count_after, &c), 0);
+    int a, b;
+    make_tcp_pair(&b, &a);
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open(loop, a, PACT_STREAM_SOCKET, &echo_proto,
+                                     &c, &t), 0);
+    fcntl(b, F_SETFL, 0);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(send(b, "ping", 4, 0), 4);
+        size_t want = c.received + 4;
+        for (int turns = 0; c.received < want; turns++) {
+            cr_assert_lt(turns, 100);
+            cr_assert_geq(pact_loop_run_once(loop, 5000000000ll), 0);
+        }
+        /* Outside any callback: queued behind the reply's send if that
+         * one has not completed for the stream yet. */
+        cr_assert_eq(pact_transport_write(t, "more", 4), 0);
+        c.before = c.after = 0;
+        c.first_timeout = -2;
+        char got[8];
+        for (int turns = 0; turns < 3 && pact_transport_write_buffer_size(t) > 0;
+             turns++)
+            cr_assert_geq(pact_loop_run_once(loop, 10000000000ll), 0);
+        /* Elsewhere the send's own completion ends that wait. */
+        if (silent_sends_expected(loop))
+            cr_assert_eq(c.first_timeout, 0,
+                         "the wait blocked (timeout %lld ns) with a write "
+                         "queued behind a finished send",
+                         (long long)c.first_timeout);
+        cr_assert_eq(pact_transport_write_buffer_size(t), 0);
+        read_exactly(b, got, 8);
+        cr_assert_eq(memcmp(got, "pingmore", 8), 0);
+    }
+    pact_transport_close(t);
+    pact_loop_run(loop);
+    close(b);
+    test_loop_free(loop);
+}
+
+/* Fills the kernel's buffers from a towards its peer (raw sends on the
+ * transport's fd, which the stream does not see); returns the bytes. */
+static size_t fill_socket(int a)
+{
+    static char zeros[512];
+    size_t filled = 0;
+    for (;;) {
+        ssize_t w = send(a, zeros, sizeof zeros, MSG_DONTWAIT);
+        if (w <= 0)
+            return filled;
+        filled += (size_t)w;
+    }
+}
+
+/* A reply that meets a full socket (room_before_reply 0: the send takes
+ * nothing) or a nearly full one (the peer read some: the send may take
+ * part) goes out when there is room, whole and after what was queued
+ * before: a silent send that did not send everything completes with what
+ * it sent, and the rest waits for room as any short send's. */
+static void reply_meets_a_full_socket(size_t room_before_reply)
+{
+    pact_loop *loop = test_loop_new();
+    counts c = {0};
+    /* A Unix socket pair: its buffers stay as set (TCP's grow). */
+    int sv[2];
+    make_socketpair(sv);
+    int a = sv[0], b = sv[1];
+    /* The kernel's least (4608 B): a 3000-byte reply goes in two
+     * pieces of about 2240, so a little room takes only the first. */
+    int small = 2048;
+    cr_assert_eq(setsockopt(a, SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open(loop, a, PACT_STREAM_SOCKET, &echo_proto,
+                                     &c, &t), 0);
+    enum { SIZE = 3000 };
+    char req[SIZE], rep[SIZE];
+    for (int round = 0; round < 4; round++) {
+        /* An echo first: the stream's write state goes back idle. */
+        cr_assert_eq(send(b, "x", 1, 0), 1);
+        size_t want = c.received + 1;
+        for (int turns = 0; c.received < want; turns++) {
+            cr_assert_lt(turns, 100);
+            pact_loop_run_once(loop, 1000000000ll);
+        }
+        fcntl(b, F_SETFL, 0);
+        read_exactly(b, rep, 1);
+        fcntl(b, F_SETFL, O_NONBLOCK);
+
+        size_t filled = fill_socket(a);
+        char *sink = malloc(filled + SIZE);
+        size_t have = 0;
+        while (have < room_before_reply) {
+            ssize_t n = recv(b, sink + have, room_before_reply - have, 0);
+            if (n > 0)
+                have += (size_t)n;
+        }
+        memset(req, 'a' + round, sizeof req);
+        cr_assert_eq(send(b, req, sizeof req, 0), (ssize_t)sizeof req);
+        want = c.received + SIZE;
+        for (int turns = 0; c.received < want; turns++) {
+            cr_assert_lt(turns, 100);
+            pact_loop_run_once(loop, 1000000000ll);
+        }
+        /* Everything: the filler, then the reply. */
+        for (int turns = 0; have < filled + SIZE; turns++) {
+            cr_assert_lt(turns, 100000, "stopped at %zu of %zu", have,
+                         filled + (size_t)SIZE);
+            ssize_t n = recv(b, sink + have, filled + SIZE - have, 0);
+            if (n > 0)
+                have += (size_t)n;
+            pact_loop_run_once(loop, n > 0 ? 0 : 1000000);
+        }
+        cr_assert_eq(memcmp(sink + filled, req, SIZE), 0, "round %d", round);
+        free(sink);
+        cr_assert_eq(pact_transport_write_buffer_size(t), 0);
+    }
+    cr_assert_eq(c.lost, 0);
+    pact_transport_close(t);
+    pact_loop_run(loop);
+    cr_assert_eq(c.lost, 1);
+    close(b);
+    test_loop_free(loop);
+}
+
+Test(silent_send, a_reply_that_meets_a_full_socket_is_sent_when_there_is_room)
+{
+    reply_meets_a_full_socket(0);
+}
+
+Test(silent_send, a_reply_that_meets_a_nearly_full_socket_is_sent_whole)
+{
+    reply_meets_a_full_socket(1024);
+}
