@@ -364,7 +364,10 @@ PACT_API int pact_loop_free(pact_loop *loop);
 /* Current CLOCK_MONOTONIC time in nanoseconds. */
 PACT_API uint64_t pact_now(void);
 
-/* The time at the start of the loop's current iteration (nanoseconds). */
+/* The loop's time (pact_now() clock, nanoseconds), read at the start of
+ * each iteration and again when its wait ends: what the callbacks of an
+ * iteration see is the time its wait ended, or its start for those run
+ * before the wait. */
 PACT_API uint64_t pact_loop_time(const pact_loop *loop);
 
 /* The engine the loop runs on (never AUTO). */

@@ -388,7 +388,11 @@ static void iterate(pact_loop *loop, int64_t max_wait_ns)
         pact__error(loop, r, "%s wait failed", loop->engine->name);
 
     pact__ops_dispatch_done(loop);
-    loop->now = pact_now();
+    /* Every engine's wait reads the clock in pact__wait_hook_after(); a
+     * wait that failed before its system call did not. */
+    if (!loop->now_after_wait)
+        loop->now = pact_now();
+    loop->now_after_wait = 0;
     pact__timers_run(loop);
     drain_threadsafe(loop);
     pact__ops_drain_offloaded(loop);

@@ -119,7 +119,10 @@ struct pact_loop {
      * (fork) sees a newer one and gets -ECHILD from every entry point. */
     unsigned fork_generation;
 
-    uint64_t now; /* start of the current iteration */
+    uint64_t now; /* start of the current iteration, then after its wait */
+    /* pact__wait_hook_after() read the clock into `now`: iterate() does
+     * not read it again after the wait. */
+    uint8_t now_after_wait;
 
     pact_slab ops;
     pact_slab op_ext; /* pact_op_ext: the few ops that need one */
@@ -264,8 +267,13 @@ static inline void pact__wait_hook_before(pact_loop *loop, int64_t timeout_ns)
 
 static inline void pact__wait_hook_after(pact_loop *loop, int64_t timeout_ns)
 {
+    /* One reading for the idle time and the loop's time after the wait
+     * (pact_loop_time() for what this iteration runs from here on). */
+    uint64_t now = pact_now();
+    loop->now = now;
+    loop->now_after_wait = 1;
     if (timeout_ns != 0)
-        loop->idle_ns += pact_now() - loop->wait_started;
+        loop->idle_ns += now - loop->wait_started;
     if (loop->after_wait) {
         int saved = errno;
         loop->after_wait(loop, timeout_ns, loop->wait_hook_user);

@@ -859,3 +859,58 @@ Test(engine, seccomp_filter_forbidding_io_uring_gives_epoll)
     cr_assert_eq(norder, 1);
     pact_loop_free(loop);
 }
+
+/* pact_loop_time() in a callback of what a wait found is the time that
+ * wait ended, not the time the iteration started: a thread writes
+ * 50 ms after the loop went to sleep, and the receive's callback sees a
+ * loop time at or after the write. */
+typedef struct {
+    int fd;
+    uint64_t written_at;
+} late_writer;
+
+static void *write_late(void *arg)
+{
+    late_writer *w = arg;
+    usleep(50 * 1000);
+    w->written_at = pact_now();
+    cr_assert_eq(write(w->fd, "x", 1), 1);
+    return NULL;
+}
+
+typedef struct {
+    int calls;
+    uint64_t loop_time;
+} timed_recv;
+
+static void recv_timed(pact_loop *loop, const pact_completion *c, void *user)
+{
+    timed_recv *r = user;
+    cr_assert_eq(c->result, 1);
+    r->calls++;
+    r->loop_time = pact_loop_time(loop);
+}
+
+Test(loop, loop_time_in_a_completion_callback_is_after_the_wait)
+{
+    pact_loop *loop = test_loop_new();
+    int sv[2];
+    make_socketpair(sv);
+    char buf[4];
+    timed_recv r = {0};
+    cr_assert_gt(pact_recv(loop, sv[0], buf, sizeof buf, 0, recv_timed, &r), 0);
+    late_writer w = {.fd = sv[1]};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, write_late, &w), 0);
+    for (int turns = 0; r.calls == 0; turns++) {
+        cr_assert_lt(turns, 100);
+        cr_assert_geq(pact_loop_run_once(loop, 5000000000ll), 0);
+    }
+    pthread_join(th, NULL);
+    cr_assert_geq(r.loop_time, w.written_at,
+                  "pact_loop_time() %llu ns before the write that ended the wait",
+                  (unsigned long long)(w.written_at - r.loop_time));
+    close(sv[0]);
+    close(sv[1]);
+    test_loop_free(loop);
+}
