@@ -281,3 +281,46 @@ Test(silent_send, a_reply_that_meets_a_nearly_full_socket_is_sent_whole)
 {
     reply_meets_a_full_socket(1024);
 }
+
+/* The last reply of a transport whose peer has ended its side (its data
+ * and its EOF arrive together; eof_received keeps the transport open):
+ * the reply's send is all that keeps the loop alive, and pact_loop_run()
+ * returns once it is done — the wait that would hand over its completion
+ * must not block, as nothing else could end it. */
+static int keep_open_at_eof(pact_transport *t, void *user)
+{
+    (void)t;
+    (void)user;
+    return 1;
+}
+
+static const pact_protocol last_reply_proto = {
+    .data_received = echo_data,
+    .eof_received = keep_open_at_eof,
+    .connection_lost = echo_lost,
+};
+
+Test(silent_send, a_run_kept_alive_only_by_a_silent_send_returns, .timeout = 30)
+{
+    pact_loop *loop = test_loop_new();
+    counts c = {0};
+    int a, b;
+    make_tcp_pair(&b, &a);
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open(loop, a, PACT_STREAM_SOCKET,
+                                     &last_reply_proto, &c, &t), 0);
+    cr_assert_eq(send(b, "last", 4, 0), 4);
+    cr_assert_eq(shutdown(b, SHUT_WR), 0);
+    cr_assert_eq(pact_loop_run(loop), 0); /* returns: nothing left to do */
+    cr_assert_eq(c.data_calls, 1);
+    char got[4];
+    fcntl(b, F_SETFL, 0);
+    read_exactly(b, got, 4);
+    cr_assert_eq(memcmp(got, "last", 4), 0);
+    cr_assert_eq(pact_transport_write_buffer_size(t), 0);
+    pact_transport_close(t);
+    pact_loop_run(loop);
+    cr_assert_eq(c.lost, 1);
+    close(b);
+    test_loop_free(loop);
+}

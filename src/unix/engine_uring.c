@@ -356,16 +356,26 @@ static void silent_submitted(uring_engine *e)
 }
 
 /* The next wait may not block: a silent send's completion has work to
- * do now (the stream wrote behind it, closes, ...), or whether one sent
- * everything is not known yet (CQ overflow). */
-static int silent_must_poll(uring_engine *e)
+ * do now (the stream wrote behind it, closes, ...), whether one sent
+ * everything is not known yet (CQ overflow), or they alone keep the loop
+ * alive. */
+static int silent_must_poll(pact_loop *loop)
 {
+    uring_engine *e = URING(loop);
     if (e->nsilent_unknown)
         return 1;
-    for (unsigned i = 0; i < e->nsilent_done; i++)
-        if (!silent_allowed(e->silent_done[i]))
+    uint64_t held = 0;
+    for (unsigned i = 0; i < e->nsilent_done; i++) {
+        const pact_op_s *op = e->silent_done[i];
+        if (!silent_allowed(op))
             return 1;
-    return 0;
+        held += !(op->flags & (PACT_OPF_INTERNAL | PACT_OPF_UNREF));
+    }
+    /* They alone keep the loop alive: nothing else could end the wait,
+     * and a run must end once they are done (pact_loop_alive()). */
+    return held > 0 && loop->user_ops_live - held <= loop->unref_ops &&
+           pact_list_empty(&loop->ready) && loop->user_timers == 0 &&
+           loop->ref_signals == 0 && atomic_load(&loop->ts_count) == 0;
 }
 
 /* Hands over the completions of the silent sends that sent everything:
@@ -1963,7 +1973,7 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
     loop->sends_joined = 0; /* the system call below submits them */
     loop->flush_owed = 0;
     if (timeout_ns != 0 && (e->nsilent_unknown || e->nsilent_done) &&
-        silent_must_poll(e))
+        silent_must_poll(loop))
         timeout_ns = 0;
     if (timeout_ns == 0 && io_uring_sq_ready(&e->ring) == 0 &&
         (e->setup_flags & IORING_SETUP_DEFER_TASKRUN) &&
@@ -2101,7 +2111,7 @@ static int uring_has_unsubmitted(pact_loop *loop)
      * (silent_must_poll) is handed over only by a wait. */
     return io_uring_sq_ready(&e->ring) > 0 || e->ncancel_retry > 0 ||
            e->nslot_cancel_retry > 0 ||
-           ((e->nsilent_unknown || e->nsilent_done) && silent_must_poll(e));
+           ((e->nsilent_unknown || e->nsilent_done) && silent_must_poll(loop));
 }
 
 static void uring_flush(pact_loop *loop)
