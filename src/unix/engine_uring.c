@@ -1253,14 +1253,34 @@ static void recv_buffer_deliver(pact_loop *loop, pact_op_s *op, int res,
  * io_uring_enter (as task work, or at submission), and the kernel reads
  * the head entry's address and length afresh for every receive (with
  * incremental consumption it writes back what is left after each). And
- * only once every completion has been handled: one still in the CQ or the
- * overflow list may name bytes in the filling buffer, or a buffer taken
- * that free_head does not know of yet. Then the buffers given back go
- * behind the others, as without mru. */
+ * only once every completion that names a buffer has been handled: one
+ * still in the CQ or the overflow list may name bytes in the filling
+ * buffer, or a buffer taken that free_head does not know of yet
+ * (buffers_settled). Then the buffers given back go behind the others,
+ * as without mru. */
+static int buffers_settled(const uring_engine *e)
+{
+    /* Completions may wait in the CQ when the loop enters the kernel
+     * again: a burst of SQEs that filled the SQ was submitted in the
+     * middle of an iteration (get_sqes), and what completed at that
+     * submission (a batch of cancels, say) is reaped by the next wait.
+     * Those that name no buffer do not count: with them counted, such a
+     * burst left the buffers given back behind the free ones, and the
+     * kernel went on through buffers not used for a while. */
+    if (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW)
+        return 0;
+    unsigned head;
+    struct io_uring_cqe *cqe;
+    io_uring_for_each_cqe((struct io_uring *)&e->ring, head, cqe) {
+        if (cqe->flags & IORING_CQE_F_BUFFER)
+            return 0;
+    }
+    return 1;
+}
+
 static void refill_buffer_ring(uring_engine *e)
 {
-    int settled = !io_uring_cq_ready(&e->ring) &&
-                  !(IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW);
+    int settled = buffers_settled(e);
     if (e->filling >= 0 && settled) {
         struct recv_buf_state *b = &e->buf_state[e->filling];
         if (b->off > 0 && b->claims == 1 && b->in_kernel) {
