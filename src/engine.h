@@ -78,6 +78,14 @@ typedef struct pact_engine_ops {
      * io_uring queues the close with the loop's next submission, which
      * saves a system call per connection; the others close it now. */
     void (*close_socket)(struct pact_loop *loop, int fd);
+    /* The loop owns fd from now on (a socket transport's) and closes it
+     * itself, after fd_closing: the engine may keep the file registered
+     * with the kernel until then (io_uring: its fixed-file table).
+     * Never calls back. */
+    void (*fd_owned)(struct pact_loop *loop, int fd);
+    /* The loop is about to close fd, one it owns: what the engine keeps
+     * for the file goes (pact__fd_closing). Never calls back. */
+    void (*fd_closing)(struct pact_loop *loop, int fd);
 } pact_engine_ops;
 
 #define PACT_ENGINE_DEFINE(table, prefix, display_name)                   \
@@ -98,6 +106,8 @@ typedef struct pact_engine_ops {
         .slot_send = prefix##_slot_send,                                  \
         .slot_cancel = prefix##_slot_cancel,                              \
         .close_socket = prefix##_close_socket,                            \
+        .fd_owned = prefix##_fd_owned,                                    \
+        .fd_closing = prefix##_fd_closing,                                \
     }
 
 #ifdef _WIN32

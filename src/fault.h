@@ -19,6 +19,10 @@ enum pact_fault_site {
     PACT_FAULT_SLAB_ALLOC, /* slab.c: an op/handle allocation: -ENOMEM */
     PACT_FAULT_GET_SQE,    /* engine_uring.c: no SQE (SQ full, ring stuck) */
     PACT_FAULT_URING_SETUP,/* engine_uring.c: io_uring_setup fails with err */
+    PACT_FAULT_FIXED_FILE, /* engine_uring.c: the update that fills a
+                              socket's fixed-file slot fails (in the
+                              kernel, as without memory): the slot stays
+                              empty */
     PACT_FAULT_SITE_COUNT
 };
 

@@ -214,8 +214,8 @@ struct pact_loop {
     uint8_t sends_join_submission;
     /* The engine queued work that must reach the kernel before a run
      * returns although no op waits for it (io_uring: the close of a
-     * socket the loop owned): a run that returns hands it over
-     * (engine->flush). */
+     * socket the loop owned, and emptying its fixed-file slot, which is
+     * what closes it): a run that returns hands it over (engine->flush). */
     uint8_t flush_owed;
     /* How many such sends stream.c queued since the last submission
      * (bounded there, JOINED_SENDS_MAX): a run that returns hands them to
@@ -502,9 +502,14 @@ pact_op pact__accept_multishot(pact_loop *loop, pact_os_sock fd, pact_op_cb cb,
 void pact__op_deliver_accepted(pact_loop *loop, pact_op_s *op, int fd);
 /* Requests cancellation of a live op; returns as pact_op_cancel(). */
 int pact__op_cancel(pact_loop *loop, pact_op_s *op);
+/* The loop owns fd from now on (a socket transport's) and will close it
+ * itself, after pact__fd_closing(): the engine may register the file
+ * with the kernel until then (engine fd_owned). */
+void pact__fd_owned(pact_loop *loop, int fd);
 /* The loop is about to close fd, one of its own (a transport's): the
  * engine's registration of the number goes with the file (fd_table.h,
- * PACT_FD_REGISTERED). Call right before close(). */
+ * PACT_FD_REGISTERED), and so does what it keeps for the file (engine
+ * fd_closing). Call right before close(). */
 void pact__fd_closing(pact_loop *loop, int fd);
 /* Submit every queued op to the engine. */
 void pact__ops_flush(pact_loop *loop);

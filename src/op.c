@@ -545,8 +545,14 @@ static void order_release(pact_loop *loop, pact_op_s *op)
     f->order_bits &= (uint8_t)~ORDER_RELEASING(dir);
 }
 
+void pact__fd_owned(pact_loop *loop, int fd)
+{
+    loop->engine->fd_owned(loop, fd);
+}
+
 void pact__fd_closing(pact_loop *loop, int fd)
 {
+    loop->engine->fd_closing(loop, fd);
     pact_fd_entry *f = pact_fd_table_find(&loop->fds, fd);
     if (f) {
         f->engine_flags &= (uint8_t)~PACT_FD_REGISTERED;

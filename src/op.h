@@ -90,6 +90,9 @@ enum pact_op_flag {
      * pact__stream_send_may_finish_silently() at each submission, and
      * hands the op its completion itself (engine_uring.c, silent sends). */
     PACT_OPF_SILENT_OK = 1u << 11,
+    /* io_uring: the op's SQE names its file by a slot of the ring's
+     * fixed-file table, not by op->fd (engine_uring.c, fixed files). */
+    PACT_OPF_FIXED_FILE = 1u << 12,
 };
 
 /* Where the data completions of a hooked multishot receive go: the op's

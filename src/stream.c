@@ -1348,6 +1348,10 @@ int pact__transport_create(pact_loop *loop, int fd, pact_stream_kind kind,
         return -ENOMEM;
     }
     pact__endpoint_register(&s->t.ep, created_at);
+    /* The socket is the stream's until stream_lost closes it (after
+     * pact__fd_closing): the engine may register the file meanwhile. */
+    if (kind == PACT_STREAM_SOCKET)
+        pact__fd_owned(loop, fd);
     *out = &s->t;
     return 0;
 }

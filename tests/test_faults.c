@@ -503,6 +503,73 @@ Test(faults, echo_enomem) { sweep(scenario_echo, PACT_FAULT_SLAB_ALLOC, 1, "echo
 Test(faults, echo_no_sqe) { sweep(scenario_echo, PACT_FAULT_GET_SQE, 1, "echo/no SQE"); }
 Test(faults, echo_setup) { sweep(scenario_echo, PACT_FAULT_URING_SETUP, -EPERM, "echo/setup EPERM"); }
 
+/* A socket's fixed-file slot that the kernel did not fill (io_uring):
+ * the socket's ops go by fd from then on, and the echo completes with
+ * nothing lost, whichever of the two updates failed. */
+Test(faults, echo_survives_a_fixed_file_slot_left_empty)
+{
+    for (unsigned long n = 1; n <= 3; n++) {
+        pact_fault_arm(PACT_FAULT_FIXED_FILE, n, 1);
+        cr_assert(scenario_echo(), "update %lu failed: the echo did not complete", n);
+        cr_log_info("fixed-file update %lu failed: %lu time(s)", n,
+                    pact_fault_fired(PACT_FAULT_FIXED_FILE));
+        pact_fault_arm(PACT_FAULT_FIXED_FILE, 0, 0);
+    }
+}
+
+static void sent_one(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    *(int64_t *)user = c->result;
+}
+
+/* An op started on a transport's fd right after the transport was made
+ * names the slot in the same submission as the update that was to fill
+ * it: with the update failed, it finds the slot empty (-EBADF from the
+ * kernel) and is sent again by fd, unseen by its caller. */
+Test(faults, an_op_that_names_a_fixed_file_slot_left_empty_goes_by_fd)
+{
+    int fds = count_open_fds();
+    int err;
+    pact_fault_arm(PACT_FAULT_FIXED_FILE, 1, 1);
+    pact_loop *loop = fault_loop(&err);
+    cr_assert_not_null(loop);
+    int sv[2];
+    make_socketpair(sv);
+    side b = {.echo = 1};
+    pact_transport *tb;
+    cr_assert_eq(pact_transport_open(loop, sv[1], PACT_STREAM_SOCKET, &side_proto,
+                                     &b, &tb), 0);
+    int64_t result = 1;
+    cr_assert_gt(pact_send(loop, sv[1], "op", 2, 0, sent_one, &result), 0);
+    uint64_t end = pact_now() + 5000 * MS;
+    while (result == 1) {
+        cr_assert(pact_now() < end, "the send never completed");
+        pact_loop_run_once(loop, 10 * MS);
+    }
+    cr_assert_eq(result, 2, "send: %s", pact_strerror((int)result));
+    char got[2];
+    cr_assert_eq(recv(sv[0], got, 2, 0), 2);
+    cr_assert_eq(memcmp(got, "op", 2), 0);
+    /* The transport's own receive went by fd too. */
+    cr_assert_eq(send(sv[0], "ab", 2, 0), 2);
+    while (recv(sv[0], got, 2, MSG_DONTWAIT) != 2) {
+        cr_assert(pact_now() < end, "no echo");
+        pact_loop_run_once(loop, 10 * MS);
+    }
+    cr_assert_eq(memcmp(got, "ab", 2), 0);
+    cr_log_info("fixed-file updates failed: %lu", pact_fault_fired(PACT_FAULT_FIXED_FILE));
+    pact_fault_arm(PACT_FAULT_FIXED_FILE, 0, 0);
+    cr_assert_eq(pact_transport_close(tb), 0);
+    while (!b.lost)
+        pact_loop_run_once(loop, 10 * MS);
+    cr_assert_eq(b.lost_err, 0);
+    cr_assert_eq(recv(sv[0], got, 1, MSG_DONTWAIT), 0, "no EOF after the close");
+    close(sv[0]);
+    fault_loop_free(loop);
+    cr_assert_eq(count_open_fds(), fds, "fd leak");
+}
+
 Test(faults, accept_emfile) { sweep(scenario_accept, PACT_FAULT_ACCEPT, -EMFILE, "accept/EMFILE"); }
 Test(faults, accept_op_error) { sweep(scenario_accept, PACT_FAULT_OP_ERROR, -ECONNRESET, "accept/ECONNRESET"); }
 Test(faults, accept_enomem) { sweep(scenario_accept, PACT_FAULT_SLAB_ALLOC, 1, "accept/ENOMEM"); }

@@ -1111,6 +1111,134 @@ Test(stream, loop_close_closes_open_transports_with_lost_once)
     cr_assert_eq(count_open_fds(), fds_before, "transport and loop fds closed");
 }
 
+/* ---- more sockets than the engine registers ------------------------------- */
+
+/* An echo transport on the server side of a TCP pair; the test is the
+ * client (peer). */
+typedef struct fixed_conn {
+    int peer;
+    pact_transport *t;
+    int lost, op_sent;
+} fixed_conn;
+
+static void fc_data(pact_transport *t, const void *data, size_t len, void *user)
+{
+    (void)user;
+    cr_assert_eq(pact_transport_write(t, data, len), 0);
+}
+
+static void fc_lost(pact_transport *t, int err, void *user)
+{
+    (void)t;
+    fixed_conn *c = user;
+    cr_assert_eq(err, 0);
+    c->lost++;
+}
+
+static const pact_protocol fc_proto = {.data_received = fc_data,
+                                       .connection_lost = fc_lost};
+
+static void fc_open(pact_loop *loop, fixed_conn *c)
+{
+    int server;
+    make_tcp_pair(&c->peer, &server);
+    c->lost = 0;
+    cr_assert_eq(pact_transport_open(loop, server, PACT_STREAM_SOCKET, &fc_proto,
+                                     c, &c->t), 0);
+}
+
+/* Each open connection's peer sends its number and gets it echoed. */
+static void fc_echo(pact_loop *loop, fixed_conn *c, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (c[i].peer >= 0)
+            cr_assert_eq(send(c[i].peer, &i, sizeof i, 0), (ssize_t)sizeof i);
+    for (int i = 0; i < n; i++) {
+        if (c[i].peer < 0)
+            continue;
+        int got = -1;
+        uint64_t end = pact_now() + 5000 * MS;
+        while (recv(c[i].peer, &got, sizeof got, MSG_DONTWAIT) != (ssize_t)sizeof got) {
+            cr_assert(pact_now() < end, "no echo on connection %d", i);
+            pact_loop_run_once(loop, 10 * MS);
+        }
+        cr_assert_eq(got, i);
+    }
+}
+
+/* The peer of a closed transport reads EOF, at once. */
+static void fc_expect_eof(fixed_conn *c)
+{
+    char x;
+    cr_assert_eq(c->lost, 1);
+    cr_assert_eq(recv(c->peer, &x, 1, MSG_DONTWAIT), 0, "no EOF after the close");
+    close(c->peer);
+    c->peer = -1;
+}
+
+static void fc_sent(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    cr_assert_eq(c->result, 2);
+    ((fixed_conn *)user)->op_sent = 1;
+}
+
+/* On io_uring each socket transport's file may take a slot of the ring's
+ * fixed-file table until the transport closes it; a table with fewer
+ * slots than sockets (2 here; tests only) leaves the others on their fds,
+ * and a slot is used again once its socket is closed. Every connection
+ * echoes either way, an op started on a transport's fd with the op API
+ * reaches the same socket, and a closed transport's peer reads EOF while
+ * the other transports keep their receives in flight. On epoll the same
+ * must hold without any table. */
+Test(stream, more_sockets_than_fixed_file_slots_echo_and_close)
+{
+    setenv("PACT_URING_FIXED_FILES", "2", 1);
+    int fds_before = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    enum { N = 8 };
+    fixed_conn c[N];
+    for (int i = 0; i < N; i++)
+        fc_open(loop, &c[i]);
+    fc_echo(loop, c, N);
+
+    /* The op API on a transport's fd (a slot's socket, or not). */
+    for (int i = 0; i < N; i += N - 1) {
+        c[i].op_sent = 0;
+        cr_assert_gt(pact_send(loop, pact_transport_fd(c[i].t), "op", 2, 0,
+                               fc_sent, &c[i]), 0);
+        char got[2];
+        uint64_t end = pact_now() + 5000 * MS;
+        while (!c[i].op_sent || recv(c[i].peer, got, 2, MSG_DONTWAIT) != 2) {
+            cr_assert(pact_now() < end, "the op's bytes did not arrive");
+            pact_loop_run_once(loop, 10 * MS);
+        }
+        cr_assert_eq(memcmp(got, "op", 2), 0);
+    }
+
+    /* The first half closes; the second half keeps receiving. */
+    for (int i = 0; i < N / 2; i++)
+        cr_assert_eq(pact_transport_close(c[i].t), 0);
+    for (int i = 0; i < N / 2; i++)
+        while (!c[i].lost)
+            pact_loop_run_once(loop, 10 * MS);
+    for (int i = 0; i < N / 2; i++)
+        fc_expect_eof(&c[i]);
+    fc_echo(loop, c, N);
+
+    /* New sockets take the slots given back. */
+    for (int i = 0; i < N / 2; i++)
+        fc_open(loop, &c[i]);
+    fc_echo(loop, c, N);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(pact_transport_close(c[i].t), 0);
+    pact_loop_run(loop);
+    for (int i = 0; i < N; i++)
+        fc_expect_eof(&c[i]);
+    test_loop_free(loop);
+    cr_assert_eq(count_open_fds(), fds_before);
+}
+
 Test(stream, misuse_is_refused)
 {
     pact_loop *loop = test_loop_new();

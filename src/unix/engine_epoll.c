@@ -919,4 +919,18 @@ static void ep_close_socket(pact_loop *loop, int fd)
     close(fd);
 }
 
+/* epoll keeps no per-file registration beyond the one pact__fd_closing
+ * clears (PACT_FD_REGISTERED). */
+static void ep_fd_owned(pact_loop *loop, int fd)
+{
+    (void)loop;
+    (void)fd;
+}
+
+static void ep_fd_closing(pact_loop *loop, int fd)
+{
+    (void)loop;
+    (void)fd;
+}
+
 PACT_ENGINE_DEFINE(epoll, ep, "epoll");

@@ -8,8 +8,10 @@
  * be recognised and counted as stray instead of touching a reused op.
  * A send slot's (op.h) is its address with TAG_SLOT or TAG_SLOT_CANCEL in
  * the low three bits, which an op's tags (1-4, 8) never have: its owner
- * keeps it until the last completion owed for it is reaped. */
+ * keeps it until the last completion owed for it is reaped. An update of
+ * the fixed-file table's is fd | slot | TAG_FILES (files_ud). */
 #include <errno.h>
+#include <limits.h>
 #include <liburing.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +20,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -44,6 +47,10 @@ enum uring_tag {
     /* The op itself, a silent send (see there); low three bits 0, as an
      * op's tag must have below TAG_SLOT. */
     TAG_SILENT = 8,
+    /* A FILES_UPDATE of the fixed-file table: no op, the rest of the
+     * user_data is the fd (-1: emptying) and the slot (files_ud). Its
+     * low bits are TAG_CLOSE's; bit 3 tells them apart. */
+    TAG_FILES = 15,
 };
 #define SLOT_TAG_MASK 7u
 
@@ -186,6 +193,17 @@ typedef struct uring_engine {
     /* Sent everything: their completions, handed over by the next wait. */
     pact_op_s *silent_done[SILENT_MAX];
     unsigned nsilent_done;
+    /* The fixed-file table (see "fixed files" below): its size, 0 when
+     * the loop has none; slots below files_fresh have been handed out,
+     * and those given back since wait on the files_free stack. */
+    unsigned files_cap;
+    unsigned files_fresh;
+    uint16_t *files_free;
+    unsigned nfiles_free, files_free_cap;
+    /* Slots of sockets the loop closed, emptied at the next submission
+     * or when the run returns (fixed_slots_empty). */
+    uint16_t *files_closing;
+    unsigned nfiles_closing, files_closing_cap;
 } uring_engine;
 
 #define RECV_BGID 1
@@ -497,8 +515,9 @@ static void describe_setup_failure(int err, char *reason, size_t len)
  * ops on the thread pool), teardown (a kernel whose ring teardown may
  * still do a waiting receive: movable loops start on the plain ring, see
  * movable_loop_may_start_fast), silent (every send completes with a
- * completion: no silent sends), extarg (as on 5.10: pact then refuses
- * io_uring, so "all" leaves it out). Each feature has one check point,
+ * completion: no silent sends), fixedfiles (no fixed-file table: every
+ * SQE names its file by fd, as before 6.13), extarg (as on 5.10: pact
+ * then refuses io_uring, so "all" leaves it out). Each feature has one check point,
  * marked URING_MASK_. */
 enum {
     URING_MASK_SETUP = 1u << 0,
@@ -509,6 +528,7 @@ enum {
     URING_MASK_PBUF_INC = 1u << 5,
     URING_MASK_TEARDOWN = 1u << 6,
     URING_MASK_SILENT = 1u << 7,
+    URING_MASK_FIXED_FILES = 1u << 8,
 };
 
 static unsigned uring_mask_from_env(void)
@@ -524,6 +544,7 @@ static unsigned uring_mask_from_env(void)
         {"multishot", URING_MASK_MULTISHOT}, {"files", URING_MASK_FILES},
         {"extarg", URING_MASK_EXT_ARG},    {"pbufinc", URING_MASK_PBUF_INC},
         {"teardown", URING_MASK_TEARDOWN}, {"silent", URING_MASK_SILENT},
+        {"fixedfiles", URING_MASK_FIXED_FILES},
     };
     unsigned m = 0;
     for (const char *p = v; *p;) {
@@ -531,7 +552,7 @@ static unsigned uring_mask_from_env(void)
         if (n == 3 && strncmp(p, "all", 3) == 0)
             m |= URING_MASK_SETUP | URING_MASK_LINK_TIMEOUT |
                  URING_MASK_MULTISHOT | URING_MASK_FILES | URING_MASK_PBUF_INC |
-                 URING_MASK_TEARDOWN | URING_MASK_SILENT;
+                 URING_MASK_TEARDOWN | URING_MASK_SILENT | URING_MASK_FIXED_FILES;
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
             if (strlen(names[i].name) == n && strncmp(p, names[i].name, n) == 0)
                 m |= names[i].bit;
@@ -711,6 +732,256 @@ static void recv_buffers_init(pact_loop *loop, uring_engine *e)
     loop->recv_multi_mode = "poll";
 }
 
+/* ---- fixed files --------------------------------------------------------
+ * An SQE that names its file by fd makes the kernel look the fd up and
+ * take a reference for every request (fget, then fput at completion):
+ * about 2 % of a 64-byte echo server's CPU. An SQE that names a slot of
+ * the ring's fixed-file table (IOSQE_FIXED_FILE) skips both. So each
+ * socket a transport owns (pact__fd_owned) gets a slot for its life, and
+ * prep_op names that slot instead of the fd for the socket ops (recv,
+ * multishot recv, send, ...) of any op on that fd number — the same
+ * file as long as the loop owns it. The fd itself stays open and is what
+ * every plain system call (the eager send(2), getsockname, ...) uses.
+ *
+ * The slot follows the fd's ownership, through SQEs (FILES_UPDATE,
+ * 5.6) that ride in the SQ with the ops and cost no system call of their
+ * own; the kernel runs the SQEs of a submission in SQ order, each
+ * taking its file when it is issued. Hence:
+ * - the update that fills the slot is queued when the transport is made,
+ *   before any op of it, so every SQE naming the slot comes after it;
+ * - when the loop closes the fd (pact__fd_closing, from the transport's
+ *   final close, which waits until nothing of it is in flight), the fd's
+ *   entry stops naming the slot, so later SQEs name the fd, and the slot
+ *   waits on files_closing. Right before the loop's next submission an
+ *   update emptying it goes at the end of the SQ, behind every SQE that
+ *   may still name it (another op on the same number, prepared before
+ *   the close, runs on the file it was meant for), and only then is the
+ *   slot handed out again, so an update filling it anew comes later
+ *   still. Requests the kernel has issued hold the file themselves
+ *   (6.13: one reference per file, not per table), and a multishot
+ *   receive or its cancel (by user_data) does not care which table the
+ *   file came from;
+ * - close(fd) does not close the socket while the table holds the
+ *   file: the peer sees the FIN when the emptying update runs, at the
+ *   loop's next submission, which follows the final close within the
+ *   same iteration, or when a run that returns first submits what is
+ *   queued (flush_owed, uring_flush) — with the socket's CLOSE, if the
+ *   ring closes it (uring_close_socket).
+ * An update that fails to fill a slot (ENOMEM) leaves it empty: the ops
+ * that named it come back with -EBADF and are sent again by fd
+ * (fixed_file_refused), as is one that named a slot emptied at once
+ * for want of an SQE. A
+ * stream's send slot (uring_slot_send), which keeps no copy of its
+ * arguments to send again, names the slot only once the filling has
+ * completed (its CQE, FIXED_FILE_FILLED): long before a stream replies. One
+ * that fails to empty a slot leaves the socket open until the slot is
+ * reused or the loop closes, and is reported.
+ *
+ * Only from Linux 6.13: before, the kernel released the files removed
+ * from a table in the order of removal, each once every request issued
+ * before it had completed — any long-lived request (another
+ * connection's multishot receive) kept every socket closed after it
+ * open, its peer waiting for a FIN. Not for a movable loop (its ring may
+ * be replaced, see migrate). The table has min(RLIMIT_NOFILE, 16384)
+ * slots, set up with the ring (kernel memory: 8 bytes a slot); a socket
+ * that finds it full, or a kernel without it, uses its fd as before. */
+
+#define FIXED_FILES_MAX 16384u /* fits pact_fd_entry.engine_events - 1 */
+
+/* fd entry engine_flags bit: the update that filled the slot has
+ * completed (files_cqe). */
+#define FIXED_FILE_FILLED 0x01u
+
+/* The slot of fd's file + 1, 0 if none: io_uring keeps it in the fd
+ * entry's engine_events, which only epoll uses otherwise (as it does
+ * engine_flags, FIXED_FILE_FILLED). */
+static inline unsigned fixed_slot1(const pact_fd_entry *f)
+{
+    return f->engine_events;
+}
+
+static inline uint64_t files_ud(int fd, unsigned slot)
+{
+    return ((uint64_t)(uint32_t)fd << 32) | ((uint64_t)slot << 8) | TAG_FILES;
+}
+
+/* PACT_URING_FIXED_FILES=n (tests only): a table of at most n slots, so
+ * that a few connections fill it. */
+static unsigned fixed_files_limit(void)
+{
+    const char *v = getenv("PACT_URING_FIXED_FILES");
+    unsigned n = FIXED_FILES_MAX;
+    struct rlimit rl;
+    if (v && *v) {
+        unsigned long w = strtoul(v, NULL, 10);
+        if (w < n)
+            n = (unsigned)w;
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < n)
+        n = (unsigned)rl.rlim_cur;
+    return n;
+}
+
+static void fixed_files_init(pact_loop *loop, uring_engine *e,
+                             struct io_uring_probe *probe)
+{
+    if (loop->movable || (e->mask & URING_MASK_FIXED_FILES) ||
+        !kernel_at_least(6, 13) ||
+        !io_uring_opcode_supported(probe, IORING_OP_FILES_UPDATE))
+        return;
+    unsigned n = fixed_files_limit();
+    /* A ring still disabled (SINGLE_ISSUER) takes registrations from any
+     * thread: this one need not be the loop's. */
+    if (n > 0 && io_uring_register_files_sparse(&e->ring, n) == 0)
+        e->files_cap = n;
+}
+
+/* What an update that empties a slot reads (the kernel reads it when it
+ * runs the update). */
+static int no_file = -1;
+
+static void fixed_slot_give_back(uring_engine *e, unsigned slot)
+{
+    if (e->nfiles_free == e->files_free_cap) {
+        unsigned cap = e->files_free_cap ? e->files_free_cap * 2 : 64;
+        uint16_t *p = realloc(e->files_free, cap * sizeof *p);
+        if (!p)
+            return; /* the slot is never used again: nothing is lost */
+        e->files_free = p;
+        e->files_free_cap = cap;
+    }
+    e->files_free[e->nfiles_free++] = (uint16_t)slot;
+}
+
+static struct io_uring_sqe *get_sqes(pact_loop *loop, unsigned need);
+
+static void uring_fd_owned(pact_loop *loop, int fd)
+{
+    uring_engine *e = URING(loop);
+    if (!e->files_cap)
+        return;
+    pact_fd_entry *f = pact_fd_table_get(&loop->fds, fd);
+    if (!f || fixed_slot1(f))
+        return;
+    unsigned slot;
+    if (e->nfiles_free)
+        slot = e->files_free[--e->nfiles_free];
+    else if (e->files_fresh < e->files_cap)
+        slot = e->files_fresh++;
+    else
+        return; /* full: this socket goes by its fd */
+    struct io_uring_sqe *sqe = get_sqes(loop, 1);
+    if (!sqe) {
+        fixed_slot_give_back(e, slot);
+        return;
+    }
+    /* The kernel reads the fd when it runs the update: the entry's own
+     * copy stays where it is as long as the table (fd_table.h). Tests
+     * only: an fd that is not open, which the kernel refuses (-EBADF). */
+    static int not_open = INT_MAX;
+    int *fdp = PACT_FAULT(PACT_FAULT_FIXED_FILE) ? &not_open : &f->fd;
+    io_uring_prep_files_update(sqe, fdp, 1, (int)slot);
+    io_uring_sqe_set_data64(sqe, files_ud(fd, slot));
+    f->engine_events = (uint16_t)(slot + 1);
+    f->engine_flags &= (uint8_t)~FIXED_FILE_FILLED;
+}
+
+/* The loop closes fd's file: the slot is emptied at the next submission
+ * (fixed_slots_empty). */
+static void fixed_slot_drop(pact_loop *loop, pact_fd_entry *f)
+{
+    uring_engine *e = URING(loop);
+    unsigned slot = fixed_slot1(f) - 1;
+    f->engine_events = 0;
+    f->engine_flags &= (uint8_t)~FIXED_FILE_FILLED;
+    if (e->nfiles_closing == e->files_closing_cap) {
+        unsigned cap = e->files_closing_cap ? e->files_closing_cap * 2 : 16;
+        uint16_t *p = realloc(e->files_closing, cap * sizeof *p);
+        if (!p) {
+            /* Empty it now: an SQE still naming it finds it empty and
+             * goes by fd (fixed_file_refused). The slot is never used
+             * again: nothing can be queued behind an SQE naming it. */
+            int r = io_uring_register_files_update(&e->ring, slot, &no_file, 1);
+            if (r < 0)
+                pact__error(loop, r, "io_uring: cannot empty a fixed-file "
+                                     "slot; its socket stays open until the "
+                                     "loop closes");
+            return;
+        }
+        e->files_closing = p;
+        e->files_closing_cap = cap;
+    }
+    e->files_closing[e->nfiles_closing++] = (uint16_t)slot;
+    loop->flush_owed = 1;
+}
+
+/* Empties the slots of the sockets the loop closed, by updates at the
+ * end of the SQ right before it is submitted (without an SQE: at once,
+ * by a system call). Either way the slots can be handed out again: what
+ * fills one anew is queued or done later. */
+static void fixed_slots_empty(pact_loop *loop)
+{
+    uring_engine *e = URING(loop);
+    for (unsigned i = 0; i < e->nfiles_closing; i++) {
+        unsigned slot = e->files_closing[i];
+        struct io_uring_sqe *sqe = get_sqes(loop, 1);
+        if (sqe) {
+            io_uring_prep_files_update(sqe, &no_file, 1, (int)slot);
+            sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+            io_uring_sqe_set_data64(sqe, files_ud(-1, slot));
+        } else {
+            int r = io_uring_register_files_update(&e->ring, slot, &no_file, 1);
+            if (r < 0)
+                pact__error(loop, r, "io_uring: cannot empty a fixed-file "
+                                     "slot; its socket stays open until the "
+                                     "slot is reused");
+        }
+        fixed_slot_give_back(e, slot);
+    }
+    e->nfiles_closing = 0;
+}
+
+static void uring_fd_closing(pact_loop *loop, int fd)
+{
+    if (!URING(loop)->files_cap)
+        return;
+    pact_fd_entry *f = pact_fd_table_find(&loop->fds, fd);
+    if (f && fixed_slot1(f))
+        fixed_slot_drop(loop, f);
+}
+
+/* A FILES_UPDATE that filled a slot has completed, or one that emptied
+ * a slot failed (success posts nothing there: CQE_SKIP_SUCCESS). */
+static void files_cqe(pact_loop *loop, uint64_t ud, int res)
+{
+    int fd = (int)(uint32_t)(ud >> 32);
+    unsigned slot = (unsigned)(ud >> 8) & 0xffffffu;
+    if (fd >= 0 && res >= 0) {
+        pact_fd_entry *f = pact_fd_table_find(&loop->fds, fd);
+        if (f && fixed_slot1(f) == slot + 1)
+            f->engine_flags |= FIXED_FILE_FILLED;
+        return;
+    }
+    if (fd < 0) {
+        pact__error(loop, res, "io_uring: cannot empty a fixed-file slot; "
+                               "its socket stays open until the slot is "
+                               "reused");
+        return;
+    }
+    /* Not filled: the fd's ops go by fd from now on. The slot is empty
+     * already; if the fd was closed meanwhile, it waits on files_closing
+     * instead (emptying it again does no harm). */
+    pact_fd_entry *f = pact_fd_table_find(&loop->fds, fd);
+    if (loop->debug)
+        pact__log(loop, "io_uring: fd %d got no fixed-file slot: %s", fd,
+                  pact_strerror(res));
+    if (f && fixed_slot1(f) == slot + 1) {
+        f->engine_events = 0;
+        f->engine_flags &= (uint8_t)~FIXED_FILE_FILLED;
+        fixed_slot_give_back(URING(loop), slot);
+    }
+}
+
 static int uring_init(pact_loop *loop, unsigned depth, int fail_setup,
                       char *reason, size_t reason_len)
 {
@@ -838,6 +1109,7 @@ static int uring_init(pact_loop *loop, unsigned depth, int fail_setup,
         if (io_uring_opcode_supported(probe, file_ops[i].opcode) &&
             !(e->mask & URING_MASK_FILES) && !loop->movable)
             loop->native_kinds |= 1u << file_ops[i].kind;
+    fixed_files_init(loop, e, probe);
     io_uring_free_probe(probe);
     loop->engine_data = e;
     recv_buffers_init(loop, e);
@@ -887,6 +1159,8 @@ static void uring_destroy(pact_loop *loop)
         munmap(e->bufs, e->bufs_bytes);
     free(e->buf_state);
     free(e->returned);
+    free(e->files_free);
+    free(e->files_closing);
     free(e);
     loop->engine_data = NULL;
 }
@@ -917,6 +1191,35 @@ static int uring_supports_link_timeout(pact_loop *loop, pact_op_s *op)
     return op->kind != PACT_OP_SEND_ALL && op->kind != PACT_OP_SLEEP &&
            op->kind != PACT_OP_RECV_MULTI && /* re-armed: heap deadline */
            op->kind != PACT_OP_WATCH && op->kind != PACT_OP_ACCEPT_MULTI;
+}
+
+/* The socket ops of an fd the loop owns name its fixed-file slot (see
+ * "fixed files"). Not an op with a deadline: a linked timeout would not
+ * follow it if it had to be sent again by fd (fixed_file_refused). */
+static void name_fixed_file(pact_loop *loop, pact_op_s *op,
+                            struct io_uring_sqe *sqe)
+{
+    op->flags &= (uint16_t)~PACT_OPF_FIXED_FILE;
+    switch ((pact_op_kind)op->kind) {
+    case PACT_OP_RECV_MULTI:
+    case PACT_OP_RECV:
+    case PACT_OP_SEND:
+    case PACT_OP_SEND_ALL:
+    case PACT_OP_RECVFROM:
+    case PACT_OP_SENDTO:
+    case PACT_OP_SHUTDOWN:
+        break;
+    default:
+        return;
+    }
+    if (op->timeout_ns)
+        return;
+    const pact_fd_entry *f = pact_fd_table_find(&loop->fds, op->fd);
+    if (!f || !fixed_slot1(f))
+        return;
+    sqe->fd = (int)fixed_slot1(f) - 1;
+    sqe->flags |= IOSQE_FIXED_FILE;
+    op->flags |= PACT_OPF_FIXED_FILE;
 }
 
 static void prep_op(pact_loop *loop, pact_op_s *op, struct io_uring_sqe *sqe)
@@ -1010,6 +1313,8 @@ static void prep_op(pact_loop *loop, pact_op_s *op, struct io_uring_sqe *sqe)
         break;
     }
     io_uring_sqe_set_data64(sqe, encode(op, TAG_OP));
+    if (URING(loop)->files_cap)
+        name_fixed_file(loop, op, sqe);
 }
 
 /* Whether fd's file can be polled: epoll refuses (EPERM) a file whose
@@ -1571,6 +1876,16 @@ static int uring_slot_send(pact_loop *loop, pact_send_slot *slot, int fd,
         return -ENOMEM; /* the caller's op then meets the same */
     io_uring_prep_send(sqe, fd, buf, len, flags);
     io_uring_sqe_set_data64(sqe, slot_ud(slot, TAG_SLOT));
+    if (URING(loop)->files_cap) {
+        /* Only a slot the kernel is known to have filled: a slot's send
+         * that found it empty could not be sent again by fd (the slot
+         * keeps no copy of its arguments). */
+        const pact_fd_entry *f = pact_fd_table_find(&loop->fds, fd);
+        if (f && fixed_slot1(f) && (f->engine_flags & FIXED_FILE_FILLED)) {
+            sqe->fd = (int)fixed_slot1(f) - 1;
+            sqe->flags |= IOSQE_FIXED_FILE;
+        }
+    }
     slot->pending_cqes = 1;
     return 0;
 }
@@ -1642,9 +1957,32 @@ static void slot_cqe(pact_loop *loop, uint64_t ud, int res)
     pact__slot_complete(loop, slot);
 }
 
+/* An op that named a fixed-file slot found it empty (-EBADF): the update
+ * that was to fill it failed (files_cqe). The fd's slot goes, and the op
+ * is sent again by fd, unless it is being cancelled. Returns 1 if it is
+ * in flight again. */
+static int fixed_file_refused(pact_loop *loop, pact_op_s *op)
+{
+    op->flags &= (uint16_t)~PACT_OPF_FIXED_FILE;
+    pact_fd_entry *f = pact_fd_table_find(&loop->fds, op->fd);
+    if (f && fixed_slot1(f))
+        fixed_slot_drop(loop, f);
+    if (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT))
+        return 0;
+    struct io_uring_sqe *sqe = get_sqes(loop, 1);
+    if (!sqe)
+        return 0;
+    prep_op(loop, op, sqe);
+    return 1;
+}
+
 static void handle_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
 {
     if ((ud & SLOT_TAG_MASK) == TAG_CLOSE) {
+        if ((ud & 0xff) == TAG_FILES) {
+            files_cqe(loop, ud, res);
+            return;
+        }
         /* Only a failure posts one (CQE_SKIP_SUCCESS): a bug, as close(2)
          * failing on an fd the loop owned would be. */
         pact__error(loop, res, "io_uring: closing socket fd %d failed",
@@ -1659,6 +1997,12 @@ static void handle_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
     pact_op_s *op = decode(loop, ud, &tag);
     if (tag == TAG_SILENT)
         tag = TAG_OP; /* a silent send that did not send everything */
+    if (op && tag == TAG_OP && res == -EBADF &&
+        (op->flags & PACT_OPF_FIXED_FILE)) {
+        if (fixed_file_refused(loop, op))
+            return;
+        res = -ECANCELED;
+    }
     if (!op) {
         loop->stats.stray_completions++;
         pact__log(loop, "stray completion: user_data 0x%llx res %d matches "
@@ -1995,6 +2339,8 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
     if (timeout_ns != 0 && (e->nsilent_unknown || e->nsilent_done) &&
         silent_must_poll(loop))
         timeout_ns = 0;
+    if (e->nfiles_closing)
+        fixed_slots_empty(loop);
     if (timeout_ns == 0 && io_uring_sq_ready(&e->ring) == 0 &&
         (e->setup_flags & IORING_SETUP_DEFER_TASKRUN) &&
         (e->setup_flags & IORING_SETUP_TASKRUN_FLAG) &&
@@ -2139,6 +2485,8 @@ static void uring_flush(pact_loop *loop)
     uring_engine *e = URING(loop);
     loop->sends_joined = 0;
     loop->flush_owed = 0;
+    if (e->nfiles_closing)
+        fixed_slots_empty(loop);
     if (io_uring_sq_ready(&e->ring) == 0)
         return;
     int r = uring_submit_now(loop);

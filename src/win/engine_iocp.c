@@ -677,4 +677,17 @@ static void iocp_close_socket(pact_loop *loop, int fd)
     closesocket((SOCKET)fd);
 }
 
+/* IOCP keeps nothing per file that must go before the loop closes it. */
+static void iocp_fd_owned(pact_loop *loop, int fd)
+{
+    (void)loop;
+    (void)fd;
+}
+
+static void iocp_fd_closing(pact_loop *loop, int fd)
+{
+    (void)loop;
+    (void)fd;
+}
+
 PACT_ENGINE_DEFINE(iocp, iocp, "iocp");
