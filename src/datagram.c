@@ -220,6 +220,7 @@ static void dgram_lost(pact_endpoint *e)
 {
     pact_datagram *ep = dgram_of(e);
     if (ep->fd >= 0) {
+        pact__fd_closing(e->loop, ep->fd);
         close(ep->fd);
         ep->fd = -EBADF;
     }
@@ -852,6 +853,9 @@ static int dgram_create(pact_loop *loop, int fd,
         return -ENOMEM;
     }
     pact__endpoint_register(&ep->ep, created_at);
+    /* The socket is the endpoint's until dgram_lost closes it (after
+     * pact__fd_closing): the engine may register the file meanwhile. */
+    pact__fd_owned(ep->ep.loop, fd);
     *out = ep;
     return 0;
 }

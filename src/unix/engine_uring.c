@@ -737,7 +737,8 @@ static void recv_buffers_init(pact_loop *loop, uring_engine *e)
  * take a reference for every request (fget, then fput at completion):
  * about 2 % of a 64-byte echo server's CPU. An SQE that names a slot of
  * the ring's fixed-file table (IOSQE_FIXED_FILE) skips both. So each
- * socket a transport owns (pact__fd_owned) gets a slot for its life, and
+ * socket a transport or datagram endpoint owns (pact__fd_owned) gets a
+ * slot for its life, and
  * prep_op names that slot instead of the fd for the socket ops (recv,
  * multishot recv, send, ...) of any op on that fd number — the same
  * file as long as the loop owns it. The fd itself stays open and is what
