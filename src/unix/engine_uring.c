@@ -432,6 +432,20 @@ static int silent_take(pact_loop *loop, pact_op_s *op)
     return 0;
 }
 
+/* A silent send whose completion came (it did not send everything) is
+ * no longer unknown: its completion ends it now, and its slab entry may
+ * be a new send's before the next sort, which must not find the entry
+ * live without a completion and take the new send for done. */
+static void silent_forget_unknown(uring_engine *e, const pact_op_s *op)
+{
+    for (unsigned i = 0; i < e->nsilent_unknown; i++) {
+        if (e->silent_unknown[i] == op) {
+            e->silent_unknown[i] = e->silent_unknown[--e->nsilent_unknown];
+            return;
+        }
+    }
+}
+
 static int migrate(pact_loop *loop, int may_call_back);
 
 static int uring_submit_now(pact_loop *loop)
@@ -1996,8 +2010,11 @@ static void handle_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
     }
     enum uring_tag tag;
     pact_op_s *op = decode(loop, ud, &tag);
-    if (tag == TAG_SILENT)
+    if (tag == TAG_SILENT) {
         tag = TAG_OP; /* a silent send that did not send everything */
+        if (op)
+            silent_forget_unknown(URING(loop), op);
+    }
     if (op && tag == TAG_OP && res == -EBADF &&
         (op->flags & PACT_OPF_FIXED_FILE)) {
         if (fixed_file_refused(loop, op))
