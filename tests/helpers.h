@@ -18,12 +18,14 @@
 #include "helpers_both_systems.h"
 
 /* A loop on the engine the runner asked for; fails the test if the loop
- * silently fell back (a forced engine must be the one we get). */
-static inline pact_loop *test_loop_new(void)
+ * silently fell back (a forced engine must be the one we get). Movable:
+ * may be run by another thread later, as pact.asyncio's loops are. */
+static inline pact_loop *test_loop_new_movable(int movable)
 {
     pact_loop_options o;
     pact_loop_options_init(&o);
     o.debug = 1;
+    o.movable = movable;
     pact_loop *loop = NULL;
     int r = pact_loop_create(&loop, &o);
     cr_assert_eq(r, 0, "pact_loop_create: %s", pact_strerror(r));
@@ -33,6 +35,11 @@ static inline pact_loop *test_loop_new(void)
     if (want && strcmp(want, "epoll") == 0)
         cr_assert_eq(pact_loop_engine(loop), PACT_ENGINE_EPOLL);
     return loop;
+}
+
+static inline pact_loop *test_loop_new(void)
+{
+    return test_loop_new_movable(0);
 }
 
 static inline void make_socketpair(int sv[2])

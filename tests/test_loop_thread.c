@@ -22,19 +22,7 @@ TestSuite(loop_thread, .timeout = 60);
 
 static pact_loop *loop_new(int movable)
 {
-    pact_loop_options o;
-    pact_loop_options_init(&o);
-    o.debug = 1;
-    o.movable = movable;
-    pact_loop *loop = NULL;
-    int r = pact_loop_create(&loop, &o);
-    cr_assert_eq(r, 0, "pact_loop_create: %s", pact_strerror(r));
-    const char *want = getenv("PACT_ENGINE");
-    if (want && strcmp(want, "uring") == 0)
-        cr_assert_eq(pact_loop_engine(loop), PACT_ENGINE_URING);
-    if (want && strcmp(want, "epoll") == 0)
-        cr_assert_eq(pact_loop_engine(loop), PACT_ENGINE_EPOLL);
-    return loop;
+    return test_loop_new_movable(movable);
 }
 
 /* A movable loop starts on io_uring's fast ring (SINGLE_ISSUER,

@@ -64,19 +64,7 @@ static const pact_protocol echo_proto = {
  * are not silent), on the engine PACT_ENGINE names. */
 static pact_loop *movable_loop_new(void)
 {
-    pact_loop_options o;
-    pact_loop_options_init(&o);
-    o.debug = 1;
-    o.movable = 1;
-    pact_loop *loop = NULL;
-    int r = pact_loop_create(&loop, &o);
-    cr_assert_eq(r, 0, "pact_loop_create: %s", pact_strerror(r));
-    const char *want = getenv("PACT_ENGINE");
-    if (want && strcmp(want, "uring") == 0)
-        cr_assert_eq(pact_loop_engine(loop), PACT_ENGINE_URING);
-    if (want && strcmp(want, "epoll") == 0)
-        cr_assert_eq(pact_loop_engine(loop), PACT_ENGINE_EPOLL);
-    return loop;
+    return test_loop_new_movable(1);
 }
 
 /* Whether replies go without a completion on a movable loop here:
