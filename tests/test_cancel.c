@@ -266,6 +266,60 @@ Test(cancel, from_inside_another_ops_callback)
     close(sv[1]);
 }
 
+/* Two recvs on two sockets, both woken by one wait: whichever calls back
+ * first cancels the other, which completes in that same iteration — with
+ * its bytes (too late) or -ECANCELED and the bytes kept — on every
+ * engine. On io_uring the cancel's SQE would go out only with the next
+ * submission, and its completion hold the other op one iteration more
+ * although the kernel had finished it (a write pipe's connection_lost
+ * came an iteration after epoll's that way). */
+Test(cancel, a_cancel_too_late_for_an_op_woken_by_the_same_wait_costs_no_iteration)
+{
+    pact_loop *loop = test_loop_new();
+    for (int round = 0; round < 20; round++) {
+        int s1[2], s2[2];
+        make_socketpair(s1);
+        make_socketpair(s2);
+        rec a = {0}, b = {0};
+        char ba[2], bb[2], buf[8];
+        a.op = pact_recv(loop, s1[1], ba, 2, 0, rec_cb, &a);
+        b.op = pact_recv(loop, s2[1], bb, 2, 0, rec_cb, &b);
+        cr_assert_gt(a.op, 0);
+        cr_assert_gt(b.op, 0);
+        a.cancel_other = b.op;
+        b.cancel_other = a.op;
+        cr_assert_geq(pact_loop_run_once(loop, 0), 0); /* both wait */
+        cr_assert_eq(a.calls + b.calls, 0);
+        cr_assert_eq(write(s1[0], "aa", 2), 2);
+        cr_assert_eq(write(s2[0], "bb", 2), 2);
+        cr_assert_geq(pact_loop_run_once(loop, 5000 * (int64_t)MS), 0);
+        cr_assert_eq(a.calls, 1, "round %d: a did not call back", round);
+        cr_assert_eq(b.calls, 1, "round %d: the cancelled op called back an "
+                                 "iteration late", round);
+        rec *r[2] = {&a, &b};
+        char *got[2] = {ba, bb};
+        const char *want[2] = {"aa", "bb"};
+        int fd[2] = {s1[1], s2[1]};
+        for (int i = 0; i < 2; i++) {
+            if (r[i]->result == -ECANCELED) {
+                cr_assert_eq(read_available(fd[i], buf, sizeof buf), 2,
+                             "bytes kept");
+            } else {
+                cr_assert_eq(r[i]->result, 2, "%s",
+                             pact_err_name((int)r[i]->result));
+                cr_assert_eq(memcmp(got[i], want[i], 2), 0);
+            }
+        }
+        settle(loop);
+        cr_assert_eq(a.calls + b.calls, 2);
+        close(s1[0]);
+        close(s1[1]);
+        close(s2[0]);
+        close(s2[1]);
+    }
+    test_loop_free(loop);
+}
+
 /* ---- the race: a cancel and a completion carrying data ------------------- */
 
 enum race_variant {

@@ -306,6 +306,80 @@ Test(pipe, write_pipe_lost_counts_a_write_that_failed_at_once)
         reader_leaves_with_bytes_unwritten(1);
 }
 
+/* The iteration a write pipe's end is reported in, when its reader goes
+ * with a write queued: the loop's iteration counter at connection_lost. */
+typedef struct {
+    rec r;
+    uint64_t lost_iteration;
+} iteration_rec;
+
+static void iteration_rec_lost(pact_transport *t, int err, void *user)
+{
+    iteration_rec *l = user;
+    pact_loop_stats st;
+    cr_assert_eq(pact_loop_get_stats(pact_transport_loop(t), &st), 0);
+    l->lost_iteration = st.iterations;
+    rec_protocol.connection_lost(t, err, &l->r);
+}
+
+/* The reader goes while a write waits for room in the pipe (in_kernel:
+ * the rest of the write was handed to the engine an iteration before;
+ * else it is handed over by the iteration that finds the reader gone).
+ * The next iteration finds the write failed and the reader gone, and
+ * connection_lost(-EPIPE) comes in it, on every engine (asyncio's write
+ * pipe transport ends in that iteration too): on io_uring not one
+ * iteration later, after the cancel one of them asks for the other came
+ * back, nor after the write's failure the kernel left for its next
+ * io_uring_enter. On movable loops (pact.asyncio's) too. */
+static void reader_goes_with_a_write_queued(int in_kernel, int movable)
+{
+    int fds0 = count_open_fds();
+    pact_loop *loop = test_loop_new_movable(movable);
+    int p[2];
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    iteration_rec l = {0};
+    rec_init(&l.r);
+    pact_protocol proto = rec_protocol;
+    proto.connection_lost = iteration_rec_lost;
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open(loop, p[1], PACT_STREAM_WRITE_PIPE, &proto,
+                                     &l, &t), 0);
+    RUN_UNTIL(loop, l.r.made, 5000);
+    cr_assert_geq(pact_loop_run_once(loop, 0), 0); /* the watch is armed */
+    size_t total = 4u << 20; /* more than any pipe holds */
+    char *big = calloc(1, total);
+    cr_assert_not_null(big);
+    cr_assert_eq(pact_transport_write(t, big, total), 0);
+    cr_assert_gt(pact_transport_write_buffer_size(t), 0);
+    if (in_kernel)
+        cr_assert_geq(pact_loop_run_once(loop, 0), 0);
+    close(p[0]);
+    pact_loop_stats st;
+    cr_assert_eq(pact_loop_get_stats(loop, &st), 0);
+    uint64_t gone_at = st.iterations;
+    RUN_UNTIL(loop, l.r.lost, 5000);
+    cr_expect_eq(l.r.lost_err, -EPIPE, "%s", pact_strerror(l.r.lost_err));
+    cr_expect_eq(l.lost_iteration, gone_at + 1,
+                 "connection_lost came %d iterations after the reader went",
+                 (int)(l.lost_iteration - gone_at));
+    rec_expect_done(&l.r);
+    free(big);
+    test_loop_free(loop);
+    cr_expect_eq(count_open_fds(), fds0, "fd leak");
+}
+
+Test(pipe, write_pipe_reader_goes_with_a_write_queued_ends_in_the_next_iteration)
+{
+    for (int i = 0; i < 10; i++)
+        reader_goes_with_a_write_queued(0, i & 1);
+}
+
+Test(pipe, write_pipe_reader_goes_with_a_write_in_the_kernel_ends_in_the_next_iteration)
+{
+    for (int i = 0; i < 10; i++)
+        reader_goes_with_a_write_queued(1, i & 1);
+}
+
 /* ---- pause / resume -------------------------------------------------------------- */
 
 typedef struct toggler {

@@ -170,6 +170,9 @@ typedef struct uring_engine {
     /* A watch was armed again after a cancel for new events in the batch
      * being handled: uring_wait submits it at once (see watch_cqe). */
     int watch_rearmed;
+    /* Cancels asked for while uring_wait handled its completions, whose
+     * SQEs wait for the next submission (see retract_unsent_cancel). */
+    unsigned batch_cancels;
     /* An epoll set that only asks whether a file can be polled
      * (file_can_poll), -1 until then. */
     int poll_probe_fd;
@@ -1448,6 +1451,7 @@ static void uring_cancel(pact_loop *loop, pact_op_s *op)
     io_uring_sqe_set_data64(sqe, encode(op, TAG_CANCEL));
     /* The cancel's own CQE is owed too; nothing is freed before it. */
     op->pending_cqes++;
+    URING(loop)->batch_cancels++;
 }
 
 /* A send_all that went out short is sent on from where it stopped. */
@@ -1991,6 +1995,41 @@ static int fixed_file_refused(pact_loop *loop, pact_op_s *op)
     return 1;
 }
 
+/* A cancel is asked for with an SQE that goes with the next submission.
+ * When the op's own final completion comes first (in the batch being
+ * handled: a write pipe whose write failed because the reader went, and
+ * whose watch for the reader fired in the same wait), the kernel owes
+ * only the cancel's completion, which would hold the op — and its owner:
+ * a transport's connection_lost — for one more wait, an iteration after
+ * epoll's. If that cancel's SQE is still in the SQ, the kernel has not
+ * seen it: it becomes a NOP that posts nothing (CQE_SKIP_SUCCESS, 5.17),
+ * nothing more is owed, and the op completes now. The kernel holds
+ * nothing of the op's any more, so its memory may be reused
+ * (docs/contract.md §2). Returns 1 if it did. */
+static int retract_unsent_cancel(pact_loop *loop, pact_op_s *op)
+{
+    uring_engine *e = URING(loop);
+    if (op->pending_cqes != 1 || !(op->flags & PACT_OPF_CANCEL_REQUESTED) ||
+        !(e->features & IORING_FEAT_CQE_SKIP))
+        return 0;
+    uint64_t ud = encode(op, TAG_CANCEL);
+    struct io_uring_sq *sq = &e->ring.sq;
+    unsigned head = IO_URING_READ_ONCE(*sq->khead);
+    for (unsigned i = head; i != sq->sqe_tail; i++) {
+        struct io_uring_sqe *sqe = &sq->sqes[i & sq->ring_mask];
+        if (sqe->user_data != ud || sqe->opcode != IORING_OP_ASYNC_CANCEL)
+            continue;
+        io_uring_prep_nop(sqe);
+        sqe->flags = IOSQE_CQE_SKIP_SUCCESS;
+        sqe->user_data = 0; /* posts nothing; would be a stray if it did */
+        op->pending_cqes = 0;
+        if (e->batch_cancels)
+            e->batch_cancels--;
+        return 1;
+    }
+    return 0;
+}
+
 static void handle_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
 {
     if ((ud & SLOT_TAG_MASK) == TAG_CLOSE) {
@@ -2029,17 +2068,20 @@ static void handle_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
         return;
     }
     if (tag == TAG_OP && op->kind == PACT_OP_RECV_MULTI) {
-        if (!recv_multi_cqe(loop, op, res, flags) && op->pending_cqes == 0)
+        if (!recv_multi_cqe(loop, op, res, flags) &&
+            (op->pending_cqes == 0 || retract_unsent_cancel(loop, op)))
             pact__op_complete(loop, op);
         return;
     }
     if (tag == TAG_OP && op->kind == PACT_OP_WATCH) {
-        if (!watch_cqe(loop, op, res) && op->pending_cqes == 0)
+        if (!watch_cqe(loop, op, res) &&
+            (op->pending_cqes == 0 || retract_unsent_cancel(loop, op)))
             pact__op_complete(loop, op);
         return;
     }
     if (tag == TAG_OP && op->kind == PACT_OP_ACCEPT_MULTI) {
-        if (!accept_multi_cqe(loop, op, res, flags) && op->pending_cqes == 0)
+        if (!accept_multi_cqe(loop, op, res, flags) &&
+            (op->pending_cqes == 0 || retract_unsent_cancel(loop, op)))
             pact__op_complete(loop, op);
         return;
     }
@@ -2082,7 +2124,7 @@ static void handle_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
         loop->stats.stray_completions++;
         return;
     }
-    if (op->pending_cqes == 0) {
+    if (op->pending_cqes == 0 || retract_unsent_cancel(loop, op)) {
         /* Only now, not at the op's own CQE, is the engine done with it
          * (pact__op_complete lets the next op of its fd go): a linked
          * timeout's CQE is posted later from task work, after a next recv
@@ -2409,6 +2451,8 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
 
     int seen = 0;
     int extra_rounds = 1;
+    int cancel_rounds = 1;
+    e->batch_cancels = 0;
     /* One wait hands over at most a CQ's worth of completions. Callbacks
      * make more (an eager send to a socket this loop reads, on loopback,
      * completes the peer's receive at once): reaping until the CQ stays
@@ -2429,6 +2473,20 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
                 if (n == 64)
                     break;
             }
+        }
+        if (n == 0 && e->batch_cancels && cancel_rounds-- > 0 &&
+            (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN)) {
+            /* A completion cancelled another op (a write pipe's watch saw
+             * the reader go, and ends the write waiting for room), and the
+             * kernel has work pending that it left when this wait had its
+             * first completions: the cancelled op's own completion may be
+             * in it (the write's failure). Epoll would see both now; so
+             * run that work, submitting nothing, and the op completes in
+             * this iteration without its cancel (retract_unsent_cancel). */
+            e->batch_cancels = 0;
+            loop->stats.syscalls_enter++;
+            io_uring_get_events(&e->ring);
+            continue;
         }
         if (n == 0 && e->watch_rearmed && extra_rounds-- > 0) {
             e->watch_rearmed = 0;
