@@ -654,3 +654,89 @@ Test(faults, datagram_closed_in_its_callback_when_no_callback_can_be_scheduled)
     cr_assert_eq(n.lost_inside, 0, "connection_lost ran inside datagram_received");
     fault_loop_free(loop);
 }
+
+/* A silent send that names a fixed-file slot the kernel did not fill.
+ * Silent sends (io_uring, a reply joined to the next submission that
+ * asks for no completion when it sends everything) are op sends; on a
+ * loop that keeps its thread a stream sends through its send slot, which
+ * names a fixed-file slot only once the kernel confirmed the fill, and
+ * falls back to an op send only when the slot's send finds no SQE. So:
+ * inside a data callback a new transport is made (its slot's fill fails
+ * in the kernel) and written to while no SQE is to be had: the write's
+ * op send is silent and names the slot, in the submission right behind
+ * the failed fill. The kernel refuses it (-EBADF, which posts a
+ * completion although it asked for none), it is sent again by fd, and
+ * the bytes arrive once. On epoll the same scenario is a plain write. */
+typedef struct {
+    int sv[2];
+    side y;
+    pact_transport *ty;
+    int opened;
+} late_writer;
+
+static void open_and_write_in_callback(pact_transport *t, const void *d,
+                                       size_t n, void *u)
+{
+    (void)d;
+    (void)n;
+    late_writer *l = u;
+    if (l->opened++)
+        return;
+    make_socketpair(l->sv);
+    pact_fault_arm(PACT_FAULT_FIXED_FILE, 1, 1);
+    cr_assert_eq(pact_transport_open(pact_transport_loop(t), l->sv[1],
+                                     PACT_STREAM_SOCKET, &side_proto, &l->y,
+                                     &l->ty), 0);
+    pact_fault_arm(PACT_FAULT_GET_SQE, 1, 1);
+    cr_assert_eq(pact_transport_write(l->ty, "silent", 6), 0);
+    if (pact_loop_engine(pact_transport_loop(t)) == PACT_ENGINE_URING)
+        cr_assert_eq(pact_fault_fired(PACT_FAULT_GET_SQE), 1,
+                     "the slot's send found an SQE");
+    pact_fault_arm(PACT_FAULT_GET_SQE, 0, 0);
+}
+
+Test(faults, a_silent_send_naming_a_fixed_file_slot_left_empty_goes_by_fd)
+{
+    int fds = count_open_fds();
+    int err;
+    pact_loop *loop = fault_loop(&err);
+    cr_assert_not_null(loop);
+    late_writer l = {0};
+    int xv[2];
+    make_socketpair(xv);
+    static const pact_protocol x_proto = {.data_received = open_and_write_in_callback};
+    pact_transport *tx;
+    cr_assert_eq(pact_transport_open(loop, xv[1], PACT_STREAM_SOCKET, &x_proto,
+                                     &l, &tx), 0);
+    cr_assert_eq(send(xv[0], "go", 2, 0), 2);
+    uint64_t end = pact_now() + 5000 * MS;
+    char got[8];
+    size_t have = 0;
+    while (have < 6) {
+        cr_assert(pact_now() < end, "the write never arrived (%zu bytes)", have);
+        pact_loop_run_once(loop, 10 * MS);
+        if (l.opened) {
+            ssize_t r = recv(l.sv[0], got + have, sizeof got - have, MSG_DONTWAIT);
+            if (r > 0)
+                have += (size_t)r;
+        }
+    }
+    cr_assert_eq(have, 6);
+    cr_assert_eq(memcmp(got, "silent", 6), 0);
+    if (pact_loop_engine(loop) == PACT_ENGINE_URING)
+        cr_log_info("fixed-file fills failed: %lu",
+                    pact_fault_fired(PACT_FAULT_FIXED_FILE));
+    pact_fault_arm(PACT_FAULT_FIXED_FILE, 0, 0);
+    cr_assert_eq(pact_transport_close(l.ty), 0);
+    cr_assert_eq(pact_transport_close(tx), 0);
+    while (!l.y.lost)
+        pact_loop_run_once(loop, 10 * MS);
+    cr_assert_eq(l.y.lost_err, 0);
+    cr_assert_eq(recv(l.sv[0], got, 1, MSG_DONTWAIT), 0, "no EOF after the close");
+    for (int i = 0; i < 10; i++)
+        pact_loop_run_once(loop, 1 * MS);
+    close(l.sv[0]);
+    close(xv[0]);
+    fault_loop_free(loop);
+    cr_assert_eq(count_open_fds(), fds, "fd leak");
+}

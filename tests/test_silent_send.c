@@ -386,7 +386,7 @@ static unsigned char overflow_byte(int conn, int round, size_t i)
 }
 
 Test(silent_send, short_replies_around_a_cq_overflow_arrive_whole_and_once,
-     .timeout = 120)
+     .timeout = 60)
 {
     pact_loop *loop = tiny_movable_loop_new();
     overflow_conn *cs = calloc(OVERFLOW_CONNS, sizeof *cs);
