@@ -753,20 +753,30 @@ static void recv_buffers_init(pact_loop *loop, uring_engine *e)
  * An SQE that names its file by fd makes the kernel look the fd up and
  * take a reference for every request (fget, then fput at completion):
  * about 2 % of a 64-byte echo server's CPU. An SQE that names a slot of
- * the ring's fixed-file table (IOSQE_FIXED_FILE) skips both. So each
+ * the ring's fixed-file table (IOSQE_FIXED_FILE) skips both. So a
  * socket a transport or datagram endpoint owns (pact__fd_owned) gets a
- * slot for its life, and
+ * slot, kept for its life, and
  * prep_op names that slot instead of the fd for the socket ops (recv,
  * multishot recv, send, ...) of any op on that fd number — the same
  * file as long as the loop owns it. The fd itself stays open and is what
  * every plain system call (the eager send(2), getsockname, ...) uses.
  *
+ * Not at once: a slot costs two SQEs (the updates that fill and empty
+ * it, each a request the kernel allocates, issues and completes), more
+ * than the lookups it saves on a socket that sees one request and goes
+ * (a server of short connections — connect, one request, close — makes
+ * two SQEs per socket: its multishot receive and its reply). So an owned
+ * socket's first FIXED_FILE_USES_BEFORE_SLOT SQEs that could name a slot
+ * go by fd, and the next one fills a slot (fixed_file_count_use): in
+ * front of itself if it is an op's, which then names the slot, behind
+ * itself if it is a send slot's, which names none not yet filled.
+ *
  * The slot follows the fd's ownership, through SQEs (FILES_UPDATE,
  * 5.6) that ride in the SQ with the ops and cost no system call of their
  * own; the kernel runs the SQEs of a submission in SQ order, each
  * taking its file when it is issued. Hence:
- * - the update that fills the slot is queued when the transport is made,
- *   before any op of it, so every SQE naming the slot comes after it;
+ * - the update that fills the slot is queued right before the SQE that
+ *   takes it, so every SQE naming the slot comes after it;
  * - when the loop closes the fd (pact__fd_closing, from the transport's
  *   final close, which waits until nothing of it is in flight), the fd's
  *   entry stops naming the slot, so later SQEs name the fd, and the slot
@@ -791,7 +801,7 @@ static void recv_buffers_init(pact_loop *loop, uring_engine *e)
  * for want of an SQE. A
  * stream's send slot (uring_slot_send), which keeps no copy of its
  * arguments to send again, names the slot only once the filling has
- * completed (its CQE, FIXED_FILE_FILLED): long before a stream replies. One
+ * completed (its CQE, FIXED_FILE_FILLED), from the next iteration on. One
  * that fails to empty a slot leaves the socket open until the slot is
  * reused or the loop closes, and is reported.
  *
@@ -806,9 +816,18 @@ static void recv_buffers_init(pact_loop *loop, uring_engine *e)
 
 #define FIXED_FILES_MAX 16384u /* fits pact_fd_entry.engine_events - 1 */
 
-/* fd entry engine_flags bit: the update that filled the slot has
- * completed (files_cqe). */
+/* fd entry engine_flags bits: the update that filled the slot has
+ * completed (files_cqe); the loop owns the socket and it may still take
+ * a slot (uring_fd_owned); and how many of its SQEs went by fd so far
+ * (two bits). uring_fd_closing clears them. */
 #define FIXED_FILE_FILLED 0x01u
+#define FIXED_FILE_OWNED 0x02u
+#define FIXED_FILE_USES_SHIFT 2
+#define FIXED_FILE_USES_MASK 0x0cu
+#define FIXED_FILE_BITS 0x0fu
+/* SQEs by fd before an owned socket takes a slot: what a socket of one
+ * request makes (see "fixed files"). */
+#define FIXED_FILE_USES_BEFORE_SLOT 2u
 
 /* The slot of fd's file + 1, 0 if none: io_uring keeps it in the fd
  * entry's engine_events, which only epoll uses otherwise (as it does
@@ -875,19 +894,28 @@ static struct io_uring_sqe *get_sqes(pact_loop *loop, unsigned need);
 
 static void uring_fd_owned(pact_loop *loop, int fd)
 {
-    uring_engine *e = URING(loop);
-    if (!e->files_cap)
+    if (!URING(loop)->files_cap)
         return;
     pact_fd_entry *f = pact_fd_table_get(&loop->fds, fd);
-    if (!f || fixed_slot1(f))
-        return;
+    if (f && !fixed_slot1(f))
+        f->engine_flags = (uint8_t)((f->engine_flags & ~FIXED_FILE_BITS) |
+                                    FIXED_FILE_OWNED);
+}
+
+/* Gives f's socket a slot: the update that fills it goes into the SQ
+ * now, in front of every SQE that will name the slot. Without a free slot
+ * or an SQE the socket goes by its fd for good. */
+static void fixed_slot_fill(pact_loop *loop, pact_fd_entry *f)
+{
+    uring_engine *e = URING(loop);
+    f->engine_flags &= (uint8_t)~FIXED_FILE_BITS;
     unsigned slot;
     if (e->nfiles_free)
         slot = e->files_free[--e->nfiles_free];
     else if (e->files_fresh < e->files_cap)
         slot = e->files_fresh++;
     else
-        return; /* full: this socket goes by its fd */
+        return; /* full */
     struct io_uring_sqe *sqe = get_sqes(loop, 1);
     if (!sqe) {
         fixed_slot_give_back(e, slot);
@@ -899,9 +927,31 @@ static void uring_fd_owned(pact_loop *loop, int fd)
     static int not_open = INT_MAX;
     int *fdp = PACT_FAULT(PACT_FAULT_FIXED_FILE) ? &not_open : &f->fd;
     io_uring_prep_files_update(sqe, fdp, 1, (int)slot);
-    io_uring_sqe_set_data64(sqe, files_ud(fd, slot));
+    io_uring_sqe_set_data64(sqe, files_ud(f->fd, slot));
     f->engine_events = (uint16_t)(slot + 1);
-    f->engine_flags &= (uint8_t)~FIXED_FILE_FILLED;
+}
+
+/* An SQE that could name f's slot goes by fd: an owned socket without a
+ * slot counts it, and fills one once it has counted
+ * FIXED_FILE_USES_BEFORE_SLOT. */
+static void fixed_file_count_use(pact_loop *loop, pact_fd_entry *f)
+{
+    if (!(f->engine_flags & FIXED_FILE_OWNED))
+        return;
+    unsigned uses = (f->engine_flags & FIXED_FILE_USES_MASK) >> FIXED_FILE_USES_SHIFT;
+    if (uses < FIXED_FILE_USES_BEFORE_SLOT)
+        f->engine_flags = (uint8_t)(f->engine_flags + (1u << FIXED_FILE_USES_SHIFT));
+    else
+        fixed_slot_fill(loop, f);
+}
+
+/* Before an op's SQE that could name fd's slot: the op then names the
+ * slot if this filled one (the update goes in front of it). */
+static void fixed_file_before_sqe(pact_loop *loop, int fd)
+{
+    pact_fd_entry *f = pact_fd_table_find(&loop->fds, fd);
+    if (f)
+        fixed_file_count_use(loop, f);
 }
 
 /* The loop closes fd's file: the slot is emptied at the next submission
@@ -911,7 +961,7 @@ static void fixed_slot_drop(pact_loop *loop, pact_fd_entry *f)
     uring_engine *e = URING(loop);
     unsigned slot = fixed_slot1(f) - 1;
     f->engine_events = 0;
-    f->engine_flags &= (uint8_t)~FIXED_FILE_FILLED;
+    f->engine_flags &= (uint8_t)~FIXED_FILE_BITS; /* no slot again */
     if (e->nfiles_closing == e->files_closing_cap) {
         unsigned cap = e->files_closing_cap ? e->files_closing_cap * 2 : 16;
         uint16_t *p = realloc(e->files_closing, cap * sizeof *p);
@@ -966,6 +1016,8 @@ static void uring_fd_closing(pact_loop *loop, int fd)
     pact_fd_entry *f = pact_fd_table_find(&loop->fds, fd);
     if (f && fixed_slot1(f))
         fixed_slot_drop(loop, f);
+    else if (f)
+        f->engine_flags &= (uint8_t)~FIXED_FILE_BITS;
 }
 
 /* A FILES_UPDATE that filled a slot has completed, or one that emptied
@@ -995,7 +1047,7 @@ static void files_cqe(pact_loop *loop, uint64_t ud, int res)
                   pact_strerror(res));
     if (f && fixed_slot1(f) == slot + 1) {
         f->engine_events = 0;
-        f->engine_flags &= (uint8_t)~FIXED_FILE_FILLED;
+        f->engine_flags &= (uint8_t)~FIXED_FILE_BITS; /* no slot again */
         fixed_slot_give_back(URING(loop), slot);
     }
 }
@@ -1214,10 +1266,8 @@ static int uring_supports_link_timeout(pact_loop *loop, pact_op_s *op)
 /* The socket ops of an fd the loop owns name its fixed-file slot (see
  * "fixed files"). Not an op with a deadline: a linked timeout would not
  * follow it if it had to be sent again by fd (fixed_file_refused). */
-static void name_fixed_file(pact_loop *loop, pact_op_s *op,
-                            struct io_uring_sqe *sqe)
+static int may_name_fixed_file(const pact_op_s *op)
 {
-    op->flags &= (uint16_t)~PACT_OPF_FIXED_FILE;
     switch ((pact_op_kind)op->kind) {
     case PACT_OP_RECV_MULTI:
     case PACT_OP_RECV:
@@ -1226,11 +1276,17 @@ static void name_fixed_file(pact_loop *loop, pact_op_s *op,
     case PACT_OP_RECVFROM:
     case PACT_OP_SENDTO:
     case PACT_OP_SHUTDOWN:
-        break;
+        return !op->timeout_ns;
     default:
-        return;
+        return 0;
     }
-    if (op->timeout_ns)
+}
+
+static void name_fixed_file(pact_loop *loop, pact_op_s *op,
+                            struct io_uring_sqe *sqe)
+{
+    op->flags &= (uint16_t)~PACT_OPF_FIXED_FILE;
+    if (!may_name_fixed_file(op))
         return;
     const pact_fd_entry *f = pact_fd_table_find(&loop->fds, op->fd);
     if (!f || !fixed_slot1(f))
@@ -1395,6 +1451,8 @@ static int uring_submit(pact_loop *loop, pact_op_s *op)
         x->work_arg = op;
         return pact__pool_submit(loop, op);
     }
+    if (URING(loop)->files_cap && may_name_fixed_file(op))
+        fixed_file_before_sqe(loop, op->fd);
     /* An op that waited its turn has its deadline on the heap already. */
     int linked = op->timeout_ns && !pact_heap_contains(&op->deadline) &&
                  uring_supports_link_timeout(loop, op);
@@ -1895,17 +1953,22 @@ static int uring_slot_send(pact_loop *loop, pact_send_slot *slot, int fd,
         return -ENOMEM; /* the caller's op then meets the same */
     io_uring_prep_send(sqe, fd, buf, len, flags);
     io_uring_sqe_set_data64(sqe, slot_ud(slot, TAG_SLOT));
+    pact_fd_entry *f = NULL;
     if (URING(loop)->files_cap) {
         /* Only a slot the kernel is known to have filled: a slot's send
          * that found it empty could not be sent again by fd (the slot
          * keeps no copy of its arguments). */
-        const pact_fd_entry *f = pact_fd_table_find(&loop->fds, fd);
+        f = pact_fd_table_find(&loop->fds, fd);
         if (f && fixed_slot1(f) && (f->engine_flags & FIXED_FILE_FILLED)) {
             sqe->fd = (int)fixed_slot1(f) - 1;
             sqe->flags |= IOSQE_FIXED_FILE;
         }
     }
     slot->pending_cqes = 1;
+    /* Last, with the send queued: an update that fills a slot now goes
+     * behind it, as it may (it names no slot not yet filled). */
+    if (f)
+        fixed_file_count_use(loop, f);
     return 0;
 }
 
