@@ -356,9 +356,11 @@ PACT_API int pact_loop_close(pact_loop *loop);
  * no callback runs, nothing is submitted, cancelled or waited for (the
  * ring, the epoll instance and the ops in flight are the parent's), the
  * child's copies of the loop's own fds are closed, its signals are given
- * back (unblocked on the calling thread, free for a new loop). Transports,
- * servers and other resources the loop had open are not freed there: the
- * child should exec or _exit. */
+ * back (unblocked on the calling thread, free for a new loop). The
+ * transports (TLS ones too), datagram endpoints, servers and processes
+ * still open on it are released the same way: their memory, and the
+ * child's copies of their fds (no Unix socket file is removed, no process
+ * killed or waited for); no callback of theirs runs. */
 PACT_API int pact_loop_free(pact_loop *loop);
 
 /* Current CLOCK_MONOTONIC time in nanoseconds. */

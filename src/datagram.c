@@ -273,6 +273,23 @@ static void dgram_set_ref(pact_endpoint *e, int ref)
         pact_op_set_ref(e->loop, ep->send_op, ref);
 }
 
+#ifndef _WIN32
+/* A forked child frees the loop it inherited (endpoint.h): its copy of
+ * the fd closed, the queued datagrams and the memory freed; the socket's
+ * path is the parent's, not unlinked. */
+static void dgram_forget(pact_endpoint *e)
+{
+    pact_datagram *ep = dgram_of(e);
+    if (ep->fd >= 0)
+        close(ep->fd);
+    ep->fd = -EBADF;
+    dgram_item *it;
+    while ((it = pop_head(ep)))
+        free_item(ep, it);
+    dgram_free(e);
+}
+#endif
+
 static const pact_endpoint_ops dgram_ops = {
     .kind = "datagram endpoint",
     .force_close = dgram_force_close,
@@ -282,6 +299,9 @@ static const pact_endpoint_ops dgram_ops = {
     .free = dgram_free,
     .writing = dgram_writing,
     .set_ref = dgram_set_ref,
+#ifndef _WIN32
+    .forget = dgram_forget,
+#endif
 };
 
 static void fatal_error(pact_datagram *ep, int err)

@@ -31,6 +31,22 @@ void pact__endpoint_register(pact_endpoint *e, void *created_at)
     pact__resource_add(e->loop, &e->res, e->ops->kind, force_close, created_at);
 }
 
+void pact__endpoints_forget(pact_loop *loop)
+{
+    pact_list *n = loop->resources.next;
+    while (n != &loop->resources) {
+        pact_list *next = n->next; /* forget frees the link with the rest */
+        pact_resource *res = pact_container_of(n, pact_resource, link);
+        if (res->force_close == force_close) { /* an endpoint's */
+            pact_endpoint *e = pact_container_of(res, pact_endpoint, res);
+            pact_list_remove(n);
+            if (e->ops->forget)
+                e->ops->forget(e);
+        }
+        n = next;
+    }
+}
+
 void pact__endpoint_unref(pact_endpoint *e)
 {
     if (--e->refs == 0)

@@ -73,6 +73,12 @@ typedef struct pact_endpoint_ops {
      * now (e->unref is already set); the ones started later go through
      * pact__endpoint_op() / pact__endpoint_timer(). May be NULL. */
     void (*set_ref)(pact_endpoint *e, int ref);
+    /* In a forked child that frees the loop it inherited (pact_loop_free):
+     * close this process's copies of the endpoint's fds and free its
+     * memory — no callback, no operation, no call into the engine: the
+     * kernel objects and what is in flight on them are the parent's.
+     * May be NULL (nothing of its own to give back). */
+    void (*forget)(pact_endpoint *e);
 } pact_endpoint_ops;
 
 struct pact_endpoint {
@@ -105,6 +111,10 @@ pact_handle pact__endpoint_timer(pact_endpoint *e, pact_handle h);
 /* Fills e (refs = 1: the endpoint's own, dropped by the final close). */
 void pact__endpoint_init(pact_endpoint *e, pact_loop *loop,
                          const pact_endpoint_ops *ops);
+/* A forked child frees an inherited loop: every endpoint still listed
+ * on it is forgotten (ops->forget). Nothing else of the loop is touched. */
+void pact__endpoints_forget(pact_loop *loop);
+
 /* Lists e on the loop (debug report, force-close at loop close) once its
  * creation can no longer fail; created_at names the creator. Listed
  * until the final close. */

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The loop: creation and engine choice, the iteration, run / stop / close,
  * and the cross-thread wake-up. */
+#include "endpoint.h"
 #include "loop.h"
 #include "options.h"
 #include "pool.h"
@@ -805,6 +806,7 @@ static void forget_in_child(pact_loop *loop)
                 free(x->path2);
             }
         }
+        pact__endpoints_forget(loop); /* before the stream caches go */
         pact__signals_forget(loop);
         pact__pool_forget(loop);
         pact_ts_item *item = loop->ts_head;

@@ -148,6 +148,18 @@ static void process_set_ref(pact_endpoint *e, int ref)
             pact__endpoint_set_ref(&p->pipes[i].t->ep, ref);
 }
 
+#ifndef _WIN32
+/* A forked child frees the loop it inherited (endpoint.h): its copy of
+ * the pidfd closed (the child process is the parent's to wait for), the
+ * memory freed. Its pipes are endpoints of their own. */
+static void process_forget(pact_endpoint *e)
+{
+    pact_process *p = pact_container_of(e, pact_process, ep);
+    pact__process_os_release(p);
+    process_free(e);
+}
+#endif
+
 static const pact_endpoint_ops process_ops = {
     .kind = "process",
     .force_close = process_force_close,
@@ -155,6 +167,9 @@ static const pact_endpoint_ops process_ops = {
     .lost = process_lost,
     .free = process_free,
     .set_ref = process_set_ref,
+#ifndef _WIN32
+    .forget = process_forget,
+#endif
 };
 
 static void process_made(pact_loop *loop, void *arg)

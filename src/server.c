@@ -113,6 +113,20 @@ static void server_set_ref(pact_endpoint *e, int ref)
         pact_handle_set_ref(e->loop, s->backoff, ref);
 }
 
+#ifndef _WIN32
+/* A forked child frees the loop it inherited (endpoint.h): its copy of
+ * the listening fd closed (the socket's path is the parent's: kept), the
+ * memory freed. Its connections are endpoints of their own. */
+static void server_forget(pact_endpoint *e)
+{
+    pact_server *s = pact_container_of(e, pact_server, ep);
+    if (s->fd >= 0)
+        close(s->fd);
+    s->fd = -EBADF;
+    server_free(e);
+}
+#endif
+
 static const pact_endpoint_ops server_ops = {
     .kind = "server",
     .force_close = server_force_close,
@@ -120,6 +134,9 @@ static const pact_endpoint_ops server_ops = {
     .lost = server_lost,
     .free = server_free,
     .set_ref = server_set_ref,
+#ifndef _WIN32
+    .forget = server_forget,
+#endif
 };
 
 /* What a fresh connection speaks until the factory has chosen: nothing

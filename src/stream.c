@@ -418,6 +418,22 @@ static void stream_lost(pact_endpoint *e)
     }
 }
 
+static void stream_free(pact_endpoint *e);
+
+#ifndef _WIN32
+/* A forked child frees the loop it inherited (endpoint.h): its copy of
+ * the fd is closed by close(2) alone (the engine's table and ring are the
+ * parent's), and the memory goes. */
+static void stream_forget(pact_endpoint *e)
+{
+    pact_stream *s = stream_of_ep(e);
+    if (s->fd >= 0)
+        close(s->fd);
+    s->fd = -EBADF;
+    stream_free(e);
+}
+#endif
+
 static void stream_free(pact_endpoint *e)
 {
     pact_stream *s = stream_of_ep(e);
@@ -1281,6 +1297,9 @@ static const pact_transport_ops stream_ops = {
         .free = stream_free,
         .writing = pact__transport_writing,
         .set_ref = stream_set_ref,
+#ifndef _WIN32
+        .forget = stream_forget,
+#endif
     },
     .writev = stream_writev,
     .write = stream_write_op,

@@ -538,6 +538,20 @@ static void cancel_handle(pact_loop *loop, pact_handle *h)
     *h = 0;
 }
 
+static void tls_free(pact_endpoint *e);
+
+#ifndef _WIN32
+/* A forked child frees the loop it inherited (endpoint.h): the memory
+ * goes; the handles are slab entries of the loop, freed with it, not
+ * cancelled. Its plain transport is an endpoint of its own. */
+static void tls_forget(pact_endpoint *e)
+{
+    tls_conn *c = conn_of_ep(e);
+    c->hs_timer = c->close_timer = c->process_handle = c->start_handle = 0;
+    tls_free(e);
+}
+#endif
+
 static void tls_free(pact_endpoint *e)
 {
     tls_conn *c = conn_of_ep(e);
@@ -1342,6 +1356,9 @@ static const pact_transport_ops tls_ops = {
         .free = tls_free,
         .writing = pact__transport_writing,
         .set_ref = tls_set_ref,
+#ifndef _WIN32
+        .forget = tls_forget,
+#endif
     },
     .writev = tls_writev,
     .write_eof = tls_write_eof,

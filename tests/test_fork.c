@@ -395,3 +395,157 @@ Test(fork, a_loop_closed_with_a_transport_open_closes_its_socket_while_a_child_l
         rec_expect_done(&r);
     }
 }
+
+/* A child that frees an inherited loop with endpoints open in it (a
+ * stream transport with a write queued, a datagram endpoint, a server, a
+ * process with two pipes)
+ * gives back their memory and closes its copies of their fds, without
+ * touching what the parent's loop has in flight: the parent's transport
+ * goes on sending, its peer gets every byte, and the parent's fds stay
+ * open. */
+static int no_connections(pact_server *server, void *factory_user,
+                          const pact_protocol **proto, void **user)
+{
+    (void)server;
+    (void)factory_user;
+    (void)proto;
+    (void)user;
+    return -ECONNREFUSED; /* no client connects */
+}
+
+Test(fork, a_child_frees_the_endpoints_open_in_an_inherited_loop)
+{
+    size_t heap_before = heap_bytes_in_use();
+    pact_loop *loop = test_loop_new();
+    int sv[2];
+    make_socketpair(sv);
+    rec r;
+    rec_init(&r);
+    pact_transport *t = NULL;
+    cr_assert_eq(pact_transport_open(loop, sv[0], PACT_STREAM_SOCKET,
+                                     &rec_protocol, &r, &t), 0);
+    uint64_t end = pact_now() + 5000 * MS;
+    while (!r.made && pact_now() < end)
+        cr_assert_geq(pact_loop_run_once(loop, MS), 0);
+    static char out[1 << 20];
+    memset(out, 'x', sizeof out);
+    cr_assert_eq(pact_transport_write(t, out, sizeof out), 0);
+    cr_assert_geq(pact_loop_run_once(loop, 0), 0);
+    cr_assert_gt(pact_transport_write_buffer_size(t), 0, "nothing queued");
+    static const pact_datagram_protocol dgram_proto = {0};
+    pact_datagram *d = NULL;
+    cr_assert_eq(pact_datagram_open_udp(loop, "127.0.0.1", 0, NULL, 0, NULL,
+                                        &dgram_proto, NULL, &d), 0);
+    pact_server *srv = NULL;
+    cr_assert_eq(pact_server_listen_tcp(loop, "127.0.0.1", 0, NULL,
+                                        no_connections, NULL, &srv), 0);
+    /* A process with its stdin and stdout piped (each pipe a transport
+     * of its own). */
+    char *argv[] = {"cat", NULL};
+    pact_process_options po = {.size = sizeof po, .argv = argv};
+    po.stdio[0].kind = PACT_STDIO_PIPE;
+    po.stdio[1].kind = PACT_STDIO_PIPE;
+    static const pact_subprocess_protocol process_proto = {0};
+    pact_process *proc = NULL;
+    cr_assert_eq(pact_process_spawn(loop, &po, &process_proto, NULL, &proc), 0);
+    cr_assert_geq(pact_loop_run_once(loop, 0), 0);
+    int fds[5] = {sv[0], pact_datagram_fd(d), pact_server_fd(srv),
+                  pact_transport_fd(pact_process_pipe(proc, 0)),
+                  pact_transport_fd(pact_process_pipe(proc, 1))};
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        CHILD_CHECK(pact_loop_free(loop) == 0);
+        CHILD_CHECK(heap_back_to(heap_before, 0));
+        for (int i = 0; i < 5; i++)
+            CHILD_CHECK(fcntl(fds[i], F_GETFD) == -1 && errno == EBADF);
+        _exit(0);
+    }
+    cr_assert_eq(wait_child(pid), 0);
+    for (int i = 0; i < 5; i++) /* the parent's are open */
+        cr_assert_geq(fcntl(fds[i], F_GETFD), 0);
+    size_t got = 0;
+    char in[65536];
+    while (got < sizeof out && pact_now() < end) {
+        cr_assert_geq(pact_loop_run_once(loop, 0), 0);
+        ssize_t n = read(sv[1], in, sizeof in);
+        if (n > 0)
+            got += (size_t)n;
+    }
+    cr_assert_eq(got, sizeof out);
+    pact_transport_close(t);
+    pact_datagram_close(d);
+    pact_server_close(srv);
+    pact_process_close(proc);
+    cr_assert_eq(pact_loop_run(loop), 0); /* until each has ended */
+    test_loop_free(loop);
+    close(sv[1]);
+    rec_expect_done(&r);
+}
+
+/* The same for a TLS transport in its handshake (a client whose
+ * ClientHello nobody answers) over its plain transport. */
+static void handshake_never_ends(pact_loop *loop, pact_transport *t, int err,
+                                 void *user)
+{
+    (void)loop;
+    (void)t;
+    (void)err;
+    (*(int *)user)++;
+}
+
+/* A TLS client transport on a fresh loop, in its handshake. */
+static pact_loop *loop_with_tls_client(int sv[2], int *handshakes,
+                                       pact_transport **tls)
+{
+    pact_loop *loop = test_loop_new();
+    make_socketpair(sv);
+    pact_tls_context *ctx = NULL;
+    cr_assert_eq(pact_tls_context_create(PACT_TLS_CLIENT, &ctx), 0);
+    static const pact_protocol plain_proto = {0};
+    pact_transport *plain = NULL;
+    cr_assert_eq(pact_transport_open(loop, sv[0], PACT_STREAM_SOCKET,
+                                     &plain_proto, NULL, &plain), 0);
+    cr_assert_eq(pact_tls_wrap(plain, ctx, "localhost", NULL, 0, 0,
+                               &rec_protocol, NULL, handshake_never_ends,
+                               handshakes, tls), 0);
+    pact_tls_context_free(ctx); /* the transport holds its own */
+    for (int i = 0; i < 3; i++)
+        cr_assert_geq(pact_loop_run_once(loop, MS), 0);
+    return loop;
+}
+
+Test(fork, a_child_frees_a_tls_transport_open_in_an_inherited_loop)
+{
+    /* OpenSSL sets up its own state on first use, for good: once before
+     * the heap is counted. */
+    int sv[2], handshakes = 0;
+    pact_transport *tls = NULL;
+    pact_loop *warm = loop_with_tls_client(sv, &handshakes, &tls);
+    pact_transport_close(tls);
+    cr_assert_eq(pact_loop_run(warm), 0);
+    cr_assert_eq(pact_loop_close(warm), 0);
+    cr_assert_eq(pact_loop_free(warm), 0);
+    close(sv[1]);
+    cr_assert_eq(handshakes, 1);
+
+    size_t heap_before = heap_bytes_in_use();
+    handshakes = 0;
+    pact_loop *loop = loop_with_tls_client(sv, &handshakes, &tls);
+    cr_assert_eq(handshakes, 0);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        CHILD_CHECK(pact_loop_free(loop) == 0);
+        CHILD_CHECK(heap_back_to(heap_before, 0));
+        CHILD_CHECK(fcntl(sv[0], F_GETFD) == -1 && errno == EBADF);
+        _exit(0);
+    }
+    cr_assert_eq(wait_child(pid), 0);
+    cr_assert_geq(fcntl(sv[0], F_GETFD), 0, "the parent's socket is open");
+    pact_transport_close(tls);
+    cr_assert_eq(pact_loop_run(loop), 0);
+    cr_assert_eq(handshakes, 1);
+    test_loop_free(loop);
+    close(sv[1]);
+}
