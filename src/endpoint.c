@@ -56,7 +56,7 @@ void pact__endpoint_unref(pact_endpoint *e)
 pact_handle pact__endpoint_soon(pact_endpoint *e, pact_call_cb cb)
 {
     pact__endpoint_ref(e);
-    pact_handle h = pact_call_soon(e->loop, cb, e);
+    pact_handle h = pact__call_soon_internal(e->loop, cb, e);
     if (h < 0)
         pact__endpoint_unref(e);
     return h;
@@ -91,7 +91,7 @@ void pact__endpoint_settle(pact_endpoint *e)
     if (e->ops->busy && e->ops->busy(e))
         return;
     e->finishing = 1;
-    if (pact_call_soon(e->loop, final_close, e) < 0)
+    if (pact__call_soon_internal(e->loop, final_close, e) < 0)
         final_close(e->loop, e); /* the loop is going away: now, not never */
 }
 

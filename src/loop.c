@@ -221,7 +221,7 @@ fail:
     return r;
 }
 
-int pact__check_loop(const pact_loop *loop, const char *func)
+int pact__check_loop_slow(const pact_loop *loop, const char *func)
 {
     if (!loop)
         return -EINVAL;

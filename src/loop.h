@@ -384,8 +384,16 @@ static inline int pact__loop_check_thread(const pact_loop *loop, const char *fun
 }
 
 /* Checks that the loop is open and the calling thread may use it
- * (pact__loop_check_thread). Returns 0 or a negative errno. */
-int pact__check_loop(const pact_loop *loop, const char *func);
+ * (pact__loop_check_thread). Returns 0 or a negative errno. Inline for
+ * its common case, an open loop on its owner's thread (every op start,
+ * every transport made): the call was about 25 instructions. */
+int pact__check_loop_slow(const pact_loop *loop, const char *func);
+static inline int pact__check_loop(const pact_loop *loop, const char *func)
+{
+    if (loop && loop->state == PACT_LOOP_OPEN && pact__loop_owner_here(loop))
+        return 0;
+    return pact__check_loop_slow(loop, func);
+}
 /* The same for a cancel (pact_op_cancel, pact_signal_cancel), which a
  * closing loop still takes: pact_loop_close runs the callbacks of what it
  * closes, and those may cancel what is left. Only a closed loop answers
@@ -542,6 +550,10 @@ void pact__timers_run(pact_loop *loop);
 int64_t pact__timers_next(pact_loop *loop);
 void pact__handles_drop_all(pact_loop *loop);
 int pact__handles_run_ready(pact_loop *loop);
+/* pact_call_soon() for the loop's own callbacks, from its thread: only
+ * the loop's state is checked (-ESHUTDOWN once closing, -ECHILD in a
+ * forked child). Handle or negative errno. */
+pact_handle pact__call_soon_internal(pact_loop *loop, pact_call_cb cb, void *user);
 
 /* Sets O_NONBLOCK on fd (socket.c): for the system calls that have no
  * per-call MSG_DONTWAIT (read/write on pipes, sendfile). Returns the
