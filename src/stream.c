@@ -132,6 +132,10 @@ static void write_failed(pact_stream *s, int err)
 #define MORE_CACHE_BLOCKS 64
 #define MORE_CACHE_BUFFER_MAX (64 * 1024)
 #define MORE_CACHE_BYTES (1024 * 1024)
+/* Up to this many socket streams keep their write state when it drains,
+ * while its buffers hold at most this many bytes (release_more). */
+#define MORE_KEPT_MAX 64
+#define MORE_KEPT_BYTES (16 * 1024)
 
 pact_stream_more *pact__stream_more(pact_stream *s)
 {
@@ -166,18 +170,37 @@ static void wbuf_trim(pact_wbuf *b)
 /* A socket stream whose writes have drained gives its s->more back, when
  * nothing else lives in it (held bytes, a sendfile, a pipe's buffer or
  * watch, marks of its own), so an idle connection holds no write state:
- * to the loop's cache while it has room, else to the allocator. */
+ * to the loop's cache while it has room, else to the allocator.
+ *
+ * Except that the first MORE_KEPT_MAX streams to drain keep theirs (its
+ * buffers small): a connection that writes on every request (an echo, a
+ * server's replies) took it from the cache and gave it back each time.
+ * The bound keeps the memory of idle connections what it was: at most
+ * MORE_KEPT_MAX blocks of write state in streams that went quiet, as
+ * many as the cache holds anyway. A kept block goes back when its
+ * buffers have grown past MORE_KEPT_BYTES or its stream is freed. */
 static void release_more(pact_stream *s)
 {
     pact_stream_more *m = s->more;
-    if (!m || s->t.kind != PACT_STREAM_SOCKET || m->send_op ||
+    if (!m || (m->kept && m->inflight.cap + m->pending.cap <= MORE_KEPT_BYTES))
+        return;
+    if (s->t.kind != PACT_STREAM_SOCKET || m->send_op ||
         m->slot.pending_cqes > 0 || m->poll_op ||
         m->item || m->rbuf || m->held.data || pact__wbuf_len(&m->inflight) ||
         pact__wbuf_len(&m->pending) || m->marks.high != pact__default_marks.high ||
         m->marks.low != pact__default_marks.low)
         return;
-    s->more = NULL;
     pact_loop *loop = s->t.ep.loop;
+    if (m->kept) {
+        m->kept = 0; /* its buffers grew: given back below */
+        loop->stream_more_kept--;
+    } else if (loop->stream_more_kept < MORE_KEPT_MAX &&
+               m->inflight.cap + m->pending.cap <= MORE_KEPT_BYTES) {
+        m->kept = 1;
+        loop->stream_more_kept++;
+        return;
+    }
+    s->more = NULL;
     wbuf_trim(&m->inflight);
     wbuf_trim(&m->pending);
     size_t bytes = m->inflight.cap + m->pending.cap;
@@ -438,6 +461,7 @@ static void stream_free(pact_endpoint *e)
 {
     pact_stream *s = stream_of_ep(e);
     if (s->more) {
+        e->loop->stream_more_kept -= s->more->kept;
         free(s->more->rbuf);
         pact__wbuf_free(&s->more->held);
         pact__wbuf_free(&s->more->inflight);
@@ -1078,8 +1102,9 @@ static PACT_SLOW_PATH int write_unsent(pact_stream *s, const void *data, size_t 
 
 /* One buffer, the common write (an echo, a reply). A socket stream
  * without write state (s->more: a stream whose writes all went out at
- * once never takes it, and one whose queue drained gives it back) has
- * nothing queued, in flight or behind a write item, so the bytes go to
+ * once never takes it, and one whose queue drained gives it back or
+ * keeps it drained) has nothing queued, in flight or behind a write
+ * item, so the bytes go to
  * send(2) from here; the rest of the general path (stream_writev_many)
  * is out of line, and so is the copy of what the kernel did not take.
  * So is a write made while the io_uring engine runs completion callbacks
@@ -1088,8 +1113,8 @@ static PACT_SLOW_PATH int write_unsent(pact_stream *s, const void *data, size_t 
  * to send(2): 135 -> 70 instructions per request. */
 static inline int stream_write(pact_stream *s, const void *data, size_t len)
 {
-    if (s->more || s->t.kind != PACT_STREAM_SOCKET || len == 0 ||
-        s->t.ep.loop->sends_join_submission)
+    if ((s->more && !write_queue_empty(s)) || s->t.kind != PACT_STREAM_SOCKET ||
+        len == 0 || s->t.ep.loop->sends_join_submission)
         return write_slow(s, data, len);
     ssize_t n = send(s->fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n == (ssize_t)len)

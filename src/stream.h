@@ -145,6 +145,9 @@ typedef struct pact_stream_more {
     const char *lent;
     size_t lent_len;
     int lent_id;
+    /* Drained, but kept by its stream for the next write instead of given
+     * back (release_more; counted in loop->stream_more_kept). */
+    uint8_t kept;
     pact_op poll_op;       /* write pipes watch for their reader going away */
 #ifdef _WIN32
     char hangup_probe[16]; /* ...with a read on their duplex end */

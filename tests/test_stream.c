@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include "helpers.h"
+#include "stream.h" /* a stream's write state (s->more) */
 
 TestSuite(stream, .timeout = 60);
 
@@ -2165,12 +2166,14 @@ Test(stream, a_burst_of_replies_over_many_connections_holds_a_bounded_write_stat
 
 /* What a burst of small replies leaves behind once its sends are out:
  * the write state of the joined replies goes back to the loop's cache
- * with its buffers, and a buffer sized for a page per 4-byte reply made
- * that cache hold about 8 KiB per reply (the replies of two bursts fill
- * both buffers of a write state), about 50 bytes per connection of a
- * server with 10,000 idle connections. The copy of a small write takes a
- * buffer the size of the write: a few hundred bytes per joined reply. */
-enum { BURST_ROUNDS = 3, BURST_KEPT_PER_REPLY = 512 };
+ * with its buffers (or stays with the first 64 streams to drain: see
+ * at_most_64_drained_streams_keep_their_write_state), and a buffer sized
+ * for a page per 4-byte reply made that cache hold about 8 KiB per reply
+ * (the replies of two bursts fill both buffers of a write state), about
+ * 50 bytes per connection of a server with 10,000 idle connections. The
+ * copy of a small write takes a buffer the size of the write: a few
+ * hundred bytes per write state, cached or kept. */
+enum { BURST_ROUNDS = 3, BURST_KEPT_PER_REPLY = 512, KEPT_BOUND = 64 };
 
 static int burst_write_buffers_empty(pact_transport **t, int n)
 {
@@ -2218,7 +2221,8 @@ Test(stream, a_drained_burst_of_small_replies_keeps_buffers_the_size_of_the_repl
     }
     size_t after = heap_bytes_in_use();
     size_t kept = after > before ? after - before : 0;
-    cr_assert_leq(kept, (size_t)BURST_JOINED_MAX * BURST_KEPT_PER_REPLY + HEAP_COUNT_NOISE,
+    cr_assert_leq(kept, (size_t)(BURST_JOINED_MAX + KEPT_BOUND) * BURST_KEPT_PER_REPLY +
+                            HEAP_COUNT_NOISE,
                   "%zu bytes kept after %d drained bursts of %d 4-byte replies", kept,
                   BURST_ROUNDS, BURST_CONNS);
     for (int i = 0; i < BURST_CONNS; i++)
@@ -2249,5 +2253,86 @@ Test(stream, a_reply_from_data_received_under_a_tiny_high_mark_pauses_nothing)
     pact_transport_close(t);
     pact_loop_run(loop);
     close(b);
+    test_loop_free(loop);
+}
+
+/* ---- drained write state ----------------------------------------------------
+ * A socket stream whose queued writes drained keeps its write state for
+ * its next write (stream.c, release_more), but only the first 64 such
+ * streams of a loop, and only while their buffers stay small: quiet
+ * connections hold no more write state than the loop's cache would. */
+
+enum { KEPT_CONNS = 100 };
+
+/* Writes len bytes through t whose peer b reads nothing until the rest
+ * is queued (a socket send buffer of the kernel's least), then reads
+ * them all while the loop runs, until t's queue has drained. */
+static void write_queued_and_drain(pact_loop *loop, pact_transport *t, int b,
+                                   size_t len)
+{
+    char *out = malloc(len), *in = malloc(len);
+    cr_assert(out && in);
+    for (size_t i = 0; i < len; i++)
+        out[i] = (char)(i * 7 + len);
+    cr_assert_eq(pact_transport_write(t, out, len), 0);
+    cr_assert_gt(pact_transport_write_buffer_size(t), 0,
+                 "the kernel took all %zu bytes: nothing was queued", len);
+    size_t have = 0;
+    for (int turns = 0; have < len || pact_transport_write_buffer_size(t) > 0;
+         turns++) {
+        cr_assert_lt(turns, 100000, "stopped at %zu of %zu", have, len);
+        ssize_t n = recv(b, in + have, len - have, MSG_DONTWAIT);
+        if (n > 0)
+            have += (size_t)n;
+        cr_assert_geq(pact_loop_run_once(loop, n > 0 ? 0 : 1000000), 0);
+    }
+    cr_assert_eq(memcmp(in, out, len), 0);
+    free(out);
+    free(in);
+}
+
+static const pact_protocol quiet_proto = {0};
+
+Test(stream, at_most_64_drained_streams_keep_their_write_state)
+{
+    pact_loop *loop = test_loop_new();
+    pact_transport *t[KEPT_CONNS];
+    int peer[KEPT_CONNS];
+    for (int i = 0; i < KEPT_CONNS; i++) {
+        int sv[2];
+        make_socketpair(sv);
+        int small = 2048; /* the kernel's least: 4608 */
+        cr_assert_eq(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+        peer[i] = sv[1];
+        cr_assert_eq(pact_transport_open(loop, sv[0], PACT_STREAM_SOCKET,
+                                         &quiet_proto, NULL, &t[i]), 0);
+    }
+    /* Twice: the streams that keep theirs write again with it. */
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < KEPT_CONNS; i++)
+            write_queued_and_drain(loop, t[i], peer[i], 8192);
+        int holding = 0;
+        for (int i = 0; i < KEPT_CONNS; i++)
+            holding += ((pact_stream *)t[i])->more != NULL;
+        cr_assert_eq(holding, KEPT_BOUND, "round %d: %d quiet streams hold "
+                     "write state", round, holding);
+        cr_assert_eq(loop->stream_more_kept, (unsigned)KEPT_BOUND);
+    }
+    /* One whose buffers grew past the bound gives it back when drained,
+     * which lets another stream keep its own. */
+    int big = -1;
+    for (int i = 0; i < KEPT_CONNS && big < 0; i++)
+        if (((pact_stream *)t[i])->more)
+            big = i;
+    write_queued_and_drain(loop, t[big], peer[big], 256 * 1024);
+    cr_assert_null(((pact_stream *)t[big])->more,
+                   "a drained write state with 256 KiB of buffers was kept");
+    cr_assert_eq(loop->stream_more_kept, (unsigned)KEPT_BOUND - 1);
+    for (int i = 0; i < KEPT_CONNS; i++)
+        pact_transport_close(t[i]);
+    pact_loop_run(loop);
+    cr_assert_eq(loop->stream_more_kept, 0u);
+    for (int i = 0; i < KEPT_CONNS; i++)
+        close(peer[i]);
     test_loop_free(loop);
 }
