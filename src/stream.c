@@ -1192,6 +1192,10 @@ static PACT_SLOW_PATH int write_received_lent(pact_transport *t, const void *dat
     s->more->lent = data;
     s->more->lent_len = len;
     s->more->lent_id = id;
+    /* Its send waits for the loop's next submission: a run that returns
+     * first hands it over (engine->flush), or the reply would wait for
+     * the next run. */
+    loop->flush_owed = 1;
     stream_flow(s);
     return 0;
 }

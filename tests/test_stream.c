@@ -2336,3 +2336,45 @@ Test(stream, at_most_64_drained_streams_keep_their_write_state)
         close(peer[i]);
     test_loop_free(loop);
 }
+
+/* A zero-copy reply (pact_transport_write_received from data_received)
+ * goes with the loop's next submission on io_uring: a run that returns
+ * first hands it to the kernel, so the peer gets it without another run. */
+static void echo_received(pact_transport *t, const void *data, size_t len,
+                          void *user)
+{
+    int *calls = user;
+    (*calls)++;
+    cr_assert_eq(pact_transport_write_received(t, data, len), 0);
+}
+
+static const pact_protocol echo_received_proto = {.data_received = echo_received};
+
+Test(stream, a_zero_copy_reply_is_sent_when_run_once_returns)
+{
+    for (int movable = 0; movable < 2; movable++) {
+        pact_loop *loop = test_loop_new_movable(movable);
+        int a, b;
+        make_tcp_pair(&a, &b);
+        int calls = 0;
+        pact_transport *t;
+        cr_assert_eq(pact_transport_open(loop, a, PACT_STREAM_SOCKET,
+                                         &echo_received_proto, &calls, &t), 0);
+        cr_assert_eq(send(b, "ping", 4, 0), 4);
+        for (int turns = 0; calls == 0; turns++) {
+            cr_assert_lt(turns, 100);
+            cr_assert_geq(pact_loop_run_once(loop, 5000000000ll), 0);
+        }
+        /* The loop does not run again until the reply is here. */
+        struct pollfd p = {.fd = b, .events = POLLIN};
+        cr_assert_eq(poll(&p, 1, 5000), 1, "the reply waited for the next run "
+                     "(movable %d)", movable);
+        char got[4];
+        cr_assert_eq(recv(b, got, sizeof got, 0), 4);
+        cr_assert_eq(memcmp(got, "ping", 4), 0);
+        pact_transport_close(t);
+        pact_loop_run(loop);
+        close(b);
+        test_loop_free(loop);
+    }
+}
