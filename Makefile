@@ -10,7 +10,9 @@
 # libraries pact.asyncio is tested with (aiohttp, websockets, httpx through
 # anyio, pytest-asyncio), CMake (the installed consumer check) and the tools
 # some tests call; the benchmarks libuv, matplotlib and wrk (the HTTP load
-# generator), and for pact.asyncio's part uvloop and aiohttp. The Windows suites (make test-windows) cross-build with
+# generator), and for pact.asyncio's part uvloop and aiohttp, with perf and
+# valgrind for its counts per request (bench/python_counts.sh). The Windows
+# suites (make test-windows) cross-build with
 # mingw-w64 and run under wine64.
 DEMO_PACKAGES := gcc meson ninja-build pkg-config liburing-dev
 TEST_PACKAGES := $(DEMO_PACKAGES) clang libcriterion-dev libssl-dev openssl \
@@ -20,7 +22,7 @@ TEST_PACKAGES := $(DEMO_PACKAGES) clang libcriterion-dev libssl-dev openssl \
 	python3-pytest python3-pytest-asyncio \
 	gcc-mingw-w64-x86-64 wine64
 BENCH_PACKAGES := $(DEMO_PACKAGES) libuv1-dev python3-matplotlib wrk \
-	python3-dev python3-uvloop python3-aiohttp
+	python3-dev python3-uvloop python3-aiohttp linux-perf valgrind
 DEBIAN_PACKAGES := $(sort $(TEST_PACKAGES) $(BENCH_PACKAGES))
 MESON ?= meson
 # The test trees build everything the tests need, or fail loudly.
