@@ -554,7 +554,18 @@ static void on_read_end(pact_stream *s, int64_t r)
     s->read_op = 0;
     if (s->t.ep.closing) {
         /* The user closed (data after close is not delivered) or an error
-         * is tearing the connection down. */
+         * is tearing the connection down. A peer that went with our bytes
+         * unread fails the send (EPIPE) and the receive (ECONNRESET) at
+         * once; io_uring completes them in either order (the op armed
+         * last first), epoll and asyncio's selector loop read first. So
+         * a receive that the kernel failed with ECONNRESET before the
+         * teardown cancelled it names the end: connection_lost gets
+         * ECONNRESET on every engine (docs/contract.md §6). Unless a
+         * write met the EPIPE at once (an eager send, before the loop
+         * looked at the socket again): asyncio's write() fails then too,
+         * with BrokenPipeError. */
+        if (r == -ECONNRESET && s->t.ep.err == -EPIPE && !s->eager_send_epipe)
+            s->t.ep.err = -ECONNRESET;
         settle(s);
         return;
     }
@@ -962,6 +973,8 @@ static size_t send_now(pact_stream *s, const struct iovec *iov, int iovcnt)
     } else {
         return 0;
     }
+    if (n < 0 && errno == EPIPE)
+        s->eager_send_epipe = 1; /* see on_read_end */
     return n > 0 ? (size_t)n : 0;
 }
 
@@ -1096,6 +1109,8 @@ static PACT_SLOW_PATH int write_at_once(pact_stream *s, const void *data, size_t
 static PACT_SLOW_PATH int write_unsent(pact_stream *s, const void *data, size_t len,
                                        ssize_t sent)
 {
+    if (sent < 0 && errno == EPIPE)
+        s->eager_send_epipe = 1; /* see on_read_end */
     struct iovec iov = {(void *)data, len};
     return queue_unsent(s, &iov, 1, sent > 0 ? (size_t)sent : 0);
 }

@@ -166,6 +166,9 @@ typedef struct pact_stream {
     /* A write pipe whose file refuses RWF_NOWAIT (a tty): its eager
      * writes make it non-blocking for the call (pact__rw_nowait). */
     unsigned refuses_rwf_nowait : 1;
+    /* An eager send failed with EPIPE: the peer was seen gone by a write,
+     * before any receive could say so (on_read_end). */
+    unsigned eager_send_epipe : 1;
     /* pact_transport_write_received found the socket backed up or the
      * stream streaming (a zero-copy send came back short, or a second
      * write came while one was in flight): that many more of them write

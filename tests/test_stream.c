@@ -915,6 +915,81 @@ Test(stream, peer_reset_while_writing_is_an_error_lost_once)
     test_loop_free(loop);
 }
 
+/* The peer of a Unix socket pair closes with bytes of ours unread while
+ * more wait in the write buffer: the kernel fails the receive with
+ * ECONNRESET and the send with EPIPE, both at once. Every engine reports
+ * the same one, the receive side's ECONNRESET, as asyncio's selector loop
+ * does (its reader runs before its writer for the same event). */
+static void peer_closes_with_our_bytes_unread(int movable)
+{
+    signal(SIGPIPE, SIG_IGN);
+    pact_loop *loop = test_loop_new_movable(movable);
+    int sv[2];
+    make_socketpair(sv);
+    simple s = {0};
+    pact_transport *t = open_simple(loop, sv[0], &s);
+    /* Reading first, then writing: on io_uring the kernel then completes
+     * the send before the receive (what a connection that has been up a
+     * while does); writing first had the receive complete first. */
+    for (int i = 0; i < 3; i++)
+        pact_loop_run_once(loop, 2 * (int64_t)MS);
+    static uint8_t chunk[1 << 16];
+    for (int i = 0; i < 16; i++)
+        cr_assert_eq(pact_transport_write(t, chunk, sizeof chunk), 0);
+    for (int i = 0; i < 5; i++)
+        pact_loop_run_once(loop, 2 * (int64_t)MS);
+    cr_assert_gt(pact_transport_write_buffer_size(t), 0, "the peer's buffer is full");
+    cr_assert_eq(s.order.lost, 0);
+    close(sv[1]); /* with our bytes unread */
+    uint64_t end = pact_now() + 5000 * MS;
+    while (!s.order.lost && pact_now() < end)
+        pact_loop_run_once(loop, 10 * (int64_t)MS);
+    cr_assert_eq(s.order.lost, 1);
+    cr_assert_eq(s.order.lost_err, -ECONNRESET, "lost with %s",
+                 pact_err_name(s.order.lost_err));
+    test_loop_free(loop);
+}
+
+Test(stream, peer_closing_with_our_bytes_unread_is_econnreset_while_writing)
+{
+    peer_closes_with_our_bytes_unread(0);
+}
+
+/* The same on a movable loop (pact.asyncio's kind), whose io_uring sends
+ * take another path. */
+Test(stream, peer_closing_with_our_bytes_unread_is_econnreset_on_a_movable_loop)
+{
+    peer_closes_with_our_bytes_unread(1);
+}
+
+/* The same peer, gone before a write that the transport sends at once:
+ * that write meets EPIPE first (asyncio's write() raises it inside the
+ * call: BrokenPipeError), and so does connection_lost, on every engine. */
+Test(stream, a_write_after_the_peer_closed_with_our_bytes_unread_is_epipe)
+{
+    signal(SIGPIPE, SIG_IGN);
+    pact_loop *loop = test_loop_new();
+    int sv[2];
+    make_socketpair(sv);
+    simple s = {0};
+    pact_transport *t = open_simple(loop, sv[0], &s);
+    for (int i = 0; i < 3; i++)
+        pact_loop_run_once(loop, 2 * (int64_t)MS);
+    cr_assert_eq(pact_transport_write(t, "unread", 6), 0);
+    for (int i = 0; i < 3; i++)
+        pact_loop_run_once(loop, 2 * (int64_t)MS);
+    cr_assert_eq(pact_transport_write_buffer_size(t), 0);
+    close(sv[1]); /* with our bytes unread */
+    cr_assert_eq(pact_transport_write(t, "late", 4), 0);
+    uint64_t end = pact_now() + 5000 * MS;
+    while (!s.order.lost && pact_now() < end)
+        pact_loop_run_once(loop, 10 * (int64_t)MS);
+    cr_assert_eq(s.order.lost, 1);
+    cr_assert_eq(s.order.lost_err, -EPIPE, "lost with %s",
+                 pact_err_name(s.order.lost_err));
+    test_loop_free(loop);
+}
+
 Test(stream, pause_in_connection_made_reads_nothing_until_resume)
 {
     pact_loop *loop = test_loop_new();

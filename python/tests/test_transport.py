@@ -260,6 +260,46 @@ class TransportTests(unittest.TestCase):
         exc = self.run_main(main())
         self.assertIsInstance(exc, ConnectionResetError)
 
+    def test_a_peer_gone_with_our_bytes_unread_is_the_error_asyncio_reports(self):
+        """A Unix socket whose peer closes with our bytes unread: with
+        writes backed up, connection_lost gets ConnectionResetError (the
+        receive's error); a write made at once after the close gets
+        BrokenPipeError. Checked against asyncio's selector loop too."""
+        async def scenario(loop, write_at_once):
+            lost = loop.create_future()
+
+            class Recorder(asyncio.Protocol):
+                def connection_lost(p, exc):
+                    lost.set_result(exc)
+
+            a, b = socket.socketpair()
+            tr, _ = await loop.create_connection(Recorder, sock=a)
+            await asyncio.sleep(0.01)  # reading, then writing
+            if write_at_once:
+                tr.write(b'x' * 1000)
+                await asyncio.sleep(0.01)
+                b.close()
+                tr.write(b'y')
+            else:
+                for _ in range(16):
+                    tr.write(b'x' * 65536)
+                await asyncio.sleep(0.02)
+                self.assertGreater(tr.get_write_buffer_size(), 0)
+                b.close()
+            return type(await asyncio.wait_for(lost, 10))
+
+        for write_at_once, want in ((False, ConnectionResetError),
+                                    (True, BrokenPipeError)):
+            with self.subTest(write_at_once=write_at_once):
+                ref = asyncio.SelectorEventLoop()
+                try:
+                    self.assertIs(ref.run_until_complete(
+                        scenario(ref, write_at_once)), want)
+                finally:
+                    ref.close()
+                self.assertIs(self.run_main(scenario(self.loop, write_at_once)),
+                              want)
+
     def test_writes_after_a_failed_send_are_dropped_and_logged(self):
         # The peer goes while reading is paused with bytes held: the send
         # fails, the transport is closing, and what is written after is
