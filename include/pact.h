@@ -287,7 +287,9 @@ PACT_API int pact_loop_create(pact_loop **out, const pact_loop_options *opts);
  *     write, an accept, a process's wait for its exit, a close in
  *     progress): being open alone does not; pact_transport_set_ref(),
  *     pact_server_set_ref(), pact_datagram_set_ref() and
- *     pact_process_set_ref() with ref 0 make those not count either;
+ *     pact_process_set_ref() with ref 0 make those not count either,
+ *     until a close: the cancels a close makes count again, so its
+ *     callbacks come before the run returns;
  *   - a file-system watch (pact_fs_watch) as the operation it is.
  * A signal handler alone does not, nor does a terminal (pact_tty) with
  * its resize callback.
@@ -921,7 +923,10 @@ PACT_API int pact_op_cancel(pact_loop *loop, pact_op op);
  * default) it does, ref 0 it does not (a receive that waits for a
  * message that may never come, while other work decides when the loop
  * ends). The op stays in flight; it still completes exactly once, also
- * with -ECANCELED when the loop is closed. Returns 0, or -ENOENT for an
+ * with -ECANCELED when the loop is closed. pact_op_cancel() makes it count
+ * again until its callback: a cancel in progress keeps the loop alive, so
+ * the -ECANCELED comes before pact_loop_run() returns, on every engine.
+ * Returns 0, or -ENOENT for an
  * op that has completed (its callback ran), a handle of another loop or
  * kind, or the loop's own operations. */
 PACT_API int pact_op_set_ref(pact_loop *loop, pact_op op, int ref);

@@ -621,7 +621,18 @@ int pact_op_cancel(pact_loop *loop, pact_op handle)
     pact_op_s *op = user_op_lookup(loop, handle);
     if (!op)
         return -ENOENT;
-    return pact__op_cancel(loop, op);
+    r = pact__op_cancel(loop, op);
+    /* A cancel in progress keeps the loop alive until the callback, as a
+     * close in progress does in libuv: io_uring answers a cancel at the
+     * next wait, and a run that returned first (the last referenced work
+     * ended in the same iteration) would leave the callback to a later
+     * run or to pact_loop_free, where epoll delivers it before the run
+     * returns. */
+    if (r == 0 && (op->flags & PACT_OPF_UNREF)) {
+        op->flags &= (uint16_t)~PACT_OPF_UNREF;
+        loop->unref_ops--;
+    }
+    return r;
 }
 
 void pact__op_defer(pact_loop *loop, pact_op_s *op, int64_t result)
@@ -756,6 +767,11 @@ int pact__slot_cancel(pact_loop *loop, pact_send_slot *slot)
         return -EALREADY;
     slot->flags |= PACT_SLOTF_CANCEL_REQUESTED;
     loop->engine->slot_cancel(loop, slot);
+    /* As pact_op_cancel: a cancel in progress keeps the loop alive. */
+    if (slot->flags & PACT_SLOTF_UNREF) {
+        slot->flags &= ~PACT_SLOTF_UNREF;
+        loop->unref_ops--;
+    }
     return 0;
 }
 

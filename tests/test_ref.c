@@ -176,6 +176,36 @@ Test(ref, an_unreferenced_op_cancelled_while_other_work_runs_completes_once)
     close(sv[1]);
 }
 
+/* Both timers due in one iteration (the loop was late, as on a busy
+ * machine): the cancel is asked for and the last referenced work ends in
+ * the same iteration. The cancelled op's callback still comes before the
+ * run returns, on every engine: a cancel in progress keeps the loop
+ * alive, as a close in progress does. */
+Test(ref, an_unreferenced_op_cancelled_in_the_last_iteration_completes_before_run_returns)
+{
+    pact_loop *loop = test_loop_new();
+    int sv[2];
+    make_socketpair(sv);
+    memset(&rx, 0, sizeof rx);
+    char buf[16];
+    pact_op op = pact_recv(loop, sv[0], buf, sizeof buf, 0, on_recv, NULL);
+    cr_assert_gt(op, 0);
+    cr_assert_eq(pact_op_set_ref(loop, op, 0), 0);
+    cr_assert_geq(pact_loop_run_once(loop, 0), 0); /* the recv reaches the kernel */
+    pact_call_later(loop, 1 * MS, cancel_unref_op, &op);
+    int other = 0;
+    pact_call_later(loop, 2 * MS, count, &other);
+    usleep(20 * 1000); /* both timers are due when the run starts */
+    cr_assert_eq(pact_loop_run(loop), 0);
+    cr_assert_eq(other, 1);
+    cr_assert_eq(rx.calls, 1, "the cancelled op's callback before the run returned");
+    cr_assert_eq(rx.result, -ECANCELED);
+    cr_assert_eq(pact_loop_alive(loop), 0);
+    test_loop_free(loop);
+    close(sv[0]);
+    close(sv[1]);
+}
+
 static pact_signal sig_h;
 static int sig_seen;
 static void on_usr1(pact_loop *loop, int signo, void *user)
