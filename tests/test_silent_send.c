@@ -595,3 +595,64 @@ Test(silent_send, pinned_short_zero_copy_replies_around_a_cq_overflow_arrive_who
     zero_copy = 1;
     short_replies_around_a_cq_overflow();
 }
+
+/* A reply joined to the next submission that is, once its iteration
+ * ends, the only thing keeping the loop alive: written to a transport
+ * that does not read (paused) from the callback of a one-shot receive,
+ * which ends with that callback. The wait that submits the reply must
+ * not block — its send completes without a completion on io_uring, and
+ * nothing else could end the wait — so the run returns once the reply
+ * is out. */
+typedef struct {
+    pact_transport *t;
+    char buf[16];
+    int calls;
+} forward_ctx;
+
+static void forward_received(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    forward_ctx *f = user;
+    f->calls++;
+    cr_assert_eq(c->result, 4);
+    cr_assert_eq(pact_transport_write(f->t, f->buf, 4), 0);
+}
+
+static void reply_alone_keeps_the_loop_alive(void)
+{
+    pact_loop *loop = movable_loop_new();
+    counts c = {0};
+    int in_client, in_server, out_client, out_server;
+    make_tcp_pair(&in_client, &in_server);
+    make_tcp_pair(&out_client, &out_server);
+    forward_ctx f = {0};
+    cr_assert_eq(pact_transport_open(loop, out_server, PACT_STREAM_SOCKET,
+                                     &echo_proto, &c, &f.t), 0);
+    cr_assert_eq(pact_transport_pause_reading(f.t), 0);
+    cr_assert_eq(pact_loop_run(loop), 0); /* the cancelled read ends */
+    for (int round = 0; round < 3; round++) {
+        cr_assert_gt(pact_recv(loop, in_server, f.buf, sizeof f.buf, 0,
+                               forward_received, &f), 0);
+        cr_assert_eq(send(in_client, "next", 4, 0), 4);
+        cr_assert_eq(pact_loop_run(loop), 0);
+        cr_assert_eq(f.calls, round + 1);
+        char got[4];
+        fcntl(out_client, F_SETFL, 0);
+        read_exactly(out_client, got, 4);
+        cr_assert_eq(memcmp(got, "next", 4), 0);
+        cr_assert_eq(pact_transport_write_buffer_size(f.t), 0);
+    }
+    pact_transport_close(f.t);
+    pact_loop_run(loop);
+    cr_assert_eq(c.lost, 1);
+    close(in_client);
+    close(in_server);
+    close(out_client);
+    test_loop_free(loop);
+}
+
+Test(silent_send, a_reply_that_alone_keeps_the_loop_alive_does_not_block_the_run,
+     .timeout = 30)
+{
+    reply_alone_keeps_the_loop_alive();
+}

@@ -379,7 +379,10 @@ static void silent_submitted(uring_engine *e)
 /* The next wait may not block: a silent send's completion has work to
  * do now (the stream wrote behind it, closes, ...), whether one sent
  * everything is not known yet (CQ overflow), or they alone keep the loop
- * alive. */
+ * alive — also those still in the SQ that the wait's own system call
+ * submits without a completion (a reply joined in the last iteration,
+ * whose op was the last besides it: a one-shot receive's callback
+ * wrote it to a transport that does not read). */
 static int silent_must_poll(pact_loop *loop)
 {
     uring_engine *e = URING(loop);
@@ -391,6 +394,13 @@ static int silent_must_poll(pact_loop *loop)
         if (!silent_allowed(op))
             return 1;
         held += !(op->flags & (PACT_OPF_INTERNAL | PACT_OPF_UNREF));
+    }
+    /* A queued one that may not go silently posts its completion, which
+     * ends the wait: it is not held. */
+    for (unsigned i = 0; i < e->nsilent_queued; i++) {
+        const pact_op_s *op = e->silent_queued[i].op;
+        if (silent_allowed(op))
+            held += !(op->flags & (PACT_OPF_INTERNAL | PACT_OPF_UNREF));
     }
     /* They alone keep the loop alive: nothing else could end the wait,
      * and a run must end once they are done (pact_loop_alive()). */
@@ -2459,7 +2469,8 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
     }
     loop->sends_joined = 0; /* the system call below submits them */
     loop->flush_owed = 0;
-    if (timeout_ns != 0 && (e->nsilent_unknown || e->nsilent_done) &&
+    if (timeout_ns != 0 &&
+        (e->nsilent_unknown || e->nsilent_done || e->nsilent_queued) &&
         silent_must_poll(loop))
         timeout_ns = 0;
     if (e->nfiles_closing)
