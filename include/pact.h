@@ -312,6 +312,41 @@ PACT_API int pact_loop_run(pact_loop *loop);
  * still has work, 0 if not, or a negative errno. */
 PACT_API int pact_loop_run_once(pact_loop *loop, int64_t timeout_ns);
 
+/* Flags of pact_loop_run_once_flags(), or-ed together. */
+typedef enum pact_run_flag {
+    /* The caller runs the loop again at once: it returns to do work of
+     * its own between iterations (a binding's iteration around pact's,
+     * as pact.asyncio's), not to wait for something else. What this
+     * iteration's callbacks left for the kernel without an operation
+     * waiting for it (on io_uring: the small writes that join the next
+     * submission, see pact_transport_write(), and the closes of
+     * transports' sockets) is then handed over by the next run's wait,
+     * in the same system call (io_uring_enter submits and waits at
+     * once), not by a system call of its own when this run returns.
+     * A caller that does not run the loop again soon after all calls
+     * pact_loop_flush(): until then a peer may wait for those bytes. */
+    PACT_RUN_AGAIN = 1 << 0,
+} pact_run_flag;
+
+/* pact_loop_run_once() with flags (pact_run_flag values or-ed
+ * together; 0 is pact_loop_run_once()). Returns as pact_loop_run_once(),
+ * and -EINVAL for a flag this library does not know. */
+PACT_API int pact_loop_run_once_flags(pact_loop *loop, int64_t timeout_ns,
+                                      unsigned flags);
+
+/* Hands the kernel now what the loop holds for its next wait: after a
+ * pact_loop_run_once_flags() with PACT_RUN_AGAIN that is not followed
+ * by another run soon, so that the writes its callbacks made reach the
+ * peer (also one queued behind a send that completed in that run) and
+ * the sockets they closed are closed. Operations started since the last
+ * wait are submitted too (on epoll and IOCP: tried, as the next
+ * iteration would). Does not wait and runs no callback; their
+ * completions are handed over by the next run. Returns 0; -EBUSY from
+ * a callback of the loop or while another thread runs it, -ESHUTDOWN if
+ * closed, -EPERM from a thread other than the one that ran it first
+ * unless the loop is movable, -ECHILD in a child process after fork(). */
+PACT_API int pact_loop_flush(pact_loop *loop);
+
 /* Makes pact_loop_run() return after the current iteration. Thread-safe. */
 PACT_API int pact_loop_stop(pact_loop *loop);
 
@@ -1035,8 +1070,10 @@ PACT_API int pact_transport_open_pipe(pact_loop *loop, pact_os_fd fd,
  * instead, together with the iteration's other sends (one system call
  * for all of them): the bytes are in the kernel before the loop sleeps,
  * or when pact_loop_run / pact_loop_run_once returns, whichever comes
- * first; until the send completes they count in the write buffer size
- * (never past the high mark: a write that would cross it goes at once).
+ * first (a run with PACT_RUN_AGAIN leaves them to the next run's
+ * wait, or to pact_loop_flush()); until the send completes they count
+ * in the write buffer size (never past the high mark: a write that
+ * would cross it goes at once).
  * Writes after close() or abort() are dropped and counted (a debug
  * message says so), as asyncio does. Returns 0, or -ESHUTDOWN
  * (closing), -EPIPE (after write_eof), -ENOMEM. */

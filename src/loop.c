@@ -446,7 +446,7 @@ static void release_runner(pact_loop *loop)
     atomic_store_explicit(&loop->runner, 0, memory_order_release);
 }
 
-static void run_end(pact_loop *loop);
+static void run_end(pact_loop *loop, unsigned flags);
 
 static int run_begin(pact_loop *loop, const char *func)
 {
@@ -479,18 +479,30 @@ static int run_begin(pact_loop *loop, const char *func)
     /* A movable loop's engine may be bound to the thread that ran it
      * before (io_uring's fast flags): it moves here first. */
     if (loop->movable && (r = loop->engine->adopt_thread(loop)) != 0) {
-        run_end(loop);
+        run_end(loop, 0);
         return r;
     }
     return 0;
 }
 
-static void run_end(pact_loop *loop)
+/* Hands the engine's held work to the kernel: what callbacks left for
+ * the next wait with no op waiting for it (loop->sends_joined,
+ * loop->flush_owed), so that a write's bytes never wait for a run that
+ * may not come. */
+static void hand_over_held_work(pact_loop *loop)
 {
     if (loop->sends_joined || loop->flush_owed) {
         pact__ops_flush(loop); /* the sends' SQEs */
         loop->engine->flush(loop);
     }
+}
+
+/* flags: pact_loop_run_once_flags()'s; PACT_RUN_AGAIN leaves the held work
+ * to the next run's wait, one system call for both. */
+static void run_end(pact_loop *loop, unsigned flags)
+{
+    if (!(flags & PACT_RUN_AGAIN))
+        hand_over_held_work(loop);
     loop->running = 0;
     running_on_this_thread = NULL;
     release_runner(loop);
@@ -506,19 +518,64 @@ int pact_loop_run(pact_loop *loop)
         if (atomic_exchange(&loop->stop_requested, 0))
             break;
     }
-    run_end(loop);
+    run_end(loop, 0);
     return 0;
 }
 
-int pact_loop_run_once(pact_loop *loop, int64_t timeout_ns)
+static int run_once(pact_loop *loop, int64_t timeout_ns, unsigned flags,
+                    const char *func)
 {
-    int r = run_begin(loop, __func__);
+    int r = run_begin(loop, func);
     if (r)
         return r;
     iterate(loop, timeout_ns);
     atomic_store(&loop->stop_requested, 0);
-    run_end(loop);
+    run_end(loop, flags);
     return pact_loop_alive(loop);
+}
+
+int pact_loop_run_once(pact_loop *loop, int64_t timeout_ns)
+{
+    return run_once(loop, timeout_ns, 0, __func__);
+}
+
+int pact_loop_run_once_flags(pact_loop *loop, int64_t timeout_ns,
+                             unsigned flags)
+{
+    if (flags & ~(unsigned)PACT_RUN_AGAIN)
+        return PACT_MISUSE(loop, -EINVAL, "flags has a bit that is no "
+                                           "pact_run_flag");
+    return run_once(loop, timeout_ns, flags, __func__);
+}
+
+int pact_loop_flush(pact_loop *loop)
+{
+    if (!loop)
+        return -EINVAL;
+    if (pact__loop_forked(loop))
+        return forked_misuse(loop, __func__);
+    /* Claimed as a run claims it: the engine's queues are the runner's,
+     * and a callback of the loop (or another thread running it) gets
+     * -EBUSY; the run hands its work over itself. */
+    int r = 0;
+    if (!loop->movable && loop->state == PACT_LOOP_OPEN)
+        r = check_runner(loop, __func__);
+    if (r)
+        return r;
+    r = claim_runner(loop, __func__);
+    if (r)
+        return r;
+    r = pact__check_loop(loop, __func__);
+    if (r == 0) {
+        /* Everything, not only what hand_over_held_work() is told of: a
+         * write queued behind a send that completed in the last run went
+         * out by an op its completion started, which waits for the next
+         * iteration's submission like any op started by a callback. */
+        pact__ops_flush(loop);
+        loop->engine->flush(loop);
+    }
+    release_runner(loop);
+    return r;
 }
 
 int pact_loop_stop(pact_loop *loop)

@@ -602,7 +602,9 @@ Test(silent_send, pinned_short_zero_copy_replies_around_a_cq_overflow_arrive_who
  * which ends with that callback. The wait that submits the reply must
  * not block — its send completes without a completion on io_uring, and
  * nothing else could end the wait — so the run returns once the reply
- * is out. */
+ * is out. `again`: the loop driven by pact_loop_run_once_flags() with
+ * PACT_RUN_AGAIN, which leaves the reply in the submission queue for
+ * the next run's wait, instead of pact_loop_run(). */
 typedef struct {
     pact_transport *t;
     char buf[16];
@@ -618,7 +620,7 @@ static void forward_received(pact_loop *loop, const pact_completion *c, void *us
     cr_assert_eq(pact_transport_write(f->t, f->buf, 4), 0);
 }
 
-static void reply_alone_keeps_the_loop_alive(void)
+static void reply_alone_keeps_the_loop_alive(int again)
 {
     pact_loop *loop = movable_loop_new();
     counts c = {0};
@@ -634,7 +636,14 @@ static void reply_alone_keeps_the_loop_alive(void)
         cr_assert_gt(pact_recv(loop, in_server, f.buf, sizeof f.buf, 0,
                                forward_received, &f), 0);
         cr_assert_eq(send(in_client, "next", 4, 0), 4);
-        cr_assert_eq(pact_loop_run(loop), 0);
+        if (again) {
+            int turns = 0, r;
+            while ((r = pact_loop_run_once_flags(loop, -1, PACT_RUN_AGAIN)) > 0)
+                cr_assert_lt(++turns, 100);
+            cr_assert_eq(r, 0);
+        } else {
+            cr_assert_eq(pact_loop_run(loop), 0);
+        }
         cr_assert_eq(f.calls, round + 1);
         char got[4];
         fcntl(out_client, F_SETFL, 0);
@@ -654,5 +663,242 @@ static void reply_alone_keeps_the_loop_alive(void)
 Test(silent_send, a_reply_that_alone_keeps_the_loop_alive_does_not_block_the_run,
      .timeout = 30)
 {
-    reply_alone_keeps_the_loop_alive();
+    reply_alone_keeps_the_loop_alive(0);
+}
+
+Test(silent_send, a_reply_that_alone_keeps_the_loop_alive_does_not_block_run_again,
+     .timeout = 30)
+{
+    reply_alone_keeps_the_loop_alive(1);
+}
+
+/* ---- runs that run again at once (PACT_RUN_AGAIN) ---------------------- */
+
+static uint64_t enters(pact_loop *loop)
+{
+    pact_loop_stats st;
+    cr_assert_eq(pact_loop_get_stats(loop, &st), 0);
+    return st.syscalls_enter;
+}
+
+/* The protocol echo driven one run at a time, as pact.asyncio drives it:
+ * with PACT_RUN_AGAIN the reply a run's data callback wrote is handed to
+ * the kernel by the next run's wait, so a request costs no system call
+ * but its waits (on io_uring one io_uring_enter that submits the reply
+ * and waits for the next request; on epoll the reply was sent at once).
+ * A run without the flag hands the reply over when it returns: a system
+ * call of its own. Both loops: the movable one's replies go silently
+ * (one wait per request), the pinned one's through send slots, whose
+ * completion may end a wait of its own. */
+static void echo_run_again(int movable)
+{
+    pact_loop *loop = test_loop_new_movable(movable);
+    counts c = {0};
+    cr_assert_eq(pact_loop_set_wait_hooks(loop, count_before, count_after, &c), 0);
+    int a, b;
+    make_tcp_pair(&b, &a);
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open(loop, a, PACT_STREAM_SOCKET, &echo_proto,
+                                     &c, &t), 0);
+    fcntl(b, F_SETFL, 0);
+    enum { REQUESTS = 50, SIZE = 1024 };
+    char req[REQUESTS][SIZE], rep[SIZE];
+    for (int i = 0; i < REQUESTS; i++) {
+        memset(req[i], 'a' + i % 26, SIZE);
+        cr_assert_eq(send(b, req[i], SIZE, 0), (ssize_t)SIZE);
+        c.before = 0;
+        uint64_t enters_before = enters(loop);
+        size_t want = c.received + SIZE;
+        for (int turns = 0; c.received < want; turns++) {
+            cr_assert_lt(turns, 100, "request %d was not delivered", i);
+            cr_assert_geq(pact_loop_run_once_flags(loop, 5000000000ll,
+                                                   PACT_RUN_AGAIN), 0);
+        }
+        uint64_t used = enters(loop) - enters_before;
+        /* Every system call of the engine was a wait: none of its own
+         * for the previous reply (the first wait handed it over). */
+        cr_assert_leq(used, (uint64_t)c.before,
+                      "request %d: %llu system calls for %d waits", i,
+                      (unsigned long long)used, c.before);
+        if (i >= 2 && movable && silent_sends_expected(loop))
+            cr_assert_eq(used, 1, "request %d: %llu io_uring_enter calls", i,
+                         (unsigned long long)used);
+        if (i > 0) {
+            read_exactly(b, rep, SIZE);
+            cr_assert_eq(memcmp(req[i - 1], rep, SIZE), 0, "reply %d", i - 1);
+        }
+    }
+    /* The last reply: the next run would hand it over; this caller
+     * stops, and pact_loop_flush() does it, without running the loop. */
+    if (movable && pact_loop_engine(loop) == PACT_ENGINE_URING) {
+        struct pollfd p = {.fd = b, .events = POLLIN};
+        cr_assert_eq(poll(&p, 1, 50), 0, "the reply went out when the run "
+                                         "returned");
+    }
+    cr_assert_eq(pact_loop_flush(loop), 0);
+    read_exactly(b, rep, SIZE);
+    cr_assert_eq(memcmp(req[REQUESTS - 1], rep, SIZE), 0);
+    cr_assert_eq(c.lost, 0);
+    pact_transport_close(t);
+    pact_loop_run(loop);
+    cr_assert_eq(c.lost, 1);
+    close(b);
+    test_loop_free(loop);
+}
+
+Test(silent_send, a_run_again_leaves_the_reply_to_the_next_wait_movable_loop)
+{
+    echo_run_again(1);
+}
+
+Test(silent_send, a_run_again_leaves_the_reply_to_the_next_wait_pinned_loop)
+{
+    echo_run_again(0);
+}
+
+/* pact_loop_run() runs again at once by itself: an iteration costs at
+ * most one system call of the engine, its wait (the replies of the last
+ * one go with it), and the run hands over what is left when it returns.
+ * A client and an echo server on one loop exchange requests until the
+ * client closes. */
+typedef struct {
+    int sent, received, lost;
+    pact_transport *t;
+} ping_client;
+
+static void ping_data(pact_transport *t, const void *data, size_t len, void *user)
+{
+    (void)data;
+    ping_client *p = user;
+    p->received += (int)len;
+    if (p->received % 64 != 0)
+        return;
+    if (p->sent < 200) {
+        static const char msg[64] = "ping";
+        cr_assert_eq(pact_transport_write(t, msg, sizeof msg), 0);
+        p->sent++;
+    } else {
+        cr_assert_eq(pact_transport_close(t), 0);
+    }
+}
+
+static void ping_lost(pact_transport *t, int err, void *user)
+{
+    (void)t;
+    (void)err;
+    ping_client *p = user;
+    p->lost++;
+}
+
+static const pact_protocol ping_proto = {
+    .data_received = ping_data,
+    .connection_lost = ping_lost,
+};
+
+static void run_costs_one_call_per_iteration(int movable)
+{
+    pact_loop *loop = test_loop_new_movable(movable);
+    counts c = {0};
+    ping_client p = {0};
+    int a, b;
+    make_tcp_pair(&b, &a);
+    pact_transport *server, *client;
+    cr_assert_eq(pact_transport_open(loop, a, PACT_STREAM_SOCKET, &echo_proto,
+                                     &c, &server), 0);
+    cr_assert_eq(pact_transport_open(loop, b, PACT_STREAM_SOCKET, &ping_proto,
+                                     &p, &client), 0);
+    static const char first[64] = "ping";
+    cr_assert_eq(pact_transport_write(client, first, sizeof first), 0);
+    p.sent = 1;
+    pact_loop_stats st0, st1;
+    cr_assert_eq(pact_loop_get_stats(loop, &st0), 0);
+    cr_assert_eq(pact_loop_run(loop), 0);
+    cr_assert_eq(pact_loop_get_stats(loop, &st1), 0);
+    cr_assert_eq(p.received, 200 * 64);
+    cr_assert_eq(p.lost, 1);
+    cr_assert_eq(c.lost, 1);
+    uint64_t iterations = st1.iterations - st0.iterations;
+    uint64_t calls = st1.syscalls_enter - st0.syscalls_enter;
+    cr_assert_geq(iterations, 100);
+    /* One hand-over when the run returns, at most. */
+    cr_assert_leq(calls, iterations + 1, "%llu system calls in %llu iterations",
+                  (unsigned long long)calls, (unsigned long long)iterations);
+    test_loop_free(loop);
+}
+
+Test(silent_send, pact_loop_run_makes_one_system_call_per_iteration_movable_loop)
+{
+    run_costs_one_call_per_iteration(1);
+}
+
+Test(silent_send, pact_loop_run_makes_one_system_call_per_iteration_pinned_loop)
+{
+    run_costs_one_call_per_iteration(0);
+}
+
+/* A transport closed by a run with PACT_RUN_AGAIN: io_uring closes its
+ * socket with the next submission, which pact_loop_flush() makes when
+ * the caller does not run the loop again. */
+static void close_on_data(pact_transport *t, const void *data, size_t len,
+                          void *user)
+{
+    (void)data;
+    counts *c = user;
+    c->received += len;
+    cr_assert_eq(pact_transport_close(t), 0);
+}
+
+static const pact_protocol close_proto = {
+    .data_received = close_on_data,
+    .connection_lost = echo_lost,
+};
+
+Test(silent_send, pact_loop_flush_closes_what_a_run_again_closed)
+{
+    pact_loop *loop = test_loop_new();
+    counts c = {0};
+    int a, b;
+    make_tcp_pair(&b, &a);
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open(loop, a, PACT_STREAM_SOCKET, &close_proto,
+                                     &c, &t), 0);
+    cr_assert_eq(send(b, "bye", 3, 0), 3);
+    for (int turns = 0; c.lost == 0; turns++) {
+        cr_assert_lt(turns, 100);
+        cr_assert_geq(pact_loop_run_once_flags(loop, 1000000000ll,
+                                               PACT_RUN_AGAIN), 0);
+    }
+    cr_assert_eq(pact_loop_flush(loop), 0);
+    /* The loop does not run from here. */
+    errno = 0;
+    cr_assert_eq(fcntl(a, F_GETFD), -1, "fd %d still open", a);
+    cr_assert_eq(errno, EBADF);
+    struct pollfd p = {.fd = b, .events = POLLIN};
+    cr_assert_eq(poll(&p, 1, 2000), 1, "the peer saw no close");
+    char ch;
+    cr_assert_eq(recv(b, &ch, 1, 0), 0, "the peer did not read EOF");
+    close(b);
+    test_loop_free(loop);
+}
+
+static void flush_from_callback(pact_loop *loop, void *user)
+{
+    *(int *)user = pact_loop_flush(loop);
+}
+
+Test(silent_send, run_once_flags_and_flush_answer_misuse)
+{
+    pact_loop *loop = test_loop_new();
+    cr_assert_eq(pact_loop_run_once_flags(loop, 0, 1u << 7), -EINVAL);
+    cr_assert_eq(pact_loop_run_once_flags(NULL, 0, PACT_RUN_AGAIN), -EINVAL);
+    cr_assert_eq(pact_loop_flush(NULL), -EINVAL);
+    cr_assert_eq(pact_loop_flush(loop), 0); /* nothing held: nothing to do */
+    int from_callback = 1;
+    cr_assert_gt(pact_call_soon(loop, flush_from_callback, &from_callback), 0);
+    cr_assert_eq(pact_loop_run_once_flags(loop, 0, PACT_RUN_AGAIN), 0);
+    cr_assert_eq(from_callback, -EBUSY);
+    cr_assert_eq(pact_loop_close(loop), 0);
+    cr_assert_eq(pact_loop_flush(loop), -ESHUTDOWN);
+    cr_assert_eq(pact_loop_run_once_flags(loop, 0, 0), -ESHUTDOWN);
+    pact_loop_free(loop);
 }

@@ -442,8 +442,15 @@ static int run_due(LoopObject *self)
  * block then) run in pact's after-wait hook, between the poll and the
  * first completion it found (take_gil); then the I/O callbacks; then,
  * back here, the timers that were due at the poll. What all of these
- * schedule waits for the next call. */
-static int run_once(LoopObject *self)
+ * schedule waits for the next call.
+ *
+ * again: the caller calls run_once again at once (run_forever's loop).
+ * pact's run then leaves the replies its callbacks joined to the next
+ * submission for the next run's wait (PACT_RUN_AGAIN): one io_uring_enter
+ * submits them and waits, where a run that hands them over when it
+ * returns costs a second one per request. Whoever stops calling hands
+ * them over (pact_loop_flush, Loop_run). */
+static int run_once(LoopObject *self, int again)
 {
     if (timers_drop_cancelled(self) < 0)
         return -1;
@@ -459,7 +466,8 @@ static int run_once(LoopObject *self)
      * after the after hook), so the queues keep the timeout valid. */
     int64_t timeout = wait_timeout_ns(self);
     self->in_iteration = 1;
-    int r = pact_loop_run_once(self->loop, timeout);
+    int r = pact_loop_run_once_flags(self->loop, timeout,
+                                     again ? PACT_RUN_AGAIN : 0);
     self->in_iteration = 0;
     if (!self->due_taken && r >= 0 && !self->pending_exc) {
         /* pact's iteration made no wait: what its hook does, now */
@@ -499,6 +507,11 @@ static int run_once(LoopObject *self)
             return -1;
         Py_DECREF(res);
     }
+    /* A timer's callback is Python code that may take its time: the
+     * replies of this iteration go before it, as they would have without
+     * PACT_RUN_AGAIN. */
+    if (again && self->due_len)
+        pact_loop_flush(self->loop);
     return run_due(self);
 }
 
@@ -972,10 +985,15 @@ static PyObject *Loop_run(LoopObject *self, PyObject *unused)
     self->in_run = 1;
     int r = 0;
     for (;;) {
-        r = run_once(self);
+        r = run_once(self, 1);
         if (r < 0 || self->stopping || self->closed)
             break;
     }
+    /* The last iteration ran with PACT_RUN_AGAIN: what its callbacks
+     * wrote goes to the kernel now, not with a wait that may not come
+     * (run_until_complete returns, the program goes on). */
+    if (!self->closed)
+        pact_loop_flush(self->loop);
     self->stopping = 0;
     self->in_run = 0;
     if (r < 0)
@@ -994,7 +1012,7 @@ static PyObject *Loop_run_once(LoopObject *self, PyObject *unused)
         return NULL;
     }
     self->in_run = 1;
-    int r = run_once(self);
+    int r = run_once(self, 0);
     self->in_run = 0;
     if (r < 0)
         return NULL;

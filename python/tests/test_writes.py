@@ -341,5 +341,83 @@ class WriteAfterCloseTests(unittest.TestCase):
                 self.assertIsNone(exc)
 
 
+
+class RepliesGoWithTheNextWaitTests(unittest.TestCase):
+    """A reply written in data_received is handed to the kernel by the
+    wait of run_forever's next iteration, in the same system call (on
+    io_uring one io_uring_enter submits it and waits), and when the run
+    ends before that iteration, as it ends."""
+
+    def setUp(self):
+        self.loop = pa.Loop(engine=ENGINE)
+        self.addCleanup(self.loop.close)
+        listener = socket.create_server(('127.0.0.1', 0))
+        self.peer = socket.create_connection(listener.getsockname())
+        self.addCleanup(self.peer.close)
+        self.peer.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.peer.settimeout(10)
+        ours, _ = listener.accept()
+        listener.close()
+        self.received = []
+        outer = self
+
+        class Echo(asyncio.Protocol):
+            def connection_made(p, tr):
+                p.tr = tr
+
+            def data_received(p, data):
+                p.tr.write(b'<' + data + b'>')
+                outer.received.append(data)
+                if outer.stop_on_data:
+                    outer.loop.stop()
+        self.stop_on_data = False
+        self.tr, _ = self.loop.run_until_complete(
+            self.loop.connect_accepted_socket(Echo, ours))
+        self.addCleanup(self.tr.abort)
+
+    def test_a_reply_is_out_when_the_run_ends_in_its_iteration(self):
+        # stop() in data_received: run_forever returns after this
+        # iteration, whose wait would have sent the reply.
+        self.stop_on_data = True
+        for i in range(3):
+            self.peer.send(b'%d' % i)
+            self.loop.run_forever()
+            self.assertEqual(self.received[-1], b'%d' % i)
+            # The loop does not run from here.
+            self.assertEqual(self.peer.recv(100), b'<%d>' % i)
+
+    def test_an_iteration_costs_one_system_call(self):
+        # A client in a thread makes requests one after the other; no
+        # reply costs a system call besides the waits (io_uring_enter,
+        # epoll_wait), of which an iteration makes one.
+        requests = 200
+        done = self.loop.create_future()
+
+        def client():
+            try:
+                for i in range(requests):
+                    msg = b'%04d' % i
+                    self.peer.sendall(msg)
+                    want, got = b'<' + msg + b'>', b''
+                    while len(got) < len(want):
+                        got += self.peer.recv(100)
+                    if got != want:
+                        raise AssertionError((got, want))
+                self.loop.call_soon_threadsafe(done.set_result, None)
+            except BaseException as e:
+                self.loop.call_soon_threadsafe(done.set_exception, e)
+        before = self.loop.stats()
+        t = threading.Thread(target=client)
+        t.start()
+        self.loop.run_until_complete(done)
+        t.join()
+        after = self.loop.stats()
+        iterations = after['iterations'] - before['iterations']
+        enters = after['enters'] - before['enters']
+        self.assertGreaterEqual(iterations, requests)
+        self.assertLessEqual(enters, iterations + 1,
+                             '%d system calls in %d iterations' % (enters, iterations))
+
+
 if __name__ == '__main__':
     unittest.main()

@@ -204,6 +204,10 @@ static void write_pattern(pact_transport *t, uint64_t total)
     }
 }
 
+/* pact_loop_run_once_flags()'s flags for run_until_u64: PACT_RUN_AGAIN
+ * drives the loop as pact.asyncio does on Linux. */
+static unsigned run_flags;
+
 static void run_until_u64(pact_loop *loop, const volatile uint64_t *v,
                           uint64_t want, unsigned limit_ms)
 {
@@ -211,8 +215,11 @@ static void run_until_u64(pact_loop *loop, const volatile uint64_t *v,
     while (*v < want) {
         cr_assert(pact_now() < end, "timed out at %llu of %llu bytes",
                   (unsigned long long)*v, (unsigned long long)want);
-        cr_assert_geq(pact_loop_run_once(loop, 10 * (int64_t)MS), 0);
+        cr_assert_geq(pact_loop_run_once_flags(loop, 10 * (int64_t)MS,
+                                               run_flags), 0);
     }
+    if (run_flags & PACT_RUN_AGAIN)
+        cr_assert_eq(pact_loop_flush(loop), 0);
 }
 
 static void echo_4_mib_in_order_then_eof_closes_both_once(void)
@@ -574,6 +581,24 @@ Test(pipe_transport, echo_4_mib_in_order_then_eof_closes_both_once, .timeout = 6
 {
     over_pipes = 1;
     echo_4_mib_in_order_then_eof_closes_both_once();
+}
+
+/* The completion port takes PACT_RUN_AGAIN: every write that can go at
+ * once went at once, so a run has nothing to hand over when it returns,
+ * and pact_loop_flush() nothing either. */
+Test(transport, echo_4_mib_in_order_running_again_at_once, .timeout = 60)
+{
+    run_flags = PACT_RUN_AGAIN;
+    echo_4_mib_in_order_then_eof_closes_both_once();
+}
+
+Test(transport, run_once_flags_refuses_an_unknown_flag)
+{
+    pact_loop *loop = test_loop_new();
+    cr_assert_eq(pact_loop_run_once_flags(loop, 0, 1u << 7), -EINVAL);
+    cr_assert_eq(pact_loop_run_once_flags(loop, 0, PACT_RUN_AGAIN), 0);
+    cr_assert_eq(pact_loop_flush(loop), 0);
+    test_loop_free(loop);
 }
 
 Test(transport, pause_and_resume_reading_lose_nothing, .timeout = 60)
