@@ -545,6 +545,22 @@ static void on_bytes(pact_stream *s, const char *data, size_t len)
     }
 }
 
+/* The peer reset the connection and no receive has taken the error yet
+ * (getsockopt(SO_ERROR) takes it now: the connection is ending). */
+static int socket_reset_pending(pact_stream *s)
+{
+#ifndef _WIN32
+    int err = 0;
+    socklen_t len = sizeof err;
+    return s->t.kind == PACT_STREAM_SOCKET && s->fd >= 0 &&
+           getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 &&
+           err == ECONNRESET;
+#else
+    (void)s;
+    return 0; /* not asked there: only the receive reports a reset */
+#endif
+}
+
 /* The receive op ended with r: 0 at EOF or a negative errno; -ECANCELED
  * (pause_reading cancelled it), -ENOBUFS (the loop ran out of receive
  * buffers: back-pressure) and r > 0 (a pipe read whose bytes went to
@@ -563,12 +579,19 @@ static void on_read_end(pact_stream *s, int64_t r)
          * ECONNRESET on every engine (docs/contract.md §6). Unless a
          * write met the EPIPE at once (an eager send, before the loop
          * looked at the socket again): asyncio's write() fails then too,
-         * with BrokenPipeError. */
-        if (r == -ECONNRESET && s->t.ep.err == -EPIPE && !s->eager_send_epipe)
+         * with BrokenPipeError. A receive the teardown cancelled first
+         * (poll mode, or its completion a wait behind the send's) never
+         * took the error: the socket still holds it. */
+        if (s->t.ep.err == -EPIPE && !s->eager_send_epipe &&
+            (r == -ECONNRESET || (r == -ECANCELED && socket_reset_pending(s))))
             s->t.ep.err = -ECONNRESET;
         settle(s);
         return;
     }
+    /* The receive saw the reset before the send's failure came back,
+     * but a write met the EPIPE at once: that names the end (above). */
+    if (r == -ECONNRESET && s->eager_send_epipe)
+        r = -EPIPE;
     if (r > 0 || r == -ECANCELED || r == -ENOBUFS) {
         if (s->t.paused)
             return; /* resume_reading starts the next one */
