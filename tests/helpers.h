@@ -17,17 +17,14 @@
 
 #include "helpers_both_systems.h"
 
-/* A loop on the engine the runner asked for; fails the test if the loop
- * silently fell back (a forced engine must be the one we get). Movable:
- * may be run by another thread later, as pact.asyncio's loops are. */
-static inline pact_loop *test_loop_new_movable(int movable)
+/* A loop made with the test's options (o->debug is set here) on the
+ * engine the runner asked for; fails the test if the loop silently fell
+ * back (a forced engine must be the one we get). */
+static inline pact_loop *test_loop_create_with(pact_loop_options *o)
 {
-    pact_loop_options o;
-    pact_loop_options_init(&o);
-    o.debug = 1;
-    o.movable = movable;
+    o->debug = 1;
     pact_loop *loop = NULL;
-    int r = pact_loop_create(&loop, &o);
+    int r = pact_loop_create(&loop, o);
     cr_assert_eq(r, 0, "pact_loop_create: %s", pact_strerror(r));
     const char *want = getenv("PACT_ENGINE");
     if (want && strcmp(want, "uring") == 0)
@@ -35,6 +32,16 @@ static inline pact_loop *test_loop_new_movable(int movable)
     if (want && strcmp(want, "epoll") == 0)
         cr_assert_eq(pact_loop_engine(loop), PACT_ENGINE_EPOLL);
     return loop;
+}
+
+/* A test loop; movable: may be run by another thread later, as
+ * pact.asyncio's loops are. */
+static inline pact_loop *test_loop_new_movable(int movable)
+{
+    pact_loop_options o;
+    pact_loop_options_init(&o);
+    o.movable = movable;
+    return test_loop_create_with(&o);
 }
 
 static inline pact_loop *test_loop_new(void)

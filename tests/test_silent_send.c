@@ -366,18 +366,9 @@ static pact_loop *tiny_movable_loop_new(void)
 {
     pact_loop_options o;
     pact_loop_options_init(&o);
-    o.debug = 1;
     o.movable = !pinned;
     o.queue_depth = 2;
-    pact_loop *loop = NULL;
-    int r = pact_loop_create(&loop, &o);
-    cr_assert_eq(r, 0, "pact_loop_create: %s", pact_strerror(r));
-    const char *want = getenv("PACT_ENGINE");
-    if (want && strcmp(want, "uring") == 0)
-        cr_assert_eq(pact_loop_engine(loop), PACT_ENGINE_URING);
-    if (want && strcmp(want, "epoll") == 0)
-        cr_assert_eq(pact_loop_engine(loop), PACT_ENGINE_EPOLL);
-    return loop;
+    return test_loop_create_with(&o);
 }
 
 enum { OVERFLOW_CONNS = 24, OVERFLOW_REPLY = 3000, OVERFLOW_ROUNDS = 6 };

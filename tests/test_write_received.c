@@ -17,17 +17,9 @@ static pact_loop *few_buffers_loop(void)
 {
     pact_loop_options o;
     pact_loop_options_init(&o);
-    o.debug = 1;
     o.recv_buffer_count = 2;
     o.recv_buffer_size = 4096;
-    pact_loop *loop = NULL;
-    cr_assert_eq(pact_loop_create(&loop, &o), 0);
-    const char *want = getenv("PACT_ENGINE");
-    if (want && strcmp(want, "uring") == 0)
-        cr_assert_eq(pact_loop_engine(loop), PACT_ENGINE_URING);
-    if (want && strcmp(want, "epoll") == 0)
-        cr_assert_eq(pact_loop_engine(loop), PACT_ENGINE_EPOLL);
-    return loop;
+    return test_loop_create_with(&o);
 }
 
 /* Whether this loop sends from its receive buffers (else it copies). */
