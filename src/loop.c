@@ -448,6 +448,27 @@ static void release_runner(pact_loop *loop)
 
 static void run_end(pact_loop *loop, unsigned flags);
 
+/* Makes the calling thread the loop's runner (run or flush), an open
+ * loop it may use; release_runner() gives it back. A pinned loop's owner
+ * is settled first: only it may claim the loop. A movable loop is
+ * claimed first: its state is then this thread's to read, and a thread
+ * that finds it running elsewhere gets -EBUSY. */
+static int claim_loop(pact_loop *loop, const char *func)
+{
+    int r = 0;
+    if (!loop->movable && loop->state == PACT_LOOP_OPEN)
+        r = check_runner(loop, func);
+    if (r)
+        return r;
+    r = claim_runner(loop, func);
+    if (r)
+        return r;
+    r = pact__check_loop(loop, func);
+    if (r)
+        release_runner(loop);
+    return r;
+}
+
 static int run_begin(pact_loop *loop, const char *func)
 {
     if (!loop)
@@ -458,22 +479,9 @@ static int run_begin(pact_loop *loop, const char *func)
         return pact__misuse(loop, -EBUSY, func,
                             "this thread is already running another loop "
                             "(one loop per thread)");
-    /* A pinned loop's owner is settled first: only it may claim the loop.
-     * A movable loop is claimed first: its state is then this thread's to
-     * read, and a thread that finds it running elsewhere gets -EBUSY. */
-    int r = 0;
-    if (!loop->movable && loop->state == PACT_LOOP_OPEN)
-        r = check_runner(loop, func);
+    int r = claim_loop(loop, func);
     if (r)
         return r;
-    r = claim_runner(loop, func);
-    if (r)
-        return r;
-    r = pact__check_loop(loop, func);
-    if (r) {
-        release_runner(loop);
-        return r;
-    }
     loop->running = 1;
     running_on_this_thread = loop;
     /* A movable loop's engine may be bound to the thread that ran it
@@ -557,25 +565,17 @@ int pact_loop_flush(pact_loop *loop)
     /* Claimed as a run claims it: the engine's queues are the runner's,
      * and a callback of the loop (or another thread running it) gets
      * -EBUSY; the run hands its work over itself. */
-    int r = 0;
-    if (!loop->movable && loop->state == PACT_LOOP_OPEN)
-        r = check_runner(loop, __func__);
+    int r = claim_loop(loop, __func__);
     if (r)
         return r;
-    r = claim_runner(loop, __func__);
-    if (r)
-        return r;
-    r = pact__check_loop(loop, __func__);
-    if (r == 0) {
-        /* Everything, not only what hand_over_held_work() is told of: a
-         * write queued behind a send that completed in the last run went
-         * out by an op its completion started, which waits for the next
-         * iteration's submission like any op started by a callback. */
-        pact__ops_flush(loop);
-        loop->engine->flush(loop);
-    }
+    /* Everything, not only what hand_over_held_work() is told of: a
+     * write queued behind a send that completed in the last run went out
+     * by an op its completion started, which waits for the next
+     * iteration's submission like any op started by a callback. */
+    pact__ops_flush(loop);
+    loop->engine->flush(loop);
     release_runner(loop);
-    return r;
+    return 0;
 }
 
 int pact_loop_stop(pact_loop *loop)

@@ -2103,6 +2103,13 @@ static int retract_unsent_cancel(pact_loop *loop, pact_op_s *op)
     return 0;
 }
 
+/* Whether the kernel owes an op nothing more, after its final completion
+ * was handled: none owed, or only its cancel, withdrawn from the SQ. */
+static int nothing_more_owed(pact_loop *loop, pact_op_s *op)
+{
+    return op->pending_cqes == 0 || retract_unsent_cancel(loop, op);
+}
+
 static void handle_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
 {
     if ((ud & SLOT_TAG_MASK) == TAG_CLOSE) {
@@ -2141,20 +2148,17 @@ static void handle_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
         return;
     }
     if (tag == TAG_OP && op->kind == PACT_OP_RECV_MULTI) {
-        if (!recv_multi_cqe(loop, op, res, flags) &&
-            (op->pending_cqes == 0 || retract_unsent_cancel(loop, op)))
+        if (!recv_multi_cqe(loop, op, res, flags) && nothing_more_owed(loop, op))
             pact__op_complete(loop, op);
         return;
     }
     if (tag == TAG_OP && op->kind == PACT_OP_WATCH) {
-        if (!watch_cqe(loop, op, res) &&
-            (op->pending_cqes == 0 || retract_unsent_cancel(loop, op)))
+        if (!watch_cqe(loop, op, res) && nothing_more_owed(loop, op))
             pact__op_complete(loop, op);
         return;
     }
     if (tag == TAG_OP && op->kind == PACT_OP_ACCEPT_MULTI) {
-        if (!accept_multi_cqe(loop, op, res, flags) &&
-            (op->pending_cqes == 0 || retract_unsent_cancel(loop, op)))
+        if (!accept_multi_cqe(loop, op, res, flags) && nothing_more_owed(loop, op))
             pact__op_complete(loop, op);
         return;
     }
@@ -2197,7 +2201,7 @@ static void handle_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
         loop->stats.stray_completions++;
         return;
     }
-    if (op->pending_cqes == 0 || retract_unsent_cancel(loop, op)) {
+    if (nothing_more_owed(loop, op)) {
         /* Only now, not at the op's own CQE, is the engine done with it
          * (pact__op_complete lets the next op of its fd go): a linked
          * timeout's CQE is posted later from task work, after a next recv
