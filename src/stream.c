@@ -167,6 +167,29 @@ static void wbuf_trim(pact_wbuf *b)
     pact__wbuf_clear(b);
 }
 
+/* A drained write state (nothing in flight or queued, no held bytes, no
+ * pipe buffer) goes to the loop's cache with its write buffers while the
+ * cache has room and the loop is not closed (the cache is freed at
+ * close), else to the allocator. */
+static void give_back_more(pact_loop *loop, pact_stream_more *m)
+{
+    wbuf_trim(&m->inflight);
+    wbuf_trim(&m->pending);
+    size_t bytes = m->inflight.cap + m->pending.cap;
+    if (loop->stream_more_cached >= MORE_CACHE_BLOCKS ||
+        loop->stream_more_cached_bytes + bytes > MORE_CACHE_BYTES ||
+        loop->state == PACT_LOOP_CLOSED) {
+        pact__wbuf_free(&m->inflight);
+        pact__wbuf_free(&m->pending);
+        free(m);
+        return;
+    }
+    m->next_cached = loop->stream_more_cache;
+    loop->stream_more_cache = m;
+    loop->stream_more_cached++;
+    loop->stream_more_cached_bytes += bytes;
+}
+
 /* A socket stream whose writes have drained gives its s->more back, when
  * nothing else lives in it (held bytes, a sendfile, a pipe's buffer or
  * watch, marks of its own), so an idle connection holds no write state:
@@ -201,20 +224,7 @@ static void release_more(pact_stream *s)
         return;
     }
     s->more = NULL;
-    wbuf_trim(&m->inflight);
-    wbuf_trim(&m->pending);
-    size_t bytes = m->inflight.cap + m->pending.cap;
-    if (loop->stream_more_cached >= MORE_CACHE_BLOCKS ||
-        loop->stream_more_cached_bytes + bytes > MORE_CACHE_BYTES) {
-        pact__wbuf_free(&m->inflight);
-        pact__wbuf_free(&m->pending);
-        free(m);
-        return;
-    }
-    m->next_cached = loop->stream_more_cache;
-    loop->stream_more_cache = m;
-    loop->stream_more_cached++;
-    loop->stream_more_cached_bytes += bytes;
+    give_back_more(loop, m);
 }
 
 /* ---- the memory of streams ------------------------------------------------ */
@@ -457,16 +467,30 @@ static void stream_forget(pact_endpoint *e)
 }
 #endif
 
+/* A freed stream's write state goes where a drained one goes
+ * (give_back_more): a connection that kept its write state for the
+ * next write (release_more) and closed leaves it, buffers included, to
+ * the next connection, which would otherwise allocate all three again.
+ * Its operations are over by now; held bytes and a pipe's read buffer
+ * are not kept. */
 static void stream_free(pact_endpoint *e)
 {
     pact_stream *s = stream_of_ep(e);
-    if (s->more) {
-        e->loop->stream_more_kept -= s->more->kept;
-        free(s->more->rbuf);
-        pact__wbuf_free(&s->more->held);
-        pact__wbuf_free(&s->more->inflight);
-        pact__wbuf_free(&s->more->pending);
-        free(s->more);
+    pact_stream_more *m = s->more;
+    if (m) {
+        e->loop->stream_more_kept -= m->kept;
+        m->kept = 0;
+        free(m->rbuf);
+        m->rbuf = NULL;
+        pact__wbuf_free(&m->held);
+        if (!m->send_op && m->slot.pending_cqes == 0 && !m->poll_op && !m->item &&
+            !m->lent) {
+            give_back_more(e->loop, m);
+        } else {
+            pact__wbuf_free(&m->inflight);
+            pact__wbuf_free(&m->pending);
+            free(m);
+        }
     }
     stream_release(e->loop, s);
 }
