@@ -308,8 +308,12 @@ PACT_API int pact_loop_run(pact_loop *loop);
  * the loop alive (the list at pact_loop_run): a loop whose only handles
  * are unreferenced, or a signal handler alone, returns at once, as
  * libuv's UV_RUN_ONCE does; to wait for such events, reference one of
- * them (pact_signal_set_ref, pact_handle_set_ref). Returns 1 if the loop
- * still has work, 0 if not, or a negative errno. */
+ * them (pact_signal_set_ref, pact_handle_set_ref). When it returns, the
+ * sends that no callback waits for are in the kernel: the writes and
+ * datagrams its callbacks made, and the next send a transport started
+ * when the one before completed (see PACT_RUN_AGAIN for leaving them to
+ * the next run). Returns 1 if the loop still has work, 0 if not, or a
+ * negative errno. */
 PACT_API int pact_loop_run_once(pact_loop *loop, int64_t timeout_ns);
 
 /* Flags of pact_loop_run_once_flags(), or-ed together. */

@@ -215,8 +215,10 @@ struct pact_loop {
     /* The engine queued work that must reach the kernel before a run
      * returns although no op waits for it (io_uring: the close of a
      * socket the loop owned, and emptying its fixed-file slot, which is
-     * what closes it), or stream.c a zero-copy write's send: a run that
-     * returns hands it over (engine->flush). */
+     * what closes it), or a send no callback of the caller waits for
+     * (stream.c: a zero-copy write's, the next one a stream starts from
+     * the completion of the one before; datagram.c: a datagram's): a run
+     * that returns hands it over (pact__ops_flush, engine->flush). */
     uint8_t flush_owed;
     /* How many such sends stream.c queued since the last submission
      * (bounded there, JOINED_SENDS_MAX): a run that returns hands them to

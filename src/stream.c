@@ -943,6 +943,12 @@ static void kick_write(pact_stream *s)
     }
     const char *data = m->inflight.data + m->inflight.start;
     size_t len = pact__wbuf_len(&m->inflight);
+    /* No callback of the caller waits for these bytes, so a run that
+     * returns hands their send to the kernel (engine->flush): started
+     * from the completion of the send before it, it would otherwise wait
+     * in the submission queue (io_uring) or the loop's queue of ops to
+     * start for a run that may not come. */
+    s->t.ep.loop->flush_owed = 1;
     if (s->t.kind == PACT_STREAM_SOCKET) {
         int r = start_send(s, data, len, 0, on_send_slot, on_send);
         if (r < 0)

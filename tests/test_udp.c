@@ -1174,6 +1174,59 @@ Test(udp, a_datagram_sent_after_close_while_the_queue_drains_is_sent)
     cr_assert_eq(count_open_fds(), fds);
 }
 
+/* A reply sent from datagram_received goes to the kernel when the run
+ * that delivered the request returns (pact_loop_run_once, no
+ * PACT_RUN_AGAIN): a caller that runs the loop no more still gets it to
+ * the peer. Before, its send waited in the loop's queue of ops to start
+ * for the next run. */
+typedef struct {
+    int requests;
+} replier;
+
+static void reply_received(pact_datagram *ep, const void *data, size_t len,
+                           const struct sockaddr *addr, socklen_t addrlen,
+                           void *user)
+{
+    (void)addr;
+    (void)addrlen;
+    replier *r = user;
+    r->requests++;
+    cr_assert_eq(pact_datagram_sendto(ep, data, len, NULL, 0), 0);
+}
+
+static const pact_datagram_protocol reply_proto = {
+    .datagram_received = reply_received,
+};
+
+Test(udp, a_reply_from_datagram_received_goes_out_when_the_run_returns)
+{
+    pact_loop *loop = test_loop_new();
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv), 0);
+    replier rep = {0};
+    pact_datagram *ep;
+    cr_assert_eq(pact_datagram_adopt(loop, sv[0], NULL, &reply_proto, &rep, &ep), 0);
+    for (int i = 0; i < 3; i++) {
+        char req[16], got[16];
+        int n = snprintf(req, sizeof req, "request %d", i);
+        cr_assert_eq(send(sv[1], req, (size_t)n, 0), n);
+        for (int turns = 0; rep.requests == i; turns++) {
+            cr_assert_lt(turns, 100, "request %d was not delivered", i);
+            cr_assert_geq(pact_loop_run_once(loop, 1000 * (int64_t)MS), 0);
+        }
+        /* The loop does not run until the reply is here. */
+        struct pollfd p = {.fd = sv[1], .events = POLLIN};
+        cr_assert_eq(poll(&p, 1, 2000), 1, "reply %d waits for a run that "
+                                           "does not come", i);
+        cr_assert_eq(recv(sv[1], got, sizeof got, 0), n);
+        cr_assert_eq(memcmp(got, req, (size_t)n), 0);
+    }
+    cr_assert_eq(pact_datagram_close(ep), 0);
+    pact_loop_run(loop);
+    close(sv[1]);
+    test_loop_free(loop);
+}
+
 Test(udp, abort_drops_the_queue_and_loop_close_closes_endpoints)
 {
     int fds = count_open_fds();
