@@ -23,6 +23,11 @@ enum pact_fault_site {
                               socket's fixed-file slot fails (in the
                               kernel, as without memory): the slot stays
                               empty */
+    PACT_FAULT_SUBMIT,     /* engine_uring.c: a submission outside a wait
+                              (uring_submit_now) that the kernel takes
+                              none of, answering err (-EAGAIN, as when it
+                              cannot allocate requests): the SQEs wait in
+                              the ring for the next submission */
     PACT_FAULT_SITE_COUNT
 };
 

@@ -461,6 +461,17 @@ static void silent_forget_unknown(uring_engine *e, const pact_op_s *op)
 
 static int migrate(pact_loop *loop, int may_call_back);
 
+/* Tests only (PACT_FAULT_SUBMIT): what io_uring_submit() leaves when the
+ * kernel takes none of the SQEs: the SQ's tail handed to the kernel and
+ * liburing's own head moved up to it, the kernel's head where it was. */
+static int submit_refused(uring_engine *e, int err)
+{
+    struct io_uring_sq *sq = &e->ring.sq;
+    io_uring_smp_store_release(sq->ktail, sq->sqe_tail);
+    sq->sqe_head = sq->sqe_tail;
+    return err;
+}
+
 static int uring_submit_now(pact_loop *loop)
 {
     uring_engine *e = URING(loop);
@@ -477,7 +488,8 @@ static int uring_submit_now(pact_loop *loop)
         return r;
     loop->stats.syscalls_enter++;
     silent_arm(e);
-    r = io_uring_submit(&e->ring);
+    int refused = PACT_FAULT(PACT_FAULT_SUBMIT);
+    r = refused ? submit_refused(e, refused) : io_uring_submit(&e->ring);
     silent_submitted(e);
     return r;
 }
@@ -1209,11 +1221,15 @@ static int uring_init(pact_loop *loop, unsigned depth, int fail_setup,
 
 /* Sockets whose CLOSE is still in the SQ are closed here: the loop is
  * being freed, and the ring goes with nothing more submitted (the loop
- * may be freed on a thread the ring does not take submissions from). */
+ * may be freed on a thread the ring does not take submissions from).
+ * From the kernel's head, not liburing's sqe_head: a submission the
+ * kernel took only part of (io_uring_submit() answering fewer than were
+ * queued) leaves the rest between the two, handed to the kernel but
+ * never run, and the kernel runs nothing before its head again. */
 static void close_queued_sockets(uring_engine *e)
 {
     struct io_uring_sq *sq = &e->ring.sq;
-    for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++) {
+    for (unsigned i = IO_URING_READ_ONCE(*sq->khead); i != sq->sqe_tail; i++) {
         const struct io_uring_sqe *sqe = &sq->sqes[i & sq->ring_mask];
         if (sqe->opcode == IORING_OP_CLOSE && (sqe->user_data & SLOT_TAG_MASK) == TAG_CLOSE)
             close(sqe->fd);
