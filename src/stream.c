@@ -613,9 +613,14 @@ static void on_read_end(pact_stream *s, int64_t r)
         return;
     }
     /* The receive saw the reset before the send's failure came back,
-     * but a write met the EPIPE at once: that names the end (above). */
-    if (r == -ECONNRESET && s->eager_send_epipe)
+     * but a write met the EPIPE at once: that names the end (above).
+     * So does a write whose first send waits for the loop's next
+     * submission: made before the reset was seen, it meets the EPIPE
+     * when it goes, where epoll's eager send met it at once. */
+    if (r == -ECONNRESET && (s->eager_send_epipe || s->first_send_in_flight)) {
+        s->epipe_presumed = !s->eager_send_epipe;
         r = -EPIPE;
+    }
     if (r > 0 || r == -ECANCELED || r == -ENOBUFS) {
         if (s->t.paused)
             return; /* resume_reading starts the next one */
@@ -810,11 +815,26 @@ static void write_progress(pact_stream *s)
     }
 }
 
+/* A send is back: if it was a write's first try (first_send_in_flight),
+ * its EPIPE is an eager send's (see on_read_end). */
+static void first_send_back(pact_stream *s, int64_t result)
+{
+    if (s->first_send_in_flight && result == -EPIPE)
+        s->eager_send_epipe = 1;
+    /* connection_lost waits for this completion (docs/contract.md §2):
+     * the end it reports may still be corrected. */
+    if (s->epipe_presumed && result >= 0 && s->t.ep.err == -EPIPE)
+        s->t.ep.err = -ECONNRESET;
+    s->first_send_in_flight = 0;
+    s->epipe_presumed = 0;
+}
+
 static void on_send(pact_loop *loop, const pact_completion *c, void *arg)
 {
     (void)loop;
     pact_stream *s = arg;
     s->more->send_op = 0;
+    first_send_back(s, c->result);
     if (s->t.ep.aborting) {
         settle(s);
         return;
@@ -852,6 +872,7 @@ static void on_send_lent(pact_loop *loop, const pact_completion *c, void *arg)
     int err = c->result < 0 && c->result != -EAGAIN ? (int)c->result : 0;
     int id = m->lent_id;
     m->send_op = 0;
+    first_send_back(s, c->result);
     if (!s->t.ep.aborting && err == 0 && sent < m->lent_len) {
         s->inline_writes = INLINE_WRITES_AFTER_BACKLOG;
         if (pact__wbuf_append(&m->inflight, m->lent + sent, m->lent_len - sent) != 0)
@@ -1136,6 +1157,8 @@ static int stream_writev_many(pact_stream *s, const struct iovec *iov, int iovcn
     if (sent == total)
         return 0; /* all out: nothing buffered, the marks are not crossed */
     int r = queue_unsent(s, iov, iovcnt, sent);
+    if (joined && r == 0)
+        s->first_send_in_flight = 1;
     if (joined && r == 0 && s->more && s->more->send_op) {
         /* Its completion ended the loop's next wait at once on io_uring
          * (the send completes at submission), which cost an iteration
@@ -1260,6 +1283,7 @@ static PACT_SLOW_PATH int write_received_lent(pact_transport *t, const void *dat
     s->more->lent = data;
     s->more->lent_len = len;
     s->more->lent_id = id;
+    s->first_send_in_flight = 1;
     /* Its send waits for the loop's next submission: a run that returns
      * first hands it over (engine->flush), or the reply would wait for
      * the next run. */

@@ -169,6 +169,14 @@ typedef struct pact_stream {
     /* An eager send failed with EPIPE: the peer was seen gone by a write,
      * before any receive could say so (on_read_end). */
     unsigned eager_send_epipe : 1;
+    /* The send in flight is a write's first try, which only waited for
+     * the loop's next submission (io_uring: a write joined to it, or sent
+     * from the receive buffer) where epoll's eager send would have gone
+     * at once: its EPIPE counts as an eager send's (on_read_end). */
+    unsigned first_send_in_flight : 1;
+    /* The receive's reset was reported as that send's EPIPE before the
+     * send came back: if it went out after all, the reset it was. */
+    unsigned epipe_presumed : 1;
     /* pact_transport_write_received found the socket backed up or the
      * stream streaming (a zero-copy send came back short, or a second
      * write came while one was in flight): that many more of them write

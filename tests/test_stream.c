@@ -1062,6 +1062,74 @@ Test(stream, a_write_after_the_peer_closed_with_our_bytes_unread_is_epipe)
     test_loop_free(loop);
 }
 
+/* The same peer, gone after sending a request: the reply written from
+ * data_received meets EPIPE, and connection_lost reports it whichever
+ * way the reply is written: copied (pact_transport_write, sent at once)
+ * or from the loop's receive buffer (pact_transport_write_received,
+ * whose send on io_uring joins the loop's next submission). */
+typedef struct {
+    int zero_copy, data_calls, lost, lost_err;
+} replying;
+
+static void replying_data(pact_transport *t, const void *data, size_t len,
+                          void *user)
+{
+    replying *r = user;
+    r->data_calls++;
+    cr_assert_eq(r->zero_copy ? pact_transport_write_received(t, data, len)
+                              : pact_transport_write(t, data, len), 0);
+}
+
+static void replying_lost(pact_transport *t, int err, void *user)
+{
+    (void)t;
+    replying *r = user;
+    r->lost++;
+    r->lost_err = err;
+}
+
+static const pact_protocol replying_proto = {
+    .data_received = replying_data,
+    .connection_lost = replying_lost,
+};
+
+static void reply_to_a_peer_gone_with_our_bytes_unread(int zero_copy)
+{
+    signal(SIGPIPE, SIG_IGN);
+    pact_loop *loop = test_loop_new();
+    int sv[2];
+    make_socketpair(sv);
+    replying r = {.zero_copy = zero_copy};
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open(loop, sv[0], PACT_STREAM_SOCKET,
+                                     &replying_proto, &r, &t), 0);
+    for (int i = 0; i < 3; i++)
+        pact_loop_run_once(loop, 2 * (int64_t)MS);
+    cr_assert_eq(pact_transport_write(t, "unread", 6), 0);
+    for (int i = 0; i < 3; i++)
+        pact_loop_run_once(loop, 2 * (int64_t)MS);
+    cr_assert_eq(pact_transport_write_buffer_size(t), 0);
+    cr_assert_eq(send(sv[1], "request", 7, 0), 7);
+    close(sv[1]); /* with our bytes unread */
+    uint64_t end = pact_now() + 5000 * MS;
+    while (!r.lost && pact_now() < end)
+        pact_loop_run_once(loop, 10 * (int64_t)MS);
+    cr_assert_eq(r.data_calls, 1);
+    cr_assert_eq(r.lost, 1);
+    cr_assert_eq(r.lost_err, -EPIPE, "lost with %s", pact_err_name(r.lost_err));
+    test_loop_free(loop);
+}
+
+Test(stream, a_reply_copied_to_a_peer_gone_with_our_bytes_unread_is_epipe)
+{
+    reply_to_a_peer_gone_with_our_bytes_unread(0);
+}
+
+Test(stream, a_reply_from_the_receive_buffer_to_a_peer_gone_with_our_bytes_unread_is_epipe)
+{
+    reply_to_a_peer_gone_with_our_bytes_unread(1);
+}
+
 Test(stream, pause_in_connection_made_reads_nothing_until_resume)
 {
     pact_loop *loop = test_loop_new();
