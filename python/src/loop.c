@@ -625,6 +625,7 @@ static int close_core(LoopObject *self)
     self->closed = 1;
     pact_py_flush_writes(self); /* pact's loop is closed: they drop */
     pact_py_drop_eofs(self);
+    Py_CLEAR(self->spare_bytes);
     ready_clear(self);
     timers_clear(self);
     if (self->loop && r == 0) {
