@@ -822,9 +822,14 @@ static void first_send_back(pact_stream *s, int64_t result)
     if (s->first_send_in_flight && result == -EPIPE)
         s->eager_send_epipe = 1;
     /* connection_lost waits for this completion (docs/contract.md §2):
-     * the end it reports may still be corrected. */
-    if (s->epipe_presumed && result >= 0 && s->t.ep.err == -EPIPE)
-        s->t.ep.err = -ECONNRESET;
+     * the end it reports may still be corrected, also one held behind
+     * bytes for a paused reader. */
+    if (s->epipe_presumed && result >= 0) {
+        if (s->t.ep.err == -EPIPE)
+            s->t.ep.err = -ECONNRESET;
+        if (s->has_held && s->held_result == -EPIPE)
+            s->held_result = -ECONNRESET;
+    }
     s->first_send_in_flight = 0;
     s->epipe_presumed = 0;
 }
