@@ -204,13 +204,17 @@ async def run(args, out):
     per_round = args.connections * args.per_connection
     rounds = max(1, args.requests // per_round)
     sample_every = max(1, rounds // 10)
-    # Warm-up rounds, not counted: caches, free lists, pact's buffers and
-    # the allocator (glibc raises its mmap threshold once SSLProtocol's
-    # 256 KiB buffers are freed) reach their working size.
+    # Warm-up, not counted: the receive buffers, then rounds of the load
+    # itself, last, so that caches, free lists, pact's buffers and the
+    # allocator reach their working size for it (glibc raises its mmap and
+    # trim thresholds as large blocks are freed, SSLProtocol's 256 KiB
+    # buffers among them; the stream that warms the receive buffers,
+    # after the rounds, left the heap trimmed below what they use, and
+    # the first counted round grew it again).
+    await warm_receive_buffers()
     for w in range(3):
         await server.round(10 ** 9 + w * per_round, args.per_connection,
                            args.connections)
-    await warm_receive_buffers()
     samples = []
     done = 0
     started = time.monotonic()
