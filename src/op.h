@@ -249,6 +249,12 @@ enum pact_send_slot_flag {
 struct pact_send_slot {
     pact_send_slot_done done;
     int64_t result;
+    /* The engine's: the fd table entry (fd_table.h) of the fd its last
+     * send went to, or NULL. An entry stays the one of its fd number for
+     * the table's life, so it is still the right one whenever its fd is
+     * the next send's (io_uring reads the fd's fixed-file slot there
+     * without a lookup per send). */
+    struct pact_fd_entry *fd_entry;
     /* Completions the kernel still owes (the send, its cancel); the slot
      * is in flight while > 0. */
     int16_t pending_cqes;

@@ -202,11 +202,19 @@ static void give_back_more(pact_loop *loop, pact_stream_more *m)
  * MORE_KEPT_MAX blocks of write state in streams that went quiet, as
  * many as the cache holds anyway. A kept block goes back when its
  * buffers have grown past MORE_KEPT_BYTES or its stream is freed. */
-static void release_more(pact_stream *s)
+static PACT_SLOW_PATH void release_more_now(pact_stream *s);
+
+static inline void release_more(pact_stream *s)
+{
+    const pact_stream_more *m = s->more;
+    if (!m || (m->kept && m->inflight.cap + m->pending.cap <= MORE_KEPT_BYTES))
+        return; /* the common case after a reply: inline */
+    release_more_now(s);
+}
+
+static PACT_SLOW_PATH void release_more_now(pact_stream *s)
 {
     pact_stream_more *m = s->more;
-    if (!m || (m->kept && m->inflight.cap + m->pending.cap <= MORE_KEPT_BYTES))
-        return;
     if (s->t.kind != PACT_STREAM_SOCKET || m->send_op ||
         m->slot.pending_cqes > 0 || m->poll_op ||
         m->item || m->rbuf || m->held.data || pact__wbuf_len(&m->inflight) ||
@@ -805,7 +813,27 @@ static void shutdown_write_side(pact_stream *s)
 
 /* The writer made progress (a send or the write item is over): the next
  * send, the flow marks, write_eof, the final close. */
-static void write_progress(pact_stream *s)
+static PACT_SLOW_PATH void write_progress_general(pact_stream *s);
+
+static inline void write_progress(pact_stream *s)
+{
+    const pact_stream_more *m = s->more;
+    const pact_transport *t = &s->t;
+    if (m && !sending(m) && !m->item && pact__wbuf_len(&m->inflight) == 0 &&
+        pact__wbuf_len(&m->pending) == 0 && !m->lent && !t->ep.write_paused &&
+        !t->ep.draining && !t->ep.closing && !t->eof_requested) {
+        /* A send's end with nothing behind it (every echo and reply):
+         * nothing to send, the marks not crossed, nobody waiting for the
+         * drain; only the write state may go. The general case below
+         * decides the same in about twice the instructions (callgrind,
+         * 64-byte echo on io_uring). */
+        release_more(s);
+        return;
+    }
+    write_progress_general(s);
+}
+
+static PACT_SLOW_PATH void write_progress_general(pact_stream *s)
 {
     kick_write(s); /* the rest of a short send, or the next batch */
     stream_flow(s); /* resume_writing may write, also closing */
@@ -872,15 +900,14 @@ static void on_send_slot(pact_loop *loop, pact_send_slot *slot, int64_t result)
  * after -EAGAIN: it was sent with MSG_DONTWAIT) is copied into
  * `inflight`, ahead of what was written meanwhile, and goes out as any
  * queued write; the loop gets its buffer back either way. */
-static void on_send_lent(pact_loop *loop, const pact_completion *c, void *arg)
+static void send_lent_done(pact_loop *loop, pact_stream *s, int64_t result)
 {
-    pact_stream *s = arg;
     pact_stream_more *m = s->more;
-    size_t sent = c->result > 0 ? (size_t)c->result : 0;
-    int err = c->result < 0 && c->result != -EAGAIN ? (int)c->result : 0;
+    size_t sent = result > 0 ? (size_t)result : 0;
+    int err = result < 0 && result != -EAGAIN ? (int)result : 0;
     int id = m->lent_id;
     m->send_op = 0;
-    first_send_back(s, c->result);
+    first_send_back(s, result);
     if (!s->t.ep.aborting && err == 0 && sent < m->lent_len) {
         s->inline_writes = INLINE_WRITES_AFTER_BACKLOG;
         if (pact__wbuf_append(&m->inflight, m->lent + sent, m->lent_len - sent) != 0)
@@ -900,11 +927,16 @@ static void on_send_lent(pact_loop *loop, const pact_completion *c, void *arg)
     }
 }
 
+static void on_send_lent(pact_loop *loop, const pact_completion *c, void *arg)
+{
+    send_lent_done(loop, arg, c->result);
+}
+
 static void on_send_lent_slot(pact_loop *loop, pact_send_slot *slot,
                               int64_t result)
 {
-    pact_completion c = {.result = result};
-    on_send_lent(loop, &c, pact_container_of(slot, pact_stream_more, slot)->stream);
+    send_lent_done(loop, pact_container_of(slot, pact_stream_more, slot)->stream,
+                   result);
 }
 
 /* Starts a socket stream's send of len bytes at data (s->more is taken):
