@@ -741,26 +741,6 @@ void pact__op_release(pact_loop *loop, pact_op_s *op)
  * user op (pact_loop_alive, pact_loop_stats' ops_live, started and
  * completed) from its start to its done, as the pact_send it replaces. */
 
-int pact__slot_send(pact_loop *loop, pact_send_slot *slot, int fd,
-                    const void *buf, size_t len, int flags, int ref)
-{
-    if (!loop->send_slots || loop->state != PACT_LOOP_OPEN)
-        return -EOPNOTSUPP;
-    /* Fault injection (tests only): half the length, as pact__ops_flush
-     * asks for an op's. */
-    if (len > 1 && PACT_FAULT(PACT_FAULT_SHORT_IO))
-        len = (len + 1) / 2;
-    slot->flags = ref ? 0 : PACT_SLOTF_UNREF;
-    int r = loop->engine->slot_send(loop, slot, fd, buf, len, flags | MSG_NOSIGNAL);
-    if (r < 0)
-        return r;
-    loop->stats.ops_started++;
-    loop->user_ops_live++;
-    loop->unref_ops += !ref;
-    loop->send_slots_live++;
-    return 0;
-}
-
 int pact__slot_cancel(pact_loop *loop, pact_send_slot *slot)
 {
     if (slot->pending_cqes <= 0 || (slot->flags & PACT_SLOTF_CANCEL_REQUESTED))
@@ -786,6 +766,13 @@ void pact__slot_set_ref(pact_loop *loop, pact_send_slot *slot, int ref)
         loop->unref_ops++;
 }
 
+static PACT_SLOW_PATH void slot_done_timed(pact_loop *loop, pact_send_slot *slot,
+                                           pact_send_slot_done done)
+{
+    PACT_RUN_CALLBACK(loop, done, "send slot callback",
+                      done(loop, slot, slot->result));
+}
+
 void pact__slot_complete(pact_loop *loop, pact_send_slot *slot)
 {
 #ifdef PACT_FAULT_INJECTION
@@ -799,8 +786,15 @@ void pact__slot_complete(pact_loop *loop, pact_send_slot *slot)
     loop->send_slots_live--;
     /* Read before the call: done may start the slot's next send. */
     pact_send_slot_done done = slot->done;
-    PACT_RUN_CALLBACK(loop, done, "send slot callback",
-                      done(loop, slot, slot->result));
+    if (loop->debug) {
+        slot_done_timed(loop, slot, done);
+        return;
+    }
+    /* PACT_RUN_CALLBACK without the timing only debug mode does: the
+     * call is the last thing here, a tail call without a frame (a
+     * stream's every reply comes this way). */
+    loop->callbacks_run++;
+    done(loop, slot, slot->result);
 }
 
 /* ---- ops finished on other threads --------------------------------------

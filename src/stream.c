@@ -915,7 +915,6 @@ static void send_lent_done(pact_loop *loop, pact_stream *s, int64_t result)
     }
     m->lent = NULL;
     m->lent_len = 0;
-    pact__recv_buffer_give_back(loop, id);
     if (s->t.ep.aborting) {
         settle(s);
     } else if (err == -ENOMEM) {
@@ -925,6 +924,10 @@ static void send_lent_done(pact_loop *loop, pact_stream *s, int64_t result)
     } else {
         write_progress(s);
     }
+    /* Last, as a tail call (callgrind, 64-byte echo on io_uring: 7
+     * instructions per request less): nothing above reads the buffer,
+     * what was not sent is copied already. */
+    pact__recv_buffer_give_back(loop, id);
 }
 
 static void on_send_lent(pact_loop *loop, const pact_completion *c, void *arg)
@@ -946,8 +949,19 @@ static void on_send_lent_slot(pact_loop *loop, pact_send_slot *slot,
  * callgrind, 64-byte echo on io_uring (bench/servers/pact_stream_echo,
  * user-space instructions per request): 1,177 -> 757 at 50 connections,
  * 1,169 -> 736 at 500. */
-static int start_send(pact_stream *s, const void *data, size_t len, int flags,
-                      pact_send_slot_done slot_done, pact_op_cb op_done)
+static PACT_SLOW_PATH int start_send_op(pact_stream *s, const void *data,
+                                        size_t len, int flags, pact_op_cb op_done)
+{
+    pact_op op = pact_send(s->t.ep.loop, s->fd, data, len, flags, op_done, s);
+    if (op < 0)
+        return (int)op;
+    s->more->send_op = pact__endpoint_op(&s->t.ep, op);
+    return 0;
+}
+
+static inline int start_send(pact_stream *s, const void *data, size_t len,
+                             int flags, pact_send_slot_done slot_done,
+                             pact_op_cb op_done)
 {
     pact_stream_more *m = s->more;
     pact_loop *loop = s->t.ep.loop;
@@ -957,11 +971,7 @@ static int start_send(pact_stream *s, const void *data, size_t len, int flags,
                             !s->t.ep.unref) == 0)
             return 0;
     }
-    pact_op op = pact_send(loop, s->fd, data, len, flags, op_done, s);
-    if (op < 0)
-        return (int)op;
-    m->send_op = pact__endpoint_op(&s->t.ep, op);
-    return 0;
+    return start_send_op(s, data, len, flags, op_done);
 }
 
 /* Starts the next send if none is in flight: the rest of the in-flight
