@@ -2003,6 +2003,13 @@ static inline uint64_t slot_ud(const pact_send_slot *slot, enum uring_tag tag)
     return (uint64_t)(uintptr_t)slot | (uint64_t)tag;
 }
 
+/* Whether a send to f's fd may name its fixed-file slot without more
+ * ado: the kernel has filled it (see uring_slot_send_slow). */
+static inline int fixed_file_ready(const pact_fd_entry *f)
+{
+    return fixed_slot1(f) && (f->engine_flags & FIXED_FILE_FILLED);
+}
+
 static inline void prep_slot_send(struct io_uring_sqe *sqe, pact_send_slot *slot,
                                   int fd, const void *buf, size_t len, int flags)
 {
@@ -2027,7 +2034,7 @@ static PACT_SLOW_PATH int uring_slot_send_slow(pact_loop *loop, pact_send_slot *
         f = slot->fd_entry;
         if (!f || f->fd != fd)
             f = slot->fd_entry = pact_fd_table_find(&loop->fds, fd);
-        if (f && fixed_slot1(f) && (f->engine_flags & FIXED_FILE_FILLED)) {
+        if (f && fixed_file_ready(f)) {
             sqe->fd = (int)fixed_slot1(f) - 1;
             sqe->flags |= IOSQE_FIXED_FILE;
         }
@@ -2040,21 +2047,30 @@ static PACT_SLOW_PATH int uring_slot_send_slow(pact_loop *loop, pact_send_slot *
     return 0;
 }
 
-static int uring_slot_send(pact_loop *loop, pact_send_slot *slot, int fd,
-                           const void *buf, size_t len, int flags);
+/* The send by f's fixed-file slot, once sq_has_room() said there is an
+ * SQE. */
+static inline void slot_send_fixed(uring_engine *e, pact_send_slot *slot,
+                                   const pact_fd_entry *f, const void *buf,
+                                   size_t len, int flags)
+{
+    struct io_uring_sqe *sqe = take_sqe(e);
+    prep_slot_send(sqe, slot, (int)fixed_slot1(f) - 1, buf, len, flags);
+    sqe->flags |= IOSQE_FIXED_FILE;
+}
 
 /* The slot's last send went to another fd (the stream's write state was
- * another stream's before): its entry is looked up, and the send goes
- * on from the start with it. */
+ * another stream's before; sq_has_room() said there is an SQE): its
+ * entry is looked up first. */
 static PACT_SLOW_PATH int uring_slot_send_other_fd(pact_loop *loop,
                                                    pact_send_slot *slot, int fd,
                                                    const void *buf, size_t len,
                                                    int flags)
 {
-    slot->fd_entry = pact_fd_table_find(&loop->fds, fd);
-    if (!slot->fd_entry)
+    const pact_fd_entry *f = slot->fd_entry = pact_fd_table_find(&loop->fds, fd);
+    if (!f || !fixed_file_ready(f))
         return uring_slot_send_slow(loop, slot, fd, buf, len, flags);
-    return uring_slot_send(loop, slot, fd, buf, len, flags);
+    slot_send_fixed(URING(loop), slot, f, buf, len, flags);
+    return 0;
 }
 
 /* A stream's send from its slot. Its common case makes no call (and so
@@ -2073,13 +2089,10 @@ static int uring_slot_send(pact_loop *loop, pact_send_slot *slot, int fd,
     const pact_fd_entry *f = slot->fd_entry;
     if (!f || f->fd != fd)
         return uring_slot_send_other_fd(loop, slot, fd, buf, len, flags);
-    if (fixed_slot1(f) && (f->engine_flags & FIXED_FILE_FILLED)) {
-        struct io_uring_sqe *sqe = take_sqe(e);
-        prep_slot_send(sqe, slot, (int)fixed_slot1(f) - 1, buf, len, flags);
-        sqe->flags |= IOSQE_FIXED_FILE;
-        return 0;
-    }
-    return uring_slot_send_slow(loop, slot, fd, buf, len, flags);
+    if (!fixed_file_ready(f))
+        return uring_slot_send_slow(loop, slot, fd, buf, len, flags);
+    slot_send_fixed(e, slot, f, buf, len, flags);
+    return 0;
 }
 
 static void uring_slot_cancel(pact_loop *loop, pact_send_slot *slot)
