@@ -1455,6 +1455,53 @@ Test(stream, more_sockets_than_fixed_file_slots_echo_and_close)
     cr_assert_eq(count_open_fds(), fds_before);
 }
 
+static void fc_data_received(pact_transport *t, const void *data, size_t len,
+                             void *user)
+{
+    (void)user;
+    cr_assert_eq(pact_transport_write_received(t, data, len), 0);
+}
+
+static const pact_protocol fc_received_proto = {.data_received = fc_data_received,
+                                                .connection_lost = fc_lost};
+
+/* More connections reply in one iteration than keep their write state
+ * (stream.c keeps it for the first 64 to drain), so most replies take
+ * write state another stream gave back, with the send slot in it that
+ * last sent to that stream's socket. On io_uring that socket may have a
+ * fixed-file slot (the table has 40 here, taken at a socket's third SQE):
+ * the first 64 connections reply once first and keep their write state,
+ * the next ones reply twice and take the 40 slots, so that write state
+ * moves between sockets with slots and without. Every reply, copied or
+ * sent from the receive buffer, still reaches its own peer, round after
+ * round. */
+Test(stream, replies_reach_their_own_sockets_when_write_state_moves_between_streams)
+{
+    setenv("PACT_URING_FIXED_FILES", "40", 1);
+    pact_loop *loop = test_loop_new();
+    enum { N = 150, KEEP = 64 };
+    static fixed_conn c[N];
+    for (int i = 0; i < N; i++) {
+        int server;
+        make_tcp_pair(&c[i].peer, &server);
+        c[i].lost = 0;
+        cr_assert_eq(pact_transport_open(loop, server, PACT_STREAM_SOCKET,
+                                         i % 2 ? &fc_received_proto : &fc_proto,
+                                         &c[i], &c[i].t), 0);
+    }
+    fc_echo(loop, c, KEEP);
+    fc_echo(loop, c + KEEP, N - KEEP);
+    fc_echo(loop, c + KEEP, N - KEEP);
+    for (int round = 0; round < 4; round++)
+        fc_echo(loop, c, N);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(pact_transport_close(c[i].t), 0);
+    pact_loop_run(loop);
+    for (int i = 0; i < N; i++)
+        fc_expect_eof(&c[i]);
+    test_loop_free(loop);
+}
+
 Test(stream, misuse_is_refused)
 {
     pact_loop *loop = test_loop_new();
