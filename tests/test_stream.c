@@ -4,6 +4,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 
 #include "helpers.h"
 #include "stream.h" /* a stream's write state (s->more) */
@@ -1128,6 +1129,52 @@ Test(stream, a_reply_copied_to_a_peer_gone_with_our_bytes_unread_is_epipe)
 Test(stream, a_reply_from_the_receive_buffer_to_a_peer_gone_with_our_bytes_unread_is_epipe)
 {
     reply_to_a_peer_gone_with_our_bytes_unread(1);
+}
+
+/* The reply written from data_received went out (the peer's socket holds
+ * it) and the peer then closes with it unread: the send succeeded, so the
+ * end is the receive's ECONNRESET, as on epoll, where that reply was sent
+ * at once. On io_uring the reply's send joined the loop's next submission
+ * (copied, and on a movable loop a send that completes silently): once it
+ * is back, the receive's reset is not taken for its EPIPE. */
+static void reply_sent_then_peer_gone_with_it_unread(int movable)
+{
+    signal(SIGPIPE, SIG_IGN);
+    pact_loop *loop = test_loop_new_movable(movable);
+    int sv[2];
+    make_socketpair(sv);
+    replying r = {0};
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open(loop, sv[0], PACT_STREAM_SOCKET,
+                                     &replying_proto, &r, &t), 0);
+    for (int i = 0; i < 3; i++)
+        pact_loop_run_once(loop, 2 * (int64_t)MS);
+    cr_assert_eq(send(sv[1], "request", 7, 0), 7);
+    int unread = 0;
+    uint64_t end = pact_now() + 5000 * MS;
+    while (unread < 7 && pact_now() < end) {
+        pact_loop_run_once(loop, 1 * (int64_t)MS);
+        cr_assert_eq(ioctl(sv[1], FIONREAD, &unread), 0);
+    }
+    cr_assert_eq(unread, 7, "the reply reached the peer");
+    cr_assert_eq(r.data_calls, 1);
+    close(sv[1]); /* with our reply unread */
+    end = pact_now() + 5000 * MS;
+    while (!r.lost && pact_now() < end)
+        pact_loop_run_once(loop, 10 * (int64_t)MS);
+    cr_assert_eq(r.lost, 1);
+    cr_assert_eq(r.lost_err, -ECONNRESET, "lost with %s", pact_err_name(r.lost_err));
+    test_loop_free(loop);
+}
+
+Test(stream, a_reply_that_went_out_to_a_peer_gone_with_it_unread_is_econnreset)
+{
+    reply_sent_then_peer_gone_with_it_unread(0);
+}
+
+Test(stream, a_reply_that_went_out_to_a_peer_gone_with_it_unread_is_econnreset_on_a_movable_loop)
+{
+    reply_sent_then_peer_gone_with_it_unread(1);
 }
 
 Test(stream, pause_in_connection_made_reads_nothing_until_resume)
