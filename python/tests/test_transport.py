@@ -132,14 +132,15 @@ class TransportTests(unittest.TestCase):
             await srv.wait_closed()
         self.run_main(main())
 
-    def test_received_bytes_stay_what_arrived(self):
+    def check_received_bytes(self, keep):
         # The loop copies a delivery into the bytes object of an earlier
-        # one that nobody kept (transport.c, "Received bytes"): a kept one
-        # must never change, and one reused hashes as what it holds now
-        # (every delivery is hashed, every other one kept as it is, the
-        # others copied and let go). Sizes that rise and fall, so that
-        # deliveries fit the spare or not. The client is a blocking socket
-        # in a thread, so the server's deliveries are the loop's only ones.
+        # one that nobody kept (transport.c, "Received bytes"): what a
+        # protocol kept of one (keep(data)) must never change, and one
+        # reused hashes as what it holds now (every delivery is hashed,
+        # every other one kept, the others copied and let go). Sizes that
+        # rise and fall, so that deliveries fit the spare or not. The
+        # client is a blocking socket in a thread, so the server's
+        # deliveries are the loop's only ones.
         class Keeper(asyncio.Protocol):
             stored, bad_hashes, received = [], 0, 0
 
@@ -149,8 +150,10 @@ class TransportTests(unittest.TestCase):
             def data_received(self, data):
                 if hash(data) != hash(bytes(bytearray(data))):
                     self.bad_hashes += 1
-                keep = len(self.stored) % 2
-                self.stored.append(data if keep else bytes(bytearray(data)))
+                if len(self.stored) % 2:
+                    self.stored.append(keep(data))
+                else:
+                    self.stored.append(bytes(bytearray(data)))
                 self.received += len(data)
                 self.transport.write(self.received.to_bytes(8, 'big'))
 
@@ -179,11 +182,20 @@ class TransportTests(unittest.TestCase):
             port = srv.sockets[0].getsockname()[1]
             sent = await self.loop.run_in_executor(None, client, port)
             self.assertEqual(keeper.bad_hashes, 0)
-            self.assertEqual(b''.join(keeper.stored), sent)
+            self.assertEqual(b''.join(bytes(x) for x in keeper.stored), sent)
             self.assertGreater(len(keeper.stored), 150)
             srv.close()
             await srv.wait_closed()
         self.run_main(main())
+
+    def test_received_bytes_stay_what_arrived(self):
+        self.check_received_bytes(lambda data: data)
+
+    def test_received_bytes_seen_through_a_memoryview_stay_what_arrived(self):
+        # A protocol that keeps only a view of a delivery (zero-copy
+        # parsers do): the view's export holds a reference to the bytes,
+        # so they are not reused under it.
+        self.check_received_bytes(lambda data: memoryview(data)[:])
 
     def test_pause_and_resume_reading_every_ms_loses_nothing(self):
         # A server pausing and resuming reading every millisecond while the
