@@ -913,3 +913,35 @@ Test(transport, tcp_listen_and_tcp_socket_make_port_sockets)
     closesocket((SOCKET)l);
     test_loop_free(loop);
 }
+
+/* docs/contract.md §6 on Windows: a reply written from data_received to a
+ * peer that went with our bytes unread. There is no eager send here
+ * (every write is an overlapped WSASend) and Windows fails both the send
+ * and the receive as a reset (WSAECONNRESET): connection_lost reports
+ * ECONNRESET, where the Linux engines report the reply's EPIPE. */
+Test(transport, a_reply_to_a_peer_gone_with_our_bytes_unread_is_econnreset)
+{
+    pact_loop *loop = test_loop_new();
+    side b;
+    side_init(&b, loop);
+    b.echo = 1;
+    pact_transport *tb = NULL;
+    SOCKET ca, cb;
+    make_tcp_pair(&ca, &cb);
+    cr_assert_eq(pact_transport_open(loop, cb, PACT_STREAM_SOCKET, &proto, &b, &tb), 0);
+    run_until(loop, &b.made, 5000);
+    cr_assert_eq(pact_transport_write(tb, "unread", 6), 0);
+    for (int i = 0; i < 5; i++)
+        pact_loop_run_once(loop, 2 * MS);
+    cr_assert_eq(pact_transport_write_buffer_size(tb), 0);
+    uint8_t request[7];
+    test_fill_pattern(request, sizeof request, 0);
+    cr_assert_eq(send(ca, (const char *)request, sizeof request, 0), (int)sizeof request);
+    cr_assert_eq(closesocket(ca), 0); /* with our bytes unread: a reset */
+    run_until(loop, &b.lost, 5000);
+    cr_assert_eq(b.received, sizeof request);
+    cr_assert(b.pattern_ok);
+    cr_assert_eq(b.lost, 1);
+    cr_assert_eq(b.lost_err, -ECONNRESET, "lost with %s", pact_strerror(b.lost_err));
+    test_loop_free(loop);
+}
