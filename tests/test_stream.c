@@ -1094,6 +1094,16 @@ static const pact_protocol replying_proto = {
     .connection_lost = replying_lost,
 };
 
+/* Runs loop until r's transport is lost (5 s at most): once, with err. */
+static void replying_lost_once_with(pact_loop *loop, const replying *r, int err)
+{
+    uint64_t end = pact_now() + 5000 * MS;
+    while (!r->lost && pact_now() < end)
+        pact_loop_run_once(loop, 10 * (int64_t)MS);
+    cr_assert_eq(r->lost, 1);
+    cr_assert_eq(r->lost_err, err, "lost with %s", pact_err_name(r->lost_err));
+}
+
 static void reply_to_a_peer_gone_with_our_bytes_unread(int zero_copy)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -1112,12 +1122,8 @@ static void reply_to_a_peer_gone_with_our_bytes_unread(int zero_copy)
     cr_assert_eq(pact_transport_write_buffer_size(t), 0);
     cr_assert_eq(send(sv[1], "request", 7, 0), 7);
     close(sv[1]); /* with our bytes unread */
-    uint64_t end = pact_now() + 5000 * MS;
-    while (!r.lost && pact_now() < end)
-        pact_loop_run_once(loop, 10 * (int64_t)MS);
+    replying_lost_once_with(loop, &r, -EPIPE);
     cr_assert_eq(r.data_calls, 1);
-    cr_assert_eq(r.lost, 1);
-    cr_assert_eq(r.lost_err, -EPIPE, "lost with %s", pact_err_name(r.lost_err));
     test_loop_free(loop);
 }
 
@@ -1159,11 +1165,7 @@ static void reply_sent_then_peer_gone_with_it_unread(int movable)
     cr_assert_eq(unread, 7, "the reply reached the peer");
     cr_assert_eq(r.data_calls, 1);
     close(sv[1]); /* with our reply unread */
-    end = pact_now() + 5000 * MS;
-    while (!r.lost && pact_now() < end)
-        pact_loop_run_once(loop, 10 * (int64_t)MS);
-    cr_assert_eq(r.lost, 1);
-    cr_assert_eq(r.lost_err, -ECONNRESET, "lost with %s", pact_err_name(r.lost_err));
+    replying_lost_once_with(loop, &r, -ECONNRESET);
     test_loop_free(loop);
 }
 
