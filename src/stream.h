@@ -182,6 +182,9 @@ typedef struct pact_stream {
      * write came while one was in flight): that many more of them write
      * at once as pact_transport_write does (see stream_write_received). */
     unsigned inline_writes : 4;
+    /* Its write state drained once already and went back: the next time
+     * it drains the stream may keep it (release_more). */
+    unsigned drained_before : 1;
     /* has_held: EOF (0) or the error (-errno) behind the held bytes. */
     signed int held_result : 16;
     pact_op read_op;

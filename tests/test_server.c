@@ -1141,6 +1141,86 @@ Test(server, short_connections_on_a_warm_loop_allocate_nothing)
     test_loop_free(loop);
 }
 
+/* The same with many connections at a time, each answered from the
+ * loop's receive buffer (pact_transport_write_received: on io_uring its
+ * send holds the stream's write state until it is back, so a hundred
+ * replies in flight hold a hundred) and closed by its client. */
+enum { CHURN_AT_ONCE = 100, CHURN_WARM_ROUNDS = 3, CHURN_ROUNDS = 3 };
+
+typedef struct churn_ctx {
+    int made, replies, lost;
+} churn_ctx;
+
+static void churn_data(pact_transport *t, const void *data, size_t len, void *user)
+{
+    churn_ctx *c = user;
+    c->replies++;
+    cr_assert_eq(pact_transport_write_received(t, data, len), 0);
+}
+
+static void churn_lost(pact_transport *t, int err, void *user)
+{
+    (void)t;
+    (void)err;
+    ((churn_ctx *)user)->lost++;
+}
+
+static const pact_protocol churn_protocol = {
+    .data_received = churn_data,
+    .connection_lost = churn_lost,
+};
+
+static int churn_factory(pact_server *s, void *fu, const pact_protocol **proto,
+                         void **user)
+{
+    (void)s;
+    churn_ctx *c = fu;
+    c->made++;
+    *proto = &churn_protocol;
+    *user = c;
+    return 0;
+}
+
+Test(server, many_short_connections_at_a_time_on_a_warm_loop_allocate_nothing)
+{
+    pact_loop *loop = test_loop_new();
+    churn_ctx cc = {0};
+    pact_server *srv;
+    cr_assert_eq(pact_server_listen_tcp(loop, "127.0.0.1", 0, NULL, churn_factory,
+                                        &cc, &srv), 0);
+    int port = pact_server_port(srv);
+    pact_loop_run_once(loop, 0);
+    uint64_t ops_of_the_server = ops_live(loop); /* its accept */
+    int fds[CHURN_AT_ONCE];
+    for (int round = 0; round < CHURN_WARM_ROUNDS + CHURN_ROUNDS; round++) {
+        if (round == CHURN_WARM_ROUNDS)
+            alloc_counter_start();
+        for (int i = 0; i < CHURN_AT_ONCE; i++)
+            fds[i] = raw_connect(AF_INET, "127.0.0.1", port);
+        for (int i = 0; i < CHURN_AT_ONCE; i++)
+            cr_assert_eq(send(fds[i], "ping", 4, MSG_NOSIGNAL), 4);
+        for (int i = 0; i < CHURN_AT_ONCE; i++) {
+            size_t got = 0;
+            char buf[4];
+            RUN_UNTIL(loop, try_read(fds[i], buf, sizeof buf, &got), 5000);
+            cr_assert(memcmp(buf, "ping", 4) == 0);
+        }
+        for (int i = 0; i < CHURN_AT_ONCE; i++)
+            close(fds[i]);
+        RUN_UNTIL(loop, cc.lost == (round + 1) * CHURN_AT_ONCE, 5000);
+        RUN_UNTIL(loop, ops_live(loop) <= ops_of_the_server, 5000);
+    }
+    unsigned long allocs = alloc_counter_stop();
+    cr_assert_eq(allocs,
+                 (unsigned long)ALLOCS_PER_SHORT_CONNECTION * CHURN_AT_ONCE * CHURN_ROUNDS,
+                 "%lu heap allocations for %d rounds of %d short connections",
+                 allocs, CHURN_ROUNDS, CHURN_AT_ONCE);
+    cr_assert_eq(cc.made, (CHURN_WARM_ROUNDS + CHURN_ROUNDS) * CHURN_AT_ONCE);
+    cr_assert_eq(cc.replies, cc.made);
+    close_server_and_wait(loop, srv);
+    test_loop_free(loop);
+}
+
 /* A transport's socket is closed once its connection_lost has run and
  * the run has returned, whatever the engine defers (io_uring closes it
  * with the loop's next submission): the fd is gone and the peer reads
