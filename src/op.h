@@ -245,6 +245,11 @@ enum pact_send_slot_flag {
     PACT_SLOTF_CANCEL_REQUESTED = 1u << 0,
     PACT_SLOTF_UNREF = 1u << 1,        /* counted in loop->unref_ops */
     PACT_SLOTF_CANCEL_RETRY = 1u << 2, /* io_uring: its cancel found no SQE */
+    /* The owner lets the send complete without a completion when it
+     * sends everything (io_uring's silent sends: set on a reply joined to
+     * the next submission, asked again with
+     * pact__stream_slot_may_finish_silently at each submission). */
+    PACT_SLOTF_SILENT_OK = 1u << 3,
 };
 struct pact_send_slot {
     pact_send_slot_done done;
@@ -260,6 +265,10 @@ struct pact_send_slot {
     int16_t pending_cqes;
     uint8_t flags;
 };
+
+/* PACT_SLOTF_SILENT_OK: 1 if the stream's slot send may now go without a
+ * completion when it sends everything (stream.c). */
+int pact__stream_slot_may_finish_silently(const pact_send_slot *slot);
 
 /* The op's out-of-line block, or NULL if its kind uses the shared slot
  * for something else or it has none. */

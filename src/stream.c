@@ -1179,12 +1179,22 @@ static size_t send_now(pact_stream *s, const struct iovec *iov, int iovcnt)
  * for — no bytes or write item behind it, no close, write_eof or paused
  * writer waiting for it. Its completion then comes with the loop's next
  * wait, whenever that ends, and releases the write state. */
-int pact__stream_send_may_finish_silently(const pact_op_s *op)
+static int send_may_finish_silently(const pact_stream *s)
 {
-    const pact_stream *s = op->user;
     const pact_stream_more *m = s->more;
     return m && !m->lent && !m->item && pact__wbuf_len(&m->pending) == 0 &&
            !s->t.ep.closing && !s->t.ep.write_paused && !s->t.eof_requested;
+}
+
+int pact__stream_send_may_finish_silently(const pact_op_s *op)
+{
+    return send_may_finish_silently(op->user);
+}
+
+int pact__stream_slot_may_finish_silently(const pact_send_slot *slot)
+{
+    return send_may_finish_silently(
+        pact_container_of(slot, pact_stream_more, slot)->stream);
 }
 
 static int send_joins_submission(const pact_stream *s, size_t total)
@@ -1256,6 +1266,8 @@ static int stream_writev_many(pact_stream *s, const struct iovec *iov, int iovcn
         pact_op_s *op = pact__op_lookup(s->t.ep.loop, s->more->send_op);
         if (op)
             op->flags |= PACT_OPF_SILENT_OK;
+    } else if (joined && r == 0 && s->more && s->more->slot.pending_cqes > 0) {
+        s->more->slot.flags |= PACT_SLOTF_SILENT_OK; /* the same by its slot */
     }
     return r;
 }
