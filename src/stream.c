@@ -1179,22 +1179,25 @@ static size_t send_now(pact_stream *s, const struct iovec *iov, int iovcnt)
  * for — no bytes or write item behind it, no close, write_eof or paused
  * writer waiting for it. Its completion then comes with the loop's next
  * wait, whenever that ends, and releases the write state. */
-static int send_may_finish_silently(const pact_stream *s)
+static int send_may_finish_silently(const pact_stream *s, int lent_ok)
 {
     const pact_stream_more *m = s->more;
-    return m && !m->lent && !m->item && pact__wbuf_len(&m->pending) == 0 &&
-           !s->t.ep.closing && !s->t.ep.write_paused && !s->t.eof_requested;
+    return m && (lent_ok || !m->lent) && !m->item &&
+           pact__wbuf_len(&m->pending) == 0 && !s->t.ep.closing &&
+           !s->t.ep.write_paused && !s->t.eof_requested;
 }
 
 int pact__stream_send_may_finish_silently(const pact_op_s *op)
 {
-    return send_may_finish_silently(op->user);
+    return send_may_finish_silently(op->user, 0);
 }
 
+/* A slot's zero-copy reply (write_received_lent) may go silently too:
+ * its completion gives the receive buffer back, with the next wait. */
 int pact__stream_slot_may_finish_silently(const pact_send_slot *slot)
 {
     return send_may_finish_silently(
-        pact_container_of(slot, pact_stream_more, slot)->stream);
+        pact_container_of(slot, pact_stream_more, slot)->stream, 1);
 }
 
 static int send_joins_submission(const pact_stream *s, size_t total)
@@ -1386,6 +1389,13 @@ static PACT_SLOW_PATH int write_received_lent(pact_transport *t, const void *dat
     s->more->lent_len = len;
     s->more->lent_id = id;
     s->first_send_in_flight = 1;
+    /* A small reply sent from its slot goes silently (as a copied one
+     * joined to the submission); its buffer then comes back with the
+     * next wait, not before it blocks, so larger ones keep their
+     * completion (the loop's few receive buffers hold 16 KiB messages
+     * by fours). */
+    if (len <= JOINED_SEND_MAX && s->more->slot.pending_cqes > 0)
+        s->more->slot.flags |= PACT_SLOTF_SILENT_OK;
     /* Its send waits for the loop's next submission: a run that returns
      * first hands it over (engine->flush), or the reply would wait for
      * the next run. */
