@@ -194,12 +194,13 @@ typedef struct pact_loop_options {
     int fail_uring_setup;
     /* Buffers the loop lends to pact_recv_multishot() (and so to socket
      * transports): how many (rounded up to a power of two, at most 32768;
-     * 0 = 256, or 16 where io_uring fills buffers incrementally, Linux
-     * 6.12, so that many small messages share one) and the size of each
-     * (0 = 64 KiB). On io_uring they are one provided buffer ring per
-     * loop: count x size bytes of address space (16 MiB, or 1 MiB
-     * filled incrementally, by default), of which only pages the kernel
-     * has written become resident; a receive that finds them all in use
+     * 0 = 256, or where io_uring fills buffers incrementally, Linux 6.12,
+     * so that many small messages share one, as many as hold 2 MiB and
+     * at least 16) and the size of each (0 = 64 KiB). On io_uring they
+     * are one provided buffer ring per loop: count x size bytes of
+     * address space (16 MiB, or 2 MiB filled incrementally, by
+     * default), of which only pages the kernel has written become
+     * resident; a receive that finds them all in use
      * waits for one (its bytes wait in the socket). The epoll engine (and
      * io_uring without multishot receive) reads into one loop-wide buffer
      * of `size` x 4 bytes instead. Connections themselves hold no

@@ -82,11 +82,13 @@ typedef struct pact_resource {
 } pact_resource;
 
 /* The receive buffers when pact_loop_options leaves them at 0, in one
- * place (include/pact.h documents them): 256 of 64 KiB, or 16 of 64 KiB
- * where io_uring fills them incrementally (IOU_PBUF_RING_INC, Linux 6.12;
- * src/unix/engine_uring.c says why fewer). */
+ * place (include/pact.h documents them): 256 of 64 KiB, or where io_uring
+ * fills them incrementally (IOU_PBUF_RING_INC, Linux 6.12;
+ * src/unix/engine_uring.c says why fewer) as many as hold 2 MiB, 16 at
+ * least: 32 of 64 KiB. */
 #define PACT__RECV_BUFFER_COUNT_DEFAULT 256u
 #define PACT__RECV_BUFFER_COUNT_INCREMENTAL_DEFAULT 16u
+#define PACT__RECV_BUFFER_BYTES_INCREMENTAL_DEFAULT (2u << 20)
 #define PACT__RECV_BUFFER_SIZE_DEFAULT (64u * 1024u)
 
 struct pact_loop {

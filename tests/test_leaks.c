@@ -129,7 +129,7 @@ static void expect_flat(const char *kind, pact_loop *loop, int total,
  * may not have reached them all. Nor does a stream through one
  * transport: a buffer given back is the next one the kernel fills (most
  * recently used first), so 4 MiB through one transport left 192 KiB of
- * the 1 MiB resident, and a batch whose sends reached the kernel before
+ * the 1 MiB resident (16 buffers then; 2 MiB now), and a batch whose sends reached the kernel before
  * its receives were armed (every receive then finds bytes waiting and
  * takes a buffer in the same batch) made the other 516 KiB resident
  * during the measurement. So the warm-up also has WARM_BURST_PAIRS

@@ -550,7 +550,8 @@ static size_t address_space_bytes(void)
 }
 
 /* Whether io_uring fills provided buffers incrementally here (Linux 6.12),
- * so that a loop with the default count uses 16 buffers. */
+ * so that a loop with the default count uses as many as hold 2 MiB, 16
+ * at least (16 of 1 MiB). */
 static int ring_fills_buffers_incrementally(void)
 {
     const char *mask = getenv("PACT_URING_MASK");

@@ -259,7 +259,7 @@ static int bench_idle_transport(int n)
  * WARM_ECHOES messages on one connection (what an echo makes on first
  * use), then, while the loop does not run, writes WARM_BURST_BYTES on
  * each of WARM_BURST_CONNS more connections, which the loop then receives
- * in one wait: more than its receive buffers hold (io_uring: 16 x 64 KiB
+ * in one wait: more than its receive buffers hold (io_uring: 32 x 64 KiB
  * consumed incrementally), so every page of them is written once. The
  * ping-pong alone no longer did that: io_uring receives go to the buffer
  * used last, from its start, so it wrote one page, and the pages the echo
@@ -268,7 +268,7 @@ static int bench_idle_transport(int n)
  * connection, reads each echo back, and says so. */
 #define ECHO_MSG 64
 #define WARM_ECHOES 4096
-#define WARM_BURST_CONNS 64
+#define WARM_BURST_CONNS 128 /* x 24 KiB: 3 MiB */
 #define WARM_BURST_BYTES (24 * 1024) /* under a fresh socket's window */
 
 static unsigned long long echoed_bytes;
