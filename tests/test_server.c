@@ -1110,16 +1110,29 @@ static uint64_t ops_live(pact_loop *loop)
     return st.ops_live;
 }
 
+/* A TCP server on an ephemeral port whose accept has started: its port,
+ * and in *server_ops the operations it alone keeps live (its accept), to
+ * which the loop returns once a closed connection's memory is given back. */
+static int listen_counting_server_ops(pact_loop *loop, pact_protocol_factory_cb factory,
+                                      void *factory_user, pact_server **srv,
+                                      uint64_t *server_ops)
+{
+    cr_assert_eq(pact_server_listen_tcp(loop, "127.0.0.1", 0, NULL, factory,
+                                        factory_user, srv), 0);
+    int port = pact_server_port(*srv);
+    pact_loop_run_once(loop, 0);
+    *server_ops = ops_live(loop);
+    return port;
+}
+
 Test(server, short_connections_on_a_warm_loop_allocate_nothing)
 {
     pact_loop *loop = test_loop_new();
     srv_ctx sc = {0};
     pact_server *srv;
-    cr_assert_eq(pact_server_listen_tcp(loop, "127.0.0.1", 0, NULL, echo_factory,
-                                        &sc, &srv), 0);
-    int port = pact_server_port(srv);
-    pact_loop_run_once(loop, 0);
-    uint64_t ops_of_the_server = ops_live(loop); /* its accept */
+    uint64_t ops_of_the_server;
+    int port = listen_counting_server_ops(loop, echo_factory, &sc, &srv,
+                                          &ops_of_the_server);
     unsigned long allocs = 0;
     for (int i = 0; i < SHORT_WARM_UP + SHORT_COUNTED; i++) {
         if (i == SHORT_WARM_UP)
@@ -1186,11 +1199,9 @@ Test(server, many_short_connections_at_a_time_on_a_warm_loop_allocate_nothing)
     pact_loop *loop = test_loop_new();
     churn_ctx cc = {0};
     pact_server *srv;
-    cr_assert_eq(pact_server_listen_tcp(loop, "127.0.0.1", 0, NULL, churn_factory,
-                                        &cc, &srv), 0);
-    int port = pact_server_port(srv);
-    pact_loop_run_once(loop, 0);
-    uint64_t ops_of_the_server = ops_live(loop); /* its accept */
+    uint64_t ops_of_the_server;
+    int port = listen_counting_server_ops(loop, churn_factory, &cc, &srv,
+                                          &ops_of_the_server);
     int fds[CHURN_AT_ONCE];
     for (int round = 0; round < CHURN_WARM_ROUNDS + CHURN_ROUNDS; round++) {
         if (round == CHURN_WARM_ROUNDS)
