@@ -12,6 +12,15 @@ peer with the highest median req/s for throughput, the lowest median server
 CPU per request for cost. Ratios: pact / best peer, so > 1 is better for
 req/s and < 1 is better for CPU per request.
 
+The summary's ratios are paired: every repetition runs all contenders of a
+scenario and placement back to back, seconds apart, so each repetition
+gives one ratio pact / best peer measured under the same conditions; the
+summary shows the median of those ratios and their min-max. The machine's
+load drifts over minutes, and a ratio of two medians taken from different
+repetitions carries that drift; the paired median does not, and the range
+of the per-repetition ratios says how far one repetition can be trusted.
+The full tables keep the plain medians and their ratio.
+
 Charts use matplotlib (Debian python3-matplotlib) with the Agg backend;
 skipped with a note if it is missing.
 """
@@ -107,6 +116,7 @@ class Table:
 
     def __init__(self, rows, keys):
         self.m = defaultdict(lambda: defaultdict(list))
+        self.by_rep = defaultdict(dict)  # (scenario, placement, contender, key) -> {rep: value}
         self.scenarios, self.contenders, self.features = [], [], {}
         for r in rows:
             k = (r["scenario"], r["placement"], r["contender"])
@@ -116,6 +126,7 @@ class Table:
                 self.contenders.append(r["contender"])
             for key in keys:
                 self.m[k][key].append(num(r.get(key)))
+                self.by_rep[k + (key,)][r.get("rep")] = num(r.get(key))
             if r.get("features"):
                 self.features[r["contender"]] = r["features"].replace("+", ",")
 
@@ -125,6 +136,12 @@ class Table:
     def med(self, sc, pl, who, key):
         a = self.agg(sc, pl, who, key)
         return a[0] if a else None
+
+    def paired(self, sc, pl, who, peer, key):
+        """Median and min-max of who / peer over the repetitions both ran."""
+        mine, theirs = self.by_rep[(sc, pl, who, key)], self.by_rep[(sc, pl, peer, key)]
+        return agg([mine[r] / theirs[r] for r in mine
+                    if mine[r] is not None and theirs.get(r)])
 
     def best(self, sc, pl, peers, key, lower_is_better):
         cands = [(self.med(sc, pl, p, key), p) for p in peers]
@@ -167,8 +184,9 @@ md = ["# pact benchmarks: against the best of libuv, raw liburing and raw epoll"
 summary = []  # lines printed on stdout
 
 
-def ratio_str(v, best):
-    return f"×{v / best:.2f}" if v is not None and best else "—"
+def paired_str(a):
+    """A paired ratio: median (min–max) of pact / best peer per repetition."""
+    return f"×{a[0]:.2f} ({a[1]:.2f}–{a[2]:.2f})" if a else "—"
 
 
 def compare_section(title, t, peers, pact, unit_note, keys_lat, side_by_side=False):
@@ -184,18 +202,19 @@ def compare_section(title, t, peers, pact, unit_note, keys_lat, side_by_side=Fal
            unit_note, ""]
     # --- summary: pact / best peer
     md += ["### pact against the best peer", "",
-           "Median over the repetitions; ratio = pact ÷ best peer's median (req/s: higher is better; "
-           "CPU per request: lower is better). The best peer is chosen per scenario, placement and metric.", "",
+           "The best peer is the one with the best median, chosen per scenario, placement and metric. "
+           "Ratio = pact ÷ best peer, paired by repetition: the median (min–max) of the ratios of "
+           "runs made seconds apart (req/s: higher is better; CPU per request: lower is better).", "",
            "| scenario | placement | metric | best peer | " + " | ".join(pact_here) + " |",
            "|---|---|---|---|" + "---:|" * len(pact_here)]
-    summary.append(f"== {title}: pact ÷ best peer (median; req/s higher is better, CPU/req lower)")
+    summary.append(f"== {title}: pact ÷ best peer (paired median; req/s higher is better, CPU/req lower)")
     for sc in t.scenarios:
         for pl in PLACEMENTS:
             for key, name, lower in (("req_s", "req/s", False), ("cpu_s_per_mreq", "CPU µs/req", True)):
                 bp, bv = t.best(sc, pl, peers_here, key, lower)
                 if bp is None:
                     continue
-                cells = [ratio_str(t.med(sc, pl, w, key), bv) for w in pact_here]
+                cells = [paired_str(t.paired(sc, pl, w, bp, key)) for w in pact_here]
                 ba = t.agg(sc, pl, bp, key)
                 md.append(f"| {SC_DESC.get(sc, sc)} | {pl} | {name} | {bp} {fmt_range(ba, 1 if lower else 1)} | "
                           + " | ".join(cells) + " |")
@@ -286,8 +305,10 @@ if http.scenarios:
 # first. Inserted right after the header.
 def summary_tables():
     out = ["## Summary: pact ÷ best peer", "",
-           "Medians of the interleaved repetitions. req/s: higher is better (churn: connections/s); "
-           "CPU: server CPU µs per request, lower is better. The best peer is chosen per row.", ""]
+           "The best peer of each row is the one with the best median over the interleaved repetitions. "
+           "pact's cells are paired ratios: per repetition, pact ÷ that peer in runs made seconds apart; "
+           "the median of those ratios, and their min–max. req/s: higher is better (churn: "
+           "connections/s); CPU: server CPU µs per request, lower is better.", ""]
     cols = [("pact transports, io_uring", "pact_stream_uring", "http_pact_uring"),
             ("pact transports, epoll", "pact_stream_epoll", "http_pact_epoll"),
             ("pact operations, io_uring", "pact_uring", None),
@@ -307,8 +328,7 @@ def summary_tables():
                     cells = []
                     for c in cols:
                         w = c[idx]
-                        a = t.agg(sc, pl, w, key) if w else None
-                        cells.append(f"×{a[0] / bv:.2f}" if a else "—")
+                        cells.append(paired_str(t.paired(sc, pl, w, bp, key)) if w else "—")
                     out.append(f"| {SC_DESC.get(sc, sc)} | {name} | {bp} {fmt_range(t.agg(sc, pl, bp, key), 2 if lower else 1)} | "
                                + " | ".join(cells) + " |")
         out.append("")

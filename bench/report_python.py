@@ -6,6 +6,11 @@ request with its ratio to uvloop. Used by bench/report.py; runnable alone:
 
     report_python.py RESULTS_DIR            prints the section (Markdown)
     report_python.py --readme RESULTS_DIR   the condensed table of README.md
+
+The condensed table's ratios are paired: each repetition runs every loop of
+a benchmark and placement back to back, so each repetition gives one ratio
+loop / uvloop measured under the same conditions; the table shows the
+median of those ratios and their min-max (bench/report.py says why).
 """
 import csv
 import os
@@ -36,6 +41,11 @@ def _agg(vals):
     if not vals:
         return None
     return statistics.median(vals), min(vals), max(vals)
+
+
+def _paired(mine, base):
+    """Median and min-max of mine[rep] / base[rep] over the shared repetitions."""
+    return _agg([mine[r] / base[r] for r in mine if mine[r] is not None and base.get(r)])
 
 
 def _k(v):
@@ -125,18 +135,21 @@ def summary(out_dir):
     with open(os.path.join(out_dir, "python.csv")) as f:
         rows = list(csv.DictReader(f))
     data = defaultdict(lambda: defaultdict(list))
+    by_rep = defaultdict(dict)  # (scenario, placement, contender, key) -> {rep: value}
     scenarios = []
     for r in rows:
         sc = (r["mode"], r["size"])
         if sc not in scenarios:
             scenarios.append(sc)
-        data[(sc, r["placement"], r["contender"])]["req_s"].append(_num(r["req_s"]))
-        data[(sc, r["placement"], r["contender"])]["cpu"].append(_num(r["cpu_us_per_req"]))
+        for key, col in (("req_s", "req_s"), ("cpu", "cpu_us_per_req")):
+            data[(sc, r["placement"], r["contender"])][key].append(_num(r[col]))
+            by_rep[(sc, r["placement"], r["contender"], key)][r["rep"]] = _num(r[col])
     who = ["pact-uring", "pact-epoll", "asyncio", "c-floor"]
     md = []
     for pl in ("split", "shared"):
         md += [f"**{pl}** ({'server and load on separate CPUs' if pl == 'split' else 'server and load on one CPU'}): "
-               "uvloop's median, then each loop's median as a ratio to it, req/s ↑ | server CPU per request ↓", "",
+               "uvloop's median (min–max), then each loop's ratio to uvloop paired by repetition "
+               "(median and min–max of the per-repetition ratios), req/s ↑ | server CPU per request ↓", "",
                "| benchmark | uvloop req/s | " + " | ".join(who) + " | uvloop µs/req | " + " | ".join(who) + " |",
                "|---|" + "---:|" * (2 + 2 * len(who))]
         for sc in scenarios:
@@ -146,9 +159,8 @@ def summary(out_dir):
                 cells.append("—" if not base else (_k(base[0]) + f" ({_k(base[1])}–{_k(base[2])})" if key == "req_s"
                                                    else f"{base[0]:.1f} ({base[1]:.1f}–{base[2]:.1f})"))
                 for w in who:
-                    a = _agg(data[(sc, pl, w)][key])
-                    cells.append("—" if not a or not base else
-                                 f"×{a[0] / base[0]:.2f} ({a[1] / base[0]:.2f}–{a[2] / base[0]:.2f})")
+                    a = _paired(by_rep[(sc, pl, w, key)], by_rep[(sc, pl, BASE, key)])
+                    cells.append("—" if not a else f"×{a[0]:.2f} ({a[1]:.2f}–{a[2]:.2f})")
             md.append(f"| {MODE_DESC.get(sc[0], sc[0])} {_size(sc[1])} | " + " | ".join(cells) + " |")
         md.append("")
     if any(r["contender"].endswith("@base") for r in rows):
