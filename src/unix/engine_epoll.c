@@ -251,6 +251,16 @@ static int multishot_kind(const fd_entry *f)
                : -1;
 }
 
+/* An armed edge-triggered registration whose fd waits for nothing now
+ * (its transport's receive ended): it lingers (see fd_rearm). */
+static void edge_linger(fd_entry *f)
+{
+    f->base.engine_events = 0;
+    f->base.engine_flags = (uint8_t)((f->base.engine_flags &
+                                      ~(FD_ALONE | FD_LEVEL | FD_EDGE)) |
+                                     FD_LINGER);
+}
+
 /* Arms the fd's registration for what its queues wait for. Ops alone get
  * a one-shot registration, re-armed after each event. With a watcher or a
  * multishot op on the fd it is persistent, and stays as it is while the
@@ -287,7 +297,8 @@ static int fd_rearm(epoll_engine *e, fd_entry *f, int lingered_event)
     if (ev == 0) {
         int armed = flag(f, FD_LEVEL) && f->base.engine_events;
         if (armed && flag(f, FD_EDGE)) {
-            set_flag(f, FD_LINGER, 1);
+            edge_linger(f);
+            return 0;
         } else if (armed || (flag(f, FD_LINGER) && lingered_event)) {
             /* A level-triggered registration does not disarm itself.
              * (An fd closed while still watched has lost it already,
@@ -353,6 +364,20 @@ static int edge_receive_unchanged(const fd_entry *f)
            pact_list_empty(&f->queues[QUEUE_WRITE]) &&
            pact_list_empty(&f->queues[QUEUE_EVENTS]) &&
            multishot_kind(f) == PACT_OP_RECV_MULTI;
+}
+
+/* The fd's edge-triggered receive has ended (EOF, an error, a close)
+ * and nothing else waits on the fd: fd_rearm would only let the
+ * registration linger, which edge_linger does without fd_rearm's walk
+ * of the queues (callgrind, connect / one request / close on epoll: once
+ * per connection). Exact: all queues empty and no watcher being called
+ * (due_of), so fd_rearm would want no event and find it armed so. */
+static int edge_receive_ended(const epoll_engine *e, const fd_entry *f)
+{
+    return flag(f, FD_EDGE) && flag(f, FD_LEVEL) && f->base.engine_events &&
+           pact_list_empty(&f->queues[QUEUE_READ]) &&
+           pact_list_empty(&f->queues[QUEUE_WRITE]) &&
+           pact_list_empty(&f->queues[QUEUE_EVENTS]) && !due_of(e, f);
 }
 
 /* An edge-triggered receive stopped before the socket was drained (its
@@ -771,6 +796,10 @@ static int rearm_after_event(pact_loop *loop, epoll_engine *e, fd_entry *f,
         seen += run_watchers(loop, e, f, rev);
     if (edge_receive_unchanged(f)) {
         set_flag(f, FD_ALONE, 1); /* what fd_rearm would find */
+        return seen;
+    }
+    if (edge_receive_ended(e, f)) {
+        edge_linger(f); /* what fd_rearm would do */
         return seen;
     }
     /* Callbacks above may have closed and reused this fd number; the
