@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 
+#include "queued_write.h"
 #include "recorder.h"
 
 static void ignore_sigpipe(void)
@@ -381,10 +382,9 @@ Test(pipe, write_pipe_reader_goes_with_a_write_in_the_kernel_ends_in_the_next_it
         reader_goes_with_a_write_queued(1, i & 1);
 }
 
-/* A write queued behind a write that waits for room in the pipe: the run
- * in which that write completes starts the queued one from its
- * completion, and when the run returns (pact_loop_run_once, no
- * PACT_RUN_AGAIN) the bytes are in the kernel, without another run. */
+/* A write queued behind a write that waits for room in the pipe goes to
+ * the kernel when the run that completes the first one returns
+ * (tests/queued_write.h). */
 Test(pipe, a_write_queued_behind_a_write_goes_out_when_the_run_returns)
 {
     int fds0 = count_open_fds();
@@ -401,39 +401,7 @@ Test(pipe, a_write_queued_behind_a_write_goes_out_when_the_run_returns)
     size_t filled = 0;
     for (ssize_t w; (w = write(p[1], fill, sizeof fill)) > 0;)
         filled += (size_t)w;
-    enum { PART = 100 };
-    char first[PART], second[PART];
-    memset(first, 'f', sizeof first);
-    memset(second, 's', sizeof second);
-    cr_assert_eq(pact_transport_write(t, first, sizeof first), 0);
-    cr_assert_eq(pact_transport_write(t, second, sizeof second), 0);
-    cr_assert_eq(pact_transport_write_buffer_size(t), 2 * PART);
-    cr_assert_geq(pact_loop_run_once(loop, 0), 0); /* the first meets a full pipe */
-    /* Room: the filler read, and no more. */
-    char *got = malloc(filled + 2 * PART);
-    size_t have = 0;
-    while (have < filled) {
-        ssize_t n = read(p[0], got + have, filled - have);
-        cr_assert_gt(n, 0);
-        have += (size_t)n;
-    }
-    for (int turns = 0; pact_transport_write_buffer_size(t) > PART; turns++) {
-        cr_assert_lt(turns, 100, "the first write did not complete");
-        cr_assert_geq(pact_loop_run_once(loop, 1000 * (int64_t)MS), 0);
-    }
-    /* The loop does not run from here. */
-    while (have < filled + 2 * PART) {
-        struct pollfd pf = {.fd = p[0], .events = POLLIN};
-        cr_assert_eq(poll(&pf, 1, 2000), 1,
-                     "%zu of %d bytes came: the rest waits for a run that "
-                     "does not come", have - filled, 2 * PART);
-        ssize_t n = read(p[0], got + have, filled + 2 * PART - have);
-        cr_assert_gt(n, 0);
-        have += (size_t)n;
-    }
-    cr_assert_eq(memcmp(got + filled, first, PART), 0);
-    cr_assert_eq(memcmp(got + filled + PART, second, PART), 0);
-    free(got);
+    check_queued_write_goes_out_when_the_run_returns(loop, t, p[0], filled);
     cr_assert_eq(pact_transport_close(t), 0);
     RUN_UNTIL(loop, r.lost, 5000);
     cr_expect_eq(r.lost_err, 0, "%s", pact_strerror(r.lost_err));

@@ -7,6 +7,7 @@
 #include <sys/ioctl.h>
 
 #include "helpers.h"
+#include "queued_write.h"
 #include "stream.h" /* a stream's write state (s->more) */
 
 TestSuite(stream, .timeout = 60);
@@ -550,14 +551,8 @@ Test(stream, a_write_after_close_with_a_single_byte_queued_is_sent)
     test_loop_free(loop);
 }
 
-/* A write queued behind a send that waits for room: the run in which
- * that send completes starts the queued one from its completion, and
- * when the run returns (pact_loop_run_once, no PACT_RUN_AGAIN) those
- * bytes are in the kernel: a caller that runs the loop no more (or
- * blocks on something else) still gets them to the peer. Before, the
- * send stayed in io_uring's submission queue (or, on epoll and on a
- * movable loop, in the loop's queue of ops to start) until the next
- * run. */
+/* A write queued behind a send that waits for room goes to the kernel
+ * when the run that completes the send returns (tests/queued_write.h). */
 static void queued_write_goes_out_when_the_run_returns(int movable)
 {
     pact_loop *loop = test_loop_new_movable(movable);
@@ -568,42 +563,7 @@ static void queued_write_goes_out_when_the_run_returns(int movable)
     simple s = {0};
     pact_transport *t = open_simple(loop, a, &s);
     pact_loop_run_once(loop, 0);
-    enum { PART = 100 };
-    uint8_t first[PART], second[PART];
-    memset(first, 'f', sizeof first);
-    memset(second, 's', sizeof second);
-    cr_assert_eq(pact_transport_write(t, first, sizeof first), 0);
-    cr_assert_eq(pact_transport_write(t, second, sizeof second), 0);
-    cr_assert_eq(pact_transport_write_buffer_size(t), 2 * PART);
-    pact_loop_run_once(loop, 0); /* the first send meets the full socket */
-    /* Room: the filler read, and no more. */
-    uint8_t *got = malloc(filled + 2 * PART);
-    size_t have = 0;
-    while (have < filled) {
-        ssize_t n = recv(b, got + have, filled - have, 0);
-        cr_assert_gt(n, 0);
-        have += (size_t)n;
-    }
-    /* Until the first send has completed: its completion starts the
-     * second's, which the run that ran it must hand to the kernel. */
-    for (int turns = 0; pact_transport_write_buffer_size(t) > PART; turns++) {
-        cr_assert_lt(turns, 100, "the first send did not complete");
-        cr_assert_geq(pact_loop_run_once(loop, 1000 * MS), 0);
-    }
-    cr_assert_eq(pact_transport_write_buffer_size(t), PART);
-    /* The loop does not run from here. */
-    while (have < filled + 2 * PART) {
-        struct pollfd p = {.fd = b, .events = POLLIN};
-        cr_assert_eq(poll(&p, 1, 2000), 1,
-                     "%zu of %d bytes came: the rest waits for a run that "
-                     "does not come", have - filled, 2 * PART);
-        ssize_t n = recv(b, got + have, filled + 2 * PART - have, 0);
-        cr_assert_gt(n, 0);
-        have += (size_t)n;
-    }
-    cr_assert_eq(memcmp(got + filled, first, PART), 0);
-    cr_assert_eq(memcmp(got + filled + PART, second, PART), 0);
-    free(got);
+    check_queued_write_goes_out_when_the_run_returns(loop, t, b, filled);
     cr_assert_eq(pact_transport_close(t), 0);
     pact_loop_run(loop);
     cr_assert_eq(s.order.lost, 1);
