@@ -11,7 +11,8 @@
  * - Everything that can fail is made before CreateProcessW; a failure
  *   closes every handle made so far and returns the errno (a missing
  *   program: -ENOENT, found before CreateProcessW is asked, so the error
- *   is the program's and not a guess from a system error code).
+ *   is the program's and not a guess from a system error code; a child
+ *   the system ended before it ran: -EAGAIN).
  * - The exit is learned from the process handle: pact_wait_for_handle()
  *   completes when it is signalled, and only then is GetExitCodeProcess
  *   asked (STILL_ACTIVE, 259, is a valid exit code: asking earlier could
@@ -339,6 +340,25 @@ static HANDLE handle_of_fd(int fd)
 
 /* ---- spawning ---------------------------------------------------------------------------- */
 
+/* CreateProcessW's error as an errno, named with the system's code in
+ * debug mode (the errno alone loses it: every unmapped code is -EIO).
+ * ERROR_INTERNAL_ERROR is a child the system ended before it ran: Wine
+ * answers it when the new process is gone, its exit code 0, before its
+ * start-up is done, as it now and then is on a loaded machine
+ * (docs/windows.md). No process was made and none of the program ran:
+ * -EAGAIN, as fork's when the system cannot make a process now, not an
+ * input/output error. */
+static int create_process_error(pact_loop *loop, DWORD code,
+                                const pact_process_options *opts)
+{
+    int r = code == ERROR_INTERNAL_ERROR ? -EAGAIN : pact__win_error(code);
+    if (pact_loop_debug(loop))
+        pact__log(loop, "spawn %s: CreateProcessW failed with system error "
+                        "%lu (%s)", opts->file ? opts->file : opts->argv[0],
+                  (unsigned long)code, pact_err_name(r));
+    return r;
+}
+
 int pact__process_os_spawn(pact_loop *loop, const pact_process_options *opts,
                            pact_process *p, int parent_end[3])
 {
@@ -443,7 +463,7 @@ int pact__process_os_spawn(pact_loop *loop, const pact_process_options *opts,
                   (opts->new_process_group ? CREATE_NEW_PROCESS_GROUP : 0);
     if (!CreateProcessW(program, line, NULL, NULL, n > 0, flags, env, cwd,
                         &si.StartupInfo, &pi)) {
-        r = pact__win_error(GetLastError());
+        r = create_process_error(loop, GetLastError(), opts);
         goto fail;
     }
     if (!pi.hProcess) {

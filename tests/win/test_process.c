@@ -521,7 +521,7 @@ Test(process, wait_after_exit)
     pact_process_options o = {.size = sizeof o, .argv = argv};
     waited w = {0};
     pact_process *p;
-    cr_assert_eq(pact_process_spawn(loop, &o, &proto, &w, &p), 0);
+    cr_assert_eq(spawn_started(loop, &o, &proto, &w, &p), 0);
     pact_loop_run(loop);
     cr_assert_eq(w.calls, 1);
     cr_assert_eq(w.result, 42);
@@ -639,7 +639,7 @@ static void many_start(many *m)
     char *argv[] = CHILD("exit", "3");
     pact_process_options o = {.size = sizeof o, .argv = argv};
     pact_process *p;
-    int r = pact_process_spawn(m->loop, &o, &proto, m, &p);
+    int r = spawn_started(m->loop, &o, &proto, m, &p);
     /* Seen once under heavy load, before this said why: name the error. */
     cr_assert_eq(r, 0, "spawn %d of %d: %s (%s)", m->started + 1, MANY_TOTAL,
                  pact_err_name(r), pact_strerror(r));
@@ -733,7 +733,7 @@ Test(process, interactive_cat)
     set_stdio(&o, PACT_STDIO_PIPE, PACT_STDIO_PIPE, PACT_STDIO_INHERIT);
     chat c = {0};
     pact_process *p;
-    cr_assert_eq(pact_process_spawn(loop, &o, &chat_proto, &c, &p), 0);
+    cr_assert_eq(spawn_started(loop, &o, &chat_proto, &c, &p), 0);
     cr_assert_eq(pact_process_write(p, "first\n", 6), 0);
     pact_loop_run(loop);
     assert_finished(&c.r, &o);
