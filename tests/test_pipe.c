@@ -23,18 +23,29 @@ static unsigned char pattern_byte(size_t i)
     return (unsigned char)((i * 131u + (i >> 10) * 7u + 3u) & 0xff);
 }
 
+/* A pipe p (pipe2 with O_CLOEXEC and flags) and a pipe transport that
+ * records into r on one of its ends: the read end for
+ * PACT_STREAM_READ_PIPE, the write end for PACT_STREAM_WRITE_PIPE. The
+ * other end is the test's. */
+static pact_transport *open_rec_pipe(pact_loop *loop, int p[2], int flags,
+                                     pact_stream_kind kind, rec *r)
+{
+    cr_assert_eq(pipe2(p, O_CLOEXEC | flags), 0);
+    rec_init(r);
+    int end = kind == PACT_STREAM_READ_PIPE ? p[0] : p[1];
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open(loop, end, kind, &rec_protocol, r, &t), 0);
+    return t;
+}
+
 Test(pipe, read_pipe_delivers_in_order_then_eof_then_lost)
 {
     int fds0 = count_open_fds();
     pact_loop *loop = test_loop_new();
     int p[2];
-    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
     rec r;
-    rec_init(&r);
+    pact_transport *t = open_rec_pipe(loop, p, 0, PACT_STREAM_READ_PIPE, &r);
     r.keep_data = 1;
-    pact_transport *t;
-    cr_assert_eq(pact_transport_open(loop, p[0], PACT_STREAM_READ_PIPE,
-                                     &rec_protocol, &r, &t), 0);
     cr_expect_eq(pact_transport_kind(t), PACT_STREAM_READ_PIPE);
     cr_expect_eq(pact_transport_can_write_eof(t), 0);
     cr_expect_eq(pact_transport_write(t, "x", 1), -ENOTSUP);
@@ -113,13 +124,9 @@ Test(pipe, read_pipe_carries_megabytes_from_a_thread_in_order)
     int fds0 = count_open_fds();
     pact_loop *loop = test_loop_new();
     int p[2];
-    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
     rec r;
-    rec_init(&r);
+    open_rec_pipe(loop, p, 0, PACT_STREAM_READ_PIPE, &r); /* ends at EOF */
     r.keep_data = 1;
-    pact_transport *t;
-    cr_assert_eq(pact_transport_open(loop, p[0], PACT_STREAM_READ_PIPE,
-                                     &rec_protocol, &r, &t), 0);
     writer w = {.fd = p[1], .total = 4 << 20, .chunk = 3000, .close_at_end = 1};
     pthread_t th;
     cr_assert_eq(pthread_create(&th, NULL, writer_thread, &w), 0);
@@ -139,12 +146,8 @@ Test(pipe, write_pipe_writes_arrive_and_close_flushes)
     int fds0 = count_open_fds();
     pact_loop *loop = test_loop_new();
     int p[2];
-    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
     rec r;
-    rec_init(&r);
-    pact_transport *t;
-    cr_assert_eq(pact_transport_open(loop, p[1], PACT_STREAM_WRITE_PIPE,
-                                     &rec_protocol, &r, &t), 0);
+    pact_transport *t = open_rec_pipe(loop, p, 0, PACT_STREAM_WRITE_PIPE, &r);
     cr_expect_eq(pact_transport_can_write_eof(t), 1);
     RUN_UNTIL(loop, r.made, 5000);
     cr_assert_eq(pact_transport_write(t, "hello ", 6), 0);
@@ -202,12 +205,8 @@ Test(pipe, write_pipe_reports_epipe_when_the_reader_goes)
     int fds0 = count_open_fds();
     pact_loop *loop = test_loop_new();
     int p[2];
-    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
     rec r;
-    rec_init(&r);
-    pact_transport *t;
-    cr_assert_eq(pact_transport_open(loop, p[1], PACT_STREAM_WRITE_PIPE,
-                                     &rec_protocol, &r, &t), 0);
+    pact_transport *t = open_rec_pipe(loop, p, 0, PACT_STREAM_WRITE_PIPE, &r);
     cr_assert_eq(pact_transport_write(t, "abc", 3), 0);
     char buf[8];
     size_t got = 0;
@@ -228,12 +227,8 @@ Test(pipe, write_pipe_write_after_the_reader_went_is_epipe)
     int fds0 = count_open_fds();
     pact_loop *loop = test_loop_new();
     int p[2];
-    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
     rec r;
-    rec_init(&r);
-    pact_transport *t;
-    cr_assert_eq(pact_transport_open(loop, p[1], PACT_STREAM_WRITE_PIPE,
-                                     &rec_protocol, &r, &t), 0);
+    pact_transport *t = open_rec_pipe(loop, p, 0, PACT_STREAM_WRITE_PIPE, &r);
     close(p[0]); /* gone before the first write */
     cr_assert_eq(pact_transport_write(t, "abc", 3), 0);
     RUN_UNTIL(loop, r.lost, 5000);
@@ -390,12 +385,9 @@ Test(pipe, a_write_queued_behind_a_write_goes_out_when_the_run_returns)
     int fds0 = count_open_fds();
     pact_loop *loop = test_loop_new();
     int p[2];
-    cr_assert_eq(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
     rec r;
-    rec_init(&r);
-    pact_transport *t;
-    cr_assert_eq(pact_transport_open(loop, p[1], PACT_STREAM_WRITE_PIPE,
-                                     &rec_protocol, &r, &t), 0);
+    pact_transport *t =
+        open_rec_pipe(loop, p, O_NONBLOCK, PACT_STREAM_WRITE_PIPE, &r);
     RUN_UNTIL(loop, r.made, 5000);
     static char fill[1 << 16];
     size_t filled = 0;
@@ -441,13 +433,9 @@ Test(pipe, pause_and_resume_on_a_read_pipe_lose_nothing)
     int fds0 = count_open_fds();
     pact_loop *loop = test_loop_new();
     int p[2];
-    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
     rec r;
-    rec_init(&r);
+    pact_transport *t = open_rec_pipe(loop, p, 0, PACT_STREAM_READ_PIPE, &r);
     r.keep_data = 1;
-    pact_transport *t;
-    cr_assert_eq(pact_transport_open(loop, p[0], PACT_STREAM_READ_PIPE,
-                                     &rec_protocol, &r, &t), 0);
     toggler tg = {.t = t, .r = &r};
     pact_call_soon(loop, toggle, &tg);
     writer w = {.fd = p[1], .total = 2 << 20, .chunk = 16 * 1024, .close_at_end = 0};
