@@ -160,13 +160,13 @@ static void assert_finished(const rec *r, const pact_process_options *o)
 }
 
 /* pact_process_spawn for a child the test needs running. -EAGAIN is a
- * child the system could not make now, none of whose code ran: Wine, on a
- * loaded machine, now and then ends a new process before it runs
- * (docs/windows.md; 2 starts in about 1800 at load average 10-14, as
- * tests/mini saw of its own test processes). The test is about the child
- * that runs, so that one start is made again, at most twice, and said in
- * the log; the failed attempt must have left *out alone. Every other
- * error, and a third -EAGAIN, is the caller's to fail on. */
+ * child the system could not make now, none of whose code ran: Wine now
+ * and then ends a new process before it runs, when the process cannot map
+ * its shared user data (docs/windows.md: once in 8000 starts here).
+ * The test is about the child that runs, so that one start is made
+ * again, at most twice, and said in the log; the failed attempt must have
+ * left *out alone. Every other error, and a third -EAGAIN, is the
+ * caller's to fail on. */
 static int spawn_started(pact_loop *loop, pact_process_options *o,
                          const pact_subprocess_protocol *proto, void *user,
                          pact_process **out)

@@ -344,10 +344,10 @@ static HANDLE handle_of_fd(int fd)
  * debug mode (the errno alone loses it: every unmapped code is -EIO).
  * ERROR_INTERNAL_ERROR is a child the system ended before it ran: Wine
  * answers it when the new process is gone, its exit code 0, before its
- * start-up is done, as it now and then is on a loaded machine
- * (docs/windows.md). No process was made and none of the program ran:
- * -EAGAIN, as fork's when the system cannot make a process now, not an
- * input/output error. */
+ * start-up is done, as it now and then is when the new process cannot
+ * map its shared user data (docs/windows.md). No process was made and
+ * none of the program ran: -EAGAIN, as fork's when the system cannot make
+ * a process now, not an input/output error. */
 static int create_process_error(pact_loop *loop, DWORD code,
                                 const pact_process_options *opts)
 {

@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /* A Linux library preloaded (LD_PRELOAD) into the Wine processes of a
- * test by tests/run-windows.sh: it makes Wine lose the start of one child,
- * as Wine now and then does on a loaded machine. The Wine process that
- * runs tests/win/child.exe by its path ends before it connects to the
+ * test by tests/run-windows.sh: it makes Wine lose the start of one
+ * child, as Wine now and then does when the new process cannot map its
+ * shared user data (docs/windows.md). The Wine process that runs
+ * tests/win/child.exe by its path ends before it connects to the
  * wineserver, with exit code 0, when the file PACT_LOSE_START names
- * exists; the file is removed, so one start is lost. The parent's CreateProcess
- * then fails with ERROR_INTERNAL_ERROR, which pact answers with -EAGAIN
- * (src/win/process.c). */
+ * exists; the file is removed, so one start is lost. The parent's
+ * CreateProcess then fails with ERROR_INTERNAL_ERROR, which pact answers
+ * with -EAGAIN (src/win/process.c). */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdio.h>

@@ -208,11 +208,12 @@ static inline int mc_run_one(const struct mc_test *t)
     memset(&si, 0, sizeof si);
     si.cb = sizeof si;
     fflush(NULL);
-    /* Wine, on a loaded machine, now and then loses a new process before
-     * it runs (2 starts in about 1800 at load average 10-14): the
-     * process ends during its start-up with exit code 0 and CreateProcess
-     * fails with ERROR_INTERNAL_ERROR. The test did not run, so it is
-     * started again (said in the log); any other failure is the test's. */
+    /* Wine now and then loses a new process before it runs (2 starts in
+     * about 1800 at load average 10-14; docs/windows.md: it cannot map
+     * its shared user data): the process ends during its start-up with
+     * exit code 0 and CreateProcess fails with ERROR_INTERNAL_ERROR. The
+     * test did not run, so it is started again (said in the log); any
+     * other failure is the test's. */
     for (int tries = 1;; tries++) {
         if (CreateProcessA(self, cmd, NULL, NULL, TRUE, 0, NULL, NULL, &si, &pi))
             break;
