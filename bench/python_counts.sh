@@ -11,7 +11,9 @@
 #
 # For each loop, two runs of the server on CPU 0 with wrk on CPU 1:
 # - perf stat on the server, software tracepoints: system calls, io_uring
-#   submissions and completions, context switches per request (per
+#   submissions and completions, context switches, and the wake-ups the
+#   server makes (sched_wakeup: mostly of wrk, when a reply finds it
+#   asleep; replies sent in one burst wake it less) per request (per
 #   request wrk counted in the window);
 # - the server under valgrind's callgrind, counters zeroed after a 5 s
 #   warm-up and dumped after a window of 2 x SECS: user-space instructions
@@ -57,7 +59,7 @@ stop() { kill -KILL $SRV 2>/dev/null || true; wait $SRV 2>/dev/null || true; SRV
 load() { taskset -c 1 wrk -t1 -c"$CONNS" -d"$1"s http://127.0.0.1:$port/ 2>&1; }
 requests() { sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' <<<"$1"; }
 
-events=syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_epoll_pwait2,syscalls:sys_enter_sendmsg,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_getpid,io_uring:io_uring_submit_req,io_uring:io_uring_complete,context-switches
+events=syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_epoll_pwait2,syscalls:sys_enter_sendmsg,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_getpid,io_uring:io_uring_submit_req,io_uring:io_uring_complete,context-switches,sched:sched_wakeup
 echo "python_counts: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), wrk -c$CONNS ${SECS}s, $(uptime)"
 for loop in $LOOPS; do
     start "$loop" || continue

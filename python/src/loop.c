@@ -356,20 +356,26 @@ static int64_t wait_timeout_ns(LoopObject *self)
  * queued). */
 static int run_ready(LoopObject *self, size_t n)
 {
+    int r = 0;
+    /* One callback for the write policy: what the handles write leaves
+     * when the last of them returns (transport.c, "Writes made in a
+     * callback"). */
+    pact_py_callback_enter(self);
     for (size_t i = 0; i < n && self->ready_len; i++) {
         PyObject *h = ready_pop(self);
         int c = pact_py_handle_cancelled(h);
-        if (c == 0) {
-            pact_py_callback_enter(self);
+        if (c == 0)
             c = pact_py_handle_run(self, h);
-            pact_py_callback_leave(self); /* sends what it wrote */
-        } else if (c > 0)
+        else if (c > 0)
             c = 0;
         Py_DECREF(h);
-        if (c < 0)
-            return -1;
+        if (c < 0) {
+            r = -1;
+            break;
+        }
     }
-    return 0;
+    pact_py_callback_leave(self); /* sends what they wrote */
+    return r;
 }
 
 /* Takes the timers due now (asyncio's end_time: now plus the clock's
@@ -411,18 +417,17 @@ static int run_due(LoopObject *self)
 {
     int r = 0;
     size_t i = 0, n = self->due_len;
+    pact_py_callback_enter(self); /* one callback for writes, as run_ready */
     for (; i < n && r == 0; i++) {
         PyObject *h = self->due[i];
         int c = pact_py_handle_cancelled(h);
-        if (c == 0) {
-            pact_py_callback_enter(self);
+        if (c == 0)
             c = pact_py_handle_run(self, h);
-            pact_py_callback_leave(self);
-        }
         Py_DECREF(h);
         if (c < 0)
             r = -1;
     }
+    pact_py_callback_leave(self);
     for (; i < n; i++) {
         PyObject *et, *ev, *tb;
         PyErr_Fetch(&et, &ev, &tb);

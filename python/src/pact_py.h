@@ -184,9 +184,10 @@ void pact_py_postpone_eofs(LoopObject *self);
  * protocol hears more). */
 void pact_py_drop_eofs(LoopObject *self);
 
-/* Around every Python callback the loop runs (a ready handle, a protocol
- * call, a sendfile's done callback): writes made inside are held and sent
- * together when the outermost one returns. */
+/* Around every Python callback the loop runs (a protocol call, a
+ * sendfile's done callback; a batch of ready handles or of due timers as a
+ * whole): writes made inside are held and sent together when the
+ * outermost one returns. */
 static inline void pact_py_callback_enter(LoopObject *self)
 {
     self->callback_depth++;

@@ -777,10 +777,20 @@ static PyObject *drop_write(TransportObject *self)
  *   callback (a ready handle, which is also how a task step runs, a
  *   protocol call, a sendfile's done callback) is held back, and
  *   everything the callback wrote to a transport goes to the kernel as one
- *   send (writev) when the callback returns. HTTP servers write a response's headers and its body
- *   separately (aiohttp does): one send per response instead of two, as
- *   uvloop's end-of-iteration flush gives, but without waiting for the
- *   other callbacks of the iteration.
+ *   send (writev) when the callback returns. HTTP servers write a
+ *   response's headers and its body separately (aiohttp does): one send
+ *   per response instead of two, as uvloop's end-of-iteration flush gives.
+ * - The ready handles an iteration runs (asyncio's ntodo), and the timers
+ *   due in it, count as one callback: what they write leaves when the last
+ *   of them returns, before the I/O callbacks of the iteration's wait run.
+ *   A server's replies, written by task steps, then leave in one burst,
+ *   as uvloop's do. Sent as each step returned, a reply every ~30 us of
+ *   Python woke the client for each (aiohttp under wrk -c50, server and
+ *   client on their own CPUs: 0.2-0.3 wake-ups of wrk made by the server
+ *   per request against uvloop's 0.03, and about 10 % more server CPU per
+ *   request, in the kernel's wake-ups and cross-CPU interrupts). Protocol
+ *   callbacks stay one each: on io_uring their writes join the loop's next
+ *   submission (src/stream.c), a burst already.
  * - A write made outside any callback (the loop is not running) goes to
  *   the kernel at once, as asyncio's own transports send: code that writes
  *   and then blocks on the other end's answer works.
@@ -797,9 +807,12 @@ static PyObject *drop_write(TransportObject *self)
  *   set_write_buffer_limits, the loop's close.
  *
  * So write() returns with the bytes on their way at the latest when the
- * callback that wrote them returns. What a callback must not do is write
- * to a socket and then block, in the same callback, on the peer's answer;
- * CPython's asyncio suites do that only outside the loop, and pass. */
+ * callback that wrote them returns, or the batch of handles or timers it
+ * ran in. What a callback must not do is write to a socket and then
+ * block on the peer's answer, in the same callback or in a later handle
+ * of the same batch (uvloop, which flushes at the end of its iteration,
+ * has the same rule); CPython's asyncio suites do that only outside the
+ * loop, and pass. */
 
 /* Sends what self holds (one writev); a failure ends the transport as a
  * failed send does. */

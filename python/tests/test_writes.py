@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: MIT
 """When a transport's writes reach the kernel (README, "Python": writes
-made in a callback go out as one send when it returns, writes made outside
-one at once), and writes after close() while bytes are still buffered,
-compared with asyncio's own loop; on the engine PACT_ENGINE names."""
+made in a callback go out as one send when it returns, those of the ready
+handles or the due timers an iteration runs when the last of them returns,
+writes made outside one at once), and writes after close() while bytes are
+still buffered, compared with asyncio's own loop; on the engine
+PACT_ENGINE names."""
 import asyncio
 import os
 import socket
@@ -75,20 +77,32 @@ class WritesInCallbacksTests(unittest.TestCase):
         self.run_soon(respond)
         self.assertEqual(records(self.peer), [b'headbody-tail'])
 
-    def test_held_writes_are_out_when_the_callback_returns(self):
-        # Not at the end of the iteration: the next callback may block on
-        # the peer's answer.
-        got = []
+    def test_the_handles_of_an_iteration_send_together(self):
+        # Their writes leave when the last of them returns, one send per
+        # transport, as uvloop's end-of-iteration flush: a server's replies
+        # leave in one burst, and the peer is woken once for several.
+        seen = []
 
-        def write():
-            self.tr.write(b'ping')
-            self.tr.write(b'!')
+        def write(data):
+            return lambda: self.tr.write(data)
 
-        def blocking_read():
-            self.peer.settimeout(2)
-            got.append(self.peer.recv(100))
-        self.run_soon(write, blocking_read)
-        self.assertEqual(got, [b'ping!'])
+        def look():
+            seen.append(records(self.peer))
+        self.run_soon(write(b'ping'), look, write(b'!'), look)
+        self.assertEqual(seen, [[], []])  # held until the last handle
+        self.assertEqual(records(self.peer), [b'ping!'])
+
+    def test_the_timers_due_in_an_iteration_send_together(self):
+        seen = []
+        done = self.loop.create_future()
+        when = self.loop.time()
+        self.loop.call_at(when, self.tr.write, b'a')
+        self.loop.call_at(when, lambda: seen.append(records(self.peer)))
+        self.loop.call_at(when, self.tr.write, b'b')
+        self.loop.call_at(when, done.set_result, None)
+        self.loop.run_until_complete(done)
+        self.assertEqual(seen, [[]])
+        self.assertEqual(records(self.peer), [b'ab'])
 
     def test_writes_outside_callbacks_go_at_once(self):
         self.tr.write(b'a')
