@@ -563,9 +563,12 @@ static void deliver_end(pact_stream *s, int64_t r)
     if (r == 0) {
         s->eof_seen = 1;
         int keep_open = t->proto->eof_received ? t->proto->eof_received(t, t->user) : 0;
-        /* A read pipe has no writing side to keep open. */
-        if (!keep_open || t->kind == PACT_STREAM_READ_PIPE)
-            pact_transport_close(t);
+        /* A read pipe has no writing side to keep open. The loop's own
+         * close, on its thread: pact_transport_close without the public
+         * checks (once per connection the peer ends). */
+        if ((!keep_open || t->kind == PACT_STREAM_READ_PIPE) &&
+            pact__endpoint_begin_close(&t->ep) == 0)
+            stream_close(t);
         return;
     }
     fatal_error(s, (int)r);
@@ -1565,7 +1568,7 @@ static void connection_made(pact_loop *loop, void *arg)
         start_reading(s);
         if (t->kind == PACT_STREAM_WRITE_PIPE && !poll_op(s))
             watch_pipe_reader(s);
-        pact__transport_flow(t); /* writes before connection_made */
+        stream_flow(s); /* writes before connection_made */
     }
     pact__endpoint_leave(&t->ep); /* settles */
     pact__endpoint_unref(&t->ep);
