@@ -15,6 +15,7 @@
 #include "op.h"
 
 struct pact_loop;
+struct pact_fd_entry; /* fd_table.h */
 
 typedef struct pact_engine_ops {
     const char *name;
@@ -83,9 +84,10 @@ typedef struct pact_engine_ops {
      * with the kernel until then (io_uring: its fixed-file table).
      * Never calls back. */
     void (*fd_owned)(struct pact_loop *loop, int fd);
-    /* The loop is about to close fd, one it owns: what the engine keeps
-     * for the file goes (pact__fd_closing). Never calls back. */
-    void (*fd_closing)(struct pact_loop *loop, int fd);
+    /* The loop is about to close the fd of f, one it owns: what the
+     * engine keeps for the file goes (pact__fd_closing, which found f:
+     * an fd without an entry has nothing kept). Never calls back. */
+    void (*fd_closing)(struct pact_loop *loop, struct pact_fd_entry *f);
 } pact_engine_ops;
 
 #define PACT_ENGINE_DEFINE(table, prefix, display_name)                   \

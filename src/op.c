@@ -552,12 +552,15 @@ void pact__fd_owned(pact_loop *loop, int fd)
 
 void pact__fd_closing(pact_loop *loop, int fd)
 {
-    loop->engine->fd_closing(loop, fd);
+    /* One lookup for the engine and the loop (callgrind, connect / one
+     * request / close on io_uring: the engine's own was ~25 instructions
+     * per connection). */
     pact_fd_entry *f = pact_fd_table_find(&loop->fds, fd);
-    if (f) {
-        f->engine_flags &= (uint8_t)~PACT_FD_REGISTERED;
-        f->engine_events = 0;
-    }
+    if (!f)
+        return;
+    loop->engine->fd_closing(loop, f);
+    f->engine_flags &= (uint8_t)~PACT_FD_REGISTERED;
+    f->engine_events = 0;
 }
 
 void pact__ops_flush(pact_loop *loop)

@@ -956,10 +956,10 @@ static void ep_fd_owned(pact_loop *loop, int fd)
     (void)fd;
 }
 
-static void ep_fd_closing(pact_loop *loop, int fd)
+static void ep_fd_closing(pact_loop *loop, pact_fd_entry *f)
 {
     (void)loop;
-    (void)fd;
+    (void)f;
 }
 
 PACT_ENGINE_DEFINE(epoll, ep, "epoll");

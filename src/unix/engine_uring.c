@@ -1186,14 +1186,13 @@ static void fixed_slots_empty(pact_loop *loop)
     e->nfiles_closing = 0;
 }
 
-static void uring_fd_closing(pact_loop *loop, int fd)
+static void uring_fd_closing(pact_loop *loop, pact_fd_entry *f)
 {
     if (!URING(loop)->files_cap)
         return;
-    pact_fd_entry *f = pact_fd_table_find(&loop->fds, fd);
-    if (f && fixed_slot1(f))
+    if (fixed_slot1(f))
         fixed_slot_drop(loop, f);
-    else if (f)
+    else
         f->engine_flags &= (uint8_t)~FIXED_FILE_BITS;
 }
 

@@ -684,10 +684,10 @@ static void iocp_fd_owned(pact_loop *loop, int fd)
     (void)fd;
 }
 
-static void iocp_fd_closing(pact_loop *loop, int fd)
+static void iocp_fd_closing(pact_loop *loop, pact_fd_entry *f)
 {
     (void)loop;
-    (void)fd;
+    (void)f;
 }
 
 PACT_ENGINE_DEFINE(iocp, iocp, "iocp");
