@@ -53,7 +53,7 @@ static int slab_grow(pact_slab *s)
     return 0;
 }
 
-void *pact_slab_alloc(pact_slab *s, uint32_t *index)
+static inline void *slab_alloc(pact_slab *s, uint32_t *index, int zero)
 {
     if (PACT_FAULT(PACT_FAULT_SLAB_ALLOC)) /* tests only: -ENOMEM */
         return NULL;
@@ -65,12 +65,23 @@ void *pact_slab_alloc(pact_slab *s, uint32_t *index)
     uint32_t gen = e->gen + 1; /* even -> odd: live */
     if (gen >= 0x7fffffffu)
         gen = 1;
-    memset(e, 0, s->entry_size);
+    if (zero)
+        memset(e, 0, s->entry_size);
     e->gen = gen;
     e->next_free = i; /* while live, the field holds the entry's own index */
     s->live++;
     *index = i;
     return e;
+}
+
+void *pact_slab_alloc(pact_slab *s, uint32_t *index)
+{
+    return slab_alloc(s, index, 1);
+}
+
+void *pact_slab_alloc_unzeroed(pact_slab *s, uint32_t *index)
+{
+    return slab_alloc(s, index, 0);
 }
 
 void pact_slab_free(pact_slab *s, uint32_t index)

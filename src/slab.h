@@ -39,6 +39,9 @@ void pact_slab_destroy(pact_slab *s);
 /* Returns a zeroed live entry (header filled in) and its index, or NULL on
  * ENOMEM. */
 void *pact_slab_alloc(pact_slab *s, uint32_t *index);
+/* The same without zeroing: the caller fills every field after the
+ * header itself (what an entry's last life left there is stale). */
+void *pact_slab_alloc_unzeroed(pact_slab *s, uint32_t *index);
 
 /* Returns an entry to the free list and bumps its generation. */
 void pact_slab_free(pact_slab *s, uint32_t index);
