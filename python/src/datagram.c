@@ -30,7 +30,11 @@
  * Addresses are converted as the socket module converts them (tuples for
  * AF_INET/AF_INET6, str or bytes paths for AF_UNIX). The last address
  * received and the last one sent to are kept with their sockaddr: an echo
- * that answers with the address it was given converts nothing.
+ * that answers with the address it was given converts nothing, and a peer
+ * that sends again gets the same object (a tuple of str and ints, a str or
+ * bytes path: it cannot change), equal to the new one asyncio would make.
+ * A datagram's bytes object is the loop's spare when nobody kept the last
+ * one (endpoint.c, "Received bytes"), as the stream transport's are.
  *
  * Lifetime and loop close are the stream transport's (transport.c): the
  * transport holds itself from open until pact's connection_lost, the
@@ -424,7 +428,9 @@ static void on_datagram(pact_datagram *ep, const void *data, size_t len,
 {
     (void)ep;
     DatagramObject *self = user;
-    PyObject *bytes = PyBytes_FromStringAndSize(data, (Py_ssize_t)len);
+    LoopObject *loop = self->loop;
+    size_t room;
+    PyObject *bytes = pact_py_received_bytes(loop, data, len, &room);
     if (!bytes) {
         callback_failed(self, method.datagram_received);
         return;
@@ -436,7 +442,7 @@ static void on_datagram(pact_datagram *ep, const void *data, size_t len,
     } else {
         from = address_to_python(addr, addrlen);
         if (!from) {
-            Py_DECREF(bytes);
+            pact_py_received_bytes_done(loop, bytes, room);
             callback_failed(self, method.datagram_received);
             return;
         }
@@ -447,7 +453,7 @@ static void on_datagram(pact_datagram *ep, const void *data, size_t len,
         }
     }
     PyObject *r = protocol_call(self, method.datagram_received, bytes, from);
-    Py_DECREF(bytes);
+    pact_py_received_bytes_done(loop, bytes, room);
     Py_DECREF(from);
     if (!r)
         callback_failed(self, method.datagram_received);

@@ -114,7 +114,7 @@ typedef struct {
     struct held_writes *held_spares;
     int held_spares_len;
     /* The bytes object of a delivery that nobody kept, for the next
-     * delivery of a like size (transport.c, "Received bytes"), and the
+     * delivery of a like size (endpoint.c, "Received bytes"), and the
      * bytes its memory holds; NULL while there is none. */
     PyObject *spare_bytes;
     size_t spare_bytes_room;
@@ -171,8 +171,7 @@ int pact_py_sock_init(PyObject *module);
 /* Sends the writes the Python callbacks of this loop held back
  * (transport.c); the current exception, if any, is kept. */
 void pact_py_flush_writes(LoopObject *self);
-/* Frees the loop's spare held-write blocks and its spare bytes object
- * (transport.c). */
+/* Frees the loop's spare held-write blocks (transport.c). */
 void pact_py_held_spares_free(LoopObject *self);
 /* Hands the EOFs run_once took (eofs_now) to their protocols
  * (transport.c); the current exception, if any, is kept. */

@@ -167,63 +167,6 @@ static void on_connection_made(pact_transport *t, void *user)
         deliver_made(self); /* no turn could be queued */
 }
 
-/* ---- Received bytes -----------------------------------------------------
- *
- * Each delivery is a new bytes object, and most protocols let it go when
- * data_received returns: asyncio's streams copy it into their buffer, an
- * echo has sent it. The loop keeps such a bytes object (nobody else holds
- * a reference) as its spare, and the next delivery of a like size is
- * copied into it instead of into a new one: one malloc and free fewer per
- * delivery. At 100 KiB that is also what made glibc's heap grow and
- * shrink: its top is trimmed (brk) once more than its trim threshold is
- * free there and grown again at the next peak, every new page a page
- * fault; the 100 KiB streams echo spent more CPU on those faults than on
- * its Python code (perf, epoll engine: 5-6 faults per request). A spare
- * is used only for a delivery that fills at least half of it, so a
- * protocol that keeps its data holds at most twice the bytes it was
- * given; and none is kept above RECEIVED_SPARE_MAX. */
-#define RECEIVED_SPARE_MAX (1024 * 1024)
-
-/* The bytes object for a delivery of len bytes; *room is the bytes its
- * memory holds (len, unless it is the spare). */
-static PyObject *received_bytes(LoopObject *loop, const void *data, size_t len,
-                                size_t *room)
-{
-    PyObject *b = loop->spare_bytes;
-    size_t spare_room = loop->spare_bytes_room;
-    if (b && len <= spare_room && len >= spare_room / 2 && len > 1) {
-        loop->spare_bytes = NULL;
-        /* What _PyBytes_Resize does to a bytes object nobody else holds:
-         * a new size, the terminating NUL, no cached hash. */
-        Py_SET_SIZE(b, (Py_ssize_t)len);
-        memcpy(PyBytes_AS_STRING(b), data, len);
-        PyBytes_AS_STRING(b)[len] = '\0';
-        _Py_COMP_DIAG_PUSH
-        _Py_COMP_DIAG_IGNORE_DEPR_DECLS
-        ((PyBytesObject *)b)->ob_shash = -1;
-        _Py_COMP_DIAG_POP
-        *room = spare_room;
-        return b;
-    }
-    *room = len;
-    return PyBytes_FromStringAndSize(data, (Py_ssize_t)len);
-}
-
-/* The delivery is over: the loop keeps b as its spare if it alone holds
- * it (bytes of length 0 and 1 are shared singletons: never). */
-static void received_bytes_done(LoopObject *loop, PyObject *b, size_t room)
-{
-    if (Py_REFCNT(b) != 1 || room < 2 || room > RECEIVED_SPARE_MAX ||
-        loop->closing) {
-        Py_DECREF(b);
-        return;
-    }
-    PyObject *old = loop->spare_bytes;
-    loop->spare_bytes = b;
-    loop->spare_bytes_room = room;
-    Py_XDECREF(old);
-}
-
 static void on_data(pact_transport *t, const void *data, size_t len, void *user)
 {
     (void)t;
@@ -231,13 +174,13 @@ static void on_data(pact_transport *t, const void *data, size_t len, void *user)
     LoopObject *loop = self->loop;
     self->read_iteration = loop->iteration;
     size_t room;
-    PyObject *bytes = received_bytes(loop, data, len, &room);
+    PyObject *bytes = pact_py_received_bytes(loop, data, len, &room);
     if (!bytes) {
         protocol_failed(self, "Fatal error: out of memory for received data.");
         return;
     }
     PyObject *r = protocol_call(self, method.data_received, bytes);
-    received_bytes_done(loop, bytes, room);
+    pact_py_received_bytes_done(loop, bytes, room);
     if (!r) {
         protocol_failed(self, "Fatal error: protocol.data_received() call failed.");
         return;
@@ -835,7 +778,6 @@ void pact_py_held_spares_free(LoopObject *loop)
         PyMem_Free(h);
     }
     loop->held_spares_len = 0;
-    Py_CLEAR(loop->spare_bytes);
 }
 
 static void send_held(TransportObject *self)

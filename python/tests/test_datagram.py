@@ -583,6 +583,136 @@ class DatagramTests(unittest.TestCase):
                 await asyncio.gather(client.lost, server.lost)
         self.run_main(main())
 
+    def check_kept_datagrams(self, keep, take_back=lambda kept: kept):
+        # The loop copies a datagram into the bytes object of an earlier
+        # delivery that nobody kept (endpoint.c, "Received bytes"): what
+        # the protocol kept of one (keep(data), stored; take_back(stored)
+        # gives the bytes back) must never change, and one reused hashes
+        # as what it holds now. Every datagram is hashed, every other one
+        # kept, the others copied and let go; sizes rise and fall (0 and 1
+        # are Python's shared bytes), so that datagrams fit the spare or
+        # not. Two client sockets in a thread send in turn, each waiting
+        # for the server's answer, so the server's datagrams are the loop's
+        # only deliveries and come one at a time; the address each came
+        # with must be its sender's, and the one kept must stay it.
+        sizes = [0, 1, 2, 3, 100, 1000, 1500, 5000, 40000, 65000]
+        order = [sizes[(i * 7) % len(sizes)] for i in range(120)]
+        order += [1000] * 20 + [600, 999, 400, 1000, 2, 1000]
+        pattern = bytes(range(256)) * 300
+
+        class Keeper(asyncio.DatagramProtocol):
+            def __init__(self):
+                self.stored, self.bad_hashes = [], 0
+
+            def connection_made(self, transport):
+                self.transport = transport
+
+            def datagram_received(self, data, addr):
+                if hash(data) != hash(bytes(bytearray(data))):
+                    self.bad_hashes += 1
+                entry = [None, addr, bytes(bytearray(data))]
+                self.stored.append(entry)
+                self.transport.sendto(len(self.stored).to_bytes(8, 'big'),
+                                      addr)
+                if len(self.stored) % 2 == 0:
+                    entry[0] = keep(data)  # may raise
+                else:
+                    entry[0] = bytes(bytearray(data))
+
+        def client(addr):
+            sent = []
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a, \
+                    socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
+                for s in (a, b):
+                    s.bind(('127.0.0.1', 0))
+                    s.settimeout(10)
+                for i, n in enumerate(order):
+                    s = (a, b)[i % 2]
+                    d = pattern[i % 256:i % 256 + n]
+                    s.sendto(d, addr)
+                    sent.append((d, s.getsockname()))
+                    self.assertEqual(s.recv(8), (i + 1).to_bytes(8, 'big'))
+            return sent
+
+        async def main():
+            st, keeper = await self.loop.create_datagram_endpoint(
+                Keeper, local_addr=('127.0.0.1', 0))
+            sent = await self.loop.run_in_executor(
+                None, client, st.get_extra_info('sockname'))
+            self.assertEqual(keeper.bad_hashes, 0)
+            # what each datagram was when it came, then what is kept now
+            self.assertEqual([(d, a) for _, a, d in keeper.stored], sent)
+            self.assertEqual([(bytes(take_back(k)) if i % 2 else k, a)
+                              for i, (k, a, _) in enumerate(keeper.stored)],
+                             sent)
+            for _, a, _ in keeper.stored:
+                self.assertIs(type(a), tuple)
+            st.close()
+        self.run_main(main())
+
+    def test_kept_datagrams_in_a_list_stay_what_arrived(self):
+        self.check_kept_datagrams(lambda data: [data], lambda kept: kept[0])
+
+    def test_kept_datagrams_in_a_dict_stay_what_arrived(self):
+        self.check_kept_datagrams(lambda data: {'data': data},
+                                  lambda kept: kept['data'])
+
+    def test_kept_datagrams_in_a_closure_stay_what_arrived(self):
+        def keep(data):
+            return lambda: data
+        self.check_kept_datagrams(keep, lambda kept: kept())
+
+    def test_kept_datagrams_in_a_suspended_generator_stay_what_arrived(self):
+        def keep(data):
+            def later():
+                yield data
+            return later()
+        self.check_kept_datagrams(keep, next)
+
+    def test_kept_datagrams_seen_through_a_memoryview_stay_what_arrived(self):
+        # only a view (zero-copy parsers keep those): its export holds the
+        # bytes
+        self.check_kept_datagrams(lambda data: memoryview(data)[:],
+                                  lambda kept: kept.tobytes())
+
+    def test_kept_datagrams_in_a_traceback_stay_what_arrived(self):
+        # only through the frame of a function that raised, in the
+        # exception kept
+        def parse(data):
+            raise ValueError('kept')
+
+        def keep(data):
+            try:
+                parse(data)
+            except ValueError as e:
+                return e
+        self.check_kept_datagrams(
+            keep, lambda e: e.__traceback__.tb_next.tb_frame.f_locals['data'])
+
+    def test_datagrams_kept_by_a_reported_exception_stay_what_arrived(self):
+        # datagram_received raises for every other datagram and the
+        # exception handler keeps what it is given: the datagram is held
+        # only by the traceback of the exception escaping the protocol,
+        # still the loop's own when the loop is done with the delivery.
+        reports = []
+        self.loop.set_exception_handler(lambda loop, ctx: reports.append(ctx))
+
+        def keep(data):
+            raise LookupError('escapes')
+        taken = []
+
+        def take_back(kept):
+            self.assertIsNone(kept)
+            e = reports[len(taken)]['exception']
+            self.assertIsInstance(e, LookupError)
+            tb = e.__traceback__
+            while tb.tb_frame.f_code.co_name != 'datagram_received':
+                tb = tb.tb_next
+            taken.append(tb.tb_frame.f_locals['data'])
+            return taken[-1]
+        self.check_kept_datagrams(keep, take_back)
+        self.assertEqual(len(taken), len(reports))
+
 
 class CPythonBaseEventsDatagramTests(
         test_base_events.BaseEventLoopWithSelectorTests):

@@ -134,7 +134,7 @@ class TransportTests(unittest.TestCase):
 
     def check_received_bytes(self, keep):
         # The loop copies a delivery into the bytes object of an earlier
-        # one that nobody kept (transport.c, "Received bytes"): what a
+        # one that nobody kept (endpoint.c, "Received bytes"): what a
         # protocol kept of one (keep(data)) must never change, and one
         # reused hashes as what it holds now (every delivery is hashed,
         # every other one kept, the others copied and let go). Sizes that
