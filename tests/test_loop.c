@@ -914,3 +914,88 @@ Test(loop, loop_time_in_a_completion_callback_is_after_the_wait)
     close(sv[1]);
     test_loop_free(loop);
 }
+
+/* ---- how many ready completions one run hands over -------------------
+ * Receives on many sockets, armed while they are empty, then data for
+ * every one of them: all those completions are ready when the next run
+ * looks. A run that does not block hands them all over on epoll. On
+ * io_uring they wait as deferred task work (DEFER_TASKRUN), of which the
+ * kernel runs a bounded number per io_uring_enter (20 on Linux 6.18):
+ * the run must ask again until it has them all or its own budget, a
+ * CQ's worth per wait (engine_uring.c, uring_wait), is spent. What is
+ * beyond the budget comes with the next run, which does not block for
+ * it. */
+enum { READY_SOCKETS = 64 };
+
+typedef struct {
+    int sv[READY_SOCKETS][2];
+    char buf[READY_SOCKETS][8];
+    int delivered;
+} ready_receives;
+
+static void ready_recv_done(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    cr_assert_eq(c->result, 1);
+    ((ready_receives *)user)->delivered++;
+}
+
+static pact_loop *ready_receives_start(ready_receives *rr, unsigned queue_depth)
+{
+    pact_loop_options o;
+    pact_loop_options_init(&o);
+    o.queue_depth = queue_depth;
+    pact_loop *loop = test_loop_create_with(&o);
+    memset(rr, 0, sizeof *rr);
+    for (int i = 0; i < READY_SOCKETS; i++) {
+        make_socketpair(rr->sv[i]);
+        cr_assert_gt(pact_recv(loop, rr->sv[i][0], rr->buf[i], sizeof rr->buf[i], 0,
+                               ready_recv_done, rr), 0);
+    }
+    cr_assert_eq(pact_loop_run_once(loop, 0), 1); /* armed, nothing to read */
+    cr_assert_eq(rr->delivered, 0);
+    for (int i = 0; i < READY_SOCKETS; i++)
+        cr_assert_eq(write(rr->sv[i][1], "x", 1), 1);
+    return loop;
+}
+
+static void ready_receives_free(pact_loop *loop, ready_receives *rr)
+{
+    test_loop_free(loop);
+    for (int i = 0; i < READY_SOCKETS; i++) {
+        close(rr->sv[i][0]);
+        close(rr->sv[i][1]);
+    }
+}
+
+Test(loop, a_run_that_does_not_block_hands_over_every_ready_completion)
+{
+    ready_receives rr;
+    pact_loop *loop = ready_receives_start(&rr, 0); /* budget 1024 */
+    int alive = pact_loop_run_once(loop, 0);
+    cr_assert_eq(rr.delivered, READY_SOCKETS, "%d of %d delivered by one run",
+                 rr.delivered, READY_SOCKETS);
+    cr_assert_eq(alive, 0);
+    ready_receives_free(loop, &rr);
+}
+
+Test(loop, completions_beyond_a_runs_budget_come_with_the_next_run_at_once)
+{
+    ready_receives rr;
+    /* The smallest ring: its CQ holds 8, a wait hands over 8 (io_uring). */
+    pact_loop *loop = ready_receives_start(&rr, 2);
+    int runs = 0;
+    while (rr.delivered < READY_SOCKETS) {
+        cr_assert_lt(runs, READY_SOCKETS / 8, "%d delivered after %d runs",
+                     rr.delivered, runs);
+        int before = rr.delivered;
+        uint64_t t0 = pact_now();
+        cr_assert_geq(pact_loop_run_once(loop, 5000 * (int64_t)MS), 0);
+        cr_assert_lt(pact_now() - t0, 1000 * MS, "a run blocked with completions owed");
+        cr_assert_geq(rr.delivered - before,
+                      READY_SOCKETS - before < 8 ? READY_SOCKETS - before : 8,
+                      "run %d handed over %d", runs, rr.delivered - before);
+        runs++;
+    }
+    ready_receives_free(loop, &rr);
+}

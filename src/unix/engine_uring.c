@@ -2836,6 +2836,16 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
     if (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW)
         loop->stats.cq_overflows++;
 
+    /* The kernel runs a bounded number of deferred task work items per
+     * io_uring_enter (20 on Linux 6.18, IO_LOCAL_TW_DEFAULT_MAX), and
+     * leaves the rest pending, flagged IORING_SQ_TASKRUN: completions
+     * that were ready when this wait looked, which epoll would have
+     * handed over now. Read right after the wait, before any callback
+     * can queue new work, so an ordinary iteration (whose wait ran it
+     * all) makes no system call for it (tests/test_loop.c, "how many
+     * ready completions one run hands over"). */
+    int work_left = (e->setup_flags & IORING_SETUP_DEFER_TASKRUN) &&
+                    (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN);
     int seen = 0;
     int extra_rounds = 1;
     int cancel_rounds = 1;
@@ -2871,6 +2881,13 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
             e->batch_cancels = 0;
             loop->stats.syscalls_enter++;
             io_uring_get_events(&e->ring);
+            continue;
+        }
+        if (n == 0 && work_left && (unsigned)seen < budget) {
+            /* Submits nothing: only the work that wait left. */
+            loop->stats.syscalls_enter++;
+            io_uring_get_events(&e->ring);
+            work_left = IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN;
             continue;
         }
         if (n == 0 && e->watch_rearmed && extra_rounds-- > 0) {
