@@ -175,7 +175,13 @@ typedef struct pact_stream {
      * at once: its EPIPE counts as an eager send's (on_read_end). */
     unsigned first_send_in_flight : 1;
     /* The receive's reset was reported as that send's EPIPE before the
-     * send came back: if it went out after all, the reset it was. */
+     * send came back: if it went out after all, the reset it was. It
+     * does go out first when a callback's write fills the submission
+     * queue: the send is submitted there, silently (engine_uring.c), its
+     * completion handed over by the next wait, while a later submission
+     * in the same batch runs the kernel's deferred work and posts the
+     * reset now (tests/test_stream.c,
+     * a_reply_whose_success_is_known_after_the_peers_reset_is_econnreset). */
     unsigned epipe_presumed : 1;
     /* pact_transport_write_received found the socket backed up or the
      * stream streaming (a zero-copy send came back short, or a second

@@ -1139,6 +1139,100 @@ Test(stream, a_reply_that_went_out_to_a_peer_gone_with_it_unread_is_econnreset_o
     reply_sent_then_peer_gone_with_it_unread(1);
 }
 
+/* The same end when the reply's success is known only after the reset:
+ * on io_uring a small reply joined to the submission goes silently (no
+ * completion: engine_uring.c, silent sends), and when the submission
+ * queue fills in a callback the submission that sends it happens there,
+ * its completion handed over by the loop's next wait. Here the reply is
+ * submitted that way, the peer then closes with it unread, and a second
+ * such submission runs the kernel's deferred work: the receive's reset
+ * is handled in this iteration, before the reply's completion. A write's
+ * first send in flight then names the end EPIPE only until that send is
+ * back (stream.c, first_send_back): it went out, so the end is the
+ * receive's ECONNRESET, as on epoll, where the reply went at once
+ * (docs/contract.md §6). */
+enum { FILLERS = 8 };
+
+typedef struct {
+    int peer; /* closed by data_received, after the reply */
+    pact_transport *fillers[FILLERS];
+    int lost, lost_err;
+} reply_then_reset;
+
+static void fill_the_submission_queue(reply_then_reset *rt, int from, int to)
+{
+    for (int i = from; i < to; i++)
+        cr_assert_eq(pact_transport_write(rt->fillers[i], "f", 1), 0);
+}
+
+static void reply_then_reset_data(pact_transport *t, const void *data, size_t len,
+                                  void *user)
+{
+    reply_then_reset *rt = user;
+    cr_assert_eq(pact_transport_write(t, data, len), 0);
+    fill_the_submission_queue(rt, 0, FILLERS / 2); /* submits the reply */
+    cr_assert_eq(close(rt->peer), 0); /* with the reply unread */
+    rt->peer = -1;
+    fill_the_submission_queue(rt, FILLERS / 2, FILLERS); /* runs the reset */
+}
+
+static void reply_then_reset_lost(pact_transport *t, int err, void *user)
+{
+    (void)t;
+    reply_then_reset *rt = user;
+    rt->lost++;
+    rt->lost_err = err;
+}
+
+static const pact_protocol reply_then_reset_proto = {
+    .data_received = reply_then_reset_data,
+    .connection_lost = reply_then_reset_lost,
+};
+
+static const pact_protocol filler_proto = {0};
+
+/* A loop that keeps its thread: its streams send through their send
+ * slots, whose SQEs are taken at the write (a movable loop's send ops
+ * reach the SQ only when the loop flushes its ops: the peer's close then
+ * comes before the reply is sent, which fails with EPIPE, the end
+ * docs/contract.md §6 names for a send that waits for the next
+ * submission and meets the peer gone). */
+Test(stream, a_reply_whose_success_is_known_after_the_peers_reset_is_econnreset)
+{
+    signal(SIGPIPE, SIG_IGN);
+    pact_loop_options o;
+    pact_loop_options_init(&o);
+    o.queue_depth = 2; /* the submission queue fills in a callback */
+    pact_loop *loop = test_loop_create_with(&o);
+    int sv[2], fsv[FILLERS][2];
+    make_socketpair(sv);
+    reply_then_reset rt = {.peer = sv[1]};
+    for (int i = 0; i < FILLERS; i++) {
+        make_socketpair(fsv[i]);
+        cr_assert_eq(pact_transport_open(loop, fsv[i][0], PACT_STREAM_SOCKET,
+                                         &filler_proto, NULL, &rt.fillers[i]), 0);
+    }
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open(loop, sv[0], PACT_STREAM_SOCKET,
+                                     &reply_then_reset_proto, &rt, &t), 0);
+    for (int i = 0; i < 3; i++)
+        pact_loop_run_once(loop, 2 * (int64_t)MS);
+    cr_assert_eq(send(sv[1], "request", 7, 0), 7);
+    uint64_t end = pact_now() + 5000 * MS;
+    while (!rt.lost && pact_now() < end)
+        pact_loop_run_once(loop, 10 * (int64_t)MS);
+    cr_assert_eq(rt.lost, 1);
+    cr_assert_eq(rt.lost_err, -ECONNRESET, "lost with %s", pact_err_name(rt.lost_err));
+    for (int i = 0; i < FILLERS; i++) {
+        char b;
+        cr_assert_eq(read(fsv[i][1], &b, 1), 1, "filler %d's byte", i);
+        pact_transport_close(rt.fillers[i]);
+        close(fsv[i][1]);
+    }
+    pact_loop_run(loop);
+    test_loop_free(loop);
+}
+
 Test(stream, pause_in_connection_made_reads_nothing_until_resume)
 {
     pact_loop *loop = test_loop_new();
