@@ -309,12 +309,14 @@ PACT_API int pact_loop_run(pact_loop *loop);
  * the loop alive (the list at pact_loop_run): a loop whose only handles
  * are unreferenced, or a signal handler alone, returns at once, as
  * libuv's UV_RUN_ONCE does; to wait for such events, reference one of
- * them (pact_signal_set_ref, pact_handle_set_ref). When it returns, the
- * sends that no callback waits for are in the kernel: the writes and
- * datagrams its callbacks made, and the next send a transport started
- * when the one before completed (see PACT_RUN_AGAIN for leaving them to
- * the next run). Returns 1 if the loop still has work, 0 if not, or a
- * negative errno. */
+ * them (pact_signal_set_ref, pact_handle_set_ref). When it returns, what
+ * its callbacks sent is in the kernel: the writes and datagrams they
+ * made, the next send a transport started when the one before completed
+ * (also a sendfile's next chunk), the send, write, shutdown, connect and
+ * close operations they started, and the sockets they closed (see
+ * PACT_RUN_AGAIN for leaving them to the next run); a receive or poll
+ * they started may wait for the next run's wait. Returns 1 if the loop
+ * still has work, 0 if not, or a negative errno. */
 PACT_API int pact_loop_run_once(pact_loop *loop, int64_t timeout_ns);
 
 /* Flags of pact_loop_run_once_flags(), or-ed together. */
@@ -322,10 +324,10 @@ typedef enum pact_run_flag {
     /* The caller runs the loop again at once: it returns to do work of
      * its own between iterations (a binding's iteration around pact's,
      * as pact.asyncio's), not to wait for something else. What this
-     * iteration's callbacks left for the kernel without an operation
-     * waiting for it (on io_uring: the small writes that join the next
-     * submission, see pact_transport_write(), and the closes of
-     * transports' sockets) is then handed over by the next run's wait,
+     * iteration's callbacks left for the kernel (on io_uring: the small
+     * writes that join the next submission, see pact_transport_write(),
+     * the sends they started, and the closes of transports' sockets) is
+     * then handed over by the next run's wait,
      * in the same system call (io_uring_enter submits and waits at
      * once), not by a system call of its own when this run returns.
      * A caller that does not run the loop again soon after all calls

@@ -654,11 +654,6 @@ static void kick_write(pact_datagram *ep)
     if (ep->send_op || ep->ep.aborting || !ep->head || !ep->ep.made)
         return;
     dgram_item *it = ep->head;
-    /* No callback of the caller waits for the datagram, so a run that
-     * returns hands its send to the kernel (engine->flush): sent from a
-     * callback, it would otherwise wait in the loop's queue of ops to
-     * start for a run that may not come. */
-    ep->ep.loop->flush_owed = 1;
     pact_op op = pact_sendto(ep->ep.loop, ep->fd, it->data, it->len, MSG_DONTWAIT,
                              it->addrlen ? (struct sockaddr *)&it->addr : NULL,
                              it->addrlen, on_send, ep);

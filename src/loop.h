@@ -215,17 +215,12 @@ struct pact_loop {
      * a small socket write is queued as a send there instead of costing a
      * send(2) of its own (stream.c, send_joins_submission). */
     uint8_t sends_join_submission;
-    /* The engine queued work that must reach the kernel before a run
-     * returns although no op waits for it (io_uring: the close of a
-     * socket the loop owned, and emptying its fixed-file slot, which is
-     * what closes it), or a send no callback of the caller waits for
-     * (stream.c: a zero-copy write's, the next one a stream starts from
-     * the completion of the one before; datagram.c: a datagram's): a run
-     * that returns hands it over (pact__ops_flush, engine->flush). */
-    uint8_t flush_owed;
-    /* How many such sends stream.c queued since the last submission
-     * (bounded there, JOINED_SENDS_MAX): a run that returns hands them to
-     * the kernel (engine->flush). */
+    /* An op that goes out (op.c, op_goes_out) waits in submit_queue: a
+     * run that returns hands the queue over (loop.c, hand_over_held_work). */
+    uint8_t outgoing_queued;
+    /* How many sends stream.c joined to the next submission since the
+     * last one (bounded there, JOINED_SENDS_MAX); a run that returns
+     * hands them over with the rest (loop.c, hand_over_held_work). */
     uint16_t sends_joined;
     /* The engine takes send slots (op.h, pact__slot_send): io_uring on a
      * loop that keeps its thread. Set by the engine's init. */

@@ -84,11 +84,24 @@ static int check_buffer(pact_loop *loop, const void *buf, size_t len,
     return 0;
 }
 
+/* Whether an op acts on a peer (bytes, a shutdown, a close, a connect):
+ * queued by a callback, it must reach the kernel before the run returns,
+ * not with the next run's wait (loop.c, hand_over_held_work). */
+static int op_goes_out(enum pact_op_kind kind)
+{
+    return kind == PACT_OP_SEND || kind == PACT_OP_SEND_ALL ||
+           kind == PACT_OP_SENDTO || kind == PACT_OP_WRITE ||
+           kind == PACT_OP_SHUTDOWN || kind == PACT_OP_CLOSE ||
+           kind == PACT_OP_CONNECT;
+}
+
 static pact_op op_queue(pact_loop *loop, pact_op_s *op, void *created_at)
 {
     op->created_at = created_at;
     op->state = PACT_OP_QUEUED;
     pact_list_push_back(&loop->submit_queue, &op->link);
+    if (op_goes_out(op->kind))
+        loop->outgoing_queued = 1;
     loop->stats.ops_started++;
     if (!(op->flags & PACT_OPF_INTERNAL))
         loop->user_ops_live++;
@@ -566,6 +579,7 @@ void pact__fd_closing(pact_loop *loop, int fd)
 void pact__ops_flush(pact_loop *loop)
 {
     pact_list *node;
+    loop->outgoing_queued = 0; /* all of them go now */
     while ((node = pact_list_pop_front(&loop->submit_queue))) {
         pact_op_s *op = pact_container_of(node, pact_op_s, link);
         op->state = PACT_OP_INFLIGHT;

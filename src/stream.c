@@ -1057,12 +1057,6 @@ static void kick_write(pact_stream *s)
     }
     const char *data = m->inflight.data + m->inflight.start;
     size_t len = pact__wbuf_len(&m->inflight);
-    /* No callback of the caller waits for these bytes, so a run that
-     * returns hands their send to the kernel (engine->flush): started
-     * from the completion of the send before it, it would otherwise wait
-     * in the submission queue (io_uring) or the loop's queue of ops to
-     * start for a run that may not come. */
-    s->t.ep.loop->flush_owed = 1;
     if (s->t.kind == PACT_STREAM_SOCKET) {
         int r = start_send(s, data, len, 0, on_send_slot, on_send);
         if (r < 0)
@@ -1399,10 +1393,6 @@ static PACT_SLOW_PATH int write_received_lent(pact_transport *t, const void *dat
      * by fours). */
     if (len <= JOINED_SEND_MAX && s->more->slot.pending_cqes > 0)
         s->more->slot.flags |= PACT_SLOTF_SILENT_OK;
-    /* Its send waits for the loop's next submission: a run that returns
-     * first hands it over (engine->flush), or the reply would wait for
-     * the next run. */
-    loop->flush_owed = 1;
     stream_flow(s);
     return 0;
 }

@@ -4,6 +4,7 @@
  * socket, and a sendfile started from another's callback. */
 #include <signal.h>
 #include <stdio.h>
+#include <sys/ioctl.h>
 
 #include "recorder.h"
 
@@ -378,4 +379,59 @@ Test(sendfile, a_pipe_source_that_ends_early_sends_what_it_had)
     /* Asked for more than the writer ever writes: its close ends the
      * range, as the end of a short file does. */
     sendfile_from_a_pipe(48 * 1024, 10000, 10000);
+}
+
+/* A chunk of the fallback (read + send) is sent by an op that the read's
+ * completion starts: no callback of the caller waits for it, so a run
+ * that ran that completion has handed the send to the kernel when it
+ * returns (pact_loop_run_once in include/pact.h: the next send a
+ * transport started when the one before completed), as it hands over a
+ * write queued behind a send. The read is the range's first op to
+ * complete (its send the second), and the socket takes the whole chunk
+ * at once. */
+static uint64_t ops_completed(pact_loop *loop)
+{
+    pact_loop_stats st;
+    cr_assert_eq(pact_loop_get_stats(loop, &st), 0);
+    return st.ops_completed;
+}
+
+Test(sendfile, a_chunk_read_by_a_run_is_sent_when_the_run_returns)
+{
+    pact_loop *loop = test_loop_new();
+    enum { SIZE = 1000 };
+    char data[SIZE], got[SIZE];
+    memset(data, 'f', sizeof data);
+    int p[2], sv[2];
+    cr_assert_eq(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+    cr_assert_eq(write(p[1], data, SIZE), SIZE);
+    make_socketpair(sv);
+    rec r;
+    rec_init(&r);
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open(loop, sv[0], PACT_STREAM_SOCKET, &rec_protocol,
+                                     &r, &t), 0);
+    sf_result res = {0};
+    cr_assert_eq(pact_transport_sendfile(t, p[0], 0, SIZE, on_sendfile, &res), 0);
+    uint64_t base = ops_completed(loop);
+    int at_peer = 0;
+    for (int runs = 0; at_peer < SIZE; runs++) {
+        cr_assert_lt(runs, 100, "%d bytes at the peer", at_peer);
+        pact_loop_run_once(loop, 10 * (int64_t)MS);
+        cr_assert_eq(ioctl(sv[1], FIONREAD, &at_peer), 0);
+        if (ops_completed(loop) > base) /* the read's callback ran */
+            cr_assert_eq(at_peer, SIZE, "run %d read the chunk and returned with "
+                         "%d bytes at the peer", runs, at_peer);
+    }
+    cr_assert_eq(read(sv[1], got, SIZE), SIZE);
+    cr_assert_eq(memcmp(got, data, SIZE), 0);
+    RUN_UNTIL(loop, res.calls == 1, 5000);
+    cr_assert_eq(res.result, SIZE);
+    cr_assert_eq(pact_transport_close(t), 0);
+    RUN_UNTIL(loop, r.lost, 5000);
+    close(p[0]);
+    close(p[1]);
+    close(sv[1]);
+    test_loop_free(loop);
+    rec_free(&r);
 }

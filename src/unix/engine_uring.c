@@ -970,8 +970,8 @@ static void recv_buffers_init(pact_loop *loop, uring_engine *e)
  *   file: the peer sees the FIN when the emptying update runs, at the
  *   loop's next submission, which follows the final close within the
  *   same iteration, or when a run that returns first submits what is
- *   queued (flush_owed, uring_flush) — with the socket's CLOSE, if the
- *   ring closes it (uring_close_socket).
+ *   queued (loop.c, hand_over_held_work) — with the socket's CLOSE, if
+ *   the ring closes it (uring_close_socket).
  * An update that fails to fill a slot (ENOMEM) leaves it empty: the ops
  * that named it come back with -EBADF and are sent again by fd
  * (fixed_file_refused), as is one that named a slot emptied at once
@@ -1157,7 +1157,6 @@ static void fixed_slot_drop(pact_loop *loop, pact_fd_entry *f)
         e->files_closing_cap = cap;
     }
     e->files_closing[e->nfiles_closing++] = (uint16_t)slot;
-    loop->flush_owed = 1;
 }
 
 /* Empties the slots of the sockets the loop closed, by updates at the
@@ -2778,7 +2777,6 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
             ;
     }
     loop->sends_joined = 0; /* the system call below submits them */
-    loop->flush_owed = 0;
     if (timeout_ns != 0 &&
         (e->nsilent_unknown || e->nsilent_done || e->nsilent_queued) &&
         silent_must_poll(loop))
@@ -2948,7 +2946,6 @@ static void uring_flush(pact_loop *loop)
 {
     uring_engine *e = URING(loop);
     loop->sends_joined = 0;
-    loop->flush_owed = 0;
     if (e->nfiles_closing)
         fixed_slots_empty(loop);
     if (io_uring_sq_ready(&e->ring) == 0)
@@ -2962,7 +2959,7 @@ static void uring_flush(pact_loop *loop)
  * submission: no close(2) of its own, one system call per connection
  * less in a server of short connections (connect, one request, close).
  * The peer sees the FIN when it is submitted: within this iteration (the
- * wait submits), or when the run returns (flush_owed). The fd number
+ * wait submits), or when the run returns (uring_flush). The fd number
  * stays taken until then, so nothing else can get it and be closed by
  * mistake. Without an SQE, or where closes cannot wait in the SQ (see
  * close_on_ring), close(2). */
@@ -2980,7 +2977,6 @@ static void uring_close_socket(pact_loop *loop, int fd)
     io_uring_prep_close(sqe, fd);
     sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
     io_uring_sqe_set_data64(sqe, ((uint64_t)(uint32_t)fd << 32) | TAG_CLOSE);
-    loop->flush_owed = 1;
 }
 
 PACT_ENGINE_DEFINE(uring, uring, "io_uring");
