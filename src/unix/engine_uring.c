@@ -2755,6 +2755,13 @@ static __attribute__((noinline)) void handle_cqes(pact_loop *loop,
     }
 }
 
+/* Whether deferred task work is pending in the kernel (see uring_wait). */
+static inline int work_left_by_the_kernel(const uring_engine *e)
+{
+    return (e->setup_flags & IORING_SETUP_DEFER_TASKRUN) &&
+           (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN);
+}
+
 static int uring_wait(pact_loop *loop, int64_t timeout_ns)
 {
     uring_engine *e = URING(loop);
@@ -2781,6 +2788,15 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
         (e->nsilent_unknown || e->nsilent_done || e->nsilent_queued) &&
         silent_must_poll(loop))
         timeout_ns = 0;
+    /* The kernel runs a bounded number of deferred task work items per
+     * io_uring_enter (20 on Linux 6.18, IO_LOCAL_TW_DEFAULT_MAX) and
+     * leaves the rest pending, flagged IORING_SQ_TASKRUN: completions
+     * that were ready when this wait looked, which epoll would have
+     * handed over now. Read right after the system call, before a hook
+     * or callback can queue new work, so an iteration whose wait ran it
+     * all makes no system call for it (tests/test_loop.c, "how many
+     * ready completions one run hands over"). */
+    int work_left = 0;
     if (e->nfiles_closing)
         fixed_slots_empty(loop);
     if (timeout_ns == 0 && io_uring_sq_ready(&e->ring) == 0 &&
@@ -2803,6 +2819,7 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
         pact__wait_hook_before(loop, timeout_ns);
         silent_arm(e);
         r = io_uring_submit_and_get_events(&e->ring);
+        work_left = work_left_by_the_kernel(e);
         silent_taken(e);
         silent_sort_unknown(e);
         silent_complete(loop);
@@ -2819,6 +2836,7 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
         silent_arm(e);
         r = io_uring_submit_and_wait_timeout(&e->ring, &cqe, 1,
                                              timeout_ns > 0 ? &ts : NULL, NULL);
+        work_left = work_left_by_the_kernel(e);
         silent_taken(e);
         silent_sort_unknown(e);
         silent_complete(loop);
@@ -2834,16 +2852,6 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
     if (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW)
         loop->stats.cq_overflows++;
 
-    /* The kernel runs a bounded number of deferred task work items per
-     * io_uring_enter (20 on Linux 6.18, IO_LOCAL_TW_DEFAULT_MAX), and
-     * leaves the rest pending, flagged IORING_SQ_TASKRUN: completions
-     * that were ready when this wait looked, which epoll would have
-     * handed over now. Read right after the wait, before any callback
-     * can queue new work, so an ordinary iteration (whose wait ran it
-     * all) makes no system call for it (tests/test_loop.c, "how many
-     * ready completions one run hands over"). */
-    int work_left = (e->setup_flags & IORING_SETUP_DEFER_TASKRUN) &&
-                    (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN);
     int seen = 0;
     int extra_rounds = 1;
     int cancel_rounds = 1;
@@ -2885,7 +2893,7 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
             /* Submits nothing: only the work that wait left. */
             loop->stats.syscalls_enter++;
             io_uring_get_events(&e->ring);
-            work_left = IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN;
+            work_left = work_left_by_the_kernel(e);
             continue;
         }
         if (n == 0 && e->watch_rearmed && extra_rounds-- > 0) {
