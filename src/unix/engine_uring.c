@@ -2890,10 +2890,13 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
             continue;
         }
         if (n == 0 && work_left && (unsigned)seen < budget) {
-            /* Submits nothing: only the work that wait left. */
+            /* Submits nothing: only the work that wait left. Again only
+             * while that posts completions: work that posts none (a poll
+             * woken with nothing to do, queued again) would keep the flag
+             * up and this loop going without handing anything over. */
             loop->stats.syscalls_enter++;
             io_uring_get_events(&e->ring);
-            work_left = work_left_by_the_kernel(e);
+            work_left = work_left_by_the_kernel(e) && io_uring_cq_ready(&e->ring) > 0;
             continue;
         }
         if (n == 0 && e->watch_rearmed && extra_rounds-- > 0) {
