@@ -108,7 +108,7 @@ typedef struct {
      * running (nested: a protocol call inside write()), and the
      * transports holding such writes (a list through the transports). */
     int callback_depth;
-    struct TransportObject *deferred_writes;
+    struct TransportObject *deferred_writes, **deferred_writes_tail;
     /* Blocks for the writes a transport holds, kept between callbacks
      * (transport.c): a transport has one only while it holds writes. */
     struct held_writes *held_spares;

@@ -61,7 +61,9 @@ typedef struct TransportObject {
      * bytes objects, sent as one writev when the callback returns; NULL
      * while none are held. */
     held_writes *held;
-    struct TransportObject *next_held;  /* loop->deferred_writes list */
+    /* On the loop's list of transports holding writes, in the order
+     * they first held one (held_list_*): held_pprev is NULL off it. */
+    struct TransportObject *next_held, **held_pprev;
     /* pact's reading is paused until connection_made's turn (see
      * hold_reading), and whether the program paused it meanwhile. */
     int reading_held, paused_meanwhile;
@@ -723,17 +725,17 @@ static PyObject *drop_write(TransportObject *self)
  *   send (writev) when the callback returns. HTTP servers write a
  *   response's headers and its body separately (aiohttp does): one send
  *   per response instead of two, as uvloop's end-of-iteration flush gives.
- * - The ready handles an iteration runs (asyncio's ntodo), and the timers
- *   due in it, count as one callback: what they write leaves when the last
- *   of them returns, before the I/O callbacks of the iteration's wait run.
- *   A server's replies, written by task steps, then leave in one burst,
- *   as uvloop's do. Sent as each step returned, a reply every ~30 us of
- *   Python woke the client for each (aiohttp under wrk -c50, server and
- *   client on their own CPUs: 0.2-0.3 wake-ups of wrk made by the server
- *   per request against uvloop's 0.03, and about 10 % more server CPU per
- *   request, in the kernel's wake-ups and cross-CPU interrupts). Protocol
- *   callbacks stay one each: on io_uring their writes join the loop's next
- *   submission (src/stream.c), a burst already.
+ * - The ready handles an iteration runs (asyncio's ntodo) count as one
+ *   callback: what they write leaves when the last of them returns, before
+ *   the I/O callbacks of the iteration's wait run; the timers due in the
+ *   iteration are a second such batch, run after those I/O callbacks. A
+ *   server's replies, written by task steps, then leave in one burst, as
+ *   uvloop's do; sent as each step returned, they woke the client about
+ *   once per reply (README.md, "Python performance", has the counts).
+ *   The burst goes out in the order the transports were first written
+ *   to (a first-in, first-out list): the first request's reply first.
+ *   Protocol callbacks stay one each: on io_uring their writes join the
+ *   loop's next submission (src/stream.c), a burst already.
  * - A write made outside any callback (the loop is not running) goes to
  *   the kernel at once, as asyncio's own transports send: code that writes
  *   and then blocks on the other end's answer works.
@@ -813,15 +815,36 @@ static void send_held(TransportObject *self)
     }
 }
 
+/* The loop's list of transports holding writes is first in, first out:
+ * a batch of handles that replies on several connections sends the
+ * replies in the order they were written, the first request's first. */
+static void held_list_append(LoopObject *loop, TransportObject *self)
+{
+    TransportObject **tail = loop->deferred_writes ? loop->deferred_writes_tail
+                                                   : &loop->deferred_writes;
+    *tail = (TransportObject *)Py_NewRef((PyObject *)self);
+    self->held_pprev = tail;
+    self->next_held = NULL;
+    loop->deferred_writes_tail = &self->next_held;
+}
+
+/* Takes self off the list; the caller then owns the list's reference. */
+static void held_list_remove(TransportObject *self)
+{
+    *self->held_pprev = self->next_held;
+    if (self->next_held)
+        self->next_held->held_pprev = self->held_pprev;
+    else
+        self->loop->deferred_writes_tail = self->held_pprev;
+    self->next_held = NULL;
+    self->held_pprev = NULL;
+}
+
 /* Takes self off the loop's list of transports holding writes. */
 static void unlink_held(TransportObject *self)
 {
-    TransportObject **p = &self->loop->deferred_writes;
-    while (*p && *p != self)
-        p = &(*p)->next_held;
-    if (*p) {
-        *p = self->next_held;
-        self->next_held = NULL;
+    if (self->held_pprev) {
+        held_list_remove(self);
         Py_DECREF(self); /* the list's reference; the caller holds one */
     }
 }
@@ -843,8 +866,7 @@ void pact_py_flush_writes(LoopObject *loop)
      * failure's abort), which may write and flush again. */
     TransportObject *self;
     while ((self = loop->deferred_writes)) {
-        loop->deferred_writes = self->next_held;
-        self->next_held = NULL;
+        held_list_remove(self);
         send_held(self);
         Py_DECREF(self);
     }
@@ -886,8 +908,7 @@ static int hold_write(TransportObject *self, PyObject *data, Py_buffer *view)
         h->n = 0;
         h->bytes = 0;
         self->held = h;
-        self->next_held = loop->deferred_writes;
-        loop->deferred_writes = (TransportObject *)Py_NewRef((PyObject *)self);
+        held_list_append(loop, self);
     }
     h->items[h->n++] = b;
     h->bytes += len;

@@ -1,13 +1,15 @@
 # SPDX-License-Identifier: MIT
 """When a transport's writes reach the kernel (README, "Python": writes
 made in a callback go out as one send when it returns, those of the ready
-handles or the due timers an iteration runs when the last of them returns,
-writes made outside one at once), and writes after close() while bytes are
+handles an iteration runs when the last of them returns, in the order
+written, and so do those of its due timers, writes made outside one at
+once), and writes after close() while bytes are
 still buffered, compared with asyncio's own loop; on the engine
 PACT_ENGINE names."""
 import asyncio
 import os
 import socket
+import struct
 import threading
 import unittest
 
@@ -39,6 +41,21 @@ def records(sock):
         return out
     finally:
         sock.settimeout(timeout)
+
+
+SO_TIMESTAMPNS = getattr(socket, 'SO_TIMESTAMPNS', 35)
+
+
+def order_sent(peers):
+    """The indexes of peers in the order the one record waiting on each was
+    sent, by the kernel's receive timestamps (SO_TIMESTAMPNS)."""
+    stamps = []
+    for peer in peers:
+        _, anc, _, _ = peer.recvmsg(100, socket.CMSG_SPACE(16))
+        stamps += [struct.unpack('qq', raw[:16]) for level, kind, raw in anc
+                   if (level, kind) == (socket.SOL_SOCKET, SO_TIMESTAMPNS)]
+    assert len(stamps) == len(peers), 'a record without its timestamp'
+    return sorted(range(len(peers)), key=lambda i: stamps[i])
 
 
 class WritesInCallbacksTests(unittest.TestCase):
@@ -103,6 +120,28 @@ class WritesInCallbacksTests(unittest.TestCase):
         self.loop.run_until_complete(done)
         self.assertEqual(seen, [[]])
         self.assertEqual(records(self.peer), [b'ab'])
+
+    def test_a_batch_sends_to_its_transports_in_the_order_written(self):
+        # The first request's reply leaves first. A transport the batch
+        # closes sends at its close, and the others keep their order.
+        pairs = []
+        for _ in range(4):
+            a, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            self.addCleanup(peer.close)
+            peer.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            a.setblocking(False)
+            waiter = self.loop.create_future()
+            tr = self.loop._make_socket_transport(a, Quiet(), waiter)
+            self.loop.run_until_complete(waiter)
+            self.addCleanup(tr.abort)
+            pairs.append((tr, peer))
+
+        def write(i):
+            return lambda: pairs[i][0].write(b'reply%d' % i)
+        self.run_soon(write(0), write(1), write(2), write(3))
+        self.assertEqual(order_sent([peer for _, peer in pairs]), [0, 1, 2, 3])
+        self.run_soon(write(3), write(0), write(1), write(2), pairs[1][0].close)
+        self.assertEqual(order_sent([peer for _, peer in pairs]), [1, 3, 0, 2])
 
     def test_writes_outside_callbacks_go_at_once(self):
         self.tr.write(b'a')
