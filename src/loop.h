@@ -45,7 +45,9 @@ enum pact_handle_flag {
                                         that does not keep the loop alive */
 };
 
-/* A scheduled callback (call_soon / call_later / call_every). */
+/* A scheduled callback (call_soon / call_later / call_every). The slab
+ * does not zero it: handle_alloc (timer.c) sets every field, so a field
+ * added here must be set there too. */
 typedef struct pact_handle_s {
     pact_slab_entry slab; /* must be first */
     uint8_t state;

@@ -213,7 +213,8 @@ static inline int mc_run_one(const struct mc_test *t)
      * its shared user data): the process ends during its start-up with
      * exit code 0 and CreateProcess fails with ERROR_INTERNAL_ERROR. The
      * test did not run, so it is started again (said in the log); any
-     * other failure is the test's. */
+     * other failure is the test's. tests/process_recorder.h does the same
+     * for the children the process suites start. */
     for (int tries = 1;; tries++) {
         if (CreateProcessA(self, cmd, NULL, NULL, TRUE, 0, NULL, NULL, &si, &pi))
             break;
