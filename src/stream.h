@@ -146,7 +146,8 @@ typedef struct pact_stream_more {
     size_t lent_len;
     int lent_id;
     /* Drained, but kept by its stream for the next write instead of given
-     * back (release_more; counted in loop->stream_more_kept). */
+     * back (release_more: MORE_KEPT, counted in loop->stream_more_kept, or
+     * MORE_KEPT_BARE, without buffers, in loop->stream_more_kept_bare). */
     uint8_t kept;
     pact_op poll_op;       /* write pipes watch for their reader going away */
 #ifdef _WIN32

@@ -1457,13 +1457,18 @@ static void fc_lost(pact_transport *t, int err, void *user)
 static const pact_protocol fc_proto = {.data_received = fc_data,
                                        .connection_lost = fc_lost};
 
-static void fc_open(pact_loop *loop, fixed_conn *c)
+static void fc_open_with(pact_loop *loop, fixed_conn *c, const pact_protocol *proto)
 {
     int server;
     make_tcp_pair(&c->peer, &server);
     c->lost = 0;
-    cr_assert_eq(pact_transport_open(loop, server, PACT_STREAM_SOCKET, &fc_proto,
-                                     c, &c->t), 0);
+    cr_assert_eq(pact_transport_open(loop, server, PACT_STREAM_SOCKET, proto, c,
+                                     &c->t), 0);
+}
+
+static void fc_open(pact_loop *loop, fixed_conn *c)
+{
+    fc_open_with(loop, c, &fc_proto);
 }
 
 /* Each open connection's peer sends its number and gets it echoed. */
@@ -1569,9 +1574,10 @@ static const pact_protocol fc_received_proto = {.data_received = fc_data_receive
                                                 .connection_lost = fc_lost};
 
 /* More connections reply in one iteration than keep their write state
- * (stream.c keeps it for the first 64 to drain), so most replies take
- * write state another stream gave back, with the send slot in it that
- * last sent to that stream's socket. On io_uring that socket may have a
+ * (stream.c keeps it, with buffers, for the first 64 to drain; the
+ * replies sent from the receive buffer keep a bare one up to 512), so
+ * copied replies take write state another stream gave back, with the
+ * send slot in it that last sent to that stream's socket. On io_uring that socket may have a
  * fixed-file slot (the table has 40 here, taken at a socket's third SQE):
  * the first 64 connections reply once first and keep their write state,
  * the next ones reply twice and take the 40 slots, so that write state
@@ -1584,14 +1590,8 @@ Test(stream, replies_reach_their_own_sockets_when_write_state_moves_between_stre
     pact_loop *loop = test_loop_new();
     enum { N = 150, KEEP = 64 };
     static fixed_conn c[N];
-    for (int i = 0; i < N; i++) {
-        int server;
-        make_tcp_pair(&c[i].peer, &server);
-        c[i].lost = 0;
-        cr_assert_eq(pact_transport_open(loop, server, PACT_STREAM_SOCKET,
-                                         i % 2 ? &fc_received_proto : &fc_proto,
-                                         &c[i], &c[i].t), 0);
-    }
+    for (int i = 0; i < N; i++)
+        fc_open_with(loop, &c[i], i % 2 ? &fc_received_proto : &fc_proto);
     fc_echo(loop, c, KEEP);
     fc_echo(loop, c + KEEP, N - KEEP);
     fc_echo(loop, c + KEEP, N - KEEP);
@@ -1600,6 +1600,70 @@ Test(stream, replies_reach_their_own_sockets_when_write_state_moves_between_stre
     for (int i = 0; i < N; i++)
         cr_assert_eq(pact_transport_close(c[i].t), 0);
     pact_loop_run(loop);
+    for (int i = 0; i < N; i++)
+        fc_expect_eof(&c[i]);
+    test_loop_free(loop);
+}
+
+/* Replies sent from the loop's receive buffer (io_uring) leave a write
+ * state without buffers: more streams than the 64 that keep one with
+ * buffers keep it once they have drained twice (stream.c: release_more),
+ * so an echo at 100 connections takes no other stream's write state.
+ * Where the replies are not sent from the buffer (epoll, io_uring
+ * without provided buffers) they are written as pact_transport_write
+ * writes, and at most 64 streams keep write state. Closed streams keep
+ * none. */
+static int fc_lent_replies;
+
+static void fc_data_lent(pact_transport *t, const void *data, size_t len,
+                         void *user)
+{
+    (void)user;
+    cr_assert_eq(pact_transport_write_received(t, data, len), 0);
+    const pact_stream_more *m = ((pact_stream *)t)->more;
+    fc_lent_replies += m && m->lent == data; /* sent from the buffer */
+}
+
+static const pact_protocol fc_lent_proto = {.data_received = fc_data_lent,
+                                            .connection_lost = fc_lost};
+
+Test(stream, replies_from_the_receive_buffer_keep_a_bare_write_state_past_64_streams)
+{
+    pact_loop *loop = test_loop_new();
+    enum { N = 100 };
+    static fixed_conn c[N];
+    for (int i = 0; i < N; i++)
+        fc_open_with(loop, &c[i], &fc_lent_proto);
+    fc_lent_replies = 0;
+    for (int round = 0; round < 3; round++) {
+        fc_echo(loop, c, N);
+        int lent = fc_lent_replies == (round + 1) * N;
+        cr_assert(lent || fc_lent_replies == 0, "%d of %d replies sent from the buffer",
+                  fc_lent_replies, (round + 1) * N);
+        unsigned bare = round > 0 && lent ? N : 0;
+        /* The last sends' completions come with a wait: until then their
+         * streams hold write state they do not keep. */
+        uint64_t end = pact_now() + 5000 * MS;
+        int holding;
+        for (;;) {
+            holding = 0;
+            for (int i = 0; i < N; i++)
+                holding += ((pact_stream *)c[i].t)->more != NULL;
+            if ((holding == (int)(loop->stream_more_kept + loop->stream_more_kept_bare) &&
+                 loop->stream_more_kept_bare == bare) ||
+                pact_now() >= end)
+                break;
+            pact_loop_run_once(loop, MS);
+        }
+        cr_assert_eq(loop->stream_more_kept_bare, bare, "round %d", round);
+        cr_assert_eq(holding, (int)(loop->stream_more_kept + bare),
+                     "round %d: %d quiet streams hold write state", round, holding);
+        cr_assert_leq(loop->stream_more_kept, lent ? 0u : 64u, "round %d", round);
+    }
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(pact_transport_close(c[i].t), 0);
+    pact_loop_run(loop);
+    cr_assert_eq(loop->stream_more_kept_bare, 0u);
     for (int i = 0; i < N; i++)
         fc_expect_eof(&c[i]);
     test_loop_free(loop);
