@@ -291,7 +291,7 @@ static void dgram_forget(pact_endpoint *e)
 #endif
 
 static const pact_endpoint_ops dgram_ops = {
-    .kind = "datagram endpoint",
+    PACT_ENDPOINT_KIND("datagram endpoint"),
     .force_close = dgram_force_close,
     .cancel = dgram_cancel,
     .busy = dgram_busy,

@@ -10,17 +10,17 @@
 const pact_marks pact__default_marks = {PACT_DEFAULT_HIGH_WATER,
                                         PACT_DEFAULT_LOW_WATER};
 
-static void force_close(pact_resource *res)
+void pact__endpoint_force_close(pact_resource *res)
 {
     pact_endpoint *e = pact_container_of(res, pact_endpoint, res);
-    e->ops->force_close(e);
+    pact__endpoint_ops(e)->force_close(e);
 }
 
 void pact__endpoint_init(pact_endpoint *e, pact_loop *loop,
                          const pact_endpoint_ops *ops)
 {
     memset(e, 0, sizeof *e);
-    e->ops = ops;
+    e->res.kind = &ops->resource;
     e->loop = loop;
     e->refs = 1;
     pact_list_init(&e->res.link);
@@ -28,7 +28,7 @@ void pact__endpoint_init(pact_endpoint *e, pact_loop *loop,
 
 void pact__endpoint_register(pact_endpoint *e, void *created_at)
 {
-    pact__resource_add(e->loop, &e->res, e->ops->kind, force_close, created_at);
+    pact__resource_add(e->loop, &e->res, e->res.kind, created_at);
 }
 
 void pact__endpoints_forget(pact_loop *loop)
@@ -37,11 +37,12 @@ void pact__endpoints_forget(pact_loop *loop)
     while (n != &loop->resources) {
         pact_list *next = n->next; /* forget frees the link with the rest */
         pact_resource *res = pact_container_of(n, pact_resource, link);
-        if (res->force_close == force_close) { /* an endpoint's */
+        if (res->kind->force_close == pact__endpoint_force_close) { /* an endpoint's */
             pact_endpoint *e = pact_container_of(res, pact_endpoint, res);
+            const pact_endpoint_ops *ops = pact__endpoint_ops(e);
             pact_list_remove(n);
-            if (e->ops->forget)
-                e->ops->forget(e);
+            if (ops->forget)
+                ops->forget(e);
         }
         n = next;
     }
@@ -50,7 +51,7 @@ void pact__endpoints_forget(pact_loop *loop)
 void pact__endpoint_unref(pact_endpoint *e)
 {
     if (--e->refs == 0)
-        e->ops->free(e);
+        pact__endpoint_ops(e)->free(e);
 }
 
 pact_handle pact__endpoint_soon(pact_endpoint *e, pact_call_cb cb)
@@ -70,7 +71,7 @@ static void final_close(pact_loop *loop, void *arg)
     pact_endpoint *e = arg;
     pact__resource_remove(e->loop, &e->res);
     e->lost = 1;
-    e->ops->lost(e);
+    pact__endpoint_ops(e)->lost(e);
     pact_endpoint *parent = e->parent;
     if (parent) {
         e->parent = NULL;
@@ -88,7 +89,8 @@ void pact__endpoint_settle(pact_endpoint *e)
 {
     if (!e->closing || e->finishing || e->depth > 0 || e->children > 0)
         return;
-    if (e->ops->busy && e->ops->busy(e))
+    const pact_endpoint_ops *ops = pact__endpoint_ops(e);
+    if (ops->busy && ops->busy(e))
         return;
     e->finishing = 1;
     if (pact__call_soon_internal(e->loop, final_close, e) < 0)
@@ -117,9 +119,10 @@ int pact__endpoint_abort(pact_endpoint *e, int err)
     e->closing = 1;
     if (!e->err)
         e->err = err;
+    const pact_endpoint_ops *ops = pact__endpoint_ops(e);
     pact__endpoint_enter(e);
-    if (e->ops->cancel)
-        e->ops->cancel(e);
+    if (ops->cancel)
+        ops->cancel(e);
     pact__endpoint_leave(e);
     return 0;
 }
@@ -154,16 +157,17 @@ int pact__marks_check(pact_marks *m, size_t high, size_t low)
 void pact__endpoint_flow(pact_endpoint *e, const pact_marks *m, size_t buffered)
 {
     int takes = pact__endpoint_takes_writes(e);
+    const pact_endpoint_ops *ops = pact__endpoint_ops(e);
     if (!e->write_paused) {
         if (e->made && takes && buffered > m->high) {
             e->write_paused = 1;
-            if (e->ops->writing)
-                e->ops->writing(e, 1);
+            if (ops->writing)
+                ops->writing(e, 1);
         }
     } else if (buffered <= m->low) {
         e->write_paused = 0;
-        if (e->ops->writing && takes)
-            e->ops->writing(e, 0);
+        if (ops->writing && takes)
+            ops->writing(e, 0);
     }
 }
 
@@ -224,9 +228,10 @@ void pact__wbuf_free(pact_wbuf *b)
 
 int pact__endpoint_set_ref(pact_endpoint *e, int ref)
 {
+    const pact_endpoint_ops *ops = pact__endpoint_ops(e);
     e->unref = !ref;
-    if (e->ops->set_ref)
-        e->ops->set_ref(e, ref);
+    if (ops->set_ref)
+        ops->set_ref(e, ref);
     return 0;
 }
 

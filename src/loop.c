@@ -681,11 +681,10 @@ static void report_live_ops(pact_loop *loop)
     }
 }
 
-void pact__resource_add(pact_loop *loop, pact_resource *res, const char *kind,
-                        void (*force_close)(pact_resource *), void *created_at)
+void pact__resource_add(pact_loop *loop, pact_resource *res,
+                        const pact_resource_kind *kind, void *created_at)
 {
     res->kind = kind;
-    res->force_close = force_close;
     res->created_at = created_at;
     pact_list_push_back(&loop->resources, &res->link);
 }
@@ -712,7 +711,7 @@ static void close_resources(pact_loop *loop)
             char where[256];
             pact__describe_address(res->created_at, where, sizeof where);
             pact__log(loop, "loop closed with a %s still open (created at "
-                            "%s); closing it", res->kind, where);
+                            "%s); closing it", res->kind->name, where);
         }
     }
     /* force_close may remove the resource (and others): restart each time. */
@@ -723,7 +722,7 @@ static void close_resources(pact_loop *loop)
     while ((n = pact_list_pop_front(&pending))) {
         pact_list_push_back(&loop->resources, n);
         pact_resource *res = pact_container_of(n, pact_resource, link);
-        res->force_close(res);
+        res->kind->force_close(res);
     }
     uint64_t deadline = pact_now() + 10ull * 1000000000ull;
     loop->running = 1; /* callbacks may not run the loop re-entrantly */

@@ -71,15 +71,24 @@ typedef struct pact_ts_item {
 
 enum pact_loop_state { PACT_LOOP_OPEN, PACT_LOOP_CLOSING, PACT_LOOP_CLOSED };
 
+struct pact_resource;
+
+/* What is the same for every resource of a kind, in one static table per
+ * kind: the record of each resource only points here (every idle
+ * connection is one, and its memory counts: docs/design-notes.md). */
+typedef struct pact_resource_kind {
+    const char *name; /* in loop-close reports: "transport", "tty", ... */
+    /* Aborts the resource; it calls pact__resource_remove() once gone. */
+    void (*force_close)(struct pact_resource *res);
+} pact_resource_kind;
+
 /* Something that owns fds or ops on the loop (transport, server, process):
  * listed at close, reported in debug mode, and force-closed so that its
  * callbacks still run in order before the loop goes away
  * (docs/contract.md §8). */
 typedef struct pact_resource {
     pact_list link;
-    const char *kind;
-    /* Aborts the resource; it calls pact__resource_remove() once gone. */
-    void (*force_close)(struct pact_resource *res);
+    const pact_resource_kind *kind;
     void *created_at;
 } pact_resource;
 
@@ -555,8 +564,8 @@ void pact__op_timer_fired(pact_loop *loop, pact_heap_node *n);
 pact_op pact__op_start_custom(pact_loop *loop, pact_op_s *op, void *created_at);
 
 /* Resources. */
-void pact__resource_add(pact_loop *loop, pact_resource *res, const char *kind,
-                        void (*force_close)(pact_resource *), void *created_at);
+void pact__resource_add(pact_loop *loop, pact_resource *res,
+                        const pact_resource_kind *kind, void *created_at);
 void pact__resource_remove(pact_loop *loop, pact_resource *res);
 
 /* Frees an op's extra state, copied paths and slab entry (after its

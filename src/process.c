@@ -161,7 +161,7 @@ static void process_forget(pact_endpoint *e)
 #endif
 
 static const pact_endpoint_ops process_ops = {
-    .kind = "process",
+    PACT_ENDPOINT_KIND("process"),
     .force_close = process_force_close,
     .busy = process_busy,
     .lost = process_lost,

@@ -128,7 +128,7 @@ static void server_forget(pact_endpoint *e)
 #endif
 
 static const pact_endpoint_ops server_ops = {
-    .kind = "server",
+    PACT_ENDPOINT_KIND("server"),
     .force_close = server_force_close,
     .busy = server_busy,
     .lost = server_lost,

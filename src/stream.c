@@ -1546,7 +1546,7 @@ static int stream_name(const pact_transport *t, struct sockaddr_storage *ss,
 
 static const pact_transport_ops stream_ops = {
     .ep = {
-        .kind = "transport",
+        PACT_ENDPOINT_KIND("transport"),
         .force_close = pact__transport_force_close,
         .cancel = stream_cancel,
         .busy = stream_busy,

@@ -63,7 +63,7 @@ struct pact_transport {
 
 static inline const pact_transport_ops *pact__transport_ops(const pact_transport *t)
 {
-    return pact_container_of(t->ep.ops, pact_transport_ops, ep);
+    return pact_container_of(pact__endpoint_ops(&t->ep), pact_transport_ops, ep);
 }
 
 /* Fills the shared part of a transport (refs = 1, not yet listed). */
@@ -199,13 +199,14 @@ typedef struct pact_stream {
 } pact_stream;
 
 /* A server's idle connection is this struct plus its receive op (and the
- * engine's per-fd state): 136 bytes is a 144-byte malloc chunk (152 was a
- * 160-byte one, hence held_result as a bit-field and the send op in
- * `more`: only a stream that writes has one). Growing it costs memory per
- * idle connection (<= 512 bytes of pact state per idle socket transport,
- * measured by micro_pact idle_transport); what only some streams need
- * goes in pact_stream_more. */
-_Static_assert(sizeof(pact_stream) <= 136, "pact_stream grew past 136 bytes");
+ * engine's per-fd state): 120 bytes is a 128-byte malloc chunk (136 was a
+ * 144-byte one, hence the endpoint's kind name and force_close in its ops
+ * table, pact_resource_kind; 152 was a 160-byte one, hence held_result as
+ * a bit-field and the send op in `more`: only a stream that writes has
+ * one). Growing it costs memory per idle connection (<= 512 bytes of pact
+ * state per idle socket transport, measured by micro_pact
+ * idle_transport); what only some streams need goes in pact_stream_more. */
+_Static_assert(sizeof(pact_stream) <= 120, "pact_stream grew past 120 bytes");
 
 /* The stream's pact_stream_more, taken on the first call (from the
  * loop's cache, else allocated); NULL on ENOMEM. */

@@ -148,7 +148,7 @@ static tls_conn *conn_of_ep(const pact_endpoint *e)
 
 static int is_tls(const pact_transport *t)
 {
-    return t && t->ep.ops == &tls_ops.ep;
+    return t && pact__endpoint_ops(&t->ep) == &tls_ops.ep;
 }
 
 /* ---- the write BIO: straight into the plain transport ------------------- */
@@ -1345,7 +1345,7 @@ static void tls_set_ref(pact_endpoint *e, int ref)
 
 static const pact_transport_ops tls_ops = {
     .ep = {
-        .kind = "TLS transport",
+        PACT_ENDPOINT_KIND("TLS transport"),
         /* Loop close: abandon the connection (its hook learns of an
          * unfinished handshake; a protocol that saw connection_made gets
          * connection_lost). */

@@ -90,8 +90,8 @@ int pact_tty_open(pact_loop *loop, int fd, pact_tty_resize_cb on_resize,
         }
         t->winch = s;
     }
-    pact__resource_add(loop, &t->res, "tty", tty_force_close,
-                       __builtin_return_address(0));
+    static const pact_resource_kind tty_kind = {"tty", tty_force_close};
+    pact__resource_add(loop, &t->res, &tty_kind, __builtin_return_address(0));
     *out = t;
     return 0;
 }

@@ -201,7 +201,9 @@ int pact_pipe_server_open(pact_loop *loop, const char *name,
         free(srv);
         return r;
     }
-    pact__resource_add(loop, &srv->res, "pipe server", server_force_close,
+    static const pact_resource_kind server_kind = {"pipe server",
+                                                   server_force_close};
+    pact__resource_add(loop, &srv->res, &server_kind,
                        __builtin_return_address(0));
     *out = srv;
     return 0;
