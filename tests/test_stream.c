@@ -1230,6 +1230,7 @@ Test(stream, a_reply_whose_success_is_known_after_the_peers_reset_is_econnreset)
         close(fsv[i][1]);
     }
     pact_loop_run(loop);
+    cr_assert_eq(rt.lost, 1, "connection_lost %d times", rt.lost); /* once */
     test_loop_free(loop);
 }
 
