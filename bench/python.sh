@@ -13,13 +13,17 @@
 #
 #   bench/python.sh BUILD_DIR OUT_DIR        writes OUT_DIR/python.csv
 # Environment (run.sh sets them): REPS SECS WARM SRV_CPU CLI_CPU
-#   PY_SIZES="1024 10240 102400"  PY_MODES="proto streams sock"
+#   PY_SIZES="1024 10240 102400"  PY_MODES="proto streams sock" (none: no
+#   TCP echo)  PY_LOOPS="uvloop asyncio pact-uring pact-epoll"
 #   PY_CONNS=4 (uvloop's vmbench concurrency)  PY_HTTP_CONNS=50
 #   PY_UDP=1 (0: no UDP echo)
 #   BENCH_BASELINE=DIR  a second build directory (say, main before a change,
 #                    built in another worktree): its pact.asyncio runs as
 #                    pact-uring@base and pact-epoll@base in the same
 #                    interleaved repetitions, for before/after numbers
+# A list knob left unset takes the default above; set, it must name what
+# to run (an empty value is refused, as is a name the suite does not know,
+# instead of running the default or nothing without a word).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -28,12 +32,46 @@ OUT=${2:?results dir}
 B=$BUILD/bench
 REPS=${REPS:-5} SECS=${SECS:-1.5} WARM=${WARM:-0.5}
 SRV_CPU=${SRV_CPU:-0} CLI_CPU=${CLI_CPU:-1}
-PY_SIZES=${PY_SIZES:-"1024 10240 102400"}
-PY_MODES=${PY_MODES:-"proto streams sock"}
+# list_knob NAME DEFAULT ITEM_REGEX HINT: sets NAME to DEFAULT if it is
+# unset; exits with a message if it is set but names nothing, or names an
+# item that does not match ITEM_REGEX (a whole-word extended regex).
+list_knob() {
+    local name=$1 default=$2 item_re=$3 hint=$4 value item items
+    if [ -z "${!name+set}" ]; then
+        printf -v "$name" '%s' "$default"
+        return
+    fi
+    value=${!name}
+    if [ -z "${value//[[:space:]]/}" ]; then
+        echo "bench/python.sh: $name is set but empty: unset it for the default (\"$default\"), or $hint" >&2
+        exit 2
+    fi
+    read -ra items <<<"$value"
+    for item in "${items[@]}"; do
+        if ! [[ $item =~ ^($item_re)$ ]]; then
+            echo "bench/python.sh: $name: unknown \"$item\" (expected: $hint)" >&2
+            exit 2
+        fi
+    done
+}
+list_knob PY_MODES "proto streams sock" 'proto|streams|sock|none' \
+    'some of: proto streams sock, or none for no TCP echo'
+list_knob PY_SIZES "1024 10240 102400" '[1-9][0-9]*' \
+    'message sizes in bytes (PY_MODES=none: no TCP echo)'
+list_knob PY_LOOPS "uvloop asyncio pact-uring pact-epoll" \
+    'uvloop|asyncio|pact-uring|pact-epoll' \
+    'some of: uvloop asyncio pact-uring pact-epoll'
+if [[ " $PY_MODES " == *[[:space:]]none[[:space:]]* ]]; then
+    read -ra modes <<<"$PY_MODES"
+    if [ ${#modes[@]} != 1 ]; then
+        echo "bench/python.sh: PY_MODES: none (no TCP echo) goes alone" >&2
+        exit 2
+    fi
+    PY_MODES=""
+fi
 PY_CONNS=${PY_CONNS:-4}
 PY_HTTP_CONNS=${PY_HTTP_CONNS:-50}
 PY_UDP=${PY_UDP:-1}
-PY_LOOPS=${PY_LOOPS:-"uvloop asyncio pact-uring pact-epoll"}
 PYTHON=/usr/bin/python3
 ECHO=$ROOT/python/bench/echo_server.py
 HELLO=$ROOT/python/bench/aiohttp_hello.py
