@@ -102,12 +102,11 @@ DIRTY=$(git -C "$ROOT" status --porcelain -- src include 2>/dev/null | grep -q .
 } > "$OUT/meta.txt"
 META_COLS="\"$KERNEL\",\"$MACHINE\",$MODE"
 
-# Peers first, then pact. NAME@base contenders (BENCH_BASELINE) are pact's
-# servers from the baseline build.
-ECHO_PEERS=(raw_uring raw_epoll libuv_fast libuv_example)
-ECHO_PACT=(pact_stream_uring pact_stream_uring_copy pact_stream_epoll pact_uring pact_epoll)
-HTTP_PEERS=(http_raw_uring http_raw_epoll http_libuv)
-HTTP_PACT=(http_pact_uring http_pact_epoll)
+# The contenders (ECHO_PEERS, ECHO_PACT, HTTP_PEERS, HTTP_PACT), how each
+# starts (contender_cmd) and the scenarios (SCENARIOS, HTTP_SCENARIOS).
+# NAME@base contenders (BENCH_BASELINE) are pact's servers from the
+# baseline build.
+. "$HERE/lineup.sh"
 # contenders PEERS... -- PACT...: the selected ones, baselines after pact's
 contenders() {
     local list=() pact=0 who
@@ -123,39 +122,9 @@ contenders() {
 server_cmd() {
     local who=$1 port=$2 dir=$B
     case $who in *@base) dir=$BASE_B who=${who%@base} ;; esac
-    case $who in
-    raw_uring) echo "$dir/raw_uring $port" ;;
-    raw_epoll) echo "$dir/raw_epoll $port" ;;
-    libuv_fast) echo "$dir/libuv_fast_echo $port" ;;
-    libuv_example) echo "$dir/libuv_echo $port" ;;
-    pact_uring) echo "$dir/pact_echo $port --engine uring" ;;
-    pact_epoll) echo "$dir/pact_echo $port --engine epoll" ;;
-    pact_stream_uring) echo "$dir/pact_stream_echo $port --engine uring" ;;
-    pact_stream_uring_copy) echo "$dir/pact_stream_echo $port --engine uring --write copy" ;;
-    pact_stream_epoll) echo "$dir/pact_stream_echo $port --engine epoll" ;;
-    http_raw_uring) echo "$dir/http_raw_uring $port" ;;
-    http_raw_epoll) echo "$dir/http_raw_epoll $port" ;;
-    http_libuv) echo "$dir/http_libuv $port" ;;
-    http_pact_uring) echo "$dir/http_pact $port --engine uring" ;;
-    http_pact_epoll) echo "$dir/http_pact $port --engine epoll" ;;
-    *) echo "bench: unknown contender $who" >&2; return 1 ;;
-    esac
+    contender_cmd "$dir" "$who" "$port"
 }
 
-# name|loadgen arguments
-SCENARIOS=(
-    "pp64_c1|--conns 1 --size 64"
-    "pp64_c50|--conns 50 --size 64"
-    "pp64_c500|--conns 500 --size 64"
-    "pp16k_c50|--conns 50 --size 16384"
-    "stream64k_c10|--conns 10 --size 65536 --window 4"
-    "churn_c100|--conns 100 --size 64 --mode churn"
-)
-# name|wrk connections (one wrk thread: the load generator gets one CPU)
-HTTP_SCENARIOS=(
-    "http_c50|50"
-    "http_c500|500"
-)
 KEYS="req_s mib_s conns_s p50_us p99_us p999_us server_cpu_s cpu_s_per_mreq server_threads"
 
 PORT=20000

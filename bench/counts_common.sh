@@ -1,0 +1,58 @@
+# SPDX-License-Identifier: MIT
+# What bench/python_counts.sh and bench/c_counts.sh share: how a server
+# they started is awaited and stopped, and what they count on it under
+# load with perf stat, printed per request: software tracepoints only
+# (hardware counters do not work on the bench VMs), none of which depends
+# on how loaded the machine is the way CPU time does.
+#
+#   raw_syscalls:sys_enter   every system call the server makes
+#   syscalls:sys_enter_NAME  the ones an event loop's request costs
+#   io_uring:*               SQEs submitted, CQEs posted
+#   context-switches         the server going to sleep (or preempted)
+#   sched:sched_waking       wake-ups the server starts: a reply or a send
+#                            that finds the peer asleep (wrk, loadgen) wakes
+#                            it, and the server pays for it in that call
+#   sched:sched_wakeup       the same wake-ups where they complete; the
+#                            kernel completes a wake-up on the woken task's
+#                            CPU (an IPI) when it is another CPU, which then
+#                            does not count here: compare sched_waking
+PERF_COUNT_EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_epoll_pwait2,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_sendmsg,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_getpid,io_uring:io_uring_submit_req,io_uring:io_uring_complete,context-switches,sched:sched_waking,sched:sched_wakeup
+
+# perf_per_request STAT REQUESTS: each event perf stat -x, wrote to STAT
+# that counted something, divided by REQUESTS
+perf_per_request() {
+    awk -F, -v r="$2" '$1 ~ /^[0-9]+$/ && $1 > 0 {
+        name = $3; sub(/^syscalls:sys_enter_/, "", name)
+        sub(/^raw_syscalls:sys_enter$/, "system calls (all)", name)
+        printf "  %-30s %7.3f per request\n", name, $1 / r }' "$1"
+}
+
+# listening PORT PID: waits (at most 60 s) until something listens on
+# PORT; fails if process PID ends first
+listening() {
+    for _ in $(seq 600); do
+        ss -Hltn "sport = :$1" | grep -q . && return 0
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+# The server under measurement: SRV, its pid (set by the caller's start).
+SRV=
+stop() { kill -KILL $SRV 2>/dev/null || true; wait $SRV 2>/dev/null || true; SRV=; }
+
+# callgrind_window LOAD WARM SECS: SRV runs under valgrind's callgrind
+# (--callgrind-out-file=$TMP/cg.%p). Runs `LOAD WARM`, zeroes the
+# counters, runs `LOAD SECS` (its output goes to CG_LOAD), dumps them and
+# stops the server; CG_IR: the user-space instructions of that window
+# (empty without a dump).
+callgrind_window() {
+    local vpid=$SRV
+    "$1" "$2" >/dev/null
+    callgrind_control -z $vpid >/dev/null 2>&1
+    CG_LOAD=$("$1" "$3")
+    callgrind_control -d $vpid >/dev/null 2>&1
+    stop
+    CG_IR=$(sed -n 's/^summary: *//p' "$TMP/cg.$vpid.1" 2>/dev/null || true)
+}
