@@ -7,7 +7,11 @@
 #
 #   raw_syscalls:sys_enter   every system call the server makes
 #   syscalls:sys_enter_NAME  the ones an event loop's request costs
-#   io_uring:*               SQEs submitted, CQEs posted
+#   io_uring:*               SQEs submitted, CQEs posted; deferred
+#                            task-work runs (a multishot receive copies
+#                            its bytes there), waits that slept
+#                            (cqring_wait), poll arms and punts to a
+#                            kernel worker (none on a loop's fast path)
 #   context-switches         the server going to sleep (or preempted)
 #   sched:sched_waking       wake-ups the server starts: a reply or a send
 #                            that finds the peer asleep (wrk, loadgen) wakes
@@ -16,7 +20,7 @@
 #                            kernel completes a wake-up on the woken task's
 #                            CPU (an IPI) when it is another CPU, which then
 #                            does not count here: compare sched_waking
-PERF_COUNT_EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_epoll_pwait2,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_sendmsg,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_getpid,io_uring:io_uring_submit_req,io_uring:io_uring_complete,context-switches,sched:sched_waking,sched:sched_wakeup
+PERF_COUNT_EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_epoll_pwait2,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_sendmsg,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_getpid,io_uring:io_uring_submit_req,io_uring:io_uring_complete,io_uring:io_uring_local_work_run,io_uring:io_uring_cqring_wait,io_uring:io_uring_poll_arm,io_uring:io_uring_queue_async_work,context-switches,sched:sched_waking,sched:sched_wakeup
 
 # perf_per_request STAT REQUESTS: each event perf stat -x, wrote to STAT
 # that counted something, divided by REQUESTS

@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Counts per request of the aiohttp hello-world server
-# (python/bench/aiohttp_hello.py) under wrk, per loop: what does not depend
-# on how loaded the machine is, where the req/s of bench/python.sh on a
-# 2-CPU machine shared with others moves by ±20 % from run to run.
+# Counts per request of a Python server under load, per loop: what does not
+# depend on how loaded the machine is, where the req/s of bench/python.sh
+# on a 2-CPU machine shared with others moves by ±20 % from run to run.
+# The server is the aiohttp hello-world (python/bench/aiohttp_hello.py)
+# under wrk, or one of uvloop's echo servers (python/bench/echo_server.py,
+# as bench/python.sh runs them) under bench/loadgen.
 #
-#   bench/python_counts.sh BUILD_DIR      (BUILD_DIR/python holds pact.asyncio)
-# Environment: LOOPS="uvloop pact-uring pact-epoll"  CONNS=50 (wrk -c)
+#   bench/python_counts.sh BUILD_DIR      (BUILD_DIR/python holds pact.asyncio;
+#                                          BUILD_DIR/bench/loadgen for the echo)
+# Environment: LOOPS="uvloop pact-uring pact-epoll"
+#   BENCH=aiohttp | proto | streams | sock (echo servers)  SIZE=1024 (echo)
+#   CONNS=50 for aiohttp (wrk -c), 4 for the echo (loadgen --conns)
 #   SECS=5 (measured window, after a 2 s warm-up)  CALLGRIND=1 (0: skip it)
 #
-# For each loop, two runs of the server on CPU 0 with wrk on CPU 1:
+# For each loop, two runs of the server on CPU 0 with the load on CPU 1:
 # - perf stat on the server, the software tracepoints of counts_common.sh:
-#   system calls, io_uring submissions and completions, context switches,
-#   and the wake-ups the server makes (sched_waking: mostly of wrk, when a
-#   reply finds it asleep; replies sent in one burst wake it less) per
-#   request (per request wrk counted in the window);
+#   system calls, io_uring submissions, completions, task-work runs and
+#   waits that slept, context switches, and the wake-ups the server makes
+#   (sched_waking: mostly of the client, when a reply finds it asleep;
+#   replies sent in one burst wake it less) per request (per request the
+#   load generator counted in the window);
 # - the server under valgrind's callgrind, counters zeroed after a 5 s
 #   warm-up and dumped after a window of 2 x SECS: user-space instructions
 #   per request (the kernel's work is not in them; the system calls above
@@ -26,16 +32,26 @@ BUILD=$(cd "${1:?build dir}" && pwd)
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 LOOPS=${LOOPS:-"uvloop pact-uring pact-epoll"}
-CONNS=${CONNS:-50} SECS=${SECS:-5} CALLGRIND=${CALLGRIND:-1}
+BENCH=${BENCH:-aiohttp} SIZE=${SIZE:-1024}
+case $BENCH in
+    aiohttp) CONNS=${CONNS:-50} ;;
+    proto | streams | sock) CONNS=${CONNS:-4} ;;
+    *) echo "python_counts: BENCH is aiohttp, proto, streams or sock" >&2; exit 2 ;;
+esac
+SECS=${SECS:-5} CALLGRIND=${CALLGRIND:-1}
 PYTHON=/usr/bin/python3
 . "$HERE/counts_common.sh" # PERF_COUNT_EVENTS, perf_per_request, listening, SRV, stop, callgrind_window
 HELLO=$ROOT/python/bench/aiohttp_hello.py
+ECHO=$ROOT/python/bench/echo_server.py
+LOADGEN=$BUILD/bench/loadgen
 TMP=$(mktemp -d)
 cleanup() { [ -n "$SRV" ] && kill -KILL "$SRV" 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
-for tool in wrk perf; do
+for tool in perf $([ "$BENCH" = aiohttp ] && echo wrk); do
     command -v $tool >/dev/null || { echo "python_counts: no $tool" >&2; exit 2; }
 done
+[ "$BENCH" = aiohttp ] || [ -x "$LOADGEN" ] ||
+    { echo "python_counts: no $LOADGEN (meson configure -Dbench=true)" >&2; exit 2; }
 [ "$CALLGRIND" = 0 ] || command -v valgrind >/dev/null ||
     { echo "python_counts: no valgrind (CALLGRIND=0 skips it)" >&2; exit 2; }
 
@@ -44,17 +60,33 @@ port=$((21000 + RANDOM % 4000))
 start() {
     local loop=$1; shift
     port=$((port + 1))
-    PYTHONPATH=$BUILD/python taskset -c 0 "$@" $PYTHON "$HELLO" --loop "$loop" \
-        --port $port 2>"$TMP/server.log" &
+    if [ "$BENCH" = aiohttp ]; then
+        PYTHONPATH=$BUILD/python taskset -c 0 "$@" $PYTHON "$HELLO" --loop "$loop" \
+            --port $port 2>"$TMP/server.log" &
+    else
+        local flags=
+        case $BENCH in proto) flags=--proto ;; streams) flags=--streams ;; esac
+        PYTHONPATH=$BUILD/python taskset -c 0 "$@" $PYTHON "$ECHO" --loop "$loop" \
+            -- $flags --addr 127.0.0.1:$port 2>"$TMP/server.log" &
+    fi
     SRV=$!
     listening $port $SRV && return 0
     echo "python_counts: $loop did not start: $(tail -3 "$TMP/server.log")" >&2
     return 1
 }
-load() { taskset -c 1 wrk -t1 -c"$CONNS" -d"$1"s http://127.0.0.1:$port/ 2>&1; }
-requests() { sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' <<<"$1"; }
+# load SECONDS: the load on CPU 1; requests OUTPUT: how many it counted
+if [ "$BENCH" = aiohttp ]; then
+    load() { taskset -c 1 wrk -t1 -c"$CONNS" -d"$1"s http://127.0.0.1:$port/ 2>&1; }
+    requests() { sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' <<<"$1"; }
+    what="wrk -c$CONNS"
+else
+    load() { taskset -c 1 "$LOADGEN" --port $port --conns "$CONNS" --size "$SIZE" \
+                 --duration "$1" --warmup 0 2>&1; }
+    requests() { tr ' ' '\n' <<<"$1" | sed -n 's/^reqs=//p'; }
+    what="$BENCH echo $SIZE B, loadgen --conns $CONNS"
+fi
 
-echo "python_counts: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), wrk -c$CONNS ${SECS}s, $(uptime)"
+echo "python_counts: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $what ${SECS}s, $(uptime)"
 for loop in $LOOPS; do
     start "$loop" || continue
     load 2 >/dev/null
