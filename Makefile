@@ -125,9 +125,11 @@ test-python-asan: deps-test build-asan/build.ninja
 # pact.asyncio leak run (python/tests/leak_run.py) on both engines: 10^6
 # requests through a protocol server, LEAK_TLS_REQUESTS over TLS and
 # LEAK_AIOHTTP_REQUESTS through aiohttp's server and client, in rounds of
-# 400 requests on 8 connections; RSS and the fd count are sampled at every
-# tenth: the fd count must not change and RSS grow by at most
-# LEAK_RSS_GROWTH_KIB. make test runs a short version (test_leaks.py).
+# 400 requests on 8 connections; RSS, the fd count, the transports alive
+# and pact's operations in flight are sampled at every tenth: the fd count
+# and the operations must not change, no transport may be alive and RSS
+# grow by at most LEAK_RSS_GROWTH_KIB. make test runs a short version
+# (test_leaks.py).
 # Logs: build/leak-<server>-<engine>.log.
 LEAK_REQUESTS ?= 1000000
 LEAK_TLS_REQUESTS ?= 100000

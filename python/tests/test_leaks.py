@@ -3,9 +3,10 @@
 leak_run.py in a child process of its own (a clean RSS), on the engine
 PACT_ENGINE names: 20,000 requests through a protocol server in 400
 connections, 2,000 over TLS in 40, 1,200 through aiohttp's server and
-client; the fd count must be the same at every sample and RSS may grow by
+client; the fd count and pact's operations in flight must be the same at
+every sample, no transport may be left alive at one, and RSS may grow by
 at most 1 MiB after the warm-up (over the full run's 10^6 requests it
-grows by about 0.3 MiB)."""
+grows by about 0.1 MiB)."""
 import os
 import subprocess
 import sys
@@ -41,6 +42,8 @@ class ShortLeakRunTests(unittest.TestCase):
         self.assertEqual(fields['requests'], str(requests))
         self.assertEqual(fields['fds_flat'], 'True')
         self.assertEqual(fields['fds_start'], fields['fds_end'])
+        self.assertEqual(fields['transports_left'], '0')
+        self.assertEqual(fields['ops_live_flat'], 'True')
         self.assertLessEqual(int(fields['rss_growth_kib']), 1024, result[0])
         self.assertNotIn('Traceback', p.stderr)
 
