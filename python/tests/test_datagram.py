@@ -563,6 +563,44 @@ class DatagramTests(unittest.TestCase):
         s.bind(addr)  # released
         s.close()
 
+    def test_peers_in_turn_each_get_their_own_address(self):
+        # A server answering peers in turn converts each datagram's address
+        # anew (only the last peer's is kept): it must be the peer's own,
+        # as the socket module writes it (octets of one, two and three
+        # digits, 0 and 255 among them), and the answer sent to it must
+        # reach that peer. Peers on loopback addresses of their own, each
+        # sending and waiting for its answer in turn, several rounds.
+        hosts = ['127.0.0.1', '127.0.0.10', '127.0.0.100', '127.1.22.255',
+                 '127.200.9.90', '127.255.255.254', '127.0.255.0',
+                 '127.99.100.9']
+        rounds = 4
+
+        async def main():
+            st, server = await self.loop.create_datagram_endpoint(
+                lambda: Recorder(echo=True), local_addr=('127.0.0.1', 0))
+            saddr = st.get_extra_info('sockname')
+            peers = [await self.loop.create_datagram_endpoint(
+                Recorder, local_addr=(host, 0), remote_addr=saddr)
+                for host in hosts]
+            expected = []
+            for r in range(rounds):
+                for i, (ct, client) in enumerate(peers):
+                    ct.sendto(b'%d %d' % (r, i))
+                    expected.append((b'%d %d' % (r, i),
+                                     ct.get_extra_info('sockname')))
+                    await client.wait_for(r + 1)
+            self.assertEqual(server.received, expected)
+            for host, (ct, client) in zip(hosts, peers):
+                self.assertEqual(ct.get_extra_info('sockname')[0], host)
+                self.assertEqual(client.received,
+                                 [(d, saddr) for d, a in expected
+                                  if a == ct.get_extra_info('sockname')])
+                ct.close()
+                await client.lost
+            st.close()
+            await server.lost
+        self.run_main(main())
+
     def test_many_datagrams_in_order(self):
         async def main():
             with tempfile.TemporaryDirectory() as d:
