@@ -209,6 +209,9 @@ typedef struct uring_engine {
      * the wait hooks, where the CQEs it found run (run_silent_slots). */
     pact_send_slot *silent_slots_ready[SILENT_MAX];
     unsigned nsilent_slots_ready;
+    /* loop->sends_joined after the batch's last submit_joined_sends: the
+     * joined sends whose write state that did not give back. */
+    unsigned joined_still_held;
     /* The fixed-file table (see "fixed files" below): its size, 0 when
      * the loop has none; slots below files_fresh have been handed out,
      * and those given back since wait on the files_free stack. */
@@ -2762,6 +2765,51 @@ static inline int work_left_by_the_kernel(const uring_engine *e)
            (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN);
 }
 
+/* The sends the callbacks of a batch of completions joined to the next
+ * submission (stream.c, send_joins_submission) go before the batch ends
+ * when a system call is made anyway, or when they are as many as one
+ * submission takes (JOINED_SENDS_MAX there, SILENT_MAX here) and more
+ * completions wait: else each reply the rest of the batch makes goes out
+ * by a send(2) of its own (wrk with 500 keep-alive connections: 0.8 of
+ * every request's reply). The completions of the silent ones among them
+ * (all that sent everything, where silent sends are possible) are
+ * handed over at once, as the wait that submits them would, and their
+ * write state goes back to the loop's cache for the next replies; the
+ * others still hold theirs until their completions are reaped, and
+ * still count in loop->sends_joined, so that at most a submission's
+ * worth of write state is held at a time, as before. Only on a loop
+ * whose streams send through send slots (a loop that keeps its thread:
+ * every C server); an op's completion would wait in the done queue for
+ * the end of the batch. get_events: the batch makes a system call next
+ * anyway (for the work the kernel left): submit whatever joined since. */
+static int joined_sends_go_now(const pact_loop *loop, int get_events)
+{
+    const uring_engine *e = URING(loop);
+    return loop->send_slots && loop->sends_joined > e->joined_still_held &&
+           (get_events || loop->sends_joined >= SILENT_MAX);
+}
+
+static void submit_joined_sends(pact_loop *loop, int get_events)
+{
+    uring_engine *e = URING(loop);
+    loop->stats.syscalls_enter++;
+    silent_arm(e);
+    int r = get_events ? io_uring_submit_and_get_events(&e->ring)
+                       : io_uring_submit(&e->ring);
+    silent_taken(e);
+    silent_sort_unknown(e);
+    if (r < 0 && r != -EBUSY && r != -EAGAIN && r != -EINTR)
+        pact__error(loop, r, "io_uring submit failed");
+    silent_complete(loop);
+    unsigned given_back = e->nsilent_slots_ready;
+    if (given_back)
+        run_silent_slots(loop);
+    loop->sends_joined = loop->sends_joined > given_back
+                             ? (uint16_t)(loop->sends_joined - given_back)
+                             : 0;
+    e->joined_still_held = loop->sends_joined;
+}
+
 static int uring_wait(pact_loop *loop, int64_t timeout_ns)
 {
     uring_engine *e = URING(loop);
@@ -2784,6 +2832,7 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
             ;
     }
     loop->sends_joined = 0; /* the system call below submits them */
+    e->joined_still_held = 0;
     if (timeout_ns != 0 &&
         (e->nsilent_unknown || e->nsilent_done || e->nsilent_queued) &&
         silent_must_poll(loop))
@@ -2890,12 +2939,17 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
             continue;
         }
         if (n == 0 && work_left && (unsigned)seen < budget) {
-            /* Submits nothing: only the work that wait left. Again only
-             * while that posts completions: work that posts none (a poll
-             * woken with nothing to do, queued again) would keep the flag
-             * up and this loop going without handing anything over. */
-            loop->stats.syscalls_enter++;
-            io_uring_get_events(&e->ring);
+            /* Only the work that wait left, and the sends joined since
+             * (submit_joined_sends). Again only while that posts
+             * completions: work that posts none (a poll woken with
+             * nothing to do, queued again) would keep the flag up and
+             * this loop going without handing anything over. */
+            if (joined_sends_go_now(loop, 1)) {
+                submit_joined_sends(loop, 1);
+            } else {
+                loop->stats.syscalls_enter++;
+                io_uring_get_events(&e->ring);
+            }
             work_left = work_left_by_the_kernel(e) && io_uring_cq_ready(&e->ring) > 0;
             continue;
         }
@@ -2913,6 +2967,9 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
         handle_cqes(loop, head, head + n);
         loop->sends_join_submission = 0;
         seen += (int)n;
+        if (joined_sends_go_now(loop, 0) && (unsigned)seen < budget &&
+            io_uring_cq_ready(&e->ring) > 0)
+            submit_joined_sends(loop, 0);
     }
     if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY && r != -EAGAIN)
         return r;
@@ -2957,6 +3014,7 @@ static void uring_flush(pact_loop *loop)
 {
     uring_engine *e = URING(loop);
     loop->sends_joined = 0;
+    e->joined_still_held = 0;
     if (e->nfiles_closing)
         fixed_slots_empty(loop);
     if (io_uring_sq_ready(&e->ring) == 0)
