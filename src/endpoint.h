@@ -203,10 +203,12 @@ int pact__endpoint_write_refused(pact_endpoint *e, uint64_t *counter,
 
 /* ---- the write buffer ------------------------------------------------------ */
 
-/* A byte buffer consumed from `start` and appended at `end`. */
+/* A byte buffer consumed from `start` and appended at `end`. The data
+ * pointer last: the lengths and the capacity are what most checks read
+ * (stream.h lays a buffer out across a cache line's end by it). */
 typedef struct pact_wbuf {
-    char *data;
     size_t start, end, cap;
+    char *data;
 } pact_wbuf;
 
 static inline size_t pact__wbuf_len(const pact_wbuf *b)

@@ -131,8 +131,8 @@ static void write_failed(pact_stream *s, int err)
  * grew past the per-buffer bound is freed, not cached). A block without
  * buffers (the write state of replies sent from the loop's receive
  * buffers, pact_transport_write_received on io_uring, which holds it
- * until the send is back) is only its own 216 bytes: the cache takes up
- * to MORE_CACHE_BARE_BLOCKS of them (54 KiB), so that a server answering
+ * until the send is back) is only its own 208 bytes (a 224-byte malloc
+ * chunk): the cache takes up to MORE_CACHE_BARE_BLOCKS of them (56 KiB), so that a server answering
  * 100 short connections at a time that way finds one for each reply in
  * flight (bench churn on io_uring: with 64, one connection in 5
  * allocated one). */
@@ -145,9 +145,25 @@ static void write_failed(pact_stream *s, int err)
 #define MORE_KEPT_MAX 64
 #define MORE_KEPT_BYTES (16 * 1024)
 /* ...and up to this many more keep one without buffers (the write state
- * of replies sent from the loop's receive buffers): 512 blocks of 216
- * bytes, 108 KiB at most. */
+ * of replies sent from the loop's receive buffers): 512 blocks of 224
+ * bytes, 112 KiB at most. */
 #define MORE_KEPT_BARE_MAX 512
+
+/* A zeroed block, 64-byte aligned: its first two cache lines hold what
+ * an echo touches (stream.h). Windows has no aligned allocation that
+ * free() releases: there it is only as aligned as malloc's. */
+static pact_stream_more *more_alloc(void)
+{
+#ifdef _WIN32
+    return calloc(1, sizeof(pact_stream_more));
+#else
+    void *m;
+    if (posix_memalign(&m, 64, sizeof(pact_stream_more)) != 0)
+        return NULL;
+    memset(m, 0, sizeof(pact_stream_more));
+    return m;
+#endif
+}
 
 pact_stream_more *pact__stream_more(pact_stream *s)
 {
@@ -162,7 +178,7 @@ pact_stream_more *pact__stream_more(pact_stream *s)
         loop->stream_more_cached_bytes -= m->inflight.cap + m->pending.cap;
         m->next_cached = NULL;
     } else {
-        m = calloc(1, sizeof *m);
+        m = more_alloc();
         if (!m)
             return NULL;
     }
@@ -230,28 +246,28 @@ static void give_back_more(pact_loop *loop, pact_stream_more *m)
 enum { MORE_KEPT = 1, MORE_KEPT_BARE = 2 };
 static PACT_SLOW_PATH void release_more_now(pact_stream *s);
 
-/* A stream that keeps its drained write state keeps it now too. */
-static inline int more_stays(const pact_stream_more *m)
+/* A stream that keeps its drained write state (m) keeps it now too. */
+static inline int more_stays(const pact_stream *s, const pact_stream_more *m)
 {
-    return m->kept &&
+    return s->more_kept &&
            m->inflight.cap + m->pending.cap <=
-               (m->kept == MORE_KEPT ? MORE_KEPT_BYTES : 0);
+               (s->more_kept == MORE_KEPT ? MORE_KEPT_BYTES : 0);
 }
 
-/* m, kept by its stream, no longer is. */
-static void more_unkeep(pact_loop *loop, pact_stream_more *m)
+/* The stream's write state, kept, no longer is. */
+static void more_unkeep(pact_loop *loop, pact_stream *s)
 {
-    if (m->kept == MORE_KEPT)
+    if (s->more_kept == MORE_KEPT)
         loop->stream_more_kept--;
-    else if (m->kept == MORE_KEPT_BARE)
+    else if (s->more_kept == MORE_KEPT_BARE)
         loop->stream_more_kept_bare--;
-    m->kept = 0;
+    s->more_kept = 0;
 }
 
 static inline void release_more(pact_stream *s)
 {
     const pact_stream_more *m = s->more;
-    if (!m || more_stays(m))
+    if (!m || more_stays(s, m))
         return; /* the common case after a reply: inline */
     release_more_now(s);
 }
@@ -262,21 +278,20 @@ static PACT_SLOW_PATH void release_more_now(pact_stream *s)
     if (s->t.kind != PACT_STREAM_SOCKET || m->send_op ||
         m->slot.pending_cqes > 0 || m->poll_op ||
         m->item || m->rbuf || m->held.data || pact__wbuf_len(&m->inflight) ||
-        pact__wbuf_len(&m->pending) || m->marks.high != pact__default_marks.high ||
-        m->marks.low != pact__default_marks.low)
+        pact__wbuf_len(&m->pending) || s->own_marks)
         return;
     pact_loop *loop = s->t.ep.loop;
     size_t bytes = m->inflight.cap + m->pending.cap;
-    unsigned was = m->kept;
-    more_unkeep(loop, m); /* its buffers grew: kept as the others, or not */
+    unsigned was = s->more_kept;
+    more_unkeep(loop, s); /* its buffers grew: kept as the others, or not */
     if (s->drained_before && was != MORE_KEPT) {
         if (bytes == 0 && loop->stream_more_kept_bare < MORE_KEPT_BARE_MAX) {
-            m->kept = MORE_KEPT_BARE;
+            s->more_kept = MORE_KEPT_BARE;
             loop->stream_more_kept_bare++;
             return;
         }
         if (bytes <= MORE_KEPT_BYTES && loop->stream_more_kept < MORE_KEPT_MAX) {
-            m->kept = MORE_KEPT;
+            s->more_kept = MORE_KEPT;
             loop->stream_more_kept++;
             return;
         }
@@ -405,6 +420,14 @@ static size_t stream_write_buffer_size(const pact_transport *t)
                    : 0;
 }
 
+/* The high mark of a stream's write buffer (its marks are read only when
+ * they are its own: at 500 echoing connections the line they lie on is a
+ * cache miss per request). */
+static inline size_t high_mark(const pact_stream *s)
+{
+    return s->own_marks ? s->more->marks.high : pact__default_marks.high;
+}
+
 /* pact__transport_flow() for a stream. Its common case (writing not
  * paused, the buffer at or below the high mark) changes nothing, and is
  * decided here without the transport table's two indirect calls
@@ -412,9 +435,8 @@ static size_t stream_write_buffer_size(const pact_transport *t)
  * for the two checks, the write's and its send's completion's). */
 static inline void stream_flow(pact_stream *s)
 {
-    const pact_stream_more *m = s->more;
     if (!s->t.ep.write_paused &&
-        stream_write_buffer_size(&s->t) <= (m ? m->marks.high : pact__default_marks.high))
+        stream_write_buffer_size(&s->t) <= high_mark(s))
         return;
     pact__transport_flow(&s->t);
 }
@@ -435,6 +457,7 @@ static void stream_cancel(pact_endpoint *e)
 {
     pact_stream *s = stream_of_ep(e);
     s->has_held = 0;
+    s->held_bytes = 0;
     if (s->more) {
         pact__wbuf_clear(&s->more->held);
         /* A write pipe that ends in an error keeps counting what it could
@@ -540,7 +563,7 @@ static void stream_free(pact_endpoint *e)
     pact_stream *s = stream_of_ep(e);
     pact_stream_more *m = s->more;
     if (m) {
-        more_unkeep(e->loop, m);
+        more_unkeep(e->loop, s);
         free(m->rbuf);
         m->rbuf = NULL;
         pact__wbuf_free(&m->held);
@@ -564,6 +587,7 @@ static void stream_close(pact_transport *t)
      * (its pipes refuse them, and so do pact's). */
     t->ep.draining = t->kind == PACT_STREAM_SOCKET && !write_queue_empty(s);
     s->has_held = 0; /* the user closed: nothing more is delivered */
+    s->held_bytes = 0;
     if (s->more)
         pact__wbuf_clear(&s->more->held);
     if (s->read_op)
@@ -584,7 +608,8 @@ static void resume_delivery(pact_loop *loop, void *arg);
  * keeps the byte order (docs/contract.md §5). */
 static int must_hold(const pact_stream *s)
 {
-    return s->t.paused || s->resume_scheduled || s->has_held || held_len(s) > 0;
+    return s->t.paused || s->resume_scheduled || s->has_held ||
+           (s->held_bytes && held_len(s) > 0);
 }
 
 /* The read side ended: r = 0 at the peer's EOF, else an error. */
@@ -627,6 +652,7 @@ static void on_bytes(pact_stream *s, const char *data, size_t len)
         return;
     size_t done = must_hold(s) ? 0 : pact__transport_deliver(&s->t, data, len);
     if (done < len && !s->t.ep.closing) {
+        s->held_bytes = 1;
         if (!pact__stream_more(s) ||
             pact__wbuf_append(&s->more->held, data + done, len - done) != 0)
             fatal_error(s, -ENOMEM);
@@ -819,6 +845,8 @@ static void resume_delivery(pact_loop *loop, void *arg)
             free(held.data);
         }
     }
+    if (held_len(s) == 0)
+        s->held_bytes = 0;
     release_more(s); /* the held bytes were its last use */
     if (!t->ep.closing && !t->paused && held_len(s) == 0) {
         if (s->has_held) {
@@ -1005,7 +1033,7 @@ static void on_send_lent_slot(pact_loop *loop, pact_send_slot *slot,
 {
     pact_stream_more *m = pact_container_of(slot, pact_stream_more, slot);
     pact_stream *s = m->stream;
-    if (result != (int64_t)m->lent_len || !more_stays(m) || !quiet_after_send(s, m)) {
+    if (result != (int64_t)m->lent_len || !more_stays(s, m) || !quiet_after_send(s, m)) {
         send_lent_done(loop, s, result);
         return;
     }
@@ -1241,7 +1269,7 @@ static int send_joins_submission(const pact_stream *s, size_t total)
     return loop->sends_join_submission && s->t.kind == PACT_STREAM_SOCKET &&
            !loop->lent.more_in_socket && total <= JOINED_SEND_MAX &&
            loop->sends_joined < JOINED_SENDS_MAX &&
-           total <= (s->more ? s->more->marks.high : pact__default_marks.high);
+           total <= high_mark(s);
 }
 
 /* What the eager send left over (the first `sent` bytes of iov are out):
@@ -1397,7 +1425,7 @@ static PACT_SLOW_PATH int write_received_lent(pact_transport *t, const void *dat
     pact_stream *s = stream_of(t);
     pact_loop *loop = t->ep.loop;
     int id;
-    if (len == 0 || t->kind != PACT_STREAM_SOCKET)
+    if (len == 0 || t->kind != PACT_STREAM_SOCKET || len > UINT32_MAX)
         return stream_write(s, data, len);
     if (!write_queue_empty(s)) {
         if (s->more->lent)
@@ -1421,7 +1449,7 @@ static PACT_SLOW_PATH int write_received_lent(pact_transport *t, const void *dat
         return stream_write(s, data, len);
     }
     s->more->lent = data;
-    s->more->lent_len = len;
+    s->more->lent_len = (uint32_t)len;
     s->more->lent_id = id;
     s->first_send_in_flight = 1;
     /* A small reply sent from its slot goes silently (as a copied one
@@ -1461,6 +1489,8 @@ static int stream_set_marks(pact_transport *t, const pact_marks *m)
     if (!pact__stream_more(s))
         return -ENOMEM;
     s->more->marks = *m;
+    s->own_marks = m->high != pact__default_marks.high ||
+                   m->low != pact__default_marks.low;
     pact__transport_flow(t);
     return 0;
 }

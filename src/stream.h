@@ -127,35 +127,49 @@ struct pact_write_item {
  * takes it: a connection that wrote and went quiet holds none, and a
  * steady stream of writes allocates nothing. */
 typedef struct pact_stream_more {
-    pact_wbuf inflight; /* the kernel may be reading it: never touched */
-    pact_wbuf pending;  /* writes made meanwhile */
-    pact_wbuf held;     /* bytes received while paused, in order */
-    char *rbuf;         /* pipes only: sockets read into the loop's buffers */
-    pact_marks marks;
-    /* The send in flight (of `inflight` or `lent`): an op, or on io_uring
-     * the stream's send slot (op.h), in flight while slot.pending_cqes > 0.
-     * Here, not in pact_stream: only a stream with a send in flight needs
-     * it, and s->more lives (is not given back) until the send is back. */
-    pact_op send_op;
+    /* The first two cache lines (the block is 64-byte aligned,
+     * pact__stream_more) hold all an echo or a reply touches per
+     * request: its send, its zero-copy bytes, the queue's lengths. At 500
+     * echoing connections every block is out of the data cache by its
+     * stream's next request, so each line read is a miss (callgrind,
+     * bench/README.md). What the common case also needs to know about
+     * the rest (kept, marks of its own, held bytes) is in pact_stream's
+     * bits, which it reads anyway. */
+    /* The send in flight (of `inflight` or `lent`): on io_uring the
+     * stream's send slot (op.h), in flight while slot.pending_cqes > 0,
+     * else an op. Here, not in pact_stream: only a stream with a send in
+     * flight needs it, and s->more lives (is not given back) until the
+     * send is back. */
     pact_send_slot slot;
     struct pact_stream *stream; /* whose it is now (the slot's done) */
     /* A zero-copy write (pact_transport_write_received) in flight: its
      * bytes are in the loop's receive buffer lent_id, kept from the
-     * kernel until the send is back. NULL otherwise. */
+     * kernel until the send is back. NULL otherwise. lent_len fits 32
+     * bits: the bytes lie in one receive buffer. */
     const char *lent;
-    size_t lent_len;
+    uint32_t lent_len;
     int lent_id;
-    /* Drained, but kept by its stream for the next write instead of given
-     * back (release_more: MORE_KEPT, counted in loop->stream_more_kept, or
-     * MORE_KEPT_BARE, without buffers, in loop->stream_more_kept_bare). */
-    uint8_t kept;
+    pact_op send_op;
+    pact_write_item *item; /* a sendfile queued or running */
+    pact_wbuf inflight; /* the kernel may be reading it: never touched */
+    pact_wbuf pending;  /* writes made meanwhile; its data (last) is the
+                           first field past the two lines: read only
+                           when there are bytes to send */
+    /* Read only when pact_stream.own_marks says they are not the
+     * defaults. */
+    pact_marks marks;
+    pact_wbuf held;     /* bytes received while paused, in order */
+    char *rbuf;         /* pipes only: sockets read into the loop's buffers */
     pact_op poll_op;       /* write pipes watch for their reader going away */
 #ifdef _WIN32
     char hangup_probe[16]; /* ...with a read on their duplex end */
 #endif
-    pact_write_item *item; /* a sendfile queued or running */
     struct pact_stream_more *next_cached; /* in the loop's cache */
 } pact_stream_more;
+
+/* The layout the comment above relies on. */
+_Static_assert(offsetof(pact_stream_more, pending.data) == 128,
+               "the echo's fields of pact_stream_more outgrew two cache lines");
 
 typedef struct pact_stream {
     pact_transport t;
@@ -192,8 +206,20 @@ typedef struct pact_stream {
     /* Its write state drained once already and went back: the next time
      * it drains the stream may keep it (release_more). */
     unsigned drained_before : 1;
-    /* has_held: EOF (0) or the error (-errno) behind the held bytes. */
-    signed int held_result : 16;
+    /* Its drained write state is kept for the next write instead of
+     * given back (release_more: MORE_KEPT, counted in
+     * loop->stream_more_kept, or MORE_KEPT_BARE, without buffers, in
+     * loop->stream_more_kept_bare). */
+    unsigned more_kept : 2;
+    /* s->more->marks are not pact__default_marks (set_write_buffer_limits
+     * set them): without it the writes' checks need not read them. */
+    unsigned own_marks : 1;
+    /* s->more->held may hold bytes (set before any are put there):
+     * without it the receive of every chunk need not read s->more. */
+    unsigned held_bytes : 1;
+    /* has_held: EOF (0) or the error (-errno, above -4096) behind the
+     * held bytes. */
+    signed int held_result : 13;
     pact_op read_op;
     pact_stream_more *more; /* NULL until needed (see above) */
 } pact_stream;
