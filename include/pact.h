@@ -201,10 +201,13 @@ typedef struct pact_loop_options {
      * address space (16 MiB, or 2 MiB filled incrementally, by
      * default), of which only pages the kernel has written become
      * resident; a receive that finds them all in use
-     * waits for one (its bytes wait in the socket). The epoll engine (and
-     * io_uring without multishot receive) reads into one loop-wide buffer
-     * of `size` x 4 bytes instead. Connections themselves hold no
-     * receive buffer. */
+     * waits for one (its bytes wait in the socket), then reads by
+     * readiness into the loop-wide buffer below while its peer streams,
+     * and goes back to the ring after a few reads in a row that fit in
+     * one buffer. The
+     * epoll engine (and io_uring without multishot receive) reads into
+     * one loop-wide buffer of `size` x 4 bytes instead. Connections
+     * themselves hold no receive buffer. */
     unsigned recv_buffer_count;
     unsigned recv_buffer_size;
     /* 0 (default): the loop is pinned to the thread that first runs it
@@ -522,7 +525,8 @@ typedef struct pact_loop_metrics {
     uint64_t callbacks;
     /* Times a receive found every buffer of the loop in use
      * (pact_loop_options.recv_buffer_count) and waited for one to be
-     * given back, its bytes waiting in the socket: often, and the loop
+     * given back, its bytes waiting in the socket (it then reads by
+     * readiness until its reads are small again): often, and the loop
      * wants more buffers. io_uring only; 0 elsewhere. */
     uint64_t recv_buffer_waits;
 } pact_loop_metrics;
@@ -742,7 +746,8 @@ PACT_API pact_op pact_recv(pact_loop *loop, pact_os_sock fd, void *buf, size_t l
  * 0 at end of file, -ECANCELED when cancelled (bytes the kernel had not
  * consumed stay in the socket), or a negative errno on error. When every
  * buffer of the loop is in use the receive waits, its bytes in the
- * socket, until one is given back, and goes on: it does not end for it
+ * socket, until one is given back, and goes on (reading by readiness into
+ * the loop-wide buffer while its peer streams): it does not end for it
  * (pact_loop_metrics.recv_buffer_waits counts such waits). Deadlines
  * (pact_op_set_timeout) end it with -ETIMEDOUT. */
 PACT_API pact_op pact_recv_multishot(pact_loop *loop, pact_os_sock fd, pact_op_cb cb,

@@ -93,6 +93,12 @@ enum pact_op_flag {
     /* io_uring: the op's SQE names its file by a slot of the ring's
      * fixed-file table, not by op->fd (engine_uring.c, fixed files). */
     PACT_OPF_FIXED_FILE = 1u << 12,
+    /* io_uring: a multishot receive that ran the provided-buffer ring dry
+     * reads by readiness into the loop-wide buffer, as poll mode does,
+     * until its bursts fit in one provided buffer again, counted in
+     * op->len (a receive has no buffer of its own; engine_uring.c,
+     * "a receive that streams"). */
+    PACT_OPF_RECV_BY_READINESS = 1u << 13,
 };
 
 /* Where the data completions of a hooked multishot receive go: the op's

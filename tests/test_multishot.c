@@ -25,6 +25,7 @@ typedef struct writer {
     uint64_t total;     /* bytes to write, then shutdown(SHUT_WR) */
     uint64_t written;
     int close_after;    /* close instead of shutdown at the end */
+    int keep_open;      /* neither: the test writes on afterwards */
 } writer;
 
 static void *writer_main(void *arg)
@@ -47,6 +48,8 @@ static void *writer_main(void *arg)
         }
         w->written += (uint64_t)r;
     }
+    if (w->keep_open)
+        return NULL;
     if (w->close_after) {
         close(w->fd);
         w->fd = -1;
@@ -362,7 +365,8 @@ static uint64_t buffer_waits_of(pact_loop *loop)
 
 /* Two buffers of 4 KiB and a peer that floods: io_uring runs out of
  * provided buffers (the kernel ends its multishot receive with -ENOBUFS);
- * the receive waits for a buffer and goes on by itself, so the caller
+ * the receive waits for a buffer and goes on by itself (by readiness, see
+ * the next test), so the caller
  * sees one op, every byte in order, and no final until EOF. (epoll and
  * poll mode read into one loop-wide buffer and never run out; the test
  * then checks the plain stream.) */
@@ -393,6 +397,100 @@ Test(multishot, running_out_of_buffers_waits_and_loses_nothing)
         cr_assert_gt(waits, 0, "two buffers never ran out?");
     else
         cr_assert_eq(waits, 0);
+    close(s);
+    test_loop_free(loop);
+}
+
+/* A receive that ran the ring dry reads by readiness into the loop-wide
+ * buffer (four buffers' worth) while its peer streams, and goes back to
+ * the provided buffers once its bursts fit in one. Two buffers of 4 KiB
+ * and a flood of 4 MiB: a chunk of more than 4 KiB can only come from the
+ * loop-wide buffer. Then messages of 100 bytes, each received before the
+ * next is sent: after a few, their chunks lie in provided buffers again
+ * (pact__recv_buffer_keep claims only those). */
+typedef struct streamer {
+    pact_op op;
+    uint64_t received;
+    uint64_t mismatches;
+    uint64_t big_chunks; /* more bytes than one provided buffer holds */
+    int keep;            /* claim each chunk's buffer, if it has one */
+    int kept_id;         /* the last chunk's buffer, or -1 */
+    int finals;
+} streamer;
+
+static void on_stream(pact_loop *loop, const pact_completion *c, void *user)
+{
+    streamer *st = user;
+    if (!c->more) {
+        st->finals++;
+        return;
+    }
+    const uint8_t *p = c->data;
+    for (int64_t i = 0; i < c->result; i++)
+        if (p[i] != test_pattern_byte(st->received + (uint64_t)i))
+            st->mismatches++;
+    st->received += (uint64_t)c->result;
+    if (c->result > 4096)
+        st->big_chunks++;
+    if (st->keep)
+        st->kept_id = pact__recv_buffer_keep(loop, c->data, (size_t)c->result);
+}
+
+Test(multishot, a_receive_that_ran_the_ring_dry_streams_by_readiness_until_its_bursts_are_small)
+{
+    pact_loop *loop = loop_with_buffers(2, 4096);
+    int ring = strcmp(pact_loop_recv_multishot_mode(loop), "multishot") == 0;
+    int c, s;
+    make_tcp_pair(&c, &s);
+    streamer st = {.kept_id = -1};
+    st.op = pact_recv_multishot(loop, s, on_stream, &st);
+    cr_assert_gt(st.op, 0);
+    const uint64_t total = 4ull << 20;
+    writer w = {.keep_open = 1};
+    writer_start(&w, c, total);
+    uint64_t end = pact_now() + 20000000000ull;
+    while (st.received < total && pact_now() < end)
+        pact_loop_run_once(loop, 10 * 1000 * 1000);
+    pthread_join(w.thread, NULL);
+    cr_assert_eq(st.received, total);
+    cr_assert_eq(st.mismatches, 0);
+    cr_log_info("mode %s: %llu waits for a buffer, %llu chunks over 4 KiB",
+                pact_loop_recv_multishot_mode(loop),
+                (unsigned long long)buffer_waits_of(loop),
+                (unsigned long long)st.big_chunks);
+    if (ring) {
+        cr_assert_gt(buffer_waits_of(loop), 0, "two buffers never ran out?");
+        cr_assert_gt(st.big_chunks, 0, "the receive never read by readiness");
+    }
+    /* Request and response: 100 bytes at a time. */
+    st.keep = 1;
+    static uint8_t msg[100];
+    int in_ring = 0;
+    for (int r = 0; r < 10; r++) {
+        for (size_t i = 0; i < sizeof msg; i++)
+            msg[i] = test_pattern_byte(st.received + i);
+        uint64_t want = st.received + sizeof msg;
+        st.kept_id = -1;
+        cr_assert_eq(send(c, msg, sizeof msg, 0), (ssize_t)sizeof msg);
+        while (st.received < want && pact_now() < end)
+            pact_loop_run_once(loop, 10 * 1000 * 1000);
+        cr_assert_eq(st.received, want, "round %d", r);
+        if (st.kept_id >= 0)
+            pact__recv_buffer_give_back(loop, st.kept_id);
+        if (!ring)
+            cr_assert_eq(st.kept_id, -1, "a buffer lent outside the ring?");
+        else if (r >= 4) /* READINESS_SMALL_BURSTS small bursts later */
+            cr_assert_geq(st.kept_id, 0, "round %d: still read by readiness", r);
+        in_ring += st.kept_id >= 0;
+    }
+    cr_log_info("%d of 10 small messages in a provided buffer", in_ring);
+    cr_assert_eq(st.mismatches, 0);
+    cr_assert_eq(st.finals, 0);
+    cr_assert_eq(pact_op_cancel(loop, st.op), 0);
+    while (!st.finals && pact_now() < end)
+        pact_loop_run_once(loop, 10 * 1000 * 1000);
+    cr_assert_eq(st.finals, 1);
+    close(c);
     close(s);
     test_loop_free(loop);
 }

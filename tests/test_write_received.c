@@ -6,6 +6,8 @@
  * way the bytes, their order with other writes and the flow control are
  * those of pact_transport_write(). The loops here have very few receive
  * buffers, so a buffer that never came back stalls the test. */
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 
 #include "helpers.h"
@@ -41,12 +43,26 @@ typedef struct echo_test {
     int client_paused;  /* the client's writes are above the high mark */
     int server_paused;  /* the server's echo is: it stopped reading */
     int split;          /* the server echoes in three writes, see echo_data */
+    /* The client sends a request of one receive buffer (4 KiB) once the
+     * echo of the one before is back, instead of streaming 64 KiB writes
+     * up to its high mark. */
+    int requests;
     int lost, done;
 } echo_test;
+
+#define REQUEST_SIZE 4096u
 
 static void client_write_more(echo_test *e)
 {
     static uint8_t chunk[ECHO_CHUNK];
+    if (e->requests) {
+        if (e->verified == e->sent && e->sent < ECHO_TOTAL) {
+            test_fill_pattern(chunk, REQUEST_SIZE, e->sent);
+            cr_assert_eq(pact_transport_write(e->client, chunk, REQUEST_SIZE), 0);
+            e->sent += REQUEST_SIZE;
+        }
+        return;
+    }
     while (!e->client_paused && e->sent < ECHO_TOTAL) {
         test_fill_pattern(chunk, ECHO_CHUNK, e->sent);
         cr_assert_eq(pact_transport_write(e->client, chunk, ECHO_CHUNK), 0);
@@ -71,6 +87,8 @@ static void client_data(pact_transport *t, const void *data, size_t len, void *u
     e->verified += len;
     if (e->verified == ECHO_TOTAL)
         pact_transport_close(t);
+    else if (e->requests)
+        client_write_more(e);
 }
 
 static void client_pause_writing(pact_transport *t, void *user)
@@ -157,7 +175,19 @@ static const pact_protocol echo_proto = {
     .resume_writing = echo_resume_writing,
 };
 
-static void run_echo(int split)
+static uint64_t buffer_waits_of(pact_loop *loop)
+{
+    pact_loop_metrics m = PACT_LOOP_METRICS_INIT;
+    cr_assert_eq(pact_loop_get_metrics(loop, &m), 0);
+    return m.recv_buffer_waits;
+}
+
+/* The echo of 4 MiB through two receive buffers, by requests of one
+ * buffer each (sent from the buffer they arrived in while the other
+ * receives the next), or streamed: the receive then runs the ring dry
+ * and reads by readiness into the loop-wide buffer, whose bytes are
+ * copied (engine_uring.c, "a receive that streams"). */
+static void run_echo(int split, int requests)
 {
     pact_loop *loop = few_buffers_loop();
     int c, s;
@@ -165,6 +195,12 @@ static void run_echo(int split)
     echo_test e;
     memset(&e, 0, sizeof e);
     e.split = split;
+    e.requests = requests;
+    /* A request's echo in three writes would otherwise wait for the
+     * client's delayed ACK (Nagle) at every round. */
+    int one = 1;
+    cr_assert_eq(setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one), 0);
+    cr_assert_eq(setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one), 0);
     pact_transport *ct, *st;
     cr_assert_eq(pact_transport_open(loop, c, PACT_STREAM_SOCKET, &client_proto, &e, &ct), 0);
     cr_assert_eq(pact_transport_open(loop, s, PACT_STREAM_SOCKET, &echo_proto, &e, &st), 0);
@@ -173,19 +209,30 @@ static void run_echo(int split)
                  (unsigned long long)e.verified, ECHO_TOTAL);
     cr_assert_eq(e.mismatches, 0, "%llu bytes wrong or out of order",
                  (unsigned long long)e.mismatches);
-    if (lends_buffers(loop))
+    cr_log_info("%llu of the writes sent from the loop's buffer, %llu waits "
+                "for a buffer", (unsigned long long)e.zero_copy,
+                (unsigned long long)buffer_waits_of(loop));
+    if (lends_buffers(loop) && requests)
         cr_assert_gt(e.zero_copy, 0, "no write was sent from the loop's buffer");
+    if (lends_buffers(loop) && !requests)
+        cr_assert_gt(buffer_waits_of(loop), 0, "two buffers never ran out?");
     test_loop_free(loop);
 }
 
 Test(write_received, an_echo_through_two_buffers_keeps_every_byte)
 {
-    run_echo(0);
+    run_echo(0, 1);
 }
 
 Test(write_received, mixed_with_copied_writes_the_order_holds)
 {
-    run_echo(1);
+    run_echo(1, 1);
+}
+
+Test(write_received, a_streamed_echo_keeps_every_byte_and_its_order)
+{
+    run_echo(0, 0);
+    run_echo(1, 0);
 }
 
 /* ---- bytes that are not in the lent buffer ------------------------------ */

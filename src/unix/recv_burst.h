@@ -24,8 +24,10 @@
  * socket maybe not drained (an edge-triggered caller must have it
  * reported again); 0 if it ends, with its result in
  * *final (0 at EOF, -errno, -ECANCELED when cancelled). The engine only
- * translates: re-arm, or finish the op. */
-static inline int pact__op_recv_burst(pact_loop *loop, pact_op_s *op, int64_t *final)
+ * translates: re-arm, or finish the op. *bytes (if not NULL) grows by the
+ * bytes delivered. */
+static inline int pact__op_recv_burst(pact_loop *loop, pact_op_s *op, int64_t *final,
+                                      size_t *bytes)
 {
     if (!loop->burst_buf && pact__burst_buf_make(loop) != 0) {
         *final = -ENOMEM;
@@ -48,6 +50,8 @@ static inline int pact__op_recv_burst(pact_loop *loop, pact_op_s *op, int64_t *f
             return 0;
         }
         pact__op_deliver(loop, op, loop->burst_buf, n);
+        if (bytes)
+            *bytes += (size_t)n;
         /* A read that did not fill the buffer took everything the socket
          * had: one more recv would only answer EAGAIN (0.7 wasted system
          * calls per request in the 64-byte echo). Bytes that arrive
