@@ -201,8 +201,9 @@ typedef struct pact_loop_options {
      * address space (16 MiB, or 2 MiB filled incrementally, by
      * default), of which only pages the kernel has written become
      * resident; a receive that finds them all in use
-     * waits for one (its bytes wait in the socket), then reads by
-     * readiness into the loop-wide buffer below while its peer streams,
+     * waits for one (its bytes wait in the socket). A receive whose peer
+     * streams (it ran the ring dry, or its receives keep leaving bytes in
+     * the socket) reads by readiness into the loop-wide buffer below,
      * and goes back to the ring after a few reads in a row that fit in
      * one buffer. The
      * epoll engine (and io_uring without multishot receive) reads into

@@ -93,12 +93,18 @@ enum pact_op_flag {
     /* io_uring: the op's SQE names its file by a slot of the ring's
      * fixed-file table, not by op->fd (engine_uring.c, fixed files). */
     PACT_OPF_FIXED_FILE = 1u << 12,
-    /* io_uring: a multishot receive that ran the provided-buffer ring dry
-     * reads by readiness into the loop-wide buffer, as poll mode does,
+    /* io_uring: a multishot receive whose peer streams (it ran the
+     * provided-buffer ring dry, or its receives kept leaving bytes in the
+     * socket) reads by readiness into the loop-wide buffer, as poll mode
+     * does,
      * until its bursts fit in one provided buffer again, counted in
      * op->len (a receive has no buffer of its own; engine_uring.c,
      * "a receive that streams"). */
     PACT_OPF_RECV_BY_READINESS = 1u << 13,
+    /* io_uring: the engine asked the kernel to end a multishot receive
+     * whose peer streams, to arm it again by readiness (engine_uring.c,
+     * "a receive that streams"). */
+    PACT_OPF_RECV_SWITCHING = 1u << 14,
 };
 
 /* Where the data completions of a hooked multishot receive go: the op's

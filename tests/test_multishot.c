@@ -401,13 +401,13 @@ Test(multishot, running_out_of_buffers_waits_and_loses_nothing)
     test_loop_free(loop);
 }
 
-/* A receive that ran the ring dry reads by readiness into the loop-wide
- * buffer (four buffers' worth) while its peer streams, and goes back to
- * the provided buffers once its bursts fit in one. Two buffers of 4 KiB
- * and a flood of 4 MiB: a chunk of more than 4 KiB can only come from the
- * loop-wide buffer. Then messages of 100 bytes, each received before the
- * next is sent: after a few, their chunks lie in provided buffers again
- * (pact__recv_buffer_keep claims only those). */
+/* A receive whose peer streams reads by readiness into the loop-wide
+ * buffer (four buffers' worth), and goes back to the provided buffers
+ * once its bursts fit in one. Buffers of 4 KiB and a flood of 64 MiB: a
+ * chunk of more than 4 KiB can only come from the loop-wide buffer. Then
+ * messages of 100 bytes, each received before the next is sent: after a
+ * few, their chunks lie in provided buffers again (pact__recv_buffer_keep
+ * claims only those). */
 typedef struct streamer {
     pact_op op;
     uint64_t received;
@@ -436,16 +436,27 @@ static void on_stream(pact_loop *loop, const pact_completion *c, void *user)
         st->kept_id = pact__recv_buffer_keep(loop, c->data, (size_t)c->result);
 }
 
-Test(multishot, a_receive_that_ran_the_ring_dry_streams_by_readiness_until_its_bursts_are_small)
+/* count buffers of 4 KiB; ring_runs_dry: whether the flood must run
+ * them dry (2 buffers) or cannot (4,096 buffers, 16 MiB: more than a
+ * socket's receive queue holds, so the streaming shows only in the
+ * completions that leave bytes in the socket). The flood is 64 MiB, 32
+ * receive queues: what the kernel receives before the loop sees the first
+ * completion, or before it ends a multishot receive, is at most a queue,
+ * so the rest of the flood is read by readiness. */
+static void stream_then_requests(unsigned count, int ring_runs_dry)
 {
-    pact_loop *loop = loop_with_buffers(2, 4096);
+    pact_loop *loop = loop_with_buffers(count, 4096);
     int ring = strcmp(pact_loop_recv_multishot_mode(loop), "multishot") == 0;
     int c, s;
     make_tcp_pair(&c, &s);
+    /* A fixed receive queue (about 2 MiB), not one autotuned up to
+     * tcp_rmem's maximum (32 MiB here, more than the 16 MiB ring). */
+    int rcvbuf = 1 << 20;
+    cr_assert_eq(setsockopt(s, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf), 0);
     streamer st = {.kept_id = -1};
     st.op = pact_recv_multishot(loop, s, on_stream, &st);
     cr_assert_gt(st.op, 0);
-    const uint64_t total = 4ull << 20;
+    const uint64_t total = 64ull << 20;
     writer w = {.keep_open = 1};
     writer_start(&w, c, total);
     uint64_t end = pact_now() + 20000000000ull;
@@ -459,7 +470,10 @@ Test(multishot, a_receive_that_ran_the_ring_dry_streams_by_readiness_until_its_b
                 (unsigned long long)buffer_waits_of(loop),
                 (unsigned long long)st.big_chunks);
     if (ring) {
-        cr_assert_gt(buffer_waits_of(loop), 0, "two buffers never ran out?");
+        if (ring_runs_dry)
+            cr_assert_gt(buffer_waits_of(loop), 0, "two buffers never ran out?");
+        else
+            cr_assert_eq(buffer_waits_of(loop), 0, "16 MiB of buffers ran out?");
         cr_assert_gt(st.big_chunks, 0, "the receive never read by readiness");
     }
     /* Request and response: 100 bytes at a time. */
@@ -493,6 +507,16 @@ Test(multishot, a_receive_that_ran_the_ring_dry_streams_by_readiness_until_its_b
     close(c);
     close(s);
     test_loop_free(loop);
+}
+
+Test(multishot, a_receive_that_ran_the_ring_dry_streams_by_readiness_until_its_bursts_are_small)
+{
+    stream_then_requests(2, 1);
+}
+
+Test(multishot, a_receive_whose_peer_streams_reads_by_readiness_before_the_ring_runs_dry)
+{
+    stream_then_requests(4096, 0);
 }
 
 /* Where the bytes of each chunk were put, and whether they are right. */

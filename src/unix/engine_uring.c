@@ -1748,6 +1748,8 @@ static void recv_buffer_give_back(pact_loop *loop, unsigned id)
     recv_buffer_release(URING(loop), id);
 }
 
+static void streaming_evidence(pact_loop *loop, pact_op_s *op, unsigned flags);
+
 /* A completion that used provided buffer bid (res bytes, or none): hands
  * the bytes to the callback, lent (a zero-copy write may claim the
  * buffer), then gives the buffer back unless someone still uses it. */
@@ -1782,6 +1784,7 @@ static void recv_buffer_deliver(pact_loop *loop, pact_op_s *op, int res,
         loop->lent.claims = 0;
         loop->lent.more_in_socket = (flags & IORING_CQE_F_SOCK_NONEMPTY) != 0;
         pact__op_deliver(loop, op, loop->lent.base, res);
+        streaming_evidence(loop, op, flags);
         b->claims += loop->lent.claims;
         b->off += (uint32_t)res;
         loop->lent.base = NULL;
@@ -1927,29 +1930,62 @@ static int recv_buffer_wait(pact_loop *loop, pact_op_s *op)
     return 1;
 }
 
-/* A receive that streams: one that ran the ring dry has a peer sending
- * more than the ring holds (in the 64 KiB streaming echo, ten connections
- * with four chunks in flight each, every receive ran the 2 MiB ring dry
- * about 14 times a second). Its multishot receive makes the kernel copy up to 32 receives in a row
- * per socket into buffer after buffer before the loop sees the first, so
- * the copies go to memory that has left the cache: perf on the 64 KiB
- * streaming echo, _copy_to_iter 20 % of the server's samples against
- * 15 % for raw epoll, which reads every chunk into one buffer and sends
- * it before the next read. Such a receive is armed again by readiness
- * instead (PACT_OPF_RECV_BY_READINESS): each readiness completion reads
- * a burst into the loop-wide buffer, reused by every read while it is
- * hot, as poll mode and epoll do; its bytes are not in a provided buffer,
- * so pact_transport_write_received() sends them at once and copies only
- * what the socket does not take. After READINESS_SMALL_BURSTS bursts in a
- * row that each fit in one provided buffer it is a multishot receive
- * again (recv_poll_cqe): a request-response peer is served from the
- * provided buffers. */
+/* A receive that streams: its peer sends more than the loop reads in one
+ * go. A multishot receive then makes the kernel copy up to 32 receives in
+ * a row per socket into buffer after buffer of the ring before the loop
+ * sees the first, so the copies go to memory that has left the cache:
+ * perf on the 64 KiB streaming echo (ten connections, four chunks in
+ * flight each), _copy_to_iter 20 % of the server's samples against 15 %
+ * for raw epoll, which reads every chunk into one buffer and sends it
+ * before the next read. Two signs tell such a receive: it ran the ring
+ * dry (in that echo every receive did, about 14 times a second), or its
+ * completions keep leaving bytes in the socket (streaming_evidence; a
+ * receive alone on a ring larger than its socket's queue never runs it
+ * dry). It is then armed again by readiness (PACT_OPF_RECV_BY_READINESS):
+ * each readiness completion reads a burst into the loop-wide buffer,
+ * reused by every read while it is hot, as poll mode and epoll do; its
+ * bytes are not in a provided buffer, so pact_transport_write_received()
+ * sends them at once and copies only what the socket does not take.
+ * After READINESS_SMALL_BURSTS bursts in a row that each fit in one
+ * provided buffer it is a multishot receive again (recv_poll_cqe): a
+ * request-response peer is served from the provided buffers. */
 static void arm_by_readiness(pact_loop *loop, pact_op_s *op)
 {
     if (loop->burst_buf || pact__burst_buf_make(loop) == 0) {
         op->flags |= PACT_OPF_RECV_BY_READINESS;
         op->len = 0; /* small bursts in a row (a receive has no buffer) */
     }
+}
+
+/* Data completions of a multishot receive that left bytes in the socket
+ * (IORING_CQE_F_SOCK_NONEMPTY) count up, the others down (op->len keeps
+ * the count): at STREAMING_EVIDENCE its peer streams (see "a receive that
+ * streams"), and the kernel is asked to end it by a cancel of the
+ * engine's own, not the caller's (PACT_OPF_RECV_SWITCHING): its final
+ * completion arms it again by readiness (recv_multi_cqe). A request of
+ * 16 KiB arrives whole; in the 64 KiB streaming echo most completions
+ * leave bytes behind. */
+#define STREAMING_EVIDENCE 8u
+
+static void streaming_evidence(pact_loop *loop, pact_op_s *op, unsigned flags)
+{
+    if (!(flags & IORING_CQE_F_SOCK_NONEMPTY)) {
+        if (op->len)
+            op->len--;
+        return;
+    }
+    if (++op->len < STREAMING_EVIDENCE ||
+        (op->flags & (PACT_OPF_RECV_SWITCHING | PACT_OPF_CANCEL_REQUESTED |
+                      PACT_OPF_TIMED_OUT)) ||
+        (!loop->burst_buf && pact__burst_buf_make(loop) != 0))
+        return;
+    struct io_uring_sqe *sqe = get_sqes(loop, 1);
+    if (!sqe)
+        return;
+    io_uring_prep_cancel64(sqe, encode(op, TAG_OP), 0);
+    io_uring_sqe_set_data64(sqe, encode(op, TAG_CANCEL));
+    op->pending_cqes++; /* the cancel's own CQE */
+    op->flags |= PACT_OPF_RECV_SWITCHING;
 }
 
 /* Before a submission: once a buffer is back in the ring, the receives
@@ -2020,10 +2056,12 @@ static int recv_poll_cqe(pact_loop *loop, pact_op_s *op, int res, int *final)
      * buffers after READINESS_SMALL_BURSTS bursts in a row that each fit
      * in one (see "a receive that streams"). */
     if (op->flags & PACT_OPF_RECV_BY_READINESS) {
-        if (bytes >= URING(loop)->bufsz)
+        if (bytes >= URING(loop)->bufsz) {
             op->len = 0;
-        else if (++op->len >= READINESS_SMALL_BURSTS)
+        } else if (++op->len >= READINESS_SMALL_BURSTS) {
             op->flags &= (uint16_t)~PACT_OPF_RECV_BY_READINESS;
+            op->len = 0; /* streaming_evidence's count from here */
+        }
     }
     if (recv_multi_rearm(loop, op))
         return 1;
@@ -2051,6 +2089,22 @@ static int recv_multi_cqe(pact_loop *loop, pact_op_s *op, int res,
             recv_buffer_deliver(loop, op, res, flags);
         if (flags & IORING_CQE_F_MORE)
             return 1;
+        if (op->flags & PACT_OPF_RECV_SWITCHING) {
+            /* Ended as streaming_evidence asked (or by itself first):
+             * armed again by readiness unless the caller's cancel or a
+             * deadline is ending it, or it ended for good (EOF, error).
+             * Without an SQE it ends with -ECANCELED below, as any
+             * receive that cannot be armed again (its cancel's CQE may
+             * still be owed, so it cannot wait on buffer_waiters). */
+            op->flags &= (uint16_t)~PACT_OPF_RECV_SWITCHING;
+            if (!(op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT)) &&
+                (res > 0 || res == -ECANCELED || res == -ENOBUFS)) {
+                arm_by_readiness(loop, op);
+                if (recv_multi_rearm(loop, op))
+                    return 1;
+                res = -ECANCELED;
+            }
+        }
         if (res > 0 && recv_multi_rearm(loop, op))
             return 1;
         if (res == -ENOBUFS && recv_buffer_wait(loop, op))
@@ -2722,7 +2776,8 @@ static int migrate(pact_loop *loop, int may_call_back)
         if (!(op->slab.gen & 1) || op->pending_cqes <= 0)
             continue;
         int unseen = (op->flags & PACT_OPF_LINK_TIMEOUT) != 0;
-        op->flags &= (uint16_t)~(PACT_OPF_WATCH_REARM | PACT_OPF_LINK_TIMEOUT);
+        op->flags &= (uint16_t)~(PACT_OPF_WATCH_REARM | PACT_OPF_LINK_TIMEOUT |
+                                 PACT_OPF_RECV_SWITCHING);
         op->pending_cqes = 0;
         if ((op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT)) ||
             (op->kind == PACT_OP_CONNECT && !unseen)) {
