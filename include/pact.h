@@ -1229,7 +1229,7 @@ PACT_API int pact_transport_peername(const pact_transport *t,
 
 /* Writes dropped because they came after close/abort (asyncio logs these);
  * a write a closing socket transport still took while its buffer drained
- * (pact_transport_close) is not one. */
+ * (pact_transport_close) is not one. The count stops at UINT32_MAX. */
 PACT_API uint64_t pact_transport_writes_after_close(const pact_transport *t);
 
 /* Sends count bytes of file_fd starting at offset over the transport,

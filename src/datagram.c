@@ -290,11 +290,14 @@ static void dgram_forget(pact_endpoint *e)
 }
 #endif
 
+static void connection_made(pact_endpoint *e);
+
 static const pact_endpoint_ops dgram_ops = {
     PACT_ENDPOINT_KIND("datagram endpoint"),
     .force_close = dgram_force_close,
     .cancel = dgram_cancel,
     .busy = dgram_busy,
+    .made = connection_made,
     .lost = dgram_lost,
     .free = dgram_free,
     .writing = dgram_writing,
@@ -694,7 +697,8 @@ int pact_datagram_sendto(pact_datagram *ep, const void *data, size_t len,
                  (size_t)addrlen > sizeof(struct sockaddr_storage)))
         return PACT_MISUSE(ep->ep.loop, -EINVAL, "bad address length");
     if (!pact__endpoint_takes_writes(&ep->ep))
-        return pact__endpoint_write_refused(&ep->ep, &ep->stats.sends_after_close,
+        return pact__endpoint_write_refused(&ep->ep,
+                                            ep->stats.sends_after_close++ == 0,
                                             "datagram endpoint", ep->fd);
     if (len > (size_t)INT32_MAX)
         return -EMSGSIZE;
@@ -767,12 +771,11 @@ int pact_datagram_get_stats(const pact_datagram *ep, pact_datagram_stats *out)
 
 /* ---- creation ------------------------------------------------------------- */
 
-static void connection_made(pact_loop *loop, void *arg)
+/* The endpoint's made (pact__endpoint_made_soon): it may have been closed
+ * before, or be closed inside. */
+static void connection_made(pact_endpoint *e)
 {
-    (void)loop;
-    pact_datagram *ep = arg;
-    ep->ep.made = 1;
-    pact__endpoint_enter(&ep->ep); /* it may be closed inside */
+    pact_datagram *ep = pact_container_of(e, pact_datagram, ep);
     if (ep->proto->connection_made)
         ep->proto->connection_made(ep, ep->user);
     if (!ep->ep.closing) {
@@ -780,8 +783,6 @@ static void connection_made(pact_loop *loop, void *arg)
         check_flow(ep); /* sendto() before connection_made */
     }
     kick_write(ep); /* also after close(): it flushes */
-    pact__endpoint_leave(&ep->ep); /* settles */
-    pact__endpoint_unref(&ep->ep);
 }
 
 #ifndef _WIN32
@@ -862,16 +863,7 @@ static int dgram_create(pact_loop *loop, int fd,
 #endif
     /* connection_made on the next iteration: the caller gets the endpoint
      * before any protocol callback runs. */
-    if (pact__endpoint_soon(&ep->ep, connection_made) < 0) {
-        close(fd);
-#ifndef _WIN32
-        if (ep->unlink_path)
-            unlink(ep->unlink_path);
-#endif
-        free(ep->unlink_path);
-        free(ep);
-        return -ENOMEM;
-    }
+    pact__endpoint_made_soon(&ep->ep);
     pact__endpoint_register(&ep->ep, created_at);
     /* The socket is the endpoint's until dgram_lost closes it (after
      * pact__fd_closing): the engine may register the file meanwhile. */

@@ -24,6 +24,7 @@ void pact__endpoint_init(pact_endpoint *e, pact_loop *loop,
     e->loop = loop;
     e->refs = 1;
     pact_list_init(&e->res.link);
+    pact_list_init(&e->ready.link);
 }
 
 void pact__endpoint_register(pact_endpoint *e, void *created_at)
@@ -63,12 +64,32 @@ pact_handle pact__endpoint_soon(pact_endpoint *e, pact_call_cb cb)
     return h;
 }
 
+static pact_endpoint *endpoint_of_ready(pact_ready *node)
+{
+    return pact_container_of(node, pact_endpoint, ready);
+}
+
+/* connection_made from the endpoint's node: entered since it was queued
+ * (pact__endpoint_made_soon), so the final close waits until we leave. */
+static void made_ready(pact_loop *loop, pact_ready *node)
+{
+    pact_endpoint *e = endpoint_of_ready(node);
+    void (*made)(pact_endpoint *) = pact__endpoint_ops(e)->made;
+    e->made = 1;
+    PACT_RUN_CALLBACK(loop, made, "callback", made(e));
+    pact__endpoint_leave(e); /* settles */
+}
+
+void pact__endpoint_made_soon(pact_endpoint *e)
+{
+    pact__endpoint_enter(e); /* left by made_ready */
+    pact__ready_push(e->loop, &e->ready, made_ready);
+}
+
 /* The final close: from a fresh loop callback, never nested in another
  * callback of the endpoint's user. */
-static void final_close(pact_loop *loop, void *arg)
+static void final_close(pact_endpoint *e)
 {
-    (void)loop;
-    pact_endpoint *e = arg;
     pact__resource_remove(e->loop, &e->res);
     e->lost = 1;
     pact__endpoint_ops(e)->lost(e);
@@ -85,6 +106,12 @@ static void final_close(pact_loop *loop, void *arg)
     pact__endpoint_unref(e);
 }
 
+static void final_close_ready(pact_loop *loop, pact_ready *node)
+{
+    PACT_RUN_CALLBACK(loop, final_close, "callback",
+                      final_close(endpoint_of_ready(node)));
+}
+
 void pact__endpoint_settle(pact_endpoint *e)
 {
     if (!e->closing || e->finishing || e->depth > 0 || e->children > 0)
@@ -93,8 +120,14 @@ void pact__endpoint_settle(pact_endpoint *e)
     if (ops->busy && ops->busy(e))
         return;
     e->finishing = 1;
-    if (pact__call_soon_internal(e->loop, final_close, e) < 0)
-        final_close(e->loop, e); /* the loop is going away: now, not never */
+    /* The node is free: connection_made has run (depth held it back
+     * until then), and nothing else uses it. A loop that is going away
+     * (closing, or inherited by a forked child) runs no more ready
+     * nodes: the final close runs now, not never. */
+    if (e->loop->state != PACT_LOOP_OPEN || pact__loop_forked(e->loop))
+        final_close(e);
+    else
+        pact__ready_push(e->loop, &e->ready, final_close_ready);
 }
 
 void pact__endpoint_leave(pact_endpoint *e)
@@ -171,11 +204,11 @@ void pact__endpoint_flow(pact_endpoint *e, const pact_marks *m, size_t buffered)
     }
 }
 
-int pact__endpoint_write_refused(pact_endpoint *e, uint64_t *counter,
+int pact__endpoint_write_refused(pact_endpoint *e, int first,
                                  const char *what, int fd)
 {
     /* asyncio drops these and warns; say so once in debug mode. */
-    if ((*counter)++ == 0 && pact_loop_debug(e->loop))
+    if (first && pact_loop_debug(e->loop))
         pact__log(e->loop, "write on a closing %s (fd %d) dropped", what, fd);
     return -ESHUTDOWN;
 }

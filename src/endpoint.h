@@ -64,6 +64,12 @@ typedef struct pact_endpoint_ops {
     /* Something is still owed (an op in flight; bytes to flush after a
      * close that was no abort; a child): the final close waits. */
     int (*busy)(const pact_endpoint *e);
+    /* connection_made, from the endpoint's ready node
+     * (pact__endpoint_made_soon): the user's, then what starts after it
+     * (reading). made is set; a close inside only marks the endpoint
+     * closing. Set by the kinds that call pact__endpoint_made_soon
+     * (streams, datagram endpoints); the others set made themselves. */
+    void (*made)(pact_endpoint *e);
     /* The final close, from a fresh loop callback: close the fds, tell
      * the user (connection_lost). */
     void (*lost)(pact_endpoint *e);
@@ -108,6 +114,14 @@ struct pact_endpoint {
     uint16_t write_paused : 1; /* pause_writing was called */
     uint16_t draining : 1;     /* closing with writes queued: see above */
     uint16_t unref : 1;        /* pact_*_set_ref(0): keeps no loop alive */
+    /* The endpoint's own place in the loop's ready queue: first its
+     * connection_made, then its final close, so neither allocates a
+     * handle (a server of short connections made two per connection).
+     * They are never queued at once: while connection_made waits or
+     * runs, depth holds the final close back (pact__endpoint_made_soon),
+     * and the leave that ends it queues the final close, the node free
+     * again by then. That also keeps their order (docs/contract.md). */
+    pact_ready ready;
 };
 
 /* The kind's ops: the table res.kind points into (one pointer for both,
@@ -144,6 +158,12 @@ void pact__endpoint_unref(pact_endpoint *e);
 /* Schedules cb(loop, e) for the next iteration, holding a reference the
  * callback drops with pact__endpoint_unref(). Handle or negative errno. */
 pact_handle pact__endpoint_soon(pact_endpoint *e, pact_call_cb cb);
+
+/* Queues ops->made for the next iteration in the endpoint's own node; it
+ * cannot fail (the endpoint is being made, on an open loop). Until made
+ * has run, the endpoint does not finish: a close or abort before it, or
+ * inside it, only marks it closing. */
+void pact__endpoint_made_soon(pact_endpoint *e);
 
 /* close(): -EALREADY if closing already, else marks it closing and
  * returns 0. The caller stops reading, flushes, then settles. */
@@ -196,9 +216,10 @@ int pact__marks_check(pact_marks *m, size_t high, size_t low);
  * taken (a close draining its queue). */
 void pact__endpoint_flow(pact_endpoint *e, const pact_marks *m,
                          size_t buffered);
-/* A write on a closing endpoint: counted in *counter, said once in debug
- * mode; returns -ESHUTDOWN. `what` names the kind for the message. */
-int pact__endpoint_write_refused(pact_endpoint *e, uint64_t *counter,
+/* A write on a closing endpoint (the caller counts it): said in debug
+ * mode if it is the first; returns -ESHUTDOWN. `what` names the kind for
+ * the message. */
+int pact__endpoint_write_refused(pact_endpoint *e, int first,
                                  const char *what, int fd);
 
 /* ---- the write buffer ------------------------------------------------------ */

@@ -45,6 +45,16 @@ enum pact_handle_flag {
                                         that does not keep the loop alive */
 };
 
+/* A node of the loop's ready queue: what runs on the next iteration, in
+ * the order queued. A handle (call_soon) is one; so is the node each
+ * endpoint owns for its connection_made and its final close
+ * (endpoint.h), which costs no handle allocation per connection. run
+ * gets the node back; the queue never looks at what holds it. */
+typedef struct pact_ready {
+    pact_list link;
+    void (*run)(struct pact_loop *loop, struct pact_ready *node);
+} pact_ready;
+
 /* A scheduled callback (call_soon / call_later / call_every). The slab
  * does not zero it: handle_alloc (timer.c) sets every field, so a field
  * added here must be set there too. */
@@ -57,7 +67,7 @@ typedef struct pact_handle_s {
     uint64_t interval;
     pact_call_cb cb;
     void *user;
-    pact_list link;
+    pact_ready ready; /* in loop->ready while PACT_HANDLE_READY */
     pact_heap_node timer;
     void *created_at;
 } pact_handle_s;
@@ -144,7 +154,7 @@ struct pact_loop {
     uint64_t user_ops_live; /* live ops without PACT_OPF_INTERNAL */
 
     pact_fd_table fds; /* per-fd state: op.c's order, the engine's (fd_table.h) */
-    pact_list ready;        /* pact_handle_s, FIFO */
+    pact_list ready;        /* pact_ready: handles, endpoints' nodes; FIFO */
     pact_list submit_queue; /* pact_op_s started but not submitted */
     pact_list done_queue;   /* pact_op_s whose callback is due */
     pact_heap timers;
@@ -584,8 +594,18 @@ void pact__ops_drain_offloaded(pact_loop *loop);
 void pact__timers_run(pact_loop *loop);
 /* Nanoseconds until the next timer, or -1 if there is none. */
 int64_t pact__timers_next(pact_loop *loop);
+/* At close, once the resources are closed: drops the handles not run
+ * (said in debug mode) and runs what endpoints still have queued in their
+ * own nodes (timer.c says why). */
 void pact__handles_drop_all(pact_loop *loop);
 int pact__handles_run_ready(pact_loop *loop);
+/* Queues node (not queued now) to run on the next iteration. */
+static inline void pact__ready_push(pact_loop *loop, pact_ready *node,
+                                    void (*run)(pact_loop *, pact_ready *))
+{
+    node->run = run;
+    pact_list_push_back(&loop->ready, &node->link);
+}
 /* pact_call_soon() for the loop's own callbacks, from its thread: only
  * the loop's state is checked (-ESHUTDOWN once closing, -ECHILD in a
  * forked child). Handle or negative errno. */

@@ -1592,12 +1592,15 @@ static int stream_name(const pact_transport *t, struct sockaddr_storage *ss,
     return r < 0 ? -errno : 0;
 }
 
+static void connection_made(pact_endpoint *e);
+
 static const pact_transport_ops stream_ops = {
     .ep = {
         PACT_ENDPOINT_KIND("transport"),
         .force_close = pact__transport_force_close,
         .cancel = stream_cancel,
         .busy = stream_busy,
+        .made = connection_made,
         .lost = stream_lost,
         .free = stream_free,
         .writing = pact__transport_writing,
@@ -1623,14 +1626,12 @@ static const pact_transport_ops stream_ops = {
 
 /* ---- creation -------------------------------------------------------------- */
 
-static void connection_made(pact_loop *loop, void *arg)
+/* The endpoint's made (pact__endpoint_made_soon): it may have been closed
+ * before, or be closed inside; the final close waits until it returns. */
+static void connection_made(pact_endpoint *e)
 {
-    (void)loop;
-    pact_stream *s = stream_of_ep(arg);
+    pact_stream *s = stream_of_ep(e);
     pact_transport *t = &s->t;
-    t->ep.made = 1;
-    /* It may be closed inside: the final close waits until we leave. */
-    pact__endpoint_enter(&t->ep);
     if (t->proto->connection_made)
         t->proto->connection_made(t, t->user);
     if (!t->ep.closing) {
@@ -1639,8 +1640,6 @@ static void connection_made(pact_loop *loop, void *arg)
             watch_pipe_reader(s);
         stream_flow(s); /* writes before connection_made */
     }
-    pact__endpoint_leave(&t->ep); /* settles */
-    pact__endpoint_unref(&t->ep);
 }
 
 int pact__transport_create(pact_loop *loop, int fd, pact_stream_kind kind,
@@ -1666,11 +1665,7 @@ int pact__transport_create(pact_loop *loop, int fd, pact_stream_kind kind,
     s->fd = fd;
     /* connection_made on the next iteration, as asyncio does: the caller
      * gets the transport before any protocol callback runs. */
-    if (pact__endpoint_soon(&s->t.ep, connection_made) < 0) {
-        close_fd(fd, kind);
-        stream_release(loop, s);
-        return -ENOMEM;
-    }
+    pact__endpoint_made_soon(&s->t.ep);
     pact__endpoint_register(&s->t.ep, created_at);
     /* The socket is the stream's until stream_lost closes it (after
      * pact__fd_closing): the engine may register the file meanwhile. */

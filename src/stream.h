@@ -52,7 +52,10 @@ struct pact_transport {
     pact_endpoint ep;
     const pact_protocol *proto;
     void *user;
-    uint64_t writes_after_close;
+    /* pact_transport_writes_after_close(); 32 bits, saturating, so that it
+     * shares a word with the flags below (a stream's size: see
+     * pact_stream). */
+    uint32_t writes_after_close;
     uint8_t kind;              /* pact_stream_kind */
     uint8_t paused : 1;        /* pause_reading */
     uint8_t eof_requested : 1; /* write_eof was called */
@@ -225,14 +228,17 @@ typedef struct pact_stream {
 } pact_stream;
 
 /* A server's idle connection is this struct plus its receive op (and the
- * engine's per-fd state): 120 bytes is a 128-byte malloc chunk (136 was a
- * 144-byte one, hence the endpoint's kind name and force_close in its ops
- * table, pact_resource_kind; 152 was a 160-byte one, hence held_result as
- * a bit-field and the send op in `more`: only a stream that writes has
- * one). Growing it costs memory per idle connection (<= 512 bytes of pact
- * state per idle socket transport, measured by micro_pact
- * idle_transport); what only some streams need goes in pact_stream_more. */
-_Static_assert(sizeof(pact_stream) <= 120, "pact_stream grew past 120 bytes");
+ * engine's per-fd state): 136 bytes is a 144-byte malloc chunk, its
+ * endpoint's ready node (24 bytes, so that connection_made and the final
+ * close allocate no handle) included. Room for the node came from the
+ * endpoint's kind name and force_close moving to its ops table
+ * (pact_resource_kind) and writes_after_close's 32 bits; 152 was a
+ * 160-byte chunk, hence held_result as a bit-field and the send op in
+ * `more`: only a stream that writes has one. Growing it costs memory per
+ * idle connection (<= 512 bytes of pact state per idle socket transport,
+ * measured by micro_pact idle_transport); what only some streams need
+ * goes in pact_stream_more. */
+_Static_assert(sizeof(pact_stream) <= 136, "pact_stream grew past 136 bytes");
 
 /* The stream's pact_stream_more, taken on the first call (from the
  * loop's cache, else allocated); NULL on ENOMEM. */

@@ -71,9 +71,12 @@ size_t pact__transport_deliver_buffered(pact_transport *t, const char *data,
 
 static int write_refused(pact_transport *t)
 {
-    if (!pact__endpoint_takes_writes(&t->ep))
-        return pact__endpoint_write_refused(&t->ep, &t->writes_after_close,
-                                            "transport", pact_transport_fd(t));
+    if (!pact__endpoint_takes_writes(&t->ep)) {
+        uint32_t before = t->writes_after_close;
+        t->writes_after_close += before < UINT32_MAX; /* saturates */
+        return pact__endpoint_write_refused(&t->ep, before == 0, "transport",
+                                            pact_transport_fd(t));
+    }
     if (t->eof_requested || t->write_failed)
         return -EPIPE;
     if (t->kind == PACT_STREAM_READ_PIPE)

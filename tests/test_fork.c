@@ -483,6 +483,83 @@ Test(fork, a_child_frees_the_endpoints_open_in_an_inherited_loop)
     rec_expect_done(&r);
 }
 
+/* Endpoints whose connection_made or final close waits in their own
+ * ready node when the process forks: the child frees the loop without
+ * running either (a protocol callback in the child exits it with 22) and
+ * gets its memory and fds back; the parent's loop then runs them, in
+ * order, once each. */
+typedef struct node_rec {
+    pid_t parent;
+    int made, lost, close_in_made;
+} node_rec;
+
+static void node_made(pact_transport *t, void *user)
+{
+    node_rec *r = user;
+    if (getpid() != r->parent)
+        _exit(22);
+    cr_assert_eq(r->made, 0, "connection_made twice");
+    r->made++;
+    if (r->close_in_made)
+        cr_assert_eq(pact_transport_close(t), 0);
+}
+
+static void node_lost(pact_transport *t, int err, void *user)
+{
+    (void)t;
+    (void)err;
+    node_rec *r = user;
+    if (getpid() != r->parent)
+        _exit(22);
+    cr_assert_eq(r->made, 1, "connection_lost before connection_made");
+    cr_assert_eq(r->lost, 0, "connection_lost twice");
+    r->lost++;
+}
+
+static const pact_protocol node_proto = {.connection_made = node_made,
+                                         .connection_lost = node_lost};
+
+Test(fork, a_child_frees_endpoints_whose_connection_made_or_final_close_is_queued)
+{
+    size_t heap_before = heap_bytes_in_use();
+    pact_loop *loop = test_loop_new();
+    int sv1[2], sv2[2];
+    make_socketpair(sv1);
+    make_socketpair(sv2);
+    node_rec closing = {.parent = getpid(), .close_in_made = 1};
+    node_rec fresh = {.parent = getpid()};
+    pact_transport *t1 = NULL, *t2 = NULL;
+    cr_assert_eq(pact_transport_open(loop, sv1[0], PACT_STREAM_SOCKET,
+                                     &node_proto, &closing, &t1), 0);
+    /* connection_made runs and closes: nothing in flight, so the final
+     * close waits in the node when the iteration ends. */
+    cr_assert_geq(pact_loop_run_once(loop, 0), 0);
+    cr_assert_eq(closing.made, 1);
+    cr_assert_eq(closing.lost, 0);
+    cr_assert_eq(pact_transport_open(loop, sv2[0], PACT_STREAM_SOCKET,
+                                     &node_proto, &fresh, &t2), 0);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        CHILD_CHECK(pact_loop_free(loop) == 0);
+        CHILD_CHECK(heap_back_to(heap_before, 0));
+        CHILD_CHECK(fcntl(sv1[0], F_GETFD) == -1 && errno == EBADF);
+        CHILD_CHECK(fcntl(sv2[0], F_GETFD) == -1 && errno == EBADF);
+        _exit(0);
+    }
+    cr_assert_eq(wait_child(pid), 0);
+    cr_assert_geq(pact_loop_run_once(loop, 0), 0);
+    cr_assert_eq(closing.lost, 1);
+    cr_assert_eq(fresh.made, 1);
+    cr_assert_eq(fresh.lost, 0);
+    cr_assert_eq(pact_transport_close(t2), 0);
+    cr_assert_eq(pact_loop_run(loop), 0);
+    cr_assert_eq(fresh.lost, 1);
+    test_loop_free(loop);
+    close(sv1[1]);
+    close(sv2[1]);
+}
+
 /* The same for a TLS transport in its handshake (a client whose
  * ClientHello nobody answers) over its plain transport. */
 static void handshake_never_ends(pact_loop *loop, pact_transport *t, int err,

@@ -126,6 +126,37 @@ static void slept(pact_loop *loop, const pact_completion *c, void *user)
     (*(int *)user)++;
 }
 
+static void pause_in_made(pact_transport *t, void *user)
+{
+    (void)user;
+    cr_assert_eq(pact_transport_pause_reading(t), 0); /* no receive op */
+}
+
+/* A transport's connection_made and its final close run from the
+ * endpoint's own ready node, not from a handle: each still counts as one
+ * callback. Paused in connection_made, the transport starts no op whose
+ * completion would count too. */
+Test(metrics, a_transports_connection_made_and_final_close_are_callbacks)
+{
+    pact_loop *loop = test_loop_new();
+    int sv[2];
+    make_socketpair(sv);
+    static const pact_protocol proto = {.connection_made = pause_in_made};
+    pact_transport *t = NULL;
+    cr_assert_eq(pact_transport_open(loop, sv[0], PACT_STREAM_SOCKET, &proto,
+                                     NULL, &t), 0);
+    pact_loop_metrics before = metrics_of(loop);
+    cr_assert_geq(pact_loop_run_once(loop, 0), 0);
+    pact_loop_metrics made = metrics_of(loop);
+    cr_assert_eq(made.callbacks - before.callbacks, 1);
+    cr_assert_eq(pact_transport_close(t), 0);
+    cr_assert_eq(pact_loop_run(loop), 0);
+    pact_loop_metrics lost = metrics_of(loop);
+    cr_assert_eq(lost.callbacks - made.callbacks, 1);
+    test_loop_free(loop);
+    close(sv[1]);
+}
+
 Test(metrics, events_callbacks_and_iterations_are_counted_exactly)
 {
     pact_loop *loop = test_loop_new();

@@ -1370,6 +1370,104 @@ Test(stream, close_and_abort_inside_callbacks_keep_the_order)
     test_loop_free(loop);
 }
 
+/* ---- connection_made and the final close in the endpoint's own node ------ */
+
+/* Two transports of simple protocols on TCP pairs; the test holds the
+ * peers' ends. */
+typedef struct two_simple {
+    int fds_before;
+    pact_loop *loop;
+    int peer[2];
+    simple s[2];
+    pact_transport *t[2];
+} two_simple;
+
+/* Opens both, with the options the caller set in w->s. */
+static void two_simple_open(two_simple *w)
+{
+    w->fds_before = count_open_fds();
+    w->loop = test_loop_new();
+    for (int i = 0; i < 2; i++) {
+        int fd;
+        make_tcp_pair(&fd, &w->peer[i]);
+        w->t[i] = open_simple(w->loop, fd, &w->s[i]);
+    }
+}
+
+/* Each saw connection_made, then connection_lost once. */
+static void two_simple_made_and_lost_once(const two_simple *w)
+{
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(w->s[i].order.made, 1, "transport %d", i);
+        cr_assert_eq(w->s[i].order.lost, 1, "transport %d", i);
+    }
+}
+
+/* After the loop is freed: nothing more ran, every fd is closed. */
+static void two_simple_end(two_simple *w)
+{
+    two_simple_made_and_lost_once(w);
+    for (int i = 0; i < 2; i++)
+        close(w->peer[i]);
+    cr_assert_eq(count_open_fds(), w->fds_before);
+}
+
+/* A close or an abort before connection_made ran: connection_made still
+ * comes first, then connection_lost once, and nothing is read. Both wait
+ * in the endpoint's one ready node, which a close before connection_made
+ * must not take from it. */
+Test(stream, a_close_or_abort_before_connection_made_still_runs_it_first)
+{
+    two_simple w = {0};
+    two_simple_open(&w);
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(send(w.peer[i], "x", 1, 0), 1);
+    cr_assert_eq(pact_transport_close(w.t[0]), 0);
+    cr_assert_eq(pact_transport_abort(w.t[1]), 0);
+    cr_assert_eq(pact_transport_close(w.t[0]), -EALREADY);
+    cr_assert_eq(w.s[0].order.made + w.s[1].order.made, 0, "made from inside close");
+    pact_loop_run(w.loop);
+    two_simple_made_and_lost_once(&w);
+    cr_assert_eq(w.s[0].ngot + w.s[1].ngot, 0, "data after close or abort");
+    test_loop_free(w.loop);
+    two_simple_end(&w);
+}
+
+/* Loop close with connection_made still queued (the transports were never
+ * run): each gets connection_made, then connection_lost once, inside
+ * pact_loop_close, and nothing is left (LeakSanitizer in the ASan tree). */
+Test(stream, loop_close_with_connection_made_queued_runs_it_then_lost_once)
+{
+    two_simple w = {0};
+    two_simple_open(&w);
+    cr_assert_eq(pact_loop_close(w.loop), 0);
+    two_simple_made_and_lost_once(&w);
+    pact_loop_stats st;
+    pact_loop_get_stats(w.loop, &st);
+    cr_assert_eq(st.ops_live, 0);
+    pact_loop_free(w.loop);
+    two_simple_end(&w);
+}
+
+/* Loop close with the final close queued: one transport closed itself
+ * inside connection_made (nothing in flight, so its final close waits in
+ * its node when that iteration ends), one was closed after it while
+ * paused. connection_lost comes once each, inside pact_loop_close. */
+Test(stream, loop_close_with_the_final_close_queued_loses_once)
+{
+    two_simple w = {.s = {{.close_in_made = 1}, {.pause_in_made = 1}}};
+    two_simple_open(&w);
+    cr_assert_geq(pact_loop_run_once(w.loop, 0), 0);
+    cr_assert_eq(w.s[0].order.made + w.s[1].order.made, 2);
+    cr_assert_eq(w.s[0].order.lost, 0, "the final close ran inside connection_made's iteration");
+    cr_assert_eq(pact_transport_close(w.t[1]), 0); /* paused: nothing in flight */
+    cr_assert_eq(w.s[1].order.lost, 0, "connection_lost from inside close");
+    cr_assert_eq(pact_loop_close(w.loop), 0);
+    two_simple_made_and_lost_once(&w);
+    pact_loop_free(w.loop);
+    two_simple_end(&w);
+}
+
 Test(stream, flow_control_marks_and_writes_inside_resume)
 {
     pact_loop *loop = test_loop_new();

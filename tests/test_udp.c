@@ -1305,6 +1305,38 @@ Test(udp, close_or_abort_from_inside_callbacks)
     cr_assert_eq(count_open_fds(), fds);
 }
 
+/* connection_made and the final close share the endpoint's one ready
+ * node: a close before connection_made ran, and a loop closed with
+ * connection_made still queued, each give connection_made first, then
+ * connection_lost once, and leave nothing behind. */
+Test(udp, a_close_before_connection_made_or_a_loop_close_still_runs_it_first)
+{
+    int fds = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    ep_rec a = {0}, b = {0}, c = {0};
+    pact_datagram *ea, *eb, *ec;
+    cr_assert_eq(pact_datagram_open_udp(loop, "127.0.0.1", 0, NULL, 0, NULL,
+                                        &proto, &a, &ea), 0);
+    cr_assert_eq(pact_datagram_open_udp(loop, "127.0.0.1", 0, NULL, 0, NULL,
+                                        &proto, &b, &eb), 0);
+    cr_assert_eq(pact_datagram_close(ea), 0);
+    cr_assert_eq(pact_datagram_abort(eb), 0);
+    cr_assert_eq(a.made + b.made, 0, "made from inside close");
+    run_until(loop, &a.lost, 5000);
+    run_until(loop, &b.lost, 5000);
+    cr_assert_eq(a.made + b.made, 2);
+    /* Now a loop closed with connection_made still queued. */
+    cr_assert_eq(pact_datagram_open_udp(loop, "127.0.0.1", 0, NULL, 0, NULL,
+                                        &proto, &c, &ec), 0);
+    cr_assert_eq(pact_loop_close(loop), 0);
+    cr_assert_eq(c.made, 1);
+    cr_assert_eq(c.lost, 1);
+    cr_assert_eq(a.after_lost + b.after_lost + c.after_lost, 0);
+    pact_loop_free(loop);
+    cr_assert_eq(a.lost + b.lost + c.lost, 3);
+    cr_assert_eq(count_open_fds(), fds);
+}
+
 /* ---- closed endpoints leave nothing behind ---------------------------------- */
 
 /* Opens n endpoints (UDP on loopback, or Unix socket pairs), lets each
