@@ -2639,7 +2639,8 @@ Test(stream, a_reply_from_data_received_goes_before_write_eof)
  * state goes back for the next ones (engine_uring.c,
  * submit_joined_sends); elsewhere the rest go at once. So a burst does
  * not leave a write state allocated per connection. Every reply arrives
- * either way. */
+ * either way. The same for replies sent from the receive buffer
+ * (write_received), which count with the joined sends. */
 enum { BURST_CONNS = 150, BURST_JOINED_MAX = 64 };
 
 typedef struct {
@@ -2648,16 +2649,17 @@ typedef struct {
      * after a reply's write: how many hold a write state at once. */
     int held;
     int lost;
+    int zero_copy; /* replies by pact_transport_write_received */
     pact_transport **all; /* the burst's transports, BURST_CONNS */
 } burst;
 
 static void burst_data(pact_transport *t, const void *data, size_t len, void *user)
 {
-    (void)data;
-    (void)len;
     burst *b = user;
     b->replies++;
-    cr_assert_eq(pact_transport_write(t, "pong", 4), 0);
+    cr_assert_eq(b->zero_copy ? pact_transport_write_received(t, data, len)
+                              : pact_transport_write(t, "pong", 4),
+                 0);
     if (!b->all)
         return;
     int held = 0;
@@ -2679,12 +2681,12 @@ static const pact_protocol burst_proto = {
     .connection_lost = burst_lost,
 };
 
-Test(stream, a_burst_of_replies_over_many_connections_holds_a_bounded_write_state)
+static void burst_of_replies_holds_a_bounded_write_state(int zero_copy)
 {
     pact_loop *loop = test_loop_new();
     int peer[BURST_CONNS];
     pact_transport *t[BURST_CONNS] = {0};
-    burst b = {.all = t};
+    burst b = {.all = t, .zero_copy = zero_copy};
     for (int i = 0; i < BURST_CONNS; i++) {
         int sv[2];
         cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
@@ -2702,7 +2704,7 @@ Test(stream, a_burst_of_replies_over_many_connections_holds_a_bounded_write_stat
     for (int i = 0; i < BURST_CONNS; i++) {
         char buf[8];
         cr_assert_eq(read_without_the_loop(peer[i], buf, sizeof buf), 4, "reply %d", i);
-        cr_assert_eq(memcmp(buf, "pong", 4), 0);
+        cr_assert_eq(memcmp(buf, zero_copy ? "ping" : "pong", 4), 0);
         pact_transport_close(t[i]);
     }
     pact_loop_run(loop);
@@ -2710,6 +2712,16 @@ Test(stream, a_burst_of_replies_over_many_connections_holds_a_bounded_write_stat
     for (int i = 0; i < BURST_CONNS; i++)
         close(peer[i]);
     test_loop_free(loop);
+}
+
+Test(stream, a_burst_of_replies_over_many_connections_holds_a_bounded_write_state)
+{
+    burst_of_replies_holds_a_bounded_write_state(0);
+}
+
+Test(stream, a_burst_of_zero_copy_replies_holds_a_bounded_write_state)
+{
+    burst_of_replies_holds_a_bounded_write_state(1);
 }
 
 /* What a burst of small replies leaves behind once its sends are out:

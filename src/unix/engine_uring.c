@@ -2892,6 +2892,9 @@ static int joined_sends_go_now(const pact_loop *loop, int get_events)
 static void submit_joined_sends(pact_loop *loop, int get_events)
 {
     uring_engine *e = URING(loop);
+    /* Slots already handed over (by an earlier sort) are not this batch's
+     * joined sends: only those this submission completes give one back. */
+    unsigned ready_before = e->nsilent_slots_ready;
     loop->stats.syscalls_enter++;
     silent_arm(e);
     int r = get_events ? io_uring_submit_and_get_events(&e->ring)
@@ -2901,8 +2904,8 @@ static void submit_joined_sends(pact_loop *loop, int get_events)
     if (r < 0 && r != -EBUSY && r != -EAGAIN && r != -EINTR)
         pact__error(loop, r, "io_uring submit failed");
     silent_complete(loop);
-    unsigned given_back = e->nsilent_slots_ready;
-    if (given_back)
+    unsigned given_back = e->nsilent_slots_ready - ready_before;
+    if (e->nsilent_slots_ready)
         run_silent_slots(loop);
     loop->sends_joined = loop->sends_joined > given_back
                              ? (uint16_t)(loop->sends_joined - given_back)
