@@ -41,7 +41,7 @@ SCENARIO_LIST=${SCENARIOS:-"http_c50 http_c500 pp64_c50 pp64_c500"}
 SECS=${SECS:-3} REPS=${REPS:-1} CALLGRIND=${CALLGRIND:-1}
 PLACEMENT=${PLACEMENT:-split}
 . "$HERE/lineup.sh"      # contenders, contender_cmd, SCENARIOS, HTTP_SCENARIOS
-. "$HERE/counts_common.sh" # PERF_COUNT_EVENTS, perf_per_request, listening, SRV, stop, callgrind_window
+. "$HERE/counts_common.sh" # PERF_COUNT_EVENTS, perf_per_request, listening, perf_attached, SRV, stop, callgrind_window
 for tool in wrk perf; do
     command -v $tool >/dev/null || { echo "c_counts: no $tool" >&2; exit 2; }
 done
@@ -118,7 +118,7 @@ measure() {
     load 1 >/dev/null
     perf stat -x, -e "$PERF_COUNT_EVENTS" -p $SRV -o "$TMP/stat" &
     local perf_pid=$!
-    sleep 0.3
+    perf_attached $perf_pid
     reqs=$(load "$SECS")
     kill -INT $perf_pid
     wait $perf_pid || true

@@ -31,13 +31,27 @@ perf_per_request() {
         printf "  %-30s %7.3f per request\n", name, $1 / r }' "$1"
 }
 
-# listening PORT PID: waits (at most 60 s) until something listens on
-# PORT; fails if process PID ends first
+# listening PORT PID: waits (at most 60 s) until process PID listens on
+# PORT (not any process: another run may have taken the port); fails if
+# PID ends first
 listening() {
     for _ in $(seq 600); do
-        ss -Hltn "sport = :$1" | grep -q . && return 0
+        ss -Hltnp "sport = :$1" | grep -q "pid=$2," && return 0
         kill -0 "$2" 2>/dev/null || return 1
         sleep 0.1
+    done
+    return 1
+}
+
+# perf_attached PERF_PID: waits (at most 10 s) until the perf stat started
+# with -p has its counters open on the server, so that the load that
+# follows is counted whole (a fixed sleep missed the start of the load
+# when perf was slow to attach, and the counts per request came out low)
+perf_attached() {
+    for _ in $(seq 1000); do
+        ls -l "/proc/$1/fd" 2>/dev/null | grep -q 'perf_event' && return 0
+        kill -0 "$1" 2>/dev/null || return 1
+        sleep 0.01
     done
     return 1
 }

@@ -40,7 +40,7 @@ case $BENCH in
 esac
 SECS=${SECS:-5} CALLGRIND=${CALLGRIND:-1}
 PYTHON=/usr/bin/python3
-. "$HERE/counts_common.sh" # PERF_COUNT_EVENTS, perf_per_request, listening, SRV, stop, callgrind_window
+. "$HERE/counts_common.sh" # PERF_COUNT_EVENTS, perf_per_request, listening, perf_attached, SRV, stop, callgrind_window
 HELLO=$ROOT/python/bench/aiohttp_hello.py
 ECHO=$ROOT/python/bench/echo_server.py
 LOADGEN=$BUILD/bench/loadgen
@@ -55,7 +55,7 @@ done
 [ "$CALLGRIND" = 0 ] || command -v valgrind >/dev/null ||
     { echo "python_counts: no valgrind (CALLGRIND=0 skips it)" >&2; exit 2; }
 
-port=$((21000 + RANDOM % 4000))
+port=$((21000 + RANDOM % 2500)) # below c_counts.sh's ports
 # start LOOP [wrapper...]: the server on CPU 0, SRV its pid, once listening
 start() {
     local loop=$1; shift
@@ -92,7 +92,7 @@ for loop in $LOOPS; do
     load 2 >/dev/null
     perf stat -x, -e "$PERF_COUNT_EVENTS" -p $SRV -o "$TMP/stat" &
     perf_pid=$!
-    sleep 0.3
+    perf_attached $perf_pid
     out=$(load "$SECS")
     kill -INT $perf_pid; wait $perf_pid || true
     stop
