@@ -20,7 +20,12 @@
 #                            kernel completes a wake-up on the woken task's
 #                            CPU (an IPI) when it is another CPU, which then
 #                            does not count here: compare sched_waking
-PERF_COUNT_EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_epoll_pwait2,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_sendmsg,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_getpid,io_uring:io_uring_submit_req,io_uring:io_uring_complete,io_uring:io_uring_local_work_run,io_uring:io_uring_cqring_wait,io_uring:io_uring_poll_arm,io_uring:io_uring_queue_async_work,context-switches,sched:sched_waking,sched:sched_wakeup
+#   page-faults, brk, mmap,  the heap's growth: every page a grown heap
+#   munmap                   touches is a fault and a zeroed page (at
+#                            100 KiB more CPU than the loop's own work,
+#                            bench/README.md "The 100 KiB streams echo")
+#   ioctl                    FIONREAD (pact.asyncio's large sock_recv)
+PERF_COUNT_EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_epoll_pwait2,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_sendmsg,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_getpid,syscalls:sys_enter_ioctl,syscalls:sys_enter_brk,syscalls:sys_enter_mmap,syscalls:sys_enter_munmap,page-faults,io_uring:io_uring_submit_req,io_uring:io_uring_complete,io_uring:io_uring_local_work_run,io_uring:io_uring_cqring_wait,io_uring:io_uring_poll_arm,io_uring:io_uring_queue_async_work,context-switches,sched:sched_waking,sched:sched_wakeup
 
 # perf_per_request STAT REQUESTS: each event perf stat -x, wrote to STAT
 # that counted something, divided by REQUESTS
