@@ -6,7 +6,11 @@
 # on how loaded the machine is the way CPU time does.
 #
 #   raw_syscalls:sys_enter   every system call the server makes
-#   syscalls:sys_enter_NAME  the ones an event loop's request costs
+#   syscalls:sys_enter_NAME  the ones an event loop's request costs, and
+#                            those a connection costs (accept4, close,
+#                            shutdown, setsockopt: the churn scenario,
+#                            where io_uring servers accept and close by
+#                            SQE instead)
 #   io_uring:*               SQEs submitted, CQEs posted; deferred
 #                            task-work runs (a multishot receive copies
 #                            its bytes there), waits that slept
@@ -25,7 +29,7 @@
 #                            100 KiB more CPU than the loop's own work,
 #                            bench/README.md "The 100 KiB streams echo")
 #   ioctl                    FIONREAD (pact.asyncio's large sock_recv)
-PERF_COUNT_EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_epoll_pwait2,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_sendmsg,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_getpid,syscalls:sys_enter_ioctl,syscalls:sys_enter_brk,syscalls:sys_enter_mmap,syscalls:sys_enter_munmap,page-faults,io_uring:io_uring_submit_req,io_uring:io_uring_complete,io_uring:io_uring_local_work_run,io_uring:io_uring_cqring_wait,io_uring:io_uring_poll_arm,io_uring:io_uring_queue_async_work,context-switches,sched:sched_waking,sched:sched_wakeup
+PERF_COUNT_EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_epoll_pwait2,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_sendmsg,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_getpid,syscalls:sys_enter_accept4,syscalls:sys_enter_close,syscalls:sys_enter_shutdown,syscalls:sys_enter_setsockopt,syscalls:sys_enter_ioctl,syscalls:sys_enter_brk,syscalls:sys_enter_mmap,syscalls:sys_enter_munmap,page-faults,io_uring:io_uring_submit_req,io_uring:io_uring_complete,io_uring:io_uring_local_work_run,io_uring:io_uring_cqring_wait,io_uring:io_uring_poll_arm,io_uring:io_uring_queue_async_work,context-switches,sched:sched_waking,sched:sched_wakeup
 
 # perf_per_request STAT REQUESTS: each event perf stat -x, wrote to STAT
 # that counted something, divided by REQUESTS
