@@ -457,6 +457,51 @@ static void on_stream(pact_loop *loop, const pact_completion *c, void *user)
         st->kept_id = pact__recv_buffer_keep(loop, c->data, (size_t)c->result);
 }
 
+/* Request and response: `rounds` messages of `size` bytes (the pattern),
+ * each received before the next is sent, each chunk's buffer kept
+ * (st->keep) and given back. ring: the loop reads into provided buffers;
+ * from round `in_ring_from` on every message must arrive in one (before,
+ * it may still be read by readiness); elsewhere none may. Returns how
+ * many did. */
+static int request_rounds(pact_loop *loop, int fd, streamer *st, int ring,
+                          int rounds, size_t size, int in_ring_from,
+                          uint64_t end)
+{
+    static uint8_t msg[16384];
+    cr_assert_leq(size, sizeof msg);
+    st->keep = 1;
+    int in_ring = 0;
+    for (int r = 0; r < rounds; r++) {
+        for (size_t i = 0; i < size; i++)
+            msg[i] = test_pattern_byte(st->received + i);
+        uint64_t want = st->received + size;
+        st->kept_id = -1;
+        cr_assert_eq(send(fd, msg, size, 0), (ssize_t)size);
+        while (st->received < want && pact_now() < end)
+            pact_loop_run_once(loop, 10 * 1000 * 1000);
+        cr_assert_eq(st->received, want, "round %d", r);
+        if (st->kept_id >= 0)
+            pact__recv_buffer_give_back(loop, st->kept_id);
+        if (!ring)
+            cr_assert_eq(st->kept_id, -1, "a buffer lent outside the ring?");
+        else if (r >= in_ring_from)
+            cr_assert_geq(st->kept_id, 0, "round %d: not in a provided buffer", r);
+        in_ring += st->kept_id >= 0;
+    }
+    cr_assert_eq(st->mismatches, 0);
+    cr_assert_eq(st->finals, 0);
+    return in_ring;
+}
+
+/* Cancels the streamer's op and waits for its one final completion. */
+static void streamer_end(pact_loop *loop, streamer *st, uint64_t end)
+{
+    cr_assert_eq(pact_op_cancel(loop, st->op), 0);
+    while (!st->finals && pact_now() < end)
+        pact_loop_run_once(loop, 10 * 1000 * 1000);
+    cr_assert_eq(st->finals, 1);
+}
+
 /* count buffers of 4 KiB; ring_runs_dry: whether the flood must run
  * them dry (2 buffers) or cannot (4,096 buffers, 16 MiB: more than a
  * socket's receive queue holds, so the streaming shows only in the
@@ -497,34 +542,11 @@ static void stream_then_requests(unsigned count, int ring_runs_dry)
             cr_assert_eq(buffer_waits_of(loop), 0, "16 MiB of buffers ran out?");
         cr_assert_gt(st.big_chunks, 0, "the receive never read by readiness");
     }
-    /* Request and response: 100 bytes at a time. */
-    st.keep = 1;
-    static uint8_t msg[100];
-    int in_ring = 0;
-    for (int r = 0; r < 10; r++) {
-        for (size_t i = 0; i < sizeof msg; i++)
-            msg[i] = test_pattern_byte(st.received + i);
-        uint64_t want = st.received + sizeof msg;
-        st.kept_id = -1;
-        cr_assert_eq(send(c, msg, sizeof msg, 0), (ssize_t)sizeof msg);
-        while (st.received < want && pact_now() < end)
-            pact_loop_run_once(loop, 10 * 1000 * 1000);
-        cr_assert_eq(st.received, want, "round %d", r);
-        if (st.kept_id >= 0)
-            pact__recv_buffer_give_back(loop, st.kept_id);
-        if (!ring)
-            cr_assert_eq(st.kept_id, -1, "a buffer lent outside the ring?");
-        else if (r >= 4) /* READINESS_SMALL_BURSTS small bursts later */
-            cr_assert_geq(st.kept_id, 0, "round %d: still read by readiness", r);
-        in_ring += st.kept_id >= 0;
-    }
+    /* Request and response: 100 bytes at a time, in a provided buffer
+     * again READINESS_SMALL_BURSTS (4) small bursts later. */
+    int in_ring = request_rounds(loop, c, &st, ring, 10, 100, 4, end);
     cr_log_info("%d of 10 small messages in a provided buffer", in_ring);
-    cr_assert_eq(st.mismatches, 0);
-    cr_assert_eq(st.finals, 0);
-    cr_assert_eq(pact_op_cancel(loop, st.op), 0);
-    while (!st.finals && pact_now() < end)
-        pact_loop_run_once(loop, 10 * 1000 * 1000);
-    cr_assert_eq(st.finals, 1);
+    streamer_end(loop, &st, end);
     close(c);
     close(s);
     test_loop_free(loop);
@@ -538,6 +560,45 @@ Test(multishot, a_receive_that_ran_the_ring_dry_streams_by_readiness_until_its_b
 Test(multishot, a_receive_whose_peer_streams_reads_by_readiness_before_the_ring_runs_dry)
 {
     stream_then_requests(4096, 0);
+}
+
+/* Where the kernel has a byte limit for multishot receives (Linux 6.17),
+ * the engine arms each with one (engine_uring.c, recv_limit_probe): the
+ * kernel ends the receive by itself after so many bytes and the engine
+ * arms it again, as a multishot receive again unless its completions
+ * kept leaving bytes in the socket. Messages of 16 KiB, each received
+ * before the next is sent, 4 MiB in all (the limit, 16 buffers, is 1 MiB
+ * of the default 64 KiB ones): every
+ * one arrives in order, in a provided buffer (read by readiness, it would
+ * not be in one), and the caller sees one op and no final. Without the
+ * limit (PACT_URING_MASK=mshotlim, older kernels) the same holds. */
+Test(multishot, requests_past_the_receive_byte_limit_stay_in_provided_buffers)
+{
+    pact_loop *loop = test_loop_new();
+    int ring = strcmp(pact_loop_recv_multishot_mode(loop), "multishot") == 0;
+    int c, s;
+    make_tcp_pair(&c, &s);
+    streamer st = {.kept_id = -1};
+    st.op = pact_recv_multishot(loop, s, on_stream, &st);
+    cr_assert_gt(st.op, 0);
+    uint64_t end = pact_now() + 20000000000ull;
+    request_rounds(loop, c, &st, ring, 256, 16384, 0, end);
+    streamer_end(loop, &st, end);
+    close(c);
+    close(s);
+    test_loop_free(loop);
+}
+
+/* Cancel while a flood runs through the default ring, at points around
+ * where the kernel ends a multishot receive at its byte limit (1 MiB,
+ * see the test above) and the engine arms it again: one final, nothing
+ * after it, every byte delivered or still in the socket, in order. */
+Test(multishot, cancel_around_the_receive_byte_limit)
+{
+    static const uint64_t at[] = {1023 * 1024, 1024 * 1024, 1025 * 1024,
+                                  2048 * 1024 + 1};
+    for (size_t i = 0; i < sizeof at / sizeof at[0]; i++)
+        cancel_while_flooding(at[i]);
 }
 
 /* Where the bytes of each chunk were put, and whether they are right. */
