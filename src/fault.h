@@ -28,6 +28,10 @@ enum pact_fault_site {
                               none of, answering err (-EAGAIN, as when it
                               cannot allocate requests): the SQEs wait in
                               the ring for the next submission */
+    PACT_FAULT_CLOSE_DEADLINE, /* loop.c: pact_loop_close's wait for the
+                              resources it force-closed ends at once, as
+                              if its 10 s had passed (any err): what they
+                              still have queued runs inside the close */
     PACT_FAULT_SITE_COUNT
 };
 

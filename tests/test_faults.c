@@ -946,3 +946,132 @@ Test(faults, a_silent_send_naming_a_fixed_file_slot_left_empty_goes_by_fd)
     fault_loop_free(loop);
     cr_assert_eq(count_open_fds(), fds, "fd leak");
 }
+
+/* ---- a loop close whose resources outlive its wait -------------------------- */
+
+/* pact_loop_close force-closes what is open and runs the loop until all
+ * of it is gone, for at most 10 s; a resource that outlives that (an op
+ * the kernel does not give back) is left behind and the close goes on.
+ * What the endpoints still have queued in their own ready nodes then —
+ * connection_made, or their final close — runs inside the close
+ * (pact__handles_drop_all), a path nothing else reaches: within the
+ * 10 s the loop runs every node it finds. The fault ends that wait at
+ * once, so what was queued when pact_loop_close was called is still
+ * queued there. Each endpoint must still get connection_made first, then
+ * connection_lost once (docs/contract.md), with no op live and no fd open
+ * after the close. */
+typedef struct dg_side {
+    int made, lost;
+} dg_side;
+
+static void dg_made(pact_datagram *ep, void *user)
+{
+    (void)ep;
+    dg_side *d = user;
+    cr_assert(!d->made && !d->lost, "connection_made twice or late");
+    d->made = 1;
+}
+
+static void dg_lost(pact_datagram *ep, int err, void *user)
+{
+    (void)ep;
+    (void)err;
+    dg_side *d = user;
+    cr_assert(d->made && !d->lost, "connection_lost twice or before made");
+    d->lost = 1;
+}
+
+static const pact_datagram_protocol dg_side_proto = {
+    .connection_made = dg_made,
+    .connection_lost = dg_lost,
+};
+
+/* Closes the loop with its wait for the resources ended at once. */
+static void close_past_the_deadline(pact_loop *loop)
+{
+    pact_fault_arm(PACT_FAULT_CLOSE_DEADLINE, 1, 1);
+    fault_loop_free(loop);
+    unsigned long fired = pact_fault_fired(PACT_FAULT_CLOSE_DEADLINE);
+    pact_fault_arm(PACT_FAULT_CLOSE_DEADLINE, 0, 0);
+    cr_assert_eq(fired, 1, "the close did not wait for open resources");
+}
+
+/* Never run: two transports' and a datagram endpoint's connection_made
+ * are queued when the loop closes. */
+Test(faults, a_close_past_its_deadline_runs_a_queued_connection_made_then_lost_once)
+{
+    int fds = count_open_fds();
+    int err;
+    pact_loop *loop = fault_loop(&err);
+    cr_assert_not_null(loop);
+    int sv[2][2];
+    side s[2] = {{0}, {0}};
+    for (int i = 0; i < 2; i++) {
+        make_socketpair(sv[i]);
+        pact_transport *t;
+        cr_assert_eq(pact_transport_open(loop, sv[i][0], PACT_STREAM_SOCKET, &side_proto,
+                                         &s[i], &t), 0);
+    }
+    dg_side d = {0};
+    pact_datagram *ep;
+    cr_assert_eq(pact_datagram_open_udp(loop, "127.0.0.1", 0, NULL, 0, NULL,
+                                        &dg_side_proto, &d, &ep), 0);
+    close_past_the_deadline(loop);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(s[i].made, 1, "transport %d: no connection_made", i);
+        cr_assert_eq(s[i].lost, 1, "transport %d: no connection_lost", i);
+        char ch;
+        cr_assert_eq(recv(sv[i][1], &ch, 1, MSG_DONTWAIT), 0, "transport %d: "
+                     "the peer saw no close", i);
+        close(sv[i][1]);
+    }
+    cr_assert_eq(d.made, 1, "datagram endpoint: no connection_made");
+    cr_assert_eq(d.lost, 1, "datagram endpoint: no connection_lost");
+    cr_assert_eq(count_open_fds(), fds, "fd leak");
+}
+
+static void made_then_close(pact_transport *t, void *u)
+{
+    s_made(t, u);
+    cr_assert_eq(pact_transport_close(t), 0);
+}
+
+static void made_then_pause(pact_transport *t, void *u)
+{
+    s_made(t, u);
+    pact_transport_pause_reading(t);
+}
+
+/* One transport closed itself inside connection_made, the other was
+ * closed after it while paused (nothing in flight): both final closes
+ * wait in their nodes for the next iteration when the loop closes. */
+Test(faults, a_close_past_its_deadline_runs_a_queued_final_close_once)
+{
+    int fds = count_open_fds();
+    int err;
+    pact_loop *loop = fault_loop(&err);
+    cr_assert_not_null(loop);
+    static const pact_protocol closing = {.connection_made = made_then_close,
+                                          .connection_lost = s_lost};
+    static const pact_protocol pausing = {.connection_made = made_then_pause,
+                                          .connection_lost = s_lost};
+    int sv[2][2];
+    side s[2] = {{0}, {0}};
+    pact_transport *t[2];
+    for (int i = 0; i < 2; i++) {
+        make_socketpair(sv[i]);
+        cr_assert_eq(pact_transport_open(loop, sv[i][0], PACT_STREAM_SOCKET,
+                                         i ? &pausing : &closing, &s[i], &t[i]), 0);
+    }
+    cr_assert_geq(pact_loop_run_once(loop, 0), 0);
+    cr_assert_eq(s[0].made + s[1].made, 2);
+    cr_assert_eq(s[0].lost, 0, "the final close ran inside connection_made's iteration");
+    cr_assert_eq(pact_transport_close(t[1]), 0);
+    cr_assert_eq(s[1].lost, 0, "connection_lost from inside close");
+    close_past_the_deadline(loop);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(s[i].lost, 1, "transport %d: no connection_lost", i);
+        close(sv[i][1]);
+    }
+    cr_assert_eq(count_open_fds(), fds, "fd leak");
+}
