@@ -255,9 +255,9 @@ struct pact_loop {
     unsigned stream_more_cached;
     size_t stream_more_cached_bytes;
     /* ...and how many streams keep theirs while drained (bounded), with
-     * buffers or without (stream.c: release_more). */
+     * buffers or with small ones or none (stream.c: release_more). */
     unsigned stream_more_kept;
-    unsigned stream_more_kept_bare;
+    unsigned stream_more_kept_small;
     /* stream.c: the memory of freed streams, for the next connection
      * (bounded; freed at close). */
     struct pact_stream_cached *stream_cache;

@@ -144,16 +144,20 @@ static void write_failed(pact_stream *s, int err)
  * while its buffers hold at most this many bytes (release_more)... */
 #define MORE_KEPT_MAX 64
 #define MORE_KEPT_BYTES (16 * 1024)
-/* ...and up to this many more keep one without buffers (the write state
- * of replies sent from the loop's receive buffers): 1,024 blocks of 224
- * bytes, 224 KiB at most, about 23 bytes per connection of 10,000 that
- * all wrote twice and went quiet. Past the bound each reply takes a
- * block from the cache and gives it back (release_more_now), and its
- * slot looks the fd up: callgrind, 64-byte echo at 1,000 connections
- * on io_uring (bench/README.md), with 512 that was 0.43 times per reply,
- * 714-762 instructions and 9.9-10.6 D1 misses per reply against 629-683
- * and 8.6-9.7 with 1,024 (2,048: 617-632, 8.6). */
-#define MORE_KEPT_BARE_MAX 1024
+/* ...and up to this many more keep one whose buffers are small, at most
+ * MORE_KEPT_SMALL_BYTES (the write state of replies sent from the
+ * loop's receive buffers, which has none, and of short replies copied
+ * to join the loop's next submission, write_joined: an HTTP response
+ * with a few headers, an echo): 1,024 blocks of 224 bytes and a buffer
+ * of at most 256 (a 272-byte chunk), 496 KiB at most, about 50 bytes
+ * per connection of 10,000 that all wrote twice and went quiet. Past the bound each reply
+ * takes a block from the cache and gives it back (release_more_now),
+ * and its slot looks the fd up: callgrind, 64-byte echo at 1,000
+ * connections on io_uring (bench/README.md), with 512 that was 0.43
+ * times per reply, 714-762 instructions and 9.9-10.6 D1 misses per reply
+ * against 629-683 and 8.6-9.7 with 1,024 (2,048: 617-632, 8.6). */
+#define MORE_KEPT_SMALL_MAX 1024
+#define MORE_KEPT_SMALL_BYTES 256
 
 /* A zeroed block, 64-byte aligned: its first two cache lines hold what
  * an echo touches (stream.h). Windows has no aligned allocation that
@@ -241,15 +245,18 @@ static void give_back_more(pact_loop *loop, pact_stream_more *m)
  * again, while the next connections' replies, finding the cache empty,
  * allocate theirs.
  *
- * A block without buffers (the replies of pact_transport_write_received
- * on io_uring) is kept by up to MORE_KEPT_BARE_MAX streams more
- * (MORE_KEPT_BARE): an echo server with 500 connections otherwise gave
- * most replies' write state back and took another stream's, whose send
- * slot had to look up the new fd's entry (callgrind, 64-byte echo at 500
- * connections: about 160 instructions and 2 D1 misses per reply). Such
- * a block stays kept while it has no buffers; once it has, it is kept
- * as the others are or goes back. */
-enum { MORE_KEPT = 1, MORE_KEPT_BARE = 2 };
+ * A block with small buffers or none (the replies of
+ * pact_transport_write_received on io_uring, and small replies joined to
+ * the submission, write_joined) is kept by up to MORE_KEPT_SMALL_MAX
+ * streams more (MORE_KEPT_SMALL): an echo or HTTP server with 500
+ * connections otherwise gave most replies' write state back and took
+ * another stream's, whose send slot had to look up the new fd's entry
+ * (callgrind, 64-byte echo at 500 connections: about 160 instructions
+ * and 2 D1 misses per reply; HTTP under wrk, copied replies: about 200
+ * instructions per reply). Such a block stays kept while its buffers
+ * stay small; once they grow, it is kept as the others are or goes
+ * back. */
+enum { MORE_KEPT = 1, MORE_KEPT_SMALL = 2 };
 static PACT_SLOW_PATH void release_more_now(pact_stream *s);
 
 /* A stream that keeps its drained write state (m) keeps it now too. */
@@ -257,7 +264,7 @@ static inline int more_stays(const pact_stream *s, const pact_stream_more *m)
 {
     return s->more_kept &&
            m->inflight.cap + m->pending.cap <=
-               (s->more_kept == MORE_KEPT ? MORE_KEPT_BYTES : 0);
+               (s->more_kept == MORE_KEPT ? MORE_KEPT_BYTES : MORE_KEPT_SMALL_BYTES);
 }
 
 /* The stream's write state, kept, no longer is. */
@@ -265,8 +272,8 @@ static void more_unkeep(pact_loop *loop, pact_stream *s)
 {
     if (s->more_kept == MORE_KEPT)
         loop->stream_more_kept--;
-    else if (s->more_kept == MORE_KEPT_BARE)
-        loop->stream_more_kept_bare--;
+    else if (s->more_kept == MORE_KEPT_SMALL)
+        loop->stream_more_kept_small--;
     s->more_kept = 0;
 }
 
@@ -291,9 +298,10 @@ static PACT_SLOW_PATH void release_more_now(pact_stream *s)
     unsigned was = s->more_kept;
     more_unkeep(loop, s); /* its buffers grew: kept as the others, or not */
     if (s->drained_before && was != MORE_KEPT) {
-        if (bytes == 0 && loop->stream_more_kept_bare < MORE_KEPT_BARE_MAX) {
-            s->more_kept = MORE_KEPT_BARE;
-            loop->stream_more_kept_bare++;
+        if (bytes <= MORE_KEPT_SMALL_BYTES &&
+            loop->stream_more_kept_small < MORE_KEPT_SMALL_MAX) {
+            s->more_kept = MORE_KEPT_SMALL;
+            loop->stream_more_kept_small++;
             return;
         }
         if (bytes <= MORE_KEPT_BYTES && loop->stream_more_kept < MORE_KEPT_MAX) {
@@ -982,11 +990,25 @@ static void on_send(pact_loop *loop, const pact_completion *c, void *arg)
     write_progress(s);
 }
 
-/* The same for a send from the stream's slot (op.h). */
+/* The same for a send from the stream's slot (op.h). Its common case, a
+ * joined reply's (write_joined), is on_send's for a send that sent all
+ * of `inflight` and was a write's first try without a presumed EPIPE:
+ * without a pact_completion to fill and first_send_back's call
+ * (callgrind, HTTP hello-world under wrk at 500 connections on io_uring:
+ * 58 -> 52 instructions per request). */
 static void on_send_slot(pact_loop *loop, pact_send_slot *slot, int64_t result)
 {
+    pact_stream_more *m = pact_container_of(slot, pact_stream_more, slot);
+    pact_stream *s = m->stream;
+    if (result > 0 && (uint64_t)result == pact__wbuf_len(&m->inflight) &&
+        !s->epipe_presumed && !s->t.ep.aborting) {
+        s->first_send_in_flight = 0;
+        pact__wbuf_clear(&m->inflight);
+        write_progress(s);
+        return;
+    }
     pact_completion c = {.result = result};
-    on_send(loop, &c, pact_container_of(slot, pact_stream_more, slot)->stream);
+    on_send(loop, &c, s);
 }
 
 /* A zero-copy write's send is back. What it did not send (all of it
@@ -1306,6 +1328,61 @@ static int queue_unsent(pact_stream *s, const struct iovec *iov, int iovcnt,
     return 0;
 }
 
+/* A write that joins the loop's next submission (send_joins_submission:
+ * nothing queued, in flight or behind a write item): copied straight into
+ * `inflight`, whose send starts now (its SQE waits for the submission),
+ * without the steps of a queued write (queue_unsent's copy into
+ * `pending`, kick_write's swap and its write item), and sent silently
+ * where the engine can. Kept small, its write state stays with the
+ * stream (MORE_KEPT_SMALL). callgrind, user-space instructions per
+ * request on io_uring (bench/c_counts.sh), with on_send_slot's common
+ * case and MORE_KEPT_SMALL: HTTP hello-world under wrk 1,580 -> 1,472
+ * at 50 connections, 1,748 -> 1,538 at 500; 64-byte echo through
+ * pact_transport_write 796 -> 682 and 920 -> 720. */
+static PACT_SLOW_PATH int write_joined(pact_stream *s, const struct iovec *iov,
+                                       int iovcnt)
+{
+    pact_stream_more *m = pact__stream_more(s);
+    if (!m)
+        return -ENOMEM;
+    if (iovcnt == 1 && iov[0].iov_len <= m->inflight.cap) {
+        /* The common case, a kept write state (MORE_KEPT_SMALL): its
+         * empty buffer has room, so no pact__wbuf_append. */
+        memcpy(m->inflight.data, iov[0].iov_base, iov[0].iov_len);
+        m->inflight.start = 0;
+        m->inflight.end = iov[0].iov_len;
+    } else {
+        for (int i = 0; i < iovcnt; i++) {
+            if (pact__wbuf_append(&m->inflight, iov[i].iov_base, iov[i].iov_len) != 0) {
+                pact__wbuf_clear(&m->inflight); /* nothing of it is out */
+                return -ENOMEM;
+            }
+        }
+    }
+    pact_loop *loop = s->t.ep.loop;
+    loop->sends_joined++;
+    int r = start_send(s, m->inflight.data + m->inflight.start,
+                       pact__wbuf_len(&m->inflight), 0, on_send_slot, on_send);
+    if (r < 0) {
+        fatal_error(s, r); /* as kick_write: the stream is broken */
+        return 0;
+    }
+    s->first_send_in_flight = 1;
+    if (m->slot.pending_cqes > 0) {
+        m->slot.flags |= PACT_SLOTF_SILENT_OK;
+    } else {
+        /* Its completion ended the loop's next wait at once on io_uring
+         * (the send completes at submission), which cost an iteration
+         * without work; a retry after a short send is never silent. The
+         * same by the slot, above. */
+        pact_op_s *op = pact__op_lookup(loop, m->send_op);
+        if (op)
+            op->flags |= PACT_OPF_SILENT_OK;
+    }
+    stream_flow(s);
+    return 0;
+}
+
 /* may_join 0: never joins the submission (write_received's streaming
  * rule sends at once). */
 static int stream_writev_many(pact_stream *s, const struct iovec *iov, int iovcnt,
@@ -1317,36 +1394,21 @@ static int stream_writev_many(pact_stream *s, const struct iovec *iov, int iovcn
     if (total == 0)
         return 0;
     size_t sent = 0;
-    int joined = 0;
     if (write_queue_empty(s)) {
-        if (may_join && send_joins_submission(s, total)) {
-            s->t.ep.loop->sends_joined++;
-            joined = 1;
-        } else {
-            sent = send_now(s, iov, iovcnt);
-        }
+        if (may_join && send_joins_submission(s, total))
+            return write_joined(s, iov, iovcnt);
+        sent = send_now(s, iov, iovcnt);
     }
     if (sent == total)
         return 0; /* all out: nothing buffered, the marks are not crossed */
-    int r = queue_unsent(s, iov, iovcnt, sent);
-    if (joined && r == 0)
-        s->first_send_in_flight = 1;
-    if (joined && r == 0 && s->more && s->more->send_op) {
-        /* Its completion ended the loop's next wait at once on io_uring
-         * (the send completes at submission), which cost an iteration
-         * without work; a retry after a short send is never silent. */
-        pact_op_s *op = pact__op_lookup(s->t.ep.loop, s->more->send_op);
-        if (op)
-            op->flags |= PACT_OPF_SILENT_OK;
-    } else if (joined && r == 0 && s->more && s->more->slot.pending_cqes > 0) {
-        s->more->slot.flags |= PACT_SLOTF_SILENT_OK; /* the same by its slot */
-    }
-    return r;
+    return queue_unsent(s, iov, iovcnt, sent);
 }
 
 static PACT_SLOW_PATH int write_slow(pact_stream *s, const void *data, size_t len)
 {
     struct iovec iov = {(void *)data, len};
+    if (len > 0 && send_joins_submission(s, len) && write_queue_empty(s))
+        return write_joined(s, &iov, 1); /* stream_writev_many's, sooner */
     return stream_writev_many(s, &iov, 1, 1);
 }
 
@@ -1378,8 +1440,8 @@ static PACT_SLOW_PATH int write_unsent(pact_stream *s, const void *data, size_t 
  * to send(2): 135 -> 70 instructions per request. */
 static inline int stream_write(pact_stream *s, const void *data, size_t len)
 {
-    if ((s->more && !write_queue_empty(s)) || s->t.kind != PACT_STREAM_SOCKET ||
-        len == 0 || s->t.ep.loop->sends_join_submission)
+    if (s->t.ep.loop->sends_join_submission || (s->more && !write_queue_empty(s)) ||
+        s->t.kind != PACT_STREAM_SOCKET || len == 0)
         return write_slow(s, data, len);
     ssize_t n = send(s->fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n == (ssize_t)len)

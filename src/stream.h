@@ -211,8 +211,8 @@ typedef struct pact_stream {
     unsigned drained_before : 1;
     /* Its drained write state is kept for the next write instead of
      * given back (release_more: MORE_KEPT, counted in
-     * loop->stream_more_kept, or MORE_KEPT_BARE, without buffers, in
-     * loop->stream_more_kept_bare). */
+     * loop->stream_more_kept, or MORE_KEPT_SMALL, with small buffers or
+     * none, in loop->stream_more_kept_small). */
     unsigned more_kept : 2;
     /* s->more->marks are not pact__default_marks (set_write_buffer_limits
      * set them): without it the writes' checks need not read them. */
