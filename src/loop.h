@@ -508,10 +508,12 @@ int64_t pact__rw_nowait(int fd, int is_write, const struct iovec *iov, int iovcn
 /* Queues a freshly filled op for submission and returns its handle. */
 pact_op pact__op_start(pact_loop *loop, pact_op_s *op, void *created_at);
 /* pact_recv_multishot() whose data completions go to data (with user),
- * and only its final completion to cb: a stream transport's receive. */
+ * and only its final completion to cb: a stream transport's receive.
+ * first: the connection's first receive, whose bytes are likely not there
+ * yet (PACT_OPF_POLL_FIRST). */
 pact_op pact__recv_multishot_hooked(pact_loop *loop, pact_os_sock fd,
                                     pact__data_hook data, pact_op_cb cb,
-                                    void *user);
+                                    void *user, int first);
 /* Zero-copy writes of received bytes: if [data, data + len) lies in the
  * receive buffer lent to the callback running now, claims that buffer
  * (the engine keeps it out of the kernel's hands) and returns its id for

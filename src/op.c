@@ -190,14 +190,14 @@ pact_op pact_recv_multishot(pact_loop *loop, pact_os_sock fd, pact_op_cb cb, voi
 
 pact_op pact__recv_multishot_hooked(pact_loop *loop, pact_os_sock fd,
                                     pact__data_hook data, pact_op_cb cb,
-                                    void *user)
+                                    void *user, int first)
 {
     int err_;
     pact_op_s *op = pact__op_begin(loop, PACT_OP_RECV_MULTI, fd, cb, user,
                                    "pact_recv_multishot", &err_);
     if (!op)
         return err_;
-    op->flags |= PACT_OPF_DATA_HOOK;
+    op->flags |= (uint16_t)(PACT_OPF_DATA_HOOK | (first ? PACT_OPF_POLL_FIRST : 0u));
     op->data_hook = data;
     OP_FINISH();
 }

@@ -105,6 +105,13 @@ enum pact_op_flag {
      * whose peer streams, to arm it again by readiness (engine_uring.c,
      * "a receive that streams"). */
     PACT_OPF_RECV_SWITCHING = 1u << 14,
+    /* io_uring: the first SQE of a multishot receive waits for readiness
+     * before it tries to receive (IORING_RECVSEND_POLL_FIRST): a stream's
+     * first receive on a fresh connection, whose peer has rarely written
+     * yet. A try that finds nothing costs the kernel a socket receive and
+     * a provided buffer taken and put back. Cleared once prepared: a
+     * receive armed again tries at once. */
+    PACT_OPF_POLL_FIRST = 1u << 15,
 };
 
 /* Where the data completions of a hooked multishot receive go: the op's

@@ -793,8 +793,12 @@ static void on_read(pact_loop *loop, const pact_completion *c, void *arg)
 /* Socket transports hold no receive buffer: pact_recv_multishot() lends
  * the loop's, for the duration of each callback (so 10,000 idle
  * connections cost no buffers at all). Pipes read into a buffer of their
- * own, allocated on the first read. */
-static void start_reading(pact_stream *s)
+ * own, allocated on the first read. first: the receive connection_made
+ * starts, on a connection whose peer has rarely written yet (an accepted
+ * one's client writes once its connect returns; a connected one's server
+ * mostly waits for a request), so io_uring waits for readiness before it
+ * first tries (PACT_OPF_POLL_FIRST). */
+static void start_reading_as(pact_stream *s, int first)
 {
     pact_transport *t = &s->t;
     if (s->read_op || t->ep.closing || must_hold(s) || !t->ep.made ||
@@ -803,7 +807,7 @@ static void start_reading(pact_stream *s)
     pact_op op;
     if (t->kind == PACT_STREAM_SOCKET) {
         op = pact__recv_multishot_hooked(t->ep.loop, s->fd, on_recv_data,
-                                         on_recv_end, s);
+                                         on_recv_end, s, first);
     } else {
         if (!pact__stream_more(s) ||
             (!s->more->rbuf && !(s->more->rbuf = malloc(READ_BUFFER_SIZE)))) {
@@ -818,6 +822,11 @@ static void start_reading(pact_stream *s)
         return;
     }
     s->read_op = pact__endpoint_op(&t->ep, op); /* unreferenced with t */
+}
+
+static void start_reading(pact_stream *s)
+{
+    start_reading_as(s, 0);
 }
 
 static void stream_pause_reading(pact_transport *t)
@@ -1697,7 +1706,7 @@ static void connection_made(pact_endpoint *e)
     if (t->proto->connection_made)
         t->proto->connection_made(t, t->user);
     if (!t->ep.closing) {
-        start_reading(s);
+        start_reading_as(s, 1);
         if (t->kind == PACT_STREAM_WRITE_PIPE && !poll_op(s))
             watch_pipe_reader(s);
         stream_flow(s); /* writes before connection_made */

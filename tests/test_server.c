@@ -1042,6 +1042,14 @@ Test(server, accepted_and_connected_tcp_transports_have_nodelay)
         rec_free(&sc.recs[i]);
 }
 
+/* An echo server on an ephemeral port of 127.0.0.1: its port. */
+static int listen_echo_tcp(pact_loop *loop, srv_ctx *sc, pact_server **srv)
+{
+    cr_assert_eq(pact_server_listen_tcp(loop, "127.0.0.1", 0, NULL, echo_factory,
+                                        sc, srv), 0);
+    return pact_server_port(*srv);
+}
+
 /* A server of short connections keeps the memory of closed streams for
  * the next ones: a connection served after others that were paused, had
  * marks of their own and were written to after close starts as a fresh
@@ -1051,9 +1059,7 @@ Test(server, a_connection_after_closed_ones_starts_fresh)
     pact_loop *loop = test_loop_new();
     srv_ctx sc = {0};
     pact_server *srv;
-    cr_assert_eq(pact_server_listen_tcp(loop, "127.0.0.1", 0, NULL, echo_factory,
-                                        &sc, &srv), 0);
-    int port = pact_server_port(srv);
+    int port = listen_echo_tcp(loop, &sc, &srv);
     size_t high0 = 0, low0 = 0;
     for (int i = 0; i < 4; i++) {
         int fd = raw_connect(AF_INET, "127.0.0.1", port);
@@ -1083,6 +1089,66 @@ Test(server, a_connection_after_closed_ones_starts_fresh)
         close(fd);
     }
     srv_expect_all_done(&sc);
+    close_server_and_wait(loop, srv);
+    test_loop_free(loop);
+    for (int i = 0; i < sc.n; i++)
+        rec_free(&sc.recs[i]);
+}
+
+/* A connection's first receive may find its peer's bytes already there
+ * or not yet: io_uring waits for them before it first tries (a fresh
+ * connection's peer has rarely written yet), and must still deliver what
+ * was there before, or came after, and the EOF. Three kinds of client,
+ * all connected before the loop runs: bytes and EOF sent before the
+ * server made the connection; bytes before, EOF after; both after. */
+Test(server, the_first_receive_gets_bytes_sent_before_or_after_the_connection_was_made)
+{
+    enum { N = 9 };
+    pact_loop *loop = test_loop_new();
+    srv_ctx sc = {0};
+    pact_server *srv;
+    int port = listen_echo_tcp(loop, &sc, &srv);
+    int fds[N];
+    char msg[N][16];
+    for (int i = 0; i < N; i++) {
+        snprintf(msg[i], sizeof msg[i], "request %d", i);
+        fds[i] = raw_connect(AF_INET, "127.0.0.1", port);
+        if (i % 3 != 2)
+            cr_assert_eq(send(fds[i], msg[i], strlen(msg[i]), MSG_NOSIGNAL),
+                         (ssize_t)strlen(msg[i]));
+        if (i % 3 == 0)
+            cr_assert_eq(shutdown(fds[i], SHUT_WR), 0);
+    }
+    RUN_UNTIL(loop, sc.n == N && srv_made(&sc) == N, 5000);
+    /* Every receive has been submitted: a turn more for the ones made last. */
+    pact_loop_run_once(loop, 0);
+    for (int i = 0; i < N; i++) {
+        if (i % 3 == 2)
+            cr_assert_eq(send(fds[i], msg[i], strlen(msg[i]), MSG_NOSIGNAL),
+                         (ssize_t)strlen(msg[i]));
+        if (i % 3 != 0)
+            cr_assert_eq(shutdown(fds[i], SHUT_WR), 0);
+    }
+    RUN_UNTIL(loop, srv_lost(&sc) == N, 5000);
+    srv_expect_all_done(&sc);
+    size_t want = 0;
+    for (int i = 0; i < N; i++) {
+        cr_expect_eq(sc.recs[i].eofs, 1, "server connection %d: %d EOFs", i,
+                     sc.recs[i].eofs);
+        want += strlen(msg[i]);
+    }
+    cr_expect_eq(srv_bytes(&sc), want);
+    for (int i = 0; i < N; i++) {
+        /* The echo, then the EOF (the server closes on the client's). */
+        char buf[32];
+        size_t got = 0, len = strlen(msg[i]);
+        cr_assert(try_read(fds[i], buf, len, &got), "client %d: %zu of %zu bytes",
+                  i, got, len);
+        cr_expect(memcmp(buf, msg[i], len) == 0, "client %d: echo differs", i);
+        cr_expect_eq(recv(fds[i], buf, sizeof buf, MSG_DONTWAIT), 0,
+                     "client %d: no EOF", i);
+        close(fds[i]);
+    }
     close_server_and_wait(loop, srv);
     test_loop_free(loop);
     for (int i = 0; i < sc.n; i++)

@@ -1580,9 +1580,12 @@ static void prep_op(pact_loop *loop, pact_op_s *op, struct io_uring_sqe *sqe)
             sqe->flags |= IOSQE_BUFFER_SELECT;
             sqe->buf_group = RECV_BGID;
             sqe->file_index = URING(loop)->recv_limit; /* optlen */
+            if (op->flags & PACT_OPF_POLL_FIRST) /* 5.19, before multishot */
+                sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
         } else {
             io_uring_prep_poll_add(sqe, op->fd, POLLIN);
         }
+        op->flags &= (uint16_t)~PACT_OPF_POLL_FIRST; /* only the first */
         break;
     case PACT_OP_RECV:
         io_uring_prep_recv(sqe, op->fd, op->buf, op->len, op->msg_flags);
