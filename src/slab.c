@@ -35,7 +35,10 @@ static int slab_grow(pact_slab *s)
 #ifdef _WIN32 /* no aligned_alloc; malloc is 16-byte aligned on x64 */
     char *chunk = malloc(s->entry_size * PACT_SLAB_CHUNK);
 #else
-    char *chunk = aligned_alloc(16, s->entry_size * PACT_SLAB_CHUNK);
+    /* Cache-line aligned: an op's first 32 bytes then lie in one line
+     * (op.h, pact_op_s). The size is a multiple of 64 (PACT_SLAB_CHUNK
+     * entries), as aligned_alloc wants. */
+    char *chunk = aligned_alloc(64, s->entry_size * PACT_SLAB_CHUNK);
 #endif
     if (!chunk)
         return -1;

@@ -2087,16 +2087,17 @@ static void arm_by_readiness(pact_loop *loop, pact_op_s *op)
 {
     if (loop->burst_buf || pact__burst_buf_make(loop) == 0) {
         op->flags |= PACT_OPF_RECV_BY_READINESS;
-        op->len = 0; /* small bursts in a row (a receive has no buffer) */
+        op->recv_count = 0; /* small bursts in a row */
     }
 }
 
 /* Data completions of a multishot receive that left bytes in the socket
- * (IORING_CQE_F_SOCK_NONEMPTY) count up, the others down (op->len keeps
- * the count): at STREAMING_EVIDENCE its peer streams (see "a receive that
- * streams"). Where the kernel ends a multishot receive at a byte limit
- * (recv_limit_probe), the count waits for that end, and a receive that
- * has the evidence then is armed again by readiness (recv_multi_cqe).
+ * (IORING_CQE_F_SOCK_NONEMPTY) count up, the others down (op->recv_count
+ * keeps the count): at STREAMING_EVIDENCE its peer streams (see "a
+ * receive that streams"). Where the kernel ends a multishot receive at a
+ * byte limit (recv_limit_probe), the count waits for that end, and a
+ * receive that has the evidence then is armed again by readiness
+ * (recv_multi_cqe).
  * Elsewhere the kernel is asked to end it by a cancel of the engine's
  * own, not the caller's (PACT_OPF_RECV_SWITCHING): its final completion
  * arms it again by readiness. A request of 16 KiB arrives whole (perf
@@ -2109,16 +2110,16 @@ static void arm_by_readiness(pact_loop *loop, pact_op_s *op)
 static void streaming_evidence(pact_loop *loop, pact_op_s *op, unsigned flags)
 {
     if (!(flags & IORING_CQE_F_SOCK_NONEMPTY)) {
-        if (op->len)
-            op->len--;
+        if (op->recv_count)
+            op->recv_count--;
         return;
     }
     if (URING(loop)->recv_limit) {
-        if (op->len < STREAMING_EVIDENCE)
-            op->len++; /* (the last completions are what counts) */
+        if (op->recv_count < STREAMING_EVIDENCE)
+            op->recv_count++; /* (the last completions are what counts) */
         return;
     }
-    if (++op->len < STREAMING_EVIDENCE ||
+    if (++op->recv_count < STREAMING_EVIDENCE ||
         (op->flags & (PACT_OPF_RECV_SWITCHING | PACT_OPF_CANCEL_REQUESTED |
                       PACT_OPF_TIMED_OUT)) ||
         (!loop->burst_buf && pact__burst_buf_make(loop) != 0))
@@ -2201,10 +2202,10 @@ static int recv_poll_cqe(pact_loop *loop, pact_op_s *op, int res, int *final)
      * in one (see "a receive that streams"). */
     if (op->flags & PACT_OPF_RECV_BY_READINESS) {
         if (bytes >= URING(loop)->bufsz) {
-            op->len = 0;
-        } else if (++op->len >= READINESS_SMALL_BURSTS) {
+            op->recv_count = 0;
+        } else if (++op->recv_count >= READINESS_SMALL_BURSTS) {
             op->flags &= (uint16_t)~PACT_OPF_RECV_BY_READINESS;
-            op->len = 0; /* streaming_evidence's count from here */
+            op->recv_count = 0; /* streaming_evidence's count from here */
             if (recv_multi_rearm_later(loop, op))
                 return 1;
         }
@@ -2254,7 +2255,7 @@ static int recv_multi_cqe(pact_loop *loop, pact_op_s *op, int res,
         }
         /* Ended at its byte limit (or early): by readiness if its peer
          * streams (streaming_evidence). */
-        if (res > 0 && op->len >= STREAMING_EVIDENCE)
+        if (res > 0 && op->recv_count >= STREAMING_EVIDENCE)
             arm_by_readiness(loop, op);
         if (res > 0 && !(op->flags & PACT_OPF_RECV_BY_READINESS) &&
             recv_multi_rearm_later(loop, op))
