@@ -14,6 +14,9 @@
 #   REPS=1           repetitions, interleaved (every contender once, then
 #                    again); with more than 1 a cell is median (min-max)
 #   CALLGRIND=1      0 skips the runs under valgrind
+#   CACHESIM=0       1: callgrind also simulates the caches
+#                    (--cache-sim=yes) and D1 misses per request (reads
+#                    and writes, of the same window) get a row
 #   PLACEMENT=split  split: server on CPU 0, load on CPU 1; shared: both 0
 #   BASELINE=DIR     another build directory (configured as BUILD_DIR is,
 #                    say main's in another checkout): its pact servers run
@@ -38,7 +41,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 BUILD=$(cd "${1:-$ROOT/build-bench}" && pwd)
 SCENARIO_LIST=${SCENARIOS:-"http_c50 http_c500 pp64_c50 pp64_c500"}
-SECS=${SECS:-3} REPS=${REPS:-1} CALLGRIND=${CALLGRIND:-1}
+SECS=${SECS:-3} REPS=${REPS:-1} CALLGRIND=${CALLGRIND:-1} CACHESIM=${CACHESIM:-0}
 PLACEMENT=${PLACEMENT:-split}
 . "$HERE/lineup.sh"      # contenders, contender_cmd, SCENARIOS, HTTP_SCENARIOS
 . "$HERE/counts_common.sh" # PERF_COUNT_EVENTS, perf_per_request, listening, perf_attached, SRV, stop, callgrind_window
@@ -131,11 +134,16 @@ measure() {
         echo "c_counts: $sc $who: the load counted no requests" >&2
     fi
     [ "$CALLGRIND" = 0 ] && return 0
-    start "$who" valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.%p" || return 0
+    local sim=()
+    [ "$CACHESIM" = 1 ] && sim=(--cache-sim=yes)
+    start "$who" valgrind --tool=callgrind "${sim[@]}" --callgrind-out-file="$TMP/cg.%p" || return 0
     callgrind_window load 3 $((2 * SECS))
     reqs=$CG_LOAD
     if [ -n "$CG_IR" ] && [ "${reqs:-0}" -gt 0 ]; then
         echo "$sc|$who|user-space instructions (callgrind)|$((CG_IR / reqs))" >>"$TMP/rows"
+        if [ -n "$CG_D1" ]; then
+            echo "$sc|$who|D1 misses (callgrind --cache-sim)|$(awk "BEGIN { print $CG_D1 / $reqs }")" >>"$TMP/rows"
+        fi
     else
         echo "c_counts: $sc $who: no callgrind dump" >&2
     fi

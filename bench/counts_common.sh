@@ -73,7 +73,8 @@ stop() { kill -KILL $SRV 2>/dev/null || true; wait $SRV 2>/dev/null || true; SRV
 # (--callgrind-out-file=$TMP/cg.%p). Runs `LOAD WARM`, zeroes the
 # counters, runs `LOAD SECS` (its output goes to CG_LOAD), dumps them and
 # stops the server; CG_IR: the user-space instructions of that window
-# (empty without a dump).
+# (empty without a dump); CG_D1: its D1 cache misses, reads and writes,
+# when the server ran with --cache-sim=yes (else empty).
 callgrind_window() {
     local vpid=$SRV
     "$1" "$2" >/dev/null
@@ -81,5 +82,12 @@ callgrind_window() {
     CG_LOAD=$("$1" "$3")
     callgrind_control -d $vpid >/dev/null 2>&1
     stop
-    CG_IR=$(sed -n 's/^summary: *//p' "$TMP/cg.$vpid.1" 2>/dev/null || true)
+    local summary
+    summary=$(sed -n 's/^summary: *//p' "$TMP/cg.$vpid.1" 2>/dev/null || true)
+    # shellcheck disable=SC2086 # the summary's fields, in the events' order
+    set -- $summary
+    CG_IR=${1:-} CG_D1=
+    # --cache-sim's events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw
+    [ $# -ge 6 ] && CG_D1=$(($5 + $6))
+    return 0
 }
