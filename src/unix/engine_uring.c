@@ -188,6 +188,9 @@ typedef struct uring_engine {
     /* Cancels asked for while uring_wait handled its completions, whose
      * SQEs wait for the next submission (see retract_unsent_cancel). */
     unsigned batch_cancels;
+    /* The watch whose poll CQE watch_cqe is delivering: its one-shot
+     * poll has fired, so a cancel from its callback needs no SQE. */
+    pact_op_s *watch_delivering;
     /* An epoll set that only asks whether a file can be polled
      * (file_can_poll), -1 until then. */
     int poll_probe_fd;
@@ -1768,6 +1771,14 @@ static void uring_cancel(pact_loop *loop, pact_op_s *op)
 {
     if (op->kind == PACT_OP_SEND && silent_take(loop, op))
         return; /* done already: its completion comes, with what it sent */
+    if (op == URING(loop)->watch_delivering)
+        /* Removed from inside its own callback (asyncio's sock_recv
+         * removes its reader there, python/pact/asyncio/_loop.py): the
+         * poll it delivers has fired and the kernel holds nothing of it;
+         * watch_cqe sees the cancel flag and ends it instead of arming it
+         * again. An ASYNC_CANCEL here cost an SQE per call (withdrawn as
+         * a NOP at best, retract_unsent_cancel). */
+        return;
     if (op->kind == PACT_OP_RECV_MULTI && pact_list_linked(&op->link)) {
         /* Waiting for a receive buffer (recv_buffer_wait) or for the
          * next wait (recv_multi_rearm_later): the kernel has nothing of
@@ -2296,8 +2307,11 @@ static int watch_cqe(pact_loop *loop, pact_op_s *op, int res)
             if (poll(&p, 1, 0) > 0)
                 res |= p.revents & ~POLLNVAL;
         }
-        if (res >= 0)
+        if (res >= 0) {
+            URING(loop)->watch_delivering = op;
             pact__watch_deliver(loop, op, (uint32_t)res);
+            URING(loop)->watch_delivering = NULL;
+        }
         if (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT)) {
             final = -ECANCELED;
         } else {
@@ -2332,8 +2346,11 @@ static int watch_cqe(pact_loop *loop, pact_op_s *op, int res)
  * newer poll. */
 static void uring_watch_update(pact_loop *loop, pact_op_s *op)
 {
-    if (op->flags & PACT_OPF_WATCH_REARM)
-        return; /* the re-arm already on its way reads op->msg_flags */
+    if ((op->flags & PACT_OPF_WATCH_REARM) || op == URING(loop)->watch_delivering)
+        /* The re-arm already on its way (or the one watch_cqe makes after
+         * this callback: the poll it delivers has fired) reads
+         * op->msg_flags, and a poll armed anew checks readiness then. */
+        return;
     struct io_uring_sqe *sqe = get_sqes(loop, 1);
     if (!sqe) {
         /* Without it the poll may sleep through an added event: end the
