@@ -204,6 +204,58 @@ class ReadinessTests(unittest.TestCase):
         self.assertEqual(self.loop.run_until_complete(main()), 4)
         self.assertEqual(buf, b'kept....')
 
+    def test_a_sock_wait_ends_in_its_own_callback(self):
+        # The reader (writer) of a sock_recv, sock_recv_into or sock_sendall
+        # that waited goes when its callback finishes the future, not one
+        # iteration later in the future's done callback: its pact watch has
+        # ended by the time the coroutine that awaited it runs again (on
+        # io_uring without a cancel, and without its poll armed once more).
+        # The bytes and the errors are asyncio's.
+        def live():
+            return self.loop.stats()['ops_live']
+        waits = []
+        payload = os.urandom(1 << 22)  # more than the socket buffers
+        got = bytearray()
+
+        def drain():  # a thread: no pact op of its own
+            self.b.setblocking(True)
+            while len(got) < len(payload):
+                got.extend(self.b.recv(1 << 20))
+        reader = threading.Thread(target=drain)
+
+        async def main():
+            base = live()
+            for what in ('recv', 'recv_into', 'sendall', 'sendall_error'):
+                # While the wait waits: its watch, and then what ends it.
+                self.loop.call_later(0.01, lambda: waits.append(live() - base))
+                if what == 'recv':
+                    self.loop.call_later(0.02, self.b.send, b'data')
+                    self.assertEqual(await self.loop.sock_recv(self.a, 100),
+                                     b'data')
+                elif what == 'recv_into':
+                    self.loop.call_later(0.02, self.b.send, b'into')
+                    buf = bytearray(8)
+                    self.assertEqual(
+                        await self.loop.sock_recv_into(self.a, buf), 4)
+                    self.assertEqual(buf[:4], b'into')
+                elif what == 'sendall':
+                    self.loop.call_later(0.02, reader.start)
+                    self.assertIsNone(
+                        await self.loop.sock_sendall(self.a, payload))
+                else:
+                    # The peer goes while the send waits: BrokenPipeError.
+                    self.loop.call_later(0.02, self.b.close)
+                    with self.assertRaises(BrokenPipeError):
+                        await self.loop.sock_sendall(self.a, payload)
+                self.assertEqual(live(), base, what)
+                self.assertFalse(self.loop.remove_reader(self.a))
+                self.assertFalse(self.loop.remove_writer(self.a))
+                if what == 'sendall':
+                    reader.join()
+                    self.assertEqual(bytes(got), payload)
+            self.assertEqual(waits, [1, 1, 1, 1])
+        self.loop.run_until_complete(main())
+
     def test_sock_methods_report_the_end_and_errors_as_asyncio(self):
         async def main():
             self.b.send(b'last')

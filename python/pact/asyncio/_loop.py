@@ -334,6 +334,19 @@ class Loop(_pact.Loop, asyncio.AbstractEventLoop):
     # (the system call at call time, then readiness), with the call made
     # by pact: would-block is an answer, not a BlockingIOError raised and
     # caught on every request that finds nothing waiting yet.
+    #
+    # A call that waits ends its wait from inside the reader (writer)
+    # callback that finishes its future, where asyncio's future has a done
+    # callback remove it one iteration later. A pact watch removed inside
+    # its own callback just ends: on io_uring its one-shot poll has fired
+    # and is not armed again, where the later removal found it armed again
+    # and cancelled it (two SQEs and two CQEs more per wait). The future
+    # needs no done callback (a handle per call): a wait that ends
+    # otherwise (the task cancelled, the coroutine closed) removes its
+    # reader in the coroutine's finally, when the task hears of it, the
+    # iteration in which asyncio's done callback would have run. Either
+    # way only a handle still registered is removed: one that add_reader
+    # replaced was cancelled, as asyncio's _sock_read_done checks.
     async def sock_recv(self, sock, n):
         """Receive up to n bytes from sock (non-blocking)."""
         if type(sock) is not _socket_type:
@@ -343,11 +356,17 @@ class Loop(_pact.Loop, asyncio.AbstractEventLoop):
         data = _recv_now(sock, n, False)
         if data is not None:
             return data
-        return await self._sock_read_when_readable(sock.fileno(),
-                                                   self._sock_recv_now,
-                                                   sock, n)
+        fd = sock.fileno()
+        fut = self.create_future()
+        self._ensure_fd_no_transport(fd)
+        handle = self._add_reader(fd, self._sock_recv_now, fut, fd, sock, n)
+        try:
+            return await fut
+        finally:
+            if not handle.cancelled():
+                self._remove_reader(fd)
 
-    def _sock_recv_now(self, fut, sock, n):
+    def _sock_recv_now(self, fut, fd, sock, n):
         # asyncio's _sock_recv with pact's recv: the bytes object is sized
         # by what is waiting, not by n (see sock.c).
         if fut.done():
@@ -359,8 +378,10 @@ class Loop(_pact.Loop, asyncio.AbstractEventLoop):
         except BaseException as exc:
             fut.set_exception(exc)
         else:
-            if data is not None:
-                fut.set_result(data)
+            if data is None:
+                return  # again when readable
+            fut.set_result(data)
+        self._remove_reader(fd)
 
     async def sock_recv_into(self, sock, buf):
         """Receive into buf from sock (non-blocking); the number of
@@ -373,7 +394,32 @@ class Loop(_pact.Loop, asyncio.AbstractEventLoop):
         nbytes = _recv_into_now(fd, buf)
         if nbytes is not None:
             return nbytes
-        return await self._sock_read_when_readable(fd, self._sock_recv_into, sock, buf)
+        fut = self.create_future()
+        self._ensure_fd_no_transport(fd)
+        handle = self._add_reader(fd, self._sock_recv_into_now, fut, fd, sock,
+                                  buf)
+        try:
+            return await fut
+        finally:
+            if not handle.cancelled():
+                self._remove_reader(fd)
+
+    def _sock_recv_into_now(self, fut, fd, sock, buf):
+        # asyncio's _sock_recv_into with pact's recv (on the socket's fd of
+        # the moment: a socket closed meanwhile answers EBADF).
+        if fut.done():
+            return
+        try:
+            nbytes = _recv_into_now(sock.fileno(), buf)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            fut.set_exception(exc)
+        else:
+            if nbytes is None:
+                return  # again when readable
+            fut.set_result(nbytes)
+        self._remove_reader(fd)
 
     async def sock_sendall(self, sock, data):
         """Send all of data to sock (non-blocking)."""
@@ -387,31 +433,31 @@ class Loop(_pact.Loop, asyncio.AbstractEventLoop):
             return
         fut = self.create_future()
         self._ensure_fd_no_transport(fd)
-        handle = self._add_writer(fd, self._sock_sendall, fut, sock,
+        handle = self._add_writer(fd, self._sock_send_rest, fut, fd, sock,
                                   memoryview(data), [n])
-        fut.add_done_callback(
-            functools.partial(self._sock_writer_done, fd, handle))
-        return await fut
+        try:
+            return await fut
+        finally:
+            if not handle.cancelled():
+                self._remove_writer(fd)
 
-    # asyncio's _sock_read_done / _sock_write_done, without the keyword
-    # argument (a partial called with keywords builds a dict per call).
-    def _sock_read_when_readable(self, fd, callback, sock, arg):
-        """The future of a sock_recv* that found nothing waiting:
-        callback(fut, sock, arg) tries again each time fd is readable."""
-        fut = self.create_future()
-        self._ensure_fd_no_transport(fd)
-        handle = self._add_reader(fd, callback, fut, sock, arg)
-        fut.add_done_callback(
-            functools.partial(self._sock_reader_done, fd, handle))
-        return fut
-
-    def _sock_reader_done(self, fd, handle, fut):
-        if not handle.cancelled():
-            self.remove_reader(fd)
-
-    def _sock_writer_done(self, fd, handle, fut):
-        if not handle.cancelled():
-            self.remove_writer(fd)
+    def _sock_send_rest(self, fut, fd, sock, view, pos):
+        # asyncio's _sock_sendall with pact's send.
+        if fut.done():
+            return
+        start = pos[0]
+        try:
+            start += _send_now(sock.fileno(), view[start:])
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            fut.set_exception(exc)
+        else:
+            if start < len(view):
+                pos[0] = start
+                return  # the rest when writable
+            fut.set_result(None)
+        self._remove_writer(fd)
 
     def _ensure_fd_no_transport(self, fd):
         # asyncio's check, without a KeyError raised and caught for every
