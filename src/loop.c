@@ -14,9 +14,9 @@
 #include <time.h>
 #include <unistd.h>
 
-/* The loop running on this thread, so that running a second loop from
- * inside a callback of the first is refused (one loop per thread). */
-static __thread pact_loop *running_on_this_thread;
+/* The loop running on this thread (loop.h), so that running a second loop
+ * from inside a callback of the first is refused (one loop per thread). */
+__thread const pact_loop *pact__loop_running_here PACT_TLS_INITIAL_EXEC;
 
 static _Atomic uint64_t threads_numbered;
 __thread uint64_t pact__this_thread_id PACT_TLS_INITIAL_EXEC;
@@ -44,7 +44,7 @@ static void count_fork_in_child(void)
     /* A fork from inside a callback (a binding's Python code, which may
      * start a process pool there): the loop running in the parent is not
      * running here, and the child may run a loop of its own. */
-    running_on_this_thread = NULL;
+    pact__loop_running_here = NULL;
 }
 
 static void install_fork_handler(void)
@@ -475,7 +475,7 @@ static int run_begin(pact_loop *loop, const char *func)
         return -EINVAL;
     if (pact__loop_forked(loop))
         return forked_misuse(loop, func);
-    if (running_on_this_thread && running_on_this_thread != loop)
+    if (pact__loop_running_here && pact__loop_running_here != loop)
         return pact__misuse(loop, -EBUSY, func,
                             "this thread is already running another loop "
                             "(one loop per thread)");
@@ -483,7 +483,7 @@ static int run_begin(pact_loop *loop, const char *func)
     if (r)
         return r;
     loop->running = 1;
-    running_on_this_thread = loop;
+    pact__loop_running_here = loop;
     /* A movable loop's engine may be bound to the thread that ran it
      * before (io_uring's fast flags): it moves here first. */
     if (loop->movable && (r = loop->engine->adopt_thread(loop)) != 0) {
@@ -522,7 +522,7 @@ static void run_end(pact_loop *loop, unsigned flags)
     if (!(flags & PACT_RUN_AGAIN))
         hand_over_held_work(loop);
     loop->running = 0;
-    running_on_this_thread = NULL;
+    pact__loop_running_here = NULL;
     release_runner(loop);
 }
 

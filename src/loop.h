@@ -336,9 +336,10 @@ uint64_t pact__thread_id(void);
  * asks (loop.c). Every write and op start reads it (the owner-thread
  * check): on ELF the initial-exec model makes that one load from the
  * thread pointer, where libpact.so's default (general dynamic) model
- * calls __tls_get_addr each time. Eight bytes of the static TLS that
- * glibc keeps for libraries loaded later (dlopen, as Python loads its
- * extension) is what that costs. Only on glibc: musl (and Android's
+ * calls __tls_get_addr each time. What that costs is the library's TLS
+ * block (this, pact__loop_running_here below and connect_failure.c's, a
+ * few dozen bytes) in the static TLS that glibc keeps for libraries
+ * loaded later (dlopen, as Python loads its extension). Only on glibc: musl (and Android's
  * bionic) refuse to dlopen a library with initial-exec TLS, so there the
  * variable keeps the default model (TLS descriptors on x86_64, see
  * meson.build). */
@@ -348,6 +349,10 @@ uint64_t pact__thread_id(void);
 #define PACT_TLS_INITIAL_EXEC
 #endif
 extern __thread uint64_t pact__this_thread_id PACT_TLS_INITIAL_EXEC;
+/* The loop whose run (pact_loop_run, run_once, flush) this thread is in,
+ * else NULL: set by run_begin after the owner and runner checks, cleared by
+ * run_end and by the fork child handler (loop.c). */
+extern __thread const pact_loop *pact__loop_running_here PACT_TLS_INITIAL_EXEC;
 
 /* Counts fork()s into child processes (a pthread_atfork child handler,
  * installed by the first pact_loop_create). */
@@ -391,6 +396,12 @@ int pact__loop_check_thread_slow(const pact_loop *loop, const char *func);
  * in a thread that has never been numbered, which has run no loop. */
 static inline int pact__loop_owner_here(const pact_loop *loop)
 {
+    /* Inside the loop's run on this thread (a callback's write or op
+     * start, the common case): one TLS load. Set only by a run that passed
+     * the full check below (claim_loop), cleared when it ends and in a
+     * forked child, so it never answers 1 where that check would not. */
+    if (pact__loop_running_here == loop)
+        return 1;
     if (loop->movable) {
         /* Relaxed: only this thread stores its own number there. */
         uint64_t me = pact__this_thread_id;

@@ -252,6 +252,11 @@ static void fork_from_callback(pact_loop *loop, void *user)
         forked_in_callback = pid;
         return;
     }
+    /* Still inside the parent's callback, but not inside its run: every
+     * entry point's owner check (whose fast case is "this thread runs
+     * the loop", loop.h) must see the fork: an op start has no check of
+     * its own for it. */
+    CHILD_CHECK(pact_sleep(loop, MS, never_op_cb, NULL) == -ECHILD);
     pact_loop *own = NULL;
     pact_loop_options o;
     pact_loop_options_init(&o);
@@ -262,6 +267,7 @@ static void fork_from_callback(pact_loop *loop, void *user)
     CHILD_CHECK(mine == 0);
     CHILD_CHECK(pact_loop_free(own) == 0);
     CHILD_CHECK(pact_loop_run_once(loop, 0) == -ECHILD); /* the parent's */
+    CHILD_CHECK(pact_sleep(loop, MS, never_op_cb, NULL) == -ECHILD);
     _exit(0);
 }
 
