@@ -66,7 +66,7 @@ typedef struct pact_engine_ops {
      * never wait for a run that may not come. */
     void (*flush)(struct pact_loop *loop);
     /* A send slot's send (op.h): makes it part of the next submission.
-     * Called only when loop->send_slots is set (by this engine's init).
+     * Called only when loop->send_slots is set (by this engine).
      * Returns 0 (slot->pending_cqes set), or a negative errno with
      * nothing started. The engine calls pact__slot_complete() once it
      * owes the slot no completion. */

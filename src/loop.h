@@ -244,7 +244,9 @@ struct pact_loop {
      * hands them over with the rest (loop.c, hand_over_held_work). */
     uint16_t sends_joined;
     /* The engine takes send slots (op.h, pact__slot_send): io_uring on a
-     * loop that keeps its thread. Set by the engine's init. */
+     * ring bound to one thread (a pinned loop, or a movable one until it
+     * changes threads). Set by the engine's init; io_uring clears it when
+     * a movable loop moves. */
     uint8_t send_slots;
     /* Slots whose send the kernel has not handed back yet: close waits
      * for them as for its ops. */

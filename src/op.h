@@ -300,6 +300,11 @@ struct pact_send_slot {
      * is in flight while > 0. */
     int16_t pending_cqes;
     uint8_t flags;
+    /* The engine's: io_uring's index of the send in the loop's list of
+     * live slot sends while the loop may still change threads (in the
+     * padding: the echo's fields of pact_stream_more fill two cache
+     * lines). */
+    uint32_t engine_index;
 };
 
 /* PACT_SLOTF_SILENT_OK: 1 if the stream's slot send may now go without a

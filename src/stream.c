@@ -1261,16 +1261,16 @@ static size_t send_now(pact_stream *s, const struct iovec *iov, int iovcnt)
  * (every keep-alive client answered in one iteration) would otherwise
  * allocate a write state for each, and the heap keeps that high-water
  * mark resident after they drain: measured (bench/ idle suite, 10,000
- * connections after one echo each) 1,144 B per idle transport on io_uring
- * without this bound against 449 B with none joined. On a loop whose
- * streams send through send slots (one that keeps its thread), the
- * engine then submits the joined sends before the batch's next
- * completions run, and hands their completions over at once, which
+ * connections after one echo each) 1,144 B per idle transport on
+ * io_uring without this bound against 449 B with none joined. On a loop
+ * whose streams send through send slots (io_uring on a ring bound to one
+ * thread), the engine then submits the joined sends before the batch's
+ * next completions run, and hands their completions over at once, which
  * gives their write state back (engine_uring.c, submit_joined_sends):
  * the next replies join the next submission and take the same blocks
  * (wrk, 500 connections: 0.83 -> 0.05 system calls per request). On a
- * movable loop the rest of the burst is sent at once. Zero-copy replies
- * (write_received_lent) count here too. */
+ * movable loop that has moved the rest of the burst is sent at once.
+ * Zero-copy replies (write_received_lent) count here too. */
 #define JOINED_SENDS_MAX MORE_CACHE_BLOCKS
 
 /* Whether a joined send's completion may be left out when it sends

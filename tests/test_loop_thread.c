@@ -17,6 +17,7 @@
 #include <linux/loop.h>
 
 #include "helpers.h"
+#include "loop.h" /* send slots, fixed-file slots: which path a move took */
 
 TestSuite(loop_thread, .timeout = 60);
 
@@ -1646,5 +1647,409 @@ Test(loop_thread, a_send_in_flight_when_a_movable_loop_changes_threads_goes_once
         close(m.b);
         pthread_mutex_destroy(&m.lock);
         pthread_cond_destroy(&m.cv);
+    }
+}
+
+/* ---- send slots and fixed files until the move ---------------------------
+ * A movable loop on io_uring's fast ring sends with its streams' send
+ * slots and names its sockets by fixed-file slots, as a pinned loop
+ * does, until it changes threads. The move completes the slot sends the
+ * old ring still owes — what the kernel did not do goes again by op on
+ * the new ring — and drops the fixed-file table with the old ring. The
+ * checks of the loop's own state (loop.h) only make sure the path the
+ * test names was taken; what is asserted is the behaviour. */
+
+/* Whether this loop sends with slots until it moves (io_uring's fast
+ * ring; on epoll and the plain ring streams send with ops throughout). */
+static int slots_until_the_move(pact_loop *loop)
+{
+    return pact_loop_engine(loop) == PACT_ENGINE_URING && movable_loops_start_fast();
+}
+
+/* io_uring keeps a socket's fixed-file slot + 1 in its fd entry's
+ * engine_events (engine_uring.c, fixed_slot1); 0: it names its fd. */
+static int fd_has_fixed_file(pact_loop *loop, int fd)
+{
+    const pact_fd_entry *f = pact_fd_table_find(&loop->fds, fd);
+    return f && f->engine_events != 0;
+}
+
+static void write_pattern(pact_transport *t, size_t from, size_t len)
+{
+    unsigned char *buf = malloc(len);
+    cr_assert_not_null(buf);
+    for (size_t i = 0; i < len; i++)
+        buf[i] = move_pattern(from + i);
+    cr_assert_eq(pact_transport_write(t, buf, len), 0);
+    free(buf);
+}
+
+typedef struct {
+    mover m; /* first: the protocol's user is the mover */
+    int mode;
+    atomic_int paused, resumed;
+    pthread_t resumed_on;
+} slot_mover;
+
+static void sm_paused(pact_transport *t, void *user)
+{
+    (void)t;
+    atomic_fetch_add(&((slot_mover *)user)->paused, 1);
+}
+
+static void sm_resumed(pact_transport *t, void *user)
+{
+    (void)t;
+    slot_mover *sm = user;
+    sm->resumed_on = pthread_self();
+    atomic_fetch_add(&sm->resumed, 1);
+}
+
+static const pact_protocol slot_mover_proto = {
+    .data_received = ignore_data,
+    .connection_lost = mover_lost,
+    .pause_writing = sm_paused,
+    .resume_writing = sm_resumed,
+};
+
+/* On thread A: the loop runs (and its ring is bound to A); in modes 0
+ * and 1 more than the socket holds is written, the rest waiting in the
+ * kernel in a slot's send when A stops. */
+static void slot_mover_on_a(void *arg)
+{
+    slot_mover *sm = arg;
+    if (sm->mode != 2) {
+        write_big_on_a(&sm->m);
+        return;
+    }
+    for (int turns = 0; turns < 3; turns++)
+        cr_assert_geq(pact_loop_run_once(sm->m.loop, 0), 0);
+}
+
+/* A slot's send in flight when the loop changes threads: waiting in the
+ * kernel for room when thread A sleeps (mode 0) or has exited (mode 1),
+ * or still in the SQ, queued by the main thread's write between runs
+ * (mode 2). A reader makes room all the while. Every byte arrives once,
+ * in order; the write's completion runs once, on the thread that runs
+ * the loop then (resume_writing there, once); no send is left live. */
+Test(loop_thread, a_slot_send_in_flight_when_a_movable_loop_changes_threads_completes_once_there)
+{
+    for (int round = 0; round < 9; round++) {
+        slot_mover sm;
+        memset(&sm, 0, sizeof sm);
+        mover *m = &sm.m;
+        mover_init(m, &slot_mover_proto);
+        /* mover_init passed m, the first member, as the protocol's user. */
+        sm.mode = round % 3;
+        int small = 4096;
+        cr_assert_eq(setsockopt(m->a, SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+        fcntl(m->b, F_SETFL, 0);
+        m->on_a = slot_mover_on_a;
+        m->a_exits = sm.mode == 1;
+        pthread_t a = mover_run_a(m);
+        if (sm.mode == 2) /* between runs, before the loop moves */
+            write_pattern(m->t, 0, MOVE_WRITE);
+        cr_assert_eq(atomic_load(&sm.paused), 1);
+        int slots = slots_until_the_move(m->loop);
+        if (slots) {
+            cr_assert_eq(m->loop->send_slots, 1, "round %d: no send slots before the move", round);
+            cr_assert_eq(m->loop->send_slots_live, 1,
+                         "round %d: no slot send in flight at the move", round);
+        }
+        move_reader r = {.fd = m->b};
+        pthread_t rt;
+        cr_assert_eq(pthread_create(&rt, NULL, read_all, &r), 0);
+        uint64_t end = pact_now() + 20000 * MS;
+        while (pact_transport_write_buffer_size(m->t) > 0) {
+            cr_assert_lt(pact_now(), end, "round %d: the write stopped", round);
+            cr_assert_geq(pact_loop_run_once(m->loop, 10 * (int64_t)MS), 0);
+        }
+        cr_assert_eq(atomic_load(&sm.resumed), 1, "round %d: resume_writing ran %d times",
+                     round, atomic_load(&sm.resumed));
+        cr_assert(pthread_equal(sm.resumed_on, pthread_self()));
+        if (slots)
+            cr_assert_eq(m->loop->send_slots, 0, "round %d: the loop did not move", round);
+        pact_transport_close(m->t);
+        cr_assert_eq(pact_loop_run(m->loop), 0);
+        pthread_join(rt, NULL);
+        cr_assert_eq(r.bad_at, 0, "round %d: byte %zu is wrong", round, r.bad_at - 1);
+        cr_assert_eq(r.got, (size_t)MOVE_WRITE, "round %d: %zu bytes arrived", round, r.got);
+        cr_assert(r.eof);
+        cr_assert_eq(m->lost, 1);
+        pact_loop_stats st;
+        cr_assert_eq(pact_loop_get_stats(m->loop, &st), 0);
+        cr_assert_eq(st.ops_live, 0);
+        cr_assert_eq(st.stray_completions, 0);
+        cr_assert_eq(m->loop->send_slots_live, 0);
+        mover_release(m, a);
+        test_loop_free(m->loop); /* and every op started completed */
+        close(m->b);
+        pthread_mutex_destroy(&m->lock);
+        pthread_cond_destroy(&m->cv);
+    }
+}
+
+typedef struct {
+    mover m; /* first: the protocol's user is the mover */
+    int requests;
+} ff_mover;
+
+static void echo_requests(mover *m, int from, int n)
+{
+    for (int i = from; i < from + n; i++) {
+        char req[5] = {'r', 'e', 'q', (char)('0' + i), '!'};
+        cr_assert_eq(send(m->b, req, 5, 0), 5);
+        mover_run_until_received(m, 5 * (size_t)(i + 1));
+        for (int turns = 0; turns < 3; turns++)
+            cr_assert_geq(pact_loop_run_once(m->loop, 0), 0);
+        peer_reads_exactly(m->b, req, 5);
+    }
+}
+
+static void ff_on_a(void *arg)
+{
+    ff_mover *fm = arg;
+    for (int turns = 0; turns < 3; turns++) /* the ring is A's from here */
+        cr_assert_geq(pact_loop_run_once(fm->m.loop, 0), 0);
+    echo_requests(&fm->m, 0, fm->requests);
+}
+
+/* The loop moves after 0 to 5 requests echoed on thread A: before the
+ * socket has a fixed-file slot, right after the update that fills it
+ * went with a reply, and once replies name it. Requests echo on the new
+ * ring, and when the transport closes the peer sees the end: the old
+ * ring's table held the socket, and it went with that ring, also while
+ * thread A lives on (A sleeps in even rounds, has exited in odd ones). */
+Test(loop_thread, a_move_right_after_a_socket_took_a_fixed_file_slot)
+{
+    for (int round = 0; round < 12; round++) {
+        ff_mover fm;
+        memset(&fm, 0, sizeof fm);
+        mover *m = &fm.m;
+        mover_init(m, &mover_echo_proto);
+        fm.requests = round / 2;
+        m->on_a = ff_on_a;
+        m->a_exits = round % 2;
+        pthread_t a = mover_run_a(m);
+        int slots = slots_until_the_move(m->loop);
+        if (slots && fm.requests == 5)
+            cr_assert(fd_has_fixed_file(m->loop, m->a),
+                      "5 requests and the socket has no fixed-file slot");
+        echo_requests(m, fm.requests, 3);
+        if (slots)
+            cr_assert_eq(m->loop->send_slots, 0, "round %d: the loop did not move", round);
+        pact_transport_close(m->t);
+        cr_assert_eq(pact_loop_run(m->loop), 0);
+        cr_assert_eq(m->lost, 1);
+        struct pollfd p = {.fd = m->b, .events = POLLIN};
+        cr_assert_eq(poll(&p, 1, 5000), 1, "round %d: the peer never saw the end", round);
+        char c;
+        cr_assert_eq(recv(m->b, &c, 1, MSG_DONTWAIT), 0, "round %d", round);
+        mover_release(m, a);
+        test_loop_free(m->loop);
+        close(m->b);
+        pthread_mutex_destroy(&m->lock);
+        pthread_cond_destroy(&m->cv);
+    }
+}
+
+/* A thread that runs what it is given, then waits for more. */
+typedef struct {
+    pthread_t th;
+    pthread_mutex_t lock;
+    pthread_cond_t cv;
+    void (*fn)(void *);
+    void *arg;
+    int quit;
+} worker;
+
+static void *worker_main(void *p)
+{
+    worker *w = p;
+    pthread_mutex_lock(&w->lock);
+    for (;;) {
+        while (!w->fn && !w->quit)
+            pthread_cond_wait(&w->cv, &w->lock);
+        if (!w->fn)
+            break;
+        void (*fn)(void *) = w->fn;
+        pthread_mutex_unlock(&w->lock);
+        fn(w->arg);
+        pthread_mutex_lock(&w->lock);
+        w->fn = NULL;
+        pthread_cond_broadcast(&w->cv);
+    }
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+static void worker_start(worker *w)
+{
+    memset(w, 0, sizeof *w);
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    cr_assert_eq(pthread_create(&w->th, NULL, worker_main, w), 0);
+}
+
+/* Runs fn(arg) on the worker and returns when it is done. */
+static void worker_do(worker *w, void (*fn)(void *), void *arg)
+{
+    pthread_mutex_lock(&w->lock);
+    w->fn = fn;
+    w->arg = arg;
+    pthread_cond_broadcast(&w->cv);
+    while (w->fn)
+        pthread_cond_wait(&w->cv, &w->lock);
+    pthread_mutex_unlock(&w->lock);
+}
+
+static void worker_stop(worker *w)
+{
+    pthread_mutex_lock(&w->lock);
+    w->quit = 1;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->lock);
+    pthread_join(w->th, NULL);
+    pthread_mutex_destroy(&w->lock);
+    pthread_cond_destroy(&w->cv);
+}
+
+typedef struct {
+    mover *m;
+    size_t written;
+    int slots_before; /* slot sends live when the phase ended */
+} back_and_forth;
+
+/* A phase: 1 MiB more of the pattern written, the loop run a few turns;
+ * the write is still going when the phase ends. */
+static void bf_phase(void *arg)
+{
+    back_and_forth *bf = arg;
+    write_pattern(bf->m->t, bf->written, MOVE_WRITE);
+    bf->written += MOVE_WRITE;
+    for (int turns = 0; turns < 3; turns++)
+        cr_assert_geq(pact_loop_run_once(bf->m->loop, 0), 0);
+    cr_assert_gt(pact_transport_write_buffer_size(bf->m->t), 0);
+    bf->slots_before = (int)bf->m->loop->send_slots_live;
+}
+
+/* The rest written, the transport closed, on whichever thread. */
+static void bf_finish(void *arg)
+{
+    back_and_forth *bf = arg;
+    uint64_t end = pact_now() + 20000 * MS;
+    while (pact_transport_write_buffer_size(bf->m->t) > 0) {
+        cr_assert_lt(pact_now(), end, "the write stopped");
+        cr_assert_geq(pact_loop_run_once(bf->m->loop, 10 * (int64_t)MS), 0);
+    }
+    pact_transport_close(bf->m->t);
+    cr_assert_eq(pact_loop_run(bf->m->loop), 0);
+}
+
+/* A write in flight at each change of threads: worker A, the main
+ * thread, A again, and the main thread to finish. Only the first change
+ * moves the loop off A's ring (it stays on the ring bound to no thread);
+ * the bytes of all three writes arrive once, in order. */
+Test(loop_thread, a_movable_loop_moves_with_a_slot_send_in_flight_and_back)
+{
+    for (int round = 0; round < 4; round++) {
+        mover m;
+        mover_init(&m, &mover_writer_proto);
+        int small = 4096;
+        cr_assert_eq(setsockopt(m.a, SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+        fcntl(m.b, F_SETFL, 0);
+        move_reader r = {.fd = m.b};
+        pthread_t rt;
+        cr_assert_eq(pthread_create(&rt, NULL, read_all, &r), 0);
+        back_and_forth bf = {.m = &m};
+        worker a;
+        worker_start(&a);
+        worker_do(&a, bf_phase, &bf);
+        if (slots_until_the_move(m.loop))
+            cr_assert_eq(bf.slots_before, 1, "round %d: no slot send in flight on A", round);
+        bf_phase(&bf); /* the move */
+        cr_assert_eq(m.loop->send_slots, 0);
+        cr_assert_eq(bf.slots_before, 0);
+        worker_do(&a, bf_phase, &bf); /* and back */
+        if (round % 2)
+            worker_do(&a, bf_finish, &bf);
+        else
+            bf_finish(&bf);
+        worker_stop(&a);
+        pthread_join(rt, NULL);
+        cr_assert_eq(r.bad_at, 0, "round %d: byte %zu is wrong", round, r.bad_at - 1);
+        cr_assert_eq(r.got, bf.written, "round %d: %zu of %zu bytes arrived", round,
+                     r.got, bf.written);
+        cr_assert(r.eof);
+        cr_assert_eq(m.lost, 1);
+        pact_loop_stats st;
+        cr_assert_eq(pact_loop_get_stats(m.loop, &st), 0);
+        cr_assert_eq(st.ops_live, 0);
+        cr_assert_eq(m.loop->send_slots_live, 0);
+        test_loop_free(m.loop); /* and every op started completed */
+        close(m.b);
+        pthread_mutex_destroy(&m.lock);
+        pthread_cond_destroy(&m.cv);
+    }
+}
+
+typedef struct {
+    mover m; /* first: the protocol's user is the mover */
+    int lost_err;
+    pthread_t lost_on;
+} close_mover;
+
+static void cm_lost(pact_transport *t, int err, void *user)
+{
+    (void)t;
+    close_mover *cm = user;
+    cm->lost_err = err;
+    cm->lost_on = pthread_self();
+    cm->m.lost++;
+}
+
+static const pact_protocol close_mover_proto = {
+    .data_received = ignore_data,
+    .connection_lost = cm_lost,
+};
+
+/* The loop is closed from another thread while a slot's send waits in
+ * the kernel (nobody reads the peer): the close moves the loop, the send
+ * the old ring owed completes once, the transport is lost once, on the
+ * closing thread, and no send is left live. What the peer gets is the
+ * pattern's start, in order. */
+Test(loop_thread, a_movable_loop_closed_on_another_thread_with_a_slot_send_in_flight)
+{
+    for (int round = 0; round < 4; round++) {
+        close_mover cm;
+        memset(&cm, 0, sizeof cm);
+        mover *m = &cm.m;
+        mover_init(m, &close_mover_proto);
+        int small = 4096;
+        cr_assert_eq(setsockopt(m->a, SOL_SOCKET, SO_SNDBUF, &small, sizeof small), 0);
+        fcntl(m->b, F_SETFL, 0);
+        m->on_a = write_big_on_a;
+        m->a_exits = round % 2;
+        pthread_t a = mover_run_a(m);
+        if (slots_until_the_move(m->loop))
+            cr_assert_eq(m->loop->send_slots_live, 1, "round %d: no slot send in flight", round);
+        cr_assert_eq(pact_loop_close(m->loop), 0);
+        cr_assert_eq(m->lost, 1);
+        cr_assert(pthread_equal(cm.lost_on, pthread_self()));
+        pact_loop_stats st;
+        cr_assert_eq(pact_loop_get_stats(m->loop, &st), 0);
+        cr_assert_eq(st.ops_live, 0);
+        cr_assert_eq(st.ops_started, st.ops_completed);
+        cr_assert_eq(st.stray_completions, 0);
+        cr_assert_eq(m->loop->send_slots_live, 0);
+        move_reader r = {.fd = m->b};
+        read_all(&r); /* to the end: the socket is closed */
+        cr_assert_eq(r.bad_at, 0, "round %d: byte %zu is wrong", round, r.bad_at - 1);
+        cr_assert_lt(r.got, (size_t)MOVE_WRITE);
+        mover_release(m, a);
+        cr_assert_eq(pact_loop_free(m->loop), 0);
+        close(m->b);
+        pthread_mutex_destroy(&m->lock);
+        pthread_cond_destroy(&m->cv);
     }
 }

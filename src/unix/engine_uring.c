@@ -121,6 +121,15 @@ typedef struct uring_engine {
      * send completes first leaves the list then (slot_cqe). */
     pact_send_slot *slot_cancel_retry[32];
     unsigned nslot_cancel_retry;
+    /* A movable loop's send slots (see "a movable loop changes threads"):
+     * while track_slots is set (its ring is bound to one thread), every
+     * slot with a send in flight, at its engine_index, so that a move can
+     * find the sends the old ring owes. After the move the array holds
+     * the slots whose completions the move owes them (slots_owed), handed
+     * over by the next wait (run_moved_slots). */
+    int track_slots;
+    pact_send_slot **live_slots;
+    unsigned nlive_slots, live_slots_cap;
     /* pact_recv_multishot(). multishot: a provided buffer ring (group
      * RECV_BGID) of nbuf buffers of bufsz bytes, shared by every multishot
      * recv of the loop; a buffer goes back to the ring as soon as the
@@ -316,7 +325,8 @@ static int ensure_enabled(pact_loop *loop, uring_engine *e)
  * where the kernel has all of the above): completions are posted only
  * inside this thread's io_uring_enter there.
  *
- * A stream's send slot (a loop that keeps its thread: every C server)
+ * A stream's send slot (a ring bound to one thread: every C server, a
+ * movable loop until it moves)
  * goes silently the same way (PACT_SLOTF_SILENT_OK,
  * pact__stream_slot_may_finish_silently); its completion is handed
  * over where the wait's CQEs run (run_silent_slots). So does a small
@@ -327,6 +337,7 @@ static int ensure_enabled(pact_loop *loop, uring_engine *e)
  * io_uring_enter per request 2.0 -> 1.0 with one connection. */
 
 static inline uint64_t slot_ud(const pact_send_slot *slot, enum uring_tag tag);
+static inline void slot_untrack(uring_engine *e, pact_send_slot *slot);
 
 static int silent_op_live(const pact_op_s *op)
 {
@@ -499,7 +510,11 @@ static int silent_must_poll(pact_loop *loop)
 /* Hands over the completions of the silent sends that sent everything:
  * an op's into the done queue, which the after-wait hook (or uring_wait
  * without hooks) runs before the completions this wait found; a slot's
- * to run_silent_slots, which uring_wait calls at that point too. */
+ * to run_silent_slots, which uring_wait calls at that point too. The
+ * slot's send stays in flight until then (pending_cqes): the hook runs
+ * the binding's callbacks first, and a write there must queue behind
+ * it, not send its bytes again (as an op stays in flight until the done
+ * queue runs). */
 static void silent_complete(pact_loop *loop)
 {
     uring_engine *e = URING(loop);
@@ -510,7 +525,6 @@ static void silent_complete(pact_loop *loop)
         if (!silent_live(s))
             continue;
         if (!s->op) {
-            s->slot->pending_cqes = 0;
             s->slot->result = s->len;
             e->silent_slots_ready[e->nsilent_slots_ready++] = s->slot;
             continue;
@@ -528,8 +542,11 @@ static void run_silent_slots(pact_loop *loop)
     pact_send_slot *ready[SILENT_MAX];
     memcpy(ready, e->silent_slots_ready, n * sizeof ready[0]);
     e->nsilent_slots_ready = 0;
-    for (unsigned i = 0; i < n; i++)
+    for (unsigned i = 0; i < n; i++) {
+        ready[i]->pending_cqes = 0;
+        slot_untrack(e, ready[i]);
         pact__slot_complete(loop, ready[i]);
+    }
 }
 
 /* Takes op out of the silent sends that sent everything, if it is one
@@ -551,11 +568,24 @@ static int silent_take(pact_loop *loop, pact_op_s *op)
     return 0;
 }
 
+/* Whether slot's send sent everything silently and its completion is
+ * being handed over (silent_slots_ready, run_silent_slots). */
+static int silent_slot_handed_over(const uring_engine *e, const pact_send_slot *slot)
+{
+    for (unsigned i = 0; i < e->nsilent_slots_ready; i++)
+        if (e->silent_slots_ready[i] == slot)
+            return 1;
+    return 0;
+}
+
 /* Whether slot's send is a silent one the kernel has taken: it needs no
  * cancel, its completion comes with the next wait (which polls: a
- * cancelled send may not go silently, silent_must_poll). */
+ * cancelled send may not go silently, silent_must_poll), or is being
+ * handed over. */
 static int silent_slot_taken(uring_engine *e, const pact_send_slot *slot)
 {
+    if (silent_slot_handed_over(e, slot))
+        return 1;
     for (unsigned i = 0; i < e->nsilent_done; i++)
         if (e->silent_done[i].slot == slot)
             return 1;
@@ -656,6 +686,15 @@ static inline int sq_has_room(const uring_engine *e, unsigned need)
     const struct io_uring_sq *sq = &e->ring.sq;
     return !e->migrating && !PACT_FAULTS_BUILT_IN &&
            sq->sqe_tail + need - IO_URING_READ_ONCE(*sq->khead) <= sq->ring_entries;
+}
+
+/* A thread other than the one the ring is bound to (a movable loop
+ * used between runs) finds the SQ full: the submission that would make
+ * room moves the loop to a ring of its own (uring_submit_now). */
+static int sq_full_off_its_thread(uring_engine *e)
+{
+    return io_uring_sq_space_left(&e->ring) == 0 && e->ring_thread &&
+           e->ring_thread != pact__thread_id();
 }
 
 /* The next SQE, once sq_has_room() said there is one. */
@@ -850,6 +889,19 @@ static unsigned recv_limit_bytes(unsigned bufsz)
 {
     uint64_t limit = (uint64_t)bufsz * 16;
     return limit > (1u << 30) ? 1u << 30 : (unsigned)limit;
+}
+
+/* A movable loop on a ring bound to no thread: the ring it moved to, or
+ * the one it starts on where it may not move (ring_teardown_skips_waiting_io).
+ * Any thread may submit there, and the kernel ends with -ECANCELED what a
+ * thread that has exited submitted; an op is submitted again
+ * (resubmit_orphaned), a send slot's send (which keeps no copy of its
+ * arguments) could not be. So such a loop's streams send with ops, and
+ * without a fixed-file table its SQEs name their files by fd, as they do
+ * once the loop has moved (migrate). */
+static int movable_on_plain_ring(const pact_loop *loop, const uring_engine *e)
+{
+    return loop->movable && !(e->setup_flags & IORING_SETUP_SINGLE_ISSUER);
 }
 
 /* Whether a movable loop may start on the fast ring (SINGLE_ISSUER,
@@ -1084,8 +1136,10 @@ static void recv_buffers_init(pact_loop *loop, uring_engine *e)
  * from a table in the order of removal, each once every request issued
  * before it had completed — any long-lived request (another
  * connection's multishot receive) kept every socket closed after it
- * open, its peer waiting for a FIN. Not for a movable loop (its ring may
- * be replaced, see migrate). The table has min(RLIMIT_NOFILE, 16384)
+ * open, its peer waiting for a FIN. A movable loop has the table until
+ * it changes threads: its new ring has none (see migrate). Not a movable
+ * loop that starts on the plain ring (the move's target; see
+ * movable_on_plain_ring). The table has min(RLIMIT_NOFILE, 16384)
  * slots, set up with the ring (kernel memory: 8 bytes a slot); a socket
  * that finds it full, or a kernel without it, uses its fd as before. */
 
@@ -1137,7 +1191,7 @@ static unsigned fixed_files_limit(void)
 static void fixed_files_init(pact_loop *loop, uring_engine *e,
                              struct io_uring_probe *probe)
 {
-    if (loop->movable || (e->mask & URING_MASK_FIXED_FILES) ||
+    if (movable_on_plain_ring(loop, e) || (e->mask & URING_MASK_FIXED_FILES) ||
         !kernel_at_least(6, 13) ||
         !io_uring_opcode_supported(probe, IORING_OP_FILES_UPDATE))
         return;
@@ -1183,6 +1237,10 @@ static void uring_fd_owned(pact_loop *loop, int fd)
 static void fixed_slot_fill(pact_loop *loop, pact_fd_entry *f)
 {
     uring_engine *e = URING(loop);
+    /* Not when the SQE would move the loop to a ring without a table:
+     * the socket's next SQE tries again. */
+    if (sq_full_off_its_thread(e))
+        return;
     f->engine_flags &= (uint8_t)~FIXED_FILE_BITS;
     unsigned slot;
     if (e->nfiles_free)
@@ -1460,9 +1518,12 @@ static int uring_init(pact_loop *loop, unsigned depth, int fail_setup,
     /* Multishot accept (IORING_ACCEPT_MULTISHOT) needs 5.19; like the
      * multishot receive's flag, the probe cannot see it. */
     loop->accept_multi = kernel_at_least(5, 19) && !(e->mask & URING_MASK_MULTISHOT);
-    /* Streams send through slots (see uring_slot_send), but not on a
-     * movable loop: a move re-submits what is in flight from the op slab. */
-    loop->send_slots = !loop->movable;
+    /* Streams send through slots (see uring_slot_send). A movable loop's
+     * do until it changes threads, while its ring is bound to one: the
+     * move completes the sends the old ring owes (migrate), which it
+     * finds in live_slots, and its streams send with ops from then on. */
+    loop->send_slots = !movable_on_plain_ring(loop, e);
+    e->track_slots = loop->movable && loop->send_slots;
     /* IORING_OP_CLOSE is 5.6, but only with CQE_SKIP_SUCCESS (5.17, which
      * the probe cannot see) does a close cost no completion. Not on a
      * movable loop: a move would drop the closes still in the SQ. */
@@ -1509,6 +1570,7 @@ static void uring_destroy(pact_loop *loop)
     free(e->returned);
     free(e->files_free);
     free(e->files_closing);
+    free(e->live_slots);
     free(e);
     loop->engine_data = NULL;
 }
@@ -2395,8 +2457,10 @@ static int accept_multi_cqe(pact_loop *loop, pact_op_s *op, int res,
  * next submission, its CQE comes straight back to the slot. No op, so
  * none of the op layer's per-fd order: the stream keeps at most one send
  * in flight and starts the next from this one's completion. Only on a
- * loop that keeps its thread (send_slots): migrate() re-submits ops from
- * the op slab and would not find a slot. */
+ * loop whose ring is bound to one thread (send_slots): a loop that keeps
+ * its thread, or a movable one until it changes threads; migrate() then
+ * completes the slots' sends the old ring owes (live_slots), and the
+ * streams send with ops from then on. */
 
 static inline uint64_t slot_ud(const pact_send_slot *slot, enum uring_tag tag)
 {
@@ -2410,9 +2474,38 @@ static inline int fixed_file_ready(const pact_fd_entry *f)
     return fixed_slot1(f) && (f->engine_flags & FIXED_FILE_FILLED);
 }
 
+/* Room in live_slots for one more send (track_slots): grows it. */
+static PACT_SLOW_PATH int live_slots_grow(uring_engine *e)
+{
+    unsigned cap = e->live_slots_cap ? e->live_slots_cap * 2 : 64;
+    pact_send_slot **p = realloc(e->live_slots, cap * sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    e->live_slots = p;
+    e->live_slots_cap = cap;
+    return 0;
+}
+
+/* The slot's send is over (its completion runs next): out of
+ * live_slots, if it is there. A slot the move completed itself
+ * (migrate) or handed over is not: its place may be another's. */
+static inline void slot_untrack(uring_engine *e, pact_send_slot *slot)
+{
+    if (e->nlive_slots == 0) /* every loop that never moves */
+        return;
+    unsigned i = slot->engine_index;
+    if (i >= e->nlive_slots || e->live_slots[i] != slot)
+        return;
+    pact_send_slot *last = e->live_slots[--e->nlive_slots];
+    e->live_slots[i] = last;
+    last->engine_index = i;
+}
+
 /* Every slot's send may go silently: whether it does is asked at each
  * submission (silent_arm: the stream sets PACT_SLOTF_SILENT_OK on a
- * reply joined to the submission once its send has started). */
+ * reply joined to the submission once its send has started). A loop
+ * that may still move notes it in live_slots (room made by the caller,
+ * uring_slot_send). */
 static inline void prep_slot_send(uring_engine *e, struct io_uring_sqe *sqe,
                                   pact_send_slot *slot, int fd, const void *buf,
                                   size_t len, int flags)
@@ -2420,6 +2513,10 @@ static inline void prep_slot_send(uring_engine *e, struct io_uring_sqe *sqe,
     io_uring_prep_send(sqe, fd, buf, len, flags);
     io_uring_sqe_set_data64(sqe, slot_ud(slot, TAG_SLOT));
     slot->pending_cqes = 1;
+    if (e->track_slots) {
+        slot->engine_index = e->nlive_slots;
+        e->live_slots[e->nlive_slots++] = slot;
+    }
     if (e->silent_ok && len <= UINT32_MAX &&
         e->nsilent_queued + e->nsilent_unknown + e->nsilent_done < SILENT_MAX)
         e->silent_queued[e->nsilent_queued++] = (struct silent_sqe){
@@ -2433,6 +2530,11 @@ static PACT_SLOW_PATH int uring_slot_send_slow(pact_loop *loop, pact_send_slot *
                                                int fd, const void *buf,
                                                size_t len, int flags)
 {
+    /* The submission that makes room would move the loop, whose streams
+     * send with ops from then on: the caller starts one (-EOPNOTSUPP). */
+    uring_engine *e = URING(loop);
+    if (sq_full_off_its_thread(e))
+        return -EOPNOTSUPP;
     struct io_uring_sqe *sqe = get_sqes(loop, 1);
     if (!sqe)
         return -ENOMEM; /* the caller's op then meets the same */
@@ -2491,6 +2593,9 @@ static int uring_slot_send(pact_loop *loop, pact_send_slot *slot, int fd,
                            const void *buf, size_t len, int flags)
 {
     uring_engine *e = URING(loop);
+    if (e->track_slots && e->nlive_slots == e->live_slots_cap &&
+        live_slots_grow(e) < 0)
+        return -ENOMEM; /* the caller's op then goes */
     if (!sq_has_room(e, 1))
         return uring_slot_send_slow(loop, slot, fd, buf, len, flags);
     if (!e->files_cap) {
@@ -2508,6 +2613,11 @@ static int uring_slot_send(pact_loop *loop, pact_send_slot *slot, int fd,
 
 static void uring_slot_cancel(pact_loop *loop, pact_send_slot *slot)
 {
+    /* A loop that has moved sends no more by slot: this one's completion
+     * is owed by the move, and the next wait hands it over
+     * (run_moved_slots), -ECANCELED unless it was sent. */
+    if (!loop->send_slots)
+        return;
     if (silent_slot_taken(URING(loop), slot))
         return; /* done or nearly: its completion comes with the next wait */
     struct io_uring_sqe *sqe = get_sqes(loop, 1);
@@ -2566,6 +2676,14 @@ static void slot_cqe(pact_loop *loop, uint64_t ud, int res)
     }
     if ((ud & SLOT_TAG_MASK) == TAG_SLOT) {
         slot->result = res;
+        /* Nobody asked for this cancel: the kernel ended the send of a
+         * thread that exited (as resubmit_orphaned for an op). Nothing
+         * was sent; the stream sends it again (by op once the loop has
+         * moved), as the rest of a silent send the socket took nothing
+         * of. */
+        if (res == -ECANCELED && loop->movable &&
+            !(slot->flags & PACT_SLOTF_CANCEL_REQUESTED))
+            slot->result = -EAGAIN;
         if (URING(loop)->nsilent_unknown) /* a silent send that failed? */
             silent_forget_unknown(URING(loop), NULL, slot);
     }
@@ -2575,6 +2693,7 @@ static void slot_cqe(pact_loop *loop, uint64_t ud, int res)
         return;
     if (slot->flags & PACT_SLOTF_CANCEL_RETRY)
         forget_slot_cancel(URING(loop), slot);
+    slot_untrack(URING(loop), slot);
     pact__slot_complete(loop, slot);
 }
 
@@ -2830,6 +2949,100 @@ static int waits_in_the_sq(uring_engine *e, const pact_op_s *op)
     return 0;
 }
 
+/* The slot's SQE is still in the SQ: the kernel has not seen it. */
+static int slot_waits_in_the_sq(uring_engine *e, const pact_send_slot *slot)
+{
+    uint64_t ud = slot_ud(slot, TAG_SLOT);
+    unsigned head = IO_URING_READ_ONCE(*e->ring.sq.khead);
+    for (unsigned i = head; i != e->ring.sq.sqe_tail; i++)
+        if (e->ring.sq.sqes[i & e->ring.sq.ring_mask].user_data == ud)
+            return 1;
+    return 0;
+}
+
+/* A silent slot send's length if the kernel sent all of it
+ * (silent_done, sorted after the old CQ was drained), else -1. */
+static int64_t slot_sent_silently(const uring_engine *e, const pact_send_slot *slot)
+{
+    for (unsigned i = 0; i < e->nsilent_done; i++)
+        if (!e->silent_done[i].op && e->silent_done[i].slot == slot)
+            return e->silent_done[i].len;
+    return -1;
+}
+
+/* The move, before the old ring closes: the sends of live_slots whose
+ * completions were not in its CQ. Each gets the result the move gives
+ * it and stays in live_slots, owed to the slot (slots_owed), until the
+ * next wait hands it over (run_moved_slots): not here, where a callback
+ * may not run (uring_submit_now's move), and from there the stream's
+ * next send goes by op on the new ring. The result:
+ * - sent silently (every byte, no completion): its length;
+ * - a cancel was asked for: -ECANCELED, as for an op;
+ * - still in the SQ, or taken by the kernel without being done (with
+ *   DEFER_TASKRUN the kernel does a waiting send's I/O only in the old
+ *   thread's task work, and the ring's close ends it without, see
+ *   above): -EAGAIN, nothing sent — the stream sends it again, as it
+ *   does the rest of a silent send the socket took nothing of;
+ * - taken by the kernel when the CQ had overflowed: it may have been
+ *   done with its completion lost, -EOVERFLOW, as for an op.
+ * The silent sends among them leave silent_done (ops' stay). */
+static void settle_moved_slots(uring_engine *e, int overflowed)
+{
+    unsigned keep = 0;
+    for (unsigned i = 0; i < e->nlive_slots; i++) {
+        pact_send_slot *slot = e->live_slots[i];
+        if (slot->pending_cqes <= 0 || silent_slot_handed_over(e, slot))
+            continue; /* handed over already: run_silent_slots runs it */
+        int64_t sent = slot_sent_silently(e, slot);
+        if (sent >= 0)
+            slot->result = sent;
+        else if (slot->flags & PACT_SLOTF_CANCEL_REQUESTED)
+            slot->result = -ECANCELED;
+        else if (overflowed && !slot_waits_in_the_sq(e, slot))
+            slot->result = -EOVERFLOW;
+        else
+            slot->result = -EAGAIN;
+        slot->pending_cqes = 1; /* owed by the move now, not a cancel too */
+        slot->flags &= (uint8_t)~PACT_SLOTF_CANCEL_RETRY;
+        slot->engine_index = keep;
+        e->live_slots[keep++] = slot;
+    }
+    e->nlive_slots = keep;
+    e->nslot_cancel_retry = 0;
+    unsigned ops = 0;
+    for (unsigned i = 0; i < e->nsilent_done; i++)
+        if (e->silent_done[i].op)
+            e->silent_done[ops++] = e->silent_done[i];
+    e->nsilent_done = ops;
+}
+
+/* Slot sends whose completions a move owes (settle_moved_slots). */
+static inline int slots_owed(const uring_engine *e)
+{
+    return e->nlive_slots && !e->track_slots;
+}
+
+/* Hands them over, in the order they were in, at the wait's place for
+ * completions (as run_silent_slots). A send the move found not done
+ * whose cancel was asked for since ends with -ECANCELED. The list goes:
+ * no slot sends again after a move. */
+static PACT_SLOW_PATH void run_moved_slots(pact_loop *loop)
+{
+    uring_engine *e = URING(loop);
+    pact_send_slot **owed = e->live_slots;
+    unsigned n = e->nlive_slots;
+    e->live_slots = NULL;
+    e->nlive_slots = e->live_slots_cap = 0;
+    for (unsigned i = 0; i < n; i++) {
+        pact_send_slot *slot = owed[i];
+        if (slot->result == -EAGAIN && (slot->flags & PACT_SLOTF_CANCEL_REQUESTED))
+            slot->result = -ECANCELED;
+        slot->pending_cqes = 0;
+        pact__slot_complete(loop, slot);
+    }
+    free(owed);
+}
+
 /* The ring of a loop that may change threads at any time: no
  * SINGLE_ISSUER, no DEFER_TASKRUN, and no COOP_TASKRUN either — without
  * DEFER_TASKRUN a completion is finished by task work of the thread that
@@ -2873,6 +3086,10 @@ static int migrate(pact_loop *loop, int may_call_back)
                              "new thread");
         return r;
     }
+    /* Streams send with ops from here on, those the callbacks below
+     * start too; the slots' sends in flight are settled below. */
+    loop->send_slots = 0;
+    e->track_slots = 0;
     /* Read before the CQ is drained below: draining does not flush the
      * overflow list into it (only the bound thread's io_uring_enter does). */
     int overflowed =
@@ -2904,8 +3121,10 @@ static int migrate(pact_loop *loop, int may_call_back)
     }
     e->migrating = 0;
     /* Silent sends: those known to have sent everything complete; the
-     * others are ops in flight like any (the new ring has none). */
+     * others are ops in flight like any (the new ring has none). A
+     * slot's send is settled with the others the old ring owes. */
     silent_sort_unknown(e);
+    settle_moved_slots(e, overflowed);
     silent_complete(loop);
     e->nsilent_queued = e->nsilent_unknown = 0;
     e->silent_ok = 0;
@@ -2915,7 +3134,10 @@ static int migrate(pact_loop *loop, int may_call_back)
      * be in the overflow list). */
     for (uint32_t i = 0; i < loop->ops.capacity; i++) {
         pact_op_s *op = pact_slab_at(&loop->ops, i);
-        op->flags &= (uint16_t)~PACT_OPF_LINK_TIMEOUT; /* reused as a mark */
+        /* LINK_TIMEOUT is reused as a mark; no op names a fixed file on
+         * the new ring, which has no table (the old one goes with its
+         * ring, and with it the sockets closed meanwhile). */
+        op->flags &= (uint16_t)~(PACT_OPF_LINK_TIMEOUT | PACT_OPF_FIXED_FILE);
         if ((op->slab.gen & 1) && op->pending_cqes > 0 &&
             (op->kind == PACT_OP_CONNECT || overflowed) &&
             waits_in_the_sq(e, op))
@@ -2928,6 +3150,10 @@ static int migrate(pact_loop *loop, int may_call_back)
     e->ring_thread = 0;
     e->ncancel_retry = 0; /* their ops end below, cancelled */
     e->watch_rearmed = 0;
+    /* No fixed-file table on the new ring: every SQE names its fd (the
+     * fd entries' slot numbers are read only where files_cap is set). */
+    e->files_cap = e->files_fresh = 0;
+    e->nfiles_free = e->nfiles_closing = 0;
     if (e->multishot) {
         /* The buffers stay mapped until the loop closes: a write may
          * still send from one (pact__recv_buffer_keep). */
@@ -3053,8 +3279,8 @@ static inline int work_left_by_the_kernel(const uring_engine *e)
  * others still hold theirs until their completions are reaped, and
  * still count in loop->sends_joined, so that at most a submission's
  * worth of write state is held at a time, as before. Only on a loop
- * whose streams send through send slots (a loop that keeps its thread:
- * every C server); an op's completion would wait in the done queue for
+ * whose streams send through send slots (a ring bound to one thread:
+ * every C server, a movable loop until it moves); an op's completion would wait in the done queue for
  * the end of the batch. get_events: the batch makes a system call next
  * anyway (for the work the kernel left): submit whatever joined since. */
 static int joined_sends_go_now(const pact_loop *loop, int get_events)
@@ -3117,6 +3343,8 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
         (e->nsilent_unknown || e->nsilent_done || e->nsilent_queued) &&
         silent_must_poll(loop))
         timeout_ns = 0;
+    if (slots_owed(e) || e->nsilent_slots_ready)
+        timeout_ns = 0; /* their completions are this wait's to hand over */
     /* The kernel runs a bounded number of deferred task work items per
      * io_uring_enter (20 on Linux 6.18, IO_LOCAL_TW_DEFAULT_MAX) and
      * leaves the rest pending, flagged IORING_SQ_TASKRUN: completions
@@ -3178,6 +3406,8 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
         pact__ops_dispatch_done(loop);
     if (e->nsilent_slots_ready)
         run_silent_slots(loop);
+    if (slots_owed(e))
+        run_moved_slots(loop);
     if (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW)
         loop->stats.cq_overflows++;
 
@@ -3289,6 +3519,7 @@ static int uring_has_unsubmitted(pact_loop *loop)
      * by one. */
     return io_uring_sq_ready(&e->ring) > 0 || e->ncancel_retry > 0 ||
            e->nslot_cancel_retry > 0 || !pact_list_empty(&e->multishot_rearms) ||
+           slots_owed(e) ||
            ((e->nsilent_unknown || e->nsilent_done) && silent_must_poll(loop));
 }
 
