@@ -341,10 +341,10 @@ uint64_t pact__thread_id(void);
  * calls __tls_get_addr each time. What that costs is the library's TLS
  * block (this, pact__loop_running_here below and connect_failure.c's, a
  * few dozen bytes) in the static TLS that glibc keeps for libraries
- * loaded later (dlopen, as Python loads its extension). Only on glibc: musl (and Android's
- * bionic) refuse to dlopen a library with initial-exec TLS, so there the
- * variable keeps the default model (TLS descriptors on x86_64, see
- * meson.build). */
+ * loaded later (dlopen, as Python loads its extension). Only on glibc:
+ * musl (and Android's bionic) refuse to dlopen a library with
+ * initial-exec TLS, so there the variable keeps the default model (TLS
+ * descriptors on x86_64, see meson.build). */
 #if defined(__ELF__) && defined(__GLIBC__)
 #define PACT_TLS_INITIAL_EXEC __attribute__((tls_model("initial-exec")))
 #else
