@@ -112,6 +112,10 @@ enum pact_op_flag {
      * a provided buffer taken and put back. Cleared once prepared: a
      * receive armed again tries at once. */
     PACT_OPF_POLL_FIRST = 1u << 15,
+    /* The 16 bits of op->flags are all used: a new flag needs a wider
+     * field, which moves the fields a multishot receive's data completion
+     * reads out of the op's first 32 bytes (the _Static_assert below the
+     * op's definition). */
 };
 
 /* Where the data completions of a hooked multishot receive go: the op's

@@ -9,7 +9,9 @@
  * no fd left open, no hang. */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <limits.h>
 #include <pact.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1074,4 +1076,113 @@ Test(faults, a_close_past_its_deadline_runs_a_queued_final_close_once)
         close(sv[i][1]);
     }
     cr_assert_eq(count_open_fds(), fds, "fd leak");
+}
+
+/* ---- SQEs a watch's own callback spends ------------------------------------ */
+
+/* In this build every SQE the io_uring engine takes passes get_sqes' slow
+ * path (PACT_FAULTS_BUILT_IN), so pact_fault_calls(PACT_FAULT_GET_SQE)
+ * counts SQEs while the site is armed (here for a call it never
+ * reaches). A watch cancelled, or given new events, from inside its
+ * own callback needs none: the poll that callback delivers has fired, so
+ * the engine ends it, or arms it with the new events, itself
+ * (engine_uring.c, uring_cancel and uring_watch_update; asyncio's
+ * sock_recv removes its reader there). The same cancel from outside a
+ * callback does take one on io_uring, which shows the count sees SQEs.
+ * epoll takes none either way. */
+typedef struct own_watch {
+    pact_op op;
+    int calls, finals;
+    int64_t final_result;
+    unsigned last_events;
+    unsigned new_events;        /* 0: cancels itself in its first callback */
+    int call_result;            /* of that cancel or pact_op_set_events */
+    unsigned long sqes_in_call; /* SQEs it took */
+} own_watch;
+
+static void own_watch_cb(pact_loop *loop, const pact_completion *c, void *user)
+{
+    own_watch *w = user;
+    if (!c->more) {
+        w->finals++;
+        w->final_result = c->result;
+        return;
+    }
+    w->calls++;
+    w->last_events = (unsigned)c->result;
+    if (w->calls != 1)
+        return;
+    unsigned long before = pact_fault_calls(PACT_FAULT_GET_SQE);
+    w->call_result = w->new_events ? pact_op_set_events(loop, w->op, w->new_events)
+                                   : pact_op_cancel(loop, w->op);
+    w->sqes_in_call = pact_fault_calls(PACT_FAULT_GET_SQE) - before;
+}
+
+static void spin_briefly(pact_loop *loop, int n)
+{
+    for (int i = 0; i < n; i++)
+        cr_assert_geq(pact_loop_run_once(loop, 5 * 1000 * 1000), 0);
+}
+
+Test(faults, a_watch_cancelled_or_changed_in_its_own_callback_takes_no_sqe)
+{
+    int err;
+    pact_loop *loop = fault_loop(&err);
+    cr_assert_not_null(loop, "loop: %s", pact_strerror(err));
+    int uring = pact_loop_engine(loop) == PACT_ENGINE_URING;
+    pact_fault_arm(PACT_FAULT_GET_SQE, ULONG_MAX, -ENOMEM); /* counts only */
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    cr_assert_eq(write(sv[1], "data", 4), 4);
+
+    /* Cancelled inside its first callback, the data still there: the
+     * final completion once, nothing more delivered, no SQE. */
+    own_watch a = {0};
+    spin_briefly(loop, 1); /* the loop's own SQEs of its first run */
+    unsigned long at_start = pact_fault_calls(PACT_FAULT_GET_SQE);
+    a.op = pact_watch(loop, sv[0], POLLIN, own_watch_cb, &a);
+    cr_assert_gt(a.op, 0, "pact_watch: %s", pact_strerror((int)a.op));
+    spin_briefly(loop, 5);
+    cr_assert_eq(a.calls, 1);
+    cr_assert_eq(a.call_result, 0);
+    cr_assert_eq(a.sqes_in_call, 0, "the cancel took %lu SQEs", a.sqes_in_call);
+    cr_assert_eq(pact_fault_calls(PACT_FAULT_GET_SQE) - at_start, uring ? 1u : 0u,
+                 "the watch took %lu SQEs from start to end, its poll's only",
+                 pact_fault_calls(PACT_FAULT_GET_SQE) - at_start);
+    cr_assert_eq(a.finals, 1);
+    cr_assert_eq(a.final_result, -ECANCELED);
+    char buf[8];
+    cr_assert_eq(read(sv[0], buf, sizeof buf), 4, "the data stayed in the socket");
+
+    /* A writer that turns itself into a reader inside its first
+     * callback: no SQE for the change, then only readability. */
+    own_watch b = {0};
+    b.new_events = POLLIN;
+    b.op = pact_watch(loop, sv[0], POLLOUT, own_watch_cb, &b);
+    cr_assert_gt(b.op, 0, "pact_watch: %s", pact_strerror((int)b.op));
+    spin_briefly(loop, 3);
+    cr_assert_eq(b.calls, 1);
+    cr_assert_eq(b.call_result, 0);
+    cr_assert_eq(b.sqes_in_call, 0, "the change took %lu SQEs", b.sqes_in_call);
+    cr_assert_eq(write(sv[1], "r", 1), 1);
+    spin_briefly(loop, 1);
+    cr_assert_eq(b.calls, 2, "%d calls", b.calls);
+    cr_assert_eq(b.last_events, POLLIN);
+
+    /* The same watch cancelled from outside its callback. */
+    unsigned long before = pact_fault_calls(PACT_FAULT_GET_SQE);
+    cr_assert_eq(pact_op_cancel(loop, b.op), 0);
+    spin_briefly(loop, 2);
+    cr_assert_eq(b.finals, 1);
+    cr_assert_eq(b.final_result, -ECANCELED);
+    if (uring)
+        cr_assert_geq(pact_fault_calls(PACT_FAULT_GET_SQE) - before, 1,
+                      "a cancel from outside takes its SQE");
+    else
+        cr_assert_eq(pact_fault_calls(PACT_FAULT_GET_SQE), 0, "epoll has no SQEs");
+    cr_assert_eq(pact_fault_fired(PACT_FAULT_GET_SQE), 0);
+    pact_fault_arm(PACT_FAULT_GET_SQE, 0, 0);
+    close(sv[0]);
+    close(sv[1]);
+    fault_loop_free(loop);
 }

@@ -2938,21 +2938,10 @@ static void handle_op_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
  * are not lost either: the new ring has no buffer ring (poll mode), and
  * the buffers stay mapped until the loop is freed. */
 
-/* The op's SQE is still in the SQ: the kernel has not seen it. */
-static int waits_in_the_sq(uring_engine *e, const pact_op_s *op)
+/* An SQE with this user_data is still in the SQ: the kernel has not
+ * seen it (an op's, encode(op, TAG_OP), or a slot's, slot_ud). */
+static int ud_waits_in_the_sq(uring_engine *e, uint64_t ud)
 {
-    uint64_t ud = encode(op, TAG_OP);
-    unsigned head = IO_URING_READ_ONCE(*e->ring.sq.khead);
-    for (unsigned i = head; i != e->ring.sq.sqe_tail; i++)
-        if (e->ring.sq.sqes[i & e->ring.sq.ring_mask].user_data == ud)
-            return 1;
-    return 0;
-}
-
-/* The slot's SQE is still in the SQ: the kernel has not seen it. */
-static int slot_waits_in_the_sq(uring_engine *e, const pact_send_slot *slot)
-{
-    uint64_t ud = slot_ud(slot, TAG_SLOT);
     unsigned head = IO_URING_READ_ONCE(*e->ring.sq.khead);
     for (unsigned i = head; i != e->ring.sq.sqe_tail; i++)
         if (e->ring.sq.sqes[i & e->ring.sq.ring_mask].user_data == ud)
@@ -2998,7 +2987,7 @@ static void settle_moved_slots(uring_engine *e, int overflowed)
             slot->result = sent;
         else if (slot->flags & PACT_SLOTF_CANCEL_REQUESTED)
             slot->result = -ECANCELED;
-        else if (overflowed && !slot_waits_in_the_sq(e, slot))
+        else if (overflowed && !ud_waits_in_the_sq(e, slot_ud(slot, TAG_SLOT)))
             slot->result = -EOVERFLOW;
         else
             slot->result = -EAGAIN;
@@ -3140,7 +3129,7 @@ static int migrate(pact_loop *loop, int may_call_back)
         op->flags &= (uint16_t)~(PACT_OPF_LINK_TIMEOUT | PACT_OPF_FIXED_FILE);
         if ((op->slab.gen & 1) && op->pending_cqes > 0 &&
             (op->kind == PACT_OP_CONNECT || overflowed) &&
-            waits_in_the_sq(e, op))
+            ud_waits_in_the_sq(e, encode(op, TAG_OP)))
             op->flags |= PACT_OPF_LINK_TIMEOUT;
     }
     io_uring_queue_exit(&e->ring); /* the kernel cancels what it holds */
