@@ -32,6 +32,12 @@ enum pact_fault_site {
                               resources it force-closed ends at once, as
                               if its 10 s had passed (any err): what they
                               still have queued runs inside the close */
+    PACT_FAULT_RECV_POLL_FIRST, /* engine_uring.c: a receive SQE that waits
+                              for readiness before it first tries
+                              (IORING_RECVSEND_POLL_FIRST), seen in the SQE
+                              as the kernel gets it: counted only
+                              (pact_fault_calls while armed), nothing to
+                              inject */
     PACT_FAULT_SITE_COUNT
 };
 

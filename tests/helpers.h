@@ -55,17 +55,26 @@ static inline void make_socketpair(int sv[2])
                             0, sv), 0);
 }
 
+/* A blocking TCP socket connected to host:port (a loopback listener's
+ * backlog completes the connect without the listener's loop running). */
+static inline int tcp_connect_blocking(int family, const char *host, int port)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    cr_assert_eq(pact_sockaddr_parse(host, (uint16_t)port, &ss, &len), 0);
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&ss, len), 0, "connect: %s",
+                 strerror(errno));
+    return fd;
+}
+
 /* A connected loopback TCP pair (client, server side). */
 static inline void make_tcp_pair(int *client, int *server)
 {
     int lfd = pact_tcp_listen("127.0.0.1", 0, 16);
     cr_assert_geq(lfd, 0);
-    struct sockaddr_storage ss;
-    socklen_t len;
-    cr_assert_eq(pact_sockaddr_parse("127.0.0.1", (uint16_t)pact_socket_port(lfd),
-                                     &ss, &len), 0);
-    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    cr_assert_eq(connect(c, (struct sockaddr *)&ss, len), 0);
+    int c = tcp_connect_blocking(AF_INET, "127.0.0.1", pact_socket_port(lfd));
     int s;
     do {
         s = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);

@@ -1186,3 +1186,192 @@ Test(faults, a_watch_cancelled_or_changed_in_its_own_callback_takes_no_sqe)
     close(sv[1]);
     fault_loop_free(loop);
 }
+
+/* ---- a new connection's first receive waits for readiness ------------------ */
+
+/* On io_uring the receive connection_made starts waits for readiness
+ * before it first tries (IORING_RECVSEND_POLL_FIRST, src/stream.c
+ * start_reading_as): a fresh connection's peer has rarely written yet,
+ * and a try that finds nothing costs the kernel a socket receive. Every
+ * receive armed later tries at once, such as the one resume_reading
+ * starts after a pause. Seen through the fault build's count of the
+ * receive SQEs that carry the flag (the site armed for a call it never
+ * reaches). Only a multishot receive carries it: poll mode (a readiness
+ * poll) and epoll wait for readiness anyway. */
+#define PF_CONNS 4
+
+typedef struct pf_conn {
+    pact_transport *t;
+    int made, lost;
+} pf_conn;
+
+typedef struct pf_server {
+    pf_conn conns[PF_CONNS];
+    int n;
+} pf_server;
+
+static void pf_made(pact_transport *t, void *u)
+{
+    pf_conn *c = u;
+    cr_assert(!c->made, "connection_made twice");
+    c->made = 1;
+    c->t = t;
+}
+
+static void pf_lost(pact_transport *t, int err, void *u)
+{
+    (void)t;
+    (void)err;
+    pf_conn *c = u;
+    cr_assert(c->made && !c->lost, "connection_lost twice or before made");
+    c->lost = 1;
+}
+
+static const pact_protocol pf_proto = {
+    .connection_made = pf_made, .data_received = e_data, .connection_lost = pf_lost};
+
+static int pf_factory(pact_server *s, void *fu, const pact_protocol **p, void **u)
+{
+    (void)s;
+    pf_server *ps = fu;
+    cr_assert_lt(ps->n, PF_CONNS, "more connections than clients");
+    *p = &pf_proto;
+    *u = &ps->conns[ps->n++];
+    return 0;
+}
+
+/* Sends one byte on fd and runs the loop until the server echoed it. */
+static void pf_echo(pact_loop *loop, int fd, char byte)
+{
+    cr_assert_eq(send(fd, &byte, 1, 0), 1);
+    uint64_t end = pact_now() + 5000 * MS;
+    char got;
+    while (recv(fd, &got, 1, MSG_DONTWAIT) != 1) {
+        cr_assert(pact_now() < end, "no echo of '%c'", byte);
+        pact_loop_run_once(loop, 10 * MS);
+    }
+    cr_assert_eq(got, byte);
+}
+
+Test(faults, a_new_connections_first_receive_waits_for_readiness_a_resumed_one_does_not)
+{
+    int fds = count_open_fds();
+    int err;
+    pact_loop *loop = fault_loop(&err);
+    cr_assert_not_null(loop, "loop: %s", pact_strerror(err));
+    unsigned long per_conn =
+        strcmp(pact_loop_recv_multishot_mode(loop), "multishot") == 0 ? 1 : 0;
+    pact_fault_arm(PACT_FAULT_RECV_POLL_FIRST, ULONG_MAX, 1); /* counts only */
+    pf_server ps = {0};
+    pact_server *srv;
+    cr_assert_eq(pact_server_listen_tcp(loop, "127.0.0.1", 0, NULL, pf_factory, &ps, &srv), 0);
+    int port = pact_server_port(srv);
+
+    /* Three connections, each echoing once: one such receive each. */
+    int cl[PF_CONNS];
+    for (int i = 0; i < 3; i++)
+        cl[i] = tcp_connect_blocking(AF_INET, "127.0.0.1", port);
+    for (int i = 0; i < 3; i++)
+        pf_echo(loop, cl[i], (char)('a' + i));
+    cr_assert_eq(ps.n, 3);
+    cr_assert_eq(pact_fault_calls(PACT_FAULT_RECV_POLL_FIRST), 3 * per_conn,
+                 "3 connections made %lu first receives that wait for readiness",
+                 pact_fault_calls(PACT_FAULT_RECV_POLL_FIRST));
+
+    /* Paused, its receive ends; resumed, a new one is armed (the bytes sent
+     * meanwhile come back), which tries at once. */
+    pact_transport *t = ps.conns[0].t;
+    cr_assert_eq(pact_transport_pause_reading(t), 0);
+    spin_briefly(loop, 3);
+    cr_assert_eq(send(cl[0], "p", 1, 0), 1);
+    spin_briefly(loop, 3);
+    char got;
+    cr_assert_eq(recv(cl[0], &got, 1, MSG_DONTWAIT), -1, "an echo while paused");
+    cr_assert_eq(pact_transport_resume_reading(t), 0);
+    uint64_t end = pact_now() + 5000 * MS;
+    while (recv(cl[0], &got, 1, MSG_DONTWAIT) != 1) {
+        cr_assert(pact_now() < end, "no echo after resume");
+        pact_loop_run_once(loop, 10 * MS);
+    }
+    cr_assert_eq(got, 'p');
+    pf_echo(loop, cl[0], 'q');
+    cr_assert_eq(pact_fault_calls(PACT_FAULT_RECV_POLL_FIRST), 3 * per_conn,
+                 "the receive armed after resume waited for readiness first");
+
+    /* A fourth connection gets its own. */
+    cl[3] = tcp_connect_blocking(AF_INET, "127.0.0.1", port);
+    pf_echo(loop, cl[3], 'd');
+    cr_assert_eq(ps.n, 4);
+    cr_assert_eq(pact_fault_calls(PACT_FAULT_RECV_POLL_FIRST), 4 * per_conn);
+    cr_assert_eq(pact_fault_fired(PACT_FAULT_RECV_POLL_FIRST), 0);
+    pact_fault_arm(PACT_FAULT_RECV_POLL_FIRST, 0, 0);
+
+    for (int i = 0; i < PF_CONNS; i++)
+        close(cl[i]);
+    end = pact_now() + 5000 * MS;
+    for (int i = 0; i < PF_CONNS; i++)
+        while (!ps.conns[i].lost) {
+            cr_assert(pact_now() < end, "connection %d not lost", i);
+            pact_loop_run_once(loop, 10 * MS);
+        }
+    pact_server_close(srv);
+    while (pact_loop_run_once(loop, 10 * MS) > 0)
+        ;
+    fault_loop_free(loop);
+    cr_assert_eq(count_open_fds(), fds, "fd leak");
+}
+
+/* The same receive armed again in the kernel carries no wait either: one
+ * whose first SQE ran the loop's two small buffers dry reads by readiness
+ * (a poll), then, after small reads in a row, is a multishot receive
+ * again (engine_uring.c, "a receive that streams"). */
+Test(faults, a_first_receive_armed_again_does_not_wait_for_readiness_first)
+{
+    int fds = count_open_fds();
+    pact_loop_options o;
+    pact_loop_options_init(&o);
+    o.recv_buffer_count = 2;
+    o.recv_buffer_size = 4096;
+    const char *want = getenv("PACT_ENGINE");
+    if (want && !strcmp(want, "epoll"))
+        o.engine = PACT_ENGINE_EPOLL;
+    pact_loop *loop = NULL;
+    cr_assert_eq(pact_loop_create(&loop, &o), 0);
+    unsigned long expected =
+        strcmp(pact_loop_recv_multishot_mode(loop), "multishot") == 0 ? 1 : 0;
+    pact_fault_arm(PACT_FAULT_RECV_POLL_FIRST, ULONG_MAX, 1); /* counts only */
+    int sv[2];
+    make_socketpair(sv);
+    enum { FLOOD = 64 * 1024 };
+    static char flood[FLOOD], back[FLOOD];
+    memset(flood, 'f', sizeof flood);
+    cr_assert_eq(send(sv[0], flood, sizeof flood, 0), (ssize_t)sizeof flood);
+    pf_conn c = {0};
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open(loop, sv[1], PACT_STREAM_SOCKET, &pf_proto, &c, &t), 0);
+    size_t got = 0;
+    uint64_t end = pact_now() + 5000 * MS;
+    while (got < sizeof back) {
+        cr_assert(pact_now() < end, "%zu of %d bytes echoed", got, FLOOD);
+        pact_loop_run_once(loop, 10 * MS);
+        ssize_t n = recv(sv[0], back + got, sizeof back - got, MSG_DONTWAIT);
+        if (n > 0)
+            got += (size_t)n;
+    }
+    cr_assert_eq(memcmp(back, flood, sizeof back), 0);
+    for (int i = 0; i < 12; i++)
+        pf_echo(loop, sv[0], (char)('a' + i));
+    cr_assert_eq(pact_fault_calls(PACT_FAULT_RECV_POLL_FIRST), expected,
+                 "%lu receive SQEs waited for readiness first",
+                 pact_fault_calls(PACT_FAULT_RECV_POLL_FIRST));
+    pact_fault_arm(PACT_FAULT_RECV_POLL_FIRST, 0, 0);
+    cr_assert_eq(pact_transport_close(t), 0);
+    end = pact_now() + 5000 * MS;
+    while (!c.lost) {
+        cr_assert(pact_now() < end, "not lost");
+        pact_loop_run_once(loop, 10 * MS);
+    }
+    close(sv[0]);
+    fault_loop_free(loop);
+    cr_assert_eq(count_open_fds(), fds, "fd leak");
+}

@@ -276,12 +276,7 @@ Test(ops, send_all_delivers_megabytes_to_a_slow_reader_in_order)
 
 static int connect_blocking(int port, struct sockaddr_in *local)
 {
-    struct sockaddr_storage ss;
-    socklen_t len;
-    cr_assert_eq(pact_sockaddr_parse("127.0.0.1", (uint16_t)port, &ss, &len), 0);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    cr_assert_geq(fd, 0);
-    cr_assert_eq(connect(fd, (struct sockaddr *)&ss, len), 0);
+    int fd = tcp_connect_blocking(AF_INET, "127.0.0.1", port);
     if (local) {
         socklen_t ll = sizeof *local;
         cr_assert_eq(getsockname(fd, (struct sockaddr *)local, &ll), 0);

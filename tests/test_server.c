@@ -184,18 +184,6 @@ static void raw_echo(pact_loop *loop, int fd, const char *msg)
     cr_assert(memcmp(buf, msg, len) == 0);
 }
 
-static int raw_connect(int family, const char *host, int port)
-{
-    struct sockaddr_storage ss;
-    socklen_t len;
-    cr_assert_eq(pact_sockaddr_parse(host, (uint16_t)port, &ss, &len), 0);
-    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    cr_assert_geq(fd, 0);
-    cr_assert_eq(connect(fd, (struct sockaddr *)&ss, len), 0, "connect: %s",
-                 strerror(errno));
-    return fd;
-}
-
 /* ---- many clients ------------------------------------------------------------ */
 
 #define NCLIENTS 200
@@ -387,12 +375,12 @@ Test(server, reset_before_accept_does_not_stop_the_server)
     /* The loop has not run: the connection waits in the backlog, then is
      * reset before anyone accepts it. */
     for (int i = 0; i < 3; i++) {
-        int c1 = raw_connect(AF_INET, "127.0.0.1", port);
+        int c1 = tcp_connect_blocking(AF_INET, "127.0.0.1", port);
         struct linger lg = {.l_onoff = 1, .l_linger = 0};
         cr_assert_eq(setsockopt(c1, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
         close(c1);
     }
-    int c2 = raw_connect(AF_INET, "127.0.0.1", port);
+    int c2 = tcp_connect_blocking(AF_INET, "127.0.0.1", port);
     raw_echo(loop, c2, "after the reset");
     close(c2);
     RUN_UNTIL(loop, pact_server_connections(s) == 0, 5000);
@@ -421,7 +409,7 @@ Test(server, a_burst_of_connections_is_accepted_in_one_iteration)
     enum { BURST = 32 };
     int c[BURST];
     for (int i = 0; i < BURST; i++)
-        c[i] = raw_connect(AF_INET, "127.0.0.1", port); /* in the backlog */
+        c[i] = tcp_connect_blocking(AF_INET, "127.0.0.1", port); /* in the backlog */
     int iterations = 0;
     while (sc->n < BURST && iterations < 50) {
         pact_loop_run_once(loop, 100 * (int64_t)MS);
@@ -729,8 +717,8 @@ Test(server, wait_closed_runs_once_after_the_last_connection)
     cr_assert_eq(pact_server_listen_tcp(loop, "127.0.0.1", 0, NULL, echo_factory,
                                         sc, &s), 0);
     int port = pact_server_port(s);
-    int c1 = raw_connect(AF_INET, "127.0.0.1", port);
-    int c2 = raw_connect(AF_INET, "127.0.0.1", port);
+    int c1 = tcp_connect_blocking(AF_INET, "127.0.0.1", port);
+    int c2 = tcp_connect_blocking(AF_INET, "127.0.0.1", port);
     RUN_UNTIL(loop, srv_made(sc) == 2, 5000);
 
     waited = waited2 = 0;
@@ -828,7 +816,7 @@ Test(server, close_from_the_factory_serves_the_connection_then_frees_tcp)
     pact_server *s;
     cr_assert_eq(pact_server_listen_tcp(loop, "127.0.0.1", 0, NULL,
                                         one_shot_factory, o, &s), 0);
-    int client = raw_connect(AF_INET, "127.0.0.1", pact_server_port(s));
+    int client = tcp_connect_blocking(AF_INET, "127.0.0.1", pact_server_port(s));
     serve_one_then_stop(loop, s, o, client);
     test_loop_free(loop);
     free(o);
@@ -957,7 +945,7 @@ Test(server, reuse_port_spreads_clients_over_loops_in_threads)
 
     int c[REUSE_CLIENTS];
     for (int i = 0; i < REUSE_CLIENTS; i++)
-        c[i] = raw_connect(AF_INET, "127.0.0.1", w[0].port);
+        c[i] = tcp_connect_blocking(AF_INET, "127.0.0.1", w[0].port);
     for (int i = 0; i < REUSE_CLIENTS; i++) {
         char msg[32], buf[32];
         int n = snprintf(msg, sizeof msg, "client %d", i);
@@ -1062,7 +1050,7 @@ Test(server, a_connection_after_closed_ones_starts_fresh)
     int port = listen_echo_tcp(loop, &sc, &srv);
     size_t high0 = 0, low0 = 0;
     for (int i = 0; i < 4; i++) {
-        int fd = raw_connect(AF_INET, "127.0.0.1", port);
+        int fd = tcp_connect_blocking(AF_INET, "127.0.0.1", port);
         raw_echo(loop, fd, "ping"); /* made, reading, echoing */
         cr_assert_eq(sc.n, i + 1);
         pact_transport *t = sc.recs[i].t;
@@ -1112,7 +1100,7 @@ Test(server, the_first_receive_gets_bytes_sent_before_or_after_the_connection_wa
     char msg[N][16];
     for (int i = 0; i < N; i++) {
         snprintf(msg[i], sizeof msg[i], "request %d", i);
-        fds[i] = raw_connect(AF_INET, "127.0.0.1", port);
+        fds[i] = tcp_connect_blocking(AF_INET, "127.0.0.1", port);
         if (i % 3 != 2)
             cr_assert_eq(send(fds[i], msg[i], strlen(msg[i]), MSG_NOSIGNAL),
                          (ssize_t)strlen(msg[i]));
@@ -1203,7 +1191,7 @@ Test(server, short_connections_on_a_warm_loop_allocate_nothing)
     for (int i = 0; i < SHORT_WARM_UP + SHORT_COUNTED; i++) {
         if (i == SHORT_WARM_UP)
             alloc_counter_start();
-        int fd = raw_connect(AF_INET, "127.0.0.1", port);
+        int fd = tcp_connect_blocking(AF_INET, "127.0.0.1", port);
         raw_echo(loop, fd, "ping");
         close(fd);
         RUN_UNTIL(loop, sc.n == i + 1 && sc.recs[i].lost == 1, 5000);
@@ -1273,7 +1261,7 @@ Test(server, many_short_connections_at_a_time_on_a_warm_loop_allocate_nothing)
         if (round == CHURN_WARM_ROUNDS)
             alloc_counter_start();
         for (int i = 0; i < CHURN_AT_ONCE; i++)
-            fds[i] = raw_connect(AF_INET, "127.0.0.1", port);
+            fds[i] = tcp_connect_blocking(AF_INET, "127.0.0.1", port);
         for (int i = 0; i < CHURN_AT_ONCE; i++)
             cr_assert_eq(send(fds[i], "ping", 4, MSG_NOSIGNAL), 4);
         for (int i = 0; i < CHURN_AT_ONCE; i++) {
@@ -1309,7 +1297,7 @@ Test(server, the_socket_is_closed_when_the_run_returns_after_connection_lost)
     pact_server *srv;
     cr_assert_eq(pact_server_listen_tcp(loop, "127.0.0.1", 0, NULL, echo_factory,
                                         &sc, &srv), 0);
-    int peer = raw_connect(AF_INET, "127.0.0.1", pact_server_port(srv));
+    int peer = tcp_connect_blocking(AF_INET, "127.0.0.1", pact_server_port(srv));
     raw_echo(loop, peer, "ping");
     cr_assert_eq(sc.n, 1);
     int fd = pact_transport_fd(sc.recs[0].t);
@@ -1411,7 +1399,7 @@ Test(server, adopt_a_listening_tcp_socket_serves_it_and_closes_it)
     cr_assert_null(pact_server_accepting(NULL));
     int clients[3];
     for (int i = 0; i < 3; i++) {
-        clients[i] = raw_connect(AF_INET, "127.0.0.1", port);
+        clients[i] = tcp_connect_blocking(AF_INET, "127.0.0.1", port);
         raw_echo(loop, clients[i], "through an adopted listener");
     }
     cr_assert_eq(a.sc.n, 3);

@@ -1733,6 +1733,11 @@ static void prep_op(pact_loop *loop, pact_op_s *op, struct io_uring_sqe *sqe)
     io_uring_sqe_set_data64(sqe, encode(op, TAG_OP));
     if (URING(loop)->files_cap)
         name_fixed_file(loop, op, sqe);
+    /* Tests only: what a stream's first receive asks of the kernel is
+     * seen nowhere else (tests/test_faults.c counts these). */
+    if (PACT_FAULTS_BUILT_IN && sqe->opcode == IORING_OP_RECV &&
+        (sqe->ioprio & IORING_RECVSEND_POLL_FIRST))
+        (void)PACT_FAULT(PACT_FAULT_RECV_POLL_FIRST);
 }
 
 /* Whether fd's file can be polled: epoll refuses (EPERM) a file whose
