@@ -13,6 +13,12 @@
 #   BENCH=aiohttp | proto | streams | sock (echo servers)  SIZE=1024 (echo)
 #   CONNS=50 for aiohttp (wrk -c), 4 for the echo (loadgen --conns)
 #   SECS=5 (measured window, after a 2 s warm-up)  CALLGRIND=1 (0: skip it)
+#   CACHESIM=1: callgrind also simulates the caches (--cache-sim=yes) and
+#     D1 misses per request are printed (reads + writes), as c_counts.sh
+#   CG_KEEP=DIR: each loop's callgrind dump is kept as
+#     DIR/LOOP.BENCH-SIZE-cCONNS.callgrind, for a comparison by function:
+#     callgrind_annotate --inclusive=no --auto=no FILE, each function's
+#     count divided by the requests printed with it
 #
 # For each loop, two runs of the server on CPU 0 with the load on CPU 1:
 # - perf stat on the server, the software tracepoints of counts_common.sh:
@@ -38,7 +44,8 @@ case $BENCH in
     proto | streams | sock) CONNS=${CONNS:-4} ;;
     *) echo "python_counts: BENCH is aiohttp, proto, streams or sock" >&2; exit 2 ;;
 esac
-SECS=${SECS:-5} CALLGRIND=${CALLGRIND:-1}
+SECS=${SECS:-5} CALLGRIND=${CALLGRIND:-1} CACHESIM=${CACHESIM:-0} CG_KEEP=${CG_KEEP:-}
+[ -z "$CG_KEEP" ] || mkdir -p "$CG_KEEP"
 PYTHON=/usr/bin/python3
 . "$HERE/counts_common.sh" # PERF_COUNT_EVENTS, perf_per_request, listening, perf_attached, SRV, stop, callgrind_window
 HELLO=$ROOT/python/bench/aiohttp_hello.py
@@ -100,11 +107,20 @@ for loop in $LOOPS; do
     echo "$loop: $reqs requests"
     perf_per_request "$TMP/stat" "$reqs"
     [ "$CALLGRIND" = 0 ] && continue
-    start "$loop" valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.%p" || continue
+    sim=()
+    [ "$CACHESIM" = 1 ] && sim=(--cache-sim=yes)
+    start "$loop" valgrind --tool=callgrind "${sim[@]}" --callgrind-out-file="$TMP/cg.%p" || continue
     callgrind_window load 5 $((2 * SECS))
     reqs=$(requests "$CG_LOAD")
     if [ -n "$CG_IR" ] && [ "${reqs:-0}" -gt 0 ]; then
         echo "  user-space instructions        $((CG_IR / reqs)) per request (callgrind, $reqs requests)"
+        [ -n "$CG_D1" ] &&
+            echo "  D1 misses (callgrind)          $(awk "BEGIN { printf \"%.1f\", $CG_D1 / $reqs }") per request"
+        if [ -n "$CG_KEEP" ]; then
+            kept=$CG_KEEP/$loop.$BENCH-$SIZE-c$CONNS.callgrind
+            mv "$TMP"/cg.*.1 "$kept" && echo "  callgrind dump                 $kept ($reqs requests)"
+        fi
+        rm -f "$TMP"/cg.*
     else
         echo "  callgrind: no dump" >&2
     fi
