@@ -38,6 +38,11 @@ enum pact_fault_site {
                               as the kernel gets it: counted only
                               (pact_fault_calls while armed), nothing to
                               inject */
+    PACT_FAULT_EPOLL_TRY,  /* engine_epoll.c: an op's try of its system
+                              call at submission is not made and reports
+                              err instead (-EAGAIN: the op waits for
+                              readiness, as if the call would block); not
+                              for a regular file's I/O, which never waits */
     PACT_FAULT_SITE_COUNT
 };
 

@@ -1375,3 +1375,114 @@ Test(faults, a_first_receive_armed_again_does_not_wait_for_readiness_first)
     fault_loop_free(loop);
     cr_assert_eq(count_open_fds(), fds, "fd leak");
 }
+
+/* ---- an op whose try at submission says it would block -------------------- */
+
+/* epoll only (the site is the epoll engine's try first): each op whose
+ * try is refused waits for readiness instead, which must lose, repeat or
+ * reorder nothing. */
+Test(faults, send_all_try_would_block) { sweep(scenario_send_all, PACT_FAULT_EPOLL_TRY, -EAGAIN, "send_all/try EAGAIN"); }
+Test(faults, accept_try_would_block) { sweep(scenario_accept, PACT_FAULT_EPOLL_TRY, -EAGAIN, "accept/try EAGAIN"); }
+
+/* ---- system calls of a request-response exchange over ops ----------------- */
+
+/* Two ends of a socketpair on one loop exchange a 64-byte message and its
+ * echo, each with pact_send_all then pact_recv (bench/servers/pact_echo.c's
+ * shape). pact_fault_calls(PACT_FAULT_EPOLL_TRY), armed for a call it never
+ * reaches, counts the epoll engine's tries at submission. A receive
+ * started right after its end's reply went out finds nothing yet: its
+ * last receive was short, so the socket was drained, and it waits for
+ * readiness without a recv that could only say EAGAIN (the re-arm that
+ * follows checks readiness anyway). Only the sends try. */
+#define PP_ROUNDS 200
+#define PP_MSG 64
+
+typedef struct pp_end {
+    pact_loop *loop;
+    int fd;
+    int echo;      /* answers what it receives; else starts each round */
+    int rounds;    /* messages received */
+    int failed;
+    uint8_t out[PP_MSG], in[1024];
+} pp_end;
+
+static void pp_recv(pact_loop *loop, const pact_completion *c, void *u);
+
+static void pp_sent(pact_loop *loop, const pact_completion *c, void *u)
+{
+    pp_end *p = u;
+    if (c->result != PP_MSG) {
+        p->failed = 1;
+        return;
+    }
+    if (pact_recv(loop, p->fd, p->in, sizeof p->in, 0, pp_recv, p) < 0)
+        p->failed = 1;
+}
+
+static void pp_send(pp_end *p)
+{
+    for (size_t i = 0; i < PP_MSG; i++)
+        p->out[i] = pat((size_t)p->rounds * PP_MSG + i);
+    if (pact_send_all(p->loop, p->fd, p->out, PP_MSG, 0, pp_sent, p) < 0)
+        p->failed = 1;
+}
+
+static void pp_recv(pact_loop *loop, const pact_completion *c, void *u)
+{
+    (void)loop;
+    pp_end *p = u;
+    if (c->result == -ECANCELED)
+        return; /* the echoing end's last receive, at loop close */
+    if (c->result != PP_MSG) {
+        p->failed = 1;
+        return;
+    }
+    for (size_t i = 0; i < PP_MSG; i++)
+        if (p->in[i] != pat((size_t)p->rounds * PP_MSG + i))
+            p->failed = 1;
+    p->rounds++;
+    if (p->echo) {
+        memcpy(p->out, p->in, PP_MSG);
+        if (pact_send_all(p->loop, p->fd, p->out, PP_MSG, 0, pp_sent, p) < 0)
+            p->failed = 1;
+    } else if (p->rounds < PP_ROUNDS) {
+        pp_send(p);
+    }
+}
+
+Test(faults, a_receive_after_its_ends_reply_does_not_try_first_on_epoll)
+{
+    int err;
+    pact_loop *loop = fault_loop(&err);
+    cr_assert_not_null(loop, "loop: %s", pact_strerror(err));
+    int epoll = pact_loop_engine(loop) == PACT_ENGINE_EPOLL;
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    pp_end a = {.loop = loop, .fd = sv[0]}, b = {.loop = loop, .fd = sv[1], .echo = 1};
+    cr_assert_geq(pact_loop_run_once(loop, 0), 0); /* the loop's own ops */
+    pact_fault_arm(PACT_FAULT_EPOLL_TRY, ULONG_MAX, -EAGAIN); /* counts only */
+    cr_assert_gt(pact_recv(loop, b.fd, b.in, sizeof b.in, 0, pp_recv, &b), 0);
+    pp_send(&a);
+    uint64_t end = pact_now() + 5000 * MS;
+    while (a.rounds < PP_ROUNDS && !a.failed && !b.failed) {
+        cr_assert(pact_now() < end, "hang after %d rounds", a.rounds);
+        cr_assert_geq(pact_loop_run_once(loop, 10 * MS), 0);
+    }
+    unsigned long tries = pact_fault_calls(PACT_FAULT_EPOLL_TRY);
+    cr_assert_eq(pact_fault_fired(PACT_FAULT_EPOLL_TRY), 0);
+    pact_fault_arm(PACT_FAULT_EPOLL_TRY, 0, 0);
+    cr_assert(!a.failed && !b.failed, "a message was lost, cut or changed");
+    cr_assert_eq(a.rounds, PP_ROUNDS);
+    cr_assert_eq(b.rounds, PP_ROUNDS);
+    /* Every send tries (a's messages and b's echoes), and each end's
+     * first receive: nothing was known of its socket then. */
+    unsigned long expected = 2ul * PP_ROUNDS + 2;
+    if (epoll)
+        cr_assert_eq(tries, expected, "%lu tries, %lu expected: %ld receives tried first",
+                     tries, expected, (long)(tries - expected));
+    else
+        cr_assert_eq(tries, 0, "io_uring has no try at submission");
+    fault_loop_free(loop);
+    close(sv[0]);
+    close(sv[1]);
+}

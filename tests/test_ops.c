@@ -764,6 +764,165 @@ Test(ops, a_recv_waiting_its_turn_times_out_and_cancels_without_taking_data)
     close(sv[1]);
 }
 
+/* A receive whose bytes (or end of file) were waiting when it started
+ * completes within the next few loop turns, not after a wait's timeout. */
+static void run_until_delivered_at_once(pact_loop *loop, rec *r)
+{
+    uint64_t start = pact_now();
+    for (int turn = 0; turn < 3 && !r->calls; turn++)
+        cr_assert_geq(pact_loop_run_once(loop, 2000 * (int64_t)MS), 0);
+    cr_assert_eq(r->calls, 1, "what was waiting was not delivered");
+    cr_assert_lt(pact_now() - start, 1000 * MS, "delivered only after a timeout");
+}
+
+/* A receive whose socket the last receive drained (it came back short):
+ * the epoll engine starts the next one without trying it first
+ * (engine_epoll.c, note_receive). Whatever came meanwhile is still
+ * delivered at once: bytes, the end of file, the next datagram, on a
+ * socket the loop has not seen readiness for since. */
+static void short_read_then(pact_loop *loop, int reader, int writer, int type)
+{
+    char in[64];
+    rec r = {0};
+    cr_assert_eq(send(writer, "ab", 2, 0), 2);
+    cr_assert_eq(send(writer, "cde", 3, 0), 3); /* a second datagram */
+    cr_assert_gt(pact_recv(loop, reader, in, sizeof in, 0, rec_cb, &r), 0);
+    run_until(loop, &r.calls, 5000);
+    cr_assert_eq(r.result, type == SOCK_STREAM ? 5 : 2, "the short read: %lld",
+                 (long long)r.result);
+    if (type == SOCK_STREAM) /* what the datagram socket still holds */
+        cr_assert_eq(send(writer, "fgh", 3, 0), 3);
+    memset(&r, 0, sizeof r);
+    memset(in, 0, sizeof in);
+    cr_assert_gt(pact_recv(loop, reader, in, sizeof in, 0, rec_cb, &r), 0);
+    run_until_delivered_at_once(loop, &r);
+    cr_assert_eq(r.result, 3);
+    cr_assert_eq(memcmp(in, type == SOCK_STREAM ? "fgh" : "cde", 3), 0);
+}
+
+Test(ops, a_recv_after_a_short_read_gets_bytes_that_came_before_it_started)
+{
+    int sv[2];
+    make_socketpair(sv);
+    pact_loop *loop = test_loop_new();
+    short_read_then(loop, sv[1], sv[0], SOCK_STREAM);
+    /* The end of file that came before the next receive started. */
+    cr_assert_eq(send(sv[0], "i", 1, 0), 1);
+    char in[64];
+    rec r = {0};
+    cr_assert_gt(pact_recv(loop, sv[1], in, sizeof in, 0, rec_cb, &r), 0);
+    run_until(loop, &r.calls, 5000);
+    cr_assert_eq(r.result, 1);
+    cr_assert_eq(shutdown(sv[0], SHUT_WR), 0);
+    memset(&r, 0, sizeof r);
+    cr_assert_gt(pact_recv(loop, sv[1], in, sizeof in, 0, rec_cb, &r), 0);
+    run_until_delivered_at_once(loop, &r);
+    cr_assert_eq(r.result, 0, "end of file: %lld", (long long)r.result);
+    test_loop_free(loop);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+Test(ops, a_recv_after_a_short_datagram_gets_the_next_one_waiting)
+{
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    pact_loop *loop = test_loop_new();
+    short_read_then(loop, sv[1], sv[0], SOCK_DGRAM);
+    test_loop_free(loop);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+/* A receive that waits after a short read is an op like any other: a
+ * cancel ends it with -ECANCELED and the bytes sent after stay in the
+ * socket; loop close ends one still waiting, once (docs/contract.md §3,
+ * §4, §1). */
+Test(ops, a_recv_waiting_after_a_short_read_cancels_without_taking_data)
+{
+    int sv[2];
+    make_socketpair(sv);
+    pact_loop *loop = test_loop_new();
+    char in[64];
+    rec r = {0};
+    cr_assert_eq(send(sv[0], "ab", 2, 0), 2);
+    cr_assert_gt(pact_recv(loop, sv[1], in, sizeof in, 0, rec_cb, &r), 0);
+    run_until(loop, &r.calls, 5000);
+    cr_assert_eq(r.result, 2);
+    memset(&r, 0, sizeof r);
+    pact_op op = pact_recv(loop, sv[1], in, sizeof in, 0, rec_cb, &r);
+    cr_assert_gt(op, 0);
+    cr_assert_geq(pact_loop_run_once(loop, 0), 0);
+    cr_assert_eq(r.calls, 0, "nothing to receive yet");
+    cr_assert_eq(send(sv[0], "cd", 2, 0), 2);
+    cr_assert_eq(pact_op_cancel(loop, op), 0);
+    run_until(loop, &r.calls, 5000);
+    cr_assert_eq(r.calls, 1);
+    /* epoll: the receive waits in the engine's queue, and the cancel
+     * takes it out before any readiness reaches it. io_uring may have
+     * received the bytes already (the kernel won the race): then they are
+     * its result, never lost (§4). */
+    char out[8];
+    if (pact_loop_engine(loop) == PACT_ENGINE_EPOLL || r.result == -ECANCELED) {
+        cr_assert_eq(r.result, -ECANCELED, "%lld", (long long)r.result);
+        cr_assert_eq(recv(sv[1], out, sizeof out, MSG_DONTWAIT), 2,
+                     "the bytes left in the socket");
+        cr_assert_eq(memcmp(out, "cd", 2), 0);
+    } else {
+        cr_assert_eq(r.result, 2, "%lld", (long long)r.result);
+        cr_assert_eq(memcmp(in, "cd", 2), 0);
+        cr_assert_lt(recv(sv[1], out, sizeof out, MSG_DONTWAIT), 0, "received twice");
+    }
+    /* One more short read, then one left waiting at loop close. */
+    cr_assert_eq(send(sv[0], "e", 1, 0), 1);
+    rec last = {0}, closed = {0};
+    cr_assert_gt(pact_recv(loop, sv[1], in, sizeof in, 0, rec_cb, &last), 0);
+    run_until(loop, &last.calls, 5000);
+    cr_assert_eq(last.result, 1);
+    cr_assert_gt(pact_recv(loop, sv[1], in, sizeof in, 0, rec_cb, &closed), 0);
+    cr_assert_geq(pact_loop_run_once(loop, 0), 0);
+    test_loop_free(loop);
+    cr_assert_eq(closed.calls, 1);
+    cr_assert_eq(closed.result, -ECANCELED);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+/* A short read on an fd number, then the number closed and given to a
+ * new socket with bytes already waiting: its receive gets them at once
+ * (what the engine knew of the old socket says nothing of the new one). */
+Test(ops, a_recv_on_a_reused_fd_number_after_a_short_read_gets_its_bytes)
+{
+    int sv[2];
+    make_socketpair(sv);
+    pact_loop *loop = test_loop_new();
+    char in[64];
+    rec r = {0};
+    /* Waits first, so the old socket was registered with epoll. */
+    cr_assert_gt(pact_recv(loop, sv[1], in, sizeof in, 0, rec_cb, &r), 0);
+    cr_assert_geq(pact_loop_run_once(loop, 0), 0);
+    cr_assert_eq(send(sv[0], "ab", 2, 0), 2);
+    run_until(loop, &r.calls, 5000);
+    cr_assert_eq(r.result, 2);
+    int number = sv[1];
+    close(sv[1]);
+    int nv[2];
+    make_socketpair(nv);
+    int reused = nv[0] == number ? nv[0] : nv[1] == number ? nv[1] : -1;
+    cr_assert_geq(reused, 0, "the number was not reused");
+    int other = reused == nv[0] ? nv[1] : nv[0];
+    cr_assert_eq(send(other, "xyz", 3, 0), 3);
+    memset(&r, 0, sizeof r);
+    cr_assert_gt(pact_recv(loop, reused, in, sizeof in, 0, rec_cb, &r), 0);
+    run_until_delivered_at_once(loop, &r);
+    cr_assert_eq(r.result, 3);
+    cr_assert_eq(memcmp(in, "xyz", 3), 0);
+    test_loop_free(loop);
+    close(sv[0]);
+    close(nv[0]);
+    close(nv[1]);
+}
+
 Test(ops, order_holds_on_many_sockets_at_once)
 {
     /* Enough sockets that per-fd bookkeeping grows while queues are full. */

@@ -2,7 +2,9 @@
 /* The epoll engine: emulates completions with readiness. Each op first
  * tries its system call at submission; only if that would block does it
  * wait in its fd's read or write queue for epoll to report readiness (the
- * "try first, then wait" order keeps the fast path to one syscall).
+ * "try first, then wait" order keeps the fast path to one syscall). A
+ * receive whose socket the last receive drained waits without trying
+ * (note_receive).
  *
  * Its per-fd state (wait queues, registration) is appended to the loop's
  * fd entry (fd_table.h), which the op layer's order shares.
@@ -29,6 +31,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "fd_table.h"
 #include "loop.h"
 #include "recv_burst.h"
@@ -65,9 +68,19 @@ enum {
     /* epoll has (or had) a registration for this fd; the loop clears it
      * when it closes the fd (pact__fd_closing) */
     FD_KNOWN = PACT_FD_REGISTERED,
-    FD_CHECKED = 1u << 3,  /* FD_REGULAR is known for the file behind the number */
-    FD_REGULAR = 1u << 4,  /* regular file: no readiness, do I/O directly */
-    FD_NO_RWF_NOWAIT = 1u << 5, /* the file refuses RWF_NOWAIT (rw_nowait) */
+    /* What pact_read / pact_write found behind the number (two bits, one
+     * of the FD_FILE_* values): not looked at yet, a regular file or block
+     * device (no readiness: I/O directly), a file that waits for
+     * readiness and takes RWF_NOWAIT, or one that refuses it (rw_nowait). */
+    FD_FILE = 3u << 3,
+    FD_FILE_UNKNOWN = 0,
+    FD_FILE_REGULAR = 1u << 3,
+    FD_FILE_NOWAIT = 2u << 3,
+    FD_FILE_NO_RWF_NOWAIT = 3u << 3,
+    /* The number's last receive (PACT_OP_RECV) found the socket drained
+     * and no readiness was reported since: the next one does not try
+     * first (note_receive, ep_submit). */
+    FD_DRAINED = 1u << 5,
     /* FD_LEVEL with EPOLLET: a multishot receive alone on the fd */
     FD_EDGE = 1u << 2,
     /* An edge-triggered registration left in place with nothing waiting
@@ -169,6 +182,16 @@ static void set_flag(fd_entry *f, unsigned bit, int on)
         f->base.engine_flags |= (uint8_t)bit;
     else
         f->base.engine_flags &= (uint8_t)~bit;
+}
+
+static unsigned file_kind(const fd_entry *f)
+{
+    return f->base.engine_flags & FD_FILE;
+}
+
+static void set_file_kind(fd_entry *f, unsigned kind)
+{
+    f->base.engine_flags = (uint8_t)((f->base.engine_flags & ~FD_FILE) | kind);
 }
 
 /* Which queue an op waits in. */
@@ -409,11 +432,31 @@ static int sock_error(int fd)
 static int64_t rw_nowait(fd_entry *f, pact_op_s *op)
 {
     struct iovec iov = {.iov_base = op->buf, .iov_len = op->len};
-    uint8_t refuses = (uint8_t)flag(f, FD_NO_RWF_NOWAIT);
+    uint8_t refuses = file_kind(f) == FD_FILE_NO_RWF_NOWAIT;
     int64_t r = pact__rw_nowait(op->fd, op->kind != PACT_OP_READ, &iov, 1,
                                 op->offset, &refuses);
-    set_flag(f, FD_NO_RWF_NOWAIT, refuses);
+    set_file_kind(f, refuses ? FD_FILE_NO_RWF_NOWAIT : FD_FILE_NOWAIT);
     return r;
+}
+
+/* After a receive's recv(2), n its return (errno set when negative): the
+ * socket is drained when it had nothing (EAGAIN) or gave fewer bytes than
+ * asked for (a stream's bytes that arrive later are a new readiness).
+ * Then the next receive on the number waits for readiness at once
+ * (ep_submit): in a request-response exchange (a receive started once the
+ * reply went out) its try would only answer EAGAIN, one system call per
+ * request that the re-arm's epoll_ctl makes useless, since arming checks
+ * readiness (EPOLL_CTL_MOD and ADD report a file already ready). Wrong
+ * only at the cost of one loop turn, never of data: a datagram socket's
+ * short read does not mean it is empty, and the number may name a new
+ * file since (the user closed it; a file the loop closes clears the
+ * flag, ep_fd_closing). A peek leaves the bytes where they were. */
+static void note_receive(fd_entry *f, const pact_op_s *op, ssize_t n)
+{
+    int drained = n < 0 ? errno == EAGAIN || errno == EWOULDBLOCK
+                        : n > 0 && (size_t)n < op->len &&
+                              !(op->msg_flags & MSG_PEEK);
+    set_flag(f, FD_DRAINED, drained);
 }
 
 static int64_t try_op(fd_entry *f, pact_op_s *op, uint32_t revents)
@@ -422,6 +465,7 @@ static int64_t try_op(fd_entry *f, pact_op_s *op, uint32_t revents)
     switch ((pact_op_kind)op->kind) {
     case PACT_OP_RECV:
         n = recv(op->fd, op->buf, op->len, op->msg_flags | MSG_DONTWAIT);
+        note_receive(f, op, n);
         return n < 0 ? -errno : n;
     case PACT_OP_SEND:
         n = send(op->fd, op->buf, op->len, op->msg_flags | MSG_DONTWAIT);
@@ -466,7 +510,8 @@ static int64_t try_op(fd_entry *f, pact_op_s *op, uint32_t revents)
         return shutdown(op->fd, op->msg_flags) < 0 ? -errno : 0;
     case PACT_OP_READ:
     case PACT_OP_WRITE:
-        return flag(f, FD_REGULAR) ? pact__op_rw_now(op) : rw_nowait(f, op);
+        return file_kind(f) == FD_FILE_REGULAR ? pact__op_rw_now(op)
+                                               : rw_nowait(f, op);
     case PACT_OP_POLL: {
         struct pollfd p = {.fd = op->fd, .events = (short)op->msg_flags};
         int r = poll(&p, 1, 0);
@@ -489,12 +534,13 @@ static int64_t try_op(fd_entry *f, pact_op_s *op, uint32_t revents)
  * and epoll refuses it with EPERM: the read failed). */
 static void prepare_fd(fd_entry *f, int fd)
 {
-    if (flag(f, FD_CHECKED))
+    if (file_kind(f) != FD_FILE_UNKNOWN)
         return;
     struct stat st;
-    set_flag(f, FD_CHECKED, 1);
-    set_flag(f, FD_REGULAR, fstat(fd, &st) == 0 &&
-                                (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)));
+    set_file_kind(f, fstat(fd, &st) == 0 &&
+                             (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))
+                         ? FD_FILE_REGULAR
+                         : FD_FILE_NOWAIT);
 }
 
 static int ep_submit(pact_loop *loop, pact_op_s *op)
@@ -514,7 +560,7 @@ static int ep_submit(pact_loop *loop, pact_op_s *op)
         if (pact_list_empty(&f->queues[QUEUE_READ]) &&
             pact_list_empty(&f->queues[QUEUE_WRITE]) &&
             pact_list_empty(&f->queues[QUEUE_EVENTS]) && !has_watchers(e, f))
-            set_flag(f, FD_CHECKED | FD_REGULAR | FD_NO_RWF_NOWAIT, 0);
+            set_file_kind(f, FD_FILE_UNKNOWN);
         prepare_fd(f, op->fd);
     }
     enum fd_queue q = queue_of(op);
@@ -525,9 +571,22 @@ static int ep_submit(pact_loop *loop, pact_op_s *op)
     int queued = op->kind == PACT_OP_POLL
                      ? has_kind(&f->queues[q], PACT_OP_POLL)
                      : !pact_list_empty(&f->queues[q]);
-    if (!queued && op->kind != PACT_OP_RECV_MULTI &&
-        op->kind != PACT_OP_ACCEPT_MULTI && op->kind != PACT_OP_WATCH) {
-        int64_t r = try_op(f, op, 0);
+    int try_first = !queued && op->kind != PACT_OP_RECV_MULTI &&
+                    op->kind != PACT_OP_ACCEPT_MULTI && op->kind != PACT_OP_WATCH;
+    /* A receive on a socket its last receive drained waits for readiness
+     * without trying (note_receive): the registration below reports
+     * bytes that came meanwhile. */
+    int untried = try_first && op->kind == PACT_OP_RECV && flag(f, FD_DRAINED);
+    if (try_first && !untried) {
+        int64_t r = 0;
+        /* Fault injection (tests only): the try reports the armed error
+         * instead (-EAGAIN: the op waits for readiness); a regular file
+         * never waits, so its I/O is left alone. Counts the tries. */
+        if (!((op->kind == PACT_OP_READ || op->kind == PACT_OP_WRITE) &&
+              file_kind(f) == FD_FILE_REGULAR))
+            r = PACT_FAULT(PACT_FAULT_EPOLL_TRY);
+        if (r == 0)
+            r = try_op(f, op, 0);
         if (r != -EAGAIN && r != -EWOULDBLOCK && r != -EINTR) {
             pact__op_defer(loop, op, r);
             return 0;
@@ -537,9 +596,17 @@ static int ep_submit(pact_loop *loop, pact_op_s *op)
     int r = fd_rearm(e, f, 0);
     if (r < 0) {
         /* EPERM: not pollable (a regular file that said EAGAIN?); EBADF:
-         * closed fd. Either way the op cannot wait: fail it. */
+         * closed fd. Either way the op cannot wait: fail it — with its
+         * own call's answer if it did not try (ENOTSOCK, or bytes after
+         * all), as it would have failed before. */
         pact_list_remove(&op->link);
-        pact__op_defer(loop, op, r);
+        int64_t result = r;
+        if (untried) {
+            int64_t tried = try_op(f, op, 0);
+            if (tried != -EAGAIN && tried != -EWOULDBLOCK && tried != -EINTR)
+                result = tried;
+        }
+        pact__op_defer(loop, op, result);
     }
     return 0;
 }
@@ -892,9 +959,13 @@ static int ep_wait(pact_loop *loop, int64_t timeout_ns)
         int lingered = flag(f, FD_LINGER);
         if (!flag(f, FD_LEVEL))
             f->base.engine_events = 0; /* ONESHOT */
-        /* Errors and hang-ups wake both sides: the syscall reports them. */
-        if (rev & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))
+        /* Errors and hang-ups wake both sides: the syscall reports them.
+         * A receive that finds the socket empty again says so itself
+         * (note_receive). */
+        if (rev & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) {
+            set_flag(f, FD_DRAINED, 0);
             seen += run_queue(loop, f, &f->queues[QUEUE_READ], rev);
+        }
         if (rev & (EPOLLOUT | EPOLLERR | EPOLLHUP))
             seen += run_queue(loop, f, &f->queues[QUEUE_WRITE], rev);
         seen += rearm_after_event(loop, e, f, rev, lingered);
@@ -956,10 +1027,11 @@ static void ep_fd_owned(pact_loop *loop, int fd)
     (void)fd;
 }
 
+/* The loop closes the file: the number's next file has not been read. */
 static void ep_fd_closing(pact_loop *loop, pact_fd_entry *f)
 {
     (void)loop;
-    (void)f;
+    set_flag((fd_entry *)f, FD_DRAINED, 0);
 }
 
 PACT_ENGINE_DEFINE(epoll, ep, "epoll");
