@@ -97,13 +97,26 @@ void pact__endpoint_force_close(pact_resource *res);
 #define PACT_ENDPOINT_KIND(name) .resource = {(name), pact__endpoint_force_close}
 
 struct pact_endpoint {
-    pact_loop *loop;
+    /* What a request does not touch first, so that what it does (res.kind
+     * and on) ends the endpoint and joins the transport's fields behind
+     * it: in a socket stream (stream.h) a request's fields span 72 bytes,
+     * two cache lines wherever malloc puts it, where spread from offset 0
+     * they were three. */
     pact_endpoint *parent; /* a server, for its connections; holds a ref */
+    /* The endpoint's own place in the loop's ready queue: first its
+     * connection_made, then its final close, so neither allocates a
+     * handle (a server of short connections made two per connection).
+     * They are never queued at once: while connection_made waits or
+     * runs, depth holds the final close back (pact__endpoint_made_soon),
+     * and the leave that ends it queues the final close, the node free
+     * again by then. That also keeps their order (docs/contract.md). */
+    pact_ready ready;
+    int refs;              /* the endpoint itself + scheduled callbacks */
+    int err;               /* what connection_lost reports (first error) */
     /* Listed on the loop until the final close; res.kind is the ops
      * table (pact__endpoint_ops), set at init, before the listing. */
     pact_resource res;
-    int refs;              /* the endpoint itself + scheduled callbacks */
-    int err;               /* what connection_lost reports (first error) */
+    pact_loop *loop;
     uint32_t children;     /* adopted endpoints not gone yet */
     uint16_t depth;        /* inside the kind's own code: do not finish */
     uint16_t made : 1;
@@ -114,14 +127,6 @@ struct pact_endpoint {
     uint16_t write_paused : 1; /* pause_writing was called */
     uint16_t draining : 1;     /* closing with writes queued: see above */
     uint16_t unref : 1;        /* pact_*_set_ref(0): keeps no loop alive */
-    /* The endpoint's own place in the loop's ready queue: first its
-     * connection_made, then its final close, so neither allocates a
-     * handle (a server of short connections made two per connection).
-     * They are never queued at once: while connection_made waits or
-     * runs, depth holds the final close back (pact__endpoint_made_soon),
-     * and the leave that ends it queues the final close, the node free
-     * again by then. That also keeps their order (docs/contract.md). */
-    pact_ready ready;
 };
 
 /* The kind's ops: the table res.kind points into (one pointer for both,

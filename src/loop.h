@@ -98,8 +98,10 @@ typedef struct pact_resource_kind {
  * (docs/contract.md §8). */
 typedef struct pact_resource {
     pact_list link;
-    const pact_resource_kind *kind;
     void *created_at;
+    /* Last: an endpoint's ops are read through it on every request, and
+     * it sits next to the endpoint's other hot fields (endpoint.h). */
+    const pact_resource_kind *kind;
 } pact_resource;
 
 /* The receive buffers when pact_loop_options leaves them at 0, in one

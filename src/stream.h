@@ -239,6 +239,13 @@ typedef struct pact_stream {
  * measured by micro_pact idle_transport); what only some streams need
  * goes in pact_stream_more. */
 _Static_assert(sizeof(pact_stream) <= 136, "pact_stream grew past 136 bytes");
+/* What a request reads of its stream (the ops through t.ep.res.kind,
+ * loop, the endpoint's states, proto and user, the transport's and the
+ * stream's bits, fd, more) lies in 72 bytes: two cache lines at any
+ * 16-byte aligned address (endpoint.h). */
+_Static_assert(offsetof(pact_stream, more) + sizeof(void *) -
+                   offsetof(pact_stream, t.ep.res.kind) <= 72,
+               "a request's fields of pact_stream spread past 72 bytes");
 
 /* The stream's pact_stream_more, taken on the first call (from the
  * loop's cache, else allocated); NULL on ENOMEM. */
