@@ -2,7 +2,10 @@
 /* The loop: scheduled callbacks, timers, run / stop / close, misuse, and
  * the choice of engine (including the fallback when io_uring is refused). */
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <stddef.h>
@@ -977,6 +980,108 @@ Test(loop, a_run_that_does_not_block_hands_over_every_ready_completion)
                  rr.delivered, READY_SOCKETS);
     cr_assert_eq(alive, 0);
     ready_receives_free(loop, &rr);
+}
+
+/* A wait that slept: the kernel runs only as many deferred task work
+ * items as the wait asked completions for (one) when it wakes the loop,
+ * and leaves what came meanwhile pending. That is the next run's, as the
+ * readiness that comes after an epoll wait is the next wait's, and the
+ * next run does not sleep for it: a run that went back to the kernel for
+ * it took every request a busy peer sent while the batch was handed over
+ * and answered none of them before the last (engine_uring.c,
+ * work_left_by_the_kernel). Two polls on one socket (through two fds) are
+ * woken by one write, inside one walk of the socket's wait queue, with
+ * the writer and the loop on one CPU: the loop cannot run between the
+ * two wake-ups, so both are pending when the kernel wakes it. io_uring
+ * with DEFER_TASKRUN only: without it the kernel runs all task work as
+ * the loop returns to user space, and epoll hands both over in one wait. */
+typedef struct {
+    int fd;
+    pid_t waiter;
+} write_when_asleep;
+
+/* Whether thread tid sleeps in io_uring_enter (426 on x86-64 and
+ * aarch64: the generic system call table). */
+static int sleeps_in_io_uring_enter(pid_t tid)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *paren = strrchr(buf, ')');
+    if (!paren || paren[1] != ' ' || paren[2] != 'S')
+        return 0;
+    snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
+    f = fopen(path, "r");
+    if (!f)
+        return 0;
+    int nr = -1;
+    int ok = fscanf(f, "%d", &nr) == 1;
+    fclose(f);
+    return ok && nr == SYS_io_uring_enter;
+}
+
+static void *write_once_the_loop_sleeps(void *arg)
+{
+    write_when_asleep *w = arg;
+    for (int i = 0; i < 10000 && !sleeps_in_io_uring_enter(w->waiter); i++)
+        usleep(1000);
+    cr_assert(sleeps_in_io_uring_enter(w->waiter), "the loop never slept");
+    cr_assert_eq(write(w->fd, "x", 1), 1);
+    return NULL;
+}
+
+static void count_poll(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    cr_assert_gt(c->result, 0);
+    (*(int *)user)++;
+}
+
+Test(loop, a_wait_that_slept_leaves_what_came_meanwhile_to_the_next_run)
+{
+    pact_loop *loop = test_loop_new();
+    const char *mask = getenv("PACT_URING_MASK");
+    if (pact_loop_engine(loop) != PACT_ENGINE_URING ||
+        (mask && (strstr(mask, "setup") || strstr(mask, "all")))) {
+        test_loop_free(loop);
+        cr_skip_test("io_uring with DEFER_TASKRUN only");
+    }
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(sched_getcpu(), &one);
+    cr_assert_eq(sched_setaffinity(0, sizeof one, &one), 0);
+    int sv[2];
+    make_socketpair(sv);
+    int again = dup(sv[0]);
+    cr_assert_geq(again, 0);
+    int polled = 0;
+    cr_assert_gt(pact_poll(loop, sv[0], POLLIN, count_poll, &polled), 0);
+    cr_assert_gt(pact_poll(loop, again, POLLIN, count_poll, &polled), 0);
+    cr_assert_eq(pact_loop_run_once(loop, 0), 1); /* armed, nothing ready */
+    cr_assert_eq(polled, 0);
+    write_when_asleep w = {sv[1], (pid_t)syscall(SYS_gettid)};
+    pthread_t writer;
+    pthread_attr_t attr;
+    cr_assert_eq(pthread_attr_init(&attr), 0);
+    cr_assert_eq(pthread_attr_setaffinity_np(&attr, sizeof one, &one), 0);
+    cr_assert_eq(pthread_create(&writer, &attr, write_once_the_loop_sleeps, &w), 0);
+    pthread_attr_destroy(&attr);
+    cr_assert_geq(pact_loop_run_once(loop, 20000 * (int64_t)MS), 0);
+    cr_assert_eq(pthread_join(writer, NULL), 0);
+    cr_assert_eq(polled, 1, "the run that slept handed over %d", polled);
+    uint64_t t0 = pact_now();
+    cr_assert_eq(pact_loop_run_once(loop, 5000 * (int64_t)MS), 0);
+    cr_assert_lt(pact_now() - t0, 1000 * MS, "the next run slept for it");
+    cr_assert_eq(polled, 2);
+    test_loop_free(loop);
+    close(again);
+    close(sv[0]);
+    close(sv[1]);
 }
 
 Test(loop, completions_beyond_a_runs_budget_come_with_the_next_run_at_once)

@@ -3253,10 +3253,30 @@ static __attribute__((noinline)) void handle_cqes(pact_loop *loop,
     }
 }
 
-/* Whether deferred task work is pending in the kernel (see uring_wait). */
-static inline int work_left_by_the_kernel(const uring_engine *e)
+/* How many deferred task work items the kernel runs per io_uring_enter
+ * that does not sleep (Linux 6.18: IO_LOCAL_TW_DEFAULT_MAX). */
+#define KERNEL_TASK_WORK_PER_ENTER 20
+
+/* Whether the io_uring_enter just made left deferred task work that was
+ * pending when it looked (see uring_wait): the kernel flags pending work
+ * (IORING_SQ_TASKRUN), and the call stopped at its bound, so it posted at
+ * least that many completions. The flag alone also rises for work queued
+ * after the kernel looked: a peer's bytes that came in while the wait
+ * returned, and after a wait that slept, the kernel runs only as many
+ * items as the wait asked completions for (one; io_cqring_wait), so the
+ * rest came while it was waking the loop. epoll hands such readiness over
+ * at its next wait, and so does this engine: asking again for them made
+ * the batch grow as long as a peer kept sending, and held back the
+ * replies of the whole batch (pact.asyncio's streams echo with four
+ * connections, traced: a wait that slept took its four requests in three
+ * calls, 1 + 2 + 1, and answered all four at the end). Their completions
+ * come with the next wait, which does not sleep for them: it runs pending
+ * work before it blocks. cq_ready: the completions in the CQ, read right
+ * after the call. */
+static inline int work_left_by_the_kernel(const uring_engine *e, unsigned cq_ready)
 {
     return (e->setup_flags & IORING_SETUP_DEFER_TASKRUN) &&
+           cq_ready >= KERNEL_TASK_WORK_PER_ENTER &&
            (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_TASKRUN);
 }
 
@@ -3343,9 +3363,10 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
      * io_uring_enter (20 on Linux 6.18, IO_LOCAL_TW_DEFAULT_MAX) and
      * leaves the rest pending, flagged IORING_SQ_TASKRUN: completions
      * that were ready when this wait looked, which epoll would have
-     * handed over now. Read right after the system call, before a hook
-     * or callback can queue new work, so an iteration whose wait ran it
-     * all makes no system call for it (tests/test_loop.c, "how many
+     * handed over now (work_left_by_the_kernel: only when the call
+     * stopped at that bound). Read right after the system call, before a
+     * hook or callback can queue new work, so an iteration whose wait ran
+     * it all makes no system call for it (tests/test_loop.c, "how many
      * ready completions one run hands over"). */
     int work_left = 0;
     if (e->nfiles_closing)
@@ -3370,7 +3391,7 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
         pact__wait_hook_before(loop, timeout_ns);
         silent_arm(e);
         r = io_uring_submit_and_get_events(&e->ring);
-        work_left = work_left_by_the_kernel(e);
+        work_left = work_left_by_the_kernel(e, io_uring_cq_ready(&e->ring));
         silent_taken(e);
         silent_sort_unknown(e);
         silent_complete(loop);
@@ -3387,7 +3408,7 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
         silent_arm(e);
         r = io_uring_submit_and_wait_timeout(&e->ring, &cqe, 1,
                                              timeout_ns > 0 ? &ts : NULL, NULL);
-        work_left = work_left_by_the_kernel(e);
+        work_left = work_left_by_the_kernel(e, io_uring_cq_ready(&e->ring));
         silent_taken(e);
         silent_sort_unknown(e);
         silent_complete(loop);
@@ -3444,8 +3465,9 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
         }
         if (n == 0 && work_left && (unsigned)seen < budget) {
             /* Only the work that wait left, and the sends joined since
-             * (submit_joined_sends). Again only while that posts
-             * completions: work that posts none (a poll woken with
+             * (submit_joined_sends). Again only while that call too
+             * stopped at the kernel's bound: work that came since is the
+             * next wait's, and work that posts nothing (a poll woken with
              * nothing to do, queued again) would keep the flag up and
              * this loop going without handing anything over. */
             if (joined_sends_go_now(loop, 1)) {
@@ -3454,7 +3476,7 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
                 loop->stats.syscalls_enter++;
                 io_uring_get_events(&e->ring);
             }
-            work_left = work_left_by_the_kernel(e) && io_uring_cq_ready(&e->ring) > 0;
+            work_left = work_left_by_the_kernel(e, io_uring_cq_ready(&e->ring));
             continue;
         }
         if (n == 0 && e->watch_rearmed && extra_rounds-- > 0) {
