@@ -28,8 +28,8 @@
  *     and the functions that take the loop to create something
  *     (transports, servers, clients, datagram endpoints, processes, signal
  *     handlers, TLS connections), pact_signal_cancel,
- *     pact_loop_set_error_handler and pact_loop_set_wait_hooks, and the
- *     calls that change an object the loop made: pact_transport_write,
+ *     pact_loop_set_error_handler, pact_loop_set_wait_hooks and
+ *     pact_loop_set_recv_buffer_hook, and the calls that change an object the loop made: pact_transport_write,
  *     writev, write_eof, sendfile, set_write_buffer_limits, close, abort,
  *     pause_reading, resume_reading and set_protocol;
  *     pact_server_close and wait_closed; pact_datagram_sendto,
@@ -676,6 +676,42 @@ typedef void (*pact_wait_cb)(pact_loop *loop, int64_t timeout_ns,
  * -ESHUTDOWN once it is closing. */
 PACT_API int pact_loop_set_wait_hooks(pact_loop *loop, pact_wait_cb before,
                                       pact_wait_cb after, void *user);
+
+/* The receive-buffer hook: memory for one read, *len its size (see
+ * pact_loop_set_recv_buffer_hook). */
+typedef void *(*pact_recv_buffer_cb)(pact_loop *loop, size_t *len, void *user);
+
+/* Installs the receive-buffer hook: where a receive made by readiness
+ * lands. A binding that hands every received chunk over in an object of
+ * its own (Python's bytes) copies it there from the loop's buffer; with
+ * this hook the loop reads straight into the binding's memory instead.
+ * get is called right before each recv(2) of a multishot receive
+ * (pact_recv_multishot, and so a socket transport's) that the loop makes
+ * on readiness: every such receive on the epoll engine, on io_uring in
+ * poll mode and while a receive reads by readiness. It returns the memory
+ * the read lands in, with *len its size (> 0), or NULL to read into the
+ * loop's own buffer. The bytes read are handed over there: the chunk's
+ * c->data (a transport's data_received data) is that pointer, so the
+ * binding can tell its memory and keep the bytes without a copy. The read
+ * is a system call made right then, never an asynchronous kernel write:
+ * the loop does not touch the memory after the callback of that chunk has
+ * returned, nor at all once a read brought nothing (would block, end of
+ * file, an error), so it needs to stay valid only that long
+ * (docs/contract.md §2). get runs where callbacks run, on the loop's
+ * thread, with a binding's lock held, and may call no pact function. The
+ * Windows engine never reads by readiness and never calls it.
+ *
+ * large > 0: on io_uring, a multishot receive reading into the ring's
+ * provided buffers whose completion brings at least large bytes is asked
+ * to end, and is armed by readiness from then on (its reads land in get's
+ * memory), until a few reads in a row have each brought less than large;
+ * so large messages land in the binding's memory and small ones keep the
+ * ring's buffers (zero-copy writes, no system call per receive). large =
+ * 0 leaves that to the engine, which reads by readiness only for a peer
+ * that streams. get = NULL removes the hook. Returns 0, -EINVAL (NULL
+ * loop), -EBUSY while the loop runs, -ESHUTDOWN once it is closing. */
+PACT_API int pact_loop_set_recv_buffer_hook(pact_loop *loop, pact_recv_buffer_cb get,
+                                            size_t large, void *user);
 
 /* ------------------------------------------------------------------------ */
 /* Operations                                                               */

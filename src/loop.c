@@ -315,24 +315,50 @@ static int wait_and_count_idle(pact_loop *loop, int64_t timeout_ns)
     return loop->engine->wait(loop, timeout_ns);
 }
 
+/* What a binding's hooks (wait, receive buffer) may change in: an open
+ * loop of this process, on its owner's thread, that does not run (func
+ * and what name the setter and its hooks in a misuse message). */
+static int hooks_settable(pact_loop *loop, const char *func, const char *what)
+{
+    if (pact__loop_forked(loop))
+        return forked_misuse(loop, func);
+    if (loop->state != PACT_LOOP_OPEN)
+        return -ESHUTDOWN;
+    int r = pact__loop_check_thread(loop, func);
+    if (r)
+        return r;
+    if (loop->running)
+        return pact__misuse(loop, -EBUSY, func, what);
+    return 0;
+}
+
 int pact_loop_set_wait_hooks(pact_loop *loop, pact_wait_cb before,
                              pact_wait_cb after, void *user)
 {
     if (!loop || !before != !after)
         return -EINVAL;
-    if (pact__loop_forked(loop))
-        return forked_misuse(loop, __func__);
-    if (loop->state != PACT_LOOP_OPEN)
-        return -ESHUTDOWN;
-    int r = pact__loop_check_thread(loop, __func__);
+    int r = hooks_settable(loop, __func__,
+                           "wait hooks cannot change while the loop runs");
     if (r)
         return r;
-    if (loop->running)
-        return PACT_MISUSE(loop, -EBUSY,
-                           "wait hooks cannot change while the loop runs");
     loop->before_wait = before;
     loop->after_wait = after;
     loop->wait_hook_user = user;
+    return 0;
+}
+
+int pact_loop_set_recv_buffer_hook(pact_loop *loop, pact_recv_buffer_cb get,
+                                   size_t large, void *user)
+{
+    if (!loop)
+        return -EINVAL;
+    int r = hooks_settable(loop, __func__,
+                           "the receive-buffer hook cannot change while the loop runs");
+    if (r)
+        return r;
+    loop->recv_buffer_get = get;
+    loop->recv_buffer_user = get ? user : NULL;
+    loop->recv_large = get ? large : 0;
     return 0;
 }
 

@@ -216,6 +216,13 @@ struct pact_loop {
      * Allocated on first use, freed at close. */
     char *burst_buf;
     size_t burst_buf_size;
+    /* pact_loop_set_recv_buffer_hook(): the binding's memory for a read
+     * by readiness instead of burst_buf (recv_burst.h), and the
+     * completion size from which io_uring reads a receive by readiness
+     * (0: only a peer that streams does). */
+    pact_recv_buffer_cb recv_buffer_get;
+    void *recv_buffer_user;
+    size_t recv_large;
     /* The receive buffer the engine lends to the data callback running
      * now (io_uring: a provided buffer; NULL when none is lent, and on
      * engines that copy). pact__recv_buffer_keep() claims it during the

@@ -110,9 +110,9 @@ void pact_py_endpoint_made(pact_py_endpoint *self);
 void pact_py_endpoint_lost(pact_py_endpoint *self, const char *method, int err);
 
 /* The bytes object for a received delivery of len bytes (endpoint.c,
- * "Received bytes": the loop's spare when nobody kept it and len fits);
- * *room is the bytes its memory holds. A new reference, or NULL with
- * MemoryError. */
+ * "Received bytes": the one a large read landed in, or the loop's spare
+ * when nobody kept it and len fits); *room is the bytes its memory holds.
+ * A new reference, or NULL with MemoryError. */
 PyObject *pact_py_received_bytes(LoopObject *loop, const void *data,
                                  size_t len, size_t *room);
 /* The protocol call that got b returned (with or without an exception):

@@ -566,11 +566,10 @@ static int Loop_init(LoopObject *self, PyObject *args, PyObject *kwds)
      * with multishot: io_uring fills them incrementally on every kernel
      * that starts a movable loop on the fast ring (6.12.49+, 6.16.9+,
      * 6.17+; 256 x 1 MiB only if PACT_URING_MASK=pbufinc hides that).
-     * In poll mode
-     * (older kernels, or once another thread has run the loop) and on
-     * epoll the loop reads into one buffer of 4 MiB, of which a read
-     * touches what it reads. */
-    opts.recv_buffer_size = 1024 * 1024;
+     * Reads by readiness (poll mode: older kernels, or once another
+     * thread has run the loop; epoll; a receive of large messages) land
+     * in a bytes object of this size (endpoint.c, "Received bytes"). */
+    opts.recv_buffer_size = PACT_PY_RECEIVE_BYTES;
     pact_loop *loop = NULL;
     int r = pact_loop_create(&loop, &opts);
     if (r < 0) {
@@ -589,6 +588,7 @@ static int Loop_init(LoopObject *self, PyObject *args, PyObject *kwds)
     self->signal_rfd = sv[0];
     self->signal_wfd = sv[1];
     pact_loop_set_wait_hooks(loop, release_gil, take_gil, self);
+    pact_py_receive_into_bytes(self);
     if (signal_read_arm(self) < 0)
         return -1;
     return 0;
@@ -631,6 +631,7 @@ static int close_core(LoopObject *self)
     pact_py_flush_writes(self); /* pact's loop is closed: they drop */
     pact_py_drop_eofs(self);
     Py_CLEAR(self->spare_bytes);
+    Py_CLEAR(self->landing);
     ready_clear(self);
     timers_clear(self);
     if (self->loop && r == 0) {

@@ -9,6 +9,12 @@
 #include <pact.h>
 #include <stdint.h>
 
+/* What one receive takes at most: the size of pact's receive buffers
+ * (loop.c) and of the bytes object a read by readiness lands in
+ * (endpoint.c, "Received bytes"), so that up to this much that a socket
+ * holds comes in one data_received on every path. */
+#define PACT_PY_RECEIVE_BYTES (1024 * 1024)
+
 /* Objects from asyncio and the standard library the extension calls;
  * looked up once at import (module.c). */
 typedef struct {
@@ -118,6 +124,10 @@ typedef struct {
      * bytes its memory holds; NULL while there is none. */
     PyObject *spare_bytes;
     size_t spare_bytes_room;
+    /* The bytes object a read by readiness lands in (endpoint.c,
+     * "Received bytes"), handed over as it is when the read was large;
+     * NULL while there is none. */
+    PyObject *landing;
     /* run_once calls, counted: a transport notes the one that last
      * handed it bytes (transport.c, "The peer's end"). */
     uint64_t iteration;
@@ -173,6 +183,10 @@ int pact_py_sock_init(PyObject *module);
 void pact_py_flush_writes(LoopObject *self);
 /* Frees the loop's spare held-write blocks (transport.c). */
 void pact_py_held_spares_free(LoopObject *self);
+/* Has pact read sockets by readiness straight into a bytes object of the
+ * loop's (endpoint.c, "Received bytes"); called once, at the loop's
+ * creation. */
+void pact_py_receive_into_bytes(LoopObject *self);
 /* Hands the EOFs run_once took (eofs_now) to their protocols
  * (transport.c); the current exception, if any, is kept. */
 void pact_py_deliver_eofs(LoopObject *self);

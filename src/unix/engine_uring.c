@@ -2002,7 +2002,8 @@ static void recv_buffer_give_back(pact_loop *loop, unsigned id)
     recv_buffer_release(URING(loop), id);
 }
 
-static void streaming_evidence(pact_loop *loop, pact_op_s *op, unsigned flags);
+static void streaming_evidence(pact_loop *loop, pact_op_s *op, int res,
+                               unsigned flags);
 
 /* A completion that used provided buffer bid (res bytes, or none): hands
  * the bytes to the callback, lent (a zero-copy write may claim the
@@ -2038,7 +2039,7 @@ static void recv_buffer_deliver(pact_loop *loop, pact_op_s *op, int res,
         loop->lent.claims = 0;
         loop->lent.more_in_socket = (flags & IORING_CQE_F_SOCK_NONEMPTY) != 0;
         pact__op_deliver(loop, op, loop->lent.base, res);
-        streaming_evidence(loop, op, flags);
+        streaming_evidence(loop, op, res, flags);
         b->claims += loop->lent.claims;
         b->off += (uint32_t)res;
         loop->lent.base = NULL;
@@ -2238,7 +2239,9 @@ static int recv_buffer_wait(pact_loop *loop, pact_op_s *op)
  * sends them at once and copies only what the socket does not take.
  * After READINESS_SMALL_BURSTS bursts in a row that each fit in one
  * provided buffer it is a multishot receive again (recv_poll_cqe): a
- * request-response peer is served from the provided buffers. */
+ * request-response peer is served from the provided buffers. A receive
+ * whose completions are large for the receive-buffer hook reads by
+ * readiness too (large_receive). */
 static void arm_by_readiness(pact_loop *loop, pact_op_s *op)
 {
     if (loop->burst_buf || pact__burst_buf_make(loop) == 0) {
@@ -2263,20 +2266,38 @@ static void arm_by_readiness(pact_loop *loop, pact_op_s *op)
  * readiness in the steady state (no multishot receive submitted). */
 #define STREAMING_EVIDENCE 8u
 
-static void streaming_evidence(pact_loop *loop, pact_op_s *op, unsigned flags)
+/* A completion (or a burst by readiness) that brought at least the
+ * receive-buffer hook's `large` (pact_loop_set_recv_buffer_hook): such a
+ * receive reads by readiness, straight into the binding's memory, where
+ * the provided buffers' bytes would be copied into it. One such
+ * completion is enough, on every kernel: its switch is the engine's own
+ * cancel (the byte limit would wait 16 buffers' worth). By readiness it
+ * stays while its bursts bring that much (recv_poll_cqe). Without the
+ * hook only a full provided buffer's worth is large (bursts of a receive
+ * that streams). */
+static int large_receive(const pact_loop *loop, size_t bytes)
 {
-    if (!(flags & IORING_CQE_F_SOCK_NONEMPTY)) {
-        if (op->recv_count)
-            op->recv_count--;
-        return;
+    return loop->recv_large && bytes >= loop->recv_large;
+}
+
+static void streaming_evidence(pact_loop *loop, pact_op_s *op, int res,
+                               unsigned flags)
+{
+    if (!large_receive(loop, (size_t)res)) {
+        if (!(flags & IORING_CQE_F_SOCK_NONEMPTY)) {
+            if (op->recv_count)
+                op->recv_count--;
+            return;
+        }
+        if (URING(loop)->recv_limit) {
+            if (op->recv_count < STREAMING_EVIDENCE)
+                op->recv_count++; /* (the last completions are what counts) */
+            return;
+        }
+        if (++op->recv_count < STREAMING_EVIDENCE)
+            return;
     }
-    if (URING(loop)->recv_limit) {
-        if (op->recv_count < STREAMING_EVIDENCE)
-            op->recv_count++; /* (the last completions are what counts) */
-        return;
-    }
-    if (++op->recv_count < STREAMING_EVIDENCE ||
-        (op->flags & (PACT_OPF_RECV_SWITCHING | PACT_OPF_CANCEL_REQUESTED |
+    if ((op->flags & (PACT_OPF_RECV_SWITCHING | PACT_OPF_CANCEL_REQUESTED |
                       PACT_OPF_TIMED_OUT)) ||
         (!loop->burst_buf && pact__burst_buf_make(loop) != 0))
         return;
@@ -2355,9 +2376,10 @@ static int recv_poll_cqe(pact_loop *loop, pact_op_s *op, int res, int *final)
     }
     /* A receive that streamed by readiness goes back to the provided
      * buffers after READINESS_SMALL_BURSTS bursts in a row that each fit
-     * in one (see "a receive that streams"). */
+     * in one (see "a receive that streams"), or that each brought less
+     * than the receive-buffer hook's large (large_receive). */
     if (op->flags & PACT_OPF_RECV_BY_READINESS) {
-        if (bytes >= URING(loop)->bufsz) {
+        if (bytes >= URING(loop)->bufsz || large_receive(loop, bytes)) {
             op->recv_count = 0;
         } else if (++op->recv_count >= READINESS_SMALL_BURSTS) {
             op->flags &= (uint16_t)~PACT_OPF_RECV_BY_READINESS;

@@ -12,8 +12,30 @@
 
 #include "loop.h"
 
+/* Where the next read by readiness lands: the binding's memory
+ * (pact_loop_set_recv_buffer_hook), else the loop-wide buffer, made on
+ * first use. *cap is its size; NULL if that buffer cannot be made. The
+ * read is a recv(2) made right after: nothing is left for the kernel to
+ * write into the binding's memory later (docs/contract.md §2). */
+static inline char *pact__recv_burst_target(pact_loop *loop, size_t *cap)
+{
+    if (loop->recv_buffer_get) {
+        size_t len = 0;
+        char *mem = loop->recv_buffer_get(loop, &len, loop->recv_buffer_user);
+        if (mem && len > 0) {
+            *cap = len;
+            return mem;
+        }
+    }
+    if (!loop->burst_buf && pact__burst_buf_make(loop) != 0)
+        return NULL;
+    *cap = loop->burst_buf_size;
+    return loop->burst_buf;
+}
+
 /* A multishot receive whose socket is readable (epoll, io_uring poll
- * mode): reads into the loop-wide buffer and delivers each chunk, up to
+ * mode): reads into the loop-wide buffer (or the binding's memory, see
+ * pact__recv_burst_target) and delivers each chunk, up to
  * PACT_RECV_BURST reads, until the socket would block or a read comes back
  * short (the socket is drained: later bytes are a new readiness event),
  * the op ends (EOF, error) or a cancel or deadline was asked for (from a
@@ -29,18 +51,19 @@
 static inline int pact__op_recv_burst(pact_loop *loop, pact_op_s *op, int64_t *final,
                                       size_t *bytes)
 {
-    if (!loop->burst_buf && pact__burst_buf_make(loop) != 0) {
-        *final = -ENOMEM;
-        return 0;
-    }
     int drained = 0;
     for (int i = 0; i < PACT_RECV_BURST; i++) {
         if (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT)) {
             *final = -ECANCELED;
             return 0;
         }
-        ssize_t n = recv(op->fd, loop->burst_buf, loop->burst_buf_size,
-                         MSG_DONTWAIT);
+        size_t cap;
+        char *buf = pact__recv_burst_target(loop, &cap);
+        if (!buf) {
+            *final = -ENOMEM;
+            return 0;
+        }
+        ssize_t n = recv(op->fd, buf, cap, MSG_DONTWAIT);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -49,7 +72,7 @@ static inline int pact__op_recv_burst(pact_loop *loop, pact_op_s *op, int64_t *f
             *final = n < 0 ? -errno : 0;
             return 0;
         }
-        pact__op_deliver(loop, op, loop->burst_buf, n);
+        pact__op_deliver(loop, op, buf, n);
         if (bytes)
             *bytes += (size_t)n;
         /* A read that did not fill the buffer took everything the socket
@@ -58,7 +81,7 @@ static inline int pact__op_recv_burst(pact_loop *loop, pact_op_s *op, int64_t *f
          * meanwhile are a new event for both callers (epoll's
          * edge-triggered registration sees each arrival, an io_uring poll
          * checks the socket when armed), never lost. */
-        if ((size_t)n < loop->burst_buf_size) {
+        if ((size_t)n < cap) {
             drained = 1;
             break;
         }
