@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 /* asyncio's constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES */
@@ -446,10 +447,12 @@ PyObject *pact_py_endpoint_get_protocol_paused(PyObject *self, void *closure)
  * the object is the landing again if nobody kept it; a smaller read is
  * copied out as above. LANDING_ROOM is the receive buffers' size
  * (PACT_PY_RECEIVE_BYTES), so up to 1 MiB that a socket holds still comes
- * in one data_received on every path. A protocol that keeps the large reads it
- * is given (aiohttp's body reader queues them) keeps up to 16 times their
- * bytes of address space, of which only what the read touched is
- * resident while glibc maps blocks of that size by themselves. The read
+ * in one data_received on every path. A protocol that keeps a large read
+ * it is given (aiohttp's body reader queues them) keeps the whole block,
+ * up to 16 times the read's bytes of address space: the pages past the
+ * data are given back to the kernel then (landing_kept), since earlier
+ * reads into a reused landing, or the heap block malloc handed out, may
+ * have made them resident. The read
  * is a recv(2) made while the loop runs the completion, with the GIL held:
  * no kernel write comes later, so the landing needs no lifetime beyond
  * the loop object's (docs/contract.md §2). On io_uring, LANDING_LARGE is
@@ -548,10 +551,28 @@ PyObject *pact_py_received_bytes(LoopObject *loop, const void *data,
     return PyBytes_FromStringAndSize(data, (Py_ssize_t)len);
 }
 
+/* A landing the protocol kept: its data stays, the whole pages after it
+ * go back to the kernel (they read as zeros if touched again; nothing
+ * reads them: the object's size ends before them). */
+static void landing_kept(PyObject *b)
+{
+    static uintptr_t page;
+    if (!page)
+        page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    char *data = PyBytes_AS_STRING(b);
+    uintptr_t from = ((uintptr_t)data + (uintptr_t)PyBytes_GET_SIZE(b) + 1 +
+                      page - 1) & ~(page - 1);
+    uintptr_t to = ((uintptr_t)data + LANDING_ROOM) & ~(page - 1);
+    if (from < to)
+        (void)madvise((void *)from, to - from, MADV_DONTNEED);
+}
+
 void pact_py_received_bytes_done(LoopObject *loop, PyObject *b, size_t room)
 {
     /* bytes of length 0 and 1 are shared singletons: never a spare */
     if (Py_REFCNT(b) != 1 || room < 2 || loop->closing) {
+        if (room == LANDING_ROOM && Py_REFCNT(b) != 1)
+            landing_kept(b);
         Py_DECREF(b);
         return;
     }

@@ -202,6 +202,75 @@ class TransportTests(unittest.TestCase):
         # so they are not reused under it.
         self.check_received_bytes(lambda data: memoryview(data)[:])
 
+    def test_a_kept_large_read_holds_no_resident_pages_past_its_data(self):
+        """A large read is handed over in the loop's 1 MiB landing bytes
+        object (endpoint.c, "Received bytes"); a protocol that keeps it
+        keeps the whole block. The landing was read into before (here:
+        about 1 MiB the protocol let go, read while it slept, so the
+        reads are large), so the pages past the kept data were resident:
+        they must be given back, or each kept 64 KiB chunk holds up to
+        1 MiB of memory. Checked with mincore(2) on every kept chunk
+        that came in a landing (its malloc block is 1 MiB)."""
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.malloc_usable_size.restype = ctypes.c_size_t
+        libc.malloc_usable_size.argtypes = [ctypes.c_void_p]
+        libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t,
+                                 ctypes.c_void_p]
+        landing_room = 1 << 20
+        page = os.sysconf('SC_PAGESIZE')
+        first, second = 1 << 20, 3 * 200 * 1024
+
+        def in_a_landing(b):
+            # CPython: a bytes object this large is its own malloc block
+            return libc.malloc_usable_size(id(b)) >= landing_room
+
+        def resident_pages_past_data(b):
+            data = id(b) + bytes.__basicsize__ - 1
+            start = (data + len(b) + 1 + page - 1) & ~(page - 1)
+            end = (data + landing_room) & ~(page - 1)
+            vec = (ctypes.c_ubyte * ((end - start) // page))()
+            self.assertEqual(libc.mincore(start, end - start, vec), 0,
+                             os.strerror(ctypes.get_errno()))
+            return sum(v & 1 for v in vec)
+
+        class SlowKeeper(asyncio.Protocol):
+            received, kept = 0, []
+
+            def connection_made(self, transport):
+                self.transport = transport
+
+            def data_received(self, data):
+                self.received += len(data)
+                if self.received > first:
+                    self.kept.append(data)
+                time.sleep(0.03)  # the socket fills: the next read is large
+                if self.received in (first, first + second):
+                    self.transport.write(b'k')
+
+        def client(port):
+            with socket.create_connection(('127.0.0.1', port)) as c:
+                c.sendall(b'a' * first)
+                self.assertEqual(c.recv(1), b'k')
+                c.sendall(b'b' * second)
+                self.assertEqual(c.recv(1), b'k')
+
+        async def main():
+            keeper = SlowKeeper()
+            srv = await self.loop.create_server(lambda: keeper, '127.0.0.1', 0)
+            port = srv.sockets[0].getsockname()[1]
+            await self.loop.run_in_executor(None, client, port)
+            srv.close()
+            await srv.wait_closed()
+            return keeper.kept
+
+        kept = self.run_main(main())
+        self.assertEqual(b''.join(kept), b'b' * second)
+        landed = [b for b in kept if in_a_landing(b)]
+        self.assertTrue(landed, [len(b) for b in kept])
+        self.assertEqual([resident_pages_past_data(b) for b in landed],
+                         [0] * len(landed))
+
     def test_pause_and_resume_reading_every_ms_loses_nothing(self):
         # A server pausing and resuming reading every millisecond while the
         # client streams; every byte must arrive once and in order.
