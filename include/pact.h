@@ -29,8 +29,8 @@
  *     (transports, servers, clients, datagram endpoints, processes, signal
  *     handlers, TLS connections), pact_signal_cancel,
  *     pact_loop_set_error_handler, pact_loop_set_wait_hooks and
- *     pact_loop_set_recv_buffer_hook, and the calls that change an object the loop made: pact_transport_write,
- *     writev, write_eof, sendfile, set_write_buffer_limits, close, abort,
+ *     pact_loop_set_recv_buffer_hook, and the calls that change an object
+ *     the loop made: pact_transport_write, writev, write_eof, sendfile, set_write_buffer_limits, close, abort,
  *     pause_reading, resume_reading and set_protocol;
  *     pact_server_close and wait_closed; pact_datagram_sendto,
  *     set_write_buffer_limits, close, abort, pause_reading and

@@ -1450,7 +1450,7 @@ static void pp_recv(pact_loop *loop, const pact_completion *c, void *u)
     }
 }
 
-Test(faults, a_receive_after_its_ends_reply_does_not_try_first_on_epoll)
+Test(faults, a_receive_started_after_its_reply_does_not_try_first_on_epoll)
 {
     int err;
     pact_loop *loop = fault_loop(&err);

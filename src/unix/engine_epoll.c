@@ -304,7 +304,11 @@ static void edge_linger(fd_entry *f)
  * ADD). Watchers and accepts stay level-triggered: a watcher's contract
  * is level (docs/contract.md), and a listener stopped at its burst limit
  * is simply reported again. A level-triggered registration never
- * lingers: it would report a ready file over and over. */
+ * lingers: it would report a ready file over and over.
+ *
+ * Returns 1 when the number was registered anew (an ADD: the first
+ * registration, or the old one was gone with a file the user closed), 0
+ * when an existing registration changed or stayed, or -errno. */
 static int fd_rearm(epoll_engine *e, fd_entry *f, int lingered_event)
 {
     int fd = f->base.fd;
@@ -347,10 +351,14 @@ static int fd_rearm(epoll_engine *e, fd_entry *f, int lingered_event)
         .data.ptr = f};
     int op = flag(f, FD_KNOWN) ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
     int r = epoll_ctl(e->epfd, op, fd, &event);
-    if (r < 0 && errno == ENOENT && op == EPOLL_CTL_MOD)
+    int added = op == EPOLL_CTL_ADD;
+    if (r < 0 && errno == ENOENT && op == EPOLL_CTL_MOD) {
         r = epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &event); /* fd was reused */
-    else if (r < 0 && errno == EEXIST && op == EPOLL_CTL_ADD)
+        added = 1;
+    } else if (r < 0 && errno == EEXIST && op == EPOLL_CTL_ADD) {
         r = epoll_ctl(e->epfd, EPOLL_CTL_MOD, fd, &event);
+        added = 0;
+    }
     if (r < 0)
         return -errno;
     set_flag(f, FD_KNOWN, 1);
@@ -359,7 +367,7 @@ static int fd_rearm(epoll_engine *e, fd_entry *f, int lingered_event)
     set_flag(f, FD_EDGE, edge);
     set_flag(f, FD_LINGER, 0);
     set_flag(f, FD_ALONE, alone);
-    return 0;
+    return added;
 }
 
 /* The fd's registration is its transport's receive alone (FD_ALONE),
@@ -448,9 +456,12 @@ static int64_t rw_nowait(fd_entry *f, pact_op_s *op)
  * request that the re-arm's epoll_ctl makes useless, since arming checks
  * readiness (EPOLL_CTL_MOD and ADD report a file already ready). Wrong
  * only at the cost of one loop turn, never of data: a datagram socket's
- * short read does not mean it is empty, and the number may name a new
- * file since (the user closed it; a file the loop closes clears the
- * flag, ep_fd_closing). A peek leaves the bytes where they were. */
+ * short read does not mean it is empty (a connected datagram socket read
+ * by chained receives takes a loop turn per datagram while a backlog
+ * lasts; the flag has no bit to tell the socket's type). A number the
+ * user closed and reused is registered anew, and then the receive tries
+ * after all (ep_submit); a file the loop closes clears the flag
+ * (ep_fd_closing). A peek leaves the bytes where they were. */
 static void note_receive(fd_entry *f, const pact_op_s *op, ssize_t n)
 {
     int drained = n < 0 ? errno == EAGAIN || errno == EWOULDBLOCK
@@ -576,7 +587,10 @@ static int ep_submit(pact_loop *loop, pact_op_s *op)
     /* A receive on a socket its last receive drained waits for readiness
      * without trying (note_receive): the registration below reports
      * bytes that came meanwhile. */
-    int untried = try_first && op->kind == PACT_OP_RECV && flag(f, FD_DRAINED);
+    /* MSG_OOB and a zero length answer at once, whatever the socket
+     * holds (EINVAL without urgent data; 0): they always try. */
+    int untried = try_first && op->kind == PACT_OP_RECV && flag(f, FD_DRAINED) &&
+                  op->len > 0 && !(op->msg_flags & MSG_OOB);
     if (try_first && !untried) {
         int64_t r = 0;
         /* Fault injection (tests only): the try reports the armed error
@@ -594,18 +608,23 @@ static int ep_submit(pact_loop *loop, pact_op_s *op)
     }
     pact_list_push_back(&f->queues[q], &op->link);
     int r = fd_rearm(e, f, 0);
-    if (r < 0) {
-        /* EPERM: not pollable (a regular file that said EAGAIN?); EBADF:
-         * closed fd. Either way the op cannot wait: fail it — with its
-         * own call's answer if it did not try (ENOTSOCK, or bytes after
-         * all), as it would have failed before. */
-        pact_list_remove(&op->link);
+    /* EPERM: not pollable (a regular file that said EAGAIN?); EBADF:
+     * closed fd. Either way the op cannot wait: fail it, with its own
+     * call's answer if it did not try (ENOTSOCK, or bytes after all), as
+     * it would have failed before. Registered anew (r > 0): the number may
+     * name a new file since the drained read (the user closed and reused
+     * it), one whose receive fails rather than waits (a pipe: ENOTSOCK; a
+     * listener: ENOTCONN): an untried receive tries now. */
+    if (r < 0 || (untried && r > 0)) {
         int64_t result = r;
         if (untried) {
             int64_t tried = try_op(f, op, 0);
             if (tried != -EAGAIN && tried != -EWOULDBLOCK && tried != -EINTR)
                 result = tried;
+            else if (r > 0)
+                return 0; /* waits, armed */
         }
+        pact_list_remove(&op->link);
         pact__op_defer(loop, op, result);
     }
     return 0;

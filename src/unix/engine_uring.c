@@ -2376,8 +2376,8 @@ static int recv_poll_cqe(pact_loop *loop, pact_op_s *op, int res, int *final)
     }
     /* A receive that streamed by readiness goes back to the provided
      * buffers after READINESS_SMALL_BURSTS bursts in a row that each fit
-     * in one (see "a receive that streams"), or that each brought less
-     * than the receive-buffer hook's large (large_receive). */
+     * in one (see "a receive that streams") and, with a receive-buffer
+     * hook, each brought less than its large (large_receive). */
     if (op->flags & PACT_OPF_RECV_BY_READINESS) {
         if (bytes >= URING(loop)->bufsz || large_receive(loop, bytes)) {
             op->recv_count = 0;
