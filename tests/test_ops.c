@@ -1173,33 +1173,48 @@ Test(ops, windows_only_calls_are_enotsup_on_linux)
     test_loop_free(loop);
 }
 
-/* A short read on a socket (on epoll the next receive on the number then
- * waits for readiness without trying), the number closed by the user and
- * reused by a pipe with nothing to read: the receive on it fails with
- * -ENOTSOCK at once, as on a fresh pipe, and does not wait for bytes. */
-Test(ops, a_recv_on_a_number_reused_by_a_pipe_after_a_short_read_is_enotsock_at_once)
+/* A short read on one end of a fresh socket pair (on epoll the next
+ * receive on the number then waits for readiness without trying); the
+ * user then closes that end, so the number is free for reuse. Returns
+ * the number; sv[0], the other end, stays open. */
+static int short_read_then_close(pact_loop *loop, int sv[2])
 {
-    int sv[2];
-    make_socketpair(sv);
-    pact_loop *loop = test_loop_new();
     char in[64];
     rec r = {0};
+    make_socketpair(sv);
     cr_assert_eq(send(sv[0], "ab", 2, 0), 2);
     cr_assert_gt(pact_recv(loop, sv[1], in, sizeof in, 0, rec_cb, &r), 0);
     run_until(loop, &r.calls, 5000);
     cr_assert_eq(r.result, 2);
-    int number = sv[1];
     close(sv[1]);
+    return sv[1];
+}
+
+/* A receive on fd answers `expected` within three short runs: it fails at
+ * once rather than waiting for bytes that never come. */
+static void recv_answers_at_once(pact_loop *loop, int fd, int flags,
+                                 int64_t expected, const char *what)
+{
+    char in[64];
+    rec r = {0};
+    cr_assert_gt(pact_recv(loop, fd, in, sizeof in, flags, rec_cb, &r), 0);
+    for (int i = 0; i < 3 && !r.calls; i++)
+        pact_loop_run_once(loop, 300 * (int64_t)MS);
+    cr_assert_eq(r.calls, 1, "the receive on %s did not complete", what);
+    cr_assert_eq(r.result, expected, "%s: %s", what, pact_err_name((int)r.result));
+}
+
+/* The number reused by a pipe with nothing to read: -ENOTSOCK at once, as
+ * on a fresh pipe. */
+Test(ops, a_recv_on_a_number_reused_by_a_pipe_after_a_short_read_is_enotsock_at_once)
+{
+    pact_loop *loop = test_loop_new();
+    int sv[2];
+    int number = short_read_then_close(loop, sv);
     int p[2];
     cr_assert_eq(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
     cr_assert(p[0] == number || p[1] == number, "number not reused");
-    int rd = p[0] == number ? p[0] : p[1];
-    memset(&r, 0, sizeof r);
-    cr_assert_gt(pact_recv(loop, rd, in, sizeof in, 0, rec_cb, &r), 0);
-    for (int i = 0; i < 3 && !r.calls; i++)
-        pact_loop_run_once(loop, 300 * (int64_t)MS);
-    cr_assert_eq(r.calls, 1, "recv on a reused number (now a pipe) did not complete");
-    cr_assert_eq(r.result, -ENOTSOCK, "%s", pact_err_name((int)r.result));
+    recv_answers_at_once(loop, number, 0, -ENOTSOCK, "a number reused by a pipe");
     test_loop_free(loop);
     close(sv[0]);
     close(p[0]);
@@ -1210,28 +1225,15 @@ Test(ops, a_recv_on_a_number_reused_by_a_pipe_after_a_short_read_is_enotsock_at_
  * once a client connects. */
 Test(ops, a_recv_on_a_number_reused_by_a_listener_after_a_short_read_is_enotconn_at_once)
 {
-    int sv[2];
-    make_socketpair(sv);
     pact_loop *loop = test_loop_new();
-    char in[64];
-    rec r = {0};
-    cr_assert_eq(send(sv[0], "ab", 2, 0), 2);
-    cr_assert_gt(pact_recv(loop, sv[1], in, sizeof in, 0, rec_cb, &r), 0);
-    run_until(loop, &r.calls, 5000);
-    cr_assert_eq(r.result, 2);
-    int number = sv[1];
-    close(sv[1]);
+    int sv[2];
+    int number = short_read_then_close(loop, sv);
     int l = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     cr_assert_eq(l, number);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     cr_assert_eq(bind(l, (struct sockaddr *)&a, sizeof a), 0);
     cr_assert_eq(listen(l, 4), 0);
-    memset(&r, 0, sizeof r);
-    cr_assert_gt(pact_recv(loop, l, in, sizeof in, 0, rec_cb, &r), 0);
-    for (int i = 0; i < 3 && !r.calls; i++)
-        pact_loop_run_once(loop, 300 * (int64_t)MS);
-    cr_assert_eq(r.calls, 1, "recv on a reused number (now a listener) did not complete");
-    cr_assert_eq(r.result, -ENOTCONN, "%s", pact_err_name((int)r.result));
+    recv_answers_at_once(loop, l, 0, -ENOTCONN, "a number reused by a listener");
     test_loop_free(loop);
     close(sv[0]);
     close(l);
@@ -1250,12 +1252,8 @@ Test(ops, an_oob_recv_after_a_short_read_is_einval_at_once)
     cr_assert_gt(pact_recv(loop, s, in, sizeof in, 0, rec_cb, &r), 0);
     run_until(loop, &r.calls, 5000);
     cr_assert_eq(r.result, 2);
-    memset(&r, 0, sizeof r);
-    cr_assert_gt(pact_recv(loop, s, in, sizeof in, MSG_OOB, rec_cb, &r), 0);
-    for (int i = 0; i < 3 && !r.calls; i++)
-        pact_loop_run_once(loop, 300 * (int64_t)MS);
-    cr_assert_eq(r.calls, 1, "MSG_OOB recv after a drain did not complete");
-    cr_assert_eq(r.result, -EINVAL, "%s", pact_err_name((int)r.result));
+    recv_answers_at_once(loop, s, MSG_OOB, -EINVAL,
+                         "a MSG_OOB receive with no urgent data");
     test_loop_free(loop);
     close(c);
     close(s);
