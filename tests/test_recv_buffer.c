@@ -77,6 +77,7 @@ typedef struct reader {
     unsigned landed, elsewhere;
     int last_landed;         /* where the last chunk was */
     uint64_t cancel_at;      /* cancel inside the chunk that reaches it */
+    int cancels_again;       /* a second cancel there answered this */
     int finals;
     int64_t final_result;
     int done;
@@ -99,6 +100,7 @@ static void on_chunk(pact_loop *loop, const pact_completion *c, void *user)
     if (rd->cancel_at && rd->received >= rd->cancel_at) {
         rd->cancel_at = 0;
         cr_assert_eq(pact_op_cancel(loop, rd->op), 0);
+        rd->cancels_again = pact_op_cancel(loop, rd->op);
     }
     rd->last_landed = hook_used(rd->h, c->data);
     if (rd->last_landed) {
@@ -116,6 +118,15 @@ static pact_loop *hooked_loop(hook *h, size_t len, size_t large)
     pact_loop *loop = test_loop_new();
     cr_assert_eq(pact_loop_set_recv_buffer_hook(loop, hook_get, large, h), 0);
     return loop;
+}
+
+/* A socket pair and a multishot receive on sv[0] that reads into rd. */
+static void start_reader(pact_loop *loop, int sv[2], reader *rd, hook *h)
+{
+    make_socketpair(sv);
+    *rd = (reader){.h = h};
+    rd->op = pact_recv_multishot(loop, sv[0], on_chunk, rd);
+    cr_assert_gt(rd->op, 0);
 }
 
 /* Every receive reads by readiness: epoll, io_uring's poll mode. */
@@ -251,10 +262,8 @@ Test(recv_buffer, large_messages_read_by_readiness_and_small_ones_keep_the_ring)
     const size_t large = 16 * 1024;
     pact_loop *loop = hooked_loop(&h, 64 * 1024, large);
     int sv[2];
-    make_socketpair(sv);
-    reader rd = {.h = &h};
-    rd.op = pact_recv_multishot(loop, sv[0], on_chunk, &rd);
-    cr_assert_gt(rd.op, 0);
+    reader rd;
+    start_reader(loop, sv, &rd, &h);
     int all_ready = reads_by_readiness(loop);
     uint64_t pos = 0;
     /* One message at a time, each received whole before the next. */
@@ -298,10 +307,8 @@ Test(recv_buffer, a_cancel_inside_a_chunk_leaves_the_rest_in_the_socket)
     hook h;
     pact_loop *loop = hooked_loop(&h, 1000, 1);
     int sv[2];
-    make_socketpair(sv);
-    reader rd = {.h = &h};
-    rd.op = pact_recv_multishot(loop, sv[0], on_chunk, &rd);
-    cr_assert_gt(rd.op, 0);
+    reader rd;
+    start_reader(loop, sv, &rd, &h);
     first_byte(loop, sv[1], &rd);
     send_pattern(sv[1], 1, 5000);
     rd.cancel_at = 2;
@@ -321,6 +328,59 @@ Test(recv_buffer, a_cancel_inside_a_chunk_leaves_the_rest_in_the_socket)
     close(sv[0]);
     close(sv[1]);
     test_loop_free(loop);
+}
+
+/* A cancel asked inside the chunk whose size makes io_uring switch the
+ * receive to readiness (the engine's own cancel of the multishot receive
+ * is then in flight), asked twice, and once more after the end: one final
+ * completion, -ECANCELED; the second cancel is -EALREADY, the late one
+ * -ENOENT; nothing more is read (docs/contract.md §3, §4). */
+Test(recv_buffer, a_cancel_racing_the_switch_to_readiness_ends_the_receive_once)
+{
+    hook h;
+    pact_loop *loop = hooked_loop(&h, 1000, 1);
+    int sv[2];
+    reader rd;
+    start_reader(loop, sv, &rd, &h);
+    send_pattern(sv[1], 0, 1);
+    rd.cancel_at = 1; /* inside the first chunk: the one that switches */
+    run_until(loop, &rd.done, 5000);
+    cr_assert_eq(pact_op_cancel(loop, rd.op), -ENOENT);
+    cr_assert_eq(rd.finals, 1);
+    cr_assert_eq(rd.final_result, -ECANCELED);
+    cr_assert_eq(rd.cancels_again, -EALREADY);
+    cr_assert_eq(rd.received, 1);
+    send_pattern(sv[1], 1, 100);
+    settle(loop);
+    cr_assert_eq(rd.finals, 1, "a second final completion");
+    uint8_t rest[256];
+    cr_assert_eq(recv(sv[0], rest, sizeof rest, MSG_DONTWAIT), 100);
+    hook_done(&h);
+    close(sv[0]);
+    close(sv[1]);
+    test_loop_free(loop);
+}
+
+/* The loop closed while a receive reads into the hook's memory by
+ * readiness, with bytes waiting: the receive ends once, -ECANCELED, and
+ * the hook's block is not written after (ASan: the hook frees it). */
+Test(recv_buffer, loop_close_with_a_hooked_receive_in_flight_ends_it_once)
+{
+    hook h;
+    pact_loop *loop = hooked_loop(&h, 1000, 1);
+    int sv[2];
+    reader rd;
+    start_reader(loop, sv, &rd, &h);
+    first_byte(loop, sv[1], &rd);
+    send_pattern(sv[1], 1, 3000);
+    cr_assert_eq(pact_loop_close(loop), 0);
+    cr_assert_eq(rd.finals, 1);
+    cr_assert_eq(rd.final_result, -ECANCELED);
+    cr_assert_eq(rd.mismatches, 0);
+    hook_done(&h);
+    pact_loop_free(loop);
+    close(sv[0]);
+    close(sv[1]);
 }
 
 Test(recv_buffer, a_null_from_the_hook_reads_into_the_loops_buffer)
