@@ -3,7 +3,7 @@
  * tries its system call at submission; only if that would block does it
  * wait in its fd's read or write queue for epoll to report readiness (the
  * "try first, then wait" order keeps the fast path to one syscall). A
- * receive whose socket the last receive drained waits without trying
+ * receive whose stream socket the last receive drained waits without trying
  * (note_receive).
  *
  * Its per-fd state (wait queues, registration) is appended to the loop's
@@ -68,19 +68,25 @@ enum {
     /* epoll has (or had) a registration for this fd; the loop clears it
      * when it closes the fd (pact__fd_closing) */
     FD_KNOWN = PACT_FD_REGISTERED,
-    /* What pact_read / pact_write found behind the number (two bits, one
-     * of the FD_FILE_* values): not looked at yet, a regular file or block
-     * device (no readiness: I/O directly), a file that waits for
-     * readiness and takes RWF_NOWAIT, or one that refuses it (rw_nowait). */
-    FD_FILE = 3u << 3,
+    /* What the engine found behind the number (three bits, one of the
+     * FD_FILE_* values). Not looked at yet; for pact_read / pact_write: a
+     * regular file or block device (no readiness: I/O directly), a file
+     * that waits for readiness and takes RWF_NOWAIT, or one that refuses
+     * it (rw_nowait). For pact_recv (note_receive): a stream socket, or
+     * one whose last receive (PACT_OP_RECV) drained it with no readiness
+     * reported since, so that the next one does not try first
+     * (ep_submit); or a socket that keeps message boundaries (datagram,
+     * SOCK_SEQPACKET), whose short receive says nothing of what is left.
+     * One field, since a number is one file: a kind learned by one kind
+     * of op and met by another only costs the other a look or a try. */
+    FD_FILE = 7u << 3,
     FD_FILE_UNKNOWN = 0,
     FD_FILE_REGULAR = 1u << 3,
     FD_FILE_NOWAIT = 2u << 3,
     FD_FILE_NO_RWF_NOWAIT = 3u << 3,
-    /* The number's last receive (PACT_OP_RECV) found the socket drained
-     * and no readiness was reported since: the next one does not try
-     * first (note_receive, ep_submit). */
-    FD_DRAINED = 1u << 5,
+    FD_FILE_STREAM = 4u << 3,
+    FD_FILE_STREAM_DRAINED = 5u << 3,
+    FD_FILE_MESSAGES = 6u << 3,
     /* FD_LEVEL with EPOLLET: a multishot receive alone on the fd */
     FD_EDGE = 1u << 2,
     /* An edge-triggered registration left in place with nothing waiting
@@ -447,37 +453,69 @@ static int64_t rw_nowait(fd_entry *f, pact_op_s *op)
     return r;
 }
 
-/* After a receive's recv(2), n its return (errno set when negative): the
- * socket is drained when it had nothing (EAGAIN) or gave fewer bytes than
- * asked for (a stream's bytes that arrive later are a new readiness).
- * Then the next receive on the number waits for readiness at once
- * (ep_submit): in a request-response exchange (a receive started once the
- * reply went out) its try would only answer EAGAIN, one system call per
- * request that the re-arm's epoll_ctl makes useless, since arming checks
- * readiness (EPOLL_CTL_MOD and ADD report a file already ready). Wrong
- * only at the cost of one loop turn, never of data: a datagram socket's
- * short read does not mean it is empty (a connected datagram socket read
- * by chained receives takes a loop turn per datagram while a backlog
- * lasts; the flag has no bit to tell the socket's type). A number the
- * user closed and reused is registered anew, and then the receive tries
- * after all (ep_submit); a file the loop closes clears the flag
- * (ep_fd_closing). A peek leaves the bytes where they were. */
-static void note_receive(fd_entry *f, const pact_op_s *op, ssize_t n)
+/* What a short receive says of the socket behind fd: a stream's bytes
+ * have no boundaries, so it took all there was (FD_FILE_STREAM); a
+ * datagram or SOCK_SEQPACKET record is one of those waiting, however many
+ * (FD_FILE_MESSAGES). One getsockopt per number, at its first short
+ * receive (and again after the number was found reused, ep_submit). */
+static unsigned receive_kind(int fd)
 {
-    int drained = n < 0 ? errno == EAGAIN || errno == EWOULDBLOCK
-                        : n > 0 && (size_t)n < op->len &&
-                              !(op->msg_flags & MSG_PEEK);
-    set_flag(f, FD_DRAINED, drained);
+    int type;
+    socklen_t len = sizeof type;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
+        return FD_FILE_UNKNOWN;
+    return type == SOCK_STREAM ? FD_FILE_STREAM : FD_FILE_MESSAGES;
+}
+
+static int stream_socket(const fd_entry *f)
+{
+    return file_kind(f) == FD_FILE_STREAM || file_kind(f) == FD_FILE_STREAM_DRAINED;
+}
+
+/* Readiness came: the stream socket may hold bytes again. */
+static void forget_drained(fd_entry *f)
+{
+    if (file_kind(f) == FD_FILE_STREAM_DRAINED)
+        set_file_kind(f, FD_FILE_STREAM);
+}
+
+/* After a receive's recv(2), r its result: a stream socket is drained when
+ * it had nothing (-EAGAIN) or gave fewer bytes than asked for (bytes that
+ * arrive later are a new readiness). Then the next receive on the number
+ * waits for readiness at once (ep_submit): in a request-response exchange
+ * (a receive started once the reply went out) its try would only answer
+ * EAGAIN, one system call per request that the re-arm's epoll_ctl makes
+ * useless, since arming checks readiness (EPOLL_CTL_MOD and ADD report a
+ * file already ready). A datagram socket's short read is one datagram and
+ * says nothing of the others: chained receives over a backlog keep trying
+ * first, and read several datagrams a loop turn (tests/test_ops.c,
+ * ops/chained_recvs_read_a_udp_backlog_in_few_loop_turns). A wrong guess
+ * costs a loop turn, never data (a stream short read with more bytes
+ * behind it). A number the user closed and reused is registered anew,
+ * and then the receive tries after all and the kind is looked at again
+ * (ep_submit); a file the loop closes forgets it (ep_fd_closing). A peek
+ * leaves the bytes where they were. */
+static void note_receive(fd_entry *f, const pact_op_s *op, int64_t r)
+{
+    int would_block = r == -EAGAIN || r == -EWOULDBLOCK;
+    int short_read = r > 0 && (size_t)r < op->len && !(op->msg_flags & MSG_PEEK);
+    if (short_read && !stream_socket(f) && file_kind(f) != FD_FILE_MESSAGES)
+        set_file_kind(f, receive_kind(op->fd));
+    if (stream_socket(f))
+        set_file_kind(f, would_block || short_read ? FD_FILE_STREAM_DRAINED
+                                                   : FD_FILE_STREAM);
 }
 
 static int64_t try_op(fd_entry *f, pact_op_s *op, uint32_t revents)
 {
     ssize_t n;
     switch ((pact_op_kind)op->kind) {
-    case PACT_OP_RECV:
+    case PACT_OP_RECV: {
         n = recv(op->fd, op->buf, op->len, op->msg_flags | MSG_DONTWAIT);
-        note_receive(f, op, n);
-        return n < 0 ? -errno : n;
+        int64_t r = n < 0 ? -errno : n;
+        note_receive(f, op, r);
+        return r;
+    }
     case PACT_OP_SEND:
         n = send(op->fd, op->buf, op->len, op->msg_flags | MSG_DONTWAIT);
         return n < 0 ? -errno : n;
@@ -589,7 +627,8 @@ static int ep_submit(pact_loop *loop, pact_op_s *op)
      * bytes that came meanwhile. */
     /* MSG_OOB and a zero length answer at once, whatever the socket
      * holds (EINVAL without urgent data; 0): they always try. */
-    int untried = try_first && op->kind == PACT_OP_RECV && flag(f, FD_DRAINED) &&
+    int untried = try_first && op->kind == PACT_OP_RECV &&
+                  file_kind(f) == FD_FILE_STREAM_DRAINED &&
                   op->len > 0 && !(op->msg_flags & MSG_OOB);
     if (try_first && !untried) {
         int64_t r = 0;
@@ -614,10 +653,12 @@ static int ep_submit(pact_loop *loop, pact_op_s *op)
      * it would have failed before. Registered anew (r > 0): the number may
      * name a new file since the drained read (the user closed and reused
      * it), one whose receive fails rather than waits (a pipe: ENOTSOCK; a
-     * listener: ENOTCONN): an untried receive tries now. */
+     * listener: ENOTCONN): an untried receive tries now, and its result
+     * says anew what the file is (note_receive). */
     if (r < 0 || (untried && r > 0)) {
         int64_t result = r;
         if (untried) {
+            set_file_kind(f, FD_FILE_UNKNOWN);
             int64_t tried = try_op(f, op, 0);
             if (tried != -EAGAIN && tried != -EWOULDBLOCK && tried != -EINTR)
                 result = tried;
@@ -982,7 +1023,7 @@ static int ep_wait(pact_loop *loop, int64_t timeout_ns)
          * A receive that finds the socket empty again says so itself
          * (note_receive). */
         if (rev & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP)) {
-            set_flag(f, FD_DRAINED, 0);
+            forget_drained(f);
             seen += run_queue(loop, f, &f->queues[QUEUE_READ], rev);
         }
         if (rev & (EPOLLOUT | EPOLLERR | EPOLLHUP))
@@ -1046,11 +1087,11 @@ static void ep_fd_owned(pact_loop *loop, int fd)
     (void)fd;
 }
 
-/* The loop closes the file: the number's next file has not been read. */
+/* The loop closes the file: the number's next file is not known yet. */
 static void ep_fd_closing(pact_loop *loop, pact_fd_entry *f)
 {
     (void)loop;
-    set_flag((fd_entry *)f, FD_DRAINED, 0);
+    set_file_kind((fd_entry *)f, FD_FILE_UNKNOWN);
 }
 
 PACT_ENGINE_DEFINE(epoll, ep, "epoll");
