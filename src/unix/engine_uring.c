@@ -1056,14 +1056,16 @@ static int ring_teardown_skips_waiting_io(const uring_engine *e)
  * every message into the same 16 KiB. bench/recv_copy: a 16 KiB recv(2)
  * into one of 16 to 104 slots in turn takes x1.29 the time of one into a
  * single buffer used again and again (4 slots x1.23); huge pages, the
- * length asked and the offset in the page change nothing. Only some
- * misaligned destinations are slower still (1 to 16 bytes past a cache
- * line x2-3, 32 or 48 not); these buffers are page aligned. In the server
- * (perf, cpu-clock, 7 paired runs): raw epoll made to read into 104
- * slots in turn spent 1.90 us per request in the copy instead of 0.99,
- * pact here 1.51, raw liburing 2.27, pact on epoll and in poll mode 0.85
- * and 1.16. A smaller ring (8 or 16 buffers of 64 KiB) did not lower CPU
- * per request in 4 paired runs. */
+ * length asked and the offset in the page change nothing. Only a
+ * destination 1 to 31 bytes past its source in the page is slower still
+ * (x2.3-3, see src/unix/op_posix.c); here the destinations are page
+ * aligned (every receive counted: all 16 KiB, at offsets 0, 16, 32 or 48
+ * KiB of a buffer), as are the sources, the load's 16 KiB sends. In the
+ * server (perf, cpu-clock, 7 paired runs): raw epoll made to read into
+ * 104 slots in turn spent 1.90 us per request in the copy instead of
+ * 0.99, pact here 1.51, raw liburing 2.27, pact on epoll and in poll mode
+ * 0.85 and 1.16. A smaller ring (8 or 16 buffers of 64 KiB) did not lower
+ * CPU per request in 4 paired runs. */
 static unsigned incremental_default_count(unsigned bufsz)
 {
     unsigned n = PACT__RECV_BUFFER_COUNT_INCREMENTAL_DEFAULT;

@@ -16,12 +16,17 @@
 
 /* Aligned to a page, not malloc's 16 bytes: the kernel copies a receive
  * into it with `rep movsb`, which on the AMD EPYC the benchmarks run on
- * is several times slower into a destination 16 bytes past a cache line
- * (perf, pact.asyncio's 100 KiB streams echo on epoll: _copy_to_iter 30 %
- * of the server's samples with malloc's buffer, 7-8 % with it aligned to
- * 64 bytes or to a page; uvloop's buffer, 32 bytes past a cache line,
- * 6-7 %). A page costs nothing more at this size, which malloc maps by
- * itself anyway. */
+ * is 2.3-3 times slower when the destination's offset in its page is 1
+ * to 31 bytes past the source's, and as fast as with equal offsets 32 or
+ * more bytes past or any before (bench/recv_copy, 16 KiB recv(2) on
+ * loopback). The source is the sender's bytes in the kernel, page aligned
+ * when it sends in large pieces, so malloc's buffer, 16 bytes into its
+ * page, was the slow case (perf, pact.asyncio's 100 KiB streams echo on
+ * epoll: _copy_to_iter 30 % of the server's samples with malloc's buffer,
+ * 7-8 % with it aligned to 64 bytes or to a page; uvloop's buffer, 32
+ * bytes past a cache line, 6-7 %); a page-aligned one is slow only for
+ * bytes that start 1 to 31 bytes before the end of a page. A page costs
+ * nothing more at this size, which malloc maps by itself anyway. */
 int pact__burst_buf_make(pact_loop *loop)
 {
     size_t size = (size_t)loop->recv_buf_size * 4;
