@@ -29,7 +29,18 @@
 #                            100 KiB more CPU than the loop's own work,
 #                            bench/README.md "The 100 KiB streams echo")
 #   ioctl                    FIONREAD (pact.asyncio's large sock_recv)
-PERF_COUNT_EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_epoll_pwait2,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_sendmsg,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_getpid,syscalls:sys_enter_accept4,syscalls:sys_enter_close,syscalls:sys_enter_shutdown,syscalls:sys_enter_setsockopt,syscalls:sys_enter_ioctl,syscalls:sys_enter_brk,syscalls:sys_enter_mmap,syscalls:sys_enter_munmap,page-faults,io_uring:io_uring_submit_req,io_uring:io_uring_complete,io_uring:io_uring_local_work_run,io_uring:io_uring_cqring_wait,io_uring:io_uring_poll_arm,io_uring:io_uring_queue_async_work,context-switches,sched:sched_waking,sched:sched_wakeup
+#   net:net_dev_xmit         segments the server's CPU sends: over loopback
+#                            its replies, and any ACK sent on its own (a
+#                            keep-alive reply carries the request's ACK:
+#                            1 per request; more is a reply split in
+#                            segments or acknowledged apart)
+#   skb:skb_copy_datagram_   receive copies: 1 per request when each
+#    iovec                   request is read in one piece
+#   ipi:ipi_send_cpu         interrupts the server sends another CPU: a
+#                            wake-up there, or the kick that has the CPU
+#                            that sent a request free its buffer (skb
+#                            defer list); on a VM each is an exit
+PERF_COUNT_EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_epoll_pwait2,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_sendmsg,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_getpid,syscalls:sys_enter_accept4,syscalls:sys_enter_close,syscalls:sys_enter_shutdown,syscalls:sys_enter_setsockopt,syscalls:sys_enter_ioctl,syscalls:sys_enter_brk,syscalls:sys_enter_mmap,syscalls:sys_enter_munmap,page-faults,io_uring:io_uring_submit_req,io_uring:io_uring_complete,io_uring:io_uring_local_work_run,io_uring:io_uring_cqring_wait,io_uring:io_uring_poll_arm,io_uring:io_uring_queue_async_work,context-switches,sched:sched_waking,sched:sched_wakeup,net:net_dev_xmit,skb:skb_copy_datagram_iovec,ipi:ipi_send_cpu
 
 # perf_per_request STAT REQUESTS: each event perf stat -x, wrote to STAT
 # that counted something, divided by REQUESTS
