@@ -769,7 +769,10 @@ typedef void (*pact_op_cb)(pact_loop *loop, const pact_completion *c,
                            void *user);
 
 /* Receives up to len bytes from a socket into buf. Result: bytes (0 = the
- * peer closed). buf must stay valid until the callback. */
+ * peer closed). On a socket whose error queue holds entries and no data
+ * (IP_RECVERR, see pact_recvfrom) the epoll engine completes it with
+ * -EAGAIN rather than spin; io_uring's waits for data. buf must stay
+ * valid until the callback. */
 PACT_API pact_op pact_recv(pact_loop *loop, pact_os_sock fd, void *buf, size_t len,
                            int flags, pact_op_cb cb, void *user);
 

@@ -255,6 +255,55 @@ Test(udp, op_connected_socket_gets_econnrefused_after_port_unreachable)
     cr_assert_eq(count_open_fds(), fds);
 }
 
+/* A UDP socket with IP_RECVERR whose ICMP error (port unreachable) is
+ * queued on its error queue and whose pending socket error, also set,
+ * was taken (SO_ERROR): the queue alone keeps it polling "ready", with
+ * nothing to receive. Connected to the dead address if `connected`. */
+static int udp_with_only_its_error_queue_ready(int connected)
+{
+    struct sockaddr_storage aa, dead;
+    socklen_t al, dl;
+    int a = udp_socket("127.0.0.1", &aa, &al);
+    int one = 1;
+    cr_assert_eq(setsockopt(a, SOL_IP, IP_RECVERR, &one, sizeof one), 0);
+    dead_udp_address("127.0.0.1", &dead, &dl);
+    if (connected)
+        cr_assert_eq(connect(a, (struct sockaddr *)&dead, dl), 0);
+    cr_assert_eq(sendto(a, "x", 1, 0, connected ? NULL : (struct sockaddr *)&dead,
+                        connected ? 0 : dl), 1);
+    struct pollfd pfd = {.fd = a, .events = 0};
+    cr_assert_eq(poll(&pfd, 1, 2000), 1, "the ICMP error arrives");
+    int err = 0;
+    socklen_t el = sizeof err;
+    cr_assert_eq(getsockopt(a, SOL_SOCKET, SO_ERROR, &err, &el), 0);
+    cr_assert_eq(err, ECONNREFUSED);
+    return a;
+}
+
+/* Once the error queue is read, a receive (pact_recv if `recv`, else
+ * pact_recvfrom) waits normally again, without the loop spinning. */
+static void a_receive_waits_once_the_error_queue_is_read(pact_loop *loop, int a, int recv)
+{
+    char data[16], control[256];
+    struct iovec iov = {data, sizeof data};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+                       .msg_controllen = sizeof control};
+    cr_assert_geq(recvmsg(a, &m, MSG_ERRQUEUE | MSG_DONTWAIT), 0);
+    char in[16];
+    rec rr = {0};
+    pact_op op = recv ? pact_recv(loop, a, in, sizeof in, 0, rec_cb, &rr)
+                      : pact_recvfrom(loop, a, in, sizeof in, 0, rec_cb, &rr);
+    cr_assert_gt(op, 0);
+    pact_loop_stats st0, st1;
+    pact_loop_get_stats(loop, &st0);
+    run_for(loop, 50);
+    pact_loop_get_stats(loop, &st1);
+    cr_assert_eq(rr.calls, 0);
+    cr_assert_lt(st1.iterations - st0.iterations, 100, "the loop spun");
+    pact_op_cancel(loop, op);
+    run_until_called(loop, &rr, 2000);
+}
+
 /* IP_RECVERR: an ICMP error is queued on the error queue and also set as
  * the socket's pending error. If something consumes the pending error
  * only, the queue keeps the socket "ready": a receive must then complete
@@ -263,18 +312,7 @@ Test(udp, op_recvfrom_with_an_undrained_error_queue_completes_with_eagain)
 {
     int fds = count_open_fds();
     pact_loop *loop = test_loop_new();
-    struct sockaddr_storage aa, dead;
-    socklen_t al, dl;
-    int a = udp_socket("127.0.0.1", &aa, &al);
-    int one = 1;
-    cr_assert_eq(setsockopt(a, SOL_IP, IP_RECVERR, &one, sizeof one), 0);
-    dead_udp_address("127.0.0.1", &dead, &dl);
-    cr_assert_eq(sendto(a, "x", 1, 0, (struct sockaddr *)&dead, dl), 1);
-    usleep(5000);
-    int err = 0;
-    socklen_t el = sizeof err;
-    cr_assert_eq(getsockopt(a, SOL_SOCKET, SO_ERROR, &err, &el), 0);
-    cr_assert_eq(err, ECONNREFUSED);
+    int a = udp_with_only_its_error_queue_ready(0);
     char in[16];
     rec rr = {0};
     cr_assert_gt(pact_recvfrom(loop, a, in, sizeof in, 0, rec_cb, &rr), 0);
@@ -284,21 +322,52 @@ Test(udp, op_recvfrom_with_an_undrained_error_queue_completes_with_eagain)
     pact_loop_get_stats(loop, &st1);
     cr_assert_eq(rr.result, -EAGAIN, "%s", pact_err_name((int)rr.result));
     cr_assert_lt(st1.iterations - st0.iterations, 10, "the loop spun");
-    /* Drained, the socket waits normally again. */
-    char data[16], control[256];
-    struct iovec iov = {data, sizeof data};
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
-                       .msg_controllen = sizeof control};
-    cr_assert_geq(recvmsg(a, &m, MSG_ERRQUEUE | MSG_DONTWAIT), 0);
-    memset(&rr, 0, sizeof rr);
-    pact_op op = pact_recvfrom(loop, a, in, sizeof in, 0, rec_cb, &rr);
+    a_receive_waits_once_the_error_queue_is_read(loop, a, 0);
+    test_loop_free(loop);
+    close(a);
+    cr_assert_eq(count_open_fds(), fds);
+}
+
+/* The same with pact_recv on a connected socket (recv, not recvmsg). The
+ * loop must not spin on that readiness: on epoll the receive completes
+ * with -EAGAIN, as pact_recvfrom's does; io_uring's kernel receive waits
+ * for a datagram without spinning (in an io-wq worker), and a cancel or a
+ * deadline ends it with -ECANCELED or -ETIMEDOUT (not the worker's
+ * -EINTR). */
+Test(udp, op_recv_with_an_undrained_error_queue_does_not_spin)
+{
+    int fds = count_open_fds();
+    pact_loop *loop = test_loop_new();
+    int epoll = pact_loop_engine(loop) == PACT_ENGINE_EPOLL;
+    int a = udp_with_only_its_error_queue_ready(1);
+    char in[16];
+    rec rr = {0};
+    pact_op op = pact_recv(loop, a, in, sizeof in, 0, rec_cb, &rr);
+    cr_assert_gt(op, 0);
+    pact_loop_stats st0, st1;
     pact_loop_get_stats(loop, &st0);
-    run_for(loop, 50);
-    pact_loop_get_stats(loop, &st1);
-    cr_assert_eq(rr.calls, 0);
-    cr_assert_lt(st1.iterations - st0.iterations, 100, "the loop spun");
-    pact_op_cancel(loop, op);
+    if (epoll) {
+        run_until_called(loop, &rr, 2000);
+        pact_loop_get_stats(loop, &st1);
+        cr_assert_lt(st1.iterations - st0.iterations, 10, "the loop spun");
+    } else {
+        run_for(loop, 50);
+        pact_loop_get_stats(loop, &st1);
+        cr_assert_lt(st1.iterations - st0.iterations, 100, "the loop spun");
+        cr_assert_eq(rr.calls, 0, "%s", pact_err_name((int)rr.result));
+        cr_assert_eq(pact_op_cancel(loop, op), 0);
+        run_until_called(loop, &rr, 2000);
+    }
+    cr_assert_eq(rr.result, epoll ? -EAGAIN : -ECANCELED, "%s",
+                 pact_err_name((int)rr.result));
+    memset(&rr, 0, sizeof rr);
+    op = pact_recv(loop, a, in, sizeof in, 0, rec_cb, &rr);
+    cr_assert_gt(op, 0);
+    cr_assert_eq(pact_op_set_timeout(loop, op, 20 * MS), 0);
     run_until_called(loop, &rr, 2000);
+    cr_assert_eq(rr.result, epoll ? -EAGAIN : -ETIMEDOUT, "%s",
+                 pact_err_name((int)rr.result));
+    a_receive_waits_once_the_error_queue_is_read(loop, a, 1);
     test_loop_free(loop);
     close(a);
     cr_assert_eq(count_open_fds(), fds);

@@ -806,12 +806,16 @@ static int run_queue(pact_loop *loop, fd_entry *f, pact_list *queue,
             continue;
         }
         int64_t r = try_op(f, op, revents);
-        /* A datagram receive woken by EPOLLERR that finds neither data nor
-         * a pending error: the socket's error queue (IP_RECVERR) holds
-         * entries, which keep it "ready" until read with MSG_ERRQUEUE.
-         * Complete with -EAGAIN, as io_uring does, so the owner drains
-         * the queue instead of the loop spinning. */
-        int errqueue = r == -EAGAIN && op->kind == PACT_OP_RECVFROM &&
+        /* A receive woken by EPOLLERR that finds neither data nor a
+         * pending error: the socket's error queue (IP_RECVERR, or a TCP
+         * socket's MSG_ZEROCOPY and timestamp reports) holds entries,
+         * which keep it "ready" until read with MSG_ERRQUEUE. Every re-arm
+         * would report it again at once: complete with -EAGAIN (as
+         * io_uring's recvmsg does), so the owner drains the queue instead
+         * of the loop spinning (tests/test_udp.c,
+         * udp/op_recv_with_an_undrained_error_queue_does_not_spin). */
+        int errqueue = r == -EAGAIN &&
+                       (op->kind == PACT_OP_RECVFROM || op->kind == PACT_OP_RECV) &&
                        (revents & EPOLLERR);
         if ((r == -EAGAIN || r == -EWOULDBLOCK || r == -EINTR) && !errqueue)
             break;

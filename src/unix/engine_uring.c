@@ -3008,6 +3008,22 @@ static void handle_op_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
          * that completes inline at submission, so that recv's callback ran
          * first and delivered its bytes before this op's (torture on
          * io_uring, raw TCP recvs with deadlines). */
+        /* The kernel ran the op in an io-wq worker as a blocking call
+         * (a receive on a socket whose error queue keeps it polling
+         * ready gets there after io_uring's poll retries), and a cancel
+         * interrupted the worker: -EINTR, nothing done. Only the user's
+         * cancel or the linked timeout's does that (a worker takes no
+         * signals), and the timeout's CQE then says -ENOENT, not -ETIME.
+         * The contract's answers are -ECANCELED and -ETIMEDOUT
+         * (docs/contract.md §3; pact__op_complete turns the one into the
+         * other for a deadline). */
+        if (op->result == -EINTR &&
+            (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT |
+                          PACT_OPF_LINK_TIMEOUT))) {
+            if (!(op->flags & PACT_OPF_CANCEL_REQUESTED))
+                op->flags |= PACT_OPF_TIMED_OUT;
+            op->result = -ECANCELED;
+        }
         pact__op_complete(loop, op);
     }
 }
