@@ -21,6 +21,15 @@
 #   BASELINE=DIR     another build directory (configured as BUILD_DIR is,
 #                    say main's in another checkout): its pact servers run
 #                    too, as NAME@base, interleaved with the others
+#   PROFILE=0        1: one more load run per contender under perf record
+#                    (-e cpu-clock -g at FREQ=4999 Hz), and after the
+#                    counts a table per scenario of the server's time per
+#                    request by function (ns, self time, kernel [k] and
+#                    user [.]; the ROWS=40 largest) and under a few kernel
+#                    entry points (inclusive: the reply's tcp_sendmsg, the
+#                    peer's receive it runs over loopback, the receive,
+#                    schedule...). Sampled time moves with the machine's
+#                    load as CPU time does: compare shares, run REPS > 1
 #
 # For each scenario and contender:
 # - perf stat on the server over one load run, the software tracepoints of
@@ -42,6 +51,7 @@ ROOT=$(cd "$HERE/.." && pwd)
 BUILD=$(cd "${1:-$ROOT/build-bench}" && pwd)
 SCENARIO_LIST=${SCENARIOS:-"http_c50 http_c500 pp64_c50 pp64_c500"}
 SECS=${SECS:-3} REPS=${REPS:-1} CALLGRIND=${CALLGRIND:-1} CACHESIM=${CACHESIM:-0}
+PROFILE=${PROFILE:-0} FREQ=${FREQ:-4999} ROWS=${ROWS:-40}
 PLACEMENT=${PLACEMENT:-split}
 . "$HERE/lineup.sh"      # contenders, contender_cmd, SCENARIOS, HTTP_SCENARIOS
 . "$HERE/counts_common.sh" # PERF_COUNT_EVENTS, perf_per_request, listening, perf_attached, SRV, stop, callgrind_window
@@ -114,18 +124,29 @@ with_base() {
     return 0
 }
 
-# One line per measurement in $TMP/rows: SCENARIO|CONTENDER|EVENT|VALUE
-measure() {
-    local sc=$1 who=$2 reqs
-    start "$who" || return 0
+# perf_window WHO PERF-ARGS...: starts WHO, warms it up with one load run,
+# runs the load once more under `perf PERF-ARGS... -p SERVER`, stops the
+# server. WINDOW_REQS: the requests of that run; fails if WHO did not start
+perf_window() {
+    local who=$1 perf_pid
+    shift
+    WINDOW_REQS=
+    start "$who" || return 1
     load 1 >/dev/null
-    perf stat -x, -e "$PERF_COUNT_EVENTS" -p $SRV -o "$TMP/stat" &
-    local perf_pid=$!
+    perf "$@" -p $SRV &
+    perf_pid=$!
     perf_attached $perf_pid
-    reqs=$(load "$SECS")
+    WINDOW_REQS=$(load "$SECS")
     kill -INT $perf_pid
     wait $perf_pid || true
     stop
+}
+
+# One line per measurement in $TMP/rows: SCENARIO|CONTENDER|EVENT|VALUE
+measure() {
+    local sc=$1 who=$2 reqs
+    perf_window "$who" stat -x, -e "$PERF_COUNT_EVENTS" -o "$TMP/stat" || return 0
+    reqs=$WINDOW_REQS
     if [ "${reqs:-0}" -gt 0 ]; then
         echo "$sc|$who|requests in the perf window|$reqs" >>"$TMP/rows"
         perf_per_request "$TMP/stat" "$reqs" |
@@ -133,6 +154,7 @@ measure() {
     else
         echo "c_counts: $sc $who: the load counted no requests" >&2
     fi
+    [ "$PROFILE" = 1 ] && profile "$sc" "$who"
     [ "$CALLGRIND" = 0 ] && return 0
     local sim=()
     [ "$CACHESIM" = 1 ] && sim=(--cache-sim=yes)
@@ -147,6 +169,40 @@ measure() {
     else
         echo "c_counts: $sc $who: no callgrind dump" >&2
     fi
+}
+
+# profile SCENARIO CONTENDER: one load run under perf record; the time per
+# request by symbol (self) and under ENTRY_POINTS (inclusive) go to
+# $TMP/prof as SCENARIO|CONTENDER|KIND|SYMBOL|NS
+ENTRY_POINTS="tcp_sendmsg net_rx_action tcp_recvmsg io_poll_task_func __io_run_local_work ksys_read ksys_write do_epoll_wait schedule"
+profile() {
+    local sc=$1 who=$2 reqs
+    perf_window "$who" record -q -e cpu-clock -F "$FREQ" -g -o "$TMP/perf.data" || return 0
+    reqs=$WINDOW_REQS
+    [ "${reqs:-0}" -gt 0 ] || return 0
+    # A sample is 1/FREQ s of the server's CPU: ns per request =
+    # samples / FREQ / requests. Self samples by symbol, then the share
+    # of all samples under each entry point (--children).
+    perf report -i "$TMP/perf.data" --no-children -g none --sort sym \
+        -F sample,sym --stdio 2>/dev/null |
+        awk '$1 ~ /^[0-9]+$/ && $2 ~ /^\[.\]$/ { print "self|" $2 " " $3 "|" $1 }' >"$TMP/prof.n"
+    perf report -i "$TMP/perf.data" --children -g none --sort sym --stdio 2>/dev/null |
+        awk -v eps="$ENTRY_POINTS" '
+            BEGIN { n = split(eps, e, " "); for (i = 1; i <= n; i++) want[e[i]] = 1 }
+            $1 ~ /%$/ && $3 ~ /^\[.\]$/ && ($4 in want) { sub(/%/, "", $1)
+                print "share|" $4 "|" $1 }' >>"$TMP/prof.n"
+    awk -F'|' -v f="$FREQ" -v r="$reqs" -v s="$sc" -v w="$who" '
+        function ns(samples) { return samples / f / r * 1e9 }
+        { kind[NR] = $1; sym[NR] = $2; val[NR] = $3
+          if ($1 == "self") all += $3
+          if ($1 == "self" && $2 ~ /^\[\.\]/) user += $3 }
+        END {
+            printf "%s|%s|under|(all samples)|%.0f\n", s, w, ns(all)
+            printf "%s|%s|under|(user space)|%.0f\n", s, w, ns(user)
+            for (i = 1; i <= NR; i++)
+                if (kind[i] == "self") printf "%s|%s|self|%s|%.0f\n", s, w, sym[i], ns(val[i])
+                else printf "%s|%s|under|%s|%.0f\n", s, w, sym[i], ns(val[i] / 100 * all)
+        }' "$TMP/prof.n" >>"$TMP/prof"
 }
 
 echo "c_counts: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $PLACEMENT, ${SECS}s runs, $REPS rep(s), $(uptime)"
@@ -167,9 +223,13 @@ for rep in $(seq "$REPS"); do
     done
 done
 
-# A table per scenario: an event a row, a contender a column.
-awk -F'|' '
-    function fmt(v) { return v >= 100 ? sprintf("%.0f", v) : sprintf("%.3f", v) }
+# table FILE TITLE [whole]: a table per scenario of FILE's
+# SCENARIO|CONTENDER|ROW|VALUE lines, a row a row (in the order they first
+# come), a contender a column, "### SCENARIO (TITLE)" over it; whole:
+# values as whole numbers
+table() {
+awk -F'|' -v title="$2" -v whole="${3:-}" '
+    function fmt(v) { return v >= 100 || whole ? sprintf("%.0f", v) : sprintf("%.3f", v) }
     { key = $1 SUBSEP $2 SUBSEP $3
       if (!(key in n)) { n[key] = 0 }
       vals[key, ++n[key]] = $4
@@ -179,7 +239,7 @@ awk -F'|' '
     END {
       for (s = 1; s <= ns; s++) {
         sc = order[s]; nc = split(substr(cols[sc], 2), c, "|"); ne = split(substr(evs[sc], 2), e, "|")
-        printf "\n### %s (per request)\n\n| |", sc
+        printf "\n### %s (%s)\n\n| |", sc, title
         for (j = 1; j <= nc; j++) printf " %s |", c[j]
         printf "\n|---|"; for (j = 1; j <= nc; j++) printf "---:|"; printf "\n"
         for (i = 1; i <= ne; i++) {
@@ -196,4 +256,21 @@ awk -F'|' '
           printf "\n"
         }
       }
-    }' "$TMP/rows"
+    }' "$1"
+}
+table "$TMP/rows" "per request"
+if [ "$PROFILE" = 1 ] && [ -s "$TMP/prof" ]; then
+    # Entry points in ENTRY_POINTS' order, then the ROWS symbols with the
+    # most self time in any contender, largest first.
+    for ep in "(all samples)" "(user space)" $ENTRY_POINTS; do
+        awk -F'|' -v e="$ep" '$3 == "under" && $4 == e { print $1 "|" $2 "|" $4 "|" $5 }' "$TMP/prof"
+    done >"$TMP/prof.under"
+    table "$TMP/prof.under" "server CPU per request, ns, perf record: all, user space, and under these kernel functions" whole
+    awk -F'|' '$3 == "self" { k = $1 "|" $4; if ($5 > top[k]) top[k] = $5 }
+        END { for (k in top) print top[k] "|" k }' "$TMP/prof" |
+        sort -t'|' -k2,2 -k1,1nr | awk -F'|' -v n="$ROWS" '++seen[$2] <= n { print $2 "|" $3 }' >"$TMP/prof.top"
+    awk -F'|' 'NR == FNR { want[$1 "|" $2] = FNR; next }
+        $3 == "self" && (($1 "|" $4) in want) { print want[$1 "|" $4] "|" $1 "|" $2 "|" $4 "|" $5 }' \
+        "$TMP/prof.top" "$TMP/prof" | sort -s -t'|' -k1,1n | cut -d'|' -f2- >"$TMP/prof.self"
+    table "$TMP/prof.self" "server CPU per request, ns, perf record: self time of the $ROWS largest functions" whole
+fi
