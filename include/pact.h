@@ -706,7 +706,9 @@ typedef void *(*pact_recv_buffer_cb)(pact_loop *loop, size_t *len, void *user);
  * to end, and is armed by readiness from then on (its reads land in get's
  * memory), until a few reads in a row have each brought less than large;
  * so large messages land in the binding's memory and small ones keep the
- * ring's buffers (zero-copy writes, no system call per receive). large =
+ * ring's buffers (zero-copy writes, no system call per receive). A
+ * transport's receive that pact_transport_pause_reading ended while it
+ * read so starts so again at pact_transport_resume_reading. large =
  * 0 leaves that to the engine, which reads by readiness only for a peer
  * that streams. get = NULL removes the hook. Returns 0, -EINVAL (NULL
  * loop), -EBUSY while the loop runs, -ESHUTDOWN once it is closing. */

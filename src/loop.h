@@ -529,13 +529,30 @@ int64_t pact__rw_nowait(int fd, int is_write, const struct iovec *iov, int iovcn
                         int64_t offset, uint8_t *refuses_rwf_nowait);
 /* Queues a freshly filled op for submission and returns its handle. */
 pact_op pact__op_start(pact_loop *loop, pact_op_s *op, void *created_at);
+/* How a stream transport's receive starts (pact__recv_multishot_hooked). */
+typedef enum pact__recv_start {
+    PACT__RECV_AT_ONCE,
+    /* The connection's first receive, whose bytes are likely not there
+     * yet (PACT_OPF_POLL_FIRST). */
+    PACT__RECV_POLL_FIRST,
+    /* The receive before it was reading large messages by readiness
+     * (pact__recv_reads_large): this one starts so (io_uring:
+     * PACT_OPF_RECV_BY_READINESS), where one started on the ring would
+     * take its first large chunk into a provided buffer, to be copied,
+     * and a cancel to switch again. */
+    PACT__RECV_BY_READINESS,
+} pact__recv_start;
 /* pact_recv_multishot() whose data completions go to data (with user),
- * and only its final completion to cb: a stream transport's receive.
- * first: the connection's first receive, whose bytes are likely not there
- * yet (PACT_OPF_POLL_FIRST). */
+ * and only its final completion to cb: a stream transport's receive. */
 pact_op pact__recv_multishot_hooked(pact_loop *loop, pact_os_sock fd,
                                     pact__data_hook data, pact_op_cb cb,
-                                    void *user, int first);
+                                    void *user, pact__recv_start start);
+/* 1 if the multishot receive `handle` reads by readiness, or is being
+ * switched to it, on a loop whose receive-buffer hook has a `large`
+ * (pact_loop_set_recv_buffer_hook): only io_uring switches a receive so.
+ * A stream asks before it pauses reading, whose cancel ends the receive,
+ * so that the receive resume_reading starts reads the same way. */
+int pact__recv_reads_large(pact_loop *loop, pact_op handle);
 /* Zero-copy writes of received bytes: if [data, data + len) lies in the
  * receive buffer lent to the callback running now, claims that buffer
  * (the engine keeps it out of the kernel's hands) and returns its id for

@@ -190,16 +190,27 @@ pact_op pact_recv_multishot(pact_loop *loop, pact_os_sock fd, pact_op_cb cb, voi
 
 pact_op pact__recv_multishot_hooked(pact_loop *loop, pact_os_sock fd,
                                     pact__data_hook data, pact_op_cb cb,
-                                    void *user, int first)
+                                    void *user, pact__recv_start start)
 {
     int err_;
     pact_op_s *op = pact__op_begin(loop, PACT_OP_RECV_MULTI, fd, cb, user,
                                    "pact_recv_multishot", &err_);
     if (!op)
         return err_;
-    op->flags |= (uint16_t)(PACT_OPF_DATA_HOOK | (first ? PACT_OPF_POLL_FIRST : 0u));
+    op->flags |= PACT_OPF_DATA_HOOK;
+    if (start == PACT__RECV_POLL_FIRST)
+        op->flags |= PACT_OPF_POLL_FIRST;
+    else if (start == PACT__RECV_BY_READINESS)
+        op->flags |= PACT_OPF_RECV_BY_READINESS; /* only io_uring reads it */
     op->data_hook = data;
     OP_FINISH();
+}
+
+int pact__recv_reads_large(pact_loop *loop, pact_op handle)
+{
+    const pact_op_s *op = pact__op_lookup(loop, handle);
+    return loop->recv_large && op && op->kind == PACT_OP_RECV_MULTI &&
+           (op->flags & (PACT_OPF_RECV_BY_READINESS | PACT_OPF_RECV_SWITCHING));
 }
 
 pact_op pact__accept_multishot(pact_loop *loop, pact_os_sock fd, pact_op_cb cb,

@@ -98,8 +98,9 @@ enum pact_op_flag {
      * socket) reads by readiness into the loop-wide buffer, as poll mode
      * does,
      * until its bursts fit in one provided buffer again, counted in
-     * op->len (a receive has no buffer of its own; engine_uring.c,
-     * "a receive that streams"). */
+     * op->recv_count (engine_uring.c, "a receive that streams"); so does
+     * one whose completions are large for the receive-buffer hook, and a
+     * stream's receive started by readiness (PACT__RECV_BY_READINESS). */
     PACT_OPF_RECV_BY_READINESS = 1u << 13,
     /* io_uring: the engine asked the kernel to end a multishot receive
      * whose peer streams, to arm it again by readiness (engine_uring.c,

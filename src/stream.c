@@ -806,8 +806,12 @@ static void start_reading_as(pact_stream *s, int first)
         return;
     pact_op op;
     if (t->kind == PACT_STREAM_SOCKET) {
+        pact__recv_start how = first ? PACT__RECV_POLL_FIRST
+                               : s->resume_by_readiness ? PACT__RECV_BY_READINESS
+                                                        : PACT__RECV_AT_ONCE;
+        s->resume_by_readiness = 0;
         op = pact__recv_multishot_hooked(t->ep.loop, s->fd, on_recv_data,
-                                         on_recv_end, s, first);
+                                         on_recv_end, s, how);
     } else {
         if (!pact__stream_more(s) ||
             (!s->more->rbuf && !(s->more->rbuf = malloc(READ_BUFFER_SIZE)))) {
@@ -836,9 +840,15 @@ static void stream_pause_reading(pact_transport *t)
      * bytes it still delivers before its final -ECANCELED are held (a
      * cancel never drops data, docs/contract.md §4) and handed over on
      * resume. A pipe's one-shot read is left in flight; its result is
-     * held too. */
-    if (s->read_op && t->kind == PACT_STREAM_SOCKET)
+     * held too. A receive that read large messages by readiness ends
+     * with it: the one resume_reading starts reads so from the start
+     * (asyncio's StreamReader pauses above twice its limit, so a long
+     * stream of large reads pauses again and again). */
+    if (s->read_op && t->kind == PACT_STREAM_SOCKET) {
+        s->resume_by_readiness =
+            (unsigned)pact__recv_reads_large(t->ep.loop, s->read_op);
         pact_op_cancel(t->ep.loop, s->read_op);
+    }
 }
 
 static void resume_delivery(pact_loop *loop, void *arg)

@@ -220,6 +220,9 @@ typedef struct pact_stream {
     /* s->more->held may hold bytes (set before any are put there):
      * without it the receive of every chunk need not read s->more. */
     unsigned held_bytes : 1;
+    /* pause_reading ended a receive that read large messages by
+     * readiness (pact__recv_reads_large): the next one starts so. */
+    unsigned resume_by_readiness : 1;
     /* has_held: EOF (0) or the error (-errno, above -4096) behind the
      * held bytes. */
     signed int held_result : 13;
