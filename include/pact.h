@@ -687,8 +687,9 @@ typedef void *(*pact_recv_buffer_cb)(pact_loop *loop, size_t *len, void *user);
  * this hook the loop reads straight into the binding's memory instead.
  * get is called right before each recv(2) of a multishot receive
  * (pact_recv_multishot, and so a socket transport's) that the loop makes
- * on readiness: every such receive on the epoll engine, on io_uring in
- * poll mode and while a receive reads by readiness. It returns the memory
+ * on readiness (every such receive on the epoll engine, on io_uring in
+ * poll mode and while a receive reads by readiness), with large > 0 only
+ * while the receive's reads are large (below). It returns the memory
  * the read lands in, with *len its size (> 0), or NULL to read into the
  * loop's own buffer. The bytes read are handed over there: the chunk's
  * c->data (a transport's data_received data) is that pointer, so the
@@ -706,11 +707,15 @@ typedef void *(*pact_recv_buffer_cb)(pact_loop *loop, size_t *len, void *user);
  * to end, and is armed by readiness from then on (its reads land in get's
  * memory), until a few reads in a row have each brought less than large;
  * so large messages land in the binding's memory and small ones keep the
- * ring's buffers (zero-copy writes, no system call per receive). A
- * transport's receive that pact_transport_pause_reading ended while it
- * read so starts so again at pact_transport_resume_reading. large =
- * 0 leaves that to the engine, which reads by readiness only for a peer
- * that streams. get = NULL removes the hook. Returns 0, -EINVAL (NULL
+ * ring's buffers (zero-copy writes, no system call per receive). On
+ * epoll and in io_uring's poll mode a receive's reads land in the loop's
+ * buffer until one brings at least large, then in get's memory until a
+ * few in a row have each brought less. A transport's receive that
+ * pact_transport_pause_reading ended while its reads were large starts
+ * so again at pact_transport_resume_reading. large = 0: on io_uring the
+ * engine reads by readiness only for a peer that streams, and get is
+ * asked for every read by readiness. get = NULL removes the hook.
+ * Returns 0, -EINVAL (NULL
  * loop), -EBUSY while the loop runs, -ESHUTDOWN once it is closing. */
 PACT_API int pact_loop_set_recv_buffer_hook(pact_loop *loop, pact_recv_buffer_cb get,
                                             size_t large, void *user);

@@ -536,10 +536,11 @@ typedef enum pact__recv_start {
      * yet (PACT_OPF_POLL_FIRST). */
     PACT__RECV_POLL_FIRST,
     /* The receive before it was reading large messages by readiness
-     * (pact__recv_reads_large): this one starts so (io_uring:
-     * PACT_OPF_RECV_BY_READINESS), where one started on the ring would
-     * take its first large chunk into a provided buffer, to be copied,
-     * and a cancel to switch again. */
+     * (pact__recv_reads_large): this one starts so
+     * (PACT_OPF_RECV_BY_READINESS), where one started on io_uring's ring
+     * would take its first large chunk into a provided buffer, to be
+     * copied, and a cancel to switch again, and elsewhere its first large
+     * read would land in the loop's buffer, to be copied. */
     PACT__RECV_BY_READINESS,
 } pact__recv_start;
 /* pact_recv_multishot() whose data completions go to data (with user),
@@ -547,9 +548,9 @@ typedef enum pact__recv_start {
 pact_op pact__recv_multishot_hooked(pact_loop *loop, pact_os_sock fd,
                                     pact__data_hook data, pact_op_cb cb,
                                     void *user, pact__recv_start start);
-/* 1 if the multishot receive `handle` reads by readiness, or is being
- * switched to it, on a loop whose receive-buffer hook has a `large`
- * (pact_loop_set_recv_buffer_hook): only io_uring switches a receive so.
+/* 1 if the multishot receive `handle` reads large messages by readiness
+ * into the receive-buffer hook's memory, or is being switched to it, on
+ * a loop whose hook has a `large` (pact_loop_set_recv_buffer_hook).
  * A stream asks before it pauses reading, whose cancel ends the receive,
  * so that the receive resume_reading starts reads the same way. */
 int pact__recv_reads_large(pact_loop *loop, pact_op handle);

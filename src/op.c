@@ -201,7 +201,7 @@ pact_op pact__recv_multishot_hooked(pact_loop *loop, pact_os_sock fd,
     if (start == PACT__RECV_POLL_FIRST)
         op->flags |= PACT_OPF_POLL_FIRST;
     else if (start == PACT__RECV_BY_READINESS)
-        op->flags |= PACT_OPF_RECV_BY_READINESS; /* only io_uring reads it */
+        op->flags |= PACT_OPF_RECV_BY_READINESS;
     op->data_hook = data;
     OP_FINISH();
 }

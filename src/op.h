@@ -100,7 +100,10 @@ enum pact_op_flag {
      * until its bursts fit in one provided buffer again, counted in
      * op->recv_count (engine_uring.c, "a receive that streams"); so does
      * one whose completions are large for the receive-buffer hook, and a
-     * stream's receive started by readiness (PACT__RECV_BY_READINESS). */
+     * stream's receive started by readiness (PACT__RECV_BY_READINESS).
+     * On epoll and in io_uring's poll mode, where every receive reads by
+     * readiness: its reads are large, and land in the receive-buffer
+     * hook's memory (recv_burst.h, pact__recv_note_read). */
     PACT_OPF_RECV_BY_READINESS = 1u << 13,
     /* io_uring: the engine asked the kernel to end a multishot receive
      * whose peer streams, to arm it again by readiness (engine_uring.c,

@@ -439,10 +439,12 @@ PyObject *pact_py_endpoint_get_protocol_paused(PyObject *self, void *closure)
  * at most twice the bytes it was given; and none is kept above
  * RECEIVED_SPARE_MAX.
  *
- * Large receives skip that copy. pact reads a socket by readiness (every
- * receive on epoll; on io_uring a receive whose messages are large) into
- * memory the binding gives it (pact_loop_set_recv_buffer_hook): the
- * storage of the loop's landing bytes object, LANDING_ROOM bytes. A read
+ * Large receives skip that copy. pact reads a socket whose reads are
+ * large (from one of at least LANDING_LARGE; on io_uring such a receive
+ * reads by readiness) into memory the binding gives it
+ * (pact_loop_set_recv_buffer_hook): the storage of the loop's landing
+ * bytes object, LANDING_ROOM bytes; the first such read, and every small
+ * one, lands in pact's buffer. A read
  * of at least LANDING_LARGE is handed over in that object as it is, and
  * the object is the landing again if nobody kept it; a smaller read is
  * copied out as above. LANDING_ROOM is the receive buffers' size
@@ -457,7 +459,9 @@ PyObject *pact_py_endpoint_get_protocol_paused(PyObject *self, void *closure)
  * no kernel write comes later, so the landing needs no lifetime beyond
  * the loop object's (docs/contract.md §2). On io_uring, LANDING_LARGE is
  * also the completion size from which a receive is read by readiness
- * (smaller messages keep the ring's buffers). */
+ * (smaller messages keep the ring's buffers). A transport paused and
+ * resumed (asyncio's StreamReader above twice its limit) goes on reading
+ * so. */
 #define RECEIVED_SPARE_MAX (1024 * 1024)
 #define LANDING_ROOM PACT_PY_RECEIVE_BYTES
 #define LANDING_LARGE (64 * 1024)

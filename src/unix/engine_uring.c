@@ -2170,13 +2170,6 @@ static void refill_buffer_ring(uring_engine *e)
     e->nreturned = 0;
 }
 
-/* A receive by readiness whose bursts fit in one provided buffer this
- * many times in a row is a multishot receive again. One small burst is
- * not enough: a peer that streams leaves a short read now and then, and
- * each return to the ring costs the ring's whole contents before it runs
- * dry again. */
-#define READINESS_SMALL_BURSTS 4u
-
 /* Submits a multishot op's SQE again (the kernel ended it early, or the
  * poll of poll mode fired). Returns 1 if it is in flight again. */
 static int recv_multi_rearm(pact_loop *loop, pact_op_s *op)
@@ -2257,7 +2250,7 @@ static int recv_buffer_wait(pact_loop *loop, pact_op_s *op)
  * reused by every read while it is hot, as poll mode and epoll do; its
  * bytes are not in a provided buffer, so pact_transport_write_received()
  * sends them at once and copies only what the socket does not take.
- * After READINESS_SMALL_BURSTS bursts in a row that each fit in one
+ * After PACT_READINESS_SMALL_BURSTS bursts in a row that each fit in one
  * provided buffer it is a multishot receive again (recv_poll_cqe): a
  * request-response peer is served from the provided buffers. A receive
  * whose completions are large for the receive-buffer hook reads by
@@ -2390,18 +2383,19 @@ static int recv_poll_cqe(pact_loop *loop, pact_op_s *op, int res, int *final)
     }
     int64_t ended;
     size_t bytes = 0;
-    if (!pact__op_recv_burst(loop, op, &ended, &bytes)) {
+    uring_engine *e = URING(loop);
+    if (!pact__op_recv_burst(loop, op, &ended, &bytes, !e->multishot)) {
         *final = (int)ended;
         return 0;
     }
     /* A receive that streamed by readiness goes back to the provided
-     * buffers after READINESS_SMALL_BURSTS bursts in a row that each fit
+     * buffers after PACT_READINESS_SMALL_BURSTS bursts in a row that each fit
      * in one (see "a receive that streams") and, with a receive-buffer
      * hook, each brought less than its large (large_receive). */
-    if (op->flags & PACT_OPF_RECV_BY_READINESS) {
-        if (bytes >= URING(loop)->bufsz || large_receive(loop, bytes)) {
+    if (e->multishot && (op->flags & PACT_OPF_RECV_BY_READINESS)) {
+        if (bytes >= e->bufsz || large_receive(loop, bytes)) {
             op->recv_count = 0;
-        } else if (++op->recv_count >= READINESS_SMALL_BURSTS) {
+        } else if (++op->recv_count >= PACT_READINESS_SMALL_BURSTS) {
             op->flags &= (uint16_t)~PACT_OPF_RECV_BY_READINESS;
             op->recv_count = 0; /* streaming_evidence's count from here */
             if (recv_multi_rearm_later(loop, op))
