@@ -15,6 +15,16 @@
  *
  * Latency is recorded per message in a log-bucket histogram (16 linear
  * sub-buckets per power of two: <= 6.25% error), reported as p50/p99/p99.9.
+ * Spikes are counted apart, exactly: the longest latency, the messages over
+ * 1 ms and over 10 ms, and the longest time in which no message of any
+ * connection completed (a stall of the whole server, not of one
+ * connection); --spike-log FILE lists each message over 1 ms (its end in
+ * microseconds from the window's start, its connection, its latency), to
+ * line up with a trace of the server.
+ *
+ * The steal time of the CPUs the server and the load may run on (the
+ * hypervisor's, /proc/stat) is reported for the window too: a VM's CPU
+ * taken away stops whatever runs there without it counting as waiting.
  *
  * With --server-pid, the server's CPU time (the nanoseconds in
  * /proc/PID/task/TID/schedstat, every thread summed) is read at
@@ -34,6 +44,7 @@
 #include <getopt.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -88,6 +99,38 @@ static void hist_add(uint64_t ns)
     hist_n++;
 }
 
+/* ---- spikes ------------------------------------------------------------- */
+
+#define SPIKE_NS 1000000ull   /* a message over 1 ms is a spike */
+#define SPIKE_LOG_MAX 65536
+static struct {
+    uint64_t max_ns, over_1ms, over_10ms;
+    uint64_t last_done_ns, gap_max_ns, gap_end_ns; /* any connection */
+    uint64_t t0_ns;                                 /* the window's start */
+    FILE *log;
+    unsigned logged;
+} spikes;
+
+/* A message of connection `conn` ended at `end` after `ns`. */
+static void spike_add(int conn, uint64_t end, uint64_t ns)
+{
+    if (ns > spikes.max_ns)
+        spikes.max_ns = ns;
+    if (spikes.last_done_ns && end - spikes.last_done_ns > spikes.gap_max_ns) {
+        spikes.gap_max_ns = end - spikes.last_done_ns;
+        spikes.gap_end_ns = end;
+    }
+    spikes.last_done_ns = end;
+    if (ns <= SPIKE_NS)
+        return;
+    spikes.over_1ms++;
+    if (ns > 10 * SPIKE_NS)
+        spikes.over_10ms++;
+    if (spikes.log && spikes.logged++ < SPIKE_LOG_MAX)
+        fprintf(spikes.log, "%.1f %d %.1f\n", (double)(end - spikes.t0_ns) / 1e3,
+                conn, (double)ns / 1e3);
+}
+
 static double hist_pct(double p)
 {
     if (!hist_n)
@@ -108,6 +151,7 @@ static double hist_pct(double p)
 
 typedef struct conn {
     int fd;
+    int index;
     int connecting;
     uint64_t sent;      /* bytes written */
     uint64_t rcvd;      /* bytes read and verified */
@@ -202,6 +246,50 @@ static double own_wait(void)
     return n == 2 ? (double)w / 1e9 : 0;
 }
 
+/* Steal time: what the hypervisor ran instead of this VM's CPUs, per CPU
+ * (the eighth number of /proc/stat's cpuN lines, in clock ticks). On a
+ * kernel that accounts steal (CONFIG_PARAVIRT_TIME_ACCOUNTING, the bench
+ * VMs') a thread whose CPU is stolen neither runs (its schedstat time
+ * excludes steal) nor waits in the run queue: a window with an idle server and
+ * idle load but steal on their CPUs is the machine's, not a late wakeup.
+ * Fills ticks[cpu]; the number of CPUs read. */
+#define STEAL_CPUS 256
+static int read_steal(unsigned long long *ticks)
+{
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f)
+        return 0;
+    char line[512];
+    int n = 0;
+    while (fgets(line, sizeof line, f)) {
+        int cpu;
+        unsigned long long st;
+        if (sscanf(line, "cpu%d %*u %*u %*u %*u %*u %*u %*u %llu", &cpu, &st) == 2 &&
+            cpu >= 0 && cpu < STEAL_CPUS) {
+            ticks[cpu] = st;
+            if (cpu + 1 > n)
+                n = cpu + 1;
+        }
+    }
+    fclose(f);
+    return n;
+}
+
+/* The steal, in seconds, of the CPUs thread `pid` (0: this one) may run
+ * on between the two readings. */
+static double steal_of(pid_t pid, const unsigned long long *t0,
+                       const unsigned long long *t1, int ncpus)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(pid, sizeof set, &set) != 0)
+        return -1;
+    unsigned long long sum = 0;
+    for (int c = 0; c < ncpus; c++)
+        if (CPU_ISSET(c, &set))
+            sum += t1[c] - t0[c];
+    return (double)sum / (double)sysconf(_SC_CLK_TCK);
+}
+
 static double server_cpu_ticks(void)
 {
     if (!cfg.server_pid)
@@ -256,7 +344,9 @@ static void set_interest(conn *c, int out)
 
 static void conn_open(conn *c)
 {
+    int index = c->index; /* a churn slot keeps its number */
     memset(c, 0, sizeof *c);
+    c->index = index;
     c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0)
         die("socket");
@@ -347,6 +437,7 @@ static void on_readable(conn *c)
         if (measuring) {
             msgs_total++;
             hist_add(t - start);
+            spike_add(c->index, t, t - start);
         }
     }
     if (cfg.churn && c->msgs_done == 1) {
@@ -380,7 +471,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: loadgen [--host H] [--port P] [--conns N] [--size B]\n"
             "  [--window W] [--duration S] [--warmup S] [--mode echo|churn]\n"
-            "  [--server-pid PID] [--signal-server]\n");
+            "  [--server-pid PID] [--signal-server] [--spike-log FILE]\n");
     exit(2);
 }
 
@@ -392,7 +483,7 @@ int main(int argc, char **argv)
         {"window", 1, 0, 'w'},   {"duration", 1, 0, 'd'},
         {"warmup", 1, 0, 'W'},   {"mode", 1, 0, 'm'},
         {"server-pid", 1, 0, 'P'}, {"signal-server", 0, 0, 'S'},
-        {0, 0, 0, 0}};
+        {"spike-log", 1, 0, 'L'}, {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -406,6 +497,11 @@ int main(int argc, char **argv)
         case 'm': cfg.churn = strcmp(optarg, "churn") == 0; break;
         case 'P': cfg.server_pid = atoi(optarg); break;
         case 'S': cfg.signal_server = 1; break;
+        case 'L':
+            spikes.log = fopen(optarg, "w");
+            if (!spikes.log)
+                die(optarg);
+            break;
         default: usage();
         }
     }
@@ -428,13 +524,16 @@ int main(int argc, char **argv)
 
     ep = epoll_create1(EPOLL_CLOEXEC);
     conn *cs = calloc((size_t)cfg.conns, sizeof *cs);
-    for (int i = 0; i < cfg.conns; i++)
+    for (int i = 0; i < cfg.conns; i++) {
+        cs[i].index = i;
         conn_open(&cs[i]);
+    }
 
     uint64_t t0 = now_ns();
     uint64_t t_measure = t0 + (uint64_t)(cfg.warmup * 1e9);
     uint64_t t_end = t_measure + (uint64_t)(cfg.duration * 1e9);
     double cpu0 = 0, ticks0 = 0, srv_wait0 = 0, own_wait0 = 0;
+    static unsigned long long steal0[STEAL_CPUS], steal1[STEAL_CPUS];
     uint64_t tm0 = 0;
     struct epoll_event evs[256];
     for (;;) {
@@ -442,9 +541,12 @@ int main(int argc, char **argv)
         if (!measuring && t >= t_measure) {
             measuring = 1;
             tm0 = t;
+            spikes.t0_ns = t;
+            spikes.last_done_ns = t;
             cpu0 = server_cpu(&srv_wait0);
             own_wait0 = own_wait();
             ticks0 = server_cpu_ticks();
+            read_steal(steal0);
             if (cfg.signal_server)
                 kill(cfg.server_pid, SIGUSR1);
         }
@@ -479,6 +581,7 @@ int main(int argc, char **argv)
     double own_wait1 = own_wait();
     double cpu1 = server_cpu(&srv_wait1);
     double ticks1 = server_cpu_ticks();
+    int ncpus = read_steal(steal1);
     if (cfg.signal_server)
         kill(cfg.server_pid, SIGUSR1);
     int threads = server_threads();
@@ -491,12 +594,21 @@ int main(int argc, char **argv)
     printf("reqs=%llu secs=%.3f req_s=%.0f mib_s=%.1f conns_s=%.0f "
            "p50_us=%.1f p99_us=%.1f p999_us=%.1f server_cpu_s=%.4f "
            "cpu_s_per_mreq=%.3f server_threads=%d errors=%llu "
-           "server_wait_s=%.4f load_wait_s=%.4f\n",
+           "server_wait_s=%.4f load_wait_s=%.4f lat_max_us=%.1f over_1ms=%llu "
+           "over_10ms=%llu gap_max_us=%.1f gap_at_ms=%.1f server_steal_s=%.2f "
+           "load_steal_s=%.2f\n",
            (unsigned long long)msgs_total, secs, (double)msgs_total / secs,
            (double)bytes_total / secs / 1048576.0,
            (double)conns_total / secs, hist_pct(0.50), hist_pct(0.99),
            hist_pct(0.999), cpu,
            msgs_total ? cpu / ((double)msgs_total / 1e6) : 0.0, threads,
-           (unsigned long long)errors, srv_wait1 - srv_wait0, own_wait1 - own_wait0);
+           (unsigned long long)errors, srv_wait1 - srv_wait0, own_wait1 - own_wait0,
+           (double)spikes.max_ns / 1e3, (unsigned long long)spikes.over_1ms,
+           (unsigned long long)spikes.over_10ms, (double)spikes.gap_max_ns / 1e3,
+           spikes.gap_end_ns ? (double)(spikes.gap_end_ns - tm0) / 1e6 : 0.0,
+           cfg.server_pid ? steal_of(cfg.server_pid, steal0, steal1, ncpus) : 0.0,
+           steal_of(0, steal0, steal1, ncpus));
+    if (spikes.log)
+        fclose(spikes.log);
     return 0;
 }
