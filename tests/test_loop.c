@@ -1046,7 +1046,10 @@ static void count_poll(pact_loop *loop, const pact_completion *c, void *user)
     (*(int *)user)++;
 }
 
-Test(loop, a_wait_that_slept_leaves_what_came_meanwhile_to_the_next_run)
+/* Two readiness waits; a writer makes both ready while the loop sleeps in
+ * a run that hands over one. The next run, with next_timeout_ns, must
+ * hand over the other at once. */
+static void slept_then_next_run(int64_t next_timeout_ns)
 {
     pact_loop *loop = test_loop_new();
     const char *mask = getenv("PACT_URING_MASK");
@@ -1068,7 +1071,7 @@ Test(loop, a_wait_that_slept_leaves_what_came_meanwhile_to_the_next_run)
     cr_assert_gt(pact_poll(loop, again, POLLIN, count_poll, &polled), 0);
     cr_assert_eq(pact_loop_run_once(loop, 0), 1); /* armed, nothing ready */
     cr_assert_eq(polled, 0);
-    write_when_asleep w = {sv[1], (pid_t)syscall(SYS_gettid)};
+    write_when_asleep w = {.fd = sv[1], .waiter = (pid_t)syscall(SYS_gettid)};
     pthread_t writer;
     pthread_attr_t attr;
     cr_assert_eq(pthread_attr_init(&attr), 0);
@@ -1081,13 +1084,27 @@ Test(loop, a_wait_that_slept_leaves_what_came_meanwhile_to_the_next_run)
     cr_assert_eq(w.wrote, 1);
     cr_assert_eq(polled, 1, "the run that slept handed over %d", polled);
     uint64_t t0 = pact_now();
-    cr_assert_eq(pact_loop_run_once(loop, 5000 * (int64_t)MS), 0);
+    cr_assert_eq(pact_loop_run_once(loop, next_timeout_ns), 0);
     cr_assert_lt(pact_now() - t0, 1000 * MS, "the next run slept for it");
-    cr_assert_eq(polled, 2);
+    cr_assert_eq(polled, 2, "the next run (timeout %lld ns) handed over %d",
+                 (long long)next_timeout_ns, polled - 1);
     test_loop_free(loop);
     close(again);
     close(sv[0]);
     close(sv[1]);
+}
+
+Test(loop, a_wait_that_slept_leaves_what_came_meanwhile_to_the_next_run)
+{
+    slept_then_next_run(5000 * (int64_t)MS);
+}
+
+/* A run that does not block (asyncio's, with handles ready) looks at the
+ * kernel too: the work the wait left is flagged (IORING_SQ_TASKRUN), so
+ * its turn without a system call (uring_wait) is not taken. */
+Test(loop, a_run_that_does_not_block_hands_over_what_a_wait_that_slept_left)
+{
+    slept_then_next_run(0);
 }
 
 Test(loop, completions_beyond_a_runs_budget_come_with_the_next_run_at_once)
