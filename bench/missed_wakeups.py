@@ -4,7 +4,7 @@ the times the server slept while it had work: the load-independent side of
 bench/spikes.sh (a machine that takes the CPU away makes spikes too, but
 never makes a server sleep with a request in hand).
 
-    perf script -F comm,tid,cpu,time,event,trace -i FILE | \\
+    perf script --show-lost-events -F comm,tid,cpu,time,event,trace -i FILE | \\
         missed_wakeups.py --pid SERVER_TID --port SERVER_PORT
 
 The trace (bench/spikes.sh TRACE=1 records it) holds sched:sched_switch
@@ -35,6 +35,13 @@ loop that did not wake for a request is woken by something else: another
 request, a timer, a signal (late_other, held_other: the counts that would
 be the loop's).
 
+A trace that lost events (perf's ring buffer full: lost=N in the output)
+counts wrong: a reply whose segment was lost leaves its request in hand
+for good. With --pingpong (one message in flight per connection, as
+spikes.sh runs loadgen) a request starts its connection's count afresh,
+which bounds the damage to one sleep; still, read a run with lost > 0 as
+suspect and trace with a larger buffer (perf record -m).
+
 Prints one line of key=value pairs."""
 import argparse
 import re
@@ -58,6 +65,9 @@ def main():
     ap.add_argument('--port', type=int, required=True, help="the server's port")
     ap.add_argument('--late-us', type=float, default=100.0)
     ap.add_argument('--margin-us', type=float, default=50.0)
+    ap.add_argument('--pingpong', action='store_true',
+                    help='one message in flight per connection: a request '
+                         'means the reply before it was sent')
     ap.add_argument('--list', action='store_true',
                     help='print each late wakeup and held request')
     a = ap.parse_args()
@@ -76,7 +86,11 @@ def main():
     late = []             # (time, delay_us, in the sender's call)
     held_sleeps = []      # (time, duration_us, connections, in the sender's call)
     requests = 0
+    lost = 0
     for line in sys.stdin:
+        if 'PERF_RECORD_LOST' in line:
+            lost += int(line.split()[-1])
+            continue
         m = EV.match(line)
         if not m:
             continue
@@ -91,9 +105,10 @@ def main():
             sport, dport = src.rsplit(':', 1)[-1], dst.rsplit(':', 1)[-1]
             if sport == port:          # into the server's socket
                 requests += 1
-                if outstanding.get(dport, 0) == 0:
+                if a.pingpong or outstanding.get(dport, 0) == 0:
                     since[dport] = t
-                outstanding[dport] = outstanding.get(dport, 0) + n
+                    outstanding[dport] = 0
+                outstanding[dport] += n
                 last_tid = m['tid']
                 if sleeping:
                     arrivals += 1
@@ -139,7 +154,7 @@ def main():
                   f'woken {where[s]}', file=sys.stderr)
     hd = [d for _, d, _, _ in held_sleeps]
     hd_other = [d for _, d, _, s in held_sleeps if not s]
-    print(f'requests={requests} sleeps={sleeps} woken_by_request={len(wake_delays)} '
+    print(f'lost={lost} requests={requests} sleeps={sleeps} woken_by_request={len(wake_delays)} '
           f'wake_p50_us={pct(wake_delays, 0.5):.1f} wake_p99_us={pct(wake_delays, 0.99):.1f} '
           f'wake_max_us={max(wake_delays, default=0):.1f} late={len(late)} '
           f'late_other={sum(1 for _, _, s in late if not s)} '

@@ -19,7 +19,8 @@
 # that came late after a request and the sleeps taken with a request in
 # hand, and of those the ones the loop would owe (*_other: not woken in
 # the call that delivered the request, whose CPU the machine stalled).
-# perf and root needed; the trace costs the run some throughput.
+# perf and root needed; the trace costs the run some throughput. A run
+# whose trace lost events (trace_lost > 0) counts wrong: discard it.
 # TRACE=2 also records the server's system calls and io_uring's
 # tracepoints, and keeps the text of each traced run that had a late
 # wakeup or a request held over 1 ms as OUT_DIR/trace-WHO-ROUND.txt, to read what the
@@ -54,7 +55,7 @@ kv_get() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
 
 mkdir -p "$OUT"
 csv=$OUT/spikes.csv
-echo "round,contender,reqs,req_s,p50_us,p99_us,lat_max_us,over_1ms,over_10ms,gap_max_us,window_s,server_cpu_s,server_wait_s,server_idle_s,load_wait_s,server_steal_s,load_steal_s,load1,traced_requests,server_sleeps,wake_p99_us,wake_max_us,late_wakeups,late_other,held_sleeps,held_max_us,held_other" > "$csv"
+echo "round,contender,reqs,req_s,p50_us,p99_us,lat_max_us,over_1ms,over_10ms,gap_max_us,window_s,server_cpu_s,server_wait_s,server_idle_s,load_wait_s,server_steal_s,load_steal_s,load1,trace_lost,traced_requests,server_sleeps,wake_p99_us,wake_max_us,late_wakeups,late_other,held_sleeps,held_max_us,held_other" > "$csv"
 for round in $(seq 1 "$ROUNDS"); do
     for who in $WHO; do
         PORT=$((PORT + 1))
@@ -79,14 +80,14 @@ for round in $(seq 1 "$ROUNDS"); do
                 -e raw_syscalls:sys_enter --filter "common_pid == $SRV"
                 -e raw_syscalls:sys_exit --filter "common_pid == $SRV")
             sleep "$(awk -v w="$WARM" -v s="$SECS" -v t="$TRACE_SECS" 'BEGIN { d = w + (s - t) / 2; print (d > 0 ? d : 0) }')"
-            perf record -q -a -o "$OUT/.trace.data" \
+            perf record -q -a -m 16M -o "$OUT/.trace.data" \
                 -e tcp:tcp_probe --filter "data_len > 0 && (sport == $PORT || dport == $PORT)" \
                 -e sched:sched_switch --filter "prev_pid == $SRV || next_pid == $SRV" \
                 -e sched:sched_wakeup --filter "pid == $SRV" "${more[@]}" \
                 -- sleep "$TRACE_SECS" 2>/dev/null
-            perf script -F comm,tid,cpu,time,event,trace -i "$OUT/.trace.data" \
+            perf script --show-lost-events -F comm,tid,cpu,time,event,trace -i "$OUT/.trace.data" \
                 > "$OUT/.trace.txt" 2>/dev/null
-            wk=$($PYTHON "$HERE/missed_wakeups.py" --pid $SRV --port $PORT --list \
+            wk=$($PYTHON "$HERE/missed_wakeups.py" --pid $SRV --port $PORT --pingpong --list \
                  < "$OUT/.trace.txt" 2> "$OUT/wakeups-$who-$round.log")
             if [ "$TRACE" = 2 ] && [[ ! " $wk " =~ " late=0 " || ! " $wk " =~ " held_1ms=0 " ]]; then
                 mv "$OUT/.trace.txt" "$OUT/trace-$who-$round.txt"
@@ -101,7 +102,7 @@ for round in $(seq 1 "$ROUNDS"); do
                'BEGIN { printf "%.3f", w - c - q }')
         load=$(cut -d' ' -f1 /proc/loadavg)
         w() { kv_get "$wk" "$1"; }
-        echo "$round,$who,$(g reqs),$(g req_s),$(g p50_us),$(g p99_us),$(g lat_max_us),$(g over_1ms),$(g over_10ms),$(g gap_max_us),$(g secs),$(g server_cpu_s),$(g server_wait_s),$idle,$(g load_wait_s),$(g server_steal_s),$(g load_steal_s),$load,$(w requests),$(w sleeps),$(w wake_p99_us),$(w wake_max_us),$(w late),$(w late_other),$(w held),$(w held_max_us),$(w held_other)" >> "$csv"
+        echo "$round,$who,$(g reqs),$(g req_s),$(g p50_us),$(g p99_us),$(g lat_max_us),$(g over_1ms),$(g over_10ms),$(g gap_max_us),$(g secs),$(g server_cpu_s),$(g server_wait_s),$idle,$(g load_wait_s),$(g server_steal_s),$(g load_steal_s),$load,$(w lost),$(w requests),$(w sleeps),$(w wake_p99_us),$(w wake_max_us),$(w late),$(w late_other),$(w held),$(w held_max_us),$(w held_other)" >> "$csv"
         printf 'round %s %-10s req/s=%-6s p99=%-7s max=%-8s >1ms=%-5s >10ms=%-4s gap=%-8s idle=%ss wait=%s/%ss steal=%s/%ss (load %s)\n' \
             "$round" "$who" "$(g req_s)" "$(g p99_us)" "$(g lat_max_us)" "$(g over_1ms)" \
             "$(g over_10ms)" "$(g gap_max_us)" "$idle" "$(g server_wait_s)" "$(g load_wait_s)" "$(g server_steal_s)" "$(g load_steal_s)" "$load"
