@@ -776,7 +776,10 @@ typedef void (*pact_op_cb)(pact_loop *loop, const pact_completion *c,
                            void *user);
 
 /* Receives up to len bytes from a socket into buf. Result: bytes (0 = the
- * peer closed). On a socket whose error queue holds entries and no data
+ * peer closed). On Linux, with MSG_WAITALL on a stream socket it completes
+ * once len bytes came, or with those it has at end of file, on an error
+ * or when cancelled (as recv(2); Windows passes only MSG_PEEK and
+ * MSG_OOB). On a socket whose error queue holds entries and no data
  * (IP_RECVERR, see pact_recvfrom) the epoll engine completes it with
  * -EAGAIN rather than spin; io_uring's waits for data. buf must stay
  * valid until the callback. */

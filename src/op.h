@@ -221,8 +221,9 @@ typedef struct pact_op_s {
     size_t len;
     /* One slot, three uses; which is valid follows from the kind alone
      * (see pact__op_ext_of):
-     *   PACT_OP_SEND, PACT_OP_SEND_ALL: transferred (send_all progress;
-     *     always 0 for a send)
+     *   PACT_OP_SEND, PACT_OP_SEND_ALL, PACT_OP_RECV: transferred
+     *     (send_all progress; the epoll engine's MSG_WAITALL receive
+     *     progress; else always 0)
      *   PACT_OP_CUSTOM: custom_cancel
      *   every other kind: ext, NULL unless the op needs one (accept,
      *     connect, recvfrom, sendto, pool work, file ops with paths,
@@ -326,6 +327,7 @@ static inline pact_op_ext *pact__op_ext_of(const pact_op_s *op)
     switch (op->kind) {
     case PACT_OP_SEND:
     case PACT_OP_SEND_ALL:
+    case PACT_OP_RECV:
     case PACT_OP_CUSTOM:
         return NULL;
     default:

@@ -466,3 +466,83 @@ Test(recv_hostile, a_receive_queued_behind_one_whose_callback_closes_the_socket_
         close(sv[0]);
     }
 }
+
+/* ---- flags ---------------------------------------------------------------- */
+
+/* MSG_WAITALL on a stream socket: the receive completes once len bytes
+ * came (as recv(2) and io_uring's receive do), not with the first ones;
+ * the end of file or a cancel before that completes it with the bytes it
+ * has (never -ECANCELED for bytes taken from the socket, §4). */
+static void waitall(int cancel, const char *what)
+{
+    pact_loop *loop = test_loop_new();
+    int sv[2];
+    make_socketpair(sv);
+    recv_rec r = {0};
+    r.fd = sv[1];
+    r.self = pact_recv(loop, sv[1], r.in, 4, MSG_WAITALL, recv_cb, &r);
+    cr_assert_gt(r.self, 0);
+    run_idle(loop);
+    cr_assert_eq(send(sv[0], "ab", 2, 0), 2);
+    run_idle(loop);
+    for (int i = 0; i < 3 && !r.calls; i++)
+        cr_assert_geq(pact_loop_run_once(loop, 20 * (int64_t)MS), 0);
+    cr_assert_eq(r.calls, 0, "%s: completed with %lld of 4 bytes", what,
+                 (long long)r.result);
+    if (cancel == 0) {
+        cr_assert_eq(send(sv[0], "cdef", 4, 0), 4);
+        run_until(loop, &r.calls, 5000);
+        expect_bytes(&r, "abcd", what);
+        char left[8];
+        drain_into(sv[1], left, sizeof left);
+        cr_assert_str_eq(left, "ef", "%s: the bytes past len", what);
+    } else if (cancel == 1) {
+        cr_assert_eq(pact_op_cancel(loop, r.self), 0);
+        run_until(loop, &r.calls, 5000);
+        expect_bytes(&r, "ab", what);
+    } else {
+        cr_assert_eq(shutdown(sv[0], SHUT_WR), 0);
+        run_until(loop, &r.calls, 5000);
+        expect_bytes(&r, "ab", what);
+    }
+    test_loop_free(loop);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+Test(recv_hostile, a_waitall_receive_completes_once_all_its_bytes_came)
+{
+    waitall(0, "all bytes");
+}
+
+Test(recv_hostile, a_waitall_receive_cancelled_halfway_gives_the_bytes_it_took)
+{
+    waitall(1, "cancelled halfway");
+}
+
+Test(recv_hostile, a_waitall_receive_ended_by_eof_halfway_gives_the_bytes_it_took)
+{
+    waitall(2, "end of file halfway");
+}
+
+/* On a datagram socket MSG_WAITALL changes nothing: one datagram, shorter
+ * than len, completes the receive (recv(2) does the same). */
+Test(recv_hostile, a_waitall_receive_on_a_datagram_socket_gets_one_datagram)
+{
+    pact_loop *loop = test_loop_new();
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    cr_assert_eq(send(sv[0], "ab", 2, 0), 2);
+    cr_assert_eq(send(sv[0], "cd", 2, 0), 2);
+    recv_rec r = {0};
+    r.fd = sv[1];
+    r.self = pact_recv(loop, sv[1], r.in, 4, MSG_WAITALL, recv_cb, &r);
+    cr_assert_gt(r.self, 0);
+    run_until_answered(loop, &r, "a datagram");
+    expect_bytes(&r, "ab", "the first datagram");
+    char left[8];
+    cr_assert_eq(recv(sv[1], left, sizeof left, MSG_DONTWAIT), 2, "the second datagram");
+    test_loop_free(loop);
+    close(sv[0]);
+    close(sv[1]);
+}

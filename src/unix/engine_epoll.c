@@ -479,26 +479,27 @@ static void forget_drained(fd_entry *f)
         set_file_kind(f, FD_FILE_STREAM);
 }
 
-/* After a receive's recv(2), r its result: a stream socket is drained when
- * it had nothing (-EAGAIN) or gave fewer bytes than asked for (bytes that
- * arrive later are a new readiness). Then the next receive on the number
- * waits for readiness at once (ep_submit): in a request-response exchange
- * (a receive started once the reply went out) its try would only answer
- * EAGAIN, one system call per request that the re-arm's epoll_ctl makes
- * useless, since arming checks readiness (EPOLL_CTL_MOD and ADD report a
- * file already ready). A datagram socket's short read is one datagram and
- * says nothing of the others: chained receives over a backlog keep trying
- * first, and read several datagrams a loop turn (tests/test_ops.c,
+/* After a receive's recv(2) of `asked` bytes, r its result: a stream
+ * socket is drained when it had nothing (-EAGAIN) or gave fewer bytes
+ * than asked for (bytes that arrive later are a new readiness). Then the
+ * next receive on the number waits for readiness at once (ep_submit): in
+ * a request-response exchange (a receive started once the reply went out)
+ * its try would only answer EAGAIN, one system call per request that the
+ * re-arm's epoll_ctl makes useless, since arming checks readiness
+ * (EPOLL_CTL_MOD and ADD report a file already ready). A datagram
+ * socket's short read is one datagram and says nothing of the others:
+ * chained receives over a backlog keep trying first, and read several
+ * datagrams a loop turn (tests/test_ops.c,
  * ops/chained_recvs_read_a_udp_backlog_in_few_loop_turns). A wrong guess
  * costs a loop turn, never data (a stream short read with more bytes
- * behind it). A number the user closed and reused is registered anew,
- * and then the receive tries after all and the kind is looked at again
+ * behind it). A number the user closed and reused is registered anew, and
+ * then the receive tries after all and the kind is looked at again
  * (ep_submit); a file the loop closes forgets it (ep_fd_closing). A peek
  * leaves the bytes where they were. */
-static void note_receive(fd_entry *f, const pact_op_s *op, int64_t r)
+static void note_receive(fd_entry *f, const pact_op_s *op, int64_t r, size_t asked)
 {
     int would_block = r == -EAGAIN || r == -EWOULDBLOCK;
-    int short_read = r > 0 && (size_t)r < op->len && !(op->msg_flags & MSG_PEEK);
+    int short_read = r > 0 && (size_t)r < asked && !(op->msg_flags & MSG_PEEK);
     if (short_read && !stream_socket(f) && file_kind(f) != FD_FILE_MESSAGES)
         set_file_kind(f, receive_kind(op->fd));
     if (stream_socket(f))
@@ -506,15 +507,38 @@ static void note_receive(fd_entry *f, const pact_op_s *op, int64_t r)
                                                    : FD_FILE_STREAM);
 }
 
+/* A receive with MSG_WAITALL on a stream socket, after a recv(2) that
+ * answered r: as a blocking recv(2) (and io_uring's receive), it ends
+ * once len bytes came, or with the bytes it has at end of file or an
+ * error (op->transferred, which a cancel or deadline also answers,
+ * ep_cancel: taken from the socket, they are never dropped). Other
+ * sockets answer one message, as recv(2) does; a peek takes nothing. */
+static int64_t recv_all_step(fd_entry *f, pact_op_s *op, int64_t r)
+{
+    if (r > 0 && stream_socket(f) && op->transferred + (size_t)r < op->len) {
+        op->transferred += (size_t)r;
+        return -EAGAIN;
+    }
+    if (op->transferred == 0)
+        return r;
+    if (r == -EAGAIN || r == -EWOULDBLOCK || r == -EINTR)
+        return -EAGAIN;
+    return (int64_t)(op->transferred + (r > 0 ? (size_t)r : 0));
+}
+
 static int64_t try_op(fd_entry *f, pact_op_s *op, uint32_t revents)
 {
     ssize_t n;
     switch ((pact_op_kind)op->kind) {
     case PACT_OP_RECV: {
-        n = recv(op->fd, op->buf, op->len, op->msg_flags | MSG_DONTWAIT);
+        size_t asked = op->len - op->transferred;
+        n = recv(op->fd, (char *)op->buf + op->transferred, asked,
+                 op->msg_flags | MSG_DONTWAIT);
         int64_t r = n < 0 ? -errno : n;
-        note_receive(f, op, r);
-        return r;
+        note_receive(f, op, r, asked);
+        return (op->msg_flags & (MSG_WAITALL | MSG_PEEK)) == MSG_WAITALL
+                   ? recv_all_step(f, op, r)
+                   : r;
     }
     case PACT_OP_SEND:
         n = send(op->fd, op->buf, op->len, op->msg_flags | MSG_DONTWAIT);
@@ -681,7 +705,9 @@ static void ep_cancel(pact_loop *loop, pact_op_s *op)
         fd_entry *f = fd_find(loop, op->fd);
         if (f)
             fd_rearm(e, f, 0);
-        pact__op_defer(loop, op, -ECANCELED);
+        /* A MSG_WAITALL receive ends with the bytes it took (recv_all_step). */
+        int64_t taken = op->kind == PACT_OP_RECV ? (int64_t)op->transferred : 0;
+        pact__op_defer(loop, op, taken > 0 ? taken : -ECANCELED);
     }
 }
 
@@ -819,6 +845,8 @@ static int run_queue(pact_loop *loop, fd_entry *f, pact_list *queue,
                        (revents & EPOLLERR);
         if ((r == -EAGAIN || r == -EWOULDBLOCK || r == -EINTR) && !errqueue)
             break;
+        if (errqueue && op->kind == PACT_OP_RECV && op->transferred)
+            r = (int64_t)op->transferred; /* a MSG_WAITALL receive's bytes */
         pact_list_remove(&op->link);
         /* Deferred, not completed here: an earlier op of this queue that
          * finished at submission (try first) still waits in the done
