@@ -200,6 +200,21 @@ static void set_file_kind(fd_entry *f, unsigned kind)
     f->base.engine_flags = (uint8_t)((f->base.engine_flags & ~FD_FILE) | kind);
 }
 
+static int stream_socket(const fd_entry *f)
+{
+    return file_kind(f) == FD_FILE_STREAM || file_kind(f) == FD_FILE_STREAM_DRAINED;
+}
+
+/* What pact_recv learned of a socket (note_receive). pact_read and
+ * pact_write treat a socket as any file that waits for readiness
+ * (FD_FILE_NOWAIT) and keep what the receives learned: a socket read by
+ * pact_recv and written by pact_write would otherwise lose it at every
+ * write, and its next receive pay a try and a getsockopt again. */
+static int socket_kind(const fd_entry *f)
+{
+    return stream_socket(f) || file_kind(f) == FD_FILE_MESSAGES;
+}
+
 /* Which queue an op waits in. */
 static enum fd_queue queue_of(const pact_op_s *op)
 {
@@ -449,7 +464,8 @@ static int64_t rw_nowait(fd_entry *f, pact_op_s *op)
     uint8_t refuses = file_kind(f) == FD_FILE_NO_RWF_NOWAIT;
     int64_t r = pact__rw_nowait(op->fd, op->kind != PACT_OP_READ, &iov, 1,
                                 op->offset, &refuses);
-    set_file_kind(f, refuses ? FD_FILE_NO_RWF_NOWAIT : FD_FILE_NOWAIT);
+    if (refuses || !socket_kind(f))
+        set_file_kind(f, refuses ? FD_FILE_NO_RWF_NOWAIT : FD_FILE_NOWAIT);
     return r;
 }
 
@@ -465,11 +481,6 @@ static unsigned receive_kind(int fd)
     if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
         return FD_FILE_UNKNOWN;
     return type == SOCK_STREAM ? FD_FILE_STREAM : FD_FILE_MESSAGES;
-}
-
-static int stream_socket(const fd_entry *f)
-{
-    return file_kind(f) == FD_FILE_STREAM || file_kind(f) == FD_FILE_STREAM_DRAINED;
 }
 
 /* Readiness came: the stream socket may hold bytes again. */
@@ -604,16 +615,21 @@ static int64_t try_op(fd_entry *f, pact_op_s *op, uint32_t revents)
 /* Sockets get MSG_DONTWAIT per call, other fds RWF_NOWAIT (rw_nowait);
  * regular files and block devices never wait for readiness (a block
  * device answers RWF_NOWAIT with EAGAIN when its pages are not cached,
- * and epoll refuses it with EPERM: the read failed). */
-static void prepare_fd(fd_entry *f, int fd)
+ * and epoll refuses it with EPERM: the read failed). again: the number
+ * may name another file since its last op (ep_submit): looked at anew,
+ * keeping what receives learned of a socket that is still a socket
+ * (socket_kind; another socket's type is found by the next receive's
+ * arm, which registers the number anew). */
+static void prepare_fd(fd_entry *f, int fd, int again)
 {
-    if (file_kind(f) != FD_FILE_UNKNOWN)
+    if (file_kind(f) != FD_FILE_UNKNOWN && !again)
         return;
     struct stat st;
-    set_file_kind(f, fstat(fd, &st) == 0 &&
-                             (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))
-                         ? FD_FILE_REGULAR
-                         : FD_FILE_NOWAIT);
+    int known = fstat(fd, &st) == 0;
+    if (known && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
+        set_file_kind(f, FD_FILE_REGULAR);
+    else if (!(known && S_ISSOCK(st.st_mode) && socket_kind(f)))
+        set_file_kind(f, FD_FILE_NOWAIT);
 }
 
 static int ep_submit(pact_loop *loop, pact_op_s *op)
@@ -630,11 +646,10 @@ static int ep_submit(pact_loop *loop, pact_op_s *op)
      * first on a new file, so check again for those; socket ops pass
      * MSG_DONTWAIT and need no check (and no fstat per connection). */
     if (op->kind == PACT_OP_READ || op->kind == PACT_OP_WRITE) {
-        if (pact_list_empty(&f->queues[QUEUE_READ]) &&
-            pact_list_empty(&f->queues[QUEUE_WRITE]) &&
-            pact_list_empty(&f->queues[QUEUE_EVENTS]) && !has_watchers(e, f))
-            set_file_kind(f, FD_FILE_UNKNOWN);
-        prepare_fd(f, op->fd);
+        prepare_fd(f, op->fd,
+                   pact_list_empty(&f->queues[QUEUE_READ]) &&
+                       pact_list_empty(&f->queues[QUEUE_WRITE]) &&
+                       pact_list_empty(&f->queues[QUEUE_EVENTS]) && !has_watchers(e, f));
     }
     enum fd_queue q = queue_of(op);
     /* Behind an op already waiting on this queue (for a poll: behind
