@@ -264,7 +264,10 @@ static int read_steal(unsigned long long *ticks)
     while (fgets(line, sizeof line, f)) {
         int cpu;
         unsigned long long st;
-        if (sscanf(line, "cpu%d %*u %*u %*u %*u %*u %*u %*u %llu", &cpu, &st) == 2 &&
+        /* "cpuN ...", not the aggregate "cpu  ..." line (%d would skip
+         * its blanks and read the user ticks as a CPU number). */
+        if (line[0] == 'c' && line[3] >= '0' && line[3] <= '9' &&
+            sscanf(line, "cpu%d %*u %*u %*u %*u %*u %*u %*u %llu", &cpu, &st) == 2 &&
             cpu >= 0 && cpu < STEAL_CPUS) {
             ticks[cpu] = st;
             if (cpu + 1 > n)
