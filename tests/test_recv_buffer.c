@@ -225,6 +225,33 @@ static void *streamer_main(void *arg)
     return NULL;
 }
 
+/* A multishot receive on a fresh TCP pair reads `total` pattern bytes
+ * streamed by a peer thread (after one byte alone when `first` is set,
+ * see first_byte) to the end of the stream: every byte once and in
+ * order, one final completion, 0. The chunks' places are the caller's to
+ * check in *rd. */
+static void stream_through(pact_loop *loop, hook *h, reader *rd,
+                           uint64_t total, int first)
+{
+    int c, s;
+    make_tcp_pair(&c, &s);
+    *rd = (reader){.h = h};
+    rd->op = pact_recv_multishot(loop, s, on_chunk, rd);
+    cr_assert_gt(rd->op, 0);
+    if (first)
+        first_byte(loop, c, rd);
+    streamer w = {.fd = c, .start = first ? 1 : 0, .total = total};
+    cr_assert_eq(pthread_create(&w.thread, NULL, streamer_main, &w), 0);
+    run_until(loop, &rd->done, 30000);
+    pthread_join(w.thread, NULL);
+    cr_assert_eq(rd->finals, 1);
+    cr_assert_eq(rd->final_result, 0, "final %s", pact_strerror((int)rd->final_result));
+    cr_assert_eq(rd->received, total);
+    cr_assert_eq(rd->mismatches, 0, "bytes lost, doubled or out of order");
+    close(c);
+    close(s);
+}
+
 /* ---- the tests --------------------------------------------------------------- */
 
 Test(recv_buffer, reads_by_readiness_land_in_the_hooks_memory)
@@ -233,21 +260,9 @@ Test(recv_buffer, reads_by_readiness_land_in_the_hooks_memory)
     /* large = 1: on io_uring the first completion switches the receive to
      * readiness, so nearly every byte lands in the hook's memory. */
     pact_loop *loop = hooked_loop(&h, 3000, 1);
-    int c, s;
-    make_tcp_pair(&c, &s);
     const uint64_t total = 4u << 20;
-    reader rd = {.h = &h};
-    rd.op = pact_recv_multishot(loop, s, on_chunk, &rd);
-    cr_assert_gt(rd.op, 0);
-    first_byte(loop, c, &rd);
-    streamer w = {.fd = c, .start = 1, .total = total};
-    cr_assert_eq(pthread_create(&w.thread, NULL, streamer_main, &w), 0);
-    run_until(loop, &rd.done, 30000);
-    pthread_join(w.thread, NULL);
-    cr_assert_eq(rd.finals, 1);
-    cr_assert_eq(rd.final_result, 0, "final %s", pact_strerror((int)rd.final_result));
-    cr_assert_eq(rd.received, total);
-    cr_assert_eq(rd.mismatches, 0, "bytes lost, doubled or out of order");
+    reader rd;
+    stream_through(loop, &h, &rd, total, 1);
     cr_assert_gt(rd.landed, total / 3000 / 2, "landed %u times", rd.landed);
     /* Where every receive reads by readiness the first read, the one
      * byte, lands in the loop's buffer: it makes the reads large. */
@@ -259,8 +274,6 @@ Test(recv_buffer, reads_by_readiness_land_in_the_hooks_memory)
                       "only %llu bytes in the hook's memory",
                       (unsigned long long)rd.landed_bytes);
     hook_done(&h);
-    close(c);
-    close(s);
     test_loop_free(loop);
 }
 
@@ -425,24 +438,10 @@ Test(recv_buffer, a_null_from_the_hook_reads_into_the_loops_buffer)
     hook h;
     pact_loop *loop = hooked_loop(&h, 1000, 1);
     h.give_null = 1;
-    int c, s;
-    make_tcp_pair(&c, &s);
-    const uint64_t total = 1u << 20;
-    reader rd = {.h = &h};
-    rd.op = pact_recv_multishot(loop, s, on_chunk, &rd);
-    cr_assert_gt(rd.op, 0);
-    first_byte(loop, c, &rd);
-    streamer w = {.fd = c, .start = 1, .total = total};
-    cr_assert_eq(pthread_create(&w.thread, NULL, streamer_main, &w), 0);
-    run_until(loop, &rd.done, 30000);
-    pthread_join(w.thread, NULL);
-    cr_assert_eq(rd.final_result, 0);
-    cr_assert_eq(rd.received, total);
-    cr_assert_eq(rd.mismatches, 0);
+    reader rd;
+    stream_through(loop, &h, &rd, 1u << 20, 1);
     cr_assert_gt(h.calls, 0, "the hook was never asked");
     cr_assert_eq(rd.landed, 0);
-    close(c);
-    close(s);
     test_loop_free(loop);
 }
 
@@ -652,26 +651,14 @@ Test(recv_buffer, a_hook_with_blocks_smaller_than_its_large_keeps_a_streaming_re
 {
     hook h;
     pact_loop *loop = hooked_loop(&h, 3000, 4000);
-    int c, s;
-    make_tcp_pair(&c, &s);
     const uint64_t total = 4u << 20;
-    reader rd = {.h = &h};
-    rd.op = pact_recv_multishot(loop, s, on_chunk, &rd);
-    cr_assert_gt(rd.op, 0);
-    streamer w = {.fd = c, .start = 0, .total = total};
-    cr_assert_eq(pthread_create(&w.thread, NULL, streamer_main, &w), 0);
-    run_until(loop, &rd.done, 30000);
-    pthread_join(w.thread, NULL);
-    cr_assert_eq(rd.final_result, 0);
-    cr_assert_eq(rd.received, total);
-    cr_assert_eq(rd.mismatches, 0);
+    reader rd;
+    stream_through(loop, &h, &rd, total, 0);
     if (reads_by_readiness(loop))
         cr_assert_geq(rd.landed_bytes, total * 9 / 10,
                       "only %llu of %llu bytes in the hook's memory (%u chunks elsewhere)",
                       (unsigned long long)rd.landed_bytes, (unsigned long long)total,
                       rd.elsewhere);
     hook_done(&h);
-    close(c);
-    close(s);
     test_loop_free(loop);
 }
