@@ -79,6 +79,14 @@ perf_attached() {
 # The server under measurement: SRV, its pid (set by the caller's start).
 SRV=
 stop() { kill -KILL $SRV 2>/dev/null || true; wait $SRV 2>/dev/null || true; SRV=; }
+# One value of a key=value line (loadgen's output, missed_wakeups.py's).
+kv_get() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
+# python/bench/echo_server.py's flags for an echo MODE (uvloop's
+# echoserver.py: protocol, streams, sock_recv/sock_sendall), in $flags.
+echo_mode_flags() {
+    case $1 in proto) flags=--proto ;; streams) flags=--streams ;; sock) flags= ;;
+        *) echo "$0: MODE: proto, streams or sock" >&2; exit 2 ;; esac
+}
 
 # callgrind_window LOAD WARM SECS: SRV runs under valgrind's callgrind
 # (--callgrind-out-file=$TMP/cg.%p). Runs `LOAD WARM`, zeroes the

@@ -44,19 +44,9 @@ suspect and trace with a larger buffer (perf record -m).
 
 Prints one line of key=value pairs."""
 import argparse
-import re
 import sys
 
-EV = re.compile(r'^\s*(?P<comm>.+?)\s+(?P<tid>\d+)\s+\[(?P<cpu>\d+)\]\s+'
-                r'(?P<time>\d+\.\d+):\s+(?P<event>[\w:]+):\s*(?P<trace>.*)$')
-KV = re.compile(r'(\w+)=(\S+)')
-
-
-def pct(xs, p):
-    if not xs:
-        return 0.0
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(p * len(xs)))]
+from perf_events import KV, Trace, pct
 
 
 def main():
@@ -86,15 +76,8 @@ def main():
     late = []             # (time, delay_us, in the sender's call)
     held_sleeps = []      # (time, duration_us, connections, in the sender's call)
     requests = 0
-    lost = 0
-    for line in sys.stdin:
-        if 'PERF_RECORD_LOST' in line:
-            lost += int(line.split()[-1])
-            continue
-        m = EV.match(line)
-        if not m:
-            continue
-        t = float(m['time'])
+    trace = Trace(sys.stdin)
+    for t, m in trace:
         ev = m['event']
         kv = dict(KV.findall(m['trace']))
         if ev == 'tcp:tcp_probe':
@@ -154,7 +137,7 @@ def main():
                   f'woken {where[s]}', file=sys.stderr)
     hd = [d for _, d, _, _ in held_sleeps]
     hd_other = [d for _, d, _, s in held_sleeps if not s]
-    print(f'lost={lost} requests={requests} sleeps={sleeps} woken_by_request={len(wake_delays)} '
+    print(f'lost={trace.lost} requests={requests} sleeps={sleeps} woken_by_request={len(wake_delays)} '
           f'wake_p50_us={pct(wake_delays, 0.5):.1f} wake_p99_us={pct(wake_delays, 0.99):.1f} '
           f'wake_max_us={max(wake_delays, default=0):.1f} late={len(late)} '
           f'late_other={sum(1 for _, _, s in late if not s)} '

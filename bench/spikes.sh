@@ -45,13 +45,10 @@ WHO=${WHO:-c-floor uvloop pact-uring pact-epoll}
 TRACE=${TRACE:-0} TRACE_SECS=${TRACE_SECS:-3}
 PYTHON=/usr/bin/python3
 ECHO=$ROOT/python/bench/echo_server.py
-case $MODE in proto) flags=--proto ;; streams) flags=--streams ;; sock) flags= ;;
-    *) echo "bench/spikes.sh: MODE: proto, streams or sock" >&2; exit 2 ;; esac
-
-. "$HERE/counts_common.sh" # listening, SRV, stop
+. "$HERE/counts_common.sh" # listening, SRV, stop, kv_get, echo_mode_flags
+echo_mode_flags "$MODE"
 trap stop EXIT
 PORT=$((19100 + RANDOM % 400))
-kv_get() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
 
 mkdir -p "$OUT"
 csv=$OUT/spikes.csv
