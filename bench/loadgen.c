@@ -230,20 +230,27 @@ static double server_cpu(double *wait_s)
     return threads ? (double)ns / 1e9 : -1;
 }
 
-/* The time this thread has spent runnable but not running, in seconds.
+/* The time this thread has spent runnable but not running, in seconds;
+ * *run_s gets its time on a CPU (load_cpu_s: at 100 KiB the load costs
+ * about as much CPU per request as the server, so a load generator near
+ * a whole CPU caps req/s whatever the server saves).
  * In a run where both sides share a loaded CPU, a window with few
  * requests and an idle server is told apart by it: the scheduler kept
  * the load off the CPU (it grows by about the length of the gap), or the
  * server did not answer (it does not). */
-static double own_wait(void)
+static double own_wait(double *run_s)
 {
     unsigned long long t, w;
     FILE *f = fopen("/proc/thread-self/schedstat", "r");
+    *run_s = 0;
     if (!f)
         return 0;
     int n = fscanf(f, "%llu %llu", &t, &w);
     fclose(f);
-    return n == 2 ? (double)w / 1e9 : 0;
+    if (n != 2)
+        return 0;
+    *run_s = (double)t / 1e9;
+    return (double)w / 1e9;
 }
 
 /* Steal time: what the hypervisor ran instead of this VM's CPUs, per CPU
@@ -535,7 +542,7 @@ int main(int argc, char **argv)
     uint64_t t0 = now_ns();
     uint64_t t_measure = t0 + (uint64_t)(cfg.warmup * 1e9);
     uint64_t t_end = t_measure + (uint64_t)(cfg.duration * 1e9);
-    double cpu0 = 0, ticks0 = 0, srv_wait0 = 0, own_wait0 = 0;
+    double cpu0 = 0, ticks0 = 0, srv_wait0 = 0, own_wait0 = 0, own_run0 = 0;
     static unsigned long long steal0[STEAL_CPUS], steal1[STEAL_CPUS];
     uint64_t tm0 = 0;
     struct epoll_event evs[256];
@@ -547,7 +554,7 @@ int main(int argc, char **argv)
             spikes.t0_ns = t;
             spikes.last_done_ns = t;
             cpu0 = server_cpu(&srv_wait0);
-            own_wait0 = own_wait();
+            own_wait0 = own_wait(&own_run0);
             ticks0 = server_cpu_ticks();
             read_steal(steal0);
             if (cfg.signal_server)
@@ -581,7 +588,8 @@ int main(int argc, char **argv)
     }
     uint64_t tm1 = now_ns();
     double srv_wait1 = 0;
-    double own_wait1 = own_wait();
+    double own_run1;
+    double own_wait1 = own_wait(&own_run1);
     double cpu1 = server_cpu(&srv_wait1);
     double ticks1 = server_cpu_ticks();
     int ncpus = read_steal(steal1);
@@ -599,7 +607,7 @@ int main(int argc, char **argv)
            "cpu_s_per_mreq=%.3f server_threads=%d errors=%llu "
            "server_wait_s=%.4f load_wait_s=%.4f lat_max_us=%.1f over_1ms=%llu "
            "over_10ms=%llu gap_max_us=%.1f gap_at_ms=%.1f server_steal_s=%.2f "
-           "load_steal_s=%.2f\n",
+           "load_steal_s=%.2f load_cpu_s=%.4f\n",
            (unsigned long long)msgs_total, secs, (double)msgs_total / secs,
            (double)bytes_total / secs / 1048576.0,
            (double)conns_total / secs, hist_pct(0.50), hist_pct(0.99),
@@ -610,7 +618,7 @@ int main(int argc, char **argv)
            (unsigned long long)spikes.over_10ms, (double)spikes.gap_max_ns / 1e3,
            spikes.gap_end_ns ? (double)(spikes.gap_end_ns - tm0) / 1e6 : 0.0,
            cfg.server_pid ? steal_of(cfg.server_pid, steal0, steal1, ncpus) : 0.0,
-           steal_of(0, steal0, steal1, ncpus));
+           steal_of(0, steal0, steal1, ncpus), own_run1 - own_run0);
     if (spikes.log)
         fclose(spikes.log);
     return 0;
