@@ -498,6 +498,11 @@ static void waitall(int cancel, const char *what)
         cr_assert_str_eq(left, "ef", "%s: the bytes past len", what);
     } else if (cancel == 1) {
         cr_assert_eq(pact_op_cancel(loop, r.self), 0);
+        cr_assert_eq(pact_op_cancel(loop, r.self), -EALREADY, "%s", what);
+        run_until(loop, &r.calls, 5000);
+        expect_bytes(&r, "ab", what);
+    } else if (cancel == 3) {
+        cr_assert_eq(pact_op_set_timeout(loop, r.self, 30 * MS), 0);
         run_until(loop, &r.calls, 5000);
         expect_bytes(&r, "ab", what);
     } else {
@@ -505,6 +510,12 @@ static void waitall(int cancel, const char *what)
         run_until(loop, &r.calls, 5000);
         expect_bytes(&r, "ab", what);
     }
+    /* Exactly once: nothing more comes, and the op is gone. */
+    if (cancel != 2) /* sv[0] shut down for writing in case 2 */
+        cr_assert_eq(send(sv[0], "gh", 2, 0), 2);
+    run_idle(loop);
+    cr_assert_eq(r.calls, 1, "%s: %d completions", what, r.calls);
+    cr_assert_eq(pact_op_cancel(loop, r.self), -ENOENT, "%s", what);
     test_loop_free(loop);
     close(sv[0]);
     close(sv[1]);
@@ -523,6 +534,11 @@ Test(recv_hostile, a_waitall_receive_cancelled_halfway_gives_the_bytes_it_took)
 Test(recv_hostile, a_waitall_receive_ended_by_eof_halfway_gives_the_bytes_it_took)
 {
     waitall(2, "end of file halfway");
+}
+
+Test(recv_hostile, a_waitall_receive_whose_deadline_passes_halfway_gives_the_bytes_it_took)
+{
+    waitall(3, "deadline halfway");
 }
 
 /* On a datagram socket MSG_WAITALL changes nothing: one datagram, shorter
