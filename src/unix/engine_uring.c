@@ -1376,13 +1376,18 @@ static void fixed_file_count_use(pact_loop *loop, pact_fd_entry *f)
         fixed_slot_fill(loop, f);
 }
 
-/* Before an op's SQE that could name fd's slot: the op then names the
- * slot if this filled one (the update goes in front of it). */
-static void fixed_file_before_sqe(pact_loop *loop, int fd)
+/* Before an op's SQE that could name its fd's slot: the op then names
+ * the slot if this filled one (the update goes in front of it). Returns
+ * the fd's entry for prep_op_named, NULL if the op names no slot. */
+static int may_name_fixed_file(const pact_op_s *op);
+static pact_fd_entry *fixed_file_before_sqe(pact_loop *loop, const pact_op_s *op)
 {
-    pact_fd_entry *f = pact_fd_table_find(&loop->fds, fd);
+    if (!URING(loop)->files_cap || !may_name_fixed_file(op))
+        return NULL;
+    pact_fd_entry *f = pact_fd_table_find(&loop->fds, op->fd);
     if (f)
         fixed_file_count_use(loop, f);
+    return f;
 }
 
 /* The loop closes fd's file: the slot is emptied at the next submission
@@ -1720,13 +1725,12 @@ static int may_name_fixed_file(const pact_op_s *op)
     }
 }
 
-static void name_fixed_file(pact_loop *loop, pact_op_s *op,
-                            struct io_uring_sqe *sqe)
+/* The SQE names f's slot if it has one (f: op's fd entry, NULL if the
+ * op may name none or the fd has no entry). */
+static void name_fixed_file(pact_op_s *op, struct io_uring_sqe *sqe,
+                            const pact_fd_entry *f)
 {
     op->flags &= (uint16_t)~PACT_OPF_FIXED_FILE;
-    if (!may_name_fixed_file(op))
-        return;
-    const pact_fd_entry *f = pact_fd_table_find(&loop->fds, op->fd);
     if (!f || !fixed_slot1(f))
         return;
     sqe->fd = (int)fixed_slot1(f) - 1;
@@ -1734,7 +1738,22 @@ static void name_fixed_file(pact_loop *loop, pact_op_s *op,
     op->flags |= PACT_OPF_FIXED_FILE;
 }
 
+static void prep_op_named(pact_loop *loop, pact_op_s *op,
+                          struct io_uring_sqe *sqe, const pact_fd_entry *f);
+
+/* An op's SQE, which names the fd's fixed-file slot where it may. */
 static void prep_op(pact_loop *loop, pact_op_s *op, struct io_uring_sqe *sqe)
+{
+    const pact_fd_entry *f = NULL;
+    if (URING(loop)->files_cap && may_name_fixed_file(op))
+        f = pact_fd_table_find(&loop->fds, op->fd);
+    prep_op_named(loop, op, sqe, f);
+}
+
+/* prep_op with op's fd entry looked up already (uring_submit's, which
+ * counted the use): one lookup per submitted op, not two. */
+static void prep_op_named(pact_loop *loop, pact_op_s *op,
+                          struct io_uring_sqe *sqe, const pact_fd_entry *f)
 {
     switch ((pact_op_kind)op->kind) {
     case PACT_OP_RECV_MULTI:
@@ -1830,7 +1849,7 @@ static void prep_op(pact_loop *loop, pact_op_s *op, struct io_uring_sqe *sqe)
     }
     io_uring_sqe_set_data64(sqe, encode(op, TAG_OP));
     if (URING(loop)->files_cap)
-        name_fixed_file(loop, op, sqe);
+        name_fixed_file(op, sqe, f);
     /* Tests only: what a stream's first receive asks of the kernel is
      * seen nowhere else (tests/test_faults.c counts these). */
     if (PACT_FAULTS_BUILT_IN && sqe->opcode == IORING_OP_RECV &&
@@ -1898,8 +1917,8 @@ static int uring_submit(pact_loop *loop, pact_op_s *op)
         x->work_arg = op;
         return pact__pool_submit(loop, op);
     }
-    if (URING(loop)->files_cap && may_name_fixed_file(op))
-        fixed_file_before_sqe(loop, op->fd);
+    /* Entries never move (fd_table.h): f is still the fd's at prep. */
+    const pact_fd_entry *f = fixed_file_before_sqe(loop, op);
     /* An op that waited its turn has its deadline on the heap already. */
     int linked = op->timeout_ns && !pact_heap_contains(&op->deadline) &&
                  uring_supports_link_timeout(loop, op);
@@ -1908,7 +1927,7 @@ static int uring_submit(pact_loop *loop, pact_op_s *op)
         pact__op_defer(loop, op, -ENOMEM);
         return 0;
     }
-    prep_op(loop, op, sqe);
+    prep_op_named(loop, op, sqe, f);
     op->pending_cqes = 1;
     uring_engine *e = URING(loop);
     if ((op->flags & PACT_OPF_SILENT_OK) && op->kind == PACT_OP_SEND && !linked &&
@@ -2690,18 +2709,34 @@ static inline void slot_send_fixed(uring_engine *e, pact_send_slot *slot,
     sqe->flags |= IOSQE_FIXED_FILE;
 }
 
+/* The send by fd, once sq_has_room() said there is an SQE: what
+ * uring_slot_send_slow does then, without taking the SQE again. f: the
+ * fd's entry (NULL: none), whose slot the kernel has not filled. */
+static inline void slot_send_by_fd(pact_loop *loop, pact_send_slot *slot,
+                                   pact_fd_entry *f, int fd, const void *buf,
+                                   size_t len, int flags)
+{
+    uring_engine *e = URING(loop);
+    prep_slot_send(e, take_sqe(e), slot, fd, buf, len, flags);
+    if (f && !fixed_slot1(f))
+        fixed_file_count_use(loop, f); /* last, as uring_slot_send_slow */
+}
+
 /* The slot's last send went to another fd (the stream's write state was
  * another stream's before; sq_has_room() said there is an SQE): its
- * entry is looked up first. */
+ * entry is looked up first. A connection's first reply comes here, its
+ * socket without a slot yet (connect, one request, close: its only
+ * send), and goes by fd at once. */
 static PACT_SLOW_PATH int uring_slot_send_other_fd(pact_loop *loop,
                                                    pact_send_slot *slot, int fd,
                                                    const void *buf, size_t len,
                                                    int flags)
 {
-    const pact_fd_entry *f = slot->fd_entry = pact_fd_table_find(&loop->fds, fd);
-    if (!f || !fixed_file_ready(f))
-        return uring_slot_send_slow(loop, slot, fd, buf, len, flags);
-    slot_send_fixed(URING(loop), slot, f, buf, len, flags);
+    pact_fd_entry *f = slot->fd_entry = pact_fd_table_find(&loop->fds, fd);
+    if (f && fixed_file_ready(f))
+        slot_send_fixed(URING(loop), slot, f, buf, len, flags);
+    else
+        slot_send_by_fd(loop, slot, f, fd, buf, len, flags);
     return 0;
 }
 
