@@ -43,6 +43,25 @@ def records(sock):
         sock.settimeout(timeout)
 
 
+def ask_in_turn(loop, peer, requests, reply, done):
+    """The client of a thread: sends requests one after the other on the
+    blocking socket peer, each once the reply to the last (reply(msg))
+    has come, then sets done's result through call_soon_threadsafe (its
+    exception on a failure)."""
+    try:
+        for i in range(requests):
+            msg = b'%04d' % i
+            peer.sendall(msg)
+            want, got = reply(msg), b''
+            while len(got) < len(want):
+                got += peer.recv(100)
+            if got != want:
+                raise AssertionError((got, want))
+        loop.call_soon_threadsafe(done.set_result, None)
+    except BaseException as e:
+        loop.call_soon_threadsafe(done.set_exception, e)
+
+
 SO_TIMESTAMPNS = getattr(socket, 'SO_TIMESTAMPNS', 35)
 
 
@@ -445,22 +464,10 @@ class RepliesGoWithTheNextWaitTests(unittest.TestCase):
         # epoll_wait), of which an iteration makes one.
         requests = 200
         done = self.loop.create_future()
-
-        def client():
-            try:
-                for i in range(requests):
-                    msg = b'%04d' % i
-                    self.peer.sendall(msg)
-                    want, got = b'<' + msg + b'>', b''
-                    while len(got) < len(want):
-                        got += self.peer.recv(100)
-                    if got != want:
-                        raise AssertionError((got, want))
-                self.loop.call_soon_threadsafe(done.set_result, None)
-            except BaseException as e:
-                self.loop.call_soon_threadsafe(done.set_exception, e)
         before = self.loop.stats()
-        t = threading.Thread(target=client)
+        t = threading.Thread(target=ask_in_turn, args=(
+            self.loop, self.peer, requests, lambda msg: b'<' + msg + b'>',
+            done))
         t.start()
         self.loop.run_until_complete(done)
         t.join()
@@ -470,6 +477,53 @@ class RepliesGoWithTheNextWaitTests(unittest.TestCase):
         self.assertGreaterEqual(iterations, requests)
         self.assertLessEqual(enters, iterations + 1,
                              '%d system calls in %d iterations' % (enters, iterations))
+
+
+class TaskRepliesTests(unittest.TestCase):
+    def test_a_task_s_reply_costs_the_waits_asyncio_s_order_needs(self):
+        # A streams echo: data_received wakes the task, whose step writes
+        # the reply and awaits the next read. asyncio's order has the
+        # step's iteration poll before the step runs (what the poll finds
+        # runs after the step; what the step causes, in the iteration
+        # after: test_callback_order.py, test_iteration_order.py), and the
+        # iteration after the step sleeps until the next request. On
+        # io_uring's fast ring (receive 'multishot': DEFER_TASKRUN flags
+        # pending completions in user space) that poll makes no system
+        # call: one wait per request. epoll cannot look without one: an
+        # epoll_wait that finds nothing (the client waits for the reply),
+        # two per request. uvloop makes one by running ready handles
+        # before its poll, the order those tests refuse. Never more.
+        loop = pa.Loop(engine=ENGINE)
+        self.addCleanup(loop.close)
+        requests = 200
+        done = loop.create_future()
+        ours, peer = socket.socketpair()
+        self.addCleanup(peer.close)
+        peer.settimeout(10)
+
+        async def serve(reader, writer):
+            while data := await reader.read(1000):
+                writer.write(data)
+            writer.close()
+
+        async def start():
+            reader, writer = await asyncio.open_unix_connection(sock=ours)
+            return asyncio.ensure_future(serve(reader, writer))
+        task = loop.run_until_complete(start())
+        before = loop.stats()
+        t = threading.Thread(target=ask_in_turn, args=(
+            loop, peer, requests, lambda msg: msg, done))
+        t.start()
+        loop.run_until_complete(done)
+        t.join()
+        after = loop.stats()
+        peer.shutdown(socket.SHUT_WR)
+        loop.run_until_complete(task)
+        enters = after['enters'] - before['enters']
+        per_request = 1 if after['receive'] == 'multishot' else 2
+        # + the wake-up of done's call_soon_threadsafe
+        self.assertLessEqual(enters, per_request * requests + 5,
+                             '%d waits for %d requests' % (enters, requests))
 
 
 if __name__ == '__main__':
