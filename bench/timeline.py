@@ -63,6 +63,18 @@ in a task's own context also marks it running; a task that runs without
 making a traced event (loadgen inside recv) still counts as asleep then,
 so read both_asleep as an upper bound and check it with --list.
 
+With --srv-cpu (the server's CPU, whose every sched_switch the trace then
+holds) the server's runnable time (server_wait_us) is split by what that
+CPU ran meanwhile: its idle task (server_wait_idle_us: a wakeup queued to
+the idle CPU, until the switch), kernel threads (server_wait_kernel_us:
+ksoftirqd, kworkers, rcu, kdamond...) and other tasks
+(server_wait_tasks_us); server_waits_over_1ms counts the runnable spells
+over 1 ms per request, and server_wait_behind names the tasks it waited
+behind most (name:us per request). A woken task that does not preempt the
+one running waits until that one sleeps or a scheduler tick ends its
+slice (4 ms apart at HZ=250), which is what a server that shares its CPU
+with nothing of the bench waits for.
+
 --csv prints one line of values (--header its names); default: a report;
 --list prints each held sleep and each both-asleep gap over 100 us."""
 import argparse
@@ -95,6 +107,9 @@ PAIRS = {'both_run': (('run',), ('run',)),
          'both_asleep': (('sleep',), ('sleep',)),
          'server_runnable': (('wait',), ('run', 'sleep', 'wait')),
          'client_runnable': (('run', 'sleep'), ('wait',))}
+# Kernel threads, by name (perf script gives no flag for them).
+KERNEL_THREAD = re.compile(r'^(ksoftirqd|kworker|rcu|migration|kdamond|kcompactd|kswapd|'
+                           r'khugepaged|kthreadd|irq/|watchdog|cpuhp|idle_inject|oom_reaper)')
 PHASES = ('in_span', 'wait_read', 'to_reply', 'out_span', 'serve', 'client', 'cycle')
 COUNTS = ('syscalls', 'reads', 'read_eagain', 'sends', 'sends_partial',
           'send_eagain', 'sqes', 'sqe_recv', 'sqe_poll', 'sqe_send', 'cqes', 'cqe_recv',
@@ -123,6 +138,8 @@ def header():
     cols += ['held_p50_us', 'held_max_us', 'held_sum_ms', 'sleep_p50_us']
     for k in ('idle_cpu', 'sender', 'other'):
         cols += ['woken_' + k, 'woken_' + k + '_p50_us', 'woken_' + k + '_p90_us']
+    cols += ['server_wait_idle_us', 'server_wait_kernel_us', 'server_wait_tasks_us',
+             'server_waits_over_1ms', 'server_wait_behind']
     return ','.join(cols)
 
 
@@ -132,6 +149,8 @@ def main():
     ap.add_argument('--client-pid', type=int, default=-1, help="loadgen's thread")
     ap.add_argument('--port', type=int)
     ap.add_argument('--size', type=int, default=102400)
+    ap.add_argument('--srv-cpu', type=int, default=-1,
+                    help="the server's CPU (the trace holds all its switches)")
     ap.add_argument('--csv', action='store_true')
     ap.add_argument('--header', action='store_true')
     ap.add_argument('--list', action='store_true',
@@ -166,8 +185,26 @@ def main():
 
     both = collections.Counter()   # (server state, client state) -> seconds
     both_since = [None]
+    # What the server's CPU runs (its comm; 'idle' for its idle task), and
+    # the server's runnable time by it, from the last mark on.
+    cpu_runs = [None]
+    behind = collections.Counter()
+    mark = [None]
+    spell = [0.0]                  # the runnable spell so far
+    spells_over_1ms = [0]
+
+    def behind_to(t):
+        if mark[0] is not None and tasks[pid][0] == 'wait' and cpu_runs[0] is not None:
+            behind[cpu_runs[0]] += t - mark[0]
+            spell[0] += t - mark[0]
+        mark[0] = t
 
     def task_to(who, state, t):
+        if who == pid:
+            behind_to(t)
+            if tasks[pid][0] == 'wait' and state != 'wait':
+                spells_over_1ms[0] += spell[0] > 1e-3
+                spell[0] = 0.0
         if both_since[0] is not None:
             key = (tasks[pid][0], tasks[str(a.client_pid)][0])
             both[key] += t - both_since[0]
@@ -246,6 +283,11 @@ def main():
             continue
         if ev == 'sched:sched_switch':
             kv = dict(KV.findall(tr))
+            if int(m['cpu']) == a.srv_cpu:
+                behind_to(t)
+                nxt = kv.get('next_pid')
+                cpu_runs[0] = ('idle' if nxt == '0' else None if nxt == pid else
+                               re.search(r'next_comm=(.*?) next_pid=', tr).group(1))
             if kv.get('prev_pid') in tasks:
                 asleep = kv.get('prev_state', 'R')[:1] in ('S', 'D')
                 task_to(kv['prev_pid'], 'sleep' if asleep else 'wait', t)
@@ -388,6 +430,18 @@ def main():
     for k, (ss, cs) in PAIRS.items():
         vals[k + '_us'] = f'{sum(v for (x, y), v in both.items() if x in ss and y in cs) * 1e6 / n:.1f}'
     vals.update(vals_task)
+    kernel = sum(v for k, v in behind.items() if k != 'idle' and KERNEL_THREAD.match(k))
+    vals['server_wait_idle_us'] = f'{behind["idle"] * 1e6 / n:.2f}'
+    vals['server_wait_kernel_us'] = f'{kernel * 1e6 / n:.2f}'
+    vals['server_wait_tasks_us'] = f'{(sum(behind.values()) - behind["idle"] - kernel) * 1e6 / n:.2f}'
+    vals['server_waits_over_1ms'] = f'{spells_over_1ms[0] / n:.4f}'
+    # names without their CPU or number (kworker/0:1H -> kworker,
+    # ksoftirqd/0 -> ksoftirqd); no commas (CSV)
+    named = collections.Counter()
+    for k, v in behind.items():
+        k = 'kworker' if k.startswith('kworker/') else re.sub(r'[/-][0-9]+$', '', k)
+        named[k.replace(',', ' ')] += v
+    vals['server_wait_behind'] = ' '.join(f'{k}:{v * 1e6 / n:.2f}' for k, v in named.most_common(4))
     for c in COUNTS:
         vals['per_req_' + c] = f'{counts[c] / n:.3f}'
     vals['read_sizes'] = sizes

@@ -11,9 +11,13 @@
 # taken with request bytes already in the socket, and the time from the
 # request's last byte to the server's first read of it, to its first
 # reply byte and to its last; and for the server and loadgen alike the
-# time on a CPU, asleep and runnable but waiting for one, per request. Load-independent counts (per request) and
-# kernel timestamps; the times still stretch under load, so compare
-# loops traced in the same rounds (contenders alternate per round).
+# time on a CPU, asleep and runnable but waiting for one, per request.
+# Every task switch on the server's CPU is recorded too, so the server's
+# runnable time is split by what that CPU ran meanwhile (its idle task,
+# kernel threads, other tasks; timeline.py --srv-cpu).
+# Load-independent counts (per request) and kernel timestamps; the times
+# still stretch under load, so compare loops traced in the same rounds
+# (contenders alternate per round).
 # The trace costs the server time (every system call is an event): the
 # req/s of a traced run are not the bench's.
 #
@@ -58,7 +62,7 @@ for round in $(seq 1 "$ROUNDS"); do
         sleep "$(awk -v w="$WARM" -v s="$SECS" -v t="$TRACE_SECS" 'BEGIN { d = w + (s - t) / 2; print (d > 0 ? d : 0) }')"
         perf record -q -a -m 16M -o "$OUT/.trace.data" \
             -e tcp:tcp_probe --filter "data_len > 0 && (sport == $PORT || dport == $PORT)" \
-            -e sched:sched_switch --filter "prev_pid == $SRV || next_pid == $SRV || prev_pid == $LG_PID || next_pid == $LG_PID" \
+            -e sched:sched_switch --filter "prev_pid == $SRV || next_pid == $SRV || prev_pid == $LG_PID || next_pid == $LG_PID || CPU == $SRV_CPU" \
             -e sched:sched_wakeup --filter "pid == $SRV || pid == $LG_PID" \
             -e 'io_uring:*' \
             -e raw_syscalls:sys_enter --filter "common_pid == $SRV" \
@@ -67,7 +71,7 @@ for round in $(seq 1 "$ROUNDS"); do
         txt=$OUT/trace-$who-$round.txt
         perf script --show-lost-events -F comm,tid,cpu,time,event,trace -i "$OUT/.trace.data" \
             > "$txt" 2>/dev/null
-        row=$($PYTHON "$HERE/timeline.py" --pid $SRV --client-pid $LG_PID --port $PORT --size "$SIZE" --csv < "$txt")
+        row=$($PYTHON "$HERE/timeline.py" --pid $SRV --client-pid $LG_PID --srv-cpu "$SRV_CPU" --port $PORT --size "$SIZE" --csv < "$txt")
         wait $LG_PID || echo "timeline: $who: $(cat "$OUT/.loadgen")" >&2
         out=$(cat "$OUT/.loadgen")
         stop
