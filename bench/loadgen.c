@@ -29,8 +29,9 @@
  * With --server-pid, the server's CPU time (the nanoseconds in
  * /proc/PID/task/TID/schedstat, every thread summed) is read at
  * the start and the end of the measured window, so CPU per request excludes
- * warm-up; with --signal-server, SIGUSR1 is sent to the server at both
- * points (bench/alloc_count.c prints its counters then).
+ * warm-up, with its runnable time (server_wait_s) and the times it was put
+ * on a CPU (server_runs); with --signal-server, SIGUSR1 is sent to the
+ * server at both points (bench/alloc_count.c prints its counters then).
  *
  * Output: one line of key=value pairs on stdout.
  */
@@ -195,8 +196,12 @@ static void die(const char *what)
  * the answer. */
 static double server_cpu_ticks(void);
 /* Where it is not NULL, *wait_s gets the time the server's threads spent
- * runnable but not running (the second field of schedstat, summed). */
-static double server_cpu(double *wait_s)
+ * runnable but not running (the second field of schedstat, summed), and
+ * *runs the times they were put on a CPU (the third: one per wakeup from
+ * a sleep and one per preemption). The server waits each time it is put
+ * on its CPU again, behind the task that holds it or the CPU's wakeup
+ * from idle: server_wait_s over server_runs is that wait on average. */
+static double server_cpu(double *wait_s, double *runs)
 {
     if (!cfg.server_pid)
         return 0;
@@ -205,21 +210,22 @@ static double server_cpu(double *wait_s)
     DIR *d = opendir(path);
     if (!d)
         return -1;
-    unsigned long long ns = 0, waited = 0;
+    unsigned long long ns = 0, waited = 0, ran = 0;
     int threads = 0;
     struct dirent *de;
     while ((de = readdir(d))) {
         if (de->d_name[0] == '.')
             continue;
-        unsigned long long t, w;
+        unsigned long long t, w, r;
         snprintf(path, sizeof path, "/proc/%d/task/%.20s/schedstat", cfg.server_pid,
                  de->d_name);
         FILE *f = fopen(path, "r");
         if (!f)
             continue; /* the thread ended meanwhile */
-        if (fscanf(f, "%llu %llu", &t, &w) == 2) {
+        if (fscanf(f, "%llu %llu %llu", &t, &w, &r) == 3) {
             ns += t;
             waited += w;
+            ran += r;
             threads++;
         }
         fclose(f);
@@ -227,6 +233,8 @@ static double server_cpu(double *wait_s)
     closedir(d);
     if (wait_s)
         *wait_s = (double)waited / 1e9;
+    if (runs)
+        *runs = (double)ran;
     return threads ? (double)ns / 1e9 : -1;
 }
 
@@ -542,7 +550,7 @@ int main(int argc, char **argv)
     uint64_t t0 = now_ns();
     uint64_t t_measure = t0 + (uint64_t)(cfg.warmup * 1e9);
     uint64_t t_end = t_measure + (uint64_t)(cfg.duration * 1e9);
-    double cpu0 = 0, ticks0 = 0, srv_wait0 = 0, own_wait0 = 0, own_run0 = 0;
+    double cpu0 = 0, ticks0 = 0, srv_wait0 = 0, srv_runs0 = 0, own_wait0 = 0, own_run0 = 0;
     static unsigned long long steal0[STEAL_CPUS], steal1[STEAL_CPUS];
     uint64_t tm0 = 0;
     struct epoll_event evs[256];
@@ -553,7 +561,7 @@ int main(int argc, char **argv)
             tm0 = t;
             spikes.t0_ns = t;
             spikes.last_done_ns = t;
-            cpu0 = server_cpu(&srv_wait0);
+            cpu0 = server_cpu(&srv_wait0, &srv_runs0);
             own_wait0 = own_wait(&own_run0);
             ticks0 = server_cpu_ticks();
             read_steal(steal0);
@@ -587,10 +595,10 @@ int main(int argc, char **argv)
         }
     }
     uint64_t tm1 = now_ns();
-    double srv_wait1 = 0;
+    double srv_wait1 = 0, srv_runs1 = 0;
     double own_run1;
     double own_wait1 = own_wait(&own_run1);
-    double cpu1 = server_cpu(&srv_wait1);
+    double cpu1 = server_cpu(&srv_wait1, &srv_runs1);
     double ticks1 = server_cpu_ticks();
     int ncpus = read_steal(steal1);
     if (cfg.signal_server)
@@ -607,7 +615,7 @@ int main(int argc, char **argv)
            "cpu_s_per_mreq=%.3f server_threads=%d errors=%llu "
            "server_wait_s=%.4f load_wait_s=%.4f lat_max_us=%.1f over_1ms=%llu "
            "over_10ms=%llu gap_max_us=%.1f gap_at_ms=%.1f server_steal_s=%.2f "
-           "load_steal_s=%.2f load_cpu_s=%.4f\n",
+           "load_steal_s=%.2f load_cpu_s=%.4f server_runs=%.0f\n",
            (unsigned long long)msgs_total, secs, (double)msgs_total / secs,
            (double)bytes_total / secs / 1048576.0,
            (double)conns_total / secs, hist_pct(0.50), hist_pct(0.99),
@@ -618,7 +626,8 @@ int main(int argc, char **argv)
            (unsigned long long)spikes.over_10ms, (double)spikes.gap_max_ns / 1e3,
            spikes.gap_end_ns ? (double)(spikes.gap_end_ns - tm0) / 1e6 : 0.0,
            cfg.server_pid ? steal_of(cfg.server_pid, steal0, steal1, ncpus) : 0.0,
-           steal_of(0, steal0, steal1, ncpus), own_run1 - own_run0);
+           steal_of(0, steal0, steal1, ncpus), own_run1 - own_run0,
+           srv_runs1 - srv_runs0);
     if (spikes.log)
         fclose(spikes.log);
     return 0;

@@ -167,8 +167,11 @@ csv=$OUT/python.csv
 # (bench/spikes.sh looks at these closer); load_cpu_s: the load
 # generator's own CPU time in the window (near window_s in split: the
 # load, not the server, sets req/s, as at 100 KiB; bench/README.md "One
-# request's timeline").
-echo "bench,mode,size,placement,contender,rep,req_s,mib_s,p50_us,p99_us,server_cpu_s,cpu_us_per_req,load1,window_s,server_wait_s,load_wait_s,server_steal_s,load_steal_s,lat_max_us,over_1ms,load_cpu_s" > "$csv"
+# request's timeline"); server_runs: the times the server's threads were
+# put on a CPU within it (each wakeup from a sleep, each preemption; its
+# runnable time comes in these: bench/README.md "Where a runnable server
+# waits").
+echo "bench,mode,size,placement,contender,rep,req_s,mib_s,p50_us,p99_us,server_cpu_s,cpu_us_per_req,load1,window_s,server_wait_s,load_wait_s,server_steal_s,load_steal_s,lat_max_us,over_1ms,load_cpu_s,server_runs" > "$csv"
 
 # start_echo CONTENDER MODE: sets SRV_PID
 start_echo() {
@@ -189,9 +192,9 @@ echo_row() { # mode size placement who rep out
     local out=$6 reqs cpu per sched=
     reqs=$(kv_get "$out" reqs); cpu=$(kv_get "$out" server_cpu_s)
     per=$(awk -v c="$cpu" -v r="$reqs" 'BEGIN{ if (r > 0 && c != "") printf "%.2f", c * 1e6 / r }')
-    echo "echo,$1,$2,$3,$4,$5,$(kv_get "$out" req_s),$(kv_get "$out" mib_s),$(kv_get "$out" p50_us),$(kv_get "$out" p99_us),$cpu,$per,$(load1),$(kv_get "$out" secs),$(kv_get "$out" server_wait_s),$(kv_get "$out" load_wait_s),$(kv_get "$out" server_steal_s),$(kv_get "$out" load_steal_s),$(kv_get "$out" lat_max_us),$(kv_get "$out" over_1ms),$(kv_get "$out" load_cpu_s)" >> "$csv"
+    echo "echo,$1,$2,$3,$4,$5,$(kv_get "$out" req_s),$(kv_get "$out" mib_s),$(kv_get "$out" p50_us),$(kv_get "$out" p99_us),$cpu,$per,$(load1),$(kv_get "$out" secs),$(kv_get "$out" server_wait_s),$(kv_get "$out" load_wait_s),$(kv_get "$out" server_steal_s),$(kv_get "$out" load_steal_s),$(kv_get "$out" lat_max_us),$(kv_get "$out" over_1ms),$(kv_get "$out" load_cpu_s),$(kv_get "$out" server_runs)" >> "$csv"
     [ -n "$(kv_get "$out" secs)" ] &&
-        sched=" window=$(kv_get "$out" secs)s runnable-waiting server/load=$(kv_get "$out" server_wait_s)/$(kv_get "$out" load_wait_s)s load cpu=$(kv_get "$out" load_cpu_s)s steal=$(kv_get "$out" server_steal_s)/$(kv_get "$out" load_steal_s)s"
+        sched=" window=$(kv_get "$out" secs)s runnable-waiting server/load=$(kv_get "$out" server_wait_s)/$(kv_get "$out" load_wait_s)s load cpu=$(kv_get "$out" load_cpu_s)s server runs=$(kv_get "$out" server_runs) steal=$(kv_get "$out" server_steal_s)/$(kv_get "$out" load_steal_s)s"
     printf '  echo %-7s %6s %-6s %-10s req/s=%-7s cpu/req=%s us%s  (load %s)\n' "$1" "$2" "$3" "$4" \
         "$(kv_get "$out" req_s)" "$per" "$sched" "$(load1)"
 }
@@ -199,7 +202,7 @@ echo_row() { # mode size placement who rep out
 http_row() { # placement who rep req_s cpu reqs p50 p99
     local per
     per=$(awk -v c="$5" -v r="$6" 'BEGIN{ if (r > 0) printf "%.2f", c * 1e6 / r }')
-    echo "aiohttp,hello,0,$1,$2,$3,$4,,$7,$8,$5,$per,$(load1),,,,,,,," >> "$csv"
+    echo "aiohttp,hello,0,$1,$2,$3,$4,,$7,$8,$5,$per,$(load1),,,,,,,,," >> "$csv"
     printf '  aiohttp hello  %-6s %-10s req/s=%-7s cpu/req=%s us  (load %s)\n' "$1" "$2" "$4" "$per" "$(load1)"
 }
 
