@@ -1065,7 +1065,11 @@ static int ring_teardown_skips_waiting_io(const uring_engine *e)
  * 104 slots in turn spent 1.90 us per request in the copy instead of
  * 0.99, pact here 1.51, raw liburing 2.27, pact on epoll and in poll mode
  * 0.85 and 1.16. A smaller ring (8 or 16 buffers of 64 KiB) did not lower
- * CPU per request in 4 paired runs. */
+ * CPU per request in 4 paired runs. Nor did reading such messages by
+ * readiness into the loop's one buffer (large_receive's switch at 8 KiB
+ * without a hook): the copy got as cheap as raw epoll's, but a recv(2)
+ * and a send(2) per message cost as much (x1.04 split in 20 paired runs,
+ * x1.07 with a multishot poll; bench/README.md, Receive copy). */
 static unsigned incremental_default_count(unsigned bufsz)
 {
     unsigned n = PACT__RECV_BUFFER_COUNT_INCREMENTAL_DEFAULT;
@@ -2306,7 +2310,8 @@ static void arm_by_readiness(pact_loop *loop, pact_op_s *op)
  * cancel (the byte limit would wait 16 buffers' worth). By readiness it
  * stays while its bursts bring that much (recv_poll_cqe). Without the
  * hook only a full provided buffer's worth is large (bursts of a receive
- * that streams). */
+ * that streams): requests of 16 KiB read by readiness cost more server
+ * CPU, of 32 KiB not clearly less (recv_buffers_init). */
 static int large_receive(const pact_loop *loop, size_t bytes)
 {
     return loop->recv_large && bytes >= loop->recv_large;
