@@ -17,6 +17,11 @@
 #   CACHESIM=0       1: callgrind also simulates the caches
 #                    (--cache-sim=yes) and D1 misses per request (reads
 #                    and writes, of the same window) get a row
+#   CG_KEEP=DIR      each callgrind dump is kept as
+#                    DIR/SCENARIO.CONTENDER.rREP.callgrind, its requests in
+#                    DIR/SCENARIO.CONTENDER.rREP.requests: compare by
+#                    function or, built with -g, by source line
+#                    (callgrind_annotate --auto=yes; counts / requests)
 #   PLACEMENT=split  split: server on CPU 0, load on CPU 1; shared: both 0
 #   BASELINE=DIR     another build directory (configured as BUILD_DIR is,
 #                    say main's in another checkout): its pact servers run
@@ -51,6 +56,8 @@ ROOT=$(cd "$HERE/.." && pwd)
 BUILD=$(cd "${1:-$ROOT/build-bench}" && pwd)
 SCENARIO_LIST=${SCENARIOS:-"http_c50 http_c500 pp64_c50 pp64_c500"}
 SECS=${SECS:-3} REPS=${REPS:-1} CALLGRIND=${CALLGRIND:-1} CACHESIM=${CACHESIM:-0}
+CG_KEEP=${CG_KEEP:-}
+[ -z "$CG_KEEP" ] || { mkdir -p "$CG_KEEP" && CG_KEEP=$(cd "$CG_KEEP" && pwd); }
 PROFILE=${PROFILE:-0} FREQ=${FREQ:-4999} ROWS=${ROWS:-40}
 PLACEMENT=${PLACEMENT:-split}
 . "$HERE/lineup.sh"      # contenders, contender_cmd, SCENARIOS, HTTP_SCENARIOS
@@ -165,6 +172,10 @@ measure() {
         echo "$sc|$who|user-space instructions (callgrind)|$((CG_IR / reqs))" >>"$TMP/rows"
         if [ -n "$CG_D1" ]; then
             echo "$sc|$who|D1 misses (callgrind --cache-sim)|$(awk "BEGIN { print $CG_D1 / $reqs }")" >>"$TMP/rows"
+        fi
+        if [ -n "$CG_KEEP" ]; then
+            mv "$TMP"/cg.*.1 "$CG_KEEP/$sc.$who.r$rep.callgrind"
+            echo "$reqs" >"$CG_KEEP/$sc.$who.r$rep.requests"
         fi
     else
         echo "c_counts: $sc $who: no callgrind dump" >&2

@@ -99,9 +99,9 @@ void pact__endpoint_force_close(pact_resource *res);
 struct pact_endpoint {
     /* What a request does not touch first, so that what it does (res.kind
      * and on) ends the endpoint and joins the transport's fields behind
-     * it: in a socket stream (stream.h) a request's fields span 72 bytes,
-     * two cache lines wherever malloc puts it, where spread from offset 0
-     * they were three. */
+     * it: in a socket stream (stream.h) a request's fields are the 64
+     * bytes from offset 64, one cache line of the 64-byte aligned stream,
+     * where spread from offset 0 they were three. */
     pact_endpoint *parent; /* a server, for its connections; holds a ref */
     /* The endpoint's own place in the loop's ready queue: first its
      * connection_made, then its final close, so neither allocates a

@@ -345,16 +345,46 @@ typedef struct pact_stream_cached {
     struct pact_stream_cached *next;
 } pact_stream_cached;
 
-/* A zeroed stream, as calloc gives one: from the cache, else the heap. */
+/* Streams are 64-byte aligned, so that a request's fields of one lie in
+ * one cache line (stream.h). callgrind --cache-sim at 500 connections on
+ * io_uring (bench/c_counts.sh, medians of 2): D1 misses per request
+ * 8.1 -> 6.7 for the 64-byte echo, 13.8 -> 12.8 for HTTP under wrk (the
+ * stream's lines: about 2 -> 1). Carved from a malloc'd block
+ * STREAM_ALIGN_SLACK bytes longer (malloc aligns to 16: the stream starts
+ * 0, 16, 32 or 48 bytes in, alloc_pad says which), not taken from
+ * posix_memalign, whose leftover pieces the heap kept: about 110 bytes
+ * more per idle connection against these 48 (micro_pact
+ * idle_transport). Where malloc aligns to less, the stream is as
+ * aligned as its block is: only slower. */
+#define STREAM_ALIGN_SLACK 48
+
+static pact_stream *stream_carve(void *block)
+{
+    uintptr_t pad = (-(uintptr_t)block & 63u) & ~(uintptr_t)15u;
+    pact_stream *s = memset((char *)block + pad, 0, sizeof(pact_stream));
+    s->alloc_pad = (unsigned)(pad / 16);
+    return s;
+}
+
+static void stream_memory_free(pact_stream *s)
+{
+    free((char *)s - (size_t)s->alloc_pad * 16);
+}
+
+/* A zeroed stream (alloc_pad aside): from the cache, else the heap. */
 static pact_stream *stream_alloc(pact_loop *loop)
 {
     pact_stream_cached *c = loop->stream_cache;
-    if (!c)
-        return calloc(1, sizeof(pact_stream));
+    if (!c) {
+        void *block = malloc(sizeof(pact_stream) + STREAM_ALIGN_SLACK);
+        return block ? stream_carve(block) : NULL;
+    }
     loop->stream_cache = c->next;
     loop->stream_cached--;
     pact_stream *s = (pact_stream *)(void *)c;
+    unsigned pad = s->alloc_pad;
     memset(s, 0, sizeof *s);
+    s->alloc_pad = pad;
     return s;
 }
 
@@ -374,7 +404,7 @@ static void stream_release(pact_loop *loop, pact_stream *s)
 #else
     (void)loop;
 #endif
-    free(s);
+    stream_memory_free(s);
 }
 
 void pact__stream_cache_free(pact_loop *loop)
@@ -382,7 +412,7 @@ void pact__stream_cache_free(pact_loop *loop)
     pact_stream_cached *c = loop->stream_cache;
     while (c) {
         pact_stream_cached *next = c->next;
-        free(c);
+        stream_memory_free((pact_stream *)(void *)c); /* the link is all it overwrote */
         c = next;
     }
     loop->stream_cache = NULL;

@@ -223,15 +223,21 @@ typedef struct pact_stream {
     /* pause_reading ended a receive that read large messages by
      * readiness (pact__recv_reads_large): the next one starts so. */
     unsigned resume_by_readiness : 1;
-    /* has_held: EOF (0) or the error (-errno, above -4096) behind the
-     * held bytes. */
-    signed int held_result : 13;
-    pact_op read_op;
+    /* has_held: EOF (0) or the error (a negative errno: above -2048,
+     * as every errno value is) behind the held bytes. */
+    signed int held_result : 12;
+    /* How far into its malloc'd block the stream lies, in 16-byte steps
+     * (stream_alloc in stream.c: a 64-byte aligned stream). */
+    unsigned alloc_pad : 2;
+    /* Before read_op, which a request does not read: see the
+     * _Static_assert below. */
     pact_stream_more *more; /* NULL until needed (see above) */
+    pact_op read_op;
 } pact_stream;
 
 /* A server's idle connection is this struct plus its receive op (and the
- * engine's per-fd state): 136 bytes is a 144-byte malloc chunk, its
+ * engine's per-fd state): 136 bytes, carved 64-byte aligned from a
+ * 184-byte block (a 192-byte malloc chunk; stream_alloc), its
  * endpoint's ready node (24 bytes, so that connection_made and the final
  * close allocate no handle) included. Room for the node came from the
  * endpoint's kind name and force_close moving to its ops table
@@ -244,11 +250,13 @@ typedef struct pact_stream {
 _Static_assert(sizeof(pact_stream) <= 136, "pact_stream grew past 136 bytes");
 /* What a request reads of its stream (the ops through t.ep.res.kind,
  * loop, the endpoint's states, proto and user, the transport's and the
- * stream's bits, fd, more) lies in 72 bytes: two cache lines at any
- * 16-byte aligned address (endpoint.h). */
-_Static_assert(offsetof(pact_stream, more) + sizeof(void *) -
-                   offsetof(pact_stream, t.ep.res.kind) <= 72,
-               "a request's fields of pact_stream spread past 72 bytes");
+ * stream's bits, fd, more) lies in the 64 bytes from offset 64: one
+ * cache line, as streams are 64-byte aligned (stream_alloc in stream.c).
+ * In 72 bytes at a 16-byte aligned address it was two lines per
+ * request. */
+_Static_assert(offsetof(pact_stream, t.ep.res.kind) == 64 &&
+                   offsetof(pact_stream, more) + sizeof(void *) <= 128,
+               "a request's fields of pact_stream left its second cache line");
 
 /* The stream's pact_stream_more, taken on the first call (from the
  * loop's cache, else allocated); NULL on ENOMEM. */
