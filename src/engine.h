@@ -31,8 +31,11 @@ typedef struct pact_engine_ops {
     void (*forget)(struct pact_loop *loop);
     /* Hands an op to the kernel (or tries it now, on epoll). Returns 1 if
      * the engine armed op->timeout_ns itself (io_uring linked timeout),
-     * else 0. May complete the op at once through pact__op_defer(). */
-    int (*submit)(struct pact_loop *loop, pact_op_s *op);
+     * else 0. May complete the op at once through pact__op_defer(). f:
+     * the entry of op's fd when the op layer has it (an op that keeps its
+     * fd's order, op.c), else NULL: an engine that needs it then looks it
+     * up itself. */
+    int (*submit)(struct pact_loop *loop, pact_op_s *op, struct pact_fd_entry *f);
     /* Asks for an in-flight op to be cancelled. The op completes later
      * through pact__op_kernel_done() / pact__op_defer(), never from
      * inside this call. */

@@ -492,12 +492,13 @@ static int order_direction(const pact_op_s *op)
 }
 
 /* Hands an op to the engine (or the thread pool); a deadline the engine
- * did not take goes on the loop's heap. */
-static void submit_now(pact_loop *loop, pact_op_s *op)
+ * did not take goes on the loop's heap. f: op's fd entry, if order_wait
+ * looked it up (the engine need not look it up again), else NULL. */
+static void submit_now(pact_loop *loop, pact_op_s *op, pact_fd_entry *f)
 {
     int engine_armed_deadline = (op->flags & PACT_OPF_OFFLOAD)
                                     ? pact__pool_submit(loop, op)
-                                    : loop->engine->submit(loop, op);
+                                    : loop->engine->submit(loop, op, f);
     if (op->timeout_ns && !engine_armed_deadline &&
         op->state == PACT_OP_INFLIGHT && !pact_heap_contains(&op->deadline) &&
         arm_heap_deadline(loop, op) != 0)
@@ -505,13 +506,15 @@ static void submit_now(pact_loop *loop, pact_op_s *op)
 }
 
 /* Returns 1 if op must wait for an earlier op of its fd (it is queued),
- * 0 if it may go to the engine now (it is its fd's head). */
-static int order_wait(pact_loop *loop, pact_op_s *op)
+ * 0 if it may go to the engine now (it is its fd's head). *fp: the fd's
+ * entry, NULL for an op that keeps no order. */
+static int order_wait(pact_loop *loop, pact_op_s *op, pact_fd_entry **fp)
 {
+    *fp = NULL;
     int dir = order_direction(op);
     if (dir < 0)
         return 0;
-    pact_fd_entry *f = pact_fd_table_get(&loop->fds, op->fd);
+    pact_fd_entry *f = *fp = pact_fd_table_get(&loop->fds, op->fd);
     if (!f)
         return 0; /* ENOMEM: unordered rather than not at all */
     if (f->order_bits & ORDER_BUSY(dir)) {
@@ -564,7 +567,7 @@ static void order_release(pact_loop *loop, pact_op_s *op)
         next->flags &= ~PACT_OPF_ORDER_WAITING;
         next->flags |= PACT_OPF_ORDER_HEAD;
         f->order_bits |= ORDER_BUSY(dir);
-        submit_now(loop, next);
+        submit_now(loop, next, f);
     }
     f->order_bits &= (uint8_t)~ORDER_RELEASING(dir);
 }
@@ -601,13 +604,14 @@ void pact__ops_flush(pact_loop *loop)
             op->len > 1 && !(op->flags & PACT_OPF_INTERNAL) &&
             PACT_FAULT(PACT_FAULT_SHORT_IO))
             op->len = (op->len + 1) / 2;
-        if (order_wait(loop, op)) {
+        pact_fd_entry *f;
+        if (order_wait(loop, op, &f)) {
             /* Waits its turn; its deadline runs from now, on the heap. */
             if (op->timeout_ns && arm_heap_deadline(loop, op) != 0)
                 pact__error(loop, -ENOMEM, "cannot arm an operation's deadline");
             continue;
         }
-        submit_now(loop, op);
+        submit_now(loop, op, f);
     }
 }
 

@@ -158,9 +158,10 @@ static void ep_forget(pact_loop *loop)
     ep_destroy(loop);
 }
 
-static fd_entry *fd_get(pact_loop *loop, int fd)
+/* f (an entry of the table, or NULL), its queues made. */
+static fd_entry *fd_ready(pact_fd_entry *base)
 {
-    fd_entry *f = (fd_entry *)pact_fd_table_get(&loop->fds, fd);
+    fd_entry *f = (fd_entry *)base;
     /* Entries start zeroed (the op layer may have made this one first):
      * a NULL list head means the queues are not made yet. */
     if (f && !f->queues[QUEUE_READ].next) {
@@ -168,6 +169,11 @@ static fd_entry *fd_get(pact_loop *loop, int fd)
             pact_list_init(&f->queues[q]);
     }
     return f;
+}
+
+static fd_entry *fd_get(pact_loop *loop, int fd)
+{
+    return fd_ready(pact_fd_table_get(&loop->fds, fd));
 }
 
 /* The entry of an fd that has had an op with the engine, or NULL. */
@@ -632,10 +638,10 @@ static void prepare_fd(fd_entry *f, int fd, int again)
         set_file_kind(f, FD_FILE_NOWAIT);
 }
 
-static int ep_submit(pact_loop *loop, pact_op_s *op)
+static int ep_submit(pact_loop *loop, pact_op_s *op, pact_fd_entry *entry)
 {
     epoll_engine *e = EPOLL_ENGINE(loop);
-    fd_entry *f = fd_get(loop, op->fd);
+    fd_entry *f = entry ? fd_ready(entry) : fd_get(loop, op->fd);
     if (!f) {
         pact__op_defer(loop, op, -ENOMEM);
         return 0;

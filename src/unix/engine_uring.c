@@ -1382,13 +1382,16 @@ static void fixed_file_count_use(pact_loop *loop, pact_fd_entry *f)
 
 /* Before an op's SQE that could name its fd's slot: the op then names
  * the slot if this filled one (the update goes in front of it). Returns
- * the fd's entry for prep_op_named, NULL if the op names no slot. */
+ * the fd's entry for prep_op_named, NULL if the op names no slot. f: the
+ * entry if the op layer has it (uring_submit), else NULL. */
 static int may_name_fixed_file(const pact_op_s *op);
-static pact_fd_entry *fixed_file_before_sqe(pact_loop *loop, const pact_op_s *op)
+static pact_fd_entry *fixed_file_before_sqe(pact_loop *loop, const pact_op_s *op,
+                                            pact_fd_entry *f)
 {
     if (!URING(loop)->files_cap || !may_name_fixed_file(op))
         return NULL;
-    pact_fd_entry *f = pact_fd_table_find(&loop->fds, op->fd);
+    if (!f)
+        f = pact_fd_table_find(&loop->fds, op->fd);
     if (f)
         fixed_file_count_use(loop, f);
     return f;
@@ -1908,7 +1911,7 @@ static int goes_to_the_pool(pact_loop *loop, const pact_op_s *op)
  * were started (the op layer's per-fd order, op.c): the kernel wakes poll
  * waiters last-armed-first, so two recvs in the kernel at once got their
  * bytes in reverse order. */
-static int uring_submit(pact_loop *loop, pact_op_s *op)
+static int uring_submit(pact_loop *loop, pact_op_s *op, pact_fd_entry *entry)
 {
     if (goes_to_the_pool(loop, op)) {
         pact_op_ext *x = pact__op_ext(loop, op);
@@ -1922,7 +1925,7 @@ static int uring_submit(pact_loop *loop, pact_op_s *op)
         return pact__pool_submit(loop, op);
     }
     /* Entries never move (fd_table.h): f is still the fd's at prep. */
-    const pact_fd_entry *f = fixed_file_before_sqe(loop, op);
+    const pact_fd_entry *f = fixed_file_before_sqe(loop, op, entry);
     /* An op that waited its turn has its deadline on the heap already. */
     int linked = op->timeout_ns && !pact_heap_contains(&op->deadline) &&
                  uring_supports_link_timeout(loop, op);

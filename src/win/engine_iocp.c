@@ -360,8 +360,9 @@ static void multi_packet(pact_loop *loop, pact_op_s *op, DWORD bytes)
     }
 }
 
-static int iocp_submit(pact_loop *loop, pact_op_s *op)
+static int iocp_submit(pact_loop *loop, pact_op_s *op, pact_fd_entry *f)
 {
+    (void)f; /* the completion port keeps no per-fd state of the loop's */
     memset(&op->overlapped, 0, sizeof op->overlapped);
     int r;
     switch ((pact_op_kind)op->kind) {
