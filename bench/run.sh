@@ -127,6 +127,22 @@ server_cmd() {
 
 KEYS="req_s mib_s conns_s p50_us p99_us p999_us server_cpu_s cpu_s_per_mreq server_threads"
 
+# rotated K LIST...: LIST from its (K mod length)-th element on, wrapping
+# round. Each repetition of network and http starts its interleaved order
+# at another contender, so that what the runs before a contender leave
+# behind falls on every contender in turn, not on the same ones each
+# time. A fixed order did not spread it: in the quiet run of d669437
+# (bench/results/network.csv), the two contenders that always ran first in
+# split churn (raw_uring, raw_epoll) had no run with a latency tail (p99
+# over 30 ms) in 10, the seven after them 14 in 35, and tail runs
+# averaged 11.9k connections per second against 13.1k (a churn run, for one,
+# leaves the kernel's TIME_WAIT table fuller for the runs after it).
+rotated() {
+    local k=$1 i; shift
+    local a=("$@")
+    for ((i = 0; i < ${#a[@]}; i++)); do echo "${a[(i + k) % ${#a[@]}]}"; done
+}
+
 PORT=20000
 next_port() { PORT=$(( PORT >= 29000 ? 20000 : PORT + 1 )); }
 
@@ -192,7 +208,7 @@ run_network() {
             for placement in split shared; do
                 local ccpu=$CLI_CPU
                 [ $placement = shared ] && ccpu=$SRV_CPU
-                for who in "${who_list[@]}"; do
+                for who in $(rotated $((rep - 1)) "${who_list[@]}"); do
                     n=$((n + 1))
                     start_server "$who" "$SRV_CPU"
                     local out
@@ -252,7 +268,7 @@ run_http() {
             for placement in split shared; do
                 local ccpu=$CLI_CPU
                 [ $placement = shared ] && ccpu=$SRV_CPU
-                for who in "${who_list[@]}"; do
+                for who in $(rotated $((rep - 1)) "${who_list[@]}"); do
                     n=$((n + 1))
                     start_server "$who" "$SRV_CPU"
                     local url=http://127.0.0.1:$PORT/ out="" cpu0 cpu1 tick0 tick1 threads=""
