@@ -109,43 +109,20 @@ static void report_exception(DatagramObject *self, PyObject *message)
     pact_py_endpoint_report(PACT_PY_ENDPOINT(self), message);
 }
 
-/* A protocol callback raised: reported as asyncio reports an exception
- * escaping a callback it runs ("Exception in callback ..."); the
- * transport goes on. */
-static void callback_failed(DatagramObject *self, PyObject *name)
+/* A protocol callback raised: asyncio makes these calls from its reader
+ * callback or from handles of their own, so it is reported as a handle's
+ * exception, and the transport goes on. */
+static void callback_failed(DatagramObject *self, PyObject *name, PyObject *a1,
+                            PyObject *a2)
 {
-    PyObject *msg = PyUnicode_FromFormat("Exception in callback %s.%U()",
-                                         self->protocol
-                                             ? Py_TYPE(self->protocol)->tp_name
-                                             : "protocol",
-                                         name);
-    if (!msg) {
-        PyErr_WriteUnraisable((PyObject *)self);
-        return;
-    }
-    report_exception(self, msg);
-    Py_DECREF(msg);
+    pact_py_endpoint_callback_failed(PACT_PY_ENDPOINT(self), name, a1, a2);
 }
 
-/* asyncio's _fatal_error for an exception that is not an OSError: the
- * exception handler hears it, the transport ends with it. */
+/* asyncio's _fatal_error: the transport ends with the exception. */
 static void fatal_error(DatagramObject *self, const char *message)
 {
-    PyObject *et, *ev, *tb;
-    PyErr_Fetch(&et, &ev, &tb);
-    PyErr_NormalizeException(&et, &ev, &tb);
-    if (tb && ev)
-        PyException_SetTraceback(ev, tb);
-    if (ev && self->ep && !self->lost_exc)
-        self->lost_exc = Py_NewRef(ev);
-    PyErr_Restore(et, ev, tb);
-    PyObject *msg = PyUnicode_FromString(message);
-    if (msg) {
-        report_exception(self, msg);
-        Py_DECREF(msg);
-    } else {
-        PyErr_WriteUnraisable((PyObject *)self);
-    }
+    pact_py_endpoint_fatal_error(PACT_PY_ENDPOINT(self), message,
+                                 self->ep != NULL);
     if (self->ep) {
         self->closing = 1;
         pact_py_endpoint_lost_soon(PACT_PY_ENDPOINT(self));
@@ -452,7 +429,7 @@ static void deliver_made(DatagramObject *self)
     PyObject *r = protocol_call(self, method.connection_made, (PyObject *)self,
                                 NULL);
     if (!r)
-        callback_failed(self, method.connection_made);
+        callback_failed(self, method.connection_made, (PyObject *)self, NULL);
     Py_XDECREF(r);
     if (self->reading_held) {
         self->reading_held = 0;
@@ -481,7 +458,7 @@ static void on_datagram(pact_datagram *ep, const void *data, size_t len,
     size_t room;
     PyObject *bytes = pact_py_received_bytes(loop, data, len, &room);
     if (!bytes) {
-        callback_failed(self, method.datagram_received);
+        callback_failed(self, method.datagram_received, NULL, NULL);
         return;
     }
     PyObject *from;
@@ -491,8 +468,8 @@ static void on_datagram(pact_datagram *ep, const void *data, size_t len,
     } else {
         from = address_to_python(addr, addrlen);
         if (!from) {
+            callback_failed(self, method.datagram_received, NULL, NULL);
             pact_py_received_bytes_done(loop, bytes, room);
-            callback_failed(self, method.datagram_received);
             return;
         }
         if (addr && addrlen <= sizeof self->recv_ss) {
@@ -502,18 +479,18 @@ static void on_datagram(pact_datagram *ep, const void *data, size_t len,
         }
     }
     PyObject *r = protocol_call(self, method.datagram_received, bytes, from);
+    if (!r)
+        callback_failed(self, method.datagram_received, bytes, from);
+    Py_XDECREF(r);
     pact_py_received_bytes_done(loop, bytes, room);
     Py_DECREF(from);
-    if (!r)
-        callback_failed(self, method.datagram_received);
-    Py_XDECREF(r);
 }
 
 static void call_error_received(DatagramObject *self, PyObject *exc)
 {
     PyObject *r = protocol_call(self, method.error_received, exc, NULL);
     if (!r)
-        callback_failed(self, method.error_received);
+        callback_failed(self, method.error_received, exc, NULL);
     Py_XDECREF(r);
 }
 
@@ -549,14 +526,9 @@ static void deliver_lost(DatagramObject *self, int err)
         exc = Py_NewRef(Py_None);
     }
     PyObject *r = protocol_call(self, method.connection_lost, exc, NULL);
+    if (!r)
+        callback_failed(self, method.connection_lost, exc, NULL);
     Py_DECREF(exc);
-    if (!r) {
-        if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
-            PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
-            pact_py_keep_exception(self->loop);
-        else
-            PyErr_WriteUnraisable((PyObject *)self);
-    }
     Py_XDECREF(r);
 }
 

@@ -145,6 +145,86 @@ void pact_py_endpoint_report(pact_py_endpoint *self, PyObject *message)
                              self->protocol);
 }
 
+void pact_py_endpoint_callback_failed(pact_py_endpoint *self, PyObject *name,
+                                      PyObject *a1, PyObject *a2)
+{
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyObject *callback = self->protocol ? PyObject_GetAttr(self->protocol, name)
+                                        : NULL;
+    PyObject *args = !callback ? NULL
+                     : a2      ? PyTuple_Pack(2, a1, a2)
+                     : a1      ? PyTuple_Pack(1, a1)
+                               : PyTuple_New(0);
+    PyErr_Clear();
+    PyErr_Restore(et, ev, tb);
+    int r = args ? pact_py_report_as_handle(self->loop, callback, args,
+                                            self->context ? self->context
+                                                          : Py_None)
+                 : -1;
+    Py_XDECREF(callback);
+    Py_XDECREF(args);
+    if (r < 0) {
+        if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
+            PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
+            pact_py_keep_exception(self->loop);
+        else
+            PyErr_WriteUnraisable((PyObject *)self);
+    }
+}
+
+/* asyncio.log.logger.debug("%r: %s", transport, message, exc_info=exc) */
+static void log_debug(PyObject *transport, PyObject *message, PyObject *exc)
+{
+    PyObject *log = PyImport_ImportModule("asyncio.log");
+    PyObject *logger = log ? PyObject_GetAttrString(log, "logger") : NULL;
+    PyObject *debug = logger ? PyObject_GetAttrString(logger, "debug") : NULL;
+    PyObject *args = debug ? Py_BuildValue("(sOO)", "%r: %s", transport,
+                                           message)
+                           : NULL;
+    PyObject *kwargs = args ? Py_BuildValue("{s:O}", "exc_info", exc) : NULL;
+    PyObject *r = kwargs ? PyObject_Call(debug, args, kwargs) : NULL;
+    Py_XDECREF(r);
+    Py_XDECREF(kwargs);
+    Py_XDECREF(args);
+    Py_XDECREF(debug);
+    Py_XDECREF(logger);
+    Py_XDECREF(log);
+    if (!r)
+        PyErr_WriteUnraisable(transport);
+}
+
+void pact_py_endpoint_fatal_error(pact_py_endpoint *self, const char *message,
+                                  int ends)
+{
+    if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
+        PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
+        pact_py_keep_exception(self->loop);
+        return;
+    }
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyErr_NormalizeException(&et, &ev, &tb);
+    if (tb && ev)
+        PyException_SetTraceback(ev, tb);
+    if (ends && ev && !self->lost_exc)
+        self->lost_exc = Py_NewRef(ev);
+    PyObject *msg = PyUnicode_FromString(message);
+    if (!msg) {
+        PyErr_WriteUnraisable((PyObject *)self);
+    } else if (ev && PyErr_GivenExceptionMatches(ev, PyExc_OSError)) {
+        if (self->loop->debug)
+            log_debug((PyObject *)self, msg, ev);
+    } else {
+        PyErr_Restore(Py_XNewRef(et), Py_XNewRef(ev), Py_XNewRef(tb));
+        pact_py_endpoint_report(self, msg);
+    }
+    Py_XDECREF(msg);
+    Py_XDECREF(et);
+    Py_XDECREF(ev);
+    Py_XDECREF(tb);
+}
+
 void pact_py_endpoint_made(pact_py_endpoint *self)
 {
     if (!self->waiter)
@@ -285,7 +365,9 @@ int pact_py_write_buffer_limits(PyObject *args, PyObject *kwds,
             return -1;
     }
     if (lo == Py_None) {
-        *low = *high / 4;
+        /* high // 4, rounded down as Python's // (the message of a
+         * negative high names the same low as asyncio's). */
+        *low = *high >= 0 ? *high / 4 : -((3 - *high) / 4);
     } else {
         *low = PyLong_AsSsize_t(lo);
         if (*low == -1 && PyErr_Occurred())

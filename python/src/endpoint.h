@@ -99,6 +99,27 @@ PyObject *pact_py_endpoint_call(pact_py_endpoint *self, PyObject *name,
  * raise after its iteration. Clears the exception. */
 void pact_py_endpoint_report(pact_py_endpoint *self, PyObject *message);
 
+/* The protocol's callback name(a1, a2) (a1, a2 may be NULL) raised the
+ * current exception, a call asyncio makes from a handle of its own
+ * (connection_made and connection_lost, scheduled with call_soon; a read
+ * pipe's data_received and a datagram endpoint's calls, from its reader
+ * callback): reported as Handle._run reports it (message "Exception in
+ * callback ...", keys 'exception' and 'handle'), and the endpoint goes
+ * on. SystemExit and KeyboardInterrupt are kept for the loop to raise
+ * after its iteration. Clears the exception. */
+void pact_py_endpoint_callback_failed(pact_py_endpoint *self, PyObject *name,
+                                      PyObject *a1, PyObject *a2);
+
+/* asyncio's _fatal_error for the current exception, which ends the
+ * endpoint (ends 1: it is still up; the caller then aborts it): the
+ * exception becomes connection_lost's argument; an OSError is logged in
+ * debug mode only, anything else goes to the exception handler with
+ * message, 'exception', 'transport' and 'protocol'. SystemExit and
+ * KeyboardInterrupt are kept for the loop to raise after its iteration.
+ * Clears the exception. */
+void pact_py_endpoint_fatal_error(pact_py_endpoint *self, const char *message,
+                                  int ends);
+
 /* After the protocol's connection_made: the waiter's result. */
 void pact_py_endpoint_made(pact_py_endpoint *self);
 

@@ -210,6 +210,27 @@ static int callback_failed(PyObject *h)
     return 0;
 }
 
+int pact_py_report_as_handle(LoopObject *loop, PyObject *callback,
+                             PyObject *args, PyObject *context)
+{
+    if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
+        PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
+        return -1;
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyObject *h = pact_py_handle_new(loop, callback, args, context);
+    if (!h) {
+        Py_XDECREF(et);
+        Py_XDECREF(ev);
+        Py_XDECREF(tb);
+        return -1;
+    }
+    PyErr_Restore(et, ev, tb);
+    int r = callback_failed(h);
+    Py_DECREF(h);
+    return r;
+}
+
 int pact_py_handle_run(LoopObject *loop, PyObject *h)
 {
     PyObject *r;

@@ -162,6 +162,14 @@ int pact_py_timer_scheduled(PyObject *handle);
  * loop's _run_handle_debug); -1 only for SystemExit, KeyboardInterrupt or
  * a failure to report the callback's exception. */
 int pact_py_handle_run(LoopObject *loop, PyObject *handle);
+/* The current exception, raised by callback(*args) run in context where
+ * asyncio runs that call as a handle of its own: reported as Handle._run
+ * reports it (the exception handler with "Exception in callback ...",
+ * 'exception' and 'handle', a handle made for the report). -1 with the
+ * exception still set for SystemExit and KeyboardInterrupt, or with
+ * another one if the report failed; 0 once reported. */
+int pact_py_report_as_handle(LoopObject *loop, PyObject *callback,
+                             PyObject *args, PyObject *context);
 
 /* The Loop type object (module.c). */
 extern PyTypeObject *pact_py_loop_type;

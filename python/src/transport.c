@@ -104,14 +104,15 @@ static PyObject *protocol_call(TransportObject *self, PyObject *name,
     return pact_py_endpoint_call(PACT_PY_ENDPOINT(self), name, arg, NULL);
 }
 
-/* An exception escaped a protocol callback: asyncio's _fatal_error (report
- * to the exception handler, abort the connection). SystemExit and
- * KeyboardInterrupt are kept for the loop to raise after its iteration. */
+/* An exception escaped a protocol callback asyncio's transport calls in
+ * its reader (data_received, eof_received, get_buffer, buffer_updated):
+ * asyncio's _fatal_error (the exception handler hears it unless it is an
+ * OSError, the connection is aborted and connection_lost gets it).
+ * SystemExit and KeyboardInterrupt are kept for the loop to raise after
+ * its iteration. */
 static void protocol_failed(TransportObject *self, const char *what)
 {
-    PyObject *message = PyUnicode_FromString(what);
-    pact_py_endpoint_report(PACT_PY_ENDPOINT(self), message);
-    Py_XDECREF(message);
+    pact_py_endpoint_fatal_error(PACT_PY_ENDPOINT(self), what, self->t != NULL);
     if (self->t) {
         pact_py_endpoint_lost_soon(PACT_PY_ENDPOINT(self));
         pact_transport_abort(self->t);
@@ -146,16 +147,19 @@ static void release_reading(TransportObject *self)
         pact_transport_resume_reading(self->t);
 }
 
-/* The protocol's connection_made, once, then the waiter's result. */
+/* The protocol's connection_made, once, then the waiter's result. asyncio
+ * calls connection_made from a handle: one that raises is reported as a
+ * handle's exception, and the transport goes on (its reader and the
+ * waiter's result are handles of their own). */
 static void deliver_made(TransportObject *self)
 {
     self->made_turn = PACT_PY_MADE_DONE;
     PyObject *r = protocol_call(self, method.connection_made, (PyObject *)self);
-    if (!r) {
-        protocol_failed(self, "protocol.connection_made() call failed.");
-        return;
-    }
-    Py_DECREF(r);
+    if (!r)
+        pact_py_endpoint_callback_failed(PACT_PY_ENDPOINT(self),
+                                         method.connection_made,
+                                         (PyObject *)self, NULL);
+    Py_XDECREF(r);
     release_reading(self);
     pact_py_endpoint_made(PACT_PY_ENDPOINT(self));
 }
@@ -182,6 +186,14 @@ static void on_data(pact_transport *t, const void *data, size_t len, void *user)
         return;
     }
     PyObject *r = protocol_call(self, method.data_received, bytes);
+    if (!r && self->kind == PACT_STREAM_READ_PIPE) {
+        /* asyncio's read pipe calls data_received unguarded in its reader
+         * callback: the handle's exception is reported, reading goes on. */
+        pact_py_endpoint_callback_failed(PACT_PY_ENDPOINT(self),
+                                         method.data_received, bytes, NULL);
+        pact_py_received_bytes_done(loop, bytes, room);
+        return;
+    }
     pact_py_received_bytes_done(loop, bytes, room);
     if (!r) {
         protocol_failed(self, "Fatal error: protocol.data_received() call failed.");
@@ -335,14 +347,12 @@ static void deliver_lost(TransportObject *self, int err)
         exc = Py_NewRef(Py_None);
     }
     PyObject *r = protocol_call(self, method.connection_lost, exc);
+    /* asyncio calls it from a handle (_call_connection_lost), which
+     * reports what it raises. */
+    if (!r)
+        pact_py_endpoint_callback_failed(PACT_PY_ENDPOINT(self),
+                                         method.connection_lost, exc, NULL);
     Py_DECREF(exc);
-    if (!r) {
-        if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
-            PyErr_ExceptionMatches(PyExc_KeyboardInterrupt))
-            pact_py_keep_exception(self->loop);
-        else
-            PyErr_WriteUnraisable((PyObject *)self);
-    }
     Py_XDECREF(r);
     if (self->server) {
         PyObject *d = PyObject_CallMethod(self->server, "_detach", NULL);
@@ -453,7 +463,15 @@ static PyObject *Transport_connection_lost_turn(TransportObject *self,
 
 /* The protocol's pause_writing / resume_writing as pact's buffer crosses
  * the marks, also while a close drains it (pact takes writes then, as
- * asyncio's socket transport does). */
+ * asyncio's socket transport does). One that raises is reported as
+ * asyncio's _FlowControlMixin reports it, and the transport goes on. */
+static void flow_call_failed(TransportObject *self, const char *what)
+{
+    PyObject *message = PyUnicode_FromString(what);
+    pact_py_endpoint_report(PACT_PY_ENDPOINT(self), message);
+    Py_XDECREF(message);
+}
+
 static void on_pause_writing(pact_transport *t, void *user)
 {
     (void)t;
@@ -465,7 +483,7 @@ static void on_pause_writing(pact_transport *t, void *user)
     self->protocol_paused = 1;
     PyObject *r = protocol_call(self, method.pause_writing, NULL);
     if (!r)
-        protocol_failed(self, "protocol.pause_writing() failed");
+        flow_call_failed(self, "protocol.pause_writing() failed");
     Py_XDECREF(r);
 }
 
@@ -478,7 +496,7 @@ static void on_resume_writing(pact_transport *t, void *user)
     self->protocol_paused = 0;
     PyObject *r = protocol_call(self, method.resume_writing, NULL);
     if (!r)
-        protocol_failed(self, "protocol.resume_writing() failed");
+        flow_call_failed(self, "protocol.resume_writing() failed");
     Py_XDECREF(r);
 }
 
@@ -497,20 +515,36 @@ static void *on_get_buffer(pact_transport *t, size_t size_hint, size_t *len,
         *len = 0;
         return NULL;
     }
+    /* asyncio's checks, in its order: len(buf) (an error or 0 is the
+     * protocol's failure), then recv_into's refusal of a buffer it cannot
+     * write into (a read error). */
+    Py_ssize_t size = PyObject_Size(buf);
+    if (size <= 0) {
+        Py_DECREF(buf);
+        if (size == 0)
+            PyErr_SetString(PyExc_RuntimeError,
+                            "get_buffer() returned an empty buffer");
+        protocol_failed(self, "Fatal error: protocol.get_buffer() call failed.");
+        *len = 0;
+        return NULL;
+    }
     int r = PyObject_GetBuffer(buf, &self->recv_view, PyBUF_WRITABLE);
-    Py_DECREF(buf);
-    if (r < 0) {
-        protocol_failed(self, "Fatal error: protocol.get_buffer() call failed.");
-        *len = 0;
-        return NULL;
-    }
-    if (self->recv_view.len == 0) {
+    if (r == 0 && self->recv_view.len == 0) {
         PyBuffer_Release(&self->recv_view);
-        PyErr_SetString(PyExc_RuntimeError, "get_buffer() returned an empty buffer");
-        protocol_failed(self, "Fatal error: protocol.get_buffer() call failed.");
+        r = -1;
+    }
+    if (r < 0) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError,
+                     "recv_into() argument 1 must be read-write bytes-like "
+                     "object, not %.100s",
+                     Py_TYPE(buf)->tp_name);
+        Py_DECREF(buf);
+        protocol_failed(self, "Fatal read error on socket transport");
         *len = 0;
         return NULL;
     }
+    Py_DECREF(buf);
     *len = (size_t)self->recv_view.len;
     return self->recv_view.buf;
 }
@@ -915,14 +949,9 @@ static int hold_write(TransportObject *self, PyObject *data, Py_buffer *view)
     return 1;
 }
 
-static PyObject *Transport_write(TransportObject *self, PyObject *data)
+/* write() of any object with the buffer protocol (writelines checked). */
+static PyObject *write_buffer(TransportObject *self, PyObject *data)
 {
-    if (!PyObject_CheckBuffer(data)) {
-        PyErr_Format(PyExc_TypeError,
-                     "data argument must be a bytes-like object, not '%.100s'",
-                     Py_TYPE(data)->tp_name);
-        return NULL;
-    }
     /* asyncio's order of checks. */
     if (self->eof_written) {
         PyErr_SetString(PyExc_RuntimeError, "Cannot call write() after write_eof()");
@@ -978,25 +1007,60 @@ static PyObject *Transport_write(TransportObject *self, PyObject *data)
     Py_RETURN_NONE;
 }
 
+static PyObject *Transport_write(TransportObject *self, PyObject *data)
+{
+    /* asyncio's transports take these three types only. */
+    if (!PyBytes_Check(data) && !PyByteArray_Check(data) &&
+        !PyMemoryView_Check(data)) {
+        /* type(data).__name__, as asyncio's message names it */
+        const char *name = Py_TYPE(data)->tp_name;
+        const char *dot = strrchr(name, '.');
+        PyErr_Format(PyExc_TypeError,
+                     "data argument must be a bytes-like object, not '%.100s'",
+                     dot ? dot + 1 : name);
+        return NULL;
+    }
+    return write_buffer(self, data);
+}
+
+/* asyncio's writelines is write(b''.join(lines)): an item that is not
+ * bytes-like raises before anything is written, and so does an iterable
+ * that fails halfway. Here the items are written one by one (no join
+ * copy), once all are checked; from a tuple of them, as a write may call
+ * pause_writing, which may change the list it was given. */
 static PyObject *Transport_writelines(TransportObject *self, PyObject *lines)
 {
-    PyObject *it = PyObject_GetIter(lines);
-    if (!it)
+    PyObject *fast = PySequence_Fast(lines, "can only join an iterable");
+    PyObject *items = fast ? PySequence_Tuple(fast) : NULL;
+    Py_XDECREF(fast);
+    if (!items)
         return NULL;
-    PyObject *item;
-    while ((item = PyIter_Next(it))) {
-        PyObject *r = Transport_write(self, item);
-        Py_DECREF(item);
-        if (!r) {
-            Py_DECREF(it);
+    Py_ssize_t n = PyTuple_GET_SIZE(items);
+    PyObject **item = &PyTuple_GET_ITEM(items, 0);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyObject_CheckBuffer(item[i])) {
+            PyErr_Format(PyExc_TypeError,
+                         "sequence item %zd: expected a bytes-like object, "
+                         "%.80s found",
+                         i, Py_TYPE(item[i])->tp_name);
+            Py_DECREF(items);
             return NULL;
         }
-        Py_DECREF(r);
     }
-    Py_DECREF(it);
-    if (PyErr_Occurred())
-        return NULL;
-    Py_RETURN_NONE;
+    PyObject *r = NULL;
+    if (n == 0) {
+        /* write(b''), which still refuses after write_eof(). */
+        PyObject *empty = PyBytes_FromStringAndSize(NULL, 0);
+        r = empty ? write_buffer(self, empty) : NULL;
+        Py_XDECREF(empty);
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_XDECREF(r);
+        if (!(r = write_buffer(self, item[i])))
+            break;
+    }
+    Py_DECREF(items);
+    return r;
 }
 
 static PyObject *Transport_write_eof(TransportObject *self, PyObject *unused)

@@ -1,0 +1,767 @@
+# SPDX-License-Identifier: MIT
+"""pact.asyncio used the wrong way, as a program may: transports closed or
+aborted inside their own callbacks, writes after the end, protocols whose
+callbacks raise, bad arguments, sockets closed or cancelled under a sock_*
+call, calls that must be refused. asyncio's own selector loop is the
+reference: every scenario runs on it and on pact's loop (the engine
+PACT_ENGINE names) and the two logs must be equal: the same callbacks in
+the same order, the same exceptions raised, the same calls of the
+exception handler (its context keys, the exception's type and text), the
+same bytes at the peer. A log that asyncio changes fails as a difference
+too (the test then says which loop gave which)."""
+import array
+import asyncio
+import os
+import socket
+import sys
+import unittest
+
+import pact.asyncio as pa
+
+ENGINE = os.environ.get('PACT_ENGINE', 'auto')
+
+
+def engine_running():
+    loop = pa.Loop(engine=ENGINE)
+    try:
+        return loop.engine
+    finally:
+        loop.close()
+
+
+def expected_failure_if(condition):
+    return unittest.expectedFailure if condition else (lambda test: test)
+
+
+def describe(x):
+    """An exception as its type and text; anything else as itself."""
+    if isinstance(x, BaseException):
+        return '%s(%s)' % (type(x).__name__, x)
+    return x
+
+
+def handler_call(context):
+    """What the log keeps of one exception handler call: asyncio names the
+    callback in "Exception in callback ..." as its own handle shows it (a
+    transport's method where pact calls the protocol's), so only that
+    message's beginning is compared; other messages in full."""
+    message = context.get('message', '')
+    if message.startswith('Exception in callback '):
+        message = 'Exception in callback ...'
+    keys = sorted(k for k in context if k != 'message')
+    return ('handler', message, keys, describe(context.get('exception')))
+
+
+def run_scenario(loop, scenario):
+    """scenario(loop, log) on loop; the log, with what the exception
+    handler heard and how the scenario ended."""
+    log = []
+    loop.set_exception_handler(lambda loop, context:
+                               log.append(handler_call(context)))
+    try:
+        loop.run_until_complete(asyncio.wait_for(scenario(loop, log), 10))
+    except BaseException as exc:
+        log.append(('scenario raised', describe(exc)))
+    finally:
+        loop.run_until_complete(asyncio.sleep(0.01))
+        loop.close()
+    return log
+
+
+def attempt(log, call, *args, **kwargs):
+    """call(*args, **kwargs) into the log: what it returned or raised."""
+    try:
+        result = call(*args, **kwargs)
+    except Exception as exc:
+        log.append(('raised', describe(exc)))
+    else:
+        log.append(('returned', describe(result)))
+
+
+async def turns(n=10):
+    """A few loop iterations with time in them: what was sent arrives."""
+    for _ in range(n):
+        await asyncio.sleep(0.005)
+
+
+def peer_read(peer):
+    """What waits at the peer's end of a socket pair (b'' at its end,
+    'nothing' when nothing waits)."""
+    peer.setblocking(False)
+    try:
+        return peer.recv(1 << 20)
+    except BlockingIOError:
+        return 'nothing'
+
+
+def recording_protocol(log, buffered=False, **actions):
+    """A protocol that logs its calls; actions[name](protocol, *args) runs
+    inside the call of that name (a raise included), and what it returns
+    is eof_received's answer."""
+    base = asyncio.BufferedProtocol if buffered else asyncio.Protocol
+
+    class Recorder(base):
+        def __init__(self):
+            self.buffer = bytearray(64)
+
+        def act(self, name, *args):
+            if name in actions:
+                return actions[name](self, *args)
+            return None
+
+        def connection_made(self, transport):
+            self.transport = transport
+            log.append('connection_made')
+            self.act('connection_made')
+
+        def data_received(self, data):
+            log.append(('data_received', bytes(data)))
+            self.act('data_received', data)
+
+        def get_buffer(self, sizehint):
+            log.append('get_buffer')
+            answer = self.act('get_buffer')
+            return self.buffer if answer is None else answer
+
+        def buffer_updated(self, nbytes):
+            log.append(('buffer_updated', bytes(self.buffer[:nbytes])))
+            self.act('buffer_updated', nbytes)
+
+        def eof_received(self):
+            log.append('eof_received')
+            return self.act('eof_received')
+
+        def pause_writing(self):
+            log.append('pause_writing')
+            self.act('pause_writing')
+
+        def resume_writing(self):
+            log.append('resume_writing')
+            self.act('resume_writing')
+
+        def connection_lost(self, exc):
+            log.append(('connection_lost', describe(exc)))
+            self.act('connection_lost', exc)
+    return Recorder
+
+
+def raise_(exc):
+    def action(protocol, *args):
+        raise exc
+    return action
+
+
+async def socket_transport(loop, protocol):
+    """A transport on one end of a socket pair, and the other end."""
+    ours, peer = socket.socketpair()
+    transport, _ = await loop.create_unix_connection(protocol, sock=ours)
+    return transport, peer
+
+
+class HostileTests(unittest.TestCase):
+    maxDiff = None
+
+    def assert_as_asyncio(self, scenario):
+        theirs = run_scenario(asyncio.SelectorEventLoop(), scenario)
+        ours = run_scenario(pa.Loop(engine=ENGINE), scenario)
+        self.assertEqual(ours, theirs, 'pact (first) differs from asyncio')
+        return ours
+
+    # ---- a protocol whose callback raises --------------------------------
+
+    def stream_scenario(self, buffered=False, peer_view=True, **actions):
+        """Bytes, more bytes, the peer's EOF, close: a protocol with the
+        given actions hears them (or not) on a socket transport; with
+        peer_view, what the peer then reads is compared too."""
+        async def scenario(loop, log):
+            transport, peer = await socket_transport(
+                loop, recording_protocol(log, buffered, **actions))
+            await turns(2)
+            for chunk in (b'abc', b'def'):
+                try:
+                    peer.sendall(chunk)
+                except OSError as exc:
+                    log.append(('peer send', describe(exc)))
+                await turns(2)
+            peer.shutdown(socket.SHUT_WR)
+            await turns(2)
+            log.append(('is_closing', transport.is_closing()))
+            if peer_view:
+                log.append(('peer', peer_read(peer)))
+            transport.close()
+            await turns(2)
+            peer.close()
+        return scenario
+
+    def test_connection_made_that_raises_is_reported_and_the_transport_goes_on(self):
+        # asyncio runs connection_made as a handle: Handle._run reports
+        # the exception and the connection is made all the same.
+        log = self.assert_as_asyncio(self.stream_scenario(
+            connection_made=raise_(ZeroDivisionError('made'))))
+        self.assertIn(('data_received', b'abc'), log)
+
+    def test_data_received_that_raises_ends_the_transport_with_the_exception(self):
+        log = self.assert_as_asyncio(self.stream_scenario(
+            data_received=raise_(ZeroDivisionError('data'))))
+        self.assertIn(('connection_lost', 'ZeroDivisionError(data)'), log)
+
+    def test_data_received_that_raises_an_oserror_is_not_reported(self):
+        # asyncio's _fatal_error: an OSError is logged in debug mode only;
+        # connection_lost gets it.
+        log = self.assert_as_asyncio(self.stream_scenario(
+            data_received=raise_(ConnectionResetError('reset by the protocol'))))
+        self.assertIn(('connection_lost',
+                       'ConnectionResetError(reset by the protocol)'), log)
+
+    def test_eof_received_that_raises_ends_the_transport_with_the_exception(self):
+        log = self.assert_as_asyncio(self.stream_scenario(
+            eof_received=raise_(ZeroDivisionError('eof'))))
+        self.assertIn(('connection_lost', 'ZeroDivisionError(eof)'), log)
+
+    def test_connection_lost_that_raises_goes_to_the_exception_handler(self):
+        log = self.assert_as_asyncio(self.stream_scenario(
+            connection_lost=raise_(ZeroDivisionError('lost'))))
+        self.assertIn(('handler', 'Exception in callback ...',
+                       ['exception', 'handle'], 'ZeroDivisionError(lost)'), log)
+
+    # A get_buffer that fails ends the transport; the peer's read is not
+    # compared there: asyncio asks for the buffer before it reads, so the
+    # bytes are still in the socket when it closes and the peer gets a
+    # reset, where pact's receive has taken them already (a plain end).
+    def test_get_buffer_that_raises_ends_the_transport_with_the_exception(self):
+        self.assert_as_asyncio(self.stream_scenario(
+            buffered=True, peer_view=False, get_buffer=raise_(ZeroDivisionError('get_buffer'))))
+
+    def test_get_buffer_that_returns_an_empty_buffer(self):
+        self.assert_as_asyncio(self.stream_scenario(
+            buffered=True, peer_view=False, get_buffer=lambda p: bytearray()))
+
+    def test_get_buffer_that_returns_a_read_only_buffer(self):
+        # asyncio's recv_into refuses it: a TypeError ends the transport.
+        self.assert_as_asyncio(self.stream_scenario(
+            buffered=True, peer_view=False, get_buffer=lambda p: b'read-only'))
+
+    def test_buffer_updated_that_raises_ends_the_transport_with_the_exception(self):
+        self.assert_as_asyncio(self.stream_scenario(
+            buffered=True, buffer_updated=raise_(ZeroDivisionError('updated'))))
+
+    def flow_scenario(self, **actions):
+        """3 MB written to a peer that reads them all, then more: the
+        protocol pauses and resumes (or its actions raise there)."""
+        async def scenario(loop, log):
+            transport, peer = await socket_transport(
+                loop, recording_protocol(log, **actions))
+            peer.setblocking(False)
+            transport.write(b'x' * 3_000_000)
+            log.append(('is_closing', transport.is_closing()))
+            total = 0
+            for _ in range(1000):
+                await asyncio.sleep(0.002)
+                try:
+                    while chunk := peer.recv(1 << 20):
+                        total += len(chunk)
+                except BlockingIOError:
+                    pass
+                if total >= 3_000_000:
+                    break
+            log.append(('peer got', total, transport.is_closing()))
+            if not transport.is_closing():
+                # (asyncio's own transport raises AttributeError for a
+                # write after a close that drained: not compared)
+                transport.write(b'more')
+                await turns(2)
+                log.append(('peer', peer_read(peer)))
+            transport.close()
+            await turns(2)
+            peer.close()
+        return scenario
+
+    def test_pause_writing_that_raises_is_reported_and_writing_goes_on(self):
+        log = self.assert_as_asyncio(self.flow_scenario(
+            pause_writing=raise_(ZeroDivisionError('pause'))))
+        self.assertIn(('peer', b'more'), log)
+
+    def test_resume_writing_that_raises_is_reported_and_writing_goes_on(self):
+        log = self.assert_as_asyncio(self.flow_scenario(
+            resume_writing=raise_(ZeroDivisionError('resume'))))
+        self.assertIn(('peer', b'more'), log)
+
+    def test_read_pipe_data_received_that_raises_is_reported_and_reading_goes_on(self):
+        async def scenario(loop, log):
+            r, w = os.pipe()
+            transport, _ = await loop.connect_read_pipe(
+                recording_protocol(log, data_received=raise_(
+                    ZeroDivisionError('data'))), os.fdopen(r, 'rb', 0))
+            for chunk in (b'abc', b'def'):
+                os.write(w, chunk)
+                await turns(2)
+            os.close(w)
+            await turns(2)
+            log.append(('is_closing', transport.is_closing()))
+            transport.close()
+        log = self.assert_as_asyncio(scenario)
+        self.assertIn(('data_received', b'def'), log)
+
+    def datagram_scenario(self, **actions):
+        async def scenario(loop, log):
+            peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            peer.bind(('127.0.0.1', 0))
+
+            class Datagrams(asyncio.DatagramProtocol):
+                def connection_made(self, transport):
+                    log.append('connection_made')
+                    if 'connection_made' in actions:
+                        actions['connection_made'](self)
+
+                def datagram_received(self, data, addr):
+                    log.append(('datagram_received', data))
+                    if 'datagram_received' in actions:
+                        actions['datagram_received'](self)
+
+                def connection_lost(self, exc):
+                    log.append(('connection_lost', describe(exc)))
+                    if 'connection_lost' in actions:
+                        actions['connection_lost'](self)
+            transport, _ = await loop.create_datagram_endpoint(
+                Datagrams, remote_addr=peer.getsockname())
+            await turns(2)
+            for datagram in (b'one', b'two'):
+                peer.sendto(datagram, transport.get_extra_info('sockname'))
+                await turns(2)
+            log.append(('is_closing', transport.is_closing()))
+            transport.close()
+            await turns(2)
+            peer.close()
+        return scenario
+
+    def test_datagram_callbacks_that_raise_are_reported_and_the_endpoint_goes_on(self):
+        for name in ('connection_made', 'datagram_received', 'connection_lost'):
+            with self.subTest(name):
+                self.assert_as_asyncio(self.datagram_scenario(
+                    **{name: raise_(ZeroDivisionError(name))}))
+
+    # ---- the transport's own calls inside its callbacks -------------------
+
+    def test_close_and_abort_inside_each_callback(self):
+        # (a write after the close: the next test)
+        def close(p, *args):
+            p.transport.write(b'last')
+            p.transport.close()
+
+        def abort(p, *args):
+            p.transport.write(b'last')
+            p.transport.abort()
+        for where in ('connection_made', 'data_received', 'eof_received'):
+            for end in (close, abort):
+                with self.subTest(where=where, end=end.__name__):
+                    self.assert_as_asyncio(self.stream_scenario(
+                        **{where: end}))
+        for where in ('get_buffer', 'buffer_updated'):
+            for end in (close, abort):
+                with self.subTest(where=where, end=end.__name__):
+                    self.assert_as_asyncio(self.stream_scenario(
+                        buffered=True, **{where: end}))
+        for end in (close, abort):
+            with self.subTest(where='pause_writing', end=end.__name__):
+                self.assert_as_asyncio(self.flow_scenario(pause_writing=end))
+
+    # Known difference, not fixed: on io_uring a write made inside an I/O
+    # callback with nothing queued joins the loop's next submission
+    # (src/stream.c, write_joined) instead of going to the kernel at once,
+    # so a close() in the same callback finds bytes still to send and, as
+    # asyncio's transport with a buffer left, takes later writes and sends
+    # them; asyncio's own send went out at once and drops them.
+    @expected_failure_if(engine_running() == 'uring')
+    def test_a_write_after_close_inside_an_io_callback_is_dropped(self):
+        def close(p, *args):
+            p.transport.write(b'last')
+            p.transport.close()
+            p.transport.write(b'after close')
+        for where in ('data_received', 'eof_received'):
+            with self.subTest(where=where):
+                self.assert_as_asyncio(self.stream_scenario(**{where: close}))
+        for where in ('get_buffer', 'buffer_updated'):
+            with self.subTest(where=where):
+                self.assert_as_asyncio(self.stream_scenario(
+                    buffered=True, **{where: close}))
+
+    def test_writes_after_close_and_after_write_eof(self):
+        async def scenario(loop, log):
+            transport, peer = await socket_transport(
+                loop, recording_protocol(log))
+            attempt(log, transport.write_eof)
+            attempt(log, transport.write_eof)
+            attempt(log, transport.write, b'x')
+            attempt(log, transport.write, b'')
+            attempt(log, transport.writelines, [b'x'])
+            attempt(log, transport.writelines, [])
+            await turns(2)
+            log.append(('peer', peer_read(peer)))
+            transport.close()
+            for _ in range(6):
+                attempt(log, transport.write, b'x')
+            attempt(log, transport.write_eof)
+            await turns(2)
+            attempt(log, transport.write, b'x')
+            attempt(log, transport.write_eof)
+            peer.close()
+        self.assert_as_asyncio(scenario)
+
+    def test_write_refuses_what_asyncio_refuses(self):
+        async def scenario(loop, log):
+            transport, peer = await socket_transport(
+                loop, recording_protocol(log))
+            for data in ('text', None, 1, [b'x'], array.array('i', [1]),
+                         bytearray(b'ab'), memoryview(b'cd')):
+                attempt(log, transport.write, data)
+            await turns(2)
+            log.append(('peer', peer_read(peer)))
+            transport.close()
+            await turns(2)
+            peer.close()
+        self.assert_as_asyncio(scenario)
+
+    def test_writelines_with_a_bad_item_writes_nothing(self):
+        # asyncio joins the items first: a bad one raises before any is
+        # written.
+        async def scenario(loop, log):
+            transport, peer = await socket_transport(
+                loop, recording_protocol(log))
+            attempt(log, transport.writelines, [b'a', 'b', b'c'])
+            attempt(log, transport.writelines, None)
+            attempt(log, transport.writelines, iter([b'd', 1]))
+            attempt(log, transport.writelines,
+                    [b'e', bytearray(b'f'), memoryview(b'g'),
+                     array.array('b', [104])])
+            await turns(2)
+            log.append(('peer', peer_read(peer)))
+            transport.close()
+            await turns(2)
+            peer.close()
+        self.assert_as_asyncio(scenario)
+
+    def test_pause_and_resume_reading_twice(self):
+        async def scenario(loop, log):
+            transport, peer = await socket_transport(
+                loop, recording_protocol(log))
+            attempt(log, transport.resume_reading)
+            for _ in range(2):
+                attempt(log, transport.pause_reading)
+                log.append(('is_reading', transport.is_reading()))
+            peer.sendall(b'abc')
+            await turns(2)
+            for _ in range(2):
+                attempt(log, transport.resume_reading)
+                log.append(('is_reading', transport.is_reading()))
+            await turns(2)
+            transport.close()
+            attempt(log, transport.pause_reading)
+            attempt(log, transport.resume_reading)
+            log.append(('is_reading', transport.is_reading()))
+            await turns(2)
+            peer.close()
+        self.assert_as_asyncio(scenario)
+
+    def test_set_write_buffer_limits_with_bad_values(self):
+        async def scenario(loop, log):
+            transport, peer = await socket_transport(
+                loop, recording_protocol(log))
+            # (marks of 0: test_a_zero_high_mark_...)
+            for kwargs in ({'high': -1}, {'low': -1}, {'high': 10, 'low': 20},
+                           {'high': None, 'low': 5}, {'high': 5}, {}):
+                attempt(log, transport.set_write_buffer_limits, **kwargs)
+                log.append(('limits', transport.get_write_buffer_limits()))
+            # (asyncio's message is that of its arithmetic on the value)
+            try:
+                transport.set_write_buffer_limits(high='x')
+            except TypeError:
+                log.append('TypeError')
+            log.append(('limits', transport.get_write_buffer_limits()))
+            transport.close()
+            await turns(2)
+            peer.close()
+        self.assert_as_asyncio(scenario)
+
+    # Known difference, not fixed: pact's core moves the protocol both ways
+    # when the marks change (pact_transport_set_write_buffer_limits), and
+    # takes a high mark of 0 for its default (pact.h), so pact.asyncio
+    # sets 1 for asyncio's 0. Both need the core's marks changed.
+    @unittest.expectedFailure
+    def test_set_write_buffer_limits_while_paused_only_pauses(self):
+        # asyncio's set_write_buffer_limits may pause the protocol, never
+        # resume it: that comes when the buffer drains to the low mark.
+        async def scenario(loop, log):
+            transport, peer = await socket_transport(
+                loop, recording_protocol(log))
+            transport.set_write_buffer_limits(high=1000)
+            transport.write(b'x' * 3_000_000)
+            log.append('raising the marks')
+            transport.set_write_buffer_limits(high=100_000_000)
+            log.append('lowering the marks')
+            transport.set_write_buffer_limits(high=10)
+            await turns(2)
+            transport.abort()
+            await turns(2)
+            peer.close()
+        self.assert_as_asyncio(scenario)
+
+    @unittest.expectedFailure  # see the test before
+    def test_a_zero_high_mark_pauses_at_the_first_byte_buffered(self):
+        # asyncio: "Setting high to zero ... causes pause_writing() to be
+        # called whenever the buffer becomes non-empty."
+        async def scenario(loop, log):
+            ours, peer = socket.socketpair()
+            ours.setblocking(False)
+            try:
+                while True:
+                    ours.send(b'x' * 65536)
+            except BlockingIOError:
+                pass
+            try:
+                while True:
+                    ours.send(b'x')
+            except BlockingIOError:
+                pass
+            transport, _ = await loop.create_unix_connection(
+                recording_protocol(log), sock=ours)
+            transport.set_write_buffer_limits(low=0)
+            log.append(('limits', transport.get_write_buffer_limits()))
+            transport.set_write_buffer_limits(high=0)
+            log.append(('limits', transport.get_write_buffer_limits()))
+            transport.write(b'y')
+            log.append(('buffered', transport.get_write_buffer_size()))
+            transport.abort()
+            await turns(2)
+            peer.close()
+        self.assert_as_asyncio(scenario)
+
+    # ---- the loop's calls used the wrong way ------------------------------
+
+    def test_non_callables_are_reported_when_they_run(self):
+        async def scenario(loop, log):
+            async def coroutine_function():
+                pass
+            for call in (loop.call_soon, loop.call_soon_threadsafe):
+                attempt(log, lambda: type(call(1)).__name__)
+            attempt(log, lambda: type(loop.call_later(0, None)).__name__)
+            attempt(log, lambda: type(loop.call_at(0, 'x')).__name__)
+            attempt(log, lambda: type(loop.call_soon(print, context=1)).__name__)
+            await turns(2)
+            loop.set_debug(True)
+            try:
+                attempt(log, loop.call_soon, 1)
+                attempt(log, loop.call_soon, coroutine_function)
+                attempt(log, loop.call_later, 0, 1)
+                attempt(log, loop.call_at, 0, 'x')
+                attempt(log, loop.call_soon_threadsafe, 1)
+            finally:
+                loop.set_debug(False)
+        self.assert_as_asyncio(scenario)
+
+    def test_running_the_loop_from_inside_a_callback_is_refused(self):
+        async def scenario(loop, log):
+            async def inner():
+                return 1
+
+            def callback():
+                coroutine = inner()
+                attempt(log, loop.run_until_complete, coroutine)
+                coroutine.close()
+                attempt(log, loop.run_forever)
+                attempt(log, loop.close)
+            loop.call_soon(callback)
+            await turns(2)
+        self.assert_as_asyncio(scenario)
+
+    def test_add_reader_on_bad_fds(self):
+        async def scenario(loop, log):
+            r, w = os.pipe()
+            os.close(r)
+            os.close(w)
+            attempt(log, loop.add_reader, r, print)
+            attempt(log, loop.add_writer, w, print)
+            attempt(log, loop.remove_reader, r)
+            attempt(log, loop.remove_writer, w)
+            for fd in (-1, 'x', 0.5, 10**6, 2**40):
+                attempt(log, loop.add_reader, fd, print)
+            transport, peer = await socket_transport(
+                loop, recording_protocol(log))
+            fd = transport.get_extra_info('socket').fileno()
+            for call in (loop.add_reader, loop.add_writer):
+                try:
+                    call(fd, print)
+                except RuntimeError as exc:
+                    log.append(('refused', 'is used by transport' in str(exc)))
+            transport.close()
+            attempt(log, loop.add_reader, fd, print)
+            attempt(log, loop.remove_reader, fd)
+            await turns(2)
+            peer.close()
+        self.assert_as_asyncio(scenario)
+
+    # ---- sock_* methods ---------------------------------------------------
+
+    def test_sock_calls_on_a_closed_socket(self):
+        async def scenario(loop, log):
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.close()
+            for call in (loop.sock_recv(sock, 10),
+                         loop.sock_recv_into(sock, bytearray(10)),
+                         loop.sock_sendall(sock, b'x'),
+                         loop.sock_recvfrom(sock, 10),
+                         loop.sock_accept(sock)):
+                try:
+                    log.append(('returned', await call))
+                except Exception as exc:
+                    log.append(('raised', describe(exc)))
+        self.assert_as_asyncio(scenario)
+
+    def test_sock_calls_on_a_blocking_socket_in_debug_mode(self):
+        async def scenario(loop, log):
+            ours, peer = socket.socketpair()
+            loop.set_debug(True)
+            try:
+                for call in (loop.sock_recv(ours, 10),
+                             loop.sock_recv_into(ours, bytearray(10)),
+                             loop.sock_sendall(ours, b'x'),
+                             loop.sock_accept(ours),
+                             loop.sock_connect(ours, ('127.0.0.1', 9))):
+                    try:
+                        log.append(('returned', await call))
+                    except Exception as exc:
+                        log.append(('raised', describe(exc)))
+            finally:
+                loop.set_debug(False)
+                ours.close()
+                peer.close()
+        self.assert_as_asyncio(scenario)
+
+    def test_sock_calls_with_bad_arguments(self):
+        async def scenario(loop, log):
+            ours, peer = socket.socketpair()
+            ours.setblocking(False)
+            peer.sendall(b'hello')
+            for call in (loop.sock_recv(ours, -1), loop.sock_recv(ours, 0),
+                         loop.sock_recv_into(ours, bytearray()),
+                         loop.sock_sendall(ours, 'text'),
+                         loop.sock_sendall(ours, b''),
+                         loop.sock_recv(ours, 100)):
+                try:
+                    log.append(('returned', await call))
+                except Exception as exc:
+                    log.append(('raised', describe(exc)))
+            log.append(('peer', peer_read(peer)))
+            ours.close()
+            peer.close()
+        self.assert_as_asyncio(scenario)
+
+    def test_a_cancelled_sock_sendall_sent_a_prefix_and_the_next_one_works(self):
+        async def scenario(loop, log):
+            ours, peer = socket.socketpair()
+            ours.setblocking(False)
+            peer.setblocking(False)
+            payload = bytes(range(256)) * 40000
+            task = asyncio.ensure_future(loop.sock_sendall(ours, payload))
+            await asyncio.sleep(0.01)
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                log.append('cancelled')
+            got = bytearray()
+            try:
+                while chunk := peer.recv(1 << 20):
+                    got += chunk
+            except BlockingIOError:
+                pass
+            log.append(('a prefix', payload.startswith(got)))
+            await loop.sock_sendall(ours, b'END')
+            await turns(2)
+            log.append(('then', peer_read(peer)))
+            ours.close()
+            peer.close()
+        self.assert_as_asyncio(scenario)
+
+    def test_cancelled_sock_accepts_lose_no_connection(self):
+        async def scenario(loop, log):
+            listener = socket.socket()
+            listener.bind(('127.0.0.1', 0))
+            listener.listen(64)
+            listener.setblocking(False)
+            clients, accepted = [], 0
+            for i in range(30):
+                task = asyncio.ensure_future(loop.sock_accept(listener))
+                for _ in range(i % 3):
+                    await asyncio.sleep(0)
+                client = socket.socket()
+                client.setblocking(False)
+                try:
+                    client.connect(listener.getsockname())
+                except BlockingIOError:
+                    pass
+                clients.append(client)
+                for _ in range(i // 3 % 3):
+                    await asyncio.sleep(0)
+                task.cancel()
+                try:
+                    conn, _ = await task
+                    conn.close()
+                    accepted += 1
+                except asyncio.CancelledError:
+                    pass
+            await turns(2)
+            try:
+                while True:
+                    listener.accept()[0].close()
+                    accepted += 1
+            except BlockingIOError:
+                pass
+            log.append(('accepted', accepted))
+            for client in clients:
+                client.close()
+            listener.close()
+        self.assert_as_asyncio(scenario)
+
+    # ---- servers, subprocesses, TLS ---------------------------------------
+
+    def test_create_server_on_a_port_in_use(self):
+        async def scenario(loop, log):
+            taken = socket.socket()
+            taken.bind(('127.0.0.1', 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            for kwargs in ({}, {'reuse_port': True}):
+                try:
+                    await loop.create_server(asyncio.Protocol, '127.0.0.1',
+                                             port, **kwargs)
+                except OSError as exc:
+                    log.append(('raised', type(exc).__name__, exc.errno))
+            taken.close()
+            try:
+                await loop.create_unix_server(asyncio.Protocol,
+                                              '/nonexistent/dir/socket')
+            except OSError as exc:
+                log.append(('raised', describe(exc)))
+        self.assert_as_asyncio(scenario)
+
+    def test_subprocess_of_a_program_that_does_not_exist(self):
+        async def scenario(loop, log):
+            for program in ('/nonexistent/program', '/etc/passwd'):
+                try:
+                    await asyncio.create_subprocess_exec(program)
+                except OSError as exc:
+                    log.append(('raised', describe(exc)))
+            try:
+                await asyncio.create_subprocess_exec(
+                    sys.executable, '-c', 'pass', cwd='/nonexistent')
+            except OSError as exc:
+                log.append(('raised', describe(exc)))
+            process = await asyncio.create_subprocess_shell(
+                'exec /nonexistent/program 2>/dev/null')
+            log.append(('returncode', await process.wait()))
+        self.assert_as_asyncio(scenario)
+
+
+if __name__ == '__main__':
+    unittest.main()
