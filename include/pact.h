@@ -1240,9 +1240,12 @@ PACT_API int pact_transport_is_closing(const pact_transport *t);
 PACT_API size_t pact_transport_write_buffer_size(const pact_transport *t);
 
 /* Sets the flow-control marks (defaults: 64 KiB high, 16 KiB low, as in
- * asyncio). high 0 = default; low must not exceed high (-EINVAL). May
- * return -ENOMEM the first time: the write state of a transport is
- * allocated on first need (an idle connection holds none). */
+ * asyncio). high 0 = default; low must not exceed high (-EINVAL). As
+ * asyncio's, new marks may call pause_writing (from inside this call)
+ * but never resume_writing: a paused writer is resumed by the send that
+ * takes the buffer to the low mark. May return -ENOMEM the first time:
+ * the write state of a transport is allocated on first need (an idle
+ * connection holds none). */
 PACT_API int pact_transport_set_write_buffer_limits(pact_transport *t,
                                                     size_t high, size_t low);
 
@@ -1626,7 +1629,8 @@ PACT_API int pact_datagram_is_closing(const pact_datagram *ep);
 PACT_API size_t pact_datagram_write_buffer_size(const pact_datagram *ep);
 
 /* Sets the flow-control marks (defaults 64 KiB high, 16 KiB low).
- * high 0 = default; low must not exceed high. */
+ * high 0 = default; low must not exceed high. May pause the writer,
+ * never resumes it (pact_transport_set_write_buffer_limits). */
 PACT_API int pact_datagram_set_write_buffer_limits(pact_datagram *ep,
                                                    size_t high, size_t low);
 

@@ -748,7 +748,7 @@ int pact_datagram_set_write_buffer_limits(pact_datagram *ep, size_t high,
     PACT_ENDPOINT_CHECK_OWNER(ep);
     int r = pact__marks_check(&ep->marks, high, low);
     if (r == 0)
-        check_flow(ep);
+        pact__endpoint_flow_new_marks(&ep->ep, &ep->marks, ep->buffered);
     return r;
 }
 

@@ -204,6 +204,13 @@ void pact__endpoint_flow(pact_endpoint *e, const pact_marks *m, size_t buffered)
     }
 }
 
+void pact__endpoint_flow_new_marks(pact_endpoint *e, const pact_marks *m,
+                                   size_t buffered)
+{
+    if (!e->write_paused)
+        pact__endpoint_flow(e, m, buffered);
+}
+
 int pact__endpoint_write_refused(pact_endpoint *e, int first,
                                  const char *what, int fd)
 {

@@ -221,6 +221,13 @@ int pact__marks_check(pact_marks *m, size_t high, size_t low);
  * taken (a close draining its queue). */
 void pact__endpoint_flow(pact_endpoint *e, const pact_marks *m,
                          size_t buffered);
+/* The same after set_write_buffer_limits, with the new marks: as
+ * asyncio's, they may pause the writer but never resume it. A paused
+ * writer has bytes queued (it paused past the high mark, and resumes at
+ * the low one), so the send that takes them to the new low mark resumes
+ * it, as the one that empties the queue would. */
+void pact__endpoint_flow_new_marks(pact_endpoint *e, const pact_marks *m,
+                                   size_t buffered);
 /* A write on a closing endpoint (the caller counts it): said in debug
  * mode if it is the first; returns -ESHUTDOWN. `what` names the kind for
  * the message. */

@@ -1615,7 +1615,7 @@ static int stream_set_marks(pact_transport *t, const pact_marks *m)
     s->more->marks = *m;
     s->own_marks = m->high != pact__default_marks.high ||
                    m->low != pact__default_marks.low;
-    pact__transport_flow(t);
+    pact__transport_flow_new_marks(t);
     return 0;
 }
 

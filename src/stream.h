@@ -77,6 +77,8 @@ void pact__transport_init(pact_transport *t, pact_loop *loop,
 void pact__transport_writing(pact_endpoint *e, int pause);
 /* pause_writing / resume_writing as the write buffer crosses the marks. */
 void pact__transport_flow(pact_transport *t);
+/* pact__endpoint_flow_new_marks for a transport (its ops' marks). */
+void pact__transport_flow_new_marks(pact_transport *t);
 /* pact__transport_deliver() for a buffered protocol (transport.c). */
 size_t pact__transport_deliver_buffered(pact_transport *t, const char *data,
                                         size_t len);

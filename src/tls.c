@@ -1304,7 +1304,7 @@ static int tls_set_marks(pact_transport *t, const pact_marks *m)
     c->marks = *m;
     enter(c);
     set_plain_marks(c);
-    check_flow(c);
+    pact__transport_flow_new_marks(t);
     leave(c);
     return 0;
 }

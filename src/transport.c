@@ -37,6 +37,13 @@ void pact__transport_flow(pact_transport *t)
     pact__endpoint_flow(&t->ep, &m, ops->write_buffer_size(t));
 }
 
+void pact__transport_flow_new_marks(pact_transport *t)
+{
+    const pact_transport_ops *ops = pact__transport_ops(t);
+    pact_marks m = ops->marks(t);
+    pact__endpoint_flow_new_marks(&t->ep, &m, ops->write_buffer_size(t));
+}
+
 void pact__transport_force_close(pact_endpoint *e)
 {
     pact__endpoint_abort(e, 0);

@@ -653,6 +653,55 @@ Test(stream, flow_control_goes_on_while_a_close_drains)
     test_loop_free(loop);
 }
 
+/* New marks pause a writer when the buffer is past the new high mark
+ * (inside the call), and never resume one, as asyncio's
+ * set_write_buffer_limits: marks raised above what is buffered leave it
+ * paused until the send that drains the buffer to the low mark. */
+Test(stream, new_marks_pause_but_never_resume)
+{
+    pact_loop *loop = test_loop_new();
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    int a = sv[0], b = sv[1];
+    size_t filled = fill_kernel_buffers(a, b);
+    simple s = {0};
+    pact_transport *t = open_simple(loop, a, &s);
+    pact_loop_run_once(loop, 0);
+    static uint8_t buf[4096];
+    test_fill_pattern(buf, sizeof buf, 0);
+    cr_assert_eq(pact_transport_write(t, buf, sizeof buf), 0);
+    cr_assert_eq(pact_transport_write_buffer_size(t), sizeof buf);
+    cr_assert_eq(s.pause_writing_calls, 0, "below the default high mark");
+    cr_assert_eq(pact_transport_set_write_buffer_limits(t, 1000, 100), 0);
+    cr_assert_eq(s.pause_writing_calls, 1, "paused inside the call");
+    cr_assert_eq(pact_transport_set_write_buffer_limits(t, 1 << 20, 1 << 18), 0);
+    cr_assert_eq(s.resume_writing_calls, 0, "new marks resumed it");
+    pact_loop_run_once(loop, 0);
+    cr_assert_eq(s.resume_writing_calls, 0, "resumed with nothing sent");
+    cr_assert_eq(pact_transport_set_write_buffer_limits(t, 10, 5), 0);
+    cr_assert_eq(s.pause_writing_calls, 1, "paused twice");
+    cr_assert_eq(pact_transport_set_write_buffer_limits(t, 1 << 20, 1 << 18), 0);
+    static uint8_t got[1 << 20];
+    size_t n = 0;
+    int eof = 0;
+    uint64_t end = pact_now() + 20000 * MS;
+    while (s.resume_writing_calls == 0 && pact_now() < end) {
+        pact_loop_run_once(loop, 1 * (int64_t)MS);
+        n += drain_fd(b, got + n, sizeof got - n, &eof);
+    }
+    cr_assert_eq(s.resume_writing_calls, 1, "the drain resumed it");
+    cr_assert_eq(s.pause_writing_calls, 1);
+    cr_assert_eq(pact_transport_close(t), 0);
+    n += read_until_eof(loop, b, got + n, sizeof got - n, &eof);
+    cr_assert(eof);
+    cr_assert_eq(n, filled + sizeof buf);
+    cr_assert_eq(memcmp(got + filled, buf, sizeof buf), 0);
+    pact_loop_run(loop);
+    cr_assert_eq(s.order.lost, 1);
+    close(b);
+    test_loop_free(loop);
+}
+
 Test(stream, abort_drops_the_buffer_and_loses_once)
 {
     pact_loop *loop = test_loop_new();
