@@ -623,13 +623,26 @@ static void stream_free(pact_endpoint *e)
     stream_release(e->loop, s);
 }
 
+/* Whether what is queued is only a write's first try, still in flight
+ * (first_send_in_flight: joined to the loop's next submission on
+ * io_uring) where epoll's eager send would have gone at once. */
+static int only_a_first_try_queued(const pact_stream *s)
+{
+    const pact_stream_more *m = s->more;
+    return s->first_send_in_flight && m && !m->item &&
+           pact__wbuf_len(&m->pending) == 0;
+}
+
 static void stream_close(pact_transport *t)
 {
     pact_stream *s = stream_of(t);
     /* A socket closed with writes queued takes more until they are out,
      * and sends them before it closes, as asyncio's socket transport does
-     * (its pipes refuse them, and so do pact's). */
-    t->ep.draining = t->kind == PACT_STREAM_SOCKET && !write_queue_empty(s);
+     * (its pipes refuse them, and so do pact's). A first try in flight
+     * counts as gone, as it would be on epoll and in asyncio: the close
+     * still waits for it, but takes nothing more. */
+    t->ep.draining = t->kind == PACT_STREAM_SOCKET && !write_queue_empty(s) &&
+                     !only_a_first_try_queued(s);
     s->has_held = 0; /* the user closed: nothing more is delivered */
     s->held_bytes = 0;
     if (s->more)
