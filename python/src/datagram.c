@@ -803,13 +803,8 @@ static PyObject *Datagram_sendto(DatagramObject *self, PyObject *const *args,
                         "sendto() missing 1 required positional argument: 'data'");
         return NULL;
     }
-    if (!PyBytes_Check(data) && !PyByteArray_Check(data) &&
-        !PyMemoryView_Check(data)) {
-        PyErr_Format(PyExc_TypeError,
-                     "data argument must be a bytes-like object, not '%.100s'",
-                     Py_TYPE(data)->tp_name);
+    if (pact_py_check_data(data) < 0)
         return NULL;
-    }
     if (self->orphaned) {
         PyErr_SetString(PyExc_RuntimeError, "Event loop is closed");
         return NULL;

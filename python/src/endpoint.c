@@ -341,6 +341,20 @@ PyObject *pact_py_drop_write(unsigned *count)
     Py_RETURN_NONE;
 }
 
+int pact_py_check_data(PyObject *data)
+{
+    if (PyBytes_Check(data) || PyByteArray_Check(data) ||
+        PyMemoryView_Check(data))
+        return 0;
+    /* type(data).__name__, as asyncio's message names it */
+    const char *name = Py_TYPE(data)->tp_name;
+    const char *dot = strrchr(name, '.');
+    PyErr_Format(PyExc_TypeError,
+                 "data argument must be a bytes-like object, not '%.100s'",
+                 dot ? dot + 1 : name);
+    return -1;
+}
+
 int pact_py_write_buffer_limits(PyObject *args, PyObject *kwds,
                                 Py_ssize_t *high, Py_ssize_t *low)
 {

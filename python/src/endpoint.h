@@ -149,6 +149,10 @@ PyObject *pact_py_exception_for(int err);
  * count of dropped writes. None, or NULL with an exception. */
 PyObject *pact_py_drop_write(unsigned *count);
 
+/* write()'s and sendto()'s data: asyncio's transports take bytes,
+ * bytearray and memoryview only. 0, or -1 with asyncio's TypeError. */
+int pact_py_check_data(PyObject *data);
+
 /* set_write_buffer_limits(high=None, low=None) with asyncio's defaults and
  * checks. 0, or -1 with an exception. */
 int pact_py_write_buffer_limits(PyObject *args, PyObject *kwds,

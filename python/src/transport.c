@@ -1009,17 +1009,8 @@ static PyObject *write_buffer(TransportObject *self, PyObject *data)
 
 static PyObject *Transport_write(TransportObject *self, PyObject *data)
 {
-    /* asyncio's transports take these three types only. */
-    if (!PyBytes_Check(data) && !PyByteArray_Check(data) &&
-        !PyMemoryView_Check(data)) {
-        /* type(data).__name__, as asyncio's message names it */
-        const char *name = Py_TYPE(data)->tp_name;
-        const char *dot = strrchr(name, '.');
-        PyErr_Format(PyExc_TypeError,
-                     "data argument must be a bytes-like object, not '%.100s'",
-                     dot ? dot + 1 : name);
+    if (pact_py_check_data(data) < 0)
         return NULL;
-    }
     return write_buffer(self, data);
 }
 

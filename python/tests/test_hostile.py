@@ -406,6 +406,33 @@ class HostileTests(unittest.TestCase):
             peer.close()
         self.assert_as_asyncio(scenario)
 
+    def test_sendto_refuses_what_asyncio_refuses(self):
+        async def scenario(loop, log):
+            peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            peer.bind(('127.0.0.1', 0))
+            transport, _ = await loop.create_datagram_endpoint(
+                asyncio.DatagramProtocol, remote_addr=peer.getsockname())
+            for data in ('text', None, 1, array.array('b', [1]),
+                         bytearray(b'x'), memoryview(b'y'), b''):
+                attempt(log, transport.sendto, data)
+            try:
+                transport.sendto(b'z', ('127.0.0.1', 1))
+            except ValueError as exc:
+                log.append(('refused', 'Invalid address' in str(exc)))
+            attempt(log, transport.sendto, b'z', peer.getsockname())
+            transport.close()
+            for _ in range(6):
+                attempt(log, transport.sendto, b'after close')
+            await turns(2)
+            peer.setblocking(False)
+            try:
+                while True:
+                    log.append(('peer', peer.recv(100)))
+            except BlockingIOError:
+                pass
+            peer.close()
+        self.assert_as_asyncio(scenario)
+
     def test_writelines_with_a_bad_item_writes_nothing(self):
         # asyncio joins the items first: a bad one raises before any is
         # written.
