@@ -106,29 +106,39 @@ PyObject *pact_py_endpoint_call(pact_py_endpoint *self, PyObject *name,
     return r;
 }
 
-void pact_py_report_exception(LoopObject *loop, PyObject *message,
-                               PyObject *transport, PyObject *protocol)
+/* The current exception taken (cleared), normalized, with its traceback:
+ * a new reference, or Py_None's. NULL for SystemExit and
+ * KeyboardInterrupt, which are kept for the loop to raise after its
+ * iteration. */
+static PyObject *take_exception(LoopObject *loop)
 {
     if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
         PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
         pact_py_keep_exception(loop);
-        return;
+        return NULL;
     }
     PyObject *et, *ev, *tb;
     PyErr_Fetch(&et, &ev, &tb);
     PyErr_NormalizeException(&et, &ev, &tb);
     if (tb && ev)
         PyException_SetTraceback(ev, tb);
+    Py_XDECREF(et);
+    Py_XDECREF(tb);
+    return ev ? ev : Py_NewRef(Py_None);
+}
+
+/* exc to the loop's exception handler with message, and the transport
+ * and its protocol unless transport is NULL. */
+static void report(LoopObject *loop, PyObject *message, PyObject *exc,
+                   PyObject *transport, PyObject *protocol)
+{
     PyObject *ctx = message ? Py_BuildValue("{s:O,s:O}", "message", message,
-                                            "exception", ev ? ev : Py_None)
+                                            "exception", exc)
                             : NULL;
     if (ctx && transport &&
         (PyDict_SetItemString(ctx, "transport", transport) < 0 ||
          PyDict_SetItemString(ctx, "protocol", protocol ? protocol : Py_None) < 0))
         Py_CLEAR(ctx);
-    Py_XDECREF(et);
-    Py_XDECREF(ev);
-    Py_XDECREF(tb);
     if (ctx) {
         PyObject *r = PyObject_CallMethod((PyObject *)loop,
                                           "call_exception_handler", "O", ctx);
@@ -137,6 +147,16 @@ void pact_py_report_exception(LoopObject *loop, PyObject *message,
     }
     if (PyErr_Occurred())
         PyErr_WriteUnraisable(transport ? transport : (PyObject *)loop);
+}
+
+void pact_py_report_exception(LoopObject *loop, PyObject *message,
+                               PyObject *transport, PyObject *protocol)
+{
+    PyObject *exc = take_exception(loop);
+    if (exc) {
+        report(loop, message, exc, transport, protocol);
+        Py_DECREF(exc);
+    }
 }
 
 void pact_py_endpoint_report(pact_py_endpoint *self, PyObject *message)
@@ -197,32 +217,22 @@ static void log_debug(PyObject *transport, PyObject *message, PyObject *exc)
 void pact_py_endpoint_fatal_error(pact_py_endpoint *self, const char *message,
                                   int ends)
 {
-    if (PyErr_ExceptionMatches(PyExc_SystemExit) ||
-        PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
-        pact_py_keep_exception(self->loop);
+    PyObject *exc = take_exception(self->loop);
+    if (!exc)
         return;
-    }
-    PyObject *et, *ev, *tb;
-    PyErr_Fetch(&et, &ev, &tb);
-    PyErr_NormalizeException(&et, &ev, &tb);
-    if (tb && ev)
-        PyException_SetTraceback(ev, tb);
-    if (ends && ev && !self->lost_exc)
-        self->lost_exc = Py_NewRef(ev);
+    if (ends && exc != Py_None && !self->lost_exc)
+        self->lost_exc = Py_NewRef(exc);
     PyObject *msg = PyUnicode_FromString(message);
     if (!msg) {
         PyErr_WriteUnraisable((PyObject *)self);
-    } else if (ev && PyErr_GivenExceptionMatches(ev, PyExc_OSError)) {
+    } else if (PyErr_GivenExceptionMatches(exc, PyExc_OSError)) {
         if (self->loop->debug)
-            log_debug((PyObject *)self, msg, ev);
+            log_debug((PyObject *)self, msg, exc);
     } else {
-        PyErr_Restore(Py_XNewRef(et), Py_XNewRef(ev), Py_XNewRef(tb));
-        pact_py_endpoint_report(self, msg);
+        report(self->loop, msg, exc, (PyObject *)self, self->protocol);
     }
     Py_XDECREF(msg);
-    Py_XDECREF(et);
-    Py_XDECREF(ev);
-    Py_XDECREF(tb);
+    Py_DECREF(exc);
 }
 
 void pact_py_endpoint_made(pact_py_endpoint *self)

@@ -7,8 +7,8 @@ reference: every scenario runs on it and on pact's loop (the engine
 PACT_ENGINE names) and the two logs must be equal: the same callbacks in
 the same order, the same exceptions raised, the same calls of the
 exception handler (its context keys, the exception's type and text), the
-same bytes at the peer. A log that asyncio changes fails as a difference
-too (the test then says which loop gave which)."""
+same bytes at the peer. Differences still open are expected failures,
+each with its reason."""
 import array
 import asyncio
 import os
@@ -20,6 +20,13 @@ import pact.asyncio as pa
 
 ENGINE = os.environ.get('PACT_ENGINE', 'auto')
 
+
+def engine_running():
+    loop = pa.Loop(engine=ENGINE)
+    try:
+        return loop.engine
+    finally:
+        loop.close()
 
 
 def describe(x):
@@ -666,6 +673,33 @@ class HostileTests(unittest.TestCase):
             ours.close()
             peer.close()
         self.assert_as_asyncio(scenario)
+
+    # Known difference, not fixed: on io_uring the poll a waiting sock_recv
+    # (or add_reader) has in flight holds the file (include/pact.h,
+    # pact_watch), so a socket closed under it stays open in the kernel
+    # until the watch ends: the peer sees no end. asyncio's epoll
+    # forgets a closed file.
+    def test_a_socket_closed_under_a_pending_sock_recv_ends_its_connection(self):
+        async def scenario(loop, log):
+            ours, peer = socket.socketpair()
+            ours.setblocking(False)
+            peer.setblocking(False)
+            task = asyncio.ensure_future(loop.sock_recv(ours, 10))
+            await turns(2)
+            ours.close()
+            for _ in range(20):
+                await asyncio.sleep(0.005)
+                if (seen := peer_read(peer)) != 'nothing':
+                    break
+            log.append(('peer', seen))
+            log.append(('sock_recv done', task.done()))
+            task.cancel()
+            peer.close()
+        self.assert_as_asyncio(scenario)
+    if engine_running() == 'uring':
+        test_a_socket_closed_under_a_pending_sock_recv_ends_its_connection = \
+            unittest.expectedFailure(
+                test_a_socket_closed_under_a_pending_sock_recv_ends_its_connection)
 
     def test_a_cancelled_sock_sendall_sent_a_prefix_and_the_next_one_works(self):
         async def scenario(loop, log):
