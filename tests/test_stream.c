@@ -1753,6 +1753,51 @@ Test(stream, replies_reach_their_own_sockets_when_write_state_moves_between_stre
     test_loop_free(loop);
 }
 
+/* io_uring keeps a socket's fixed-file slot + 1 in its fd entry's
+ * engine_events (engine_uring.c, fixed_slot1); epoll keeps its events
+ * there. */
+static int fc_has_fixed_file(pact_loop *loop, const fixed_conn *c)
+{
+    const pact_fd_entry *f = pact_fd_table_find(&loop->fds, pact_transport_fd(c->t));
+    return f && f->engine_events != 0;
+}
+
+/* A socket takes a fixed-file slot at its third SQE (engine_uring.c,
+ * "fixed files"): a connection of one request (its multishot receive
+ * and its reply, the reply sent from a send slot whose last send went
+ * to another socket) takes none, and its second reply takes one. The
+ * same policy as test_faults' a_socket_of_one_request_takes_no_fixed_file_slot,
+ * on the send slot's fast path, which the fault build never takes.
+ * Checked where the loop has a table: a socket of five requests took
+ * a slot. */
+Test(stream, a_connection_s_first_reply_counts_toward_its_fixed_file_slot)
+{
+    pact_loop *loop = test_loop_new();
+    if (pact_loop_engine(loop) != PACT_ENGINE_URING) {
+        test_loop_free(loop);
+        return;
+    }
+    fixed_conn c[2];
+    fc_open(loop, &c[0]);
+    for (int i = 0; i < 5; i++)
+        fc_echo(loop, c, 1);
+    int table = fc_has_fixed_file(loop, &c[0]);
+    fc_open(loop, &c[1]);
+    fc_echo(loop, c + 1, 1);
+    cr_assert(!fc_has_fixed_file(loop, &c[1]),
+              "a socket of one request took a fixed-file slot");
+    fc_echo(loop, c + 1, 1);
+    cr_assert_eq(fc_has_fixed_file(loop, &c[1]), table,
+                 "its second reply (its third SQE) %s a fixed-file slot",
+                 table ? "did not take" : "took");
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(pact_transport_close(c[i].t), 0);
+    pact_loop_run(loop);
+    for (int i = 0; i < 2; i++)
+        fc_expect_eof(&c[i]);
+    test_loop_free(loop);
+}
+
 /* After a round of fc_echo: every quiet stream that holds write state
  * keeps it (stream.c, release_more), all of them small (the replies are
  * 4 bytes), and when every reply of this round and of the round before
