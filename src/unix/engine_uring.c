@@ -1380,18 +1380,26 @@ static void fixed_file_count_use(pact_loop *loop, pact_fd_entry *f)
         fixed_slot_fill(loop, f);
 }
 
-/* Before an op's SQE that could name its fd's slot: the op then names
- * the slot if this filled one (the update goes in front of it). Returns
- * the fd's entry for prep_op_named, NULL if the op names no slot. f: the
- * entry if the op layer has it (uring_submit), else NULL. */
 static int may_name_fixed_file(const pact_op_s *op);
-static pact_fd_entry *fixed_file_before_sqe(pact_loop *loop, const pact_op_s *op,
-                                            pact_fd_entry *f)
+
+/* The entry of op's fd where op's SQE may name a fixed-file slot, else
+ * NULL: what prep_op_named names the slot by. f: the entry if the op
+ * layer has it (uring_submit), else NULL (looked up here). */
+static pact_fd_entry *op_fixed_file_entry(pact_loop *loop, const pact_op_s *op,
+                                          pact_fd_entry *f)
 {
     if (!URING(loop)->files_cap || !may_name_fixed_file(op))
         return NULL;
-    if (!f)
-        f = pact_fd_table_find(&loop->fds, op->fd);
+    return f ? f : pact_fd_table_find(&loop->fds, op->fd);
+}
+
+/* Before an op's SQE that could name its fd's slot: the op then names
+ * the slot if this filled one (the update goes in front of it). Returns
+ * op_fixed_file_entry's entry for prep_op_named. */
+static pact_fd_entry *fixed_file_before_sqe(pact_loop *loop, const pact_op_s *op,
+                                            pact_fd_entry *f)
+{
+    f = op_fixed_file_entry(loop, op, f);
     if (f)
         fixed_file_count_use(loop, f);
     return f;
@@ -1751,10 +1759,7 @@ static void prep_op_named(pact_loop *loop, pact_op_s *op,
 /* An op's SQE, which names the fd's fixed-file slot where it may. */
 static void prep_op(pact_loop *loop, pact_op_s *op, struct io_uring_sqe *sqe)
 {
-    const pact_fd_entry *f = NULL;
-    if (URING(loop)->files_cap && may_name_fixed_file(op))
-        f = pact_fd_table_find(&loop->fds, op->fd);
-    prep_op_named(loop, op, sqe, f);
+    prep_op_named(loop, op, sqe, op_fixed_file_entry(loop, op, NULL));
 }
 
 /* prep_op with op's fd entry looked up already (uring_submit's, which
