@@ -978,6 +978,46 @@ Test(udp, a_full_unix_peer_queue_on_a_movable_loop)
     full_unix_peer_queue(1);
 }
 
+/* New marks pause a writer past the new high mark (inside the call) and
+ * never resume one, as asyncio's set_write_buffer_limits: marks raised
+ * above what is queued leave it paused until the sends that drain the
+ * queue to the low mark (docs/contract.md, "Where callbacks run"). */
+Test(udp, new_marks_pause_but_never_resume)
+{
+    pact_loop *loop = test_loop_new();
+    ep_rec rx = {0}, tx_rec = {0};
+    pact_datagram *rcv, *tx;
+    cr_assert_eq(pact_datagram_open_udp(loop, "127.0.0.1", 0, NULL, 0, NULL,
+                                        &proto, &rx, &rcv), 0);
+    struct sockaddr_storage ra;
+    socklen_t rl;
+    cr_assert_eq(pact_datagram_sockname(rcv, &ra, &rl), 0);
+    cr_assert_eq(pact_datagram_open_udp(loop, NULL, 0, "127.0.0.1", port_of(&ra),
+                                        NULL, &proto, &tx_rec, &tx), 0);
+    int small = 4096;
+    setsockopt(pact_datagram_fd(tx), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    run_until(loop, &tx_rec.made, 5000);
+    static char buf[1200];
+    memset(buf, 'u', sizeof buf);
+    for (int i = 0; i < 100; i++)
+        cr_assert_eq(pact_datagram_sendto(tx, buf, sizeof buf, NULL, 0), 0);
+    cr_assert_eq(tx_rec.pauses, 1, "paused past the default high mark");
+    cr_assert_eq(pact_datagram_set_write_buffer_limits(tx, 1u << 30, 1u << 29), 0);
+    cr_assert_eq(tx_rec.resumes, 0, "new marks resumed it");
+    cr_assert_eq(pact_datagram_set_write_buffer_limits(tx, 10, 5), 0);
+    cr_assert_eq(tx_rec.pauses, 1, "paused twice");
+    cr_assert_eq(pact_datagram_set_write_buffer_limits(tx, 1u << 30, 1u << 29), 0);
+    uint64_t end = pact_now() + 10000 * MS;
+    while (tx_rec.resumes == 0) {
+        cr_assert(pact_now() < end, "never resumed");
+        pact_loop_run_once(loop, 10 * (int64_t)MS);
+    }
+    cr_assert_eq(tx_rec.resumes, 1, "the sends resumed it");
+    close_and_wait(loop, tx, &tx_rec);
+    close_and_wait(loop, rcv, &rx);
+    test_loop_free(loop);
+}
+
 Test(udp, flow_control_udp_burst_every_datagram_sent_or_reported)
 {
     int fds = count_open_fds();
