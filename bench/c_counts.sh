@@ -174,7 +174,7 @@ measure() {
             echo "$sc|$who|D1 misses (callgrind --cache-sim)|$(awk "BEGIN { print $CG_D1 / $reqs }")" >>"$TMP/rows"
         fi
         if [ -n "$CG_KEEP" ]; then
-            mv "$TMP"/cg.*.1 "$CG_KEEP/$sc.$who.r$rep.callgrind"
+            callgrind_keep "$CG_KEEP/$sc.$who.r$rep.callgrind"
             echo "$reqs" >"$CG_KEEP/$sc.$who.r$rep.requests"
         fi
     else

@@ -91,9 +91,10 @@ echo_mode_flags() {
 # callgrind_window LOAD WARM SECS: SRV runs under valgrind's callgrind
 # (--callgrind-out-file=$TMP/cg.%p). Runs `LOAD WARM`, zeroes the
 # counters, runs `LOAD SECS` (its output goes to CG_LOAD), dumps them and
-# stops the server; CG_IR: the user-space instructions of that window
-# (empty without a dump); CG_D1: its D1 cache misses, reads and writes,
-# when the server ran with --cache-sim=yes (else empty).
+# stops the server; CG_DUMP: the window's dump (callgrind_keep); CG_IR:
+# the user-space instructions of that window (empty without a dump);
+# CG_D1: its D1 cache misses, reads and writes, when the server ran with
+# --cache-sim=yes (else empty).
 callgrind_window() {
     local vpid=$SRV
     "$1" "$2" >/dev/null
@@ -102,11 +103,20 @@ callgrind_window() {
     callgrind_control -d $vpid >/dev/null 2>&1
     stop
     local summary
-    summary=$(sed -n 's/^summary: *//p' "$TMP/cg.$vpid.1" 2>/dev/null || true)
+    CG_DUMP=$TMP/cg.$vpid.1
+    summary=$(sed -n 's/^summary: *//p' "$CG_DUMP" 2>/dev/null || true)
     # shellcheck disable=SC2086 # the summary's fields, in the events' order
     set -- $summary
     CG_IR=${1:-} CG_D1=
     # --cache-sim's events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw
     [ $# -ge 6 ] && CG_D1=$(($5 + $6))
     return 0
+}
+
+# callgrind_keep DEST: the last callgrind_window's dump moves to DEST
+# (CG_KEEP), the other dumps of the run are removed, so that one window's
+# dump is never taken for another's.
+callgrind_keep() {
+    mv "$CG_DUMP" "$1"
+    rm -f "$TMP"/cg.*
 }

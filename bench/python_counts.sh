@@ -118,7 +118,7 @@ for loop in $LOOPS; do
             echo "  D1 misses (callgrind)          $(awk "BEGIN { printf \"%.1f\", $CG_D1 / $reqs }") per request"
         if [ -n "$CG_KEEP" ]; then
             kept=$CG_KEEP/$loop.$BENCH-$SIZE-c$CONNS.callgrind
-            mv "$TMP"/cg.*.1 "$kept" && echo "  callgrind dump                 $kept ($reqs requests)"
+            callgrind_keep "$kept" && echo "  callgrind dump                 $kept ($reqs requests)"
         fi
         rm -f "$TMP"/cg.*
     else
