@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: MIT
-# What bench/python_counts.sh and bench/c_counts.sh share: how a server
-# they started is awaited and stopped, and what they count on it under
-# load with perf stat, printed per request: software tracepoints only
-# (hardware counters do not work on the bench VMs), none of which depends
-# on how loaded the machine is the way CPU time does.
+# What bench/python_counts.sh and bench/c_counts.sh share: what they
+# count on a server they started (how it is awaited and stopped:
+# bench/common.sh, sourced here) under load with perf stat, printed per
+# request: software tracepoints only (hardware counters do not work on the
+# bench VMs), none of which depends on how loaded the machine is the way
+# CPU time does; and its user-space instructions under callgrind.
 #
 #   raw_syscalls:sys_enter   every system call the server makes
 #   syscalls:sys_enter_NAME  the ones an event loop's request costs, and
@@ -40,6 +41,7 @@
 #                            wake-up there, or the kick that has the CPU
 #                            that sent a request free its buffer (skb
 #                            defer list); on a VM each is an exit
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh" # kv_get, listening, SRV, stop, echo_mode_flags
 PERF_COUNT_EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_epoll_pwait2,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_sendmsg,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_getpid,syscalls:sys_enter_accept4,syscalls:sys_enter_close,syscalls:sys_enter_shutdown,syscalls:sys_enter_setsockopt,syscalls:sys_enter_ioctl,syscalls:sys_enter_brk,syscalls:sys_enter_mmap,syscalls:sys_enter_munmap,page-faults,io_uring:io_uring_submit_req,io_uring:io_uring_complete,io_uring:io_uring_local_work_run,io_uring:io_uring_cqring_wait,io_uring:io_uring_poll_arm,io_uring:io_uring_queue_async_work,context-switches,sched:sched_waking,sched:sched_wakeup,net:net_dev_xmit,skb:skb_copy_datagram_iovec,ipi:ipi_send_cpu
 
 # perf_per_request STAT REQUESTS: each event perf stat -x, wrote to STAT
@@ -49,18 +51,6 @@ perf_per_request() {
         name = $3; sub(/^syscalls:sys_enter_/, "", name)
         sub(/^raw_syscalls:sys_enter$/, "system calls (all)", name)
         printf "  %-30s %7.3f per request\n", name, $1 / r }' "$1"
-}
-
-# listening PORT PID: waits (at most 60 s) until process PID listens on
-# PORT (not any process: another run may have taken the port); fails if
-# PID ends first
-listening() {
-    for _ in $(seq 600); do
-        ss -Hltnp "sport = :$1" | grep -q "pid=$2," && return 0
-        kill -0 "$2" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
 }
 
 # perf_attached PERF_PID: waits (at most 10 s) until the perf stat started
@@ -74,18 +64,6 @@ perf_attached() {
         sleep 0.01
     done
     return 1
-}
-
-# The server under measurement: SRV, its pid (set by the caller's start).
-SRV=
-stop() { kill -KILL $SRV 2>/dev/null || true; wait $SRV 2>/dev/null || true; SRV=; }
-# One value of a key=value line (loadgen's output, missed_wakeups.py's).
-kv_get() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
-# python/bench/echo_server.py's flags for an echo MODE (uvloop's
-# echoserver.py: protocol, streams, sock_recv/sock_sendall), in $flags.
-echo_mode_flags() {
-    case $1 in proto) flags=--proto ;; streams) flags=--streams ;; sock) flags= ;;
-        *) echo "$0: MODE: proto, streams or sock" >&2; exit 2 ;; esac
 }
 
 # callgrind_window LOAD WARM SECS: SRV runs under valgrind's callgrind

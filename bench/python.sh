@@ -26,7 +26,7 @@
 # instead of running the default or nothing without a word).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/.." && pwd)
+. "$HERE/common.sh" # ROOT, PYTHON, ECHO, start_echo, listening, SRV, stop, kv_get, server_cpu_s...
 BUILD=${1:?build dir}
 OUT=${2:?results dir}
 B=$BUILD/bench
@@ -72,11 +72,8 @@ fi
 PY_CONNS=${PY_CONNS:-4}
 PY_HTTP_CONNS=${PY_HTTP_CONNS:-50}
 PY_UDP=${PY_UDP:-1}
-PYTHON=/usr/bin/python3
-ECHO=$ROOT/python/bench/echo_server.py
 HELLO=$ROOT/python/bench/aiohttp_hello.py
 UDP_ECHO=$ROOT/python/bench/udp_echo.py
-HZ=$(getconf CLK_TCK)
 # wrk takes whole seconds
 WRK_SECS=$(awk -v s="$SECS" 'BEGIN{ n = int(s + 0.5); print (n < 1 ? 1 : n) }')
 
@@ -107,41 +104,10 @@ pypath() { case $1 in *@base) echo "$BASELINE/python" ;; *) echo "$BUILD/python"
 
 PORT=12000
 next_port() { PORT=$(( PORT >= 19000 ? 12000 : PORT + 1 )); }
-SRV_PID=
-cleanup() { if [ -n "$SRV_PID" ]; then kill "$SRV_PID" 2>/dev/null || true; fi; }
-trap cleanup EXIT
-
-wait_listening() { # port pid
-    for _ in $(seq 200); do
-        ss -Hltn "sport = :$1" 2>/dev/null | grep -q . && return 0
-        kill -0 "$2" 2>/dev/null || return 1
-        sleep 0.025
-    done
-    return 1
-}
-stop_server() {
-    kill "$SRV_PID" 2>/dev/null || true
-    wait "$SRV_PID" 2>/dev/null || true
-    SRV_PID=
-}
-# The aiohttp server's CPU time in seconds, read as loadgen reads the echo
-# servers' (and bench/run.sh the C HTTP servers'): the nanoseconds every
-# thread has run (/proc/PID/task/*/schedstat), summed, and its utime+stime
-# (/proc/PID/stat), which counts threads that have ended too but only in
-# clock ticks (10 ms, a tenth of a 1.5 s run's CPU at 2 % steps).
-# cpu_delta picks the nanoseconds, unless the ticks show more than 2 ticks
-# beyond them (a thread ended within the window).
-server_cpu_s() {
-    cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.6f", s / 1e9 }'
-}
-server_cpu_ticks_s() {
-    awk -v hz="$HZ" '{ sub(/^.*\) /, ""); printf "%.3f", ($12 + $13) / hz }' "/proc/$1/stat"
-}
-cpu_delta() { # NS0 NS1 TICKS0 TICKS1
-    awk -v a="$1" -v b="$2" -v c="$3" -v d="$4" \
-        'BEGIN { ns = b - a; t = d - c; printf "%.4f", (t - ns > 0.02 || b == 0) ? t : ns }'
-}
-kv_get() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
+trap stop EXIT
+# The aiohttp server's CPU time is read as loadgen reads the echo
+# servers' (and bench/run.sh the C HTTP servers'): common.sh's
+# server_cpu_s, server_cpu_ticks_s and cpu_delta.
 load1() { cut -d' ' -f1 /proc/loadavg; }
 
 mkdir -p "$OUT"
@@ -173,19 +139,14 @@ csv=$OUT/python.csv
 # waits").
 echo "bench,mode,size,placement,contender,rep,req_s,mib_s,p50_us,p99_us,server_cpu_s,cpu_us_per_req,load1,window_s,server_wait_s,load_wait_s,server_steal_s,load_steal_s,lat_max_us,over_1ms,load_cpu_s,server_runs" > "$csv"
 
-# start_echo CONTENDER MODE: sets SRV_PID
-start_echo() {
-    local who=$1 mode=$2 flags
+# start_echo_listening CONTENDER MODE: the echo server on the next port,
+# SRV its pid, once it listens
+start_echo_listening() {
+    local who=$1 flags # echo_mode_flags sets it, start_echo reads it
     next_port
-    case $mode in proto) flags=--proto ;; streams) flags=--streams ;; sock) flags= ;; esac
-    if [ "$who" = c-floor ]; then
-        taskset -c "$SRV_CPU" "$B/pact_stream_echo" $PORT --engine uring 2>/dev/null &
-    else
-        PYTHONPATH=$(pypath "$who") taskset -c "$SRV_CPU" $PYTHON "$ECHO" --loop "${who%@base}" \
-            -- $flags --addr 127.0.0.1:$PORT 2>/dev/null &
-    fi
-    SRV_PID=$!
-    wait_listening $PORT $SRV_PID
+    echo_mode_flags "$2"
+    start_echo "${who%@base}" $PORT "$(pypath "$who")"
+    listening $PORT $SRV
 }
 
 echo_row() { # mode size placement who rep out
@@ -221,13 +182,13 @@ for rep in $(seq 1 "$REPS"); do
                 for who in c-floor "${LOOPS[@]}"; do
                     # The floor is the same C server for every mode: run it once.
                     [ $who = c-floor ] && [ $mode != proto ] && continue
-                    if ! start_echo "$who" "$mode"; then
-                        echo "python bench: $who $mode did not start" >&2; stop_server; continue
+                    if ! start_echo_listening "$who" "$mode"; then
+                        echo "python bench: $who $mode did not start" >&2; stop; continue
                     fi
                     out=$(taskset -c "$ccpu" "$B/loadgen" --port $PORT --conns "$PY_CONNS" --size "$size" \
-                          --duration "$SECS" --warmup "$WARM" --server-pid $SRV_PID 2>&1) || {
+                          --duration "$SECS" --warmup "$WARM" --server-pid $SRV 2>&1) || {
                         echo "python bench: FAILED $mode $size $placement $who: $out" >&2; out=""; }
-                    stop_server
+                    stop
                     echo_row $mode $size $placement $who $rep "$out"
                 done
             done
@@ -244,15 +205,15 @@ for rep in $(seq 1 "$REPS"); do
             : > "$ready"
             PYTHONPATH=$(pypath "$who") taskset -c "$SRV_CPU" $PYTHON "$UDP_ECHO" server \
                 --loop "${who%@base}" --port $PORT 2>"$ready" &
-            SRV_PID=$!
+            SRV=$!
             for _ in $(seq 200); do grep -q ready "$ready" && break; sleep 0.025; done
             if ! grep -q ready "$ready"; then
-                echo "python bench: UDP echo on $who did not start" >&2; stop_server; continue
+                echo "python bench: UDP echo on $who did not start" >&2; stop; continue
             fi
-            out=$(taskset -c "$ccpu" $PYTHON "$UDP_ECHO" client --port $PORT --server-pid $SRV_PID \
+            out=$(taskset -c "$ccpu" $PYTHON "$UDP_ECHO" client --port $PORT --server-pid $SRV \
                   --size 64 --duration "$SECS" --warmup "$WARM" 2>&1) || {
                 echo "python bench: FAILED udp $placement $who: $out" >&2; out=""; }
-            stop_server
+            stop
             echo_row udp 64 $placement $who $rep "$out"
         done
     done
@@ -265,15 +226,15 @@ for rep in $(seq 1 "$REPS"); do
             next_port
             PYTHONPATH=$(pypath "$who") taskset -c "$SRV_CPU" $PYTHON "$HELLO" --loop "${who%@base}" \
                 --port $PORT 2>/dev/null &
-            SRV_PID=$!
-            if ! wait_listening $PORT $SRV_PID; then
-                echo "python bench: aiohttp on $who did not start" >&2; stop_server; continue
+            SRV=$!
+            if ! listening $PORT $SRV; then
+                echo "python bench: aiohttp on $who did not start" >&2; stop; continue
             fi
             taskset -c "$ccpu" wrk -t1 -c"$PY_HTTP_CONNS" -d1s http://127.0.0.1:$PORT/ >/dev/null 2>&1 || true
-            ns0=$(server_cpu_s $SRV_PID); ticks0=$(server_cpu_ticks_s $SRV_PID)
+            ns0=$(server_cpu_s $SRV); ticks0=$(server_cpu_ticks_s $SRV)
             out=$(taskset -c "$ccpu" wrk -t1 -c"$PY_HTTP_CONNS" -d"${WRK_SECS}s" --latency http://127.0.0.1:$PORT/ 2>&1) || true
-            ns1=$(server_cpu_s $SRV_PID); ticks1=$(server_cpu_ticks_s $SRV_PID)
-            stop_server
+            ns1=$(server_cpu_s $SRV); ticks1=$(server_cpu_ticks_s $SRV)
+            stop
             reqs=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' <<<"$out")
             rps=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$out")
             cpu=$(cpu_delta "$ns0" "$ns1" "$ticks0" "$ticks1")

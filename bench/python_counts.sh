@@ -46,10 +46,8 @@ case $BENCH in
 esac
 SECS=${SECS:-5} CALLGRIND=${CALLGRIND:-1} CACHESIM=${CACHESIM:-0} CG_KEEP=${CG_KEEP:-}
 [ -z "$CG_KEEP" ] || mkdir -p "$CG_KEEP"
-PYTHON=/usr/bin/python3
-. "$HERE/counts_common.sh" # PERF_COUNT_EVENTS, perf_per_request, listening, perf_attached, SRV, stop, callgrind_window
+. "$HERE/counts_common.sh" # PERF_COUNT_EVENTS, perf_per_request, PYTHON, ECHO, listening, perf_attached, SRV, stop, callgrind_window
 HELLO=$ROOT/python/bench/aiohttp_hello.py
-ECHO=$ROOT/python/bench/echo_server.py
 LOADGEN=$BUILD/bench/loadgen
 TMP=$(mktemp -d)
 cleanup() { [ -n "$SRV" ] && kill -KILL "$SRV" 2>/dev/null; rm -rf "$TMP"; }
@@ -71,8 +69,8 @@ start() {
         PYTHONPATH=$BUILD/python taskset -c 0 "$@" $PYTHON "$HELLO" --loop "$loop" \
             --port $port 2>"$TMP/server.log" &
     else
-        local flags=
-        case $BENCH in proto) flags=--proto ;; streams) flags=--streams ;; esac
+        local flags
+        echo_mode_flags "$BENCH"
         PYTHONPATH=$BUILD/python taskset -c 0 "$@" $PYTHON "$ECHO" --loop "$loop" \
             -- $flags --addr 127.0.0.1:$port 2>"$TMP/server.log" &
     fi

@@ -165,25 +165,9 @@ stop_server() {
     SRV_PID=
 }
 features_of() { sed -n 's/.*ready features=\([^ ]*\).*/\1/p' "$SRV_ERR" | head -1 | tr , +; }
-# kv_get "k=v k=v" KEY
-kv_get() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
-# The server's CPU time in seconds, as loadgen reads it: the nanoseconds
-# every thread has run (/proc/PID/task/*/schedstat), summed; and its
-# utime+stime (/proc/PID/stat), which counts threads that have ended too
-# but only in clock ticks (10 ms). cpu_delta picks, as loadgen does.
-CLK_TCK=$(getconf CLK_TCK)
-server_cpu_s() {
-    cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.6f", s / 1e9 }'
-}
-server_cpu_ticks_s() {
-    awk -v hz="$CLK_TCK" '{ sub(/^.*\) /, ""); printf "%.3f", ($12 + $13) / hz }' "/proc/$1/stat"
-}
-# cpu_delta NS0 NS1 TICKS0 TICKS1: the schedstat difference, unless the
-# ticks show more than 2 ticks beyond it (a thread ended in the window)
-cpu_delta() {
-    awk -v a="$1" -v b="$2" -v c="$3" -v d="$4" \
-        'BEGIN { ns = b - a; t = d - c; printf "%.4f", (t - ns > 0.02 || b == 0) ? t : ns }'
-}
+# kv_get "k=v k=v" KEY, and the server's CPU time as loadgen reads it
+# (server_cpu_s, server_cpu_ticks_s, cpu_delta)
+. "$HERE/common.sh"
 # wait_port PORT: until the server accepts (at most 10 s)
 wait_port() {
     local i

@@ -34,7 +34,7 @@
 #   WHO="c-floor uvloop pact-uring pact-epoll"  TRACE=0 TRACE_SECS=3
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/.." && pwd)
+. "$HERE/common.sh" # PYTHON, start_echo, listening, stop, kv_get, echo_mode_flags, trace_middle
 BUILD=${1:?build dir}
 OUT=${2:?results dir}
 B=$BUILD/bench
@@ -43,9 +43,6 @@ PY_CONNS=${PY_CONNS:-4} MODE=${MODE:-proto}
 SRV_CPU=${SRV_CPU:-0} CLI_CPU=${CLI_CPU:-1}
 WHO=${WHO:-c-floor uvloop pact-uring pact-epoll}
 TRACE=${TRACE:-0} TRACE_SECS=${TRACE_SECS:-3}
-PYTHON=/usr/bin/python3
-ECHO=$ROOT/python/bench/echo_server.py
-. "$HERE/counts_common.sh" # listening, SRV, stop, kv_get, echo_mode_flags
 echo_mode_flags "$MODE"
 trap stop EXIT
 PORT=$((19100 + RANDOM % 400))
@@ -56,13 +53,7 @@ echo "round,contender,reqs,req_s,p50_us,p99_us,lat_max_us,over_1ms,over_10ms,gap
 for round in $(seq 1 "$ROUNDS"); do
     for who in $WHO; do
         PORT=$((PORT + 1))
-        if [ "$who" = c-floor ]; then
-            taskset -c "$SRV_CPU" "$B/pact_stream_echo" $PORT --engine uring 2>/dev/null &
-        else
-            PYTHONPATH=$BUILD/python taskset -c "$SRV_CPU" $PYTHON "$ECHO" --loop "$who" \
-                -- $flags --addr 127.0.0.1:$PORT 2>/dev/null &
-        fi
-        SRV=$!
+        start_echo "$who" $PORT "$BUILD/python"
         if ! listening $PORT $SRV; then
             echo "spikes: $who did not start" >&2; stop; continue
         fi
@@ -76,14 +67,9 @@ for round in $(seq 1 "$ROUNDS"); do
             [ "$TRACE" = 2 ] && more=(-e 'io_uring:*'
                 -e raw_syscalls:sys_enter --filter "common_pid == $SRV"
                 -e raw_syscalls:sys_exit --filter "common_pid == $SRV")
-            sleep "$(awk -v w="$WARM" -v s="$SECS" -v t="$TRACE_SECS" 'BEGIN { d = w + (s - t) / 2; print (d > 0 ? d : 0) }')"
-            perf record -q -a -m 16M -o "$OUT/.trace.data" \
-                -e tcp:tcp_probe --filter "data_len > 0 && (sport == $PORT || dport == $PORT)" \
+            trace_middle "$OUT/.trace.txt" \
                 -e sched:sched_switch --filter "prev_pid == $SRV || next_pid == $SRV" \
-                -e sched:sched_wakeup --filter "pid == $SRV" "${more[@]}" \
-                -- sleep "$TRACE_SECS" 2>/dev/null
-            perf script --show-lost-events -F comm,tid,cpu,time,event,trace -i "$OUT/.trace.data" \
-                > "$OUT/.trace.txt" 2>/dev/null
+                -e sched:sched_wakeup --filter "pid == $SRV" "${more[@]}"
             wk=$($PYTHON "$HERE/missed_wakeups.py" --pid $SRV --port $PORT --pingpong --list \
                  < "$OUT/.trace.txt" 2> "$OUT/wakeups-$who-$round.log")
             if [ "$TRACE" = 2 ] && [[ ! " $wk " =~ " late=0 " || ! " $wk " =~ " held_1ms=0 " ]]; then

@@ -29,7 +29,7 @@
 #   WHO="uvloop pact-uring pact-epoll" KEEP=1
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/.." && pwd)
+. "$HERE/common.sh" # PYTHON, start_echo, listening, stop, kv_get, echo_mode_flags, trace_middle
 BUILD=${1:?build dir}
 OUT=${2:?results dir}
 B=$BUILD/bench
@@ -37,9 +37,6 @@ ROUNDS=${ROUNDS:-1} SECS=${SECS:-4} WARM=${WARM:-0.5} SIZE=${SIZE:-102400}
 PY_CONNS=${PY_CONNS:-4} MODE=${MODE:-streams} KEEP=${KEEP:-1}
 SRV_CPU=${SRV_CPU:-0} CLI_CPU=${CLI_CPU:-1} TRACE_SECS=${TRACE_SECS:-1}
 WHO=${WHO:-uvloop pact-uring pact-epoll}
-PYTHON=/usr/bin/python3
-ECHO=$ROOT/python/bench/echo_server.py
-. "$HERE/counts_common.sh" # listening, SRV, stop, kv_get, echo_mode_flags
 echo_mode_flags "$MODE"
 trap stop EXIT
 PORT=$((19500 + RANDOM % 400))
@@ -50,27 +47,20 @@ csv=$OUT/timeline.csv
 for round in $(seq 1 "$ROUNDS"); do
     for who in $WHO; do
         PORT=$((PORT + 1))
-        PYTHONPATH=$BUILD/python taskset -c "$SRV_CPU" $PYTHON "$ECHO" --loop "$who" \
-            -- $flags --addr 127.0.0.1:$PORT 2>/dev/null &
-        SRV=$!
+        start_echo "$who" $PORT "$BUILD/python"
         if ! listening $PORT $SRV; then
             echo "timeline: $who did not start" >&2; stop; continue
         fi
         taskset -c "$CLI_CPU" "$B/loadgen" --port $PORT --conns "$PY_CONNS" --size "$SIZE" \
             --duration "$SECS" --warmup "$WARM" --server-pid $SRV > "$OUT/.loadgen" 2>&1 &
         LG_PID=$!
-        sleep "$(awk -v w="$WARM" -v s="$SECS" -v t="$TRACE_SECS" 'BEGIN { d = w + (s - t) / 2; print (d > 0 ? d : 0) }')"
-        perf record -q -a -m 16M -o "$OUT/.trace.data" \
-            -e tcp:tcp_probe --filter "data_len > 0 && (sport == $PORT || dport == $PORT)" \
+        txt=$OUT/trace-$who-$round.txt
+        trace_middle "$txt" \
             -e sched:sched_switch --filter "prev_pid == $SRV || next_pid == $SRV || prev_pid == $LG_PID || next_pid == $LG_PID || CPU == $SRV_CPU" \
             -e sched:sched_wakeup --filter "pid == $SRV || pid == $LG_PID" \
             -e 'io_uring:*' \
             -e raw_syscalls:sys_enter --filter "common_pid == $SRV" \
-            -e raw_syscalls:sys_exit --filter "common_pid == $SRV" \
-            -- sleep "$TRACE_SECS" 2>/dev/null
-        txt=$OUT/trace-$who-$round.txt
-        perf script --show-lost-events -F comm,tid,cpu,time,event,trace -i "$OUT/.trace.data" \
-            > "$txt" 2>/dev/null
+            -e raw_syscalls:sys_exit --filter "common_pid == $SRV"
         row=$($PYTHON "$HERE/timeline.py" --pid $SRV --client-pid $LG_PID --srv-cpu "$SRV_CPU" --port $PORT --size "$SIZE" --csv < "$txt")
         wait $LG_PID || echo "timeline: $who: $(cat "$OUT/.loadgen")" >&2
         out=$(cat "$OUT/.loadgen")
