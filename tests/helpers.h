@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "helpers_both_systems.h"
+#include "open_fds.h" /* count_open_fds */
 
 /* A loop made with the test's options (o->debug is set here) on the
  * engine the runner asked for; fails the test if the loop silently fell
@@ -48,6 +49,18 @@ static inline pact_loop *test_loop_new(void)
 {
     return test_loop_new_movable(0);
 }
+
+/* Runs the loop until expr holds, failing after ms milliseconds. */
+#define RUN_UNTIL(loop, expr, ms)                                            \
+    do {                                                                     \
+        uint64_t end_ = pact_now() + (uint64_t)(ms) * MS;                    \
+        while (!(expr)) {                                                    \
+            cr_assert(pact_now() < end_, "timed out after %d ms waiting "    \
+                      "for %s", (int)(ms), #expr);                           \
+            int r_ = pact_loop_run_once((loop), 10 * (int64_t)MS);          \
+            cr_assert_geq(r_, 0, "run_once: %s", pact_strerror(r_));         \
+        }                                                                    \
+    } while (0)
 
 static inline void make_socketpair(int sv[2])
 {
@@ -85,20 +98,6 @@ static inline void make_tcp_pair(int *client, int *server)
     close(lfd);
     *client = c;
     *server = s;
-}
-
-/* Number of open fds in this process. */
-static inline int count_open_fds(void)
-{
-    int n = 0;
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *e;
-    while (d && (e = readdir(d)))
-        if (e->d_name[0] != '.')
-            n++;
-    if (d)
-        closedir(d);
-    return n - 1; /* the DIR's own fd */
 }
 
 /* Bytes of heap the process has allocated and not freed: what a leak

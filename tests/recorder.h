@@ -134,18 +134,6 @@ static const pact_protocol rec_protocol = {
         cr_expect_eq((r)->lost, 1, "connection_lost %d times", (r)->lost);   \
     } while (0)
 
-/* Runs the loop until expr holds, failing after ms milliseconds. */
-#define RUN_UNTIL(loop, expr, ms)                                            \
-    do {                                                                     \
-        uint64_t end_ = pact_now() + (uint64_t)(ms) * MS;                    \
-        while (!(expr)) {                                                    \
-            cr_assert(pact_now() < end_, "timed out after %d ms waiting "    \
-                      "for %s", (int)(ms), #expr);                           \
-            int r_ = pact_loop_run_once((loop), 10 * (int64_t)MS);          \
-            cr_assert_geq(r_, 0, "run_once: %s", pact_strerror(r_));         \
-        }                                                                    \
-    } while (0)
-
 /* Runs the loop for about ms milliseconds. */
 static inline void run_for(pact_loop *loop, unsigned ms)
 {

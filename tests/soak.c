@@ -9,7 +9,6 @@
  * warm-up is printed (and must stay under SOAK_RSS_MAX_MB, default 32).
  *
  *   PACT_ENGINE=uring SOAK_SECONDS=60 ./build/tests/soak        */
-#include <dirent.h>
 #include <errno.h>
 #include <pact.h>
 #include <signal.h>
@@ -20,6 +19,8 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include "open_fds.h" /* count_open_fds */
 
 #define NLOAD 16   /* long connections under steady echo load */
 #define NCHURN 24  /* short connections in flight at a time */
@@ -40,19 +41,6 @@ static uint64_t churn_ok, churn_err, churn_started, load_bytes, spawns,
         fprintf(stderr, "\n");                        \
         exit(1);                                      \
     } while (0)
-
-static int count_fds(void)
-{
-    int n = 0;
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *e;
-    while (d && (e = readdir(d)))
-        if (e->d_name[0] != '.')
-            n++;
-    if (d)
-        closedir(d);
-    return n - 1;
-}
 
 static long rss_kb(void)
 {
@@ -319,7 +307,7 @@ int main(void)
     const char *mv = getenv("SOAK_RSS_MAX_MB");
     long rss_max_kb = (mv ? atol(mv) : 32) * 1024;
     signal(SIGPIPE, SIG_IGN);
-    int fds0 = count_fds();
+    int fds0 = count_open_fds();
     pact_loop_options o;
     pact_loop_options_init(&o);
     o.debug = 0;
@@ -371,7 +359,7 @@ int main(void)
                     DIE("storm client %d: %m", i);
             }
             struct rlimit lim = old_lim;
-            lim.rlim_cur = (rlim_t)count_fds();
+            lim.rlim_cur = (rlim_t)count_open_fds();
             setrlimit(RLIMIT_NOFILE, &lim);
             storm = 1;
             storm_end = now + 3ull * 1000 * 1000 * 1000;
@@ -387,7 +375,7 @@ int main(void)
                    (unsigned long long)pact_server_accept_errors(srv));
         }
         if (now >= next_sample) {
-            int fds = count_fds();
+            int fds = count_open_fds();
             long rss = rss_kb();
             if (!rss_warm && now - t0 >= (uint64_t)(seconds * 0.1e9)) {
                 rss_warm = rss;
@@ -425,7 +413,7 @@ int main(void)
         if (storm_fds[i] >= 0)
             DIE("storm client %d was never served (the EMFILE storm stopped "
                 "the server)", i);
-    int fds_end_run = count_fds();
+    int fds_end_run = count_open_fds();
     long rss_end = rss_kb();
 
     /* Close everything; the fd count must come back to the start. */
@@ -460,7 +448,7 @@ int main(void)
     if (st.ops_live)
         DIE("%llu ops live after close", (unsigned long long)st.ops_live);
     pact_loop_free(L);
-    int fds_end = count_fds();
+    int fds_end = count_open_fds();
     printf("soak: done: %llu connections opened and closed (%llu errors, most "
            "in the storm), %llu MiB echoed, %llu subprocesses, %llu timers\n",
            (unsigned long long)churn_ok, (unsigned long long)churn_err,

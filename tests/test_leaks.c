@@ -17,6 +17,7 @@
 #include <sys/un.h>
 
 #include "helpers.h"
+#include "tls_certs.h"
 
 /* Gives free heap memory back to the kernel, so RSS shows what is held.
  * (Not under ASan: its RSS is not asserted, see expect_flat.) */
@@ -231,17 +232,6 @@ static void run_kind(const char *kind, int total, int batch, batch_fn fn,
     cr_expect_eq(count_open_fds(), fds0, "%s: fds leaked by the loop's close",
                  kind);
 }
-
-#define RUN_UNTIL(loop, expr, ms)                                            \
-    do {                                                                     \
-        uint64_t end_ = pact_now() + (uint64_t)(ms) * MS;                    \
-        while (!(expr)) {                                                    \
-            cr_assert(pact_now() < end_, "timed out after %d ms waiting "    \
-                      "for %s", (int)(ms), #expr);                           \
-            int r_ = pact_loop_run_once((loop), 10 * (int64_t)MS);          \
-            cr_assert_geq(r_, 0, "run_once: %s", pact_strerror(r_));         \
-        }                                                                    \
-    } while (0)
 
 /* ---- stream transports (TCP, Unix, TLS) ------------------------------------------ */
 
@@ -1290,35 +1280,15 @@ static void tls_batch(pact_loop *loop, void *ctx, int first, int n)
 
 Test(leaks, tls_transports)
 {
-    char dir[] = "/tmp/pact-leaks-tls.XXXXXX";
-    cr_assert_not_null(mkdtemp(dir));
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd,
-             "set -e; cd %s; "
-             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
-             "-nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=pact-test-ca "
-             "-addext basicConstraints=critical,CA:TRUE "
-             "-addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null; "
-             "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
-             "-keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null; "
-             "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n"
-             "basicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth,clientAuth\\n' "
-             "> ext.cnf; "
-             "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key "
-             "-CAcreateserial -out server.pem -days 2 -extfile ext.cnf 2>/dev/null",
-             dir);
-    cr_assert_eq(system(cmd), 0, "making certificates with openssl failed");
-    char ca[128], crt[128], key[128];
-    snprintf(ca, sizeof ca, "%s/ca.pem", dir);
-    snprintf(crt, sizeof crt, "%s/server.pem", dir);
-    snprintf(key, sizeof key, "%s/server.key", dir);
+    tls_certs certs;
+    tls_certs_make(&certs, "pact-leaks-tls");
     tls_ctx tc;
     cr_assert_eq(pact_tls_context_create(PACT_TLS_CLIENT, &tc.cctx), 0);
-    cr_assert_eq(pact_tls_context_set_ca(tc.cctx, ca, NULL), 0);
+    cr_assert_eq(pact_tls_context_set_ca(tc.cctx, certs.ca_pem, NULL), 0);
     cr_assert_eq(pact_tls_context_create(PACT_TLS_SERVER, &tc.sctx), 0);
-    cr_assert_eq(pact_tls_context_set_certificate(tc.sctx, crt, key), 0);
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    cr_assert_eq(system(cmd), 0);
+    cr_assert_eq(pact_tls_context_set_certificate(tc.sctx, certs.srv_pem, certs.srv_key),
+                 0);
+    cr_assert_eq(tls_certs_remove(&certs), 0);
     run_kind("tls transport", TLS_TOTAL, L_MODES * 5, tls_batch, &tc);
     pact_tls_context_free(tc.cctx);
     pact_tls_context_free(tc.sctx);

@@ -12,47 +12,24 @@
 
 #include "helpers.h"
 #include "recorder.h"
+#include "tls_certs.h"
 
 /* OpenSSL's verification results (<openssl/x509_vfy.h>, which a build
  * without OpenSSL does not have). */
 #define X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY 20
 #define X509_V_ERR_HOSTNAME_MISMATCH 62
 
-static char dir[64];
-static char ca_pem[128], srv_pem[128], srv_key[128];
+static tls_certs certs;
 
 static void certs_setup(void)
 {
     signal(SIGPIPE, SIG_IGN);
-    snprintf(dir, sizeof dir, "/tmp/pact-tls.XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-    snprintf(ca_pem, sizeof ca_pem, "%s/ca.pem", dir);
-    snprintf(srv_pem, sizeof srv_pem, "%s/server.pem", dir);
-    snprintf(srv_key, sizeof srv_key, "%s/server.key", dir);
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd,
-             "set -e; cd %s; "
-             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
-             "-nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=pact-test-ca "
-             "-addext basicConstraints=critical,CA:TRUE "
-             "-addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null; "
-             "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
-             "-keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null; "
-             "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n"
-             "basicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth,clientAuth\\n' "
-             "> ext.cnf; "
-             "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key "
-             "-CAcreateserial -out server.pem -days 2 -extfile ext.cnf 2>/dev/null",
-             dir);
-    cr_assert_eq(system(cmd), 0, "making certificates with openssl failed");
+    tls_certs_make(&certs, "pact-tls");
 }
 
 static void certs_teardown(void)
 {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", dir);
+    tls_certs_remove(&certs);
 }
 
 TestSuite(tls, .init = certs_setup, .fini = certs_teardown, .timeout = 120);
@@ -61,7 +38,7 @@ static pact_tls_context *server_ctx(void)
 {
     pact_tls_context *ctx;
     cr_assert_eq(pact_tls_context_create(PACT_TLS_SERVER, &ctx), 0);
-    cr_assert_eq(pact_tls_context_set_certificate(ctx, srv_pem, srv_key), 0);
+    cr_assert_eq(pact_tls_context_set_certificate(ctx, certs.srv_pem, certs.srv_key), 0);
     return ctx;
 }
 
@@ -69,7 +46,7 @@ static pact_tls_context *client_ctx(void)
 {
     pact_tls_context *ctx;
     cr_assert_eq(pact_tls_context_create(PACT_TLS_CLIENT, &ctx), 0);
-    cr_assert_eq(pact_tls_context_set_ca(ctx, ca_pem, NULL), 0);
+    cr_assert_eq(pact_tls_context_set_ca(ctx, certs.ca_pem, NULL), 0);
     return ctx;
 }
 
@@ -155,9 +132,9 @@ static child start_s_server(int port, const char *alpn)
 {
     char accept[32];
     snprintf(accept, sizeof accept, "127.0.0.1:%d", port);
-    char *argv[] = {"openssl", "s_server", "-accept", accept, "-cert", srv_pem,
-                    "-key", srv_key, "-rev", "-quiet", "-alpn", (char *)alpn,
-                    NULL};
+    char *argv[] = {"openssl", "s_server", "-accept", accept,
+                    "-cert", certs.srv_pem, "-key", certs.srv_key,
+                    "-rev", "-quiet", "-alpn", (char *)alpn, NULL};
     child c = spawn(argv);
     uint64_t end = pact_now() + 5000 * MS;
     while (!is_listening(port)) {
@@ -367,7 +344,8 @@ static void s_client_session(int kill_it)
     pact_tls_context_free(ctx);
     char connect[32];
     snprintf(connect, sizeof connect, "127.0.0.1:%d", pact_server_port(srv));
-    char *argv[] = {"openssl", "s_client", "-connect", connect, "-CAfile", ca_pem,
+    char *argv[] = {"openssl", "s_client", "-connect", connect,
+                    "-CAfile", certs.ca_pem,
                     "-servername", "localhost", "-alpn", "foo", "-quiet",
                     "-no_ign_eof", NULL};
     child cl = spawn(argv);
@@ -571,22 +549,23 @@ Test(tls, context_setters_say_why_they_failed)
     cr_assert_str_eq(pact_tls_context_error_message(c),
                      "/dev/null: no CA certificate in the file (PEM expected)");
     char missing[160];
-    snprintf(missing, sizeof missing, "%s/missing.pem", dir);
+    snprintf(missing, sizeof missing, "%s/missing.pem", certs.dir);
     cr_assert_eq(pact_tls_context_set_ca(c, missing, NULL), -ENOENT);
     cr_assert(strstr(pact_tls_context_error_message(c), "No such file"), "%s",
               pact_tls_context_error_message(c));
-    cr_assert_eq(pact_tls_context_set_ca(c, ca_pem, NULL), 0);
+    cr_assert_eq(pact_tls_context_set_ca(c, certs.ca_pem, NULL), 0);
     cr_assert_null(pact_tls_context_error_message(c), "a success clears the reason");
     cr_assert_eq(pact_tls_context_set_ciphers(c, "NO-SUCH-CIPHER", NULL), -EINVAL);
     cr_assert(strstr(pact_tls_context_error_message(c), "TLS 1.2"), "%s",
               pact_tls_context_error_message(c));
     cr_assert_eq(pact_tls_context_create(PACT_TLS_SERVER, &s), 0);
-    cr_assert_eq(pact_tls_context_set_certificate(s, srv_key, srv_key), -ENODATA);
+    cr_assert_eq(pact_tls_context_set_certificate(s, certs.srv_key, certs.srv_key),
+                 -ENODATA);
     cr_assert(strstr(pact_tls_context_error_message(s), "no certificate in the file"),
               "%s", pact_tls_context_error_message(s));
     char ca_key[160];
-    snprintf(ca_key, sizeof ca_key, "%s/ca.key", dir);
-    cr_assert_eq(pact_tls_context_set_certificate(s, srv_pem, ca_key), -EINVAL);
+    snprintf(ca_key, sizeof ca_key, "%s/ca.key", certs.dir);
+    cr_assert_eq(pact_tls_context_set_certificate(s, certs.srv_pem, ca_key), -EINVAL);
     cr_assert(strstr(pact_tls_context_error_message(s),
                      "the private key does not match the certificate"),
               "%s", pact_tls_context_error_message(s));

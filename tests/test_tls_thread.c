@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "helpers.h"
+#include "tls_certs.h"
 
 TestSuite(tls_thread, .timeout = 120);
 
@@ -35,39 +36,7 @@ const char *__tsan_default_suppressions(void)
 #define THREADS 2
 #define CONNECTIONS 12 /* per thread, one after the other */
 
-static char dir[64], ca_pem[128], srv_pem[128], srv_key[128];
-
-static void make_certificates(void)
-{
-    snprintf(dir, sizeof dir, "/tmp/pact-tls-thread.XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-    snprintf(ca_pem, sizeof ca_pem, "%s/ca.pem", dir);
-    snprintf(srv_pem, sizeof srv_pem, "%s/server.pem", dir);
-    snprintf(srv_key, sizeof srv_key, "%s/server.key", dir);
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd,
-             "set -e; cd %s; "
-             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
-             "-nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=pact-test-ca "
-             "-addext basicConstraints=critical,CA:TRUE "
-             "-addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null; "
-             "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
-             "-keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null; "
-             "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n"
-             "basicConstraints=CA:FALSE\\nextendedKeyUsage=serverAuth\\n' > ext.cnf; "
-             "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key "
-             "-CAcreateserial -out server.pem -days 2 -extfile ext.cnf 2>/dev/null",
-             dir);
-    cr_assert_eq(system(cmd), 0, "making certificates with openssl failed");
-}
-
-static void remove_certificates(void)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", dir);
-}
+static tls_certs certs;
 
 /* What one thread did; read by the main thread after join. A worker never
  * asserts itself: it records the first thing that went wrong. */
@@ -222,12 +191,12 @@ static void *worker_main(void *arg)
 
 Test(tls_thread, two_loops_on_two_threads_share_one_context_with_resumption)
 {
-    make_certificates();
+    tls_certs_make(&certs, "pact-tls-thread");
     pact_tls_context *sctx, *cctx;
     cr_assert_eq(pact_tls_context_create(PACT_TLS_SERVER, &sctx), 0);
-    cr_assert_eq(pact_tls_context_set_certificate(sctx, srv_pem, srv_key), 0);
+    cr_assert_eq(pact_tls_context_set_certificate(sctx, certs.srv_pem, certs.srv_key), 0);
     cr_assert_eq(pact_tls_context_create(PACT_TLS_CLIENT, &cctx), 0);
-    cr_assert_eq(pact_tls_context_set_ca(cctx, ca_pem, NULL), 0);
+    cr_assert_eq(pact_tls_context_set_ca(cctx, certs.ca_pem, NULL), 0);
     /* Two names the certificate has: each thread resumes its own sessions
      * deterministically, while both share (and lock) one session table. */
     static const char *names[THREADS] = {"localhost", "127.0.0.1"};
@@ -268,5 +237,5 @@ Test(tls_thread, two_loops_on_two_threads_share_one_context_with_resumption)
     cr_assert_eq(pact_tls_context_handshakes(cctx), (uint64_t)total);
     cr_assert_eq(pact_tls_context_handshake_failures(cctx), 0);
     pact_tls_context_free(cctx);
-    remove_certificates();
+    tls_certs_remove(&certs);
 }

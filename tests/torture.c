@@ -22,7 +22,6 @@
  *   PACT_ENGINE=uring torture --seed N --ops M
  * tests/test_torture.c runs short versions under Criterion (make test);
  * `make torture` runs 10^7 operations per engine. */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -36,6 +35,8 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "open_fds.h" /* count_open_fds */
 
 /* ---- run state ------------------------------------------------------------ */
 
@@ -76,19 +77,6 @@ static void tt_fail(int line, const char *fmt, ...)
         if (!(c))             \
             FAIL(__VA_ARGS__); \
     } while (0)
-
-static int tt_count_fds(void)
-{
-    int n = 0;
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *e;
-    while (d && (e = readdir(d)))
-        if (e->d_name[0] != '.')
-            n++;
-    if (d)
-        closedir(d);
-    return n - 1;
-}
 
 /* ---- byte streams ------------------------------------------------------------
  * One direction of one connection. Sends are recorded in start order (the
@@ -1264,7 +1252,7 @@ static torture_result torture_run(uint64_t seed, uint64_t ops)
         tt_rng = 1;
     tt_step = 0;
     tt_find_hook = find_bytes;
-    int fds_before = tt_count_fds();
+    int fds_before = count_open_fds();
 
     pact_loop_options o;
     pact_loop_options_init(&o);
@@ -1317,7 +1305,7 @@ static torture_result torture_run(uint64_t seed, uint64_t ops)
           (unsigned long long)st.ops_started, (unsigned long long)st.ops_completed);
     pact_loop_free(L);
     L = NULL;
-    int fds_after = tt_count_fds();
+    int fds_after = count_open_fds();
     CHECK(fds_after == fds_before, "fds: %d before, %d after", fds_before, fds_after);
     torture_result res = {ops, nstarted, ncompleted, ncancels, tp_bytes, tt_cq_overflows};
     reset_state();
