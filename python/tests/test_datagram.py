@@ -15,8 +15,7 @@ import warnings
 from test.test_asyncio import test_base_events
 
 import pact.asyncio as pa
-
-ENGINE = os.environ.get('PACT_ENGINE', 'auto')
+from pact_loop_case import ENGINE, PactLoopTestCase
 
 
 def ipv6_loopback():
@@ -70,14 +69,7 @@ class Recorder(asyncio.DatagramProtocol):
             await self.got.wait()
 
 
-class DatagramTests(unittest.TestCase):
-    def setUp(self):
-        self.loop = pa.Loop(engine=ENGINE)
-        self.addCleanup(self.loop.close)
-
-    def run_main(self, coro, timeout=30):
-        return self.loop.run_until_complete(asyncio.wait_for(coro, timeout))
-
+class DatagramTests(PactLoopTestCase):
     def on_both_loops(self, scenario):
         """Runs scenario(loop) on pact and on asyncio's selector loop:
         what each returns, for the test to compare."""

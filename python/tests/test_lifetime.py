@@ -15,18 +15,10 @@ import unittest
 import warnings
 
 import pact.asyncio as pa
+from pact_loop_case import ENGINE, PactLoopTestCase
 
-ENGINE = os.environ.get('PACT_ENGINE', 'auto')
 
-
-class LifetimeTests(unittest.TestCase):
-    def setUp(self):
-        self.loop = pa.Loop(engine=ENGINE)
-        self.addCleanup(self.loop.close)
-
-    def run_main(self, coro, timeout=30):
-        return self.loop.run_until_complete(asyncio.wait_for(coro, timeout))
-
+class LifetimeTests(PactLoopTestCase):
     def test_a_collection_before_connection_made_keeps_the_transport(self):
         # Between accepting and connection_made the only strong references
         # to a new server-side transport are pact's own and the accept

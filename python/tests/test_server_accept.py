@@ -11,9 +11,7 @@ import socket
 import tempfile
 import unittest
 
-import pact.asyncio as pa
-
-ENGINE = os.environ.get('PACT_ENGINE', 'auto')
+from pact_loop_case import PactLoopTestCase
 
 
 class Recorder(asyncio.Protocol):
@@ -48,14 +46,7 @@ async def echo_once(host, port, payload):
     return got
 
 
-class AcceptTests(unittest.TestCase):
-    def setUp(self):
-        self.loop = pa.Loop(engine=ENGINE)
-        self.addCleanup(self.loop.close)
-
-    def run_main(self, coro, timeout=30):
-        return self.loop.run_until_complete(asyncio.wait_for(coro, timeout))
-
+class AcceptTests(PactLoopTestCase):
     def test_create_server_accepts_in_c(self):
         async def main():
             protocols = []

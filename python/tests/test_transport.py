@@ -18,8 +18,7 @@ import warnings
 from test.test_asyncio import utils as test_utils
 
 import pact.asyncio as pa
-
-ENGINE = os.environ.get('PACT_ENGINE', 'auto')
+from pact_loop_case import PactLoopTestCase
 
 
 class Echo(asyncio.Protocol):
@@ -41,14 +40,7 @@ def read_all(sock):
         chunks.append(chunk)
 
 
-class TransportTests(unittest.TestCase):
-    def setUp(self):
-        self.loop = pa.Loop(engine=ENGINE)
-        self.addCleanup(self.loop.close)
-
-    def run_main(self, coro, timeout=30):
-        return self.loop.run_until_complete(asyncio.wait_for(coro, timeout))
-
+class TransportTests(PactLoopTestCase):
     def test_echo_server_and_client(self):
         async def main():
             srv = await self.loop.create_server(Echo, '127.0.0.1', 0)
@@ -780,14 +772,7 @@ class TransportTests(unittest.TestCase):
         # At least the 20 ms it slept (more on a loaded machine).
         self.assertGreaterEqual(float(took.group(1)), 0.020)
 
-class PipeAndDatagramTests(unittest.TestCase):
-    def setUp(self):
-        self.loop = pa.Loop(engine=ENGINE)
-        self.addCleanup(self.loop.close)
-
-    def run_main(self, coro, timeout=30):
-        return self.loop.run_until_complete(asyncio.wait_for(coro, timeout))
-
+class PipeAndDatagramTests(PactLoopTestCase):
     def test_loop_close_leaves_pipe_transports_open(self):
         # As asyncio: the pipe object stays open with the transport; once
         # its owner closed it, collecting the transport says nothing.
