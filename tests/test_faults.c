@@ -16,11 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/utsname.h>
 #include <unistd.h>
 
 #include "fault.h"
 #include "helpers.h"
+#include "kernel_features.h"
 
 #define MAX_N 400
 
@@ -595,17 +595,12 @@ static int fixed_files_expected(void)
     fault_loop_free(probe);
     if (!uring)
         return 0;
-    const char *mask = getenv("PACT_URING_MASK");
-    if (mask && (strstr(mask, "fixedfiles") || strstr(mask, "all")))
+    if (uring_feature_masked("fixedfiles"))
         return 0;
     const char *size = getenv("PACT_URING_FIXED_FILES");
     if (size && *size && strtoul(size, NULL, 10) == 0)
         return 0;
-    struct utsname u;
-    int ma = 0, mi = 0;
-    if (uname(&u) != 0 || sscanf(u.release, "%d.%d", &ma, &mi) < 2)
-        return 0;
-    return ma > 6 || (ma == 6 && mi >= 13);
+    return kernel_at_least(6, 13);
 }
 
 /* A socket's fixed-file slot that the kernel did not fill (io_uring):
@@ -714,14 +709,7 @@ static int close_on_ring_expected(pact_loop *loop)
 {
     if (pact_loop_engine(loop) != PACT_ENGINE_URING)
         return 0;
-    const char *mask = getenv("PACT_URING_MASK");
-    if (mask && (strstr(mask, "files") || strstr(mask, "all")))
-        return 0;
-    struct utsname u;
-    int ma = 0, mi = 0;
-    if (uname(&u) != 0 || sscanf(u.release, "%d.%d", &ma, &mi) < 2)
-        return 0;
-    return ma > 5 || (ma == 5 && mi >= 17);
+    return !uring_feature_masked("files") && kernel_at_least(5, 17);
 }
 
 /* io_uring closes a transport's socket by a CLOSE that goes with the

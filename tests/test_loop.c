@@ -13,6 +13,7 @@
 #include <sys/syscall.h>
 
 #include "helpers.h"
+#include "kernel_features.h"
 
 TestSuite(loop, .timeout = 30);
 
@@ -1052,9 +1053,7 @@ static void count_poll(pact_loop *loop, const pact_completion *c, void *user)
 static void slept_then_next_run(int64_t next_timeout_ns)
 {
     pact_loop *loop = test_loop_new();
-    const char *mask = getenv("PACT_URING_MASK");
-    if (pact_loop_engine(loop) != PACT_ENGINE_URING ||
-        (mask && (strstr(mask, "setup") || strstr(mask, "all")))) {
+    if (pact_loop_engine(loop) != PACT_ENGINE_URING || uring_feature_masked("setup")) {
         test_loop_free(loop);
         cr_skip_test("io_uring with DEFER_TASKRUN only");
     }

@@ -13,10 +13,10 @@
 #include <stdio.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <sys/utsname.h>
 #include <linux/loop.h>
 
 #include "helpers.h"
+#include "kernel_features.h"
 #include "loop.h" /* send slots, fixed-file slots: which path a move took */
 
 TestSuite(loop_thread, .timeout = 60);
@@ -47,17 +47,9 @@ static void *run_once_and_return(void *arg)
  * engine_uring.c), and no test mask may hide that or the setup flags. */
 static int movable_loops_start_fast(void)
 {
-    const char *mask = getenv("PACT_URING_MASK");
-    if (mask && (strstr(mask, "teardown") || strstr(mask, "setup") ||
-                 strstr(mask, "all")))
+    if (uring_feature_masked("teardown") || uring_feature_masked("setup"))
         return 0;
-    struct utsname u;
-    int ma = 0, mi = 0, patch = 0;
-    if (uname(&u) != 0 || sscanf(u.release, "%d.%d.%d", &ma, &mi, &patch) < 2)
-        return 0;
-    if (ma != 6)
-        return ma > 6;
-    return mi >= 17 || (mi == 16 && patch >= 9) || (mi == 12 && patch >= 49);
+    return kernel_ring_teardown_skips_waiting_io();
 }
 
 Test(loop_thread, a_movable_loop_receives_with_multishot_until_it_changes_threads)

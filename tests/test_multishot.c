@@ -9,10 +9,10 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <sys/resource.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
 
 #include "helpers.h"
+#include "kernel_features.h"
 #include "loop.h" /* pact__recv_buffer_keep: hold a receive buffer */
 
 TestSuite(multishot, .timeout = 60);
@@ -662,14 +662,7 @@ static void send_rounds(pact_loop *loop, int fd, spots *sp, int rounds, size_t s
  * hides it. */
 static int ring_defers_task_work(void)
 {
-    const char *mask = getenv("PACT_URING_MASK");
-    if (mask && (strstr(mask, "setup") || strstr(mask, "all")))
-        return 0;
-    struct utsname u;
-    int major = 0, minor = 0;
-    if (uname(&u) != 0 || sscanf(u.release, "%d.%d", &major, &minor) != 2)
-        return 0;
-    return major > 6 || (major == 6 && minor >= 1);
+    return !uring_feature_masked("setup") && kernel_at_least(6, 1);
 }
 
 /* While the loop keeps up, the bytes of message after message land in
@@ -784,14 +777,7 @@ static size_t address_space_bytes(void)
  * at least (16 of 1 MiB). */
 static int ring_fills_buffers_incrementally(void)
 {
-    const char *mask = getenv("PACT_URING_MASK");
-    if (mask && (strstr(mask, "pbufinc") || strstr(mask, "all")))
-        return 0;
-    struct utsname u;
-    int major = 0, minor = 0;
-    if (uname(&u) != 0 || sscanf(u.release, "%d.%d", &major, &minor) != 2)
-        return 0;
-    return major > 6 || (major == 6 && minor >= 12);
+    return !uring_feature_masked("pbufinc") && kernel_at_least(6, 12);
 }
 
 /* The loop's receive mode in a child whose address space may grow by

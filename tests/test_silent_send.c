@@ -8,10 +8,10 @@
 #include <poll.h>
 #include <stdio.h>
 #include <sys/syscall.h>
-#include <sys/utsname.h>
 #include <unistd.h>
 
 #include "helpers.h"
+#include "kernel_features.h"
 
 /* Counts the send(2) and sendmsg(2) calls the calling thread makes while
  * sends_counting is set: a transport's write that goes to the kernel at
@@ -115,19 +115,12 @@ static int silent_sends_expected(pact_loop *loop)
 {
     if (pact_loop_engine(loop) != PACT_ENGINE_URING)
         return 0;
-    const char *mask = getenv("PACT_URING_MASK");
-    if (mask && (strstr(mask, "silent") || strstr(mask, "setup") ||
-                 (!pinned && strstr(mask, "teardown")) || strstr(mask, "all")))
+    if (uring_feature_masked("silent") || uring_feature_masked("setup") ||
+        (!pinned && uring_feature_masked("teardown")))
         return 0;
-    struct utsname u;
-    int ma = 0, mi = 0, patch = 0;
-    if (uname(&u) != 0 || sscanf(u.release, "%d.%d.%d", &ma, &mi, &patch) < 2)
-        return 0;
-    if (ma != 6)
-        return ma > 6;
     if (pinned)
-        return mi >= 1;
-    return mi >= 17 || (mi == 16 && patch >= 9) || (mi == 12 && patch >= 49);
+        return kernel_at_least(6, 1);
+    return kernel_ring_teardown_skips_waiting_io();
 }
 
 static void read_exactly(int fd, char *out, size_t want)
