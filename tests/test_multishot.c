@@ -14,64 +14,17 @@
 #include "helpers.h"
 #include "kernel_features.h"
 #include "loop.h" /* pact__recv_buffer_keep: hold a receive buffer */
+#include "pattern_writer.h"
 
 TestSuite(multishot, .timeout = 60);
 
 /* ---- a peer that writes a pattern from its own thread --------------------- */
 
-typedef struct writer {
-    pthread_t thread;
-    int fd;
-    uint64_t total;     /* bytes to write, then shutdown(SHUT_WR) */
-    uint64_t written;
-    int close_after;    /* close instead of shutdown at the end */
-    int keep_open;      /* neither: the test writes on afterwards */
-} writer;
-
-static void *writer_main(void *arg)
+/* Waits for the writer and closes its socket. */
+static void writer_join(pattern_writer *w)
 {
-    writer *w = arg;
-    int fl = fcntl(w->fd, F_GETFL);
-    fcntl(w->fd, F_SETFL, fl & ~O_NONBLOCK);
-    static __thread uint8_t chunk[64 * 1024];
-    while (w->written < w->total) {
-        size_t n = sizeof chunk;
-        if (n > w->total - w->written)
-            n = (size_t)(w->total - w->written);
-        for (size_t i = 0; i < n; i++)
-            chunk[i] = test_pattern_byte(w->written + i);
-        ssize_t r = send(w->fd, chunk, n, MSG_NOSIGNAL);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            break; /* the reader went away */
-        }
-        w->written += (uint64_t)r;
-    }
-    if (w->keep_open)
-        return NULL;
-    if (w->close_after) {
-        close(w->fd);
-        w->fd = -1;
-    } else {
-        shutdown(w->fd, SHUT_WR);
-    }
-    return NULL;
-}
-
-static void writer_start(writer *w, int fd, uint64_t total)
-{
-    w->fd = fd;
-    w->total = total;
-    w->written = 0;
-    cr_assert_eq(pthread_create(&w->thread, NULL, writer_main, w), 0);
-}
-
-static void writer_join(writer *w)
-{
-    pthread_join(w->thread, NULL);
-    if (w->fd >= 0)
-        close(w->fd);
+    pattern_writer_wait(w);
+    close(w->fd);
 }
 
 /* ---- the reader ------------------------------------------------------------ */
@@ -192,8 +145,8 @@ Test(multishot, data_in_order_then_eof)
     int c, s;
     make_tcp_pair(&c, &s);
     const uint64_t total = 32ull << 20;
-    writer w = {0};
-    writer_start(&w, c, total);
+    pattern_writer w = {0};
+    pattern_writer_start(&w, c, 0, total);
     reader rd = {0};
     reader_fd = s;
     reader_arm(loop, s, &rd);
@@ -288,8 +241,8 @@ static void cancel_while_flooding_with(unsigned buffers, uint64_t cancel_at)
     int c, s;
     make_tcp_pair(&c, &s);
     const uint64_t total = 16ull << 20;
-    writer w = {0};
-    writer_start(&w, c, total);
+    pattern_writer w = {0};
+    pattern_writer_start(&w, c, 0, total);
     reader rd = {.cancel_at = cancel_at};
     reader_fd = s;
     reader_arm(loop, s, &rd);
@@ -357,8 +310,8 @@ Test(multishot, cancel_from_outside_many_times)
         int c, s;
         make_tcp_pair(&c, &s);
         const uint64_t total = 4ull << 20;
-        writer w = {0};
-        writer_start(&w, c, total);
+        pattern_writer w = {0};
+        pattern_writer_start(&w, c, 0, total);
         reader rd = {0};
         reader_fd = s;
         reader_arm(loop, s, &rd);
@@ -397,8 +350,8 @@ Test(multishot, running_out_of_buffers_waits_and_loses_nothing)
     int c, s;
     make_tcp_pair(&c, &s);
     const uint64_t total = 16ull << 20;
-    writer w = {0};
-    writer_start(&w, c, total);
+    pattern_writer w = {0};
+    pattern_writer_start(&w, c, 0, total);
     reader rd = {.rearm_on_enobufs = 1};
     reader_fd = s;
     reader_arm(loop, s, &rd);
@@ -523,12 +476,12 @@ static void stream_then_requests(unsigned count, int ring_runs_dry)
     st.op = pact_recv_multishot(loop, s, on_stream, &st);
     cr_assert_gt(st.op, 0);
     const uint64_t total = 64ull << 20;
-    writer w = {.keep_open = 1};
-    writer_start(&w, c, total);
+    pattern_writer w = {.keep_open = 1};
+    pattern_writer_start(&w, c, 0, total);
     uint64_t end = pact_now() + 20000000000ull;
     while (st.received < total && pact_now() < end)
         pact_loop_run_once(loop, 10 * 1000 * 1000);
-    pthread_join(w.thread, NULL);
+    pattern_writer_wait(&w);
     cr_assert_eq(st.received, total);
     cr_assert_eq(st.mismatches, 0);
     cr_log_info("mode %s: %llu waits for a buffer, %llu chunks over 4 KiB",

@@ -15,6 +15,7 @@
 #include <stdio.h>
 
 #include "helpers.h"
+#include "pattern_writer.h"
 
 TestSuite(recv_buffer, .timeout = 60);
 
@@ -196,35 +197,6 @@ static void first_byte(pact_loop *loop, int peer, reader *rd)
 
 /* ---- a peer that streams from its own thread -------------------------------- */
 
-typedef struct streamer {
-    pthread_t thread;
-    int fd;
-    uint64_t start, total; /* pattern positions start .. total - 1 */
-} streamer;
-
-static void *streamer_main(void *arg)
-{
-    streamer *w = arg;
-    int fl = fcntl(w->fd, F_GETFL);
-    fcntl(w->fd, F_SETFL, fl & ~O_NONBLOCK);
-    static __thread uint8_t chunk[64 * 1024];
-    uint64_t sent = w->start;
-    while (sent < w->total) {
-        size_t n = sizeof chunk;
-        if (n > w->total - sent)
-            n = (size_t)(w->total - sent);
-        test_fill_pattern(chunk, n, sent);
-        ssize_t r = send(w->fd, chunk, n, MSG_NOSIGNAL);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            break;
-        sent += (uint64_t)r;
-    }
-    shutdown(w->fd, SHUT_WR);
-    return NULL;
-}
-
 /* A multishot receive on a fresh TCP pair reads `total` pattern bytes
  * streamed by a peer thread (after one byte alone when `first` is set,
  * see first_byte) to the end of the stream: every byte once and in
@@ -240,10 +212,10 @@ static void stream_through(pact_loop *loop, hook *h, reader *rd,
     cr_assert_gt(rd->op, 0);
     if (first)
         first_byte(loop, c, rd);
-    streamer w = {.fd = c, .start = first ? 1 : 0, .total = total};
-    cr_assert_eq(pthread_create(&w.thread, NULL, streamer_main, &w), 0);
+    pattern_writer w = {0};
+    pattern_writer_start(&w, c, first ? 1 : 0, total);
     run_until(loop, &rd->done, 30000);
-    pthread_join(w.thread, NULL);
+    pattern_writer_wait(&w);
     cr_assert_eq(rd->finals, 1);
     cr_assert_eq(rd->final_result, 0, "final %s", pact_strerror((int)rd->final_result));
     cr_assert_eq(rd->received, total);
@@ -513,10 +485,10 @@ Test(recv_buffer, a_transport_paused_inside_chunks_keeps_every_byte)
         cr_assert_geq(pact_loop_run_once(loop, 10 * (int64_t)MS), 0);
     }
     settle(loop);
-    streamer w = {.fd = c, .start = 1, .total = total};
-    cr_assert_eq(pthread_create(&w.thread, NULL, streamer_main, &w), 0);
+    pattern_writer w = {0};
+    pattern_writer_start(&w, c, 1, total);
     run_until(loop, &pr.lost, 30000);
-    pthread_join(w.thread, NULL);
+    pattern_writer_wait(&w);
     cr_assert_eq(pr.lost_err, 0, "lost: %s", pact_strerror(pr.lost_err));
     cr_assert_eq(pr.received, total, "received %llu of %llu",
                  (unsigned long long)pr.received, (unsigned long long)total);
