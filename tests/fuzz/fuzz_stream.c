@@ -10,7 +10,6 @@
  * wrote reaches the peer in order, and after loop close no op is live and
  * no fd is left open. Engine: PACT_ENGINE (default epoll). */
 #include <errno.h>
-#include <fcntl.h>
 #include <pact.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -19,12 +18,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define BUG(...)                                  \
-    do {                                          \
-        fprintf(stderr, "fuzz_stream: " __VA_ARGS__); \
-        fprintf(stderr, "\n");                    \
-        abort();                                  \
-    } while (0)
+#define FUZZ_NAME "fuzz_stream"
+#include "fuzz_harness.h"
 
 static uint8_t pat(uint64_t i) { return (uint8_t)(i * 131 + (i >> 8) * 7 + 1); }
 static uint8_t tpat(uint64_t i) { return (uint8_t)(i * 17 + (i >> 7) + 3); }
@@ -117,29 +112,11 @@ static void peer_read(int fd, st *s)
     }
 }
 
-static int open_fds(void)
-{
-    int n = 0;
-    for (int fd = 0; fd < 1024; fd++)
-        if (fcntl(fd, F_GETFD) >= 0)
-            n++;
-    return n;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    int fds0 = open_fds();
-    pact_loop_options o;
-    pact_loop_options_init(&o);
-    o.debug = 0;
-    const char *e = getenv("PACT_ENGINE");
-    o.engine = e && !strcmp(e, "uring") ? PACT_ENGINE_URING : PACT_ENGINE_EPOLL;
-    pact_loop *loop;
-    if (pact_loop_create(&loop, &o) != 0)
-        BUG("loop");
+    int fds0 = count_open_fds();
     int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
-        BUG("socketpair");
+    pact_loop *loop = fuzz_loop_and_socketpair(sv);
     st s = {0};
     if (pact_transport_open(loop, sv[0], PACT_STREAM_SOCKET, &proto, &s, &s.t) != 0)
         BUG("transport_open");
@@ -254,15 +231,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         peer_read(peer, &s);
         close(peer);
     }
-    pact_loop_stats stt;
-    if (pact_loop_close(loop) != 0)
-        BUG("loop close");
-    pact_loop_get_stats(loop, &stt);
-    if (stt.ops_live || stt.stray_completions || stt.ops_started != stt.ops_completed)
-        BUG("ops: live %llu stray %llu", (unsigned long long)stt.ops_live,
-            (unsigned long long)stt.stray_completions);
-    pact_loop_free(loop);
-    if (open_fds() != fds0)
-        BUG("fd leak: %d -> %d", fds0, open_fds());
+    fuzz_loop_free(loop, fds0);
     return 0;
 }

@@ -8,7 +8,6 @@
  * open. The corpus starts from real ClientHellos (tests/fuzz/corpus/tls).
  * Engine: PACT_ENGINE (default epoll). */
 #include <errno.h>
-#include <fcntl.h>
 #include <pact.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,12 +16,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define BUG(...)                                     \
-    do {                                             \
-        fprintf(stderr, "fuzz_tls: " __VA_ARGS__);   \
-        fprintf(stderr, "\n");                       \
-        abort();                                     \
-    } while (0)
+#define FUZZ_NAME "fuzz_tls"
+#include "fuzz_harness.h"
 
 static pact_tls_context *ctx;
 
@@ -112,15 +107,6 @@ static void on_handshake(pact_loop *loop, pact_transport *t, int err, void *u)
 
 static const pact_protocol plain_proto = {0};
 
-static int open_fds(void)
-{
-    int n = 0;
-    for (int fd = 0; fd < 1024; fd++)
-        if (fcntl(fd, F_GETFD) >= 0)
-            n++;
-    return n;
-}
-
 static void drain_peer(int fd)
 {
     char buf[16384];
@@ -132,18 +118,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
         return 0;
-    int fds0 = open_fds();
-    pact_loop_options o;
-    pact_loop_options_init(&o);
-    o.debug = 0;
-    const char *e = getenv("PACT_ENGINE");
-    o.engine = e && !strcmp(e, "uring") ? PACT_ENGINE_URING : PACT_ENGINE_EPOLL;
-    pact_loop *loop;
-    if (pact_loop_create(&loop, &o) != 0)
-        BUG("loop");
+    int fds0 = count_open_fds();
     int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
-        BUG("socketpair");
+    pact_loop *loop = fuzz_loop_and_socketpair(sv);
     pact_transport *plain, *tls;
     if (pact_transport_open(loop, sv[0], PACT_STREAM_SOCKET, &plain_proto, NULL, &plain) != 0)
         BUG("transport_open");
@@ -185,15 +162,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     while (pact_loop_run_once(loop, 0) > 0 && pact_now() < end + 10ull * 1000 * 1000 * 1000)
         drain_peer(sv[1]);
     close(sv[1]);
-    pact_loop_stats stt;
-    if (pact_loop_close(loop) != 0)
-        BUG("loop close");
-    pact_loop_get_stats(loop, &stt);
-    if (stt.ops_live || stt.stray_completions || stt.ops_started != stt.ops_completed)
-        BUG("ops: live %llu stray %llu", (unsigned long long)stt.ops_live,
-            (unsigned long long)stt.stray_completions);
-    pact_loop_free(loop);
-    if (open_fds() != fds0)
-        BUG("fd leak: %d -> %d", fds0, open_fds());
+    fuzz_loop_free(loop, fds0);
     return 0;
 }
