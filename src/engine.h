@@ -78,6 +78,17 @@ typedef struct pact_engine_ops {
     /* Asks for a slot's send in flight to be cancelled; never calls back
      * from inside. */
     void (*slot_cancel)(struct pact_loop *loop, pact_send_slot *slot);
+    /* A stream's send of len bytes in flight, a write's first try that
+     * may still wait for the next submission (stream.c, the close behind
+     * it): by slot (in flight from it), else the op. Hands it to the
+     * kernel now if it waits in the submission queue, as an eager send
+     * would have gone at the write, and says whether it sent all len
+     * bytes: 1 yes, 0 no (it waits for room, sent a part, or failed), a
+     * negative errno when that is not known. Never calls back. Engines
+     * whose sends never wait for a submission are never asked
+     * (-EOPNOTSUPP). */
+    int (*first_try_sent)(struct pact_loop *loop, pact_send_slot *slot,
+                          pact_op op, size_t len);
     /* Closes fd, a socket the loop owned (pact__fd_closing was called):
      * io_uring queues the close with the loop's next submission, which
      * saves a system call per connection; the others close it now. */
@@ -110,6 +121,7 @@ typedef struct pact_engine_ops {
         .flush = prefix##_flush,                                          \
         .slot_send = prefix##_slot_send,                                  \
         .slot_cancel = prefix##_slot_cancel,                              \
+        .first_try_sent = prefix##_first_try_sent,                        \
         .close_socket = prefix##_close_socket,                            \
         .fd_owned = prefix##_fd_owned,                                    \
         .fd_closing = prefix##_fd_closing,                                \

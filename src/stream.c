@@ -639,8 +639,9 @@ static void stream_close(pact_transport *t)
     /* A socket closed with writes queued takes more until they are out,
      * and sends them before it closes, as asyncio's socket transport does
      * (its pipes refuse them, and so do pact's). A first try in flight
-     * counts as gone, as it would be on epoll and in asyncio: the close
-     * still waits for it, but takes nothing more. */
+     * counts as gone, as an eager send that sent everything would be: the
+     * close still waits for it, and a write after it asks whether it did
+     * (stream_drains_after_all). */
     t->ep.draining = t->kind == PACT_STREAM_SOCKET && !write_queue_empty(s) &&
                      !only_a_first_try_queued(s);
     s->has_held = 0; /* the user closed: nothing more is delivered */
@@ -653,6 +654,37 @@ static void stream_close(pact_transport *t)
         pact_op_cancel(t->ep.loop, poll_op(s));
     kick_write(s);
     settle(s);
+}
+
+/* A write after a close that took no more writes. On a socket with
+ * bytes still queued that close came behind a write's first try (every
+ * other close with writes queued drains, stream_close; once drained, the
+ * queue stays empty). Where the socket's send buffer was full, epoll's
+ * eager send took nothing of that write and queued it, so its close
+ * drains and takes this write (asyncio's transport too, with its buffer
+ * left); the first try of io_uring decides the same now: the engine
+ * hands it to the kernel if it still waits for the submission (as the
+ * eager send went at the write) and says whether it sent everything. A
+ * first try already back that sent a part has its rest queued: it drains
+ * as the eager send's rest would. Not known (a CQ overflow): gone, as
+ * before the kernel answers. Nothing accepted is sent twice or lost
+ * either way: only whether this write is taken, behind the queue. */
+static int stream_drains_after_all(pact_transport *t)
+{
+    pact_stream *s = stream_of(t);
+    pact_stream_more *m = s->more;
+    if (t->kind != PACT_STREAM_SOCKET || t->ep.aborting || write_queue_empty(s))
+        return 0;
+    if (s->first_send_in_flight) {
+        size_t len = m->lent ? m->lent_len : pact__wbuf_len(&m->inflight);
+        pact_loop *loop = t->ep.loop;
+        int sent = loop->engine->first_try_sent(
+            loop, m->slot.pending_cqes > 0 ? &m->slot : NULL, m->send_op, len);
+        if (sent != 0)
+            return 0;
+    }
+    t->ep.draining = 1;
+    return 1;
 }
 
 /* ---- reading --------------------------------------------------------------- */
@@ -1745,6 +1777,7 @@ static const pact_transport_ops stream_ops = {
     .write_received = stream_write_received,
     .write_eof = stream_write_eof,
     .close = stream_close,
+    .drains_after_all = stream_drains_after_all,
     .pause_reading = stream_pause_reading,
     .resume_reading = stream_resume_reading,
     .write_buffer_size = stream_write_buffer_size,

@@ -32,6 +32,11 @@ typedef struct pact_transport_ops {
     int (*write_eof)(pact_transport *t);
     /* close: the endpoint is closing now; stop reading, flush, settle. */
     void (*close)(pact_transport *t);
+    /* A write after close found the transport taking no more writes (not
+     * draining): 1 if the close drains after all, known only now
+     * (ep.draining is then set), else 0. NULL: 0. The stream's close
+     * behind a write's first try (stream.c, stream_close). */
+    int (*drains_after_all)(pact_transport *t);
     /* t->paused was just set (pause) or cleared (resume). */
     void (*pause_reading)(pact_transport *t);
     int (*resume_reading)(pact_transport *t);

@@ -76,9 +76,15 @@ size_t pact__transport_deliver_buffered(pact_transport *t, const char *data,
 
 /* ---- writing ------------------------------------------------------------------ */
 
+static int drains_after_all(pact_transport *t)
+{
+    const pact_transport_ops *ops = pact__transport_ops(t);
+    return ops->drains_after_all && ops->drains_after_all(t);
+}
+
 static int write_refused(pact_transport *t)
 {
-    if (!pact__endpoint_takes_writes(&t->ep)) {
+    if (!pact__endpoint_takes_writes(&t->ep) && !drains_after_all(t)) {
         uint32_t before = t->writes_after_close;
         t->writes_after_close += before < UINT32_MAX; /* saturates */
         return pact__endpoint_write_refused(&t->ep, before == 0, "transport",

@@ -2636,7 +2636,15 @@ enum reply_mode {
     REPLY_THEN_WRITE_EOF,     /* "reply", write_eof */
     REPLY_UNDER_A_TINY_MARK,  /* high mark 1 byte (set in made), "pong" */
     REPLY_CLOSE_THEN_WRITE,   /* "pong", close, "late" (refused) */
+    /* "pong", cancels of receives in flight that fill the SQ (the
+     * submission that makes room takes the reply's first try), close,
+     * "late" */
+    REPLY_TRIED_CLOSE_THEN_WRITE,
 };
+
+/* More receives than the SQ of the loop (queue_depth 8) holds cancels
+ * of. */
+#define SQ_FILLING_RECVS 12
 
 typedef struct replier {
     enum reply_mode mode;
@@ -2646,7 +2654,21 @@ typedef struct replier {
     int lost;
     int lost_err;
     int late_write; /* REPLY_CLOSE_THEN_WRITE: what the write after close said */
+    /* REPLY_TRIED_CLOSE_THEN_WRITE: receives in flight on sockets never
+     * readable (one each: receives on one socket wait for each other in
+     * the op layer, not in the kernel) */
+    int spare[SQ_FILLING_RECVS][2];
+    pact_op recvs[SQ_FILLING_RECVS];
+    int recvs_done;
 } replier;
+
+static void spare_recv_done(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    replier *r = user;
+    cr_assert_eq(c->result, -ECANCELED);
+    r->recvs_done++;
+}
 
 static void replier_made(pact_transport *t, void *user)
 {
@@ -2684,6 +2706,13 @@ static void replier_data(pact_transport *t, const void *data, size_t len, void *
         break;
     case REPLY_CLOSE_THEN_WRITE:
         cr_assert_eq(pact_transport_write(t, "pong", 4), 0);
+        cr_assert_eq(pact_transport_close(t), 0);
+        r->late_write = pact_transport_write(t, "late", 4);
+        break;
+    case REPLY_TRIED_CLOSE_THEN_WRITE:
+        cr_assert_eq(pact_transport_write(t, "pong", 4), 0);
+        for (int i = 0; i < SQ_FILLING_RECVS; i++)
+            cr_assert_eq(pact_op_cancel(r->loop, r->recvs[i]), 0);
         cr_assert_eq(pact_transport_close(t), 0);
         r->late_write = pact_transport_write(t, "late", 4);
         break;
@@ -2801,6 +2830,83 @@ Test(stream, a_close_after_a_reply_from_data_received_refuses_later_writes)
     cr_assert_eq(r.lost_err, 0);
     close(b);
     test_loop_free(loop);
+}
+
+/* The same with the socket's send buffer full: epoll's eager send takes
+ * nothing and queues the reply, so the close drains a queue and takes
+ * the late write, as asyncio's transport with a buffer left does. On
+ * io_uring the reply's first try is joined to the next submission, where
+ * the kernel finds the socket full as well: the same must hold.
+ *
+ * And both with the reply's first try taken by the kernel before the
+ * close (tried): the callback's cancels fill the SQ, and the submission
+ * that makes room takes the reply (io_uring; epoll sent it at the
+ * write). The close drains, and the late write goes behind the reply,
+ * only where the socket was full: the kernel then holds the send (or it
+ * came back with nothing sent), else it sent everything and its
+ * completion is not reaped yet. */
+static void close_after_a_reply(int full, int tried)
+{
+    pact_loop_options o;
+    pact_loop_options_init(&o);
+    o.queue_depth = tried ? 8 : 0;
+    pact_loop *loop = test_loop_create_with(&o);
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    int a = sv[0], b = sv[1];
+    size_t filled = full ? fill_kernel_buffers(a, b) : 0;
+    replier r = {.mode = tried ? REPLY_TRIED_CLOSE_THEN_WRITE : REPLY_CLOSE_THEN_WRITE,
+                 .loop = loop};
+    static char sink[SQ_FILLING_RECVS];
+    for (int i = 0; tried && i < SQ_FILLING_RECVS; i++) {
+        make_socketpair(r.spare[i]);
+        r.recvs[i] = pact_recv(loop, r.spare[i][0], &sink[i], 1, 0, spare_recv_done, &r);
+        cr_assert_gt(r.recvs[i], 0);
+    }
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open(loop, a, PACT_STREAM_SOCKET, &replier_proto, &r, &t), 0);
+    cr_assert_eq(send(b, "go", 2, 0), 2);
+    /* The reply, the close and the late write, before the peer reads. */
+    while (r.replies == 0)
+        pact_loop_run_once(loop, 10 * (int64_t)MS);
+    static uint8_t got[1 << 20];
+    int eof;
+    size_t n = read_until_eof(loop, b, got, sizeof got, &eof);
+    cr_assert(eof, "the close ended the stream");
+    if (full) {
+        cr_assert_eq(r.late_write, 0, "the late write was refused (%d)", r.late_write);
+        cr_assert_eq(n, filled + 8);
+        cr_assert_eq(memcmp(got + filled, "ponglate", 8), 0);
+    } else {
+        cr_assert_eq(r.late_write, -ESHUTDOWN);
+        cr_assert_eq(n, 4);
+        cr_assert_eq(memcmp(got, "pong", 4), 0);
+    }
+    pact_loop_run(loop);
+    cr_assert_eq(r.recvs_done, tried ? SQ_FILLING_RECVS : 0);
+    cr_assert_eq(r.lost, 1);
+    cr_assert_eq(r.lost_err, 0);
+    close(b);
+    for (int i = 0; tried && i < SQ_FILLING_RECVS; i++) {
+        close(r.spare[i][0]);
+        close(r.spare[i][1]);
+    }
+    test_loop_free(loop);
+}
+
+Test(stream, a_close_after_a_reply_to_a_full_socket_takes_later_writes)
+{
+    close_after_a_reply(1, 0);
+}
+
+Test(stream, a_close_after_a_reply_the_kernel_tried_refuses_later_writes)
+{
+    close_after_a_reply(0, 1);
+}
+
+Test(stream, a_close_after_a_reply_the_kernel_tried_on_a_full_socket_takes_later_writes)
+{
+    close_after_a_reply(1, 1);
 }
 
 Test(stream, a_reply_from_data_received_goes_before_write_eof)

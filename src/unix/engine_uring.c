@@ -3725,6 +3725,91 @@ static void uring_flush(pact_loop *loop)
         pact__error(loop, r, "io_uring submit failed");
 }
 
+/* ---- a close behind a first try ----------------------------------------
+ * A write's first try joined to the next submission (stream.c) goes
+ * where epoll's eager send went at the write. A close behind it takes
+ * later writes only if it did not send everything (docs/contract.md §6),
+ * which the stream asks when such a write comes (uring_first_try_sent).
+ * The send's fate is then read where it lies: still in the SQ (the
+ * kernel has not tried it: it is submitted now, as the eager send would
+ * have gone, and read again), handed over as sent, its completion in the
+ * CQ, not reaped yet, or a silent send's list; a send the kernel took
+ * without a completion and that is no silent one waits for room. */
+enum { FIRST_TRY_IN_THE_SQ = 2 };
+
+/* The result of an unreaped CQE that carries ud or ud2, if one does. */
+static int cqe_not_reaped(const uring_engine *e, uint64_t ud, uint64_t ud2,
+                          int *res)
+{
+    unsigned head = *e->ring.cq.khead;
+    unsigned tail = io_uring_smp_load_acquire(e->ring.cq.ktail);
+    for (unsigned h = head; h != tail; h++) {
+        const struct io_uring_cqe *c = &e->ring.cq.cqes[h & e->ring.cq.ring_mask];
+        if (c->user_data == ud || c->user_data == ud2) {
+            *res = c->res;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* uring_first_try_sent's answer without a submission, or
+ * FIRST_TRY_IN_THE_SQ. */
+static int first_try_fate(pact_loop *loop, pact_send_slot *slot, pact_op h,
+                          size_t len)
+{
+    uring_engine *e = URING(loop);
+    pact_op_s *op = NULL;
+    uint64_t ud, ud2; /* an op's may carry TAG_SILENT (silent_arm) */
+    if (slot) {
+        if (silent_slot_handed_over(e, slot))
+            return 1;
+        if (!loop->send_slots) /* the loop moved: settle_moved_slots */
+            return slot->result == (int64_t)len ? 1
+                   : slot->result == -EAGAIN    ? 0 /* sent again, whole */
+                                                : -EAGAIN;
+        ud = ud2 = slot_ud(slot, TAG_SLOT);
+    } else {
+        op = pact__op_lookup(loop, h);
+        if (!op)
+            return -ENOENT;
+        if (op->state == PACT_OP_DONE) /* handed over (silent_hand_over) */
+            return op->result == (int64_t)len;
+        if (op->state != PACT_OP_INFLIGHT)
+            return -EAGAIN;
+        ud = encode(op, TAG_OP);
+        ud2 = encode(op, TAG_SILENT);
+    }
+    if (ud_waits_in_the_sq(e, ud) || (ud2 != ud && ud_waits_in_the_sq(e, ud2)))
+        return FIRST_TRY_IN_THE_SQ;
+    int res;
+    if (cqe_not_reaped(e, ud, ud2, &res))
+        return res == (int64_t)len;
+    for (unsigned i = 0; i < e->nsilent_done; i++)
+        if (e->silent_done[i].op == op && e->silent_done[i].slot == slot)
+            return 1;
+    for (unsigned i = 0; i < e->nsilent_unknown; i++)
+        if (e->silent_unknown[i].op == op && e->silent_unknown[i].slot == slot)
+            return -EAGAIN; /* the CQ overflowed: sorted by a later wait */
+    if (IO_URING_READ_ONCE(*e->ring.sq.kflags) & IORING_SQ_CQ_OVERFLOW)
+        return -EAGAIN; /* its completion may wait in the overflow list */
+    return 0; /* the kernel holds it: the socket had no room */
+}
+
+static int uring_first_try_sent(pact_loop *loop, pact_send_slot *slot, pact_op op,
+                                size_t len)
+{
+    int r = first_try_fate(loop, slot, op, len);
+    if (r != FIRST_TRY_IN_THE_SQ)
+        return r;
+    /* Its completion, if the kernel posts one at once, stays in the CQ
+     * for the next wait (as a submission that makes room in a full SQ
+     * leaves them). */
+    uring_submit_now(loop);
+    r = first_try_fate(loop, slot, op, len);
+    return r == FIRST_TRY_IN_THE_SQ ? -EAGAIN : r; /* the kernel took none */
+}
+
 /* A socket the loop owned is closed by a CLOSE that goes with the next
  * submission: no close(2) of its own, one system call per connection
  * less in a server of short connections (connect, one request, close).

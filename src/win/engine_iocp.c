@@ -672,6 +672,15 @@ static void iocp_slot_cancel(pact_loop *loop, pact_send_slot *slot)
     (void)loop; (void)slot;
 }
 
+/* No send waits for a submission here (every send is an overlapped
+ * WSASend started by the write): never asked. */
+static int iocp_first_try_sent(pact_loop *loop, pact_send_slot *slot,
+                               pact_op op, size_t len)
+{
+    (void)loop; (void)slot; (void)op; (void)len;
+    return -EOPNOTSUPP;
+}
+
 static void iocp_close_socket(pact_loop *loop, int fd)
 {
     (void)loop;
