@@ -30,11 +30,12 @@
  *     handlers, TLS connections), pact_signal_cancel,
  *     pact_loop_set_error_handler, pact_loop_set_wait_hooks and
  *     pact_loop_set_recv_buffer_hook, and the calls that change an object
- *     the loop made: pact_transport_write, writev, write_eof, sendfile, set_write_buffer_limits, close, abort,
+ *     the loop made: pact_transport_write, writev, write_eof, sendfile,
+ *     set_write_buffer_limits, set_write_marks, close, abort,
  *     pause_reading, resume_reading and set_protocol;
  *     pact_server_close and wait_closed; pact_datagram_sendto,
- *     set_write_buffer_limits, close, abort, pause_reading and
- *     resume_reading; pact_process_write, write_eof, send_signal,
+ *     set_write_buffer_limits, set_write_marks, close, abort,
+ *     pause_reading and resume_reading; pact_process_write, write_eof, send_signal,
  *     terminate, kill, wait and close; pact_tty_open, set_mode and close.
  *     Getters (pact_loop_time(),
  *     pact_loop_get_stats(), pact_transport_write_buffer_size(), ...)
@@ -1245,9 +1246,22 @@ PACT_API size_t pact_transport_write_buffer_size(const pact_transport *t);
  * but never resume_writing: a paused writer is resumed by the send that
  * takes the buffer to the low mark. May return -ENOMEM the first time:
  * the write state of a transport is allocated on first need (an idle
- * connection holds none). */
+ * connection holds none). A high mark of zero needs
+ * pact_transport_set_write_marks. */
 PACT_API int pact_transport_set_write_buffer_limits(pact_transport *t,
                                                     size_t high, size_t low);
+
+/* Sets the flow-control marks as they are given, a high mark of 0
+ * included: that is asyncio's set_write_buffer_limits(high=0),
+ * pause_writing whenever the buffer becomes non-empty (a write the
+ * kernel takes at once buffers nothing) and resume_writing once it is
+ * empty again (the low mark is then 0 too). A low mark above the high
+ * one is -EINVAL. Otherwise as pact_transport_set_write_buffer_limits:
+ * new marks may pause, never resume, and the first call may return
+ * -ENOMEM. That call keeps reading a high of 0 as the default, the
+ * meaning its callers were given (docs/abi.md). */
+PACT_API int pact_transport_set_write_marks(pact_transport *t, size_t high,
+                                            size_t low);
 
 /* Reads the current marks. */
 PACT_API void pact_transport_get_write_buffer_limits(const pact_transport *t,
@@ -1630,9 +1644,18 @@ PACT_API size_t pact_datagram_write_buffer_size(const pact_datagram *ep);
 
 /* Sets the flow-control marks (defaults 64 KiB high, 16 KiB low).
  * high 0 = default; low must not exceed high. May pause the writer,
- * never resumes it (pact_transport_set_write_buffer_limits). */
+ * never resumes it (pact_transport_set_write_buffer_limits). A high
+ * mark of zero needs pact_datagram_set_write_marks. */
 PACT_API int pact_datagram_set_write_buffer_limits(pact_datagram *ep,
                                                    size_t high, size_t low);
+
+/* Sets the flow-control marks as they are given, a high mark of 0
+ * included (pact_transport_set_write_marks): with a high mark of 0,
+ * pause_writing whenever a datagram is queued (every one is, until its
+ * send completes), resume_writing once none is. A low mark above the
+ * high one is -EINVAL. */
+PACT_API int pact_datagram_set_write_marks(pact_datagram *ep, size_t high,
+                                           size_t low);
 
 /* Reads the current marks. */
 PACT_API void pact_datagram_get_write_buffer_limits(const pact_datagram *ep,

@@ -740,16 +740,29 @@ size_t pact_datagram_write_buffer_size(const pact_datagram *ep)
     return ep ? ep->buffered : 0;
 }
 
+static int set_marks(pact_datagram *ep, size_t high, size_t low)
+{
+    int r = pact__marks_check(&ep->marks, high, low);
+    if (r == 0)
+        pact__endpoint_flow_new_marks(&ep->ep, &ep->marks, ep->buffered);
+    return r;
+}
+
+int pact_datagram_set_write_marks(pact_datagram *ep, size_t high, size_t low)
+{
+    if (!ep)
+        return -EINVAL;
+    PACT_ENDPOINT_CHECK_OWNER(ep);
+    return set_marks(ep, high, low);
+}
+
 int pact_datagram_set_write_buffer_limits(pact_datagram *ep, size_t high,
                                           size_t low)
 {
     if (!ep)
         return -EINVAL;
     PACT_ENDPOINT_CHECK_OWNER(ep);
-    int r = pact__marks_check(&ep->marks, high, low);
-    if (r == 0)
-        pact__endpoint_flow_new_marks(&ep->ep, &ep->marks, ep->buffered);
-    return r;
+    return set_marks(ep, pact__marks_high_or_default(high), low);
 }
 
 void pact_datagram_get_write_buffer_limits(const pact_datagram *ep,

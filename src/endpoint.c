@@ -178,8 +178,6 @@ void pact__endpoint_adopt(pact_endpoint *child, pact_endpoint *parent)
 
 int pact__marks_check(pact_marks *m, size_t high, size_t low)
 {
-    if (high == 0)
-        high = PACT_DEFAULT_HIGH_WATER;
     if (low > high)
         return -EINVAL;
     m->high = high;

@@ -212,9 +212,15 @@ typedef struct pact_marks {
 
 extern const pact_marks pact__default_marks;
 
-/* set_write_buffer_limits' rule: high 0 means the default; low > high is
- * -EINVAL. Fills *m or returns a negative errno. */
+/* The marks as given (set_write_marks: a high of 0 is a mark of zero);
+ * low > high is -EINVAL. Fills *m or returns a negative errno. */
 int pact__marks_check(pact_marks *m, size_t high, size_t low);
+/* set_write_buffer_limits' older rule, kept for its callers
+ * (docs/abi.md): a high of 0 means the default. */
+static inline size_t pact__marks_high_or_default(size_t high)
+{
+    return high ? high : PACT_DEFAULT_HIGH_WATER;
+}
 /* After the write buffer changed to `buffered` bytes: pause_writing when
  * it grew past the high mark (once connection_made has run), resume_writing
  * when it fell to the low mark; while closing only as long as writes are

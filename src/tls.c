@@ -1294,8 +1294,7 @@ static int tls_resume_reading(pact_transport *t)
 static void set_plain_marks(tls_conn *c)
 {
     if (c->plain)
-        pact_transport_set_write_buffer_limits(
-            c->plain, c->marks.low ? c->marks.low : 1, c->marks.low);
+        pact_transport_set_write_marks(c->plain, c->marks.low, c->marks.low);
 }
 
 static int tls_set_marks(pact_transport *t, const pact_marks *m)

@@ -234,15 +234,28 @@ size_t pact_transport_write_buffer_size(const pact_transport *t)
     return t ? pact__transport_ops(t)->write_buffer_size(t) : 0;
 }
 
+static int set_marks(pact_transport *t, size_t high, size_t low)
+{
+    pact_marks m;
+    int r = pact__marks_check(&m, high, low);
+    return r ? r : pact__transport_ops(t)->set_marks(t, &m);
+}
+
+int pact_transport_set_write_marks(pact_transport *t, size_t high, size_t low)
+{
+    if (!t)
+        return -EINVAL;
+    PACT_ENDPOINT_CHECK_OWNER(t);
+    return set_marks(t, high, low);
+}
+
 int pact_transport_set_write_buffer_limits(pact_transport *t, size_t high,
                                            size_t low)
 {
     if (!t)
         return -EINVAL;
     PACT_ENDPOINT_CHECK_OWNER(t);
-    pact_marks m;
-    int r = pact__marks_check(&m, high, low);
-    return r ? r : pact__transport_ops(t)->set_marks(t, &m);
+    return set_marks(t, pact__marks_high_or_default(high), low);
 }
 
 void pact_transport_get_write_buffer_limits(const pact_transport *t,

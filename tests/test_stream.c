@@ -317,6 +317,7 @@ typedef struct simple {
     int pause_writing_calls, resume_writing_calls;
     size_t size_at_pause, size_at_resume;
     int write_in_resume;
+    int echo_in_data;
 } simple;
 
 static void simple_made(pact_transport *t, void *user)
@@ -338,6 +339,8 @@ static void simple_data(pact_transport *t, const void *data, size_t len, void *u
         memcpy(s->got + s->ngot, data, len);
         s->ngot += len;
     }
+    if (s->echo_in_data)
+        cr_assert_eq(pact_transport_write(t, data, len), 0);
     if (s->abort_in_data)
         pact_transport_abort(t);
     if (s->close_in_data)
@@ -696,6 +699,71 @@ Test(stream, new_marks_pause_but_never_resume)
     cr_assert(eof);
     cr_assert_eq(n, filled + sizeof buf);
     cr_assert_eq(memcmp(got + filled, buf, sizeof buf), 0);
+    pact_loop_run(loop);
+    cr_assert_eq(s.order.lost, 1);
+    close(b);
+    test_loop_free(loop);
+}
+
+/* A high mark of zero (asyncio's set_write_buffer_limits(high=0), which
+ * only pact_transport_set_write_marks sets: set_write_buffer_limits keeps
+ * reading 0 as the default): pause_writing as soon as one byte stays
+ * buffered, resume_writing once the buffer is empty, and no pause for a
+ * write the kernel takes at once, also one made inside an I/O callback
+ * (where io_uring would join the next submission and count it as
+ * buffered). */
+Test(stream, a_zero_high_mark_pauses_at_the_first_byte_buffered)
+{
+    pact_loop *loop = test_loop_new();
+    int sv[2];
+    cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    int a = sv[0], b = sv[1];
+    size_t filled = fill_kernel_buffers(a, b);
+    simple s = {.echo_in_data = 1};
+    pact_transport *t = open_simple(loop, a, &s);
+    pact_loop_run_once(loop, 0);
+    size_t high, low;
+    cr_assert_eq(pact_transport_set_write_buffer_limits(t, 0, 0), 0);
+    pact_transport_get_write_buffer_limits(t, &high, &low);
+    cr_assert_eq(high, 64 * 1024, "set_write_buffer_limits: 0 is the default");
+    cr_assert_eq(low, 0);
+    cr_assert_eq(pact_transport_set_write_marks(t, 0, 1), -EINVAL);
+    cr_assert_eq(pact_transport_set_write_marks(NULL, 0, 0), -EINVAL);
+    cr_assert_eq(pact_transport_set_write_marks(t, 0, 0), 0);
+    pact_transport_get_write_buffer_limits(t, &high, &low);
+    cr_assert_eq(high, 0);
+    cr_assert_eq(low, 0);
+    cr_assert_eq(s.pause_writing_calls, 0, "nothing buffered");
+    cr_assert_eq(pact_transport_write(t, "y", 1), 0);
+    cr_assert_eq(pact_transport_write_buffer_size(t), 1);
+    cr_assert_eq(s.pause_writing_calls, 1, "one byte buffered pauses");
+    cr_assert_eq(s.size_at_pause, 1);
+    static uint8_t got[1 << 20];
+    size_t n = 0;
+    int eof = 0;
+    uint64_t end = pact_now() + 20000 * MS;
+    while (n < filled + 1 && pact_now() < end) {
+        pact_loop_run_once(loop, 1 * (int64_t)MS);
+        n += drain_fd(b, got + n, sizeof got - n, &eof);
+    }
+    cr_assert_eq(n, filled + 1);
+    cr_assert_eq(got[filled], 'y');
+    cr_assert_eq(s.resume_writing_calls, 1);
+    cr_assert_eq(s.size_at_resume, 0, "resumed once empty");
+    /* The kernel has room now: taken at once, nothing buffered. */
+    cr_assert_eq(pact_transport_write(t, "z", 1), 0);
+    cr_assert_eq(pact_transport_write_buffer_size(t), 0);
+    cr_assert_eq(send(b, "ping", 4, 0), 4);
+    end = pact_now() + 5000 * MS;
+    while (n < filled + 6 && pact_now() < end) {
+        pact_loop_run_once(loop, 1 * (int64_t)MS);
+        n += drain_fd(b, got + n, sizeof got - n, &eof);
+    }
+    cr_assert_eq(n, filled + 6);
+    cr_assert_eq(memcmp(got + filled, "yzping", 6), 0);
+    cr_assert_eq(s.pause_writing_calls, 1, "a write the kernel took paused");
+    cr_assert_eq(s.resume_writing_calls, 1);
+    cr_assert_eq(pact_transport_close(t), 0);
     pact_loop_run(loop);
     cr_assert_eq(s.order.lost, 1);
     close(b);

@@ -524,10 +524,10 @@ typedef struct foreign_objects {
     pact_process *proc;
     int file_fd;
     /* the results, one per call, from the other thread */
-    int t_write, t_writev, t_write_eof, t_sendfile, t_limits, t_pause,
+    int t_write, t_writev, t_write_eof, t_sendfile, t_limits, t_marks, t_pause,
         t_resume, t_set_protocol, t_close, t_abort;
     int s_close, s_wait_closed;
-    int d_sendto, d_limits, d_pause, d_resume, d_close, d_abort;
+    int d_sendto, d_limits, d_marks, d_pause, d_resume, d_close, d_abort;
     int p_write, p_write_eof, p_signal, p_terminate, p_kill, p_close;
     int64_t p_wait;
     atomic_int lost, dg_lost, proc_lost, waited;
@@ -595,6 +595,7 @@ static void *call_objects_from_foreign_thread(void *arg)
     f->t_write_eof = pact_transport_write_eof(f->t);
     f->t_sendfile = pact_transport_sendfile(f->t, f->file_fd, 0, 1, obj_op_never, NULL);
     f->t_limits = pact_transport_set_write_buffer_limits(f->t, 100, 10);
+    f->t_marks = pact_transport_set_write_marks(f->t, 0, 0);
     f->t_pause = pact_transport_pause_reading(f->t);
     f->t_resume = pact_transport_resume_reading(f->t);
     f->t_set_protocol = pact_transport_set_protocol(f->t, &obj_t_proto, NULL);
@@ -604,6 +605,7 @@ static void *call_objects_from_foreign_thread(void *arg)
     f->s_wait_closed = pact_server_wait_closed(f->srv, obj_never, NULL);
     f->d_sendto = pact_datagram_sendto(f->dg, "x", 1, (struct sockaddr *)&to, sizeof to);
     f->d_limits = pact_datagram_set_write_buffer_limits(f->dg, 100, 10);
+    f->d_marks = pact_datagram_set_write_marks(f->dg, 0, 0);
     f->d_pause = pact_datagram_pause_reading(f->dg);
     f->d_resume = pact_datagram_resume_reading(f->dg);
     f->d_close = pact_datagram_close(f->dg);
@@ -655,8 +657,9 @@ Test(threadsafe, object_calls_are_eperm_off_the_owner_thread)
     cr_assert_eq(pthread_create(&th, NULL, call_objects_from_foreign_thread, &f), 0);
     pthread_join(th, NULL);
     int results[] = {f.t_write, f.t_writev, f.t_write_eof, f.t_sendfile, f.t_limits,
-                     f.t_pause, f.t_resume, f.t_set_protocol, f.t_close, f.t_abort,
-                     f.s_close, f.s_wait_closed, f.d_sendto, f.d_limits, f.d_pause,
+                     f.t_marks, f.t_pause, f.t_resume, f.t_set_protocol, f.t_close,
+                     f.t_abort, f.s_close, f.s_wait_closed, f.d_sendto, f.d_limits,
+                     f.d_marks, f.d_pause,
                      f.d_resume, f.d_close, f.d_abort, f.p_write, f.p_write_eof,
                      f.p_signal, f.p_terminate, f.p_kill, (int)f.p_wait, f.p_close};
     size_t checked = sizeof results / sizeof results[0];

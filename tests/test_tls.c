@@ -161,6 +161,8 @@ typedef struct peer {
     char reason[256];           /* ... its pact_connect_error_message() */
     long verify;                /* ... and pact_connect_verify_result() */
     pact_transport *wrapped;    /* what pact_tls_wrap() returned */
+    int pauses, resumes;        /* pause_writing / resume_writing */
+    size_t size_at_resume;      /* the write buffer at resume_writing */
 } peer;
 
 static void peer_made(pact_transport *t, void *user)
@@ -222,11 +224,26 @@ static void peer_lost(pact_transport *t, int err, void *user)
     p->t = NULL;
 }
 
+static void peer_pause_writing(pact_transport *t, void *user)
+{
+    (void)t;
+    ((peer *)user)->pauses++;
+}
+
+static void peer_resume_writing(pact_transport *t, void *user)
+{
+    peer *p = user;
+    p->resumes++;
+    p->size_at_resume = pact_transport_write_buffer_size(t);
+}
+
 static const pact_protocol peer_proto = {
     .connection_made = peer_made,
     .data_received = peer_data,
     .eof_received = peer_eof,
     .connection_lost = peer_lost,
+    .pause_writing = peer_pause_writing,
+    .resume_writing = peer_resume_writing,
 };
 
 static void peer_connected(pact_loop *loop, pact_transport *t, int err, void *user)
@@ -1098,6 +1115,120 @@ static pact_transport *tls_end(pact_loop *loop, int fd, pact_tls_context *ctx,
                                &peer_proto, p, peer_connected, p, &t), 0);
     p->wrapped = t;
     return t;
+}
+
+/* ---- write marks ------------------------------------------------------------ */
+
+/* A client and a server TLS transport over a socket pair, the handshake
+ * done, the server no longer reading: what the client writes stays in
+ * its buffers. */
+typedef struct stalled {
+    pact_loop *loop;
+    pact_tls_context *sctx, *cctx;
+    peer cp, sp;
+    pact_transport *ct, *st;
+} stalled;
+
+static void stalled_open(stalled *x)
+{
+    memset(x, 0, sizeof *x);
+    x->loop = test_loop_new();
+    x->sctx = server_ctx();
+    x->cctx = client_ctx();
+    int sv[2];
+    make_socketpair(sv);
+    x->ct = tls_end(x->loop, sv[0], x->cctx, &x->cp, 0);
+    x->st = tls_end(x->loop, sv[1], x->sctx, &x->sp, 0);
+    run_while(x->loop, &x->cp.made, 1, 10000);
+    run_while(x->loop, &x->sp.made, 1, 10000);
+    cr_assert_eq(pact_transport_pause_reading(x->st), 0);
+}
+
+/* The server reads again until n bytes arrived. */
+static void stalled_drain(stalled *x, size_t n)
+{
+    cr_assert_eq(pact_transport_resume_reading(x->st), 0);
+    RUN_UNTIL(x->loop, x->sp.ngot >= n, 10000);
+    cr_assert_eq(x->sp.ngot, n);
+}
+
+static void stalled_close(stalled *x)
+{
+    cr_assert_eq(pact_transport_close(x->ct), 0);
+    run_while(x->loop, &x->cp.lost, 1, 10000);
+    run_while(x->loop, &x->sp.lost, 1, 10000);
+    cr_assert_eq(x->cp.lost_err, 0, "%s", x->cp.errmsg);
+    free(x->cp.got);
+    free(x->sp.got);
+    pact_loop_run(x->loop);
+    pact_tls_context_free(x->sctx);
+    pact_tls_context_free(x->cctx);
+    test_loop_free(x->loop);
+}
+
+/* New marks pause a TLS writer past the new high mark (inside the call)
+ * and never resume one, as asyncio's set_write_buffer_limits: marks raised
+ * above what is buffered leave it paused until the sends that drain the
+ * buffer to the low mark (docs/contract.md, "Where callbacks run"). */
+Test(tls, new_marks_pause_but_never_resume)
+{
+    stalled x;
+    stalled_open(&x);
+    cr_assert_eq(pact_transport_set_write_buffer_limits(x.ct, 1u << 30, 1u << 29), 0);
+    static char big[1 << 20];
+    memset(big, 'm', sizeof big);
+    cr_assert_eq(pact_transport_write(x.ct, big, sizeof big), 0);
+    for (int i = 0; i < 5; i++)
+        pact_loop_run_once(x.loop, 0);
+    cr_assert_gt(pact_transport_write_buffer_size(x.ct), 1000, "the peer reads nothing");
+    cr_assert_eq(x.cp.pauses, 0, "below the high mark");
+    cr_assert_eq(pact_transport_set_write_buffer_limits(x.ct, 1000, 100), 0);
+    cr_assert_eq(x.cp.pauses, 1, "paused inside the call");
+    cr_assert_eq(pact_transport_set_write_buffer_limits(x.ct, 1u << 30, 1u << 29), 0);
+    cr_assert_eq(x.cp.resumes, 0, "new marks resumed it");
+    pact_loop_run_once(x.loop, 0);
+    cr_assert_eq(x.cp.resumes, 0, "resumed with nothing sent");
+    cr_assert_eq(pact_transport_set_write_buffer_limits(x.ct, 10, 5), 0);
+    cr_assert_eq(x.cp.pauses, 1, "paused twice");
+    cr_assert_eq(pact_transport_set_write_buffer_limits(x.ct, 1u << 30, 1u << 29), 0);
+    stalled_drain(&x, sizeof big);
+    cr_assert_eq(x.cp.resumes, 1, "the drain resumed it");
+    cr_assert_eq(x.cp.pauses, 1);
+    stalled_close(&x);
+}
+
+/* A high mark of zero (asyncio's high=0, which only
+ * pact_transport_set_write_marks sets) on a TLS transport: pause_writing
+ * while a byte of it is buffered, resume_writing once none is, and no
+ * pause for a record the kernel takes at once, also one written inside
+ * an I/O callback. */
+Test(tls, a_zero_high_mark_pauses_at_the_first_byte_buffered)
+{
+    stalled x;
+    stalled_open(&x);
+    x.cp.echo = 1;
+    size_t high, low;
+    cr_assert_eq(pact_transport_set_write_marks(x.ct, 0, 0), 0);
+    pact_transport_get_write_buffer_limits(x.ct, &high, &low);
+    cr_assert_eq(high, 0);
+    cr_assert_eq(low, 0);
+    static char big[1 << 20];
+    memset(big, 'y', sizeof big);
+    cr_assert_eq(pact_transport_write(x.ct, big, sizeof big), 0);
+    cr_assert_gt(pact_transport_write_buffer_size(x.ct), 0);
+    cr_assert_eq(x.cp.pauses, 1, "buffered bytes pause");
+    stalled_drain(&x, sizeof big);
+    cr_assert_eq(x.cp.resumes, 1);
+    cr_assert_eq(x.cp.size_at_resume, 0, "resumed once empty");
+    /* The kernel has room now: taken at once, nothing buffered. */
+    cr_assert_eq(pact_transport_write(x.ct, "z", 1), 0);
+    cr_assert_eq(pact_transport_write_buffer_size(x.ct), 0);
+    cr_assert_eq(pact_transport_write(x.st, "ping", 4), 0);
+    RUN_UNTIL(x.loop, x.sp.ngot >= sizeof big + 5, 10000);
+    cr_assert_eq(memcmp(x.sp.got + sizeof big, "zping", 5), 0);
+    cr_assert_eq(x.cp.pauses, 1, "a record the kernel took paused");
+    cr_assert_eq(x.cp.resumes, 1);
+    stalled_close(&x);
 }
 
 Test(tls, garbage_during_the_handshake)

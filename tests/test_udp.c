@@ -1018,6 +1018,57 @@ Test(udp, new_marks_pause_but_never_resume)
     test_loop_free(loop);
 }
 
+/* A high mark of zero (asyncio's high=0, set by
+ * pact_datagram_set_write_marks only): a datagram queued pauses (every
+ * one is, until its send completes), the send that empties the queue
+ * resumes. */
+Test(udp, a_zero_high_mark_pauses_while_a_datagram_is_queued)
+{
+    pact_loop *loop = test_loop_new();
+    ep_rec rx = {0}, tx_rec = {0};
+    pact_datagram *rcv, *tx;
+    cr_assert_eq(pact_datagram_open_udp(loop, "127.0.0.1", 0, NULL, 0, NULL,
+                                        &proto, &rx, &rcv), 0);
+    struct sockaddr_storage ra;
+    socklen_t rl;
+    cr_assert_eq(pact_datagram_sockname(rcv, &ra, &rl), 0);
+    cr_assert_eq(pact_datagram_open_udp(loop, NULL, 0, "127.0.0.1", port_of(&ra),
+                                        NULL, &proto, &tx_rec, &tx), 0);
+    run_until(loop, &tx_rec.made, 5000);
+    size_t high, low;
+    cr_assert_eq(pact_datagram_set_write_buffer_limits(tx, 0, 0), 0);
+    pact_datagram_get_write_buffer_limits(tx, &high, &low);
+    cr_assert_eq(high, 64 * 1024, "set_write_buffer_limits: 0 is the default");
+    cr_assert_eq(pact_datagram_set_write_marks(tx, 0, 1), -EINVAL);
+    cr_assert_eq(pact_datagram_set_write_marks(NULL, 0, 0), -EINVAL);
+    cr_assert_eq(pact_datagram_set_write_marks(tx, 0, 0), 0);
+    pact_datagram_get_write_buffer_limits(tx, &high, &low);
+    cr_assert_eq(high, 0);
+    cr_assert_eq(low, 0);
+    cr_assert_eq(tx_rec.pauses, 0, "nothing queued");
+    for (int round = 1; round <= 2; round++) {
+        cr_assert_eq(pact_datagram_sendto(tx, "z", 1, NULL, 0), 0);
+        cr_assert_gt(pact_datagram_write_buffer_size(tx), 0);
+        cr_assert_eq(tx_rec.pauses, round, "a datagram queued pauses");
+        cr_assert_eq(pact_datagram_sendto(tx, "zz", 2, NULL, 0), 0);
+        cr_assert_eq(tx_rec.pauses, round, "paused twice");
+        uint64_t end = pact_now() + 10000 * MS;
+        while (tx_rec.resumes < round) {
+            cr_assert(pact_now() < end, "never resumed");
+            pact_loop_run_once(loop, 10 * (int64_t)MS);
+        }
+        cr_assert_eq(pact_datagram_write_buffer_size(tx), 0, "resumed once empty");
+    }
+    uint64_t end = pact_now() + 5000 * MS;
+    while (rx.received < 4) {
+        cr_assert(pact_now() < end, "%d datagrams of 4 arrived", rx.received);
+        pact_loop_run_once(loop, 10 * (int64_t)MS);
+    }
+    close_and_wait(loop, tx, &tx_rec);
+    close_and_wait(loop, rcv, &rx);
+    test_loop_free(loop);
+}
+
 Test(udp, flow_control_udp_burst_every_datagram_sent_or_reported)
 {
     int fds = count_open_fds();

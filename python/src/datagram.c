@@ -1050,9 +1050,8 @@ static PyObject *Datagram_set_write_buffer_limits(DatagramObject *self,
     if (pact_py_write_buffer_limits(args, kwds, &high, &low) < 0)
         return NULL;
     if (self->ep) {
-        int r = pact_datagram_set_write_buffer_limits(self->ep,
-                                                      high ? (size_t)high : 1,
-                                                      (size_t)low);
+        int r = pact_datagram_set_write_marks(self->ep, (size_t)high,
+                                              (size_t)low);
         if (r < 0) {
             errno = -r;
             return PyErr_SetFromErrno(PyExc_OSError);

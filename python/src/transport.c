@@ -1286,9 +1286,10 @@ static PyObject *Transport_set_write_buffer_limits(TransportObject *self,
         return NULL;
     flush_held(self); /* held under the old marks */
     if (self->t) {
-        int r = pact_transport_set_write_buffer_limits(self->t,
-                                                       high ? (size_t)high : 1,
-                                                       (size_t)low);
+        /* The marks as asyncio's rule made them, a high of 0 included
+         * (pause whenever the buffer becomes non-empty). */
+        int r = pact_transport_set_write_marks(self->t, (size_t)high,
+                                               (size_t)low);
         if (r < 0) {
             errno = -r;
             return PyErr_SetFromErrno(PyExc_OSError);

@@ -519,11 +519,6 @@ class HostileTests(unittest.TestCase):
             peer.close()
         self.assert_as_asyncio(scenario)
 
-    # Known difference, not fixed: pact's core takes a high mark of 0 for
-    # its default (include/pact.h, pact_transport_set_write_buffer_limits),
-    # so pact.asyncio sets 1 for asyncio's 0: a single byte buffered does
-    # not pause, and the marks read back (0, 1).
-    @unittest.expectedFailure
     def test_a_zero_high_mark_pauses_at_the_first_byte_buffered(self):
         # asyncio: "Setting high to zero ... causes pause_writing() to be
         # called whenever the buffer becomes non-empty."
@@ -551,6 +546,11 @@ class HostileTests(unittest.TestCase):
             transport.abort()
             await turns(2)
             peer.close()
+            datagrams, _ = await loop.create_datagram_endpoint(
+                asyncio.DatagramProtocol, local_addr=('127.0.0.1', 0))
+            datagrams.set_write_buffer_limits(high=0)
+            log.append(('datagram limits', datagrams.get_write_buffer_limits()))
+            datagrams.close()
         self.assert_as_asyncio(scenario)
 
     # ---- the loop's calls used the wrong way ------------------------------

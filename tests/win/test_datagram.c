@@ -306,6 +306,36 @@ Test(datagram, pause_and_resume_lose_nothing)
     test_loop_free(loop);
 }
 
+/* A high mark of zero (pact_datagram_set_write_marks, asyncio's high=0):
+ * every datagram is queued until its send completes, so the first one
+ * pauses, and the send that empties the queue resumes. */
+Test(datagram, a_zero_high_mark_pauses_while_a_datagram_is_queued)
+{
+    pact_loop *loop = test_loop_new();
+    dside a, b;
+    open_udp(loop, &a, NULL);
+    open_udp(loop, &b, NULL);
+    struct sockaddr_in to = loopback(local_port(b.ep));
+    cr_assert_eq(pact_datagram_set_write_marks(a.ep, 0, 0), 0);
+    size_t high, low;
+    pact_datagram_get_write_buffer_limits(a.ep, &high, &low);
+    cr_assert_eq(high, 0);
+    cr_assert_eq(low, 0);
+    uint8_t buf[1500];
+    size_t len = make_datagram(buf, 0);
+    cr_assert_eq(pact_datagram_sendto(a.ep, buf, len, (struct sockaddr *)&to,
+                                      sizeof to), 0);
+    cr_assert_eq(a.paused_writing, 1);
+    uint64_t end = pact_now() + 3000 * MS;
+    while ((b.received < 1 || a.resumed_writing < 1) && pact_now() < end)
+        pact_loop_run_once(loop, 2 * (int64_t)MS);
+    cr_assert_eq(b.received, 1);
+    cr_assert_eq(a.resumed_writing, 1);
+    cr_assert_eq(pact_datagram_write_buffer_size(a.ep), 0);
+    close_both(loop, &a, &b);
+    test_loop_free(loop);
+}
+
 /* A queue above the high mark pauses the writer once; it resumes once
  * below the low mark; close sends what is queued before the endpoint
  * ends; abort drops it. */

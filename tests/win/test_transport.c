@@ -293,19 +293,22 @@ static void pause_and_resume_reading_lose_nothing(void)
     test_loop_free(loop);
 }
 
-static void a_paused_reader_makes_the_writer_pause_and_resume(void)
+/* high 0: pact_transport_set_write_marks' zero mark (asyncio's high=0),
+ * a pause while a byte is buffered, the resume once none is. */
+static void a_paused_reader_makes_the_writer_pause_and_resume(size_t high,
+                                                              size_t low)
 {
     pact_loop *loop = test_loop_new();
     side a, b;
     side_init(&a, loop);
     side_init(&b, loop);
     open_pair(loop, &a, &b);
-    cr_assert_eq(pact_transport_set_write_buffer_limits(a.t, 64 * 1024, 16 * 1024), 0);
+    cr_assert_eq(pact_transport_set_write_marks(a.t, high, low), 0);
     cr_assert_eq(pact_transport_pause_reading(b.t), 0);
     /* Far more than the socket buffers hold: a's buffer passes its mark. */
     write_pattern(a.t, 16 * MIB);
     cr_assert_eq(a.paused_writing, 1);
-    cr_assert_gt(pact_transport_write_buffer_size(a.t), 64 * 1024);
+    cr_assert_gt(pact_transport_write_buffer_size(a.t), high);
     for (int i = 0; i < 20; i++)
         pact_loop_run_once(loop, 5 * (int64_t)MS);
     cr_assert_eq(a.resumed_writing, 0, "resumed while the reader is paused");
@@ -614,13 +617,24 @@ Test(pipe_transport, pause_and_resume_reading_lose_nothing, .timeout = 60)
 
 Test(transport, a_paused_reader_makes_the_writer_pause_and_resume, .timeout = 60)
 {
-    a_paused_reader_makes_the_writer_pause_and_resume();
+    a_paused_reader_makes_the_writer_pause_and_resume(64 * 1024, 16 * 1024);
 }
 
 Test(pipe_transport, a_paused_reader_makes_the_writer_pause_and_resume, .timeout = 60)
 {
     over_pipes = 1;
-    a_paused_reader_makes_the_writer_pause_and_resume();
+    a_paused_reader_makes_the_writer_pause_and_resume(64 * 1024, 16 * 1024);
+}
+
+Test(transport, a_zero_high_mark_pauses_and_resumes_once_empty, .timeout = 60)
+{
+    a_paused_reader_makes_the_writer_pause_and_resume(0, 0);
+}
+
+Test(pipe_transport, a_zero_high_mark_pauses_and_resumes_once_empty, .timeout = 60)
+{
+    over_pipes = 1;
+    a_paused_reader_makes_the_writer_pause_and_resume(0, 0);
 }
 
 Test(transport, close_in_connection_made_loses_once_and_delivers_nothing)
