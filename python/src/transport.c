@@ -506,8 +506,9 @@ static void *on_get_buffer(pact_transport *t, size_t size_hint, size_t *len,
                            void *user)
 {
     (void)t;
+    (void)size_hint; /* asyncio's socket transport asks with -1 */
     TransportObject *self = user;
-    PyObject *hint = PyLong_FromSize_t(size_hint);
+    PyObject *hint = PyLong_FromLong(-1);
     PyObject *buf = hint ? protocol_call(self, method.get_buffer, hint) : NULL;
     Py_XDECREF(hint);
     if (!buf) {
@@ -949,6 +950,46 @@ static int hold_write(TransportObject *self, PyObject *data, Py_buffer *view)
     return 1;
 }
 
+/* write() of a buffer that cannot be had as one block of bytes (a
+ * non-contiguous memoryview; the exception is set). asyncio's write takes
+ * it and tries to send it at once when nothing is buffered: the send
+ * fails ("Fatal write error", connection_lost given the exception).
+ * Behind buffered bytes its bytearray buffer refuses it at once, with
+ * the TypeError raised here; after the end the write is dropped, as
+ * any. */
+static PyObject *write_unsendable(TransportObject *self, PyObject *data)
+{
+    if (!PyErr_ExceptionMatches(PyExc_BufferError))
+        return NULL;
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    flush_held(self); /* asyncio would have sent those already */
+    PyErr_Restore(et, ev, tb);
+    size_t buffered = self->t ? pact_transport_write_buffer_size(self->t) : 0;
+    int gone = write_side_gone(self);
+    if (buffered > 0 && (!gone || self->closing)) {
+        /* The socket transport's buffer.extend(data), the pipe's
+         * buffer += data. */
+        PyErr_Clear();
+        const char *type = Py_TYPE(data)->tp_name;
+        if (self->kind == PACT_STREAM_WRITE_PIPE)
+            PyErr_Format(PyExc_TypeError, "can't concat %.100s to bytearray",
+                         type);
+        else
+            PyErr_Format(PyExc_TypeError, "can't set bytearray slice from %.100s",
+                         type);
+        return NULL;
+    }
+    if (gone) {
+        PyErr_Clear();
+        return drop_write(self);
+    }
+    protocol_failed(self, self->kind == PACT_STREAM_WRITE_PIPE
+                              ? "Fatal write error on pipe transport"
+                              : "Fatal write error on socket transport");
+    Py_RETURN_NONE;
+}
+
 /* write() of any object with the buffer protocol (writelines checked). */
 static PyObject *write_buffer(TransportObject *self, PyObject *data)
 {
@@ -968,7 +1009,7 @@ static PyObject *write_buffer(TransportObject *self, PyObject *data)
     }
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
-        return NULL;
+        return write_unsendable(self, data);
     if (view.len == 0) {
         PyBuffer_Release(&view);
         Py_RETURN_NONE;
@@ -1014,6 +1055,14 @@ static PyObject *Transport_write(TransportObject *self, PyObject *data)
     return write_buffer(self, data);
 }
 
+/* Whether b''.join takes x, a buffer: as one block of bytes (a
+ * non-contiguous memoryview is refused). */
+static int joinable(PyObject *x)
+{
+    return !PyMemoryView_Check(x) ||
+           PyBuffer_IsContiguous(PyMemoryView_GET_BUFFER(x), 'C');
+}
+
 /* asyncio's writelines is write(b''.join(lines)): an item that is not
  * bytes-like raises before anything is written, and so does an iterable
  * that fails halfway. Here the items are written one by one (no join
@@ -1029,7 +1078,7 @@ static PyObject *Transport_writelines(TransportObject *self, PyObject *lines)
     Py_ssize_t n = PyTuple_GET_SIZE(items);
     PyObject **item = &PyTuple_GET_ITEM(items, 0);
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (!PyObject_CheckBuffer(item[i])) {
+        if (!PyObject_CheckBuffer(item[i]) || !joinable(item[i])) {
             PyErr_Format(PyExc_TypeError,
                          "sequence item %zd: expected a bytes-like object, "
                          "%.80s found",

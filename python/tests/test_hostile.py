@@ -115,7 +115,7 @@ def recording_protocol(log, buffered=False, **actions):
             self.act('data_received', data)
 
         def get_buffer(self, sizehint):
-            log.append('get_buffer')
+            log.append(('get_buffer', sizehint))
             answer = self.act('get_buffer')
             return self.buffer if answer is None else answer
 
@@ -236,6 +236,20 @@ class HostileTests(unittest.TestCase):
         # asyncio's recv_into refuses it: a TypeError ends the transport.
         self.assert_as_asyncio(self.stream_scenario(
             buffered=True, peer_view=False, get_buffer=lambda p: b'read-only'))
+
+    def test_get_buffer_is_asked_with_asyncio_s_sizehint(self):
+        # (not up to the peer's EOF: asyncio asks for a buffer for the
+        # read that finds it, pact does not)
+        async def scenario(loop, log):
+            transport, peer = await socket_transport(
+                loop, recording_protocol(log, buffered=True))
+            peer.sendall(b'abc')
+            await turns(2)
+            transport.close()
+            await turns(2)
+            peer.close()
+        log = self.assert_as_asyncio(scenario)
+        self.assertIn(('get_buffer', -1), log)
 
     def test_buffer_updated_that_raises_ends_the_transport_with_the_exception(self):
         self.assert_as_asyncio(self.stream_scenario(
@@ -413,6 +427,54 @@ class HostileTests(unittest.TestCase):
             peer.close()
         self.assert_as_asyncio(scenario)
 
+    def test_a_non_contiguous_memoryview_is_taken_and_its_send_fails(self):
+        # asyncio's write takes it; its send raises BufferError: a fatal
+        # write error when nothing was buffered, the error at once behind
+        # buffered bytes (its buffer's extend).
+        async def scenario(loop, log):
+            transport, peer = await socket_transport(
+                loop, recording_protocol(log))
+            attempt(log, transport.write, b'a')
+            attempt(log, transport.write, memoryview(b'bcdefg')[::2])
+            attempt(log, transport.write, b'h')
+            await turns(2)
+            log.append(('peer', peer_read(peer)))
+            peer.close()
+            ours, peer = socket.socketpair()
+            ours.setblocking(False)
+            try:
+                while True:
+                    ours.send(b'x' * 65536)
+            except BlockingIOError:
+                pass
+            transport, _ = await loop.create_unix_connection(
+                recording_protocol(log), sock=ours)
+            attempt(log, transport.write, b'y')
+            attempt(log, transport.write, memoryview(b'bcdefg')[::2])
+            log.append(('is_closing', transport.is_closing()))
+            transport.abort()
+            await turns(2)
+            peer.close()
+            for fill in (False, True):  # a write pipe: the same
+                r, w = os.pipe()
+                os.set_blocking(w, False)
+                while fill:
+                    try:
+                        os.write(w, b'x' * 65536)
+                    except BlockingIOError:
+                        break
+                transport, _ = await loop.connect_write_pipe(
+                    recording_protocol(log), os.fdopen(w, 'wb'))
+                attempt(log, transport.write, b'y' if fill else b'')
+                attempt(log, transport.write, memoryview(b'bcdefg')[::2])
+                # (asyncio's pipe transport aborted after its fatal error
+                # calls connection_lost a second time, which fails)
+                if not transport.is_closing():
+                    transport.abort()
+                await turns(2)
+                os.close(r)
+        self.assert_as_asyncio(scenario)
+
     def test_sendto_refuses_what_asyncio_refuses(self):
         async def scenario(loop, log):
             peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -449,6 +511,7 @@ class HostileTests(unittest.TestCase):
             attempt(log, transport.writelines, [b'a', 'b', b'c'])
             attempt(log, transport.writelines, None)
             attempt(log, transport.writelines, iter([b'd', 1]))
+            attempt(log, transport.writelines, [b'd', memoryview(b'dxd')[::2]])
             attempt(log, transport.writelines,
                     [b'e', bytearray(b'f'), memoryview(b'g'),
                      array.array('b', [104])])
