@@ -320,6 +320,14 @@ struct pact_send_slot {
  * completion when it sends everything (stream.c). */
 int pact__stream_slot_may_finish_silently(const pact_send_slot *slot);
 
+/* A socket stream's receive hook (stream.c): its multishot receive's
+ * data completions, the stream as user. On io_uring the receive's SQE
+ * names the stream itself, not the op (engine_uring.c, "a stream's
+ * receive"): the op lives in the slab apart from its stream, and a data
+ * completion that looked the op up read one cache line more per request
+ * than the stream's own. */
+void pact__stream_recv_data(void *stream, const void *data, size_t len);
+
 /* The op's out-of-line block, or NULL if its kind uses the shared slot
  * for something else or it has none. */
 static inline pact_op_ext *pact__op_ext_of(const pact_op_s *op)

@@ -826,15 +826,16 @@ static void on_read_end(pact_stream *s, int64_t r)
 }
 
 /* Sockets: a multishot receive into the loop's buffers. Its chunks come
- * to on_recv_data (a hooked receive: no pact_completion per chunk), its
- * end to on_recv_end. */
+ * to pact__stream_recv_data (a hooked receive: no pact_completion per
+ * chunk; on io_uring straight from the completion, which names the
+ * stream: op.h), its end to on_recv_end. */
 static PACT_SLOW_PATH void on_bytes_out_of_line(pact_stream *s, const void *data,
                                                  size_t len)
 {
     on_bytes(s, data, len);
 }
 
-static void on_recv_data(void *arg, const void *data, size_t len)
+void pact__stream_recv_data(void *arg, const void *data, size_t len)
 {
     pact_stream *s = arg;
     pact_transport *t = &s->t;
@@ -885,7 +886,7 @@ static void start_reading_as(pact_stream *s, int first)
                                : s->resume_by_readiness ? PACT__RECV_BY_READINESS
                                                         : PACT__RECV_AT_ONCE;
         s->resume_by_readiness = 0;
-        op = pact__recv_multishot_hooked(t->ep.loop, s->fd, on_recv_data,
+        op = pact__recv_multishot_hooked(t->ep.loop, s->fd, pact__stream_recv_data,
                                          on_recv_end, s, how);
     } else {
         if (!pact__stream_more(s) ||

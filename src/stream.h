@@ -67,6 +67,12 @@ struct pact_transport {
     /* Sending failed while received bytes still wait for a paused reader:
      * writes answer -EPIPE, the error comes after those bytes. */
     uint8_t write_failed : 1;
+    /* io_uring (engine_uring.c, "a stream's receive"): the evidence its
+     * stream's multishot receive counts (op.h, recv_count) may not be
+     * 0. Without it a data completion that left nothing in the socket
+     * needs nothing of the op; here, in the line the stream's receive
+     * reads anyway. */
+    uint8_t recv_evidence : 1;
 };
 
 static inline const pact_transport_ops *pact__transport_ops(const pact_transport *t)
