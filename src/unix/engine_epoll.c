@@ -766,7 +766,7 @@ run_recv_multi(pact_loop *loop, fd_entry *f, pact_op_s *op, uint32_t revents,
     (*completed)++;
     int r;
     do {
-        r = pact__op_recv_burst(loop, op, &final, NULL, 1);
+        r = pact__op_recv_burst(loop, op, f->base.fd, &final, NULL, 1);
         /* A short read took the data, not the peer's FIN (or the error)
          * that came with it: an edge-triggered registration will not
          * report that hang-up again, so read on to the end of file. (Only

@@ -2526,7 +2526,7 @@ static int recv_poll_cqe(pact_loop *loop, pact_op_s *op, int res, int *final)
     int64_t ended;
     size_t bytes = 0;
     uring_engine *e = URING(loop);
-    if (!pact__op_recv_burst(loop, op, &ended, &bytes, !e->multishot)) {
+    if (!pact__op_recv_burst(loop, op, op->fd, &ended, &bytes, !e->multishot)) {
         *final = (int)ended;
         return 0;
     }
