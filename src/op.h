@@ -311,8 +311,8 @@ struct pact_send_slot {
     uint8_t flags;
     /* The engine's: io_uring's index of the send in the loop's list of
      * live slot sends while the loop may still change threads (in the
-     * padding: the echo's fields of pact_stream_more fill two cache
-     * lines). */
+     * padding: the echo's fields of pact_stream_more fill its first
+     * cache line). */
     uint32_t engine_index;
 };
 

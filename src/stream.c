@@ -42,6 +42,7 @@
  * connection_lost called — from a fresh loop callback, never nested inside
  * another protocol callback. The memory goes after connection_lost has
  * returned. */
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,6 +127,66 @@ static void write_failed(pact_stream *s, int err)
 
 /* ---- state only some streams need ----------------------------------------- */
 
+/* The queue's summary (pact_stream_more.queued and bufs_cap, stream.h):
+ * what a request checks of send_op, item, inflight and pending is read
+ * from the block's first line while they are empty. callgrind
+ * --cache-sim at 500 connections on io_uring (bench/c_counts.sh): the
+ * second line was a D1 miss per echo. queue_mark goes wherever one of
+ * them is set or gets bytes; 0 is written only by queue_idle_verify,
+ * which has read them all (on the second line: pending.cap, on the
+ * third, is read only where the buffers' capacity changes,
+ * queue_caps_changed). */
+static inline void queue_mark(pact_stream_more *m)
+{
+    m->queued = 1;
+}
+
+static PACT_SLOW_PATH int queue_idle_verify(pact_stream_more *m)
+{
+    if (m->send_op || m->item || pact__wbuf_len(&m->inflight) ||
+        pact__wbuf_len(&m->pending))
+        return 0;
+    m->queued = 0;
+    return 1;
+}
+
+static size_t more_bufs_cap_now(const pact_stream_more *m)
+{
+    return m->inflight.cap + m->pending.cap;
+}
+
+/* The buffers' capacity changed (an append, a trim): bufs_cap follows. */
+static void queue_caps_changed(pact_stream_more *m)
+{
+    size_t cap = more_bufs_cap_now(m);
+    m->bufs_cap = cap < UINT32_MAX ? (uint32_t)cap : UINT32_MAX;
+}
+
+/* No send op, write item, or bytes in flight or pending (a slot's send
+ * is not in it: see sending). Unoptimized builds (debug, the sanitizer
+ * trees the tests run in) check that a 0 summary tells the truth: a
+ * site that set one of them without queue_mark is found there. */
+static inline int queue_idle(pact_stream_more *m)
+{
+#ifndef __OPTIMIZE__
+    size_t cap = more_bufs_cap_now(m);
+    assert(m->bufs_cap == (cap < UINT32_MAX ? cap : UINT32_MAX));
+    assert(m->queued || (!m->send_op && !m->item && pact__wbuf_len(&m->inflight) == 0 &&
+                         pact__wbuf_len(&m->pending) == 0));
+#endif
+    return !m->queued || queue_idle_verify(m);
+}
+
+/* Appends to inflight or pending (0 or -ENOMEM). */
+static int queue_append(pact_stream_more *m, pact_wbuf *b, const void *data,
+                        size_t len)
+{
+    queue_mark(m);
+    int r = pact__wbuf_append(b, data, len);
+    queue_caps_changed(m);
+    return r;
+}
+
 /* The loop's cache of drained write state: at most this many blocks, and
  * at most this many bytes of write buffers kept in them (a buffer that
  * grew past the per-buffer bound is freed, not cached). A block without
@@ -159,8 +220,8 @@ static void write_failed(pact_stream *s, int err)
 #define MORE_KEPT_SMALL_MAX 1024
 #define MORE_KEPT_SMALL_BYTES 256
 
-/* A zeroed block, 64-byte aligned: its first two cache lines hold what
- * an echo touches (stream.h). Windows has no aligned allocation that
+/* A zeroed block, 64-byte aligned: its first cache line holds what an
+ * echo touches (stream.h). Windows has no aligned allocation that
  * free() releases: there it is only as aligned as malloc's. */
 static pact_stream_more *more_alloc(void)
 {
@@ -187,6 +248,7 @@ pact_stream_more *pact__stream_more(pact_stream *s)
         loop->stream_more_cached--;
         loop->stream_more_cached_bytes -= m->inflight.cap + m->pending.cap;
         m->next_cached = NULL;
+        queue_caps_changed(m); /* trimmed (give_back_more) */
     } else {
         m = more_alloc();
         if (!m)
@@ -263,7 +325,7 @@ static PACT_SLOW_PATH void release_more_now(pact_stream *s);
 static inline int more_stays(const pact_stream *s, const pact_stream_more *m)
 {
     return s->more_kept &&
-           m->inflight.cap + m->pending.cap <=
+           m->bufs_cap <=
                (s->more_kept == MORE_KEPT ? MORE_KEPT_BYTES : MORE_KEPT_SMALL_BYTES);
 }
 
@@ -438,7 +500,7 @@ static size_t held_len(const pact_stream *s)
 /* A send is in flight: an op or the slot's (the same to the stream). */
 static int sending(const pact_stream_more *m)
 {
-    return m->send_op || m->slot.pending_cqes > 0;
+    return m->slot.pending_cqes > 0 || (m->queued && m->send_op);
 }
 
 static int send_in_flight(const pact_stream *s)
@@ -459,9 +521,12 @@ static pact_write_item *write_item(const pact_stream *s)
 static size_t stream_write_buffer_size(const pact_transport *t)
 {
     const pact_stream *s = stream_of(t);
-    return s->more ? s->more->lent_len + pact__wbuf_len(&s->more->inflight) +
-                         pact__wbuf_len(&s->more->pending)
-                   : 0;
+    const pact_stream_more *m = s->more;
+    if (!m)
+        return 0;
+    return m->lent_len + (m->queued ? pact__wbuf_len(&m->inflight) +
+                                          pact__wbuf_len(&m->pending)
+                                    : 0);
 }
 
 /* The high mark of a stream's write buffer (its marks are read only when
@@ -1011,17 +1076,16 @@ static PACT_SLOW_PATH void write_progress_general(pact_stream *s);
  * write state may go; write_progress_general decides the same in about
  * twice the instructions (callgrind, 64-byte echo on io_uring). m is
  * s->more. */
-static inline int quiet_after_send(const pact_stream *s, const pact_stream_more *m)
+static inline int quiet_after_send(const pact_stream *s, pact_stream_more *m)
 {
     const pact_transport *t = &s->t;
-    return !sending(m) && !m->item && pact__wbuf_len(&m->inflight) == 0 &&
-           pact__wbuf_len(&m->pending) == 0 && !t->ep.write_paused &&
+    return m->slot.pending_cqes == 0 && queue_idle(m) && !t->ep.write_paused &&
            !t->ep.draining && !t->ep.closing && !t->eof_requested;
 }
 
 static inline void write_progress(pact_stream *s)
 {
-    const pact_stream_more *m = s->more;
+    pact_stream_more *m = s->more;
     if (m && !m->lent && quiet_after_send(s, m)) {
         release_more(s);
         return;
@@ -1121,7 +1185,7 @@ static PACT_SLOW_PATH void send_lent_done(pact_loop *loop, pact_stream *s,
     first_send_back(s, result);
     if (!s->t.ep.aborting && err == 0 && sent < m->lent_len) {
         s->inline_writes = INLINE_WRITES_AFTER_BACKLOG;
-        if (pact__wbuf_append(&m->inflight, m->lent + sent, m->lent_len - sent) != 0)
+        if (queue_append(m, &m->inflight, m->lent + sent, m->lent_len - sent) != 0)
             err = -ENOMEM;
     }
     m->lent = NULL;
@@ -1181,6 +1245,7 @@ static PACT_SLOW_PATH int start_send_op(pact_stream *s, const void *data,
     if (op < 0)
         return (int)op;
     s->more->send_op = pact__endpoint_op(&s->t.ep, op);
+    queue_mark(s->more);
     return 0;
 }
 
@@ -1227,8 +1292,8 @@ static void kick_write(pact_stream *s)
         } else {
             /* Split: only the part written before the item. */
             pact__wbuf_clear(&m->inflight);
-            if (pact__wbuf_append(&m->inflight, m->pending.data + m->pending.start,
-                                  allowed) != 0) {
+            if (queue_append(m, &m->inflight, m->pending.data + m->pending.start,
+                             allowed) != 0) {
                 fatal_error(s, -ENOMEM);
                 return;
             }
@@ -1252,6 +1317,7 @@ static void kick_write(pact_stream *s)
         return;
     }
     m->send_op = pact__endpoint_op(&s->t.ep, op);
+    queue_mark(m);
 }
 
 void pact__stream_queue_item(pact_stream *s, pact_write_item *it)
@@ -1262,6 +1328,7 @@ void pact__stream_queue_item(pact_stream *s, pact_write_item *it)
      * through before the item, and nothing written after. */
     it->bytes_before = pact__wbuf_len(&s->more->pending);
     s->more->item = it;
+    queue_mark(s->more);
     kick_write(s); /* starts it now if nothing is buffered */
 }
 
@@ -1283,9 +1350,8 @@ void pact__stream_item_done(pact_stream *s, int err)
  * go to the kernel at once without overtaking anything. */
 static int write_queue_empty(const pact_stream *s)
 {
-    const pact_stream_more *m = s->more;
-    return !m || (!sending(m) && !m->item && pact__wbuf_len(&m->inflight) == 0 &&
-                  pact__wbuf_len(&m->pending) == 0);
+    pact_stream_more *m = s->more;
+    return !m || (m->slot.pending_cqes == 0 && queue_idle(m));
 }
 
 /* The eager send: what the kernel takes now, without waiting; 0 when it
@@ -1375,8 +1441,9 @@ static size_t send_now(pact_stream *s, const struct iovec *iov, int iovcnt)
 static int send_may_finish_silently(const pact_stream *s, int lent_ok)
 {
     const pact_stream_more *m = s->more;
-    return m && (lent_ok || !m->lent) && !m->item &&
-           pact__wbuf_len(&m->pending) == 0 && !s->t.ep.closing &&
+    return m && (lent_ok || !m->lent) &&
+           (!m->queued || (!m->item && pact__wbuf_len(&m->pending) == 0)) &&
+           !s->t.ep.closing &&
            !s->t.ep.write_paused && !s->t.eof_requested;
 }
 
@@ -1415,8 +1482,8 @@ static int queue_unsent(pact_stream *s, const struct iovec *iov, int iovcnt,
             continue;
         }
         if (!pact__stream_more(s) ||
-            pact__wbuf_append(&s->more->pending, (const char *)iov[i].iov_base + skip,
-                              len - skip) != 0) {
+            queue_append(s->more, &s->more->pending,
+                         (const char *)iov[i].iov_base + skip, len - skip) != 0) {
             /* Part of this write is out already: without the rest the
              * stream is broken, not merely refused. */
             if (sent > 0)
@@ -1450,12 +1517,13 @@ static PACT_SLOW_PATH int write_joined(pact_stream *s, const struct iovec *iov,
     if (iovcnt == 1 && iov[0].iov_len <= m->inflight.cap) {
         /* The common case, a kept write state (MORE_KEPT_SMALL): its
          * empty buffer has room, so no pact__wbuf_append. */
+        queue_mark(m);
         memcpy(m->inflight.data, iov[0].iov_base, iov[0].iov_len);
         m->inflight.start = 0;
         m->inflight.end = iov[0].iov_len;
     } else {
         for (int i = 0; i < iovcnt; i++) {
-            if (pact__wbuf_append(&m->inflight, iov[i].iov_base, iov[i].iov_len) != 0) {
+            if (queue_append(m, &m->inflight, iov[i].iov_base, iov[i].iov_len) != 0) {
                 pact__wbuf_clear(&m->inflight); /* nothing of it is out */
                 return -ENOMEM;
             }

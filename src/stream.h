@@ -143,14 +143,15 @@ struct pact_write_item {
  * takes it: a connection that wrote and went quiet holds none, and a
  * steady stream of writes allocates nothing. */
 typedef struct pact_stream_more {
-    /* The first two cache lines (the block is 64-byte aligned,
-     * pact__stream_more) hold all an echo or a reply touches per
-     * request: its send, its zero-copy bytes, the queue's lengths. At 500
-     * echoing connections every block is out of the data cache by its
-     * stream's next request, so each line read is a miss (callgrind,
-     * bench/README.md). What the common case also needs to know about
-     * the rest (kept, marks of its own, held bytes) is in pact_stream's
-     * bits, which it reads anyway. */
+    /* The first cache line (the block is 64-byte aligned,
+     * pact__stream_more) holds all an echo or a zero-copy reply touches
+     * per request: its send, its zero-copy bytes, and a summary of the
+     * queue (`queued`, `bufs_cap`) that stands for the fields on the
+     * next line while they are empty. At 500 echoing connections every
+     * block is out of the data cache by its stream's next request, so
+     * each line read is a miss (callgrind, bench/README.md). What the
+     * common case also needs to know about the rest (kept, marks of its
+     * own, held bytes) is in pact_stream's bits, which it reads anyway. */
     /* The send in flight (of `inflight` or `lent`): on io_uring the
      * stream's send slot (op.h), in flight while slot.pending_cqes > 0,
      * else an op. Here, not in pact_stream: only a stream with a send in
@@ -165,12 +166,19 @@ typedef struct pact_stream_more {
     const char *lent;
     uint32_t lent_len;
     int lent_id;
+    /* 0: send_op and item are unset and inflight and pending hold no
+     * bytes, so the checks of every request need not read them (on the
+     * next line). Set wherever one of them is set or gets bytes
+     * (queue_mark in stream.c), cleared only where they have all been
+     * read empty (queue_idle). */
+    uint32_t queued;
+    /* inflight.cap + pending.cap, at most UINT32_MAX (more_stays reads
+     * it; pending.cap is on the third line). */
+    uint32_t bufs_cap;
     pact_op send_op;
     pact_write_item *item; /* a sendfile queued or running */
     pact_wbuf inflight; /* the kernel may be reading it: never touched */
-    pact_wbuf pending;  /* writes made meanwhile; its data (last) is the
-                           first field past the two lines: read only
-                           when there are bytes to send */
+    pact_wbuf pending;  /* writes made meanwhile */
     /* Read only when pact_stream.own_marks says they are not the
      * defaults. */
     pact_marks marks;
@@ -184,8 +192,8 @@ typedef struct pact_stream_more {
 } pact_stream_more;
 
 /* The layout the comment above relies on. */
-_Static_assert(offsetof(pact_stream_more, pending.data) == 128,
-               "the echo's fields of pact_stream_more outgrew two cache lines");
+_Static_assert(offsetof(pact_stream_more, send_op) == 64,
+               "the echo's fields of pact_stream_more outgrew one cache line");
 
 typedef struct pact_stream {
     pact_transport t;
