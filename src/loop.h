@@ -260,6 +260,12 @@ struct pact_loop {
     /* Slots whose send the kernel has not handed back yet: close waits
      * for them as for its ops. */
     uint32_t send_slots_live;
+    /* stream.c: the staging area of replies joined to the next
+     * submission (write_joined; allocated at the first, freed at close),
+     * the bytes of it taken, and the sends from it not yet back. */
+    char *stage;
+    uint32_t stage_used;
+    uint32_t stage_sends;
     /* stream.c: drained write state of socket streams, kept for the next
      * stream that cannot send at once (bounded; freed at close). */
     struct pact_stream_more *stream_more_cache;

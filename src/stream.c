@@ -490,6 +490,10 @@ void pact__stream_cache_free(pact_loop *loop)
     loop->stream_more_cache = NULL;
     loop->stream_more_cached = 0;
     loop->stream_more_cached_bytes = 0;
+    free(loop->stage);
+    loop->stage = NULL;
+    loop->stage_used = 0;
+    loop->stage_sends = 0;
 }
 
 static size_t held_len(const pact_stream *s)
@@ -1170,10 +1174,58 @@ static void on_send_slot(pact_loop *loop, pact_send_slot *slot, int64_t result)
     on_send(loop, &c, s);
 }
 
-/* A zero-copy write's send is back. What it did not send (all of it
- * after -EAGAIN: it was sent with MSG_DONTWAIT) is copied into
- * `inflight`, ahead of what was written meanwhile, and goes out as any
- * queued write; the loop gets its buffer back either way. */
+/* ---- the staging area of joined replies ---------------------------------------
+ * A reply joined to the next submission (write_joined) is copied into
+ * the loop's staging area and sent from there, as a zero-copy write is
+ * sent from its receive buffer (lent_id LENT_STAGED): the same few KiB
+ * take every batch's replies and stay in the data cache, where the copy
+ * into the stream's own `inflight` buffer wrote lines the stream's last
+ * reply had left long before (callgrind --cache-sim, HTTP under wrk at
+ * 500 connections: about 1.5 D1 write misses per reply, and the
+ * buffer's fields a read miss). Sent with MSG_DONTWAIT, so that it is
+ * back at the system call that submits it; what it did not send is
+ * copied into `inflight` then (send_lent_done), so a slow reader never
+ * holds the area. Its bytes are taken from the start while sends from
+ * it are out, and it starts over when they are all back; a reply that
+ * does not fit is copied into `inflight` as before. */
+#define STAGE_BYTES (16 * 1024)
+#define LENT_STAGED (-1) /* lent_id: the bytes are in the staging area */
+
+/* len bytes of the staging area for one send, or NULL. */
+static char *stage_take(pact_loop *loop, size_t len)
+{
+    size_t need = (len + 15) & ~(size_t)15; /* each reply 16-byte aligned */
+    if (!loop->stage && !(loop->stage = malloc(STAGE_BYTES)))
+        return NULL;
+    if (need > STAGE_BYTES - loop->stage_used)
+        return NULL;
+    char *p = loop->stage + loop->stage_used;
+    loop->stage_used += (uint32_t)need;
+    loop->stage_sends++;
+    return p;
+}
+
+/* A send from the staging area is back. */
+static void stage_give_back(pact_loop *loop)
+{
+    if (--loop->stage_sends == 0)
+        loop->stage_used = 0;
+}
+
+/* A lent send is back: its bytes' buffer goes back to the loop. */
+static inline void lent_give_back(pact_loop *loop, int id)
+{
+    if (id == LENT_STAGED)
+        stage_give_back(loop);
+    else
+        pact__recv_buffer_give_back(loop, id);
+}
+
+/* A zero-copy write's send is back, or a joined reply's from the
+ * staging area. What it did not send (all of it after -EAGAIN: it was
+ * sent with MSG_DONTWAIT) is copied into `inflight`, ahead of what was
+ * written meanwhile, and goes out as any queued write; the loop gets its
+ * buffer back either way. */
 static PACT_SLOW_PATH void send_lent_done(pact_loop *loop, pact_stream *s,
                                           int64_t result)
 {
@@ -1184,7 +1236,8 @@ static PACT_SLOW_PATH void send_lent_done(pact_loop *loop, pact_stream *s,
     m->send_op = 0;
     first_send_back(s, result);
     if (!s->t.ep.aborting && err == 0 && sent < m->lent_len) {
-        s->inline_writes = INLINE_WRITES_AFTER_BACKLOG;
+        if (id != LENT_STAGED)
+            s->inline_writes = INLINE_WRITES_AFTER_BACKLOG;
         if (queue_append(m, &m->inflight, m->lent + sent, m->lent_len - sent) != 0)
             err = -ENOMEM;
     }
@@ -1202,7 +1255,7 @@ static PACT_SLOW_PATH void send_lent_done(pact_loop *loop, pact_stream *s,
     /* Last, as a tail call (callgrind, 64-byte echo on io_uring: 7
      * instructions per request less): nothing above reads the buffer,
      * what was not sent is copied already. */
-    pact__recv_buffer_give_back(loop, id);
+    lent_give_back(loop, id);
 }
 
 static void on_send_lent(pact_loop *loop, const pact_completion *c, void *arg)
@@ -1228,7 +1281,7 @@ static void on_send_lent_slot(pact_loop *loop, pact_send_slot *slot,
     first_send_back(s, result);
     m->lent = NULL;
     m->lent_len = 0;
-    pact__recv_buffer_give_back(loop, id);
+    lent_give_back(loop, id);
 }
 
 /* Starts a socket stream's send of len bytes at data (s->more is taken):
@@ -1498,25 +1551,36 @@ static int queue_unsent(pact_stream *s, const struct iovec *iov, int iovcnt,
 }
 
 /* A write that joins the loop's next submission (send_joins_submission:
- * nothing queued, in flight or behind a write item): copied straight into
- * `inflight`, whose send starts now (its SQE waits for the submission),
- * without the steps of a queued write (queue_unsent's copy into
- * `pending`, kick_write's swap and its write item), and sent silently
- * where the engine can. Kept small, its write state stays with the
- * stream (MORE_KEPT_SMALL). callgrind, user-space instructions per
- * request on io_uring (bench/c_counts.sh), with on_send_slot's common
- * case and MORE_KEPT_SMALL: HTTP hello-world under wrk 1,580 -> 1,472
- * at 50 connections, 1,748 -> 1,538 at 500; 64-byte echo through
+ * nothing queued, in flight or behind a write item; total bytes): copied
+ * into the loop's staging area where the streams send through slots and
+ * it has room (see stage_take), else straight into `inflight`, and its
+ * send starts now (its SQE waits for the submission), without the steps
+ * of a queued write (queue_unsent's copy into `pending`, kick_write's
+ * swap and its write item), and sent silently where the engine can.
+ * Kept small, its write state stays with the stream (MORE_KEPT_SMALL).
+ * callgrind, user-space instructions per request on io_uring
+ * (bench/c_counts.sh), with on_send_slot's common case and
+ * MORE_KEPT_SMALL: HTTP hello-world under wrk 1,580 -> 1,472 at 50
+ * connections, 1,748 -> 1,538 at 500; 64-byte echo through
  * pact_transport_write 796 -> 682 and 920 -> 720. */
 static PACT_SLOW_PATH int write_joined(pact_stream *s, const struct iovec *iov,
-                                       int iovcnt)
+                                       int iovcnt, size_t total)
 {
     pact_stream_more *m = pact__stream_more(s);
     if (!m)
         return -ENOMEM;
-    if (iovcnt == 1 && iov[0].iov_len <= m->inflight.cap) {
-        /* The common case, a kept write state (MORE_KEPT_SMALL): its
-         * empty buffer has room, so no pact__wbuf_append. */
+    pact_loop *loop = s->t.ep.loop;
+    char *staged = loop->send_slots ? stage_take(loop, total) : NULL;
+    if (staged) {
+        size_t at = 0;
+        for (int i = 0; i < iovcnt; i++) {
+            if (iov[i].iov_len > 0)
+                memcpy(staged + at, iov[i].iov_base, iov[i].iov_len);
+            at += iov[i].iov_len;
+        }
+    } else if (iovcnt == 1 && iov[0].iov_len <= m->inflight.cap) {
+        /* A kept write state (MORE_KEPT_SMALL): its empty buffer has
+         * room, so no pact__wbuf_append. */
         queue_mark(m);
         memcpy(m->inflight.data, iov[0].iov_base, iov[0].iov_len);
         m->inflight.start = 0;
@@ -1529,13 +1593,21 @@ static PACT_SLOW_PATH int write_joined(pact_stream *s, const struct iovec *iov,
             }
         }
     }
-    pact_loop *loop = s->t.ep.loop;
     loop->sends_joined++;
-    int r = start_send(s, m->inflight.data + m->inflight.start,
-                       pact__wbuf_len(&m->inflight), 0, on_send_slot, on_send);
+    int r = staged ? start_send(s, staged, total, MSG_DONTWAIT, on_send_lent_slot,
+                                on_send_lent)
+                   : start_send(s, m->inflight.data + m->inflight.start,
+                                pact__wbuf_len(&m->inflight), 0, on_send_slot, on_send);
     if (r < 0) {
+        if (staged)
+            stage_give_back(loop);
         fatal_error(s, r); /* as kick_write: the stream is broken */
         return 0;
+    }
+    if (staged) {
+        m->lent = staged;
+        m->lent_len = (uint32_t)total; /* at most JOINED_SEND_MAX */
+        m->lent_id = LENT_STAGED;
     }
     s->first_send_in_flight = 1;
     if (m->slot.pending_cqes > 0) {
@@ -1566,7 +1638,7 @@ static int stream_writev_many(pact_stream *s, const struct iovec *iov, int iovcn
     size_t sent = 0;
     if (write_queue_empty(s)) {
         if (may_join && send_joins_submission(s, total))
-            return write_joined(s, iov, iovcnt);
+            return write_joined(s, iov, iovcnt, total);
         sent = send_now(s, iov, iovcnt);
     }
     if (sent == total)
@@ -1578,7 +1650,7 @@ static PACT_SLOW_PATH int write_slow(pact_stream *s, const void *data, size_t le
 {
     struct iovec iov = {(void *)data, len};
     if (len > 0 && send_joins_submission(s, len) && write_queue_empty(s))
-        return write_joined(s, &iov, 1); /* stream_writev_many's, sooner */
+        return write_joined(s, &iov, 1, len); /* stream_writev_many's, sooner */
     return stream_writev_many(s, &iov, 1, 1);
 }
 
@@ -1666,7 +1738,7 @@ static PACT_SLOW_PATH int write_received_lent(pact_transport *t, const void *dat
     if (len == 0 || t->kind != PACT_STREAM_SOCKET || len > UINT32_MAX)
         return stream_write(s, data, len);
     if (!write_queue_empty(s)) {
-        if (s->more->lent)
+        if (s->more->lent && s->more->lent_id != LENT_STAGED)
             s->inline_writes = INLINE_WRITES_AFTER_BACKLOG; /* streaming */
         return stream_write(s, data, len);
     }

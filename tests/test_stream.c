@@ -3093,6 +3093,97 @@ Test(stream, a_burst_of_zero_copy_replies_holds_a_bounded_write_state)
     burst_of_replies_holds_a_bounded_write_state(1);
 }
 
+/* Replies joined to the submission are copied into the loop's staging
+ * area (stream.c, write_joined) and sent from there, several of them at
+ * a time, and the area starts over once they are all back; what does not
+ * fit is copied into the stream's own buffer. A burst of replies of
+ * mixed sizes up to the largest that joins (4 KiB), far more than the
+ * area holds, twice over the same connections: each peer gets its own
+ * bytes, whole and once. */
+enum { STAGED_CONNS = 100, STAGED_ROUNDS = 2, STAGED_MAX = 4096 };
+
+typedef struct {
+    int index;
+    int round;
+    int replies;
+} staged_conn;
+
+static size_t staged_len(int index, int round)
+{
+    return 1 + ((size_t)index * 997 + (size_t)round * 1237) % STAGED_MAX;
+}
+
+static uint64_t staged_pos(int index, int round)
+{
+    return (uint64_t)index * 1000003u + (uint64_t)round * 7919u;
+}
+
+static void staged_data(pact_transport *t, const void *data, size_t len, void *user)
+{
+    (void)data;
+    (void)len;
+    staged_conn *c = user;
+    uint8_t buf[STAGED_MAX];
+    size_t n = staged_len(c->index, c->round);
+    test_fill_pattern(buf, n, staged_pos(c->index, c->round));
+    cr_assert_eq(pact_transport_write(t, buf, n), 0);
+    c->replies++;
+}
+
+static const pact_protocol staged_proto = {.data_received = staged_data};
+
+Test(stream, joined_replies_beyond_the_staging_area_reach_their_own_peers_whole)
+{
+    pact_loop *loop = test_loop_new();
+    int peer[STAGED_CONNS];
+    staged_conn c[STAGED_CONNS];
+    pact_transport *t[STAGED_CONNS];
+    for (int i = 0; i < STAGED_CONNS; i++) {
+        int sv[2];
+        cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+        peer[i] = sv[1];
+        c[i] = (staged_conn){.index = i};
+        cr_assert_eq(pact_transport_open(loop, sv[0], PACT_STREAM_SOCKET, &staged_proto,
+                                         &c[i], &t[i]),
+                     0);
+    }
+    pact_loop_run_once(loop, 0); /* every receive is armed */
+    for (int round = 0; round < STAGED_ROUNDS; round++) {
+        for (int i = 0; i < STAGED_CONNS; i++) {
+            c[i].round = round;
+            cr_assert_eq(send(peer[i], "ping", 4, 0), 4);
+        }
+        int replies = 0;
+        for (int spins = 0; replies < STAGED_CONNS * (round + 1) && spins < 1000; spins++) {
+            pact_loop_run_once(loop, 10 * (int64_t)MS);
+            replies = 0;
+            for (int i = 0; i < STAGED_CONNS; i++)
+                replies += c[i].replies;
+        }
+        cr_assert_eq(replies, STAGED_CONNS * (round + 1));
+        for (int i = 0; i < STAGED_CONNS; i++) {
+            uint8_t want[STAGED_MAX], got[STAGED_MAX + 1];
+            size_t n = staged_len(i, round), have = 0;
+            test_fill_pattern(want, n, staged_pos(i, round));
+            while (have < n) {
+                pact_loop_run_once(loop, 0); /* the rest of a short send */
+                ssize_t r = read_without_the_loop(peer[i], (char *)got + have,
+                                                  sizeof got - have);
+                cr_assert_gt(r, 0, "connection %d round %d: %zu of %zu", i, round, have, n);
+                have += (size_t)r;
+            }
+            cr_assert_eq(have, n, "connection %d round %d", i, round);
+            cr_assert_eq(memcmp(got, want, n), 0, "connection %d round %d", i, round);
+        }
+    }
+    for (int i = 0; i < STAGED_CONNS; i++) {
+        pact_transport_close(t[i]);
+        close(peer[i]);
+    }
+    pact_loop_run(loop);
+    test_loop_free(loop);
+}
+
 /* What a burst of small replies leaves behind once its sends are out:
  * the write state of the joined replies goes back to the loop's cache
  * with its buffers (or stays with the first 64 streams to drain twice:
