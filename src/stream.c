@@ -565,10 +565,26 @@ static int stream_busy(const pact_endpoint *e)
     return !e->aborting && stream_write_buffer_size(&s->t) > 0;
 }
 
+/* Bytes the peer sent were dropped without the protocol taking them: at
+ * a close or abort while they were held for a paused reader, received
+ * after a close, or behind a get_buffer that failed (transport.c). The
+ * kernel resets a connection closed with bytes unread (TCP sends RST: the
+ * peer's receive fails with ECONNRESET), and asyncio's socket transport,
+ * which leaves such bytes in the socket, gets that reset. pact's receive
+ * took them out of the socket, so its final close asks for the reset
+ * (SO_LINGER with a zero timeout; stream_lost). Not for a Unix socket,
+ * whose peer sees the reset only while our end still holds the bytes. */
+static void dropped_unread(pact_stream *s, size_t len)
+{
+    if (len > 0)
+        s->t.unread_dropped = 1;
+}
+
 /* Abort or error: nothing more is delivered or sent. */
 static void stream_cancel(pact_endpoint *e)
 {
     pact_stream *s = stream_of_ep(e);
+    dropped_unread(s, held_len(s));
     s->has_held = 0;
     s->held_bytes = 0;
     if (s->more) {
@@ -635,6 +651,10 @@ static void stream_lost(pact_endpoint *e)
     pact_stream *s = stream_of_ep(e);
     if (s->fd >= 0) {
         pact__fd_closing(e->loop, s->fd);
+        if (s->t.kind == PACT_STREAM_SOCKET && s->t.unread_dropped) {
+            struct linger reset = {1, 0};
+            setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+        }
         if (s->t.kind == PACT_STREAM_SOCKET)
             e->loop->engine->close_socket(e->loop, s->fd); /* see engine.h */
         else
@@ -713,6 +733,7 @@ static void stream_close(pact_transport *t)
      * (stream_drains_after_all). */
     t->ep.draining = t->kind == PACT_STREAM_SOCKET && !write_queue_empty(s) &&
                      !only_a_first_try_queued(s);
+    dropped_unread(s, held_len(s));
     s->has_held = 0; /* the user closed: nothing more is delivered */
     s->held_bytes = 0;
     if (s->more)
@@ -806,14 +827,22 @@ static int schedule_resume(pact_stream *s)
  * delivered. */
 static void on_bytes(pact_stream *s, const char *data, size_t len)
 {
-    if (s->t.ep.closing)
+    if (s->t.ep.closing) {
+        dropped_unread(s, len);
         return;
+    }
     size_t done = must_hold(s) ? 0 : pact__transport_deliver(&s->t, data, len);
-    if (done < len && !s->t.ep.closing) {
-        s->held_bytes = 1;
-        if (!pact__stream_more(s) ||
-            pact__wbuf_append(&s->more->held, data + done, len - done) != 0)
-            fatal_error(s, -ENOMEM);
+    if (done == len)
+        return;
+    if (s->t.ep.closing) {
+        dropped_unread(s, len - done); /* the protocol closed meanwhile */
+        return;
+    }
+    s->held_bytes = 1;
+    if (!pact__stream_more(s) ||
+        pact__wbuf_append(&s->more->held, data + done, len - done) != 0) {
+        dropped_unread(s, len - done);
+        fatal_error(s, -ENOMEM);
     }
 }
 

@@ -73,6 +73,9 @@ struct pact_transport {
      * needs nothing of the op; here, in the line the stream's receive
      * reads anyway. */
     uint8_t recv_evidence : 1;
+    /* Bytes the peer sent were dropped unread by the protocol: a socket
+     * is then closed with a reset (stream.c, dropped_unread). */
+    uint8_t unread_dropped : 1;
 };
 
 static inline const pact_transport_ops *pact__transport_ops(const pact_transport *t)

@@ -61,6 +61,7 @@ size_t pact__transport_deliver_buffered(pact_transport *t, const char *data,
         size_t n = 0;
         char *dst = t->proto->get_buffer(t, len - off, &n, t->user);
         if (!dst || n == 0) {
+            t->unread_dropped = 1; /* stream.c, dropped_unread */
             pact__endpoint_abort(&t->ep, -ENOBUFS);
             return len;
         }

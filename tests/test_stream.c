@@ -2118,6 +2118,100 @@ Test(stream, buffered_protocol_receives_into_its_own_buffers)
     test_loop_free(loop);
 }
 
+/* Bytes the peer sent that the protocol never took end the connection
+ * with a reset, as the kernel's close of a socket with bytes unread does
+ * (asyncio leaves them there; pact's receive took them out): behind a
+ * get_buffer that gives no buffer, and held for a paused reader when the
+ * transport closes. Bytes the protocol took end it with a plain FIN. */
+typedef struct unread {
+    int mode; /* 0: no buffer; 1: 1 byte, then pause; 2: take all */
+    char got[8];
+    int updates;
+    int lost;
+} unread;
+
+static void *unread_get(pact_transport *t, size_t hint, size_t *len, void *user)
+{
+    (void)t;
+    (void)hint;
+    unread *u = user;
+    if (u->mode == 0)
+        return NULL;
+    *len = u->mode == 1 ? 1 : sizeof u->got - (size_t)u->updates;
+    return u->got + u->updates;
+}
+
+static void unread_updated(pact_transport *t, size_t n, void *user)
+{
+    unread *u = user;
+    u->updates += (int)n;
+    if (u->mode == 1)
+        cr_assert_eq(pact_transport_pause_reading(t), 0);
+}
+
+static void unread_lost(pact_transport *t, int err, void *user)
+{
+    (void)t;
+    (void)err;
+    ((unread *)user)->lost++;
+}
+
+static const pact_protocol unread_proto = {
+    .get_buffer = unread_get,
+    .buffer_updated = unread_updated,
+    .connection_lost = unread_lost,
+};
+
+/* What the peer reads once the transport is gone: 0 at a FIN, or the
+ * negative errno of its failed receive. */
+static int peer_end_after(pact_loop *loop, int mode)
+{
+    int a, b;
+    make_tcp_pair(&a, &b);
+    unread u = {.mode = mode};
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open(loop, a, PACT_STREAM_SOCKET, &unread_proto, &u, &t), 0);
+    cr_assert_eq(send(b, "abc", 3, 0), 3);
+    uint64_t end = pact_now() + 5000 * MS;
+    while (u.updates < (mode == 2 ? 3 : mode) && !u.lost && pact_now() < end)
+        pact_loop_run_once(loop, 1 * (int64_t)MS);
+    if (mode != 0)
+        cr_assert_eq(pact_transport_close(t), 0);
+    while (!u.lost && pact_now() < end)
+        pact_loop_run_once(loop, 1 * (int64_t)MS);
+    cr_assert_eq(u.lost, 1);
+    cr_assert_eq(u.updates, mode == 2 ? 3 : mode);
+    pact_loop_run(loop); /* the socket's close goes with the next submission */
+    struct pollfd p = {.fd = b, .events = POLLIN};
+    cr_assert_eq(poll(&p, 1, 2000), 1);
+    char c;
+    ssize_t n = recv(b, &c, 1, MSG_DONTWAIT);
+    int r = n < 0 ? -errno : (int)n;
+    close(b);
+    return r;
+}
+
+Test(stream, a_get_buffer_without_a_buffer_resets_the_connection)
+{
+    pact_loop *loop = test_loop_new();
+    cr_assert_eq(peer_end_after(loop, 0), -ECONNRESET);
+    test_loop_free(loop);
+}
+
+Test(stream, a_close_with_bytes_held_for_a_paused_reader_resets_the_connection)
+{
+    pact_loop *loop = test_loop_new();
+    cr_assert_eq(peer_end_after(loop, 1), -ECONNRESET);
+    test_loop_free(loop);
+}
+
+Test(stream, a_close_after_every_byte_was_taken_is_a_plain_end)
+{
+    pact_loop *loop = test_loop_new();
+    cr_assert_eq(peer_end_after(loop, 2), 0);
+    test_loop_free(loop);
+}
+
 /* ---- buffered protocol and pause_reading ---------------------------------- */
 
 /* A buffered protocol that pauses inside buffer_updated. While paused it

@@ -154,6 +154,17 @@ async def socket_transport(loop, protocol):
     return transport, peer
 
 
+async def tcp_transport(loop, protocol):
+    """The same on a loopback TCP connection: the peer of a socket closed
+    with bytes unread sees a reset there (a Unix socket's peer sees one
+    only while the closing end still holds the bytes)."""
+    with socket.create_server(('127.0.0.1', 0)) as server:
+        peer = socket.create_connection(server.getsockname())
+        ours, _ = server.accept()
+    transport, _ = await loop.create_connection(protocol, sock=ours)
+    return transport, peer
+
+
 class HostileTests(unittest.TestCase):
     maxDiff = None
 
@@ -220,10 +231,13 @@ class HostileTests(unittest.TestCase):
         self.assertIn(('handler', 'Exception in callback ...',
                        ['exception', 'handle'], 'ZeroDivisionError(lost)'), log)
 
-    # A get_buffer that fails ends the transport; the peer's read is not
-    # compared there: asyncio asks for the buffer before it reads, so the
-    # bytes are still in the socket when it closes and the peer gets a
-    # reset, where pact's receive has taken them already (a plain end).
+    # A get_buffer that fails ends the transport. asyncio asks for the
+    # buffer before it reads, so the bytes are still in the socket when
+    # it closes and the peer gets a reset (the kernel's rule for a socket
+    # closed with bytes unread); pact's receive has taken them already,
+    # and its close resets the connection itself (peer_reset_scenario).
+    # On a Unix socket only the kernel can: its peer's read is not
+    # compared here.
     def test_get_buffer_that_raises_ends_the_transport_with_the_exception(self):
         self.assert_as_asyncio(self.stream_scenario(
             buffered=True, peer_view=False, get_buffer=raise_(ZeroDivisionError('get_buffer'))))
@@ -250,6 +264,66 @@ class HostileTests(unittest.TestCase):
             peer.close()
         log = self.assert_as_asyncio(scenario)
         self.assertIn(('get_buffer', -1), log)
+
+    def peer_reset_scenario(self, buffered=True, pause=False, **actions):
+        """A protocol with the given actions on a TCP connection (paused
+        first with pause) whose peer sends b'abc'; the transport closes
+        and the peer reads: what it then reads, a reset included."""
+        async def scenario(loop, log):
+            transport, peer = await tcp_transport(
+                loop, recording_protocol(log, buffered, **actions))
+            await turns(2)
+            if pause:
+                transport.pause_reading()
+            peer.sendall(b'abc')
+            await turns(4)
+            log.append(('is_closing', transport.is_closing()))
+            transport.close()
+            await turns(2)
+            try:
+                log.append(('peer', peer_read(peer)))
+            except OSError as exc:
+                log.append(('peer', describe(exc)))
+            peer.close()
+        return scenario
+
+    def test_a_failing_get_buffer_resets_the_connection(self):
+        for get_buffer in (raise_(ZeroDivisionError('get_buffer')),
+                           lambda p: bytearray(), lambda p: b'read-only'):
+            with self.subTest(get_buffer=get_buffer):
+                log = self.assert_as_asyncio(
+                    self.peer_reset_scenario(get_buffer=get_buffer))
+                self.assertIn(('peer', describe(ConnectionResetError(
+                    104, 'Connection reset by peer'))), log)
+
+    def test_a_close_while_reading_is_paused_resets_the_connection(self):
+        # The bytes that came while paused are unread at the close: in
+        # the socket on asyncio, in the socket or held on pact. (Not
+        # paused from connection_made: asyncio 3.11 reads anyway.)
+        for buffered in (False, True):
+            with self.subTest(buffered=buffered):
+                log = self.assert_as_asyncio(
+                    self.peer_reset_scenario(buffered, pause=True))
+                self.assertIn(('peer', describe(ConnectionResetError(
+                    104, 'Connection reset by peer'))), log)
+
+    def test_a_close_with_bytes_held_behind_a_pause_resets_the_connection(self):
+        # One byte fits the buffer and buffer_updated pauses: asyncio's
+        # recv_into took one byte and left two in the socket; pact's
+        # receive took all three and holds two for the resume.
+        log = self.assert_as_asyncio(self.peer_reset_scenario(
+            get_buffer=lambda p: memoryview(p.buffer)[:1],
+            buffer_updated=lambda p, n: p.transport.pause_reading()))
+        self.assertIn(('buffer_updated', b'a'), log)
+        self.assertIn(('peer', describe(ConnectionResetError(
+            104, 'Connection reset by peer'))), log)
+
+    def test_data_received_that_raises_does_not_reset_the_connection(self):
+        # The bytes were read (asyncio's recv, pact's receive) and handed
+        # over: the close is a plain end.
+        log = self.assert_as_asyncio(self.peer_reset_scenario(
+            False, data_received=raise_(ZeroDivisionError('data'))))
+        self.assertIn(('peer', b''), log)
 
     def test_buffer_updated_that_raises_ends_the_transport_with_the_exception(self):
         self.assert_as_asyncio(self.stream_scenario(
