@@ -903,14 +903,19 @@ PACT_API pact_op pact_poll(pact_loop *loop, pact_os_sock fd, unsigned events,
  * Removal takes effect at once: after pact_op_cancel() returns — also when
  * called from inside cb, or from the callback of another watcher or op
  * of the same iteration — cb is never called with more = 1 again, even
- * for a readiness the kernel had already reported. On epoll the fd gets
- * one level-triggered registration while watched (no system call per
- * event); on io_uring each watcher is a one-shot poll armed again after
- * each callback (one SQE per event, sent with the loop's next submission).
- * Cancel a watcher before closing its fd: the final completion still comes
- * once if the fd is closed first, but on io_uring the poll keeps the file
- * open until then, and on epoll a file that lives on in a dup or a child
- * can no longer be removed from the registration by number. Errors of
+ * for a readiness the kernel had already reported. On both engines a
+ * watcher waits in an epoll set, which holds no file: an fd closed while
+ * watched (asyncio's close under a pending sock_recv) ends its file at
+ * once, and the peer of a socket sees the end. The watcher then stays
+ * silent until cancelled, or ends with -EBADF; a new watcher on the
+ * number, once it names another file, watches that file (as do the
+ * watchers still on the number). On epoll the fd gets one level-
+ * triggered registration while watched (no system call per event); on
+ * io_uring a one-shot registration armed again after each callback, by
+ * an SQE sent with the loop's next submission, and the ring waits on the
+ * set. Cancel a watcher before closing its fd all the same: on epoll a
+ * file that lives on in a dup or a child can no longer be removed from
+ * the registration by number. Errors of
  * the call: -EINVAL for bad events or a NULL callback, -EBADF for a bad
  * fd, -EPERM for a regular file or a directory (always ready; epoll
  * refuses them), plus the loop's -ESHUTDOWN, -EPERM and -ECHILD. Keeps the

@@ -79,9 +79,6 @@ enum pact_op_flag {
     /* pact_op_set_ref(0): live, but does not keep the loop alive
      * (counted in loop->unref_ops). */
     PACT_OPF_UNREF = 1u << 8,
-    /* io_uring: a watch's poll is being cancelled to be armed again with
-     * new events (pact_op_set_events); its -ECANCELED is not final. */
-    PACT_OPF_WATCH_REARM = 1u << 9,
     /* A multishot receive whose data completions go to op->data_hook
      * (pact__recv_multishot_hooked); its final completion is a normal one. */
     PACT_OPF_DATA_HOOK = 1u << 10,

@@ -265,6 +265,17 @@ Test(watch, set_events_takes_effect_at_once)
     close(t[1]);
 }
 
+/* A new socket pair one end of which has the number of a socket just
+ * closed: returns that end, *other the other one. */
+static int socketpair_reusing(int number, int nv[2], int *other)
+{
+    make_socketpair(nv);
+    int reused = nv[0] == number ? nv[0] : nv[1] == number ? nv[1] : -1;
+    cr_assert_geq(reused, 0, "the number was not reused");
+    *other = reused == nv[0] ? nv[1] : nv[0];
+    return reused;
+}
+
 /* The asyncio pattern remove_reader(); sock.close(): the watcher is
  * cancelled, the fd closed at once, its number reused by a new socket with
  * a new watcher. The old watcher only completes (-ECANCELED, once), the new
@@ -284,11 +295,8 @@ Test(watch, cancel_then_close_then_reuse_the_number)
     int number = sv[0];
     cr_assert_eq(pact_op_cancel(loop, old.op), 0);
     close(sv[0]);
-    int nv[2];
-    make_socketpair(nv);
-    int reused = nv[0] == number ? nv[0] : nv[1] == number ? nv[1] : -1;
-    cr_assert_geq(reused, 0, "the number was not reused");
-    int other = reused == nv[0] ? nv[1] : nv[0];
+    int nv[2], other;
+    int reused = socketpair_reusing(number, nv, &other);
     watcher fresh;
     watch_start(loop, &fresh, reused, POLLIN);
     spin(loop, 3);
@@ -310,10 +318,22 @@ Test(watch, cancel_then_close_then_reuse_the_number)
     close(nv[1]);
 }
 
-/* Misuse: the fd is closed while still watched, then the watcher is
- * cancelled. It still completes exactly once, nothing crashes or leaks,
- * and once cancelled the file is released (its peer sees the close). */
-Test(watch, an_fd_closed_under_a_live_watcher_still_completes_once)
+/* peer, the other end of a socket just closed, reads end of file (within
+ * a second): nothing keeps the closed socket's file open. */
+static void peer_sees_the_end(int peer)
+{
+    struct pollfd p = {.fd = peer, .events = POLLIN};
+    cr_assert_eq(poll(&p, 1, 1000), 1, "the peer saw no end");
+    char buf[8];
+    cr_assert_eq(read(peer, buf, sizeof buf), 0);
+}
+
+/* asyncio allows closing a socket under a reader (a pending sock_recv,
+ * an add_reader still registered): epoll forgets a closed file, so the
+ * connection ends at once and the peer sees it. A live watcher must not
+ * hold the file on either engine. The watcher itself stays, silent, and
+ * completes exactly once when cancelled. */
+Test(watch, an_fd_closed_under_a_live_watcher_ends_its_connection)
 {
     pact_loop *loop = test_loop_new();
     int sv[2];
@@ -322,17 +342,105 @@ Test(watch, an_fd_closed_under_a_live_watcher_still_completes_once)
     watch_start(loop, &w, sv[0], POLLIN);
     spin(loop, 2);
     close(sv[0]);
+    peer_sees_the_end(sv[1]);
     spin(loop, 2);
+    cr_assert_eq(w.calls, 0);
     int r = pact_op_cancel(loop, w.op);
     cr_assert(r == 0 || r == -ENOENT, "cancel: %s", pact_strerror(r));
     spin(loop, 3);
     cr_assert_eq(w.finals, 1);
     cr_assert(w.final_result == -ECANCELED || w.final_result == -EBADF,
               "final: %s", pact_strerror((int)w.final_result));
-    char buf[8];
-    cr_assert_eq(read(sv[1], buf, sizeof buf), 0);
     test_loop_free(loop);
     close(sv[1]);
+}
+
+/* The same after the watcher was reported once (armed again for the next
+ * readiness), and for a watcher of POLLOUT. */
+Test(watch, an_fd_closed_after_a_report_ends_its_connection)
+{
+    pact_loop *loop = test_loop_new();
+    int sv[2];
+    make_socketpair(sv);
+    watcher in, out;
+    watch_start(loop, &in, sv[0], POLLIN);
+    in.read_per_call = 8;
+    cr_assert_eq(write(sv[1], "data", 4), 4);
+    cr_assert_geq(pact_loop_run_once(loop, 1000 * (int64_t)MS), 0);
+    cr_assert_eq(in.calls, 1);
+    spin(loop, 1);
+    watch_start(loop, &out, sv[0], POLLOUT);
+    spin(loop, 1);
+    cr_assert_gt(out.calls, 0);
+    cr_assert_eq(pact_op_cancel(loop, out.op), 0);
+    close(sv[0]);
+    peer_sees_the_end(sv[1]);
+    cr_assert_eq(pact_op_cancel(loop, in.op), 0);
+    test_loop_free(loop);
+    cr_assert_eq(in.finals, 1);
+    cr_assert_eq(out.finals, 1);
+    close(sv[1]);
+}
+
+/* Two sockets, and the number of the closed one comes back for a third
+ * socket: a watcher started on it watches the new file, whether the
+ * watcher of the closed file was cancelled first or is still live (that
+ * one watches the number too: on both engines it may be called for the
+ * new file). */
+static void reuse_the_number(int cancel_the_old_first)
+{
+    pact_loop *loop = test_loop_new();
+    int sv[2];
+    make_socketpair(sv);
+    watcher old;
+    watch_start(loop, &old, sv[0], POLLIN);
+    spin(loop, 2);
+    int number = sv[0];
+    close(sv[0]);
+    peer_sees_the_end(sv[1]);
+    if (cancel_the_old_first)
+        cr_assert_eq(pact_op_cancel(loop, old.op), 0);
+    spin(loop, 1);
+    int nv[2], other;
+    int reused = socketpair_reusing(number, nv, &other);
+    /* Two, started in one turn: each registers the number (on io_uring
+     * both registrations are sent with one submission, and both find the
+     * number's old file gone). */
+    watcher fresh, also;
+    watch_start(loop, &fresh, reused, POLLIN);
+    watch_start(loop, &also, reused, POLLIN | POLLRDHUP);
+    spin(loop, 2);
+    cr_assert_eq(fresh.calls, 0, "the new socket has no data");
+    cr_assert_eq(write(other, "new", 3), 3);
+    for (int i = 0; i < 10 && !fresh.calls; i++)
+        cr_assert_geq(pact_loop_run_once(loop, 100 * (int64_t)MS), 0);
+    cr_assert_eq(fresh.calls, 1, "the watcher of the reused number was "
+                                 "not called");
+    cr_assert(fresh.last_events & POLLIN);
+    cr_assert_eq(also.calls, 1);
+    cr_assert_eq(pact_op_cancel(loop, fresh.op), 0);
+    cr_assert_eq(pact_op_cancel(loop, also.op), 0);
+    if (!cancel_the_old_first)
+        cr_assert_eq(pact_op_cancel(loop, old.op), 0);
+    test_loop_free(loop);
+    cr_assert_eq(old.finals, 1);
+    cr_assert_eq(fresh.finals, 1);
+    cr_assert_eq(fresh.final_result, -ECANCELED);
+    cr_assert_eq(also.finals, 1);
+    cr_assert_eq(also.final_result, -ECANCELED);
+    close(sv[1]);
+    close(nv[0]);
+    close(nv[1]);
+}
+
+Test(watch, a_watch_on_a_reused_number_after_the_old_one_was_cancelled)
+{
+    reuse_the_number(1);
+}
+
+Test(watch, a_watch_on_a_reused_number_while_the_old_one_is_live)
+{
+    reuse_the_number(0);
 }
 
 /* Closing the loop with watchers live — one being reported, one idle, one

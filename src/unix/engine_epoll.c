@@ -691,6 +691,12 @@ static int ep_submit(pact_loop *loop, pact_op_s *op, pact_fd_entry *entry)
         }
     }
     pact_list_push_back(&f->queues[q], &op->link);
+    /* A new watcher registers the number anew even where its events are
+     * armed already for another one: that one's file may have been
+     * closed under it (epoll dropped its registration) and the number
+     * reused, which only MOD can tell (ENOENT: ADD). */
+    if (op->kind == PACT_OP_WATCH)
+        f->base.engine_events = 0;
     int r = fd_rearm(e, f, 0);
     /* EPERM: not pollable (a regular file that said EAGAIN?); EBADF:
      * closed fd. Either way the op cannot wait: fail it, with its own

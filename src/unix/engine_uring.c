@@ -40,7 +40,6 @@ enum uring_tag {
     TAG_OP = 1,           /* the operation itself */
     TAG_CANCEL = 2,       /* an ASYNC_CANCEL aimed at the op */
     TAG_LINK_TIMEOUT = 3, /* the op's linked timeout */
-    TAG_WATCH_REARM = 4,  /* an ASYNC_CANCEL that re-arms a watch */
     TAG_SLOT = 5,         /* a send slot's send */
     TAG_SLOT_CANCEL = 6,  /* an ASYNC_CANCEL aimed at it */
     /* A CLOSE of a socket the loop owned (uring_close_socket): no op,
@@ -59,9 +58,19 @@ enum uring_tag {
      * six bits are this, which no other tag's are (bit 4 is set in
      * none of them, and a slot's low three bits are 5 or 6). */
     TAG_STREAM_RECV = 16,
+    /* The readiness watchers' requests (see "readiness watchers"), low
+     * bits TAG_CLOSE's too, bit 5 set (bit 4 clear: not a stream's
+     * receive): an EPOLL_CTL of their epoll set (the rest of the
+     * user_data is the fd), and the wait on the set. */
+    TAG_WATCH_CTL = 0x27,
+    TAG_WATCH_WAIT = 0x2f,
 };
 #define SLOT_TAG_MASK 7u
 #define STREAM_RECV_MASK 63u
+
+/* IORING_OP_EPOLL_WAIT, newer than the liburing headers pact builds with
+ * (include/uapi/linux/io_uring.h: 59 since 6.15). */
+#define URING_OP_EPOLL_WAIT 59
 
 /* Opcodes every loop needs; a kernel without one of them gets epoll. */
 static const struct {
@@ -102,6 +111,17 @@ struct silent_send {
     pact_op_s *op;
     pact_send_slot *slot;
     uint32_t len;
+};
+
+/* A number readiness watchers watch (see "readiness watchers"): an
+ * entry of the engine's own fd table, which never moves. */
+struct watch_fd {
+    pact_fd_entry base;   /* base.fd: the number */
+    pact_list watchers;   /* its PACT_OP_WATCH ops, by op->link */
+    struct epoll_event ev; /* what its registration's next EPOLL_CTL reads */
+    uint16_t gen;         /* bumped at each ADD (ev.data's high half) */
+    uint8_t added;        /* the set has a registration for the number */
+    uint8_t widened;      /* armed for more events since the last report */
 };
 
 typedef struct uring_engine {
@@ -200,18 +220,24 @@ typedef struct uring_engine {
      * on first request (has_backend_efd). */
     int has_backend_efd;
     int backend_efd;
-    /* A watch was armed again after a cancel for new events in the batch
-     * being handled: uring_wait submits it at once (see watch_cqe). */
-    int watch_rearmed;
     /* Cancels asked for while uring_wait handled its completions, whose
      * SQEs wait for the next submission (see retract_unsent_cancel). */
     unsigned batch_cancels;
-    /* The watch whose poll CQE watch_cqe is delivering: its one-shot
-     * poll has fired, so a cancel from its callback needs no SQE. */
-    pact_op_s *watch_delivering;
-    /* An epoll set that only asks whether a file can be polled
-     * (file_can_poll), -1 until then. */
-    int poll_probe_fd;
+    /* The epoll set of the readiness watchers (see "readiness
+     * watchers"), which also tells whether a file can be polled
+     * (file_can_poll); -1 until one of them needs it. */
+    int epfd;
+    /* The watched numbers (struct watch_fd), the live watchers, the wait
+     * on the set in flight, the watchers of the number being reported
+     * that are still to be called, and what the kernel has:
+     * IORING_OP_EPOLL_WAIT (6.15) and IORING_OP_EPOLL_CTL (5.6). */
+    pact_fd_table watch_fds;
+    unsigned nwatchers;
+    int watch_waiting;
+    struct watch_fd *watch_reporting;
+    pact_list watch_due;
+    int watch_wait_op, watch_ctl_op;
+    struct epoll_event watch_events[64];
     /* Sockets are closed by a CLOSE SQE (uring_close_socket). */
     int close_on_ring;
     /* Silent sends (see "silent sends" below): 0 where the kernel or the
@@ -880,7 +906,9 @@ static void describe_setup_failure(int err, char *reason, size_t len)
  * completion: no silent sends), fixedfiles (no fixed-file table: every
  * SQE names its file by fd, as before 6.13), mshotlim (no byte limit
  * on multishot receives, as before 6.17: the engine cancels one to end
- * it, see recv_limit_probe), extarg (as on 5.10: pact
+ * it, see recv_limit_probe), epollwait (readiness watchers wait on
+ * their epoll set by a POLL_ADD and an epoll_wait, and arm it by
+ * epoll_ctl, as before 6.15), extarg (as on 5.10: pact
  * then refuses io_uring, so "all" leaves it out). Each feature has one check point,
  * marked URING_MASK_. */
 enum {
@@ -894,6 +922,7 @@ enum {
     URING_MASK_SILENT = 1u << 7,
     URING_MASK_FIXED_FILES = 1u << 8,
     URING_MASK_MSHOT_LIM = 1u << 9,
+    URING_MASK_EPOLL_WAIT = 1u << 10,
 };
 
 static unsigned uring_mask_from_env(void)
@@ -910,6 +939,7 @@ static unsigned uring_mask_from_env(void)
         {"extarg", URING_MASK_EXT_ARG},    {"pbufinc", URING_MASK_PBUF_INC},
         {"teardown", URING_MASK_TEARDOWN}, {"silent", URING_MASK_SILENT},
         {"fixedfiles", URING_MASK_FIXED_FILES}, {"mshotlim", URING_MASK_MSHOT_LIM},
+        {"epollwait", URING_MASK_EPOLL_WAIT},
     };
     unsigned m = 0;
     for (const char *p = v; *p;) {
@@ -918,7 +948,7 @@ static unsigned uring_mask_from_env(void)
             m |= URING_MASK_SETUP | URING_MASK_LINK_TIMEOUT |
                  URING_MASK_MULTISHOT | URING_MASK_FILES | URING_MASK_PBUF_INC |
                  URING_MASK_TEARDOWN | URING_MASK_SILENT | URING_MASK_FIXED_FILES |
-                 URING_MASK_MSHOT_LIM;
+                 URING_MASK_MSHOT_LIM | URING_MASK_EPOLL_WAIT;
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
             if (strlen(names[i].name) == n && strncmp(p, names[i].name, n) == 0)
                 m |= names[i].bit;
@@ -1570,7 +1600,10 @@ static int uring_init(pact_loop *loop, unsigned depth, int fail_setup,
     if (!e)
         return -ENOMEM;
     e->mask = uring_mask_from_env();
-    e->poll_probe_fd = -1;
+    e->epfd = -1;
+    pact_fd_table_init(&e->watch_fds);
+    pact_fd_table_set_entry_size(&e->watch_fds, sizeof(struct watch_fd));
+    pact_list_init(&e->watch_due);
     pact_list_init(&e->buffer_waiters);
     pact_list_init(&e->multishot_rearms);
     if (depth == 0)
@@ -1685,6 +1718,10 @@ static int uring_init(pact_loop *loop, unsigned depth, int fail_setup,
             !(e->mask & URING_MASK_FILES) && !loop->movable)
             loop->native_kinds |= 1u << file_ops[i].kind;
     fixed_files_init(loop, e, probe);
+    e->watch_wait_op = io_uring_opcode_supported(probe, URING_OP_EPOLL_WAIT) &&
+                       !(e->mask & URING_MASK_EPOLL_WAIT);
+    e->watch_ctl_op = io_uring_opcode_supported(probe, IORING_OP_EPOLL_CTL) &&
+                      !(e->mask & URING_MASK_EPOLL_WAIT);
     io_uring_free_probe(probe);
     loop->engine_data = e;
     recv_buffers_init(loop, e);
@@ -1732,8 +1769,9 @@ static void uring_destroy(pact_loop *loop)
     io_uring_queue_exit(&e->ring);
     if (e->has_backend_efd)
         close(e->backend_efd);
-    if (e->poll_probe_fd >= 0)
-        close(e->poll_probe_fd);
+    if (e->epfd >= 0)
+        close(e->epfd);
+    pact_fd_table_destroy(&e->watch_fds);
     /* The ring is gone, and with it the kernel's use of the buffers. */
     if (e->br)
         munmap(e->br, e->br_bytes);
@@ -1869,7 +1907,6 @@ static void prep_op_named(pact_loop *loop, pact_op_s *op,
                             (uint64_t)op->offset);
         break;
     case PACT_OP_POLL:
-    case PACT_OP_WATCH: /* one-shot, armed again after each delivery */
         io_uring_prep_poll_add(sqe, op->fd, (unsigned)op->msg_flags);
         break;
     case PACT_OP_OPEN:
@@ -1906,6 +1943,7 @@ static void prep_op_named(pact_loop *loop, pact_op_s *op,
                               (unsigned)op->msg_flags);
         break;
     case PACT_OP_WORK: /* never reached: pool ops skip the engine */
+    case PACT_OP_WATCH: /* never reached: watch_start */
     case PACT_OP_SLEEP:
     case PACT_OP_CUSTOM:
     case PACT_OP_KIND_COUNT:
@@ -1924,20 +1962,26 @@ static void prep_op_named(pact_loop *loop, pact_op_s *op,
         (void)PACT_FAULT(PACT_FAULT_RECV_POLL_FIRST);
 }
 
+static int watch_set_open(uring_engine *e);
+static int watch_start(pact_loop *loop, pact_op_s *op);
+static void watch_end(pact_loop *loop, pact_op_s *op, int64_t result);
+static void watch_wait_arm(pact_loop *loop);
+static void watch_wait_cqe(pact_loop *loop, int res);
+static void watch_ctl_cqe(pact_loop *loop, int fd, int res);
+static void watch_rearm_moved(pact_loop *loop, pact_op_s *op);
+
 /* Whether fd's file can be polled: epoll refuses (EPERM) a file whose
- * driver has no poll method. One scratch epoll set per loop, made on
- * first use; the fd is taken out again at once. */
+ * driver has no poll method. Asked of the watchers' epoll set; the fd is
+ * taken out again at once. */
 static int file_can_poll(uring_engine *e, int fd)
 {
-    if (e->poll_probe_fd < 0) {
-        e->poll_probe_fd = epoll_create1(EPOLL_CLOEXEC);
-        if (e->poll_probe_fd < 0)
-            return 0; /* unknown: the pool is right either way */
-    }
+    if (watch_set_open(e) < 0)
+        return 0; /* unknown: the pool is right either way */
+    /* (EEXIST: a watched file, pollable.) */
     struct epoll_event ev = {.events = 0};
-    if (epoll_ctl(e->poll_probe_fd, EPOLL_CTL_ADD, fd, &ev) != 0)
+    if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
         return errno == EEXIST;
-    epoll_ctl(e->poll_probe_fd, EPOLL_CTL_DEL, fd, &ev);
+    epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, &ev);
     return 1;
 }
 
@@ -1973,6 +2017,8 @@ static int goes_to_the_pool(pact_loop *loop, const pact_op_s *op)
  * bytes in reverse order. */
 static int uring_submit(pact_loop *loop, pact_op_s *op, pact_fd_entry *entry)
 {
+    if (op->kind == PACT_OP_WATCH)
+        return watch_start(loop, op);
     if (goes_to_the_pool(loop, op)) {
         pact_op_ext *x = pact__op_ext(loop, op);
         if (!x) {
@@ -2022,14 +2068,12 @@ static void uring_cancel(pact_loop *loop, pact_op_s *op)
 {
     if (op->kind == PACT_OP_SEND && silent_take(loop, op))
         return; /* done already: its completion comes, with what it sent */
-    if (op == URING(loop)->watch_delivering)
-        /* Removed from inside its own callback (asyncio's sock_recv
-         * removes its reader there, python/pact/asyncio/_loop.py): the
-         * poll it delivers has fired and the kernel holds nothing of it;
-         * watch_cqe sees the cancel flag and ends it instead of arming it
-         * again. An ASYNC_CANCEL here cost an SQE per call (withdrawn as
-         * a NOP at best, retract_unsent_cancel). */
+    if (op->kind == PACT_OP_WATCH) {
+        /* The kernel holds nothing of a watcher (see "readiness
+         * watchers"): it ends here, its callback later. */
+        watch_end(loop, op, -ECANCELED);
         return;
+    }
     if (op->kind == PACT_OP_RECV_MULTI && pact_list_linked(&op->link)) {
         /* Waiting for a receive buffer (recv_buffer_wait) or for the
          * next wait (recv_multi_rearm_later): the kernel has nothing of
@@ -2608,84 +2652,273 @@ static int recv_multi_cqe(pact_loop *loop, pact_op_s *op, int res,
     return 0;
 }
 
-/* A CQE of a watch's poll (see watch.c): delivers the readiness unless a
- * cancel or deadline came first, then arms the poll again with the events
- * watched now. Like a multishot recv, the "op CQE" counted at submission
- * stands for the whole series and is settled only by the final one.
- * Returns 1 if the op stays in flight. */
-static int watch_cqe(pact_loop *loop, pact_op_s *op, int res)
+/* ---- readiness watchers (pact_watch) -----------------------------------
+ * A poll request holds a reference on its file: a socket the program
+ * closed under a watcher's POLL_ADD stayed open in the kernel until the
+ * watcher ended, and its peer never saw the end. asyncio allows closing a
+ * socket under a reader (a pending sock_recv), and its epoll forgets a
+ * closed file. So watchers wait in an epoll set of the engine's (e->epfd,
+ * made for the first one), which holds no file, as the epoll engine's
+ * set does, and the ring waits on the set: one IORING_OP_EPOLL_WAIT
+ * (6.15) in flight while a watcher lives, which writes the reports into
+ * e->watch_events; without that op, a POLL_ADD on the set and an
+ * epoll_wait(0) when it fires.
+ *
+ * Each watched number has a record (struct watch_fd) in e->watch_fds,
+ * with its watchers and the epoll_event its registration reads. The
+ * registration is EPOLLONESHOT, armed again after each report while
+ * watchers remain: a MOD, which checks readiness anew, so a callback that
+ * left data behind is called again at the next iteration (level-triggered,
+ * docs/contract.md), as the poll armed again was. The MOD is an
+ * IORING_OP_EPOLL_CTL sent with the loop's next submission (no system
+ * call of its own) where the kernel has it. A watcher's removal needs no
+ * epoll_ctl: a registration left armed reports once more at most, which
+ * is dropped, and is disarmed then; the kernel drops it with its file.
+ * So a file that lives on in a dup or a child after its number was
+ * closed cannot make the loop spin. Removal takes effect at once: a
+ * report goes only to the watchers the record has when it is handled,
+ * through pact__watch_deliver (cancel flag, the events watched now).
+ *
+ * A number's first registration is an ADD by system call: its errors
+ * (EBADF, EPERM) end the new watcher at once. epoll keys a registration
+ * by file, pact by number: when the file was closed and the number came
+ * back with another, MOD answers ENOENT and the number is added anew, so
+ * a new watcher registers the number again in any case. Every ADD bumps
+ * the record's generation, which each registration carries in its data
+ * (fd | gen << 32): a report of an older one (a file that lived on) is
+ * dropped. */
+
+static int watch_set_open(uring_engine *e)
 {
-    int rearm = (op->flags & PACT_OPF_WATCH_REARM) != 0;
-    op->flags &= (uint16_t)~PACT_OPF_WATCH_REARM;
-    int final = res;
-    if (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT)) {
-        final = -ECANCELED;
-    } else if (res >= 0 || (res == -ECANCELED && rearm)) {
-        /* (rearm: our own cancel for new events.) */
-        if (res >= 0 && rearm) {
-            /* This poll was armed for the events before the change: it
-             * cannot tell about one just added. Ask now, so the callback
-             * sees all of them in this iteration, as on epoll. */
-            struct pollfd p = {.fd = op->fd, .events = (short)op->msg_flags};
-            if (poll(&p, 1, 0) > 0)
-                res |= p.revents & ~POLLNVAL;
+    if (e->epfd < 0)
+        e->epfd = epoll_create1(EPOLL_CLOEXEC);
+    return e->epfd < 0 ? -errno : 0;
+}
+
+/* fd's record, made if create (NULL: none, or ENOMEM). */
+static struct watch_fd *watch_record(uring_engine *e, int fd, int create)
+{
+    pact_fd_entry *f = create ? pact_fd_table_get(&e->watch_fds, fd)
+                              : pact_fd_table_find(&e->watch_fds, fd);
+    struct watch_fd *w = (struct watch_fd *)f;
+    if (w && !w->watchers.next)
+        pact_list_init(&w->watchers); /* new: zeroed */
+    return w;
+}
+
+static uint32_t events_of(const pact_list *head)
+{
+    uint32_t ev = 0;
+    for (const pact_list *n = head->next; n != head; n = n->next)
+        ev |= (uint32_t)pact_container_of(n, pact_op_s, link)->msg_flags;
+    return ev;
+}
+
+/* Arms w's registration for its watchers' events. Returns 0, or a
+ * negative errno when the number cannot be registered. */
+static int watch_arm(pact_loop *loop, struct watch_fd *w)
+{
+    uring_engine *e = URING(loop);
+    uint32_t ev = events_of(&w->watchers);
+    if (e->watch_reporting == w)
+        ev |= events_of(&e->watch_due);
+    if (!ev)
+        return 0;
+    int fd = w->base.fd;
+    if (w->added && (ev & ~w->ev.events))
+        w->widened = 1; /* (an ADD's reports are all newer) */
+    w->ev.events = ev | EPOLLONESHOT;
+    if (w->added) {
+        struct io_uring_sqe *sqe = e->watch_ctl_op ? get_sqes(loop, 1) : NULL;
+        if (sqe) {
+            /* The kernel reads w->ev when it takes the SQE. */
+            io_uring_prep_epoll_ctl(sqe, e->epfd, fd, EPOLL_CTL_MOD, &w->ev);
+            if (e->features & IORING_FEAT_CQE_SKIP)
+                sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+            io_uring_sqe_set_data64(sqe, ((uint64_t)(uint32_t)fd << 32) |
+                                             TAG_WATCH_CTL);
+            return 0;
         }
-        if (res >= 0) {
-            URING(loop)->watch_delivering = op;
-            pact__watch_deliver(loop, op, (uint32_t)res);
-            URING(loop)->watch_delivering = NULL;
-        }
-        if (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT)) {
-            final = -ECANCELED;
-        } else {
-            struct io_uring_sqe *sqe = get_sqes(loop, 1);
-            if (sqe) {
-                prep_op(loop, op, sqe);
-                /* After a cancel for new events the fd may be ready for
-                 * them now: that is seen in this wait, as on epoll, not
-                 * one iteration later. */
-                if (res < 0)
-                    URING(loop)->watch_rearmed = 1;
-                return 1;
-            }
-            final = -ENOMEM;
-        }
+        if (epoll_ctl(e->epfd, EPOLL_CTL_MOD, fd, &w->ev) == 0)
+            return 0;
+        if (errno != ENOENT)
+            return -errno;
     }
-    if (resubmit_orphaned(loop, op, final))
-        return 1;
-    op->pending_cqes--;
-    op->result = final;
+    w->added = 0;
+    w->gen++;
+    w->ev.data.u64 = (uint64_t)(uint32_t)fd | (uint64_t)w->gen << 32;
+    /* (EEXIST: added again already, by the first of two MODs that found
+     * the number's file gone: watch_ctl_cqe.) */
+    if (epoll_ctl(e->epfd, EPOLL_CTL_ADD, fd, &w->ev) != 0 &&
+        (errno != EEXIST || epoll_ctl(e->epfd, EPOLL_CTL_MOD, fd, &w->ev) != 0))
+        return -errno;
+    w->added = 1;
     return 0;
 }
 
-/* pact_op_set_events(). A POLL_UPDATE of the events would be the
- * obvious tool, but an updated poll only reports events that happen after
- * the update: a socket that is already writable when POLLOUT is added was
- * never reported (seen on 6.18). So the poll is cancelled and, when its
- * -ECANCELED comes back, armed again with the events of that moment —
- * which checks readiness anew. If the poll fired first, its CQE re-arms it
- * with the new events anyway and the cancel finds nothing (-ENOENT): the
- * cancel is always submitted before that re-arm, so it can never hit the
- * newer poll. */
-static void uring_watch_update(pact_loop *loop, pact_op_s *op)
+/* Ends a watcher: out of its record now, its final callback later. */
+static void watch_end(pact_loop *loop, pact_op_s *op, int64_t result)
 {
-    if ((op->flags & PACT_OPF_WATCH_REARM) || op == URING(loop)->watch_delivering)
-        /* The re-arm already on its way (or the one watch_cqe makes after
-         * this callback: the poll it delivers has fired) reads
-         * op->msg_flags, and a poll armed anew checks readiness then. */
+    pact_list_remove(&op->link);
+    URING(loop)->nwatchers--;
+    op->pending_cqes--;
+    pact__op_defer(loop, op, result);
+}
+
+/* w's number can no longer be watched: each watcher ends with err. */
+static void watch_end_all(pact_loop *loop, struct watch_fd *w, int err)
+{
+    uring_engine *e = URING(loop);
+    pact_list *n;
+    while ((n = pact_list_pop_front(&w->watchers)) != NULL)
+        watch_end(loop, pact_container_of(n, pact_op_s, link), err);
+    if (e->watch_reporting == w)
+        while ((n = pact_list_pop_front(&e->watch_due)) != NULL)
+            watch_end(loop, pact_container_of(n, pact_op_s, link), err);
+}
+
+/* The wait on the set, while a watcher lives (see uring_wait, which
+ * tries again when no SQE was had). */
+static void watch_wait_arm(pact_loop *loop)
+{
+    uring_engine *e = URING(loop);
+    if (e->watch_waiting || !e->nwatchers)
         return;
     struct io_uring_sqe *sqe = get_sqes(loop, 1);
-    if (!sqe) {
-        /* Without it the poll may sleep through an added event: end the
-         * watch rather than leave it deaf. */
-        pact__error(loop, -ENOMEM, "no SQE to change a watch's events");
-        pact__op_cancel(loop, op);
+    if (!sqe)
         return;
+    if (e->watch_wait_op)
+        io_uring_prep_rw(URING_OP_EPOLL_WAIT, sqe, e->epfd, e->watch_events,
+                         sizeof e->watch_events / sizeof e->watch_events[0], 0);
+    else
+        io_uring_prep_poll_add(sqe, e->epfd, POLLIN);
+    io_uring_sqe_set_data64(sqe, TAG_WATCH_WAIT);
+    e->watch_waiting = 1;
+}
+
+static int watch_start(pact_loop *loop, pact_op_s *op)
+{
+    uring_engine *e = URING(loop);
+    struct watch_fd *w = NULL;
+    int r = watch_set_open(e);
+    if (r == 0 && !(w = watch_record(e, op->fd, 1)))
+        r = -ENOMEM;
+    if (r == 0) {
+        pact_list_push_back(&w->watchers, &op->link);
+        r = watch_arm(loop, w);
+        if (r < 0)
+            pact_list_remove(&op->link);
     }
-    io_uring_prep_cancel64(sqe, op_ud(op), 0);
-    io_uring_sqe_set_data64(sqe, encode(op, TAG_WATCH_REARM));
-    op->flags |= PACT_OPF_WATCH_REARM;
-    op->pending_cqes++;
+    if (r < 0) {
+        pact__op_defer(loop, op, r);
+        return 0;
+    }
+    op->pending_cqes = 1; /* the watcher's, until it ends */
+    e->nwatchers++;
+    watch_wait_arm(loop);
+    return 0;
+}
+
+/* pact_op_set_events(): the registration is armed for the new events;
+ * what was reported for the old ones is filtered by pact__watch_deliver. */
+static void uring_watch_update(pact_loop *loop, pact_op_s *op)
+{
+    struct watch_fd *w = watch_record(URING(loop), op->fd, 0);
+    if (w == URING(loop)->watch_reporting)
+        return; /* armed with the new events after the report */
+    int r = w ? watch_arm(loop, w) : 0;
+    if (r < 0)
+        watch_end_all(loop, w, r);
+}
+
+/* One report of the set: to the watchers the record has now, each once
+ * (a watcher started by one of their callbacks waits for the next). */
+static void watch_report(pact_loop *loop, const struct epoll_event *ev)
+{
+    uring_engine *e = URING(loop);
+    int fd = (int)(uint32_t)ev->data.u64;
+    struct watch_fd *w = watch_record(e, fd, 0);
+    if (!w || !w->added || w->gen != (uint16_t)(ev->data.u64 >> 32))
+        return; /* an older registration's */
+    uint32_t revents = ev->events;
+    if (w->widened) {
+        /* The report may be older than events added since (a wait the
+         * kernel completed in an earlier submission): ask for those now,
+         * so that the callbacks see all of them, as epoll's wait would
+         * have reported them. */
+        struct pollfd p = {.fd = fd, .events = (short)(w->ev.events & ~EPOLLONESHOT)};
+        if (poll(&p, 1, 0) > 0)
+            revents |= (uint32_t)p.revents & ~(uint32_t)POLLNVAL;
+        w->widened = 0;
+    }
+    e->watch_reporting = w;
+    pact_list_splice(&e->watch_due, &w->watchers);
+    pact_list *n;
+    while ((n = pact_list_pop_front(&e->watch_due)) != NULL) {
+        pact_list_push_back(&w->watchers, n);
+        pact__watch_deliver(loop, pact_container_of(n, pact_op_s, link),
+                            revents);
+    }
+    e->watch_reporting = NULL;
+    /* Disarmed by the report (EPOLLONESHOT). */
+    int r = watch_arm(loop, w);
+    if (r < 0)
+        watch_end_all(loop, w, r);
+}
+
+/* The wait on the set completed: res reports in e->watch_events
+ * (EPOLL_WAIT), or the set is readable (POLL_ADD). */
+static void watch_wait_cqe(pact_loop *loop, int res)
+{
+    uring_engine *e = URING(loop);
+    e->watch_waiting = 0;
+    if (!e->watch_wait_op && res > 0)
+        res = epoll_wait(e->epfd, e->watch_events,
+                         sizeof e->watch_events / sizeof e->watch_events[0], 0);
+    if (res > 0) {
+        /* A copy: a callback's submission may take the next wait, which
+         * writes into e->watch_events. */
+        struct epoll_event got[sizeof e->watch_events / sizeof e->watch_events[0]];
+        memcpy(got, e->watch_events, (size_t)res * sizeof got[0]);
+        for (int i = 0; i < res; i++)
+            watch_report(loop, &got[i]);
+    } else if (res < 0 && res != -ECANCELED && res != -EINTR && res != -EAGAIN &&
+               e->watch_wait_op) {
+        /* A kernel that lists EPOLL_WAIT but refuses this one: wait the
+         * older way from now on. */
+        pact__log(loop, "io_uring: EPOLL_WAIT failed (%s); watchers wait by "
+                        "POLL_ADD", pact_strerror(res));
+        e->watch_wait_op = 0;
+    }
+    watch_wait_arm(loop);
+}
+
+/* An EPOLL_CTL of fd's registration failed (success posts nothing, or is
+ * nothing to do). ENOENT: the file it was for is gone and the number
+ * names another, which is added; otherwise the number can no longer be
+ * watched (EBADF: closed). */
+static void watch_ctl_cqe(pact_loop *loop, int fd, int res)
+{
+    struct watch_fd *w = watch_record(URING(loop), fd, 0);
+    if (res >= 0 || !w)
+        return;
+    if (res == -ENOENT) {
+        w->added = 0;
+        res = watch_arm(loop, w);
+    }
+    if (res < 0)
+        watch_end_all(loop, w, res);
+}
+
+/* A movable loop moved to a new ring (migrate): op's registration is
+ * armed again, and the wait is submitted on the new ring. */
+static void watch_rearm_moved(pact_loop *loop, pact_op_s *op)
+{
+    struct watch_fd *w = watch_record(URING(loop), op->fd, 0);
+    int r = w ? watch_arm(loop, w) : 0;
+    if (r < 0)
+        watch_end_all(loop, w, r);
+    watch_wait_arm(loop);
 }
 
 /* A CQE of a multishot accept: each accepted fd is delivered at once (a
@@ -3081,6 +3314,14 @@ static void handle_op_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
             files_cqe(loop, ud, res);
             return;
         }
+        if ((ud & 0xff) == TAG_WATCH_WAIT) {
+            watch_wait_cqe(loop, res);
+            return;
+        }
+        if ((ud & 0xff) == TAG_WATCH_CTL) {
+            watch_ctl_cqe(loop, (int)(ud >> 32), res);
+            return;
+        }
         /* Only a failure posts one (CQE_SKIP_SUCCESS): a bug, as close(2)
          * failing on an fd the loop owned would be. */
         pact__error(loop, res, "io_uring: closing socket fd %d failed",
@@ -3115,11 +3356,6 @@ static void handle_op_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
     }
     if (tag == TAG_OP && op->kind == PACT_OP_RECV_MULTI) {
         if (!recv_multi_cqe(loop, op, res, flags) && nothing_more_owed(loop, op))
-            pact__op_complete(loop, op);
-        return;
-    }
-    if (tag == TAG_OP && op->kind == PACT_OP_WATCH) {
-        if (!watch_cqe(loop, op, res) && nothing_more_owed(loop, op))
             pact__op_complete(loop, op);
         return;
     }
@@ -3158,10 +3394,6 @@ static void handle_op_cqe(pact_loop *loop, uint64_t ud, int res, unsigned flags)
     case TAG_CANCEL:
         /* 0, -ENOENT or -EALREADY: either way the op posts its own CQE,
          * which carries the real result if it won the race. */
-        break;
-    case TAG_WATCH_REARM:
-        /* 0, or -ENOENT when the poll had fired: its own CQE re-arms it
-         * with the new events either way. */
         break;
     default:
         loop->stats.stray_completions++;
@@ -3445,7 +3677,7 @@ static int migrate(pact_loop *loop, int may_call_back)
     e->enabled = 1;
     e->ring_thread = 0;
     e->ncancel_retry = 0; /* their ops end below, cancelled */
-    e->watch_rearmed = 0;
+    e->watch_waiting = 0; /* armed again below */
     /* No fixed-file table on the new ring: every SQE names its fd (the
      * fd entries' slot numbers are read only where files_cap is set). */
     e->files_cap = e->files_fresh = 0;
@@ -3472,9 +3704,15 @@ static int migrate(pact_loop *loop, int may_call_back)
         pact_op_s *op = pact_slab_at(&loop->ops, i);
         if (!(op->slab.gen & 1) || op->pending_cqes <= 0)
             continue;
+        if (op->kind == PACT_OP_WATCH) {
+            /* Not on a ring: its registration is armed again, since a
+             * report in the old ring's lost completions (or a MOD left
+             * in its SQ) would leave it disarmed. */
+            watch_rearm_moved(loop, op);
+            continue;
+        }
         int unseen = (op->flags & PACT_OPF_LINK_TIMEOUT) != 0;
-        op->flags &= (uint16_t)~(PACT_OPF_WATCH_REARM | PACT_OPF_LINK_TIMEOUT |
-                                 PACT_OPF_RECV_SWITCHING);
+        op->flags &= (uint16_t)~(PACT_OPF_LINK_TIMEOUT | PACT_OPF_RECV_SWITCHING);
         op->pending_cqes = 0;
         if ((op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT)) ||
             (op->kind == PACT_OP_CONNECT && !unseen)) {
@@ -3482,7 +3720,7 @@ static int migrate(pact_loop *loop, int may_call_back)
             continue;
         }
         if (overflowed && !unseen && !(op->flags & PACT_OPF_INTERNAL) &&
-            op->kind != PACT_OP_POLL && op->kind != PACT_OP_WATCH) {
+            op->kind != PACT_OP_POLL) {
             pact__op_defer(loop, op, -EOVERFLOW);
             continue;
         }
@@ -3644,6 +3882,8 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
         rearm_buffer_waiters(loop);
     if (!pact_list_empty(&e->multishot_rearms))
         rearm_multishots(loop);
+    if (e->nwatchers && !e->watch_waiting)
+        watch_wait_arm(loop); /* it found no SQE before */
     if (e->has_backend_efd) {
         /* Reset before reaping: a completion that comes after this read
          * signals the eventfd again, so the outer loop wakes for it. */
@@ -3723,7 +3963,6 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
         loop->stats.cq_overflows++;
 
     int seen = 0;
-    int extra_rounds = 1;
     int cancel_rounds = 1;
     e->batch_cancels = 0;
     /* One wait hands over at most a CQ's worth of completions. Callbacks
@@ -3773,14 +4012,6 @@ static int uring_wait(pact_loop *loop, int64_t timeout_ns)
                 io_uring_get_events(&e->ring);
             }
             work_left = work_left_by_the_kernel(e, io_uring_cq_ready(&e->ring));
-            continue;
-        }
-        if (n == 0 && e->watch_rearmed && extra_rounds-- > 0) {
-            e->watch_rearmed = 0;
-            loop->stats.syscalls_enter++;
-            silent_arm(e);
-            io_uring_submit_and_get_events(&e->ring);
-            silent_submitted(e); /* their completions: at the next wait */
             continue;
         }
         if (n == 0)

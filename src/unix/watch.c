@@ -5,22 +5,22 @@
  * pact_recv_multishot's chunks, and whose final completion comes exactly
  * once (docs/contract.md §1).
  *
- * The engines differ only in how the kernel is asked:
+ * Both engines wait in an epoll set, which holds no file: an fd closed
+ * under a watcher ends its file at once, as asyncio's epoll selector lets
+ * it (a poll request would hold the file until the watcher ended). They
+ * differ in how the set is armed and waited on:
  *   - epoll: a level-triggered registration (no EPOLLONESHOT) for as long
  *     as a watcher is on the fd, so a watcher costs no system call per
  *     event; epoll reports the fd again at the next wait while it is
  *     ready.
- *   - io_uring: a one-shot POLL_ADD, armed again after each delivery. A
- *     poll checks readiness when it is armed, so a callback that left data
- *     in the socket is called again at the next iteration. (A multishot
- *     poll is edge-like: it posts on wake-ups only, and data left behind
- *     wakes nobody, so it would need a poll(2) per delivery to be level-
- *     triggered; the re-armed poll costs one SQE, submitted with the
- *     loop's next io_uring_enter, and no system call of its own.)
- * Removal is synchronous on both: pact_op_cancel() sets the op's cancel flag
- * before it returns, and pact__watch_deliver() drops any readiness the
- * kernel reported before that — a CQE already in the batch being handled,
- * an epoll event of the same epoll_wait. */
+ *   - io_uring: a one-shot registration in a set of the engine's own,
+ *     armed again after each delivery by an EPOLL_CTL SQE; the ring waits
+ *     on the set (see "readiness watchers" in engine_uring.c). Arming
+ *     checks readiness, so a callback that left data in the socket is
+ *     called again at the next iteration.
+ * Removal is synchronous on both: pact_op_cancel() takes the watcher off
+ * its fd before it returns, and pact__watch_deliver() drops any readiness
+ * the kernel reported before that for events no longer watched. */
 #include <errno.h>
 #include <poll.h>
 #include <sys/stat.h>
