@@ -2033,7 +2033,7 @@ Test(stream, misuse_is_refused)
 /* ---- buffered protocol (get_buffer / buffer_updated) -------------------- */
 
 typedef struct buffered {
-    order_check order;
+    order_check order; /* first: buf_made, buf_eof and buf_lost */
     uint8_t store[1 << 20];
     size_t used;
     size_t max_chunk; /* hand out small buffers to force splitting */
@@ -2060,23 +2060,25 @@ static void buf_updated(pact_transport *t, size_t n, void *user)
     b->updates++;
 }
 
+/* The order callbacks of a protocol whose user starts with its
+ * order_check (buffered, restarting). */
 static void buf_made(pact_transport *t, void *user)
 {
     (void)t;
-    order_made(&((buffered *)user)->order);
+    order_made((order_check *)user);
 }
 
 static int buf_eof(pact_transport *t, void *user)
 {
     (void)t;
-    order_eof(&((buffered *)user)->order);
+    order_eof((order_check *)user);
     return 0;
 }
 
 static void buf_lost(pact_transport *t, int err, void *user)
 {
     (void)t;
-    order_lost(&((buffered *)user)->order, err);
+    order_lost((order_check *)user, err);
 }
 
 static const pact_protocol buffered_proto = {
@@ -2441,6 +2443,79 @@ static void random_pause_resume(unsigned seed)
     cr_expect_gt(p.pauses, 10);
     free(data);
     free(p.store);
+    close(b);
+    test_loop_free(loop);
+}
+
+/* A protocol that pauses and resumes reading inside every data_received
+ * (the receive ends and a new one starts within the callback), and
+ * checks the pattern of every byte. */
+typedef struct restarting {
+    order_check order; /* first: buf_made, buf_eof and buf_lost */
+    uint64_t bad_byte_at; /* 1 + position of the first wrong byte, or 0 */
+    int restarts;
+} restarting;
+
+static void restarting_data(pact_transport *t, const void *data, size_t len,
+                            void *user)
+{
+    restarting *r = user;
+    const uint8_t *b = data;
+    for (size_t i = 0; i < len && !r->bad_byte_at; i++)
+        if (b[i] != test_pattern_byte(r->order.bytes + i))
+            r->bad_byte_at = r->order.bytes + i + 1;
+    order_data(&r->order, len);
+    cr_assert_eq(pact_transport_pause_reading(t), 0);
+    cr_assert_eq(pact_transport_resume_reading(t), 0);
+    r->restarts++;
+}
+
+static const pact_protocol restarting_proto = {
+    .connection_made = buf_made,
+    .data_received = restarting_data,
+    .eof_received = buf_eof,
+    .connection_lost = buf_lost,
+};
+
+/* The receive a callback ends and starts again is another op on the
+ * same fd and stream: epoll's event for the stream (engine_epoll.c,
+ * run_stream_recv) reads on with the new one, and no byte is lost,
+ * doubled or reordered, with bytes still in the socket behind each
+ * chunk. */
+Test(stream, a_receive_restarted_inside_data_received_keeps_every_byte)
+{
+    pact_loop *loop = test_loop_new();
+    int a, b;
+    make_tcp_pair(&a, &b);
+    size_t total = 4u << 20;
+    restarting r = {0};
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open(loop, a, PACT_STREAM_SOCKET, &restarting_proto,
+                                     &r, &t), 0); /* eof_received's 0 closes it */
+    uint8_t *data = malloc(total);
+    test_fill_pattern(data, total, 0);
+    size_t sent = 0;
+    uint64_t end = pact_now() + 20000 * MS;
+    while (!r.order.lost && pact_now() < end) {
+        if (sent < total) {
+            ssize_t n = send(b, data + sent, total - sent, MSG_DONTWAIT);
+            if (n > 0)
+                sent += (size_t)n;
+            if (sent == total)
+                shutdown(b, SHUT_WR);
+        }
+        pact_loop_run_once(loop, sent < total ? 0 : (int64_t)MS);
+    }
+    cr_expect_eq(r.order.bytes, total, "%llu of %zu bytes",
+                 (unsigned long long)r.order.bytes, total);
+    cr_expect_eq(r.bad_byte_at, 0, "byte %llu lost or reordered",
+                 (unsigned long long)r.bad_byte_at - 1);
+    cr_expect_eq(r.order.eof, 1);
+    cr_expect_eq(r.order.lost, 1);
+    cr_expect_eq(r.order.lost_err, 0, "lost: %s", pact_strerror(r.order.lost_err));
+    cr_expect_eq(r.order.after_lost, 0);
+    cr_expect_gt(r.restarts, 1);
+    free(data);
     close(b);
     test_loop_free(loop);
 }
