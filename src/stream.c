@@ -1773,6 +1773,12 @@ static PACT_SLOW_PATH int write_received_lent(pact_transport *t, const void *dat
     }
     if (loop->lent.more_in_socket)
         return stream_write(s, data, len); /* the peer streams: see above */
+    /* Lent without send slots: io_uring's move between rings (migrate
+     * runs the old ring's callbacks), where an op's send would wait for
+     * the new ring and a close behind it could not learn whether it sent
+     * everything (docs/contract.md §6). Written at once, as on epoll. */
+    if (!loop->send_slots)
+        return stream_write(s, data, len);
     if (s->inline_writes) {
         s->inline_writes--;
         return write_at_once(s, data, len);

@@ -68,6 +68,24 @@ static inline void make_socketpair(int sv[2])
                             0, sv), 0);
 }
 
+/* Small kernel buffers on a, b (a Unix stream pair: TCP with such small
+ * windows crawls), filled from a (zeros) until a takes no more, so that a
+ * transport's next byte on a waits; returns the bytes. */
+static inline size_t fill_kernel_buffers(int a, int b)
+{
+    int small = 4096;
+    setsockopt(a, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    setsockopt(b, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    static uint8_t zeros[1 << 16];
+    size_t filled = 0;
+    for (;;) {
+        ssize_t w = send(a, zeros, sizeof zeros, MSG_DONTWAIT);
+        if (w <= 0)
+            return filled;
+        filled += (size_t)w;
+    }
+}
+
 /* A blocking TCP socket connected to host:port (a loopback listener's
  * backlog completes the connect without the listener's loop running). */
 static inline int tcp_connect_blocking(int family, const char *host, int port)

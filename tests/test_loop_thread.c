@@ -2045,3 +2045,181 @@ Test(loop_thread, a_movable_loop_closed_on_another_thread_with_a_slot_send_in_fl
         pthread_cond_destroy(&m->cv);
     }
 }
+
+/* ---- a close behind a reply, in the move ---------------------------------
+ * docs/contract.md §6: a close right behind a write takes later writes
+ * only where the write did not go out at once (epoll's eager send found
+ * the socket full and queued it), as asyncio's transport does with a
+ * buffer left; else the later write is refused and the close ends the
+ * stream after the reply. On io_uring a movable loop's move handles the
+ * completions the old ring holds on the new thread (migrate), between
+ * rings: a data callback there replies, closes and writes again. Thread A
+ * binds the ring and only hands the peer's request to the kernel
+ * (pact_loop_flush: the receive completes at submission, its completion
+ * waits in the old ring's CQ), so on io_uring's fast ring the callback
+ * runs in the move; elsewhere (epoll, the plain ring) in the main
+ * thread's run. The reply is a plain write or write_received (on the fast
+ * ring a zero-copy send from the receive buffer, which in the move goes
+ * by op). Every byte accepted arrives once, in order, and the late write
+ * is taken exactly where epoll takes it. */
+typedef struct {
+    mover m; /* first: the protocol's user is the mover */
+    int write_received; /* the reply by pact_transport_write_received */
+    int replied;
+    int late_write;
+    int in_the_move; /* the callback ran while the loop changed rings */
+    int spare[2];
+    int nudged;
+    pthread_t replied_on;
+} reply_mover;
+
+static void rm_data(pact_transport *t, const void *data, size_t len, void *user)
+{
+    reply_mover *rm = user;
+    if (rm->replied++)
+        return;
+    rm->replied_on = pthread_self();
+    /* migrate() switches the receive mode to poll once the old ring's
+     * completions are handled; send slots end when it begins. */
+    rm->in_the_move = !rm->m.loop->send_slots &&
+                      strcmp(pact_loop_recv_multishot_mode(rm->m.loop), "poll") != 0;
+    cr_assert_eq(len, 2);
+    cr_assert_eq(rm->write_received ? pact_transport_write_received(t, data, len)
+                                    : pact_transport_write(t, data, len),
+                 0);
+    cr_assert_eq(pact_transport_close(t), 0);
+    rm->late_write = pact_transport_write(t, "late", 4);
+}
+
+static const pact_protocol reply_mover_proto = {
+    .data_received = rm_data,
+    .connection_lost = mover_lost,
+};
+
+/* A send of its own whose submission carries the transport's receive to
+ * the old ring's CQ (see request_in_the_old_cq_on_a). */
+static void rm_nudge_done(pact_loop *loop, const pact_completion *c, void *user)
+{
+    (void)loop;
+    reply_mover *rm = user;
+    cr_assert_eq(c->result, 1);
+    rm->nudged++;
+}
+
+/* On thread A: the loop runs (its ring is bound to A; the transport's
+ * first receive waits in the kernel for readiness), then the request
+ * comes, and a submission with no run behind it (pact_loop_flush of a
+ * send of the loop's own) goes to the kernel: on io_uring's fast ring
+ * the kernel does the receive's deferred work in that system call
+ * (liburing asks for it when the kernel flags work pending), so the
+ * request's completion waits in the old ring's CQ for the move. No
+ * callback of the transport runs here. */
+static void request_in_the_old_cq_on_a(void *arg)
+{
+    reply_mover *rm = arg;
+    mover *m = &rm->m;
+    for (int turns = 0; turns < 3; turns++)
+        cr_assert_geq(pact_loop_run_once(m->loop, 0), 0);
+    cr_assert_eq(send(m->b, "go", 2, 0), 2);
+    cr_assert_gt(pact_send(m->loop, rm->spare[0], "x", 1, 0, rm_nudge_done, rm), 0);
+    cr_assert_eq(pact_loop_flush(m->loop), 0);
+}
+
+typedef struct {
+    int fd;
+    uint8_t *got;
+    size_t cap, len;
+} eof_reader;
+
+static void *read_to_eof(void *arg)
+{
+    eof_reader *r = arg;
+    for (;;) {
+        ssize_t n = recv(r->fd, r->got + r->len, r->cap - r->len, 0);
+        if (n <= 0)
+            return NULL;
+        r->len += (size_t)n;
+        cr_assert_lt(r->len, r->cap, "more than was written arrived");
+    }
+}
+
+static void close_behind_a_reply_in_the_move(int full, int write_received)
+{
+    for (int round = 0; round < 4; round++) {
+        reply_mover rm;
+        memset(&rm, 0, sizeof rm);
+        mover *m = &rm.m;
+        mover_init(m, &reply_mover_proto);
+        rm.write_received = write_received;
+        size_t filled = full ? fill_kernel_buffers(m->a, m->b) : 0;
+        make_socketpair(rm.spare);
+        m->on_a = request_in_the_old_cq_on_a;
+        m->a_exits = round % 2;
+        pthread_t a = mover_run_a(m);
+        cr_assert_eq(rm.replied, 0, "round %d: a callback ran on A", round);
+        uint64_t end = pact_now() + 5000 * MS;
+        while (!rm.replied) {
+            cr_assert_lt(pact_now(), end, "round %d: the request was not delivered", round);
+            cr_assert_geq(pact_loop_run_once(m->loop, 10 * (int64_t)MS), 0);
+        }
+        cr_assert(pthread_equal(rm.replied_on, pthread_self()));
+        if (slots_until_the_move(m->loop))
+            cr_assert(rm.in_the_move, "round %d: the reply was not made in the move", round);
+        /* Only now does the peer read: the late write came before. */
+        fcntl(m->b, F_SETFL, 0);
+        eof_reader r = {.fd = m->b, .cap = filled + 4096};
+        r.got = malloc(r.cap);
+        cr_assert_not_null(r.got);
+        pthread_t rt;
+        cr_assert_eq(pthread_create(&rt, NULL, read_to_eof, &r), 0);
+        cr_assert_eq(pact_loop_run(m->loop), 0);
+        pthread_join(rt, NULL);
+        cr_assert_eq(m->lost, 1, "round %d", round);
+        if (full) {
+            cr_assert_eq(rm.late_write, 0, "round %d: the late write was refused (%d)",
+                         round, rm.late_write);
+            cr_assert_eq(r.len, filled + 6, "round %d: %zu of %zu bytes", round, r.len,
+                         filled + 6);
+            cr_assert_eq(memcmp(r.got + filled, "golate", 6), 0, "round %d: %.6s", round,
+                         (const char *)r.got + filled);
+        } else {
+            cr_assert_eq(rm.late_write, -ESHUTDOWN, "round %d: the late write said %d",
+                         round, rm.late_write);
+            cr_assert_eq(r.len, 2, "round %d: %zu bytes", round, r.len);
+            cr_assert_eq(memcmp(r.got, "go", 2), 0);
+        }
+        pact_loop_stats st;
+        cr_assert_eq(pact_loop_get_stats(m->loop, &st), 0);
+        cr_assert_eq(st.ops_live, 0);
+        cr_assert_eq(st.stray_completions, 0);
+        cr_assert_eq(rm.nudged, 1);
+        free(r.got);
+        close(rm.spare[0]);
+        close(rm.spare[1]);
+        mover_release(m, a);
+        test_loop_free(m->loop);
+        close(m->b);
+        pthread_mutex_destroy(&m->lock);
+        pthread_cond_destroy(&m->cv);
+    }
+}
+
+Test(loop_thread, a_close_in_the_move_behind_a_reply_refuses_later_writes)
+{
+    close_behind_a_reply_in_the_move(0, 0);
+}
+
+Test(loop_thread, a_close_in_the_move_behind_a_reply_to_a_full_socket_takes_later_writes)
+{
+    close_behind_a_reply_in_the_move(1, 0);
+}
+
+Test(loop_thread, a_close_in_the_move_behind_a_received_reply_refuses_later_writes)
+{
+    close_behind_a_reply_in_the_move(0, 1);
+}
+
+Test(loop_thread, a_close_in_the_move_behind_a_received_reply_to_a_full_socket_takes_later_writes)
+{
+    close_behind_a_reply_in_the_move(1, 1);
+}

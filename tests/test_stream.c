@@ -508,24 +508,6 @@ Test(stream, a_write_after_close_while_bytes_are_queued_is_sent_before_the_close
     test_loop_free(loop);
 }
 
-/* Small kernel buffers on a, b (a Unix stream pair: TCP with such small
- * windows crawls), filled from a (zeros) until a takes no more, so that a
- * transport's next byte on a waits; returns the bytes. */
-static size_t fill_kernel_buffers(int a, int b)
-{
-    int small = 4096;
-    setsockopt(a, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
-    setsockopt(b, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-    static uint8_t zeros[1 << 16];
-    size_t filled = 0;
-    for (;;) {
-        ssize_t w = send(a, zeros, sizeof zeros, MSG_DONTWAIT);
-        if (w <= 0)
-            return filled;
-        filled += (size_t)w;
-    }
-}
-
 Test(stream, a_write_after_close_with_a_single_byte_queued_is_sent)
 {
     pact_loop *loop = test_loop_new();

@@ -4101,7 +4101,7 @@ static void uring_flush(pact_loop *loop)
  * have gone, and read again), handed over as sent, its completion in the
  * CQ, not reaped yet, or a silent send's list; a send the kernel took
  * without a completion and that is no silent one waits for room. */
-enum { FIRST_TRY_IN_THE_SQ = 2 };
+enum { FIRST_TRY_IN_THE_SQ = 2, FIRST_TRY_QUEUED = 3 };
 
 /* The result of an unreaped CQE that carries ud or ud2, if one does. */
 static int cqe_not_reaped(const uring_engine *e, uint64_t ud, uint64_t ud2,
@@ -4120,7 +4120,8 @@ static int cqe_not_reaped(const uring_engine *e, uint64_t ud, uint64_t ud2,
 }
 
 /* uring_first_try_sent's answer without a submission, or
- * FIRST_TRY_IN_THE_SQ. */
+ * FIRST_TRY_IN_THE_SQ, or FIRST_TRY_QUEUED (an op's send still in the op
+ * layer's queue: streams send by op where the ring has no send slots). */
 static int first_try_fate(pact_loop *loop, pact_send_slot *slot, pact_op h,
                           size_t len)
 {
@@ -4141,6 +4142,8 @@ static int first_try_fate(pact_loop *loop, pact_send_slot *slot, pact_op h,
             return -ENOENT;
         if (op->state == PACT_OP_DONE) /* handed over (silent_hand_over) */
             return op->result == (int64_t)len;
+        if (op->state == PACT_OP_QUEUED || (op->flags & PACT_OPF_ORDER_WAITING))
+            return FIRST_TRY_QUEUED;
         if (op->state != PACT_OP_INFLIGHT)
             return -EAGAIN;
         ud = encode(op, TAG_OP);
@@ -4166,8 +4169,23 @@ static int uring_first_try_sent(pact_loop *loop, pact_send_slot *slot, pact_op o
                                 size_t len)
 {
     int r = first_try_fate(loop, slot, op, len);
-    if (r != FIRST_TRY_IN_THE_SQ)
+    if (r != FIRST_TRY_IN_THE_SQ && r != FIRST_TRY_QUEUED)
         return r;
+    /* In a move (migrate) nothing goes to the old ring, whose thread is
+     * another, and the new one is not set up yet: the send goes again
+     * on the new ring, and whether it will send everything is not known
+     * (counted as sent, as before the kernel answers). The move's own
+     * callbacks make no first try (stream.c sends their writes at once). */
+    if (URING(loop)->migrating)
+        return -EAGAIN;
+    if (r == FIRST_TRY_QUEUED) {
+        /* Into the SQ with what was queued before it, in order, as the
+         * run's end would hand them over (pact__ops_flush). */
+        pact__ops_flush(loop);
+        r = first_try_fate(loop, slot, op, len);
+        if (r != FIRST_TRY_IN_THE_SQ)
+            return r == FIRST_TRY_QUEUED ? -EAGAIN : r; /* waits its fd's turn */
+    }
     /* Its completion, if the kernel posts one at once, stays in the CQ
      * for the next wait (as a submission that makes room in a full SQ
      * leaves them). */
