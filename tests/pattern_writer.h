@@ -7,11 +7,16 @@
 #ifndef PACT_TEST_PATTERN_WRITER_H
 #define PACT_TEST_PATTERN_WRITER_H
 
+#include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pact.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
+
+#include "helpers_both_systems.h" /* test_fill_pattern */
 
 typedef struct pattern_writer {
     pthread_t thread;
