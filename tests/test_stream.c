@@ -1710,6 +1710,56 @@ static void fc_sent(pact_loop *loop, const pact_completion *c, void *user)
     ((fixed_conn *)user)->op_sent = 1;
 }
 
+/* An echo whose replies wait for room in the socket: its receive reads
+ * on while sends wait with the engine (on epoll the fd's registration is
+ * then no longer its receive's alone, and is again once they drained:
+ * engine_epoll.c, set_alone). Every byte comes back once, in order. */
+Test(stream, an_echo_whose_replies_wait_for_room_returns_every_byte_in_order)
+{
+    pact_loop *loop = test_loop_new();
+    fixed_conn c;
+    fc_open(loop, &c);
+    int small = 4096;
+    cr_assert_eq(setsockopt(pact_transport_fd(c.t), SOL_SOCKET, SO_SNDBUF, &small,
+                            sizeof small), 0);
+    size_t total = 2u << 20;
+    uint8_t *data = malloc(total);
+    test_fill_pattern(data, total, 0);
+    size_t sent = 0, got = 0, most_buffered = 0;
+    uint64_t bad_byte_at = 0;
+    uint8_t back[65536];
+    uint64_t end = pact_now() + 20000 * MS;
+    while (got < total && pact_now() < end) {
+        if (sent < total) {
+            ssize_t n = send(c.peer, data + sent, total - sent, MSG_DONTWAIT);
+            if (n > 0)
+                sent += (size_t)n;
+        }
+        pact_loop_run_once(loop, 0);
+        size_t buffered = pact_transport_write_buffer_size(c.t);
+        if (buffered > most_buffered)
+            most_buffered = buffered;
+        if (sent < total)
+            continue; /* the replies back up meanwhile */
+        ssize_t n = recv(c.peer, back, sizeof back, MSG_DONTWAIT);
+        for (ssize_t i = 0; i < n && !bad_byte_at; i++)
+            if (back[i] != test_pattern_byte(got + (size_t)i))
+                bad_byte_at = got + (size_t)i + 1;
+        if (n > 0)
+            got += (size_t)n;
+    }
+    cr_expect_gt(most_buffered, 0, "no reply waited for room");
+    cr_expect_eq(got, total, "%zu of %zu bytes echoed", got, total);
+    cr_expect_eq(bad_byte_at, 0, "byte %llu lost or reordered",
+                 (unsigned long long)bad_byte_at - 1);
+    pact_transport_close(c.t);
+    pact_loop_run(loop);
+    cr_expect_eq(c.lost, 1);
+    close(c.peer);
+    free(data);
+    test_loop_free(loop);
+}
+
 /* On io_uring each socket transport's file may take a slot of the ring's
  * fixed-file table until the transport closes it; a table with fewer
  * slots than sockets (2 here; tests only) leaves the others on their fds,

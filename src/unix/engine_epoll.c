@@ -309,15 +309,22 @@ static int multishot_kind(const fd_entry *f)
                : -1;
 }
 
+/* The op at the head of the fd's read queue (its receive), or NULL.
+ * Every entry epoll reports or the engine arms has its queues (fd_get
+ * made them before the registration), and so has e->beyond. */
+static pact_op_s *read_head(const fd_entry *f)
+{
+    const pact_list *head = &f->queues[QUEUE_READ];
+    return head->next != head ? pact_container_of(head->next, pact_op_s, link)
+                              : NULL;
+}
+
 /* The stream whose receive heads the fd's read queue (a hooked receive
  * delivering to pact__stream_recv_data), or NULL. */
 static void *head_stream(const fd_entry *f)
 {
-    const pact_list *head = &f->queues[QUEUE_READ];
-    if (pact_list_empty(head))
-        return NULL;
-    const pact_op_s *op = pact_container_of(head->next, pact_op_s, link);
-    return (op->flags & PACT_OPF_DATA_HOOK) &&
+    const pact_op_s *op = read_head(f);
+    return op && (op->flags & PACT_OPF_DATA_HOOK) &&
                    op->data_hook == pact__stream_recv_data
                ? op->user
                : NULL;
@@ -831,21 +838,24 @@ run_recv_multi(pact_loop *loop, fd_entry *f, pact_op_s *op, uint32_t revents,
 
 /* run_recv_multi for a stream's receive alone on its fd (alone_stream),
  * reading into the loop's buffer: pact__op_recv_burst without the op.
- * The op at the head of the read queue is the stream's receive, and
- * stays live while it stays there: a cancel (pause_reading, close, a
- * deadline) takes it out at once (ep_cancel), so after each callback the
- * fd entry says whether to read on. When the callback changed the fd's
- * queues otherwise (a write that waits, a new receive), the op says
- * (the general checks). The stream's hook is called directly, as
- * io_uring's stream receive does. callgrind --cache-sim
- * (bench/c_counts.sh, two interleaved runs each): D1 misses per request
- * 3.32 -> 2.41 in the 64-byte echo at 500 connections, 4.69 -> 3.60 in
- * HTTP at 500; instructions 208 -> 204 and 1008 -> 992. */
+ * A cancel (pause_reading, close, a deadline) takes a receive out of its
+ * queue at once (ep_cancel), so while the fd entry still says its
+ * stream's receive is alone, that receive is live, and the stream reads
+ * on (a callback that ended its receive and started another left it
+ * alone again, as run_queue would read on with the new one). Otherwise
+ * (an op on the fd that a callback's cancel let go to the engine at
+ * once, in the fd's order: op.c) the op at the head of the queue says:
+ * the stream's live receive reads on with the general checks, anything
+ * else means it ended. The
+ * stream's hook is called directly, as io_uring's stream receive does.
+ * callgrind --cache-sim (bench/c_counts.sh, two interleaved runs each):
+ * D1 misses per request 3.32 -> 2.41 in the 64-byte echo at 500
+ * connections, 4.69 -> 3.60 in HTTP at 500; instructions 208 -> 204 and
+ * 1008 -> 992. The op is found only where the end needs it, not on
+ * every event: 64-byte echo 202 -> 196 instructions per request. */
 static inline __attribute__((always_inline)) int
 run_stream_recv(pact_loop *loop, fd_entry *f, uint32_t revents, int *completed)
 {
-    pact_list *link = f->queues[QUEUE_READ].next;
-    pact_op_s *op = pact_container_of(link, pact_op_s, link);
     void *s = f->alone_stream;
     int fd = f->base.fd;
     int64_t final = 0;
@@ -865,14 +875,12 @@ run_stream_recv(pact_loop *loop, fd_entry *f, uint32_t revents, int *completed)
         int drained = (size_t)n < loop->burst_buf_size;
         PACT_RUN_CALLBACK(loop, pact__stream_recv_data, "operation callback",
                           pact__stream_recv_data(s, loop->burst_buf, (size_t)n));
-        if (f->queues[QUEUE_READ].next != link || !receive_alone(f) ||
-            loop->recv_buffer_get) {
-            if (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT)) {
-                final = -ECANCELED;
-                r = 0;
-            } else {
-                r = drained ? 3 : pact__op_recv_burst(loop, op, fd, &final, NULL, 1);
-            }
+        if (!receive_alone(f) || f->alone_stream != s) {
+            pact_op_s *op = read_head(f);
+            if (!op || op->kind != PACT_OP_RECV_MULTI || head_stream(f) != s ||
+                (op->flags & (PACT_OPF_CANCEL_REQUESTED | PACT_OPF_TIMED_OUT)))
+                return 0; /* it ended: the caller runs what the queue holds */
+            r = drained ? 3 : pact__op_recv_burst(loop, op, fd, &final, NULL, 1);
             break;
         }
         if (drained) {
@@ -880,6 +888,9 @@ run_stream_recv(pact_loop *loop, fd_entry *f, uint32_t revents, int *completed)
             break;
         }
     }
+    if (r == 3 && !(revents & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+        return 1;
+    pact_op_s *op = pact_container_of(f->queues[QUEUE_READ].next, pact_op_s, link);
     return recv_multi_after_burst(loop, f, op, revents, r, final);
 }
 
@@ -1033,16 +1044,6 @@ static int run_watchers(pact_loop *loop, epoll_engine *e, fd_entry *f,
     return n;
 }
 
-/* The op at the head of the fd's read queue (its receive), or NULL. Only
- * for prefetching: every entry epoll reports has its queues (fd_get made
- * them before the registration), and so has e->beyond. */
-static const pact_op_s *read_head(const fd_entry *f)
-{
-    const pact_list *head = &f->queues[QUEUE_READ];
-    return head->next != head ? pact_container_of(head->next, pact_op_s, link)
-                              : NULL;
-}
-
 /* Asks the cache for the lines an event's dispatch will read, ahead of
  * it (ep_wait). With hundreds of connections the kernel's work between
  * two events evicts the loop's per-connection state, and each event then
@@ -1157,8 +1158,9 @@ static int ep_wait(pact_loop *loop, int64_t timeout_ns)
              * path below does for it, without its tests of the other
              * queues. */
             int waits;
-            if (f->alone_stream && loop->burst_buf && !loop->recv_buffer_get &&
-                !loop->recv_large) {
+            /* (a receive-buffer hook sets recv_large too; neither
+             * changes while the loop runs) */
+            if (f->alone_stream && loop->burst_buf && !loop->recv_buffer_get) {
                 waits = run_stream_recv(loop, f, rev, &seen);
             } else {
                 pact_op_s *op = pact_container_of(f->queues[QUEUE_READ].next,
