@@ -1776,7 +1776,11 @@ static PACT_SLOW_PATH int write_received_lent(pact_transport *t, const void *dat
     /* Lent without send slots: io_uring's move between rings (migrate
      * runs the old ring's callbacks), where an op's send would wait for
      * the new ring and a close behind it could not learn whether it sent
-     * everything (docs/contract.md §6). Written at once, as on epoll. */
+     * everything (docs/contract.md §6). Written at once, as on epoll.
+     * "Lent without send slots" means "in the move" only because the
+     * rings without send slots (a movable loop's plain ring, a moved
+     * loop's) receive in poll mode and never lend (engine_uring.c): a
+     * change there must revisit this test, or zero-copy replies stop. */
     if (!loop->send_slots)
         return stream_write(s, data, len);
     if (s->inline_writes) {

@@ -319,7 +319,8 @@ int main(void)
     getrlimit(RLIMIT_NOFILE, &lim);
     if (lim.rlim_cur > STORM_FD_LIMIT) {
         lim.rlim_cur = STORM_FD_LIMIT;
-        setrlimit(RLIMIT_NOFILE, &lim);
+        if (setrlimit(RLIMIT_NOFILE, &lim) != 0)
+            DIE("setrlimit: %m");
     }
     int fds0 = count_open_fds();
     pact_loop_options o;
@@ -372,12 +373,17 @@ int main(void)
                     DIE("storm client %d: %m", i);
             }
             storm_errors_before = pact_server_accept_errors(srv);
-            int f;
-            while (nstorm_fillers < STORM_FD_LIMIT &&
-                   (f = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0)
+            int f, open_err = 0;
+            while (nstorm_fillers < STORM_FD_LIMIT) {
+                if ((f = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) {
+                    open_err = errno;
+                    break;
+                }
                 storm_fillers[nstorm_fillers++] = f;
-            if (errno != EMFILE)
-                DIE("filling the fd table: %m");
+            }
+            if (open_err != EMFILE)
+                DIE("filling the fd table ended without EMFILE (%s)",
+                    open_err ? strerror(open_err) : "limit not reached");
             storm = 1;
             storm_end = now + 3ull * 1000 * 1000 * 1000;
             after_storm_ok = 0;

@@ -2509,11 +2509,12 @@ static const pact_protocol restarting_proto = {
     .connection_lost = buf_lost,
 };
 
-/* The receive a callback ends and starts again is another op on the
- * same fd and stream: epoll's event for the stream (engine_epoll.c,
- * run_stream_recv) reads on with the new one, and no byte is lost,
- * doubled or reordered, with bytes still in the socket behind each
- * chunk. */
+/* A receive a callback ends and starts again (pause, then resume, inside
+ * data_received): the resume finds the ended receive still there, and
+ * the next one starts from that receive's final completion (stream.c),
+ * so no byte is lost, doubled or reordered, with bytes still in the
+ * socket behind each chunk. A pause that stays is
+ * a_pause_inside_data_received_leaves_the_rest_in_the_socket. */
 Test(stream, a_receive_restarted_inside_data_received_keeps_every_byte)
 {
     pact_loop *loop = test_loop_new();
@@ -2548,6 +2549,98 @@ Test(stream, a_receive_restarted_inside_data_received_keeps_every_byte)
     cr_expect_eq(r.order.after_lost, 0);
     cr_expect_gt(r.restarts, 1);
     free(data);
+    close(b);
+    test_loop_free(loop);
+}
+
+/* A protocol that pauses reading inside its first data_received after
+ * the first PAUSING_WARM_UP bytes (which make the loop's receive buffer
+ * and the fd's registration as every later event finds them). */
+#define PAUSING_WARM_UP 16
+typedef struct pausing_once {
+    order_check order; /* first: buf_made, buf_eof and buf_lost */
+    uint64_t bad_byte_at; /* 1 + position of the first wrong byte, or 0 */
+    size_t first_chunk;
+} pausing_once;
+
+static void pausing_once_data(pact_transport *t, const void *data, size_t len,
+                              void *user)
+{
+    pausing_once *p = user;
+    const uint8_t *b = data;
+    for (size_t i = 0; i < len && !p->bad_byte_at; i++)
+        if (b[i] != test_pattern_byte(p->order.bytes + i))
+            p->bad_byte_at = p->order.bytes + i + 1;
+    uint64_t before = p->order.bytes;
+    order_data(&p->order, len);
+    if (before >= PAUSING_WARM_UP && !p->first_chunk) {
+        p->first_chunk = len;
+        cr_assert_eq(pact_transport_pause_reading(t), 0);
+    }
+}
+
+static const pact_protocol pausing_once_proto = {
+    .connection_made = buf_made,
+    .data_received = pausing_once_data,
+    .eof_received = buf_eof,
+    .connection_lost = buf_lost,
+};
+
+/* docs/contract.md §4 and §5: a pause inside data_received ends the
+ * stream's receive, and what the receive had not taken stays in the
+ * socket (the kernel's buffer, not pact's memory, holds the peer back).
+ * On epoll the receive reads by readiness, so after the chunk whose
+ * callback paused nothing more is read (engine_epoll.c, run_stream_recv
+ * looks at the fd's queue after each callback); io_uring's multishot
+ * receive may have taken more chunks before its cancel, which are held.
+ * On resume every byte arrives, once and in order. */
+Test(stream, a_pause_inside_data_received_leaves_the_rest_in_the_socket)
+{
+    pact_loop *loop = test_loop_new();
+    int sv[2];
+    make_socketpair(sv); /* every byte sent waits in a's queue at once */
+    int a = sv[0], b = sv[1];
+    int big = 1 << 20;
+    setsockopt(b, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+    static uint8_t data[1 << 20];
+    test_fill_pattern(data, sizeof data, 0);
+    pausing_once p;
+    memset(&p, 0, sizeof p);
+    pact_transport *t;
+    cr_assert_eq(pact_transport_open(loop, a, PACT_STREAM_SOCKET, &pausing_once_proto,
+                                     &p, &t), 0);
+    cr_assert_eq(send(b, data, PAUSING_WARM_UP, 0), PAUSING_WARM_UP);
+    RUN_UNTIL(loop, p.order.bytes == PAUSING_WARM_UP, 5000);
+    size_t total = PAUSING_WARM_UP;
+    for (;;) {
+        ssize_t n = send(b, data + total, sizeof data - total, MSG_DONTWAIT);
+        if (n <= 0)
+            break;
+        total += (size_t)n;
+    }
+    int queued = 0;
+    cr_assert_eq(ioctl(a, FIONREAD, &queued), 0);
+    cr_assert_eq((size_t)queued, total - PAUSING_WARM_UP);
+    RUN_UNTIL(loop, p.first_chunk > 0, 5000);
+    for (int i = 0; i < 5; i++)
+        cr_assert_geq(pact_loop_run_once(loop, 5 * (int64_t)MS), 0);
+    cr_assert_eq(p.order.bytes, PAUSING_WARM_UP + p.first_chunk,
+                 "data_received ran while paused");
+    cr_assert_eq(ioctl(a, FIONREAD, &queued), 0);
+    if (pact_loop_engine(loop) == PACT_ENGINE_EPOLL)
+        cr_assert_eq((size_t)queued, total - PAUSING_WARM_UP - p.first_chunk,
+                     "%zu bytes read past a pause (%d left in the socket)",
+                     total - PAUSING_WARM_UP - p.first_chunk - (size_t)queued, queued);
+    else
+        cr_assert_leq((size_t)queued, total - PAUSING_WARM_UP - p.first_chunk);
+    cr_assert_eq(pact_transport_resume_reading(t), 0);
+    shutdown(b, SHUT_WR);
+    RUN_UNTIL(loop, p.order.lost, 10000);
+    cr_expect_eq(p.order.bytes, total);
+    cr_expect_eq(p.bad_byte_at, 0, "byte %llu lost or reordered",
+                 (unsigned long long)p.bad_byte_at - 1);
+    cr_expect_eq(p.order.eof, 1);
+    cr_expect_eq(p.order.lost_err, 0, "lost: %s", pact_strerror(p.order.lost_err));
     close(b);
     test_loop_free(loop);
 }

@@ -850,9 +850,10 @@ run_recv_multi(pact_loop *loop, fd_entry *f, pact_op_s *op, uint32_t revents,
  * stream's hook is called directly, as io_uring's stream receive does.
  * callgrind --cache-sim (bench/c_counts.sh, two interleaved runs each):
  * D1 misses per request 3.32 -> 2.41 in the 64-byte echo at 500
- * connections, 4.69 -> 3.60 in HTTP at 500; instructions 208 -> 204 and
- * 1008 -> 992. The op is found only where the end needs it, not on
- * every event: 64-byte echo 202 -> 196 instructions per request. */
+ * connections, 4.69 -> 3.60 in HTTP at 500 (instructions within the
+ * runs' ranges). The op is found only where the end needs it, not on
+ * every event: 64-byte echo at 500 connections 202 -> 196 instructions
+ * per request. */
 static inline __attribute__((always_inline)) int
 run_stream_recv(pact_loop *loop, fd_entry *f, uint32_t revents, int *completed)
 {
