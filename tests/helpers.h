@@ -68,6 +68,23 @@ static inline void make_socketpair(int sv[2])
                             0, sv), 0);
 }
 
+/* Sends zeros on fd, chunk bytes at a time (at most 64 KiB), until the
+ * kernel takes no more (raw sends: a transport on fd does not see them);
+ * returns the bytes. Smaller chunks fill the last bit of room too. */
+static inline size_t send_zeros_until_full(int fd, size_t chunk)
+{
+    static uint8_t zeros[1 << 16];
+    if (chunk > sizeof zeros)
+        chunk = sizeof zeros;
+    size_t filled = 0;
+    for (;;) {
+        ssize_t w = send(fd, zeros, chunk, MSG_DONTWAIT);
+        if (w <= 0)
+            return filled;
+        filled += (size_t)w;
+    }
+}
+
 /* Small kernel buffers on a, b (a Unix stream pair: TCP with such small
  * windows crawls), filled from a (zeros) until a takes no more, so that a
  * transport's next byte on a waits; returns the bytes. */
@@ -76,14 +93,7 @@ static inline size_t fill_kernel_buffers(int a, int b)
     int small = 4096;
     setsockopt(a, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
     setsockopt(b, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-    static uint8_t zeros[1 << 16];
-    size_t filled = 0;
-    for (;;) {
-        ssize_t w = send(a, zeros, sizeof zeros, MSG_DONTWAIT);
-        if (w <= 0)
-            return filled;
-        filled += (size_t)w;
-    }
+    return send_zeros_until_full(a, 1 << 16);
 }
 
 /* A blocking TCP socket connected to host:port (a loopback listener's

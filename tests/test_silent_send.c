@@ -303,14 +303,7 @@ static void write_in_the_hook_behind_a_silent_send(void)
  * transport's fd, which the stream does not see); returns the bytes. */
 static size_t fill_socket(int a)
 {
-    static char zeros[512];
-    size_t filled = 0;
-    for (;;) {
-        ssize_t w = send(a, zeros, sizeof zeros, MSG_DONTWAIT);
-        if (w <= 0)
-            return filled;
-        filled += (size_t)w;
-    }
+    return send_zeros_until_full(a, 512);
 }
 
 /* The peer's side of a reply that meets a full socket, read from a timer
